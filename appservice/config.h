@@ -1,0 +1,86 @@
+/*
+ * config.h - Threshold's configuration, parsed once at the edge from YAML into
+ * plain structs by a table (config.c's options[]): name, type, bounds, default.
+ * Errors name the key and the line: "config.yaml:12: appservice.listen_port:
+ * 70000 is out of range (1..65535)".
+ *
+ * The appservice tokens live in the registration file (the file the
+ * homeserver also reads), not here, so each secret is written once.
+ */
+#ifndef THRESHOLD_CONFIG_H
+#define THRESHOLD_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct config {
+	/* homeserver */
+	char *hs_url;      /* Client-Server API base, e.g. http://127.0.0.1:8008 */
+	char *server_name; /* the homeserver's server name, e.g. example.org */
+
+	/* appservice */
+	char *as_id;          /* registration id */
+	char *listen_address; /* where Threshold's AS API listens */
+	unsigned listen_port;
+	char *as_url;          /* how the homeserver reaches Threshold (registration url) */
+	char *registration;    /* path of the registration file holding the tokens */
+	char *bot_localpart;   /* the bot user, e.g. "threshold" */
+	char *bot_displayname; /* the bot's display name */
+	char *guest_prefix;    /* guest localparts are <prefix><32 hex> */
+	size_t max_body_bytes; /* transaction body cap */
+	unsigned max_json_depth;
+
+	/* store */
+	char *store_path; /* LMDB environment directory */
+	size_t map_size_mb;
+	unsigned dedupe_retention_days;
+
+	/* client (Client-Server API) */
+	unsigned client_timeout_ms;
+	unsigned client_connect_timeout_ms;
+	unsigned outbox_max_backoff_ms;
+
+	/* log */
+	char *log_level;
+
+	/* Filled from the registration file by config_load_registration(). */
+	char *as_token;
+	char *hs_token;
+
+	char *bot_user_id; /* "@<bot_localpart>:<server_name>", derived */
+	char *path;        /* the file this came from (for messages) */
+};
+
+/**
+ * Load and validate a configuration file.  On error prints one line naming
+ * the file, line and key to stderr (and into @p err, when given).
+ * @param path  file to read (borrowed)
+ * @param out   filled on success; free with config_free()
+ * @param err   optional buffer for the error text
+ * @return TH_OK, or TH_ECONFIG.
+ */
+int config_load(const char *path, struct config *out, char *err, size_t errlen);
+
+/**
+ * Read the tokens from the registration file named in @p cfg, checking that
+ * its id, url and sender_localpart agree with the config.
+ * @return TH_OK or TH_ECONFIG (message in @p err).
+ */
+int config_load_registration(struct config *cfg, char *err, size_t errlen);
+
+/**
+ * Write a registration file for @p cfg with fresh random tokens to @p path
+ * (mode 0600).  Refuses to overwrite an existing file unless @p force.
+ * @return TH_OK, TH_EEXIST or TH_EIO.
+ */
+int config_write_registration(const struct config *cfg, const char *path, int force);
+
+/** The guest/bot user namespace regex written into the registration. */
+char *config_user_regex(const struct config *cfg);
+
+/** @return 1 if @p user_id is in Threshold's user namespace (bot or guest). */
+int config_user_in_namespace(const struct config *cfg, const char *user_id);
+
+void config_free(struct config *cfg);
+
+#endif

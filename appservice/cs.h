@@ -1,0 +1,75 @@
+/*
+ * cs.h - a small Client-Server API client on libcurl, acting as the
+ * application service: every request carries the as_token, and acts as a
+ * namespaced user with ?user_id= (spec: AS API, "Identity assertion").
+ *
+ * A cs_client is not thread-safe: each thread that talks to the homeserver
+ * owns one.  It keeps its connection open between requests.
+ * A single call makes a single attempt; retrying is the outbox's job.
+ */
+#ifndef THRESHOLD_CS_H
+#define THRESHOLD_CS_H
+
+#include <stdint.h>
+
+#include <jansson.h>
+
+struct config;
+typedef struct cs_client cs_client;
+
+/** Cap on a homeserver response body we are willing to hold. */
+#define CS_MAX_RESPONSE_BYTES (1024 * 1024)
+
+struct cs_response {
+	long status;             /* HTTP status, 0 if none was received */
+	json_t *body;            /* new reference, or NULL if absent / not JSON */
+	const char *errcode;     /* borrowed from body: "errcode", or NULL */
+	uint64_t retry_after_ms; /* from a 429's body or Retry-After header, else 0 */
+};
+
+/**
+ * @param cfg  borrowed; must outlive the client (hs_url, as_token, timeouts)
+ * @return TH_OK (handle in @p out) or TH_ENET if curl cannot be set up.
+ */
+int cs_client_new(const struct config *cfg, cs_client **out);
+void cs_client_free(cs_client *c);
+
+/**
+ * One request to the homeserver.
+ * @param method   "GET", "PUT", "POST", "DELETE"
+ * @param path     path under hs_url, already escaped, may hold a query
+ *                 ("/_matrix/client/v3/rooms/%21x%3Ahs/join")
+ * @param user_id  act as this namespaced user (added as ?user_id=), or NULL
+ *                 to act as the appservice's sender_localpart
+ * @param body     request body (borrowed) or NULL
+ * @param resp     filled whenever TH_OK is returned, whatever the status;
+ *                 release with cs_response_clear()
+ * @return TH_OK when an HTTP answer arrived, TH_ETIMEOUT, TH_ETOOLARGE
+ *         (response over CS_MAX_RESPONSE_BYTES), TH_ENET, or TH_EINVAL
+ *         (unknown method, path not starting with '/', body not encodable).
+ *         On an error @p resp is left untouched.
+ */
+int cs_request(cs_client *c, const char *method, const char *path, const char *user_id, const json_t *body,
+	       struct cs_response *resp);
+
+void cs_response_clear(struct cs_response *resp);
+
+/** Percent-escape @p s for use as one path segment or query value (new string). */
+char *cs_escape(const char *s);
+
+/**
+ * Register namespaced user @p localpart (m.login.application_service,
+ * inhibit_login).  "Already registered" (M_USER_IN_USE) counts as success.
+ * @return TH_OK, TH_EHTTP (status/errcode logged), or a cs_request error.
+ */
+int cs_register(cs_client *c, const char *localpart);
+
+/**
+ * Ask the homeserver to ping us (spec: POST /_matrix/client/v1/appservice/{id}/ping).
+ * @param out_ms  round trip the homeserver reported (duration_ms), on success
+ * @return TH_OK, TH_EHTTP (resp errcode logged), TH_EIO (no randomness for
+ *         the transaction_id), or a cs_request error.
+ */
+int cs_ping(cs_client *c, uint64_t *out_ms);
+
+#endif

@@ -1,0 +1,223 @@
+/*
+ * daemon.c - start-up, the signal loop, maintenance and shutdown.
+ */
+#include "daemon.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "as_server.h"
+#include "config.h"
+#include "cs.h"
+#include "jsonx.h"
+#include "log.h"
+#include "outbox.h"
+#include "store.h"
+#include "util.h"
+
+#define PRUNE_INTERVAL_MS  (60u * 60u * 1000u)
+#define PING_RETRY_MIN_MS  2000u
+#define PING_RETRY_MAX_MS  300000u
+
+static void wake_outbox(void *ctx)
+{
+	outbox_wake(ctx);
+}
+
+/* Queue the bot's registration and display name (idempotent on the server). */
+static int queue_bot_setup(const struct config *cfg, store *st)
+{
+	store_txn *t;
+	int rc = store_txn_begin(st, 1, &t);
+	if (rc)
+		return rc;
+	json_t *reg = json_pack("{s:s, s:s}", "op", "register", "localpart", cfg->bot_localpart);
+	json_t *dn = json_pack("{s:s, s:s, s:s}", "op", "displayname", "user_id", cfg->bot_user_id, "displayname",
+			       cfg->bot_displayname);
+	json_t *rec = json_pack("{s:s, s:s}", "kind", "bot", "displayname", cfg->bot_displayname);
+	rc = outbox_push(t, reg);
+	if (!rc)
+		rc = outbox_push(t, dn);
+	if (!rc)
+		rc = store_put_json(t, STORE_USERS, cfg->bot_user_id, rec);
+	json_decref(reg);
+	json_decref(dn);
+	json_decref(rec);
+	if (rc) {
+		store_txn_abort(t);
+		return rc;
+	}
+	return store_txn_commit(t);
+}
+
+static int try_ping(cs_client *cs, const struct config *cfg)
+{
+	uint64_t ms = 0;
+	int rc = cs_ping(cs, &ms);
+	if (rc == TH_OK) {
+		LOG(LOG_INFO, "homeserver ping: ok (the homeserver reached Threshold at %s, round trip %llu ms)",
+		    cfg->as_url, (unsigned long long)ms);
+		return 1;
+	}
+	if (rc == TH_EHTTP)
+		LOG(LOG_WARN, "homeserver ping failed: the homeserver at %s could not reach Threshold at %s, "
+			      "or does not know the registration '%s' (is %s in its app_service_config_files, "
+			      "and was it restarted?)",
+		    cfg->hs_url, cfg->as_url, cfg->as_id, cfg->registration);
+	else
+		LOG(LOG_WARN, "homeserver ping failed: cannot reach the homeserver at %s (%s); will retry",
+		    cfg->hs_url, th_strerror(rc));
+	return 0;
+}
+
+static void prune(const struct config *cfg, store *st)
+{
+	uint64_t keep = (uint64_t)cfg->dedupe_retention_days * 24u * 3600u * 1000u;
+	uint64_t now = th_now_ms();
+	size_t removed = 0;
+	int rc = store_prune(st, now > keep ? now - keep : 0, &removed);
+	if (rc)
+		LOG(LOG_WARN, "pruning old transaction and event ids failed: %s", th_strerror(rc));
+	else if (removed)
+		LOG(LOG_INFO, "pruned %zu transaction/event ids older than %u days", removed,
+		    cfg->dedupe_retention_days);
+}
+
+int daemon_serve(const struct config *cfg)
+{
+	store *st = NULL;
+	outbox *ob = NULL;
+	as_server *srv = NULL;
+	cs_client *cs = NULL;
+	int code = 1;
+
+	/* Signals are taken by this thread alone, with sigtimedwait; every
+	 * thread started below inherits the blocked mask. */
+	sigset_t sigs;
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	LOG(LOG_INFO, "Threshold %s starting: homeserver %s (%s), store %s", THRESHOLD_VERSION, cfg->hs_url,
+	    cfg->server_name, cfg->store_path);
+	if (store_open(cfg->store_path, cfg->map_size_mb, &st) != TH_OK)
+		goto out;
+	prune(cfg, st);
+	if (queue_bot_setup(cfg, st) != TH_OK) {
+		LOG(LOG_ERROR, "cannot queue the bot's registration in the store");
+		goto out;
+	}
+	if (outbox_start(st, cfg, &ob) != TH_OK)
+		goto out;
+	if (as_server_start(cfg, st, wake_outbox, ob, &srv) != TH_OK)
+		goto out;
+	LOG(LOG_INFO, "listening for the homeserver on %s:%u", cfg->listen_address, as_server_port(srv));
+	if (cs_client_new(cfg, &cs) != TH_OK)
+		goto out;
+
+	int pinged = try_ping(cs, cfg);
+	uint64_t ping_wait = PING_RETRY_MIN_MS, next_ping = th_mono_ms() + ping_wait;
+	uint64_t next_prune = th_mono_ms() + PRUNE_INTERVAL_MS;
+	for (;;) {
+		struct timespec ts = {1, 0};
+		int sig = sigtimedwait(&sigs, NULL, &ts);
+		if (sig == SIGTERM || sig == SIGINT) {
+			LOG(LOG_INFO, "%s received: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+			break;
+		}
+		uint64_t now = th_mono_ms();
+		if (!pinged && now >= next_ping) {
+			pinged = try_ping(cs, cfg);
+			ping_wait = ping_wait * 2 > PING_RETRY_MAX_MS ? PING_RETRY_MAX_MS : ping_wait * 2;
+			next_ping = now + ping_wait;
+		}
+		if (now >= next_prune) {
+			prune(cfg, st);
+			next_prune = now + PRUNE_INTERVAL_MS;
+		}
+	}
+	code = 0;
+out:
+	/* Order matters: no new transactions, then no more actions, then the store. */
+	as_server_stop(srv);
+	if (ob)
+		outbox_stop(ob);
+	cs_client_free(cs);
+	store_close(st);
+	LOG(code == 0 ? LOG_INFO : LOG_ERROR, code == 0 ? "stopped cleanly" : "start-up failed; see above");
+	return code;
+}
+
+struct status_walk {
+	json_t *rooms;
+};
+
+static int collect_room(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct status_walk *w = ctx;
+	json_t *state = json_loadb(val, vlen, 0, NULL);
+	json_t *events = json_object_get(state, "events");
+	json_t *bot = json_object_get(state, "bot");
+	json_array_append_new(w->rooms, json_pack("{s:s%, s:I, s:O?}", "room_id", (const char *)key, klen,
+						  "events", (json_int_t)json_integer_value(events), "bot_membership",
+						  json_is_string(bot) ? bot : json_null()));
+	json_decref(state);
+	return 0;
+}
+
+int daemon_status(const struct config *cfg, int as_json)
+{
+	store *st;
+	if (store_open(cfg->store_path, cfg->map_size_mb, &st) != TH_OK)
+		return 1;
+	store_txn *t;
+	if (store_txn_begin(st, 0, &t) != TH_OK) {
+		store_close(st);
+		return 1;
+	}
+	size_t ntxns = 0, nevents = 0, noutbox = 0;
+	struct status_walk w = {json_array()};
+	store_count(t, STORE_TXNS, &ntxns);
+	store_count(t, STORE_EVENTS, &nevents);
+	store_count(t, STORE_OUTBOX, &noutbox);
+	int rc = store_walk(t, STORE_ROOMS, NULL, 0, collect_room, &w);
+	store_txn_abort(t);
+	size_t used = 0, mapsize = 0;
+	store_usage(st, &used, &mapsize);
+	store_close(st);
+	if (rc) {
+		json_decref(w.rooms);
+		fprintf(stderr, "threshold: cannot read the store: %s\n", th_strerror(rc));
+		return 1;
+	}
+	json_t *out = json_pack("{s:I, s:I, s:I, s:I, s:I, s:o}", "transactions", (json_int_t)ntxns,
+				"events_seen", (json_int_t)nevents, "outbox_pending", (json_int_t)noutbox,
+				"store_bytes_used", (json_int_t)used, "store_map_bytes", (json_int_t)mapsize,
+				"rooms", w.rooms);
+	if (as_json) {
+		json_dumpf(out, stdout, JSON_INDENT(2));
+		fputc('\n', stdout);
+	} else {
+		printf("store              %s (%.1f of %.0f MiB used)\n", cfg->store_path, used / 1048576.0,
+		       mapsize / 1048576.0);
+		printf("transactions kept  %zu\nevent ids kept     %zu\noutbox pending     %zu\n", ntxns, nevents,
+		       noutbox);
+		printf("rooms              %zu\n", json_array_size(w.rooms));
+		size_t i;
+		json_t *r;
+		json_array_foreach(w.rooms, i, r)
+		{
+			const char *bm = jsonx_str(r, "bot_membership");
+			printf("  %-50s events %-8lld bot %s\n", json_string_value(json_object_get(r, "room_id")),
+			       (long long)json_integer_value(json_object_get(r, "events")), bm ? bm : "-");
+		}
+	}
+	json_decref(out);
+	return 0;
+}

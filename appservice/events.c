@@ -1,0 +1,162 @@
+/*
+ * events.c - turn a Matrix event into policy facts, and a policy decision
+ * into outbox actions.  The decisions themselves live in policy/.
+ */
+#include "events.h"
+
+#include <string.h>
+
+#include "config.h"
+#include "jsonx.h"
+#include "log.h"
+#include "outbox.h"
+#include "policy.h"
+#include "util.h"
+
+#define COMMAND_PREFIX "!threshold"
+
+json_t *events_room_new(void)
+{
+	return json_pack("{s:i, s:n}", "events", 0, "bot");
+}
+
+static enum pol_role role_of(const struct config *cfg, const char *user_id)
+{
+	if (!user_id || user_id[0] != '@')
+		return POL_ROLE_NONE;
+	if (strcmp(user_id, cfg->bot_user_id) == 0)
+		return POL_ROLE_BOT;
+	if (config_user_in_namespace(cfg, user_id))
+		return POL_ROLE_GUEST;
+	const char *colon = strchr(user_id, ':');
+	if (colon && strcmp(colon + 1, cfg->server_name) == 0)
+		return POL_ROLE_LOCAL;
+	return POL_ROLE_REMOTE;
+}
+
+/* "!threshold ping" -> POL_CMD_PING; not a command -> POL_CMD_NONE. */
+static enum pol_command parse_command(const char *body)
+{
+	if (!body)
+		return POL_CMD_NONE;
+	while (*body == ' ')
+		body++;
+	size_t plen = strlen(COMMAND_PREFIX);
+	if (strncmp(body, COMMAND_PREFIX, plen) != 0 || (body[plen] != '\0' && body[plen] != ' '))
+		return POL_CMD_NONE;
+	const char *verb = body + plen;
+	while (*verb == ' ')
+		verb++;
+	size_t vlen = strcspn(verb, " \n\t");
+	static const struct {
+		const char *word;
+		enum pol_command cmd;
+	} verbs[] = {{"help", POL_CMD_HELP}, {"ping", POL_CMD_PING}, {"version", POL_CMD_VERSION}};
+	if (vlen == 0)
+		return POL_CMD_HELP;
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
+		if (strlen(verbs[i].word) == vlen && strncmp(verb, verbs[i].word, vlen) == 0)
+			return verbs[i].cmd;
+	}
+	return POL_CMD_UNKNOWN;
+}
+
+static const char *reply_text(const struct pol_action *a)
+{
+	if (a->refusal)
+		return "Sorry, Threshold only takes commands from people on this homeserver.";
+	switch (a->reply) {
+	case POL_CMD_PING:
+		return "pong: Threshold " THRESHOLD_VERSION " is running and receives this room's events.";
+	case POL_CMD_VERSION:
+		return "Threshold " THRESHOLD_VERSION;
+	case POL_CMD_HELP:
+		return "Threshold commands:\n"
+		       "!threshold ping - check that Threshold receives this room's events\n"
+		       "!threshold version - show Threshold's version\n"
+		       "!threshold help - this list";
+	default:
+		return "Unknown command. Try: !threshold help";
+	}
+}
+
+/* Queue one action in the outbox; json is consumed. */
+static int queue(store_txn *t, json_t *action, unsigned *queued)
+{
+	int rc = outbox_push(t, action);
+	json_decref(action);
+	if (rc == TH_OK)
+		(*queued)++;
+	return rc;
+}
+
+static int apply(const struct config *cfg, store_txn *t, const struct pol_decision *d, const char *room_id,
+		 const char *event_id, const char *target, unsigned *queued)
+{
+	for (unsigned i = 0; i < d->nactions; i++) {
+		const struct pol_action *a = &d->actions[i];
+		json_t *action = NULL;
+		switch (a->kind) {
+		case POL_ACT_JOIN:
+		case POL_ACT_LEAVE:
+			action = json_pack("{s:s, s:s, s:s}", "op", a->kind == POL_ACT_JOIN ? "join" : "leave",
+					   "room_id", room_id, "user_id", target);
+			break;
+		case POL_ACT_REPLY:
+			action = json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s, s:{s:{s:s}}}}", "op", "send",
+					   "room_id", room_id, "user_id", cfg->bot_user_id, "type",
+					   "m.room.message", "content", "msgtype", "m.notice", "body",
+					   reply_text(a), "m.relates_to", "m.in_reply_to", "event_id", event_id);
+			break;
+		}
+		if (!action)
+			continue;
+		int rc = queue(t, action, queued);
+		if (rc)
+			return rc;
+	}
+	return TH_OK;
+}
+
+int events_handle(const struct config *cfg, store_txn *t, const json_t *event, json_t *room, unsigned *queued)
+{
+	const char *type = jsonx_str(event, "type");
+	const char *sender = jsonx_str(event, "sender");
+	const char *room_id = jsonx_str(event, "room_id");
+	const char *event_id = jsonx_str(event, "event_id");
+	json_t *content = json_object_get(event, "content");
+	struct pol_facts f = {0};
+
+	json_object_set_new(room, "events", json_integer(json_integer_value(json_object_get(room, "events")) + 1));
+	if (!type || !sender || !json_is_object(content))
+		return TH_OK; /* nothing policy can use; counted as seen */
+
+	f.sender = role_of(cfg, sender);
+	const char *bot = jsonx_str(room, "bot");
+	f.bot_joined = bot && strcmp(bot, "join") == 0;
+	const char *state_key = jsonx_str(event, "state_key");
+
+	if (strcmp(type, "m.room.member") == 0 && state_key) {
+		const char *membership = jsonx_str(content, "membership");
+		if (!membership)
+			return TH_OK;
+		f.target = role_of(cfg, state_key);
+		if (f.target == POL_ROLE_BOT)
+			json_object_set_new(room, "bot", json_string(membership));
+		if (strcmp(membership, "invite") == 0)
+			f.event = POL_EV_INVITE;
+		else if (strcmp(membership, "join") == 0)
+			f.event = POL_EV_JOIN;
+		else if (strcmp(membership, "leave") == 0 || strcmp(membership, "ban") == 0)
+			f.event = POL_EV_LEAVE;
+	} else if (strcmp(type, "m.room.message") == 0) {
+		f.command = parse_command(jsonx_str(content, "body"));
+		f.event = f.command != POL_CMD_NONE ? POL_EV_COMMAND : POL_EV_MESSAGE;
+	}
+
+	struct pol_decision d;
+	pol_decide(&f, &d);
+	if (d.reason != POL_R_NO_RULE)
+		LOG(LOG_INFO, "event %s in %s: %s", event_id, room_id, pol_reason_name(d.reason));
+	return apply(cfg, t, &d, room_id, event_id, state_key, queued);
+}

@@ -1,0 +1,31 @@
+/*
+ * events.h - from one Matrix event to Threshold's reaction: build the policy
+ * facts, ask policy, and record what follows (room state, outbox actions)
+ * inside the caller's write transaction.
+ */
+#ifndef THRESHOLD_EVENTS_H
+#define THRESHOLD_EVENTS_H
+
+#include <jansson.h>
+
+#include "store.h"
+
+struct config;
+
+/**
+ * Handle one new (not yet seen) event.
+ * @param cfg    borrowed
+ * @param t      the transaction's write txn; actions are queued in it
+ * @param event  borrowed; an object with string event_id and room_id
+ * @param room   the room's state object (borrowed, updated in place; the
+ *               caller writes it back before commit)
+ * @param queued incremented by the number of outbox actions queued
+ * @return TH_OK (also for events Threshold ignores or cannot use), or a
+ *         store error (TH_EFULL, TH_ESTORE) that must abort the transaction.
+ */
+int events_handle(const struct config *cfg, store_txn *t, const json_t *event, json_t *room, unsigned *queued);
+
+/** Room state as kept in STORE_ROOMS: a fresh object for a room first seen. */
+json_t *events_room_new(void);
+
+#endif

@@ -1,0 +1,141 @@
+/*
+ * main.c - the threshold command: argument parsing and dispatch.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "daemon.h"
+#include "log.h"
+#include "util.h"
+
+#define DEFAULT_CONFIG "/etc/threshold/config.yaml"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: threshold [-c FILE] [COMMAND] [OPTIONS]\n"
+		"\n"
+		"Threshold: a Matrix application service that lets an organisation's staff\n"
+		"talk safely with people outside it.\n"
+		"\n"
+		"Commands:\n"
+		"  serve                      run the application service (the default)\n"
+		"  generate-registration [-o FILE] [--force]\n"
+		"                             write the registration file for the homeserver,\n"
+		"                             with fresh random tokens (default: the file named\n"
+		"                             by appservice.registration)\n"
+		"  status [--json]            show what the store holds (safe while serving)\n"
+		"\n"
+		"Options:\n"
+		"  -c, --config FILE          configuration file (default " DEFAULT_CONFIG ",\n"
+		"                             or $THRESHOLD_CONFIG)\n"
+		"  -h, --help                 show this help\n"
+		"  -V, --version              show the version\n"
+		"\n"
+		"Documentation: docs/configuration.md, docs/architecture.md\n");
+}
+
+static int cmd_generate_registration(struct config *cfg, int argc, char **argv)
+{
+	const char *out = cfg->registration;
+	int force = 0;
+	for (int i = 0; i < argc; i++) {
+		if ((!strcmp(argv[i], "-o") || !strcmp(argv[i], "--output")) && i + 1 < argc) {
+			out = argv[++i];
+		} else if (!strcmp(argv[i], "--force")) {
+			force = 1;
+		} else {
+			fprintf(stderr, "threshold: generate-registration: unknown option '%s'\n", argv[i]);
+			return 2;
+		}
+	}
+	int rc = config_write_registration(cfg, out, force);
+	if (rc == TH_EEXIST) {
+		fprintf(stderr,
+			"threshold: %s already exists; not overwriting it (its tokens are in use).\n"
+			"Use --force to replace it, then restart the homeserver.\n",
+			out);
+		return 1;
+	}
+	if (rc) {
+		perror(out);
+		return 1;
+	}
+	printf("Wrote %s (mode 0600).\n"
+	       "Add it to the homeserver's app_service_config_files and restart the homeserver.\n",
+	       out);
+	if (strcmp(out, cfg->registration) != 0)
+		printf("Note: appservice.registration in %s names %s; Threshold reads its tokens from there.\n",
+		       cfg->path, cfg->registration);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *config_path = getenv("THRESHOLD_CONFIG");
+	if (!config_path || !*config_path)
+		config_path = DEFAULT_CONFIG;
+	int i = 1;
+	for (; i < argc; i++) {
+		if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+			usage(stdout);
+			return 0;
+		}
+		if (!strcmp(argv[i], "-V") || !strcmp(argv[i], "--version")) {
+			printf("threshold %s\n", THRESHOLD_VERSION);
+			return 0;
+		}
+		if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) {
+			if (i + 1 >= argc) {
+				fprintf(stderr, "threshold: %s needs a file name\n", argv[i]);
+				return 2;
+			}
+			config_path = argv[++i];
+			continue;
+		}
+		if (argv[i][0] == '-') {
+			fprintf(stderr, "threshold: unknown option '%s' (try --help)\n", argv[i]);
+			return 2;
+		}
+		break;
+	}
+	const char *cmd = i < argc ? argv[i++] : "serve";
+	int sub_argc = argc - i;
+	char **sub_argv = argv + i;
+	if (strcmp(cmd, "serve") && strcmp(cmd, "generate-registration") && strcmp(cmd, "status")) {
+		fprintf(stderr, "threshold: unknown command '%s' (try --help)\n", cmd);
+		return 2;
+	}
+
+	struct config cfg;
+	char err[512];
+	if (config_load(config_path, &cfg, err, sizeof(err)) != TH_OK)
+		return 1;
+	log_set_level_name(cfg.log_level);
+
+	int code;
+	if (!strcmp(cmd, "generate-registration")) {
+		code = cmd_generate_registration(&cfg, sub_argc, sub_argv);
+	} else if (!strcmp(cmd, "status")) {
+		int as_json = sub_argc == 1 && !strcmp(sub_argv[0], "--json");
+		if (sub_argc > 1 || (sub_argc == 1 && !as_json)) {
+			fprintf(stderr, "threshold: status takes only --json\n");
+			code = 2;
+		} else {
+			code = daemon_status(&cfg, as_json);
+		}
+	} else {
+		if (sub_argc > 0) {
+			fprintf(stderr, "threshold: serve takes no arguments\n");
+			code = 2;
+		} else if (config_load_registration(&cfg, err, sizeof(err)) != TH_OK) {
+			code = 1;
+		} else {
+			code = daemon_serve(&cfg);
+		}
+	}
+	config_free(&cfg);
+	return code;
+}

@@ -1,0 +1,536 @@
+/*
+ * outbox.c - the durable action queue and the worker thread that drains it.
+ *
+ * Head-of-line: the worker always runs the lowest sequence number and does
+ * not look past it until it is done or dropped, so actions reach the
+ * homeserver in the order policy decided them (an invite is rejected before
+ * the notice about it is sent).
+ *
+ * Sequence numbers never repeat within a store: STORE_META "outbox_seq"
+ * keeps the highest ever pushed, so an outbox drained empty does not start
+ * again at 1 and hand the homeserver a Matrix transaction id it has seen.
+ * STORE_META "outbox_txn_prefix" is random per store, so a wiped store does
+ * not collide with the ids an older one used.
+ */
+#include "outbox.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "cs.h"
+#include "log.h"
+#include "util.h"
+
+#define BACKOFF_BASE_MS 500u
+/* Idle, the worker rechecks the queue this often even without a wake-up. */
+#define IDLE_POLL_MS 60000u
+/* After a store error, wait this long before touching the store again. */
+#define STORE_RETRY_MS 1000u
+
+#define META_SEQ    "outbox_seq"
+#define META_PREFIX "outbox_txn_prefix"
+#define PREFIX_MAX  32 /* hex characters */
+
+struct outbox {
+	store *st;
+	const struct config *cfg;
+	cs_client *cs; /* used by the worker thread only */
+	char txn_prefix[PREFIX_MAX + 1];
+	pthread_t thread;
+	pthread_mutex_t mu; /* guards stop and woken */
+	pthread_cond_t cv;
+	int stop;
+	int woken;
+};
+
+/* One homeserver request an action turns into. */
+struct request {
+	const char *method;
+	char *path;               /* escaped; new string */
+	const char *user_id;      /* borrowed from the action, or NULL */
+	json_t *body;             /* new reference, or NULL */
+	const char *done_errcode; /* an errcode that means "already done", or NULL */
+};
+
+typedef void (*build_fn)(const outbox *ob, uint64_t seq, const json_t *a, struct request *req);
+
+static const char *field(const json_t *a, const char *key)
+{
+	return json_string_value(json_object_get(a, key));
+}
+
+static void build_membership(const json_t *a, const char *verb, struct request *req)
+{
+	char *room = cs_escape(field(a, "room_id"));
+	req->method = "POST";
+	req->path = xasprintf("/_matrix/client/v3/rooms/%s/%s", room, verb);
+	req->user_id = field(a, "user_id");
+	req->body = json_object();
+	free(room);
+}
+
+static void build_join(const outbox *ob, uint64_t seq, const json_t *a, struct request *req)
+{
+	(void)ob;
+	(void)seq;
+	build_membership(a, "join", req);
+}
+
+static void build_leave(const outbox *ob, uint64_t seq, const json_t *a, struct request *req)
+{
+	/* spec: CS API, POST /rooms/{roomId}/leave: also rejects a pending invite */
+	(void)ob;
+	(void)seq;
+	build_membership(a, "leave", req);
+}
+
+static void build_send(const outbox *ob, uint64_t seq, const json_t *a, struct request *req)
+{
+	/* spec: CS API, PUT /rooms/{roomId}/send/{eventType}/{txnId}: the server
+	 * dedupes on txnId, so a resend of the same outbox entry is harmless. */
+	char *room = cs_escape(field(a, "room_id"));
+	char *type = cs_escape(field(a, "type"));
+	req->method = "PUT";
+	req->path = xasprintf("/_matrix/client/v3/rooms/%s/send/%s/th%s_%llu", room, type, ob->txn_prefix,
+	                      (unsigned long long)seq);
+	req->user_id = field(a, "user_id");
+	req->body = json_incref(json_object_get(a, "content"));
+	free(room);
+	free(type);
+}
+
+static void build_register(const outbox *ob, uint64_t seq, const json_t *a, struct request *req)
+{
+	/* cs_register's request, made here because the worker needs the status
+	 * to tell a 429 or 5xx (retry) from a refusal (drop). */
+	(void)ob;
+	(void)seq;
+	req->method = "POST";
+	req->path = xstrdup("/_matrix/client/v3/register");
+	req->body = json_pack("{s:s, s:s, s:b}", "type", "m.login.application_service", "username",
+	                      field(a, "localpart"), "inhibit_login", 1);
+	req->done_errcode = "M_USER_IN_USE";
+}
+
+static void build_displayname(const outbox *ob, uint64_t seq, const json_t *a, struct request *req)
+{
+	(void)ob;
+	(void)seq;
+	char *user = cs_escape(field(a, "user_id"));
+	req->method = "PUT";
+	req->path = xasprintf("/_matrix/client/v3/profile/%s/displayname", user);
+	req->user_id = field(a, "user_id");
+	req->body = json_pack("{s:s}", "displayname", field(a, "displayname"));
+	free(user);
+}
+
+/* The known ops: required non-empty string fields, then how to run them. */
+static const struct op {
+	const char *name;
+	const char *fields[3];
+	int needs_content; /* "content" must be an object */
+	build_fn build;
+} ops[] = {
+        {"join", {"room_id", "user_id"}, 0, build_join},
+        {"leave", {"room_id", "user_id"}, 0, build_leave},
+        {"send", {"room_id", "user_id", "type"}, 1, build_send},
+        {"register", {"localpart"}, 0, build_register},
+        {"displayname", {"user_id", "displayname"}, 0, build_displayname},
+};
+
+/* @return the op @p action names if it is well formed, else NULL. */
+static const struct op *op_check(const json_t *action)
+{
+	const char *name = field(action, "op");
+	if (!json_is_object(action) || !name)
+		return NULL;
+	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+		const struct op *op = &ops[i];
+		if (strcmp(op->name, name) != 0)
+			continue;
+		for (size_t j = 0; j < sizeof(op->fields) / sizeof(op->fields[0]) && op->fields[j]; j++) {
+			const char *v = field(action, op->fields[j]);
+			if (!v || !*v)
+				return NULL;
+		}
+		if (op->needs_content && !json_is_object(json_object_get(action, "content")))
+			return NULL;
+		return op;
+	}
+	return NULL;
+}
+
+static int read_u64(store_txn *t, enum store_db db, const char *key, uint64_t *out)
+{
+	const void *v;
+	size_t vlen;
+	int rc = store_get(t, db, key, strlen(key), &v, &vlen);
+	if (rc)
+		return rc;
+	if (vlen != 8)
+		return TH_ESTORE;
+	*out = store_key_u64(v);
+	return TH_OK;
+}
+
+int outbox_push(store_txn *t, const json_t *action)
+{
+	if (!op_check(action))
+		return TH_EINVAL;
+
+	uint64_t seq = 0, high = 0;
+	const void *k, *v;
+	size_t klen, vlen;
+	int rc = store_last(t, STORE_OUTBOX, &k, &klen, &v, &vlen);
+	if (rc == TH_OK) {
+		if (klen != 8)
+			return TH_ESTORE;
+		seq = store_key_u64(k);
+	} else if (rc != TH_ENOTFOUND) {
+		return rc;
+	}
+	rc = read_u64(t, STORE_META, META_SEQ, &high);
+	if (rc == TH_OK && high > seq)
+		seq = high;
+	else if (rc != TH_OK && rc != TH_ENOTFOUND)
+		return rc;
+	seq++;
+
+	char *val = json_dumps(action, JSON_COMPACT);
+	if (!val)
+		return TH_EINVAL;
+	unsigned char key[8];
+	store_u64_key(key, seq);
+	rc = store_put(t, STORE_OUTBOX, key, sizeof(key), val, strlen(val), STORE_APPEND);
+	free(val);
+	if (rc)
+		return rc;
+	return store_put(t, STORE_META, META_SEQ, strlen(META_SEQ), key, sizeof(key), 0);
+}
+
+uint64_t outbox_backoff_ms(unsigned attempt, uint64_t retry_after_ms, uint64_t max_ms)
+{
+	uint64_t d;
+	if (retry_after_ms > 0)
+		d = retry_after_ms;
+	else if (attempt >= 40) /* 500 << 40 is years; avoid shifting out */
+		d = UINT64_MAX;
+	else
+		d = (uint64_t)BACKOFF_BASE_MS << attempt;
+	return d < max_ms ? d : max_ms;
+}
+
+/*
+ * What one attempt's outcome means for the action.
+ *
+ * - no answer (TH_ENET, TH_ETIMEOUT), 5xx, 408, 429, anything not 2xx/4xx:
+ *   retry.  Every op is safe to repeat: join and leave are idempotent and a
+ *   send reuses its txnId.
+ * - an answer over CS_MAX_RESPONSE_BYTES (TH_ETOOLARGE): drop.  None of
+ *   these endpoints answers with more than a few hundred bytes, so this is
+ *   something in between (a proxy's error page) that would most likely say
+ *   the same next time; retrying would wedge the queue behind it for good.
+ * - other 4xx: the homeserver refused for good (403 not allowed, 404 no
+ *   such room, 400 bad input): drop, unless it is the op's "already done"
+ *   errcode.
+ */
+static enum outbox_result classify(int rc, const struct cs_response *r, const char *done_errcode)
+{
+	if (rc == TH_ENET || rc == TH_ETIMEOUT)
+		return OUTBOX_RETRY;
+	if (rc)
+		return OUTBOX_DROP;
+	if (r->status >= 200 && r->status < 300)
+		return OUTBOX_DONE;
+	if (done_errcode && r->errcode && strcmp(r->errcode, done_errcode) == 0)
+		return OUTBOX_DONE;
+	if (r->status == 408 || r->status == 429)
+		return OUTBOX_RETRY;
+	if (r->status >= 400 && r->status < 500)
+		return OUTBOX_DROP;
+	return OUTBOX_RETRY;
+}
+
+/*
+ * Make one attempt at the action stored at @p seq.
+ * @param delay_ms  on OUTBOX_RETRY, how long to wait before the next attempt
+ */
+static enum outbox_result execute(outbox *ob, uint64_t seq, const char *val, size_t vlen, unsigned attempt,
+                                  uint64_t *delay_ms)
+{
+	json_t *a = json_loadb(val, vlen, 0, NULL);
+	const struct op *op = op_check(a);
+	if (!op) {
+		LOG(LOG_WARN, "outbox: dropped action %llu: malformed in the store", (unsigned long long)seq);
+		json_decref(a);
+		return OUTBOX_DROP;
+	}
+	struct request req = {0};
+	op->build(ob, seq, a, &req);
+	struct cs_response r = {0};
+	int rc = cs_request(ob->cs, req.method, req.path, req.user_id, req.body, &r);
+	enum outbox_result res = classify(rc, &r, req.done_errcode);
+	char why[96]; /* "HTTP 403 M_FORBIDDEN" or "timed out": never a body */
+	if (rc)
+		snprintf(why, sizeof(why), "%s", th_strerror(rc));
+	else
+		snprintf(why, sizeof(why), "HTTP %ld%s%s", r.status, r.errcode ? " " : "",
+		         r.errcode ? r.errcode : "");
+	for (char *p = why; *p; p++) {
+		if (*p < 0x20 || *p == 0x7f)
+			*p = '?'; /* the errcode is the server's text: keep log lines whole */
+	}
+	switch (res) {
+	case OUTBOX_DONE:
+		LOG(LOG_DEBUG, "outbox: %s action %llu done", op->name, (unsigned long long)seq);
+		break;
+	case OUTBOX_DROP:
+		LOG(LOG_WARN, "outbox: dropped %s action %llu: %s", op->name, (unsigned long long)seq, why);
+		break;
+	case OUTBOX_RETRY:
+		*delay_ms = outbox_backoff_ms(attempt, r.retry_after_ms, ob->cfg->outbox_max_backoff_ms);
+		LOG(LOG_INFO, "outbox: %s action %llu attempt %u failed (%s), retrying in %llu ms", op->name,
+		    (unsigned long long)seq, attempt + 1, why, (unsigned long long)*delay_ms);
+		break;
+	}
+	if (rc == TH_OK)
+		cs_response_clear(&r);
+	free(req.path);
+	json_decref(req.body);
+	json_decref(a);
+	return res;
+}
+
+/* Copy out the first entry.  @return TH_OK, TH_ENOTFOUND or a store error. */
+static int head(outbox *ob, uint64_t *seq, char **val, size_t *vlen)
+{
+	store_txn *t;
+	int rc = store_txn_begin(ob->st, 0, &t);
+	if (rc)
+		return rc;
+	const void *k, *v;
+	size_t klen, len;
+	rc = store_first(t, STORE_OUTBOX, &k, &klen, &v, &len);
+	if (rc == TH_OK && klen != 8)
+		rc = TH_ESTORE;
+	if (rc == TH_OK) {
+		*seq = store_key_u64(k);
+		*val = xstrndup(v, len);
+		*vlen = len;
+	}
+	store_txn_abort(t);
+	return rc;
+}
+
+static int remove_entry(outbox *ob, uint64_t seq)
+{
+	store_txn *t;
+	int rc = store_txn_begin(ob->st, 1, &t);
+	if (rc)
+		return rc;
+	unsigned char key[8];
+	store_u64_key(key, seq);
+	rc = store_del(t, STORE_OUTBOX, key, sizeof(key));
+	if (rc && rc != TH_ENOTFOUND) {
+		store_txn_abort(t);
+		return rc;
+	}
+	return store_txn_commit(t);
+}
+
+/*
+ * Sleep up to @p ms, returning early on outbox_stop, and on outbox_wake too
+ * when @p wakeable (an idle worker; a backing-off one must not skip ahead).
+ */
+static void sleep_for(outbox *ob, uint64_t ms, int wakeable)
+{
+	uint64_t deadline = th_mono_ms() + ms;
+	struct timespec ts = {.tv_sec = (time_t)(deadline / 1000),
+	                      .tv_nsec = (long)(deadline % 1000) * 1000000L};
+	pthread_mutex_lock(&ob->mu);
+	while (!ob->stop && !(wakeable && ob->woken)) {
+		if (pthread_cond_timedwait(&ob->cv, &ob->mu, &ts) == ETIMEDOUT)
+			break;
+	}
+	pthread_mutex_unlock(&ob->mu);
+}
+
+static void *worker(void *arg)
+{
+	outbox *ob = arg;
+	uint64_t current = 0; /* the seq @attempt counts for */
+	unsigned attempt = 0;
+	for (;;) {
+		/* Clear the wake flag before looking, so a push committed after
+		 * the look (and its outbox_wake) is never slept through. */
+		pthread_mutex_lock(&ob->mu);
+		int stop = ob->stop;
+		ob->woken = 0;
+		pthread_mutex_unlock(&ob->mu);
+		if (stop)
+			break;
+
+		uint64_t seq;
+		char *val;
+		size_t vlen;
+		int rc = head(ob, &seq, &val, &vlen);
+		if (rc == TH_ENOTFOUND) {
+			sleep_for(ob, IDLE_POLL_MS, 1);
+			continue;
+		}
+		if (rc) {
+			LOG(LOG_ERROR, "outbox: reading the queue: %s", th_strerror(rc));
+			sleep_for(ob, STORE_RETRY_MS, 0);
+			continue;
+		}
+		if (seq != current) {
+			current = seq;
+			attempt = 0;
+		}
+		uint64_t delay = 0;
+		enum outbox_result res = execute(ob, seq, val, vlen, attempt, &delay);
+		free(val);
+		if (res == OUTBOX_RETRY) {
+			if (attempt < UINT_MAX)
+				attempt++;
+			sleep_for(ob, delay, 0);
+			continue;
+		}
+		rc = remove_entry(ob, seq);
+		if (rc) {
+			/* It runs again once the store recovers; every op is safe to repeat. */
+			LOG(LOG_ERROR, "outbox: removing action %llu: %s", (unsigned long long)seq,
+			    th_strerror(rc));
+			sleep_for(ob, STORE_RETRY_MS, 0);
+		}
+	}
+	return NULL;
+}
+
+static int prefix_ok(const char *p, size_t n)
+{
+	if (n == 0 || n > PREFIX_MAX)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
+			return 0;
+	}
+	return 1;
+}
+
+/* Read this store's txnId prefix, creating it on first use. */
+static int load_prefix(store *st, char out[PREFIX_MAX + 1])
+{
+	store_txn *t;
+	int rc = store_txn_begin(st, 1, &t);
+	if (rc)
+		return rc;
+	const void *v;
+	size_t vlen;
+	rc = store_get(t, STORE_META, META_PREFIX, strlen(META_PREFIX), &v, &vlen);
+	if (rc == TH_OK) {
+		if (!prefix_ok(v, vlen)) {
+			LOG(LOG_ERROR, "outbox: %s in the store is malformed", META_PREFIX);
+			rc = TH_ESTORE;
+			goto fail;
+		}
+		memcpy(out, v, vlen);
+		out[vlen] = '\0';
+		store_txn_abort(t);
+		return TH_OK;
+	}
+	if (rc != TH_ENOTFOUND)
+		goto fail;
+	char hex[17];
+	rc = th_random_hex(hex, 8);
+	if (rc)
+		goto fail;
+	rc = store_put(t, STORE_META, META_PREFIX, strlen(META_PREFIX), hex, strlen(hex), 0);
+	if (rc)
+		goto fail;
+	rc = store_txn_commit(t);
+	if (rc)
+		return rc;
+	memcpy(out, hex, sizeof(hex));
+	return TH_OK;
+fail:
+	store_txn_abort(t);
+	return rc;
+}
+
+int outbox_start(store *st, const struct config *cfg, outbox **out)
+{
+	outbox *ob = xcalloc(1, sizeof(*ob));
+	ob->st = st;
+	ob->cfg = cfg;
+	int rc = load_prefix(st, ob->txn_prefix);
+	if (rc)
+		goto fail_free;
+	rc = cs_client_new(cfg, &ob->cs);
+	if (rc)
+		goto fail_free;
+
+	/* A monotonic clock for the waits: a wall-clock step must not stretch a backoff. */
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&ob->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_mutex_init(&ob->mu, NULL);
+	if (pthread_create(&ob->thread, NULL, worker, ob) != 0) {
+		LOG(LOG_ERROR, "outbox: cannot start the worker thread");
+		rc = TH_EIO;
+		goto fail_sync;
+	}
+	*out = ob;
+	return TH_OK;
+
+fail_sync:
+	pthread_mutex_destroy(&ob->mu);
+	pthread_cond_destroy(&ob->cv);
+	cs_client_free(ob->cs);
+fail_free:
+	free(ob);
+	return rc;
+}
+
+void outbox_wake(outbox *ob)
+{
+	pthread_mutex_lock(&ob->mu);
+	ob->woken = 1;
+	pthread_cond_signal(&ob->cv);
+	pthread_mutex_unlock(&ob->mu);
+}
+
+void outbox_stop(outbox *ob)
+{
+	if (!ob)
+		return;
+	pthread_mutex_lock(&ob->mu);
+	ob->stop = 1;
+	pthread_cond_signal(&ob->cv);
+	pthread_mutex_unlock(&ob->mu);
+	pthread_join(ob->thread, NULL);
+	pthread_mutex_destroy(&ob->mu);
+	pthread_cond_destroy(&ob->cv);
+	cs_client_free(ob->cs);
+	free(ob);
+}
+
+size_t outbox_pending(outbox *ob)
+{
+	store_txn *t;
+	size_t n = 0;
+	if (store_txn_begin(ob->st, 0, &t) != TH_OK)
+		return 0;
+	if (store_count(t, STORE_OUTBOX, &n) != TH_OK)
+		n = 0;
+	store_txn_abort(t);
+	return n;
+}

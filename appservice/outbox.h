@@ -1,0 +1,82 @@
+/*
+ * outbox.h - durable queue of actions Threshold takes on the homeserver.
+ *
+ * Actions are written into STORE_OUTBOX inside the same LMDB write
+ * transaction as the AS transaction that caused them (outbox_push), so the
+ * ack to the homeserver and the intent to act are one commit.  A worker
+ * thread then executes them in order with retries: exponential backoff for
+ * network errors, timeouts and 5xx; the server's retry_after_ms for 429.
+ * A permanent refusal (other 4xx) is logged and the action dropped, and so is
+ * an answer over CS_MAX_RESPONSE_BYTES (retrying it would wedge the queue).
+ * A crash between ack and action loses nothing: the action is still queued
+ * and runs at the next start.  Sends use the outbox sequence as the Matrix
+ * transaction id ("th<store prefix>_<seq>"), so a resend after a crash is
+ * deduplicated by the server.  Sequence numbers never repeat within a store
+ * (STORE_META "outbox_seq" keeps the highest one pushed), and the prefix is
+ * random per store (STORE_META "outbox_txn_prefix"), so neither a drained
+ * queue nor a wiped store reuses a transaction id.
+ *
+ * Action JSON (the "op" selects; all ids are Matrix ids):
+ *   {"op":"join",  "room_id":R, "user_id":U}
+ *   {"op":"leave", "room_id":R, "user_id":U}                 (also rejects an invite)
+ *   {"op":"send",  "room_id":R, "user_id":U, "type":T, "content":{...}}
+ *   {"op":"register", "localpart":L}
+ *   {"op":"displayname", "user_id":U, "displayname":D}
+ */
+#ifndef THRESHOLD_OUTBOX_H
+#define THRESHOLD_OUTBOX_H
+
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "store.h"
+
+struct config;
+typedef struct outbox outbox;
+
+/** Outcome of one attempt at an action. */
+enum outbox_result {
+	OUTBOX_DONE = 0, /* succeeded (or already done) */
+	OUTBOX_RETRY,    /* try again later */
+	OUTBOX_DROP,     /* refused for good: log and remove */
+};
+
+/**
+ * Queue @p action in write transaction @p t.
+ * @param action  borrowed; must hold a known "op" and its fields as non-empty
+ *                strings ("content" of a send: an object)
+ * @return TH_OK, TH_EINVAL (unknown op / missing field), TH_EFULL or TH_ESTORE.
+ */
+int outbox_push(store_txn *t, const json_t *action);
+
+/**
+ * Start the worker thread.  What is already queued runs at once.
+ * @param st   borrowed; must outlive the outbox
+ * @param cfg  borrowed; must outlive the outbox
+ * @return TH_OK, TH_ENET (curl), TH_ESTORE / TH_EFULL (creating the txn id
+ *         prefix on first use), or TH_EIO (no randomness, no thread).
+ */
+int outbox_start(store *st, const struct config *cfg, outbox **out);
+
+/** Tell the worker new actions are committed.  Safe from any thread. */
+void outbox_wake(outbox *ob);
+
+/**
+ * Stop the worker and free.  A backoff wait is cut short; a request in
+ * flight finishes or times out (client_timeout_ms).  What is still queued
+ * stays in the store for the next start.  NULL is a no-op.
+ */
+void outbox_stop(outbox *ob);
+
+/** Number of actions waiting (for logs and tests); 0 if the store fails. */
+size_t outbox_pending(outbox *ob);
+
+/**
+ * The delay before attempt number @p attempt (0-based) after a retryable
+ * failure: 500 ms doubling, capped at @p max_ms; a server's retry_after_ms,
+ * when given, wins (still capped).
+ */
+uint64_t outbox_backoff_ms(unsigned attempt, uint64_t retry_after_ms, uint64_t max_ms);
+
+#endif

@@ -1,0 +1,131 @@
+/*
+ * store.h - the LMDB store: one environment, named databases, full
+ * durability.  A write transaction either commits durably (fsync'd) or
+ * leaves nothing behind; a full map is reported as TH_EFULL, never as
+ * corruption.
+ *
+ * Values returned by store_get() point into LMDB's map: borrowed, valid
+ * until the transaction ends, never written through.
+ *
+ * Keys of sequence-numbered databases (outbox, audit) are 8-byte big-endian
+ * u64 so that LMDB's byte order is numeric order and appends are MDB_APPEND.
+ */
+#ifndef THRESHOLD_STORE_H
+#define THRESHOLD_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+typedef struct store store;
+typedef struct store_txn store_txn;
+
+/* The named databases.  Adding one is adding a row to store.c's table. */
+enum store_db {
+	STORE_META = 0, /* "schema_version" -> u64 BE, and other singletons */
+	STORE_TXNS,     /* AS txnId -> struct store_txn_rec */
+	STORE_EVENTS,   /* event_id -> u64 BE first-seen time (ms), pruned */
+	STORE_ROOMS,    /* room_id -> JSON object (rooms Threshold knows) */
+	STORE_USERS,    /* user_id -> JSON object (namespaced users registered) */
+	STORE_OUTBOX,   /* u64 BE seq -> JSON action, executed after the ack */
+	STORE_NDBS
+};
+
+#define STORE_SCHEMA_VERSION 1
+
+/* put flags */
+#define STORE_NOOVERWRITE 0x1 /* TH_EEXIST if the key exists */
+#define STORE_APPEND      0x2 /* key is greater than every key present */
+
+/** What a committed AS transaction leaves behind. */
+struct store_txn_rec {
+	uint64_t body_hash; /* th_fnv1a64 of the body, to spot a reused txnId */
+	uint64_t time_ms;   /* when it was committed */
+};
+
+/**
+ * Open (creating if needed) the environment in directory @p path, mode 0700.
+ * Clears stale reader slots left by dead processes and checks the schema
+ * version (a newer version than this build knows is refused).
+ * @param map_size_mb  the map size; may grow an existing environment
+ * @param out          new handle on success; free with store_close()
+ * @return TH_OK, TH_EIO (path unusable) or TH_ESTORE (message logged).
+ */
+int store_open(const char *path, size_t map_size_mb, store **out);
+
+/** Close the environment.  All transactions must have ended.  NULL is a no-op. */
+void store_close(store *st);
+
+/**
+ * Begin a transaction.  At most one write transaction runs at a time (LMDB
+ * serialises them); read transactions never block.
+ * @return TH_OK or TH_ESTORE.
+ */
+int store_txn_begin(store *st, int write, store_txn **out);
+
+/**
+ * Commit.  For a write transaction, TH_OK means the data is on disk.
+ * The handle is freed whatever the result.
+ * @return TH_OK, TH_EFULL (map full; nothing was written) or TH_ESTORE.
+ */
+int store_txn_commit(store_txn *t);
+
+/** Abandon a transaction and free the handle.  NULL is a no-op. */
+void store_txn_abort(store_txn *t);
+
+/**
+ * @return TH_OK with a borrowed value, TH_ENOTFOUND, or TH_ESTORE.
+ */
+int store_get(store_txn *t, enum store_db db, const void *key, size_t klen, const void **val, size_t *vlen);
+
+/**
+ * @param flags  STORE_NOOVERWRITE, STORE_APPEND or 0
+ * @return TH_OK, TH_EEXIST (with STORE_NOOVERWRITE), TH_EFULL, TH_EINVAL
+ *         (key too long for LMDB) or TH_ESTORE.
+ *         After TH_EFULL the transaction can only be aborted.
+ */
+int store_put(store_txn *t, enum store_db db, const void *key, size_t klen, const void *val, size_t vlen,
+	      unsigned flags);
+
+/** @return TH_OK, TH_ENOTFOUND or TH_ESTORE. */
+int store_del(store_txn *t, enum store_db db, const void *key, size_t klen);
+
+/** JSON helpers over store_get/store_put.  store_get_json returns a new reference. */
+int store_get_json(store_txn *t, enum store_db db, const char *key, json_t **out);
+int store_put_json(store_txn *t, enum store_db db, const char *key, const json_t *val);
+
+/** Encode/decode the 8-byte big-endian keys of sequence databases. */
+void store_u64_key(unsigned char key[8], uint64_t v);
+uint64_t store_key_u64(const unsigned char key[8]);
+
+/**
+ * The first (lowest) or last (highest) entry of @p db.  Borrowed as store_get().
+ * @return TH_OK, TH_ENOTFOUND (empty) or TH_ESTORE.
+ */
+int store_first(store_txn *t, enum store_db db, const void **key, size_t *klen, const void **val, size_t *vlen);
+int store_last(store_txn *t, enum store_db db, const void **key, size_t *klen, const void **val, size_t *vlen);
+
+/**
+ * Call @p fn for each entry of @p db in key order, starting at the first key
+ * >= @p from (NULL: from the start).  @p fn returns 0 to go on, 1 to stop, or
+ * a negative TH_ code to abort the walk with that error.
+ * @return TH_OK or the error.
+ */
+typedef int (*store_walk_fn)(void *ctx, const void *key, size_t klen, const void *val, size_t vlen);
+int store_walk(store_txn *t, enum store_db db, const void *from, size_t fromlen, store_walk_fn fn, void *ctx);
+
+/** Number of entries in @p db. */
+int store_count(store_txn *t, enum store_db db, size_t *out);
+
+/**
+ * Delete STORE_EVENTS entries first seen before @p before_ms and STORE_TXNS
+ * entries committed before it, in one write transaction.
+ * @return TH_OK (count in @p removed), TH_EFULL or TH_ESTORE.
+ */
+int store_prune(store *st, uint64_t before_ms, size_t *removed);
+
+/** Bytes of the map in use and the map size, for diagnostics. */
+int store_usage(store *st, size_t *used, size_t *mapsize);
+
+#endif

@@ -1,0 +1,189 @@
+/*
+ * txn.c - one AS transaction to one durable LMDB commit.
+ */
+#include "txn.h"
+
+#include <string.h>
+
+#include "config.h"
+#include "events.h"
+#include "jsonx.h"
+#include "log.h"
+#include "util.h"
+
+/* spec: event ids are at most 255 bytes; longer ones cannot be deduplicated. */
+#define MAX_EVENT_ID 255
+
+/* The rooms a transaction touched: loaded once, written once before commit. */
+struct room_cache {
+	size_t n, cap;
+	struct {
+		const char *room_id; /* borrowed from the transaction body */
+		json_t *state;
+	} *v;
+};
+
+static json_t *room_get(struct room_cache *rc, store_txn *t, const char *room_id, int *err)
+{
+	for (size_t i = 0; i < rc->n; i++) {
+		if (strcmp(rc->v[i].room_id, room_id) == 0)
+			return rc->v[i].state;
+	}
+	json_t *state = NULL;
+	int r = store_get_json(t, STORE_ROOMS, room_id, &state);
+	if (r == TH_ENOTFOUND || (r == TH_OK && !json_is_object(state))) {
+		json_decref(state);
+		state = events_room_new();
+	} else if (r) {
+		*err = r;
+		return NULL;
+	}
+	if (rc->n == rc->cap) {
+		rc->cap = rc->cap ? rc->cap * 2 : 8;
+		rc->v = xrealloc(rc->v, rc->cap * sizeof(*rc->v));
+	}
+	rc->v[rc->n].room_id = room_id;
+	rc->v[rc->n].state = state;
+	rc->n++;
+	return state;
+}
+
+static int room_flush(struct room_cache *rc, store_txn *t)
+{
+	for (size_t i = 0; i < rc->n; i++) {
+		int r = store_put_json(t, STORE_ROOMS, rc->v[i].room_id, rc->v[i].state);
+		if (r)
+			return r;
+	}
+	return TH_OK;
+}
+
+static void room_cache_free(struct room_cache *rc)
+{
+	for (size_t i = 0; i < rc->n; i++)
+		json_decref(rc->v[i].state);
+	free(rc->v);
+}
+
+static void answer(struct txn_result *res, int status, const char *errcode, const char *error)
+{
+	res->status = status;
+	res->errcode = errcode;
+	res->error = error;
+}
+
+void txn_process(const struct config *cfg, store *st, const char *txn_id, const char *body, size_t len,
+		 struct txn_result *res)
+{
+	memset(res, 0, sizeof(*res));
+	json_t *root = NULL;
+	json_error_t jerr;
+	switch (jsonx_parse_object(body, len, cfg->max_json_depth, &root, &jerr)) {
+	case JSONX_OK:
+		break;
+	case JSONX_TOO_DEEP:
+		LOG(LOG_WARN, "transaction %s: JSON nested deeper than %u; refused", txn_id, cfg->max_json_depth);
+		return answer(res, 400, "M_BAD_JSON", "JSON nested too deeply");
+	case JSONX_BAD:
+		LOG(LOG_WARN, "transaction %s: not JSON (line %d: %s)", txn_id, jerr.line, jerr.text);
+		return answer(res, 400, "M_NOT_JSON", "Content not JSON");
+	case JSONX_NOT_OBJECT:
+		return answer(res, 400, "M_BAD_JSON", "Body must be a JSON object");
+	}
+	json_t *events = json_object_get(root, "events");
+	if (events && !json_is_array(events)) {
+		json_decref(root);
+		return answer(res, 400, "M_BAD_JSON", "'events' must be an array");
+	}
+
+	size_t idlen = strlen(txn_id);
+	uint64_t hash = th_fnv1a64(body, len);
+	struct room_cache rooms = {0};
+	store_txn *t = NULL;
+	int rc = store_txn_begin(st, 1, &t);
+	if (rc)
+		goto store_fail;
+
+	/* spec: the homeserver may resend a transaction; a repeat is answered 200. */
+	const void *val;
+	size_t vlen;
+	rc = store_get(t, STORE_TXNS, txn_id, idlen, &val, &vlen);
+	if (rc == TH_OK) {
+		struct store_txn_rec prev;
+		if (vlen == sizeof(prev))
+			memcpy(&prev, val, sizeof(prev));
+		if (vlen == sizeof(prev) && prev.body_hash == hash) {
+			store_txn_abort(t);
+			json_decref(root);
+			LOG(LOG_DEBUG, "transaction %s: already committed", txn_id);
+			return answer(res, 200, NULL, NULL);
+		}
+		/* Same id, other content: the homeserver's counter was reset (a new
+		 * database).  Process it; event ids still keep out duplicates. */
+		LOG(LOG_WARN, "transaction %s: id reused with different content (was the homeserver's "
+			      "database reset?); processing it",
+		    txn_id);
+	} else if (rc != TH_ENOTFOUND) {
+		goto store_fail;
+	}
+
+	uint64_t now = th_now_ms();
+	unsigned char when[8];
+	store_u64_key(when, now);
+	size_t nevents = json_array_size(events);
+	for (size_t i = 0; i < nevents; i++) {
+		json_t *ev = json_array_get(events, i);
+		const char *event_id = jsonx_str(ev, "event_id");
+		const char *room_id = jsonx_str(ev, "room_id");
+		if (!event_id || !room_id || !*event_id || strlen(event_id) > MAX_EVENT_ID) {
+			LOG(LOG_WARN, "transaction %s: event #%zu has no usable event_id/room_id; skipped", txn_id,
+			    i);
+			res->skipped++;
+			continue;
+		}
+		/* spec: events may be delivered more than once; each is handled once. */
+		rc = store_put(t, STORE_EVENTS, event_id, strlen(event_id), when, sizeof(when), STORE_NOOVERWRITE);
+		if (rc == TH_EEXIST) {
+			res->skipped++;
+			continue;
+		}
+		if (rc)
+			goto store_fail;
+		json_t *room = room_get(&rooms, t, room_id, &rc);
+		if (!room)
+			goto store_fail;
+		rc = events_handle(cfg, t, ev, room, &res->queued);
+		if (rc)
+			goto store_fail;
+		res->processed++;
+	}
+	if ((rc = room_flush(&rooms, t)))
+		goto store_fail;
+	struct store_txn_rec rec = {hash, now};
+	if ((rc = store_put(t, STORE_TXNS, txn_id, idlen, &rec, sizeof(rec), 0)))
+		goto store_fail;
+	rc = store_txn_commit(t);
+	t = NULL;
+	if (rc)
+		goto store_fail;
+	room_cache_free(&rooms);
+	json_decref(root);
+	LOG(LOG_DEBUG, "transaction %s: %u events handled, %u skipped, %u actions queued", txn_id, res->processed,
+	    res->skipped, res->queued);
+	return answer(res, 200, NULL, NULL);
+
+store_fail:
+	store_txn_abort(t);
+	room_cache_free(&rooms);
+	json_decref(root);
+	res->processed = res->queued = 0;
+	if (rc == TH_EFULL) {
+		LOG(LOG_ERROR, "transaction %s refused: the store is full; raise store.map_size_mb and restart "
+			       "(the homeserver will resend it)",
+		    txn_id);
+		return answer(res, 503, "M_LIMIT_EXCEEDED", "Store full");
+	}
+	LOG(LOG_ERROR, "transaction %s refused: store error (%s); the homeserver will resend it", txn_id,
+	    th_strerror(rc));
+	return answer(res, 503, "M_UNKNOWN", "Store unavailable");
+}

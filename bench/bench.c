@@ -1,0 +1,364 @@
+/*
+ * bench.c - measures the hot path against the budgets in DESIGN.md and prints
+ * a table.  A measurement, not a test: it never fails on a slow machine.
+ *
+ *   threshold-bench [--threshold PATH] [--dir DIR] [--quick]
+ *
+ * DIR should be on the disk the store will live on (default: $TMPDIR), since
+ * durable commits cost what that disk's fsync costs.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdarg.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "as_server.h"
+#include "config.h"
+#include "log.h"
+#include "policy.h"
+#include "store.h"
+#include "txn.h"
+#include "util.h"
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+static double pct(double *v, size_t n, double p)
+{
+	qsort(v, n, sizeof(double), cmp_double);
+	size_t i = (size_t)(p / 100.0 * (double)(n - 1) + 0.5);
+	return v[i];
+}
+
+struct row {
+	const char *what;
+	char measured[64];
+	char budget[64];
+	const char *verdict;
+};
+
+static struct row rows[16];
+static size_t nrows;
+
+static void add_row(const char *what, const char *budget, int ok, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void add_row(const char *what, const char *budget, int ok, const char *fmt, ...)
+{
+	struct row *r = &rows[nrows++];
+	r->what = what;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(r->measured, sizeof(r->measured), fmt, ap);
+	va_end(ap);
+	snprintf(r->budget, sizeof(r->budget), "%s", budget);
+	r->verdict = ok < 0 ? "-" : ok ? "ok" : "OVER";
+}
+
+/* fdatasync of a 4 KiB write, as LMDB's commit does (twice: data, then meta). */
+static void bench_fsync(const char *dir, size_t n, double *p50, double *p99, double *rate)
+{
+	char *path = xasprintf("%s/fsync-probe", dir);
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	char buf[4096];
+	memset(buf, 'x', sizeof(buf));
+	double *lat = xmalloc(n * sizeof(double));
+	double start = now_s();
+	for (size_t i = 0; i < n; i++) {
+		double t0 = now_s();
+		if (pwrite(fd, buf, sizeof(buf), (off_t)((i % 64) * sizeof(buf))) < 0 || fdatasync(fd) != 0) {
+			perror("fsync probe");
+			exit(1);
+		}
+		lat[i] = now_s() - t0;
+	}
+	*rate = (double)n / (now_s() - start);
+	*p50 = pct(lat, n, 50);
+	*p99 = pct(lat, n, 99);
+	close(fd);
+	unlink(path);
+	free(lat);
+	free(path);
+}
+
+/* A realistic event: a text message with the fields Synapse sends. */
+static size_t put_event(char *buf, size_t cap, unsigned long long id, unsigned room)
+{
+	return (size_t)snprintf(
+		buf, cap,
+		"{\"type\":\"m.room.message\",\"room_id\":\"!room%04u:bench.local\",\"sender\":\"@staff%u:bench.local\","
+		"\"event_id\":\"$%020llu_abcdefghijklmnopqrstuvwxyz0123456789\",\"origin_server_ts\":1700000000000,"
+		"\"content\":{\"msgtype\":\"m.text\",\"body\":\"Hello, this is message %llu; how are you today?\"},"
+		"\"unsigned\":{\"age\":12,\"transaction_id\":\"m1700000000000.%llu\"}}",
+		room, room % 7, id, id, id);
+}
+
+static char *make_txn(unsigned long long *next_id, unsigned nevents, size_t *len)
+{
+	size_t cap = (size_t)nevents * 700 + 64, n = 0;
+	char *body = xmalloc(cap);
+	n += (size_t)snprintf(body, cap, "{\"events\":[");
+	for (unsigned i = 0; i < nevents; i++) {
+		if (i)
+			body[n++] = ',';
+		unsigned long long id = (*next_id)++;
+		n += put_event(body + n, cap - n, id, (unsigned)(id % 50));
+	}
+	n += (size_t)snprintf(body + n, cap - n, "]}");
+	*len = n;
+	return body;
+}
+
+static void bench_txns(struct config *cfg, store *st, unsigned ntxns, unsigned per, double *events_per_s,
+		       double *txns_per_s)
+{
+	static unsigned long long next_id = 1;
+	static unsigned long long txn_no = 1;
+	char **bodies = xmalloc(ntxns * sizeof(char *));
+	size_t *lens = xmalloc(ntxns * sizeof(size_t));
+	for (unsigned i = 0; i < ntxns; i++)
+		bodies[i] = make_txn(&next_id, per, &lens[i]);
+	double t0 = now_s();
+	for (unsigned i = 0; i < ntxns; i++) {
+		char id[32];
+		snprintf(id, sizeof(id), "%llu", txn_no++);
+		struct txn_result res;
+		txn_process(cfg, st, id, bodies[i], lens[i], &res);
+		if (res.status != 200) {
+			fprintf(stderr, "bench: transaction failed with %d\n", res.status);
+			exit(1);
+		}
+	}
+	double dt = now_s() - t0;
+	*events_per_s = (double)ntxns * per / dt;
+	*txns_per_s = (double)ntxns / dt;
+	for (unsigned i = 0; i < ntxns; i++)
+		free(bodies[i]);
+	free(bodies);
+	free(lens);
+}
+
+static size_t sink(char *p, size_t s, size_t n, void *u)
+{
+	(void)p;
+	(void)u;
+	return s * n;
+}
+
+/* Ack latency as the homeserver sees it: HTTP PUT to the 200, keep-alive. */
+static void bench_ack(struct config *cfg, store *st, unsigned n, double *p50, double *p99)
+{
+	as_server *srv;
+	if (as_server_start(cfg, st, NULL, NULL, &srv) != TH_OK)
+		exit(1);
+	unsigned port = as_server_port(srv);
+	CURL *c = curl_easy_init();
+	struct curl_slist *h = NULL;
+	char *auth = xasprintf("Authorization: Bearer %s", cfg->hs_token);
+	h = curl_slist_append(h, auth);
+	h = curl_slist_append(h, "Content-Type: application/json");
+	h = curl_slist_append(h, "Expect:");
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "PUT");
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink);
+	static unsigned long long next_id = 1000000000ull;
+	double *lat = xmalloc(n * sizeof(double));
+	for (unsigned i = 0; i < n; i++) {
+		size_t len;
+		char *body = make_txn(&next_id, 100, &len);
+		char *url = xasprintf("http://127.0.0.1:%u/_matrix/app/v1/transactions/ack%u", port, i);
+		curl_easy_setopt(c, CURLOPT_URL, url);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+		double t0 = now_s();
+		CURLcode rc = curl_easy_perform(c);
+		lat[i] = now_s() - t0;
+		long status = 0;
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+		if (rc != CURLE_OK || status != 200) {
+			fprintf(stderr, "bench: ack request failed (%d, %ld)\n", rc, status);
+			exit(1);
+		}
+		free(url);
+		free(body);
+	}
+	*p50 = pct(lat, n, 50);
+	*p99 = pct(lat, n, 99);
+	free(lat);
+	curl_slist_free_all(h);
+	free(auth);
+	curl_easy_cleanup(c);
+	as_server_stop(srv);
+}
+
+static void bench_policy(double *ns_per_decision)
+{
+	struct pol_facts f = {.event = POL_EV_COMMAND, .sender = POL_ROLE_REMOTE, .bot_joined = 1,
+			      .command = POL_CMD_PING};
+	struct pol_decision d;
+	unsigned n = 5000000;
+	volatile unsigned sinkv = 0;
+	double t0 = now_s();
+	for (unsigned i = 0; i < n; i++) {
+		f.event = (enum pol_event)(i % POL_EV_COUNT);
+		f.sender = (enum pol_role)(i % POL_ROLE_COUNT);
+		pol_decide(&f, &d);
+		sinkv += d.reason;
+	}
+	*ns_per_decision = (now_s() - t0) / n * 1e9;
+}
+
+/* Start the real daemon (no homeserver needed: it retries its ping) and read RssAnon. */
+static long idle_rss_kib(const char *threshold, const char *dir)
+{
+	char *cfgpath = xasprintf("%s/bench-config.yaml", dir);
+	char *reg = xasprintf("%s/bench-registration.yaml", dir);
+	FILE *f = fopen(cfgpath, "w");
+	fprintf(f,
+		"homeserver:\n  url: http://127.0.0.1:9\n  server_name: bench.local\n"
+		"appservice:\n  listen_port: 29399\n  registration: %s\n"
+		"store:\n  path: %s/idle-store\n  map_size_mb: 64\nlog:\n  level: error\n",
+		reg, dir);
+	fclose(f);
+	pid_t pid = fork();
+	if (pid == 0) {
+		int devnull = open("/dev/null", O_WRONLY);
+		dup2(devnull, 1);
+		dup2(devnull, 2);
+		execl(threshold, threshold, "-c", cfgpath, "generate-registration", "--force", (char *)NULL);
+		_exit(127);
+	}
+	int status;
+	waitpid(pid, &status, 0);
+	pid = fork();
+	if (pid == 0) {
+		int devnull = open("/dev/null", O_WRONLY);
+		dup2(devnull, 2);
+		execl(threshold, threshold, "-c", cfgpath, "serve", (char *)NULL);
+		_exit(127);
+	}
+	sleep(3);
+	char *statpath = xasprintf("/proc/%d/status", (int)pid);
+	long kib = -1;
+	FILE *s = fopen(statpath, "r");
+	char line[256];
+	while (s && fgets(line, sizeof(line), s)) {
+		if (sscanf(line, "RssAnon: %ld kB", &kib) == 1)
+			break;
+	}
+	if (s)
+		fclose(s);
+	kill(pid, SIGTERM);
+	waitpid(pid, &status, 0);
+	free(statpath);
+	free(cfgpath);
+	free(reg);
+	return kib;
+}
+
+int main(int argc, char **argv)
+{
+	const char *threshold = NULL, *base = getenv("TMPDIR");
+	int quick = 0;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--threshold") && i + 1 < argc)
+			threshold = argv[++i];
+		else if (!strcmp(argv[i], "--dir") && i + 1 < argc)
+			base = argv[++i];
+		else if (!strcmp(argv[i], "--quick"))
+			quick = 1;
+		else {
+			fprintf(stderr, "usage: threshold-bench [--threshold PATH] [--dir DIR] [--quick]\n");
+			return 2;
+		}
+	}
+	log_threshold = LOG_ERROR;
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	char *tmpl = xasprintf("%s/threshold-bench-XXXXXX", base && *base ? base : "/tmp");
+	char *dir = mkdtemp(tmpl);
+	if (!dir) {
+		perror("mkdtemp");
+		return 1;
+	}
+
+	double f50, f99, frate;
+	bench_fsync(dir, quick ? 200 : 1000, &f50, &f99, &frate);
+
+	struct config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.server_name = xstrdup("bench.local");
+	cfg.bot_localpart = xstrdup("threshold");
+	cfg.guest_prefix = xstrdup("guest_");
+	cfg.bot_user_id = xstrdup("@threshold:bench.local");
+	cfg.listen_address = xstrdup("127.0.0.1");
+	cfg.hs_token = xstrdup("bench_hs_token_0123456789");
+	cfg.max_body_bytes = 8 * 1024 * 1024;
+	cfg.max_json_depth = 64;
+	char *storepath = xasprintf("%s/store", dir);
+	store *st;
+	if (store_open(storepath, 4096, &st) != TH_OK)
+		return 1;
+
+	double ev_s, tx_s, one_ev_s, one_tx_s;
+	bench_txns(&cfg, st, quick ? 50 : 300, 100, &ev_s, &tx_s);
+	bench_txns(&cfg, st, quick ? 200 : 1000, 1, &one_ev_s, &one_tx_s);
+	double a50, a99;
+	bench_ack(&cfg, st, quick ? 50 : 300, &a50, &a99);
+	double pol_ns;
+	bench_policy(&pol_ns);
+	store_close(st);
+	long rss = threshold ? idle_rss_kib(threshold, dir) : -1;
+
+	char b[64];
+	add_row("disk fsync (4 KiB + fdatasync)", "-", -1, "%.0f/s, p50 %.2f ms, p99 %.2f ms", frate, f50 * 1e3,
+		f99 * 1e3);
+	add_row("100-event transactions, durable", ">= 75000 events/s", ev_s >= 75000, "%.0f events/s (%.0f txn/s)",
+		ev_s, tx_s);
+	snprintf(b, sizeof(b), ">= 85%% of fsync (%.0f/s)", frate * 0.85);
+	add_row("1-event transactions, durable", b, one_tx_s >= frate * 0.85, "%.0f txn/s (%.0f%% of fsync)",
+		one_tx_s, 100.0 * one_tx_s / frate);
+	snprintf(b, sizeof(b), "p99 <= %.2f ms", 2 * f99 * 1e3 + 2);
+	add_row("ack latency, 100 events, HTTP", b, a99 * 1e3 <= 2 * f99 * 1e3 + 2, "p50 %.2f ms, p99 %.2f ms",
+		a50 * 1e3, a99 * 1e3);
+	add_row("policy decision", "p99 <= 50 us", pol_ns <= 50000, "%.0f ns mean", pol_ns);
+	if (rss >= 0)
+		add_row("idle daemon memory (RssAnon)", "<= 10240 KiB", rss <= 10240, "%ld KiB", rss);
+	else
+		add_row("idle daemon memory (RssAnon)", "<= 10240 KiB", -1, "not measured (pass --threshold)");
+
+	printf("\nThreshold %s benchmark (%s)\n\n", THRESHOLD_VERSION, quick ? "quick" : "full");
+	printf("%-34s %-40s %-26s %s\n", "what", "measured", "budget", "");
+	printf("%-34s %-40s %-26s %s\n", "----", "--------", "------", "");
+	for (size_t i = 0; i < nrows; i++)
+		printf("%-34s %-40s %-26s %s\n", rows[i].what, rows[i].measured, rows[i].budget, rows[i].verdict);
+	printf("\n");
+
+	char *cmd = xasprintf("rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "bench: could not remove %s\n", dir);
+	free(cmd);
+	free(storepath);
+	config_free(&cfg);
+	free(tmpl);
+	curl_global_cleanup();
+	return 0;
+}

@@ -1,0 +1,98 @@
+/*
+ * policy.h - Threshold's decisions, pure: borrowed facts in, a decision out
+ * (a reason code and the actions to take).  No I/O, no clock, no globals, no
+ * allocation: the caller owns every byte.  The rules are one table in
+ * policy.c, read top to bottom; the first row that matches decides.
+ */
+#ifndef THRESHOLD_POLICY_H
+#define THRESHOLD_POLICY_H
+
+/* Who someone is to Threshold. */
+enum pol_role {
+	POL_ROLE_NONE = 0, /* no such party (e.g. an event without a target) */
+	POL_ROLE_BOT,      /* Threshold's own bot user */
+	POL_ROLE_GUEST,    /* a user in Threshold's guest namespace */
+	POL_ROLE_LOCAL,    /* any other user of the homeserver's own server */
+	POL_ROLE_REMOTE,   /* a user of another server (federation) */
+	POL_ROLE_COUNT
+};
+
+/* What kind of event the facts describe. */
+enum pol_event {
+	POL_EV_OTHER = 0, /* anything policy has no rule for */
+	POL_EV_INVITE,    /* m.room.member, membership invite */
+	POL_EV_JOIN,      /* m.room.member, membership join */
+	POL_EV_LEAVE,     /* m.room.member, membership leave or ban */
+	POL_EV_MESSAGE,   /* m.room.message that is not a command */
+	POL_EV_COMMAND,   /* m.room.message whose body is "!threshold ..." */
+	POL_EV_COUNT
+};
+
+/* The bot commands policy knows.  Parsing the text is the caller's job. */
+enum pol_command {
+	POL_CMD_NONE = 0,
+	POL_CMD_HELP,
+	POL_CMD_PING,
+	POL_CMD_VERSION,
+	POL_CMD_UNKNOWN,
+};
+
+struct pol_facts {
+	enum pol_event event;
+	enum pol_role sender;  /* role of the event's sender */
+	enum pol_role target;  /* role of the state_key of a membership event */
+	enum pol_command command;
+	int bot_joined;        /* 1 if the bot is joined to the event's room */
+};
+
+enum pol_action_kind {
+	POL_ACT_JOIN = 1,   /* the target (bot) joins the room */
+	POL_ACT_LEAVE,      /* the target leaves the room / rejects the invite */
+	POL_ACT_REPLY,      /* the bot answers the command with a notice */
+};
+
+/* Reason codes: stable names, written into logs and audit records. */
+enum pol_reason {
+	POL_R_NO_RULE = 0,         /* nothing to do */
+	POL_R_BOT_INVITE_ACCEPTED, /* a local user invited the bot */
+	POL_R_BOT_INVITE_REFUSED,  /* someone else invited the bot */
+	POL_R_COMMAND_ANSWERED,    /* a local user asked the bot something */
+	POL_R_COMMAND_REFUSED,     /* someone who may not ask the bot did */
+	POL_R_COMMAND_IGNORED,     /* a command where the bot is not joined */
+	POL_R_COUNT
+};
+
+#define POL_MAX_ACTIONS 4
+
+struct pol_action {
+	enum pol_action_kind kind;
+	enum pol_command reply; /* for POL_ACT_REPLY: what to answer */
+	int refusal;            /* for POL_ACT_REPLY: answer with a refusal */
+};
+
+struct pol_decision {
+	enum pol_reason reason;
+	unsigned nactions;
+	struct pol_action actions[POL_MAX_ACTIONS];
+};
+
+/**
+ * Decide what Threshold does about one event.
+ * @param facts  borrowed
+ * @param out    always written
+ */
+void pol_decide(const struct pol_facts *facts, struct pol_decision *out);
+
+/** Stable names, for logs, audit records and test cases; NULL if out of range. */
+const char *pol_reason_name(enum pol_reason r);
+const char *pol_role_name(enum pol_role r);
+const char *pol_event_name(enum pol_event e);
+const char *pol_command_name(enum pol_command c);
+const char *pol_action_name(enum pol_action_kind a);
+
+/** Reverse lookups for data files; return -1 when the name is unknown. */
+int pol_role_from_name(const char *s);
+int pol_event_from_name(const char *s);
+int pol_command_from_name(const char *s);
+
+#endif

@@ -1,0 +1,635 @@
+/*
+ * test_outbox.c - the Client-Server API client and the outbox against a
+ * scripted fake homeserver on loopback.  The fake is for fault injection
+ * (5xx, 429, hangs, refusals); the real protocol is tested against Synapse
+ * in tests/integration.
+ */
+#include <limits.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <microhttpd.h>
+
+#include "config.h"
+#include "cs.h"
+#include "log.h"
+#include "outbox.h"
+#include "store.h"
+#include "testlib.h"
+#include "util.h"
+
+/* ---- the fake homeserver ---------------------------------------------- */
+
+/* One scripted answer. */
+struct answer {
+	unsigned status;
+	const char *body;        /* NULL: empty */
+	unsigned delay_ms;       /* hold the answer this long */
+	const char *retry_after; /* Retry-After header, or NULL */
+};
+
+/* One request as it arrived; path and query exactly as sent (not unescaped). */
+struct seen {
+	char method[8];
+	char path[512];
+	char query[512];
+	char auth[128];
+	char ctype[64];
+	char *body;
+	uint64_t t_ms; /* th_mono_ms() at arrival */
+};
+
+#define SCRIPT_MAX 16
+#define SEEN_MAX   64
+
+static struct fake {
+	struct MHD_Daemon *d;
+	unsigned port;
+	pthread_mutex_t mu;
+	struct answer script[SCRIPT_MAX];
+	size_t nscript, next;
+	struct seen seen[SEEN_MAX];
+	size_t nseen;
+	size_t nconn; /* TCP connections accepted, to see keep-alive */
+} fk = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* The bytes of one request body, gathered across handler calls. */
+struct upload {
+	char *buf;
+	size_t len;
+};
+
+/* Keep paths and query values as sent, so the test sees the client's escaping. */
+static size_t keep_escaped(void *cls, struct MHD_Connection *c, char *s)
+{
+	(void)cls;
+	(void)c;
+	return strlen(s);
+}
+
+static enum MHD_Result add_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	char *q = cls;
+	size_t n = strlen(q);
+	(void)kind;
+	snprintf(q + n, 512 - n, "%s%s=%s", n ? "&" : "", key, value ? value : "");
+	return MHD_YES;
+}
+
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+	snprintf(dst, cap, "%s", src ? src : "");
+}
+
+static enum MHD_Result fake_handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                   const char *version, const char *data, size_t *data_size, void **req_cls)
+{
+	(void)cls;
+	(void)version;
+	struct upload *up = *req_cls;
+	if (!up) {
+		*req_cls = xcalloc(1, sizeof(*up));
+		return MHD_YES;
+	}
+	if (*data_size) {
+		up->buf = xrealloc(up->buf, up->len + *data_size + 1);
+		memcpy(up->buf + up->len, data, *data_size);
+		up->len += *data_size;
+		up->buf[up->len] = '\0';
+		*data_size = 0;
+		return MHD_YES;
+	}
+
+	struct answer a = {200, "{}", 0, NULL};
+	pthread_mutex_lock(&fk.mu);
+	if (fk.next < fk.nscript)
+		a = fk.script[fk.next++];
+	if (fk.nseen < SEEN_MAX) {
+		struct seen *s = &fk.seen[fk.nseen];
+		memset(s, 0, sizeof(*s));
+		copy_str(s->method, sizeof(s->method), method);
+		copy_str(s->path, sizeof(s->path), url);
+		MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, add_arg, s->query);
+		copy_str(s->auth, sizeof(s->auth),
+		         MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization"));
+		copy_str(s->ctype, sizeof(s->ctype),
+		         MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type"));
+		s->body = xstrdup(up->buf ? up->buf : "");
+		s->t_ms = th_mono_ms();
+		fk.nseen++;
+	}
+	pthread_mutex_unlock(&fk.mu);
+
+	if (a.delay_ms) {
+		struct timespec ts = {(time_t)(a.delay_ms / 1000), (long)(a.delay_ms % 1000) * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+	const char *body = a.body ? a.body : "";
+	struct MHD_Response *r =
+	        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
+	MHD_add_response_header(r, "Content-Type", "application/json");
+	if (a.retry_after)
+		MHD_add_response_header(r, "Retry-After", a.retry_after);
+	enum MHD_Result rc = MHD_queue_response(c, a.status, r);
+	MHD_destroy_response(r);
+	return rc;
+}
+
+static void fake_done(void *cls, struct MHD_Connection *c, void **req_cls,
+                      enum MHD_RequestTerminationCode why)
+{
+	(void)cls;
+	(void)c;
+	(void)why;
+	struct upload *up = *req_cls;
+	if (up) {
+		free(up->buf);
+		free(up);
+	}
+	*req_cls = NULL;
+}
+
+static void fake_conn(void *cls, struct MHD_Connection *c, void **socket_ctx,
+                      enum MHD_ConnectionNotificationCode code)
+{
+	(void)cls;
+	(void)c;
+	(void)socket_ctx;
+	if (code != MHD_CONNECTION_NOTIFY_STARTED)
+		return;
+	pthread_mutex_lock(&fk.mu);
+	fk.nconn++;
+	pthread_mutex_unlock(&fk.mu);
+}
+
+static size_t fake_nconn(void)
+{
+	pthread_mutex_lock(&fk.mu);
+	size_t n = fk.nconn;
+	pthread_mutex_unlock(&fk.mu);
+	return n;
+}
+
+static void fake_start(void)
+{
+	struct sockaddr_in sa = {
+	        .sin_family = AF_INET, .sin_port = 0, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	/* A thread per connection, so a held answer does not hold up the next request. */
+	fk.d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL,
+	                        NULL, fake_handle, NULL, MHD_OPTION_SOCK_ADDR, &sa,
+	                        MHD_OPTION_NOTIFY_COMPLETED, fake_done, NULL, MHD_OPTION_NOTIFY_CONNECTION,
+	                        fake_conn, NULL, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL,
+	                        MHD_OPTION_END);
+	if (!fk.d) {
+		fprintf(stderr, "cannot start the fake homeserver\n");
+		abort();
+	}
+	fk.port = MHD_get_daemon_info(fk.d, MHD_DAEMON_INFO_BIND_PORT)->port;
+}
+
+/* Forget what was seen and load a new script (terminated by a zero status). */
+static void fake_script(const struct answer *script)
+{
+	pthread_mutex_lock(&fk.mu);
+	for (size_t i = 0; i < fk.nseen; i++)
+		free(fk.seen[i].body);
+	fk.nseen = 0;
+	fk.nscript = fk.next = 0;
+	for (; script && script[fk.nscript].status && fk.nscript < SCRIPT_MAX; fk.nscript++)
+		fk.script[fk.nscript] = script[fk.nscript];
+	pthread_mutex_unlock(&fk.mu);
+}
+
+static size_t fake_nseen(void)
+{
+	pthread_mutex_lock(&fk.mu);
+	size_t n = fk.nseen;
+	pthread_mutex_unlock(&fk.mu);
+	return n;
+}
+
+static void fake_stop(void)
+{
+	MHD_stop_daemon(fk.d);
+	fake_script(NULL);
+}
+
+/* @return 1 if @p json parses to a value equal to @p want's. */
+static int json_eq_text(const char *json, const char *want)
+{
+	json_t *a = json_loads(json, 0, NULL), *b = json_loads(want, 0, NULL);
+	int eq = a && b && json_equal(a, b);
+	json_decref(a);
+	json_decref(b);
+	return eq;
+}
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static struct config cfg;
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+/* Wait until the queue is empty and @p nreq requests were seen; 1 on success. */
+static int wait_drained(outbox *ob, size_t nreq, unsigned timeout_ms)
+{
+	uint64_t end = th_mono_ms() + timeout_ms;
+	while (th_mono_ms() < end) {
+		if (outbox_pending(ob) == 0 && fake_nseen() >= nreq)
+			return 1;
+		sleep_ms(10);
+	}
+	return 0;
+}
+
+static void push(store *st, const char *json)
+{
+	json_t *a = json_loads(json, 0, NULL);
+	store_txn *t;
+	CHECK(a != NULL);
+	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
+	CHECK_EQ_INT(outbox_push(t, a), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	json_decref(a);
+}
+
+static size_t stored_count(store *st)
+{
+	store_txn *t;
+	size_t n = 0;
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	CHECK_EQ_INT(store_count(t, STORE_OUTBOX, &n), TH_OK);
+	store_txn_abort(t);
+	return n;
+}
+
+/* ---- cs ----------------------------------------------------------------- */
+
+static void test_escape(void)
+{
+	char *s = cs_escape("!room:example.org");
+	CHECK_STR(s, "%21room%3Aexample.org");
+	free(s);
+	s = cs_escape("AZaz09-._~");
+	CHECK_STR(s, "AZaz09-._~");
+	free(s);
+	s = cs_escape("a b/c?d&e=f%\xc3\xa9+@");
+	CHECK_STR(s, "a%20b%2Fc%3Fd%26e%3Df%25%C3%A9%2B%40");
+	free(s);
+	s = cs_escape("");
+	CHECK_STR(s, "");
+	free(s);
+}
+
+static void test_request(cs_client *c)
+{
+	struct cs_response r;
+	json_t *body;
+	size_t conns = fake_nconn();
+
+	/* The token, the masquerade and the parsed answer. */
+	fake_script((struct answer[]){{200, "{\"user_id\":\"@g:hs\"}", 0, NULL}, {0}});
+	CHECK_EQ_INT(cs_request(c, "GET", "/_matrix/client/v3/account/whoami", "@g:hs", NULL, &r), TH_OK);
+	CHECK_EQ_INT(r.status, 200);
+	CHECK_STR(json_string_value(json_object_get(r.body, "user_id")), "@g:hs");
+	CHECK(r.errcode == NULL);
+	CHECK_EQ_INT(r.retry_after_ms, 0);
+	cs_response_clear(&r);
+	CHECK_EQ_INT(fake_nseen(), 1);
+	CHECK_STR(fk.seen[0].method, "GET");
+	CHECK_STR(fk.seen[0].path, "/_matrix/client/v3/account/whoami");
+	CHECK_STR(fk.seen[0].query, "user_id=%40g%3Ahs");
+	CHECK_STR(fk.seen[0].auth, "Bearer tok-secret");
+
+	/* A path with its own query gets &user_id; no user_id, no query added. */
+	fake_script((struct answer[]){{404, "{\"errcode\":\"M_NOT_FOUND\",\"error\":\"x\"}", 0, NULL}, {0}});
+	CHECK_EQ_INT(cs_request(c, "GET", "/x?limit=1", "@g:hs", NULL, &r), TH_OK);
+	CHECK_EQ_INT(r.status, 404);
+	CHECK_STR(r.errcode, "M_NOT_FOUND");
+	cs_response_clear(&r);
+	CHECK_STR(fk.seen[0].query, "limit=1&user_id=%40g%3Ahs");
+	fake_script(NULL);
+	CHECK_EQ_INT(cs_request(c, "GET", "/y", NULL, NULL, &r), TH_OK);
+	cs_response_clear(&r);
+	CHECK_STR(fk.seen[0].query, "");
+
+	/* A JSON body goes out as JSON. */
+	fake_script(NULL);
+	body = json_pack("{s:s}", "a", "b");
+	CHECK_EQ_INT(cs_request(c, "PUT", "/z", NULL, body, &r), TH_OK);
+	json_decref(body);
+	cs_response_clear(&r);
+	CHECK_STR(fk.seen[0].method, "PUT");
+	CHECK_STR(fk.seen[0].ctype, "application/json");
+	CHECK(json_eq_text(fk.seen[0].body, "{\"a\":\"b\"}"));
+
+	/* 429: the body's retry_after_ms, else the Retry-After header. */
+	fake_script(
+	        (struct answer[]){{429, "{\"errcode\":\"M_LIMIT_EXCEEDED\",\"retry_after_ms\":1234}", 0, "9"},
+	                          {429, "{\"errcode\":\"M_LIMIT_EXCEEDED\"}", 0, "2"},
+	                          {0}});
+	CHECK_EQ_INT(cs_request(c, "POST", "/r", NULL, NULL, &r), TH_OK);
+	CHECK_EQ_INT(r.retry_after_ms, 1234);
+	cs_response_clear(&r);
+	CHECK_EQ_INT(cs_request(c, "POST", "/r", NULL, NULL, &r), TH_OK);
+	CHECK_EQ_INT(r.retry_after_ms, 2000);
+	CHECK_STR(r.errcode, "M_LIMIT_EXCEEDED");
+	cs_response_clear(&r);
+
+	/* Not JSON: a status, no body. */
+	fake_script((struct answer[]){{502, "<html>bad gateway</html>", 0, NULL}, {0}});
+	CHECK_EQ_INT(cs_request(c, "GET", "/p", NULL, NULL, &r), TH_OK);
+	CHECK_EQ_INT(r.status, 502);
+	CHECK(r.body == NULL);
+	CHECK(r.errcode == NULL);
+	cs_response_clear(&r);
+
+	/* Every answer so far came over one kept-alive connection. */
+	CHECK_EQ_INT(fake_nconn() - conns, 1);
+
+	/* Over the cap; the response is left untouched. */
+	size_t big = CS_MAX_RESPONSE_BYTES + 100;
+	char *huge = xmalloc(big + 1);
+	memset(huge, ' ', big);
+	huge[0] = '[';
+	huge[big - 1] = ']';
+	huge[big] = '\0';
+	fake_script((struct answer[]){{200, huge, 0, NULL}, {0}});
+	memset(&r, 0, sizeof(r));
+	r.status = 999;
+	CHECK_EQ_INT(cs_request(c, "GET", "/big", NULL, NULL, &r), TH_ETOOLARGE);
+	CHECK_EQ_INT(r.status, 999);
+	free(huge);
+
+	/* A hang past client_timeout_ms, then the client still works. */
+	fake_script((struct answer[]){{200, "{}", 1000, NULL}, {0}});
+	uint64_t t0 = th_mono_ms();
+	CHECK_EQ_INT(cs_request(c, "GET", "/hang", NULL, NULL, &r), TH_ETIMEOUT);
+	CHECK(th_mono_ms() - t0 < 900);
+	fake_script(NULL);
+	CHECK_EQ_INT(cs_request(c, "GET", "/after", NULL, NULL, &r), TH_OK);
+	CHECK_EQ_INT(r.status, 200);
+	cs_response_clear(&r);
+
+	CHECK_EQ_INT(cs_request(c, "PATCH", "/x", NULL, NULL, &r), TH_EINVAL);
+}
+
+static void test_unreachable(void)
+{
+	struct config bad = cfg;
+	cs_client *c;
+	struct cs_response r;
+	/* Port 1 on loopback: nothing listens there on a test machine. */
+	bad.hs_url = "http://127.0.0.1:1";
+	CHECK_EQ_INT(cs_client_new(&bad, &c), TH_OK);
+	CHECK_EQ_INT(cs_request(c, "GET", "/x", NULL, NULL, &r), TH_ENET);
+	cs_client_free(c);
+}
+
+static void test_register_ping(cs_client *c)
+{
+	fake_script((struct answer[]){{400, "{\"errcode\":\"M_USER_IN_USE\"}", 0, NULL},
+	                              {200, "{\"user_id\":\"@g2:hs\"}", 0, NULL},
+	                              {403, "{\"errcode\":\"M_EXCLUSIVE\"}", 0, NULL},
+	                              {0}});
+	CHECK_EQ_INT(cs_register(c, "g1"), TH_OK);
+	CHECK_EQ_INT(cs_register(c, "g2"), TH_OK);
+	CHECK_EQ_INT(cs_register(c, "g3"), TH_EHTTP);
+	CHECK_EQ_INT(fake_nseen(), 3);
+	CHECK_STR(fk.seen[0].method, "POST");
+	CHECK_STR(fk.seen[0].path, "/_matrix/client/v3/register");
+	CHECK_STR(fk.seen[0].query, "");
+	CHECK(json_eq_text(
+	        fk.seen[0].body,
+	        "{\"type\":\"m.login.application_service\",\"username\":\"g1\",\"inhibit_login\":true}"));
+
+	fake_script((struct answer[]){{200, "{\"duration_ms\":12}", 0, NULL}, {0}});
+	uint64_t ms = 0;
+	CHECK_EQ_INT(cs_ping(c, &ms), TH_OK);
+	CHECK_EQ_INT(ms, 12);
+	CHECK_STR(fk.seen[0].path, "/_matrix/client/v1/appservice/threshold/ping");
+	json_t *b = json_loads(fk.seen[0].body, 0, NULL);
+	CHECK(json_string_length(json_object_get(b, "transaction_id")) >= 16);
+	json_decref(b);
+}
+
+/* ---- outbox ------------------------------------------------------------- */
+
+static void test_backoff(void)
+{
+	CHECK_EQ_INT(outbox_backoff_ms(0, 0, 60000), 500);
+	CHECK_EQ_INT(outbox_backoff_ms(1, 0, 60000), 1000);
+	CHECK_EQ_INT(outbox_backoff_ms(3, 0, 60000), 4000);
+	CHECK_EQ_INT(outbox_backoff_ms(7, 0, 60000), 60000);
+	CHECK_EQ_INT(outbox_backoff_ms(64, 0, 60000), 60000);
+	CHECK_EQ_INT(outbox_backoff_ms(UINT_MAX, 0, 5000), 5000);
+	CHECK_EQ_INT(outbox_backoff_ms(5, 700, 60000), 700);
+	CHECK_EQ_INT(outbox_backoff_ms(0, 120000, 60000), 60000);
+}
+
+static void test_push_validation(store *st)
+{
+	static const char *const bad[] = {
+	        "[]",
+	        "{\"op\":\"wave\",\"room_id\":\"!r:hs\",\"user_id\":\"@g:hs\"}",
+	        "{\"room_id\":\"!r:hs\",\"user_id\":\"@g:hs\"}",
+	        "{\"op\":\"join\",\"user_id\":\"@g:hs\"}",
+	        "{\"op\":\"join\",\"room_id\":\"\",\"user_id\":\"@g:hs\"}",
+	        "{\"op\":\"leave\",\"room_id\":7,\"user_id\":\"@g:hs\"}",
+	        "{\"op\":\"send\",\"room_id\":\"!r:hs\",\"user_id\":\"@g:hs\",\"type\":\"m.room.message\"}",
+	        "{\"op\":\"send\",\"room_id\":\"!r:hs\",\"user_id\":\"@g:hs\",\"type\":\"m.room.message\","
+	        "\"content\":\"hi\"}",
+	        "{\"op\":\"register\"}",
+	        "{\"op\":\"displayname\",\"user_id\":\"@g:hs\"}",
+	};
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		json_t *a = json_loads(bad[i], 0, NULL);
+		CHECK(a != NULL);
+		int rc = outbox_push(t, a);
+		if (rc != TH_EINVAL)
+			fprintf(stderr, "accepted: %s\n", bad[i]);
+		CHECK_EQ_INT(rc, TH_EINVAL);
+		json_decref(a);
+	}
+	store_txn_abort(t);
+	CHECK_EQ_INT(stored_count(st), 0);
+}
+
+/* A 500 then a 200: executed twice, then gone. */
+static void test_retry_5xx(store *st, outbox *ob)
+{
+	fake_script((struct answer[]){{500, "{\"errcode\":\"M_UNKNOWN\"}", 0, NULL}, {0}});
+	push(st, "{\"op\":\"join\",\"room_id\":\"!r:hs\",\"user_id\":\"@g:hs\"}");
+	outbox_wake(ob);
+	CHECK(wait_drained(ob, 2, 5000));
+	sleep_ms(50);
+	CHECK_EQ_INT(fake_nseen(), 2);
+	for (size_t i = 0; i < 2; i++) {
+		CHECK_STR(fk.seen[i].method, "POST");
+		CHECK_STR(fk.seen[i].path, "/_matrix/client/v3/rooms/%21r%3Ahs/join");
+		CHECK_STR(fk.seen[i].query, "user_id=%40g%3Ahs");
+		CHECK_STR(fk.seen[i].auth, "Bearer tok-secret");
+		CHECK(json_eq_text(fk.seen[i].body, "{}"));
+	}
+	CHECK(fk.seen[1].t_ms - fk.seen[0].t_ms >= 400);
+}
+
+/* A 429 with retry_after_ms: the wait is honoured. */
+static void test_retry_429(store *st, outbox *ob)
+{
+	fake_script((struct answer[]){
+	        {429, "{\"errcode\":\"M_LIMIT_EXCEEDED\",\"retry_after_ms\":700}", 0, NULL}, {0}});
+	push(st, "{\"op\":\"leave\",\"room_id\":\"!r:hs\",\"user_id\":\"@g:hs\"}");
+	outbox_wake(ob);
+	CHECK(wait_drained(ob, 2, 5000));
+	CHECK_EQ_INT(fake_nseen(), 2);
+	CHECK_STR(fk.seen[0].path, "/_matrix/client/v3/rooms/%21r%3Ahs/leave");
+	CHECK(fk.seen[1].t_ms - fk.seen[0].t_ms >= 650);
+}
+
+/* A hang past client_timeout_ms is retried, and the retry reuses the txnId. */
+static void test_send_timeout(store *st, outbox *ob, char *path_out, size_t cap)
+{
+	fake_script((struct answer[]){{200, "{\"event_id\":\"$1\"}", 1000, NULL}, {0}});
+	push(st, "{\"op\":\"send\",\"room_id\":\"!r:hs\",\"user_id\":\"@g:hs\",\"type\":\"m.room.message\","
+	         "\"content\":{\"msgtype\":\"m.notice\",\"body\":\"hello\"}}");
+	outbox_wake(ob);
+	CHECK(wait_drained(ob, 2, 5000));
+	CHECK_EQ_INT(fake_nseen(), 2);
+	CHECK_STR(fk.seen[0].method, "PUT");
+	CHECK(strncmp(fk.seen[0].path, "/_matrix/client/v3/rooms/%21r%3Ahs/send/m.room.message/th", 56) == 0);
+	CHECK_STR(fk.seen[1].path, fk.seen[0].path);
+	CHECK_STR(fk.seen[1].query, "user_id=%40g%3Ahs");
+	CHECK(json_eq_text(fk.seen[1].body, "{\"msgtype\":\"m.notice\",\"body\":\"hello\"}"));
+	/* Timed out at ~300 ms, then a 500 ms backoff. */
+	CHECK(fk.seen[1].t_ms - fk.seen[0].t_ms >= 600);
+	copy_str(path_out, cap, fk.seen[0].path);
+}
+
+/* A 403 drops the head and the queue moves on, in order. */
+static void test_drop(store *st, outbox *ob)
+{
+	fake_script((struct answer[]){{403, "{\"errcode\":\"M_FORBIDDEN\"}", 0, NULL}, {0}});
+	push(st, "{\"op\":\"join\",\"room_id\":\"!r:hs\",\"user_id\":\"@g:hs\"}");
+	push(st, "{\"op\":\"displayname\",\"user_id\":\"@g:hs\",\"displayname\":\"Blue Otter\"}");
+	push(st, "{\"op\":\"register\",\"localpart\":\"g9\"}");
+	outbox_wake(ob);
+	CHECK(wait_drained(ob, 3, 5000));
+	sleep_ms(50);
+	CHECK_EQ_INT(fake_nseen(), 3);
+	CHECK_STR(fk.seen[0].path, "/_matrix/client/v3/rooms/%21r%3Ahs/join");
+	CHECK_STR(fk.seen[1].method, "PUT");
+	CHECK_STR(fk.seen[1].path, "/_matrix/client/v3/profile/%40g%3Ahs/displayname");
+	CHECK_STR(fk.seen[1].query, "user_id=%40g%3Ahs");
+	CHECK(json_eq_text(fk.seen[1].body, "{\"displayname\":\"Blue Otter\"}"));
+	CHECK_STR(fk.seen[2].path, "/_matrix/client/v3/register");
+	CHECK_STR(fk.seen[2].query, "");
+}
+
+/* outbox_stop interrupts a long backoff; the action stays queued. */
+static void test_stop_in_backoff(store *st, outbox *ob)
+{
+	fake_script((struct answer[]){
+	        {429, "{\"errcode\":\"M_LIMIT_EXCEEDED\",\"retry_after_ms\":30000}", 0, NULL}, {0}});
+	push(st, "{\"op\":\"join\",\"room_id\":\"!s:hs\",\"user_id\":\"@g:hs\"}");
+	outbox_wake(ob);
+	uint64_t end = th_mono_ms() + 3000;
+	while (fake_nseen() < 1 && th_mono_ms() < end)
+		sleep_ms(10);
+	CHECK_EQ_INT(fake_nseen(), 1);
+	sleep_ms(50);
+	uint64_t t0 = th_mono_ms();
+	outbox_stop(ob);
+	CHECK(th_mono_ms() - t0 < 2000);
+	CHECK_EQ_INT(stored_count(st), 1);
+}
+
+/* What was committed before the worker started runs when it starts, and a
+ * drained queue never reuses a txnId. */
+static void test_restart(store *st, const char *old_send_path)
+{
+	push(st, "{\"op\":\"send\",\"room_id\":\"!r:hs\",\"user_id\":\"@g:hs\",\"type\":\"m.room.message\","
+	         "\"content\":{\"msgtype\":\"m.notice\",\"body\":\"again\"}}");
+	fake_script(NULL);
+	outbox *ob;
+	CHECK_EQ_INT(outbox_start(st, &cfg, &ob), TH_OK);
+	CHECK(wait_drained(ob, 2, 5000));
+	CHECK_EQ_INT(fake_nseen(), 2);
+	CHECK_STR(fk.seen[0].path, "/_matrix/client/v3/rooms/%21s%3Ahs/join");
+	const char *p = fk.seen[1].path;
+	CHECK(strncmp(p, "/_matrix/client/v3/rooms/%21r%3Ahs/send/m.room.message/th", 56) == 0);
+	CHECK(strcmp(p, old_send_path) != 0);
+	/* Same store, same prefix: everything up to the sequence number matches. */
+	const char *us = strrchr(p, '_'), *old_us = strrchr(old_send_path, '_');
+	CHECK(us && old_us && us - p == old_us - old_send_path &&
+	      strncmp(p, old_send_path, (size_t)(us - p)) == 0);
+
+	/* Drained empty, the next send still gets a new sequence number. */
+	char prev[512];
+	copy_str(prev, sizeof(prev), p);
+	fake_script(NULL);
+	push(st, "{\"op\":\"send\",\"room_id\":\"!r:hs\",\"user_id\":\"@g:hs\",\"type\":\"m.room.message\","
+	         "\"content\":{}}");
+	outbox_wake(ob);
+	CHECK(wait_drained(ob, 1, 5000));
+	CHECK(strcmp(fk.seen[0].path, prev) != 0);
+	CHECK(strcmp(fk.seen[0].path, old_send_path) != 0);
+	outbox_stop(ob);
+}
+
+int main(void)
+{
+	const char *lvl = getenv("THRESHOLD_TEST_LOG");
+	if (lvl)
+		log_set_level_name(lvl);
+	fake_start();
+	char *url = xasprintf("http://127.0.0.1:%u/", fk.port);
+	cfg.hs_url = url;
+	cfg.as_token = "tok-secret";
+	cfg.as_id = "threshold";
+	cfg.server_name = "hs";
+	cfg.client_timeout_ms = 300;
+	cfg.client_connect_timeout_ms = 1000;
+	cfg.outbox_max_backoff_ms = 60000;
+
+	test_escape();
+	test_backoff();
+
+	cs_client *c;
+	CHECK_EQ_INT(cs_client_new(&cfg, &c), TH_OK);
+	test_request(c);
+	test_register_ping(c);
+	cs_client_free(c);
+	test_unreachable();
+
+	char *dir = test_tmpdir();
+	store *st;
+	CHECK_EQ_INT(store_open(dir, 16, &st), TH_OK);
+	test_push_validation(st);
+	outbox *ob;
+	CHECK_EQ_INT(outbox_start(st, &cfg, &ob), TH_OK);
+	char send_path[512] = "";
+	test_retry_5xx(st, ob);
+	test_retry_429(st, ob);
+	test_send_timeout(st, ob, send_path, sizeof(send_path));
+	test_drop(st, ob);
+	test_stop_in_backoff(st, ob);
+	test_restart(st, send_path);
+
+	store_close(st);
+	test_rmtree(dir);
+	free(dir);
+	fake_stop();
+	free(url);
+	return TEST_DONE();
+}

@@ -1,0 +1,241 @@
+/* test_txn.c - the transaction hot path: dedupe by txnId and event_id, bad
+ * events skipped without failing the transaction, policy actions queued in
+ * the same commit, and a full store answered 503 with nothing half-written. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+#include "store.h"
+#include "testlib.h"
+#include "txn.h"
+#include "util.h"
+
+static struct config cfg;
+static store *st;
+
+static void run(const char *txn_id, const char *body, struct txn_result *res)
+{
+	txn_process(&cfg, st, txn_id, body, strlen(body), res);
+}
+
+static long long room_events(const char *room_id)
+{
+	store_txn *t;
+	json_t *j = NULL;
+	long long n = -1;
+	if (store_txn_begin(st, 0, &t) == TH_OK) {
+		if (store_get_json(t, STORE_ROOMS, room_id, &j) == TH_OK)
+			n = json_integer_value(json_object_get(j, "events"));
+		store_txn_abort(t);
+	}
+	json_decref(j);
+	return n;
+}
+
+static size_t outbox_count(void)
+{
+	store_txn *t;
+	size_t n = 0;
+	if (store_txn_begin(st, 0, &t) == TH_OK) {
+		store_count(t, STORE_OUTBOX, &n);
+		store_txn_abort(t);
+	}
+	return n;
+}
+
+#define MSG(id, room, body)                                                                                  \
+	"{\"event_id\":\"" id "\",\"room_id\":\"" room "\",\"type\":\"m.room.message\","                     \
+	"\"sender\":\"@staff:test.local\",\"content\":{\"msgtype\":\"m.text\",\"body\":\"" body "\"}}"
+
+static void test_dedupe(void)
+{
+	struct txn_result res;
+	const char *body = "{\"events\":[" MSG("$1", "!r:test.local", "hi") "," MSG("$2", "!r:test.local", "yo") "]}";
+	run("1", body, &res);
+	CHECK_EQ_INT(res.status, 200);
+	CHECK_EQ_INT(res.processed, 2);
+	CHECK_EQ_INT(room_events("!r:test.local"), 2);
+
+	/* spec: a resent transaction is answered 200 and not processed again. */
+	run("1", body, &res);
+	CHECK_EQ_INT(res.status, 200);
+	CHECK_EQ_INT(res.processed, 0);
+	CHECK_EQ_INT(room_events("!r:test.local"), 2);
+
+	/* The same events in a new transaction are skipped one by one. */
+	const char *again = "{\"events\":[" MSG("$2", "!r:test.local", "yo") "," MSG("$3", "!r:test.local", "new") "]}";
+	run("2", again, &res);
+	CHECK_EQ_INT(res.status, 200);
+	CHECK_EQ_INT(res.processed, 1);
+	CHECK_EQ_INT(res.skipped, 1);
+	CHECK_EQ_INT(room_events("!r:test.local"), 3);
+
+	/* A reused txnId with other content (homeserver database reset) is processed. */
+	const char *reset = "{\"events\":[" MSG("$4", "!r:test.local", "after reset") "]}";
+	run("1", reset, &res);
+	CHECK_EQ_INT(res.status, 200);
+	CHECK_EQ_INT(res.processed, 1);
+	CHECK_EQ_INT(room_events("!r:test.local"), 4);
+
+	/* An empty transaction (ephemeral-only, or no events key) is fine. */
+	run("3", "{}", &res);
+	CHECK_EQ_INT(res.status, 200);
+	run("4", "{\"events\":[],\"ephemeral\":[]}", &res);
+	CHECK_EQ_INT(res.status, 200);
+}
+
+static void test_bad_events_skipped(void)
+{
+	struct txn_result res;
+	/* Never 5xx (or 4xx) for one bad event: the good ones around it still count. */
+	const char *body = "{\"events\":[42, {\"room_id\":\"!b:test.local\"}, {\"event_id\":\"$x\"},"
+			   "{\"event_id\":\"$ok\",\"room_id\":\"!b:test.local\"},"
+			   "{\"event_id\":\"$odd\",\"room_id\":\"!b:test.local\",\"type\":7,\"content\":\"str\"}," MSG(
+				   "$good", "!b:test.local", "hello") "]}";
+	run("10", body, &res);
+	CHECK_EQ_INT(res.status, 200);
+	CHECK_EQ_INT(res.processed, 3);
+	CHECK_EQ_INT(res.skipped, 3);
+	CHECK_EQ_INT(room_events("!b:test.local"), 3);
+
+	char longid[400];
+	memset(longid, 'e', sizeof(longid));
+	longid[0] = '$';
+	longid[sizeof(longid) - 1] = '\0';
+	char *b = xasprintf("{\"events\":[{\"event_id\":\"%s\",\"room_id\":\"!b:test.local\"}]}", longid);
+	run("11", b, &res);
+	CHECK_EQ_INT(res.status, 200);
+	CHECK_EQ_INT(res.skipped, 1);
+	free(b);
+}
+
+static void test_bad_bodies(void)
+{
+	struct txn_result res;
+	run("20", "{\"events\":[", &res);
+	CHECK_EQ_INT(res.status, 400);
+	CHECK_STR(res.errcode, "M_NOT_JSON");
+	run("21", "[1,2]", &res);
+	CHECK_EQ_INT(res.status, 400);
+	CHECK_STR(res.errcode, "M_BAD_JSON");
+	run("22", "{\"events\":{}}", &res);
+	CHECK_EQ_INT(res.status, 400);
+	/* Deeper than max_json_depth (16 in tests) is refused before parsing. */
+	char deep[200] = "{\"events\":[";
+	size_t n = strlen(deep);
+	for (int i = 0; i < 40; i++)
+		deep[n++] = '[';
+	for (int i = 0; i < 40; i++)
+		deep[n++] = ']';
+	memcpy(deep + n, "]}", 3);
+	run("23", deep, &res);
+	CHECK_EQ_INT(res.status, 400);
+	CHECK_STR(res.errcode, "M_BAD_JSON");
+	/* Brackets inside strings do not count as depth. */
+	run("24", "{\"events\":[" MSG("$br", "!b:test.local", "[[[[[[[[[[[[[[[[[[[[[[[[") "]}", &res);
+	CHECK_EQ_INT(res.status, 200);
+	/* A rejected body committed nothing: its txnId is not remembered. */
+	run("20", "{\"events\":[]}", &res);
+	CHECK_EQ_INT(res.status, 200);
+	CHECK_EQ_INT(res.processed, 0);
+}
+
+static void test_actions_queued(void)
+{
+	struct txn_result res;
+	size_t before = outbox_count();
+	/* A local user invites the bot: a join is queued in the same commit. */
+	const char *invite = "{\"events\":[{\"event_id\":\"$inv\",\"room_id\":\"!c:test.local\","
+			     "\"type\":\"m.room.member\",\"state_key\":\"@threshold:test.local\","
+			     "\"sender\":\"@staff:test.local\",\"content\":{\"membership\":\"invite\"}}]}";
+	run("30", invite, &res);
+	CHECK_EQ_INT(res.status, 200);
+	CHECK_EQ_INT(res.queued, 1);
+	CHECK_EQ_INT(outbox_count(), before + 1);
+
+	/* A user of another server invites it: a leave (reject) is queued. */
+	const char *remote = "{\"events\":[{\"event_id\":\"$inv2\",\"room_id\":\"!d:other.example\","
+			     "\"type\":\"m.room.member\",\"state_key\":\"@threshold:test.local\","
+			     "\"sender\":\"@stranger:other.example\",\"content\":{\"membership\":\"invite\"}}]}";
+	run("31", remote, &res);
+	CHECK_EQ_INT(res.queued, 1);
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	const void *k, *v;
+	size_t kl, vl;
+	CHECK_EQ_INT(store_last(t, STORE_OUTBOX, &k, &kl, &v, &vl), TH_OK);
+	json_t *a = json_loadb(v, vl, 0, NULL);
+	CHECK_STR(json_string_value(json_object_get(a, "op")), "leave");
+	CHECK_STR(json_string_value(json_object_get(a, "room_id")), "!d:other.example");
+	json_decref(a);
+	store_txn_abort(t);
+
+	/* A command where the bot has not joined is not answered. */
+	run("32", "{\"events\":[" MSG("$cmd0", "!e:test.local", "!threshold ping") "]}", &res);
+	CHECK_EQ_INT(res.queued, 0);
+	/* Once the bot's join arrives, a command is answered. */
+	const char *join = "{\"events\":[{\"event_id\":\"$j\",\"room_id\":\"!c:test.local\","
+			   "\"type\":\"m.room.member\",\"state_key\":\"@threshold:test.local\","
+			   "\"sender\":\"@threshold:test.local\",\"content\":{\"membership\":\"join\"}},"
+			   MSG("$cmd1", "!c:test.local", "!threshold ping") "]}";
+	run("33", join, &res);
+	CHECK_EQ_INT(res.processed, 2);
+	CHECK_EQ_INT(res.queued, 1);
+	/* A plain message is not a command. */
+	run("34", "{\"events\":[" MSG("$plain", "!c:test.local", "threshold ping") "]}", &res);
+	CHECK_EQ_INT(res.queued, 0);
+}
+
+static void test_store_full(const char *dir)
+{
+	/* A separate store with the smallest map: a big transaction cannot fit. */
+	store *small;
+	char *path = xasprintf("%s/small", dir);
+	CHECK_EQ_INT(store_open(path, 1, &small), TH_OK);
+	store *saved = st;
+	st = small;
+	struct txn_result res;
+	run("40", "{\"events\":[" MSG("$before", "!f:test.local", "x") "]}", &res);
+	CHECK_EQ_INT(res.status, 200);
+
+	size_t cap = 2 * 1024 * 1024, len = 0;
+	char *body = xmalloc(cap);
+	len += (size_t)snprintf(body, cap, "{\"events\":[");
+	for (int i = 0; len < cap - 4096; i++) {
+		len += (size_t)snprintf(body + len, cap - len,
+					"%s{\"event_id\":\"$big%06d_%0200d\",\"room_id\":\"!f:test.local\"}",
+					i ? "," : "", i, 0);
+	}
+	len += (size_t)snprintf(body + len, cap - len, "]}");
+	cfg.max_json_depth = 16;
+	txn_process(&cfg, st, "41", body, len, &res);
+	CHECK_EQ_INT(res.status, 503);
+	free(body);
+	/* Nothing of the failed transaction was kept; the earlier one is intact. */
+	CHECK_EQ_INT(room_events("!f:test.local"), 1);
+	run("41", "{\"events\":[" MSG("$later", "!f:test.local", "x") "]}", &res);
+	CHECK_EQ_INT(res.status, 200);
+	CHECK_EQ_INT(res.processed, 1);
+	store_close(small);
+	st = saved;
+	free(path);
+}
+
+int main(void)
+{
+	log_threshold = LOG_ERROR;
+	char *dir = test_tmpdir();
+	test_config_init(&cfg, dir);
+	CHECK_EQ_INT(store_open(cfg.store_path, cfg.map_size_mb, &st), TH_OK);
+	test_dedupe();
+	test_bad_events_skipped();
+	test_bad_bodies();
+	test_actions_queued();
+	test_store_full(dir);
+	store_close(st);
+	config_free(&cfg);
+	test_rmtree(dir);
+	free(dir);
+	return TEST_DONE();
+}
