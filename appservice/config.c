@@ -50,6 +50,9 @@ static const struct option options[] = {
 	{"client", "connect_timeout_ms", OPT_UINT, OFF(client_connect_timeout_ms), 0, "5000", 100, 600000},
 	{"client", "outbox_max_backoff_ms", OPT_UINT, OFF(outbox_max_backoff_ms), 0, "60000", 1000, 3600000},
 	{"log", "level", OPT_LEVEL, OFF(log_level), 0, "info", 0, 0},
+	{"audit", "key_file", OPT_STRING, OFF(audit_key_path), 0, NULL, 0, 0},
+	{"audit", "checkpoint_every", OPT_UINT, OFF(audit_checkpoint_every), 0, "1000", 1, 1000000},
+	{"audit", "checkpoint_seconds", OPT_UINT, OFF(audit_checkpoint_seconds), 0, "300", 1, 86400},
 };
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
 
@@ -297,6 +300,8 @@ int config_load(const char *path, struct config *out, char *err, size_t errlen)
 	for (size_t n = strlen(cfg.hs_url); n > 0 && cfg.hs_url[n - 1] == '/'; n--)
 		cfg.hs_url[n - 1] = '\0';
 	cfg.bot_user_id = xasprintf("@%s:%s", cfg.bot_localpart, cfg.server_name);
+	if (!cfg.audit_key_path)
+		cfg.audit_key_path = xasprintf("%s/audit-signing.key", cfg.store_path);
 	cfg.path = xstrdup(path);
 	yaml_document_delete(&doc);
 	*out = cfg;

@@ -43,6 +43,11 @@ struct config {
 	/* log */
 	char *log_level;
 
+	/* audit */
+	char *audit_key_path;              /* signing seed file (0600); default <store_path>/audit-signing.key */
+	unsigned audit_checkpoint_every;   /* sign a checkpoint after this many records... */
+	unsigned audit_checkpoint_seconds; /* ...or this long after the last one, whichever first */
+
 	/* Filled from the registration file by config_load_registration(). */
 	char *as_token;
 	char *hs_token;

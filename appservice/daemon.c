@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "as_server.h"
+#include "audit.h"
 #include "config.h"
 #include "cs.h"
 #include "jsonx.h"
@@ -53,6 +54,51 @@ static int queue_bot_setup(const struct config *cfg, store *st)
 	return store_txn_commit(t);
 }
 
+/* Append one lifecycle record (and a checkpoint if one is due, or @force). */
+static int audit_lifecycle(audit *au, store *st, enum audit_kind kind, const char *reason, json_t *details,
+			   int force_checkpoint)
+{
+	store_txn *t;
+	int rc = store_txn_begin(st, 1, &t);
+	if (rc)
+		goto out;
+	struct audit_rec rec = {.kind = kind, .actor = "threshold", .reason = reason, .details = details};
+	rc = audit_append(au, t, &rec, NULL);
+	uint64_t now = th_now_ms();
+	if (!rc && (force_checkpoint || audit_checkpoint_due(au, now)))
+		rc = audit_checkpoint(au, t, now);
+	if (rc) {
+		store_txn_abort(t);
+		goto out;
+	}
+	rc = store_txn_commit(t);
+out:
+	json_decref(details);
+	if (rc)
+		LOG(LOG_ERROR, "audit: cannot record %s: %s", audit_kind_name(kind), th_strerror(rc));
+	return rc;
+}
+
+/* A checkpoint on the timer, so a quiet log is still signed every
+ * audit.checkpoint_seconds. */
+static void audit_tick(audit *au, store *st)
+{
+	uint64_t now = th_now_ms();
+	if (!audit_checkpoint_due(au, now))
+		return;
+	store_txn *t;
+	if (store_txn_begin(st, 1, &t) != TH_OK)
+		return;
+	int rc = audit_checkpoint(au, t, now);
+	if (rc) {
+		store_txn_abort(t);
+		LOG(LOG_WARN, "audit: checkpoint failed: %s", th_strerror(rc));
+		return;
+	}
+	if (store_txn_commit(t) != TH_OK)
+		LOG(LOG_WARN, "audit: checkpoint commit failed");
+}
+
 static int try_ping(cs_client *cs, const struct config *cfg)
 {
 	uint64_t ms = 0;
@@ -89,6 +135,7 @@ static void prune(const struct config *cfg, store *st)
 int daemon_serve(const struct config *cfg)
 {
 	store *st = NULL;
+	audit *au = NULL;
 	outbox *ob = NULL;
 	as_server *srv = NULL;
 	cs_client *cs = NULL;
@@ -107,6 +154,12 @@ int daemon_serve(const struct config *cfg)
 	LOG(LOG_INFO, "Threshold %s starting: homeserver %s (%s), store %s", THRESHOLD_VERSION, cfg->hs_url,
 	    cfg->server_name, cfg->store_path);
 	if (store_open(cfg->store_path, cfg->map_size_mb, &st) != TH_OK)
+		goto out;
+	if (audit_open_config(st, cfg, &au) != TH_OK)
+		goto out;
+	LOG(LOG_INFO, "audit log signing key %s (public key %s)", cfg->audit_key_path, audit_pubkey(au));
+	if (audit_lifecycle(au, st, AUDIT_STARTUP, NULL, json_pack("{s:s}", "version", THRESHOLD_VERSION), 0) ||
+	    audit_lifecycle(au, st, AUDIT_CONFIG_LOADED, NULL, json_pack("{s:s}", "file", cfg->path), 0))
 		goto out;
 	prune(cfg, st);
 	if (queue_bot_setup(cfg, st) != TH_OK) {
@@ -137,6 +190,7 @@ int daemon_serve(const struct config *cfg)
 			ping_wait = ping_wait * 2 > PING_RETRY_MAX_MS ? PING_RETRY_MAX_MS : ping_wait * 2;
 			next_ping = now + ping_wait;
 		}
+		audit_tick(au, st);
 		if (now >= next_prune) {
 			prune(cfg, st);
 			next_prune = now + PRUNE_INTERVAL_MS;
@@ -149,6 +203,9 @@ out:
 	if (ob)
 		outbox_stop(ob);
 	cs_client_free(cs);
+	if (au && code == 0)
+		audit_lifecycle(au, st, AUDIT_SHUTDOWN, "signal", NULL, 1);
+	audit_close(au);
 	store_close(st);
 	LOG(code == 0 ? LOG_INFO : LOG_ERROR, code == 0 ? "stopped cleanly" : "start-up failed; see above");
 	return code;

@@ -9,6 +9,7 @@
 #include "config.h"
 #include "jsonx.h"
 #include "log.h"
+#include "mxevent.h"
 #include "outbox.h"
 #include "policy.h"
 #include "util.h"
@@ -118,26 +119,25 @@ static int apply(const struct config *cfg, store_txn *t, const struct pol_decisi
 	return TH_OK;
 }
 
-int events_handle(const struct config *cfg, store_txn *t, const json_t *event, json_t *room, unsigned *queued)
+int events_handle(const struct config *cfg, store_txn *t, const struct mxev *ev, json_t *room, unsigned *queued)
 {
-	const char *type = jsonx_str(event, "type");
-	const char *sender = jsonx_str(event, "sender");
-	const char *room_id = jsonx_str(event, "room_id");
-	const char *event_id = jsonx_str(event, "event_id");
-	json_t *content = json_object_get(event, "content");
+	const char *type = ev->type;
+	const char *sender = ev->sender;
+	const char *room_id = ev->room_id;
+	const char *event_id = ev->event_id;
 	struct pol_facts f = {0};
 
 	json_object_set_new(room, "events", json_integer(json_integer_value(json_object_get(room, "events")) + 1));
-	if (!type || !sender || !json_is_object(content))
+	if (!type || !sender || !ev->content_is_object)
 		return TH_OK; /* nothing policy can use; counted as seen */
 
 	f.sender = role_of(cfg, sender);
 	const char *bot = jsonx_str(room, "bot");
 	f.bot_joined = bot && strcmp(bot, "join") == 0;
-	const char *state_key = jsonx_str(event, "state_key");
+	const char *state_key = ev->state_key;
 
 	if (strcmp(type, "m.room.member") == 0 && state_key) {
-		const char *membership = jsonx_str(content, "membership");
+		const char *membership = ev->membership;
 		if (!membership)
 			return TH_OK;
 		f.target = role_of(cfg, state_key);
@@ -150,7 +150,7 @@ int events_handle(const struct config *cfg, store_txn *t, const json_t *event, j
 		else if (strcmp(membership, "leave") == 0 || strcmp(membership, "ban") == 0)
 			f.event = POL_EV_LEAVE;
 	} else if (strcmp(type, "m.room.message") == 0) {
-		f.command = parse_command(jsonx_str(content, "body"));
+		f.command = parse_command(ev->body);
 		f.event = f.command != POL_CMD_NONE ? POL_EV_COMMAND : POL_EV_MESSAGE;
 	}
 

@@ -11,19 +11,20 @@
 #include "store.h"
 
 struct config;
+struct mxev;
 
 /**
  * Handle one new (not yet seen) event.
  * @param cfg    borrowed
  * @param t      the transaction's write txn; actions are queued in it
- * @param event  borrowed; an object with string event_id and room_id
+ * @param ev     borrowed: an event with event_id and room_id (see mxevent.h)
  * @param room   the room's state object (borrowed, updated in place; the
  *               caller writes it back before commit)
  * @param queued incremented by the number of outbox actions queued
  * @return TH_OK (also for events Threshold ignores or cannot use), or a
  *         store error (TH_EFULL, TH_ESTORE) that must abort the transaction.
  */
-int events_handle(const struct config *cfg, store_txn *t, const json_t *event, json_t *room, unsigned *queued);
+int events_handle(const struct config *cfg, store_txn *t, const struct mxev *ev, json_t *room, unsigned *queued);
 
 /** Room state as kept in STORE_ROOMS: a fresh object for a room first seen. */
 json_t *events_room_new(void);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit_cli.h"
 #include "config.h"
 #include "daemon.h"
 #include "log.h"
@@ -27,6 +28,9 @@ static void usage(FILE *f)
 		"                             with fresh random tokens (default: the file named\n"
 		"                             by appservice.registration)\n"
 		"  status [--json]            show what the store holds (safe while serving)\n"
+		"  audit verify|list|export|pubkey [OPTIONS]\n"
+		"                             review, export and verify the safeguarding audit\n"
+		"                             log (threshold audit help; docs/audit.md)\n"
 		"\n"
 		"Options:\n"
 		"  -c, --config FILE          configuration file (default " DEFAULT_CONFIG ",\n"
@@ -34,7 +38,7 @@ static void usage(FILE *f)
 		"  -h, --help                 show this help\n"
 		"  -V, --version              show the version\n"
 		"\n"
-		"Documentation: docs/configuration.md, docs/architecture.md\n");
+		"Documentation: docs/configuration.md, docs/architecture.md, docs/audit.md\n");
 }
 
 static int cmd_generate_registration(struct config *cfg, int argc, char **argv)
@@ -104,7 +108,8 @@ int main(int argc, char **argv)
 	const char *cmd = i < argc ? argv[i++] : "serve";
 	int sub_argc = argc - i;
 	char **sub_argv = argv + i;
-	if (strcmp(cmd, "serve") && strcmp(cmd, "generate-registration") && strcmp(cmd, "status")) {
+	if (strcmp(cmd, "serve") && strcmp(cmd, "generate-registration") && strcmp(cmd, "status") &&
+	    strcmp(cmd, "audit")) {
 		fprintf(stderr, "threshold: unknown command '%s' (try --help)\n", cmd);
 		return 2;
 	}
@@ -116,7 +121,9 @@ int main(int argc, char **argv)
 	log_set_level_name(cfg.log_level);
 
 	int code;
-	if (!strcmp(cmd, "generate-registration")) {
+	if (!strcmp(cmd, "audit")) {
+		code = audit_cli_main(&cfg, sub_argc, sub_argv);
+	} else if (!strcmp(cmd, "generate-registration")) {
 		code = cmd_generate_registration(&cfg, sub_argc, sub_argv);
 	} else if (!strcmp(cmd, "status")) {
 		int as_json = sub_argc == 1 && !strcmp(sub_argv[0], "--json");

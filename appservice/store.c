@@ -31,6 +31,9 @@ static const struct {
 } db_table[STORE_NDBS] = {
 	[STORE_META] = {"meta", 0},   [STORE_TXNS] = {"txns", 0},     [STORE_EVENTS] = {"events_seen", 0},
 	[STORE_ROOMS] = {"rooms", 0}, [STORE_USERS] = {"users", 0},   [STORE_OUTBOX] = {"outbox", 0},
+	[STORE_AUDIT] = {"audit", 0}, [STORE_AUDIT_CKPT] = {"audit_checkpoints", 0},
+	[STORE_AUDIT_BY_SUBJECT] = {"audit_by_subject", MDB_DUPSORT},
+	[STORE_SEAL_SLOTS] = {"seal_slots", 0},
 };
 
 static int map_err(int rc)
@@ -311,6 +314,30 @@ int store_walk(store_txn *t, enum store_db db, const void *from, size_t fromlen,
 		if (r > 0)
 			break;
 		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+	}
+	if (rc && rc != MDB_NOTFOUND)
+		result = TH_ESTORE;
+	mdb_cursor_close(c);
+	return result;
+}
+
+int store_walk_dups(store_txn *t, enum store_db db, const void *key, size_t klen, store_walk_fn fn, void *ctx)
+{
+	MDB_cursor *c;
+	if (mdb_cursor_open(t->txn, t->st->dbi[db], &c))
+		return TH_ESTORE;
+	MDB_val k = {klen, (void *)key}, v;
+	int rc = mdb_cursor_get(c, &k, &v, MDB_SET_KEY);
+	int result = TH_OK;
+	while (rc == 0) {
+		int r = fn(ctx, k.mv_data, k.mv_size, v.mv_data, v.mv_size);
+		if (r < 0) {
+			result = -r;
+			break;
+		}
+		if (r > 0)
+			break;
+		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT_DUP);
 	}
 	if (rc && rc != MDB_NOTFOUND)
 		result = TH_ESTORE;

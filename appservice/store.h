@@ -23,12 +23,16 @@ typedef struct store_txn store_txn;
 
 /* The named databases.  Adding one is adding a row to store.c's table. */
 enum store_db {
-	STORE_META = 0, /* "schema_version" -> u64 BE, and other singletons */
-	STORE_TXNS,     /* AS txnId -> struct store_txn_rec */
-	STORE_EVENTS,   /* event_id -> u64 BE first-seen time (ms), pruned */
-	STORE_ROOMS,    /* room_id -> JSON object (rooms Threshold knows) */
-	STORE_USERS,    /* user_id -> JSON object (namespaced users registered) */
-	STORE_OUTBOX,   /* u64 BE seq -> JSON action, executed after the ack */
+	STORE_META = 0,         /* "schema_version" -> u64 BE, and other singletons */
+	STORE_TXNS,             /* AS txnId -> struct store_txn_rec */
+	STORE_EVENTS,           /* event_id -> u64 BE first-seen time (ms), pruned */
+	STORE_ROOMS,            /* room_id -> JSON object (rooms Threshold knows) */
+	STORE_USERS,            /* user_id -> JSON object (namespaced users registered) */
+	STORE_OUTBOX,           /* u64 BE seq -> JSON action, executed after the ack */
+	STORE_AUDIT,            /* u64 BE seq -> audit record (audit.h), MDB_APPEND */
+	STORE_AUDIT_CKPT,       /* u64 BE seq -> signed checkpoint of the chain at that record */
+	STORE_AUDIT_BY_SUBJECT, /* subject id -> u64 BE seq, one duplicate per record (dupsort) */
+	STORE_SEAL_SLOTS,       /* subject id -> seal key slot and state (audit.c) */
 	STORE_NDBS
 };
 
@@ -40,7 +44,7 @@ enum store_db {
 
 /** What a committed AS transaction leaves behind. */
 struct store_txn_rec {
-	uint64_t body_hash; /* th_fnv1a64 of the body, to spot a reused txnId */
+	uint64_t body_hash; /* hash of the events' ids (txn.c), to spot a reused txnId */
 	uint64_t time_ms;   /* when it was committed */
 };
 
@@ -114,6 +118,14 @@ int store_last(store_txn *t, enum store_db db, const void **key, size_t *klen, c
  */
 typedef int (*store_walk_fn)(void *ctx, const void *key, size_t klen, const void *val, size_t vlen);
 int store_walk(store_txn *t, enum store_db db, const void *from, size_t fromlen, store_walk_fn fn, void *ctx);
+
+/**
+ * Call @p fn for each value stored under @p key in a dupsort database
+ * (STORE_AUDIT_BY_SUBJECT), in value byte order; @p fn as for store_walk.
+ * A key with no values calls nothing.
+ * @return TH_OK or the error.
+ */
+int store_walk_dups(store_txn *t, enum store_db db, const void *key, size_t klen, store_walk_fn fn, void *ctx);
 
 /** Number of entries in @p db. */
 int store_count(store_txn *t, enum store_db db, size_t *out);

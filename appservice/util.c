@@ -27,6 +27,7 @@ static const char *const err_names[] = {
 	[TH_ETIMEOUT] = "timed out",
 	[TH_EHTTP] = "homeserver returned an error",
 	[TH_ECRYPTO] = "cryptographic failure",
+	[TH_EVERIFY] = "integrity check failed",
 };
 
 const char *th_strerror(int err)

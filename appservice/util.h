@@ -24,6 +24,7 @@ enum th_err {
 	TH_ETIMEOUT,    /* request timed out */
 	TH_EHTTP,       /* homeserver answered with an error status */
 	TH_ECRYPTO,     /* cryptographic failure */
+	TH_EVERIFY,     /* an integrity check failed: the data was altered (audit log) */
 };
 
 /** @return a static, human-readable name for @p err. */

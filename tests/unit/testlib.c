@@ -79,6 +79,9 @@ void test_config_init(struct config *cfg, const char *dir)
 	cfg->client_connect_timeout_ms = 1000;
 	cfg->outbox_max_backoff_ms = 2000;
 	cfg->log_level = xstrdup("warn");
+	cfg->audit_key_path = xasprintf("%s/audit-signing.key", dir);
+	cfg->audit_checkpoint_every = 1000;
+	cfg->audit_checkpoint_seconds = 300;
 	cfg->as_token = xstrdup("as_secret_token_0123");
 	cfg->hs_token = xstrdup("hs_secret_token_0123");
 	cfg->bot_user_id = xstrdup("@threshold:test.local");
