@@ -25,6 +25,7 @@
 #define MAX_SMALL_BODY 65536 /* ping and other small bodies */
 
 struct as_server {
+	const struct txn_env *env;
 	const struct config *cfg;
 	store *st;
 	as_on_commit_fn on_commit;
@@ -103,7 +104,7 @@ static enum MHD_Result do_transaction(as_server *srv, struct MHD_Connection *con
 	if (!*txn_id || strlen(txn_id) > MAX_TXN_ID || strchr(txn_id, '/'))
 		return send_error(conn, 400, "M_INVALID_PARAM", "Bad transaction id");
 	struct txn_result res;
-	txn_process(srv->cfg, srv->st, txn_id, rq->body ? rq->body : "", rq->len, &res);
+	txn_process(srv->env, txn_id, rq->body ? rq->body : "", rq->len, &res);
 	if (res.status != 200)
 		return send_error(conn, (unsigned)res.status, res.errcode, res.error);
 	if (res.queued && srv->on_commit)
@@ -241,11 +242,13 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	LOG(LOG_DEBUG, "http: %s", buf);
 }
 
-int as_server_start(const struct config *cfg, store *st, as_on_commit_fn on_commit, void *ctx, as_server **out)
+int as_server_start(const struct txn_env *env, as_on_commit_fn on_commit, void *ctx, as_server **out)
 {
+	const struct config *cfg = env->cfg;
 	as_server *srv = xcalloc(1, sizeof(*srv));
+	srv->env = env;
 	srv->cfg = cfg;
-	srv->st = st;
+	srv->st = env->st;
 	srv->on_commit = on_commit;
 	srv->ctx = ctx;
 

@@ -16,9 +16,8 @@
 #ifndef THRESHOLD_AS_SERVER_H
 #define THRESHOLD_AS_SERVER_H
 
-#include "store.h"
+#include "txn.h"
 
-struct config;
 typedef struct as_server as_server;
 
 /** Called after each committed transaction that queued actions (any thread). */
@@ -26,11 +25,11 @@ typedef void (*as_on_commit_fn)(void *ctx);
 
 /**
  * Bind and start serving.
- * @param cfg,st   borrowed; must outlive the server
+ * @param env      borrowed (and what it points to); must outlive the server
  * @param on_commit,ctx  optional hook (e.g. wake the outbox)
  * @return TH_OK or TH_EIO (cannot bind; message logged).
  */
-int as_server_start(const struct config *cfg, store *st, as_on_commit_fn on_commit, void *ctx, as_server **out);
+int as_server_start(const struct txn_env *env, as_on_commit_fn on_commit, void *ctx, as_server **out);
 
 /** The port actually bound (useful when listen_port was 0 in tests). */
 unsigned as_server_port(as_server *srv);

@@ -168,7 +168,8 @@ int daemon_serve(const struct config *cfg)
 	}
 	if (outbox_start(st, cfg, &ob) != TH_OK)
 		goto out;
-	if (as_server_start(cfg, st, wake_outbox, ob, &srv) != TH_OK)
+	struct txn_env env = {cfg, st, au};
+	if (as_server_start(&env, wake_outbox, ob, &srv) != TH_OK)
 		goto out;
 	LOG(LOG_INFO, "listening for the homeserver on %s:%u", cfg->listen_address, as_server_port(srv));
 	if (cs_client_new(cfg, &cs) != TH_OK)

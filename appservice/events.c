@@ -6,12 +6,14 @@
 
 #include <string.h>
 
+#include "audit.h"
 #include "config.h"
 #include "jsonx.h"
 #include "log.h"
 #include "mxevent.h"
 #include "outbox.h"
 #include "policy.h"
+#include "txn.h"
 #include "util.h"
 
 #define COMMAND_PREFIX "!threshold"
@@ -119,8 +121,35 @@ static int apply(const struct config *cfg, store_txn *t, const struct pol_decisi
 	return TH_OK;
 }
 
-int events_handle(const struct config *cfg, store_txn *t, const struct mxev *ev, json_t *room, unsigned *queued)
+/* Write the audit record a decision asks for, naming ids only: never a room
+ * name or a display name, which the sender chose and may carry a message. */
+static int record(const struct txn_env *env, store_txn *t, const struct pol_decision *d, const struct mxev *ev)
 {
+	if (!env->au || d->record == POL_REC_NONE)
+		return TH_OK;
+	static const enum audit_kind kinds[POL_REC_COUNT] = {
+		[POL_REC_CONTACT_BLOCKED] = AUDIT_CONTACT_BLOCKED,
+		[POL_REC_MEMBERSHIP_ENFORCED] = AUDIT_MEMBERSHIP_ENFORCED,
+	};
+	json_t *details = json_pack("{s:s, s:b}", "event_id", ev->event_id, "is_direct", ev->is_direct);
+	struct audit_rec rec = {
+		.kind = kinds[d->record],
+		.ts_ms = 0,
+		.actor = ev->sender,
+		.subject = ev->state_key,
+		.room = ev->room_id,
+		.reason = pol_reason_name(d->reason),
+		.details = details,
+	};
+	int rc = audit_append(env->au, t, &rec, NULL);
+	json_decref(details);
+	return rc;
+}
+
+int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev, json_t *room,
+		  unsigned *queued)
+{
+	const struct config *cfg = env->cfg;
 	const char *type = ev->type;
 	const char *sender = ev->sender;
 	const char *room_id = ev->room_id;
@@ -158,5 +187,8 @@ int events_handle(const struct config *cfg, store_txn *t, const struct mxev *ev,
 	pol_decide(&f, &d);
 	if (d.reason != POL_R_NO_RULE)
 		LOG(LOG_INFO, "event %s in %s: %s", event_id, room_id, pol_reason_name(d.reason));
+	int rc = record(env, t, &d, ev);
+	if (rc)
+		return rc;
 	return apply(cfg, t, &d, room_id, event_id, state_key, queued);
 }

@@ -10,12 +10,12 @@
 
 #include "store.h"
 
-struct config;
 struct mxev;
+struct txn_env;
 
 /**
  * Handle one new (not yet seen) event.
- * @param cfg    borrowed
+ * @param env    borrowed; its audit log (if any) gets the records policy asks for
  * @param t      the transaction's write txn; actions are queued in it
  * @param ev     borrowed: an event with event_id and room_id (see mxevent.h)
  * @param room   the room's state object (borrowed, updated in place; the
@@ -24,7 +24,8 @@ struct mxev;
  * @return TH_OK (also for events Threshold ignores or cannot use), or a
  *         store error (TH_EFULL, TH_ESTORE) that must abort the transaction.
  */
-int events_handle(const struct config *cfg, store_txn *t, const struct mxev *ev, json_t *room, unsigned *queued);
+int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev, json_t *room,
+		  unsigned *queued);
 
 /** Room state as kept in STORE_ROOMS: a fresh object for a room first seen. */
 json_t *events_room_new(void);

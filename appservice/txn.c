@@ -5,6 +5,7 @@
 
 #include <string.h>
 
+#include "audit.h"
 #include "config.h"
 #include "events.h"
 #include "log.h"
@@ -90,9 +91,11 @@ static void answer(struct txn_result *res, int status, const char *errcode, cons
 	res->error = error;
 }
 
-void txn_process(const struct config *cfg, store *st, const char *txn_id, const char *body, size_t len,
+void txn_process(const struct txn_env *env, const char *txn_id, const char *body, size_t len,
 		 struct txn_result *res)
 {
+	const struct config *cfg = env->cfg;
+	store *st = env->st;
 	memset(res, 0, sizeof(*res));
 	struct mxev_batch batch = {0};
 	struct mxev_error jerr;
@@ -166,12 +169,16 @@ void txn_process(const struct config *cfg, store *st, const char *txn_id, const 
 		json_t *room = room_get(&rooms, t, room_id, &rc);
 		if (!room)
 			goto store_fail;
-		rc = events_handle(cfg, t, ev, room, &res->queued);
+		rc = events_handle(env, t, ev, room, &res->queued);
 		if (rc)
 			goto store_fail;
 		res->processed++;
 	}
 	if ((rc = room_flush(&rooms, t)))
+		goto store_fail;
+	/* A busy log is signed every audit.checkpoint_every records, in the same commit. */
+	if (env->au && res->processed && audit_checkpoint_due(env->au, now) &&
+	    (rc = audit_checkpoint(env->au, t, now)))
 		goto store_fail;
 	struct store_txn_rec rec = {hash, now};
 	if ((rc = store_put(t, STORE_TXNS, txn_id, idlen, &rec, sizeof(rec), 0)))

@@ -15,6 +15,14 @@
 #include "store.h"
 
 struct config;
+typedef struct audit audit;
+
+/* What the hot path works with: all borrowed, all outliving every call. */
+struct txn_env {
+	const struct config *cfg;
+	store *st;
+	audit *au; /* safeguarding audit log; NULL writes no records */
+};
 
 /** What to answer the homeserver. */
 struct txn_result {
@@ -30,11 +38,11 @@ struct txn_result {
  * Process one transaction.  Never answers 5xx for a bad event: a malformed
  * event is logged and skipped.  Answers 503 only when the store cannot
  * commit (full map or I/O), so the homeserver retries later.
- * @param cfg,st  borrowed
+ * @param env     borrowed
  * @param body    the whole request body (not NUL-terminated)
  * @param res     always written
  */
-void txn_process(const struct config *cfg, store *st, const char *txn_id, const char *body, size_t len,
+void txn_process(const struct txn_env *env, const char *txn_id, const char *body, size_t len,
 		 struct txn_result *res);
 
 #endif

@@ -167,7 +167,8 @@ static void bench_txns(struct config *cfg, store *st, unsigned ntxns, unsigned p
 		char id[32];
 		snprintf(id, sizeof(id), "%llu", txn_no++);
 		struct txn_result res;
-		txn_process(cfg, st, id, bodies[i], lens[i], &res);
+		struct txn_env env = {cfg, st, NULL};
+		txn_process(&env, id, bodies[i], lens[i], &res);
 		if (res.status != 200) {
 			fprintf(stderr, "bench: transaction failed with %d\n", res.status);
 			exit(1);
@@ -193,7 +194,8 @@ static size_t sink(char *p, size_t s, size_t n, void *u)
 static void bench_ack(struct config *cfg, store *st, unsigned n, double *p50, double *p99)
 {
 	as_server *srv;
-	if (as_server_start(cfg, st, NULL, NULL, &srv) != TH_OK)
+	struct txn_env env = {cfg, st, NULL};
+	if (as_server_start(&env, NULL, NULL, &srv) != TH_OK)
 		exit(1);
 	unsigned port = as_server_port(srv);
 	CURL *c = curl_easy_init();

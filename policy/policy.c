@@ -19,18 +19,21 @@ struct rule {
 	enum pol_reason reason;
 	enum pol_action_kind action; /* 0: none */
 	int refusal;
+	enum pol_record record;
 };
 
 /* Read top to bottom; the first match decides.  spec-independent: these are
  * Threshold's own rules about who may move its bot. */
 static const struct rule rules[] = {
 	/* The bot goes where people of this homeserver ask it to, nowhere else. */
-	{POL_EV_INVITE, ROLE(POL_ROLE_LOCAL), ROLE(POL_ROLE_BOT), 0, POL_R_BOT_INVITE_ACCEPTED, POL_ACT_JOIN, 0},
-	{POL_EV_INVITE, ANY_ROLE, ROLE(POL_ROLE_BOT), 0, POL_R_BOT_INVITE_REFUSED, POL_ACT_LEAVE, 0},
+	{POL_EV_INVITE, ROLE(POL_ROLE_LOCAL), ROLE(POL_ROLE_BOT), 0, POL_R_BOT_INVITE_ACCEPTED, POL_ACT_JOIN, 0,
+	 POL_REC_NONE},
+	{POL_EV_INVITE, ANY_ROLE, ROLE(POL_ROLE_BOT), 0, POL_R_BOT_INVITE_REFUSED, POL_ACT_LEAVE, 0,
+	 POL_REC_CONTACT_BLOCKED},
 	/* Commands are answered only where the bot is, and only to local users. */
-	{POL_EV_COMMAND, ANY_ROLE, ANY_ROLE, -1, POL_R_COMMAND_IGNORED, 0, 0},
-	{POL_EV_COMMAND, ROLE(POL_ROLE_LOCAL), ANY_ROLE, 1, POL_R_COMMAND_ANSWERED, POL_ACT_REPLY, 0},
-	{POL_EV_COMMAND, ROLE(POL_ROLE_REMOTE), ANY_ROLE, 1, POL_R_COMMAND_REFUSED, POL_ACT_REPLY, 1},
+	{POL_EV_COMMAND, ANY_ROLE, ANY_ROLE, -1, POL_R_COMMAND_IGNORED, 0, 0, POL_REC_NONE},
+	{POL_EV_COMMAND, ROLE(POL_ROLE_LOCAL), ANY_ROLE, 1, POL_R_COMMAND_ANSWERED, POL_ACT_REPLY, 0, POL_REC_NONE},
+	{POL_EV_COMMAND, ROLE(POL_ROLE_REMOTE), ANY_ROLE, 1, POL_R_COMMAND_REFUSED, POL_ACT_REPLY, 1, POL_REC_NONE},
 };
 
 static int mask_has(unsigned mask, enum pol_role r)
@@ -50,6 +53,7 @@ void pol_decide(const struct pol_facts *f, struct pol_decision *out)
 		if ((r->need_bot_joined == 1 && !f->bot_joined) || (r->need_bot_joined == -1 && f->bot_joined))
 			continue;
 		out->reason = r->reason;
+		out->record = r->record;
 		if (r->action) {
 			struct pol_action *a = &out->actions[out->nactions++];
 			a->kind = r->action;
@@ -90,6 +94,12 @@ static const char *const action_names[] = {
 	[POL_ACT_REPLY] = "reply",
 };
 
+static const char *const record_names[POL_REC_COUNT] = {
+	[POL_REC_NONE] = "none",
+	[POL_REC_CONTACT_BLOCKED] = "contact_blocked",
+	[POL_REC_MEMBERSHIP_ENFORCED] = "membership_enforced",
+};
+
 #define NAME_OF(table, i) ((unsigned)(i) < sizeof(table) / sizeof(table[0]) ? table[i] : NULL)
 
 const char *pol_reason_name(enum pol_reason r)
@@ -115,6 +125,11 @@ const char *pol_command_name(enum pol_command c)
 const char *pol_action_name(enum pol_action_kind a)
 {
 	return NAME_OF(action_names, a);
+}
+
+const char *pol_record_name(enum pol_record r)
+{
+	return NAME_OF(record_names, r);
 }
 
 static int lookup(const char *const *table, size_t n, const char *s)

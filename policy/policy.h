@@ -62,6 +62,14 @@ enum pol_reason {
 	POL_R_COUNT
 };
 
+/* What the decision asks to be written to the safeguarding audit log. */
+enum pol_record {
+	POL_REC_NONE = 0,
+	POL_REC_CONTACT_BLOCKED,     /* someone tried to reach a user Threshold protects */
+	POL_REC_MEMBERSHIP_ENFORCED, /* Threshold undid a membership */
+	POL_REC_COUNT
+};
+
 #define POL_MAX_ACTIONS 4
 
 struct pol_action {
@@ -72,6 +80,7 @@ struct pol_action {
 
 struct pol_decision {
 	enum pol_reason reason;
+	enum pol_record record; /* audit record to write, or POL_REC_NONE */
 	unsigned nactions;
 	struct pol_action actions[POL_MAX_ACTIONS];
 };
@@ -89,6 +98,7 @@ const char *pol_role_name(enum pol_role r);
 const char *pol_event_name(enum pol_event e);
 const char *pol_command_name(enum pol_command c);
 const char *pol_action_name(enum pol_action_kind a);
+const char *pol_record_name(enum pol_record r);
 
 /** Reverse lookups for data files; return -1 when the name is unknown. */
 int pol_role_from_name(const char *s);

@@ -6,7 +6,8 @@
  *
  * input.json:    {"event": "invite", "sender": "local", "target": "bot",
  *                 "command": "none", "bot_joined": false}
- * expected.json: {"reason": "bot_invite_accepted", "actions": [{"kind": "join"}]}
+ * expected.json: {"reason": "bot_invite_accepted", "record": "none", "actions": [{"kind": "join"}]}
+ *                "record" names the audit record the decision asks for.
  *                a reply action also has "reply": "<command>" and "refusal".
  *
  * A case that cannot be read, or names something policy does not know, fails:
@@ -95,7 +96,9 @@ static json_t *decision_to_json(const struct pol_decision *d)
 		json_array_append_new(actions, o);
 	}
 	const char *reason = pol_reason_name(d->reason);
-	return json_pack("{s:s, s:o}", "reason", reason ? reason : "?", "actions", actions);
+	const char *record = pol_record_name(d->record);
+	return json_pack("{s:s, s:s, s:o}", "reason", reason ? reason : "?", "record", record ? record : "?",
+			 "actions", actions);
 }
 
 /* Run one case; print its line.  @return 1 if it passed. */

@@ -215,7 +215,8 @@ int main(void)
 	test_config_init(&cfg, dir);
 	CHECK_EQ_INT(store_open(cfg.store_path, cfg.map_size_mb, &st), TH_OK);
 	as_server *srv = NULL;
-	CHECK_EQ_INT(as_server_start(&cfg, st, on_commit, NULL, &srv), TH_OK);
+	struct txn_env env = {&cfg, st, NULL};
+	CHECK_EQ_INT(as_server_start(&env, on_commit, NULL, &srv), TH_OK);
 	if (!srv)
 		return TEST_DONE();
 	port = as_server_port(srv);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit.h"
 #include "config.h"
 #include "log.h"
 #include "store.h"
@@ -13,10 +14,12 @@
 
 static struct config cfg;
 static store *st;
+static audit *au;
 
 static void run(const char *txn_id, const char *body, struct txn_result *res)
 {
-	txn_process(&cfg, st, txn_id, body, strlen(body), res);
+	struct txn_env env = {&cfg, st, au};
+	txn_process(&env, txn_id, body, strlen(body), res);
 }
 
 static long long room_events(const char *room_id)
@@ -187,6 +190,60 @@ static void test_actions_queued(void)
 	CHECK_EQ_INT(res.queued, 0);
 }
 
+struct kind_count {
+	const char *kind;
+	int n;
+	char subject[64], actor[64], room[64];
+};
+
+static void copy(char *dst, const json_t *v)
+{
+	snprintf(dst, 64, "%s", json_is_string(v) ? json_string_value(v) : "");
+}
+
+static int count_kind(void *ctx, uint64_t seq, const json_t *rec, const char *raw, size_t rawlen)
+{
+	(void)seq;
+	(void)raw;
+	(void)rawlen;
+	struct kind_count *kc = ctx;
+	const char *kind = json_string_value(json_object_get(rec, "kind"));
+	if (kind && strcmp(kind, kc->kind) == 0) {
+		kc->n++;
+		copy(kc->subject, json_object_get(rec, "subject"));
+		copy(kc->actor, json_object_get(rec, "actor"));
+		copy(kc->room, json_object_get(rec, "room"));
+	}
+	return 0;
+}
+
+/* Policy's audit records are written in the transaction's own commit, once. */
+static void test_audit_records(void)
+{
+	struct txn_result res;
+	const char *remote = "{\"events\":[{\"event_id\":\"$inv9\",\"room_id\":\"!z:other.example\","
+			     "\"type\":\"m.room.member\",\"state_key\":\"@threshold:test.local\","
+			     "\"sender\":\"@stranger:other.example\",\"content\":{\"membership\":\"invite\","
+			     "\"is_direct\":true}}]}";
+	run("50", remote, &res);
+	CHECK_EQ_INT(res.status, 200);
+	run("50", remote, &res); /* a resend */
+	run("51", remote, &res); /* the same event in another transaction */
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	struct audit_filter f;
+	audit_filter_init(&f);
+	f.room = "!z:other.example";
+	struct kind_count kc = {"contact_blocked", 0, "", "", ""};
+	CHECK_EQ_INT(audit_iter(t, &f, count_kind, &kc), TH_OK);
+	CHECK_EQ_INT(kc.n, 1);
+	CHECK_STR(kc.subject, "@threshold:test.local");
+	CHECK_STR(kc.actor, "@stranger:other.example");
+	store_txn_abort(t);
+	struct audit_verify_result vr;
+	CHECK_EQ_INT(audit_verify(st, audit_pubkey(au), 0, &vr), TH_OK);
+}
+
 static void test_store_full(const char *dir)
 {
 	/* A separate store with the smallest map: a big transaction cannot fit. */
@@ -209,7 +266,8 @@ static void test_store_full(const char *dir)
 	}
 	len += (size_t)snprintf(body + len, cap - len, "]}");
 	cfg.max_json_depth = 16;
-	txn_process(&cfg, st, "41", body, len, &res);
+	struct txn_env env = {&cfg, st, NULL};
+	txn_process(&env, "41", body, len, &res);
 	CHECK_EQ_INT(res.status, 503);
 	free(body);
 	/* Nothing of the failed transaction was kept; the earlier one is intact. */
@@ -228,11 +286,14 @@ int main(void)
 	char *dir = test_tmpdir();
 	test_config_init(&cfg, dir);
 	CHECK_EQ_INT(store_open(cfg.store_path, cfg.map_size_mb, &st), TH_OK);
+	CHECK_EQ_INT(audit_open_config(st, &cfg, &au), TH_OK);
 	test_dedupe();
 	test_bad_events_skipped();
 	test_bad_bodies();
 	test_actions_queued();
+	test_audit_records();
 	test_store_full(dir);
+	audit_close(au);
 	store_close(st);
 	config_free(&cfg);
 	test_rmtree(dir);
