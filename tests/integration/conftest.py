@@ -1,0 +1,262 @@
+"""Integration tests: the real Threshold daemon against a real Synapse.
+
+One Synapse (from the cached chroot, see tests/harness/synapse.py) serves the
+whole session, with Threshold's registration loaded.  One Threshold process is
+shared too; tests that stop or kill it start it again before they finish, and
+the `threshold` fixture restarts it if an earlier test left it down.
+
+Environment:
+  THRESHOLD_BIN         the daemon (default <repo>/build/threshold)
+  THRESHOLD_SOURCE_DIR  the repository (default: two levels up from here)
+  THRESHOLD_KEEP=1      keep the work dir and Synapse's data for a post-mortem
+"""
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+import requests
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE_DIR = os.path.abspath(os.environ.get("THRESHOLD_SOURCE_DIR")
+                             or os.path.join(HERE, "..", ".."))
+BIN = os.path.abspath(os.environ.get("THRESHOLD_BIN")
+                      or os.path.join(SOURCE_DIR, "build", "threshold"))
+
+sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "harness"))
+import synapse as harness  # noqa: E402
+
+SERVER_NAME = "localhost"
+BOT_LOCALPART = "threshold"
+BOT_DISPLAYNAME = "Threshold Test Bot"
+AS_ID = "threshold"
+MAX_BODY_BYTES = 1048576  # the smallest the config allows: cheap to exceed
+
+# Set by the session fixture so that failure reports can show the logs.
+_CURRENT = {}
+
+
+def tail(path, lines=60):
+    return harness._tail(path, lines)
+
+
+class Threshold:
+    """The daemon under test, run in the foreground as a child process."""
+
+    def __init__(self, binary, config_path, log_path):
+        self.bin = binary
+        self.config = config_path
+        self.log_path = log_path
+        self.proc = None
+        self._log_offset = 0
+
+    def run(self, *args, timeout=30, check=True):
+        """Run a one-shot subcommand (not serve)."""
+        r = subprocess.run([self.bin, "-c", self.config, *args], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError("threshold %s exited %d\nstdout: %s\nstderr: %s"
+                                 % (" ".join(args), r.returncode, r.stdout, r.stderr))
+        return r
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_since_start(self):
+        with open(self.log_path, "rb") as f:
+            f.seek(self._log_offset)
+            return f.read().decode("utf-8", "replace")
+
+    def start(self, timeout=30):
+        """Start `serve` and wait for its "homeserver ping: ok" log line."""
+        assert not self.running(), "Threshold already running"
+        self._log_offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
+        log = open(self.log_path, "ab")
+        log.write(b"\n===== test harness: starting threshold serve =====\n")
+        log.flush()
+        self._log_offset = log.tell()
+        self.proc = subprocess.Popen([self.bin, "-c", self.config, "serve"],
+                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "homeserver ping: ok" in self.log_since_start():
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError("threshold serve exited %d during start-up:\n%s"
+                                     % (self.proc.returncode, self.log_since_start()[-4000:]))
+            time.sleep(0.1)
+        raise AssertionError("threshold serve did not log 'homeserver ping: ok' within %ds:\n%s"
+                             % (timeout, self.log_since_start()[-4000:]))
+
+    def stop(self, timeout=20):
+        """SIGTERM and wait; returns the exit status (None if it was not running)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("threshold did not exit within %ds of SIGTERM" % timeout)
+        rc = self.proc.returncode
+        self.proc = None
+        return rc
+
+    def kill(self):
+        """SIGKILL: a crash, with no chance to clean up."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def status(self):
+        r = self.run("status", "--json")
+        try:
+            return json.loads(r.stdout)
+        except ValueError:
+            raise AssertionError("status --json printed no JSON: %r" % r.stdout)
+
+    def room_status(self, room_id):
+        for room in self.status().get("rooms", []):
+            if room.get("room_id") == room_id:
+                return room
+        return None
+
+
+class Env:
+    """Everything a test needs: Synapse, Threshold, tokens, users."""
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.config_path = os.path.join(workdir, "threshold.yaml")
+        self.registration_path = os.path.join(workdir, "registration.yaml")
+        self.store_path = os.path.join(workdir, "store")
+        self.as_port = harness.free_port()
+        self.as_url = "http://127.0.0.1:%d" % self.as_port
+        self.bot = "@%s:%s" % (BOT_LOCALPART, SERVER_NAME)
+        self.hs = harness.Synapse(os.path.join(workdir, "synapse"),
+                                  registrations=[self.registration_path],
+                                  server_name=SERVER_NAME)
+        self.threshold = Threshold(BIN, self.config_path,
+                                   os.path.join(workdir, "threshold.log"))
+        self.users = {}  # name -> (user_id, password, access_token)
+
+    @property
+    def hs_url(self):
+        return self.hs.url
+
+    def write_config(self):
+        cfg = {
+            "homeserver": {"url": self.hs.url, "server_name": SERVER_NAME},
+            "appservice": {
+                "id": AS_ID,
+                "listen_address": "127.0.0.1",
+                "listen_port": self.as_port,
+                "url": self.as_url,
+                "registration": self.registration_path,
+                "bot_localpart": BOT_LOCALPART,
+                "bot_displayname": BOT_DISPLAYNAME,
+                "guest_prefix": "guest_",
+                "max_body_bytes": MAX_BODY_BYTES,
+                "max_json_depth": 64,
+            },
+            "store": {"path": self.store_path, "map_size_mb": 64,
+                      "dedupe_retention_days": 7},
+            "client": {"timeout_ms": 10000, "connect_timeout_ms": 2000,
+                       "outbox_max_backoff_ms": 2000},
+            "log": {"level": os.environ.get("THRESHOLD_TEST_LOG_LEVEL", "info")},
+        }
+        with open(self.config_path, "w") as f:
+            yaml.safe_dump(cfg, f, sort_keys=False)
+
+    def load_registration(self):
+        with open(self.registration_path) as f:
+            reg = yaml.safe_load(f)
+        self.registration = reg
+        self.as_token = reg["as_token"]
+        self.hs_token = reg["hs_token"]
+
+    def add_user(self, name, admin=False):
+        password = secrets.token_urlsafe(12)
+        user_id = self.hs.register_user(name, password, admin=admin)
+        r = requests.post(self.hs.url + "/_matrix/client/v3/login", json={
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": name},
+            "password": password,
+            "initial_device_display_name": "threshold integration tests"}, timeout=30)
+        r.raise_for_status()
+        body = r.json()
+        self.users[name] = (user_id, password, body["access_token"], body["device_id"])
+        return user_id
+
+    def token(self, name):
+        return self.users[name][2]
+
+
+@pytest.fixture(scope="session")
+def env():
+    if not os.access(BIN, os.X_OK):
+        pytest.fail("Threshold binary not found at %s (build it, or set THRESHOLD_BIN)" % BIN)
+    keep = os.environ.get("THRESHOLD_KEEP") == "1"
+    workdir = tempfile.mkdtemp(prefix="threshold-it-")
+    e = Env(workdir)
+    _CURRENT["env"] = e
+    try:
+        e.write_config()
+        e.threshold.run("generate-registration", "-o", e.registration_path)
+        e.load_registration()
+        e.hs.start()
+        e.add_user("staff")
+        e.add_user("admin", admin=True)
+        yield e
+    finally:
+        _CURRENT.pop("env", None)
+        try:
+            e.threshold.stop()
+        finally:
+            if keep:
+                print("\nkept: work dir %s, Synapse data %s" % (workdir, e.hs.host_dir),
+                      file=sys.stderr)
+                e.hs.stop()
+            else:
+                e.hs.cleanup()
+                shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def threshold(env):
+    """The running daemon (started, or restarted if a test left it down)."""
+    if not env.threshold.running():
+        env.threshold.stop()  # reap a dead process, if any
+        env.threshold.start()
+    return env.threshold
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    e = _CURRENT.get("env")
+    if e is None or not rep.failed:
+        return
+    rep.sections.append(("threshold log (tail)", tail(e.threshold.log_path, 80)))
+    rep.sections.append(("synapse log (tail)", synapse_tail(e.hs.log_path, 40)))
+
+
+def synapse_tail(path, lines):
+    """The end of Synapse's log without its chatty background-update lines."""
+    text = harness._tail(path, 2000)
+    keep = [ln for ln in text.splitlines() if "background_updates" not in ln]
+    return "\n".join(keep[-lines:])
