@@ -16,7 +16,7 @@
 
 #include "util.h"
 
-enum opt_type { OPT_STRING, OPT_URL, OPT_UINT, OPT_SIZE, OPT_LOCALPART, OPT_LEVEL };
+enum opt_type { OPT_STRING, OPT_URL, OPT_UINT, OPT_SIZE, OPT_LOCALPART, OPT_LEVEL, OPT_BOOL, OPT_ROOM, OPT_USERS };
 
 struct option {
 	const char *section;
@@ -50,6 +50,10 @@ static const struct option options[] = {
 	{"client", "connect_timeout_ms", OPT_UINT, OFF(client_connect_timeout_ms), 0, "5000", 100, 600000},
 	{"client", "outbox_max_backoff_ms", OPT_UINT, OFF(outbox_max_backoff_ms), 0, "60000", 1000, 3600000},
 	{"log", "level", OPT_LEVEL, OFF(log_level), 0, "info", 0, 0},
+	{"roles", "staff", OPT_USERS, OFF(staff), 0, NULL, 0, 0},
+	{"roles", "staff_all_local", OPT_BOOL, OFF(staff_all_local), 0, "false", 0, 0},
+	{"safeguarding", "room", OPT_ROOM, OFF(safeguarding_room), 0, NULL, 0, 0},
+	{"safeguarding", "leads", OPT_USERS, OFF(leads), 0, NULL, 0, 0},
 	{"audit", "key_file", OPT_STRING, OFF(audit_key_path), 0, NULL, 0, 0},
 	{"audit", "checkpoint_every", OPT_UINT, OFF(audit_checkpoint_every), 0, "1000", 1, 1000000},
 	{"audit", "checkpoint_seconds", OPT_UINT, OFF(audit_checkpoint_seconds), 0, "300", 1, 86400},
@@ -121,6 +125,13 @@ static const char *suggest(const char *section, const char *key)
 	return best;
 }
 
+/* "@localpart:server" with a non-empty localpart and server (spec: user identifiers). */
+static int user_id_ok(const char *s)
+{
+	const char *colon = strchr(s, ':');
+	return s[0] == '@' && colon && colon > s + 1 && colon[1] && strlen(s) <= 255;
+}
+
 static int localpart_ok(const char *s)
 {
 	if (!*s)
@@ -154,6 +165,22 @@ static int set_option(struct loader *ld, struct config *cfg, const struct option
 			return fail(ld, line, "%s.%s: \"%s\" is not one of error, warn, info, debug", o->section,
 				    o->key, text);
 		goto string;
+	case OPT_ROOM:
+		if (text[0] != '!' || !strchr(text, ':'))
+			return fail(ld, line, "%s.%s: \"%s\" is not a room id (\"!opaque:server\"); find it in "
+					      "Element under Room settings, Advanced",
+				    o->section, o->key, text);
+		goto string;
+	case OPT_BOOL:
+		if (!strcmp(text, "true") || !strcmp(text, "yes") || !strcmp(text, "on"))
+			*(int *)field = 1;
+		else if (!strcmp(text, "false") || !strcmp(text, "no") || !strcmp(text, "off"))
+			*(int *)field = 0;
+		else
+			return fail(ld, line, "%s.%s: \"%s\" is not true or false", o->section, o->key, text);
+		return TH_OK;
+	case OPT_USERS:
+		return TH_EINVAL; /* lists are read by set_users() */
 	case OPT_STRING:
 	string:
 		if (!*text)
@@ -175,6 +202,37 @@ static int set_option(struct loader *ld, struct config *cfg, const struct option
 		return TH_OK;
 	}
 	return TH_EINVAL;
+}
+
+/* Read a YAML list of user ids (or an empty value) into a config_users. */
+static int set_users(struct loader *ld, struct config *cfg, const struct option *o, yaml_document_t *doc,
+		     yaml_node_t *v, size_t line)
+{
+	struct config_users *list = (struct config_users *)((char *)cfg + o->offset);
+	if (v->type == YAML_SCALAR_NODE && v->data.scalar.length == 0)
+		return TH_OK;
+	if (v->type != YAML_SEQUENCE_NODE)
+		return fail(ld, line, "%s.%s: expected a list of user ids, like [\"@alice:example.org\"]", o->section,
+			    o->key);
+	for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
+		yaml_node_t *item = yaml_document_get_node(doc, *it);
+		size_t iline = item->start_mark.line + 1;
+		if (item->type != YAML_SCALAR_NODE || !user_id_ok((const char *)item->data.scalar.value))
+			return fail(ld, iline, "%s.%s: \"%s\" is not a user id (\"@name:server\")", o->section,
+				    o->key, item->type == YAML_SCALAR_NODE ? (const char *)item->data.scalar.value : "?");
+		list->v = xrealloc(list->v, (list->n + 1) * sizeof(char *));
+		list->v[list->n++] = xstrdup((const char *)item->data.scalar.value);
+	}
+	return TH_OK;
+}
+
+int config_users_has(const struct config_users *list, const char *user_id)
+{
+	for (size_t i = 0; user_id && i < list->n; i++) {
+		if (strcmp(list->v[i], user_id) == 0)
+			return 1;
+	}
+	return 0;
 }
 
 static const char *node_kind(const yaml_node_t *n)
@@ -278,6 +336,11 @@ int config_load(const char *path, struct config *out, char *err, size_t errlen)
 				goto fail;
 			}
 			seen[idx] = 1;
+			if (options[idx].type == OPT_USERS) {
+				if ((rc = set_users(&ld, &cfg, &options[idx], &doc, v, line)))
+					goto fail;
+				continue;
+			}
 			if (v->type != YAML_SCALAR_NODE) {
 				rc = fail(&ld, line, "%s.%s: expected a single value, found %s", section, key,
 					  node_kind(v));
@@ -478,10 +541,20 @@ out:
 void config_free(struct config *cfg)
 {
 	for (size_t i = 0; i < NOPTIONS; i++) {
-		if (options[i].type != OPT_UINT && options[i].type != OPT_SIZE) {
-			char **f = (char **)((char *)cfg + options[i].offset);
-			free(*f);
-			*f = NULL;
+		void *f = (char *)cfg + options[i].offset;
+		switch (options[i].type) {
+		case OPT_UINT:
+		case OPT_SIZE:
+		case OPT_BOOL:
+			break;
+		case OPT_USERS:
+			for (size_t j = 0; j < ((struct config_users *)f)->n; j++)
+				free(((struct config_users *)f)->v[j]);
+			free(((struct config_users *)f)->v);
+			break;
+		default:
+			free(*(char **)f);
+			*(char **)f = NULL;
 		}
 	}
 	if (cfg->as_token)

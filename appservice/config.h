@@ -13,6 +13,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* A list of Matrix user ids from the config. */
+struct config_users {
+	char **v;
+	size_t n;
+};
+
 struct config {
 	/* homeserver */
 	char *hs_url;      /* Client-Server API base, e.g. http://127.0.0.1:8008 */
@@ -42,6 +48,13 @@ struct config {
 
 	/* log */
 	char *log_level;
+
+	/* roles: who is staff; everyone else outside the namespace is a stranger */
+	struct config_users staff;  /* explicit staff user ids */
+	int staff_all_local;        /* every user of server_name is staff */
+	/* safeguarding */
+	char *safeguarding_room;    /* room id for alerts and leads' questions, or NULL */
+	struct config_users leads;  /* safeguarding leads (staff too) */
 
 	/* audit */
 	char *audit_key_path;              /* signing seed file (0600); default <store_path>/audit-signing.key */
@@ -82,6 +95,9 @@ int config_write_registration(const struct config *cfg, const char *path, int fo
 
 /** The guest/bot user namespace regex written into the registration. */
 char *config_user_regex(const struct config *cfg);
+
+/** @return 1 if @p user_id is in @p list. */
+int config_users_has(const struct config_users *list, const char *user_id);
 
 /** @return 1 if @p user_id is in Threshold's user namespace (bot or guest). */
 int config_user_in_namespace(const struct config *cfg, const char *user_id);

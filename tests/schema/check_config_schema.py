@@ -24,6 +24,8 @@ import yaml
 
 LOCALPART_PATTERN = "^[a-z0-9._=/-]+$"
 URL_PATTERN = "^https?://"
+USER_PATTERN = "^@[^:]+:.+$"
+ROOM_PATTERN = "^![^:]+:.+$"
 LEVELS = ["error", "warn", "info", "debug"]
 
 ROW = re.compile(
@@ -111,10 +113,20 @@ def check_agreement(ck, schema, rows):
                 ck.fail(f"{name}: schema range {p.get('minimum')}..{p.get('maximum')},"
                         f" config.c {r['min']}..{r['max']}")
             want_default = int(r["default"]) if r["default"] is not None else None
+        elif kind == "OPT_BOOL":
+            if p.get("type") != "boolean":
+                ck.fail(f"{name}: schema type {p.get('type')!r}, config.c {kind}")
+            want_default = {"true": True, "false": False}.get(r["default"])
+        elif kind == "OPT_USERS":
+            items = resolve(schema, p.get("items", {}))
+            if p.get("type") != "array" or items.get("pattern") != USER_PATTERN:
+                ck.fail(f"{name}: must be an array of user ids ({USER_PATTERN}) in the schema")
+            want_default = None
         else:
             if p.get("type") != "string" or p.get("minLength") != (None if kind == "OPT_LEVEL" else 1):
                 ck.fail(f"{name}: must be a non-empty string in the schema (config.c {kind})")
-            want_pattern = {"OPT_URL": URL_PATTERN, "OPT_LOCALPART": LOCALPART_PATTERN}.get(kind)
+            want_pattern = {"OPT_URL": URL_PATTERN, "OPT_LOCALPART": LOCALPART_PATTERN,
+                            "OPT_ROOM": ROOM_PATTERN}.get(kind)
             if p.get("pattern") != want_pattern:
                 ck.fail(f"{name}: schema pattern {p.get('pattern')!r}, want {want_pattern!r} for {kind}")
             if (kind == "OPT_LEVEL") != ("enum" in p) or (kind == "OPT_LEVEL" and p["enum"] != LEVELS):
@@ -175,8 +187,17 @@ def check_rejections(ck, validator, example, rows):
             expect_invalid(f"{name}: {r['min'] - 1}", with_value(r["min"] - 1))
             expect_invalid(f"{name}: {r['max'] + 1}", with_value(r["max"] + 1))
             expect_invalid(f"{name}: abc", with_value("abc"))
+        elif r["type"] == "OPT_BOOL":
+            expect_valid(f"{name}: true", with_value(True))
+            expect_invalid(f"{name}: maybe", with_value("maybe"))
+        elif r["type"] == "OPT_USERS":
+            expect_valid(f"{name}: []", with_value([]))
+            expect_invalid(f"{name}: [alice]", with_value(["alice"]))
+            expect_invalid(f"{name}: \"@a:b\" (not a list)", with_value("@a:b"))
         else:
             expect_invalid(f"{name}: \"\"", with_value(""))
+        if r["type"] == "OPT_ROOM":
+            expect_invalid(f"{name}: #alias:x", with_value("#alias:x"))
         if r["type"] == "OPT_LOCALPART":
             expect_invalid(f"{name}: Upper", with_value("Upper"))
             expect_invalid(f"{name}: a b", with_value("a b"))
