@@ -31,10 +31,24 @@ static enum pol_role role_of(const struct config *cfg, const char *user_id)
 		return POL_ROLE_BOT;
 	if (config_user_in_namespace(cfg, user_id))
 		return POL_ROLE_GUEST;
+	if (config_users_has(&cfg->leads, user_id))
+		return POL_ROLE_LEAD;
+	if (config_users_has(&cfg->staff, user_id))
+		return POL_ROLE_STAFF;
 	const char *colon = strchr(user_id, ':');
-	if (colon && strcmp(colon + 1, cfg->server_name) == 0)
-		return POL_ROLE_LOCAL;
-	return POL_ROLE_REMOTE;
+	int local = colon && strcmp(colon + 1, cfg->server_name) == 0;
+	if (local && cfg->staff_all_local)
+		return POL_ROLE_STAFF;
+	return local ? POL_ROLE_LOCAL : POL_ROLE_REMOTE;
+}
+
+/* Rooms Threshold created or staff put under management carry a "kind". */
+static enum pol_room room_of(const json_t *room)
+{
+	const char *kind = jsonx_str(room, "kind");
+	if (kind && (strcmp(kind, "portal") == 0 || strcmp(kind, "group") == 0))
+		return POL_ROOM_MANAGED;
+	return POL_ROOM_UNMANAGED;
 }
 
 /* "!threshold ping" -> POL_CMD_PING; not a command -> POL_CMD_NONE. */
@@ -67,7 +81,7 @@ static enum pol_command parse_command(const char *body)
 static const char *reply_text(const struct pol_action *a)
 {
 	if (a->refusal)
-		return "Sorry, Threshold only takes commands from people on this homeserver.";
+		return "Sorry, Threshold only takes commands from the organisation's staff.";
 	switch (a->reply) {
 	case POL_CMD_PING:
 		return "pong: Threshold " THRESHOLD_VERSION " is running and receives this room's events.";
@@ -93,6 +107,17 @@ static int queue(store_txn *t, json_t *action, unsigned *queued)
 	return rc;
 }
 
+static const char *note_text(enum pol_note note)
+{
+	switch (note) {
+	case POL_NOTE_ADD_GUEST_PROPERLY:
+		return "Guests can only be added to conversations Threshold manages. Ask Threshold's bot "
+		       "in a managed room instead (!threshold help).";
+	default:
+		return NULL;
+	}
+}
+
 static int apply(const struct config *cfg, store_txn *t, const struct pol_decision *d, const char *room_id,
 		 const char *event_id, const char *target, unsigned *queued)
 {
@@ -104,6 +129,10 @@ static int apply(const struct config *cfg, store_txn *t, const struct pol_decisi
 		case POL_ACT_LEAVE:
 			action = json_pack("{s:s, s:s, s:s}", "op", a->kind == POL_ACT_JOIN ? "join" : "leave",
 					   "room_id", room_id, "user_id", target);
+			if (note_text(a->note))
+				json_object_set_new(action, "reason", json_string(note_text(a->note)));
+			break;
+		case POL_ACT_COUNT:
 			break;
 		case POL_ACT_REPLY:
 			action = json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s, s:{s:{s:s}}}}", "op", "send",
@@ -123,8 +152,10 @@ static int apply(const struct config *cfg, store_txn *t, const struct pol_decisi
 
 /* Write the audit record a decision asks for, naming ids only: never a room
  * name or a display name, which the sender chose and may carry a message. */
-static int record(const struct txn_env *env, store_txn *t, const struct pol_decision *d, const struct mxev *ev)
+static int record(const struct txn_env *env, store_txn *t, const struct pol_decision *d, const struct mxev *ev,
+		  uint64_t *seq)
 {
+	*seq = 0;
 	if (!env->au || d->record == POL_REC_NONE)
 		return TH_OK;
 	static const enum audit_kind kinds[POL_REC_COUNT] = {
@@ -141,9 +172,41 @@ static int record(const struct txn_env *env, store_txn *t, const struct pol_deci
 		.reason = pol_reason_name(d->reason),
 		.details = details,
 	};
-	int rc = audit_append(env->au, t, &rec, NULL);
+	int rc = audit_append(env->au, t, &rec, seq);
 	json_decref(details);
 	return rc;
+}
+
+/* Tell the safeguarding room, in plain words, what happened and what
+ * Threshold did; ids only, and the audit record to look up. */
+static int alert(const struct config *cfg, store_txn *t, const struct pol_decision *d, const struct mxev *ev,
+		 uint64_t seq, unsigned *queued)
+{
+	if (!d->alert || !cfg->safeguarding_room)
+		return TH_OK;
+	char *text;
+	switch (d->reason) {
+	case POL_R_GUEST_CONTACT_BLOCKED:
+		text = xasprintf("Blocked contact: %s tried to invite guest %s into room %s%s. Threshold declined "
+				 "the invitation for the guest. Audit record #%llu.",
+				 ev->sender, ev->state_key, ev->room_id, ev->is_direct ? " as a direct message" : "",
+				 (unsigned long long)seq);
+		break;
+	case POL_R_GUEST_LEFT_UNMANAGED:
+		text = xasprintf("Guest %s was found in room %s, which Threshold does not manage. Threshold took "
+				 "the guest out of it. Audit record #%llu.",
+				 ev->state_key, ev->room_id, (unsigned long long)seq);
+		break;
+	default:
+		text = xasprintf("Threshold enforced its policy (%s) in room %s. Audit record #%llu.",
+				 pol_reason_name(d->reason), ev->room_id, (unsigned long long)seq);
+		break;
+	}
+	json_t *action = json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s}}", "op", "send", "room_id",
+				   cfg->safeguarding_room, "user_id", cfg->bot_user_id, "type", "m.room.message",
+				   "content", "msgtype", "m.notice", "body", text);
+	free(text);
+	return queue(t, action, queued);
 }
 
 int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev, json_t *room,
@@ -161,6 +224,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		return TH_OK; /* nothing policy can use; counted as seen */
 
 	f.sender = role_of(cfg, sender);
+	f.room = room_of(room);
 	const char *bot = jsonx_str(room, "bot");
 	f.bot_joined = bot && strcmp(bot, "join") == 0;
 	const char *state_key = ev->state_key;
@@ -187,8 +251,11 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	pol_decide(&f, &d);
 	if (d.reason != POL_R_NO_RULE)
 		LOG(LOG_INFO, "event %s in %s: %s", event_id, room_id, pol_reason_name(d.reason));
-	int rc = record(env, t, &d, ev);
-	if (rc)
-		return rc;
-	return apply(cfg, t, &d, room_id, event_id, state_key, queued);
+	uint64_t seq;
+	int rc = record(env, t, &d, ev, &seq);
+	if (!rc)
+		rc = apply(cfg, t, &d, room_id, event_id, state_key, queued);
+	if (!rc)
+		rc = alert(cfg, t, &d, ev, seq, queued);
+	return rc;
 }

@@ -28,8 +28,9 @@
 #include "util.h"
 
 #define BACKOFF_BASE_MS 500u
-/* Idle, the worker rechecks the queue this often even without a wake-up. */
-#define IDLE_POLL_MS 60000u
+/* Idle, the worker rechecks the queue this often even without a wake-up, so
+ * actions another process queued (threshold guest create) run promptly. */
+#define IDLE_POLL_MS 1000u
 /* After a store error, wait this long before touching the store again. */
 #define STORE_RETRY_MS 1000u
 
@@ -72,6 +73,9 @@ static void build_membership(const json_t *a, const char *verb, struct request *
 	req->path = xasprintf("/_matrix/client/v3/rooms/%s/%s", room, verb);
 	req->user_id = field(a, "user_id");
 	req->body = json_object();
+	/* spec: an optional reason shown with the membership change (e.g. a rejected invite) */
+	if (field(a, "reason"))
+		json_object_set_new(req->body, "reason", json_string(field(a, "reason")));
 	free(room);
 }
 

@@ -18,7 +18,7 @@
  *
  * Action JSON (the "op" selects; all ids are Matrix ids):
  *   {"op":"join",  "room_id":R, "user_id":U}
- *   {"op":"leave", "room_id":R, "user_id":U}                 (also rejects an invite)
+ *   {"op":"leave", "room_id":R, "user_id":U[, "reason":S]}    (also rejects an invite)
  *   {"op":"send",  "room_id":R, "user_id":U, "type":T, "content":{...}}
  *   {"op":"register", "localpart":L}
  *   {"op":"displayname", "user_id":U, "displayname":D}

@@ -7,38 +7,58 @@
 #include <stddef.h>
 #include <string.h>
 
-#define ROLE(r)  (1u << (r))
-#define ANY_ROLE 0u /* in a mask: matches every role */
+#define ROLE(r)   (1u << (r))
+#define ANY       0u /* in a mask: matches everything */
+#define STAFFISH  (ROLE(POL_ROLE_STAFF) | ROLE(POL_ROLE_LEAD))
+#define STRANGERS (ROLE(POL_ROLE_LOCAL) | ROLE(POL_ROLE_REMOTE))
+#define ROOM(r)   (1u << (r))
 
 /* One rule: what it matches, and what it decides. */
 struct rule {
 	enum pol_event event;
-	unsigned sender_mask; /* ROLE() bits, or ANY_ROLE */
-	unsigned target_mask; /* ROLE() bits, or ANY_ROLE */
-	int need_bot_joined;  /* 1: only if the bot is joined; -1: only if not; 0: either */
+	unsigned sender; /* ROLE() bits, or ANY */
+	unsigned target; /* ROLE() bits, or ANY */
+	unsigned room;   /* ROOM() bits, or ANY */
+	int bot_joined;  /* 1: only if the bot is joined; -1: only if not; 0: either */
 	enum pol_reason reason;
 	enum pol_action_kind action; /* 0: none */
 	int refusal;
+	enum pol_note note;
 	enum pol_record record;
+	int alert;
 };
 
-/* Read top to bottom; the first match decides.  spec-independent: these are
- * Threshold's own rules about who may move its bot. */
+/* Read top to bottom; the first match decides.  Each row is one sentence of
+ * docs/policy.md. */
 static const struct rule rules[] = {
-	/* The bot goes where people of this homeserver ask it to, nowhere else. */
-	{POL_EV_INVITE, ROLE(POL_ROLE_LOCAL), ROLE(POL_ROLE_BOT), 0, POL_R_BOT_INVITE_ACCEPTED, POL_ACT_JOIN, 0,
-	 POL_REC_NONE},
-	{POL_EV_INVITE, ANY_ROLE, ROLE(POL_ROLE_BOT), 0, POL_R_BOT_INVITE_REFUSED, POL_ACT_LEAVE, 0,
-	 POL_REC_CONTACT_BLOCKED},
-	/* Commands are answered only where the bot is, and only to local users. */
-	{POL_EV_COMMAND, ANY_ROLE, ANY_ROLE, -1, POL_R_COMMAND_IGNORED, 0, 0, POL_REC_NONE},
-	{POL_EV_COMMAND, ROLE(POL_ROLE_LOCAL), ANY_ROLE, 1, POL_R_COMMAND_ANSWERED, POL_ACT_REPLY, 0, POL_REC_NONE},
-	{POL_EV_COMMAND, ROLE(POL_ROLE_REMOTE), ANY_ROLE, 1, POL_R_COMMAND_REFUSED, POL_ACT_REPLY, 1, POL_REC_NONE},
+        /* The bot goes where staff ask it to, nowhere else. */
+        {POL_EV_INVITE, STAFFISH, ROLE(POL_ROLE_BOT), ANY, 0, POL_R_BOT_INVITE_ACCEPTED, POL_ACT_JOIN, 0,
+         POL_NOTE_NONE, POL_REC_NONE, 0},
+        {POL_EV_INVITE, ANY, ROLE(POL_ROLE_BOT), ANY, 0, POL_R_BOT_INVITE_REFUSED, POL_ACT_LEAVE, 0,
+         POL_NOTE_NONE, POL_REC_CONTACT_BLOCKED, 0},
+
+        /* A guest can be reached only where the charity put them in touch. */
+        {POL_EV_INVITE, STAFFISH | ROLE(POL_ROLE_BOT), ROLE(POL_ROLE_GUEST), ROOM(POL_ROOM_MANAGED), 0,
+         POL_R_GUEST_INVITE_ACCEPTED, POL_ACT_JOIN, 0, POL_NOTE_NONE, POL_REC_NONE, 0},
+        {POL_EV_INVITE, STAFFISH, ROLE(POL_ROLE_GUEST), ROOM(POL_ROOM_UNMANAGED), 0,
+         POL_R_GUEST_INVITE_UNMANAGED, POL_ACT_LEAVE, 0, POL_NOTE_ADD_GUEST_PROPERLY, POL_REC_CONTACT_BLOCKED,
+         0},
+        {POL_EV_INVITE, ANY, ROLE(POL_ROLE_GUEST), ANY, 0, POL_R_GUEST_CONTACT_BLOCKED, POL_ACT_LEAVE, 0,
+         POL_NOTE_NONE, POL_REC_CONTACT_BLOCKED, 1},
+        {POL_EV_JOIN, ANY, ROLE(POL_ROLE_GUEST), ROOM(POL_ROOM_UNMANAGED), 0, POL_R_GUEST_LEFT_UNMANAGED,
+         POL_ACT_LEAVE, 0, POL_NOTE_NONE, POL_REC_MEMBERSHIP_ENFORCED, 1},
+
+        /* Commands are answered only where the bot is, and only to staff. */
+        {POL_EV_COMMAND, ANY, ANY, ANY, -1, POL_R_COMMAND_IGNORED, 0, 0, POL_NOTE_NONE, POL_REC_NONE, 0},
+        {POL_EV_COMMAND, STAFFISH, ANY, ANY, 1, POL_R_COMMAND_ANSWERED, POL_ACT_REPLY, 0, POL_NOTE_NONE,
+         POL_REC_NONE, 0},
+        {POL_EV_COMMAND, STRANGERS, ANY, ANY, 1, POL_R_COMMAND_REFUSED, POL_ACT_REPLY, 1, POL_NOTE_NONE,
+         POL_REC_NONE, 0},
 };
 
-static int mask_has(unsigned mask, enum pol_role r)
+static int has(unsigned mask, unsigned bit)
 {
-	return mask == ANY_ROLE || (mask & ROLE(r));
+	return mask == ANY || (mask & (1u << bit));
 }
 
 void pol_decide(const struct pol_facts *f, struct pol_decision *out)
@@ -47,57 +67,84 @@ void pol_decide(const struct pol_facts *f, struct pol_decision *out)
 	out->reason = POL_R_NO_RULE;
 	for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++) {
 		const struct rule *r = &rules[i];
-		if (r->event != f->event || !mask_has(r->sender_mask, f->sender) ||
-		    !mask_has(r->target_mask, f->target))
+		if (r->event != f->event || !has(r->sender, f->sender) || !has(r->target, f->target) ||
+		    !has(r->room, f->room))
 			continue;
-		if ((r->need_bot_joined == 1 && !f->bot_joined) || (r->need_bot_joined == -1 && f->bot_joined))
+		if ((r->bot_joined == 1 && !f->bot_joined) || (r->bot_joined == -1 && f->bot_joined))
 			continue;
 		out->reason = r->reason;
 		out->record = r->record;
+		out->alert = r->alert;
 		if (r->action) {
 			struct pol_action *a = &out->actions[out->nactions++];
 			a->kind = r->action;
 			a->refusal = r->refusal;
+			a->note = r->note;
 			a->reply = r->action == POL_ACT_REPLY ? f->command : POL_CMD_NONE;
 		}
 		return;
 	}
 }
 
+unsigned pol_rule_count(void)
+{
+	return sizeof(rules) / sizeof(rules[0]);
+}
+
+enum pol_reason pol_rule_reason(unsigned i)
+{
+	return i < pol_rule_count() ? rules[i].reason : POL_R_NO_RULE;
+}
+
 static const char *const reason_names[POL_R_COUNT] = {
-	[POL_R_NO_RULE] = "no_rule",
-	[POL_R_BOT_INVITE_ACCEPTED] = "bot_invite_accepted",
-	[POL_R_BOT_INVITE_REFUSED] = "bot_invite_refused",
-	[POL_R_COMMAND_ANSWERED] = "command_answered",
-	[POL_R_COMMAND_REFUSED] = "command_refused",
-	[POL_R_COMMAND_IGNORED] = "command_ignored",
+        [POL_R_NO_RULE] = "no_rule",
+        [POL_R_BOT_INVITE_ACCEPTED] = "bot_invite_accepted",
+        [POL_R_BOT_INVITE_REFUSED] = "bot_invite_refused",
+        [POL_R_GUEST_INVITE_ACCEPTED] = "guest_invite_accepted",
+        [POL_R_GUEST_INVITE_UNMANAGED] = "guest_invite_unmanaged",
+        [POL_R_GUEST_CONTACT_BLOCKED] = "guest_contact_blocked",
+        [POL_R_GUEST_LEFT_UNMANAGED] = "guest_left_unmanaged",
+        [POL_R_COMMAND_ANSWERED] = "command_answered",
+        [POL_R_COMMAND_REFUSED] = "command_refused",
+        [POL_R_COMMAND_IGNORED] = "command_ignored",
 };
 
 static const char *const role_names[POL_ROLE_COUNT] = {
-	[POL_ROLE_NONE] = "none",   [POL_ROLE_BOT] = "bot",       [POL_ROLE_GUEST] = "guest",
-	[POL_ROLE_LOCAL] = "local", [POL_ROLE_REMOTE] = "remote",
+        [POL_ROLE_NONE] = "none",     [POL_ROLE_BOT] = "bot",   [POL_ROLE_GUEST] = "guest",
+        [POL_ROLE_STAFF] = "staff",   [POL_ROLE_LEAD] = "lead", [POL_ROLE_LOCAL] = "local",
+        [POL_ROLE_REMOTE] = "remote",
 };
 
 static const char *const event_names[POL_EV_COUNT] = {
-	[POL_EV_OTHER] = "other",   [POL_EV_INVITE] = "invite",   [POL_EV_JOIN] = "join",
-	[POL_EV_LEAVE] = "leave",   [POL_EV_MESSAGE] = "message", [POL_EV_COMMAND] = "command",
+        [POL_EV_OTHER] = "other", [POL_EV_INVITE] = "invite",   [POL_EV_JOIN] = "join",
+        [POL_EV_LEAVE] = "leave", [POL_EV_MESSAGE] = "message", [POL_EV_COMMAND] = "command",
 };
 
-static const char *const command_names[] = {
-	[POL_CMD_NONE] = "none",       [POL_CMD_HELP] = "help",       [POL_CMD_PING] = "ping",
-	[POL_CMD_VERSION] = "version", [POL_CMD_UNKNOWN] = "unknown",
+static const char *const room_names[POL_ROOM_COUNT] = {
+        [POL_ROOM_UNMANAGED] = "unmanaged",
+        [POL_ROOM_MANAGED] = "managed",
 };
 
-static const char *const action_names[] = {
-	[POL_ACT_JOIN] = "join",
-	[POL_ACT_LEAVE] = "leave",
-	[POL_ACT_REPLY] = "reply",
+static const char *const command_names[POL_CMD_COUNT] = {
+        [POL_CMD_NONE] = "none",       [POL_CMD_HELP] = "help",       [POL_CMD_PING] = "ping",
+        [POL_CMD_VERSION] = "version", [POL_CMD_UNKNOWN] = "unknown",
+};
+
+static const char *const action_names[POL_ACT_COUNT] = {
+        [POL_ACT_JOIN] = "join",
+        [POL_ACT_LEAVE] = "leave",
+        [POL_ACT_REPLY] = "reply",
 };
 
 static const char *const record_names[POL_REC_COUNT] = {
-	[POL_REC_NONE] = "none",
-	[POL_REC_CONTACT_BLOCKED] = "contact_blocked",
-	[POL_REC_MEMBERSHIP_ENFORCED] = "membership_enforced",
+        [POL_REC_NONE] = "none",
+        [POL_REC_CONTACT_BLOCKED] = "contact_blocked",
+        [POL_REC_MEMBERSHIP_ENFORCED] = "membership_enforced",
+};
+
+static const char *const note_names[POL_NOTE_COUNT] = {
+        [POL_NOTE_NONE] = "none",
+        [POL_NOTE_ADD_GUEST_PROPERLY] = "add_guest_properly",
 };
 
 #define NAME_OF(table, i) ((unsigned)(i) < sizeof(table) / sizeof(table[0]) ? table[i] : NULL)
@@ -117,6 +164,11 @@ const char *pol_event_name(enum pol_event e)
 	return NAME_OF(event_names, e);
 }
 
+const char *pol_room_name(enum pol_room r)
+{
+	return NAME_OF(room_names, r);
+}
+
 const char *pol_command_name(enum pol_command c)
 {
 	return NAME_OF(command_names, c);
@@ -130,6 +182,11 @@ const char *pol_action_name(enum pol_action_kind a)
 const char *pol_record_name(enum pol_record r)
 {
 	return NAME_OF(record_names, r);
+}
+
+const char *pol_note_name(enum pol_note n)
+{
+	return NAME_OF(note_names, n);
 }
 
 static int lookup(const char *const *table, size_t n, const char *s)
@@ -151,7 +208,12 @@ int pol_event_from_name(const char *s)
 	return lookup(event_names, POL_EV_COUNT, s);
 }
 
+int pol_room_from_name(const char *s)
+{
+	return lookup(room_names, POL_ROOM_COUNT, s);
+}
+
 int pol_command_from_name(const char *s)
 {
-	return lookup(command_names, sizeof(command_names) / sizeof(command_names[0]), s);
+	return lookup(command_names, POL_CMD_COUNT, s);
 }

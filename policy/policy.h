@@ -1,8 +1,10 @@
 /*
  * policy.h - Threshold's decisions, pure: borrowed facts in, a decision out
- * (a reason code and the actions to take).  No I/O, no clock, no globals, no
+ * (a reason code, the actions to take, the audit record to write and whether
+ * to alert the safeguarding room).  No I/O, no clock, no globals, no
  * allocation: the caller owns every byte.  The rules are one table in
  * policy.c, read top to bottom; the first row that matches decides.
+ * docs/policy.md says each rule in plain words.
  */
 #ifndef THRESHOLD_POLICY_H
 #define THRESHOLD_POLICY_H
@@ -12,8 +14,10 @@ enum pol_role {
 	POL_ROLE_NONE = 0, /* no such party (e.g. an event without a target) */
 	POL_ROLE_BOT,      /* Threshold's own bot user */
 	POL_ROLE_GUEST,    /* a user in Threshold's guest namespace */
-	POL_ROLE_LOCAL,    /* any other user of the homeserver's own server */
-	POL_ROLE_REMOTE,   /* a user of another server (federation) */
+	POL_ROLE_STAFF,    /* configured staff */
+	POL_ROLE_LEAD,     /* a safeguarding lead (staff too) */
+	POL_ROLE_LOCAL,    /* any other user of the homeserver's own server: a stranger */
+	POL_ROLE_REMOTE,   /* a user of another server (federation): a stranger */
 	POL_ROLE_COUNT
 };
 
@@ -28,6 +32,13 @@ enum pol_event {
 	POL_EV_COUNT
 };
 
+/* What Threshold knows the event's room to be. */
+enum pol_room {
+	POL_ROOM_UNMANAGED = 0, /* a room Threshold does not manage */
+	POL_ROOM_MANAGED,       /* a room Threshold created or staff put under management */
+	POL_ROOM_COUNT
+};
+
 /* The bot commands policy knows.  Parsing the text is the caller's job. */
 enum pol_command {
 	POL_CMD_NONE = 0,
@@ -35,30 +46,44 @@ enum pol_command {
 	POL_CMD_PING,
 	POL_CMD_VERSION,
 	POL_CMD_UNKNOWN,
+	POL_CMD_COUNT
 };
 
 struct pol_facts {
 	enum pol_event event;
-	enum pol_role sender;  /* role of the event's sender */
-	enum pol_role target;  /* role of the state_key of a membership event */
+	enum pol_role sender; /* role of the event's sender */
+	enum pol_role target; /* role of the state_key of a membership event */
+	enum pol_room room;   /* the room the event is in */
 	enum pol_command command;
-	int bot_joined;        /* 1 if the bot is joined to the event's room */
+	int bot_joined; /* 1 if the bot is joined to the event's room */
 };
 
 enum pol_action_kind {
-	POL_ACT_JOIN = 1,   /* the target (bot) joins the room */
-	POL_ACT_LEAVE,      /* the target leaves the room / rejects the invite */
-	POL_ACT_REPLY,      /* the bot answers the command with a notice */
+	POL_ACT_JOIN = 1, /* the target (bot or guest) joins the room */
+	POL_ACT_LEAVE,    /* the target leaves the room / rejects the invite */
+	POL_ACT_REPLY,    /* the bot answers the command with a notice */
+	POL_ACT_COUNT
+};
+
+/* Text an action carries to a person (rendered by the caller). */
+enum pol_note {
+	POL_NOTE_NONE = 0,
+	POL_NOTE_ADD_GUEST_PROPERLY, /* how staff add a guest to a conversation */
+	POL_NOTE_COUNT
 };
 
 /* Reason codes: stable names, written into logs and audit records. */
 enum pol_reason {
-	POL_R_NO_RULE = 0,         /* nothing to do */
-	POL_R_BOT_INVITE_ACCEPTED, /* a local user invited the bot */
-	POL_R_BOT_INVITE_REFUSED,  /* someone else invited the bot */
-	POL_R_COMMAND_ANSWERED,    /* a local user asked the bot something */
-	POL_R_COMMAND_REFUSED,     /* someone who may not ask the bot did */
-	POL_R_COMMAND_IGNORED,     /* a command where the bot is not joined */
+	POL_R_NO_RULE = 0,            /* nothing to do */
+	POL_R_BOT_INVITE_ACCEPTED,    /* staff invited the bot */
+	POL_R_BOT_INVITE_REFUSED,     /* someone else invited the bot */
+	POL_R_GUEST_INVITE_ACCEPTED,  /* staff (or the bot) added a guest to a managed room */
+	POL_R_GUEST_INVITE_UNMANAGED, /* staff invited a guest into a room Threshold does not manage */
+	POL_R_GUEST_CONTACT_BLOCKED,  /* a stranger or another guest tried to reach a guest */
+	POL_R_GUEST_LEFT_UNMANAGED,   /* a guest was found joined to an unmanaged room */
+	POL_R_COMMAND_ANSWERED,       /* staff asked the bot something */
+	POL_R_COMMAND_REFUSED,        /* someone who may not ask the bot did */
+	POL_R_COMMAND_IGNORED,        /* a command where the bot is not joined */
 	POL_R_COUNT
 };
 
@@ -76,11 +101,13 @@ struct pol_action {
 	enum pol_action_kind kind;
 	enum pol_command reply; /* for POL_ACT_REPLY: what to answer */
 	int refusal;            /* for POL_ACT_REPLY: answer with a refusal */
+	enum pol_note note;     /* for POL_ACT_LEAVE: reason text given with it */
 };
 
 struct pol_decision {
 	enum pol_reason reason;
 	enum pol_record record; /* audit record to write, or POL_REC_NONE */
+	int alert;              /* 1: tell the safeguarding room (if configured) */
 	unsigned nactions;
 	struct pol_action actions[POL_MAX_ACTIONS];
 };
@@ -96,13 +123,20 @@ void pol_decide(const struct pol_facts *facts, struct pol_decision *out);
 const char *pol_reason_name(enum pol_reason r);
 const char *pol_role_name(enum pol_role r);
 const char *pol_event_name(enum pol_event e);
+const char *pol_room_name(enum pol_room r);
 const char *pol_command_name(enum pol_command c);
 const char *pol_action_name(enum pol_action_kind a);
 const char *pol_record_name(enum pol_record r);
+const char *pol_note_name(enum pol_note n);
 
 /** Reverse lookups for data files; return -1 when the name is unknown. */
 int pol_role_from_name(const char *s);
 int pol_event_from_name(const char *s);
+int pol_room_from_name(const char *s);
 int pol_command_from_name(const char *s);
+
+/** Number of rules in the table, and one rule's reason (for coverage checks). */
+unsigned pol_rule_count(void);
+enum pol_reason pol_rule_reason(unsigned i);
 
 #endif

@@ -63,6 +63,9 @@ appservice:
   bot_displayname: Threshold
 store:
   path: $data/store
+roles:
+  # the demo's staff login; add your colleagues' user ids here
+  staff: ["@staff:localhost"]
 log:
   level: info
 EOF

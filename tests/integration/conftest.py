@@ -152,6 +152,7 @@ class Env:
         self.threshold = Threshold(BIN, self.config_path,
                                    os.path.join(workdir, "threshold.log"))
         self.users = {}  # name -> (user_id, password, access_token)
+        self.safeguarding_room = None  # set by tests that need alerts, then write_config()
 
     @property
     def hs_url(self):
@@ -176,8 +177,12 @@ class Env:
                       "dedupe_retention_days": 7},
             "client": {"timeout_ms": 10000, "connect_timeout_ms": 2000,
                        "outbox_max_backoff_ms": 2000},
+            "roles": {"staff": ["@staff:" + SERVER_NAME]},
+            "safeguarding": {"leads": ["@lead:" + SERVER_NAME]},
             "log": {"level": os.environ.get("THRESHOLD_TEST_LOG_LEVEL", "info")},
         }
+        if self.safeguarding_room:
+            cfg["safeguarding"]["room"] = self.safeguarding_room
         with open(self.config_path, "w") as f:
             yaml.safe_dump(cfg, f, sort_keys=False)
 

@@ -51,15 +51,15 @@ static int read_facts(const char *path, struct pol_facts *facts, char *why, size
 {
 	json_error_t jerr;
 	json_t *in = json_load_file(path, 0, &jerr);
-	const char *event_s, *sender_s, *target_s, *command_s;
-	int event, sender, target, command, joined, rc = -1;
+	const char *event_s, *sender_s, *target_s, *command_s, *room_s;
+	int event, sender, target, command, room, joined, rc = -1;
 	if (!in) {
 		json_why(why, whylen, "input.json", &jerr);
 		return -1;
 	}
 	/* Strict: a misspelt key is an error, not a fact left at its default. */
-	if (json_unpack_ex(in, &jerr, JSON_STRICT, "{s:s, s:s, s:s, s:s, s:b}", "event", &event_s, "sender",
-	                   &sender_s, "target", &target_s, "command", &command_s, "bot_joined",
+	if (json_unpack_ex(in, &jerr, JSON_STRICT, "{s:s, s:s, s:s, s:s, s:s, s:b}", "event", &event_s, "sender",
+	                   &sender_s, "target", &target_s, "room", &room_s, "command", &command_s, "bot_joined",
 	                   &joined) != 0) {
 		json_why(why, whylen, "input.json", &jerr);
 		goto out;
@@ -67,11 +67,13 @@ static int read_facts(const char *path, struct pol_facts *facts, char *why, size
 	if (fact_from_name("event", event_s, pol_event_from_name, &event, why, whylen) ||
 	    fact_from_name("sender", sender_s, pol_role_from_name, &sender, why, whylen) ||
 	    fact_from_name("target", target_s, pol_role_from_name, &target, why, whylen) ||
+	    fact_from_name("room", room_s, pol_room_from_name, &room, why, whylen) ||
 	    fact_from_name("command", command_s, pol_command_from_name, &command, why, whylen))
 		goto out;
 	facts->event = (enum pol_event)event;
 	facts->sender = (enum pol_role)sender;
 	facts->target = (enum pol_role)target;
+	facts->room = (enum pol_room)room;
 	facts->command = (enum pol_command)command;
 	facts->bot_joined = joined;
 	rc = 0;
@@ -93,13 +95,21 @@ static json_t *decision_to_json(const struct pol_decision *d)
 			json_object_set_new(o, "reply", json_string(reply ? reply : "?"));
 			json_object_set_new(o, "refusal", json_boolean(a->refusal));
 		}
+		if (a->note != POL_NOTE_NONE) {
+			const char *note = pol_note_name(a->note);
+			json_object_set_new(o, "note", json_string(note ? note : "?"));
+		}
 		json_array_append_new(actions, o);
 	}
 	const char *reason = pol_reason_name(d->reason);
 	const char *record = pol_record_name(d->record);
-	return json_pack("{s:s, s:s, s:o}", "reason", reason ? reason : "?", "record", record ? record : "?",
+	return json_pack("{s:s, s:s, s:b, s:o}", "reason", reason ? reason : "?", "record", record ? record : "?",
+			 "alert", d->alert,
 			 "actions", actions);
 }
+
+/* Reasons decided by passing cases: every rule of the table needs one. */
+static unsigned char covered[POL_R_COUNT];
 
 /* Run one case; print its line.  @return 1 if it passed. */
 static int run_case(const char *dir, const char *name)
@@ -124,6 +134,8 @@ static int run_case(const char *dir, const char *name)
 	pol_decide(&facts, &d);
 	actual = decision_to_json(&d);
 	ok = json_equal(expected, actual);
+	if (ok && (unsigned)d.reason < POL_R_COUNT)
+		covered[d.reason] = 1;
 	if (!ok) {
 		char *want = json_dumps(expected, JSON_COMPACT | JSON_SORT_KEYS);
 		char *got = json_dumps(actual, JSON_COMPACT | JSON_SORT_KEYS);
@@ -190,6 +202,12 @@ int main(int argc, char **argv)
 	if (n == 0) {
 		printf("no cases found in %s\n", dir);
 		failed++;
+	}
+	for (unsigned i = 0; i < pol_rule_count(); i++) {
+		if (!covered[pol_rule_reason(i)]) {
+			printf("FAIL rule %u (%s) has no passing case\n", i, pol_reason_name(pol_rule_reason(i)));
+			failed++;
+		}
 	}
 	printf("%u passed, %u failed\n", passed, failed);
 	return failed ? 1 : 0;

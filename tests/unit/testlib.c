@@ -85,5 +85,8 @@ void test_config_init(struct config *cfg, const char *dir)
 	cfg->as_token = xstrdup("as_secret_token_0123");
 	cfg->hs_token = xstrdup("hs_secret_token_0123");
 	cfg->bot_user_id = xstrdup("@threshold:test.local");
+	cfg->staff.v = xcalloc(1, sizeof(char *));
+	cfg->staff.v[0] = xstrdup("@staff:test.local");
+	cfg->staff.n = 1;
 	cfg->path = xasprintf("%s/config.yaml", dir);
 }

@@ -59,7 +59,8 @@ struct config;
 /**
  * Fill @p cfg as config_load would for a homeserver "test.local" with the
  * store in @p dir/store, tokens "as_secret_token_0123" / "hs_secret_token_0123",
- * listen port 0 (any free port).  Free with config_free().
+ * listen port 0 (any free port), and one staff member, @staff:test.local.
+ * Free with config_free().
  */
 void test_config_init(struct config *cfg, const char *dir);
 #endif
