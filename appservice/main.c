@@ -8,6 +8,7 @@
 #include "audit_cli.h"
 #include "config.h"
 #include "daemon.h"
+#include "guests_cli.h"
 #include "log.h"
 #include "util.h"
 
@@ -28,6 +29,9 @@ static void usage(FILE *f)
 		"                             with fresh random tokens (default: the file named\n"
 		"                             by appservice.registration)\n"
 		"  status [--json]            show what the store holds (safe while serving)\n"
+		"  guest create|list|show [OPTIONS]\n"
+		"                             create and look up pseudonymous guests\n"
+		"                             (threshold guest help; docs/guests.md)\n"
 		"  audit verify|list|export|pubkey [OPTIONS]\n"
 		"                             review, export and verify the safeguarding audit\n"
 		"                             log (threshold audit help; docs/audit.md)\n"
@@ -109,7 +113,7 @@ int main(int argc, char **argv)
 	int sub_argc = argc - i;
 	char **sub_argv = argv + i;
 	if (strcmp(cmd, "serve") && strcmp(cmd, "generate-registration") && strcmp(cmd, "status") &&
-	    strcmp(cmd, "audit")) {
+	    strcmp(cmd, "audit") && strcmp(cmd, "guest")) {
 		fprintf(stderr, "threshold: unknown command '%s' (try --help)\n", cmd);
 		return 2;
 	}
@@ -121,7 +125,9 @@ int main(int argc, char **argv)
 	log_set_level_name(cfg.log_level);
 
 	int code;
-	if (!strcmp(cmd, "audit")) {
+	if (!strcmp(cmd, "guest")) {
+		code = guests_cli_main(&cfg, sub_argc, sub_argv);
+	} else if (!strcmp(cmd, "audit")) {
 		code = audit_cli_main(&cfg, sub_argc, sub_argv);
 	} else if (!strcmp(cmd, "generate-registration")) {
 		code = cmd_generate_registration(&cfg, sub_argc, sub_argv);

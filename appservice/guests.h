@@ -1,0 +1,144 @@
+/*
+ * guests.h - guest identities: the users in Threshold's exclusive namespace
+ * that stand for people outside the organisation.
+ *
+ * A guest's id is @<guest_prefix><32 hex>:<server_name>, the hex from 128
+ * random bits derived from nothing (not a phone number, not a time, not a
+ * counter), so the id says nothing about the person.  Threshold acts for a
+ * guest only by masquerading with its as_token (?user_id=); it never logs in
+ * as a guest and never hands a guest a homeserver token.
+ *
+ * A guest's display name is a friendly pseudonym, "Adjective Animal" ("Amber
+ * Otter"), from two built-in word lists of colours and nature words and of
+ * gentle animals.  Two ways to use them, chosen later by configuration:
+ *   - one pseudonym per guest: the one guests_create() stores on the record,
+ *     unique among all guests (case-insensitively);
+ *   - unlinkable per room: guests_pseudonym_for_room() picks a fresh one,
+ *     unique among the names already used in that room, and stores nothing.
+ *
+ * STORAGE.  STORE_USERS maps the guest's user id to exactly
+ *
+ *   {"kind":"guest","pseudonym":P,"created_ms":T,"state":"active"}
+ *
+ * and nothing else: no name, phone number, email address, IP address or
+ * invite detail.  Other users in STORE_USERS (the bot: "kind":"bot") are not
+ * guests and every function here passes them by.  There is no index by
+ * pseudonym: guests_find_by_pseudonym() and guests_create() walk every user
+ * record (O(number of users)), which is fine for the CLI and for creating
+ * guests at human rates; add an index before using either on a hot path.
+ *
+ * Reading guests is not audited (ids and pseudonyms are pseudonymous);
+ * creating one is (AUDIT_GUEST_CREATED, in the same transaction).
+ */
+#ifndef THRESHOLD_GUESTS_H
+#define THRESHOLD_GUESTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "audit.h"
+#include "store.h"
+
+struct config;
+
+#define GUESTS_ID_HEX        32  /* hex digits after the prefix: 128 random bits */
+#define GUESTS_MAX_USER_ID   255 /* spec: a user id is at most 255 bytes */
+#define GUESTS_PSEUDONYM_LEN 64  /* bytes a pseudonym buffer must hold, NUL included */
+#define GUESTS_STATE_LEN     16  /* bytes of struct guest.state, NUL included */
+#define GUESTS_STATE_ACTIVE  "active"
+
+/** One guest, as stored.  Plain data, no pointers: copy it freely. */
+struct guest {
+	char user_id[GUESTS_MAX_USER_ID + 1]; /* "@guest_<32 hex>:example.org" */
+	char pseudonym[GUESTS_PSEUDONYM_LEN]; /* "Amber Otter" (maybe "Amber Otter 2") */
+	uint64_t created_ms;                  /* Unix time in ms */
+	char state[GUESTS_STATE_LEN];         /* GUESTS_STATE_ACTIVE (more states later) */
+};
+
+/**
+ * Create a guest inside the caller's write transaction @p t: a fresh random
+ * id, a pseudonym unique among all guests, the STORE_USERS record, two
+ * outbox actions ({"op":"register","localpart":L} then {"op":"displayname",
+ * "user_id":U,"displayname":P}) and an AUDIT_GUEST_CREATED record (actor
+ * @p actor, subject the new id, details {"pseudonym":P}).  Nothing happens
+ * on the homeserver until @p t commits and an outbox worker runs the
+ * actions; if @p t aborts, nothing at all is left behind.
+ * @param cfg    borrowed; guest_prefix and server_name are used
+ * @param t      a write transaction (borrowed)
+ * @param au     borrowed audit handle for the store @p t belongs to
+ * @param actor  who creates the guest: a staff user id, "cli:<login>", ...
+ *               (borrowed; non-empty, at most AUDIT_MAX_ID bytes)
+ * @param out    filled on success only
+ * @return TH_OK; TH_EINVAL (empty actor, or the id would exceed
+ *         GUESTS_MAX_USER_ID for this guest_prefix and server_name);
+ *         TH_EIO (no randomness); TH_EEXIST (the random id is taken: the
+ *         randomness is broken, so this is not retried); TH_ETOOLARGE
+ *         (actor too long); TH_EFULL; TH_ESTORE (including a damaged user
+ *         record met while choosing the pseudonym); or another audit_append()
+ *         error.  After an error the transaction should be aborted.
+ */
+int guests_create(const struct config *cfg, store_txn *t, audit *au, const char *actor, struct guest *out);
+
+/**
+ * Look a guest up by user id.
+ * @param t        any transaction (borrowed)
+ * @param user_id  borrowed
+ * @param out      filled on success only
+ * @return TH_OK; TH_ENOTFOUND (no such user, or a user that is not a guest,
+ *         such as the bot); TH_ESTORE (the record is damaged or the store failed).
+ */
+int guests_get(store_txn *t, const char *user_id, struct guest *out);
+
+/**
+ * Find the guest whose stored pseudonym is @p pseudonym, ignoring ASCII
+ * case.  Walks every user record: O(number of users).  Per-room pseudonyms
+ * (guests_pseudonym_for_room) are not stored and so are not found.  If
+ * records made by other means share a pseudonym, the first by user id wins.
+ * @param t          any transaction (borrowed)
+ * @param pseudonym  borrowed
+ * @param out        filled on success only
+ * @return TH_OK, TH_ENOTFOUND or TH_ESTORE.
+ */
+int guests_find_by_pseudonym(store_txn *t, const char *pseudonym, struct guest *out);
+
+/**
+ * Call @p fn for each guest, in user-id order (which, ids being random, is
+ * no particular order: sort by created_ms to show them).  Non-guest users
+ * are skipped.
+ * @param fn   gets @p ctx and a guest borrowed for the call; returns 0 to go
+ *             on, 1 to stop, or a negative TH_ code to stop with that error
+ * @return TH_OK, TH_ESTORE (a damaged guest record stops the walk), or
+ *         @p fn's error (made positive).
+ */
+int guests_walk(store_txn *t, int (*fn)(void *ctx, const struct guest *g), void *ctx);
+
+/**
+ * Write a random "Adjective Animal" pseudonym into @p buf.
+ * @param len  size of @p buf; at least GUESTS_PSEUDONYM_LEN
+ * @return @p buf, or NULL if @p len is too small or no randomness was
+ *         available (then @p buf is untouched).
+ */
+const char *guests_random_pseudonym(char *buf, size_t len);
+
+/**
+ * Write into @p buf a pseudonym that is none of the @p ntaken names in
+ * @p taken, ignoring ASCII case: random picks first; after many collisions,
+ * a random pick with " 2", " 3", ... appended (always succeeds: at most
+ * @p ntaken suffixes can be taken).  Cost O(@p ntaken) per try.
+ * @param taken   borrowed names already used in the room (display names of
+ *                anyone); NULL entries are ignored; may be NULL if @p ntaken is 0
+ * @param buf     written on success only
+ * @param len     size of @p buf; at least GUESTS_PSEUDONYM_LEN
+ * @return TH_OK, TH_EINVAL (@p len too small) or TH_EIO (no randomness).
+ */
+int guests_pseudonym_for_room(const char *const *taken, size_t ntaken, char *buf, size_t len);
+
+/** Number of words in each built-in list (for tests and for sizing). */
+size_t guests_adjective_count(void);
+size_t guests_animal_count(void);
+
+/** The @p i th built-in word (static), or NULL past the end. */
+const char *guests_adjective(size_t i);
+const char *guests_animal(size_t i);
+
+#endif
