@@ -162,9 +162,9 @@ static int cmd_create(const struct config *cfg, int as_json)
 	}
 	print_guest(&g, as_json);
 	/* The daemon's outbox worker wakes for its own commits, not for ours; it
-	 * looks at the queue at least once a minute, and at every start. */
+	 * looks at the queue every second when idle, and at every start. */
 	fprintf(stderr, "Queued the guest's registration and display name on the homeserver; a running\n"
-	                "Threshold carries them out within about a minute (or when it next starts).\n");
+	                "Threshold carries them out within about a second (or when it next starts).\n");
 	code = GUESTS_EXIT_OK;
 out:
 	audit_close(au);
