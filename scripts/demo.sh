@@ -103,6 +103,14 @@ if [ ! -s "$pwfile" ]; then
   (umask 077; "$PY" -c 'import secrets; print(secrets.token_urlsafe(12))' >"$pwfile")
 fi
 password=$(cat "$pwfile")
+
+# A demo guest, made once and reused: what a service user is to staff.
+guestfile=$data/demo-guest.json
+if [ ! -s "$guestfile" ]; then
+  "$bin" -c "$config" guest create --json >"$guestfile" 2>/dev/null
+fi
+guest_id=$(sed -n 's/.*"user_id": *"\([^"]*\)".*/\1/p' "$guestfile")
+guest_name=$(sed -n 's/.*"pseudonym": *"\([^"]*\)".*/\1/p' "$guestfile")
 "${harness[@]}" register --dir "$data/synapse" --user staff --password-file "$pwfile" \
   --exists-ok >/dev/null
 
@@ -123,6 +131,11 @@ cat <<EOF
    2. Create a room and invite $bot. The bot joins within a second.
    3. Send:  !threshold ping
       The bot answers with a "pong" notice, as a reply to your message.
+   4. A demo guest exists: "$guest_name" ($guest_id).
+      Invite it to your room: Threshold declines the invite for the guest and
+      tells you why (guests are reached only through rooms Threshold manages).
+      See it recorded:  $bin -c $config audit list
+   (The guest web page and its link come with the guest gateway.)
 
  Threshold's log follows.  Press Ctrl-C to stop Threshold and then Synapse.
  Data: $data and Synapse's database in the chroot.  To start from scratch:
