@@ -25,6 +25,7 @@
 #include "config.h"
 #include "cs.h"
 #include "log.h"
+#include "rooms.h"
 #include "util.h"
 
 #define BACKOFF_BASE_MS 500u
@@ -60,6 +61,9 @@ struct request {
 };
 
 typedef void (*build_fn)(const outbox *ob, uint64_t seq, const json_t *a, struct request *req);
+/* After success, in the write txn that removes the action: what follows from
+ * the homeserver's answer @p resp (borrowed, may be NULL). */
+typedef int (*done_fn)(store_txn *t, const json_t *a, const json_t *resp);
 
 static const char *field(const json_t *a, const char *key)
 {
@@ -134,18 +138,105 @@ static void build_displayname(const outbox *ob, uint64_t seq, const json_t *a, s
 	free(user);
 }
 
+/* @verb the target: invite or kick (spec: CS API, POST /rooms/{roomId}/{invite,kick}). */
+static void build_target(const json_t *a, const char *verb, struct request *req)
+{
+	char *room = cs_escape(field(a, "room_id"));
+	req->method = "POST";
+	req->path = xasprintf("/_matrix/client/v3/rooms/%s/%s", room, verb);
+	req->user_id = field(a, "user_id");
+	req->body = json_pack("{s:s}", "user_id", field(a, "target"));
+	if (field(a, "reason"))
+		json_object_set_new(req->body, "reason", json_string(field(a, "reason")));
+	free(room);
+}
+
+static void build_invite(const outbox *ob, uint64_t seq, const json_t *a, struct request *req)
+{
+	(void)ob;
+	(void)seq;
+	build_target(a, "invite", req);
+}
+
+static void build_kick(const outbox *ob, uint64_t seq, const json_t *a, struct request *req)
+{
+	/* a kick also withdraws a pending invite */
+	(void)ob;
+	(void)seq;
+	build_target(a, "kick", req);
+}
+
+static void build_state(const outbox *ob, uint64_t seq, const json_t *a, struct request *req)
+{
+	/* spec: PUT /rooms/{roomId}/state/{eventType}/{stateKey}: idempotent */
+	(void)ob;
+	(void)seq;
+	char *room = cs_escape(field(a, "room_id"));
+	char *type = cs_escape(field(a, "type"));
+	char *key = cs_escape(field(a, "state_key") ? field(a, "state_key") : "");
+	req->method = "PUT";
+	req->path = xasprintf("/_matrix/client/v3/rooms/%s/state/%s/%s", room, type, key);
+	req->user_id = field(a, "user_id");
+	req->body = json_incref(json_object_get(a, "content"));
+	free(room);
+	free(type);
+	free(key);
+}
+
+static void build_create_room(const outbox *ob, uint64_t seq, const json_t *a, struct request *req)
+{
+	/* Not idempotent: a crash after the homeserver made the room and before
+	 * this action is removed makes a second, empty room at the next start. */
+	(void)ob;
+	(void)seq;
+	req->method = "POST";
+	req->path = xstrdup("/_matrix/client/v3/createRoom");
+	req->user_id = field(a, "user_id");
+	req->body = json_incref(json_object_get(a, "content"));
+}
+
+/* The room exists: remember it as managed and tell whoever asked for it. */
+static int done_create_room(store_txn *t, const json_t *a, const json_t *resp)
+{
+	const char *room_id = json_string_value(json_object_get(resp, "room_id"));
+	if (!room_id) {
+		LOG(LOG_WARN, "outbox: the homeserver made a room but did not say its id");
+		return TH_OK;
+	}
+	int rc = rooms_mark_managed(t, room_id, field(a, "kind"));
+	const json_t *reply = json_object_get(a, "reply");
+	if (rc || !json_is_object(reply))
+		return rc;
+	char *body = xasprintf("%s %s", field(reply, "body") ? field(reply, "body") : "Created", room_id);
+	json_t *send = json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s}}", "op", "send", "room_id",
+				 field(reply, "room_id"), "user_id", field(a, "user_id"), "type", "m.room.message",
+				 "content", "msgtype", "m.notice", "body", body);
+	if (send && field(reply, "event_id"))
+		json_object_set_new(json_object_get(send, "content"), "m.relates_to",
+				    json_pack("{s:{s:s}}", "m.in_reply_to", "event_id", field(reply, "event_id")));
+	free(body);
+	rc = send ? outbox_push(t, send) : TH_OK;
+	json_decref(send);
+	return rc;
+}
+
 /* The known ops: required non-empty string fields, then how to run them. */
 static const struct op {
 	const char *name;
 	const char *fields[3];
 	int needs_content; /* "content" must be an object */
 	build_fn build;
+	done_fn done; /* NULL: nothing follows */
 } ops[] = {
-        {"join", {"room_id", "user_id"}, 0, build_join},
-        {"leave", {"room_id", "user_id"}, 0, build_leave},
-        {"send", {"room_id", "user_id", "type"}, 1, build_send},
-        {"register", {"localpart"}, 0, build_register},
-        {"displayname", {"user_id", "displayname"}, 0, build_displayname},
+        {"join", {"room_id", "user_id"}, 0, build_join, NULL},
+        {"leave", {"room_id", "user_id"}, 0, build_leave, NULL},
+        {"send", {"room_id", "user_id", "type"}, 1, build_send, NULL},
+        {"register", {"localpart"}, 0, build_register, NULL},
+        {"displayname", {"user_id", "displayname"}, 0, build_displayname, NULL},
+        {"invite", {"room_id", "user_id", "target"}, 0, build_invite, NULL},
+        {"kick", {"room_id", "user_id", "target"}, 0, build_kick, NULL},
+        {"state", {"room_id", "user_id", "type"}, 1, build_state, NULL},
+        {"create_room", {"user_id", "kind"}, 1, build_create_room, done_create_room},
 };
 
 /* @return the op @p action names if it is well formed, else NULL. */
@@ -266,7 +357,7 @@ static enum outbox_result classify(int rc, const struct cs_response *r, const ch
  * @param delay_ms  on OUTBOX_RETRY, how long to wait before the next attempt
  */
 static enum outbox_result execute(outbox *ob, uint64_t seq, const char *val, size_t vlen, unsigned attempt,
-                                  uint64_t *delay_ms)
+                                  uint64_t *delay_ms, json_t **answer)
 {
 	json_t *a = json_loadb(val, vlen, 0, NULL);
 	const struct op *op = op_check(a);
@@ -303,6 +394,8 @@ static enum outbox_result execute(outbox *ob, uint64_t seq, const char *val, siz
 		    (unsigned long long)seq, attempt + 1, why, (unsigned long long)*delay_ms);
 		break;
 	}
+	if (res == OUTBOX_DONE && op->done)
+		*answer = json_incref(r.body ? r.body : json_null());
 	if (rc == TH_OK)
 		cs_response_clear(&r);
 	free(req.path);
@@ -332,7 +425,9 @@ static int head(outbox *ob, uint64_t *seq, char **val, size_t *vlen)
 	return rc;
 }
 
-static int remove_entry(outbox *ob, uint64_t seq)
+/* Remove the action and, when @p answer is given, record what follows from
+ * it, in one commit. */
+static int remove_entry(outbox *ob, uint64_t seq, const char *val, size_t vlen, const json_t *answer)
 {
 	store_txn *t;
 	int rc = store_txn_begin(ob->st, 1, &t);
@@ -344,6 +439,16 @@ static int remove_entry(outbox *ob, uint64_t seq)
 	if (rc && rc != TH_ENOTFOUND) {
 		store_txn_abort(t);
 		return rc;
+	}
+	if (answer) {
+		json_t *a = json_loadb(val, vlen, 0, NULL);
+		const struct op *op = op_check(a);
+		rc = op && op->done ? op->done(t, a, answer) : TH_OK;
+		json_decref(a);
+		if (rc) {
+			store_txn_abort(t);
+			return rc;
+		}
 	}
 	return store_txn_commit(t);
 }
@@ -398,15 +503,18 @@ static void *worker(void *arg)
 			attempt = 0;
 		}
 		uint64_t delay = 0;
-		enum outbox_result res = execute(ob, seq, val, vlen, attempt, &delay);
-		free(val);
+		json_t *answer = NULL;
+		enum outbox_result res = execute(ob, seq, val, vlen, attempt, &delay, &answer);
 		if (res == OUTBOX_RETRY) {
+			free(val);
 			if (attempt < UINT_MAX)
 				attempt++;
 			sleep_for(ob, delay, 0);
 			continue;
 		}
-		rc = remove_entry(ob, seq);
+		rc = remove_entry(ob, seq, val, vlen, answer);
+		json_decref(answer);
+		free(val);
 		if (rc) {
 			/* It runs again once the store recovers; every op is safe to repeat. */
 			LOG(LOG_ERROR, "outbox: removing action %llu: %s", (unsigned long long)seq,

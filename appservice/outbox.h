@@ -22,6 +22,15 @@
  *   {"op":"send",  "room_id":R, "user_id":U, "type":T, "content":{...}}
  *   {"op":"register", "localpart":L}
  *   {"op":"displayname", "user_id":U, "displayname":D}
+ *   {"op":"invite", "room_id":R, "user_id":U, "target":T}
+ *   {"op":"kick",   "room_id":R, "user_id":U, "target":T[, "reason":S]}  (also withdraws an invite)
+ *   {"op":"state",  "room_id":R, "user_id":U, "type":T[, "state_key":K], "content":{...}}
+ *   {"op":"create_room", "user_id":U, "kind":K, "content":{createRoom body}
+ *                        [, "reply":{"room_id":R, "event_id":E, "body":S}]}
+ *       On success the new room is recorded as managed, of kind K, and when
+ *       "reply" is given a notice "S <new room id>" answers event E in R, in
+ *       the same commit that removes the action.  Not idempotent: a crash
+ *       between the homeserver's answer and that commit makes a second room.
  */
 #ifndef THRESHOLD_OUTBOX_H
 #define THRESHOLD_OUTBOX_H

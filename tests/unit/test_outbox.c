@@ -497,6 +497,51 @@ static void test_retry_429(store *st, outbox *ob)
 	CHECK(fk.seen[1].t_ms - fk.seen[0].t_ms >= 650);
 }
 
+/* Room management ops: their requests, and what a created room leaves behind. */
+static void test_room_ops(store *st, outbox *ob)
+{
+	fake_script((struct answer[]){{200, "{\"room_id\":\"!new:hs\"}", 0, NULL},
+	                              {200, "{\"event_id\":\"$r\"}", 0, NULL},
+	                              {200, "{}", 0, NULL},
+	                              {200, "{}", 0, NULL},
+	                              {200, "{\"event_id\":\"$s\"}", 0, NULL},
+	                              {0}});
+	push(st, "{\"op\":\"create_room\",\"user_id\":\"@bot:hs\",\"kind\":\"group\","
+	         "\"content\":{\"preset\":\"private_chat\"},"
+	         "\"reply\":{\"room_id\":\"!staff:hs\",\"event_id\":\"$cmd\",\"body\":\"Created\"}}");
+	push(st, "{\"op\":\"invite\",\"room_id\":\"!new:hs\",\"user_id\":\"@bot:hs\",\"target\":\"@g:hs\"}");
+	push(st, "{\"op\":\"kick\",\"room_id\":\"!new:hs\",\"user_id\":\"@bot:hs\",\"target\":\"@x:hs\","
+	         "\"reason\":\"not here\"}");
+	push(st, "{\"op\":\"state\",\"room_id\":\"!new:hs\",\"user_id\":\"@bot:hs\","
+	         "\"type\":\"m.room.join_rules\",\"content\":{\"join_rule\":\"invite\"}}");
+	outbox_wake(ob);
+	CHECK(wait_drained(ob, 5, 5000));
+	CHECK_EQ_INT(fake_nseen(), 5);
+	CHECK_STR(fk.seen[0].path, "/_matrix/client/v3/createRoom");
+	CHECK_STR(fk.seen[0].query, "user_id=%40bot%3Ahs");
+	CHECK(json_eq_text(fk.seen[0].body, "{\"preset\":\"private_chat\"}"));
+	CHECK_STR(fk.seen[1].path, "/_matrix/client/v3/rooms/%21new%3Ahs/invite");
+	CHECK(json_eq_text(fk.seen[1].body, "{\"user_id\":\"@g:hs\"}"));
+	CHECK_STR(fk.seen[2].path, "/_matrix/client/v3/rooms/%21new%3Ahs/kick");
+	CHECK(json_eq_text(fk.seen[2].body, "{\"user_id\":\"@x:hs\",\"reason\":\"not here\"}"));
+	CHECK_STR(fk.seen[3].method, "PUT");
+	CHECK_STR(fk.seen[3].path, "/_matrix/client/v3/rooms/%21new%3Ahs/state/m.room.join_rules/");
+	CHECK(json_eq_text(fk.seen[3].body, "{\"join_rule\":\"invite\"}"));
+	/* The reply about the new room, queued by the create's own commit, comes
+	 * after what was queued before it. */
+	CHECK(strncmp(fk.seen[4].path, "/_matrix/client/v3/rooms/%21staff%3Ahs/send/m.room.message/", 59) == 0);
+	CHECK(strstr(fk.seen[4].body, "Created !new:hs") != NULL);
+	CHECK(strstr(fk.seen[4].body, "\"$cmd\"") != NULL);
+
+	store_txn *t;
+	json_t *room = NULL;
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	CHECK_EQ_INT(store_get_json(t, STORE_ROOMS, "!new:hs", &room), TH_OK);
+	CHECK_STR(json_string_value(json_object_get(room, "kind")), "group");
+	json_decref(room);
+	store_txn_abort(t);
+}
+
 /* A hang past client_timeout_ms is retried, and the retry reuses the txnId. */
 static void test_send_timeout(store *st, outbox *ob, char *path_out, size_t cap)
 {
@@ -623,6 +668,7 @@ int main(void)
 	test_retry_429(st, ob);
 	test_send_timeout(st, ob, send_path, sizeof(send_path));
 	test_drop(st, ob);
+	test_room_ops(st, ob);
 	test_stop_in_backoff(st, ob);
 	test_restart(st, send_path);
 
