@@ -1409,6 +1409,9 @@ static int str_is(const json_t *rec, const char *key, const char *want)
 static int matches(const struct audit_filter *f, const json_t *rec)
 {
 	json_int_t ts = json_integer_value(json_object_get(rec, "ts"));
+	json_int_t seq = json_integer_value(json_object_get(rec, "seq"));
+	if (f->min_seq && (seq < 0 || (uint64_t)seq < f->min_seq))
+		return 0;
 	if (f->since_ms && (ts < 0 || (uint64_t)ts < f->since_ms))
 		return 0;
 	if (f->until_ms && (ts < 0 || (uint64_t)ts >= f->until_ms))
@@ -1479,6 +1482,11 @@ int audit_iter(store_txn *t, const struct audit_filter *f, audit_iter_fn fn, voi
 		if (n == 0 || n > AUDIT_MAX_ID)
 			return TH_OK; /* no record can name it */
 		return store_walk_dups(t, STORE_AUDIT_BY_SUBJECT, f->subject, n, iter_index, &ic);
+	}
+	if (f->min_seq) {
+		unsigned char from[8];
+		store_u64_key(from, f->min_seq);
+		return store_walk(t, STORE_AUDIT, from, sizeof(from), iter_walk, &ic);
 	}
 	return store_walk(t, STORE_AUDIT, NULL, 0, iter_walk, &ic);
 }

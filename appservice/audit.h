@@ -296,6 +296,7 @@ struct audit_filter {
 	const char *room;    /* exact match */
 	const char *actor;   /* exact match */
 	uint64_t max_seq;    /* seq <= max_seq; 0: no bound */
+	uint64_t min_seq;    /* seq >= min_seq; 0: no bound (audit_iter starts its walk there) */
 };
 
 /** A filter that matches everything (kind -1, the rest zero). */

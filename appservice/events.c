@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "audit.h"
+#include "audit_query.h"
 #include "config.h"
 #include "jsonx.h"
 #include "log.h"
@@ -42,9 +43,12 @@ static enum pol_role role_of(const struct config *cfg, const char *user_id)
 	return local ? POL_ROLE_LOCAL : POL_ROLE_REMOTE;
 }
 
-/* Rooms Threshold created or staff put under management carry a "kind". */
-static enum pol_room room_of(const json_t *room)
+/* The configured safeguarding room first (whatever else it is); then rooms
+ * Threshold created or staff put under management, which carry a "kind". */
+static enum pol_room room_of(const struct config *cfg, const char *room_id, const json_t *room)
 {
+	if (cfg->safeguarding_room && room_id && strcmp(room_id, cfg->safeguarding_room) == 0)
+		return POL_ROOM_SAFEGUARDING;
 	const char *kind = jsonx_str(room, "kind");
 	if (kind && (strcmp(kind, "portal") == 0 || strcmp(kind, "group") == 0))
 		return POL_ROOM_MANAGED;
@@ -118,8 +122,17 @@ static const char *note_text(enum pol_note note)
 	}
 }
 
+/* A notice from the bot in reply to @p event_id (new reference). */
+static json_t *reply_action(const struct config *cfg, const char *room_id, const char *event_id, const char *body)
+{
+	return json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s, s:{s:{s:s}}}}", "op", "send", "room_id", room_id,
+			 "user_id", cfg->bot_user_id, "type", "m.room.message", "content", "msgtype", "m.notice",
+			 "body", body, "m.relates_to", "m.in_reply_to", "event_id", event_id);
+}
+
+/* @p answer: the text for POL_ACT_AUDIT_ANSWER (borrowed), or NULL. */
 static int apply(const struct config *cfg, store_txn *t, const struct pol_decision *d, const char *room_id,
-		 const char *event_id, const char *target, unsigned *queued)
+		 const char *event_id, const char *target, const char *answer, unsigned *queued)
 {
 	for (unsigned i = 0; i < d->nactions; i++) {
 		const struct pol_action *a = &d->actions[i];
@@ -135,10 +148,11 @@ static int apply(const struct config *cfg, store_txn *t, const struct pol_decisi
 		case POL_ACT_COUNT:
 			break;
 		case POL_ACT_REPLY:
-			action = json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s, s:{s:{s:s}}}}", "op", "send",
-					   "room_id", room_id, "user_id", cfg->bot_user_id, "type",
-					   "m.room.message", "content", "msgtype", "m.notice", "body",
-					   reply_text(a), "m.relates_to", "m.in_reply_to", "event_id", event_id);
+			action = reply_action(cfg, room_id, event_id, reply_text(a));
+			break;
+		case POL_ACT_AUDIT_ANSWER:
+			if (answer)
+				action = reply_action(cfg, room_id, event_id, answer);
 			break;
 		}
 		if (!action)
@@ -151,9 +165,11 @@ static int apply(const struct config *cfg, store_txn *t, const struct pol_decisi
 }
 
 /* Write the audit record a decision asks for, naming ids only: never a room
- * name or a display name, which the sender chose and may carry a message. */
+ * name or a display name, which the sender chose and may carry a message.
+ * @p q and @p answer: the audit question, for POL_REC_AUDIT_VIEWED (whose
+ * subject is the guest asked about, and whose details say what was asked). */
 static int record(const struct txn_env *env, store_txn *t, const struct pol_decision *d, const struct mxev *ev,
-		  uint64_t *seq)
+		  const struct audit_query *q, const struct audit_answer *answer, uint64_t *seq)
 {
 	*seq = 0;
 	if (!env->au || d->record == POL_REC_NONE)
@@ -161,13 +177,21 @@ static int record(const struct txn_env *env, store_txn *t, const struct pol_deci
 	static const enum audit_kind kinds[POL_REC_COUNT] = {
 		[POL_REC_CONTACT_BLOCKED] = AUDIT_CONTACT_BLOCKED,
 		[POL_REC_MEMBERSHIP_ENFORCED] = AUDIT_MEMBERSHIP_ENFORCED,
+		[POL_REC_AUDIT_VIEWED] = AUDIT_AUDIT_VIEWED,
 	};
-	json_t *details = json_pack("{s:s, s:b}", "event_id", ev->event_id, "is_direct", ev->is_direct);
+	json_t *details;
+	const char *subject = ev->state_key;
+	if (d->record == POL_REC_AUDIT_VIEWED) {
+		details = json_pack("{s:s}", "query", audit_query_name(q->kind));
+		subject = answer->subject[0] ? answer->subject : NULL;
+	} else {
+		details = json_pack("{s:s, s:b}", "event_id", ev->event_id, "is_direct", ev->is_direct);
+	}
 	struct audit_rec rec = {
 		.kind = kinds[d->record],
 		.ts_ms = 0,
 		.actor = ev->sender,
-		.subject = ev->state_key,
+		.subject = subject,
 		.room = ev->room_id,
 		.reason = pol_reason_name(d->reason),
 		.details = details,
@@ -218,13 +242,16 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	const char *room_id = ev->room_id;
 	const char *event_id = ev->event_id;
 	struct pol_facts f = {0};
+	struct audit_query q = {0};
+	struct audit_answer answer = {0};
+	char *reply = NULL;
 
 	json_object_set_new(room, "events", json_integer(json_integer_value(json_object_get(room, "events")) + 1));
 	if (!type || !sender || !ev->content_is_object)
 		return TH_OK; /* nothing policy can use; counted as seen */
 
 	f.sender = role_of(cfg, sender);
-	f.room = room_of(room);
+	f.room = room_of(cfg, room_id, room);
 	const char *bot = jsonx_str(room, "bot");
 	f.bot_joined = bot && strcmp(bot, "join") == 0;
 	const char *state_key = ev->state_key;
@@ -244,18 +271,41 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 			f.event = POL_EV_LEAVE;
 	} else if (strcmp(type, "m.room.message") == 0) {
 		f.command = parse_command(ev->body);
-		f.event = f.command != POL_CMD_NONE ? POL_EV_COMMAND : POL_EV_MESSAGE;
+		if (f.command != POL_CMD_NONE)
+			f.event = POL_EV_COMMAND;
+		else if (audit_query_parse(ev->body, &q))
+			f.event = POL_EV_AUDIT_COMMAND;
+		else
+			f.event = POL_EV_MESSAGE;
 	}
 
 	struct pol_decision d;
 	pol_decide(&f, &d);
 	if (d.reason != POL_R_NO_RULE)
 		LOG(LOG_INFO, "event %s in %s: %s", event_id, room_id, pol_reason_name(d.reason));
+	if (d.nactions && d.actions[0].kind == POL_ACT_AUDIT_ANSWER) {
+		/* Read before the audit_viewed record goes in: the answer is the log
+		 * as it was when the lead asked.  A log that cannot be read gets the
+		 * lead a plain answer rather than a transaction the homeserver would
+		 * retry for ever. */
+		int qrc = audit_query_answer(t, &q, &answer);
+		if (qrc) {
+			LOG(LOG_ERROR, "event %s: the audit log could not be read: %s", event_id, th_strerror(qrc));
+			answer.text = xstrdup("The audit log could not be read. An admin should run "
+					      "`threshold audit verify`.");
+		}
+	}
 	uint64_t seq;
-	int rc = record(env, t, &d, ev, &seq);
+	int rc = record(env, t, &d, ev, &q, &answer, &seq);
+	if (!rc && answer.text)
+		reply = seq ? xasprintf("%s\nThis question is audit record #%llu.", answer.text,
+					(unsigned long long)seq)
+			    : xstrdup(answer.text);
 	if (!rc)
-		rc = apply(cfg, t, &d, room_id, event_id, state_key, queued);
+		rc = apply(cfg, t, &d, room_id, event_id, state_key, reply, queued);
 	if (!rc)
 		rc = alert(cfg, t, &d, ev, seq, queued);
+	free(reply);
+	audit_query_answer_free(&answer);
 	return rc;
 }

@@ -12,6 +12,8 @@
 #define STAFFISH  (ROLE(POL_ROLE_STAFF) | ROLE(POL_ROLE_LEAD))
 #define STRANGERS (ROLE(POL_ROLE_LOCAL) | ROLE(POL_ROLE_REMOTE))
 #define ROOM(r)   (1u << (r))
+/* Rooms a guest does not belong in: the safeguarding room is not managed. */
+#define NOT_MANAGED (ROOM(POL_ROOM_UNMANAGED) | ROOM(POL_ROOM_SAFEGUARDING))
 
 /* One rule: what it matches, and what it decides. */
 struct rule {
@@ -40,12 +42,12 @@ static const struct rule rules[] = {
         /* A guest can be reached only where the charity put them in touch. */
         {POL_EV_INVITE, STAFFISH | ROLE(POL_ROLE_BOT), ROLE(POL_ROLE_GUEST), ROOM(POL_ROOM_MANAGED), 0,
          POL_R_GUEST_INVITE_ACCEPTED, POL_ACT_JOIN, 0, POL_NOTE_NONE, POL_REC_NONE, 0},
-        {POL_EV_INVITE, STAFFISH, ROLE(POL_ROLE_GUEST), ROOM(POL_ROOM_UNMANAGED), 0,
+        {POL_EV_INVITE, STAFFISH, ROLE(POL_ROLE_GUEST), NOT_MANAGED, 0,
          POL_R_GUEST_INVITE_UNMANAGED, POL_ACT_LEAVE, 0, POL_NOTE_ADD_GUEST_PROPERLY, POL_REC_CONTACT_BLOCKED,
          0},
         {POL_EV_INVITE, ANY, ROLE(POL_ROLE_GUEST), ANY, 0, POL_R_GUEST_CONTACT_BLOCKED, POL_ACT_LEAVE, 0,
          POL_NOTE_NONE, POL_REC_CONTACT_BLOCKED, 1},
-        {POL_EV_JOIN, ANY, ROLE(POL_ROLE_GUEST), ROOM(POL_ROOM_UNMANAGED), 0, POL_R_GUEST_LEFT_UNMANAGED,
+        {POL_EV_JOIN, ANY, ROLE(POL_ROLE_GUEST), NOT_MANAGED, 0, POL_R_GUEST_LEFT_UNMANAGED,
          POL_ACT_LEAVE, 0, POL_NOTE_NONE, POL_REC_MEMBERSHIP_ENFORCED, 1},
 
         /* Commands are answered only where the bot is, and only to staff. */
@@ -54,6 +56,14 @@ static const struct rule rules[] = {
          POL_REC_NONE, 0},
         {POL_EV_COMMAND, STRANGERS, ANY, ANY, 1, POL_R_COMMAND_REFUSED, POL_ACT_REPLY, 1, POL_NOTE_NONE,
          POL_REC_NONE, 0},
+
+        /* The audit log answers only leads, only in the safeguarding room, and
+         * every answer is itself recorded.  Anyone else gets nothing at all:
+         * not even a refusal that says the command exists. */
+        {POL_EV_AUDIT_COMMAND, ROLE(POL_ROLE_LEAD), ANY, ROOM(POL_ROOM_SAFEGUARDING), 1,
+         POL_R_AUDIT_QUERY_ANSWERED, POL_ACT_AUDIT_ANSWER, 0, POL_NOTE_NONE, POL_REC_AUDIT_VIEWED, 0},
+        {POL_EV_AUDIT_COMMAND, ANY, ANY, ANY, 0, POL_R_AUDIT_QUERY_IGNORED, 0, 0, POL_NOTE_NONE, POL_REC_NONE,
+         0},
 };
 
 static int has(unsigned mask, unsigned bit)
@@ -107,6 +117,8 @@ static const char *const reason_names[POL_R_COUNT] = {
         [POL_R_COMMAND_ANSWERED] = "command_answered",
         [POL_R_COMMAND_REFUSED] = "command_refused",
         [POL_R_COMMAND_IGNORED] = "command_ignored",
+        [POL_R_AUDIT_QUERY_ANSWERED] = "audit_query_answered",
+        [POL_R_AUDIT_QUERY_IGNORED] = "audit_query_ignored",
 };
 
 static const char *const role_names[POL_ROLE_COUNT] = {
@@ -118,11 +130,13 @@ static const char *const role_names[POL_ROLE_COUNT] = {
 static const char *const event_names[POL_EV_COUNT] = {
         [POL_EV_OTHER] = "other", [POL_EV_INVITE] = "invite",   [POL_EV_JOIN] = "join",
         [POL_EV_LEAVE] = "leave", [POL_EV_MESSAGE] = "message", [POL_EV_COMMAND] = "command",
+        [POL_EV_AUDIT_COMMAND] = "audit_command",
 };
 
 static const char *const room_names[POL_ROOM_COUNT] = {
         [POL_ROOM_UNMANAGED] = "unmanaged",
         [POL_ROOM_MANAGED] = "managed",
+        [POL_ROOM_SAFEGUARDING] = "safeguarding",
 };
 
 static const char *const command_names[POL_CMD_COUNT] = {
@@ -134,12 +148,14 @@ static const char *const action_names[POL_ACT_COUNT] = {
         [POL_ACT_JOIN] = "join",
         [POL_ACT_LEAVE] = "leave",
         [POL_ACT_REPLY] = "reply",
+        [POL_ACT_AUDIT_ANSWER] = "audit_answer",
 };
 
 static const char *const record_names[POL_REC_COUNT] = {
         [POL_REC_NONE] = "none",
         [POL_REC_CONTACT_BLOCKED] = "contact_blocked",
         [POL_REC_MEMBERSHIP_ENFORCED] = "membership_enforced",
+        [POL_REC_AUDIT_VIEWED] = "audit_viewed",
 };
 
 static const char *const note_names[POL_NOTE_COUNT] = {

@@ -23,12 +23,13 @@ enum pol_role {
 
 /* What kind of event the facts describe. */
 enum pol_event {
-	POL_EV_OTHER = 0, /* anything policy has no rule for */
-	POL_EV_INVITE,    /* m.room.member, membership invite */
-	POL_EV_JOIN,      /* m.room.member, membership join */
-	POL_EV_LEAVE,     /* m.room.member, membership leave or ban */
-	POL_EV_MESSAGE,   /* m.room.message that is not a command */
-	POL_EV_COMMAND,   /* m.room.message whose body is "!threshold ..." */
+	POL_EV_OTHER = 0,     /* anything policy has no rule for */
+	POL_EV_INVITE,        /* m.room.member, membership invite */
+	POL_EV_JOIN,          /* m.room.member, membership join */
+	POL_EV_LEAVE,         /* m.room.member, membership leave or ban */
+	POL_EV_MESSAGE,       /* m.room.message that is not a command */
+	POL_EV_COMMAND,       /* m.room.message whose body is "!threshold ..." */
+	POL_EV_AUDIT_COMMAND, /* m.room.message whose body is "!audit ..." (a lead's question) */
 	POL_EV_COUNT
 };
 
@@ -36,6 +37,7 @@ enum pol_event {
 enum pol_room {
 	POL_ROOM_UNMANAGED = 0, /* a room Threshold does not manage */
 	POL_ROOM_MANAGED,       /* a room Threshold created or staff put under management */
+	POL_ROOM_SAFEGUARDING,  /* the configured safeguarding room (not managed: no guest belongs there) */
 	POL_ROOM_COUNT
 };
 
@@ -59,9 +61,10 @@ struct pol_facts {
 };
 
 enum pol_action_kind {
-	POL_ACT_JOIN = 1, /* the target (bot or guest) joins the room */
-	POL_ACT_LEAVE,    /* the target leaves the room / rejects the invite */
-	POL_ACT_REPLY,    /* the bot answers the command with a notice */
+	POL_ACT_JOIN = 1,     /* the target (bot or guest) joins the room */
+	POL_ACT_LEAVE,        /* the target leaves the room / rejects the invite */
+	POL_ACT_REPLY,        /* the bot answers the command with a notice */
+	POL_ACT_AUDIT_ANSWER, /* the bot answers a lead's audit question from the log */
 	POL_ACT_COUNT
 };
 
@@ -84,6 +87,8 @@ enum pol_reason {
 	POL_R_COMMAND_ANSWERED,       /* staff asked the bot something */
 	POL_R_COMMAND_REFUSED,        /* someone who may not ask the bot did */
 	POL_R_COMMAND_IGNORED,        /* a command where the bot is not joined */
+	POL_R_AUDIT_QUERY_ANSWERED,   /* a lead asked about the audit log in the safeguarding room */
+	POL_R_AUDIT_QUERY_IGNORED,    /* anyone else, or anywhere else: no answer at all */
 	POL_R_COUNT
 };
 
@@ -92,6 +97,7 @@ enum pol_record {
 	POL_REC_NONE = 0,
 	POL_REC_CONTACT_BLOCKED,     /* someone tried to reach a user Threshold protects */
 	POL_REC_MEMBERSHIP_ENFORCED, /* Threshold undid a membership */
+	POL_REC_AUDIT_VIEWED,        /* someone read the audit log */
 	POL_REC_COUNT
 };
 

@@ -1,6 +1,7 @@
 /* test_txn.c - the transaction hot path: dedupe by txnId and event_id, bad
  * events skipped without failing the transaction, policy actions queued in
- * the same commit, and a full store answered 503 with nothing half-written. */
+ * the same commit, leads' audit questions answered (and no one else's), and
+ * a full store answered 503 with nothing half-written. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -244,6 +245,83 @@ static void test_audit_records(void)
 	CHECK_EQ_INT(audit_verify(st, audit_pubkey(au), 0, &vr), TH_OK);
 }
 
+#define MSG_FROM(id, room, sender, body)                                                                      \
+	"{\"event_id\":\"" id "\",\"room_id\":\"" room "\",\"type\":\"m.room.message\",\"sender\":\"" sender \
+	"\",\"content\":{\"msgtype\":\"m.text\",\"body\":\"" body "\"}}"
+
+static size_t viewed_count(void)
+{
+	store_txn *t;
+	struct kind_count kc = {"audit_viewed", 0, "", "", ""};
+	struct audit_filter f;
+	audit_filter_init(&f);
+	if (store_txn_begin(st, 0, &t) == TH_OK) {
+		CHECK_EQ_INT(audit_iter(t, &f, count_kind, &kc), TH_OK);
+		store_txn_abort(t);
+	}
+	return (size_t)kc.n;
+}
+
+/* "!audit" in the safeguarding room: a lead's question is answered in reply
+ * and recorded in the same commit; anyone else's, or a lead's elsewhere, gets
+ * nothing queued and nothing recorded. */
+static void test_audit_questions(void)
+{
+	cfg.safeguarding_room = xstrdup("!sg:test.local");
+	cfg.leads.v = xmalloc(sizeof(char *));
+	cfg.leads.v[0] = xstrdup("@lead:test.local");
+	cfg.leads.n = 1;
+	struct txn_result res;
+	const char *first = "{\"events\":[{\"event_id\":\"$sgj\",\"room_id\":\"!sg:test.local\","
+			    "\"type\":\"m.room.member\",\"state_key\":\"@threshold:test.local\","
+			    "\"sender\":\"@threshold:test.local\",\"content\":{\"membership\":\"join\"}},"
+			    MSG_FROM("$q1", "!sg:test.local", "@lead:test.local", "!audit recent") "]}";
+	size_t viewed = viewed_count();
+	run("60", first, &res);
+	CHECK_EQ_INT(res.status, 200);
+	CHECK_EQ_INT(res.queued, 1);
+	CHECK_EQ_INT(viewed_count(), viewed + 1);
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	const void *k, *v;
+	size_t kl, vl;
+	CHECK_EQ_INT(store_last(t, STORE_OUTBOX, &k, &kl, &v, &vl), TH_OK);
+	json_t *a = json_loadb(v, vl, 0, NULL);
+	CHECK_STR(json_string_value(json_object_get(a, "op")), "send");
+	CHECK_STR(json_string_value(json_object_get(a, "room_id")), "!sg:test.local");
+	const char *text = NULL, *in_reply_to = NULL;
+	json_unpack(a, "{s:{s:s, s:{s:{s:s}}}}", "content", "body", &text, "m.relates_to", "m.in_reply_to",
+		    "event_id", &in_reply_to);
+	CHECK(text && strncmp(text, "The last ", 9) == 0 && strstr(text, "\nThis question is audit record #"));
+	CHECK_STR(in_reply_to, "$q1");
+	json_decref(a);
+	struct audit_filter f;
+	audit_filter_init(&f);
+	f.room = "!sg:test.local";
+	struct kind_count kc = {"audit_viewed", 0, "", "", ""};
+	CHECK_EQ_INT(audit_iter(t, &f, count_kind, &kc), TH_OK);
+	CHECK_EQ_INT(kc.n, 1);
+	CHECK_STR(kc.actor, "@lead:test.local");
+	CHECK_STR(kc.subject, "");
+	store_txn_abort(t);
+
+	/* Staff who are not leads, in the safeguarding room: nothing. */
+	run("61", "{\"events\":[" MSG_FROM("$q2", "!sg:test.local", "@staff:test.local", "!audit recent") "]}",
+	    &res);
+	CHECK_EQ_INT(res.processed, 1);
+	CHECK_EQ_INT(res.queued, 0);
+	/* A lead in another room where the bot is joined (!c, above): nothing. */
+	run("62", "{\"events\":[" MSG_FROM("$q3", "!c:test.local", "@lead:test.local", "!audit recent") "]}",
+	    &res);
+	CHECK_EQ_INT(res.processed, 1);
+	CHECK_EQ_INT(res.queued, 0);
+	CHECK_EQ_INT(viewed_count(), viewed + 1);
+	/* !threshold commands still work in the safeguarding room. */
+	run("63", "{\"events\":[" MSG_FROM("$q4", "!sg:test.local", "@staff:test.local", "!threshold ping") "]}",
+	    &res);
+	CHECK_EQ_INT(res.queued, 1);
+}
+
 static void test_store_full(const char *dir)
 {
 	/* A separate store with the smallest map: a big transaction cannot fit. */
@@ -292,6 +370,7 @@ int main(void)
 	test_bad_bodies();
 	test_actions_queued();
 	test_audit_records();
+	test_audit_questions();
 	test_store_full(dir);
 	audit_close(au);
 	store_close(st);

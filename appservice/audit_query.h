@@ -1,0 +1,77 @@
+/*
+ * audit_query.h - safeguarding leads' questions to the bot about the audit
+ * log, asked in the safeguarding room:
+ *
+ *   !audit recent        the last AUDIT_QUERY_RECENT_N records
+ *   !audit guest <who>   one guest's records (a pseudonym or a guest user id),
+ *                        the last AUDIT_QUERY_GUEST_N of them
+ *
+ * This module parses the text and writes the plain-text answer from the log
+ * in the caller's transaction.  Whether anyone gets an answer is policy's
+ * decision (POL_EV_AUDIT_COMMAND), and the audit_viewed record of the
+ * question is written by events.c; nothing here writes.
+ *
+ * The answer names ids only (sequence number, time, kind, actor, subject,
+ * reason): never details, and never sealed personal detail.
+ */
+#ifndef THRESHOLD_AUDIT_QUERY_H
+#define THRESHOLD_AUDIT_QUERY_H
+
+#include <stddef.h>
+
+#include "guests.h"
+#include "store.h"
+
+#define AUDIT_QUERY_PREFIX   "!audit"
+#define AUDIT_QUERY_RECENT_N 10
+#define AUDIT_QUERY_GUEST_N  20
+#define AUDIT_QUERY_MAX_ARG  GUESTS_MAX_USER_ID /* longer names match no guest */
+#define AUDIT_QUERY_MAX_TEXT 16000              /* bytes of an answer: a notice well under 64 KiB */
+
+/* What was asked.  The names (audit_query_name) go into audit_viewed records. */
+enum audit_query_kind {
+	AUDIT_QUERY_USAGE = 0, /* "usage": "!audit" alone, or a word the bot does not know */
+	AUDIT_QUERY_RECENT,    /* "recent" */
+	AUDIT_QUERY_GUEST,     /* "guest" */
+	AUDIT_QUERY_COUNT
+};
+
+/** A parsed question.  Plain data. */
+struct audit_query {
+	enum audit_query_kind kind;
+	char arg[AUDIT_QUERY_MAX_ARG + 1]; /* AUDIT_QUERY_GUEST: who, as typed (trimmed); else "" */
+	int arg_too_long;                  /* who was longer than AUDIT_QUERY_MAX_ARG (arg is "") */
+};
+
+/**
+ * Is @p body an audit question ("!audit" followed by nothing or a space)?
+ * @param body  borrowed; NULL is not a question
+ * @param out   written when the result is 1
+ * @return 1 (a question, even one the bot does not understand) or 0.
+ */
+int audit_query_parse(const char *body, struct audit_query *out);
+
+/** @return the stable name of @p kind, or NULL if out of range. */
+const char *audit_query_name(enum audit_query_kind kind);
+
+/** An answer.  Free with audit_query_answer_free(). */
+struct audit_answer {
+	char *text;                           /* new string, at most AUDIT_QUERY_MAX_TEXT bytes */
+	char subject[GUESTS_MAX_USER_ID + 1]; /* the guest asked about, if found; else "" */
+};
+
+/**
+ * Answer @p q from the audit log and guest records as @p t sees them.
+ * Checkpoint records are left out: they are the chain's machinery and say
+ * nothing about anyone.
+ * @param t    any transaction (borrowed)
+ * @param q    borrowed
+ * @param out  filled on success only
+ * @return TH_OK, or TH_ESTORE (a damaged record or guest record).
+ */
+int audit_query_answer(store_txn *t, const struct audit_query *q, struct audit_answer *out);
+
+/** Free the text of @p a (not @p a itself).  NULL is a no-op. */
+void audit_query_answer_free(struct audit_answer *a);
+
+#endif

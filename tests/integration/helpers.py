@@ -1,0 +1,107 @@
+"""Helpers shared by the integration tests about guests and the safeguarding
+room: users, guests, memberships, the audit log as the CLI shows it, and a
+safeguarding room with a lead and the bot in it.
+"""
+
+import json
+import time
+import urllib.parse
+import uuid
+
+import pytest
+import requests
+
+from conftest import SERVER_NAME
+from mx import Client, run
+
+
+def bearer(token):
+    return {"Authorization": "Bearer " + token}
+
+
+def q(s):
+    return urllib.parse.quote(s, safe="")
+
+
+def ensure_user(env, name):
+    if name not in env.users:
+        env.add_user(name)
+    return env.users[name][0]
+
+
+def create_guest(env, threshold):
+    r = threshold.run("guest", "create", "--json")
+    guest = json.loads(r.stdout)
+    assert guest["user_id"].startswith("@guest_") and guest["user_id"].endswith(":" + SERVER_NAME)
+    # The daemon's outbox registers the guest on the homeserver.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        r = requests.get("%s/_synapse/admin/v2/users/%s" % (env.hs_url, q(guest["user_id"])),
+                         headers=bearer(env.token("admin")), timeout=30)
+        if r.status_code == 200 and r.json().get("displayname") == guest["pseudonym"]:
+            return guest
+        time.sleep(0.3)
+    raise AssertionError("guest %s was not registered on the homeserver" % guest["user_id"])
+
+
+def membership(env, viewer, room_id, user_id):
+    r = requests.get("%s/_matrix/client/v3/rooms/%s/state/m.room.member/%s"
+                     % (env.hs_url, q(room_id), q(user_id)),
+                     headers=bearer(env.token(viewer)), timeout=30)
+    if r.status_code != 200:
+        return None, {}
+    content = r.json()
+    return content.get("membership"), content
+
+
+def wait_membership(env, viewer, room_id, user_id, want, timeout=30):
+    deadline = time.monotonic() + timeout
+    got = None
+    while time.monotonic() < deadline:
+        got, content = membership(env, viewer, room_id, user_id)
+        if got == want:
+            return content
+        time.sleep(0.2)
+    raise AssertionError("%s is %r in %s, expected %r" % (user_id, got, room_id, want))
+
+
+def audit_records(threshold, kind, **filters):
+    args = ["audit", "list", "--kind", kind, "--format", "jsonl"]
+    for key, value in filters.items():
+        args += ["--" + key, value]
+    out = threshold.run(*args).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def safeguarding(env):
+    """A safeguarding room with a lead and the bot in it, named in Threshold's config."""
+    ensure_user(env, "lead")
+    if not env.threshold.running():
+        env.threshold.start()
+
+    async def make():
+        async with Client.for_user(env, "lead") as lead:
+            room = await lead.create_room("safeguarding " + uuid.uuid4().hex[:6])
+            await lead.invite(room, env.bot)
+            await lead.wait_for_member(room, env.bot, "join", timeout=30)
+            return room
+
+    room = run(make())
+    env.safeguarding_room = room
+    env.write_config()
+    env.threshold.stop()
+    env.threshold.start()
+    yield room
+    env.safeguarding_room = None
+    env.write_config()
+    env.threshold.stop()
+    env.threshold.start()
+
+
+def alerts(env, room):
+    async def read():
+        async with Client.for_user(env, "lead") as lead:
+            return [ev for ev in await lead.history(room)
+                    if ev.get("sender") == env.bot and ev.get("type") == "m.room.message"]
+    return run(read())
