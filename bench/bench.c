@@ -5,7 +5,9 @@
  *   threshold-bench [--threshold PATH] [--dir DIR] [--quick]
  *
  * DIR should be on the disk the store will live on (default: $TMPDIR), since
- * durable commits cost what that disk's fsync costs.
+ * durable commits cost what that disk's fsync costs.  The audit rows use a
+ * store on /dev/shm when there is one: they measure CPU, not the disk.  The
+ * reads over 1,000,000 records (about 15 s of filling) run without --quick only.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -14,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -22,6 +25,7 @@
 #include <curl/curl.h>
 
 #include "as_server.h"
+#include "audit.h"
 #include "config.h"
 #include "log.h"
 #include "policy.h"
@@ -56,7 +60,7 @@ struct row {
 	const char *verdict;
 };
 
-static struct row rows[16];
+static struct row rows[24];
 static size_t nrows;
 
 static void add_row(const char *what, const char *budget, int ok, const char *fmt, ...)
@@ -254,6 +258,240 @@ static void bench_policy(double *ns_per_decision)
 	*ns_per_decision = (now_s() - t0) / n * 1e9;
 }
 
+static double thread_cpu_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* This thread's kernel CPU time (page faults of new LMDB pages, mostly). */
+static double thread_sys_s(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_THREAD, &ru);
+	return (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* The audit benchmarks share one store of records like policy's: a stranger's
+ * contact blocked, about one of SUBJECTS guests, with the event id in details. */
+#define AUDIT_SUBJECTS 10000u
+#define AUDIT_BATCH    10000u
+
+struct audit_bench {
+	char *dir;
+	store *st;
+	audit *au;
+	uint64_t records;    /* appended so far */
+	double cpu_s, sys_s, wall_s; /* spent in audit_append/audit_checkpoint only */
+};
+
+static void audit_subject(char *out, size_t len, unsigned i)
+{
+	snprintf(out, len, "@guest_%032x:bench.local", i % AUDIT_SUBJECTS);
+}
+
+/* Append @p n records in transactions of AUDIT_BATCH, signing a checkpoint
+ * whenever one is due (as the daemon does); only the appends are timed: the
+ * details are built before and the commit (fsync) after. */
+static void audit_fill(struct audit_bench *ab, uint64_t n)
+{
+	json_t **details = xmalloc(AUDIT_BATCH * sizeof(json_t *));
+	char (*actor)[64] = xmalloc(AUDIT_BATCH * sizeof(*actor));
+	char (*subject)[64] = xmalloc(AUDIT_BATCH * sizeof(*subject));
+	char (*room)[64] = xmalloc(AUDIT_BATCH * sizeof(*room));
+	while (n > 0) {
+		unsigned batch = n < AUDIT_BATCH ? (unsigned)n : AUDIT_BATCH;
+		for (unsigned i = 0; i < batch; i++) {
+			unsigned long long id = ab->records + i;
+			char eid[80];
+			snprintf(eid, sizeof(eid), "$%020llu_abcdefghijklmnopqrstuvwxyz0123456789", id);
+			details[i] = json_pack("{s:s, s:b}", "event_id", eid, "is_direct", 0);
+			snprintf(actor[i], sizeof(actor[i]), "@stranger%llu:remote.example", id % 997);
+			audit_subject(subject[i], sizeof(subject[i]), (unsigned)(id * 7919u));
+			snprintf(room[i], sizeof(room[i]), "!room%06llu:remote.example", id % 100000);
+		}
+		store_txn *t;
+		if (store_txn_begin(ab->st, 1, &t) != TH_OK) {
+			fprintf(stderr, "bench: audit: cannot begin a transaction\n");
+			exit(1);
+		}
+		double c0 = thread_cpu_s(), s0 = thread_sys_s(), w0 = now_s();
+		for (unsigned i = 0; i < batch; i++) {
+			struct audit_rec rec = {.kind = AUDIT_CONTACT_BLOCKED, .actor = actor[i], .subject = subject[i],
+						.room = room[i], .reason = "bot_invite_refused", .details = details[i]};
+			int rc = audit_append(ab->au, t, &rec, NULL);
+			uint64_t now = th_now_ms();
+			if (!rc && audit_checkpoint_due(ab->au, now))
+				rc = audit_checkpoint(ab->au, t, now);
+			if (rc) {
+				fprintf(stderr, "bench: audit append failed: %s\n", th_strerror(rc));
+				exit(1);
+			}
+		}
+		ab->cpu_s += thread_cpu_s() - c0;
+		ab->sys_s += thread_sys_s() - s0;
+		ab->wall_s += now_s() - w0;
+		if (store_txn_commit(t) != TH_OK) {
+			fprintf(stderr, "bench: audit: commit failed (map full?)\n");
+			exit(1);
+		}
+		for (unsigned i = 0; i < batch; i++)
+			json_decref(details[i]);
+		ab->records += batch;
+		n -= batch;
+	}
+	free(details);
+	free(actor);
+	free(subject);
+	free(room);
+}
+
+/* On /dev/shm when there is one: no disk in the figures, fsync or not. */
+static void audit_bench_open(struct audit_bench *ab, const char *fallback)
+{
+	memset(ab, 0, sizeof(*ab));
+	char *tmpl = xasprintf("%s/threshold-bench-audit-XXXXXX",
+			       access("/dev/shm", W_OK) == 0 ? "/dev/shm" : fallback);
+	ab->dir = mkdtemp(tmpl);
+	if (!ab->dir) {
+		perror("mkdtemp");
+		exit(1);
+	}
+	char *path = xasprintf("%s/store", ab->dir);
+	char *key = xasprintf("%s/audit-signing.key", ab->dir);
+	char *seal = xasprintf("%s/seal-keys", ab->dir);
+	struct audit_opts o = {key, seal, 1000, 300};
+	if (store_open(path, 4096, &ab->st) != TH_OK || audit_open(ab->st, &o, &ab->au) != TH_OK) {
+		fprintf(stderr, "bench: cannot open the audit store in %s\n", ab->dir);
+		exit(1);
+	}
+	free(path);
+	free(key);
+	free(seal);
+}
+
+static void audit_bench_close(struct audit_bench *ab)
+{
+	audit_close(ab->au);
+	store_close(ab->st);
+	char *cmd = xasprintf("rm -rf '%s'", ab->dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "bench: could not remove %s\n", ab->dir);
+	free(cmd);
+	free(ab->dir);
+}
+
+/* Records per second that audit_verify() checks, checkpoint signatures included. */
+static double bench_audit_verify(struct audit_bench *ab, uint64_t *checked)
+{
+	struct audit_verify_result res;
+	double t0 = now_s();
+	int rc = audit_verify(ab->st, audit_pubkey(ab->au), 0, &res);
+	double dt = now_s() - t0;
+	if (rc != TH_OK) {
+		fprintf(stderr, "bench: audit verify failed: %s (%s)\n", th_strerror(rc), res.what);
+		exit(1);
+	}
+	*checked = res.records;
+	return (double)res.records / dt;
+}
+
+static int count_rec(void *ctx, uint64_t seq, const json_t *rec, const char *raw, size_t rawlen)
+{
+	(void)seq;
+	(void)rec;
+	(void)raw;
+	(void)rawlen;
+	(*(size_t *)ctx)++;
+	return 0;
+}
+
+/* Mean ms for one subject's records (the audit_by_subject index), over @p n
+ * subjects, each in a fresh read transaction, as `audit list --subject` reads. */
+static double bench_audit_by_subject(struct audit_bench *ab, unsigned n, size_t *per_subject)
+{
+	size_t found = 0;
+	double t0 = now_s();
+	for (unsigned i = 0; i < n; i++) {
+		char subject[64];
+		audit_subject(subject, sizeof(subject), i * 97u);
+		struct audit_filter f;
+		audit_filter_init(&f);
+		f.subject = subject;
+		store_txn *t;
+		if (store_txn_begin(ab->st, 0, &t) != TH_OK || audit_iter(t, &f, count_rec, &found) != TH_OK) {
+			fprintf(stderr, "bench: audit list by subject failed\n");
+			exit(1);
+		}
+		store_txn_abort(t);
+	}
+	*per_subject = found / n;
+	return (now_s() - t0) / n * 1e3;
+}
+
+/* ms for a filter with no index (a kind): every record is read and parsed. */
+static double bench_audit_scan(struct audit_bench *ab, size_t *found)
+{
+	struct audit_filter f;
+	audit_filter_init(&f);
+	f.kind = AUDIT_DATA_ERASED;
+	*found = 0;
+	store_txn *t;
+	double t0 = now_s();
+	if (store_txn_begin(ab->st, 0, &t) != TH_OK || audit_iter(t, &f, count_rec, found) != TH_OK) {
+		fprintf(stderr, "bench: audit scan failed\n");
+		exit(1);
+	}
+	store_txn_abort(t);
+	return (now_s() - t0) * 1e3;
+}
+
+/* `threshold audit list --subject` as a lead runs it: a process, the
+ * audit_viewed record (a durable commit) and the jsonl output, in ms. */
+static double bench_audit_cli(const char *threshold, struct audit_bench *ab)
+{
+	char *cfgpath = xasprintf("%s/bench-audit.yaml", ab->dir);
+	FILE *f = fopen(cfgpath, "w");
+	if (!f) {
+		free(cfgpath);
+		return -1;
+	}
+	fprintf(f,
+		"homeserver:\n  url: http://127.0.0.1:9\n  server_name: bench.local\n"
+		"appservice:\n  registration: %s/none.yaml\n"
+		"store:\n  path: %s/store\n  map_size_mb: 4096\nlog:\n  level: error\n"
+		"audit:\n  key_file: %s/audit-signing.key\n",
+		ab->dir, ab->dir, ab->dir);
+	fclose(f);
+	char subject[64];
+	audit_subject(subject, sizeof(subject), 4242);
+	double best = -1;
+	for (int i = 0; i < 5; i++) {
+		double t0 = now_s();
+		pid_t pid = fork();
+		if (pid == 0) {
+			int devnull = open("/dev/null", O_WRONLY);
+			dup2(devnull, 1);
+			dup2(devnull, 2);
+			execl(threshold, threshold, "-c", cfgpath, "audit", "list", "--subject", subject, "--format",
+			      "jsonl", (char *)NULL);
+			_exit(127);
+		}
+		int status;
+		waitpid(pid, &status, 0);
+		double ms = (now_s() - t0) * 1e3;
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+			best = -1;
+			break;
+		}
+		if (best < 0 || ms < best)
+			best = ms;
+	}
+	free(cfgpath);
+	return best;
+}
+
 /* Start the real daemon (no homeserver needed: it retries its ping) and read RssAnon. */
 static long idle_rss_kib(const char *threshold, const char *dir)
 {
@@ -356,6 +594,25 @@ int main(int argc, char **argv)
 	store_close(st);
 	long rss = threshold ? idle_rss_kib(threshold, dir) : -1;
 
+	/* The audit log: append cost, then verify, then (full run) reads at 1M records. */
+	struct audit_bench ab;
+	audit_bench_open(&ab, dir);
+	uint64_t nverify = quick ? 20000 : 200000, verified = 0;
+	audit_fill(&ab, nverify);
+	double append_cpu_us = ab.cpu_s / (double)ab.records * 1e6;
+	double append_sys_us = ab.sys_s / (double)ab.records * 1e6;
+	double verify_rate = bench_audit_verify(&ab, &verified);
+	double subject_ms = -1, scan_ms = -1, cli_ms = -1;
+	size_t per_subject = 0, scanned = 0;
+	if (!quick) {
+		audit_fill(&ab, 1000000 - ab.records);
+		subject_ms = bench_audit_by_subject(&ab, 200, &per_subject);
+		scan_ms = bench_audit_scan(&ab, &scanned);
+		if (threshold)
+			cli_ms = bench_audit_cli(threshold, &ab);
+	}
+	audit_bench_close(&ab);
+
 	char b[64];
 	add_row("disk fsync (4 KiB + fdatasync)", "-", -1, "%.0f/s, p50 %.2f ms, p99 %.2f ms", frate, f50 * 1e3,
 		f99 * 1e3);
@@ -373,6 +630,22 @@ int main(int argc, char **argv)
 		add_row("idle daemon memory (RssAnon)", "<= 10240 KiB", rss <= 10240, "%ld KiB", rss);
 	else
 		add_row("idle daemon memory (RssAnon)", "<= 10240 KiB", -1, "not measured (pass --threshold)");
+	add_row("audit append (CPU, excl. fsync)", "<= 5 us per record", append_cpu_us <= 5.0,
+		"%.2f us CPU per record (%.2f us kernel)", append_cpu_us, append_sys_us);
+	add_row("audit verify", "-", -1, "%.0f records/s (%llu records)", verify_rate,
+		(unsigned long long)verified);
+	if (!quick) {
+		add_row("audit list by subject, 1M records", "-", -1, "%.3f ms (%zu records of the subject)",
+			subject_ms, per_subject);
+		add_row("audit list by kind, 1M (full scan)", "-", -1, "%.0f ms (%zu match)", scan_ms, scanned);
+		if (cli_ms >= 0)
+			add_row("`audit list --subject`, 1M records", "-", -1, "%.1f ms (process, record, output)",
+				cli_ms);
+		else
+			add_row("`audit list --subject`, 1M records", "-", -1, "not measured (pass --threshold)");
+	} else {
+		add_row("audit list by subject, 1M records", "-", -1, "not measured (--quick)");
+	}
 
 	printf("\nThreshold %s benchmark (%s)\n\n", THRESHOLD_VERSION, quick ? "quick" : "full");
 	printf("%-34s %-40s %-26s %s\n", "what", "measured", "budget", "");

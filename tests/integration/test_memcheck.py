@@ -1,0 +1,194 @@
+"""The daemon's whole life under valgrind memcheck: no invalid access, no use
+of uninitialised memory, no definite or indirect leak, and exit status 0.
+
+Start, transactions (invites of the bot from staff and from another server,
+the bot's joins, commands from staff and from a stranger, a stranger's invite
+to a guest and a guest found in an unmanaged room (both alerts in the
+safeguarding room), a lead's `!audit` questions, a replay, and requests
+refused for auth, JSON and path), a ping from the homeserver's side,
+`threshold status`, SIGTERM.  No homeserver: Threshold's ping and outbox fail
+and retry against a closed port (tests/integration/standalone.py), so the
+Client-Server success paths are not covered here.
+
+The one-shot commands the test runs (guest create, status, audit list, audit
+verify) run under valgrind too, each with its own log.
+
+Run it alone with
+    python3 -m pytest -m memcheck tests/integration
+or `ctest -L memcheck`.  Skipped when valgrind is not installed.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import warnings
+
+import pytest
+
+from standalone import REMOTE_SERVER, Standalone, member_event, message_event
+
+with warnings.catch_warnings():  # the mark needs no registration to select with -m
+    warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)
+    pytestmark = pytest.mark.memcheck
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE_DIR = os.path.abspath(os.environ.get("THRESHOLD_SOURCE_DIR")
+                             or os.path.join(HERE, "..", ".."))
+BIN = os.path.abspath(os.environ.get("THRESHOLD_BIN")
+                      or os.path.join(SOURCE_DIR, "build", "threshold"))
+VALGRIND = shutil.which("valgrind")
+VG_OPTS = ["--leak-check=full", "--errors-for-leak-kinds=definite,indirect",
+           "--error-exitcode=99", "--track-fds=no", "--num-callers=30"]
+
+STAFF = "@staff:localhost"
+LEAD = "@lead:localhost"
+STRANGER = "@stranger:" + REMOTE_SERVER
+SG_ROOM = "!safeguarding:localhost"
+
+
+def vg(log_path):
+    return [VALGRIND, *VG_OPTS, "--log-file=" + log_path]
+
+
+def check_vg_log(path, what):
+    """The valgrind log must report no error and no definite/indirect leak."""
+    with open(path, errors="replace") as f:
+        text = f.read()
+    summary = re.findall(r"ERROR SUMMARY: (\d+) errors", text)
+    assert summary, "%s: no ERROR SUMMARY in %s:\n%s" % (what, path, text[-3000:])
+    bad = [ln for ln in text.splitlines() if re.search(
+        r"Invalid (read|write|free)|uninitialised|Mismatched free|Syscall param|"
+        r"Source and destination overlap|definitely lost in|indirectly lost in|"
+        r"Process terminating", ln)]
+    assert summary[-1] == "0" and not bad, "%s: valgrind found problems (%s):\n%s" % (
+        what, path, text[-6000:])
+    for kind in ("definitely", "indirectly"):
+        m = re.search(r"%s lost: ([\d,]+) bytes" % kind, text)
+        assert m is None or m.group(1) == "0", "%s: %s lost %s bytes:\n%s" % (
+            what, kind, m.group(1), text[-6000:])
+    return text
+
+
+def vg_run(d, workdir, *args):
+    """A one-shot command under valgrind; it must exit 0 with a clean log."""
+    log = os.path.join(workdir, "valgrind-%s.log" % "-".join(a.strip("-") for a in args))
+    r = d.run(*args, prefix=vg(log), timeout=60, check=False)
+    check_vg_log(log, "threshold " + " ".join(args))
+    assert r.returncode == 0, "threshold %s exited %d: %s" % (" ".join(args), r.returncode,
+                                                              r.stderr[-2000:])
+    return r
+
+
+@pytest.fixture
+def workdir():
+    d = tempfile.mkdtemp(prefix="threshold-memcheck-")
+    yield d
+    if os.environ.get("THRESHOLD_KEEP") == "1":
+        print("kept %s" % d)
+    else:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_daemon_lifecycle_under_valgrind(workdir):
+    if not VALGRIND:
+        pytest.skip("valgrind not installed")
+    if not os.access(BIN, os.X_OK):
+        pytest.fail("Threshold binary not found at %s (build it, or set THRESHOLD_BIN)" % BIN)
+    t0 = time.monotonic()
+    d = Standalone(BIN, workdir, audit={"checkpoint_every": 3}, log_level="debug",
+                   extra={"roles": {"staff": [STAFF]},
+                          "safeguarding": {"room": SG_ROOM, "leads": [LEAD]}}).setup()
+    guest = json.loads(vg_run(d, workdir, "guest", "create", "--json").stdout)
+    serve_log = os.path.join(workdir, "valgrind-serve.log")
+    d.start(prefix=vg(serve_log), ready_timeout=45)
+    try:
+        room = "!memcheck:localhost"
+        remote_room = "!memcheck:" + REMOTE_SERVER
+        txns = [
+            ("mc-1", {"events": [
+                member_event("$mc-remote-invite", remote_room, STRANGER, d.bot, "invite"),
+                member_event("$mc-local-invite", room, STAFF, d.bot, "invite")]}),
+            ("mc-2", {"events": [member_event("$mc-join", room, d.bot, d.bot, "join")]}),
+            ("mc-3", {"events": [
+                message_event("$mc-cmd", room, STAFF, "!threshold ping"),
+                message_event("$mc-cmd-remote", room, STRANGER, "!threshold ping"),
+                message_event("$mc-plain", room, STAFF, "hello"),
+                {"type": "m.room.message", "event_id": "$mc-malformed"}]}),
+            ("mc-4", {"events": [], "ephemeral": []}),
+            ("mc-sg", {"events": [
+                member_event("$mc-sg-invite", SG_ROOM, LEAD, d.bot, "invite"),
+                member_event("$mc-sg-join", SG_ROOM, d.bot, d.bot, "join")]}),
+            ("mc-guest", {"events": [
+                member_event("$mc-guest-invite", "!dm:" + REMOTE_SERVER, STRANGER,
+                             guest["user_id"], "invite"),
+                member_event("$mc-guest-join", "!elsewhere:localhost", guest["user_id"],
+                             guest["user_id"], "join")]}),
+            ("mc-audit", {"events": [
+                message_event("$mc-audit-recent", SG_ROOM, LEAD, "!audit recent"),
+                message_event("$mc-audit-guest", SG_ROOM, LEAD, "!audit guest " + guest["pseudonym"]),
+                message_event("$mc-audit-id", SG_ROOM, LEAD, "!audit guest " + guest["user_id"]),
+                message_event("$mc-audit-nobody", SG_ROOM, LEAD, "!audit guest Nobody Here"),
+                message_event("$mc-audit-usage", SG_ROOM, LEAD, "!audit"),
+                message_event("$mc-audit-staff", SG_ROOM, STAFF, "!audit recent"),
+                message_event("$mc-audit-elsewhere", room, LEAD, "!audit recent")]}),
+        ]
+        for txn_id, body in txns:
+            status, resp = d.put_txn(txn_id, body, timeout=30)
+            assert status == 200, (txn_id, status, resp)
+        # A replay, then the same events under a new txnId: both deduplicated.
+        assert d.put_txn("mc-1", txns[0][1], timeout=30)[0] == 200
+        assert d.put_txn("mc-5", txns[0][1], timeout=30)[0] == 200
+        # Refusals: bad JSON, wrong token, unknown path.
+        assert d.put_txn("mc-bad", b'{"events": [', timeout=30)[0] == 400
+        tok, d.hs_token = d.hs_token, "wrong"
+        try:
+            assert d.put_txn("mc-6", {"events": []}, timeout=30)[0] == 403
+        finally:
+            d.hs_token = tok
+        assert d._request("GET", "/_matrix/app/v1/nothing-here", None, timeout=30)[0] == 404
+
+        assert d.ping(timeout=30)[0] == 200
+
+        r = vg_run(d, workdir, "status", "--json")
+        assert "!memcheck:localhost" in r.stdout, r.stdout
+
+        # Let the outbox and the ping retry against the missing homeserver a few times.
+        time.sleep(1.5)
+        assert d.running(), "threshold died:\n%s" % d.log_text()[-3000:]
+
+        proc = d.proc
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError("no exit within 40 s of SIGTERM:\n%s" % d.log_text()[-3000:])
+        d.proc = None
+    finally:
+        d.kill()
+
+    text = check_vg_log(serve_log, "threshold serve")
+    assert rc == 0, "threshold serve under valgrind exited %d (99: valgrind errors):\n%s" % (
+        rc, text[-6000:])
+    assert "stopped cleanly" in d.log_text(), d.log_text()[-3000:]
+
+    # The life it had is in the log, signed at the end.
+    r = vg_run(d, workdir, "audit", "list", "--format", "jsonl")
+    kinds = [line.split('"kind":"', 1)[1].split('"', 1)[0] for line in r.stdout.splitlines()]
+    assert kinds.count("contact_blocked") == 2, kinds  # the bot's and the guest's invites
+    assert kinds.count("membership_enforced") == 1, kinds
+    assert kinds.count("guest_created") == 1, kinds
+    # The lead's five questions in the safeguarding room are answered; the two others are not.
+    lead_views = [ln for ln in r.stdout.splitlines()
+                  if '"kind":"audit_viewed"' in ln and '"actor":"%s"' % LEAD in ln]
+    assert len(lead_views) == 5, lead_views
+    assert "startup" in kinds and "config_loaded" in kinds, kinds
+    assert kinds[-3:-1] == ["shutdown", "checkpoint"], kinds  # then this listing's audit_viewed
+    vg_run(d, workdir, "audit", "verify")
+    print("\nmemcheck lifecycle: %.1f s, %d audit records" % (time.monotonic() - t0, len(kinds)))
