@@ -297,13 +297,15 @@ int store_last(store_txn *t, enum store_db db, const void **key, size_t *klen, c
 	return cursor_edge(t, db, MDB_LAST, key, klen, val, vlen);
 }
 
-int store_walk(store_txn *t, enum store_db db, const void *from, size_t fromlen, store_walk_fn fn, void *ctx)
+/* Visit entries from the cursor position @p first reaches, moving by @p next. */
+static int walk(store_txn *t, enum store_db db, const void *key, size_t klen, MDB_cursor_op first,
+		MDB_cursor_op next, store_walk_fn fn, void *ctx)
 {
 	MDB_cursor *c;
 	if (mdb_cursor_open(t->txn, t->st->dbi[db], &c))
 		return TH_ESTORE;
-	MDB_val k = {fromlen, (void *)from}, v;
-	int rc = mdb_cursor_get(c, &k, &v, from ? MDB_SET_RANGE : MDB_FIRST);
+	MDB_val k = {klen, (void *)key}, v;
+	int rc = mdb_cursor_get(c, &k, &v, first);
 	int result = TH_OK;
 	while (rc == 0) {
 		int r = fn(ctx, k.mv_data, k.mv_size, v.mv_data, v.mv_size);
@@ -313,7 +315,7 @@ int store_walk(store_txn *t, enum store_db db, const void *from, size_t fromlen,
 		}
 		if (r > 0)
 			break;
-		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+		rc = mdb_cursor_get(c, &k, &v, next);
 	}
 	if (rc && rc != MDB_NOTFOUND)
 		result = TH_ESTORE;
@@ -321,28 +323,14 @@ int store_walk(store_txn *t, enum store_db db, const void *from, size_t fromlen,
 	return result;
 }
 
+int store_walk(store_txn *t, enum store_db db, const void *from, size_t fromlen, store_walk_fn fn, void *ctx)
+{
+	return walk(t, db, from, fromlen, from ? MDB_SET_RANGE : MDB_FIRST, MDB_NEXT, fn, ctx);
+}
+
 int store_walk_dups(store_txn *t, enum store_db db, const void *key, size_t klen, store_walk_fn fn, void *ctx)
 {
-	MDB_cursor *c;
-	if (mdb_cursor_open(t->txn, t->st->dbi[db], &c))
-		return TH_ESTORE;
-	MDB_val k = {klen, (void *)key}, v;
-	int rc = mdb_cursor_get(c, &k, &v, MDB_SET_KEY);
-	int result = TH_OK;
-	while (rc == 0) {
-		int r = fn(ctx, k.mv_data, k.mv_size, v.mv_data, v.mv_size);
-		if (r < 0) {
-			result = -r;
-			break;
-		}
-		if (r > 0)
-			break;
-		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT_DUP);
-	}
-	if (rc && rc != MDB_NOTFOUND)
-		result = TH_ESTORE;
-	mdb_cursor_close(c);
-	return result;
+	return walk(t, db, key, klen, MDB_SET_KEY, MDB_NEXT_DUP, fn, ctx);
 }
 
 int store_count(store_txn *t, enum store_db db, size_t *out)
