@@ -612,6 +612,16 @@ int audit_head(store_txn *t, uint64_t *seq, unsigned char hash[AUDIT_HASH_LEN])
 	return TH_OK;
 }
 
+int audit_last_checkpoint(store_txn *t, uint64_t *seq)
+{
+	struct head h;
+	int rc = head_read(t, &h);
+	if (rc)
+		return rc;
+	*seq = h.ckpt_seq;
+	return TH_OK;
+}
+
 static void hints_set(audit *a, const struct head *h)
 {
 	pthread_mutex_lock(&a->mu);

@@ -274,6 +274,13 @@ int audit_unseal(audit *a, store_txn *t, const char *subject, const char *sealed
 int audit_head(store_txn *t, uint64_t *seq, unsigned char hash[AUDIT_HASH_LEN]);
 
 /**
+ * The sequence number of the newest checkpoint as seen by @p t: the
+ * furthest point an export can reach (audit_export's head_seq).
+ * @return TH_OK (0 when there is none yet) or TH_ESTORE.
+ */
+int audit_last_checkpoint(store_txn *t, uint64_t *seq);
+
+/**
  * The canonical body of @p rec at @p seq (rec->ts_ms used as given) and its
  * chained hash after @p prev.  Pure: for tests and for re-implementers.
  * @param sealed_b64  the already sealed string for "sealed", or NULL

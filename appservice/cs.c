@@ -186,7 +186,8 @@ static int method_ok(const char *m)
 }
 
 /* Set every option for one request; curl_easy_reset keeps the live connection. */
-static int setup(cs_client *c, const char *method, const char *url, const char *payload, struct rx *rx)
+static int setup(cs_client *c, const char *method, const char *url, const char *payload, size_t plen,
+                 struct curl_slist *headers, struct rx *rx)
 {
 	CURL *h = c->curl;
 	CURLcode e = CURLE_OK;
@@ -204,7 +205,7 @@ static int setup(cs_client *c, const char *method, const char *url, const char *
 	SET(CURLOPT_TIMEOUT_MS, (long)c->cfg->client_timeout_ms);
 	SET(CURLOPT_CONNECTTIMEOUT_MS, (long)c->cfg->client_connect_timeout_ms);
 	SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)CS_MAX_RESPONSE_BYTES);
-	SET(CURLOPT_HTTPHEADER, payload ? c->hdr_json : c->hdr_plain);
+	SET(CURLOPT_HTTPHEADER, headers);
 	SET(CURLOPT_WRITEFUNCTION, rx_body);
 	SET(CURLOPT_WRITEDATA, rx);
 	SET(CURLOPT_HEADERFUNCTION, rx_header);
@@ -216,7 +217,7 @@ static int setup(cs_client *c, const char *method, const char *url, const char *
 		if (payload || strcmp(method, "DELETE") != 0) {
 			/* POST and PUT always carry a body, if only an empty one. */
 			SET(CURLOPT_POSTFIELDS, payload ? payload : "");
-			SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(payload ? strlen(payload) : 0));
+			SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(payload ? plen : 0));
 		}
 	}
 #undef SET
@@ -234,15 +235,14 @@ static uint64_t body_retry_after(const json_t *body)
 	return v > 0 ? (uint64_t)v : 0;
 }
 
-int cs_request(cs_client *c, const char *method, const char *path, const char *user_id, const json_t *body,
-               struct cs_response *resp)
+/* One request with @p payload (@p plen bytes, or NULL) sent with @p headers. */
+static int perform(cs_client *c, const char *method, const char *path, const char *user_id,
+                   const char *payload, size_t plen, struct curl_slist *headers, struct cs_response *resp)
 {
 	struct rx rx = {0};
-	char *payload = NULL, *url = NULL, *uid = NULL;
+	char *url = NULL, *uid = NULL;
 	int rc = TH_EINVAL;
 	if (!method_ok(method) || path[0] != '/')
-		goto out;
-	if (body && !(payload = json_dumps(body, JSON_COMPACT)))
 		goto out;
 	if (user_id) {
 		/* spec: AS API, identity assertion: ?user_id= on any CS API request */
@@ -251,7 +251,7 @@ int cs_request(cs_client *c, const char *method, const char *path, const char *u
 	} else {
 		url = xasprintf("%s%s", c->base, path);
 	}
-	rc = setup(c, method, url, payload, &rx);
+	rc = setup(c, method, url, payload, plen, headers, &rx);
 	if (rc)
 		goto out;
 
@@ -286,9 +286,48 @@ int cs_request(cs_client *c, const char *method, const char *path, const char *u
 	rc = TH_OK;
 out:
 	free(rx.buf);
-	free(payload);
 	free(url);
 	free(uid);
+	return rc;
+}
+
+int cs_request(cs_client *c, const char *method, const char *path, const char *user_id, const json_t *body,
+               struct cs_response *resp)
+{
+	char *payload = NULL;
+	if (body && !(payload = json_dumps(body, JSON_COMPACT)))
+		return TH_EINVAL;
+	int rc = perform(c, method, path, user_id, payload, payload ? strlen(payload) : 0,
+	                 payload ? c->hdr_json : c->hdr_plain, resp);
+	free(payload);
+	return rc;
+}
+
+int cs_upload(cs_client *c, const char *user_id, const char *content_type, const char *filename,
+              const void *buf, size_t len, struct cs_response *resp)
+{
+	if (!content_type || strpbrk(content_type, "\r\n") || !filename || (!buf && len))
+		return TH_EINVAL;
+	/* The plain headers (Authorization, no Expect) and this upload's type. */
+	struct curl_slist *headers = NULL;
+	for (struct curl_slist *p = c->hdr_plain; p; p = p->next)
+		headers = curl_slist_append(headers, p->data);
+	char *ct = xasprintf("Content-Type: %s", content_type);
+	headers = curl_slist_append(headers, ct);
+	free(ct);
+	if (!headers) {
+		fprintf(stderr, "threshold: out of memory building request headers\n");
+		abort();
+	}
+	/* spec: CS API, POST /_matrix/media/v3/upload?filename=: the body is the
+	 * file, its type in Content-Type; the answer holds "content_uri". */
+	char *name = cs_escape(filename);
+	char *path = xasprintf("/_matrix/media/v3/upload?filename=%s", name);
+	/* curl sends an empty string for a NULL body; make "no bytes" explicit. */
+	int rc = perform(c, "POST", path, user_id, buf ? buf : "", len, headers, resp);
+	free(path);
+	free(name);
+	slist_free_wiped(headers);
 	return rc;
 }
 

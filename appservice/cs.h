@@ -52,6 +52,20 @@ void cs_client_free(cs_client *c);
 int cs_request(cs_client *c, const char *method, const char *path, const char *user_id, const json_t *body,
 	       struct cs_response *resp);
 
+/**
+ * Upload @p len bytes of @p buf to the homeserver's media store (spec: CS
+ * API, POST /_matrix/media/v3/upload).  Not idempotent: a retry stores a
+ * second copy (harmless; the first is simply never referenced).
+ * @param user_id       act as this namespaced user, or NULL (as cs_request)
+ * @param content_type  the file's MIME type, e.g. "application/x-ndjson"
+ * @param filename      the name the homeserver keeps with the file (escaped here)
+ * @param buf           borrowed for the call
+ * @param resp          as cs_request; on a 2xx resp->body holds "content_uri"
+ * @return as cs_request; TH_EINVAL for a content type with a line break.
+ */
+int cs_upload(cs_client *c, const char *user_id, const char *content_type, const char *filename,
+              const void *buf, size_t len, struct cs_response *resp);
+
 void cs_response_clear(struct cs_response *resp);
 
 /** Percent-escape @p s for use as one path segment or query value (new string). */

@@ -9,6 +9,7 @@
 #include "audit.h"
 #include "audit_query.h"
 #include "config.h"
+#include "groups.h"
 #include "jsonx.h"
 #include "log.h"
 #include "mxevent.h"
@@ -55,6 +56,39 @@ static enum pol_room room_of(const struct config *cfg, const char *room_id, cons
 	return POL_ROOM_UNMANAGED;
 }
 
+/* The safe value of a room setting that would expose a managed room's
+ * members, or NULL when @p ev changes nothing that matters.
+ * join rules public/knock: anyone could get in; history world_readable or
+ * shared: newcomers (or anyone) could read what guests said before. */
+static const char *exposed_setting(const struct mxev *ev, const char **key, const char **safe)
+{
+	static const struct {
+		const char *type, *key, *safe;
+		const char *bad[3];
+	} settings[] = {
+		{"m.room.join_rules", "join_rule", "invite", {"public", "knock", "knock_restricted"}},
+		{"m.room.history_visibility", "history_visibility", "joined", {"world_readable", "shared", NULL}},
+	};
+	for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
+		if (strcmp(ev->type, settings[i].type) != 0 || !ev->state_key || *ev->state_key)
+			continue;
+		json_t *content = NULL;
+		if (mxev_content_json(ev, &content) != TH_OK)
+			return NULL;
+		const char *value = jsonx_str(content, settings[i].key);
+		int bad = 0;
+		for (size_t j = 0; value && j < 3 && settings[i].bad[j]; j++)
+			bad |= strcmp(value, settings[i].bad[j]) == 0;
+		json_decref(content);
+		if (!bad)
+			return NULL;
+		*key = settings[i].key;
+		*safe = settings[i].safe;
+		return settings[i].type;
+	}
+	return NULL;
+}
+
 /* "!threshold ping" -> POL_CMD_PING; not a command -> POL_CMD_NONE. */
 static enum pol_command parse_command(const char *body)
 {
@@ -75,6 +109,8 @@ static enum pol_command parse_command(const char *body)
 	} verbs[] = {{"help", POL_CMD_HELP}, {"ping", POL_CMD_PING}, {"version", POL_CMD_VERSION}};
 	if (vlen == 0)
 		return POL_CMD_HELP;
+	if (vlen == 5 && strncmp(verb, "group", 5) == 0)
+		return groups_parse(verb);
 	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
 		if (strlen(verbs[i].word) == vlen && strncmp(verb, verbs[i].word, vlen) == 0)
 			return verbs[i].cmd;
@@ -82,8 +118,12 @@ static enum pol_command parse_command(const char *body)
 	return POL_CMD_UNKNOWN;
 }
 
+static const char *note_text(enum pol_note note);
+
 static const char *reply_text(const struct pol_action *a)
 {
+	if (note_text(a->note))
+		return note_text(a->note);
 	if (a->refusal)
 		return "Sorry, Threshold only takes commands from the organisation's staff.";
 	switch (a->reply) {
@@ -95,6 +135,10 @@ static const char *reply_text(const struct pol_action *a)
 		return "Threshold commands:\n"
 		       "!threshold ping - check that Threshold receives this room's events\n"
 		       "!threshold version - show Threshold's version\n"
+		       "!threshold group create NAME - make a moderated group room and invite you\n"
+		       "!threshold group add PSEUDONYM - add a guest to this group room\n"
+		       "!threshold group remove PSEUDONYM - take a guest out of this group room\n"
+		       "!threshold group list - the guests of this group room\n"
 		       "!threshold help - this list";
 	default:
 		return "Unknown command. Try: !threshold help";
@@ -117,6 +161,11 @@ static const char *note_text(enum pol_note note)
 	case POL_NOTE_ADD_GUEST_PROPERLY:
 		return "Guests can only be added to conversations Threshold manages. Ask Threshold's bot "
 		       "in a managed room instead (!threshold help).";
+	case POL_NOTE_USE_IN_GROUP_ROOM:
+		return "That command works in a group room Threshold manages. Make one with "
+		       "!threshold group create NAME.";
+	case POL_NOTE_NOT_IN_MANAGED:
+		return "This room is managed by Threshold: only staff and the guests they add may be here.";
 	default:
 		return NULL;
 	}
@@ -131,9 +180,10 @@ static json_t *reply_action(const struct config *cfg, const char *room_id, const
 }
 
 /* @p answer: the text for POL_ACT_AUDIT_ANSWER (borrowed), or NULL. */
-static int apply(const struct config *cfg, store_txn *t, const struct pol_decision *d, const char *room_id,
-		 const char *event_id, const char *target, const char *answer, unsigned *queued)
+static int apply(const struct config *cfg, store_txn *t, const struct pol_decision *d, const struct mxev *ev,
+		 const json_t *room, const char *answer, unsigned *queued)
 {
+	const char *room_id = ev->room_id, *event_id = ev->event_id, *target = ev->state_key;
 	for (unsigned i = 0; i < d->nactions; i++) {
 		const struct pol_action *a = &d->actions[i];
 		json_t *action = NULL;
@@ -154,6 +204,28 @@ static int apply(const struct config *cfg, store_txn *t, const struct pol_decisi
 			if (answer)
 				action = reply_action(cfg, room_id, event_id, answer);
 			break;
+		case POL_ACT_AUDIT_EXPORT:
+			break; /* queued by events_handle, which has the question */
+		case POL_ACT_GROUP: {
+			int rc = groups_execute(cfg, t, ev, a->reply, room, queued);
+			if (rc)
+				return rc;
+			break;
+		}
+		case POL_ACT_KICK:
+			action = json_pack("{s:s, s:s, s:s, s:s}", "op", "kick", "room_id", room_id, "user_id",
+					   cfg->bot_user_id, "target", target);
+			if (note_text(a->note))
+				json_object_set_new(action, "reason", json_string(note_text(a->note)));
+			break;
+		case POL_ACT_REVERT_STATE: {
+			const char *key, *safe, *type = exposed_setting(ev, &key, &safe);
+			if (type)
+				action = json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:s}}", "op", "state", "room_id",
+						   room_id, "user_id", cfg->bot_user_id, "type", type, "state_key", "",
+						   "content", key, safe);
+			break;
+		}
 		}
 		if (!action)
 			continue;
@@ -178,11 +250,22 @@ static int record(const struct txn_env *env, store_txn *t, const struct pol_deci
 		[POL_REC_CONTACT_BLOCKED] = AUDIT_CONTACT_BLOCKED,
 		[POL_REC_MEMBERSHIP_ENFORCED] = AUDIT_MEMBERSHIP_ENFORCED,
 		[POL_REC_AUDIT_VIEWED] = AUDIT_AUDIT_VIEWED,
+		[POL_REC_AUDIT_EXPORTED] = AUDIT_AUDIT_EXPORTED,
+		[POL_REC_IDENTITY_REVEALED] = AUDIT_IDENTITY_REVEALED,
+		[POL_REC_STATE_REVERTED] = AUDIT_STATE_REVERTED,
 	};
 	json_t *details;
-	const char *subject = ev->state_key;
+	/* A membership concerns its state_key; a room setting concerns no one person. */
+	const char *subject = ev->state_key && *ev->state_key ? ev->state_key : NULL;
 	if (d->record == POL_REC_AUDIT_VIEWED) {
 		details = json_pack("{s:s}", "query", audit_query_name(q->kind));
+		subject = answer->subject[0] ? answer->subject : NULL;
+	} else if (d->record == POL_REC_AUDIT_EXPORTED) {
+		details = json_pack("{s:I, s:s}", "since_ms", (json_int_t)q->since_ms, "format", "jsonl");
+		subject = NULL;
+	} else if (d->record == POL_REC_IDENTITY_REVEALED) {
+		/* The lead's reason, as typed: the point of breaking glass on the record. */
+		details = json_pack("{s:s}", "reason", q->reason);
 		subject = answer->subject[0] ? answer->subject : NULL;
 	} else {
 		details = json_pack("{s:s, s:b}", "event_id", ev->event_id, "is_direct", ev->is_direct);
@@ -198,6 +281,10 @@ static int record(const struct txn_env *env, store_txn *t, const struct pol_deci
 	};
 	int rc = audit_append(env->au, t, &rec, seq);
 	json_decref(details);
+	/* Sign the head now, so the export (made later, up to the newest
+	 * checkpoint) holds the record that says it was taken. */
+	if (!rc && d->record == POL_REC_AUDIT_EXPORTED)
+		rc = audit_checkpoint(env->au, t, 0);
 	return rc;
 }
 
@@ -215,6 +302,16 @@ static int alert(const struct config *cfg, store_txn *t, const struct pol_decisi
 				 "the invitation for the guest. Audit record #%llu.",
 				 ev->sender, ev->state_key, ev->room_id, ev->is_direct ? " as a direct message" : "",
 				 (unsigned long long)seq);
+		break;
+	case POL_R_STRANGER_REMOVED:
+		text = xasprintf("%s joined managed room %s without being added by staff. Threshold removed them. "
+				 "Audit record #%llu.",
+				 ev->state_key, ev->room_id, (unsigned long long)seq);
+		break;
+	case POL_R_STATE_REVERTED:
+		text = xasprintf("%s changed %s in managed room %s in a way that would expose its members. "
+				 "Threshold put it back. Audit record #%llu.",
+				 ev->sender, ev->type, ev->room_id, (unsigned long long)seq);
 		break;
 	case POL_R_GUEST_LEFT_UNMANAGED:
 		text = xasprintf("Guest %s was found in room %s, which Threshold does not manage. Threshold took "
@@ -263,18 +360,32 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		f.target = role_of(cfg, state_key);
 		if (f.target == POL_ROLE_BOT)
 			json_object_set_new(room, "bot", json_string(membership));
+		if (f.target == POL_ROLE_GUEST) {
+			json_t *guests = json_object_get(room, "guests");
+			if (!json_is_object(guests)) {
+				guests = json_object();
+				json_object_set_new(room, "guests", guests);
+			}
+			json_object_set_new(guests, state_key, json_string(membership));
+		}
 		if (strcmp(membership, "invite") == 0)
 			f.event = POL_EV_INVITE;
 		else if (strcmp(membership, "join") == 0)
 			f.event = POL_EV_JOIN;
 		else if (strcmp(membership, "leave") == 0 || strcmp(membership, "ban") == 0)
 			f.event = POL_EV_LEAVE;
+	} else if (state_key && f.sender != POL_ROLE_BOT) {
+		const char *key, *safe;
+		if (exposed_setting(ev, &key, &safe))
+			f.event = POL_EV_STATE_EXPOSED;
 	} else if (strcmp(type, "m.room.message") == 0) {
 		f.command = parse_command(ev->body);
 		if (f.command != POL_CMD_NONE)
 			f.event = POL_EV_COMMAND;
 		else if (audit_query_parse(ev->body, &q))
-			f.event = POL_EV_AUDIT_COMMAND;
+			f.event = q.kind == AUDIT_QUERY_EXPORT   ? POL_EV_AUDIT_EXPORT
+				  : q.kind == AUDIT_QUERY_REVEAL ? POL_EV_AUDIT_REVEAL
+								 : POL_EV_AUDIT_COMMAND;
 		else
 			f.event = POL_EV_MESSAGE;
 	}
@@ -288,13 +399,16 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		 * as it was when the lead asked.  A log that cannot be read gets the
 		 * lead a plain answer rather than a transaction the homeserver would
 		 * retry for ever. */
-		int qrc = audit_query_answer(t, &q, &answer);
+		int qrc = audit_query_answer(env->au, t, &q, &answer);
 		if (qrc) {
 			LOG(LOG_ERROR, "event %s: the audit log could not be read: %s", event_id, th_strerror(qrc));
 			answer.text = xstrdup("The audit log could not be read. An admin should run "
 					      "`threshold audit verify`.");
 		}
 	}
+	/* "--since 7d" is resolved once, for the record and the action alike. */
+	q.since_ms = audit_query_since_ms(&q, th_now_ms());
+	q.since_ago_ms = 0;
 	uint64_t seq;
 	int rc = record(env, t, &d, ev, &q, &answer, &seq);
 	if (!rc && answer.text)
@@ -302,7 +416,12 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 					(unsigned long long)seq)
 			    : xstrdup(answer.text);
 	if (!rc)
-		rc = apply(cfg, t, &d, room_id, event_id, state_key, reply, queued);
+		rc = apply(cfg, t, &d, ev, room, reply, queued);
+	if (!rc && d.nactions && d.actions[0].kind == POL_ACT_AUDIT_EXPORT)
+		rc = queue(t,
+			   json_pack("{s:s, s:s, s:s, s:s, s:I}", "op", "audit_export", "room_id", room_id, "user_id",
+				     cfg->bot_user_id, "reply_to", event_id, "since_ms", (json_int_t)q.since_ms),
+			   queued);
 	if (!rc)
 		rc = alert(cfg, t, &d, ev, seq, queued);
 	free(reply);

@@ -294,6 +294,12 @@ static int unique_pseudonym(store_txn *t, char buf[GUESTS_PSEUDONYM_LEN])
 
 int guests_create(const struct config *cfg, store_txn *t, audit *au, const char *actor, struct guest *out)
 {
+	return guests_create_sealed(cfg, t, au, actor, NULL, out);
+}
+
+int guests_create_sealed(const struct config *cfg, store_txn *t, audit *au, const char *actor,
+                         const char *note, struct guest *out)
+{
 	if (!actor || !*actor)
 		return TH_EINVAL;
 	struct guest g;
@@ -340,6 +346,7 @@ int guests_create(const struct config *cfg, store_txn *t, audit *au, const char 
 	details = json_pack("{s:s}", "pseudonym", g.pseudonym);
 	ar.subject = g.user_id;
 	ar.details = details;
+	ar.sealed = note && *note ? note : NULL;
 	rc = audit_append(au, t, &ar, NULL);
 	if (rc)
 		goto out;

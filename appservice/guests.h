@@ -80,6 +80,19 @@ struct guest {
 int guests_create(const struct config *cfg, store_txn *t, audit *au, const char *actor, struct guest *out);
 
 /**
+ * guests_create(), with @p note (e.g. an emergency contact taken at an
+ * in-person onboarding) sealed under the new guest's key on the
+ * guest_created record (audit_rec.sealed): readable only by a lead's
+ * recorded `!audit reveal`, and gone when the guest's data is erased.  It
+ * is never stored anywhere else.
+ * @param note  borrowed; NULL or "": none; at most AUDIT_MAX_SEALED bytes
+ * @return as guests_create(); TH_ETOOLARGE for a note over AUDIT_MAX_SEALED;
+ *         TH_EIO, TH_ECRYPTO from sealing.
+ */
+int guests_create_sealed(const struct config *cfg, store_txn *t, audit *au, const char *actor,
+                         const char *note, struct guest *out);
+
+/**
  * Look a guest up by user id.
  * @param t        any transaction (borrowed)
  * @param user_id  borrowed

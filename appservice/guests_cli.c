@@ -24,8 +24,11 @@ static void usage(FILE *out)
 	fprintf(out, "Usage: threshold guest COMMAND [OPTIONS]\n"
 	             "\n"
 	             "Commands:\n"
-	             "  create [--json]        make a guest with a random id and pseudonym, and print them\n"
-	             "                         (recorded in the audit log as guest_created)\n"
+	             "  create [--json] [--sealed-note TEXT|-]\n"
+	             "                         make a guest with a random id and pseudonym, and print them\n"
+	             "                         (recorded in the audit log as guest_created); TEXT (or\n"
+	             "                         stdin, for -), e.g. an emergency contact, is sealed on that\n"
+	             "                         record: only a lead's recorded `!audit reveal` shows it\n"
 	             "  list [--json]          show every guest, oldest first\n"
 	             "  show ID_OR_PSEUDONYM [--json]\n"
 	             "                         show one guest, by user id (@guest_...:server), by\n"
@@ -92,15 +95,20 @@ static void print_guest(const struct guest *g, int as_json)
 	       c.state);
 }
 
-/* Only --json is an option; the other arguments are returned in order. */
-static int parse_args(const char *cmd, int argc, char **argv, int *as_json, char ***rest, int *nrest)
+/* --json, and for create --sealed-note TEXT; the other arguments are
+ * returned in order.  @p note: borrowed from argv, or NULL. */
+static int parse_args(const char *cmd, int argc, char **argv, int *as_json, const char **note, char ***rest,
+                      int *nrest)
 {
 	*as_json = 0;
+	*note = NULL;
 	*nrest = 0;
 	*rest = xcalloc((size_t)argc + 1, sizeof(char *));
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--json")) {
 			*as_json = 1;
+		} else if (!strcmp(cmd, "create") && !strcmp(argv[i], "--sealed-note") && i + 1 < argc) {
+			*note = argv[++i];
 		} else if (argv[i][0] == '-' && argv[i][1]) {
 			fprintf(stderr,
 			        "threshold: guest %s: unknown option '%s' (try `threshold guest help`)\n",
@@ -126,8 +134,37 @@ static int open_store(const struct config *cfg, store **st)
 
 /* ---- create ------------------------------------------------------------ */
 
-static int cmd_create(const struct config *cfg, int as_json)
+/* The note to seal: @p arg, or stdin for "-" (kept out of shell history
+ * and the process list).  @return a new string, or NULL after a message. */
+static char *read_note(const char *arg)
 {
+	if (strcmp(arg, "-") != 0) {
+		if (strlen(arg) > AUDIT_MAX_SEALED) {
+			fprintf(stderr, "threshold: guest create: the sealed note is over %d bytes\n",
+			        AUDIT_MAX_SEALED);
+			return NULL;
+		}
+		return xstrdup(arg);
+	}
+	char *buf = xmalloc(AUDIT_MAX_SEALED + 2);
+	size_t n = fread(buf, 1, AUDIT_MAX_SEALED + 1, stdin);
+	if (ferror(stdin) || n > AUDIT_MAX_SEALED) {
+		fprintf(stderr, "threshold: guest create: cannot read the sealed note from stdin%s\n",
+		        n > AUDIT_MAX_SEALED ? " (over the size limit)" : "");
+		free(buf);
+		return NULL;
+	}
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+		n--;
+	buf[n] = '\0';
+	return buf;
+}
+
+static int cmd_create(const struct config *cfg, int as_json, const char *note_arg)
+{
+	char *note = NULL;
+	if (note_arg && !(note = read_note(note_arg)))
+		return GUESTS_EXIT_USAGE;
 	store *st;
 	audit *au = NULL;
 	store_txn *t = NULL;
@@ -136,6 +173,7 @@ static int cmd_create(const struct config *cfg, int as_json)
 	int code = GUESTS_EXIT_FAIL;
 	if (open_store(cfg, &st)) {
 		free(actor);
+		free(note);
 		return GUESTS_EXIT_FAIL;
 	}
 	int rc = audit_open_config(st, cfg, &au);
@@ -146,7 +184,7 @@ static int cmd_create(const struct config *cfg, int as_json)
 	}
 	rc = store_txn_begin(st, 1, &t);
 	if (!rc)
-		rc = guests_create(cfg, t, au, actor, &g);
+		rc = guests_create_sealed(cfg, t, au, actor, note, &g);
 	if (rc) {
 		store_txn_abort(t);
 	} else {
@@ -161,6 +199,8 @@ static int cmd_create(const struct config *cfg, int as_json)
 		goto out;
 	}
 	print_guest(&g, as_json);
+	if (note && *note)
+		fprintf(stderr, "Sealed the note on the guest's guest_created audit record.\n");
 	/* The daemon's outbox worker wakes for its own commits, not for ours; it
 	 * looks at the queue every second when idle, and at every start. */
 	fprintf(stderr, "Queued the guest's registration and display name on the homeserver; a running\n"
@@ -170,6 +210,10 @@ out:
 	audit_close(au);
 	store_close(st);
 	free(actor);
+	if (note) {
+		explicit_bzero(note, strlen(note));
+		free(note);
+	}
 	return code;
 }
 
@@ -341,15 +385,16 @@ int guests_cli_main(const struct config *cfg, int argc, char **argv)
 		return GUESTS_EXIT_USAGE;
 	}
 	int as_json, nrest;
+	const char *note;
 	char **rest;
-	if (parse_args(cmd, argc, argv, &as_json, &rest, &nrest))
+	if (parse_args(cmd, argc, argv, &as_json, &note, &rest, &nrest))
 		return GUESTS_EXIT_USAGE;
 	int code;
 	if (strcmp(cmd, "show") && nrest > 0) {
 		fprintf(stderr, "threshold: guest %s: unexpected argument '%s'\n", cmd, rest[0]);
 		code = GUESTS_EXIT_USAGE;
 	} else if (!strcmp(cmd, "create")) {
-		code = cmd_create(cfg, as_json);
+		code = cmd_create(cfg, as_json, note);
 	} else if (!strcmp(cmd, "list")) {
 		code = cmd_list(cfg, as_json);
 	} else {

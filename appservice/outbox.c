@@ -12,6 +12,7 @@
  * STORE_META "outbox_txn_prefix" is random per store, so a wiped store does
  * not collide with the ids an older one used.
  */
+#define _GNU_SOURCE /* fopencookie */
 #include "outbox.h"
 
 #include <errno.h>
@@ -22,6 +23,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "audit.h"
 #include "config.h"
 #include "cs.h"
 #include "log.h"
@@ -61,6 +63,10 @@ struct request {
 };
 
 typedef void (*build_fn)(const outbox *ob, uint64_t seq, const json_t *a, struct request *req);
+/* Instead of build: an op that does more than one request's work itself.
+ * Returns as cs_request (TH_OK with @p r filled, whatever the status); the
+ * done fn sees r->body. */
+typedef int (*run_fn)(outbox *ob, uint64_t seq, const json_t *a, struct cs_response *r);
 /* After success, in the write txn that removes the action: what follows from
  * the homeserver's answer @p resp (borrowed, may be NULL). */
 typedef int (*done_fn)(store_txn *t, const json_t *a, const json_t *resp);
@@ -220,6 +226,168 @@ static int done_create_room(store_txn *t, const json_t *a, const json_t *resp)
 	return rc;
 }
 
+/* ---- audit_export ------------------------------------------------------ */
+
+/* The export is held in memory to upload it, so it is capped. */
+#define EXPORT_MAX_BYTES (50u * 1024 * 1024)
+#define EXPORT_MIMETYPE  "application/x-ndjson"
+
+/* A memory FILE that refuses to grow past EXPORT_MAX_BYTES (a write past it
+ * fails, so audit_export stops with TH_EIO and too_large says why). */
+struct capbuf {
+	char *buf;
+	size_t len, cap;
+	int too_large;
+};
+
+static ssize_t capbuf_write(void *cookie, const char *data, size_t n)
+{
+	struct capbuf *b = cookie;
+	if (n > EXPORT_MAX_BYTES - b->len) {
+		b->too_large = 1;
+		return -1;
+	}
+	if (b->len + n > b->cap) {
+		size_t cap = b->cap ? b->cap : 65536;
+		while (cap < b->len + n)
+			cap *= 2;
+		b->buf = xrealloc(b->buf, cap);
+		b->cap = cap;
+	}
+	memcpy(b->buf + b->len, data, n);
+	b->len += n;
+	return (ssize_t)n;
+}
+
+/* An answer made here rather than by the homeserver: the lead is told why
+ * there is no file (done_audit_export sends it), and the action ends. */
+static int export_refused(struct cs_response *r, const char *why)
+{
+	memset(r, 0, sizeof(*r));
+	r->status = 200;
+	r->body = json_pack("{s:s}", "refused", why);
+	return TH_OK;
+}
+
+/*
+ * Export the log up to its newest checkpoint (events.c signs one in the
+ * commit that queued this action, so the export includes its own
+ * audit_exported record), and upload it.  A retry exports and uploads
+ * again: a second copy in the media store is harmless, and the m.file that
+ * points at the file is sent once, by its own send action (stable txnId).
+ */
+static int run_audit_export(outbox *ob, uint64_t seq, const json_t *a, struct cs_response *r)
+{
+	(void)seq;
+	char key[AUDIT_PUBKEY_LEN + 1];
+	int rc = audit_key_pubkey(ob->cfg->audit_key_path, key);
+	if (rc) {
+		LOG(LOG_ERROR, "outbox: audit export: cannot read the signing key: %s", th_strerror(rc));
+		return export_refused(r, "the audit log's signing key could not be read");
+	}
+	struct audit_filter f;
+	audit_filter_init(&f);
+	json_int_t since = json_integer_value(json_object_get(a, "since_ms"));
+	f.since_ms = since > 0 ? (uint64_t)since : 0;
+
+	struct capbuf b = {0};
+	cookie_io_functions_t io = {.write = capbuf_write};
+	FILE *out = fopencookie(&b, "w", io);
+	if (!out) {
+		LOG(LOG_ERROR, "outbox: audit export: cannot open a memory stream");
+		return TH_EIO;
+	}
+	store_txn *t = NULL;
+	uint64_t head = 0;
+	size_t n = 0;
+	rc = store_txn_begin(ob->st, 0, &t);
+	if (!rc)
+		rc = audit_last_checkpoint(t, &head);
+	if (!rc && head == 0)
+		rc = TH_ENOTFOUND;
+	if (!rc)
+		rc = audit_export(t, &f, key, head, out, &n);
+	store_txn_abort(t);
+	if (fclose(out) != 0 && !rc)
+		rc = TH_EIO;
+	if (b.too_large) {
+		free(b.buf);
+		LOG(LOG_WARN, "outbox: audit export refused: over %u MiB", EXPORT_MAX_BYTES >> 20);
+		char why[128];
+		snprintf(why, sizeof(why), "the export would be over %u MiB; ask for less with --since",
+		         EXPORT_MAX_BYTES >> 20);
+		return export_refused(r, why);
+	}
+	if (rc) {
+		free(b.buf);
+		LOG(LOG_ERROR, "outbox: audit export: %s", th_strerror(rc));
+		return export_refused(r, rc == TH_ENOTFOUND ? "the audit log has no signed checkpoint yet"
+		                                            : "the audit log could not be read; an admin "
+		                                              "should run `threshold audit verify`");
+	}
+
+	char name[64];
+	time_t now = (time_t)(th_now_ms() / 1000);
+	struct tm tm;
+	gmtime_r(&now, &tm);
+	strftime(name, sizeof(name), "threshold-audit-%Y-%m-%d.jsonl", &tm);
+	rc = cs_upload(ob->cs, field(a, "user_id"), EXPORT_MIMETYPE, name, b.buf, b.len, r);
+	free(b.buf);
+	if (rc == TH_OK && r->status / 100 == 2) {
+		if (!json_string_value(json_object_get(r->body, "content_uri"))) {
+			/* A 2xx without the uri: nothing to point at; a permanent fault. */
+			cs_response_clear(r);
+			return export_refused(r, "the homeserver did not say where it stored the file");
+		}
+		json_object_set_new(r->body, "filename", json_string(name));
+		json_object_set_new(r->body, "size", json_integer((json_int_t)b.len));
+		json_object_set_new(r->body, "records", json_integer((json_int_t)n));
+	} else if (rc == TH_OK && r->status >= 400 && r->status < 500 && r->status != 408 && r->status != 429) {
+		/* Refused for good (413 M_TOO_LARGE: over the homeserver's
+		 * max_upload_size; 403): tell the lead instead of dropping silently. */
+		char why[128];
+		snprintf(why, sizeof(why), "the homeserver refused the upload (HTTP %ld%s%.40s)", r->status,
+		         r->errcode ? " " : "", r->errcode ? r->errcode : "");
+		for (char *p = why; *p; p++) {
+			if (*p < 0x20 || *p == 0x7f)
+				*p = '?';
+		}
+		cs_response_clear(r);
+		return export_refused(r, why);
+	}
+	return rc;
+}
+
+/* The file is uploaded: send it to the room, in reply to the lead (or say
+ * why there is none). */
+static int done_audit_export(store_txn *t, const json_t *a, const json_t *resp)
+{
+	const char *refused = json_string_value(json_object_get(resp, "refused"));
+	const char *uri = json_string_value(json_object_get(resp, "content_uri"));
+	json_t *content;
+	if (refused || !uri) {
+		char *body = xasprintf("No audit export: %s.", refused ? refused : "the upload failed");
+		content = json_pack("{s:s, s:s}", "msgtype", "m.notice", "body", body);
+		free(body);
+	} else {
+		/* spec: CS API, m.file: body (the file name), url, info.size, info.mimetype */
+		content = json_pack("{s:s, s:s, s:s, s:s, s:{s:O, s:s}}", "msgtype", "m.file", "body",
+		                    json_string_value(json_object_get(resp, "filename")), "filename",
+		                    json_string_value(json_object_get(resp, "filename")), "url", uri, "info",
+		                    "size", json_object_get(resp, "size"), "mimetype", EXPORT_MIMETYPE);
+	}
+	if (!content)
+		return TH_EINVAL;
+	json_object_set_new(content, "m.relates_to",
+	                    json_pack("{s:{s:s}}", "m.in_reply_to", "event_id", field(a, "reply_to")));
+	json_t *send =
+	        json_pack("{s:s, s:s, s:s, s:s, s:o}", "op", "send", "room_id", field(a, "room_id"),
+	                  "user_id", field(a, "user_id"), "type", "m.room.message", "content", content);
+	int rc = outbox_push(t, send);
+	json_decref(send);
+	return rc;
+}
+
 /* The known ops: required non-empty string fields, then how to run them. */
 static const struct op {
 	const char *name;
@@ -227,16 +395,18 @@ static const struct op {
 	int needs_content; /* "content" must be an object */
 	build_fn build;
 	done_fn done; /* NULL: nothing follows */
+	run_fn run;   /* instead of build, when given */
 } ops[] = {
-        {"join", {"room_id", "user_id"}, 0, build_join, NULL},
-        {"leave", {"room_id", "user_id"}, 0, build_leave, NULL},
-        {"send", {"room_id", "user_id", "type"}, 1, build_send, NULL},
-        {"register", {"localpart"}, 0, build_register, NULL},
-        {"displayname", {"user_id", "displayname"}, 0, build_displayname, NULL},
-        {"invite", {"room_id", "user_id", "target"}, 0, build_invite, NULL},
-        {"kick", {"room_id", "user_id", "target"}, 0, build_kick, NULL},
-        {"state", {"room_id", "user_id", "type"}, 1, build_state, NULL},
-        {"create_room", {"user_id", "kind"}, 1, build_create_room, done_create_room},
+        {"join", {"room_id", "user_id"}, 0, build_join, NULL, NULL},
+        {"leave", {"room_id", "user_id"}, 0, build_leave, NULL, NULL},
+        {"send", {"room_id", "user_id", "type"}, 1, build_send, NULL, NULL},
+        {"register", {"localpart"}, 0, build_register, NULL, NULL},
+        {"displayname", {"user_id", "displayname"}, 0, build_displayname, NULL, NULL},
+        {"invite", {"room_id", "user_id", "target"}, 0, build_invite, NULL, NULL},
+        {"kick", {"room_id", "user_id", "target"}, 0, build_kick, NULL, NULL},
+        {"state", {"room_id", "user_id", "type"}, 1, build_state, NULL, NULL},
+        {"create_room", {"user_id", "kind"}, 1, build_create_room, done_create_room, NULL},
+        {"audit_export", {"room_id", "user_id", "reply_to"}, 0, NULL, done_audit_export, run_audit_export},
 };
 
 /* @return the op @p action names if it is well formed, else NULL. */
@@ -367,9 +537,14 @@ static enum outbox_result execute(outbox *ob, uint64_t seq, const char *val, siz
 		return OUTBOX_DROP;
 	}
 	struct request req = {0};
-	op->build(ob, seq, a, &req);
 	struct cs_response r = {0};
-	int rc = cs_request(ob->cs, req.method, req.path, req.user_id, req.body, &r);
+	int rc;
+	if (op->run) {
+		rc = op->run(ob, seq, a, &r);
+	} else {
+		op->build(ob, seq, a, &req);
+		rc = cs_request(ob->cs, req.method, req.path, req.user_id, req.body, &r);
+	}
 	enum outbox_result res = classify(rc, &r, req.done_errcode);
 	char why[96]; /* "HTTP 403 M_FORBIDDEN" or "timed out": never a body */
 	if (rc)

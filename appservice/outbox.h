@@ -31,6 +31,14 @@
  *       "reply" is given a notice "S <new room id>" answers event E in R, in
  *       the same commit that removes the action.  Not idempotent: a crash
  *       between the homeserver's answer and that commit makes a second room.
+ *   {"op":"audit_export", "room_id":R, "user_id":U, "reply_to":E[, "since_ms":N]}
+ *       Export the audit log (records from N on, up to its newest signed
+ *       checkpoint) as JSON Lines, upload it to the media store as U, and in
+ *       the commit that removes the action queue a send of an m.file in
+ *       reply to event E in R (or, when there is no file, a notice saying
+ *       why: over 50 MiB, no checkpoint, a log that cannot be read).  A
+ *       retry uploads again; the extra copy is harmless and the m.file is
+ *       sent once.  The file stays in the homeserver's media store.
  */
 #ifndef THRESHOLD_OUTBOX_H
 #define THRESHOLD_OUTBOX_H

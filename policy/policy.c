@@ -7,11 +7,13 @@
 #include <stddef.h>
 #include <string.h>
 
-#define ROLE(r)   (1u << (r))
-#define ANY       0u /* in a mask: matches everything */
-#define STAFFISH  (ROLE(POL_ROLE_STAFF) | ROLE(POL_ROLE_LEAD))
-#define STRANGERS (ROLE(POL_ROLE_LOCAL) | ROLE(POL_ROLE_REMOTE))
-#define ROOM(r)   (1u << (r))
+#define ROLE(r)       (1u << (r))
+#define ANY           0u /* in a mask: matches everything */
+#define STAFFISH      (ROLE(POL_ROLE_STAFF) | ROLE(POL_ROLE_LEAD))
+#define STRANGERS     (ROLE(POL_ROLE_LOCAL) | ROLE(POL_ROLE_REMOTE))
+#define ROOM(r)       (1u << (r))
+#define CMD(c)        (1u << (c))
+#define GROUP_IN_ROOM (CMD(POL_CMD_GROUP_ADD) | CMD(POL_CMD_GROUP_REMOVE) | CMD(POL_CMD_GROUP_LIST))
 /* Rooms a guest does not belong in: the safeguarding room is not managed. */
 #define NOT_MANAGED (ROOM(POL_ROOM_UNMANAGED) | ROOM(POL_ROOM_SAFEGUARDING))
 
@@ -28,6 +30,7 @@ struct rule {
 	enum pol_note note;
 	enum pol_record record;
 	int alert;
+	unsigned command; /* CMD() bits, or ANY */
 };
 
 /* Read top to bottom; the first match decides.  Each row is one sentence of
@@ -35,35 +38,59 @@ struct rule {
 static const struct rule rules[] = {
         /* The bot goes where staff ask it to, nowhere else. */
         {POL_EV_INVITE, STAFFISH, ROLE(POL_ROLE_BOT), ANY, 0, POL_R_BOT_INVITE_ACCEPTED, POL_ACT_JOIN, 0,
-         POL_NOTE_NONE, POL_REC_NONE, 0},
+         POL_NOTE_NONE, POL_REC_NONE, 0, ANY},
         {POL_EV_INVITE, ANY, ROLE(POL_ROLE_BOT), ANY, 0, POL_R_BOT_INVITE_REFUSED, POL_ACT_LEAVE, 0,
-         POL_NOTE_NONE, POL_REC_CONTACT_BLOCKED, 0},
+         POL_NOTE_NONE, POL_REC_CONTACT_BLOCKED, 0, ANY},
 
         /* A guest can be reached only where the charity put them in touch. */
         {POL_EV_INVITE, STAFFISH | ROLE(POL_ROLE_BOT), ROLE(POL_ROLE_GUEST), ROOM(POL_ROOM_MANAGED), 0,
-         POL_R_GUEST_INVITE_ACCEPTED, POL_ACT_JOIN, 0, POL_NOTE_NONE, POL_REC_NONE, 0},
-        {POL_EV_INVITE, STAFFISH, ROLE(POL_ROLE_GUEST), NOT_MANAGED, 0,
-         POL_R_GUEST_INVITE_UNMANAGED, POL_ACT_LEAVE, 0, POL_NOTE_ADD_GUEST_PROPERLY, POL_REC_CONTACT_BLOCKED,
-         0},
+         POL_R_GUEST_INVITE_ACCEPTED, POL_ACT_JOIN, 0, POL_NOTE_NONE, POL_REC_NONE, 0, ANY},
+        {POL_EV_INVITE, STAFFISH, ROLE(POL_ROLE_GUEST), NOT_MANAGED, 0, POL_R_GUEST_INVITE_UNMANAGED,
+         POL_ACT_LEAVE, 0, POL_NOTE_ADD_GUEST_PROPERLY, POL_REC_CONTACT_BLOCKED, 0, ANY},
         {POL_EV_INVITE, ANY, ROLE(POL_ROLE_GUEST), ANY, 0, POL_R_GUEST_CONTACT_BLOCKED, POL_ACT_LEAVE, 0,
-         POL_NOTE_NONE, POL_REC_CONTACT_BLOCKED, 1},
-        {POL_EV_JOIN, ANY, ROLE(POL_ROLE_GUEST), NOT_MANAGED, 0, POL_R_GUEST_LEFT_UNMANAGED,
-         POL_ACT_LEAVE, 0, POL_NOTE_NONE, POL_REC_MEMBERSHIP_ENFORCED, 1},
+         POL_NOTE_NONE, POL_REC_CONTACT_BLOCKED, 1, ANY},
+        {POL_EV_JOIN, ANY, ROLE(POL_ROLE_GUEST), NOT_MANAGED, 0, POL_R_GUEST_LEFT_UNMANAGED, POL_ACT_LEAVE, 0,
+         POL_NOTE_NONE, POL_REC_MEMBERSHIP_ENFORCED, 1, ANY},
+
+        /* A managed room holds staff and the guests they added; nobody else.
+         * (Rule order: guests' own memberships are decided above.) */
+        {POL_EV_JOIN, STRANGERS, STRANGERS, ROOM(POL_ROOM_MANAGED), 0, POL_R_STRANGER_REMOVED, POL_ACT_KICK,
+         0, POL_NOTE_NOT_IN_MANAGED, POL_REC_MEMBERSHIP_ENFORCED, 1, ANY},
+        {POL_EV_INVITE, ANY, STRANGERS, ROOM(POL_ROOM_MANAGED), 0, POL_R_STRANGER_INVITE_WITHDRAWN,
+         POL_ACT_KICK, 0, POL_NOTE_NOT_IN_MANAGED, POL_REC_MEMBERSHIP_ENFORCED, 0, ANY},
+        {POL_EV_STATE_EXPOSED, ANY, ANY, ROOM(POL_ROOM_MANAGED), 0, POL_R_STATE_REVERTED,
+         POL_ACT_REVERT_STATE, 0, POL_NOTE_NONE, POL_REC_STATE_REVERTED, 1, ANY},
 
         /* Commands are answered only where the bot is, and only to staff. */
-        {POL_EV_COMMAND, ANY, ANY, ANY, -1, POL_R_COMMAND_IGNORED, 0, 0, POL_NOTE_NONE, POL_REC_NONE, 0},
+        {POL_EV_COMMAND, ANY, ANY, ANY, -1, POL_R_COMMAND_IGNORED, 0, 0, POL_NOTE_NONE, POL_REC_NONE, 0, ANY},
+        {POL_EV_COMMAND, STAFFISH, ANY, ROOM(POL_ROOM_MANAGED), 1, POL_R_GROUP_COMMAND, POL_ACT_GROUP, 0,
+         POL_NOTE_NONE, POL_REC_NONE, 0, GROUP_IN_ROOM},
+        {POL_EV_COMMAND, STAFFISH, ANY, ANY, 1, POL_R_GROUP_COMMAND_WRONG_ROOM, POL_ACT_REPLY, 0,
+         POL_NOTE_USE_IN_GROUP_ROOM, POL_REC_NONE, 0, GROUP_IN_ROOM},
+        {POL_EV_COMMAND, STAFFISH, ANY, ROOM(POL_ROOM_UNMANAGED) | ROOM(POL_ROOM_MANAGED), 1,
+         POL_R_GROUP_COMMAND, POL_ACT_GROUP, 0, POL_NOTE_NONE, POL_REC_NONE, 0, CMD(POL_CMD_GROUP_CREATE)},
         {POL_EV_COMMAND, STAFFISH, ANY, ANY, 1, POL_R_COMMAND_ANSWERED, POL_ACT_REPLY, 0, POL_NOTE_NONE,
-         POL_REC_NONE, 0},
+         POL_REC_NONE, 0, ANY},
         {POL_EV_COMMAND, STRANGERS, ANY, ANY, 1, POL_R_COMMAND_REFUSED, POL_ACT_REPLY, 1, POL_NOTE_NONE,
-         POL_REC_NONE, 0},
+         POL_REC_NONE, 0, ANY},
 
         /* The audit log answers only leads, only in the safeguarding room, and
          * every answer is itself recorded.  Anyone else gets nothing at all:
          * not even a refusal that says the command exists. */
         {POL_EV_AUDIT_COMMAND, ROLE(POL_ROLE_LEAD), ANY, ROOM(POL_ROOM_SAFEGUARDING), 1,
-         POL_R_AUDIT_QUERY_ANSWERED, POL_ACT_AUDIT_ANSWER, 0, POL_NOTE_NONE, POL_REC_AUDIT_VIEWED, 0},
+         POL_R_AUDIT_QUERY_ANSWERED, POL_ACT_AUDIT_ANSWER, 0, POL_NOTE_NONE, POL_REC_AUDIT_VIEWED, 0, ANY},
         {POL_EV_AUDIT_COMMAND, ANY, ANY, ANY, 0, POL_R_AUDIT_QUERY_IGNORED, 0, 0, POL_NOTE_NONE, POL_REC_NONE,
-         0},
+         0, ANY},
+        /* So do a copy of the log and breaking the glass on a guest's sealed
+         * detail: a lead, in the safeguarding room, on the record. */
+        {POL_EV_AUDIT_EXPORT, ROLE(POL_ROLE_LEAD), ANY, ROOM(POL_ROOM_SAFEGUARDING), 1,
+         POL_R_AUDIT_EXPORT_QUEUED, POL_ACT_AUDIT_EXPORT, 0, POL_NOTE_NONE, POL_REC_AUDIT_EXPORTED, 0, ANY},
+        {POL_EV_AUDIT_EXPORT, ANY, ANY, ANY, 0, POL_R_AUDIT_QUERY_IGNORED, 0, 0, POL_NOTE_NONE, POL_REC_NONE,
+         0, ANY},
+        {POL_EV_AUDIT_REVEAL, ROLE(POL_ROLE_LEAD), ANY, ROOM(POL_ROOM_SAFEGUARDING), 1,
+         POL_R_IDENTITY_REVEALED, POL_ACT_AUDIT_ANSWER, 0, POL_NOTE_NONE, POL_REC_IDENTITY_REVEALED, 0, ANY},
+        {POL_EV_AUDIT_REVEAL, ANY, ANY, ANY, 0, POL_R_AUDIT_QUERY_IGNORED, 0, 0, POL_NOTE_NONE, POL_REC_NONE,
+         0, ANY},
 };
 
 static int has(unsigned mask, unsigned bit)
@@ -78,7 +105,7 @@ void pol_decide(const struct pol_facts *f, struct pol_decision *out)
 	for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++) {
 		const struct rule *r = &rules[i];
 		if (r->event != f->event || !has(r->sender, f->sender) || !has(r->target, f->target) ||
-		    !has(r->room, f->room))
+		    !has(r->room, f->room) || !has(r->command, f->command))
 			continue;
 		if ((r->bot_joined == 1 && !f->bot_joined) || (r->bot_joined == -1 && f->bot_joined))
 			continue;
@@ -90,7 +117,8 @@ void pol_decide(const struct pol_facts *f, struct pol_decision *out)
 			a->kind = r->action;
 			a->refusal = r->refusal;
 			a->note = r->note;
-			a->reply = r->action == POL_ACT_REPLY ? f->command : POL_CMD_NONE;
+			a->reply = r->action == POL_ACT_REPLY || r->action == POL_ACT_GROUP ? f->command
+			                                                                    : POL_CMD_NONE;
 		}
 		return;
 	}
@@ -119,6 +147,13 @@ static const char *const reason_names[POL_R_COUNT] = {
         [POL_R_COMMAND_IGNORED] = "command_ignored",
         [POL_R_AUDIT_QUERY_ANSWERED] = "audit_query_answered",
         [POL_R_AUDIT_QUERY_IGNORED] = "audit_query_ignored",
+        [POL_R_AUDIT_EXPORT_QUEUED] = "audit_export_queued",
+        [POL_R_IDENTITY_REVEALED] = "identity_revealed",
+        [POL_R_GROUP_COMMAND] = "group_command",
+        [POL_R_GROUP_COMMAND_WRONG_ROOM] = "group_command_wrong_room",
+        [POL_R_STRANGER_REMOVED] = "stranger_removed",
+        [POL_R_STRANGER_INVITE_WITHDRAWN] = "stranger_invite_withdrawn",
+        [POL_R_STATE_REVERTED] = "state_reverted",
 };
 
 static const char *const role_names[POL_ROLE_COUNT] = {
@@ -128,9 +163,16 @@ static const char *const role_names[POL_ROLE_COUNT] = {
 };
 
 static const char *const event_names[POL_EV_COUNT] = {
-        [POL_EV_OTHER] = "other", [POL_EV_INVITE] = "invite",   [POL_EV_JOIN] = "join",
-        [POL_EV_LEAVE] = "leave", [POL_EV_MESSAGE] = "message", [POL_EV_COMMAND] = "command",
+        [POL_EV_OTHER] = "other",
+        [POL_EV_INVITE] = "invite",
+        [POL_EV_JOIN] = "join",
+        [POL_EV_LEAVE] = "leave",
+        [POL_EV_MESSAGE] = "message",
+        [POL_EV_COMMAND] = "command",
         [POL_EV_AUDIT_COMMAND] = "audit_command",
+        [POL_EV_AUDIT_EXPORT] = "audit_export",
+        [POL_EV_AUDIT_REVEAL] = "audit_reveal",
+        [POL_EV_STATE_EXPOSED] = "state_exposed",
 };
 
 static const char *const room_names[POL_ROOM_COUNT] = {
@@ -140,8 +182,15 @@ static const char *const room_names[POL_ROOM_COUNT] = {
 };
 
 static const char *const command_names[POL_CMD_COUNT] = {
-        [POL_CMD_NONE] = "none",       [POL_CMD_HELP] = "help",       [POL_CMD_PING] = "ping",
-        [POL_CMD_VERSION] = "version", [POL_CMD_UNKNOWN] = "unknown",
+        [POL_CMD_NONE] = "none",
+        [POL_CMD_HELP] = "help",
+        [POL_CMD_PING] = "ping",
+        [POL_CMD_VERSION] = "version",
+        [POL_CMD_UNKNOWN] = "unknown",
+        [POL_CMD_GROUP_CREATE] = "group_create",
+        [POL_CMD_GROUP_ADD] = "group_add",
+        [POL_CMD_GROUP_REMOVE] = "group_remove",
+        [POL_CMD_GROUP_LIST] = "group_list",
 };
 
 static const char *const action_names[POL_ACT_COUNT] = {
@@ -149,6 +198,10 @@ static const char *const action_names[POL_ACT_COUNT] = {
         [POL_ACT_LEAVE] = "leave",
         [POL_ACT_REPLY] = "reply",
         [POL_ACT_AUDIT_ANSWER] = "audit_answer",
+        [POL_ACT_AUDIT_EXPORT] = "audit_export",
+        [POL_ACT_GROUP] = "group",
+        [POL_ACT_KICK] = "kick",
+        [POL_ACT_REVERT_STATE] = "revert_state",
 };
 
 static const char *const record_names[POL_REC_COUNT] = {
@@ -156,11 +209,16 @@ static const char *const record_names[POL_REC_COUNT] = {
         [POL_REC_CONTACT_BLOCKED] = "contact_blocked",
         [POL_REC_MEMBERSHIP_ENFORCED] = "membership_enforced",
         [POL_REC_AUDIT_VIEWED] = "audit_viewed",
+        [POL_REC_AUDIT_EXPORTED] = "audit_exported",
+        [POL_REC_IDENTITY_REVEALED] = "identity_revealed",
+        [POL_REC_STATE_REVERTED] = "state_reverted",
 };
 
 static const char *const note_names[POL_NOTE_COUNT] = {
         [POL_NOTE_NONE] = "none",
         [POL_NOTE_ADD_GUEST_PROPERLY] = "add_guest_properly",
+        [POL_NOTE_USE_IN_GROUP_ROOM] = "use_in_group_room",
+        [POL_NOTE_NOT_IN_MANAGED] = "not_in_managed",
 };
 
 #define NAME_OF(table, i) ((unsigned)(i) < sizeof(table) / sizeof(table[0]) ? table[i] : NULL)

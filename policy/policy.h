@@ -30,6 +30,9 @@ enum pol_event {
 	POL_EV_MESSAGE,       /* m.room.message that is not a command */
 	POL_EV_COMMAND,       /* m.room.message whose body is "!threshold ..." */
 	POL_EV_AUDIT_COMMAND, /* m.room.message whose body is "!audit ..." (a lead's question) */
+	POL_EV_AUDIT_EXPORT,  /* "!audit export [--since ...]": the log as a signed file */
+	POL_EV_AUDIT_REVEAL,  /* "!audit reveal WHO REASON": break glass on a guest's sealed detail */
+	POL_EV_STATE_EXPOSED, /* a state event that would expose the room (public join rule, open history) */
 	POL_EV_COUNT
 };
 
@@ -48,6 +51,10 @@ enum pol_command {
 	POL_CMD_PING,
 	POL_CMD_VERSION,
 	POL_CMD_UNKNOWN,
+	POL_CMD_GROUP_CREATE, /* "!threshold group create NAME": a new moderated group room */
+	POL_CMD_GROUP_ADD,    /* "!threshold group add PSEUDONYM": a guest into this group room */
+	POL_CMD_GROUP_REMOVE, /* "!threshold group remove PSEUDONYM" */
+	POL_CMD_GROUP_LIST,   /* "!threshold group list": the guests of this room */
 	POL_CMD_COUNT
 };
 
@@ -65,6 +72,10 @@ enum pol_action_kind {
 	POL_ACT_LEAVE,        /* the target leaves the room / rejects the invite */
 	POL_ACT_REPLY,        /* the bot answers the command with a notice */
 	POL_ACT_AUDIT_ANSWER, /* the bot answers a lead's audit question from the log */
+	POL_ACT_AUDIT_EXPORT, /* the bot sends the room an export of the log (outbox: audit_export) */
+	POL_ACT_GROUP,        /* the bot carries out a staff group command */
+	POL_ACT_KICK,         /* the bot removes the target (or withdraws their invite) */
+	POL_ACT_REVERT_STATE, /* the bot puts the room's setting back to its safe value */
 	POL_ACT_COUNT
 };
 
@@ -72,23 +83,32 @@ enum pol_action_kind {
 enum pol_note {
 	POL_NOTE_NONE = 0,
 	POL_NOTE_ADD_GUEST_PROPERLY, /* how staff add a guest to a conversation */
+	POL_NOTE_USE_IN_GROUP_ROOM,  /* a group command that only works in a group room */
+	POL_NOTE_NOT_IN_MANAGED,     /* why someone was removed from a managed room */
 	POL_NOTE_COUNT
 };
 
 /* Reason codes: stable names, written into logs and audit records. */
 enum pol_reason {
-	POL_R_NO_RULE = 0,            /* nothing to do */
-	POL_R_BOT_INVITE_ACCEPTED,    /* staff invited the bot */
-	POL_R_BOT_INVITE_REFUSED,     /* someone else invited the bot */
-	POL_R_GUEST_INVITE_ACCEPTED,  /* staff (or the bot) added a guest to a managed room */
-	POL_R_GUEST_INVITE_UNMANAGED, /* staff invited a guest into a room Threshold does not manage */
-	POL_R_GUEST_CONTACT_BLOCKED,  /* a stranger or another guest tried to reach a guest */
-	POL_R_GUEST_LEFT_UNMANAGED,   /* a guest was found joined to an unmanaged room */
-	POL_R_COMMAND_ANSWERED,       /* staff asked the bot something */
-	POL_R_COMMAND_REFUSED,        /* someone who may not ask the bot did */
-	POL_R_COMMAND_IGNORED,        /* a command where the bot is not joined */
-	POL_R_AUDIT_QUERY_ANSWERED,   /* a lead asked about the audit log in the safeguarding room */
-	POL_R_AUDIT_QUERY_IGNORED,    /* anyone else, or anywhere else: no answer at all */
+	POL_R_NO_RULE = 0,               /* nothing to do */
+	POL_R_BOT_INVITE_ACCEPTED,       /* staff invited the bot */
+	POL_R_BOT_INVITE_REFUSED,        /* someone else invited the bot */
+	POL_R_GUEST_INVITE_ACCEPTED,     /* staff (or the bot) added a guest to a managed room */
+	POL_R_GUEST_INVITE_UNMANAGED,    /* staff invited a guest into a room Threshold does not manage */
+	POL_R_GUEST_CONTACT_BLOCKED,     /* a stranger or another guest tried to reach a guest */
+	POL_R_GUEST_LEFT_UNMANAGED,      /* a guest was found joined to an unmanaged room */
+	POL_R_COMMAND_ANSWERED,          /* staff asked the bot something */
+	POL_R_COMMAND_REFUSED,           /* someone who may not ask the bot did */
+	POL_R_COMMAND_IGNORED,           /* a command where the bot is not joined */
+	POL_R_AUDIT_QUERY_ANSWERED,      /* a lead asked about the audit log in the safeguarding room */
+	POL_R_AUDIT_QUERY_IGNORED,       /* anyone else, or anywhere else: no answer at all */
+	POL_R_AUDIT_EXPORT_QUEUED,       /* a lead asked for an export in the safeguarding room */
+	POL_R_IDENTITY_REVEALED,         /* a lead opened a guest's sealed detail, with a reason */
+	POL_R_GROUP_COMMAND,             /* staff manage a group room through the bot */
+	POL_R_GROUP_COMMAND_WRONG_ROOM,  /* a group command outside a group room */
+	POL_R_STRANGER_REMOVED,          /* a stranger joined a managed room */
+	POL_R_STRANGER_INVITE_WITHDRAWN, /* a stranger was invited into a managed room */
+	POL_R_STATE_REVERTED,            /* a managed room's setting would have exposed its members */
 	POL_R_COUNT
 };
 
@@ -98,6 +118,9 @@ enum pol_record {
 	POL_REC_CONTACT_BLOCKED,     /* someone tried to reach a user Threshold protects */
 	POL_REC_MEMBERSHIP_ENFORCED, /* Threshold undid a membership */
 	POL_REC_AUDIT_VIEWED,        /* someone read the audit log */
+	POL_REC_AUDIT_EXPORTED,      /* someone took a copy of the audit log */
+	POL_REC_IDENTITY_REVEALED,   /* someone opened sealed personal detail */
+	POL_REC_STATE_REVERTED,      /* Threshold undid a change to a room's settings */
 	POL_REC_COUNT
 };
 
@@ -107,7 +130,7 @@ struct pol_action {
 	enum pol_action_kind kind;
 	enum pol_command reply; /* for POL_ACT_REPLY: what to answer */
 	int refusal;            /* for POL_ACT_REPLY: answer with a refusal */
-	enum pol_note note;     /* for POL_ACT_LEAVE: reason text given with it */
+	enum pol_note note;     /* for POL_ACT_LEAVE, _KICK, _REPLY: text given with it */
 };
 
 struct pol_decision {

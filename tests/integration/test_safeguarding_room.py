@@ -3,16 +3,22 @@
 In the safeguarding room a lead's `!audit recent` and `!audit guest <who>`
 are answered from the log, and each answer is itself an audit_viewed record.
 Anyone else, or a lead anywhere else, gets nothing at all: no reply, no
-record.  The tests run in order: the last one checks the audit_viewed records
-of the lead's questions asked by the ones before it.
+record.  The tests run in order: the audit_viewed check comes after the
+lead's questions asked by the ones before it.
+
+Then the two commands that do more than read: `!audit export` posts the
+signed log as a file (checked here with `threshold audit verify --file`), and
+`!audit reveal <who> <reason>` opens a guest's sealed note, each on the
+record (audit_exported, identity_revealed) and each for leads only.
 """
 
+import json
 import uuid
 
 import requests
 
-from helpers import (audit_records, create_guest, ensure_user,  # noqa: F401
-                     safeguarding, wait_membership)
+from helpers import (audit_records, bearer, create_guest, ensure_user,  # noqa: F401
+                     membership, safeguarding, wait_membership)
 from mx import Client, MatrixError, poll, replies_to, run
 
 QUIET_SECONDS = 5  # how long "no reply" is waited for
@@ -185,4 +191,120 @@ def test_only_the_leads_questions_are_recorded(env, safeguarding, threshold):
     for r in chat:
         assert r["actor"] == lead and r["room"] == safeguarding, r
         assert r["reason"] == "audit_query_answered", r
+    assert threshold.run("audit", "verify").returncode == 0
+
+
+# ---- export and break glass ------------------------------------------------
+# These come after the audit_viewed check above: a reveal without a reason is
+# answered with its usage, which is an audit_viewed record like any usage.
+
+NOTE = "Emergency contact: Aunt Jo, 07700 900123"
+REASON = "not seen at the group for two weeks, worried"
+
+
+def join_staff(env, room):
+    """The staff member (not a lead) in the room, whatever ran before."""
+    ensure_user(env, "staff")
+    if membership(env, "lead", room, env.users["staff"][0])[0] == "join":
+        return
+
+    async def add():
+        async with client(env, "lead") as lead:
+            await lead.invite(room, env.users["staff"][0])
+        async with client(env, "staff") as s:
+            await s.nio.join(room)
+
+    run(add())
+
+
+def download(env, mxc):
+    assert mxc.startswith("mxc://"), mxc
+    server, media = mxc[len("mxc://"):].split("/", 1)
+    headers = bearer(_DEVICES["lead"][1])
+    # spec: authenticated media (v1.11); an older Synapse answers only on v3.
+    r = requests.get("%s/_matrix/client/v1/media/download/%s/%s" % (env.hs_url, server, media),
+                     headers=headers, timeout=30)
+    if r.status_code in (404, 405):
+        r = requests.get("%s/_matrix/media/v3/download/%s/%s" % (env.hs_url, server, media),
+                         headers=headers, timeout=30)
+    assert r.status_code == 200, (r.status_code, r.text[:200])
+    return r.content
+
+
+def test_lead_exports_the_log(env, safeguarding, threshold, tmp_path):
+    lead = env.users["lead"][0]
+    replies, _ = ask(env, "lead", safeguarding, "!audit export --since 7d", timeout=60)
+    assert len(replies) == 1, replies
+    content = replies[0]["content"]
+    assert content["msgtype"] == "m.file", content
+    assert content["body"].startswith("threshold-audit-") and content["body"].endswith(".jsonl")
+    assert content["info"]["mimetype"] == "application/x-ndjson", content
+
+    data = download(env, content["url"])
+    assert len(data) == content["info"]["size"]
+    path = tmp_path / content["body"]
+    path.write_bytes(data)
+    r = threshold.run("audit", "verify", "--file", str(path), check=False)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+
+    recs = audit_records(threshold, "audit_exported", actor=lead)
+    assert len(recs) == 1, recs
+    rec = recs[0]
+    assert rec["room"] == safeguarding and rec["reason"] == "audit_export_queued", rec
+    assert rec["details"]["format"] == "jsonl" and rec["details"]["since_ms"] > 0, rec
+    # The export holds the record that says it was taken.
+    lines = [json.loads(ln) for ln in data.splitlines() if ln.strip()]
+    assert lines[0]["format"] == "threshold-audit-export/v1", lines[0]
+    assert any(ln.get("seq") == rec["seq"] and ln.get("kind") == "audit_exported" for ln in lines)
+
+
+def test_staff_who_is_not_a_lead_gets_no_export(env, safeguarding, threshold):
+    join_staff(env, safeguarding)
+    cmd = ask_expecting_silence(env, "staff", safeguarding, "!audit export")
+    _, seen = ask(env, "lead", safeguarding, "!audit recent")
+    assert seen.get(cmd) is None, seen.get(cmd)
+    assert audit_records(threshold, "audit_exported", actor=env.users["staff"][0]) == []
+
+
+def test_lead_reveals_a_sealed_note(env, safeguarding, threshold):
+    lead = env.users["lead"][0]
+    guest = json.loads(threshold.run("guest", "create", "--json", "--sealed-note", NOTE).stdout)
+    # Nothing but a reveal shows it.
+    replies, _ = ask(env, "lead", safeguarding, "!audit guest " + guest["user_id"])
+    assert NOTE not in replies[0]["content"]["body"]
+
+    replies, _ = ask(env, "lead", safeguarding,
+                     "!audit reveal %s %s" % (guest["pseudonym"], REASON))
+    body = replies[0]["content"]["body"]
+    lines = body.splitlines()
+    assert lines[0].startswith("RECORDED: "), body
+    assert NOTE in body and "guest_created" in body, body
+    assert lines[-1].startswith("This question is audit record #"), body
+
+    recs = audit_records(threshold, "identity_revealed", subject=guest["user_id"])
+    assert len(recs) == 1, recs
+    assert recs[0]["actor"] == lead and recs[0]["room"] == safeguarding, recs
+    assert recs[0]["details"] == {"reason": REASON}, recs
+    assert recs[0]["reason"] == "identity_revealed", recs
+    assert "#%d." % recs[0]["seq"] in lines[-1], body
+    # The note is sealed in the log, never in plain text.
+    created = audit_records(threshold, "guest_created", subject=guest["user_id"])
+    assert NOTE not in json.dumps(created)
+
+    # No reason: the usage, and nothing revealed or recorded as a reveal.
+    replies, _ = ask(env, "lead", safeguarding, "!audit reveal " + guest["pseudonym"])
+    body = replies[0]["content"]["body"]
+    assert body.startswith("Usage: !audit reveal"), body
+    assert NOTE not in body
+    replies, _ = ask(env, "lead", safeguarding, "!audit reveal %s too short" % guest["pseudonym"])
+    assert replies[0]["content"]["body"].startswith("Usage: !audit reveal")
+    assert len(audit_records(threshold, "identity_revealed", subject=guest["user_id"])) == 1
+
+    # Someone who is not a lead: nothing at all.
+    join_staff(env, safeguarding)
+    cmd = ask_expecting_silence(env, "staff", safeguarding,
+                                "!audit reveal %s %s" % (guest["pseudonym"], REASON))
+    _, seen = ask(env, "lead", safeguarding, "!audit recent")
+    assert seen.get(cmd) is None, seen.get(cmd)
+    assert audit_records(threshold, "identity_revealed", actor=env.users["staff"][0]) == []
     assert threshold.run("audit", "verify").returncode == 0

@@ -74,6 +74,41 @@ static void test_parse(void)
 	CHECK_EQ_INT(audit_query_parse("!audit", &q), 1);
 	CHECK_EQ_INT(q.kind, AUDIT_QUERY_USAGE);
 	CHECK_EQ_INT(audit_query_parse("!audit export --since 7d", &q), 1);
+	CHECK_EQ_INT(q.kind, AUDIT_QUERY_EXPORT);
+	CHECK(audit_query_since_ms(&q, 10 * 86400000ull) == 3 * 86400000ull);
+	CHECK_EQ_INT(audit_query_parse("!audit export", &q), 1);
+	CHECK_EQ_INT(q.kind, AUDIT_QUERY_EXPORT);
+	CHECK(audit_query_since_ms(&q, 10 * 86400000ull) == 0);
+	CHECK_EQ_INT(audit_query_parse("!audit export --since 24h", &q), 1);
+	CHECK(audit_query_since_ms(&q, 2 * 86400000ull) == 86400000ull);
+	CHECK_EQ_INT(audit_query_parse("!audit export --since 1970-01-02", &q), 1);
+	CHECK_EQ_INT(q.kind, AUDIT_QUERY_EXPORT);
+	CHECK(audit_query_since_ms(&q, 5 * 86400000ull) == 86400000ull);
+	CHECK_EQ_INT(audit_query_parse("!audit export --since 1970-01-02T01:00:00Z", &q), 1);
+	CHECK(audit_query_since_ms(&q, 5 * 86400000ull) == 90000000ull);
+	CHECK_EQ_INT(audit_query_parse("!audit export --since soon", &q), 1);
+	CHECK_EQ_INT(q.kind, AUDIT_QUERY_USAGE);
+	CHECK_EQ_INT(q.usage_of, AUDIT_QUERY_EXPORT);
+	CHECK_EQ_INT(audit_query_parse("!audit export --since 7d extra", &q), 1);
+	CHECK_EQ_INT(q.kind, AUDIT_QUERY_USAGE);
+
+	CHECK_EQ_INT(audit_query_parse("!audit reveal Amber Otter worried about her safety", &q), 1);
+	CHECK_EQ_INT(q.kind, AUDIT_QUERY_REVEAL);
+	CHECK_STR(q.arg, "Amber Otter");
+	CHECK_STR(q.reason, "worried about her safety");
+	CHECK_EQ_INT(audit_query_parse("!audit reveal Amber Otter 2 worried about her safety", &q), 1);
+	CHECK_STR(q.arg, "Amber Otter 2");
+	CHECK_EQ_INT(audit_query_parse("!audit reveal \"Amber Otter\" worried about her safety", &q), 1);
+	CHECK_STR(q.arg, "Amber Otter");
+	CHECK_EQ_INT(audit_query_parse("!audit reveal @guest_ab:hs worried about her safety ", &q), 1);
+	CHECK_STR(q.arg, "@guest_ab:hs");
+	CHECK_STR(q.reason, "worried about her safety");
+	CHECK_EQ_INT(audit_query_parse("!audit reveal Amber Otter short", &q), 1);
+	CHECK_EQ_INT(q.kind, AUDIT_QUERY_USAGE);
+	CHECK_EQ_INT(q.usage_of, AUDIT_QUERY_REVEAL);
+	CHECK_EQ_INT(audit_query_parse("!audit reveal Amber Otter", &q), 1);
+	CHECK_EQ_INT(q.kind, AUDIT_QUERY_USAGE);
+	CHECK_EQ_INT(audit_query_parse("!audit reveal", &q), 1);
 	CHECK_EQ_INT(q.kind, AUDIT_QUERY_USAGE);
 	CHECK_EQ_INT(audit_query_parse("!audit guest", &q), 1);
 	CHECK_EQ_INT(q.kind, AUDIT_QUERY_USAGE);
@@ -106,7 +141,7 @@ static void test_recent(void)
 	store_txn *t;
 
 	CHECK_EQ_INT(store_txn_begin(e.st, 0, &t), TH_OK);
-	CHECK_EQ_INT(audit_query_answer(t, &q, &a), TH_OK);
+	CHECK_EQ_INT(audit_query_answer(NULL, t, &q, &a), TH_OK);
 	CHECK_STR(a.text, "The audit log has no records yet.");
 	CHECK_STR(a.subject, "");
 	audit_query_answer_free(&a);
@@ -133,7 +168,7 @@ static void test_recent(void)
 	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
 
 	CHECK_EQ_INT(store_txn_begin(e.st, 0, &t), TH_OK);
-	CHECK_EQ_INT(audit_query_answer(t, &q, &a), TH_OK);
+	CHECK_EQ_INT(audit_query_answer(NULL, t, &q, &a), TH_OK);
 	CHECK(a.text && strncmp(a.text, "The last 10 audit records, oldest first:\n", 41) == 0);
 	CHECK_EQ_INT(count_lines(a.text), 11);
 	CHECK(strstr(a.text, "checkpoint") == NULL);
@@ -151,7 +186,8 @@ static void test_recent(void)
 		snprintf(actor, sizeof(actor), "@actor%d:test.local", i);
 		append(&e, t, AUDIT_CONTACT_BLOCKED, actor, "@guest_x:test.local", NULL);
 	}
-	CHECK_EQ_INT(audit_query_answer(t, &q, &a), TH_OK); /* a write transaction sees its own records */
+	CHECK_EQ_INT(audit_query_answer(NULL, t, &q, &a),
+	             TH_OK); /* a write transaction sees its own records */
 	CHECK(strncmp(a.text, "The last 3 audit records, oldest first:\n#1 ", 43) == 0);
 	const char *one = strstr(a.text, "#1 "), *three = strstr(a.text, "#3 ");
 	CHECK(one && three && one < three);
@@ -183,7 +219,7 @@ static void test_guest(void)
 	snprintf(q.arg, sizeof(q.arg), "%s", g.pseudonym);
 	for (char *p = q.arg; *p; p++) /* found ignoring case */
 		*p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
-	CHECK_EQ_INT(audit_query_answer(t, &q, &a), TH_OK);
+	CHECK_EQ_INT(audit_query_answer(NULL, t, &q, &a), TH_OK);
 	CHECK_STR(a.subject, g.user_id);
 	char *want = xasprintf("Audit records about guest %s (%s): the last 20 of 26, oldest first:\n",
 	                       g.pseudonym, g.user_id);
@@ -196,31 +232,31 @@ static void test_guest(void)
 	audit_query_answer_free(&a);
 
 	snprintf(q.arg, sizeof(q.arg), "%s", other.user_id);
-	CHECK_EQ_INT(audit_query_answer(t, &q, &a), TH_OK);
+	CHECK_EQ_INT(audit_query_answer(NULL, t, &q, &a), TH_OK);
 	CHECK_STR(a.subject, other.user_id);
 	CHECK_EQ_INT(count_lines(a.text), 3); /* guest_created and the one block */
 	CHECK(strstr(a.text, "guest_created actor=cli:test") != NULL);
 	audit_query_answer_free(&a);
 
 	snprintf(q.arg, sizeof(q.arg), "Nobody Here");
-	CHECK_EQ_INT(audit_query_answer(t, &q, &a), TH_OK);
+	CHECK_EQ_INT(audit_query_answer(NULL, t, &q, &a), TH_OK);
 	CHECK_STR(a.text, "No guest called Nobody Here.");
 	CHECK_STR(a.subject, "");
 	audit_query_answer_free(&a);
 
 	snprintf(q.arg, sizeof(q.arg), "%s", e.cfg.bot_user_id); /* not a guest */
-	CHECK_EQ_INT(audit_query_answer(t, &q, &a), TH_OK);
+	CHECK_EQ_INT(audit_query_answer(NULL, t, &q, &a), TH_OK);
 	CHECK(strncmp(a.text, "No guest called ", 16) == 0);
 	audit_query_answer_free(&a);
 
 	q.arg[0] = '\0';
 	q.arg_too_long = 1;
-	CHECK_EQ_INT(audit_query_answer(t, &q, &a), TH_OK);
+	CHECK_EQ_INT(audit_query_answer(NULL, t, &q, &a), TH_OK);
 	CHECK_STR(a.text, "No guest has a name or id that long.");
 	audit_query_answer_free(&a);
 
 	struct audit_query usage = {.kind = AUDIT_QUERY_USAGE};
-	CHECK_EQ_INT(audit_query_answer(t, &usage, &a), TH_OK);
+	CHECK_EQ_INT(audit_query_answer(NULL, t, &usage, &a), TH_OK);
 	CHECK(strstr(a.text, "!audit recent") && strstr(a.text, "!audit guest"));
 	audit_query_answer_free(&a);
 	store_txn_abort(t);
@@ -282,9 +318,74 @@ static void test_size_cap(void)
 		append(&e, t, AUDIT_CONTACT_BLOCKED, actor, subject, NULL);
 	struct audit_query q = {.kind = AUDIT_QUERY_RECENT};
 	struct audit_answer a;
-	CHECK_EQ_INT(audit_query_answer(t, &q, &a), TH_OK);
+	CHECK_EQ_INT(audit_query_answer(NULL, t, &q, &a), TH_OK);
 	CHECK(strlen(a.text) <= AUDIT_QUERY_MAX_TEXT);
 	CHECK_EQ_INT(count_lines(a.text), 11);
+	audit_query_answer_free(&a);
+	store_txn_abort(t);
+	env_free(&e);
+}
+
+/* Break glass: the sealed note comes out only through reveal, with the
+ * warning first; a guest with nothing sealed, and one whose detail was
+ * erased, say so. */
+static void test_reveal(void)
+{
+	struct env e;
+	env_init(&e);
+	store_txn *t;
+	struct guest g, plain;
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(guests_create_sealed(&e.cfg, t, e.au, "cli:test", "mum: 07700 900123", &g), TH_OK);
+	CHECK_EQ_INT(guests_create_sealed(&e.cfg, t, e.au, "cli:test", NULL, &plain), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+
+	struct audit_query q;
+	char body[512];
+	snprintf(body, sizeof(body), "!audit reveal \"%s\" she has not been seen for two days", g.pseudonym);
+	CHECK_EQ_INT(audit_query_parse(body, &q), 1);
+	CHECK_EQ_INT(q.kind, AUDIT_QUERY_REVEAL);
+	struct audit_answer a;
+
+	/* recent and guest never show it. */
+	struct audit_query guest = {.kind = AUDIT_QUERY_GUEST};
+	snprintf(guest.arg, sizeof(guest.arg), "%s", g.user_id);
+	CHECK_EQ_INT(store_txn_begin(e.st, 0, &t), TH_OK);
+	CHECK_EQ_INT(audit_query_answer(e.au, t, &guest, &a), TH_OK);
+	CHECK(strstr(a.text, "07700") == NULL);
+	audit_query_answer_free(&a);
+
+	CHECK_EQ_INT(audit_query_answer(e.au, t, &q, &a), TH_OK);
+	CHECK(strncmp(a.text, "RECORDED: ", 10) == 0);
+	CHECK(strstr(a.text, "guest_created: mum: 07700 900123") != NULL);
+	CHECK_STR(a.subject, g.user_id);
+	audit_query_answer_free(&a);
+
+	/* Without the audit handle nothing can be opened. */
+	CHECK_EQ_INT(audit_query_answer(NULL, t, &q, &a), TH_OK);
+	CHECK(strstr(a.text, "07700") == NULL);
+	audit_query_answer_free(&a);
+
+	snprintf(q.arg, sizeof(q.arg), "%s", plain.user_id);
+	CHECK_EQ_INT(audit_query_answer(e.au, t, &q, &a), TH_OK);
+	CHECK(strstr(a.text, "Nothing sealed is held about guest") != NULL);
+	audit_query_answer_free(&a);
+	snprintf(q.arg, sizeof(q.arg), "Nobody Atall");
+	CHECK_EQ_INT(audit_query_answer(e.au, t, &q, &a), TH_OK);
+	CHECK(strstr(a.text, "No guest called Nobody Atall. Nothing was revealed.") != NULL);
+	CHECK_STR(a.subject, "");
+	audit_query_answer_free(&a);
+	store_txn_abort(t);
+
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(audit_erase_subject(e.au, t, g.user_id, "cli:test", "request"), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	audit_txn_committed(e.au);
+	snprintf(q.arg, sizeof(q.arg), "%s", g.user_id);
+	CHECK_EQ_INT(store_txn_begin(e.st, 0, &t), TH_OK);
+	CHECK_EQ_INT(audit_query_answer(e.au, t, &q, &a), TH_OK);
+	CHECK(strstr(a.text, "was erased") != NULL);
+	CHECK(strstr(a.text, "07700") == NULL);
 	audit_query_answer_free(&a);
 	store_txn_abort(t);
 	env_free(&e);
@@ -298,5 +399,6 @@ int main(void)
 	test_guest();
 	test_size_cap();
 	test_min_seq();
+	test_reveal();
 	return TEST_DONE();
 }

@@ -14,6 +14,7 @@
 
 #include <microhttpd.h>
 
+#include "audit.h"
 #include "config.h"
 #include "cs.h"
 #include "log.h"
@@ -542,6 +543,91 @@ static void test_room_ops(store *st, outbox *ob)
 	store_txn_abort(t);
 }
 
+/* audit_export: without a checkpoint the lead is told why there is no file;
+ * then the export is uploaded (a failed upload is retried), and an m.file
+ * replies to the command.  The file verifies. */
+static void test_audit_export(store *st, outbox *ob, const char *dir)
+{
+	char *key = xasprintf("%s/audit.key", dir), *seal = xasprintf("%s/seal-keys", dir);
+	struct audit_opts o = {key, seal, 1000, 3600};
+	audit *au;
+	CHECK_EQ_INT(audit_open(st, &o, &au), TH_OK);
+	cfg.audit_key_path = key;
+	const char *action = "{\"op\":\"audit_export\",\"room_id\":\"!sg:hs\",\"user_id\":\"@bot:hs\","
+	                     "\"reply_to\":\"$cmd\",\"since_ms\":0}";
+
+	fake_script(NULL);
+	push(st, action);
+	outbox_wake(ob);
+	CHECK(wait_drained(ob, 1, 5000));
+	CHECK_EQ_INT(fake_nseen(), 1);
+	CHECK(strstr(fk.seen[0].path, "/send/m.room.message/") != NULL);
+	CHECK(strstr(fk.seen[0].body, "No audit export: the audit log has no signed checkpoint yet.") !=
+	      NULL);
+	CHECK(strstr(fk.seen[0].body, "\"$cmd\"") != NULL);
+
+	store_txn *t;
+	struct audit_rec rec = {.kind = AUDIT_STARTUP, .actor = "cli:test"};
+	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
+	CHECK_EQ_INT(audit_append(au, t, &rec, NULL), TH_OK);
+	CHECK_EQ_INT(audit_checkpoint(au, t, 0), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+
+	fake_script((struct answer[]){{502, "{}", 0, NULL},
+	                              {200, "{\"content_uri\":\"mxc://hs/abc\"}", 0, NULL},
+	                              {200, "{\"event_id\":\"$f\"}", 0, NULL},
+	                              {0}});
+	push(st, action);
+	outbox_wake(ob);
+	CHECK(wait_drained(ob, 3, 10000));
+	CHECK_EQ_INT(fake_nseen(), 3);
+	for (int i = 0; i < 2; i++) {
+		CHECK_STR(fk.seen[i].method, "POST");
+		CHECK_STR(fk.seen[i].path, "/_matrix/media/v3/upload");
+		CHECK(strstr(fk.seen[i].query, "filename=threshold-audit-") != NULL);
+		CHECK(strstr(fk.seen[i].query, "user_id=%40bot%3Ahs") != NULL);
+		CHECK_STR(fk.seen[i].ctype, "application/x-ndjson");
+		CHECK(strncmp(fk.seen[i].body, "{\"exported_ts\":", 15) == 0);
+	}
+	CHECK(strncmp(fk.seen[2].path, "/_matrix/client/v3/rooms/%21sg%3Ahs/send/m.room.message/th", 58) ==
+	      0);
+	json_t *content = json_loads(fk.seen[2].body, 0, NULL);
+	CHECK_STR(json_string_value(json_object_get(content, "msgtype")), "m.file");
+	CHECK_STR(json_string_value(json_object_get(content, "url")), "mxc://hs/abc");
+	const char *name = json_string_value(json_object_get(content, "body"));
+	CHECK(name && strncmp(name, "threshold-audit-", 16) == 0 && strstr(name, ".jsonl"));
+	json_t *info = json_object_get(content, "info");
+	CHECK(json_integer_value(json_object_get(info, "size")) == (json_int_t)strlen(fk.seen[1].body));
+	CHECK_STR(json_string_value(json_object_get(info, "mimetype")), "application/x-ndjson");
+	CHECK_STR(json_string_value(json_object_get(
+	                  json_object_get(json_object_get(content, "m.relates_to"), "m.in_reply_to"),
+	                  "event_id")),
+	          "$cmd");
+	json_decref(content);
+
+	char *file = xasprintf("%s/export.jsonl", dir);
+	CHECK_EQ_INT(th_write_file_atomic(file, fk.seen[1].body, strlen(fk.seen[1].body), 0600), TH_OK);
+	struct audit_verify_result res;
+	CHECK_EQ_INT(audit_verify_file(file, audit_pubkey(au), &res), TH_OK);
+	CHECK(res.records == 2 && res.checkpoints == 1);
+
+	/* The homeserver refuses the file for good: the lead is told, once. */
+	fake_script((struct answer[]){{413, "{\"errcode\":\"M_TOO_LARGE\"}", 0, NULL},
+	                              {200, "{\"event_id\":\"$n\"}", 0, NULL},
+	                              {0}});
+	push(st, action);
+	outbox_wake(ob);
+	CHECK(wait_drained(ob, 2, 5000));
+	CHECK_EQ_INT(fake_nseen(), 2);
+	CHECK(strstr(fk.seen[1].body, "refused the upload (HTTP 413 M_TOO_LARGE)") != NULL);
+
+	cfg.audit_key_path = NULL;
+	audit_close(au);
+	free(file);
+	free(key);
+	free(seal);
+}
+
 /* A hang past client_timeout_ms is retried, and the retry reuses the txnId. */
 static void test_send_timeout(store *st, outbox *ob, char *path_out, size_t cap)
 {
@@ -669,6 +755,7 @@ int main(void)
 	test_send_timeout(st, ob, send_path, sizeof(send_path));
 	test_drop(st, ob);
 	test_room_ops(st, ob);
+	test_audit_export(st, ob, dir);
 	test_stop_in_backoff(st, ob);
 	test_restart(st, send_path);
 

@@ -7,6 +7,7 @@
 
 #include "audit.h"
 #include "config.h"
+#include "rooms.h"
 #include "log.h"
 #include "store.h"
 #include "testlib.h"
@@ -322,6 +323,70 @@ static void test_audit_questions(void)
 	CHECK_EQ_INT(res.queued, 1);
 }
 
+/* The last queued outbox action (new reference). */
+static json_t *last_action(void)
+{
+	store_txn *t;
+	const void *k, *v;
+	size_t kl, vl;
+	json_t *a = NULL;
+	if (store_txn_begin(st, 0, &t) == TH_OK) {
+		if (store_last(t, STORE_OUTBOX, &k, &kl, &v, &vl) == TH_OK)
+			a = json_loadb(v, vl, 0, NULL);
+		store_txn_abort(t);
+	}
+	return a;
+}
+
+/* In a managed room: a setting that would expose it is put back, a stranger
+ * who joins is removed; the same settings in an unmanaged room are left be. */
+static void test_managed_room(void)
+{
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
+	CHECK_EQ_INT(rooms_mark_managed(t, "!g:test.local", "group"), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	struct txn_result res;
+
+	run("60", "{\"events\":[{\"event_id\":\"$jr\",\"room_id\":\"!g:test.local\",\"type\":\"m.room.join_rules\","
+		  "\"state_key\":\"\",\"sender\":\"@staff:test.local\",\"content\":{\"join_rule\":\"public\"}}]}",
+	    &res);
+	CHECK_EQ_INT(res.queued, 1);
+	json_t *a = last_action();
+	CHECK_STR(json_string_value(json_object_get(a, "op")), "state");
+	CHECK_STR(json_string_value(json_object_get(a, "type")), "m.room.join_rules");
+	CHECK_STR(json_string_value(json_object_get(json_object_get(a, "content"), "join_rule")), "invite");
+	json_decref(a);
+
+	run("61", "{\"events\":[{\"event_id\":\"$hv\",\"room_id\":\"!g:test.local\","
+		  "\"type\":\"m.room.history_visibility\",\"state_key\":\"\",\"sender\":\"@staff:test.local\","
+		  "\"content\":{\"history_visibility\":\"world_readable\"}}]}",
+	    &res);
+	a = last_action();
+	CHECK_STR(json_string_value(json_object_get(json_object_get(a, "content"), "history_visibility")), "joined");
+	json_decref(a);
+
+	/* Safe values, and the bot's own revert coming back, change nothing. */
+	run("62", "{\"events\":[{\"event_id\":\"$ok\",\"room_id\":\"!g:test.local\",\"type\":\"m.room.join_rules\","
+		  "\"state_key\":\"\",\"sender\":\"@threshold:test.local\",\"content\":{\"join_rule\":\"invite\"}}]}",
+	    &res);
+	CHECK_EQ_INT(res.queued, 0);
+	run("63", "{\"events\":[{\"event_id\":\"$un\",\"room_id\":\"!u:test.local\",\"type\":\"m.room.join_rules\","
+		  "\"state_key\":\"\",\"sender\":\"@staff:test.local\",\"content\":{\"join_rule\":\"public\"}}]}",
+	    &res);
+	CHECK_EQ_INT(res.queued, 0);
+
+	run("64", "{\"events\":[{\"event_id\":\"$sj\",\"room_id\":\"!g:test.local\",\"type\":\"m.room.member\","
+		  "\"state_key\":\"@someone:test.local\",\"sender\":\"@someone:test.local\","
+		  "\"content\":{\"membership\":\"join\"}}]}",
+	    &res);
+	CHECK_EQ_INT(res.queued, 1);
+	a = last_action();
+	CHECK_STR(json_string_value(json_object_get(a, "op")), "kick");
+	CHECK_STR(json_string_value(json_object_get(a, "target")), "@someone:test.local");
+	json_decref(a);
+}
+
 static void test_store_full(const char *dir)
 {
 	/* A separate store with the smallest map: a big transaction cannot fit. */
@@ -370,6 +435,7 @@ int main(void)
 	test_bad_bodies();
 	test_actions_queued();
 	test_audit_records();
+	test_managed_room();
 	test_audit_questions();
 	test_store_full(dir);
 	audit_close(au);

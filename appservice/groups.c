@@ -1,0 +1,202 @@
+/*
+ * groups.c - moderated group rooms, run by the bot for staff.
+ */
+#include "groups.h"
+
+#include <string.h>
+
+#include "config.h"
+#include "guests.h"
+#include "jsonx.h"
+#include "mxevent.h"
+#include "outbox.h"
+#include "util.h"
+
+#define MAX_NAME 120
+
+static const struct {
+	const char *verb;
+	enum pol_command cmd;
+} verbs[] = {
+	{"create", POL_CMD_GROUP_CREATE},
+	{"add", POL_CMD_GROUP_ADD},
+	{"remove", POL_CMD_GROUP_REMOVE},
+	{"list", POL_CMD_GROUP_LIST},
+};
+
+/* Skip "group <verb>" and spaces; the argument, or "" (borrowed). */
+static const char *argument(const char *body)
+{
+	const char *p = strstr(body, "group");
+	if (!p)
+		return "";
+	p += 5;
+	while (*p == ' ')
+		p++;
+	p += strcspn(p, " \n\t");
+	while (*p == ' ' || *p == '\t')
+		p++;
+	return p;
+}
+
+enum pol_command groups_parse(const char *s)
+{
+	if (strncmp(s, "group", 5) != 0 || (s[5] != ' ' && s[5] != '\0'))
+		return POL_CMD_NONE;
+	s += 5;
+	while (*s == ' ')
+		s++;
+	size_t n = strcspn(s, " \n\t");
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
+		if (strlen(verbs[i].verb) == n && strncmp(s, verbs[i].verb, n) == 0)
+			return verbs[i].cmd;
+	}
+	return POL_CMD_UNKNOWN;
+}
+
+json_t *groups_room_content(const struct config *cfg, const char *name, const char *creator)
+{
+	/* Invite-only, history from joining, no federation, and only the bot may
+	 * change what decides who can get in or read back (power 100). */
+	return json_pack(
+		"{s:s, s:s, s:s, s:{s:b}, s:[s], s:["
+		"{s:s, s:s, s:{s:s}}, {s:s, s:s, s:{s:s}}, {s:s, s:s, s:{s:s}}], "
+		"s:{s:{s:i, s:i}, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:{s:i}, "
+		"s:{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i}}}",
+		"name", name, "preset", "private_chat", "visibility", "private", "creation_content", "m.federate", 0,
+		"invite", creator, "initial_state", "type", "m.room.join_rules", "state_key", "", "content",
+		"join_rule", "invite", "type", "m.room.history_visibility", "state_key", "", "content",
+		"history_visibility", "joined", "type", "m.room.guest_access", "state_key", "", "content",
+		"guest_access", "forbidden", "power_level_content_override", "users", cfg->bot_user_id, 100, creator,
+		50, "users_default", 0, "events_default", 0, "state_default", 100, "invite", 50, "kick", 50, "ban",
+		50, "redact", 50, "notifications", "room", 50, "events", "m.room.name", 50, "m.room.topic", 50,
+		"m.room.power_levels", 100, "m.room.join_rules", 100, "m.room.history_visibility", 100,
+		"m.room.canonical_alias", 100, "m.room.encryption", 100, "m.room.server_acl", 100, "m.room.tombstone",
+		100);
+}
+
+static int reply(const struct config *cfg, store_txn *t, const struct mxev *ev, const char *body, unsigned *queued)
+{
+	json_t *a = json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s, s:{s:{s:s}}}}", "op", "send", "room_id",
+			      ev->room_id, "user_id", cfg->bot_user_id, "type", "m.room.message", "content",
+			      "msgtype", "m.notice", "body", body, "m.relates_to", "m.in_reply_to", "event_id",
+			      ev->event_id);
+	int rc = outbox_push(t, a);
+	json_decref(a);
+	if (!rc)
+		(*queued)++;
+	return rc;
+}
+
+/* The guest named by @p who (a pseudonym, or a user id). */
+static int find_guest(store_txn *t, const char *who, struct guest *g)
+{
+	if (who[0] == '@')
+		return guests_get(t, who, g);
+	return guests_find_by_pseudonym(t, who, g);
+}
+
+static int create(const struct config *cfg, store_txn *t, const struct mxev *ev, const char *arg,
+		  unsigned *queued)
+{
+	const char *name = *arg ? arg : "Support group";
+	json_t *a = json_pack("{s:s, s:s, s:s, s:o, s:{s:s, s:s, s:s}}", "op", "create_room", "user_id",
+			      cfg->bot_user_id, "kind", "group", "content", groups_room_content(cfg, name, ev->sender),
+			      "reply", "room_id", ev->room_id, "event_id", ev->event_id, "body",
+			      "Made the group room and invited you. Add guests there with !threshold group add "
+			      "PSEUDONYM. Room:");
+	int rc = outbox_push(t, a);
+	json_decref(a);
+	if (!rc)
+		(*queued)++;
+	return rc;
+}
+
+static int add_or_remove(const struct config *cfg, store_txn *t, const struct mxev *ev, const char *arg, int add,
+			 unsigned *queued)
+{
+	if (!*arg)
+		return reply(cfg, t, ev, add ? "Usage: !threshold group add PSEUDONYM" :
+					       "Usage: !threshold group remove PSEUDONYM",
+			     queued);
+	struct guest g;
+	int rc = find_guest(t, arg, &g);
+	if (rc == TH_ENOTFOUND) {
+		char *msg = xasprintf("No guest called \"%.80s\".", arg);
+		rc = reply(cfg, t, ev, msg, queued);
+		free(msg);
+		return rc;
+	}
+	if (rc)
+		return rc;
+	json_t *a = json_pack("{s:s, s:s, s:s, s:s}", "op", add ? "invite" : "kick", "room_id", ev->room_id,
+			      "user_id", cfg->bot_user_id, "target", g.user_id);
+	if (!add)
+		json_object_set_new(a, "reason", json_string("Removed from the group by staff."));
+	rc = outbox_push(t, a);
+	json_decref(a);
+	if (rc)
+		return rc;
+	(*queued)++;
+	char *msg = xasprintf(add ? "Adding %s to this room." : "Removing %s from this room.", g.pseudonym);
+	rc = reply(cfg, t, ev, msg, queued);
+	free(msg);
+	return rc;
+}
+
+static int list(const struct config *cfg, store_txn *t, const struct mxev *ev, const json_t *room,
+		unsigned *queued)
+{
+	json_t *guests = json_object_get(room, "guests");
+	size_t cap = 4096, len = 0;
+	char *buf = xmalloc(cap);
+	len += (size_t)snprintf(buf, cap, "Guests of this room:");
+	const char *id;
+	json_t *m;
+	unsigned n = 0;
+	json_object_foreach(guests, id, m)
+	{
+		const char *membership = json_string_value(m);
+		if (!membership || (strcmp(membership, "join") && strcmp(membership, "invite")))
+			continue;
+		struct guest g;
+		int rc = guests_get(t, id, &g);
+		if (rc && rc != TH_ENOTFOUND) {
+			free(buf);
+			return rc;
+		}
+		if (len + 200 > cap)
+			break;
+		len += (size_t)snprintf(buf + len, cap - len, "\n%s (%s)", rc ? id : g.pseudonym,
+					strcmp(membership, "join") ? "invited" : "joined");
+		n++;
+	}
+	if (n == 0)
+		snprintf(buf, cap, "No guests in this room.");
+	int rc = reply(cfg, t, ev, buf, queued);
+	free(buf);
+	return rc;
+}
+
+int groups_execute(const struct config *cfg, store_txn *t, const struct mxev *ev, enum pol_command cmd,
+		   const json_t *room, unsigned *queued)
+{
+	/* The argument's first line, without trailing blanks. */
+	char arg[MAX_NAME + 1];
+	snprintf(arg, sizeof(arg), "%s", argument(ev->body ? ev->body : ""));
+	arg[strcspn(arg, "\r\n")] = '\0';
+	for (size_t n = strlen(arg); n > 0 && (arg[n - 1] == ' ' || arg[n - 1] == '\t'); n--)
+		arg[n - 1] = '\0';
+	switch (cmd) {
+	case POL_CMD_GROUP_CREATE:
+		return create(cfg, t, ev, arg, queued);
+	case POL_CMD_GROUP_ADD:
+		return add_or_remove(cfg, t, ev, arg, 1, queued);
+	case POL_CMD_GROUP_REMOVE:
+		return add_or_remove(cfg, t, ev, arg, 0, queued);
+	case POL_CMD_GROUP_LIST:
+		return list(cfg, t, ev, room, queued);
+	default:
+		return TH_OK;
+	}
+}

@@ -1,0 +1,34 @@
+/*
+ * groups.h - staff's "!threshold group ..." commands: make a moderated group
+ * room, add a guest to it or remove one by pseudonym, list its guests.
+ * Policy has already decided the sender may (staff, bot joined, and for
+ * add/remove/list a managed room); this module turns the command into
+ * outbox actions and a reply, inside the transaction's write txn.
+ */
+#ifndef THRESHOLD_GROUPS_H
+#define THRESHOLD_GROUPS_H
+
+#include <jansson.h>
+
+#include "policy.h"
+#include "store.h"
+
+struct config;
+struct mxev;
+
+/** The words after "!threshold" that name a group command, or POL_CMD_NONE. */
+enum pol_command groups_parse(const char *after_prefix);
+
+/**
+ * Carry out @p cmd for the sender of @p ev.
+ * @param room   the room's state (borrowed; "guests" lists guest memberships)
+ * @param queued incremented per action queued
+ * @return TH_OK, or a store error that must abort the transaction.
+ */
+int groups_execute(const struct config *cfg, store_txn *t, const struct mxev *ev, enum pol_command cmd,
+		   const json_t *room, unsigned *queued);
+
+/** The createRoom body of a group room made for @p creator (new reference). */
+json_t *groups_room_content(const struct config *cfg, const char *name, const char *creator);
+
+#endif

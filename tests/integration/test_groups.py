@@ -1,0 +1,113 @@
+"""Moderated group rooms run by the bot for staff (real Synapse).
+
+Staff ask the bot for a group room, add a guest by pseudonym, list and remove
+guests; strangers invited into the room are turned away.
+"""
+
+import re
+import time
+
+import requests
+
+from conftest import SERVER_NAME
+from helpers import audit_records, bearer, create_guest, ensure_user, q, wait_membership
+from mx import Client, poll, replies_to, run
+
+
+def bot_reply(env, name, room, event_id, timeout=30):
+    async def read():
+        async with Client.for_user(env, name) as c:
+            async def got():
+                return replies_to(await c.history(room), env.bot).get(event_id)
+            return (await poll(got, timeout=timeout, what="the bot's reply"))[0]
+    return run(read())
+
+
+def staff_says(env, room, text):
+    async def send():
+        async with Client.for_user(env, "staff") as s:
+            return await s.send_text(room, text)
+    return run(send())
+
+
+def make_group(env):
+    """A staff room with the bot, then a group room made through it; staff joined."""
+    async def staff_room():
+        async with Client.for_user(env, "staff") as s:
+            room = await s.create_room("staff room")
+            await s.invite(room, env.bot)
+            await s.wait_for_member(room, env.bot, "join", timeout=30)
+            return room
+
+    staff_room_id = run(staff_room())
+    cmd = staff_says(env, staff_room_id, "!threshold group create Tuesday group")
+    reply = bot_reply(env, "staff", staff_room_id, cmd)
+    m = re.search(r"(![A-Za-z0-9]+:%s)" % re.escape(SERVER_NAME), reply["content"]["body"])
+    assert m, reply
+    group = m.group(1)
+    r = requests.post("%s/_matrix/client/v3/join/%s" % (env.hs_url, q(group)),
+                      headers=bearer(env.token("staff")), json={}, timeout=30)
+    assert r.status_code == 200, r.text
+    return group
+
+
+def test_group_room_is_private_and_staff_can_add_list_and_remove_guests(env, threshold):
+    group = make_group(env)
+
+    # What protects the guests is set on the homeserver, not just remembered.
+    def state(t):
+        r = requests.get("%s/_matrix/client/v3/rooms/%s/state/%s" % (env.hs_url, q(group), t),
+                         headers=bearer(env.token("staff")), timeout=30)
+        assert r.status_code == 200, r.text
+        return r.json()
+    assert state("m.room.join_rules")["join_rule"] == "invite"
+    assert state("m.room.history_visibility")["history_visibility"] == "joined"
+    assert state("m.room.create").get("m.federate") is False
+    power = state("m.room.power_levels")
+    assert power["users"][env.bot] == 100 and power["users"][env.users["staff"][0]] == 50, power
+    assert power["events"]["m.room.join_rules"] == 100, power
+
+    guest = create_guest(env, threshold)
+    cmd = staff_says(env, group, "!threshold group add %s" % guest["pseudonym"].lower())
+    wait_membership(env, "staff", group, guest["user_id"], "join")
+    assert guest["pseudonym"] in bot_reply(env, "staff", group, cmd)["content"]["body"]
+
+    cmd = staff_says(env, group, "!threshold group list")
+    body = bot_reply(env, "staff", group, cmd)["content"]["body"]
+    assert "%s (joined)" % guest["pseudonym"] in body, body
+
+    cmd = staff_says(env, group, "!threshold group add Nobody Atall")
+    assert "No guest called" in bot_reply(env, "staff", group, cmd)["content"]["body"]
+
+    cmd = staff_says(env, group, "!threshold group remove %s" % guest["pseudonym"])
+    wait_membership(env, "staff", group, guest["user_id"], "leave")
+    assert threshold.room_status(group)  # the room is known to Threshold
+
+
+def test_stranger_invited_into_group_room_is_turned_away(env, threshold):
+    group = make_group(env)
+    mallory = ensure_user(env, "mallory")
+
+    async def invite():
+        async with Client.for_user(env, "staff") as s:
+            await s.invite(group, mallory)
+
+    run(invite())
+    content = wait_membership(env, "staff", group, mallory, "leave")
+    assert "managed by Threshold" in content.get("reason", ""), content
+    recs = audit_records(threshold, "membership_enforced", subject=mallory, room=group)
+    assert len(recs) == 1 and recs[0]["reason"] == "stranger_invite_withdrawn", recs
+
+
+def test_group_commands_outside_a_group_room_are_explained(env, threshold):
+    async def staff_room():
+        async with Client.for_user(env, "staff") as s:
+            room = await s.create_room("another staff room")
+            await s.invite(room, env.bot)
+            await s.wait_for_member(room, env.bot, "join", timeout=30)
+            return room
+
+    room = run(staff_room())
+    cmd = staff_says(env, room, "!threshold group add Someone")
+    body = bot_reply(env, "staff", room, cmd)["content"]["body"]
+    assert "works in a group room" in body, body
