@@ -171,14 +171,6 @@ static const char *note_text(enum pol_note note)
 	}
 }
 
-/* A notice from the bot in reply to @p event_id (new reference). */
-static json_t *reply_action(const struct config *cfg, const char *room_id, const char *event_id, const char *body)
-{
-	return json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s, s:{s:{s:s}}}}", "op", "send", "room_id", room_id,
-			 "user_id", cfg->bot_user_id, "type", "m.room.message", "content", "msgtype", "m.notice",
-			 "body", body, "m.relates_to", "m.in_reply_to", "event_id", event_id);
-}
-
 /* @p answer: the text for POL_ACT_AUDIT_ANSWER (borrowed), or NULL. */
 static int apply(const struct config *cfg, store_txn *t, const struct pol_decision *d, const struct mxev *ev,
 		 const json_t *room, const char *answer, unsigned *queued)
@@ -198,11 +190,11 @@ static int apply(const struct config *cfg, store_txn *t, const struct pol_decisi
 		case POL_ACT_COUNT:
 			break;
 		case POL_ACT_REPLY:
-			action = reply_action(cfg, room_id, event_id, reply_text(a));
+			action = outbox_notice(room_id, cfg->bot_user_id, reply_text(a), event_id);
 			break;
 		case POL_ACT_AUDIT_ANSWER:
 			if (answer)
-				action = reply_action(cfg, room_id, event_id, answer);
+				action = outbox_notice(room_id, cfg->bot_user_id, answer, event_id);
 			break;
 		case POL_ACT_AUDIT_EXPORT:
 			break; /* queued by events_handle, which has the question */
@@ -323,9 +315,7 @@ static int alert(const struct config *cfg, store_txn *t, const struct pol_decisi
 				 pol_reason_name(d->reason), ev->room_id, (unsigned long long)seq);
 		break;
 	}
-	json_t *action = json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s}}", "op", "send", "room_id",
-				   cfg->safeguarding_room, "user_id", cfg->bot_user_id, "type", "m.room.message",
-				   "content", "msgtype", "m.notice", "body", text);
+	json_t *action = outbox_notice(cfg->safeguarding_room, cfg->bot_user_id, text, NULL);
 	free(text);
 	return queue(t, action, queued);
 }
@@ -424,6 +414,8 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 			   queued);
 	if (!rc)
 		rc = alert(cfg, t, &d, ev, seq, queued);
+	if (reply) /* it may hold what a reveal unsealed */
+		explicit_bzero(reply, strlen(reply));
 	free(reply);
 	audit_query_answer_free(&answer);
 	return rc;

@@ -77,10 +77,7 @@ json_t *groups_room_content(const struct config *cfg, const char *name, const ch
 
 static int reply(const struct config *cfg, store_txn *t, const struct mxev *ev, const char *body, unsigned *queued)
 {
-	json_t *a = json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s, s:{s:{s:s}}}}", "op", "send", "room_id",
-			      ev->room_id, "user_id", cfg->bot_user_id, "type", "m.room.message", "content",
-			      "msgtype", "m.notice", "body", body, "m.relates_to", "m.in_reply_to", "event_id",
-			      ev->event_id);
+	json_t *a = outbox_notice(ev->room_id, cfg->bot_user_id, body, ev->event_id);
 	int rc = outbox_push(t, a);
 	json_decref(a);
 	if (!rc)

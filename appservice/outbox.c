@@ -201,6 +201,21 @@ static void build_create_room(const outbox *ob, uint64_t seq, const json_t *a, s
 	req->body = json_incref(json_object_get(a, "content"));
 }
 
+json_t *outbox_message(const char *room_id, const char *user_id, json_t *content, const char *in_reply_to)
+{
+	if (in_reply_to)
+		json_object_set_new(content, "m.relates_to",
+		                    json_pack("{s:{s:s}}", "m.in_reply_to", "event_id", in_reply_to));
+	return json_pack("{s:s, s:s, s:s, s:s, s:o}", "op", "send", "room_id", room_id, "user_id", user_id, "type",
+	                 "m.room.message", "content", content);
+}
+
+json_t *outbox_notice(const char *room_id, const char *user_id, const char *body, const char *in_reply_to)
+{
+	return outbox_message(room_id, user_id, json_pack("{s:s, s:s}", "msgtype", "m.notice", "body", body),
+	                      in_reply_to);
+}
+
 /* The room exists: remember it as managed and tell whoever asked for it. */
 static int done_create_room(store_txn *t, const json_t *a, const json_t *resp)
 {
@@ -214,12 +229,9 @@ static int done_create_room(store_txn *t, const json_t *a, const json_t *resp)
 	if (rc || !json_is_object(reply))
 		return rc;
 	char *body = xasprintf("%s %s", field(reply, "body") ? field(reply, "body") : "Created", room_id);
-	json_t *send = json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s}}", "op", "send", "room_id",
-				 field(reply, "room_id"), "user_id", field(a, "user_id"), "type", "m.room.message",
-				 "content", "msgtype", "m.notice", "body", body);
-	if (send && field(reply, "event_id"))
-		json_object_set_new(json_object_get(send, "content"), "m.relates_to",
-				    json_pack("{s:{s:s}}", "m.in_reply_to", "event_id", field(reply, "event_id")));
+	json_t *send = field(reply, "room_id") ? outbox_notice(field(reply, "room_id"), field(a, "user_id"), body,
+							       field(reply, "event_id"))
+					       : NULL;
 	free(body);
 	rc = send ? outbox_push(t, send) : TH_OK;
 	json_decref(send);
@@ -378,11 +390,7 @@ static int done_audit_export(store_txn *t, const json_t *a, const json_t *resp)
 	}
 	if (!content)
 		return TH_EINVAL;
-	json_object_set_new(content, "m.relates_to",
-	                    json_pack("{s:{s:s}}", "m.in_reply_to", "event_id", field(a, "reply_to")));
-	json_t *send =
-	        json_pack("{s:s, s:s, s:s, s:s, s:o}", "op", "send", "room_id", field(a, "room_id"),
-	                  "user_id", field(a, "user_id"), "type", "m.room.message", "content", content);
+	json_t *send = outbox_message(field(a, "room_id"), field(a, "user_id"), content, field(a, "reply_to"));
 	int rc = outbox_push(t, send);
 	json_decref(send);
 	return rc;

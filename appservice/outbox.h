@@ -60,6 +60,16 @@ enum outbox_result {
 };
 
 /**
+ * A "send" action for an m.room.message from @p user_id into @p room_id,
+ * as a reply to @p in_reply_to when that is not NULL (new reference).
+ * @param content  the message content; the reference is taken
+ */
+json_t *outbox_message(const char *room_id, const char *user_id, json_t *content, const char *in_reply_to);
+
+/** outbox_message() of a plain m.notice saying @p body. */
+json_t *outbox_notice(const char *room_id, const char *user_id, const char *body, const char *in_reply_to);
+
+/**
  * Queue @p action in write transaction @p t.
  * @param action  borrowed; must hold a known "op" and its fields as non-empty
  *                strings ("content" of a send: an object)
