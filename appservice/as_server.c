@@ -46,7 +46,8 @@ struct request {
 
 static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned status, const char *text)
 {
-	struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_MUST_COPY);
+	struct MHD_Response *r =
+	        MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_MUST_COPY);
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
 	MHD_add_response_header(r, "Cache-Control", "no-store");
 	enum MHD_Result ret = MHD_queue_response(conn, status, r);
@@ -55,7 +56,7 @@ static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned status, c
 }
 
 static enum MHD_Result send_error(struct MHD_Connection *conn, unsigned status, const char *errcode,
-				  const char *error)
+                                  const char *error)
 {
 	json_t *j = json_pack("{s:s, s:s}", "errcode", errcode, "error", error);
 	char *text = json_dumps(j, JSON_COMPACT);
@@ -99,7 +100,7 @@ static const char *route_arg(const char *url, const char *name)
 }
 
 static enum MHD_Result do_transaction(as_server *srv, struct MHD_Connection *conn, const char *txn_id,
-				      struct request *rq)
+                                      struct request *rq)
 {
 	if (!*txn_id || strlen(txn_id) > MAX_TXN_ID || strchr(txn_id, '/'))
 		return send_error(conn, 400, "M_INVALID_PARAM", "Bad transaction id");
@@ -131,7 +132,7 @@ static enum MHD_Result do_user(as_server *srv, struct MHD_Connection *conn, cons
 }
 
 static enum MHD_Result route(as_server *srv, struct MHD_Connection *conn, const char *url, const char *method,
-			     struct request *rq)
+                             struct request *rq)
 {
 	const char *arg;
 	if ((arg = route_arg(url, "transactions")) && *arg) {
@@ -161,7 +162,7 @@ static enum MHD_Result route(as_server *srv, struct MHD_Connection *conn, const 
 }
 
 static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-			      const char *version, const char *upload, size_t *upload_size, void **con_cls)
+                              const char *version, const char *upload, size_t *upload_size, void **con_cls)
 {
 	(void)version;
 	as_server *srv = cls;
@@ -176,10 +177,12 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 			return MHD_YES;
 		rq->auth_checked = 1;
 		rq->cap = route_arg(url, "transactions") ? srv->cfg->max_body_bytes : MAX_SMALL_BODY;
-		const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+		const char *cl =
+		        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		uint64_t n;
 		if (cl && th_parse_u64(cl, UINT64_MAX, &n) == TH_OK && n > rq->cap) {
-			LOG(LOG_WARN, "request body of %llu bytes refused (cap %zu)", (unsigned long long)n, rq->cap);
+			LOG(LOG_WARN, "request body of %llu bytes refused (cap %zu)", (unsigned long long)n,
+			    rq->cap);
 			send_error(conn, 413, "M_TOO_LARGE", "Request body too large");
 			rq->too_large = 1;
 		}
@@ -215,7 +218,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 	return route(srv, conn, url, method, rq);
 }
 
-static void completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                      enum MHD_RequestTerminationCode toe)
 {
 	(void)conn;
 	(void)toe;
@@ -269,11 +273,11 @@ int as_server_start(const struct txn_env *env, as_on_commit_fn on_commit, void *
 		free(srv);
 		return TH_EIO;
 	}
-	srv->mhd = MHD_start_daemon(flags, (uint16_t)cfg->listen_port, NULL, NULL, handle, srv,
-				    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR, &ss,
-				    MHD_OPTION_NOTIFY_COMPLETED, completed, srv, MHD_OPTION_CONNECTION_TIMEOUT,
-				    (unsigned)90, MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
-				    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)32, MHD_OPTION_END);
+	srv->mhd = MHD_start_daemon(
+	        flags, (uint16_t)cfg->listen_port, NULL, NULL, handle, srv, MHD_OPTION_EXTERNAL_LOGGER,
+	        mhd_log, NULL, MHD_OPTION_SOCK_ADDR, &ss, MHD_OPTION_NOTIFY_COMPLETED, completed, srv,
+	        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)90, MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
+	        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)32, MHD_OPTION_END);
 	if (!srv->mhd) {
 		LOG(LOG_ERROR, "cannot listen on %s:%u (in use, or not an address of this machine?)",
 		    cfg->listen_address, cfg->listen_port);

@@ -16,7 +16,17 @@
 
 #include "util.h"
 
-enum opt_type { OPT_STRING, OPT_URL, OPT_UINT, OPT_SIZE, OPT_LOCALPART, OPT_LEVEL, OPT_BOOL, OPT_ROOM, OPT_USERS };
+enum opt_type {
+	OPT_STRING,
+	OPT_URL,
+	OPT_UINT,
+	OPT_SIZE,
+	OPT_LOCALPART,
+	OPT_LEVEL,
+	OPT_BOOL,
+	OPT_ROOM,
+	OPT_USERS
+};
 
 struct option {
 	const char *section;
@@ -31,32 +41,32 @@ struct option {
 #define OFF(f) offsetof(struct config, f)
 
 static const struct option options[] = {
-	{"homeserver", "url", OPT_URL, OFF(hs_url), 1, NULL, 0, 0},
-	{"homeserver", "server_name", OPT_STRING, OFF(server_name), 1, NULL, 0, 0},
-	{"appservice", "id", OPT_LOCALPART, OFF(as_id), 0, "threshold", 0, 0},
-	{"appservice", "listen_address", OPT_STRING, OFF(listen_address), 0, "127.0.0.1", 0, 0},
-	{"appservice", "listen_port", OPT_UINT, OFF(listen_port), 0, "29333", 1, 65535},
-	{"appservice", "url", OPT_URL, OFF(as_url), 0, NULL, 0, 0},
-	{"appservice", "registration", OPT_STRING, OFF(registration), 1, NULL, 0, 0},
-	{"appservice", "bot_localpart", OPT_LOCALPART, OFF(bot_localpart), 0, "threshold", 0, 0},
-	{"appservice", "bot_displayname", OPT_STRING, OFF(bot_displayname), 0, "Threshold", 0, 0},
-	{"appservice", "guest_prefix", OPT_LOCALPART, OFF(guest_prefix), 0, "guest_", 0, 0},
-	{"appservice", "max_body_bytes", OPT_SIZE, OFF(max_body_bytes), 0, "8388608", 1048576, 268435456},
-	{"appservice", "max_json_depth", OPT_UINT, OFF(max_json_depth), 0, "64", 8, 512},
-	{"store", "path", OPT_STRING, OFF(store_path), 1, NULL, 0, 0},
-	{"store", "map_size_mb", OPT_SIZE, OFF(map_size_mb), 0, "1024", 16, 1048576},
-	{"store", "dedupe_retention_days", OPT_UINT, OFF(dedupe_retention_days), 0, "7", 1, 365},
-	{"client", "timeout_ms", OPT_UINT, OFF(client_timeout_ms), 0, "30000", 100, 600000},
-	{"client", "connect_timeout_ms", OPT_UINT, OFF(client_connect_timeout_ms), 0, "5000", 100, 600000},
-	{"client", "outbox_max_backoff_ms", OPT_UINT, OFF(outbox_max_backoff_ms), 0, "60000", 1000, 3600000},
-	{"log", "level", OPT_LEVEL, OFF(log_level), 0, "info", 0, 0},
-	{"roles", "staff", OPT_USERS, OFF(staff), 0, NULL, 0, 0},
-	{"roles", "staff_all_local", OPT_BOOL, OFF(staff_all_local), 0, "false", 0, 0},
-	{"safeguarding", "room", OPT_ROOM, OFF(safeguarding_room), 0, NULL, 0, 0},
-	{"safeguarding", "leads", OPT_USERS, OFF(leads), 0, NULL, 0, 0},
-	{"audit", "key_file", OPT_STRING, OFF(audit_key_path), 0, NULL, 0, 0},
-	{"audit", "checkpoint_every", OPT_UINT, OFF(audit_checkpoint_every), 0, "1000", 1, 1000000},
-	{"audit", "checkpoint_seconds", OPT_UINT, OFF(audit_checkpoint_seconds), 0, "300", 1, 86400},
+        {"homeserver", "url", OPT_URL, OFF(hs_url), 1, NULL, 0, 0},
+        {"homeserver", "server_name", OPT_STRING, OFF(server_name), 1, NULL, 0, 0},
+        {"appservice", "id", OPT_LOCALPART, OFF(as_id), 0, "threshold", 0, 0},
+        {"appservice", "listen_address", OPT_STRING, OFF(listen_address), 0, "127.0.0.1", 0, 0},
+        {"appservice", "listen_port", OPT_UINT, OFF(listen_port), 0, "29333", 1, 65535},
+        {"appservice", "url", OPT_URL, OFF(as_url), 0, NULL, 0, 0},
+        {"appservice", "registration", OPT_STRING, OFF(registration), 1, NULL, 0, 0},
+        {"appservice", "bot_localpart", OPT_LOCALPART, OFF(bot_localpart), 0, "threshold", 0, 0},
+        {"appservice", "bot_displayname", OPT_STRING, OFF(bot_displayname), 0, "Threshold", 0, 0},
+        {"appservice", "guest_prefix", OPT_LOCALPART, OFF(guest_prefix), 0, "guest_", 0, 0},
+        {"appservice", "max_body_bytes", OPT_SIZE, OFF(max_body_bytes), 0, "8388608", 1048576, 268435456},
+        {"appservice", "max_json_depth", OPT_UINT, OFF(max_json_depth), 0, "64", 8, 512},
+        {"store", "path", OPT_STRING, OFF(store_path), 1, NULL, 0, 0},
+        {"store", "map_size_mb", OPT_SIZE, OFF(map_size_mb), 0, "1024", 16, 1048576},
+        {"store", "dedupe_retention_days", OPT_UINT, OFF(dedupe_retention_days), 0, "7", 1, 365},
+        {"client", "timeout_ms", OPT_UINT, OFF(client_timeout_ms), 0, "30000", 100, 600000},
+        {"client", "connect_timeout_ms", OPT_UINT, OFF(client_connect_timeout_ms), 0, "5000", 100, 600000},
+        {"client", "outbox_max_backoff_ms", OPT_UINT, OFF(outbox_max_backoff_ms), 0, "60000", 1000, 3600000},
+        {"log", "level", OPT_LEVEL, OFF(log_level), 0, "info", 0, 0},
+        {"roles", "staff", OPT_USERS, OFF(staff), 0, NULL, 0, 0},
+        {"roles", "staff_all_local", OPT_BOOL, OFF(staff_all_local), 0, "false", 0, 0},
+        {"safeguarding", "room", OPT_ROOM, OFF(safeguarding_room), 0, NULL, 0, 0},
+        {"safeguarding", "leads", OPT_USERS, OFF(leads), 0, NULL, 0, 0},
+        {"audit", "key_file", OPT_STRING, OFF(audit_key_path), 0, NULL, 0, 0},
+        {"audit", "checkpoint_every", OPT_UINT, OFF(audit_checkpoint_every), 0, "1000", 1, 1000000},
+        {"audit", "checkpoint_seconds", OPT_UINT, OFF(audit_checkpoint_seconds), 0, "300", 1, 86400},
 };
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
 
@@ -145,7 +155,7 @@ static int localpart_ok(const char *s)
 
 /* Check and store one value; @text is the YAML scalar (or a default). */
 static int set_option(struct loader *ld, struct config *cfg, const struct option *o, const char *text,
-		      size_t line)
+                      size_t line)
 {
 	char *field = (char *)cfg + o->offset;
 	uint64_t v;
@@ -153,23 +163,25 @@ static int set_option(struct loader *ld, struct config *cfg, const struct option
 	case OPT_URL:
 		if (strncmp(text, "http://", 7) != 0 && strncmp(text, "https://", 8) != 0)
 			return fail(ld, line, "%s.%s: \"%s\" is not an http:// or https:// URL", o->section,
-				    o->key, text);
+			            o->key, text);
 		goto string;
 	case OPT_LOCALPART:
 		if (!localpart_ok(text))
 			return fail(ld, line, "%s.%s: \"%s\" may hold only a-z, 0-9 and ._=-/", o->section,
-				    o->key, text);
+			            o->key, text);
 		goto string;
 	case OPT_LEVEL:
-		if (strcmp(text, "error") && strcmp(text, "warn") && strcmp(text, "info") && strcmp(text, "debug"))
-			return fail(ld, line, "%s.%s: \"%s\" is not one of error, warn, info, debug", o->section,
-				    o->key, text);
+		if (strcmp(text, "error") && strcmp(text, "warn") && strcmp(text, "info") &&
+		    strcmp(text, "debug"))
+			return fail(ld, line, "%s.%s: \"%s\" is not one of error, warn, info, debug",
+			            o->section, o->key, text);
 		goto string;
 	case OPT_ROOM:
 		if (text[0] != '!' || !strchr(text, ':'))
-			return fail(ld, line, "%s.%s: \"%s\" is not a room id (\"!opaque:server\"); find it in "
-					      "Element under Room settings, Advanced",
-				    o->section, o->key, text);
+			return fail(ld, line,
+			            "%s.%s: \"%s\" is not a room id (\"!opaque:server\"); find it in "
+			            "Element under Room settings, Advanced",
+			            o->section, o->key, text);
 		goto string;
 	case OPT_BOOL:
 		if (!strcmp(text, "true") || !strcmp(text, "yes") || !strcmp(text, "on"))
@@ -191,10 +203,11 @@ static int set_option(struct loader *ld, struct config *cfg, const struct option
 	case OPT_UINT:
 	case OPT_SIZE:
 		if (th_parse_u64(text, UINT64_MAX, &v) != TH_OK)
-			return fail(ld, line, "%s.%s: \"%s\" is not a whole number", o->section, o->key, text);
+			return fail(ld, line, "%s.%s: \"%s\" is not a whole number", o->section, o->key,
+			            text);
 		if (v < o->min || v > o->max)
-			return fail(ld, line, "%s.%s: %s is out of range (%llu..%llu)", o->section, o->key, text,
-				    (unsigned long long)o->min, (unsigned long long)o->max);
+			return fail(ld, line, "%s.%s: %s is out of range (%llu..%llu)", o->section, o->key,
+			            text, (unsigned long long)o->min, (unsigned long long)o->max);
 		if (o->type == OPT_UINT)
 			*(unsigned *)field = (unsigned)v;
 		else
@@ -206,20 +219,22 @@ static int set_option(struct loader *ld, struct config *cfg, const struct option
 
 /* Read a YAML list of user ids (or an empty value) into a config_users. */
 static int set_users(struct loader *ld, struct config *cfg, const struct option *o, yaml_document_t *doc,
-		     yaml_node_t *v, size_t line)
+                     yaml_node_t *v, size_t line)
 {
 	struct config_users *list = (struct config_users *)((char *)cfg + o->offset);
 	if (v->type == YAML_SCALAR_NODE && v->data.scalar.length == 0)
 		return TH_OK;
 	if (v->type != YAML_SEQUENCE_NODE)
-		return fail(ld, line, "%s.%s: expected a list of user ids, like [\"@alice:example.org\"]", o->section,
-			    o->key);
+		return fail(ld, line, "%s.%s: expected a list of user ids, like [\"@alice:example.org\"]",
+		            o->section, o->key);
 	for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
 		yaml_node_t *item = yaml_document_get_node(doc, *it);
 		size_t iline = item->start_mark.line + 1;
 		if (item->type != YAML_SCALAR_NODE || !user_id_ok((const char *)item->data.scalar.value))
-			return fail(ld, iline, "%s.%s: \"%s\" is not a user id (\"@name:server\")", o->section,
-				    o->key, item->type == YAML_SCALAR_NODE ? (const char *)item->data.scalar.value : "?");
+			return fail(ld, iline, "%s.%s: \"%s\" is not a user id (\"@name:server\")",
+			            o->section, o->key,
+			            item->type == YAML_SCALAR_NODE ? (const char *)item->data.scalar.value
+			                                           : "?");
 		list->v = xrealloc(list->v, (list->n + 1) * sizeof(char *));
 		list->v[list->n++] = xstrdup((const char *)item->data.scalar.value);
 	}
@@ -259,7 +274,7 @@ static int load_file(struct loader *ld, yaml_document_t *doc)
 	int rc = TH_OK;
 	if (!ok) {
 		rc = fail(ld, parser.problem_mark.line + 1, "YAML syntax error: %s",
-			  parser.problem ? parser.problem : "unknown");
+		          parser.problem ? parser.problem : "unknown");
 	} else if (!yaml_document_get_root_node(doc)) {
 		yaml_document_delete(doc);
 		rc = fail(ld, 0, "the file is empty");
@@ -305,21 +320,24 @@ int config_load(const char *path, struct config *out, char *err, size_t errlen)
 			known |= strcmp(options[i].section, section) == 0;
 		if (!known) {
 			const char *hint = suggest(NULL, section);
-			rc = fail(&ld, sline, "unknown section '%s'%s%s%s", section, hint ? " (did you mean '" : "",
-				  hint ? hint : "", hint ? "'?)" : "");
+			rc = fail(&ld, sline, "unknown section '%s'%s%s%s", section,
+			          hint ? " (did you mean '" : "", hint ? hint : "", hint ? "'?)" : "");
 			goto fail;
 		}
 		if (sv->type == YAML_SCALAR_NODE && sv->data.scalar.length == 0)
 			continue; /* "section:" with nothing under it */
 		if (sv->type != YAML_MAPPING_NODE) {
-			rc = fail(&ld, sline, "%s: expected a mapping of keys, found %s", section, node_kind(sv));
+			rc = fail(&ld, sline, "%s: expected a mapping of keys, found %s", section,
+			          node_kind(sv));
 			goto fail;
 		}
-		for (yaml_node_pair_t *p = sv->data.mapping.pairs.start; p < sv->data.mapping.pairs.top; p++) {
+		for (yaml_node_pair_t *p = sv->data.mapping.pairs.start; p < sv->data.mapping.pairs.top;
+		     p++) {
 			yaml_node_t *k = yaml_document_get_node(&doc, p->key);
 			yaml_node_t *v = yaml_document_get_node(&doc, p->value);
 			size_t line = k->start_mark.line + 1;
-			const char *key = k->type == YAML_SCALAR_NODE ? (const char *)k->data.scalar.value : "?";
+			const char *key =
+			        k->type == YAML_SCALAR_NODE ? (const char *)k->data.scalar.value : "?";
 			size_t idx = NOPTIONS;
 			for (size_t i = 0; i < NOPTIONS; i++) {
 				if (!strcmp(options[i].section, section) && !strcmp(options[i].key, key))
@@ -328,7 +346,8 @@ int config_load(const char *path, struct config *out, char *err, size_t errlen)
 			if (idx == NOPTIONS) {
 				const char *hint = suggest(section, key);
 				rc = fail(&ld, line, "unknown key '%s.%s'%s%s%s", section, key,
-					  hint ? " (did you mean '" : "", hint ? hint : "", hint ? "'?)" : "");
+				          hint ? " (did you mean '" : "", hint ? hint : "",
+				          hint ? "'?)" : "");
 				goto fail;
 			}
 			if (seen[idx]) {
@@ -343,10 +362,11 @@ int config_load(const char *path, struct config *out, char *err, size_t errlen)
 			}
 			if (v->type != YAML_SCALAR_NODE) {
 				rc = fail(&ld, line, "%s.%s: expected a single value, found %s", section, key,
-					  node_kind(v));
+				          node_kind(v));
 				goto fail;
 			}
-			if ((rc = set_option(&ld, &cfg, &options[idx], (const char *)v->data.scalar.value, line)))
+			if ((rc = set_option(&ld, &cfg, &options[idx], (const char *)v->data.scalar.value,
+			                     line)))
 				goto fail;
 		}
 	}
@@ -358,7 +378,7 @@ int config_load(const char *path, struct config *out, char *err, size_t errlen)
 	}
 	if (!cfg.as_url) /* an IPv6 literal goes in brackets (RFC 3986, 3.2.2) */
 		cfg.as_url = xasprintf(strchr(cfg.listen_address, ':') ? "http://[%s]:%u" : "http://%s:%u",
-				       cfg.listen_address, cfg.listen_port);
+		                       cfg.listen_address, cfg.listen_port);
 	/* Trailing slashes would double up when paths are appended. */
 	for (size_t n = strlen(cfg.hs_url); n > 0 && cfg.hs_url[n - 1] == '/'; n--)
 		cfg.hs_url[n - 1] = '\0';
@@ -447,24 +467,23 @@ int config_write_registration(const struct config *cfg, const char *path, int fo
 		return TH_EIO;
 	char *regex = config_user_regex(cfg);
 	char *qregex = yaml_quote(regex), *qurl = yaml_quote(cfg->as_url);
-	char *text = xasprintf(
-		"# Threshold application service registration, written by\n"
-		"# `threshold generate-registration`.  Give this file to the homeserver\n"
-		"# (Synapse: app_service_config_files) and keep it secret: it holds both\n"
-		"# tokens.  Threshold reads the tokens from here too.\n"
-		"id: %s\n"
-		"url: %s\n"
-		"as_token: %s\n"
-		"hs_token: %s\n"
-		"sender_localpart: %s\n"
-		"rate_limited: false\n"
-		"namespaces:\n"
-		"  users:\n"
-		"    - exclusive: true\n"
-		"      regex: %s\n"
-		"  aliases: []\n"
-		"  rooms: []\n",
-		cfg->as_id, qurl, as_token, hs_token, cfg->bot_localpart, qregex);
+	char *text = xasprintf("# Threshold application service registration, written by\n"
+	                       "# `threshold generate-registration`.  Give this file to the homeserver\n"
+	                       "# (Synapse: app_service_config_files) and keep it secret: it holds both\n"
+	                       "# tokens.  Threshold reads the tokens from here too.\n"
+	                       "id: %s\n"
+	                       "url: %s\n"
+	                       "as_token: %s\n"
+	                       "hs_token: %s\n"
+	                       "sender_localpart: %s\n"
+	                       "rate_limited: false\n"
+	                       "namespaces:\n"
+	                       "  users:\n"
+	                       "    - exclusive: true\n"
+	                       "      regex: %s\n"
+	                       "  aliases: []\n"
+	                       "  rooms: []\n",
+	                       cfg->as_id, qurl, as_token, hs_token, cfg->bot_localpart, qregex);
 	int rc = th_write_file_atomic(path, text, strlen(text), 0600);
 	explicit_bzero(text, strlen(text));
 	explicit_bzero(as_token, sizeof(as_token));
@@ -511,23 +530,24 @@ int config_load_registration(struct config *cfg, char *err, size_t errlen)
 		}
 	}
 	if (!as || strlen(as) < 16 || !hs || strlen(hs) < 16) {
-		rc = fail(&ld, 0, "as_token and hs_token must be present and at least 16 characters;"
-				  " run `threshold generate-registration`");
+		rc = fail(&ld, 0,
+		          "as_token and hs_token must be present and at least 16 characters;"
+		          " run `threshold generate-registration`");
 		goto out;
 	}
 	if (!id || strcmp(id, cfg->as_id) != 0) {
 		rc = fail(&ld, 0, "id '%s' does not match appservice.id '%s' in %s", id ? id : "", cfg->as_id,
-			  cfg->path);
+		          cfg->path);
 		goto out;
 	}
 	if (!sender || strcmp(sender, cfg->bot_localpart) != 0) {
 		rc = fail(&ld, 0, "sender_localpart '%s' does not match appservice.bot_localpart '%s' in %s",
-			  sender ? sender : "", cfg->bot_localpart, cfg->path);
+		          sender ? sender : "", cfg->bot_localpart, cfg->path);
 		goto out;
 	}
 	if (url && strcmp(url, cfg->as_url) != 0)
 		fprintf(stderr, "threshold: %s:%zu: warning: url '%s' differs from appservice.url '%s'\n",
-			cfg->registration, url_line, url, cfg->as_url);
+		        cfg->registration, url_line, url, cfg->as_url);
 	free(cfg->as_token);
 	free(cfg->hs_token);
 	cfg->as_token = xstrdup(as);

@@ -50,14 +50,14 @@ struct config {
 	char *log_level;
 
 	/* roles: who is staff; everyone else outside the namespace is a stranger */
-	struct config_users staff;  /* explicit staff user ids */
-	int staff_all_local;        /* every user of server_name is staff */
+	struct config_users staff; /* explicit staff user ids */
+	int staff_all_local;       /* every user of server_name is staff */
 	/* safeguarding */
-	char *safeguarding_room;    /* room id for alerts and leads' questions, or NULL */
-	struct config_users leads;  /* safeguarding leads (staff too) */
+	char *safeguarding_room;   /* room id for alerts and leads' questions, or NULL */
+	struct config_users leads; /* safeguarding leads (staff too) */
 
 	/* audit */
-	char *audit_key_path;              /* signing seed file (0600); default <store_path>/audit-signing.key */
+	char *audit_key_path; /* signing seed file (0600); default <store_path>/audit-signing.key */
 	unsigned audit_checkpoint_every;   /* sign a checkpoint after this many records... */
 	unsigned audit_checkpoint_seconds; /* ...or this long after the last one, whichever first */
 

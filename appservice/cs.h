@@ -50,7 +50,7 @@ void cs_client_free(cs_client *c);
  *         On an error @p resp is left untouched.
  */
 int cs_request(cs_client *c, const char *method, const char *path, const char *user_id, const json_t *body,
-	       struct cs_response *resp);
+               struct cs_response *resp);
 
 /**
  * Upload @p len bytes of @p buf to the homeserver's media store (spec: CS

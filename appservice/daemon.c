@@ -19,9 +19,9 @@
 #include "store.h"
 #include "util.h"
 
-#define PRUNE_INTERVAL_MS  (60u * 60u * 1000u)
-#define PING_RETRY_MIN_MS  2000u
-#define PING_RETRY_MAX_MS  300000u
+#define PRUNE_INTERVAL_MS (60u * 60u * 1000u)
+#define PING_RETRY_MIN_MS 2000u
+#define PING_RETRY_MAX_MS 300000u
 
 static void wake_outbox(void *ctx)
 {
@@ -36,8 +36,8 @@ static int queue_bot_setup(const struct config *cfg, store *st)
 	if (rc)
 		return rc;
 	json_t *reg = json_pack("{s:s, s:s}", "op", "register", "localpart", cfg->bot_localpart);
-	json_t *dn = json_pack("{s:s, s:s, s:s}", "op", "displayname", "user_id", cfg->bot_user_id, "displayname",
-			       cfg->bot_displayname);
+	json_t *dn = json_pack("{s:s, s:s, s:s}", "op", "displayname", "user_id", cfg->bot_user_id,
+	                       "displayname", cfg->bot_displayname);
 	json_t *rec = json_pack("{s:s, s:s}", "kind", "bot", "displayname", cfg->bot_displayname);
 	rc = outbox_push(t, reg);
 	if (!rc)
@@ -56,7 +56,7 @@ static int queue_bot_setup(const struct config *cfg, store *st)
 
 /* Append one lifecycle record (and a checkpoint if one is due, or @force). */
 static int audit_lifecycle(audit *au, store *st, enum audit_kind kind, const char *reason, json_t *details,
-			   int force_checkpoint)
+                           int force_checkpoint)
 {
 	store_txn *t;
 	int rc = store_txn_begin(st, 1, &t);
@@ -104,14 +104,16 @@ static int try_ping(cs_client *cs, const struct config *cfg)
 	uint64_t ms = 0;
 	int rc = cs_ping(cs, &ms);
 	if (rc == TH_OK) {
-		LOG(LOG_INFO, "homeserver ping: ok (the homeserver reached Threshold at %s, round trip %llu ms)",
+		LOG(LOG_INFO,
+		    "homeserver ping: ok (the homeserver reached Threshold at %s, round trip %llu ms)",
 		    cfg->as_url, (unsigned long long)ms);
 		return 1;
 	}
 	if (rc == TH_EHTTP)
-		LOG(LOG_WARN, "homeserver ping failed: the homeserver at %s could not reach Threshold at %s, "
-			      "or does not know the registration '%s' (is %s in its app_service_config_files, "
-			      "and was it restarted?)",
+		LOG(LOG_WARN,
+		    "homeserver ping failed: the homeserver at %s could not reach Threshold at %s, "
+		    "or does not know the registration '%s' (is %s in its app_service_config_files, "
+		    "and was it restarted?)",
 		    cfg->hs_url, cfg->as_url, cfg->as_id, cfg->registration);
 	else
 		LOG(LOG_WARN, "homeserver ping failed: cannot reach the homeserver at %s (%s); will retry",
@@ -158,7 +160,8 @@ int daemon_serve(const struct config *cfg)
 	if (audit_open_config(st, cfg, &au) != TH_OK)
 		goto out;
 	LOG(LOG_INFO, "audit log signing key %s (public key %s)", cfg->audit_key_path, audit_pubkey(au));
-	if (audit_lifecycle(au, st, AUDIT_STARTUP, NULL, json_pack("{s:s}", "version", THRESHOLD_VERSION), 0) ||
+	if (audit_lifecycle(au, st, AUDIT_STARTUP, NULL, json_pack("{s:s}", "version", THRESHOLD_VERSION),
+	                    0) ||
 	    audit_lifecycle(au, st, AUDIT_CONFIG_LOADED, NULL, json_pack("{s:s}", "file", cfg->path), 0))
 		goto out;
 	prune(cfg, st);
@@ -223,8 +226,8 @@ static int collect_room(void *ctx, const void *key, size_t klen, const void *val
 	json_t *events = json_object_get(state, "events");
 	json_t *bot = json_object_get(state, "bot");
 	json_array_append_new(w->rooms, json_pack("{s:s%, s:I, s:O?}", "room_id", (const char *)key, klen,
-						  "events", (json_int_t)json_integer_value(events), "bot_membership",
-						  json_is_string(bot) ? bot : json_null()));
+	                                          "events", (json_int_t)json_integer_value(events),
+	                                          "bot_membership", json_is_string(bot) ? bot : json_null()));
 	json_decref(state);
 	return 0;
 }
@@ -254,25 +257,26 @@ int daemon_status(const struct config *cfg, int as_json)
 		fprintf(stderr, "threshold: cannot read the store: %s\n", th_strerror(rc));
 		return 1;
 	}
-	json_t *out = json_pack("{s:I, s:I, s:I, s:I, s:I, s:o}", "transactions", (json_int_t)ntxns,
-				"events_seen", (json_int_t)nevents, "outbox_pending", (json_int_t)noutbox,
-				"store_bytes_used", (json_int_t)used, "store_map_bytes", (json_int_t)mapsize,
-				"rooms", w.rooms);
+	json_t *out =
+	        json_pack("{s:I, s:I, s:I, s:I, s:I, s:o}", "transactions", (json_int_t)ntxns, "events_seen",
+	                  (json_int_t)nevents, "outbox_pending", (json_int_t)noutbox, "store_bytes_used",
+	                  (json_int_t)used, "store_map_bytes", (json_int_t)mapsize, "rooms", w.rooms);
 	if (as_json) {
 		json_dumpf(out, stdout, JSON_INDENT(2));
 		fputc('\n', stdout);
 	} else {
 		printf("store              %s (%.1f of %.0f MiB used)\n", cfg->store_path, used / 1048576.0,
 		       mapsize / 1048576.0);
-		printf("transactions kept  %zu\nevent ids kept     %zu\noutbox pending     %zu\n", ntxns, nevents,
-		       noutbox);
+		printf("transactions kept  %zu\nevent ids kept     %zu\noutbox pending     %zu\n", ntxns,
+		       nevents, noutbox);
 		printf("rooms              %zu\n", json_array_size(w.rooms));
 		size_t i;
 		json_t *r;
 		json_array_foreach(w.rooms, i, r)
 		{
 			const char *bm = jsonx_str(r, "bot_membership");
-			printf("  %-50s events %-8lld bot %s\n", json_string_value(json_object_get(r, "room_id")),
+			printf("  %-50s events %-8lld bot %s\n",
+			       json_string_value(json_object_get(r, "room_id")),
 			       (long long)json_integer_value(json_object_get(r, "events")), bm ? bm : "-");
 		}
 	}

@@ -66,8 +66,11 @@ static const char *exposed_setting(const struct mxev *ev, const char **key, cons
 		const char *type, *key, *safe;
 		const char *bad[3];
 	} settings[] = {
-		{"m.room.join_rules", "join_rule", "invite", {"public", "knock", "knock_restricted"}},
-		{"m.room.history_visibility", "history_visibility", "joined", {"world_readable", "shared", NULL}},
+	        {"m.room.join_rules", "join_rule", "invite", {"public", "knock", "knock_restricted"}},
+	        {"m.room.history_visibility",
+	         "history_visibility",
+	         "joined",
+	         {"world_readable", "shared", NULL}},
 	};
 	for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
 		if (strcmp(ev->type, settings[i].type) != 0 || !ev->state_key || *ev->state_key)
@@ -173,7 +176,7 @@ static const char *note_text(enum pol_note note)
 
 /* @p answer: the text for POL_ACT_AUDIT_ANSWER (borrowed), or NULL. */
 static int apply(const struct config *cfg, store_txn *t, const struct pol_decision *d, const struct mxev *ev,
-		 const json_t *room, const char *answer, unsigned *queued)
+                 const json_t *room, const char *answer, unsigned *queued)
 {
 	const char *room_id = ev->room_id, *event_id = ev->event_id, *target = ev->state_key;
 	for (unsigned i = 0; i < d->nactions; i++) {
@@ -182,8 +185,9 @@ static int apply(const struct config *cfg, store_txn *t, const struct pol_decisi
 		switch (a->kind) {
 		case POL_ACT_JOIN:
 		case POL_ACT_LEAVE:
-			action = json_pack("{s:s, s:s, s:s}", "op", a->kind == POL_ACT_JOIN ? "join" : "leave",
-					   "room_id", room_id, "user_id", target);
+			action =
+			        json_pack("{s:s, s:s, s:s}", "op", a->kind == POL_ACT_JOIN ? "join" : "leave",
+			                  "room_id", room_id, "user_id", target);
 			if (note_text(a->note))
 				json_object_set_new(action, "reason", json_string(note_text(a->note)));
 			break;
@@ -205,17 +209,17 @@ static int apply(const struct config *cfg, store_txn *t, const struct pol_decisi
 			break;
 		}
 		case POL_ACT_KICK:
-			action = json_pack("{s:s, s:s, s:s, s:s}", "op", "kick", "room_id", room_id, "user_id",
-					   cfg->bot_user_id, "target", target);
+			action = json_pack("{s:s, s:s, s:s, s:s}", "op", "kick", "room_id", room_id,
+			                   "user_id", cfg->bot_user_id, "target", target);
 			if (note_text(a->note))
 				json_object_set_new(action, "reason", json_string(note_text(a->note)));
 			break;
 		case POL_ACT_REVERT_STATE: {
 			const char *key, *safe, *type = exposed_setting(ev, &key, &safe);
 			if (type)
-				action = json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:s}}", "op", "state", "room_id",
-						   room_id, "user_id", cfg->bot_user_id, "type", type, "state_key", "",
-						   "content", key, safe);
+				action = json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:s}}", "op", "state",
+				                   "room_id", room_id, "user_id", cfg->bot_user_id, "type",
+				                   type, "state_key", "", "content", key, safe);
 			break;
 		}
 		}
@@ -232,19 +236,20 @@ static int apply(const struct config *cfg, store_txn *t, const struct pol_decisi
  * name or a display name, which the sender chose and may carry a message.
  * @p q and @p answer: the audit question, for POL_REC_AUDIT_VIEWED (whose
  * subject is the guest asked about, and whose details say what was asked). */
-static int record(const struct txn_env *env, store_txn *t, const struct pol_decision *d, const struct mxev *ev,
-		  const struct audit_query *q, const struct audit_answer *answer, uint64_t *seq)
+static int record(const struct txn_env *env, store_txn *t, const struct pol_decision *d,
+                  const struct mxev *ev, const struct audit_query *q, const struct audit_answer *answer,
+                  uint64_t *seq)
 {
 	*seq = 0;
 	if (!env->au || d->record == POL_REC_NONE)
 		return TH_OK;
 	static const enum audit_kind kinds[POL_REC_COUNT] = {
-		[POL_REC_CONTACT_BLOCKED] = AUDIT_CONTACT_BLOCKED,
-		[POL_REC_MEMBERSHIP_ENFORCED] = AUDIT_MEMBERSHIP_ENFORCED,
-		[POL_REC_AUDIT_VIEWED] = AUDIT_AUDIT_VIEWED,
-		[POL_REC_AUDIT_EXPORTED] = AUDIT_AUDIT_EXPORTED,
-		[POL_REC_IDENTITY_REVEALED] = AUDIT_IDENTITY_REVEALED,
-		[POL_REC_STATE_REVERTED] = AUDIT_STATE_REVERTED,
+	        [POL_REC_CONTACT_BLOCKED] = AUDIT_CONTACT_BLOCKED,
+	        [POL_REC_MEMBERSHIP_ENFORCED] = AUDIT_MEMBERSHIP_ENFORCED,
+	        [POL_REC_AUDIT_VIEWED] = AUDIT_AUDIT_VIEWED,
+	        [POL_REC_AUDIT_EXPORTED] = AUDIT_AUDIT_EXPORTED,
+	        [POL_REC_IDENTITY_REVEALED] = AUDIT_IDENTITY_REVEALED,
+	        [POL_REC_STATE_REVERTED] = AUDIT_STATE_REVERTED,
 	};
 	json_t *details;
 	/* A membership concerns its state_key; a room setting concerns no one person. */
@@ -263,13 +268,13 @@ static int record(const struct txn_env *env, store_txn *t, const struct pol_deci
 		details = json_pack("{s:s, s:b}", "event_id", ev->event_id, "is_direct", ev->is_direct);
 	}
 	struct audit_rec rec = {
-		.kind = kinds[d->record],
-		.ts_ms = 0,
-		.actor = ev->sender,
-		.subject = subject,
-		.room = ev->room_id,
-		.reason = pol_reason_name(d->reason),
-		.details = details,
+	        .kind = kinds[d->record],
+	        .ts_ms = 0,
+	        .actor = ev->sender,
+	        .subject = subject,
+	        .room = ev->room_id,
+	        .reason = pol_reason_name(d->reason),
+	        .details = details,
 	};
 	int rc = audit_append(env->au, t, &rec, seq);
 	json_decref(details);
@@ -283,36 +288,39 @@ static int record(const struct txn_env *env, store_txn *t, const struct pol_deci
 /* Tell the safeguarding room, in plain words, what happened and what
  * Threshold did; ids only, and the audit record to look up. */
 static int alert(const struct config *cfg, store_txn *t, const struct pol_decision *d, const struct mxev *ev,
-		 uint64_t seq, unsigned *queued)
+                 uint64_t seq, unsigned *queued)
 {
 	if (!d->alert || !cfg->safeguarding_room)
 		return TH_OK;
 	char *text;
 	switch (d->reason) {
 	case POL_R_GUEST_CONTACT_BLOCKED:
-		text = xasprintf("Blocked contact: %s tried to invite guest %s into room %s%s. Threshold declined "
-				 "the invitation for the guest. Audit record #%llu.",
-				 ev->sender, ev->state_key, ev->room_id, ev->is_direct ? " as a direct message" : "",
-				 (unsigned long long)seq);
+		text = xasprintf(
+		        "Blocked contact: %s tried to invite guest %s into room %s%s. Threshold declined "
+		        "the invitation for the guest. Audit record #%llu.",
+		        ev->sender, ev->state_key, ev->room_id, ev->is_direct ? " as a direct message" : "",
+		        (unsigned long long)seq);
 		break;
 	case POL_R_STRANGER_REMOVED:
-		text = xasprintf("%s joined managed room %s without being added by staff. Threshold removed them. "
-				 "Audit record #%llu.",
-				 ev->state_key, ev->room_id, (unsigned long long)seq);
+		text = xasprintf(
+		        "%s joined managed room %s without being added by staff. Threshold removed them. "
+		        "Audit record #%llu.",
+		        ev->state_key, ev->room_id, (unsigned long long)seq);
 		break;
 	case POL_R_STATE_REVERTED:
 		text = xasprintf("%s changed %s in managed room %s in a way that would expose its members. "
-				 "Threshold put it back. Audit record #%llu.",
-				 ev->sender, ev->type, ev->room_id, (unsigned long long)seq);
+		                 "Threshold put it back. Audit record #%llu.",
+		                 ev->sender, ev->type, ev->room_id, (unsigned long long)seq);
 		break;
 	case POL_R_GUEST_LEFT_UNMANAGED:
-		text = xasprintf("Guest %s was found in room %s, which Threshold does not manage. Threshold took "
-				 "the guest out of it. Audit record #%llu.",
-				 ev->state_key, ev->room_id, (unsigned long long)seq);
+		text = xasprintf(
+		        "Guest %s was found in room %s, which Threshold does not manage. Threshold took "
+		        "the guest out of it. Audit record #%llu.",
+		        ev->state_key, ev->room_id, (unsigned long long)seq);
 		break;
 	default:
 		text = xasprintf("Threshold enforced its policy (%s) in room %s. Audit record #%llu.",
-				 pol_reason_name(d->reason), ev->room_id, (unsigned long long)seq);
+		                 pol_reason_name(d->reason), ev->room_id, (unsigned long long)seq);
 		break;
 	}
 	json_t *action = outbox_notice(cfg->safeguarding_room, cfg->bot_user_id, text, NULL);
@@ -321,7 +329,7 @@ static int alert(const struct config *cfg, store_txn *t, const struct pol_decisi
 }
 
 int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev, json_t *room,
-		  unsigned *queued)
+                  unsigned *queued)
 {
 	const struct config *cfg = env->cfg;
 	const char *type = ev->type;
@@ -333,7 +341,8 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	struct audit_answer answer = {0};
 	char *reply = NULL;
 
-	json_object_set_new(room, "events", json_integer(json_integer_value(json_object_get(room, "events")) + 1));
+	json_object_set_new(room, "events",
+	                    json_integer(json_integer_value(json_object_get(room, "events")) + 1));
 	if (!type || !sender || !ev->content_is_object)
 		return TH_OK; /* nothing policy can use; counted as seen */
 
@@ -374,8 +383,8 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 			f.event = POL_EV_COMMAND;
 		else if (audit_query_parse(ev->body, &q))
 			f.event = q.kind == AUDIT_QUERY_EXPORT   ? POL_EV_AUDIT_EXPORT
-				  : q.kind == AUDIT_QUERY_REVEAL ? POL_EV_AUDIT_REVEAL
-								 : POL_EV_AUDIT_COMMAND;
+			          : q.kind == AUDIT_QUERY_REVEAL ? POL_EV_AUDIT_REVEAL
+			                                         : POL_EV_AUDIT_COMMAND;
 		else
 			f.event = POL_EV_MESSAGE;
 	}
@@ -391,9 +400,10 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		 * retry for ever. */
 		int qrc = audit_query_answer(env->au, t, &q, &answer);
 		if (qrc) {
-			LOG(LOG_ERROR, "event %s: the audit log could not be read: %s", event_id, th_strerror(qrc));
+			LOG(LOG_ERROR, "event %s: the audit log could not be read: %s", event_id,
+			    th_strerror(qrc));
 			answer.text = xstrdup("The audit log could not be read. An admin should run "
-					      "`threshold audit verify`.");
+			                      "`threshold audit verify`.");
 		}
 	}
 	/* "--since 7d" is resolved once, for the record and the action alike. */
@@ -403,15 +413,16 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	int rc = record(env, t, &d, ev, &q, &answer, &seq);
 	if (!rc && answer.text)
 		reply = seq ? xasprintf("%s\nThis question is audit record #%llu.", answer.text,
-					(unsigned long long)seq)
-			    : xstrdup(answer.text);
+		                        (unsigned long long)seq)
+		            : xstrdup(answer.text);
 	if (!rc)
 		rc = apply(cfg, t, &d, ev, room, reply, queued);
 	if (!rc && d.nactions && d.actions[0].kind == POL_ACT_AUDIT_EXPORT)
 		rc = queue(t,
-			   json_pack("{s:s, s:s, s:s, s:s, s:I}", "op", "audit_export", "room_id", room_id, "user_id",
-				     cfg->bot_user_id, "reply_to", event_id, "since_ms", (json_int_t)q.since_ms),
-			   queued);
+		           json_pack("{s:s, s:s, s:s, s:s, s:I}", "op", "audit_export", "room_id", room_id,
+		                     "user_id", cfg->bot_user_id, "reply_to", event_id, "since_ms",
+		                     (json_int_t)q.since_ms),
+		           queued);
 	if (!rc)
 		rc = alert(cfg, t, &d, ev, seq, queued);
 	if (reply) /* it may hold what a reveal unsealed */

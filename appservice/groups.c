@@ -18,10 +18,10 @@ static const struct {
 	const char *verb;
 	enum pol_command cmd;
 } verbs[] = {
-	{"create", POL_CMD_GROUP_CREATE},
-	{"add", POL_CMD_GROUP_ADD},
-	{"remove", POL_CMD_GROUP_REMOVE},
-	{"list", POL_CMD_GROUP_LIST},
+        {"create", POL_CMD_GROUP_CREATE},
+        {"add", POL_CMD_GROUP_ADD},
+        {"remove", POL_CMD_GROUP_REMOVE},
+        {"list", POL_CMD_GROUP_LIST},
 };
 
 /* Skip "group <verb>" and spaces; the argument, or "" (borrowed). */
@@ -58,24 +58,25 @@ json_t *groups_room_content(const struct config *cfg, const char *name, const ch
 {
 	/* Invite-only, history from joining, no federation, and only the bot may
 	 * change what decides who can get in or read back (power 100). */
-	return json_pack(
-		"{s:s, s:s, s:s, s:{s:b}, s:[s], s:["
-		"{s:s, s:s, s:{s:s}}, {s:s, s:s, s:{s:s}}, {s:s, s:s, s:{s:s}}], "
-		"s:{s:{s:i, s:i}, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:{s:i}, "
-		"s:{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i}}}",
-		"name", name, "preset", "private_chat", "visibility", "private", "creation_content", "m.federate", 0,
-		"invite", creator, "initial_state", "type", "m.room.join_rules", "state_key", "", "content",
-		"join_rule", "invite", "type", "m.room.history_visibility", "state_key", "", "content",
-		"history_visibility", "joined", "type", "m.room.guest_access", "state_key", "", "content",
-		"guest_access", "forbidden", "power_level_content_override", "users", cfg->bot_user_id, 100, creator,
-		50, "users_default", 0, "events_default", 0, "state_default", 100, "invite", 50, "kick", 50, "ban",
-		50, "redact", 50, "notifications", "room", 50, "events", "m.room.name", 50, "m.room.topic", 50,
-		"m.room.power_levels", 100, "m.room.join_rules", 100, "m.room.history_visibility", 100,
-		"m.room.canonical_alias", 100, "m.room.encryption", 100, "m.room.server_acl", 100, "m.room.tombstone",
-		100);
+	return json_pack("{s:s, s:s, s:s, s:{s:b}, s:[s], s:["
+	                 "{s:s, s:s, s:{s:s}}, {s:s, s:s, s:{s:s}}, {s:s, s:s, s:{s:s}}], "
+	                 "s:{s:{s:i, s:i}, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:{s:i}, "
+	                 "s:{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i}}}",
+	                 "name", name, "preset", "private_chat", "visibility", "private", "creation_content",
+	                 "m.federate", 0, "invite", creator, "initial_state", "type", "m.room.join_rules",
+	                 "state_key", "", "content", "join_rule", "invite", "type",
+	                 "m.room.history_visibility", "state_key", "", "content", "history_visibility",
+	                 "joined", "type", "m.room.guest_access", "state_key", "", "content", "guest_access",
+	                 "forbidden", "power_level_content_override", "users", cfg->bot_user_id, 100, creator,
+	                 50, "users_default", 0, "events_default", 0, "state_default", 100, "invite", 50,
+	                 "kick", 50, "ban", 50, "redact", 50, "notifications", "room", 50, "events",
+	                 "m.room.name", 50, "m.room.topic", 50, "m.room.power_levels", 100,
+	                 "m.room.join_rules", 100, "m.room.history_visibility", 100, "m.room.canonical_alias",
+	                 100, "m.room.encryption", 100, "m.room.server_acl", 100, "m.room.tombstone", 100);
 }
 
-static int reply(const struct config *cfg, store_txn *t, const struct mxev *ev, const char *body, unsigned *queued)
+static int reply(const struct config *cfg, store_txn *t, const struct mxev *ev, const char *body,
+                 unsigned *queued)
 {
 	json_t *a = outbox_notice(ev->room_id, cfg->bot_user_id, body, ev->event_id);
 	int rc = outbox_push(t, a);
@@ -94,14 +95,15 @@ static int find_guest(store_txn *t, const char *who, struct guest *g)
 }
 
 static int create(const struct config *cfg, store_txn *t, const struct mxev *ev, const char *arg,
-		  unsigned *queued)
+                  unsigned *queued)
 {
 	const char *name = *arg ? arg : "Support group";
-	json_t *a = json_pack("{s:s, s:s, s:s, s:o, s:{s:s, s:s, s:s}}", "op", "create_room", "user_id",
-			      cfg->bot_user_id, "kind", "group", "content", groups_room_content(cfg, name, ev->sender),
-			      "reply", "room_id", ev->room_id, "event_id", ev->event_id, "body",
-			      "Made the group room and invited you. Add guests there with !threshold group add "
-			      "PSEUDONYM. Room:");
+	json_t *a = json_pack(
+	        "{s:s, s:s, s:s, s:o, s:{s:s, s:s, s:s}}", "op", "create_room", "user_id", cfg->bot_user_id,
+	        "kind", "group", "content", groups_room_content(cfg, name, ev->sender), "reply", "room_id",
+	        ev->room_id, "event_id", ev->event_id, "body",
+	        "Made the group room and invited you. Add guests there with !threshold group add "
+	        "PSEUDONYM. Room:");
 	int rc = outbox_push(t, a);
 	json_decref(a);
 	if (!rc)
@@ -109,13 +111,14 @@ static int create(const struct config *cfg, store_txn *t, const struct mxev *ev,
 	return rc;
 }
 
-static int add_or_remove(const struct config *cfg, store_txn *t, const struct mxev *ev, const char *arg, int add,
-			 unsigned *queued)
+static int add_or_remove(const struct config *cfg, store_txn *t, const struct mxev *ev, const char *arg,
+                         int add, unsigned *queued)
 {
 	if (!*arg)
-		return reply(cfg, t, ev, add ? "Usage: !threshold group add PSEUDONYM" :
-					       "Usage: !threshold group remove PSEUDONYM",
-			     queued);
+		return reply(cfg, t, ev,
+		             add ? "Usage: !threshold group add PSEUDONYM"
+		                 : "Usage: !threshold group remove PSEUDONYM",
+		             queued);
 	struct guest g;
 	int rc = find_guest(t, arg, &g);
 	if (rc == TH_ENOTFOUND) {
@@ -127,7 +130,7 @@ static int add_or_remove(const struct config *cfg, store_txn *t, const struct mx
 	if (rc)
 		return rc;
 	json_t *a = json_pack("{s:s, s:s, s:s, s:s}", "op", add ? "invite" : "kick", "room_id", ev->room_id,
-			      "user_id", cfg->bot_user_id, "target", g.user_id);
+	                      "user_id", cfg->bot_user_id, "target", g.user_id);
 	if (!add)
 		json_object_set_new(a, "reason", json_string("Removed from the group by staff."));
 	rc = outbox_push(t, a);
@@ -142,7 +145,7 @@ static int add_or_remove(const struct config *cfg, store_txn *t, const struct mx
 }
 
 static int list(const struct config *cfg, store_txn *t, const struct mxev *ev, const json_t *room,
-		unsigned *queued)
+                unsigned *queued)
 {
 	json_t *guests = json_object_get(room, "guests");
 	size_t cap = 4096, len = 0;
@@ -165,7 +168,7 @@ static int list(const struct config *cfg, store_txn *t, const struct mxev *ev, c
 		if (len + 200 > cap)
 			break;
 		len += (size_t)snprintf(buf + len, cap - len, "\n%s (%s)", rc ? id : g.pseudonym,
-					strcmp(membership, "join") ? "invited" : "joined");
+		                        strcmp(membership, "join") ? "invited" : "joined");
 		n++;
 	}
 	if (n == 0)
@@ -176,7 +179,7 @@ static int list(const struct config *cfg, store_txn *t, const struct mxev *ev, c
 }
 
 int groups_execute(const struct config *cfg, store_txn *t, const struct mxev *ev, enum pol_command cmd,
-		   const json_t *room, unsigned *queued)
+                   const json_t *room, unsigned *queued)
 {
 	/* The argument's first line, without trailing blanks. */
 	char arg[MAX_NAME + 1];

@@ -26,7 +26,7 @@ enum pol_command groups_parse(const char *after_prefix);
  * @return TH_OK, or a store error that must abort the transaction.
  */
 int groups_execute(const struct config *cfg, store_txn *t, const struct mxev *ev, enum pol_command cmd,
-		   const json_t *room, unsigned *queued);
+                   const json_t *room, unsigned *queued);
 
 /** The createRoom body of a group room made for @p creator (new reference). */
 json_t *groups_room_content(const struct config *cfg, const char *name, const char *creator);

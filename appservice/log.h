@@ -16,10 +16,10 @@ const char *log_level_name(enum log_level level);
 
 void log_write(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-#define LOG(level, ...)                                                                                      \
-	do {                                                                                                 \
-		if ((level) <= log_threshold)                                                                \
-			log_write((level), __VA_ARGS__);                                                     \
+#define LOG(level, ...)                                  \
+	do {                                             \
+		if ((level) <= log_threshold)            \
+			log_write((level), __VA_ARGS__); \
 	} while (0)
 
 #endif

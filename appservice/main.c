@@ -16,33 +16,32 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"Usage: threshold [-c FILE] [COMMAND] [OPTIONS]\n"
-		"\n"
-		"Threshold: a Matrix application service that lets an organisation's staff\n"
-		"talk safely with people outside it.\n"
-		"\n"
-		"Commands:\n"
-		"  serve                      run the application service (the default)\n"
-		"  generate-registration [-o FILE] [--force]\n"
-		"                             write the registration file for the homeserver,\n"
-		"                             with fresh random tokens (default: the file named\n"
-		"                             by appservice.registration)\n"
-		"  status [--json]            show what the store holds (safe while serving)\n"
-		"  guest create|list|show [OPTIONS]\n"
-		"                             create and look up pseudonymous guests\n"
-		"                             (threshold guest help; docs/guests.md)\n"
-		"  audit verify|list|export|pubkey [OPTIONS]\n"
-		"                             review, export and verify the safeguarding audit\n"
-		"                             log (threshold audit help; docs/audit.md)\n"
-		"\n"
-		"Options:\n"
-		"  -c, --config FILE          configuration file (default " DEFAULT_CONFIG ",\n"
-		"                             or $THRESHOLD_CONFIG)\n"
-		"  -h, --help                 show this help\n"
-		"  -V, --version              show the version\n"
-		"\n"
-		"Documentation: docs/configuration.md, docs/architecture.md, docs/audit.md\n");
+	fprintf(f, "Usage: threshold [-c FILE] [COMMAND] [OPTIONS]\n"
+	           "\n"
+	           "Threshold: a Matrix application service that lets an organisation's staff\n"
+	           "talk safely with people outside it.\n"
+	           "\n"
+	           "Commands:\n"
+	           "  serve                      run the application service (the default)\n"
+	           "  generate-registration [-o FILE] [--force]\n"
+	           "                             write the registration file for the homeserver,\n"
+	           "                             with fresh random tokens (default: the file named\n"
+	           "                             by appservice.registration)\n"
+	           "  status [--json]            show what the store holds (safe while serving)\n"
+	           "  guest create|list|show [OPTIONS]\n"
+	           "                             create and look up pseudonymous guests\n"
+	           "                             (threshold guest help; docs/guests.md)\n"
+	           "  audit verify|list|export|pubkey [OPTIONS]\n"
+	           "                             review, export and verify the safeguarding audit\n"
+	           "                             log (threshold audit help; docs/audit.md)\n"
+	           "\n"
+	           "Options:\n"
+	           "  -c, --config FILE          configuration file (default " DEFAULT_CONFIG ",\n"
+	           "                             or $THRESHOLD_CONFIG)\n"
+	           "  -h, --help                 show this help\n"
+	           "  -V, --version              show the version\n"
+	           "\n"
+	           "Documentation: docs/configuration.md, docs/architecture.md, docs/audit.md\n");
 }
 
 static int cmd_generate_registration(struct config *cfg, int argc, char **argv)
@@ -62,9 +61,9 @@ static int cmd_generate_registration(struct config *cfg, int argc, char **argv)
 	int rc = config_write_registration(cfg, out, force);
 	if (rc == TH_EEXIST) {
 		fprintf(stderr,
-			"threshold: %s already exists; not overwriting it (its tokens are in use).\n"
-			"Use --force to replace it, then restart the homeserver.\n",
-			out);
+		        "threshold: %s already exists; not overwriting it (its tokens are in use).\n"
+		        "Use --force to replace it, then restart the homeserver.\n",
+		        out);
 		return 1;
 	}
 	if (rc) {
@@ -75,7 +74,8 @@ static int cmd_generate_registration(struct config *cfg, int argc, char **argv)
 	       "Add it to the homeserver's app_service_config_files and restart the homeserver.\n",
 	       out);
 	if (strcmp(out, cfg->registration) != 0)
-		printf("Note: appservice.registration in %s names %s; Threshold reads its tokens from there.\n",
+		printf("Note: appservice.registration in %s names %s; Threshold reads its tokens from "
+		       "there.\n",
 		       cfg->path, cfg->registration);
 	return 0;
 }

@@ -206,8 +206,8 @@ json_t *outbox_message(const char *room_id, const char *user_id, json_t *content
 	if (in_reply_to)
 		json_object_set_new(content, "m.relates_to",
 		                    json_pack("{s:{s:s}}", "m.in_reply_to", "event_id", in_reply_to));
-	return json_pack("{s:s, s:s, s:s, s:s, s:o}", "op", "send", "room_id", room_id, "user_id", user_id, "type",
-	                 "m.room.message", "content", content);
+	return json_pack("{s:s, s:s, s:s, s:s, s:o}", "op", "send", "room_id", room_id, "user_id", user_id,
+	                 "type", "m.room.message", "content", content);
 }
 
 json_t *outbox_notice(const char *room_id, const char *user_id, const char *body, const char *in_reply_to)
@@ -229,9 +229,9 @@ static int done_create_room(store_txn *t, const json_t *a, const json_t *resp)
 	if (rc || !json_is_object(reply))
 		return rc;
 	char *body = xasprintf("%s %s", field(reply, "body") ? field(reply, "body") : "Created", room_id);
-	json_t *send = field(reply, "room_id") ? outbox_notice(field(reply, "room_id"), field(a, "user_id"), body,
-							       field(reply, "event_id"))
-					       : NULL;
+	json_t *send = field(reply, "room_id") ? outbox_notice(field(reply, "room_id"), field(a, "user_id"),
+	                                                       body, field(reply, "event_id"))
+	                                       : NULL;
 	free(body);
 	rc = send ? outbox_push(t, send) : TH_OK;
 	json_decref(send);
@@ -354,7 +354,8 @@ static int run_audit_export(outbox *ob, uint64_t seq, const json_t *a, struct cs
 		json_object_set_new(r->body, "filename", json_string(name));
 		json_object_set_new(r->body, "size", json_integer((json_int_t)b.len));
 		json_object_set_new(r->body, "records", json_integer((json_int_t)n));
-	} else if (rc == TH_OK && r->status >= 400 && r->status < 500 && r->status != 408 && r->status != 429) {
+	} else if (rc == TH_OK && r->status >= 400 && r->status < 500 && r->status != 408 &&
+	           r->status != 429) {
 		/* Refused for good (413 M_TOO_LARGE: over the homeserver's
 		 * max_upload_size; 403): tell the lead instead of dropping silently. */
 		char why[128];
@@ -390,7 +391,8 @@ static int done_audit_export(store_txn *t, const json_t *a, const json_t *resp)
 	}
 	if (!content)
 		return TH_EINVAL;
-	json_t *send = outbox_message(field(a, "room_id"), field(a, "user_id"), content, field(a, "reply_to"));
+	json_t *send =
+	        outbox_message(field(a, "room_id"), field(a, "user_id"), content, field(a, "reply_to"));
 	int rc = outbox_push(t, send);
 	json_decref(send);
 	return rc;

@@ -29,11 +29,16 @@ static const struct {
 	const char *name;
 	unsigned flags;
 } db_table[STORE_NDBS] = {
-	[STORE_META] = {"meta", 0},   [STORE_TXNS] = {"txns", 0},     [STORE_EVENTS] = {"events_seen", 0},
-	[STORE_ROOMS] = {"rooms", 0}, [STORE_USERS] = {"users", 0},   [STORE_OUTBOX] = {"outbox", 0},
-	[STORE_AUDIT] = {"audit", 0}, [STORE_AUDIT_CKPT] = {"audit_checkpoints", 0},
-	[STORE_AUDIT_BY_SUBJECT] = {"audit_by_subject", MDB_DUPSORT},
-	[STORE_SEAL_SLOTS] = {"seal_slots", 0},
+        [STORE_META] = {"meta", 0},
+        [STORE_TXNS] = {"txns", 0},
+        [STORE_EVENTS] = {"events_seen", 0},
+        [STORE_ROOMS] = {"rooms", 0},
+        [STORE_USERS] = {"users", 0},
+        [STORE_OUTBOX] = {"outbox", 0},
+        [STORE_AUDIT] = {"audit", 0},
+        [STORE_AUDIT_CKPT] = {"audit_checkpoints", 0},
+        [STORE_AUDIT_BY_SUBJECT] = {"audit_by_subject", MDB_DUPSORT},
+        [STORE_SEAL_SLOTS] = {"seal_slots", 0},
 };
 
 static int map_err(int rc)
@@ -134,7 +139,8 @@ int store_open(const char *path, size_t map_size_mb, store **out)
 	if ((rc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0)
 		goto fail;
 	for (int i = 0; i < STORE_NDBS; i++) {
-		if ((rc = mdb_dbi_open(txn, db_table[i].name, MDB_CREATE | db_table[i].flags, &st->dbi[i])) != 0)
+		if ((rc = mdb_dbi_open(txn, db_table[i].name, MDB_CREATE | db_table[i].flags, &st->dbi[i])) !=
+		    0)
 			goto fail;
 	}
 	if ((rc = mdb_txn_commit(txn)) != 0) {
@@ -214,7 +220,7 @@ int store_get(store_txn *t, enum store_db db, const void *key, size_t klen, cons
 }
 
 int store_put(store_txn *t, enum store_db db, const void *key, size_t klen, const void *val, size_t vlen,
-	      unsigned flags)
+              unsigned flags)
 {
 	MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
 	unsigned mflags = 0;
@@ -265,7 +271,7 @@ int store_put_json(store_txn *t, enum store_db db, const char *key, const json_t
 }
 
 static int cursor_edge(store_txn *t, enum store_db db, MDB_cursor_op op, const void **key, size_t *klen,
-		       const void **val, size_t *vlen)
+                       const void **val, size_t *vlen)
 {
 	MDB_cursor *c;
 	int rc = mdb_cursor_open(t->txn, t->st->dbi[db], &c);
@@ -287,7 +293,8 @@ static int cursor_edge(store_txn *t, enum store_db db, MDB_cursor_op op, const v
 	return TH_OK;
 }
 
-int store_first(store_txn *t, enum store_db db, const void **key, size_t *klen, const void **val, size_t *vlen)
+int store_first(store_txn *t, enum store_db db, const void **key, size_t *klen, const void **val,
+                size_t *vlen)
 {
 	return cursor_edge(t, db, MDB_FIRST, key, klen, val, vlen);
 }
@@ -299,7 +306,7 @@ int store_last(store_txn *t, enum store_db db, const void **key, size_t *klen, c
 
 /* Visit entries from the cursor position @p first reaches, moving by @p next. */
 static int walk(store_txn *t, enum store_db db, const void *key, size_t klen, MDB_cursor_op first,
-		MDB_cursor_op next, store_walk_fn fn, void *ctx)
+                MDB_cursor_op next, store_walk_fn fn, void *ctx)
 {
 	MDB_cursor *c;
 	if (mdb_cursor_open(t->txn, t->st->dbi[db], &c))

@@ -90,7 +90,7 @@ int store_get(store_txn *t, enum store_db db, const void *key, size_t klen, cons
  *         After TH_EFULL the transaction can only be aborted.
  */
 int store_put(store_txn *t, enum store_db db, const void *key, size_t klen, const void *val, size_t vlen,
-	      unsigned flags);
+              unsigned flags);
 
 /** @return TH_OK, TH_ENOTFOUND or TH_ESTORE. */
 int store_del(store_txn *t, enum store_db db, const void *key, size_t klen);
@@ -107,8 +107,10 @@ uint64_t store_key_u64(const unsigned char key[8]);
  * The first (lowest) or last (highest) entry of @p db.  Borrowed as store_get().
  * @return TH_OK, TH_ENOTFOUND (empty) or TH_ESTORE.
  */
-int store_first(store_txn *t, enum store_db db, const void **key, size_t *klen, const void **val, size_t *vlen);
-int store_last(store_txn *t, enum store_db db, const void **key, size_t *klen, const void **val, size_t *vlen);
+int store_first(store_txn *t, enum store_db db, const void **key, size_t *klen, const void **val,
+                size_t *vlen);
+int store_last(store_txn *t, enum store_db db, const void **key, size_t *klen, const void **val,
+               size_t *vlen);
 
 /**
  * Call @p fn for each entry of @p db in key order, starting at the first key
@@ -125,7 +127,8 @@ int store_walk(store_txn *t, enum store_db db, const void *from, size_t fromlen,
  * A key with no values calls nothing.
  * @return TH_OK or the error.
  */
-int store_walk_dups(store_txn *t, enum store_db db, const void *key, size_t klen, store_walk_fn fn, void *ctx);
+int store_walk_dups(store_txn *t, enum store_db db, const void *key, size_t klen, store_walk_fn fn,
+                    void *ctx);
 
 /** Number of entries in @p db. */
 int store_count(store_txn *t, enum store_db db, size_t *out);

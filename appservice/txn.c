@@ -21,7 +21,7 @@ struct room_cache {
 	struct {
 		const char *room_id; /* borrowed from the parsed batch */
 		json_t *state;
-	} *v;
+	} * v;
 };
 
 static json_t *room_get(struct room_cache *rc, store_txn *t, const char *room_id, int *err)
@@ -92,7 +92,7 @@ static void answer(struct txn_result *res, int status, const char *errcode, cons
 }
 
 void txn_process(const struct txn_env *env, const char *txn_id, const char *body, size_t len,
-		 struct txn_result *res)
+                 struct txn_result *res)
 {
 	const struct config *cfg = env->cfg;
 	store *st = env->st;
@@ -103,7 +103,8 @@ void txn_process(const struct txn_env *env, const char *txn_id, const char *body
 	case MXEV_OK:
 		break;
 	case MXEV_TOO_DEEP:
-		LOG(LOG_WARN, "transaction %s: JSON nested deeper than %u; refused", txn_id, cfg->max_json_depth);
+		LOG(LOG_WARN, "transaction %s: JSON nested deeper than %u; refused", txn_id,
+		    cfg->max_json_depth);
 		return answer(res, 400, "M_BAD_JSON", "JSON nested too deeply");
 	case MXEV_NOT_JSON:
 		LOG(LOG_WARN, "transaction %s: not JSON (byte %zu: %s)", txn_id, jerr.offset, jerr.text);
@@ -138,8 +139,9 @@ void txn_process(const struct txn_env *env, const char *txn_id, const char *body
 		}
 		/* Same id, other content: the homeserver's counter was reset (a new
 		 * database).  Process it; event ids still keep out duplicates. */
-		LOG(LOG_WARN, "transaction %s: id reused with different content (was the homeserver's "
-			      "database reset?); processing it",
+		LOG(LOG_WARN,
+		    "transaction %s: id reused with different content (was the homeserver's "
+		    "database reset?); processing it",
 		    txn_id);
 	} else if (rc != TH_ENOTFOUND) {
 		goto store_fail;
@@ -153,13 +155,14 @@ void txn_process(const struct txn_env *env, const char *txn_id, const char *body
 		const char *event_id = ev->event_id;
 		const char *room_id = ev->room_id;
 		if (!event_id || !room_id || !*event_id || strlen(event_id) > MAX_EVENT_ID) {
-			LOG(LOG_WARN, "transaction %s: event #%zu has no usable event_id/room_id; skipped", txn_id,
-			    i);
+			LOG(LOG_WARN, "transaction %s: event #%zu has no usable event_id/room_id; skipped",
+			    txn_id, i);
 			res->skipped++;
 			continue;
 		}
 		/* spec: events may be delivered more than once; each is handled once. */
-		rc = store_put(t, STORE_EVENTS, event_id, strlen(event_id), when, sizeof(when), STORE_NOOVERWRITE);
+		rc = store_put(t, STORE_EVENTS, event_id, strlen(event_id), when, sizeof(when),
+		               STORE_NOOVERWRITE);
 		if (rc == TH_EEXIST) {
 			res->skipped++;
 			continue;
@@ -189,8 +192,8 @@ void txn_process(const struct txn_env *env, const char *txn_id, const char *body
 		goto store_fail;
 	room_cache_free(&rooms);
 	mxev_batch_free(&batch);
-	LOG(LOG_DEBUG, "transaction %s: %u events handled, %u skipped, %u actions queued", txn_id, res->processed,
-	    res->skipped, res->queued);
+	LOG(LOG_DEBUG, "transaction %s: %u events handled, %u skipped, %u actions queued", txn_id,
+	    res->processed, res->skipped, res->queued);
 	return answer(res, 200, NULL, NULL);
 
 store_fail:
@@ -199,8 +202,9 @@ store_fail:
 	mxev_batch_free(&batch);
 	res->processed = res->queued = 0;
 	if (rc == TH_EFULL) {
-		LOG(LOG_ERROR, "transaction %s refused: the store is full; raise store.map_size_mb and restart "
-			       "(the homeserver will resend it)",
+		LOG(LOG_ERROR,
+		    "transaction %s refused: the store is full; raise store.map_size_mb and restart "
+		    "(the homeserver will resend it)",
 		    txn_id);
 		return answer(res, 503, "M_LIMIT_EXCEEDED", "Store full");
 	}

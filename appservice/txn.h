@@ -43,6 +43,6 @@ struct txn_result {
  * @param res     always written
  */
 void txn_process(const struct txn_env *env, const char *txn_id, const char *body, size_t len,
-		 struct txn_result *res);
+                 struct txn_result *res);
 
 #endif

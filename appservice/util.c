@@ -13,21 +13,21 @@
 #include <unistd.h>
 
 static const char *const err_names[] = {
-	[TH_OK] = "ok",
-	[TH_ENOMEM] = "out of memory",
-	[TH_EINVAL] = "invalid input",
-	[TH_ETOOLARGE] = "input too large",
-	[TH_ENOTFOUND] = "not found",
-	[TH_EEXIST] = "already exists",
-	[TH_EIO] = "input/output error",
-	[TH_ESTORE] = "store error",
-	[TH_EFULL] = "store full (map_size too small)",
-	[TH_ECONFIG] = "configuration error",
-	[TH_ENET] = "network error",
-	[TH_ETIMEOUT] = "timed out",
-	[TH_EHTTP] = "homeserver returned an error",
-	[TH_ECRYPTO] = "cryptographic failure",
-	[TH_EVERIFY] = "integrity check failed",
+        [TH_OK] = "ok",
+        [TH_ENOMEM] = "out of memory",
+        [TH_EINVAL] = "invalid input",
+        [TH_ETOOLARGE] = "input too large",
+        [TH_ENOTFOUND] = "not found",
+        [TH_EEXIST] = "already exists",
+        [TH_EIO] = "input/output error",
+        [TH_ESTORE] = "store error",
+        [TH_EFULL] = "store full (map_size too small)",
+        [TH_ECONFIG] = "configuration error",
+        [TH_ENET] = "network error",
+        [TH_ETIMEOUT] = "timed out",
+        [TH_EHTTP] = "homeserver returned an error",
+        [TH_ECRYPTO] = "cryptographic failure",
+        [TH_EVERIFY] = "integrity check failed",
 };
 
 const char *th_strerror(int err)

@@ -11,20 +11,20 @@
 /* One error enum for the whole daemon; th_strerror() names each. */
 enum th_err {
 	TH_OK = 0,
-	TH_ENOMEM,      /* never returned: allocation failure aborts */
-	TH_EINVAL,      /* bad argument or malformed input */
-	TH_ETOOLARGE,   /* input over a hard cap */
-	TH_ENOTFOUND,   /* no such key / route / user */
-	TH_EEXIST,      /* already present */
-	TH_EIO,         /* file or socket failure */
-	TH_ESTORE,      /* LMDB failure other than a full map */
-	TH_EFULL,       /* LMDB map full: the store needs a larger map_size */
-	TH_ECONFIG,     /* configuration error (message already printed) */
-	TH_ENET,        /* network failure talking to the homeserver */
-	TH_ETIMEOUT,    /* request timed out */
-	TH_EHTTP,       /* homeserver answered with an error status */
-	TH_ECRYPTO,     /* cryptographic failure */
-	TH_EVERIFY,     /* an integrity check failed: the data was altered (audit log) */
+	TH_ENOMEM,    /* never returned: allocation failure aborts */
+	TH_EINVAL,    /* bad argument or malformed input */
+	TH_ETOOLARGE, /* input over a hard cap */
+	TH_ENOTFOUND, /* no such key / route / user */
+	TH_EEXIST,    /* already present */
+	TH_EIO,       /* file or socket failure */
+	TH_ESTORE,    /* LMDB failure other than a full map */
+	TH_EFULL,     /* LMDB map full: the store needs a larger map_size */
+	TH_ECONFIG,   /* configuration error (message already printed) */
+	TH_ENET,      /* network failure talking to the homeserver */
+	TH_ETIMEOUT,  /* request timed out */
+	TH_EHTTP,     /* homeserver answered with an error status */
+	TH_ECRYPTO,   /* cryptographic failure */
+	TH_EVERIFY,   /* an integrity check failed: the data was altered (audit log) */
 };
 
 /** @return a static, human-readable name for @p err. */

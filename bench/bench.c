@@ -64,7 +64,7 @@ static struct row rows[24];
 static size_t nrows;
 
 static void add_row(const char *what, const char *budget, int ok, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+        __attribute__((format(printf, 4, 5)));
 
 static void add_row(const char *what, const char *budget, int ok, const char *fmt, ...)
 {
@@ -132,13 +132,15 @@ static double bench_commit_ceiling(store *st, unsigned n)
 /* A realistic event: a text message with the fields Synapse sends. */
 static size_t put_event(char *buf, size_t cap, unsigned long long id, unsigned room)
 {
-	return (size_t)snprintf(
-		buf, cap,
-		"{\"type\":\"m.room.message\",\"room_id\":\"!room%04u:bench.local\",\"sender\":\"@staff%u:bench.local\","
-		"\"event_id\":\"$%020llu_abcdefghijklmnopqrstuvwxyz0123456789\",\"origin_server_ts\":1700000000000,"
-		"\"content\":{\"msgtype\":\"m.text\",\"body\":\"Hello, this is message %llu; how are you today?\"},"
-		"\"unsigned\":{\"age\":12,\"transaction_id\":\"m1700000000000.%llu\"}}",
-		room, room % 7, id, id, id);
+	return (size_t)snprintf(buf, cap,
+	                        "{\"type\":\"m.room.message\",\"room_id\":\"!room%04u:bench.local\","
+	                        "\"sender\":\"@staff%u:bench.local\","
+	                        "\"event_id\":\"$%020llu_abcdefghijklmnopqrstuvwxyz0123456789\",\"origin_"
+	                        "server_ts\":1700000000000,"
+	                        "\"content\":{\"msgtype\":\"m.text\",\"body\":\"Hello, this is message %llu; "
+	                        "how are you today?\"},"
+	                        "\"unsigned\":{\"age\":12,\"transaction_id\":\"m1700000000000.%llu\"}}",
+	                        room, room % 7, id, id, id);
 }
 
 static char *make_txn(unsigned long long *next_id, unsigned nevents, size_t *len)
@@ -158,7 +160,7 @@ static char *make_txn(unsigned long long *next_id, unsigned nevents, size_t *len
 }
 
 static void bench_txns(struct config *cfg, store *st, unsigned ntxns, unsigned per, double *events_per_s,
-		       double *txns_per_s)
+                       double *txns_per_s)
 {
 	static unsigned long long next_id = 1;
 	static unsigned long long txn_no = 1;
@@ -243,8 +245,8 @@ static void bench_ack(struct config *cfg, store *st, unsigned n, double *p50, do
 
 static void bench_policy(double *ns_per_decision)
 {
-	struct pol_facts f = {.event = POL_EV_COMMAND, .sender = POL_ROLE_REMOTE, .bot_joined = 1,
-			      .command = POL_CMD_PING};
+	struct pol_facts f = {
+	        .event = POL_EV_COMMAND, .sender = POL_ROLE_REMOTE, .bot_joined = 1, .command = POL_CMD_PING};
 	struct pol_decision d;
 	unsigned n = 5000000;
 	volatile unsigned sinkv = 0;
@@ -282,7 +284,7 @@ struct audit_bench {
 	char *dir;
 	store *st;
 	audit *au;
-	uint64_t records;    /* appended so far */
+	uint64_t records;            /* appended so far */
 	double cpu_s, sys_s, wall_s; /* spent in audit_append/audit_checkpoint only */
 };
 
@@ -297,9 +299,9 @@ static void audit_subject(char *out, size_t len, unsigned i)
 static void audit_fill(struct audit_bench *ab, uint64_t n)
 {
 	json_t **details = xmalloc(AUDIT_BATCH * sizeof(json_t *));
-	char (*actor)[64] = xmalloc(AUDIT_BATCH * sizeof(*actor));
-	char (*subject)[64] = xmalloc(AUDIT_BATCH * sizeof(*subject));
-	char (*room)[64] = xmalloc(AUDIT_BATCH * sizeof(*room));
+	char(*actor)[64] = xmalloc(AUDIT_BATCH * sizeof(*actor));
+	char(*subject)[64] = xmalloc(AUDIT_BATCH * sizeof(*subject));
+	char(*room)[64] = xmalloc(AUDIT_BATCH * sizeof(*room));
 	while (n > 0) {
 		unsigned batch = n < AUDIT_BATCH ? (unsigned)n : AUDIT_BATCH;
 		for (unsigned i = 0; i < batch; i++) {
@@ -318,8 +320,12 @@ static void audit_fill(struct audit_bench *ab, uint64_t n)
 		}
 		double c0 = thread_cpu_s(), s0 = thread_sys_s(), w0 = now_s();
 		for (unsigned i = 0; i < batch; i++) {
-			struct audit_rec rec = {.kind = AUDIT_CONTACT_BLOCKED, .actor = actor[i], .subject = subject[i],
-						.room = room[i], .reason = "bot_invite_refused", .details = details[i]};
+			struct audit_rec rec = {.kind = AUDIT_CONTACT_BLOCKED,
+			                        .actor = actor[i],
+			                        .subject = subject[i],
+			                        .room = room[i],
+			                        .reason = "bot_invite_refused",
+			                        .details = details[i]};
 			int rc = audit_append(ab->au, t, &rec, NULL);
 			uint64_t now = th_now_ms();
 			if (!rc && audit_checkpoint_due(ab->au, now))
@@ -352,7 +358,7 @@ static void audit_bench_open(struct audit_bench *ab, const char *fallback)
 {
 	memset(ab, 0, sizeof(*ab));
 	char *tmpl = xasprintf("%s/threshold-bench-audit-XXXXXX",
-			       access("/dev/shm", W_OK) == 0 ? "/dev/shm" : fallback);
+	                       access("/dev/shm", W_OK) == 0 ? "/dev/shm" : fallback);
 	ab->dir = mkdtemp(tmpl);
 	if (!ab->dir) {
 		perror("mkdtemp");
@@ -420,7 +426,8 @@ static double bench_audit_by_subject(struct audit_bench *ab, unsigned n, size_t 
 		audit_filter_init(&f);
 		f.subject = subject;
 		store_txn *t;
-		if (store_txn_begin(ab->st, 0, &t) != TH_OK || audit_iter(t, &f, count_rec, &found) != TH_OK) {
+		if (store_txn_begin(ab->st, 0, &t) != TH_OK ||
+		    audit_iter(t, &f, count_rec, &found) != TH_OK) {
 			fprintf(stderr, "bench: audit list by subject failed\n");
 			exit(1);
 		}
@@ -458,11 +465,11 @@ static double bench_audit_cli(const char *threshold, struct audit_bench *ab)
 		return -1;
 	}
 	fprintf(f,
-		"homeserver:\n  url: http://127.0.0.1:9\n  server_name: bench.local\n"
-		"appservice:\n  registration: %s/none.yaml\n"
-		"store:\n  path: %s/store\n  map_size_mb: 4096\nlog:\n  level: error\n"
-		"audit:\n  key_file: %s/audit-signing.key\n",
-		ab->dir, ab->dir, ab->dir);
+	        "homeserver:\n  url: http://127.0.0.1:9\n  server_name: bench.local\n"
+	        "appservice:\n  registration: %s/none.yaml\n"
+	        "store:\n  path: %s/store\n  map_size_mb: 4096\nlog:\n  level: error\n"
+	        "audit:\n  key_file: %s/audit-signing.key\n",
+	        ab->dir, ab->dir, ab->dir);
 	fclose(f);
 	char subject[64];
 	audit_subject(subject, sizeof(subject), 4242);
@@ -474,8 +481,8 @@ static double bench_audit_cli(const char *threshold, struct audit_bench *ab)
 			int devnull = open("/dev/null", O_WRONLY);
 			dup2(devnull, 1);
 			dup2(devnull, 2);
-			execl(threshold, threshold, "-c", cfgpath, "audit", "list", "--subject", subject, "--format",
-			      "jsonl", (char *)NULL);
+			execl(threshold, threshold, "-c", cfgpath, "audit", "list", "--subject", subject,
+			      "--format", "jsonl", (char *)NULL);
 			_exit(127);
 		}
 		int status;
@@ -499,10 +506,10 @@ static long idle_rss_kib(const char *threshold, const char *dir)
 	char *reg = xasprintf("%s/bench-registration.yaml", dir);
 	FILE *f = fopen(cfgpath, "w");
 	fprintf(f,
-		"homeserver:\n  url: http://127.0.0.1:9\n  server_name: bench.local\n"
-		"appservice:\n  listen_port: 29399\n  registration: %s\n"
-		"store:\n  path: %s/idle-store\n  map_size_mb: 64\nlog:\n  level: error\n",
-		reg, dir);
+	        "homeserver:\n  url: http://127.0.0.1:9\n  server_name: bench.local\n"
+	        "appservice:\n  listen_port: 29399\n  registration: %s\n"
+	        "store:\n  path: %s/idle-store\n  map_size_mb: 64\nlog:\n  level: error\n",
+	        reg, dir);
 	fclose(f);
 	pid_t pid = fork();
 	if (pid == 0) {
@@ -614,35 +621,38 @@ int main(int argc, char **argv)
 	audit_bench_close(&ab);
 
 	char b[64];
-	add_row("disk fsync (4 KiB + fdatasync)", "-", -1, "%.0f/s, p50 %.2f ms, p99 %.2f ms", frate, f50 * 1e3,
-		f99 * 1e3);
-	add_row("100-event transactions, durable", ">= 75000 events/s", ev_s >= 75000, "%.0f events/s (%.0f txn/s)",
-		ev_s, tx_s);
+	add_row("disk fsync (4 KiB + fdatasync)", "-", -1, "%.0f/s, p50 %.2f ms, p99 %.2f ms", frate,
+	        f50 * 1e3, f99 * 1e3);
+	add_row("100-event transactions, durable", ">= 75000 events/s", ev_s >= 75000,
+	        "%.0f events/s (%.0f txn/s)", ev_s, tx_s);
 	add_row("durable LMDB commit ceiling", "-", -1, "%.0f commits/s (2 syncs each)", ceiling);
 	snprintf(b, sizeof(b), ">= 85%% of ceiling (%.0f/s)", ceiling * 0.85);
-	add_row("1-event transactions, durable", b, one_tx_s >= ceiling * 0.85, "%.0f txn/s (%.0f%% of ceiling)",
-		one_tx_s, 100.0 * one_tx_s / ceiling);
+	add_row("1-event transactions, durable", b, one_tx_s >= ceiling * 0.85,
+	        "%.0f txn/s (%.0f%% of ceiling)", one_tx_s, 100.0 * one_tx_s / ceiling);
 	snprintf(b, sizeof(b), "p99 <= %.2f ms", 2 * f99 * 1e3 + 2);
-	add_row("ack latency, 100 events, HTTP", b, a99 * 1e3 <= 2 * f99 * 1e3 + 2, "p50 %.2f ms, p99 %.2f ms",
-		a50 * 1e3, a99 * 1e3);
+	add_row("ack latency, 100 events, HTTP", b, a99 * 1e3 <= 2 * f99 * 1e3 + 2,
+	        "p50 %.2f ms, p99 %.2f ms", a50 * 1e3, a99 * 1e3);
 	add_row("policy decision", "p99 <= 50 us", pol_ns <= 50000, "%.0f ns mean", pol_ns);
 	if (rss >= 0)
 		add_row("idle daemon memory (RssAnon)", "<= 10240 KiB", rss <= 10240, "%ld KiB", rss);
 	else
-		add_row("idle daemon memory (RssAnon)", "<= 10240 KiB", -1, "not measured (pass --threshold)");
+		add_row("idle daemon memory (RssAnon)", "<= 10240 KiB", -1,
+		        "not measured (pass --threshold)");
 	add_row("audit append (CPU, excl. fsync)", "<= 5 us per record", append_cpu_us <= 5.0,
-		"%.2f us CPU per record (%.2f us kernel)", append_cpu_us, append_sys_us);
+	        "%.2f us CPU per record (%.2f us kernel)", append_cpu_us, append_sys_us);
 	add_row("audit verify", "-", -1, "%.0f records/s (%llu records)", verify_rate,
-		(unsigned long long)verified);
+	        (unsigned long long)verified);
 	if (!quick) {
 		add_row("audit list by subject, 1M records", "-", -1, "%.3f ms (%zu records of the subject)",
-			subject_ms, per_subject);
-		add_row("audit list by kind, 1M (full scan)", "-", -1, "%.0f ms (%zu match)", scan_ms, scanned);
+		        subject_ms, per_subject);
+		add_row("audit list by kind, 1M (full scan)", "-", -1, "%.0f ms (%zu match)", scan_ms,
+		        scanned);
 		if (cli_ms >= 0)
-			add_row("`audit list --subject`, 1M records", "-", -1, "%.1f ms (process, record, output)",
-				cli_ms);
+			add_row("`audit list --subject`, 1M records", "-", -1,
+			        "%.1f ms (process, record, output)", cli_ms);
 		else
-			add_row("`audit list --subject`, 1M records", "-", -1, "not measured (pass --threshold)");
+			add_row("`audit list --subject`, 1M records", "-", -1,
+			        "not measured (pass --threshold)");
 	} else {
 		add_row("audit list by subject, 1M records", "-", -1, "not measured (--quick)");
 	}
@@ -651,7 +661,8 @@ int main(int argc, char **argv)
 	printf("%-34s %-40s %-26s %s\n", "what", "measured", "budget", "");
 	printf("%-34s %-40s %-26s %s\n", "----", "--------", "------", "");
 	for (size_t i = 0; i < nrows; i++)
-		printf("%-34s %-40s %-26s %s\n", rows[i].what, rows[i].measured, rows[i].budget, rows[i].verdict);
+		printf("%-34s %-40s %-26s %s\n", rows[i].what, rows[i].measured, rows[i].budget,
+		       rows[i].verdict);
 	printf("\n");
 
 	char *cmd = xasprintf("rm -rf '%s'", dir);

@@ -105,3 +105,33 @@ def alerts(env, room):
             return [ev for ev in await lead.history(room)
                     if ev.get("sender") == env.bot and ev.get("type") == "m.room.message"]
     return run(read())
+
+
+def stranger_invites_guest(env, threshold, stranger="mallory"):
+    """A local stranger invites a fresh guest into a new room; wait for the
+    guest's refusal.  Returns (guest, room, the one contact_blocked record)."""
+    guest = create_guest(env, threshold)
+    ensure_user(env, stranger)
+
+    async def invite():
+        async with Client.for_user(env, stranger) as m:
+            room = await m.create_room("hello there")
+            await m.invite(room, guest["user_id"])
+            return room
+
+    room = run(invite())
+    wait_membership(env, stranger, room, guest["user_id"], "leave")
+    recs = audit_records(threshold, "contact_blocked", subject=guest["user_id"])
+    assert len(recs) == 1, recs
+    return guest, room, recs[0]
+
+
+def staff_room_with_bot(env, name="staff room"):
+    """A room made by staff with the bot invited and joined; its id."""
+    async def make():
+        async with Client.for_user(env, "staff") as s:
+            room = await s.create_room(name)
+            await s.invite(room, env.bot)
+            await s.wait_for_member(room, env.bot, "join", timeout=30)
+            return room
+    return run(make())

@@ -5,12 +5,12 @@ guests; strangers invited into the room are turned away.
 """
 
 import re
-import time
 
 import requests
 
 from conftest import SERVER_NAME
-from helpers import audit_records, bearer, create_guest, ensure_user, q, wait_membership
+from helpers import (audit_records, bearer, create_guest, ensure_user, q, staff_room_with_bot,
+                     wait_membership)
 from mx import Client, poll, replies_to, run
 
 
@@ -32,14 +32,7 @@ def staff_says(env, room, text):
 
 def make_group(env):
     """A staff room with the bot, then a group room made through it; staff joined."""
-    async def staff_room():
-        async with Client.for_user(env, "staff") as s:
-            room = await s.create_room("staff room")
-            await s.invite(room, env.bot)
-            await s.wait_for_member(room, env.bot, "join", timeout=30)
-            return room
-
-    staff_room_id = run(staff_room())
+    staff_room_id = staff_room_with_bot(env)
     cmd = staff_says(env, staff_room_id, "!threshold group create Tuesday group")
     reply = bot_reply(env, "staff", staff_room_id, cmd)
     m = re.search(r"(![A-Za-z0-9]+:%s)" % re.escape(SERVER_NAME), reply["content"]["body"])
@@ -100,14 +93,7 @@ def test_stranger_invited_into_group_room_is_turned_away(env, threshold):
 
 
 def test_group_commands_outside_a_group_room_are_explained(env, threshold):
-    async def staff_room():
-        async with Client.for_user(env, "staff") as s:
-            room = await s.create_room("another staff room")
-            await s.invite(room, env.bot)
-            await s.wait_for_member(room, env.bot, "join", timeout=30)
-            return room
-
-    room = run(staff_room())
+    room = staff_room_with_bot(env, "another staff room")
     cmd = staff_says(env, room, "!threshold group add Someone")
     body = bot_reply(env, "staff", room, cmd)["content"]["body"]
     assert "works in a group room" in body, body

@@ -11,26 +11,15 @@ import time
 
 import requests
 
-from helpers import (alerts, audit_records, bearer, create_guest, ensure_user, q,  # noqa: F401
-                     safeguarding, wait_membership)
+from helpers import (alerts, audit_records, bearer, create_guest, ensure_user, q,  # noqa: F401 (safeguarding: a fixture)
+                     safeguarding, stranger_invites_guest, wait_membership)
 from mx import Client, poll, replies_to, run
 
 
 def test_stranger_invite_to_guest_is_rejected_audited_and_alerted(env, safeguarding, threshold):
-    guest = create_guest(env, threshold)
-    mallory = ensure_user(env, "mallory")
-
-    async def invite():
-        async with Client.for_user(env, "mallory") as m:
-            room = await m.create_room("hello there")
-            await m.invite(room, guest["user_id"])
-            return room
-
-    room = run(invite())
-    wait_membership(env, "mallory", room, guest["user_id"], "leave")
-
-    recs = audit_records(threshold, "contact_blocked", subject=guest["user_id"])
-    assert len(recs) == 1, recs
+    guest, room, rec = stranger_invites_guest(env, threshold)
+    mallory = env.users["mallory"][0]
+    recs = [rec]
     assert recs[0]["actor"] == mallory and recs[0]["room"] == room, recs[0]
     assert recs[0]["reason"] == "guest_contact_blocked", recs[0]
     # Ids only: the room's name, chosen by the stranger, is not copied.

@@ -17,8 +17,8 @@ import uuid
 
 import requests
 
-from helpers import (audit_records, bearer, create_guest, ensure_user,  # noqa: F401
-                     membership, safeguarding, wait_membership)
+from helpers import (audit_records, bearer, ensure_user,  # noqa: F401 (safeguarding: a fixture)
+                     membership, safeguarding, stranger_invites_guest)
 from mx import Client, MatrixError, poll, replies_to, run
 
 QUIET_SECONDS = 5  # how long "no reply" is waited for
@@ -82,20 +82,8 @@ def ask_expecting_silence(env, user, room, text):
 
 def blocked_invite(env, threshold):
     """A stranger invites a fresh guest: refused and recorded.  Returns (guest, record)."""
-    guest = create_guest(env, threshold)
-    ensure_user(env, "mallory")
-
-    async def invite():
-        async with Client.for_user(env, "mallory") as m:
-            room = await m.create_room("hello there")
-            await m.invite(room, guest["user_id"])
-            return room
-
-    room = run(invite())
-    wait_membership(env, "mallory", room, guest["user_id"], "leave")
-    recs = audit_records(threshold, "contact_blocked", subject=guest["user_id"])
-    assert len(recs) == 1, recs
-    return guest, recs[0]
+    guest, _, rec = stranger_invites_guest(env, threshold)
+    return guest, rec
 
 
 def test_lead_asks_for_recent_records(env, safeguarding, threshold):

@@ -58,9 +58,9 @@ static int read_facts(const char *path, struct pol_facts *facts, char *why, size
 		return -1;
 	}
 	/* Strict: a misspelt key is an error, not a fact left at its default. */
-	if (json_unpack_ex(in, &jerr, JSON_STRICT, "{s:s, s:s, s:s, s:s, s:s, s:b}", "event", &event_s, "sender",
-	                   &sender_s, "target", &target_s, "room", &room_s, "command", &command_s, "bot_joined",
-	                   &joined) != 0) {
+	if (json_unpack_ex(in, &jerr, JSON_STRICT, "{s:s, s:s, s:s, s:s, s:s, s:b}", "event", &event_s,
+	                   "sender", &sender_s, "target", &target_s, "room", &room_s, "command", &command_s,
+	                   "bot_joined", &joined) != 0) {
 		json_why(why, whylen, "input.json", &jerr);
 		goto out;
 	}
@@ -103,9 +103,8 @@ static json_t *decision_to_json(const struct pol_decision *d)
 	}
 	const char *reason = pol_reason_name(d->reason);
 	const char *record = pol_record_name(d->record);
-	return json_pack("{s:s, s:s, s:b, s:o}", "reason", reason ? reason : "?", "record", record ? record : "?",
-			 "alert", d->alert,
-			 "actions", actions);
+	return json_pack("{s:s, s:s, s:b, s:o}", "reason", reason ? reason : "?", "record",
+	                 record ? record : "?", "alert", d->alert, "actions", actions);
 }
 
 /* Reasons decided by passing cases: every rule of the table needs one. */
@@ -205,7 +204,8 @@ int main(int argc, char **argv)
 	}
 	for (unsigned i = 0; i < pol_rule_count(); i++) {
 		if (!covered[pol_rule_reason(i)]) {
-			printf("FAIL rule %u (%s) has no passing case\n", i, pol_reason_name(pol_rule_reason(i)));
+			printf("FAIL rule %u (%s) has no passing case\n", i,
+			       pol_reason_name(pol_rule_reason(i)));
 			failed++;
 		}
 	}

@@ -38,7 +38,7 @@ static size_t on_data(char *p, size_t sz, size_t n, void *ud)
 
 /* One request.  @token NULL: no Authorization header.  @chunked: no Content-Length. */
 static void req(const char *method, const char *path, const char *token, const char *body, size_t blen,
-		int chunked, struct reply *r)
+                int chunked, struct reply *r)
 {
 	memset(r, 0, sizeof(*r));
 	CURL *c = curl_easy_init();
@@ -147,8 +147,9 @@ static void test_bodies(void)
 	free(deep);
 
 	/* Chunked body under the cap works like any other. */
-	const char *ok = "{\"events\":[{\"event_id\":\"$c1\",\"room_id\":\"!r:test.local\",\"type\":\"m.room.message\","
-			 "\"sender\":\"@a:test.local\",\"content\":{\"body\":\"x\"}}]}";
+	const char *ok = "{\"events\":[{\"event_id\":\"$c1\",\"room_id\":\"!r:test.local\",\"type\":\"m.room."
+	                 "message\","
+	                 "\"sender\":\"@a:test.local\",\"content\":{\"body\":\"x\"}}]}";
 	req("PUT", TXN "b6", TOKEN, ok, strlen(ok), 1, &r);
 	CHECK_EQ_INT(r.status, 200);
 }
@@ -168,15 +169,14 @@ static void test_routes(void)
 	req("GET", "/_matrix/app/v1/users/@threshold:test.local", TOKEN, NULL, 0, 0, &r);
 	CHECK_EQ_INT(r.status, 200);
 	/* A guest-shaped id Threshold never created does not exist. */
-	req("GET", "/_matrix/app/v1/users/@guest_0123456789abcdef0123456789abcdef:test.local", TOKEN, NULL, 0, 0,
-	    &r);
+	req("GET", "/_matrix/app/v1/users/@guest_0123456789abcdef0123456789abcdef:test.local", TOKEN, NULL, 0,
+	    0, &r);
 	CHECK_EQ_INT(r.status, 404);
 	CHECK(has_errcode(&r, "M_NOT_FOUND"));
 	req("GET", "/_matrix/app/v1/users/@someone:test.local", TOKEN, NULL, 0, 0, &r);
 	CHECK_EQ_INT(r.status, 404);
 	req("GET", "/_matrix/app/v1/rooms/%23any:test.local", TOKEN, NULL, 0, 0, &r);
 	CHECK_EQ_INT(r.status, 404);
-
 }
 
 static void on_commit(void *ctx)
@@ -196,8 +196,8 @@ static void test_ping_and_commit_hook(as_server *srv)
 	/* A transaction that queues an action calls the hook (which wakes the outbox). */
 	int before_commits = commits;
 	const char *invite = "{\"events\":[{\"event_id\":\"$i1\",\"room_id\":\"!h:test.local\","
-			     "\"type\":\"m.room.member\",\"state_key\":\"@threshold:test.local\","
-			     "\"sender\":\"@staff:test.local\",\"content\":{\"membership\":\"invite\"}}]}";
+	                     "\"type\":\"m.room.member\",\"state_key\":\"@threshold:test.local\","
+	                     "\"sender\":\"@staff:test.local\",\"content\":{\"membership\":\"invite\"}}]}";
 	req("PUT", TXN "h1", TOKEN, invite, strlen(invite), 0, &r);
 	CHECK_EQ_INT(r.status, 200);
 	CHECK_EQ_INT(commits, before_commits + 1);

@@ -642,14 +642,14 @@ static void test_roles(void)
 	struct config cfg;
 	char err[768];
 	CHECK_EQ_INT(load_text(MINIMAL "roles:\n"
-				       "  staff: [\"@alice:example.org\", \"@bob:example.org\"]\n"
-				       "  staff_all_local: yes\n"
-				       "safeguarding:\n"
-				       "  room: \"!sg:example.org\"\n"
-				       "  leads:\n"
-				       "    - \"@lead:example.org\"\n",
-			       &cfg, err, sizeof(err)),
-		     TH_OK);
+	                               "  staff: [\"@alice:example.org\", \"@bob:example.org\"]\n"
+	                               "  staff_all_local: yes\n"
+	                               "safeguarding:\n"
+	                               "  room: \"!sg:example.org\"\n"
+	                               "  leads:\n"
+	                               "    - \"@lead:example.org\"\n",
+	                       &cfg, err, sizeof(err)),
+	             TH_OK);
 	CHECK_EQ_INT(cfg.staff.n, 2);
 	CHECK(config_users_has(&cfg.staff, "@bob:example.org"));
 	CHECK(!config_users_has(&cfg.staff, "@bob:example.org.evil"));
@@ -665,16 +665,16 @@ static void test_roles(void)
 	config_free(&cfg);
 
 	/* The bad item's own line is named, not the key's. */
-	EXPECT_ERROR(MINIMAL "roles:\n  staff:\n    - \"@alice:example.org\"\n    - alice\n", 11, "roles.staff",
-		     "\"alice\" is not a user id");
+	EXPECT_ERROR(MINIMAL "roles:\n  staff:\n    - \"@alice:example.org\"\n    - alice\n", 11,
+	             "roles.staff", "\"alice\" is not a user id");
 	EXPECT_ERROR(MINIMAL "roles:\n  staff: \"@alice:example.org\"\n", 9, "roles.staff",
-		     "expected a list of user ids");
+	             "expected a list of user ids");
 	EXPECT_ERROR(MINIMAL "roles:\n  staff_all_local: maybe\n", 9, "roles.staff_all_local",
-		     "is not true or false");
+	             "is not true or false");
 	EXPECT_ERROR(MINIMAL "safeguarding:\n  room: \"#safe:example.org\"\n", 9, "safeguarding.room",
-		     "is not a room id");
+	             "is not a room id");
 	EXPECT_ERROR(MINIMAL "safeguarding:\n  lead: []\n", 9, "unknown key 'safeguarding.lead'",
-		     "did you mean 'leads'");
+	             "did you mean 'leads'");
 }
 
 int main(void)

@@ -530,7 +530,8 @@ static void test_room_ops(store *st, outbox *ob)
 	CHECK(json_eq_text(fk.seen[3].body, "{\"join_rule\":\"invite\"}"));
 	/* The reply about the new room, queued by the create's own commit, comes
 	 * after what was queued before it. */
-	CHECK(strncmp(fk.seen[4].path, "/_matrix/client/v3/rooms/%21staff%3Ahs/send/m.room.message/", 59) == 0);
+	CHECK(strncmp(fk.seen[4].path, "/_matrix/client/v3/rooms/%21staff%3Ahs/send/m.room.message/", 59) ==
+	      0);
 	CHECK(strstr(fk.seen[4].body, "Created !new:hs") != NULL);
 	CHECK(strstr(fk.seen[4].body, "\"$cmd\"") != NULL);
 

@@ -177,8 +177,8 @@ int main(void)
 {
 	log_threshold = LOG_ERROR;
 	const char *names[] = {"basic", "seq", "prune", "full", "schema"};
-	void (*fns[])(const char *) = {test_put_get_commit_abort, test_sequence_keys, test_prune, test_map_full,
-				       test_schema_version};
+	void (*fns[])(const char *) = {test_put_get_commit_abort, test_sequence_keys, test_prune,
+	                               test_map_full, test_schema_version};
 	char *root = test_tmpdir();
 	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
 		char *dir = xasprintf("%s/%s", root, names[i]);

@@ -49,14 +49,15 @@ static size_t outbox_count(void)
 	return n;
 }
 
-#define MSG(id, room, body)                                                                                  \
-	"{\"event_id\":\"" id "\",\"room_id\":\"" room "\",\"type\":\"m.room.message\","                     \
+#define MSG(id, room, body)                                                              \
+	"{\"event_id\":\"" id "\",\"room_id\":\"" room "\",\"type\":\"m.room.message\"," \
 	"\"sender\":\"@staff:test.local\",\"content\":{\"msgtype\":\"m.text\",\"body\":\"" body "\"}}"
 
 static void test_dedupe(void)
 {
 	struct txn_result res;
-	const char *body = "{\"events\":[" MSG("$1", "!r:test.local", "hi") "," MSG("$2", "!r:test.local", "yo") "]}";
+	const char *body =
+	        "{\"events\":[" MSG("$1", "!r:test.local", "hi") "," MSG("$2", "!r:test.local", "yo") "]}";
 	run("1", body, &res);
 	CHECK_EQ_INT(res.status, 200);
 	CHECK_EQ_INT(res.processed, 2);
@@ -69,7 +70,8 @@ static void test_dedupe(void)
 	CHECK_EQ_INT(room_events("!r:test.local"), 2);
 
 	/* The same events in a new transaction are skipped one by one. */
-	const char *again = "{\"events\":[" MSG("$2", "!r:test.local", "yo") "," MSG("$3", "!r:test.local", "new") "]}";
+	const char *again =
+	        "{\"events\":[" MSG("$2", "!r:test.local", "yo") "," MSG("$3", "!r:test.local", "new") "]}";
 	run("2", again, &res);
 	CHECK_EQ_INT(res.status, 200);
 	CHECK_EQ_INT(res.processed, 1);
@@ -94,10 +96,11 @@ static void test_bad_events_skipped(void)
 {
 	struct txn_result res;
 	/* Never 5xx (or 4xx) for one bad event: the good ones around it still count. */
-	const char *body = "{\"events\":[42, {\"room_id\":\"!b:test.local\"}, {\"event_id\":\"$x\"},"
-			   "{\"event_id\":\"$ok\",\"room_id\":\"!b:test.local\"},"
-			   "{\"event_id\":\"$odd\",\"room_id\":\"!b:test.local\",\"type\":7,\"content\":\"str\"}," MSG(
-				   "$good", "!b:test.local", "hello") "]}";
+	const char *body =
+	        "{\"events\":[42, {\"room_id\":\"!b:test.local\"}, {\"event_id\":\"$x\"},"
+	        "{\"event_id\":\"$ok\",\"room_id\":\"!b:test.local\"},"
+	        "{\"event_id\":\"$odd\",\"room_id\":\"!b:test.local\",\"type\":7,\"content\":\"str\"}," MSG(
+	                "$good", "!b:test.local", "hello") "]}";
 	run("10", body, &res);
 	CHECK_EQ_INT(res.status, 200);
 	CHECK_EQ_INT(res.processed, 3);
@@ -152,17 +155,18 @@ static void test_actions_queued(void)
 	size_t before = outbox_count();
 	/* A local user invites the bot: a join is queued in the same commit. */
 	const char *invite = "{\"events\":[{\"event_id\":\"$inv\",\"room_id\":\"!c:test.local\","
-			     "\"type\":\"m.room.member\",\"state_key\":\"@threshold:test.local\","
-			     "\"sender\":\"@staff:test.local\",\"content\":{\"membership\":\"invite\"}}]}";
+	                     "\"type\":\"m.room.member\",\"state_key\":\"@threshold:test.local\","
+	                     "\"sender\":\"@staff:test.local\",\"content\":{\"membership\":\"invite\"}}]}";
 	run("30", invite, &res);
 	CHECK_EQ_INT(res.status, 200);
 	CHECK_EQ_INT(res.queued, 1);
 	CHECK_EQ_INT(outbox_count(), before + 1);
 
 	/* A user of another server invites it: a leave (reject) is queued. */
-	const char *remote = "{\"events\":[{\"event_id\":\"$inv2\",\"room_id\":\"!d:other.example\","
-			     "\"type\":\"m.room.member\",\"state_key\":\"@threshold:test.local\","
-			     "\"sender\":\"@stranger:other.example\",\"content\":{\"membership\":\"invite\"}}]}";
+	const char *remote =
+	        "{\"events\":[{\"event_id\":\"$inv2\",\"room_id\":\"!d:other.example\","
+	        "\"type\":\"m.room.member\",\"state_key\":\"@threshold:test.local\","
+	        "\"sender\":\"@stranger:other.example\",\"content\":{\"membership\":\"invite\"}}]}";
 	run("31", remote, &res);
 	CHECK_EQ_INT(res.queued, 1);
 	store_txn *t;
@@ -181,9 +185,9 @@ static void test_actions_queued(void)
 	CHECK_EQ_INT(res.queued, 0);
 	/* Once the bot's join arrives, a command is answered. */
 	const char *join = "{\"events\":[{\"event_id\":\"$j\",\"room_id\":\"!c:test.local\","
-			   "\"type\":\"m.room.member\",\"state_key\":\"@threshold:test.local\","
-			   "\"sender\":\"@threshold:test.local\",\"content\":{\"membership\":\"join\"}},"
-			   MSG("$cmd1", "!c:test.local", "!threshold ping") "]}";
+	                   "\"type\":\"m.room.member\",\"state_key\":\"@threshold:test.local\","
+	                   "\"sender\":\"@threshold:test.local\",\"content\":{\"membership\":\"join\"}}," MSG(
+	                           "$cmd1", "!c:test.local", "!threshold ping") "]}";
 	run("33", join, &res);
 	CHECK_EQ_INT(res.processed, 2);
 	CHECK_EQ_INT(res.queued, 1);
@@ -224,9 +228,9 @@ static void test_audit_records(void)
 {
 	struct txn_result res;
 	const char *remote = "{\"events\":[{\"event_id\":\"$inv9\",\"room_id\":\"!z:other.example\","
-			     "\"type\":\"m.room.member\",\"state_key\":\"@threshold:test.local\","
-			     "\"sender\":\"@stranger:other.example\",\"content\":{\"membership\":\"invite\","
-			     "\"is_direct\":true}}]}";
+	                     "\"type\":\"m.room.member\",\"state_key\":\"@threshold:test.local\","
+	                     "\"sender\":\"@stranger:other.example\",\"content\":{\"membership\":\"invite\","
+	                     "\"is_direct\":true}}]}";
 	run("50", remote, &res);
 	CHECK_EQ_INT(res.status, 200);
 	run("50", remote, &res); /* a resend */
@@ -246,7 +250,7 @@ static void test_audit_records(void)
 	CHECK_EQ_INT(audit_verify(st, audit_pubkey(au), 0, &vr), TH_OK);
 }
 
-#define MSG_FROM(id, room, sender, body)                                                                      \
+#define MSG_FROM(id, room, sender, body)                                                                     \
 	"{\"event_id\":\"" id "\",\"room_id\":\"" room "\",\"type\":\"m.room.message\",\"sender\":\"" sender \
 	"\",\"content\":{\"msgtype\":\"m.text\",\"body\":\"" body "\"}}"
 
@@ -273,10 +277,11 @@ static void test_audit_questions(void)
 	cfg.leads.v[0] = xstrdup("@lead:test.local");
 	cfg.leads.n = 1;
 	struct txn_result res;
-	const char *first = "{\"events\":[{\"event_id\":\"$sgj\",\"room_id\":\"!sg:test.local\","
-			    "\"type\":\"m.room.member\",\"state_key\":\"@threshold:test.local\","
-			    "\"sender\":\"@threshold:test.local\",\"content\":{\"membership\":\"join\"}},"
-			    MSG_FROM("$q1", "!sg:test.local", "@lead:test.local", "!audit recent") "]}";
+	const char *first =
+	        "{\"events\":[{\"event_id\":\"$sgj\",\"room_id\":\"!sg:test.local\","
+	        "\"type\":\"m.room.member\",\"state_key\":\"@threshold:test.local\","
+	        "\"sender\":\"@threshold:test.local\",\"content\":{\"membership\":\"join\"}}," MSG_FROM(
+	                "$q1", "!sg:test.local", "@lead:test.local", "!audit recent") "]}";
 	size_t viewed = viewed_count();
 	run("60", first, &res);
 	CHECK_EQ_INT(res.status, 200);
@@ -292,8 +297,9 @@ static void test_audit_questions(void)
 	CHECK_STR(json_string_value(json_object_get(a, "room_id")), "!sg:test.local");
 	const char *text = NULL, *in_reply_to = NULL;
 	json_unpack(a, "{s:{s:s, s:{s:{s:s}}}}", "content", "body", &text, "m.relates_to", "m.in_reply_to",
-		    "event_id", &in_reply_to);
-	CHECK(text && strncmp(text, "The last ", 9) == 0 && strstr(text, "\nThis question is audit record #"));
+	            "event_id", &in_reply_to);
+	CHECK(text && strncmp(text, "The last ", 9) == 0 &&
+	      strstr(text, "\nThis question is audit record #"));
 	CHECK_STR(in_reply_to, "$q1");
 	json_decref(a);
 	struct audit_filter f;
@@ -307,7 +313,8 @@ static void test_audit_questions(void)
 	store_txn_abort(t);
 
 	/* Staff who are not leads, in the safeguarding room: nothing. */
-	run("61", "{\"events\":[" MSG_FROM("$q2", "!sg:test.local", "@staff:test.local", "!audit recent") "]}",
+	run("61",
+	    "{\"events\":[" MSG_FROM("$q2", "!sg:test.local", "@staff:test.local", "!audit recent") "]}",
 	    &res);
 	CHECK_EQ_INT(res.processed, 1);
 	CHECK_EQ_INT(res.queued, 0);
@@ -318,7 +325,8 @@ static void test_audit_questions(void)
 	CHECK_EQ_INT(res.queued, 0);
 	CHECK_EQ_INT(viewed_count(), viewed + 1);
 	/* !threshold commands still work in the safeguarding room. */
-	run("63", "{\"events\":[" MSG_FROM("$q4", "!sg:test.local", "@staff:test.local", "!threshold ping") "]}",
+	run("63",
+	    "{\"events\":[" MSG_FROM("$q4", "!sg:test.local", "@staff:test.local", "!threshold ping") "]}",
 	    &res);
 	CHECK_EQ_INT(res.queued, 1);
 }
@@ -348,8 +356,9 @@ static void test_managed_room(void)
 	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
 	struct txn_result res;
 
-	run("60", "{\"events\":[{\"event_id\":\"$jr\",\"room_id\":\"!g:test.local\",\"type\":\"m.room.join_rules\","
-		  "\"state_key\":\"\",\"sender\":\"@staff:test.local\",\"content\":{\"join_rule\":\"public\"}}]}",
+	run("60",
+	    "{\"events\":[{\"event_id\":\"$jr\",\"room_id\":\"!g:test.local\",\"type\":\"m.room.join_rules\","
+	    "\"state_key\":\"\",\"sender\":\"@staff:test.local\",\"content\":{\"join_rule\":\"public\"}}]}",
 	    &res);
 	CHECK_EQ_INT(res.queued, 1);
 	json_t *a = last_action();
@@ -358,27 +367,33 @@ static void test_managed_room(void)
 	CHECK_STR(json_string_value(json_object_get(json_object_get(a, "content"), "join_rule")), "invite");
 	json_decref(a);
 
-	run("61", "{\"events\":[{\"event_id\":\"$hv\",\"room_id\":\"!g:test.local\","
-		  "\"type\":\"m.room.history_visibility\",\"state_key\":\"\",\"sender\":\"@staff:test.local\","
-		  "\"content\":{\"history_visibility\":\"world_readable\"}}]}",
+	run("61",
+	    "{\"events\":[{\"event_id\":\"$hv\",\"room_id\":\"!g:test.local\","
+	    "\"type\":\"m.room.history_visibility\",\"state_key\":\"\",\"sender\":\"@staff:test.local\","
+	    "\"content\":{\"history_visibility\":\"world_readable\"}}]}",
 	    &res);
 	a = last_action();
-	CHECK_STR(json_string_value(json_object_get(json_object_get(a, "content"), "history_visibility")), "joined");
+	CHECK_STR(json_string_value(json_object_get(json_object_get(a, "content"), "history_visibility")),
+	          "joined");
 	json_decref(a);
 
 	/* Safe values, and the bot's own revert coming back, change nothing. */
-	run("62", "{\"events\":[{\"event_id\":\"$ok\",\"room_id\":\"!g:test.local\",\"type\":\"m.room.join_rules\","
-		  "\"state_key\":\"\",\"sender\":\"@threshold:test.local\",\"content\":{\"join_rule\":\"invite\"}}]}",
+	run("62",
+	    "{\"events\":[{\"event_id\":\"$ok\",\"room_id\":\"!g:test.local\",\"type\":\"m.room.join_rules\","
+	    "\"state_key\":\"\",\"sender\":\"@threshold:test.local\",\"content\":{\"join_rule\":\"invite\"}}]"
+	    "}",
 	    &res);
 	CHECK_EQ_INT(res.queued, 0);
-	run("63", "{\"events\":[{\"event_id\":\"$un\",\"room_id\":\"!u:test.local\",\"type\":\"m.room.join_rules\","
-		  "\"state_key\":\"\",\"sender\":\"@staff:test.local\",\"content\":{\"join_rule\":\"public\"}}]}",
+	run("63",
+	    "{\"events\":[{\"event_id\":\"$un\",\"room_id\":\"!u:test.local\",\"type\":\"m.room.join_rules\","
+	    "\"state_key\":\"\",\"sender\":\"@staff:test.local\",\"content\":{\"join_rule\":\"public\"}}]}",
 	    &res);
 	CHECK_EQ_INT(res.queued, 0);
 
-	run("64", "{\"events\":[{\"event_id\":\"$sj\",\"room_id\":\"!g:test.local\",\"type\":\"m.room.member\","
-		  "\"state_key\":\"@someone:test.local\",\"sender\":\"@someone:test.local\","
-		  "\"content\":{\"membership\":\"join\"}}]}",
+	run("64",
+	    "{\"events\":[{\"event_id\":\"$sj\",\"room_id\":\"!g:test.local\",\"type\":\"m.room.member\","
+	    "\"state_key\":\"@someone:test.local\",\"sender\":\"@someone:test.local\","
+	    "\"content\":{\"membership\":\"join\"}}]}",
 	    &res);
 	CHECK_EQ_INT(res.queued, 1);
 	a = last_action();
@@ -404,8 +419,8 @@ static void test_store_full(const char *dir)
 	len += (size_t)snprintf(body, cap, "{\"events\":[");
 	for (int i = 0; len < cap - 4096; i++) {
 		len += (size_t)snprintf(body + len, cap - len,
-					"%s{\"event_id\":\"$big%06d_%0200d\",\"room_id\":\"!f:test.local\"}",
-					i ? "," : "", i, 0);
+		                        "%s{\"event_id\":\"$big%06d_%0200d\",\"room_id\":\"!f:test.local\"}",
+		                        i ? "," : "", i, 0);
 	}
 	len += (size_t)snprintf(body + len, cap - len, "]}");
 	cfg.max_json_depth = 16;

@@ -12,35 +12,35 @@
 extern int test_failures;
 extern int test_checks;
 
-#define CHECK(expr)                                                                                          \
-	do {                                                                                                 \
-		test_checks++;                                                                               \
-		if (!(expr)) {                                                                               \
-			test_failures++;                                                                     \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #expr);             \
-		}                                                                                            \
+#define CHECK(expr)                                                                              \
+	do {                                                                                     \
+		test_checks++;                                                                   \
+		if (!(expr)) {                                                                   \
+			test_failures++;                                                         \
+			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #expr); \
+		}                                                                                \
 	} while (0)
 
-#define CHECK_EQ_INT(a, b)                                                                                   \
-	do {                                                                                                 \
-		long long a_ = (long long)(a), b_ = (long long)(b);                                          \
-		test_checks++;                                                                               \
-		if (a_ != b_) {                                                                              \
-			test_failures++;                                                                     \
-			fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%lld != %lld)\n", __FILE__,          \
-				__LINE__, #a, #b, a_, b_);                                                   \
-		}                                                                                            \
+#define CHECK_EQ_INT(a, b)                                                                          \
+	do {                                                                                        \
+		long long a_ = (long long)(a), b_ = (long long)(b);                                 \
+		test_checks++;                                                                      \
+		if (a_ != b_) {                                                                     \
+			test_failures++;                                                            \
+			fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%lld != %lld)\n", __FILE__, \
+			        __LINE__, #a, #b, a_, b_);                                          \
+		}                                                                                   \
 	} while (0)
 
-#define CHECK_STR(a, b)                                                                                      \
-	do {                                                                                                 \
-		const char *a_ = (a), *b_ = (b);                                                             \
-		test_checks++;                                                                               \
-		if (!a_ || !b_ || strcmp(a_, b_) != 0) {                                                     \
-			test_failures++;                                                                     \
-			fprintf(stderr, "%s:%d: CHECK failed: %s == %s (\"%s\" != \"%s\")\n", __FILE__,      \
-				__LINE__, #a, #b, a_ ? a_ : "(null)", b_ ? b_ : "(null)");                   \
-		}                                                                                            \
+#define CHECK_STR(a, b)                                                                                 \
+	do {                                                                                            \
+		const char *a_ = (a), *b_ = (b);                                                        \
+		test_checks++;                                                                          \
+		if (!a_ || !b_ || strcmp(a_, b_) != 0) {                                                \
+			test_failures++;                                                                \
+			fprintf(stderr, "%s:%d: CHECK failed: %s == %s (\"%s\" != \"%s\")\n", __FILE__, \
+			        __LINE__, #a, #b, a_ ? a_ : "(null)", b_ ? b_ : "(null)");              \
+		}                                                                                       \
 	} while (0)
 
 /** Print a summary and return the process exit code. */
@@ -52,8 +52,6 @@ char *test_tmpdir(void);
 void test_rmtree(const char *path);
 /** Write @p text to @p dir/@p name; returns the new path (caller frees). */
 char *test_write_file(const char *dir, const char *name, const char *text);
-
-
 
 struct config;
 /**
