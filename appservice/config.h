@@ -52,6 +52,9 @@ struct config {
 	/* roles: who is staff; everyone else outside the namespace is a stranger */
 	struct config_users staff; /* explicit staff user ids */
 	int staff_all_local;       /* every user of server_name is staff */
+	/* managed rooms */
+	int rooms_federate;     /* managed rooms may federate (m.federate) */
+	unsigned staff_power;   /* staff's power level in managed rooms */
 	/* safeguarding */
 	char *safeguarding_room;   /* room id for alerts and leads' questions, or NULL */
 	struct config_users leads; /* safeguarding leads (staff too) */

@@ -56,23 +56,28 @@ enum pol_command groups_parse(const char *s)
 
 json_t *groups_room_content(const struct config *cfg, const char *name, const char *creator)
 {
-	/* Invite-only, history from joining, no federation, and only the bot may
-	 * change what decides who can get in or read back (power 100). */
-	return json_pack("{s:s, s:s, s:s, s:{s:b}, s:[s], s:["
-	                 "{s:s, s:s, s:{s:s}}, {s:s, s:s, s:{s:s}}, {s:s, s:s, s:{s:s}}], "
-	                 "s:{s:{s:i, s:i}, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:{s:i}, "
-	                 "s:{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i}}}",
-	                 "name", name, "preset", "private_chat", "visibility", "private", "creation_content",
-	                 "m.federate", 0, "invite", creator, "initial_state", "type", "m.room.join_rules",
-	                 "state_key", "", "content", "join_rule", "invite", "type",
-	                 "m.room.history_visibility", "state_key", "", "content", "history_visibility",
-	                 "joined", "type", "m.room.guest_access", "state_key", "", "content", "guest_access",
-	                 "forbidden", "power_level_content_override", "users", cfg->bot_user_id, 100, creator,
-	                 50, "users_default", 0, "events_default", 0, "state_default", 100, "invite", 50,
-	                 "kick", 50, "ban", 50, "redact", 50, "notifications", "room", 50, "events",
-	                 "m.room.name", 50, "m.room.topic", 50, "m.room.power_levels", 100,
-	                 "m.room.join_rules", 100, "m.room.history_visibility", 100, "m.room.canonical_alias",
-	                 100, "m.room.encryption", 100, "m.room.server_acl", 100, "m.room.tombstone", 100);
+	/* Invite-only, history from joining, not federated unless rooms.federate,
+	 * and only the bot (100) may change what decides who can get in or read
+	 * back.  Staff moderate at rooms.staff_power: invite, remove, redact,
+	 * rename. */
+	int staff = (int)cfg->staff_power;
+	json_t *power = json_pack("{s:{s:i, s:i}, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:{s:i}}", "users",
+	                          cfg->bot_user_id, 100, creator, staff, "users_default", 0, "events_default", 0,
+	                          "state_default", 100, "invite", staff, "kick", staff, "ban", staff, "redact",
+	                          staff, "notifications", "room", staff);
+	json_object_set_new(power, "events",
+	                    json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i}", "m.room.name", staff,
+	                              "m.room.topic", staff, "m.room.power_levels", 100, "m.room.join_rules", 100,
+	                              "m.room.history_visibility", 100, "m.room.canonical_alias", 100,
+	                              "m.room.encryption", 100, "m.room.server_acl", 100, "m.room.tombstone", 100));
+	json_t *initial = json_pack("[{s:s, s:s, s:{s:s}}, {s:s, s:s, s:{s:s}}, {s:s, s:s, s:{s:s}}]", "type",
+	                            "m.room.join_rules", "state_key", "", "content", "join_rule", "invite", "type",
+	                            "m.room.history_visibility", "state_key", "", "content",
+	                            "history_visibility", "joined", "type", "m.room.guest_access", "state_key", "",
+	                            "content", "guest_access", "forbidden");
+	return json_pack("{s:s, s:s, s:s, s:{s:b}, s:[s], s:o, s:o}", "name", name, "preset", "private_chat",
+	                 "visibility", "private", "creation_content", "m.federate", cfg->rooms_federate, "invite",
+	                 creator, "initial_state", initial, "power_level_content_override", power);
 }
 
 static int reply(const struct config *cfg, store_txn *t, const struct mxev *ev, const char *body,

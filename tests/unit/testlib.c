@@ -88,5 +88,6 @@ void test_config_init(struct config *cfg, const char *dir)
 	cfg->staff.v = xcalloc(1, sizeof(char *));
 	cfg->staff.v[0] = xstrdup("@staff:test.local");
 	cfg->staff.n = 1;
+	cfg->staff_power = 50;
 	cfg->path = xasprintf("%s/config.yaml", dir);
 }
