@@ -208,6 +208,14 @@ def check_rejections(ck, validator, example, rows):
             expect_invalid(f"{name}: verbose", with_value("verbose"))
 
 
+def check_docs(ck, docs, rows):
+    """docs/configuration.md must describe every key (as `section.key`)."""
+    text = docs.read_text()
+    for r in rows:
+        if f"`{r['section']}.{r['key']}`" not in text:
+            ck.fail(f"{docs.name}: does not describe {r['section']}.{r['key']}")
+
+
 def main(argv):
     if len(argv) not in (3, 4):
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
@@ -226,13 +234,14 @@ def main(argv):
     check_agreement(ck, schema, rows)
     check_example(ck, validator, example, rows)
     check_rejections(ck, validator, example, rows)
+    check_docs(ck, config_c.parents[1] / "docs" / "configuration.md", rows)
 
     if ck.problems:
         n = len(ck.problems)
         print(f"config schema: {n} problem{'s' if n != 1 else ''} ({len(rows)} keys in config.c)")
         return 1
     print(f"config schema: {len(rows)} keys agree across config.c, {schema_path.name}"
-          f" and {example_path.name}; the example is valid")
+          f", {example_path.name} and docs/configuration.md; the example is valid")
     return 0
 
 
