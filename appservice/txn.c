@@ -74,12 +74,12 @@ static void room_cache_free(struct room_cache *rc)
  * costs a seventh as much. */
 static uint64_t txn_hash(const struct mxev_batch *b)
 {
-	uint64_t h = 0xcbf29ce484222325ULL;
+	static const unsigned char sep = 0xff; /* never in UTF-8: ids cannot run together */
+	uint64_t h = TH_FNV1A64_INIT;
 	for (size_t i = 0; i < b->n; i++) {
-		const char *id = b->events[i].event_id;
-		for (const unsigned char *p = (const unsigned char *)(id ? id : ""); *p; p++)
-			h = (h ^ *p) * 0x100000001b3ULL;
-		h = (h ^ 0xFF) * 0x100000001b3ULL;
+		const char *id = b->events[i].event_id ? b->events[i].event_id : "";
+		h = th_fnv1a64_update(h, id, strlen(id));
+		h = th_fnv1a64_update(h, &sep, 1);
 	}
 	return h;
 }

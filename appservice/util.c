@@ -208,13 +208,17 @@ out:
 	return rc;
 }
 
-uint64_t th_fnv1a64(const void *buf, size_t len)
+uint64_t th_fnv1a64_update(uint64_t h, const void *buf, size_t len)
 {
 	const unsigned char *p = buf;
-	uint64_t h = 0xcbf29ce484222325ull;
 	for (size_t i = 0; i < len; i++) {
 		h ^= p[i];
 		h *= 0x100000001b3ull;
 	}
 	return h;
+}
+
+uint64_t th_fnv1a64(const void *buf, size_t len)
+{
+	return th_fnv1a64_update(TH_FNV1A64_INIT, buf, len);
 }

@@ -74,7 +74,11 @@ int th_parse_u64(const char *s, uint64_t max, uint64_t *out);
 /** Write the whole buffer to @p path via a temporary file and rename, mode @p mode. */
 int th_write_file_atomic(const char *path, const void *buf, size_t len, unsigned mode);
 
-/** 64-bit FNV-1a hash (not for security: identifies content, e.g. txn bodies). */
+/** 64-bit FNV-1a (not for security: identifies content, e.g. a transaction's event ids). */
+#define TH_FNV1A64_INIT 0xcbf29ce484222325ull
+/** Continue hash @p h over @p len more bytes. */
+uint64_t th_fnv1a64_update(uint64_t h, const void *buf, size_t len);
+/** th_fnv1a64_update(TH_FNV1A64_INIT, buf, len). */
 uint64_t th_fnv1a64(const void *buf, size_t len);
 
 #endif
