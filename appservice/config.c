@@ -62,6 +62,7 @@ static const struct option options[] = {
         {"log", "level", OPT_LEVEL, OFF(log_level), 0, "info", 0, 0},
         {"roles", "staff", OPT_USERS, OFF(staff), 0, NULL, 0, 0},
         {"roles", "staff_all_local", OPT_BOOL, OFF(staff_all_local), 0, "false", 0, 0},
+        {"guests", "pseudonym_per_room", OPT_BOOL, OFF(pseudonym_per_room), 0, "false", 0, 0},
         {"rooms", "federate", OPT_BOOL, OFF(rooms_federate), 0, "false", 0, 0},
         {"rooms", "staff_power", OPT_UINT, OFF(staff_power), 0, "50", 1, 99},
         {"safeguarding", "room", OPT_ROOM, OFF(safeguarding_room), 0, NULL, 0, 0},

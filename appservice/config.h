@@ -52,6 +52,8 @@ struct config {
 	/* roles: who is staff; everyone else outside the namespace is a stranger */
 	struct config_users staff; /* explicit staff user ids */
 	int staff_all_local;       /* every user of server_name is staff */
+	/* guests */
+	int pseudonym_per_room; /* a different, unlinkable pseudonym in each room */
 	/* managed rooms */
 	int rooms_federate;     /* managed rooms may federate (m.federate) */
 	unsigned staff_power;   /* staff's power level in managed rooms */

@@ -10,6 +10,7 @@
 #include "audit_query.h"
 #include "config.h"
 #include "groups.h"
+#include "guests.h"
 #include "jsonx.h"
 #include "log.h"
 #include "mxevent.h"
@@ -425,6 +426,9 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		           queued);
 	if (!rc)
 		rc = alert(cfg, t, &d, ev, seq, queued);
+	/* A guest now in a managed room gets its name there (per-room pseudonyms). */
+	if (!rc && f.event == POL_EV_JOIN && f.target == POL_ROLE_GUEST && f.room == POL_ROOM_MANAGED)
+		rc = guests_name_in_room(cfg, t, room, room_id, state_key, queued);
 	if (reply) /* it may hold what a reveal unsealed */
 		explicit_bzero(reply, strlen(reply));
 	free(reply);

@@ -338,8 +338,10 @@ int guests_create_sealed(const struct config *cfg, store_txn *t, audit *au, cons
 		goto out;
 
 	reg = json_pack("{s:s, s:s}", "op", "register", "localpart", localpart);
+	/* With per-room pseudonyms the profile name must not link the rooms:
+	 * everyone sees "Guest" there, and each room its own pseudonym. */
 	dn = json_pack("{s:s, s:s, s:s}", "op", "displayname", "user_id", g.user_id, "displayname",
-	               g.pseudonym);
+	               cfg->pseudonym_per_room ? GUESTS_PROFILE_NAME : g.pseudonym);
 	if ((rc = outbox_push(t, reg)) || (rc = outbox_push(t, dn)))
 		goto out;
 
@@ -358,5 +360,52 @@ out:
 	json_decref(reg);
 	json_decref(dn);
 	json_decref(details);
+	return rc;
+}
+
+int guests_name_in_room(const struct config *cfg, store_txn *t, json_t *room, const char *room_id,
+                        const char *guest_id, unsigned *queued)
+{
+	if (!cfg->pseudonym_per_room)
+		return TH_OK;
+	json_t *names = json_object_get(room, "names");
+	if (!json_is_object(names)) {
+		names = json_object();
+		json_object_set_new(room, "names", names);
+	}
+	if (json_object_get(names, guest_id))
+		return TH_OK; /* named here already (this is our own member event coming back) */
+
+	/* Taken: every name already used in the room, and the guest's own stored
+	 * pseudonym (which staff may know from elsewhere). */
+	size_t n = json_object_size(names) + 1, i = 0;
+	const char **taken = xcalloc(n, sizeof(*taken));
+	const char *k;
+	json_t *v;
+	json_object_foreach(names, k, v)
+	{
+		taken[i++] = json_string_value(v);
+	}
+	struct guest g;
+	int rc = guests_get(t, guest_id, &g);
+	if (rc && rc != TH_ENOTFOUND) {
+		free(taken);
+		return rc;
+	}
+	if (rc == TH_OK)
+		taken[i++] = g.pseudonym;
+	char name[GUESTS_PSEUDONYM_LEN];
+	rc = guests_pseudonym_for_room(taken, i, name, sizeof(name));
+	free(taken);
+	if (rc)
+		return rc == TH_EIO ? TH_OK : rc; /* no randomness: keep the neutral name */
+	json_object_set_new(names, guest_id, json_string(name));
+	json_t *a = json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:s, s:s}}", "op", "state", "room_id", room_id,
+	                      "user_id", guest_id, "type", "m.room.member", "state_key", guest_id, "content",
+	                      "membership", "join", "displayname", name);
+	rc = outbox_push(t, a);
+	json_decref(a);
+	if (!rc)
+		(*queued)++;
 	return rc;
 }

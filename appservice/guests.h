@@ -146,6 +146,21 @@ const char *guests_random_pseudonym(char *buf, size_t len);
  */
 int guests_pseudonym_for_room(const char *const *taken, size_t ntaken, char *buf, size_t len);
 
+/* A guest's profile display name when guests.pseudonym_per_room is set. */
+#define GUESTS_PROFILE_NAME "Guest"
+
+/**
+ * With guests.pseudonym_per_room: when guest @p guest_id has joined managed
+ * room @p room_id and has no name there yet, pick one unique among the names
+ * used in the room (and unlike the guest's own stored pseudonym), keep it in
+ * the room's state @p room ("names"), and queue the guest's member event
+ * carrying it.  Otherwise does nothing.
+ * @param queued  incremented per action queued
+ * @return TH_OK or a store error.
+ */
+int guests_name_in_room(const struct config *cfg, store_txn *t, json_t *room, const char *room_id,
+                        const char *guest_id, unsigned *queued);
+
 /** Number of words in each built-in list (for tests and for sizing). */
 size_t guests_adjective_count(void);
 size_t guests_animal_count(void);

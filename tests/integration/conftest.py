@@ -153,6 +153,7 @@ class Env:
                                    os.path.join(workdir, "threshold.log"))
         self.users = {}  # name -> (user_id, password, access_token)
         self.safeguarding_room = None  # set by tests that need alerts, then write_config()
+        self.pseudonym_per_room = False  # set by tests of per-room names, then write_config()
 
     @property
     def hs_url(self):
@@ -183,6 +184,8 @@ class Env:
         }
         if self.safeguarding_room:
             cfg["safeguarding"]["room"] = self.safeguarding_room
+        if self.pseudonym_per_room:
+            cfg["guests"] = {"pseudonym_per_room": True}
         with open(self.config_path, "w") as f:
             yaml.safe_dump(cfg, f, sort_keys=False)
 

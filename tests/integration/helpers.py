@@ -4,6 +4,7 @@ safeguarding room with a lead and the bot in it.
 """
 
 import json
+import re
 import time
 import urllib.parse
 import uuid
@@ -12,7 +13,7 @@ import pytest
 import requests
 
 from conftest import SERVER_NAME
-from mx import Client, run
+from mx import Client, poll, replies_to, run
 
 
 def bearer(token):
@@ -29,7 +30,9 @@ def ensure_user(env, name):
     return env.users[name][0]
 
 
-def create_guest(env, threshold):
+def create_guest(env, threshold, profile_name=None):
+    """A new guest, once the homeserver shows it with its profile name (its
+    pseudonym, or profile_name when that is given)."""
     r = threshold.run("guest", "create", "--json")
     guest = json.loads(r.stdout)
     assert guest["user_id"].startswith("@guest_") and guest["user_id"].endswith(":" + SERVER_NAME)
@@ -38,7 +41,7 @@ def create_guest(env, threshold):
     while time.monotonic() < deadline:
         r = requests.get("%s/_synapse/admin/v2/users/%s" % (env.hs_url, q(guest["user_id"])),
                          headers=bearer(env.token("admin")), timeout=30)
-        if r.status_code == 200 and r.json().get("displayname") == guest["pseudonym"]:
+        if r.status_code == 200 and r.json().get("displayname") == (profile_name or guest["pseudonym"]):
             return guest
         time.sleep(0.3)
     raise AssertionError("guest %s was not registered on the homeserver" % guest["user_id"])
@@ -135,3 +138,33 @@ def staff_room_with_bot(env, name="staff room"):
             await s.wait_for_member(room, env.bot, "join", timeout=30)
             return room
     return run(make())
+
+
+def bot_reply(env, name, room, event_id, timeout=30):
+    async def read():
+        async with Client.for_user(env, name) as c:
+            async def got():
+                return replies_to(await c.history(room), env.bot).get(event_id)
+            return (await poll(got, timeout=timeout, what="the bot's reply"))[0]
+    return run(read())
+
+
+def staff_says(env, room, text):
+    async def send():
+        async with Client.for_user(env, "staff") as s:
+            return await s.send_text(room, text)
+    return run(send())
+
+
+def make_group(env):
+    """A staff room with the bot, then a group room made through it; staff joined."""
+    staff_room_id = staff_room_with_bot(env)
+    cmd = staff_says(env, staff_room_id, "!threshold group create Tuesday group")
+    reply = bot_reply(env, "staff", staff_room_id, cmd)
+    m = re.search(r"(![A-Za-z0-9]+:%s)" % re.escape(SERVER_NAME), reply["content"]["body"])
+    assert m, reply
+    group = m.group(1)
+    r = requests.post("%s/_matrix/client/v3/join/%s" % (env.hs_url, q(group)),
+                      headers=bearer(env.token("staff")), json={}, timeout=30)
+    assert r.status_code == 200, r.text
+    return group

@@ -4,44 +4,11 @@ Staff ask the bot for a group room, add a guest by pseudonym, list and remove
 guests; strangers invited into the room are turned away.
 """
 
-import re
-
 import requests
 
-from conftest import SERVER_NAME
-from helpers import (audit_records, bearer, create_guest, ensure_user, q, staff_room_with_bot,
-                     wait_membership)
-from mx import Client, poll, replies_to, run
-
-
-def bot_reply(env, name, room, event_id, timeout=30):
-    async def read():
-        async with Client.for_user(env, name) as c:
-            async def got():
-                return replies_to(await c.history(room), env.bot).get(event_id)
-            return (await poll(got, timeout=timeout, what="the bot's reply"))[0]
-    return run(read())
-
-
-def staff_says(env, room, text):
-    async def send():
-        async with Client.for_user(env, "staff") as s:
-            return await s.send_text(room, text)
-    return run(send())
-
-
-def make_group(env):
-    """A staff room with the bot, then a group room made through it; staff joined."""
-    staff_room_id = staff_room_with_bot(env)
-    cmd = staff_says(env, staff_room_id, "!threshold group create Tuesday group")
-    reply = bot_reply(env, "staff", staff_room_id, cmd)
-    m = re.search(r"(![A-Za-z0-9]+:%s)" % re.escape(SERVER_NAME), reply["content"]["body"])
-    assert m, reply
-    group = m.group(1)
-    r = requests.post("%s/_matrix/client/v3/join/%s" % (env.hs_url, q(group)),
-                      headers=bearer(env.token("staff")), json={}, timeout=30)
-    assert r.status_code == 200, r.text
-    return group
+from helpers import (audit_records, bearer, bot_reply, create_guest, ensure_user, make_group, q,
+                     staff_room_with_bot, staff_says, wait_membership)
+from mx import Client, run
 
 
 def test_group_room_is_private_and_staff_can_add_list_and_remove_guests(env, threshold):

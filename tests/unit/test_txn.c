@@ -402,6 +402,42 @@ static void test_managed_room(void)
 	json_decref(a);
 }
 
+/* Per-room pseudonyms: a guest joining a managed room is named there once. */
+static void test_pseudonym_per_room(void)
+{
+	cfg.pseudonym_per_room = 1;
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
+	CHECK_EQ_INT(rooms_mark_managed(t, "!p:test.local", "group"), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	struct txn_result res;
+#define GUEST_JOIN(id, name)                                                                                 \
+	"{\"events\":[{\"event_id\":\"" id "\",\"room_id\":\"!p:test.local\",\"type\":\"m.room.member\","        \
+	"\"state_key\":\"@guest_0123456789abcdef0123456789abcdef:test.local\","                                 \
+	"\"sender\":\"@guest_0123456789abcdef0123456789abcdef:test.local\","                                    \
+	"\"content\":{\"membership\":\"join\",\"displayname\":\"" name "\"}}]}"
+	run("70", GUEST_JOIN("$pj1", "Guest"), &res);
+	CHECK_EQ_INT(res.status, 200);
+	CHECK_EQ_INT(res.queued, 1);
+	json_t *a = last_action();
+	CHECK_STR(json_string_value(json_object_get(a, "op")), "state");
+	CHECK_STR(json_string_value(json_object_get(a, "type")), "m.room.member");
+	CHECK_STR(json_string_value(json_object_get(a, "user_id")),
+	          "@guest_0123456789abcdef0123456789abcdef:test.local");
+	const char *name = json_string_value(json_object_get(json_object_get(a, "content"), "displayname"));
+	CHECK(name && strchr(name, ' ') != NULL && strcmp(name, "Guest") != 0);
+	char *kept = xstrdup(name ? name : "");
+	json_decref(a);
+	/* The member event carrying the name comes back: nothing more to do. */
+	char *again = xasprintf(GUEST_JOIN("$pj2", "%s"), kept);
+	run("71", again, &res);
+	CHECK_EQ_INT(res.queued, 0);
+	free(again);
+	free(kept);
+#undef GUEST_JOIN
+	cfg.pseudonym_per_room = 0;
+}
+
 static void test_store_full(const char *dir)
 {
 	/* A separate store with the smallest map: a big transaction cannot fit. */
@@ -451,6 +487,7 @@ int main(void)
 	test_actions_queued();
 	test_audit_records();
 	test_managed_room();
+	test_pseudonym_per_room();
 	test_audit_questions();
 	test_store_full(dir);
 	audit_close(au);
