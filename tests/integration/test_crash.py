@@ -13,7 +13,8 @@ appservice next goes down and recovers.  The bot's replies are sent exactly
 then, so one of their echoes is sometimes held back.  Before counting, the test
 therefore makes Synapse drain its queue: it stops Threshold, sends one plain
 message (which Synapse cannot deliver, so it starts a recoverer), and starts
-Threshold again; the recoverer then sends everything still queued, oldest
+Threshold again (up to three times, as the race can strike again); the
+recoverer then sends everything still queued, oldest
 first.  Nothing is created during that recovery, so nothing is held back.
 """
 
@@ -106,34 +107,42 @@ def test_sigkill_during_burst_loses_and_duplicates_nothing(env, threshold):
             await poll(outbox_empty, timeout=30, what="Threshold's outbox to empty")
 
             # Drain whatever Synapse still holds for us (see the module docstring).
-            rc = threshold.stop()
-            assert rc == 0, "threshold serve exited %s on SIGTERM" % rc
-            await staff.send_text(room, "all done (not a command)")
-            threshold.start()
-
+            # Synapse's race can strike again during a drain, so up to three
+            # drains; each adds its one plain message to the room.
             async def settled():
                 hist = await staff.history(room)
                 expected = events_since_invite(hist, env.bot)
                 mine = threshold.room_status(room)
-                if mine and mine["events"] == len(set(expected)):
+                if (mine and len(set(expected)) == settled.target
+                        and mine["events"] == len(set(expected))):
                     return hist, expected, mine
                 settled.last = (len(set(expected)), mine)
                 return None
 
             settled.last = None
-            try:
-                hist, expected, mine = await poll(settled, timeout=30, interval=1,
-                                                  what="Threshold's count to settle")
-            except MatrixError:
+            settled.target = 2 + 2 * COMMANDS
+            for drain in range(3):
+                rc = threshold.stop()
+                assert rc == 0, "threshold serve exited %s on SIGTERM" % rc
+                await staff.send_text(room, "all done (not a command)")
+                settled.target += 1
+                threshold.start()
+                try:
+                    hist, expected, mine = await poll(settled, timeout=30, interval=1,
+                                                      what="Threshold's count to settle")
+                    break
+                except MatrixError:
+                    pass
+            else:
                 raise AssertionError(
                     "Threshold's event count for the room never matched its history: "
-                    "(expected, status) = %r; Synapse still holds: %r"
-                    % (settled.last, synapse_queued_txns(env.hs)))
+                    "(events in history, status) = %r, wanted %d; Synapse still holds: %r"
+                    % (settled.last, settled.target, synapse_queued_txns(env.hs)))
             # Give a duplicate reply time to show up before judging.
             time.sleep(2)
-            return room, commands, await staff.history(room), expected
+            return room, commands, await staff.history(room), expected, settled.target
 
-    room, commands, hist, expected = run(scenario())
+    room, commands, hist, expected, target = run(scenario())
 
     replies = replies_to(hist, env.bot)
     wrong = {c: len(replies.get(c, [])) for c in commands if len(replies.get(c, [])) != 1}
@@ -145,7 +154,8 @@ def test_sigkill_during_burst_loses_and_duplicates_nothing(env, threshold):
     assert set(replies) == set(commands), "replies to non-commands: %r" % (
         set(replies) - set(commands))
 
-    assert len(expected) == len(set(expected)) == 2 + 2 * COMMANDS + 1, len(expected)
+    # invite + join + a command and its pong each + the drains' plain messages
+    assert len(expected) == len(set(expected)) == target, (len(expected), target)
     final = threshold.room_status(room)
     assert final["events"] == len(expected), (final, len(expected))
     assert final["bot_membership"] == "join", final
