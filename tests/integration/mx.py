@@ -5,10 +5,12 @@ Each test runs one coroutine with asyncio.run(); a Client lives inside it.
 
 import asyncio
 import time
+import urllib.parse
 
-from nio import (AsyncClient, AsyncClientConfig, JoinedMembersResponse, MessageDirection,
-                 RoomCreateResponse, RoomInviteResponse,
-                 RoomMessagesResponse, RoomSendResponse, SyncResponse)
+import requests
+
+from nio import (AsyncClient, AsyncClientConfig, JoinedMembersResponse, RoomCreateResponse,
+                 RoomInviteResponse, RoomSendResponse, SyncResponse)
 
 
 class MatrixError(AssertionError):
@@ -97,19 +99,27 @@ class Client:
                           % (user_id, membership, room_id, timeout))
 
     async def history(self, room_id):
-        """Every event of the room's timeline, oldest first."""
-        r = await self.sync()
-        token = r.next_batch
+        """Every event of the room's timeline, oldest first.
+
+        Paginates back from the newest event (spec: /messages with dir=b and
+        no `from`), not from a /sync token: Synapse may answer an initial
+        /sync from a cache up to minutes old, and a page from such a token
+        misses everything newer."""
+        url = "%s/_matrix/client/v3/rooms/%s/messages" % (
+            self.nio.homeserver, urllib.parse.quote(room_id, safe=""))
+        headers = {"Authorization": "Bearer " + self.nio.access_token}
+        params = {"dir": "b", "limit": "100"}
         events = []
         while True:
-            m = _check(await self.nio.room_messages(room_id, token,
-                                                    direction=MessageDirection.back,
-                                                    limit=100),
-                       RoomMessagesResponse, "reading %s" % room_id)
-            events.extend(ev.source for ev in m.chunk)
-            if not m.chunk or not m.end or m.end == token:
+            r = await asyncio.to_thread(requests.get, url, headers=headers, params=params, timeout=30)
+            if r.status_code != 200:
+                raise MatrixError("reading %s failed: %s %s" % (room_id, r.status_code, r.text))
+            page = r.json()
+            chunk = page.get("chunk", [])
+            events.extend(chunk)
+            if not chunk or not page.get("end"):
                 break
-            token = m.end
+            params["from"] = page["end"]
         events.reverse()
         return events
 
