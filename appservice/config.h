@@ -55,8 +55,8 @@ struct config {
 	/* guests */
 	int pseudonym_per_room; /* a different, unlinkable pseudonym in each room */
 	/* managed rooms */
-	int rooms_federate;     /* managed rooms may federate (m.federate) */
-	unsigned staff_power;   /* staff's power level in managed rooms */
+	int rooms_federate;   /* managed rooms may federate (m.federate) */
+	unsigned staff_power; /* staff's power level in managed rooms */
 	/* safeguarding */
 	char *safeguarding_room;   /* room id for alerts and leads' questions, or NULL */
 	struct config_users leads; /* safeguarding leads (staff too) */

@@ -62,22 +62,23 @@ json_t *groups_room_content(const struct config *cfg, const char *name, const ch
 	 * rename. */
 	int staff = (int)cfg->staff_power;
 	json_t *power = json_pack("{s:{s:i, s:i}, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:{s:i}}", "users",
-	                          cfg->bot_user_id, 100, creator, staff, "users_default", 0, "events_default", 0,
-	                          "state_default", 100, "invite", staff, "kick", staff, "ban", staff, "redact",
-	                          staff, "notifications", "room", staff);
+	                          cfg->bot_user_id, 100, creator, staff, "users_default", 0, "events_default",
+	                          0, "state_default", 100, "invite", staff, "kick", staff, "ban", staff,
+	                          "redact", staff, "notifications", "room", staff);
 	json_object_set_new(power, "events",
 	                    json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i}", "m.room.name", staff,
-	                              "m.room.topic", staff, "m.room.power_levels", 100, "m.room.join_rules", 100,
-	                              "m.room.history_visibility", 100, "m.room.canonical_alias", 100,
-	                              "m.room.encryption", 100, "m.room.server_acl", 100, "m.room.tombstone", 100));
+	                              "m.room.topic", staff, "m.room.power_levels", 100, "m.room.join_rules",
+	                              100, "m.room.history_visibility", 100, "m.room.canonical_alias", 100,
+	                              "m.room.encryption", 100, "m.room.server_acl", 100, "m.room.tombstone",
+	                              100));
 	json_t *initial = json_pack("[{s:s, s:s, s:{s:s}}, {s:s, s:s, s:{s:s}}, {s:s, s:s, s:{s:s}}]", "type",
-	                            "m.room.join_rules", "state_key", "", "content", "join_rule", "invite", "type",
-	                            "m.room.history_visibility", "state_key", "", "content",
-	                            "history_visibility", "joined", "type", "m.room.guest_access", "state_key", "",
-	                            "content", "guest_access", "forbidden");
+	                            "m.room.join_rules", "state_key", "", "content", "join_rule", "invite",
+	                            "type", "m.room.history_visibility", "state_key", "", "content",
+	                            "history_visibility", "joined", "type", "m.room.guest_access",
+	                            "state_key", "", "content", "guest_access", "forbidden");
 	return json_pack("{s:s, s:s, s:s, s:{s:b}, s:[s], s:o, s:o}", "name", name, "preset", "private_chat",
-	                 "visibility", "private", "creation_content", "m.federate", cfg->rooms_federate, "invite",
-	                 creator, "initial_state", initial, "power_level_content_override", power);
+	                 "visibility", "private", "creation_content", "m.federate", cfg->rooms_federate,
+	                 "invite", creator, "initial_state", initial, "power_level_content_override", power);
 }
 
 static int reply(const struct config *cfg, store_txn *t, const struct mxev *ev, const char *body,

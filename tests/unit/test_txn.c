@@ -411,10 +411,10 @@ static void test_pseudonym_per_room(void)
 	CHECK_EQ_INT(rooms_mark_managed(t, "!p:test.local", "group"), TH_OK);
 	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
 	struct txn_result res;
-#define GUEST_JOIN(id, name)                                                                                 \
-	"{\"events\":[{\"event_id\":\"" id "\",\"room_id\":\"!p:test.local\",\"type\":\"m.room.member\","        \
-	"\"state_key\":\"@guest_0123456789abcdef0123456789abcdef:test.local\","                                 \
-	"\"sender\":\"@guest_0123456789abcdef0123456789abcdef:test.local\","                                    \
+#define GUEST_JOIN(id, name)                                                                              \
+	"{\"events\":[{\"event_id\":\"" id "\",\"room_id\":\"!p:test.local\",\"type\":\"m.room.member\"," \
+	"\"state_key\":\"@guest_0123456789abcdef0123456789abcdef:test.local\","                           \
+	"\"sender\":\"@guest_0123456789abcdef0123456789abcdef:test.local\","                              \
 	"\"content\":{\"membership\":\"join\",\"displayname\":\"" name "\"}}]}"
 	run("70", GUEST_JOIN("$pj1", "Guest"), &res);
 	CHECK_EQ_INT(res.status, 200);
