@@ -16,15 +16,11 @@
 #include "mxevent.h"
 #include "outbox.h"
 #include "policy.h"
+#include "rooms.h"
 #include "txn.h"
 #include "util.h"
 
 #define COMMAND_PREFIX "!threshold"
-
-json_t *events_room_new(void)
-{
-	return json_pack("{s:i, s:n}", "events", 0, "bot");
-}
 
 static enum pol_role role_of(const struct config *cfg, const char *user_id)
 {
@@ -51,10 +47,7 @@ static enum pol_room room_of(const struct config *cfg, const char *room_id, cons
 {
 	if (cfg->safeguarding_room && room_id && strcmp(room_id, cfg->safeguarding_room) == 0)
 		return POL_ROOM_SAFEGUARDING;
-	const char *kind = jsonx_str(room, "kind");
-	if (kind && (strcmp(kind, "portal") == 0 || strcmp(kind, "group") == 0))
-		return POL_ROOM_MANAGED;
-	return POL_ROOM_UNMANAGED;
+	return rooms_is_managed(room) ? POL_ROOM_MANAGED : POL_ROOM_UNMANAGED;
 }
 
 /* The safe value of a room setting that would expose a managed room's

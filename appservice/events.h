@@ -27,7 +27,4 @@ struct txn_env;
 int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev, json_t *room,
                   unsigned *queued);
 
-/** Room state as kept in STORE_ROOMS: a fresh object for a room first seen. */
-json_t *events_room_new(void);
-
 #endif

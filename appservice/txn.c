@@ -8,6 +8,7 @@
 #include "audit.h"
 #include "config.h"
 #include "events.h"
+#include "rooms.h"
 #include "log.h"
 #include "mxevent.h"
 #include "util.h"
@@ -34,7 +35,7 @@ static json_t *room_get(struct room_cache *rc, store_txn *t, const char *room_id
 	int r = store_get_json(t, STORE_ROOMS, room_id, &state);
 	if (r == TH_ENOTFOUND || (r == TH_OK && !json_is_object(state))) {
 		json_decref(state);
-		state = events_room_new();
+		state = rooms_state_new();
 	} else if (r) {
 		*err = r;
 		return NULL;
