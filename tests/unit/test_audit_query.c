@@ -18,33 +18,8 @@
 #include "testlib.h"
 #include "util.h"
 
-struct env {
-	char *dir;
-	struct config cfg;
-	store *st;
-	audit *au;
-};
-
-static void env_init(struct env *e)
-{
-	memset(e, 0, sizeof(*e));
-	e->dir = test_tmpdir();
-	test_config_init(&e->cfg, e->dir);
-	CHECK_EQ_INT(store_open(e->cfg.store_path, e->cfg.map_size_mb, &e->st), TH_OK);
-	CHECK_EQ_INT(audit_open_config(e->st, &e->cfg, &e->au), TH_OK);
-}
-
-static void env_free(struct env *e)
-{
-	audit_close(e->au);
-	store_close(e->st);
-	test_rmtree(e->dir);
-	config_free(&e->cfg);
-	free(e->dir);
-}
-
-static void append(struct env *e, store_txn *t, enum audit_kind kind, const char *actor, const char *subject,
-                   const char *sealed)
+static void append(struct test_env *e, store_txn *t, enum audit_kind kind, const char *actor,
+                   const char *subject, const char *sealed)
 {
 	struct audit_rec rec = {
 	        .kind = kind, .actor = actor, .subject = subject, .reason = "test_reason", .sealed = sealed};
@@ -134,8 +109,8 @@ static void test_parse(void)
 
 static void test_recent(void)
 {
-	struct env e;
-	env_init(&e);
+	struct test_env e;
+	test_env_open(&e);
 	struct audit_query q = {.kind = AUDIT_QUERY_RECENT};
 	struct audit_answer a;
 	store_txn *t;
@@ -179,8 +154,8 @@ static void test_recent(void)
 	store_txn_abort(t);
 
 	/* Sequence order, oldest first, and the fields of a line. */
-	env_free(&e);
-	env_init(&e);
+	test_env_close(&e);
+	test_env_open(&e);
 	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
 	for (int i = 1; i <= 3; i++) {
 		snprintf(actor, sizeof(actor), "@actor%d:test.local", i);
@@ -195,13 +170,13 @@ static void test_recent(void)
 	                     "reason=test_reason") != NULL);
 	audit_query_answer_free(&a);
 	store_txn_abort(t);
-	env_free(&e);
+	test_env_close(&e);
 }
 
 static void test_guest(void)
 {
-	struct env e;
-	env_init(&e);
+	struct test_env e;
+	test_env_open(&e);
 	store_txn *t;
 	struct guest g, other;
 	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
@@ -260,7 +235,7 @@ static void test_guest(void)
 	CHECK(strstr(a.text, "!audit recent") && strstr(a.text, "!audit guest"));
 	audit_query_answer_free(&a);
 	store_txn_abort(t);
-	env_free(&e);
+	test_env_close(&e);
 }
 
 static int count_seq(void *ctx, uint64_t seq, const json_t *rec, const char *raw, size_t rawlen)
@@ -278,8 +253,8 @@ static int count_seq(void *ctx, uint64_t seq, const json_t *rec, const char *raw
 /* audit_filter.min_seq, which "recent" uses to read only the tail. */
 static void test_min_seq(void)
 {
-	struct env e;
-	env_init(&e);
+	struct test_env e;
+	test_env_open(&e);
 	store_txn *t;
 	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
 	for (int i = 0; i < 10; i++)
@@ -297,14 +272,14 @@ static void test_min_seq(void)
 	CHECK_EQ_INT(c[0], 4);
 	CHECK_EQ_INT(c[1], 4);
 	store_txn_abort(t);
-	env_free(&e);
+	test_env_close(&e);
 }
 
 /* Twenty records with the longest ids there are still fit under the cap. */
 static void test_size_cap(void)
 {
-	struct env e;
-	env_init(&e);
+	struct test_env e;
+	test_env_open(&e);
 	store_txn *t;
 	char actor[AUDIT_MAX_ID + 1], subject[AUDIT_MAX_ID + 1];
 	memset(actor, 'a', AUDIT_MAX_ID);
@@ -323,7 +298,7 @@ static void test_size_cap(void)
 	CHECK_EQ_INT(count_lines(a.text), 11);
 	audit_query_answer_free(&a);
 	store_txn_abort(t);
-	env_free(&e);
+	test_env_close(&e);
 }
 
 /* Break glass: the sealed note comes out only through reveal, with the
@@ -331,8 +306,8 @@ static void test_size_cap(void)
  * erased, say so. */
 static void test_reveal(void)
 {
-	struct env e;
-	env_init(&e);
+	struct test_env e;
+	test_env_open(&e);
 	store_txn *t;
 	struct guest g, plain;
 	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
@@ -388,7 +363,7 @@ static void test_reveal(void)
 	CHECK(strstr(a.text, "07700") == NULL);
 	audit_query_answer_free(&a);
 	store_txn_abort(t);
-	env_free(&e);
+	test_env_close(&e);
 }
 
 int main(void)

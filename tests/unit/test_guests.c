@@ -21,35 +21,15 @@
 #include "util.h"
 
 /* A store and audit log in a fresh directory, with the bot's user record. */
-struct env {
-	char *dir;
-	struct config cfg;
-	store *st;
-	audit *au;
-};
-
-static void env_init(struct env *e)
+static void env_init(struct test_env *e)
 {
-	memset(e, 0, sizeof(*e));
-	e->dir = test_tmpdir();
-	test_config_init(&e->cfg, e->dir);
-	CHECK_EQ_INT(store_open(e->cfg.store_path, e->cfg.map_size_mb, &e->st), TH_OK);
-	CHECK_EQ_INT(audit_open_config(e->st, &e->cfg, &e->au), TH_OK);
+	test_env_open(e);
 	store_txn *t;
 	CHECK_EQ_INT(store_txn_begin(e->st, 1, &t), TH_OK);
 	json_t *bot = json_pack("{s:s, s:s}", "kind", "bot", "displayname", "Threshold");
 	CHECK_EQ_INT(store_put_json(t, STORE_USERS, e->cfg.bot_user_id, bot), TH_OK);
 	json_decref(bot);
 	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
-}
-
-static void env_free(struct env *e)
-{
-	audit_close(e->au);
-	store_close(e->st);
-	test_rmtree(e->dir);
-	config_free(&e->cfg);
-	free(e->dir);
 }
 
 /* "Word" or "Word Word" (or "Word Word N" with @p numbered): ASCII letters, capitalised. */
@@ -211,7 +191,7 @@ static int cmp_str(const void *a, const void *b)
 /* 1000 guests in one transaction: ids in the namespace and distinct, pseudonyms distinct. */
 static void test_many(void)
 {
-	struct env e;
+	struct test_env e;
 	env_init(&e);
 	enum { N = 1000 };
 	struct guest *gs = xcalloc(N, sizeof(*gs));
@@ -258,7 +238,7 @@ static void test_many(void)
 	free(names);
 	free(ids);
 	free(gs);
-	env_free(&e);
+	test_env_close(&e);
 }
 
 struct outbox_seen {
@@ -313,7 +293,7 @@ static int audit_one(void *ctx, uint64_t seq, const json_t *rec, const char *raw
 
 static void test_create_and_read(void)
 {
-	struct env e;
+	struct test_env e;
 	env_init(&e);
 	store_txn *t;
 	struct guest g, other, got;
@@ -408,12 +388,12 @@ static void test_create_and_read(void)
 	CHECK_EQ_INT(guests_walk(t, collect_one, &c2), TH_ESTORE);
 	free(c2.v);
 	store_txn_abort(t);
-	env_free(&e);
+	test_env_close(&e);
 }
 
 static void test_abort_and_errors(void)
 {
-	struct env e;
+	struct test_env e;
 	env_init(&e);
 	store_txn *t;
 	struct guest g;
@@ -458,7 +438,7 @@ static void test_abort_and_errors(void)
 	free(long_name);
 	CHECK(memcmp(&g, &saved, sizeof(g)) == 0);
 	store_txn_abort(t);
-	env_free(&e);
+	test_env_close(&e);
 }
 
 /* ---- the CLI ----------------------------------------------------------- */

@@ -91,3 +91,21 @@ void test_config_init(struct config *cfg, const char *dir)
 	cfg->staff_power = 50;
 	cfg->path = xasprintf("%s/config.yaml", dir);
 }
+
+void test_env_open(struct test_env *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->dir = test_tmpdir();
+	test_config_init(&e->cfg, e->dir);
+	CHECK_EQ_INT(store_open(e->cfg.store_path, e->cfg.map_size_mb, &e->st), TH_OK);
+	CHECK_EQ_INT(audit_open_config(e->st, &e->cfg, &e->au), TH_OK);
+}
+
+void test_env_close(struct test_env *e)
+{
+	audit_close(e->au);
+	store_close(e->st);
+	test_rmtree(e->dir);
+	config_free(&e->cfg);
+	free(e->dir);
+}

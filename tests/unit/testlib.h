@@ -61,4 +61,21 @@ struct config;
  * Free with config_free().
  */
 void test_config_init(struct config *cfg, const char *dir);
+
+#include "audit.h"
+#include "config.h"
+#include "store.h"
+
+/* A config (test_config_init), a store and an audit log in a fresh directory. */
+struct test_env {
+	char *dir;
+	struct config cfg;
+	store *st;
+	audit *au;
+};
+
+/** Open @p e; a failure is a failed CHECK. */
+void test_env_open(struct test_env *e);
+/** Close @p e and remove its directory. */
+void test_env_close(struct test_env *e);
 #endif
