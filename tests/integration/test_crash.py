@@ -108,24 +108,27 @@ def test_sigkill_during_burst_loses_and_duplicates_nothing(env, threshold):
 
             # Drain whatever Synapse still holds for us (see the module docstring).
             # Synapse's race can strike again during a drain, so up to three
-            # drains; each adds its one plain message to the room.
+            # drains.  (Twice in CI a later drain's message was not in the
+            # history read afterwards, while Threshold's count still matched
+            # that history exactly; so the count is checked against the room's
+            # history, and the history against the events the test made.)
             async def settled():
                 hist = await staff.history(room)
                 expected = events_since_invite(hist, env.bot)
                 mine = threshold.room_status(room)
-                if (mine and len(set(expected)) == settled.target
+                if (mine and len(set(expected)) >= settled.target
                         and mine["events"] == len(set(expected))):
                     return hist, expected, mine
                 settled.last = (len(set(expected)), mine)
                 return None
 
             settled.last = None
-            settled.target = 2 + 2 * COMMANDS
+            # invite + join + a command and a pong each + at least one drain message
+            settled.target = 2 + 2 * COMMANDS + 1
             for drain in range(3):
                 rc = threshold.stop()
                 assert rc == 0, "threshold serve exited %s on SIGTERM" % rc
                 await staff.send_text(room, "all done (not a command)")
-                settled.target += 1
                 threshold.start()
                 try:
                     hist, expected, mine = await poll(settled, timeout=30, interval=1,
@@ -136,7 +139,7 @@ def test_sigkill_during_burst_loses_and_duplicates_nothing(env, threshold):
             else:
                 raise AssertionError(
                     "Threshold's event count for the room never matched its history: "
-                    "(events in history, status) = %r, wanted %d; Synapse still holds: %r"
+                    "(events in history, status) = %r, wanted at least %d; Synapse still holds: %r"
                     % (settled.last, settled.target, synapse_queued_txns(env.hs)))
             # Give a duplicate reply time to show up before judging.
             time.sleep(2)
@@ -154,8 +157,12 @@ def test_sigkill_during_burst_loses_and_duplicates_nothing(env, threshold):
     assert set(replies) == set(commands), "replies to non-commands: %r" % (
         set(replies) - set(commands))
 
-    # invite + join + a command and its pong each + the drains' plain messages
-    assert len(expected) == len(set(expected)) == target, (len(expected), target)
+    # Every event the test made is in the room exactly once (invite, join, each
+    # command and its pong), and Threshold counted exactly the room's events.
+    assert len(expected) == len(set(expected)), "an event listed twice in the room's history"
+    made = set(commands) | {r[0]["event_id"] for r in replies.values()}
+    assert made <= set(expected), "events missing from the history: %r" % (made - set(expected))
+    assert len(expected) >= target, (len(expected), target)
     final = threshold.room_status(room)
     assert final["events"] == len(expected), (final, len(expected))
     assert final["bot_membership"] == "join", final
