@@ -13,6 +13,7 @@
 #include "as_server.h"
 #include "audit.h"
 #include "config.h"
+#include "conv.h"
 #include "gateway.h"
 #include "invites.h"
 #include "cs.h"
@@ -155,8 +156,17 @@ static int try_ping(cs_client *cs, const struct config *cfg)
 	return 0;
 }
 
-static void prune(const struct config *cfg, store *st)
+static void prune(const struct config *cfg, store *st, const struct txn_env *env)
 {
+	size_t ended = 0;
+	if (env && env->au) {
+		int erc = conv_expire(env, th_now_ms(), &ended);
+		if (erc)
+			LOG(LOG_WARN, "ending expired conversations failed: %s", th_strerror(erc));
+		if (ended)
+			LOG(LOG_INFO, "ended %zu conversations past their services' conversation_expiry_days",
+			    ended);
+	}
 	uint64_t keep = (uint64_t)cfg->dedupe_retention_days * 24u * 3600u * 1000u;
 	uint64_t now = th_now_ms();
 	size_t removed = 0, invites = 0;
@@ -208,7 +218,7 @@ int daemon_serve(const struct config *cfg)
 	                    0) ||
 	    audit_lifecycle(au, st, AUDIT_CONFIG_LOADED, NULL, json_pack("{s:s}", "file", cfg->path), 0))
 		goto out;
-	prune(cfg, st);
+	prune(cfg, st, NULL);
 	if (queue_bot_setup(cfg, st) != TH_OK) {
 		LOG(LOG_ERROR, "cannot queue the bot's registration in the store");
 		goto out;
@@ -232,7 +242,7 @@ int daemon_serve(const struct config *cfg)
 
 	int pinged = try_ping(cs, cfg);
 	uint64_t ping_wait = PING_RETRY_MIN_MS, next_ping = th_mono_ms() + ping_wait;
-	uint64_t next_prune = th_mono_ms() + PRUNE_INTERVAL_MS;
+	uint64_t next_prune = th_mono_ms() + 60000u;
 	for (;;) {
 		struct timespec ts = {1, 0};
 		int sig = sigtimedwait(&sigs, NULL, &ts);
@@ -248,7 +258,7 @@ int daemon_serve(const struct config *cfg)
 		}
 		audit_tick(au, st);
 		if (now >= next_prune) {
-			prune(cfg, st);
+			prune(cfg, st, &env);
 			next_prune = now + PRUNE_INTERVAL_MS;
 		}
 	}

@@ -953,3 +953,60 @@ int conv_command(const struct txn_env *env, store_txn *t, const struct mxev *ev,
 	json_decref(c);
 	return rc;
 }
+
+/* ---- retention ------------------------------------------------------------ */
+
+struct expired {
+	char **guests;
+	size_t n;
+	uint64_t now;
+};
+
+static int collect_expired(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct expired *ex = ctx;
+	json_t *c = json_loadb(val, vlen, 0, NULL);
+	uint64_t exp = (uint64_t)json_integer_value(json_object_get(c, "expires_ms"));
+	json_decref(c);
+	if (exp && exp <= ex->now && klen <= GUESTS_MAX_USER_ID) {
+		ex->guests = xrealloc(ex->guests, (ex->n + 1) * sizeof(char *));
+		ex->guests[ex->n++] = xstrndup(key, klen);
+	}
+	return 0;
+}
+
+int conv_expire(const struct txn_env *env, uint64_t now_ms, size_t *expired)
+{
+	struct expired ex = {.now = now_ms};
+	store_txn *t;
+	int rc = store_txn_begin(env->st, 0, &t);
+	if (rc)
+		return rc;
+	rc = store_walk(t, STORE_CONVS, NULL, 0, collect_expired, &ex);
+	store_txn_abort(t);
+	size_t done = 0;
+	for (size_t i = 0; !rc && i < ex.n; i++) {
+		const char *guest = ex.guests[i];
+		if ((rc = store_txn_begin(env->st, 1, &t)))
+			break;
+		json_t *c = conv_get(t, guest);
+		if (c)
+			rc = close_in(env, t, guest, c, "threshold", "This conversation has ended.", 1);
+		if (!rc)
+			rc = feed_erase(t, guest, NULL);
+		if (!rc && c)
+			rc = store_del(t, STORE_CONVS, guest, strlen(guest));
+		json_decref(c);
+		if (rc) {
+			store_txn_abort(t);
+			break;
+		}
+		if (!(rc = store_txn_commit(t)))
+			done++;
+	}
+	for (size_t i = 0; i < ex.n; i++)
+		free(ex.guests[i]);
+	free(ex.guests);
+	*expired = done;
+	return rc;
+}

@@ -120,6 +120,17 @@ int conv_leave(const struct txn_env *env, const char *guest);
 int conv_erase(const struct txn_env *env, const char *guest);
 
 /**
+ * Retention: end every conversation past its services.<name>.
+ * conversation_expiry_days.  The guest leaves the room, the feed, the
+ * sessions and the conversation record are deleted, and the audit log says
+ * the conversation was closed (actor "threshold").  The room's history stays
+ * on the homeserver, under its own retention policy (docs/services.md).
+ * @param expired  out: conversations ended
+ * @return TH_OK or a store/audit error (what was done so far stays done).
+ */
+int conv_expire(const struct txn_env *env, uint64_t now_ms, size_t *expired);
+
+/**
  * Called by the outbox in the commit that removes the create_room action
  * of @p guest's portal: record the room, queue the guest's invite and join,
  * and tell the service's staff room.
