@@ -445,8 +445,8 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	/* What guests in a conversation see of it (bridge/conv.c). */
 	if (!rc && f.room == POL_ROOM_MANAGED && (f.event == POL_EV_MESSAGE || ev->membership)) {
 		rc = conv_on_event(t, ev, f.sender, f.target, room);
-		if (!rc && f.event == POL_EV_MESSAGE)
-			(*queued)++; /* wakes the gateway's waiting feeds */
+		if (!rc)
+			(*queued)++; /* the commit hook wakes the gateway's waiting feeds */
 	}
 	/* A guest now in a managed room gets its name there (per-room pseudonyms). */
 	if (!rc && f.event == POL_EV_JOIN && f.target == POL_ROLE_GUEST && f.room == POL_ROOM_MANAGED)

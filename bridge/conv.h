@@ -112,9 +112,10 @@ int conv_send(const struct txn_env *env, const char *guest, const char *local_id
 int conv_leave(const struct txn_env *env, const char *guest);
 
 /**
- * Erase the guest (docs/gateway-api.md, "delete my data").
- * @param erased_key  out: 1 if audit_txn_committed() must be called (the
- *                    seal key slot is overwritten then)
+ * Erase the guest (docs/gateway-api.md, "delete my data"): redactions of
+ * their messages, a neutral notice, leave, profile cleared, sessions,
+ * conversation and feed deleted, pseudonym removed, sealing key destroyed
+ * (audit_erase_subject, then audit_txn_committed() after the commit).
  * @return TH_OK, TH_ENOTFOUND, or a store/audit error.
  */
 int conv_erase(const struct txn_env *env, const char *guest);
