@@ -102,6 +102,7 @@ void pol_decide(const struct pol_facts *f, struct pol_decision *out)
 {
 	memset(out, 0, sizeof(*out));
 	out->reason = POL_R_NO_RULE;
+	out->rule = -1;
 	for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++) {
 		const struct rule *r = &rules[i];
 		if (r->event != f->event || !has(r->sender, f->sender) || !has(r->target, f->target) ||
@@ -110,6 +111,7 @@ void pol_decide(const struct pol_facts *f, struct pol_decision *out)
 		if ((r->bot_joined == 1 && !f->bot_joined) || (r->bot_joined == -1 && f->bot_joined))
 			continue;
 		out->reason = r->reason;
+		out->rule = (int)i;
 		out->record = r->record;
 		out->alert = r->alert;
 		if (r->action) {

@@ -137,6 +137,7 @@ struct pol_decision {
 	enum pol_reason reason;
 	enum pol_record record; /* audit record to write, or POL_REC_NONE */
 	int alert;              /* 1: tell the safeguarding room (if configured) */
+	int rule;               /* index of the rule that decided (pol_rule_reason), or -1: none */
 	unsigned nactions;
 	struct pol_action actions[POL_MAX_ACTIONS];
 };
