@@ -33,6 +33,7 @@ enum store_db {
 	STORE_AUDIT_CKPT,       /* u64 BE seq -> signed checkpoint of the chain at that record */
 	STORE_AUDIT_BY_SUBJECT, /* subject id -> u64 BE seq, one duplicate per record (dupsort) */
 	STORE_SEAL_SLOTS,       /* subject id -> seal key slot and state (audit.c) */
+	STORE_STAFF_MEMBERS, /* user id -> staff room id, one duplicate per room joined (dupsort; rooms.c) */
 	STORE_NDBS
 };
 
@@ -92,8 +93,14 @@ int store_get(store_txn *t, enum store_db db, const void *key, size_t klen, cons
 int store_put(store_txn *t, enum store_db db, const void *key, size_t klen, const void *val, size_t vlen,
               unsigned flags);
 
-/** @return TH_OK, TH_ENOTFOUND or TH_ESTORE. */
+/** @return TH_OK, TH_ENOTFOUND or TH_ESTORE.  In a dupsort database every value of @p key goes. */
 int store_del(store_txn *t, enum store_db db, const void *key, size_t klen);
+
+/**
+ * Delete one value @p val of @p key in a dupsort database, leaving its others.
+ * @return TH_OK, TH_ENOTFOUND (no such pair) or TH_ESTORE.
+ */
+int store_del_dup(store_txn *t, enum store_db db, const void *key, size_t klen, const void *val, size_t vlen);
 
 /** JSON helpers over store_get/store_put.  store_get_json returns a new reference. */
 int store_get_json(store_txn *t, enum store_db db, const char *key, json_t **out);
