@@ -25,7 +25,8 @@ enum opt_type {
 	OPT_LEVEL,
 	OPT_BOOL,
 	OPT_ROOM,
-	OPT_USERS
+	OPT_USERS, /* a list of user ids */
+	OPT_ROOMS  /* a list of room ids */
 };
 
 struct option {
@@ -62,6 +63,7 @@ static const struct option options[] = {
         {"log", "level", OPT_LEVEL, OFF(log_level), 0, "info", 0, 0},
         {"roles", "staff", OPT_USERS, OFF(staff), 0, NULL, 0, 0},
         {"roles", "staff_all_local", OPT_BOOL, OFF(staff_all_local), 0, "false", 0, 0},
+        {"roles", "staff_rooms", OPT_ROOMS, OFF(staff_rooms), 0, NULL, 0, 0},
         {"guests", "pseudonym_per_room", OPT_BOOL, OFF(pseudonym_per_room), 0, "false", 0, 0},
         {"rooms", "federate", OPT_BOOL, OFF(rooms_federate), 0, "false", 0, 0},
         {"rooms", "staff_power", OPT_UINT, OFF(staff_power), 0, "50", 1, 99},
@@ -145,6 +147,12 @@ static int user_id_ok(const char *s)
 	return s[0] == '@' && colon && colon > s + 1 && colon[1] && strlen(s) <= 255;
 }
 
+/* "!opaque:server" (spec: room identifiers), as OPT_ROOM takes it. */
+static int room_id_ok(const char *s)
+{
+	return s[0] == '!' && strchr(s, ':') != NULL;
+}
+
 static int localpart_ok(const char *s)
 {
 	if (!*s)
@@ -180,7 +188,7 @@ static int set_option(struct loader *ld, struct config *cfg, const struct option
 			            o->section, o->key, text);
 		goto string;
 	case OPT_ROOM:
-		if (text[0] != '!' || !strchr(text, ':'))
+		if (!room_id_ok(text))
 			return fail(ld, line,
 			            "%s.%s: \"%s\" is not a room id (\"!opaque:server\"); find it in "
 			            "Element under Room settings, Advanced",
@@ -195,7 +203,8 @@ static int set_option(struct loader *ld, struct config *cfg, const struct option
 			return fail(ld, line, "%s.%s: \"%s\" is not true or false", o->section, o->key, text);
 		return TH_OK;
 	case OPT_USERS:
-		return TH_EINVAL; /* lists are read by set_users() */
+	case OPT_ROOMS:
+		return TH_EINVAL; /* lists are read by set_ids() */
 	case OPT_STRING:
 	string:
 		if (!*text)
@@ -220,34 +229,37 @@ static int set_option(struct loader *ld, struct config *cfg, const struct option
 	return TH_EINVAL;
 }
 
-/* Read a YAML list of user ids (or an empty value) into a config_users. */
-static int set_users(struct loader *ld, struct config *cfg, const struct option *o, yaml_document_t *doc,
-                     yaml_node_t *v, size_t line)
+/* Read a YAML list of user ids (OPT_USERS) or room ids (OPT_ROOMS), or an
+ * empty value, into a config_ids. */
+static int set_ids(struct loader *ld, struct config *cfg, const struct option *o, yaml_document_t *doc,
+                   yaml_node_t *v, size_t line)
 {
-	struct config_users *list = (struct config_users *)((char *)cfg + o->offset);
+	struct config_ids *list = (struct config_ids *)((char *)cfg + o->offset);
+	int rooms = o->type == OPT_ROOMS;
+	const char *what = rooms ? "room" : "user";
 	if (v->type == YAML_SCALAR_NODE && v->data.scalar.length == 0)
 		return TH_OK;
 	if (v->type != YAML_SEQUENCE_NODE)
-		return fail(ld, line, "%s.%s: expected a list of user ids, like [\"@alice:example.org\"]",
-		            o->section, o->key);
+		return fail(ld, line, "%s.%s: expected a list of %s ids, like [\"%s\"]", o->section, o->key,
+		            what, rooms ? "!abc:example.org" : "@alice:example.org");
 	for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
 		yaml_node_t *item = yaml_document_get_node(doc, *it);
 		size_t iline = item->start_mark.line + 1;
-		if (item->type != YAML_SCALAR_NODE || !user_id_ok((const char *)item->data.scalar.value))
-			return fail(ld, iline, "%s.%s: \"%s\" is not a user id (\"@name:server\")",
-			            o->section, o->key,
-			            item->type == YAML_SCALAR_NODE ? (const char *)item->data.scalar.value
-			                                           : "?");
+		const char *text =
+		        item->type == YAML_SCALAR_NODE ? (const char *)item->data.scalar.value : "?";
+		if (item->type != YAML_SCALAR_NODE || !(rooms ? room_id_ok(text) : user_id_ok(text)))
+			return fail(ld, iline, "%s.%s: \"%s\" is not a %s id (\"%s\")", o->section, o->key,
+			            text, what, rooms ? "!opaque:server" : "@name:server");
 		list->v = xrealloc(list->v, (list->n + 1) * sizeof(char *));
-		list->v[list->n++] = xstrdup((const char *)item->data.scalar.value);
+		list->v[list->n++] = xstrdup(text);
 	}
 	return TH_OK;
 }
 
-int config_users_has(const struct config_users *list, const char *user_id)
+int config_ids_has(const struct config_ids *list, const char *id)
 {
-	for (size_t i = 0; user_id && i < list->n; i++) {
-		if (strcmp(list->v[i], user_id) == 0)
+	for (size_t i = 0; id && i < list->n; i++) {
+		if (strcmp(list->v[i], id) == 0)
 			return 1;
 	}
 	return 0;
@@ -358,8 +370,8 @@ int config_load(const char *path, struct config *out, char *err, size_t errlen)
 				goto fail;
 			}
 			seen[idx] = 1;
-			if (options[idx].type == OPT_USERS) {
-				if ((rc = set_users(&ld, &cfg, &options[idx], &doc, v, line)))
+			if (options[idx].type == OPT_USERS || options[idx].type == OPT_ROOMS) {
+				if ((rc = set_ids(&ld, &cfg, &options[idx], &doc, v, line)))
 					goto fail;
 				continue;
 			}
@@ -571,9 +583,10 @@ void config_free(struct config *cfg)
 		case OPT_BOOL:
 			break;
 		case OPT_USERS:
-			for (size_t j = 0; j < ((struct config_users *)f)->n; j++)
-				free(((struct config_users *)f)->v[j]);
-			free(((struct config_users *)f)->v);
+		case OPT_ROOMS:
+			for (size_t j = 0; j < ((struct config_ids *)f)->n; j++)
+				free(((struct config_ids *)f)->v[j]);
+			free(((struct config_ids *)f)->v);
 			break;
 		default:
 			free(*(char **)f);

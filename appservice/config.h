@@ -13,8 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* A list of Matrix user ids from the config. */
-struct config_users {
+/* A list of Matrix ids from the config: user ids, or room ids. */
+struct config_ids {
 	char **v;
 	size_t n;
 };
@@ -50,16 +50,17 @@ struct config {
 	char *log_level;
 
 	/* roles: who is staff; everyone else outside the namespace is a stranger */
-	struct config_users staff; /* explicit staff user ids */
-	int staff_all_local;       /* every user of server_name is staff */
+	struct config_ids staff;       /* explicit staff user ids */
+	int staff_all_local;           /* every user of server_name is staff */
+	struct config_ids staff_rooms; /* room ids: whoever is joined to one is staff */
 	/* guests */
 	int pseudonym_per_room; /* a different, unlinkable pseudonym in each room */
 	/* managed rooms */
 	int rooms_federate;   /* managed rooms may federate (m.federate) */
 	unsigned staff_power; /* staff's power level in managed rooms */
 	/* safeguarding */
-	char *safeguarding_room;   /* room id for alerts and leads' questions, or NULL */
-	struct config_users leads; /* safeguarding leads (staff too) */
+	char *safeguarding_room; /* room id for alerts and leads' questions, or NULL */
+	struct config_ids leads; /* safeguarding leads (staff too) */
 
 	/* audit */
 	char *audit_key_path; /* signing seed file (0600); default <store_path>/audit-signing.key */
@@ -101,8 +102,8 @@ int config_write_registration(const struct config *cfg, const char *path, int fo
 /** The guest/bot user namespace regex written into the registration. */
 char *config_user_regex(const struct config *cfg);
 
-/** @return 1 if @p user_id is in @p list. */
-int config_users_has(const struct config_users *list, const char *user_id);
+/** @return 1 if @p id (a user id or a room id; NULL: no) is in @p list. */
+int config_ids_has(const struct config_ids *list, const char *id);
 
 /** @return 1 if @p user_id is in Threshold's user namespace (bot or guest). */
 int config_user_in_namespace(const struct config *cfg, const char *user_id);

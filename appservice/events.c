@@ -22,7 +22,10 @@
 
 #define COMMAND_PREFIX "!threshold"
 
-static enum pol_role role_of(const struct config *cfg, const char *user_id)
+/* Who @p user_id is.  On the hot path (twice per membership event): the
+ * staff-room check is one lookup in STORE_STAFF_MEMBERS, made only for
+ * users no cheaper test has placed. */
+static enum pol_role role_of(const struct config *cfg, store_txn *t, const char *user_id)
 {
 	if (!user_id || user_id[0] != '@')
 		return POL_ROLE_NONE;
@@ -30,9 +33,11 @@ static enum pol_role role_of(const struct config *cfg, const char *user_id)
 		return POL_ROLE_BOT;
 	if (config_user_in_namespace(cfg, user_id))
 		return POL_ROLE_GUEST;
-	if (config_users_has(&cfg->leads, user_id))
+	if (config_ids_has(&cfg->leads, user_id))
 		return POL_ROLE_LEAD;
-	if (config_users_has(&cfg->staff, user_id))
+	if (config_ids_has(&cfg->staff, user_id))
+		return POL_ROLE_STAFF;
+	if (rooms_staff_has(t, &cfg->staff_rooms, user_id))
 		return POL_ROLE_STAFF;
 	const char *colon = strchr(user_id, ':');
 	int local = colon && strcmp(colon + 1, cfg->server_name) == 0;
@@ -41,12 +46,15 @@ static enum pol_role role_of(const struct config *cfg, const char *user_id)
 	return local ? POL_ROLE_LOCAL : POL_ROLE_REMOTE;
 }
 
-/* The configured safeguarding room first (whatever else it is); then rooms
- * Threshold created or staff put under management, which carry a "kind". */
+/* The configured safeguarding room first (whatever else it is), then the
+ * configured staff rooms; then rooms Threshold created or staff put under
+ * management, which carry a "kind". */
 static enum pol_room room_of(const struct config *cfg, const char *room_id, const json_t *room)
 {
 	if (cfg->safeguarding_room && room_id && strcmp(room_id, cfg->safeguarding_room) == 0)
 		return POL_ROOM_SAFEGUARDING;
+	if (config_ids_has(&cfg->staff_rooms, room_id))
+		return POL_ROOM_STAFF;
 	return rooms_is_managed(room) ? POL_ROOM_MANAGED : POL_ROOM_UNMANAGED;
 }
 
@@ -322,6 +330,25 @@ static int alert(const struct config *cfg, store_txn *t, const struct pol_decisi
 	return queue(t, action, queued);
 }
 
+/* Keep the record of who is in staff room @p ev->room_id up to date: a
+ * member's join or departure, or for the bot's own join a fresh read of
+ * everyone there (they joined before it could see), and for its departure
+ * forgetting them all (it can no longer see who leaves). */
+static int staff_room_member(const struct config *cfg, store_txn *t, const struct mxev *ev, unsigned *queued)
+{
+	int joined = strcmp(ev->membership, "join") == 0;
+	if (strcmp(ev->state_key, cfg->bot_user_id) != 0)
+		return rooms_staff_set(t, ev->room_id, ev->state_key, joined);
+	if (joined)
+		return queue(t,
+		             json_pack("{s:s, s:s, s:s}", "op", "staff_members", "room_id", ev->room_id,
+		                       "user_id", cfg->bot_user_id),
+		             queued);
+	if (strcmp(ev->membership, "invite") == 0)
+		return TH_OK;
+	return rooms_staff_reset(t, ev->room_id, NULL);
+}
+
 int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev, json_t *room,
                   unsigned *queued)
 {
@@ -340,17 +367,24 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	if (!type || !sender || !ev->content_is_object)
 		return TH_OK; /* nothing policy can use; counted as seen */
 
-	f.sender = role_of(cfg, sender);
+	const char *state_key = ev->state_key;
+	int member_event = strcmp(type, "m.room.member") == 0 && state_key;
 	f.room = room_of(cfg, room_id, room);
+	/* A staff room's members are staff from this event on (their own join included). */
+	if (member_event && ev->membership && f.room == POL_ROOM_STAFF) {
+		int rc = staff_room_member(cfg, t, ev, queued);
+		if (rc)
+			return rc;
+	}
+	f.sender = role_of(cfg, t, sender);
 	const char *bot = jsonx_str(room, "bot");
 	f.bot_joined = bot && strcmp(bot, "join") == 0;
-	const char *state_key = ev->state_key;
 
-	if (strcmp(type, "m.room.member") == 0 && state_key) {
+	if (member_event) {
 		const char *membership = ev->membership;
 		if (!membership)
 			return TH_OK;
-		f.target = role_of(cfg, state_key);
+		f.target = role_of(cfg, t, state_key);
 		if (f.target == POL_ROLE_BOT)
 			json_object_set_new(room, "bot", json_string(membership));
 		if (f.target == POL_ROLE_GUEST) {

@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "config.h"
 #include "jsonx.h"
 #include "util.h"
 
@@ -30,5 +31,84 @@ int rooms_mark_managed(store_txn *t, const char *room_id, const char *kind)
 	json_object_set_new(state, "kind", json_string(kind));
 	rc = store_put_json(t, STORE_ROOMS, room_id, state);
 	json_decref(state);
+	return rc;
+}
+
+/* spec: user and room ids are at most 255 bytes; a longer one is no one's. */
+#define MAX_ID 255
+
+int rooms_staff_set(store_txn *t, const char *room_id, const char *user_id, int joined)
+{
+	int rc;
+	if (strlen(user_id) > MAX_ID || strlen(room_id) > MAX_ID)
+		return TH_OK;
+	if (joined)
+		rc = store_put(t, STORE_STAFF_MEMBERS, user_id, strlen(user_id), room_id, strlen(room_id), 0);
+	else
+		rc = store_del_dup(t, STORE_STAFF_MEMBERS, user_id, strlen(user_id), room_id,
+		                   strlen(room_id));
+	return rc == TH_ENOTFOUND ? TH_OK : rc;
+}
+
+/* Stop at the first staff room of the user's that is still configured. */
+static int staff_room_configured(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	const struct config_ids *rooms = ctx;
+	(void)key;
+	(void)klen;
+	for (size_t i = 0; i < rooms->n; i++) {
+		if (strlen(rooms->v[i]) == vlen && memcmp(rooms->v[i], val, vlen) == 0)
+			return -TH_EEXIST; /* found: end the walk with a code of our own */
+	}
+	return 0;
+}
+
+int rooms_staff_has(store_txn *t, const struct config_ids *staff_rooms, const char *user_id)
+{
+	if (!staff_rooms->n || !user_id || strlen(user_id) > MAX_ID)
+		return 0;
+	return store_walk_dups(t, STORE_STAFF_MEMBERS, user_id, strlen(user_id), staff_room_configured,
+	                       (void *)staff_rooms) == TH_EEXIST;
+}
+
+/* The users recorded as joined to one room, collected to be deleted after the walk. */
+struct members_of {
+	const char *room_id;
+	size_t n, cap;
+	char **users;
+};
+
+static int collect_members(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct members_of *m = ctx;
+	if (strlen(m->room_id) != vlen || memcmp(m->room_id, val, vlen) != 0)
+		return 0;
+	if (m->n == m->cap) {
+		m->cap = m->cap ? m->cap * 2 : 16;
+		m->users = xrealloc(m->users, m->cap * sizeof(*m->users));
+	}
+	m->users[m->n++] = xstrndup(key, klen);
+	return 0;
+}
+
+int rooms_staff_reset(store_txn *t, const char *room_id, const json_t *joined)
+{
+	struct members_of m = {room_id, 0, 0, NULL};
+	int rc = store_walk(t, STORE_STAFF_MEMBERS, NULL, 0, collect_members, &m);
+	for (size_t i = 0; i < m.n; i++) {
+		if (!rc)
+			rc = rooms_staff_set(t, room_id, m.users[i], 0);
+		free(m.users[i]);
+	}
+	free(m.users);
+	const char *user_id;
+	json_t *v;
+	json_object_foreach((json_t *)joined, user_id, v)
+	{
+		if (rc)
+			break;
+		if (user_id[0] == '@')
+			rc = rooms_staff_set(t, room_id, user_id, 1);
+	}
 	return rc;
 }

@@ -14,8 +14,8 @@
 #define ROOM(r)       (1u << (r))
 #define CMD(c)        (1u << (c))
 #define GROUP_IN_ROOM (CMD(POL_CMD_GROUP_ADD) | CMD(POL_CMD_GROUP_REMOVE) | CMD(POL_CMD_GROUP_LIST))
-/* Rooms a guest does not belong in: the safeguarding room is not managed. */
-#define NOT_MANAGED (ROOM(POL_ROOM_UNMANAGED) | ROOM(POL_ROOM_SAFEGUARDING))
+/* Rooms a guest does not belong in: the safeguarding room and staff rooms are not managed. */
+#define NOT_MANAGED (ROOM(POL_ROOM_UNMANAGED) | ROOM(POL_ROOM_SAFEGUARDING) | ROOM(POL_ROOM_STAFF))
 
 /* One rule: what it matches, and what it decides. */
 struct rule {
@@ -39,6 +39,11 @@ static const struct rule rules[] = {
         /* The bot goes where staff ask it to, nowhere else. */
         {POL_EV_INVITE, STAFFISH, ROLE(POL_ROLE_BOT), ANY, 0, POL_R_BOT_INVITE_ACCEPTED, POL_ACT_JOIN, 0,
          POL_NOTE_NONE, POL_REC_NONE, 0, ANY},
+        /* A staff room is named by the admin, and only its members can invite:
+         * whoever invites the bot there is staff, though Threshold cannot know
+         * it until the bot is in. */
+        {POL_EV_INVITE, ANY, ROLE(POL_ROLE_BOT), ROOM(POL_ROOM_STAFF), 0, POL_R_BOT_INVITE_STAFF_ROOM,
+         POL_ACT_JOIN, 0, POL_NOTE_NONE, POL_REC_NONE, 0, ANY},
         {POL_EV_INVITE, ANY, ROLE(POL_ROLE_BOT), ANY, 0, POL_R_BOT_INVITE_REFUSED, POL_ACT_LEAVE, 0,
          POL_NOTE_NONE, POL_REC_CONTACT_BLOCKED, 0, ANY},
 
@@ -67,8 +72,9 @@ static const struct rule rules[] = {
          POL_NOTE_NONE, POL_REC_NONE, 0, GROUP_IN_ROOM},
         {POL_EV_COMMAND, STAFFISH, ANY, ANY, 1, POL_R_GROUP_COMMAND_WRONG_ROOM, POL_ACT_REPLY, 0,
          POL_NOTE_USE_IN_GROUP_ROOM, POL_REC_NONE, 0, GROUP_IN_ROOM},
-        {POL_EV_COMMAND, STAFFISH, ANY, ROOM(POL_ROOM_UNMANAGED) | ROOM(POL_ROOM_MANAGED), 1,
-         POL_R_GROUP_COMMAND, POL_ACT_GROUP, 0, POL_NOTE_NONE, POL_REC_NONE, 0, CMD(POL_CMD_GROUP_CREATE)},
+        {POL_EV_COMMAND, STAFFISH, ANY,
+         ROOM(POL_ROOM_UNMANAGED) | ROOM(POL_ROOM_MANAGED) | ROOM(POL_ROOM_STAFF), 1, POL_R_GROUP_COMMAND,
+         POL_ACT_GROUP, 0, POL_NOTE_NONE, POL_REC_NONE, 0, CMD(POL_CMD_GROUP_CREATE)},
         {POL_EV_COMMAND, STAFFISH, ANY, ANY, 1, POL_R_COMMAND_ANSWERED, POL_ACT_REPLY, 0, POL_NOTE_NONE,
          POL_REC_NONE, 0, ANY},
         {POL_EV_COMMAND, STRANGERS, ANY, ANY, 1, POL_R_COMMAND_REFUSED, POL_ACT_REPLY, 1, POL_NOTE_NONE,
@@ -156,6 +162,7 @@ static const char *const reason_names[POL_R_COUNT] = {
         [POL_R_STRANGER_REMOVED] = "stranger_removed",
         [POL_R_STRANGER_INVITE_WITHDRAWN] = "stranger_invite_withdrawn",
         [POL_R_STATE_REVERTED] = "state_reverted",
+        [POL_R_BOT_INVITE_STAFF_ROOM] = "bot_invite_staff_room",
 };
 
 static const char *const role_names[POL_ROLE_COUNT] = {
@@ -181,6 +188,7 @@ static const char *const room_names[POL_ROOM_COUNT] = {
         [POL_ROOM_UNMANAGED] = "unmanaged",
         [POL_ROOM_MANAGED] = "managed",
         [POL_ROOM_SAFEGUARDING] = "safeguarding",
+        [POL_ROOM_STAFF] = "staff",
 };
 
 static const char *const command_names[POL_CMD_COUNT] = {

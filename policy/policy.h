@@ -14,7 +14,7 @@ enum pol_role {
 	POL_ROLE_NONE = 0, /* no such party (e.g. an event without a target) */
 	POL_ROLE_BOT,      /* Threshold's own bot user */
 	POL_ROLE_GUEST,    /* a user in Threshold's guest namespace */
-	POL_ROLE_STAFF,    /* configured staff */
+	POL_ROLE_STAFF,    /* configured staff, or joined to a configured staff room */
 	POL_ROLE_LEAD,     /* a safeguarding lead (staff too) */
 	POL_ROLE_LOCAL,    /* any other user of the homeserver's own server: a stranger */
 	POL_ROLE_REMOTE,   /* a user of another server (federation): a stranger */
@@ -41,6 +41,7 @@ enum pol_room {
 	POL_ROOM_UNMANAGED = 0, /* a room Threshold does not manage */
 	POL_ROOM_MANAGED,       /* a room Threshold created or staff put under management */
 	POL_ROOM_SAFEGUARDING,  /* the configured safeguarding room (not managed: no guest belongs there) */
+	POL_ROOM_STAFF,         /* a configured staff room (not managed either); its members are staff */
 	POL_ROOM_COUNT
 };
 
@@ -109,6 +110,7 @@ enum pol_reason {
 	POL_R_STRANGER_REMOVED,          /* a stranger joined a managed room */
 	POL_R_STRANGER_INVITE_WITHDRAWN, /* a stranger was invited into a managed room */
 	POL_R_STATE_REVERTED,            /* a managed room's setting would have exposed its members */
+	POL_R_BOT_INVITE_STAFF_ROOM,     /* anyone in a configured staff room invited the bot there */
 	POL_R_COUNT
 };
 

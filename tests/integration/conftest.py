@@ -154,6 +154,7 @@ class Env:
         self.users = {}  # name -> (user_id, password, access_token)
         self.safeguarding_room = None  # set by tests that need alerts, then write_config()
         self.pseudonym_per_room = False  # set by tests of per-room names, then write_config()
+        self.staff_rooms = []  # set by tests of staff rooms, then write_config()
 
     @property
     def hs_url(self):
@@ -184,6 +185,8 @@ class Env:
         }
         if self.safeguarding_room:
             cfg["safeguarding"]["room"] = self.safeguarding_room
+        if self.staff_rooms:
+            cfg["roles"]["staff_rooms"] = list(self.staff_rooms)
         if self.pseudonym_per_room:
             cfg["guests"] = {"pseudonym_per_room": True}
         with open(self.config_path, "w") as f:

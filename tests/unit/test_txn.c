@@ -402,6 +402,116 @@ static void test_managed_room(void)
 	json_decref(a);
 }
 
+#define GUEST_ID "@guest_0123456789abcdef0123456789abcdef:test.local"
+#define STATE(id, room, type, sender, content)                                            \
+	"{\"events\":[{\"event_id\":\"" id "\",\"room_id\":\"" room "\",\"type\":\"" type \
+	"\",\"state_key\":\"\","                                                          \
+	"\"sender\":\"" sender "\",\"content\":" content "}]}"
+#define MEMBER(id, room, sender, target, membership)                                                       \
+	"{\"events\":[{\"event_id\":\"" id "\",\"room_id\":\"" room "\",\"type\":\"m.room.member\","       \
+	"\"state_key\":\"" target "\",\"sender\":\"" sender "\",\"content\":{\"membership\":\"" membership \
+	"\"}}]}"
+
+/* Staff by room membership: joined to a configured staff room is staff; a
+ * departure ends it; the bot's join reads the room's members. */
+static void test_staff_rooms(void)
+{
+	struct txn_result res;
+	cfg.staff_rooms.v = xcalloc(1, sizeof(char *));
+	cfg.staff_rooms.v[0] = xstrdup("!staffroom:test.local");
+	cfg.staff_rooms.n = 1;
+
+	/* Anyone there may invite the bot in; its join asks who is there. */
+	run("100",
+	    MEMBER("$sr1", "!staffroom:test.local", "@carol:test.local", "@threshold:test.local", "invite"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 1);
+	json_t *a = last_action();
+	CHECK_STR(json_string_value(json_object_get(a, "op")), "join");
+	json_decref(a);
+	run("101",
+	    MEMBER("$sr2", "!staffroom:test.local", "@threshold:test.local", "@threshold:test.local", "join"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 1);
+	a = last_action();
+	CHECK_STR(json_string_value(json_object_get(a, "op")), "staff_members");
+	CHECK_STR(json_string_value(json_object_get(a, "room_id")), "!staffroom:test.local");
+	json_decref(a);
+	/* What the read finds is recorded (as the outbox does on its answer). */
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
+	json_t *joined = json_pack("{s:{}, s:{}}", "@carol:test.local", "@threshold:test.local");
+	CHECK_EQ_INT(rooms_staff_reset(t, "!staffroom:test.local", joined), TH_OK);
+	json_decref(joined);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+
+	/* Carol is staff now: her command is answered, not refused. */
+	run("102", "{\"events\":[" MSG("$sr3", "!staffroom:test.local", "!threshold ping") "]}", &res);
+	CHECK_EQ_INT(res.queued, 1);
+	a = last_action();
+	const char *body = json_string_value(json_object_get(json_object_get(a, "content"), "body"));
+	CHECK(body && strstr(body, "pong") != NULL);
+	json_decref(a);
+
+	/* Dave joins: staff too, and may invite the bot anywhere. */
+	run("103", MEMBER("$sr4", "!staffroom:test.local", "@dave:test.local", "@dave:test.local", "join"),
+	    &res);
+	run("104", MEMBER("$sr5", "!dave:test.local", "@dave:test.local", "@threshold:test.local", "invite"),
+	    &res);
+	a = last_action();
+	CHECK_STR(json_string_value(json_object_get(a, "op")), "join");
+	json_decref(a);
+	/* Dave leaves: no longer staff. */
+	run("105", MEMBER("$sr6", "!staffroom:test.local", "@dave:test.local", "@dave:test.local", "leave"),
+	    &res);
+	run("106", MEMBER("$sr7", "!dave2:test.local", "@dave:test.local", "@threshold:test.local", "invite"),
+	    &res);
+	a = last_action();
+	CHECK_STR(json_string_value(json_object_get(a, "op")), "leave");
+	json_decref(a);
+
+	/* A room taken out of roles.staff_rooms no longer makes anyone staff. */
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	CHECK_EQ_INT(rooms_staff_has(t, &cfg.staff_rooms, "@carol:test.local"), 1);
+	CHECK_EQ_INT(rooms_staff_has(t, &cfg.staff_rooms, "@dave:test.local"), 0);
+	struct config_ids other = {(char *[]){"!other:test.local"}, 1};
+	CHECK_EQ_INT(rooms_staff_has(t, &other, "@carol:test.local"), 0);
+	store_txn_abort(t);
+
+	/* The bot leaves (kicked): it can no longer see who leaves, so no one
+	 * is staff through that room any more. */
+	run("107",
+	    MEMBER("$sr8", "!staffroom:test.local", "@carol:test.local", "@threshold:test.local", "leave"),
+	    &res);
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	CHECK_EQ_INT(rooms_staff_has(t, &cfg.staff_rooms, "@carol:test.local"), 0);
+	store_txn_abort(t);
+
+	/* A hundred membership events in one transaction: one lookup each. */
+	size_t cap = 64 * 1024, len = 0;
+	char *big = xmalloc(cap);
+	len += (size_t)snprintf(big, cap, "{\"events\":[");
+	for (int i = 0; i < 100; i++)
+		len += (size_t)snprintf(
+		        big + len, cap - len,
+		        "%s{\"event_id\":\"$many%d\",\"room_id\":\"!staffroom:test.local\","
+		        "\"type\":\"m.room.member\",\"state_key\":\"@u%d:test.local\","
+		        "\"sender\":\"@u%d:test.local\",\"content\":{\"membership\":\"join\"}}",
+		        i ? "," : "", i, i, i);
+	snprintf(big + len, cap - len, "]}");
+	run("108", big, &res);
+	CHECK_EQ_INT(res.processed, 100);
+	free(big);
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	CHECK_EQ_INT(rooms_staff_has(t, &cfg.staff_rooms, "@u99:test.local"), 1);
+	store_txn_abort(t);
+
+	free(cfg.staff_rooms.v[0]);
+	free(cfg.staff_rooms.v);
+	cfg.staff_rooms.v = NULL;
+	cfg.staff_rooms.n = 0;
+}
+
 /* Per-room pseudonyms: a guest joining a managed room is named there once. */
 static void test_pseudonym_per_room(void)
 {
@@ -487,6 +597,7 @@ int main(void)
 	test_actions_queued();
 	test_audit_records();
 	test_managed_room();
+	test_staff_rooms();
 	test_pseudonym_per_room();
 	test_audit_questions();
 	test_store_full(dir);
