@@ -4,6 +4,8 @@
  */
 #include "events.h"
 
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "audit.h"
@@ -58,11 +60,74 @@ static enum pol_room room_of(const struct config *cfg, const char *room_id, cons
 	return rooms_is_managed(room) ? POL_ROOM_MANAGED : POL_ROOM_UNMANAGED;
 }
 
-/* The safe value of a room setting that would expose a managed room's
- * members, or NULL when @p ev changes nothing that matters.
- * join rules public/knock: anyone could get in; history world_readable or
- * shared: newcomers (or anyone) could read what guests said before. */
-static const char *exposed_setting(const struct mxev *ev, const char **key, const char **safe)
+/* A power level as the spec allows it: an integer, or (in older room
+ * versions) a string of one.  @return 1 with the level in @p out, or 0. */
+static int power_level(const json_t *v, long long *out)
+{
+	if (json_is_integer(v)) {
+		*out = json_integer_value(v);
+		return 1;
+	}
+	const char *s = json_string_value(v);
+	char *end;
+	if (!s || !*s)
+		return 0;
+	errno = 0;
+	long long n = strtoll(s, &end, 10);
+	if (errno || *end)
+		return 0;
+	*out = n;
+	return 1;
+}
+
+/* m.room.power_levels: a guest above 0, or the bot below 100 (spec: a user
+ * not listed has users_default).  The content with every guest set to 0 and
+ * the bot to 100, else NULL. */
+static json_t *safe_power_levels(const struct config *cfg, json_t *content)
+{
+	json_t *users = json_object_get(content, "users");
+	long long dflt = 0, level;
+	if (!power_level(json_object_get(content, "users_default"), &dflt))
+		dflt = 0;
+	int exposed = 0;
+	const char *user_id;
+	json_t *v;
+	json_object_foreach(users, user_id, v)
+	{
+		if (strcmp(user_id, cfg->bot_user_id) != 0 && config_user_in_namespace(cfg, user_id) &&
+		    (!power_level(v, &level) || level > 0))
+			exposed = 1;
+	}
+	json_t *bot = json_object_get(users, cfg->bot_user_id);
+	if (bot ? !power_level(bot, &level) || level < 100 : dflt < 100)
+		exposed = 1;
+	if (!exposed)
+		return NULL;
+	json_t *safe = json_deep_copy(content);
+	json_t *safe_users = json_object_get(safe, "users");
+	if (!json_is_object(safe_users)) {
+		safe_users = json_object();
+		json_object_set_new(safe, "users", safe_users);
+	}
+	json_object_foreach(safe_users, user_id, v)
+	{
+		if (strcmp(user_id, cfg->bot_user_id) != 0 && config_user_in_namespace(cfg, user_id))
+			json_object_set_new(safe_users, user_id, json_integer(0));
+	}
+	json_object_set_new(safe_users, cfg->bot_user_id, json_integer(100));
+	return safe;
+}
+
+/* The content that puts back a room setting that would expose a managed
+ * room's members (new reference), or NULL when @p ev changes nothing that
+ * matters:
+ *  - join rules public/knock: anyone could get in;
+ *  - history world_readable or shared: newcomers (or anyone) could read what
+ *    guests said before;
+ *  - power levels giving a guest power (to invite, to change the room), or
+ *    taking the bot's 100 (with which it keeps the room safe);
+ *  - a canonical alias: the room findable by name, and a way to ask to join. */
+static json_t *exposed_setting(const struct config *cfg, const struct mxev *ev)
 {
 	static const struct {
 		const char *type, *key, *safe;
@@ -74,24 +139,34 @@ static const char *exposed_setting(const struct mxev *ev, const char **key, cons
 	         "joined",
 	         {"world_readable", "shared", NULL}},
 	};
-	for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
-		if (strcmp(ev->type, settings[i].type) != 0 || !ev->state_key || *ev->state_key)
-			continue;
-		json_t *content = NULL;
-		if (mxev_content_json(ev, &content) != TH_OK)
-			return NULL;
+	if (!ev->state_key || *ev->state_key)
+		return NULL;
+	int power = strcmp(ev->type, "m.room.power_levels") == 0;
+	int alias = strcmp(ev->type, "m.room.canonical_alias") == 0;
+	size_t i = 0;
+	while (i < sizeof(settings) / sizeof(settings[0]) && strcmp(ev->type, settings[i].type) != 0)
+		i++;
+	if (!power && !alias && i == sizeof(settings) / sizeof(settings[0]))
+		return NULL;
+	json_t *content = NULL, *safe = NULL;
+	if (mxev_content_json(ev, &content) != TH_OK)
+		return NULL;
+	if (power) {
+		safe = safe_power_levels(cfg, content);
+	} else if (alias) {
+		const char *a = jsonx_str(content, "alias");
+		if ((a && *a) || json_array_size(json_object_get(content, "alt_aliases")) > 0)
+			safe = json_object();
+	} else {
 		const char *value = jsonx_str(content, settings[i].key);
 		int bad = 0;
 		for (size_t j = 0; value && j < 3 && settings[i].bad[j]; j++)
 			bad |= strcmp(value, settings[i].bad[j]) == 0;
-		json_decref(content);
-		if (!bad)
-			return NULL;
-		*key = settings[i].key;
-		*safe = settings[i].safe;
-		return settings[i].type;
+		if (bad)
+			safe = json_pack("{s:s}", settings[i].key, settings[i].safe);
 	}
-	return NULL;
+	json_decref(content);
+	return safe;
 }
 
 /* "!threshold ping" -> POL_CMD_PING; not a command -> POL_CMD_NONE. */
@@ -176,9 +251,10 @@ static const char *note_text(enum pol_note note)
 	}
 }
 
-/* @p answer: the text for POL_ACT_AUDIT_ANSWER (borrowed), or NULL. */
+/* @p answer: the text for POL_ACT_AUDIT_ANSWER (borrowed), or NULL; @p safe:
+ * the content for POL_ACT_REVERT_STATE (borrowed), or NULL. */
 static int apply(const struct config *cfg, store_txn *t, const struct pol_decision *d, const struct mxev *ev,
-                 const json_t *room, const char *answer, unsigned *queued)
+                 const json_t *room, const char *answer, const json_t *safe, unsigned *queued)
 {
 	const char *room_id = ev->room_id, *event_id = ev->event_id, *target = ev->state_key;
 	for (unsigned i = 0; i < d->nactions; i++) {
@@ -216,14 +292,12 @@ static int apply(const struct config *cfg, store_txn *t, const struct pol_decisi
 			if (note_text(a->note))
 				json_object_set_new(action, "reason", json_string(note_text(a->note)));
 			break;
-		case POL_ACT_REVERT_STATE: {
-			const char *key, *safe, *type = exposed_setting(ev, &key, &safe);
-			if (type)
-				action = json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:s}}", "op", "state",
-				                   "room_id", room_id, "user_id", cfg->bot_user_id, "type",
-				                   type, "state_key", "", "content", key, safe);
+		case POL_ACT_REVERT_STATE:
+			if (safe)
+				action = json_pack("{s:s, s:s, s:s, s:s, s:s, s:O}", "op", "state", "room_id",
+				                   room_id, "user_id", cfg->bot_user_id, "type", ev->type,
+				                   "state_key", "", "content", safe);
 			break;
-		}
 		}
 		if (!action)
 			continue;
@@ -361,6 +435,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	struct audit_query q = {0};
 	struct audit_answer answer = {0};
 	char *reply = NULL;
+	json_t *safe = NULL; /* a revert's content */
 
 	json_object_set_new(room, "events",
 	                    json_integer(json_integer_value(json_object_get(room, "events")) + 1));
@@ -401,10 +476,8 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 			f.event = POL_EV_JOIN;
 		else if (strcmp(membership, "leave") == 0 || strcmp(membership, "ban") == 0)
 			f.event = POL_EV_LEAVE;
-	} else if (state_key && f.sender != POL_ROLE_BOT) {
-		const char *key, *safe;
-		if (exposed_setting(ev, &key, &safe))
-			f.event = POL_EV_STATE_EXPOSED;
+	} else if (state_key && (safe = exposed_setting(cfg, ev))) {
+		f.event = POL_EV_STATE_EXPOSED;
 	} else if (strcmp(type, "m.room.message") == 0) {
 		f.command = parse_command(ev->body);
 		if (f.command != POL_CMD_NONE)
@@ -444,7 +517,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		                        (unsigned long long)seq)
 		            : xstrdup(answer.text);
 	if (!rc)
-		rc = apply(cfg, t, &d, ev, room, reply, queued);
+		rc = apply(cfg, t, &d, ev, room, reply, safe, queued);
 	if (!rc && d.nactions && d.actions[0].kind == POL_ACT_AUDIT_EXPORT)
 		rc = queue(t,
 		           json_pack("{s:s, s:s, s:s, s:s, s:I}", "op", "audit_export", "room_id", room_id,
@@ -459,6 +532,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	if (reply) /* it may hold what a reveal unsealed */
 		explicit_bzero(reply, strlen(reply));
 	free(reply);
+	json_decref(safe);
 	audit_query_answer_free(&answer);
 	return rc;
 }

@@ -63,6 +63,10 @@ static const struct rule rules[] = {
          0, POL_NOTE_NOT_IN_MANAGED, POL_REC_MEMBERSHIP_ENFORCED, 1, ANY},
         {POL_EV_INVITE, ANY, STRANGERS, ROOM(POL_ROOM_MANAGED), 0, POL_R_STRANGER_INVITE_WITHDRAWN,
          POL_ACT_KICK, 0, POL_NOTE_NOT_IN_MANAGED, POL_REC_MEMBERSHIP_ENFORCED, 0, ANY},
+        /* The bot's own settings come back to it as events: never undo them,
+         * or a revert the homeserver alters would loop. */
+        {POL_EV_STATE_EXPOSED, ROLE(POL_ROLE_BOT), ANY, ANY, 0, POL_R_STATE_BY_BOT, 0, 0, POL_NOTE_NONE,
+         POL_REC_NONE, 0, ANY},
         {POL_EV_STATE_EXPOSED, ANY, ANY, ROOM(POL_ROOM_MANAGED), 0, POL_R_STATE_REVERTED,
          POL_ACT_REVERT_STATE, 0, POL_NOTE_NONE, POL_REC_STATE_REVERTED, 1, ANY},
 
@@ -163,6 +167,7 @@ static const char *const reason_names[POL_R_COUNT] = {
         [POL_R_STRANGER_INVITE_WITHDRAWN] = "stranger_invite_withdrawn",
         [POL_R_STATE_REVERTED] = "state_reverted",
         [POL_R_BOT_INVITE_STAFF_ROOM] = "bot_invite_staff_room",
+        [POL_R_STATE_BY_BOT] = "state_by_bot",
 };
 
 static const char *const role_names[POL_ROLE_COUNT] = {

@@ -32,7 +32,8 @@ enum pol_event {
 	POL_EV_AUDIT_COMMAND, /* m.room.message whose body is "!audit ..." (a lead's question) */
 	POL_EV_AUDIT_EXPORT,  /* "!audit export [--since ...]": the log as a signed file */
 	POL_EV_AUDIT_REVEAL,  /* "!audit reveal WHO REASON": break glass on a guest's sealed detail */
-	POL_EV_STATE_EXPOSED, /* a state event that would expose the room (public join rule, open history) */
+	POL_EV_STATE_EXPOSED, /* a state event that would expose the room: public join rule, open
+	                       * history, a guest given power, the bot's power lowered, an alias */
 	POL_EV_COUNT
 };
 
@@ -111,6 +112,7 @@ enum pol_reason {
 	POL_R_STRANGER_INVITE_WITHDRAWN, /* a stranger was invited into a managed room */
 	POL_R_STATE_REVERTED,            /* a managed room's setting would have exposed its members */
 	POL_R_BOT_INVITE_STAFF_ROOM,     /* anyone in a configured staff room invited the bot there */
+	POL_R_STATE_BY_BOT,              /* the bot's own change to a setting: never undone, no loop */
 	POL_R_COUNT
 };
 

@@ -412,6 +412,95 @@ static void test_managed_room(void)
 	"\"state_key\":\"" target "\",\"sender\":\"" sender "\",\"content\":{\"membership\":\"" membership \
 	"\"}}]}"
 
+static long long level_of(const json_t *a, const char *user_id)
+{
+	return json_integer_value(
+	        json_object_get(json_object_get(json_object_get(a, "content"), "users"), user_id));
+}
+
+/* Power levels and aliases that would expose a managed room are put back;
+ * the bot's own changes never are. */
+static void test_managed_power_and_alias(void)
+{
+	struct txn_result res;
+	/* A guest given power: the same content with the guest at 0, the rest kept. */
+	run("80",
+	    STATE("$pl1", "!g:test.local", "m.room.power_levels", "@staff:test.local",
+	          "{\"users\":{\"@threshold:test.local\":100,\"@staff:test.local\":50,\"" GUEST_ID
+	          "\":50},\"users_default\":0,\"invite\":50}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 1); /* the revert (no safeguarding room here, so no alert) */
+	json_t *a = last_action();
+	CHECK_STR(json_string_value(json_object_get(a, "op")), "state");
+	CHECK_STR(json_string_value(json_object_get(a, "type")), "m.room.power_levels");
+	CHECK_EQ_INT(level_of(a, GUEST_ID), 0);
+	CHECK_EQ_INT(level_of(a, "@threshold:test.local"), 100);
+	CHECK_EQ_INT(level_of(a, "@staff:test.local"), 50);
+	CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(a, "content"), "invite")), 50);
+	json_decref(a);
+
+	/* The bot lowered (here: left out, with users_default 0): back to 100. */
+	run("81",
+	    STATE("$pl2", "!g:test.local", "m.room.power_levels", "@staff:test.local",
+	          "{\"users\":{\"@staff:test.local\":100}}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 1);
+	a = last_action();
+	CHECK_EQ_INT(level_of(a, "@threshold:test.local"), 100);
+	CHECK_EQ_INT(level_of(a, "@staff:test.local"), 100);
+	json_decref(a);
+
+	/* Safe power levels, and the bot's own (even unsafe ones), change nothing. */
+	run("82",
+	    STATE("$pl3", "!g:test.local", "m.room.power_levels", "@staff:test.local",
+	          "{\"users\":{\"@threshold:test.local\":100,\"" GUEST_ID "\":0}}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 0);
+	run("83",
+	    STATE("$pl4", "!g:test.local", "m.room.power_levels", "@threshold:test.local",
+	          "{\"users\":{\"@threshold:test.local\":50,\"" GUEST_ID "\":50}}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 0);
+	/* A string level (older room versions) counts too. */
+	run("84",
+	    STATE("$pl5", "!g:test.local", "m.room.power_levels", "@staff:test.local",
+	          "{\"users\":{\"@threshold:test.local\":\"100\",\"" GUEST_ID "\":\"10\"}}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 1);
+	a = last_action();
+	CHECK_EQ_INT(level_of(a, GUEST_ID), 0);
+	json_decref(a);
+	/* Unmanaged rooms are left be. */
+	run("85",
+	    STATE("$pl6", "!u:test.local", "m.room.power_levels", "@staff:test.local",
+	          "{\"users\":{\"" GUEST_ID "\":50}}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 0);
+
+	/* A published alias: the canonical alias emptied. */
+	run("86",
+	    STATE("$ca1", "!g:test.local", "m.room.canonical_alias", "@staff:test.local",
+	          "{\"alias\":\"#tuesday:test.local\"}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 1);
+	a = last_action();
+	CHECK_STR(json_string_value(json_object_get(a, "type")), "m.room.canonical_alias");
+	CHECK_EQ_INT(json_object_size(json_object_get(a, "content")), 0);
+	json_decref(a);
+	run("87",
+	    STATE("$ca2", "!g:test.local", "m.room.canonical_alias", "@staff:test.local",
+	          "{\"alt_aliases\":[\"#x:test.local\"]}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 1);
+	run("88", STATE("$ca3", "!g:test.local", "m.room.canonical_alias", "@staff:test.local", "{}"), &res);
+	CHECK_EQ_INT(res.queued, 0);
+	run("89",
+	    STATE("$ca4", "!g:test.local", "m.room.canonical_alias", "@staff:test.local",
+	          "{\"alias\":\"\",\"alt_aliases\":[]}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 0);
+}
+
 /* Staff by room membership: joined to a configured staff room is staff; a
  * departure ends it; the bot's join reads the room's members. */
 static void test_staff_rooms(void)
@@ -597,6 +686,7 @@ int main(void)
 	test_actions_queued();
 	test_audit_records();
 	test_managed_room();
+	test_managed_power_and_alias();
 	test_staff_rooms();
 	test_pseudonym_per_room();
 	test_audit_questions();
