@@ -246,6 +246,8 @@ static const char *note_text(enum pol_note note)
 		       "!threshold group create NAME.";
 	case POL_NOTE_NOT_IN_MANAGED:
 		return "This room is managed by Threshold: only staff and the guests they add may be here.";
+	case POL_NOTE_ONLY_STAFF_INVITE:
+		return "This room is managed by Threshold: only staff may invite people into it.";
 	default:
 		return NULL;
 	}
@@ -387,6 +389,11 @@ static int alert(const struct config *cfg, store_txn *t, const struct pol_decisi
 		text = xasprintf("%s changed %s in managed room %s in a way that would expose its members. "
 		                 "Threshold put it back. Audit record #%llu.",
 		                 ev->sender, ev->type, ev->room_id, (unsigned long long)seq);
+		break;
+	case POL_R_INVITER_NOT_STAFF:
+		text = xasprintf("%s, who is not staff, invited %s into managed room %s. Threshold withdrew "
+		                 "the invitation. Audit record #%llu.",
+		                 ev->sender, ev->state_key, ev->room_id, (unsigned long long)seq);
 		break;
 	case POL_R_GUEST_LEFT_UNMANAGED:
 		text = xasprintf(

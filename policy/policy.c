@@ -63,6 +63,11 @@ static const struct rule rules[] = {
          0, POL_NOTE_NOT_IN_MANAGED, POL_REC_MEMBERSHIP_ENFORCED, 1, ANY},
         {POL_EV_INVITE, ANY, STRANGERS, ROOM(POL_ROOM_MANAGED), 0, POL_R_STRANGER_INVITE_WITHDRAWN,
          POL_ACT_KICK, 0, POL_NOTE_NOT_IN_MANAGED, POL_REC_MEMBERSHIP_ENFORCED, 0, ANY},
+        /* Only staff (and the bot) bring people in; a guest's or a stranger's
+         * invite of anyone else is undone too (guests and strangers above). */
+        {POL_EV_INVITE, ROLE(POL_ROLE_GUEST) | STRANGERS, STAFFISH, ROOM(POL_ROOM_MANAGED), 0,
+         POL_R_INVITER_NOT_STAFF, POL_ACT_KICK, 0, POL_NOTE_ONLY_STAFF_INVITE, POL_REC_MEMBERSHIP_ENFORCED, 1,
+         ANY},
         /* The bot's own settings come back to it as events: never undo them,
          * or a revert the homeserver alters would loop. */
         {POL_EV_STATE_EXPOSED, ROLE(POL_ROLE_BOT), ANY, ANY, 0, POL_R_STATE_BY_BOT, 0, 0, POL_NOTE_NONE,
@@ -168,6 +173,7 @@ static const char *const reason_names[POL_R_COUNT] = {
         [POL_R_STATE_REVERTED] = "state_reverted",
         [POL_R_BOT_INVITE_STAFF_ROOM] = "bot_invite_staff_room",
         [POL_R_STATE_BY_BOT] = "state_by_bot",
+        [POL_R_INVITER_NOT_STAFF] = "inviter_not_staff",
 };
 
 static const char *const role_names[POL_ROLE_COUNT] = {
@@ -234,6 +240,7 @@ static const char *const note_names[POL_NOTE_COUNT] = {
         [POL_NOTE_ADD_GUEST_PROPERLY] = "add_guest_properly",
         [POL_NOTE_USE_IN_GROUP_ROOM] = "use_in_group_room",
         [POL_NOTE_NOT_IN_MANAGED] = "not_in_managed",
+        [POL_NOTE_ONLY_STAFF_INVITE] = "only_staff_invite",
 };
 
 #define NAME_OF(table, i) ((unsigned)(i) < sizeof(table) / sizeof(table[0]) ? table[i] : NULL)

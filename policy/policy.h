@@ -87,6 +87,7 @@ enum pol_note {
 	POL_NOTE_ADD_GUEST_PROPERLY, /* how staff add a guest to a conversation */
 	POL_NOTE_USE_IN_GROUP_ROOM,  /* a group command that only works in a group room */
 	POL_NOTE_NOT_IN_MANAGED,     /* why someone was removed from a managed room */
+	POL_NOTE_ONLY_STAFF_INVITE,  /* why an invite by someone not staff was withdrawn */
 	POL_NOTE_COUNT
 };
 
@@ -113,6 +114,7 @@ enum pol_reason {
 	POL_R_STATE_REVERTED,            /* a managed room's setting would have exposed its members */
 	POL_R_BOT_INVITE_STAFF_ROOM,     /* anyone in a configured staff room invited the bot there */
 	POL_R_STATE_BY_BOT,              /* the bot's own change to a setting: never undone, no loop */
+	POL_R_INVITER_NOT_STAFF,         /* a guest or stranger in a managed room invited staff */
 	POL_R_COUNT
 };
 

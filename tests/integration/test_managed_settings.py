@@ -14,43 +14,18 @@ import uuid
 import requests
 
 from conftest import SERVER_NAME
-from helpers import (alerts, audit_records, bearer, create_guest, make_group, q,  # noqa: F401 (safeguarding: a fixture)
-                     safeguarding, staff_says, wait_membership)
+from helpers import (alerts, audit_records, bearer, group_with_guest_and_admin_staff, q,  # noqa: F401 (safeguarding: a fixture)
+                     room_state, safeguarding, wait_for)
 
 
 def state(env, room, event_type):
-    r = requests.get("%s/_matrix/client/v3/rooms/%s/state/%s/" % (env.hs_url, q(room), event_type),
-                     headers=bearer(env.token("staff")), timeout=30)
-    return r.json() if r.status_code == 200 else None
+    return room_state(env, "staff", room, event_type)
 
 
 def put_state(env, room, event_type, content):
     r = requests.put("%s/_matrix/client/v3/rooms/%s/state/%s/" % (env.hs_url, q(room), event_type),
                      headers=bearer(env.token("staff")), json=content, timeout=30)
     assert r.status_code == 200, r.text
-
-
-def wait_for(what, fn, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = fn()
-        if got:
-            return got
-        time.sleep(0.3)
-    raise AssertionError("timed out waiting for " + what)
-
-
-def group_with_guest_and_admin_staff(env, threshold):
-    group = make_group(env)
-    guest = create_guest(env, threshold)
-    staff_says(env, group, "!threshold group add %s" % guest["pseudonym"])
-    wait_membership(env, "staff", group, guest["user_id"], "join")
-    staff = env.users["staff"][0]
-    r = requests.post("%s/_synapse/admin/v1/rooms/%s/make_room_admin" % (env.hs_url, q(group)),
-                      headers=bearer(env.token("admin")), json={"user_id": staff}, timeout=30)
-    assert r.status_code == 200, r.text
-    wait_for("staff at 100", lambda: state(env, group, "m.room.power_levels")["users"].get(staff) == 100)
-    return group, guest
 
 
 def reverts(threshold, group):

@@ -499,6 +499,21 @@ static void test_managed_power_and_alias(void)
 	          "{\"alias\":\"\",\"alt_aliases\":[]}"),
 	    &res);
 	CHECK_EQ_INT(res.queued, 0);
+
+	/* Only staff invite: a guest's invite of staff is withdrawn, staff's is not. */
+	run("90", MEMBER("$iv1", "!g:test.local", GUEST_ID, "@staff:test.local", "invite"), &res);
+	CHECK_EQ_INT(res.queued, 1);
+	a = last_action();
+	CHECK_STR(json_string_value(json_object_get(a, "op")), "kick");
+	CHECK_STR(json_string_value(json_object_get(a, "target")), "@staff:test.local");
+	CHECK(strstr(json_string_value(json_object_get(a, "reason")), "only staff may invite") != NULL);
+	json_decref(a);
+	run("91", MEMBER("$iv2", "!g:test.local", "@staff:test.local", "@lead2:test.local", "invite"), &res);
+	CHECK_EQ_INT(res.queued, 1); /* a stranger: withdrawn whoever invites */
+	cfg.staff_all_local = 1;
+	run("92", MEMBER("$iv3", "!g:test.local", "@staff:test.local", "@lead2:test.local", "invite"), &res);
+	CHECK_EQ_INT(res.queued, 0);
+	cfg.staff_all_local = 0;
 }
 
 /* Staff by room membership: joined to a configured staff room is staff; a
