@@ -452,8 +452,9 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	const char *state_key = ev->state_key;
 	int member_event = strcmp(type, "m.room.member") == 0 && state_key;
 	f.room = room_of(cfg, room_id, room);
-	/* A staff room's members are staff from this event on (their own join included). */
-	if (member_event && ev->membership && f.room == POL_ROOM_STAFF) {
+	/* A staff room's members are staff from this event on (their own join
+	 * included); also when the room is the safeguarding room as well. */
+	if (member_event && ev->membership && config_ids_has(&cfg->staff_rooms, room_id)) {
 		int rc = staff_room_member(cfg, t, ev, queued);
 		if (rc)
 			return rc;

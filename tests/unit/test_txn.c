@@ -557,9 +557,14 @@ static void test_staff_rooms(void)
 	CHECK(body && strstr(body, "pong") != NULL);
 	json_decref(a);
 
-	/* Dave joins: staff too, and may invite the bot anywhere. */
+	/* Dave joins: staff too, and may invite the bot anywhere.  A second
+	 * join (a profile change) changes nothing. */
 	run("103", MEMBER("$sr4", "!staffroom:test.local", "@dave:test.local", "@dave:test.local", "join"),
 	    &res);
+	CHECK_EQ_INT(res.status, 200);
+	run("103b", MEMBER("$sr4b", "!staffroom:test.local", "@dave:test.local", "@dave:test.local", "join"),
+	    &res);
+	CHECK_EQ_INT(res.status, 200);
 	run("104", MEMBER("$sr5", "!dave:test.local", "@dave:test.local", "@threshold:test.local", "invite"),
 	    &res);
 	a = last_action();
@@ -590,6 +595,20 @@ static void test_staff_rooms(void)
 	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
 	CHECK_EQ_INT(rooms_staff_has(t, &cfg.staff_rooms, "@carol:test.local"), 0);
 	store_txn_abort(t);
+
+	/* A staff room that is the safeguarding room too: its members are staff. */
+	free(cfg.staff_rooms.v[0]);
+	cfg.staff_rooms.v[0] = xstrdup("!sg:test.local");
+	char *saved_sg = cfg.safeguarding_room;
+	cfg.safeguarding_room = xstrdup("!sg:test.local");
+	run("109", MEMBER("$sg1", "!sg:test.local", "@frank:test.local", "@frank:test.local", "join"), &res);
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	CHECK_EQ_INT(rooms_staff_has(t, &cfg.staff_rooms, "@frank:test.local"), 1);
+	store_txn_abort(t);
+	free(cfg.safeguarding_room);
+	cfg.safeguarding_room = saved_sg;
+	free(cfg.staff_rooms.v[0]);
+	cfg.staff_rooms.v[0] = xstrdup("!staffroom:test.local");
 
 	/* A hundred membership events in one transaction: one lookup each. */
 	size_t cap = 64 * 1024, len = 0;
