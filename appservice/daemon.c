@@ -16,6 +16,7 @@
 #include "jsonx.h"
 #include "log.h"
 #include "outbox.h"
+#include "rooms.h"
 #include "store.h"
 #include "util.h"
 
@@ -52,7 +53,9 @@ static int queue_bot_setup(const struct config *cfg, store *st)
 	for (size_t i = 0; !rc && i < cfg->staff_rooms.n; i++) {
 		json_t *a = json_pack("{s:s, s:s, s:s}", "op", "staff_members", "room_id",
 		                      cfg->staff_rooms.v[i], "user_id", cfg->bot_user_id);
-		rc = outbox_push(t, a);
+		rc = rooms_staff_read_begin_stored(t, cfg->staff_rooms.v[i]);
+		if (!rc)
+			rc = outbox_push(t, a);
 		json_decref(a);
 	}
 	json_decref(reg);

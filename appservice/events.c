@@ -415,19 +415,24 @@ static int alert(const struct config *cfg, store_txn *t, const struct pol_decisi
  * member's join or departure, or for the bot's own join a fresh read of
  * everyone there (they joined before it could see), and for its departure
  * forgetting them all (it can no longer see who leaves). */
-static int staff_room_member(const struct config *cfg, store_txn *t, const struct mxev *ev, unsigned *queued)
+static int staff_room_member(const struct config *cfg, store_txn *t, const struct mxev *ev, json_t *room,
+                             unsigned *queued)
 {
 	int joined = strcmp(ev->membership, "join") == 0;
-	if (strcmp(ev->state_key, cfg->bot_user_id) != 0)
+	if (strcmp(ev->state_key, cfg->bot_user_id) != 0) {
+		rooms_staff_seen(room, ev->state_key);
 		return rooms_staff_set(t, ev->room_id, ev->state_key, joined);
-	if (joined)
+	}
+	if (joined) {
+		rooms_staff_read_begin(room);
 		return queue(t,
 		             json_pack("{s:s, s:s, s:s}", "op", "staff_members", "room_id", ev->room_id,
 		                       "user_id", cfg->bot_user_id),
 		             queued);
+	}
 	if (strcmp(ev->membership, "invite") == 0)
 		return TH_OK;
-	return rooms_staff_reset(t, ev->room_id, NULL);
+	return rooms_staff_forget(t, ev->room_id, room);
 }
 
 int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev, json_t *room,
@@ -455,7 +460,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	/* A staff room's members are staff from this event on (their own join
 	 * included); also when the room is the safeguarding room as well. */
 	if (member_event && ev->membership && config_ids_has(&cfg->staff_rooms, room_id)) {
-		int rc = staff_room_member(cfg, t, ev, queued);
+		int rc = staff_room_member(cfg, t, ev, room, queued);
 		if (rc)
 			return rc;
 	}

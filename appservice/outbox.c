@@ -258,7 +258,7 @@ static int done_staff_members(store_txn *t, const json_t *a, const json_t *resp)
 		LOG(LOG_WARN, "outbox: the homeserver's joined_members answer has no \"joined\"");
 		return TH_OK;
 	}
-	int rc = rooms_staff_reset(t, field(a, "room_id"), joined);
+	int rc = rooms_staff_refresh(t, field(a, "room_id"), joined);
 	if (!rc)
 		LOG(LOG_INFO, "staff room %s: %zu joined", field(a, "room_id"), json_object_size(joined));
 	return rc;

@@ -7,6 +7,9 @@
  *
  *   {"events": N, "bot": "join"|..., "kind": "group", "guests": {"@guest_..": "join"}}
  *
+ * A staff room's record also holds, while a read of its members is pending,
+ * "staff_seen": {"@user:..": true} (see rooms_staff_read_begin).
+ *
  * Who is joined to the staff rooms (roles.staff_rooms) is kept apart, in
  * STORE_STAFF_MEMBERS: user id -> room id, one duplicate per staff room the
  * user is joined to, so that "is this sender staff?" on the hot path is one
@@ -49,13 +52,41 @@ int rooms_staff_set(store_txn *t, const char *room_id, const char *user_id, int 
 int rooms_staff_has(store_txn *t, const struct config_ids *staff_rooms, const char *user_id);
 
 /**
- * Replace what is known of staff room @p room_id's members: forget them all,
- * then record each user id key of @p joined (the "joined" object of the
- * homeserver's joined_members answer), or none when @p joined is NULL (the
- * bot left: Threshold can no longer see who is there).  Walks the whole of
- * STORE_STAFF_MEMBERS: for the bot's own joins and leaves, not every event.
+ * Begin a read of who is joined to a staff room (the outbox's staff_members
+ * action, queued by the caller): until rooms_staff_refresh, the room's
+ * record remembers whose membership events were handled ("staff_seen"), so
+ * that the read, which may be older than they are, does not undo them.
+ * @param room  the room's state (borrowed, updated in place)
+ */
+void rooms_staff_read_begin(json_t *room);
+
+/** As rooms_staff_read_begin, on the record of @p room_id in STORE_ROOMS.
+ *  @return TH_OK or a store error. */
+int rooms_staff_read_begin_stored(store_txn *t, const char *room_id);
+
+/**
+ * Note in @p room (borrowed, updated in place) that @p user_id's membership
+ * was just recorded from an event; only while a read is pending.
+ */
+void rooms_staff_seen(json_t *room, const char *user_id);
+
+/**
+ * The read's answer: make @p joined (the "joined" object of the
+ * homeserver's joined_members answer; its keys are the user ids) the
+ * recorded membership of staff room @p room_id, except for users whose
+ * events were handled since the read began, whose record stays as those
+ * events left it.  Ends the read.  Walks the whole of STORE_STAFF_MEMBERS:
+ * for the bot's own joins and each start, not every event.
  * @return TH_OK or a store error.
  */
-int rooms_staff_reset(store_txn *t, const char *room_id, const json_t *joined);
+int rooms_staff_refresh(store_txn *t, const char *room_id, const json_t *joined);
+
+/**
+ * Forget everyone recorded as joined to staff room @p room_id, and any read
+ * pending in @p room (its state, updated in place): the bot left, and can no
+ * longer see who leaves.  Walks STORE_STAFF_MEMBERS as rooms_staff_refresh.
+ * @return TH_OK or a store error.
+ */
+int rooms_staff_forget(store_txn *t, const char *room_id, json_t *room);
 
 #endif

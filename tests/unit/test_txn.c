@@ -545,7 +545,7 @@ static void test_staff_rooms(void)
 	store_txn *t;
 	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
 	json_t *joined = json_pack("{s:{}, s:{}}", "@carol:test.local", "@threshold:test.local");
-	CHECK_EQ_INT(rooms_staff_reset(t, "!staffroom:test.local", joined), TH_OK);
+	CHECK_EQ_INT(rooms_staff_refresh(t, "!staffroom:test.local", joined), TH_OK);
 	json_decref(joined);
 	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
 
@@ -594,6 +594,29 @@ static void test_staff_rooms(void)
 	    &res);
 	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
 	CHECK_EQ_INT(rooms_staff_has(t, &cfg.staff_rooms, "@carol:test.local"), 0);
+	store_txn_abort(t);
+
+	/* The bot is back: a new read.  Eve joins and leaves while it is on its
+	 * way; the answer, older than her leaving, still lists her, and must not
+	 * make her staff again. */
+	run("110",
+	    MEMBER("$sr9", "!staffroom:test.local", "@threshold:test.local", "@threshold:test.local", "join"),
+	    &res);
+	run("111", MEMBER("$sr10", "!staffroom:test.local", "@eve:test.local", "@eve:test.local", "join"),
+	    &res);
+	run("112", MEMBER("$sr11", "!staffroom:test.local", "@eve:test.local", "@eve:test.local", "leave"),
+	    &res);
+	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
+	joined = json_pack("{s:{}, s:{}, s:{}}", "@carol:test.local", "@eve:test.local",
+	                   "@threshold:test.local");
+	CHECK_EQ_INT(rooms_staff_refresh(t, "!staffroom:test.local", joined), TH_OK);
+	json_decref(joined);
+	CHECK_EQ_INT(rooms_staff_has(t, &cfg.staff_rooms, "@carol:test.local"), 1);
+	CHECK_EQ_INT(rooms_staff_has(t, &cfg.staff_rooms, "@eve:test.local"), 0);
+	json_t *rec = NULL;
+	CHECK_EQ_INT(store_get_json(t, STORE_ROOMS, "!staffroom:test.local", &rec), TH_OK);
+	CHECK(json_object_get(rec, "staff_seen") == NULL); /* the read is over */
+	json_decref(rec);
 	store_txn_abort(t);
 
 	/* A staff room that is the safeguarding room too: its members are staff. */
