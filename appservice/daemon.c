@@ -20,6 +20,7 @@
 #include "jsonx.h"
 #include "log.h"
 #include "outbox.h"
+#include "rooms.h"
 #include "store.h"
 #include "util.h"
 
@@ -64,6 +65,8 @@ static void raise_fd_limit(const struct config *cfg)
 }
 
 /* Queue the bot's registration and display name (idempotent on the server). */
+/* Queue the bot's registration and display name (idempotent on the server),
+ * and a fresh read of each staff room's members. */
 static int queue_bot_setup(const struct config *cfg, store *st)
 {
 	store_txn *t;
@@ -79,6 +82,18 @@ static int queue_bot_setup(const struct config *cfg, store *st)
 		rc = outbox_push(t, dn);
 	if (!rc)
 		rc = store_put_json(t, STORE_USERS, cfg->bot_user_id, rec);
+	/* Who is in each staff room now: memberships that changed while
+	 * Threshold was down, or before a room was added to roles.staff_rooms,
+	 * reach it no other way.  Refused (and dropped) where the bot is not
+	 * joined yet; its join queues the same read. */
+	for (size_t i = 0; !rc && i < cfg->staff_rooms.n; i++) {
+		json_t *a = json_pack("{s:s, s:s, s:s}", "op", "staff_members", "room_id",
+		                      cfg->staff_rooms.v[i], "user_id", cfg->bot_user_id);
+		rc = rooms_staff_read_begin_stored(t, cfg->staff_rooms.v[i]);
+		if (!rc)
+			rc = outbox_push(t, a);
+		json_decref(a);
+	}
 	json_decref(reg);
 	json_decref(dn);
 	json_decref(rec);

@@ -216,6 +216,18 @@ static void build_create_room(const outbox *ob, uint64_t seq, const json_t *a, s
 	req->body = json_incref(json_object_get(a, "content"));
 }
 
+static void build_staff_members(const outbox *ob, uint64_t seq, const json_t *a, struct request *req)
+{
+	/* spec: CS API, GET /rooms/{roomId}/joined_members: the bot must be joined */
+	(void)ob;
+	(void)seq;
+	char *room = cs_escape(field(a, "room_id"));
+	req->method = "GET";
+	req->path = xasprintf("/_matrix/client/v3/rooms/%s/joined_members", room);
+	req->user_id = field(a, "user_id");
+	free(room);
+}
+
 json_t *outbox_message(const char *room_id, const char *user_id, json_t *content, const char *in_reply_to)
 {
 	if (in_reply_to)
@@ -252,6 +264,21 @@ static int done_create_room(const outbox *ob, store_txn *t, const json_t *a, con
 	free(body);
 	rc = send ? outbox_push(t, send) : TH_OK;
 	json_decref(send);
+	return rc;
+}
+
+/* Who is in a staff room now: from here on its membership events keep it up to date. */
+static int done_staff_members(const outbox *ob, store_txn *t, const json_t *a, const json_t *resp)
+{
+	(void)ob;
+	const json_t *joined = json_object_get(resp, "joined");
+	if (!json_is_object(joined)) {
+		LOG(LOG_WARN, "outbox: the homeserver's joined_members answer has no \"joined\"");
+		return TH_OK;
+	}
+	int rc = rooms_staff_refresh(t, field(a, "room_id"), joined);
+	if (!rc)
+		LOG(LOG_INFO, "staff room %s: %zu joined", field(a, "room_id"), json_object_size(joined));
 	return rc;
 }
 
@@ -435,6 +462,7 @@ static const struct op {
         {"state", {"room_id", "user_id", "type"}, 1, build_state, NULL, NULL},
         {"create_room", {"user_id", "kind"}, 1, build_create_room, done_create_room, NULL},
         {"redact", {"room_id", "user_id", "event_id"}, 0, build_redact, NULL, NULL},
+        {"staff_members", {"room_id", "user_id"}, 0, build_staff_members, done_staff_members, NULL},
         {"audit_export", {"room_id", "user_id", "reply_to"}, 0, NULL, done_audit_export, run_audit_export},
 };
 

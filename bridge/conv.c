@@ -685,7 +685,7 @@ static char *clean_name(const char *dn)
 }
 
 int conv_on_event(store_txn *t, const struct mxev *ev, enum pol_role sender_role, enum pol_role target_role,
-                  json_t *room)
+                  json_t *room, unsigned *fed)
 {
 	const char *kind = jsonx_str(room, "kind");
 	if (!kind || (strcmp(kind, "portal") != 0 && strcmp(kind, "group") != 0))
@@ -726,6 +726,8 @@ int conv_on_event(store_txn *t, const struct mxev *ev, enum pol_role sender_role
 			struct feed_entry e = {
 			        .kind = "notice", .role = "service", .name = "", .body = text, .ts = 0};
 			rc = feed_append(t, g, &e, NULL);
+			if (!rc)
+				(*fed)++;
 		}
 		free(text);
 		if (joined)
@@ -783,6 +785,8 @@ int conv_on_event(store_txn *t, const struct mxev *ev, enum pol_role sender_role
 		                       .event_id = self ? ev->event_id : NULL,
 		                       .room_id = self ? ev->room_id : NULL};
 		rc = feed_append(t, gid, &e, NULL);
+		if (!rc)
+			(*fed)++;
 		if (rc == TH_EINVAL)
 			rc = TH_OK; /* a body jansson will not encode: skip it, never block the stream */
 	}
@@ -845,7 +849,7 @@ static char *command_invite(const struct txn_env *env, store_txn *t, const struc
 		return xstrdup(
 		        "Invitations are made in a service's staff room (see the services in Threshold's "
 		        "configuration).");
-	if (svc->inviters.n && !config_users_has(&svc->inviters, ev->sender))
+	if (svc->inviters.n && !config_ids_has(&svc->inviters, ev->sender))
 		return xasprintf("Sorry, only the people listed as inviters for %s may make invitations.",
 		                 svc->display_name);
 	unsigned uses = svc->invite_uses;
@@ -913,7 +917,7 @@ int conv_command(const struct txn_env *env, store_txn *t, const struct mxev *ev,
 		const char *to = args_of(ev->body);
 		size_t n = strcspn(to, " \t\n");
 		char *target = xstrndup(to, n);
-		enum pol_role role = events_role(cfg, target);
+		enum pol_role role = events_role(cfg, t, target);
 		int staff = role == POL_ROLE_STAFF || role == POL_ROLE_LEAD;
 		if (!n || target[0] != '@') {
 			reply = xstrdup("Usage: !threshold handover @colleague:server");

@@ -157,6 +157,7 @@ class Env:
         self.services = None  # {name: settings}: set by gateway tests, then write_config()
         self.gw_port = harness.free_port()
         self.gw_url = "http://127.0.0.1:%d" % self.gw_port
+        self.staff_rooms = []  # set by tests of staff rooms, then write_config()
 
     @property
     def hs_url(self):
@@ -187,6 +188,8 @@ class Env:
         }
         if self.safeguarding_room:
             cfg["safeguarding"]["room"] = self.safeguarding_room
+        if self.staff_rooms:
+            cfg["roles"]["staff_rooms"] = list(self.staff_rooms)
         if self.pseudonym_per_room:
             cfg["guests"] = {"pseudonym_per_room": True}
         if self.services:

@@ -134,10 +134,12 @@ def check_key(ck, schema, sec, label, r, consts):
         if p.get("type") != "boolean":
             ck.fail(f"{name}: schema type {p.get('type')!r}, config.c {kind}")
         want_default = {"true": True, "false": False}.get(r["default"])
-    elif kind == "OPT_USERS":
+    elif kind in ("OPT_USERS", "OPT_ROOMS"):
+        pattern = USER_PATTERN if kind == "OPT_USERS" else ROOM_PATTERN
+        what = "user" if kind == "OPT_USERS" else "room"
         items = resolve(schema, p.get("items", {}))
-        if p.get("type") != "array" or items.get("pattern") != USER_PATTERN:
-            ck.fail(f"{name}: must be an array of user ids ({USER_PATTERN}) in the schema")
+        if p.get("type") != "array" or items.get("pattern") != pattern:
+            ck.fail(f"{name}: must be an array of {what} ids ({pattern}) in the schema")
         want_default = None
     elif kind == "OPT_WORDS":
         items = resolve(schema, p.get("items", {}))
@@ -333,6 +335,11 @@ def check_rejections(ck, validator, example, rows, srows):
             for bad in ("e", "EN", "pt_br", "toolongcode", "e1"):
                 expect_invalid(f"{name}: [{bad}]", with_value([bad]))
             expect_invalid(f"{name}: en (not a list)", with_value("en"))
+        elif r["type"] == "OPT_ROOMS":
+            expect_valid(f"{name}: []", with_value([]))
+            expect_valid(f"{name}: [!a:b]", with_value(["!a:b"]))
+            expect_invalid(f"{name}: [#a:b]", with_value(["#a:b"]))
+            expect_invalid(f"{name}: \"!a:b\" (not a list)", with_value("!a:b"))
         else:
             expect_invalid(f"{name}: \"\"", with_value(""))
         if r["type"] == "OPT_TEXT":
