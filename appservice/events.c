@@ -224,7 +224,7 @@ static const char *reply_text(const struct pol_action *a)
 		       "!threshold group remove PSEUDONYM - take a guest out of this group room\n"
 		       "!threshold group list - the guests of this group room\n"
 		       "!threshold invite [--uses N] [--expires 7d] - a link for a guest (in a service's "
-		       "staff room)\n"
+		       "staff room; in a group room, a link into the group)\n"
 		       "!threshold close - end this conversation (in a conversation room)\n"
 		       "!threshold handover @colleague:server - hand this conversation over\n"
 		       "!threshold note TEXT - a note for staff; the guest never sees it\n"

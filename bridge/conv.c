@@ -284,11 +284,23 @@ int conv_redeem(const struct txn_env *env, const char *invite, const char *svc_n
 	if (rc)
 		return rc;
 	uint64_t now = th_now_ms();
-	struct inv_info inv;
+	struct inv_info inv = {0};
 	if (invite) {
 		if ((rc = inv_consume(t, invite, now, &inv)))
 			goto fail;
 		svc_name = inv.service;
+	}
+	const char *group = inv.group[0] ? inv.group : NULL;
+	if (group) { /* the group must still be one Threshold runs */
+		json_t *room = NULL;
+		rc = store_get_json(t, STORE_ROOMS, group, &room);
+		const char *kind = jsonx_str(room, "kind");
+		int ok = rc == TH_OK && kind && strcmp(kind, "group") == 0;
+		json_decref(room);
+		if (!ok) {
+			rc = rc && rc != TH_ENOTFOUND ? rc : TH_ENOTFOUND;
+			goto fail;
+		}
 	}
 	const struct config_service *svc = config_service_find(cfg, svc_name);
 	if (!svc) { /* the service was removed from config since */
@@ -299,9 +311,12 @@ int conv_redeem(const struct txn_env *env, const char *invite, const char *svc_n
 	if ((rc = guests_create(cfg, t, env->au, "gateway", &g)))
 		goto fail;
 	json_t *c = json_pack("{s:s, s:n, s:s, s:I, s:I, s:s, s:[], s:n, s:[]}", "service", svc->name, "room",
-	                      "state", CONV_WAITING, "created_ms", (json_int_t)now, "expires_ms",
+	                      "state", group ? CONV_OPEN : CONV_WAITING, "created_ms", (json_int_t)now,
+	                      "expires_ms",
 	                      (json_int_t)(now + (uint64_t)svc->conversation_expiry_days * 86400000ull),
 	                      "lang", lang, "sessions", "resume", "local_ids");
+	if (group)
+		json_object_set_new(c, "room", json_string(group));
 	rc = session_new(cfg, t, g.user_id, c, 1, out);
 	if (!rc)
 		rc = conv_put(t, g.user_id, c);
@@ -317,20 +332,35 @@ int conv_redeem(const struct txn_env *env, const char *invite, const char *svc_n
 	json_decref(details);
 	if (rc)
 		goto fail;
-	details = json_pack("{s:s}", "service", svc->name);
+	details = json_pack("{s:s, s:s}", "service", svc->name, "kind", group ? "group" : "portal");
 	struct audit_rec opened = {.kind = AUDIT_CONVERSATION_OPENED,
 	                           .actor = g.user_id,
 	                           .subject = g.user_id,
+	                           .room = group,
 	                           .details = details};
 	rc = audit_append(env->au, t, &opened, NULL);
 	json_decref(details);
 	if (rc)
 		goto fail;
-	json_t *create =
-	        json_pack("{s:s, s:s, s:s, s:o, s:s}", "op", "create_room", "user_id", cfg->bot_user_id,
-	                  "kind", "portal", "content", conv_room_content(cfg, svc, g.user_id, g.pseudonym),
-	                  "conversation", g.user_id);
-	if ((rc = push(t, create)))
+	if (group) {
+		/* A group invitation: into the moderated group room, invite then join
+		 * in order (the guest's first message is queued after them). */
+		char *text = xasprintf("%s is joining this group through an invitation.", g.pseudonym);
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:s}", "op", "invite", "room_id", group, "user_id",
+		                       cfg->bot_user_id, "target", g.user_id));
+		if (!rc)
+			rc = push(t, json_pack("{s:s, s:s, s:s}", "op", "join", "room_id", group, "user_id",
+			                       g.user_id));
+		if (!rc)
+			rc = push(t, outbox_notice(group, cfg->bot_user_id, text, NULL));
+		free(text);
+	} else {
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:o, s:s}", "op", "create_room", "user_id",
+		                       cfg->bot_user_id, "kind", "portal", "content",
+		                       conv_room_content(cfg, svc, g.user_id, g.pseudonym), "conversation",
+		                       g.user_id));
+	}
+	if (rc)
 		goto fail;
 	if ((rc = feed_notice(t, g.user_id, svc, "notice", svc->greeting)))
 		goto fail;
@@ -841,14 +871,35 @@ static const char *portal_guest(const json_t *room)
 }
 
 /* "!threshold invite [--uses N] [--expires 7d]" in a service's staff room. */
-static char *command_invite(const struct txn_env *env, store_txn *t, const struct mxev *ev, int *rc)
+static char *command_invite(const struct txn_env *env, store_txn *t, const struct mxev *ev,
+                            const json_t *room, int *rc)
 {
 	const struct config *cfg = env->cfg;
 	const struct config_service *svc = config_service_by_staff_room(cfg, ev->room_id);
+	const char *group = NULL;
+	const char *kind = jsonx_str(room, "kind");
+	const char *named = strstr(ev->body, "--service");
+	if (!svc && kind && strcmp(kind, "group") == 0) {
+		/* A group invitation: which service's notice the guests agree to. */
+		group = ev->room_id;
+		if (named) {
+			const char *v = named + 9;
+			while (*v == ' ')
+				v++;
+			char *name = xstrndup(v, strcspn(v, " \t\n"));
+			svc = config_service_find(cfg, name);
+			free(name);
+		} else if (cfg->nservices == 1) {
+			svc = &cfg->services[0];
+		}
+		if (!svc)
+			return xstrdup(
+			        "Say which service this group belongs to: !threshold invite --service NAME "
+			        "(its notice is what the guests agree to).");
+	}
 	if (!svc)
 		return xstrdup(
-		        "Invitations are made in a service's staff room (see the services in Threshold's "
-		        "configuration).");
+		        "Invitations are made in a service's staff room, or in a group room for that group.");
 	if (svc->inviters.n && !config_ids_has(&svc->inviters, ev->sender))
 		return xasprintf("Sorry, only the people listed as inviters for %s may make invitations.",
 		                 svc->display_name);
@@ -863,6 +914,8 @@ static char *command_invite(const struct txn_env *env, store_txn *t, const struc
 			uses = (unsigned)n;
 		} else if (!strcmp(w, "--expires") && v && inv_parse_duration(v, &n) == TH_OK) {
 			life = n;
+		} else if (!strcmp(w, "--service") && v && group) {
+			continue; /* read above */
 		} else {
 			free(args);
 			return xstrdup(
@@ -873,16 +926,16 @@ static char *command_invite(const struct txn_env *env, store_txn *t, const struc
 	free(args);
 	char token[SEC_TOKEN_LEN + 1];
 	uint64_t expires = th_now_ms() + life;
-	*rc = inv_create(t, env->au, svc, uses, expires, ev->sender, token);
+	*rc = inv_create(t, env->au, svc, group, uses, expires, ev->sender, token);
 	if (*rc)
 		return NULL;
 	char *link = inv_link(cfg, token);
 	explicit_bzero(token, sizeof(token));
 	char *text =
-	        xasprintf("Invitation to %s, for %u %s, valid for %llu hours. Give this link to the person "
+	        xasprintf("Invitation to %s%s, for %u %s, valid for %llu hours. Give this link to the person "
 	                  "only, in a way that is safe for them:\n%s",
-	                  svc->display_name, uses, uses == 1 ? "use" : "uses",
-	                  (unsigned long long)(life / 3600000ull), link);
+	                  group ? "this group, for " : "", svc->display_name, uses,
+	                  uses == 1 ? "use" : "uses", (unsigned long long)(life / 3600000ull), link);
 	free(link);
 	return text;
 }
@@ -897,7 +950,7 @@ int conv_command(const struct txn_env *env, store_txn *t, const struct mxev *ev,
 	json_t *c = guest ? conv_get(t, guest) : NULL;
 
 	if (cmd == POL_CMD_INVITE) {
-		reply = command_invite(env, t, ev, &rc);
+		reply = command_invite(env, t, ev, room, &rc);
 	} else if (!c) {
 		reply = xstrdup("That command works in a conversation room with a guest (the rooms Threshold "
 		                "makes when someone gets in touch).");

@@ -114,7 +114,7 @@ int inv_cli_main(const struct config *cfg, int argc, char **argv)
 		goto out;
 	}
 	uint64_t expires = th_now_ms() + life;
-	rc = inv_create(t, au, svc, (unsigned)uses, expires, actor, token);
+	rc = inv_create(t, au, svc, NULL, (unsigned)uses, expires, actor, token);
 	if (rc == TH_OK) {
 		rc = store_txn_commit(t);
 		t = NULL;

@@ -341,3 +341,31 @@ def test_every_answer_matched_the_schema(env, threshold, service):
         method, path = key.split(" ", 1)
         assert (method, path) in seen, "no test exercised %s" % key
     assert {s for _, _, s in validated} >= {200, 202, 400, 401, 404, 405, 410, 413}
+
+
+def test_group_invitation(env, threshold, service):
+    """A group invitation puts two guests into one moderated group room,
+    where each sees the other only by pseudonym."""
+    from helpers import make_group
+    group = make_group(env)
+    cmd = staff_says(env, group, "!threshold invite --uses 2")
+    body = bot_reply(env, "staff", group, cmd)["content"]["body"]
+    assert body.startswith("Invitation to this group"), body
+    token = invite_link_token(body.strip().splitlines()[-1])
+    a, b = Guest(env.gw_url), Guest(env.gw_url)
+    a.redeem(invite=token)
+    b.redeem(invite=token)
+    assert a.get("/session").json()["state"] == "open"
+    la = a.send("hello from a")
+    a.wait_for(lambda e: e.get("local_id") == la, what="a's own message")
+    seen_by_b = b.wait_for(lambda e: e.get("body") == "hello from a", what="a's message in b's feed")
+    assert seen_by_b["from"] == {"role": "guest", "name": a.pseudonym}
+    staff_says(env, group, "welcome both")
+    for g in (a, b):
+        e = g.wait_for(lambda e: e.get("body") == "welcome both", what="staff's welcome")
+        assert e["from"]["role"] == "staff"
+        no_user_ids(g.seen)
+    # the room holds both guests; neither got a room of their own
+    senders = {ev["sender"] for ev in history(env, group)
+               if ev.get("content", {}).get("body") in ("hello from a",)}
+    assert len(senders) == 1 and next(iter(senders)).startswith("@guest_")

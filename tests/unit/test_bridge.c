@@ -363,7 +363,7 @@ static void test_invites(void)
 	/* Create with 2 uses; the token has the token shape and a link. */
 	char tok[SEC_TOKEN_LEN + 1] = "";
 	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
-	CHECK_EQ_INT(inv_create(t, e.au, svc, 2, week, "@staff:test.local", tok), TH_OK);
+	CHECK_EQ_INT(inv_create(t, e.au, svc, NULL, 2, week, "@staff:test.local", tok), TH_OK);
 	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
 	CHECK(sec_token_ok(tok));
 	char *link = inv_link(&e.cfg, tok);
@@ -375,11 +375,11 @@ static void test_invites(void)
 	/* Refusals: no uses, too many, already expired, no actor. */
 	char bad[SEC_TOKEN_LEN + 1] = "unset";
 	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
-	CHECK_EQ_INT(inv_create(t, e.au, svc, 0, week, "@staff:test.local", bad), TH_EINVAL);
-	CHECK_EQ_INT(inv_create(t, e.au, svc, 10001, week, "@staff:test.local", bad), TH_EINVAL);
-	CHECK_EQ_INT(inv_create(t, e.au, svc, 1, now - 1, "@staff:test.local", bad), TH_EINVAL);
-	CHECK_EQ_INT(inv_create(t, e.au, svc, 1, week, "", bad), TH_EINVAL);
-	CHECK_EQ_INT(inv_create(t, e.au, NULL, 1, week, "@staff:test.local", bad), TH_EINVAL);
+	CHECK_EQ_INT(inv_create(t, e.au, svc, NULL, 0, week, "@staff:test.local", bad), TH_EINVAL);
+	CHECK_EQ_INT(inv_create(t, e.au, svc, NULL, 10001, week, "@staff:test.local", bad), TH_EINVAL);
+	CHECK_EQ_INT(inv_create(t, e.au, svc, NULL, 1, now - 1, "@staff:test.local", bad), TH_EINVAL);
+	CHECK_EQ_INT(inv_create(t, e.au, svc, NULL, 1, week, "", bad), TH_EINVAL);
+	CHECK_EQ_INT(inv_create(t, e.au, NULL, NULL, 1, week, "@staff:test.local", bad), TH_EINVAL);
 	store_txn_abort(t);
 	CHECK_STR(bad, "unset");
 
@@ -408,7 +408,7 @@ static void test_invites(void)
 	/* Expired (a few ms ahead, then wait) and unknown: the same answer. */
 	char shortlived[SEC_TOKEN_LEN + 1];
 	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
-	CHECK_EQ_INT(inv_create(t, e.au, svc, 5, th_now_ms() + 30, "@staff:test.local", shortlived), TH_OK);
+	CHECK_EQ_INT(inv_create(t, e.au, svc, NULL, 5, th_now_ms() + 30, "@staff:test.local", shortlived), TH_OK);
 	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
 	CHECK_EQ_INT(store_txn_begin(e.st, 0, &t), TH_OK);
 	CHECK_EQ_INT(inv_check(t, shortlived, th_now_ms(), &info), TH_OK);
@@ -428,7 +428,7 @@ static void test_invites(void)
 	/* A fresh one, to prune around. */
 	char fresh[SEC_TOKEN_LEN + 1];
 	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
-	CHECK_EQ_INT(inv_create(t, e.au, svc, 3, week, "@staff:test.local", fresh), TH_OK);
+	CHECK_EQ_INT(inv_create(t, e.au, svc, NULL, 3, week, "@staff:test.local", fresh), TH_OK);
 	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
 
 	/* The store holds hashes: no token's bytes in any key or value, and
@@ -701,7 +701,7 @@ static void make_invite(struct test_env *e, unsigned uses, char *tok)
 {
 	store_txn *t;
 	CHECK_EQ_INT(store_txn_begin(e->st, 1, &t), TH_OK);
-	CHECK_EQ_INT(inv_create(t, e->au, &e->cfg.services[0], uses, th_now_ms() + 86400000ull,
+	CHECK_EQ_INT(inv_create(t, e->au, &e->cfg.services[0], NULL, uses, th_now_ms() + 86400000ull,
 	                        "@staff:test.local", tok),
 	             TH_OK);
 	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
