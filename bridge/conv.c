@@ -872,7 +872,7 @@ static const char *portal_guest(const json_t *room)
 
 /* "!threshold invite [--uses N] [--expires 7d]" in a service's staff room. */
 static char *command_invite(const struct txn_env *env, store_txn *t, const struct mxev *ev,
-                            const json_t *room, int *rc)
+                            const json_t *room, int *rc, char **qr_link)
 {
 	const struct config *cfg = env->cfg;
 	const struct config_service *svc = config_service_by_staff_room(cfg, ev->room_id);
@@ -907,7 +907,12 @@ static char *command_invite(const struct txn_env *env, store_txn *t, const struc
 	uint64_t life = (uint64_t)svc->invite_expiry_hours * 3600000ull;
 	char *args = xstrdup(args_of(ev->body));
 	char *save = NULL;
+	int qr = 0;
 	for (char *w = strtok_r(args, " \t\n", &save); w; w = strtok_r(NULL, " \t\n", &save)) {
+		if (!strcmp(w, "--qr")) {
+			qr = 1;
+			continue;
+		}
 		char *v = strtok_r(NULL, " \t\n", &save);
 		uint64_t n;
 		if (!strcmp(w, "--uses") && v && th_parse_u64(v, 10000, &n) == TH_OK && n >= 1) {
@@ -919,8 +924,8 @@ static char *command_invite(const struct txn_env *env, store_txn *t, const struc
 		} else {
 			free(args);
 			return xstrdup(
-			        "Usage: !threshold invite [--uses N] [--expires 7d] (uses 1..10000; expiry "
-			        "like 90m, 12h or 7d, at most a year)");
+			        "Usage: !threshold invite [--uses N] [--expires 7d] [--qr] (uses 1..10000; "
+			        "expiry like 90m, 12h or 7d, at most a year; --qr: also a QR code image)");
 		}
 	}
 	free(args);
@@ -931,6 +936,8 @@ static char *command_invite(const struct txn_env *env, store_txn *t, const struc
 		return NULL;
 	char *link = inv_link(cfg, token);
 	explicit_bzero(token, sizeof(token));
+	if (qr) /* after the notice: the picture follows the words */
+		*qr_link = xstrdup(link);
 	char *text =
 	        xasprintf("Invitation to %s%s, for %u %s, valid for %llu hours. Give this link to the person "
 	                  "only, in a way that is safe for them:\n%s",
@@ -945,12 +952,12 @@ int conv_command(const struct txn_env *env, store_txn *t, const struct mxev *ev,
 {
 	const struct config *cfg = env->cfg;
 	int rc = TH_OK;
-	char *reply = NULL;
+	char *reply = NULL, *qr_link = NULL;
 	const char *guest = portal_guest(room);
 	json_t *c = guest ? conv_get(t, guest) : NULL;
 
 	if (cmd == POL_CMD_INVITE) {
-		reply = command_invite(env, t, ev, room, &rc);
+		reply = command_invite(env, t, ev, room, &rc, &qr_link);
 	} else if (!c) {
 		reply = xstrdup("That command works in a conversation room with a guest (the rooms Threshold "
 		                "makes when someone gets in touch).");
@@ -1004,6 +1011,16 @@ int conv_command(const struct txn_env *env, store_txn *t, const struct mxev *ev,
 		if (!rc)
 			(*queued)++;
 	}
+	if (!rc && qr_link) {
+		rc = push(t,
+		          json_pack("{s:s, s:s, s:s, s:s, s:s}", "op", "qr_image", "room_id", ev->room_id,
+		                    "user_id", cfg->bot_user_id, "text", qr_link, "reply_to", ev->event_id));
+		if (!rc)
+			(*queued)++;
+	}
+	if (qr_link)
+		explicit_bzero(qr_link, strlen(qr_link));
+	free(qr_link);
 	if (reply)
 		explicit_bzero(reply, strlen(reply));
 	free(reply);

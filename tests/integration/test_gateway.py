@@ -369,3 +369,39 @@ def test_group_invitation(env, threshold, service):
     senders = {ev["sender"] for ev in history(env, group)
                if ev.get("content", {}).get("body") in ("hello from a",)}
     assert len(senders) == 1 and next(iter(senders)).startswith("@guest_")
+
+
+def test_invitation_qr_code(env, threshold, service, tmp_path):
+    """!threshold invite --qr: the bot answers with the link, then a QR code
+    image of that same link (read back with zbarimg); the CLI writes one too."""
+    import subprocess
+    cmd = staff_says(env, service["staff_room"], "!threshold invite --qr")
+    link = bot_reply(env, "staff", service["staff_room"], cmd)["content"]["body"].strip().splitlines()[-1]
+
+    async def image():
+        async with Client.for_user(env, "staff") as s:
+            async def find():
+                for ev in await s.history(service["staff_room"]):
+                    c = ev.get("content", {})
+                    rel = c.get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id")
+                    if ev.get("sender") == env.bot and c.get("msgtype") == "m.image" and rel == cmd:
+                        return c
+            return await poll(find, timeout=30, what="the QR code image")
+    content = run(image())
+    assert content["info"]["mimetype"] == "image/png"
+    server, media_id = content["url"][len("mxc://"):].split("/", 1)
+    r = requests.get("%s/_matrix/client/v1/media/download/%s/%s" % (env.hs_url, server, media_id),
+                     headers=bearer(env.token("staff")), timeout=30)
+    if r.status_code == 404:  # homeservers without authenticated media
+        r = requests.get("%s/_matrix/media/v3/download/%s/%s" % (env.hs_url, server, media_id), timeout=30)
+    assert r.status_code == 200, r.text
+    png = tmp_path / "matrix.png"
+    png.write_bytes(r.content)
+    out = subprocess.run(["zbarimg", "-q", "--raw", str(png)], capture_output=True, text=True)
+    assert out.stdout.strip() == link, (out.stdout, link)
+
+    cli_png = tmp_path / "cli.png"
+    r = threshold.run("invite", "create", "--service", "helpline", "--qr", str(cli_png))
+    assert (cli_png.stat().st_mode & 0o777) == 0o600
+    out = subprocess.run(["zbarimg", "-q", "--raw", str(cli_png)], capture_output=True, text=True)
+    assert out.stdout.strip() == r.stdout.strip()
