@@ -3,6 +3,7 @@
  */
 #include "daemon.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -25,6 +26,7 @@
 #include "util.h"
 
 #define PRUNE_INTERVAL_MS (60u * 60u * 1000u)
+#define TRIM_INTERVAL_MS  (60u * 1000u)
 #define PING_RETRY_MIN_MS 2000u
 #define PING_RETRY_MAX_MS 300000u
 
@@ -257,7 +259,7 @@ int daemon_serve(const struct config *cfg)
 
 	int pinged = try_ping(cs, cfg);
 	uint64_t ping_wait = PING_RETRY_MIN_MS, next_ping = th_mono_ms() + ping_wait;
-	uint64_t next_prune = th_mono_ms() + 60000u;
+	uint64_t next_prune = th_mono_ms() + 60000u, next_trim = th_mono_ms() + TRIM_INTERVAL_MS;
 	for (;;) {
 		struct timespec ts = {1, 0};
 		int sig = sigtimedwait(&sigs, NULL, &ts);
@@ -272,6 +274,12 @@ int daemon_serve(const struct config *cfg)
 			next_ping = now + ping_wait;
 		}
 		audit_tick(au, st);
+		if (now >= next_trim) {
+			/* After a burst of guests (thousands of parked polls, each
+			 * with its buffers) give the freed memory back to the system. */
+			malloc_trim(0);
+			next_trim = now + TRIM_INTERVAL_MS;
+		}
 		if (now >= next_prune) {
 			prune(cfg, st, &env);
 			next_prune = now + PRUNE_INTERVAL_MS;

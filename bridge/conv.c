@@ -657,7 +657,7 @@ int conv_erase(const struct txn_env *env, const char *guest)
 		rc = store_put_json(t, STORE_USERS, guest, u);
 		json_decref(u);
 	}
-	if (!rc && room_id) {
+	if (!rc) { /* opened is on the record; so is how it ended */
 		json_t *details =
 		        json_pack("{s:s}", "service", jsonx_str(c, "service") ? jsonx_str(c, "service") : "");
 		struct audit_rec ar = {.kind = AUDIT_CONVERSATION_CLOSED,
