@@ -35,6 +35,7 @@ void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t m);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
+/* At most @p n bytes of @p s, stopping at its NUL (like strndup), NUL-terminated. */
 char *xstrndup(const char *s, size_t n);
 /** printf into a new heap string (caller frees). */
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
