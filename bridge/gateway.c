@@ -813,6 +813,18 @@ unsigned gw_waiting(gateway *gw)
 
 /* ---- lifecycle ------------------------------------------------------------------ */
 
+/* Decode %xx in the path and arguments, except where that would make a NUL:
+ * "/index.html%00.js" or ".../erase%00.png" must not be cut short into
+ * another path, so such text stays as sent (and matches nothing). */
+static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+	(void)cls;
+	(void)conn;
+	if (strstr(s, "%00"))
+		return strlen(s);
+	return MHD_http_unescape(s);
+}
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	(void)cls;
@@ -843,7 +855,10 @@ int gw_start(const struct txn_env *env, gw_on_queue_fn on_queue, void *ctx, gate
 	memset(&ss, 0, sizeof(ss));
 	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
 	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_ERROR_LOG |
+	/* poll(), not epoll: with libmicrohttpd 0.9.75's epoll, once
+	 * max_connections (or the open-file limit) was reached the gateway never
+	 * accepted again (tests/integration/test_hostile.py). */
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG |
 	                 MHD_ALLOW_SUSPEND_RESUME;
 	if (inet_pton(AF_INET, cfg->gw_listen_address, &sin->sin_addr) == 1) {
 		sin->sin_family = AF_INET;
@@ -865,7 +880,8 @@ int gw_start(const struct txn_env *env, gw_on_queue_fn on_queue, void *ctx, gate
 	                           MHD_OPTION_NOTIFY_COMPLETED, completed, gw, MHD_OPTION_CONNECTION_TIMEOUT,
 	                           CONN_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT, cfg->gw_max_connections,
 	                           MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
-	                           MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)1024, MHD_OPTION_END);
+	                           MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)1024,
+	                           MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
 	if (!gw->mhd) {
 		LOG(LOG_ERROR, "gateway: cannot listen on %s:%u (in use, or not an address of this machine?)",
 		    cfg->gw_listen_address, cfg->gw_listen_port);
