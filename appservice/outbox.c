@@ -446,6 +446,65 @@ static int done_audit_export(const outbox *ob, store_txn *t, const json_t *a, co
 }
 
 /* The known ops: required non-empty string fields, then how to run them. */
+/* ---- send_media ------------------------------------------------------------ */
+
+/* A guest's picture or file: read it from STORE_BLOBS, upload it as the
+ * guest.  A retry uploads again (harmless); the message is sent once, by
+ * its own send action, and the bytes are deleted in that same commit. */
+static int run_send_media(outbox *ob, uint64_t seq, const json_t *a, struct cs_response *r)
+{
+	(void)seq;
+	const char *id = field(a, "blob");
+	store_txn *t;
+	int rc = store_txn_begin(ob->st, 0, &t);
+	if (rc)
+		return rc;
+	const void *v;
+	size_t len = 0;
+	void *copy = NULL;
+	rc = store_get(t, STORE_BLOBS, id, strlen(id), &v, &len);
+	if (rc == TH_OK) {
+		copy = xmalloc(len ? len : 1);
+		memcpy(copy, v, len);
+	}
+	store_txn_abort(t);
+	if (rc == TH_ENOTFOUND)
+		return export_refused(r, "the file is gone");
+	if (rc)
+		return rc;
+	rc = cs_upload(ob->cs, field(a, "user_id"), field(a, "mimetype"), field(a, "name"), copy, len, r);
+	explicit_bzero(copy, len);
+	free(copy);
+	return rc;
+}
+
+static int done_send_media(const outbox *ob, store_txn *t, const json_t *a, const json_t *resp)
+{
+	(void)ob;
+	const char *id = field(a, "blob");
+	int rc = store_del(t, STORE_BLOBS, id, strlen(id));
+	if (rc && rc != TH_ENOTFOUND)
+		return rc;
+	const char *uri = json_string_value(json_object_get(resp, "content_uri"));
+	if (!uri) {
+		LOG(LOG_WARN, "outbox: a guest's file was not stored: %s",
+		    jsonx_str(resp, "refused") ? jsonx_str(resp, "refused") : "no content uri");
+		return TH_OK;
+	}
+	/* spec: CS API, m.image / m.file: body (the name), url, info.mimetype, info.size */
+	json_t *content =
+	        json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:O}, s:s}", "msgtype", field(a, "msgtype"), "body",
+	                  field(a, "name"), "filename", field(a, "name"), "url", uri, "info", "mimetype",
+	                  field(a, "mimetype"), "size", json_object_get(a, "size"), "org.threshold.local_id",
+	                  field(a, "local_id"));
+	if (!content)
+		return TH_EINVAL;
+	json_t *send = outbox_message(field(a, "room_id"), field(a, "user_id"), content, NULL);
+	rc = outbox_push(t, send);
+	json_decref(send);
+	return rc;
+}
+
 /* ---- qr_image --------------------------------------------------------------- */
 
 /* An invitation link as a QR code: make the PNG, upload it as the bot.  A
@@ -493,7 +552,7 @@ static int done_qr_image(const outbox *ob, store_txn *t, const json_t *a, const 
 
 static const struct op {
 	const char *name;
-	const char *fields[3];
+	const char *fields[7];
 	int needs_content; /* "content" must be an object */
 	build_fn build;
 	done_fn done; /* NULL: nothing follows */
@@ -512,6 +571,12 @@ static const struct op {
         {"staff_members", {"room_id", "user_id"}, 0, build_staff_members, done_staff_members, NULL},
         {"audit_export", {"room_id", "user_id", "reply_to"}, 0, NULL, done_audit_export, run_audit_export},
         {"qr_image", {"room_id", "user_id", "text"}, 0, NULL, done_qr_image, run_qr_image},
+        {"send_media",
+         {"room_id", "user_id", "blob", "name", "mimetype", "msgtype", "local_id"},
+         0,
+         NULL,
+         done_send_media,
+         run_send_media},
 };
 
 /* @return the op @p action names if it is well formed, else NULL. */
@@ -720,15 +785,20 @@ static int remove_entry(outbox *ob, uint64_t seq, const char *val, size_t vlen, 
 		store_txn_abort(t);
 		return rc;
 	}
+	json_t *a = json_loadb(val, vlen, 0, NULL);
 	if (answer) {
-		json_t *a = json_loadb(val, vlen, 0, NULL);
 		const struct op *op = op_check(a);
 		rc = op && op->done ? op->done(ob, t, a, answer) : TH_OK;
-		json_decref(a);
-		if (rc) {
-			store_txn_abort(t);
-			return rc;
-		}
+	} else if (field(a, "blob")) { /* dropped: its bytes go with it */
+		rc = store_del(t, STORE_BLOBS, field(a, "blob"), strlen(field(a, "blob")));
+		rc = rc == TH_ENOTFOUND ? TH_OK : rc;
+	} else {
+		rc = TH_OK;
+	}
+	json_decref(a);
+	if (rc) {
+		store_txn_abort(t);
+		return rc;
 	}
 	return store_txn_commit(t);
 }

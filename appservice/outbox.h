@@ -39,6 +39,11 @@
  *       after rooms_staff_read_begin.
  *   {"op":"redact", "room_id":R, "user_id":U, "event_id":E[, "reason":S]}
  *       (a guest's own messages, when they erase their data)
+ *   {"op":"send_media", "room_id":R, "user_id":U, "blob":B, "name":N, "mimetype":M,
+ *                       "msgtype":T, "local_id":L, "size":S}
+ *       Upload the bytes kept under B in STORE_BLOBS as U and, in the commit
+ *       that removes the action, delete them and queue the m.image/m.file.
+ *       A dropped action deletes its bytes too.
  *   {"op":"qr_image", "room_id":R, "user_id":U, "text":S[, "reply_to":E]}
  *       Make a QR code of S (an invitation link; bridge/qr.h), upload it as
  *       U and, in the commit that removes the action, queue an m.image

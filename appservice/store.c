@@ -43,6 +43,7 @@ static const struct {
         [STORE_SESSIONS] = {"sessions", 0},
         [STORE_CONVS] = {"conversations", 0},
         [STORE_FEED] = {"feed", 0},
+        [STORE_BLOBS] = {"blobs", 0},
         [STORE_STAFF_MEMBERS] = {"staff_members", MDB_DUPSORT},
 };
 

@@ -37,6 +37,7 @@ enum store_db {
 	STORE_SESSIONS,         /* SHA-256 of a session token or resume code -> JSON (bridge/conv.c) */
 	STORE_CONVS,            /* guest user id -> JSON conversation record (bridge/conv.c) */
 	STORE_FEED,             /* guest user id, 0, u64 BE id -> JSON feed entry (bridge/feed.c) */
+	STORE_BLOBS,            /* random id -> a guest's file, until the outbox has uploaded it */
 	STORE_STAFF_MEMBERS, /* user id -> staff room id, one duplicate per room joined (dupsort; rooms.c) */
 	STORE_NDBS
 };

@@ -449,20 +449,21 @@ int conv_auth(store *st, const char *token, uint64_t now_ms, struct conv_session
 
 /* ---- what the guest does ------------------------------------------------ */
 
-int conv_send(const struct txn_env *env, const char *guest, const char *local_id, const char *body,
-              enum conv_send_result *result)
+/* The checks every message from the gateway passes (conv_send,
+ * conv_send_media): the conversation is open, the local id is new, and
+ * policy agrees the guest may write into its room.  On CONV_SENT the
+ * caller queues the action in @p t and commits; otherwise @p t has been
+ * committed (a refusal's audit record) or must be aborted (@return != OK). */
+static int send_checks(const struct txn_env *env, store_txn *t, const char *guest, const char *local_id,
+                       json_t **conv, enum conv_send_result *result)
 {
-	store_txn *t;
-	int rc = store_txn_begin(env->st, 1, &t);
-	if (rc)
-		return rc;
 	json_t *c = conv_get(t, guest);
 	json_t *room = NULL;
 	const char *state = jsonx_str(c, "state"), *room_id = jsonx_str(c, "room");
-	if (!c) {
-		rc = TH_ENOTFOUND;
-		goto out;
-	}
+	int rc = TH_OK;
+	*conv = NULL;
+	if (!c)
+		return TH_ENOTFOUND;
 	if (strcmp(state ? state : "", CONV_CLOSED) == 0) {
 		*result = CONV_CLOSED_NOW;
 		goto out;
@@ -477,7 +478,7 @@ int conv_send(const struct txn_env *env, const char *guest, const char *local_id
 	json_array_foreach(ids, i, v)
 	{
 		if (json_is_string(v) && strcmp(json_string_value(v), local_id) == 0) {
-			*result = CONV_SENT; /* sent before: once is enough */
+			*result = CONV_SENT_BEFORE; /* sent before: once is enough */
 			goto out;
 		}
 	}
@@ -488,6 +489,7 @@ int conv_send(const struct txn_env *env, const char *guest, const char *local_id
 	rc = store_get_json(t, STORE_ROOMS, room_id, &room);
 	if (rc && rc != TH_ENOTFOUND)
 		goto out;
+	rc = TH_OK;
 	const char *membership = jsonx_str(json_object_get(room, "guests"), guest);
 	int member = !membership || strcmp(membership, "join") == 0 || strcmp(membership, "invite") == 0;
 	struct pol_facts f = {.event = POL_EV_GATEWAY_SEND,
@@ -507,35 +509,99 @@ int conv_send(const struct txn_env *env, const char *guest, const char *local_id
 		                       .details = details};
 		rc = audit_append(env->au, t, &ar, NULL);
 		json_decref(details);
-		if (rc)
-			goto out;
 		*result = CONV_REFUSED;
-		json_decref(c);
-		json_decref(room);
-		return store_txn_commit(t);
-	}
-	json_t *content =
-	        json_pack("{s:s, s:s, s:s}", "msgtype", "m.text", "body", body, LOCAL_ID_KEY, local_id);
-	if (!content) { /* not UTF-8: the gateway checked, but never send junk */
-		rc = TH_EINVAL;
 		goto out;
 	}
-	if ((rc = push(t, outbox_message(room_id, guest, content, NULL))))
-		goto out;
+	/* Remember the local id: the caller queues the action in this txn. */
 	json_array_append_new(ids, json_string(local_id));
 	while (json_array_size(ids) > MAX_LOCAL_IDS)
 		json_array_remove(ids, 0);
-	if ((rc = conv_put(t, guest, c)))
-		goto out;
+	rc = conv_put(t, guest, c);
 	*result = CONV_SENT;
-	json_decref(c);
 	json_decref(room);
-	return store_txn_commit(t);
-out:
-	json_decref(c);
-	json_decref(room);
-	store_txn_abort(t);
+	*conv = c;
 	return rc;
+out:
+	json_decref(room);
+	json_decref(c);
+	return rc;
+}
+
+int conv_send(const struct txn_env *env, const char *guest, const char *local_id, const char *body,
+              enum conv_send_result *result)
+{
+	store_txn *t;
+	int rc = store_txn_begin(env->st, 1, &t);
+	if (rc)
+		return rc;
+	json_t *c = NULL;
+	rc = send_checks(env, t, guest, local_id, &c, result);
+	if (!rc && *result == CONV_SENT) {
+		json_t *content = json_pack("{s:s, s:s, s:s}", "msgtype", "m.text", "body", body,
+		                            LOCAL_ID_KEY, local_id);
+		rc = content ? push(t, outbox_message(jsonx_str(c, "room"), guest, content, NULL))
+		             : TH_EINVAL;
+	}
+	json_decref(c);
+	if (*result == CONV_SENT_BEFORE)
+		*result = CONV_SENT;
+	if (rc || (*result != CONV_SENT && *result != CONV_REFUSED)) {
+		store_txn_abort(t);
+		return rc;
+	}
+	return store_txn_commit(t);
+}
+
+/* A file name safe to show: no path, no control bytes, at most 100 bytes. */
+static char *clean_file_name(const char *name, const char *ext)
+{
+	const char *base = name ? strrchr(name, '/') : NULL;
+	base = base ? base + 1 : name;
+	char out[101];
+	size_t o = 0;
+	for (const unsigned char *p = (const unsigned char *)(base ? base : ""); *p && o < 100; p++)
+		out[o++] = *p < 0x20 || *p == 0x7f || *p == '\\' ? '_' : (char)*p;
+	while (o > 0 && ((unsigned char)out[o - 1] & 0xC0) == 0x80) /* no cut character */
+		o--;
+	if (o > 0 && ((unsigned char)out[o - 1] & 0xC0) == 0xC0)
+		o--;
+	out[o] = '\0';
+	return o ? xstrdup(out) : xasprintf("file.%s", ext);
+}
+
+int conv_send_media(const struct txn_env *env, const char *guest, const char *local_id, const char *name,
+                    const char *mimetype, const char *msgtype, const unsigned char *data, size_t len,
+                    enum conv_send_result *result)
+{
+	store_txn *t;
+	int rc = store_txn_begin(env->st, 1, &t);
+	if (rc)
+		return rc;
+	json_t *c = NULL;
+	rc = send_checks(env, t, guest, local_id, &c, result);
+	if (!rc && *result == CONV_SENT) {
+		char id[33];
+		rc = th_random_hex(id, 16);
+		if (!rc)
+			rc = store_put(t, STORE_BLOBS, id, 32, data, len, STORE_NOOVERWRITE);
+		const char *slash = strchr(mimetype, '/');
+		char *shown = clean_file_name(name, slash ? slash + 1 : "bin");
+		if (!rc)
+			rc = push(t,
+			          json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "op",
+			                    "send_media", "room_id", jsonx_str(c, "room"), "user_id", guest,
+			                    "blob", id, "name", shown, "mimetype", mimetype, "msgtype",
+			                    msgtype, "local_id", local_id, "size", (json_int_t)len));
+		free(shown);
+	}
+	json_decref(c);
+	if (*result == CONV_SENT_BEFORE)
+		*result = CONV_SENT;
+	if (rc || (*result != CONV_SENT && *result != CONV_REFUSED)) {
+		store_txn_abort(t);
+		return rc;
+	}
+	return store_txn_commit(t);
 }
 
 /* Close conversation @p c of @p guest in @p t: the guest leaves the room, the
@@ -781,9 +847,14 @@ int conv_on_event(store_txn *t, const struct mxev *ev, enum pol_role sender_role
 		return TH_OK;
 	const char *msgtype = ev->msgtype ? ev->msgtype : "";
 	const char *body = ev->body;
-	if (!strcmp(msgtype, "m.image"))
+	int picture = !strcmp(msgtype, "m.image");
+	int file = !strcmp(msgtype, "m.file") || !strcmp(msgtype, "m.video") || !strcmp(msgtype, "m.audio");
+	char *own_file = NULL; /* the guest's own upload, by its name */
+	if (sender_role == POL_ROLE_GUEST && (picture || file))
+		body = own_file = xasprintf("[%s: %s]", picture ? "picture" : "file", ev->body);
+	else if (picture)
 		body = "[a picture was sent; pictures are not shown here yet]";
-	else if (!strcmp(msgtype, "m.file") || !strcmp(msgtype, "m.video") || !strcmp(msgtype, "m.audio"))
+	else if (file)
 		body = "[a file was sent; files are not shown here yet]";
 	char *local_id = NULL;
 	if (sender_role == POL_ROLE_GUEST) {
@@ -822,6 +893,7 @@ int conv_on_event(store_txn *t, const struct mxev *ev, enum pol_role sender_role
 	}
 	free(name_copy);
 	free(local_id);
+	free(own_file);
 	return rc;
 }
 

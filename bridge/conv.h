@@ -90,10 +90,11 @@ int conv_auth(store *st, const char *token, uint64_t now_ms, struct conv_session
 
 /** Outcome of conv_send(). */
 enum conv_send_result {
-	CONV_SENT = 0,   /* queued (or already queued under this local_id) */
-	CONV_NOT_READY,  /* the room is still being made */
-	CONV_CLOSED_NOW, /* the conversation is closed */
-	CONV_REFUSED,    /* policy refused (recorded) */
+	CONV_SENT = 0,    /* queued (or already queued under this local_id) */
+	CONV_NOT_READY,   /* the room is still being made */
+	CONV_CLOSED_NOW,  /* the conversation is closed */
+	CONV_REFUSED,     /* policy refused (recorded) */
+	CONV_SENT_BEFORE, /* internal: this local_id was sent already (reported as CONV_SENT) */
 };
 
 /**
@@ -103,6 +104,18 @@ enum conv_send_result {
  */
 int conv_send(const struct txn_env *env, const char *guest, const char *local_id, const char *body,
               enum conv_send_result *result);
+
+/**
+ * Send a picture or file as the guest, like conv_send(): policy first, then
+ * the bytes go into STORE_BLOBS and a "send_media" outbox action uploads
+ * them as the guest and sends the m.image / m.file (docs/gateway-api.md).
+ * @param data   borrowed; metadata already stripped (media.h)
+ * @param name   a file name to show (sanitised here)
+ * @return TH_OK with @p result, or a store error (TH_EFULL for no room).
+ */
+int conv_send_media(const struct txn_env *env, const char *guest, const char *local_id, const char *name,
+                    const char *mimetype, const char *msgtype, const unsigned char *data, size_t len,
+                    enum conv_send_result *result);
 
 /**
  * The guest ends the conversation: leaves the room, staff are told, the

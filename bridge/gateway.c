@@ -22,6 +22,7 @@
 #include "invites.h"
 #include "jsonx.h"
 #include "log.h"
+#include "media.h"
 #include "util.h"
 #include "web_assets.h"
 
@@ -76,6 +77,7 @@ struct waiter {
 
 /* Per-request state, from the first call of the handler to completion. */
 struct req {
+	size_t cap; /* the most body this route takes */
 	size_t len, alloc;
 	char *body;
 	int too_large;
@@ -459,6 +461,44 @@ static enum MHD_Result handle_send(gateway *gw, struct MHD_Connection *conn, str
 	return ret;
 }
 
+static enum MHD_Result handle_upload(gateway *gw, struct MHD_Connection *conn, struct req *rq,
+                                     const struct conv_session *s)
+{
+	if (!gw->cfg->gw_max_upload_bytes)
+		return send_error(conn, 403, "TH_FORBIDDEN", "Sending pictures and files is turned off here.",
+		                  0);
+	const char *local_id = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "local_id");
+	const char *name = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "name");
+	if (!local_id_ok(local_id))
+		return send_error(conn, 400, "TH_BAD_REQUEST", "local_id must be 1-64 of A-Z a-z 0-9 - _.",
+		                  0);
+	if (!rq->len)
+		return send_error(conn, 400, "TH_BAD_REQUEST", "The body must be the file.", 0);
+	const struct media_kind *kind = media_sniff((const unsigned char *)rq->body, rq->len);
+	if (!kind)
+		return send_error(conn, 415, "TH_UNSUPPORTED",
+		                  "Only pictures (PNG, JPEG, GIF, WebP) and PDF files can be sent.", 0);
+	size_t len = rq->len;
+	if (media_strip(kind, (unsigned char *)rq->body, &len) != TH_OK)
+		return send_error(conn, 415, "TH_UNSUPPORTED", "That file seems damaged.", 0);
+	enum conv_send_result result = CONV_SENT;
+	int rc = conv_send_media(gw->env, s->guest, local_id, name, kind->mimetype, kind->msgtype,
+	                         (const unsigned char *)rq->body, len, &result);
+	if (rc == TH_ENOTFOUND)
+		return send_error(conn, 401, "TH_SESSION_INVALID", "This conversation has ended.", 0);
+	if (rc)
+		return store_failed(conn, rc);
+	if (result == CONV_NOT_READY)
+		return send_error(conn, 409, "TH_NOT_READY", "The conversation is being set up.", 500);
+	if (result == CONV_CLOSED_NOW)
+		return send_error(conn, 410, "TH_CLOSED", "This conversation was closed.", 0);
+	if (result == CONV_REFUSED)
+		return send_error(conn, 403, "TH_FORBIDDEN", "This conversation cannot take messages.", 0);
+	if (gw->on_queue)
+		gw->on_queue(gw->ctx);
+	return send_json(conn, 202, json_pack("{s:s}", "local_id", local_id));
+}
+
 static enum MHD_Result answer_feed(gateway *gw, struct MHD_Connection *conn, const char *guest,
                                    uint64_t since)
 {
@@ -583,6 +623,7 @@ enum route {
 	R_FEED,
 	R_LEAVE,
 	R_ERASE,
+	R_UPLOAD,
 };
 
 static const struct {
@@ -596,7 +637,7 @@ static const struct {
         {API "/redeem", "POST", R_REDEEM, 0, 1},  {API "/resume", "POST", R_RESUME, 0, 1},
         {API "/session", "GET", R_SESSION, 1, 0}, {API "/send", "POST", R_SEND, 1, 0},
         {API "/feed", "GET", R_FEED, 1, 0},       {API "/leave", "POST", R_LEAVE, 1, 0},
-        {API "/erase", "POST", R_ERASE, 1, 0},
+        {API "/erase", "POST", R_ERASE, 1, 0},    {API "/upload", "POST", R_UPLOAD, 1, 0},
 };
 
 static enum MHD_Result dispatch(gateway *gw, struct MHD_Connection *conn, const char *url, const char *method,
@@ -680,6 +721,8 @@ static enum MHD_Result dispatch(gateway *gw, struct MHD_Connection *conn, const 
 			gw->on_queue(gw->ctx);
 		return send_json(conn, 200, json_pack("{s:b}", "erased", 1));
 	}
+	case R_UPLOAD:
+		return handle_upload(gw, conn, rq, &s);
 	case R_NONE:
 		break;
 	}
@@ -696,11 +739,12 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 	if (!rq) {
 		rq = xcalloc(1, sizeof(*rq));
 		*con_cls = rq;
+		rq->cap = strcmp(url, API "/upload") == 0 ? gw->cfg->gw_max_upload_bytes
+		                                          : gw->cfg->gw_max_body_bytes;
 		const char *cl =
 		        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		uint64_t declared;
-		if (cl && th_parse_u64(cl, UINT64_MAX / 2, &declared) == TH_OK &&
-		    declared > gw->cfg->gw_max_body_bytes) {
+		if (cl && th_parse_u64(cl, UINT64_MAX / 2, &declared) == TH_OK && declared > rq->cap) {
 			/* Refuse before reading it; libmicrohttpd then closes the connection. */
 			rq->too_large = 1;
 			return send_error(conn, 413, "TH_TOO_LARGE", "The request is too large.", 0);
@@ -708,7 +752,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 		return MHD_YES;
 	}
 	if (*upload_data_size) {
-		if (!rq->too_large && rq->len + *upload_data_size <= gw->cfg->gw_max_body_bytes) {
+		if (!rq->too_large && rq->len + *upload_data_size <= rq->cap) {
 			if (rq->len + *upload_data_size > rq->alloc) {
 				rq->alloc = rq->len + *upload_data_size + 256;
 				rq->body = xrealloc(rq->body, rq->alloc);

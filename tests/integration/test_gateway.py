@@ -333,16 +333,6 @@ def test_guest_leaves(env, threshold, service):
     assert g.post("/leave", {}).status_code == 401
 
 
-def test_every_answer_matched_the_schema(env, threshold, service):
-    """Runs last: the answers above were checked against the schema as they
-    came; make sure that happened for every endpoint and most statuses."""
-    seen = {(m, p) for m, p, _ in validated}
-    for key in SCHEMA_ENDPOINTS:
-        method, path = key.split(" ", 1)
-        assert (method, path) in seen, "no test exercised %s" % key
-    assert {s for _, _, s in validated} >= {200, 202, 400, 401, 404, 405, 410, 413}
-
-
 def test_group_invitation(env, threshold, service):
     """A group invitation puts two guests into one moderated group room,
     where each sees the other only by pseudonym."""
@@ -405,3 +395,68 @@ def test_invitation_qr_code(env, threshold, service, tmp_path):
     assert (cli_png.stat().st_mode & 0o777) == 0o600
     out = subprocess.run(["zbarimg", "-q", "--raw", str(cli_png)], capture_output=True, text=True)
     assert out.stdout.strip() == r.stdout.strip()
+
+
+def _png_with_text():
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+            + chunk(b"tEXt", b"Location\x0051.5N 0.1W secret")
+            + chunk(b"IDAT", zlib.compress(b"\x00\x80")) + chunk(b"IEND", b""))
+
+
+def _jpeg_with_exif():
+    import struct
+    exif = b"Exif\x00\x00GPS 51.5N 0.1W secret"
+    seg = lambda m, d: b"\xff" + bytes([m]) + struct.pack(">H", len(d) + 2) + d
+    return (b"\xff\xd8" + seg(0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00") + seg(0xE1, exif)
+            + seg(0xFE, b"taken on a phone, secret") + seg(0xDB, b"\x00" + bytes(64))
+            + seg(0xDA, b"\x01\x01\x00\x00\x3f\x00") + b"\x12\x34\x56" + b"\xff\xd9")
+
+
+def test_guest_sends_pictures(env, threshold, service):
+    """A guest's picture reaches staff as an m.image without its location
+    metadata; other kinds of file are refused; the size cap holds."""
+    g = Guest(env.gw_url)
+    g.redeem(service="helpline")
+    portal = staff_join_portal(env, service["staff_room"], g.pseudonym)
+    g.send("here is a photo")  # waits until the room is ready
+
+    def upload(data, local_id, name):
+        return api.post(env.gw_url + API + "/upload", params={"local_id": local_id, "name": name},
+                        data=data, headers={"Authorization": "Bearer " + g.session,
+                                            "Content-Type": "application/octet-stream"}, timeout=30)
+    for data, lid, name in ((_png_with_text(), "p1", "map.png"), (_jpeg_with_exif(), "j1", "../photo.jpg")):
+        r = upload(data, lid, name)
+        assert r.status_code == 202, r.text
+        mine = g.wait_for(lambda e, lid=lid: e.get("local_id") == lid, what="the picture's echo")
+        assert mine["body"].startswith("[picture: ")
+    r = upload(b"MZ\x90\x00 not a picture", "x1", "setup.exe")
+    assert r.status_code == 415 and r.json()["errcode"] == "TH_UNSUPPORTED"
+    r = upload(b"\xff\xd8\xff" + b"\x00" * (4 * 1024 * 1024 + 10), "big", "big.jpg")
+    assert r.status_code == 413
+
+    images = [ev for ev in history(env, portal) if ev.get("content", {}).get("msgtype") == "m.image"]
+    assert {ev["content"]["body"] for ev in images} == {"map.png", "photo.jpg"}, images
+    for ev in images:
+        server, media_id = ev["content"]["url"][len("mxc://"):].split("/", 1)
+        r = requests.get("%s/_matrix/client/v1/media/download/%s/%s" % (env.hs_url, server, media_id),
+                         headers=bearer(env.token("staff")), timeout=30)
+        if r.status_code == 404:
+            r = requests.get("%s/_matrix/media/v3/download/%s/%s" % (env.hs_url, server, media_id), timeout=30)
+        assert r.status_code == 200, r.text
+        assert b"secret" not in r.content and b"51.5N" not in r.content, r.content[:200]
+        assert r.content[:4] in (b"\x89PNG", b"\xff\xd8\xff\xe0")
+
+
+def test_every_answer_matched_the_schema(env, threshold, service):
+    """Runs last: the answers above were checked against the schema as they
+    came; make sure that happened for every endpoint and most statuses."""
+    seen = {(m, p) for m, p, _ in validated}
+    for key in SCHEMA_ENDPOINTS:
+        method, path = key.split(" ", 1)
+        assert (method, path) in seen, "no test exercised %s" % key
+    assert {s for _, _, s in validated} >= {200, 202, 400, 401, 404, 405, 410, 413, 415}
