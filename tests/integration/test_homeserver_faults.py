@@ -1,0 +1,271 @@
+"""The homeserver fails while a guest writes through the gateway.
+
+With a scripted fake homeserver (tests/integration/fakehs.py, no Synapse):
+the guest's messages are accepted (202) at once while every send answers 500,
+then 429 with retry_after_ms, then a proxy's HTML error page, then nothing at
+all (a hang past client.timeout_ms); the gateway keeps answering throughout;
+when the homeserver recovers each message is delivered exactly once, in
+order, every attempt at a message under the same Matrix transaction id.
+
+With the real Synapse (the conftest `env`): Synapse is stopped in the middle
+of a conversation, the guest writes while it is down, Synapse comes back;
+staff see the message once and the guest's feed gets their later reply.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import urllib.parse
+
+import pytest
+import requests
+
+from fakehs import FakeHomeserver
+from standalone import Standalone, free_port
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE_DIR = os.path.abspath(os.environ.get("THRESHOLD_SOURCE_DIR")
+                             or os.path.join(HERE, "..", ".."))
+BIN = os.path.abspath(os.environ.get("THRESHOLD_BIN")
+                      or os.path.join(SOURCE_DIR, "build", "threshold"))
+API = "/_threshold/gateway/v1"
+CLIENT_TIMEOUT_MS = 2000
+MAX_BACKOFF_MS = 3000
+
+
+def wait(pred, timeout, what, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    raise AssertionError("%s: not within %ss" % (what, timeout))
+
+
+class Page:
+    """The guest page, reduced to what these tests need."""
+
+    def __init__(self, base):
+        self.base = base
+        self.session = None
+
+    def call(self, method, path, body=None):
+        headers = {"Authorization": "Bearer " + self.session} if self.session else {}
+        t = time.monotonic()
+        r = requests.request(method, self.base + API + path, json=body, headers=headers, timeout=10)
+        return r, time.monotonic() - t
+
+    def redeem(self):
+        r, _ = self.call("POST", "/redeem", {"service": "helpline", "consent": {
+            "version": "1", "language": "en", "agreed": True}})
+        assert r.status_code == 200, r.text
+        self.session = r.json()["session"]
+        return r.json()
+
+    def send(self, local_id, text, ready_timeout=20):
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            r, took = self.call("POST", "/send", {"local_id": local_id, "body": text})
+            if r.status_code != 409 or time.monotonic() > deadline:
+                return r, took
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def fake_setup():
+    workdir = tempfile.mkdtemp(prefix="threshold-hsfault-")
+    hs = FakeHomeserver().start()
+    gw_port = free_port()
+    d = Standalone(BIN, workdir, log_level="info", extra={
+        "homeserver": {"url": hs.url, "server_name": "localhost"},
+        "client": {"timeout_ms": CLIENT_TIMEOUT_MS, "connect_timeout_ms": 500,
+                   "outbox_max_backoff_ms": MAX_BACKOFF_MS},
+        "gateway": {"listen_address": "127.0.0.1", "listen_port": gw_port,
+                    "public_url": "http://127.0.0.1:%d" % gw_port},
+        "services": {"helpline": {"display_name": "Test Helpline", "staff_room": "!staff:localhost",
+                                  "public_entry": True}},
+    }).setup()
+    d.start()
+    base = "http://127.0.0.1:%d" % gw_port
+    wait(lambda: requests.get(base + API + "/page", timeout=2).status_code == 200, 10, "the gateway")
+    yield d, hs, base
+    d.kill()
+    hs.stop()
+    if os.environ.get("THRESHOLD_KEEP") == "1":
+        print("kept %s" % workdir)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def outbox_pending(d):
+    return json.loads(d.run("status", "--json").stdout)["outbox_pending"]
+
+
+def test_gateway_accepts_while_homeserver_fails_and_delivers_once(fake_setup):
+    if not os.access(BIN, os.X_OK):
+        pytest.fail("Threshold binary not found at %s (build it, or set THRESHOLD_BIN)" % BIN)
+    d, hs, base = fake_setup
+    page = Page(base)
+    page.redeem()
+    r, _ = page.send("first", "Hello")  # waits while the room is made
+    assert r.status_code == 202, r.text
+    wait(lambda: outbox_pending(d) == 0, 10, "the outbox draining")
+    assert hs.by_local_id() == {"first": 1}
+    t0 = time.monotonic()
+
+    # Every send now fails with 500.  The guest is still answered at once.
+    hs.fail("500", match="/send/")
+    r, took = page.send("during-1", "Are you there?")
+    assert r.status_code == 202 and r.json() == {"local_id": "during-1"}, r.text
+    assert took < 1.0, took
+    wait(lambda: [s for _, s in hs.attempts("/send/")].count(500) >= 2, 10,
+         "two attempts answered 500")
+
+    # 429 with retry_after_ms: the wait is honoured (under the backoff cap).
+    hs.fail("429", match="/send/", retry_after_ms=1500)
+    n = len(hs.attempts("/send/"))
+    wait(lambda: len(hs.attempts("/send/")) >= n + 3, 15, "three attempts answered 429")
+    times = [t for t, s in hs.attempts("/send/") if s == 429]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert gaps and min(gaps) >= 1.4, gaps
+
+    # A second message while it is stuck: accepted too.
+    r, took = page.send("during-2", "Hello?")
+    assert r.status_code == 202 and took < 1.0, (r.text, took)
+
+    # A proxy in front of the homeserver answers with an HTML error page.
+    hs.fail("garbage", match="/send/")
+    n = len(hs.attempts("/send/"))
+    wait(lambda: len(hs.attempts("/send/")) >= n + 2, 15, "two attempts answered 502 HTML")
+
+    # The homeserver hangs: each attempt times out after client.timeout_ms.
+    # The gateway keeps answering meanwhile.
+    hs.fail("hang", match="/send/")
+    n = len(hs.attempts("/send/"))
+    wait(lambda: len(hs.attempts("/send/")) >= n + 1, 15, "an attempt that hangs")
+    worst = 0.0
+    for path in ("/session", "/feed?timeout_ms=0", "/session"):
+        r, took = page.call("GET", path)
+        assert r.status_code == 200, r.text
+        worst = max(worst, took)
+    other = Page(base)
+    r, took = other.call("POST", "/redeem", {"service": "helpline", "consent": {
+        "version": "1", "language": "en", "agreed": True}})
+    assert r.status_code == 200, r.text
+    worst = max(worst, took)
+    assert worst < 1.0, "the gateway slowed down while the outbox was stuck: %.2f s" % worst
+    time.sleep(CLIENT_TIMEOUT_MS / 1000 + 0.5)
+    assert len(hs.attempts("/send/")) >= n + 1
+    assert hs.by_local_id() == {"first": 1}
+
+    # Recovery: both delivered, once each, in order, the first under one txn id throughout.
+    hs.heal()
+    healed = time.monotonic()
+    wait(lambda: outbox_pending(d) == 0, 30, "the outbox draining after recovery")
+    took = time.monotonic() - healed
+    msgs = [m for m in hs.delivered() if m["content"].get("org.threshold.local_id")]
+    assert [m["content"]["org.threshold.local_id"] for m in msgs] == ["first", "during-1", "during-2"]
+    assert [m["content"]["body"] for m in msgs] == ["Hello", "Are you there?", "Hello?"]
+    stuck = msgs[1]["path"]
+    fault_paths = {p for (t, _, p, _, s) in hs.requests if "/send/" in p and t > t0 and s != 200}
+    assert fault_paths == {stuck}, "retries used other transaction ids: %r" % fault_paths
+    attempts = [s for (t, _, p, _, s) in hs.requests if p == stuck]
+    assert attempts[-1] == 200 and attempts.count(200) == 1, attempts
+    assert {500, 429, 502, 0} <= set(attempts), attempts
+
+    # The page resends after a network error on its side: still once.
+    r, _ = page.send("during-1", "Are you there?")
+    assert r.status_code == 202
+    time.sleep(0.5)
+    wait(lambda: outbox_pending(d) == 0, 10, "the outbox draining")
+    assert hs.by_local_id() == {"first": 1, "during-1": 1, "during-2": 1}
+
+    # The homeserver echoes the guest's message back (an AS transaction):
+    # the page sees it as its own, by local id, so it can show "sent".
+    guest, room = msgs[1]["user_id"], msgs[1]["room"]
+    now = int(time.time() * 1000)
+    events = [{"type": "m.room.member", "room_id": room, "sender": guest, "state_key": guest,
+               "event_id": "$join-echo", "origin_server_ts": now,
+               "content": {"membership": "join"}},
+              {"type": "m.room.message", "room_id": room, "sender": guest,
+               "event_id": "$during-1-echo", "origin_server_ts": now + 1,
+               "content": msgs[1]["content"]}]
+    status, _ = d.put_txn("echo-1", {"events": events})
+    assert status == 200
+    r, _ = page.call("GET", "/feed?since=0&timeout_ms=0")
+    mine = [e for e in r.json()["events"] if e.get("local_id") == "during-1"]
+    assert len(mine) == 1 and mine[0]["from"]["role"] == "self", r.json()
+    assert d.verify().returncode == 0
+    log = d.log_text()
+    assert "attempt" in log and "retrying" in log
+    print("\nfaults from t0: recovered %.1f s after the fake healed; %d attempts at the stuck "
+          "message (%s)" % (took, len(attempts),
+                            ", ".join("%s x%d" % (s or "hang", attempts.count(s))
+                                      for s in sorted(set(attempts)))))
+
+
+# ---- the real Synapse ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def service(env):
+    """The "helpline" service of test_gateway.py, set up for this module."""
+    import test_gateway
+    yield from test_gateway.service.__wrapped__(env)
+
+
+def synapse_available():
+    return os.geteuid() == 0 or shutil.which("sudo") is not None
+
+
+@pytest.mark.skipif(not synapse_available(), reason="Synapse's chroot needs root or sudo")
+def test_synapse_down_mid_conversation_guest_message_arrives_once(env, threshold, service):
+    from gateway import Guest
+    from test_gateway import history, new_invite, staff_join_portal
+    from gateway import invite_link_token
+    from mx import Client, run
+
+    guest = Guest(env.gw_url)
+    guest.redeem(invite=invite_link_token(new_invite(threshold)["link"]))
+    portal = staff_join_portal(env, service["staff_room"], guest.pseudonym)
+    first = guest.send("Before the outage")
+    guest.wait_for(lambda e: e.get("local_id") == first, what="the first message's echo")
+
+    env.hs.stop()
+    down = time.monotonic()
+    try:
+        t = time.monotonic()
+        lid = guest.send("Sent while the homeserver was down")
+        assert time.monotonic() - t < 2.0
+        r = guest.get("/session")
+        assert r.status_code == 200 and r.json()["state"] == "open", r.text
+        time.sleep(3)  # a few failed attempts
+    finally:
+        env.hs.start()
+    restarted = time.monotonic()
+
+    def staff_copies():
+        return [ev for ev in history(env, portal)
+                if ev.get("content", {}).get("body") == "Sent while the homeserver was down"]
+    copies = wait(staff_copies, 60, "the message sent during the outage reaching staff", step=0.5)
+    arrived = time.monotonic() - restarted
+    time.sleep(2)
+    copies = staff_copies()
+    assert len(copies) == 1, copies
+    assert copies[0]["content"].get("org.threshold.local_id") == lid
+
+    async def reply():
+        async with Client.for_user(env, "staff") as s:
+            await s.send_text(portal, "Sorry, we had an outage. I am here now.")
+    run(reply())
+    got = guest.wait_for(lambda e: e.get("body") == "Sorry, we had an outage. I am here now.",
+                         timeout=60, what="the staff reply after the outage")
+    assert got["from"]["role"] == "staff"
+    guest.wait_for(lambda e: e.get("local_id") == lid, what="the outage message's echo")
+    guest.poll(timeout_ms=500)
+    assert [e.get("local_id") for e in guest.seen].count(lid) == 1
+    assert [e.get("body") for e in guest.seen].count("Sorry, we had an outage. I am here now.") == 1
+    print("\nSynapse down %.1f s; the outage message reached staff %.1f s after the restart"
+          % (restarted - down, arrived))
