@@ -200,7 +200,12 @@ int store_txn_commit(store_txn *t)
 	int rc = mdb_txn_commit(t->txn);
 	free(t);
 	if (rc) {
-		LOG(LOG_ERROR, "store: commit failed: %s", mdb_strerror(rc));
+		/* LMDB reports a full file system as ENOSPC or, from its final
+		 * write, as EIO: say what to check rather than only the errno. */
+		LOG(LOG_ERROR, "store: commit failed: %s%s", mdb_strerror(rc),
+		    rc == ENOSPC || rc == EIO || rc == EDQUOT
+		            ? " (is the file system holding the store full? nothing of this change was kept)"
+		            : "");
 		return map_err(rc) == TH_EFULL ? TH_EFULL : TH_ESTORE;
 	}
 	return TH_OK;
