@@ -476,7 +476,8 @@
     box.querySelector('.c-confirm-error').textContent = '';
     box.hidden = false;
     $('c-actions').hidden = true;
-    box.querySelector('h2').focus();
+    box.querySelector('h2').focus({ preventScroll: true });
+    box.scrollIntoView({ block: 'nearest' });
   }
   function confirmed(id, path, body, reason) {
     var box = $(id);
@@ -546,6 +547,8 @@
     $('c-erase-yes').onclick = function () { confirmed('c-confirm-erase', 'erase', { confirm: true }, 'erased'); };
     each('.c-cancel', function (b) { b.onclick = function () { hideConfirm(); $('c-leave').focus(); }; });
     window.addEventListener('online', function () { if (wake) wake(); });
+    /* A new link opened in this tab changes only the fragment: start again from it. */
+    window.addEventListener('hashchange', function () { if (location.hash) location.reload(); });
   }
 
   function start() {

@@ -100,6 +100,10 @@ class Browser:
             pass
         finally:
             try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()

@@ -140,3 +140,4 @@ for await (const line of rl) {
   if (msg.op === 'close') break;
 }
 if (browser) await browser.close();
+process.exit(0);
