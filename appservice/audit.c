@@ -59,6 +59,10 @@ static const char *const kind_names[AUDIT_NKINDS] = {
         [AUDIT_STARTUP] = "startup",
         [AUDIT_SHUTDOWN] = "shutdown",
         [AUDIT_CHECKPOINT] = "checkpoint",
+        [AUDIT_INVITE_CREATED] = "invite_created",
+        [AUDIT_CONVERSATION_OPENED] = "conversation_opened",
+        [AUDIT_CONVERSATION_CLOSED] = "conversation_closed",
+        [AUDIT_CONVERSATION_HANDED] = "conversation_handed_over",
 };
 
 /* A subject's key slot waiting to be zeroed once its erasure is committed. */

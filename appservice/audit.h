@@ -133,6 +133,10 @@ enum audit_kind {
 	AUDIT_STARTUP,             /* "startup" */
 	AUDIT_SHUTDOWN,            /* "shutdown" */
 	AUDIT_CHECKPOINT,          /* "checkpoint" (audit_checkpoint only) */
+	AUDIT_INVITE_CREATED,      /* "invite_created": staff or an admin made an invitation */
+	AUDIT_CONVERSATION_OPENED, /* "conversation_opened": a guest started a conversation */
+	AUDIT_CONVERSATION_CLOSED, /* "conversation_closed": staff closed it, or the guest left */
+	AUDIT_CONVERSATION_HANDED, /* "conversation_handed_over": staff handed it to a colleague */
 	AUDIT_NKINDS
 };
 

@@ -25,7 +25,9 @@ enum opt_type {
 	OPT_LEVEL,
 	OPT_BOOL,
 	OPT_ROOM,
-	OPT_USERS
+	OPT_USERS, /* a list of user ids */
+	OPT_WORDS, /* a list of short words (language codes) */
+	OPT_TEXT,  /* a string that may span lines (notices, greetings) */
 };
 
 struct option {
@@ -70,8 +72,42 @@ static const struct option options[] = {
         {"audit", "key_file", OPT_STRING, OFF(audit_key_path), 0, NULL, 0, 0},
         {"audit", "checkpoint_every", OPT_UINT, OFF(audit_checkpoint_every), 0, "1000", 1, 1000000},
         {"audit", "checkpoint_seconds", OPT_UINT, OFF(audit_checkpoint_seconds), 0, "300", 1, 86400},
+        {"gateway", "listen_address", OPT_STRING, OFF(gw_listen_address), 0, "127.0.0.1", 0, 0},
+        {"gateway", "listen_port", OPT_UINT, OFF(gw_listen_port), 0, "29334", 1, 65535},
+        {"gateway", "public_url", OPT_URL, OFF(gw_public_url), 0, NULL, 0, 0},
+        {"gateway", "page_title", OPT_STRING, OFF(gw_page_title), 0, "Notes", 0, 0},
+        {"gateway", "exit_url", OPT_URL, OFF(gw_exit_url), 0, "https://www.wikipedia.org/", 0, 0},
+        {"gateway", "languages", OPT_WORDS, OFF(gw_languages), 0, NULL, 0, 0},
+        {"gateway", "session_hours", OPT_UINT, OFF(gw_session_hours), 0, "24", 1, 8760},
+        {"gateway", "resume_codes", OPT_BOOL, OFF(gw_resume_codes), 0, "true", 0, 0},
+        {"gateway", "max_body_bytes", OPT_SIZE, OFF(gw_max_body_bytes), 0, "65536", 1024, 1048576},
+        {"gateway", "max_message_bytes", OPT_UINT, OFF(gw_max_message_bytes), 0, "4000", 16, 65536},
+        {"gateway", "max_connections", OPT_UINT, OFF(gw_max_connections), 0, "8192", 16, 100000},
+        {"gateway", "session_rate_per_minute", OPT_UINT, OFF(gw_session_rate), 0, "120", 1, 100000},
+        {"gateway", "address_rate_per_minute", OPT_UINT, OFF(gw_address_rate), 0, "30", 1, 100000},
+        {"gateway", "trust_forwarded_for", OPT_BOOL, OFF(gw_trust_forwarded_for), 0, "false", 0, 0},
 };
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
+
+#define SOFF(f) offsetof(struct config_service, f)
+
+/* The keys of each services.<name> mapping ("notice" is read by load_notices). */
+static const struct option service_options[] = {
+        {"service", "display_name", OPT_STRING, SOFF(display_name), 1, NULL, 0, 0},
+        {"service", "staff_room", OPT_ROOM, SOFF(staff_room), 1, NULL, 0, 0},
+        {"service", "greeting", OPT_TEXT, SOFF(greeting), 0,
+         "Thank you for getting in touch. Someone will be with you soon.", 0, 0},
+        {"service", "notice_version", OPT_STRING, SOFF(notice_version), 0, "1", 0, 0},
+        {"service", "public_entry", OPT_BOOL, SOFF(public_entry), 0, "false", 0, 0},
+        {"service", "public_per_hour", OPT_UINT, SOFF(public_per_hour), 0, "60", 1, 100000},
+        {"service", "invite_uses", OPT_UINT, SOFF(invite_uses), 0, "1", 1, 10000},
+        {"service", "invite_expiry_hours", OPT_UINT, SOFF(invite_expiry_hours), 0, "168", 1, 8760},
+        {"service", "conversation_expiry_days", OPT_UINT, SOFF(conversation_expiry_days), 0, "30", 1, 3650},
+        {"service", "inviters", OPT_USERS, SOFF(inviters), 0, NULL, 0, 0},
+};
+#define NSERVICE_OPTIONS (sizeof(service_options) / sizeof(service_options[0]))
+#define MAX_SERVICES     256
+#define MAX_NOTICE_BYTES 16384
 
 struct loader {
 	const char *path;
@@ -157,34 +193,34 @@ static int localpart_ok(const char *s)
 }
 
 /* Check and store one value; @text is the YAML scalar (or a default). */
-static int set_option(struct loader *ld, struct config *cfg, const struct option *o, const char *text,
-                      size_t line)
+static int set_option(struct loader *ld, void *base, const char *section, const struct option *o,
+                      const char *text, size_t line)
 {
-	char *field = (char *)cfg + o->offset;
+	char *field = (char *)base + o->offset;
 	uint64_t v;
 	switch (o->type) {
 	case OPT_URL:
 		if (strncmp(text, "http://", 7) != 0 && strncmp(text, "https://", 8) != 0)
-			return fail(ld, line, "%s.%s: \"%s\" is not an http:// or https:// URL", o->section,
+			return fail(ld, line, "%s.%s: \"%s\" is not an http:// or https:// URL", section,
 			            o->key, text);
 		goto string;
 	case OPT_LOCALPART:
 		if (!localpart_ok(text))
-			return fail(ld, line, "%s.%s: \"%s\" may hold only a-z, 0-9 and ._=-/", o->section,
+			return fail(ld, line, "%s.%s: \"%s\" may hold only a-z, 0-9 and ._=-/", section,
 			            o->key, text);
 		goto string;
 	case OPT_LEVEL:
 		if (strcmp(text, "error") && strcmp(text, "warn") && strcmp(text, "info") &&
 		    strcmp(text, "debug"))
-			return fail(ld, line, "%s.%s: \"%s\" is not one of error, warn, info, debug",
-			            o->section, o->key, text);
+			return fail(ld, line, "%s.%s: \"%s\" is not one of error, warn, info, debug", section,
+			            o->key, text);
 		goto string;
 	case OPT_ROOM:
 		if (text[0] != '!' || !strchr(text, ':'))
 			return fail(ld, line,
 			            "%s.%s: \"%s\" is not a room id (\"!opaque:server\"); find it in "
 			            "Element under Room settings, Advanced",
-			            o->section, o->key, text);
+			            section, o->key, text);
 		goto string;
 	case OPT_BOOL:
 		if (!strcmp(text, "true") || !strcmp(text, "yes") || !strcmp(text, "on"))
@@ -192,25 +228,26 @@ static int set_option(struct loader *ld, struct config *cfg, const struct option
 		else if (!strcmp(text, "false") || !strcmp(text, "no") || !strcmp(text, "off"))
 			*(int *)field = 0;
 		else
-			return fail(ld, line, "%s.%s: \"%s\" is not true or false", o->section, o->key, text);
+			return fail(ld, line, "%s.%s: \"%s\" is not true or false", section, o->key, text);
 		return TH_OK;
 	case OPT_USERS:
-		return TH_EINVAL; /* lists are read by set_users() */
+	case OPT_WORDS:
+		return TH_EINVAL; /* lists are read by set_list() */
+	case OPT_TEXT:
 	case OPT_STRING:
 	string:
 		if (!*text)
-			return fail(ld, line, "%s.%s: must not be empty", o->section, o->key);
+			return fail(ld, line, "%s.%s: must not be empty", section, o->key);
 		free(*(char **)field);
 		*(char **)field = xstrdup(text);
 		return TH_OK;
 	case OPT_UINT:
 	case OPT_SIZE:
 		if (th_parse_u64(text, UINT64_MAX, &v) != TH_OK)
-			return fail(ld, line, "%s.%s: \"%s\" is not a whole number", o->section, o->key,
-			            text);
+			return fail(ld, line, "%s.%s: \"%s\" is not a whole number", section, o->key, text);
 		if (v < o->min || v > o->max)
-			return fail(ld, line, "%s.%s: %s is out of range (%llu..%llu)", o->section, o->key,
-			            text, (unsigned long long)o->min, (unsigned long long)o->max);
+			return fail(ld, line, "%s.%s: %s is out of range (%llu..%llu)", section, o->key, text,
+			            (unsigned long long)o->min, (unsigned long long)o->max);
 		if (o->type == OPT_UINT)
 			*(unsigned *)field = (unsigned)v;
 		else
@@ -220,24 +257,34 @@ static int set_option(struct loader *ld, struct config *cfg, const struct option
 	return TH_EINVAL;
 }
 
-/* Read a YAML list of user ids (or an empty value) into a config_users. */
-static int set_users(struct loader *ld, struct config *cfg, const struct option *o, yaml_document_t *doc,
-                     yaml_node_t *v, size_t line)
+/* A language code: 2..8 of a-z and "-" ("en", "pt-br"). */
+static int word_ok(const char *s)
 {
-	struct config_users *list = (struct config_users *)((char *)cfg + o->offset);
+	size_t n = strlen(s);
+	return n >= 2 && n <= 8 && strspn(s, "abcdefghijklmnopqrstuvwxyz-") == n;
+}
+
+/* Read a YAML list of user ids or words (or an empty value) into a config_users. */
+static int set_list(struct loader *ld, void *base, const char *section, const struct option *o,
+                    yaml_document_t *doc, yaml_node_t *v, size_t line)
+{
+	struct config_users *list = (struct config_users *)((char *)base + o->offset);
+	int users = o->type == OPT_USERS;
 	if (v->type == YAML_SCALAR_NODE && v->data.scalar.length == 0)
 		return TH_OK;
 	if (v->type != YAML_SEQUENCE_NODE)
-		return fail(ld, line, "%s.%s: expected a list of user ids, like [\"@alice:example.org\"]",
-		            o->section, o->key);
+		return fail(ld, line, "%s.%s: expected a list of %s", section, o->key,
+		            users ? "user ids, like [\"@alice:example.org\"]"
+		                  : "language codes, like [en, ar]");
 	for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
 		yaml_node_t *item = yaml_document_get_node(doc, *it);
 		size_t iline = item->start_mark.line + 1;
-		if (item->type != YAML_SCALAR_NODE || !user_id_ok((const char *)item->data.scalar.value))
-			return fail(ld, iline, "%s.%s: \"%s\" is not a user id (\"@name:server\")",
-			            o->section, o->key,
-			            item->type == YAML_SCALAR_NODE ? (const char *)item->data.scalar.value
-			                                           : "?");
+		const char *text =
+		        item->type == YAML_SCALAR_NODE ? (const char *)item->data.scalar.value : "?";
+		if (item->type != YAML_SCALAR_NODE || (users ? !user_id_ok(text) : !word_ok(text)))
+			return fail(ld, iline, "%s.%s: \"%s\" is not %s", section, o->key, text,
+			            users ? "a user id (\"@name:server\")"
+			                  : "a language code (like en or pt-br)");
 		list->v = xrealloc(list->v, (list->n + 1) * sizeof(char *));
 		list->v[list->n++] = xstrdup((const char *)item->data.scalar.value);
 	}
@@ -287,6 +334,170 @@ static int load_file(struct loader *ld, yaml_document_t *doc)
 	return rc;
 }
 
+/*
+ * Read the keys of one mapping @p map against @p table into @p base.
+ * @p label names the mapping in messages ("gateway", "services.helpline");
+ * @p section, when not NULL, selects the table rows that belong to it.
+ * @p seen marks the rows given; @p extra, when given, reads a key the table
+ * does not have (returns 1 if it did not know it either).
+ */
+typedef int (*extra_key_fn)(struct loader *ld, void *base, const char *label, yaml_document_t *doc,
+                            const char *key, yaml_node_t *v, size_t line, int *rc);
+
+static int load_keys(struct loader *ld, yaml_document_t *doc, yaml_node_t *map, const struct option *table,
+                     size_t ntable, const char *section, void *base, const char *label, unsigned char *seen,
+                     extra_key_fn extra)
+{
+	int rc;
+	for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+		yaml_node_t *k = yaml_document_get_node(doc, p->key);
+		yaml_node_t *v = yaml_document_get_node(doc, p->value);
+		size_t line = k->start_mark.line + 1;
+		const char *key = k->type == YAML_SCALAR_NODE ? (const char *)k->data.scalar.value : "?";
+		size_t idx = ntable;
+		for (size_t i = 0; i < ntable; i++) {
+			if ((!section || !strcmp(table[i].section, section)) && !strcmp(table[i].key, key))
+				idx = i;
+		}
+		if (idx == ntable) {
+			if (extra && extra(ld, base, label, doc, key, v, line, &rc) == 0) {
+				if (rc)
+					return rc;
+				continue;
+			}
+			const char *hint = section ? suggest(section, key) : NULL;
+			for (size_t i = 0; !section && !hint && i < ntable; i++) {
+				if (edit_distance(key, table[i].key) <= 2)
+					hint = table[i].key;
+			}
+			return fail(ld, line, "unknown key '%s.%s'%s%s%s", label, key,
+			            hint ? " (did you mean '" : "", hint ? hint : "", hint ? "'?)" : "");
+		}
+		if (seen[idx])
+			return fail(ld, line, "%s.%s is given twice", label, key);
+		seen[idx] = 1;
+		if (table[idx].type == OPT_USERS || table[idx].type == OPT_WORDS) {
+			if ((rc = set_list(ld, base, label, &table[idx], doc, v, line)))
+				return rc;
+			continue;
+		}
+		if (v->type != YAML_SCALAR_NODE)
+			return fail(ld, line, "%s.%s: expected a single value, found %s", label, key,
+			            node_kind(v));
+		if ((rc = set_option(ld, base, label, &table[idx], (const char *)v->data.scalar.value, line)))
+			return rc;
+	}
+	return TH_OK;
+}
+
+/* services.<name>.notice: a mapping of language code to text. */
+static int service_extra(struct loader *ld, void *base, const char *label, yaml_document_t *doc,
+                         const char *key, yaml_node_t *v, size_t line, int *rc)
+{
+	struct config_service *svc = base;
+	*rc = TH_OK;
+	if (strcmp(key, "notice") != 0)
+		return 1;
+	if (v->type != YAML_MAPPING_NODE) {
+		*rc = fail(ld, line,
+		           "%s.notice: expected a mapping of language code to text, like en: \"...\"", label);
+		return 0;
+	}
+	for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+		yaml_node_t *k = yaml_document_get_node(doc, p->key);
+		yaml_node_t *t = yaml_document_get_node(doc, p->value);
+		size_t kline = k->start_mark.line + 1;
+		const char *lang = k->type == YAML_SCALAR_NODE ? (const char *)k->data.scalar.value : "?";
+		if (!word_ok(lang)) {
+			*rc = fail(ld, kline, "%s.notice: \"%s\" is not a language code (like en or pt-br)",
+			           label, lang);
+			return 0;
+		}
+		if (t->type != YAML_SCALAR_NODE || t->data.scalar.length == 0 ||
+		    t->data.scalar.length > MAX_NOTICE_BYTES) {
+			*rc = fail(ld, kline, "%s.notice.%s: expected the notice text (1..%u bytes)", label,
+			           lang, MAX_NOTICE_BYTES);
+			return 0;
+		}
+		for (size_t i = 0; i < svc->nnotices; i++) {
+			if (!strcmp(svc->notices[i].lang, lang)) {
+				*rc = fail(ld, kline, "%s.notice.%s is given twice", label, lang);
+				return 0;
+			}
+		}
+		svc->notices = xrealloc(svc->notices, (svc->nnotices + 1) * sizeof(*svc->notices));
+		svc->notices[svc->nnotices].lang = xstrdup(lang);
+		svc->notices[svc->nnotices].text = xstrdup((const char *)t->data.scalar.value);
+		svc->nnotices++;
+	}
+	return 0;
+}
+
+/* The default notice, when a service gives none: plain words a guest can
+ * read in a minute.  docs/services.md explains how to write one. */
+#define DEFAULT_NOTICE                                                                                \
+	"This chat is run by the organisation named above. You do not need to give your name. "       \
+	"Your messages are kept while the conversation is open and for the time the organisation's "  \
+	"policy says, then deleted. Only the organisation's staff can read them. Staff may record a " \
+	"safeguarding concern. You can stop at any time, and you can ask for your messages to be "    \
+	"deleted with the \"Delete my data\" button."
+
+static int load_services(struct loader *ld, yaml_document_t *doc, yaml_node_t *map, struct config *cfg)
+{
+	if (map->type == YAML_SCALAR_NODE && map->data.scalar.length == 0)
+		return TH_OK;
+	if (map->type != YAML_MAPPING_NODE)
+		return fail(ld, map->start_mark.line + 1,
+		            "services: expected a mapping of service name to its settings, found %s",
+		            node_kind(map));
+	for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+		yaml_node_t *k = yaml_document_get_node(doc, p->key);
+		yaml_node_t *v = yaml_document_get_node(doc, p->value);
+		size_t line = k->start_mark.line + 1;
+		const char *name = k->type == YAML_SCALAR_NODE ? (const char *)k->data.scalar.value : "?";
+		if (k->type != YAML_SCALAR_NODE || !localpart_ok(name) || strlen(name) > 64)
+			return fail(ld, line,
+			            "services: \"%s\" is not a service name (1..64 of a-z, 0-9 and ._=-/)",
+			            name);
+		if (config_service_find(cfg, name))
+			return fail(ld, line, "services.%s is given twice", name);
+		if (cfg->nservices == MAX_SERVICES)
+			return fail(ld, line, "services: at most %u services", MAX_SERVICES);
+		if (v->type != YAML_MAPPING_NODE)
+			return fail(ld, line, "services.%s: expected a mapping of keys, found %s", name,
+			            node_kind(v));
+		cfg->services = xrealloc(cfg->services, (cfg->nservices + 1) * sizeof(*cfg->services));
+		struct config_service *svc = &cfg->services[cfg->nservices++];
+		memset(svc, 0, sizeof(*svc));
+		svc->name = xstrdup(name);
+		char label[96];
+		snprintf(label, sizeof(label), "services.%s", name);
+		int rc;
+		for (size_t i = 0; i < NSERVICE_OPTIONS; i++) {
+			if (service_options[i].def &&
+			    (rc = set_option(ld, svc, label, &service_options[i], service_options[i].def, 0)))
+				return rc;
+		}
+		unsigned char seen[NSERVICE_OPTIONS];
+		memset(seen, 0, sizeof(seen));
+		if ((rc = load_keys(ld, doc, v, service_options, NSERVICE_OPTIONS, NULL, svc, label, seen,
+		                    service_extra)))
+			return rc;
+		for (size_t i = 0; i < NSERVICE_OPTIONS; i++) {
+			if (service_options[i].required && !seen[i])
+				return fail(ld, line, "missing required key '%s.%s'", label,
+				            service_options[i].key);
+		}
+		if (!svc->nnotices) {
+			svc->notices = xcalloc(1, sizeof(*svc->notices));
+			svc->notices[0].lang = xstrdup("en");
+			svc->notices[0].text = xstrdup(DEFAULT_NOTICE);
+			svc->nnotices = 1;
+		}
+	}
+	return TH_OK;
+}
+
 int config_load(const char *path, struct config *out, char *err, size_t errlen)
 {
 	struct loader ld = {path, err, errlen};
@@ -300,7 +511,8 @@ int config_load(const char *path, struct config *out, char *err, size_t errlen)
 	memset(seen, 0, sizeof(seen));
 
 	for (size_t i = 0; i < NOPTIONS; i++) {
-		if (options[i].def && (rc = set_option(&ld, &cfg, &options[i], options[i].def, 0)))
+		if (options[i].def &&
+		    (rc = set_option(&ld, &cfg, options[i].section, &options[i], options[i].def, 0)))
 			goto fail;
 	}
 
@@ -309,6 +521,7 @@ int config_load(const char *path, struct config *out, char *err, size_t errlen)
 		rc = fail(&ld, root->start_mark.line + 1, "the top level must be a mapping of sections");
 		goto fail;
 	}
+	int services_seen = 0;
 	for (yaml_node_pair_t *sp = root->data.mapping.pairs.start; sp < root->data.mapping.pairs.top; sp++) {
 		yaml_node_t *sk = yaml_document_get_node(&doc, sp->key);
 		yaml_node_t *sv = yaml_document_get_node(&doc, sp->value);
@@ -318,11 +531,22 @@ int config_load(const char *path, struct config *out, char *err, size_t errlen)
 			goto fail;
 		}
 		const char *section = (const char *)sk->data.scalar.value;
+		if (strcmp(section, "services") == 0) {
+			if (services_seen++) {
+				rc = fail(&ld, sline, "services is given twice");
+				goto fail;
+			}
+			if ((rc = load_services(&ld, &doc, sv, &cfg)))
+				goto fail;
+			continue;
+		}
 		int known = 0;
 		for (size_t i = 0; i < NOPTIONS; i++)
 			known |= strcmp(options[i].section, section) == 0;
 		if (!known) {
 			const char *hint = suggest(NULL, section);
+			if (!hint && edit_distance(section, "services") <= 2)
+				hint = "services";
 			rc = fail(&ld, sline, "unknown section '%s'%s%s%s", section,
 			          hint ? " (did you mean '" : "", hint ? hint : "", hint ? "'?)" : "");
 			goto fail;
@@ -334,44 +558,8 @@ int config_load(const char *path, struct config *out, char *err, size_t errlen)
 			          node_kind(sv));
 			goto fail;
 		}
-		for (yaml_node_pair_t *p = sv->data.mapping.pairs.start; p < sv->data.mapping.pairs.top;
-		     p++) {
-			yaml_node_t *k = yaml_document_get_node(&doc, p->key);
-			yaml_node_t *v = yaml_document_get_node(&doc, p->value);
-			size_t line = k->start_mark.line + 1;
-			const char *key =
-			        k->type == YAML_SCALAR_NODE ? (const char *)k->data.scalar.value : "?";
-			size_t idx = NOPTIONS;
-			for (size_t i = 0; i < NOPTIONS; i++) {
-				if (!strcmp(options[i].section, section) && !strcmp(options[i].key, key))
-					idx = i;
-			}
-			if (idx == NOPTIONS) {
-				const char *hint = suggest(section, key);
-				rc = fail(&ld, line, "unknown key '%s.%s'%s%s%s", section, key,
-				          hint ? " (did you mean '" : "", hint ? hint : "",
-				          hint ? "'?)" : "");
-				goto fail;
-			}
-			if (seen[idx]) {
-				rc = fail(&ld, line, "%s.%s is given twice", section, key);
-				goto fail;
-			}
-			seen[idx] = 1;
-			if (options[idx].type == OPT_USERS) {
-				if ((rc = set_users(&ld, &cfg, &options[idx], &doc, v, line)))
-					goto fail;
-				continue;
-			}
-			if (v->type != YAML_SCALAR_NODE) {
-				rc = fail(&ld, line, "%s.%s: expected a single value, found %s", section, key,
-				          node_kind(v));
-				goto fail;
-			}
-			if ((rc = set_option(&ld, &cfg, &options[idx], (const char *)v->data.scalar.value,
-			                     line)))
-				goto fail;
-		}
+		if ((rc = load_keys(&ld, &doc, sv, options, NOPTIONS, section, &cfg, section, seen, NULL)))
+			goto fail;
 	}
 	for (size_t i = 0; i < NOPTIONS; i++) {
 		if (options[i].required && !seen[i]) {
@@ -382,9 +570,22 @@ int config_load(const char *path, struct config *out, char *err, size_t errlen)
 	if (!cfg.as_url) /* an IPv6 literal goes in brackets (RFC 3986, 3.2.2) */
 		cfg.as_url = xasprintf(strchr(cfg.listen_address, ':') ? "http://[%s]:%u" : "http://%s:%u",
 		                       cfg.listen_address, cfg.listen_port);
+	if (!cfg.gw_public_url)
+		cfg.gw_public_url =
+		        xasprintf(strchr(cfg.gw_listen_address, ':') ? "http://[%s]:%u" : "http://%s:%u",
+		                  cfg.gw_listen_address, cfg.gw_listen_port);
+	if (!cfg.gw_languages.n) {
+		static const char *const defaults[] = {"en", "es", "fr", "ar"};
+		cfg.gw_languages.v = xcalloc(4, sizeof(char *));
+		for (size_t i = 0; i < 4; i++)
+			cfg.gw_languages.v[i] = xstrdup(defaults[i]);
+		cfg.gw_languages.n = 4;
+	}
 	/* Trailing slashes would double up when paths are appended. */
 	for (size_t n = strlen(cfg.hs_url); n > 0 && cfg.hs_url[n - 1] == '/'; n--)
 		cfg.hs_url[n - 1] = '\0';
+	for (size_t n = strlen(cfg.gw_public_url); n > 0 && cfg.gw_public_url[n - 1] == '/'; n--)
+		cfg.gw_public_url[n - 1] = '\0';
 	cfg.bot_user_id = xasprintf("@%s:%s", cfg.bot_localpart, cfg.server_name);
 	if (!cfg.audit_key_path)
 		cfg.audit_key_path = xasprintf("%s/audit-signing.key", cfg.store_path);
@@ -396,6 +597,33 @@ fail:
 	yaml_document_delete(&doc);
 	config_free(&cfg);
 	return TH_ECONFIG;
+}
+
+const struct config_service *config_service_find(const struct config *cfg, const char *name)
+{
+	for (size_t i = 0; name && i < cfg->nservices; i++) {
+		if (strcmp(cfg->services[i].name, name) == 0)
+			return &cfg->services[i];
+	}
+	return NULL;
+}
+
+const struct config_service *config_service_by_staff_room(const struct config *cfg, const char *room_id)
+{
+	for (size_t i = 0; room_id && i < cfg->nservices; i++) {
+		if (strcmp(cfg->services[i].staff_room, room_id) == 0)
+			return &cfg->services[i];
+	}
+	return NULL;
+}
+
+const struct config_notice *config_service_notice(const struct config_service *svc, const char *lang)
+{
+	for (size_t i = 0; lang && i < svc->nnotices; i++) {
+		if (strcmp(svc->notices[i].lang, lang) == 0)
+			return &svc->notices[i];
+	}
+	return &svc->notices[0];
 }
 
 /* A new string: @s with regex metacharacters escaped, to match literally. */
@@ -561,16 +789,18 @@ out:
 	return rc;
 }
 
-void config_free(struct config *cfg)
+/* Free the fields @p table describes in @p base. */
+static void free_fields(const struct option *table, size_t n, void *base)
 {
-	for (size_t i = 0; i < NOPTIONS; i++) {
-		void *f = (char *)cfg + options[i].offset;
-		switch (options[i].type) {
+	for (size_t i = 0; i < n; i++) {
+		void *f = (char *)base + table[i].offset;
+		switch (table[i].type) {
 		case OPT_UINT:
 		case OPT_SIZE:
 		case OPT_BOOL:
 			break;
 		case OPT_USERS:
+		case OPT_WORDS:
 			for (size_t j = 0; j < ((struct config_users *)f)->n; j++)
 				free(((struct config_users *)f)->v[j]);
 			free(((struct config_users *)f)->v);
@@ -580,6 +810,22 @@ void config_free(struct config *cfg)
 			*(char **)f = NULL;
 		}
 	}
+}
+
+void config_free(struct config *cfg)
+{
+	free_fields(options, NOPTIONS, cfg);
+	for (size_t i = 0; i < cfg->nservices; i++) {
+		struct config_service *svc = &cfg->services[i];
+		free_fields(service_options, NSERVICE_OPTIONS, svc);
+		for (size_t j = 0; j < svc->nnotices; j++) {
+			free(svc->notices[j].lang);
+			free(svc->notices[j].text);
+		}
+		free(svc->notices);
+		free(svc->name);
+	}
+	free(cfg->services);
 	if (cfg->as_token)
 		explicit_bzero(cfg->as_token, strlen(cfg->as_token));
 	if (cfg->hs_token)

@@ -13,10 +13,36 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* A list of Matrix user ids from the config. */
+/* A list of Matrix user ids (or of words, for gateway.languages) from the config. */
 struct config_users {
 	char **v;
 	size_t n;
+};
+
+/* One language's notice text for a service. */
+struct config_notice {
+	char *lang; /* "en" */
+	char *text; /* plain words: who runs this, what is kept, for how long, rights */
+};
+
+/*
+ * A service (services.<name>): a helpline, an information desk, a support
+ * group.  Guests reach its staff through the gateway (docs/services.md).
+ */
+struct config_service {
+	char *name;               /* the key under services:, a-z0-9._=-/ */
+	char *display_name;       /* what the guest sees, e.g. "Helpline" */
+	char *staff_room;         /* room id where its staff are told a guest is waiting */
+	char *greeting;           /* the first words the guest sees in the chat */
+	char *notice_version;     /* consent is recorded against this version */
+	struct config_notice *notices; /* one per language, in file order; [0] is the fallback */
+	size_t nnotices;
+	int public_entry;                  /* a public entry link (#service=<name>) is allowed */
+	unsigned public_per_hour;          /* conversations the public link may open per hour */
+	unsigned invite_uses;              /* default uses of a new personal invitation */
+	unsigned invite_expiry_hours;      /* default lifetime of a new personal invitation */
+	unsigned conversation_expiry_days; /* a conversation's session and feed end after this */
+	struct config_users inviters;      /* who may invite; empty: every staff member */
 };
 
 struct config {
@@ -66,6 +92,25 @@ struct config {
 	unsigned audit_checkpoint_every;   /* sign a checkpoint after this many records... */
 	unsigned audit_checkpoint_seconds; /* ...or this long after the last one, whichever first */
 
+	/* gateway: where guests' browsers reach Threshold (docs/gateway-api.md) */
+	char *gw_listen_address;
+	unsigned gw_listen_port;
+	char *gw_public_url;        /* how guests reach the gateway; invitation links start with it */
+	char *gw_page_title;        /* the neutral title of the guest page */
+	char *gw_exit_url;          /* where quick exit goes */
+	struct config_users gw_languages; /* page languages, e.g. en es fr ar */
+	unsigned gw_session_hours;  /* a session token's lifetime */
+	int gw_resume_codes;        /* give guests a code to continue on another device */
+	size_t gw_max_body_bytes;
+	unsigned gw_max_message_bytes;
+	unsigned gw_max_connections;
+	unsigned gw_session_rate;   /* requests per minute per session */
+	unsigned gw_address_rate;   /* invitation/redeem/resume requests per minute per address */
+	int gw_trust_forwarded_for; /* take the client address from X-Forwarded-For (behind a proxy) */
+	/* services */
+	struct config_service *services;
+	size_t nservices;
+
 	/* Filled from the registration file by config_load_registration(). */
 	char *as_token;
 	char *hs_token;
@@ -103,6 +148,15 @@ char *config_user_regex(const struct config *cfg);
 
 /** @return 1 if @p user_id is in @p list. */
 int config_users_has(const struct config_users *list, const char *user_id);
+
+/** The service called @p name, or NULL. */
+const struct config_service *config_service_find(const struct config *cfg, const char *name);
+
+/** The service whose staff room is @p room_id, or NULL. */
+const struct config_service *config_service_by_staff_room(const struct config *cfg, const char *room_id);
+
+/** @p svc's notice in @p lang, else its first (never NULL for a loaded service). */
+const struct config_notice *config_service_notice(const struct config_service *svc, const char *lang);
 
 /** @return 1 if @p user_id is in Threshold's user namespace (bot or guest). */
 int config_user_in_namespace(const struct config *cfg, const char *user_id);

@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -12,6 +13,8 @@
 #include "as_server.h"
 #include "audit.h"
 #include "config.h"
+#include "gateway.h"
+#include "invites.h"
 #include "cs.h"
 #include "jsonx.h"
 #include "log.h"
@@ -23,9 +26,40 @@
 #define PING_RETRY_MIN_MS 2000u
 #define PING_RETRY_MAX_MS 300000u
 
+/* Who is told that a commit queued actions or grew a guest's feed. */
+struct wakers {
+	outbox *ob;
+	gateway *gw;
+};
+
+static void wake_all(void *ctx)
+{
+	struct wakers *w = ctx;
+	outbox_wake(w->ob);
+	gw_notify(w->gw);
+}
+
 static void wake_outbox(void *ctx)
 {
 	outbox_wake(ctx);
+}
+
+/* Each parked guest poll holds a socket: allow as many as the hard limit. */
+static void raise_fd_limit(const struct config *cfg)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	rlim_t want = (rlim_t)cfg->gw_max_connections + 256;
+	if (rl.rlim_cur >= want)
+		return;
+	rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < want)
+		LOG(LOG_WARN,
+		    "gateway: only %llu open files are allowed; fewer than gateway.max_connections (%u) "
+		    "guests "
+		    "can wait at once (raise LimitNOFILE / ulimit -n)",
+		    (unsigned long long)rl.rlim_cur, cfg->gw_max_connections);
 }
 
 /* Queue the bot's registration and display name (idempotent on the server). */
@@ -125,7 +159,16 @@ static void prune(const struct config *cfg, store *st)
 {
 	uint64_t keep = (uint64_t)cfg->dedupe_retention_days * 24u * 3600u * 1000u;
 	uint64_t now = th_now_ms();
-	size_t removed = 0;
+	size_t removed = 0, invites = 0;
+	store_txn *t;
+	if (store_txn_begin(st, 1, &t) == TH_OK) {
+		if (inv_prune(t, now, &invites) == TH_OK && store_txn_commit(t) == TH_OK) {
+			if (invites)
+				LOG(LOG_INFO, "pruned %zu used or expired invitations", invites);
+		} else {
+			store_txn_abort(t);
+		}
+	}
 	int rc = store_prune(st, now > keep ? now - keep : 0, &removed);
 	if (rc)
 		LOG(LOG_WARN, "pruning old transaction and event ids failed: %s", th_strerror(rc));
@@ -139,6 +182,7 @@ int daemon_serve(const struct config *cfg)
 	store *st = NULL;
 	audit *au = NULL;
 	outbox *ob = NULL;
+	gateway *gw = NULL;
 	as_server *srv = NULL;
 	cs_client *cs = NULL;
 	int code = 1;
@@ -172,7 +216,15 @@ int daemon_serve(const struct config *cfg)
 	if (outbox_start(st, cfg, &ob) != TH_OK)
 		goto out;
 	struct txn_env env = {cfg, st, au};
-	if (as_server_start(&env, wake_outbox, ob, &srv) != TH_OK)
+	if (cfg->nservices) {
+		raise_fd_limit(cfg);
+		if (gw_start(&env, wake_outbox, ob, &gw) != TH_OK)
+			goto out;
+	} else {
+		LOG(LOG_INFO, "no services configured: the guest gateway is off (docs/services.md)");
+	}
+	struct wakers wakers = {ob, gw};
+	if (as_server_start(&env, wake_all, &wakers, &srv) != TH_OK)
 		goto out;
 	LOG(LOG_INFO, "listening for the homeserver on %s:%u", cfg->listen_address, as_server_port(srv));
 	if (cs_client_new(cfg, &cs) != TH_OK)
@@ -204,6 +256,7 @@ int daemon_serve(const struct config *cfg)
 out:
 	/* Order matters: no new transactions, then no more actions, then the store. */
 	as_server_stop(srv);
+	gw_stop(gw);
 	if (ob)
 		outbox_stop(ob);
 	cs_client_free(cs);

@@ -9,6 +9,7 @@
 #include "audit.h"
 #include "audit_query.h"
 #include "config.h"
+#include "conv.h"
 #include "groups.h"
 #include "guests.h"
 #include "jsonx.h"
@@ -22,7 +23,7 @@
 
 #define COMMAND_PREFIX "!threshold"
 
-static enum pol_role role_of(const struct config *cfg, const char *user_id)
+enum pol_role events_role(const struct config *cfg, const char *user_id)
 {
 	if (!user_id || user_id[0] != '@')
 		return POL_ROLE_NONE;
@@ -108,6 +109,9 @@ static enum pol_command parse_command(const char *body)
 		return POL_CMD_HELP;
 	if (vlen == 5 && strncmp(verb, "group", 5) == 0)
 		return groups_parse(verb);
+	enum pol_command conv = conv_parse(verb);
+	if (conv != POL_CMD_NONE)
+		return conv;
 	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
 		if (strlen(verbs[i].word) == vlen && strncmp(verb, verbs[i].word, vlen) == 0)
 			return verbs[i].cmd;
@@ -136,7 +140,17 @@ static const char *reply_text(const struct pol_action *a)
 		       "!threshold group add PSEUDONYM - add a guest to this group room\n"
 		       "!threshold group remove PSEUDONYM - take a guest out of this group room\n"
 		       "!threshold group list - the guests of this group room\n"
+		       "!threshold invite [--uses N] [--expires 7d] - a link for a guest (in a service's "
+		       "staff room)\n"
+		       "!threshold close - end this conversation (in a conversation room)\n"
+		       "!threshold handover @colleague:server - hand this conversation over\n"
+		       "!threshold note TEXT - a note for staff; the guest never sees it\n"
 		       "!threshold help - this list";
+	case POL_CMD_INVITE:
+	case POL_CMD_CLOSE:
+	case POL_CMD_HANDOVER:
+	case POL_CMD_NOTE:
+		return "That command works in a service's staff room (invite) or in a conversation room.";
 	default:
 		return "Unknown command. Try: !threshold help";
 	}
@@ -169,9 +183,10 @@ static const char *note_text(enum pol_note note)
 }
 
 /* @p answer: the text for POL_ACT_AUDIT_ANSWER (borrowed), or NULL. */
-static int apply(const struct config *cfg, store_txn *t, const struct pol_decision *d, const struct mxev *ev,
-                 const json_t *room, const char *answer, unsigned *queued)
+static int apply(const struct txn_env *env, store_txn *t, const struct pol_decision *d, const struct mxev *ev,
+                 json_t *room, const char *answer, unsigned *queued)
 {
+	const struct config *cfg = env->cfg;
 	const char *room_id = ev->room_id, *event_id = ev->event_id, *target = ev->state_key;
 	for (unsigned i = 0; i < d->nactions; i++) {
 		const struct pol_action *a = &d->actions[i];
@@ -202,6 +217,14 @@ static int apply(const struct config *cfg, store_txn *t, const struct pol_decisi
 				return rc;
 			break;
 		}
+		case POL_ACT_CONVERSATION: {
+			int rc = conv_command(env, t, ev, a->reply, room, queued);
+			if (rc)
+				return rc;
+			break;
+		}
+		case POL_ACT_SEND:
+			break; /* the gateway's, never an event's */
 		case POL_ACT_KICK:
 			action = json_pack("{s:s, s:s, s:s, s:s}", "op", "kick", "room_id", room_id,
 			                   "user_id", cfg->bot_user_id, "target", target);
@@ -340,7 +363,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	if (!type || !sender || !ev->content_is_object)
 		return TH_OK; /* nothing policy can use; counted as seen */
 
-	f.sender = role_of(cfg, sender);
+	f.sender = events_role(cfg, sender);
 	f.room = room_of(cfg, room_id, room);
 	const char *bot = jsonx_str(room, "bot");
 	f.bot_joined = bot && strcmp(bot, "join") == 0;
@@ -350,7 +373,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		const char *membership = ev->membership;
 		if (!membership)
 			return TH_OK;
-		f.target = role_of(cfg, state_key);
+		f.target = events_role(cfg, state_key);
 		if (f.target == POL_ROLE_BOT)
 			json_object_set_new(room, "bot", json_string(membership));
 		if (f.target == POL_ROLE_GUEST) {
@@ -410,7 +433,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		                        (unsigned long long)seq)
 		            : xstrdup(answer.text);
 	if (!rc)
-		rc = apply(cfg, t, &d, ev, room, reply, queued);
+		rc = apply(env, t, &d, ev, room, reply, queued);
 	if (!rc && d.nactions && d.actions[0].kind == POL_ACT_AUDIT_EXPORT)
 		rc = queue(t,
 		           json_pack("{s:s, s:s, s:s, s:s, s:I}", "op", "audit_export", "room_id", room_id,
@@ -419,6 +442,12 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		           queued);
 	if (!rc)
 		rc = alert(cfg, t, &d, ev, seq, queued);
+	/* What guests in a conversation see of it (bridge/conv.c). */
+	if (!rc && f.room == POL_ROOM_MANAGED && (f.event == POL_EV_MESSAGE || ev->membership)) {
+		rc = conv_on_event(t, ev, f.sender, f.target, room);
+		if (!rc && f.event == POL_EV_MESSAGE)
+			(*queued)++; /* wakes the gateway's waiting feeds */
+	}
 	/* A guest now in a managed room gets its name there (per-room pseudonyms). */
 	if (!rc && f.event == POL_EV_JOIN && f.target == POL_ROLE_GUEST && f.room == POL_ROOM_MANAGED)
 		rc = guests_name_in_room(cfg, t, room, room_id, state_key, queued);

@@ -8,8 +8,10 @@
 
 #include <jansson.h>
 
+#include "policy.h"
 #include "store.h"
 
+struct config;
 struct mxev;
 struct txn_env;
 
@@ -26,5 +28,8 @@ struct txn_env;
  */
 int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev, json_t *room,
                   unsigned *queued);
+
+/** Policy's role for @p user_id under @p cfg (bot, guest, lead, staff, local or remote). */
+enum pol_role events_role(const struct config *cfg, const char *user_id);
 
 #endif

@@ -21,7 +21,8 @@
  *   {"kind":"guest","pseudonym":P,"created_ms":T,"state":"active"}
  *
  * and nothing else: no name, phone number, email address, IP address or
- * invite detail.  Other users in STORE_USERS (the bot: "kind":"bot") are not
+ * invite detail.  A guest erased at their request keeps only
+ * {"kind":"guest","pseudonym":"","created_ms":T,"state":"erased"}.  Other users in STORE_USERS (the bot: "kind":"bot") are not
  * guests and every function here passes them by.  There is no index by
  * pseudonym: guests_find_by_pseudonym() and guests_create() walk every user
  * record (O(number of users)), which is fine for the CLI and for creating
@@ -46,6 +47,7 @@ struct config;
 #define GUESTS_PSEUDONYM_LEN 64  /* bytes a pseudonym buffer must hold, NUL included */
 #define GUESTS_STATE_LEN     16  /* bytes of struct guest.state, NUL included */
 #define GUESTS_STATE_ACTIVE  "active"
+#define GUESTS_STATE_ERASED  "erased" /* erased at the guest's request: pseudonym "" (bridge/conv.c) */
 
 /** One guest, as stored.  Plain data, no pointers: copy it freely. */
 struct guest {

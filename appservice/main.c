@@ -9,6 +9,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "guests_cli.h"
+#include "invites_cli.h"
 #include "log.h"
 #include "util.h"
 
@@ -28,6 +29,9 @@ static void usage(FILE *f)
 	           "                             with fresh random tokens (default: the file named\n"
 	           "                             by appservice.registration)\n"
 	           "  status [--json]            show what the store holds (safe while serving)\n"
+	           "  invite create --service NAME [--uses N] [--expires 7d] [--json]\n"
+	           "                             a personal invitation link for a guest\n"
+	           "                             (docs/services.md)\n"
 	           "  guest create|list|show [OPTIONS]\n"
 	           "                             create and look up pseudonymous guests\n"
 	           "                             (threshold guest help; docs/guests.md)\n"
@@ -113,7 +117,7 @@ int main(int argc, char **argv)
 	int sub_argc = argc - i;
 	char **sub_argv = argv + i;
 	if (strcmp(cmd, "serve") && strcmp(cmd, "generate-registration") && strcmp(cmd, "status") &&
-	    strcmp(cmd, "audit") && strcmp(cmd, "guest")) {
+	    strcmp(cmd, "audit") && strcmp(cmd, "guest") && strcmp(cmd, "invite")) {
 		fprintf(stderr, "threshold: unknown command '%s' (try --help)\n", cmd);
 		return 2;
 	}
@@ -127,6 +131,8 @@ int main(int argc, char **argv)
 	int code;
 	if (!strcmp(cmd, "guest")) {
 		code = guests_cli_main(&cfg, sub_argc, sub_argv);
+	} else if (!strcmp(cmd, "invite")) {
+		code = inv_cli_main(&cfg, sub_argc, sub_argv);
 	} else if (!strcmp(cmd, "audit")) {
 		code = audit_cli_main(&cfg, sub_argc, sub_argv);
 	} else if (!strcmp(cmd, "generate-registration")) {

@@ -27,6 +27,7 @@
 #include "config.h"
 #include "cs.h"
 #include "log.h"
+#include "conv.h"
 #include "rooms.h"
 #include "util.h"
 
@@ -69,7 +70,7 @@ typedef void (*build_fn)(const outbox *ob, uint64_t seq, const json_t *a, struct
 typedef int (*run_fn)(outbox *ob, uint64_t seq, const json_t *a, struct cs_response *r);
 /* After success, in the write txn that removes the action: what follows from
  * the homeserver's answer @p resp (borrowed, may be NULL). */
-typedef int (*done_fn)(store_txn *t, const json_t *a, const json_t *resp);
+typedef int (*done_fn)(const outbox *ob, store_txn *t, const json_t *a, const json_t *resp);
 
 static const char *field(const json_t *a, const char *key)
 {
@@ -189,6 +190,20 @@ static void build_state(const outbox *ob, uint64_t seq, const json_t *a, struct 
 	free(key);
 }
 
+static void build_redact(const outbox *ob, uint64_t seq, const json_t *a, struct request *req)
+{
+	/* spec: PUT /rooms/{roomId}/redact/{eventId}/{txnId}; the txn id makes a resend harmless. */
+	char *room = cs_escape(field(a, "room_id"));
+	char *event = cs_escape(field(a, "event_id"));
+	req->method = "PUT";
+	req->path = xasprintf("/_matrix/client/v3/rooms/%s/redact/%s/th%s_%llu", room, event, ob->txn_prefix,
+	                      (unsigned long long)seq);
+	req->user_id = field(a, "user_id");
+	req->body = field(a, "reason") ? json_pack("{s:s}", "reason", field(a, "reason")) : json_object();
+	free(room);
+	free(event);
+}
+
 static void build_create_room(const outbox *ob, uint64_t seq, const json_t *a, struct request *req)
 {
 	/* Not idempotent: a crash after the homeserver made the room and before
@@ -217,7 +232,7 @@ json_t *outbox_notice(const char *room_id, const char *user_id, const char *body
 }
 
 /* The room exists: remember it as managed and tell whoever asked for it. */
-static int done_create_room(store_txn *t, const json_t *a, const json_t *resp)
+static int done_create_room(const outbox *ob, store_txn *t, const json_t *a, const json_t *resp)
 {
 	const char *room_id = json_string_value(json_object_get(resp, "room_id"));
 	if (!room_id) {
@@ -225,6 +240,8 @@ static int done_create_room(store_txn *t, const json_t *a, const json_t *resp)
 		return TH_OK;
 	}
 	int rc = rooms_mark_managed(t, room_id, field(a, "kind"));
+	if (!rc && field(a, "conversation"))
+		rc = conv_room_created(ob->cfg, t, field(a, "conversation"), room_id);
 	const json_t *reply = json_object_get(a, "reply");
 	if (rc || !json_is_object(reply))
 		return rc;
@@ -373,8 +390,9 @@ static int run_audit_export(outbox *ob, uint64_t seq, const json_t *a, struct cs
 
 /* The file is uploaded: send it to the room, in reply to the lead (or say
  * why there is none). */
-static int done_audit_export(store_txn *t, const json_t *a, const json_t *resp)
+static int done_audit_export(const outbox *ob, store_txn *t, const json_t *a, const json_t *resp)
 {
+	(void)ob;
 	const char *refused = json_string_value(json_object_get(resp, "refused"));
 	const char *uri = json_string_value(json_object_get(resp, "content_uri"));
 	json_t *content;
@@ -416,6 +434,7 @@ static const struct op {
         {"kick", {"room_id", "user_id", "target"}, 0, build_kick, NULL, NULL},
         {"state", {"room_id", "user_id", "type"}, 1, build_state, NULL, NULL},
         {"create_room", {"user_id", "kind"}, 1, build_create_room, done_create_room, NULL},
+        {"redact", {"room_id", "user_id", "event_id"}, 0, build_redact, NULL, NULL},
         {"audit_export", {"room_id", "user_id", "reply_to"}, 0, NULL, done_audit_export, run_audit_export},
 };
 
@@ -628,7 +647,7 @@ static int remove_entry(outbox *ob, uint64_t seq, const char *val, size_t vlen, 
 	if (answer) {
 		json_t *a = json_loadb(val, vlen, 0, NULL);
 		const struct op *op = op_check(a);
-		rc = op && op->done ? op->done(t, a, answer) : TH_OK;
+		rc = op && op->done ? op->done(ob, t, a, answer) : TH_OK;
 		json_decref(a);
 		if (rc) {
 			store_txn_abort(t);

@@ -39,6 +39,10 @@ static const struct {
         [STORE_AUDIT_CKPT] = {"audit_checkpoints", 0},
         [STORE_AUDIT_BY_SUBJECT] = {"audit_by_subject", MDB_DUPSORT},
         [STORE_SEAL_SLOTS] = {"seal_slots", 0},
+        [STORE_INVITES] = {"invites", 0},
+        [STORE_SESSIONS] = {"sessions", 0},
+        [STORE_CONVS] = {"conversations", 0},
+        [STORE_FEED] = {"feed", 0},
 };
 
 static int map_err(int rc)

@@ -33,6 +33,10 @@ enum store_db {
 	STORE_AUDIT_CKPT,       /* u64 BE seq -> signed checkpoint of the chain at that record */
 	STORE_AUDIT_BY_SUBJECT, /* subject id -> u64 BE seq, one duplicate per record (dupsort) */
 	STORE_SEAL_SLOTS,       /* subject id -> seal key slot and state (audit.c) */
+	STORE_INVITES,          /* SHA-256 of an invitation token -> JSON (bridge/invites.c) */
+	STORE_SESSIONS,         /* SHA-256 of a session token or resume code -> JSON (bridge/conv.c) */
+	STORE_CONVS,            /* guest user id -> JSON conversation record (bridge/conv.c) */
+	STORE_FEED,             /* guest user id, 0, u64 BE id -> JSON feed entry (bridge/feed.c) */
 	STORE_NDBS
 };
 

@@ -14,6 +14,7 @@
 #define ROOM(r)       (1u << (r))
 #define CMD(c)        (1u << (c))
 #define GROUP_IN_ROOM (CMD(POL_CMD_GROUP_ADD) | CMD(POL_CMD_GROUP_REMOVE) | CMD(POL_CMD_GROUP_LIST))
+#define CONVERSATION  (CMD(POL_CMD_INVITE) | CMD(POL_CMD_CLOSE) | CMD(POL_CMD_HANDOVER) | CMD(POL_CMD_NOTE))
 /* Rooms a guest does not belong in: the safeguarding room is not managed. */
 #define NOT_MANAGED (ROOM(POL_ROOM_UNMANAGED) | ROOM(POL_ROOM_SAFEGUARDING))
 
@@ -68,11 +69,20 @@ static const struct rule rules[] = {
         {POL_EV_COMMAND, STAFFISH, ANY, ANY, 1, POL_R_GROUP_COMMAND_WRONG_ROOM, POL_ACT_REPLY, 0,
          POL_NOTE_USE_IN_GROUP_ROOM, POL_REC_NONE, 0, GROUP_IN_ROOM},
         {POL_EV_COMMAND, STAFFISH, ANY, ROOM(POL_ROOM_UNMANAGED) | ROOM(POL_ROOM_MANAGED), 1,
+         POL_R_CONVERSATION_COMMAND, POL_ACT_CONVERSATION, 0, POL_NOTE_NONE, POL_REC_NONE, 0, CONVERSATION},
+        {POL_EV_COMMAND, STAFFISH, ANY, ROOM(POL_ROOM_UNMANAGED) | ROOM(POL_ROOM_MANAGED), 1,
          POL_R_GROUP_COMMAND, POL_ACT_GROUP, 0, POL_NOTE_NONE, POL_REC_NONE, 0, CMD(POL_CMD_GROUP_CREATE)},
         {POL_EV_COMMAND, STAFFISH, ANY, ANY, 1, POL_R_COMMAND_ANSWERED, POL_ACT_REPLY, 0, POL_NOTE_NONE,
          POL_REC_NONE, 0, ANY},
         {POL_EV_COMMAND, STRANGERS, ANY, ANY, 1, POL_R_COMMAND_REFUSED, POL_ACT_REPLY, 1, POL_NOTE_NONE,
          POL_REC_NONE, 0, ANY},
+
+        /* The gateway asks before it acts for a guest: a guest writes only
+         * into a managed room Threshold knows them to be in. */
+        {POL_EV_GATEWAY_SEND, ROLE(POL_ROLE_GUEST), ROLE(POL_ROLE_GUEST), ROOM(POL_ROOM_MANAGED), 0,
+         POL_R_GUEST_SEND_ALLOWED, POL_ACT_SEND, 0, POL_NOTE_NONE, POL_REC_NONE, 0, ANY},
+        {POL_EV_GATEWAY_SEND, ANY, ANY, ANY, 0, POL_R_GUEST_SEND_REFUSED, 0, 0, POL_NOTE_NONE,
+         POL_REC_CONTACT_BLOCKED, 0, ANY},
 
         /* The audit log answers only leads, only in the safeguarding room, and
          * every answer is itself recorded.  Anyone else gets nothing at all:
@@ -117,8 +127,10 @@ void pol_decide(const struct pol_facts *f, struct pol_decision *out)
 			a->kind = r->action;
 			a->refusal = r->refusal;
 			a->note = r->note;
-			a->reply = r->action == POL_ACT_REPLY || r->action == POL_ACT_GROUP ? f->command
-			                                                                    : POL_CMD_NONE;
+			a->reply = r->action == POL_ACT_REPLY || r->action == POL_ACT_GROUP ||
+			                           r->action == POL_ACT_CONVERSATION
+			                   ? f->command
+			                   : POL_CMD_NONE;
 		}
 		return;
 	}
@@ -154,6 +166,9 @@ static const char *const reason_names[POL_R_COUNT] = {
         [POL_R_STRANGER_REMOVED] = "stranger_removed",
         [POL_R_STRANGER_INVITE_WITHDRAWN] = "stranger_invite_withdrawn",
         [POL_R_STATE_REVERTED] = "state_reverted",
+        [POL_R_CONVERSATION_COMMAND] = "conversation_command",
+        [POL_R_GUEST_SEND_ALLOWED] = "guest_send_allowed",
+        [POL_R_GUEST_SEND_REFUSED] = "guest_send_refused",
 };
 
 static const char *const role_names[POL_ROLE_COUNT] = {
@@ -173,6 +188,7 @@ static const char *const event_names[POL_EV_COUNT] = {
         [POL_EV_AUDIT_EXPORT] = "audit_export",
         [POL_EV_AUDIT_REVEAL] = "audit_reveal",
         [POL_EV_STATE_EXPOSED] = "state_exposed",
+        [POL_EV_GATEWAY_SEND] = "gateway_send",
 };
 
 static const char *const room_names[POL_ROOM_COUNT] = {
@@ -191,6 +207,10 @@ static const char *const command_names[POL_CMD_COUNT] = {
         [POL_CMD_GROUP_ADD] = "group_add",
         [POL_CMD_GROUP_REMOVE] = "group_remove",
         [POL_CMD_GROUP_LIST] = "group_list",
+        [POL_CMD_INVITE] = "invite",
+        [POL_CMD_CLOSE] = "close",
+        [POL_CMD_HANDOVER] = "handover",
+        [POL_CMD_NOTE] = "note",
 };
 
 static const char *const action_names[POL_ACT_COUNT] = {
@@ -202,6 +222,8 @@ static const char *const action_names[POL_ACT_COUNT] = {
         [POL_ACT_GROUP] = "group",
         [POL_ACT_KICK] = "kick",
         [POL_ACT_REVERT_STATE] = "revert_state",
+        [POL_ACT_CONVERSATION] = "conversation",
+        [POL_ACT_SEND] = "send",
 };
 
 static const char *const record_names[POL_REC_COUNT] = {

@@ -33,6 +33,7 @@ enum pol_event {
 	POL_EV_AUDIT_EXPORT,  /* "!audit export [--since ...]": the log as a signed file */
 	POL_EV_AUDIT_REVEAL,  /* "!audit reveal WHO REASON": break glass on a guest's sealed detail */
 	POL_EV_STATE_EXPOSED, /* a state event that would expose the room (public join rule, open history) */
+	POL_EV_GATEWAY_SEND,  /* a guest asks the gateway to send into a room (target: see pol_facts) */
 	POL_EV_COUNT
 };
 
@@ -55,13 +56,19 @@ enum pol_command {
 	POL_CMD_GROUP_ADD,    /* "!threshold group add PSEUDONYM": a guest into this group room */
 	POL_CMD_GROUP_REMOVE, /* "!threshold group remove PSEUDONYM" */
 	POL_CMD_GROUP_LIST,   /* "!threshold group list": the guests of this room */
+	POL_CMD_INVITE,       /* "!threshold invite [--uses N] [--expires 7d]": a guest invitation link */
+	POL_CMD_CLOSE,        /* "!threshold close": end this conversation */
+	POL_CMD_HANDOVER,     /* "!threshold handover @user": hand this conversation to a colleague */
+	POL_CMD_NOTE,         /* "!threshold note TEXT": a private note the guest never sees */
 	POL_CMD_COUNT
 };
 
 struct pol_facts {
 	enum pol_event event;
 	enum pol_role sender; /* role of the event's sender */
-	enum pol_role target; /* role of the state_key of a membership event */
+	enum pol_role target; /* role of the state_key of a membership event; for
+	                         POL_EV_GATEWAY_SEND: POL_ROLE_GUEST when the guest
+	                         is a member of the room, else POL_ROLE_NONE */
 	enum pol_room room;   /* the room the event is in */
 	enum pol_command command;
 	int bot_joined; /* 1 if the bot is joined to the event's room */
@@ -76,6 +83,8 @@ enum pol_action_kind {
 	POL_ACT_GROUP,        /* the bot carries out a staff group command */
 	POL_ACT_KICK,         /* the bot removes the target (or withdraws their invite) */
 	POL_ACT_REVERT_STATE, /* the bot puts the room's setting back to its safe value */
+	POL_ACT_CONVERSATION, /* the bot carries out a staff conversation command (bridge/conv.c) */
+	POL_ACT_SEND,         /* Threshold sends the guest's message as the guest */
 	POL_ACT_COUNT
 };
 
@@ -109,6 +118,9 @@ enum pol_reason {
 	POL_R_STRANGER_REMOVED,          /* a stranger joined a managed room */
 	POL_R_STRANGER_INVITE_WITHDRAWN, /* a stranger was invited into a managed room */
 	POL_R_STATE_REVERTED,            /* a managed room's setting would have exposed its members */
+	POL_R_CONVERSATION_COMMAND,      /* staff manage a guest conversation or invitation */
+	POL_R_GUEST_SEND_ALLOWED,        /* a guest writes into a managed room they belong to */
+	POL_R_GUEST_SEND_REFUSED,        /* a guest tried to write anywhere else */
 	POL_R_COUNT
 };
 

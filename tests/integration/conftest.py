@@ -154,6 +154,9 @@ class Env:
         self.users = {}  # name -> (user_id, password, access_token)
         self.safeguarding_room = None  # set by tests that need alerts, then write_config()
         self.pseudonym_per_room = False  # set by tests of per-room names, then write_config()
+        self.services = None  # {name: settings}: set by gateway tests, then write_config()
+        self.gw_port = harness.free_port()
+        self.gw_url = "http://127.0.0.1:%d" % self.gw_port
 
     @property
     def hs_url(self):
@@ -186,6 +189,11 @@ class Env:
             cfg["safeguarding"]["room"] = self.safeguarding_room
         if self.pseudonym_per_room:
             cfg["guests"] = {"pseudonym_per_room": True}
+        if self.services:
+            cfg["gateway"] = {"listen_address": "127.0.0.1", "listen_port": self.gw_port,
+                              "public_url": self.gw_url, "address_rate_per_minute": 1000,
+                              "session_rate_per_minute": 1000}
+            cfg["services"] = self.services
         with open(self.config_path, "w") as f:
             yaml.safe_dump(cfg, f, sort_keys=False)
 

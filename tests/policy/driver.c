@@ -90,7 +90,7 @@ static json_t *decision_to_json(const struct pol_decision *d)
 		const struct pol_action *a = &d->actions[i];
 		const char *kind = pol_action_name(a->kind);
 		json_t *o = json_pack("{s:s}", "kind", kind ? kind : "?");
-		if (a->kind == POL_ACT_REPLY || a->kind == POL_ACT_GROUP) {
+		if (a->kind == POL_ACT_REPLY || a->kind == POL_ACT_GROUP || a->kind == POL_ACT_CONVERSATION) {
 			const char *reply = pol_command_name(a->reply);
 			json_object_set_new(o, "reply", json_string(reply ? reply : "?"));
 			json_object_set_new(o, "refusal", json_boolean(a->refusal));

@@ -1,0 +1,955 @@
+/*
+ * conv.c - conversations between guests and a service's staff.
+ */
+#include "conv.h"
+
+#include <string.h>
+
+#include "audit.h"
+#include "config.h"
+#include "events.h"
+#include "feed.h"
+#include "invites.h"
+#include "jsonx.h"
+#include "log.h"
+#include "mxevent.h"
+#include "outbox.h"
+#include "rooms.h"
+#include "util.h"
+
+#define SESSION_DOMAIN "session"
+#define RESUME_DOMAIN  "resume"
+#define MAX_LOCAL_IDS  32 /* local ids remembered per conversation, to send each once */
+#define MAX_SESSIONS   16 /* live sessions per guest; the oldest is ended past this */
+#define LOCAL_ID_KEY   "org.threshold.local_id"
+
+/* ---- small store helpers ---------------------------------------------- */
+
+static json_t *get_json(store_txn *t, enum store_db db, const void *key, size_t klen)
+{
+	const void *v;
+	size_t vlen;
+	if (store_get(t, db, key, klen, &v, &vlen) != TH_OK)
+		return NULL;
+	json_t *o = json_loadb(v, vlen, 0, NULL);
+	if (!json_is_object(o)) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+static int put_json(store_txn *t, enum store_db db, const void *key, size_t klen, const json_t *o)
+{
+	char *val = json_dumps(o, JSON_COMPACT);
+	if (!val)
+		return TH_EINVAL;
+	int rc = store_put(t, db, key, klen, val, strlen(val), 0);
+	free(val);
+	return rc;
+}
+
+static json_t *conv_get(store_txn *t, const char *guest)
+{
+	return get_json(t, STORE_CONVS, guest, strlen(guest));
+}
+
+static int conv_put(store_txn *t, const char *guest, const json_t *c)
+{
+	return put_json(t, STORE_CONVS, guest, strlen(guest), c);
+}
+
+static int push(store_txn *t, json_t *action)
+{
+	int rc = outbox_push(t, action);
+	json_decref(action);
+	return rc;
+}
+
+static const char *svc_label(const struct config_service *svc)
+{
+	return svc ? svc->display_name : "the service";
+}
+
+/* A service notice in the guest's feed. */
+static int feed_notice(store_txn *t, const char *guest, const struct config_service *svc, const char *kind,
+                       const char *body)
+{
+	struct feed_entry e = {.kind = kind, .role = "service", .name = svc_label(svc), .body = body};
+	return feed_append(t, guest, &e, NULL);
+}
+
+/* ---- sessions ----------------------------------------------------------- */
+
+/* Make a session (and, when @p with_resume, a resume code) for @p guest,
+ * remembering their hashes on the conversation record @p c. */
+static int session_new(const struct config *cfg, store_txn *t, const char *guest, json_t *c, int with_resume,
+                       struct conv_started *out)
+{
+	int rc = sec_token_new(out->session);
+	if (rc)
+		return rc;
+	unsigned char key[SEC_HASH_LEN];
+	char hex[2 * SEC_HASH_LEN + 1];
+	sec_hash(SESSION_DOMAIN, out->session, key);
+	out->expires_ms = th_now_ms() + (uint64_t)cfg->gw_session_hours * 3600u * 1000u;
+	uint64_t conv_end = (uint64_t)json_integer_value(json_object_get(c, "expires_ms"));
+	if (conv_end && conv_end < out->expires_ms)
+		out->expires_ms = conv_end;
+	json_t *s = json_pack("{s:s, s:I}", "guest", guest, "expires_ms", (json_int_t)out->expires_ms);
+	rc = put_json(t, STORE_SESSIONS, key, sizeof(key), s);
+	json_decref(s);
+	if (rc)
+		return rc;
+	th_hex(hex, key, sizeof(key));
+	json_t *list = json_object_get(c, "sessions");
+	if (!json_is_array(list)) {
+		list = json_array();
+		json_object_set_new(c, "sessions", list);
+	}
+	json_array_append_new(list, json_string(hex));
+	while (json_array_size(list) > MAX_SESSIONS) { /* end the oldest */
+		unsigned char old[SEC_HASH_LEN];
+		const char *h = json_string_value(json_array_get(list, 0));
+		for (size_t i = 0; h && strlen(h) == 2 * SEC_HASH_LEN && i < SEC_HASH_LEN; i++) {
+			unsigned b;
+			sscanf(h + 2 * i, "%2x", &b);
+			old[i] = (unsigned char)b;
+		}
+		if (h && strlen(h) == 2 * SEC_HASH_LEN)
+			store_del(t, STORE_SESSIONS, old, sizeof(old));
+		json_array_remove(list, 0);
+	}
+	out->resume[0] = '\0';
+	if (with_resume && cfg->gw_resume_codes) {
+		if ((rc = sec_resume_new(out->resume)))
+			return rc;
+		sec_hash(RESUME_DOMAIN, out->resume, key);
+		json_t *r = json_pack("{s:s}", "guest", guest);
+		rc = put_json(t, STORE_SESSIONS, key, sizeof(key), r);
+		json_decref(r);
+		if (rc)
+			return rc;
+		th_hex(hex, key, sizeof(key));
+		json_object_set_new(c, "resume", json_string(hex));
+	}
+	return TH_OK;
+}
+
+/* Delete every session and the resume code of conversation @p c. */
+static int sessions_end(store_txn *t, json_t *c)
+{
+	json_t *list = json_object_get(c, "sessions");
+	size_t i;
+	json_t *h;
+	json_t *resume = json_object_get(c, "resume");
+	json_t *all = json_array();
+	json_array_foreach(list, i, h) json_array_append(all, h);
+	if (json_is_string(resume))
+		json_array_append(all, resume);
+	json_array_foreach(all, i, h)
+	{
+		const char *hex = json_string_value(h);
+		if (!hex || strlen(hex) != 2 * SEC_HASH_LEN)
+			continue;
+		unsigned char key[SEC_HASH_LEN];
+		for (size_t j = 0; j < SEC_HASH_LEN; j++) {
+			unsigned b;
+			sscanf(hex + 2 * j, "%2x", &b);
+			key[j] = (unsigned char)b;
+		}
+		int rc = store_del(t, STORE_SESSIONS, key, sizeof(key));
+		if (rc && rc != TH_ENOTFOUND) {
+			json_decref(all);
+			return rc;
+		}
+	}
+	json_decref(all);
+	json_object_set_new(c, "sessions", json_array());
+	json_object_set_new(c, "resume", json_null());
+	return TH_OK;
+}
+
+/* ---- the portal room ---------------------------------------------------- */
+
+json_t *conv_room_content(const struct config *cfg, const struct config_service *svc, const char *guest,
+                          const char *pseudonym)
+{
+	/* The bot holds 100 and alone changes who can get in or read back.
+	 * Staff (everyone but the guest: only members of the staff room can
+	 * join) moderate at rooms.staff_power; the guest writes at 0. */
+	int staff = (int)cfg->staff_power;
+	json_t *power = json_pack("{s:{s:i, s:i}, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:{s:i}}", "users",
+	                          cfg->bot_user_id, 100, guest, 0, "users_default", staff, "events_default",
+	                          0, "state_default", 100, "invite", 100, "kick", staff, "ban", staff,
+	                          "redact", staff, "notifications", "room", staff);
+	json_object_set_new(power, "events",
+	                    json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i}", "m.room.name", 100,
+	                              "m.room.topic", 100, "m.room.power_levels", 100, "m.room.join_rules",
+	                              100, "m.room.history_visibility", 100, "m.room.canonical_alias", 100,
+	                              "m.room.encryption", 100, "m.room.server_acl", 100, "m.room.tombstone",
+	                              100));
+	/* Restricted join: members of the service's staff room may join (spec:
+	 * room versions 8+), nobody else without the bot's invite.  History is
+	 * shared with members so staff who join later read what the guest
+	 * wrote while waiting; nobody outside the staff room can become one. */
+	json_t *initial = json_pack(
+	        "[{s:s, s:s, s:{s:s, s:[{s:s, s:s}]}}, {s:s, s:s, s:{s:s}}, {s:s, s:s, s:{s:s}}]", "type",
+	        "m.room.join_rules", "state_key", "", "content", "join_rule", "restricted", "allow", "type",
+	        "m.room_membership", "room_id", svc->staff_room, "type", "m.room.history_visibility",
+	        "state_key", "", "content", "history_visibility", "shared", "type", "m.room.guest_access",
+	        "state_key", "", "content", "guest_access", "forbidden");
+	char *name = xasprintf("%s · %s", pseudonym, svc->display_name);
+	char *topic =
+	        xasprintf("A conversation with a guest of %s. Only staff can join; the guest sees staff "
+	                  "by display name. Commands: !threshold help",
+	                  svc->display_name);
+	json_t *body = json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:b}, s:o, s:o}", "name", name, "topic", topic,
+	                         "preset", "private_chat", "visibility", "private", "room_version", "10",
+	                         "creation_content", "m.federate", cfg->rooms_federate,
+	                         "power_level_content_override", power, "initial_state", initial);
+	free(name);
+	free(topic);
+	return body;
+}
+
+int conv_room_created(const struct config *cfg, store_txn *t, const char *guest, const char *room_id)
+{
+	json_t *c = conv_get(t, guest);
+	if (!c) {
+		LOG(LOG_WARN, "conversation: a portal room was made for a guest who is gone; leaving it");
+		return push(t, json_pack("{s:s, s:s, s:s}", "op", "leave", "room_id", room_id, "user_id",
+		                         cfg->bot_user_id));
+	}
+	const struct config_service *svc = config_service_find(cfg, jsonx_str(c, "service"));
+	json_object_set_new(c, "room", json_string(room_id));
+	if (strcmp(jsonx_str(c, "state") ? jsonx_str(c, "state") : "", CONV_WAITING) == 0)
+		json_object_set_new(c, "state", json_string(CONV_OPEN));
+	int rc = conv_put(t, guest, c);
+	struct guest g;
+	if (!rc)
+		rc = guests_get(t, guest, &g);
+	/* Invite and join in order, so the guest's first message (queued after
+	 * this) finds them in the room. */
+	if (!rc)
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:s}", "op", "invite", "room_id", room_id, "user_id",
+		                       cfg->bot_user_id, "target", guest));
+	if (!rc)
+		rc = push(t,
+		          json_pack("{s:s, s:s, s:s}", "op", "join", "room_id", room_id, "user_id", guest));
+	if (!rc && cfg->pseudonym_per_room) {
+		/* One guest per portal: the stored pseudonym, unique among guests,
+		 * is unique here, and is the name the guest was shown. */
+		json_t *room = NULL;
+		rc = store_get_json(t, STORE_ROOMS, room_id, &room);
+		if (rc == TH_ENOTFOUND) {
+			room = rooms_state_new();
+			rc = TH_OK;
+		}
+		if (!rc) {
+			json_t *names = json_object_get(room, "names");
+			if (!json_is_object(names)) {
+				names = json_object();
+				json_object_set_new(room, "names", names);
+			}
+			json_object_set_new(names, guest, json_string(g.pseudonym));
+			rc = store_put_json(t, STORE_ROOMS, room_id, room);
+		}
+		json_decref(room);
+		if (!rc)
+			rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:s, s:s}}", "op", "state",
+			                       "room_id", room_id, "user_id", guest, "type", "m.room.member",
+			                       "state_key", guest, "content", "membership", "join",
+			                       "displayname", g.pseudonym));
+	}
+	if (!rc && svc) {
+		char *text = xasprintf(
+		        "%s is waiting to talk to %s. Join the conversation: https://matrix.to/#/%s",
+		        g.pseudonym, svc->display_name, room_id);
+		rc = push(t, outbox_notice(svc->staff_room, cfg->bot_user_id, text, NULL));
+		free(text);
+	}
+	json_decref(c);
+	return rc;
+}
+
+/* ---- redeem, resume, auth ---------------------------------------------- */
+
+int conv_redeem(const struct txn_env *env, const char *invite, const char *svc_name, const char *version,
+                const char *lang, struct conv_started *out)
+{
+	const struct config *cfg = env->cfg;
+	store_txn *t;
+	int rc = store_txn_begin(env->st, 1, &t);
+	if (rc)
+		return rc;
+	uint64_t now = th_now_ms();
+	struct inv_info inv;
+	if (invite) {
+		if ((rc = inv_consume(t, invite, now, &inv)))
+			goto fail;
+		svc_name = inv.service;
+	}
+	const struct config_service *svc = config_service_find(cfg, svc_name);
+	if (!svc) { /* the service was removed from config since */
+		rc = TH_ENOTFOUND;
+		goto fail;
+	}
+	struct guest g;
+	if ((rc = guests_create(cfg, t, env->au, "gateway", &g)))
+		goto fail;
+	json_t *c = json_pack("{s:s, s:n, s:s, s:I, s:I, s:s, s:[], s:n, s:[]}", "service", svc->name, "room",
+	                      "state", CONV_WAITING, "created_ms", (json_int_t)now, "expires_ms",
+	                      (json_int_t)(now + (uint64_t)svc->conversation_expiry_days * 86400000ull),
+	                      "lang", lang, "sessions", "resume", "local_ids");
+	rc = session_new(cfg, t, g.user_id, c, 1, out);
+	if (!rc)
+		rc = conv_put(t, g.user_id, c);
+	json_decref(c);
+	if (rc)
+		goto fail;
+	/* Consent: which notice, which language, how they came (never the token). */
+	json_t *details = json_pack("{s:s, s:s, s:s, s:s}", "service", svc->name, "notice_version", version,
+	                            "language", lang, "entry", invite ? "invitation" : "public");
+	struct audit_rec consent = {
+	        .kind = AUDIT_CONSENT_RECORDED, .actor = g.user_id, .subject = g.user_id, .details = details};
+	rc = audit_append(env->au, t, &consent, NULL);
+	json_decref(details);
+	if (rc)
+		goto fail;
+	details = json_pack("{s:s}", "service", svc->name);
+	struct audit_rec opened = {.kind = AUDIT_CONVERSATION_OPENED,
+	                           .actor = g.user_id,
+	                           .subject = g.user_id,
+	                           .details = details};
+	rc = audit_append(env->au, t, &opened, NULL);
+	json_decref(details);
+	if (rc)
+		goto fail;
+	json_t *create =
+	        json_pack("{s:s, s:s, s:s, s:o, s:s}", "op", "create_room", "user_id", cfg->bot_user_id,
+	                  "kind", "portal", "content", conv_room_content(cfg, svc, g.user_id, g.pseudonym),
+	                  "conversation", g.user_id);
+	if ((rc = push(t, create)))
+		goto fail;
+	if ((rc = feed_notice(t, g.user_id, svc, "notice", svc->greeting)))
+		goto fail;
+	memcpy(out->pseudonym, g.pseudonym, sizeof(out->pseudonym));
+	return store_txn_commit(t);
+fail:
+	store_txn_abort(t);
+	explicit_bzero(out, sizeof(*out));
+	return rc;
+}
+
+int conv_resume(const struct txn_env *env, const char *code, struct conv_started *out)
+{
+	char norm[SEC_RESUME_LEN + 1];
+	if (!sec_resume_normalise(code, norm))
+		return TH_ENOTFOUND;
+	unsigned char key[SEC_HASH_LEN];
+	sec_hash(RESUME_DOMAIN, norm, key);
+	explicit_bzero(norm, sizeof(norm));
+	store_txn *t;
+	int rc = store_txn_begin(env->st, 1, &t);
+	if (rc)
+		return rc;
+	json_t *r = get_json(t, STORE_SESSIONS, key, sizeof(key));
+	const char *guest = jsonx_str(r, "guest");
+	json_t *c = guest ? conv_get(t, guest) : NULL;
+	struct guest g;
+	if (!c || guests_get(t, guest, &g) != TH_OK) {
+		rc = TH_ENOTFOUND;
+		goto out;
+	}
+	if ((rc = session_new(env->cfg, t, guest, c, 0, out)) || (rc = conv_put(t, guest, c)))
+		goto out;
+	memcpy(out->pseudonym, g.pseudonym, sizeof(out->pseudonym));
+	json_decref(r);
+	json_decref(c);
+	return store_txn_commit(t);
+out:
+	json_decref(r);
+	json_decref(c);
+	store_txn_abort(t);
+	return rc;
+}
+
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+	size_t n = src ? strlen(src) : 0;
+	if (n >= cap)
+		n = cap - 1;
+	if (n)
+		memcpy(dst, src, n);
+	dst[n] = '\0';
+}
+
+int conv_auth(store *st, const char *token, uint64_t now_ms, struct conv_session *out)
+{
+	if (!sec_token_ok(token))
+		return TH_ENOTFOUND;
+	unsigned char key[SEC_HASH_LEN];
+	sec_hash(SESSION_DOMAIN, token, key);
+	store_txn *t;
+	int rc = store_txn_begin(st, 0, &t);
+	if (rc)
+		return rc;
+	json_t *s = get_json(t, STORE_SESSIONS, key, sizeof(key));
+	const char *guest = jsonx_str(s, "guest");
+	uint64_t exp = (uint64_t)json_integer_value(json_object_get(s, "expires_ms"));
+	json_t *c = guest ? conv_get(t, guest) : NULL;
+	struct guest g;
+	rc = TH_ENOTFOUND;
+	if (c && exp > now_ms && guests_get(t, guest, &g) == TH_OK) {
+		memset(out, 0, sizeof(*out));
+		copy_str(out->guest, sizeof(out->guest), guest);
+		copy_str(out->pseudonym, sizeof(out->pseudonym), g.pseudonym);
+		copy_str(out->service, sizeof(out->service), jsonx_str(c, "service"));
+		copy_str(out->room, sizeof(out->room), jsonx_str(c, "room"));
+		copy_str(out->state, sizeof(out->state), jsonx_str(c, "state"));
+		out->expires_ms = exp;
+		rc = TH_OK;
+	}
+	json_decref(s);
+	json_decref(c);
+	store_txn_abort(t);
+	return rc;
+}
+
+/* ---- what the guest does ------------------------------------------------ */
+
+int conv_send(const struct txn_env *env, const char *guest, const char *local_id, const char *body,
+              enum conv_send_result *result)
+{
+	store_txn *t;
+	int rc = store_txn_begin(env->st, 1, &t);
+	if (rc)
+		return rc;
+	json_t *c = conv_get(t, guest);
+	json_t *room = NULL;
+	const char *state = jsonx_str(c, "state"), *room_id = jsonx_str(c, "room");
+	if (!c) {
+		rc = TH_ENOTFOUND;
+		goto out;
+	}
+	if (strcmp(state ? state : "", CONV_CLOSED) == 0) {
+		*result = CONV_CLOSED_NOW;
+		goto out;
+	}
+	if (!room_id) {
+		*result = CONV_NOT_READY;
+		goto out;
+	}
+	json_t *ids = json_object_get(c, "local_ids");
+	size_t i;
+	json_t *v;
+	json_array_foreach(ids, i, v)
+	{
+		if (json_is_string(v) && strcmp(json_string_value(v), local_id) == 0) {
+			*result = CONV_SENT; /* sent before: once is enough */
+			goto out;
+		}
+	}
+	/* The same question the hot path asks, before acting for the guest:
+	 * a guest writes only into a managed room Threshold knows them in.  The
+	 * portal is theirs from the moment it exists (the invite and join are
+	 * queued before this send). */
+	rc = store_get_json(t, STORE_ROOMS, room_id, &room);
+	if (rc && rc != TH_ENOTFOUND)
+		goto out;
+	const char *membership = jsonx_str(json_object_get(room, "guests"), guest);
+	int member = !membership || strcmp(membership, "join") == 0 || strcmp(membership, "invite") == 0;
+	struct pol_facts f = {.event = POL_EV_GATEWAY_SEND,
+	                      .sender = POL_ROLE_GUEST,
+	                      .target = member ? POL_ROLE_GUEST : POL_ROLE_NONE,
+	                      .room = rooms_is_managed(room) ? POL_ROOM_MANAGED : POL_ROOM_UNMANAGED,
+	                      .bot_joined = 1};
+	struct pol_decision d;
+	pol_decide(&f, &d);
+	if (d.nactions == 0 || d.actions[0].kind != POL_ACT_SEND) {
+		json_t *details = json_pack("{s:s}", "via", "gateway");
+		struct audit_rec ar = {.kind = AUDIT_CONTACT_BLOCKED,
+		                       .actor = guest,
+		                       .subject = guest,
+		                       .room = room_id,
+		                       .reason = pol_reason_name(d.reason),
+		                       .details = details};
+		rc = audit_append(env->au, t, &ar, NULL);
+		json_decref(details);
+		if (rc)
+			goto out;
+		*result = CONV_REFUSED;
+		json_decref(c);
+		json_decref(room);
+		return store_txn_commit(t);
+	}
+	json_t *content =
+	        json_pack("{s:s, s:s, s:s}", "msgtype", "m.text", "body", body, LOCAL_ID_KEY, local_id);
+	if (!content) { /* not UTF-8: the gateway checked, but never send junk */
+		rc = TH_EINVAL;
+		goto out;
+	}
+	if ((rc = push(t, outbox_message(room_id, guest, content, NULL))))
+		goto out;
+	json_array_append_new(ids, json_string(local_id));
+	while (json_array_size(ids) > MAX_LOCAL_IDS)
+		json_array_remove(ids, 0);
+	if ((rc = conv_put(t, guest, c)))
+		goto out;
+	*result = CONV_SENT;
+	json_decref(c);
+	json_decref(room);
+	return store_txn_commit(t);
+out:
+	json_decref(c);
+	json_decref(room);
+	store_txn_abort(t);
+	return rc;
+}
+
+/* Close conversation @p c of @p guest in @p t: the guest leaves the room, the
+ * feed says so, and (when @p end_sessions) every session ends.  @p by: who
+ * closed it (an id, for the audit record). */
+static int close_in(const struct txn_env *env, store_txn *t, const char *guest, json_t *c, const char *by,
+                    const char *feed_text, int end_sessions)
+{
+	const struct config *cfg = env->cfg;
+	const char *room_id = jsonx_str(c, "room");
+	const struct config_service *svc = config_service_find(cfg, jsonx_str(c, "service"));
+	int already = strcmp(jsonx_str(c, "state") ? jsonx_str(c, "state") : "", CONV_CLOSED) == 0;
+	json_object_set_new(c, "state", json_string(CONV_CLOSED));
+	int rc = TH_OK;
+	if (room_id && !already)
+		rc = push(t,
+		          json_pack("{s:s, s:s, s:s}", "op", "leave", "room_id", room_id, "user_id", guest));
+	if (!rc && !already) {
+		struct feed_entry e = {
+		        .kind = "closed", .role = "service", .name = svc_label(svc), .body = feed_text};
+		rc = feed_append(t, guest, &e, NULL);
+	}
+	if (!rc && end_sessions)
+		rc = sessions_end(t, c);
+	if (!rc)
+		rc = conv_put(t, guest, c);
+	if (!rc && !already) {
+		json_t *details = json_pack("{s:s}", "service", svc ? svc->name : "");
+		struct audit_rec ar = {.kind = AUDIT_CONVERSATION_CLOSED,
+		                       .actor = by,
+		                       .subject = guest,
+		                       .room = room_id,
+		                       .details = details};
+		rc = audit_append(env->au, t, &ar, NULL);
+		json_decref(details);
+	}
+	return rc;
+}
+
+int conv_leave(const struct txn_env *env, const char *guest)
+{
+	store_txn *t;
+	int rc = store_txn_begin(env->st, 1, &t);
+	if (rc)
+		return rc;
+	json_t *c = conv_get(t, guest);
+	if (!c) {
+		store_txn_abort(t);
+		return TH_ENOTFOUND;
+	}
+	const char *room_id = jsonx_str(c, "room");
+	struct guest g;
+	rc = guests_get(t, guest, &g);
+	if (!rc && room_id && strcmp(jsonx_str(c, "state") ? jsonx_str(c, "state") : "", CONV_CLOSED) != 0) {
+		char *text = xasprintf("%s has left the conversation.", g.pseudonym);
+		rc = push(t, outbox_notice(room_id, env->cfg->bot_user_id, text, NULL));
+		free(text);
+	}
+	if (!rc)
+		rc = close_in(env, t, guest, c, guest, "You left this conversation.", 1);
+	json_decref(c);
+	if (rc) {
+		store_txn_abort(t);
+		return rc;
+	}
+	return store_txn_commit(t);
+}
+
+int conv_erase(const struct txn_env *env, const char *guest)
+{
+	const struct config *cfg = env->cfg;
+	store_txn *t;
+	int rc = store_txn_begin(env->st, 1, &t);
+	if (rc)
+		return rc;
+	json_t *own = NULL;
+	json_t *c = conv_get(t, guest);
+	if (!c) {
+		store_txn_abort(t);
+		return TH_ENOTFOUND;
+	}
+	const char *room_id = jsonx_str(c, "room");
+	/* 1. Redact what the guest wrote, as the guest (who may redact their own). */
+	rc = feed_erase(t, guest, &own);
+	size_t i;
+	json_t *m;
+	json_array_foreach(own, i, m)
+	{
+		if (rc)
+			break;
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:s}", "op", "redact", "room_id",
+		                       jsonx_str(m, "room_id"), "user_id", guest, "event_id",
+		                       jsonx_str(m, "event_id"), "reason", "Deleted at the guest's request"));
+	}
+	/* 2. A neutral word to staff, then the guest leaves and the profile is cleared. */
+	if (!rc && room_id)
+		rc = push(t,
+		          outbox_notice(
+		                  room_id, cfg->bot_user_id,
+		                  "This guest asked for their data to be deleted. Their messages are being "
+		                  "removed and they have left the conversation.",
+		                  NULL));
+	if (!rc && room_id)
+		rc = push(t,
+		          json_pack("{s:s, s:s, s:s}", "op", "leave", "room_id", room_id, "user_id", guest));
+	if (!rc)
+		rc = push(t, json_pack("{s:s, s:s, s:s}", "op", "displayname", "user_id", guest,
+		                       "displayname", "Former guest"));
+	/* 3. Sessions, resume code, conversation and the pseudonym go. */
+	if (!rc)
+		rc = sessions_end(t, c);
+	if (!rc)
+		rc = store_del(t, STORE_CONVS, guest, strlen(guest));
+	if (!rc) { /* the id stays known (it is in the namespace and the log); the pseudonym goes */
+		struct guest g;
+		uint64_t created = guests_get(t, guest, &g) == TH_OK ? g.created_ms : 0;
+		json_t *u = json_pack("{s:s, s:s, s:I, s:s}", "kind", "guest", "pseudonym", "", "created_ms",
+		                      (json_int_t)created, "state", GUESTS_STATE_ERASED);
+		rc = store_put_json(t, STORE_USERS, guest, u);
+		json_decref(u);
+	}
+	if (!rc && room_id) {
+		json_t *details =
+		        json_pack("{s:s}", "service", jsonx_str(c, "service") ? jsonx_str(c, "service") : "");
+		struct audit_rec ar = {.kind = AUDIT_CONVERSATION_CLOSED,
+		                       .actor = guest,
+		                       .subject = guest,
+		                       .room = room_id,
+		                       .reason = "erased",
+		                       .details = details};
+		rc = audit_append(env->au, t, &ar, NULL);
+		json_decref(details);
+	}
+	/* 4. The guest's sealing key is destroyed; the record says so. */
+	if (!rc)
+		rc = audit_erase_subject(env->au, t, guest, guest, "guest_request");
+	json_decref(own);
+	json_decref(c);
+	if (rc) {
+		store_txn_abort(t);
+		return rc;
+	}
+	rc = store_txn_commit(t);
+	if (!rc)
+		audit_txn_committed(env->au);
+	return rc;
+}
+
+/* ---- the hot path's hook ---------------------------------------------- */
+
+/* The name a guest feed shows for @p sender in @p room (never an id). */
+static const char *sender_name(store_txn *t, const json_t *room, const char *sender, enum pol_role role,
+                               struct guest *g)
+{
+	if (role == POL_ROLE_GUEST) {
+		const char *n = jsonx_str(json_object_get(room, "names"), sender);
+		if (n)
+			return n;
+		return guests_get(t, sender, g) == TH_OK ? g->pseudonym : "Guest";
+	}
+	const char *n = jsonx_str(json_object_get(room, "staff"), sender);
+	return n && *n ? n : "Staff";
+}
+
+/* A display name safe to show: at most 64 bytes, never empty. */
+static char *clean_name(const char *dn)
+{
+	if (!dn || !*dn)
+		return NULL;
+	size_t n = strlen(dn);
+	if (n > 64) {
+		n = 64;
+		while (n > 0 && ((unsigned char)dn[n] & 0xC0) == 0x80) /* whole UTF-8 characters */
+			n--;
+	}
+	return xstrndup(dn, n);
+}
+
+int conv_on_event(store_txn *t, const struct mxev *ev, enum pol_role sender_role, enum pol_role target_role,
+                  json_t *room)
+{
+	const char *kind = jsonx_str(room, "kind");
+	if (!kind || (strcmp(kind, "portal") != 0 && strcmp(kind, "group") != 0))
+		return TH_OK;
+	json_t *guests = json_object_get(room, "guests");
+	int staffish = sender_role == POL_ROLE_STAFF || sender_role == POL_ROLE_LEAD;
+
+	if (strcmp(ev->type, "m.room.member") == 0 && ev->state_key && ev->membership) {
+		int staff_target = target_role == POL_ROLE_STAFF || target_role == POL_ROLE_LEAD;
+		if (!staff_target)
+			return TH_OK;
+		json_t *staff = json_object_get(room, "staff");
+		if (!json_is_object(staff)) {
+			staff = json_object();
+			json_object_set_new(room, "staff", staff);
+		}
+		int was = json_object_get(staff, ev->state_key) != NULL;
+		int joined = strcmp(ev->membership, "join") == 0;
+		json_t *content = NULL;
+		char *dn = NULL;
+		if (joined && mxev_content_json(ev, &content) == TH_OK)
+			dn = clean_name(jsonx_str(content, "displayname"));
+		json_decref(content);
+		const char *shown = dn ? dn : "A member of staff";
+		char *text = NULL;
+		if (joined && !was)
+			text = xasprintf("%s has joined the conversation.", shown);
+		else if (!joined && was && strcmp(ev->membership, "invite") != 0)
+			text = xasprintf("%s has left the conversation.",
+			                 sender_name(t, room, ev->state_key, target_role, NULL));
+		int rc = TH_OK;
+		const char *g;
+		json_t *m;
+		json_object_foreach(guests, g, m)
+		{
+			if (rc || !text || !json_is_string(m) || strcmp(json_string_value(m), "join") != 0)
+				continue;
+			struct feed_entry e = {
+			        .kind = "notice", .role = "service", .name = "", .body = text, .ts = 0};
+			rc = feed_append(t, g, &e, NULL);
+		}
+		free(text);
+		if (joined)
+			json_object_set_new(staff, ev->state_key, json_string(dn ? dn : ""));
+		else if (strcmp(ev->membership, "invite") != 0)
+			json_object_del(staff, ev->state_key);
+		free(dn);
+		return rc;
+	}
+
+	if (strcmp(ev->type, "m.room.message") != 0 || !ev->body)
+		return TH_OK;
+	/* What the guest sees: staff and guests' words, never the bot's (its
+	 * notices are for staff) and never a command to the bot. */
+	if (sender_role == POL_ROLE_BOT)
+		return TH_OK;
+	if (!staffish && sender_role != POL_ROLE_GUEST)
+		return TH_OK; /* a stranger is being removed; their words go nowhere */
+	if (sender_role != POL_ROLE_GUEST &&
+	    (strncmp(ev->body, "!threshold", 10) == 0 || strncmp(ev->body, "!audit", 6) == 0))
+		return TH_OK;
+	const char *msgtype = ev->msgtype ? ev->msgtype : "";
+	const char *body = ev->body;
+	if (!strcmp(msgtype, "m.image"))
+		body = "[a picture was sent; pictures are not shown here yet]";
+	else if (!strcmp(msgtype, "m.file") || !strcmp(msgtype, "m.video") || !strcmp(msgtype, "m.audio"))
+		body = "[a file was sent; files are not shown here yet]";
+	char *local_id = NULL;
+	if (sender_role == POL_ROLE_GUEST) {
+		json_t *content = NULL;
+		if (mxev_content_json(ev, &content) == TH_OK && jsonx_str(content, LOCAL_ID_KEY))
+			local_id = xstrndup(jsonx_str(content, LOCAL_ID_KEY), CONV_MAX_LOCAL_ID);
+		json_decref(content);
+	}
+	struct guest g;
+	const char *name = sender_name(t, room, ev->sender, sender_role, &g);
+	char *name_copy = xstrdup(name);
+	int rc = TH_OK;
+	const char *gid;
+	json_t *m;
+	json_object_foreach(guests, gid, m)
+	{
+		if (rc || !json_is_string(m))
+			continue;
+		int self = strcmp(gid, ev->sender) == 0;
+		if (!self && strcmp(json_string_value(m), "join") != 0)
+			continue;
+		struct feed_entry e = {.kind = "message",
+		                       .role = self       ? "self"
+		                               : staffish ? "staff"
+		                                          : "guest",
+		                       .name = name_copy,
+		                       .body = body,
+		                       .local_id = self ? local_id : NULL,
+		                       .event_id = self ? ev->event_id : NULL,
+		                       .room_id = self ? ev->room_id : NULL};
+		rc = feed_append(t, gid, &e, NULL);
+		if (rc == TH_EINVAL)
+			rc = TH_OK; /* a body jansson will not encode: skip it, never block the stream */
+	}
+	free(name_copy);
+	free(local_id);
+	return rc;
+}
+
+/* ---- staff commands ------------------------------------------------------ */
+
+static const struct {
+	const char *verb;
+	enum pol_command cmd;
+} verbs[] = {
+        {"invite", POL_CMD_INVITE},
+        {"close", POL_CMD_CLOSE},
+        {"handover", POL_CMD_HANDOVER},
+        {"note", POL_CMD_NOTE},
+};
+
+enum pol_command conv_parse(const char *s)
+{
+	size_t n = strcspn(s, " \n\t");
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
+		if (strlen(verbs[i].verb) == n && strncmp(s, verbs[i].verb, n) == 0)
+			return verbs[i].cmd;
+	}
+	return POL_CMD_NONE;
+}
+
+/* The words after "!threshold <verb>" (borrowed), "" if none. */
+static const char *args_of(const char *body)
+{
+	const char *p = strstr(body, "!threshold");
+	p = p ? p + 10 : body;
+	while (*p == ' ')
+		p++;
+	p += strcspn(p, " \n\t");
+	while (*p == ' ' || *p == '\t')
+		p++;
+	return p;
+}
+
+/* The guest of portal room @p room, or NULL. */
+static const char *portal_guest(const json_t *room)
+{
+	const char *kind = jsonx_str(room, "kind");
+	if (!kind || strcmp(kind, "portal") != 0)
+		return NULL;
+	void *it = json_object_iter(json_object_get(room, "guests"));
+	return it ? json_object_iter_key(it) : NULL;
+}
+
+/* "!threshold invite [--uses N] [--expires 7d]" in a service's staff room. */
+static char *command_invite(const struct txn_env *env, store_txn *t, const struct mxev *ev, int *rc)
+{
+	const struct config *cfg = env->cfg;
+	const struct config_service *svc = config_service_by_staff_room(cfg, ev->room_id);
+	if (!svc)
+		return xstrdup(
+		        "Invitations are made in a service's staff room (see the services in Threshold's "
+		        "configuration).");
+	if (svc->inviters.n && !config_users_has(&svc->inviters, ev->sender))
+		return xasprintf("Sorry, only the people listed as inviters for %s may make invitations.",
+		                 svc->display_name);
+	unsigned uses = svc->invite_uses;
+	uint64_t life = (uint64_t)svc->invite_expiry_hours * 3600000ull;
+	char *args = xstrdup(args_of(ev->body));
+	char *save = NULL;
+	for (char *w = strtok_r(args, " \t\n", &save); w; w = strtok_r(NULL, " \t\n", &save)) {
+		char *v = strtok_r(NULL, " \t\n", &save);
+		uint64_t n;
+		if (!strcmp(w, "--uses") && v && th_parse_u64(v, 10000, &n) == TH_OK && n >= 1) {
+			uses = (unsigned)n;
+		} else if (!strcmp(w, "--expires") && v && inv_parse_duration(v, &n) == TH_OK) {
+			life = n;
+		} else {
+			free(args);
+			return xstrdup(
+			        "Usage: !threshold invite [--uses N] [--expires 7d] (uses 1..10000; expiry "
+			        "like 90m, 12h or 7d, at most a year)");
+		}
+	}
+	free(args);
+	char token[SEC_TOKEN_LEN + 1];
+	uint64_t expires = th_now_ms() + life;
+	*rc = inv_create(t, env->au, svc, uses, expires, ev->sender, token);
+	if (*rc)
+		return NULL;
+	char *link = inv_link(cfg, token);
+	explicit_bzero(token, sizeof(token));
+	char *text =
+	        xasprintf("Invitation to %s, for %u %s, valid for %llu hours. Give this link to the person "
+	                  "only, in a way that is safe for them:\n%s",
+	                  svc->display_name, uses, uses == 1 ? "use" : "uses",
+	                  (unsigned long long)(life / 3600000ull), link);
+	free(link);
+	return text;
+}
+
+int conv_command(const struct txn_env *env, store_txn *t, const struct mxev *ev, enum pol_command cmd,
+                 json_t *room, unsigned *queued)
+{
+	const struct config *cfg = env->cfg;
+	int rc = TH_OK;
+	char *reply = NULL;
+	const char *guest = portal_guest(room);
+	json_t *c = guest ? conv_get(t, guest) : NULL;
+
+	if (cmd == POL_CMD_INVITE) {
+		reply = command_invite(env, t, ev, &rc);
+	} else if (!c) {
+		reply = xstrdup("That command works in a conversation room with a guest (the rooms Threshold "
+		                "makes when someone gets in touch).");
+	} else if (cmd == POL_CMD_NOTE) {
+		reply = xstrdup("Noted. This note stays in this room; the guest never sees it.");
+	} else if (cmd == POL_CMD_CLOSE) {
+		if (strcmp(jsonx_str(c, "state") ? jsonx_str(c, "state") : "", CONV_CLOSED) == 0) {
+			reply = xstrdup("This conversation is already closed.");
+		} else {
+			rc = close_in(env, t, guest, c, ev->sender,
+			              "Staff closed this conversation. Thank you for getting in touch.", 0);
+			reply = xstrdup(
+			        "Conversation closed. The guest was told and can no longer write here; this "
+			        "room stays as the record.");
+		}
+	} else if (cmd == POL_CMD_HANDOVER) {
+		const char *to = args_of(ev->body);
+		size_t n = strcspn(to, " \t\n");
+		char *target = xstrndup(to, n);
+		enum pol_role role = events_role(cfg, target);
+		int staff = role == POL_ROLE_STAFF || role == POL_ROLE_LEAD;
+		if (!n || target[0] != '@') {
+			reply = xstrdup("Usage: !threshold handover @colleague:server");
+		} else if (!staff) {
+			reply = xasprintf("%s is not staff: a conversation can only be handed to staff.",
+			                  target);
+		} else {
+			rc = push(t, json_pack("{s:s, s:s, s:s, s:s}", "op", "invite", "room_id", ev->room_id,
+			                       "user_id", cfg->bot_user_id, "target", target));
+			json_t *details = json_pack("{s:s}", "to", target);
+			struct audit_rec ar = {.kind = AUDIT_CONVERSATION_HANDED,
+			                       .actor = ev->sender,
+			                       .subject = guest,
+			                       .room = ev->room_id,
+			                       .details = details};
+			if (!rc)
+				rc = audit_append(env->au, t, &ar, NULL);
+			json_decref(details);
+			if (!rc)
+				rc = feed_notice(t, guest, config_service_find(cfg, jsonx_str(c, "service")),
+				                 "notice",
+				                 "Another member of staff is taking over this conversation.");
+			if (!rc)
+				(*queued)++;
+			reply = xasprintf("Handed over: %s is invited to this conversation.", target);
+		}
+		free(target);
+	}
+	if (!rc && reply) {
+		rc = push(t, outbox_notice(ev->room_id, cfg->bot_user_id, reply, ev->event_id));
+		if (!rc)
+			(*queued)++;
+	}
+	if (reply)
+		explicit_bzero(reply, strlen(reply));
+	free(reply);
+	json_decref(c);
+	return rc;
+}

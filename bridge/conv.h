@@ -1,0 +1,155 @@
+/*
+ * conv.h - conversations: a guest, a service and the room where they talk.
+ *
+ * Redeeming an invitation (after consent) creates a guest (guests.h), a
+ * session, and a portal room that Threshold's bot creates and administers:
+ * invite-only for the guest, joinable by members of the service's staff
+ * room (join rule "restricted"), not federated unless rooms.federate, with
+ * history shared with staff who join later so they can read what the guest
+ * wrote while waiting.  The service's staff room is told someone is
+ * waiting; staff join from Element.
+ *
+ * STORE_CONVS maps the guest's user id to
+ *
+ *   {"service":S, "room":R|null, "state":"waiting"|"open"|"closed",
+ *    "created_ms":T, "expires_ms":T, "lang":L,
+ *    "sessions":[hex hash...], "resume":hex|null, "local_ids":[...]}
+ *
+ * STORE_SESSIONS maps sec_hash("session", token) to {"guest":G,
+ * "expires_ms":T} and sec_hash("resume", code) to {"guest":G}.
+ *
+ * Every change is one LMDB write transaction holding the state, the audit
+ * record and the outbox actions, like the hot path.  Threshold acts on the
+ * homeserver for the guest only through the outbox, after policy agreed.
+ */
+#ifndef THRESHOLD_CONV_H
+#define THRESHOLD_CONV_H
+
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "guests.h"
+#include "policy.h"
+#include "secret.h"
+#include "store.h"
+#include "txn.h"
+
+struct config;
+struct config_service;
+struct mxev;
+
+#define CONV_MAX_LOCAL_ID 64
+
+/* A conversation's state, as the gateway shows it. */
+#define CONV_WAITING "waiting"
+#define CONV_OPEN    "open"
+#define CONV_CLOSED  "closed"
+
+/** What redeeming or resuming hands the guest (shown once). */
+struct conv_started {
+	char session[SEC_TOKEN_LEN + 1];
+	char resume[SEC_RESUME_LEN + 1]; /* "" when gateway.resume_codes is false, or on resume */
+	char pseudonym[GUESTS_PSEUDONYM_LEN];
+	uint64_t expires_ms;
+};
+
+/** An authenticated session. */
+struct conv_session {
+	char guest[GUESTS_MAX_USER_ID + 1];
+	char pseudonym[GUESTS_PSEUDONYM_LEN];
+	char service[65];
+	char room[256]; /* "" while the room is being made */
+	char state[16];
+	uint64_t expires_ms;
+};
+
+/**
+ * Start a conversation: use one use of the invitation @p invite (or open
+ * @p svc_name's public entry when @p invite is NULL; the caller has checked
+ * it is allowed and rate-limited it), create the guest, record consent to
+ * notice version @p version in @p lang, queue the portal room, and make a
+ * session.
+ * @return TH_OK; TH_ENOTFOUND (invitation unknown, used or expired; or no
+ *         such service); TH_EIO (no randomness); TH_EFULL / TH_ESTORE.
+ */
+int conv_redeem(const struct txn_env *env, const char *invite, const char *svc_name, const char *version,
+                const char *lang, struct conv_started *out);
+
+/**
+ * A new session for the guest whose resume code is @p code.
+ * @return TH_OK, TH_ENOTFOUND (wrong code, or the conversation is gone), or a store error.
+ */
+int conv_resume(const struct txn_env *env, const char *code, struct conv_started *out);
+
+/**
+ * Look up the session @p token.
+ * @return TH_OK, TH_ENOTFOUND (unknown, expired, ended), or TH_ESTORE.
+ */
+int conv_auth(store *st, const char *token, uint64_t now_ms, struct conv_session *out);
+
+/** Outcome of conv_send(). */
+enum conv_send_result {
+	CONV_SENT = 0,   /* queued (or already queued under this local_id) */
+	CONV_NOT_READY,  /* the room is still being made */
+	CONV_CLOSED_NOW, /* the conversation is closed */
+	CONV_REFUSED,    /* policy refused (recorded) */
+};
+
+/**
+ * Send @p body as the guest into its conversation, after asking policy
+ * (POL_EV_GATEWAY_SEND).  A @p local_id already sent is not sent again.
+ * @return TH_OK with @p result, or a store error.
+ */
+int conv_send(const struct txn_env *env, const char *guest, const char *local_id, const char *body,
+              enum conv_send_result *result);
+
+/**
+ * The guest ends the conversation: leaves the room, staff are told, the
+ * conversation is closed and every session ended.
+ * @return TH_OK, TH_ENOTFOUND, or a store error.
+ */
+int conv_leave(const struct txn_env *env, const char *guest);
+
+/**
+ * Erase the guest (docs/gateway-api.md, "delete my data").
+ * @param erased_key  out: 1 if audit_txn_committed() must be called (the
+ *                    seal key slot is overwritten then)
+ * @return TH_OK, TH_ENOTFOUND, or a store/audit error.
+ */
+int conv_erase(const struct txn_env *env, const char *guest);
+
+/**
+ * Called by the outbox in the commit that removes the create_room action
+ * of @p guest's portal: record the room, queue the guest's invite and join,
+ * and tell the service's staff room.
+ */
+int conv_room_created(const struct config *cfg, store_txn *t, const char *guest, const char *room_id);
+
+/**
+ * The hot path's hook for events in a managed room (events.c): messages go
+ * into the feeds of the room's guests; staff joining and leaving become
+ * notices; staff display names are remembered in @p room ("staff").
+ * @param sender_role  policy's role for the sender
+ * @return TH_OK or a store error (aborts the transaction).
+ */
+int conv_on_event(store_txn *t, const struct mxev *ev, enum pol_role sender_role, enum pol_role target_role,
+                  json_t *room);
+
+/**
+ * Carry out a staff conversation command (POL_ACT_CONVERSATION): invite,
+ * close, handover, note.  Policy has checked the sender is staff and the
+ * bot is in the room; this checks where (a service's staff room for
+ * invite, a portal room for the others) and answers with a notice.
+ */
+int conv_command(const struct txn_env *env, store_txn *t, const struct mxev *ev, enum pol_command cmd,
+                 json_t *room, unsigned *queued);
+
+/** The words after "!threshold" naming a conversation command, or POL_CMD_NONE. */
+enum pol_command conv_parse(const char *after_prefix);
+
+/** The createRoom body of @p guest's portal room for @p svc (new reference). */
+json_t *conv_room_content(const struct config *cfg, const struct config_service *svc, const char *guest,
+                          const char *pseudonym);
+
+#endif

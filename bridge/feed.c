@@ -1,0 +1,169 @@
+/*
+ * feed.c - per-guest ordered feeds in STORE_FEED.
+ */
+#include "feed.h"
+
+#include <string.h>
+
+#include "jsonx.h"
+#include "util.h"
+
+#define MAX_GUEST 255
+#define KEY_MAX   (MAX_GUEST + 1 + 8)
+
+static size_t make_key(unsigned char *key, const char *guest, uint64_t id)
+{
+	size_t n = strlen(guest);
+	memcpy(key, guest, n);
+	key[n] = 0;
+	store_u64_key(key + n + 1, id);
+	return n + 9;
+}
+
+int feed_append(store_txn *t, const char *guest, const struct feed_entry *e, uint64_t *id_out)
+{
+	if (!guest || strlen(guest) > MAX_GUEST || !e->kind)
+		return TH_EINVAL;
+	unsigned char key[KEY_MAX];
+	size_t klen = make_key(key, guest, 0);
+	uint64_t next = 1;
+	const void *v;
+	size_t vlen;
+	int rc = store_get(t, STORE_FEED, key, klen, &v, &vlen);
+	if (rc == TH_OK && vlen == 8)
+		next = store_key_u64(v);
+	else if (rc != TH_ENOTFOUND && rc != TH_OK)
+		return rc;
+	unsigned char nv[8];
+	store_u64_key(nv, next + 1);
+	if ((rc = store_put(t, STORE_FEED, key, klen, nv, 8, 0)))
+		return rc;
+
+	json_t *o = json_pack("{s:I, s:s, s:I}", "id", (json_int_t)next, "kind", e->kind, "ts",
+	                      (json_int_t)(e->ts ? e->ts : th_now_ms()));
+	if (e->role)
+		json_object_set_new(o, "from",
+		                    json_pack("{s:s, s:s}", "role", e->role, "name", e->name ? e->name : ""));
+	if (e->body)
+		json_object_set_new(o, "body", json_string(e->body));
+	if (e->local_id)
+		json_object_set_new(o, "local_id", json_string(e->local_id));
+	if (e->event_id)
+		json_object_set_new(o, "event_id", json_string(e->event_id));
+	if (e->room_id)
+		json_object_set_new(o, "room_id", json_string(e->room_id));
+	char *val = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	if (!val)
+		return TH_EINVAL; /* a body that is not UTF-8 */
+	klen = make_key(key, guest, next);
+	rc = store_put(t, STORE_FEED, key, klen, val, strlen(val), 0);
+	free(val);
+	if (rc == TH_OK && id_out)
+		*id_out = next;
+	return rc;
+}
+
+struct read_ctx {
+	const unsigned char *prefix;
+	size_t plen;
+	json_t *events;
+	uint64_t next;
+	int any;
+	int want_one;
+	json_t *own;
+	unsigned char (*keys)[KEY_MAX];
+	size_t *klens;
+	size_t nkeys;
+};
+
+static int read_one(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct read_ctx *rc = ctx;
+	if (klen != rc->plen + 8 || memcmp(key, rc->prefix, rc->plen) != 0)
+		return 1; /* past this guest's entries */
+	uint64_t id = store_key_u64((const unsigned char *)key + rc->plen);
+	if (rc->want_one) {
+		rc->any = id != 0;
+		return id != 0;
+	}
+	if (rc->keys) { /* erasing: remember every key */
+		rc->keys = xrealloc(rc->keys, (rc->nkeys + 1) * sizeof(*rc->keys));
+		rc->klens = xrealloc(rc->klens, (rc->nkeys + 1) * sizeof(*rc->klens));
+		memcpy(rc->keys[rc->nkeys], key, klen);
+		rc->klens[rc->nkeys++] = klen;
+		if (id == 0 || !rc->own)
+			return 0;
+		json_t *o = json_loadb(val, vlen, 0, NULL);
+		json_t *from = json_object_get(o, "from");
+		if (jsonx_str(o, "event_id") && jsonx_str(o, "room_id") && from &&
+		    strcmp(jsonx_str(from, "role") ? jsonx_str(from, "role") : "", "self") == 0)
+			json_array_append_new(rc->own,
+			                      json_pack("{s:s, s:s}", "event_id", jsonx_str(o, "event_id"),
+			                                "room_id", jsonx_str(o, "room_id")));
+		json_decref(o);
+		return 0;
+	}
+	if (id == 0)
+		return 0;
+	json_t *o = json_loadb(val, vlen, 0, NULL);
+	if (!json_is_object(o)) {
+		json_decref(o);
+		return TH_ESTORE;
+	}
+	json_object_del(o, "event_id");
+	json_object_del(o, "room_id");
+	json_array_append_new(rc->events, o);
+	rc->next = id;
+	return json_array_size(rc->events) >= FEED_MAX_READ;
+}
+
+int feed_read(store_txn *t, const char *guest, uint64_t since, json_t **events, uint64_t *next)
+{
+	if (!guest || strlen(guest) > MAX_GUEST)
+		return TH_EINVAL;
+	unsigned char from[KEY_MAX];
+	size_t flen = make_key(from, guest, since + 1);
+	struct read_ctx rc = {
+	        .prefix = from, .plen = strlen(guest) + 1, .events = json_array(), .next = since};
+	int err = store_walk(t, STORE_FEED, from, flen, read_one, &rc);
+	if (err) {
+		json_decref(rc.events);
+		return err;
+	}
+	*events = rc.events;
+	*next = rc.next;
+	return TH_OK;
+}
+
+int feed_has_after(store_txn *t, const char *guest, uint64_t since)
+{
+	if (!guest || strlen(guest) > MAX_GUEST)
+		return 0;
+	unsigned char from[KEY_MAX];
+	size_t flen = make_key(from, guest, since + 1);
+	struct read_ctx rc = {.prefix = from, .plen = strlen(guest) + 1, .want_one = 1};
+	return store_walk(t, STORE_FEED, from, flen, read_one, &rc) == TH_OK && rc.any;
+}
+
+int feed_erase(store_txn *t, const char *guest, json_t **own)
+{
+	if (!guest || strlen(guest) > MAX_GUEST)
+		return TH_EINVAL;
+	unsigned char from[KEY_MAX];
+	size_t flen = make_key(from, guest, 0);
+	struct read_ctx rc = {.prefix = from, .plen = strlen(guest) + 1, .own = own ? json_array() : NULL};
+	rc.keys = xmalloc(sizeof(*rc.keys));
+	int err = store_walk(t, STORE_FEED, from, flen, read_one, &rc);
+	for (size_t i = 0; !err && i < rc.nkeys; i++)
+		err = store_del(t, STORE_FEED, rc.keys[i], rc.klens[i]);
+	free(rc.keys);
+	free(rc.klens);
+	if (err) {
+		json_decref(rc.own);
+		return err;
+	}
+	if (own)
+		*own = rc.own;
+	return TH_OK;
+}

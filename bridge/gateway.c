@@ -1,0 +1,910 @@
+/*
+ * gateway.c - the guest gateway's HTTP layer: routes, limits, long polls and
+ * the page's files.  What each request does lives in conv.c and invites.c.
+ */
+#include "gateway.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+
+#include "config.h"
+#include "conv.h"
+#include "feed.h"
+#include "invites.h"
+#include "jsonx.h"
+#include "log.h"
+#include "util.h"
+#include "web_assets.h"
+
+#define API             "/_threshold/gateway/v1"
+#define FEED_DEFAULT_MS 25000u
+#define FEED_MAX_MS     60000u
+#define RL_SLOTS        8192u
+#define CONN_MEMORY     (8u * 1024u)
+#define CONN_TIMEOUT_S  90u
+#define MAX_ADDR        64
+
+/* Security headers on everything the gateway answers. */
+static const char *const csp =
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/* A fixed-window counter: key hash, window number, count. */
+struct rl_slot {
+	uint64_t key;
+	uint64_t window;
+	unsigned count;
+};
+
+struct waiter;
+
+struct gateway {
+	const struct txn_env *env;
+	const struct config *cfg;
+	gw_on_queue_fn on_queue;
+	void *ctx;
+	struct MHD_Daemon *mhd;
+	unsigned port;
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int stop;
+	int notified;
+	struct waiter *waiters; /* doubly linked, under mu */
+	unsigned nwaiting;
+	pthread_mutex_t rl_mu;
+	struct rl_slot rl[RL_SLOTS];
+};
+
+/* A suspended feed poll. */
+struct waiter {
+	struct waiter *prev, *next;
+	struct MHD_Connection *conn;
+	char guest[GUESTS_MAX_USER_ID + 1];
+	uint64_t since;
+	uint64_t deadline; /* monotonic ms */
+};
+
+/* Per-request state, from the first call of the handler to completion. */
+struct req {
+	size_t len, alloc;
+	char *body;
+	int too_large;
+	int resumed; /* a long poll that was suspended and is now answered */
+	struct waiter w;
+	int in_list;
+};
+
+/* ---- responses ------------------------------------------------------------ */
+
+static void common_headers(struct MHD_Response *r)
+{
+	MHD_add_response_header(r, "Content-Security-Policy", csp);
+	MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+	MHD_add_response_header(r, "X-Frame-Options", "DENY");
+	MHD_add_response_header(r, "Cross-Origin-Opener-Policy", "same-origin");
+	MHD_add_response_header(r, "Cross-Origin-Resource-Policy", "same-origin");
+	MHD_add_response_header(r, "Permissions-Policy", "camera=(), microphone=(), geolocation=()");
+	/* Nothing the gateway sends is kept by the browser's cache: on a shared
+	 * phone a cached page is a trace that the site was visited. */
+	MHD_add_response_header(r, "Cache-Control", "no-store");
+}
+
+static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned status, json_t *j)
+{
+	char *text = json_dumps(j, JSON_COMPACT);
+	json_decref(j);
+	if (!text)
+		text = xstrdup("{}");
+	struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	common_headers(r);
+	enum MHD_Result ret = MHD_queue_response(conn, status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *conn, unsigned status, const char *errcode,
+                                  const char *error, uint64_t retry_after_ms)
+{
+	json_t *j = json_pack("{s:s, s:s}", "errcode", errcode, "error", error);
+	if (retry_after_ms)
+		json_object_set_new(j, "retry_after_ms", json_integer((json_int_t)retry_after_ms));
+	return send_json(conn, status, j);
+}
+
+static enum MHD_Result store_failed(struct MHD_Connection *conn, int rc)
+{
+	LOG(LOG_ERROR, "gateway: the store failed: %s", th_strerror(rc));
+	return send_error(conn, 503, "TH_UNAVAILABLE",
+	                  "This could not be saved just now, and nothing was kept. Please try again.", 2000);
+}
+
+/* ---- limits --------------------------------------------------------------- */
+
+/* Count one request against @p key in a window of @p window_ms.
+ * @return 0 if allowed, else the ms until the window ends. */
+static uint64_t rate_limit(gateway *gw, const char *kind, const char *key, unsigned limit, uint64_t window_ms)
+{
+	uint64_t h = th_fnv1a64_update(th_fnv1a64(kind, strlen(kind) + 1), key, strlen(key));
+	uint64_t now = th_now_ms(), window = now / window_ms;
+	pthread_mutex_lock(&gw->rl_mu);
+	struct rl_slot *s = &gw->rl[h % RL_SLOTS];
+	if (s->key != h || s->window != window) { /* a new window, or the slot was someone else's */
+		s->key = h;
+		s->window = window;
+		s->count = 0;
+	}
+	uint64_t wait = 0;
+	if (s->count >= limit)
+		wait = (window + 1) * window_ms - now;
+	else
+		s->count++;
+	pthread_mutex_unlock(&gw->rl_mu);
+	return wait ? wait : 0;
+}
+
+/* The client's address as text (never logged). */
+static void client_address(gateway *gw, struct MHD_Connection *conn, char out[MAX_ADDR])
+{
+	out[0] = '\0';
+	if (gw->cfg->gw_trust_forwarded_for) {
+		const char *xff = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Forwarded-For");
+		if (xff && *xff) { /* the last hop is the one our proxy added */
+			const char *last = strrchr(xff, ',');
+			last = last ? last + 1 : xff;
+			while (*last == ' ')
+				last++;
+			snprintf(out, MAX_ADDR, "%s", last);
+			return;
+		}
+	}
+	const union MHD_ConnectionInfo *ci =
+	        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	if (!ci || !ci->client_addr)
+		return;
+	const struct sockaddr *sa = ci->client_addr;
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, MAX_ADDR);
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, MAX_ADDR);
+}
+
+/* ---- request helpers -------------------------------------------------------- */
+
+static const char *bearer(struct MHD_Connection *conn)
+{
+	const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+	if (!h || strncmp(h, "Bearer ", 7) != 0)
+		return NULL;
+	return h + 7;
+}
+
+/* Parse the request body as a JSON object; NULL (and an answer sent) if not. */
+static json_t *body_object(struct MHD_Connection *conn, struct req *rq, enum MHD_Result *ret)
+{
+	json_error_t err;
+	json_t *j = rq->len ? json_loadb(rq->body, rq->len, JSON_REJECT_DUPLICATES, &err) : NULL;
+	if (!json_is_object(j)) {
+		json_decref(j);
+		*ret = send_error(conn, 400, "TH_BAD_REQUEST", "The body must be a JSON object.", 0);
+		return NULL;
+	}
+	return j;
+}
+
+static int local_id_ok(const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+	if (n < 1 || n > CONV_MAX_LOCAL_ID)
+		return 0;
+	for (const char *p = s; *p; p++) {
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+		      *p == '-' || *p == '_'))
+			return 0;
+	}
+	return 1;
+}
+
+/* ---- page and invitations ------------------------------------------------------ */
+
+static const char *lang_name(const char *code, const char **dir)
+{
+	static const struct {
+		const char *code, *name, *dir;
+	} known[] = {
+	        {"en", "English", "ltr"},  {"es", "Español", "ltr"},    {"fr", "Français", "ltr"},
+	        {"ar", "العربية", "rtl"},  {"fa", "فارسی", "rtl"},      {"ur", "اردو", "rtl"},
+	        {"he", "עברית", "rtl"},    {"uk", "Українська", "ltr"}, {"ru", "Русский", "ltr"},
+	        {"pl", "Polski", "ltr"},   {"pt", "Português", "ltr"},  {"de", "Deutsch", "ltr"},
+	        {"it", "Italiano", "ltr"}, {"ro", "Română", "ltr"},     {"tr", "Türkçe", "ltr"},
+	        {"so", "Soomaali", "ltr"}, {"ti", "ትግርኛ", "ltr"},       {"ps", "پښتو", "rtl"},
+	};
+	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+		if (!strcmp(known[i].code, code)) {
+			*dir = known[i].dir;
+			return known[i].name;
+		}
+	}
+	*dir = "ltr";
+	return code;
+}
+
+static enum MHD_Result handle_page(gateway *gw, struct MHD_Connection *conn)
+{
+	const struct config *cfg = gw->cfg;
+	json_t *langs = json_array();
+	for (size_t i = 0; i < cfg->gw_languages.n; i++) {
+		const char *dir, *name = lang_name(cfg->gw_languages.v[i], &dir);
+		json_array_append_new(langs, json_pack("{s:s, s:s, s:s}", "code", cfg->gw_languages.v[i],
+		                                       "name", name, "dir", dir));
+	}
+	return send_json(conn, 200,
+	                 json_pack("{s:s, s:s, s:o, s:b}", "title", cfg->gw_page_title, "exit_url",
+	                           cfg->gw_exit_url, "languages", langs, "resume_codes",
+	                           cfg->gw_resume_codes));
+}
+
+static json_t *service_json(const struct config_service *svc)
+{
+	json_t *notices = json_object();
+	for (size_t i = 0; i < svc->nnotices; i++)
+		json_object_set_new(notices, svc->notices[i].lang, json_string(svc->notices[i].text));
+	return json_pack("{s:{s:s, s:s, s:s}, s:{s:s, s:o}}", "service", "name", svc->name, "display_name",
+	                 svc->display_name, "greeting", svc->greeting, "notice", "version",
+	                 svc->notice_version, "languages", notices);
+}
+
+static enum MHD_Result invalid_invite(struct MHD_Connection *conn)
+{
+	return send_error(
+	        conn, 404, "TH_INVITE_INVALID",
+	        "This link does not work any more. It may have been used already, or it has expired. "
+	        "Please ask the organisation for a new one.",
+	        0);
+}
+
+/* The service an invitation or public entry names, or NULL (answer sent). */
+static const struct config_service *resolve_entry(gateway *gw, struct MHD_Connection *conn, const json_t *j,
+                                                  enum MHD_Result *ret)
+{
+	const char *invite = jsonx_str(j, "invite"), *service = jsonx_str(j, "service");
+	if (!invite == !service) {
+		*ret = send_error(conn, 400, "TH_BAD_REQUEST",
+		                  "Give exactly one of \"invite\" or \"service\".", 0);
+		return NULL;
+	}
+	const struct config_service *svc = NULL;
+	if (invite) {
+		store_txn *t;
+		int rc = store_txn_begin(gw->env->st, 0, &t);
+		if (rc) {
+			*ret = store_failed(conn, rc);
+			return NULL;
+		}
+		struct inv_info inv;
+		rc = inv_check(t, invite, th_now_ms(), &inv);
+		store_txn_abort(t);
+		if (rc == TH_OK)
+			svc = config_service_find(gw->cfg, inv.service);
+		else if (rc != TH_ENOTFOUND) {
+			*ret = store_failed(conn, rc);
+			return NULL;
+		}
+	} else {
+		svc = config_service_find(gw->cfg, service);
+		if (svc && !svc->public_entry)
+			svc = NULL;
+	}
+	if (!svc)
+		*ret = invalid_invite(conn);
+	return svc;
+}
+
+static enum MHD_Result handle_invitation(gateway *gw, struct MHD_Connection *conn, struct req *rq)
+{
+	enum MHD_Result ret;
+	json_t *j = body_object(conn, rq, &ret);
+	if (!j)
+		return ret;
+	const struct config_service *svc = resolve_entry(gw, conn, j, &ret);
+	json_decref(j);
+	return svc ? send_json(conn, 200, service_json(svc)) : ret;
+}
+
+static json_t *started_json(const struct conv_started *s)
+{
+	json_t *j = json_pack("{s:s, s:I, s:s}", "session", s->session, "expires_ms",
+	                      (json_int_t)s->expires_ms, "pseudonym", s->pseudonym);
+	if (s->resume[0])
+		json_object_set_new(j, "resume_code", json_string(s->resume));
+	return j;
+}
+
+static enum MHD_Result handle_redeem(gateway *gw, struct MHD_Connection *conn, struct req *rq)
+{
+	enum MHD_Result ret;
+	json_t *j = body_object(conn, rq, &ret);
+	if (!j)
+		return ret;
+	const struct config_service *svc = resolve_entry(gw, conn, j, &ret);
+	if (!svc)
+		goto out;
+	json_t *consent = json_object_get(j, "consent");
+	const char *version = jsonx_str(consent, "version"), *lang = jsonx_str(consent, "language");
+	if (!json_is_object(consent) || !json_is_true(json_object_get(consent, "agreed"))) {
+		ret = send_error(conn, 400, "TH_BAD_REQUEST",
+		                 "consent.agreed must be true: a conversation starts only after agreeing.",
+		                 0);
+		goto out;
+	}
+	if (!version || strcmp(version, svc->notice_version) != 0) {
+		ret = send_error(
+		        conn, 400, "TH_BAD_REQUEST",
+		        "consent.version is not the service's current notice version; read it again.", 0);
+		goto out;
+	}
+	if (!lang || strlen(lang) < 2 || strlen(lang) > 8 ||
+	    strspn(lang, "abcdefghijklmnopqrstuvwxyz-") != strlen(lang)) {
+		ret = send_error(conn, 400, "TH_BAD_REQUEST",
+		                 "consent.language must be a language code like \"en\".", 0);
+		goto out;
+	}
+	const char *invite = jsonx_str(j, "invite");
+	if (!invite) { /* a public entry link: bounded conversations per hour */
+		uint64_t wait = rate_limit(gw, "public", svc->name, svc->public_per_hour, 3600000u);
+		if (wait) {
+			ret = send_error(conn, 429, "TH_LIMIT_EXCEEDED",
+			                 "Many people are getting in touch right now. Please try again a "
+			                 "little later.",
+			                 wait);
+			goto out;
+		}
+	}
+	struct conv_started st;
+	int rc = conv_redeem(gw->env, invite, invite ? NULL : svc->name, version, lang, &st);
+	if (rc == TH_ENOTFOUND)
+		ret = invalid_invite(conn);
+	else if (rc)
+		ret = store_failed(conn, rc);
+	else {
+		LOG(LOG_INFO, "gateway: a conversation started with %s", svc->name);
+		if (gw->on_queue)
+			gw->on_queue(gw->ctx);
+		ret = send_json(conn, 200, started_json(&st));
+	}
+	explicit_bzero(&st, sizeof(st));
+out:
+	json_decref(j);
+	return ret;
+}
+
+static enum MHD_Result handle_resume(gateway *gw, struct MHD_Connection *conn, struct req *rq)
+{
+	enum MHD_Result ret;
+	json_t *j = body_object(conn, rq, &ret);
+	if (!j)
+		return ret;
+	const char *code = jsonx_str(j, "resume_code");
+	struct conv_started st;
+	int rc = code ? conv_resume(gw->env, code, &st) : TH_ENOTFOUND;
+	if (rc == TH_ENOTFOUND)
+		ret = send_error(conn, 401, "TH_SESSION_INVALID", "That code does not match a conversation.",
+		                 0);
+	else if (rc)
+		ret = store_failed(conn, rc);
+	else
+		ret = send_json(conn, 200, started_json(&st));
+	explicit_bzero(&st, sizeof(st));
+	json_decref(j);
+	return ret;
+}
+
+/* ---- the conversation ----------------------------------------------------------- */
+
+static enum MHD_Result handle_session(gateway *gw, struct MHD_Connection *conn, const struct conv_session *s)
+{
+	const struct config_service *svc = config_service_find(gw->cfg, s->service);
+	return send_json(conn, 200,
+	                 json_pack("{s:s, s:{s:s, s:s}, s:s, s:I}", "pseudonym", s->pseudonym, "service",
+	                           "name", s->service, "display_name", svc ? svc->display_name : s->service,
+	                           "state", s->state, "expires_ms", (json_int_t)s->expires_ms));
+}
+
+static enum MHD_Result handle_send(gateway *gw, struct MHD_Connection *conn, struct req *rq,
+                                   const struct conv_session *s)
+{
+	enum MHD_Result ret;
+	json_t *j = body_object(conn, rq, &ret);
+	if (!j)
+		return ret;
+	const char *local_id = jsonx_str(j, "local_id"), *body = jsonx_str(j, "body");
+	if (!local_id_ok(local_id)) {
+		ret = send_error(conn, 400, "TH_BAD_REQUEST", "local_id must be 1-64 of A-Z a-z 0-9 - _.", 0);
+	} else if (!body || !*body) {
+		ret = send_error(conn, 400, "TH_BAD_REQUEST", "body must be a non-empty string.", 0);
+	} else if (strlen(body) > gw->cfg->gw_max_message_bytes) {
+		ret = send_error(conn, 413, "TH_TOO_LARGE", "That message is too long. Please split it.", 0);
+	} else {
+		enum conv_send_result result = CONV_SENT;
+		int rc = conv_send(gw->env, s->guest, local_id, body, &result);
+		if (rc == TH_ENOTFOUND)
+			ret = send_error(conn, 401, "TH_SESSION_INVALID", "This conversation has ended.", 0);
+		else if (rc)
+			ret = store_failed(conn, rc);
+		else if (result == CONV_NOT_READY)
+			ret = send_error(conn, 409, "TH_NOT_READY", "The conversation is being set up.", 500);
+		else if (result == CONV_CLOSED_NOW)
+			ret = send_error(conn, 410, "TH_CLOSED", "This conversation was closed.", 0);
+		else if (result == CONV_REFUSED)
+			ret = send_error(conn, 403, "TH_FORBIDDEN", "This conversation cannot take messages.",
+			                 0);
+		else {
+			if (gw->on_queue)
+				gw->on_queue(gw->ctx);
+			ret = send_json(conn, 202, json_pack("{s:s}", "local_id", local_id));
+		}
+	}
+	json_decref(j);
+	return ret;
+}
+
+static enum MHD_Result answer_feed(gateway *gw, struct MHD_Connection *conn, const char *guest,
+                                   uint64_t since)
+{
+	store_txn *t;
+	int rc = store_txn_begin(gw->env->st, 0, &t);
+	if (rc)
+		return store_failed(conn, rc);
+	json_t *events = NULL;
+	uint64_t next = since;
+	rc = feed_read(t, guest, since, &events, &next);
+	json_t *c = NULL;
+	if (!rc)
+		store_get_json(t, STORE_CONVS, guest, &c);
+	store_txn_abort(t);
+	if (rc)
+		return store_failed(conn, rc);
+	const char *state = jsonx_str(c, "state");
+	json_t *j = json_pack("{s:o, s:I, s:s}", "events", events, "next", (json_int_t)next, "state",
+	                      state ? state : CONV_CLOSED);
+	json_decref(c);
+	return send_json(conn, 200, j);
+}
+
+static void waiter_unlink(gateway *gw, struct waiter *w)
+{
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		gw->waiters = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	w->prev = w->next = NULL;
+	gw->nwaiting--;
+}
+
+static enum MHD_Result handle_feed(gateway *gw, struct MHD_Connection *conn, struct req *rq,
+                                   const struct conv_session *s)
+{
+	if (rq->resumed) /* the wait is over: answer with what there is */
+		return answer_feed(gw, conn, rq->w.guest, rq->w.since);
+	uint64_t since = 0, timeout = FEED_DEFAULT_MS;
+	const char *sv = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "since");
+	const char *tv = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "timeout_ms");
+	if ((sv && *sv && th_parse_u64(sv, UINT64_MAX / 2, &since) != TH_OK) ||
+	    (tv && *tv && th_parse_u64(tv, UINT64_MAX / 2, &timeout) != TH_OK))
+		return send_error(conn, 400, "TH_BAD_REQUEST", "since and timeout_ms must be whole numbers.",
+		                  0);
+	if (timeout > FEED_MAX_MS)
+		timeout = FEED_MAX_MS;
+	store_txn *t;
+	int rc = store_txn_begin(gw->env->st, 0, &t);
+	if (rc)
+		return store_failed(conn, rc);
+	int ready = feed_has_after(t, s->guest, since);
+	store_txn_abort(t);
+	if (ready || timeout == 0)
+		return answer_feed(gw, conn, s->guest, since);
+	/* Nothing yet: park the connection without a thread. */
+	memcpy(rq->w.guest, s->guest, sizeof(rq->w.guest));
+	rq->w.since = since;
+	rq->w.deadline = th_mono_ms() + timeout;
+	rq->w.conn = conn;
+	pthread_mutex_lock(&gw->mu);
+	if (gw->stop) {
+		pthread_mutex_unlock(&gw->mu);
+		return answer_feed(gw, conn, s->guest, since);
+	}
+	rq->w.next = gw->waiters;
+	rq->w.prev = NULL;
+	if (gw->waiters)
+		gw->waiters->prev = &rq->w;
+	gw->waiters = &rq->w;
+	gw->nwaiting++;
+	rq->in_list = 1;
+	MHD_suspend_connection(conn);
+	pthread_cond_signal(&gw->cv); /* the deadline may be the nearest */
+	pthread_mutex_unlock(&gw->mu);
+	return MHD_YES;
+}
+
+/* ---- the page's files --------------------------------------------------------- */
+
+static enum MHD_Result handle_asset(struct MHD_Connection *conn, const char *url)
+{
+	const struct web_asset *a = web_asset_find(url);
+	if (!a)
+		return send_error(conn, 404, "TH_NOT_FOUND", "Not found.", 0);
+	const char *inm = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
+	const char *ae = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING);
+	int gz = a->gzip && ae && strstr(ae, "gzip");
+	struct MHD_Response *r;
+	unsigned status = 200;
+	if (inm && a->etag && strcmp(inm, a->etag) == 0) {
+		r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+		status = 304;
+	} else {
+		r = MHD_create_response_from_buffer(gz ? a->gzip_len : a->len,
+		                                    (void *)(gz ? a->gzip : a->data), MHD_RESPMEM_PERSISTENT);
+		if (gz)
+			MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_ENCODING, "gzip");
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, a->content_type);
+	}
+	MHD_add_response_header(r, MHD_HTTP_HEADER_VARY, "Accept-Encoding");
+	if (a->etag)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, a->etag);
+	common_headers(r);
+	enum MHD_Result ret = MHD_queue_response(conn, status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+/* ---- dispatch ------------------------------------------------------------------ */
+
+enum route {
+	R_NONE = 0,
+	R_PAGE,
+	R_INVITATION,
+	R_REDEEM,
+	R_RESUME,
+	R_SESSION,
+	R_SEND,
+	R_FEED,
+	R_LEAVE,
+	R_ERASE,
+};
+
+static const struct {
+	const char *path;
+	const char *method;
+	enum route route;
+	int session;   /* needs a session token */
+	int addr_rate; /* counts against the per-address limit */
+} routes[] = {
+        {API "/page", "GET", R_PAGE, 0, 0},       {API "/invitation", "POST", R_INVITATION, 0, 1},
+        {API "/redeem", "POST", R_REDEEM, 0, 1},  {API "/resume", "POST", R_RESUME, 0, 1},
+        {API "/session", "GET", R_SESSION, 1, 0}, {API "/send", "POST", R_SEND, 1, 0},
+        {API "/feed", "GET", R_FEED, 1, 0},       {API "/leave", "POST", R_LEAVE, 1, 0},
+        {API "/erase", "POST", R_ERASE, 1, 0},
+};
+
+static enum MHD_Result dispatch(gateway *gw, struct MHD_Connection *conn, const char *url, const char *method,
+                                struct req *rq)
+{
+	size_t i, n = sizeof(routes) / sizeof(routes[0]);
+	for (i = 0; i < n && strcmp(routes[i].path, url) != 0; i++)
+		;
+	if (i == n) {
+		if (strncmp(url, API, strlen(API)) == 0 || strncmp(url, "/_", 2) == 0)
+			return send_error(conn, 404, "TH_NOT_FOUND", "No such endpoint.", 0);
+		if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+			return send_error(conn, 405, "TH_METHOD", "Only GET here.", 0);
+		return handle_asset(conn, url);
+	}
+	if (strcmp(routes[i].method, method) != 0)
+		return send_error(conn, 405, "TH_METHOD", "Wrong method for this endpoint.", 0);
+	if (rq->too_large)
+		return send_error(conn, 413, "TH_TOO_LARGE", "The request is too large.", 0);
+	if (routes[i].addr_rate && !rq->resumed) {
+		char addr[MAX_ADDR];
+		client_address(gw, conn, addr);
+		uint64_t wait = rate_limit(gw, "addr", addr, gw->cfg->gw_address_rate, 60000u);
+		explicit_bzero(addr, sizeof(addr));
+		if (wait)
+			return send_error(conn, 429, "TH_LIMIT_EXCEEDED",
+			                  "Too many tries. Please wait a moment.", wait);
+	}
+	struct conv_session s;
+	if (routes[i].session && !rq->resumed) {
+		const char *token = bearer(conn);
+		int rc = token ? conv_auth(gw->env->st, token, th_now_ms(), &s) : TH_ENOTFOUND;
+		if (rc == TH_ENOTFOUND)
+			return send_error(conn, 401, "TH_SESSION_INVALID",
+			                  "This conversation has ended or the session expired.", 0);
+		if (rc)
+			return store_failed(conn, rc);
+		uint64_t wait = rate_limit(gw, "session", s.guest, gw->cfg->gw_session_rate, 60000u);
+		if (wait)
+			return send_error(conn, 429, "TH_LIMIT_EXCEEDED",
+			                  "Too many requests. Please wait a moment.", wait);
+	}
+	switch (routes[i].route) {
+	case R_PAGE:
+		return handle_page(gw, conn);
+	case R_INVITATION:
+		return handle_invitation(gw, conn, rq);
+	case R_REDEEM:
+		return handle_redeem(gw, conn, rq);
+	case R_RESUME:
+		return handle_resume(gw, conn, rq);
+	case R_SESSION:
+		return handle_session(gw, conn, &s);
+	case R_SEND:
+		return handle_send(gw, conn, rq, &s);
+	case R_FEED:
+		return handle_feed(gw, conn, rq, rq->resumed ? NULL : &s);
+	case R_LEAVE: {
+		int rc = conv_leave(gw->env, s.guest);
+		if (rc && rc != TH_ENOTFOUND)
+			return store_failed(conn, rc);
+		if (gw->on_queue)
+			gw->on_queue(gw->ctx);
+		gw_notify(gw);
+		return send_json(conn, 200, json_object());
+	}
+	case R_ERASE: {
+		enum MHD_Result ret;
+		json_t *j = body_object(conn, rq, &ret);
+		if (!j)
+			return ret;
+		int confirmed = json_is_true(json_object_get(j, "confirm"));
+		json_decref(j);
+		if (!confirmed)
+			return send_error(conn, 400, "TH_BAD_REQUEST", "confirm must be true.", 0);
+		int rc = conv_erase(gw->env, s.guest);
+		if (rc && rc != TH_ENOTFOUND)
+			return store_failed(conn, rc);
+		LOG(LOG_INFO, "gateway: a guest's data was erased at their request");
+		if (gw->on_queue)
+			gw->on_queue(gw->ctx);
+		return send_json(conn, 200, json_pack("{s:b}", "erased", 1));
+	}
+	case R_NONE:
+		break;
+	}
+	return send_error(conn, 404, "TH_NOT_FOUND", "No such endpoint.", 0);
+}
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                              const char *version, const char *upload_data, size_t *upload_data_size,
+                              void **con_cls)
+{
+	(void)version;
+	gateway *gw = cls;
+	struct req *rq = *con_cls;
+	if (!rq) {
+		rq = xcalloc(1, sizeof(*rq));
+		*con_cls = rq;
+		const char *cl =
+		        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+		uint64_t declared;
+		if (cl && th_parse_u64(cl, UINT64_MAX / 2, &declared) == TH_OK &&
+		    declared > gw->cfg->gw_max_body_bytes)
+			rq->too_large = 1;
+		return MHD_YES;
+	}
+	if (*upload_data_size) {
+		if (!rq->too_large && rq->len + *upload_data_size <= gw->cfg->gw_max_body_bytes) {
+			if (rq->len + *upload_data_size > rq->alloc) {
+				rq->alloc = rq->len + *upload_data_size + 256;
+				rq->body = xrealloc(rq->body, rq->alloc);
+			}
+			memcpy(rq->body + rq->len, upload_data, *upload_data_size);
+			rq->len += *upload_data_size;
+		} else {
+			rq->too_large = 1;
+		}
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (rq->in_list) { /* resumed: the waiter thread unlinked us */
+		rq->in_list = 0;
+		rq->resumed = 1;
+	}
+	enum MHD_Result ret = dispatch(gw, conn, url, method, rq);
+	return ret;
+}
+
+static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                      enum MHD_RequestTerminationCode toe)
+{
+	(void)conn;
+	(void)toe;
+	gateway *gw = cls;
+	struct req *rq = *con_cls;
+	if (!rq)
+		return;
+	if (rq->in_list) { /* a connection that died while parked */
+		pthread_mutex_lock(&gw->mu);
+		if (rq->w.conn) /* still linked: the waiter thread has not taken it */
+			waiter_unlink(gw, &rq->w);
+		pthread_mutex_unlock(&gw->mu);
+	}
+	if (rq->body)
+		explicit_bzero(rq->body, rq->len);
+	free(rq->body);
+	free(rq);
+	*con_cls = NULL;
+}
+
+/* ---- the waiter thread ------------------------------------------------------- */
+
+static void *waiter_main(void *arg)
+{
+	gateway *gw = arg;
+	pthread_mutex_lock(&gw->mu);
+	for (;;) {
+		uint64_t now = th_mono_ms(), next = now + 1000;
+		for (struct waiter *w = gw->waiters; w; w = w->next) {
+			if (w->deadline < next)
+				next = w->deadline;
+		}
+		if (!gw->stop && !gw->notified && next > now) {
+			uint64_t until = th_now_ms() + (next - now);
+			struct timespec ts = {.tv_sec = (time_t)(until / 1000),
+			                      .tv_nsec = (long)(until % 1000) * 1000000L};
+			pthread_cond_timedwait(&gw->cv, &gw->mu, &ts);
+		}
+		int check = gw->notified;
+		gw->notified = 0;
+		now = th_mono_ms();
+		store_txn *t = NULL;
+		if (check && gw->waiters && store_txn_begin(gw->env->st, 0, &t) != TH_OK)
+			t = NULL;
+		for (struct waiter *w = gw->waiters, *nx; w; w = nx) {
+			nx = w->next;
+			if (gw->stop || w->deadline <= now || (t && feed_has_after(t, w->guest, w->since))) {
+				struct MHD_Connection *conn = w->conn;
+				waiter_unlink(gw, w);
+				w->conn = NULL;
+				MHD_resume_connection(conn);
+			}
+		}
+		if (t)
+			store_txn_abort(t);
+		if (gw->stop && !gw->waiters)
+			break;
+	}
+	pthread_mutex_unlock(&gw->mu);
+	return NULL;
+}
+
+void gw_notify(gateway *gw)
+{
+	if (!gw)
+		return;
+	pthread_mutex_lock(&gw->mu);
+	gw->notified = 1;
+	pthread_cond_signal(&gw->cv);
+	pthread_mutex_unlock(&gw->mu);
+}
+
+unsigned gw_waiting(gateway *gw)
+{
+	pthread_mutex_lock(&gw->mu);
+	unsigned n = gw->nwaiting;
+	pthread_mutex_unlock(&gw->mu);
+	return n;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------ */
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	(void)cls;
+	char buf[256];
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	size_t n = strlen(buf);
+	while (n > 0 && buf[n - 1] == '\n')
+		buf[--n] = '\0';
+	LOG(LOG_DEBUG, "gateway http: %s", buf);
+}
+
+int gw_start(const struct txn_env *env, gw_on_queue_fn on_queue, void *ctx, gateway **out)
+{
+	const struct config *cfg = env->cfg;
+	gateway *gw = xcalloc(1, sizeof(*gw));
+	gw->env = env;
+	gw->cfg = cfg;
+	gw->on_queue = on_queue;
+	gw->ctx = ctx;
+	pthread_mutex_init(&gw->mu, NULL);
+	pthread_mutex_init(&gw->rl_mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_cond_init(&gw->cv, &ca);
+	pthread_condattr_destroy(&ca);
+
+	struct sockaddr_storage ss;
+	memset(&ss, 0, sizeof(ss));
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_ERROR_LOG |
+	                 MHD_ALLOW_SUSPEND_RESUME;
+	if (inet_pton(AF_INET, cfg->gw_listen_address, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)cfg->gw_listen_port);
+	} else if (inet_pton(AF_INET6, cfg->gw_listen_address, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)cfg->gw_listen_port);
+		flags |= MHD_USE_IPv6;
+	} else {
+		LOG(LOG_ERROR, "gateway.listen_address '%s' is not an IP address", cfg->gw_listen_address);
+		goto fail;
+	}
+	if (pthread_create(&gw->thread, NULL, waiter_main, gw) != 0) {
+		LOG(LOG_ERROR, "gateway: cannot start a thread");
+		goto fail;
+	}
+	gw->mhd = MHD_start_daemon(flags, (uint16_t)cfg->gw_listen_port, NULL, NULL, handle, gw,
+	                           MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR, &ss,
+	                           MHD_OPTION_NOTIFY_COMPLETED, completed, gw, MHD_OPTION_CONNECTION_TIMEOUT,
+	                           CONN_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT, cfg->gw_max_connections,
+	                           MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
+	                           MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)1024, MHD_OPTION_END);
+	if (!gw->mhd) {
+		LOG(LOG_ERROR, "gateway: cannot listen on %s:%u (in use, or not an address of this machine?)",
+		    cfg->gw_listen_address, cfg->gw_listen_port);
+		pthread_mutex_lock(&gw->mu);
+		gw->stop = 1;
+		pthread_cond_signal(&gw->cv);
+		pthread_mutex_unlock(&gw->mu);
+		pthread_join(gw->thread, NULL);
+		goto fail;
+	}
+	const union MHD_DaemonInfo *di = MHD_get_daemon_info(gw->mhd, MHD_DAEMON_INFO_BIND_PORT);
+	gw->port = di ? di->port : cfg->gw_listen_port;
+	LOG(LOG_INFO, "gateway: guests reach Threshold at %s (listening on %s:%u)", cfg->gw_public_url,
+	    cfg->gw_listen_address, gw->port);
+	*out = gw;
+	return TH_OK;
+fail:
+	pthread_cond_destroy(&gw->cv);
+	pthread_mutex_destroy(&gw->mu);
+	pthread_mutex_destroy(&gw->rl_mu);
+	free(gw);
+	return TH_EIO;
+}
+
+unsigned gw_port(gateway *gw)
+{
+	return gw->port;
+}
+
+void gw_stop(gateway *gw)
+{
+	if (!gw)
+		return;
+	/* Answer every parked poll (the thread resumes them), then stop. */
+	pthread_mutex_lock(&gw->mu);
+	gw->stop = 1;
+	pthread_cond_signal(&gw->cv);
+	pthread_mutex_unlock(&gw->mu);
+	pthread_join(gw->thread, NULL);
+	MHD_stop_daemon(gw->mhd);
+	pthread_cond_destroy(&gw->cv);
+	pthread_mutex_destroy(&gw->mu);
+	pthread_mutex_destroy(&gw->rl_mu);
+	free(gw);
+}

@@ -1,0 +1,45 @@
+/*
+ * gateway.h - the guest gateway: an HTTP JSON API (docs/gateway-api.md) and
+ * the guest page, on their own listener (gateway.listen_address/port).
+ *
+ * libmicrohttpd with one internal epoll thread.  A feed long poll does not
+ * hold a thread: its connection is suspended (MHD_suspend_connection) and
+ * resumed by the gateway's waiter thread when the guest's feed grows
+ * (gw_notify, after a commit) or its timeout passes, so thousands of idle
+ * guests cost a small buffer each.
+ *
+ * Every request is authorised against the session's own conversation; a
+ * guest can name nothing else.  Bodies are capped, requests rate-limited per
+ * session and per address (429 with retry_after_ms).  No token, code or
+ * address is logged.
+ */
+#ifndef THRESHOLD_GATEWAY_H
+#define THRESHOLD_GATEWAY_H
+
+#include "txn.h"
+
+typedef struct gateway gateway;
+
+/** Called after the gateway committed actions for the outbox (any thread). */
+typedef void (*gw_on_queue_fn)(void *ctx);
+
+/**
+ * Bind gateway.listen_address:listen_port and start serving.
+ * @param env  borrowed; must outlive the gateway
+ * @return TH_OK, or TH_EIO (cannot bind or start a thread; logged).
+ */
+int gw_start(const struct txn_env *env, gw_on_queue_fn on_queue, void *ctx, gateway **out);
+
+/** The port bound (when listen_port was 0 in tests). */
+unsigned gw_port(gateway *gw);
+
+/** New feed entries are committed: wake waiting long polls.  Safe from any thread; NULL is a no-op. */
+void gw_notify(gateway *gw);
+
+/** Feed connections waiting right now (for status and benches). */
+unsigned gw_waiting(gateway *gw);
+
+/** Answer every waiting poll, stop, and free.  NULL is a no-op. */
+void gw_stop(gateway *gw);
+
+#endif

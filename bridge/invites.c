@@ -1,0 +1,184 @@
+/*
+ * invites.c - invitation tokens, stored hashed.
+ */
+#include "invites.h"
+
+#include <string.h>
+
+#include "config.h"
+#include "jsonx.h"
+#include "util.h"
+
+#define DOMAIN      "invite"
+#define MAX_LIFE_MS (366ull * 24 * 3600 * 1000)
+#define PRUNE_GRACE (24ull * 3600 * 1000)
+
+int inv_create(store_txn *t, audit *au, const struct config_service *svc, unsigned uses, uint64_t expires_ms,
+               const char *actor, char *token)
+{
+	uint64_t now = th_now_ms();
+	if (!svc || uses < 1 || uses > 10000 || expires_ms <= now || !actor || !*actor)
+		return TH_EINVAL;
+	char tok[SEC_TOKEN_LEN + 1];
+	int rc = sec_token_new(tok);
+	if (rc)
+		return rc;
+	unsigned char key[SEC_HASH_LEN];
+	sec_hash(DOMAIN, tok, key);
+	json_t *rec = json_pack("{s:s, s:i, s:i, s:I, s:I}", "service", svc->name, "uses", (int)uses, "used",
+	                        0, "expires_ms", (json_int_t)expires_ms, "created_ms", (json_int_t)now);
+	char *val = json_dumps(rec, JSON_COMPACT);
+	json_decref(rec);
+	rc = store_put(t, STORE_INVITES, key, sizeof(key), val, strlen(val), STORE_NOOVERWRITE);
+	free(val);
+	if (rc)
+		goto out;
+	json_t *details = json_pack("{s:s, s:i, s:I}", "service", svc->name, "uses", (int)uses, "expires_ms",
+	                            (json_int_t)expires_ms);
+	struct audit_rec ar = {.kind = AUDIT_INVITE_CREATED, .actor = actor, .details = details};
+	rc = audit_append(au, t, &ar, NULL);
+	json_decref(details);
+	if (rc == TH_OK)
+		memcpy(token, tok, sizeof(tok));
+out:
+	explicit_bzero(tok, sizeof(tok));
+	return rc;
+}
+
+/* Read and judge the record under @p key; @p rec_out gets it (new reference). */
+static int lookup(store_txn *t, const unsigned char *key, uint64_t now, struct inv_info *out,
+                  json_t **rec_out)
+{
+	const void *v;
+	size_t vlen;
+	int rc = store_get(t, STORE_INVITES, key, SEC_HASH_LEN, &v, &vlen);
+	if (rc)
+		return rc == TH_ENOTFOUND ? TH_ENOTFOUND : rc;
+	json_t *rec = json_loadb(v, vlen, 0, NULL);
+	const char *svc = jsonx_str(rec, "service");
+	json_int_t uses = json_integer_value(json_object_get(rec, "uses"));
+	json_int_t used = json_integer_value(json_object_get(rec, "used"));
+	json_int_t exp = json_integer_value(json_object_get(rec, "expires_ms"));
+	if (!svc || strlen(svc) > INV_MAX_SERVICE || uses < 1) {
+		json_decref(rec);
+		return TH_ESTORE;
+	}
+	if (used >= uses || (uint64_t)exp <= now) {
+		json_decref(rec);
+		return TH_ENOTFOUND;
+	}
+	memset(out, 0, sizeof(*out));
+	memcpy(out->service, svc, strlen(svc) + 1); /* length checked above */
+	out->uses = (unsigned)uses;
+	out->used = (unsigned)used;
+	out->expires_ms = (uint64_t)exp;
+	if (rec_out)
+		*rec_out = rec;
+	else
+		json_decref(rec);
+	return TH_OK;
+}
+
+int inv_check(store_txn *t, const char *token, uint64_t now_ms, struct inv_info *out)
+{
+	if (!sec_token_ok(token))
+		return TH_ENOTFOUND;
+	unsigned char key[SEC_HASH_LEN];
+	sec_hash(DOMAIN, token, key);
+	return lookup(t, key, now_ms, out, NULL);
+}
+
+int inv_consume(store_txn *t, const char *token, uint64_t now_ms, struct inv_info *out)
+{
+	if (!sec_token_ok(token))
+		return TH_ENOTFOUND;
+	unsigned char key[SEC_HASH_LEN];
+	sec_hash(DOMAIN, token, key);
+	json_t *rec = NULL;
+	int rc = lookup(t, key, now_ms, out, &rec);
+	if (rc)
+		return rc;
+	out->used++;
+	json_object_set_new(rec, "used", json_integer(out->used));
+	char *val = json_dumps(rec, JSON_COMPACT);
+	json_decref(rec);
+	rc = store_put(t, STORE_INVITES, key, SEC_HASH_LEN, val, strlen(val), 0);
+	free(val);
+	return rc;
+}
+
+char *inv_link(const struct config *cfg, const char *token)
+{
+	return xasprintf("%s/#invite=%s", cfg->gw_public_url, token);
+}
+
+int inv_parse_duration(const char *s, uint64_t *out)
+{
+	if (!s || !*s)
+		return TH_EINVAL;
+	size_t n = strlen(s);
+	uint64_t unit = 3600ull * 1000;
+	char num[24];
+	if (n >= sizeof(num))
+		return TH_EINVAL;
+	memcpy(num, s, n + 1);
+	switch (num[n - 1]) {
+	case 's':
+		unit = 1000;
+		num[n - 1] = '\0';
+		break;
+	case 'm':
+		unit = 60ull * 1000;
+		num[n - 1] = '\0';
+		break;
+	case 'h':
+		num[n - 1] = '\0';
+		break;
+	case 'd':
+		unit = 24ull * 3600 * 1000;
+		num[n - 1] = '\0';
+		break;
+	default:
+		break;
+	}
+	uint64_t v;
+	if (th_parse_u64(num, MAX_LIFE_MS, &v) != TH_OK || v == 0 || v > MAX_LIFE_MS / unit)
+		return TH_EINVAL;
+	*out = v * unit;
+	return TH_OK;
+}
+
+struct prune_ctx {
+	uint64_t now;
+	unsigned char (*dead)[SEC_HASH_LEN];
+	size_t n;
+};
+
+static int prune_one(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct prune_ctx *pc = ctx;
+	if (klen != SEC_HASH_LEN)
+		return 0;
+	json_t *rec = json_loadb(val, vlen, 0, NULL);
+	json_int_t uses = json_integer_value(json_object_get(rec, "uses"));
+	json_int_t used = json_integer_value(json_object_get(rec, "used"));
+	uint64_t exp = (uint64_t)json_integer_value(json_object_get(rec, "expires_ms"));
+	json_decref(rec);
+	if (used >= uses || exp + PRUNE_GRACE <= pc->now) {
+		pc->dead = xrealloc(pc->dead, (pc->n + 1) * sizeof(*pc->dead));
+		memcpy(pc->dead[pc->n++], key, SEC_HASH_LEN);
+	}
+	return 0;
+}
+
+int inv_prune(store_txn *t, uint64_t now_ms, size_t *removed)
+{
+	struct prune_ctx pc = {.now = now_ms};
+	int rc = store_walk(t, STORE_INVITES, NULL, 0, prune_one, &pc);
+	for (size_t i = 0; rc == TH_OK && i < pc.n; i++)
+		rc = store_del(t, STORE_INVITES, pc.dead[i], SEC_HASH_LEN);
+	free(pc.dead);
+	if (rc == TH_OK)
+		*removed = pc.n;
+	return rc;
+}

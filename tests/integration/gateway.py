@@ -1,0 +1,80 @@
+"""A small client of the guest gateway (docs/gateway-api.md), as the guest
+page uses it, for the integration tests."""
+
+import json
+import re
+import secrets
+import time
+
+import requests
+
+API = "/_threshold/gateway/v1"
+
+
+class Guest:
+    """One person's browser: a session token and the feed position."""
+
+    def __init__(self, base):
+        self.base = base
+        self.session = None
+        self.since = 0
+        self.seen = []
+        self.pseudonym = None
+        self.resume_code = None
+
+    def post(self, path, body, auth=True, **kw):
+        headers = {"Authorization": "Bearer " + self.session} if auth and self.session else {}
+        return requests.post(self.base + API + path, json=body, headers=headers, timeout=30, **kw)
+
+    def get(self, path, auth=True, **kw):
+        headers = {"Authorization": "Bearer " + self.session} if auth and self.session else {}
+        return requests.get(self.base + API + path, headers=headers, timeout=90, **kw)
+
+    def redeem(self, invite=None, service=None, version="1", language="en"):
+        entry = {"invite": invite} if invite else {"service": service}
+        r = self.post("/invitation", entry, auth=False)
+        assert r.status_code == 200, r.text
+        notice = r.json()["notice"]
+        body = dict(entry, consent={"version": notice["version"], "language": language, "agreed": True})
+        r = self.post("/redeem", body, auth=False)
+        assert r.status_code == 200, r.text
+        j = r.json()
+        self.session, self.pseudonym = j["session"], j["pseudonym"]
+        self.resume_code = j.get("resume_code")
+        return j
+
+    def send(self, text, local_id=None, timeout=30):
+        """Send, retrying while the room is being set up; the local id."""
+        local_id = local_id or secrets.token_hex(8)
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.post("/send", {"local_id": local_id, "body": text})
+            if r.status_code != 409 or time.monotonic() > deadline:
+                break
+            time.sleep(r.json().get("retry_after_ms", 500) / 1000)
+        assert r.status_code == 202, r.text
+        return local_id
+
+    def poll(self, timeout_ms=5000):
+        r = self.get("/feed", params={"since": self.since, "timeout_ms": timeout_ms})
+        assert r.status_code == 200, r.text
+        j = r.json()
+        self.seen.extend(j["events"])
+        self.since = j["next"]
+        return j
+
+    def wait_for(self, pred, timeout=30, what="a feed entry"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for e in self.seen:
+                if pred(e):
+                    return e
+            self.poll(timeout_ms=2000)
+        raise AssertionError("%s never reached the guest's feed; saw %s"
+                             % (what, json.dumps(self.seen, indent=1)))
+
+
+def invite_link_token(link):
+    m = re.search(r"#invite=([A-Za-z0-9_-]{32})$", link)
+    assert m, link
+    return m.group(1)

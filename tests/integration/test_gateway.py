@@ -1,0 +1,306 @@
+"""The guest gateway end to end: a service, an invitation, a guest in a
+browser-like client, staff in Matrix (matrix-nio), a real Synapse.
+docs/services.md and docs/gateway-api.md describe what is checked here."""
+
+import json
+import time
+
+import pytest
+import requests
+
+from conftest import SERVER_NAME
+from gateway import API, Guest, invite_link_token
+from helpers import audit_records, bearer, q, staff_room_with_bot, staff_says, bot_reply
+from mx import Client, poll, run
+
+NOTICE_EN = "Helpline run by the test charity. Messages are kept 30 days. Only staff read them."
+
+
+@pytest.fixture(scope="module")
+def service(env):
+    """A service "helpline" whose staff room holds staff and the bot; the
+    daemon restarted with it configured.  Put back as it was afterwards."""
+    if not env.threshold.running():
+        env.threshold.stop()
+        env.threshold.start()
+    staff_room = staff_room_with_bot(env, "Helpline staff")
+    env.services = {"helpline": {
+        "display_name": "Test Helpline",
+        "staff_room": staff_room,
+        "greeting": "Hello, you are through to the test helpline.",
+        "notice_version": "3",
+        "notice": {"en": NOTICE_EN, "es": "Línea de ayuda de prueba."},
+        "public_entry": True,
+        "public_per_hour": 1000,
+    }}
+    env.write_config()
+    env.threshold.stop()
+    env.threshold.start()
+    wait_gateway(env)
+    yield {"staff_room": staff_room}
+    env.services = None
+    env.write_config()
+    env.threshold.stop()
+    env.threshold.start()
+
+
+def wait_gateway(env, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(env.gw_url + API + "/page", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("the gateway did not start")
+
+
+def new_invite(threshold, *extra):
+    r = threshold.run("invite", "create", "--service", "helpline", "--json", *extra)
+    return json.loads(r.stdout)
+
+
+def staff_join_portal(env, staff_room, pseudonym, timeout=30):
+    """Read the bot's 'is waiting' notice in the staff room and join the portal from it."""
+    async def find():
+        async with Client.for_user(env, "staff") as s:
+            async def notice():
+                for ev in reversed(await s.history(staff_room)):
+                    body = ev.get("content", {}).get("body", "")
+                    if ev.get("sender") == env.bot and body.startswith(pseudonym + " is waiting"):
+                        return body
+                return None
+            return await poll(notice, timeout=timeout, what="the staff room notice")
+    body = run(find())
+    assert "Test Helpline" in body, body
+    room = body.rsplit("/#/", 1)[1].strip()
+    r = requests.post("%s/_matrix/client/v3/join/%s" % (env.hs_url, q(room)),
+                      headers=bearer(env.token("staff")), json={}, timeout=30)
+    assert r.status_code == 200, r.text
+    return room
+
+
+def history(env, room, who="staff"):
+    async def read():
+        async with Client.for_user(env, who) as c:
+            return await c.history(room)
+    return run(read())
+
+
+def no_user_ids(entries):
+    text = json.dumps(entries)
+    assert ":" + SERVER_NAME not in text, text
+
+
+def test_page_config_and_notice(env, threshold, service):
+    r = requests.get(env.gw_url + API + "/page", timeout=10)
+    assert r.status_code == 200
+    page = r.json()
+    assert page["title"] and page["exit_url"].startswith("http")
+    assert {"code": "ar", "name": "العربية", "dir": "rtl"} in page["languages"]
+    assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+    assert r.headers["Cache-Control"] == "no-store"
+    r = requests.post(env.gw_url + API + "/invitation", json={"service": "helpline"}, timeout=10)
+    assert r.status_code == 200, r.text
+    j = r.json()
+    assert j["service"]["display_name"] == "Test Helpline"
+    assert j["notice"] == {"version": "3", "languages": {"en": NOTICE_EN, "es": "Línea de ayuda de prueba."}}
+
+
+def test_conversation_end_to_end(env, threshold, service):
+    """A guest redeems an invitation and writes; staff see it from the
+    pseudonym and reply; the guest's feed has the reply once, in order."""
+    inv = new_invite(threshold)
+    assert inv["uses"] == 1 and inv["link"].startswith(env.gw_url + "/#invite=")
+    guest = Guest(env.gw_url)
+    started = guest.redeem(invite=invite_link_token(inv["link"]))
+    assert started["resume_code"]
+    greeting = guest.wait_for(lambda e: e["kind"] == "notice", what="the greeting")
+    assert greeting["body"].startswith("Hello, you are through")
+    consent = audit_records(threshold, "consent_recorded")
+    assert any(r["details"]["notice_version"] == "3" and r["details"]["entry"] == "invitation"
+               for r in consent), consent
+
+    portal = staff_join_portal(env, service["staff_room"], guest.pseudonym)
+    local_id = guest.send("Hello, I need some help")
+    mine = guest.wait_for(lambda e: e.get("local_id") == local_id, what="the guest's own message")
+    assert mine["from"] == {"role": "self", "name": guest.pseudonym}
+
+    # Staff see it, sent by the guest under the pseudonym.
+    async def staff_side():
+        async with Client.for_user(env, "staff") as s:
+            async def msg():
+                for ev in await s.history(portal):
+                    if ev.get("content", {}).get("body") == "Hello, I need some help":
+                        return ev
+            ev = await poll(msg, timeout=30, what="the guest's message in the portal room")
+            prof = await s.profile(ev["sender"])
+            await s.send_text(portal, "Hi, I'm here. How can I help?")
+            return ev, prof
+    ev, prof = run(staff_side())
+    assert ev["sender"].startswith("@guest_")
+    assert prof.displayname == guest.pseudonym
+
+    reply = guest.wait_for(lambda e: e.get("body") == "Hi, I'm here. How can I help?", what="the reply")
+    assert reply["from"]["role"] == "staff"
+    # once, in order, with nothing but ids that grow
+    guest.poll(timeout_ms=500)
+    ids = [e["id"] for e in guest.seen]
+    assert ids == sorted(set(ids)), ids
+    assert [e["body"] for e in guest.seen].count("Hi, I'm here. How can I help?") == 1
+    no_user_ids(guest.seen)
+
+    # A reconnect from an older position replays exactly what followed it.
+    again = Guest(env.gw_url)
+    again.session = guest.session
+    again.since = greeting["id"]
+    j = again.poll(timeout_ms=0)
+    assert [e["id"] for e in j["events"]] == [i for i in ids if i > greeting["id"]]
+
+    # Resuming on another device with the code reads the same conversation.
+    r = requests.post(env.gw_url + API + "/resume", json={"resume_code": started["resume_code"].lower()},
+                      timeout=10)
+    assert r.status_code == 200, r.text
+    other = Guest(env.gw_url)
+    other.session = r.json()["session"]
+    assert other.get("/session").json()["pseudonym"] == guest.pseudonym
+
+
+def test_bad_invitations_are_one_answer(env, threshold, service):
+    used = new_invite(threshold)
+    Guest(env.gw_url).redeem(invite=invite_link_token(used["link"]))
+    expired = new_invite(threshold, "--expires", "1s")
+    time.sleep(1.5)
+    answers = []
+    for token in (invite_link_token(used["link"]), invite_link_token(expired["link"]),
+                  "A" * 32, "not-a-token"):
+        for path in ("/invitation", "/redeem"):
+            body = {"invite": token, "consent": {"version": "3", "language": "en", "agreed": True}}
+            r = requests.post(env.gw_url + API + path, json=body, timeout=10)
+            answers.append((r.status_code, r.json()))
+    assert len({json.dumps(a, sort_keys=True) for a in answers}) == 1, answers
+    assert answers[0][0] == 404 and answers[0][1]["errcode"] == "TH_INVITE_INVALID"
+
+
+def test_consent_is_required(env, threshold, service):
+    inv = new_invite(threshold)
+    token = invite_link_token(inv["link"])
+    for consent in ({"version": "3", "language": "en", "agreed": False},
+                    {"version": "2", "language": "en", "agreed": True},
+                    {"version": "3", "language": "<b>", "agreed": True}):
+        r = requests.post(env.gw_url + API + "/redeem", json={"invite": token, "consent": consent}, timeout=10)
+        assert r.status_code == 400, r.text
+        assert r.json()["errcode"] == "TH_BAD_REQUEST"
+    # none of those used the invitation up
+    assert requests.post(env.gw_url + API + "/invitation", json={"invite": token}, timeout=10).status_code == 200
+
+
+def test_guests_are_kept_apart(env, threshold, service):
+    """Two guests: neither's feed holds the other's conversation; a guest
+    cannot name another room; a wrong or missing token reads nothing."""
+    a, b = Guest(env.gw_url), Guest(env.gw_url)
+    a.redeem(service="helpline")
+    b.redeem(service="helpline")
+    portal_b = staff_join_portal(env, service["staff_room"], b.pseudonym)
+    staff_join_portal(env, service["staff_room"], a.pseudonym)
+    # a names b's room: the field is not part of the API and changes nothing
+    r = a.post("/send", {"local_id": "x1", "body": "for a's room only", "room_id": portal_b})
+    deadline = time.monotonic() + 30
+    while r.status_code == 409 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        r = a.post("/send", {"local_id": "x1", "body": "for a's room only", "room_id": portal_b})
+    assert r.status_code == 202, r.text
+    a.wait_for(lambda e: e.get("local_id") == "x1")
+    staff_says(env, portal_b, "only for b")
+    b.wait_for(lambda e: e.get("body") == "only for b")
+    a.poll(timeout_ms=1000)
+    assert not any(e.get("body") == "only for b" for e in a.seen)
+    assert not any(e.get("body") == "for a's room only" for e in b.seen)
+    assert not any(ev.get("content", {}).get("body") == "for a's room only" for ev in history(env, portal_b))
+    for headers in ({}, {"Authorization": "Bearer " + "A" * 32}, {"Authorization": "Bearer " + b.session[::-1]}):
+        r = requests.get(env.gw_url + API + "/feed", params={"timeout_ms": 0}, headers=headers, timeout=10)
+        assert r.status_code == 401 and r.json()["errcode"] == "TH_SESSION_INVALID", r.text
+
+
+def test_staff_commands_in_the_portal(env, threshold, service):
+    g = Guest(env.gw_url)
+    g.redeem(service="helpline")
+    portal = staff_join_portal(env, service["staff_room"], g.pseudonym)
+    g.send("hello")
+    note = staff_says(env, portal, "!threshold note she mentioned her brother")
+    assert "never sees it" in bot_reply(env, "staff", portal, note)["content"]["body"]
+    ensure_colleague = env.users.get("colleague") or env.add_user("colleague")
+    # a stranger cannot be handed the conversation
+    ho = staff_says(env, portal, "!threshold handover @colleague:" + SERVER_NAME)
+    assert "not staff" in bot_reply(env, "staff", portal, ho)["content"]["body"]
+    close = staff_says(env, portal, "!threshold close")
+    assert "closed" in bot_reply(env, "staff", portal, close)["content"]["body"]
+    closed = g.wait_for(lambda e: e["kind"] == "closed", what="the closed notice")
+    assert "closed" in closed["body"]
+    assert not any("brother" in (e.get("body") or "") for e in g.seen), g.seen
+    assert not any((e.get("body") or "").startswith("!threshold") for e in g.seen), g.seen
+    r = g.post("/send", {"local_id": "late", "body": "are you there?"})
+    assert r.status_code == 410 and r.json()["errcode"] == "TH_CLOSED"
+    assert g.get("/session").json()["state"] == "closed"
+    recs = audit_records(threshold, "conversation_closed")
+    assert any(rec.get("actor") == "@staff:" + SERVER_NAME for rec in recs), recs
+    assert ensure_colleague
+
+
+def test_staff_invite_command(env, threshold, service):
+    cmd = staff_says(env, service["staff_room"], "!threshold invite --uses 2 --expires 2h")
+    body = bot_reply(env, "staff", service["staff_room"], cmd)["content"]["body"]
+    assert "for 2 uses" in body and "2 hours" in body, body
+    token = invite_link_token(body.strip().splitlines()[-1])
+    Guest(env.gw_url).redeem(invite=token)
+    Guest(env.gw_url).redeem(invite=token)
+    r = requests.post(env.gw_url + API + "/invitation", json={"invite": token}, timeout=10)
+    assert r.status_code == 404
+
+
+def test_erase_me(env, threshold, service):
+    g = Guest(env.gw_url)
+    g.redeem(service="helpline")
+    portal = staff_join_portal(env, service["staff_room"], g.pseudonym)
+    lid = g.send("my address is 1 Example Street")
+    g.wait_for(lambda e: e.get("local_id") == lid)
+    guest_id = next(ev["sender"] for ev in history(env, portal)
+                    if ev.get("content", {}).get("body") == "my address is 1 Example Street")
+    r = g.post("/erase", {"confirm": False})
+    assert r.status_code == 400
+    r = g.post("/erase", {"confirm": True})
+    assert r.status_code == 200 and r.json() == {"erased": True}
+
+    def erased():
+        evs = history(env, portal)
+        gone = not any("Example Street" in json.dumps(ev.get("content", {})) for ev in evs)
+        notice = any("asked for their data to be deleted" in ev.get("content", {}).get("body", "")
+                     for ev in evs)
+        left = any(ev.get("type") == "m.room.member" and ev.get("state_key") == guest_id
+                   and ev["content"].get("membership") == "leave" for ev in evs)
+        return gone and notice and left
+    deadline = time.monotonic() + 30
+    while not erased():
+        assert time.monotonic() < deadline, json.dumps(history(env, portal), indent=1)[-3000:]
+        time.sleep(0.5)
+    assert g.get("/feed", params={"timeout_ms": 0}).status_code == 401
+    assert audit_records(threshold, "data_erased", subject=guest_id)
+    shown = json.loads(threshold.run("guest", "show", guest_id, "--json").stdout)
+    assert shown["state"] == "erased" and shown["pseudonym"] == "", shown
+
+
+def test_bad_requests(env, threshold, service):
+    g = Guest(env.gw_url)
+    g.redeem(service="helpline")
+    for body, code in ((b"{not json", 400), (b"[]", 400), (b"x" * 70000, 413)):
+        r = requests.post(env.gw_url + API + "/send", data=body, timeout=10,
+                          headers={"Authorization": "Bearer " + g.session, "Content-Type": "application/json"})
+        assert r.status_code == code, (body[:20], r.status_code, r.text)
+    r = g.post("/send", {"local_id": "bad id!", "body": "x"})
+    assert r.status_code == 400 and "local_id" in r.json()["error"]
+    r = g.post("/send", {"local_id": "long", "body": "x" * 5000})
+    assert r.status_code == 413
+    assert requests.get(env.gw_url + API + "/nope", timeout=10).status_code == 404
+    assert requests.get(env.gw_url + API + "/send", timeout=10).status_code == 405
+    assert requests.get(env.gw_url + "/../../etc/passwd", timeout=10).status_code in (400, 404)
