@@ -39,20 +39,21 @@ function watch(p) {
   p.on('pageerror', (e) => note('pageerror', e.message));
   p.on('console', (m) => { if (m.type() === 'error') note('console', m.text()); });
   p.on('request', (r) => {
+    // Top-level navigations are the test's own (or Quick exit's): not the page fetching.
+    if (r.isNavigationRequest() && r.frame() === p.mainFrame()) return;
     const u = new URL(r.url());
     if (!['http:', 'https:'].includes(u.protocol)) return;
-    if (origin && u.origin !== origin && !(globalThis.allowedOrigins || []).includes(u.origin)) {
+    if (origin && u.origin !== origin) {
       note('third-party', r.url());
     }
   });
 }
 
 const ops = {
-  async launch({ width = 360, height = 640, locale = 'en-GB', allowed = [] }) {
+  async launch({ width = 360, height = 640, locale = 'en-GB' }) {
     browser = await chromium.launch({
       executablePath: process.env.CHROMIUM || '/usr/bin/chromium', headless: true, args: FLAGS,
     });
-    globalThis.allowedOrigins = allowed;
     context = await browser.newContext({ viewport: { width, height }, locale, reducedMotion: 'reduce' });
     page = await context.newPage();
     watch(page);
