@@ -7,8 +7,11 @@ screenshot for docs/guest-experience.md (see conftest.py: `shots`).
 """
 
 import json
+import os
+import subprocess
+import sys
 
-import pytest
+from conftest import SOURCE_DIR
 
 SECRET_HTML = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
 
@@ -245,3 +248,25 @@ def test_other_screens(gw, browser, shots):
     # Declining used nothing up: the same link still opens the notice.
     assert gw.invitation_ok(link.split("#invite=", 1)[1])
     no_problems(b)
+
+
+def test_first_load_weight(gw, browser):
+    """Everything a first visit transfers, up to the notice in Arabic (page,
+    script, styles, icon, two string files, the API answers): within 30 KB."""
+    b = browser()
+    open_link(b, gw.invite_link())
+    choose_language(b, "ar")
+    b.wait("#s-notice h1")
+    b.eval("new Promise(r => setTimeout(r, 300))")  # let the icon finish
+    entries = b.eval("performance.getEntriesByType('navigation')"
+                     ".concat(performance.getEntriesByType('resource'))"
+                     ".map(e => [e.name, e.transferSize, e.encodedBodySize])")
+    total = sum(e[1] for e in entries)
+    print("first load: %d bytes transferred in %d responses" % (total, len(entries)))
+    assert all(e[1] > 0 for e in entries), entries  # nothing came from a cache
+    assert 0 < total <= 30 * 1024, entries
+    # The bench's --url mode measures the same gateway and agrees on the budget.
+    r = subprocess.run([sys.executable, os.path.join(SOURCE_DIR, "bench", "page_weight.py"),
+                        "--url", gw.url, "--check"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    print(r.stdout)
