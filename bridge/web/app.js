@@ -285,20 +285,27 @@
     });
   }
 
+  /* The feed: long polls, one after another. The first poll, and the first
+     after a failure, asks for no wait, so "Connected" shows as soon as it is
+     true; failures back off (1 s doubling to 30 s, with jitter) and the
+     browser's "online" event cuts a backoff short. */
   function feedLoop() {
     stopFeed();
     var gen = feedGen;
+    var quick = true;
     failures = 0;
     function once() {
       if (gen !== feedGen || closed) return;
       var ctl = new AbortController();
       feedCtl = ctl;
       var timer = setTimeout(function () { ctl.abort(); }, 40000);
-      api('GET', 'feed?since=' + since + '&timeout_ms=25000', undefined, { auth: true, signal: ctl.signal })
+      api('GET', 'feed?since=' + since + '&timeout_ms=' + (quick ? 0 : 25000), undefined,
+        { auth: true, signal: ctl.signal })
         .then(function (r) {
           clearTimeout(timer);
           if (gen !== feedGen) return;
           failures = 0;
+          quick = false;
           render(r.events || []);
           quiet = false;
           if (typeof r.next === 'number' && r.next > since) since = r.next;
@@ -311,6 +318,7 @@
           if (e.status === 401) return sessionEnded();
           if (e.status === 410) return chatClosed();
           failures++;
+          quick = true;
           var wait = e.retry || Math.min(30000, 1000 * Math.pow(2, failures - 1)) * (0.75 + Math.random() / 2);
           if (navigator.onLine === false) setStatus('offline');
           else setStatus('reconnecting', { s: Math.ceil(wait / 1000) });
@@ -438,7 +446,9 @@
     tries = tries || 0;
     setMsgState(li, 'sending');
     api('POST', 'send', { local_id: li.localId, body: li.body }, { auth: true }).then(function () {
-      /* stored and queued: "sent" once the feed shows it */
+      /* Stored and queued: "sent" once the feed shows it. The network works
+         again, so a feed waiting out its backoff can try now. */
+      if (wake) wake();
     }, function (e) {
       if (li.state === 'sent') return;
       if ((e.status === 409 || e.status === 429 || e.status === 503) && tries < 30) {
@@ -547,6 +557,10 @@
     $('c-erase-yes').onclick = function () { confirmed('c-confirm-erase', 'erase', { confirm: true }, 'erased'); };
     each('.c-cancel', function (b) { b.onclick = function () { hideConfirm(); $('c-leave').focus(); }; });
     window.addEventListener('online', function () { if (wake) wake(); });
+    /* A poll in flight when the network goes will not come back: drop it now. */
+    window.addEventListener('offline', function () {
+      if (feedCtl && !closed && !$('s-chat').hidden) feedCtl.abort();
+    });
     /* A new link opened in this tab changes only the fragment: start again from it. */
     window.addEventListener('hashchange', function () { if (location.hash) location.reload(); });
   }

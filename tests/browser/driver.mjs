@@ -59,6 +59,7 @@ const ops = {
     watch(page);
     return true;
   },
+  async offline({ on = true }) { await context.setOffline(on); return true; },
   async viewport({ width, height }) { await page.setViewportSize({ width, height }); return true; },
   async goto({ url }) {
     const u = new URL(url);

@@ -20,7 +20,7 @@ def js(value):
     return json.dumps(value)
 
 
-def no_problems(b):
+def no_problems(b, allow=()):
     """No page error, console error (a CSP refusal is one) or foreign request.
 
     Chromium logs every HTTP error answer as a console error; the API's 4xx
@@ -28,7 +28,8 @@ def no_problems(b):
     alone are let through."""
     problems = [p for p in b.call("problems")
                 if not (p["kind"] == "console" and p["text"].startswith(
-                    "Failed to load resource: the server responded with a status of 4"))]
+                    "Failed to load resource: the server responded with a status of 4"))
+                and not any(a in p["text"] for a in allow)]
     assert problems == [], problems
 
 
@@ -186,6 +187,31 @@ def test_delete_my_data(gw, browser, shots):
     assert b.eval("sessionStorage.length + localStorage.length") == 0
     gw.staff_sees_erased(room, event)
     no_problems(b)
+
+
+def test_offline_then_retry(gw, browser, shots):
+    """Offline: the status says so in words, a message shows "Not sent" with
+    Try again; back online, the feed reconnects and the retry is delivered once."""
+    b = browser()
+    pseudonym = to_chat(b, gw, "en", prefix=None)
+    send(b, "first")
+    b.call("offline", on=True)
+    b.wait_js("/offline/.test(document.getElementById('c-status').textContent)")
+    b.fill("#c-text", "while offline")
+    b.click("#c-form button[type=submit]")
+    b.wait(".msg.self .state.failed .retry")
+    assert "Not sent" in b.text(".msg.self .state.failed")
+    if shots is not None:
+        shots(b, "offline")
+    b.call("offline", on=False)
+    b.wait_js("/Connected/.test(document.getElementById('c-status').textContent)", timeout=60000)
+    b.click(".msg.self .state.failed .retry")
+    b.wait_js("[...document.querySelectorAll('.msg.self')].every(m => m.querySelector('.state.sent'))",
+              timeout=60000)
+    room, _ = gw.staff_sees(pseudonym, "while offline")
+    bodies = [ev.get("content", {}).get("body") for ev in gw.history(room)]
+    assert bodies.count("while offline") == 1, bodies
+    no_problems(b, allow=("ERR_INTERNET_DISCONNECTED",))
 
 
 def test_keyboard_only(gw, browser, shots):
