@@ -147,7 +147,9 @@
       b.dir = l.dir === 'rtl' ? 'rtl' : 'ltr';
       b.onclick = function () {
         ss(K_LANG, l.code);
-        loadStrings(l.code).then(proceed, function () { showError(); });
+        /* A language listed in the config without its strings file: English. */
+        loadStrings(l.code).catch(function () { return loadStrings('en'); })
+          .then(proceed, function () { showError(); });
       };
       li.appendChild(b);
       list.appendChild(li);
