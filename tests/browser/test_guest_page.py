@@ -250,7 +250,7 @@ def test_keyboard_only(gw, browser, shots):
 
 
 def test_other_screens(gw, browser, shots):
-    """A used-up or unknown link, continuing with a wrong code, and declining the notice."""
+    """A used-up or unknown link, a wrong code, declining the notice, a public entry link."""
     b = browser()
     open_link(b, gw.url + "#invite=not-a-real-invitation")
     choose_language(b, "en")
@@ -273,6 +273,11 @@ def test_other_screens(gw, browser, shots):
     assert b.eval("sessionStorage.getItem('g.e')") is None
     # Declining used nothing up: the same link still opens the notice.
     assert gw.invitation_ok(link.split("#invite=", 1)[1])
+
+    # A service's public entry link opens the same notice.
+    open_link(b, gw.url + "#service=helpline")
+    b.wait("#s-notice h1")
+    assert b.text("#n-service") == "Test Helpline"
     no_problems(b)
 
 
