@@ -26,6 +26,7 @@ enum opt_type {
 	OPT_BOOL,
 	OPT_ROOM,
 	OPT_USERS, /* a list of user ids */
+	OPT_ROOMS, /* a list of room ids */
 	OPT_WORDS, /* a list of short words (language codes) */
 	OPT_TEXT,  /* a string that may span lines (notices, greetings) */
 };
@@ -64,6 +65,7 @@ static const struct option options[] = {
         {"log", "level", OPT_LEVEL, OFF(log_level), 0, "info", 0, 0},
         {"roles", "staff", OPT_USERS, OFF(staff), 0, NULL, 0, 0},
         {"roles", "staff_all_local", OPT_BOOL, OFF(staff_all_local), 0, "false", 0, 0},
+        {"roles", "staff_rooms", OPT_ROOMS, OFF(staff_rooms), 0, NULL, 0, 0},
         {"guests", "pseudonym_per_room", OPT_BOOL, OFF(pseudonym_per_room), 0, "false", 0, 0},
         {"rooms", "federate", OPT_BOOL, OFF(rooms_federate), 0, "false", 0, 0},
         {"rooms", "staff_power", OPT_UINT, OFF(staff_power), 0, "50", 1, 99},
@@ -181,6 +183,12 @@ static int user_id_ok(const char *s)
 	return s[0] == '@' && colon && colon > s + 1 && colon[1] && strlen(s) <= 255;
 }
 
+/* "!opaque:server" (spec: room identifiers), as OPT_ROOM takes it. */
+static int room_id_ok(const char *s)
+{
+	return s[0] == '!' && strchr(s, ':') != NULL;
+}
+
 static int localpart_ok(const char *s)
 {
 	if (!*s)
@@ -216,7 +224,7 @@ static int set_option(struct loader *ld, void *base, const char *section, const 
 			            o->key, text);
 		goto string;
 	case OPT_ROOM:
-		if (text[0] != '!' || !strchr(text, ':'))
+		if (!room_id_ok(text))
 			return fail(ld, line,
 			            "%s.%s: \"%s\" is not a room id (\"!opaque:server\"); find it in "
 			            "Element under Room settings, Advanced",
@@ -232,6 +240,7 @@ static int set_option(struct loader *ld, void *base, const char *section, const 
 		return TH_OK;
 	case OPT_USERS:
 	case OPT_WORDS:
+	case OPT_ROOMS:
 		return TH_EINVAL; /* lists are read by set_list() */
 	case OPT_TEXT:
 	case OPT_STRING:
@@ -264,37 +273,42 @@ static int word_ok(const char *s)
 	return n >= 2 && n <= 8 && strspn(s, "abcdefghijklmnopqrstuvwxyz-") == n;
 }
 
-/* Read a YAML list of user ids or words (or an empty value) into a config_users. */
+/* Read a YAML list of user ids (OPT_USERS), room ids (OPT_ROOMS) or language
+ * codes (OPT_WORDS), or an empty value, into a config_ids. */
 static int set_list(struct loader *ld, void *base, const char *section, const struct option *o,
                     yaml_document_t *doc, yaml_node_t *v, size_t line)
 {
-	struct config_users *list = (struct config_users *)((char *)base + o->offset);
-	int users = o->type == OPT_USERS;
+	struct config_ids *list = (struct config_ids *)((char *)base + o->offset);
+	const char *what = o->type == OPT_ROOMS   ? "room ids, like [\"!abc:example.org\"]"
+	                   : o->type == OPT_USERS ? "user ids, like [\"@alice:example.org\"]"
+	                                          : "language codes, like [en, ar]";
 	if (v->type == YAML_SCALAR_NODE && v->data.scalar.length == 0)
 		return TH_OK;
 	if (v->type != YAML_SEQUENCE_NODE)
-		return fail(ld, line, "%s.%s: expected a list of %s", section, o->key,
-		            users ? "user ids, like [\"@alice:example.org\"]"
-		                  : "language codes, like [en, ar]");
+		return fail(ld, line, "%s.%s: expected a list of %s", section, o->key, what);
 	for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
 		yaml_node_t *item = yaml_document_get_node(doc, *it);
 		size_t iline = item->start_mark.line + 1;
 		const char *text =
 		        item->type == YAML_SCALAR_NODE ? (const char *)item->data.scalar.value : "?";
-		if (item->type != YAML_SCALAR_NODE || (users ? !user_id_ok(text) : !word_ok(text)))
+		int ok = o->type == OPT_ROOMS   ? room_id_ok(text)
+		         : o->type == OPT_USERS ? user_id_ok(text)
+		                                : word_ok(text);
+		if (item->type != YAML_SCALAR_NODE || !ok)
 			return fail(ld, iline, "%s.%s: \"%s\" is not %s", section, o->key, text,
-			            users ? "a user id (\"@name:server\")"
-			                  : "a language code (like en or pt-br)");
+			            o->type == OPT_ROOMS   ? "a room id (\"!opaque:server\")"
+			            : o->type == OPT_USERS ? "a user id (\"@name:server\")"
+			                                   : "a language code (like en or pt-br)");
 		list->v = xrealloc(list->v, (list->n + 1) * sizeof(char *));
-		list->v[list->n++] = xstrdup((const char *)item->data.scalar.value);
+		list->v[list->n++] = xstrdup(text);
 	}
 	return TH_OK;
 }
 
-int config_users_has(const struct config_users *list, const char *user_id)
+int config_ids_has(const struct config_ids *list, const char *id)
 {
-	for (size_t i = 0; user_id && i < list->n; i++) {
-		if (strcmp(list->v[i], user_id) == 0)
+	for (size_t i = 0; id && i < list->n; i++) {
+		if (strcmp(list->v[i], id) == 0)
 			return 1;
 	}
 	return 0;
@@ -376,7 +390,8 @@ static int load_keys(struct loader *ld, yaml_document_t *doc, yaml_node_t *map, 
 		if (seen[idx])
 			return fail(ld, line, "%s.%s is given twice", label, key);
 		seen[idx] = 1;
-		if (table[idx].type == OPT_USERS || table[idx].type == OPT_WORDS) {
+		if (table[idx].type == OPT_USERS || table[idx].type == OPT_WORDS ||
+		    table[idx].type == OPT_ROOMS) {
 			if ((rc = set_list(ld, base, label, &table[idx], doc, v, line)))
 				return rc;
 			continue;
@@ -574,6 +589,15 @@ int config_load(const char *path, struct config *out, char *err, size_t errlen)
 		cfg.gw_public_url =
 		        xasprintf(strchr(cfg.gw_listen_address, ':') ? "http://[%s]:%u" : "http://%s:%u",
 		                  cfg.gw_listen_address, cfg.gw_listen_port);
+	/* A service's staff room is a staff room: its members are staff (they
+	 * answer the service, and its conversation rooms let them in). */
+	for (size_t i = 0; i < cfg.nservices; i++) {
+		if (!config_ids_has(&cfg.staff_rooms, cfg.services[i].staff_room)) {
+			cfg.staff_rooms.v =
+			        xrealloc(cfg.staff_rooms.v, (cfg.staff_rooms.n + 1) * sizeof(char *));
+			cfg.staff_rooms.v[cfg.staff_rooms.n++] = xstrdup(cfg.services[i].staff_room);
+		}
+	}
 	if (!cfg.gw_languages.n) {
 		static const char *const defaults[] = {"en", "es", "fr", "ar"};
 		cfg.gw_languages.v = xcalloc(4, sizeof(char *));
@@ -801,9 +825,10 @@ static void free_fields(const struct option *table, size_t n, void *base)
 			break;
 		case OPT_USERS:
 		case OPT_WORDS:
-			for (size_t j = 0; j < ((struct config_users *)f)->n; j++)
-				free(((struct config_users *)f)->v[j]);
-			free(((struct config_users *)f)->v);
+		case OPT_ROOMS:
+			for (size_t j = 0; j < ((struct config_ids *)f)->n; j++)
+				free(((struct config_ids *)f)->v[j]);
+			free(((struct config_ids *)f)->v);
 			break;
 		default:
 			free(*(char **)f);

@@ -13,8 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* A list of Matrix user ids (or of words, for gateway.languages) from the config. */
-struct config_users {
+/* A list from the config: user ids, room ids, or words (gateway.languages). */
+struct config_ids {
 	char **v;
 	size_t n;
 };
@@ -30,11 +30,11 @@ struct config_notice {
  * group.  Guests reach its staff through the gateway (docs/services.md).
  */
 struct config_service {
-	char *name;               /* the key under services:, a-z0-9._=-/ */
-	char *display_name;       /* what the guest sees, e.g. "Helpline" */
-	char *staff_room;         /* room id where its staff are told a guest is waiting */
-	char *greeting;           /* the first words the guest sees in the chat */
-	char *notice_version;     /* consent is recorded against this version */
+	char *name;                    /* the key under services:, a-z0-9._=-/ */
+	char *display_name;            /* what the guest sees, e.g. "Helpline" */
+	char *staff_room;              /* room id where its staff are told a guest is waiting */
+	char *greeting;                /* the first words the guest sees in the chat */
+	char *notice_version;          /* consent is recorded against this version */
 	struct config_notice *notices; /* one per language, in file order; [0] is the fallback */
 	size_t nnotices;
 	int public_entry;                  /* a public entry link (#service=<name>) is allowed */
@@ -42,7 +42,7 @@ struct config_service {
 	unsigned invite_uses;              /* default uses of a new personal invitation */
 	unsigned invite_expiry_hours;      /* default lifetime of a new personal invitation */
 	unsigned conversation_expiry_days; /* a conversation's session and feed end after this */
-	struct config_users inviters;      /* who may invite; empty: every staff member */
+	struct config_ids inviters;        /* who may invite; empty: every staff member */
 };
 
 struct config {
@@ -76,16 +76,17 @@ struct config {
 	char *log_level;
 
 	/* roles: who is staff; everyone else outside the namespace is a stranger */
-	struct config_users staff; /* explicit staff user ids */
-	int staff_all_local;       /* every user of server_name is staff */
+	struct config_ids staff;       /* explicit staff user ids */
+	int staff_all_local;           /* every user of server_name is staff */
+	struct config_ids staff_rooms; /* room ids: whoever is joined to one is staff */
 	/* guests */
 	int pseudonym_per_room; /* a different, unlinkable pseudonym in each room */
 	/* managed rooms */
 	int rooms_federate;   /* managed rooms may federate (m.federate) */
 	unsigned staff_power; /* staff's power level in managed rooms */
 	/* safeguarding */
-	char *safeguarding_room;   /* room id for alerts and leads' questions, or NULL */
-	struct config_users leads; /* safeguarding leads (staff too) */
+	char *safeguarding_room; /* room id for alerts and leads' questions, or NULL */
+	struct config_ids leads; /* safeguarding leads (staff too) */
 
 	/* audit */
 	char *audit_key_path; /* signing seed file (0600); default <store_path>/audit-signing.key */
@@ -95,12 +96,12 @@ struct config {
 	/* gateway: where guests' browsers reach Threshold (docs/gateway-api.md) */
 	char *gw_listen_address;
 	unsigned gw_listen_port;
-	char *gw_public_url;        /* how guests reach the gateway; invitation links start with it */
-	char *gw_page_title;        /* the neutral title of the guest page */
-	char *gw_exit_url;          /* where quick exit goes */
-	struct config_users gw_languages; /* page languages, e.g. en es fr ar */
-	unsigned gw_session_hours;  /* a session token's lifetime */
-	int gw_resume_codes;        /* give guests a code to continue on another device */
+	char *gw_public_url;            /* how guests reach the gateway; invitation links start with it */
+	char *gw_page_title;            /* the neutral title of the guest page */
+	char *gw_exit_url;              /* where quick exit goes */
+	struct config_ids gw_languages; /* page languages, e.g. en es fr ar */
+	unsigned gw_session_hours;      /* a session token's lifetime */
+	int gw_resume_codes;            /* give guests a code to continue on another device */
 	size_t gw_max_body_bytes;
 	unsigned gw_max_message_bytes;
 	unsigned gw_max_connections;
@@ -146,8 +147,8 @@ int config_write_registration(const struct config *cfg, const char *path, int fo
 /** The guest/bot user namespace regex written into the registration. */
 char *config_user_regex(const struct config *cfg);
 
-/** @return 1 if @p user_id is in @p list. */
-int config_users_has(const struct config_users *list, const char *user_id);
+/** @return 1 if @p id (a user id or a room id; NULL: no) is in @p list. */
+int config_ids_has(const struct config_ids *list, const char *id);
 
 /** The service called @p name, or NULL. */
 const struct config_service *config_service_find(const struct config *cfg, const char *name);

@@ -3,6 +3,7 @@
  */
 #include "daemon.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -13,16 +14,19 @@
 #include "as_server.h"
 #include "audit.h"
 #include "config.h"
+#include "conv.h"
 #include "gateway.h"
 #include "invites.h"
 #include "cs.h"
 #include "jsonx.h"
 #include "log.h"
 #include "outbox.h"
+#include "rooms.h"
 #include "store.h"
 #include "util.h"
 
 #define PRUNE_INTERVAL_MS (60u * 60u * 1000u)
+#define TRIM_INTERVAL_MS  (60u * 1000u)
 #define PING_RETRY_MIN_MS 2000u
 #define PING_RETRY_MAX_MS 300000u
 
@@ -63,6 +67,8 @@ static void raise_fd_limit(const struct config *cfg)
 }
 
 /* Queue the bot's registration and display name (idempotent on the server). */
+/* Queue the bot's registration and display name (idempotent on the server),
+ * and a fresh read of each staff room's members. */
 static int queue_bot_setup(const struct config *cfg, store *st)
 {
 	store_txn *t;
@@ -78,6 +84,18 @@ static int queue_bot_setup(const struct config *cfg, store *st)
 		rc = outbox_push(t, dn);
 	if (!rc)
 		rc = store_put_json(t, STORE_USERS, cfg->bot_user_id, rec);
+	/* Who is in each staff room now: memberships that changed while
+	 * Threshold was down, or before a room was added to roles.staff_rooms,
+	 * reach it no other way.  Refused (and dropped) where the bot is not
+	 * joined yet; its join queues the same read. */
+	for (size_t i = 0; !rc && i < cfg->staff_rooms.n; i++) {
+		json_t *a = json_pack("{s:s, s:s, s:s}", "op", "staff_members", "room_id",
+		                      cfg->staff_rooms.v[i], "user_id", cfg->bot_user_id);
+		rc = rooms_staff_read_begin_stored(t, cfg->staff_rooms.v[i]);
+		if (!rc)
+			rc = outbox_push(t, a);
+		json_decref(a);
+	}
 	json_decref(reg);
 	json_decref(dn);
 	json_decref(rec);
@@ -155,8 +173,17 @@ static int try_ping(cs_client *cs, const struct config *cfg)
 	return 0;
 }
 
-static void prune(const struct config *cfg, store *st)
+static void prune(const struct config *cfg, store *st, const struct txn_env *env)
 {
+	size_t ended = 0;
+	if (env && env->au) {
+		int erc = conv_expire(env, th_now_ms(), &ended);
+		if (erc)
+			LOG(LOG_WARN, "ending expired conversations failed: %s", th_strerror(erc));
+		if (ended)
+			LOG(LOG_INFO, "ended %zu conversations past their services' conversation_expiry_days",
+			    ended);
+	}
 	uint64_t keep = (uint64_t)cfg->dedupe_retention_days * 24u * 3600u * 1000u;
 	uint64_t now = th_now_ms();
 	size_t removed = 0, invites = 0;
@@ -208,7 +235,7 @@ int daemon_serve(const struct config *cfg)
 	                    0) ||
 	    audit_lifecycle(au, st, AUDIT_CONFIG_LOADED, NULL, json_pack("{s:s}", "file", cfg->path), 0))
 		goto out;
-	prune(cfg, st);
+	prune(cfg, st, NULL);
 	if (queue_bot_setup(cfg, st) != TH_OK) {
 		LOG(LOG_ERROR, "cannot queue the bot's registration in the store");
 		goto out;
@@ -232,7 +259,7 @@ int daemon_serve(const struct config *cfg)
 
 	int pinged = try_ping(cs, cfg);
 	uint64_t ping_wait = PING_RETRY_MIN_MS, next_ping = th_mono_ms() + ping_wait;
-	uint64_t next_prune = th_mono_ms() + PRUNE_INTERVAL_MS;
+	uint64_t next_prune = th_mono_ms() + 60000u, next_trim = th_mono_ms() + TRIM_INTERVAL_MS;
 	for (;;) {
 		struct timespec ts = {1, 0};
 		int sig = sigtimedwait(&sigs, NULL, &ts);
@@ -247,8 +274,14 @@ int daemon_serve(const struct config *cfg)
 			next_ping = now + ping_wait;
 		}
 		audit_tick(au, st);
+		if (now >= next_trim) {
+			/* After a burst of guests (thousands of parked polls, each
+			 * with its buffers) give the freed memory back to the system. */
+			malloc_trim(0);
+			next_trim = now + TRIM_INTERVAL_MS;
+		}
 		if (now >= next_prune) {
-			prune(cfg, st);
+			prune(cfg, st, &env);
 			next_prune = now + PRUNE_INTERVAL_MS;
 		}
 	}

@@ -4,6 +4,8 @@
  */
 #include "events.h"
 
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "audit.h"
@@ -23,7 +25,10 @@
 
 #define COMMAND_PREFIX "!threshold"
 
-enum pol_role events_role(const struct config *cfg, const char *user_id)
+/* Who @p user_id is.  On the hot path (twice per membership event): the
+ * staff-room check is one lookup in STORE_STAFF_MEMBERS, made only for
+ * users no cheaper test has placed. */
+enum pol_role events_role(const struct config *cfg, store_txn *t, const char *user_id)
 {
 	if (!user_id || user_id[0] != '@')
 		return POL_ROLE_NONE;
@@ -31,9 +36,11 @@ enum pol_role events_role(const struct config *cfg, const char *user_id)
 		return POL_ROLE_BOT;
 	if (config_user_in_namespace(cfg, user_id))
 		return POL_ROLE_GUEST;
-	if (config_users_has(&cfg->leads, user_id))
+	if (config_ids_has(&cfg->leads, user_id))
 		return POL_ROLE_LEAD;
-	if (config_users_has(&cfg->staff, user_id))
+	if (config_ids_has(&cfg->staff, user_id))
+		return POL_ROLE_STAFF;
+	if (rooms_staff_has(t, &cfg->staff_rooms, user_id))
 		return POL_ROLE_STAFF;
 	const char *colon = strchr(user_id, ':');
 	int local = colon && strcmp(colon + 1, cfg->server_name) == 0;
@@ -42,20 +49,86 @@ enum pol_role events_role(const struct config *cfg, const char *user_id)
 	return local ? POL_ROLE_LOCAL : POL_ROLE_REMOTE;
 }
 
-/* The configured safeguarding room first (whatever else it is); then rooms
- * Threshold created or staff put under management, which carry a "kind". */
+/* The configured safeguarding room first (whatever else it is), then the
+ * configured staff rooms; then rooms Threshold created or staff put under
+ * management, which carry a "kind". */
 static enum pol_room room_of(const struct config *cfg, const char *room_id, const json_t *room)
 {
 	if (cfg->safeguarding_room && room_id && strcmp(room_id, cfg->safeguarding_room) == 0)
 		return POL_ROOM_SAFEGUARDING;
+	if (config_ids_has(&cfg->staff_rooms, room_id))
+		return POL_ROOM_STAFF;
 	return rooms_is_managed(room) ? POL_ROOM_MANAGED : POL_ROOM_UNMANAGED;
 }
 
-/* The safe value of a room setting that would expose a managed room's
- * members, or NULL when @p ev changes nothing that matters.
- * join rules public/knock: anyone could get in; history world_readable or
- * shared: newcomers (or anyone) could read what guests said before. */
-static const char *exposed_setting(const struct mxev *ev, const char **key, const char **safe)
+/* A power level as the spec allows it: an integer, or (in older room
+ * versions) a string of one.  @return 1 with the level in @p out, or 0. */
+static int power_level(const json_t *v, long long *out)
+{
+	if (json_is_integer(v)) {
+		*out = json_integer_value(v);
+		return 1;
+	}
+	const char *s = json_string_value(v);
+	char *end;
+	if (!s || !*s)
+		return 0;
+	errno = 0;
+	long long n = strtoll(s, &end, 10);
+	if (errno || *end)
+		return 0;
+	*out = n;
+	return 1;
+}
+
+/* m.room.power_levels: a guest above 0, or the bot below 100 (spec: a user
+ * not listed has users_default).  The content with every guest set to 0 and
+ * the bot to 100, else NULL. */
+static json_t *safe_power_levels(const struct config *cfg, json_t *content)
+{
+	json_t *users = json_object_get(content, "users");
+	long long dflt = 0, level;
+	if (!power_level(json_object_get(content, "users_default"), &dflt))
+		dflt = 0;
+	int exposed = 0;
+	const char *user_id;
+	json_t *v;
+	json_object_foreach(users, user_id, v)
+	{
+		if (strcmp(user_id, cfg->bot_user_id) != 0 && config_user_in_namespace(cfg, user_id) &&
+		    (!power_level(v, &level) || level > 0))
+			exposed = 1;
+	}
+	json_t *bot = json_object_get(users, cfg->bot_user_id);
+	if (bot ? !power_level(bot, &level) || level < 100 : dflt < 100)
+		exposed = 1;
+	if (!exposed)
+		return NULL;
+	json_t *safe = json_deep_copy(content);
+	json_t *safe_users = json_object_get(safe, "users");
+	if (!json_is_object(safe_users)) {
+		safe_users = json_object();
+		json_object_set_new(safe, "users", safe_users);
+	}
+	json_object_foreach(safe_users, user_id, v)
+	{
+		if (strcmp(user_id, cfg->bot_user_id) != 0 && config_user_in_namespace(cfg, user_id))
+			json_object_set_new(safe_users, user_id, json_integer(0));
+	}
+	json_object_set_new(safe_users, cfg->bot_user_id, json_integer(100));
+	return safe;
+}
+
+/* The content that puts back a room setting that would expose a managed
+ * room's members (new reference), or NULL when @p ev changes nothing that
+ * matters:
+ *  - join rules public/knock: anyone could get in;
+ *  - history world_readable or shared: newcomers (or anyone) could read what
+ *    guests said before;
+ *  - power levels giving a guest power (to invite, to change the room), or
+ *    taking the bot's 100 (with which it keeps the room safe);
+ *  - a canonical alias: the room findable by name, and a way to ask to join. */
+static json_t *exposed_setting(const struct config *cfg, const struct mxev *ev)
 {
 	static const struct {
 		const char *type, *key, *safe;
@@ -67,24 +140,34 @@ static const char *exposed_setting(const struct mxev *ev, const char **key, cons
 	         "joined",
 	         {"world_readable", "shared", NULL}},
 	};
-	for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
-		if (strcmp(ev->type, settings[i].type) != 0 || !ev->state_key || *ev->state_key)
-			continue;
-		json_t *content = NULL;
-		if (mxev_content_json(ev, &content) != TH_OK)
-			return NULL;
+	if (!ev->state_key || *ev->state_key)
+		return NULL;
+	int power = strcmp(ev->type, "m.room.power_levels") == 0;
+	int alias = strcmp(ev->type, "m.room.canonical_alias") == 0;
+	size_t i = 0;
+	while (i < sizeof(settings) / sizeof(settings[0]) && strcmp(ev->type, settings[i].type) != 0)
+		i++;
+	if (!power && !alias && i == sizeof(settings) / sizeof(settings[0]))
+		return NULL;
+	json_t *content = NULL, *safe = NULL;
+	if (mxev_content_json(ev, &content) != TH_OK)
+		return NULL;
+	if (power) {
+		safe = safe_power_levels(cfg, content);
+	} else if (alias) {
+		const char *a = jsonx_str(content, "alias");
+		if ((a && *a) || json_array_size(json_object_get(content, "alt_aliases")) > 0)
+			safe = json_object();
+	} else {
 		const char *value = jsonx_str(content, settings[i].key);
 		int bad = 0;
 		for (size_t j = 0; value && j < 3 && settings[i].bad[j]; j++)
 			bad |= strcmp(value, settings[i].bad[j]) == 0;
-		json_decref(content);
-		if (!bad)
-			return NULL;
-		*key = settings[i].key;
-		*safe = settings[i].safe;
-		return settings[i].type;
+		if (bad)
+			safe = json_pack("{s:s}", settings[i].key, settings[i].safe);
 	}
-	return NULL;
+	json_decref(content);
+	return safe;
 }
 
 /* "!threshold ping" -> POL_CMD_PING; not a command -> POL_CMD_NONE. */
@@ -141,7 +224,7 @@ static const char *reply_text(const struct pol_action *a)
 		       "!threshold group remove PSEUDONYM - take a guest out of this group room\n"
 		       "!threshold group list - the guests of this group room\n"
 		       "!threshold invite [--uses N] [--expires 7d] - a link for a guest (in a service's "
-		       "staff room)\n"
+		       "staff room; in a group room, a link into the group)\n"
 		       "!threshold close - end this conversation (in a conversation room)\n"
 		       "!threshold handover @colleague:server - hand this conversation over\n"
 		       "!threshold note TEXT - a note for staff; the guest never sees it\n"
@@ -177,14 +260,17 @@ static const char *note_text(enum pol_note note)
 		       "!threshold group create NAME.";
 	case POL_NOTE_NOT_IN_MANAGED:
 		return "This room is managed by Threshold: only staff and the guests they add may be here.";
+	case POL_NOTE_ONLY_STAFF_INVITE:
+		return "This room is managed by Threshold: only staff may invite people into it.";
 	default:
 		return NULL;
 	}
 }
 
-/* @p answer: the text for POL_ACT_AUDIT_ANSWER (borrowed), or NULL. */
+/* @p answer: the text for POL_ACT_AUDIT_ANSWER (borrowed), or NULL; @p safe:
+ * the content for POL_ACT_REVERT_STATE (borrowed), or NULL. */
 static int apply(const struct txn_env *env, store_txn *t, const struct pol_decision *d, const struct mxev *ev,
-                 json_t *room, const char *answer, unsigned *queued)
+                 json_t *room, const char *answer, const json_t *safe, unsigned *queued)
 {
 	const struct config *cfg = env->cfg;
 	const char *room_id = ev->room_id, *event_id = ev->event_id, *target = ev->state_key;
@@ -231,14 +317,12 @@ static int apply(const struct txn_env *env, store_txn *t, const struct pol_decis
 			if (note_text(a->note))
 				json_object_set_new(action, "reason", json_string(note_text(a->note)));
 			break;
-		case POL_ACT_REVERT_STATE: {
-			const char *key, *safe, *type = exposed_setting(ev, &key, &safe);
-			if (type)
-				action = json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:s}}", "op", "state",
-				                   "room_id", room_id, "user_id", cfg->bot_user_id, "type",
-				                   type, "state_key", "", "content", key, safe);
+		case POL_ACT_REVERT_STATE:
+			if (safe)
+				action = json_pack("{s:s, s:s, s:s, s:s, s:s, s:O}", "op", "state", "room_id",
+				                   room_id, "user_id", cfg->bot_user_id, "type", ev->type,
+				                   "state_key", "", "content", safe);
 			break;
-		}
 		}
 		if (!action)
 			continue;
@@ -329,6 +413,11 @@ static int alert(const struct config *cfg, store_txn *t, const struct pol_decisi
 		                 "Threshold put it back. Audit record #%llu.",
 		                 ev->sender, ev->type, ev->room_id, (unsigned long long)seq);
 		break;
+	case POL_R_INVITER_NOT_STAFF:
+		text = xasprintf("%s, who is not staff, invited %s into managed room %s. Threshold withdrew "
+		                 "the invitation. Audit record #%llu.",
+		                 ev->sender, ev->state_key, ev->room_id, (unsigned long long)seq);
+		break;
 	case POL_R_GUEST_LEFT_UNMANAGED:
 		text = xasprintf(
 		        "Guest %s was found in room %s, which Threshold does not manage. Threshold took "
@@ -345,6 +434,30 @@ static int alert(const struct config *cfg, store_txn *t, const struct pol_decisi
 	return queue(t, action, queued);
 }
 
+/* Keep the record of who is in staff room @p ev->room_id up to date: a
+ * member's join or departure, or for the bot's own join a fresh read of
+ * everyone there (they joined before it could see), and for its departure
+ * forgetting them all (it can no longer see who leaves). */
+static int staff_room_member(const struct config *cfg, store_txn *t, const struct mxev *ev, json_t *room,
+                             unsigned *queued)
+{
+	int joined = strcmp(ev->membership, "join") == 0;
+	if (strcmp(ev->state_key, cfg->bot_user_id) != 0) {
+		rooms_staff_seen(room, ev->state_key);
+		return rooms_staff_set(t, ev->room_id, ev->state_key, joined);
+	}
+	if (joined) {
+		rooms_staff_read_begin(room);
+		return queue(t,
+		             json_pack("{s:s, s:s, s:s}", "op", "staff_members", "room_id", ev->room_id,
+		                       "user_id", cfg->bot_user_id),
+		             queued);
+	}
+	if (strcmp(ev->membership, "invite") == 0)
+		return TH_OK;
+	return rooms_staff_forget(t, ev->room_id, room);
+}
+
 int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev, json_t *room,
                   unsigned *queued)
 {
@@ -357,23 +470,32 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	struct audit_query q = {0};
 	struct audit_answer answer = {0};
 	char *reply = NULL;
+	json_t *safe = NULL; /* a revert's content */
 
 	json_object_set_new(room, "events",
 	                    json_integer(json_integer_value(json_object_get(room, "events")) + 1));
 	if (!type || !sender || !ev->content_is_object)
 		return TH_OK; /* nothing policy can use; counted as seen */
 
-	f.sender = events_role(cfg, sender);
+	const char *state_key = ev->state_key;
+	int member_event = strcmp(type, "m.room.member") == 0 && state_key;
 	f.room = room_of(cfg, room_id, room);
+	/* A staff room's members are staff from this event on (their own join
+	 * included); also when the room is the safeguarding room as well. */
+	if (member_event && ev->membership && config_ids_has(&cfg->staff_rooms, room_id)) {
+		int rc = staff_room_member(cfg, t, ev, room, queued);
+		if (rc)
+			return rc;
+	}
+	f.sender = events_role(cfg, t, sender);
 	const char *bot = jsonx_str(room, "bot");
 	f.bot_joined = bot && strcmp(bot, "join") == 0;
-	const char *state_key = ev->state_key;
 
-	if (strcmp(type, "m.room.member") == 0 && state_key) {
+	if (member_event) {
 		const char *membership = ev->membership;
 		if (!membership)
 			return TH_OK;
-		f.target = events_role(cfg, state_key);
+		f.target = events_role(cfg, t, state_key);
 		if (f.target == POL_ROLE_BOT)
 			json_object_set_new(room, "bot", json_string(membership));
 		if (f.target == POL_ROLE_GUEST) {
@@ -390,10 +512,8 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 			f.event = POL_EV_JOIN;
 		else if (strcmp(membership, "leave") == 0 || strcmp(membership, "ban") == 0)
 			f.event = POL_EV_LEAVE;
-	} else if (state_key && f.sender != POL_ROLE_BOT) {
-		const char *key, *safe;
-		if (exposed_setting(ev, &key, &safe))
-			f.event = POL_EV_STATE_EXPOSED;
+	} else if (state_key && (safe = exposed_setting(cfg, ev))) {
+		f.event = POL_EV_STATE_EXPOSED;
 	} else if (strcmp(type, "m.room.message") == 0) {
 		f.command = parse_command(ev->body);
 		if (f.command != POL_CMD_NONE)
@@ -433,7 +553,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		                        (unsigned long long)seq)
 		            : xstrdup(answer.text);
 	if (!rc)
-		rc = apply(env, t, &d, ev, room, reply, queued);
+		rc = apply(env, t, &d, ev, room, reply, safe, queued);
 	if (!rc && d.nactions && d.actions[0].kind == POL_ACT_AUDIT_EXPORT)
 		rc = queue(t,
 		           json_pack("{s:s, s:s, s:s, s:s, s:I}", "op", "audit_export", "room_id", room_id,
@@ -444,9 +564,10 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		rc = alert(cfg, t, &d, ev, seq, queued);
 	/* What guests in a conversation see of it (bridge/conv.c). */
 	if (!rc && f.room == POL_ROOM_MANAGED && (f.event == POL_EV_MESSAGE || ev->membership)) {
-		rc = conv_on_event(t, ev, f.sender, f.target, room);
-		if (!rc && f.event == POL_EV_MESSAGE)
-			(*queued)++; /* wakes the gateway's waiting feeds */
+		unsigned fed = 0;
+		rc = conv_on_event(t, ev, f.sender, f.target, room, &fed);
+		if (!rc && fed)
+			(*queued)++; /* a feed grew: the commit hook wakes the gateway's waiting polls */
 	}
 	/* A guest now in a managed room gets its name there (per-room pseudonyms). */
 	if (!rc && f.event == POL_EV_JOIN && f.target == POL_ROLE_GUEST && f.room == POL_ROOM_MANAGED)
@@ -454,6 +575,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	if (reply) /* it may hold what a reveal unsealed */
 		explicit_bzero(reply, strlen(reply));
 	free(reply);
+	json_decref(safe);
 	audit_query_answer_free(&answer);
 	return rc;
 }

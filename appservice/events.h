@@ -22,14 +22,16 @@ struct txn_env;
  * @param ev     borrowed: an event with event_id and room_id (see mxevent.h)
  * @param room   the room's state object (borrowed, updated in place; the
  *               caller writes it back before commit)
- * @param queued incremented by the number of outbox actions queued
+ * @param queued incremented by the number of outbox actions queued, and once
+ *               when guests' feeds grew (both need a wake-up after the commit)
  * @return TH_OK (also for events Threshold ignores or cannot use), or a
  *         store error (TH_EFULL, TH_ESTORE) that must abort the transaction.
  */
 int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev, json_t *room,
                   unsigned *queued);
 
-/** Policy's role for @p user_id under @p cfg (bot, guest, lead, staff, local or remote). */
-enum pol_role events_role(const struct config *cfg, const char *user_id);
+/** Policy's role for @p user_id under @p cfg (bot, guest, lead, staff, local or remote); @p t (read or write)
+ * finds staff-room members. */
+enum pol_role events_role(const struct config *cfg, store_txn *t, const char *user_id);
 
 #endif

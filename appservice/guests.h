@@ -22,11 +22,10 @@
  *
  * and nothing else: no name, phone number, email address, IP address or
  * invite detail.  A guest erased at their request keeps only
- * {"kind":"guest","pseudonym":"","created_ms":T,"state":"erased"}.  Other users in STORE_USERS (the bot: "kind":"bot") are not
- * guests and every function here passes them by.  There is no index by
- * pseudonym: guests_find_by_pseudonym() and guests_create() walk every user
- * record (O(number of users)), which is fine for the CLI and for creating
- * guests at human rates; add an index before using either on a hot path.
+ * {"kind":"guest","pseudonym":"","created_ms":T,"state":"erased"}.  Other users in STORE_USERS (the bot:
+ * "kind":"bot") are not guests and every function here passes them by.  There is no index by pseudonym:
+ * guests_find_by_pseudonym() and guests_create() walk every user record (O(number of users)), which is fine
+ * for the CLI and for creating guests at human rates; add an index before using either on a hot path.
  *
  * Reading guests is not audited (ids and pseudonyms are pseudonymous);
  * creating one is (AUDIT_GUEST_CREATED, in the same transaction).

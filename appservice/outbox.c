@@ -28,6 +28,8 @@
 #include "cs.h"
 #include "log.h"
 #include "conv.h"
+#include "jsonx.h"
+#include "qr.h"
 #include "rooms.h"
 #include "util.h"
 
@@ -216,6 +218,18 @@ static void build_create_room(const outbox *ob, uint64_t seq, const json_t *a, s
 	req->body = json_incref(json_object_get(a, "content"));
 }
 
+static void build_staff_members(const outbox *ob, uint64_t seq, const json_t *a, struct request *req)
+{
+	/* spec: CS API, GET /rooms/{roomId}/joined_members: the bot must be joined */
+	(void)ob;
+	(void)seq;
+	char *room = cs_escape(field(a, "room_id"));
+	req->method = "GET";
+	req->path = xasprintf("/_matrix/client/v3/rooms/%s/joined_members", room);
+	req->user_id = field(a, "user_id");
+	free(room);
+}
+
 json_t *outbox_message(const char *room_id, const char *user_id, json_t *content, const char *in_reply_to)
 {
 	if (in_reply_to)
@@ -252,6 +266,21 @@ static int done_create_room(const outbox *ob, store_txn *t, const json_t *a, con
 	free(body);
 	rc = send ? outbox_push(t, send) : TH_OK;
 	json_decref(send);
+	return rc;
+}
+
+/* Who is in a staff room now: from here on its membership events keep it up to date. */
+static int done_staff_members(const outbox *ob, store_txn *t, const json_t *a, const json_t *resp)
+{
+	(void)ob;
+	const json_t *joined = json_object_get(resp, "joined");
+	if (!json_is_object(joined)) {
+		LOG(LOG_WARN, "outbox: the homeserver's joined_members answer has no \"joined\"");
+		return TH_OK;
+	}
+	int rc = rooms_staff_refresh(t, field(a, "room_id"), joined);
+	if (!rc)
+		LOG(LOG_INFO, "staff room %s: %zu joined", field(a, "room_id"), json_object_size(joined));
 	return rc;
 }
 
@@ -417,6 +446,51 @@ static int done_audit_export(const outbox *ob, store_txn *t, const json_t *a, co
 }
 
 /* The known ops: required non-empty string fields, then how to run them. */
+/* ---- qr_image --------------------------------------------------------------- */
+
+/* An invitation link as a QR code: make the PNG, upload it as the bot.  A
+ * retry uploads again (harmless); the m.image is sent once, by its own send
+ * action.  A permanent refusal is logged and the link notice stands alone. */
+static int run_qr_image(outbox *ob, uint64_t seq, const json_t *a, struct cs_response *r)
+{
+	(void)seq;
+	unsigned char *png = NULL;
+	size_t len = 0;
+	int rc = qr_png(field(a, "text"), &png, &len);
+	if (rc) {
+		LOG(LOG_WARN, "outbox: cannot make a QR code: %s", th_strerror(rc));
+		return export_refused(r, "no QR code could be made");
+	}
+	rc = cs_upload(ob->cs, field(a, "user_id"), "image/png", "invitation.png", png, len, r);
+	explicit_bzero(png, len);
+	free(png);
+	if (rc == TH_OK && r->status / 100 == 2 && json_string_value(json_object_get(r->body, "content_uri")))
+		json_object_set_new(r->body, "size", json_integer((json_int_t)len));
+	return rc;
+}
+
+static int done_qr_image(const outbox *ob, store_txn *t, const json_t *a, const json_t *resp)
+{
+	(void)ob;
+	const char *uri = json_string_value(json_object_get(resp, "content_uri"));
+	if (!uri) {
+		LOG(LOG_WARN, "outbox: the QR code was not stored: %s",
+		    jsonx_str(resp, "refused") ? jsonx_str(resp, "refused") : "no content uri");
+		return TH_OK;
+	}
+	/* spec: CS API, m.image: body, url, info.mimetype, info.size */
+	json_t *content =
+	        json_pack("{s:s, s:s, s:s, s:{s:s, s:O}}", "msgtype", "m.image", "body", "invitation.png",
+	                  "url", uri, "info", "mimetype", "image/png", "size", json_object_get(resp, "size"));
+	if (!content)
+		return TH_EINVAL;
+	json_t *send =
+	        outbox_message(field(a, "room_id"), field(a, "user_id"), content, field(a, "reply_to"));
+	int rc = outbox_push(t, send);
+	json_decref(send);
+	return rc;
+}
+
 static const struct op {
 	const char *name;
 	const char *fields[3];
@@ -435,7 +509,9 @@ static const struct op {
         {"state", {"room_id", "user_id", "type"}, 1, build_state, NULL, NULL},
         {"create_room", {"user_id", "kind"}, 1, build_create_room, done_create_room, NULL},
         {"redact", {"room_id", "user_id", "event_id"}, 0, build_redact, NULL, NULL},
+        {"staff_members", {"room_id", "user_id"}, 0, build_staff_members, done_staff_members, NULL},
         {"audit_export", {"room_id", "user_id", "reply_to"}, 0, NULL, done_audit_export, run_audit_export},
+        {"qr_image", {"room_id", "user_id", "text"}, 0, NULL, done_qr_image, run_qr_image},
 };
 
 /* @return the op @p action names if it is well formed, else NULL. */

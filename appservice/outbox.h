@@ -31,6 +31,18 @@
  *       "reply" is given a notice "S <new room id>" answers event E in R, in
  *       the same commit that removes the action.  Not idempotent: a crash
  *       between the homeserver's answer and that commit makes a second room.
+ *   {"op":"staff_members", "room_id":R, "user_id":U}
+ *       Read who is joined to staff room R (as U, the bot, who must be
+ *       joined) and, in the commit that removes the action, make that the
+ *       room's recorded membership, but for members whose events were
+ *       handled since the read was queued (rooms_staff_refresh).  Queue it
+ *       after rooms_staff_read_begin.
+ *   {"op":"redact", "room_id":R, "user_id":U, "event_id":E[, "reason":S]}
+ *       (a guest's own messages, when they erase their data)
+ *   {"op":"qr_image", "room_id":R, "user_id":U, "text":S[, "reply_to":E]}
+ *       Make a QR code of S (an invitation link; bridge/qr.h), upload it as
+ *       U and, in the commit that removes the action, queue an m.image
+ *       answering E.  S stays in the store only until then.
  *   {"op":"audit_export", "room_id":R, "user_id":U, "reply_to":E[, "since_ms":N]}
  *       Export the audit log (records from N on, up to its newest signed
  *       checkpoint) as JSON Lines, upload it to the media store as U, and in

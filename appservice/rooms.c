@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "config.h"
 #include "jsonx.h"
 #include "util.h"
 
@@ -17,7 +18,8 @@ int rooms_is_managed(const json_t *state)
 	return kind && (strcmp(kind, "group") == 0 || strcmp(kind, "portal") == 0);
 }
 
-int rooms_mark_managed(store_txn *t, const char *room_id, const char *kind)
+/* The record of @p room_id, or a fresh one (new reference in @p out). */
+static int load(store_txn *t, const char *room_id, json_t **out)
 {
 	json_t *state = NULL;
 	int rc = store_get_json(t, STORE_ROOMS, room_id, &state);
@@ -27,8 +29,144 @@ int rooms_mark_managed(store_txn *t, const char *room_id, const char *kind)
 	} else if (rc) {
 		return rc;
 	}
+	*out = state;
+	return TH_OK;
+}
+
+int rooms_mark_managed(store_txn *t, const char *room_id, const char *kind)
+{
+	json_t *state;
+	int rc = load(t, room_id, &state);
+	if (rc)
+		return rc;
 	json_object_set_new(state, "kind", json_string(kind));
 	rc = store_put_json(t, STORE_ROOMS, room_id, state);
 	json_decref(state);
 	return rc;
+}
+
+/* spec: user and room ids are at most 255 bytes; a longer one is no one's. */
+#define MAX_ID 255
+
+int rooms_staff_set(store_txn *t, const char *room_id, const char *user_id, int joined)
+{
+	int rc;
+	if (strlen(user_id) > MAX_ID || strlen(room_id) > MAX_ID)
+		return TH_OK;
+	if (joined)
+		rc = store_put(t, STORE_STAFF_MEMBERS, user_id, strlen(user_id), room_id, strlen(room_id), 0);
+	else
+		rc = store_del_dup(t, STORE_STAFF_MEMBERS, user_id, strlen(user_id), room_id,
+		                   strlen(room_id));
+	return rc == TH_ENOTFOUND ? TH_OK : rc;
+}
+
+/* Stop at the first staff room of the user's that is still configured. */
+static int staff_room_configured(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	const struct config_ids *rooms = ctx;
+	(void)key;
+	(void)klen;
+	for (size_t i = 0; i < rooms->n; i++) {
+		if (strlen(rooms->v[i]) == vlen && memcmp(rooms->v[i], val, vlen) == 0)
+			return -TH_EEXIST; /* found: end the walk with a code of our own */
+	}
+	return 0;
+}
+
+int rooms_staff_has(store_txn *t, const struct config_ids *staff_rooms, const char *user_id)
+{
+	if (!staff_rooms->n || !user_id || strlen(user_id) > MAX_ID)
+		return 0;
+	return store_walk_dups(t, STORE_STAFF_MEMBERS, user_id, strlen(user_id), staff_room_configured,
+	                       (void *)staff_rooms) == TH_EEXIST;
+}
+
+/* The users recorded as joined to one room, collected to be changed after the walk. */
+struct members_of {
+	const char *room_id;
+	size_t n, cap;
+	char **users;
+};
+
+static int collect_members(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct members_of *m = ctx;
+	if (strlen(m->room_id) != vlen || memcmp(m->room_id, val, vlen) != 0)
+		return 0;
+	if (m->n == m->cap) {
+		m->cap = m->cap ? m->cap * 2 : 16;
+		m->users = xrealloc(m->users, m->cap * sizeof(*m->users));
+	}
+	m->users[m->n++] = xstrndup(key, klen);
+	return 0;
+}
+
+/* Make @p joined (NULL: no one) the recorded members of @p room_id, leaving
+ * the users of @p keep (NULL: none) as they are. */
+static int reset(store_txn *t, const char *room_id, const json_t *joined, const json_t *keep)
+{
+	struct members_of m = {room_id, 0, 0, NULL};
+	int rc = store_walk(t, STORE_STAFF_MEMBERS, NULL, 0, collect_members, &m);
+	for (size_t i = 0; i < m.n; i++) {
+		if (!rc && !json_object_get(joined, m.users[i]) && !json_object_get(keep, m.users[i]))
+			rc = rooms_staff_set(t, room_id, m.users[i], 0);
+		free(m.users[i]);
+	}
+	free(m.users);
+	const char *user_id;
+	json_t *v;
+	json_object_foreach((json_t *)joined, user_id, v)
+	{
+		if (rc)
+			break;
+		if (user_id[0] == '@' && !json_object_get(keep, user_id))
+			rc = rooms_staff_set(t, room_id, user_id, 1);
+	}
+	return rc;
+}
+
+void rooms_staff_read_begin(json_t *room)
+{
+	json_object_set_new(room, "staff_seen", json_object());
+}
+
+int rooms_staff_read_begin_stored(store_txn *t, const char *room_id)
+{
+	json_t *state;
+	int rc = load(t, room_id, &state);
+	if (rc)
+		return rc;
+	rooms_staff_read_begin(state);
+	rc = store_put_json(t, STORE_ROOMS, room_id, state);
+	json_decref(state);
+	return rc;
+}
+
+void rooms_staff_seen(json_t *room, const char *user_id)
+{
+	json_t *seen = json_object_get(room, "staff_seen");
+	if (json_is_object(seen))
+		json_object_set_new(seen, user_id, json_true());
+}
+
+int rooms_staff_refresh(store_txn *t, const char *room_id, const json_t *joined)
+{
+	json_t *state;
+	int rc = load(t, room_id, &state);
+	if (rc)
+		return rc;
+	json_t *seen = json_object_get(state, "staff_seen");
+	rc = reset(t, room_id, joined, json_is_object(seen) ? seen : NULL);
+	json_object_del(state, "staff_seen");
+	if (!rc)
+		rc = store_put_json(t, STORE_ROOMS, room_id, state);
+	json_decref(state);
+	return rc;
+}
+
+int rooms_staff_forget(store_txn *t, const char *room_id, json_t *room)
+{
+	json_object_del(room, "staff_seen");
+	return reset(t, room_id, NULL, NULL);
 }

@@ -6,6 +6,14 @@
  * have written a message into them.
  *
  *   {"events": N, "bot": "join"|..., "kind": "group", "guests": {"@guest_..": "join"}}
+ *
+ * A staff room's record also holds, while a read of its members is pending,
+ * "staff_seen": {"@user:..": true} (see rooms_staff_read_begin).
+ *
+ * Who is joined to the staff rooms (roles.staff_rooms) is kept apart, in
+ * STORE_STAFF_MEMBERS: user id -> room id, one duplicate per staff room the
+ * user is joined to, so that "is this sender staff?" on the hot path is one
+ * B-tree lookup, never a scan or a JSON parse.
  */
 #ifndef THRESHOLD_ROOMS_H
 #define THRESHOLD_ROOMS_H
@@ -13,6 +21,8 @@
 #include <jansson.h>
 
 #include "store.h"
+
+struct config_ids;
 
 /** A fresh state object for a room first seen (new reference). */
 json_t *rooms_state_new(void);
@@ -26,5 +36,57 @@ int rooms_is_managed(const json_t *state);
  * @return TH_OK or a store error.
  */
 int rooms_mark_managed(store_txn *t, const char *room_id, const char *kind);
+
+/**
+ * Record that @p user_id joined staff room @p room_id (@p joined = 1), or is
+ * no longer joined to it (0: left, was kicked or banned, or only invited).
+ * @return TH_OK (also when nothing changes) or a store error.
+ */
+int rooms_staff_set(store_txn *t, const char *room_id, const char *user_id, int joined);
+
+/**
+ * @return 1 if @p user_id is joined to a room of @p staff_rooms (as recorded
+ *         by rooms_staff_set; a room no longer configured does not count),
+ *         else 0.  A store error counts as "not staff": fail closed.
+ */
+int rooms_staff_has(store_txn *t, const struct config_ids *staff_rooms, const char *user_id);
+
+/**
+ * Begin a read of who is joined to a staff room (the outbox's staff_members
+ * action, queued by the caller): until rooms_staff_refresh, the room's
+ * record remembers whose membership events were handled ("staff_seen"), so
+ * that the read, which may be older than they are, does not undo them.
+ * @param room  the room's state (borrowed, updated in place)
+ */
+void rooms_staff_read_begin(json_t *room);
+
+/** As rooms_staff_read_begin, on the record of @p room_id in STORE_ROOMS.
+ *  @return TH_OK or a store error. */
+int rooms_staff_read_begin_stored(store_txn *t, const char *room_id);
+
+/**
+ * Note in @p room (borrowed, updated in place) that @p user_id's membership
+ * was just recorded from an event; only while a read is pending.
+ */
+void rooms_staff_seen(json_t *room, const char *user_id);
+
+/**
+ * The read's answer: make @p joined (the "joined" object of the
+ * homeserver's joined_members answer; its keys are the user ids) the
+ * recorded membership of staff room @p room_id, except for users whose
+ * events were handled since the read began, whose record stays as those
+ * events left it.  Ends the read.  Walks the whole of STORE_STAFF_MEMBERS:
+ * for the bot's own joins and each start, not every event.
+ * @return TH_OK or a store error.
+ */
+int rooms_staff_refresh(store_txn *t, const char *room_id, const json_t *joined);
+
+/**
+ * Forget everyone recorded as joined to staff room @p room_id, and any read
+ * pending in @p room (its state, updated in place): the bot left, and can no
+ * longer see who leaves.  Walks STORE_STAFF_MEMBERS as rooms_staff_refresh.
+ * @return TH_OK or a store error.
+ */
+int rooms_staff_forget(store_txn *t, const char *room_id, json_t *room);
 
 #endif

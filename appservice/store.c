@@ -43,6 +43,7 @@ static const struct {
         [STORE_SESSIONS] = {"sessions", 0},
         [STORE_CONVS] = {"conversations", 0},
         [STORE_FEED] = {"feed", 0},
+        [STORE_STAFF_MEMBERS] = {"staff_members", MDB_DUPSORT},
 };
 
 static int map_err(int rc)
@@ -245,6 +246,13 @@ int store_del(store_txn *t, enum store_db db, const void *key, size_t klen)
 {
 	MDB_val k = {klen, (void *)key};
 	int rc = mdb_del(t->txn, t->st->dbi[db], &k, NULL);
+	return map_err(rc);
+}
+
+int store_del_dup(store_txn *t, enum store_db db, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
+	int rc = mdb_del(t->txn, t->st->dbi[db], &k, &v);
 	return map_err(rc);
 }
 

@@ -37,6 +37,7 @@ enum store_db {
 	STORE_SESSIONS,         /* SHA-256 of a session token or resume code -> JSON (bridge/conv.c) */
 	STORE_CONVS,            /* guest user id -> JSON conversation record (bridge/conv.c) */
 	STORE_FEED,             /* guest user id, 0, u64 BE id -> JSON feed entry (bridge/feed.c) */
+	STORE_STAFF_MEMBERS, /* user id -> staff room id, one duplicate per room joined (dupsort; rooms.c) */
 	STORE_NDBS
 };
 
@@ -96,8 +97,14 @@ int store_get(store_txn *t, enum store_db db, const void *key, size_t klen, cons
 int store_put(store_txn *t, enum store_db db, const void *key, size_t klen, const void *val, size_t vlen,
               unsigned flags);
 
-/** @return TH_OK, TH_ENOTFOUND or TH_ESTORE. */
+/** @return TH_OK, TH_ENOTFOUND or TH_ESTORE.  In a dupsort database every value of @p key goes. */
 int store_del(store_txn *t, enum store_db db, const void *key, size_t klen);
+
+/**
+ * Delete one value @p val of @p key in a dupsort database, leaving its others.
+ * @return TH_OK, TH_ENOTFOUND (no such pair) or TH_ESTORE.
+ */
+int store_del_dup(store_txn *t, enum store_db db, const void *key, size_t klen, const void *val, size_t vlen);
 
 /** JSON helpers over store_get/store_put.  store_get_json returns a new reference. */
 int store_get_json(store_txn *t, enum store_db db, const char *key, json_t **out);

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds Threshold (release) and prints the benchmark table against the
 # budgets in DESIGN.md.  Usage: bench/run.sh [--quick] [--dir DIR]
+# Against a real Synapse (see bench/README.md): bench/invite_latency.py and
+# bench/gateway_bench.py [--quick] (guest connections held, round trips, sends).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release >/dev/null

@@ -284,11 +284,23 @@ int conv_redeem(const struct txn_env *env, const char *invite, const char *svc_n
 	if (rc)
 		return rc;
 	uint64_t now = th_now_ms();
-	struct inv_info inv;
+	struct inv_info inv = {0};
 	if (invite) {
 		if ((rc = inv_consume(t, invite, now, &inv)))
 			goto fail;
 		svc_name = inv.service;
+	}
+	const char *group = inv.group[0] ? inv.group : NULL;
+	if (group) { /* the group must still be one Threshold runs */
+		json_t *room = NULL;
+		rc = store_get_json(t, STORE_ROOMS, group, &room);
+		const char *kind = jsonx_str(room, "kind");
+		int ok = rc == TH_OK && kind && strcmp(kind, "group") == 0;
+		json_decref(room);
+		if (!ok) {
+			rc = rc && rc != TH_ENOTFOUND ? rc : TH_ENOTFOUND;
+			goto fail;
+		}
 	}
 	const struct config_service *svc = config_service_find(cfg, svc_name);
 	if (!svc) { /* the service was removed from config since */
@@ -299,9 +311,12 @@ int conv_redeem(const struct txn_env *env, const char *invite, const char *svc_n
 	if ((rc = guests_create(cfg, t, env->au, "gateway", &g)))
 		goto fail;
 	json_t *c = json_pack("{s:s, s:n, s:s, s:I, s:I, s:s, s:[], s:n, s:[]}", "service", svc->name, "room",
-	                      "state", CONV_WAITING, "created_ms", (json_int_t)now, "expires_ms",
+	                      "state", group ? CONV_OPEN : CONV_WAITING, "created_ms", (json_int_t)now,
+	                      "expires_ms",
 	                      (json_int_t)(now + (uint64_t)svc->conversation_expiry_days * 86400000ull),
 	                      "lang", lang, "sessions", "resume", "local_ids");
+	if (group)
+		json_object_set_new(c, "room", json_string(group));
 	rc = session_new(cfg, t, g.user_id, c, 1, out);
 	if (!rc)
 		rc = conv_put(t, g.user_id, c);
@@ -317,20 +332,35 @@ int conv_redeem(const struct txn_env *env, const char *invite, const char *svc_n
 	json_decref(details);
 	if (rc)
 		goto fail;
-	details = json_pack("{s:s}", "service", svc->name);
+	details = json_pack("{s:s, s:s}", "service", svc->name, "kind", group ? "group" : "portal");
 	struct audit_rec opened = {.kind = AUDIT_CONVERSATION_OPENED,
 	                           .actor = g.user_id,
 	                           .subject = g.user_id,
+	                           .room = group,
 	                           .details = details};
 	rc = audit_append(env->au, t, &opened, NULL);
 	json_decref(details);
 	if (rc)
 		goto fail;
-	json_t *create =
-	        json_pack("{s:s, s:s, s:s, s:o, s:s}", "op", "create_room", "user_id", cfg->bot_user_id,
-	                  "kind", "portal", "content", conv_room_content(cfg, svc, g.user_id, g.pseudonym),
-	                  "conversation", g.user_id);
-	if ((rc = push(t, create)))
+	if (group) {
+		/* A group invitation: into the moderated group room, invite then join
+		 * in order (the guest's first message is queued after them). */
+		char *text = xasprintf("%s is joining this group through an invitation.", g.pseudonym);
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:s}", "op", "invite", "room_id", group, "user_id",
+		                       cfg->bot_user_id, "target", g.user_id));
+		if (!rc)
+			rc = push(t, json_pack("{s:s, s:s, s:s}", "op", "join", "room_id", group, "user_id",
+			                       g.user_id));
+		if (!rc)
+			rc = push(t, outbox_notice(group, cfg->bot_user_id, text, NULL));
+		free(text);
+	} else {
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:o, s:s}", "op", "create_room", "user_id",
+		                       cfg->bot_user_id, "kind", "portal", "content",
+		                       conv_room_content(cfg, svc, g.user_id, g.pseudonym), "conversation",
+		                       g.user_id));
+	}
+	if (rc)
 		goto fail;
 	if ((rc = feed_notice(t, g.user_id, svc, "notice", svc->greeting)))
 		goto fail;
@@ -627,7 +657,7 @@ int conv_erase(const struct txn_env *env, const char *guest)
 		rc = store_put_json(t, STORE_USERS, guest, u);
 		json_decref(u);
 	}
-	if (!rc && room_id) {
+	if (!rc) { /* opened is on the record; so is how it ended */
 		json_t *details =
 		        json_pack("{s:s}", "service", jsonx_str(c, "service") ? jsonx_str(c, "service") : "");
 		struct audit_rec ar = {.kind = AUDIT_CONVERSATION_CLOSED,
@@ -685,7 +715,7 @@ static char *clean_name(const char *dn)
 }
 
 int conv_on_event(store_txn *t, const struct mxev *ev, enum pol_role sender_role, enum pol_role target_role,
-                  json_t *room)
+                  json_t *room, unsigned *fed)
 {
 	const char *kind = jsonx_str(room, "kind");
 	if (!kind || (strcmp(kind, "portal") != 0 && strcmp(kind, "group") != 0))
@@ -726,6 +756,8 @@ int conv_on_event(store_txn *t, const struct mxev *ev, enum pol_role sender_role
 			struct feed_entry e = {
 			        .kind = "notice", .role = "service", .name = "", .body = text, .ts = 0};
 			rc = feed_append(t, g, &e, NULL);
+			if (!rc)
+				(*fed)++;
 		}
 		free(text);
 		if (joined)
@@ -785,6 +817,8 @@ int conv_on_event(store_txn *t, const struct mxev *ev, enum pol_role sender_role
 		                       .event_id = self ? ev->event_id : NULL,
 		                       .room_id = self ? ev->room_id : NULL};
 		rc = feed_append(t, gid, &e, NULL);
+		if (!rc)
+			(*fed)++;
 		if (rc == TH_EINVAL)
 			rc = TH_OK; /* a body jansson will not encode: skip it, never block the stream */
 	}
@@ -839,48 +873,78 @@ static const char *portal_guest(const json_t *room)
 }
 
 /* "!threshold invite [--uses N] [--expires 7d]" in a service's staff room. */
-static char *command_invite(const struct txn_env *env, store_txn *t, const struct mxev *ev, int *rc)
+static char *command_invite(const struct txn_env *env, store_txn *t, const struct mxev *ev,
+                            const json_t *room, int *rc, char **qr_link)
 {
 	const struct config *cfg = env->cfg;
 	const struct config_service *svc = config_service_by_staff_room(cfg, ev->room_id);
+	const char *group = NULL;
+	const char *kind = jsonx_str(room, "kind");
+	const char *named = strstr(ev->body, "--service");
+	if (!svc && kind && strcmp(kind, "group") == 0) {
+		/* A group invitation: which service's notice the guests agree to. */
+		group = ev->room_id;
+		if (named) {
+			const char *v = named + 9;
+			while (*v == ' ')
+				v++;
+			char *name = xstrndup(v, strcspn(v, " \t\n"));
+			svc = config_service_find(cfg, name);
+			free(name);
+		} else if (cfg->nservices == 1) {
+			svc = &cfg->services[0];
+		}
+		if (!svc)
+			return xstrdup(
+			        "Say which service this group belongs to: !threshold invite --service NAME "
+			        "(its notice is what the guests agree to).");
+	}
 	if (!svc)
 		return xstrdup(
-		        "Invitations are made in a service's staff room (see the services in Threshold's "
-		        "configuration).");
-	if (svc->inviters.n && !config_users_has(&svc->inviters, ev->sender))
+		        "Invitations are made in a service's staff room, or in a group room for that group.");
+	if (svc->inviters.n && !config_ids_has(&svc->inviters, ev->sender))
 		return xasprintf("Sorry, only the people listed as inviters for %s may make invitations.",
 		                 svc->display_name);
 	unsigned uses = svc->invite_uses;
 	uint64_t life = (uint64_t)svc->invite_expiry_hours * 3600000ull;
 	char *args = xstrdup(args_of(ev->body));
 	char *save = NULL;
+	int qr = 0;
 	for (char *w = strtok_r(args, " \t\n", &save); w; w = strtok_r(NULL, " \t\n", &save)) {
+		if (!strcmp(w, "--qr")) {
+			qr = 1;
+			continue;
+		}
 		char *v = strtok_r(NULL, " \t\n", &save);
 		uint64_t n;
 		if (!strcmp(w, "--uses") && v && th_parse_u64(v, 10000, &n) == TH_OK && n >= 1) {
 			uses = (unsigned)n;
 		} else if (!strcmp(w, "--expires") && v && inv_parse_duration(v, &n) == TH_OK) {
 			life = n;
+		} else if (!strcmp(w, "--service") && v && group) {
+			continue; /* read above */
 		} else {
 			free(args);
 			return xstrdup(
-			        "Usage: !threshold invite [--uses N] [--expires 7d] (uses 1..10000; expiry "
-			        "like 90m, 12h or 7d, at most a year)");
+			        "Usage: !threshold invite [--uses N] [--expires 7d] [--qr] (uses 1..10000; "
+			        "expiry like 90m, 12h or 7d, at most a year; --qr: also a QR code image)");
 		}
 	}
 	free(args);
 	char token[SEC_TOKEN_LEN + 1];
 	uint64_t expires = th_now_ms() + life;
-	*rc = inv_create(t, env->au, svc, uses, expires, ev->sender, token);
+	*rc = inv_create(t, env->au, svc, group, uses, expires, ev->sender, token);
 	if (*rc)
 		return NULL;
 	char *link = inv_link(cfg, token);
 	explicit_bzero(token, sizeof(token));
+	if (qr) /* after the notice: the picture follows the words */
+		*qr_link = xstrdup(link);
 	char *text =
-	        xasprintf("Invitation to %s, for %u %s, valid for %llu hours. Give this link to the person "
+	        xasprintf("Invitation to %s%s, for %u %s, valid for %llu hours. Give this link to the person "
 	                  "only, in a way that is safe for them:\n%s",
-	                  svc->display_name, uses, uses == 1 ? "use" : "uses",
-	                  (unsigned long long)(life / 3600000ull), link);
+	                  group ? "this group, for " : "", svc->display_name, uses,
+	                  uses == 1 ? "use" : "uses", (unsigned long long)(life / 3600000ull), link);
 	free(link);
 	return text;
 }
@@ -890,12 +954,12 @@ int conv_command(const struct txn_env *env, store_txn *t, const struct mxev *ev,
 {
 	const struct config *cfg = env->cfg;
 	int rc = TH_OK;
-	char *reply = NULL;
+	char *reply = NULL, *qr_link = NULL;
 	const char *guest = portal_guest(room);
 	json_t *c = guest ? conv_get(t, guest) : NULL;
 
 	if (cmd == POL_CMD_INVITE) {
-		reply = command_invite(env, t, ev, &rc);
+		reply = command_invite(env, t, ev, room, &rc, &qr_link);
 	} else if (!c) {
 		reply = xstrdup("That command works in a conversation room with a guest (the rooms Threshold "
 		                "makes when someone gets in touch).");
@@ -915,7 +979,7 @@ int conv_command(const struct txn_env *env, store_txn *t, const struct mxev *ev,
 		const char *to = args_of(ev->body);
 		size_t n = strcspn(to, " \t\n");
 		char *target = xstrndup(to, n);
-		enum pol_role role = events_role(cfg, target);
+		enum pol_role role = events_role(cfg, t, target);
 		int staff = role == POL_ROLE_STAFF || role == POL_ROLE_LEAD;
 		if (!n || target[0] != '@') {
 			reply = xstrdup("Usage: !threshold handover @colleague:server");
@@ -949,9 +1013,76 @@ int conv_command(const struct txn_env *env, store_txn *t, const struct mxev *ev,
 		if (!rc)
 			(*queued)++;
 	}
+	if (!rc && qr_link) {
+		rc = push(t,
+		          json_pack("{s:s, s:s, s:s, s:s, s:s}", "op", "qr_image", "room_id", ev->room_id,
+		                    "user_id", cfg->bot_user_id, "text", qr_link, "reply_to", ev->event_id));
+		if (!rc)
+			(*queued)++;
+	}
+	if (qr_link)
+		explicit_bzero(qr_link, strlen(qr_link));
+	free(qr_link);
 	if (reply)
 		explicit_bzero(reply, strlen(reply));
 	free(reply);
 	json_decref(c);
+	return rc;
+}
+
+/* ---- retention ------------------------------------------------------------ */
+
+struct expired {
+	char **guests;
+	size_t n;
+	uint64_t now;
+};
+
+static int collect_expired(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct expired *ex = ctx;
+	json_t *c = json_loadb(val, vlen, 0, NULL);
+	uint64_t exp = (uint64_t)json_integer_value(json_object_get(c, "expires_ms"));
+	json_decref(c);
+	if (exp && exp <= ex->now && klen <= GUESTS_MAX_USER_ID) {
+		ex->guests = xrealloc(ex->guests, (ex->n + 1) * sizeof(char *));
+		ex->guests[ex->n++] = xstrndup(key, klen);
+	}
+	return 0;
+}
+
+int conv_expire(const struct txn_env *env, uint64_t now_ms, size_t *expired)
+{
+	struct expired ex = {.now = now_ms};
+	store_txn *t;
+	int rc = store_txn_begin(env->st, 0, &t);
+	if (rc)
+		return rc;
+	rc = store_walk(t, STORE_CONVS, NULL, 0, collect_expired, &ex);
+	store_txn_abort(t);
+	size_t done = 0;
+	for (size_t i = 0; !rc && i < ex.n; i++) {
+		const char *guest = ex.guests[i];
+		if ((rc = store_txn_begin(env->st, 1, &t)))
+			break;
+		json_t *c = conv_get(t, guest);
+		if (c)
+			rc = close_in(env, t, guest, c, "threshold", "This conversation has ended.", 1);
+		if (!rc)
+			rc = feed_erase(t, guest, NULL);
+		if (!rc && c)
+			rc = store_del(t, STORE_CONVS, guest, strlen(guest));
+		json_decref(c);
+		if (rc) {
+			store_txn_abort(t);
+			break;
+		}
+		if (!(rc = store_txn_commit(t)))
+			done++;
+	}
+	for (size_t i = 0; i < ex.n; i++)
+		free(ex.guests[i]);
+	free(ex.guests);
+	*expired = done;
 	return rc;
 }

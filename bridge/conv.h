@@ -112,12 +112,24 @@ int conv_send(const struct txn_env *env, const char *guest, const char *local_id
 int conv_leave(const struct txn_env *env, const char *guest);
 
 /**
- * Erase the guest (docs/gateway-api.md, "delete my data").
- * @param erased_key  out: 1 if audit_txn_committed() must be called (the
- *                    seal key slot is overwritten then)
+ * Erase the guest (docs/gateway-api.md, "delete my data"): redactions of
+ * their messages, a neutral notice, leave, profile cleared, sessions,
+ * conversation and feed deleted, pseudonym removed, sealing key destroyed
+ * (audit_erase_subject, then audit_txn_committed() after the commit).
  * @return TH_OK, TH_ENOTFOUND, or a store/audit error.
  */
 int conv_erase(const struct txn_env *env, const char *guest);
+
+/**
+ * Retention: end every conversation past its services.<name>.
+ * conversation_expiry_days.  The guest leaves the room, the feed, the
+ * sessions and the conversation record are deleted, and the audit log says
+ * the conversation was closed (actor "threshold").  The room's history stays
+ * on the homeserver, under its own retention policy (docs/services.md).
+ * @param expired  out: conversations ended
+ * @return TH_OK or a store/audit error (what was done so far stays done).
+ */
+int conv_expire(const struct txn_env *env, uint64_t now_ms, size_t *expired);
 
 /**
  * Called by the outbox in the commit that removes the create_room action
@@ -131,10 +143,11 @@ int conv_room_created(const struct config *cfg, store_txn *t, const char *guest,
  * into the feeds of the room's guests; staff joining and leaving become
  * notices; staff display names are remembered in @p room ("staff").
  * @param sender_role  policy's role for the sender
+ * @param fed          incremented per feed entry appended
  * @return TH_OK or a store error (aborts the transaction).
  */
 int conv_on_event(store_txn *t, const struct mxev *ev, enum pol_role sender_role, enum pol_role target_role,
-                  json_t *room);
+                  json_t *room, unsigned *fed);
 
 /**
  * Carry out a staff conversation command (POL_ACT_CONVERSATION): invite,

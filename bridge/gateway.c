@@ -700,8 +700,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 		        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		uint64_t declared;
 		if (cl && th_parse_u64(cl, UINT64_MAX / 2, &declared) == TH_OK &&
-		    declared > gw->cfg->gw_max_body_bytes)
+		    declared > gw->cfg->gw_max_body_bytes) {
+			/* Refuse before reading it; libmicrohttpd then closes the connection. */
 			rq->too_large = 1;
+			return send_error(conn, 413, "TH_TOO_LARGE", "The request is too large.", 0);
+		}
 		return MHD_YES;
 	}
 	if (*upload_data_size) {

@@ -13,11 +13,12 @@
 #define MAX_LIFE_MS (366ull * 24 * 3600 * 1000)
 #define PRUNE_GRACE (24ull * 3600 * 1000)
 
-int inv_create(store_txn *t, audit *au, const struct config_service *svc, unsigned uses, uint64_t expires_ms,
-               const char *actor, char *token)
+int inv_create(store_txn *t, audit *au, const struct config_service *svc, const char *group, unsigned uses,
+               uint64_t expires_ms, const char *actor, char *token)
 {
 	uint64_t now = th_now_ms();
-	if (!svc || uses < 1 || uses > 10000 || expires_ms <= now || !actor || !*actor)
+	if (!svc || uses < 1 || uses > 10000 || expires_ms <= now || !actor || !*actor ||
+	    (group && (group[0] != '!' || strlen(group) > 255)))
 		return TH_EINVAL;
 	char tok[SEC_TOKEN_LEN + 1];
 	int rc = sec_token_new(tok);
@@ -27,6 +28,8 @@ int inv_create(store_txn *t, audit *au, const struct config_service *svc, unsign
 	sec_hash(DOMAIN, tok, key);
 	json_t *rec = json_pack("{s:s, s:i, s:i, s:I, s:I}", "service", svc->name, "uses", (int)uses, "used",
 	                        0, "expires_ms", (json_int_t)expires_ms, "created_ms", (json_int_t)now);
+	if (group)
+		json_object_set_new(rec, "group", json_string(group));
 	char *val = json_dumps(rec, JSON_COMPACT);
 	json_decref(rec);
 	rc = store_put(t, STORE_INVITES, key, sizeof(key), val, strlen(val), STORE_NOOVERWRITE);
@@ -35,7 +38,8 @@ int inv_create(store_txn *t, audit *au, const struct config_service *svc, unsign
 		goto out;
 	json_t *details = json_pack("{s:s, s:i, s:I}", "service", svc->name, "uses", (int)uses, "expires_ms",
 	                            (json_int_t)expires_ms);
-	struct audit_rec ar = {.kind = AUDIT_INVITE_CREATED, .actor = actor, .details = details};
+	struct audit_rec ar = {
+	        .kind = AUDIT_INVITE_CREATED, .actor = actor, .room = group, .details = details};
 	rc = audit_append(au, t, &ar, NULL);
 	json_decref(details);
 	if (rc == TH_OK)
@@ -72,6 +76,9 @@ static int lookup(store_txn *t, const unsigned char *key, uint64_t now, struct i
 	out->uses = (unsigned)uses;
 	out->used = (unsigned)used;
 	out->expires_ms = (uint64_t)exp;
+	const char *group = jsonx_str(rec, "group");
+	if (group && strlen(group) < sizeof(out->group))
+		memcpy(out->group, group, strlen(group) + 1);
 	if (rec_out)
 		*rec_out = rec;
 	else

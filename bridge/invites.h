@@ -5,7 +5,10 @@
  * person, good for a number of uses until it expires.  STORE_INVITES maps
  * sec_hash("invite", token) to
  *
- *   {"service":S, "uses":N, "used":K, "expires_ms":T, "created_ms":T0}
+ *   {"service":S, "uses":N, "used":K, "expires_ms":T, "created_ms":T0[, "group":R]}
+ *
+ * "group" marks a group invitation: its guests join the existing moderated
+ * group room R instead of getting a conversation room of their own.
  *
  * and nothing else: not who it was for, not how it was sent.  The token
  * itself is never stored or logged; the link is shown once.
@@ -32,19 +35,21 @@ struct inv_info {
 	char service[INV_MAX_SERVICE + 1];
 	unsigned uses, used;
 	uint64_t expires_ms;
+	char group[256]; /* a group invitation's room id, or "" */
 };
 
 /**
  * Create an invitation to @p svc in write transaction @p t, with an
  * invite_created audit record (actor @p actor; details: service, uses,
  * expiry; never the token).
+ * @param group       NULL, or the group room its guests join (a group invitation)
  * @param uses        1..10000
  * @param expires_ms  absolute Unix time in ms, after now
  * @param token       out: SEC_TOKEN_LEN + 1 bytes, written on success
  * @return TH_OK, TH_EINVAL, TH_EIO (no randomness), or a store/audit error.
  */
-int inv_create(store_txn *t, audit *au, const struct config_service *svc, unsigned uses, uint64_t expires_ms,
-               const char *actor, char *token);
+int inv_create(store_txn *t, audit *au, const struct config_service *svc, const char *group, unsigned uses,
+               uint64_t expires_ms, const char *actor, char *token);
 
 /**
  * Look at the invitation @p token without using it.

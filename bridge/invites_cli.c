@@ -13,6 +13,7 @@
 #include "audit.h"
 #include "config.h"
 #include "invites.h"
+#include "qr.h"
 #include "store.h"
 #include "util.h"
 
@@ -52,13 +53,16 @@ int inv_cli_main(const struct config *cfg, int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	const char *service = NULL;
+	const char *service = NULL, *qr_path = NULL;
 	int as_json = 0, have_uses = 0, have_life = 0;
 	uint64_t uses = 0, life = 0;
 	for (int i = 1; i < argc; i++) {
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(argv[i], "--json")) {
 			as_json = 1;
+		} else if (!strcmp(argv[i], "--qr") && v) {
+			qr_path = v;
+			i++;
 		} else if (!strcmp(argv[i], "--service") && v) {
 			service = v;
 			i++;
@@ -114,7 +118,7 @@ int inv_cli_main(const struct config *cfg, int argc, char **argv)
 		goto out;
 	}
 	uint64_t expires = th_now_ms() + life;
-	rc = inv_create(t, au, svc, (unsigned)uses, expires, actor, token);
+	rc = inv_create(t, au, svc, NULL, (unsigned)uses, expires, actor, token);
 	if (rc == TH_OK) {
 		rc = store_txn_commit(t);
 		t = NULL;
@@ -124,6 +128,19 @@ int inv_cli_main(const struct config *cfg, int argc, char **argv)
 		goto out;
 	}
 	char *link = inv_link(cfg, token);
+	if (qr_path) {
+		unsigned char *png = NULL;
+		size_t plen = 0;
+		rc = qr_png(link, &png, &plen);
+		if (!rc)
+			rc = th_write_file_atomic(qr_path, png, plen, 0600);
+		free(png);
+		if (rc)
+			fprintf(stderr, "threshold invite: the QR code could not be written to %s: %s\n",
+			        qr_path, th_strerror(rc));
+		else
+			fprintf(stderr, "QR code of the link written to %s\n", qr_path);
+	}
 	if (as_json) {
 		json_t *j = json_pack("{s:s, s:s, s:I, s:I}", "link", link, "service", svc->name, "uses",
 		                      (json_int_t)uses, "expires_ms", (json_int_t)expires);

@@ -15,8 +15,8 @@
 #define CMD(c)        (1u << (c))
 #define GROUP_IN_ROOM (CMD(POL_CMD_GROUP_ADD) | CMD(POL_CMD_GROUP_REMOVE) | CMD(POL_CMD_GROUP_LIST))
 #define CONVERSATION  (CMD(POL_CMD_INVITE) | CMD(POL_CMD_CLOSE) | CMD(POL_CMD_HANDOVER) | CMD(POL_CMD_NOTE))
-/* Rooms a guest does not belong in: the safeguarding room is not managed. */
-#define NOT_MANAGED (ROOM(POL_ROOM_UNMANAGED) | ROOM(POL_ROOM_SAFEGUARDING))
+/* Rooms a guest does not belong in: the safeguarding room and staff rooms are not managed. */
+#define NOT_MANAGED (ROOM(POL_ROOM_UNMANAGED) | ROOM(POL_ROOM_SAFEGUARDING) | ROOM(POL_ROOM_STAFF))
 
 /* One rule: what it matches, and what it decides. */
 struct rule {
@@ -40,6 +40,11 @@ static const struct rule rules[] = {
         /* The bot goes where staff ask it to, nowhere else. */
         {POL_EV_INVITE, STAFFISH, ROLE(POL_ROLE_BOT), ANY, 0, POL_R_BOT_INVITE_ACCEPTED, POL_ACT_JOIN, 0,
          POL_NOTE_NONE, POL_REC_NONE, 0, ANY},
+        /* A staff room is named by the admin, and only its members can invite:
+         * whoever invites the bot there is staff, though Threshold cannot know
+         * it until the bot is in. */
+        {POL_EV_INVITE, ANY, ROLE(POL_ROLE_BOT), ROOM(POL_ROOM_STAFF), 0, POL_R_BOT_INVITE_STAFF_ROOM,
+         POL_ACT_JOIN, 0, POL_NOTE_NONE, POL_REC_NONE, 0, ANY},
         {POL_EV_INVITE, ANY, ROLE(POL_ROLE_BOT), ANY, 0, POL_R_BOT_INVITE_REFUSED, POL_ACT_LEAVE, 0,
          POL_NOTE_NONE, POL_REC_CONTACT_BLOCKED, 0, ANY},
 
@@ -59,6 +64,15 @@ static const struct rule rules[] = {
          0, POL_NOTE_NOT_IN_MANAGED, POL_REC_MEMBERSHIP_ENFORCED, 1, ANY},
         {POL_EV_INVITE, ANY, STRANGERS, ROOM(POL_ROOM_MANAGED), 0, POL_R_STRANGER_INVITE_WITHDRAWN,
          POL_ACT_KICK, 0, POL_NOTE_NOT_IN_MANAGED, POL_REC_MEMBERSHIP_ENFORCED, 0, ANY},
+        /* Only staff (and the bot) bring people in; a guest's or a stranger's
+         * invite of anyone else is undone too (guests and strangers above). */
+        {POL_EV_INVITE, ROLE(POL_ROLE_GUEST) | STRANGERS, STAFFISH, ROOM(POL_ROOM_MANAGED), 0,
+         POL_R_INVITER_NOT_STAFF, POL_ACT_KICK, 0, POL_NOTE_ONLY_STAFF_INVITE, POL_REC_MEMBERSHIP_ENFORCED, 1,
+         ANY},
+        /* The bot's own settings come back to it as events: never undo them,
+         * or a revert the homeserver alters would loop. */
+        {POL_EV_STATE_EXPOSED, ROLE(POL_ROLE_BOT), ANY, ANY, 0, POL_R_STATE_BY_BOT, 0, 0, POL_NOTE_NONE,
+         POL_REC_NONE, 0, ANY},
         {POL_EV_STATE_EXPOSED, ANY, ANY, ROOM(POL_ROOM_MANAGED), 0, POL_R_STATE_REVERTED,
          POL_ACT_REVERT_STATE, 0, POL_NOTE_NONE, POL_REC_STATE_REVERTED, 1, ANY},
 
@@ -68,10 +82,12 @@ static const struct rule rules[] = {
          POL_NOTE_NONE, POL_REC_NONE, 0, GROUP_IN_ROOM},
         {POL_EV_COMMAND, STAFFISH, ANY, ANY, 1, POL_R_GROUP_COMMAND_WRONG_ROOM, POL_ACT_REPLY, 0,
          POL_NOTE_USE_IN_GROUP_ROOM, POL_REC_NONE, 0, GROUP_IN_ROOM},
-        {POL_EV_COMMAND, STAFFISH, ANY, ROOM(POL_ROOM_UNMANAGED) | ROOM(POL_ROOM_MANAGED), 1,
+        {POL_EV_COMMAND, STAFFISH, ANY,
+         ROOM(POL_ROOM_UNMANAGED) | ROOM(POL_ROOM_MANAGED) | ROOM(POL_ROOM_STAFF), 1,
          POL_R_CONVERSATION_COMMAND, POL_ACT_CONVERSATION, 0, POL_NOTE_NONE, POL_REC_NONE, 0, CONVERSATION},
-        {POL_EV_COMMAND, STAFFISH, ANY, ROOM(POL_ROOM_UNMANAGED) | ROOM(POL_ROOM_MANAGED), 1,
-         POL_R_GROUP_COMMAND, POL_ACT_GROUP, 0, POL_NOTE_NONE, POL_REC_NONE, 0, CMD(POL_CMD_GROUP_CREATE)},
+        {POL_EV_COMMAND, STAFFISH, ANY,
+         ROOM(POL_ROOM_UNMANAGED) | ROOM(POL_ROOM_MANAGED) | ROOM(POL_ROOM_STAFF), 1, POL_R_GROUP_COMMAND,
+         POL_ACT_GROUP, 0, POL_NOTE_NONE, POL_REC_NONE, 0, CMD(POL_CMD_GROUP_CREATE)},
         {POL_EV_COMMAND, STAFFISH, ANY, ANY, 1, POL_R_COMMAND_ANSWERED, POL_ACT_REPLY, 0, POL_NOTE_NONE,
          POL_REC_NONE, 0, ANY},
         {POL_EV_COMMAND, STRANGERS, ANY, ANY, 1, POL_R_COMMAND_REFUSED, POL_ACT_REPLY, 1, POL_NOTE_NONE,
@@ -112,6 +128,7 @@ void pol_decide(const struct pol_facts *f, struct pol_decision *out)
 {
 	memset(out, 0, sizeof(*out));
 	out->reason = POL_R_NO_RULE;
+	out->rule = -1;
 	for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++) {
 		const struct rule *r = &rules[i];
 		if (r->event != f->event || !has(r->sender, f->sender) || !has(r->target, f->target) ||
@@ -120,6 +137,7 @@ void pol_decide(const struct pol_facts *f, struct pol_decision *out)
 		if ((r->bot_joined == 1 && !f->bot_joined) || (r->bot_joined == -1 && f->bot_joined))
 			continue;
 		out->reason = r->reason;
+		out->rule = (int)i;
 		out->record = r->record;
 		out->alert = r->alert;
 		if (r->action) {
@@ -169,6 +187,9 @@ static const char *const reason_names[POL_R_COUNT] = {
         [POL_R_CONVERSATION_COMMAND] = "conversation_command",
         [POL_R_GUEST_SEND_ALLOWED] = "guest_send_allowed",
         [POL_R_GUEST_SEND_REFUSED] = "guest_send_refused",
+        [POL_R_BOT_INVITE_STAFF_ROOM] = "bot_invite_staff_room",
+        [POL_R_STATE_BY_BOT] = "state_by_bot",
+        [POL_R_INVITER_NOT_STAFF] = "inviter_not_staff",
 };
 
 static const char *const role_names[POL_ROLE_COUNT] = {
@@ -195,6 +216,7 @@ static const char *const room_names[POL_ROOM_COUNT] = {
         [POL_ROOM_UNMANAGED] = "unmanaged",
         [POL_ROOM_MANAGED] = "managed",
         [POL_ROOM_SAFEGUARDING] = "safeguarding",
+        [POL_ROOM_STAFF] = "staff",
 };
 
 static const char *const command_names[POL_CMD_COUNT] = {
@@ -241,6 +263,7 @@ static const char *const note_names[POL_NOTE_COUNT] = {
         [POL_NOTE_ADD_GUEST_PROPERLY] = "add_guest_properly",
         [POL_NOTE_USE_IN_GROUP_ROOM] = "use_in_group_room",
         [POL_NOTE_NOT_IN_MANAGED] = "not_in_managed",
+        [POL_NOTE_ONLY_STAFF_INVITE] = "only_staff_invite",
 };
 
 #define NAME_OF(table, i) ((unsigned)(i) < sizeof(table) / sizeof(table[0]) ? table[i] : NULL)

@@ -14,7 +14,7 @@ enum pol_role {
 	POL_ROLE_NONE = 0, /* no such party (e.g. an event without a target) */
 	POL_ROLE_BOT,      /* Threshold's own bot user */
 	POL_ROLE_GUEST,    /* a user in Threshold's guest namespace */
-	POL_ROLE_STAFF,    /* configured staff */
+	POL_ROLE_STAFF,    /* configured staff, or joined to a configured staff room */
 	POL_ROLE_LEAD,     /* a safeguarding lead (staff too) */
 	POL_ROLE_LOCAL,    /* any other user of the homeserver's own server: a stranger */
 	POL_ROLE_REMOTE,   /* a user of another server (federation): a stranger */
@@ -32,7 +32,8 @@ enum pol_event {
 	POL_EV_AUDIT_COMMAND, /* m.room.message whose body is "!audit ..." (a lead's question) */
 	POL_EV_AUDIT_EXPORT,  /* "!audit export [--since ...]": the log as a signed file */
 	POL_EV_AUDIT_REVEAL,  /* "!audit reveal WHO REASON": break glass on a guest's sealed detail */
-	POL_EV_STATE_EXPOSED, /* a state event that would expose the room (public join rule, open history) */
+	POL_EV_STATE_EXPOSED, /* a state event that would expose the room: public join rule, open
+	                       * history, a guest given power, the bot's power lowered, an alias */
 	POL_EV_GATEWAY_SEND,  /* a guest asks the gateway to send into a room (target: see pol_facts) */
 	POL_EV_COUNT
 };
@@ -42,6 +43,7 @@ enum pol_room {
 	POL_ROOM_UNMANAGED = 0, /* a room Threshold does not manage */
 	POL_ROOM_MANAGED,       /* a room Threshold created or staff put under management */
 	POL_ROOM_SAFEGUARDING,  /* the configured safeguarding room (not managed: no guest belongs there) */
+	POL_ROOM_STAFF,         /* a configured staff room (not managed either); its members are staff */
 	POL_ROOM_COUNT
 };
 
@@ -94,6 +96,7 @@ enum pol_note {
 	POL_NOTE_ADD_GUEST_PROPERLY, /* how staff add a guest to a conversation */
 	POL_NOTE_USE_IN_GROUP_ROOM,  /* a group command that only works in a group room */
 	POL_NOTE_NOT_IN_MANAGED,     /* why someone was removed from a managed room */
+	POL_NOTE_ONLY_STAFF_INVITE,  /* why an invite by someone not staff was withdrawn */
 	POL_NOTE_COUNT
 };
 
@@ -121,6 +124,9 @@ enum pol_reason {
 	POL_R_CONVERSATION_COMMAND,      /* staff manage a guest conversation or invitation */
 	POL_R_GUEST_SEND_ALLOWED,        /* a guest writes into a managed room they belong to */
 	POL_R_GUEST_SEND_REFUSED,        /* a guest tried to write anywhere else */
+	POL_R_BOT_INVITE_STAFF_ROOM,     /* anyone in a configured staff room invited the bot there */
+	POL_R_STATE_BY_BOT,              /* the bot's own change to a setting: never undone, no loop */
+	POL_R_INVITER_NOT_STAFF,         /* a guest or stranger in a managed room invited staff */
 	POL_R_COUNT
 };
 
@@ -149,6 +155,7 @@ struct pol_decision {
 	enum pol_reason reason;
 	enum pol_record record; /* audit record to write, or POL_REC_NONE */
 	int alert;              /* 1: tell the safeguarding room (if configured) */
+	int rule;               /* index of the rule that decided (pol_rule_reason), or -1: none */
 	unsigned nactions;
 	struct pol_action actions[POL_MAX_ACTIONS];
 };

@@ -105,14 +105,64 @@ fi
 password=$(cat "$pwfile")
 
 # A demo guest, made once and reused: what a service user is to staff.
-guestfile=$data/demo-guest.json
-if [ ! -s "$guestfile" ]; then
-  "$bin" -c "$config" guest create --json >"$guestfile" 2>/dev/null
-fi
-guest_id=$(sed -n 's/.*"user_id": *"\([^"]*\)".*/\1/p' "$guestfile")
-guest_name=$(sed -n 's/.*"pseudonym": *"\([^"]*\)".*/\1/p' "$guestfile")
 "${harness[@]}" register --dir "$data/synapse" --user staff --password-file "$pwfile" \
   --exists-ok >/dev/null
+
+# The demo service's staff room: made once by the staff user, kept in the
+# data directory; the service in the config points at it.
+roomfile=$data/demo-staff-room
+staff_api() { # METHOD PATH [JSON]: a Client-Server call as staff; prints the answer
+  "$PY" - "$hs_url" "$password" "$@" <<'PYEOF'
+import json, sys, requests
+hs, password, method, path = sys.argv[1:5]
+body = json.loads(sys.argv[5]) if len(sys.argv) > 5 else None
+s = requests.Session()
+r = s.post(hs + "/_matrix/client/v3/login", json={"type": "m.login.password",
+           "identifier": {"type": "m.id.user", "user": "staff"}, "password": password}, timeout=30)
+r.raise_for_status()
+s.headers["Authorization"] = "Bearer " + r.json()["access_token"]
+r = s.request(method, hs + path, json=body, timeout=30)
+print(r.text)
+sys.exit(0 if r.status_code < 400 else 1)
+PYEOF
+}
+if [ ! -s "$roomfile" ]; then
+  say "making the demo service's staff room"
+  staff_api POST /_matrix/client/v3/createRoom '{"name": "Demo helpline staff", "preset": "private_chat"}' |
+    "$PY" -c 'import json, sys; print(json.load(sys.stdin)["room_id"])' >"$roomfile"
+fi
+staff_room=$(cat "$roomfile")
+if ! grep -q '^services:' "$config"; then
+  gw_port=$("${harness[@]}" free-port --prefer 8080)
+  cat >>"$config" <<CFG
+gateway:
+  listen_address: 127.0.0.1
+  listen_port: $gw_port
+  public_url: http://127.0.0.1:$gw_port
+  page_title: Notes
+services:
+  demo:
+    display_name: Demo helpline
+    staff_room: "$staff_room"
+    greeting: Hello, you are through to the demo helpline. Someone will be with you soon.
+    notice_version: "1"
+    public_entry: true
+CFG
+fi
+gw_url=$("$PY" -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["gateway"]["public_url"])' "$config")
+
+"$bin" -c "$config" serve &
+serve_pid=$!
+trap 'kill -TERM $serve_pid 2>/dev/null; wait $serve_pid; stop_synapse' EXIT
+for _ in $(seq 1 100); do
+  "$PY" -c 'import sys, requests; requests.get(sys.argv[1], timeout=1).raise_for_status()' \
+    "$gw_url/_threshold/gateway/v1/page" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+# The bot joins the staff room when staff invite it (inviting it again, when
+# it is in already, is refused harmlessly).
+staff_api POST "/_matrix/client/v3/rooms/$staff_room/invite" "{\"user_id\": \"$bot\"}" >/dev/null 2>&1 || true
+link=$("$bin" -c "$config" invite create --service demo --expires 7d 2>/dev/null)
 
 cat <<EOF
 
@@ -123,19 +173,22 @@ cat <<EOF
  Staff login:   user "staff", password "$password"
                 (kept in $pwfile)
 
+ A guest's link (open it in a phone-sized browser window; one use, 7 days):
+   $link
+ The service's public entry link (anyone with it may start a conversation):
+   $gw_url/#service=demo
+
  What to try:
-   1. Open a Matrix client on this machine (any client that lets you type a
-      homeserver URL) and log in to $url as staff.
-      From another machine, forward the port first:
-        ssh -L $hs_port:127.0.0.1:$hs_port <this machine>
-   2. Create a room and invite $bot. The bot joins within a second.
-   3. Send:  !threshold ping
-      The bot answers with a "pong" notice, as a reply to your message.
-   4. A demo guest exists: "$guest_name" ($guest_id).
-      Invite it to your room: Threshold declines the invite for the guest and
-      tells you why (guests are reached only through rooms Threshold manages).
-      See it recorded:  $bin -c $config audit list
-   (The guest web page and its link come with the guest gateway.)
+   1. Log in to $url as staff in a Matrix client (Element, or any client that
+      lets you type a homeserver URL).  From another machine, forward both
+      ports first:
+        ssh -L $hs_port:127.0.0.1:$hs_port -L ${gw_url##*:}:127.0.0.1:${gw_url##*:} <this machine>
+   2. Open "Demo helpline staff": the bot is there.  Open the guest link,
+      agree to the notice and write something.  The bot posts "... is waiting"
+      in the staff room with a link: join the conversation and reply.
+   3. In the conversation room: !threshold note TEXT (the guest never sees
+      it), !threshold close.  In the staff room: !threshold invite.
+   4. See what was recorded:  $bin -c $config audit list
 
  Threshold's log follows.  Press Ctrl-C to stop Threshold and then Synapse.
  Data: $data and Synapse's database in the chroot.  To start from scratch:
@@ -144,4 +197,4 @@ cat <<EOF
 
 EOF
 
-"$bin" -c "$config" serve
+wait $serve_pid

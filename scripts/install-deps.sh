@@ -8,11 +8,13 @@ pkgs=(
   # build
   build-essential cmake pkg-config clang libclang-rt-14-dev
   # libraries Threshold links
-  libolm-dev liblmdb-dev lmdb-utils libjansson-dev libcurl4-openssl-dev
+  libolm-dev liblmdb-dev lmdb-utils libjansson-dev libcurl4-openssl-dev libqrencode-dev zlib1g-dev
   libmicrohttpd-dev libyaml-dev libssl-dev
   # real-homeserver harness and independent client
   debootstrap python3 python3-matrix-nio python3-olm python3-pytest
   python3-jsonschema python3-yaml python3-requests
+  # reading the QR codes the tests make
+  zbar-tools
   # memory checking
   valgrind
   # misc tools the scripts use

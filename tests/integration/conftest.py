@@ -158,6 +158,7 @@ class Env:
         self.gateway_settings = {}  # more gateway.* keys (the browser tests' exit_url, page_title)
         self.gw_port = harness.free_port()
         self.gw_url = "http://127.0.0.1:%d" % self.gw_port
+        self.staff_rooms = []  # set by tests of staff rooms, then write_config()
 
     @property
     def hs_url(self):
@@ -188,6 +189,8 @@ class Env:
         }
         if self.safeguarding_room:
             cfg["safeguarding"]["room"] = self.safeguarding_room
+        if self.staff_rooms:
+            cfg["roles"]["staff_rooms"] = list(self.staff_rooms)
         if self.pseudonym_per_room:
             cfg["guests"] = {"pseudonym_per_room": True}
         if self.services:

@@ -2,13 +2,47 @@
 page uses it, for the integration tests."""
 
 import json
+import os
 import re
 import secrets
 import time
+import urllib.parse
 
+import jsonschema
 import requests
 
 API = "/_threshold/gateway/v1"
+
+_SCHEMA_PATH = os.path.join(os.environ.get("THRESHOLD_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", "..")),
+                            "schemas", "gateway-api.schema.json")
+with open(_SCHEMA_PATH) as _f:
+    SCHEMA = json.load(_f)
+jsonschema.Draft202012Validator.check_schema(SCHEMA)
+validated = []  # (method, path, status) of every answer checked, for the tests' own check
+
+
+def check_response(r, *args, **kwargs):
+    """Every gateway API answer must match schemas/gateway-api.schema.json."""
+    path = urllib.parse.urlsplit(r.request.url).path
+    if not path.startswith(API):
+        return r
+    key = "%s %s" % (r.request.method, path)
+    ep = SCHEMA["endpoints"].get(key)
+    if ep is None or r.status_code in (404, 405) and str(r.status_code) not in ep["responses"]:
+        body_schema = "error"
+    else:
+        body_schema = ep["responses"].get(str(r.status_code))
+        assert body_schema, "%s answered %d, which the schema does not list" % (key, r.status_code)
+    assert r.headers.get("Content-Type", "").startswith("application/json"), r.headers
+    doc = dict(SCHEMA["$defs"][body_schema])
+    doc["$defs"] = SCHEMA["$defs"]
+    jsonschema.validate(r.json(), doc, cls=jsonschema.Draft202012Validator)
+    validated.append((r.request.method, path, r.status_code))
+    return r
+
+
+api = requests.Session()
+api.hooks["response"].append(check_response)
 
 
 class Guest:
@@ -24,11 +58,11 @@ class Guest:
 
     def post(self, path, body, auth=True, **kw):
         headers = {"Authorization": "Bearer " + self.session} if auth and self.session else {}
-        return requests.post(self.base + API + path, json=body, headers=headers, timeout=30, **kw)
+        return api.post(self.base + API + path, json=body, headers=headers, timeout=30, **kw)
 
     def get(self, path, auth=True, **kw):
         headers = {"Authorization": "Bearer " + self.session} if auth and self.session else {}
-        return requests.get(self.base + API + path, headers=headers, timeout=90, **kw)
+        return api.get(self.base + API + path, headers=headers, timeout=90, **kw)
 
     def redeem(self, invite=None, service=None, version="1", language="en"):
         entry = {"invite": invite} if invite else {"service": service}

@@ -168,3 +168,40 @@ def make_group(env):
                       headers=bearer(env.token("staff")), json={}, timeout=30)
     assert r.status_code == 200, r.text
     return group
+
+
+def room_state(env, viewer, room_id, event_type):
+    """The content of a room's state event (state key ""), or None."""
+    r = requests.get("%s/_matrix/client/v3/rooms/%s/state/%s/" % (env.hs_url, q(room_id), event_type),
+                     headers=bearer(env.token(viewer)), timeout=30)
+    return r.json() if r.status_code == 200 else None
+
+
+def wait_for(what, fn, timeout=30):
+    """Call fn() until it returns something truthy; return that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = fn()
+        if got:
+            return got
+        time.sleep(0.3)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def group_with_guest_and_admin_staff(env, threshold):
+    """A group room with a guest in it, and staff raised to 100 by a
+    homeserver admin (Synapse's make_room_admin, which acts as the room's
+    highest local user: the bot, whose own changes Threshold never undoes).
+    In a group room only the bot may change power levels and aliases; this
+    is how a test plays a room whose settings staff could change."""
+    group = make_group(env)
+    guest = create_guest(env, threshold)
+    staff_says(env, group, "!threshold group add %s" % guest["pseudonym"])
+    wait_membership(env, "staff", group, guest["user_id"], "join")
+    staff = env.users["staff"][0]
+    r = requests.post("%s/_synapse/admin/v1/rooms/%s/make_room_admin" % (env.hs_url, q(group)),
+                      headers=bearer(env.token("admin")), json={"user_id": staff}, timeout=30)
+    assert r.status_code == 200, r.text
+    wait_for("staff at 100",
+             lambda: room_state(env, "staff", group, "m.room.power_levels")["users"].get(staff) == 100)
+    return group, guest

@@ -9,9 +9,12 @@ import pytest
 import requests
 
 from conftest import SERVER_NAME
-from gateway import API, Guest, invite_link_token
+from gateway import API, Guest, api, invite_link_token, validated
 from helpers import audit_records, bearer, q, staff_room_with_bot, staff_says, bot_reply
 from mx import Client, poll, run
+
+from gateway import SCHEMA
+SCHEMA_ENDPOINTS = sorted(SCHEMA["endpoints"])
 
 NOTICE_EN = "Helpline run by the test charity. Messages are kept 30 days. Only staff read them."
 
@@ -48,7 +51,7 @@ def wait_gateway(env, timeout=20):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if requests.get(env.gw_url + API + "/page", timeout=2).status_code == 200:
+            if api.get(env.gw_url + API + "/page", timeout=2).status_code == 200:
                 return
         except requests.ConnectionError:
             pass
@@ -94,14 +97,14 @@ def no_user_ids(entries):
 
 
 def test_page_config_and_notice(env, threshold, service):
-    r = requests.get(env.gw_url + API + "/page", timeout=10)
+    r = api.get(env.gw_url + API + "/page", timeout=10)
     assert r.status_code == 200
     page = r.json()
     assert page["title"] and page["exit_url"].startswith("http")
     assert {"code": "ar", "name": "العربية", "dir": "rtl"} in page["languages"]
     assert "default-src 'none'" in r.headers["Content-Security-Policy"]
     assert r.headers["Cache-Control"] == "no-store"
-    r = requests.post(env.gw_url + API + "/invitation", json={"service": "helpline"}, timeout=10)
+    r = api.post(env.gw_url + API + "/invitation", json={"service": "helpline"}, timeout=10)
     assert r.status_code == 200, r.text
     j = r.json()
     assert j["service"]["display_name"] == "Test Helpline"
@@ -159,7 +162,7 @@ def test_conversation_end_to_end(env, threshold, service):
     assert [e["id"] for e in j["events"]] == [i for i in ids if i > greeting["id"]]
 
     # Resuming on another device with the code reads the same conversation.
-    r = requests.post(env.gw_url + API + "/resume", json={"resume_code": started["resume_code"].lower()},
+    r = api.post(env.gw_url + API + "/resume", json={"resume_code": started["resume_code"].lower()},
                       timeout=10)
     assert r.status_code == 200, r.text
     other = Guest(env.gw_url)
@@ -177,7 +180,7 @@ def test_bad_invitations_are_one_answer(env, threshold, service):
                   "A" * 32, "not-a-token"):
         for path in ("/invitation", "/redeem"):
             body = {"invite": token, "consent": {"version": "3", "language": "en", "agreed": True}}
-            r = requests.post(env.gw_url + API + path, json=body, timeout=10)
+            r = api.post(env.gw_url + API + path, json=body, timeout=10)
             answers.append((r.status_code, r.json()))
     assert len({json.dumps(a, sort_keys=True) for a in answers}) == 1, answers
     assert answers[0][0] == 404 and answers[0][1]["errcode"] == "TH_INVITE_INVALID"
@@ -189,11 +192,11 @@ def test_consent_is_required(env, threshold, service):
     for consent in ({"version": "3", "language": "en", "agreed": False},
                     {"version": "2", "language": "en", "agreed": True},
                     {"version": "3", "language": "<b>", "agreed": True}):
-        r = requests.post(env.gw_url + API + "/redeem", json={"invite": token, "consent": consent}, timeout=10)
+        r = api.post(env.gw_url + API + "/redeem", json={"invite": token, "consent": consent}, timeout=10)
         assert r.status_code == 400, r.text
         assert r.json()["errcode"] == "TH_BAD_REQUEST"
     # none of those used the invitation up
-    assert requests.post(env.gw_url + API + "/invitation", json={"invite": token}, timeout=10).status_code == 200
+    assert api.post(env.gw_url + API + "/invitation", json={"invite": token}, timeout=10).status_code == 200
 
 
 def test_guests_are_kept_apart(env, threshold, service):
@@ -219,7 +222,7 @@ def test_guests_are_kept_apart(env, threshold, service):
     assert not any(e.get("body") == "for a's room only" for e in b.seen)
     assert not any(ev.get("content", {}).get("body") == "for a's room only" for ev in history(env, portal_b))
     for headers in ({}, {"Authorization": "Bearer " + "A" * 32}, {"Authorization": "Bearer " + b.session[::-1]}):
-        r = requests.get(env.gw_url + API + "/feed", params={"timeout_ms": 0}, headers=headers, timeout=10)
+        r = api.get(env.gw_url + API + "/feed", params={"timeout_ms": 0}, headers=headers, timeout=10)
         assert r.status_code == 401 and r.json()["errcode"] == "TH_SESSION_INVALID", r.text
 
 
@@ -255,7 +258,7 @@ def test_staff_invite_command(env, threshold, service):
     token = invite_link_token(body.strip().splitlines()[-1])
     Guest(env.gw_url).redeem(invite=token)
     Guest(env.gw_url).redeem(invite=token)
-    r = requests.post(env.gw_url + API + "/invitation", json={"invite": token}, timeout=10)
+    r = api.post(env.gw_url + API + "/invitation", json={"invite": token}, timeout=10)
     assert r.status_code == 404
 
 
@@ -294,13 +297,111 @@ def test_bad_requests(env, threshold, service):
     g = Guest(env.gw_url)
     g.redeem(service="helpline")
     for body, code in ((b"{not json", 400), (b"[]", 400), (b"x" * 70000, 413)):
-        r = requests.post(env.gw_url + API + "/send", data=body, timeout=10,
+        r = api.post(env.gw_url + API + "/send", data=body, timeout=10,
                           headers={"Authorization": "Bearer " + g.session, "Content-Type": "application/json"})
         assert r.status_code == code, (body[:20], r.status_code, r.text)
     r = g.post("/send", {"local_id": "bad id!", "body": "x"})
     assert r.status_code == 400 and "local_id" in r.json()["error"]
     r = g.post("/send", {"local_id": "long", "body": "x" * 5000})
     assert r.status_code == 413
-    assert requests.get(env.gw_url + API + "/nope", timeout=10).status_code == 404
-    assert requests.get(env.gw_url + API + "/send", timeout=10).status_code == 405
+    assert api.get(env.gw_url + API + "/nope", timeout=10).status_code == 404
+    assert api.get(env.gw_url + API + "/send", timeout=10).status_code == 405
     assert requests.get(env.gw_url + "/../../etc/passwd", timeout=10).status_code in (400, 404)
+
+
+def test_guest_leaves(env, threshold, service):
+    """End chat: staff are told, the guest leaves the room, the session ends."""
+    g = Guest(env.gw_url)
+    g.redeem(service="helpline")
+    portal = staff_join_portal(env, service["staff_room"], g.pseudonym)
+    g.send("thanks, bye")
+    r = g.post("/leave", {})
+    assert r.status_code == 200 and r.json() == {}
+
+    def told():
+        evs = history(env, portal)
+        notice = any(ev.get("content", {}).get("body") == g.pseudonym + " has left the conversation."
+                     for ev in evs)
+        left = any(ev.get("type") == "m.room.member" and ev.get("state_key", "").startswith("@guest_")
+                   and ev["content"].get("membership") == "leave" for ev in evs)
+        return notice and left
+    deadline = time.monotonic() + 30
+    while not told():
+        assert time.monotonic() < deadline, "staff never saw the guest leave"
+        time.sleep(0.5)
+    assert g.get("/session").status_code == 401
+    assert g.post("/leave", {}).status_code == 401
+
+
+def test_every_answer_matched_the_schema(env, threshold, service):
+    """Runs last: the answers above were checked against the schema as they
+    came; make sure that happened for every endpoint and most statuses."""
+    seen = {(m, p) for m, p, _ in validated}
+    for key in SCHEMA_ENDPOINTS:
+        method, path = key.split(" ", 1)
+        assert (method, path) in seen, "no test exercised %s" % key
+    assert {s for _, _, s in validated} >= {200, 202, 400, 401, 404, 405, 410, 413}
+
+
+def test_group_invitation(env, threshold, service):
+    """A group invitation puts two guests into one moderated group room,
+    where each sees the other only by pseudonym."""
+    from helpers import make_group
+    group = make_group(env)
+    cmd = staff_says(env, group, "!threshold invite --uses 2")
+    body = bot_reply(env, "staff", group, cmd)["content"]["body"]
+    assert body.startswith("Invitation to this group"), body
+    token = invite_link_token(body.strip().splitlines()[-1])
+    a, b = Guest(env.gw_url), Guest(env.gw_url)
+    a.redeem(invite=token)
+    b.redeem(invite=token)
+    assert a.get("/session").json()["state"] == "open"
+    la = a.send("hello from a")
+    a.wait_for(lambda e: e.get("local_id") == la, what="a's own message")
+    seen_by_b = b.wait_for(lambda e: e.get("body") == "hello from a", what="a's message in b's feed")
+    assert seen_by_b["from"] == {"role": "guest", "name": a.pseudonym}
+    staff_says(env, group, "welcome both")
+    for g in (a, b):
+        e = g.wait_for(lambda e: e.get("body") == "welcome both", what="staff's welcome")
+        assert e["from"]["role"] == "staff"
+        no_user_ids(g.seen)
+    # the room holds both guests; neither got a room of their own
+    senders = {ev["sender"] for ev in history(env, group)
+               if ev.get("content", {}).get("body") in ("hello from a",)}
+    assert len(senders) == 1 and next(iter(senders)).startswith("@guest_")
+
+
+def test_invitation_qr_code(env, threshold, service, tmp_path):
+    """!threshold invite --qr: the bot answers with the link, then a QR code
+    image of that same link (read back with zbarimg); the CLI writes one too."""
+    import subprocess
+    cmd = staff_says(env, service["staff_room"], "!threshold invite --qr")
+    link = bot_reply(env, "staff", service["staff_room"], cmd)["content"]["body"].strip().splitlines()[-1]
+
+    async def image():
+        async with Client.for_user(env, "staff") as s:
+            async def find():
+                for ev in await s.history(service["staff_room"]):
+                    c = ev.get("content", {})
+                    rel = c.get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id")
+                    if ev.get("sender") == env.bot and c.get("msgtype") == "m.image" and rel == cmd:
+                        return c
+            return await poll(find, timeout=30, what="the QR code image")
+    content = run(image())
+    assert content["info"]["mimetype"] == "image/png"
+    server, media_id = content["url"][len("mxc://"):].split("/", 1)
+    r = requests.get("%s/_matrix/client/v1/media/download/%s/%s" % (env.hs_url, server, media_id),
+                     headers=bearer(env.token("staff")), timeout=30)
+    if r.status_code == 404:  # homeservers without authenticated media
+        r = requests.get("%s/_matrix/media/v3/download/%s/%s" % (env.hs_url, server, media_id), timeout=30)
+    assert r.status_code == 200, r.text
+    png = tmp_path / "matrix.png"
+    png.write_bytes(r.content)
+    out = subprocess.run(["zbarimg", "-q", "--raw", str(png)], capture_output=True, text=True)
+    assert out.stdout.strip() == link, (out.stdout, link)
+
+    cli_png = tmp_path / "cli.png"
+    r = threshold.run("invite", "create", "--service", "helpline", "--qr", str(cli_png))
+    assert (cli_png.stat().st_mode & 0o777) == 0o600
+    out = subprocess.run(["zbarimg", "-q", "--raw", str(cli_png)], capture_output=True, text=True)
+    assert out.stdout.strip() == r.stdout.strip()

@@ -1,7 +1,9 @@
 """The daemon's whole life under valgrind memcheck: no invalid access, no use
 of uninitialised memory, no definite or indirect leak, and exit status 0.
 
-Start, transactions (invites of the bot from staff and from another server,
+Start, guest gateway requests (tests/integration/test_memcheck.py
+gateway_traffic: a parked feed poll answered at SIGTERM included),
+transactions (invites of the bot from staff and from another server,
 the bot's joins, commands from staff and from a stranger, a stranger's invite
 to a guest and a guest found in an unmanaged room (both alerts in the
 safeguarding room), a lead's `!audit` questions, a replay, and requests
@@ -28,9 +30,12 @@ import tempfile
 import time
 import warnings
 
-import pytest
+import threading
 
-from standalone import REMOTE_SERVER, Standalone, member_event, message_event
+import pytest
+import requests
+
+from standalone import REMOTE_SERVER, Standalone, free_port, member_event, message_event
 
 with warnings.catch_warnings():  # the mark needs no registration to select with -m
     warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)
@@ -74,9 +79,53 @@ def check_vg_log(path, what):
     return text
 
 
+PARKED_SESSION = []
+
+
+def gateway_traffic(d, workdir, gw):
+    """The guest gateway's paths, none needing a homeserver: the page, a
+    public entry, redeem, session, a send before the room exists, feeds
+    (answered at once, and parked until their timeout), resume, an
+    invitation from the CLI (with a QR code), leave, erase, and refusals."""
+    assert requests.get(gw + "/page", timeout=30).status_code == 200
+    assert requests.get(gw.rsplit("/_threshold", 1)[0] + "/", timeout=30).status_code == 200
+    entry = {"service": "helpline"}
+    assert requests.post(gw + "/invitation", json=entry, timeout=30).status_code == 200
+    consent = {"version": "1", "language": "en", "agreed": True}
+    r = requests.post(gw + "/redeem", json=dict(entry, consent=consent), timeout=30)
+    assert r.status_code == 200, r.text
+    first = r.json()
+    auth = {"Authorization": "Bearer " + first["session"]}
+    assert requests.get(gw + "/session", headers=auth, timeout=30).json()["state"] == "waiting"
+    r = requests.post(gw + "/send", json={"local_id": "m1", "body": "hello"}, headers=auth, timeout=30)
+    assert r.status_code == 409, r.text
+    feed = requests.get(gw + "/feed", params={"timeout_ms": 0}, headers=auth, timeout=30).json()
+    assert feed["events"] and feed["events"][0]["kind"] == "notice", feed
+    r = requests.get(gw + "/feed", params={"since": feed["next"], "timeout_ms": 1500}, headers=auth, timeout=30)
+    assert r.status_code == 200 and r.json()["events"] == [], r.text
+    r = requests.post(gw + "/resume", json={"resume_code": first["resume_code"]}, timeout=30)
+    assert r.status_code == 200, r.text
+    link = vg_run(d, workdir, "invite", "create", "--service", "helpline", "--qr",
+                  os.path.join(workdir, "invite.png")).stdout.strip()
+    token = link.rsplit("#invite=", 1)[1]
+    r = requests.post(gw + "/redeem", json={"invite": token, "consent": consent}, timeout=30)
+    assert r.status_code == 200, r.text
+    second = {"Authorization": "Bearer " + r.json()["session"]}
+    for body, code in ((b"{", 400), (b"x" * 70000, 413)):
+        assert requests.post(gw + "/send", data=body, headers=auth, timeout=30).status_code == code
+    assert requests.get(gw + "/session", timeout=30).status_code == 401
+    assert requests.get(gw + "/nothing", timeout=30).status_code == 404
+    assert requests.post(gw + "/leave", json={}, headers=auth, timeout=30).status_code == 200
+    r = requests.post(gw + "/erase", json={"confirm": True}, headers=second, timeout=30)
+    assert r.status_code == 200, r.text
+    r = requests.post(gw + "/redeem", json=dict(entry, consent=consent), timeout=30)
+    PARKED_SESSION.append(r.json()["session"])
+
+
 def vg_run(d, workdir, *args):
     """A one-shot command under valgrind; it must exit 0 with a clean log."""
-    log = os.path.join(workdir, "valgrind-%s.log" % "-".join(a.strip("-") for a in args))
+    name = "-".join(os.path.basename(a).strip("-") for a in args)
+    log = os.path.join(workdir, "valgrind-%s.log" % name)
     r = d.run(*args, prefix=vg(log), timeout=60, check=False)
     check_vg_log(log, "threshold " + " ".join(args))
     assert r.returncode == 0, "threshold %s exited %d: %s" % (" ".join(args), r.returncode,
@@ -100,9 +149,15 @@ def test_daemon_lifecycle_under_valgrind(workdir):
     if not os.access(BIN, os.X_OK):
         pytest.fail("Threshold binary not found at %s (build it, or set THRESHOLD_BIN)" % BIN)
     t0 = time.monotonic()
+    gw_port = free_port()
+    gw = "http://127.0.0.1:%d/_threshold/gateway/v1" % gw_port
     d = Standalone(BIN, workdir, audit={"checkpoint_every": 3}, log_level="debug",
                    extra={"roles": {"staff": [STAFF]},
-                          "safeguarding": {"room": SG_ROOM, "leads": [LEAD]}}).setup()
+                          "safeguarding": {"room": SG_ROOM, "leads": [LEAD]},
+                          "gateway": {"listen_port": gw_port},
+                          "services": {"helpline": {"display_name": "Helpline",
+                                                    "staff_room": "!staff:localhost",
+                                                    "public_entry": True}}}).setup()
     guest = json.loads(vg_run(d, workdir, "guest", "create", "--json").stdout)
     serve_log = os.path.join(workdir, "valgrind-serve.log")
     d.start(prefix=vg(serve_log), ready_timeout=45)
@@ -157,12 +212,23 @@ def test_daemon_lifecycle_under_valgrind(workdir):
         r = vg_run(d, workdir, "status", "--json")
         assert "!memcheck:localhost" in r.stdout, r.stdout
 
+        gateway_traffic(d, workdir, gw)
+        # A feed poll still parked when the daemon is told to stop is answered.
+        parked = {}
+        poller = threading.Thread(target=lambda: parked.update(r=requests.get(
+            gw + "/feed", params={"since": 99, "timeout_ms": 60000},
+            headers={"Authorization": "Bearer " + PARKED_SESSION[0]}, timeout=120)))
+        poller.start()
+        time.sleep(1.0)
+
         # Let the outbox and the ping retry against the missing homeserver a few times.
         time.sleep(1.5)
         assert d.running(), "threshold died:\n%s" % d.log_text()[-3000:]
 
         proc = d.proc
         proc.send_signal(signal.SIGTERM)
+        poller.join(60)
+        assert parked.get("r") is not None and parked["r"].status_code == 200, parked
         try:
             rc = proc.wait(40)
         except subprocess.TimeoutExpired:
@@ -183,7 +249,11 @@ def test_daemon_lifecycle_under_valgrind(workdir):
     kinds = [line.split('"kind":"', 1)[1].split('"', 1)[0] for line in r.stdout.splitlines()]
     assert kinds.count("contact_blocked") == 2, kinds  # the bot's and the guest's invites
     assert kinds.count("membership_enforced") == 1, kinds
-    assert kinds.count("guest_created") == 1, kinds
+    assert kinds.count("guest_created") == 4, kinds  # the CLI's, and three through the gateway
+    assert kinds.count("consent_recorded") == 3, kinds
+    assert kinds.count("invite_created") == 1, kinds
+    assert kinds.count("conversation_closed") == 2, kinds  # one left, one erased
+    assert kinds.count("data_erased") == 1, kinds
     # The lead's five questions in the safeguarding room are answered; the two others are not.
     lead_views = [ln for ln in r.stdout.splitlines()
                   if '"kind":"audit_viewed"' in ln and '"actor":"%s"' % LEAD in ln]

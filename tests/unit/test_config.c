@@ -644,6 +644,7 @@ static void test_roles(void)
 	CHECK_EQ_INT(load_text(MINIMAL "roles:\n"
 	                               "  staff: [\"@alice:example.org\", \"@bob:example.org\"]\n"
 	                               "  staff_all_local: yes\n"
+	                               "  staff_rooms: [\"!staff:example.org\"]\n"
 	                               "safeguarding:\n"
 	                               "  room: \"!sg:example.org\"\n"
 	                               "  leads:\n"
@@ -651,17 +652,21 @@ static void test_roles(void)
 	                       &cfg, err, sizeof(err)),
 	             TH_OK);
 	CHECK_EQ_INT(cfg.staff.n, 2);
-	CHECK(config_users_has(&cfg.staff, "@bob:example.org"));
-	CHECK(!config_users_has(&cfg.staff, "@bob:example.org.evil"));
-	CHECK(!config_users_has(&cfg.staff, NULL));
+	CHECK(config_ids_has(&cfg.staff, "@bob:example.org"));
+	CHECK(!config_ids_has(&cfg.staff, "@bob:example.org.evil"));
+	CHECK(!config_ids_has(&cfg.staff, NULL));
 	CHECK_EQ_INT(cfg.staff_all_local, 1);
+	CHECK_EQ_INT(cfg.staff_rooms.n, 1);
+	CHECK(config_ids_has(&cfg.staff_rooms, "!staff:example.org"));
+	CHECK(!config_ids_has(&cfg.staff_rooms, "!other:example.org"));
 	CHECK_STR(cfg.safeguarding_room, "!sg:example.org");
-	CHECK(config_users_has(&cfg.leads, "@lead:example.org"));
+	CHECK(config_ids_has(&cfg.leads, "@lead:example.org"));
 	config_free(&cfg);
 
 	CHECK_EQ_INT(load_text(MINIMAL "roles:\n  staff:\n", &cfg, err, sizeof(err)), TH_OK);
 	CHECK_EQ_INT(cfg.staff.n, 0);
 	CHECK_EQ_INT(cfg.staff_all_local, 0);
+	CHECK_EQ_INT(cfg.staff_rooms.n, 0);
 	config_free(&cfg);
 
 	/* The bad item's own line is named, not the key's. */
@@ -669,6 +674,11 @@ static void test_roles(void)
 	             "roles.staff", "\"alice\" is not a user id");
 	EXPECT_ERROR(MINIMAL "roles:\n  staff: \"@alice:example.org\"\n", 9, "roles.staff",
 	             "expected a list of user ids");
+	EXPECT_ERROR(MINIMAL
+	             "roles:\n  staff_rooms:\n    - \"!a:example.org\"\n    - \"#staff:example.org\"\n",
+	             11, "roles.staff_rooms", "\"#staff:example.org\" is not a room id");
+	EXPECT_ERROR(MINIMAL "roles:\n  staff_rooms: \"!a:example.org\"\n", 9, "roles.staff_rooms",
+	             "expected a list of room ids");
 	EXPECT_ERROR(MINIMAL "roles:\n  staff_all_local: maybe\n", 9, "roles.staff_all_local",
 	             "is not true or false");
 	EXPECT_ERROR(MINIMAL "safeguarding:\n  room: \"#safe:example.org\"\n", 9, "safeguarding.room",

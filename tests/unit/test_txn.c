@@ -402,6 +402,262 @@ static void test_managed_room(void)
 	json_decref(a);
 }
 
+#define GUEST_ID "@guest_0123456789abcdef0123456789abcdef:test.local"
+#define STATE(id, room, type, sender, content)                                            \
+	"{\"events\":[{\"event_id\":\"" id "\",\"room_id\":\"" room "\",\"type\":\"" type \
+	"\",\"state_key\":\"\","                                                          \
+	"\"sender\":\"" sender "\",\"content\":" content "}]}"
+#define MEMBER(id, room, sender, target, membership)                                                       \
+	"{\"events\":[{\"event_id\":\"" id "\",\"room_id\":\"" room "\",\"type\":\"m.room.member\","       \
+	"\"state_key\":\"" target "\",\"sender\":\"" sender "\",\"content\":{\"membership\":\"" membership \
+	"\"}}]}"
+
+static long long level_of(const json_t *a, const char *user_id)
+{
+	return json_integer_value(
+	        json_object_get(json_object_get(json_object_get(a, "content"), "users"), user_id));
+}
+
+/* Power levels and aliases that would expose a managed room are put back;
+ * the bot's own changes never are. */
+static void test_managed_power_and_alias(void)
+{
+	struct txn_result res;
+	/* A guest given power: the same content with the guest at 0, the rest kept. */
+	run("80",
+	    STATE("$pl1", "!g:test.local", "m.room.power_levels", "@staff:test.local",
+	          "{\"users\":{\"@threshold:test.local\":100,\"@staff:test.local\":50,\"" GUEST_ID
+	          "\":50},\"users_default\":0,\"invite\":50}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 1); /* the revert (no safeguarding room here, so no alert) */
+	json_t *a = last_action();
+	CHECK_STR(json_string_value(json_object_get(a, "op")), "state");
+	CHECK_STR(json_string_value(json_object_get(a, "type")), "m.room.power_levels");
+	CHECK_EQ_INT(level_of(a, GUEST_ID), 0);
+	CHECK_EQ_INT(level_of(a, "@threshold:test.local"), 100);
+	CHECK_EQ_INT(level_of(a, "@staff:test.local"), 50);
+	CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(a, "content"), "invite")), 50);
+	json_decref(a);
+
+	/* The bot lowered (here: left out, with users_default 0): back to 100. */
+	run("81",
+	    STATE("$pl2", "!g:test.local", "m.room.power_levels", "@staff:test.local",
+	          "{\"users\":{\"@staff:test.local\":100}}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 1);
+	a = last_action();
+	CHECK_EQ_INT(level_of(a, "@threshold:test.local"), 100);
+	CHECK_EQ_INT(level_of(a, "@staff:test.local"), 100);
+	json_decref(a);
+
+	/* Safe power levels, and the bot's own (even unsafe ones), change nothing. */
+	run("82",
+	    STATE("$pl3", "!g:test.local", "m.room.power_levels", "@staff:test.local",
+	          "{\"users\":{\"@threshold:test.local\":100,\"" GUEST_ID "\":0}}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 0);
+	run("83",
+	    STATE("$pl4", "!g:test.local", "m.room.power_levels", "@threshold:test.local",
+	          "{\"users\":{\"@threshold:test.local\":50,\"" GUEST_ID "\":50}}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 0);
+	/* A string level (older room versions) counts too. */
+	run("84",
+	    STATE("$pl5", "!g:test.local", "m.room.power_levels", "@staff:test.local",
+	          "{\"users\":{\"@threshold:test.local\":\"100\",\"" GUEST_ID "\":\"10\"}}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 1);
+	a = last_action();
+	CHECK_EQ_INT(level_of(a, GUEST_ID), 0);
+	json_decref(a);
+	/* Unmanaged rooms are left be. */
+	run("85",
+	    STATE("$pl6", "!u:test.local", "m.room.power_levels", "@staff:test.local",
+	          "{\"users\":{\"" GUEST_ID "\":50}}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 0);
+
+	/* A published alias: the canonical alias emptied. */
+	run("86",
+	    STATE("$ca1", "!g:test.local", "m.room.canonical_alias", "@staff:test.local",
+	          "{\"alias\":\"#tuesday:test.local\"}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 1);
+	a = last_action();
+	CHECK_STR(json_string_value(json_object_get(a, "type")), "m.room.canonical_alias");
+	CHECK_EQ_INT(json_object_size(json_object_get(a, "content")), 0);
+	json_decref(a);
+	run("87",
+	    STATE("$ca2", "!g:test.local", "m.room.canonical_alias", "@staff:test.local",
+	          "{\"alt_aliases\":[\"#x:test.local\"]}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 1);
+	run("88", STATE("$ca3", "!g:test.local", "m.room.canonical_alias", "@staff:test.local", "{}"), &res);
+	CHECK_EQ_INT(res.queued, 0);
+	run("89",
+	    STATE("$ca4", "!g:test.local", "m.room.canonical_alias", "@staff:test.local",
+	          "{\"alias\":\"\",\"alt_aliases\":[]}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 0);
+
+	/* Only staff invite: a guest's invite of staff is withdrawn, staff's is not. */
+	run("90", MEMBER("$iv1", "!g:test.local", GUEST_ID, "@staff:test.local", "invite"), &res);
+	CHECK_EQ_INT(res.queued, 1);
+	a = last_action();
+	CHECK_STR(json_string_value(json_object_get(a, "op")), "kick");
+	CHECK_STR(json_string_value(json_object_get(a, "target")), "@staff:test.local");
+	CHECK(strstr(json_string_value(json_object_get(a, "reason")), "only staff may invite") != NULL);
+	json_decref(a);
+	run("91", MEMBER("$iv2", "!g:test.local", "@staff:test.local", "@lead2:test.local", "invite"), &res);
+	CHECK_EQ_INT(res.queued, 1); /* a stranger: withdrawn whoever invites */
+	cfg.staff_all_local = 1;
+	run("92", MEMBER("$iv3", "!g:test.local", "@staff:test.local", "@lead2:test.local", "invite"), &res);
+	CHECK_EQ_INT(res.queued, 0);
+	cfg.staff_all_local = 0;
+}
+
+/* Staff by room membership: joined to a configured staff room is staff; a
+ * departure ends it; the bot's join reads the room's members. */
+static void test_staff_rooms(void)
+{
+	struct txn_result res;
+	cfg.staff_rooms.v = xcalloc(1, sizeof(char *));
+	cfg.staff_rooms.v[0] = xstrdup("!staffroom:test.local");
+	cfg.staff_rooms.n = 1;
+
+	/* Anyone there may invite the bot in; its join asks who is there. */
+	run("100",
+	    MEMBER("$sr1", "!staffroom:test.local", "@carol:test.local", "@threshold:test.local", "invite"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 1);
+	json_t *a = last_action();
+	CHECK_STR(json_string_value(json_object_get(a, "op")), "join");
+	json_decref(a);
+	run("101",
+	    MEMBER("$sr2", "!staffroom:test.local", "@threshold:test.local", "@threshold:test.local", "join"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 1);
+	a = last_action();
+	CHECK_STR(json_string_value(json_object_get(a, "op")), "staff_members");
+	CHECK_STR(json_string_value(json_object_get(a, "room_id")), "!staffroom:test.local");
+	json_decref(a);
+	/* What the read finds is recorded (as the outbox does on its answer). */
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
+	json_t *joined = json_pack("{s:{}, s:{}}", "@carol:test.local", "@threshold:test.local");
+	CHECK_EQ_INT(rooms_staff_refresh(t, "!staffroom:test.local", joined), TH_OK);
+	json_decref(joined);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+
+	/* Carol is staff now: her command is answered, not refused. */
+	run("102", "{\"events\":[" MSG("$sr3", "!staffroom:test.local", "!threshold ping") "]}", &res);
+	CHECK_EQ_INT(res.queued, 1);
+	a = last_action();
+	const char *body = json_string_value(json_object_get(json_object_get(a, "content"), "body"));
+	CHECK(body && strstr(body, "pong") != NULL);
+	json_decref(a);
+
+	/* Dave joins: staff too, and may invite the bot anywhere.  A second
+	 * join (a profile change) changes nothing. */
+	run("103", MEMBER("$sr4", "!staffroom:test.local", "@dave:test.local", "@dave:test.local", "join"),
+	    &res);
+	CHECK_EQ_INT(res.status, 200);
+	run("103b", MEMBER("$sr4b", "!staffroom:test.local", "@dave:test.local", "@dave:test.local", "join"),
+	    &res);
+	CHECK_EQ_INT(res.status, 200);
+	run("104", MEMBER("$sr5", "!dave:test.local", "@dave:test.local", "@threshold:test.local", "invite"),
+	    &res);
+	a = last_action();
+	CHECK_STR(json_string_value(json_object_get(a, "op")), "join");
+	json_decref(a);
+	/* Dave leaves: no longer staff. */
+	run("105", MEMBER("$sr6", "!staffroom:test.local", "@dave:test.local", "@dave:test.local", "leave"),
+	    &res);
+	run("106", MEMBER("$sr7", "!dave2:test.local", "@dave:test.local", "@threshold:test.local", "invite"),
+	    &res);
+	a = last_action();
+	CHECK_STR(json_string_value(json_object_get(a, "op")), "leave");
+	json_decref(a);
+
+	/* A room taken out of roles.staff_rooms no longer makes anyone staff. */
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	CHECK_EQ_INT(rooms_staff_has(t, &cfg.staff_rooms, "@carol:test.local"), 1);
+	CHECK_EQ_INT(rooms_staff_has(t, &cfg.staff_rooms, "@dave:test.local"), 0);
+	struct config_ids other = {(char *[]){"!other:test.local"}, 1};
+	CHECK_EQ_INT(rooms_staff_has(t, &other, "@carol:test.local"), 0);
+	store_txn_abort(t);
+
+	/* The bot leaves (kicked): it can no longer see who leaves, so no one
+	 * is staff through that room any more. */
+	run("107",
+	    MEMBER("$sr8", "!staffroom:test.local", "@carol:test.local", "@threshold:test.local", "leave"),
+	    &res);
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	CHECK_EQ_INT(rooms_staff_has(t, &cfg.staff_rooms, "@carol:test.local"), 0);
+	store_txn_abort(t);
+
+	/* The bot is back: a new read.  Eve joins and leaves while it is on its
+	 * way; the answer, older than her leaving, still lists her, and must not
+	 * make her staff again. */
+	run("110",
+	    MEMBER("$sr9", "!staffroom:test.local", "@threshold:test.local", "@threshold:test.local", "join"),
+	    &res);
+	run("111", MEMBER("$sr10", "!staffroom:test.local", "@eve:test.local", "@eve:test.local", "join"),
+	    &res);
+	run("112", MEMBER("$sr11", "!staffroom:test.local", "@eve:test.local", "@eve:test.local", "leave"),
+	    &res);
+	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
+	joined = json_pack("{s:{}, s:{}, s:{}}", "@carol:test.local", "@eve:test.local",
+	                   "@threshold:test.local");
+	CHECK_EQ_INT(rooms_staff_refresh(t, "!staffroom:test.local", joined), TH_OK);
+	json_decref(joined);
+	CHECK_EQ_INT(rooms_staff_has(t, &cfg.staff_rooms, "@carol:test.local"), 1);
+	CHECK_EQ_INT(rooms_staff_has(t, &cfg.staff_rooms, "@eve:test.local"), 0);
+	json_t *rec = NULL;
+	CHECK_EQ_INT(store_get_json(t, STORE_ROOMS, "!staffroom:test.local", &rec), TH_OK);
+	CHECK(json_object_get(rec, "staff_seen") == NULL); /* the read is over */
+	json_decref(rec);
+	store_txn_abort(t);
+
+	/* A staff room that is the safeguarding room too: its members are staff. */
+	free(cfg.staff_rooms.v[0]);
+	cfg.staff_rooms.v[0] = xstrdup("!sg:test.local");
+	char *saved_sg = cfg.safeguarding_room;
+	cfg.safeguarding_room = xstrdup("!sg:test.local");
+	run("109", MEMBER("$sg1", "!sg:test.local", "@frank:test.local", "@frank:test.local", "join"), &res);
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	CHECK_EQ_INT(rooms_staff_has(t, &cfg.staff_rooms, "@frank:test.local"), 1);
+	store_txn_abort(t);
+	free(cfg.safeguarding_room);
+	cfg.safeguarding_room = saved_sg;
+	free(cfg.staff_rooms.v[0]);
+	cfg.staff_rooms.v[0] = xstrdup("!staffroom:test.local");
+
+	/* A hundred membership events in one transaction: one lookup each. */
+	size_t cap = 64 * 1024, len = 0;
+	char *big = xmalloc(cap);
+	len += (size_t)snprintf(big, cap, "{\"events\":[");
+	for (int i = 0; i < 100; i++)
+		len += (size_t)snprintf(
+		        big + len, cap - len,
+		        "%s{\"event_id\":\"$many%d\",\"room_id\":\"!staffroom:test.local\","
+		        "\"type\":\"m.room.member\",\"state_key\":\"@u%d:test.local\","
+		        "\"sender\":\"@u%d:test.local\",\"content\":{\"membership\":\"join\"}}",
+		        i ? "," : "", i, i, i);
+	snprintf(big + len, cap - len, "]}");
+	run("108", big, &res);
+	CHECK_EQ_INT(res.processed, 100);
+	free(big);
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	CHECK_EQ_INT(rooms_staff_has(t, &cfg.staff_rooms, "@u99:test.local"), 1);
+	store_txn_abort(t);
+
+	free(cfg.staff_rooms.v[0]);
+	free(cfg.staff_rooms.v);
+	cfg.staff_rooms.v = NULL;
+	cfg.staff_rooms.n = 0;
+}
+
 /* Per-room pseudonyms: a guest joining a managed room is named there once. */
 static void test_pseudonym_per_room(void)
 {
@@ -487,6 +743,8 @@ int main(void)
 	test_actions_queued();
 	test_audit_records();
 	test_managed_room();
+	test_managed_power_and_alias();
+	test_staff_rooms();
 	test_pseudonym_per_room();
 	test_audit_questions();
 	test_store_full(dir);

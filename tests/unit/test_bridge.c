@@ -1,0 +1,1169 @@
+/*
+ * test_bridge.c - the guest gateway's state: secrets (token and resume code
+ * shapes, hashing by domain), invitations (create, check, consume, used up,
+ * expired, unknown alike; stored only hashed; audited without the token;
+ * lifetimes; pruning), feeds (order, "since", private members hidden,
+ * erasure, guests never mixed), and conversations from redeeming an
+ * invitation to leaving, resuming, erasure and expiry, read back through
+ * the store, the outbox queue and the audit log.
+ */
+#define _GNU_SOURCE /* memmem */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "audit.h"
+#include "config.h"
+#include "conv.h"
+#include "feed.h"
+#include "guests.h"
+#include "invites.h"
+#include "jsonx.h"
+#include "log.h"
+#include "rooms.h"
+#include "secret.h"
+#include "store.h"
+#include "testlib.h"
+#include "txn.h"
+#include "util.h"
+
+#define SVC_NAME   "helpline"
+#define STAFF_ROOM "!staff:test.local"
+#define GREETING   "Thank you for writing. Someone from the helpline will answer soon."
+
+/* ---- environment ---------------------------------------------------------- */
+
+/* A store, an audit log and a config with one service, "helpline". */
+static void env_init(struct test_env *e, struct txn_env *env)
+{
+	test_env_open(e);
+	struct config *cfg = &e->cfg;
+	cfg->gw_public_url = xstrdup("https://chat.test.local");
+	cfg->gw_session_hours = 24;
+	cfg->gw_resume_codes = 1;
+	cfg->services = xcalloc(1, sizeof(struct config_service));
+	cfg->nservices = 1;
+	struct config_service *svc = &cfg->services[0];
+	svc->name = xstrdup(SVC_NAME);
+	svc->display_name = xstrdup("Helpline");
+	svc->staff_room = xstrdup(STAFF_ROOM);
+	svc->greeting = xstrdup(GREETING);
+	svc->notice_version = xstrdup("3");
+	svc->notices = xcalloc(1, sizeof(struct config_notice));
+	svc->notices[0].lang = xstrdup("en");
+	svc->notices[0].text = xstrdup("We keep what you write for 30 days.");
+	svc->nnotices = 1;
+	svc->public_entry = 1;
+	svc->public_per_hour = 60;
+	svc->invite_uses = 1;
+	svc->invite_expiry_hours = 168;
+	svc->conversation_expiry_days = 30;
+	env->cfg = cfg;
+	env->st = e->st;
+	env->au = e->au;
+}
+
+/* ---- reading the store back ---------------------------------------------- */
+
+static int collect_json(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	(void)key;
+	(void)klen;
+	json_t *o = json_loadb(val, vlen, 0, NULL);
+	if (!o)
+		return TH_ESTORE;
+	json_array_append_new(ctx, o);
+	return 0;
+}
+
+/* Every action queued in the outbox, in order (new array). */
+static json_t *outbox_all(store *st)
+{
+	json_t *all = json_array();
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	CHECK_EQ_INT(store_walk(t, STORE_OUTBOX, NULL, 0, collect_json, all), TH_OK);
+	store_txn_abort(t);
+	return all;
+}
+
+static size_t outbox_len(store *st)
+{
+	json_t *all = outbox_all(st);
+	size_t n = json_array_size(all);
+	json_decref(all);
+	return n;
+}
+
+/* The actions of @p all from index @p from on with op @p op and, when not
+ * NULL, the given user_id (borrowed from @p all), counted in @p n. */
+static json_t *find_op(json_t *all, size_t from, const char *op, const char *user_id, size_t *n)
+{
+	json_t *found = NULL;
+	size_t count = 0;
+	for (size_t i = from; i < json_array_size(all); i++) {
+		json_t *a = json_array_get(all, i);
+		const char *o = jsonx_str(a, "op");
+		const char *u = jsonx_str(a, "user_id");
+		if (!o || strcmp(o, op) != 0 || (user_id && (!u || strcmp(u, user_id) != 0)))
+			continue;
+		if (!found)
+			found = a;
+		count++;
+	}
+	if (n)
+		*n = count;
+	return found;
+}
+
+static int collect_audit(void *ctx, uint64_t seq, const json_t *rec, const char *raw, size_t rawlen)
+{
+	(void)seq;
+	json_t *copy = json_deep_copy(rec);
+	json_object_set_new(copy, "raw", json_stringn(raw, rawlen));
+	json_array_append_new(ctx, copy);
+	return 0;
+}
+
+/* Every audit record (with its stored bytes as "raw"), in order (new array). */
+static json_t *audit_all(store *st)
+{
+	json_t *all = json_array();
+	struct audit_filter f;
+	audit_filter_init(&f);
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	CHECK_EQ_INT(audit_iter(t, &f, collect_audit, all), TH_OK);
+	store_txn_abort(t);
+	return all;
+}
+
+/* The last audit record of @p kind about @p subject (NULL: any), borrowed from @p all. */
+static json_t *audit_find(json_t *all, const char *kind, const char *subject, size_t *n)
+{
+	json_t *found = NULL;
+	size_t count = 0;
+	size_t i;
+	json_t *r;
+	json_array_foreach(all, i, r)
+	{
+		const char *k = jsonx_str(r, "kind"), *s = jsonx_str(r, "subject");
+		if (!k || strcmp(k, kind) != 0 || (subject && (!s || strcmp(s, subject) != 0)))
+			continue;
+		found = r;
+		count++;
+	}
+	if (n)
+		*n = count;
+	return found;
+}
+
+/* Does @p needle appear in the stored bytes of any audit record? */
+static int audit_mentions(json_t *all, const char *needle)
+{
+	size_t i;
+	json_t *r;
+	json_array_foreach(all, i, r)
+	{
+		if (strstr(jsonx_str(r, "raw") ? jsonx_str(r, "raw") : "", needle))
+			return 1;
+	}
+	return 0;
+}
+
+struct needle {
+	const char *s;
+	size_t hits;
+	size_t rows;
+};
+
+static int find_needle(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct needle *n = ctx;
+	size_t len = strlen(n->s);
+	n->rows++;
+	if (memmem(key, klen, n->s, len) || memmem(val, vlen, n->s, len))
+		n->hits++;
+	return 0;
+}
+
+/* How many entries of @p db hold the bytes of @p s in their key or value (rows counted in @p rows). */
+static size_t db_mentions(store *st, enum store_db db, const char *s, size_t *rows)
+{
+	struct needle n = {.s = s};
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	CHECK_EQ_INT(store_walk(t, db, NULL, 0, find_needle, &n), TH_OK);
+	store_txn_abort(t);
+	if (rows)
+		*rows = n.rows;
+	return n.hits;
+}
+
+/* The guest's conversation record (new reference), or NULL. */
+static json_t *conv_record(store *st, const char *guest)
+{
+	json_t *c = NULL;
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	if (store_get_json(t, STORE_CONVS, guest, &c) != TH_OK)
+		c = NULL;
+	store_txn_abort(t);
+	return c;
+}
+
+/* The guest's feed from @p since (new array). */
+static json_t *feed_of(store *st, const char *guest, uint64_t since, uint64_t *next)
+{
+	json_t *ev = NULL;
+	uint64_t nx = 0;
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	CHECK_EQ_INT(feed_read(t, guest, since, &ev, &nx), TH_OK);
+	store_txn_abort(t);
+	if (next)
+		*next = nx;
+	return ev ? ev : json_array();
+}
+
+/* ---- secrets ------------------------------------------------------------- */
+
+static int is_b64url(char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+	       c == '_';
+}
+
+static int is_resume_shape(const char *s)
+{
+	static const char alphabet[] = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+	if (strlen(s) != SEC_RESUME_LEN)
+		return 0;
+	for (size_t i = 0; i < SEC_RESUME_LEN; i++) {
+		if (i % 5 == 4) {
+			if (s[i] != '-')
+				return 0;
+		} else if (!strchr(alphabet, s[i])) {
+			return 0;
+		}
+	}
+	return 1;
+}
+
+static void test_secret(void)
+{
+	/* Tokens: 32 base64url characters, never the same twice. */
+	enum { N = 200 };
+	static char toks[N][SEC_TOKEN_LEN + 1];
+	for (int i = 0; i < N; i++) {
+		memset(toks[i], 'x', sizeof(toks[i]));
+		CHECK_EQ_INT(sec_token_new(toks[i]), TH_OK);
+		CHECK_EQ_INT(strlen(toks[i]), SEC_TOKEN_LEN);
+		CHECK_EQ_INT(SEC_TOKEN_LEN, 32);
+		int ok = 1;
+		for (size_t j = 0; j < SEC_TOKEN_LEN; j++)
+			ok &= is_b64url(toks[i][j]);
+		CHECK(ok);
+		CHECK(sec_token_ok(toks[i]));
+		for (int j = 0; j < i; j++)
+			CHECK(strcmp(toks[i], toks[j]) != 0);
+	}
+
+	/* sec_token_ok: exactly 32 of A-Z a-z 0-9 - _ */
+	CHECK(sec_token_ok("ABCDEFGHIJKLMNOPQRSTUVWXYZabcd-_"));
+	CHECK(sec_token_ok("0123456789abcdefghijklmnopqrstuv"));
+	CHECK(!sec_token_ok(NULL));
+	CHECK(!sec_token_ok(""));
+	CHECK(!sec_token_ok("ABCDEFGHIJKLMNOPQRSTUVWXYZabcd-"));   /* 31 */
+	CHECK(!sec_token_ok("ABCDEFGHIJKLMNOPQRSTUVWXYZabcd-_A")); /* 33 */
+	CHECK(!sec_token_ok("ABCDEFGHIJKLMNOPQRSTUVWXYZabcd+/"));  /* base64, not base64url */
+	CHECK(!sec_token_ok("ABCDEFGHIJKLMNOPQRSTUVWXYZabcde="));  /* padding */
+	CHECK(!sec_token_ok("ABCDEFGHIJKLMNOPQRSTUVWXYZabcd _"));  /* a space */
+	CHECK(!sec_token_ok("ABCDEFGHIJKLMNOPQRSTUVWXYZabcd\xc3\xa9"));
+
+	/* Resume codes: ABCD-EFGH-JKLM-NPQR, from 32 symbols without look-alikes. */
+	char codes[20][SEC_RESUME_LEN + 1];
+	for (int i = 0; i < 20; i++) {
+		CHECK_EQ_INT(sec_resume_new(codes[i]), TH_OK);
+		CHECK(is_resume_shape(codes[i]));
+		for (int j = 0; j < i; j++)
+			CHECK(strcmp(codes[i], codes[j]) != 0);
+	}
+	char norm[SEC_RESUME_LEN + 1];
+	CHECK(sec_resume_normalise(codes[0], norm));
+	CHECK_STR(norm, codes[0]);
+	/* As typed: lower case, spaces, no dashes, dashes in odd places. */
+	char typed[64];
+	size_t o = 0;
+	for (size_t i = 0; codes[1][i]; i++) {
+		char c = codes[1][i];
+		if (c == '-') {
+			typed[o++] = ' ';
+			continue;
+		}
+		typed[o++] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+	}
+	typed[o] = '\0';
+	CHECK(sec_resume_normalise(typed, norm));
+	CHECK_STR(norm, codes[1]);
+	CHECK(sec_resume_normalise("abcd efgh jkmn pqrs", norm));
+	CHECK_STR(norm, "ABCD-EFGH-JKMN-PQRS");
+	CHECK(sec_resume_normalise("ABCDEFGHJKMNPQRS", norm));
+	CHECK_STR(norm, "ABCD-EFGH-JKMN-PQRS");
+	CHECK(sec_resume_normalise("  a-b-c-d-e-f-g-h-j-k-m-n-p-q-r-s  ", norm));
+	CHECK_STR(norm, "ABCD-EFGH-JKMN-PQRS");
+	/* Look-alikes are not in the alphabet, so a code holding one is refused. */
+	CHECK(!sec_resume_normalise("0BCD-EFGH-JKMN-PQRS", norm));
+	CHECK(!sec_resume_normalise("OBCD-EFGH-JKMN-PQRS", norm));
+	CHECK(!sec_resume_normalise("oBCD-EFGH-JKMN-PQRS", norm));
+	CHECK(!sec_resume_normalise("1BCD-EFGH-JKMN-PQRS", norm));
+	CHECK(!sec_resume_normalise("IBCD-EFGH-JKMN-PQRS", norm));
+	CHECK(!sec_resume_normalise("iBCD-EFGH-JKMN-PQRS", norm));
+	CHECK(!sec_resume_normalise("ABCD-EFGH-JKMN-PQR!", norm));
+	/* Wrong lengths. */
+	CHECK(!sec_resume_normalise("", norm));
+	CHECK(!sec_resume_normalise("   ", norm));
+	CHECK(!sec_resume_normalise("ABCD-EFGH-JKMN-PQR", norm));   /* 15 */
+	CHECK(!sec_resume_normalise("ABCD-EFGH-JKMN-PQRST", norm)); /* 17 */
+	CHECK(!sec_resume_normalise("ABCD-EFGH-JKMN-PQRS-ABCD-EFGH-JKMN-PQRS", norm));
+
+	/* Hashes: the same input the same; a different domain or secret differs. */
+	unsigned char a[SEC_HASH_LEN], b[SEC_HASH_LEN], c[SEC_HASH_LEN], d[SEC_HASH_LEN];
+	sec_hash("invite", toks[0], a);
+	sec_hash("invite", toks[0], b);
+	CHECK(memcmp(a, b, SEC_HASH_LEN) == 0);
+	sec_hash("session", toks[0], c);
+	CHECK(memcmp(a, c, SEC_HASH_LEN) != 0);
+	sec_hash("resume", toks[0], d);
+	CHECK(memcmp(a, d, SEC_HASH_LEN) != 0);
+	CHECK(memcmp(c, d, SEC_HASH_LEN) != 0);
+	sec_hash("invite", toks[1], b);
+	CHECK(memcmp(a, b, SEC_HASH_LEN) != 0);
+	/* The NUL between domain and secret keeps "ab"+"c" apart from "a"+"bc". */
+	sec_hash("ab", "c", a);
+	sec_hash("a", "bc", b);
+	CHECK(memcmp(a, b, SEC_HASH_LEN) != 0);
+}
+
+/* ---- invitations -------------------------------------------------------- */
+
+static void test_invites(void)
+{
+	struct test_env e;
+	struct txn_env env;
+	env_init(&e, &env);
+	const struct config_service *svc = &e.cfg.services[0];
+	uint64_t now = th_now_ms();
+	uint64_t week = now + 7 * 86400000ull;
+	store_txn *t;
+	struct inv_info info;
+
+	/* Create with 2 uses; the token has the token shape and a link. */
+	char tok[SEC_TOKEN_LEN + 1] = "";
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(inv_create(t, e.au, svc, NULL, 2, week, "@staff:test.local", tok), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	CHECK(sec_token_ok(tok));
+	char *link = inv_link(&e.cfg, tok);
+	char *want = xasprintf("https://chat.test.local/#invite=%s", tok);
+	CHECK_STR(link, want);
+	free(link);
+	free(want);
+
+	/* Refusals: no uses, too many, already expired, no actor. */
+	char bad[SEC_TOKEN_LEN + 1] = "unset";
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(inv_create(t, e.au, svc, NULL, 0, week, "@staff:test.local", bad), TH_EINVAL);
+	CHECK_EQ_INT(inv_create(t, e.au, svc, NULL, 10001, week, "@staff:test.local", bad), TH_EINVAL);
+	CHECK_EQ_INT(inv_create(t, e.au, svc, NULL, 1, now - 1, "@staff:test.local", bad), TH_EINVAL);
+	CHECK_EQ_INT(inv_create(t, e.au, svc, NULL, 1, week, "", bad), TH_EINVAL);
+	CHECK_EQ_INT(inv_create(t, e.au, NULL, NULL, 1, week, "@staff:test.local", bad), TH_EINVAL);
+	store_txn_abort(t);
+	CHECK_STR(bad, "unset");
+
+	/* Check does not use it; consume counts the uses; used up is not found. */
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	memset(&info, 0, sizeof(info));
+	CHECK_EQ_INT(inv_check(t, tok, th_now_ms(), &info), TH_OK);
+	CHECK_STR(info.service, SVC_NAME);
+	CHECK_EQ_INT(info.uses, 2);
+	CHECK_EQ_INT(info.used, 0);
+	CHECK(info.expires_ms == week);
+	CHECK_EQ_INT(inv_check(t, tok, th_now_ms(), &info), TH_OK);
+	CHECK_EQ_INT(info.used, 0);
+	CHECK_EQ_INT(inv_consume(t, tok, th_now_ms(), &info), TH_OK);
+	CHECK_EQ_INT(info.used, 1);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(inv_check(t, tok, th_now_ms(), &info), TH_OK);
+	CHECK_EQ_INT(info.used, 1);
+	CHECK_EQ_INT(inv_consume(t, tok, th_now_ms(), &info), TH_OK);
+	CHECK_EQ_INT(info.used, 2);
+	CHECK_EQ_INT(inv_check(t, tok, th_now_ms(), &info), TH_ENOTFOUND);
+	CHECK_EQ_INT(inv_consume(t, tok, th_now_ms(), &info), TH_ENOTFOUND);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+
+	/* Expired (a few ms ahead, then wait) and unknown: the same answer. */
+	char shortlived[SEC_TOKEN_LEN + 1];
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(inv_create(t, e.au, svc, NULL, 5, th_now_ms() + 30, "@staff:test.local", shortlived), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	CHECK_EQ_INT(store_txn_begin(e.st, 0, &t), TH_OK);
+	CHECK_EQ_INT(inv_check(t, shortlived, th_now_ms(), &info), TH_OK);
+	store_txn_abort(t);
+	usleep(80 * 1000);
+	char unknown[SEC_TOKEN_LEN + 1];
+	CHECK_EQ_INT(sec_token_new(unknown), TH_OK);
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(inv_check(t, shortlived, th_now_ms(), &info), TH_ENOTFOUND);
+	CHECK_EQ_INT(inv_consume(t, shortlived, th_now_ms(), &info), TH_ENOTFOUND);
+	CHECK_EQ_INT(inv_check(t, unknown, th_now_ms(), &info), TH_ENOTFOUND);
+	CHECK_EQ_INT(inv_consume(t, unknown, th_now_ms(), &info), TH_ENOTFOUND);
+	CHECK_EQ_INT(inv_check(t, "not a token", th_now_ms(), &info), TH_ENOTFOUND);
+	CHECK_EQ_INT(inv_check(t, "", th_now_ms(), &info), TH_ENOTFOUND);
+	store_txn_abort(t);
+
+	/* A fresh one, to prune around. */
+	char fresh[SEC_TOKEN_LEN + 1];
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(inv_create(t, e.au, svc, NULL, 3, week, "@staff:test.local", fresh), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+
+	/* The store holds hashes: no token's bytes in any key or value, and
+	 * the key is sec_hash("invite", token). */
+	size_t rows = 0;
+	CHECK_EQ_INT(db_mentions(e.st, STORE_INVITES, tok, &rows), 0);
+	CHECK_EQ_INT(rows, 3);
+	CHECK_EQ_INT(db_mentions(e.st, STORE_INVITES, shortlived, NULL), 0);
+	CHECK_EQ_INT(db_mentions(e.st, STORE_INVITES, fresh, NULL), 0);
+	unsigned char key[SEC_HASH_LEN];
+	sec_hash("invite", fresh, key);
+	CHECK_EQ_INT(store_txn_begin(e.st, 0, &t), TH_OK);
+	const void *v;
+	size_t vlen;
+	CHECK_EQ_INT(store_get(t, STORE_INVITES, key, sizeof(key), &v, &vlen), TH_OK);
+	json_t *rec = json_loadb(v, vlen, 0, NULL);
+	CHECK_STR(jsonx_str(rec, "service"), SVC_NAME);
+	CHECK_EQ_INT(json_integer_value(json_object_get(rec, "uses")), 3);
+	CHECK_EQ_INT(json_integer_value(json_object_get(rec, "used")), 0);
+	CHECK(json_object_size(rec) == 5); /* service, uses, used, expires_ms, created_ms: nothing else */
+	json_decref(rec);
+	CHECK_EQ_INT(store_get(t, STORE_INVITES, fresh, strlen(fresh), &v, &vlen), TH_ENOTFOUND);
+	store_txn_abort(t);
+
+	/* Audited: invite_created by the staff member, without the token. */
+	json_t *au = audit_all(e.st);
+	size_t n = 0;
+	json_t *created = audit_find(au, "invite_created", NULL, &n);
+	CHECK_EQ_INT(n, 3);
+	CHECK_STR(jsonx_str(created, "actor"), "@staff:test.local");
+	json_t *details = json_object_get(created, "details");
+	CHECK_STR(jsonx_str(details, "service"), SVC_NAME);
+	CHECK_EQ_INT(json_integer_value(json_object_get(details, "uses")), 3);
+	CHECK(json_integer_value(json_object_get(details, "expires_ms")) == (json_int_t)week);
+	CHECK(!audit_mentions(au, tok));
+	CHECK(!audit_mentions(au, shortlived));
+	CHECK(!audit_mentions(au, fresh));
+	json_decref(au);
+
+	/* Lifetimes. */
+	uint64_t ms = 0;
+	CHECK_EQ_INT(inv_parse_duration("30s", &ms), TH_OK);
+	CHECK(ms == 30000ull);
+	CHECK_EQ_INT(inv_parse_duration("90m", &ms), TH_OK);
+	CHECK(ms == 90ull * 60000);
+	CHECK_EQ_INT(inv_parse_duration("12h", &ms), TH_OK);
+	CHECK(ms == 12ull * 3600000);
+	CHECK_EQ_INT(inv_parse_duration("7d", &ms), TH_OK);
+	CHECK(ms == 7ull * 86400000);
+	CHECK_EQ_INT(inv_parse_duration("5", &ms), TH_OK);
+	CHECK(ms == 5ull * 3600000);
+	CHECK_EQ_INT(inv_parse_duration("365d", &ms), TH_OK);
+	CHECK(ms == 365ull * 86400000);
+	ms = 42;
+	CHECK_EQ_INT(inv_parse_duration("", &ms), TH_EINVAL);
+	CHECK_EQ_INT(inv_parse_duration(NULL, &ms), TH_EINVAL);
+	CHECK_EQ_INT(inv_parse_duration("0", &ms), TH_EINVAL);
+	CHECK_EQ_INT(inv_parse_duration("0d", &ms), TH_EINVAL);
+	CHECK_EQ_INT(inv_parse_duration("x", &ms), TH_EINVAL);
+	CHECK_EQ_INT(inv_parse_duration("d", &ms), TH_EINVAL);
+	CHECK_EQ_INT(inv_parse_duration("400d", &ms), TH_EINVAL);
+	CHECK_EQ_INT(inv_parse_duration("-5h", &ms), TH_EINVAL);
+	CHECK_EQ_INT(inv_parse_duration("5w", &ms), TH_EINVAL);
+	CHECK_EQ_INT(inv_parse_duration("99999999999999999999999999d", &ms), TH_EINVAL);
+	CHECK(ms == 42);
+
+	/* Pruning: the used-up one goes; the expired-just-now one stays a day;
+	 * the fresh one stays. */
+	size_t removed = 99;
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(inv_prune(t, th_now_ms(), &removed), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	CHECK_EQ_INT(removed, 1);
+	CHECK_EQ_INT(store_txn_begin(e.st, 0, &t), TH_OK);
+	sec_hash("invite", tok, key);
+	CHECK_EQ_INT(store_get(t, STORE_INVITES, key, sizeof(key), &v, &vlen), TH_ENOTFOUND);
+	sec_hash("invite", shortlived, key);
+	CHECK_EQ_INT(store_get(t, STORE_INVITES, key, sizeof(key), &v, &vlen), TH_OK);
+	CHECK_EQ_INT(inv_check(t, fresh, th_now_ms(), &info), TH_OK);
+	store_txn_abort(t);
+	/* Two days on: the expired one goes too, the fresh one (a week) stays. */
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(inv_prune(t, th_now_ms() + 2 * 86400000ull, &removed), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	CHECK_EQ_INT(removed, 1);
+	CHECK_EQ_INT(store_txn_begin(e.st, 0, &t), TH_OK);
+	CHECK_EQ_INT(inv_check(t, fresh, th_now_ms(), &info), TH_OK);
+	store_txn_abort(t);
+	db_mentions(e.st, STORE_INVITES, "", &rows);
+	CHECK_EQ_INT(rows, 1);
+
+	test_env_close(&e);
+}
+
+/* ---- feeds ---------------------------------------------------------------- */
+
+static void append(store *st, const char *guest, const struct feed_entry *en, uint64_t want_id)
+{
+	store_txn *t;
+	uint64_t id = 0;
+	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
+	CHECK_EQ_INT(feed_append(t, guest, en, &id), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	CHECK_EQ_INT(id, want_id);
+}
+
+static void test_feed(void)
+{
+	struct test_env e;
+	struct txn_env env;
+	env_init(&e, &env);
+	const char *g = "@g:x", *g2 = "@g:xy", *g3 = "@g";
+	store_txn *t;
+
+	struct feed_entry hello = {.kind = "notice", .role = "service", .name = "Helpline", .body = "Hello"};
+	struct feed_entry mine = {.kind = "message",
+	                          .role = "self",
+	                          .name = "Amber Otter",
+	                          .body = "I need to talk",
+	                          .local_id = "L1",
+	                          .event_id = "$mine:test.local",
+	                          .room_id = "!portal:test.local",
+	                          .ts = 1700000000000ull};
+	struct feed_entry staff = {.kind = "message",
+	                           .role = "staff",
+	                           .name = "Sam",
+	                           .body = "I am here",
+	                           .event_id = "$staff:test.local",
+	                           .room_id = "!portal:test.local"};
+	/* Interleaved with two guests whose ids extend "@g:x" or it extends. */
+	append(e.st, g, &hello, 1);
+	append(e.st, g2, &hello, 1);
+	append(e.st, g, &mine, 2);
+	append(e.st, g3, &staff, 1);
+	append(e.st, g, &staff, 3);
+	append(e.st, g2, &staff, 2);
+
+	uint64_t next = 0;
+	json_t *ev = feed_of(e.st, g, 0, &next);
+	CHECK_EQ_INT(json_array_size(ev), 3);
+	CHECK(next == 3);
+	for (size_t i = 0; i < json_array_size(ev); i++) {
+		json_t *x = json_array_get(ev, i);
+		CHECK_EQ_INT(json_integer_value(json_object_get(x, "id")), (long long)i + 1);
+		/* Private members never shown. */
+		CHECK(json_object_get(x, "event_id") == NULL);
+		CHECK(json_object_get(x, "room_id") == NULL);
+		char *s = json_dumps(x, JSON_COMPACT);
+		CHECK(s && !strstr(s, "$mine") && !strstr(s, "$staff") && !strstr(s, "!portal"));
+		free(s);
+	}
+	json_t *x = json_array_get(ev, 0);
+	CHECK_STR(jsonx_str(x, "kind"), "notice");
+	CHECK_STR(jsonx_str(json_object_get(x, "from"), "role"), "service");
+	CHECK_STR(jsonx_str(x, "body"), "Hello");
+	CHECK(json_integer_value(json_object_get(x, "ts")) > 0);
+	x = json_array_get(ev, 1);
+	CHECK_STR(jsonx_str(x, "kind"), "message");
+	CHECK_STR(jsonx_str(json_object_get(x, "from"), "role"), "self");
+	CHECK_STR(jsonx_str(json_object_get(x, "from"), "name"), "Amber Otter");
+	CHECK_STR(jsonx_str(x, "body"), "I need to talk");
+	CHECK_STR(jsonx_str(x, "local_id"), "L1");
+	CHECK(json_integer_value(json_object_get(x, "ts")) == 1700000000000ll);
+	x = json_array_get(ev, 2);
+	CHECK_STR(jsonx_str(x, "body"), "I am here");
+	CHECK_STR(jsonx_str(json_object_get(x, "from"), "name"), "Sam");
+	json_decref(ev);
+
+	/* From 2: only 3.  From 3: nothing, and "since" stays. */
+	ev = feed_of(e.st, g, 2, &next);
+	CHECK_EQ_INT(json_array_size(ev), 1);
+	CHECK_EQ_INT(json_integer_value(json_object_get(json_array_get(ev, 0), "id")), 3);
+	CHECK(next == 3);
+	json_decref(ev);
+	ev = feed_of(e.st, g, 3, &next);
+	CHECK_EQ_INT(json_array_size(ev), 0);
+	CHECK(next == 3);
+	json_decref(ev);
+
+	/* The other guests see only their own. */
+	ev = feed_of(e.st, g2, 0, &next);
+	CHECK_EQ_INT(json_array_size(ev), 2);
+	CHECK(next == 2);
+	CHECK_STR(jsonx_str(json_array_get(ev, 0), "body"), "Hello");
+	CHECK_STR(jsonx_str(json_array_get(ev, 1), "body"), "I am here");
+	json_decref(ev);
+	ev = feed_of(e.st, g3, 0, &next);
+	CHECK_EQ_INT(json_array_size(ev), 1);
+	json_decref(ev);
+	ev = feed_of(e.st, "@nobody:x", 0, &next);
+	CHECK_EQ_INT(json_array_size(ev), 0);
+	CHECK(next == 0);
+	json_decref(ev);
+
+	CHECK_EQ_INT(store_txn_begin(e.st, 0, &t), TH_OK);
+	CHECK_EQ_INT(feed_has_after(t, g, 0), 1);
+	CHECK_EQ_INT(feed_has_after(t, g, 2), 1);
+	CHECK_EQ_INT(feed_has_after(t, g, 3), 0);
+	CHECK_EQ_INT(feed_has_after(t, g2, 1), 1);
+	CHECK_EQ_INT(feed_has_after(t, g2, 2), 0);
+	CHECK_EQ_INT(feed_has_after(t, g3, 1), 0);
+	CHECK_EQ_INT(feed_has_after(t, "@nobody:x", 0), 0);
+	store_txn_abort(t);
+
+	/* Erase "@g:x": its own messages come back for redaction (not staff's),
+	 * nothing of it is left, the others are untouched. */
+	json_t *own = NULL;
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(feed_erase(t, g, &own), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	CHECK_EQ_INT(json_array_size(own), 1);
+	CHECK_STR(jsonx_str(json_array_get(own, 0), "event_id"), "$mine:test.local");
+	CHECK_STR(jsonx_str(json_array_get(own, 0), "room_id"), "!portal:test.local");
+	json_decref(own);
+	ev = feed_of(e.st, g, 0, &next);
+	CHECK_EQ_INT(json_array_size(ev), 0);
+	json_decref(ev);
+	CHECK_EQ_INT(db_mentions(e.st, STORE_FEED, "@g:x", NULL),
+	             3); /* only "@g:xy"'s counter and 2 entries */
+	CHECK_EQ_INT(db_mentions(e.st, STORE_FEED, "I need to talk", NULL), 0);
+	size_t rows = 0;
+	db_mentions(e.st, STORE_FEED, "", &rows);
+	CHECK_EQ_INT(rows, 3 + 2); /* "@g:xy": counter and 2 entries; "@g": counter and 1 */
+	ev = feed_of(e.st, g2, 0, &next);
+	CHECK_EQ_INT(json_array_size(ev), 2);
+	json_decref(ev);
+	ev = feed_of(e.st, g3, 0, &next);
+	CHECK_EQ_INT(json_array_size(ev), 1);
+	json_decref(ev);
+
+	/* A new entry after erasure starts again at 1. */
+	append(e.st, g, &hello, 1);
+	/* Erasing without asking for own messages, and an empty feed. */
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(feed_erase(t, g, NULL), TH_OK);
+	own = NULL;
+	CHECK_EQ_INT(feed_erase(t, "@nobody:x", &own), TH_OK);
+	CHECK_EQ_INT(json_array_size(own), 0);
+	json_decref(own);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+
+	test_env_close(&e);
+}
+
+/* ---- conversations ------------------------------------------------------- */
+
+static char *lower_spaced(const char *code)
+{
+	char *s = xstrdup(code);
+	for (char *p = s; *p; p++) {
+		if (*p == '-')
+			*p = ' ';
+		else if (*p >= 'A' && *p <= 'Z')
+			*p = (char)(*p + 32);
+	}
+	return s;
+}
+
+/* The portal room is made, as the outbox does it when create_room succeeds. */
+static void room_made(struct test_env *e, const char *guest, const char *room)
+{
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(e->st, 1, &t), TH_OK);
+	CHECK_EQ_INT(rooms_mark_managed(t, room, "portal"), TH_OK);
+	CHECK_EQ_INT(conv_room_created(&e->cfg, t, guest, room), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+}
+
+static void make_invite(struct test_env *e, unsigned uses, char *tok)
+{
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(e->st, 1, &t), TH_OK);
+	CHECK_EQ_INT(inv_create(t, e->au, &e->cfg.services[0], NULL, uses, th_now_ms() + 86400000ull,
+	                        "@staff:test.local", tok),
+	             TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+}
+
+static void test_conv_lifecycle(void)
+{
+	struct test_env e;
+	struct txn_env env;
+	env_init(&e, &env);
+	char tok[SEC_TOKEN_LEN + 1];
+	make_invite(&e, 1, tok);
+
+	/* Redeem: a guest, a session, a resume code. */
+	struct conv_started st;
+	memset(&st, 0, sizeof(st));
+	uint64_t before = th_now_ms();
+	CHECK_EQ_INT(conv_redeem(&env, tok, NULL, "3", "en", &st), TH_OK);
+	CHECK(sec_token_ok(st.session));
+	CHECK(is_resume_shape(st.resume));
+	CHECK(st.pseudonym[0] != '\0');
+	CHECK(st.expires_ms >= before + 24 * 3600000ull - 1000 &&
+	      st.expires_ms <= th_now_ms() + 24 * 3600000ull);
+	/* The invitation had one use. */
+	struct conv_started again;
+	CHECK_EQ_INT(conv_redeem(&env, tok, NULL, "3", "en", &again), TH_ENOTFOUND);
+	CHECK_EQ_INT(conv_redeem(&env, "not-a-token", NULL, "3", "en", &again), TH_ENOTFOUND);
+
+	struct conv_session s;
+	memset(&s, 0, sizeof(s));
+	CHECK_EQ_INT(conv_auth(e.st, st.session, th_now_ms(), &s), TH_OK);
+	CHECK_STR(s.state, CONV_WAITING);
+	CHECK_STR(s.service, SVC_NAME);
+	CHECK_STR(s.room, "");
+	CHECK_STR(s.pseudonym, st.pseudonym);
+	CHECK(s.expires_ms == st.expires_ms);
+	char guest[GUESTS_MAX_USER_ID + 1];
+	memcpy(guest, s.guest, sizeof(guest));
+	CHECK(strncmp(guest, "@guest_", 7) == 0);
+	CHECK(strstr(guest, ":test.local") != NULL);
+	struct conv_session bogus;
+	CHECK_EQ_INT(conv_auth(e.st, "garbage", th_now_ms(), &bogus), TH_ENOTFOUND);
+	char other[SEC_TOKEN_LEN + 1];
+	CHECK_EQ_INT(sec_token_new(other), TH_OK);
+	CHECK_EQ_INT(conv_auth(e.st, other, th_now_ms(), &bogus), TH_ENOTFOUND);
+
+	/* Neither the session token nor the resume code is stored. */
+	CHECK_EQ_INT(db_mentions(e.st, STORE_SESSIONS, st.session, NULL), 0);
+	CHECK_EQ_INT(db_mentions(e.st, STORE_SESSIONS, st.resume, NULL), 0);
+	CHECK_EQ_INT(db_mentions(e.st, STORE_CONVS, st.session, NULL), 0);
+	CHECK_EQ_INT(db_mentions(e.st, STORE_CONVS, st.resume, NULL), 0);
+
+	/* The queue: the guest registered and named, then its portal room. */
+	json_t *ob = outbox_all(e.st);
+	size_t n = 0;
+	json_t *reg = find_op(ob, 0, "register", NULL, &n);
+	CHECK_EQ_INT(n, 1);
+	CHECK(reg && strstr(guest, jsonx_str(reg, "localpart") ? jsonx_str(reg, "localpart") : "~"));
+	json_t *create = find_op(ob, 0, "create_room", NULL, &n);
+	CHECK_EQ_INT(n, 1);
+	CHECK_STR(jsonx_str(create, "conversation"), guest);
+	CHECK_STR(jsonx_str(create, "user_id"), "@threshold:test.local");
+	CHECK_STR(jsonx_str(create, "kind"), "portal");
+	json_t *content = json_object_get(create, "content");
+	CHECK(json_is_object(content));
+	CHECK_STR(jsonx_str(content, "preset"), "private_chat");
+	CHECK(strstr(jsonx_str(content, "name") ? jsonx_str(content, "name") : "", st.pseudonym) != NULL);
+	char *dump = json_dumps(content, JSON_COMPACT);
+	CHECK(dump && strstr(dump, STAFF_ROOM) && strstr(dump, "restricted"));
+	free(dump);
+	size_t queued = json_array_size(ob);
+	json_decref(ob);
+
+	/* The audit log: consent (which notice, language, how they came) and
+	 * the conversation opened; never the invitation token or a secret. */
+	json_t *au = audit_all(e.st);
+	json_t *consent = audit_find(au, "consent_recorded", guest, &n);
+	CHECK_EQ_INT(n, 1);
+	json_t *d = json_object_get(consent, "details");
+	CHECK_STR(jsonx_str(d, "service"), SVC_NAME);
+	CHECK_STR(jsonx_str(d, "notice_version"), "3");
+	CHECK_STR(jsonx_str(d, "language"), "en");
+	CHECK_STR(jsonx_str(d, "entry"), "invitation");
+	json_t *opened = audit_find(au, "conversation_opened", guest, &n);
+	CHECK_EQ_INT(n, 1);
+	CHECK_STR(jsonx_str(json_object_get(opened, "details"), "service"), SVC_NAME);
+	audit_find(au, "guest_created", guest, &n);
+	CHECK_EQ_INT(n, 1);
+	CHECK(!audit_mentions(au, tok));
+	CHECK(!audit_mentions(au, st.session));
+	CHECK(!audit_mentions(au, st.resume));
+	json_decref(au);
+
+	/* The greeting is the first thing on the page. */
+	uint64_t next = 0;
+	json_t *ev = feed_of(e.st, guest, 0, &next);
+	CHECK_EQ_INT(json_array_size(ev), 1);
+	CHECK_STR(jsonx_str(json_array_get(ev, 0), "body"), GREETING);
+	CHECK_STR(jsonx_str(json_array_get(ev, 0), "kind"), "notice");
+	CHECK_STR(jsonx_str(json_object_get(json_array_get(ev, 0), "from"), "role"), "service");
+	CHECK_STR(jsonx_str(json_object_get(json_array_get(ev, 0), "from"), "name"), "Helpline");
+	json_decref(ev);
+
+	/* Writing before the room exists: not ready, nothing queued. */
+	enum conv_send_result res = CONV_REFUSED;
+	CHECK_EQ_INT(conv_send(&env, guest, "L0", "too early", &res), TH_OK);
+	CHECK_EQ_INT(res, CONV_NOT_READY);
+	CHECK_EQ_INT(outbox_len(e.st), queued);
+
+	/* The room is made: open, the guest invited and joined, staff told. */
+	const char *room = "!portal1:test.local";
+	room_made(&e, guest, room);
+	CHECK_EQ_INT(conv_auth(e.st, st.session, th_now_ms(), &s), TH_OK);
+	CHECK_STR(s.state, CONV_OPEN);
+	CHECK_STR(s.room, room);
+	ob = outbox_all(e.st);
+	json_t *inv = find_op(ob, queued, "invite", NULL, &n);
+	CHECK_EQ_INT(n, 1);
+	CHECK_STR(jsonx_str(inv, "room_id"), room);
+	CHECK_STR(jsonx_str(inv, "target"), guest);
+	json_t *join = find_op(ob, queued, "join", guest, &n);
+	CHECK_EQ_INT(n, 1);
+	CHECK_STR(jsonx_str(join, "room_id"), room);
+	json_t *told = find_op(ob, queued, "send", "@threshold:test.local", &n);
+	CHECK_EQ_INT(n, 1);
+	CHECK_STR(jsonx_str(told, "room_id"), STAFF_ROOM);
+	const char *tbody = jsonx_str(json_object_get(told, "content"), "body");
+	CHECK(tbody && strstr(tbody, st.pseudonym) && strstr(tbody, room));
+	queued = json_array_size(ob);
+	json_decref(ob);
+
+	/* Now the guest writes: one send, as the guest, carrying the local id. */
+	CHECK_EQ_INT(conv_send(&env, guest, "L1", "Hello, is anyone there?", &res), TH_OK);
+	CHECK_EQ_INT(res, CONV_SENT);
+	ob = outbox_all(e.st);
+	CHECK_EQ_INT(json_array_size(ob), queued + 1);
+	json_t *send = find_op(ob, queued, "send", NULL, &n);
+	CHECK_EQ_INT(n, 1);
+	CHECK_STR(jsonx_str(send, "user_id"), guest);
+	CHECK_STR(jsonx_str(send, "room_id"), room);
+	CHECK_STR(jsonx_str(send, "type"), "m.room.message");
+	content = json_object_get(send, "content");
+	CHECK_STR(jsonx_str(content, "msgtype"), "m.text");
+	CHECK_STR(jsonx_str(content, "body"), "Hello, is anyone there?");
+	CHECK_STR(jsonx_str(content, "org.threshold.local_id"), "L1");
+	queued = json_array_size(ob);
+	json_decref(ob);
+	/* The page retries the same message: nothing more is sent. */
+	res = CONV_REFUSED;
+	CHECK_EQ_INT(conv_send(&env, guest, "L1", "Hello, is anyone there?", &res), TH_OK);
+	CHECK_EQ_INT(res, CONV_SENT);
+	CHECK_EQ_INT(outbox_len(e.st), queued);
+	CHECK_EQ_INT(conv_send(&env, guest, "L2", "Second message", &res), TH_OK);
+	CHECK_EQ_INT(res, CONV_SENT);
+	CHECK_EQ_INT(outbox_len(e.st), queued + 1);
+	queued++;
+	CHECK_EQ_INT(conv_send(&env, "@guest_nobody:test.local", "L1", "x", &res), TH_ENOTFOUND);
+
+	/* Resume on another device: the code as typed, in lower case. */
+	char *typed = lower_spaced(st.resume);
+	struct conv_started st2;
+	memset(&st2, 0, sizeof(st2));
+	CHECK_EQ_INT(conv_resume(&env, typed, &st2), TH_OK);
+	free(typed);
+	CHECK(sec_token_ok(st2.session));
+	CHECK(strcmp(st2.session, st.session) != 0);
+	CHECK_STR(st2.resume, "");
+	CHECK_STR(st2.pseudonym, st.pseudonym);
+	CHECK_EQ_INT(conv_auth(e.st, st2.session, th_now_ms(), &s), TH_OK);
+	CHECK_STR(s.guest, guest);
+	CHECK_STR(s.state, CONV_OPEN);
+	CHECK_EQ_INT(conv_auth(e.st, st.session, th_now_ms(), &s), TH_OK); /* the first one still works */
+	char wrong[SEC_RESUME_LEN + 1];
+	CHECK_EQ_INT(sec_resume_new(wrong), TH_OK);
+	CHECK_EQ_INT(conv_resume(&env, wrong, &st2), TH_ENOTFOUND);
+	CHECK_EQ_INT(conv_resume(&env, "nonsense", &st2), TH_ENOTFOUND);
+
+	/* A session past its expiry is refused, just as it ends. */
+	CHECK_EQ_INT(conv_auth(e.st, st.session, st.expires_ms - 1, &s), TH_OK);
+	CHECK_EQ_INT(conv_auth(e.st, st.session, st.expires_ms, &s), TH_ENOTFOUND);
+	CHECK_EQ_INT(conv_auth(e.st, st.session, st.expires_ms + 3600000ull, &s), TH_ENOTFOUND);
+
+	/* The guest leaves: both sessions end, the room is left, the page says
+	 * so, staff are told, the log records it; writing is refused. */
+	CHECK_EQ_INT(conv_leave(&env, guest), TH_OK);
+	CHECK_EQ_INT(conv_auth(e.st, st.session, th_now_ms(), &s), TH_ENOTFOUND);
+	CHECK_EQ_INT(conv_auth(e.st, st2.session, th_now_ms(), &s), TH_ENOTFOUND);
+	typed = lower_spaced(st.resume);
+	CHECK_EQ_INT(conv_resume(&env, typed, &st2), TH_ENOTFOUND); /* the code ended with it */
+	free(typed);
+	ob = outbox_all(e.st);
+	json_t *leave = find_op(ob, queued, "leave", guest, &n);
+	CHECK_EQ_INT(n, 1);
+	CHECK_STR(jsonx_str(leave, "room_id"), room);
+	told = find_op(ob, queued, "send", "@threshold:test.local", &n);
+	CHECK_EQ_INT(n, 1);
+	CHECK_STR(jsonx_str(told, "room_id"), room);
+	queued = json_array_size(ob);
+	json_decref(ob);
+	json_t *c = conv_record(e.st, guest);
+	CHECK_STR(jsonx_str(c, "state"), CONV_CLOSED);
+	CHECK_EQ_INT(json_array_size(json_object_get(c, "sessions")), 0);
+	CHECK(json_is_null(json_object_get(c, "resume")));
+	json_decref(c);
+	ev = feed_of(e.st, guest, 0, &next);
+	CHECK_STR(jsonx_str(json_array_get(ev, json_array_size(ev) - 1), "kind"), "closed");
+	json_decref(ev);
+	au = audit_all(e.st);
+	json_t *closed = audit_find(au, "conversation_closed", guest, &n);
+	CHECK_EQ_INT(n, 1);
+	CHECK_STR(jsonx_str(closed, "actor"), guest);
+	CHECK_STR(jsonx_str(closed, "room"), room);
+	json_decref(au);
+	CHECK_EQ_INT(conv_send(&env, guest, "L3", "still there?", &res), TH_OK);
+	CHECK_EQ_INT(res, CONV_CLOSED_NOW);
+	CHECK_EQ_INT(outbox_len(e.st), queued);
+	/* Leaving twice: no second leave, no second record. */
+	CHECK_EQ_INT(conv_leave(&env, guest), TH_OK);
+	CHECK_EQ_INT(outbox_len(e.st), queued);
+	au = audit_all(e.st);
+	audit_find(au, "conversation_closed", guest, &n);
+	CHECK_EQ_INT(n, 1);
+	json_decref(au);
+	CHECK_EQ_INT(conv_leave(&env, "@guest_nobody:test.local"), TH_ENOTFOUND);
+
+	test_env_close(&e);
+}
+
+/* The session record of @p token, edited to expire at @p exp. */
+static void set_session_expiry(store *st, const char *token, uint64_t exp)
+{
+	unsigned char key[SEC_HASH_LEN];
+	sec_hash("session", token, key);
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
+	const void *v;
+	size_t vlen;
+	CHECK_EQ_INT(store_get(t, STORE_SESSIONS, key, sizeof(key), &v, &vlen), TH_OK);
+	json_t *s = json_loadb(v, vlen, 0, NULL);
+	CHECK(json_is_object(s));
+	json_object_set_new(s, "expires_ms", json_integer((json_int_t)exp));
+	char *val = json_dumps(s, JSON_COMPACT);
+	CHECK_EQ_INT(store_put(t, STORE_SESSIONS, key, sizeof(key), val, strlen(val), 0), TH_OK);
+	free(val);
+	json_decref(s);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+}
+
+static void test_conv_erase(void)
+{
+	struct test_env e;
+	struct txn_env env;
+	env_init(&e, &env);
+	char tok[SEC_TOKEN_LEN + 1];
+	make_invite(&e, 2, tok);
+	struct conv_started st, keep;
+	CHECK_EQ_INT(conv_redeem(&env, tok, NULL, "3", "en", &st), TH_OK);
+	CHECK_EQ_INT(conv_redeem(&env, tok, NULL, "3", "fr", &keep), TH_OK); /* the second use */
+	struct conv_session s, ks;
+	CHECK_EQ_INT(conv_auth(e.st, st.session, th_now_ms(), &s), TH_OK);
+	CHECK_EQ_INT(conv_auth(e.st, keep.session, th_now_ms(), &ks), TH_OK);
+	CHECK(strcmp(s.guest, ks.guest) != 0);
+	CHECK(strcmp(st.pseudonym, keep.pseudonym) != 0);
+	char guest[GUESTS_MAX_USER_ID + 1];
+	memcpy(guest, s.guest, sizeof(guest));
+	const char *room = "!portal2:test.local";
+	room_made(&e, guest, room);
+	room_made(&e, ks.guest, "!portal3:test.local");
+	enum conv_send_result res;
+	CHECK_EQ_INT(conv_send(&env, guest, "L1", "Please delete this later", &res), TH_OK);
+	CHECK_EQ_INT(res, CONV_SENT);
+
+	/* What the homeserver echoed back: the guest's own message, and staff's. */
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	struct feed_entry mine = {.kind = "message",
+	                          .role = "self",
+	                          .name = st.pseudonym,
+	                          .body = "Please delete this later",
+	                          .local_id = "L1",
+	                          .event_id = "$guestmsg:test.local",
+	                          .room_id = room};
+	struct feed_entry staff = {.kind = "message",
+	                           .role = "staff",
+	                           .name = "Sam",
+	                           .body = "Of course",
+	                           .event_id = "$staffmsg:test.local",
+	                           .room_id = room};
+	CHECK_EQ_INT(feed_append(t, guest, &mine, NULL), TH_OK);
+	CHECK_EQ_INT(feed_append(t, guest, &staff, NULL), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	char *typed = lower_spaced(st.resume);
+
+	size_t queued = outbox_len(e.st);
+	CHECK_EQ_INT(conv_erase(&env, guest), TH_OK);
+
+	/* Sessions, resume code, conversation and feed are gone. */
+	struct conv_started st2;
+	CHECK_EQ_INT(conv_auth(e.st, st.session, th_now_ms(), &s), TH_ENOTFOUND);
+	CHECK_EQ_INT(conv_resume(&env, typed, &st2), TH_ENOTFOUND);
+	free(typed);
+	CHECK(conv_record(e.st, guest) == NULL);
+	CHECK_EQ_INT(db_mentions(e.st, STORE_SESSIONS, guest, NULL), 0);
+	CHECK_EQ_INT(db_mentions(e.st, STORE_FEED, guest, NULL), 0);
+	uint64_t next = 0;
+	json_t *ev = feed_of(e.st, guest, 0, &next);
+	CHECK_EQ_INT(json_array_size(ev), 0);
+	json_decref(ev);
+	/* The user record keeps only the id: erased, no pseudonym. */
+	CHECK_EQ_INT(store_txn_begin(e.st, 0, &t), TH_OK);
+	json_t *u = NULL;
+	CHECK_EQ_INT(store_get_json(t, STORE_USERS, guest, &u), TH_OK);
+	store_txn_abort(t);
+	CHECK_STR(jsonx_str(u, "state"), GUESTS_STATE_ERASED);
+	CHECK_STR(jsonx_str(u, "pseudonym"), "");
+	CHECK_STR(jsonx_str(u, "kind"), "guest");
+	json_decref(u);
+	CHECK_EQ_INT(db_mentions(e.st, STORE_USERS, st.pseudonym, NULL), 0);
+	/* The queue: the guest's own message redacted (not staff's), the guest
+	 * leaves, staff told, the display name cleared. */
+	json_t *ob = outbox_all(e.st);
+	size_t n = 0;
+	json_t *redact = find_op(ob, queued, "redact", NULL, &n);
+	CHECK_EQ_INT(n, 1);
+	CHECK_STR(jsonx_str(redact, "event_id"), "$guestmsg:test.local");
+	CHECK_STR(jsonx_str(redact, "room_id"), room);
+	CHECK_STR(jsonx_str(redact, "user_id"), guest);
+	json_t *leave = find_op(ob, queued, "leave", guest, &n);
+	CHECK_EQ_INT(n, 1);
+	CHECK_STR(jsonx_str(leave, "room_id"), room);
+	json_t *dn = find_op(ob, queued, "displayname", guest, &n);
+	CHECK_EQ_INT(n, 1);
+	CHECK(dn && strcmp(jsonx_str(dn, "displayname"), st.pseudonym) != 0);
+	find_op(ob, queued, "send", "@threshold:test.local", &n);
+	CHECK_EQ_INT(n, 1);
+	json_decref(ob);
+	/* The log: data_erased, and the conversation closed as erased. */
+	json_t *au = audit_all(e.st);
+	audit_find(au, "data_erased", guest, &n);
+	CHECK_EQ_INT(n, 1);
+	json_t *closed = audit_find(au, "conversation_closed", guest, &n);
+	CHECK_EQ_INT(n, 1);
+	CHECK_STR(jsonx_str(closed, "reason"), "erased");
+	json_decref(au);
+	/* Erasing again: nothing to erase. */
+	CHECK_EQ_INT(conv_erase(&env, guest), TH_ENOTFOUND);
+
+	/* The other guest is untouched. */
+	CHECK_EQ_INT(conv_auth(e.st, keep.session, th_now_ms(), &ks), TH_OK);
+	CHECK_STR(ks.state, CONV_OPEN);
+	ev = feed_of(e.st, ks.guest, 0, &next);
+	CHECK_EQ_INT(json_array_size(ev), 1);
+	json_decref(ev);
+
+	/* A session whose stored expiry has passed is refused. */
+	set_session_expiry(e.st, keep.session, th_now_ms() - 1000);
+	CHECK_EQ_INT(conv_auth(e.st, keep.session, th_now_ms(), &ks), TH_ENOTFOUND);
+	set_session_expiry(e.st, keep.session, th_now_ms() + 60000);
+	CHECK_EQ_INT(conv_auth(e.st, keep.session, th_now_ms(), &ks), TH_OK);
+
+	test_env_close(&e);
+}
+
+/* Set the conversation of @p guest to expire at @p exp. */
+static void set_conv_expiry(store *st, const char *guest, uint64_t exp)
+{
+	store_txn *t;
+	json_t *c = NULL;
+	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
+	CHECK_EQ_INT(store_get_json(t, STORE_CONVS, guest, &c), TH_OK);
+	json_object_set_new(c, "expires_ms", json_integer((json_int_t)exp));
+	CHECK_EQ_INT(store_put_json(t, STORE_CONVS, guest, c), TH_OK);
+	json_decref(c);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+}
+
+static void test_conv_expire(void)
+{
+	struct test_env e;
+	struct txn_env env;
+	env_init(&e, &env);
+	/* Two conversations through the public entry (no invitation). */
+	struct conv_started old, fresh;
+	CHECK_EQ_INT(conv_redeem(&env, NULL, SVC_NAME, "3", "en", &old), TH_OK);
+	CHECK_EQ_INT(conv_redeem(&env, NULL, SVC_NAME, "3", "en", &fresh), TH_OK);
+	struct conv_started none;
+	CHECK_EQ_INT(conv_redeem(&env, NULL, "no-such-service", "3", "en", &none), TH_ENOTFOUND);
+	struct conv_session os, fs;
+	CHECK_EQ_INT(conv_auth(e.st, old.session, th_now_ms(), &os), TH_OK);
+	CHECK_EQ_INT(conv_auth(e.st, fresh.session, th_now_ms(), &fs), TH_OK);
+	json_t *au = audit_all(e.st);
+	size_t n = 0;
+	json_t *consent = audit_find(au, "consent_recorded", os.guest, &n);
+	CHECK_EQ_INT(n, 1);
+	CHECK_STR(jsonx_str(json_object_get(consent, "details"), "entry"), "public");
+	json_decref(au);
+	/* The conversation lives conversation_expiry_days. */
+	json_t *c = conv_record(e.st, os.guest);
+	uint64_t exp = (uint64_t)json_integer_value(json_object_get(c, "expires_ms"));
+	uint64_t created = (uint64_t)json_integer_value(json_object_get(c, "created_ms"));
+	CHECK(exp == created + 30ull * 86400000);
+	json_decref(c);
+	room_made(&e, os.guest, "!old:test.local");
+
+	/* Nothing is due yet. */
+	size_t expired = 99;
+	CHECK_EQ_INT(conv_expire(&env, th_now_ms(), &expired), TH_OK);
+	CHECK_EQ_INT(expired, 0);
+
+	set_conv_expiry(e.st, os.guest, th_now_ms() - 1000);
+	size_t queued = outbox_len(e.st);
+	CHECK_EQ_INT(conv_expire(&env, th_now_ms(), &expired), TH_OK);
+	CHECK_EQ_INT(expired, 1);
+	/* The old one is gone: record, sessions, feed; the guest leaves its room. */
+	CHECK(conv_record(e.st, os.guest) == NULL);
+	CHECK_EQ_INT(conv_auth(e.st, old.session, th_now_ms(), &os), TH_ENOTFOUND);
+	char *typed = lower_spaced(old.resume);
+	struct conv_started st2;
+	CHECK_EQ_INT(conv_resume(&env, typed, &st2), TH_ENOTFOUND);
+	free(typed);
+	CHECK_EQ_INT(db_mentions(e.st, STORE_FEED, os.guest, NULL), 0);
+	CHECK_EQ_INT(db_mentions(e.st, STORE_SESSIONS, os.guest, NULL), 0);
+	json_t *ob = outbox_all(e.st);
+	json_t *leave = find_op(ob, queued, "leave", os.guest, &n);
+	CHECK_EQ_INT(n, 1);
+	CHECK_STR(jsonx_str(leave, "room_id"), "!old:test.local");
+	json_decref(ob);
+	au = audit_all(e.st);
+	json_t *closed = audit_find(au, "conversation_closed", os.guest, &n);
+	CHECK_EQ_INT(n, 1);
+	CHECK_STR(jsonx_str(closed, "actor"), "threshold");
+	json_decref(au);
+
+	/* The fresh one is untouched. */
+	CHECK_EQ_INT(conv_auth(e.st, fresh.session, th_now_ms(), &fs), TH_OK);
+	CHECK_STR(fs.state, CONV_WAITING);
+	c = conv_record(e.st, fs.guest);
+	CHECK(c != NULL);
+	json_decref(c);
+	uint64_t next = 0;
+	json_t *ev = feed_of(e.st, fs.guest, 0, &next);
+	CHECK_EQ_INT(json_array_size(ev), 1);
+	json_decref(ev);
+	/* And once it is due (still waiting for its room), it ends too. */
+	CHECK_EQ_INT(conv_expire(&env, th_now_ms(), &expired), TH_OK);
+	CHECK_EQ_INT(expired, 0);
+	CHECK_EQ_INT(conv_expire(&env, th_now_ms() + 31ull * 86400000, &expired), TH_OK);
+	CHECK_EQ_INT(expired, 1);
+	CHECK(conv_record(e.st, fs.guest) == NULL);
+	CHECK_EQ_INT(conv_auth(e.st, fresh.session, th_now_ms(), &fs), TH_ENOTFOUND);
+
+	test_env_close(&e);
+}
+
+int main(void)
+{
+	log_threshold = LOG_WARN;
+	test_secret();
+	test_invites();
+	test_feed();
+	test_conv_lifecycle();
+	test_conv_erase();
+	test_conv_expire();
+	return TEST_DONE();
+}
