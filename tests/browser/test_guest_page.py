@@ -214,6 +214,30 @@ def test_offline_then_retry(gw, browser, shots):
     no_problems(b, allow=("ERR_INTERNET_DISCONNECTED",))
 
 
+def test_resume_on_another_device(gw, browser, shots):
+    """The code shown at the start continues the same conversation elsewhere."""
+    a = browser()
+    pseudonym = to_chat(a, gw, "en", prefix=None)
+    send(a, "written on the first device")
+    code = a.eval("JSON.parse(sessionStorage.getItem('g.s')).resume_code")
+    assert code and code in a.text("#c-code"), code
+    b = browser()
+    b.goto(gw.url)
+    choose_language(b, "en")
+    b.wait("#s-start h1")
+    b.click("#s-start .to-resume")
+    b.wait("#s-resume h1")
+    b.fill("#r-code", code.lower())
+    b.click("#r-form button[type=submit]")
+    b.wait("#s-chat h1")
+    b.wait_js("[...document.querySelectorAll('.msg.self .body')]"
+              ".some(e => e.textContent === 'written on the first device')", timeout=60000)
+    assert pseudonym in b.text("#c-me")
+    assert b.text("#c-service") == "Test Helpline"
+    no_problems(a)
+    no_problems(b)
+
+
 def test_keyboard_only(gw, browser, shots):
     """The whole page by keyboard: Tab, Enter, Space, typing, and Esc twice to leave."""
     b = browser()
