@@ -50,11 +50,13 @@ function watch(p) {
 }
 
 const ops = {
-  async launch({ width = 360, height = 640, locale = 'en-GB' }) {
+  async launch({ width = 360, height = 640, locale = 'en-GB', scheme = 'light' }) {
     browser = await chromium.launch({
       executablePath: process.env.CHROMIUM || '/usr/bin/chromium', headless: true, args: FLAGS,
     });
-    context = await browser.newContext({ viewport: { width, height }, locale, reducedMotion: 'reduce' });
+    context = await browser.newContext({
+      viewport: { width, height }, locale, reducedMotion: 'reduce', colorScheme: scheme,
+    });
     page = await context.newPage();
     watch(page);
     return true;

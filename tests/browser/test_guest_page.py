@@ -215,16 +215,17 @@ def test_offline_then_retry(gw, browser, shots):
 
 
 def test_resume_on_another_device(gw, browser, shots):
-    """The code shown at the start continues the same conversation elsewhere."""
+    """The code shown at the start continues the same conversation elsewhere
+    (the second device prefers a dark colour scheme: axe checks it too)."""
     a = browser()
     pseudonym = to_chat(a, gw, "en", prefix=None)
     send(a, "written on the first device")
     code = a.eval("JSON.parse(sessionStorage.getItem('g.s')).resume_code")
     assert code and code in a.text("#c-code"), code
-    b = browser()
+    b = browser(scheme="dark")
     b.goto(gw.url)
     choose_language(b, "en")
-    b.wait("#s-start h1")
+    screen(b, "start", None)
     b.click("#s-start .to-resume")
     b.wait("#s-resume h1")
     b.fill("#r-code", code.lower())
@@ -234,6 +235,8 @@ def test_resume_on_another_device(gw, browser, shots):
               ".some(e => e.textContent === 'written on the first device')", timeout=60000)
     assert pseudonym in b.text("#c-me")
     assert b.text("#c-service") == "Test Helpline"
+    b.wait_js("getComputedStyle(document.body).backgroundColor === 'rgb(21, 21, 21)'")
+    check_axe(b, "chat, dark")
     no_problems(a)
     no_problems(b)
 
