@@ -859,8 +859,10 @@ int conv_on_event(store_txn *t, const struct mxev *ev, enum pol_role sender_role
 	char *local_id = NULL;
 	if (sender_role == POL_ROLE_GUEST) {
 		json_t *content = NULL;
-		if (mxev_content_json(ev, &content) == TH_OK && jsonx_str(content, LOCAL_ID_KEY))
-			local_id = xstrndup(jsonx_str(content, LOCAL_ID_KEY), CONV_MAX_LOCAL_ID);
+		const char *lid =
+		        mxev_content_json(ev, &content) == TH_OK ? jsonx_str(content, LOCAL_ID_KEY) : NULL;
+		if (lid) /* xstrndup copies exactly n bytes: bound n by the string */
+			local_id = xstrndup(lid, strnlen(lid, CONV_MAX_LOCAL_ID));
 		json_decref(content);
 	}
 	struct guest g;

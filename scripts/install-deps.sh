@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs every Debian package Threshold needs to build, run and test.
+# Installs every Debian package Threshold needs to build, run and test, then
+# the browser tests' npm packages (tests/browser, from its lockfile).
 # Idempotent: packages already present are left alone. Needs root (or sudo).
 set -euo pipefail
 
@@ -18,7 +19,14 @@ pkgs=(
   valgrind
   # misc tools the scripts use
   curl ca-certificates procps iproute2
+  # browser tests of the guest page: Debian's Chromium (/usr/bin/chromium),
+  # driven by playwright-core from npm; a font with Arabic glyphs
+  chromium fonts-dejavu-core
 )
+# Node.js and npm from Debian only when the machine has no node of its own.
+if ! command -v node >/dev/null 2>&1; then
+  pkgs+=(nodejs npm)
+fi
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -26,12 +34,17 @@ for p in "${pkgs[@]}"; do
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#pkgs[@]} packages present"
-  exit 0
+else
+  SUDO=
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-SUDO=
-[ "$(id -u)" -eq 0 ] || SUDO=sudo
-echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+# The browser tests' packages, exactly as the lockfile says (no browser
+# download: playwright-core drives the Chromium installed above).
+here=$(cd "$(dirname "$0")/.." && pwd)
+echo "install-deps: npm ci in tests/browser"
+(cd "$here/tests/browser" && CI=true npm ci --no-audit --no-fund --loglevel=error </dev/null)

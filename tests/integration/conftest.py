@@ -155,6 +155,7 @@ class Env:
         self.safeguarding_room = None  # set by tests that need alerts, then write_config()
         self.pseudonym_per_room = False  # set by tests of per-room names, then write_config()
         self.services = None  # {name: settings}: set by gateway tests, then write_config()
+        self.gateway_settings = {}  # more gateway.* keys (the browser tests' exit_url, page_title)
         self.gw_port = harness.free_port()
         self.gw_url = "http://127.0.0.1:%d" % self.gw_port
         self.staff_rooms = []  # set by tests of staff rooms, then write_config()
@@ -196,6 +197,7 @@ class Env:
             cfg["gateway"] = {"listen_address": "127.0.0.1", "listen_port": self.gw_port,
                               "public_url": self.gw_url, "address_rate_per_minute": 1000,
                               "session_rate_per_minute": 1000}
+            cfg["gateway"].update(self.gateway_settings)
             cfg["services"] = self.services
         with open(self.config_path, "w") as f:
             yaml.safe_dump(cfg, f, sort_keys=False)

@@ -1,0 +1,600 @@
+/* The guest page: plain script, no framework, nothing from another site.
+ * Every string shown comes from i18n/<lang>.json; every message is set with
+ * textContent, never parsed as HTML. See docs/guest-experience.md. */
+'use strict';
+(function () {
+  var API = '_threshold/gateway/v1/';
+  var K_SESSION = 'g.s', K_LANG = 'g.l', K_ENTRY = 'g.e';
+  var S = {};            /* the strings of the chosen language */
+  var page = null;       /* GET /page */
+  var lang = 'en';
+  var entry = null;      /* {invite: token} or {service: name} */
+  var info = null;       /* POST /invitation */
+  var session = null;    /* {token, pseudonym, resume_code, keep, service} */
+  var since = 0, feedGen = 0, feedCtl = null, failures = 0, wake = null;
+  var closed = false, quiet = false, lastEsc = 0;
+  var pending = {};      /* local_id -> message element */
+  var seen = {};         /* feed ids already shown */
+
+  function $(id) { return document.getElementById(id); }
+  function each(sel, fn) { Array.prototype.forEach.call(document.querySelectorAll(sel), fn); }
+
+  /* ---- storage: the session tab only, unless the guest chose to be kept signed in */
+  function ss(k, v) {
+    try {
+      if (v === undefined) return sessionStorage.getItem(k);
+      if (v === null) sessionStorage.removeItem(k); else sessionStorage.setItem(k, v);
+    } catch (e) { /* storage may be disabled: the page still works for this load */ }
+    return null;
+  }
+  function saveSession() {
+    try {
+      sessionStorage.removeItem(K_SESSION);
+      localStorage.removeItem(K_SESSION);
+      if (session) (session.keep ? localStorage : sessionStorage).setItem(K_SESSION, JSON.stringify(session));
+    } catch (e) { /* as above */ }
+  }
+  function loadSession() {
+    var raw = null;
+    try { raw = sessionStorage.getItem(K_SESSION) || localStorage.getItem(K_SESSION); } catch (e) { /* none */ }
+    try { return raw ? JSON.parse(raw) : null; } catch (e) { return null; }
+  }
+  function wipe() {
+    try { sessionStorage.clear(); } catch (e) { /* nothing to clear */ }
+    try { localStorage.clear(); } catch (e) { /* nothing to clear */ }
+  }
+
+  /* ---- strings */
+  function t(k, v) {
+    var s = Object.prototype.hasOwnProperty.call(S, k) ? S[k] : k;
+    return v ? s.replace(/\{(\w+)\}/g, function (m, n) { return n in v ? String(v[n]) : m; }) : s;
+  }
+  function applyStrings() {
+    each('[data-t]', function (el) { el.textContent = t(el.getAttribute('data-t')); });
+    each('[data-t-label]', function (el) { el.setAttribute('aria-label', t(el.getAttribute('data-t-label'))); });
+    $('exit').hidden = false;
+  }
+  function langInfo(code) {
+    var l = page && page.languages || [];
+    for (var i = 0; i < l.length; i++) if (l[i].code === code) return l[i];
+    return null;
+  }
+  function setDir() {
+    var li = langInfo(lang);
+    document.documentElement.lang = lang;
+    document.documentElement.dir = li && li.dir === 'rtl' ? 'rtl' : 'ltr';
+  }
+  function loadStrings(code) {
+    return fetch('i18n/' + encodeURIComponent(code) + '.json', { credentials: 'omit' })
+      .then(function (r) { if (!r.ok) throw new Error('strings'); return r.json(); })
+      .then(function (j) {
+        S = j;
+        lang = code;
+        setDir();
+        applyStrings();
+      });
+  }
+  function guessLang() {
+    var saved = ss(K_LANG);
+    if (saved) return saved;
+    var nav = navigator.languages || [navigator.language || 'en'];
+    for (var i = 0; i < nav.length; i++) {
+      var c = String(nav[i]).toLowerCase().split('-')[0];
+      if (!page || langInfo(c)) return c;
+    }
+    return 'en';
+  }
+
+  /* ---- the API */
+  function api(method, path, body, opts) {
+    opts = opts || {};
+    var headers = {};
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    if (opts.auth && session) headers.Authorization = 'Bearer ' + session.token;
+    return fetch(API + path, {
+      method: method, headers: headers, signal: opts.signal, cache: 'no-store', credentials: 'omit',
+      body: body === undefined ? undefined : JSON.stringify(body)
+    }).then(function (res) {
+      return res.json().catch(function () { return null; }).then(function (data) {
+        if (res.ok) return data || {};
+        var e = new Error((data && data.errcode) || 'HTTP ' + res.status);
+        e.status = res.status;
+        e.code = data && data.errcode;
+        e.retry = data && data.retry_after_ms;
+        throw e;
+      });
+    });
+  }
+
+  /* ---- screens */
+  function show(name, noFocus) {
+    each('.screen', function (s) { s.hidden = s.id !== 's-' + name; });
+    if (page) document.title = page.title;
+    var h = document.querySelector('#s-' + name + ' h1');
+    if (h && !noFocus) h.focus();
+  }
+  function showError(retry) {
+    $('e-retry').onclick = retry || function () { location.reload(); };
+    show('error');
+  }
+  function showClosed(reason) {
+    stopFeed();
+    $('x-text').textContent = t('closed_' + reason);
+    $('x-resume').hidden = !(reason === 'expired' && page && page.resume_codes);
+    show('closed');
+  }
+
+  /* ---- quick exit: wipe storage and the page, leave without a Back entry */
+  function quickExit() {
+    stopFeed();
+    wipe();
+    var url = page && typeof page.exit_url === 'string' && /^https?:\/\//i.test(page.exit_url)
+      ? page.exit_url : 'about:blank';
+    try { $('main').textContent = ''; document.title = ''; } catch (e) { /* leaving anyway */ }
+    location.replace(url);
+  }
+
+  /* ---- language */
+  function showLang() {
+    var list = $('lang-list');
+    list.textContent = '';
+    (page.languages || []).forEach(function (l) {
+      var li = document.createElement('li');
+      var b = document.createElement('button');
+      b.type = 'button';
+      b.textContent = l.name;
+      b.lang = l.code;
+      b.dir = l.dir === 'rtl' ? 'rtl' : 'ltr';
+      b.onclick = function () {
+        ss(K_LANG, l.code);
+        /* A language listed in the config without its strings file: English. */
+        loadStrings(l.code).catch(function () { return loadStrings('en'); })
+          .then(proceed, function () { showError(); });
+      };
+      li.appendChild(b);
+      list.appendChild(li);
+    });
+    show('lang');
+  }
+
+  function proceed() {
+    if (entry) return showNotice();
+    show('start');
+  }
+
+  /* ---- the notice and consent */
+  function showNotice() {
+    show('loading', true);
+    $('n-error').textContent = '';
+    api('POST', 'invitation', entry).then(function (r) {
+      info = r;
+      var svc = r.service || {};
+      $('n-service').textContent = svc.display_name || svc.name || '';
+      $('n-greeting').textContent = svc.greeting || '';
+      $('n-greeting').hidden = !svc.greeting;
+      var langs = (r.notice && r.notice.languages) || {};
+      var nl = langs[lang] ? lang : (langs.en ? 'en' : Object.keys(langs)[0]);
+      info.noticeLang = nl;
+      $('n-text').textContent = langs[nl] || '';
+      $('n-text').lang = nl || '';
+      show('notice');
+    }, function (e) {
+      if (e.code === 'TH_INVITE_INVALID') return showInvalid();
+      showError(showNotice);
+    });
+  }
+  function showInvalid() {
+    ss(K_ENTRY, null);
+    entry = null;
+    show('invalid');
+  }
+  function agree() {
+    var btn = $('n-agree');
+    btn.disabled = true;
+    var body = { consent: { version: String(info.notice.version), language: info.noticeLang, agreed: true } };
+    if (entry.invite) body.invite = entry.invite; else body.service = entry.service;
+    api('POST', 'redeem', body).then(function (r) {
+      btn.disabled = false;
+      ss(K_ENTRY, null);
+      entry = null;
+      startSession(r, info.service);
+    }, function (e) {
+      btn.disabled = false;
+      if (e.code === 'TH_INVITE_INVALID') return showInvalid();
+      $('n-error').textContent = t(e.status === 429 ? 'limit' : 'start_failed');
+    });
+  }
+  function decline() {
+    ss(K_ENTRY, null);
+    entry = null;
+    info = null;
+    showClosed('declined');
+  }
+
+  /* ---- a session: from redeem or resume */
+  function startSession(r, svc) {
+    session = {
+      token: r.session, pseudonym: r.pseudonym, resume_code: r.resume_code || null, keep: false,
+      service: svc ? (svc.display_name || svc.name) : null
+    };
+    saveSession();
+    $('w-title').textContent = t('welcome_title', { name: r.pseudonym });
+    $('w-code').textContent = r.resume_code || '';
+    $('w-code-box').hidden = !r.resume_code;
+    $('w-keep').checked = false;
+    show('welcome');
+  }
+
+  function showResume(back) {
+    $('r-error').textContent = '';
+    $('r-code').value = '';
+    $('r-back').onclick = back;
+    show('resume');
+  }
+  function resume(ev) {
+    ev.preventDefault();
+    var code = $('r-code').value.trim().toUpperCase();
+    if (!code) { $('r-error').textContent = t('resume_wrong'); return; }
+    api('POST', 'resume', { resume_code: code }).then(function (r) {
+      session = { token: r.session, pseudonym: r.pseudonym, resume_code: r.resume_code || code, keep: false };
+      saveSession();
+      openChat(false);
+    }, function (e) {
+      $('r-error').textContent = t(e.status === 429 ? 'limit' : (e.status === 401 ? 'resume_wrong' : 'action_failed'));
+    });
+  }
+
+  /* ---- the chat */
+  function setStatus(key, v) { $('c-status').textContent = t('status_' + key, v); }
+
+  function openChat(restoring) {
+    closed = false;
+    quiet = !!restoring;
+    since = 0;
+    seen = {};
+    pending = {};
+    $('c-msgs').textContent = '';
+    $('c-service').textContent = session.service || (page && page.title) || '';
+    $('c-me').textContent = t('chat_as', { name: session.pseudonym });
+    $('c-code').textContent = session.resume_code || '';
+    $('c-code-box').hidden = !session.resume_code;
+    $('c-form').hidden = false;
+    $('c-leave').hidden = false;
+    hideConfirm();
+    setStatus('connecting');
+    show('chat');
+    api('GET', 'session', undefined, { auth: true }).then(function (st) {
+      if (st.service && st.service.display_name) {
+        session.service = st.service.display_name;
+        $('c-service').textContent = session.service;
+        saveSession();
+      }
+    }, function () { /* the feed says what is wrong */ });
+    feedLoop();
+  }
+
+  function stopFeed() {
+    feedGen++;
+    if (feedCtl) try { feedCtl.abort(); } catch (e) { /* already over */ }
+    feedCtl = null;
+  }
+
+  function sleep(ms, gen) {
+    return new Promise(function (resolve) {
+      var id = setTimeout(done, ms);
+      function done() { clearTimeout(id); wake = null; resolve(gen === feedGen); }
+      wake = done;
+    });
+  }
+
+  /* The feed: long polls, one after another. The first poll, and the first
+     after a failure, asks for no wait, so "Connected" shows as soon as it is
+     true; failures back off (1 s doubling to 30 s, with jitter) and the
+     browser's "online" event cuts a backoff short. */
+  function feedLoop() {
+    stopFeed();
+    var gen = feedGen;
+    var quick = true;
+    failures = 0;
+    function once() {
+      if (gen !== feedGen || closed) return;
+      var ctl = new AbortController();
+      feedCtl = ctl;
+      var timer = setTimeout(function () { ctl.abort(); }, 40000);
+      api('GET', 'feed?since=' + since + '&timeout_ms=' + (quick ? 0 : 25000), undefined,
+        { auth: true, signal: ctl.signal })
+        .then(function (r) {
+          clearTimeout(timer);
+          if (gen !== feedGen) return;
+          failures = 0;
+          quick = false;
+          render(r.events || []);
+          quiet = false;
+          if (typeof r.next === 'number' && r.next > since) since = r.next;
+          if (r.state === 'closed') return chatClosed();
+          if (!closed) setStatus(r.state === 'waiting' ? 'waiting' : 'open');
+          once();
+        }, function (e) {
+          clearTimeout(timer);
+          if (gen !== feedGen) return;
+          if (e.status === 401) return sessionEnded();
+          if (e.status === 410) return chatClosed();
+          failures++;
+          quick = true;
+          var wait = e.retry || Math.min(30000, 1000 * Math.pow(2, failures - 1)) * (0.75 + Math.random() / 2);
+          if (navigator.onLine === false) setStatus('offline');
+          else setStatus('reconnecting', { s: Math.ceil(wait / 1000) });
+          sleep(wait, gen).then(function (still) { if (still) once(); });
+        });
+    }
+    once();
+  }
+
+  function fmtTime(ts) {
+    try {
+      return new Intl.DateTimeFormat(lang, { hour: 'numeric', minute: '2-digit' }).format(new Date(ts));
+    } catch (e) { return ''; }
+  }
+
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+
+  /* One message: sender, time, body, and for the guest's own a state line. */
+  function addMessage(role, who, body, ts) {
+    var li = el('li', 'msg ' + role);
+    var meta = el('p', 'meta');
+    var w = el('span', 'who', who);
+    w.dir = 'auto';
+    meta.appendChild(w);
+    var time = el('time', 'time', fmtTime(ts));
+    try { time.dateTime = new Date(ts).toISOString(); } catch (e) { /* no time */ }
+    meta.appendChild(time);
+    li.appendChild(meta);
+    var b = el('p', 'body', body);
+    b.dir = 'auto';
+    li.appendChild(b);
+    $('c-msgs').appendChild(li);
+    return li;
+  }
+
+  function setMsgState(li, state) {
+    li.state = state;
+    var st = li.querySelector('.state');
+    if (!st) { st = el('p', 'state'); li.appendChild(st); }
+    st.textContent = '';
+    st.className = 'state ' + state;
+    st.appendChild(document.createTextNode(t('state_' + state)));
+    if (state === 'failed') {
+      var b = el('button', 'retry link', t('retry'));
+      b.type = 'button';
+      b.onclick = function () { trySend(li); };
+      st.appendChild(document.createTextNode(' '));
+      st.appendChild(b);
+    }
+  }
+
+  function nearBottom() {
+    return window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 120;
+  }
+
+  function render(events) {
+    var stick = nearBottom();
+    events.forEach(function (ev) {
+      if (!ev || seen[ev.id]) return;
+      seen[ev.id] = true;
+      var from = ev.from || {};
+      if (ev.kind === 'closed') {
+        addMessage('note', from.name || '', ev.body || t('closed_staff'), ev.ts);
+        closed = true;
+        return;
+      }
+      if (ev.kind === 'notice') {
+        addMessage('note', from.name || '', ev.body || '', ev.ts);
+        announce(ev.body || '');
+        return;
+      }
+      if (ev.kind !== 'message') return;
+      if (from.role === 'self') {
+        var mine = ev.local_id && pending[ev.local_id];
+        if (mine) {
+          delete pending[ev.local_id];
+          setMsgState(mine, 'sent');
+          return;
+        }
+        setMsgState(addMessage('self', t('you'), ev.body || '', ev.ts), 'sent');
+        return;
+      }
+      addMessage(from.role === 'guest' ? 'guest' : 'staff', from.name || '', ev.body || '', ev.ts);
+      announce(t('announce', { name: from.name || '', body: ev.body || '' }));
+    });
+    if (closed) chatClosed();
+    if (stick && events.length) window.scrollTo(0, document.documentElement.scrollHeight);
+  }
+
+  function announce(text) {
+    if (quiet || !text) return;
+    var live = $('live');
+    var p = el('p', null, text);
+    live.appendChild(p);
+    while (live.childNodes.length > 3) live.removeChild(live.firstChild);
+  }
+
+  function newId() {
+    var a = new Uint8Array(12);
+    crypto.getRandomValues(a);
+    return Array.prototype.map.call(a, function (x) { return (x % 36).toString(36); }).join('');
+  }
+
+  function send(ev) {
+    ev.preventDefault();
+    var ta = $('c-text');
+    var body = ta.value;
+    if (!body.trim() || closed) return;
+    ta.value = '';
+    var li = addMessage('self', t('you'), body, Date.now());
+    li.localId = newId();
+    li.body = body;
+    pending[li.localId] = li;
+    window.scrollTo(0, document.documentElement.scrollHeight);
+    ta.focus();
+    trySend(li);
+  }
+
+  function trySend(li, tries) {
+    tries = tries || 0;
+    setMsgState(li, 'sending');
+    api('POST', 'send', { local_id: li.localId, body: li.body }, { auth: true }).then(function () {
+      /* Stored and queued: "sent" once the feed shows it. The network works
+         again, so a feed waiting out its backoff can try now. */
+      if (wake) wake();
+    }, function (e) {
+      if (li.state === 'sent') return;
+      if ((e.status === 409 || e.status === 429 || e.status === 503) && tries < 30) {
+        return setTimeout(function () { trySend(li, tries + 1); }, e.retry || 1000);
+      }
+      if (e.status === 401) return sessionEnded();
+      if (e.status === 410) { setMsgState(li, 'failed'); return chatClosed(); }
+      setMsgState(li, e.status === 413 ? 'too_long' : 'failed');
+    });
+  }
+
+  function chatClosed() {
+    closed = true;
+    stopFeed();
+    setStatus('closed');
+    $('c-form').hidden = true;
+    $('c-leave').hidden = true;
+    $('c-confirm-leave').hidden = true;
+  }
+
+  function sessionEnded() {
+    session = null;
+    saveSession();
+    showClosed('expired');
+  }
+
+  /* ---- End chat, Delete my data: each with a confirm step */
+  function hideConfirm() {
+    each('.confirm', function (c) { c.hidden = true; });
+    $('c-actions').hidden = false;
+  }
+  function showConfirm(id) {
+    hideConfirm();
+    var box = $(id);
+    box.querySelector('.c-confirm-error').textContent = '';
+    box.hidden = false;
+    $('c-actions').hidden = true;
+    box.querySelector('h2').focus({ preventScroll: true });
+    box.scrollIntoView({ block: 'nearest' });
+  }
+  function confirmed(id, path, body, reason) {
+    var box = $(id);
+    var buttons = box.querySelectorAll('button');
+    Array.prototype.forEach.call(buttons, function (b) { b.disabled = true; });
+    api('POST', path, body, { auth: true }).then(done, function (e) {
+      if (path === 'leave' && (e.status === 401 || e.status === 410)) return done();
+      Array.prototype.forEach.call(buttons, function (b) { b.disabled = false; });
+      box.querySelector('.c-confirm-error').textContent = t(e.status === 401 ? 'closed_expired' : 'action_failed');
+    });
+    function done() {
+      Array.prototype.forEach.call(buttons, function (b) { b.disabled = false; });
+      session = null;
+      stopFeed();
+      wipe();
+      showClosed(reason);
+    }
+  }
+
+  /* ---- start */
+  function readFragment() {
+    var h = location.hash.replace(/^#/, '');
+    if (!h) return null;
+    var p = new URLSearchParams(h);
+    /* The token must not stay in the address bar, the history or a bookmark. */
+    history.replaceState(null, '', location.pathname + location.search);
+    if (p.get('invite')) return { invite: p.get('invite') };
+    if (p.get('service')) return { service: p.get('service') };
+    return null;
+  }
+
+  function wire() {
+    $('exit').onclick = quickExit;
+    document.addEventListener('keydown', function (e) {
+      if (e.key !== 'Escape' && e.key !== 'Esc') return;
+      var now = Date.now();
+      if (now - lastEsc < 1500) { e.preventDefault(); quickExit(); return; }
+      lastEsc = now;
+      if (!$('s-chat').hidden && (!$('c-confirm-leave').hidden || !$('c-confirm-erase').hidden)) {
+        hideConfirm();
+        $('c-actions').querySelector('button:not([hidden])').focus();
+      }
+    });
+    $('n-agree').onclick = agree;
+    $('n-decline').onclick = decline;
+    each('.to-lang', function (b) { b.onclick = showLang; });
+    each('.to-resume', function (b) {
+      b.onclick = function () {
+        var from = document.querySelector('.screen:not([hidden])').id.slice(2);
+        showResume(function () { show(from); });
+      };
+    });
+    $('r-form').onsubmit = resume;
+    $('w-keep').onchange = function () {
+      if (!session) return;
+      session.keep = $('w-keep').checked;
+      saveSession();
+    };
+    $('w-go').onclick = function () { openChat(false); };
+    $('c-form').onsubmit = send;
+    $('c-text').onkeydown = function (e) {
+      if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) send(e);
+    };
+    $('c-leave').onclick = function () { showConfirm('c-confirm-leave'); };
+    $('c-erase').onclick = function () { showConfirm('c-confirm-erase'); };
+    $('c-leave-yes').onclick = function () { confirmed('c-confirm-leave', 'leave', {}, 'left'); };
+    $('c-erase-yes').onclick = function () { confirmed('c-confirm-erase', 'erase', { confirm: true }, 'erased'); };
+    each('.c-cancel', function (b) { b.onclick = function () { hideConfirm(); $('c-leave').focus(); }; });
+    window.addEventListener('online', function () { if (wake) wake(); });
+    /* A poll in flight when the network goes will not come back: drop it now. */
+    window.addEventListener('offline', function () {
+      if (feedCtl && !closed && !$('s-chat').hidden) feedCtl.abort();
+    });
+    /* A new link opened in this tab changes only the fragment: start again from it. */
+    window.addEventListener('hashchange', function () { if (location.hash) location.reload(); });
+  }
+
+  function start() {
+    var fresh = readFragment();
+    if (fresh) ss(K_ENTRY, JSON.stringify(fresh));
+    try { entry = fresh || JSON.parse(ss(K_ENTRY) || 'null'); } catch (e) { entry = null; }
+    var strings = loadStrings(guessLang()).catch(function () { return loadStrings('en'); });
+    api('GET', 'page').then(function (p) {
+      page = p;
+      document.title = p.title || '';
+      $('bar-title').textContent = p.title || '';
+      each('.to-resume', function (b) { b.hidden = !p.resume_codes; });
+      var want = ss(K_LANG) || guessLang();
+      if (!langInfo(want)) want = langInfo('en') ? 'en' : ((p.languages || [])[0] || { code: 'en' }).code;
+      return strings.then(function () {
+        if (want !== lang) return loadStrings(want);
+        setDir();
+      });
+    }).then(function () {
+      session = fresh ? null : loadSession();
+      if (session && session.token) {
+        return openChat(true);
+      }
+      if (!ss(K_LANG) && (page.languages || []).length > 1) return showLang();
+      proceed();
+    }).catch(function () {
+      strings.then(function () { showError(); }, function () { showError(); });
+    });
+  }
+
+  wire();
+  start();
+}());

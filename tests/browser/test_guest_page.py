@@ -1,0 +1,330 @@
+"""The guest web page in a real browser, against the real gateway and Synapse.
+
+Debian's Chromium is driven through tests/browser/driver.mjs (playwright-core);
+the staff side is a matrix-nio client, as in tests/integration.  Each screen
+is checked with axe-core (no serious or critical violation) and saved as a
+screenshot for docs/guest-experience.md (see conftest.py: `shots`).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import SOURCE_DIR
+
+SECRET_HTML = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
+
+
+def js(value):
+    return json.dumps(value)
+
+
+def no_problems(b, allow=()):
+    """No page error, console error (a CSP refusal is one) or foreign request.
+
+    Chromium logs every HTTP error answer as a console error; the API's 4xx
+    answers (an unknown invitation, a wrong code) are expected, so those lines
+    alone are let through."""
+    problems = [p for p in b.call("problems")
+                if not (p["kind"] == "console" and p["text"].startswith(
+                    "Failed to load resource: the server responded with a status of 4"))
+                and not any(a in p["text"] for a in allow)]
+    assert problems == [], problems
+
+
+def check_axe(b, where):
+    bad = b.call("axe")
+    assert bad == [], "axe on %s: %s" % (where, json.dumps(bad, indent=1))
+
+
+def screen(b, name, shots, where=None):
+    """The screen `name` is showing: axe passes, and a screenshot is kept."""
+    b.wait("#s-%s h1" % name)
+    check_axe(b, where or name)
+    if shots is not None and where:
+        shots(b, where)
+
+
+def tab_to(b, selector, limit=25):
+    """Press Tab until the focus is on `selector`; the focus must be visible."""
+    for i in range(limit):
+        if i or not b.eval("document.activeElement.matches(%s)" % js(selector)):
+            b.press("Tab")
+        if b.eval("document.activeElement.matches(%s)" % js(selector)):
+            outline = b.eval("getComputedStyle(document.activeElement).outlineStyle")
+            assert outline not in ("none", ""), "no visible focus on %s" % selector
+            return
+    raise AssertionError("Tab never reached %s (focus on %s)" % (
+        selector, b.eval("document.activeElement.outerHTML.slice(0, 120)")))
+
+
+def open_link(b, url):
+    b.goto(url)
+    # The token leaves the address bar (and so the history) at once.
+    b.wait_js("!location.hash")
+    assert "#" not in b.call("url")
+
+
+def choose_language(b, code):
+    b.wait("#s-lang h1")
+    b.click("#lang-list button[lang=%s]" % code)
+    b.wait_js("document.documentElement.lang === %s" % js(code))
+
+
+def to_chat(b, gw, code="en", keep=False, shots=None, prefix=""):
+    """From a fresh invitation to the chat screen; returns the pseudonym."""
+    open_link(b, gw.invite_link())
+    if shots is not None and prefix is not None:
+        screen(b, "lang", shots, prefix + "1-language")
+    choose_language(b, code)
+    screen(b, "notice", shots, prefix + "2-notice" if prefix is not None else None)
+    assert b.eval("document.title") == gw.page_title
+    assert b.text("#n-text").strip(), "the notice is empty"
+    b.click("#n-agree")
+    screen(b, "welcome", shots, prefix + "3-welcome" if prefix is not None else None)
+    name = b.eval("document.getElementById('w-title').textContent")
+    if keep:
+        b.click("#w-keep")
+    b.click("#w-go")
+    b.wait("#s-chat h1")
+    pseudonym = b.eval("JSON.parse(sessionStorage.getItem('g.s') || localStorage.getItem('g.s'))"
+                       ".pseudonym")
+    assert pseudonym and pseudonym in name, (name, pseudonym)
+    assert pseudonym in b.text("#c-me")
+    b.wait_js("/./.test(document.getElementById('c-status').textContent)")
+    return pseudonym
+
+
+def send(b, text):
+    b.fill("#c-text", text)
+    b.click("#c-form button[type=submit]")
+    b.wait_js("[...document.querySelectorAll('.msg.self')].some(m => m.querySelector('.body')"
+              ".textContent === %s && m.querySelector('.state.sent'))" % js(text), timeout=60000)
+
+
+def test_whole_flow_in_arabic(gw, browser, shots):
+    """Link -> Arabic (rtl) -> notice -> consent -> pseudonym -> chat with staff, at 360x640."""
+    b = browser(width=360, height=640)
+    pseudonym = to_chat(b, gw, "ar", shots=shots, prefix="ar-")
+    assert b.eval("document.documentElement.dir") == "rtl"
+    # Mirrored: Quick exit sits at the inline end, which is the left in Arabic.
+    assert b.eval("document.getElementById('exit').getBoundingClientRect().left"
+                  " < document.getElementById('bar-title').getBoundingClientRect().left")
+
+    text = "مرحبا، أحتاج إلى مساعدة"
+    send(b, text)
+    room, _event = gw.staff_sees(pseudonym, text)
+    gw.staff_says(room, "Hello, I'm here. How can I help?")
+    b.wait_js("[...document.querySelectorAll('.msg.staff .body')]"
+              ".some(e => e.textContent === \"Hello, I'm here. How can I help?\")", timeout=60000)
+    who = b.eval("document.querySelector('.msg.staff .who').textContent")
+    assert who and who != pseudonym, who
+    assert "How can I help?" in b.text("#live"), "the live region did not announce the reply"
+    screen(b, "chat", shots, "ar-4-chat")
+
+    # 320 CSS px wide, and a 1280x720 window at 200% zoom: no sideways scrolling.
+    for width, height in ((320, 640), (640, 360)):
+        b.call("viewport", width=width, height=height)
+        assert b.eval("document.documentElement.scrollWidth") <= width, (width, height)
+        assert b.eval("document.getElementById('c-text').getBoundingClientRect().width") > 150
+    no_problems(b)
+
+
+def test_staff_html_is_shown_as_text(gw, browser, shots):
+    """A staff message with <script> and <img onerror> is literal text and runs nothing."""
+    b = browser()
+    pseudonym = to_chat(b, gw, "en", prefix=None)
+    send(b, "hello")
+    room, _ = gw.staff_sees(pseudonym, "hello")
+    gw.staff_says(room, SECRET_HTML)
+    b.wait_js("[...document.querySelectorAll('.msg.staff .body')]"
+              ".some(e => e.textContent === %s)" % js(SECRET_HTML), timeout=60000)
+    assert b.eval("window.__pwned === undefined")
+    assert b.eval("document.querySelectorAll('#c-msgs img, #c-msgs script').length") == 0
+    no_problems(b)
+
+
+def test_quick_exit_leaves_nothing(gw, browser, shots):
+    """Quick exit wipes both storages and replaces the page: Back does not show the chat."""
+    b = browser()
+    b.goto(gw.before_url)
+    b.call("set_origin", url=gw.url)
+    to_chat(b, gw, "en", keep=True, prefix=None)
+    assert b.eval("localStorage.length") > 0, "keep me signed in stored nothing"
+    b.click("#exit")
+    b.wait_js("location.href === %s" % js(gw.exit_url))
+    b.call("back")
+    b.wait_js("location.href === %s" % js(gw.before_url))
+    assert "c-msgs" not in b.eval("document.documentElement.outerHTML")
+    # The page's own storage, seen from its origin in the same tab: empty, and a
+    # fresh load starts from the beginning, not in the chat.
+    b.goto(gw.url)
+    b.wait("#s-lang h1")
+    assert b.eval("sessionStorage.length + localStorage.length") == 0
+    choose_language(b, "en")
+    screen(b, "start", shots, "7-start")
+    no_problems(b)
+
+
+def test_delete_my_data(gw, browser, shots):
+    """Delete my data, confirmed: the page forgets; staff see the message gone and the guest left."""
+    b = browser()
+    pseudonym = to_chat(b, gw, "en", shots=shots, prefix="")
+    send(b, "please forget this")
+    room, event = gw.staff_sees(pseudonym, "please forget this")
+    gw.staff_says(room, "Hello, I'm Sam. Take your time.")
+    b.wait_js("document.querySelector('.msg.staff')", timeout=60000)
+    screen(b, "chat", shots, "4-chat")
+    b.click("#c-erase")
+    b.wait("#c-confirm-erase h2")
+    check_axe(b, "erase confirm")
+    if shots is not None:
+        shots(b, "5-erase-confirm")
+    b.click("#c-erase-yes")
+    screen(b, "closed", shots, "6-erased")
+    assert "deleted" in b.text("#x-text")
+    assert b.eval("sessionStorage.length + localStorage.length") == 0
+    gw.staff_sees_erased(room, event)
+    no_problems(b)
+
+
+def test_offline_then_retry(gw, browser, shots):
+    """Offline: the status says so in words, a message shows "Not sent" with
+    Try again; back online, the feed reconnects and the retry is delivered once."""
+    b = browser()
+    pseudonym = to_chat(b, gw, "en", prefix=None)
+    send(b, "first")
+    b.call("offline", on=True)
+    b.wait_js("/offline/.test(document.getElementById('c-status').textContent)")
+    b.fill("#c-text", "while offline")
+    b.click("#c-form button[type=submit]")
+    b.wait(".msg.self .state.failed .retry")
+    assert "Not sent" in b.text(".msg.self .state.failed")
+    if shots is not None:
+        shots(b, "offline")
+    b.call("offline", on=False)
+    b.wait_js("/Connected/.test(document.getElementById('c-status').textContent)", timeout=60000)
+    b.click(".msg.self .state.failed .retry")
+    b.wait_js("[...document.querySelectorAll('.msg.self')].every(m => m.querySelector('.state.sent'))",
+              timeout=60000)
+    room, _ = gw.staff_sees(pseudonym, "while offline")
+    bodies = [ev.get("content", {}).get("body") for ev in gw.history(room)]
+    assert bodies.count("while offline") == 1, bodies
+    no_problems(b, allow=("ERR_INTERNET_DISCONNECTED",))
+
+
+def test_resume_on_another_device(gw, browser, shots):
+    """The code shown at the start continues the same conversation elsewhere
+    (the second device prefers a dark colour scheme: axe checks it too)."""
+    a = browser()
+    pseudonym = to_chat(a, gw, "en", prefix=None)
+    send(a, "written on the first device")
+    code = a.eval("JSON.parse(sessionStorage.getItem('g.s')).resume_code")
+    assert code and code in a.text("#c-code"), code
+    b = browser(scheme="dark")
+    b.goto(gw.url)
+    choose_language(b, "en")
+    screen(b, "start", None)
+    b.click("#s-start .to-resume")
+    b.wait("#s-resume h1")
+    b.fill("#r-code", code.lower())
+    b.click("#r-form button[type=submit]")
+    b.wait("#s-chat h1")
+    b.wait_js("[...document.querySelectorAll('.msg.self .body')]"
+              ".some(e => e.textContent === 'written on the first device')", timeout=60000)
+    assert pseudonym in b.text("#c-me")
+    assert b.text("#c-service") == "Test Helpline"
+    b.wait_js("getComputedStyle(document.body).backgroundColor === 'rgb(21, 21, 21)'")
+    check_axe(b, "chat, dark")
+    no_problems(a)
+    no_problems(b)
+
+
+def test_keyboard_only(gw, browser, shots):
+    """The whole page by keyboard: Tab, Enter, Space, typing, and Esc twice to leave."""
+    b = browser()
+    open_link(b, gw.invite_link())
+    b.wait("#s-lang h1")
+    tab_to(b, "#lang-list button[lang=en]")
+    b.press("Enter")
+    b.wait("#s-notice h1")
+    tab_to(b, "#n-agree")
+    b.press("Enter")
+    b.wait("#s-welcome h1")
+    tab_to(b, "#w-go")
+    b.press("Enter")
+    b.wait("#s-chat h1")
+    tab_to(b, "#c-text")
+    b.call("type", text="typed, not clicked")
+    tab_to(b, "#c-form button[type=submit]")
+    b.press("Enter")
+    b.wait_js("document.querySelector('.msg.self .state.sent')", timeout=60000)
+    tab_to(b, "#c-leave")
+    b.press("Enter")
+    b.wait_js("document.activeElement.matches('#c-confirm-leave h2')")
+    b.press("Escape")  # one Esc closes the confirm step
+    b.wait_js("document.getElementById('c-confirm-leave').hidden")
+    tab_to(b, "#c-leave")
+    b.press("Space")
+    tab_to(b, "#c-leave-yes")
+    b.press("Enter")
+    b.wait("#s-closed h1")
+    assert "ended" in b.text("#x-text")
+    b.press("Escape", times=2, delay=100)
+    b.wait_js("location.href === %s" % js(gw.exit_url))
+    no_problems(b)
+
+
+def test_other_screens(gw, browser, shots):
+    """A used-up or unknown link, a wrong code, declining the notice, a public entry link."""
+    b = browser()
+    open_link(b, gw.url + "#invite=not-a-real-invitation")
+    choose_language(b, "en")
+    screen(b, "invalid", shots, "8-invalid-link")
+    if b.eval("!document.querySelector('#s-invalid .to-resume').hidden"):
+        b.click("#s-invalid .to-resume")
+        screen(b, "resume", shots)
+        b.fill("#r-code", "AAAA-BBBB-CCCC-DDDD")
+        b.click("#r-form button[type=submit]")
+        b.wait_js("document.getElementById('r-error').textContent.length > 0")
+        check_axe(b, "resume with an error")
+        if shots is not None:
+            shots(b, "9-resume")
+
+    link = gw.invite_link()
+    open_link(b, link)
+    b.wait("#s-notice h1")  # the language is remembered for the session
+    b.click("#n-decline")
+    screen(b, "closed", shots)
+    assert b.eval("sessionStorage.getItem('g.e')") is None
+    # Declining used nothing up: the same link still opens the notice.
+    assert gw.invitation_ok(link.split("#invite=", 1)[1])
+
+    # A service's public entry link opens the same notice.
+    open_link(b, gw.url + "#service=helpline")
+    b.wait("#s-notice h1")
+    assert b.text("#n-service") == "Test Helpline"
+    no_problems(b)
+
+
+def test_first_load_weight(gw, browser):
+    """Everything a first visit transfers, up to the notice in Arabic (page,
+    script, styles, icon, two string files, the API answers): within 30 KB."""
+    b = browser()
+    open_link(b, gw.invite_link())
+    choose_language(b, "ar")
+    b.wait("#s-notice h1")
+    b.eval("new Promise(r => setTimeout(r, 300))")  # let the icon finish
+    entries = b.eval("performance.getEntriesByType('navigation')"
+                     ".concat(performance.getEntriesByType('resource'))"
+                     ".map(e => [e.name, e.transferSize, e.encodedBodySize])")
+    total = sum(e[1] for e in entries)
+    print("first load: %d bytes transferred in %d responses" % (total, len(entries)))
+    assert all(e[1] > 0 for e in entries), entries  # nothing came from a cache
+    assert 0 < total <= 30 * 1024, entries
+    # The bench's --url mode measures the same gateway and agrees on the budget.
+    r = subprocess.run([sys.executable, os.path.join(SOURCE_DIR, "bench", "page_weight.py"),
+                        "--url", gw.url, "--check"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    print(r.stdout)
