@@ -89,11 +89,11 @@
   function api(method, path, body, opts) {
     opts = opts || {};
     var headers = {};
-    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    if (body !== undefined && !opts.raw) headers['Content-Type'] = 'application/json';
     if (opts.auth && session) headers.Authorization = 'Bearer ' + session.token;
     return fetch(API + path, {
       method: method, headers: headers, signal: opts.signal, cache: 'no-store', credentials: 'omit',
-      body: body === undefined ? undefined : JSON.stringify(body)
+      body: body === undefined || opts.raw ? body : JSON.stringify(body)
     }).then(function (res) {
       return res.json().catch(function () { return null; }).then(function (data) {
         if (res.ok) return data || {};
@@ -128,6 +128,7 @@
   function quickExit() {
     stopFeed();
     wipe();
+    forgetFiles();
     var url = page && typeof page.exit_url === 'string' && /^https?:\/\//i.test(page.exit_url)
       ? page.exit_url : 'about:blank';
     try { $('main').textContent = ''; document.title = ''; } catch (e) { /* leaving anyway */ }
@@ -253,6 +254,7 @@
     since = 0;
     seen = {};
     pending = {};
+    forgetFiles();
     $('c-msgs').textContent = '';
     $('c-service').textContent = session.service || (page && page.title) || '';
     $('c-me').textContent = t('chat_as', { name: session.pseudonym });
@@ -354,21 +356,25 @@
     try { time.dateTime = new Date(ts).toISOString(); } catch (e) { /* no time */ }
     meta.appendChild(time);
     li.appendChild(meta);
-    var b = el('p', 'body', body);
+    var b = el('p', 'body');
+    if (typeof body === 'string') b.textContent = body; else b.appendChild(body);
     b.dir = 'auto';
     li.appendChild(b);
     $('c-msgs').appendChild(li);
     return li;
   }
 
-  function setMsgState(li, state) {
+  /* A state line; `why` names the string when it is not state_<state>, and
+     a failure with a reason cannot be retried. */
+  function setMsgState(li, state, why) {
     li.state = state;
     var st = li.querySelector('.state');
     if (!st) { st = el('p', 'state'); li.appendChild(st); }
     st.textContent = '';
     st.className = 'state ' + state;
-    st.appendChild(document.createTextNode(t('state_' + state)));
-    if (state === 'failed') {
+    st.appendChild(document.createTextNode(t(why || 'state_' + state)));
+    if (why) announce(t(why));
+    if (state === 'failed' && !why) {
       var b = el('button', 'retry link', t('retry'));
       b.type = 'button';
       b.onclick = function () { trySend(li); };
@@ -402,6 +408,7 @@
         var mine = ev.local_id && pending[ev.local_id];
         if (mine) {
           delete pending[ev.local_id];
+          mine.file = null;
           setMsgState(mine, 'sent');
           return;
         }
@@ -429,27 +436,69 @@
     return Array.prototype.map.call(a, function (x) { return (x % 36).toString(36); }).join('');
   }
 
+  /* A picture or file: chosen with the file input, sent with Send. The File
+     is held by the input until then, by its message until the gateway has
+     it, and never read, previewed or stored by the page. */
+  function chosen() {
+    var f = $('c-file').files[0];
+    $('c-chosen-name').textContent = f ? f.name : '';
+    $('c-chosen').hidden = !f;
+  }
+  function unchoose() {
+    $('c-file').value = '';
+    chosen();
+  }
+  function forgetFiles() {
+    unchoose();
+    Object.keys(pending).forEach(function (k) { pending[k].file = null; });
+  }
+  function fileLabel(name) {
+    var parts = t('file_msg').split('{name}');
+    var f = document.createDocumentFragment();
+    f.appendChild(document.createTextNode(parts[0]));
+    f.appendChild(el('bdi', null, name));
+    if (parts[1]) f.appendChild(document.createTextNode(parts[1]));
+    return f;
+  }
+
+  function queue(body, file) {
+    var li = addMessage('self', t('you'), file ? fileLabel(file.name) : body, Date.now());
+    li.localId = newId();
+    li.body = body;
+    li.file = file;
+    if (file) li.className += ' file';
+    pending[li.localId] = li;
+    trySend(li);
+  }
+
   function send(ev) {
     ev.preventDefault();
     var ta = $('c-text');
     var body = ta.value;
-    if (!body.trim() || closed) return;
+    var file = $('c-file').files[0];
+    if ((!body.trim() && !file) || closed) return;
     ta.value = '';
-    var li = addMessage('self', t('you'), body, Date.now());
-    li.localId = newId();
-    li.body = body;
-    pending[li.localId] = li;
+    unchoose();
+    if (body.trim()) queue(body);
+    if (file) queue(null, file);
     window.scrollTo(0, document.documentElement.scrollHeight);
     ta.focus();
-    trySend(li);
   }
 
   function trySend(li, tries) {
     tries = tries || 0;
     setMsgState(li, 'sending');
-    api('POST', 'send', { local_id: li.localId, body: li.body }, { auth: true }).then(function () {
-      /* Stored and queued: "sent" once the feed shows it. The network works
-         again, so a feed waiting out its backoff can try now. */
+    var file = li.file;
+    if (li.body === null && !file) return setMsgState(li, 'failed', 'state_failed');
+    (file
+      ? api('POST', 'upload?local_id=' + li.localId + '&name=' + encodeURIComponent(file.name), file,
+        { auth: true, raw: true })
+      : api('POST', 'send', { local_id: li.localId, body: li.body }, { auth: true })
+    ).then(function () {
+      /* Stored and queued: "sent" once the feed shows it. The gateway has the
+         file: the page lets go of it. The network works again, so a feed
+         waiting out its backoff can try now. */
+      li.file = null;
       if (wake) wake();
     }, function (e) {
       if (li.state === 'sent') return;
@@ -457,14 +506,19 @@
         return setTimeout(function () { trySend(li, tries + 1); }, e.retry || 1000);
       }
       if (e.status === 401) return sessionEnded();
-      if (e.status === 410) { setMsgState(li, 'failed'); return chatClosed(); }
-      setMsgState(li, e.status === 413 ? 'too_long' : 'failed');
+      if (e.status === 410) { li.file = null; setMsgState(li, 'failed'); return chatClosed(); }
+      if (!file) return setMsgState(li, e.status === 413 ? 'too_long' : 'failed');
+      var why = e.status === 413 ? 'file_too_big' : e.status === 415 ? 'file_wrong_type'
+        : e.status === 403 ? 'file_not_here' : null;
+      if (why) { li.file = null; delete pending[li.localId]; }
+      setMsgState(li, 'failed', why);
     });
   }
 
   function chatClosed() {
     closed = true;
     stopFeed();
+    unchoose();
     setStatus('closed');
     $('c-form').hidden = true;
     $('c-leave').hidden = true;
@@ -472,6 +526,7 @@
   }
 
   function sessionEnded() {
+    forgetFiles();
     session = null;
     saveSession();
     showClosed('expired');
@@ -505,6 +560,7 @@
       session = null;
       stopFeed();
       wipe();
+      forgetFiles();
       showClosed(reason);
     }
   }
@@ -550,6 +606,8 @@
     };
     $('w-go').onclick = function () { openChat(false); };
     $('c-form').onsubmit = send;
+    $('c-file').onchange = chosen;
+    $('c-chosen-remove').onclick = function () { unchoose(); $('c-file').focus(); };
     $('c-text').onkeydown = function (e) {
       if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) send(e);
     };

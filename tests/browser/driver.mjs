@@ -81,6 +81,13 @@ const ops = {
     }
     return true;
   },
+  // Choose files in an <input type=file>, as the file picker would: [{name, mime, b64}].
+  async files({ selector, files = [], timeout = 15000 }) {
+    await page.setInputFiles(selector, files.map((f) => ({
+      name: f.name, mimeType: f.mime, buffer: Buffer.from(f.b64, 'base64'),
+    })), { timeout });
+    return true;
+  },
   async type({ text }) { await page.keyboard.type(text); return true; },
   async wait({ selector, state = 'visible', timeout = 30000 }) {
     await page.waitForSelector(selector, { state, timeout });

@@ -6,12 +6,19 @@ is checked with axe-core (no serious or critical violation) and saved as a
 screenshot for docs/guest-experience.md (see conftest.py: `shots`).
 """
 
+import base64
 import json
 import os
+import struct
 import subprocess
 import sys
+import time
+import zlib
+
+import requests
 
 from conftest import SOURCE_DIR
+from helpers import bearer, q
 
 SECRET_HTML = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
 
@@ -212,6 +219,82 @@ def test_offline_then_retry(gw, browser, shots):
     bodies = [ev.get("content", {}).get("body") for ev in gw.history(room)]
     assert bodies.count("while offline") == 1, bodies
     no_problems(b, allow=("ERR_INTERNET_DISCONNECTED",))
+
+
+def tiny_png(width=4, height=4):
+    """A real PNG (RGB, a red square), made here: signature, IHDR, IDAT, IEND."""
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xffffffff))
+    raw = b"".join(b"\x00" + b"\xd0\x20\x20" * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+def choose_file(b, name, mime, data):
+    b.call("files", selector="#c-file",
+           files=[{"name": name, "mime": mime, "b64": base64.b64encode(data).decode()}])
+    b.wait_js("document.getElementById('c-chosen-name').textContent === %s" % js(name))
+
+
+def test_send_a_picture_and_a_refused_file(gw, browser, shots):
+    """A PNG chosen with the file control and sent: it shows as sent, staff see
+    an m.image from the guest's pseudonym, and the page keeps nothing of it.
+    A .txt file is refused with the page's own words."""
+    b = browser()
+    pseudonym = to_chat(b, gw, "en", prefix=None)
+    tab_to(b, "#c-file")  # keyboard reachable, with a visible focus on its label
+    assert b.eval("getComputedStyle(document.querySelector('label[for=c-file]')).outlineStyle") \
+        not in ("none", "")
+    assert b.eval("document.querySelector('label[for=c-file]').textContent") == "Send a picture or file"
+    assert b.eval("document.getElementById('c-file').accept") == \
+        "image/png,image/jpeg,image/gif,image/webp,application/pdf"
+
+    choose_file(b, "red square.png", "image/png", tiny_png())
+    check_axe(b, "chat with a file chosen")
+    b.click("#c-form button[type=submit]")
+    b.wait_js("[...document.querySelectorAll('.msg.self.file')].some(m => m.querySelector('.body')"
+              ".textContent.includes('red square.png') && m.querySelector('.state.sent'))",
+              timeout=60000)
+    assert b.eval("document.getElementById('c-file').files.length") == 0
+    assert b.eval("document.getElementById('c-chosen').hidden")
+    # Nothing of the file stays: no storage but the session and language, no
+    # object URL or preview in the page.
+    assert b.eval("Object.keys(sessionStorage).sort().join() + '|' + localStorage.length") == "g.l,g.s|0"
+    assert "red square" not in b.eval("JSON.stringify(sessionStorage)")
+    assert "blob:" not in b.eval("document.documentElement.outerHTML")
+    assert b.eval("document.querySelectorAll('#c-msgs img').length") == 0
+
+    room = gw.portal(pseudonym)
+    deadline = time.monotonic() + 60
+    while True:
+        pics = [ev for ev in gw.history(room) if ev.get("content", {}).get("msgtype") == "m.image"]
+        if pics or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert pics, "staff never saw the picture"
+    ev = pics[-1]
+    assert ev["sender"].startswith("@guest_"), ev
+    assert ev["content"].get("url", "").startswith("mxc://"), ev
+    assert ev["content"].get("info", {}).get("mimetype") == "image/png", ev
+    # The sender's display name is the pseudonym.
+    prof = requests.get("%s/_matrix/client/v3/profile/%s" % (gw.env.hs_url, q(ev["sender"])),
+                        headers=bearer(gw.env.token("staff")), timeout=30).json()
+    assert prof.get("displayname") == pseudonym, (prof, pseudonym)
+
+    # A text file: the gateway refuses it (415) and the page says why, in words.
+    choose_file(b, "notes.txt", "text/plain", b"just some words\n")
+    b.click("#c-form button[type=submit]")
+    b.wait(".msg.self.file .state.failed")
+    refused = b.text(".msg.self.file:last-child .state")
+    assert "only pictures and PDF files" in refused, refused
+    assert b.eval("document.querySelector('.msg.self.file:last-child .retry')") is None
+    assert "only pictures and PDF files" in b.text("#live")
+    check_axe(b, "chat with a refused file")
+    if shots is not None:
+        shots(b, "file-refused")
+    no_problems(b)
 
 
 def test_resume_on_another_device(gw, browser, shots):
