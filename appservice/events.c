@@ -86,8 +86,7 @@ static const char *exposed_setting(const struct mxev *ev, const char **key, cons
 	return NULL;
 }
 
-/* "!threshold ping" -> POL_CMD_PING; not a command -> POL_CMD_NONE. */
-static enum pol_command parse_command(const char *body)
+enum pol_command events_parse_command(const char *body)
 {
 	if (!body)
 		return POL_CMD_NONE;
@@ -372,7 +371,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		if (exposed_setting(ev, &key, &safe))
 			f.event = POL_EV_STATE_EXPOSED;
 	} else if (strcmp(type, "m.room.message") == 0) {
-		f.command = parse_command(ev->body);
+		f.command = events_parse_command(ev->body);
 		if (f.command != POL_CMD_NONE)
 			f.event = POL_EV_COMMAND;
 		else if (audit_query_parse(ev->body, &q))

@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 
+#include "policy.h"
 #include "store.h"
 
 struct mxev;
@@ -26,5 +27,14 @@ struct txn_env;
  */
 int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev, json_t *room,
                   unsigned *queued);
+
+/**
+ * Which "!threshold ..." command a message body is: "!threshold ping" is
+ * POL_CMD_PING, "!threshold" alone POL_CMD_HELP, a word the bot does not
+ * know POL_CMD_UNKNOWN.  Pure; exposed for the fuzz target.
+ * @param body  borrowed; NULL is not a command
+ * @return the command, or POL_CMD_NONE when @p body is not one.
+ */
+enum pol_command events_parse_command(const char *body);
 
 #endif
