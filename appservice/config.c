@@ -156,6 +156,17 @@ static int localpart_ok(const char *s)
 	return 1;
 }
 
+/* Control characters (C0 and DEL): nothing here needs one, and a URL with
+ * one would make a registration file no YAML reader accepts. */
+static int has_control(const char *s)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p < 0x20 || *p == 0x7f)
+			return 1;
+	}
+	return 0;
+}
+
 /* Check and store one value; @text is the YAML scalar (or a default). */
 static int set_option(struct loader *ld, struct config *cfg, const struct option *o, const char *text,
                       size_t line)
@@ -200,6 +211,8 @@ static int set_option(struct loader *ld, struct config *cfg, const struct option
 	string:
 		if (!*text)
 			return fail(ld, line, "%s.%s: must not be empty", o->section, o->key);
+		if (has_control(text))
+			return fail(ld, line, "%s.%s: must not hold control characters", o->section, o->key);
 		free(*(char **)field);
 		*(char **)field = xstrdup(text);
 		return TH_OK;
@@ -233,7 +246,9 @@ static int set_users(struct loader *ld, struct config *cfg, const struct option 
 	for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
 		yaml_node_t *item = yaml_document_get_node(doc, *it);
 		size_t iline = item->start_mark.line + 1;
-		if (item->type != YAML_SCALAR_NODE || !user_id_ok((const char *)item->data.scalar.value))
+		if (item->type != YAML_SCALAR_NODE || !user_id_ok((const char *)item->data.scalar.value) ||
+		    has_control((const char *)item->data.scalar.value) ||
+		    strlen((const char *)item->data.scalar.value) != item->data.scalar.length)
 			return fail(ld, iline, "%s.%s: \"%s\" is not a user id (\"@name:server\")",
 			            o->section, o->key,
 			            item->type == YAML_SCALAR_NODE ? (const char *)item->data.scalar.value
@@ -368,6 +383,10 @@ int config_load(const char *path, struct config *out, char *err, size_t errlen)
 				          node_kind(v));
 				goto fail;
 			}
+			if (strlen((const char *)v->data.scalar.value) != v->data.scalar.length) {
+				rc = fail(&ld, line, "%s.%s: must not hold control characters", section, key);
+				goto fail; /* a "\0" escape would cut the value short */
+			}
 			if ((rc = set_option(&ld, &cfg, &options[idx], (const char *)v->data.scalar.value,
 			                     line)))
 				goto fail;
@@ -469,7 +488,9 @@ int config_write_registration(const struct config *cfg, const char *path, int fo
 	if (th_random_hex(as_token, 32) || th_random_hex(hs_token, 32))
 		return TH_EIO;
 	char *regex = config_user_regex(cfg);
+	/* Every value quoted: a plain "-" would be a YAML list. */
 	char *qregex = yaml_quote(regex), *qurl = yaml_quote(cfg->as_url);
+	char *qid = yaml_quote(cfg->as_id), *qsender = yaml_quote(cfg->bot_localpart);
 	char *text = xasprintf("# Threshold application service registration, written by\n"
 	                       "# `threshold generate-registration`.  Give this file to the homeserver\n"
 	                       "# (Synapse: app_service_config_files) and keep it secret: it holds both\n"
@@ -486,7 +507,7 @@ int config_write_registration(const struct config *cfg, const char *path, int fo
 	                       "      regex: %s\n"
 	                       "  aliases: []\n"
 	                       "  rooms: []\n",
-	                       cfg->as_id, qurl, as_token, hs_token, cfg->bot_localpart, qregex);
+	                       qid, qurl, as_token, hs_token, qsender, qregex);
 	int rc = th_write_file_atomic(path, text, strlen(text), 0600);
 	explicit_bzero(text, strlen(text));
 	explicit_bzero(as_token, sizeof(as_token));
@@ -495,6 +516,8 @@ int config_write_registration(const struct config *cfg, const char *path, int fo
 	free(regex);
 	free(qregex);
 	free(qurl);
+	free(qid);
+	free(qsender);
 	return rc;
 }
 
