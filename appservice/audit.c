@@ -1879,20 +1879,29 @@ out:
 	return res->what[0] ? TH_EVERIFY : TH_OK;
 }
 
-/* One line of an export, at most AUDIT_MAX_RECORD bytes.  @return its length, -1 at EOF. */
+/*
+ * One line of an export into @p buf (@p cap bytes), without its newline.  A
+ * NUL byte is kept as part of the line (which then is not JSON), never
+ * taken for its end: fgets() would hide it.
+ * @return its length, or -1 at the end of the file (*rc TH_OK), on a read
+ *         error (TH_EIO) or for a line over cap - 2 bytes (TH_ETOOLARGE).
+ */
 static long read_line(FILE *f, char *buf, size_t cap, int *rc)
 {
-	if (!fgets(buf, (int)cap, f)) {
+	size_t n = 0;
+	int c;
+	while ((c = getc_unlocked(f)) != EOF && c != '\n') {
+		if (n + 2 >= cap) {
+			*rc = TH_ETOOLARGE;
+			return -1;
+		}
+		buf[n++] = (char)c;
+	}
+	if (c == EOF && (n == 0 || ferror(f))) {
 		*rc = ferror(f) ? TH_EIO : TH_OK;
 		return -1;
 	}
-	size_t n = strlen(buf);
-	if (n > 0 && buf[n - 1] == '\n')
-		buf[--n] = '\0';
-	else if (!feof(f)) {
-		*rc = TH_ETOOLARGE;
-		return -1;
-	}
+	buf[n] = '\0';
 	return (long)n;
 }
 

@@ -727,6 +727,15 @@ static void write_all(const char *path, const char *text)
 	}
 }
 
+static void write_bytes(const char *path, const void *buf, size_t n)
+{
+	FILE *f = fopen(path, "wb");
+	if (f) {
+		fwrite(buf, 1, n, f);
+		fclose(f);
+	}
+}
+
 /* Sign a fresh head and export with @p f to @p path. */
 static int export_to(struct env *e, const struct audit_filter *f, const char *path, size_t *n)
 {
@@ -829,6 +838,41 @@ static void test_export(void)
 	/* Not an export at all. */
 	write_all(bad_path, "{\"hello\":1}\n");
 	CHECK_EQ_INT(audit_verify_file(bad_path, key, &res), TH_EVERIFY);
+
+	/* fuzz: a NUL byte ended a line where fgets() had stopped, so a line
+	 * holding one was called too long (TH_ETOOLARGE), and on the last line
+	 * whatever followed the NUL was ignored.  The first case is
+	 * fuzz_audit_export's exact input. */
+	static const char nul_line[] = {(char)0xe4, 0, '\n'};
+	write_bytes(bad_path, nul_line, sizeof(nul_line));
+	CHECK_EQ_INT(audit_verify_file(bad_path, key, &res), TH_EVERIFY);
+	CHECK(strstr(res.what, "line 1 is not the header") != NULL);
+	audit_filter_init(&f);
+	CHECK_EQ_INT(export_to(&e, &f, path, &n), TH_OK);
+	text = read_all(path);
+	size_t tlen = strlen(text);
+	CHECK(tlen > 0 && text[tlen - 1] == '\n');
+	char *tail = xmalloc(tlen + 8);
+	memcpy(tail, text, tlen - 1);
+	memcpy(tail + tlen - 1, "\0junk", 5); /* the checkpoint line, then a NUL and more */
+	write_bytes(bad_path, tail, tlen + 4);
+	CHECK_EQ_INT(audit_verify_file(bad_path, key, &res), TH_EVERIFY);
+	write_bytes(bad_path, tail, tlen - 1); /* without them it verifies */
+	CHECK_EQ_INT(audit_verify_file(bad_path, key, &res), TH_OK);
+	free(tail);
+	free(text);
+
+	/* A line may be AUDIT_MAX_RECORD bytes long, not one more. */
+	char *big = xmalloc(AUDIT_MAX_RECORD + 2);
+	memset(big, ' ', AUDIT_MAX_RECORD + 1);
+	big[AUDIT_MAX_RECORD] = '\n';
+	write_bytes(bad_path, big, AUDIT_MAX_RECORD + 1);
+	CHECK_EQ_INT(audit_verify_file(bad_path, key, &res), TH_EVERIFY);
+	big[AUDIT_MAX_RECORD] = ' ';
+	big[AUDIT_MAX_RECORD + 1] = '\n';
+	write_bytes(bad_path, big, AUDIT_MAX_RECORD + 2);
+	CHECK_EQ_INT(audit_verify_file(bad_path, key, &res), TH_ETOOLARGE);
+	free(big);
 	free(bad_path);
 	free(path);
 	env_free(&e);
