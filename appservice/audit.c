@@ -545,14 +545,27 @@ static int record_check(const char *raw, size_t len, struct parsed *p,
 	int rc = canon_value(&b, rec, 0);
 	if (!rc)
 		rc = record_hash(b.p, b.len, p->prev, bh, p->hash);
-	free(b.p);
 	json_decref(rec);
 	if (rc) {
+		free(b.p);
 		snprintf(why, whylen, "cannot be re-encoded (%s)", th_strerror(rc));
 		return -1;
 	}
 	if (memcmp(p->hash, stored, AUDIT_HASH_LEN) != 0) {
+		free(b.p);
 		snprintf(why, whylen, "was altered: its content does not match its hash");
+		return -1;
+	}
+	/* The bytes must be exactly what chain_append writes: the same content
+	 * in other bytes (a newline between members, say) would verify here,
+	 * but an export writes the stored bytes one record a line. */
+	char prefix[STORED_PREFIX + 1];
+	stored_prefix(prefix, p->hash, p->prev);
+	int canonical = len == STORED_PREFIX - 1 + b.len && memcmp(raw, prefix, STORED_PREFIX) == 0 &&
+	                memcmp(raw + STORED_PREFIX, b.p + 1, b.len - 1) == 0;
+	free(b.p);
+	if (!canonical) {
+		snprintf(why, whylen, "was rewritten: its content is intact but not in canonical form");
 		return -1;
 	}
 	if (body_hash)
