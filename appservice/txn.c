@@ -24,14 +24,15 @@ static int id_fits(const char *s)
 }
 
 /*
- * An event Threshold can handle: it has an event_id and a room_id, and none
- * of its ids is over the spec's limit.  An id over it could not be a key in
- * the store (LMDB's limit is 511 bytes) or a field of an audit record, so
- * the event's transaction would fail for ever; it is skipped instead.
+ * An event Threshold can handle: it has a non-empty event_id and room_id,
+ * and none of its ids is over the spec's limit.  An empty id, or one over
+ * the limit, could not be a key in the store (LMDB takes 1 to 511 bytes) or
+ * a field of an audit record, so the event's transaction would fail for
+ * ever; it is skipped instead.
  */
 static int event_usable(const struct mxev *ev)
 {
-	return ev->event_id && ev->room_id && *ev->event_id && id_fits(ev->event_id) &&
+	return ev->event_id && ev->room_id && *ev->event_id && *ev->room_id && id_fits(ev->event_id) &&
 	       id_fits(ev->room_id) && id_fits(ev->sender) && id_fits(ev->type) && id_fits(ev->state_key);
 }
 

@@ -171,6 +171,24 @@ static void test_long_ids_skipped(void)
 	free(sender300);
 }
 
+/* fuzz: an empty room_id (here the second of two, which is the one that
+ * counts) was used as a store key, which LMDB refuses, so the transaction
+ * was answered 503 for ever.  fuzz_txn's exact input. */
+static void test_empty_room_id_skipped(void)
+{
+	static const char body[] =
+	        "{\"events\": [{\"type\": \"m.room.member\", \"sender\": \"@sssssssssssssssssssssssssssss"
+	        "sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssemote.example\", "
+	        "\"room_id\": \"!x:remote.example\", \"event_id\": \"$b\", \"state_key\": \"@guest_000000"
+	        "0000000000000000xample\", \"room_id\": \"\", \"content\": {\"membership\": \"invit \"}}]"
+	        "}";
+	struct txn_result res;
+	run("empty-room", body, &res);
+	CHECK_EQ_INT(res.status, 200);
+	CHECK_EQ_INT(res.processed, 0);
+	CHECK_EQ_INT(res.skipped, 1);
+}
+
 static void test_bad_bodies(void)
 {
 	struct txn_result res;
@@ -537,6 +555,7 @@ int main(void)
 	test_dedupe();
 	test_bad_events_skipped();
 	test_long_ids_skipped();
+	test_empty_room_id_skipped();
 	test_bad_bodies();
 	test_actions_queued();
 	test_audit_records();
