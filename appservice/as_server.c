@@ -233,19 +233,6 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	atomic_fetch_sub(&srv->in_flight, 1);
 }
 
-static void mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
-
-static void mhd_log(void *cls, const char *fmt, va_list ap)
-{
-	(void)cls;
-	char buf[256];
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	size_t n = strlen(buf);
-	while (n > 0 && buf[n - 1] == '\n')
-		buf[--n] = '\0';
-	LOG(LOG_DEBUG, "http: %s", buf);
-}
-
 int as_server_start(const struct txn_env *env, as_on_commit_fn on_commit, void *ctx, as_server **out)
 {
 	const struct config *cfg = env->cfg;
@@ -275,8 +262,8 @@ int as_server_start(const struct txn_env *env, as_on_commit_fn on_commit, void *
 	}
 	srv->mhd = MHD_start_daemon(
 	        flags, (uint16_t)cfg->listen_port, NULL, NULL, handle, srv, MHD_OPTION_EXTERNAL_LOGGER,
-	        mhd_log, NULL, MHD_OPTION_SOCK_ADDR, &ss, MHD_OPTION_NOTIFY_COMPLETED, completed, srv,
-	        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)90, MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
+	        log_mhd, (void *)"http", MHD_OPTION_SOCK_ADDR, &ss, MHD_OPTION_NOTIFY_COMPLETED, completed,
+	        srv, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)90, MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
 	        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)32, MHD_OPTION_END);
 	if (!srv->mhd) {
 		LOG(LOG_ERROR, "cannot listen on %s:%u (in use, or not an address of this machine?)",

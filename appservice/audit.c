@@ -549,14 +549,27 @@ static int record_check(const char *raw, size_t len, struct parsed *p,
 	int rc = canon_value(&b, rec, 0);
 	if (!rc)
 		rc = record_hash(b.p, b.len, p->prev, bh, p->hash);
-	free(b.p);
 	json_decref(rec);
 	if (rc) {
+		free(b.p);
 		snprintf(why, whylen, "cannot be re-encoded (%s)", th_strerror(rc));
 		return -1;
 	}
 	if (memcmp(p->hash, stored, AUDIT_HASH_LEN) != 0) {
+		free(b.p);
 		snprintf(why, whylen, "was altered: its content does not match its hash");
+		return -1;
+	}
+	/* The bytes must be exactly what chain_append writes: the same content
+	 * in other bytes (a newline between members, say) would verify here,
+	 * but an export writes the stored bytes one record a line. */
+	char prefix[STORED_PREFIX + 1];
+	stored_prefix(prefix, p->hash, p->prev);
+	int canonical = len == STORED_PREFIX - 1 + b.len && memcmp(raw, prefix, STORED_PREFIX) == 0 &&
+	                memcmp(raw + STORED_PREFIX, b.p + 1, b.len - 1) == 0;
+	free(b.p);
+	if (!canonical) {
+		snprintf(why, whylen, "was rewritten: its content is intact but not in canonical form");
 		return -1;
 	}
 	if (body_hash)
@@ -1883,20 +1896,29 @@ out:
 	return res->what[0] ? TH_EVERIFY : TH_OK;
 }
 
-/* One line of an export, at most AUDIT_MAX_RECORD bytes.  @return its length, -1 at EOF. */
+/*
+ * One line of an export into @p buf (@p cap bytes), without its newline.  A
+ * NUL byte is kept as part of the line (which then is not JSON), never
+ * taken for its end: fgets() would hide it.
+ * @return its length, or -1 at the end of the file (*rc TH_OK), on a read
+ *         error (TH_EIO) or for a line over cap - 2 bytes (TH_ETOOLARGE).
+ */
 static long read_line(FILE *f, char *buf, size_t cap, int *rc)
 {
-	if (!fgets(buf, (int)cap, f)) {
+	size_t n = 0;
+	int c;
+	while ((c = getc_unlocked(f)) != EOF && c != '\n') {
+		if (n + 2 >= cap) {
+			*rc = TH_ETOOLARGE;
+			return -1;
+		}
+		buf[n++] = (char)c;
+	}
+	if (c == EOF && (n == 0 || ferror(f))) {
 		*rc = ferror(f) ? TH_EIO : TH_OK;
 		return -1;
 	}
-	size_t n = strlen(buf);
-	if (n > 0 && buf[n - 1] == '\n')
-		buf[--n] = '\0';
-	else if (!feof(f)) {
-		*rc = TH_ETOOLARGE;
-		return -1;
-	}
+	buf[n] = '\0';
 	return (long)n;
 }
 

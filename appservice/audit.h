@@ -35,7 +35,9 @@
  *
  * Verification parses the stored value, removes "hash" and "prev",
  * re-encodes the rest canonically and recomputes; it never trusts a cached
- * or stored hash it has not recomputed.  STORE_META "audit_head" holds the
+ * or stored hash it has not recomputed.  The stored value must also be
+ * byte for byte the encoding above: the same content in other bytes is a
+ * rewritten record (an export carries the stored bytes, one a line).  STORE_META "audit_head" holds the
  * chain head: u64 BE seq, hash(seq), u64 BE seq of the last checkpoint,
  * u64 BE its time (56 bytes), updated in the same transaction as each record.
  *

@@ -201,6 +201,27 @@ static int localpart_ok(const char *s)
 	return 1;
 }
 
+/* Control characters (C0 and DEL): nothing here needs one, and a URL with
+ * one would make a registration file no YAML reader accepts. */
+static int has_control(const char *s)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p < 0x20 || *p == 0x7f)
+			return 1;
+	}
+	return 0;
+}
+
+/* has_control(), allowing the newlines and tabs of a multi-line text. */
+static int has_control_but_lines(const char *s)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if ((*p < 0x20 && *p != '\n' && *p != '\t') || *p == 0x7f)
+			return 1;
+	}
+	return 0;
+}
+
 /* Check and store one value; @text is the YAML scalar (or a default). */
 static int set_option(struct loader *ld, void *base, const char *section, const struct option *o,
                       const char *text, size_t line)
@@ -248,6 +269,8 @@ static int set_option(struct loader *ld, void *base, const char *section, const 
 	string:
 		if (!*text)
 			return fail(ld, line, "%s.%s: must not be empty", section, o->key);
+		if (o->type == OPT_TEXT ? has_control_but_lines(text) : has_control(text))
+			return fail(ld, line, "%s.%s: must not hold control characters", section, o->key);
 		free(*(char **)field);
 		*(char **)field = xstrdup(text);
 		return TH_OK;
@@ -295,7 +318,8 @@ static int set_list(struct loader *ld, void *base, const char *section, const st
 		int ok = o->type == OPT_ROOMS   ? room_id_ok(text)
 		         : o->type == OPT_USERS ? user_id_ok(text)
 		                                : word_ok(text);
-		if (item->type != YAML_SCALAR_NODE || !ok)
+		if (item->type != YAML_SCALAR_NODE || !ok || has_control(text) ||
+		    strlen(text) != item->data.scalar.length)
 			return fail(ld, iline, "%s.%s: \"%s\" is not %s", section, o->key, text,
 			            o->type == OPT_ROOMS   ? "a room id (\"!opaque:server\")"
 			            : o->type == OPT_USERS ? "a user id (\"@name:server\")"
@@ -400,6 +424,8 @@ static int load_keys(struct loader *ld, yaml_document_t *doc, yaml_node_t *map, 
 		if (v->type != YAML_SCALAR_NODE)
 			return fail(ld, line, "%s.%s: expected a single value, found %s", label, key,
 			            node_kind(v));
+		if (strlen((const char *)v->data.scalar.value) != v->data.scalar.length) /* a "\0" escape */
+			return fail(ld, line, "%s.%s: must not hold control characters", label, key);
 		if ((rc = set_option(ld, base, label, &table[idx], (const char *)v->data.scalar.value, line)))
 			return rc;
 	}
@@ -430,9 +456,13 @@ static int service_extra(struct loader *ld, void *base, const char *label, yaml_
 			return 0;
 		}
 		if (t->type != YAML_SCALAR_NODE || t->data.scalar.length == 0 ||
-		    t->data.scalar.length > MAX_NOTICE_BYTES) {
-			*rc = fail(ld, kline, "%s.notice.%s: expected the notice text (1..%u bytes)", label,
-			           lang, MAX_NOTICE_BYTES);
+		    t->data.scalar.length > MAX_NOTICE_BYTES ||
+		    strlen((const char *)t->data.scalar.value) != t->data.scalar.length ||
+		    has_control_but_lines((const char *)t->data.scalar.value)) {
+			*rc = fail(ld, kline,
+			           "%s.notice.%s: expected the notice text (1..%u bytes, no control "
+			           "characters but newlines and tabs)",
+			           label, lang, MAX_NOTICE_BYTES);
 			return 0;
 		}
 		for (size_t i = 0; i < svc->nnotices; i++) {
@@ -722,7 +752,9 @@ int config_write_registration(const struct config *cfg, const char *path, int fo
 	if (th_random_hex(as_token, 32) || th_random_hex(hs_token, 32))
 		return TH_EIO;
 	char *regex = config_user_regex(cfg);
+	/* Every value quoted: a plain "-" would be a YAML list. */
 	char *qregex = yaml_quote(regex), *qurl = yaml_quote(cfg->as_url);
+	char *qid = yaml_quote(cfg->as_id), *qsender = yaml_quote(cfg->bot_localpart);
 	char *text = xasprintf("# Threshold application service registration, written by\n"
 	                       "# `threshold generate-registration`.  Give this file to the homeserver\n"
 	                       "# (Synapse: app_service_config_files) and keep it secret: it holds both\n"
@@ -739,7 +771,7 @@ int config_write_registration(const struct config *cfg, const char *path, int fo
 	                       "      regex: %s\n"
 	                       "  aliases: []\n"
 	                       "  rooms: []\n",
-	                       cfg->as_id, qurl, as_token, hs_token, cfg->bot_localpart, qregex);
+	                       qid, qurl, as_token, hs_token, qsender, qregex);
 	int rc = th_write_file_atomic(path, text, strlen(text), 0600);
 	explicit_bzero(text, strlen(text));
 	explicit_bzero(as_token, sizeof(as_token));
@@ -748,6 +780,8 @@ int config_write_registration(const struct config *cfg, const char *path, int fo
 	free(regex);
 	free(qregex);
 	free(qurl);
+	free(qid);
+	free(qsender);
 	return rc;
 }
 

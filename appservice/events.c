@@ -170,8 +170,7 @@ static json_t *exposed_setting(const struct config *cfg, const struct mxev *ev)
 	return safe;
 }
 
-/* "!threshold ping" -> POL_CMD_PING; not a command -> POL_CMD_NONE. */
-static enum pol_command parse_command(const char *body)
+enum pol_command events_parse_command(const char *body)
 {
 	if (!body)
 		return POL_CMD_NONE;
@@ -515,7 +514,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	} else if (state_key && (safe = exposed_setting(cfg, ev))) {
 		f.event = POL_EV_STATE_EXPOSED;
 	} else if (strcmp(type, "m.room.message") == 0) {
-		f.command = parse_command(ev->body);
+		f.command = events_parse_command(ev->body);
 		if (f.command != POL_CMD_NONE)
 			f.event = POL_EV_COMMAND;
 		else if (audit_query_parse(ev->body, &q))

@@ -34,4 +34,13 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
  * finds staff-room members. */
 enum pol_role events_role(const struct config *cfg, store_txn *t, const char *user_id);
 
+/**
+ * Which "!threshold ..." command a message body is: "!threshold ping" is
+ * POL_CMD_PING, "!threshold" alone POL_CMD_HELP, a word the bot does not
+ * know POL_CMD_UNKNOWN.  Pure; exposed for the fuzz target.
+ * @param body  borrowed; NULL is not a command
+ * @return the command, or POL_CMD_NONE when @p body is not one.
+ */
+enum pol_command events_parse_command(const char *body);
+
 #endif

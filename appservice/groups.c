@@ -24,6 +24,10 @@ static const struct {
         {"list", POL_CMD_GROUP_LIST},
 };
 
+/* Words are separated by spaces and tabs; a word ends at a blank (a newline too). */
+#define SPACES " \t"
+#define BLANKS " \t\n"
+
 /* Skip "group <verb>" and spaces; the argument, or "" (borrowed). */
 static const char *argument(const char *body)
 {
@@ -31,22 +35,20 @@ static const char *argument(const char *body)
 	if (!p)
 		return "";
 	p += 5;
-	while (*p == ' ')
-		p++;
-	p += strcspn(p, " \n\t");
-	while (*p == ' ' || *p == '\t')
-		p++;
+	p += strspn(p, SPACES);
+	p += strcspn(p, BLANKS);
+	p += strspn(p, SPACES);
 	return p;
 }
 
 enum pol_command groups_parse(const char *s)
 {
-	if (strncmp(s, "group", 5) != 0 || (s[5] != ' ' && s[5] != '\0'))
+	/* events_parse_command ends the word "group" at any blank: so does this. */
+	if (strncmp(s, "group", 5) != 0 || (s[5] != '\0' && !strchr(BLANKS, s[5])))
 		return POL_CMD_NONE;
 	s += 5;
-	while (*s == ' ')
-		s++;
-	size_t n = strcspn(s, " \n\t");
+	s += strspn(s, SPACES);
+	size_t n = strcspn(s, BLANKS);
 	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
 		if (strlen(verbs[i].verb) == n && strncmp(s, verbs[i].verb, n) == 0)
 			return verbs[i].cmd;

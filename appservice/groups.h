@@ -16,7 +16,13 @@
 struct config;
 struct mxev;
 
-/** The words after "!threshold" that name a group command, or POL_CMD_NONE. */
+/**
+ * The words after "!threshold" that name a group command.
+ * @param after_prefix  starts with the word "group" (borrowed)
+ * @return the command; POL_CMD_UNKNOWN for another verb or none;
+ *         POL_CMD_NONE only when @p after_prefix is not "group" followed by
+ *         a blank (space, tab, newline) or its end.
+ */
 enum pol_command groups_parse(const char *after_prefix);
 
 /**

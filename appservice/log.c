@@ -51,3 +51,13 @@ void log_write(enum log_level level, const char *fmt, ...)
 	}
 	fputs(line, stderr);
 }
+
+void log_mhd(void *cls, const char *fmt, va_list ap)
+{
+	char buf[256];
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	size_t n = strlen(buf);
+	while (n > 0 && buf[n - 1] == '\n')
+		buf[--n] = '\0';
+	LOG(LOG_DEBUG, "%s: %s", cls ? (const char *)cls : "http", buf);
+}

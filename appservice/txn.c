@@ -13,8 +13,28 @@
 #include "mxevent.h"
 #include "util.h"
 
-/* spec: event ids are at most 255 bytes; longer ones cannot be deduplicated. */
+/* spec: room events, size limits: event_id, room_id, sender, type and
+ * state_key are at most 255 bytes each. */
 #define MAX_EVENT_ID 255
+
+/* @return 1 if @p s is absent or within the spec's size limit. */
+static int id_fits(const char *s)
+{
+	return !s || strlen(s) <= MAX_EVENT_ID;
+}
+
+/*
+ * An event Threshold can handle: it has a non-empty event_id and room_id,
+ * and none of its ids is over the spec's limit.  An empty id, or one over
+ * the limit, could not be a key in the store (LMDB takes 1 to 511 bytes) or
+ * a field of an audit record, so the event's transaction would fail for
+ * ever; it is skipped instead.
+ */
+static int event_usable(const struct mxev *ev)
+{
+	return ev->event_id && ev->room_id && *ev->event_id && *ev->room_id && id_fits(ev->event_id) &&
+	       id_fits(ev->room_id) && id_fits(ev->sender) && id_fits(ev->type) && id_fits(ev->state_key);
+}
 
 /* The rooms a transaction touched: loaded once, written once before commit. */
 struct room_cache {
@@ -155,9 +175,11 @@ void txn_process(const struct txn_env *env, const char *txn_id, const char *body
 		const struct mxev *ev = &batch.events[i];
 		const char *event_id = ev->event_id;
 		const char *room_id = ev->room_id;
-		if (!event_id || !room_id || !*event_id || strlen(event_id) > MAX_EVENT_ID) {
-			LOG(LOG_WARN, "transaction %s: event #%zu has no usable event_id/room_id; skipped",
-			    txn_id, i);
+		if (!event_usable(ev)) {
+			LOG(LOG_WARN,
+			    "transaction %s: event #%zu has no usable event_id/room_id, or an id over "
+			    "%d bytes; skipped",
+			    txn_id, i, MAX_EVENT_ID);
 			res->skipped++;
 			continue;
 		}

@@ -869,17 +869,6 @@ static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
 	return MHD_http_unescape(s);
 }
 
-static void mhd_log(void *cls, const char *fmt, va_list ap)
-{
-	(void)cls;
-	char buf[256];
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	size_t n = strlen(buf);
-	while (n > 0 && buf[n - 1] == '\n')
-		buf[--n] = '\0';
-	LOG(LOG_DEBUG, "gateway http: %s", buf);
-}
-
 int gw_start(const struct txn_env *env, gw_on_queue_fn on_queue, void *ctx, gateway **out)
 {
 	const struct config *cfg = env->cfg;
@@ -920,11 +909,11 @@ int gw_start(const struct txn_env *env, gw_on_queue_fn on_queue, void *ctx, gate
 		goto fail;
 	}
 	gw->mhd = MHD_start_daemon(flags, (uint16_t)cfg->gw_listen_port, NULL, NULL, handle, gw,
-	                           MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR, &ss,
-	                           MHD_OPTION_NOTIFY_COMPLETED, completed, gw, MHD_OPTION_CONNECTION_TIMEOUT,
-	                           CONN_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT, cfg->gw_max_connections,
-	                           MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
-	                           MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)1024,
+	                           MHD_OPTION_EXTERNAL_LOGGER, log_mhd, (void *)"gateway http",
+	                           MHD_OPTION_SOCK_ADDR, &ss, MHD_OPTION_NOTIFY_COMPLETED, completed, gw,
+	                           MHD_OPTION_CONNECTION_TIMEOUT, CONN_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT,
+	                           cfg->gw_max_connections, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+	                           (size_t)CONN_MEMORY, MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)1024,
 	                           MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
 	if (!gw->mhd) {
 		LOG(LOG_ERROR, "gateway: cannot listen on %s:%u (in use, or not an address of this machine?)",

@@ -8,19 +8,36 @@
 #    (build-asan/);
 # 3. builds, or reuses, the chroot holding a real Synapse (the first time takes a
 #    few minutes and needs the network);
-# 4. runs ctest on both builds: unit, policy and integration tests.
+# 4. runs ctest on both builds: unit, policy and integration tests;
+# 5. builds the libFuzzer targets (build-fuzz/, clang) and runs each one
+#    briefly over its seed corpus (fuzz/run.sh); any finding fails the run.
 #
 # Exits non-zero if anything fails.  Needs no terminal (CI=true, no stdin).
 #
 # Environment:
 #   THRESHOLD_ASAN_INTEGRATION=0  skip the integration tests on the sanitizer build
 #   THRESHOLD_JOBS=N              parallel build jobs (default: number of CPUs)
+#   THRESHOLD_FUZZ_SECONDS=N      seconds per fuzz target (default 12; 0 skips the step)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 jobs=${THRESHOLD_JOBS:-$(nproc)}
 
 step() { printf '\n== %s\n' "$*"; }
+
+# Can clang link a libFuzzer target with the sanitizers (libclang-rt-14-dev)?
+fuzz_toolchain() {
+  command -v clang >/dev/null 2>&1 || return 1
+  local d rc
+  d=$(mktemp -d)
+  printf '%s\n' '#include <stddef.h>' '#include <stdint.h>' \
+    'int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n);' \
+    'int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { (void)d; (void)n; return 0; }' >"$d/t.c"
+  clang -fsanitize=fuzzer,address,undefined "$d/t.c" -o "$d/t" >/dev/null 2>&1
+  rc=$?
+  rm -rf "$d"
+  return $rc
+}
 
 step "dependencies"
 bash scripts/install-deps.sh </dev/null
@@ -50,6 +67,20 @@ if [ "${THRESHOLD_ASAN_INTEGRATION:-1}" = 0 ]; then
   asan_args=(-LE integration)
 fi
 ctest --test-dir build-asan --output-on-failure "${asan_args[@]}" </dev/null || failed+=("build-asan")
+
+fuzz_seconds=${THRESHOLD_FUZZ_SECONDS:-12}
+step "fuzz targets, ${fuzz_seconds} s each (build-fuzz/)"
+if [ "$fuzz_seconds" = 0 ]; then
+  echo "skipped (THRESHOLD_FUZZ_SECONDS=0)"
+elif ! fuzz_toolchain; then
+  # scripts/install-deps.sh installs both, so this is a machine set up otherwise
+  echo "SKIPPED: clang cannot link a libFuzzer target here (clang and libclang-rt-14-dev needed)" >&2
+elif cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DTHRESHOLD_FUZZ=ON >/dev/null &&
+     cmake --build build-fuzz -j"$jobs" --target fuzz_targets; then
+  bash fuzz/run.sh "$fuzz_seconds" </dev/null || failed+=("fuzz")
+else
+  failed+=("build-fuzz")
+fi
 
 if [ ${#failed[@]} -ne 0 ]; then
   printf '\ntest.sh: FAILED in: %s\n' "${failed[*]}" >&2

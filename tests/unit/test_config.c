@@ -436,9 +436,9 @@ static void test_registration_roundtrip(void)
 	char *text = read_all(cfg.registration);
 	char *regex = config_user_regex(&cfg);
 	char *line = xasprintf("      regex: '%s'\n", regex);
-	CHECK(text && strstr(text, "\nid: threshold\n"));
+	CHECK(text && strstr(text, "\nid: 'threshold'\n"));
 	CHECK(text && strstr(text, "\nurl: 'http://127.0.0.1:29333'\n"));
-	CHECK(text && strstr(text, "\nsender_localpart: threshold\n"));
+	CHECK(text && strstr(text, "\nsender_localpart: 'threshold'\n"));
 	CHECK(text && strstr(text, "    - exclusive: true\n"));
 	CHECK(text && strstr(text, line));
 	free(line);
@@ -472,6 +472,41 @@ static void test_registration_roundtrip(void)
 	free(hs1);
 	config_free(&cfg);
 	CHECK(cfg.as_token == NULL && cfg.hs_token == NULL);
+}
+
+/*
+ * A config whose registration, as generate-registration writes it, no YAML
+ * reader accepted: appservice.id "-" (a plain "-" starts a list) and a URL
+ * holding a control character (written raw; YAML allows none).  Both
+ * inputs are fuzz_config's oracle cases; the files are the exact inputs.
+ */
+static void test_registration_fuzz_cases(void)
+{
+	static const char dash[] = "homeserver:\n  url: http://127.0.0.1:8008/\n  server_name: example.org\n"
+	                           "appservice:\n  id: \"-\"\n  bot_localpart: \"-\"\n"
+	                           "  registration: /etc/threshold/registration.yaml\n"
+	                           "store:\n  path: /var/lib/threshold/store\n";
+	struct config cfg;
+	char err[768] = "";
+	CHECK_EQ_INT(load_text(dash, &cfg, err, sizeof(err)), TH_OK);
+	free(cfg.registration);
+	cfg.registration = xasprintf("%s/registration.yaml", dir);
+	CHECK_EQ_INT(config_write_registration(&cfg, cfg.registration, 1), TH_OK);
+	CHECK_EQ_INT(config_load_registration(&cfg, err, sizeof(err)), TH_OK);
+	CHECK_STR(err, "");
+	config_free(&cfg);
+
+	EXPECT_ERROR(
+	        "homeserver:\n  url: http://127.0.0.1:8008/\n  server_name: example.org\n"
+	        "appservice:\n  url: \"http://a\\x01b\"\n  registration: /etc/threshold/registration.yaml\n"
+	        "store:\n  path: /var/lib/threshold/store\n",
+	        5, "appservice.url", "control characters");
+	EXPECT_ERROR(MINIMAL_HS "appservice:\n  listen_address: \"127.0.0.1\\n\"\n  registration: r\n"
+	                        "store:\n  path: s\n",
+	             5, "appservice.listen_address", "control characters");
+	EXPECT_ERROR(MINIMAL "roles:\n  staff: [\"@a\\t:example.org\"]\n", 9, "roles.staff", "not a user id");
+	EXPECT_ERROR(MINIMAL_HS "appservice:\n  registration: \"reg\\0.yaml\"\nstore:\n  path: s\n", 5,
+	             "appservice.registration", "control characters");
 }
 
 #define TOKEN_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
@@ -697,6 +732,7 @@ int main(void)
 	test_errors();
 	test_registration_roundtrip();
 	test_registration_errors();
+	test_registration_fuzz_cases();
 	test_namespace();
 	test_roles();
 	test_rmtree(dir);

@@ -118,6 +118,77 @@ static void test_bad_events_skipped(void)
 	free(b);
 }
 
+/*
+ * An event with an id over the spec's 255 bytes failed the whole
+ * transaction with 503, so the homeserver would resend it for ever: a
+ * room_id over LMDB's 511-byte key limit failed the room's put; a sender or
+ * a room_id over 255 bytes on a blocked invite failed its audit record
+ * (TH_ETOOLARGE).  fuzz_txn's "never 5xx" oracle stops on each of these
+ * bodies (fuzz/corpus/txn/regress_long_*.json).
+ */
+static void test_long_ids_skipped(void)
+{
+	struct txn_result res;
+	char *room600 = xasprintf("!%0600d:test.local", 0);
+	char *room300 = xasprintf("!%0300d:test.local", 0);
+	char *sender300 = xasprintf("@%0300d:remote.example", 0);
+	char *bodies[] = {
+	        xasprintf("{\"events\":[{\"type\":\"m.room.message\",\"sender\":\"@staff:test.local\","
+	                  "\"room_id\":\"%s\",\"event_id\":\"$a\",\"content\":{\"body\":\"hi\","
+	                  "\"msgtype\":\"m.text\"}}]}",
+	                  room600),
+	        xasprintf("{\"events\":[{\"type\":\"m.room.member\",\"sender\":\"%s\","
+	                  "\"room_id\":\"!x:remote.example\",\"event_id\":\"$b\",\"state_key\":"
+	                  "\"@guest_00000000000000000000000000000001:test.local\",\"content\":"
+	                  "{\"membership\":\"invite\"}}]}",
+	                  sender300),
+	        xasprintf("{\"events\":[{\"type\":\"m.room.member\",\"sender\":\"@stranger:remote.example\","
+	                  "\"room_id\":\"%s\",\"event_id\":\"$c\",\"state_key\":"
+	                  "\"@guest_00000000000000000000000000000001:test.local\",\"content\":"
+	                  "{\"membership\":\"invite\"}}]}",
+	                  room300),
+	};
+	for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+		char id[16];
+		snprintf(id, sizeof(id), "long-%zu", i);
+		run(id, bodies[i], &res);
+		CHECK_EQ_INT(res.status, 200);
+		CHECK_EQ_INT(res.processed, 0);
+		CHECK_EQ_INT(res.skipped, 1);
+		free(bodies[i]);
+	}
+	/* 255 bytes is still an id. */
+	char *room255 = xasprintf("!%0243d:test.local", 0);
+	CHECK_EQ_INT(strlen(room255), 255);
+	char *ok = xasprintf("{\"events\":[" MSG("$255", "%s", "hi") "]}", room255);
+	run("long-ok", ok, &res);
+	CHECK_EQ_INT(res.status, 200);
+	CHECK_EQ_INT(res.processed, 1);
+	free(ok);
+	free(room255);
+	free(room600);
+	free(room300);
+	free(sender300);
+}
+
+/* fuzz: an empty room_id (here the second of two, which is the one that
+ * counts) was used as a store key, which LMDB refuses, so the transaction
+ * was answered 503 for ever.  fuzz_txn's exact input. */
+static void test_empty_room_id_skipped(void)
+{
+	static const char body[] =
+	        "{\"events\": [{\"type\": \"m.room.member\", \"sender\": \"@sssssssssssssssssssssssssssss"
+	        "sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssemote.example\", "
+	        "\"room_id\": \"!x:remote.example\", \"event_id\": \"$b\", \"state_key\": \"@guest_000000"
+	        "0000000000000000xample\", \"room_id\": \"\", \"content\": {\"membership\": \"invit \"}}]"
+	        "}";
+	struct txn_result res;
+	run("empty-room", body, &res);
+	CHECK_EQ_INT(res.status, 200);
+	CHECK_EQ_INT(res.processed, 0);
+	CHECK_EQ_INT(res.skipped, 1);
+}
+
 static void test_bad_bodies(void)
 {
 	struct txn_result res;
@@ -739,6 +810,8 @@ int main(void)
 	CHECK_EQ_INT(audit_open_config(st, &cfg, &au), TH_OK);
 	test_dedupe();
 	test_bad_events_skipped();
+	test_long_ids_skipped();
+	test_empty_room_id_skipped();
 	test_bad_bodies();
 	test_actions_queued();
 	test_audit_records();
