@@ -206,6 +206,19 @@ static void build_redact(const outbox *ob, uint64_t seq, const json_t *a, struct
 	free(event);
 }
 
+static void build_deactivate(const outbox *ob, uint64_t seq, const json_t *a, struct request *req)
+{
+	/* spec: CS API, POST /account/deactivate.  Synapse lets an application
+	 * service deactivate its own users without user-interactive auth;
+	 * "erase" asks it to treat the user as erased (GDPR) as well. */
+	(void)ob;
+	(void)seq;
+	req->method = "POST";
+	req->path = xstrdup("/_matrix/client/v3/account/deactivate");
+	req->user_id = field(a, "user_id");
+	req->body = json_pack("{s:b}", "erase", 1);
+}
+
 static void build_create_room(const outbox *ob, uint64_t seq, const json_t *a, struct request *req)
 {
 	/* Not idempotent: a crash after the homeserver made the room and before
@@ -568,6 +581,7 @@ static const struct op {
         {"state", {"room_id", "user_id", "type"}, 1, build_state, NULL, NULL},
         {"create_room", {"user_id", "kind"}, 1, build_create_room, done_create_room, NULL},
         {"redact", {"room_id", "user_id", "event_id"}, 0, build_redact, NULL, NULL},
+        {"deactivate", {"user_id"}, 0, build_deactivate, NULL, NULL},
         {"staff_members", {"room_id", "user_id"}, 0, build_staff_members, done_staff_members, NULL},
         {"audit_export", {"room_id", "user_id", "reply_to"}, 0, NULL, done_audit_export, run_audit_export},
         {"qr_image", {"room_id", "user_id", "text"}, 0, NULL, done_qr_image, run_qr_image},

@@ -44,6 +44,7 @@
  *       Upload the bytes kept under B in STORE_BLOBS as U and, in the commit
  *       that removes the action, delete them and queue the m.image/m.file.
  *       A dropped action deletes its bytes too.
+ *   {"op":"deactivate", "user_id":U}   (U's account, erased: a guest who deleted their data)
  *   {"op":"qr_image", "room_id":R, "user_id":U, "text":S[, "reply_to":E]}
  *       Make a QR code of S (an invitation link; bridge/qr.h), upload it as
  *       U and, in the commit that removes the action, queue an m.image

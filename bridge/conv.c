@@ -710,6 +710,9 @@ int conv_erase(const struct txn_env *env, const char *guest)
 	if (!rc)
 		rc = push(t, json_pack("{s:s, s:s, s:s}", "op", "displayname", "user_id", guest,
 		                       "displayname", "Former guest"));
+	/* Last: the homeserver account goes too, marked erased. */
+	if (!rc)
+		rc = push(t, json_pack("{s:s, s:s}", "op", "deactivate", "user_id", guest));
 	/* 3. Sessions, resume code, conversation and the pseudonym go. */
 	if (!rc)
 		rc = sessions_end(t, c);

@@ -288,6 +288,14 @@ def test_erase_me(env, threshold, service):
         assert time.monotonic() < deadline, json.dumps(history(env, portal), indent=1)[-3000:]
         time.sleep(0.5)
     assert g.get("/feed", params={"timeout_ms": 0}).status_code == 401
+    deadline = time.monotonic() + 30
+    while True:  # the homeserver account is deactivated too
+        r = requests.get("%s/_synapse/admin/v2/users/%s" % (env.hs_url, q(guest_id)),
+                         headers=bearer(env.token("admin")), timeout=30)
+        if r.status_code == 200 and r.json().get("deactivated"):
+            break
+        assert time.monotonic() < deadline, r.text
+        time.sleep(0.5)
     assert audit_records(threshold, "data_erased", subject=guest_id)
     shown = json.loads(threshold.run("guest", "show", guest_id, "--json").stdout)
     assert shown["state"] == "erased" and shown["pseudonym"] == "", shown
