@@ -2,8 +2,10 @@
 (tests/integration/standalone.py): its homeserver.url points here.
 
 It answers the Client-Server requests Threshold's outbox makes (register,
-createRoom, invite, join, send, state, ...) with small plausible answers, and
-keeps every request it saw.  A test can make it fail on purpose:
+createRoom with a fresh room id each time, invite, join, send, state, redact,
+...) with small plausible answers, and keeps every request it saw: `seen(pred)`
+and `wait(pred)` look through them, `rooms()`, `room_of(guest)` and `sends()`
+answer the usual questions.  A test can make it fail on purpose:
 
     hs = FakeHomeserver().start()
     hs.fail("500", match="/send/")         # 500 for every send
@@ -22,6 +24,7 @@ Only the standard library.
 
 import http.server
 import itertools
+import collections
 import json
 import re
 import socketserver
@@ -30,6 +33,13 @@ import time
 import urllib.parse
 
 SEND_RE = re.compile(r"^/_matrix/client/v3/rooms/([^/]+)/send/([^/]+)/([^/]+)$")
+EVENT_RE = re.compile(r"^/_matrix/client/v3/rooms/[^/]+/(state|redact)/")
+
+# One request as seen: method, path (percent-decoded), query (dict), body (the
+# JSON or None) first, so r[0]..r[3] read the same as r.method..r.body; then
+# when it came (time.monotonic()), the path as sent and the status answered
+# (0 for a request left hanging).
+Request = collections.namedtuple("Request", "method path query body time raw_path status")
 
 
 class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
@@ -44,9 +54,10 @@ class FakeHomeserver:
     def __init__(self, server_name="localhost"):
         self.server_name = server_name
         self.lock = threading.Lock()
-        self.requests = []        # (monotonic time, method, path, user_id, status)
-        self.sends = {}           # (user_id, path) -> {"event_id", "content", "room", "txn", "attempts"}
-        self.order = []           # keys of self.sends, first accepted first
+        self.log = []             # a Request for each request, in order
+        self._sent = {}           # (user_id, path) -> {"event_id", "content", "room", "type", "txn", "attempts"}
+        self.order = []           # keys of self._sent, first accepted first
+        self._rooms = []          # room ids createRoom answered, in order
         self._mode = None
         self._match = None
         self._retry_after_ms = 0
@@ -104,16 +115,56 @@ class FakeHomeserver:
 
     # -- what it saw ------------------------------------------------------
 
+    @property
+    def requests(self):
+        """(time, method, path as sent, user_id, status) of each request."""
+        with self.lock:
+            return [(r.time, r.method, r.raw_path, r.query.get("user_id"), r.status)
+                    for r in self.log]
+
+    def seen(self, pred=lambda r: True):
+        """The Requests @pred is true of, in order."""
+        with self.lock:
+            log = list(self.log)
+        return [r for r in log if pred(r)]
+
+    def wait(self, pred, timeout=15, what="a request"):
+        """seen(@pred) once it is not empty; AssertionError after @timeout s."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.seen(pred)
+            if got:
+                return got
+            time.sleep(0.02)
+        raise AssertionError("the homeserver never saw %s" % what)
+
     def attempts(self, match):
         """(time, status) of each request whose path contains @match."""
         with self.lock:
-            return [(t, s) for (t, _, p, _, s) in self.requests if match in p]
+            return [(r.time, r.status) for r in self.log if match in r.raw_path]
 
     def delivered(self, user_id=None):
-        """Each accepted message once: dicts with room, txn, content, attempts."""
+        """Each accepted message once: dicts with room, type, txn, content, attempts."""
         with self.lock:
-            return [dict(self.sends[k], user_id=k[0], path=k[1]) for k in self.order
+            return [dict(self._sent[k], user_id=k[0], path=k[1]) for k in self.order
                     if user_id is None or k[0] == user_id]
+
+    def sends(self):
+        """(room, user_id, content) of each m.room.message accepted, once, in order."""
+        return [(m["room"], m["user_id"], m["content"]) for m in self.delivered()
+                if m["type"] == "m.room.message"]
+
+    def rooms(self):
+        """The room ids createRoom answered, oldest first."""
+        with self.lock:
+            return list(self._rooms)
+
+    def room_of(self, guest):
+        """The room @guest was joined to (the join Threshold asked for), or None."""
+        for r in self.seen(lambda r: r.method == "POST" and r.path.endswith("/join")
+                           and r.query.get("user_id") == guest):
+            return r.path.split("/")[5]
+        return None
 
     def by_local_id(self):
         """local id -> number of distinct messages (Matrix txn ids) carrying it."""
@@ -138,26 +189,31 @@ class FakeHomeserver:
     def _handle(self, h):
         url = urllib.parse.urlsplit(h.path)
         path = url.path
-        user = urllib.parse.parse_qs(url.query).get("user_id", [None])[0]
+        query = dict(urllib.parse.parse_qsl(url.query))
+        user = query.get("user_id")
         n = int(h.headers.get("Content-Length") or 0)
         raw = h.rfile.read(n) if n else b""
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
+
+        def record(status):
+            with self.lock:
+                self.log.append(Request(h.command, urllib.parse.unquote(path), query, body,
+                                        time.monotonic(), path, status))
+
         with self.lock:
             mode = self._mode if (self._match is None or self._match in path) else None
             retry = self._retry_after_ms
         if mode == "hang":
-            with self.lock:
-                self.requests.append((time.monotonic(), h.command, path, user, 0))
+            record(0)
             self._healed.wait(30)
             h.close_connection = True
             return
         if mode in ("500", "429", "garbage"):
             status = {"500": 500, "429": 429, "garbage": 502}[mode]
-            with self.lock:
-                self.requests.append((time.monotonic(), h.command, path, user, status))
+            record(status)
             if mode == "500":
                 self._reply(h, 500, {"errcode": "M_UNKNOWN", "error": "Internal server error"})
             elif mode == "429":
@@ -168,8 +224,7 @@ class FakeHomeserver:
                             ctype="text/html")
             return
         status, answer = self._ok(h.command, path, user, body)
-        with self.lock:
-            self.requests.append((time.monotonic(), h.command, path, user, status))
+        record(status)
         self._reply(h, status, answer)
 
     def _ok(self, method, path, user, body):
@@ -177,7 +232,10 @@ class FakeHomeserver:
         if path.endswith("/ping") and "/appservice/" in path:
             return 200, {"duration_ms": 1}
         if path == "/_matrix/client/v3/createRoom":
-            return 200, {"room_id": "!fake%d:%s" % (next(self._ids), self.server_name)}
+            with self.lock:
+                room = "!fake%d:%s" % (next(self._ids), self.server_name)
+                self._rooms.append(room)
+            return 200, {"room_id": room}
         if path == "/_matrix/client/v3/register":
             lp = (body or {}).get("username", "x")
             return 200, {"user_id": "@%s:%s" % (lp, self.server_name)}
@@ -187,12 +245,15 @@ class FakeHomeserver:
         if m and method == "PUT":
             key = (user, path)
             with self.lock:
-                s = self.sends.get(key)
+                s = self._sent.get(key)
                 if s is None:
-                    s = self.sends[key] = {"event_id": "$fake%d" % next(self._ids),
-                                           "room": unq(m.group(1)), "txn": unq(m.group(3)),
-                                           "content": body or {}, "attempts": 0}
+                    s = self._sent[key] = {"event_id": "$fake%d" % next(self._ids),
+                                           "room": unq(m.group(1)), "type": unq(m.group(2)),
+                                           "txn": unq(m.group(3)), "content": body or {},
+                                           "attempts": 0}
                     self.order.append(key)
                 s["attempts"] += 1
                 return 200, {"event_id": s["event_id"]}
+        if EVENT_RE.match(path) and method in ("PUT", "POST"):
+            return 200, {"event_id": "$fake%d" % next(self._ids)}
         return 200, {}

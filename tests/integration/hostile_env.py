@@ -1,16 +1,10 @@
-"""Helpers for test_hostile.py: a scripted homeserver that answers every
-Client-Server request Threshold makes (so gateway conversations open without
-Synapse), a Threshold daemon with the gateway on, and raw HTTP over sockets
-for requests a well-behaved client library will not send."""
+"""Helpers for test_hostile.py: a Threshold daemon with the gateway on, for
+the scripted homeserver in fakehs.py (so gateway conversations open without
+Synapse), and raw HTTP over sockets for requests a well-behaved client
+library will not send."""
 
-import http.server
-import json
 import os
 import socket
-import subprocess
-import threading
-import time
-import urllib.parse
 
 import yaml
 
@@ -18,88 +12,6 @@ from standalone import SERVER_NAME, Standalone, free_port
 
 SERVICE = "helpline"
 STAFF = "@staff:" + SERVER_NAME
-
-
-class FakeHomeserver:
-    """Answers createRoom with a fresh room id, a send with an event id and
-    everything else with {}; remembers every request it was sent."""
-
-    def __init__(self):
-        self.requests = []  # (method, path, query dict, body json or None)
-        self.lock = threading.Lock()
-        self.rooms = 0
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def _answer(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(n) if n else b""
-                try:
-                    body = json.loads(raw) if raw else None
-                except ValueError:
-                    body = None
-                u = urllib.parse.urlsplit(self.path)
-                path = urllib.parse.unquote(u.path)
-                query = dict(urllib.parse.parse_qsl(u.query))
-                with outer.lock:
-                    outer.requests.append((self.command, path, query, body))
-                    if path.endswith("/createRoom"):
-                        outer.rooms += 1
-                        out = {"room_id": "!conv%d:%s" % (outer.rooms, SERVER_NAME)}
-                    elif "/send/" in path or "/state/" in path or "/redact/" in path:
-                        out = {"event_id": "$ev%d" % len(outer.requests)}
-                    elif path.endswith("/joined_members"):
-                        out = {"joined": {}}
-                    else:
-                        out = {}
-                data = json.dumps(out).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_PUT = do_POST = do_DELETE = _answer
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-    def seen(self, pred=lambda r: True):
-        with self.lock:
-            return [r for r in self.requests if pred(r)]
-
-    def sends(self):
-        """(room, user_id, content) of every message sent, in order."""
-        return [(p.split("/")[5], q.get("user_id"), b) for m, p, q, b in self.seen()
-                if m == "PUT" and "/send/m.room.message/" in p]
-
-    def room_of(self, guest):
-        """The room a guest was joined to (the join Threshold asked for)."""
-        for m, p, q, b in self.seen():
-            if m == "POST" and p.endswith("/join") and q.get("user_id") == guest:
-                return p.split("/")[5]
-        return None
-
-    def wait(self, pred, timeout=15, what="a request"):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = self.seen(pred)
-            if got:
-                return got
-            time.sleep(0.02)
-        raise AssertionError("the homeserver never saw %s" % what)
 
 
 def gateway_daemon(binary, workdir, hs_url=None, **gateway):

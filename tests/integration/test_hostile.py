@@ -1,7 +1,7 @@
 """Hostile input against the guest gateway and the AS listener: slow
 clients, odd paths, header injection, bad bytes, other conversations' ids,
 invitation and resume-code guessing, huge declared bodies and running out of
-file descriptors.  No Synapse: a scripted homeserver (hostile_env.py) answers
+file descriptors.  No Synapse: a scripted homeserver (fakehs.py) answers
 Threshold's Client-Server requests, so conversations open and messages are
 seen leaving.  docs/reliability.md records the figures."""
 
@@ -17,8 +17,9 @@ import time
 
 import pytest
 
+from fakehs import FakeHomeserver
 from gateway import API, api
-from hostile_env import SERVICE, STAFF, FakeHomeserver, gateway_daemon, pid_fds, raw, request_bytes
+from hostile_env import SERVICE, STAFF, gateway_daemon, pid_fds, raw, request_bytes
 from standalone import member_event, message_event
 
 BIN = os.environ.get("THRESHOLD_BIN")
@@ -48,9 +49,9 @@ def away_from_minute_edge():
 
 @pytest.fixture(scope="module")
 def hs():
-    h = FakeHomeserver()
+    h = FakeHomeserver().start()
     yield h
-    h.close()
+    h.stop()
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +106,7 @@ def new_guest(d, hs):
     while get(d, "/session", tok).json()["state"] != "open":
         assert time.monotonic() < deadline, "the conversation never opened"
         time.sleep(0.05)
-    n = len(hs.seen(lambda q: q[1].endswith("/createRoom")))
-    room = "!conv%d:localhost" % n  # the newest room: guests are made one at a time here
+    room = hs.rooms()[-1]  # the newest room: guests are made one at a time here
     guest = hs.wait(lambda q: q[0] == "POST" and q[1] == "/_matrix/client/v3/rooms/%s/join" % room,
                     what="the guest's join")[0][2]["user_id"]
     return tok, guest, room, r.json()
