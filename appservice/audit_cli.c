@@ -7,7 +7,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -235,15 +234,6 @@ static json_t *filter_json(const struct audit_filter *f)
 
 /* ---- recording access -------------------------------------------------- */
 
-/* "cli:<login>" for the records the CLI appends. */
-static char *cli_actor(void)
-{
-	struct passwd *pw = getpwuid(geteuid());
-	if (pw && pw->pw_name)
-		return xasprintf("cli:%.64s", pw->pw_name);
-	return xasprintf("cli:uid%u", (unsigned)geteuid());
-}
-
 /* Who ran sudo, when it is a plausible login name (the variable is the caller's to set). */
 static const char *sudo_user(void)
 {
@@ -270,7 +260,7 @@ static int record_access(store *st, audit *a, enum audit_kind kind, const char *
 	const char *su = sudo_user();
 	if (su)
 		json_object_set_new(details, "sudo_user", json_string(su));
-	char *actor = cli_actor();
+	char *actor = th_cli_actor();
 	struct audit_rec rec = {.kind = kind, .actor = actor, .subject = subject, .details = details};
 	store_txn *t;
 	int rc = store_txn_begin(st, 1, &t);

@@ -4,7 +4,6 @@
  */
 #include "guests_cli.h"
 
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,15 +34,6 @@ static void usage(FILE *out)
 	             "                         localpart, or by pseudonym (\"Amber Otter\", any case)\n"
 	             "\n"
 	             "Exit status: 0 ok, 1 not found or could not run, 2 usage.\n");
-}
-
-/* "cli:<login>", the actor of the records the CLI appends. */
-static char *cli_actor(void)
-{
-	struct passwd *pw = getpwuid(getuid());
-	if (pw && pw->pw_name)
-		return xasprintf("cli:%.64s", pw->pw_name);
-	return xasprintf("cli:uid%u", (unsigned)getuid());
 }
 
 static void format_time(char out[32], uint64_t ms)
@@ -168,7 +158,7 @@ static int cmd_create(const struct config *cfg, int as_json, const char *note_ar
 	store *st;
 	audit *au = NULL;
 	store_txn *t = NULL;
-	char *actor = cli_actor();
+	char *actor = th_cli_actor();
 	struct guest g;
 	int code = GUESTS_EXIT_FAIL;
 	if (open_store(cfg, &st)) {

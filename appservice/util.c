@@ -2,6 +2,9 @@
 #define _GNU_SOURCE
 #include "util.h"
 
+#include <pwd.h>
+#include <unistd.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -222,4 +225,12 @@ uint64_t th_fnv1a64_update(uint64_t h, const void *buf, size_t len)
 uint64_t th_fnv1a64(const void *buf, size_t len)
 {
 	return th_fnv1a64_update(TH_FNV1A64_INIT, buf, len);
+}
+
+char *th_cli_actor(void)
+{
+	struct passwd *pw = getpwuid(geteuid());
+	if (pw && pw->pw_name)
+		return xasprintf("cli:%.64s", pw->pw_name);
+	return xasprintf("cli:uid%u", (unsigned)geteuid());
 }

@@ -72,6 +72,9 @@ uint64_t th_mono_ms(void);
  */
 int th_parse_u64(const char *s, uint64_t max, uint64_t *out);
 
+/** "cli:<login name>" (or "cli:uid<N>"): who ran a command, as audit records name them (new string). */
+char *th_cli_actor(void);
+
 /** Write the whole buffer to @p path via a temporary file and rename, mode @p mode. */
 int th_write_file_atomic(const char *path, const void *buf, size_t len, unsigned mode);
 

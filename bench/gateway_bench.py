@@ -49,6 +49,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "harness"))
 import conftest  # noqa: E402  (Env: Synapse, config, the daemon)
+from gateway import wait_gateway  # noqa: E402
 
 API = "/_threshold/gateway/v1"
 MiB = 1024 * 1024
@@ -128,16 +129,6 @@ def staff_room_with_bot(env):
     raise SystemExit("the bot never joined the staff room")
 
 
-def wait_gateway(env, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(env.gw_url + API + "/page", timeout=2).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("the gateway did not start")
 
 
 class Guest:

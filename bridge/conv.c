@@ -527,6 +527,18 @@ out:
 	return rc;
 }
 
+/* Commit what a send queued (or a refusal's audit record), or abort. */
+static int send_finish(store_txn *t, int rc, enum conv_send_result *result)
+{
+	if (*result == CONV_SENT_BEFORE)
+		*result = CONV_SENT; /* nothing new to commit: sent before */
+	if (rc || (*result != CONV_SENT && *result != CONV_REFUSED)) {
+		store_txn_abort(t);
+		return rc;
+	}
+	return store_txn_commit(t);
+}
+
 int conv_send(const struct txn_env *env, const char *guest, const char *local_id, const char *body,
               enum conv_send_result *result)
 {
@@ -543,13 +555,7 @@ int conv_send(const struct txn_env *env, const char *guest, const char *local_id
 		             : TH_EINVAL;
 	}
 	json_decref(c);
-	if (*result == CONV_SENT_BEFORE)
-		*result = CONV_SENT;
-	if (rc || (*result != CONV_SENT && *result != CONV_REFUSED)) {
-		store_txn_abort(t);
-		return rc;
-	}
-	return store_txn_commit(t);
+	return send_finish(t, rc, result);
 }
 
 /* A file name safe to show: no path, no control bytes, at most 100 bytes. */
@@ -595,13 +601,7 @@ int conv_send_media(const struct txn_env *env, const char *guest, const char *lo
 		free(shown);
 	}
 	json_decref(c);
-	if (*result == CONV_SENT_BEFORE)
-		*result = CONV_SENT;
-	if (rc || (*result != CONV_SENT && *result != CONV_REFUSED)) {
-		store_txn_abort(t);
-		return rc;
-	}
-	return store_txn_commit(t);
+	return send_finish(t, rc, result);
 }
 
 /* Close conversation @p c of @p guest in @p t: the guest leaves the room, the

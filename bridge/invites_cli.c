@@ -3,10 +3,8 @@
  */
 #include "invites_cli.h"
 
-#include <pwd.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <jansson.h>
 
@@ -32,14 +30,6 @@ static void usage(FILE *out)
 	        "  --json           print {\"link\",\"service\",\"uses\",\"expires_ms\"}\n"
 	        "\n"
 	        "Exit status: 0 ok, 1 could not run, 2 usage.\n");
-}
-
-static char *cli_actor(void)
-{
-	struct passwd *pw = getpwuid(getuid());
-	if (pw && pw->pw_name)
-		return xasprintf("cli:%.64s", pw->pw_name);
-	return xasprintf("cli:uid%u", (unsigned)getuid());
 }
 
 int inv_cli_main(const struct config *cfg, int argc, char **argv)
@@ -108,7 +98,7 @@ int inv_cli_main(const struct config *cfg, int argc, char **argv)
 	store *st = NULL;
 	audit *au = NULL;
 	store_txn *t = NULL;
-	char *actor = cli_actor();
+	char *actor = th_cli_actor();
 	char token[SEC_TOKEN_LEN + 1];
 	int code = 1, rc;
 	if ((rc = store_open(cfg->store_path, cfg->map_size_mb, &st)) != TH_OK ||

@@ -48,7 +48,7 @@ threshold = _it.threshold
 pytest_runtest_makereport = _it.pytest_runtest_makereport
 
 from browser import Browser  # noqa: E402
-from gateway import API, invite_link_token  # noqa: E402
+from gateway import API, invite_link_token, wait_gateway  # noqa: E402
 from helpers import bearer, q, staff_room_with_bot, staff_says  # noqa: E402
 from mx import Client, poll, run  # noqa: E402
 
@@ -180,16 +180,6 @@ class Gateway:
             time.sleep(0.5)
 
 
-def _wait_gateway(env, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(env.gw_url + API + "/page", timeout=2).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("the gateway did not start")
 
 
 @pytest.fixture(scope="session")
@@ -227,7 +217,7 @@ def gw(env, node_ready):
     env.write_config()
     env.threshold.stop()
     env.threshold.start()
-    _wait_gateway(env)
+    wait_gateway(env)
     try:
         yield Gateway(env, env.threshold, staff_room, elsewhere_url)
     finally:

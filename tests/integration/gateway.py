@@ -108,6 +108,19 @@ class Guest:
                              % (what, json.dumps(self.seen, indent=1)))
 
 
+def wait_gateway(env, timeout=30):
+    """Until the daemon's gateway answers GET /page (after a (re)start)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(env.gw_url + API + "/page", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("the gateway did not start")
+
+
 def invite_link_token(link):
     m = re.search(r"#invite=([A-Za-z0-9_-]{32})$", link)
     assert m, link

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from conftest import SERVER_NAME
-from gateway import API, Guest, api, invite_link_token, validated
+from gateway import API, Guest, api, invite_link_token, validated, wait_gateway
 from helpers import audit_records, bearer, q, staff_room_with_bot, staff_says, bot_reply
 from mx import Client, poll, run
 
@@ -47,16 +47,6 @@ def service(env):
     env.threshold.start()
 
 
-def wait_gateway(env, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if api.get(env.gw_url + API + "/page", timeout=2).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("the gateway did not start")
 
 
 def new_invite(threshold, *extra):
