@@ -564,7 +564,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	/* What guests in a conversation see of it (bridge/conv.c). */
 	if (!rc && f.room == POL_ROOM_MANAGED && (f.event == POL_EV_MESSAGE || ev->membership)) {
 		unsigned fed = 0;
-		rc = conv_on_event(t, ev, f.sender, f.target, room, &fed);
+		rc = conv_on_event(cfg, t, ev, f.sender, f.target, room, &fed);
 		if (!rc && fed)
 			(*queued)++; /* a feed grew: the commit hook wakes the gateway's waiting polls */
 	}

@@ -783,8 +783,17 @@ static char *clean_name(const char *dn)
 	return xstrndup(dn, n);
 }
 
-int conv_on_event(store_txn *t, const struct mxev *ev, enum pol_role sender_role, enum pol_role target_role,
-                  json_t *room, unsigned *fed)
+/* A guest has a feed only while they have a conversation: not one added to
+ * a group by staff alone, nor one who erased their data. */
+static int has_conversation(store_txn *t, const char *guest)
+{
+	const void *v;
+	size_t n;
+	return store_get(t, STORE_CONVS, guest, strlen(guest), &v, &n) == TH_OK;
+}
+
+int conv_on_event(const struct config *cfg, store_txn *t, const struct mxev *ev, enum pol_role sender_role,
+                  enum pol_role target_role, json_t *room, unsigned *fed)
 {
 	const char *kind = jsonx_str(room, "kind");
 	if (!kind || (strcmp(kind, "portal") != 0 && strcmp(kind, "group") != 0))
@@ -820,7 +829,8 @@ int conv_on_event(store_txn *t, const struct mxev *ev, enum pol_role sender_role
 		json_t *m;
 		json_object_foreach(guests, g, m)
 		{
-			if (rc || !text || !json_is_string(m) || strcmp(json_string_value(m), "join") != 0)
+			if (rc || !text || !json_is_string(m) || strcmp(json_string_value(m), "join") != 0 ||
+			    !has_conversation(t, g))
 				continue;
 			struct feed_entry e = {
 			        .kind = "notice", .role = "service", .name = "", .body = text, .ts = 0};
@@ -843,6 +853,20 @@ int conv_on_event(store_txn *t, const struct mxev *ev, enum pol_role sender_role
 	 * notices are for staff) and never a command to the bot. */
 	if (sender_role == POL_ROLE_BOT)
 		return TH_OK;
+	if (sender_role == POL_ROLE_GUEST) {
+		/* A message the guest sent just before erasing their data, whose
+		 * echo came after: it goes too (as the bot: the guest's account is
+		 * being deactivated), and into nobody's feed. */
+		struct guest g;
+		if (guests_get(t, ev->sender, &g) == TH_OK && strcmp(g.state, GUESTS_STATE_ERASED) == 0) {
+			int rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:s}", "op", "redact", "room_id",
+			                           ev->room_id, "user_id", cfg->bot_user_id, "event_id",
+			                           ev->event_id, "reason", "Deleted at the guest's request"));
+			if (!rc)
+				(*fed)++;
+			return rc;
+		}
+	}
 	if (!staffish && sender_role != POL_ROLE_GUEST)
 		return TH_OK; /* a stranger is being removed; their words go nowhere */
 	if (sender_role != POL_ROLE_GUEST &&
@@ -879,7 +903,7 @@ int conv_on_event(store_txn *t, const struct mxev *ev, enum pol_role sender_role
 		if (rc || !json_is_string(m))
 			continue;
 		int self = strcmp(gid, ev->sender) == 0;
-		if (!self && strcmp(json_string_value(m), "join") != 0)
+		if ((!self && strcmp(json_string_value(m), "join") != 0) || !has_conversation(t, gid))
 			continue;
 		struct feed_entry e = {.kind = "message",
 		                       .role = self       ? "self"

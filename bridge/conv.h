@@ -156,11 +156,12 @@ int conv_room_created(const struct config *cfg, store_txn *t, const char *guest,
  * into the feeds of the room's guests; staff joining and leaving become
  * notices; staff display names are remembered in @p room ("staff").
  * @param sender_role  policy's role for the sender
- * @param fed          incremented per feed entry appended
+ * @param fed          incremented per feed entry appended or action queued (a
+ *                     late message of an erased guest is redacted by the bot)
  * @return TH_OK or a store error (aborts the transaction).
  */
-int conv_on_event(store_txn *t, const struct mxev *ev, enum pol_role sender_role, enum pol_role target_role,
-                  json_t *room, unsigned *fed);
+int conv_on_event(const struct config *cfg, store_txn *t, const struct mxev *ev, enum pol_role sender_role,
+                  enum pol_role target_role, json_t *room, unsigned *fed);
 
 /**
  * Carry out a staff conversation command (POL_ACT_CONVERSATION): invite,

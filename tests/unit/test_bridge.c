@@ -22,6 +22,7 @@
 #include "invites.h"
 #include "jsonx.h"
 #include "log.h"
+#include "mxevent.h"
 #include "rooms.h"
 #include "secret.h"
 #include "store.h"
@@ -1048,6 +1049,39 @@ static void test_conv_erase(void)
 	json_decref(au);
 	/* Erasing again: nothing to erase. */
 	CHECK_EQ_INT(conv_erase(&env, guest), TH_ENOTFOUND);
+
+	/* A message the guest sent just before, echoed after the erasure: it
+	 * reaches no feed, and the bot redacts it. */
+	{
+		static const char content[] = "{\"msgtype\":\"m.text\",\"body\":\"late\"}";
+		struct mxev late = {.event_id = "$late:test.local",
+		                    .room_id = room,
+		                    .type = "m.room.message",
+		                    .sender = guest,
+		                    .content = {content, sizeof(content) - 1},
+		                    .content_is_object = true,
+		                    .body = "late",
+		                    .msgtype = "m.text"};
+		json_t *r = json_pack("{s:s, s:{s:s}}", "kind", "portal", "guests", guest, "join");
+		size_t before = outbox_len(e.st);
+		unsigned fed = 0;
+		CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+		CHECK_EQ_INT(conv_on_event(&e.cfg, t, &late, POL_ROLE_GUEST, POL_ROLE_NONE, r, &fed), TH_OK);
+		CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+		json_decref(r);
+		CHECK_EQ_INT(fed, 1);
+		uint64_t nx;
+		json_t *none = feed_of(e.st, guest, 0, &nx);
+		CHECK_EQ_INT(json_array_size(none), 0);
+		json_decref(none);
+		json_t *all = outbox_all(e.st);
+		CHECK_EQ_INT(json_array_size(all), before + 1);
+		json_t *last = json_array_get(all, json_array_size(all) - 1);
+		CHECK_STR(jsonx_str(last, "op"), "redact");
+		CHECK_STR(jsonx_str(last, "event_id"), "$late:test.local");
+		CHECK_STR(jsonx_str(last, "user_id"), e.cfg.bot_user_id);
+		json_decref(all);
+	}
 
 	/* The other guest is untouched. */
 	CHECK_EQ_INT(conv_auth(e.st, keep.session, th_now_ms(), &ks), TH_OK);
