@@ -409,7 +409,8 @@ static void test_invites(void)
 	/* Expired (a few ms ahead, then wait) and unknown: the same answer. */
 	char shortlived[SEC_TOKEN_LEN + 1];
 	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
-	CHECK_EQ_INT(inv_create(t, e.au, svc, NULL, 5, th_now_ms() + 30, "@staff:test.local", shortlived), TH_OK);
+	CHECK_EQ_INT(inv_create(t, e.au, svc, NULL, 5, th_now_ms() + 30, "@staff:test.local", shortlived),
+	             TH_OK);
 	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
 	CHECK_EQ_INT(store_txn_begin(e.st, 0, &t), TH_OK);
 	CHECK_EQ_INT(inv_check(t, shortlived, th_now_ms(), &info), TH_OK);
