@@ -530,9 +530,9 @@ out:
 /* Commit what a send queued (or a refusal's audit record), or abort. */
 static int send_finish(store_txn *t, int rc, enum conv_send_result *result)
 {
-	if (*result == CONV_SENT_BEFORE)
-		*result = CONV_SENT; /* nothing new to commit: sent before */
 	if (rc || (*result != CONV_SENT && *result != CONV_REFUSED)) {
+		if (*result == CONV_SENT_BEFORE)
+			*result = CONV_SENT; /* sent before: nothing new to commit */
 		store_txn_abort(t);
 		return rc;
 	}

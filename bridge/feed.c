@@ -71,6 +71,7 @@ struct read_ctx {
 	uint64_t next;
 	int any;
 	int want_one;
+	int erasing; /* collect every key (and the guest's own events) instead */
 	json_t *own;
 	unsigned char (*keys)[KEY_MAX];
 	size_t *klens;
@@ -87,7 +88,7 @@ static int read_one(void *ctx, const void *key, size_t klen, const void *val, si
 		rc->any = id != 0;
 		return id != 0;
 	}
-	if (rc->keys) { /* erasing: remember every key */
+	if (rc->erasing) {
 		rc->keys = xrealloc(rc->keys, (rc->nkeys + 1) * sizeof(*rc->keys));
 		rc->klens = xrealloc(rc->klens, (rc->nkeys + 1) * sizeof(*rc->klens));
 		memcpy(rc->keys[rc->nkeys], key, klen);
@@ -152,8 +153,8 @@ int feed_erase(store_txn *t, const char *guest, json_t **own)
 		return TH_EINVAL;
 	unsigned char from[KEY_MAX];
 	size_t flen = make_key(from, guest, 0);
-	struct read_ctx rc = {.prefix = from, .plen = strlen(guest) + 1, .own = own ? json_array() : NULL};
-	rc.keys = xmalloc(sizeof(*rc.keys));
+	struct read_ctx rc = {
+	        .prefix = from, .plen = strlen(guest) + 1, .erasing = 1, .own = own ? json_array() : NULL};
 	int err = store_walk(t, STORE_FEED, from, flen, read_one, &rc);
 	for (size_t i = 0; !err && i < rc.nkeys; i++)
 		err = store_del(t, STORE_FEED, rc.keys[i], rc.klens[i]);

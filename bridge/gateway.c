@@ -153,7 +153,7 @@ static uint64_t rate_limit(gateway *gw, const char *kind, const char *key, unsig
 	else
 		s->count++;
 	pthread_mutex_unlock(&gw->rl_mu);
-	return wait ? wait : 0;
+	return wait;
 }
 
 /* The client's address as text (never logged). */

@@ -56,7 +56,7 @@ int sec_resume_normalise(const char *typed, char *out)
 			continue;
 		if (c >= 'a' && c <= 'z')
 			c = (char)(c - 'a' + 'A');
-		if (!strchr(resume_alphabet, c) || c == '\0' || n == 16)
+		if (!strchr(resume_alphabet, c) || n == 16)
 			return 0;
 		if (n && n % 4 == 0)
 			out[o++] = '-';
