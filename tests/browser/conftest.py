@@ -48,8 +48,8 @@ threshold = _it.threshold
 pytest_runtest_makereport = _it.pytest_runtest_makereport
 
 from browser import Browser  # noqa: E402
-from gateway import API, invite_link_token, wait_gateway  # noqa: E402
-from helpers import bearer, q, staff_room_with_bot, staff_says  # noqa: E402
+from gateway import API, invite_link_token, join_portal, wait_gateway  # noqa: E402
+from helpers import staff_room_with_bot, staff_says  # noqa: E402
 from mx import Client, poll, run  # noqa: E402
 
 PAGE_TITLE = "Weather notes"
@@ -114,22 +114,7 @@ class Gateway:
         the conversation's room from it; its id."""
         if pseudonym in self._portals:
             return self._portals[pseudonym]
-        env, staff_room = self.env, self.staff_room
-
-        async def find():
-            async with Client.for_user(env, "staff") as s:
-                async def notice():
-                    for ev in reversed(await s.history(staff_room)):
-                        body = ev.get("content", {}).get("body", "")
-                        if ev.get("sender") == env.bot and body.startswith(pseudonym + " is waiting"):
-                            return body
-                    return None
-                return await poll(notice, timeout=timeout, what="the staff room notice")
-
-        room = run(find()).rsplit("/#/", 1)[1].strip()
-        r = requests.post("%s/_matrix/client/v3/join/%s" % (env.hs_url, q(room)),
-                          headers=bearer(env.token("staff")), json={}, timeout=30)
-        assert r.status_code == 200, r.text
+        room = join_portal(self.env, self.staff_room, pseudonym, timeout)
         self._portals[pseudonym] = room
         return room
 

@@ -121,6 +121,31 @@ def wait_gateway(env, timeout=30):
     raise AssertionError("the gateway did not start")
 
 
+def join_portal(env, staff_room, pseudonym, timeout=30, expect_service=None):
+    """Staff read the bot's "X is waiting" notice in the service's staff room
+    and join the conversation room it links to; that room's id."""
+    from helpers import bearer, q  # matrix-nio is needed only here
+    from mx import Client, poll, run
+
+    async def find():
+        async with Client.for_user(env, "staff") as s:
+            async def notice():
+                for ev in reversed(await s.history(staff_room)):
+                    body = ev.get("content", {}).get("body", "")
+                    if ev.get("sender") == env.bot and body.startswith(pseudonym + " is waiting"):
+                        return body
+                return None
+            return await poll(notice, timeout=timeout, what="the staff room notice")
+    body = run(find())
+    if expect_service:
+        assert expect_service in body, body
+    room = body.rsplit("/#/", 1)[1].strip()
+    r = requests.post("%s/_matrix/client/v3/join/%s" % (env.hs_url, q(room)),
+                      headers=bearer(env.token("staff")), json={}, timeout=30)
+    assert r.status_code == 200, r.text
+    return room
+
+
 def invite_link_token(link):
     m = re.search(r"#invite=([A-Za-z0-9_-]{32})$", link)
     assert m, link

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from conftest import SERVER_NAME
-from gateway import API, Guest, api, invite_link_token, validated, wait_gateway
+from gateway import API, Guest, api, invite_link_token, join_portal, validated, wait_gateway
 from helpers import audit_records, bearer, q, staff_room_with_bot, staff_says, bot_reply
 from mx import Client, poll, run
 
@@ -55,23 +55,8 @@ def new_invite(threshold, *extra):
 
 
 def staff_join_portal(env, staff_room, pseudonym, timeout=30):
-    """Read the bot's 'is waiting' notice in the staff room and join the portal from it."""
-    async def find():
-        async with Client.for_user(env, "staff") as s:
-            async def notice():
-                for ev in reversed(await s.history(staff_room)):
-                    body = ev.get("content", {}).get("body", "")
-                    if ev.get("sender") == env.bot and body.startswith(pseudonym + " is waiting"):
-                        return body
-                return None
-            return await poll(notice, timeout=timeout, what="the staff room notice")
-    body = run(find())
-    assert "Test Helpline" in body, body
-    room = body.rsplit("/#/", 1)[1].strip()
-    r = requests.post("%s/_matrix/client/v3/join/%s" % (env.hs_url, q(room)),
-                      headers=bearer(env.token("staff")), json={}, timeout=30)
-    assert r.status_code == 200, r.text
-    return room
+    """Staff join the guest's conversation room from the staff room's notice."""
+    return join_portal(env, staff_room, pseudonym, timeout, expect_service="Test Helpline")
 
 
 def history(env, room, who="staff"):

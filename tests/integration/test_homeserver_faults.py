@@ -17,7 +17,6 @@ import os
 import shutil
 import tempfile
 import time
-import urllib.parse
 
 import pytest
 import requests
