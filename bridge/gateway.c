@@ -32,6 +32,7 @@
 #define RL_SLOTS        8192u
 #define CONN_MEMORY     (8u * 1024u)
 #define CONN_TIMEOUT_S  90u
+#define GW_DRAIN_MS     10000u /* how long stopping waits for resumed polls to be sent */
 #define MAX_ADDR        64
 
 /* Security headers on everything the gateway answers. */
@@ -62,6 +63,8 @@ struct gateway {
 	int notified;
 	struct waiter *waiters; /* doubly linked, under mu */
 	unsigned nwaiting;
+	unsigned nheld;     /* polls parked, or resumed and not yet answered (under mu) */
+	pthread_cond_t drained; /* signalled when nheld falls to 0 */
 	pthread_mutex_t rl_mu;
 	struct rl_slot rl[RL_SLOTS];
 };
@@ -84,6 +87,7 @@ struct req {
 	int resumed; /* a long poll that was suspended and is now answered */
 	struct waiter w;
 	int in_list;
+	int held; /* counted in gw->nheld until the connection completes */
 };
 
 /* ---- responses ------------------------------------------------------------ */
@@ -572,7 +576,9 @@ static enum MHD_Result handle_feed(gateway *gw, struct MHD_Connection *conn, str
 		gw->waiters->prev = &rq->w;
 	gw->waiters = &rq->w;
 	gw->nwaiting++;
+	gw->nheld++;
 	rq->in_list = 1;
+	rq->held = 1;
 	MHD_suspend_connection(conn);
 	pthread_cond_signal(&gw->cv); /* the deadline may be the nearest */
 	pthread_mutex_unlock(&gw->mu);
@@ -782,10 +788,12 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	struct req *rq = *con_cls;
 	if (!rq)
 		return;
-	if (rq->in_list) { /* a connection that died while parked */
+	if (rq->held) {
 		pthread_mutex_lock(&gw->mu);
-		if (rq->w.conn) /* still linked: the waiter thread has not taken it */
+		if (rq->in_list && rq->w.conn) /* died while parked, still linked */
 			waiter_unlink(gw, &rq->w);
+		if (--gw->nheld == 0)
+			pthread_cond_broadcast(&gw->drained);
 		pthread_mutex_unlock(&gw->mu);
 	}
 	if (rq->body)
@@ -883,6 +891,7 @@ int gw_start(const struct txn_env *env, gw_on_queue_fn on_queue, void *ctx, gate
 	pthread_condattr_init(&ca);
 	pthread_cond_init(&gw->cv, &ca);
 	pthread_condattr_destroy(&ca);
+	pthread_cond_init(&gw->drained, NULL);
 
 	struct sockaddr_storage ss;
 	memset(&ss, 0, sizeof(ss));
@@ -933,6 +942,7 @@ int gw_start(const struct txn_env *env, gw_on_queue_fn on_queue, void *ctx, gate
 	return TH_OK;
 fail:
 	pthread_cond_destroy(&gw->cv);
+	pthread_cond_destroy(&gw->drained);
 	pthread_mutex_destroy(&gw->mu);
 	pthread_mutex_destroy(&gw->rl_mu);
 	free(gw);
@@ -954,8 +964,22 @@ void gw_stop(gateway *gw)
 	pthread_cond_signal(&gw->cv);
 	pthread_mutex_unlock(&gw->mu);
 	pthread_join(gw->thread, NULL);
+	/* Resuming only asks libmicrohttpd's thread to answer; stopping the
+	 * daemon at once would close those connections unanswered. Wait until
+	 * each resumed poll has been sent, for at most GW_DRAIN_MS. */
+	uint64_t until = th_now_ms() + GW_DRAIN_MS;
+	struct timespec ts = {.tv_sec = (time_t)(until / 1000), .tv_nsec = (long)(until % 1000) * 1000000L};
+	pthread_mutex_lock(&gw->mu);
+	while (gw->nheld > 0) {
+		if (pthread_cond_timedwait(&gw->drained, &gw->mu, &ts) == ETIMEDOUT) {
+			LOG(LOG_WARN, "gateway: %u feed polls not answered before stopping", gw->nheld);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&gw->mu);
 	MHD_stop_daemon(gw->mhd);
 	pthread_cond_destroy(&gw->cv);
+	pthread_cond_destroy(&gw->drained);
 	pthread_mutex_destroy(&gw->mu);
 	pthread_mutex_destroy(&gw->rl_mu);
 	free(gw);
