@@ -106,27 +106,31 @@ static void bench_fsync(const char *dir, size_t n, double *p50, double *p99, dou
 
 /* The disk's ceiling for durable LMDB commits: one tiny put per commit.  An
  * LMDB commit syncs twice (data pages, then the meta page), so this, not a
- * bare fdatasync, is what one-event transactions can approach. */
-static double bench_commit_ceiling(store *st, unsigned n)
+ * bare fdatasync, is what one-event transactions can approach.  @p seq
+ * numbers the probes so each writes a new key. */
+static double bench_commit_ceiling(store *st, unsigned n, uint64_t *seq)
 {
 	double t0 = now_s();
 	for (unsigned i = 0; i < n; i++) {
 		store_txn *t;
 		unsigned char k[8];
-		store_u64_key(k, i);
+		store_u64_key(k, (*seq)++);
 		if (store_txn_begin(st, 1, &t) || store_put(t, STORE_META, "bench", 5, k, 8, 0) ||
 		    store_txn_commit(t)) {
 			fprintf(stderr, "bench: commit probe failed\n");
 			exit(1);
 		}
 	}
-	double rate = (double)n / (now_s() - t0);
+	return (double)n / (now_s() - t0);
+}
+
+static void bench_commit_ceiling_done(store *st)
+{
 	store_txn *t;
 	if (store_txn_begin(st, 1, &t) == TH_OK) {
 		store_del(t, STORE_META, "bench", 5);
 		store_txn_commit(t);
 	}
-	return rate;
 }
 
 /* A realistic event: a text message with the fields Synapse sends. */
@@ -189,6 +193,32 @@ static void bench_txns(struct config *cfg, store *st, unsigned ntxns, unsigned p
 	free(lens);
 }
 
+/* One-event transactions against the commit ceiling, measured in
+ * alternating rounds on the same store, so that a disk whose speed drifts
+ * (a neighbour's writes, a cache flushing) weighs on both alike.  The
+ * figures are medians over the rounds; @p ratio is the median of each
+ * round's ratio. */
+static void bench_one_event(struct config *cfg, store *st, unsigned rounds, unsigned per,
+                            double *ceiling, double *txns_per_s, double *ratio)
+{
+	double *c = xmalloc(rounds * sizeof(double)), *o = xmalloc(rounds * sizeof(double)),
+	       *r = xmalloc(rounds * sizeof(double));
+	uint64_t seq = 0;
+	for (unsigned i = 0; i < rounds; i++) {
+		double ev_s;
+		c[i] = bench_commit_ceiling(st, per, &seq);
+		bench_txns(cfg, st, per, 1, &ev_s, &o[i]);
+		r[i] = o[i] / c[i];
+	}
+	bench_commit_ceiling_done(st);
+	*ceiling = pct(c, rounds, 50);
+	*txns_per_s = pct(o, rounds, 50);
+	*ratio = pct(r, rounds, 50);
+	free(c);
+	free(o);
+	free(r);
+}
+
 static size_t sink(char *p, size_t s, size_t n, void *u)
 {
 	(void)p;
@@ -243,21 +273,42 @@ static void bench_ack(struct config *cfg, store *st, unsigned n, double *p50, do
 	as_server_stop(srv);
 }
 
-static void bench_policy(double *ns_per_decision)
+/* Policy decisions, each timed on its own over every combination of event,
+ * sender, target, room kind and bot membership (the table's worst rows
+ * included), so p99 is a real per-decision figure.  Each timing includes one
+ * clock read, measured alone as @p clock_ns. */
+static void bench_policy(double *p50_ns, double *p99_ns, double *mean_ns, double *clock_ns)
 {
-	struct pol_facts f = {
-	        .event = POL_EV_COMMAND, .sender = POL_ROLE_REMOTE, .bot_joined = 1, .command = POL_CMD_PING};
+	enum { N = 1000000 };
+	double *lat = xmalloc(N * sizeof(double));
 	struct pol_decision d;
-	unsigned n = 5000000;
 	volatile unsigned sinkv = 0;
-	double t0 = now_s();
-	for (unsigned i = 0; i < n; i++) {
-		f.event = (enum pol_event)(i % POL_EV_COUNT);
-		f.sender = (enum pol_role)(i % POL_ROLE_COUNT);
+	struct pol_facts f = {.command = POL_CMD_PING};
+	double total = 0;
+	for (unsigned i = 0; i < N; i++) {
+		unsigned k = i;
+		f.event = (enum pol_event)(k % POL_EV_COUNT);
+		k /= POL_EV_COUNT;
+		f.sender = (enum pol_role)(k % POL_ROLE_COUNT);
+		k /= POL_ROLE_COUNT;
+		f.target = (enum pol_role)(k % POL_ROLE_COUNT);
+		k /= POL_ROLE_COUNT;
+		f.room = (enum pol_room)(k % POL_ROOM_COUNT);
+		f.bot_joined = (int)((k / POL_ROOM_COUNT) & 1);
+		double t0 = now_s();
 		pol_decide(&f, &d);
+		lat[i] = now_s() - t0;
+		total += lat[i];
 		sinkv += d.reason;
 	}
-	*ns_per_decision = (now_s() - t0) / n * 1e9;
+	double c0 = now_s();
+	for (unsigned i = 0; i < 1000; i++)
+		sinkv += (unsigned)(now_s() > c0);
+	*clock_ns = (now_s() - c0) / 1000 * 1e9;
+	*mean_ns = total / N * 1e9;
+	*p50_ns = pct(lat, N, 50) * 1e9;
+	*p99_ns = pct(lat, N, 99) * 1e9;
+	free(lat);
 }
 
 static double thread_cpu_s(void)
@@ -590,14 +641,13 @@ int main(int argc, char **argv)
 	if (store_open(storepath, 4096, &st) != TH_OK)
 		return 1;
 
-	double ceiling = bench_commit_ceiling(st, quick ? 200 : 1000);
-	double ev_s, tx_s, one_ev_s, one_tx_s;
+	double ev_s, tx_s, ceiling, one_tx_s, one_ratio;
 	bench_txns(&cfg, st, quick ? 50 : 300, 100, &ev_s, &tx_s);
-	bench_txns(&cfg, st, quick ? 200 : 1000, 1, &one_ev_s, &one_tx_s);
+	bench_one_event(&cfg, st, quick ? 5 : 15, 100, &ceiling, &one_tx_s, &one_ratio);
 	double a50, a99;
 	bench_ack(&cfg, st, quick ? 50 : 300, &a50, &a99);
-	double pol_ns;
-	bench_policy(&pol_ns);
+	double pol50, pol99, pol_mean, clock_ns;
+	bench_policy(&pol50, &pol99, &pol_mean, &clock_ns);
 	store_close(st);
 	long rss = threshold ? idle_rss_kib(threshold, dir) : -1;
 
@@ -627,12 +677,13 @@ int main(int argc, char **argv)
 	        "%.0f events/s (%.0f txn/s)", ev_s, tx_s);
 	add_row("durable LMDB commit ceiling", "-", -1, "%.0f commits/s (2 syncs each)", ceiling);
 	snprintf(b, sizeof(b), ">= 85%% of ceiling (%.0f/s)", ceiling * 0.85);
-	add_row("1-event transactions, durable", b, one_tx_s >= ceiling * 0.85,
-	        "%.0f txn/s (%.0f%% of ceiling)", one_tx_s, 100.0 * one_tx_s / ceiling);
+	add_row("1-event transactions, durable", b, one_ratio >= 0.85, "%.0f txn/s (%.0f%% of ceiling)",
+	        one_tx_s, 100.0 * one_ratio);
 	snprintf(b, sizeof(b), "p99 <= %.2f ms", 2 * f99 * 1e3 + 2);
 	add_row("ack latency, 100 events, HTTP", b, a99 * 1e3 <= 2 * f99 * 1e3 + 2,
 	        "p50 %.2f ms, p99 %.2f ms", a50 * 1e3, a99 * 1e3);
-	add_row("policy decision", "p99 <= 50 us", pol_ns <= 50000, "%.0f ns mean", pol_ns);
+	add_row("policy decision", "p99 <= 50 us", pol99 <= 50000, "p50 %.0f ns, p99 %.0f ns (clock %.0f ns)",
+	        pol50, pol99, clock_ns);
 	if (rss >= 0)
 		add_row("idle daemon memory (RssAnon)", "<= 10240 KiB", rss <= 10240, "%ld KiB", rss);
 	else
