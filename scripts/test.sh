@@ -4,8 +4,9 @@
 #   bash scripts/test.sh
 #
 # 1. installs the Debian packages Threshold needs (scripts/install-deps.sh);
-# 2. builds normally (build/) and with AddressSanitizer + UndefinedBehaviorSanitizer
-#    (build-asan/);
+# 2. builds normally (build/), with AddressSanitizer + UndefinedBehaviorSanitizer
+#    (build-asan/), and with clang (build-clang/: its warnings differ; every
+#    target, -Werror, not run);
 # 3. builds, or reuses, the chroot holding a real Synapse (the first time takes a
 #    few minutes and needs the network);
 # 4. runs ctest on both builds: unit, policy and integration tests;
@@ -49,6 +50,10 @@ cmake --build build -j"$jobs"
 step "build with ASan + UBSan (build-asan/)"
 cmake -S . -B build-asan -DTHRESHOLD_SANITIZE=ON
 cmake --build build-asan -j"$jobs"
+
+step "build with clang (build-clang/, warnings only)"
+cmake -S . -B build-clang -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build-clang -j"$jobs"
 
 step "Synapse chroot"
 bash tests/harness/synapse-chroot.sh </dev/null

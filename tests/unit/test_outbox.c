@@ -446,8 +446,8 @@ static void test_push_validation(store *st)
 	        "{\"op\":\"join\",\"room_id\":\"\",\"user_id\":\"@g:hs\"}",
 	        "{\"op\":\"leave\",\"room_id\":7,\"user_id\":\"@g:hs\"}",
 	        "{\"op\":\"send\",\"room_id\":\"!r:hs\",\"user_id\":\"@g:hs\",\"type\":\"m.room.message\"}",
-	        "{\"op\":\"send\",\"room_id\":\"!r:hs\",\"user_id\":\"@g:hs\",\"type\":\"m.room.message\","
-	        "\"content\":\"hi\"}",
+	        ("{\"op\":\"send\",\"room_id\":\"!r:hs\",\"user_id\":\"@g:hs\",\"type\":\"m.room.message\","
+	         "\"content\":\"hi\"}"),
 	        "{\"op\":\"register\"}",
 	        "{\"op\":\"displayname\",\"user_id\":\"@g:hs\"}",
 	};
