@@ -219,16 +219,154 @@ static void build_deactivate(const outbox *ob, uint64_t seq, const json_t *a, st
 	req->body = json_pack("{s:b}", "erase", 1);
 }
 
-static void build_create_room(const outbox *ob, uint64_t seq, const json_t *a, struct request *req)
+/* ---- create_room ---------------------------------------------------------- */
+
+/*
+ * createRoom has no transaction id, so an attempt whose answer was lost (a
+ * timeout, or a crash before the commit that removes the action) may have
+ * made the room.  Each room therefore carries its action's mark in its
+ * m.room.create content, and the action records, before its first request,
+ * that it has been tried.  A tried action first looks for its room among
+ * the rooms the creator is joined to that the store does not know as
+ * managed (a few: staff rooms, and any room such a lost attempt made); only
+ * if none carries the mark is the room made.
+ */
+#define CREATE_MARK_KEY "org.threshold.outbox_action"
+#define CREATE_LOOK_MAX 200 /* rooms whose create event one attempt reads */
+
+/* Record on the action at @p seq that it has been tried, with its mark. */
+static int create_mark_tried(outbox *ob, uint64_t seq, const json_t *a, const char *mark)
 {
-	/* Not idempotent: a crash after the homeserver made the room and before
-	 * this action is removed makes a second, empty room at the next start. */
-	(void)ob;
-	(void)seq;
-	req->method = "POST";
-	req->path = xstrdup("/_matrix/client/v3/createRoom");
-	req->user_id = field(a, "user_id");
-	req->body = json_incref(json_object_get(a, "content"));
+	json_t *b = json_deep_copy(a);
+	json_object_set_new(b, "tried", json_string(mark));
+	char *val = json_dumps(b, JSON_COMPACT);
+	json_decref(b);
+	if (!val)
+		return TH_EINVAL;
+	store_txn *t;
+	unsigned char key[8];
+	store_u64_key(key, seq);
+	int rc = store_txn_begin(ob->st, 1, &t);
+	if (!rc && (rc = store_put(t, STORE_OUTBOX, key, sizeof(key), val, strlen(val), 0)) != TH_OK)
+		store_txn_abort(t);
+	else if (!rc)
+		rc = store_txn_commit(t);
+	free(val);
+	return rc;
+}
+
+/* The rooms @p user_id is joined to that the store does not hold as managed,
+ * newest last as the homeserver lists them; a new array, or NULL with
+ * @p rc set.  Answers that are not a list of strings count as none. */
+static json_t *create_candidates(outbox *ob, const char *user_id, int *rc)
+{
+	struct cs_response jr = {0};
+	*rc = cs_request(ob->cs, "GET", "/_matrix/client/v3/joined_rooms", user_id, NULL, &jr);
+	if (*rc)
+		return NULL;
+	if (jr.status != 200) {
+		*rc = jr.status >= 500 || jr.status == 429 || jr.status == 408 ? TH_ENET : TH_OK;
+		cs_response_clear(&jr);
+		return *rc ? NULL : json_array();
+	}
+	json_t *out = json_array();
+	store_txn *t;
+	if ((*rc = store_txn_begin(ob->st, 0, &t)) != TH_OK) {
+		cs_response_clear(&jr);
+		json_decref(out);
+		return NULL;
+	}
+	size_t i;
+	json_t *id;
+	json_array_foreach(json_object_get(jr.body, "joined_rooms"), i, id)
+	{
+		json_t *state = NULL;
+		if (!json_is_string(id))
+			continue;
+		if (store_get_json(t, STORE_ROOMS, json_string_value(id), &state) == TH_OK &&
+		    rooms_is_managed(state)) {
+			json_decref(state);
+			continue;
+		}
+		json_decref(state);
+		json_array_append(out, id);
+	}
+	store_txn_abort(t);
+	cs_response_clear(&jr);
+	return out;
+}
+
+/* Look for the room an earlier attempt made: on success @p found is its id
+ * (a new string) or NULL. */
+static int create_find(outbox *ob, const char *user_id, const char *mark, char **found)
+{
+	*found = NULL;
+	int rc;
+	json_t *rooms = create_candidates(ob, user_id, &rc);
+	if (!rooms)
+		return rc;
+	size_t n = json_array_size(rooms), looked = 0;
+	for (size_t i = n; i-- > 0 && !*found && looked < CREATE_LOOK_MAX; looked++) {
+		const char *room_id = json_string_value(json_array_get(rooms, i));
+		char *room = cs_escape(room_id);
+		char *path = xasprintf("/_matrix/client/v3/rooms/%s/state/m.room.create/", room);
+		free(room);
+		struct cs_response r = {0};
+		rc = cs_request(ob->cs, "GET", path, user_id, NULL, &r);
+		free(path);
+		if (rc) {
+			json_decref(rooms);
+			return rc;
+		}
+		const char *m =
+		        r.status == 200 ? json_string_value(json_object_get(r.body, CREATE_MARK_KEY)) : NULL;
+		if (m && strcmp(m, mark) == 0)
+			*found = xstrdup(room_id);
+		cs_response_clear(&r);
+	}
+	if (!*found && looked == CREATE_LOOK_MAX)
+		LOG(LOG_WARN, "outbox: looked at %d rooms for one a lost createRoom may have made; making it",
+		    CREATE_LOOK_MAX);
+	json_decref(rooms);
+	return TH_OK;
+}
+
+static int run_create_room(outbox *ob, uint64_t seq, const json_t *a, struct cs_response *r)
+{
+	const char *user_id = field(a, "user_id");
+	char *mark = xasprintf("th%s_%llu", ob->txn_prefix, (unsigned long long)seq);
+	int rc;
+	if (field(a, "tried")) {
+		char *found = NULL;
+		if ((rc = create_find(ob, user_id, mark, &found)) != TH_OK) {
+			free(mark);
+			return rc;
+		}
+		if (found) {
+			LOG(LOG_INFO, "outbox: create_room action %llu: an earlier attempt made %s; using it",
+			    (unsigned long long)seq, found);
+			memset(r, 0, sizeof(*r));
+			r->status = 200;
+			r->body = json_pack("{s:s}", "room_id", found);
+			free(found);
+			free(mark);
+			return TH_OK;
+		}
+	} else if ((rc = create_mark_tried(ob, seq, a, mark)) != TH_OK) {
+		free(mark);
+		return rc;
+	}
+	json_t *body = json_deep_copy(json_object_get(a, "content"));
+	json_t *cc = json_object_get(body, "creation_content");
+	if (!json_is_object(cc)) {
+		cc = json_object();
+		json_object_set_new(body, "creation_content", cc);
+	}
+	json_object_set_new(cc, CREATE_MARK_KEY, json_string(mark));
+	rc = cs_request(ob->cs, "POST", "/_matrix/client/v3/createRoom", user_id, body, r);
+	json_decref(body);
+	free(mark);
+	return rc;
 }
 
 static void build_staff_members(const outbox *ob, uint64_t seq, const json_t *a, struct request *req)
@@ -579,7 +717,7 @@ static const struct op {
         {"invite", {"room_id", "user_id", "target"}, 0, build_invite, NULL, NULL},
         {"kick", {"room_id", "user_id", "target"}, 0, build_kick, NULL, NULL},
         {"state", {"room_id", "user_id", "type"}, 1, build_state, NULL, NULL},
-        {"create_room", {"user_id", "kind"}, 1, build_create_room, done_create_room, NULL},
+        {"create_room", {"user_id", "kind"}, 1, NULL, done_create_room, run_create_room},
         {"redact", {"room_id", "user_id", "event_id"}, 0, build_redact, NULL, NULL},
         {"deactivate", {"user_id"}, 0, build_deactivate, NULL, NULL},
         {"staff_members", {"room_id", "user_id"}, 0, build_staff_members, done_staff_members, NULL},
@@ -678,9 +816,11 @@ uint64_t outbox_backoff_ms(unsigned attempt, uint64_t retry_after_ms, uint64_t m
 /*
  * What one attempt's outcome means for the action.
  *
- * - no answer (TH_ENET, TH_ETIMEOUT), 5xx, 408, 429, anything not 2xx/4xx:
- *   retry.  Every op is safe to repeat: join and leave are idempotent and a
- *   send reuses its txnId.
+ * - no answer (TH_ENET, TH_ETIMEOUT), a store error in an op that reads or
+ *   writes the store itself (TH_ESTORE, TH_EFULL), 5xx, 408, 429, anything
+ *   not 2xx/4xx: retry.  Every op is safe to repeat: join and leave are
+ *   idempotent, a send reuses its txnId and create_room finds the room it
+ *   made.
  * - an answer over CS_MAX_RESPONSE_BYTES (TH_ETOOLARGE): drop.  None of
  *   these endpoints answers with more than a few hundred bytes, so this is
  *   something in between (a proxy's error page) that would most likely say
@@ -691,8 +831,8 @@ uint64_t outbox_backoff_ms(unsigned attempt, uint64_t retry_after_ms, uint64_t m
  */
 static enum outbox_result classify(int rc, const struct cs_response *r, const char *done_errcode)
 {
-	if (rc == TH_ENET || rc == TH_ETIMEOUT)
-		return OUTBOX_RETRY;
+	if (rc == TH_ENET || rc == TH_ETIMEOUT || rc == TH_ESTORE || rc == TH_EFULL)
+		return OUTBOX_RETRY; /* the homeserver, or (in a run fn) the store, may come back */
 	if (rc)
 		return OUTBOX_DROP;
 	if (r->status >= 200 && r->status < 300)

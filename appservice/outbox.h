@@ -29,8 +29,10 @@
  *                        [, "reply":{"room_id":R, "event_id":E, "body":S}]}
  *       On success the new room is recorded as managed, of kind K, and when
  *       "reply" is given a notice "S <new room id>" answers event E in R, in
- *       the same commit that removes the action.  Not idempotent: a crash
- *       between the homeserver's answer and that commit makes a second room.
+ *       the same commit that removes the action.  Made once: the room's
+ *       create event carries the action's mark, and a retry (after a
+ *       timeout, or a crash before that commit) first looks for it among
+ *       the creator's rooms the store does not hold as managed.
  *   {"op":"staff_members", "room_id":R, "user_id":U}
  *       Read who is joined to staff room R (as U, the bot, who must be
  *       joined) and, in the commit that removes the action, make that the

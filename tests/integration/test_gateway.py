@@ -115,8 +115,11 @@ def test_conversation_end_to_end(env, threshold, service):
             ev = await poll(msg, timeout=30, what="the guest's message in the portal room")
             prof = await s.profile(ev["sender"])
             await s.send_text(portal, "Hi, I'm here. How can I help?")
-            return ev, prof
-    ev, prof = run(staff_side())
+            create = next(e for e in await s.history(portal) if e["type"] == "m.room.create")
+            return ev, prof, create
+    ev, prof, create = run(staff_side())
+    # Synapse keeps the mark a retried createRoom looks for (appservice/outbox.c).
+    assert create["content"].get("org.threshold.outbox_action", "").startswith("th"), create
     assert ev["sender"].startswith("@guest_")
     assert prof.displayname == guest.pseudonym
 

@@ -205,6 +205,15 @@ static void fake_script(const struct answer *script)
 	pthread_mutex_unlock(&fk.mu);
 }
 
+/* Add answers after those already scripted, keeping what was seen. */
+static void fake_then(const struct answer *more)
+{
+	pthread_mutex_lock(&fk.mu);
+	for (size_t i = 0; more[i].status && fk.nscript < SCRIPT_MAX; i++)
+		fk.script[fk.nscript++] = more[i];
+	pthread_mutex_unlock(&fk.mu);
+}
+
 static size_t fake_nseen(void)
 {
 	pthread_mutex_lock(&fk.mu);
@@ -520,7 +529,12 @@ static void test_room_ops(store *st, outbox *ob)
 	CHECK_EQ_INT(fake_nseen(), 5);
 	CHECK_STR(fk.seen[0].path, "/_matrix/client/v3/createRoom");
 	CHECK_STR(fk.seen[0].query, "user_id=%40bot%3Ahs");
-	CHECK(json_eq_text(fk.seen[0].body, "{\"preset\":\"private_chat\"}"));
+	json_t *created = json_loads(fk.seen[0].body, 0, NULL);
+	CHECK_STR(json_string_value(json_object_get(created, "preset")), "private_chat");
+	const char *mark = json_string_value(
+	        json_object_get(json_object_get(created, "creation_content"), "org.threshold.outbox_action"));
+	CHECK(mark && strncmp(mark, "th", 2) == 0);
+	json_decref(created);
 	CHECK_STR(fk.seen[1].path, "/_matrix/client/v3/rooms/%21new%3Ahs/invite");
 	CHECK(json_eq_text(fk.seen[1].body, "{\"user_id\":\"@g:hs\"}"));
 	CHECK_STR(fk.seen[2].path, "/_matrix/client/v3/rooms/%21new%3Ahs/kick");
@@ -542,6 +556,114 @@ static void test_room_ops(store *st, outbox *ob)
 	CHECK_STR(json_string_value(json_object_get(room, "kind")), "group");
 	json_decref(room);
 	store_txn_abort(t);
+}
+
+/* The mark a createRoom request put in its room's create event (new string). */
+static char *seen_mark(size_t i)
+{
+	pthread_mutex_lock(&fk.mu);
+	json_t *b = json_loads(fk.seen[i].body ? fk.seen[i].body : "", 0, NULL);
+	pthread_mutex_unlock(&fk.mu);
+	const char *m = json_string_value(
+	        json_object_get(json_object_get(b, "creation_content"), "org.threshold.outbox_action"));
+	char *out = xstrdup(m ? m : "");
+	json_decref(b);
+	return out;
+}
+
+/* The head action as stored (new reference). */
+static json_t *stored_head(store *st)
+{
+	store_txn *t;
+	const void *k, *v;
+	size_t klen, vlen;
+	json_t *a = NULL;
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	if (store_first(t, STORE_OUTBOX, &k, &klen, &v, &vlen) == TH_OK)
+		a = json_loadb(v, vlen, 0, NULL);
+	store_txn_abort(t);
+	return a;
+}
+
+static void wait_seen(size_t n)
+{
+	uint64_t end = th_mono_ms() + 5000;
+	while (fake_nseen() < n && th_mono_ms() < end)
+		sleep_ms(5);
+	CHECK(fake_nseen() >= n);
+}
+
+/* createRoom has no transaction id.  When its answer is lost (the room was
+ * made, the answer came after the client gave up, or the daemon died
+ * before its commit), the retry finds the room by the mark in its create
+ * event among the creator's rooms not held as managed, and makes no second
+ * room.  When no room carries the mark, the room is made, marked the same. */
+static void test_create_room_lost(store *st, outbox *ob)
+{
+	static const char create[] =
+	        "{\"op\":\"create_room\",\"user_id\":\"@bot:hs\",\"kind\":\"portal\","
+	        "\"content\":{\"preset\":\"private_chat\",\"creation_content\":{\"m.federate\":false}},"
+	        "\"reply\":{\"room_id\":\"!staff:hs\",\"event_id\":\"$c\",\"body\":\"Made\"}}";
+	fake_script((struct answer[]){{200, "{\"room_id\":\"!lost:hs\"}", 1000, NULL}, {0}});
+	push(st, create);
+	outbox_wake(ob);
+	wait_seen(1);
+	char *mark = seen_mark(0);
+	CHECK(strncmp(mark, "th", 2) == 0);
+	/* The action says it was tried before its request went out. */
+	json_t *head = stored_head(st);
+	CHECK_STR(json_string_value(json_object_get(head, "tried")), mark);
+	json_decref(head);
+	/* !new:hs is managed (test_room_ops): not looked at.  Newest first. */
+	char *with_mark = xasprintf("{\"creator\":\"@bot:hs\",\"org.threshold.outbox_action\":\"%s\"}", mark);
+	fake_then((struct answer[]){
+	        {200, "{\"joined_rooms\":[\"!lost:hs\",\"!new:hs\",\"!staff:hs\"]}", 0, NULL},
+	        {200, "{\"creator\":\"@bot:hs\",\"org.threshold.outbox_action\":\"th0_1\"}", 0, NULL},
+	        {200, with_mark, 0, NULL},
+	        {200, "{\"event_id\":\"$m\"}", 0, NULL},
+	        {0}});
+	CHECK(wait_drained(ob, 5, 8000));
+	sleep_ms(50);
+	CHECK_EQ_INT(fake_nseen(), 5);
+	CHECK_STR(fk.seen[1].method, "GET");
+	CHECK_STR(fk.seen[1].path, "/_matrix/client/v3/joined_rooms");
+	CHECK_STR(fk.seen[1].query, "user_id=%40bot%3Ahs");
+	CHECK_STR(fk.seen[2].path, "/_matrix/client/v3/rooms/%21staff%3Ahs/state/m.room.create/");
+	CHECK_STR(fk.seen[3].path, "/_matrix/client/v3/rooms/%21lost%3Ahs/state/m.room.create/");
+	CHECK(strstr(fk.seen[4].path, "/rooms/%21staff%3Ahs/send/") != NULL);
+	CHECK(strstr(fk.seen[4].body, "Made !lost:hs") != NULL);
+	store_txn *t;
+	json_t *room = NULL;
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	CHECK_EQ_INT(store_get_json(t, STORE_ROOMS, "!lost:hs", &room), TH_OK);
+	CHECK_STR(json_string_value(json_object_get(room, "kind")), "portal");
+	json_decref(room);
+	store_txn_abort(t);
+	free(with_mark);
+	free(mark);
+
+	/* Lost again, but the homeserver holds no room with the mark: made now. */
+	fake_script((struct answer[]){{200, "{\"room_id\":\"!gone:hs\"}", 1000, NULL}, {0}});
+	push(st, create);
+	outbox_wake(ob);
+	wait_seen(1);
+	fake_then((struct answer[]){{200, "{\"joined_rooms\":[]}", 0, NULL},
+	                            {200, "{\"room_id\":\"!made:hs\"}", 0, NULL},
+	                            {200, "{\"event_id\":\"$m2\"}", 0, NULL},
+	                            {0}});
+	CHECK(wait_drained(ob, 4, 8000));
+	sleep_ms(50);
+	CHECK_EQ_INT(fake_nseen(), 4);
+	CHECK_STR(fk.seen[1].path, "/_matrix/client/v3/joined_rooms");
+	CHECK_STR(fk.seen[2].path, "/_matrix/client/v3/createRoom");
+	char *m0 = seen_mark(0), *m2 = seen_mark(2);
+	CHECK(*m0 && strcmp(m0, m2) == 0);
+	json_t *again = json_loads(fk.seen[2].body, 0, NULL);
+	CHECK(json_is_false(json_object_get(json_object_get(again, "creation_content"), "m.federate")));
+	json_decref(again);
+	CHECK(strstr(fk.seen[3].body, "Made !made:hs") != NULL);
+	free(m0);
+	free(m2);
 }
 
 /* audit_export: without a checkpoint the lead is told why there is no file;
@@ -756,6 +878,7 @@ int main(void)
 	test_send_timeout(st, ob, send_path, sizeof(send_path));
 	test_drop(st, ob);
 	test_room_ops(st, ob);
+	test_create_room_lost(st, ob);
 	test_audit_export(st, ob, dir);
 	test_stop_in_backoff(st, ob);
 	test_restart(st, send_path);
