@@ -198,18 +198,40 @@ static void bench_txns(struct config *cfg, store *st, unsigned ntxns, unsigned p
  * (a neighbour's writes, a cache flushing) weighs on both alike.  The
  * figures are medians over the rounds; @p ratio is the median of each
  * round's ratio. */
-static void bench_one_event(struct config *cfg, store *st, unsigned rounds, unsigned per,
-                            double *ceiling, double *txns_per_s, double *ratio)
+/* Bytes this process has handed to write(2) and friends so far. */
+static unsigned long long written_bytes(void)
+{
+	unsigned long long n = 0;
+	FILE *f = fopen("/proc/self/io", "r");
+	char line[128];
+	while (f && fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "wchar: %llu", &n) == 1)
+			break;
+	}
+	if (f)
+		fclose(f);
+	return n;
+}
+
+static void bench_one_event(struct config *cfg, store *st, unsigned rounds, unsigned per, double *ceiling,
+                            double *txns_per_s, double *ratio, double *kib_ceiling, double *kib_one)
 {
 	double *c = xmalloc(rounds * sizeof(double)), *o = xmalloc(rounds * sizeof(double)),
 	       *r = xmalloc(rounds * sizeof(double));
 	uint64_t seq = 0;
+	unsigned long long wc = 0, wo = 0;
 	for (unsigned i = 0; i < rounds; i++) {
 		double ev_s;
+		unsigned long long w0 = written_bytes();
 		c[i] = bench_commit_ceiling(st, per, &seq);
+		unsigned long long w1 = written_bytes();
 		bench_txns(cfg, st, per, 1, &ev_s, &o[i]);
+		wo += written_bytes() - w1;
+		wc += w1 - w0;
 		r[i] = o[i] / c[i];
 	}
+	*kib_ceiling = (double)wc / 1024.0 / (rounds * per);
+	*kib_one = (double)wo / 1024.0 / (rounds * per);
 	bench_commit_ceiling_done(st);
 	*ceiling = pct(c, rounds, 50);
 	*txns_per_s = pct(o, rounds, 50);
@@ -642,9 +664,10 @@ int main(int argc, char **argv)
 	if (store_open(storepath, 4096, &st) != TH_OK)
 		return 1;
 
-	double ev_s, tx_s, ceiling, one_tx_s, one_ratio;
+	double ev_s, tx_s, ceiling, one_tx_s, one_ratio, kib_ceiling, kib_one;
 	bench_txns(&cfg, st, quick ? 50 : 300, 100, &ev_s, &tx_s);
-	bench_one_event(&cfg, st, quick ? 5 : 15, 100, &ceiling, &one_tx_s, &one_ratio);
+	bench_one_event(&cfg, st, quick ? 5 : 15, 100, &ceiling, &one_tx_s, &one_ratio, &kib_ceiling,
+	                &kib_one);
 	double a50, a99;
 	bench_ack(&cfg, st, quick ? 50 : 300, &a50, &a99);
 	double pol50, pol99, pol_mean, clock_ns;
@@ -676,10 +699,11 @@ int main(int argc, char **argv)
 	        f50 * 1e3, f99 * 1e3);
 	add_row("100-event transactions, durable", ">= 75000 events/s", ev_s >= 75000,
 	        "%.0f events/s (%.0f txn/s)", ev_s, tx_s);
-	add_row("durable LMDB commit ceiling", "-", -1, "%.0f commits/s (2 syncs each)", ceiling);
+	add_row("durable LMDB commit ceiling", "-", -1, "%.0f commits/s, %.0f KiB written each", ceiling,
+	        kib_ceiling);
 	snprintf(b, sizeof(b), ">= 85%% of ceiling (%.0f/s)", ceiling * 0.85);
-	add_row("1-event transactions, durable", b, one_ratio >= 0.85, "%.0f txn/s (%.0f%% of ceiling)",
-	        one_tx_s, 100.0 * one_ratio);
+	add_row("1-event transactions, durable", b, one_ratio >= 0.85,
+	        "%.0f txn/s (%.0f%% of ceiling), %.0f KiB each", one_tx_s, 100.0 * one_ratio, kib_one);
 	snprintf(b, sizeof(b), "p99 <= %.2f ms", 2 * f99 * 1e3 + 2);
 	add_row("ack latency, 100 events, HTTP", b, a99 * 1e3 <= 2 * f99 * 1e3 + 2,
 	        "p50 %.2f ms, p99 %.2f ms", a50 * 1e3, a99 * 1e3);
