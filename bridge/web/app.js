@@ -512,7 +512,8 @@
     box.textContent = '';
     box.appendChild(p);
   }
-  function showPicture(box, ev) {
+  function showPicture(box, ev, tries) {
+    tries = tries || 0;
     box.textContent = '';
     box.appendChild(el('p', 'att-note', t('media_loading')));
     fetchMedia(ev.id).then(function (blob) {
@@ -523,7 +524,13 @@
       img.alt = ev.attachment.name;
       img.src = keep(blob);
       box.appendChild(img);
-    }, function (e) { mediaFailed(box, e, function () { showPicture(box, ev); }); });
+    }, function (e) {
+      /* Busy (many guests' pictures at once): wait as asked, a few times. */
+      if ((e.status === 429 || e.status === 503) && e.retry && tries < 3 && session) {
+        return setTimeout(function () { showPicture(box, ev, tries + 1); }, e.retry);
+      }
+      mediaFailed(box, e, function () { showPicture(box, ev); });
+    });
   }
   function fmtSize(n) {
     var mb = n >= 1048576, v = mb ? n / 1048576 : Math.max(1, Math.round(n / 1024));
