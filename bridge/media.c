@@ -157,8 +157,8 @@ void media_name_clean(const char *name, const char *fallback, char out[MEDIA_MAX
 		if (!len) { /* not UTF-8: one byte becomes '_' */
 			c = '_';
 			len = 1;
-		} else if (unshowable(c)) {
-			c = c < 0x20 || c == 0x7f ? '_' : 0; /* controls show as '_'; direction marks go */
+		} else if (unshowable(c)) { /* C0 and DEL show as '_'; C1 and direction marks go */
+			c = c < 0x20 || c == 0x7f ? '_' : 0;
 		}
 		size_t w = c == 0 ? 0 : c == '_' ? 1 : len;
 		if (o + w > MEDIA_MAX_NAME)
