@@ -34,8 +34,13 @@ struct cs_client {
 struct rx {
 	char *buf;
 	size_t len, cap;
+	size_t max; /* the most body taken */
 	int too_large;
 	uint64_t retry_after_ms; /* from Retry-After, 0 if none */
+	int raw;                 /* a 2xx body is bytes for the caller, not JSON */
+	const char *what;        /* logged instead of the path (which may name a file), or NULL */
+	int (*cancel)(void *ctx);
+	void *cancel_ctx;
 };
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
@@ -134,7 +139,7 @@ static size_t rx_body(char *data, size_t size, size_t nmemb, void *ctx)
 {
 	struct rx *rx = ctx;
 	size_t n = size * nmemb;
-	if (n > CS_MAX_RESPONSE_BYTES - rx->len) {
+	if (n > rx->max - rx->len) {
 		rx->too_large = 1;
 		return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
 	}
@@ -179,6 +184,16 @@ static size_t rx_header(char *data, size_t size, size_t nmemb, void *ctx)
 	return n;
 }
 
+static int rx_progress(void *ctx, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+	(void)dltotal;
+	(void)dlnow;
+	(void)ultotal;
+	(void)ulnow;
+	struct rx *rx = ctx;
+	return rx->cancel(rx->cancel_ctx) != 0; /* non-zero aborts with CURLE_ABORTED_BY_CALLBACK */
+}
+
 static int method_ok(const char *m)
 {
 	return strcmp(m, "GET") == 0 || strcmp(m, "PUT") == 0 || strcmp(m, "POST") == 0 ||
@@ -204,12 +219,17 @@ static int setup(cs_client *c, const char *method, const char *url, const char *
 	SET(CURLOPT_PROXY, "");
 	SET(CURLOPT_TIMEOUT_MS, (long)c->cfg->client_timeout_ms);
 	SET(CURLOPT_CONNECTTIMEOUT_MS, (long)c->cfg->client_connect_timeout_ms);
-	SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)CS_MAX_RESPONSE_BYTES);
+	SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)rx->max);
 	SET(CURLOPT_HTTPHEADER, headers);
 	SET(CURLOPT_WRITEFUNCTION, rx_body);
 	SET(CURLOPT_WRITEDATA, rx);
 	SET(CURLOPT_HEADERFUNCTION, rx_header);
 	SET(CURLOPT_HEADERDATA, rx);
+	if (rx->cancel) {
+		SET(CURLOPT_XFERINFOFUNCTION, rx_progress);
+		SET(CURLOPT_XFERINFODATA, rx);
+		SET(CURLOPT_NOPROGRESS, 0L);
+	}
 	if (strcmp(method, "GET") == 0) {
 		SET(CURLOPT_HTTPGET, 1L);
 	} else {
@@ -235,11 +255,14 @@ static uint64_t body_retry_after(const json_t *body)
 	return v > 0 ? (uint64_t)v : 0;
 }
 
-/* One request with @p payload (@p plen bytes, or NULL) sent with @p headers. */
+/* One request with @p payload (@p plen bytes, or NULL) sent with @p headers,
+ * received into @p rx (set up by the caller; its buf is the caller's to free). */
 static int perform(cs_client *c, const char *method, const char *path, const char *user_id,
-                   const char *payload, size_t plen, struct curl_slist *headers, struct cs_response *resp)
+                   const char *payload, size_t plen, struct curl_slist *headers, struct rx *rxp,
+                   struct cs_response *resp)
 {
-	struct rx rx = {0};
+	struct rx rx0 = {.max = CS_MAX_RESPONSE_BYTES};
+	struct rx *rx = rxp ? rxp : &rx0;
 	char *url = NULL, *uid = NULL;
 	int rc = TH_EINVAL;
 	if (!method_ok(method) || path[0] != '/')
@@ -251,7 +274,7 @@ static int perform(cs_client *c, const char *method, const char *path, const cha
 	} else {
 		url = xasprintf("%s%s", c->base, path);
 	}
-	rc = setup(c, method, url, payload, plen, headers, &rx);
+	rc = setup(c, method, url, payload, plen, headers, rx);
 	if (rc)
 		goto out;
 
@@ -260,32 +283,35 @@ static int perform(cs_client *c, const char *method, const char *path, const cha
 	uint64_t took = th_mono_ms() - t0;
 	long status = 0;
 	curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
-	int pathlen = (int)strcspn(path, "?");
+	const char *shown = rx->what ? rx->what : path;
+	int shownlen = (int)strcspn(shown, "?");
 	if (e != CURLE_OK) {
-		if (rx.too_large || e == CURLE_FILESIZE_EXCEEDED)
+		if (rx->too_large || e == CURLE_FILESIZE_EXCEEDED)
 			rc = TH_ETOOLARGE;
 		else if (e == CURLE_OPERATION_TIMEDOUT)
 			rc = TH_ETIMEOUT;
 		else
 			rc = TH_ENET;
-		LOG(LOG_DEBUG, "cs: %s %.*s failed after %llu ms: %s", method, pathlen, path,
+		LOG(LOG_DEBUG, "cs: %s %.*s failed after %llu ms: %s", method, shownlen, shown,
 		    (unsigned long long)took, rc == TH_ETOOLARGE ? th_strerror(rc) : curl_easy_strerror(e));
 		goto out;
 	}
-	LOG(LOG_DEBUG, "cs: %s %.*s %ld in %llu ms", method, pathlen, path, status, (unsigned long long)took);
+	LOG(LOG_DEBUG, "cs: %s %.*s %ld in %llu ms", method, shownlen, shown, status,
+	    (unsigned long long)took);
 
 	memset(resp, 0, sizeof(*resp));
 	resp->status = status;
-	if (rx.len > 0)
-		resp->body = json_loadb(rx.buf, rx.len, 0, NULL);
+	if (rx->len > 0 && !(rx->raw && status / 100 == 2))
+		resp->body = json_loadb(rx->buf, rx->len, 0, NULL);
 	resp->errcode = json_string_value(json_object_get(resp->body, "errcode"));
 	if (status == 429) {
 		uint64_t b = body_retry_after(resp->body);
-		resp->retry_after_ms = b ? b : rx.retry_after_ms;
+		resp->retry_after_ms = b ? b : rx->retry_after_ms;
 	}
 	rc = TH_OK;
 out:
-	free(rx.buf);
+	if (rx == &rx0)
+		free(rx0.buf);
 	free(url);
 	free(uid);
 	return rc;
@@ -298,7 +324,7 @@ int cs_request(cs_client *c, const char *method, const char *path, const char *u
 	if (body && !(payload = json_dumps(body, JSON_COMPACT)))
 		return TH_EINVAL;
 	int rc = perform(c, method, path, user_id, payload, payload ? strlen(payload) : 0,
-	                 payload ? c->hdr_json : c->hdr_plain, resp);
+	                 payload ? c->hdr_json : c->hdr_plain, NULL, resp);
 	free(payload);
 	return rc;
 }
@@ -324,11 +350,44 @@ int cs_upload(cs_client *c, const char *user_id, const char *content_type, const
 	char *name = cs_escape(filename);
 	char *path = xasprintf("/_matrix/media/v3/upload?filename=%s", name);
 	/* curl sends an empty string for a NULL body; make "no bytes" explicit. */
-	int rc = perform(c, "POST", path, user_id, buf ? buf : "", len, headers, resp);
+	int rc = perform(c, "POST", path, user_id, buf ? buf : "", len, headers, NULL, resp);
 	free(path);
 	free(name);
 	slist_free_wiped(headers);
 	return rc;
+}
+
+int cs_download(cs_client *c, const char *server, const char *media_id, size_t max, int (*cancel)(void *ctx),
+                void *ctx, struct cs_response *resp, unsigned char **buf, size_t *len)
+{
+	if (!server || !*server || !media_id || !*media_id || max == 0)
+		return TH_EINVAL;
+	/* spec: CS API v1.11, GET /_matrix/client/v1/media/download/{serverName}/{mediaId}:
+	 * authenticated media, here as the appservice's sender. */
+	char *s = cs_escape(server), *m = cs_escape(media_id);
+	char *path = xasprintf("/_matrix/client/v1/media/download/%s/%s", s, m);
+	struct rx rx = {.max = max, .raw = 1, .what = "media download", .cancel = cancel, .cancel_ctx = ctx};
+	struct cs_response r;
+	int rc = perform(c, "GET", path, NULL, NULL, 0, c->hdr_plain, &rx, &r);
+	free(path);
+	free(s);
+	free(m);
+	if (rc == TH_ENET && cancel && cancel(ctx))
+		rc = TH_ECANCELED;
+	if (rc) {
+		free(rx.buf);
+		return rc;
+	}
+	*resp = r;
+	if (r.status / 100 == 2) {
+		*buf = (unsigned char *)rx.buf;
+		*len = rx.len;
+	} else {
+		free(rx.buf);
+		*buf = NULL;
+		*len = 0;
+	}
+	return TH_OK;
 }
 
 int cs_register(cs_client *c, const char *localpart)

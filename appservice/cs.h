@@ -66,6 +66,23 @@ int cs_request(cs_client *c, const char *method, const char *path, const char *u
 int cs_upload(cs_client *c, const char *user_id, const char *content_type, const char *filename,
               const void *buf, size_t len, struct cs_response *resp);
 
+/**
+ * Download a file from the homeserver's media repository (spec: CS API
+ * v1.11, GET /_matrix/client/v1/media/download/{serverName}/{mediaId}, with
+ * the as_token: authenticated media).  The path is never logged.
+ * @param server, media_id  the two parts of an mxc URI (escaped here)
+ * @param max     the most bytes taken: TH_ETOOLARGE past it
+ * @param cancel  optional, asked about once a second and as data comes:
+ *                non-zero stops the transfer (TH_ECANCELED); @p ctx is its
+ * @param resp    filled on TH_OK as cs_request (body NULL on a 2xx)
+ * @param buf     out on TH_OK: a 2xx's bytes (new; caller frees; NULL when
+ *                empty or not a 2xx), @p len their number
+ * @return TH_OK when an HTTP answer arrived, TH_ETIMEOUT, TH_ETOOLARGE,
+ *         TH_ECANCELED, TH_ENET, or TH_EINVAL (an empty part, @p max 0).
+ */
+int cs_download(cs_client *c, const char *server, const char *media_id, size_t max, int (*cancel)(void *ctx),
+                void *ctx, struct cs_response *resp, unsigned char **buf, size_t *len);
+
 void cs_response_clear(struct cs_response *resp);
 
 /** Percent-escape @p s for use as one path segment or query value (new string). */

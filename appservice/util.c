@@ -31,6 +31,7 @@ static const char *const err_names[] = {
         [TH_EHTTP] = "homeserver returned an error",
         [TH_ECRYPTO] = "cryptographic failure",
         [TH_EVERIFY] = "integrity check failed",
+        [TH_ECANCELED] = "canceled",
 };
 
 const char *th_strerror(int err)

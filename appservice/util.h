@@ -25,6 +25,7 @@ enum th_err {
 	TH_EHTTP,     /* homeserver answered with an error status */
 	TH_ECRYPTO,   /* cryptographic failure */
 	TH_EVERIFY,   /* an integrity check failed: the data was altered (audit log) */
+	TH_ECANCELED, /* stopped on the caller's request (shutting down) */
 };
 
 /** @return a static, human-readable name for @p err. */

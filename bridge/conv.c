@@ -12,6 +12,7 @@
 #include "invites.h"
 #include "jsonx.h"
 #include "log.h"
+#include "media.h"
 #include "mxevent.h"
 #include "outbox.h"
 #include "rooms.h"
@@ -558,23 +559,6 @@ int conv_send(const struct txn_env *env, const char *guest, const char *local_id
 	return send_finish(t, rc, result);
 }
 
-/* A file name safe to show: no path, no control bytes, at most 100 bytes. */
-static char *clean_file_name(const char *name, const char *ext)
-{
-	const char *base = name ? strrchr(name, '/') : NULL;
-	base = base ? base + 1 : name;
-	char out[101];
-	size_t o = 0;
-	for (const unsigned char *p = (const unsigned char *)(base ? base : ""); *p && o < 100; p++)
-		out[o++] = *p < 0x20 || *p == 0x7f || *p == '\\' ? '_' : (char)*p;
-	while (o > 0 && ((unsigned char)out[o - 1] & 0xC0) == 0x80) /* no cut character */
-		o--;
-	if (o > 0 && ((unsigned char)out[o - 1] & 0xC0) == 0xC0)
-		o--;
-	out[o] = '\0';
-	return o ? xstrdup(out) : xasprintf("file.%s", ext);
-}
-
 int conv_send_media(const struct txn_env *env, const char *guest, const char *local_id, const char *name,
                     const char *mimetype, const char *msgtype, const unsigned char *data, size_t len,
                     enum conv_send_result *result)
@@ -591,14 +575,16 @@ int conv_send_media(const struct txn_env *env, const char *guest, const char *lo
 		if (!rc)
 			rc = store_put(t, STORE_BLOBS, id, 32, data, len, STORE_NOOVERWRITE);
 		const char *slash = strchr(mimetype, '/');
-		char *shown = clean_file_name(name, slash ? slash + 1 : "bin");
+		char shown[MEDIA_MAX_NAME + 1];
+		char *fallback = xasprintf("file.%s", slash ? slash + 1 : "bin");
+		media_name_clean(name, fallback, shown);
+		free(fallback);
 		if (!rc)
 			rc = push(t,
 			          json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "op",
 			                    "send_media", "room_id", jsonx_str(c, "room"), "user_id", guest,
 			                    "blob", id, "name", shown, "mimetype", mimetype, "msgtype",
 			                    msgtype, "local_id", local_id, "size", (json_int_t)len));
-		free(shown);
 	}
 	json_decref(c);
 	return send_finish(t, rc, result);
@@ -872,25 +858,38 @@ int conv_on_event(const struct config *cfg, store_txn *t, const struct mxev *ev,
 	if (sender_role != POL_ROLE_GUEST &&
 	    (strncmp(ev->body, "!threshold", 10) == 0 || strncmp(ev->body, "!audit", 6) == 0))
 		return TH_OK;
-	const char *msgtype = ev->msgtype ? ev->msgtype : "";
-	const char *body = ev->body;
-	int picture = !strcmp(msgtype, "m.image");
-	int file = !strcmp(msgtype, "m.file") || !strcmp(msgtype, "m.video") || !strcmp(msgtype, "m.audio");
-	char *own_file = NULL; /* the guest's own upload, by its name */
-	if (sender_role == POL_ROLE_GUEST && (picture || file))
-		body = own_file = xasprintf("[%s: %s]", picture ? "picture" : "file", ev->body);
-	else if (picture)
-		body = "[a picture was sent; pictures are not shown here yet]";
-	else if (file)
-		body = "[a file was sent; files are not shown here yet]";
+	/* A picture or file: a guest who sent it sees it by name, as sent (their
+	 * own upload, from the gateway); everyone else gets an attachment the page
+	 * fetches through the gateway (GET /media/{id}), or word that it cannot
+	 * be shown here (encrypted, or no usable mxc URI).  "body" stays a
+	 * short text for a page that does not know attachments. */
+	const char *body = ev->body, *other_body = ev->body;
+	struct media_attachment att;
+	int has_att = 0;
+	char *own_file = NULL, *att_text = NULL;
+	json_t *content = NULL;
+	if (ev->msgtype && mxev_content_json(ev, &content) == TH_OK &&
+	    media_attachment_read(ev->msgtype, content, &att) == TH_OK) {
+		int picture = !strcmp(att.kind, "picture");
+		if (sender_role == POL_ROLE_GUEST)
+			body = own_file = xasprintf("[%s: %s]", att.kind, ev->body);
+		if (att.mxc[0]) {
+			has_att = 1;
+			att_text = xasprintf("%s%s[%s: %s]", att.caption ? att.caption : "",
+			                     att.caption ? "\n" : "", att.kind, att.name);
+			other_body = att_text;
+		} else {
+			other_body = picture ? "[a picture was sent that cannot be shown here]"
+			                     : "[a file was sent that cannot be shown here]";
+		}
+	}
 	char *local_id = NULL;
 	if (sender_role == POL_ROLE_GUEST) {
-		json_t *content = NULL;
-		const char *lid =
-		        mxev_content_json(ev, &content) == TH_OK ? jsonx_str(content, LOCAL_ID_KEY) : NULL;
+		if (!content)
+			mxev_content_json(ev, &content);
+		const char *lid = jsonx_str(content, LOCAL_ID_KEY);
 		if (lid) /* xstrndup copies exactly n bytes: bound n by the string */
 			local_id = xstrndup(lid, strnlen(lid, CONV_MAX_LOCAL_ID));
-		json_decref(content);
 	}
 	struct guest g;
 	const char *name = sender_name(t, room, ev->sender, sender_role, &g);
@@ -910,10 +909,11 @@ int conv_on_event(const struct config *cfg, store_txn *t, const struct mxev *ev,
 		                               : staffish ? "staff"
 		                                          : "guest",
 		                       .name = name_copy,
-		                       .body = body,
+		                       .body = self ? body : other_body,
 		                       .local_id = self ? local_id : NULL,
 		                       .event_id = self ? ev->event_id : NULL,
-		                       .room_id = self ? ev->room_id : NULL};
+		                       .room_id = self ? ev->room_id : NULL,
+		                       .attachment = !self && has_att ? &att : NULL};
 		rc = feed_append(t, gid, &e, NULL);
 		if (!rc)
 			(*fed)++;
@@ -923,6 +923,8 @@ int conv_on_event(const struct config *cfg, store_txn *t, const struct mxev *ev,
 	free(name_copy);
 	free(local_id);
 	free(own_file);
+	free(att_text);
+	json_decref(content);
 	return rc;
 }
 

@@ -52,6 +52,18 @@ int feed_append(store_txn *t, const char *guest, const struct feed_entry *e, uin
 		json_object_set_new(o, "event_id", json_string(e->event_id));
 	if (e->room_id)
 		json_object_set_new(o, "room_id", json_string(e->room_id));
+	const struct media_attachment *a = e->attachment;
+	if (a && a->mxc[0]) {
+		json_t *at = json_pack("{s:s, s:s}", "kind", a->kind, "name", a->name);
+		if (a->mimetype[0])
+			json_object_set_new(at, "mimetype", json_string(a->mimetype));
+		if (a->size >= 0)
+			json_object_set_new(at, "size", json_integer((json_int_t)a->size));
+		if (a->caption)
+			json_object_set_new(at, "caption", json_string(a->caption));
+		json_object_set_new(o, "attachment", at);
+		json_object_set_new(o, "mxc", json_string(a->mxc));
+	}
 	char *val = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	if (!val)
@@ -114,6 +126,7 @@ static int read_one(void *ctx, const void *key, size_t klen, const void *val, si
 	}
 	json_object_del(o, "event_id");
 	json_object_del(o, "room_id");
+	json_object_del(o, "mxc");
 	json_array_append_new(rc->events, o);
 	rc->next = id;
 	return json_array_size(rc->events) >= FEED_MAX_READ;
@@ -135,6 +148,46 @@ int feed_read(store_txn *t, const char *guest, uint64_t since, json_t **events, 
 	*events = rc.events;
 	*next = rc.next;
 	return TH_OK;
+}
+
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+	size_t n = src ? strlen(src) : 0;
+	if (n >= cap)
+		n = cap - 1;
+	memcpy(dst, src ? src : "", n);
+	dst[n] = '\0';
+}
+
+int feed_attachment(store_txn *t, const char *guest, uint64_t id, struct media_attachment *out)
+{
+	if (!guest || strlen(guest) > MAX_GUEST)
+		return TH_EINVAL;
+	if (id == 0) /* the counter, not an entry */
+		return TH_ENOTFOUND;
+	unsigned char key[KEY_MAX];
+	size_t klen = make_key(key, guest, id);
+	const void *v;
+	size_t vlen;
+	int rc = store_get(t, STORE_FEED, key, klen, &v, &vlen);
+	if (rc)
+		return rc == TH_ENOTFOUND ? TH_ENOTFOUND : TH_ESTORE;
+	json_t *o = json_loadb(v, vlen, 0, NULL);
+	json_t *at = json_object_get(o, "attachment");
+	const char *mxc = jsonx_str(o, "mxc"), *kind = jsonx_str(at, "kind");
+	json_t *size = json_object_get(at, "size");
+	rc = TH_ENOTFOUND;
+	if (json_is_object(at) && mxc && *mxc && strlen(mxc) <= MEDIA_MAX_MXC && kind) {
+		memset(out, 0, sizeof(*out));
+		out->kind = strcmp(kind, "picture") == 0 ? "picture" : "file";
+		copy_str(out->name, sizeof(out->name), jsonx_str(at, "name"));
+		copy_str(out->mimetype, sizeof(out->mimetype), jsonx_str(at, "mimetype"));
+		out->size = json_is_integer(size) ? (int64_t)json_integer_value(size) : -1;
+		copy_str(out->mxc, sizeof(out->mxc), mxc);
+		rc = TH_OK;
+	}
+	json_decref(o);
+	return rc;
 }
 
 int feed_has_after(store_txn *t, const char *guest, uint64_t since)

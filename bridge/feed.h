@@ -10,12 +10,16 @@
  * skips one.
  *
  * An entry is a JSON object, as the gateway API shows it (docs/gateway-api.md)
- * plus two private members the API never shows: "event_id" and "room_id"
- * of the Matrix event, so erasure can redact what the guest wrote.
+ * plus private members the API never shows: "event_id" and "room_id" of
+ * the Matrix event, so erasure can redact what the guest wrote, and "mxc",
+ * where the picture or file of an attachment is on the homeserver, so the
+ * gateway can fetch it when the guest asks (GET /media/{id}).
  *
  *   {"id":N, "kind":"message"|"notice"|"closed", "ts":T,
  *    "from":{"role":"staff"|"guest"|"self"|"service", "name":S},
- *    "body":S [, "local_id":L] [, "event_id":E, "room_id":R]}
+ *    "body":S [, "local_id":L] [, "event_id":E, "room_id":R]
+ *    [, "attachment":{"kind":"picture"|"file", "name":S [, "mimetype":M]
+ *                     [, "size":B] [, "caption":S]}, "mxc":U]}
  *
  * Never a user id in "from": staff by display name, guests by pseudonym.
  */
@@ -26,6 +30,7 @@
 
 #include <jansson.h>
 
+#include "media.h"
 #include "store.h"
 
 #define FEED_MAX_READ 100 /* entries one read returns at most */
@@ -40,6 +45,9 @@ struct feed_entry {
 	const char *event_id; /* private: the Matrix event */
 	const char *room_id;  /* private: its room */
 	uint64_t ts;          /* ms; 0: now */
+	/* a picture or file someone else sent; its mxc is kept private, and
+	 * an empty mxc keeps no attachment (it cannot be fetched) */
+	const struct media_attachment *attachment;
 };
 
 /**
@@ -57,6 +65,15 @@ int feed_append(store_txn *t, const char *guest, const struct feed_entry *e, uin
  * @return TH_OK or TH_ESTORE.
  */
 int feed_read(store_txn *t, const char *guest, uint64_t since, json_t **events, uint64_t *next);
+
+/**
+ * The attachment of entry @p id in @p guest's own feed, to fetch it.
+ * @param out  written on TH_OK: kind, name, mimetype, size and mxc (never
+ *             empty); caption NULL
+ * @return TH_OK; TH_ENOTFOUND (no entry @p id in this guest's feed, or one
+ *         without an attachment); TH_EINVAL (guest too long); TH_ESTORE.
+ */
+int feed_attachment(store_txn *t, const char *guest, uint64_t id, struct media_attachment *out);
 
 /** @return 1 if @p guest has an entry after @p since (0 on any error). */
 int feed_has_after(store_txn *t, const char *guest, uint64_t since);

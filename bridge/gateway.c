@@ -1,6 +1,7 @@
 /*
- * gateway.c - the guest gateway's HTTP layer: routes, limits, long polls and
- * the page's files.  What each request does lives in conv.c and invites.c.
+ * gateway.c - the guest gateway's HTTP layer: routes, limits, long polls,
+ * pictures and files fetched for the guest, and the page's files.  What each
+ * request does lives in conv.c and invites.c.
  */
 #include "gateway.h"
 
@@ -18,6 +19,7 @@
 
 #include "config.h"
 #include "conv.h"
+#include "cs.h"
 #include "feed.h"
 #include "invites.h"
 #include "jsonx.h"
@@ -34,11 +36,15 @@
 #define CONN_TIMEOUT_S  90u
 #define GW_DRAIN_MS     10000u /* how long stopping waits for resumed polls to be sent */
 #define MAX_ADDR        64
+#define MEDIA_QUEUE_MAX 16u /* media fetches waiting for the fetcher; 503 past it */
 
-/* Security headers on everything the gateway answers. */
+/* Security headers on everything the gateway answers.  blob: pictures are
+ * the ones the page fetched with its session (GET /media/{id}). */
 static const char *const csp =
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
         "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+/* A picture or file is never a document: opened on its own it runs nothing. */
+static const char *const media_csp = "sandbox; default-src 'none'; frame-ancestors 'none'";
 
 /* A fixed-window counter: key hash, window number, count. */
 struct rl_slot {
@@ -48,6 +54,7 @@ struct rl_slot {
 };
 
 struct waiter;
+struct media_job;
 
 struct gateway {
 	const struct txn_env *env;
@@ -63,8 +70,14 @@ struct gateway {
 	int notified;
 	struct waiter *waiters; /* doubly linked, under mu */
 	unsigned nwaiting;
-	unsigned nheld;     /* polls parked, or resumed and not yet answered (under mu) */
+	unsigned nheld; /* polls and media requests parked, or resumed and not yet answered (under mu) */
 	pthread_cond_t drained; /* signalled when nheld falls to 0 */
+	/* the media fetcher: one thread, a bounded queue (under mu) */
+	pthread_t fetcher;
+	pthread_cond_t fetch_cv;
+	struct media_job *jobs, *jobs_tail;
+	unsigned njobs;
+	cs_client *cs; /* the fetcher's own */
 	pthread_mutex_t rl_mu;
 	struct rl_slot rl[RL_SLOTS];
 };
@@ -78,6 +91,34 @@ struct waiter {
 	uint64_t deadline; /* monotonic ms */
 };
 
+/*
+ * A picture or file to fetch for a suspended connection.  It holds copies of
+ * all it needs.  Made by the handler, it is the fetcher's while RUNNING and
+ * otherwise its request's (rq->job); states change under gw->mu.  A
+ * connection that completes while its job RUNS marks it orphaned and the
+ * fetcher frees it instead of resuming the connection (libmicrohttpd does
+ * not complete a suspended connection before MHD_stop_daemon, which runs
+ * after the fetcher is joined; this keeps even that case safe).
+ */
+enum job_state { JOB_QUEUED, JOB_RUNNING, JOB_DONE };
+
+struct media_job {
+	struct media_job *next; /* in gw->jobs while QUEUED */
+	struct MHD_Connection *conn;
+	char server[MEDIA_MAX_SERVER + 1];
+	char media_id[MEDIA_MAX_ID + 1];
+	char filename[MEDIA_MAX_NAME + 1]; /* ASCII, for Content-Disposition */
+	enum job_state state;
+	int orphaned;
+	/* The answer (the fetcher's until DONE): 200 with the bytes, or an error. */
+	unsigned status;
+	const char *errcode, *error; /* static */
+	uint64_t retry_after_ms;
+	const char *mimetype; /* a picture's sniffed type; NULL: a download */
+	unsigned char *buf;
+	size_t len;
+};
+
 /* Per-request state, from the first call of the handler to completion. */
 struct req {
 	size_t cap; /* the most body this route takes */
@@ -88,13 +129,14 @@ struct req {
 	struct waiter w;
 	int in_list;
 	int held; /* counted in gw->nheld until the connection completes */
+	struct media_job *job;
 };
 
 /* ---- responses ------------------------------------------------------------ */
 
-static void common_headers(struct MHD_Response *r)
+static void security_headers(struct MHD_Response *r, const char *policy)
 {
-	MHD_add_response_header(r, "Content-Security-Policy", csp);
+	MHD_add_response_header(r, "Content-Security-Policy", policy);
 	MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
 	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
 	MHD_add_response_header(r, "X-Frame-Options", "DENY");
@@ -104,6 +146,11 @@ static void common_headers(struct MHD_Response *r)
 	/* Nothing the gateway sends is kept by the browser's cache: on a shared
 	 * phone a cached page is a trace that the site was visited. */
 	MHD_add_response_header(r, "Cache-Control", "no-store");
+}
+
+static void common_headers(struct MHD_Response *r)
+{
+	security_headers(r, csp);
 }
 
 static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned status, json_t *j)
@@ -585,6 +632,110 @@ static enum MHD_Result handle_feed(gateway *gw, struct MHD_Connection *conn, str
 	return MHD_YES;
 }
 
+/* ---- pictures and files for the guest ------------------------------------------ */
+
+/* One answer for every id that names no picture or file of this guest's own
+ * feed: an unknown id, another kind of entry, or not a number. */
+static enum MHD_Result no_media(struct MHD_Connection *conn)
+{
+	return send_error(conn, 404, "TH_NOT_FOUND", "There is no such picture or file here.", 0);
+}
+
+static void job_free(struct media_job *j)
+{
+	free(j->buf);
+	free(j);
+}
+
+/* GET /media/{id}: look the entry up in the caller's own feed, then park the
+ * connection and hand the fetch to the fetcher thread (fetch_main). */
+static enum MHD_Result handle_media(gateway *gw, struct MHD_Connection *conn, struct req *rq,
+                                    const struct conv_session *s, const char *idtext)
+{
+	uint64_t id;
+	if (th_parse_u64(idtext, UINT64_MAX / 2, &id) != TH_OK)
+		return no_media(conn);
+	store_txn *t;
+	int rc = store_txn_begin(gw->env->st, 0, &t);
+	if (rc)
+		return store_failed(conn, rc);
+	struct media_attachment att;
+	rc = feed_attachment(t, s->guest, id, &att);
+	store_txn_abort(t);
+	if (rc == TH_ENOTFOUND || rc == TH_EINVAL)
+		return no_media(conn);
+	if (rc)
+		return store_failed(conn, rc);
+	struct media_job *j = xcalloc(1, sizeof(*j));
+	if (media_mxc_parse(att.mxc, j->server, j->media_id) != TH_OK) {
+		free(j);
+		return no_media(conn);
+	}
+	media_ascii_name(att.name, j->filename);
+	j->conn = conn;
+	pthread_mutex_lock(&gw->mu);
+	if (gw->stop || gw->njobs >= MEDIA_QUEUE_MAX) {
+		int stopping = gw->stop;
+		pthread_mutex_unlock(&gw->mu);
+		free(j);
+		return send_error(conn, 503, "TH_UNAVAILABLE",
+		                  stopping
+		                          ? "This service is restarting. Please try again in a moment."
+		                          : "Many pictures and files are being fetched right now. Please try "
+		                            "again in a moment.",
+		                  stopping ? 5000 : 1000);
+	}
+	if (gw->jobs_tail)
+		gw->jobs_tail->next = j;
+	else
+		gw->jobs = j;
+	gw->jobs_tail = j;
+	gw->njobs++;
+	gw->nheld++;
+	rq->job = j;
+	rq->held = 1;
+	MHD_suspend_connection(conn);
+	pthread_cond_signal(&gw->fetch_cv);
+	pthread_mutex_unlock(&gw->mu);
+	return MHD_YES;
+}
+
+/* The fetcher is done and resumed us: answer from its buffer. */
+static enum MHD_Result answer_media(struct MHD_Connection *conn, struct req *rq)
+{
+	struct media_job *j = rq->job;
+	rq->job = NULL;
+	enum MHD_Result ret;
+	if (j->status != 200) {
+		ret = send_error(conn, j->status, j->errcode, j->error, j->retry_after_ms);
+		job_free(j);
+		return ret;
+	}
+	struct MHD_Response *r =
+	        j->len ? MHD_create_response_from_buffer(j->len, j->buf, MHD_RESPMEM_MUST_FREE)
+	               : MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	if (!r) {
+		job_free(j);
+		return MHD_NO;
+	}
+	if (j->len)
+		j->buf = NULL; /* the response frees it */
+	/* Only the four picture types the page shows are served as what they
+	 * are; everything else is a download the browser never renders. */
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+	                        j->mimetype ? j->mimetype : "application/octet-stream");
+	if (!j->mimetype) {
+		char *cd = xasprintf("attachment; filename=\"%s\"", j->filename);
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_DISPOSITION, cd);
+		free(cd);
+	}
+	security_headers(r, media_csp);
+	ret = MHD_queue_response(conn, 200, r);
+	MHD_destroy_response(r);
+	job_free(j);
+	return ret;
+}
+
 /* ---- the page's files --------------------------------------------------------- */
 
 static enum MHD_Result handle_asset(struct MHD_Connection *conn, const char *url)
@@ -630,6 +781,7 @@ enum route {
 	R_LEAVE,
 	R_ERASE,
 	R_UPLOAD,
+	R_MEDIA,
 };
 
 static const struct {
@@ -638,20 +790,26 @@ static const struct {
 	enum route route;
 	int session;   /* needs a session token */
 	int addr_rate; /* counts against the per-address limit */
+	int prefix;    /* the path is a prefix; the rest is the argument */
 } routes[] = {
-        {API "/page", "GET", R_PAGE, 0, 0},       {API "/invitation", "POST", R_INVITATION, 0, 1},
-        {API "/redeem", "POST", R_REDEEM, 0, 1},  {API "/resume", "POST", R_RESUME, 0, 1},
-        {API "/session", "GET", R_SESSION, 1, 0}, {API "/send", "POST", R_SEND, 1, 0},
-        {API "/feed", "GET", R_FEED, 1, 0},       {API "/leave", "POST", R_LEAVE, 1, 0},
-        {API "/erase", "POST", R_ERASE, 1, 0},    {API "/upload", "POST", R_UPLOAD, 1, 0},
+        {API "/page", "GET", R_PAGE, 0, 0, 0},       {API "/invitation", "POST", R_INVITATION, 0, 1, 0},
+        {API "/redeem", "POST", R_REDEEM, 0, 1, 0},  {API "/resume", "POST", R_RESUME, 0, 1, 0},
+        {API "/session", "GET", R_SESSION, 1, 0, 0}, {API "/send", "POST", R_SEND, 1, 0, 0},
+        {API "/feed", "GET", R_FEED, 1, 0, 0},       {API "/leave", "POST", R_LEAVE, 1, 0, 0},
+        {API "/erase", "POST", R_ERASE, 1, 0, 0},    {API "/upload", "POST", R_UPLOAD, 1, 0, 0},
+        {API "/media/", "GET", R_MEDIA, 1, 0, 1},
 };
 
 static enum MHD_Result dispatch(gateway *gw, struct MHD_Connection *conn, const char *url, const char *method,
                                 struct req *rq)
 {
 	size_t i, n = sizeof(routes) / sizeof(routes[0]);
-	for (i = 0; i < n && strcmp(routes[i].path, url) != 0; i++)
-		;
+	for (i = 0; i < n; i++) {
+		size_t plen = strlen(routes[i].path);
+		if (routes[i].prefix ? strncmp(routes[i].path, url, plen) == 0
+		                     : strcmp(routes[i].path, url) == 0)
+			break;
+	}
 	if (i == n) {
 		if (strncmp(url, API, strlen(API)) == 0 || strncmp(url, "/_", 2) == 0)
 			return send_error(conn, 404, "TH_NOT_FOUND", "No such endpoint.", 0);
@@ -729,6 +887,8 @@ static enum MHD_Result dispatch(gateway *gw, struct MHD_Connection *conn, const 
 	}
 	case R_UPLOAD:
 		return handle_upload(gw, conn, rq, &s);
+	case R_MEDIA:
+		return handle_media(gw, conn, rq, &s, url + strlen(routes[i].path));
 	case R_NONE:
 		break;
 	}
@@ -771,6 +931,13 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
+	if (rq->job) { /* resumed: the fetcher is done with the job */
+		pthread_mutex_lock(&gw->mu);
+		int done = rq->job->state == JOB_DONE;
+		pthread_mutex_unlock(&gw->mu);
+		if (done)
+			return answer_media(conn, rq);
+	}
 	if (rq->in_list) { /* resumed: the waiter thread unlinked us */
 		rq->in_list = 0;
 		rq->resumed = 1;
@@ -792,6 +959,24 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		pthread_mutex_lock(&gw->mu);
 		if (rq->in_list && rq->w.conn) /* died while parked, still linked */
 			waiter_unlink(gw, &rq->w);
+		struct media_job *j = rq->job;
+		if (j && j->state == JOB_QUEUED) { /* died while waiting its turn */
+			struct media_job **p = &gw->jobs, *prev = NULL;
+			while (*p != j) {
+				prev = *p;
+				p = &(*p)->next;
+			}
+			*p = j->next;
+			if (gw->jobs_tail == j)
+				gw->jobs_tail = prev;
+			gw->njobs--;
+			job_free(j);
+		} else if (j && j->state == JOB_RUNNING) {
+			j->orphaned = 1; /* the fetcher frees it */
+		} else if (j) {
+			job_free(j);
+		}
+		rq->job = NULL;
 		if (--gw->nheld == 0)
 			pthread_cond_broadcast(&gw->drained);
 		pthread_mutex_unlock(&gw->mu);
@@ -863,6 +1048,120 @@ unsigned gw_waiting(gateway *gw)
 	return n;
 }
 
+/* ---- the media fetcher thread ------------------------------------------------------ */
+
+static void job_error(struct media_job *j, unsigned status, const char *errcode, const char *error,
+                      uint64_t retry_after_ms)
+{
+	j->status = status;
+	j->errcode = errcode;
+	j->error = error;
+	j->retry_after_ms = retry_after_ms;
+}
+
+/* cs_download's cancel: stopping cuts a slow download short. */
+static int fetch_canceled(void *ctx)
+{
+	gateway *gw = ctx;
+	pthread_mutex_lock(&gw->mu);
+	int stop = gw->stop;
+	pthread_mutex_unlock(&gw->mu);
+	return stop;
+}
+
+/* Fetch @p j's file from the homeserver and decide the answer.  A picture
+ * the page may show (PNG, JPEG, GIF, WebP, read from the bytes) goes out as
+ * what it is, PNG and JPEG without their location and device metadata;
+ * anything else as a download.  Nothing is kept. */
+static void media_fetch(gateway *gw, struct media_job *j)
+{
+	struct cs_response r;
+	unsigned char *buf = NULL;
+	size_t len = 0;
+	int rc = cs_download(gw->cs, j->server, j->media_id, gw->cfg->gw_max_media_bytes, fetch_canceled, gw,
+	                     &r, &buf, &len);
+	if (rc == TH_ETOOLARGE) {
+		job_error(j, 502, "TH_TOO_LARGE",
+		          "This file is too large to open here. Please ask for it to be sent another way.",
+		          0);
+		return;
+	}
+	if (rc == TH_ECANCELED) {
+		job_error(j, 503, "TH_UNAVAILABLE",
+		          "This service is restarting. Please try again in a moment.", 5000);
+		return;
+	}
+	if (rc) {
+		LOG(LOG_INFO, "gateway: fetching a picture or file from the homeserver failed: %s",
+		    th_strerror(rc));
+		job_error(j, 502, "TH_UNAVAILABLE",
+		          "This picture or file cannot be fetched just now. Please try again in a moment.",
+		          5000);
+		return;
+	}
+	long status = r.status;
+	uint64_t retry = r.retry_after_ms;
+	cs_response_clear(&r);
+	if (status == 404) {
+		job_error(j, 404, "TH_NOT_FOUND", "This picture or file is no longer available.", 0);
+	} else if (status / 100 != 2) {
+		LOG(LOG_INFO, "gateway: the homeserver answered HTTP %ld for a picture or file", status);
+		job_error(j, 502, "TH_UNAVAILABLE",
+		          "This picture or file cannot be fetched just now. Please try again in a moment.",
+		          retry ? (retry < 60000 ? retry : 60000) : 5000);
+	} else {
+		const struct media_kind *k = media_sniff(buf, len);
+		int picture = k && strncmp(k->mimetype, "image/", 6) == 0;
+		if (picture &&
+		    media_strip(k, buf, &len) != TH_OK) { /* damaged: its metadata cannot be removed */
+			job_error(j, 502, "TH_UNSUPPORTED", "This picture cannot be shown here.", 0);
+		} else {
+			j->status = 200;
+			j->mimetype = picture ? k->mimetype : NULL;
+			j->buf = buf;
+			j->len = len;
+			buf = NULL;
+		}
+	}
+	free(buf);
+}
+
+/* One job at a time, in order.  Once stopping, the jobs still queued are
+ * answered 503 without fetching, and the thread ends when none is left. */
+static void *fetch_main(void *arg)
+{
+	gateway *gw = arg;
+	pthread_mutex_lock(&gw->mu);
+	for (;;) {
+		while (!gw->jobs && !gw->stop)
+			pthread_cond_wait(&gw->fetch_cv, &gw->mu);
+		struct media_job *j = gw->jobs;
+		if (!j)
+			break; /* stopping, and nothing left */
+		gw->jobs = j->next;
+		if (!gw->jobs)
+			gw->jobs_tail = NULL;
+		gw->njobs--;
+		j->next = NULL;
+		j->state = JOB_RUNNING;
+		int stopping = gw->stop;
+		pthread_mutex_unlock(&gw->mu);
+		if (stopping)
+			job_error(j, 503, "TH_UNAVAILABLE",
+			          "This service is restarting. Please try again in a moment.", 5000);
+		else
+			media_fetch(gw, j);
+		pthread_mutex_lock(&gw->mu);
+		j->state = JOB_DONE;
+		if (j->orphaned)
+			job_free(j);
+		else
+			MHD_resume_connection(j->conn);
+	}
+	pthread_mutex_unlock(&gw->mu);
+	return NULL;
+}
+
 /* ---- lifecycle ------------------------------------------------------------------ */
 
 /* Decode %xx in the path and arguments, except where that would make a NUL:
@@ -892,6 +1191,8 @@ int gw_start(const struct txn_env *env, gw_on_queue_fn on_queue, void *ctx, gate
 	pthread_cond_init(&gw->cv, &ca);
 	pthread_condattr_destroy(&ca);
 	pthread_cond_init(&gw->drained, NULL);
+	pthread_cond_init(&gw->fetch_cv, NULL);
+	int waiter = 0, fetcher = 0;
 
 	struct sockaddr_storage ss;
 	memset(&ss, 0, sizeof(ss));
@@ -913,7 +1214,10 @@ int gw_start(const struct txn_env *env, gw_on_queue_fn on_queue, void *ctx, gate
 		LOG(LOG_ERROR, "gateway.listen_address '%s' is not an IP address", cfg->gw_listen_address);
 		goto fail;
 	}
-	if (pthread_create(&gw->thread, NULL, waiter_main, gw) != 0) {
+	if (cs_client_new(cfg, &gw->cs) != TH_OK)
+		goto fail;
+	if (!(waiter = pthread_create(&gw->thread, NULL, waiter_main, gw) == 0) ||
+	    !(fetcher = pthread_create(&gw->fetcher, NULL, fetch_main, gw) == 0)) {
 		LOG(LOG_ERROR, "gateway: cannot start a thread");
 		goto fail;
 	}
@@ -927,11 +1231,6 @@ int gw_start(const struct txn_env *env, gw_on_queue_fn on_queue, void *ctx, gate
 	if (!gw->mhd) {
 		LOG(LOG_ERROR, "gateway: cannot listen on %s:%u (in use, or not an address of this machine?)",
 		    cfg->gw_listen_address, cfg->gw_listen_port);
-		pthread_mutex_lock(&gw->mu);
-		gw->stop = 1;
-		pthread_cond_signal(&gw->cv);
-		pthread_mutex_unlock(&gw->mu);
-		pthread_join(gw->thread, NULL);
 		goto fail;
 	}
 	const union MHD_DaemonInfo *di = MHD_get_daemon_info(gw->mhd, MHD_DAEMON_INFO_BIND_PORT);
@@ -941,8 +1240,19 @@ int gw_start(const struct txn_env *env, gw_on_queue_fn on_queue, void *ctx, gate
 	*out = gw;
 	return TH_OK;
 fail:
+	pthread_mutex_lock(&gw->mu);
+	gw->stop = 1;
+	pthread_cond_signal(&gw->cv);
+	pthread_cond_signal(&gw->fetch_cv);
+	pthread_mutex_unlock(&gw->mu);
+	if (waiter)
+		pthread_join(gw->thread, NULL);
+	if (fetcher)
+		pthread_join(gw->fetcher, NULL);
+	cs_client_free(gw->cs);
 	pthread_cond_destroy(&gw->cv);
 	pthread_cond_destroy(&gw->drained);
+	pthread_cond_destroy(&gw->fetch_cv);
 	pthread_mutex_destroy(&gw->mu);
 	pthread_mutex_destroy(&gw->rl_mu);
 	free(gw);
@@ -958,12 +1268,16 @@ void gw_stop(gateway *gw)
 {
 	if (!gw)
 		return;
-	/* Answer every parked poll (the thread resumes them), then stop. */
+	/* Answer every parked poll (the waiter resumes them) and every media
+	 * request (the fetcher cuts its download short and answers the queued
+	 * ones 503), then stop. */
 	pthread_mutex_lock(&gw->mu);
 	gw->stop = 1;
 	pthread_cond_signal(&gw->cv);
+	pthread_cond_signal(&gw->fetch_cv);
 	pthread_mutex_unlock(&gw->mu);
 	pthread_join(gw->thread, NULL);
+	pthread_join(gw->fetcher, NULL);
 	/* Resuming only asks libmicrohttpd's thread to answer; stopping the
 	 * daemon at once would close those connections unanswered. Wait until
 	 * each resumed poll has been sent, for at most GW_DRAIN_MS. */
@@ -972,14 +1286,17 @@ void gw_stop(gateway *gw)
 	pthread_mutex_lock(&gw->mu);
 	while (gw->nheld > 0) {
 		if (pthread_cond_timedwait(&gw->drained, &gw->mu, &ts) == ETIMEDOUT) {
-			LOG(LOG_WARN, "gateway: %u feed polls not answered before stopping", gw->nheld);
+			LOG(LOG_WARN, "gateway: %u feed polls or media requests not answered before stopping",
+			    gw->nheld);
 			break;
 		}
 	}
 	pthread_mutex_unlock(&gw->mu);
 	MHD_stop_daemon(gw->mhd);
+	cs_client_free(gw->cs);
 	pthread_cond_destroy(&gw->cv);
 	pthread_cond_destroy(&gw->drained);
+	pthread_cond_destroy(&gw->fetch_cv);
 	pthread_mutex_destroy(&gw->mu);
 	pthread_mutex_destroy(&gw->rl_mu);
 	free(gw);

@@ -6,7 +6,10 @@
  * hold a thread: its connection is suspended (MHD_suspend_connection) and
  * resumed by the gateway's waiter thread when the guest's feed grows
  * (gw_notify, after a commit) or its timeout passes, so thousands of idle
- * guests cost a small buffer each.
+ * guests cost a small buffer each.  A picture or file the guest's page asks
+ * for (GET /media/{id}) is fetched from the homeserver by the gateway's one
+ * fetcher thread, the connection suspended meanwhile, from a small bounded
+ * queue (503 when it is full); nothing fetched is kept.
  *
  * Every request is authorised against the session's own conversation; a
  * guest can name nothing else.  Bodies are capped, requests rate-limited per
@@ -39,7 +42,10 @@ void gw_notify(gateway *gw);
 /** Feed connections waiting right now (for status and benches). */
 unsigned gw_waiting(gateway *gw);
 
-/** Answer every waiting poll, stop, and free.  NULL is a no-op. */
+/**
+ * Answer every waiting poll and media request (a download in progress is cut
+ * short, queued ones get 503), stop, and free.  NULL is a no-op.
+ */
 void gw_stop(gateway *gw);
 
 #endif

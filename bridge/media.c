@@ -4,6 +4,7 @@
  */
 #include "media.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "util.h"
@@ -104,5 +105,200 @@ int media_strip(const struct media_kind *kind, unsigned char *buf, size_t *len)
 		return strip_png(buf, len);
 	if (kind == &kinds[1])
 		return strip_jpeg(buf, len);
+	return TH_OK;
+}
+
+/* ---- what someone else sent the guest ------------------------------------ */
+
+/* The length of the valid UTF-8 sequence at @p p (at most @p n bytes), its
+ * code point in @p cp; 0 if it is not one (overlong, surrogate, cut short). */
+static size_t utf8_next(const unsigned char *p, size_t n, uint32_t *cp)
+{
+	static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
+	size_t len = p[0] < 0x80             ? 1
+	             : (p[0] & 0xe0) == 0xc0 ? 2
+	             : (p[0] & 0xf0) == 0xe0 ? 3
+	             : (p[0] & 0xf8) == 0xf0 ? 4
+	                                     : 0;
+	if (!len || len > n)
+		return 0;
+	uint32_t c = len == 1 ? p[0] : (uint32_t)(p[0] & (0x7f >> len));
+	for (size_t i = 1; i < len; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		c = c << 6 | (p[i] & 0x3f);
+	}
+	if (c < min[len] || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+		return 0;
+	*cp = c;
+	return len;
+}
+
+/* Characters a shown name never holds: C0 and C1 controls, and the marks
+ * and overrides that change which way text runs. */
+static int unshowable(uint32_t c)
+{
+	return c < 0x20 || (c >= 0x7f && c <= 0x9f) || c == 0x061c || c == 0x200e || c == 0x200f ||
+	       (c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069);
+}
+
+void media_name_clean(const char *name, const char *fallback, char out[MEDIA_MAX_NAME + 1])
+{
+	const char *base = name ? name : "";
+	for (const char *p = base; *p; p++) {
+		if (*p == '/' || *p == '\\')
+			base = p + 1;
+	}
+	const unsigned char *p = (const unsigned char *)base;
+	size_t left = strlen(base), o = 0;
+	while (left) {
+		uint32_t c;
+		size_t len = utf8_next(p, left, &c);
+		if (!len) { /* not UTF-8: one byte becomes '_' */
+			c = '_';
+			len = 1;
+		} else if (unshowable(c)) { /* C0 and DEL show as '_'; C1 and direction marks go */
+			c = c < 0x20 || c == 0x7f ? '_' : 0;
+		}
+		size_t w = c == 0 ? 0 : c == '_' ? 1 : len;
+		if (o + w > MEDIA_MAX_NAME)
+			break;
+		if (c == '_')
+			out[o] = '_';
+		else if (w)
+			memcpy(out + o, p, w);
+		o += w;
+		p += len;
+		left -= len;
+	}
+	while (o > 0 && out[o - 1] == ' ')
+		o--;
+	out[o] = '\0';
+	if (o == 0 || strspn(out, ". ") == o) { /* nothing, or only dots: "..", "." */
+		size_t n = fallback ? strlen(fallback) : 0;
+		if (n > MEDIA_MAX_NAME)
+			n = MEDIA_MAX_NAME;
+		memcpy(out, fallback ? fallback : "", n);
+		out[n] = '\0';
+	}
+}
+
+void media_ascii_name(const char *name, char out[MEDIA_MAX_NAME + 1])
+{
+	const unsigned char *p = (const unsigned char *)(name ? name : "");
+	size_t o = 0;
+	while (*p && o < MEDIA_MAX_NAME) {
+		unsigned char c = *p++;
+		if (c >= 0x80) { /* one '_' for the whole character */
+			while ((*p & 0xc0) == 0x80)
+				p++;
+			c = '_';
+		} else if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		             strchr(" ._-+()", c))) {
+			c = '_';
+		}
+		if (o == 0 && (c == '.' || c == ' '))
+			continue;
+		out[o++] = (char)c;
+	}
+	while (o > 0 && out[o - 1] == ' ')
+		o--;
+	out[o] = '\0';
+	if (o == 0)
+		memcpy(out, "file", 5);
+}
+
+/* "type/subtype", each part an RFC 6838 restricted name (a letter or digit,
+ * then up to 126 of those and !#$&^_.+-), lowercased into @p out. */
+static int mimetype_ok(const char *s, char out[MEDIA_MAX_MIMETYPE + 1])
+{
+	size_t n = s ? strlen(s) : 0, part = 0, slashes = 0;
+	if (n < 3 || n > MEDIA_MAX_MIMETYPE)
+		return 0;
+	for (size_t o = 0; o < n; o++) {
+		char c = s[o];
+		if (c >= 'A' && c <= 'Z')
+			c = (char)(c + 32);
+		int alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+		if (c == '/') {
+			if (slashes++ || o == part)
+				return 0;
+			part = o + 1;
+		} else if (!alnum && (o == part || !strchr("!#$&^_.+-", c))) {
+			return 0;
+		}
+		out[o] = c;
+	}
+	out[n] = '\0';
+	return slashes == 1 && part < n;
+}
+
+int media_mxc_parse(const char *uri, char server[MEDIA_MAX_SERVER + 1], char id[MEDIA_MAX_ID + 1])
+{
+	if (!uri || strncmp(uri, "mxc://", 6) != 0)
+		return TH_EINVAL;
+	const char *s = uri + 6, *slash = strchr(s, '/');
+	if (!slash)
+		return TH_EINVAL;
+	size_t sn = (size_t)(slash - s), in = strlen(slash + 1);
+	if (sn < 1 || sn > MEDIA_MAX_SERVER || in < 1 || in > MEDIA_MAX_ID)
+		return TH_EINVAL;
+	/* spec: appendices, server name: hostname | IPv4 | "[" IPv6 "]", then ":" port */
+	size_t host = sn;
+	if (s[0] == '[') {
+		const char *close = memchr(s, ']', sn);
+		if (!close || close == s + 1)
+			return TH_EINVAL;
+		host = (size_t)(close - s) + 1;
+		if (strspn(s + 1, "0123456789abcdefABCDEF:.") != host - 2)
+			return TH_EINVAL;
+	} else {
+		const char *colon = memchr(s, ':', sn);
+		host = colon ? (size_t)(colon - s) : sn;
+		if (host == 0 ||
+		    strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") < host)
+			return TH_EINVAL;
+	}
+	if (host < sn) { /* a port: ":" and 1..5 digits */
+		size_t digits = sn - host - 1;
+		if (s[host] != ':' || digits < 1 || digits > 5 || strspn(s + host + 1, "0123456789") < digits)
+			return TH_EINVAL;
+	}
+	if (strspn(slash + 1, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != in)
+		return TH_EINVAL;
+	memcpy(server, s, sn);
+	server[sn] = '\0';
+	memcpy(id, slash + 1, in + 1);
+	return TH_OK;
+}
+
+int media_attachment_read(const char *msgtype, const json_t *content, struct media_attachment *out)
+{
+	int picture = msgtype && !strcmp(msgtype, "m.image");
+	if (!picture && !(msgtype && (!strcmp(msgtype, "m.file") || !strcmp(msgtype, "m.video") ||
+	                              !strcmp(msgtype, "m.audio"))))
+		return TH_EINVAL;
+	memset(out, 0, sizeof(*out));
+	out->kind = picture ? "picture" : "file";
+	out->size = -1;
+	const char *body = json_string_value(json_object_get(content, "body"));
+	const char *filename = json_string_value(json_object_get(content, "filename"));
+	/* spec: CS API, m.file etc.: with a filename that differs, body is a caption */
+	const char *name = filename && *filename ? filename : body;
+	if (filename && *filename && body && *body && strcmp(filename, body) != 0)
+		out->caption = body;
+	media_name_clean(name, out->kind, out->name);
+	const json_t *info = json_object_get(content, "info");
+	if (!mimetype_ok(json_string_value(json_object_get(info, "mimetype")), out->mimetype))
+		out->mimetype[0] = '\0';
+	const json_t *size = json_object_get(info, "size");
+	if (json_is_integer(size) && json_integer_value(size) >= 0 &&
+	    json_integer_value(size) <= (json_int_t)1 << 53)
+		out->size = (int64_t)json_integer_value(size);
+	/* Encrypted media (spec: "file" instead of "url") cannot be fetched here. */
+	char server[MEDIA_MAX_SERVER + 1], id[MEDIA_MAX_ID + 1];
+	const char *url = json_string_value(json_object_get(content, "url"));
+	if (!json_object_get(content, "file") && media_mxc_parse(url, server, id) == TH_OK)
+		snprintf(out->mxc, sizeof(out->mxc), "mxc://%s/%s", server, id);
 	return TH_OK;
 }

@@ -4,7 +4,11 @@
  * layers: an uploaded file (bridge/media.c: media_sniff, media_strip), a
  * typed resume code (bridge/secret.c: sec_resume_normalise), and an
  * invitation lifetime from a staff command (bridge/invites.c:
- * inv_parse_duration).  The first byte chooses which; the rest is the input.
+ * inv_parse_duration); and of what the homeserver sends about a picture or
+ * file for a guest: an mxc URI and a file name (media_mxc_parse,
+ * media_name_clean, media_ascii_name), and a whole m.image/m.file content
+ * (media_attachment_read).  The first byte chooses which; the rest is the
+ * input.
  *
  * Oracle, besides ASan and UBSan:
  *  - media: stripping never grows the file, keeps its signature, leaves no
@@ -13,11 +17,23 @@
  *    the result again changes nothing;
  *  - resume codes: an accepted code has the ABCD-EFGH-JKLM-NPQR shape and
  *    normalising it again gives itself;
- *  - durations: an accepted one is positive and at most a year and a day.
+ *  - durations: an accepted one is positive and at most a year and a day;
+ *  - mxc URIs: an accepted one is rebuilt exactly from its two parts, each
+ *    1..255 bytes, the id only of A-Z a-z 0-9 _ -;
+ *  - names: a shown name is 1..100 bytes of UTF-8 with no '/', '\\',
+ *    control or direction character, and cleaning it again changes
+ *    nothing; its ASCII form is 1..100 bytes of letters, digits and
+ *    " ._-+()", not starting with '.' or ' ';
+ *  - contents: a read attachment has such a name, a mimetype that is empty
+ *    or lowercase type/subtype, a size of -1 or more, and an mxc that is
+ *    empty or one media_mxc_parse accepts.
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
 
 #include "invites.h"
 #include "media.h"
@@ -80,15 +96,100 @@ static void fuzz_media(const uint8_t *data, size_t size)
 	free(b);
 }
 
+static void check_mxc(const char *uri)
+{
+	char server[MEDIA_MAX_SERVER + 1], id[MEDIA_MAX_ID + 1], again[MEDIA_MAX_MXC + 16];
+	if (media_mxc_parse(uri, server, id) != TH_OK)
+		return;
+	size_t sn = strlen(server), in = strlen(id);
+	if (sn < 1 || sn > MEDIA_MAX_SERVER || in < 1 || in > MEDIA_MAX_ID)
+		abort();
+	if (strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != in)
+		abort();
+	snprintf(again, sizeof(again), "mxc://%s/%s", server, id);
+	if (strcmp(again, uri) != 0)
+		abort();
+}
+
+/* A shown name: 1..100 bytes of UTF-8 (jansson agrees), nothing unshowable. */
+static void check_name(const char *name)
+{
+	size_t n = strlen(name);
+	if (n < 1 || n > MEDIA_MAX_NAME || strpbrk(name, "/\\"))
+		abort();
+	json_t *j = json_string(name);
+	if (!j)
+		abort(); /* not UTF-8 */
+	json_decref(j);
+	static const char *const bad[] = {"\xd8\x9c",     "\xe2\x80\x8e", "\xe2\x80\x8f", "\xe2\x80\xaa",
+	                                  "\xe2\x80\xab", "\xe2\x80\xac", "\xe2\x80\xad", "\xe2\x80\xae",
+	                                  "\xe2\x81\xa6", "\xe2\x81\xa7", "\xe2\x81\xa8", "\xe2\x81\xa9"};
+	for (size_t i = 0; i < n; i++) {
+		if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
+			abort();
+		if ((unsigned char)name[i] == 0xc2 && i + 1 < n && (unsigned char)name[i + 1] >= 0x80 &&
+		    (unsigned char)name[i + 1] <= 0x9f)
+			abort(); /* a C1 control */
+	}
+	for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+		if (strstr(name, bad[k]))
+			abort();
+	}
+	char again[MEDIA_MAX_NAME + 1], ascii[MEDIA_MAX_NAME + 1];
+	media_name_clean(name, "file", again);
+	if (strcmp(again, name) != 0)
+		abort(); /* cleaning is idempotent */
+	media_ascii_name(name, ascii);
+	size_t an = strlen(ascii);
+	if (an < 1 || an > MEDIA_MAX_NAME || ascii[0] == '.' || ascii[0] == ' ')
+		abort();
+	for (size_t i = 0; i < an; i++) {
+		char c = ascii[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      strchr(" ._-+()", c)))
+			abort();
+	}
+}
+
+static void fuzz_attachment(const uint8_t *data, size_t size)
+{
+	json_t *content = json_loadb((const char *)data, size, 0, NULL);
+	static const char *const types[] = {"m.image", "m.file", "m.video", "m.audio", "m.text"};
+	struct media_attachment a;
+	const char *msgtype = types[size % 5];
+	int rc = media_attachment_read(msgtype, content, &a);
+	if ((rc == TH_OK) != (strcmp(msgtype, "m.text") != 0))
+		abort();
+	if (rc == TH_OK) {
+		check_name(a.name);
+		size_t m = strlen(a.mimetype);
+		if (m && (!strchr(a.mimetype, '/') ||
+		          strspn(a.mimetype, "abcdefghijklmnopqrstuvwxyz0123456789!#$&^_.+-/") != m))
+			abort();
+		if (a.size < -1)
+			abort();
+		if (a.mxc[0]) {
+			char server[MEDIA_MAX_SERVER + 1], id[MEDIA_MAX_ID + 1];
+			if (media_mxc_parse(a.mxc, server, id) != TH_OK)
+				abort();
+		}
+	}
+	json_decref(content);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 1)
 		return 0;
-	uint8_t which = data[0] % 3;
+	uint8_t which = data[0] % 5;
 	data++;
 	size--;
 	if (which == 0) {
 		fuzz_media(data, size);
+		return 0;
+	}
+	if (which == 4) {
+		fuzz_attachment(data, size);
 		return 0;
 	}
 	char *s = malloc(size + 1);
@@ -102,10 +203,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (!sec_resume_normalise(out, again) || strcmp(out, again) != 0)
 				abort();
 		}
-	} else {
+	} else if (which == 2) {
 		uint64_t ms;
 		if (inv_parse_duration(s, &ms) == TH_OK && (ms == 0 || ms > 367ull * 24 * 3600 * 1000))
 			abort();
+	} else {
+		check_mxc(s);
+		char name[MEDIA_MAX_NAME + 1];
+		media_name_clean(s, "file", name);
+		check_name(name);
 	}
 	free(s);
 	return 0;

@@ -15,6 +15,8 @@
   var closed = false, quiet = false, lastEsc = 0;
   var pending = {};      /* local_id -> message element */
   var seen = {};         /* feed ids already shown */
+  var blobs = [];        /* object URLs of pictures and files fetched, revoked on leaving */
+  var mediaChain = Promise.resolve(); /* fetches, one at a time */
 
   function $(id) { return document.getElementById(id); }
   function each(sel, fn) { Array.prototype.forEach.call(document.querySelectorAll(sel), fn); }
@@ -95,6 +97,7 @@
       method: method, headers: headers, signal: opts.signal, cache: 'no-store', credentials: 'omit',
       body: body === undefined || opts.raw ? body : JSON.stringify(body)
     }).then(function (res) {
+      if (res.ok && opts.blob) return res.blob();
       return res.json().catch(function () { return null; }).then(function (data) {
         if (res.ok) return data || {};
         var e = new Error((data && data.errcode) || 'HTTP ' + res.status);
@@ -415,7 +418,16 @@
         setMsgState(addMessage('self', t('you'), ev.body || '', ev.ts), 'sent');
         return;
       }
-      addMessage(from.role === 'guest' ? 'guest' : 'staff', from.name || '', ev.body || '', ev.ts);
+      var role = from.role === 'guest' ? 'guest' : 'staff';
+      var at = ev.attachment;
+      if (at && typeof at.name === 'string') {
+        var box = el('div', 'att');
+        addMessage(role, from.name || '', at.caption || '', ev.ts).appendChild(box);
+        if (at.kind === 'picture') showPicture(box, ev); else showFile(box, ev, null);
+        announce(t(at.kind === 'picture' ? 'announce_picture' : 'announce_file', { name: from.name || '', file: at.name }));
+        return;
+      }
+      addMessage(role, from.name || '', ev.body || '', ev.ts);
       announce(t('announce', { name: from.name || '', body: ev.body || '' }));
     });
     if (closed) chatClosed();
@@ -448,17 +460,109 @@
     $('c-file').value = '';
     chosen();
   }
+  /* Let go of every file: the one chosen, those waiting to be sent, and the
+     object URLs of pictures and files fetched for the guest. */
   function forgetFiles() {
     unchoose();
     Object.keys(pending).forEach(function (k) { pending[k].file = null; });
+    blobs.forEach(function (u) { URL.revokeObjectURL(u); });
+    blobs = [];
   }
-  function fileLabel(name) {
-    var parts = t('file_msg').split('{name}');
+  function fileLabel(name, key) {
+    var parts = t(key || 'file_msg').split('{name}');
     var f = document.createDocumentFragment();
     f.appendChild(document.createTextNode(parts[0]));
     f.appendChild(el('bdi', null, name));
     if (parts[1]) f.appendChild(document.createTextNode(parts[1]));
     return f;
+  }
+
+  /* Pictures and files sent to the guest. An <img> cannot send the session,
+     so each is fetched (GET media/{id}, one at a time) and shown from an
+     object URL, revoked when the guest leaves. Pictures load by themselves;
+     a file only when its button is pressed. Nothing is stored. */
+  function fetchMedia(id) {
+    var token = session && session.token;
+    var p = mediaChain.then(function () {
+      if (!session || session.token !== token) throw new Error('gone');
+      return api('GET', 'media/' + id, undefined, { auth: true, blob: true });
+    });
+    mediaChain = p.catch(function () { /* the next one goes anyway */ });
+    return p.then(function (blob) {
+      if (!session || session.token !== token) throw new Error('gone');
+      return blob;
+    });
+  }
+  function keep(blob) {
+    var u = URL.createObjectURL(blob);
+    blobs.push(u);
+    return u;
+  }
+  function mediaFailed(box, e, again) {
+    if (!session) return;
+    var why = e.status === 404 ? 'media_gone' : e.code === 'TH_TOO_LARGE' ? 'media_too_big' : 'media_failed';
+    var p = el('p', 'att-note', t(why));
+    if (why === 'media_failed') {
+      var b = el('button', 'link', t('retry'));
+      b.type = 'button';
+      b.onclick = again;
+      p.appendChild(document.createTextNode(' '));
+      p.appendChild(b);
+    }
+    box.textContent = '';
+    box.appendChild(p);
+  }
+  function showPicture(box, ev, tries) {
+    tries = tries || 0;
+    box.textContent = '';
+    box.appendChild(el('p', 'att-note', t('media_loading')));
+    fetchMedia(ev.id).then(function (blob) {
+      box.textContent = '';
+      /* Served as a download, not a picture the page may show: a file. */
+      if (!/^image\/(png|jpeg|gif|webp)$/.test(blob.type)) return showFile(box, ev, blob);
+      var img = el('img');
+      img.alt = ev.attachment.name;
+      img.src = keep(blob);
+      box.appendChild(img);
+    }, function (e) {
+      /* Busy (many guests' pictures at once): wait as asked, a few times. */
+      if ((e.status === 429 || e.status === 503) && e.retry && tries < 3 && session) {
+        return setTimeout(function () { showPicture(box, ev, tries + 1); }, e.retry);
+      }
+      mediaFailed(box, e, function () { showPicture(box, ev); });
+    });
+  }
+  function fmtSize(n) {
+    var mb = n >= 1048576, v = mb ? n / 1048576 : Math.max(1, Math.round(n / 1024));
+    try {
+      return new Intl.NumberFormat(lang, {
+        style: 'unit', unit: mb ? 'megabyte' : 'kilobyte', maximumFractionDigits: mb ? 1 : 0
+      }).format(v);
+    } catch (e) { return Math.round(v * 10) / 10 + (mb ? ' MB' : ' KB'); }
+  }
+  function showFile(box, ev, blob) {
+    var at = ev.attachment, url = null;
+    var b = el('button', 'att-file');
+    b.type = 'button';
+    b.appendChild(fileLabel(at.name, 'media_download'));
+    if (typeof at.size === 'number') b.appendChild(el('span', null, ' (' + fmtSize(at.size) + ')'));
+    b.onclick = function () {
+      b.disabled = true;
+      (blob ? Promise.resolve(blob) : fetchMedia(ev.id)).then(function (got) {
+        b.disabled = false;
+        blob = got;
+        url = url || keep(got);
+        var a = el('a');
+        a.href = url;
+        a.download = at.name;
+        a.hidden = true;
+        document.body.appendChild(a);
+        a.click();
+        document.body.removeChild(a);
+      }, function (e) { mediaFailed(box, e, function () { box.textContent = ''; showFile(box, ev, null); }); });
+    };
+    box.appendChild(b);
+    box.appendChild(el('p', 'hint', t('media_stays')));
   }
 
   function queue(body, file) {

@@ -146,6 +146,13 @@ class Gateway:
     def staff_says(self, room, text):
         return staff_says(self.env, room, text)
 
+    def staff_sends_file(self, room, data, name, mimetype, msgtype="m.file"):
+        """Staff upload a file and send it into the room, as Element does."""
+        async def send():
+            async with Client.for_user(self.env, "staff") as s:
+                return await s.send_file(room, data, name, mimetype, msgtype)
+        return run(send())
+
     def staff_sees_erased(self, room, event_id, timeout=60):
         """The message is redacted, staff see the neutral notice, the guest left."""
         deadline = time.monotonic() + timeout

@@ -88,6 +88,12 @@ const ops = {
     })), { timeout });
     return true;
   },
+  // Click what starts a download; the file's suggested name and bytes (base64).
+  async click_download({ selector, timeout = 30000 }) {
+    const [dl] = await Promise.all([page.waitForEvent('download', { timeout }), page.click(selector, { timeout })]);
+    const path = await dl.path();
+    return { name: dl.suggestedFilename(), b64: readFileSync(path).toString('base64') };
+  },
   async type({ text }) { await page.keyboard.type(text); return true; },
   async wait({ selector, state = 'visible', timeout = 30000 }) {
     await page.waitForSelector(selector, { state, timeout });

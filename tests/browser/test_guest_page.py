@@ -263,7 +263,7 @@ def test_send_a_picture_and_a_refused_file(gw, browser, shots):
     # object URL or preview in the page.
     assert b.eval("Object.keys(sessionStorage).sort().join() + '|' + localStorage.length") == "g.l,g.s|0"
     assert "red square" not in b.eval("JSON.stringify(sessionStorage)")
-    assert "blob:" not in b.eval("document.documentElement.outerHTML")
+    assert "blob:" not in b.eval("document.getElementById('main').outerHTML")
     assert b.eval("document.querySelectorAll('#c-msgs img').length") == 0
 
     room = gw.portal(pseudonym)
@@ -295,6 +295,57 @@ def test_send_a_picture_and_a_refused_file(gw, browser, shots):
     if shots is not None:
         shots(b, "file-refused")
     no_problems(b)
+
+
+LEAFLET = (b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
+           b"2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n")
+
+
+def test_staff_picture_and_file(gw, browser, shots):
+    """Staff send a picture and a PDF from Matrix: the picture shows in the
+    chat by itself, an <img> from a blob: URL with its name as the alt text;
+    the file is a Download button, with the note that a download stays on
+    the device, and saves the file byte for byte; ending the chat revokes
+    the object URLs."""
+    b = browser()
+    pseudonym = to_chat(b, gw, "en", prefix=None)
+    send(b, "could you send me the map and the leaflet?")
+    room, _ = gw.staff_sees(pseudonym, "could you send me the map and the leaflet?")
+    gw.staff_sends_file(room, tiny_png(160, 100), "map of the area.png", "image/png", "m.image")
+    gw.staff_sends_file(room, LEAFLET, "leaflet.pdf", "application/pdf")
+
+    b.wait_js("document.querySelector('#c-msgs .msg.staff .att img')", timeout=60000)
+    img = b.eval("(() => { const i = document.querySelector('#c-msgs .msg.staff .att img');"
+                 " return {src: i.src, alt: i.alt}; })()")
+    assert img["src"].startswith("blob:" + gw.url.rstrip("/")), img
+    assert img["alt"] == "map of the area.png", img
+    b.wait_js("(() => { const i = document.querySelector('#c-msgs .att img');"
+              " return i.complete && i.naturalWidth === 160 && i.naturalHeight === 100; })()")
+    b.wait("#c-msgs .msg.staff .att-file")
+    label = b.text("#c-msgs .att-file")
+    assert label.startswith("Download leaflet.pdf") and "(" in label, label
+    assert "stays on this device" in b.text("#c-msgs .att .hint")
+    assert b.eval("document.querySelectorAll('#c-msgs .att-file').length") == 1
+    assert "sent a picture: map of the area.png" in b.text("#live")
+    check_axe(b, "chat with a picture and a file from staff")
+    if shots is not None:
+        b.eval("document.querySelector('#c-msgs .msg.staff .att img').closest('li')"
+               ".scrollIntoView({block: 'start'})")
+        shots(b, "staff-media")
+    got = b.call("click_download", selector="#c-msgs .att-file")
+    assert got["name"] == "leaflet.pdf", got["name"]
+    assert base64.b64decode(got["b64"]) == LEAFLET
+    # Nothing of it in storage.
+    assert b.eval("Object.keys(sessionStorage).sort().join() + '|' + localStorage.length") == "g.l,g.s|0"
+    no_problems(b)
+
+    b.click("#c-leave")
+    b.click("#c-leave-yes")
+    b.wait("#s-closed h1")
+    gone = b.eval("new Promise(r => { const i = new Image(); i.onload = () => r('alive');"
+                  " i.onerror = () => r('revoked'); i.src = %s; })" % js(img["src"]))
+    assert gone == "revoked", gone
+    no_problems(b, allow=("ERR_FILE_NOT_FOUND",))
 
 
 def test_resume_on_another_device(gw, browser, shots):

@@ -14,6 +14,11 @@ answer the usual questions.  A test can make it fail on purpose:
     hs.fail("hang")                        # read the request, answer nothing until heal()
     hs.heal()                              # answer normally again
 
+It also keeps media: `add_media(data)` stores bytes and returns their mxc
+URI, served at GET /_matrix/client/v1/media/download/{server}/{id} (404
+M_NOT_FOUND for any other id); `media_auth` lists the Authorization header
+of each download asked for.
+
 A send (PUT .../send/{type}/{txnId}) is remembered by (user, path) the way a
 homeserver dedupes on the access token and txnId: the same path again gets
 the same event id and is not counted as a second message.  `delivered()`
@@ -33,6 +38,7 @@ import time
 import urllib.parse
 
 SEND_RE = re.compile(r"^/_matrix/client/v3/rooms/([^/]+)/send/([^/]+)/([^/]+)$")
+MEDIA_PREFIX = "/_matrix/client/v1/media/download/"
 EVENT_RE = re.compile(r"^/_matrix/client/v3/rooms/[^/]+/(state|redact)/")
 
 # One request as seen: method, path (percent-decoded), query (dict), body (the
@@ -64,6 +70,8 @@ class FakeHomeserver:
         self._healed = threading.Event()
         self._healed.set()
         self._ids = itertools.count(1)
+        self._media = {}          # "server/id" -> bytes
+        self.media_auth = []      # the Authorization header of each download
         self.httpd = None
 
     # -- control ----------------------------------------------------------
@@ -107,6 +115,13 @@ class FakeHomeserver:
             self._mode, self._match, self._retry_after_ms = mode, match, retry_after_ms
             if mode == "hang":
                 self._healed.clear()
+
+    def add_media(self, data):
+        """Store @data; its mxc URI."""
+        with self.lock:
+            key = "%s/Media%d" % (self.server_name, next(self._ids))
+            self._media[key] = bytes(data)
+        return "mxc://" + key
 
     def heal(self):
         with self.lock:
@@ -222,6 +237,16 @@ class FakeHomeserver:
             else:
                 self._reply(h, 502, b"<html><body><h1>502 Bad Gateway</h1>\x00\xff{{{</body></html>",
                             ctype="text/html")
+            return
+        if path.startswith(MEDIA_PREFIX) and h.command == "GET":
+            with self.lock:
+                data = self._media.get(path[len(MEDIA_PREFIX):])
+                self.media_auth.append(h.headers.get("Authorization"))
+            record(200 if data is not None else 404)
+            if data is None:
+                self._reply(h, 404, {"errcode": "M_NOT_FOUND", "error": "Not found"})
+            else:
+                self._reply(h, 200, data, ctype="application/octet-stream")
             return
         status, answer = self._ok(h.command, path, user, body)
         record(status)

@@ -10,7 +10,7 @@ import urllib.parse
 import requests
 
 from nio import (AsyncClient, AsyncClientConfig, JoinedMembersResponse, RoomCreateResponse,
-                 RoomInviteResponse, RoomSendResponse, SyncResponse)
+                 RoomInviteResponse, RoomSendResponse, SyncResponse, UploadResponse)
 
 
 class MatrixError(AssertionError):
@@ -64,6 +64,18 @@ class Client:
         r = _check(await self.nio.room_send(room_id, "m.room.message",
                                             {"msgtype": msgtype, "body": body}),
                    RoomSendResponse, "sending to %s" % room_id)
+        return r.event_id
+
+    async def send_file(self, room_id, data, name, mimetype, msgtype="m.file", extra=None):
+        """Upload @data and send it as Element would (unencrypted): the event id."""
+        up, _keys = await self.nio.upload(lambda _got, _timeouts: data, content_type=mimetype,
+                                          filename=name, filesize=len(data))
+        _check(up, UploadResponse, "uploading %s" % name)
+        content = {"msgtype": msgtype, "body": name, "url": up.content_uri,
+                   "info": {"mimetype": mimetype, "size": len(data)}}
+        content.update(extra or {})
+        r = _check(await self.nio.room_send(room_id, "m.room.message", content),
+                   RoomSendResponse, "sending %s to %s" % (name, room_id))
         return r.event_id
 
     async def profile(self, user_id):

@@ -438,6 +438,88 @@ def test_guest_sends_pictures(env, threshold, service):
         assert r.content[:4] in (b"\x89PNG", b"\xff\xd8\xff\xe0")
 
 
+PDF = (b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
+       b"2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n")
+
+
+def jpeg_markers(data):
+    """The markers of a JPEG's segments up to its scan (T.81 B.1.1.2)."""
+    assert data[:2] == b"\xff\xd8", data[:4]
+    i, markers = 2, []
+    while i + 4 <= len(data):
+        assert data[i] == 0xFF, (i, data[i:i + 4])
+        marker = data[i + 1]
+        markers.append(marker)
+        if marker == 0xDA:
+            return markers
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    raise AssertionError("no scan in the JPEG")
+
+
+def test_staff_send_pictures_and_files(env, threshold, service):
+    """Staff send a photo with EXIF GPS and a PDF leaflet from Matrix: the
+    guest's feed shows both as attachments (no mxc URI, no server, no user
+    id); the gateway serves the PDF as a download, byte for byte, and the
+    photo as a JPEG without its metadata; nobody else can name them."""
+    g = Guest(env.gw_url)
+    g.redeem(service="helpline")
+    portal = staff_join_portal(env, service["staff_room"], g.pseudonym)
+    g.send("could you send me the leaflet?")
+    photo = _jpeg_with_exif()
+    assert 0xE1 in jpeg_markers(photo) and 0xFE in jpeg_markers(photo)
+
+    async def staff_sends():
+        async with Client.for_user(env, "staff") as s:
+            await s.send_file(portal, photo, "where we are.jpg", "image/jpeg", "m.image")
+            await s.send_file(portal, PDF, "leaflet.pdf", "application/pdf", "m.file",
+                              extra={"filename": "leaflet.pdf", "body": "Our opening hours"})
+    run(staff_sends())
+    pic = g.wait_for(lambda e: (e.get("attachment") or {}).get("name") == "where we are.jpg",
+                     what="the photo's attachment")
+    doc = g.wait_for(lambda e: (e.get("attachment") or {}).get("name") == "leaflet.pdf",
+                     what="the leaflet's attachment")
+    assert pic["from"]["role"] == "staff" and pic["kind"] == "message"
+    assert pic["attachment"] == {"kind": "picture", "name": "where we are.jpg", "mimetype": "image/jpeg",
+                                 "size": len(photo)}, pic
+    assert pic["body"] == "[picture: where we are.jpg]"
+    assert doc["attachment"] == {"kind": "file", "name": "leaflet.pdf", "mimetype": "application/pdf",
+                                 "size": len(PDF), "caption": "Our opening hours"}, doc
+    seen = json.dumps(g.seen)
+    assert "mxc" not in seen and "/" + SERVER_NAME not in seen, seen
+    no_user_ids(g.seen)
+
+    r = g.get("/media/%d" % doc["id"])
+    assert r.status_code == 200, r.text
+    assert r.content == PDF
+    assert r.headers["Content-Type"] == "application/octet-stream"
+    assert r.headers["Content-Disposition"] == 'attachment; filename="leaflet.pdf"'
+    r = g.get("/media/%d" % pic["id"])
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"] == "image/jpeg"
+    assert "Content-Disposition" not in r.headers
+    markers = jpeg_markers(r.content)
+    assert not [m for m in markers if 0xE1 <= m <= 0xEF or m == 0xFE], markers  # no EXIF, XMP, comment
+    assert 0xE0 in markers and 0xDB in markers, markers  # JFIF and the tables stay
+    assert r.content.endswith(photo[photo.index(b"\xff\xda"):])  # the image data as it was
+
+    # Anything else: the same 404, whoever asks; no session, 401.
+    unknown = g.get("/media/999999")
+    assert unknown.status_code == 404
+    greeting = next(e for e in g.seen if e["kind"] == "notice")
+    for path in ("/media/%d" % greeting["id"], "/media/abc", "/media/-1", "/media/1.0",
+                 "/media/" + "9" * 30, "/media/%d%%00" % pic["id"]):
+        r = g.get(path)
+        assert (r.status_code, r.json()) == (404, unknown.json()), (path, r.text)
+    other = Guest(env.gw_url)
+    other.redeem(service="helpline")
+    for entry in (pic, doc):
+        r = other.get("/media/%d" % entry["id"])
+        assert (r.status_code, r.json()) == (404, unknown.json()), r.text
+    r = api.get(env.gw_url + API + "/media/%d" % pic["id"], timeout=10)
+    assert r.status_code == 401 and r.json()["errcode"] == "TH_SESSION_INVALID"
+    assert "mxc://" not in threshold.log_since_start()
+
+
 def test_every_answer_matched_the_schema(env, threshold, service):
     """Runs last: the answers above were checked against the schema as they
     came; make sure that happened for every endpoint and most statuses."""

@@ -6,6 +6,10 @@ then 429 with retry_after_ms, then a proxy's HTML error page, then nothing at
 all (a hang past client.timeout_ms); the gateway keeps answering throughout;
 when the homeserver recovers each message is delivered exactly once, in
 order, every attempt at a message under the same Matrix transaction id.
+A picture staff sent is fetched for the guest's page while the homeserver
+hangs or answers 500: an error within client.timeout_ms and a margin, the
+gateway answering everything else meanwhile, a full fetch queue refused
+with 503, a guest who gives up in the middle harming nothing.
 
 With the real Synapse (the conftest `env`): Synapse is stopped in the middle
 of a conversation, the guest writes while it is down, Synapse comes back;
@@ -15,7 +19,9 @@ staff see the message once and the guest's feed gets their later reply.
 import json
 import os
 import shutil
+import struct
 import tempfile
+import threading
 import time
 
 import pytest
@@ -32,6 +38,7 @@ BIN = os.path.abspath(os.environ.get("THRESHOLD_BIN")
 API = "/_threshold/gateway/v1"
 CLIENT_TIMEOUT_MS = 2000
 MAX_BACKOFF_MS = 3000
+STAFF = "@sam:localhost"
 
 
 def wait(pred, timeout, what, step=0.05):
@@ -51,10 +58,10 @@ class Page:
         self.base = base
         self.session = None
 
-    def call(self, method, path, body=None):
+    def call(self, method, path, body=None, timeout=10):
         headers = {"Authorization": "Bearer " + self.session} if self.session else {}
         t = time.monotonic()
-        r = requests.request(method, self.base + API + path, json=body, headers=headers, timeout=10)
+        r = requests.request(method, self.base + API + path, json=body, headers=headers, timeout=timeout)
         return r, time.monotonic() - t
 
     def redeem(self):
@@ -86,6 +93,7 @@ def fake_setup():
                     "public_url": "http://127.0.0.1:%d" % gw_port},
         "services": {"helpline": {"display_name": "Test Helpline", "staff_room": "!staff:localhost",
                                   "public_entry": True}},
+        "roles": {"staff": [STAFF]},
     }).setup()
     d.start()
     base = "http://127.0.0.1:%d" % gw_port
@@ -205,6 +213,114 @@ def test_gateway_accepts_while_homeserver_fails_and_delivers_once(fake_setup):
           "message (%s)" % (took, len(attempts),
                             ", ".join("%s x%d" % (s or "hang", attempts.count(s))
                                       for s in sorted(set(attempts)))))
+
+
+def _staff_picture(d, hs, page):
+    """The guest's room made, the guest joined, staff send a JPEG the fake
+    homeserver holds; the feed entry's id."""
+    r, _ = page.send("hello", "Hello")
+    assert r.status_code == 202, r.text
+    mine = wait(lambda: [m for m in hs.delivered()
+                         if m["content"].get("org.threshold.local_id") == "hello"], 10, "the message")
+    guest, room = mine[0]["user_id"], mine[0]["room"]
+    def seg(marker, data):
+        return bytes([0xff, marker]) + struct.pack(">H", len(data) + 2) + data
+    jpeg = (b"\xff\xd8" + seg(0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00")
+            + seg(0xE1, b"Exif\x00\x00GPS 51.5N") + seg(0xDA, b"\x01\x01\x00\x00\x3f\x00")
+            + b"\x12\x34\xff\xd9")
+    mxc = hs.add_media(jpeg)
+    now = int(time.time() * 1000)
+    events = [{"type": "m.room.member", "room_id": room, "sender": guest, "state_key": guest,
+               "event_id": "$media-join", "origin_server_ts": now, "content": {"membership": "join"}},
+              {"type": "m.room.message", "room_id": room, "sender": STAFF, "event_id": "$media-pic",
+               "origin_server_ts": now + 1,
+               "content": {"msgtype": "m.image", "body": "map.jpg", "url": mxc,
+                           "info": {"mimetype": "image/jpeg", "size": len(jpeg)}}}]
+    status, _ = d.put_txn("media-1", {"events": events})
+    assert status == 200
+    r, _ = page.call("GET", "/feed?since=0&timeout_ms=0")
+    pics = [e for e in r.json()["events"] if e.get("attachment")]
+    assert len(pics) == 1 and pics[0]["attachment"]["name"] == "map.jpg", r.json()
+    assert "mxc" not in r.text and mxc[6:] not in r.text
+    return pics[0]["id"]
+
+
+def test_media_fetch_when_the_homeserver_hangs_or_fails(fake_setup):
+    if not os.access(BIN, os.X_OK):
+        pytest.fail("Threshold binary not found at %s (build it, or set THRESHOLD_BIN)" % BIN)
+    d, hs, base = fake_setup
+    page = Page(base)
+    page.redeem()
+    pic = _staff_picture(d, hs, page)
+
+    # Healthy: the picture, fetched with the appservice's token, without its EXIF.
+    r, _ = page.call("GET", "/media/%d" % pic)
+    assert r.status_code == 200 and r.headers["Content-Type"] == "image/jpeg", r.text
+    assert b"GPS" not in r.content and r.content.startswith(b"\xff\xd8")
+    assert hs.media_auth[-1] == "Bearer " + d.as_token
+
+    # The homeserver hangs: the answer is an error after client.timeout_ms,
+    # not a hang, and the gateway answers everything else meanwhile.
+    hs.fail("hang", match="/media/")
+    got = {}
+
+    def fetch(key, timeout=30):
+        try:
+            got[key] = page.call("GET", "/media/%d" % pic, timeout=timeout)
+        except requests.RequestException as e:
+            got[key] = e
+    slow = threading.Thread(target=fetch, args=("hang",))
+    slow.start()
+    hs.wait(lambda r: "/media/" in r.raw_path and r.status == 0, 5, "a media download that hangs")
+    worst = 0.0
+    for path in ("/session", "/feed?timeout_ms=0", "/media/%d" % (pic + 1000), "/session"):
+        r, took = page.call("GET", path)
+        assert r.status_code in (200, 404), r.text
+        worst = max(worst, took)
+    assert worst < 1.0, "the gateway waited on the media download: %.2f s" % worst
+    slow.join(30)
+    r, took = got["hang"]
+    assert r.status_code == 502, r.text
+    j = r.json()
+    assert j["errcode"] == "TH_UNAVAILABLE" and j["retry_after_ms"] > 0, j
+    assert CLIENT_TIMEOUT_MS / 1000 - 0.2 <= took < CLIENT_TIMEOUT_MS / 1000 + 1.5, took
+    assert r.headers["Content-Type"] == "application/json"
+
+    # It answers 500: an error at once.
+    hs.fail("500", match="/media/")
+    r, took = page.call("GET", "/media/%d" % pic)
+    assert r.status_code == 502 and r.json()["errcode"] == "TH_UNAVAILABLE", r.text
+    assert took < 1.0, took
+
+    # Hanging again, with more requests than the queue holds: the rest are
+    # refused at once with 503; a guest who gives up mid-fetch harms nothing.
+    hs.fail("hang", match="/media/")
+    hung = len(hs.seen(lambda r: "/media/" in r.raw_path and r.status == 0))
+    quitter = threading.Thread(target=fetch, args=("quit", 0.5))
+    quitter.start()
+    hs.wait(lambda r: "/media/" in r.raw_path and r.status == 0
+            and len(hs.seen(lambda q: "/media/" in q.raw_path and q.status == 0)) > hung,
+            5, "the quitter's download hanging")
+    threads = [threading.Thread(target=fetch, args=(i,)) for i in range(19)]
+    for t in threads:
+        t.start()
+    refused = wait(lambda: [v for k, v in got.items() if isinstance(k, int) and not isinstance(v, Exception)
+                            and v[0].status_code == 503], 10, "a 503 for a full queue")
+    assert refused[0][0].json()["retry_after_ms"] > 0 and refused[0][1] < 1.0, refused[0][0].text
+    quitter.join(10)
+    assert isinstance(got["quit"], requests.Timeout), got["quit"]
+    hs.heal()
+    for t in threads:
+        t.join(60)
+    statuses = sorted(got[i][0].status_code for i in range(19))
+    print("media requests while hung, then healed: %s" % statuses)
+    assert set(statuses) <= {200, 502, 503} and statuses.count(200) >= 10, statuses
+    r, _ = page.call("GET", "/media/%d" % pic)
+    assert r.status_code == 200, r.text
+    assert d.running()
+    log = d.log_text()
+    assert "mxc" not in log and "/media/download" not in log and d.as_token not in log
+    assert "fetching a picture or file from the homeserver failed" in log, log[-2000:]
 
 
 # ---- the real Synapse ---------------------------------------------------------

@@ -15,6 +15,12 @@ Client-Server success paths are not covered here.
 The one-shot commands the test runs (guest create, status, audit list, audit
 verify) run under valgrind too, each with its own log.
 
+A second life covers the Client-Server side of one path: a scripted fake
+homeserver (tests/integration/fakehs.py) serves pictures and files staff
+sent, the guest's page fetches them (GET /media/{id}: the fetcher thread,
+its queue, a 500 from the homeserver), and SIGTERM comes while one fetch
+hangs and two more wait: each is answered 503 and the daemon exits clean.
+
 Run it alone with
     python3 -m pytest -m memcheck tests/integration
 or `ctest -L memcheck`.  Skipped when valgrind is not installed.
@@ -25,16 +31,19 @@ import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import tempfile
 import time
 import warnings
+import zlib
 
 import threading
 
 import pytest
 import requests
 
+from fakehs import FakeHomeserver
 from standalone import REMOTE_SERVER, Standalone, free_port, member_event, message_event
 
 with warnings.catch_warnings():  # the mark needs no registration to select with -m
@@ -115,6 +124,7 @@ def gateway_traffic(d, workdir, gw):
         assert requests.post(gw + "/send", data=body, headers=auth, timeout=30).status_code == code
     assert requests.get(gw + "/session", timeout=30).status_code == 401
     assert requests.get(gw + "/nothing", timeout=30).status_code == 404
+    assert requests.get(gw + "/media/1", headers=auth, timeout=30).status_code == 404
     assert requests.post(gw + "/leave", json={}, headers=auth, timeout=30).status_code == 200
     r = requests.post(gw + "/erase", json={"confirm": True}, headers=second, timeout=30)
     assert r.status_code == 200, r.text
@@ -262,3 +272,103 @@ def test_daemon_lifecycle_under_valgrind(workdir):
     assert kinds[-3:-1] == ["shutdown", "checkpoint"], kinds  # then this listing's audit_viewed
     vg_run(d, workdir, "audit", "verify")
     print("\nmemcheck lifecycle: %.1f s, %d audit records" % (time.monotonic() - t0, len(kinds)))
+
+
+def png_with_text():
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+            + chunk(b"tEXt", b"where\x00home") + chunk(b"IDAT", zlib.compress(b"\x00\x80"))
+            + chunk(b"IEND", b""))
+
+
+def test_media_fetch_under_valgrind(workdir):
+    if not VALGRIND:
+        pytest.skip("valgrind not installed")
+    if not os.access(BIN, os.X_OK):
+        pytest.fail("Threshold binary not found at %s (build it, or set THRESHOLD_BIN)" % BIN)
+    t0 = time.monotonic()
+    hs = FakeHomeserver().start()
+    gw_port = free_port()
+    gw = "http://127.0.0.1:%d/_threshold/gateway/v1" % gw_port
+    # A long client timeout: the hung fetch is ended by stopping, not by curl.
+    d = Standalone(BIN, workdir, log_level="debug", extra={
+        "homeserver": {"url": hs.url, "server_name": "localhost"},
+        "client": {"timeout_ms": 30000, "connect_timeout_ms": 5000, "outbox_max_backoff_ms": 5000},
+        "roles": {"staff": [STAFF]},
+        "gateway": {"listen_port": gw_port},
+        "services": {"helpline": {"display_name": "Helpline", "staff_room": "!staff:localhost",
+                                  "public_entry": True}}}).setup()
+    serve_log = os.path.join(workdir, "valgrind-serve-media.log")
+    d.start(prefix=vg(serve_log), ready_timeout=45)
+    try:
+        consent = {"version": "1", "language": "en", "agreed": True}
+        r = requests.post(gw + "/redeem", json={"service": "helpline", "consent": consent}, timeout=30)
+        assert r.status_code == 200, r.text
+        auth = {"Authorization": "Bearer " + r.json()["session"]}
+        deadline = time.monotonic() + 60
+        while True:  # until the room is made
+            r = requests.post(gw + "/send", json={"local_id": "m1", "body": "hello"}, headers=auth,
+                              timeout=30)
+            if r.status_code != 409 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert r.status_code == 202, r.text
+        mine = hs.wait(lambda q: q.method == "PUT" and "/send/" in q.raw_path and q.body
+                       and q.body.get("org.threshold.local_id") == "m1", 60, "the guest's message")[0]
+        guest, room = mine.query["user_id"], mine.path.split("/")[5]
+        now = int(time.time() * 1000)
+        events = [member_event("$mm-join", room, guest, guest, "join", now)]
+        for i, (data, name, msgtype) in enumerate(((png_with_text(), "map.png", "m.image"),
+                                                   (b"%PDF-1.4 leaflet", "leaflet.pdf", "m.file"))):
+            events.append({"type": "m.room.message", "room_id": room, "sender": STAFF,
+                           "event_id": "$mm-%d" % i, "origin_server_ts": now + 1 + i,
+                           "content": {"msgtype": msgtype, "body": name, "url": hs.add_media(data)}})
+        status, resp = d.put_txn("mm-1", {"events": events}, timeout=30)
+        assert status == 200, resp
+        feed = requests.get(gw + "/feed", params={"timeout_ms": 0}, headers=auth, timeout=30).json()
+        ids = [e["id"] for e in feed["events"] if e.get("attachment")]
+        assert len(ids) == 2, feed
+        r = requests.get(gw + "/media/%d" % ids[0], headers=auth, timeout=60)
+        assert r.status_code == 200 and r.headers["Content-Type"] == "image/png", r.text
+        assert b"tEXt" not in r.content
+        r = requests.get(gw + "/media/%d" % ids[1], headers=auth, timeout=60)
+        assert r.status_code == 200 and r.content == b"%PDF-1.4 leaflet", r.text
+        hs.fail("500", match="/media/")
+        assert requests.get(gw + "/media/%d" % ids[1], headers=auth, timeout=60).status_code == 502
+
+        # One fetch hangs, two wait behind it; then SIGTERM.
+        hs.fail("hang", match="/media/")
+        got = {}
+
+        def fetch(k):
+            got[k] = requests.get(gw + "/media/%d" % ids[k % 2], headers=auth, timeout=120)
+        threads = [threading.Thread(target=fetch, args=(k,)) for k in range(3)]
+        threads[0].start()
+        hs.wait(lambda q: "/media/" in q.raw_path and q.status == 0, 30, "a hung download")
+        for t in threads[1:]:
+            t.start()
+        time.sleep(1.0)
+        proc = d.proc
+        proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(60)
+        assert sorted(got) == [0, 1, 2], got
+        assert [got[k].status_code for k in range(3)] == [503, 503, 503], [got[k].text for k in got]
+        assert all(got[k].json()["retry_after_ms"] > 0 for k in range(3))
+        try:
+            rc = proc.wait(40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError("no exit within 40 s of SIGTERM:\n%s" % d.log_text()[-3000:])
+        d.proc = None
+    finally:
+        d.kill()
+        hs.stop()
+    text = check_vg_log(serve_log, "threshold serve (media)")
+    assert rc == 0, "threshold serve under valgrind exited %d (99: valgrind errors):\n%s" % (
+        rc, text[-6000:])
+    assert "stopped cleanly" in d.log_text(), d.log_text()[-3000:]
+    assert "mxc" not in d.log_text() and "/media/download" not in d.log_text()
+    print("\nmemcheck media: %.1f s" % (time.monotonic() - t0))

@@ -3,7 +3,9 @@
  * shapes, hashing by domain), invitations (create, check, consume, used up,
  * expired, unknown alike; stored only hashed; audited without the token;
  * lifetimes; pruning), feeds (order, "since", private members hidden,
- * erasure, guests never mixed), and conversations from redeeming an
+ * erasure, guests never mixed), attachments (what a staff picture or file
+ * puts in a guest's feed, hostile content bounded, the mxc URI kept
+ * private), and conversations from redeeming an
  * invitation to leaving, resuming, erasure and expiry, read back through
  * the store, the outbox queue and the audit log.
  */
@@ -22,6 +24,7 @@
 #include "invites.h"
 #include "jsonx.h"
 #include "log.h"
+#include "media.h"
 #include "mxevent.h"
 #include "rooms.h"
 #include "secret.h"
@@ -675,6 +678,307 @@ static void test_feed(void)
 	test_env_close(&e);
 }
 
+/* ---- attachments ---------------------------------------------------------- */
+
+static void test_media_parsing(void)
+{
+	char server[MEDIA_MAX_SERVER + 1], id[MEDIA_MAX_ID + 1];
+	CHECK_EQ_INT(media_mxc_parse("mxc://test.local/AbC_12-x", server, id), TH_OK);
+	CHECK_STR(server, "test.local");
+	CHECK_STR(id, "AbC_12-x");
+	CHECK_EQ_INT(media_mxc_parse("mxc://[::1]:8448/abc", server, id), TH_OK);
+	CHECK_STR(server, "[::1]:8448");
+	CHECK_EQ_INT(media_mxc_parse("mxc://127.0.0.1:8008/abc", server, id), TH_OK);
+	static const char *const bad[] = {
+	        NULL,
+	        "",
+	        "mxc://",
+	        "mxc://test.local",
+	        "mxc://test.local/",
+	        "mxc:///abc",
+	        "https://test.local/abc",
+	        "MXC://test.local/abc",
+	        "mxc://test.local/../../_synapse/admin",
+	        "mxc://test.local/abc/def",
+	        "mxc://test.local/abc?x=1",
+	        "mxc://test.local/abc%2f",
+	        "mxc://user@test.local/abc",
+	        "mxc://test.local:/abc",
+	        "mxc://test.local:123456/abc",
+	        "mxc://test.local:80x/abc",
+	        "mxc://[::1/abc",
+	        "mxc://[]/abc",
+	        "mxc://[::g]/abc",
+	        "mxc://te st/abc",
+	        "mxc://test.local/ab c",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		memcpy(server, "untouched", 10);
+		CHECK(media_mxc_parse(bad[i], server, id) == TH_EINVAL);
+		CHECK_STR(server, "untouched");
+	}
+	char longid[300];
+	memset(longid, 'a', sizeof(longid));
+	memcpy(longid, "mxc://s/", 8);
+	longid[8 + MEDIA_MAX_ID] = '\0';
+	CHECK_EQ_INT(media_mxc_parse(longid, server, id), TH_OK);
+	longid[8 + MEDIA_MAX_ID] = 'a';
+	longid[8 + MEDIA_MAX_ID + 1] = '\0';
+	CHECK_EQ_INT(media_mxc_parse(longid, server, id), TH_EINVAL);
+
+	char name[MEDIA_MAX_NAME + 1];
+	media_name_clean("../../etc/passwd", "file", name);
+	CHECK_STR(name, "passwd");
+	media_name_clean("C:\\Users\\sam\\leaflet.pdf", "file", name);
+	CHECK_STR(name, "leaflet.pdf");
+	/* No bidirectional override: "invoice<RLO>fdp.exe" must not read as "...exe.pdf". */
+	media_name_clean("invoice\xe2\x80\xae"
+	                 "fdp.exe",
+	                 "file", name);
+	CHECK_STR(name, "invoicefdp.exe");
+	media_name_clean("a\x01"
+	                 "b\x7f"
+	                 "c\xc2\x85"
+	                 "d",
+	                 "file", name);
+	CHECK_STR(name, "a_b_cd");
+	media_name_clean("bad\xff\xfeutf8", "file", name);
+	CHECK_STR(name, "bad__utf8");
+	media_name_clean("", "picture", name);
+	CHECK_STR(name, "picture");
+	media_name_clean("..", "file", name);
+	CHECK_STR(name, "file");
+	media_name_clean(NULL, "file", name);
+	CHECK_STR(name, "file");
+	/* Bounded, and cut at a character boundary: 60 two-byte letters. */
+	char big[121];
+	for (int i = 0; i < 60; i++)
+		memcpy(big + 2 * i, "\xc3\xa9", 2);
+	big[120] = '\0';
+	media_name_clean(big, "file", name);
+	CHECK_EQ_INT(strlen(name), MEDIA_MAX_NAME);
+	json_t *valid = json_string(name);
+	CHECK(valid != NULL); /* still UTF-8 */
+	json_decref(valid);
+
+	media_ascii_name("Carte du quartier \xc3\xa9t\xc3\xa9 \"1\";.pdf", name);
+	CHECK_STR(name, "Carte du quartier _t_ _1__.pdf");
+	media_ascii_name("..\r\nSet-Cookie: x", name);
+	CHECK_STR(name, "__Set-Cookie_ x");
+	media_ascii_name("\xd8\xae\xd8\xb1\xd9\x8a\xd8\xb7\xd8\xa9.jpg", name);
+	CHECK_STR(name, "_____.jpg"); /* five letters */
+	media_ascii_name("", name);
+	CHECK_STR(name, "file");
+}
+
+/* A message event from @p sender in @p room with @p content (JSON text). */
+static struct mxev message_of(const char *sender, const char *room, const char *event_id, const char *content,
+                              const char *body, const char *msgtype)
+{
+	struct mxev ev = {.event_id = event_id,
+	                  .room_id = room,
+	                  .type = "m.room.message",
+	                  .sender = sender,
+	                  .content = {content, strlen(content)},
+	                  .content_is_object = true,
+	                  .body = body,
+	                  .msgtype = msgtype};
+	return ev;
+}
+
+/* Deliver @p ev to conv_on_event for the guests of @p r, in one transaction. */
+static void deliver(struct test_env *e, const struct mxev *ev, enum pol_role role, json_t *r)
+{
+	store_txn *t;
+	unsigned fed = 0;
+	CHECK_EQ_INT(store_txn_begin(e->st, 1, &t), TH_OK);
+	CHECK_EQ_INT(conv_on_event(&e->cfg, t, ev, role, POL_ROLE_NONE, r, &fed), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+}
+
+/* The last entry of @p guest's feed (new reference). */
+static json_t *last_entry(store *st, const char *guest)
+{
+	uint64_t next;
+	json_t *ev = feed_of(st, guest, 0, &next);
+	json_t *x = json_incref(json_array_get(ev, json_array_size(ev) - 1));
+	json_decref(ev);
+	return x;
+}
+
+static int attachment_of(store *st, const char *guest, uint64_t id, struct media_attachment *a)
+{
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	int rc = feed_attachment(t, guest, id, a);
+	store_txn_abort(t);
+	return rc;
+}
+
+static void test_attachments(void)
+{
+	struct test_env e;
+	struct txn_env env;
+	env_init(&e, &env);
+	struct conv_started sa, sb;
+	struct conv_session a, b;
+	CHECK_EQ_INT(conv_redeem(&env, NULL, SVC_NAME, "3", "en", &sa), TH_OK);
+	CHECK_EQ_INT(conv_redeem(&env, NULL, SVC_NAME, "3", "en", &sb), TH_OK);
+	CHECK_EQ_INT(conv_auth(e.st, sa.session, th_now_ms(), &a), TH_OK);
+	CHECK_EQ_INT(conv_auth(e.st, sb.session, th_now_ms(), &b), TH_OK);
+	const char *room = "!group:test.local", *staff = "@staff:test.local";
+	json_t *r =
+	        json_pack("{s:s, s:{s:s, s:s}}", "kind", "group", "guests", a.guest, "join", b.guest, "join");
+
+	/* A staff photo: an attachment with name, type and size; the mxc URI
+	 * is kept but never shown. */
+	struct mxev ev =
+	        message_of(staff, room, "$pic:test.local",
+	                   "{\"msgtype\":\"m.image\",\"body\":\"map.jpg\",\"url\":\"mxc://test.local/"
+	                   "MapId123\",\"info\":{\"mimetype\":\"IMAGE/JPEG\",\"size\":48213}}",
+	                   "map.jpg", "m.image");
+	deliver(&e, &ev, POL_ROLE_STAFF, r);
+	json_t *x = last_entry(e.st, a.guest);
+	CHECK_STR(jsonx_str(x, "kind"), "message");
+	CHECK_STR(jsonx_str(json_object_get(x, "from"), "role"), "staff");
+	CHECK_STR(jsonx_str(x, "body"), "[picture: map.jpg]");
+	json_t *at = json_object_get(x, "attachment");
+	CHECK_STR(jsonx_str(at, "kind"), "picture");
+	CHECK_STR(jsonx_str(at, "name"), "map.jpg");
+	CHECK_STR(jsonx_str(at, "mimetype"), "image/jpeg");
+	CHECK_EQ_INT(json_integer_value(json_object_get(at, "size")), 48213);
+	CHECK(json_object_get(at, "caption") == NULL);
+	CHECK_EQ_INT(json_object_size(at), 4);
+	char *dump = json_dumps(x, JSON_COMPACT);
+	CHECK(dump && !strstr(dump, "mxc") && !strstr(dump, "MapId123") && !strstr(dump, "test.local"));
+	free(dump);
+	uint64_t pic = (uint64_t)json_integer_value(json_object_get(x, "id"));
+	json_decref(x);
+	struct media_attachment got;
+	CHECK_EQ_INT(attachment_of(e.st, a.guest, pic, &got), TH_OK);
+	CHECK_STR(got.mxc, "mxc://test.local/MapId123");
+	CHECK_STR(got.kind, "picture");
+	CHECK_STR(got.name, "map.jpg");
+	CHECK(got.size == 48213);
+	/* The other guest has it too, under its own id; neither can name an
+	 * entry that is not an attachment, or one that does not exist. */
+	x = last_entry(e.st, b.guest);
+	uint64_t pic_b = (uint64_t)json_integer_value(json_object_get(x, "id"));
+	CHECK(json_object_get(x, "attachment") != NULL);
+	json_decref(x);
+	CHECK_EQ_INT(attachment_of(e.st, b.guest, pic_b, &got), TH_OK);
+	CHECK_EQ_INT(attachment_of(e.st, a.guest, 1, &got), TH_ENOTFOUND); /* the greeting */
+	CHECK_EQ_INT(attachment_of(e.st, a.guest, 0, &got), TH_ENOTFOUND); /* the counter */
+	CHECK_EQ_INT(attachment_of(e.st, a.guest, pic + 100, &got), TH_ENOTFOUND);
+	CHECK_EQ_INT(attachment_of(e.st, "@nobody:test.local", pic, &got), TH_ENOTFOUND);
+
+	/* A leaflet with a caption: the words come with it. */
+	ev = message_of(staff, room, "$pdf:test.local",
+	                "{\"msgtype\":\"m.file\",\"body\":\"Our opening hours\",\"filename\":\"leaflet.pdf\","
+	                "\"url\":\"mxc://test.local/Leaf\",\"info\":{\"mimetype\":\"application/pdf\"}}",
+	                "Our opening hours", "m.file");
+	deliver(&e, &ev, POL_ROLE_STAFF, r);
+	x = last_entry(e.st, a.guest);
+	at = json_object_get(x, "attachment");
+	CHECK_STR(jsonx_str(at, "kind"), "file");
+	CHECK_STR(jsonx_str(at, "name"), "leaflet.pdf");
+	CHECK_STR(jsonx_str(at, "caption"), "Our opening hours");
+	CHECK(json_object_get(at, "size") == NULL);
+	CHECK_STR(jsonx_str(x, "body"), "Our opening hours\n[file: leaflet.pdf]");
+	json_decref(x);
+
+	/* Encrypted media (content.file, no url): word that it cannot be shown. */
+	ev = message_of(
+	        staff, room, "$enc:test.local",
+	        "{\"msgtype\":\"m.image\",\"body\":\"secret.png\",\"file\":{\"url\":\"mxc://test.local/"
+	        "Enc\",\"key\":{},\"iv\":\"x\",\"hashes\":{},\"v\":\"v2\"}}",
+	        "secret.png", "m.image");
+	deliver(&e, &ev, POL_ROLE_STAFF, r);
+	x = last_entry(e.st, a.guest);
+	CHECK_STR(jsonx_str(x, "body"), "[a picture was sent that cannot be shown here]");
+	CHECK(json_object_get(x, "attachment") == NULL);
+	uint64_t enc = (uint64_t)json_integer_value(json_object_get(x, "id"));
+	json_decref(x);
+	CHECK_EQ_INT(attachment_of(e.st, a.guest, enc, &got), TH_ENOTFOUND);
+	CHECK_EQ_INT(db_mentions(e.st, STORE_FEED, "mxc://test.local/Enc", NULL), 0);
+
+	/* Hostile content: a url that is not an mxc URI, a path in the name,
+	 * a direction override, a mimetype with parameters, a size as text. */
+	static const char *const hostile[] = {
+	        "{\"msgtype\":\"m.file\",\"body\":\"x\",\"url\":\"https://evil.example/x\"}",
+	        ("{\"msgtype\":\"m.file\",\"body\":\"x\",\"url\":\"mxc://test.local/../../_synapse/admin/v1/"
+	         "users\"}"),
+	        "{\"msgtype\":\"m.video\",\"body\":\"x\",\"url\":42}",
+	};
+	for (size_t i = 0; i < sizeof(hostile) / sizeof(hostile[0]); i++) {
+		ev = message_of(staff, room, "$bad:test.local", hostile[i], "x", "m.file");
+		deliver(&e, &ev, POL_ROLE_STAFF, r);
+		x = last_entry(e.st, a.guest);
+		CHECK_STR(jsonx_str(x, "body"), "[a file was sent that cannot be shown here]");
+		CHECK(json_object_get(x, "attachment") == NULL);
+		json_decref(x);
+	}
+	char *content = xasprintf(
+	        "{\"msgtype\":\"m.audio\",\"body\":\"x\",\"filename\":\"../../%0300d\\u202egpj.exe\","
+	        "\"url\":\"mxc://test.local/Aud\",\"info\":{\"mimetype\":\"text/html; charset=utf-8\","
+	        "\"size\":\"12\"}}",
+	        0);
+	ev = message_of(staff, room, "$aud:test.local", content, "x", "m.audio");
+	deliver(&e, &ev, POL_ROLE_STAFF, r);
+	free(content);
+	x = last_entry(e.st, a.guest);
+	at = json_object_get(x, "attachment");
+	const char *name = jsonx_str(at, "name");
+	CHECK(name && strlen(name) <= MEDIA_MAX_NAME && strlen(name) > 0);
+	CHECK(name && !strchr(name, '/') && !strstr(name, "\xe2\x80\xae"));
+	CHECK(json_object_get(at, "mimetype") == NULL);
+	CHECK(json_object_get(at, "size") == NULL);
+	CHECK_STR(jsonx_str(at, "caption"), "x");
+	json_decref(x);
+	for (size_t i = 0; i < 2; i++) { /* a negative size, a mimetype with no subtype */
+		ev = message_of(staff, room, "$neg:test.local",
+		                i ? "{\"msgtype\":\"m.file\",\"body\":\"f\",\"url\":\"mxc://s/i\",\"info\":{"
+		                    "\"mimetype\":\"application/\",\"size\":-5}}"
+		                  : "{\"msgtype\":\"m.file\",\"body\":\"f\",\"url\":\"mxc://s/i\",\"info\":{"
+		                    "\"mimetype\":\"/pdf\",\"size\":1e3}}",
+		                "f", "m.file");
+		deliver(&e, &ev, POL_ROLE_STAFF, r);
+		x = last_entry(e.st, a.guest);
+		at = json_object_get(x, "attachment");
+		CHECK_STR(jsonx_str(at, "name"), "f");
+		CHECK(json_object_get(at, "mimetype") == NULL && json_object_get(at, "size") == NULL);
+		json_decref(x);
+	}
+
+	/* A guest's own upload, echoed: the sender sees it by name, as today;
+	 * the other guest of the group gets the attachment. */
+	ev = message_of(a.guest, room, "$own:test.local",
+	                "{\"msgtype\":\"m.image\",\"body\":\"me.png\",\"url\":\"mxc://test.local/Own\","
+	                "\"org.threshold.local_id\":\"L9\"}",
+	                "me.png", "m.image");
+	deliver(&e, &ev, POL_ROLE_GUEST, r);
+	x = last_entry(e.st, a.guest);
+	CHECK_STR(jsonx_str(json_object_get(x, "from"), "role"), "self");
+	CHECK_STR(jsonx_str(x, "body"), "[picture: me.png]");
+	CHECK_STR(jsonx_str(x, "local_id"), "L9");
+	CHECK(json_object_get(x, "attachment") == NULL);
+	json_decref(x);
+	x = last_entry(e.st, b.guest);
+	CHECK_STR(jsonx_str(json_object_get(x, "from"), "role"), "guest");
+	CHECK_STR(jsonx_str(json_object_get(x, "from"), "name"), a.pseudonym);
+	CHECK_STR(jsonx_str(json_object_get(x, "attachment"), "name"), "me.png");
+	json_decref(x);
+
+	/* Erasure takes the attachments (and their mxc URIs) with the feed. */
+	CHECK(db_mentions(e.st, STORE_FEED, "mxc://test.local/MapId123", NULL) == 2);
+	CHECK_EQ_INT(conv_erase(&env, a.guest), TH_OK);
+	CHECK_EQ_INT(attachment_of(e.st, a.guest, pic, &got), TH_ENOTFOUND);
+	CHECK(db_mentions(e.st, STORE_FEED, "mxc://test.local/MapId123", NULL) == 1);
+
+	json_decref(r);
+	test_env_close(&e);
+}
+
 /* ---- conversations ------------------------------------------------------- */
 
 static char *lower_spaced(const char *code)
@@ -1197,6 +1501,8 @@ int main(void)
 	test_secret();
 	test_invites();
 	test_feed();
+	test_media_parsing();
+	test_attachments();
 	test_conv_lifecycle();
 	test_conv_erase();
 	test_conv_expire();

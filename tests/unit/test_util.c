@@ -192,7 +192,8 @@ static void test_strerror(void)
 	CHECK_STR(th_strerror(TH_ECRYPTO), "cryptographic failure");
 	CHECK_STR(th_strerror(-1), "unknown error");
 	CHECK_STR(th_strerror(TH_EVERIFY), "integrity check failed");
-	CHECK_STR(th_strerror(TH_EVERIFY + 1), "unknown error");
+	CHECK_STR(th_strerror(TH_ECANCELED), "canceled");
+	CHECK_STR(th_strerror(TH_ECANCELED + 1), "unknown error");
 }
 
 int main(void)
