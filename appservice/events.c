@@ -562,7 +562,8 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	if (!rc)
 		rc = alert(cfg, t, &d, ev, seq, queued);
 	/* What guests in a conversation see of it (bridge/conv.c). */
-	if (!rc && f.room == POL_ROOM_MANAGED && (f.event == POL_EV_MESSAGE || ev->membership)) {
+	if (!rc && f.room == POL_ROOM_MANAGED &&
+	    (f.event == POL_EV_MESSAGE || ev->membership || strcmp(type, "m.room.redaction") == 0)) {
 		unsigned fed = 0;
 		rc = conv_on_event(cfg, t, ev, f.sender, f.target, room, &fed);
 		if (!rc && fed)

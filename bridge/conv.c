@@ -778,6 +778,41 @@ static int has_conversation(store_txn *t, const char *guest)
 	return store_get(t, STORE_CONVS, guest, strlen(guest), &v, &n) == TH_OK;
 }
 
+/* The event a redaction takes down: "redacts" at the top (rooms v1-v10) or
+ * in its content (v11); NULL if neither (new string otherwise). */
+static char *redacted_id(const struct mxev *ev)
+{
+	json_t *whole = ev->json.ptr ? json_loadb(ev->json.ptr, ev->json.len, 0, NULL) : NULL;
+	const char *id = jsonx_str(whole, "redacts");
+	if (!id)
+		id = jsonx_str(json_object_get(whole, "content"), "redacts");
+	char *out = id && *id && strlen(id) <= 255 /* as txn.c takes ids */ ? xstrdup(id) : NULL;
+	json_decref(whole);
+	return out;
+}
+
+/* Someone took a message down in Element (its sender, or a moderator: the
+ * homeserver checked): no guest's page goes on showing it. */
+static int take_down(store_txn *t, const struct mxev *ev, json_t *guests, unsigned *fed)
+{
+	char *target = redacted_id(ev);
+	if (!target)
+		return TH_OK;
+	int rc = TH_OK;
+	const char *gid;
+	json_t *m;
+	json_object_foreach(guests, gid, m)
+	{
+		unsigned n = 0;
+		if (rc || !has_conversation(t, gid))
+			continue;
+		rc = feed_remove_event(t, gid, target, &n);
+		*fed += n;
+	}
+	free(target);
+	return rc;
+}
+
 int conv_on_event(const struct config *cfg, store_txn *t, const struct mxev *ev, enum pol_role sender_role,
                   enum pol_role target_role, json_t *room, unsigned *fed)
 {
@@ -833,6 +868,8 @@ int conv_on_event(const struct config *cfg, store_txn *t, const struct mxev *ev,
 		return rc;
 	}
 
+	if (strcmp(ev->type, "m.room.redaction") == 0)
+		return take_down(t, ev, guests, fed);
 	if (strcmp(ev->type, "m.room.message") != 0 || !ev->body)
 		return TH_OK;
 	/* What the guest sees: staff and guests' words, never the bot's (its
@@ -911,8 +948,8 @@ int conv_on_event(const struct config *cfg, store_txn *t, const struct mxev *ev,
 		                       .name = name_copy,
 		                       .body = self ? body : other_body,
 		                       .local_id = self ? local_id : NULL,
-		                       .event_id = self ? ev->event_id : NULL,
-		                       .room_id = self ? ev->room_id : NULL,
+		                       .event_id = ev->event_id, /* for erasure, and a redaction */
+		                       .room_id = ev->room_id,
 		                       .attachment = !self && has_att ? &att : NULL};
 		rc = feed_append(t, gid, &e, NULL);
 		if (!rc)

@@ -1,6 +1,7 @@
 /*
  * feed.c - per-guest ordered feeds in STORE_FEED.
  */
+#define _GNU_SOURCE /* memmem */
 #include "feed.h"
 
 #include <string.h>
@@ -52,6 +53,8 @@ int feed_append(store_txn *t, const char *guest, const struct feed_entry *e, uin
 		json_object_set_new(o, "event_id", json_string(e->event_id));
 	if (e->room_id)
 		json_object_set_new(o, "room_id", json_string(e->room_id));
+	if (e->entry)
+		json_object_set_new(o, "entry", json_integer((json_int_t)e->entry));
 	const struct media_attachment *a = e->attachment;
 	if (a && a->mxc[0]) {
 		json_t *at = json_pack("{s:s, s:s}", "kind", a->kind, "name", a->name);
@@ -187,6 +190,78 @@ int feed_attachment(store_txn *t, const char *guest, uint64_t id, struct media_a
 		rc = TH_OK;
 	}
 	json_decref(o);
+	return rc;
+}
+
+/* Entries of one guest's feed made from one Matrix event and not yet removed. */
+struct find_ctx {
+	const unsigned char *prefix;
+	size_t plen;
+	const char *event_id;
+	uint64_t *ids;
+	size_t n;
+};
+
+static int find_event(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct find_ctx *f = ctx;
+	if (klen != f->plen + 8 || memcmp(key, f->prefix, f->plen) != 0)
+		return 1; /* past this guest's entries */
+	uint64_t id = store_key_u64((const unsigned char *)key + f->plen);
+	size_t elen = strlen(f->event_id);
+	/* Most entries do not even hold the id's bytes: parse only those that do. */
+	if (id == 0 || !memmem(val, vlen, f->event_id, elen))
+		return 0;
+	json_t *o = json_loadb(val, vlen, 0, NULL);
+	const char *e = jsonx_str(o, "event_id");
+	if (e && strcmp(e, f->event_id) == 0 && !json_is_true(json_object_get(o, "removed")) &&
+	    strcmp(jsonx_str(o, "kind") ? jsonx_str(o, "kind") : "", "message") == 0) {
+		f->ids = xrealloc(f->ids, (f->n + 1) * sizeof(*f->ids));
+		f->ids[f->n++] = id;
+	}
+	json_decref(o);
+	return 0;
+}
+
+int feed_remove_event(store_txn *t, const char *guest, const char *event_id, unsigned *removed)
+{
+	*removed = 0;
+	if (!guest || strlen(guest) > MAX_GUEST || !event_id || !*event_id)
+		return TH_EINVAL;
+	unsigned char key[KEY_MAX];
+	size_t klen = make_key(key, guest, 1);
+	struct find_ctx f = {.prefix = key, .plen = strlen(guest) + 1, .event_id = event_id};
+	int rc = store_walk(t, STORE_FEED, key, klen, find_event, &f);
+	for (size_t i = 0; !rc && i < f.n; i++) {
+		const void *v;
+		size_t vlen;
+		klen = make_key(key, guest, f.ids[i]);
+		if ((rc = store_get(t, STORE_FEED, key, klen, &v, &vlen)) != TH_OK)
+			break;
+		json_t *o = json_loadb(v, vlen, 0, NULL);
+		if (!json_is_object(o)) {
+			json_decref(o);
+			rc = TH_ESTORE;
+			break;
+		}
+		/* What was said goes; who said it and when stay, so the page can
+		 * show where a message was taken down. */
+		json_object_del(o, "body");
+		json_object_del(o, "attachment");
+		json_object_del(o, "mxc");
+		json_object_set_new(o, "removed", json_true());
+		char *val = json_dumps(o, JSON_COMPACT);
+		json_decref(o);
+		rc = store_put(t, STORE_FEED, key, klen, val, strlen(val), 0);
+		free(val);
+		if (!rc) {
+			struct feed_entry gone = {.kind = "removed", .entry = f.ids[i]};
+			rc = feed_append(t, guest, &gone, NULL);
+		}
+		if (!rc)
+			(*removed)++;
+	}
+	free(f.ids);
 	return rc;
 }
 

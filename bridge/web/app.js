@@ -15,6 +15,7 @@
   var closed = false, quiet = false, lastEsc = 0;
   var pending = {};      /* local_id -> message element */
   var seen = {};         /* feed ids already shown */
+  var shown = {};        /* feed id -> its message, for a later take-down */
   var blobs = [];        /* object URLs of pictures and files fetched, revoked on leaving */
   var mediaChain = Promise.resolve(); /* fetches, one at a time */
 
@@ -256,6 +257,7 @@
     quiet = !!restoring;
     since = 0;
     seen = {};
+    shown = {};
     pending = {};
     forgetFiles();
     $('c-msgs').textContent = '';
@@ -406,32 +408,61 @@
         announce(ev.body || '');
         return;
       }
+      if (ev.kind === 'removed') {
+        takeDown(shown[ev.entry]);
+        return;
+      }
       if (ev.kind !== 'message') return;
-      if (from.role === 'self') {
+      var role = from.role === 'self' ? 'self' : from.role === 'guest' ? 'guest' : 'staff';
+      if (ev.removed) {
+        var mine0 = ev.local_id && pending[ev.local_id];
+        if (mine0) delete pending[ev.local_id];
+        takeDown(mine0 || addMessage(role, role === 'self' ? t('you') : from.name || '', '', ev.ts));
+        return;
+      }
+      if (role === 'self') {
         var mine = ev.local_id && pending[ev.local_id];
         if (mine) {
           delete pending[ev.local_id];
           mine.file = null;
           setMsgState(mine, 'sent');
+          shown[ev.id] = mine;
           return;
         }
-        setMsgState(addMessage('self', t('you'), ev.body || '', ev.ts), 'sent');
+        shown[ev.id] = addMessage('self', t('you'), ev.body || '', ev.ts);
+        setMsgState(shown[ev.id], 'sent');
         return;
       }
-      var role = from.role === 'guest' ? 'guest' : 'staff';
       var at = ev.attachment;
       if (at && typeof at.name === 'string') {
         var box = el('div', 'att');
-        addMessage(role, from.name || '', at.caption || '', ev.ts).appendChild(box);
+        shown[ev.id] = addMessage(role, from.name || '', at.caption || '', ev.ts);
+        shown[ev.id].appendChild(box);
         if (at.kind === 'picture') showPicture(box, ev); else showFile(box, ev, null);
         announce(t(at.kind === 'picture' ? 'announce_picture' : 'announce_file', { name: from.name || '', file: at.name }));
         return;
       }
-      addMessage(role, from.name || '', ev.body || '', ev.ts);
+      shown[ev.id] = addMessage(role, from.name || '', ev.body || '', ev.ts);
       announce(t('announce', { name: from.name || '', body: ev.body || '' }));
     });
     if (closed) chatClosed();
     if (stick && events.length) window.scrollTo(0, document.documentElement.scrollHeight);
+  }
+
+  /* A message taken down in Matrix (its sender or a moderator removed it):
+     its words, picture or file go from the screen too; who and when stay. */
+  function takeDown(li) {
+    if (!li) return;
+    var img = li.querySelector('img');
+    if (img && img.src) {
+      URL.revokeObjectURL(img.src);
+      blobs = blobs.filter(function (u) { return u !== img.src; });
+    }
+    Array.prototype.slice.call(li.querySelectorAll('.att, .state')).forEach(function (n) {
+      n.parentNode.removeChild(n);
+    });
+    li.querySelector('.body').textContent = t('removed');
+    li.classList.add('removed');
   }
 
   function announce(text) {

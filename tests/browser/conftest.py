@@ -146,6 +146,14 @@ class Gateway:
     def staff_says(self, room, text):
         return staff_says(self.env, room, text)
 
+    def staff_redacts(self, room, event_id):
+        """Staff remove a message in Element ("Remove")."""
+        async def redact():
+            async with Client.for_user(self.env, "staff") as s:
+                r = await s.nio.room_redact(room, event_id, reason="sent in error")
+                assert getattr(r, "event_id", None), r
+        run(redact())
+
     def staff_sends_file(self, room, data, name, mimetype, msgtype="m.file"):
         """Staff upload a file and send it into the room, as Element does."""
         async def send():

@@ -71,6 +71,7 @@ const ops = {
   },
   async set_origin({ url }) { origin = new URL(url).origin; return true; },
   async url() { return page.url(); },
+  async reload() { await page.reload({ waitUntil: 'load' }); return page.url(); },
   async back() { await page.goBack({ waitUntil: 'load' }).catch(() => null); return page.url(); },
   async click({ selector, timeout = 15000 }) { await page.click(selector, { timeout }); return true; },
   async fill({ selector, value, timeout = 15000 }) { await page.fill(selector, value, { timeout }); return true; },

@@ -152,6 +152,33 @@ def test_staff_html_is_shown_as_text(gw, browser, shots):
     no_problems(b)
 
 
+def test_message_taken_down_by_staff(gw, browser, shots):
+    """Staff remove a message in Element: the page stops showing its words,
+    says it was removed, and a reload shows no trace of them either."""
+    b = browser()
+    pseudonym = to_chat(b, gw, "en", prefix=None)
+    send(b, "hello")
+    room, _ = gw.staff_sees(pseudonym, "hello")
+    wrong = gw.staff_says(room, "Meeting with Sam Jones moved to Friday")
+    keep = gw.staff_says(room, "Take your time.")
+    b.wait_js("[...document.querySelectorAll('.msg.staff .body')]"
+              ".some(e => e.textContent === 'Take your time.')", timeout=60000)
+    assert "Sam Jones" in b.text("#c-msgs")
+    gw.staff_redacts(room, wrong)
+    b.wait_js("document.querySelector('.msg.staff.removed')", timeout=60000)
+    assert "Sam Jones" not in b.text("#c-msgs")
+    assert b.text(".msg.staff.removed .body") == "This message was removed."
+    assert "Take your time." in b.text("#c-msgs"), "the other message went too"
+    assert keep
+    screen(b, "chat", shots)
+    b.call("reload")
+    b.wait_js("document.querySelector('.msg.staff.removed')", timeout=60000)
+    b.wait_js("[...document.querySelectorAll('.msg.staff .body')]"
+              ".some(e => e.textContent === 'Take your time.')", timeout=60000)
+    assert "Sam Jones" not in b.text("#c-msgs")
+    no_problems(b)
+
+
 def test_quick_exit_leaves_nothing(gw, browser, shots):
     """Quick exit wipes both storages and replaces the page: Back does not show the chat."""
     b = browser()

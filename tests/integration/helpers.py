@@ -16,6 +16,17 @@ from conftest import SERVER_NAME
 from mx import Client, poll, replies_to, run
 
 
+def wait(pred, timeout, what, step=0.05):
+    """pred()'s first true value within timeout seconds, else fail naming what."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    raise AssertionError("%s: not within %ss" % (what, timeout))
+
+
 def bearer(token):
     return {"Authorization": "Bearer " + token}
 

@@ -26,6 +26,7 @@ import requests
 import yaml
 
 from fakehs import FakeHomeserver
+from helpers import wait
 from standalone import REMOTE_SERVER, Standalone, free_port, message_event
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -35,16 +36,6 @@ BIN = os.path.abspath(os.environ.get("THRESHOLD_BIN")
                       or os.path.join(SOURCE_DIR, "build", "threshold"))
 API = "/_threshold/gateway/v1"
 CONSENT = {"version": "1", "language": "en", "agreed": True}
-
-
-def wait(pred, timeout, what, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    raise AssertionError("%s: not within %ss" % (what, timeout))
 
 
 def post(base, path, body, session=None):

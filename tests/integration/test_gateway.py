@@ -10,7 +10,7 @@ import requests
 
 from conftest import SERVER_NAME
 from gateway import API, Guest, api, invite_link_token, join_portal, validated, wait_gateway
-from helpers import audit_records, bearer, q, staff_room_with_bot, staff_says, bot_reply
+from helpers import audit_records, bearer, q, staff_room_with_bot, staff_says, bot_reply, wait
 from mx import Client, poll, run
 
 from gateway import SCHEMA
@@ -227,6 +227,47 @@ def test_staff_commands_in_the_portal(env, threshold, service):
     recs = audit_records(threshold, "conversation_closed")
     assert any(rec.get("actor") == "@staff:" + SERVER_NAME for rec in recs), recs
     assert ensure_colleague
+
+
+def test_taken_down_in_element_leaves_the_page(env, threshold, service):
+    """Staff remove a message in Element (their own sent by mistake, and one
+    the guest wrote): the guest's feed takes both down, live and on replay."""
+    g = Guest(env.gw_url)
+    g.redeem(service="helpline")
+    portal = staff_join_portal(env, service["staff_room"], g.pseudonym)
+    lid = g.send("my number is 07700 900123")
+    mine = g.wait_for(lambda e: e.get("local_id") == lid, what="the guest's own message")
+    wrong = staff_says(env, portal, "Note for Sam Jones, case 4471")
+    shown = g.wait_for(lambda e: e.get("body") == "Note for Sam Jones, case 4471", what="staff's message")
+
+    def guest_event():
+        for ev in history(env, portal):
+            if ev.get("content", {}).get("org.threshold.local_id") == lid:
+                return ev["event_id"]
+    theirs = wait(guest_event, 30, "the guest's message in the room")
+
+    async def redact():
+        async with Client.for_user(env, "staff") as s:
+            for event_id in (wrong, theirs):
+                r = await s.nio.room_redact(portal, event_id, reason="sent in error")
+                assert getattr(r, "event_id", None), r
+    run(redact())
+    gone = {e["entry"] for e in [g.wait_for(lambda e: e["kind"] == "removed" and e["entry"] == shown["id"],
+                                            what="the take-down of staff's message"),
+                                 g.wait_for(lambda e: e["kind"] == "removed" and e["entry"] == mine["id"],
+                                            what="the take-down of the guest's message")]}
+    assert gone == {shown["id"], mine["id"]}
+
+    # A page opened now (another device, a reload) shows neither.
+    again = Guest(env.gw_url)
+    again.session = g.session
+    again.poll(timeout_ms=0)
+    text = json.dumps(again.seen)
+    assert "Sam Jones" not in text and "07700" not in text, again.seen
+    replayed = {e["id"]: e for e in again.seen}
+    assert replayed[shown["id"]].get("removed") is True
+    assert replayed[shown["id"]]["from"]["role"] == "staff"
+    assert replayed[mine["id"]].get("removed") is True and replayed[mine["id"]]["local_id"] == lid
 
 
 def test_staff_invite_command(env, threshold, service):

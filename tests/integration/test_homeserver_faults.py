@@ -28,6 +28,7 @@ import pytest
 import requests
 
 from fakehs import FakeHomeserver
+from helpers import wait
 from standalone import Standalone, free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -39,16 +40,6 @@ API = "/_threshold/gateway/v1"
 CLIENT_TIMEOUT_MS = 2000
 MAX_BACKOFF_MS = 3000
 STAFF = "@sam:localhost"
-
-
-def wait(pred, timeout, what, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    raise AssertionError("%s: not within %ss" % (what, timeout))
 
 
 class Page:

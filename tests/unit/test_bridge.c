@@ -979,6 +979,116 @@ static void test_attachments(void)
 	test_env_close(&e);
 }
 
+/* A redaction (v1-v10: "redacts" at the top; v11: in the content). */
+static struct mxev redaction_of(const char *sender, const char *room, const char *event_id, const char *json)
+{
+	struct mxev ev = {.json = {json, strlen(json)},
+	                  .is_object = true,
+	                  .event_id = event_id,
+	                  .room_id = room,
+	                  .type = "m.room.redaction",
+	                  .sender = sender,
+	                  .content = {"{}", 2},
+	                  .content_is_object = true};
+	return ev;
+}
+
+/* A message taken down in Matrix goes from every guest's feed: its words
+ * and attachment are gone on replay, a "removed" entry tells live pages,
+ * and the picture can no longer be fetched.  A redaction of something no
+ * feed holds, or of one already taken down, changes nothing. */
+static void test_take_down(void)
+{
+	struct test_env e;
+	struct txn_env env;
+	env_init(&e, &env);
+	struct conv_started sa, sb;
+	struct conv_session a, b;
+	CHECK_EQ_INT(conv_redeem(&env, NULL, SVC_NAME, "3", "en", &sa), TH_OK);
+	CHECK_EQ_INT(conv_redeem(&env, NULL, SVC_NAME, "3", "en", &sb), TH_OK);
+	CHECK_EQ_INT(conv_auth(e.st, sa.session, th_now_ms(), &a), TH_OK);
+	CHECK_EQ_INT(conv_auth(e.st, sb.session, th_now_ms(), &b), TH_OK);
+	const char *room = "!group:test.local", *staff = "@staff:test.local";
+	json_t *r =
+	        json_pack("{s:s, s:{s:s, s:s}}", "kind", "group", "guests", a.guest, "join", b.guest, "join");
+
+	/* Guest A overshares in the group; a moderator takes it down (v1-v10 form). */
+	struct mxev ev = message_of(a.guest, room, "$overshare:test.local",
+	                            "{\"msgtype\":\"m.text\",\"body\":\"I live at 4 Elm Road\","
+	                            "\"org.threshold.local_id\":\"L1\"}",
+	                            "I live at 4 Elm Road", "m.text");
+	deliver(&e, &ev, POL_ROLE_GUEST, r);
+	json_t *x = last_entry(e.st, b.guest);
+	uint64_t in_b = (uint64_t)json_integer_value(json_object_get(x, "id"));
+	CHECK_STR(jsonx_str(x, "body"), "I live at 4 Elm Road");
+	json_decref(x);
+	x = last_entry(e.st, a.guest);
+	uint64_t in_a = (uint64_t)json_integer_value(json_object_get(x, "id"));
+	json_decref(x);
+	CHECK(db_mentions(e.st, STORE_FEED, "4 Elm Road", NULL) == 2);
+	struct mxev red = redaction_of(staff, room, "$red1:test.local",
+	                               "{\"type\":\"m.room.redaction\",\"redacts\":\"$overshare:test.local\","
+	                               "\"content\":{\"reason\":\"personal details\"}}");
+	deliver(&e, &red, POL_ROLE_STAFF, r);
+	CHECK(db_mentions(e.st, STORE_FEED, "4 Elm Road", NULL) == 0);
+	x = last_entry(e.st, b.guest);
+	CHECK_STR(jsonx_str(x, "kind"), "removed");
+	CHECK_EQ_INT(json_integer_value(json_object_get(x, "entry")), (long long)in_b);
+	CHECK(json_object_get(x, "from") == NULL && json_object_get(x, "body") == NULL);
+	json_decref(x);
+	uint64_t next;
+	json_t *all = feed_of(e.st, b.guest, in_b - 1, &next);
+	x = json_array_get(all, 0);
+	CHECK_EQ_INT(json_integer_value(json_object_get(x, "id")), (long long)in_b);
+	CHECK_STR(jsonx_str(x, "kind"), "message");
+	CHECK(json_is_true(json_object_get(x, "removed")));
+	CHECK(json_object_get(x, "body") == NULL);
+	CHECK_STR(jsonx_str(json_object_get(x, "from"), "name"), a.pseudonym);
+	CHECK(json_object_get(x, "event_id") == NULL); /* still private */
+	json_decref(all);
+	/* The writer's own page takes it down too, and keeps its local id. */
+	all = feed_of(e.st, a.guest, in_a - 1, &next);
+	x = json_array_get(all, 0);
+	CHECK(json_is_true(json_object_get(x, "removed")));
+	CHECK_STR(jsonx_str(x, "local_id"), "L1");
+	CHECK_STR(jsonx_str(json_array_get(all, 1), "kind"), "removed");
+	json_decref(all);
+
+	/* Again, or something no feed holds: nothing new. */
+	x = last_entry(e.st, b.guest);
+	uint64_t last_b = (uint64_t)json_integer_value(json_object_get(x, "id"));
+	json_decref(x);
+	deliver(&e, &red, POL_ROLE_STAFF, r);
+	struct mxev other =
+	        redaction_of(staff, room, "$red2:test.local",
+	                     "{\"type\":\"m.room.redaction\",\"redacts\":\"$unknown:test.local\"}");
+	deliver(&e, &other, POL_ROLE_STAFF, r);
+	struct mxev broken = redaction_of(staff, room, "$red3:test.local", "{\"type\":\"m.room.redaction\"}");
+	deliver(&e, &broken, POL_ROLE_STAFF, r);
+	x = last_entry(e.st, b.guest);
+	CHECK_EQ_INT(json_integer_value(json_object_get(x, "id")), (long long)last_b);
+	json_decref(x);
+
+	/* Staff's picture, taken down by its sender (room v11: "redacts" in the content). */
+	ev = message_of(staff, room, "$pic:test.local",
+	                "{\"msgtype\":\"m.image\",\"body\":\"x.png\",\"url\":\"mxc://test.local/Wrong1\"}",
+	                "x.png", "m.image");
+	deliver(&e, &ev, POL_ROLE_STAFF, r);
+	x = last_entry(e.st, a.guest);
+	uint64_t pic = (uint64_t)json_integer_value(json_object_get(x, "id"));
+	json_decref(x);
+	struct media_attachment got;
+	CHECK_EQ_INT(attachment_of(e.st, a.guest, pic, &got), TH_OK);
+	red = redaction_of(staff, room, "$red4:test.local",
+	                   "{\"type\":\"m.room.redaction\",\"content\":{\"redacts\":\"$pic:test.local\"}}");
+	deliver(&e, &red, POL_ROLE_STAFF, r);
+	CHECK_EQ_INT(attachment_of(e.st, a.guest, pic, &got), TH_ENOTFOUND);
+	CHECK(db_mentions(e.st, STORE_FEED, "Wrong1", NULL) == 0);
+
+	json_decref(r);
+	test_env_close(&e);
+}
+
 /* ---- conversations ------------------------------------------------------- */
 
 static char *lower_spaced(const char *code)
@@ -1503,6 +1613,7 @@ int main(void)
 	test_feed();
 	test_media_parsing();
 	test_attachments();
+	test_take_down();
 	test_conv_lifecycle();
 	test_conv_erase();
 	test_conv_expire();
