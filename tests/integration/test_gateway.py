@@ -387,6 +387,16 @@ def test_group_invitation(env, threshold, service):
                if ev.get("content", {}).get("body") in ("hello from a",)}
     assert len(senders) == 1 and next(iter(senders)).startswith("@guest_")
 
+    # a deletes their data: b's page takes a's words down as the redactions arrive
+    r = a.post("/erase", {"confirm": True})
+    assert r.status_code == 200, r.text
+    b.wait_for(lambda e: e["kind"] == "removed" and e["entry"] == seen_by_b["id"],
+               what="a's message taken off b's page after a's erasure")
+    fresh = Guest(env.gw_url)
+    fresh.session = b.session
+    fresh.poll(timeout_ms=0)
+    assert "hello from a" not in json.dumps(fresh.seen), fresh.seen
+
 
 def test_invitation_qr_code(env, threshold, service, tmp_path):
     """!threshold invite --qr: the bot answers with the link, then a QR code
