@@ -3,10 +3,12 @@
  * pictures and files fetched for the guest, and the page's files.  What each
  * request does lives in conv.c and invites.c.
  */
+#define _GNU_SOURCE /* POLLRDHUP */
 #include "gateway.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -89,6 +91,7 @@ struct waiter {
 	char guest[GUESTS_MAX_USER_ID + 1];
 	uint64_t since;
 	uint64_t deadline; /* monotonic ms */
+	int hung_up;       /* its peer closed the connection while it waited */
 };
 
 /*
@@ -990,9 +993,40 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 /* ---- the waiter thread ------------------------------------------------------- */
 
+/* libmicrohttpd does not watch a suspended connection, so a page that went
+ * away while its poll was parked (quick exit, a closed tab, a lost network)
+ * would keep its socket and connection slot until the poll's timeout.  Once
+ * a second the waiter looks at every parked socket, without blocking, and
+ * lets go of those whose peer hung up.  Called with gw->mu held. */
+static void mark_hung_up(gateway *gw)
+{
+	size_t n = gw->nwaiting, i = 0;
+	if (n == 0)
+		return;
+	struct pollfd *p = xmalloc(n * sizeof(*p));
+	struct waiter **ws = xmalloc(n * sizeof(*ws));
+	for (struct waiter *w = gw->waiters; w && i < n; w = w->next) {
+		const union MHD_ConnectionInfo *ci =
+		        MHD_get_connection_info(w->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+		if (!ci)
+			continue;
+		p[i] = (struct pollfd){.fd = ci->connect_fd, .events = POLLRDHUP};
+		ws[i++] = w;
+	}
+	if (i && poll(p, (nfds_t)i, 0) > 0) {
+		for (size_t k = 0; k < i; k++) {
+			if (p[k].revents & (POLLRDHUP | POLLHUP | POLLERR))
+				ws[k]->hung_up = 1;
+		}
+	}
+	free(p);
+	free(ws);
+}
+
 static void *waiter_main(void *arg)
 {
 	gateway *gw = arg;
+	uint64_t hup_check = 0;
 	pthread_mutex_lock(&gw->mu);
 	for (;;) {
 		uint64_t now = th_mono_ms(), next = now + 1000;
@@ -1009,12 +1043,17 @@ static void *waiter_main(void *arg)
 		int check = gw->notified;
 		gw->notified = 0;
 		now = th_mono_ms();
+		if (now >= hup_check) {
+			mark_hung_up(gw);
+			hup_check = now + 1000;
+		}
 		store_txn *t = NULL;
 		if (check && gw->waiters && store_txn_begin(gw->env->st, 0, &t) != TH_OK)
 			t = NULL;
 		for (struct waiter *w = gw->waiters, *nx; w; w = nx) {
 			nx = w->next;
-			if (gw->stop || w->deadline <= now || (t && feed_has_after(t, w->guest, w->since))) {
+			if (gw->stop || w->hung_up || w->deadline <= now ||
+			    (t && feed_has_after(t, w->guest, w->since))) {
 				struct MHD_Connection *conn = w->conn;
 				waiter_unlink(gw, w);
 				w->conn = NULL;

@@ -209,6 +209,45 @@ def test_slow_loris_gateway_and_as_api(gw):
     assert gw.running()
 
 
+def test_vanished_polls_let_go(gw, hs):
+    """Pages that go away while their feed polls are parked (quick exit, a
+    closed tab) do not keep their sockets until the poll's 60 s timeout:
+    libmicrohttpd does not watch suspended connections, so the gateway looks
+    at them itself, once a second."""
+    sessions = [new_guest(gw, hs)[0] for _ in range(4)]
+    since = [get(gw, "/feed?timeout_ms=0", tok).json()["next"] for tok in sessions]
+    base = pid_fds(gw.proc.pid)
+    socks = []
+    for tok, n in zip(sessions, since):
+        for _ in range(5):
+            s = socket.create_connection(("127.0.0.1", gw.gw_port), timeout=5)
+            s.sendall(request_bytes("GET", "%s/feed?since=%d&timeout_ms=60000" % (API, n),
+                                    [("Authorization", "Bearer " + tok)]))
+            socks.append(s)
+    deadline = time.monotonic() + 10
+    while pid_fds(gw.proc.pid) < base + len(socks) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    parked = pid_fds(gw.proc.pid)
+    assert parked >= base + len(socks), (base, parked)
+    for s in socks:
+        s.setblocking(False)
+        try:
+            assert s.recv(1) == b"", "a parked poll was answered early"
+        except BlockingIOError:
+            pass  # nothing yet: still parked, as it should be
+        s.close()
+    closed = time.monotonic()
+    while pid_fds(gw.proc.pid) > base and time.monotonic() - closed < 30:
+        time.sleep(0.1)
+    took = time.monotonic() - closed
+    after = pid_fds(gw.proc.pid)
+    print("vanished polls: %d parked, fds %d -> %d -> %d, let go in %.1f s"
+          % (len(socks), base, parked, after, took))
+    # Well before the polls' own 60 s timeout (a second or two in practice).
+    assert after <= base, (base, parked, after)
+    assert get(gw, "/session", sessions[0]).status_code == 200
+
+
 def test_gateway_max_connections_caps_slow_clients(hs):
     """gateway.max_connections 16: of 40 slow connections the daemon takes
     16 and leaves the rest in the listen queue; a normal client waits while
