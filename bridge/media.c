@@ -1,6 +1,7 @@
 /*
  * media.c - sniffing and metadata stripping (spec: PNG, ISO/IEC 15948
- * chunks; JPEG, ITU T.81 markers and JFIF).
+ * chunks; JPEG, ITU T.81 markers and JFIF; WebP, the RIFF container of
+ * RFC 9649).
  */
 #include "media.h"
 
@@ -99,12 +100,66 @@ static int strip_png(unsigned char *b, size_t *len)
 	return TH_EINVAL; /* no IEND */
 }
 
+static size_t le32(const unsigned char *p)
+{
+	return (size_t)p[0] | (size_t)p[1] << 8 | (size_t)p[2] << 16 | (size_t)p[3] << 24;
+}
+
+static void put_le32(unsigned char *p, size_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* WebP (RIFF): every chunk but EXIF and "XMP ", with the extended header's
+ * (VP8X) EXIF and XMP flags cleared and the RIFF size made right.  Chunks
+ * are FourCC, LE32 size, payload, and a pad byte when the size is odd. */
+static int strip_webp(unsigned char *b, size_t *len)
+{
+	size_t n = *len;
+	size_t riff = le32(b + 4);
+	if (riff < 4 || riff > n - 8)
+		return TH_EINVAL;
+	n = riff + 8; /* whatever follows the RIFF is not the picture's */
+	size_t in = 12, out = 12;
+	int image = 0;
+	while (in < n) {
+		if (n - in < 8)
+			return TH_EINVAL;
+		size_t clen = le32(b + in + 4), whole = 8 + clen + (clen & 1);
+		if (clen > n - in - 8)
+			return TH_EINVAL;
+		if (whole > n - in) /* the last chunk's pad byte may be missing */
+			whole = n - in;
+		int drop = !memcmp(b + in, "EXIF", 4) || !memcmp(b + in, "XMP ", 4);
+		if (!memcmp(b + in, "VP8X", 4)) {
+			if (clen < 10)
+				return TH_EINVAL;
+			b[in + 8] &= (unsigned char)~0x0c; /* EXIF (0x08) and XMP (0x04) present */
+		}
+		image |= !memcmp(b + in, "VP8 ", 4) || !memcmp(b + in, "VP8L", 4) ||
+		         !memcmp(b + in, "ANMF", 4);
+		if (!drop) {
+			memmove(b + out, b + in, whole);
+			out += whole;
+		}
+		in += whole;
+	}
+	if (!image)
+		return TH_EINVAL;
+	put_le32(b + 4, out - 8);
+	*len = out;
+	return TH_OK;
+}
+
 int media_strip(const struct media_kind *kind, unsigned char *buf, size_t *len)
 {
 	if (kind == &kinds[0])
 		return strip_png(buf, len);
 	if (kind == &kinds[1])
 		return strip_jpeg(buf, len);
+	if (kind == &kinds[3])
+		return strip_webp(buf, len);
 	return TH_OK;
 }
 

@@ -38,7 +38,8 @@ struct media_kind {
 const struct media_kind *media_sniff(const unsigned char *buf, size_t len);
 
 /**
- * Remove location and device metadata from a PNG or JPEG in place.
+ * Remove location and device metadata from a PNG, JPEG or WebP in place
+ * (GIF and PDF are left as they are).
  * @param len  in: the bytes; out: the bytes left (never more)
  * @return TH_OK, or TH_EINVAL if the file is damaged (refuse it).
  */

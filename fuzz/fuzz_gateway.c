@@ -13,8 +13,9 @@
  * Oracle, besides ASan and UBSan:
  *  - media: stripping never grows the file, keeps its signature, leaves no
  *    metadata it promised to remove (no APP1..APP15/COM segment before a
- *    JPEG's scan; no eXIf/tEXt/zTXt/iTXt/tIME chunk in a PNG), and stripping
- *    the result again changes nothing;
+ *    JPEG's scan; no eXIf/tEXt/zTXt/iTXt/tIME chunk in a PNG; in a WebP no
+ *    EXIF or "XMP " chunk, no such flag in VP8X, and a RIFF size that is the
+ *    file's), and stripping the result again changes nothing;
  *  - resume codes: an accepted code has the ABCD-EFGH-JKLM-NPQR shape and
  *    normalising it again gives itself;
  *  - durations: an accepted one is positive and at most a year and a day;
@@ -74,6 +75,29 @@ static void check_png(const unsigned char *b, size_t n)
 	}
 }
 
+static size_t le32(const unsigned char *p)
+{
+	return (size_t)p[0] | (size_t)p[1] << 8 | (size_t)p[2] << 16 | (size_t)p[3] << 24;
+}
+
+static void check_webp(const unsigned char *b, size_t n)
+{
+	if (n < 12 || le32(b + 4) != n - 8)
+		abort(); /* the RIFF size must be the file's */
+	for (size_t i = 12; i < n;) {
+		if (n - i < 8)
+			abort();
+		size_t len = le32(b + i + 4);
+		if (len > n - i - 8)
+			abort();
+		if (!memcmp(b + i, "EXIF", 4) || !memcmp(b + i, "XMP ", 4))
+			abort(); /* metadata left */
+		if (!memcmp(b + i, "VP8X", 4) && (b[i + 8] & 0x0c))
+			abort(); /* the header still says there is metadata */
+		i += 8 + len + (len & 1);
+	}
+}
+
 static void fuzz_media(const uint8_t *data, size_t size)
 {
 	const struct media_kind *k = media_sniff(data, size);
@@ -89,6 +113,8 @@ static void fuzz_media(const uint8_t *data, size_t size)
 			check_jpeg(b, n);
 		if (!strcmp(k->mimetype, "image/png"))
 			check_png(b, n);
+		if (!strcmp(k->mimetype, "image/webp"))
+			check_webp(b, n);
 		size_t again = n;
 		if (media_strip(k, b, &again) != TH_OK || again != n)
 			abort(); /* stripping is idempotent */

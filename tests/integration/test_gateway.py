@@ -454,6 +454,32 @@ def _jpeg_with_exif():
             + seg(0xDA, b"\x01\x01\x00\x00\x3f\x00") + b"\x12\x34\x56" + b"\xff\xd9")
 
 
+def _webp_with_exif():
+    """A 1x1 lossless WebP in the extended format, saying it carries EXIF and
+    XMP, and carrying both (RFC 9649's RIFF chunks)."""
+    import base64
+    import struct
+    vp8l = base64.b64decode("UklGRhoAAABXRUJQVlA4TA0AAAAvAAAAEAcQERGIiP4HAA==")[12:]
+
+    def chunk(cc, data):
+        return cc + struct.pack("<I", len(data)) + data + (b"\0" if len(data) & 1 else b"")
+    body = (b"WEBP" + chunk(b"VP8X", bytes([0x0c]) + bytes(9)) + vp8l
+            + chunk(b"EXIF", b"Exif\0\0GPS 51.5N 0.1W secret") + chunk(b"XMP ", b"<x>secret</x>"))
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def webp_chunks(data):
+    """(FourCC, VP8X flags or None) of each chunk; the RIFF size checked."""
+    assert data[:4] == b"RIFF" and data[8:12] == b"WEBP", data[:16]
+    assert int.from_bytes(data[4:8], "little") == len(data) - 8
+    i, out = 12, []
+    while i < len(data):
+        n = int.from_bytes(data[i + 4:i + 8], "little")
+        out.append((data[i:i + 4], data[i + 8] if data[i:i + 4] == b"VP8X" else None))
+        i += 8 + n + (n & 1)
+    return out
+
+
 def test_guest_sends_pictures(env, threshold, service):
     """A guest's picture reaches staff as an m.image without its location
     metadata; other kinds of file are refused; the size cap holds."""
@@ -466,7 +492,8 @@ def test_guest_sends_pictures(env, threshold, service):
         return api.post(env.gw_url + API + "/upload", params={"local_id": local_id, "name": name},
                         data=data, headers={"Authorization": "Bearer " + g.session,
                                             "Content-Type": "application/octet-stream"}, timeout=30)
-    for data, lid, name in ((_png_with_text(), "p1", "map.png"), (_jpeg_with_exif(), "j1", "../photo.jpg")):
+    for data, lid, name in ((_png_with_text(), "p1", "map.png"), (_jpeg_with_exif(), "j1", "../photo.jpg"),
+                            (_webp_with_exif(), "w1", "street.webp")):
         r = upload(data, lid, name)
         assert r.status_code == 202, r.text
         mine = g.wait_for(lambda e, lid=lid: e.get("local_id") == lid, what="the picture's echo")
@@ -477,7 +504,7 @@ def test_guest_sends_pictures(env, threshold, service):
     assert r.status_code == 413
 
     images = [ev for ev in history(env, portal) if ev.get("content", {}).get("msgtype") == "m.image"]
-    assert {ev["content"]["body"] for ev in images} == {"map.png", "photo.jpg"}, images
+    assert {ev["content"]["body"] for ev in images} == {"map.png", "photo.jpg", "street.webp"}, images
     for ev in images:
         server, media_id = ev["content"]["url"][len("mxc://"):].split("/", 1)
         r = requests.get("%s/_matrix/client/v1/media/download/%s/%s" % (env.hs_url, server, media_id),
@@ -486,7 +513,9 @@ def test_guest_sends_pictures(env, threshold, service):
             r = requests.get("%s/_matrix/media/v3/download/%s/%s" % (env.hs_url, server, media_id), timeout=30)
         assert r.status_code == 200, r.text
         assert b"secret" not in r.content and b"51.5N" not in r.content, r.content[:200]
-        assert r.content[:4] in (b"\x89PNG", b"\xff\xd8\xff\xe0")
+        assert r.content[:4] in (b"\x89PNG", b"\xff\xd8\xff\xe0", b"RIFF")
+        if r.content[:4] == b"RIFF":
+            assert webp_chunks(r.content) == [(b"VP8X", 0), (b"VP8L", None)], webp_chunks(r.content)
 
 
 PDF = (b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
