@@ -39,6 +39,10 @@
 #define GW_DRAIN_MS     10000u /* how long stopping waits for resumed polls to be sent */
 #define MAX_ADDR        64
 #define MEDIA_QUEUE_MAX 16u /* media fetches waiting for the fetcher; 503 past it */
+/* Fetched bytes held until sent (slow phones take a while): past this, new
+ * media requests get 503.  Above gateway.max_media_bytes' highest value, so
+ * one file always fits. */
+#define MEDIA_HELD_MAX (64u << 20)
 
 /* Security headers on everything the gateway answers.  blob: pictures are
  * the ones the page fetched with its session (GET /media/{id}). */
@@ -79,7 +83,8 @@ struct gateway {
 	pthread_cond_t fetch_cv;
 	struct media_job *jobs, *jobs_tail;
 	unsigned njobs;
-	cs_client *cs; /* the fetcher's own */
+	cs_client *cs;     /* the fetcher's own */
+	size_t media_held; /* bytes fetched and not yet sent or freed (under mu) */
 	pthread_mutex_t rl_mu;
 	struct rl_slot rl[RL_SLOTS];
 };
@@ -644,10 +649,30 @@ static enum MHD_Result no_media(struct MHD_Connection *conn)
 	return send_error(conn, 404, "TH_NOT_FOUND", "There is no such picture or file here.", 0);
 }
 
-static void job_free(struct media_job *j)
+/* Free @p j, and give back the bytes it holds; gw->mu held. */
+static void job_free(gateway *gw, struct media_job *j)
 {
+	if (j->buf)
+		gw->media_held -= j->len;
 	free(j->buf);
 	free(j);
+}
+
+/* A fetched file being sent: freed by libmicrohttpd once sent (or not). */
+struct held {
+	gateway *gw;
+	unsigned char *buf;
+	size_t len;
+};
+
+static void held_free(void *cls)
+{
+	struct held *h = cls;
+	pthread_mutex_lock(&h->gw->mu);
+	h->gw->media_held -= h->len;
+	pthread_mutex_unlock(&h->gw->mu);
+	free(h->buf);
+	free(h);
 }
 
 /* GET /media/{id}: look the entry up in the caller's own feed, then park the
@@ -677,7 +702,7 @@ static enum MHD_Result handle_media(gateway *gw, struct MHD_Connection *conn, st
 	media_ascii_name(att.name, j->filename);
 	j->conn = conn;
 	pthread_mutex_lock(&gw->mu);
-	if (gw->stop || gw->njobs >= MEDIA_QUEUE_MAX) {
+	if (gw->stop || gw->njobs >= MEDIA_QUEUE_MAX || gw->media_held >= MEDIA_HELD_MAX) {
 		int stopping = gw->stop;
 		pthread_mutex_unlock(&gw->mu);
 		free(j);
@@ -704,38 +729,43 @@ static enum MHD_Result handle_media(gateway *gw, struct MHD_Connection *conn, st
 }
 
 /* The fetcher is done and resumed us: answer from its buffer. */
-static enum MHD_Result answer_media(struct MHD_Connection *conn, struct req *rq)
+static enum MHD_Result answer_media(gateway *gw, struct MHD_Connection *conn, struct req *rq)
 {
 	struct media_job *j = rq->job;
 	rq->job = NULL;
 	enum MHD_Result ret;
 	if (j->status != 200) {
 		ret = send_error(conn, j->status, j->errcode, j->error, j->retry_after_ms);
-		job_free(j);
+		pthread_mutex_lock(&gw->mu);
+		job_free(gw, j);
+		pthread_mutex_unlock(&gw->mu);
 		return ret;
 	}
-	struct MHD_Response *r =
-	        j->len ? MHD_create_response_from_buffer(j->len, j->buf, MHD_RESPMEM_MUST_FREE)
-	               : MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-	if (!r) {
-		job_free(j);
-		return MHD_NO;
+	/* The bytes go to the response, which gives them back when sent. */
+	struct held *h = xmalloc(sizeof(*h));
+	*h = (struct held){gw, j->buf, j->len};
+	j->buf = NULL;
+	struct MHD_Response *r = MHD_create_response_from_buffer_with_free_callback_cls(
+	        h->len, h->buf ? (void *)h->buf : (void *)"", held_free, h);
+	if (!r)
+		held_free(h);
+	if (r) {
+		/* Only the four picture types the page shows are served as what
+		 * they are; everything else is a download the browser never renders. */
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+		                        j->mimetype ? j->mimetype : "application/octet-stream");
+		if (!j->mimetype) {
+			char *cd = xasprintf("attachment; filename=\"%s\"", j->filename);
+			MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_DISPOSITION, cd);
+			free(cd);
+		}
+		security_headers(r, media_csp);
+		ret = MHD_queue_response(conn, 200, r);
+		MHD_destroy_response(r);
+	} else {
+		ret = MHD_NO;
 	}
-	if (j->len)
-		j->buf = NULL; /* the response frees it */
-	/* Only the four picture types the page shows are served as what they
-	 * are; everything else is a download the browser never renders. */
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
-	                        j->mimetype ? j->mimetype : "application/octet-stream");
-	if (!j->mimetype) {
-		char *cd = xasprintf("attachment; filename=\"%s\"", j->filename);
-		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_DISPOSITION, cd);
-		free(cd);
-	}
-	security_headers(r, media_csp);
-	ret = MHD_queue_response(conn, 200, r);
-	MHD_destroy_response(r);
-	job_free(j);
+	free(j);
 	return ret;
 }
 
@@ -939,7 +969,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 		int done = rq->job->state == JOB_DONE;
 		pthread_mutex_unlock(&gw->mu);
 		if (done)
-			return answer_media(conn, rq);
+			return answer_media(gw, conn, rq);
 	}
 	if (rq->in_list) { /* resumed: the waiter thread unlinked us */
 		rq->in_list = 0;
@@ -973,11 +1003,11 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 			if (gw->jobs_tail == j)
 				gw->jobs_tail = prev;
 			gw->njobs--;
-			job_free(j);
+			job_free(gw, j);
 		} else if (j && j->state == JOB_RUNNING) {
 			j->orphaned = 1; /* the fetcher frees it */
 		} else if (j) {
-			job_free(j);
+			job_free(gw, j);
 		}
 		rq->job = NULL;
 		if (--gw->nheld == 0)
@@ -1192,8 +1222,10 @@ static void *fetch_main(void *arg)
 			media_fetch(gw, j);
 		pthread_mutex_lock(&gw->mu);
 		j->state = JOB_DONE;
+		if (j->buf)
+			gw->media_held += j->len;
 		if (j->orphaned)
-			job_free(j);
+			job_free(gw, j);
 		else
 			MHD_resume_connection(j->conn);
 	}
