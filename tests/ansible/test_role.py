@@ -12,7 +12,8 @@ configuration directory under the same root.  Then:
   the rendered config answers the AS API with the registration's hs_token
   (and refuses another) and serves the guest page with the configured title;
 - a second run changes nothing; changing one variable changes the config
-  file and nothing else; a config Threshold would refuse is never written;
+  file and nothing else; a config Threshold would refuse, or one the
+  registration no longer fits, is never written;
 - the unit passes `systemd-analyze verify` (skipped, with a message, where
   systemd-analyze cannot run) and carries its hardening;
 - the role's config keys are exactly appservice/config.c's, and
@@ -374,6 +375,16 @@ def test_refuses_a_second_app_service_list(deployed):
         assert "app_service_config_files is already set in %s" % hs_yaml in out
     finally:
         os.unlink(hs_yaml)
+
+
+def test_refuses_a_registration_that_no_longer_fits(deployed):
+    """A new AS port would leave Synapse sending to the old one."""
+    before = deployed.snapshot()
+    rc, _, out = deployed.playbook({"threshold_appservice_listen_port": free_port()}, check=False)
+    assert rc != 0
+    assert "no longer fits the configuration" in out
+    assert "threshold_registration_force=true" in out
+    assert deployed.snapshot() == before
 
 
 def unit_settings(path):
