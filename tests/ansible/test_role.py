@@ -198,14 +198,14 @@ def deployed():
     shutil.rmtree(d.tmp, ignore_errors=True)
 
 
-def test_syntax_check():
+def test_syntax_check(tmp_path):
     r = subprocess.run(["ansible-playbook", "--syntax-check", "-i",
                         os.path.join(ANSIBLE_DIR, "inventory.example.yml"), PLAYBOOK],
                        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
-                       cwd=tempfile.gettempdir(),
+                       cwd=str(tmp_path),
                        env=dict(os.environ, ANSIBLE_NOCOLOR="1",
-                                ANSIBLE_LOCAL_TEMP=tempfile.mkdtemp(prefix="threshold-ansible-"),
-                                ANSIBLE_HOME=tempfile.mkdtemp(prefix="threshold-ansible-")))
+                                ANSIBLE_LOCAL_TEMP=str(tmp_path / "local"),
+                                ANSIBLE_HOME=str(tmp_path / "home")))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "playbook: " in r.stdout
 
