@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "audit_cli.h"
 #include "config.h"
@@ -28,6 +29,8 @@ static void usage(FILE *f)
 	           "                             write the registration file for the homeserver,\n"
 	           "                             with fresh random tokens (default: the file named\n"
 	           "                             by appservice.registration)\n"
+	           "  check-config               check the configuration, and the registration\n"
+	           "                             once it exists; exit 0 if both are valid\n"
 	           "  status [--json]            show what the store holds (safe while serving)\n"
 	           "  invite create --service NAME [--uses N] [--expires 7d] [--json]\n"
 	           "                             a personal invitation link for a guest\n"
@@ -84,6 +87,26 @@ static int cmd_generate_registration(struct config *cfg, int argc, char **argv)
 	return 0;
 }
 
+/* Load the config (config_load has printed the error naming the key and
+ * line if it failed) and, once it exists, the registration it names: the
+ * checks `serve` makes before it opens anything. */
+static int cmd_check_config(struct config *cfg, int argc)
+{
+	char err[512];
+	if (argc > 0) {
+		fprintf(stderr, "threshold: check-config takes no arguments\n");
+		return 2;
+	}
+	if (access(cfg->registration, F_OK) == 0) {
+		if (config_load_registration(cfg, err, sizeof(err)) != TH_OK)
+			return 1;
+		printf("%s: config OK (registration %s OK)\n", cfg->path, cfg->registration);
+	} else {
+		printf("%s: config OK (registration %s not written yet)\n", cfg->path, cfg->registration);
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *config_path = getenv("THRESHOLD_CONFIG");
@@ -117,7 +140,8 @@ int main(int argc, char **argv)
 	int sub_argc = argc - i;
 	char **sub_argv = argv + i;
 	if (strcmp(cmd, "serve") && strcmp(cmd, "generate-registration") && strcmp(cmd, "status") &&
-	    strcmp(cmd, "audit") && strcmp(cmd, "guest") && strcmp(cmd, "invite")) {
+	    strcmp(cmd, "audit") && strcmp(cmd, "guest") && strcmp(cmd, "invite") &&
+	    strcmp(cmd, "check-config")) {
 		fprintf(stderr, "threshold: unknown command '%s' (try --help)\n", cmd);
 		return 2;
 	}
@@ -135,6 +159,8 @@ int main(int argc, char **argv)
 		code = inv_cli_main(&cfg, sub_argc, sub_argv);
 	} else if (!strcmp(cmd, "audit")) {
 		code = audit_cli_main(&cfg, sub_argc, sub_argv);
+	} else if (!strcmp(cmd, "check-config")) {
+		code = cmd_check_config(&cfg, sub_argc);
 	} else if (!strcmp(cmd, "generate-registration")) {
 		code = cmd_generate_registration(&cfg, sub_argc, sub_argv);
 	} else if (!strcmp(cmd, "status")) {

@@ -4,14 +4,20 @@
 # Idempotent: packages already present are left alone. Needs root (or sudo).
 set -euo pipefail
 
-pkgs=(
-  # build
-  build-essential cmake pkg-config clang libclang-rt-14-dev
-  # libraries Threshold links
-  libolm-dev liblmdb-dev lmdb-utils libjansson-dev libcurl4-openssl-dev libqrencode-dev zlib1g-dev
-  libmicrohttpd-dev libyaml-dev libssl-dev
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+# What builds Threshold: the compiler, cmake and the libraries it links, from
+# scripts/packages/build.txt (the Ansible role installs the same list).
+mapfile -t pkgs < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$here/scripts/packages/build.txt")
+if [ ${#pkgs[@]} -eq 0 ]; then
+  echo "install-deps: no packages read from $here/scripts/packages/build.txt" >&2
+  exit 1
+fi
+pkgs+=(
+  # clang builds and the libFuzzer targets; the LMDB tools
+  clang libclang-rt-14-dev lmdb-utils
   # real-homeserver harness and independent client
-  debootstrap python3 python3-matrix-nio python3-olm python3-pytest
+  debootstrap python3-matrix-nio python3-olm python3-pytest
   python3-jsonschema python3-yaml python3-requests
   # reading the QR codes the tests make
   zbar-tools
@@ -22,6 +28,8 @@ pkgs=(
   # browser tests of the guest page: Debian's Chromium (/usr/bin/chromium),
   # driven by playwright-core from npm; a font with Arabic glyphs
   chromium fonts-dejavu-core
+  # the Ansible role's test (tests/ansible)
+  ansible-core
 )
 # Node.js and npm from Debian only when the machine has no node of its own.
 if ! command -v node >/dev/null 2>&1; then
@@ -45,6 +53,5 @@ fi
 
 # The browser tests' packages, exactly as the lockfile says (no browser
 # download: playwright-core drives the Chromium installed above).
-here=$(cd "$(dirname "$0")/.." && pwd)
 echo "install-deps: npm ci in tests/browser"
 (cd "$here/tests/browser" && CI=true npm ci --no-audit --no-fund --loglevel=error </dev/null)
