@@ -22,7 +22,8 @@
 
 #define PREFIX         "/_matrix/app/v1"
 #define MAX_TXN_ID     255
-#define MAX_SMALL_BODY 65536 /* ping and other small bodies */
+#define MAX_SMALL_BODY 65536      /* ping and other small bodies */
+#define DRAIN_MAX      (1u << 20) /* bytes over a cap read and discarded to answer 413 */
 
 struct as_server {
 	const struct txn_env *env;
@@ -181,6 +182,13 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 		        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		uint64_t n;
 		if (cl && th_parse_u64(cl, UINT64_MAX, &n) == TH_OK && n > rq->cap) {
+			/* A little over: read and discard it, answer at the end (closing
+			 * with the body unread resets the connection, and a sender may
+			 * see the reset instead of the 413).  Far over: refuse now. */
+			if (n - rq->cap <= DRAIN_MAX) {
+				rq->too_large = 2;
+				return MHD_YES;
+			}
 			LOG(LOG_WARN, "request body of %llu bytes refused (cap %zu)", (unsigned long long)n,
 			    rq->cap);
 			send_error(conn, 413, "M_TOO_LARGE", "Request body too large");

@@ -38,7 +38,8 @@
 #define CONN_TIMEOUT_S  90u
 #define GW_DRAIN_MS     10000u /* how long stopping waits for resumed polls to be sent */
 #define MAX_ADDR        64
-#define MEDIA_QUEUE_MAX 16u /* media fetches waiting for the fetcher; 503 past it */
+#define DRAIN_MAX       (1u << 20) /* bytes over a cap read and discarded to answer 413 */
+#define MEDIA_QUEUE_MAX 16u        /* media fetches waiting for the fetcher; 503 past it */
 /* Fetched bytes held until sent (slow phones take a while): past this, new
  * media requests get 503.  Above gateway.max_media_bytes' highest value, so
  * one file always fits. */
@@ -311,9 +312,9 @@ static enum MHD_Result handle_page(gateway *gw, struct MHD_Connection *conn)
 		                                       "name", name, "dir", dir));
 	}
 	return send_json(conn, 200,
-	                 json_pack("{s:s, s:s, s:o, s:b}", "title", cfg->gw_page_title, "exit_url",
-	                           cfg->gw_exit_url, "languages", langs, "resume_codes",
-	                           cfg->gw_resume_codes));
+	                 json_pack("{s:s, s:s, s:o, s:b, s:I}", "title", cfg->gw_page_title, "exit_url",
+	                           cfg->gw_exit_url, "languages", langs, "resume_codes", cfg->gw_resume_codes,
+	                           "max_upload_bytes", (json_int_t)cfg->gw_max_upload_bytes));
 }
 
 static json_t *service_json(const struct config_service *svc)
@@ -944,8 +945,13 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 		        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		uint64_t declared;
 		if (cl && th_parse_u64(cl, UINT64_MAX / 2, &declared) == TH_OK && declared > rq->cap) {
-			/* Refuse before reading it; libmicrohttpd then closes the connection. */
 			rq->too_large = 1;
+			/* A little over: read it and throw it away, then answer 413 (see
+			 * dispatch).  Closing with the body unread makes the kernel
+			 * reset the connection, and a client still sending may see
+			 * the reset, not the answer.  Far over: refuse before reading. */
+			if (declared - rq->cap <= DRAIN_MAX)
+				return MHD_YES;
 			return send_error(conn, 413, "TH_TOO_LARGE", "The request is too large.", 0);
 		}
 		return MHD_YES;

@@ -625,6 +625,12 @@
     setMsgState(li, 'sending');
     var file = li.file;
     if (li.body === null && !file) return setMsgState(li, 'failed', 'state_failed');
+    /* Too big for this service: say so without spending the guest's data on it. */
+    if (file && page && typeof page.max_upload_bytes === 'number' && file.size > page.max_upload_bytes) {
+      li.file = null;
+      delete pending[li.localId];
+      return setMsgState(li, 'failed', 'file_too_big');
+    }
     (file
       ? api('POST', 'upload?local_id=' + li.localId + '&name=' + encodeURIComponent(file.name), file,
         { auth: true, raw: true })

@@ -35,6 +35,9 @@ const problems = [];
 
 function note(kind, text) { problems.push({ kind, text: String(text).slice(0, 500) }); }
 
+// Every request the page made ("POST /_threshold/gateway/v1/upload"), in order.
+const sent = [];
+
 function watch(p) {
   p.on('pageerror', (e) => note('pageerror', e.message));
   p.on('console', (m) => { if (m.type() === 'error') note('console', m.text()); });
@@ -43,6 +46,7 @@ function watch(p) {
     if (r.isNavigationRequest() && r.frame() === p.mainFrame()) return;
     const u = new URL(r.url());
     if (!['http:', 'https:'].includes(u.protocol)) return;
+    sent.push(r.method() + ' ' + u.pathname);
     if (origin && u.origin !== origin) {
       note('third-party', r.url());
     }
@@ -71,6 +75,7 @@ const ops = {
   },
   async set_origin({ url }) { origin = new URL(url).origin; return true; },
   async url() { return page.url(); },
+  async requests() { return sent; },
   async reload() { await page.reload({ waitUntil: 'load' }); return page.url(); },
   async back() { await page.goBack({ waitUntil: 'load' }).catch(() => null); return page.url(); },
   async click({ selector, timeout = 15000 }) { await page.click(selector, { timeout }); return true; },

@@ -321,6 +321,19 @@ def test_send_a_picture_and_a_refused_file(gw, browser, shots):
     check_axe(b, "chat with a refused file")
     if shots is not None:
         shots(b, "file-refused")
+
+    # Over gateway.max_upload_bytes: the page says so itself and sends nothing.
+    limit = b.eval("fetch('/_threshold/gateway/v1/page').then(r => r.json()).then(p => p.max_upload_bytes)")
+    assert limit == 4 * 1024 * 1024, limit
+    uploads = b.call("requests").count("POST /_threshold/gateway/v1/upload")
+    assert uploads == 2, b.call("requests")  # the picture and the text file
+    choose_file(b, "huge photo.png", "image/png", tiny_png() + b"\0" * (limit + 1 - len(tiny_png())))
+    b.click("#c-form button[type=submit]")
+    b.wait_js("[...document.querySelectorAll('.msg.self.file')].some(m => m.querySelector('.body')"
+              ".textContent.includes('huge photo.png') && m.querySelector('.state.failed'))")
+    assert "too big" in b.text(".msg.self.file:last-child .state"), b.text(".msg.self.file:last-child")
+    assert b.call("requests").count("POST /_threshold/gateway/v1/upload") == uploads, \
+        "the page sent a file it knew was too big"
     no_problems(b)
 
 
