@@ -91,6 +91,18 @@ def check_vg_log(path, what):
 PARKED_SESSION = []
 
 
+def exit_code(d, proc):
+    """The daemon's exit code once it stops after SIGTERM (40 s at most)."""
+    try:
+        rc = proc.wait(40)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise AssertionError("no exit within 40 s of SIGTERM:\n%s" % d.log_text()[-3000:])
+    d.proc = None
+    return rc
+
+
 def gateway_traffic(d, workdir, gw):
     """The guest gateway's paths, none needing a homeserver: the page, a
     public entry, redeem, session, a send before the room exists, feeds
@@ -239,13 +251,7 @@ def test_daemon_lifecycle_under_valgrind(workdir):
         proc.send_signal(signal.SIGTERM)
         poller.join(60)
         assert parked.get("r") is not None and parked["r"].status_code == 200, parked
-        try:
-            rc = proc.wait(40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise AssertionError("no exit within 40 s of SIGTERM:\n%s" % d.log_text()[-3000:])
-        d.proc = None
+        rc = exit_code(d, proc)
     finally:
         d.kill()
 
@@ -356,13 +362,7 @@ def test_media_fetch_under_valgrind(workdir):
         assert sorted(got) == [0, 1, 2], got
         assert [got[k].status_code for k in range(3)] == [503, 503, 503], [got[k].text for k in got]
         assert all(got[k].json()["retry_after_ms"] > 0 for k in range(3))
-        try:
-            rc = proc.wait(40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise AssertionError("no exit within 40 s of SIGTERM:\n%s" % d.log_text()[-3000:])
-        d.proc = None
+        rc = exit_code(d, proc)
     finally:
         d.kill()
         hs.stop()

@@ -815,20 +815,28 @@ static int attachment_of(store *st, const char *guest, uint64_t id, struct media
 	return rc;
 }
 
+/* Two guests with conversations, both joined to one group room (its state,
+ * as events.c keeps it: a new reference). */
+static json_t *two_guests_in_a_group(struct test_env *e, struct txn_env *env, struct conv_session *a,
+                                     struct conv_session *b)
+{
+	env_init(e, env);
+	struct conv_started sa, sb;
+	CHECK_EQ_INT(conv_redeem(env, NULL, SVC_NAME, "3", "en", &sa), TH_OK);
+	CHECK_EQ_INT(conv_redeem(env, NULL, SVC_NAME, "3", "en", &sb), TH_OK);
+	CHECK_EQ_INT(conv_auth(e->st, sa.session, th_now_ms(), a), TH_OK);
+	CHECK_EQ_INT(conv_auth(e->st, sb.session, th_now_ms(), b), TH_OK);
+	return json_pack("{s:s, s:{s:s, s:s}}", "kind", "group", "guests", a->guest, "join", b->guest,
+	                 "join");
+}
+
 static void test_attachments(void)
 {
 	struct test_env e;
 	struct txn_env env;
-	env_init(&e, &env);
-	struct conv_started sa, sb;
 	struct conv_session a, b;
-	CHECK_EQ_INT(conv_redeem(&env, NULL, SVC_NAME, "3", "en", &sa), TH_OK);
-	CHECK_EQ_INT(conv_redeem(&env, NULL, SVC_NAME, "3", "en", &sb), TH_OK);
-	CHECK_EQ_INT(conv_auth(e.st, sa.session, th_now_ms(), &a), TH_OK);
-	CHECK_EQ_INT(conv_auth(e.st, sb.session, th_now_ms(), &b), TH_OK);
+	json_t *r = two_guests_in_a_group(&e, &env, &a, &b);
 	const char *room = "!group:test.local", *staff = "@staff:test.local";
-	json_t *r =
-	        json_pack("{s:s, s:{s:s, s:s}}", "kind", "group", "guests", a.guest, "join", b.guest, "join");
 
 	/* A staff photo: an attachment with name, type and size; the mxc URI
 	 * is kept but never shown. */
@@ -1001,16 +1009,9 @@ static void test_take_down(void)
 {
 	struct test_env e;
 	struct txn_env env;
-	env_init(&e, &env);
-	struct conv_started sa, sb;
 	struct conv_session a, b;
-	CHECK_EQ_INT(conv_redeem(&env, NULL, SVC_NAME, "3", "en", &sa), TH_OK);
-	CHECK_EQ_INT(conv_redeem(&env, NULL, SVC_NAME, "3", "en", &sb), TH_OK);
-	CHECK_EQ_INT(conv_auth(e.st, sa.session, th_now_ms(), &a), TH_OK);
-	CHECK_EQ_INT(conv_auth(e.st, sb.session, th_now_ms(), &b), TH_OK);
+	json_t *r = two_guests_in_a_group(&e, &env, &a, &b);
 	const char *room = "!group:test.local", *staff = "@staff:test.local";
-	json_t *r =
-	        json_pack("{s:s, s:{s:s, s:s}}", "kind", "group", "guests", a.guest, "join", b.guest, "join");
 
 	/* Guest A overshares in the group; a moderator takes it down (v1-v10 form). */
 	struct mxev ev = message_of(a.guest, room, "$overshare:test.local",
