@@ -4,7 +4,8 @@
 #   bash scripts/test.sh
 #
 # 1. installs the Debian packages Threshold needs (scripts/install-deps.sh);
-# 2. builds normally (build/), with AddressSanitizer + UndefinedBehaviorSanitizer
+# 2. checks the sources (scripts/checksrc.py: banned calls, policy/ pure, layers);
+#    builds normally (build/), with AddressSanitizer + UndefinedBehaviorSanitizer
 #    (build-asan/), and with clang (build-clang/: its warnings differ; every
 #    target, -Werror, not run);
 # 3. builds, or reuses, the chroot holding a real Synapse (the first time takes a
@@ -42,6 +43,9 @@ fuzz_toolchain() {
 
 step "dependencies"
 bash scripts/install-deps.sh </dev/null
+
+step "source check (scripts/checksrc.py)"
+/usr/bin/python3 scripts/checksrc.py
 
 step "build (build/)"
 cmake -S . -B build
