@@ -568,9 +568,10 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		rc = alert(cfg, t, &d, ev, seq, queued);
 	/* What guests in a conversation see of it (bridge/conv.c). */
 	if (!rc && f.room == POL_ROOM_MANAGED &&
-	    (f.event == POL_EV_MESSAGE || ev->membership || strcmp(type, "m.room.redaction") == 0)) {
+	    (strcmp(type, "m.room.message") == 0 || ev->membership || strcmp(type, "m.room.redaction") == 0 ||
+	     strcmp(type, "m.reaction") == 0 || strcmp(type, "m.room.power_levels") == 0)) {
 		unsigned fed = 0;
-		rc = conv_on_event(cfg, t, ev, f.sender, f.target, room, &fed);
+		rc = conv_on_event(env, t, ev, f.sender, f.target, room, &fed);
 		if (!rc && fed)
 			(*queued)++; /* a feed grew: the commit hook wakes the gateway's waiting polls */
 	}

@@ -792,7 +792,8 @@ static void deliver(struct test_env *e, const struct mxev *ev, enum pol_role rol
 	store_txn *t;
 	unsigned fed = 0;
 	CHECK_EQ_INT(store_txn_begin(e->st, 1, &t), TH_OK);
-	CHECK_EQ_INT(conv_on_event(&e->cfg, t, ev, role, POL_ROLE_NONE, r, &fed), TH_OK);
+	struct txn_env env = {.cfg = &e->cfg, .st = e->st, .au = e->au};
+	CHECK_EQ_INT(conv_on_event(&env, t, ev, role, POL_ROLE_NONE, r, &fed), TH_OK);
 	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
 }
 
@@ -1482,7 +1483,7 @@ static void test_conv_erase(void)
 		size_t before = outbox_len(e.st);
 		unsigned fed = 0;
 		CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
-		CHECK_EQ_INT(conv_on_event(&e.cfg, t, &late, POL_ROLE_GUEST, POL_ROLE_NONE, r, &fed), TH_OK);
+		CHECK_EQ_INT(conv_on_event(&env, t, &late, POL_ROLE_GUEST, POL_ROLE_NONE, r, &fed), TH_OK);
 		CHECK_EQ_INT(store_txn_commit(t), TH_OK);
 		json_decref(r);
 		CHECK_EQ_INT(fed, 1);
@@ -1497,6 +1498,24 @@ static void test_conv_erase(void)
 		CHECK_STR(jsonx_str(last, "event_id"), "$late:test.local");
 		CHECK_STR(jsonx_str(last, "user_id"), e.cfg.bot_user_id);
 		json_decref(all);
+		/* ... decided by policy, and on the record. */
+		json_t *log = audit_all(e.st);
+		size_t nrec = 0;
+		json_t *rec = audit_find(log, "data_erased", guest, &nrec);
+		CHECK(nrec >= 2); /* the erasure itself, and the late message */
+		int late_recorded = 0;
+		size_t k;
+		json_t *x;
+		json_array_foreach(log, k, x)
+		{
+			const char *why = jsonx_str(x, "reason");
+			if (why && strcmp(why, "erased_guest_late_message") == 0 &&
+			    strcmp(jsonx_str(json_object_get(x, "details"), "event_id"), "$late:test.local") == 0)
+				late_recorded = 1;
+		}
+		CHECK(late_recorded);
+		(void)rec;
+		json_decref(log);
 	}
 
 	/* The other guest is untouched. */
