@@ -11,8 +11,8 @@
 #define ANY        0u /* in a mask: matches everything */
 #define STAFFISH   (BIT(POL_ROLE_STAFF) | BIT(POL_ROLE_LEAD))
 #define NOT_PEOPLE (BIT(POL_ROLE_NONE) | BIT(POL_ROLE_LOCAL) | BIT(POL_ROLE_REMOTE))
-#define SHOWABLE                                                                                          \
-	(BIT(POL_VIEW_MESSAGE) | BIT(POL_VIEW_NOTICE) | BIT(POL_VIEW_EMOTE) | BIT(POL_VIEW_FILE) |         \
+#define SHOWABLE                                                                                   \
+	(BIT(POL_VIEW_MESSAGE) | BIT(POL_VIEW_NOTICE) | BIT(POL_VIEW_EMOTE) | BIT(POL_VIEW_FILE) | \
 	 BIT(POL_VIEW_IMAGE))
 #define RELATED (BIT(POL_VIEW_REL_REPLY) | BIT(POL_VIEW_REL_THREAD) | BIT(POL_VIEW_REL_OTHER))
 
@@ -37,7 +37,8 @@ static const struct rule rules[] = {
         /* The bot speaks to staff; a stranger is being removed. */
         {BIT(POL_ROLE_BOT), ANY, ANY, ANY, 0, 0, 0, 0, 0, POL_VIEW_HIDE, POL_VIEW_R_BOT_WORDS, 0, 1,
          POL_VIEW_REC_NONE},
-        {NOT_PEOPLE, ANY, ANY, ANY, 0, 0, 0, 0, 0, POL_VIEW_HIDE, POL_VIEW_R_STRANGER, 0, 0, POL_VIEW_REC_NONE},
+        {NOT_PEOPLE, ANY, ANY, ANY, 0, 0, 0, 0, 0, POL_VIEW_HIDE, POL_VIEW_R_STRANGER, 0, 0,
+         POL_VIEW_REC_NONE},
 
         /* A redaction takes an entry of this room down only when its sender
          * or a moderator made it (anyone on the same server can send one; the
@@ -53,19 +54,19 @@ static const struct rule rules[] = {
 
         /* Reactions are never shown: a page cannot say who reacted without
          * naming staff, and one on a note would tell the guest it exists. */
-        {ANY, BIT(POL_VIEW_REACTION), ANY, ANY, 0, 0, 0, 0, 0, POL_VIEW_HIDE, POL_VIEW_R_REACTION_HIDDEN, 0, 0,
-         POL_VIEW_REC_NONE},
+        {ANY, BIT(POL_VIEW_REACTION), ANY, ANY, 0, 0, 0, 0, 0, POL_VIEW_HIDE, POL_VIEW_R_REACTION_HIDDEN, 0,
+         0, POL_VIEW_REC_NONE},
 
         /* An edit is judged by its new content, and replaces the entry it
          * edits; it is never a second copy. */
         {ANY, ANY, BIT(POL_VIEW_REL_EDIT), BIT(POL_VIEW_TARGET_HIDDEN), 0, 0, 0, 0, 0, POL_VIEW_HIDE,
          POL_VIEW_R_EDIT_OF_HIDDEN, 0, 0, POL_VIEW_REC_NONE},
-        {ANY, ANY, BIT(POL_VIEW_REL_EDIT), ANY, 1, 0, 0, 0, 0, POL_VIEW_HIDE, POL_VIEW_R_EDIT_TO_COMMAND, 0, 0,
-         POL_VIEW_REC_NONE},
-        {ANY, ANY, BIT(POL_VIEW_REL_EDIT), ANY, 0, 0, 0, -1, 0, POL_VIEW_HIDE, POL_VIEW_R_EDIT_MALFORMED, 0, 0,
-         POL_VIEW_REC_NONE},
-        {ANY, ANY, BIT(POL_VIEW_REL_EDIT), ANY, 0, -1, 0, 0, 0, POL_VIEW_HIDE, POL_VIEW_R_EDIT_NOT_BY_SENDER, 0,
+        {ANY, ANY, BIT(POL_VIEW_REL_EDIT), ANY, 1, 0, 0, 0, 0, POL_VIEW_HIDE, POL_VIEW_R_EDIT_TO_COMMAND, 0,
          0, POL_VIEW_REC_NONE},
+        {ANY, ANY, BIT(POL_VIEW_REL_EDIT), ANY, 0, 0, 0, -1, 0, POL_VIEW_HIDE, POL_VIEW_R_EDIT_MALFORMED, 0,
+         0, POL_VIEW_REC_NONE},
+        {ANY, ANY, BIT(POL_VIEW_REL_EDIT), ANY, 0, -1, 0, 0, 0, POL_VIEW_HIDE, POL_VIEW_R_EDIT_NOT_BY_SENDER,
+         0, 0, POL_VIEW_REC_NONE},
         {ANY, SHOWABLE, BIT(POL_VIEW_REL_EDIT), BIT(POL_VIEW_TARGET_VISIBLE), 0, 0, 0, 0, 0, POL_VIEW_REPLACE,
          POL_VIEW_R_EDIT_REPLACES, 0, 0, POL_VIEW_REC_NONE},
         {ANY, ANY, BIT(POL_VIEW_REL_EDIT), ANY, 0, 0, 0, 0, 0, POL_VIEW_HIDE, POL_VIEW_R_EDIT_UNKNOWN, 0, 0,
@@ -131,13 +132,13 @@ enum pol_view_reason pol_view_rule_reason(unsigned i)
 }
 
 static const char *const kind_names[POL_VIEW_KIND_COUNT] = {
-        [POL_VIEW_OTHER] = "other", [POL_VIEW_MESSAGE] = "message",   [POL_VIEW_NOTICE] = "notice",
-        [POL_VIEW_EMOTE] = "emote", [POL_VIEW_FILE] = "file",         [POL_VIEW_IMAGE] = "image",
+        [POL_VIEW_OTHER] = "other",       [POL_VIEW_MESSAGE] = "message",     [POL_VIEW_NOTICE] = "notice",
+        [POL_VIEW_EMOTE] = "emote",       [POL_VIEW_FILE] = "file",           [POL_VIEW_IMAGE] = "image",
         [POL_VIEW_REACTION] = "reaction", [POL_VIEW_REDACTION] = "redaction",
 };
 
 static const char *const rel_names[POL_VIEW_REL_COUNT] = {
-        [POL_VIEW_REL_NONE] = "none",     [POL_VIEW_REL_EDIT] = "edit", [POL_VIEW_REL_REPLY] = "reply",
+        [POL_VIEW_REL_NONE] = "none",     [POL_VIEW_REL_EDIT] = "edit",   [POL_VIEW_REL_REPLY] = "reply",
         [POL_VIEW_REL_THREAD] = "thread", [POL_VIEW_REL_OTHER] = "other",
 };
 
@@ -149,8 +150,8 @@ static const char *const target_names[POL_VIEW_TARGET_COUNT] = {
 };
 
 static const char *const action_names[POL_VIEW_ACTION_COUNT] = {
-        [POL_VIEW_HIDE] = "hide",       [POL_VIEW_SHOW] = "show",     [POL_VIEW_REPLACE] = "replace",
-        [POL_VIEW_REMOVE] = "remove",   [POL_VIEW_REDACT] = "redact",
+        [POL_VIEW_HIDE] = "hide",     [POL_VIEW_SHOW] = "show",     [POL_VIEW_REPLACE] = "replace",
+        [POL_VIEW_REMOVE] = "remove", [POL_VIEW_REDACT] = "redact",
 };
 
 static const char *const reason_names[POL_VIEW_R_COUNT] = {

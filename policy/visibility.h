@@ -28,11 +28,11 @@ enum pol_view_kind {
 
 /* How the event relates to another (spec: m.relates_to). */
 enum pol_view_rel {
-	POL_VIEW_REL_NONE = 0,  /* none */
-	POL_VIEW_REL_EDIT,      /* rel_type m.replace */
-	POL_VIEW_REL_REPLY,     /* m.in_reply_to, no rel_type */
-	POL_VIEW_REL_THREAD,    /* rel_type m.thread (its m.in_reply_to counts too: see target) */
-	POL_VIEW_REL_OTHER,     /* another rel_type (m.reference, ...) */
+	POL_VIEW_REL_NONE = 0, /* none */
+	POL_VIEW_REL_EDIT,     /* rel_type m.replace */
+	POL_VIEW_REL_REPLY,    /* m.in_reply_to, no rel_type */
+	POL_VIEW_REL_THREAD,   /* rel_type m.thread (its m.in_reply_to counts too: see target) */
+	POL_VIEW_REL_OTHER,    /* another rel_type (m.reference, ...) */
 	POL_VIEW_REL_COUNT
 };
 
@@ -108,7 +108,7 @@ enum pol_view_record {
 struct pol_view {
 	enum pol_view_action action;
 	enum pol_view_reason reason;
-	int strip_fallback; /* SHOW: drop the reply fallback quote from the body */
+	int strip_fallback;  /* SHOW: drop the reply fallback quote from the body */
 	int remember_hidden; /* remember the event as hidden, so its relatives are judged */
 	enum pol_view_record record;
 	int rule; /* index of the rule that decided, or -1 */
