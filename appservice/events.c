@@ -309,6 +309,11 @@ static int apply(const struct txn_env *env, store_txn *t, const struct pol_decis
 			break;
 		}
 		case POL_ACT_SEND:
+		case POL_ACT_OPEN:
+		case POL_ACT_SESSION:
+		case POL_ACT_CLOSE:
+		case POL_ACT_END_SESSIONS:
+		case POL_ACT_ERASE:
 			break; /* the gateway's, never an event's */
 		case POL_ACT_KICK:
 			action = json_pack("{s:s, s:s, s:s, s:s}", "op", "kick", "room_id", room_id,
@@ -563,9 +568,10 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		rc = alert(cfg, t, &d, ev, seq, queued);
 	/* What guests in a conversation see of it (bridge/conv.c). */
 	if (!rc && f.room == POL_ROOM_MANAGED &&
-	    (f.event == POL_EV_MESSAGE || ev->membership || strcmp(type, "m.room.redaction") == 0)) {
+	    (strcmp(type, "m.room.message") == 0 || ev->membership || strcmp(type, "m.room.redaction") == 0 ||
+	     strcmp(type, "m.reaction") == 0 || strcmp(type, "m.room.power_levels") == 0)) {
 		unsigned fed = 0;
-		rc = conv_on_event(cfg, t, ev, f.sender, f.target, room, &fed);
+		rc = conv_on_event(env, t, ev, f.sender, f.target, room, &fed);
 		if (!rc && fed)
 			(*queued)++; /* a feed grew: the commit hook wakes the gateway's waiting polls */
 	}

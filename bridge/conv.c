@@ -17,6 +17,7 @@
 #include "outbox.h"
 #include "rooms.h"
 #include "util.h"
+#include "visibility.h"
 
 #define SESSION_DOMAIN "session"
 #define RESUME_DOMAIN  "resume"
@@ -274,6 +275,32 @@ int conv_room_created(const struct config *cfg, store_txn *t, const char *guest,
 	return rc;
 }
 
+/* ---- gateway actions as policy events -------------------------------------- */
+
+/* Conversation @p c as policy sees it (NULL: none).  One without its room
+ * yet is waiting, whatever its record says. */
+static enum pol_conv conv_fact(const json_t *c)
+{
+	const char *state = jsonx_str(c, "state");
+	if (!c || !state)
+		return POL_CONV_NONE;
+	if (strcmp(state, CONV_CLOSED) == 0)
+		return POL_CONV_CLOSED;
+	if (!jsonx_str(c, "room") || strcmp(state, CONV_WAITING) == 0)
+		return POL_CONV_WAITING;
+	return POL_CONV_OPEN;
+}
+
+/* Ask policy about gateway action @p event; @return the action it allows
+ * (0: none), the reason in @p reason. */
+static enum pol_action_kind gateway_decide(const struct pol_facts *f, struct pol_decision *d)
+{
+	pol_decide(f, d);
+	if (d->reason != POL_R_GUEST_SEND_ALLOWED && d->reason != POL_R_NO_RULE)
+		LOG(LOG_DEBUG, "gateway: %s: %s", pol_event_name(f->event), pol_reason_name(d->reason));
+	return d->nactions ? d->actions[0].kind : (enum pol_action_kind)0;
+}
+
 /* ---- redeem, resume, auth ---------------------------------------------- */
 
 int conv_redeem(const struct txn_env *env, const char *invite, const char *svc_name, const char *version,
@@ -286,25 +313,33 @@ int conv_redeem(const struct txn_env *env, const char *invite, const char *svc_n
 		return rc;
 	uint64_t now = th_now_ms();
 	struct inv_info inv = {0};
+	/* The facts: is this entry open (a good invitation, or the service's
+	 * public entry), to a service and group Threshold still runs? */
+	int entry_open = 1;
 	if (invite) {
-		if ((rc = inv_consume(t, invite, now, &inv)))
+		rc = inv_consume(t, invite, now, &inv);
+		if (rc && rc != TH_ENOTFOUND)
 			goto fail;
+		entry_open = rc == TH_OK;
 		svc_name = inv.service;
 	}
 	const char *group = inv.group[0] ? inv.group : NULL;
-	if (group) { /* the group must still be one Threshold runs */
+	if (entry_open && group) { /* the group must still be one Threshold runs */
 		json_t *room = NULL;
 		rc = store_get_json(t, STORE_ROOMS, group, &room);
 		const char *kind = jsonx_str(room, "kind");
-		int ok = rc == TH_OK && kind && strcmp(kind, "group") == 0;
+		entry_open = rc == TH_OK && kind && strcmp(kind, "group") == 0;
 		json_decref(room);
-		if (!ok) {
-			rc = rc && rc != TH_ENOTFOUND ? rc : TH_ENOTFOUND;
+		if (rc && rc != TH_ENOTFOUND)
 			goto fail;
-		}
 	}
-	const struct config_service *svc = config_service_find(cfg, svc_name);
-	if (!svc) { /* the service was removed from config since */
+	/* the service may have been removed from config since */
+	const struct config_service *svc = entry_open && svc_name ? config_service_find(cfg, svc_name) : NULL;
+	if (svc && !invite && !svc->public_entry)
+		svc = NULL;
+	struct pol_facts f = {.event = POL_EV_GATEWAY_REDEEM, .entry_open = svc != NULL};
+	struct pol_decision d;
+	if (gateway_decide(&f, &d) != POL_ACT_OPEN) {
 		rc = TH_ENOTFOUND;
 		goto fail;
 	}
@@ -389,7 +424,12 @@ int conv_resume(const struct txn_env *env, const char *code, struct conv_started
 	const char *guest = jsonx_str(r, "guest");
 	json_t *c = guest ? conv_get(t, guest) : NULL;
 	struct guest g;
-	if (!c || guests_get(t, guest, &g) != TH_OK) {
+	int known = c && guests_get(t, guest, &g) == TH_OK;
+	struct pol_facts f = {.event = POL_EV_GATEWAY_RESUME,
+	                      .entry_open = guest != NULL,
+	                      .conv = known ? conv_fact(c) : POL_CONV_NONE};
+	struct pol_decision d;
+	if (gateway_decide(&f, &d) != POL_ACT_SESSION) {
 		rc = TH_ENOTFOUND;
 		goto out;
 	}
@@ -455,51 +495,55 @@ int conv_auth(store *st, const char *token, uint64_t now_ms, struct conv_session
  * policy agrees the guest may write into its room.  On CONV_SENT the
  * caller queues the action in @p t and commits; otherwise @p t has been
  * committed (a refusal's audit record) or must be aborted (@return != OK). */
-static int send_checks(const struct txn_env *env, store_txn *t, const char *guest, const char *local_id,
-                       json_t **conv, enum conv_send_result *result)
+static int send_checks(const struct txn_env *env, store_txn *t, enum pol_event event, const char *guest,
+                       const char *local_id, json_t **conv, enum conv_send_result *result)
 {
 	json_t *c = conv_get(t, guest);
 	json_t *room = NULL;
-	const char *state = jsonx_str(c, "state"), *room_id = jsonx_str(c, "room");
+	const char *room_id = jsonx_str(c, "room");
 	int rc = TH_OK;
 	*conv = NULL;
 	if (!c)
 		return TH_ENOTFOUND;
-	if (strcmp(state ? state : "", CONV_CLOSED) == 0) {
-		*result = CONV_CLOSED_NOW;
-		goto out;
-	}
-	if (!room_id) {
-		*result = CONV_NOT_READY;
-		goto out;
-	}
-	json_t *ids = json_object_get(c, "local_ids");
-	size_t i;
-	json_t *v;
-	json_array_foreach(ids, i, v)
-	{
-		if (json_is_string(v) && strcmp(json_string_value(v), local_id) == 0) {
-			*result = CONV_SENT_BEFORE; /* sent before: once is enough */
-			goto out;
-		}
-	}
 	/* The same question the hot path asks, before acting for the guest:
-	 * a guest writes only into a managed room Threshold knows them in.  The
-	 * portal is theirs from the moment it exists (the invite and join are
-	 * queued before this send). */
-	rc = store_get_json(t, STORE_ROOMS, room_id, &room);
-	if (rc && rc != TH_ENOTFOUND)
-		goto out;
-	rc = TH_OK;
+	 * a guest writes only into an open conversation, in a managed room
+	 * Threshold knows them in.  The portal is theirs from the moment it
+	 * exists (the invite and join are queued before this send).  The caller
+	 * authenticated the session. */
+	if (room_id) {
+		rc = store_get_json(t, STORE_ROOMS, room_id, &room);
+		if (rc && rc != TH_ENOTFOUND)
+			goto out;
+		rc = TH_OK;
+	}
 	const char *membership = jsonx_str(json_object_get(room, "guests"), guest);
 	int member = !membership || strcmp(membership, "join") == 0 || strcmp(membership, "invite") == 0;
-	struct pol_facts f = {.event = POL_EV_GATEWAY_SEND,
+	struct pol_facts f = {.event = event,
 	                      .sender = POL_ROLE_GUEST,
 	                      .target = member ? POL_ROLE_GUEST : POL_ROLE_NONE,
 	                      .room = rooms_is_managed(room) ? POL_ROOM_MANAGED : POL_ROOM_UNMANAGED,
-	                      .bot_joined = 1};
+	                      .bot_joined = 1,
+	                      .conv = conv_fact(c),
+	                      .session = 1};
 	struct pol_decision d;
-	pol_decide(&f, &d);
+	if (gateway_decide(&f, &d) == POL_ACT_SEND) {
+		json_t *ids = json_object_get(c, "local_ids");
+		size_t i;
+		json_t *v;
+		json_array_foreach(ids, i, v)
+		{
+			if (json_is_string(v) && strcmp(json_string_value(v), local_id) == 0) {
+				*result = CONV_SENT_BEFORE; /* sent before: once is enough */
+				goto out;
+			}
+		}
+	} else if (d.reason == POL_R_GUEST_CONV_CLOSED) {
+		*result = CONV_CLOSED_NOW;
+		goto out;
+	} else if (d.reason == POL_R_GUEST_NOT_READY) {
+		*result = CONV_NOT_READY;
+		goto out;
+	}
 	if (d.nactions == 0 || d.actions[0].kind != POL_ACT_SEND) {
 		json_t *details = json_pack("{s:s}", "via", "gateway");
 		struct audit_rec ar = {.kind = AUDIT_CONTACT_BLOCKED,
@@ -508,12 +552,13 @@ static int send_checks(const struct txn_env *env, store_txn *t, const char *gues
 		                       .room = room_id,
 		                       .reason = pol_reason_name(d.reason),
 		                       .details = details};
-		rc = audit_append(env->au, t, &ar, NULL);
+		rc = d.record == POL_REC_CONTACT_BLOCKED ? audit_append(env->au, t, &ar, NULL) : TH_OK;
 		json_decref(details);
 		*result = CONV_REFUSED;
 		goto out;
 	}
 	/* Remember the local id: the caller queues the action in this txn. */
+	json_t *ids = json_object_get(c, "local_ids");
 	json_array_append_new(ids, json_string(local_id));
 	while (json_array_size(ids) > MAX_LOCAL_IDS)
 		json_array_remove(ids, 0);
@@ -548,7 +593,7 @@ int conv_send(const struct txn_env *env, const char *guest, const char *local_id
 	if (rc)
 		return rc;
 	json_t *c = NULL;
-	rc = send_checks(env, t, guest, local_id, &c, result);
+	rc = send_checks(env, t, POL_EV_GATEWAY_SEND, guest, local_id, &c, result);
 	if (!rc && *result == CONV_SENT) {
 		json_t *content = json_pack("{s:s, s:s, s:s}", "msgtype", "m.text", "body", body,
 		                            LOCAL_ID_KEY, local_id);
@@ -568,7 +613,7 @@ int conv_send_media(const struct txn_env *env, const char *guest, const char *lo
 	if (rc)
 		return rc;
 	json_t *c = NULL;
-	rc = send_checks(env, t, guest, local_id, &c, result);
+	rc = send_checks(env, t, POL_EV_GATEWAY_UPLOAD, guest, local_id, &c, result);
 	if (!rc && *result == CONV_SENT) {
 		char id[33];
 		rc = th_random_hex(id, 16);
@@ -634,14 +679,20 @@ int conv_leave(const struct txn_env *env, const char *guest)
 	if (rc)
 		return rc;
 	json_t *c = conv_get(t, guest);
-	if (!c) {
+	/* The caller authenticated the session; a guest may always leave. */
+	struct pol_facts f = {.event = POL_EV_GATEWAY_LEAVE, .sender = POL_ROLE_GUEST, .conv = conv_fact(c),
+	                      .session = 1};
+	struct pol_decision d;
+	enum pol_action_kind act = gateway_decide(&f, &d);
+	if (!c || (act != POL_ACT_CLOSE && act != POL_ACT_END_SESSIONS)) {
+		json_decref(c);
 		store_txn_abort(t);
 		return TH_ENOTFOUND;
 	}
 	const char *room_id = jsonx_str(c, "room");
 	struct guest g;
 	rc = guests_get(t, guest, &g);
-	if (!rc && room_id && strcmp(jsonx_str(c, "state") ? jsonx_str(c, "state") : "", CONV_CLOSED) != 0) {
+	if (!rc && room_id && act == POL_ACT_CLOSE) {
 		char *text = xasprintf("%s has left the conversation.", g.pseudonym);
 		rc = push(t, outbox_notice(room_id, env->cfg->bot_user_id, text, NULL));
 		free(text);
@@ -665,7 +716,12 @@ int conv_erase(const struct txn_env *env, const char *guest)
 		return rc;
 	json_t *own = NULL;
 	json_t *c = conv_get(t, guest);
-	if (!c) {
+	/* The caller authenticated the session; a guest may always be erased. */
+	struct pol_facts f = {.event = POL_EV_GATEWAY_ERASE, .sender = POL_ROLE_GUEST, .conv = conv_fact(c),
+	                      .session = 1};
+	struct pol_decision d;
+	if (!c || gateway_decide(&f, &d) != POL_ACT_ERASE) {
+		json_decref(c);
 		store_txn_abort(t);
 		return TH_ENOTFOUND;
 	}
@@ -791,36 +847,336 @@ static char *redacted_id(const struct mxev *ev)
 	return out;
 }
 
-/* Someone took a message down in Element (its sender, or a moderator: the
- * homeserver checked): no guest's page goes on showing it. */
-static int take_down(store_txn *t, const struct mxev *ev, json_t *guests, unsigned *fed)
+/* ---- what a guest sees (policy/visibility.h) ----------------------------- */
+
+#define MAX_POWER_USERS 256 /* users of m.room.power_levels kept for the redact check */
+
+/* A power level as the spec allows it: an integer, or a string of one
+ * (older rooms); @p dflt otherwise. */
+static long long power_value(const json_t *v, long long dflt)
 {
-	char *target = redacted_id(ev);
-	if (!target)
+	if (json_is_integer(v))
+		return json_integer_value(v);
+	if (json_is_string(v)) {
+		const char *s = json_string_value(v);
+		char *end;
+		long long n = strtoll(s, &end, 10);
+		if (*s && !*end)
+			return n;
+	}
+	return dflt;
+}
+
+/* Keep what the redact check needs of the room's m.room.power_levels in
+ * @p room ("power"): the redact level, users_default, and the users listed
+ * (bounded: past MAX_POWER_USERS only those at or above the redact level). */
+static void power_remember(json_t *room, const struct mxev *ev)
+{
+	json_t *content = NULL;
+	if (mxev_content_json(ev, &content) != TH_OK || !json_is_object(content)) {
+		json_decref(content);
+		return;
+	}
+	/* spec: redact defaults to 50, users_default to 0 */
+	long long redact = power_value(json_object_get(content, "redact"), 50);
+	long long dflt = power_value(json_object_get(content, "users_default"), 0);
+	json_t *users = json_object_get(content, "users");
+	int all = json_object_size(users) <= MAX_POWER_USERS;
+	json_t *kept = json_object();
+	const char *uid;
+	json_t *lv;
+	json_object_foreach(users, uid, lv)
+	{
+		long long n = power_value(lv, dflt);
+		if (all || n >= redact)
+			json_object_set_new(kept, uid, json_integer(n));
+	}
+	json_object_set_new(room, "power",
+	                    json_pack("{s:I, s:I, s:o}", "redact", (json_int_t)redact, "users_default",
+	                              (json_int_t)dflt, "users", kept));
+	json_decref(content);
+}
+
+/* Whether @p user may redact others' events in @p room: their power reaches
+ * the redact level.  Before Threshold has seen the room's power levels, its
+ * own templates say: the bot and staff moderate, guests and strangers not. */
+static int is_moderator(const json_t *room, const char *user, enum pol_role role)
+{
+	json_t *p = json_object_get(room, "power");
+	if (!json_is_object(p))
+		return role == POL_ROLE_BOT || role == POL_ROLE_STAFF || role == POL_ROLE_LEAD;
+	long long redact = power_value(json_object_get(p, "redact"), 50);
+	long long level = power_value(json_object_get(json_object_get(p, "users"), user),
+	                              power_value(json_object_get(p, "users_default"), 0));
+	return level >= redact;
+}
+
+/* "!threshold ..." or "!audit ...", after leading white space. */
+static int is_command_text(const char *s)
+{
+	if (!s)
+		return 0;
+	while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
+		s++;
+	return strncmp(s, "!threshold", 10) == 0 || strncmp(s, "!audit", 6) == 0;
+}
+
+/* @p body without a reply fallback (spec: CS API, "Fallbacks for rich
+ * replies": lines starting with "> " at the start, then the blank line
+ * after them); borrowed, points into @p body. */
+static const char *strip_fallback(const char *body)
+{
+	const char *p = body;
+	if (*p != '>')
+		return body;
+	while (*p == '>') {
+		const char *nl = strchr(p, '\n');
+		if (!nl)
+			return ""; /* nothing but quote */
+		p = nl + 1;
+	}
+	if (*p == '\n')
+		p++;
+	else if (p[0] == '\r' && p[1] == '\n')
+		p += 2;
+	return p;
+}
+
+static enum pol_view_kind view_kind(const char *type, const char *msgtype)
+{
+	if (strcmp(type, "m.reaction") == 0)
+		return POL_VIEW_REACTION;
+	if (strcmp(type, "m.room.redaction") == 0)
+		return POL_VIEW_REDACTION;
+	if (!msgtype)
+		return POL_VIEW_OTHER;
+	if (!strcmp(msgtype, "m.text"))
+		return POL_VIEW_MESSAGE;
+	if (!strcmp(msgtype, "m.notice"))
+		return POL_VIEW_NOTICE;
+	if (!strcmp(msgtype, "m.emote"))
+		return POL_VIEW_EMOTE;
+	if (!strcmp(msgtype, "m.image"))
+		return POL_VIEW_IMAGE;
+	if (!strcmp(msgtype, "m.file") || !strcmp(msgtype, "m.audio") || !strcmp(msgtype, "m.video"))
+		return POL_VIEW_FILE;
+	return POL_VIEW_OTHER;
+}
+
+/* An id from an event, if it is one Threshold can key on. */
+static const char *id_or_null(const char *id)
+{
+	return id && *id && strlen(id) <= 255 ? id : NULL;
+}
+
+/* The event a late message of an erased guest is: redacted by the bot (the
+ * guest's account is being deactivated), shown to nobody, on the record. */
+static int redact_late(const struct txn_env *env, store_txn *t, const struct mxev *ev,
+                       const struct pol_view *v, unsigned *fed)
+{
+	int rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:s}", "op", "redact", "room_id", ev->room_id,
+	                           "user_id", env->cfg->bot_user_id, "event_id", ev->event_id, "reason",
+	                           "Deleted at the guest's request"));
+	if (!rc && env->au && v->record == POL_VIEW_REC_DATA_ERASED) {
+		json_t *details = json_pack("{s:s, s:s}", "event_id", ev->event_id, "what", "late_message");
+		struct audit_rec ar = {.kind = AUDIT_DATA_ERASED,
+		                       .actor = "threshold",
+		                       .subject = ev->sender,
+		                       .room = ev->room_id,
+		                       .reason = pol_view_reason_name(v->reason),
+		                       .details = details};
+		rc = audit_append(env->au, t, &ar, NULL);
+		json_decref(details);
+	}
+	if (!rc)
+		(*fed)++;
+	return rc;
+}
+
+/* One message, reaction or redaction in a managed room: for each guest's
+ * feed, ask policy what it shows, and do that. */
+static int feed_event(const struct txn_env *env, store_txn *t, const struct mxev *ev, enum pol_role sender_role,
+                      json_t *room, json_t *guests, unsigned *fed)
+{
+	if (!ev->event_id || !ev->sender || !ev->room_id)
 		return TH_OK;
+	json_t *content = NULL;
+	if (ev->content_is_object)
+		mxev_content_json(ev, &content);
+	json_t *rel = json_object_get(content, "m.relates_to");
+	const char *rel_type = jsonx_str(rel, "rel_type");
+	const char *reply_id = id_or_null(jsonx_str(json_object_get(rel, "m.in_reply_to"), "event_id"));
+	const char *rel_id = id_or_null(jsonx_str(rel, "event_id"));
+	char *redacts = NULL;
+	int staffish = sender_role == POL_ROLE_STAFF || sender_role == POL_ROLE_LEAD;
+
+	struct pol_view_facts f = {.sender = sender_role};
+	const char *msgtype = ev->msgtype, *text = ev->body;
+	json_t *new_content = NULL;
+	f.kind = view_kind(ev->type, msgtype);
+	if (f.kind == POL_VIEW_REDACTION) {
+		redacts = redacted_id(ev);
+		rel_id = redacts;
+		reply_id = NULL;
+	} else if (f.kind == POL_VIEW_REACTION) {
+		f.rel = POL_VIEW_REL_OTHER;
+		reply_id = NULL;
+	} else if (rel_type && strcmp(rel_type, "m.replace") == 0) {
+		/* spec: an edit is judged by, and shows, m.new_content */
+		f.rel = POL_VIEW_REL_EDIT;
+		new_content = json_object_get(content, "m.new_content");
+		text = jsonx_str(new_content, "body");
+		f.new_content = text != NULL;
+		if (jsonx_str(new_content, "msgtype"))
+			f.kind = view_kind(ev->type, jsonx_str(new_content, "msgtype"));
+		reply_id = NULL;
+	} else if (rel_type && strcmp(rel_type, "m.thread") == 0) {
+		f.rel = POL_VIEW_REL_THREAD;
+	} else if (rel_type) {
+		f.rel = POL_VIEW_REL_OTHER;
+	} else if (reply_id) {
+		f.rel = POL_VIEW_REL_REPLY;
+		rel_id = reply_id;
+		reply_id = NULL;
+	} else {
+		rel_id = NULL;
+	}
+	if (reply_id && rel_id && strcmp(reply_id, rel_id) == 0)
+		reply_id = NULL;
+	/* A reply's own words are what follows its fallback quote. */
+	const char *own_text = text && f.rel != POL_VIEW_REL_EDIT && f.rel != POL_VIEW_REL_NONE
+	                               ? strip_fallback(text)
+	                               : text;
+	f.command = is_command_text(own_text);
+	f.moderator = f.kind == POL_VIEW_REDACTION && is_moderator(room, ev->sender, sender_role);
+	if (sender_role == POL_ROLE_GUEST) {
+		struct guest g;
+		f.sender_erased =
+		        guests_get(t, ev->sender, &g) == TH_OK && strcmp(g.state, GUESTS_STATE_ERASED) == 0;
+	}
+
 	int rc = TH_OK;
+	struct pol_view v;
+	if (f.sender_erased) { /* one decision for the event, not per feed */
+		pol_visibility_decide(&f, &v);
+		if (v.action == POL_VIEW_REDACT) {
+			rc = redact_late(env, t, ev, &v, fed);
+			goto out;
+		}
+	}
+	if ((f.kind != POL_VIEW_REDACTION && f.kind != POL_VIEW_REACTION && !text && f.rel != POL_VIEW_REL_EDIT))
+		goto out; /* nothing to show, nothing to remember */
+
+	/* A picture or file: a guest who sent it sees it by name, as sent (their
+	 * own upload, from the gateway); everyone else gets an attachment the page
+	 * fetches through the gateway (GET /media/{id}), or word that it cannot
+	 * be shown here (encrypted, or no usable mxc URI).  "body" stays a
+	 * short text for a page that does not know attachments. */
+	const char *body = own_text, *other_body = own_text;
+	struct media_attachment att;
+	int has_att = 0;
+	char *own_file = NULL, *att_text = NULL, *local_id = NULL;
+	if (f.rel != POL_VIEW_REL_EDIT && msgtype && content &&
+	    media_attachment_read(msgtype, content, &att) == TH_OK) {
+		int picture = !strcmp(att.kind, "picture");
+		if (sender_role == POL_ROLE_GUEST)
+			body = own_file = xasprintf("[%s: %s]", att.kind, ev->body);
+		if (att.mxc[0]) {
+			has_att = 1;
+			att_text = xasprintf("%s%s[%s: %s]", att.caption ? att.caption : "",
+			                     att.caption ? "\n" : "", att.kind, att.name);
+			other_body = att_text;
+		} else {
+			other_body = picture ? "[a picture was sent that cannot be shown here]"
+			                     : "[a file was sent that cannot be shown here]";
+		}
+	}
+	if (sender_role == POL_ROLE_GUEST) {
+		const char *lid = jsonx_str(content, LOCAL_ID_KEY);
+		if (lid) /* xstrndup copies exactly n bytes: bound n by the string */
+			local_id = xstrndup(lid, strnlen(lid, CONV_MAX_LOCAL_ID));
+	}
+	struct guest g;
+	char *name = xstrdup(sender_name(t, room, ev->sender, sender_role, &g));
 	const char *gid;
 	json_t *m;
 	json_object_foreach(guests, gid, m)
 	{
-		unsigned n = 0;
-		if (rc || !has_conversation(t, gid))
+		if (rc || !json_is_string(m))
 			continue;
-		rc = feed_remove_event(t, gid, target, &n);
+		int self = strcmp(gid, ev->sender) == 0;
+		if ((!self && strcmp(json_string_value(m), "join") != 0) || !has_conversation(t, gid))
+			continue;
+		/* Where what it relates to stands in this feed, in this room. */
+		struct feed_mark target = {0}, reply = {0};
+		struct pol_view_facts ff = f;
+		if (rel_id && (rc = feed_mark_get(t, gid, ev->room_id, rel_id, &target)) == TH_EINVAL)
+			rc = TH_OK;
+		if (!rc && reply_id && (rc = feed_mark_get(t, gid, ev->room_id, reply_id, &reply)) == TH_EINVAL)
+			rc = TH_OK;
+		if (rc)
+			break;
+		ff.target = !rel_id                              ? POL_VIEW_TARGET_NONE
+		            : target.kind == FEED_MARK_VISIBLE   ? POL_VIEW_TARGET_VISIBLE
+		            : target.kind == FEED_MARK_HIDDEN    ? POL_VIEW_TARGET_HIDDEN
+		                                                 : POL_VIEW_TARGET_UNKNOWN;
+		if (reply.kind == FEED_MARK_HIDDEN)
+			ff.target = POL_VIEW_TARGET_HIDDEN;
+		ff.by_target_sender = target.kind != FEED_MARK_UNKNOWN && strcmp(target.sender, ev->sender) == 0;
+		pol_visibility_decide(&ff, &v);
+		unsigned n = 0;
+		switch (v.action) {
+		case POL_VIEW_SHOW: {
+			struct feed_entry e = {.kind = "message",
+			                       .role = self       ? "self"
+			                               : staffish ? "staff"
+			                                          : "guest",
+			                       .name = name,
+			                       .body = self ? body : other_body,
+			                       .local_id = self ? local_id : NULL,
+			                       .event_id = ev->event_id, /* for erasure, and a redaction */
+			                       .room_id = ev->room_id,
+			                       .sender = ev->sender,
+			                       .attachment = !self && has_att ? &att : NULL};
+			rc = feed_append(t, gid, &e, NULL);
+			n = rc == TH_OK;
+			break;
+		}
+		case POL_VIEW_REPLACE:
+			rc = feed_replace(t, gid, target.entry, rel_id, ev->room_id, text, &n);
+			break;
+		case POL_VIEW_REMOVE:
+			rc = feed_remove_event(t, gid, rel_id, &n);
+			break;
+		case POL_VIEW_HIDE:
+			if (v.remember_hidden)
+				rc = feed_mark_put(t, gid, ev->room_id, ev->event_id, ev->sender, 0);
+			break;
+		case POL_VIEW_REDACT: /* decided above, once */
+		case POL_VIEW_ACTION_COUNT:
+			break;
+		}
+		if (rc == TH_EINVAL)
+			rc = TH_OK; /* a body jansson will not encode: skip it, never block the stream */
 		*fed += n;
 	}
-	free(target);
+	free(name);
+	free(local_id);
+	free(own_file);
+	free(att_text);
+out:
+	free(redacts);
+	json_decref(content);
 	return rc;
 }
 
-int conv_on_event(const struct config *cfg, store_txn *t, const struct mxev *ev, enum pol_role sender_role,
+int conv_on_event(const struct txn_env *env, store_txn *t, const struct mxev *ev, enum pol_role sender_role,
                   enum pol_role target_role, json_t *room, unsigned *fed)
 {
 	const char *kind = jsonx_str(room, "kind");
 	if (!kind || (strcmp(kind, "portal") != 0 && strcmp(kind, "group") != 0))
 		return TH_OK;
 	json_t *guests = json_object_get(room, "guests");
-	int staffish = sender_role == POL_ROLE_STAFF || sender_role == POL_ROLE_LEAD;
 
 	if (strcmp(ev->type, "m.room.member") == 0 && ev->state_key && ev->membership) {
 		int staff_target = target_role == POL_ROLE_STAFF || target_role == POL_ROLE_LEAD;
@@ -868,101 +1224,14 @@ int conv_on_event(const struct config *cfg, store_txn *t, const struct mxev *ev,
 		return rc;
 	}
 
-	if (strcmp(ev->type, "m.room.redaction") == 0)
-		return take_down(t, ev, guests, fed);
-	if (strcmp(ev->type, "m.room.message") != 0 || !ev->body)
+	if (strcmp(ev->type, "m.room.power_levels") == 0 && ev->state_key && !*ev->state_key) {
+		power_remember(room, ev);
 		return TH_OK;
-	/* What the guest sees: staff and guests' words, never the bot's (its
-	 * notices are for staff) and never a command to the bot. */
-	if (sender_role == POL_ROLE_BOT)
+	}
+	if (strcmp(ev->type, "m.room.message") != 0 && strcmp(ev->type, "m.reaction") != 0 &&
+	    strcmp(ev->type, "m.room.redaction") != 0)
 		return TH_OK;
-	if (sender_role == POL_ROLE_GUEST) {
-		/* A message the guest sent just before erasing their data, whose
-		 * echo came after: it goes too (as the bot: the guest's account is
-		 * being deactivated), and into nobody's feed. */
-		struct guest g;
-		if (guests_get(t, ev->sender, &g) == TH_OK && strcmp(g.state, GUESTS_STATE_ERASED) == 0) {
-			int rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:s}", "op", "redact", "room_id",
-			                           ev->room_id, "user_id", cfg->bot_user_id, "event_id",
-			                           ev->event_id, "reason", "Deleted at the guest's request"));
-			if (!rc)
-				(*fed)++;
-			return rc;
-		}
-	}
-	if (!staffish && sender_role != POL_ROLE_GUEST)
-		return TH_OK; /* a stranger is being removed; their words go nowhere */
-	if (sender_role != POL_ROLE_GUEST &&
-	    (strncmp(ev->body, "!threshold", 10) == 0 || strncmp(ev->body, "!audit", 6) == 0))
-		return TH_OK;
-	/* A picture or file: a guest who sent it sees it by name, as sent (their
-	 * own upload, from the gateway); everyone else gets an attachment the page
-	 * fetches through the gateway (GET /media/{id}), or word that it cannot
-	 * be shown here (encrypted, or no usable mxc URI).  "body" stays a
-	 * short text for a page that does not know attachments. */
-	const char *body = ev->body, *other_body = ev->body;
-	struct media_attachment att;
-	int has_att = 0;
-	char *own_file = NULL, *att_text = NULL;
-	json_t *content = NULL;
-	if (ev->msgtype && mxev_content_json(ev, &content) == TH_OK &&
-	    media_attachment_read(ev->msgtype, content, &att) == TH_OK) {
-		int picture = !strcmp(att.kind, "picture");
-		if (sender_role == POL_ROLE_GUEST)
-			body = own_file = xasprintf("[%s: %s]", att.kind, ev->body);
-		if (att.mxc[0]) {
-			has_att = 1;
-			att_text = xasprintf("%s%s[%s: %s]", att.caption ? att.caption : "",
-			                     att.caption ? "\n" : "", att.kind, att.name);
-			other_body = att_text;
-		} else {
-			other_body = picture ? "[a picture was sent that cannot be shown here]"
-			                     : "[a file was sent that cannot be shown here]";
-		}
-	}
-	char *local_id = NULL;
-	if (sender_role == POL_ROLE_GUEST) {
-		if (!content)
-			mxev_content_json(ev, &content);
-		const char *lid = jsonx_str(content, LOCAL_ID_KEY);
-		if (lid) /* xstrndup copies exactly n bytes: bound n by the string */
-			local_id = xstrndup(lid, strnlen(lid, CONV_MAX_LOCAL_ID));
-	}
-	struct guest g;
-	const char *name = sender_name(t, room, ev->sender, sender_role, &g);
-	char *name_copy = xstrdup(name);
-	int rc = TH_OK;
-	const char *gid;
-	json_t *m;
-	json_object_foreach(guests, gid, m)
-	{
-		if (rc || !json_is_string(m))
-			continue;
-		int self = strcmp(gid, ev->sender) == 0;
-		if ((!self && strcmp(json_string_value(m), "join") != 0) || !has_conversation(t, gid))
-			continue;
-		struct feed_entry e = {.kind = "message",
-		                       .role = self       ? "self"
-		                               : staffish ? "staff"
-		                                          : "guest",
-		                       .name = name_copy,
-		                       .body = self ? body : other_body,
-		                       .local_id = self ? local_id : NULL,
-		                       .event_id = ev->event_id, /* for erasure, and a redaction */
-		                       .room_id = ev->room_id,
-		                       .attachment = !self && has_att ? &att : NULL};
-		rc = feed_append(t, gid, &e, NULL);
-		if (!rc)
-			(*fed)++;
-		if (rc == TH_EINVAL)
-			rc = TH_OK; /* a body jansson will not encode: skip it, never block the stream */
-	}
-	free(name_copy);
-	free(local_id);
-	free(own_file);
-	free(att_text);
-	json_decref(content);
-	return rc;
+	return feed_event(env, t, ev, sender_role, room, guests, fed);
 }
 
 /* ---- staff commands ------------------------------------------------------ */

@@ -152,15 +152,20 @@ int conv_expire(const struct txn_env *env, uint64_t now_ms, size_t *expired);
 int conv_room_created(const struct config *cfg, store_txn *t, const char *guest, const char *room_id);
 
 /**
- * The hot path's hook for events in a managed room (events.c): messages go
- * into the feeds of the room's guests; staff joining and leaving become
- * notices; staff display names are remembered in @p room ("staff").
+ * The hot path's hook for events in a managed room (events.c).  For each
+ * message, reaction and redaction, policy decides what each guest's feed
+ * shows (policy/visibility.h): a new entry, an edited one, one taken down,
+ * or nothing; the feed remembers what it shows and hides, so relations are
+ * judged.  A late message of an erased guest is redacted by the bot and
+ * recorded.  Staff joining and leaving become notices; staff display names
+ * are remembered in @p room ("staff"), and what the redact check needs of
+ * its power levels ("power").
  * @param sender_role  policy's role for the sender
- * @param fed          incremented per feed entry appended or action queued (a
- *                     late message of an erased guest is redacted by the bot)
+ * @param fed          incremented per feed entry appended or changed, or
+ *                     action queued
  * @return TH_OK or a store error (aborts the transaction).
  */
-int conv_on_event(const struct config *cfg, store_txn *t, const struct mxev *ev, enum pol_role sender_role,
+int conv_on_event(const struct txn_env *env, store_txn *t, const struct mxev *ev, enum pol_role sender_role,
                   enum pol_role target_role, json_t *room, unsigned *fed);
 
 /**

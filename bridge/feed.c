@@ -74,6 +74,10 @@ int feed_append(store_txn *t, const char *guest, const struct feed_entry *e, uin
 	klen = make_key(key, guest, next);
 	rc = store_put(t, STORE_FEED, key, klen, val, strlen(val), 0);
 	free(val);
+	/* Remember what this entry shows, so edits, replies and redactions of
+	 * it can be judged (a message only: a notice has no event of its own). */
+	if (rc == TH_OK && e->event_id && e->room_id && e->sender && strcmp(e->kind, "message") == 0)
+		rc = feed_mark_put(t, guest, e->room_id, e->event_id, e->sender, next);
 	if (rc == TH_OK && id_out)
 		*id_out = next;
 	return rc;
@@ -213,9 +217,9 @@ static int find_event(void *ctx, const void *key, size_t klen, const void *val, 
 	if (id == 0 || !memmem(val, vlen, f->event_id, elen))
 		return 0;
 	json_t *o = json_loadb(val, vlen, 0, NULL);
-	const char *e = jsonx_str(o, "event_id");
-	if (e && strcmp(e, f->event_id) == 0 && !json_is_true(json_object_get(o, "removed")) &&
-	    strcmp(jsonx_str(o, "kind") ? jsonx_str(o, "kind") : "", "message") == 0) {
+	const char *e = jsonx_str(o, "event_id"), *kind = jsonx_str(o, "kind");
+	if (e && strcmp(e, f->event_id) == 0 && !json_is_true(json_object_get(o, "removed")) && kind &&
+	    (strcmp(kind, "message") == 0 || (strcmp(kind, "edited") == 0 && json_object_get(o, "body")))) {
 		f->ids = xrealloc(f->ids, (f->n + 1) * sizeof(*f->ids));
 		f->ids[f->n++] = id;
 	}
@@ -245,15 +249,20 @@ int feed_remove_event(store_txn *t, const char *guest, const char *event_id, uns
 			break;
 		}
 		/* What was said goes; who said it and when stay, so the page can
-		 * show where a message was taken down. */
+		 * show where a message was taken down.  An edit's new words go
+		 * too (the "removed" entry for its message tells the page). */
+		int edit = strcmp(jsonx_str(o, "kind") ? jsonx_str(o, "kind") : "", "edited") == 0;
 		json_object_del(o, "body");
 		json_object_del(o, "attachment");
 		json_object_del(o, "mxc");
-		json_object_set_new(o, "removed", json_true());
+		if (!edit)
+			json_object_set_new(o, "removed", json_true());
 		char *val = json_dumps(o, JSON_COMPACT);
 		json_decref(o);
 		rc = store_put(t, STORE_FEED, key, klen, val, strlen(val), 0);
 		free(val);
+		if (!rc && edit)
+			continue;
 		if (!rc) {
 			struct feed_entry gone = {.kind = "removed", .entry = f.ids[i]};
 			rc = feed_append(t, guest, &gone, NULL);
@@ -275,6 +284,260 @@ int feed_has_after(store_txn *t, const char *guest, uint64_t since)
 	return store_walk(t, STORE_FEED, from, flen, read_one, &rc) == TH_OK && rc.any;
 }
 
+/* ---- what a feed remembers of Matrix events ------------------------------ */
+
+#define MAX_EVENT_ID 255
+#define MARK_KEY_MAX (MAX_GUEST + 1 + MAX_EVENT_ID)
+#define MARK         0x01 /* <guest> 0x01 <event id> -> JSON */
+#define RING         0x02 /* <guest> 0x02 [<u64 slot>] -> event id [count] */
+
+static size_t mark_key(unsigned char *key, const char *guest, const char *event_id)
+{
+	size_t g = strlen(guest), e = strlen(event_id);
+	memcpy(key, guest, g);
+	key[g] = MARK;
+	memcpy(key + g + 1, event_id, e);
+	return g + 1 + e;
+}
+
+static size_t ring_key(unsigned char *key, const char *guest, int with_slot, uint64_t slot)
+{
+	size_t g = strlen(guest);
+	memcpy(key, guest, g);
+	key[g] = RING;
+	if (!with_slot)
+		return g + 1;
+	store_u64_key(key + g + 1, slot);
+	return g + 9;
+}
+
+static int mark_ids_ok(const char *guest, const char *event_id)
+{
+	return guest && event_id && *event_id && strlen(guest) <= MAX_GUEST && strlen(event_id) <= MAX_EVENT_ID;
+}
+
+int feed_mark_get(store_txn *t, const char *guest, const char *room_id, const char *event_id,
+                  struct feed_mark *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (!mark_ids_ok(guest, event_id) || !room_id)
+		return TH_EINVAL;
+	unsigned char key[MARK_KEY_MAX];
+	size_t klen = mark_key(key, guest, event_id);
+	const void *v;
+	size_t vlen;
+	int rc = store_get(t, STORE_FEED, key, klen, &v, &vlen);
+	if (rc == TH_ENOTFOUND)
+		return TH_OK;
+	if (rc)
+		return TH_ESTORE;
+	json_t *o = json_loadb(v, vlen, 0, NULL);
+	const char *room = jsonx_str(o, "room"), *sender = jsonx_str(o, "sender");
+	json_t *entry = json_object_get(o, "entry");
+	/* Only an event of the same room counts: an id from elsewhere names
+	 * nothing here. */
+	if (room && strcmp(room, room_id) == 0 && json_is_integer(entry)) {
+		out->entry = (uint64_t)json_integer_value(entry);
+		out->kind = out->entry ? FEED_MARK_VISIBLE : FEED_MARK_HIDDEN;
+		copy_str(out->sender, sizeof(out->sender), sender);
+	}
+	json_decref(o);
+	return TH_OK;
+}
+
+int feed_mark_put(store_txn *t, const char *guest, const char *room_id, const char *event_id,
+                  const char *sender, uint64_t entry)
+{
+	if (!mark_ids_ok(guest, event_id) || !room_id)
+		return TH_EINVAL;
+	unsigned char key[MARK_KEY_MAX];
+	size_t klen = mark_key(key, guest, event_id);
+	const void *v;
+	size_t vlen;
+	int rc = store_get(t, STORE_FEED, key, klen, &v, &vlen);
+	int known = rc == TH_OK;
+	if (rc && rc != TH_ENOTFOUND)
+		return rc;
+	json_t *o = json_pack("{s:I, s:s, s:s}", "entry", (json_int_t)entry, "room", room_id, "sender",
+	                      sender ? sender : "");
+	char *val = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	if (!val)
+		return TH_EINVAL;
+	rc = store_put(t, STORE_FEED, key, klen, val, strlen(val), 0);
+	free(val);
+	if (rc || known)
+		return rc;
+	/* A new one: into the ring, forgetting the one whose slot it takes. */
+	unsigned char rkey[KEY_MAX];
+	size_t rlen = ring_key(rkey, guest, 0, 0);
+	uint64_t count = 0;
+	rc = store_get(t, STORE_FEED, rkey, rlen, &v, &vlen);
+	if (rc == TH_OK && vlen == 8)
+		count = store_key_u64(v);
+	else if (rc != TH_OK && rc != TH_ENOTFOUND)
+		return rc;
+	unsigned char nv[8];
+	store_u64_key(nv, count + 1);
+	if ((rc = store_put(t, STORE_FEED, rkey, rlen, nv, 8, 0)))
+		return rc;
+	rlen = ring_key(rkey, guest, 1, count % FEED_MAX_MARKS);
+	if (count >= FEED_MAX_MARKS) {
+		rc = store_get(t, STORE_FEED, rkey, rlen, &v, &vlen);
+		if (rc == TH_OK && vlen && vlen <= MAX_EVENT_ID) {
+			char old[MAX_EVENT_ID + 1];
+			memcpy(old, v, vlen);
+			old[vlen] = '\0';
+			unsigned char okey[MARK_KEY_MAX];
+			size_t olen = mark_key(okey, guest, old);
+			rc = store_del(t, STORE_FEED, okey, olen);
+			if (rc == TH_ENOTFOUND)
+				rc = TH_OK;
+		} else if (rc == TH_ENOTFOUND) {
+			rc = TH_OK;
+		}
+		if (rc)
+			return rc;
+	}
+	return store_put(t, STORE_FEED, rkey, rlen, event_id, strlen(event_id), 0);
+}
+
+/* Keys of one guest's marks and ring, to delete them. */
+struct marks_ctx {
+	const char *guest;
+	size_t glen;
+	unsigned char (*keys)[MARK_KEY_MAX];
+	size_t *klens;
+	size_t n;
+};
+
+static int collect_mark(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	(void)val;
+	(void)vlen;
+	struct marks_ctx *m = ctx;
+	const unsigned char *k = key;
+	if (klen <= m->glen || klen > MARK_KEY_MAX || memcmp(k, m->guest, m->glen) != 0 ||
+	    (k[m->glen] != MARK && k[m->glen] != RING))
+		return 1; /* past this guest's marks */
+	m->keys = xrealloc(m->keys, (m->n + 1) * sizeof(*m->keys));
+	m->klens = xrealloc(m->klens, (m->n + 1) * sizeof(*m->klens));
+	memcpy(m->keys[m->n], key, klen);
+	m->klens[m->n++] = klen;
+	return 0;
+}
+
+static int marks_erase(store_txn *t, const char *guest)
+{
+	unsigned char from[MARK_KEY_MAX];
+	size_t g = strlen(guest);
+	memcpy(from, guest, g);
+	from[g] = MARK;
+	struct marks_ctx m = {.guest = guest, .glen = g};
+	int rc = store_walk(t, STORE_FEED, from, g + 1, collect_mark, &m);
+	for (size_t i = 0; !rc && i < m.n; i++)
+		rc = store_del(t, STORE_FEED, m.keys[i], m.klens[i]);
+	free(m.keys);
+	free(m.klens);
+	return rc;
+}
+
+/* Earlier "edited" entries of @p entry after it: they lose their body. */
+struct edits_ctx {
+	const unsigned char *prefix;
+	size_t plen;
+	uint64_t entry;
+	uint64_t *ids;
+	size_t n;
+};
+
+static int find_edits(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct edits_ctx *f = ctx;
+	if (klen != f->plen + 8 || memcmp(key, f->prefix, f->plen) != 0)
+		return 1;
+	uint64_t id = store_key_u64((const unsigned char *)key + f->plen);
+	if (!memmem(val, vlen, "\"edited\"", 8))
+		return 0;
+	json_t *o = json_loadb(val, vlen, 0, NULL);
+	const char *kind = jsonx_str(o, "kind");
+	if (kind && strcmp(kind, "edited") == 0 && json_object_get(o, "body") &&
+	    (uint64_t)json_integer_value(json_object_get(o, "entry")) == f->entry) {
+		f->ids = xrealloc(f->ids, (f->n + 1) * sizeof(*f->ids));
+		f->ids[f->n++] = id;
+	}
+	json_decref(o);
+	return 0;
+}
+
+/* Rewrite entry @p id of @p guest with @p edit applied to its JSON. */
+static int entry_rewrite(store_txn *t, const char *guest, uint64_t id, json_t *o)
+{
+	unsigned char key[KEY_MAX];
+	size_t klen = make_key(key, guest, id);
+	char *val = json_dumps(o, JSON_COMPACT);
+	if (!val)
+		return TH_EINVAL;
+	int rc = store_put(t, STORE_FEED, key, klen, val, strlen(val), 0);
+	free(val);
+	return rc;
+}
+
+int feed_replace(store_txn *t, const char *guest, uint64_t entry, const char *event_id, const char *room_id,
+                 const char *body, unsigned *replaced)
+{
+	*replaced = 0;
+	if (!guest || strlen(guest) > MAX_GUEST || !entry || !body)
+		return TH_EINVAL;
+	json_t *probe = json_string(body);
+	if (!probe)
+		return TH_EINVAL; /* not UTF-8 */
+	json_decref(probe);
+	unsigned char key[KEY_MAX];
+	size_t klen = make_key(key, guest, entry);
+	const void *v;
+	size_t vlen;
+	int rc = store_get(t, STORE_FEED, key, klen, &v, &vlen);
+	if (rc == TH_ENOTFOUND)
+		return TH_OK;
+	if (rc)
+		return TH_ESTORE;
+	json_t *o = json_loadb(v, vlen, 0, NULL);
+	const char *kind = jsonx_str(o, "kind");
+	if (!kind || strcmp(kind, "message") != 0 || json_is_true(json_object_get(o, "removed"))) {
+		json_decref(o);
+		return TH_OK;
+	}
+	json_object_set_new(o, "body", json_string(body));
+	json_object_set_new(o, "edited", json_true());
+	rc = entry_rewrite(t, guest, entry, o);
+	json_decref(o);
+	/* An older version of the words is kept nowhere. */
+	struct edits_ctx f = {.prefix = key, .plen = strlen(guest) + 1, .entry = entry};
+	if (!rc) {
+		klen = make_key(key, guest, entry + 1);
+		rc = store_walk(t, STORE_FEED, key, klen, find_edits, &f);
+	}
+	for (size_t i = 0; !rc && i < f.n; i++) {
+		klen = make_key(key, guest, f.ids[i]);
+		if ((rc = store_get(t, STORE_FEED, key, klen, &v, &vlen)))
+			break;
+		json_t *e = json_loadb(v, vlen, 0, NULL);
+		json_object_del(e, "body");
+		rc = e ? entry_rewrite(t, guest, f.ids[i], e) : TH_ESTORE;
+		json_decref(e);
+	}
+	free(f.ids);
+	if (!rc) {
+		struct feed_entry ed = {.kind = "edited", .entry = entry, .body = body, .event_id = event_id,
+		                        .room_id = room_id};
+		rc = feed_append(t, guest, &ed, NULL);
+	}
+	if (!rc)
+		*replaced = 1;
+	return rc;
+}
+
 int feed_erase(store_txn *t, const char *guest, json_t **own)
 {
 	if (!guest || strlen(guest) > MAX_GUEST)
@@ -288,6 +551,8 @@ int feed_erase(store_txn *t, const char *guest, json_t **own)
 		err = store_del(t, STORE_FEED, rc.keys[i], rc.klens[i]);
 	free(rc.keys);
 	free(rc.klens);
+	if (!err)
+		err = marks_erase(t, guest);
 	if (err) {
 		json_decref(rc.own);
 		return err;

@@ -7,9 +7,21 @@
  * guest's next id (u64 BE); entries are 1, 2, 3...  Entries are appended
  * (in the write transaction that learned of them) and deleted all together
  * (erasure, expiry), so reading from "since" never repeats or skips one.
- * The one change to an entry in place: when its Matrix event is redacted,
- * a message loses its words and attachment and says "removed":true, and a
- * "removed" entry naming it ("entry") is appended for pages showing it.
+ * Two changes to an entry in place: when its Matrix event is redacted, a
+ * message loses its words and attachment and says "removed":true, and a
+ * "removed" entry naming it ("entry") is appended for pages showing it;
+ * when it is edited (m.replace), a message takes the new words and says
+ * "edited":true, and an "edited" entry naming it, with the new "body", is
+ * appended (an earlier "edited" entry of the same message loses its body,
+ * so an old version is kept nowhere).
+ *
+ * Beside the entries, each feed remembers which Matrix events it holds
+ * and which it keeps hidden, so an edit, reply, reaction or redaction can
+ * be judged against what it relates to (policy/visibility.h):
+ * <guest> 0x01 <event id> -> {"entry":N (0: hidden), "room":R, "sender":S},
+ * at most FEED_MAX_MARKS per guest, oldest forgotten first (a ring:
+ * <guest> 0x02 <u64 BE slot> -> event id, and <guest> 0x02 -> u64 BE
+ * count).  They go with the feed (feed_erase).
  *
  * An entry is a JSON object, as the gateway API shows it (docs/gateway-api.md)
  * plus private members the API never shows: "event_id" and "room_id" of
@@ -17,8 +29,8 @@
  * where the picture or file of an attachment is on the homeserver, so the
  * gateway can fetch it when the guest asks (GET /media/{id}).
  *
- *   {"id":N, "kind":"message"|"notice"|"closed"|"removed", "ts":T, ["entry":N,]
- *    ["removed":true,]
+ *   {"id":N, "kind":"message"|"notice"|"closed"|"removed"|"edited", "ts":T,
+ *    ["entry":N,] ["removed":true,] ["edited":true,]
  *    "from":{"role":"staff"|"guest"|"self"|"service", "name":S},
  *    "body":S [, "local_id":L] [, "event_id":E, "room_id":R]
  *    [, "attachment":{"kind":"picture"|"file", "name":S [, "mimetype":M]
@@ -36,7 +48,8 @@
 #include "media.h"
 #include "store.h"
 
-#define FEED_MAX_READ 100 /* entries one read returns at most */
+#define FEED_MAX_READ  100  /* entries one read returns at most */
+#define FEED_MAX_MARKS 2048 /* Matrix events a feed remembers, visible or hidden */
 
 /** One entry to append; every pointer borrowed, NULL where absent. */
 struct feed_entry {
@@ -47,6 +60,8 @@ struct feed_entry {
 	const char *local_id; /* the page's id for the guest's own message */
 	const char *event_id; /* private: the Matrix event */
 	const char *room_id;  /* private: its room */
+	const char *sender;   /* with event_id and room_id: remembered beside the feed (never
+	                         in the entry), so relations to it can be judged */
 	uint64_t ts;          /* ms; 0: now */
 	uint64_t entry;       /* "removed": the entry taken down; 0: none */
 	/* a picture or file someone else sent; its mxc is kept private, and
@@ -92,8 +107,50 @@ int feed_has_after(store_txn *t, const char *guest, uint64_t since);
  */
 int feed_remove_event(store_txn *t, const char *guest, const char *event_id, unsigned *removed);
 
+/** Where a Matrix event stands in a guest's feed. */
+enum feed_mark_kind {
+	FEED_MARK_UNKNOWN = 0, /* not remembered, or remembered in another room */
+	FEED_MARK_VISIBLE,     /* entry @c entry shows it */
+	FEED_MARK_HIDDEN,      /* kept from the guest (a note, a command, the bot's words...) */
+};
+
+struct feed_mark {
+	enum feed_mark_kind kind;
+	uint64_t entry;   /* FEED_MARK_VISIBLE: the entry */
+	char sender[256]; /* who sent the event ("" if not known) */
+};
+
 /**
- * Delete every entry of @p guest (and its counter) in write transaction @p t.
+ * What @p guest's feed remembers of @p event_id in @p room_id.
+ * @param out  always written (FEED_MARK_UNKNOWN on any error)
+ * @return TH_OK, TH_EINVAL (a too long id) or TH_ESTORE.
+ */
+int feed_mark_get(store_txn *t, const char *guest, const char *room_id, const char *event_id,
+                  struct feed_mark *out);
+
+/**
+ * Remember @p event_id of @p room_id, sent by @p sender, as shown by entry
+ * @p entry of @p guest's feed, or hidden (@p entry 0).  The oldest of more
+ * than FEED_MAX_MARKS is forgotten.
+ * @return TH_OK, TH_EINVAL (a too long id), or a store error.
+ */
+int feed_mark_put(store_txn *t, const char *guest, const char *room_id, const char *event_id,
+                  const char *sender, uint64_t entry);
+
+/**
+ * An edit: message entry @p entry of @p guest's feed (made from
+ * @p event_id) takes @p body and says "edited":true; an "edited" entry
+ * naming it is appended with the same body.  An entry removed, or not a
+ * message, is left alone.
+ * @param replaced  out: 1 if the entry was changed, else 0
+ * @return TH_OK, TH_EINVAL (a body that is not UTF-8), or a store error.
+ */
+int feed_replace(store_txn *t, const char *guest, uint64_t entry, const char *event_id, const char *room_id,
+                 const char *body, unsigned *replaced);
+
+/**
+ * Delete every entry of @p guest (its counter, and what it remembers of
+ * Matrix events) in write transaction @p t.
  * @param own  optional out: a new array of {"event_id","room_id"} of the
  *             guest's own messages, for redaction
  * @return TH_OK or a store error.

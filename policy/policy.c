@@ -93,12 +93,7 @@ static const struct rule rules[] = {
         {POL_EV_COMMAND, STRANGERS, ANY, ANY, 1, POL_R_COMMAND_REFUSED, POL_ACT_REPLY, 1, POL_NOTE_NONE,
          POL_REC_NONE, 0, ANY},
 
-        /* The gateway asks before it acts for a guest: a guest writes only
-         * into a managed room Threshold knows them to be in. */
-        {POL_EV_GATEWAY_SEND, ROLE(POL_ROLE_GUEST), ROLE(POL_ROLE_GUEST), ROOM(POL_ROOM_MANAGED), 0,
-         POL_R_GUEST_SEND_ALLOWED, POL_ACT_SEND, 0, POL_NOTE_NONE, POL_REC_NONE, 0, ANY},
-        {POL_EV_GATEWAY_SEND, ANY, ANY, ANY, 0, POL_R_GUEST_SEND_REFUSED, 0, 0, POL_NOTE_NONE,
-         POL_REC_CONTACT_BLOCKED, 0, ANY},
+        /* Gateway actions (send among them) are decided by gateway_rules below. */
 
         /* The audit log answers only leads, only in the safeguarding room, and
          * every answer is itself recorded.  Anyone else gets nothing at all:
@@ -124,11 +119,102 @@ static int has(unsigned mask, unsigned bit)
 	return mask == ANY || (mask & (1u << bit));
 }
 
+/* Gateway actions: what a channel asks to do for a guest.  Matched like
+ * rules[] (masks ANY or bits; flags 1 only if set, -1 only if not, 0 either),
+ * on the gateway facts of pol_facts; numbered after rules[]. */
+#define CONV(c) (1u << (c))
+struct gateway_rule {
+	enum pol_event event;
+	int session, entry_open;
+	unsigned conv;   /* CONV() bits, or ANY */
+	unsigned target; /* ROLE() bits, or ANY: POL_ROLE_GUEST when the guest is in the room */
+	unsigned room;   /* ROOM() bits, or ANY: the conversation's room */
+	enum pol_reason reason;
+	enum pol_action_kind action;
+	enum pol_record record;
+};
+
+#define LIVE (CONV(POL_CONV_WAITING) | CONV(POL_CONV_OPEN) | CONV(POL_CONV_CLOSED))
+
+static const struct gateway_rule gateway_rules[] = {
+        /* Anyone with a good invitation, or at a service's open public entry,
+         * may start a conversation (after consent; the gateway rate-limits). */
+        {POL_EV_GATEWAY_REDEEM, 0, 1, ANY, ANY, ANY, POL_R_GUEST_REDEEM_ALLOWED, POL_ACT_OPEN, POL_REC_NONE},
+        {POL_EV_GATEWAY_REDEEM, 0, 0, ANY, ANY, ANY, POL_R_GUEST_REDEEM_REFUSED, 0, POL_REC_NONE},
+        /* A resume code opens a new session of a conversation that still exists. */
+        {POL_EV_GATEWAY_RESUME, 0, 1, LIVE, ANY, ANY, POL_R_GUEST_RESUME_ALLOWED, POL_ACT_SESSION,
+         POL_REC_NONE},
+        {POL_EV_GATEWAY_RESUME, 0, 0, ANY, ANY, ANY, POL_R_GUEST_RESUME_REFUSED, 0, POL_REC_NONE},
+        /* Everything else needs a live session. */
+        {POL_EV_GATEWAY_SEND, -1, 0, ANY, ANY, ANY, POL_R_GUEST_NO_SESSION, 0, POL_REC_NONE},
+        {POL_EV_GATEWAY_UPLOAD, -1, 0, ANY, ANY, ANY, POL_R_GUEST_NO_SESSION, 0, POL_REC_NONE},
+        {POL_EV_GATEWAY_LEAVE, -1, 0, ANY, ANY, ANY, POL_R_GUEST_NO_SESSION, 0, POL_REC_NONE},
+        {POL_EV_GATEWAY_ERASE, -1, 0, ANY, ANY, ANY, POL_R_GUEST_NO_SESSION, 0, POL_REC_NONE},
+        /* A guest writes only into an open conversation, in a managed room
+         * Threshold knows them to be in; a picture or file likewise. */
+        {POL_EV_GATEWAY_SEND, 0, 0, CONV(POL_CONV_CLOSED), ANY, ANY, POL_R_GUEST_CONV_CLOSED, 0, POL_REC_NONE},
+        {POL_EV_GATEWAY_SEND, 0, 0, CONV(POL_CONV_WAITING), ANY, ANY, POL_R_GUEST_NOT_READY, 0, POL_REC_NONE},
+        {POL_EV_GATEWAY_SEND, 0, 0, CONV(POL_CONV_OPEN), ROLE(POL_ROLE_GUEST), ROOM(POL_ROOM_MANAGED),
+         POL_R_GUEST_SEND_ALLOWED, POL_ACT_SEND, POL_REC_NONE},
+        {POL_EV_GATEWAY_SEND, 0, 0, ANY, ANY, ANY, POL_R_GUEST_SEND_REFUSED, 0, POL_REC_CONTACT_BLOCKED},
+        {POL_EV_GATEWAY_UPLOAD, 0, 0, CONV(POL_CONV_CLOSED), ANY, ANY, POL_R_GUEST_CONV_CLOSED, 0,
+         POL_REC_NONE},
+        {POL_EV_GATEWAY_UPLOAD, 0, 0, CONV(POL_CONV_WAITING), ANY, ANY, POL_R_GUEST_NOT_READY, 0,
+         POL_REC_NONE},
+        {POL_EV_GATEWAY_UPLOAD, 0, 0, CONV(POL_CONV_OPEN), ROLE(POL_ROLE_GUEST), ROOM(POL_ROOM_MANAGED),
+         POL_R_GUEST_SEND_ALLOWED, POL_ACT_SEND, POL_REC_NONE},
+        {POL_EV_GATEWAY_UPLOAD, 0, 0, ANY, ANY, ANY, POL_R_GUEST_SEND_REFUSED, 0, POL_REC_CONTACT_BLOCKED},
+        /* A guest may always leave, and always have their data erased. */
+        {POL_EV_GATEWAY_LEAVE, 0, 0, CONV(POL_CONV_NONE), ANY, ANY, POL_R_GUEST_NO_CONVERSATION, 0,
+         POL_REC_NONE},
+        {POL_EV_GATEWAY_LEAVE, 0, 0, CONV(POL_CONV_CLOSED), ANY, ANY, POL_R_GUEST_LEAVE_CLOSED,
+         POL_ACT_END_SESSIONS, POL_REC_NONE},
+        {POL_EV_GATEWAY_LEAVE, 0, 0, ANY, ANY, ANY, POL_R_GUEST_LEAVE_ALLOWED, POL_ACT_CLOSE, POL_REC_NONE},
+        {POL_EV_GATEWAY_ERASE, 0, 0, CONV(POL_CONV_NONE), ANY, ANY, POL_R_GUEST_NO_CONVERSATION, 0,
+         POL_REC_NONE},
+        {POL_EV_GATEWAY_ERASE, 0, 0, ANY, ANY, ANY, POL_R_GUEST_ERASE_ALLOWED, POL_ACT_ERASE, POL_REC_NONE},
+};
+
+#define NRULES         (sizeof(rules) / sizeof(rules[0]))
+#define NGATEWAY_RULES (sizeof(gateway_rules) / sizeof(gateway_rules[0]))
+
+static int is_gateway(enum pol_event e)
+{
+	return e == POL_EV_GATEWAY_SEND || e == POL_EV_GATEWAY_REDEEM || e == POL_EV_GATEWAY_RESUME ||
+	       e == POL_EV_GATEWAY_UPLOAD || e == POL_EV_GATEWAY_LEAVE || e == POL_EV_GATEWAY_ERASE;
+}
+
+static int flag_ok(int want, int fact)
+{
+	return want == 0 || (want == 1 && fact) || (want == -1 && !fact);
+}
+
+static void decide_gateway(const struct pol_facts *f, struct pol_decision *out)
+{
+	for (size_t i = 0; i < NGATEWAY_RULES; i++) {
+		const struct gateway_rule *r = &gateway_rules[i];
+		if (r->event != f->event || !flag_ok(r->session, f->session) ||
+		    !flag_ok(r->entry_open, f->entry_open) || !has(r->conv, f->conv) ||
+		    !has(r->target, f->target) || !has(r->room, f->room))
+			continue;
+		out->reason = r->reason;
+		out->rule = (int)(NRULES + i);
+		out->record = r->record;
+		if (r->action)
+			out->actions[out->nactions++].kind = r->action;
+		return;
+	}
+}
+
 void pol_decide(const struct pol_facts *f, struct pol_decision *out)
 {
 	memset(out, 0, sizeof(*out));
 	out->reason = POL_R_NO_RULE;
 	out->rule = -1;
+	if (is_gateway(f->event)) {
+		decide_gateway(f, out);
+		return;
+	}
 	for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++) {
 		const struct rule *r = &rules[i];
 		if (r->event != f->event || !has(r->sender, f->sender) || !has(r->target, f->target) ||
@@ -156,12 +242,14 @@ void pol_decide(const struct pol_facts *f, struct pol_decision *out)
 
 unsigned pol_rule_count(void)
 {
-	return sizeof(rules) / sizeof(rules[0]);
+	return NRULES + NGATEWAY_RULES;
 }
 
 enum pol_reason pol_rule_reason(unsigned i)
 {
-	return i < pol_rule_count() ? rules[i].reason : POL_R_NO_RULE;
+	if (i < NRULES)
+		return rules[i].reason;
+	return i < pol_rule_count() ? gateway_rules[i - NRULES].reason : POL_R_NO_RULE;
 }
 
 static const char *const reason_names[POL_R_COUNT] = {
@@ -190,6 +278,17 @@ static const char *const reason_names[POL_R_COUNT] = {
         [POL_R_BOT_INVITE_STAFF_ROOM] = "bot_invite_staff_room",
         [POL_R_STATE_BY_BOT] = "state_by_bot",
         [POL_R_INVITER_NOT_STAFF] = "inviter_not_staff",
+        [POL_R_GUEST_REDEEM_ALLOWED] = "guest_redeem_allowed",
+        [POL_R_GUEST_REDEEM_REFUSED] = "guest_redeem_refused",
+        [POL_R_GUEST_RESUME_ALLOWED] = "guest_resume_allowed",
+        [POL_R_GUEST_RESUME_REFUSED] = "guest_resume_refused",
+        [POL_R_GUEST_NO_SESSION] = "guest_no_session",
+        [POL_R_GUEST_NOT_READY] = "guest_not_ready",
+        [POL_R_GUEST_CONV_CLOSED] = "guest_conversation_closed",
+        [POL_R_GUEST_NO_CONVERSATION] = "guest_no_conversation",
+        [POL_R_GUEST_LEAVE_ALLOWED] = "guest_leave_allowed",
+        [POL_R_GUEST_LEAVE_CLOSED] = "guest_leave_closed",
+        [POL_R_GUEST_ERASE_ALLOWED] = "guest_erase_allowed",
 };
 
 static const char *const role_names[POL_ROLE_COUNT] = {
@@ -210,6 +309,18 @@ static const char *const event_names[POL_EV_COUNT] = {
         [POL_EV_AUDIT_REVEAL] = "audit_reveal",
         [POL_EV_STATE_EXPOSED] = "state_exposed",
         [POL_EV_GATEWAY_SEND] = "gateway_send",
+        [POL_EV_GATEWAY_REDEEM] = "gateway_redeem",
+        [POL_EV_GATEWAY_RESUME] = "gateway_resume",
+        [POL_EV_GATEWAY_UPLOAD] = "gateway_upload",
+        [POL_EV_GATEWAY_LEAVE] = "gateway_leave",
+        [POL_EV_GATEWAY_ERASE] = "gateway_erase",
+};
+
+static const char *const conv_names[POL_CONV_COUNT] = {
+        [POL_CONV_NONE] = "none",
+        [POL_CONV_WAITING] = "waiting",
+        [POL_CONV_OPEN] = "open",
+        [POL_CONV_CLOSED] = "closed",
 };
 
 static const char *const room_names[POL_ROOM_COUNT] = {
@@ -246,6 +357,11 @@ static const char *const action_names[POL_ACT_COUNT] = {
         [POL_ACT_REVERT_STATE] = "revert_state",
         [POL_ACT_CONVERSATION] = "conversation",
         [POL_ACT_SEND] = "send",
+        [POL_ACT_OPEN] = "open",
+        [POL_ACT_SESSION] = "session",
+        [POL_ACT_CLOSE] = "close",
+        [POL_ACT_END_SESSIONS] = "end_sessions",
+        [POL_ACT_ERASE] = "erase",
 };
 
 static const char *const record_names[POL_REC_COUNT] = {
@@ -335,4 +451,14 @@ int pol_room_from_name(const char *s)
 int pol_command_from_name(const char *s)
 {
 	return lookup(command_names, POL_CMD_COUNT, s);
+}
+
+int pol_conv_from_name(const char *s)
+{
+	return lookup(conv_names, POL_CONV_COUNT, s);
+}
+
+const char *pol_conv_name(enum pol_conv c)
+{
+	return NAME_OF(conv_names, c);
 }

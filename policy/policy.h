@@ -35,6 +35,12 @@ enum pol_event {
 	POL_EV_STATE_EXPOSED, /* a state event that would expose the room: public join rule, open
 	                       * history, a guest given power, the bot's power lowered, an alias */
 	POL_EV_GATEWAY_SEND,  /* a guest asks the gateway to send into a room (target: see pol_facts) */
+	/* The other gateway actions (facts: conv, session, entry_open in pol_facts). */
+	POL_EV_GATEWAY_REDEEM, /* someone opens an invitation or a service's public entry */
+	POL_EV_GATEWAY_RESUME, /* someone gives a resume code for a new session */
+	POL_EV_GATEWAY_UPLOAD, /* a guest sends a picture or file (as send) */
+	POL_EV_GATEWAY_LEAVE,  /* a guest ends their conversation */
+	POL_EV_GATEWAY_ERASE,  /* a guest asks for their data to be deleted */
 	POL_EV_COUNT
 };
 
@@ -65,6 +71,15 @@ enum pol_command {
 	POL_CMD_COUNT
 };
 
+/* A guest's conversation, as a gateway action finds it. */
+enum pol_conv {
+	POL_CONV_NONE = 0, /* none (never made, expired or erased) */
+	POL_CONV_WAITING,  /* its room is still being made */
+	POL_CONV_OPEN,
+	POL_CONV_CLOSED, /* staff closed it or the guest left */
+	POL_CONV_COUNT
+};
+
 struct pol_facts {
 	enum pol_event event;
 	enum pol_role sender; /* role of the event's sender */
@@ -74,6 +89,11 @@ struct pol_facts {
 	enum pol_room room;   /* the room the event is in */
 	enum pol_command command;
 	int bot_joined; /* 1 if the bot is joined to the event's room */
+	/* Gateway actions only (POL_EV_GATEWAY_*): */
+	enum pol_conv conv; /* the guest's conversation */
+	int session;        /* the request carries a live session of the guest */
+	int entry_open;     /* redeem: the invitation is good, or the service's public
+	                       entry is open; resume: the code is known */
 };
 
 enum pol_action_kind {
@@ -87,6 +107,11 @@ enum pol_action_kind {
 	POL_ACT_REVERT_STATE, /* the bot puts the room's setting back to its safe value */
 	POL_ACT_CONVERSATION, /* the bot carries out a staff conversation command (bridge/conv.c) */
 	POL_ACT_SEND,         /* Threshold sends the guest's message as the guest */
+	POL_ACT_OPEN,         /* gateway: a guest, a session and a conversation are made */
+	POL_ACT_SESSION,      /* gateway: a new session for the guest */
+	POL_ACT_CLOSE,        /* gateway: the guest leaves, staff are told, sessions end */
+	POL_ACT_END_SESSIONS, /* gateway: the guest's sessions end (nothing else to close) */
+	POL_ACT_ERASE,        /* gateway: the guest's data is erased (conv_erase) */
 	POL_ACT_COUNT
 };
 
@@ -127,6 +152,17 @@ enum pol_reason {
 	POL_R_BOT_INVITE_STAFF_ROOM,     /* anyone in a configured staff room invited the bot there */
 	POL_R_STATE_BY_BOT,              /* the bot's own change to a setting: never undone, no loop */
 	POL_R_INVITER_NOT_STAFF,         /* a guest or stranger in a managed room invited staff */
+	POL_R_GUEST_REDEEM_ALLOWED,      /* a good invitation or an open public entry */
+	POL_R_GUEST_REDEEM_REFUSED,      /* an invitation unknown, used up or expired; entry closed */
+	POL_R_GUEST_RESUME_ALLOWED,      /* a known resume code of a live conversation */
+	POL_R_GUEST_RESUME_REFUSED,      /* a wrong code, or the conversation is gone */
+	POL_R_GUEST_NO_SESSION,          /* a gateway action without a live session */
+	POL_R_GUEST_NOT_READY,           /* the guest's room is still being made */
+	POL_R_GUEST_CONV_CLOSED,         /* the conversation is closed: nothing more goes in */
+	POL_R_GUEST_NO_CONVERSATION,     /* the guest has no conversation to act on */
+	POL_R_GUEST_LEAVE_ALLOWED,       /* a guest leaves their conversation */
+	POL_R_GUEST_LEAVE_CLOSED,        /* a guest leaves one already closed: sessions end */
+	POL_R_GUEST_ERASE_ALLOWED,       /* a guest may always have their data erased */
 	POL_R_COUNT
 };
 
@@ -182,6 +218,8 @@ int pol_role_from_name(const char *s);
 int pol_event_from_name(const char *s);
 int pol_room_from_name(const char *s);
 int pol_command_from_name(const char *s);
+int pol_conv_from_name(const char *s);
+const char *pol_conv_name(enum pol_conv c);
 
 /** Number of rules in the table, and one rule's reason (for coverage checks). */
 unsigned pol_rule_count(void);

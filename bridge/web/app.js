@@ -412,6 +412,10 @@
         takeDown(shown[ev.entry]);
         return;
       }
+      if (ev.kind === 'edited') {
+        if (typeof ev.body === 'string') showEdit(shown[ev.entry], ev.body);
+        return;
+      }
       if (ev.kind !== 'message') return;
       var role = from.role === 'self' ? 'self' : from.role === 'guest' ? 'guest' : 'staff';
       if (ev.removed) {
@@ -443,10 +447,24 @@
         return;
       }
       shown[ev.id] = addMessage(role, from.name || '', ev.body || '', ev.ts);
+      if (ev.edited) markEdited(shown[ev.id]);
       announce(t('announce', { name: from.name || '', body: ev.body || '' }));
     });
     if (closed) chatClosed();
     if (stick && events.length) window.scrollTo(0, document.documentElement.scrollHeight);
+  }
+
+  /* A message edited in Matrix: the new words in its place, marked edited
+     (the page shows it once, never a second copy). */
+  function showEdit(li, body) {
+    if (!li || li.classList.contains('removed')) return;
+    li.querySelector('.body').textContent = body;
+    markEdited(li);
+  }
+
+  function markEdited(li) {
+    if (!li || li.querySelector('.edited')) return;
+    li.querySelector('.meta').appendChild(el('span', 'edited', t('edited')));
   }
 
   /* A message taken down in Matrix (its sender or a moderator removed it):

@@ -608,3 +608,82 @@ def test_every_answer_matched_the_schema(env, threshold, service):
         method, path = key.split(" ", 1)
         assert (method, path) in seen, "no test exercised %s" % key
     assert {s for _, _, s in validated} >= {200, 202, 400, 401, 404, 405, 410, 413, 415}
+
+
+def test_what_the_guest_sees(env, threshold, service):
+    """Staff work in Element as usual: a note, its edit, a reply and a thread
+    reply to it, an ordinary message and its edit, a reply to the guest.  The
+    guest's page shows the message once with its new words, the reply without
+    the quote (which names the guest by user id), none of the note's
+    relatives, and no user id anywhere (docs/policy.md, "What a guest sees")."""
+    g = Guest(env.gw_url)
+    g.redeem(service="helpline")
+    portal = staff_join_portal(env, service["staff_room"], g.pseudonym)
+    lid = g.send("I need some advice")
+    mine = g.wait_for(lambda e: e.get("local_id") == lid, what="the guest's own message")
+
+    def guest_event():
+        for ev in history(env, portal):
+            if ev.get("content", {}).get("org.threshold.local_id") == lid:
+                return ev
+    theirs = wait(guest_event, 30, "the guest's message in the room")
+
+    async def staff_work():
+        async with Client.for_user(env, "staff") as s:
+            async def say(content):
+                r = await s.nio.room_send(portal, "m.room.message", content)
+                assert getattr(r, "event_id", None), r
+                return r.event_id
+            note = await say({"msgtype": "m.text", "body": "!threshold note worried about her partner"})
+            await say({"msgtype": "m.text", "body": "* !threshold note worried about her partner Dan",
+                       "m.new_content": {"msgtype": "m.text",
+                                         "body": "!threshold note worried about her partner Dan"},
+                       "m.relates_to": {"rel_type": "m.replace", "event_id": note}})
+            staff_id = "@staff:" + SERVER_NAME
+            await say({"msgtype": "m.text",
+                       "body": "> <%s> !threshold note worried about her partner\n\nagreed, call Dan's "
+                               "probation officer" % staff_id,
+                       "m.relates_to": {"m.in_reply_to": {"event_id": note}}})
+            await say({"msgtype": "m.text", "body": "thread: Dan has a record",
+                       "m.relates_to": {"rel_type": "m.thread", "event_id": note, "is_falling_back": True,
+                                        "m.in_reply_to": {"event_id": note}}})
+            hello = await say({"msgtype": "m.text", "body": "Hello, I am Ana from the helpline"})
+            await say({"msgtype": "m.text", "body": "* Hello, I am Ana from the test helpline",
+                       "m.new_content": {"msgtype": "m.text",
+                                         "body": "Hello, I am Ana from the test helpline"},
+                       "m.relates_to": {"rel_type": "m.replace", "event_id": hello}})
+            await say({"msgtype": "m.text",
+                       "body": "> <%s> I need some advice\n\nOf course, tell me more." % theirs["sender"],
+                       "format": "org.matrix.custom.html",
+                       "formatted_body": "<mx-reply><blockquote><a href=\"https://matrix.to/#/%s\">%s"
+                                         "</a><br>I need some advice</blockquote></mx-reply>Of course, "
+                                         "tell me more." % (theirs["sender"], theirs["sender"]),
+                       "m.relates_to": {"m.in_reply_to": {"event_id": theirs["event_id"]}}})
+            await say({"msgtype": "m.text", "body": "That is all for now."})
+    run(staff_work())
+
+    g.wait_for(lambda e: e.get("body") == "That is all for now.", what="staff's last message")
+    text = json.dumps(g.seen)
+    for secret in ("worried", "Dan", "probation", "!threshold"):
+        assert secret not in text, g.seen
+    no_user_ids(g.seen)
+    assert "@" not in text, g.seen
+    hellos = [e for e in g.seen if e["kind"] == "message" and "Ana" in (e.get("body") or "")]
+    # once; with its new words already if the page read it after the edit
+    assert len(hellos) == 1, g.seen
+    assert hellos[0]["body"] in ("Hello, I am Ana from the helpline", "Hello, I am Ana from the test helpline")
+    edit = g.wait_for(lambda e: e["kind"] == "edited", what="the edit")
+    assert edit["entry"] == hellos[0]["id"] and edit["body"] == "Hello, I am Ana from the test helpline"
+    assert not any((e.get("body") or "").startswith("* ") for e in g.seen), g.seen
+    replies = [e for e in g.seen if e.get("body") == "Of course, tell me more."]
+    assert len(replies) == 1 and replies[0]["from"]["role"] == "staff", g.seen
+    assert mine["from"]["role"] == "self"
+
+    # A page opened now shows the message once, edited, with its new words.
+    again = Guest(env.gw_url)
+    again.session = g.session
+    again.poll(timeout_ms=0)
+    shown = {e["id"]: e for e in again.seen}
+    first = shown[hellos[0]["id"]]
+    assert first["body"] == "Hello, I am Ana from the test helpline" and first.get("edited") is True
+    assert "worried" not in json.dumps(again.seen) and "@" not in json.dumps(again.seen)

@@ -10,6 +10,20 @@
  *                "record" names the audit record the decision asks for.
  *                a reply action also has "reply": "<command>" and "refusal".
  *
+ * Gateway actions add "conv" (none|waiting|open|closed), "session" and
+ * "entry_open" (booleans); each is optional (none, false).
+ *
+ * A case with "decide": "visibility" asks what a guest's feed shows
+ * (policy/visibility.h) instead:
+ * input.json:    {"decide": "visibility", "sender": "staff", "kind": "message",
+ *                 "rel": "edit", "target": "visible", "command": false,
+ *                 "by_target_sender": true, "moderator": false,
+ *                 "new_content": true, "sender_erased": false}
+ * expected.json: {"action": "replace", "reason": "edit_replaces",
+ *                 "strip_fallback": false, "remember_hidden": false, "record": "none"}
+ *
+ * Every rule of both tables needs a passing case.
+ *
  * A case that cannot be read, or names something policy does not know, fails:
  * a typo must never turn into a skipped case.
  */
@@ -22,6 +36,7 @@
 #include <jansson.h>
 
 #include "policy.h"
+#include "visibility.h"
 #include "util.h"
 
 /* "file:line: text" from a jansson error; the line only when jansson has one. */
@@ -57,13 +72,21 @@ static int read_facts(const char *path, struct pol_facts *facts, char *why, size
 		json_why(why, whylen, "input.json", &jerr);
 		return -1;
 	}
+	const char *conv_s = "none";
+	int session = 0, entry_open = 0, conv;
 	/* Strict: a misspelt key is an error, not a fact left at its default. */
-	if (json_unpack_ex(in, &jerr, JSON_STRICT, "{s:s, s:s, s:s, s:s, s:s, s:b}", "event", &event_s,
-	                   "sender", &sender_s, "target", &target_s, "room", &room_s, "command", &command_s,
-	                   "bot_joined", &joined) != 0) {
+	if (json_unpack_ex(in, &jerr, JSON_STRICT, "{s:s, s:s, s:s, s:s, s:s, s:b, s?s, s?b, s?b}", "event",
+	                   &event_s, "sender", &sender_s, "target", &target_s, "room", &room_s, "command",
+	                   &command_s, "bot_joined", &joined, "conv", &conv_s, "session", &session,
+	                   "entry_open", &entry_open) != 0) {
 		json_why(why, whylen, "input.json", &jerr);
 		goto out;
 	}
+	if (fact_from_name("conv", conv_s, pol_conv_from_name, &conv, why, whylen))
+		goto out;
+	facts->conv = (enum pol_conv)conv;
+	facts->session = session;
+	facts->entry_open = entry_open;
 	if (fact_from_name("event", event_s, pol_event_from_name, &event, why, whylen) ||
 	    fact_from_name("sender", sender_s, pol_role_from_name, &sender, why, whylen) ||
 	    fact_from_name("target", target_s, pol_role_from_name, &target, why, whylen) ||
@@ -80,6 +103,63 @@ static int read_facts(const char *path, struct pol_facts *facts, char *why, size
 out:
 	json_decref(in);
 	return rc;
+}
+
+/* Read a visibility case's @path into @facts; on failure write the reason into @why. */
+static int read_view_facts(const char *path, struct pol_view_facts *facts, char *why, size_t whylen)
+{
+	json_error_t jerr;
+	json_t *in = json_load_file(path, 0, &jerr);
+	const char *decide, *sender_s, *kind_s, *rel_s, *target_s;
+	int sender, kind, rel, target, command, by_sender, moderator, new_content, erased, rc = -1;
+	if (!in) {
+		json_why(why, whylen, "input.json", &jerr);
+		return -1;
+	}
+	if (json_unpack_ex(in, &jerr, JSON_STRICT, "{s:s, s:s, s:s, s:s, s:s, s:b, s:b, s:b, s:b, s:b}",
+	                   "decide", &decide, "sender", &sender_s, "kind", &kind_s, "rel", &rel_s, "target",
+	                   &target_s, "command", &command, "by_target_sender", &by_sender, "moderator",
+	                   &moderator, "new_content", &new_content, "sender_erased", &erased) != 0) {
+		json_why(why, whylen, "input.json", &jerr);
+		goto out;
+	}
+	if (fact_from_name("sender", sender_s, pol_role_from_name, &sender, why, whylen) ||
+	    fact_from_name("kind", kind_s, pol_view_kind_from_name, &kind, why, whylen) ||
+	    fact_from_name("rel", rel_s, pol_view_rel_from_name, &rel, why, whylen) ||
+	    fact_from_name("target", target_s, pol_view_target_from_name, &target, why, whylen))
+		goto out;
+	facts->sender = (enum pol_role)sender;
+	facts->kind = (enum pol_view_kind)kind;
+	facts->rel = (enum pol_view_rel)rel;
+	facts->target = (enum pol_view_target)target;
+	facts->command = command;
+	facts->by_target_sender = by_sender;
+	facts->moderator = moderator;
+	facts->new_content = new_content;
+	facts->sender_erased = erased;
+	rc = 0;
+out:
+	json_decref(in);
+	return rc;
+}
+
+static json_t *view_to_json(const struct pol_view *v)
+{
+	const char *action = pol_view_action_name(v->action), *reason = pol_view_reason_name(v->reason),
+	           *record = pol_view_record_name(v->record);
+	return json_pack("{s:s, s:s, s:b, s:b, s:s}", "action", action ? action : "?", "reason",
+	                 reason ? reason : "?", "strip_fallback", v->strip_fallback, "remember_hidden",
+	                 v->remember_hidden, "record", record ? record : "?");
+}
+
+/* 1 if @path (an input.json) asks for the visibility decision. */
+static int is_view_case(const char *path)
+{
+	json_t *in = json_load_file(path, 0, NULL);
+	const char *d = json_string_value(json_object_get(in, "decide"));
+	int view = d && strcmp(d, "visibility") == 0;
+	json_decref(in);
+	return view;
 }
 
 /* The decision in expected.json's shape (new reference). */
@@ -110,6 +190,7 @@ static json_t *decision_to_json(const struct pol_decision *d)
 /* Rules of the table that decided a passing case: every rule needs one. */
 #define MAX_RULES 256
 static unsigned char covered[MAX_RULES];
+static unsigned char covered_view[MAX_RULES];
 
 /* Run one case; print its line.  @return 1 if it passed. */
 static int run_case(const char *dir, const char *name)
@@ -121,8 +202,12 @@ static int run_case(const char *dir, const char *name)
 	int ok = 0;
 
 	struct pol_facts facts;
+	struct pol_view_facts vfacts;
+	int view = is_view_case(in_path);
 	memset(&facts, 0, sizeof(facts));
-	if (read_facts(in_path, &facts, why, sizeof(why)) != 0)
+	memset(&vfacts, 0, sizeof(vfacts));
+	if (view ? read_view_facts(in_path, &vfacts, why, sizeof(why)) != 0
+	         : read_facts(in_path, &facts, why, sizeof(why)) != 0)
 		goto out;
 	json_error_t jerr;
 	expected = json_load_file(exp_path, 0, &jerr);
@@ -130,12 +215,21 @@ static int run_case(const char *dir, const char *name)
 		json_why(why, sizeof(why), "expected.json", &jerr);
 		goto out;
 	}
-	struct pol_decision d;
-	pol_decide(&facts, &d);
-	actual = decision_to_json(&d);
-	ok = json_equal(expected, actual);
-	if (ok && d.rule >= 0 && d.rule < MAX_RULES)
-		covered[d.rule] = 1;
+	if (view) {
+		struct pol_view v;
+		pol_visibility_decide(&vfacts, &v);
+		actual = view_to_json(&v);
+		ok = json_equal(expected, actual);
+		if (ok && v.rule >= 0 && v.rule < MAX_RULES)
+			covered_view[v.rule] = 1;
+	} else {
+		struct pol_decision d;
+		pol_decide(&facts, &d);
+		actual = decision_to_json(&d);
+		ok = json_equal(expected, actual);
+		if (ok && d.rule >= 0 && d.rule < MAX_RULES)
+			covered[d.rule] = 1;
+	}
 	if (!ok) {
 		char *want = json_dumps(expected, JSON_COMPACT | JSON_SORT_KEYS);
 		char *got = json_dumps(actual, JSON_COMPACT | JSON_SORT_KEYS);
@@ -207,6 +301,13 @@ int main(int argc, char **argv)
 		if (i >= MAX_RULES || !covered[i]) {
 			printf("FAIL rule %u (%s) has no passing case\n", i,
 			       pol_reason_name(pol_rule_reason(i)));
+			failed++;
+		}
+	}
+	for (unsigned i = 0; i < pol_view_rule_count(); i++) {
+		if (i >= MAX_RULES || !covered_view[i]) {
+			printf("FAIL visibility rule %u (%s) has no passing case\n", i,
+			       pol_view_reason_name(pol_view_rule_reason(i)));
 			failed++;
 		}
 	}

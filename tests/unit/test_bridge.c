@@ -792,7 +792,8 @@ static void deliver(struct test_env *e, const struct mxev *ev, enum pol_role rol
 	store_txn *t;
 	unsigned fed = 0;
 	CHECK_EQ_INT(store_txn_begin(e->st, 1, &t), TH_OK);
-	CHECK_EQ_INT(conv_on_event(&e->cfg, t, ev, role, POL_ROLE_NONE, r, &fed), TH_OK);
+	struct txn_env env = {.cfg = &e->cfg, .st = e->st, .au = e->au};
+	CHECK_EQ_INT(conv_on_event(&env, t, ev, role, POL_ROLE_NONE, r, &fed), TH_OK);
 	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
 }
 
@@ -1087,6 +1088,248 @@ static void test_take_down(void)
 	CHECK(db_mentions(e.st, STORE_FEED, "Wrong1", NULL) == 0);
 
 	json_decref(r);
+	test_env_close(&e);
+}
+
+/* A message event with an m.relates_to (JSON text of the content). */
+static struct mxev related_of(const char *sender, const char *room, const char *event_id, const char *content,
+                              const char *body)
+{
+	return message_of(sender, room, event_id, content, body, "m.text");
+}
+
+/* Every entry of @p guest's feed, as the API shows them, as one string (new). */
+static char *feed_text(store *st, const char *guest)
+{
+	json_t *all = feed_of(st, guest, 0, NULL);
+	char *s = json_dumps(all, JSON_COMPACT);
+	json_decref(all);
+	return s;
+}
+
+/* The message entries of @p guest's feed (new reference). */
+static json_t *messages_of(store *st, const char *guest)
+{
+	json_t *all = feed_of(st, guest, 0, NULL), *out = json_array();
+	size_t i;
+	json_t *x;
+	json_array_foreach(all, i, x)
+	{
+		if (strcmp(jsonx_str(x, "kind"), "message") == 0)
+			json_array_append(out, x);
+	}
+	json_decref(all);
+	return out;
+}
+
+/* What a guest sees is decided per event: a note, its edit, a reply to it, a
+ * thread reply to it and a reply to that reply reach no feed; an edited
+ * message shows once, edited; a reply shows without its fallback quote (and
+ * the user id in it); a reaction shows nothing; a redaction by someone who
+ * neither sent the message nor moderates does nothing, by its sender it
+ * takes the message down; no entry anywhere holds a user id. */
+static void test_visibility(void)
+{
+	struct test_env e;
+	struct txn_env env;
+	struct conv_session a, b;
+	json_t *r = two_guests_in_a_group(&e, &env, &a, &b);
+	const char *room = "!group:test.local", *staff = "@staff:test.local";
+
+	struct mxev ev = related_of(staff, room, "$note:test.local",
+	                            "{\"msgtype\":\"m.text\",\"body\":\"!threshold note secret one\"}",
+	                            "!threshold note secret one");
+	deliver(&e, &ev, POL_ROLE_STAFF, r);
+	/* Element's edit of the note: "* " in the body, the text in m.new_content. */
+	ev = related_of(staff, room, "$noteedit:test.local",
+	                "{\"msgtype\":\"m.text\",\"body\":\"* !threshold note secret two\","
+	                "\"m.new_content\":{\"msgtype\":\"m.text\",\"body\":\"!threshold note secret two\"},"
+	                "\"m.relates_to\":{\"rel_type\":\"m.replace\",\"event_id\":\"$note:test.local\"}}",
+	                "* !threshold note secret two");
+	deliver(&e, &ev, POL_ROLE_STAFF, r);
+	/* A reply quoting it (the fallback names staff by user id). */
+	ev = related_of(staff, room, "$noterep:test.local",
+	                "{\"msgtype\":\"m.text\",\"body\":\"> <@staff:test.local> !threshold note secret one\\n\\n"
+	                "secret three\",\"m.relates_to\":{\"m.in_reply_to\":{\"event_id\":\"$note:test.local\"}}}",
+	                "> <@staff:test.local> !threshold note secret one\n\nsecret three");
+	deliver(&e, &ev, POL_ROLE_STAFF, r);
+	ev = related_of(staff, room, "$notethr:test.local",
+	                "{\"msgtype\":\"m.text\",\"body\":\"secret four\",\"m.relates_to\":{\"rel_type\":"
+	                "\"m.thread\",\"event_id\":\"$note:test.local\",\"is_falling_back\":true,"
+	                "\"m.in_reply_to\":{\"event_id\":\"$note:test.local\"}}}",
+	                "secret four");
+	deliver(&e, &ev, POL_ROLE_STAFF, r);
+	ev = related_of(staff, room, "$chain:test.local",
+	                "{\"msgtype\":\"m.text\",\"body\":\"secret five\","
+	                "\"m.relates_to\":{\"m.in_reply_to\":{\"event_id\":\"$noterep:test.local\"}}}",
+	                "secret five");
+	deliver(&e, &ev, POL_ROLE_STAFF, r);
+	/* A message turned into a note by an edit, and a reaction to the note. */
+	ev = related_of(staff, room, "$hello:test.local", "{\"msgtype\":\"m.text\",\"body\":\"Hello there\"}",
+	                "Hello there");
+	deliver(&e, &ev, POL_ROLE_STAFF, r);
+	ev = related_of(staff, room, "$hello2:test.local",
+	                "{\"msgtype\":\"m.text\",\"body\":\"* Hello again\","
+	                "\"m.new_content\":{\"msgtype\":\"m.text\",\"body\":\"Hello again\"},"
+	                "\"m.relates_to\":{\"rel_type\":\"m.replace\",\"event_id\":\"$hello:test.local\"}}",
+	                "* Hello again");
+	deliver(&e, &ev, POL_ROLE_STAFF, r);
+	ev = related_of(staff, room, "$hello3:test.local",
+	                "{\"msgtype\":\"m.text\",\"body\":\"* !threshold note secret six\","
+	                "\"m.new_content\":{\"msgtype\":\"m.text\",\"body\":\"!threshold note secret six\"},"
+	                "\"m.relates_to\":{\"rel_type\":\"m.replace\",\"event_id\":\"$hello:test.local\"}}",
+	                "* !threshold note secret six");
+	deliver(&e, &ev, POL_ROLE_STAFF, r);
+	/* Someone else's "edit" of it (spec: ignored). */
+	ev = related_of("@other:test.local", room, "$hello4:test.local",
+	                "{\"msgtype\":\"m.text\",\"body\":\"* forged\","
+	                "\"m.new_content\":{\"msgtype\":\"m.text\",\"body\":\"forged\"},"
+	                "\"m.relates_to\":{\"rel_type\":\"m.replace\",\"event_id\":\"$hello:test.local\"}}",
+	                "* forged");
+	deliver(&e, &ev, POL_ROLE_STAFF, r);
+	struct mxev react = {.event_id = "$react:test.local",
+	                     .room_id = room,
+	                     .type = "m.reaction",
+	                     .sender = staff,
+	                     .content = {"{\"m.relates_to\":{\"rel_type\":\"m.annotation\",\"event_id\":"
+	                                 "\"$hello:test.local\",\"key\":\"x\"}}",
+	                                 strlen("{\"m.relates_to\":{\"rel_type\":\"m.annotation\",\"event_id\":"
+	                                        "\"$hello:test.local\",\"key\":\"x\"}}")},
+	                     .content_is_object = true};
+	deliver(&e, &react, POL_ROLE_STAFF, r);
+
+	for (int i = 0; i < 2; i++) {
+		const char *g = i ? b.guest : a.guest;
+		char *all = feed_text(e.st, g);
+		CHECK(strstr(all, "secret") == NULL);
+		CHECK(strstr(all, "forged") == NULL);
+		CHECK(strstr(all, "* ") == NULL);
+		json_t *msgs = messages_of(e.st, g);
+		CHECK_EQ_INT(json_array_size(msgs), 1); /* the message, once */
+		json_t *m = json_array_get(msgs, 0);
+		CHECK_STR(jsonx_str(m, "body"), "Hello again");
+		CHECK(json_is_true(json_object_get(m, "edited")));
+		json_t *last = last_entry(e.st, g);
+		CHECK_STR(jsonx_str(last, "kind"), "edited");
+		CHECK_EQ_INT(json_integer_value(json_object_get(last, "entry")),
+		             json_integer_value(json_object_get(m, "id")));
+		CHECK_STR(jsonx_str(last, "body"), "Hello again");
+		json_decref(last);
+		json_decref(msgs);
+		free(all);
+	}
+
+	/* A guest writes; staff reply, quoting the guest by user id in the fallback. */
+	ev = message_of(a.guest, room, "$gmsg:test.local",
+	                "{\"msgtype\":\"m.text\",\"body\":\"Is anyone there?\",\"org.threshold.local_id\":\"L9\"}",
+	                "Is anyone there?", "m.text");
+	deliver(&e, &ev, POL_ROLE_GUEST, r);
+	char *reply_content = xasprintf(
+	        "{\"msgtype\":\"m.text\",\"body\":\"> <%s> Is anyone there?\\n\\nYes, we are here.\","
+	        "\"format\":\"org.matrix.custom.html\",\"formatted_body\":\"<mx-reply><blockquote><a "
+	        "href=\\\"https://matrix.to/#/%s\\\">%s</a></blockquote></mx-reply>Yes, we are here.\","
+	        "\"m.relates_to\":{\"m.in_reply_to\":{\"event_id\":\"$gmsg:test.local\"}}}",
+	        a.guest, a.guest, a.guest);
+	char *reply_body = xasprintf("> <%s> Is anyone there?\n\nYes, we are here.", a.guest);
+	ev = related_of(staff, room, "$rep:test.local", reply_content, reply_body);
+	deliver(&e, &ev, POL_ROLE_STAFF, r);
+	free(reply_content);
+	free(reply_body);
+	for (int i = 0; i < 2; i++) {
+		json_t *last = last_entry(e.st, i ? b.guest : a.guest);
+		CHECK_STR(jsonx_str(last, "body"), "Yes, we are here.");
+		CHECK_STR(jsonx_str(json_object_get(last, "from"), "role"), "staff");
+		json_decref(last);
+	}
+
+	/* A guest's redaction of staff's message: a guest has no power to, so
+	 * the homeserver will not apply it, and no page changes.  Its sender's does. */
+	json_t *before = last_entry(e.st, b.guest);
+	struct mxev red = redaction_of(b.guest, room, "$red1:test.local",
+	                               "{\"type\":\"m.room.redaction\",\"redacts\":\"$hello:test.local\"}");
+	deliver(&e, &red, POL_ROLE_GUEST, r);
+	json_t *after = last_entry(e.st, b.guest);
+	CHECK(json_equal(before, after));
+	json_decref(before);
+	json_decref(after);
+	/* Power levels that make this guest a moderator: now it may. */
+	static const char pl[] = "{\"redact\":50,\"users_default\":0,\"users\":{\"@x:test.local\":100}}";
+	struct mxev power = {.event_id = "$pl:test.local",
+	                     .room_id = room,
+	                     .type = "m.room.power_levels",
+	                     .state_key = "",
+	                     .sender = staff,
+	                     .content = {pl, sizeof(pl) - 1},
+	                     .content_is_object = true};
+	deliver(&e, &power, POL_ROLE_STAFF, r);
+	/* The stored levels now decide: staff at users_default 0 are no moderators either. */
+	red = redaction_of("@third:test.local", room, "$red2:test.local",
+	                   "{\"type\":\"m.room.redaction\",\"redacts\":\"$hello:test.local\"}");
+	deliver(&e, &red, POL_ROLE_STAFF, r);
+	json_t *msgs = messages_of(e.st, b.guest);
+	CHECK(!json_is_true(json_object_get(json_array_get(msgs, 0), "removed")));
+	json_decref(msgs);
+	red = redaction_of(staff, room, "$red3:test.local",
+	                   "{\"type\":\"m.room.redaction\",\"redacts\":\"$hello:test.local\"}");
+	deliver(&e, &red, POL_ROLE_STAFF, r);
+	msgs = messages_of(e.st, b.guest);
+	CHECK(json_is_true(json_object_get(json_array_get(msgs, 0), "removed")));
+	CHECK(json_object_get(json_array_get(msgs, 0), "body") == NULL);
+	json_decref(msgs);
+	/* The edit's words went with it. */
+	CHECK(db_mentions(e.st, STORE_FEED, "Hello again", NULL) == 0);
+
+	/* No user id in any entry of any feed. */
+	for (int i = 0; i < 2; i++) {
+		char *all = feed_text(e.st, i ? b.guest : a.guest);
+		CHECK(strchr(all, '@') == NULL);
+		free(all);
+	}
+
+	/* What a feed remembers goes with it. */
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	struct feed_mark mk;
+	CHECK_EQ_INT(feed_mark_get(t, a.guest, room, "$note:test.local", &mk), TH_OK);
+	CHECK_EQ_INT(mk.kind, FEED_MARK_HIDDEN);
+	CHECK_EQ_INT(feed_mark_get(t, a.guest, "!elsewhere:test.local", "$note:test.local", &mk), TH_OK);
+	CHECK_EQ_INT(mk.kind, FEED_MARK_UNKNOWN);
+	CHECK_EQ_INT(feed_erase(t, a.guest, NULL), TH_OK);
+	CHECK_EQ_INT(feed_mark_get(t, a.guest, room, "$note:test.local", &mk), TH_OK);
+	CHECK_EQ_INT(mk.kind, FEED_MARK_UNKNOWN);
+	CHECK_EQ_INT(feed_mark_get(t, b.guest, room, "$note:test.local", &mk), TH_OK);
+	CHECK_EQ_INT(mk.kind, FEED_MARK_HIDDEN);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	/* Only B's memory of A's message names A (its sender, so A's own
+	 * redaction of it, as erasure sends, is judged). */
+	CHECK(db_mentions(e.st, STORE_FEED, a.guest, NULL) == 1);
+
+	json_decref(r);
+	test_env_close(&e);
+}
+
+/* A feed remembers at most FEED_MAX_MARKS events: the oldest is forgotten. */
+static void test_feed_marks_bounded(void)
+{
+	struct test_env e;
+	test_env_open(&e);
+	const char *g = "@guest_x:test.local", *room = "!r:test.local";
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	for (unsigned i = 0; i < FEED_MAX_MARKS + 3; i++) {
+		char id[32];
+		snprintf(id, sizeof(id), "$e%u:test.local", i);
+		CHECK_EQ_INT(feed_mark_put(t, g, room, id, "@s:test.local", 0), TH_OK);
+	}
+	struct feed_mark mk;
+	CHECK_EQ_INT(feed_mark_get(t, g, room, "$e0:test.local", &mk), TH_OK);
+	CHECK_EQ_INT(mk.kind, FEED_MARK_UNKNOWN);
+	CHECK_EQ_INT(feed_mark_get(t, g, room, "$e2:test.local", &mk), TH_OK);
+	CHECK_EQ_INT(mk.kind, FEED_MARK_UNKNOWN);
+	CHECK_EQ_INT(feed_mark_get(t, g, room, "$e3:test.local", &mk), TH_OK);
+	CHECK_EQ_INT(mk.kind, FEED_MARK_HIDDEN);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	CHECK(db_mentions(e.st, STORE_FEED, "$e", NULL) == FEED_MAX_MARKS * 2);
 	test_env_close(&e);
 }
 
@@ -1482,7 +1725,7 @@ static void test_conv_erase(void)
 		size_t before = outbox_len(e.st);
 		unsigned fed = 0;
 		CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
-		CHECK_EQ_INT(conv_on_event(&e.cfg, t, &late, POL_ROLE_GUEST, POL_ROLE_NONE, r, &fed), TH_OK);
+		CHECK_EQ_INT(conv_on_event(&env, t, &late, POL_ROLE_GUEST, POL_ROLE_NONE, r, &fed), TH_OK);
 		CHECK_EQ_INT(store_txn_commit(t), TH_OK);
 		json_decref(r);
 		CHECK_EQ_INT(fed, 1);
@@ -1497,6 +1740,24 @@ static void test_conv_erase(void)
 		CHECK_STR(jsonx_str(last, "event_id"), "$late:test.local");
 		CHECK_STR(jsonx_str(last, "user_id"), e.cfg.bot_user_id);
 		json_decref(all);
+		/* ... decided by policy, and on the record. */
+		json_t *log = audit_all(e.st);
+		size_t nrec = 0;
+		json_t *rec = audit_find(log, "data_erased", guest, &nrec);
+		CHECK(nrec >= 2); /* the erasure itself, and the late message */
+		int late_recorded = 0;
+		size_t k;
+		json_t *x;
+		json_array_foreach(log, k, x)
+		{
+			const char *why = jsonx_str(x, "reason");
+			if (why && strcmp(why, "erased_guest_late_message") == 0 &&
+			    strcmp(jsonx_str(json_object_get(x, "details"), "event_id"), "$late:test.local") == 0)
+				late_recorded = 1;
+		}
+		CHECK(late_recorded);
+		(void)rec;
+		json_decref(log);
 	}
 
 	/* The other guest is untouched. */
@@ -1615,6 +1876,8 @@ int main(void)
 	test_media_parsing();
 	test_attachments();
 	test_take_down();
+	test_visibility();
+	test_feed_marks_bounded();
 	test_conv_lifecycle();
 	test_conv_erase();
 	test_conv_expire();
