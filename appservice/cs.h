@@ -119,5 +119,4 @@ int cs_versions_invite_blocking(const json_t *versions, const char **why);
  * {"enforced":bool, "by":S|null, "checked_ms":T}. */
 #define CS_META_INVITE_BLOCKING "homeserver_invite_blocking"
 
-
 #endif

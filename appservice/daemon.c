@@ -146,8 +146,9 @@ static int check_invite_blocking(cs_client *cs, store *st)
 	const char *why = NULL;
 	int enforced = cs_versions_invite_blocking(r.body, &why);
 	if (enforced)
-		LOG(LOG_INFO, "invite blocking: enforced by the homeserver (%s); Threshold also rejects "
-		              "any invite that gets through",
+		LOG(LOG_INFO,
+		    "invite blocking: enforced by the homeserver (%s); Threshold also rejects "
+		    "any invite that gets through",
 		    why);
 	else
 		LOG(LOG_WARN, "invite blocking: not supported by the homeserver (needs spec v1.18, Synapse "

@@ -380,8 +380,8 @@ int guests_block_invites_migrate(store_txn *t, size_t *queued)
 	*queued = 0;
 	const void *v;
 	size_t vlen;
-	int rc = store_get(t, STORE_META, GUESTS_META_INVITES_BLOCKED, strlen(GUESTS_META_INVITES_BLOCKED), &v,
-	                   &vlen);
+	int rc = store_get(t, STORE_META, GUESTS_META_INVITES_BLOCKED, strlen(GUESTS_META_INVITES_BLOCKED),
+	                   &v, &vlen);
 	if (rc != TH_ENOTFOUND)
 		return rc; /* done before (TH_OK), or a store error */
 	json_t *ids = json_array();
@@ -400,8 +400,8 @@ int guests_block_invites_migrate(store_txn *t, size_t *queued)
 	}
 	json_decref(ids);
 	if (!rc)
-		rc = store_put(t, STORE_META, GUESTS_META_INVITES_BLOCKED, strlen(GUESTS_META_INVITES_BLOCKED), "1",
-		               1, 0);
+		rc = store_put(t, STORE_META, GUESTS_META_INVITES_BLOCKED,
+		               strlen(GUESTS_META_INVITES_BLOCKED), "1", 1, 0);
 	return rc;
 }
 

@@ -301,8 +301,9 @@ static int run_guest_enter(outbox *ob, uint64_t seq, const json_t *a, struct cs_
 		cs_response_clear(&inv);
 	}
 	if (!blocked) {
-		LOG(LOG_WARN, "outbox: guest_enter action %llu: could not block invites to the guest again; "
-		              "retrying",
+		LOG(LOG_WARN,
+		    "outbox: guest_enter action %llu: could not block invites to the guest again; "
+		    "retrying",
 		    (unsigned long long)seq);
 		if (jrc == TH_OK)
 			cs_response_clear(r);
@@ -379,8 +380,7 @@ static json_t *create_candidates(outbox *ob, const char *user_id, int *rc)
 			continue;
 		/* A guest's room is managed from its create event on (events.c), which
 		 * may come before this retry: a guest is in few rooms, look at all. */
-		if (!guest &&
-		    store_get_json(t, STORE_ROOMS, json_string_value(id), &state) == TH_OK &&
+		if (!guest && store_get_json(t, STORE_ROOMS, json_string_value(id), &state) == TH_OK &&
 		    rooms_is_managed(state)) {
 			json_decref(state);
 			continue;
@@ -415,8 +415,9 @@ static int create_find(outbox *ob, const char *user_id, const char *mark, char *
 			json_decref(rooms);
 			return rc;
 		}
-		const char *m =
-		        r.status == 200 ? json_string_value(json_object_get(r.body, OUTBOX_CREATE_MARK)) : NULL;
+		const char *m = r.status == 200
+		                        ? json_string_value(json_object_get(r.body, OUTBOX_CREATE_MARK))
+		                        : NULL;
 		if (m && strcmp(m, mark) == 0)
 			*found = xstrdup(room_id);
 		cs_response_clear(&r);

@@ -185,8 +185,8 @@ static json_t *portal_power(const struct config *cfg, const char *guest, int gue
 	int staff = (int)cfg->staff_power;
 	json_t *power = json_pack("{s:{s:i, s:i}, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:{s:i}}", "users",
 	                          cfg->bot_user_id, 100, guest, guest_level, "users_default", staff,
-	                          "events_default", 0, "state_default", 100, "invite", 100, "kick", staff, "ban",
-	                          staff, "redact", staff, "notifications", "room", staff);
+	                          "events_default", 0, "state_default", 100, "invite", 100, "kick", staff,
+	                          "ban", staff, "redact", staff, "notifications", "room", staff);
 	json_object_set_new(power, "events",
 	                    json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i}", "m.room.name", 100,
 	                              "m.room.topic", 100, "m.room.power_levels", 100, "m.room.join_rules",
@@ -239,8 +239,8 @@ json_t *conv_room_content(const struct config *cfg, const struct config_service 
 	                  "by display name. Commands: !threshold help",
 	                  svc->display_name);
 	json_t *body = json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:b}, s:o, s:o, s:[s]}", "name", name, "topic",
-	                         topic, "preset", "private_chat", "visibility", "private", "room_version", "10",
-	                         "creation_content", "m.federate", cfg->rooms_federate,
+	                         topic, "preset", "private_chat", "visibility", "private", "room_version",
+	                         "10", "creation_content", "m.federate", cfg->rooms_federate,
 	                         "power_level_content_override", power, "initial_state", initial, "invite",
 	                         cfg->bot_user_id);
 	free(name);
@@ -269,8 +269,8 @@ static int room_created(const struct config *cfg, store_txn *t, const char *gues
 		int rc = push(t, json_pack("{s:s, s:s, s:s}", "op", "leave", "room_id", room_id, "user_id",
 		                           cfg->bot_user_id));
 		if (!rc && config_user_in_namespace(cfg, guest) && strcmp(guest, cfg->bot_user_id) != 0)
-			rc = push(t, json_pack("{s:s, s:s, s:s}", "op", "leave", "room_id", room_id, "user_id",
-			                       guest));
+			rc = push(t, json_pack("{s:s, s:s, s:s}", "op", "leave", "room_id", room_id,
+			                       "user_id", guest));
 		return rc;
 	}
 	const struct config_service *svc = config_service_find(cfg, jsonx_str(c, "service"));
@@ -286,8 +286,8 @@ static int room_created(const struct config *cfg, store_txn *t, const char *gues
 	 * queued before the guest's first message. */
 	if (!rc)
 		rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "op", "state", "room_id", room_id,
-		                       "user_id", guest, "type", "m.room.power_levels", "state_key", "", "content",
-		                       conv_room_power(cfg, guest)));
+		                       "user_id", guest, "type", "m.room.power_levels", "state_key", "",
+		                       "content", conv_room_power(cfg, guest)));
 	if (!rc)
 		rc = push(t, json_pack("{s:s, s:s, s:s}", "op", "join", "room_id", room_id, "user_id",
 		                       cfg->bot_user_id));
@@ -342,7 +342,8 @@ int conv_room_seen_created(const struct config *cfg, store_txn *t, const struct 
 	 * server; no guest has a token): a room whose create event a guest sent
 	 * is one Threshold made, and a remote server cannot send as a local
 	 * user.  The action's mark on it is checked too. */
-	if (!ev->sender || !config_user_in_namespace(cfg, ev->sender) || strcmp(ev->sender, cfg->bot_user_id) == 0)
+	if (!ev->sender || !config_user_in_namespace(cfg, ev->sender) ||
+	    strcmp(ev->sender, cfg->bot_user_id) == 0)
 		return TH_OK;
 	json_t *content = NULL;
 	if (mxev_content_json(ev, &content) != TH_OK)
@@ -431,16 +432,16 @@ int conv_redeem(const struct txn_env *env, const char *invite, const char *svc_n
 		/* A group invitation: into the moderated group room, in one action
 		 * (the guest's first message is queued after it). */
 		char *text = xasprintf("%s is joining this group through an invitation.", g.pseudonym);
-		rc = push(t, json_pack("{s:s, s:s, s:s, s:s}", "op", "guest_enter", "room_id", group, "user_id",
-		                       cfg->bot_user_id, "target", g.user_id));
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:s}", "op", "guest_enter", "room_id", group,
+		                       "user_id", cfg->bot_user_id, "target", g.user_id));
 		if (!rc)
 			rc = push(t, outbox_notice(group, cfg->bot_user_id, text, NULL));
 		free(text);
 	} else {
 		/* The guest makes its room itself (conv_room_content): nobody has to
 		 * invite a guest whose invites the homeserver refuses. */
-		rc = push(t, json_pack("{s:s, s:s, s:s, s:o, s:s}", "op", "create_room", "user_id",
-		                       g.user_id, "kind", "portal", "content",
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:o, s:s}", "op", "create_room", "user_id", g.user_id,
+		                       "kind", "portal", "content",
 		                       conv_room_content(cfg, svc, g.user_id, g.pseudonym), "conversation",
 		                       g.user_id));
 	}

@@ -127,7 +127,7 @@ enum pol_reason {
 	POL_R_BOT_INVITE_STAFF_ROOM,     /* anyone in a configured staff room invited the bot there */
 	POL_R_STATE_BY_BOT,              /* the bot's own change to a setting: never undone, no loop */
 	POL_R_INVITER_NOT_STAFF,         /* a guest or stranger in a managed room invited staff */
-	POL_R_BOT_INVITE_GUEST_ROOM,     /* a guest (only Threshold acts as one) invited the bot into its own room */
+	POL_R_BOT_INVITE_GUEST_ROOM,     /* a guest (that is, Threshold) invited the bot into its room */
 	POL_R_COUNT
 };
 

@@ -1186,7 +1186,8 @@ static void test_conv_lifecycle(void)
 	json_t *content = json_object_get(create, "content");
 	CHECK(json_is_object(content));
 	CHECK_STR(jsonx_str(content, "room_version"), "10");
-	CHECK_STR(json_string_value(json_array_get(json_object_get(content, "invite"), 0)), "@threshold:test.local");
+	CHECK_STR(json_string_value(json_array_get(json_object_get(content, "invite"), 0)),
+	          "@threshold:test.local");
 	CHECK_EQ_INT(json_array_size(json_object_get(content, "invite")), 1);
 	json_t *pl_users = json_object_get(json_object_get(content, "power_level_content_override"), "users");
 	CHECK_EQ_INT(json_integer_value(json_object_get(pl_users, "@threshold:test.local")), 100);

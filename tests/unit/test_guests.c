@@ -638,8 +638,9 @@ static void test_block_invites_migrate(void)
 	store_txn *t;
 	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
 	for (size_t i = 0; i < 2; i++) {
-		json_t *rec = json_pack("{s:s, s:s, s:I, s:s}", "kind", "guest", "pseudonym", i ? "Amber Otter" : "Blue Heron",
-		                        "created_ms", (json_int_t)1, "state", "active");
+		json_t *rec = json_pack("{s:s, s:s, s:I, s:s}", "kind", "guest", "pseudonym",
+		                        i ? "Amber Otter" : "Blue Heron", "created_ms", (json_int_t)1,
+		                        "state", "active");
 		CHECK_EQ_INT(store_put_json(t, STORE_USERS, old[i], rec), TH_OK);
 		json_decref(rec);
 	}

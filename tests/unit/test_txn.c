@@ -815,7 +815,7 @@ static json_t *room_state(const char *room_id)
 
 #define GUEST2_ID "@guest_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa:test.local"
 #define MARKED    "{\"org.threshold.outbox_action\":\"thab_7\",\"room_version\":\"10\"}"
-#define GUEST_PL(level)                                                                              \
+#define GUEST_PL(level)                                                                                \
 	"{\"users\":{\"@threshold:test.local\":100,\"" GUEST2_ID "\":" level "},\"users_default\":50," \
 	"\"state_default\":100}"
 
@@ -832,8 +832,8 @@ static void test_guest_made_room(void)
 {
 	store_txn *t;
 	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
-	json_t *u = json_pack("{s:s, s:s, s:I, s:s}", "kind", "guest", "pseudonym", "Amber Otter", "created_ms",
-	                      (json_int_t)1, "state", "active");
+	json_t *u = json_pack("{s:s, s:s, s:I, s:s}", "kind", "guest", "pseudonym", "Amber Otter",
+	                      "created_ms", (json_int_t)1, "state", "active");
 	json_t *c = json_pack("{s:s, s:n, s:s, s:I, s:I, s:s, s:[], s:n, s:[]}", "service", "none", "room",
 	                      "state", "waiting", "created_ms", (json_int_t)1, "expires_ms", (json_int_t)0,
 	                      "lang", "en", "sessions", "resume", "local_ids");
@@ -881,7 +881,8 @@ static void test_guest_made_room(void)
 	/* Its join stays; its setup state is not reverted, nor alerted. */
 	before = outbox_count();
 	run("gm93", MEMBER("$gmj2", "!p:test.local", GUEST2_ID, GUEST2_ID, "join"), &res);
-	run("gm94", STATE("$gmpl2", "!p:test.local", "m.room.power_levels", GUEST2_ID, GUEST_PL("100")), &res);
+	run("gm94", STATE("$gmpl2", "!p:test.local", "m.room.power_levels", GUEST2_ID, GUEST_PL("100")),
+	    &res);
 	run("gm95",
 	    STATE("$gmhv2", "!p:test.local", "m.room.history_visibility", GUEST2_ID,
 	          "{\"history_visibility\":\"shared\"}"),
@@ -900,7 +901,8 @@ static void test_guest_made_room(void)
 	r = room_state("!p:test.local");
 	CHECK(!json_object_get(r, "setup"));
 	json_decref(r);
-	run("gm98", STATE("$gmpl4", "!p:test.local", "m.room.power_levels", GUEST2_ID, GUEST_PL("100")), &res);
+	run("gm98", STATE("$gmpl4", "!p:test.local", "m.room.power_levels", GUEST2_ID, GUEST_PL("100")),
+	    &res);
 	CHECK(res.queued >= 1); /* the revert (and an alert, where a safeguarding room is set) */
 	CHECK(outbox_count() > before + 1);
 }

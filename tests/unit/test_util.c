@@ -205,11 +205,13 @@ static void test_versions_invite_blocking(void)
 	static const struct {
 		const char *json, *why;
 	} cases[] = {
-	        {"{\"versions\":[\"v1.11\",\"v1.12\"],\"unstable_features\":{\"org.matrix.msc4380.stable\":true}}",
+	        {"{\"versions\":[\"v1.11\",\"v1.12\"],\"unstable_features\":{\"org.matrix.msc4380.stable\":"
+	         "true}}",
 	         "org.matrix.msc4380.stable"},
 	        {"{\"versions\":[\"v1.12\",\"v1.18\"]}", "spec v1.18"},
 	        {"{\"versions\":[\"v1.21\"]}", "spec v1.18"},
-	        {"{\"versions\":[\"v1.12\"],\"unstable_features\":{\"org.matrix.msc4380.stable\":false}}", NULL},
+	        {"{\"versions\":[\"v1.12\"],\"unstable_features\":{\"org.matrix.msc4380.stable\":false}}",
+	         NULL},
 	        {"{\"versions\":[\"v1.1\",\"v1.180x\",\"v1.8\",7]}", NULL},
 	        {"{\"versions\":\"v1.18\"}", NULL},
 	        {"{}", NULL},
