@@ -267,8 +267,13 @@ static int run_guest_enter(outbox *ob, uint64_t seq, const json_t *a, struct cs_
 	const char *guest = field(a, "target");
 	struct cs_response u = {0}, inv = {0};
 	int rc = invite_permission(ob, guest, 0, &u);
-	if (rc)
+	if (rc) {
+		/* No answer: the homeserver may have allowed invites all the same.
+		 * Block again at once, not only at the next attempt. */
+		if (invite_permission(ob, guest, 1, &u) == TH_OK)
+			cs_response_clear(&u);
 		return rc;
+	}
 	if (u.status / 100 != 2) {
 		*r = u; /* nothing changed: the answer says why */
 		return TH_OK;
