@@ -9,6 +9,7 @@
 #include "cs.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -435,4 +436,31 @@ int cs_ping(cs_client *c, uint64_t *out_ms)
 	}
 	cs_response_clear(&r);
 	return rc;
+}
+
+int cs_versions_invite_blocking(const json_t *versions, const char **why)
+{
+	static const char *const features[] = {"org.matrix.msc4380.stable", "org.matrix.msc4380"};
+	*why = NULL;
+	size_t i;
+	json_t *v;
+	json_array_foreach(json_object_get(versions, "versions"), i, v)
+	{
+		/* "v1.N": a spec version the homeserver implements in full */
+		const char *s = json_string_value(v);
+		unsigned minor = 0;
+		int n = 0;
+		if (s && sscanf(s, "v1.%u%n", &minor, &n) == 1 && s[n] == '\0' && minor >= 18) {
+			*why = "spec v1.18";
+			return 1;
+		}
+	}
+	const json_t *unstable = json_object_get(versions, "unstable_features");
+	for (size_t k = 0; k < sizeof(features) / sizeof(features[0]); k++) {
+		if (json_is_true(json_object_get(unstable, features[k]))) {
+			*why = features[k];
+			return 1;
+		}
+	}
+	return 0;
 }

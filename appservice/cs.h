@@ -103,4 +103,20 @@ int cs_register(cs_client *c, const char *localpart);
  */
 int cs_ping(cs_client *c, uint64_t *out_ms);
 
+/**
+ * Whether a homeserver whose GET /_matrix/client/versions answered
+ * @p versions refuses invites to a user whose m.invite_permission_config
+ * says {"default_action":"block"} (spec v1.18, MSC4380): "v1.18" or later
+ * among "versions", or "org.matrix.msc4380.stable" (or "org.matrix.msc4380")
+ * true among "unstable_features" (Synapse 1.149 to at least 1.160 advertise
+ * only this, with versions up to v1.12).
+ * @param why  out: the version or feature that says so (static), or NULL
+ * @return 1 or 0.
+ */
+int cs_versions_invite_blocking(const json_t *versions, const char **why);
+
+/* Where the daemon keeps that finding in STORE_META (for `threshold doctor`):
+ * {"enforced":bool, "by":S|null, "checked_ms":T}. */
+#define CS_META_INVITE_BLOCKING "homeserver_invite_blocking"
+
 #endif

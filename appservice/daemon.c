@@ -16,6 +16,7 @@
 #include "config.h"
 #include "conv.h"
 #include "gateway.h"
+#include "guests.h"
 #include "invites.h"
 #include "cs.h"
 #include "jsonx.h"
@@ -104,6 +105,66 @@ static int queue_bot_setup(const struct config *cfg, store *st)
 		return rc;
 	}
 	return store_txn_commit(t);
+}
+
+/* Once per store: block invites to the guests made before Threshold did
+ * so at their creation (guests.h). */
+static int migrate_invite_blocks(store *st)
+{
+	store_txn *t;
+	size_t n = 0;
+	int rc = store_txn_begin(st, 1, &t);
+	if (rc)
+		return rc;
+	if ((rc = guests_block_invites_migrate(t, &n)) != TH_OK) {
+		store_txn_abort(t);
+		return rc;
+	}
+	if ((rc = store_txn_commit(t)) == TH_OK && n)
+		LOG(LOG_INFO, "queued the homeserver's block of invites for %zu existing guests", n);
+	return rc;
+}
+
+/*
+ * Which layer keeps strangers' invites from guests: the homeserver (spec
+ * v1.18, MSC4380: it refuses them before they exist), or only Threshold
+ * (each invite rejected after the fact).  Said in the log at start and kept
+ * in STORE_META for `threshold doctor`.
+ * @return 1 once the homeserver answered, 0 to ask again later.
+ */
+static int check_invite_blocking(cs_client *cs, store *st)
+{
+	struct cs_response r = {0};
+	int rc = cs_request(cs, "GET", "/_matrix/client/versions", NULL, NULL, &r);
+	if (rc || r.status != 200) {
+		if (rc == TH_OK)
+			cs_response_clear(&r);
+		LOG(LOG_WARN, "invite blocking: cannot ask the homeserver which spec versions it supports; "
+		              "will ask again");
+		return 0;
+	}
+	const char *why = NULL;
+	int enforced = cs_versions_invite_blocking(r.body, &why);
+	if (enforced)
+		LOG(LOG_INFO,
+		    "invite blocking: enforced by the homeserver (%s); Threshold also rejects "
+		    "any invite that gets through",
+		    why);
+	else
+		LOG(LOG_WARN, "invite blocking: not supported by the homeserver (needs spec v1.18, Synapse "
+		              "1.149 or later); Threshold rejects invites to guests after the fact");
+	cs_response_clear(&r);
+	json_t *fact = json_pack("{s:b, s:s?, s:I}", "enforced", enforced, "by", why, "checked_ms",
+	                         (json_int_t)th_now_ms());
+	store_txn *t;
+	if (store_txn_begin(st, 1, &t) == TH_OK) {
+		if (store_put_json(t, STORE_META, CS_META_INVITE_BLOCKING, fact) == TH_OK)
+			store_txn_commit(t);
+		else
+			store_txn_abort(t);
+	}
+	json_decref(fact);
+	return 1;
 }
 
 /* Append one lifecycle record (and a checkpoint if one is due, or @force). */
@@ -240,6 +301,10 @@ int daemon_serve(const struct config *cfg)
 		LOG(LOG_ERROR, "cannot queue the bot's registration in the store");
 		goto out;
 	}
+	if (migrate_invite_blocks(st) != TH_OK) {
+		LOG(LOG_ERROR, "cannot queue the block of invites to existing guests in the store");
+		goto out;
+	}
 	if (outbox_start(st, cfg, &ob) != TH_OK)
 		goto out;
 	struct txn_env env = {cfg, st, au};
@@ -258,6 +323,7 @@ int daemon_serve(const struct config *cfg)
 		goto out;
 
 	int pinged = try_ping(cs, cfg);
+	int blocking_known = check_invite_blocking(cs, st);
 	uint64_t ping_wait = PING_RETRY_MIN_MS, next_ping = th_mono_ms() + ping_wait;
 	uint64_t next_prune = th_mono_ms() + 60000u, next_trim = th_mono_ms() + TRIM_INTERVAL_MS;
 	for (;;) {
@@ -268,8 +334,11 @@ int daemon_serve(const struct config *cfg)
 			break;
 		}
 		uint64_t now = th_mono_ms();
-		if (!pinged && now >= next_ping) {
-			pinged = try_ping(cs, cfg);
+		if ((!pinged || !blocking_known) && now >= next_ping) {
+			if (!pinged)
+				pinged = try_ping(cs, cfg);
+			if (!blocking_known)
+				blocking_known = check_invite_blocking(cs, st);
 			ping_wait = ping_wait * 2 > PING_RETRY_MAX_MS ? PING_RETRY_MAX_MS : ping_wait * 2;
 			next_ping = now + ping_wait;
 		}

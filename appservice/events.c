@@ -170,6 +170,22 @@ static json_t *exposed_setting(const struct config *cfg, const struct mxev *ev)
 	return safe;
 }
 
+/* @return 1 if power levels event @p ev leaves @p guest at 0 or less. */
+static int guest_lowered(const struct mxev *ev, const char *guest)
+{
+	json_t *content = NULL;
+	long long level = 1;
+	if (mxev_content_json(ev, &content) != TH_OK)
+		return 0;
+	json_t *v = json_object_get(json_object_get(content, "users"), guest);
+	if (!v)
+		v = json_object_get(content, "users_default");
+	if (!v || !power_level(v, &level))
+		level = v ? 1 : 0;
+	json_decref(content);
+	return level <= 0;
+}
+
 enum pol_command events_parse_command(const char *body)
 {
 	if (!body)
@@ -483,6 +499,19 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 
 	const char *state_key = ev->state_key;
 	int member_event = strcmp(type, "m.room.member") == 0 && state_key;
+	/* A guest's own conversation room is managed from its first event
+	 * (bridge/conv.c), whether or not the outbox has recorded it yet. */
+	if (strcmp(type, "m.room.create") == 0 && state_key && !*state_key) {
+		int rc = conv_room_seen_created(cfg, t, ev, room);
+		if (rc)
+			return rc;
+	}
+	/* While the guest makes its room, its settings are Threshold's own:
+	 * not judged, until it lowers itself to 0. */
+	const char *setup = jsonx_str(room, "setup");
+	int own_setup = setup && strcmp(setup, sender) == 0 && state_key;
+	if (own_setup && strcmp(type, "m.room.power_levels") == 0 && !*state_key && guest_lowered(ev, sender))
+		json_object_del(room, "setup");
 	f.room = room_of(cfg, room_id, room);
 	/* A staff room's members are staff from this event on (their own join
 	 * included); also when the room is the safeguarding room as well. */
@@ -516,7 +545,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 			f.event = POL_EV_JOIN;
 		else if (strcmp(membership, "leave") == 0 || strcmp(membership, "ban") == 0)
 			f.event = POL_EV_LEAVE;
-	} else if (state_key && (safe = exposed_setting(cfg, ev))) {
+	} else if (state_key && !own_setup && (safe = exposed_setting(cfg, ev))) {
 		f.event = POL_EV_STATE_EXPOSED;
 	} else if (strcmp(type, "m.room.message") == 0) {
 		f.command = events_parse_command(ev->body);

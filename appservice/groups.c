@@ -137,8 +137,10 @@ static int add_or_remove(const struct config *cfg, store_txn *t, const struct mx
 	}
 	if (rc)
 		return rc;
-	json_t *a = json_pack("{s:s, s:s, s:s, s:s}", "op", add ? "invite" : "kick", "room_id", ev->room_id,
-	                      "user_id", cfg->bot_user_id, "target", g.user_id);
+	/* The homeserver refuses invites to guests: "guest_enter" lets the bot's
+	 * one invite through and blocks again, as one action (outbox.h). */
+	json_t *a = json_pack("{s:s, s:s, s:s, s:s}", "op", add ? "guest_enter" : "kick", "room_id",
+	                      ev->room_id, "user_id", cfg->bot_user_id, "target", g.user_id);
 	if (!add)
 		json_object_set_new(a, "reason", json_string("Removed from the group by staff."));
 	rc = outbox_push(t, a);

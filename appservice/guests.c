@@ -306,7 +306,7 @@ int guests_create_sealed(const struct config *cfg, store_txn *t, audit *au, cons
 	memset(&g, 0, sizeof(g));
 	char hex[GUESTS_ID_HEX + 1];
 	char *localpart = NULL;
-	json_t *rec = NULL, *reg = NULL, *dn = NULL, *details = NULL;
+	json_t *rec = NULL, *reg = NULL, *dn = NULL, *blk = NULL, *details = NULL;
 	char *body = NULL;
 	struct audit_rec ar = {.kind = AUDIT_GUEST_CREATED, .actor = actor};
 
@@ -342,7 +342,10 @@ int guests_create_sealed(const struct config *cfg, store_txn *t, audit *au, cons
 	 * everyone sees "Guest" there, and each room its own pseudonym. */
 	dn = json_pack("{s:s, s:s, s:s}", "op", "displayname", "user_id", g.user_id, "displayname",
 	               cfg->pseudonym_per_room ? GUESTS_PROFILE_NAME : g.pseudonym);
-	if ((rc = outbox_push(t, reg)) || (rc = outbox_push(t, dn)))
+	/* Invites to the guest are refused by the homeserver itself from the
+	 * start (spec v1.18); Threshold brings the guest into rooms without one. */
+	blk = outbox_block_invites(g.user_id);
+	if ((rc = outbox_push(t, reg)) || (rc = outbox_push(t, blk)) || (rc = outbox_push(t, dn)))
 		goto out;
 
 	details = json_pack("{s:s}", "pseudonym", g.pseudonym);
@@ -358,8 +361,47 @@ out:
 	free(body);
 	json_decref(rec);
 	json_decref(reg);
+	json_decref(blk);
 	json_decref(dn);
 	json_decref(details);
+	return rc;
+}
+
+/* Guests whose invites the homeserver should block. */
+static int collect_active(void *ctx, const struct guest *g)
+{
+	if (strcmp(g->state, GUESTS_STATE_ACTIVE) == 0)
+		json_array_append_new(ctx, json_string(g->user_id));
+	return 0;
+}
+
+int guests_block_invites_migrate(store_txn *t, size_t *queued)
+{
+	*queued = 0;
+	const void *v;
+	size_t vlen;
+	int rc = store_get(t, STORE_META, GUESTS_META_INVITES_BLOCKED, strlen(GUESTS_META_INVITES_BLOCKED),
+	                   &v, &vlen);
+	if (rc != TH_ENOTFOUND)
+		return rc; /* done before (TH_OK), or a store error */
+	json_t *ids = json_array();
+	rc = guests_walk(t, collect_active, ids);
+	size_t i;
+	json_t *id;
+	json_array_foreach(ids, i, id)
+	{
+		if (rc)
+			break;
+		json_t *a = outbox_block_invites(json_string_value(id));
+		rc = outbox_push(t, a);
+		json_decref(a);
+		if (!rc)
+			(*queued)++;
+	}
+	json_decref(ids);
+	if (!rc)
+		rc = store_put(t, STORE_META, GUESTS_META_INVITES_BLOCKED,
+		               strlen(GUESTS_META_INVITES_BLOCKED), "1", 1, 0);
 	return rc;
 }
 

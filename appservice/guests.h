@@ -58,8 +58,9 @@ struct guest {
 
 /**
  * Create a guest inside the caller's write transaction @p t: a fresh random
- * id, a pseudonym unique among all guests, the STORE_USERS record, two
- * outbox actions ({"op":"register","localpart":L} then {"op":"displayname",
+ * id, a pseudonym unique among all guests, the STORE_USERS record, three
+ * outbox actions ({"op":"register","localpart":L}, the block of invites to
+ * the guest (outbox_block_invites) and {"op":"displayname",
  * "user_id":U,"displayname":P}) and an AUDIT_GUEST_CREATED record (actor
  * @p actor, subject the new id, details {"pseudonym":P}).  Nothing happens
  * on the homeserver until @p t commits and an outbox worker runs the
@@ -161,6 +162,21 @@ int guests_pseudonym_for_room(const char *const *taken, size_t ntaken, char *buf
  */
 int guests_name_in_room(const struct config *cfg, store_txn *t, json_t *room, const char *room_id,
                         const char *guest_id, unsigned *queued);
+
+/* STORE_META key set once every guest's invites were queued to be blocked. */
+#define GUESTS_META_INVITES_BLOCKED "guests_invites_blocked"
+
+/**
+ * Once per store: queue the outbox action that makes the homeserver refuse
+ * invites to the guest (outbox_block_invites) for every active guest, and
+ * set STORE_META GUESTS_META_INVITES_BLOCKED.  Guests made since get the
+ * action from guests_create(), so a store that has the marker needs
+ * nothing.  For stores from before invites were blocked at the homeserver.
+ * @param t       a write transaction (borrowed)
+ * @param queued  out: actions queued (0 when done before)
+ * @return TH_OK or a store error (abort @p t then).
+ */
+int guests_block_invites_migrate(store_txn *t, size_t *queued);
 
 /** Number of words in each built-in list (for tests and for sizing). */
 size_t guests_adjective_count(void);

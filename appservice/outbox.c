@@ -219,6 +219,104 @@ static void build_deactivate(const outbox *ob, uint64_t seq, const json_t *a, st
 	req->body = json_pack("{s:b}", "erase", 1);
 }
 
+static void build_account_data(const outbox *ob, uint64_t seq, const json_t *a, struct request *req)
+{
+	/* spec: CS API, PUT /user/{userId}/account_data/{type}: idempotent.  For
+	 * a guest, m.invite_permission_config {"default_action":"block"} makes
+	 * the homeserver refuse every invite to them (spec v1.18, MSC4380). */
+	(void)ob;
+	(void)seq;
+	char *user = cs_escape(field(a, "user_id"));
+	char *type = cs_escape(field(a, "type"));
+	req->method = "PUT";
+	req->path = xasprintf("/_matrix/client/v3/user/%s/account_data/%s", user, type);
+	req->user_id = field(a, "user_id");
+	req->body = json_incref(json_object_get(a, "content"));
+	free(user);
+	free(type);
+}
+
+/* ---- guest_enter -------------------------------------------------------- */
+
+/* A guest's invite permission (spec v1.18, MSC4380): blocked, or for the
+ * moment of one invite, allowed. */
+static int invite_permission(outbox *ob, const char *guest, int block, struct cs_response *r)
+{
+	char *user = cs_escape(guest);
+	char *path = xasprintf("/_matrix/client/v3/user/%s/account_data/" OUTBOX_INVITE_PERMISSION, user);
+	json_t *body = json_pack("{s:s}", "default_action", block ? "block" : "allow");
+	int rc = cs_request(ob->cs, "PUT", path, guest, body, r);
+	json_decref(body);
+	free(path);
+	free(user);
+	return rc;
+}
+
+/*
+ * Bring guest "target" into room R, which the homeserver would refuse as an
+ * invite: allow invites to the guest, invite as U (the bot), join as the
+ * guest, block invites again.  Whatever happens after the first step, the
+ * last is tried; if it fails the action fails retryably and the next
+ * attempt blocks again (every step is idempotent).  The invite's answer is
+ * not decisive: a guest already in the room is refused an invite but joins
+ * (again) without harm; the join's answer is the action's.
+ */
+static int run_guest_enter(outbox *ob, uint64_t seq, const json_t *a, struct cs_response *r)
+{
+	(void)seq;
+	const char *guest = field(a, "target");
+	struct cs_response u = {0}, inv = {0};
+	int rc = invite_permission(ob, guest, 0, &u);
+	if (rc) {
+		/* No answer: the homeserver may have allowed invites all the same.
+		 * Block again at once, not only at the next attempt. */
+		if (invite_permission(ob, guest, 1, &u) == TH_OK)
+			cs_response_clear(&u);
+		return rc;
+	}
+	if (u.status / 100 != 2) {
+		*r = u; /* nothing changed: the answer says why */
+		return TH_OK;
+	}
+	cs_response_clear(&u);
+	char *room = cs_escape(field(a, "room_id"));
+	char *path = xasprintf("/_matrix/client/v3/rooms/%s/invite", room);
+	json_t *body = json_pack("{s:s}", "user_id", guest);
+	int irc = cs_request(ob->cs, "POST", path, field(a, "user_id"), body, &inv);
+	json_decref(body);
+	free(path);
+	int jrc = TH_ENET;
+	if (irc == TH_OK) {
+		path = xasprintf("/_matrix/client/v3/rooms/%s/join", room);
+		body = json_object();
+		jrc = cs_request(ob->cs, "POST", path, guest, body, r);
+		json_decref(body);
+		free(path);
+	}
+	free(room);
+	struct cs_response b = {0};
+	int brc = invite_permission(ob, guest, 1, &b);
+	int blocked = brc == TH_OK && b.status / 100 == 2;
+	if (brc == TH_OK)
+		cs_response_clear(&b);
+	if (irc == TH_OK && jrc == TH_OK && r->status / 100 != 2 && inv.status / 100 != 2) {
+		cs_response_clear(r); /* the invite's refusal says more than the join's */
+		*r = inv;
+	} else if (irc == TH_OK) {
+		cs_response_clear(&inv);
+	}
+	if (!blocked) {
+		LOG(LOG_WARN,
+		    "outbox: guest_enter action %llu: could not block invites to the guest again; "
+		    "retrying",
+		    (unsigned long long)seq);
+		if (jrc == TH_OK)
+			cs_response_clear(r);
+		return brc ? brc : TH_ENET;
+	}
+	return irc ? irc : jrc;
+}
+
 /* ---- create_room ---------------------------------------------------------- */
 
 /*
@@ -231,7 +329,6 @@ static void build_deactivate(const outbox *ob, uint64_t seq, const json_t *a, st
  * managed (a few: staff rooms, and any room such a lost attempt made); only
  * if none carries the mark is the room made.
  */
-#define CREATE_MARK_KEY "org.threshold.outbox_action"
 #define CREATE_LOOK_MAX 200 /* rooms whose create event one attempt reads */
 
 /* Record on the action at @p seq that it has been tried, with its mark. */
@@ -269,6 +366,9 @@ static json_t *create_candidates(outbox *ob, const char *user_id, int *rc)
 		cs_response_clear(&jr);
 		return *rc ? NULL : json_array();
 	}
+	const struct config *cfg = ob->cfg;
+	int guest = cfg->bot_user_id && cfg->guest_prefix && strcmp(user_id, cfg->bot_user_id) != 0 &&
+	            config_user_in_namespace(cfg, user_id);
 	json_t *out = json_array();
 	store_txn *t;
 	if ((*rc = store_txn_begin(ob->st, 0, &t)) != TH_OK) {
@@ -283,7 +383,9 @@ static json_t *create_candidates(outbox *ob, const char *user_id, int *rc)
 		json_t *state = NULL;
 		if (!json_is_string(id))
 			continue;
-		if (store_get_json(t, STORE_ROOMS, json_string_value(id), &state) == TH_OK &&
+		/* A guest's room is managed from its create event on (events.c), which
+		 * may come before this retry: a guest is in few rooms, look at all. */
+		if (!guest && store_get_json(t, STORE_ROOMS, json_string_value(id), &state) == TH_OK &&
 		    rooms_is_managed(state)) {
 			json_decref(state);
 			continue;
@@ -318,8 +420,9 @@ static int create_find(outbox *ob, const char *user_id, const char *mark, char *
 			json_decref(rooms);
 			return rc;
 		}
-		const char *m =
-		        r.status == 200 ? json_string_value(json_object_get(r.body, CREATE_MARK_KEY)) : NULL;
+		const char *m = r.status == 200
+		                        ? json_string_value(json_object_get(r.body, OUTBOX_CREATE_MARK))
+		                        : NULL;
 		if (m && strcmp(m, mark) == 0)
 			*found = xstrdup(room_id);
 		cs_response_clear(&r);
@@ -362,7 +465,7 @@ static int run_create_room(outbox *ob, uint64_t seq, const json_t *a, struct cs_
 		cc = json_object();
 		json_object_set_new(body, "creation_content", cc);
 	}
-	json_object_set_new(cc, CREATE_MARK_KEY, json_string(mark));
+	json_object_set_new(cc, OUTBOX_CREATE_MARK, json_string(mark));
 	rc = cs_request(ob->cs, "POST", "/_matrix/client/v3/createRoom", user_id, body, r);
 	json_decref(body);
 	free(mark);
@@ -394,6 +497,12 @@ json_t *outbox_notice(const char *room_id, const char *user_id, const char *body
 {
 	return outbox_message(room_id, user_id, json_pack("{s:s, s:s}", "msgtype", "m.notice", "body", body),
 	                      in_reply_to);
+}
+
+json_t *outbox_block_invites(const char *guest)
+{
+	return json_pack("{s:s, s:s, s:s, s:{s:s}}", "op", "account_data", "user_id", guest, "type",
+	                 OUTBOX_INVITE_PERMISSION, "content", "default_action", "block");
 }
 
 /* The room exists: remember it as managed and tell whoever asked for it. */
@@ -719,6 +828,8 @@ static const struct op {
         {"state", {"room_id", "user_id", "type"}, 1, build_state, NULL, NULL},
         {"create_room", {"user_id", "kind"}, 1, NULL, done_create_room, run_create_room},
         {"redact", {"room_id", "user_id", "event_id"}, 0, build_redact, NULL, NULL},
+        {"account_data", {"user_id", "type"}, 1, build_account_data, NULL, NULL},
+        {"guest_enter", {"room_id", "user_id", "target"}, 0, NULL, NULL, run_guest_enter},
         {"deactivate", {"user_id"}, 0, build_deactivate, NULL, NULL},
         {"staff_members", {"room_id", "user_id"}, 0, build_staff_members, done_staff_members, NULL},
         {"audit_export", {"room_id", "user_id", "reply_to"}, 0, NULL, done_audit_export, run_audit_export},

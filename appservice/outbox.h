@@ -32,7 +32,11 @@
  *       the same commit that removes the action.  Made once: the room's
  *       create event carries the action's mark, and a retry (after a
  *       timeout, or a crash before that commit) first looks for it among
- *       the creator's rooms the store does not hold as managed.
+ *       the creator's rooms the store does not hold as managed (a guest's
+ *       rooms: all of them, as its room is managed from its create event).
+ *       With "conversation":G (U is the guest G) the guest's conversation
+ *       room: conv_room_created runs in the same commit, unless the create
+ *       event reached Threshold first and it ran then (bridge/conv.h).
  *   {"op":"staff_members", "room_id":R, "user_id":U}
  *       Read who is joined to staff room R (as U, the bot, who must be
  *       joined) and, in the commit that removes the action, make that the
@@ -47,6 +51,16 @@
  *       that removes the action, delete them and queue the m.image/m.file.
  *       A dropped action deletes its bytes too.
  *   {"op":"deactivate", "user_id":U}   (U's account, erased: a guest who deleted their data)
+ *   {"op":"account_data", "user_id":U, "type":T, "content":{...}}
+ *       Set U's global account data of type T (idempotent).  Used to block
+ *       invites to a guest at the homeserver (outbox_block_invites).
+ *   {"op":"guest_enter", "room_id":R, "user_id":U, "target":G}
+ *       Bring guest G, whose invites the homeserver blocks, into R: allow
+ *       invites to G, invite G as U (the bot), join as G, block again, as
+ *       one action.  A failure after the first step still blocks again, or
+ *       the action is retried until it can; each step is idempotent.  For
+ *       group rooms; a guest's own conversation room is made by the guest
+ *       (create_room with "user_id" the guest) and needs no invite.
  *   {"op":"qr_image", "room_id":R, "user_id":U, "text":S[, "reply_to":E]}
  *       Make a QR code of S (an invitation link; bridge/qr.h), upload it as
  *       U and, in the commit that removes the action, queue an m.image
@@ -85,6 +99,17 @@ enum outbox_result {
  * @param content  the message content; the reference is taken
  */
 json_t *outbox_message(const char *room_id, const char *user_id, json_t *content, const char *in_reply_to);
+
+/* The key in a room's m.room.create content that carries the create_room
+ * action's mark ("th<prefix>_<seq>"). */
+#define OUTBOX_CREATE_MARK "org.threshold.outbox_action"
+
+/* spec v1.18 (MSC4380): the account data type that blocks invites to a user. */
+#define OUTBOX_INVITE_PERMISSION "m.invite_permission_config"
+
+/** The "account_data" action that makes the homeserver refuse every invite
+ *  to @p guest ({"default_action":"block"}; new reference). */
+json_t *outbox_block_invites(const char *guest);
 
 /** outbox_message() of a plain m.notice saying @p body. */
 json_t *outbox_notice(const char *room_id, const char *user_id, const char *body, const char *in_reply_to);

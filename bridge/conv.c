@@ -174,23 +174,56 @@ static int sessions_end(store_txn *t, json_t *c)
 
 /* ---- the portal room ---------------------------------------------------- */
 
-json_t *conv_room_content(const struct config *cfg, const struct config_service *svc, const char *guest,
-                          const char *pseudonym)
+/*
+ * The portal room's power levels.  The bot holds 100 and alone changes who
+ * can get in or read back.  Staff (everyone but the guest: only members of
+ * the staff room can join) moderate at rooms.staff_power; the guest writes
+ * at @p guest_level: 0, but 100 while the guest makes the room (see
+ * conv_room_content).
+ */
+static json_t *portal_power(const struct config *cfg, const char *guest, int guest_level)
 {
-	/* The bot holds 100 and alone changes who can get in or read back.
-	 * Staff (everyone but the guest: only members of the staff room can
-	 * join) moderate at rooms.staff_power; the guest writes at 0. */
 	int staff = (int)cfg->staff_power;
 	json_t *power = json_pack("{s:{s:i, s:i}, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:{s:i}}", "users",
-	                          cfg->bot_user_id, 100, guest, 0, "users_default", staff, "events_default",
-	                          0, "state_default", 100, "invite", 100, "kick", staff, "ban", staff,
-	                          "redact", staff, "notifications", "room", staff);
+	                          cfg->bot_user_id, 100, guest, guest_level, "users_default", staff,
+	                          "events_default", 0, "state_default", 100, "invite", 100, "kick", staff,
+	                          "ban", staff, "redact", staff, "notifications", "room", staff);
 	json_object_set_new(power, "events",
 	                    json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i}", "m.room.name", 100,
 	                              "m.room.topic", 100, "m.room.power_levels", 100, "m.room.join_rules",
 	                              100, "m.room.history_visibility", 100, "m.room.canonical_alias", 100,
 	                              "m.room.encryption", 100, "m.room.server_acl", 100, "m.room.tombstone",
 	                              100));
+	return power;
+}
+
+json_t *conv_room_power(const struct config *cfg, const char *guest)
+{
+	return portal_power(cfg, guest, 0);
+}
+
+json_t *conv_room_content(const struct config *cfg, const struct config_service *svc, const char *guest,
+                          const char *pseudonym)
+{
+	/*
+	 * The guest makes its own room (createRoom as the guest), so nobody
+	 * ever invites the guest, whose invites the homeserver refuses
+	 * (spec v1.18, MSC4380).  createRoom sends the power levels right after
+	 * the creator's join and every other initial state event after them, as
+	 * the creator (Synapse, handlers/room.py _send_events_for_new_room), and
+	 * in room versions up to 11 requires the creator in "users": so the
+	 * guest starts at 100, invites the bot (which joins at 100), and lowers
+	 * itself to 0 at once (conv_room_created: a user may lower their own
+	 * level; the bot could not lower a peer at 100).  Until then only
+	 * Threshold acts in the room as the guest, and staff who join early have
+	 * staff_power, below every setting.
+	 *
+	 * The room version is pinned to 10: from version 12 (MSC4289) a room's
+	 * creator has unlimited power for ever and cannot be listed in "users",
+	 * so a room the guest created would be the guest's, not the bot's; and
+	 * Synapse's default_room_version may become 12.  Restricted joins need 8+.
+	 */
+	json_t *power = portal_power(cfg, guest, 100);
 	/* Restricted join: members of the service's staff room may join (spec:
 	 * room versions 8+), nobody else without the bot's invite.  History is
 	 * shared with members so staff who join later read what the guest
@@ -206,22 +239,40 @@ json_t *conv_room_content(const struct config *cfg, const struct config_service 
 	        xasprintf("A conversation with a guest of %s. Only staff can join; the guest sees staff "
 	                  "by display name. Commands: !threshold help",
 	                  svc->display_name);
-	json_t *body = json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:b}, s:o, s:o}", "name", name, "topic", topic,
-	                         "preset", "private_chat", "visibility", "private", "room_version", "10",
-	                         "creation_content", "m.federate", cfg->rooms_federate,
-	                         "power_level_content_override", power, "initial_state", initial);
+	json_t *body = json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:b}, s:o, s:o, s:[s]}", "name", name, "topic",
+	                         topic, "preset", "private_chat", "visibility", "private", "room_version",
+	                         "10", "creation_content", "m.federate", cfg->rooms_federate,
+	                         "power_level_content_override", power, "initial_state", initial, "invite",
+	                         cfg->bot_user_id);
 	free(name);
 	free(topic);
 	return body;
 }
 
-int conv_room_created(const struct config *cfg, store_txn *t, const char *guest, const char *room_id)
+/* Set up @p guest's conversation in its new room @p room_id.  @p room: the
+ * room's state when the caller holds it (the transaction path), else NULL
+ * (read and written here). */
+static int room_created(const struct config *cfg, store_txn *t, const char *guest, const char *room_id,
+                        json_t *room)
 {
 	json_t *c = conv_get(t, guest);
-	if (!c) {
-		LOG(LOG_WARN, "conversation: a portal room was made for a guest who is gone; leaving it");
-		return push(t, json_pack("{s:s, s:s, s:s}", "op", "leave", "room_id", room_id, "user_id",
-		                         cfg->bot_user_id));
+	const char *had = jsonx_str(c, "room");
+	if (c && had && strcmp(had, room_id) == 0) {
+		json_decref(c); /* done already: the create event and the outbox each call this */
+		return TH_OK;
+	}
+	if (!c || had) {
+		/* The guest is gone, or has its room (this one a stray): Threshold
+		 * leaves it, as the guest that made it and as the bot it invited. */
+		LOG(LOG_WARN, "conversation: a portal room was made for a guest who is gone or has one; "
+		              "leaving it");
+		json_decref(c);
+		int rc = push(t, json_pack("{s:s, s:s, s:s}", "op", "leave", "room_id", room_id, "user_id",
+		                           cfg->bot_user_id));
+		if (!rc && config_user_in_namespace(cfg, guest) && strcmp(guest, cfg->bot_user_id) != 0)
+			rc = push(t, json_pack("{s:s, s:s, s:s}", "op", "leave", "room_id", room_id,
+			                       "user_id", guest));
+		return rc;
 	}
 	const struct config_service *svc = config_service_find(cfg, jsonx_str(c, "service"));
 	json_object_set_new(c, "room", json_string(room_id));
@@ -231,33 +282,39 @@ int conv_room_created(const struct config *cfg, store_txn *t, const char *guest,
 	struct guest g;
 	if (!rc)
 		rc = guests_get(t, guest, &g);
-	/* Invite and join in order, so the guest's first message (queued after
-	 * this) finds them in the room. */
+	/* The guest made the room at 100 (conv_room_content): it lowers itself
+	 * to 0 first, then the bot, which the guest invited, joins.  Both are
+	 * queued before the guest's first message. */
 	if (!rc)
-		rc = push(t, json_pack("{s:s, s:s, s:s, s:s}", "op", "invite", "room_id", room_id, "user_id",
-		                       cfg->bot_user_id, "target", guest));
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "op", "state", "room_id", room_id,
+		                       "user_id", guest, "type", "m.room.power_levels", "state_key", "",
+		                       "content", conv_room_power(cfg, guest)));
 	if (!rc)
-		rc = push(t,
-		          json_pack("{s:s, s:s, s:s}", "op", "join", "room_id", room_id, "user_id", guest));
+		rc = push(t, json_pack("{s:s, s:s, s:s}", "op", "join", "room_id", room_id, "user_id",
+		                       cfg->bot_user_id));
 	if (!rc && cfg->pseudonym_per_room) {
 		/* One guest per portal: the stored pseudonym, unique among guests,
 		 * is unique here, and is the name the guest was shown. */
-		json_t *room = NULL;
-		rc = store_get_json(t, STORE_ROOMS, room_id, &room);
-		if (rc == TH_ENOTFOUND) {
-			room = rooms_state_new();
-			rc = TH_OK;
+		json_t *stored = NULL;
+		if (!room) {
+			rc = store_get_json(t, STORE_ROOMS, room_id, &stored);
+			if (rc == TH_ENOTFOUND) {
+				stored = rooms_state_new();
+				rc = TH_OK;
+			}
 		}
+		json_t *r = room ? room : stored;
 		if (!rc) {
-			json_t *names = json_object_get(room, "names");
+			json_t *names = json_object_get(r, "names");
 			if (!json_is_object(names)) {
 				names = json_object();
-				json_object_set_new(room, "names", names);
+				json_object_set_new(r, "names", names);
 			}
 			json_object_set_new(names, guest, json_string(g.pseudonym));
-			rc = store_put_json(t, STORE_ROOMS, room_id, room);
+			if (stored)
+				rc = store_put_json(t, STORE_ROOMS, room_id, stored);
 		}
-		json_decref(room);
+		json_decref(stored);
 		if (!rc)
 			rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:s, s:s}}", "op", "state",
 			                       "room_id", room_id, "user_id", guest, "type", "m.room.member",
@@ -299,6 +356,34 @@ static enum pol_action_kind gateway_decide(const struct pol_facts *f, struct pol
 	if (d->reason != POL_R_GUEST_SEND_ALLOWED && d->reason != POL_R_NO_RULE)
 		LOG(LOG_DEBUG, "gateway: %s: %s", pol_event_name(f->event), pol_reason_name(d->reason));
 	return d->nactions ? d->actions[0].kind : (enum pol_action_kind)0;
+}
+
+int conv_room_created(const struct config *cfg, store_txn *t, const char *guest, const char *room_id)
+{
+	return room_created(cfg, t, guest, room_id, NULL);
+}
+
+int conv_room_seen_created(const struct config *cfg, store_txn *t, const struct mxev *ev, json_t *room)
+{
+	/* Only Threshold acts as a guest (an exclusive namespace of this
+	 * server; no guest has a token): a room whose create event a guest sent
+	 * is one Threshold made, and a remote server cannot send as a local
+	 * user.  The action's mark on it is checked too. */
+	if (!ev->sender || !config_user_in_namespace(cfg, ev->sender) ||
+	    strcmp(ev->sender, cfg->bot_user_id) == 0)
+		return TH_OK;
+	json_t *content = NULL;
+	if (mxev_content_json(ev, &content) != TH_OK)
+		return TH_OK;
+	int marked = json_is_string(json_object_get(content, OUTBOX_CREATE_MARK));
+	json_decref(content);
+	if (!marked)
+		return TH_OK;
+	json_object_set_new(room, "kind", json_string("portal"));
+	/* The guest's own settings while it makes the room are Threshold's
+	 * (events.c), until it lowers itself to 0. */
+	json_object_set_new(room, "setup", json_string(ev->sender));
+	return room_created(cfg, t, ev->sender, ev->room_id, room);
 }
 
 /* ---- redeem, resume, auth ---------------------------------------------- */
@@ -379,20 +464,19 @@ int conv_redeem(const struct txn_env *env, const char *invite, const char *svc_n
 	if (rc)
 		goto fail;
 	if (group) {
-		/* A group invitation: into the moderated group room, invite then join
-		 * in order (the guest's first message is queued after them). */
+		/* A group invitation: into the moderated group room, in one action
+		 * (the guest's first message is queued after it). */
 		char *text = xasprintf("%s is joining this group through an invitation.", g.pseudonym);
-		rc = push(t, json_pack("{s:s, s:s, s:s, s:s}", "op", "invite", "room_id", group, "user_id",
-		                       cfg->bot_user_id, "target", g.user_id));
-		if (!rc)
-			rc = push(t, json_pack("{s:s, s:s, s:s}", "op", "join", "room_id", group, "user_id",
-			                       g.user_id));
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:s}", "op", "guest_enter", "room_id", group,
+		                       "user_id", cfg->bot_user_id, "target", g.user_id));
 		if (!rc)
 			rc = push(t, outbox_notice(group, cfg->bot_user_id, text, NULL));
 		free(text);
 	} else {
-		rc = push(t, json_pack("{s:s, s:s, s:s, s:o, s:s}", "op", "create_room", "user_id",
-		                       cfg->bot_user_id, "kind", "portal", "content",
+		/* The guest makes its room itself (conv_room_content): nobody has to
+		 * invite a guest whose invites the homeserver refuses. */
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:o, s:s}", "op", "create_room", "user_id", g.user_id,
+		                       "kind", "portal", "content",
 		                       conv_room_content(cfg, svc, g.user_id, g.pseudonym), "conversation",
 		                       g.user_id));
 	}

@@ -2,8 +2,9 @@
  * conv.h - conversations: a guest, a service and the room where they talk.
  *
  * Redeeming an invitation (after consent) creates a guest (guests.h), a
- * session, and a portal room that Threshold's bot creates and administers:
- * invite-only for the guest, joinable by members of the service's staff
+ * session, and a portal room that the guest creates itself (no one can
+ * invite a guest: the homeserver refuses it) and Threshold's bot administers:
+ * joinable by members of the service's staff
  * room (join rule "restricted"), not federated unless rooms.federate, with
  * history shared with staff who join later so they can read what the guest
  * wrote while waiting.  The service's staff room is told someone is
@@ -146,10 +147,28 @@ int conv_expire(const struct txn_env *env, uint64_t now_ms, size_t *expired);
 
 /**
  * Called by the outbox in the commit that removes the create_room action
- * of @p guest's portal: record the room, queue the guest's invite and join,
- * and tell the service's staff room.
+ * of @p guest's portal (made by the guest itself): record the room, queue
+ * the guest lowering its own power to 0 and the bot's join, and tell the
+ * service's staff room.  Does nothing when conv_room_seen_created did it
+ * first.
  */
 int conv_room_created(const struct config *cfg, store_txn *t, const char *guest, const char *room_id);
+
+/**
+ * The transaction path's hook for an m.room.create event: when a guest sent
+ * it (only Threshold acts as a guest) and it carries a create_room action's
+ * mark (OUTBOX_CREATE_MARK), the room is the guest's conversation room and
+ * managed from this event on, before the outbox's commit may have run:
+ * @p room (its state, updated in place) gets kind "portal" and "setup" (the
+ * guest, until it lowers itself to 0: events.c does not judge its settings
+ * until then), and conv_room_created's work is done here if not yet.
+ * Anything else is left alone.
+ * @return TH_OK or a store error.
+ */
+int conv_room_seen_created(const struct config *cfg, store_txn *t, const struct mxev *ev, json_t *room);
+
+/** The portal room's power levels once made: bot 100, @p guest 0 (new reference). */
+json_t *conv_room_power(const struct config *cfg, const char *guest);
 
 /**
  * The hot path's hook for events in a managed room (events.c).  For each

@@ -45,6 +45,11 @@ static const struct rule rules[] = {
          * it until the bot is in. */
         {POL_EV_INVITE, ANY, ROLE(POL_ROLE_BOT), ROOM(POL_ROOM_STAFF), 0, POL_R_BOT_INVITE_STAFF_ROOM,
          POL_ACT_JOIN, 0, POL_NOTE_NONE, POL_REC_NONE, 0, ANY},
+        /* A guest's conversation room is made by the guest, who invites the
+         * bot: only Threshold acts as a guest, and the room is managed from
+         * its create event on (docs/architecture.md, how a guest enters a room). */
+        {POL_EV_INVITE, ROLE(POL_ROLE_GUEST), ROLE(POL_ROLE_BOT), ROOM(POL_ROOM_MANAGED), 0,
+         POL_R_BOT_INVITE_GUEST_ROOM, POL_ACT_JOIN, 0, POL_NOTE_NONE, POL_REC_NONE, 0, ANY},
         {POL_EV_INVITE, ANY, ROLE(POL_ROLE_BOT), ANY, 0, POL_R_BOT_INVITE_REFUSED, POL_ACT_LEAVE, 0,
          POL_NOTE_NONE, POL_REC_CONTACT_BLOCKED, 0, ANY},
 
@@ -289,6 +294,7 @@ static const char *const reason_names[POL_R_COUNT] = {
         [POL_R_GUEST_LEAVE_ALLOWED] = "guest_leave_allowed",
         [POL_R_GUEST_LEAVE_CLOSED] = "guest_leave_closed",
         [POL_R_GUEST_ERASE_ALLOWED] = "guest_erase_allowed",
+        [POL_R_BOT_INVITE_GUEST_ROOM] = "bot_invite_guest_room",
 };
 
 static const char *const role_names[POL_ROLE_COUNT] = {

@@ -163,6 +163,7 @@ enum pol_reason {
 	POL_R_GUEST_LEAVE_ALLOWED,       /* a guest leaves their conversation */
 	POL_R_GUEST_LEAVE_CLOSED,        /* a guest leaves one already closed: sessions end */
 	POL_R_GUEST_ERASE_ALLOWED,       /* a guest may always have their data erased */
+	POL_R_BOT_INVITE_GUEST_ROOM,     /* a guest (that is, Threshold) invited the bot into its room */
 	POL_R_COUNT
 };
 

@@ -10,7 +10,8 @@ import requests
 
 from conftest import SERVER_NAME
 from gateway import API, Guest, api, invite_link_token, join_portal, validated, wait_gateway
-from helpers import audit_records, bearer, q, staff_room_with_bot, staff_says, bot_reply, wait
+from helpers import (audit_records, bearer, ensure_user, invite_permission, q, room_state,
+                     staff_room_with_bot, staff_says, bot_reply, wait, wait_for)
 from mx import Client, poll, run
 
 from gateway import SCHEMA
@@ -122,6 +123,17 @@ def test_conversation_end_to_end(env, threshold, service):
     assert create["content"].get("org.threshold.outbox_action", "").startswith("th"), create
     assert ev["sender"].startswith("@guest_")
     assert prof.displayname == guest.pseudonym
+
+    # The guest made its own room (nobody invited it: the homeserver would
+    # refuse that), pinned to room version 10; the bot ends at 100, the guest at 0.
+    guest_id = ev["sender"]
+    assert create["sender"] == guest_id and create["content"].get("room_version") == "10", create
+    levels = room_state(env, "staff", portal, "m.room.power_levels")
+    assert levels["users"][env.bot] == 100 and levels["users"][guest_id] == 0, levels
+    members = [e for e in history(env, portal)
+               if e["type"] == "m.room.member" and e.get("state_key") == guest_id]
+    assert members and all(e["content"]["membership"] != "invite" for e in members), members
+    assert wait_for("the guest's invites blocked", lambda: invite_permission(env, guest_id)) == "block"
 
     reply = guest.wait_for(lambda e: e.get("body") == "Hi, I'm here. How can I help?", what="the reply")
     assert reply["from"]["role"] == "staff"
@@ -386,6 +398,15 @@ def test_group_invitation(env, threshold, service):
     senders = {ev["sender"] for ev in history(env, group)
                if ev.get("content", {}).get("body") in ("hello from a",)}
     assert len(senders) == 1 and next(iter(senders)).startswith("@guest_")
+
+    # In the group, and still unreachable: right after, a stranger's invite
+    # of the guest is refused by the homeserver itself.
+    a_id = next(iter(senders))
+    assert invite_permission(env, a_id) == "block"
+    ensure_user(env, "nadia")
+    r = requests.post(env.hs_url + "/_matrix/client/v3/createRoom", headers=bearer(env.token("nadia")),
+                      json={"name": "hi", "invite": [a_id]}, timeout=30)
+    assert r.status_code == 403 and r.json()["errcode"] == "M_INVITE_BLOCKED", r.text
 
     # a deletes their data: b's page takes a's words down as the redactions arrive
     r = a.post("/erase", {"confirm": True})

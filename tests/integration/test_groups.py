@@ -6,8 +6,8 @@ guests; strangers invited into the room are turned away.
 
 import requests
 
-from helpers import (audit_records, bearer, bot_reply, create_guest, ensure_user, make_group, q,
-                     staff_room_with_bot, staff_says, wait_membership)
+from helpers import (audit_records, bearer, bot_reply, create_guest, ensure_user, invite_permission,
+                     make_group, q, staff_room_with_bot, staff_says, wait, wait_membership)
 from mx import Client, run
 
 
@@ -28,9 +28,17 @@ def test_group_room_is_private_and_staff_can_add_list_and_remove_guests(env, thr
     assert power["events"]["m.room.join_rules"] == 100, power
 
     guest = create_guest(env, threshold)
+    wait(lambda: invite_permission(env, guest["user_id"]) == "block", 30, "the guest's invites blocked")
     cmd = staff_says(env, group, "!threshold group add %s" % guest["pseudonym"].lower())
     wait_membership(env, "staff", group, guest["user_id"], "join")
     assert guest["pseudonym"] in bot_reply(env, "staff", group, cmd)["content"]["body"]
+    # The homeserver let the bot's one invite through, and blocks again at
+    # once: a stranger (not a server admin) cannot invite the guest right after.
+    assert invite_permission(env, guest["user_id"]) == "block"
+    ensure_user(env, "nadia")
+    r = requests.post(env.hs_url + "/_matrix/client/v3/createRoom", headers=bearer(env.token("nadia")),
+                      json={"invite": [guest["user_id"]], "is_direct": True}, timeout=30)
+    assert r.status_code == 403 and r.json()["errcode"] == "M_INVITE_BLOCKED", r.text
 
     cmd = staff_says(env, group, "!threshold group list")
     body = bot_reply(env, "staff", group, cmd)["content"]["body"]

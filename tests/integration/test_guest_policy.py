@@ -11,14 +11,14 @@ import time
 
 import requests
 
-from helpers import (alerts, audit_records, bearer, create_guest, ensure_user, q,  # noqa: F401 (safeguarding: a fixture)
-                     safeguarding, stranger_invites_guest, wait_membership)
+from helpers import (alerts, audit_records, bearer, create_guest, ensure_user, invite_permission,  # noqa: F401 (safeguarding: a fixture)
+                     membership, q, safeguarding, stranger_invites_guest, wait, wait_membership)
 from mx import Client, poll, replies_to, run
 
 
 def test_stranger_invite_to_guest_is_rejected_audited_and_alerted(env, safeguarding, threshold):
     guest, room, rec = stranger_invites_guest(env, threshold)
-    mallory = env.users["mallory"][0]
+    mallory = env.users["mallory_admin"][0]
     recs = [rec]
     assert recs[0]["actor"] == mallory and recs[0]["room"] == room, recs[0]
     assert recs[0]["reason"] == "guest_contact_blocked", recs[0]
@@ -42,56 +42,53 @@ def test_stranger_invite_to_guest_is_rejected_audited_and_alerted(env, safeguard
 
 
 def test_direct_message_to_guest_is_rejected(env, threshold):
+    """Threshold's own layer: a server admin bypasses the homeserver's block
+    (test_invite_blocking.py has everyone else's DM refused by Synapse)."""
     guest = create_guest(env, threshold)
-    ensure_user(env, "mallory")
+    ensure_user(env, "mallory_admin", admin=True)
 
     async def dm():
-        async with Client.for_user(env, "mallory") as m:
+        async with Client.for_user(env, "mallory_admin") as m:
             r = await m.nio.room_create(is_direct=True, invite=[guest["user_id"]])
             return r.room_id
 
     room = run(dm())
-    wait_membership(env, "mallory", room, guest["user_id"], "leave")
+    wait_membership(env, "mallory_admin", room, guest["user_id"], "leave")
     recs = audit_records(threshold, "contact_blocked", subject=guest["user_id"])
     assert len(recs) == 1 and recs[0]["details"].get("is_direct") is True, recs
 
 
 def test_another_guest_cannot_invite_a_guest(env, threshold):
-    """Even a guest acting through the appservice token cannot reach another guest."""
+    """Even a guest acting through the appservice token cannot reach another
+    guest: the homeserver refuses the invite itself (the appservice is not a
+    server admin, and must never be)."""
     a = create_guest(env, threshold)
     b = create_guest(env, threshold)
+    wait(lambda: invite_permission(env, b["user_id"]) == "block", 30, "b's invites blocked")
     r = requests.post("%s/_matrix/client/v3/createRoom?user_id=%s" % (env.hs_url, q(a["user_id"])),
                       headers=bearer(env.as_token),
                       json={"invite": [b["user_id"]], "preset": "private_chat"}, timeout=30)
-    assert r.status_code == 200, r.text
-    room = r.json()["room_id"]
-    deadline = time.monotonic() + 30
-    recs = []
-    while time.monotonic() < deadline:
-        recs = audit_records(threshold, "contact_blocked", subject=b["user_id"])
-        if recs:
-            break
-        time.sleep(0.3)
-    assert len(recs) == 1 and recs[0]["actor"] == a["user_id"], recs
-    # Guest A is itself in a room Threshold does not manage: taken out too.
-    enforced = audit_records(threshold, "membership_enforced", subject=a["user_id"])
-    assert len(enforced) == 1 and enforced[0]["room"] == room, enforced
+    assert r.status_code == 403 and r.json()["errcode"] == "M_INVITE_BLOCKED", r.text
+    r = requests.get("%s/_matrix/client/v3/joined_rooms?user_id=%s" % (env.hs_url, q(b["user_id"])),
+                     headers=bearer(env.as_token), timeout=30)
+    assert r.status_code == 200 and r.json()["joined_rooms"] == [], r.text
 
 
-def test_staff_invite_into_unmanaged_room_is_refused_with_a_reason(env, threshold):
+def test_staff_invite_of_a_guest_is_refused_by_the_homeserver(env, threshold):
+    """Staff cannot invite a guest from Element either (they add guests with
+    !threshold group add): the homeserver says so at once."""
     guest = create_guest(env, threshold)
+    wait(lambda: invite_permission(env, guest["user_id"]) == "block", 30, "the guest's invites blocked")
 
-    async def invite():
+    async def room():
         async with Client.for_user(env, "staff") as s:
-            room = await s.create_room("staff room")
-            await s.invite(room, guest["user_id"])
-            return room
+            return await s.create_room("staff room")
 
-    room = run(invite())
-    content = wait_membership(env, "staff", room, guest["user_id"], "leave")
-    assert "managed" in content.get("reason", ""), content
-    recs = audit_records(threshold, "contact_blocked", subject=guest["user_id"])
-    assert len(recs) == 1 and recs[0]["reason"] == "guest_invite_unmanaged", recs
+    room = run(room())
+    r = requests.post("%s/_matrix/client/v3/rooms/%s/invite" % (env.hs_url, q(room)),
+                      headers=bearer(env.token("staff")), json={"user_id": guest["user_id"]}, timeout=30)
+    assert r.status_code == 403 and r.json()["errcode"] == "M_INVITE_BLOCKED", r.text
+    assert membership(env, "staff", room, guest["user_id"])[0] is None
 
 
 def test_guest_found_in_unmanaged_room_is_taken_out(env, threshold):

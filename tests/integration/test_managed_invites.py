@@ -38,16 +38,22 @@ def test_a_guests_invite_of_staff_is_withdrawn_and_staffs_is_not(env, threshold)
     assert len(recs) == 1, recs
     assert recs[0]["reason"] == "inviter_not_staff" and recs[0]["actor"] == guest["user_id"], recs
 
-    # Staff inviting staff, and a guest, is left alone: the lead stays
-    # invited, the guest joins (rule 3).
+    # Staff inviting staff is left alone: the lead stays invited.  Staff
+    # cannot invite a guest at all: the homeserver refuses it (guests come
+    # in through !threshold group add, test_groups.py).
     other = create_guest(env, threshold)
 
     async def staff_invites():
         async with Client.for_user(env, "staff") as s:
             await s.invite(group, lead)
-            await s.invite(group, other["user_id"])
     run(staff_invites())
-    wait_membership(env, "staff", group, other["user_id"], "join")
+    wait_for("the guest's invites blocked",
+             lambda: requests.get("%s/_matrix/client/v3/user/%s/account_data/m.invite_permission_config?user_id=%s"
+                                  % (env.hs_url, q(other["user_id"]), q(other["user_id"])),
+                                  headers=bearer(env.as_token), timeout=30).status_code == 200)
+    r = requests.post("%s/_matrix/client/v3/rooms/%s/invite" % (env.hs_url, q(group)),
+                      headers=bearer(env.token("staff")), json={"user_id": other["user_id"]}, timeout=30)
+    assert r.status_code == 403 and r.json()["errcode"] == "M_INVITE_BLOCKED", r.text
     time.sleep(2)
     assert membership(env, "staff", group, lead)[0] == "invite"
     assert len(audit_records(threshold, "membership_enforced", subject=lead, room=group)) == 1

@@ -1423,10 +1423,21 @@ static void test_conv_lifecycle(void)
 	json_t *create = find_op(ob, 0, "create_room", NULL, &n);
 	CHECK_EQ_INT(n, 1);
 	CHECK_STR(jsonx_str(create, "conversation"), guest);
-	CHECK_STR(jsonx_str(create, "user_id"), "@threshold:test.local");
+	/* made by the guest itself, who is never invited (the homeserver would refuse it) */
+	CHECK_STR(jsonx_str(create, "user_id"), guest);
 	CHECK_STR(jsonx_str(create, "kind"), "portal");
 	json_t *content = json_object_get(create, "content");
 	CHECK(json_is_object(content));
+	CHECK_STR(jsonx_str(content, "room_version"), "10");
+	CHECK_STR(json_string_value(json_array_get(json_object_get(content, "invite"), 0)),
+	          "@threshold:test.local");
+	CHECK_EQ_INT(json_array_size(json_object_get(content, "invite")), 1);
+	json_t *pl_users = json_object_get(json_object_get(content, "power_level_content_override"), "users");
+	CHECK_EQ_INT(json_integer_value(json_object_get(pl_users, "@threshold:test.local")), 100);
+	CHECK_EQ_INT(json_integer_value(json_object_get(pl_users, guest)), 100); /* until it lowers itself */
+	json_t *blk = find_op(ob, 0, "account_data", guest, &n);
+	CHECK_EQ_INT(n, 1);
+	CHECK_STR(jsonx_str(blk, "type"), "m.invite_permission_config");
 	CHECK_STR(jsonx_str(content, "preset"), "private_chat");
 	CHECK(strstr(jsonx_str(content, "name") ? jsonx_str(content, "name") : "", st.pseudonym) != NULL);
 	char *dump = json_dumps(content, JSON_COMPACT);
@@ -1478,11 +1489,18 @@ static void test_conv_lifecycle(void)
 	CHECK_STR(s.state, CONV_OPEN);
 	CHECK_STR(s.room, room);
 	ob = outbox_all(e.st);
-	json_t *inv = find_op(ob, queued, "invite", NULL, &n);
-	CHECK_EQ_INT(n, 1);
-	CHECK_STR(jsonx_str(inv, "room_id"), room);
-	CHECK_STR(jsonx_str(inv, "target"), guest);
-	json_t *join = find_op(ob, queued, "join", guest, &n);
+	/* no invite of the guest; the guest lowers itself to 0, then the bot joins */
+	find_op(ob, queued, "invite", NULL, &n);
+	CHECK_EQ_INT(n, 0);
+	json_t *lower = find_op(ob, queued, "state", guest, &n);
+	CHECK(n >= 1);
+	CHECK_STR(jsonx_str(lower, "room_id"), room);
+	CHECK_STR(jsonx_str(lower, "type"), "m.room.power_levels");
+	json_t *lu = json_object_get(json_object_get(lower, "content"), "users");
+	CHECK_EQ_INT(json_integer_value(json_object_get(lu, guest)), 0);
+	CHECK(json_is_integer(json_object_get(lu, guest)));
+	CHECK_EQ_INT(json_integer_value(json_object_get(lu, "@threshold:test.local")), 100);
+	json_t *join = find_op(ob, queued, "join", "@threshold:test.local", &n);
 	CHECK_EQ_INT(n, 1);
 	CHECK_STR(jsonx_str(join, "room_id"), room);
 	json_t *told = find_op(ob, queued, "send", "@threshold:test.local", &n);

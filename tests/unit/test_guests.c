@@ -242,7 +242,7 @@ static void test_many(void)
 }
 
 struct outbox_seen {
-	int reg, dn;
+	int reg, dn, block;
 	const struct guest *g;
 	char localpart[GUESTS_MAX_USER_ID + 1];
 };
@@ -259,6 +259,15 @@ static int outbox_one(void *ctx, const void *key, size_t klen, const void *val, 
 		CHECK_EQ_INT(json_object_size(a), 2);
 		CHECK_EQ_INT(o->dn, 0); /* registered before the display name is set */
 		o->reg++;
+	}
+	if (op && !strcmp(op, "account_data") &&
+	    !strcmp(json_string_value(json_object_get(a, "user_id")), o->g->user_id)) {
+		/* spec v1.18: the homeserver refuses every invite to the guest */
+		CHECK_STR(json_string_value(json_object_get(a, "type")), "m.invite_permission_config");
+		CHECK_STR(json_string_value(json_object_get(json_object_get(a, "content"), "default_action")),
+		          "block");
+		CHECK_EQ_INT(o->reg, 1); /* once the account exists */
+		o->block++;
 	}
 	if (op && !strcmp(op, "displayname") &&
 	    !strcmp(json_string_value(json_object_get(a, "user_id")), o->g->user_id)) {
@@ -356,17 +365,18 @@ static void test_create_and_read(void)
 	      (uint64_t)json_integer_value(json_object_get(rec, "created_ms")) == g.created_ms);
 	json_decref(rec);
 
-	/* The outbox: register, then the display name. */
+	/* The outbox: register, the block of invites, then the display name. */
 	struct outbox_seen o = {.g = &g};
 	size_t lplen = (size_t)(strchr(g.user_id, ':') - g.user_id - 1);
 	memcpy(o.localpart, g.user_id + 1, lplen);
 	o.localpart[lplen] = '\0';
 	CHECK_EQ_INT(store_walk(t, STORE_OUTBOX, NULL, 0, outbox_one, &o), TH_OK);
 	CHECK_EQ_INT(o.reg, 1);
+	CHECK_EQ_INT(o.block, 1);
 	CHECK_EQ_INT(o.dn, 1);
 	size_t nout;
 	CHECK_EQ_INT(store_count(t, STORE_OUTBOX, &nout), TH_OK);
-	CHECK_EQ_INT(nout, 4);
+	CHECK_EQ_INT(nout, 6);
 
 	/* The audit record, found by subject. */
 	struct audit_filter f;
@@ -596,6 +606,85 @@ static void test_cli(void)
 	free(dir);
 }
 
+/* The account_data actions in the outbox, by user id. */
+static int block_one(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	(void)key;
+	(void)klen;
+	json_t *a = json_loadb(val, vlen, 0, NULL);
+	const char *op = json_string_value(json_object_get(a, "op"));
+	if (op && !strcmp(op, "account_data")) {
+		CHECK_STR(json_string_value(json_object_get(a, "type")), "m.invite_permission_config");
+		const char *u = json_string_value(json_object_get(a, "user_id"));
+		json_t *n = json_object_get(ctx, u);
+		json_object_set_new(ctx, u, json_integer(json_integer_value(n) + 1));
+	}
+	json_decref(a);
+	return 0;
+}
+
+/*
+ * A store from before invites were blocked at the homeserver: at the first
+ * start every active guest gets the block queued, erased guests and the bot
+ * none; at the next start nothing more is queued.
+ */
+static void test_block_invites_migrate(void)
+{
+	struct test_env e;
+	env_init(&e);
+	static const char *const old[] = {"@guest_0123456789abcdef0123456789abcdef:test.local",
+	                                  "@guest_fedcba9876543210fedcba9876543210:test.local"};
+	const char *erased = "@guest_00000000000000000000000000000001:test.local";
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	for (size_t i = 0; i < 2; i++) {
+		json_t *rec = json_pack("{s:s, s:s, s:I, s:s}", "kind", "guest", "pseudonym",
+		                        i ? "Amber Otter" : "Blue Heron", "created_ms", (json_int_t)1,
+		                        "state", "active");
+		CHECK_EQ_INT(store_put_json(t, STORE_USERS, old[i], rec), TH_OK);
+		json_decref(rec);
+	}
+	json_t *rec = json_pack("{s:s, s:s, s:I, s:s}", "kind", "guest", "pseudonym", "", "created_ms",
+	                        (json_int_t)1, "state", "erased");
+	CHECK_EQ_INT(store_put_json(t, STORE_USERS, erased, rec), TH_OK);
+	json_decref(rec);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+
+	size_t n = 99;
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(guests_block_invites_migrate(t, &n), TH_OK);
+	CHECK_EQ_INT(n, 2);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+
+	json_t *seen = json_object();
+	CHECK_EQ_INT(store_txn_begin(e.st, 0, &t), TH_OK);
+	CHECK_EQ_INT(store_walk(t, STORE_OUTBOX, NULL, 0, block_one, seen), TH_OK);
+	store_txn_abort(t);
+	CHECK_EQ_INT(json_object_size(seen), 2);
+	CHECK_EQ_INT(json_integer_value(json_object_get(seen, old[0])), 1);
+	CHECK_EQ_INT(json_integer_value(json_object_get(seen, old[1])), 1);
+	CHECK(json_object_get(seen, erased) == NULL);
+	json_decref(seen);
+
+	/* Once only: a second start, and guests made since, get nothing more
+	 * from the migration (guests_create queues their block itself). */
+	struct guest g;
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(guests_create(&e.cfg, t, e.au, "cli:test", &g), TH_OK);
+	CHECK_EQ_INT(guests_block_invites_migrate(t, &n), TH_OK);
+	CHECK_EQ_INT(n, 0);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	seen = json_object();
+	CHECK_EQ_INT(store_txn_begin(e.st, 0, &t), TH_OK);
+	CHECK_EQ_INT(store_walk(t, STORE_OUTBOX, NULL, 0, block_one, seen), TH_OK);
+	store_txn_abort(t);
+	CHECK_EQ_INT(json_object_size(seen), 3);
+	CHECK_EQ_INT(json_integer_value(json_object_get(seen, old[0])), 1);
+	CHECK_EQ_INT(json_integer_value(json_object_get(seen, g.user_id)), 1);
+	json_decref(seen);
+	test_env_close(&e);
+}
+
 int main(void)
 {
 	log_threshold = LOG_WARN;
@@ -603,6 +692,7 @@ int main(void)
 	test_random_pseudonym();
 	test_room_pseudonyms();
 	test_create_and_read();
+	test_block_invites_migrate();
 	test_abort_and_errors();
 	test_many();
 	test_cli();

@@ -598,6 +598,63 @@ static void wait_seen(size_t n)
  * before its commit), the retry finds the room by the mark in its create
  * event among the creator's rooms not held as managed, and makes no second
  * room.  When no room carries the mark, the room is made, marked the same. */
+/*
+ * account_data: one idempotent PUT as the user.  guest_enter: allow
+ * invites, the bot's invite, the guest's join, block again; a refused join
+ * still ends blocked (and is dropped); a block that fails is retried from
+ * the start until it is in place, never left allowing invites.
+ */
+static void test_guest_enter(store *st, outbox *ob)
+{
+	static const char *ad = "/_matrix/client/v3/user/%40g%3Ahs/account_data/m.invite_permission_config";
+	fake_script(NULL);
+	push(st, "{\"op\":\"account_data\",\"user_id\":\"@g:hs\",\"type\":\"m.invite_permission_config\","
+	         "\"content\":{\"default_action\":\"block\"}}");
+	outbox_wake(ob);
+	CHECK(wait_drained(ob, 1, 5000));
+	CHECK_STR(fk.seen[0].method, "PUT");
+	CHECK_STR(fk.seen[0].path, ad);
+	CHECK_STR(fk.seen[0].query, "user_id=%40g%3Ahs");
+	CHECK(json_eq_text(fk.seen[0].body, "{\"default_action\":\"block\"}"));
+
+	/* The join refused for good: dropped, but blocked again first. */
+	fake_script((struct answer[]){{200, "{}", 0, NULL},
+	                              {200, "{}", 0, NULL},
+	                              {403, "{\"errcode\":\"M_FORBIDDEN\"}", 0, NULL},
+	                              {200, "{}", 0, NULL},
+	                              {0}});
+	push(st,
+	     "{\"op\":\"guest_enter\",\"room_id\":\"!grp:hs\",\"user_id\":\"@bot:hs\",\"target\":\"@g:hs\"}");
+	outbox_wake(ob);
+	CHECK(wait_drained(ob, 4, 5000));
+	sleep_ms(50);
+	CHECK_EQ_INT(fake_nseen(), 4);
+	CHECK_STR(fk.seen[0].path, ad);
+	CHECK(json_eq_text(fk.seen[0].body, "{\"default_action\":\"allow\"}"));
+	CHECK_STR(fk.seen[1].path, "/_matrix/client/v3/rooms/%21grp%3Ahs/invite");
+	CHECK_STR(fk.seen[1].query, "user_id=%40bot%3Ahs");
+	CHECK(json_eq_text(fk.seen[1].body, "{\"user_id\":\"@g:hs\"}"));
+	CHECK_STR(fk.seen[2].path, "/_matrix/client/v3/rooms/%21grp%3Ahs/join");
+	CHECK_STR(fk.seen[2].query, "user_id=%40g%3Ahs");
+	CHECK_STR(fk.seen[3].path, ad);
+	CHECK(json_eq_text(fk.seen[3].body, "{\"default_action\":\"block\"}"));
+
+	/* The block fails (500): the whole action runs again and ends blocked. */
+	fake_script((struct answer[]){{200, "{}", 0, NULL},
+	                              {200, "{}", 0, NULL},
+	                              {200, "{}", 0, NULL},
+	                              {500, "{\"errcode\":\"M_UNKNOWN\"}", 0, NULL},
+	                              {0}});
+	push(st,
+	     "{\"op\":\"guest_enter\",\"room_id\":\"!grp:hs\",\"user_id\":\"@bot:hs\",\"target\":\"@g:hs\"}");
+	outbox_wake(ob);
+	CHECK(wait_drained(ob, 8, 5000));
+	sleep_ms(50);
+	CHECK_EQ_INT(fake_nseen(), 8);
+	CHECK_STR(fk.seen[7].path, ad);
+	CHECK(json_eq_text(fk.seen[7].body, "{\"default_action\":\"block\"}"));
+}
+
 static void test_create_room_lost(store *st, outbox *ob)
 {
 	static const char create[] =
@@ -879,6 +936,7 @@ int main(void)
 	test_drop(st, ob);
 	test_room_ops(st, ob);
 	test_create_room_lost(st, ob);
+	test_guest_enter(st, ob);
 	test_audit_export(st, ob, dir);
 	test_stop_in_backoff(st, ob);
 	test_restart(st, send_path);

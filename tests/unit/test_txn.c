@@ -801,6 +801,112 @@ static void test_store_full(const char *dir)
 	free(path);
 }
 
+static json_t *room_state(const char *room_id)
+{
+	store_txn *t;
+	json_t *j = NULL;
+	if (store_txn_begin(st, 0, &t) == TH_OK) {
+		if (store_get_json(t, STORE_ROOMS, room_id, &j) != TH_OK)
+			j = NULL;
+		store_txn_abort(t);
+	}
+	return j;
+}
+
+#define GUEST2_ID "@guest_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa:test.local"
+#define MARKED    "{\"org.threshold.outbox_action\":\"thab_7\",\"room_version\":\"10\"}"
+#define GUEST_PL(level)                                                                                \
+	"{\"users\":{\"@threshold:test.local\":100,\"" GUEST2_ID "\":" level "},\"users_default\":50," \
+	"\"state_default\":100}"
+
+/*
+ * A guest's conversation room is made by the guest: managed from its create
+ * event on, before the outbox's commit, so the guest's join is not taken
+ * for a guest in a stranger's room, the guest's invite of the bot is
+ * accepted, and the room's settings while the guest makes it are not
+ * reverted; once the guest has lowered itself, settings are judged again.
+ * A create event that a guest did not send, or without the action's mark,
+ * makes nothing managed.
+ */
+static void test_guest_made_room(void)
+{
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
+	json_t *u = json_pack("{s:s, s:s, s:I, s:s}", "kind", "guest", "pseudonym", "Amber Otter",
+	                      "created_ms", (json_int_t)1, "state", "active");
+	json_t *c = json_pack("{s:s, s:n, s:s, s:I, s:I, s:s, s:[], s:n, s:[]}", "service", "none", "room",
+	                      "state", "waiting", "created_ms", (json_int_t)1, "expires_ms", (json_int_t)0,
+	                      "lang", "en", "sessions", "resume", "local_ids");
+	CHECK_EQ_INT(store_put_json(t, STORE_USERS, GUEST2_ID, u), TH_OK);
+	CHECK_EQ_INT(store_put_json(t, STORE_CONVS, GUEST2_ID, c), TH_OK);
+	json_decref(u);
+	json_decref(c);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	struct txn_result res;
+
+	/* Not a guest's (a look-alike on another server), or no mark: nothing. */
+	run("gm90",
+	    STATE("$gmc0", "!x:evil.example", "m.room.create",
+	          "@guest_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa:evil.example", MARKED),
+	    &res);
+	json_t *r = room_state("!x:evil.example");
+	CHECK(!json_object_get(r, "kind"));
+	json_decref(r);
+	run("gm91", STATE("$gmc1", "!y:test.local", "m.room.create", GUEST2_ID, "{\"room_version\":\"10\"}"),
+	    &res);
+	r = room_state("!y:test.local");
+	CHECK(!json_object_get(r, "kind"));
+	json_decref(r);
+	CHECK_EQ_INT(res.queued, 0);
+
+	/* The guest's own room: managed, recorded on the conversation, the
+	 * guest lowers itself and the bot joins. */
+	size_t before = outbox_count();
+	run("gm92", STATE("$gmc2", "!p:test.local", "m.room.create", GUEST2_ID, MARKED), &res);
+	r = room_state("!p:test.local");
+	CHECK_STR(json_string_value(json_object_get(r, "kind")), "portal");
+	CHECK_STR(json_string_value(json_object_get(r, "setup")), GUEST2_ID);
+	json_decref(r);
+	CHECK_EQ_INT(outbox_count(), before + 2);
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	CHECK_EQ_INT(store_get_json(t, STORE_CONVS, GUEST2_ID, &c), TH_OK);
+	store_txn_abort(t);
+	CHECK_STR(json_string_value(json_object_get(c, "room")), "!p:test.local");
+	json_decref(c);
+	json_t *a = last_action();
+	CHECK_STR(json_string_value(json_object_get(a, "op")), "join");
+	CHECK_STR(json_string_value(json_object_get(a, "user_id")), "@threshold:test.local");
+	json_decref(a);
+
+	/* Its join stays; its setup state is not reverted, nor alerted. */
+	before = outbox_count();
+	run("gm93", MEMBER("$gmj2", "!p:test.local", GUEST2_ID, GUEST2_ID, "join"), &res);
+	run("gm94", STATE("$gmpl2", "!p:test.local", "m.room.power_levels", GUEST2_ID, GUEST_PL("100")),
+	    &res);
+	run("gm95",
+	    STATE("$gmhv2", "!p:test.local", "m.room.history_visibility", GUEST2_ID,
+	          "{\"history_visibility\":\"shared\"}"),
+	    &res);
+	CHECK_EQ_INT(outbox_count(), before);
+	/* The guest's invite of the bot is accepted. */
+	run("gm96", MEMBER("$gmi2", "!p:test.local", GUEST2_ID, "@threshold:test.local", "invite"), &res);
+	CHECK_EQ_INT(res.queued, 1);
+	a = last_action();
+	CHECK_STR(json_string_value(json_object_get(a, "op")), "join");
+	json_decref(a);
+
+	/* The guest at 0: setup over; the same change is now put back. */
+	run("gm97", STATE("$gmpl3", "!p:test.local", "m.room.power_levels", GUEST2_ID, GUEST_PL("0")), &res);
+	CHECK_EQ_INT(res.queued, 0);
+	r = room_state("!p:test.local");
+	CHECK(!json_object_get(r, "setup"));
+	json_decref(r);
+	run("gm98", STATE("$gmpl4", "!p:test.local", "m.room.power_levels", GUEST2_ID, GUEST_PL("100")),
+	    &res);
+	CHECK(res.queued >= 1); /* the revert (and an alert, where a safeguarding room is set) */
+	CHECK(outbox_count() > before + 1);
+}
+
 int main(void)
 {
 	log_threshold = LOG_ERROR;
@@ -819,6 +925,7 @@ int main(void)
 	test_managed_power_and_alias();
 	test_staff_rooms();
 	test_pseudonym_per_room();
+	test_guest_made_room();
 	test_audit_questions();
 	test_store_full(dir);
 	audit_close(au);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cs.h"
 #include "testlib.h"
 #include "util.h"
 
@@ -196,9 +197,42 @@ static void test_strerror(void)
 	CHECK_STR(th_strerror(TH_ECANCELED + 1), "unknown error");
 }
 
+/* Which homeservers refuse invites to a guest who blocks them: spec v1.18
+ * or later, or the unstable flag Synapse 1.149 to 1.160 advertise (with
+ * versions only up to v1.12). */
+static void test_versions_invite_blocking(void)
+{
+	static const struct {
+		const char *json, *why;
+	} cases[] = {
+	        {"{\"versions\":[\"v1.11\",\"v1.12\"],\"unstable_features\":{\"org.matrix.msc4380.stable\":"
+	         "true}}",
+	         "org.matrix.msc4380.stable"},
+	        {"{\"versions\":[\"v1.12\",\"v1.18\"]}", "spec v1.18"},
+	        {"{\"versions\":[\"v1.21\"]}", "spec v1.18"},
+	        {"{\"versions\":[\"v1.12\"],\"unstable_features\":{\"org.matrix.msc4380.stable\":false}}",
+	         NULL},
+	        {"{\"versions\":[\"v1.1\",\"v1.180x\",\"v1.8\",7]}", NULL},
+	        {"{\"versions\":\"v1.18\"}", NULL},
+	        {"{}", NULL},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		json_t *j = json_loads(cases[i].json, 0, NULL);
+		CHECK(j != NULL);
+		const char *why = "x";
+		CHECK_EQ_INT(cs_versions_invite_blocking(j, &why), cases[i].why != NULL);
+		if (cases[i].why)
+			CHECK_STR(why, cases[i].why);
+		else
+			CHECK(why == NULL);
+		json_decref(j);
+	}
+}
+
 int main(void)
 {
 	test_consttime_eq();
+	test_versions_invite_blocking();
 	test_parse_u64();
 	test_random_hex();
 	test_hex();
