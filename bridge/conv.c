@@ -16,6 +16,7 @@
 #include "mxevent.h"
 #include "outbox.h"
 #include "rooms.h"
+#include "templates.h"
 #include "util.h"
 
 #define SESSION_DOMAIN "session"
@@ -178,28 +179,13 @@ json_t *conv_room_content(const struct config *cfg, const struct config_service 
 {
 	/* The bot holds 100 and alone changes who can get in or read back.
 	 * Staff (everyone but the guest: only members of the staff room can
-	 * join) moderate at rooms.staff_power; the guest writes at 0. */
-	int staff = (int)cfg->staff_power;
-	json_t *power = json_pack("{s:{s:i, s:i}, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:{s:i}}", "users",
-	                          cfg->bot_user_id, 100, guest, 0, "users_default", staff, "events_default",
-	                          0, "state_default", 100, "invite", 100, "kick", staff, "ban", staff,
-	                          "redact", staff, "notifications", "room", staff);
-	json_object_set_new(power, "events",
-	                    json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i}", "m.room.name", 100,
-	                              "m.room.topic", 100, "m.room.power_levels", 100, "m.room.join_rules",
-	                              100, "m.room.history_visibility", 100, "m.room.canonical_alias", 100,
-	                              "m.room.encryption", 100, "m.room.server_acl", 100, "m.room.tombstone",
-	                              100));
-	/* Restricted join: members of the service's staff room may join (spec:
-	 * room versions 8+), nobody else without the bot's invite.  History is
-	 * shared with members so staff who join later read what the guest
-	 * wrote while waiting; nobody outside the staff room can become one. */
-	json_t *initial = json_pack(
-	        "[{s:s, s:s, s:{s:s, s:[{s:s, s:s}]}}, {s:s, s:s, s:{s:s}}, {s:s, s:s, s:{s:s}}]", "type",
-	        "m.room.join_rules", "state_key", "", "content", "join_rule", "restricted", "allow", "type",
-	        "m.room_membership", "room_id", svc->staff_room, "type", "m.room.history_visibility",
-	        "state_key", "", "content", "history_visibility", "shared", "type", "m.room.guest_access",
-	        "state_key", "", "content", "guest_access", "forbidden");
+	 * join) moderate at rooms.staff_power; the guest writes at 0.  Join
+	 * rule (restricted to the service's staff room), shared history and
+	 * every level: the conversation template (policy/exposure.c). */
+	json_t *users = json_pack("{s:i}", guest, 0);
+	json_t *power = templates_power_levels(cfg, POL_TPL_CONVERSATION, users);
+	json_decref(users);
+	json_t *initial = templates_initial_state(POL_TPL_CONVERSATION, svc->staff_room);
 	char *name = xasprintf("%s · %s", pseudonym, svc->display_name);
 	char *topic =
 	        xasprintf("A conversation with a guest of %s. Only staff can join; the guest sees staff "

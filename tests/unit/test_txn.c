@@ -10,6 +10,7 @@
 #include "rooms.h"
 #include "log.h"
 #include "store.h"
+#include "templates.h"
 #include "testlib.h"
 #include "txn.h"
 #include "util.h"
@@ -417,6 +418,39 @@ static json_t *last_action(void)
 	return a;
 }
 
+struct last_of {
+	const char *op;
+	json_t *found;
+};
+
+static int last_of_walk(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct last_of *l = ctx;
+	(void)key;
+	(void)klen;
+	json_t *a = json_loadb(val, vlen, 0, NULL);
+	const char *op = json_string_value(json_object_get(a, "op"));
+	if (op && strcmp(op, l->op) == 0) {
+		json_decref(l->found);
+		l->found = a;
+	} else {
+		json_decref(a);
+	}
+	return 0;
+}
+
+/* The last queued outbox action whose op is @p op (new reference), or NULL. */
+static json_t *last_of(const char *op)
+{
+	store_txn *t;
+	struct last_of l = {op, NULL};
+	if (store_txn_begin(st, 0, &t) == TH_OK) {
+		store_walk(t, STORE_OUTBOX, NULL, 0, last_of_walk, &l);
+		store_txn_abort(t);
+	}
+	return l.found;
+}
+
 /* In a managed room: a setting that would expose it is put back, a stranger
  * who joins is removed; the same settings in an unmanaged room are left be. */
 static void test_managed_room(void)
@@ -431,11 +465,15 @@ static void test_managed_room(void)
 	    "{\"events\":[{\"event_id\":\"$jr\",\"room_id\":\"!g:test.local\",\"type\":\"m.room.join_rules\","
 	    "\"state_key\":\"\",\"sender\":\"@staff:test.local\",\"content\":{\"join_rule\":\"public\"}}]}",
 	    &res);
-	CHECK_EQ_INT(res.queued, 1);
+	CHECK_EQ_INT(res.queued, 2); /* the revert, and the room taken off the directory */
 	json_t *a = last_action();
-	CHECK_STR(json_string_value(json_object_get(a, "op")), "state");
+	CHECK_STR(json_string_value(json_object_get(a, "op")), "directory_visibility");
+	CHECK_STR(json_string_value(json_object_get(a, "visibility")), "private");
+	json_decref(a);
+	a = last_of("state");
 	CHECK_STR(json_string_value(json_object_get(a, "type")), "m.room.join_rules");
 	CHECK_STR(json_string_value(json_object_get(json_object_get(a, "content"), "join_rule")), "invite");
+	CHECK_STR(json_string_value(json_object_get(json_object_get(a, "enforce"), "reason")), "state_reverted");
 	json_decref(a);
 
 	run("61",
@@ -443,7 +481,7 @@ static void test_managed_room(void)
 	    "\"type\":\"m.room.history_visibility\",\"state_key\":\"\",\"sender\":\"@staff:test.local\","
 	    "\"content\":{\"history_visibility\":\"world_readable\"}}]}",
 	    &res);
-	a = last_action();
+	a = last_of("state");
 	CHECK_STR(json_string_value(json_object_get(json_object_get(a, "content"), "history_visibility")),
 	          "joined");
 	json_decref(a);
@@ -489,61 +527,113 @@ static long long level_of(const json_t *a, const char *user_id)
 	        json_object_get(json_object_get(json_object_get(a, "content"), "users"), user_id));
 }
 
-/* Power levels and aliases that would expose a managed room are put back;
- * the bot's own changes never are. */
+/* A state event as a transaction body (new string). */
+static char *state_body(const char *id, const char *room, const char *type, const char *sender,
+                        const json_t *content)
+{
+	json_t *ev = json_pack("{s:[{s:s, s:s, s:s, s:s, s:s, s:O}]}", "events", "event_id", id, "room_id", room,
+	                       "type", type, "state_key", "", "sender", sender, "content", content);
+	char *s = json_dumps(ev, JSON_COMPACT);
+	json_decref(ev);
+	return s;
+}
+
+/* Power levels and aliases that would expose a managed room are put back to
+ * the room's template, whoever sent them: the bot's id (a homeserver admin's
+ * make_room_admin) is judged like anyone's. */
 static void test_managed_power_and_alias(void)
 {
 	struct txn_result res;
-	/* A guest given power: the same content with the guest at 0, the rest kept. */
+	/* A guest given power: the template, the guest at 0, staff kept. */
 	run("80",
 	    STATE("$pl1", "!g:test.local", "m.room.power_levels", "@staff:test.local",
 	          "{\"users\":{\"@threshold:test.local\":100,\"@staff:test.local\":50,\"" GUEST_ID
 	          "\":50},\"users_default\":0,\"invite\":50}"),
 	    &res);
-	CHECK_EQ_INT(res.queued, 1); /* the revert (no safeguarding room here, so no alert) */
-	json_t *a = last_action();
-	CHECK_STR(json_string_value(json_object_get(a, "op")), "state");
+	CHECK_EQ_INT(res.queued, 2); /* the revert, the directory (no safeguarding room here: no alert) */
+	json_t *a = last_of("state");
 	CHECK_STR(json_string_value(json_object_get(a, "type")), "m.room.power_levels");
 	CHECK_EQ_INT(level_of(a, GUEST_ID), 0);
 	CHECK_EQ_INT(level_of(a, "@threshold:test.local"), 100);
 	CHECK_EQ_INT(level_of(a, "@staff:test.local"), 50);
-	CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(a, "content"), "invite")), 50);
+	json_t *c = json_object_get(a, "content");
+	CHECK_EQ_INT(json_integer_value(json_object_get(c, "invite")), 50);
+	CHECK_EQ_INT(json_integer_value(json_object_get(c, "state_default")), 100);
+	CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(c, "events"), "m.room.encryption")), 100);
 	json_decref(a);
 
-	/* The bot lowered (here: left out, with users_default 0): back to 100. */
+	/* The bot left out (users_default 0), staff at 100: the bot back at
+	 * 100, staff down to their level. */
 	run("81",
 	    STATE("$pl2", "!g:test.local", "m.room.power_levels", "@staff:test.local",
 	          "{\"users\":{\"@staff:test.local\":100}}"),
 	    &res);
-	CHECK_EQ_INT(res.queued, 1);
-	a = last_action();
+	CHECK_EQ_INT(res.queued, 2);
+	a = last_of("state");
 	CHECK_EQ_INT(level_of(a, "@threshold:test.local"), 100);
-	CHECK_EQ_INT(level_of(a, "@staff:test.local"), 100);
+	CHECK_EQ_INT(level_of(a, "@staff:test.local"), 50);
 	json_decref(a);
 
-	/* Safe power levels, and the bot's own (even unsafe ones), change nothing. */
+	/* Sent as the bot, not made by Threshold (make_room_admin): staff at 100
+	 * is reverted too. */
 	run("82",
-	    STATE("$pl3", "!g:test.local", "m.room.power_levels", "@staff:test.local",
-	          "{\"users\":{\"@threshold:test.local\":100,\"" GUEST_ID "\":0}}"),
+	    STATE("$pl3", "!g:test.local", "m.room.power_levels", "@threshold:test.local",
+	          "{\"users\":{\"@threshold:test.local\":100,\"@staff:test.local\":100}}"),
 	    &res);
+	CHECK_EQ_INT(res.queued, 2);
+	a = last_of("state");
+	CHECK_EQ_INT(level_of(a, "@staff:test.local"), 50);
+
+	/* No loop: Threshold's own revert, coming back as the bot's event, is
+	 * the template and changes nothing. */
+	char *body = state_body("$pl3r", "!g:test.local", "m.room.power_levels", "@threshold:test.local",
+	                        json_object_get(a, "content"));
+	run("83", body, &res);
 	CHECK_EQ_INT(res.queued, 0);
-	run("83",
+	free(body);
+	json_decref(a);
+
+	/* users_default raised, an events level lowered: reverted. */
+	run("84a",
 	    STATE("$pl4", "!g:test.local", "m.room.power_levels", "@threshold:test.local",
-	          "{\"users\":{\"@threshold:test.local\":50,\"" GUEST_ID "\":50}}"),
+	          "{\"users\":{\"@threshold:test.local\":100},\"users_default\":50,\"state_default\":100,"
+	          "\"invite\":50,\"kick\":50,\"ban\":50,\"redact\":50}"),
 	    &res);
+	CHECK_EQ_INT(res.queued, 2);
+	a = last_of("state");
+	CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(a, "content"), "users_default")), 0);
+	json_decref(a);
+	json_t *pl = templates_power_levels(&cfg, POL_TPL_GROUP, NULL);
+	json_object_set_new(json_object_get(pl, "events"), "m.room.encryption", json_integer(50));
+	body = state_body("$pl5", "!g:test.local", "m.room.power_levels", "@threshold:test.local", pl);
+	run("84b", body, &res);
+	free(body);
+	CHECK_EQ_INT(res.queued, 2);
+	a = last_of("state");
+	CHECK_EQ_INT(json_integer_value(json_object_get(
+	                     json_object_get(json_object_get(a, "content"), "events"), "m.room.encryption")),
+	             100);
+	json_decref(a);
+	/* The template itself is safe. */
+	json_object_set_new(json_object_get(pl, "events"), "m.room.encryption", json_integer(100));
+	body = state_body("$pl6", "!g:test.local", "m.room.power_levels", "@staff:test.local", pl);
+	run("84c", body, &res);
+	free(body);
 	CHECK_EQ_INT(res.queued, 0);
+	json_decref(pl);
+
 	/* A string level (older room versions) counts too. */
 	run("84",
-	    STATE("$pl5", "!g:test.local", "m.room.power_levels", "@staff:test.local",
+	    STATE("$pl7", "!g:test.local", "m.room.power_levels", "@staff:test.local",
 	          "{\"users\":{\"@threshold:test.local\":\"100\",\"" GUEST_ID "\":\"10\"}}"),
 	    &res);
-	CHECK_EQ_INT(res.queued, 1);
-	a = last_action();
+	CHECK_EQ_INT(res.queued, 2);
+	a = last_of("state");
 	CHECK_EQ_INT(level_of(a, GUEST_ID), 0);
 	json_decref(a);
 	/* Unmanaged rooms are left be. */
 	run("85",
-	    STATE("$pl6", "!u:test.local", "m.room.power_levels", "@staff:test.local",
+	    STATE("$pl8", "!u:test.local", "m.room.power_levels", "@staff:test.local",
 	          "{\"users\":{\"" GUEST_ID "\":50}}"),
 	    &res);
 	CHECK_EQ_INT(res.queued, 0);
@@ -553,8 +643,8 @@ static void test_managed_power_and_alias(void)
 	    STATE("$ca1", "!g:test.local", "m.room.canonical_alias", "@staff:test.local",
 	          "{\"alias\":\"#tuesday:test.local\"}"),
 	    &res);
-	CHECK_EQ_INT(res.queued, 1);
-	a = last_action();
+	CHECK_EQ_INT(res.queued, 2);
+	a = last_of("state");
 	CHECK_STR(json_string_value(json_object_get(a, "type")), "m.room.canonical_alias");
 	CHECK_EQ_INT(json_object_size(json_object_get(a, "content")), 0);
 	json_decref(a);
@@ -562,7 +652,7 @@ static void test_managed_power_and_alias(void)
 	    STATE("$ca2", "!g:test.local", "m.room.canonical_alias", "@staff:test.local",
 	          "{\"alt_aliases\":[\"#x:test.local\"]}"),
 	    &res);
-	CHECK_EQ_INT(res.queued, 1);
+	CHECK_EQ_INT(res.queued, 2);
 	run("88", STATE("$ca3", "!g:test.local", "m.room.canonical_alias", "@staff:test.local", "{}"), &res);
 	CHECK_EQ_INT(res.queued, 0);
 	run("89",
