@@ -679,6 +679,125 @@ static void test_managed_power_and_alias(void)
 
 /* Staff by room membership: joined to a configured staff room is staff; a
  * departure ends it; the bot's join reads the room's members. */
+/* A conversation's settings go back to its own template: the restricted
+ * join rule naming its service's staff room, shared history.  Encryption,
+ * which cannot be undone, is recorded and alerted loudly. */
+static void test_conversation_template(void)
+{
+	store_txn *t;
+	json_t *create = json_pack("{s:o}", "initial_state",
+	                           templates_initial_state(POL_TPL_CONVERSATION, "!staffroom:test.local"));
+	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
+	CHECK_EQ_INT(rooms_mark_managed(t, "!p:test.local", "portal"), TH_OK);
+	CHECK_EQ_INT(templates_room_created(t, "!p:test.local", create), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	json_decref(create);
+	struct txn_result res;
+
+	/* Opened by someone with power: back to restricted, with its allow list. */
+	run("c1", STATE("$c1", "!p:test.local", "m.room.join_rules", "@staff:test.local", "{\"join_rule\":\"public\"}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 2);
+	json_t *a = last_of("state");
+	json_t *c = json_object_get(a, "content");
+	CHECK_STR(json_string_value(json_object_get(c, "join_rule")), "restricted");
+	CHECK_EQ_INT(json_array_size(json_object_get(c, "allow")), 1);
+	CHECK_STR(json_string_value(json_object_get(json_array_get(json_object_get(c, "allow"), 0), "room_id")),
+	          "!staffroom:test.local");
+	CHECK_STR(json_string_value(json_object_get(json_array_get(json_object_get(c, "allow"), 0), "type")),
+	          "m.room_membership");
+	/* Its own revert, back as the bot's event: nothing (no loop). */
+	char *body = state_body("$c1r", "!p:test.local", "m.room.join_rules", "@threshold:test.local", c);
+	run("c2", body, &res);
+	free(body);
+	CHECK_EQ_INT(res.queued, 0);
+	json_decref(a);
+
+	/* Restricted, but naming another room too: widened, put back. */
+	run("c3",
+	    STATE("$c3", "!p:test.local", "m.room.join_rules", "@threshold:test.local",
+	          "{\"join_rule\":\"restricted\",\"allow\":[{\"type\":\"m.room_membership\","
+	          "\"room_id\":\"!staffroom:test.local\"},{\"type\":\"m.room_membership\","
+	          "\"room_id\":\"!elsewhere:test.local\"}]}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 2);
+	a = last_of("state");
+	CHECK_EQ_INT(json_array_size(json_object_get(json_object_get(a, "content"), "allow")), 1);
+	json_decref(a);
+
+	/* Shared history is the conversation's own value: nothing to do. */
+	run("c4",
+	    STATE("$c4", "!p:test.local", "m.room.history_visibility", "@staff:test.local",
+	          "{\"history_visibility\":\"shared\"}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 0);
+	run("c5",
+	    STATE("$c5", "!p:test.local", "m.room.history_visibility", "@staff:test.local",
+	          "{\"history_visibility\":\"world_readable\"}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 2);
+	a = last_of("state");
+	CHECK_STR(json_string_value(json_object_get(json_object_get(a, "content"), "history_visibility")),
+	          "shared");
+	json_decref(a);
+
+	/* Guest access opened: forbidden again. */
+	run("c6",
+	    STATE("$c6", "!p:test.local", "m.room.guest_access", "@staff:test.local",
+	          "{\"guest_access\":\"can_join\"}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 2);
+	a = last_of("state");
+	CHECK_STR(json_string_value(json_object_get(json_object_get(a, "content"), "guest_access")),
+	          "forbidden");
+	json_decref(a);
+
+	/* A conversation's users_default is staff's level; above it, reverted. */
+	json_t *users = json_pack("{s:i}", GUEST_ID, 0);
+	json_t *pl = templates_power_levels(&cfg, POL_TPL_CONVERSATION, users);
+	body = state_body("$c7", "!p:test.local", "m.room.power_levels", "@threshold:test.local", pl);
+	run("c7", body, &res);
+	free(body);
+	CHECK_EQ_INT(res.queued, 0);
+	json_object_set_new(pl, "users_default", json_integer(100));
+	body = state_body("$c8", "!p:test.local", "m.room.power_levels", "@threshold:test.local", pl);
+	run("c8", body, &res);
+	free(body);
+	CHECK_EQ_INT(res.queued, 2);
+	a = last_of("state");
+	CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(a, "content"), "users_default")),
+	             cfg.staff_power);
+	json_decref(a);
+	json_decref(pl);
+	json_decref(users);
+
+	/* Encryption: nothing can undo it; recorded, and the safeguarding room told. */
+	char *saved_sg = cfg.safeguarding_room;
+	cfg.safeguarding_room = xstrdup("!sg:test.local");
+	run("c9",
+	    STATE("$c9", "!p:test.local", "m.room.encryption", "@staff:test.local",
+	          "{\"algorithm\":\"m.megolm.v1.aes-sha2\"}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 1); /* the alert only */
+	a = last_action();
+	CHECK_STR(json_string_value(json_object_get(a, "room_id")), "!sg:test.local");
+	CHECK(strstr(json_string_value(json_object_get(json_object_get(a, "content"), "body")),
+	             "URGENT: @staff:test.local turned on encryption") != NULL);
+	json_decref(a);
+	free(cfg.safeguarding_room);
+	cfg.safeguarding_room = saved_sg;
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	struct audit_filter f;
+	audit_filter_init(&f);
+	f.kind = AUDIT_ENCRYPTION_ENABLED;
+	struct kind_count kc = {"encryption_enabled", 0, "", "", ""};
+	CHECK_EQ_INT(audit_iter(t, &f, count_kind, &kc), TH_OK);
+	CHECK_EQ_INT(kc.n, 1);
+	CHECK_STR(kc.actor, "@staff:test.local");
+	CHECK_STR(kc.room, "!p:test.local");
+	store_txn_abort(t);
+}
+
 static void test_staff_rooms(void)
 {
 	struct txn_result res;
@@ -907,6 +1026,7 @@ int main(void)
 	test_audit_records();
 	test_managed_room();
 	test_managed_power_and_alias();
+	test_conversation_template();
 	test_staff_rooms();
 	test_pseudonym_per_room();
 	test_audit_questions();
