@@ -262,6 +262,7 @@ static int record(const struct txn_env *env, store_txn *t, const struct pol_deci
 	        [POL_REC_IDENTITY_REVEALED] = AUDIT_IDENTITY_REVEALED,
 	        [POL_REC_STATE_REVERTED] = AUDIT_STATE_REVERTED,
 	        [POL_REC_ENCRYPTION_ENABLED] = AUDIT_ENCRYPTION_ENABLED,
+	        [POL_REC_ENFORCEMENT_FAILED] = AUDIT_ENFORCEMENT_FAILED,
 	};
 	json_t *details;
 	/* A membership concerns its state_key; a room setting concerns no one person. */
@@ -276,14 +277,18 @@ static int record(const struct txn_env *env, store_txn *t, const struct pol_deci
 		/* The lead's reason, as typed: the point of breaking glass on the record. */
 		details = json_pack("{s:s}", "reason", q->reason);
 		subject = answer->subject[0] ? answer->subject : NULL;
-	} else if (d->record == POL_REC_STATE_REVERTED || d->record == POL_REC_ENCRYPTION_ENABLED) {
+	} else if (d->record == POL_REC_STATE_REVERTED || d->record == POL_REC_ENCRYPTION_ENABLED ||
+	           (d->record == POL_REC_ENFORCEMENT_FAILED && d->reason == POL_R_STATE_CANNOT_REVERT)) {
 		/* What the change exposed, and what was done: the setting put back to
 		 * the room's template value (and the room taken off the directory),
-		 * or, for encryption, nothing: it cannot be undone. */
+		 * or nothing, because nothing can undo it (and who keeps the bot's
+		 * power).  A refused revert adds an enforcement_failed record. */
 		details = json_pack("{s:s, s:s, s:s, s:s, s:s}", "event_id", ev->event_id, "setting",
 		                    pol_setting_name(xc->setting), "exposure", pol_exposure_name(xc->exposure),
 		                    "template", pol_template_name(xc->tpl), "action",
 		                    d->record == POL_REC_STATE_REVERTED ? "revert_queued" : "none_possible");
+		if (xc->cannot_demote)
+			json_object_set(details, "cannot_demote", xc->cannot_demote);
 	} else {
 		details = json_pack("{s:s, s:b}", "event_id", ev->event_id, "is_direct", ev->is_direct);
 	}
@@ -334,7 +339,30 @@ static int alert(const struct config *cfg, store_txn *t, const struct pol_decisi
 		                 "record #%llu.",
 		                 ev->sender, ev->type, ev->room_id, pol_exposure_name(xc->exposure),
 		                 pol_template_name(xc->tpl), (unsigned long long)seq);
+		if (xc->cannot_demote) { /* spec: auth rules; they keep it */
+			char *who = json_dumps(xc->cannot_demote, JSON_COMPACT);
+			char *more = xasprintf("%s Threshold cannot lower %s, who hold the bot's own power: a "
+			                       "homeserver admin must, or move the conversation to a new room.",
+			                       text, who ? who : "someone");
+			free(who);
+			free(text);
+			text = more;
+		}
 		break;
+	case POL_R_STATE_CANNOT_REVERT: {
+		char *who = xc->cannot_demote ? json_dumps(xc->cannot_demote, JSON_COMPACT) : NULL;
+		text = xasprintf("URGENT: %s changed %s in managed room %s so that it exposes its members "
+		                 "(%s), and Threshold cannot put it back: %s hold%s the bot's own power, which "
+		                 "Matrix does not let the bot lower. A homeserver admin must lower them, or "
+		                 "move the conversation to a new room. Audit record #%llu.",
+		                 ev->sender, ev->type, ev->room_id, pol_exposure_name(xc->exposure),
+		                 who ? who : "someone", xc->cannot_demote && json_array_size(xc->cannot_demote) > 1
+		                                                ? ""
+		                                                : "s",
+		                 (unsigned long long)seq);
+		free(who);
+		break;
+	}
 	case POL_R_ENCRYPTION_ENABLED:
 		text = xasprintf("URGENT: %s turned on encryption in managed room %s. This cannot be undone: "
 		                 "Threshold can no longer read, relay or check anything said there, and the "
@@ -445,7 +473,9 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	} else if (state_key && f.room == POL_ROOM_MANAGED && templates_judge_event(cfg, room, ev, &xc) &&
 	           xc.exposure != POL_EXP_NONE) {
 		/* The content, judged against the room's template; never the sender. */
-		f.event = xc.exposure == POL_EXP_ENCRYPTION ? POL_EV_ENCRYPTION : POL_EV_STATE_EXPOSED;
+		f.event = xc.exposure == POL_EXP_ENCRYPTION ? POL_EV_ENCRYPTION
+		          : xc.revert                       ? POL_EV_STATE_EXPOSED
+		                                            : POL_EV_STATE_STUCK;
 	} else if (strcmp(type, "m.room.message") == 0) {
 		f.command = events_parse_command(ev->body);
 		if (f.command != POL_CMD_NONE)
@@ -509,6 +539,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		explicit_bzero(reply, strlen(reply));
 	free(reply);
 	json_decref(xc.revert);
+	json_decref(xc.cannot_demote);
 	audit_query_answer_free(&answer);
 	return rc;
 }

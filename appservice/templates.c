@@ -229,32 +229,49 @@ static int in_array(const json_t *a, const char *s)
 
 /* A power-level revert: the template's, keeping who is listed at a level
  * within staff's bounds; guests (listed, or of the room) at 0, anyone above
- * staff's level down to it. */
+ * staff's level down to it; but anyone at or above the bot's own level as it
+ * stands stays as they are (into @p cannot_demote): spec, auth rules for
+ * m.room.power_levels: a user at or above the sender's level cannot be
+ * changed or removed by them, and the whole revert would be refused. */
 static json_t *power_revert(const struct config *cfg, enum pol_template tpl, const json_t *room,
-                            const json_t *content)
+                            const json_t *content, json_t *cannot_demote)
 {
 	json_t *users = json_object();
 	const json_t *given = json_object_get(content, "users");
+	long long bot = POL_LEVEL_BOT;
+	if (!power_level(json_object_get(given, cfg->bot_user_id), &bot) &&
+	    !power_level(json_object_get(content, "users_default"), &bot))
+		bot = 0;
 	const char *user_id;
 	json_t *v;
 	json_object_foreach((json_t *)given, user_id, v)
 	{
 		long long n;
-		if (strcmp(user_id, cfg->bot_user_id) == 0 || config_user_in_namespace(cfg, user_id))
+		if (strcmp(user_id, cfg->bot_user_id) == 0)
 			continue;
 		if (!power_level(v, &n))
 			continue; /* unreadable: users_default */
+		if (n >= bot) {
+			json_object_set(users, user_id, v);
+			json_array_append_new(cannot_demote, json_string(user_id));
+			continue;
+		}
+		if (config_user_in_namespace(cfg, user_id))
+			continue;
 		if (n > (long long)cfg->staff_power)
 			n = cfg->staff_power;
 		json_object_set_new(users, user_id, json_integer(n));
 	}
-	json_object_foreach((json_t *)given, user_id, v)
+	json_object_foreach(json_object_get(room, "guests"), user_id, v)
 	{
-		if (config_user_in_namespace(cfg, user_id))
+		if (!json_object_get(users, user_id)) /* a guest at the bot's level stays: see above */
 			json_object_set_new(users, user_id, json_integer(0));
 	}
-	json_object_foreach(json_object_get(room, "guests"), user_id, v)
-	        json_object_set_new(users, user_id, json_integer(0));
+	json_object_foreach((json_t *)given, user_id, v)
+	{
+		if (config_user_in_namespace(cfg, user_id) && !json_object_get(users, user_id))
+			json_object_set_new(users, user_id, json_integer(0));
+	}
 	json_t *pl = templates_power_levels(cfg, tpl, users);
 	json_decref(users);
 	return pl;
@@ -305,9 +322,25 @@ int templates_judge_event(const struct config *cfg, const json_t *room, const st
 	out->tpl = tpl;
 	out->exposure = pol_exposure_judge(&f);
 	out->revert = NULL;
-	if (out->exposure != POL_EXP_NONE && f.setting != POL_SET_ENCRYPTION)
-		out->revert = f.setting == POL_SET_POWER_LEVELS ? power_revert(cfg, tpl, room, content)
-		                                                : setting_content(f.setting, tpl, allowed);
+	out->cannot_demote = NULL;
+	if (out->exposure != POL_EXP_NONE && f.setting != POL_SET_ENCRYPTION) {
+		if (f.setting == POL_SET_POWER_LEVELS) {
+			out->cannot_demote = json_array();
+			out->revert = power_revert(cfg, tpl, room, content, out->cannot_demote);
+			if (json_array_size(out->cannot_demote) == 0) {
+				json_decref(out->cannot_demote);
+				out->cannot_demote = NULL;
+			}
+		} else {
+			out->revert = setting_content(f.setting, tpl, allowed);
+		}
+		/* Nothing to change that Threshold may change: no revert, so
+		 * nothing loops; the caller says it could not be undone. */
+		if (json_equal(out->revert, content)) {
+			json_decref(out->revert);
+			out->revert = NULL;
+		}
+	}
 	json_decref(owned);
 	json_decref(content);
 	return 1;

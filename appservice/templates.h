@@ -22,8 +22,12 @@ struct templates_change {
 	enum pol_setting setting;
 	enum pol_template tpl;
 	enum pol_exposure exposure; /* POL_EXP_NONE: safe, nothing to do */
-	json_t *revert;             /* the template content to put back (new reference), or NULL
-	                               (nothing to put back: safe, or encryption) */
+	json_t *revert;             /* the template content to put back (new reference), or NULL:
+	                               nothing to put back (safe, encryption), or nothing Threshold
+	                               can change (see cannot_demote) */
+	json_t *cannot_demote;      /* power levels: the users (ids, new reference) holding the bot's
+	                               level, whom Matrix does not let the bot lower (spec: auth rules,
+	                               m.room.power_levels), kept as they are in the revert; or NULL */
 };
 
 /**
@@ -59,7 +63,11 @@ int templates_room_created(store_txn *t, const char *room_id, const json_t *crea
 /**
  * Judge state event @p ev in managed room @p room (its record) against the
  * room's template.  The content is judged, never the sender.
+ * A revert is idempotent (the revert of a revert is itself), and is given
+ * only when it differs from the content: so Threshold's own reverts, coming
+ * back as events, never make another and nothing loops.
  * @param out  written when 1 is returned; the caller releases out->revert
+ *             and out->cannot_demote
  * @return 1 if @p ev is one of the table's settings in a room with a
  *         template (out->exposure says whether it exposes), else 0.
  */

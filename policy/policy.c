@@ -79,6 +79,10 @@ static const struct rule rules[] = {
          * so this is someone with the bot's power; say so loudly. */
         {POL_EV_ENCRYPTION, ANY, ANY, ROOM(POL_ROOM_MANAGED), 0, POL_R_ENCRYPTION_ENABLED, 0, 0,
          POL_NOTE_NONE, POL_REC_ENCRYPTION_ENABLED, 1, ANY},
+        /* Someone holds the bot's own power: Matrix does not let the bot
+         * lower them, so nothing is put back; say so, on the record. */
+        {POL_EV_STATE_STUCK, ANY, ANY, ROOM(POL_ROOM_MANAGED), 0, POL_R_STATE_CANNOT_REVERT, 0, 0,
+         POL_NOTE_NONE, POL_REC_ENFORCEMENT_FAILED, 1, ANY},
 
         /* Commands are answered only where the bot is, and only to staff. */
         {POL_EV_COMMAND, ANY, ANY, ANY, -1, POL_R_COMMAND_IGNORED, 0, 0, POL_NOTE_NONE, POL_REC_NONE, 0, ANY},
@@ -194,6 +198,7 @@ static const char *const reason_names[POL_R_COUNT] = {
         [POL_R_BOT_INVITE_STAFF_ROOM] = "bot_invite_staff_room",
         [POL_R_INVITER_NOT_STAFF] = "inviter_not_staff",
         [POL_R_ENCRYPTION_ENABLED] = "encryption_enabled",
+        [POL_R_STATE_CANNOT_REVERT] = "state_cannot_revert",
 };
 
 static const char *const role_names[POL_ROLE_COUNT] = {
@@ -215,6 +220,7 @@ static const char *const event_names[POL_EV_COUNT] = {
         [POL_EV_STATE_EXPOSED] = "state_exposed",
         [POL_EV_GATEWAY_SEND] = "gateway_send",
         [POL_EV_ENCRYPTION] = "encryption",
+        [POL_EV_STATE_STUCK] = "state_stuck",
 };
 
 static const char *const room_names[POL_ROOM_COUNT] = {
@@ -262,6 +268,7 @@ static const char *const record_names[POL_REC_COUNT] = {
         [POL_REC_IDENTITY_REVEALED] = "identity_revealed",
         [POL_REC_STATE_REVERTED] = "state_reverted",
         [POL_REC_ENCRYPTION_ENABLED] = "encryption_enabled",
+        [POL_REC_ENFORCEMENT_FAILED] = "enforcement_failed",
 };
 
 static const char *const note_names[POL_NOTE_COUNT] = {

@@ -36,6 +36,8 @@ enum pol_event {
 	                       * room's template by pol_exposure_judge (policy/exposure.h) */
 	POL_EV_GATEWAY_SEND,  /* a guest asks the gateway to send into a room (target: see pol_facts) */
 	POL_EV_ENCRYPTION,    /* m.room.encryption: the room encrypted, which nothing can undo */
+	POL_EV_STATE_STUCK,   /* a setting exposing the room that Threshold cannot put back (someone
+	                       * holds the bot's power, which Matrix does not let it lower) */
 	POL_EV_COUNT
 };
 
@@ -128,6 +130,7 @@ enum pol_reason {
 	POL_R_BOT_INVITE_STAFF_ROOM,     /* anyone in a configured staff room invited the bot there */
 	POL_R_INVITER_NOT_STAFF,         /* a guest or stranger in a managed room invited staff */
 	POL_R_ENCRYPTION_ENABLED,        /* a managed room was encrypted: cannot be undone, alert loudly */
+	POL_R_STATE_CANNOT_REVERT,       /* a setting exposes a managed room and cannot be put back */
 	POL_R_COUNT
 };
 
@@ -141,6 +144,7 @@ enum pol_record {
 	POL_REC_IDENTITY_REVEALED,   /* someone opened sealed personal detail */
 	POL_REC_STATE_REVERTED,      /* Threshold undid a change to a room's settings */
 	POL_REC_ENCRYPTION_ENABLED,  /* a managed room was encrypted (nothing undone: it cannot be) */
+	POL_REC_ENFORCEMENT_FAILED,  /* Threshold could not carry out what policy asks */
 	POL_REC_COUNT
 };
 

@@ -512,6 +512,7 @@ static void test_managed_room(void)
 }
 
 #define GUEST_ID "@guest_0123456789abcdef0123456789abcdef:test.local"
+#define GUEST_Q  "\"" GUEST_ID "\""
 #define STATE(id, room, type, sender, content)                                            \
 	"{\"events\":[{\"event_id\":\"" id "\",\"room_id\":\"" room "\",\"type\":\"" type \
 	"\",\"state_key\":\"\","                                                          \
@@ -562,33 +563,66 @@ static void test_managed_power_and_alias(void)
 	CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(c, "events"), "m.room.encryption")), 100);
 	json_decref(a);
 
-	/* The bot left out (users_default 0), staff at 100: the bot back at
-	 * 100, staff down to their level. */
+	/* Staff at 99 (not the bot's level): back to staff's level. */
 	run("81",
 	    STATE("$pl2", "!g:test.local", "m.room.power_levels", "@staff:test.local",
-	          "{\"users\":{\"@staff:test.local\":100}}"),
+	          "{\"users\":{\"@threshold:test.local\":100,\"@staff:test.local\":99," GUEST_Q
+	          ":0},\"users_default\":100}"),
 	    &res);
 	CHECK_EQ_INT(res.queued, 2);
 	a = last_of("state");
 	CHECK_EQ_INT(level_of(a, "@threshold:test.local"), 100);
 	CHECK_EQ_INT(level_of(a, "@staff:test.local"), 50);
+	CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(a, "content"), "users_default")), 0);
 	json_decref(a);
 
-	/* Sent as the bot, not made by Threshold (make_room_admin): staff at 100
-	 * is reverted too. */
+	/* Sent as the bot, not made by Threshold (make_room_admin): judged like
+	 * anyone's.  Staff at the bot's own 100 cannot be lowered by the bot
+	 * (spec: auth rules), so they stay as they are in the revert; the rest
+	 * (here the guest given 50) goes back. */
 	run("82",
 	    STATE("$pl3", "!g:test.local", "m.room.power_levels", "@threshold:test.local",
-	          "{\"users\":{\"@threshold:test.local\":100,\"@staff:test.local\":100}}"),
+	          "{\"users\":{\"@threshold:test.local\":100,\"@staff:test.local\":100," GUEST_Q ":50}}"),
 	    &res);
 	CHECK_EQ_INT(res.queued, 2);
 	a = last_of("state");
-	CHECK_EQ_INT(level_of(a, "@staff:test.local"), 50);
+	CHECK_EQ_INT(level_of(a, "@staff:test.local"), 100);
+	CHECK_EQ_INT(level_of(a, GUEST_ID), 0);
+	CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(a, "content"), "state_default")), 100);
 
 	/* No loop: Threshold's own revert, coming back as the bot's event, is
-	 * the template and changes nothing. */
+	 * its own revert: nothing is queued; what it could not undo (staff at
+	 * 100) is on the record as enforcement_failed. */
+	size_t before = outbox_count();
 	char *body = state_body("$pl3r", "!g:test.local", "m.room.power_levels", "@threshold:test.local",
 	                        json_object_get(a, "content"));
 	run("83", body, &res);
+	CHECK_EQ_INT(res.queued, 0);
+	CHECK_EQ_INT(outbox_count(), before);
+	free(body);
+	json_decref(a);
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	struct audit_filter f;
+	audit_filter_init(&f);
+	f.kind = AUDIT_ENFORCEMENT_FAILED;
+	struct kind_count kc = {"enforcement_failed", 0, "", "", ""};
+	CHECK_EQ_INT(audit_iter(t, &f, count_kind, &kc), TH_OK);
+	CHECK_EQ_INT(kc.n, 1);
+	CHECK_STR(kc.actor, "@threshold:test.local");
+	store_txn_abort(t);
+
+	/* Without anyone at the bot's level, a revert of a revert is itself:
+	 * template content sent by the bot is safe. */
+	run("83b",
+	    STATE("$pl3b", "!g:test.local", "m.room.power_levels", "@threshold:test.local",
+	          "{\"users\":{\"@threshold:test.local\":100,\"@staff:test.local\":75}}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 2);
+	a = last_of("state");
+	body = state_body("$pl3c", "!g:test.local", "m.room.power_levels", "@threshold:test.local",
+	                  json_object_get(a, "content"));
+	run("83c", body, &res);
 	CHECK_EQ_INT(res.queued, 0);
 	free(body);
 	json_decref(a);
