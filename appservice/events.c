@@ -222,16 +222,16 @@ static int apply(const struct txn_env *env, store_txn *t, const struct pol_decis
 			if (!safe)
 				break;
 			action = json_pack("{s:s, s:s, s:s, s:s, s:s, s:O, s:o}", "op", "state", "room_id",
-			                   room_id, "user_id", cfg->bot_user_id, "type", ev->type, "state_key", "",
-			                   "content", safe, "enforce", enforce_of(d, ev));
+			                   room_id, "user_id", cfg->bot_user_id, "type", ev->type,
+			                   "state_key", "", "content", safe, "enforce", enforce_of(d, ev));
 			/* Whoever could make this change could also have published the
 			 * room to the directory, which no event shows: take it off. */
 			int qrc = queue(t, action, queued);
 			if (qrc)
 				return qrc;
-			action = json_pack("{s:s, s:s, s:s, s:s, s:o}", "op", "directory_visibility", "room_id",
-			                   room_id, "user_id", cfg->bot_user_id, "visibility", "private", "enforce",
-			                   enforce_of(d, ev));
+			action = json_pack("{s:s, s:s, s:s, s:s, s:o}", "op", "directory_visibility",
+			                   "room_id", room_id, "user_id", cfg->bot_user_id, "visibility",
+			                   "private", "enforce", enforce_of(d, ev));
 			break;
 		}
 		if (!action)
@@ -283,10 +283,11 @@ static int record(const struct txn_env *env, store_txn *t, const struct pol_deci
 		 * the room's template value (and the room taken off the directory),
 		 * or nothing, because nothing can undo it (and who keeps the bot's
 		 * power).  A refused revert adds an enforcement_failed record. */
-		details = json_pack("{s:s, s:s, s:s, s:s, s:s}", "event_id", ev->event_id, "setting",
-		                    pol_setting_name(xc->setting), "exposure", pol_exposure_name(xc->exposure),
-		                    "template", pol_template_name(xc->tpl), "action",
-		                    d->record == POL_REC_STATE_REVERTED ? "revert_queued" : "none_possible");
+		details =
+		        json_pack("{s:s, s:s, s:s, s:s, s:s}", "event_id", ev->event_id, "setting",
+		                  pol_setting_name(xc->setting), "exposure", pol_exposure_name(xc->exposure),
+		                  "template", pol_template_name(xc->tpl), "action",
+		                  d->record == POL_REC_STATE_REVERTED ? "revert_queued" : "none_possible");
 		if (xc->cannot_demote)
 			json_object_set(details, "cannot_demote", xc->cannot_demote);
 	} else {
@@ -341,9 +342,10 @@ static int alert(const struct config *cfg, store_txn *t, const struct pol_decisi
 		                 pol_template_name(xc->tpl), (unsigned long long)seq);
 		if (xc->cannot_demote) { /* spec: auth rules; they keep it */
 			char *who = json_dumps(xc->cannot_demote, JSON_COMPACT);
-			char *more = xasprintf("%s Threshold cannot lower %s, who hold the bot's own power: a "
-			                       "homeserver admin must, or move the conversation to a new room.",
-			                       text, who ? who : "someone");
+			char *more =
+			        xasprintf("%s Threshold cannot lower %s, who hold the bot's own power: a "
+			                  "homeserver admin must, or move the conversation to a new room.",
+			                  text, who ? who : "someone");
 			free(who);
 			free(text);
 			text = more;
@@ -351,15 +353,15 @@ static int alert(const struct config *cfg, store_txn *t, const struct pol_decisi
 		break;
 	case POL_R_STATE_CANNOT_REVERT: {
 		char *who = xc->cannot_demote ? json_dumps(xc->cannot_demote, JSON_COMPACT) : NULL;
-		text = xasprintf("URGENT: %s changed %s in managed room %s so that it exposes its members "
-		                 "(%s), and Threshold cannot put it back: %s hold%s the bot's own power, which "
-		                 "Matrix does not let the bot lower. A homeserver admin must lower them, or "
-		                 "move the conversation to a new room. Audit record #%llu.",
-		                 ev->sender, ev->type, ev->room_id, pol_exposure_name(xc->exposure),
-		                 who ? who : "someone", xc->cannot_demote && json_array_size(xc->cannot_demote) > 1
-		                                                ? ""
-		                                                : "s",
-		                 (unsigned long long)seq);
+		text = xasprintf(
+		        "URGENT: %s changed %s in managed room %s so that it exposes its members "
+		        "(%s), and Threshold cannot put it back: %s hold%s the bot's own power, which "
+		        "Matrix does not let the bot lower. A homeserver admin must lower them, or "
+		        "move the conversation to a new room. Audit record #%llu.",
+		        ev->sender, ev->type, ev->room_id, pol_exposure_name(xc->exposure),
+		        who ? who : "someone",
+		        xc->cannot_demote && json_array_size(xc->cannot_demote) > 1 ? "" : "s",
+		        (unsigned long long)seq);
 		free(who);
 		break;
 	}

@@ -41,8 +41,8 @@ static json_t *setting_content(enum pol_setting s, enum pol_template tpl, const 
 		json_array_foreach(allow_rooms, i, r)
 		{
 			if (json_string_value(r))
-				json_array_append_new(allow, json_pack("{s:s, s:O}", "type", "m.room_membership",
-				                                       "room_id", r));
+				json_array_append_new(allow, json_pack("{s:s, s:O}", "type",
+				                                       "m.room_membership", "room_id", r));
 		}
 		if (json_array_size(allow) == 0) {
 			/* No room to name: nobody joins without the bot's invite. */
@@ -56,13 +56,15 @@ static json_t *setting_content(enum pol_setting s, enum pol_template tpl, const 
 
 json_t *templates_initial_state(enum pol_template tpl, const char *allow_room)
 {
-	static const enum pol_setting in_initial[] = {POL_SET_JOIN_RULES, POL_SET_HISTORY, POL_SET_GUEST_ACCESS};
+	static const enum pol_setting in_initial[] = {POL_SET_JOIN_RULES, POL_SET_HISTORY,
+	                                              POL_SET_GUEST_ACCESS};
 	json_t *rooms = allow_room ? json_pack("[s]", allow_room) : json_array();
 	json_t *initial = json_array();
 	for (size_t i = 0; i < sizeof(in_initial) / sizeof(in_initial[0]); i++)
-		json_array_append_new(initial, json_pack("{s:s, s:s, s:o}", "type",
-		                                         pol_setting_row(in_initial[i])->type, "state_key", "",
-		                                         "content", setting_content(in_initial[i], tpl, rooms)));
+		json_array_append_new(initial,
+		                      json_pack("{s:s, s:s, s:o}", "type",
+		                                pol_setting_row(in_initial[i])->type, "state_key", "",
+		                                "content", setting_content(in_initial[i], tpl, rooms)));
 	json_decref(rooms);
 	return initial;
 }
@@ -75,9 +77,9 @@ json_t *templates_power_levels(const struct config *cfg, enum pol_template tpl, 
 	json_object_set_new(u, cfg->bot_user_id, json_integer(POL_LEVEL_BOT));
 	json_object_set_new(pl, "users", u);
 	for (unsigned k = 0; k < POL_PK_COUNT; k++)
-		json_object_set_new(
-		        pl, pol_power_key_name((enum pol_power_key)k),
-		        json_integer(pol_level_value(pol_power_key_level(tpl, (enum pol_power_key)k), staff)));
+		json_object_set_new(pl, pol_power_key_name((enum pol_power_key)k),
+		                    json_integer(pol_level_value(
+		                            pol_power_key_level(tpl, (enum pol_power_key)k), staff)));
 	json_t *events = json_object();
 	for (unsigned i = 0; i < POL_GUARDED_COUNT; i++)
 		json_object_set_new(events, pol_guarded_type(i),

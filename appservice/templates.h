@@ -72,6 +72,6 @@ int templates_room_created(store_txn *t, const char *room_id, const json_t *crea
  *         template (out->exposure says whether it exposes), else 0.
  */
 int templates_judge_event(const struct config *cfg, const json_t *room, const struct mxev *ev,
-                         struct templates_change *out);
+                          struct templates_change *out);
 
 #endif

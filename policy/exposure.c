@@ -131,7 +131,8 @@ long long pol_level_value(enum pol_level lv, long long staff)
 /* Position of @p value in @p row's order, or -1 when unknown. */
 static int rank(const struct pol_setting_row *row, const char *value)
 {
-	for (int i = 0; value && i < (int)(sizeof(row->order) / sizeof(row->order[0])) && row->order[i]; i++) {
+	for (int i = 0; value && i < (int)(sizeof(row->order) / sizeof(row->order[0])) && row->order[i];
+	     i++) {
 		if (strcmp(row->order[i], value) == 0)
 			return i;
 	}
@@ -153,7 +154,8 @@ static enum pol_exposure judge_power(const struct pol_setting_facts *f)
 	if (p->others_max >= POL_LEVEL_BOT)
 		return POL_EXP_POWER_GIVEN;
 	for (unsigned k = POL_PK_EVENTS_DEFAULT; k < POL_PK_COUNT; k++) {
-		if (p->keys[k] < pol_level_value(pol_power_key_level(f->tpl, (enum pol_power_key)k), f->staff))
+		if (p->keys[k] <
+		    pol_level_value(pol_power_key_level(f->tpl, (enum pol_power_key)k), f->staff))
 			return POL_EXP_LEVEL_LOWERED;
 	}
 	for (unsigned i = 0; i < POL_GUARDED_COUNT; i++) {
@@ -210,9 +212,9 @@ static const char *const exposure_names[POL_EXP_COUNT] = {
 };
 
 static const char *const setting_names[POL_SET_COUNT] = {
-        [POL_SET_JOIN_RULES] = "join_rules", [POL_SET_HISTORY] = "history_visibility",
+        [POL_SET_JOIN_RULES] = "join_rules",     [POL_SET_HISTORY] = "history_visibility",
         [POL_SET_GUEST_ACCESS] = "guest_access", [POL_SET_ALIAS] = "canonical_alias",
-        [POL_SET_ENCRYPTION] = "encryption", [POL_SET_POWER_LEVELS] = "power_levels",
+        [POL_SET_ENCRYPTION] = "encryption",     [POL_SET_POWER_LEVELS] = "power_levels",
 };
 
 static const char *const template_names[POL_TPL_COUNT] = {

@@ -36,7 +36,7 @@ enum pol_setting {
 
 /* How a change to a setting is judged. */
 enum pol_judge {
-	POL_JUDGE_RANK = 1, /* the value at most as open as the template's, in the row's order */
+	POL_JUDGE_RANK = 1,  /* the value at most as open as the template's, in the row's order */
 	POL_JUDGE_JOIN_RULE, /* as RANK; a restricted rule may name only the template's rooms */
 	POL_JUDGE_EMPTY,     /* only "nothing" is safe (no alias at all) */
 	POL_JUDGE_ABSENT,    /* the event itself is the exposure, and cannot be undone */
@@ -45,19 +45,19 @@ enum pol_judge {
 
 /* What a change exposes: a stable name in each audit record and alert. */
 enum pol_exposure {
-	POL_EXP_NONE = 0,        /* nothing: the content is as safe as the template */
-	POL_EXP_OPENED,          /* a join rule or history more open than the template's */
-	POL_EXP_ALLOW_WIDENED,   /* a restricted join rule naming a room the template does not */
-	POL_EXP_UNKNOWN_VALUE,   /* a value Threshold does not know: judged open (fail closed) */
-	POL_EXP_GUEST_ACCESS,    /* guest_access can_join: accountless visitors could join */
-	POL_EXP_ALIAS,           /* an alias: the room findable by name */
-	POL_EXP_ENCRYPTION,      /* encryption on: Threshold can no longer read, relay or check */
-	POL_EXP_BOT_LOWERED,     /* the bot below 100: it could no longer keep the room safe */
-	POL_EXP_POWER_GIVEN,     /* someone but the bot at or above the guarded level */
-	POL_EXP_GUEST_POWER,     /* a guest above 0 */
-	POL_EXP_DEFAULT_RAISED,  /* users_default above the template's */
-	POL_EXP_LEVEL_LOWERED,   /* a guarded event level (or state_default, invite) below the template's */
-	POL_EXP_MALFORMED,       /* a power level that is not a number */
+	POL_EXP_NONE = 0,       /* nothing: the content is as safe as the template */
+	POL_EXP_OPENED,         /* a join rule or history more open than the template's */
+	POL_EXP_ALLOW_WIDENED,  /* a restricted join rule naming a room the template does not */
+	POL_EXP_UNKNOWN_VALUE,  /* a value Threshold does not know: judged open (fail closed) */
+	POL_EXP_GUEST_ACCESS,   /* guest_access can_join: accountless visitors could join */
+	POL_EXP_ALIAS,          /* an alias: the room findable by name */
+	POL_EXP_ENCRYPTION,     /* encryption on: Threshold can no longer read, relay or check */
+	POL_EXP_BOT_LOWERED,    /* the bot below 100: it could no longer keep the room safe */
+	POL_EXP_POWER_GIVEN,    /* someone but the bot at or above the guarded level */
+	POL_EXP_GUEST_POWER,    /* a guest above 0 */
+	POL_EXP_DEFAULT_RAISED, /* users_default above the template's */
+	POL_EXP_LEVEL_LOWERED,  /* a guarded event level (or state_default, invite) below the template's */
+	POL_EXP_MALFORMED,      /* a power level that is not a number */
 	POL_EXP_COUNT
 };
 
@@ -89,11 +89,11 @@ enum pol_power_key {
 
 /* One row of the table. */
 struct pol_setting_row {
-	const char *type;                   /* the state event type (state key "") */
-	const char *key;                    /* the content key holding its value, or NULL */
-	const char *safe[POL_TPL_COUNT];    /* the template's value; NULL: not set by the template */
+	const char *type;                /* the state event type (state key "") */
+	const char *key;                 /* the content key holding its value, or NULL */
+	const char *safe[POL_TPL_COUNT]; /* the template's value; NULL: not set by the template */
 	enum pol_judge judge;
-	const char *order[6];               /* RANK, JOIN_RULE: values, most closed first (NULL ends) */
+	const char *order[6]; /* RANK, JOIN_RULE: values, most closed first (NULL ends) */
 };
 
 /** The row of @p s, or NULL when out of range. */
@@ -121,9 +121,9 @@ long long pol_level_value(enum pol_level lv, long long staff);
  * malformed.
  */
 struct pol_power_facts {
-	long long bot;          /* the bot's level */
-	long long others_max;   /* the highest level of anyone listed but the bot (users_default included) */
-	long long guests_max;   /* the highest level of a guest (listed, or known in the room), or 0 */
+	long long bot;        /* the bot's level */
+	long long others_max; /* the highest level of anyone listed but the bot (users_default included) */
+	long long guests_max; /* the highest level of a guest (listed, or known in the room), or 0 */
 	long long keys[POL_PK_COUNT];
 	long long events[POL_GUARDED_COUNT];
 	int malformed;
@@ -133,13 +133,13 @@ struct pol_power_facts {
 struct pol_setting_facts {
 	enum pol_setting setting;
 	enum pol_template tpl;
-	const char *value;      /* RANK, JOIN_RULE: the content's value (borrowed); NULL: absent or
-	                           not a string */
-	unsigned allow_outside; /* JOIN_RULE: allow entries naming anything but the template's rooms
-	                           (an entry that cannot be read counts) */
-	int has_alias;          /* EMPTY: 1 if the content names an alias or alt_aliases */
+	const char *value;            /* RANK, JOIN_RULE: the content's value (borrowed); NULL: absent or
+	                                 not a string */
+	unsigned allow_outside;       /* JOIN_RULE: allow entries naming anything but the template's rooms
+	                                 (an entry that cannot be read counts) */
+	int has_alias;                /* EMPTY: 1 if the content names an alias or alt_aliases */
 	struct pol_power_facts power; /* POWER */
-	long long staff;        /* rooms.staff_power, for the template's POL_LV_STAFF */
+	long long staff;              /* rooms.staff_power, for the template's POL_LV_STAFF */
 };
 
 /**

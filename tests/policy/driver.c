@@ -131,7 +131,8 @@ static int read_power(const json_t *o, struct pol_power_facts *p, char *why, siz
 				while (i < POL_GUARDED_COUNT && strcmp(pol_guarded_type(i), type) != 0)
 					i++;
 				if (i == POL_GUARDED_COUNT || !json_is_integer(lv)) {
-					snprintf(why, whylen, "input.json: power.events: \"%s\" is not guarded", type);
+					snprintf(why, whylen,
+					         "input.json: power.events: \"%s\" is not guarded", type);
 					return -1;
 				}
 				p->events[i] = json_integer_value(lv);
@@ -152,7 +153,8 @@ static int read_power(const json_t *o, struct pol_power_facts *p, char *why, siz
 			p->guests_max = n;
 		} else {
 			unsigned k = 0;
-			while (k < POL_PK_COUNT && strcmp(pol_power_key_name((enum pol_power_key)k), key) != 0)
+			while (k < POL_PK_COUNT &&
+			       strcmp(pol_power_key_name((enum pol_power_key)k), key) != 0)
 				k++;
 			if (k == POL_PK_COUNT)
 				goto bad;
@@ -172,9 +174,9 @@ static int run_judge(json_t *in, const char *exp_path, char *why, size_t whylen)
 	const char *setting_s, *tpl_s, *value = NULL;
 	json_t *power = NULL;
 	int allow_outside = 0, has_alias = 0, staff = 50, ok = 0;
-	if (json_unpack_ex(in, &jerr, JSON_STRICT, "{s:s, s:s, s?s, s?i, s?b, s?i, s?o}", "setting", &setting_s,
-	                   "template", &tpl_s, "value", &value, "allow_outside", &allow_outside, "has_alias",
-	                   &has_alias, "staff", &staff, "power", &power) != 0) {
+	if (json_unpack_ex(in, &jerr, JSON_STRICT, "{s:s, s:s, s?s, s?i, s?b, s?i, s?o}", "setting",
+	                   &setting_s, "template", &tpl_s, "value", &value, "allow_outside", &allow_outside,
+	                   "has_alias", &has_alias, "staff", &staff, "power", &power) != 0) {
 		json_why(why, whylen, "input.json", &jerr);
 		return 0;
 	}
@@ -355,7 +357,8 @@ int main(int argc, char **argv)
 	}
 	for (unsigned i = 0; i < POL_SET_COUNT; i++) {
 		if (!setting_covered[i]) {
-			printf("FAIL setting %s has no passing judge case\n", pol_setting_name((enum pol_setting)i));
+			printf("FAIL setting %s has no passing judge case\n",
+			       pol_setting_name((enum pol_setting)i));
 			failed++;
 		}
 	}

@@ -473,7 +473,8 @@ static void test_managed_room(void)
 	a = last_of("state");
 	CHECK_STR(json_string_value(json_object_get(a, "type")), "m.room.join_rules");
 	CHECK_STR(json_string_value(json_object_get(json_object_get(a, "content"), "join_rule")), "invite");
-	CHECK_STR(json_string_value(json_object_get(json_object_get(a, "enforce"), "reason")), "state_reverted");
+	CHECK_STR(json_string_value(json_object_get(json_object_get(a, "enforce"), "reason")),
+	          "state_reverted");
 	json_decref(a);
 
 	run("61",
@@ -532,8 +533,8 @@ static long long level_of(const json_t *a, const char *user_id)
 static char *state_body(const char *id, const char *room, const char *type, const char *sender,
                         const json_t *content)
 {
-	json_t *ev = json_pack("{s:[{s:s, s:s, s:s, s:s, s:s, s:O}]}", "events", "event_id", id, "room_id", room,
-	                       "type", type, "state_key", "", "sender", sender, "content", content);
+	json_t *ev = json_pack("{s:[{s:s, s:s, s:s, s:s, s:s, s:O}]}", "events", "event_id", id, "room_id",
+	                       room, "type", type, "state_key", "", "sender", sender, "content", content);
 	char *s = json_dumps(ev, JSON_COMPACT);
 	json_decref(ev);
 	return s;
@@ -560,7 +561,8 @@ static void test_managed_power_and_alias(void)
 	json_t *c = json_object_get(a, "content");
 	CHECK_EQ_INT(json_integer_value(json_object_get(c, "invite")), 50);
 	CHECK_EQ_INT(json_integer_value(json_object_get(c, "state_default")), 100);
-	CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(c, "events"), "m.room.encryption")), 100);
+	CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(c, "events"), "m.room.encryption")),
+	             100);
 	json_decref(a);
 
 	/* Staff at 99 (not the bot's level): back to staff's level. */
@@ -588,7 +590,8 @@ static void test_managed_power_and_alias(void)
 	a = last_of("state");
 	CHECK_EQ_INT(level_of(a, "@staff:test.local"), 100);
 	CHECK_EQ_INT(level_of(a, GUEST_ID), 0);
-	CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(a, "content"), "state_default")), 100);
+	CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(a, "content"), "state_default")),
+	             100);
 
 	/* No loop: Threshold's own revert, coming back as the bot's event, is
 	 * its own revert: nothing is queued; what it could not undo (staff at
@@ -729,15 +732,18 @@ static void test_conversation_template(void)
 	struct txn_result res;
 
 	/* Opened by someone with power: back to restricted, with its allow list. */
-	run("c1", STATE("$c1", "!p:test.local", "m.room.join_rules", "@staff:test.local", "{\"join_rule\":\"public\"}"),
+	run("c1",
+	    STATE("$c1", "!p:test.local", "m.room.join_rules", "@staff:test.local",
+	          "{\"join_rule\":\"public\"}"),
 	    &res);
 	CHECK_EQ_INT(res.queued, 2);
 	json_t *a = last_of("state");
 	json_t *c = json_object_get(a, "content");
 	CHECK_STR(json_string_value(json_object_get(c, "join_rule")), "restricted");
 	CHECK_EQ_INT(json_array_size(json_object_get(c, "allow")), 1);
-	CHECK_STR(json_string_value(json_object_get(json_array_get(json_object_get(c, "allow"), 0), "room_id")),
-	          "!staffroom:test.local");
+	CHECK_STR(
+	        json_string_value(json_object_get(json_array_get(json_object_get(c, "allow"), 0), "room_id")),
+	        "!staffroom:test.local");
 	CHECK_STR(json_string_value(json_object_get(json_array_get(json_object_get(c, "allow"), 0), "type")),
 	          "m.room_membership");
 	/* Its own revert, back as the bot's event: nothing (no loop). */
