@@ -21,7 +21,7 @@ import requests
 from conftest import SERVER_NAME
 from gateway import Guest, join_portal, wait_gateway
 from helpers import (alerts, audit_records, bearer, ensure_user, group_with_guest,  # noqa: F401 (safeguarding: a fixture)
-                     make_group, make_room_admin, q, room_state, safeguarding, staff_room_with_bot, wait_for,
+                     make_group, make_room_admin, membership, q, room_state, safeguarding, staff_room_with_bot, wait_for,
                      while_threshold_down)
 from mx import Client, run
 
@@ -260,3 +260,25 @@ def test_staff_cannot_turn_on_encryption(env, service, threshold):
         put_state(env, r, "m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"}, env.token("staff"),
                   want=403)
         assert state(env, r, "m.room.encryption") is None
+
+
+def test_refused_removal_is_recorded_as_refused(env, safeguarding, threshold):
+    """A homeserver admin's make_room_admin for a stranger: the stranger is
+    given the bot's level (sent as the bot), then invited.  Threshold withdraws
+    the invite, the homeserver refuses (nobody may remove someone at their own
+    level), and the record and alert say it was refused, not done."""
+    group, _guest = group_with_guest(env, threshold)
+    stranger = ensure_user(env, "mallory_admin")
+    make_room_admin(env, group, stranger)
+
+    failed = wait_for("enforcement_failed for the withdrawal",
+                      lambda: [r for r in audit_records(threshold, "enforcement_failed", room=group)
+                               if r["reason"] == "stranger_invite_withdrawn"])
+    assert failed[0]["subject"] == stranger and failed[0]["actor"] == env.bot, failed
+    assert failed[0]["details"]["op"] == "kick" and failed[0]["details"]["refused"].startswith("HTTP 403"), failed
+    body = wait_for("the alert", lambda: [a["content"]["body"] for a in alerts(env, safeguarding)
+                                           if a["content"].get("body", "").startswith("Threshold could NOT remove "
+                                                                                     + stranger)])
+    assert group in body[0] and "HTTP 403" in body[0], body
+    # The refusal is the homeserver's: the stranger is still invited.
+    assert membership(env, "staff", group, stranger)[0] == "invite"

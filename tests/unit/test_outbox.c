@@ -814,6 +814,17 @@ static void test_enforcement_refused(store *st, outbox *ob, const char *dir)
 	sleep_ms(100);
 	CHECK_EQ_INT(fake_nseen(), 1);
 
+	/* The room taken off the directory, as the bot. */
+	fake_script(NULL);
+	push(st, "{\"op\":\"directory_visibility\",\"room_id\":\"!r:hs\",\"user_id\":\"@bot:hs\","
+	         "\"visibility\":\"private\"}");
+	outbox_wake(ob);
+	CHECK(wait_drained(ob, 1, 5000));
+	CHECK_STR(fk.seen[0].method, "PUT");
+	CHECK_STR(fk.seen[0].path, "/_matrix/client/v3/directory/list/room/%21r%3Ahs");
+	CHECK_STR(fk.seen[0].query, "user_id=%40bot%3Ahs");
+	CHECK(json_eq_text(fk.seen[0].body, "{\"visibility\":\"private\"}"));
+
 	cfg.safeguarding_room = NULL;
 	outbox_set_audit(ob, NULL);
 	audit_close(au);
