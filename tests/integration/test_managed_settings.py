@@ -282,3 +282,18 @@ def test_refused_removal_is_recorded_as_refused(env, safeguarding, threshold):
     assert group in body[0] and "HTTP 403" in body[0], body
     # The refusal is the homeserver's: the stranger is still invited.
     assert membership(env, "staff", group, stranger)[0] == "invite"
+
+
+def test_encryption_that_lands_is_recorded_and_alerted(env, safeguarding, threshold):
+    """Encryption turned on as the bot (something holding the AS token): it
+    cannot be undone, so nothing is sent back; the record and an urgent alert
+    say so."""
+    group, _guest = group_with_guest(env, threshold)
+    as_bot(env, group, "m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"})
+    recs = wait_for("the record", lambda: audit_records(threshold, "encryption_enabled", room=group))
+    assert recs[0]["actor"] == env.bot and recs[0]["details"]["action"] == "none_possible", recs
+    body = wait_for("the alert", lambda: [a["content"]["body"] for a in alerts(env, safeguarding)
+                                           if a["content"].get("body", "").startswith("URGENT")
+                                           and group in a["content"]["body"]])
+    assert "turned on encryption" in body[0] and "cannot be undone" in body[0], body
+    assert reverts(threshold, group) == []
