@@ -201,20 +201,14 @@ static void power_facts(const struct config *cfg, const json_t *room, const json
 }
 
 /* The rooms a template's restricted join rule may name: the ones recorded
- * when the room was made; for a room made before they were recorded, any
- * service's staff room (borrowed from @p room, or new in @p owned). */
-static const json_t *allow_rooms(const struct config *cfg, const json_t *room, json_t **owned)
+ * when the room was made (borrowed from @p room).  A room made before they
+ * were recorded names none: any restricted rule there counts as widened and
+ * goes back to invite-only, closed rather than guessed (another service's
+ * staff room must never be let in). */
+static const json_t *allow_rooms(const json_t *room)
 {
 	const json_t *rooms = json_object_get(room, "allow");
-	*owned = NULL;
-	if (json_is_array(rooms))
-		return rooms;
-	*owned = json_array();
-	for (size_t i = 0; i < cfg->nservices; i++) {
-		if (cfg->services[i].staff_room)
-			json_array_append_new(*owned, json_string(cfg->services[i].staff_room));
-	}
-	return *owned;
+	return json_is_array(rooms) ? rooms : NULL;
 }
 
 static int in_array(const json_t *a, const char *s)
@@ -296,8 +290,7 @@ int templates_judge_event(const struct config *cfg, const json_t *room, const st
 	f.setting = (enum pol_setting)s;
 	f.tpl = tpl;
 	f.staff = cfg->staff_power;
-	json_t *owned;
-	const json_t *allowed = allow_rooms(cfg, room, &owned);
+	const json_t *allowed = allow_rooms(room);
 	const struct pol_setting_row *row = pol_setting_row(f.setting);
 	if (row->key)
 		f.value = jsonx_str(content, row->key);
@@ -343,7 +336,6 @@ int templates_judge_event(const struct config *cfg, const json_t *room, const st
 			out->revert = NULL;
 		}
 	}
-	json_decref(owned);
 	json_decref(content);
 	return 1;
 }

@@ -811,6 +811,21 @@ static void test_conversation_template(void)
 	json_decref(pl);
 	json_decref(users);
 
+	/* A conversation made before its allow list was recorded: closed
+	 * rather than guessed. */
+	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
+	CHECK_EQ_INT(rooms_mark_managed(t, "!old:test.local", "portal"), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	run("c8b",
+	    STATE("$c8b", "!old:test.local", "m.room.join_rules", "@staff:test.local",
+	          "{\"join_rule\":\"restricted\",\"allow\":[{\"type\":\"m.room_membership\","
+	          "\"room_id\":\"!other-service:test.local\"}]}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 2);
+	a = last_of("state");
+	CHECK_STR(json_string_value(json_object_get(json_object_get(a, "content"), "join_rule")), "invite");
+	json_decref(a);
+
 	/* Encryption: nothing can undo it; recorded, and the safeguarding room told. */
 	char *saved_sg = cfg.safeguarding_room;
 	cfg.safeguarding_room = xstrdup("!sg:test.local");
