@@ -63,6 +63,8 @@ static const char *const kind_names[AUDIT_NKINDS] = {
         [AUDIT_CONVERSATION_OPENED] = "conversation_opened",
         [AUDIT_CONVERSATION_CLOSED] = "conversation_closed",
         [AUDIT_CONVERSATION_HANDED] = "conversation_handed_over",
+        [AUDIT_ENCRYPTION_ENABLED] = "encryption_enabled",
+        [AUDIT_ENFORCEMENT_FAILED] = "enforcement_failed",
 };
 
 /* A subject's key slot waiting to be zeroed once its erasure is committed. */

@@ -307,6 +307,7 @@ int daemon_serve(const struct config *cfg)
 	}
 	if (outbox_start(st, cfg, &ob) != TH_OK)
 		goto out;
+	outbox_set_audit(ob, au); /* refused enforcement is recorded */
 	struct txn_env env = {cfg, st, au};
 	if (cfg->nservices) {
 		raise_fd_limit(cfg);

@@ -4,7 +4,6 @@
  */
 #include "events.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +19,7 @@
 #include "outbox.h"
 #include "policy.h"
 #include "rooms.h"
+#include "templates.h"
 #include "txn.h"
 #include "util.h"
 
@@ -61,115 +61,6 @@ static enum pol_room room_of(const struct config *cfg, const char *room_id, cons
 	return rooms_is_managed(room) ? POL_ROOM_MANAGED : POL_ROOM_UNMANAGED;
 }
 
-/* A power level as the spec allows it: an integer, or (in older room
- * versions) a string of one.  @return 1 with the level in @p out, or 0. */
-static int power_level(const json_t *v, long long *out)
-{
-	if (json_is_integer(v)) {
-		*out = json_integer_value(v);
-		return 1;
-	}
-	const char *s = json_string_value(v);
-	char *end;
-	if (!s || !*s)
-		return 0;
-	errno = 0;
-	long long n = strtoll(s, &end, 10);
-	if (errno || *end)
-		return 0;
-	*out = n;
-	return 1;
-}
-
-/* m.room.power_levels: a guest above 0, or the bot below 100 (spec: a user
- * not listed has users_default).  The content with every guest set to 0 and
- * the bot to 100, else NULL. */
-static json_t *safe_power_levels(const struct config *cfg, json_t *content)
-{
-	json_t *users = json_object_get(content, "users");
-	long long dflt = 0, level;
-	if (!power_level(json_object_get(content, "users_default"), &dflt))
-		dflt = 0;
-	int exposed = 0;
-	const char *user_id;
-	json_t *v;
-	json_object_foreach(users, user_id, v)
-	{
-		if (strcmp(user_id, cfg->bot_user_id) != 0 && config_user_in_namespace(cfg, user_id) &&
-		    (!power_level(v, &level) || level > 0))
-			exposed = 1;
-	}
-	json_t *bot = json_object_get(users, cfg->bot_user_id);
-	if (bot ? !power_level(bot, &level) || level < 100 : dflt < 100)
-		exposed = 1;
-	if (!exposed)
-		return NULL;
-	json_t *safe = json_deep_copy(content);
-	json_t *safe_users = json_object_get(safe, "users");
-	if (!json_is_object(safe_users)) {
-		safe_users = json_object();
-		json_object_set_new(safe, "users", safe_users);
-	}
-	json_object_foreach(safe_users, user_id, v)
-	{
-		if (strcmp(user_id, cfg->bot_user_id) != 0 && config_user_in_namespace(cfg, user_id))
-			json_object_set_new(safe_users, user_id, json_integer(0));
-	}
-	json_object_set_new(safe_users, cfg->bot_user_id, json_integer(100));
-	return safe;
-}
-
-/* The content that puts back a room setting that would expose a managed
- * room's members (new reference), or NULL when @p ev changes nothing that
- * matters:
- *  - join rules public/knock: anyone could get in;
- *  - history world_readable or shared: newcomers (or anyone) could read what
- *    guests said before;
- *  - power levels giving a guest power (to invite, to change the room), or
- *    taking the bot's 100 (with which it keeps the room safe);
- *  - a canonical alias: the room findable by name, and a way to ask to join. */
-static json_t *exposed_setting(const struct config *cfg, const struct mxev *ev)
-{
-	static const struct {
-		const char *type, *key, *safe;
-		const char *bad[3];
-	} settings[] = {
-	        {"m.room.join_rules", "join_rule", "invite", {"public", "knock", "knock_restricted"}},
-	        {"m.room.history_visibility",
-	         "history_visibility",
-	         "joined",
-	         {"world_readable", "shared", NULL}},
-	};
-	if (!ev->state_key || *ev->state_key)
-		return NULL;
-	int power = strcmp(ev->type, "m.room.power_levels") == 0;
-	int alias = strcmp(ev->type, "m.room.canonical_alias") == 0;
-	size_t i = 0;
-	while (i < sizeof(settings) / sizeof(settings[0]) && strcmp(ev->type, settings[i].type) != 0)
-		i++;
-	if (!power && !alias && i == sizeof(settings) / sizeof(settings[0]))
-		return NULL;
-	json_t *content = NULL, *safe = NULL;
-	if (mxev_content_json(ev, &content) != TH_OK)
-		return NULL;
-	if (power) {
-		safe = safe_power_levels(cfg, content);
-	} else if (alias) {
-		const char *a = jsonx_str(content, "alias");
-		if ((a && *a) || json_array_size(json_object_get(content, "alt_aliases")) > 0)
-			safe = json_object();
-	} else {
-		const char *value = jsonx_str(content, settings[i].key);
-		int bad = 0;
-		for (size_t j = 0; value && j < 3 && settings[i].bad[j]; j++)
-			bad |= strcmp(value, settings[i].bad[j]) == 0;
-		if (bad)
-			safe = json_pack("{s:s}", settings[i].key, settings[i].safe);
-	}
-	json_decref(content);
-	return safe;
-}
-
 /* @return 1 if power levels event @p ev leaves @p guest at 0 or less. */
 static int guest_lowered(const struct mxev *ev, const char *guest)
 {
@@ -180,7 +71,7 @@ static int guest_lowered(const struct mxev *ev, const char *guest)
 	json_t *v = json_object_get(json_object_get(content, "users"), guest);
 	if (!v)
 		v = json_object_get(content, "users_default");
-	if (!v || !power_level(v, &level))
+	if (!v || !templates_power_level(v, &level))
 		level = v ? 1 : 0;
 	json_decref(content);
 	return level <= 0;
@@ -282,8 +173,18 @@ static const char *note_text(enum pol_note note)
 	}
 }
 
+/* What an enforcement action enforces (new reference): the decision's
+ * reason and the event it answers, for outbox_enforcement_failed. */
+static json_t *enforce_of(const struct pol_decision *d, const struct mxev *ev)
+{
+	return json_pack("{s:s, s:s}", "reason", pol_reason_name(d->reason), "event_id", ev->event_id);
+}
+
 /* @p answer: the text for POL_ACT_AUDIT_ANSWER (borrowed), or NULL; @p safe:
- * the content for POL_ACT_REVERT_STATE (borrowed), or NULL. */
+ * the content for POL_ACT_REVERT_STATE (borrowed), or NULL.  A kick or a
+ * revert carries "enforce": what it enforces, so that a permanent refusal is
+ * recorded and alerted (outbox_enforcement_failed) instead of passing
+ * silently. */
 static int apply(const struct txn_env *env, store_txn *t, const struct pol_decision *d, const struct mxev *ev,
                  json_t *room, const char *answer, const json_t *safe, unsigned *queued)
 {
@@ -336,12 +237,22 @@ static int apply(const struct txn_env *env, store_txn *t, const struct pol_decis
 			                   "user_id", cfg->bot_user_id, "target", target);
 			if (note_text(a->note))
 				json_object_set_new(action, "reason", json_string(note_text(a->note)));
+			json_object_set_new(action, "enforce", enforce_of(d, ev));
 			break;
 		case POL_ACT_REVERT_STATE:
-			if (safe)
-				action = json_pack("{s:s, s:s, s:s, s:s, s:s, s:O}", "op", "state", "room_id",
-				                   room_id, "user_id", cfg->bot_user_id, "type", ev->type,
-				                   "state_key", "", "content", safe);
+			if (!safe)
+				break;
+			action = json_pack("{s:s, s:s, s:s, s:s, s:s, s:O, s:o}", "op", "state", "room_id",
+			                   room_id, "user_id", cfg->bot_user_id, "type", ev->type,
+			                   "state_key", "", "content", safe, "enforce", enforce_of(d, ev));
+			/* Whoever could make this change could also have published the
+			 * room to the directory, which no event shows: take it off. */
+			int qrc = queue(t, action, queued);
+			if (qrc)
+				return qrc;
+			action = json_pack("{s:s, s:s, s:s, s:s, s:o}", "op", "directory_visibility",
+			                   "room_id", room_id, "user_id", cfg->bot_user_id, "visibility",
+			                   "private", "enforce", enforce_of(d, ev));
 			break;
 		}
 		if (!action)
@@ -359,7 +270,7 @@ static int apply(const struct txn_env *env, store_txn *t, const struct pol_decis
  * subject is the guest asked about, and whose details say what was asked). */
 static int record(const struct txn_env *env, store_txn *t, const struct pol_decision *d,
                   const struct mxev *ev, const struct audit_query *q, const struct audit_answer *answer,
-                  uint64_t *seq)
+                  const struct templates_change *xc, uint64_t *seq)
 {
 	*seq = 0;
 	if (!env->au || d->record == POL_REC_NONE)
@@ -371,6 +282,8 @@ static int record(const struct txn_env *env, store_txn *t, const struct pol_deci
 	        [POL_REC_AUDIT_EXPORTED] = AUDIT_AUDIT_EXPORTED,
 	        [POL_REC_IDENTITY_REVEALED] = AUDIT_IDENTITY_REVEALED,
 	        [POL_REC_STATE_REVERTED] = AUDIT_STATE_REVERTED,
+	        [POL_REC_ENCRYPTION_ENABLED] = AUDIT_ENCRYPTION_ENABLED,
+	        [POL_REC_ENFORCEMENT_FAILED] = AUDIT_ENFORCEMENT_FAILED,
 	};
 	json_t *details;
 	/* A membership concerns its state_key; a room setting concerns no one person. */
@@ -385,6 +298,19 @@ static int record(const struct txn_env *env, store_txn *t, const struct pol_deci
 		/* The lead's reason, as typed: the point of breaking glass on the record. */
 		details = json_pack("{s:s}", "reason", q->reason);
 		subject = answer->subject[0] ? answer->subject : NULL;
+	} else if (d->record == POL_REC_STATE_REVERTED || d->record == POL_REC_ENCRYPTION_ENABLED ||
+	           (d->record == POL_REC_ENFORCEMENT_FAILED && d->reason == POL_R_STATE_CANNOT_REVERT)) {
+		/* What the change exposed, and what was done: the setting put back to
+		 * the room's template value (and the room taken off the directory),
+		 * or nothing, because nothing can undo it (and who keeps the bot's
+		 * power).  A refused revert adds an enforcement_failed record. */
+		details =
+		        json_pack("{s:s, s:s, s:s, s:s, s:s}", "event_id", ev->event_id, "setting",
+		                  pol_setting_name(xc->setting), "exposure", pol_exposure_name(xc->exposure),
+		                  "template", pol_template_name(xc->tpl), "action",
+		                  d->record == POL_REC_STATE_REVERTED ? "revert_queued" : "none_possible");
+		if (xc->cannot_demote)
+			json_object_set(details, "cannot_demote", xc->cannot_demote);
 	} else {
 		details = json_pack("{s:s, s:b}", "event_id", ev->event_id, "is_direct", ev->is_direct);
 	}
@@ -409,7 +335,7 @@ static int record(const struct txn_env *env, store_txn *t, const struct pol_deci
 /* Tell the safeguarding room, in plain words, what happened and what
  * Threshold did; ids only, and the audit record to look up. */
 static int alert(const struct config *cfg, store_txn *t, const struct pol_decision *d, const struct mxev *ev,
-                 uint64_t seq, unsigned *queued)
+                 const struct templates_change *xc, uint64_t seq, unsigned *queued)
 {
 	if (!d->alert || !cfg->safeguarding_room)
 		return TH_OK;
@@ -429,9 +355,44 @@ static int alert(const struct config *cfg, store_txn *t, const struct pol_decisi
 		        ev->state_key, ev->room_id, (unsigned long long)seq);
 		break;
 	case POL_R_STATE_REVERTED:
-		text = xasprintf("%s changed %s in managed room %s in a way that would expose its members. "
-		                 "Threshold put it back. Audit record #%llu.",
-		                 ev->sender, ev->type, ev->room_id, (unsigned long long)seq);
+		text = xasprintf("%s changed %s in managed room %s in a way that would expose its members "
+		                 "(%s). Threshold is putting back the room's own %s setting and taking the "
+		                 "room off the room directory; if that is refused you will be told. Audit "
+		                 "record #%llu.",
+		                 ev->sender, ev->type, ev->room_id, pol_exposure_name(xc->exposure),
+		                 pol_template_name(xc->tpl), (unsigned long long)seq);
+		if (xc->cannot_demote) { /* spec: auth rules; they keep it */
+			char *who = json_dumps(xc->cannot_demote, JSON_COMPACT);
+			char *more =
+			        xasprintf("%s Threshold cannot lower %s, who hold the bot's own power: a "
+			                  "homeserver admin must, or move the conversation to a new room.",
+			                  text, who ? who : "someone");
+			free(who);
+			free(text);
+			text = more;
+		}
+		break;
+	case POL_R_STATE_CANNOT_REVERT: {
+		char *who = xc->cannot_demote ? json_dumps(xc->cannot_demote, JSON_COMPACT) : NULL;
+		text = xasprintf(
+		        "URGENT: %s changed %s in managed room %s so that it exposes its members "
+		        "(%s), and Threshold cannot put it back: %s hold%s the bot's own power, which "
+		        "Matrix does not let the bot lower. A homeserver admin must lower them, or "
+		        "move the conversation to a new room. Audit record #%llu.",
+		        ev->sender, ev->type, ev->room_id, pol_exposure_name(xc->exposure),
+		        who ? who : "someone",
+		        xc->cannot_demote && json_array_size(xc->cannot_demote) > 1 ? "" : "s",
+		        (unsigned long long)seq);
+		free(who);
+		break;
+	}
+	case POL_R_ENCRYPTION_ENABLED:
+		text = xasprintf("URGENT: %s turned on encryption in managed room %s. This cannot be undone: "
+		                 "Threshold can no longer read, relay or check anything said there, and the "
+		                 "guest's messages may stop reaching staff. Move the conversation to a new "
+		                 "room and find out how this account got the power to do it. Audit record "
+		                 "#%llu.",
+		                 ev->sender, ev->room_id, (unsigned long long)seq);
 		break;
 	case POL_R_INVITER_NOT_STAFF:
 		text = xasprintf("%s, who is not staff, invited %s into managed room %s. Threshold withdrew "
@@ -490,7 +451,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	struct audit_query q = {0};
 	struct audit_answer answer = {0};
 	char *reply = NULL;
-	json_t *safe = NULL; /* a revert's content */
+	struct templates_change xc = {0}; /* a room setting judged against its template */
 
 	json_object_set_new(room, "events",
 	                    json_integer(json_integer_value(json_object_get(room, "events")) + 1));
@@ -545,8 +506,13 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 			f.event = POL_EV_JOIN;
 		else if (strcmp(membership, "leave") == 0 || strcmp(membership, "ban") == 0)
 			f.event = POL_EV_LEAVE;
-	} else if (state_key && !own_setup && (safe = exposed_setting(cfg, ev))) {
-		f.event = POL_EV_STATE_EXPOSED;
+	} else if (state_key && !own_setup && f.room == POL_ROOM_MANAGED &&
+	           templates_judge_event(cfg, room, ev, &xc) && xc.exposure != POL_EXP_NONE) {
+		/* The content, judged against the room's template; never the sender.
+		 * (A guest's own settings while it makes its room are Threshold's.) */
+		f.event = xc.exposure == POL_EXP_ENCRYPTION ? POL_EV_ENCRYPTION
+		          : xc.revert                       ? POL_EV_STATE_EXPOSED
+		                                            : POL_EV_STATE_STUCK;
 	} else if (strcmp(type, "m.room.message") == 0) {
 		f.command = events_parse_command(ev->body);
 		if (f.command != POL_CMD_NONE)
@@ -580,13 +546,13 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	q.since_ms = audit_query_since_ms(&q, th_now_ms());
 	q.since_ago_ms = 0;
 	uint64_t seq;
-	int rc = record(env, t, &d, ev, &q, &answer, &seq);
+	int rc = record(env, t, &d, ev, &q, &answer, &xc, &seq);
 	if (!rc && answer.text)
 		reply = seq ? xasprintf("%s\nThis question is audit record #%llu.", answer.text,
 		                        (unsigned long long)seq)
 		            : xstrdup(answer.text);
 	if (!rc)
-		rc = apply(env, t, &d, ev, room, reply, safe, queued);
+		rc = apply(env, t, &d, ev, room, reply, xc.revert, queued);
 	if (!rc && d.nactions && d.actions[0].kind == POL_ACT_AUDIT_EXPORT)
 		rc = queue(t,
 		           json_pack("{s:s, s:s, s:s, s:s, s:I}", "op", "audit_export", "room_id", room_id,
@@ -594,7 +560,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		                     (json_int_t)q.since_ms),
 		           queued);
 	if (!rc)
-		rc = alert(cfg, t, &d, ev, seq, queued);
+		rc = alert(cfg, t, &d, ev, &xc, seq, queued);
 	/* What guests in a conversation see of it (bridge/conv.c). */
 	if (!rc && f.room == POL_ROOM_MANAGED &&
 	    (strcmp(type, "m.room.message") == 0 || ev->membership || strcmp(type, "m.room.redaction") == 0 ||
@@ -610,7 +576,8 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	if (reply) /* it may hold what a reveal unsealed */
 		explicit_bzero(reply, strlen(reply));
 	free(reply);
-	json_decref(safe);
+	json_decref(xc.revert);
+	json_decref(xc.cannot_demote);
 	audit_query_answer_free(&answer);
 	return rc;
 }

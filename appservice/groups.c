@@ -10,6 +10,7 @@
 #include "jsonx.h"
 #include "mxevent.h"
 #include "outbox.h"
+#include "templates.h"
 #include "util.h"
 
 #define MAX_NAME 120
@@ -61,23 +62,11 @@ json_t *groups_room_content(const struct config *cfg, const char *name, const ch
 	/* Invite-only, history from joining, not federated unless rooms.federate,
 	 * and only the bot (100) may change what decides who can get in or read
 	 * back.  Staff moderate at rooms.staff_power: invite, remove, redact,
-	 * rename. */
-	int staff = (int)cfg->staff_power;
-	json_t *power = json_pack("{s:{s:i, s:i}, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:{s:i}}", "users",
-	                          cfg->bot_user_id, 100, creator, staff, "users_default", 0, "events_default",
-	                          0, "state_default", 100, "invite", staff, "kick", staff, "ban", staff,
-	                          "redact", staff, "notifications", "room", staff);
-	json_object_set_new(power, "events",
-	                    json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i}", "m.room.name", staff,
-	                              "m.room.topic", staff, "m.room.power_levels", 100, "m.room.join_rules",
-	                              100, "m.room.history_visibility", 100, "m.room.canonical_alias", 100,
-	                              "m.room.encryption", 100, "m.room.server_acl", 100, "m.room.tombstone",
-	                              100));
-	json_t *initial = json_pack("[{s:s, s:s, s:{s:s}}, {s:s, s:s, s:{s:s}}, {s:s, s:s, s:{s:s}}]", "type",
-	                            "m.room.join_rules", "state_key", "", "content", "join_rule", "invite",
-	                            "type", "m.room.history_visibility", "state_key", "", "content",
-	                            "history_visibility", "joined", "type", "m.room.guest_access",
-	                            "state_key", "", "content", "guest_access", "forbidden");
+	 * rename.  The group template (policy/exposure.c). */
+	json_t *users = json_pack("{s:I}", creator, (json_int_t)cfg->staff_power);
+	json_t *power = templates_power_levels(cfg, POL_TPL_GROUP, users);
+	json_decref(users);
+	json_t *initial = templates_initial_state(POL_TPL_GROUP, NULL);
 	return json_pack("{s:s, s:s, s:s, s:{s:b}, s:[s], s:o, s:o}", "name", name, "preset", "private_chat",
 	                 "visibility", "private", "creation_content", "m.federate", cfg->rooms_federate,
 	                 "invite", creator, "initial_state", initial, "power_level_content_override", power);

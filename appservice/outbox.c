@@ -31,6 +31,7 @@
 #include "jsonx.h"
 #include "qr.h"
 #include "rooms.h"
+#include "templates.h"
 #include "util.h"
 
 #define BACKOFF_BASE_MS 500u
@@ -41,6 +42,8 @@
 #define STORE_RETRY_MS 1000u
 
 #define META_SEQ    "outbox_seq"
+/* In the answer execute() hands remove_entry: an enforcement action refused for good. */
+#define ENFORCE_REFUSED "enforcement_refused"
 #define META_PREFIX "outbox_txn_prefix"
 #define PREFIX_MAX  32 /* hex characters */
 
@@ -48,6 +51,7 @@ struct outbox {
 	store *st;
 	const struct config *cfg;
 	cs_client *cs; /* used by the worker thread only */
+	struct audit *au; /* for enforcement_failed records, or NULL */
 	char txn_prefix[PREFIX_MAX + 1];
 	pthread_t thread;
 	pthread_mutex_t mu; /* guards stop and woken */
@@ -190,6 +194,20 @@ static void build_state(const outbox *ob, uint64_t seq, const json_t *a, struct 
 	free(room);
 	free(type);
 	free(key);
+}
+
+static void build_directory_visibility(const outbox *ob, uint64_t seq, const json_t *a, struct request *req)
+{
+	/* spec: PUT /directory/list/room/{roomId}: idempotent; the room's entry in
+	 * the published room list, which no state event shows. */
+	(void)ob;
+	(void)seq;
+	char *room = cs_escape(field(a, "room_id"));
+	req->method = "PUT";
+	req->path = xasprintf("/_matrix/client/v3/directory/list/room/%s", room);
+	req->user_id = field(a, "user_id");
+	req->body = json_pack("{s:s}", "visibility", field(a, "visibility"));
+	free(room);
 }
 
 static void build_redact(const outbox *ob, uint64_t seq, const json_t *a, struct request *req)
@@ -514,6 +532,8 @@ static int done_create_room(const outbox *ob, store_txn *t, const json_t *a, con
 		return TH_OK;
 	}
 	int rc = rooms_mark_managed(t, room_id, field(a, "kind"));
+	if (!rc)
+		rc = templates_room_created(t, room_id, json_object_get(a, "content"));
 	if (!rc && field(a, "conversation"))
 		rc = conv_room_created(ob->cfg, t, field(a, "conversation"), room_id);
 	const json_t *reply = json_object_get(a, "reply");
@@ -810,6 +830,60 @@ static int done_qr_image(const outbox *ob, store_txn *t, const json_t *a, const 
 	return rc;
 }
 
+/* ---- enforcement refused ------------------------------------------------ */
+
+void outbox_set_audit(outbox *ob, struct audit *au)
+{
+	ob->au = au;
+}
+
+int outbox_enforcement_failed(const outbox *ob, store_txn *t, const json_t *a, const char *why)
+{
+	const json_t *enforce = json_object_get(a, "enforce");
+	const char *op = field(a, "op"), *room = field(a, "room_id"), *target = field(a, "target");
+	const char *reason = field(enforce, "reason") ? field(enforce, "reason") : "unknown";
+	uint64_t seq = 0;
+	int rc = TH_OK;
+	if (ob->au) {
+		json_t *details = json_pack("{s:s, s:s, s:s?, s:s?}", "op", op ? op : "?", "refused", why,
+		                            "event_id", field(enforce, "event_id"), "type", field(a, "type"));
+		struct audit_rec rec = {
+		        .kind = AUDIT_ENFORCEMENT_FAILED,
+		        .actor = field(a, "user_id"),
+		        .subject = target,
+		        .room = room,
+		        .reason = reason,
+		        .details = details,
+		};
+		rc = audit_append(ob->au, t, &rec, &seq);
+		json_decref(details);
+		if (rc)
+			return rc;
+	}
+	LOG(LOG_ERROR, "outbox: enforcement refused: %s (%s) in %s: %s", op ? op : "?", reason,
+	    room ? room : "?", why);
+	if (!ob->cfg->safeguarding_room)
+		return TH_OK;
+	char *doing;
+	if (op && strcmp(op, "kick") == 0)
+		doing = xasprintf("remove %s from", target ? target : "someone");
+	else if (op && strcmp(op, "directory_visibility") == 0)
+		doing = xstrdup("take off the room directory");
+	else
+		doing = xasprintf("put back %s in", field(a, "type") ? field(a, "type") : "a setting");
+	char *text = xasprintf("Threshold could NOT %s room %s (%s): the homeserver refused (%s). The room "
+	                       "may still be exposed: check it now. Audit record #%llu.",
+	                       doing, room ? room : "?", reason, why, (unsigned long long)seq);
+	/* as the action's own user: the bot */
+	json_t *notice = outbox_notice(ob->cfg->safeguarding_room, field(a, "user_id"), text, NULL);
+	rc = outbox_push(t, notice);
+	json_decref(notice);
+	free(doing);
+	free(text);
+	/* An alert that cannot be queued must not keep the refused action alive. */
+	return rc == TH_EINVAL ? TH_OK : rc;
+}
+
 static const struct op {
 	const char *name;
 	const char *fields[7];
@@ -826,6 +900,12 @@ static const struct op {
         {"invite", {"room_id", "user_id", "target"}, 0, build_invite, NULL, NULL},
         {"kick", {"room_id", "user_id", "target"}, 0, build_kick, NULL, NULL},
         {"state", {"room_id", "user_id", "type"}, 1, build_state, NULL, NULL},
+        {"directory_visibility",
+         {"room_id", "user_id", "visibility"},
+         0,
+         build_directory_visibility,
+         NULL,
+         NULL},
         {"create_room", {"user_id", "kind"}, 1, NULL, done_create_room, run_create_room},
         {"redact", {"room_id", "user_id", "event_id"}, 0, build_redact, NULL, NULL},
         {"account_data", {"user_id", "type"}, 1, build_account_data, NULL, NULL},
@@ -997,6 +1077,8 @@ static enum outbox_result execute(outbox *ob, uint64_t seq, const char *val, siz
 		break;
 	case OUTBOX_DROP:
 		LOG(LOG_WARN, "outbox: dropped %s action %llu: %s", op->name, (unsigned long long)seq, why);
+		if (json_object_get(a, "enforce")) /* remove_entry records and alerts it */
+			*answer = json_pack("{s:s}", ENFORCE_REFUSED, why);
 		break;
 	case OUTBOX_RETRY:
 		*delay_ms = outbox_backoff_ms(attempt, r.retry_after_ms, ob->cfg->outbox_max_backoff_ms);
@@ -1051,7 +1133,9 @@ static int remove_entry(outbox *ob, uint64_t seq, const char *val, size_t vlen, 
 		return rc;
 	}
 	json_t *a = json_loadb(val, vlen, 0, NULL);
-	if (answer) {
+	if (answer && jsonx_str(answer, ENFORCE_REFUSED)) {
+		rc = outbox_enforcement_failed(ob, t, a, jsonx_str(answer, ENFORCE_REFUSED));
+	} else if (answer) {
 		const struct op *op = op_check(a);
 		rc = op && op->done ? op->done(ob, t, a, answer) : TH_OK;
 	} else if (field(a, "blob")) { /* dropped: its bytes go with it */

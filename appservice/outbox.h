@@ -25,6 +25,13 @@
  *   {"op":"invite", "room_id":R, "user_id":U, "target":T}
  *   {"op":"kick",   "room_id":R, "user_id":U, "target":T[, "reason":S]}  (also withdraws an invite)
  *   {"op":"state",  "room_id":R, "user_id":U, "type":T[, "state_key":K], "content":{...}}
+ *   {"op":"directory_visibility", "room_id":R, "user_id":U, "visibility":"private"|"public"}
+ *       R's entry in the homeserver's published room list (no state event shows it).
+ * Any action may carry "enforce": {"reason":S, "event_id":E}: it carries out a
+ * policy decision (a kick, a revert).  If the homeserver refuses it for good,
+ * the commit that drops it appends an enforcement_failed audit record and
+ * queues an alert to the safeguarding room (outbox_enforcement_failed), so
+ * no record is left claiming an enforcement that did not happen.
  *   {"op":"create_room", "user_id":U, "kind":K, "content":{createRoom body}
  *                        [, "reply":{"room_id":R, "event_id":E, "body":S}]}
  *       On success the new room is recorded as managed, of kind K, and when
@@ -83,6 +90,7 @@
 
 #include "store.h"
 
+struct audit;
 struct config;
 typedef struct outbox outbox;
 
@@ -130,6 +138,22 @@ int outbox_push(store_txn *t, const json_t *action);
  *         prefix on first use), or TH_EIO (no randomness, no thread).
  */
 int outbox_start(store *st, const struct config *cfg, outbox **out);
+
+/**
+ * Give the worker the audit log to record refused enforcement actions in
+ * (see "enforce" above).  Call once, right after outbox_start; until then a
+ * refusal is logged and alerted but not recorded.
+ * @param au  borrowed; must outlive the outbox
+ */
+void outbox_set_audit(outbox *ob, struct audit *au);
+
+/**
+ * The hook of the drop path: record (when an audit log is set) and alert
+ * that enforcement action @p a was refused for good, saying @p why ("HTTP 403
+ * M_FORBIDDEN"), in write transaction @p t.
+ * @return TH_OK or a store error.
+ */
+int outbox_enforcement_failed(const outbox *ob, store_txn *t, const json_t *a, const char *why);
 
 /** Tell the worker new actions are committed.  Safe from any thread. */
 void outbox_wake(outbox *ob);

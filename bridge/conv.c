@@ -16,6 +16,7 @@
 #include "mxevent.h"
 #include "outbox.h"
 #include "rooms.h"
+#include "templates.h"
 #include "util.h"
 #include "visibility.h"
 
@@ -183,17 +184,9 @@ static int sessions_end(store_txn *t, json_t *c)
  */
 static json_t *portal_power(const struct config *cfg, const char *guest, int guest_level)
 {
-	int staff = (int)cfg->staff_power;
-	json_t *power = json_pack("{s:{s:i, s:i}, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:{s:i}}", "users",
-	                          cfg->bot_user_id, 100, guest, guest_level, "users_default", staff,
-	                          "events_default", 0, "state_default", 100, "invite", 100, "kick", staff,
-	                          "ban", staff, "redact", staff, "notifications", "room", staff);
-	json_object_set_new(power, "events",
-	                    json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i}", "m.room.name", 100,
-	                              "m.room.topic", 100, "m.room.power_levels", 100, "m.room.join_rules",
-	                              100, "m.room.history_visibility", 100, "m.room.canonical_alias", 100,
-	                              "m.room.encryption", 100, "m.room.server_acl", 100, "m.room.tombstone",
-	                              100));
+	json_t *users = json_pack("{s:i}", guest, guest_level);
+	json_t *power = templates_power_levels(cfg, POL_TPL_CONVERSATION, users);
+	json_decref(users);
 	return power;
 }
 
@@ -224,16 +217,10 @@ json_t *conv_room_content(const struct config *cfg, const struct config_service 
 	 * Synapse's default_room_version may become 12.  Restricted joins need 8+.
 	 */
 	json_t *power = portal_power(cfg, guest, 100);
-	/* Restricted join: members of the service's staff room may join (spec:
-	 * room versions 8+), nobody else without the bot's invite.  History is
-	 * shared with members so staff who join later read what the guest
-	 * wrote while waiting; nobody outside the staff room can become one. */
-	json_t *initial = json_pack(
-	        "[{s:s, s:s, s:{s:s, s:[{s:s, s:s}]}}, {s:s, s:s, s:{s:s}}, {s:s, s:s, s:{s:s}}]", "type",
-	        "m.room.join_rules", "state_key", "", "content", "join_rule", "restricted", "allow", "type",
-	        "m.room_membership", "room_id", svc->staff_room, "type", "m.room.history_visibility",
-	        "state_key", "", "content", "history_visibility", "shared", "type", "m.room.guest_access",
-	        "state_key", "", "content", "guest_access", "forbidden");
+	/* Join rule restricted to the service's staff room (spec: room versions
+	 * 8+), shared history, no guest access: the conversation template
+	 * (policy/exposure.c), the same values a revert puts back. */
+	json_t *initial = templates_initial_state(POL_TPL_CONVERSATION, svc->staff_room);
 	char *name = xasprintf("%s · %s", pseudonym, svc->display_name);
 	char *topic =
 	        xasprintf("A conversation with a guest of %s. Only staff can join; the guest sees staff "
@@ -275,6 +262,11 @@ static int room_created(const struct config *cfg, store_txn *t, const char *gues
 		return rc;
 	}
 	const struct config_service *svc = config_service_find(cfg, jsonx_str(c, "service"));
+	/* Seen from its create event, before the outbox's commit: the rooms its
+	 * join rule names, as templates_room_created would record them, so a
+	 * revert in between restores the same allow list. */
+	if (room && svc && svc->staff_room)
+		json_object_set_new(room, "allow", json_pack("[s]", svc->staff_room));
 	json_object_set_new(c, "room", json_string(room_id));
 	if (strcmp(jsonx_str(c, "state") ? jsonx_str(c, "state") : "", CONV_WAITING) == 0)
 		json_object_set_new(c, "state", json_string(CONV_OPEN));

@@ -74,12 +74,20 @@ static const struct rule rules[] = {
         {POL_EV_INVITE, ROLE(POL_ROLE_GUEST) | STRANGERS, STAFFISH, ROOM(POL_ROOM_MANAGED), 0,
          POL_R_INVITER_NOT_STAFF, POL_ACT_KICK, 0, POL_NOTE_ONLY_STAFF_INVITE, POL_REC_MEMBERSHIP_ENFORCED, 1,
          ANY},
-        /* The bot's own settings come back to it as events: never undo them,
-         * or a revert the homeserver alters would loop. */
-        {POL_EV_STATE_EXPOSED, ROLE(POL_ROLE_BOT), ANY, ANY, 0, POL_R_STATE_BY_BOT, 0, 0, POL_NOTE_NONE,
-         POL_REC_NONE, 0, ANY},
+        /* A setting that exposes a managed room goes back to the room's
+         * template value, whoever sent it: the content is judged, never the
+         * sender (a homeserver admin acts as the bot).  Threshold's own
+         * reverts are template values, judged safe: they never come here. */
         {POL_EV_STATE_EXPOSED, ANY, ANY, ROOM(POL_ROOM_MANAGED), 0, POL_R_STATE_REVERTED,
          POL_ACT_REVERT_STATE, 0, POL_NOTE_NONE, POL_REC_STATE_REVERTED, 1, ANY},
+        /* Encryption cannot be turned off: only the bot holds its power level,
+         * so this is someone with the bot's power; say so loudly. */
+        {POL_EV_ENCRYPTION, ANY, ANY, ROOM(POL_ROOM_MANAGED), 0, POL_R_ENCRYPTION_ENABLED, 0, 0,
+         POL_NOTE_NONE, POL_REC_ENCRYPTION_ENABLED, 1, ANY},
+        /* Someone holds the bot's own power: Matrix does not let the bot
+         * lower them, so nothing is put back; say so, on the record. */
+        {POL_EV_STATE_STUCK, ANY, ANY, ROOM(POL_ROOM_MANAGED), 0, POL_R_STATE_CANNOT_REVERT, 0, 0,
+         POL_NOTE_NONE, POL_REC_ENFORCEMENT_FAILED, 1, ANY},
 
         /* Commands are answered only where the bot is, and only to staff. */
         {POL_EV_COMMAND, ANY, ANY, ANY, -1, POL_R_COMMAND_IGNORED, 0, 0, POL_NOTE_NONE, POL_REC_NONE, 0, ANY},
@@ -281,7 +289,6 @@ static const char *const reason_names[POL_R_COUNT] = {
         [POL_R_GUEST_SEND_ALLOWED] = "guest_send_allowed",
         [POL_R_GUEST_SEND_REFUSED] = "guest_send_refused",
         [POL_R_BOT_INVITE_STAFF_ROOM] = "bot_invite_staff_room",
-        [POL_R_STATE_BY_BOT] = "state_by_bot",
         [POL_R_INVITER_NOT_STAFF] = "inviter_not_staff",
         [POL_R_GUEST_REDEEM_ALLOWED] = "guest_redeem_allowed",
         [POL_R_GUEST_REDEEM_REFUSED] = "guest_redeem_refused",
@@ -295,6 +302,8 @@ static const char *const reason_names[POL_R_COUNT] = {
         [POL_R_GUEST_LEAVE_CLOSED] = "guest_leave_closed",
         [POL_R_GUEST_ERASE_ALLOWED] = "guest_erase_allowed",
         [POL_R_BOT_INVITE_GUEST_ROOM] = "bot_invite_guest_room",
+        [POL_R_ENCRYPTION_ENABLED] = "encryption_enabled",
+        [POL_R_STATE_CANNOT_REVERT] = "state_cannot_revert",
 };
 
 static const char *const role_names[POL_ROLE_COUNT] = {
@@ -320,6 +329,8 @@ static const char *const event_names[POL_EV_COUNT] = {
         [POL_EV_GATEWAY_UPLOAD] = "gateway_upload",
         [POL_EV_GATEWAY_LEAVE] = "gateway_leave",
         [POL_EV_GATEWAY_ERASE] = "gateway_erase",
+        [POL_EV_ENCRYPTION] = "encryption",
+        [POL_EV_STATE_STUCK] = "state_stuck",
 };
 
 static const char *const conv_names[POL_CONV_COUNT] = {
@@ -378,6 +389,8 @@ static const char *const record_names[POL_REC_COUNT] = {
         [POL_REC_AUDIT_EXPORTED] = "audit_exported",
         [POL_REC_IDENTITY_REVEALED] = "identity_revealed",
         [POL_REC_STATE_REVERTED] = "state_reverted",
+        [POL_REC_ENCRYPTION_ENABLED] = "encryption_enabled",
+        [POL_REC_ENFORCEMENT_FAILED] = "enforcement_failed",
 };
 
 static const char *const note_names[POL_NOTE_COUNT] = {

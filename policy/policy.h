@@ -32,8 +32,8 @@ enum pol_event {
 	POL_EV_AUDIT_COMMAND, /* m.room.message whose body is "!audit ..." (a lead's question) */
 	POL_EV_AUDIT_EXPORT,  /* "!audit export [--since ...]": the log as a signed file */
 	POL_EV_AUDIT_REVEAL,  /* "!audit reveal WHO REASON": break glass on a guest's sealed detail */
-	POL_EV_STATE_EXPOSED, /* a state event that would expose the room: public join rule, open
-	                       * history, a guest given power, the bot's power lowered, an alias */
+	POL_EV_STATE_EXPOSED, /* a state event whose content exposes the room, judged against the
+	                       * room's template by pol_exposure_judge (policy/exposure.h) */
 	POL_EV_GATEWAY_SEND,  /* a guest asks the gateway to send into a room (target: see pol_facts) */
 	/* The other gateway actions (facts: conv, session, entry_open in pol_facts). */
 	POL_EV_GATEWAY_REDEEM, /* someone opens an invitation or a service's public entry */
@@ -41,6 +41,9 @@ enum pol_event {
 	POL_EV_GATEWAY_UPLOAD, /* a guest sends a picture or file (as send) */
 	POL_EV_GATEWAY_LEAVE,  /* a guest ends their conversation */
 	POL_EV_GATEWAY_ERASE,  /* a guest asks for their data to be deleted */
+	POL_EV_ENCRYPTION,    /* m.room.encryption: the room encrypted, which nothing can undo */
+	POL_EV_STATE_STUCK,   /* a setting exposing the room that Threshold cannot put back (someone
+	                       * holds the bot's power, which Matrix does not let it lower) */
 	POL_EV_COUNT
 };
 
@@ -150,7 +153,6 @@ enum pol_reason {
 	POL_R_GUEST_SEND_ALLOWED,        /* a guest writes into a managed room they belong to */
 	POL_R_GUEST_SEND_REFUSED,        /* a guest tried to write anywhere else */
 	POL_R_BOT_INVITE_STAFF_ROOM,     /* anyone in a configured staff room invited the bot there */
-	POL_R_STATE_BY_BOT,              /* the bot's own change to a setting: never undone, no loop */
 	POL_R_INVITER_NOT_STAFF,         /* a guest or stranger in a managed room invited staff */
 	POL_R_GUEST_REDEEM_ALLOWED,      /* a good invitation or an open public entry */
 	POL_R_GUEST_REDEEM_REFUSED,      /* an invitation unknown, used up or expired; entry closed */
@@ -164,6 +166,8 @@ enum pol_reason {
 	POL_R_GUEST_LEAVE_CLOSED,        /* a guest leaves one already closed: sessions end */
 	POL_R_GUEST_ERASE_ALLOWED,       /* a guest may always have their data erased */
 	POL_R_BOT_INVITE_GUEST_ROOM,     /* a guest (that is, Threshold) invited the bot into its room */
+	POL_R_ENCRYPTION_ENABLED,        /* a managed room was encrypted: cannot be undone, alert loudly */
+	POL_R_STATE_CANNOT_REVERT,       /* a setting exposes a managed room and cannot be put back */
 	POL_R_COUNT
 };
 
@@ -176,6 +180,8 @@ enum pol_record {
 	POL_REC_AUDIT_EXPORTED,      /* someone took a copy of the audit log */
 	POL_REC_IDENTITY_REVEALED,   /* someone opened sealed personal detail */
 	POL_REC_STATE_REVERTED,      /* Threshold undid a change to a room's settings */
+	POL_REC_ENCRYPTION_ENABLED,  /* a managed room was encrypted (nothing undone: it cannot be) */
+	POL_REC_ENFORCEMENT_FAILED,  /* Threshold could not carry out what policy asks */
 	POL_REC_COUNT
 };
 

@@ -300,6 +300,10 @@ class Synapse:
             "suppress_key_server_warning": True,
             "enable_registration": False,
             "report_stats": False,
+            # Publication to the room directory allowed (Synapse's default
+            # denies it), so that tests can see Threshold take a managed room
+            # off it; docs/homeserver-hardening.md recommends denying it.
+            "room_list_publication_rules": [{"action": "allow"}],
         })
         cfg.update(PRIVACY)
         cfg.update(RATE_LIMITS)

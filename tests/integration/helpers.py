@@ -214,20 +214,30 @@ def wait_for(what, fn, timeout=30):
     raise AssertionError("timed out waiting for " + what)
 
 
-def group_with_guest_and_admin_staff(env, threshold):
-    """A group room with a guest in it, and staff raised to 100 by a
-    homeserver admin (Synapse's make_room_admin, which acts as the room's
-    highest local user: the bot, whose own changes Threshold never undoes).
-    In a group room only the bot may change power levels and aliases; this
-    is how a test plays a room whose settings staff could change."""
+def group_with_guest(env, threshold):
+    """A group room made through the bot, staff joined, with a guest in it; (room, guest)."""
     group = make_group(env)
     guest = create_guest(env, threshold)
     staff_says(env, group, "!threshold group add %s" % guest["pseudonym"])
     wait_membership(env, "staff", group, guest["user_id"], "join")
-    staff = env.users["staff"][0]
-    r = requests.post("%s/_synapse/admin/v1/rooms/%s/make_room_admin" % (env.hs_url, q(group)),
-                      headers=bearer(env.token("admin")), json={"user_id": staff}, timeout=30)
-    assert r.status_code == 200, r.text
-    wait_for("staff at 100",
-             lambda: room_state(env, "staff", group, "m.room.power_levels")["users"].get(staff) == 100)
     return group, guest
+
+
+def make_room_admin(env, room, user):
+    """Synapse's make_room_admin: a homeserver admin raises @user to 100,
+    sending the power levels as the room's highest local member (the bot)."""
+    r = requests.post("%s/_synapse/admin/v1/rooms/%s/make_room_admin" % (env.hs_url, q(room)),
+                      headers=bearer(env.token("admin")), json={"user_id": user}, timeout=30)
+    assert r.status_code == 200, r.text
+
+
+def while_threshold_down(env, change):
+    """Make @change with Threshold stopped, then start it again: Synapse
+    delivers the events afterwards, as it would for changes made faster than
+    Threshold can answer them (in a room Threshold made, only the bot holds
+    the power to change its settings, so a revert is a backstop)."""
+    env.threshold.stop()
+    try:
+        return change()
+    finally:
+        env.threshold.start()

@@ -24,6 +24,21 @@
  *
  * Every rule of both tables needs a passing case.
  *
+ * A case whose input.json has "setting" asks the exposure judge instead
+ * (policy/exposure.h): does this content expose a room of this template?
+ *
+ * input.json:    {"setting": "join_rules", "template": "conversation", "value": "public",
+ *                 "allow_outside": 0}
+ *                {"setting": "power_levels", "template": "group", "staff": 50,
+ *                 "power": {"others_max": 100, "events": {"m.room.encryption": 50}}}
+ *                ("power" gives only what differs from the template's own levels,
+ *                read with "staff" (default 50) as staff's level; "has_alias" for
+ *                canonical_alias)
+ * expected.json: {"exposure": "power_given"}
+ *
+ * Every rule of the table, every setting and every exposure name needs a
+ * passing case, or the run fails.
+ *
  * A case that cannot be read, or names something policy does not know, fails:
  * a typo must never turn into a skipped case.
  */
@@ -35,6 +50,7 @@
 
 #include <jansson.h>
 
+#include "exposure.h"
 #include "policy.h"
 #include "visibility.h"
 #include "util.h"
@@ -162,6 +178,128 @@ static int is_view_case(const char *path)
 	return view;
 }
 
+/* Settings and exposures judged by a passing case: every one needs one. */
+static unsigned char setting_covered[POL_SET_COUNT], exposure_covered[POL_EXP_COUNT];
+
+/* The template's own power levels, as a judge case's starting point. */
+static void power_from_template(struct pol_setting_facts *f)
+{
+	struct pol_power_facts *p = &f->power;
+	p->bot = POL_LEVEL_BOT;
+	p->others_max = f->staff;
+	p->guests_max = 0;
+	for (unsigned k = 0; k < POL_PK_COUNT; k++)
+		p->keys[k] = pol_level_value(pol_power_key_level(f->tpl, (enum pol_power_key)k), f->staff);
+	for (unsigned i = 0; i < POL_GUARDED_COUNT; i++)
+		p->events[i] = pol_level_value(pol_guarded_level(f->tpl, i), f->staff);
+}
+
+/* Overrides from a case's "power" object; on failure write the reason into @why. */
+static int read_power(const json_t *o, struct pol_power_facts *p, char *why, size_t whylen)
+{
+	const char *key;
+	json_t *v;
+	json_object_foreach((json_t *)o, key, v)
+	{
+		long long n = json_integer_value(v);
+		if (strcmp(key, "events") == 0 && json_is_object(v)) {
+			const char *type;
+			json_t *lv;
+			json_object_foreach(v, type, lv)
+			{
+				unsigned i = 0;
+				while (i < POL_GUARDED_COUNT && strcmp(pol_guarded_type(i), type) != 0)
+					i++;
+				if (i == POL_GUARDED_COUNT || !json_is_integer(lv)) {
+					snprintf(why, whylen,
+					         "input.json: power.events: \"%s\" is not guarded", type);
+					return -1;
+				}
+				p->events[i] = json_integer_value(lv);
+			}
+			continue;
+		}
+		if (strcmp(key, "malformed") == 0 && json_is_boolean(v)) {
+			p->malformed = json_is_true(v);
+			continue;
+		}
+		if (!json_is_integer(v))
+			goto bad;
+		if (strcmp(key, "bot") == 0) {
+			p->bot = n;
+		} else if (strcmp(key, "others_max") == 0) {
+			p->others_max = n;
+		} else if (strcmp(key, "guests_max") == 0) {
+			p->guests_max = n;
+		} else {
+			unsigned k = 0;
+			while (k < POL_PK_COUNT &&
+			       strcmp(pol_power_key_name((enum pol_power_key)k), key) != 0)
+				k++;
+			if (k == POL_PK_COUNT)
+				goto bad;
+			p->keys[k] = n;
+		}
+	}
+	return 0;
+bad:
+	snprintf(why, whylen, "input.json: power: unknown or malformed \"%s\"", key);
+	return -1;
+}
+
+/* Run a judge case (input @in, already loaded); @return 1 if it passed. */
+static int run_judge(json_t *in, const char *exp_path, char *why, size_t whylen)
+{
+	json_error_t jerr;
+	const char *setting_s, *tpl_s, *value = NULL;
+	json_t *power = NULL;
+	int allow_outside = 0, has_alias = 0, staff = 50, ok = 0;
+	if (json_unpack_ex(in, &jerr, JSON_STRICT, "{s:s, s:s, s?s, s?i, s?b, s?i, s?o}", "setting",
+	                   &setting_s, "template", &tpl_s, "value", &value, "allow_outside", &allow_outside,
+	                   "has_alias", &has_alias, "staff", &staff, "power", &power) != 0) {
+		json_why(why, whylen, "input.json", &jerr);
+		return 0;
+	}
+	struct pol_setting_facts f;
+	memset(&f, 0, sizeof(f));
+	int setting = pol_setting_from_name(setting_s), tpl = pol_template_from_name(tpl_s);
+	if (setting < 0 || tpl < 0) {
+		snprintf(why, whylen, "input.json: unknown setting or template");
+		return 0;
+	}
+	f.setting = (enum pol_setting)setting;
+	f.tpl = (enum pol_template)tpl;
+	f.value = value;
+	f.allow_outside = (unsigned)allow_outside;
+	f.has_alias = has_alias;
+	f.staff = staff;
+	power_from_template(&f);
+	if (power && read_power(power, &f.power, why, whylen) != 0)
+		return 0;
+	json_t *expected = json_load_file(exp_path, 0, &jerr);
+	if (!expected) {
+		json_why(why, whylen, "expected.json", &jerr);
+		return 0;
+	}
+	enum pol_exposure e = pol_exposure_judge(&f);
+	json_t *actual = json_pack("{s:s}", "exposure", pol_exposure_name(e) ? pol_exposure_name(e) : "?");
+	ok = json_equal(expected, actual);
+	if (ok) {
+		setting_covered[setting] = 1;
+		exposure_covered[e] = 1;
+	} else {
+		char *want = json_dumps(expected, JSON_COMPACT | JSON_SORT_KEYS);
+		char *got = json_dumps(actual, JSON_COMPACT | JSON_SORT_KEYS);
+		snprintf(why, whylen, "judgement differs\n  expected: %s\n  actual:   %s", want ? want : "?",
+		         got ? got : "?");
+		free(want);
+		free(got);
+	}
+	json_decref(expected);
+	json_decref(actual);
+	return ok;
+}
+
 /* The decision in expected.json's shape (new reference). */
 static json_t *decision_to_json(const struct pol_decision *d)
 {
@@ -206,10 +344,17 @@ static int run_case(const char *dir, const char *name)
 	int view = is_view_case(in_path);
 	memset(&facts, 0, sizeof(facts));
 	memset(&vfacts, 0, sizeof(vfacts));
+	json_error_t jerr;
+	json_t *in = json_load_file(in_path, 0, &jerr);
+	if (in && json_object_get(in, "setting")) {
+		ok = run_judge(in, exp_path, why, sizeof(why));
+		json_decref(in);
+		goto out;
+	}
+	json_decref(in);
 	if (view ? read_view_facts(in_path, &vfacts, why, sizeof(why)) != 0
 	         : read_facts(in_path, &facts, why, sizeof(why)) != 0)
 		goto out;
-	json_error_t jerr;
 	expected = json_load_file(exp_path, 0, &jerr);
 	if (!expected) {
 		json_why(why, sizeof(why), "expected.json", &jerr);
@@ -308,6 +453,20 @@ int main(int argc, char **argv)
 		if (i >= MAX_RULES || !covered_view[i]) {
 			printf("FAIL visibility rule %u (%s) has no passing case\n", i,
 			       pol_view_reason_name(pol_view_rule_reason(i)));
+			failed++;
+		}
+	}
+	for (unsigned i = 0; i < POL_SET_COUNT; i++) {
+		if (!setting_covered[i]) {
+			printf("FAIL setting %s has no passing judge case\n",
+			       pol_setting_name((enum pol_setting)i));
+			failed++;
+		}
+	}
+	for (unsigned i = 0; i < POL_EXP_COUNT; i++) {
+		if (!exposure_covered[i]) {
+			printf("FAIL exposure %s has no passing judge case\n",
+			       pol_exposure_name((enum pol_exposure)i));
 			failed++;
 		}
 	}

@@ -808,6 +808,87 @@ static void test_audit_export(store *st, outbox *ob, const char *dir)
 	free(seal);
 }
 
+/* The last matching record's JSON (new reference in *ctx). */
+static int keep_last(void *ctx, uint64_t seq, const json_t *rec, const char *raw, size_t rawlen)
+{
+	(void)seq;
+	(void)raw;
+	(void)rawlen;
+	json_t **out = ctx;
+	json_decref(*out);
+	*out = json_deep_copy(rec);
+	return 0;
+}
+
+/* An enforcement action (a kick, a revert) refused for good is recorded as
+ * enforcement_failed and alerted in the safeguarding room; an action that
+ * enforces nothing is only logged. */
+static void test_enforcement_refused(store *st, outbox *ob, const char *dir)
+{
+	char *key = xasprintf("%s/audit.key", dir), *seal = xasprintf("%s/seal-keys", dir);
+	struct audit_opts o = {key, seal, 1000, 3600};
+	audit *au;
+	CHECK_EQ_INT(audit_open(st, &o, &au), TH_OK);
+	outbox_set_audit(ob, au);
+	static char sg[] = "!sg:hs";
+	cfg.safeguarding_room = sg;
+
+	fake_script((struct answer[]){{403, "{\"errcode\":\"M_FORBIDDEN\"}", 0, NULL},
+	                              {200, "{\"event_id\":\"$n\"}", 0, NULL},
+	                              {0}});
+	push(st, "{\"op\":\"kick\",\"room_id\":\"!r:hs\",\"user_id\":\"@bot:hs\",\"target\":\"@x:hs\","
+	         "\"enforce\":{\"reason\":\"stranger_removed\",\"event_id\":\"$j\"}}");
+	outbox_wake(ob);
+	CHECK(wait_drained(ob, 2, 5000));
+	CHECK_EQ_INT(fake_nseen(), 2);
+	CHECK(strstr(fk.seen[0].path, "/kick") != NULL);
+	CHECK(strstr(fk.seen[1].path, "/rooms/%21sg%3Ahs/send/m.room.message/") != NULL);
+	CHECK(strstr(fk.seen[1].body, "could NOT remove @x:hs from room !r:hs (stranger_removed)") != NULL);
+	CHECK(strstr(fk.seen[1].body, "HTTP 403 M_FORBIDDEN") != NULL);
+
+	store_txn *t;
+	struct audit_filter f;
+	audit_filter_init(&f);
+	f.kind = AUDIT_ENFORCEMENT_FAILED;
+	json_t *rec = NULL;
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	CHECK_EQ_INT(audit_iter(t, &f, keep_last, &rec), TH_OK);
+	store_txn_abort(t);
+	CHECK(rec != NULL);
+	CHECK_STR(json_string_value(json_object_get(rec, "reason")), "stranger_removed");
+	CHECK_STR(json_string_value(json_object_get(rec, "subject")), "@x:hs");
+	CHECK_STR(json_string_value(json_object_get(rec, "room")), "!r:hs");
+	CHECK_STR(json_string_value(json_object_get(json_object_get(rec, "details"), "refused")),
+	          "HTTP 403 M_FORBIDDEN");
+	CHECK_STR(json_string_value(json_object_get(json_object_get(rec, "details"), "event_id")), "$j");
+	json_decref(rec);
+
+	/* Without "enforce": dropped, no record, no alert. */
+	fake_script((struct answer[]){{403, "{\"errcode\":\"M_FORBIDDEN\"}", 0, NULL}, {0}});
+	push(st, "{\"op\":\"kick\",\"room_id\":\"!r:hs\",\"user_id\":\"@bot:hs\",\"target\":\"@y:hs\"}");
+	outbox_wake(ob);
+	CHECK(wait_drained(ob, 1, 5000));
+	sleep_ms(100);
+	CHECK_EQ_INT(fake_nseen(), 1);
+
+	/* The room taken off the directory, as the bot. */
+	fake_script(NULL);
+	push(st, "{\"op\":\"directory_visibility\",\"room_id\":\"!r:hs\",\"user_id\":\"@bot:hs\","
+	         "\"visibility\":\"private\"}");
+	outbox_wake(ob);
+	CHECK(wait_drained(ob, 1, 5000));
+	CHECK_STR(fk.seen[0].method, "PUT");
+	CHECK_STR(fk.seen[0].path, "/_matrix/client/v3/directory/list/room/%21r%3Ahs");
+	CHECK_STR(fk.seen[0].query, "user_id=%40bot%3Ahs");
+	CHECK(json_eq_text(fk.seen[0].body, "{\"visibility\":\"private\"}"));
+
+	cfg.safeguarding_room = NULL;
+	outbox_set_audit(ob, NULL);
+	audit_close(au);
+	free(key);
+	free(seal);
+}
+
 /* A hang past client_timeout_ms is retried, and the retry reuses the txnId. */
 static void test_send_timeout(store *st, outbox *ob, char *path_out, size_t cap)
 {
@@ -938,6 +1019,7 @@ int main(void)
 	test_create_room_lost(st, ob);
 	test_guest_enter(st, ob);
 	test_audit_export(st, ob, dir);
+	test_enforcement_refused(st, ob, dir);
 	test_stop_in_backoff(st, ob);
 	test_restart(st, send_path);
 

@@ -10,6 +10,7 @@
 #include "rooms.h"
 #include "log.h"
 #include "store.h"
+#include "templates.h"
 #include "testlib.h"
 #include "txn.h"
 #include "util.h"
@@ -417,6 +418,39 @@ static json_t *last_action(void)
 	return a;
 }
 
+struct last_of {
+	const char *op;
+	json_t *found;
+};
+
+static int last_of_walk(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct last_of *l = ctx;
+	(void)key;
+	(void)klen;
+	json_t *a = json_loadb(val, vlen, 0, NULL);
+	const char *op = json_string_value(json_object_get(a, "op"));
+	if (op && strcmp(op, l->op) == 0) {
+		json_decref(l->found);
+		l->found = a;
+	} else {
+		json_decref(a);
+	}
+	return 0;
+}
+
+/* The last queued outbox action whose op is @p op (new reference), or NULL. */
+static json_t *last_of(const char *op)
+{
+	store_txn *t;
+	struct last_of l = {op, NULL};
+	if (store_txn_begin(st, 0, &t) == TH_OK) {
+		store_walk(t, STORE_OUTBOX, NULL, 0, last_of_walk, &l);
+		store_txn_abort(t);
+	}
+	return l.found;
+}
+
 /* In a managed room: a setting that would expose it is put back, a stranger
  * who joins is removed; the same settings in an unmanaged room are left be. */
 static void test_managed_room(void)
@@ -431,11 +465,16 @@ static void test_managed_room(void)
 	    "{\"events\":[{\"event_id\":\"$jr\",\"room_id\":\"!g:test.local\",\"type\":\"m.room.join_rules\","
 	    "\"state_key\":\"\",\"sender\":\"@staff:test.local\",\"content\":{\"join_rule\":\"public\"}}]}",
 	    &res);
-	CHECK_EQ_INT(res.queued, 1);
+	CHECK_EQ_INT(res.queued, 2); /* the revert, and the room taken off the directory */
 	json_t *a = last_action();
-	CHECK_STR(json_string_value(json_object_get(a, "op")), "state");
+	CHECK_STR(json_string_value(json_object_get(a, "op")), "directory_visibility");
+	CHECK_STR(json_string_value(json_object_get(a, "visibility")), "private");
+	json_decref(a);
+	a = last_of("state");
 	CHECK_STR(json_string_value(json_object_get(a, "type")), "m.room.join_rules");
 	CHECK_STR(json_string_value(json_object_get(json_object_get(a, "content"), "join_rule")), "invite");
+	CHECK_STR(json_string_value(json_object_get(json_object_get(a, "enforce"), "reason")),
+	          "state_reverted");
 	json_decref(a);
 
 	run("61",
@@ -443,7 +482,7 @@ static void test_managed_room(void)
 	    "\"type\":\"m.room.history_visibility\",\"state_key\":\"\",\"sender\":\"@staff:test.local\","
 	    "\"content\":{\"history_visibility\":\"world_readable\"}}]}",
 	    &res);
-	a = last_action();
+	a = last_of("state");
 	CHECK_STR(json_string_value(json_object_get(json_object_get(a, "content"), "history_visibility")),
 	          "joined");
 	json_decref(a);
@@ -474,6 +513,7 @@ static void test_managed_room(void)
 }
 
 #define GUEST_ID "@guest_0123456789abcdef0123456789abcdef:test.local"
+#define GUEST_Q  "\"" GUEST_ID "\""
 #define STATE(id, room, type, sender, content)                                            \
 	"{\"events\":[{\"event_id\":\"" id "\",\"room_id\":\"" room "\",\"type\":\"" type \
 	"\",\"state_key\":\"\","                                                          \
@@ -489,61 +529,148 @@ static long long level_of(const json_t *a, const char *user_id)
 	        json_object_get(json_object_get(json_object_get(a, "content"), "users"), user_id));
 }
 
-/* Power levels and aliases that would expose a managed room are put back;
- * the bot's own changes never are. */
+/* A state event as a transaction body (new string). */
+static char *state_body(const char *id, const char *room, const char *type, const char *sender,
+                        const json_t *content)
+{
+	json_t *ev = json_pack("{s:[{s:s, s:s, s:s, s:s, s:s, s:O}]}", "events", "event_id", id, "room_id",
+	                       room, "type", type, "state_key", "", "sender", sender, "content", content);
+	char *s = json_dumps(ev, JSON_COMPACT);
+	json_decref(ev);
+	return s;
+}
+
+/* Power levels and aliases that would expose a managed room are put back to
+ * the room's template, whoever sent them: the bot's id (a homeserver admin's
+ * make_room_admin) is judged like anyone's. */
 static void test_managed_power_and_alias(void)
 {
 	struct txn_result res;
-	/* A guest given power: the same content with the guest at 0, the rest kept. */
+	/* A guest given power: the template, the guest at 0, staff kept. */
 	run("80",
 	    STATE("$pl1", "!g:test.local", "m.room.power_levels", "@staff:test.local",
 	          "{\"users\":{\"@threshold:test.local\":100,\"@staff:test.local\":50,\"" GUEST_ID
 	          "\":50},\"users_default\":0,\"invite\":50}"),
 	    &res);
-	CHECK_EQ_INT(res.queued, 1); /* the revert (no safeguarding room here, so no alert) */
-	json_t *a = last_action();
-	CHECK_STR(json_string_value(json_object_get(a, "op")), "state");
+	CHECK_EQ_INT(res.queued, 2); /* the revert, the directory (no safeguarding room here: no alert) */
+	json_t *a = last_of("state");
 	CHECK_STR(json_string_value(json_object_get(a, "type")), "m.room.power_levels");
 	CHECK_EQ_INT(level_of(a, GUEST_ID), 0);
 	CHECK_EQ_INT(level_of(a, "@threshold:test.local"), 100);
 	CHECK_EQ_INT(level_of(a, "@staff:test.local"), 50);
-	CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(a, "content"), "invite")), 50);
+	json_t *c = json_object_get(a, "content");
+	CHECK_EQ_INT(json_integer_value(json_object_get(c, "invite")), 50);
+	CHECK_EQ_INT(json_integer_value(json_object_get(c, "state_default")), 100);
+	CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(c, "events"), "m.room.encryption")),
+	             100);
 	json_decref(a);
 
-	/* The bot lowered (here: left out, with users_default 0): back to 100. */
+	/* Staff at 99 (not the bot's level): back to staff's level. */
 	run("81",
 	    STATE("$pl2", "!g:test.local", "m.room.power_levels", "@staff:test.local",
-	          "{\"users\":{\"@staff:test.local\":100}}"),
+	          "{\"users\":{\"@threshold:test.local\":100,\"@staff:test.local\":99," GUEST_Q
+	          ":0},\"users_default\":100}"),
 	    &res);
-	CHECK_EQ_INT(res.queued, 1);
-	a = last_action();
+	CHECK_EQ_INT(res.queued, 2);
+	a = last_of("state");
 	CHECK_EQ_INT(level_of(a, "@threshold:test.local"), 100);
-	CHECK_EQ_INT(level_of(a, "@staff:test.local"), 100);
+	CHECK_EQ_INT(level_of(a, "@staff:test.local"), 50);
+	CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(a, "content"), "users_default")), 0);
 	json_decref(a);
 
-	/* Safe power levels, and the bot's own (even unsafe ones), change nothing. */
+	/* Sent as the bot, not made by Threshold (make_room_admin): judged like
+	 * anyone's.  Staff at the bot's own 100 cannot be lowered by the bot
+	 * (spec: auth rules), so they stay as they are in the revert; the rest
+	 * (here the guest given 50) goes back. */
 	run("82",
-	    STATE("$pl3", "!g:test.local", "m.room.power_levels", "@staff:test.local",
-	          "{\"users\":{\"@threshold:test.local\":100,\"" GUEST_ID "\":0}}"),
+	    STATE("$pl3", "!g:test.local", "m.room.power_levels", "@threshold:test.local",
+	          "{\"users\":{\"@threshold:test.local\":100,\"@staff:test.local\":100," GUEST_Q ":50}}"),
 	    &res);
+	CHECK_EQ_INT(res.queued, 2);
+	a = last_of("state");
+	CHECK_EQ_INT(level_of(a, "@staff:test.local"), 100);
+	CHECK_EQ_INT(level_of(a, GUEST_ID), 0);
+	CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(a, "content"), "state_default")),
+	             100);
+
+	/* No loop: Threshold's own revert, coming back as the bot's event, is
+	 * its own revert: nothing is queued; what it could not undo (staff at
+	 * 100) is on the record as enforcement_failed. */
+	size_t before = outbox_count();
+	char *body = state_body("$pl3r", "!g:test.local", "m.room.power_levels", "@threshold:test.local",
+	                        json_object_get(a, "content"));
+	run("83", body, &res);
 	CHECK_EQ_INT(res.queued, 0);
-	run("83",
+	CHECK_EQ_INT(outbox_count(), before);
+	free(body);
+	json_decref(a);
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	struct audit_filter f;
+	audit_filter_init(&f);
+	f.kind = AUDIT_ENFORCEMENT_FAILED;
+	struct kind_count kc = {"enforcement_failed", 0, "", "", ""};
+	CHECK_EQ_INT(audit_iter(t, &f, count_kind, &kc), TH_OK);
+	CHECK_EQ_INT(kc.n, 1);
+	CHECK_STR(kc.actor, "@threshold:test.local");
+	store_txn_abort(t);
+
+	/* Without anyone at the bot's level, a revert of a revert is itself:
+	 * template content sent by the bot is safe. */
+	run("83b",
+	    STATE("$pl3b", "!g:test.local", "m.room.power_levels", "@threshold:test.local",
+	          "{\"users\":{\"@threshold:test.local\":100,\"@staff:test.local\":75}}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 2);
+	a = last_of("state");
+	body = state_body("$pl3c", "!g:test.local", "m.room.power_levels", "@threshold:test.local",
+	                  json_object_get(a, "content"));
+	run("83c", body, &res);
+	CHECK_EQ_INT(res.queued, 0);
+	free(body);
+	json_decref(a);
+
+	/* users_default raised, an events level lowered: reverted. */
+	run("84a",
 	    STATE("$pl4", "!g:test.local", "m.room.power_levels", "@threshold:test.local",
-	          "{\"users\":{\"@threshold:test.local\":50,\"" GUEST_ID "\":50}}"),
+	          "{\"users\":{\"@threshold:test.local\":100},\"users_default\":50,\"state_default\":100,"
+	          "\"invite\":50,\"kick\":50,\"ban\":50,\"redact\":50}"),
 	    &res);
+	CHECK_EQ_INT(res.queued, 2);
+	a = last_of("state");
+	CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(a, "content"), "users_default")), 0);
+	json_decref(a);
+	json_t *pl = templates_power_levels(&cfg, POL_TPL_GROUP, NULL);
+	json_object_set_new(json_object_get(pl, "events"), "m.room.encryption", json_integer(50));
+	body = state_body("$pl5", "!g:test.local", "m.room.power_levels", "@threshold:test.local", pl);
+	run("84b", body, &res);
+	free(body);
+	CHECK_EQ_INT(res.queued, 2);
+	a = last_of("state");
+	CHECK_EQ_INT(json_integer_value(json_object_get(
+	                     json_object_get(json_object_get(a, "content"), "events"), "m.room.encryption")),
+	             100);
+	json_decref(a);
+	/* The template itself is safe. */
+	json_object_set_new(json_object_get(pl, "events"), "m.room.encryption", json_integer(100));
+	body = state_body("$pl6", "!g:test.local", "m.room.power_levels", "@staff:test.local", pl);
+	run("84c", body, &res);
+	free(body);
 	CHECK_EQ_INT(res.queued, 0);
+	json_decref(pl);
+
 	/* A string level (older room versions) counts too. */
 	run("84",
-	    STATE("$pl5", "!g:test.local", "m.room.power_levels", "@staff:test.local",
+	    STATE("$pl7", "!g:test.local", "m.room.power_levels", "@staff:test.local",
 	          "{\"users\":{\"@threshold:test.local\":\"100\",\"" GUEST_ID "\":\"10\"}}"),
 	    &res);
-	CHECK_EQ_INT(res.queued, 1);
-	a = last_action();
+	CHECK_EQ_INT(res.queued, 2);
+	a = last_of("state");
 	CHECK_EQ_INT(level_of(a, GUEST_ID), 0);
 	json_decref(a);
 	/* Unmanaged rooms are left be. */
 	run("85",
-	    STATE("$pl6", "!u:test.local", "m.room.power_levels", "@staff:test.local",
+	    STATE("$pl8", "!u:test.local", "m.room.power_levels", "@staff:test.local",
 	          "{\"users\":{\"" GUEST_ID "\":50}}"),
 	    &res);
 	CHECK_EQ_INT(res.queued, 0);
@@ -553,8 +680,8 @@ static void test_managed_power_and_alias(void)
 	    STATE("$ca1", "!g:test.local", "m.room.canonical_alias", "@staff:test.local",
 	          "{\"alias\":\"#tuesday:test.local\"}"),
 	    &res);
-	CHECK_EQ_INT(res.queued, 1);
-	a = last_action();
+	CHECK_EQ_INT(res.queued, 2);
+	a = last_of("state");
 	CHECK_STR(json_string_value(json_object_get(a, "type")), "m.room.canonical_alias");
 	CHECK_EQ_INT(json_object_size(json_object_get(a, "content")), 0);
 	json_decref(a);
@@ -562,7 +689,7 @@ static void test_managed_power_and_alias(void)
 	    STATE("$ca2", "!g:test.local", "m.room.canonical_alias", "@staff:test.local",
 	          "{\"alt_aliases\":[\"#x:test.local\"]}"),
 	    &res);
-	CHECK_EQ_INT(res.queued, 1);
+	CHECK_EQ_INT(res.queued, 2);
 	run("88", STATE("$ca3", "!g:test.local", "m.room.canonical_alias", "@staff:test.local", "{}"), &res);
 	CHECK_EQ_INT(res.queued, 0);
 	run("89",
@@ -589,6 +716,143 @@ static void test_managed_power_and_alias(void)
 
 /* Staff by room membership: joined to a configured staff room is staff; a
  * departure ends it; the bot's join reads the room's members. */
+/* A conversation's settings go back to its own template: the restricted
+ * join rule naming its service's staff room, shared history.  Encryption,
+ * which cannot be undone, is recorded and alerted loudly. */
+static void test_conversation_template(void)
+{
+	store_txn *t;
+	json_t *create = json_pack("{s:o}", "initial_state",
+	                           templates_initial_state(POL_TPL_CONVERSATION, "!staffroom:test.local"));
+	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
+	CHECK_EQ_INT(rooms_mark_managed(t, "!p:test.local", "portal"), TH_OK);
+	CHECK_EQ_INT(templates_room_created(t, "!p:test.local", create), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	json_decref(create);
+	struct txn_result res;
+
+	/* Opened by someone with power: back to restricted, with its allow list. */
+	run("c1",
+	    STATE("$c1", "!p:test.local", "m.room.join_rules", "@staff:test.local",
+	          "{\"join_rule\":\"public\"}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 2);
+	json_t *a = last_of("state");
+	json_t *c = json_object_get(a, "content");
+	CHECK_STR(json_string_value(json_object_get(c, "join_rule")), "restricted");
+	CHECK_EQ_INT(json_array_size(json_object_get(c, "allow")), 1);
+	CHECK_STR(
+	        json_string_value(json_object_get(json_array_get(json_object_get(c, "allow"), 0), "room_id")),
+	        "!staffroom:test.local");
+	CHECK_STR(json_string_value(json_object_get(json_array_get(json_object_get(c, "allow"), 0), "type")),
+	          "m.room_membership");
+	/* Its own revert, back as the bot's event: nothing (no loop). */
+	char *body = state_body("$c1r", "!p:test.local", "m.room.join_rules", "@threshold:test.local", c);
+	run("c2", body, &res);
+	free(body);
+	CHECK_EQ_INT(res.queued, 0);
+	json_decref(a);
+
+	/* Restricted, but naming another room too: widened, put back. */
+	run("c3",
+	    STATE("$c3", "!p:test.local", "m.room.join_rules", "@threshold:test.local",
+	          "{\"join_rule\":\"restricted\",\"allow\":[{\"type\":\"m.room_membership\","
+	          "\"room_id\":\"!staffroom:test.local\"},{\"type\":\"m.room_membership\","
+	          "\"room_id\":\"!elsewhere:test.local\"}]}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 2);
+	a = last_of("state");
+	CHECK_EQ_INT(json_array_size(json_object_get(json_object_get(a, "content"), "allow")), 1);
+	json_decref(a);
+
+	/* Shared history is the conversation's own value: nothing to do. */
+	run("c4",
+	    STATE("$c4", "!p:test.local", "m.room.history_visibility", "@staff:test.local",
+	          "{\"history_visibility\":\"shared\"}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 0);
+	run("c5",
+	    STATE("$c5", "!p:test.local", "m.room.history_visibility", "@staff:test.local",
+	          "{\"history_visibility\":\"world_readable\"}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 2);
+	a = last_of("state");
+	CHECK_STR(json_string_value(json_object_get(json_object_get(a, "content"), "history_visibility")),
+	          "shared");
+	json_decref(a);
+
+	/* Guest access opened: forbidden again. */
+	run("c6",
+	    STATE("$c6", "!p:test.local", "m.room.guest_access", "@staff:test.local",
+	          "{\"guest_access\":\"can_join\"}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 2);
+	a = last_of("state");
+	CHECK_STR(json_string_value(json_object_get(json_object_get(a, "content"), "guest_access")),
+	          "forbidden");
+	json_decref(a);
+
+	/* A conversation's users_default is staff's level; above it, reverted. */
+	json_t *users = json_pack("{s:i}", GUEST_ID, 0);
+	json_t *pl = templates_power_levels(&cfg, POL_TPL_CONVERSATION, users);
+	body = state_body("$c7", "!p:test.local", "m.room.power_levels", "@threshold:test.local", pl);
+	run("c7", body, &res);
+	free(body);
+	CHECK_EQ_INT(res.queued, 0);
+	json_object_set_new(pl, "users_default", json_integer(100));
+	body = state_body("$c8", "!p:test.local", "m.room.power_levels", "@threshold:test.local", pl);
+	run("c8", body, &res);
+	free(body);
+	CHECK_EQ_INT(res.queued, 2);
+	a = last_of("state");
+	CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(a, "content"), "users_default")),
+	             cfg.staff_power);
+	json_decref(a);
+	json_decref(pl);
+	json_decref(users);
+
+	/* A conversation made before its allow list was recorded: closed
+	 * rather than guessed. */
+	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
+	CHECK_EQ_INT(rooms_mark_managed(t, "!old:test.local", "portal"), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	run("c8b",
+	    STATE("$c8b", "!old:test.local", "m.room.join_rules", "@staff:test.local",
+	          "{\"join_rule\":\"restricted\",\"allow\":[{\"type\":\"m.room_membership\","
+	          "\"room_id\":\"!other-service:test.local\"}]}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 2);
+	a = last_of("state");
+	CHECK_STR(json_string_value(json_object_get(json_object_get(a, "content"), "join_rule")), "invite");
+	json_decref(a);
+
+	/* Encryption: nothing can undo it; recorded, and the safeguarding room told. */
+	char *saved_sg = cfg.safeguarding_room;
+	cfg.safeguarding_room = xstrdup("!sg:test.local");
+	run("c9",
+	    STATE("$c9", "!p:test.local", "m.room.encryption", "@staff:test.local",
+	          "{\"algorithm\":\"m.megolm.v1.aes-sha2\"}"),
+	    &res);
+	CHECK_EQ_INT(res.queued, 1); /* the alert only */
+	a = last_action();
+	CHECK_STR(json_string_value(json_object_get(a, "room_id")), "!sg:test.local");
+	CHECK(strstr(json_string_value(json_object_get(json_object_get(a, "content"), "body")),
+	             "URGENT: @staff:test.local turned on encryption") != NULL);
+	json_decref(a);
+	free(cfg.safeguarding_room);
+	cfg.safeguarding_room = saved_sg;
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	struct audit_filter f;
+	audit_filter_init(&f);
+	f.kind = AUDIT_ENCRYPTION_ENABLED;
+	struct kind_count kc = {"encryption_enabled", 0, "", "", ""};
+	CHECK_EQ_INT(audit_iter(t, &f, count_kind, &kc), TH_OK);
+	CHECK_EQ_INT(kc.n, 1);
+	CHECK_STR(kc.actor, "@staff:test.local");
+	CHECK_STR(kc.room, "!p:test.local");
+	store_txn_abort(t);
+}
+
 static void test_staff_rooms(void)
 {
 	struct txn_result res;
@@ -923,6 +1187,7 @@ int main(void)
 	test_audit_records();
 	test_managed_room();
 	test_managed_power_and_alias();
+	test_conversation_template();
 	test_staff_rooms();
 	test_pseudonym_per_room();
 	test_guest_made_room();
