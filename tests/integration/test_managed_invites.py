@@ -13,7 +13,7 @@ import time
 import requests
 
 from helpers import (audit_records, bearer, create_guest, ensure_user, group_with_guest, make_room_admin,
-                     membership, q, room_state, wait_membership, while_threshold_down)
+                     membership, q, room_state, wait_for, wait_membership, while_threshold_down)
 from mx import Client, run
 
 
