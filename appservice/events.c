@@ -50,15 +50,20 @@ enum pol_role events_role(const struct config *cfg, store_txn *t, const char *us
 }
 
 /* The configured safeguarding room first (whatever else it is), then the
- * configured staff rooms; then rooms Threshold created or staff put under
- * management, which carry a "kind". */
+ * configured staff rooms; then rooms Threshold created, which carry a
+ * "kind" (rooms.c): "portal", a guest's conversation, or "group". */
 static enum pol_room room_of(const struct config *cfg, const char *room_id, const json_t *room)
 {
 	if (cfg->safeguarding_room && room_id && strcmp(room_id, cfg->safeguarding_room) == 0)
 		return POL_ROOM_SAFEGUARDING;
 	if (config_ids_has(&cfg->staff_rooms, room_id))
 		return POL_ROOM_STAFF;
-	return rooms_is_managed(room) ? POL_ROOM_MANAGED : POL_ROOM_UNMANAGED;
+	return rooms_kind(room);
+}
+
+static int is_managed(enum pol_room room)
+{
+	return room == POL_ROOM_CONVERSATION || room == POL_ROOM_GROUP;
 }
 
 /* A power level as the spec allows it: an integer, or (in older room
@@ -562,7 +567,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	if (!rc)
 		rc = alert(cfg, t, &d, ev, seq, queued);
 	/* What guests in a conversation see of it (bridge/conv.c). */
-	if (!rc && f.room == POL_ROOM_MANAGED &&
+	if (!rc && is_managed(f.room) &&
 	    (f.event == POL_EV_MESSAGE || ev->membership || strcmp(type, "m.room.redaction") == 0)) {
 		unsigned fed = 0;
 		rc = conv_on_event(cfg, t, ev, f.sender, f.target, room, &fed);
@@ -570,7 +575,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 			(*queued)++; /* a feed grew: the commit hook wakes the gateway's waiting polls */
 	}
 	/* A guest now in a managed room gets its name there (per-room pseudonyms). */
-	if (!rc && f.event == POL_EV_JOIN && f.target == POL_ROLE_GUEST && f.room == POL_ROOM_MANAGED)
+	if (!rc && f.event == POL_EV_JOIN && f.target == POL_ROLE_GUEST && is_managed(f.room))
 		rc = guests_name_in_room(cfg, t, room, room_id, state_key, queued);
 	if (reply) /* it may hold what a reveal unsealed */
 		explicit_bzero(reply, strlen(reply));

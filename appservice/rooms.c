@@ -18,6 +18,16 @@ int rooms_is_managed(const json_t *state)
 	return kind && (strcmp(kind, "group") == 0 || strcmp(kind, "portal") == 0);
 }
 
+enum pol_room rooms_kind(const json_t *state)
+{
+	const char *kind = jsonx_str(state, "kind");
+	if (kind && strcmp(kind, "portal") == 0)
+		return POL_ROOM_CONVERSATION;
+	if (kind && strcmp(kind, "group") == 0)
+		return POL_ROOM_GROUP;
+	return POL_ROOM_UNMANAGED;
+}
+
 /* The record of @p room_id, or a fresh one (new reference in @p out). */
 static int load(store_txn *t, const char *room_id, json_t **out)
 {

@@ -20,6 +20,7 @@
 
 #include <jansson.h>
 
+#include "policy.h"
 #include "store.h"
 
 struct config_ids;
@@ -29,6 +30,14 @@ json_t *rooms_state_new(void);
 
 /** @return 1 if @p state is a room Threshold manages (a group or portal room). */
 int rooms_is_managed(const json_t *state);
+
+/**
+ * What policy knows a room Threshold made to be, from its "kind": a guest's
+ * conversation ("portal"), a service's group ("group"), or, for any other
+ * room, POL_ROOM_UNMANAGED (staff and safeguarding rooms are the config's
+ * to say: see events.c).
+ */
+enum pol_room rooms_kind(const json_t *state);
 
 /**
  * Record @p room_id as managed, of @p kind, in write txn @p t, keeping what

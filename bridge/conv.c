@@ -496,7 +496,7 @@ static int send_checks(const struct txn_env *env, store_txn *t, const char *gues
 	struct pol_facts f = {.event = POL_EV_GATEWAY_SEND,
 	                      .sender = POL_ROLE_GUEST,
 	                      .target = member ? POL_ROLE_GUEST : POL_ROLE_NONE,
-	                      .room = rooms_is_managed(room) ? POL_ROOM_MANAGED : POL_ROOM_UNMANAGED,
+	                      .room = rooms_kind(room),
 	                      .bot_joined = 1};
 	struct pol_decision d;
 	pol_decide(&f, &d);

@@ -35,13 +35,16 @@ enum pol_event {
 	POL_EV_STATE_EXPOSED, /* a state event that would expose the room: public join rule, open
 	                       * history, a guest given power, the bot's power lowered, an alias */
 	POL_EV_GATEWAY_SEND,  /* a guest asks the gateway to send into a room (target: see pol_facts) */
+	POL_EV_STAFF_ENDED,   /* the target stopped being staff (left a staff room of a service, or was
+	                       * dropped from roles): asked once per managed room they are in */
 	POL_EV_COUNT
 };
 
 /* What Threshold knows the event's room to be. */
 enum pol_room {
 	POL_ROOM_UNMANAGED = 0, /* a room Threshold does not manage */
-	POL_ROOM_MANAGED,       /* a room Threshold created or staff put under management */
+	POL_ROOM_CONVERSATION,  /* a guest's conversation with a service: one guest, that service's staff */
+	POL_ROOM_GROUP,         /* a service's moderated group: guests added by its staff */
 	POL_ROOM_SAFEGUARDING,  /* the configured safeguarding room (not managed: no guest belongs there) */
 	POL_ROOM_STAFF,         /* a configured staff room (not managed either); its members are staff */
 	POL_ROOM_COUNT
@@ -74,6 +77,14 @@ struct pol_facts {
 	enum pol_room room;   /* the room the event is in */
 	enum pol_command command;
 	int bot_joined; /* 1 if the bot is joined to the event's room */
+	/* 1 if the sender is staff of the room's service: for a group command, joined to
+	 * the staff room of the group's service (a group of no service: any staff). */
+	int sender_serves;
+	/* 1 if the target belongs in the room: a guest in a conversation room, when it is
+	 * their own; a guest named by "group add", when of the group's service (or of
+	 * none, in a group of none); for POL_EV_STAFF_ENDED, when the target is still
+	 * staff of the room's service. */
+	int target_belongs;
 };
 
 enum pol_action_kind {
@@ -97,6 +108,9 @@ enum pol_note {
 	POL_NOTE_USE_IN_GROUP_ROOM,  /* a group command that only works in a group room */
 	POL_NOTE_NOT_IN_MANAGED,     /* why someone was removed from a managed room */
 	POL_NOTE_ONLY_STAFF_INVITE,  /* why an invite by someone not staff was withdrawn */
+	POL_NOTE_NOT_SERVICE_STAFF,  /* group add by staff who are not in the group's service's staff room */
+	POL_NOTE_OTHER_SERVICE,      /* group add of a guest of another service */
+	POL_NOTE_NO_LONGER_STAFF,    /* the neutral reason given to someone who is no longer staff */
 	POL_NOTE_COUNT
 };
 
@@ -127,6 +141,11 @@ enum pol_reason {
 	POL_R_BOT_INVITE_STAFF_ROOM,     /* anyone in a configured staff room invited the bot there */
 	POL_R_STATE_BY_BOT,              /* the bot's own change to a setting: never undone, no loop */
 	POL_R_INVITER_NOT_STAFF,         /* a guest or stranger in a managed room invited staff */
+	POL_R_GUEST_NOT_OWN_CONV,        /* a guest invited or joined to another guest's conversation */
+	POL_R_GROUP_ADD_NOT_SERVICE,     /* group add by staff outside the group's service */
+	POL_R_GROUP_ADD_OTHER_SERVICE,   /* group add of another service's guest */
+	POL_R_GROUP_ADD_ACROSS,          /* a lead added a guest across services (recorded) */
+	POL_R_STAFF_STATUS_ENDED,        /* someone no longer staff of a service left its rooms */
 	POL_R_COUNT
 };
 
@@ -139,6 +158,7 @@ enum pol_record {
 	POL_REC_AUDIT_EXPORTED,      /* someone took a copy of the audit log */
 	POL_REC_IDENTITY_REVEALED,   /* someone opened sealed personal detail */
 	POL_REC_STATE_REVERTED,      /* Threshold undid a change to a room's settings */
+	POL_REC_ADDED_ACROSS,        /* a lead added a guest to another service's group */
 	POL_REC_COUNT
 };
 
