@@ -63,6 +63,7 @@ static const char *const kind_names[AUDIT_NKINDS] = {
         [AUDIT_CONVERSATION_OPENED] = "conversation_opened",
         [AUDIT_CONVERSATION_CLOSED] = "conversation_closed",
         [AUDIT_CONVERSATION_HANDED] = "conversation_handed_over",
+        [AUDIT_ADDED_ACROSS] = "guest_added_across_services",
 };
 
 /* A subject's key slot waiting to be zeroed once its erasure is committed. */

@@ -139,6 +139,7 @@ enum audit_kind {
 	AUDIT_CONVERSATION_OPENED, /* "conversation_opened": a guest started a conversation */
 	AUDIT_CONVERSATION_CLOSED, /* "conversation_closed": staff closed it, or the guest left */
 	AUDIT_CONVERSATION_HANDED, /* "conversation_handed_over": staff handed it to a colleague */
+	AUDIT_ADDED_ACROSS,        /* "guest_added_across_services": a lead added another service's guest */
 	AUDIT_NKINDS
 };
 

@@ -18,6 +18,7 @@
 #include "gateway.h"
 #include "invites.h"
 #include "cs.h"
+#include "events.h"
 #include "jsonx.h"
 #include "log.h"
 #include "outbox.h"
@@ -104,6 +105,29 @@ static int queue_bot_setup(const struct config *cfg, store *st)
 		return rc;
 	}
 	return store_txn_commit(t);
+}
+
+/* Memberships of managed rooms get their own keys (once), then whoever the
+ * config no longer makes staff is taken out of the rooms of the services
+ * they no longer serve (events_roles_changed), before anything else runs. */
+static int roles_at_start(const struct txn_env *env)
+{
+	store_txn *t;
+	unsigned queued = 0;
+	int rc = store_txn_begin(env->st, 1, &t);
+	if (rc)
+		return rc;
+	rc = rooms_members_backfill(t);
+	if (!rc)
+		rc = events_roles_changed(env, t, &queued);
+	if (rc) {
+		store_txn_abort(t);
+		return rc;
+	}
+	rc = store_txn_commit(t);
+	if (!rc && queued)
+		LOG(LOG_INFO, "roles changed since the last start: %u removals queued", queued);
+	return rc;
 }
 
 /* Append one lifecycle record (and a checkpoint if one is due, or @force). */
@@ -238,6 +262,11 @@ int daemon_serve(const struct config *cfg)
 	prune(cfg, st, NULL);
 	if (queue_bot_setup(cfg, st) != TH_OK) {
 		LOG(LOG_ERROR, "cannot queue the bot's registration in the store");
+		goto out;
+	}
+	struct txn_env start_env = {cfg, st, au};
+	if (roles_at_start(&start_env) != TH_OK) {
+		LOG(LOG_ERROR, "cannot apply the configured roles to the managed rooms");
 		goto out;
 	}
 	if (outbox_start(st, cfg, &ob) != TH_OK)

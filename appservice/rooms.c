@@ -180,3 +180,155 @@ int rooms_staff_forget(store_txn *t, const char *room_id, json_t *room)
 	json_object_del(room, "staff_seen");
 	return reset(t, room_id, NULL, NULL);
 }
+
+int rooms_set_service(store_txn *t, const char *room_id, const char *service)
+{
+	json_t *state;
+	int rc = load(t, room_id, &state);
+	if (rc)
+		return rc;
+	json_object_set_new(state, "service", json_string(service));
+	rc = store_put_json(t, STORE_ROOMS, room_id, state);
+	json_decref(state);
+	return rc;
+}
+
+/* Stop at staff room ctx among a user's. */
+static int is_room(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	const char *room_id = ctx;
+	(void)key;
+	(void)klen;
+	return strlen(room_id) == vlen && memcmp(room_id, val, vlen) == 0 ? -TH_EEXIST : 0;
+}
+
+int rooms_staff_in(store_txn *t, const char *room_id, const char *user_id)
+{
+	if (!room_id || !user_id || strlen(user_id) > MAX_ID)
+		return 0;
+	return store_walk_dups(t, STORE_STAFF_MEMBERS, user_id, strlen(user_id), is_room, (void *)room_id) ==
+	       TH_EEXIST;
+}
+
+/* The STORE_MEMBERS key of (@p room_id, @p user_id): room id, 0, user id. */
+static size_t member_key(char key[2 * MAX_ID + 2], const char *room_id, const char *user_id)
+{
+	size_t rl = strlen(room_id), ul = strlen(user_id);
+	memcpy(key, room_id, rl);
+	key[rl] = '\0';
+	memcpy(key + rl + 1, user_id, ul);
+	return rl + 1 + ul;
+}
+
+int rooms_member_set(store_txn *t, const char *room_id, const char *user_id, const char *membership)
+{
+	if (strlen(user_id) > MAX_ID || strlen(room_id) > MAX_ID)
+		return TH_OK;
+	char key[2 * MAX_ID + 2];
+	size_t klen = member_key(key, room_id, user_id);
+	int keep = membership && (strcmp(membership, "join") == 0 || strcmp(membership, "invite") == 0);
+	int rc;
+	if (keep) {
+		rc = store_put(t, STORE_MEMBERS, key, klen, membership, strlen(membership), 0);
+		if (!rc)
+			rc = store_put(t, STORE_MEMBER_ROOMS, user_id, strlen(user_id), room_id,
+			               strlen(room_id), 0);
+		return rc == TH_EEXIST ? TH_OK : rc;
+	}
+	rc = store_del(t, STORE_MEMBERS, key, klen);
+	if (rc && rc != TH_ENOTFOUND)
+		return rc;
+	rc = store_del_dup(t, STORE_MEMBER_ROOMS, user_id, strlen(user_id), room_id, strlen(room_id));
+	return rc == TH_ENOTFOUND ? TH_OK : rc;
+}
+
+int rooms_member_has(store_txn *t, const char *room_id, const char *user_id)
+{
+	if (!room_id || !user_id || strlen(user_id) > MAX_ID || strlen(room_id) > MAX_ID)
+		return 0;
+	char key[2 * MAX_ID + 2];
+	size_t klen = member_key(key, room_id, user_id);
+	const void *v;
+	size_t vlen;
+	return store_get(t, STORE_MEMBERS, key, klen, &v, &vlen) == TH_OK;
+}
+
+struct room_list {
+	size_t n;
+	char **rooms;
+};
+
+static int collect_room(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct room_list *l = ctx;
+	(void)key;
+	(void)klen;
+	l->rooms = xrealloc(l->rooms, (l->n + 1) * sizeof(*l->rooms));
+	l->rooms[l->n++] = xstrndup(val, vlen);
+	return 0;
+}
+
+int rooms_member_rooms(store_txn *t, const char *user_id, char ***out, size_t *n)
+{
+	struct room_list l = {0, NULL};
+	*out = NULL;
+	*n = 0;
+	if (strlen(user_id) > MAX_ID)
+		return TH_OK;
+	int rc = store_walk_dups(t, STORE_MEMBER_ROOMS, user_id, strlen(user_id), collect_room, &l);
+	if (rc) {
+		for (size_t i = 0; i < l.n; i++)
+			free(l.rooms[i]);
+		free(l.rooms);
+		return rc;
+	}
+	*out = l.rooms;
+	*n = l.n;
+	return TH_OK;
+}
+
+/* The managed rooms' records, collected to be written after the walk. */
+static int collect_managed(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	json_t *all = ctx;
+	json_t *state = json_loadb(val, vlen, 0, NULL);
+	if (rooms_is_managed(state) && klen <= MAX_ID) {
+		char *room_id = xstrndup(key, klen);
+		json_object_set(all, room_id, state);
+		free(room_id);
+	}
+	json_decref(state);
+	return 0;
+}
+
+int rooms_members_backfill(store_txn *t)
+{
+	const void *v;
+	size_t vlen;
+	int rc = store_get(t, STORE_META, "members_indexed", 15, &v, &vlen);
+	if (rc != TH_ENOTFOUND)
+		return rc;
+	json_t *all = json_object();
+	rc = store_walk(t, STORE_ROOMS, NULL, 0, collect_managed, all);
+	const char *room_id;
+	json_t *state;
+	json_object_foreach(all, room_id, state)
+	{
+		const char *user;
+		json_t *m;
+		json_object_foreach(json_object_get(state, "guests"), user, m)
+		{
+			if (!rc && json_is_string(m))
+				rc = rooms_member_set(t, room_id, user, json_string_value(m));
+		}
+		json_object_foreach(json_object_get(state, "staff"), user, m)
+		{
+			if (!rc)
+				rc = rooms_member_set(t, room_id, user, "join");
+		}
+	}
+	json_decref(all);
+	if (!rc)
+		rc = store_put(t, STORE_META, "members_indexed", 15, "1", 1, 0);
+	return rc;
+}

@@ -1168,6 +1168,20 @@ int conv_command(const struct txn_env *env, store_txn *t, const struct mxev *ev,
 	return rc;
 }
 
+/* ---- what the hot path asks about a guest ------------------------------- */
+
+int conv_of_guest(store_txn *t, const char *guest, char *service, size_t service_len, char *room,
+                  size_t room_len)
+{
+	json_t *c = conv_get(t, guest);
+	if (!c)
+		return TH_ENOTFOUND;
+	copy_str(service, service_len, jsonx_str(c, "service"));
+	copy_str(room, room_len, jsonx_str(c, "room"));
+	json_decref(c);
+	return TH_OK;
+}
+
 /* ---- retention ------------------------------------------------------------ */
 
 struct expired {
