@@ -130,6 +130,18 @@ static int roles_at_start(const struct txn_env *env)
 	return rc;
 }
 
+/* Whoever a read of a staff room found gone while Threshold could not see
+ * is taken out of the service's rooms (events_staff_departed). */
+static void staff_departures(const struct txn_env *env, outbox *ob)
+{
+	unsigned queued = 0;
+	int rc = events_staff_departed(env, &queued);
+	if (rc)
+		LOG(LOG_WARN, "staff who left while Threshold was stopped: %s", th_strerror(rc));
+	else if (queued)
+		outbox_wake(ob);
+}
+
 /* Append one lifecycle record (and a checkpoint if one is due, or @force). */
 static int audit_lifecycle(audit *au, store *st, enum audit_kind kind, const char *reason, json_t *details,
                            int force_checkpoint)
@@ -303,6 +315,7 @@ int daemon_serve(const struct config *cfg)
 			next_ping = now + ping_wait;
 		}
 		audit_tick(au, st);
+		staff_departures(&env, ob);
 		if (now >= next_trim) {
 			/* After a burst of guests (thousands of parked polls, each
 			 * with its buffers) give the freed memory back to the system. */

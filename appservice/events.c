@@ -634,6 +634,39 @@ int events_staff_ended(const struct txn_env *env, store_txn *t, const char *user
 	return rc;
 }
 
+int events_staff_departed(const struct txn_env *env, unsigned *queued)
+{
+	store_txn *t;
+	const void *v;
+	size_t vlen;
+	int rc = store_txn_begin(env->st, 0, &t);
+	if (rc)
+		return rc;
+	rc = store_get(t, STORE_META, "staff_departed", 14, &v, &vlen);
+	store_txn_abort(t);
+	if (rc == TH_ENOTFOUND)
+		return TH_OK; /* the usual case: a read, no write */
+	if (rc || (rc = store_txn_begin(env->st, 1, &t)))
+		return rc;
+	json_t *pairs;
+	rc = rooms_staff_departed_take(t, &pairs);
+	size_t i;
+	json_t *p;
+	json_array_foreach(pairs, i, p)
+	{
+		const char *user = json_string_value(json_array_get(p, 0));
+		const char *room = json_string_value(json_array_get(p, 1));
+		if (!rc && user && room)
+			rc = events_staff_ended(env, t, user, room, queued);
+	}
+	json_decref(pairs);
+	if (rc) {
+		store_txn_abort(t);
+		return rc;
+	}
+	return store_txn_commit(t);
+}
+
 static json_t *ids_json(const struct config_ids *ids)
 {
 	json_t *a = json_array();

@@ -51,6 +51,15 @@ int events_staff_ended(const struct txn_env *env, store_txn *t, const char *user
  */
 int events_roles_changed(const struct txn_env *env, store_txn *t, unsigned *queued);
 
+/**
+ * The departures a read of a staff room found (rooms_staff_departed_take):
+ * each goes through events_staff_ended(), in one write transaction of its
+ * own.  Called by the daemon once a second; a no-op when there are none.
+ * @param queued  incremented per action queued (the caller wakes the outbox)
+ * @return TH_OK or a store or audit error (nothing is taken then).
+ */
+int events_staff_departed(const struct txn_env *env, unsigned *queued);
+
 /** Policy's role for @p user_id under @p cfg (bot, guest, lead, staff, local or remote); @p t (read or write)
  * finds staff-room members. */
 enum pol_role events_role(const struct config *cfg, store_txn *t, const char *user_id);

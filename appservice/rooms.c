@@ -112,15 +112,55 @@ static int collect_members(void *ctx, const void *key, size_t klen, const void *
 	return 0;
 }
 
+#define DEPARTED_KEY "staff_departed"
+
+/* Note in STORE_META that @p user_id was found no longer in staff room
+ * @p room_id by a read (rooms_staff_departed_take hands them on). */
+static int note_departed(store_txn *t, const char *room_id, const char *user_id)
+{
+	json_t *list = NULL;
+	int rc = store_get_json(t, STORE_META, DEPARTED_KEY, &list);
+	if (rc == TH_ENOTFOUND || (rc == TH_OK && !json_is_array(list))) {
+		json_decref(list);
+		list = json_array();
+		rc = TH_OK;
+	}
+	if (!rc) {
+		json_array_append_new(list, json_pack("[s, s]", user_id, room_id));
+		rc = store_put_json(t, STORE_META, DEPARTED_KEY, list);
+	}
+	json_decref(list);
+	return rc;
+}
+
+int rooms_staff_departed_take(store_txn *t, json_t **out)
+{
+	*out = NULL;
+	int rc = store_get_json(t, STORE_META, DEPARTED_KEY, out);
+	if (rc == TH_ENOTFOUND)
+		return TH_OK;
+	if (!rc)
+		rc = store_del(t, STORE_META, DEPARTED_KEY, strlen(DEPARTED_KEY));
+	if (rc || !json_is_array(*out)) {
+		json_decref(*out);
+		*out = NULL;
+	}
+	return rc == TH_ENOTFOUND ? TH_OK : rc;
+}
+
 /* Make @p joined (NULL: no one) the recorded members of @p room_id, leaving
- * the users of @p keep (NULL: none) as they are. */
-static int reset(store_txn *t, const char *room_id, const json_t *joined, const json_t *keep)
+ * the users of @p keep (NULL: none) as they are; with @p note, whoever is
+ * no longer there is noted as departed. */
+static int reset(store_txn *t, const char *room_id, const json_t *joined, const json_t *keep, int note)
 {
 	struct members_of m = {room_id, 0, 0, NULL};
 	int rc = store_walk(t, STORE_STAFF_MEMBERS, NULL, 0, collect_members, &m);
 	for (size_t i = 0; i < m.n; i++) {
-		if (!rc && !json_object_get(joined, m.users[i]) && !json_object_get(keep, m.users[i]))
+		if (!rc && !json_object_get(joined, m.users[i]) && !json_object_get(keep, m.users[i])) {
 			rc = rooms_staff_set(t, room_id, m.users[i], 0);
+			if (!rc && note)
+				rc = note_departed(t, room_id, m.users[i]);
+		}
 		free(m.users[i]);
 	}
 	free(m.users);
@@ -167,7 +207,7 @@ int rooms_staff_refresh(store_txn *t, const char *room_id, const json_t *joined)
 	if (rc)
 		return rc;
 	json_t *seen = json_object_get(state, "staff_seen");
-	rc = reset(t, room_id, joined, json_is_object(seen) ? seen : NULL);
+	rc = reset(t, room_id, joined, json_is_object(seen) ? seen : NULL, 1);
 	json_object_del(state, "staff_seen");
 	if (!rc)
 		rc = store_put_json(t, STORE_ROOMS, room_id, state);
@@ -178,7 +218,7 @@ int rooms_staff_refresh(store_txn *t, const char *room_id, const json_t *joined)
 int rooms_staff_forget(store_txn *t, const char *room_id, json_t *room)
 {
 	json_object_del(room, "staff_seen");
-	return reset(t, room_id, NULL, NULL);
+	return reset(t, room_id, NULL, NULL, 0);
 }
 
 int rooms_set_service(store_txn *t, const char *room_id, const char *service)

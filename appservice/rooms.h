@@ -92,11 +92,20 @@ void rooms_staff_seen(json_t *room, const char *user_id);
  * homeserver's joined_members answer; its keys are the user ids) the
  * recorded membership of staff room @p room_id, except for users whose
  * events were handled since the read began, whose record stays as those
- * events left it.  Ends the read.  Walks the whole of STORE_STAFF_MEMBERS:
- * for the bot's own joins and each start, not every event.
+ * events left it.  Ends the read.  Whoever the read finds gone (they left
+ * while Threshold could not see) is noted for rooms_staff_departed_take.  Walks the whole of
+ * STORE_STAFF_MEMBERS: for the bot's own joins and each start, not every event.
  * @return TH_OK or a store error.
  */
 int rooms_staff_refresh(store_txn *t, const char *room_id, const json_t *joined);
+
+/**
+ * Take the departures rooms_staff_refresh noted: @p *out is a new array of
+ * [user id, staff room id] pairs, or NULL when there are none; they are
+ * deleted from the store in @p t.
+ * @return TH_OK or a store error.
+ */
+int rooms_staff_departed_take(store_txn *t, json_t **out);
 
 /**
  * Forget everyone recorded as joined to staff room @p room_id, and any read

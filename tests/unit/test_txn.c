@@ -855,6 +855,41 @@ static void test_room_kinds_and_staff_status(void)
 	CHECK_EQ_INT(events_roles_changed(&env, t, &queued), TH_OK);
 	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
 	CHECK_EQ_INT(queued, 0);
+
+	/* Someone who left a staff room while Threshold could not see: the
+	 * read at start finds them gone, and they are taken out then. */
+	cfg.staff_rooms.v = xcalloc(1, sizeof(char *));
+	cfg.staff_rooms.v[0] = xstrdup("!staffroom:test.local");
+	cfg.staff_rooms.n = 1;
+	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
+	CHECK_EQ_INT(rooms_staff_set(t, "!staffroom:test.local", "@fay:test.local", 1), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	run("125", MEMBER("$fay", "!mine:test.local", "@fay:test.local", "@fay:test.local", "join"), &res);
+	CHECK(member_of("!mine:test.local", "@fay:test.local"));
+	queued = 0;
+	CHECK_EQ_INT(events_staff_departed(&env, &queued), TH_OK);
+	CHECK_EQ_INT(queued, 0); /* nobody left */
+	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
+	json_t *joined = json_pack("{s:{}}", "@threshold:test.local");
+	CHECK_EQ_INT(rooms_staff_refresh(t, "!staffroom:test.local", joined), TH_OK);
+	json_decref(joined);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	CHECK_EQ_INT(events_staff_departed(&env, &queued), TH_OK);
+	CHECK_EQ_INT(queued, 1);
+	a = last_action();
+	CHECK_STR(json_string_value(json_object_get(a, "op")), "kick");
+	CHECK_STR(json_string_value(json_object_get(a, "target")), "@fay:test.local");
+	json_decref(a);
+	rc = records_in("membership_enforced", "!mine:test.local");
+	CHECK_EQ_INT(rc.n, 2);
+	/* Handed on once. */
+	queued = 0;
+	CHECK_EQ_INT(events_staff_departed(&env, &queued), TH_OK);
+	CHECK_EQ_INT(queued, 0);
+	free(cfg.staff_rooms.v[0]);
+	free(cfg.staff_rooms.v);
+	cfg.staff_rooms.v = NULL;
+	cfg.staff_rooms.n = 0;
 }
 
 static void test_pseudonym_per_room(void)
