@@ -159,6 +159,8 @@ def test_staff_who_leave_the_staff_room_are_out_of_its_conversations(env, thresh
     content = wait_membership(env, "staff", portal, vol, "leave", timeout=10)
     took = time.monotonic() - left
     assert content.get("reason") == "Your access to this service's conversations has ended.", content
+    # Threshold kicks within tens of ms of seeing the leave; the rest is the
+    # homeserver's delivery of the event (about a second when it is busy).
     assert took < 5, took
     recs = audit_records(threshold, "membership_enforced", subject=vol, room=portal)
     assert len(recs) == 1 and recs[0]["reason"] == "staff_status_ended", recs
