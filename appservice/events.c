@@ -893,7 +893,12 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	if (!rc && is_managed(f.room) &&
 	    (f.event == POL_EV_MESSAGE || ev->membership || strcmp(type, "m.room.redaction") == 0)) {
 		unsigned fed = 0;
-		rc = conv_on_event(cfg, t, ev, f.sender, f.target, room, &fed);
+		/* Someone who was staff here and is no longer (rule 25 took them
+		 * out) still leaves as staff, for the guests' notice. */
+		enum pol_role was = f.target;
+		if (f.event == POL_EV_LEAVE && json_object_get(json_object_get(room, "staff"), state_key))
+			was = POL_ROLE_STAFF;
+		rc = conv_on_event(cfg, t, ev, f.sender, was, room, &fed);
 		if (!rc && fed)
 			(*queued)++; /* a feed grew: the commit hook wakes the gateway's waiting polls */
 	}

@@ -166,6 +166,9 @@ def test_staff_who_leave_the_staff_room_are_out_of_its_conversations(env, thresh
     assert len(recs) == 1 and recs[0]["reason"] == "staff_status_ended", recs
     assert recs[0]["details"] == {"left_staff_room": services["a"]}, recs
 
+    # The guest is told, as when anyone of staff leaves.
+    guest.wait_for(lambda e: e["kind"] == "notice" and e["body"].endswith("has left the conversation."),
+                   what="the notice that vol left")
     # A guest message sent after reaches staff, and not vol's client.
     guest.send("after vol left")
 
