@@ -147,7 +147,9 @@ static int group_add_facts(const struct config *cfg, store_txn *t, const struct 
 		return TH_OK;
 	const struct config_service *svc;
 	int has = room_service(cfg, t, ev->room_id, room, &svc);
-	f->sender_serves = !has || (svc && staff_of_service(cfg, t, ev->sender, svc));
+	/* Joined to the staff room itself: being staff elsewhere, by the config or
+	 * as a lead, is not serving this service (a lead crosses, recorded). */
+	f->sender_serves = !has || (svc && rooms_staff_in(t, svc->staff_room, ev->sender));
 	char service[SERVICE_LEN], own[256];
 	rc = conv_of_guest(t, g.user_id, service, sizeof(service), own, sizeof(own));
 	if (rc && rc != TH_ENOTFOUND)

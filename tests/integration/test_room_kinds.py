@@ -134,6 +134,28 @@ def test_group_add_of_another_services_guest_is_refused(env, threshold, services
     assert len(recs) == 1 and recs[0]["actor"] == services["vol"], recs
     assert recs[0]["subject"].startswith("@guest_"), recs
 
+    # Nor may vol add advice's guest to advice's own group: vol is not in
+    # advice's staff room.
+    advice_group = make_group(env, "staff", services["b"])
+
+    async def bring_vol():
+        async with Client.for_user(env, "staff") as s:
+            await s.invite(advice_group, services["vol"])
+        async with Client.for_user(env, "vol") as v:
+            await v.nio.join(advice_group)
+    run(bring_vol())
+    wait_membership(env, "staff", advice_group, services["vol"], "join")
+    cmd = says(env, "vol", advice_group, "!threshold group add %s" % stranger_to_group.pseudonym)
+    body = bot_reply(env, "vol", advice_group, cmd)["content"]["body"]
+    assert "whose staff room you are in" in body, body
+    recs = [r for r in audit_records(threshold, "contact_blocked", room=advice_group)
+            if r["reason"] == "group_add_not_service_staff"]
+    assert len(recs) == 1, recs
+    # ...while advice's staff may.
+    cmd = says(env, "staff", advice_group, "!threshold group add %s" % stranger_to_group.pseudonym)
+    assert stranger_to_group.pseudonym in bot_reply(env, "staff", advice_group, cmd)["content"]["body"]
+    wait(lambda: len(guests_in(env, advice_group)) == 1, 30, "the advice guest in advice's group")
+
     # The control: the group's own service's guest is added.
     own = new_guest(env, threshold, "helpline")
     cmd = says(env, "vol", group, "!threshold group add %s" % own.pseudonym)
