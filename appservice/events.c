@@ -334,7 +334,8 @@ static const char *reply_text(const struct pol_action *a)
 		       "!threshold ping - check that Threshold receives this room's events\n"
 		       "!threshold version - show Threshold's version\n"
 		       "!threshold group create NAME - make a moderated group room and invite you\n"
-		       "!threshold group add PSEUDONYM - add a guest to this group room\n"
+		       "!threshold group add PSEUDONYM - add a guest of this group's service to this group "
+		       "room\n"
 		       "!threshold group remove PSEUDONYM - take a guest out of this group room\n"
 		       "!threshold group list - the guests of this group room\n"
 		       "!threshold invite [--uses N] [--expires 7d] - a link for a guest (in a service's "
@@ -677,7 +678,7 @@ static json_t *ids_json(const struct config_ids *ids)
 	return a;
 }
 
-/* Each distinct user of STORE_MEMBER_ROOMS on server @p ctx's. */
+/* The distinct users of STORE_MEMBER_ROOMS of this server (a walk's context). */
 struct local_members {
 	const char *server;
 	json_t *users; /* a set: user id -> true */
