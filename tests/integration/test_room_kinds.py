@@ -15,6 +15,7 @@ import re
 import time
 
 import pytest
+import yaml
 import requests
 
 from conftest import SERVER_NAME
@@ -206,4 +207,45 @@ def test_staff_who_leave_the_staff_room_are_out_of_its_conversations(env, thresh
                      headers=bearer(env.token("vol")), timeout=30)
     assert "after vol left" not in r.text
     # Staff of the other service's rooms are untouched: staff is still there.
+    assert membership(env, "staff", portal, env.users["staff"][0])[0] == "join"
+
+
+def restart_with_staff(env, extra):
+    """Restart with roles.staff naming "staff" and @extra."""
+    env.write_config()
+    with open(env.config_path) as f:
+        cfg = yaml.safe_load(f)
+    cfg["roles"]["staff"] = [env.users["staff"][0]] + extra
+    with open(env.config_path, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    env.threshold.stop()
+    env.threshold.start()
+    wait_gateway(env)
+
+
+def test_staff_dropped_from_the_config_are_out_at_the_next_start(env, threshold, services):
+    former = ensure_user(env, "former")
+    restart_with_staff(env, [former])
+    guest = new_guest(env, threshold, "helpline")
+    portal = join_portal(env, services["a"], guest.pseudonym)
+
+    # Not in the staff room: "staff" hands the conversation over (the bot invites).
+    says(env, "staff", portal, "!threshold handover %s" % former)
+    wait_membership(env, "staff", portal, former, "invite")
+
+    async def join():
+        async with Client.for_user(env, "former") as c:
+            await c.nio.join(portal)
+    run(join())
+    wait_membership(env, "staff", portal, former, "join")
+    time.sleep(1)  # Threshold has seen the join: still there, still staff
+    assert membership(env, "staff", portal, former)[0] == "join"
+
+    restart_with_staff(env, [])
+    content = wait_membership(env, "staff", portal, former, "leave", timeout=15)
+    assert content.get("reason") == "Your access to this service's conversations has ended.", content
+    recs = audit_records(threshold, "membership_enforced", subject=former, room=portal)
+    assert len(recs) == 1 and recs[0]["reason"] == "staff_status_ended", recs
+    assert recs[0]["details"] == {"cause": "roles_changed"}, recs
+    # "staff", still configured, stays.
     assert membership(env, "staff", portal, env.users["staff"][0])[0] == "join"
