@@ -65,6 +65,7 @@ static const char *const kind_names[AUDIT_NKINDS] = {
         [AUDIT_CONVERSATION_HANDED] = "conversation_handed_over",
         [AUDIT_ENCRYPTION_ENABLED] = "encryption_enabled",
         [AUDIT_ENFORCEMENT_FAILED] = "enforcement_failed",
+        [AUDIT_ADDED_ACROSS] = "guest_added_across_services",
 };
 
 /* A subject's key slot waiting to be zeroed once its erasure is committed. */

@@ -19,6 +19,7 @@
 #include "guests.h"
 #include "invites.h"
 #include "cs.h"
+#include "events.h"
 #include "jsonx.h"
 #include "log.h"
 #include "outbox.h"
@@ -167,6 +168,41 @@ static int check_invite_blocking(cs_client *cs, store *st)
 	return 1;
 }
 
+/* Memberships of managed rooms get their own keys (once), then whoever the
+ * config no longer makes staff is taken out of the rooms of the services
+ * they no longer serve (events_roles_changed), before anything else runs. */
+static int roles_at_start(const struct txn_env *env)
+{
+	store_txn *t;
+	unsigned queued = 0;
+	int rc = store_txn_begin(env->st, 1, &t);
+	if (rc)
+		return rc;
+	rc = rooms_members_backfill(t);
+	if (!rc)
+		rc = events_roles_changed(env, t, &queued);
+	if (rc) {
+		store_txn_abort(t);
+		return rc;
+	}
+	rc = store_txn_commit(t);
+	if (!rc && queued)
+		LOG(LOG_INFO, "roles changed since the last start: %u removals queued", queued);
+	return rc;
+}
+
+/* Whoever a read of a staff room found gone while Threshold could not see
+ * is taken out of the service's rooms (events_staff_departed). */
+static void staff_departures(const struct txn_env *env, outbox *ob)
+{
+	unsigned queued = 0;
+	int rc = events_staff_departed(env, &queued);
+	if (rc)
+		LOG(LOG_WARN, "staff who left while Threshold was stopped: %s", th_strerror(rc));
+	else if (queued)
+		outbox_wake(ob);
+}
+
 /* Append one lifecycle record (and a checkpoint if one is due, or @force). */
 static int audit_lifecycle(audit *au, store *st, enum audit_kind kind, const char *reason, json_t *details,
                            int force_checkpoint)
@@ -305,6 +341,11 @@ int daemon_serve(const struct config *cfg)
 		LOG(LOG_ERROR, "cannot queue the block of invites to existing guests in the store");
 		goto out;
 	}
+	struct txn_env start_env = {cfg, st, au};
+	if (roles_at_start(&start_env) != TH_OK) {
+		LOG(LOG_ERROR, "cannot apply the configured roles to the managed rooms");
+		goto out;
+	}
 	if (outbox_start(st, cfg, &ob) != TH_OK)
 		goto out;
 	outbox_set_audit(ob, au); /* refused enforcement is recorded */
@@ -344,6 +385,7 @@ int daemon_serve(const struct config *cfg)
 			next_ping = now + ping_wait;
 		}
 		audit_tick(au, st);
+		staff_departures(&env, ob);
 		if (now >= next_trim) {
 			/* After a burst of guests (thousands of parked polls, each
 			 * with its buffers) give the freed memory back to the system. */

@@ -50,15 +50,130 @@ enum pol_role events_role(const struct config *cfg, store_txn *t, const char *us
 }
 
 /* The configured safeguarding room first (whatever else it is), then the
- * configured staff rooms; then rooms Threshold created or staff put under
- * management, which carry a "kind". */
+ * configured staff rooms; then rooms Threshold created, which carry a
+ * "kind" (rooms.c): "portal", a guest's conversation, or "group". */
 static enum pol_room room_of(const struct config *cfg, const char *room_id, const json_t *room)
 {
 	if (cfg->safeguarding_room && room_id && strcmp(room_id, cfg->safeguarding_room) == 0)
 		return POL_ROOM_SAFEGUARDING;
 	if (config_ids_has(&cfg->staff_rooms, room_id))
 		return POL_ROOM_STAFF;
-	return rooms_is_managed(room) ? POL_ROOM_MANAGED : POL_ROOM_UNMANAGED;
+	return rooms_kind(room);
+}
+
+static int is_managed(enum pol_room room)
+{
+	return room == POL_ROOM_CONVERSATION || room == POL_ROOM_GROUP;
+}
+
+static int staffish(enum pol_role role)
+{
+	return role == POL_ROLE_STAFF || role == POL_ROLE_LEAD;
+}
+
+#define SERVICE_LEN 128 /* a service's config name, as conv_of_guest copies it */
+
+/* The service managed room @p room_id belongs to: a group's, recorded when
+ * it was made for one ("service"); a conversation's, its guest's.  @p *svc
+ * is the service (NULL when the config no longer has it).
+ * @return 1 if the room has a service, 0 if not (a group made outside any
+ *         service, or a room whose guest is gone). */
+static int room_service(const struct config *cfg, store_txn *t, const char *room_id, const json_t *room,
+                        const struct config_service **svc)
+{
+	const char *name = jsonx_str(room, "service");
+	*svc = NULL;
+	if (name) {
+		*svc = config_service_find(cfg, name);
+		return 1;
+	}
+	if (rooms_kind(room) != POL_ROOM_CONVERSATION)
+		return 0;
+	const char *gid;
+	json_t *m;
+	json_object_foreach(json_object_get(room, "guests"), gid, m)
+	{
+		char service[SERVICE_LEN], own[256];
+		if (conv_of_guest(t, gid, service, sizeof(service), own, sizeof(own)) == TH_OK &&
+		    strcmp(own, room_id) == 0) {
+			*svc = config_service_find(cfg, service);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* Whether @p user_id is staff of @p svc: a lead, staff by the config
+ * (roles.staff, roles.staff_all_local), or joined to the service's staff
+ * room. */
+static int staff_of_service(const struct config *cfg, store_txn *t, const char *user_id,
+                            const struct config_service *svc)
+{
+	if (config_ids_has(&cfg->leads, user_id) || config_ids_has(&cfg->staff, user_id))
+		return 1;
+	const char *colon = strchr(user_id, ':');
+	if (cfg->staff_all_local && colon && strcmp(colon + 1, cfg->server_name) == 0 &&
+	    !config_user_in_namespace(cfg, user_id))
+		return 1;
+	return rooms_staff_in(t, svc->staff_room, user_id);
+}
+
+/* 1 if guest @p guest is in their own room: the conversation (or group) their
+ * conversation record names is @p room_id. */
+static int own_room(store_txn *t, const char *guest, const char *room_id)
+{
+	char service[SERVICE_LEN], own[256];
+	return conv_of_guest(t, guest, service, sizeof(service), own, sizeof(own)) == TH_OK &&
+	       strcmp(own, room_id) == 0;
+}
+
+/* The facts of "!threshold group add WHO" in group room @p room: the guest
+ * named (target; @p guest_id filled), whether the sender is in the staff room
+ * of the group's service (a group of no service: any staff), and whether the
+ * guest is of the group's service (a guest of no service may join any group;
+ * a group of no service takes only guests of none), or this group is theirs. */
+static int group_add_facts(const struct config *cfg, store_txn *t, const struct mxev *ev, const json_t *room,
+                           struct pol_facts *f, char *guest_id, size_t guest_len)
+{
+	struct guest g;
+	int rc = groups_target(t, ev->body, &g);
+	if (rc == TH_ENOTFOUND)
+		return TH_OK; /* no target: the group command says there is no such guest */
+	if (rc)
+		return rc;
+	snprintf(guest_id, guest_len, "%s", g.user_id);
+	f->target = POL_ROLE_GUEST;
+	if (f->room != POL_ROOM_GROUP)
+		return TH_OK;
+	const struct config_service *svc;
+	int has = room_service(cfg, t, ev->room_id, room, &svc);
+	/* Joined to the staff room itself: being staff elsewhere, by the config or
+	 * as a lead, is not serving this service (a lead crosses, recorded). */
+	f->sender_serves = !has || (svc && rooms_staff_in(t, svc->staff_room, ev->sender));
+	char service[SERVICE_LEN], own[256];
+	rc = conv_of_guest(t, g.user_id, service, sizeof(service), own, sizeof(own));
+	if (rc && rc != TH_ENOTFOUND)
+		return rc;
+	int guest_has = rc == TH_OK && *service;
+	if (rc == TH_OK && strcmp(own, ev->room_id) == 0)
+		f->target_belongs = 1;
+	else if (!guest_has)
+		f->target_belongs = 1;
+	else
+		f->target_belongs = has && strcmp(service, jsonx_str(room, "service")) == 0;
+	return TH_OK;
+}
+
+/* The service a group made from room @p room_id is for: the service whose
+ * staff room it is, or the service of the managed room it was asked in;
+ * NULL: none. */
+static const char *service_here(const struct config *cfg, store_txn *t, const char *room_id,
+                                const json_t *room)
+{
+	const struct config_service *svc = config_service_by_staff_room(cfg, room_id);
+	if (!svc && rooms_kind(room) != POL_ROOM_UNMANAGED)
+		room_service(cfg, t, room_id, room, &svc);
+	return svc ? svc->name : NULL;
 }
 
 /* @return 1 if power levels event @p ev leaves @p guest at 0 or less. */
@@ -126,7 +241,8 @@ static const char *reply_text(const struct pol_action *a)
 		       "!threshold ping - check that Threshold receives this room's events\n"
 		       "!threshold version - show Threshold's version\n"
 		       "!threshold group create NAME - make a moderated group room and invite you\n"
-		       "!threshold group add PSEUDONYM - add a guest to this group room\n"
+		       "!threshold group add PSEUDONYM - add a guest of this group's service to this group "
+		       "room\n"
 		       "!threshold group remove PSEUDONYM - take a guest out of this group room\n"
 		       "!threshold group list - the guests of this group room\n"
 		       "!threshold invite [--uses N] [--expires 7d] - a link for a guest (in a service's "
@@ -162,12 +278,20 @@ static const char *note_text(enum pol_note note)
 		return "Guests can only be added to conversations Threshold manages. Ask Threshold's bot "
 		       "in a managed room instead (!threshold help).";
 	case POL_NOTE_USE_IN_GROUP_ROOM:
-		return "That command works in a group room Threshold manages. Make one with "
-		       "!threshold group create NAME.";
+		return "That command works in a group room Threshold manages; nobody was added or removed "
+		       "here. Make a group with !threshold group create NAME.";
 	case POL_NOTE_NOT_IN_MANAGED:
 		return "This room is managed by Threshold: only staff and the guests they add may be here.";
 	case POL_NOTE_ONLY_STAFF_INVITE:
 		return "This room is managed by Threshold: only staff may invite people into it.";
+	case POL_NOTE_NOT_SERVICE_STAFF:
+		return "Sorry, you can add guests only to a group of a service whose staff room you are in. "
+		       "Nobody was added.";
+	case POL_NOTE_OTHER_SERVICE:
+		return "Sorry, that guest is in touch with another service and cannot be added to this "
+		       "group. Nobody was added. A safeguarding lead can help.";
+	case POL_NOTE_NO_LONGER_STAFF:
+		return "Your access to this service's conversations has ended.";
 	default:
 		return NULL;
 	}
@@ -214,7 +338,9 @@ static int apply(const struct txn_env *env, store_txn *t, const struct pol_decis
 		case POL_ACT_AUDIT_EXPORT:
 			break; /* queued by events_handle, which has the question */
 		case POL_ACT_GROUP: {
-			int rc = groups_execute(cfg, t, ev, a->reply, room, queued);
+			const char *svc =
+			        a->reply == POL_CMD_GROUP_CREATE ? service_here(cfg, t, room_id, room) : NULL;
+			int rc = groups_execute(cfg, t, ev, a->reply, room, svc, queued);
 			if (rc)
 				return rc;
 			break;
@@ -269,8 +395,8 @@ static int apply(const struct txn_env *env, store_txn *t, const struct pol_decis
  * @p q and @p answer: the audit question, for POL_REC_AUDIT_VIEWED (whose
  * subject is the guest asked about, and whose details say what was asked). */
 static int record(const struct txn_env *env, store_txn *t, const struct pol_decision *d,
-                  const struct mxev *ev, const struct audit_query *q, const struct audit_answer *answer,
-                  const struct templates_change *xc, uint64_t *seq)
+                  const struct mxev *ev, const char *target, const struct audit_query *q,
+                  const struct audit_answer *answer, const struct templates_change *xc, uint64_t *seq)
 {
 	*seq = 0;
 	if (!env->au || d->record == POL_REC_NONE)
@@ -284,10 +410,13 @@ static int record(const struct txn_env *env, store_txn *t, const struct pol_deci
 	        [POL_REC_STATE_REVERTED] = AUDIT_STATE_REVERTED,
 	        [POL_REC_ENCRYPTION_ENABLED] = AUDIT_ENCRYPTION_ENABLED,
 	        [POL_REC_ENFORCEMENT_FAILED] = AUDIT_ENFORCEMENT_FAILED,
+	        [POL_REC_ADDED_ACROSS] = AUDIT_ADDED_ACROSS,
 	};
 	json_t *details;
 	/* A membership concerns its state_key; a room setting concerns no one person. */
 	const char *subject = ev->state_key && *ev->state_key ? ev->state_key : NULL;
+	if (!subject && target && *target)
+		subject = target; /* the guest a command named */
 	if (d->record == POL_REC_AUDIT_VIEWED) {
 		details = json_pack("{s:s}", "query", audit_query_name(q->kind));
 		subject = answer->subject[0] ? answer->subject : NULL;
@@ -399,6 +528,14 @@ static int alert(const struct config *cfg, store_txn *t, const struct pol_decisi
 		                 "the invitation. Audit record #%llu.",
 		                 ev->sender, ev->state_key, ev->room_id, (unsigned long long)seq);
 		break;
+	case POL_R_GUEST_NOT_OWN_CONV:
+		text = xasprintf("Guest %s was %s conversation room %s, which is another guest's. Threshold "
+		                 "took the guest out. Audit record #%llu.",
+		                 ev->state_key,
+		                 ev->membership && strcmp(ev->membership, "join") == 0 ? "joined to"
+		                                                                       : "invited into",
+		                 ev->room_id, (unsigned long long)seq);
+		break;
 	case POL_R_GUEST_LEFT_UNMANAGED:
 		text = xasprintf(
 		        "Guest %s was found in room %s, which Threshold does not manage. Threshold took "
@@ -415,17 +552,195 @@ static int alert(const struct config *cfg, store_txn *t, const struct pol_decisi
 	return queue(t, action, queued);
 }
 
+/* Take @p user_id out of each managed room they are in where policy finds
+ * they are no longer staff of the room's service: the rooms of the services
+ * whose staff room is @p staff_room, which they just left (NULL: every room,
+ * the config's roles having changed).  Each removal is a kick by the bot
+ * and a membership_enforced record, in @p t. */
+int events_staff_ended(const struct txn_env *env, store_txn *t, const char *user_id, const char *staff_room,
+                       unsigned *queued)
+{
+	const struct config *cfg = env->cfg;
+	char **rooms;
+	size_t n;
+	int rc = rooms_member_rooms(t, user_id, &rooms, &n);
+	if (rc)
+		return rc;
+	enum pol_role role = events_role(cfg, t, user_id);
+	for (size_t i = 0; i < n; i++) {
+		json_t *room = NULL;
+		if (rc || store_get_json(t, STORE_ROOMS, rooms[i], &room) != TH_OK)
+			goto next;
+		const struct config_service *svc;
+		int has = room_service(cfg, t, rooms[i], room, &svc);
+		if (staff_room && svc && strcmp(svc->staff_room, staff_room) != 0)
+			goto next; /* another service's room: leaving this staff room changes nothing there */
+		const char *bot = jsonx_str(room, "bot");
+		struct pol_facts f = {.event = POL_EV_STAFF_ENDED,
+		                      .sender = POL_ROLE_BOT,
+		                      .target = role,
+		                      .room = rooms_kind(room),
+		                      .bot_joined = bot && strcmp(bot, "join") == 0,
+		                      /* a room of no service (or of one the config lost): staff of any */
+		                      .target_belongs = has && svc ? staff_of_service(cfg, t, user_id, svc)
+		                                                   : staffish(role)};
+		struct pol_decision d;
+		pol_decide(&f, &d);
+		if (d.reason == POL_R_NO_RULE)
+			goto next;
+		LOG(LOG_INFO, "member of %s: %s", rooms[i], pol_reason_name(d.reason));
+		for (unsigned k = 0; !rc && k < d.nactions; k++) {
+			if (d.actions[k].kind != POL_ACT_KICK)
+				continue;
+			json_t *kick = json_pack("{s:s, s:s, s:s, s:s}", "op", "kick", "room_id", rooms[i],
+			                         "user_id", cfg->bot_user_id, "target", user_id);
+			if (note_text(d.actions[k].note))
+				json_object_set_new(kick, "reason",
+				                    json_string(note_text(d.actions[k].note)));
+			rc = queue(t, kick, queued);
+		}
+		if (!rc && env->au && d.record == POL_REC_MEMBERSHIP_ENFORCED) {
+			json_t *details = staff_room ? json_pack("{s:s}", "left_staff_room", staff_room)
+			                             : json_pack("{s:s}", "cause", "roles_changed");
+			struct audit_rec rec = {.kind = AUDIT_MEMBERSHIP_ENFORCED,
+			                        .actor = cfg->bot_user_id,
+			                        .subject = user_id,
+			                        .room = rooms[i],
+			                        .reason = pol_reason_name(d.reason),
+			                        .details = details};
+			rc = audit_append(env->au, t, &rec, NULL);
+			json_decref(details);
+		}
+	next:
+		json_decref(room);
+		free(rooms[i]);
+	}
+	free(rooms);
+	return rc;
+}
+
+int events_staff_departed(const struct txn_env *env, unsigned *queued)
+{
+	store_txn *t;
+	const void *v;
+	size_t vlen;
+	int rc = store_txn_begin(env->st, 0, &t);
+	if (rc)
+		return rc;
+	rc = store_get(t, STORE_META, "staff_departed", 14, &v, &vlen);
+	store_txn_abort(t);
+	if (rc == TH_ENOTFOUND)
+		return TH_OK; /* the usual case: a read, no write */
+	if (rc || (rc = store_txn_begin(env->st, 1, &t)))
+		return rc;
+	json_t *pairs;
+	rc = rooms_staff_departed_take(t, &pairs);
+	size_t i;
+	json_t *p;
+	json_array_foreach(pairs, i, p)
+	{
+		const char *user = json_string_value(json_array_get(p, 0));
+		const char *room = json_string_value(json_array_get(p, 1));
+		if (!rc && user && room)
+			rc = events_staff_ended(env, t, user, room, queued);
+	}
+	json_decref(pairs);
+	if (rc) {
+		store_txn_abort(t);
+		return rc;
+	}
+	return store_txn_commit(t);
+}
+
+static json_t *ids_json(const struct config_ids *ids)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; i < ids->n; i++)
+		json_array_append_new(a, json_string(ids->v[i]));
+	return a;
+}
+
+/* The distinct users of STORE_MEMBER_ROOMS of this server (a walk's context). */
+struct local_members {
+	const char *server;
+	json_t *users; /* a set: user id -> true */
+};
+
+static int collect_local(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct local_members *lm = ctx;
+	(void)val;
+	(void)vlen;
+	char *user = xstrndup(key, klen);
+	const char *colon = strchr(user, ':');
+	if (colon && strcmp(colon + 1, lm->server) == 0)
+		json_object_set_new(lm->users, user, json_true());
+	free(user);
+	return 0;
+}
+
+int events_roles_changed(const struct txn_env *env, store_txn *t, unsigned *queued)
+{
+	const struct config *cfg = env->cfg;
+	json_t *was = NULL;
+	int rc = store_get_json(t, STORE_META, "roles", &was);
+	if (rc && rc != TH_ENOTFOUND)
+		return rc;
+	json_t *dropped = json_object(); /* a set of user ids */
+	if (rc == TH_OK) {
+		const char *lists[] = {"staff", "leads"};
+		for (size_t i = 0; i < 2; i++) {
+			size_t k;
+			json_t *v;
+			json_array_foreach(json_object_get(was, lists[i]), k, v)
+			{
+				const char *id = json_string_value(v);
+				if (id && !config_ids_has(&cfg->staff, id) &&
+				    !config_ids_has(&cfg->leads, id))
+					json_object_set_new(dropped, id, json_true());
+			}
+		}
+		if (json_is_true(json_object_get(was, "staff_all_local")) && !cfg->staff_all_local) {
+			struct local_members lm = {cfg->server_name, dropped};
+			rc = store_walk(t, STORE_MEMBER_ROOMS, NULL, 0, collect_local, &lm);
+		}
+	}
+	rc = rc == TH_ENOTFOUND ? TH_OK : rc;
+	const char *user;
+	json_t *v;
+	json_object_foreach(dropped, user, v)
+	{
+		if (!rc && !config_user_in_namespace(cfg, user))
+			rc = events_staff_ended(env, t, user, NULL, queued);
+	}
+	json_decref(dropped);
+	json_decref(was);
+	if (rc)
+		return rc;
+	json_t *now = json_pack("{s:o, s:o, s:b}", "staff", ids_json(&cfg->staff), "leads",
+	                        ids_json(&cfg->leads), "staff_all_local", cfg->staff_all_local);
+	rc = store_put_json(t, STORE_META, "roles", now);
+	json_decref(now);
+	return rc;
+}
+
 /* Keep the record of who is in staff room @p ev->room_id up to date: a
  * member's join or departure, or for the bot's own join a fresh read of
  * everyone there (they joined before it could see), and for its departure
- * forgetting them all (it can no longer see who leaves). */
-static int staff_room_member(const struct config *cfg, store_txn *t, const struct mxev *ev, json_t *room,
+ * forgetting them all (it can no longer see who leaves).  A member who
+ * leaves may stop being staff of the room's service: policy decides, per
+ * managed room they are in, in this same transaction. */
+static int staff_room_member(const struct txn_env *env, store_txn *t, const struct mxev *ev, json_t *room,
                              unsigned *queued)
 {
+	const struct config *cfg = env->cfg;
 	int joined = strcmp(ev->membership, "join") == 0;
 	if (strcmp(ev->state_key, cfg->bot_user_id) != 0) {
 		rooms_staff_seen(room, ev->state_key);
-		return rooms_staff_set(t, ev->room_id, ev->state_key, joined);
+		int rc = rooms_staff_set(t, ev->room_id, ev->state_key, joined);
+		if (!rc && (strcmp(ev->membership, "leave") == 0 || strcmp(ev->membership, "ban") == 0))
+			rc = events_staff_ended(env, t, ev->state_key, ev->room_id, queued);
+		return rc;
 	}
 	if (joined) {
 		rooms_staff_read_begin(room);
@@ -452,6 +767,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	struct audit_answer answer = {0};
 	char *reply = NULL;
 	struct templates_change xc = {0}; /* a room setting judged against its template */
+	char target_id[256] = "";         /* the guest a group command names */
 
 	json_object_set_new(room, "events",
 	                    json_integer(json_integer_value(json_object_get(room, "events")) + 1));
@@ -477,7 +793,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	/* A staff room's members are staff from this event on (their own join
 	 * included); also when the room is the safeguarding room as well. */
 	if (member_event && ev->membership && config_ids_has(&cfg->staff_rooms, room_id)) {
-		int rc = staff_room_member(cfg, t, ev, room, queued);
+		int rc = staff_room_member(env, t, ev, room, queued);
 		if (rc)
 			return rc;
 	}
@@ -492,6 +808,15 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		f.target = events_role(cfg, t, state_key);
 		if (f.target == POL_ROLE_BOT)
 			json_object_set_new(room, "bot", json_string(membership));
+		/* Who is in a managed room: its own keys (rooms.c), one per member. */
+		if (is_managed(f.room) && f.target != POL_ROLE_BOT) {
+			int rc = rooms_member_set(t, room_id, state_key, membership);
+			if (rc)
+				return rc;
+		}
+		/* A conversation room is one guest's own. */
+		if (f.target == POL_ROLE_GUEST && f.room == POL_ROOM_CONVERSATION)
+			f.target_belongs = own_room(t, state_key, room_id);
 		if (f.target == POL_ROLE_GUEST) {
 			json_t *guests = json_object_get(room, "guests");
 			if (!json_is_object(guests)) {
@@ -506,7 +831,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 			f.event = POL_EV_JOIN;
 		else if (strcmp(membership, "leave") == 0 || strcmp(membership, "ban") == 0)
 			f.event = POL_EV_LEAVE;
-	} else if (state_key && !own_setup && f.room == POL_ROOM_MANAGED &&
+	} else if (state_key && !own_setup && is_managed(f.room) &&
 	           templates_judge_event(cfg, room, ev, &xc) && xc.exposure != POL_EXP_NONE) {
 		/* The content, judged against the room's template; never the sender.
 		 * (A guest's own settings while it makes its room are Threshold's.) */
@@ -525,6 +850,12 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 			f.event = POL_EV_MESSAGE;
 	}
 
+	/* Whom "group add" names, and whether they and the sender belong to the group's service. */
+	if (f.event == POL_EV_COMMAND && f.command == POL_CMD_GROUP_ADD) {
+		int rc = group_add_facts(cfg, t, ev, room, &f, target_id, sizeof(target_id));
+		if (rc)
+			return rc;
+	}
 	struct pol_decision d;
 	pol_decide(&f, &d);
 	if (d.reason != POL_R_NO_RULE)
@@ -546,7 +877,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	q.since_ms = audit_query_since_ms(&q, th_now_ms());
 	q.since_ago_ms = 0;
 	uint64_t seq;
-	int rc = record(env, t, &d, ev, &q, &answer, &xc, &seq);
+	int rc = record(env, t, &d, ev, target_id, &q, &answer, &xc, &seq);
 	if (!rc && answer.text)
 		reply = seq ? xasprintf("%s\nThis question is audit record #%llu.", answer.text,
 		                        (unsigned long long)seq)
@@ -562,16 +893,21 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	if (!rc)
 		rc = alert(cfg, t, &d, ev, &xc, seq, queued);
 	/* What guests in a conversation see of it (bridge/conv.c). */
-	if (!rc && f.room == POL_ROOM_MANAGED &&
+	if (!rc && is_managed(f.room) &&
 	    (strcmp(type, "m.room.message") == 0 || ev->membership || strcmp(type, "m.room.redaction") == 0 ||
 	     strcmp(type, "m.reaction") == 0 || strcmp(type, "m.room.power_levels") == 0)) {
 		unsigned fed = 0;
-		rc = conv_on_event(env, t, ev, f.sender, f.target, room, &fed);
+		/* Someone who was staff here and is no longer (rule 25 took them
+		 * out) still leaves as staff, for the guests' notice. */
+		enum pol_role was = f.target;
+		if (f.event == POL_EV_LEAVE && json_object_get(json_object_get(room, "staff"), state_key))
+			was = POL_ROLE_STAFF;
+		rc = conv_on_event(env, t, ev, f.sender, was, room, &fed);
 		if (!rc && fed)
 			(*queued)++; /* a feed grew: the commit hook wakes the gateway's waiting polls */
 	}
 	/* A guest now in a managed room gets its name there (per-room pseudonyms). */
-	if (!rc && f.event == POL_EV_JOIN && f.target == POL_ROLE_GUEST && f.room == POL_ROOM_MANAGED)
+	if (!rc && f.event == POL_EV_JOIN && f.target == POL_ROLE_GUEST && is_managed(f.room))
 		rc = guests_name_in_room(cfg, t, room, room_id, state_key, queued);
 	if (reply) /* it may hold what a reveal unsealed */
 		explicit_bzero(reply, strlen(reply));

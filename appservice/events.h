@@ -30,6 +30,36 @@ struct txn_env;
 int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev, json_t *room,
                   unsigned *queued);
 
+/**
+ * Someone may have stopped being staff: @p user_id left staff room
+ * @p staff_room (NULL: the roles in the config changed).  For each managed
+ * room they are recorded in (rooms_member_rooms) whose service's staff room
+ * is @p staff_room (any, for NULL; a room of no service goes by their role
+ * alone), policy decides (POL_EV_STAFF_ENDED); a removal is a kick by the
+ * bot with a neutral reason and a membership_enforced record, in @p t.
+ * @return TH_OK or a store or audit error (aborts the transaction).
+ */
+int events_staff_ended(const struct txn_env *env, store_txn *t, const char *user_id, const char *staff_room,
+                       unsigned *queued);
+
+/**
+ * At start: compare the roles of the config (roles.staff, safeguarding
+ * leads, roles.staff_all_local) with those the last start saw (STORE_META
+ * "roles"); everyone dropped goes through events_staff_ended().  Then keep
+ * the current roles for the next start.  The first start only keeps them.
+ * @return TH_OK or a store or audit error (aborts @p t).
+ */
+int events_roles_changed(const struct txn_env *env, store_txn *t, unsigned *queued);
+
+/**
+ * The departures a read of a staff room found (rooms_staff_departed_take):
+ * each goes through events_staff_ended(), in one write transaction of its
+ * own.  Called by the daemon once a second; a no-op when there are none.
+ * @param queued  incremented per action queued (the caller wakes the outbox)
+ * @return TH_OK or a store or audit error (nothing is taken then).
+ */
+int events_staff_departed(const struct txn_env *env, unsigned *queued);
+
 /** Policy's role for @p user_id under @p cfg (bot, guest, lead, staff, local or remote); @p t (read or write)
  * finds staff-room members. */
 enum pol_role events_role(const struct config *cfg, store_txn *t, const char *user_id);

@@ -92,7 +92,7 @@ static int find_guest(store_txn *t, const char *who, struct guest *g)
 }
 
 static int create(const struct config *cfg, store_txn *t, const struct mxev *ev, const char *arg,
-                  unsigned *queued)
+                  const char *service, unsigned *queued)
 {
 	const char *name = *arg ? arg : "Support group";
 	json_t *a = json_pack(
@@ -101,6 +101,8 @@ static int create(const struct config *cfg, store_txn *t, const struct mxev *ev,
 	        ev->room_id, "event_id", ev->event_id, "body",
 	        "Made the group room and invited you. Add guests there with !threshold group add "
 	        "PSEUDONYM. Room:");
+	if (service) /* done_create_room records it on the room (rooms_set_service) */
+		json_object_set_new(a, "service", json_string(service));
 	int rc = outbox_push(t, a);
 	json_decref(a);
 	if (!rc)
@@ -177,18 +179,30 @@ static int list(const struct config *cfg, store_txn *t, const struct mxev *ev, c
 	return rc;
 }
 
-int groups_execute(const struct config *cfg, store_txn *t, const struct mxev *ev, enum pol_command cmd,
-                   const json_t *room, unsigned *queued)
+/* The argument's first line, without trailing blanks, into @p arg. */
+static void first_line(const char *body, char arg[MAX_NAME + 1])
 {
-	/* The argument's first line, without trailing blanks. */
-	char arg[MAX_NAME + 1];
-	snprintf(arg, sizeof(arg), "%s", argument(ev->body ? ev->body : ""));
+	snprintf(arg, MAX_NAME + 1, "%s", argument(body ? body : ""));
 	arg[strcspn(arg, "\r\n")] = '\0';
 	for (size_t n = strlen(arg); n > 0 && (arg[n - 1] == ' ' || arg[n - 1] == '\t'); n--)
 		arg[n - 1] = '\0';
+}
+
+int groups_target(store_txn *t, const char *body, struct guest *g)
+{
+	char arg[MAX_NAME + 1];
+	first_line(body, arg);
+	return *arg ? find_guest(t, arg, g) : TH_ENOTFOUND;
+}
+
+int groups_execute(const struct config *cfg, store_txn *t, const struct mxev *ev, enum pol_command cmd,
+                   const json_t *room, const char *service, unsigned *queued)
+{
+	char arg[MAX_NAME + 1];
+	first_line(ev->body, arg);
 	switch (cmd) {
 	case POL_CMD_GROUP_CREATE:
-		return create(cfg, t, ev, arg, queued);
+		return create(cfg, t, ev, arg, service, queued);
 	case POL_CMD_GROUP_ADD:
 		return add_or_remove(cfg, t, ev, arg, 1, queued);
 	case POL_CMD_GROUP_REMOVE:

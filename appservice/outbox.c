@@ -534,6 +534,8 @@ static int done_create_room(const outbox *ob, store_txn *t, const json_t *a, con
 	int rc = rooms_mark_managed(t, room_id, field(a, "kind"));
 	if (!rc)
 		rc = templates_room_created(t, room_id, json_object_get(a, "content"));
+	if (!rc && field(a, "service"))
+		rc = rooms_set_service(t, room_id, field(a, "service"));
 	if (!rc && field(a, "conversation"))
 		rc = conv_room_created(ob->cfg, t, field(a, "conversation"), room_id);
 	const json_t *reply = json_object_get(a, "reply");

@@ -18,6 +18,16 @@ int rooms_is_managed(const json_t *state)
 	return kind && (strcmp(kind, "group") == 0 || strcmp(kind, "portal") == 0);
 }
 
+enum pol_room rooms_kind(const json_t *state)
+{
+	const char *kind = jsonx_str(state, "kind");
+	if (kind && strcmp(kind, "portal") == 0)
+		return POL_ROOM_CONVERSATION;
+	if (kind && strcmp(kind, "group") == 0)
+		return POL_ROOM_GROUP;
+	return POL_ROOM_UNMANAGED;
+}
+
 /* The record of @p room_id, or a fresh one (new reference in @p out). */
 static int load(store_txn *t, const char *room_id, json_t **out)
 {
@@ -102,15 +112,55 @@ static int collect_members(void *ctx, const void *key, size_t klen, const void *
 	return 0;
 }
 
+#define DEPARTED_KEY "staff_departed"
+
+/* Note in STORE_META that @p user_id was found no longer in staff room
+ * @p room_id by a read (rooms_staff_departed_take hands them on). */
+static int note_departed(store_txn *t, const char *room_id, const char *user_id)
+{
+	json_t *list = NULL;
+	int rc = store_get_json(t, STORE_META, DEPARTED_KEY, &list);
+	if (rc == TH_ENOTFOUND || (rc == TH_OK && !json_is_array(list))) {
+		json_decref(list);
+		list = json_array();
+		rc = TH_OK;
+	}
+	if (!rc) {
+		json_array_append_new(list, json_pack("[s, s]", user_id, room_id));
+		rc = store_put_json(t, STORE_META, DEPARTED_KEY, list);
+	}
+	json_decref(list);
+	return rc;
+}
+
+int rooms_staff_departed_take(store_txn *t, json_t **out)
+{
+	*out = NULL;
+	int rc = store_get_json(t, STORE_META, DEPARTED_KEY, out);
+	if (rc == TH_ENOTFOUND)
+		return TH_OK;
+	if (!rc)
+		rc = store_del(t, STORE_META, DEPARTED_KEY, strlen(DEPARTED_KEY));
+	if (rc || !json_is_array(*out)) {
+		json_decref(*out);
+		*out = NULL;
+	}
+	return rc == TH_ENOTFOUND ? TH_OK : rc;
+}
+
 /* Make @p joined (NULL: no one) the recorded members of @p room_id, leaving
- * the users of @p keep (NULL: none) as they are. */
-static int reset(store_txn *t, const char *room_id, const json_t *joined, const json_t *keep)
+ * the users of @p keep (NULL: none) as they are; with @p note, whoever is
+ * no longer there is noted as departed. */
+static int reset(store_txn *t, const char *room_id, const json_t *joined, const json_t *keep, int note)
 {
 	struct members_of m = {room_id, 0, 0, NULL};
 	int rc = store_walk(t, STORE_STAFF_MEMBERS, NULL, 0, collect_members, &m);
 	for (size_t i = 0; i < m.n; i++) {
-		if (!rc && !json_object_get(joined, m.users[i]) && !json_object_get(keep, m.users[i]))
+		if (!rc && !json_object_get(joined, m.users[i]) && !json_object_get(keep, m.users[i])) {
 			rc = rooms_staff_set(t, room_id, m.users[i], 0);
+			if (!rc && note)
+				rc = note_departed(t, room_id, m.users[i]);
+		}
 		free(m.users[i]);
 	}
 	free(m.users);
@@ -157,7 +207,7 @@ int rooms_staff_refresh(store_txn *t, const char *room_id, const json_t *joined)
 	if (rc)
 		return rc;
 	json_t *seen = json_object_get(state, "staff_seen");
-	rc = reset(t, room_id, joined, json_is_object(seen) ? seen : NULL);
+	rc = reset(t, room_id, joined, json_is_object(seen) ? seen : NULL, 1);
 	json_object_del(state, "staff_seen");
 	if (!rc)
 		rc = store_put_json(t, STORE_ROOMS, room_id, state);
@@ -168,5 +218,157 @@ int rooms_staff_refresh(store_txn *t, const char *room_id, const json_t *joined)
 int rooms_staff_forget(store_txn *t, const char *room_id, json_t *room)
 {
 	json_object_del(room, "staff_seen");
-	return reset(t, room_id, NULL, NULL);
+	return reset(t, room_id, NULL, NULL, 0);
+}
+
+int rooms_set_service(store_txn *t, const char *room_id, const char *service)
+{
+	json_t *state;
+	int rc = load(t, room_id, &state);
+	if (rc)
+		return rc;
+	json_object_set_new(state, "service", json_string(service));
+	rc = store_put_json(t, STORE_ROOMS, room_id, state);
+	json_decref(state);
+	return rc;
+}
+
+/* Stop at staff room ctx among a user's. */
+static int is_room(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	const char *room_id = ctx;
+	(void)key;
+	(void)klen;
+	return strlen(room_id) == vlen && memcmp(room_id, val, vlen) == 0 ? -TH_EEXIST : 0;
+}
+
+int rooms_staff_in(store_txn *t, const char *room_id, const char *user_id)
+{
+	if (!room_id || !user_id || strlen(user_id) > MAX_ID)
+		return 0;
+	return store_walk_dups(t, STORE_STAFF_MEMBERS, user_id, strlen(user_id), is_room, (void *)room_id) ==
+	       TH_EEXIST;
+}
+
+/* The STORE_MEMBERS key of (@p room_id, @p user_id): room id, 0, user id. */
+static size_t member_key(char key[2 * MAX_ID + 2], const char *room_id, const char *user_id)
+{
+	size_t rl = strlen(room_id), ul = strlen(user_id);
+	memcpy(key, room_id, rl);
+	key[rl] = '\0';
+	memcpy(key + rl + 1, user_id, ul);
+	return rl + 1 + ul;
+}
+
+int rooms_member_set(store_txn *t, const char *room_id, const char *user_id, const char *membership)
+{
+	if (strlen(user_id) > MAX_ID || strlen(room_id) > MAX_ID)
+		return TH_OK;
+	char key[2 * MAX_ID + 2];
+	size_t klen = member_key(key, room_id, user_id);
+	int keep = membership && (strcmp(membership, "join") == 0 || strcmp(membership, "invite") == 0);
+	int rc;
+	if (keep) {
+		rc = store_put(t, STORE_MEMBERS, key, klen, membership, strlen(membership), 0);
+		if (!rc)
+			rc = store_put(t, STORE_MEMBER_ROOMS, user_id, strlen(user_id), room_id,
+			               strlen(room_id), 0);
+		return rc == TH_EEXIST ? TH_OK : rc;
+	}
+	rc = store_del(t, STORE_MEMBERS, key, klen);
+	if (rc && rc != TH_ENOTFOUND)
+		return rc;
+	rc = store_del_dup(t, STORE_MEMBER_ROOMS, user_id, strlen(user_id), room_id, strlen(room_id));
+	return rc == TH_ENOTFOUND ? TH_OK : rc;
+}
+
+int rooms_member_has(store_txn *t, const char *room_id, const char *user_id)
+{
+	if (!room_id || !user_id || strlen(user_id) > MAX_ID || strlen(room_id) > MAX_ID)
+		return 0;
+	char key[2 * MAX_ID + 2];
+	size_t klen = member_key(key, room_id, user_id);
+	const void *v;
+	size_t vlen;
+	return store_get(t, STORE_MEMBERS, key, klen, &v, &vlen) == TH_OK;
+}
+
+struct room_list {
+	size_t n;
+	char **rooms;
+};
+
+static int collect_room(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct room_list *l = ctx;
+	(void)key;
+	(void)klen;
+	l->rooms = xrealloc(l->rooms, (l->n + 1) * sizeof(*l->rooms));
+	l->rooms[l->n++] = xstrndup(val, vlen);
+	return 0;
+}
+
+int rooms_member_rooms(store_txn *t, const char *user_id, char ***out, size_t *n)
+{
+	struct room_list l = {0, NULL};
+	*out = NULL;
+	*n = 0;
+	if (strlen(user_id) > MAX_ID)
+		return TH_OK;
+	int rc = store_walk_dups(t, STORE_MEMBER_ROOMS, user_id, strlen(user_id), collect_room, &l);
+	if (rc) {
+		for (size_t i = 0; i < l.n; i++)
+			free(l.rooms[i]);
+		free(l.rooms);
+		return rc;
+	}
+	*out = l.rooms;
+	*n = l.n;
+	return TH_OK;
+}
+
+/* The managed rooms' records, collected to be written after the walk. */
+static int collect_managed(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	json_t *all = ctx;
+	json_t *state = json_loadb(val, vlen, 0, NULL);
+	if (rooms_is_managed(state) && klen <= MAX_ID) {
+		char *room_id = xstrndup(key, klen);
+		json_object_set(all, room_id, state);
+		free(room_id);
+	}
+	json_decref(state);
+	return 0;
+}
+
+int rooms_members_backfill(store_txn *t)
+{
+	const void *v;
+	size_t vlen;
+	int rc = store_get(t, STORE_META, "members_indexed", 15, &v, &vlen);
+	if (rc != TH_ENOTFOUND)
+		return rc;
+	json_t *all = json_object();
+	rc = store_walk(t, STORE_ROOMS, NULL, 0, collect_managed, all);
+	const char *room_id;
+	json_t *state;
+	json_object_foreach(all, room_id, state)
+	{
+		const char *user;
+		json_t *m;
+		json_object_foreach(json_object_get(state, "guests"), user, m)
+		{
+			if (!rc && json_is_string(m))
+				rc = rooms_member_set(t, room_id, user, json_string_value(m));
+		}
+		json_object_foreach(json_object_get(state, "staff"), user, m)
+		{
+			if (!rc)
+				rc = rooms_member_set(t, room_id, user, "join");
+		}
+	}
+	json_decref(all);
+	if (!rc)
+		rc = store_put(t, STORE_META, "members_indexed", 15, "1", 1, 0);
+	return rc;
 }

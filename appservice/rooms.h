@@ -14,12 +14,21 @@
  * STORE_STAFF_MEMBERS: user id -> room id, one duplicate per staff room the
  * user is joined to, so that "is this sender staff?" on the hot path is one
  * B-tree lookup, never a scan or a JSON parse.
+ *
+ * Who is joined to or invited into each managed room (conversations and
+ * groups) is kept apart as well, one key per membership, never in the
+ * room's record: STORE_MEMBERS maps room id, 0, user id to "join" or
+ * "invite", and STORE_MEMBER_ROOMS indexes it by user (user id -> room id,
+ * one duplicate per room), so that "which managed rooms is this person in?"
+ * is one walk over that person's rooms.  A membership that ends (leave,
+ * kick, ban) is deleted from both.
  */
 #ifndef THRESHOLD_ROOMS_H
 #define THRESHOLD_ROOMS_H
 
 #include <jansson.h>
 
+#include "policy.h"
 #include "store.h"
 
 struct config_ids;
@@ -29,6 +38,14 @@ json_t *rooms_state_new(void);
 
 /** @return 1 if @p state is a room Threshold manages (a group or portal room). */
 int rooms_is_managed(const json_t *state);
+
+/**
+ * What policy knows a room Threshold made to be, from its "kind": a guest's
+ * conversation ("portal"), a service's group ("group"), or, for any other
+ * room, POL_ROOM_UNMANAGED (staff and safeguarding rooms are the config's
+ * to say: see events.c).
+ */
+enum pol_room rooms_kind(const json_t *state);
 
 /**
  * Record @p room_id as managed, of @p kind, in write txn @p t, keeping what
@@ -75,11 +92,20 @@ void rooms_staff_seen(json_t *room, const char *user_id);
  * homeserver's joined_members answer; its keys are the user ids) the
  * recorded membership of staff room @p room_id, except for users whose
  * events were handled since the read began, whose record stays as those
- * events left it.  Ends the read.  Walks the whole of STORE_STAFF_MEMBERS:
- * for the bot's own joins and each start, not every event.
+ * events left it.  Ends the read.  Whoever the read finds gone (they left
+ * while Threshold could not see) is noted for rooms_staff_departed_take.  Walks the whole of
+ * STORE_STAFF_MEMBERS: for the bot's own joins and each start, not every event.
  * @return TH_OK or a store error.
  */
 int rooms_staff_refresh(store_txn *t, const char *room_id, const json_t *joined);
+
+/**
+ * Take the departures rooms_staff_refresh noted: @p *out is a new array of
+ * [user id, staff room id] pairs, or NULL when there are none; they are
+ * deleted from the store in @p t.
+ * @return TH_OK or a store error.
+ */
+int rooms_staff_departed_take(store_txn *t, json_t **out);
 
 /**
  * Forget everyone recorded as joined to staff room @p room_id, and any read
@@ -88,5 +114,48 @@ int rooms_staff_refresh(store_txn *t, const char *room_id, const json_t *joined)
  * @return TH_OK or a store error.
  */
 int rooms_staff_forget(store_txn *t, const char *room_id, json_t *room);
+
+/**
+ * Record @p user_id's membership of managed room @p room_id: "join" or
+ * "invite" kept, anything else (leave, ban, NULL) deleted, in both
+ * STORE_MEMBERS and STORE_MEMBER_ROOMS.  Ids over 255 bytes are no one's
+ * and are passed by.
+ * @return TH_OK (also when nothing changes) or a store error.
+ */
+int rooms_member_set(store_txn *t, const char *room_id, const char *user_id, const char *membership);
+
+/**
+ * @return 1 if @p user_id is recorded as joined to or invited into managed
+ *         room @p room_id, else 0 (a store error counts as 0).
+ */
+int rooms_member_has(store_txn *t, const char *room_id, const char *user_id);
+
+/**
+ * The managed rooms @p user_id is recorded in, in room-id order: @p *out is
+ * a new array of @p *n new strings (free each, then the array; NULL when 0).
+ * @return TH_OK or a store error (then nothing to free).
+ */
+int rooms_member_rooms(store_txn *t, const char *user_id, char ***out, size_t *n);
+
+/**
+ * Once per store: fill STORE_MEMBERS from what the rooms' records already
+ * said before memberships had their own keys (a managed room's "guests" and
+ * its joined "staff"), then mark it done (STORE_META "members_indexed").
+ * @return TH_OK or a store error.
+ */
+int rooms_members_backfill(store_txn *t);
+
+/**
+ * Record that room @p room_id belongs to service @p service (its config
+ * name): set once, when Threshold makes a group for a service.
+ * @return TH_OK or a store error.
+ */
+int rooms_set_service(store_txn *t, const char *room_id, const char *service);
+
+/**
+ * @return 1 if @p user_id is recorded as joined to staff room @p room_id
+ *         (STORE_STAFF_MEMBERS), else 0 (a store error counts as 0).
+ */
+int rooms_staff_in(store_txn *t, const char *room_id, const char *user_id);
 
 #endif

@@ -45,6 +45,8 @@ static const struct {
         [STORE_FEED] = {"feed", 0},
         [STORE_BLOBS] = {"blobs", 0},
         [STORE_STAFF_MEMBERS] = {"staff_members", MDB_DUPSORT},
+        [STORE_MEMBERS] = {"members", 0},
+        [STORE_MEMBER_ROOMS] = {"member_rooms", MDB_DUPSORT},
 };
 
 static int map_err(int rc)

@@ -39,6 +39,8 @@ enum store_db {
 	STORE_FEED,             /* guest user id, 0, u64 BE id -> JSON feed entry (bridge/feed.c) */
 	STORE_BLOBS,            /* random id -> a guest's file, until the outbox has uploaded it */
 	STORE_STAFF_MEMBERS, /* user id -> staff room id, one duplicate per room joined (dupsort; rooms.c) */
+	STORE_MEMBERS,       /* managed room id, 0, user id -> "join" or "invite" (rooms.c) */
+	STORE_MEMBER_ROOMS,  /* user id -> managed room id, one duplicate per room (dupsort; rooms.c) */
 	STORE_NDBS
 };
 

@@ -597,7 +597,7 @@ static int send_checks(const struct txn_env *env, store_txn *t, enum pol_event e
 	struct pol_facts f = {.event = event,
 	                      .sender = POL_ROLE_GUEST,
 	                      .target = member ? POL_ROLE_GUEST : POL_ROLE_NONE,
-	                      .room = rooms_is_managed(room) ? POL_ROOM_MANAGED : POL_ROOM_UNMANAGED,
+	                      .room = rooms_kind(room),
 	                      .bot_joined = 1,
 	                      .conv = conv_fact(c),
 	                      .session = 1};
@@ -1511,6 +1511,20 @@ int conv_command(const struct txn_env *env, store_txn *t, const struct mxev *ev,
 	free(reply);
 	json_decref(c);
 	return rc;
+}
+
+/* ---- what the hot path asks about a guest ------------------------------- */
+
+int conv_of_guest(store_txn *t, const char *guest, char *service, size_t service_len, char *room,
+                  size_t room_len)
+{
+	json_t *c = conv_get(t, guest);
+	if (!c)
+		return TH_ENOTFOUND;
+	copy_str(service, service_len, jsonx_str(c, "service"));
+	copy_str(room, room_len, jsonx_str(c, "room"));
+	json_decref(c);
+	return TH_OK;
 }
 
 /* ---- retention ------------------------------------------------------------ */

@@ -199,6 +199,17 @@ int conv_command(const struct txn_env *env, store_txn *t, const struct mxev *ev,
 /** The words after "!threshold" naming a conversation command, or POL_CMD_NONE. */
 enum pol_command conv_parse(const char *after_prefix);
 
+/**
+ * Whose service @p guest is, and which room is theirs (their conversation
+ * room, or the group an invitation brought them into): copied into
+ * @p service and @p room (each "" when not known yet; truncated to the
+ * sizes given).
+ * @return TH_OK, or TH_ENOTFOUND for a guest with no conversation (made on
+ *         the command line, or whose conversation expired).
+ */
+int conv_of_guest(store_txn *t, const char *guest, char *service, size_t service_len, char *room,
+                  size_t room_len);
+
 /** The createRoom body of @p guest's portal room for @p svc (new reference). */
 json_t *conv_room_content(const struct config *cfg, const struct config_service *svc, const char *guest,
                           const char *pseudonym);

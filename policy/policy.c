@@ -17,6 +17,11 @@
 #define CONVERSATION  (CMD(POL_CMD_INVITE) | CMD(POL_CMD_CLOSE) | CMD(POL_CMD_HANDOVER) | CMD(POL_CMD_NOTE))
 /* Rooms a guest does not belong in: the safeguarding room and staff rooms are not managed. */
 #define NOT_MANAGED (ROOM(POL_ROOM_UNMANAGED) | ROOM(POL_ROOM_SAFEGUARDING) | ROOM(POL_ROOM_STAFF))
+/* The rooms Threshold manages: conversations and groups. */
+#define MANAGED (ROOM(POL_ROOM_CONVERSATION) | ROOM(POL_ROOM_GROUP))
+/* For the serves and belongs columns: the fact must be 1 (YES), 0 (NO), or either (0). */
+#define YES 1
+#define NO  -1
 
 /* One rule: what it matches, and what it decides. */
 struct rule {
@@ -32,6 +37,8 @@ struct rule {
 	enum pol_record record;
 	int alert;
 	unsigned command; /* CMD() bits, or ANY */
+	int serves;       /* YES or NO: pol_facts.sender_serves must be 1 or 0; 0: either */
+	int belongs;      /* YES or NO: pol_facts.target_belongs must be 1 or 0; 0: either */
 };
 
 /* Read top to bottom; the first match decides.  Each row is one sentence of
@@ -39,72 +46,102 @@ struct rule {
 static const struct rule rules[] = {
         /* The bot goes where staff ask it to, nowhere else. */
         {POL_EV_INVITE, STAFFISH, ROLE(POL_ROLE_BOT), ANY, 0, POL_R_BOT_INVITE_ACCEPTED, POL_ACT_JOIN, 0,
-         POL_NOTE_NONE, POL_REC_NONE, 0, ANY},
+         POL_NOTE_NONE, POL_REC_NONE, 0, ANY, 0, 0},
         /* A staff room is named by the admin, and only its members can invite:
          * whoever invites the bot there is staff, though Threshold cannot know
          * it until the bot is in. */
         {POL_EV_INVITE, ANY, ROLE(POL_ROLE_BOT), ROOM(POL_ROOM_STAFF), 0, POL_R_BOT_INVITE_STAFF_ROOM,
-         POL_ACT_JOIN, 0, POL_NOTE_NONE, POL_REC_NONE, 0, ANY},
+         POL_ACT_JOIN, 0, POL_NOTE_NONE, POL_REC_NONE, 0, ANY, 0, 0},
         /* A guest's conversation room is made by the guest, who invites the
          * bot: only Threshold acts as a guest, and the room is managed from
          * its create event on (docs/architecture.md, how a guest enters a room). */
-        {POL_EV_INVITE, ROLE(POL_ROLE_GUEST), ROLE(POL_ROLE_BOT), ROOM(POL_ROOM_MANAGED), 0,
-         POL_R_BOT_INVITE_GUEST_ROOM, POL_ACT_JOIN, 0, POL_NOTE_NONE, POL_REC_NONE, 0, ANY},
+        {POL_EV_INVITE, ROLE(POL_ROLE_GUEST), ROLE(POL_ROLE_BOT), ROOM(POL_ROOM_CONVERSATION), 0,
+         POL_R_BOT_INVITE_GUEST_ROOM, POL_ACT_JOIN, 0, POL_NOTE_NONE, POL_REC_NONE, 0, ANY, 0, 0},
         {POL_EV_INVITE, ANY, ROLE(POL_ROLE_BOT), ANY, 0, POL_R_BOT_INVITE_REFUSED, POL_ACT_LEAVE, 0,
-         POL_NOTE_NONE, POL_REC_CONTACT_BLOCKED, 0, ANY},
+         POL_NOTE_NONE, POL_REC_CONTACT_BLOCKED, 0, ANY, 0, 0},
 
+        /* A conversation room is one guest's: no other guest is ever in it,
+         * whoever invites them, and one found joined is taken out. */
+        {POL_EV_INVITE, ANY, ROLE(POL_ROLE_GUEST), ROOM(POL_ROOM_CONVERSATION), 0, POL_R_GUEST_NOT_OWN_CONV,
+         POL_ACT_LEAVE, 0, POL_NOTE_NONE, POL_REC_CONTACT_BLOCKED, 1, ANY, 0, NO},
+        {POL_EV_JOIN, ANY, ROLE(POL_ROLE_GUEST), ROOM(POL_ROOM_CONVERSATION), 0, POL_R_GUEST_NOT_OWN_CONV,
+         POL_ACT_LEAVE, 0, POL_NOTE_NONE, POL_REC_MEMBERSHIP_ENFORCED, 1, ANY, 0, NO},
         /* A guest can be reached only where the charity put them in touch. */
-        {POL_EV_INVITE, STAFFISH | ROLE(POL_ROLE_BOT), ROLE(POL_ROLE_GUEST), ROOM(POL_ROOM_MANAGED), 0,
-         POL_R_GUEST_INVITE_ACCEPTED, POL_ACT_JOIN, 0, POL_NOTE_NONE, POL_REC_NONE, 0, ANY},
+        {POL_EV_INVITE, STAFFISH | ROLE(POL_ROLE_BOT), ROLE(POL_ROLE_GUEST), MANAGED, 0,
+         POL_R_GUEST_INVITE_ACCEPTED, POL_ACT_JOIN, 0, POL_NOTE_NONE, POL_REC_NONE, 0, ANY, 0, 0},
         {POL_EV_INVITE, STAFFISH, ROLE(POL_ROLE_GUEST), NOT_MANAGED, 0, POL_R_GUEST_INVITE_UNMANAGED,
-         POL_ACT_LEAVE, 0, POL_NOTE_ADD_GUEST_PROPERLY, POL_REC_CONTACT_BLOCKED, 0, ANY},
+         POL_ACT_LEAVE, 0, POL_NOTE_ADD_GUEST_PROPERLY, POL_REC_CONTACT_BLOCKED, 0, ANY, 0, 0},
         {POL_EV_INVITE, ANY, ROLE(POL_ROLE_GUEST), ANY, 0, POL_R_GUEST_CONTACT_BLOCKED, POL_ACT_LEAVE, 0,
-         POL_NOTE_NONE, POL_REC_CONTACT_BLOCKED, 1, ANY},
+         POL_NOTE_NONE, POL_REC_CONTACT_BLOCKED, 1, ANY, 0, 0},
         {POL_EV_JOIN, ANY, ROLE(POL_ROLE_GUEST), NOT_MANAGED, 0, POL_R_GUEST_LEFT_UNMANAGED, POL_ACT_LEAVE, 0,
-         POL_NOTE_NONE, POL_REC_MEMBERSHIP_ENFORCED, 1, ANY},
+         POL_NOTE_NONE, POL_REC_MEMBERSHIP_ENFORCED, 1, ANY, 0, 0},
 
         /* A managed room holds staff and the guests they added; nobody else.
          * (Rule order: guests' own memberships are decided above.) */
-        {POL_EV_JOIN, STRANGERS, STRANGERS, ROOM(POL_ROOM_MANAGED), 0, POL_R_STRANGER_REMOVED, POL_ACT_KICK,
-         0, POL_NOTE_NOT_IN_MANAGED, POL_REC_MEMBERSHIP_ENFORCED, 1, ANY},
-        {POL_EV_INVITE, ANY, STRANGERS, ROOM(POL_ROOM_MANAGED), 0, POL_R_STRANGER_INVITE_WITHDRAWN,
-         POL_ACT_KICK, 0, POL_NOTE_NOT_IN_MANAGED, POL_REC_MEMBERSHIP_ENFORCED, 0, ANY},
+        {POL_EV_JOIN, STRANGERS, STRANGERS, MANAGED, 0, POL_R_STRANGER_REMOVED, POL_ACT_KICK, 0,
+         POL_NOTE_NOT_IN_MANAGED, POL_REC_MEMBERSHIP_ENFORCED, 1, ANY, 0, 0},
+        {POL_EV_INVITE, ANY, STRANGERS, MANAGED, 0, POL_R_STRANGER_INVITE_WITHDRAWN, POL_ACT_KICK, 0,
+         POL_NOTE_NOT_IN_MANAGED, POL_REC_MEMBERSHIP_ENFORCED, 0, ANY, 0, 0},
         /* Only staff (and the bot) bring people in; a guest's or a stranger's
          * invite of anyone else is undone too (guests and strangers above). */
-        {POL_EV_INVITE, ROLE(POL_ROLE_GUEST) | STRANGERS, STAFFISH, ROOM(POL_ROOM_MANAGED), 0,
-         POL_R_INVITER_NOT_STAFF, POL_ACT_KICK, 0, POL_NOTE_ONLY_STAFF_INVITE, POL_REC_MEMBERSHIP_ENFORCED, 1,
-         ANY},
+        {POL_EV_INVITE, ROLE(POL_ROLE_GUEST) | STRANGERS, STAFFISH, MANAGED, 0, POL_R_INVITER_NOT_STAFF,
+         POL_ACT_KICK, 0, POL_NOTE_ONLY_STAFF_INVITE, POL_REC_MEMBERSHIP_ENFORCED, 1, ANY, 0, 0},
+        /* Someone who is no longer staff of a service is taken out of its
+         * conversations and groups (the caller asks once per room they are
+         * in; a lead, or staff by the config, stays). */
+        {POL_EV_STAFF_ENDED, ANY, ANY, MANAGED, 0, POL_R_STAFF_STATUS_ENDED, POL_ACT_KICK, 0,
+         POL_NOTE_NO_LONGER_STAFF, POL_REC_MEMBERSHIP_ENFORCED, 0, ANY, 0, NO},
         /* A setting that exposes a managed room goes back to the room's
          * template value, whoever sent it: the content is judged, never the
          * sender (a homeserver admin acts as the bot).  Threshold's own
          * reverts are template values, judged safe: they never come here. */
-        {POL_EV_STATE_EXPOSED, ANY, ANY, ROOM(POL_ROOM_MANAGED), 0, POL_R_STATE_REVERTED,
-         POL_ACT_REVERT_STATE, 0, POL_NOTE_NONE, POL_REC_STATE_REVERTED, 1, ANY},
+        {POL_EV_STATE_EXPOSED, ANY, ANY, MANAGED, 0, POL_R_STATE_REVERTED,
+         POL_ACT_REVERT_STATE, 0, POL_NOTE_NONE, POL_REC_STATE_REVERTED, 1, ANY, 0, 0},
         /* Encryption cannot be turned off: only the bot holds its power level,
          * so this is someone with the bot's power; say so loudly. */
-        {POL_EV_ENCRYPTION, ANY, ANY, ROOM(POL_ROOM_MANAGED), 0, POL_R_ENCRYPTION_ENABLED, 0, 0,
-         POL_NOTE_NONE, POL_REC_ENCRYPTION_ENABLED, 1, ANY},
+        {POL_EV_ENCRYPTION, ANY, ANY, MANAGED, 0, POL_R_ENCRYPTION_ENABLED, 0, 0,
+         POL_NOTE_NONE, POL_REC_ENCRYPTION_ENABLED, 1, ANY, 0, 0},
         /* Someone holds the bot's own power: Matrix does not let the bot
          * lower them, so nothing is put back; say so, on the record. */
-        {POL_EV_STATE_STUCK, ANY, ANY, ROOM(POL_ROOM_MANAGED), 0, POL_R_STATE_CANNOT_REVERT, 0, 0,
-         POL_NOTE_NONE, POL_REC_ENFORCEMENT_FAILED, 1, ANY},
+        {POL_EV_STATE_STUCK, ANY, ANY, MANAGED, 0, POL_R_STATE_CANNOT_REVERT, 0, 0,
+         POL_NOTE_NONE, POL_REC_ENFORCEMENT_FAILED, 1, ANY, 0, 0},
 
         /* Commands are answered only where the bot is, and only to staff. */
-        {POL_EV_COMMAND, ANY, ANY, ANY, -1, POL_R_COMMAND_IGNORED, 0, 0, POL_NOTE_NONE, POL_REC_NONE, 0, ANY},
-        {POL_EV_COMMAND, STAFFISH, ANY, ROOM(POL_ROOM_MANAGED), 1, POL_R_GROUP_COMMAND, POL_ACT_GROUP, 0,
-         POL_NOTE_NONE, POL_REC_NONE, 0, GROUP_IN_ROOM},
+        {POL_EV_COMMAND, ANY, ANY, ANY, -1, POL_R_COMMAND_IGNORED, 0, 0, POL_NOTE_NONE, POL_REC_NONE, 0, ANY,
+         0, 0},
+        /* A guest goes into a group only by the staff of the group's service,
+         * and only if they are that service's guest.  A lead may cross
+         * services; it is recorded. */
+        {POL_EV_COMMAND, ROLE(POL_ROLE_LEAD), ROLE(POL_ROLE_GUEST), ROOM(POL_ROOM_GROUP), 1,
+         POL_R_GROUP_ADD_ACROSS, POL_ACT_GROUP, 0, POL_NOTE_NONE, POL_REC_ADDED_ACROSS, 0,
+         CMD(POL_CMD_GROUP_ADD), NO, 0},
+        {POL_EV_COMMAND, ROLE(POL_ROLE_LEAD), ROLE(POL_ROLE_GUEST), ROOM(POL_ROOM_GROUP), 1,
+         POL_R_GROUP_ADD_ACROSS, POL_ACT_GROUP, 0, POL_NOTE_NONE, POL_REC_ADDED_ACROSS, 0,
+         CMD(POL_CMD_GROUP_ADD), 0, NO},
+        {POL_EV_COMMAND, STAFFISH, ROLE(POL_ROLE_GUEST), ROOM(POL_ROOM_GROUP), 1, POL_R_GROUP_ADD_NOT_SERVICE,
+         POL_ACT_REPLY, 0, POL_NOTE_NOT_SERVICE_STAFF, POL_REC_CONTACT_BLOCKED, 0, CMD(POL_CMD_GROUP_ADD), NO,
+         0},
+        {POL_EV_COMMAND, STAFFISH, ROLE(POL_ROLE_GUEST), ROOM(POL_ROOM_GROUP), 1,
+         POL_R_GROUP_ADD_OTHER_SERVICE, POL_ACT_REPLY, 0, POL_NOTE_OTHER_SERVICE, POL_REC_CONTACT_BLOCKED, 0,
+         CMD(POL_CMD_GROUP_ADD), 0, NO},
+        {POL_EV_COMMAND, STAFFISH, ANY, ROOM(POL_ROOM_GROUP), 1, POL_R_GROUP_COMMAND, POL_ACT_GROUP, 0,
+         POL_NOTE_NONE, POL_REC_NONE, 0, GROUP_IN_ROOM, 0, 0},
+        /* Group commands only in group rooms: adding a guest anywhere else
+         * (a conversation room above all) is refused, and recorded. */
         {POL_EV_COMMAND, STAFFISH, ANY, ANY, 1, POL_R_GROUP_COMMAND_WRONG_ROOM, POL_ACT_REPLY, 0,
-         POL_NOTE_USE_IN_GROUP_ROOM, POL_REC_NONE, 0, GROUP_IN_ROOM},
-        {POL_EV_COMMAND, STAFFISH, ANY,
-         ROOM(POL_ROOM_UNMANAGED) | ROOM(POL_ROOM_MANAGED) | ROOM(POL_ROOM_STAFF), 1,
-         POL_R_CONVERSATION_COMMAND, POL_ACT_CONVERSATION, 0, POL_NOTE_NONE, POL_REC_NONE, 0, CONVERSATION},
-        {POL_EV_COMMAND, STAFFISH, ANY,
-         ROOM(POL_ROOM_UNMANAGED) | ROOM(POL_ROOM_MANAGED) | ROOM(POL_ROOM_STAFF), 1, POL_R_GROUP_COMMAND,
-         POL_ACT_GROUP, 0, POL_NOTE_NONE, POL_REC_NONE, 0, CMD(POL_CMD_GROUP_CREATE)},
+         POL_NOTE_USE_IN_GROUP_ROOM, POL_REC_CONTACT_BLOCKED, 0, CMD(POL_CMD_GROUP_ADD), 0, 0},
+        {POL_EV_COMMAND, STAFFISH, ANY, ANY, 1, POL_R_GROUP_COMMAND_WRONG_ROOM, POL_ACT_REPLY, 0,
+         POL_NOTE_USE_IN_GROUP_ROOM, POL_REC_NONE, 0, GROUP_IN_ROOM, 0, 0},
+        {POL_EV_COMMAND, STAFFISH, ANY, ROOM(POL_ROOM_UNMANAGED) | MANAGED | ROOM(POL_ROOM_STAFF), 1,
+         POL_R_CONVERSATION_COMMAND, POL_ACT_CONVERSATION, 0, POL_NOTE_NONE, POL_REC_NONE, 0, CONVERSATION, 0,
+         0},
+        {POL_EV_COMMAND, STAFFISH, ANY, ROOM(POL_ROOM_UNMANAGED) | MANAGED | ROOM(POL_ROOM_STAFF), 1,
+         POL_R_GROUP_COMMAND, POL_ACT_GROUP, 0, POL_NOTE_NONE, POL_REC_NONE, 0, CMD(POL_CMD_GROUP_CREATE), 0,
+         0},
         {POL_EV_COMMAND, STAFFISH, ANY, ANY, 1, POL_R_COMMAND_ANSWERED, POL_ACT_REPLY, 0, POL_NOTE_NONE,
-         POL_REC_NONE, 0, ANY},
+         POL_REC_NONE, 0, ANY, 0, 0},
         {POL_EV_COMMAND, STRANGERS, ANY, ANY, 1, POL_R_COMMAND_REFUSED, POL_ACT_REPLY, 1, POL_NOTE_NONE,
-         POL_REC_NONE, 0, ANY},
+         POL_REC_NONE, 0, ANY, 0, 0},
 
         /* Gateway actions (send among them) are decided by gateway_rules below. */
 
@@ -112,19 +149,22 @@ static const struct rule rules[] = {
          * every answer is itself recorded.  Anyone else gets nothing at all:
          * not even a refusal that says the command exists. */
         {POL_EV_AUDIT_COMMAND, ROLE(POL_ROLE_LEAD), ANY, ROOM(POL_ROOM_SAFEGUARDING), 1,
-         POL_R_AUDIT_QUERY_ANSWERED, POL_ACT_AUDIT_ANSWER, 0, POL_NOTE_NONE, POL_REC_AUDIT_VIEWED, 0, ANY},
+         POL_R_AUDIT_QUERY_ANSWERED, POL_ACT_AUDIT_ANSWER, 0, POL_NOTE_NONE, POL_REC_AUDIT_VIEWED, 0, ANY, 0,
+         0},
         {POL_EV_AUDIT_COMMAND, ANY, ANY, ANY, 0, POL_R_AUDIT_QUERY_IGNORED, 0, 0, POL_NOTE_NONE, POL_REC_NONE,
-         0, ANY},
+         0, ANY, 0, 0},
         /* So do a copy of the log and breaking the glass on a guest's sealed
          * detail: a lead, in the safeguarding room, on the record. */
         {POL_EV_AUDIT_EXPORT, ROLE(POL_ROLE_LEAD), ANY, ROOM(POL_ROOM_SAFEGUARDING), 1,
-         POL_R_AUDIT_EXPORT_QUEUED, POL_ACT_AUDIT_EXPORT, 0, POL_NOTE_NONE, POL_REC_AUDIT_EXPORTED, 0, ANY},
+         POL_R_AUDIT_EXPORT_QUEUED, POL_ACT_AUDIT_EXPORT, 0, POL_NOTE_NONE, POL_REC_AUDIT_EXPORTED, 0, ANY, 0,
+         0},
         {POL_EV_AUDIT_EXPORT, ANY, ANY, ANY, 0, POL_R_AUDIT_QUERY_IGNORED, 0, 0, POL_NOTE_NONE, POL_REC_NONE,
-         0, ANY},
+         0, ANY, 0, 0},
         {POL_EV_AUDIT_REVEAL, ROLE(POL_ROLE_LEAD), ANY, ROOM(POL_ROOM_SAFEGUARDING), 1,
-         POL_R_IDENTITY_REVEALED, POL_ACT_AUDIT_ANSWER, 0, POL_NOTE_NONE, POL_REC_IDENTITY_REVEALED, 0, ANY},
+         POL_R_IDENTITY_REVEALED, POL_ACT_AUDIT_ANSWER, 0, POL_NOTE_NONE, POL_REC_IDENTITY_REVEALED, 0, ANY,
+         0, 0},
         {POL_EV_AUDIT_REVEAL, ANY, ANY, ANY, 0, POL_R_AUDIT_QUERY_IGNORED, 0, 0, POL_NOTE_NONE, POL_REC_NONE,
-         0, ANY},
+         0, ANY, 0, 0},
 };
 
 static int has(unsigned mask, unsigned bit)
@@ -167,14 +207,14 @@ static const struct gateway_rule gateway_rules[] = {
          * Threshold knows them to be in; a picture or file likewise. */
         {POL_EV_GATEWAY_SEND, 0, 0, CONV(POL_CONV_CLOSED), ANY, ANY, POL_R_GUEST_CONV_CLOSED, 0, POL_REC_NONE},
         {POL_EV_GATEWAY_SEND, 0, 0, CONV(POL_CONV_WAITING), ANY, ANY, POL_R_GUEST_NOT_READY, 0, POL_REC_NONE},
-        {POL_EV_GATEWAY_SEND, 0, 0, CONV(POL_CONV_OPEN), ROLE(POL_ROLE_GUEST), ROOM(POL_ROOM_MANAGED),
+        {POL_EV_GATEWAY_SEND, 0, 0, CONV(POL_CONV_OPEN), ROLE(POL_ROLE_GUEST), MANAGED,
          POL_R_GUEST_SEND_ALLOWED, POL_ACT_SEND, POL_REC_NONE},
         {POL_EV_GATEWAY_SEND, 0, 0, ANY, ANY, ANY, POL_R_GUEST_SEND_REFUSED, 0, POL_REC_CONTACT_BLOCKED},
         {POL_EV_GATEWAY_UPLOAD, 0, 0, CONV(POL_CONV_CLOSED), ANY, ANY, POL_R_GUEST_CONV_CLOSED, 0,
          POL_REC_NONE},
         {POL_EV_GATEWAY_UPLOAD, 0, 0, CONV(POL_CONV_WAITING), ANY, ANY, POL_R_GUEST_NOT_READY, 0,
          POL_REC_NONE},
-        {POL_EV_GATEWAY_UPLOAD, 0, 0, CONV(POL_CONV_OPEN), ROLE(POL_ROLE_GUEST), ROOM(POL_ROOM_MANAGED),
+        {POL_EV_GATEWAY_UPLOAD, 0, 0, CONV(POL_CONV_OPEN), ROLE(POL_ROLE_GUEST), MANAGED,
          POL_R_GUEST_SEND_ALLOWED, POL_ACT_SEND, POL_REC_NONE},
         {POL_EV_GATEWAY_UPLOAD, 0, 0, ANY, ANY, ANY, POL_R_GUEST_SEND_REFUSED, 0, POL_REC_CONTACT_BLOCKED},
         /* A guest may always leave, and always have their data erased. */
@@ -234,6 +274,9 @@ void pol_decide(const struct pol_facts *f, struct pol_decision *out)
 		    !has(r->room, f->room) || !has(r->command, f->command))
 			continue;
 		if ((r->bot_joined == 1 && !f->bot_joined) || (r->bot_joined == -1 && f->bot_joined))
+			continue;
+		if ((r->serves == YES && !f->sender_serves) || (r->serves == NO && f->sender_serves) ||
+		    (r->belongs == YES && !f->target_belongs) || (r->belongs == NO && f->target_belongs))
 			continue;
 		out->reason = r->reason;
 		out->rule = (int)i;
@@ -304,6 +347,11 @@ static const char *const reason_names[POL_R_COUNT] = {
         [POL_R_BOT_INVITE_GUEST_ROOM] = "bot_invite_guest_room",
         [POL_R_ENCRYPTION_ENABLED] = "encryption_enabled",
         [POL_R_STATE_CANNOT_REVERT] = "state_cannot_revert",
+        [POL_R_GUEST_NOT_OWN_CONV] = "guest_not_own_conversation",
+        [POL_R_GROUP_ADD_NOT_SERVICE] = "group_add_not_service_staff",
+        [POL_R_GROUP_ADD_OTHER_SERVICE] = "group_add_other_service",
+        [POL_R_GROUP_ADD_ACROSS] = "group_add_across_services",
+        [POL_R_STAFF_STATUS_ENDED] = "staff_status_ended",
 };
 
 static const char *const role_names[POL_ROLE_COUNT] = {
@@ -331,6 +379,7 @@ static const char *const event_names[POL_EV_COUNT] = {
         [POL_EV_GATEWAY_ERASE] = "gateway_erase",
         [POL_EV_ENCRYPTION] = "encryption",
         [POL_EV_STATE_STUCK] = "state_stuck",
+        [POL_EV_STAFF_ENDED] = "staff_ended",
 };
 
 static const char *const conv_names[POL_CONV_COUNT] = {
@@ -341,9 +390,8 @@ static const char *const conv_names[POL_CONV_COUNT] = {
 };
 
 static const char *const room_names[POL_ROOM_COUNT] = {
-        [POL_ROOM_UNMANAGED] = "unmanaged",
-        [POL_ROOM_MANAGED] = "managed",
-        [POL_ROOM_SAFEGUARDING] = "safeguarding",
+        [POL_ROOM_UNMANAGED] = "unmanaged", [POL_ROOM_CONVERSATION] = "conversation",
+        [POL_ROOM_GROUP] = "group",         [POL_ROOM_SAFEGUARDING] = "safeguarding",
         [POL_ROOM_STAFF] = "staff",
 };
 
@@ -391,6 +439,7 @@ static const char *const record_names[POL_REC_COUNT] = {
         [POL_REC_STATE_REVERTED] = "state_reverted",
         [POL_REC_ENCRYPTION_ENABLED] = "encryption_enabled",
         [POL_REC_ENFORCEMENT_FAILED] = "enforcement_failed",
+        [POL_REC_ADDED_ACROSS] = "added_across_services",
 };
 
 static const char *const note_names[POL_NOTE_COUNT] = {
@@ -399,6 +448,9 @@ static const char *const note_names[POL_NOTE_COUNT] = {
         [POL_NOTE_USE_IN_GROUP_ROOM] = "use_in_group_room",
         [POL_NOTE_NOT_IN_MANAGED] = "not_in_managed",
         [POL_NOTE_ONLY_STAFF_INVITE] = "only_staff_invite",
+        [POL_NOTE_NOT_SERVICE_STAFF] = "not_service_staff",
+        [POL_NOTE_OTHER_SERVICE] = "other_service",
+        [POL_NOTE_NO_LONGER_STAFF] = "no_longer_staff",
 };
 
 #define NAME_OF(table, i) ((unsigned)(i) < sizeof(table) / sizeof(table[0]) ? table[i] : NULL)

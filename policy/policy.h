@@ -44,13 +44,16 @@ enum pol_event {
 	POL_EV_ENCRYPTION,    /* m.room.encryption: the room encrypted, which nothing can undo */
 	POL_EV_STATE_STUCK,   /* a setting exposing the room that Threshold cannot put back (someone
 	                       * holds the bot's power, which Matrix does not let it lower) */
+	POL_EV_STAFF_ENDED,   /* the target stopped being staff (left a staff room of a service, or was
+	                       * dropped from roles): asked once per managed room they are in */
 	POL_EV_COUNT
 };
 
 /* What Threshold knows the event's room to be. */
 enum pol_room {
 	POL_ROOM_UNMANAGED = 0, /* a room Threshold does not manage */
-	POL_ROOM_MANAGED,       /* a room Threshold created or staff put under management */
+	POL_ROOM_CONVERSATION,  /* a guest's conversation with a service: one guest, that service's staff */
+	POL_ROOM_GROUP,         /* a service's moderated group: guests added by its staff */
 	POL_ROOM_SAFEGUARDING,  /* the configured safeguarding room (not managed: no guest belongs there) */
 	POL_ROOM_STAFF,         /* a configured staff room (not managed either); its members are staff */
 	POL_ROOM_COUNT
@@ -97,6 +100,14 @@ struct pol_facts {
 	int session;        /* the request carries a live session of the guest */
 	int entry_open;     /* redeem: the invitation is good, or the service's public
 	                       entry is open; resume: the code is known */
+	/* 1 if the sender is staff of the room's service: for a group command, joined to
+	 * the staff room of the group's service (a group of no service: any staff). */
+	int sender_serves;
+	/* 1 if the target belongs in the room: a guest in a conversation room, when it is
+	 * their own; a guest named by "group add", when of the group's service (or of
+	 * none, in a group of none); for POL_EV_STAFF_ENDED, when the target is still
+	 * staff of the room's service. */
+	int target_belongs;
 };
 
 enum pol_action_kind {
@@ -125,6 +136,9 @@ enum pol_note {
 	POL_NOTE_USE_IN_GROUP_ROOM,  /* a group command that only works in a group room */
 	POL_NOTE_NOT_IN_MANAGED,     /* why someone was removed from a managed room */
 	POL_NOTE_ONLY_STAFF_INVITE,  /* why an invite by someone not staff was withdrawn */
+	POL_NOTE_NOT_SERVICE_STAFF,  /* group add by staff who are not in the group's service's staff room */
+	POL_NOTE_OTHER_SERVICE,      /* group add of a guest of another service */
+	POL_NOTE_NO_LONGER_STAFF,    /* the neutral reason given to someone who is no longer staff */
 	POL_NOTE_COUNT
 };
 
@@ -168,6 +182,11 @@ enum pol_reason {
 	POL_R_BOT_INVITE_GUEST_ROOM,     /* a guest (that is, Threshold) invited the bot into its room */
 	POL_R_ENCRYPTION_ENABLED,        /* a managed room was encrypted: cannot be undone, alert loudly */
 	POL_R_STATE_CANNOT_REVERT,       /* a setting exposes a managed room and cannot be put back */
+	POL_R_GUEST_NOT_OWN_CONV,        /* a guest invited or joined to another guest's conversation */
+	POL_R_GROUP_ADD_NOT_SERVICE,     /* group add by staff outside the group's service */
+	POL_R_GROUP_ADD_OTHER_SERVICE,   /* group add of another service's guest */
+	POL_R_GROUP_ADD_ACROSS,          /* a lead added a guest across services (recorded) */
+	POL_R_STAFF_STATUS_ENDED,        /* someone no longer staff of a service left its rooms */
 	POL_R_COUNT
 };
 
@@ -182,6 +201,7 @@ enum pol_record {
 	POL_REC_STATE_REVERTED,      /* Threshold undid a change to a room's settings */
 	POL_REC_ENCRYPTION_ENABLED,  /* a managed room was encrypted (nothing undone: it cannot be) */
 	POL_REC_ENFORCEMENT_FAILED,  /* Threshold could not carry out what policy asks */
+	POL_REC_ADDED_ACROSS,        /* a lead added a guest to another service's group */
 	POL_REC_COUNT
 };
 

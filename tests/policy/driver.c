@@ -6,6 +6,8 @@
  *
  * input.json:    {"event": "invite", "sender": "local", "target": "bot",
  *                 "command": "none", "bot_joined": false}
+ *                and, when a rule asks for them, "sender_serves" and
+ *                "target_belongs" (booleans; false when left out).
  * expected.json: {"reason": "bot_invite_accepted", "record": "none", "actions": [{"kind": "join"}]}
  *                "record" names the audit record the decision asks for.
  *                a reply action also has "reply": "<command>" and "refusal".
@@ -83,7 +85,7 @@ static int read_facts(const char *path, struct pol_facts *facts, char *why, size
 	json_error_t jerr;
 	json_t *in = json_load_file(path, 0, &jerr);
 	const char *event_s, *sender_s, *target_s, *command_s, *room_s;
-	int event, sender, target, command, room, joined, rc = -1;
+	int event, sender, target, command, room, joined, serves = 0, belongs = 0, rc = -1;
 	if (!in) {
 		json_why(why, whylen, "input.json", &jerr);
 		return -1;
@@ -91,10 +93,11 @@ static int read_facts(const char *path, struct pol_facts *facts, char *why, size
 	const char *conv_s = "none";
 	int session = 0, entry_open = 0, conv;
 	/* Strict: a misspelt key is an error, not a fact left at its default. */
-	if (json_unpack_ex(in, &jerr, JSON_STRICT, "{s:s, s:s, s:s, s:s, s:s, s:b, s?s, s?b, s?b}", "event",
-	                   &event_s, "sender", &sender_s, "target", &target_s, "room", &room_s, "command",
-	                   &command_s, "bot_joined", &joined, "conv", &conv_s, "session", &session,
-	                   "entry_open", &entry_open) != 0) {
+	if (json_unpack_ex(in, &jerr, JSON_STRICT, "{s:s, s:s, s:s, s:s, s:s, s:b, s?s, s?b, s?b, s?b, s?b}",
+	                   "event", &event_s, "sender", &sender_s, "target", &target_s, "room", &room_s,
+	                   "command", &command_s, "bot_joined", &joined, "conv", &conv_s, "session", &session,
+	                   "entry_open", &entry_open, "sender_serves", &serves, "target_belongs",
+	                   &belongs) != 0) {
 		json_why(why, whylen, "input.json", &jerr);
 		goto out;
 	}
@@ -115,6 +118,8 @@ static int read_facts(const char *path, struct pol_facts *facts, char *why, size
 	facts->room = (enum pol_room)room;
 	facts->command = (enum pol_command)command;
 	facts->bot_joined = joined;
+	facts->sender_serves = serves;
+	facts->target_belongs = belongs;
 	rc = 0;
 out:
 	json_decref(in);

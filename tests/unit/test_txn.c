@@ -7,6 +7,7 @@
 
 #include "audit.h"
 #include "config.h"
+#include "events.h"
 #include "rooms.h"
 #include "log.h"
 #include "store.h"
@@ -994,6 +995,167 @@ static void test_staff_rooms(void)
 }
 
 /* Per-room pseudonyms: a guest joining a managed room is named there once. */
+/* The records of @p kind for @p room, and the last one's reason (into @p reason, 64 bytes). */
+struct reason_count {
+	const char *kind, *room;
+	int n;
+	char reason[64];
+};
+
+static int count_reason(void *ctx, uint64_t seq, const json_t *rec, const char *raw, size_t rawlen)
+{
+	(void)seq;
+	(void)raw;
+	(void)rawlen;
+	struct reason_count *rc = ctx;
+	const char *kind = json_string_value(json_object_get(rec, "kind"));
+	const char *room = json_string_value(json_object_get(rec, "room"));
+	if (kind && room && strcmp(kind, rc->kind) == 0 && strcmp(room, rc->room) == 0) {
+		rc->n++;
+		copy(rc->reason, json_object_get(rec, "reason"));
+	}
+	return 0;
+}
+
+static struct reason_count records_in(const char *kind, const char *room)
+{
+	struct reason_count rc = {kind, room, 0, ""};
+	store_txn *t;
+	if (store_txn_begin(st, 0, &t) == TH_OK) {
+		struct audit_filter f;
+		audit_filter_init(&f);
+		f.room = room;
+		CHECK_EQ_INT(audit_iter(t, &f, count_reason, &rc), TH_OK);
+		store_txn_abort(t);
+	}
+	return rc;
+}
+
+static int member_of(const char *room, const char *user)
+{
+	store_txn *t;
+	int has = 0;
+	if (store_txn_begin(st, 0, &t) == TH_OK) {
+		has = rooms_member_has(t, room, user);
+		store_txn_abort(t);
+	}
+	return has;
+}
+
+/* A conversation room is one guest's own: another guest joined to it is
+ * taken out and recorded.  Who is in a managed room is kept as its own
+ * keys; someone the config no longer makes staff is kicked from the rooms
+ * they are in at the next start, and recorded. */
+static void test_room_kinds_and_staff_status(void)
+{
+	store_txn *t;
+	struct txn_result res;
+	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
+	CHECK_EQ_INT(rooms_mark_managed(t, "!mine:test.local", "portal"), TH_OK);
+	CHECK_EQ_INT(rooms_mark_managed(t, "!theirs:test.local", "portal"), TH_OK);
+	json_t *conv = json_pack("{s:s, s:s}", "service", "helpline", "room", "!mine:test.local");
+	CHECK_EQ_INT(store_put_json(t, STORE_CONVS, GUEST_ID, conv), TH_OK);
+	json_decref(conv);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+
+	/* The guest's own conversation: joined, and recorded as a member. */
+	run("120", MEMBER("$own", "!mine:test.local", GUEST_ID, GUEST_ID, "join"), &res);
+	CHECK_EQ_INT(res.processed, 1);
+	CHECK_EQ_INT(records_in("membership_enforced", "!mine:test.local").n, 0);
+	CHECK(member_of("!mine:test.local", GUEST_ID));
+
+	/* Another guest's: taken out, on the record. */
+	run("121", MEMBER("$other", "!theirs:test.local", GUEST_ID, GUEST_ID, "join"), &res);
+	CHECK_EQ_INT(res.queued, 1);
+	json_t *a = last_action();
+	CHECK_STR(json_string_value(json_object_get(a, "op")), "leave");
+	CHECK_STR(json_string_value(json_object_get(a, "room_id")), "!theirs:test.local");
+	CHECK_STR(json_string_value(json_object_get(a, "user_id")), GUEST_ID);
+	json_decref(a);
+	struct reason_count rc = records_in("membership_enforced", "!theirs:test.local");
+	CHECK_EQ_INT(rc.n, 1);
+	CHECK_STR(rc.reason, "guest_not_own_conversation");
+	/* Its leave ends the membership's keys. */
+	run("122", MEMBER("$gone", "!theirs:test.local", GUEST_ID, GUEST_ID, "leave"), &res);
+	CHECK(!member_of("!theirs:test.local", GUEST_ID));
+
+	/* Roles at start: the first start keeps them; ex, staff by the config,
+	 * joins the conversation; dropped from roles.staff, ex is taken out at
+	 * the next start (and staff, still configured, is not). */
+	cfg.staff.v = xrealloc(cfg.staff.v, 2 * sizeof(char *));
+	cfg.staff.v[1] = xstrdup("@ex:test.local");
+	cfg.staff.n = 2;
+	struct txn_env env = {&cfg, st, au};
+	unsigned queued = 0;
+	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
+	CHECK_EQ_INT(events_roles_changed(&env, t, &queued), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	CHECK_EQ_INT(queued, 0);
+	run("123", MEMBER("$exj", "!mine:test.local", "@ex:test.local", "@ex:test.local", "join"), &res);
+	run("124", MEMBER("$stj", "!mine:test.local", "@staff:test.local", "@staff:test.local", "join"),
+	    &res);
+	CHECK(member_of("!mine:test.local", "@ex:test.local"));
+	CHECK_EQ_INT(records_in("membership_enforced", "!mine:test.local").n, 0);
+
+	free(cfg.staff.v[1]);
+	cfg.staff.n = 1;
+	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
+	CHECK_EQ_INT(events_roles_changed(&env, t, &queued), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	CHECK_EQ_INT(queued, 1);
+	a = last_action();
+	CHECK_STR(json_string_value(json_object_get(a, "op")), "kick");
+	CHECK_STR(json_string_value(json_object_get(a, "room_id")), "!mine:test.local");
+	CHECK_STR(json_string_value(json_object_get(a, "target")), "@ex:test.local");
+	CHECK_STR(json_string_value(json_object_get(a, "reason")),
+	          "Your access to this service's conversations has ended.");
+	json_decref(a);
+	rc = records_in("membership_enforced", "!mine:test.local");
+	CHECK_EQ_INT(rc.n, 1);
+	CHECK_STR(rc.reason, "staff_status_ended");
+	/* Nothing changed since: the next start takes no one out. */
+	queued = 0;
+	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
+	CHECK_EQ_INT(events_roles_changed(&env, t, &queued), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	CHECK_EQ_INT(queued, 0);
+
+	/* Someone who left a staff room while Threshold could not see: the
+	 * read at start finds them gone, and they are taken out then. */
+	cfg.staff_rooms.v = xcalloc(1, sizeof(char *));
+	cfg.staff_rooms.v[0] = xstrdup("!staffroom:test.local");
+	cfg.staff_rooms.n = 1;
+	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
+	CHECK_EQ_INT(rooms_staff_set(t, "!staffroom:test.local", "@fay:test.local", 1), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	run("125", MEMBER("$fay", "!mine:test.local", "@fay:test.local", "@fay:test.local", "join"), &res);
+	CHECK(member_of("!mine:test.local", "@fay:test.local"));
+	queued = 0;
+	CHECK_EQ_INT(events_staff_departed(&env, &queued), TH_OK);
+	CHECK_EQ_INT(queued, 0); /* nobody left */
+	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
+	json_t *joined = json_pack("{s:{}}", "@threshold:test.local");
+	CHECK_EQ_INT(rooms_staff_refresh(t, "!staffroom:test.local", joined), TH_OK);
+	json_decref(joined);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	CHECK_EQ_INT(events_staff_departed(&env, &queued), TH_OK);
+	CHECK_EQ_INT(queued, 1);
+	a = last_action();
+	CHECK_STR(json_string_value(json_object_get(a, "op")), "kick");
+	CHECK_STR(json_string_value(json_object_get(a, "target")), "@fay:test.local");
+	json_decref(a);
+	rc = records_in("membership_enforced", "!mine:test.local");
+	CHECK_EQ_INT(rc.n, 2);
+	/* Handed on once. */
+	queued = 0;
+	CHECK_EQ_INT(events_staff_departed(&env, &queued), TH_OK);
+	CHECK_EQ_INT(queued, 0);
+	free(cfg.staff_rooms.v[0]);
+	free(cfg.staff_rooms.v);
+	cfg.staff_rooms.v = NULL;
+	cfg.staff_rooms.n = 0;
+}
+
 static void test_pseudonym_per_room(void)
 {
 	cfg.pseudonym_per_room = 1;
@@ -1189,6 +1351,7 @@ int main(void)
 	test_managed_power_and_alias();
 	test_conversation_template();
 	test_staff_rooms();
+	test_room_kinds_and_staff_status();
 	test_pseudonym_per_room();
 	test_guest_made_room();
 	test_audit_questions();
