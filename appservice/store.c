@@ -45,6 +45,7 @@ static const struct {
         [STORE_FEED] = {"feed", 0},
         [STORE_BLOBS] = {"blobs", 0},
         [STORE_STAFF_MEMBERS] = {"staff_members", MDB_DUPSORT},
+        [STORE_OUTBOX_FAILED] = {"outbox_failed", 0},
 };
 
 static int map_err(int rc)

@@ -39,6 +39,7 @@ enum store_db {
 	STORE_FEED,             /* guest user id, 0, u64 BE id -> JSON feed entry (bridge/feed.c) */
 	STORE_BLOBS,            /* random id -> a guest's file, until the outbox has uploaded it */
 	STORE_STAFF_MEMBERS, /* user id -> staff room id, one duplicate per room joined (dupsort; rooms.c) */
+	STORE_OUTBOX_FAILED, /* u64 BE seq -> JSON: an action set aside after failing for good (outbox.c) */
 	STORE_NDBS
 };
 
