@@ -284,6 +284,10 @@ static int apply(const struct txn_env *env, store_txn *t, const struct pol_decis
 			                  "room_id", room_id, "user_id", target);
 			if (note_text(a->note))
 				json_object_set_new(action, "reason", json_string(note_text(a->note)));
+			/* Leaving or rejecting a room Threshold does not run may wait
+			 * on the server that holds it: the outbox's remote share. */
+			if (!rooms_is_managed(room))
+				json_object_set_new(action, "remote", json_true());
 			break;
 		case POL_ACT_COUNT:
 			break;
@@ -315,6 +319,8 @@ static int apply(const struct txn_env *env, store_txn *t, const struct pol_decis
 			                   "user_id", cfg->bot_user_id, "target", target);
 			if (note_text(a->note))
 				json_object_set_new(action, "reason", json_string(note_text(a->note)));
+			if (!rooms_is_managed(room))
+				json_object_set_new(action, "remote", json_true());
 			break;
 		case POL_ACT_REVERT_STATE:
 			if (safe)
