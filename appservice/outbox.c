@@ -1024,6 +1024,7 @@ struct pool {
 	struct finished *batch, **batch_tail;
 	size_t nbatch;
 	uint64_t next_commit_ms; /* no removal commit before this (th_mono_ms) */
+	struct outbox_stats stats; /* under mu */
 };
 
 static uint64_t lane_hash(const char *s)
@@ -1409,6 +1410,7 @@ static void commit_batch(outbox *ob, uint64_t now)
 	else
 		store_txn_abort(t);
 	int all = rc == TH_OK;
+	uint64_t removed = 0, aside = 0, commits = all;
 	while (list) {
 		struct finished *f = list;
 		list = f->next;
@@ -1429,9 +1431,17 @@ static void commit_batch(outbox *ob, uint64_t now)
 			f->e->not_before_ms = now + STORE_RETRY_MS;
 		} else {
 			entry_remove(p, f->e);
+			removed++;
+			aside += (uint64_t)f->set_aside;
+			commits += (uint64_t)!all;
 		}
 		finished_free(f);
 	}
+	pthread_mutex_lock(&p->mu);
+	p->stats.removed += removed;
+	p->stats.set_aside += aside;
+	p->stats.commits += commits;
+	pthread_mutex_unlock(&p->mu);
 	/* Leave the writer to the homeserver's transactions at least as long
 	 * as this took: a backlog draining takes at most half the store. */
 	p->next_commit_ms = th_mono_ms() + (th_mono_ms() - t0);
@@ -1764,6 +1774,13 @@ size_t outbox_pending(outbox *ob)
 		n = 0;
 	store_txn_abort(t);
 	return n;
+}
+
+void outbox_stats_get(outbox *ob, struct outbox_stats *out)
+{
+	pthread_mutex_lock(&ob->pool->mu);
+	*out = ob->pool->stats;
+	pthread_mutex_unlock(&ob->pool->mu);
 }
 
 static int failed_one(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)

@@ -151,6 +151,16 @@ void outbox_stop(outbox *ob);
 /** Number of actions waiting (for logs and tests); 0 if the store fails. */
 size_t outbox_pending(outbox *ob);
 
+/** What the outbox has done since outbox_start (for logs and tests). */
+struct outbox_stats {
+	uint64_t removed;   /* actions removed from the queue: done, dropped or set aside */
+	uint64_t set_aside; /* of which set aside after failing for good */
+	uint64_t commits;   /* write transactions that removed them */
+};
+
+/** Copy the counts into @p out.  Safe from any thread. */
+void outbox_stats_get(outbox *ob, struct outbox_stats *out);
+
 /**
  * The actions set aside after failing for good, oldest first, in read or
  * write transaction @p t: an array of objects {seq, op, lane, room_id?,
