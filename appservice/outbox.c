@@ -1401,14 +1401,14 @@ static void commit_batch(outbox *ob, uint64_t now)
 	if (!list)
 		return;
 	uint64_t t0 = th_mono_ms();
-	store_txn *t;
+	store_txn *t = NULL;
 	int rc = store_txn_begin(ob->st, 1, &t);
 	for (struct finished *f = list; !rc && f; f = f->next)
 		rc = finish_in(ob, t, f);
 	if (!rc)
 		rc = store_txn_commit(t);
 	else
-		store_txn_abort(t);
+		store_txn_abort(t); /* NULL when the begin failed: a no-op */
 	int all = rc == TH_OK;
 	uint64_t removed = 0, aside = 0, commits = all;
 	while (list) {
