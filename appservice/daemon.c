@@ -369,8 +369,9 @@ int daemon_status(const struct config *cfg, int as_json)
 			const char *room = jsonx_str(f, "room_id"), *target = jsonx_str(f, "target");
 			printf("  action %-8lld %-12s %s%s%s, %lld attempts, last: %s\n",
 			       (long long)json_integer_value(json_object_get(f, "seq")),
-			       jsonx_str(f, "op") ? jsonx_str(f, "op") : "?", room ? room : jsonx_str(f, "lane"),
-			       target ? " for " : "", target ? target : "",
+			       jsonx_str(f, "op") ? jsonx_str(f, "op") : "?",
+			       room ? room : jsonx_str(f, "lane"), target ? " for " : "",
+			       target ? target : "",
 			       (long long)json_integer_value(json_object_get(f, "attempts")),
 			       jsonx_str(f, "last_error") ? jsonx_str(f, "last_error") : "-");
 		}

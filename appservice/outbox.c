@@ -902,7 +902,8 @@ static enum outbox_result execute(outbox *ob, uint64_t seq, const char *val, siz
 	if (rc)
 		snprintf(why, 96, "%s", th_strerror(rc));
 	else
-		snprintf(why, 96, "HTTP %ld%s%.60s", r.status, r.errcode ? " " : "", r.errcode ? r.errcode : "");
+		snprintf(why, 96, "HTTP %ld%s%.60s", r.status, r.errcode ? " " : "",
+		         r.errcode ? r.errcode : "");
 	for (char *p = why; *p; p++) {
 		if (*p < 0x20 || *p == 0x7f || *p == '"' || *p == '\\')
 			*p = '?'; /* the errcode is the server's text: keep log lines whole */
@@ -977,9 +978,9 @@ struct finished {
 	struct entry *e;
 	char *val; /* the action as stored */
 	size_t vlen;
-	json_t *answer;   /* for the op's done fn, or NULL */
-	int set_aside;    /* failed for good: into STORE_OUTBOX_FAILED */
-	char why[96];     /* the last failure, when set aside */
+	json_t *answer; /* for the op's done fn, or NULL */
+	int set_aside;  /* failed for good: into STORE_OUTBOX_FAILED */
+	char why[96];   /* the last failure, when set aside */
 	struct finished *next;
 };
 
@@ -1014,7 +1015,7 @@ struct pool {
 	int woken;
 	struct slot *slots;
 	size_t nslots;
-	size_t remote_max; /* slots remote actions may hold at once */
+	size_t remote_max;   /* slots remote actions may hold at once */
 	uint64_t give_up_ms; /* outbox.give_up_after_seconds */
 	/* The dispatcher's alone: */
 	struct lane **buckets;
@@ -1023,7 +1024,7 @@ struct pool {
 	size_t running, running_remote;
 	struct finished *batch, **batch_tail;
 	size_t nbatch;
-	uint64_t next_commit_ms; /* no removal commit before this (th_mono_ms) */
+	uint64_t next_commit_ms;   /* no removal commit before this (th_mono_ms) */
 	struct outbox_stats stats; /* under mu */
 };
 
@@ -1316,10 +1317,11 @@ static int set_aside(const outbox *ob, store_txn *t, const struct finished *f)
 	const char *op = a ? field(a, "op") : NULL;
 	uint64_t now = th_now_ms();
 	uint64_t first = now - (th_mono_ms() - f->e->first_fail_ms);
-	json_t *rec = json_pack("{s:I, s:o, s:I, s:I, s:I, s:s, s:s}", "seq", (json_int_t)f->e->seq, "action",
-	                        a ? json_incref(a) : json_string(f->val), "attempts", (json_int_t)f->e->attempt,
-	                        "first_failure_ms", (json_int_t)first, "set_aside_ms", (json_int_t)now,
-	                        "last_error", f->why, "lane", f->e->lane->name);
+	json_t *rec =
+	        json_pack("{s:I, s:o, s:I, s:I, s:I, s:s, s:s}", "seq", (json_int_t)f->e->seq, "action",
+	                  a ? json_incref(a) : json_string(f->val), "attempts", (json_int_t)f->e->attempt,
+	                  "first_failure_ms", (json_int_t)first, "set_aside_ms", (json_int_t)now,
+	                  "last_error", f->why, "lane", f->e->lane->name);
 	char *val = json_dumps(rec, JSON_COMPACT);
 	json_decref(rec);
 	unsigned char key[8];

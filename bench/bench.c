@@ -615,13 +615,14 @@ static void bench_backlog(struct config *cfg, const char *dir, unsigned backlog,
 	struct sockaddr_in sa = {
 	        .sin_family = AF_INET, .sin_port = 0, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	struct MHD_Daemon *hs =
-	        MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL, NULL,
-	                         hs_answer, NULL, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_END);
+	        MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL,
+	                         NULL, hs_answer, NULL, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_END);
 	if (!hs) {
 		fprintf(stderr, "bench: cannot start the local homeserver\n");
 		exit(1);
 	}
-	char *url = xasprintf("http://127.0.0.1:%u", MHD_get_daemon_info(hs, MHD_DAEMON_INFO_BIND_PORT)->port);
+	char *url =
+	        xasprintf("http://127.0.0.1:%u", MHD_get_daemon_info(hs, MHD_DAEMON_INFO_BIND_PORT)->port);
 	cfg->hs_url = url;
 	cfg->as_token = xstrdup("bench_as_token");
 	cfg->client_timeout_ms = 30000;

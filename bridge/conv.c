@@ -349,8 +349,8 @@ int conv_redeem(const struct txn_env *env, const char *invite, const char *svc_n
 		char *text = xasprintf("%s is joining this group through an invitation.", g.pseudonym);
 		/* The invite goes after the guest's register, which is in the
 		 * guest's own lane (outbox.h). */
-		rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:[s]}", "op", "invite", "room_id", group, "user_id",
-		                       cfg->bot_user_id, "target", g.user_id, "after", g.user_id));
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:[s]}", "op", "invite", "room_id", group,
+		                       "user_id", cfg->bot_user_id, "target", g.user_id, "after", g.user_id));
 		if (!rc)
 			rc = push(t, json_pack("{s:s, s:s, s:s}", "op", "join", "room_id", group, "user_id",
 			                       g.user_id));
@@ -718,7 +718,8 @@ int conv_erase(const struct txn_env *env, const char *guest)
 		                       "displayname", "Former guest", "after", rooms));
 	/* Last: the homeserver account goes too, marked erased. */
 	if (!rc)
-		rc = push(t, json_pack("{s:s, s:s, s:O}", "op", "deactivate", "user_id", guest, "after", rooms));
+		rc = push(t,
+		          json_pack("{s:s, s:s, s:O}", "op", "deactivate", "user_id", guest, "after", rooms));
 	json_decref(rooms);
 	/* 3. Sessions, resume code, conversation and the pseudonym go. */
 	if (!rc)

@@ -584,8 +584,8 @@ static void test_room_ops(store *st, outbox *ob)
 	 * between them. */
 	size_t k = 1, reply = 0;
 	for (size_t i = 1; i < 5; i++) {
-		if (strncmp(fk.seen[i].path, "/_matrix/client/v3/rooms/%21staff%3Ahs/send/m.room.message/", 59) ==
-		    0)
+		if (strncmp(fk.seen[i].path, "/_matrix/client/v3/rooms/%21staff%3Ahs/send/m.room.message/",
+		            59) == 0)
 			reply = i;
 	}
 	CHECK(reply > 0);
@@ -941,8 +941,9 @@ static void test_lanes_remote(store *st)
 	fake_rule("far2", (struct answer){200, "{}", 1500, NULL}, 0);
 	push(st, "{\"op\":\"leave\",\"room_id\":\"!far1:remote.example\",\"user_id\":\"@g:hs\"}");
 	push(st, "{\"op\":\"leave\",\"room_id\":\"!far2:remote.example\",\"user_id\":\"@threshold:hs\"}");
-	push(st, "{\"op\":\"send\",\"room_id\":\"!near:hs\",\"user_id\":\"@g:hs\",\"type\":\"m.room.message\","
-	         "\"content\":{\"msgtype\":\"m.text\",\"body\":\"I am in danger\"}}");
+	push(st,
+	     "{\"op\":\"send\",\"room_id\":\"!near:hs\",\"user_id\":\"@g:hs\",\"type\":\"m.room.message\","
+	     "\"content\":{\"msgtype\":\"m.text\",\"body\":\"I am in danger\"}}");
 	outbox *ob = lanes_start(st, 4);
 	CHECK(wait_drained(ob, 3, 8000));
 	outbox_stop(ob);
@@ -957,9 +958,10 @@ static void test_lanes_order(store *st)
 	fake_script(NULL);
 	fake_rule("%21a%3Ahs", (struct answer){500, "{\"errcode\":\"M_UNKNOWN\"}", 0, NULL}, 0);
 	for (int i = 1; i <= 3; i++) {
-		char *a = xasprintf("{\"op\":\"send\",\"room_id\":\"!a:hs\",\"user_id\":\"@g:hs\",\"type\":\"m.room."
-		                    "message\",\"content\":{\"msgtype\":\"m.text\",\"body\":\"a%d\"}}",
-		                    i);
+		char *a = xasprintf(
+		        "{\"op\":\"send\",\"room_id\":\"!a:hs\",\"user_id\":\"@g:hs\",\"type\":\"m.room."
+		        "message\",\"content\":{\"msgtype\":\"m.text\",\"body\":\"a%d\"}}",
+		        i);
 		push(st, a);
 		free(a);
 	}
@@ -988,9 +990,10 @@ static void test_lanes_bounded(store *st)
 	fake_script(NULL);
 	fake_rule("/send/", (struct answer){200, "{\"event_id\":\"$x\"}", 300, NULL}, 1);
 	for (int i = 0; i < 12; i++) {
-		char *a = xasprintf("{\"op\":\"send\",\"room_id\":\"!c%d:hs\",\"user_id\":\"@g:hs\",\"type\":\"m.room."
-		                    "message\",\"content\":{}}",
-		                    i);
+		char *a = xasprintf(
+		        "{\"op\":\"send\",\"room_id\":\"!c%d:hs\",\"user_id\":\"@g:hs\",\"type\":\"m.room."
+		        "message\",\"content\":{}}",
+		        i);
 		push(st, a);
 		free(a);
 	}
@@ -1062,10 +1065,12 @@ static void test_lanes_give_up(store *st)
 	fake_script(NULL);
 	fake_rule("%21dead%3Ahs/join", (struct answer){502, "{}", 0, NULL}, 1);
 	push(st, "{\"op\":\"join\",\"room_id\":\"!dead:hs\",\"user_id\":\"@g:hs\"}");
-	push(st, "{\"op\":\"send\",\"room_id\":\"!dead:hs\",\"user_id\":\"@g:hs\",\"type\":\"m.room.message\","
-	         "\"content\":{\"msgtype\":\"m.text\",\"body\":\"after\"}}");
-	push(st, "{\"op\":\"send\",\"room_id\":\"!live:hs\",\"user_id\":\"@g:hs\",\"type\":\"m.room.message\","
-	         "\"content\":{\"msgtype\":\"m.text\",\"body\":\"meanwhile\"}}");
+	push(st,
+	     "{\"op\":\"send\",\"room_id\":\"!dead:hs\",\"user_id\":\"@g:hs\",\"type\":\"m.room.message\","
+	     "\"content\":{\"msgtype\":\"m.text\",\"body\":\"after\"}}");
+	push(st,
+	     "{\"op\":\"send\",\"room_id\":\"!live:hs\",\"user_id\":\"@g:hs\",\"type\":\"m.room.message\","
+	     "\"content\":{\"msgtype\":\"m.text\",\"body\":\"meanwhile\"}}");
 	outbox *ob = lanes_start(st, 4);
 	size_t alert = wait_path("%21sg%3Ahs/send", 0, 8000);
 	CHECK(wait_drained(ob, 1, 8000));
@@ -1157,7 +1162,8 @@ static void test_lanes_crash(const char *dir)
 		json_t *a = outbox_notice("!crash:hs", "@bot:hs", "in flight", NULL);
 		json_t *b = outbox_notice("!crash:hs", "@bot:hs", "next", NULL);
 		store_txn *t;
-		if (store_txn_begin(cst, 1, &t) || outbox_push(t, a) || outbox_push(t, b) || store_txn_commit(t))
+		if (store_txn_begin(cst, 1, &t) || outbox_push(t, a) || outbox_push(t, b) ||
+		    store_txn_commit(t))
 			_exit(3);
 		if (outbox_start(cst, &cfg, &ob) != TH_OK)
 			_exit(4);
