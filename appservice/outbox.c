@@ -964,6 +964,7 @@ struct entry {
 	unsigned attempt;       /* failed attempts so far */
 	uint64_t not_before_ms; /* th_mono_ms() before which it does not run again */
 	uint64_t first_fail_ms; /* th_mono_ms() of its first retryable failure; 0: none */
+	int fail_recorded;      /* the store's copy says when it first failed */
 	struct entry *next;     /* the next of its lane */
 };
 
@@ -1023,6 +1024,7 @@ struct pool {
 	uint64_t loaded_seq; /* the highest seq in the picture */
 	size_t running, running_remote;
 	struct finished *batch, **batch_tail;
+	struct entry **first_failed; /* nslots: failed for the first time just now */
 	size_t nbatch;
 	uint64_t next_commit_ms;   /* no removal commit before this (th_mono_ms) */
 	struct outbox_stats stats; /* under mu */
@@ -1156,6 +1158,14 @@ static void entry_add(struct pool *p, const struct config *cfg, uint64_t seq, co
 	e->lane = lane_get(p, name);
 	free(name);
 	e->remote = action_remote(cfg, a);
+	/* Failing since before this start: the time to give up runs on. */
+	json_int_t since = json_integer_value(json_object_get(a, "failed_since_ms"));
+	if (since > 0) {
+		uint64_t wall = th_now_ms(), mono = th_mono_ms();
+		uint64_t ago = wall > (uint64_t)since ? wall - (uint64_t)since : 0;
+		e->first_fail_ms = mono > ago ? mono - ago : 1;
+		e->fail_recorded = 1;
+	}
 	const json_t *after = json_object_get(a, "after");
 	if (json_is_array(after) && json_array_size(after) > 0) {
 		e->after = xcalloc(json_array_size(after), sizeof(char *));
@@ -1449,8 +1459,10 @@ static void commit_batch(outbox *ob, uint64_t now)
 	p->next_commit_ms = th_mono_ms() + (th_mono_ms() - t0);
 }
 
-/* Take the outcome of a slot's action (under pool.mu). */
-static void collect(outbox *ob, struct slot *s, uint64_t now)
+/* Take the outcome of a slot's action (under pool.mu).  @return 1 when the
+ * action has just failed for the first time and is to be retried: the
+ * caller records when (record_first_failure). */
+static int collect(outbox *ob, struct slot *s, uint64_t now)
 {
 	struct pool *p = ob->pool;
 	struct entry *e = s->e;
@@ -1467,7 +1479,7 @@ static void collect(outbox *ob, struct slot *s, uint64_t now)
 			e->not_before_ms = now + s->delay_ms;
 			free(s->val);
 			s->val = NULL;
-			return;
+			return !e->fail_recorded;
 		}
 	}
 	struct finished *f = xcalloc(1, sizeof(*f));
@@ -1483,6 +1495,45 @@ static void collect(outbox *ob, struct slot *s, uint64_t now)
 	*p->batch_tail = f;
 	p->batch_tail = &f->next;
 	p->nbatch++;
+	return 0;
+}
+
+/*
+ * Write into the stored action when it first failed ("failed_since_ms",
+ * wall clock), so that a restart does not start its time to give up again.
+ * Best effort: if the store fails, the time runs from this start only.
+ */
+static void record_first_failure(outbox *ob, struct entry *e)
+{
+	e->fail_recorded = 1;
+	uint64_t since = th_now_ms() - (th_mono_ms() - e->first_fail_ms);
+	unsigned char key[8];
+	store_u64_key(key, e->seq);
+	store_txn *t;
+	int rc = store_txn_begin(ob->st, 1, &t);
+	if (rc)
+		goto out;
+	const void *v;
+	size_t vlen;
+	rc = store_get(t, STORE_OUTBOX, key, sizeof(key), &v, &vlen);
+	json_t *a = rc ? NULL : json_loadb(v, vlen, 0, NULL);
+	if (!a) {
+		store_txn_abort(t);
+		goto out;
+	}
+	json_object_set_new(a, "failed_since_ms", json_integer((json_int_t)since));
+	char *val = json_dumps(a, JSON_COMPACT);
+	json_decref(a);
+	rc = val ? store_put(t, STORE_OUTBOX, key, sizeof(key), val, strlen(val), 0) : TH_EINVAL;
+	free(val);
+	if (rc)
+		store_txn_abort(t);
+	else
+		rc = store_txn_commit(t);
+out:
+	if (rc)
+		LOG(LOG_WARN, "outbox: recording when action %llu first failed: %s",
+		    (unsigned long long)e->seq, th_strerror(rc));
 }
 
 static void *worker(void *arg)
@@ -1528,16 +1579,20 @@ static void *dispatcher(void *arg)
 		pthread_mutex_lock(&p->mu);
 		int stop = p->stop;
 		p->woken = 0;
-		size_t busy = 0;
+		size_t busy = 0, nfailed = 0;
 		for (size_t i = 0; i < p->nslots; i++) {
 			struct slot *s = &p->slots[i];
 			if (s->state == SLOT_DONE) {
-				collect(ob, s, now);
+				struct entry *e = s->e;
+				if (collect(ob, s, now))
+					p->first_failed[nfailed++] = e;
 				s->state = SLOT_IDLE;
 			}
 			busy += s->state == SLOT_BUSY;
 		}
 		pthread_mutex_unlock(&p->mu);
+		for (size_t i = 0; i < nfailed; i++)
+			record_first_failure(ob, p->first_failed[i]);
 
 		if (p->batch && (stop || now >= p->next_commit_ms))
 			commit_batch(ob, now);
@@ -1653,6 +1708,7 @@ static void pool_free(struct pool *p)
 		json_decref(p->slots[i].answer);
 	}
 	free(p->slots);
+	free(p->first_failed);
 	free(p);
 }
 
@@ -1709,6 +1765,7 @@ int outbox_start(store *st, const struct config *cfg, outbox **out)
 	p->buckets = xcalloc(p->nbuckets, sizeof(*p->buckets));
 	p->batch_tail = &p->batch;
 	p->slots = xcalloc(p->nslots, sizeof(*p->slots));
+	p->first_failed = xcalloc(p->nslots, sizeof(*p->first_failed));
 	size_t made = 0;
 	for (; made < p->nslots; made++) {
 		struct slot *s = &p->slots[made];

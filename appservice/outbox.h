@@ -29,10 +29,12 @@
  * slow federating server never takes the slot a guest's message needs.
  *
  * Failing for good.  An action that keeps failing with retryable errors for
- * outbox.give_up_after_seconds (counted from its first failure since this
- * start) is set aside: moved to STORE_OUTBOX_FAILED with its attempts and
- * last error, logged, listed by `threshold status`, and announced (ids only)
- * in the safeguarding room as the bot.  Its lane then carries on.
+ * outbox.give_up_after_seconds, counted from its first failure (written into
+ * the stored action as "failed_since_ms", so a restart does not start it
+ * again), is set aside: moved to STORE_OUTBOX_FAILED with its attempts (since
+ * the daemon last started) and last error, logged, listed by `threshold
+ * status`, and announced (ids only) in the safeguarding room as the bot.  Its
+ * lane then carries on.
  *
  * Removal in batches.  Finished actions are removed, with what their done
  * fns queue or record, in one write transaction per batch, and such commits

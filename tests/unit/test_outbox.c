@@ -1111,6 +1111,37 @@ static void test_lanes_give_up(store *st)
 	cfg.safeguarding_room = NULL;
 }
 
+/* The time to give up runs on across a restart: the store keeps when the
+ * action first failed. */
+static void test_lanes_give_up_restart(store *st)
+{
+	cfg.outbox_give_up_s = 2;
+	fake_script(NULL);
+	fake_rule("%21stuck%3Ahs/join", (struct answer){502, "{}", 0, NULL}, 1);
+	push(st, "{\"op\":\"join\",\"room_id\":\"!stuck:hs\",\"user_id\":\"@g:hs\"}");
+	outbox *ob = lanes_start(st, 4);
+	wait_path("%21stuck%3Ahs/join", 0, 5000);
+	sleep_ms(100);
+	outbox_stop(ob);
+	json_t *head = stored_head(st);
+	CHECK(json_integer_value(json_object_get(head, "failed_since_ms")) > 0);
+	json_decref(head);
+	sleep_ms(1700);
+	uint64_t restarted = th_mono_ms();
+	ob = lanes_start(st, 4);
+	CHECK(wait_drained(ob, 1, 8000));
+	struct outbox_stats stats;
+	outbox_stats_get(ob, &stats);
+	outbox_stop(ob);
+	CHECK_EQ_INT(stats.set_aside, 1);
+	/* Set aside well before a fresh 2 s from the restart would have run out. */
+	size_t last = 0;
+	for (int i = 0; (i = seen_at("%21stuck%3Ahs/join", (size_t)i)) >= 0; i++)
+		last = (size_t)i;
+	CHECK(fk.seen[last].t_done_ms - restarted < 1500);
+	cfg.outbox_give_up_s = 3600;
+}
+
 /* A backlog drains with its removals (and a done fn's work) committed in
  * batches, not one commit per action. */
 static void test_lanes_batch(store *st)
@@ -1246,6 +1277,7 @@ int main(void)
 	test_lanes_after_erase(st);
 	test_lanes_after_redeem(st);
 	test_lanes_give_up(st);
+	test_lanes_give_up_restart(st);
 	test_lanes_batch(st);
 	store_close(st);
 	test_lanes_crash(dir);
