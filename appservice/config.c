@@ -62,6 +62,8 @@ static const struct option options[] = {
         {"client", "timeout_ms", OPT_UINT, OFF(client_timeout_ms), 0, "30000", 100, 600000},
         {"client", "connect_timeout_ms", OPT_UINT, OFF(client_connect_timeout_ms), 0, "5000", 100, 600000},
         {"client", "outbox_max_backoff_ms", OPT_UINT, OFF(outbox_max_backoff_ms), 0, "60000", 1000, 3600000},
+        {"outbox", "concurrency", OPT_UINT, OFF(outbox_concurrency), 0, "8", 2, 64},
+        {"outbox", "give_up_after_seconds", OPT_UINT, OFF(outbox_give_up_s), 0, "3600", 5, 2592000},
         {"log", "level", OPT_LEVEL, OFF(log_level), 0, "info", 0, 0},
         {"roles", "staff", OPT_USERS, OFF(staff), 0, NULL, 0, 0},
         {"roles", "staff_all_local", OPT_BOOL, OFF(staff_all_local), 0, "false", 0, 0},

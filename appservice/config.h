@@ -72,6 +72,10 @@ struct config {
 	unsigned client_connect_timeout_ms;
 	unsigned outbox_max_backoff_ms;
 
+	/* outbox (outbox.h: lanes) */
+	unsigned outbox_concurrency; /* actions in flight at once */
+	unsigned outbox_give_up_s;   /* retry an action this long, then set it aside */
+
 	/* log */
 	char *log_level;
 

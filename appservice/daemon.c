@@ -91,8 +91,9 @@ static int queue_bot_setup(const struct config *cfg, store *st)
 	 * reach it no other way.  Refused (and dropped) where the bot is not
 	 * joined yet; its join queues the same read. */
 	for (size_t i = 0; !rc && i < cfg->staff_rooms.n; i++) {
-		json_t *a = json_pack("{s:s, s:s, s:s}", "op", "staff_members", "room_id",
-		                      cfg->staff_rooms.v[i], "user_id", cfg->bot_user_id);
+		json_t *a = json_pack("{s:s, s:s, s:s, s:[s]}", "op", "staff_members", "room_id",
+		                      cfg->staff_rooms.v[i], "user_id", cfg->bot_user_id, "after",
+		                      cfg->bot_user_id); /* after the bot's register */
 		rc = rooms_staff_read_begin_stored(t, cfg->staff_rooms.v[i]);
 		if (!rc)
 			rc = outbox_push(t, a);
@@ -446,6 +447,9 @@ int daemon_status(const struct config *cfg, int as_json)
 	store_count(t, STORE_EVENTS, &nevents);
 	store_count(t, STORE_OUTBOX, &noutbox);
 	int rc = store_walk(t, STORE_ROOMS, NULL, 0, collect_room, &w);
+	json_t *failed = NULL;
+	if (!rc)
+		rc = outbox_failed_list(t, &failed);
 	store_txn_abort(t);
 	size_t used = 0, mapsize = 0;
 	store_usage(st, &used, &mapsize);
@@ -459,6 +463,7 @@ int daemon_status(const struct config *cfg, int as_json)
 	        json_pack("{s:I, s:I, s:I, s:I, s:I, s:o}", "transactions", (json_int_t)ntxns, "events_seen",
 	                  (json_int_t)nevents, "outbox_pending", (json_int_t)noutbox, "store_bytes_used",
 	                  (json_int_t)used, "store_map_bytes", (json_int_t)mapsize, "rooms", w.rooms);
+	json_object_set_new(out, "outbox_failed", failed);
 	if (as_json) {
 		json_dumpf(out, stdout, JSON_INDENT(2));
 		fputc('\n', stdout);
@@ -467,6 +472,21 @@ int daemon_status(const struct config *cfg, int as_json)
 		       mapsize / 1048576.0);
 		printf("transactions kept  %zu\nevent ids kept     %zu\noutbox pending     %zu\n", ntxns,
 		       nevents, noutbox);
+		/* Actions set aside after failing for good (outbox.h): ids only. */
+		printf("outbox set aside   %zu\n", json_array_size(failed));
+		size_t k;
+		json_t *f;
+		json_array_foreach(failed, k, f)
+		{
+			const char *room = jsonx_str(f, "room_id"), *target = jsonx_str(f, "target");
+			printf("  action %-8lld %-12s %s%s%s, %lld attempts, last: %s\n",
+			       (long long)json_integer_value(json_object_get(f, "seq")),
+			       jsonx_str(f, "op") ? jsonx_str(f, "op") : "?",
+			       room ? room : jsonx_str(f, "lane"), target ? " for " : "",
+			       target ? target : "",
+			       (long long)json_integer_value(json_object_get(f, "attempts")),
+			       jsonx_str(f, "last_error") ? jsonx_str(f, "last_error") : "-");
+		}
 		printf("rooms              %zu\n", json_array_size(w.rooms));
 		size_t i;
 		json_t *r;

@@ -325,6 +325,10 @@ static int apply(const struct txn_env *env, store_txn *t, const struct pol_decis
 			                  "room_id", room_id, "user_id", target);
 			if (note_text(a->note))
 				json_object_set_new(action, "reason", json_string(note_text(a->note)));
+			/* Leaving or rejecting a room Threshold does not run may wait
+			 * on the server that holds it: the outbox's remote share. */
+			if (!rooms_is_managed(room))
+				json_object_set_new(action, "remote", json_true());
 			break;
 		case POL_ACT_COUNT:
 			break;
@@ -364,6 +368,8 @@ static int apply(const struct txn_env *env, store_txn *t, const struct pol_decis
 			if (note_text(a->note))
 				json_object_set_new(action, "reason", json_string(note_text(a->note)));
 			json_object_set_new(action, "enforce", enforce_of(d, ev));
+			if (!rooms_is_managed(room))
+				json_object_set_new(action, "remote", json_true());
 			break;
 		case POL_ACT_REVERT_STATE:
 			if (!safe)

@@ -1,10 +1,11 @@
 /*
  * outbox.c - the durable action queue and the worker thread that drains it.
  *
- * Head-of-line: the worker always runs the lowest sequence number and does
- * not look past it until it is done or dropped, so actions reach the
+ * Lanes (outbox.h): a dispatcher thread hands the oldest ready head of each
+ * lane to a pool of worker threads, each with its own homeserver client, and
+ * removes finished actions in batches.  Within a lane, actions reach the
  * homeserver in the order policy decided them (an invite is rejected before
- * the notice about it is sent).
+ * the notice about it is sent); lanes do not wait for each other.
  *
  * Sequence numbers never repeat within a store: STORE_META "outbox_seq"
  * keeps the highest ever pushed, so an outbox drained empty does not start
@@ -47,17 +48,18 @@
 #define META_PREFIX "outbox_txn_prefix"
 #define PREFIX_MAX  32 /* hex characters */
 
+struct pool;
+
+/* What an op runs with.  Each worker thread has its own copy, with its own
+ * cs_client; the handle outbox_start returns has none (cs is NULL) and is
+ * the dispatcher's. */
 struct outbox {
 	store *st;
 	const struct config *cfg;
-	cs_client *cs; /* used by the worker thread only */
+	cs_client *cs;
 	struct audit *au; /* for enforcement_failed records, or NULL */
 	char txn_prefix[PREFIX_MAX + 1];
-	pthread_t thread;
-	pthread_mutex_t mu; /* guards stop and woken */
-	pthread_cond_t cv;
-	int stop;
-	int woken;
+	struct pool *pool;
 };
 
 /* One homeserver request an action turns into. */
@@ -834,10 +836,6 @@ static int done_qr_image(const outbox *ob, store_txn *t, const json_t *a, const 
 
 /* ---- enforcement refused ------------------------------------------------ */
 
-void outbox_set_audit(outbox *ob, struct audit *au)
-{
-	ob->au = au;
-}
 
 int outbox_enforcement_failed(const outbox *ob, store_txn *t, const json_t *a, const char *why)
 {
@@ -959,9 +957,32 @@ static int read_u64(store_txn *t, enum store_db db, const char *key, uint64_t *o
 	return TH_OK;
 }
 
+/* The optional lane fields, when present, are well formed. */
+static int lane_fields_ok(const json_t *action)
+{
+	const json_t *lane = json_object_get(action, "lane"), *after = json_object_get(action, "after"),
+	             *remote = json_object_get(action, "remote");
+	if (lane && (!json_string_value(lane) || !*json_string_value(lane)))
+		return 0;
+	if (remote && !json_is_boolean(remote))
+		return 0;
+	if (after) {
+		size_t i;
+		const json_t *v;
+		if (!json_is_array(after))
+			return 0;
+		json_array_foreach(after, i, v)
+		{
+			if (!json_string_value(v) || !*json_string_value(v))
+				return 0;
+		}
+	}
+	return 1;
+}
+
 int outbox_push(store_txn *t, const json_t *action)
 {
-	if (!op_check(action))
+	if (!op_check(action) || !lane_fields_ok(action))
 		return TH_EINVAL;
 
 	uint64_t seq = 0, high = 0;
@@ -1042,14 +1063,17 @@ static enum outbox_result classify(int rc, const struct cs_response *r, const ch
 /*
  * Make one attempt at the action stored at @p seq.
  * @param delay_ms  on OUTBOX_RETRY, how long to wait before the next attempt
+ * @param why       what went wrong ("HTTP 502", "timed out"), for the log and
+ *                  a record of an action set aside
  */
 static enum outbox_result execute(outbox *ob, uint64_t seq, const char *val, size_t vlen, unsigned attempt,
-                                  uint64_t *delay_ms, json_t **answer)
+                                  uint64_t *delay_ms, json_t **answer, char why[96])
 {
 	json_t *a = json_loadb(val, vlen, 0, NULL);
 	const struct op *op = op_check(a);
 	if (!op) {
 		LOG(LOG_WARN, "outbox: dropped action %llu: malformed in the store", (unsigned long long)seq);
+		snprintf(why, 96, "malformed");
 		json_decref(a);
 		return OUTBOX_DROP;
 	}
@@ -1063,14 +1087,14 @@ static enum outbox_result execute(outbox *ob, uint64_t seq, const char *val, siz
 		rc = cs_request(ob->cs, req.method, req.path, req.user_id, req.body, &r);
 	}
 	enum outbox_result res = classify(rc, &r, req.done_errcode);
-	char why[96]; /* "HTTP 403 M_FORBIDDEN" or "timed out": never a body */
+	/* "HTTP 403 M_FORBIDDEN" or "timed out": never a body */
 	if (rc)
-		snprintf(why, sizeof(why), "%s", th_strerror(rc));
+		snprintf(why, 96, "%s", th_strerror(rc));
 	else
-		snprintf(why, sizeof(why), "HTTP %ld%s%s", r.status, r.errcode ? " " : "",
+		snprintf(why, 96, "HTTP %ld%s%.60s", r.status, r.errcode ? " " : "",
 		         r.errcode ? r.errcode : "");
 	for (char *p = why; *p; p++) {
-		if (*p < 0x20 || *p == 0x7f)
+		if (*p < 0x20 || *p == 0x7f || *p == '"' || *p == '\\')
 			*p = '?'; /* the errcode is the server's text: keep log lines whole */
 	}
 	switch (res) {
@@ -1079,7 +1103,7 @@ static enum outbox_result execute(outbox *ob, uint64_t seq, const char *val, siz
 		break;
 	case OUTBOX_DROP:
 		LOG(LOG_WARN, "outbox: dropped %s action %llu: %s", op->name, (unsigned long long)seq, why);
-		if (json_object_get(a, "enforce")) /* remove_entry records and alerts it */
+		if (json_object_get(a, "enforce")) /* finish_in records and alerts it */
 			*answer = json_pack("{s:s}", ENFORCE_REFUSED, why);
 		break;
 	case OUTBOX_RETRY:
@@ -1098,48 +1122,470 @@ static enum outbox_result execute(outbox *ob, uint64_t seq, const char *val, siz
 	return res;
 }
 
-/* Copy out the first entry.  @return TH_OK, TH_ENOTFOUND or a store error. */
-static int head(outbox *ob, uint64_t *seq, char **val, size_t *vlen)
+/* ---- lanes ------------------------------------------------------------------
+ *
+ * The dispatcher thread keeps a picture of the queue in memory: each queued
+ * action (an entry, at most WINDOW of them, oldest first) in the FIFO of its
+ * lane.  Only a lane's head may run, and it stays the head until the commit
+ * that removes it, so the next action of a lane starts only once the one
+ * before it is done and removed: a crash in between re-runs the earlier one
+ * first.  The store stays the truth: the picture is rebuilt from it at each
+ * start, and extended with what was pushed since (sequence numbers only grow).
+ */
+
+/* Entries held in memory at most; older ones run first, so a later lane waits
+ * only when more than this many actions are queued ahead of it. */
+#define WINDOW 65536u
+
+enum entry_state {
+	ENTRY_QUEUED = 0, /* waiting for its turn (or its backoff) */
+	ENTRY_RUNNING,    /* a worker has it */
+	ENTRY_FINISHED,   /* done, dropped or set aside; its removal is not committed yet */
+};
+
+struct lane;
+
+struct entry {
+	uint64_t seq;
+	struct lane *lane;
+	char **after; /* lanes whose earlier actions must be gone first (owned) */
+	size_t nafter;
+	int remote; /* may wait on another server: runs in the remote share */
+	enum entry_state state;
+	unsigned attempt;       /* failed attempts so far */
+	uint64_t not_before_ms; /* th_mono_ms() before which it does not run again */
+	uint64_t first_fail_ms; /* th_mono_ms() of its first retryable failure; 0: none */
+	int fail_recorded;      /* the store's copy says when it first failed */
+	struct entry *next;     /* the next of its lane */
+};
+
+struct lane {
+	char *name;
+	struct entry *head, *tail;
+	struct lane *hnext; /* hash chain */
+};
+
+/* A removal waiting for the next batch commit. */
+struct finished {
+	struct entry *e;
+	char *val; /* the action as stored */
+	size_t vlen;
+	json_t *answer; /* for the op's done fn, or NULL */
+	int set_aside;  /* failed for good: into STORE_OUTBOX_FAILED */
+	char why[96];   /* the last failure, when set aside */
+	struct finished *next;
+};
+
+enum slot_state {
+	SLOT_IDLE = 0,
+	SLOT_BUSY, /* given an action; the worker runs it */
+	SLOT_DONE, /* its outcome waits for the dispatcher */
+};
+
+/* One worker thread and the action it runs.  Guarded by pool.mu but for
+ * ob, which only the worker touches. */
+struct slot {
+	outbox ob; /* the worker's context: its own cs_client */
+	pthread_t thread;
+	pthread_cond_t cv;
+	enum slot_state state;
+	struct entry *e;
+	char *val;
+	size_t vlen;
+	unsigned attempt;
+	enum outbox_result res;
+	uint64_t delay_ms;
+	json_t *answer;
+	char why[96];
+};
+
+struct pool {
+	pthread_t dispatcher;
+	pthread_mutex_t mu; /* guards stop, woken and the slots' state */
+	pthread_cond_t cv;  /* the dispatcher waits on it */
+	int stop;
+	int woken;
+	struct audit *au; /* from outbox_set_audit, for the dispatcher to take (under mu) */
+	struct slot *slots;
+	size_t nslots;
+	size_t remote_max;   /* slots remote actions may hold at once */
+	uint64_t give_up_ms; /* outbox.give_up_after_seconds */
+	/* The dispatcher's alone: */
+	struct lane **buckets;
+	size_t nbuckets, nlanes, nentries;
+	uint64_t loaded_seq; /* the highest seq in the picture */
+	size_t running, running_remote;
+	struct finished *batch, **batch_tail;
+	struct entry **first_failed; /* nslots: failed for the first time just now */
+	size_t nbatch;
+	uint64_t next_commit_ms;   /* no removal commit before this (th_mono_ms) */
+	struct outbox_stats stats; /* under mu */
+};
+
+void outbox_set_audit(outbox *ob, struct audit *au)
 {
+	/* The dispatcher, which alone reads ob->au (commit_batch), takes it
+	 * from the pool under the lock at its next turn. */
+	pthread_mutex_lock(&ob->pool->mu);
+	ob->pool->au = au;
+	ob->pool->woken = 1;
+	pthread_cond_signal(&ob->pool->cv);
+	pthread_mutex_unlock(&ob->pool->mu);
+}
+
+static uint64_t lane_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ull; /* FNV-1a */
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ull;
+	return h;
+}
+
+static struct lane *lane_find(struct pool *p, const char *name)
+{
+	for (struct lane *l = p->buckets[lane_hash(name) % p->nbuckets]; l; l = l->hnext) {
+		if (strcmp(l->name, name) == 0)
+			return l;
+	}
+	return NULL;
+}
+
+static void lanes_grow(struct pool *p)
+{
+	size_t n = p->nbuckets * 2;
+	struct lane **b = xcalloc(n, sizeof(*b));
+	for (size_t i = 0; i < p->nbuckets; i++) {
+		struct lane *l = p->buckets[i];
+		while (l) {
+			struct lane *next = l->hnext;
+			size_t j = lane_hash(l->name) % n;
+			l->hnext = b[j];
+			b[j] = l;
+			l = next;
+		}
+	}
+	free(p->buckets);
+	p->buckets = b;
+	p->nbuckets = n;
+}
+
+static struct lane *lane_get(struct pool *p, const char *name)
+{
+	struct lane *l = lane_find(p, name);
+	if (l)
+		return l;
+	if (p->nlanes >= p->nbuckets)
+		lanes_grow(p);
+	l = xcalloc(1, sizeof(*l));
+	l->name = xstrdup(name);
+	size_t i = lane_hash(name) % p->nbuckets;
+	l->hnext = p->buckets[i];
+	p->buckets[i] = l;
+	p->nlanes++;
+	return l;
+}
+
+static void entry_free(struct entry *e)
+{
+	for (size_t i = 0; i < e->nafter; i++)
+		free(e->after[i]);
+	free(e->after);
+	free(e);
+}
+
+/* Take the head of its lane out of the picture (it is gone from the store). */
+static void entry_remove(struct pool *p, struct entry *e)
+{
+	struct lane *l = e->lane;
+	l->head = e->next;
+	if (!l->head) {
+		l->tail = NULL;
+		struct lane **pp = &p->buckets[lane_hash(l->name) % p->nbuckets];
+		while (*pp != l)
+			pp = &(*pp)->hnext;
+		*pp = l->hnext;
+		free(l->name);
+		free(l);
+		p->nlanes--;
+	}
+	p->nentries--;
+	entry_free(e);
+}
+
+/* The server part of a Matrix id ("!r:hs" -> "hs"), or NULL. */
+static const char *id_server(const char *id)
+{
+	const char *c = id ? strchr(id, ':') : NULL;
+	return c && c[1] ? c + 1 : NULL;
+}
+
+/* Whether the homeserver may have to wait on another server to do @p a:
+ * "remote": true where it was queued, a membership change in a room another
+ * server made, or an invite of another server's user. */
+static int action_remote(const struct config *cfg, const json_t *a)
+{
+	if (json_is_true(json_object_get(a, "remote")))
+		return 1;
+	const char *op = field(a, "op");
+	if (!op || !(strcmp(op, "join") == 0 || strcmp(op, "leave") == 0 || strcmp(op, "invite") == 0 ||
+	             strcmp(op, "kick") == 0))
+		return 0;
+	const char *room = id_server(field(a, "room_id"));
+	if (room && strcmp(room, cfg->server_name) != 0)
+		return 1;
+	const char *target = id_server(field(a, "target"));
+	return strcmp(op, "invite") == 0 && target && strcmp(target, cfg->server_name) != 0;
+}
+
+/* The lane @p a runs in (new string): its "lane", else its room, else its user. */
+static char *action_lane(const struct config *cfg, const json_t *a)
+{
+	if (field(a, "lane"))
+		return xstrdup(field(a, "lane"));
+	if (field(a, "room_id"))
+		return xstrdup(field(a, "room_id"));
+	if (field(a, "user_id"))
+		return xstrdup(field(a, "user_id"));
+	if (field(a, "localpart")) /* register: the user it makes */
+		return xasprintf("@%s:%s", field(a, "localpart"), cfg->server_name);
+	return xstrdup(""); /* malformed: it is dropped when it runs */
+}
+
+/* Add the action stored at @p seq to the picture. */
+static void entry_add(struct pool *p, const struct config *cfg, uint64_t seq, const void *val, size_t vlen)
+{
+	json_t *a = json_loadb(val, vlen, 0, NULL);
+	struct entry *e = xcalloc(1, sizeof(*e));
+	e->seq = seq;
+	char *name = action_lane(cfg, a);
+	e->lane = lane_get(p, name);
+	free(name);
+	e->remote = action_remote(cfg, a);
+	/* Failing since before this start: the time to give up runs on. */
+	json_int_t since = json_integer_value(json_object_get(a, "failed_since_ms"));
+	if (since > 0) {
+		uint64_t wall = th_now_ms(), mono = th_mono_ms();
+		uint64_t ago = wall > (uint64_t)since ? wall - (uint64_t)since : 0;
+		e->first_fail_ms = mono > ago ? mono - ago : 1;
+		e->fail_recorded = 1;
+	}
+	const json_t *after = json_object_get(a, "after");
+	if (json_is_array(after) && json_array_size(after) > 0) {
+		e->after = xcalloc(json_array_size(after), sizeof(char *));
+		size_t i;
+		const json_t *v;
+		json_array_foreach(after, i, v)
+		{
+			if (json_string_value(v))
+				e->after[e->nafter++] = xstrdup(json_string_value(v));
+		}
+	}
+	json_decref(a);
+	if (e->lane->tail)
+		e->lane->tail->next = e;
+	else
+		e->lane->head = e;
+	e->lane->tail = e;
+	p->nentries++;
+	p->loaded_seq = seq;
+}
+
+struct load_walk {
+	struct pool *p;
+	const struct config *cfg;
+};
+
+static int load_one(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct load_walk *w = ctx;
+	if (klen != 8)
+		return TH_ESTORE;
+	if (w->p->nentries >= WINDOW)
+		return 1;
+	uint64_t seq = store_key_u64(key);
+	if (seq > w->p->loaded_seq)
+		entry_add(w->p, w->cfg, seq, val, vlen);
+	return 0;
+}
+
+/* Add what was pushed since the last look. */
+static int load_new(outbox *ob)
+{
+	struct pool *p = ob->pool;
+	if (p->nentries >= WINDOW)
+		return TH_OK;
 	store_txn *t;
 	int rc = store_txn_begin(ob->st, 0, &t);
 	if (rc)
 		return rc;
-	const void *k, *v;
-	size_t klen, len;
-	rc = store_first(t, STORE_OUTBOX, &k, &klen, &v, &len);
-	if (rc == TH_OK && klen != 8)
-		rc = TH_ESTORE;
-	if (rc == TH_OK) {
-		*seq = store_key_u64(k);
-		*val = xstrndup(v, len);
-		*vlen = len;
-	}
+	unsigned char from[8];
+	store_u64_key(from, p->loaded_seq + 1);
+	struct load_walk w = {p, ob->cfg};
+	rc = store_walk(t, STORE_OUTBOX, from, sizeof(from), load_one, &w);
 	store_txn_abort(t);
 	return rc;
 }
 
-/* Remove the action and, when @p answer is given, record what follows from
- * it, in one commit. */
-static int remove_entry(outbox *ob, uint64_t seq, const char *val, size_t vlen, const json_t *answer)
+/* Whether @p e may run now: the head of its lane, not running, past its
+ * backoff, and no lane it comes after holds an older action. */
+static int entry_ready(struct pool *p, const struct entry *e, uint64_t now)
 {
-	store_txn *t;
-	int rc = store_txn_begin(ob->st, 1, &t);
-	if (rc)
-		return rc;
-	unsigned char key[8];
-	store_u64_key(key, seq);
-	rc = store_del(t, STORE_OUTBOX, key, sizeof(key));
-	if (rc && rc != TH_ENOTFOUND) {
-		store_txn_abort(t);
-		return rc;
+	if (e->state != ENTRY_QUEUED || e->not_before_ms > now)
+		return 0;
+	for (size_t i = 0; i < e->nafter; i++) {
+		const struct lane *l = lane_find(p, e->after[i]);
+		if (l && l != e->lane && l->head && l->head->seq < e->seq)
+			return 0;
 	}
-	json_t *a = json_loadb(val, vlen, 0, NULL);
-	if (answer && jsonx_str(answer, ENFORCE_REFUSED)) {
-		rc = outbox_enforcement_failed(ob, t, a, jsonx_str(answer, ENFORCE_REFUSED));
-	} else if (answer) {
+	return 1;
+}
+
+static int cmp_entry_seq(const void *a, const void *b)
+{
+	const struct entry *x = *(struct entry *const *)a, *y = *(struct entry *const *)b;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/*
+ * Give free slots the ready lane heads, oldest first; remote ones only
+ * while fewer than remote_max are running.  @p wait_ms: lowered to when the
+ * next backoff ends.
+ */
+static void dispatch(outbox *ob, uint64_t now, uint64_t *wait_ms)
+{
+	struct pool *p = ob->pool;
+	if (p->running >= p->nslots || p->nentries == 0)
+		return;
+	struct entry **ready = xmalloc(p->nlanes * sizeof(*ready));
+	size_t n = 0;
+	for (size_t i = 0; i < p->nbuckets; i++) {
+		for (struct lane *l = p->buckets[i]; l; l = l->hnext) {
+			struct entry *e = l->head;
+			if (entry_ready(p, e, now))
+				ready[n++] = e;
+			else if (e->state == ENTRY_QUEUED && e->not_before_ms > now &&
+			         e->not_before_ms - now < *wait_ms)
+				*wait_ms = e->not_before_ms - now;
+		}
+	}
+	qsort(ready, n, sizeof(*ready), cmp_entry_seq);
+	store_txn *t = NULL;
+	for (size_t i = 0; i < n && p->running < p->nslots; i++) {
+		struct entry *e = ready[i];
+		if (e->remote && p->running_remote >= p->remote_max)
+			continue;
+		if (!t && store_txn_begin(ob->st, 0, &t) != TH_OK) {
+			t = NULL;
+			break;
+		}
+		unsigned char key[8];
+		store_u64_key(key, e->seq);
+		const void *v;
+		size_t vlen;
+		int rc = store_get(t, STORE_OUTBOX, key, sizeof(key), &v, &vlen);
+		if (rc) {
+			/* Not in the store: nothing to run.  Gone from the picture too. */
+			LOG(LOG_WARN, "outbox: action %llu is no longer queued", (unsigned long long)e->seq);
+			entry_remove(p, e);
+			continue;
+		}
+		pthread_mutex_lock(&p->mu);
+		struct slot *s = NULL;
+		for (size_t j = 0; j < p->nslots && !s; j++) {
+			if (p->slots[j].state == SLOT_IDLE)
+				s = &p->slots[j];
+		}
+		if (s) {
+			s->e = e;
+			s->val = xstrndup(v, vlen);
+			s->vlen = vlen;
+			s->attempt = e->attempt;
+			s->answer = NULL;
+			s->delay_ms = 0;
+			s->why[0] = '\0';
+			s->state = SLOT_BUSY;
+			pthread_cond_signal(&s->cv);
+		}
+		pthread_mutex_unlock(&p->mu);
+		if (!s)
+			break;
+		e->state = ENTRY_RUNNING;
+		p->running++;
+		if (e->remote)
+			p->running_remote++;
+	}
+	store_txn_abort(t);
+	free(ready);
+}
+
+/* ---- moving aside ----------------------------------------------------------- */
+
+#define META_FAILED_ALERTS "outbox_failed_alerts"
+
+/* Keep @p f's action in STORE_OUTBOX_FAILED and, when there is a
+ * safeguarding room, say so there as the bot (ids only). */
+static int set_aside(const outbox *ob, store_txn *t, const struct finished *f)
+{
+	json_t *a = json_loadb(f->val, f->vlen, 0, NULL);
+	const char *op = a ? field(a, "op") : NULL;
+	uint64_t now = th_now_ms();
+	uint64_t first = now - (th_mono_ms() - f->e->first_fail_ms);
+	json_t *rec =
+	        json_pack("{s:I, s:o, s:I, s:I, s:I, s:s, s:s}", "seq", (json_int_t)f->e->seq, "action",
+	                  a ? json_incref(a) : json_string(f->val), "attempts", (json_int_t)f->e->attempt,
+	                  "first_failure_ms", (json_int_t)first, "set_aside_ms", (json_int_t)now,
+	                  "last_error", f->why, "lane", f->e->lane->name);
+	char *val = json_dumps(rec, JSON_COMPACT);
+	json_decref(rec);
+	unsigned char key[8];
+	store_u64_key(key, f->e->seq);
+	int rc = store_put(t, STORE_OUTBOX_FAILED, key, sizeof(key), val, strlen(val), 0);
+	free(val);
+	LOG(LOG_ERROR,
+	    "outbox: %s action %llu in %s failed for %llu s (%u attempts, last: %s); set aside: see "
+	    "`threshold status`",
+	    op ? op : "?", (unsigned long long)f->e->seq, f->e->lane->name,
+	    (unsigned long long)((now - first) / 1000), f->e->attempt, f->why);
+	const char *room = ob->cfg->safeguarding_room;
+	/* An alert that itself cannot be delivered is not announced again. */
+	int is_alert = a && room && json_is_true(json_object_get(a, "alert"));
+	if (!rc && room && !is_alert) {
+		char *text = xasprintf(
+		        "Threshold could not deliver an action for %llu minutes and has set it aside: %s "
+		        "in %s%s%s (action %llu, %u attempts, last: %s). Its room carries on without it. An "
+		        "admin can see it with `threshold status`.",
+		        (unsigned long long)((now - first) / 60000), op ? op : "an unreadable action",
+		        field(a, "room_id") ? field(a, "room_id") : f->e->lane->name,
+		        field(a, "target") ? " for " : "", field(a, "target") ? field(a, "target") : "",
+		        (unsigned long long)f->e->seq, f->e->attempt, f->why);
+		json_t *n = outbox_notice(room, ob->cfg->bot_user_id, text, NULL);
+		json_object_set_new(n, "alert", json_true());
+		free(text);
+		rc = outbox_push(t, n);
+		json_decref(n);
+	}
+	json_decref(a);
+	return rc;
+}
+
+/* In @p t: what removing @p f from the queue means (its done fn, its blob,
+ * or its keeping aside). */
+static int finish_in(const outbox *ob, store_txn *t, const struct finished *f)
+{
+	unsigned char key[8];
+	store_u64_key(key, f->e->seq);
+	int rc = store_del(t, STORE_OUTBOX, key, sizeof(key));
+	if (rc && rc != TH_ENOTFOUND)
+		return rc;
+	if (f->set_aside)
+		return set_aside(ob, t, f);
+	json_t *a = json_loadb(f->val, f->vlen, 0, NULL);
+	if (f->answer && jsonx_str(f->answer, ENFORCE_REFUSED)) {
+		/* An enforcement action refused for good (execute): on the record. */
+		rc = outbox_enforcement_failed(ob, t, a, jsonx_str(f->answer, ENFORCE_REFUSED));
+	} else if (f->answer) {
 		const struct op *op = op_check(a);
-		rc = op && op->done ? op->done(ob, t, a, answer) : TH_OK;
+		rc = op && op->done ? op->done(ob, t, a, f->answer) : TH_OK;
 	} else if (field(a, "blob")) { /* dropped: its bytes go with it */
 		rc = store_del(t, STORE_BLOBS, field(a, "blob"), strlen(field(a, "blob")));
 		rc = rc == TH_ENOTFOUND ? TH_OK : rc;
@@ -1147,81 +1593,245 @@ static int remove_entry(outbox *ob, uint64_t seq, const char *val, size_t vlen, 
 		rc = TH_OK;
 	}
 	json_decref(a);
-	if (rc) {
-		store_txn_abort(t);
-		return rc;
-	}
-	return store_txn_commit(t);
+	return rc;
+}
+
+static void finished_free(struct finished *f)
+{
+	json_decref(f->answer);
+	free(f->val);
+	free(f);
 }
 
 /*
- * Sleep up to @p ms, returning early on outbox_stop, and on outbox_wake too
- * when @p wakeable (an idle worker; a backing-off one must not skip ahead).
+ * Commit the removals collected so far, with what follows from them, in one
+ * write transaction.  Should one of them fail (a done fn's store error), each
+ * is tried in a transaction of its own, and one that still fails runs again
+ * later (every op is safe to repeat).
  */
-static void sleep_for(outbox *ob, uint64_t ms, int wakeable)
+static void commit_batch(outbox *ob, uint64_t now)
 {
-	uint64_t deadline = th_mono_ms() + ms;
-	struct timespec ts = {.tv_sec = (time_t)(deadline / 1000),
-	                      .tv_nsec = (long)(deadline % 1000) * 1000000L};
-	pthread_mutex_lock(&ob->mu);
-	while (!ob->stop && !(wakeable && ob->woken)) {
-		if (pthread_cond_timedwait(&ob->cv, &ob->mu, &ts) == ETIMEDOUT)
-			break;
+	struct pool *p = ob->pool;
+	struct finished *list = p->batch;
+	p->batch = NULL;
+	p->batch_tail = &p->batch;
+	p->nbatch = 0;
+	if (!list)
+		return;
+	uint64_t t0 = th_mono_ms();
+	store_txn *t = NULL;
+	int rc = store_txn_begin(ob->st, 1, &t);
+	for (struct finished *f = list; !rc && f; f = f->next)
+		rc = finish_in(ob, t, f);
+	if (!rc)
+		rc = store_txn_commit(t);
+	else
+		store_txn_abort(t); /* NULL when the begin failed: a no-op */
+	int all = rc == TH_OK;
+	uint64_t removed = 0, aside = 0, commits = all;
+	while (list) {
+		struct finished *f = list;
+		list = f->next;
+		if (!all) {
+			rc = store_txn_begin(ob->st, 1, &t);
+			if (!rc) {
+				rc = finish_in(ob, t, f);
+				if (rc)
+					store_txn_abort(t);
+				else
+					rc = store_txn_commit(t);
+			}
+		}
+		if (!all && rc) {
+			LOG(LOG_ERROR, "outbox: removing action %llu: %s", (unsigned long long)f->e->seq,
+			    th_strerror(rc));
+			f->e->state = ENTRY_QUEUED;
+			f->e->not_before_ms = now + STORE_RETRY_MS;
+		} else {
+			entry_remove(p, f->e);
+			removed++;
+			aside += (uint64_t)f->set_aside;
+			commits += (uint64_t)!all;
+		}
+		finished_free(f);
 	}
-	pthread_mutex_unlock(&ob->mu);
+	pthread_mutex_lock(&p->mu);
+	p->stats.removed += removed;
+	p->stats.set_aside += aside;
+	p->stats.commits += commits;
+	pthread_mutex_unlock(&p->mu);
+	/* Leave the writer to the homeserver's transactions at least as long
+	 * as this took: a backlog draining takes at most half the store. */
+	p->next_commit_ms = th_mono_ms() + (th_mono_ms() - t0);
+}
+
+/* Take the outcome of a slot's action (under pool.mu).  @return 1 when the
+ * action has just failed for the first time and is to be retried: the
+ * caller records when (record_first_failure). */
+static int collect(outbox *ob, struct slot *s, uint64_t now)
+{
+	struct pool *p = ob->pool;
+	struct entry *e = s->e;
+	p->running--;
+	if (e->remote)
+		p->running_remote--;
+	if (s->res == OUTBOX_RETRY) {
+		if (e->attempt < UINT_MAX)
+			e->attempt++;
+		if (!e->first_fail_ms)
+			e->first_fail_ms = now ? now : 1;
+		if (now - e->first_fail_ms < p->give_up_ms) {
+			e->state = ENTRY_QUEUED;
+			e->not_before_ms = now + s->delay_ms;
+			free(s->val);
+			s->val = NULL;
+			return !e->fail_recorded;
+		}
+	}
+	struct finished *f = xcalloc(1, sizeof(*f));
+	f->e = e;
+	f->val = s->val;
+	f->vlen = s->vlen;
+	f->answer = s->answer;
+	f->set_aside = s->res == OUTBOX_RETRY;
+	memcpy(f->why, s->why, sizeof(f->why));
+	s->val = NULL;
+	s->answer = NULL;
+	e->state = ENTRY_FINISHED;
+	*p->batch_tail = f;
+	p->batch_tail = &f->next;
+	p->nbatch++;
+	return 0;
+}
+
+/*
+ * Write into the stored action when it first failed ("failed_since_ms",
+ * wall clock), so that a restart does not start its time to give up again.
+ * Best effort: if the store fails, the time runs from this start only.
+ */
+static void record_first_failure(outbox *ob, struct entry *e)
+{
+	e->fail_recorded = 1;
+	uint64_t since = th_now_ms() - (th_mono_ms() - e->first_fail_ms);
+	unsigned char key[8];
+	store_u64_key(key, e->seq);
+	store_txn *t;
+	int rc = store_txn_begin(ob->st, 1, &t);
+	if (rc)
+		goto out;
+	const void *v;
+	size_t vlen;
+	rc = store_get(t, STORE_OUTBOX, key, sizeof(key), &v, &vlen);
+	json_t *a = rc ? NULL : json_loadb(v, vlen, 0, NULL);
+	if (!a) {
+		store_txn_abort(t);
+		goto out;
+	}
+	json_object_set_new(a, "failed_since_ms", json_integer((json_int_t)since));
+	char *val = json_dumps(a, JSON_COMPACT);
+	json_decref(a);
+	rc = val ? store_put(t, STORE_OUTBOX, key, sizeof(key), val, strlen(val), 0) : TH_EINVAL;
+	free(val);
+	if (rc)
+		store_txn_abort(t);
+	else
+		rc = store_txn_commit(t);
+out:
+	if (rc)
+		LOG(LOG_WARN, "outbox: recording when action %llu first failed: %s",
+		    (unsigned long long)e->seq, th_strerror(rc));
 }
 
 static void *worker(void *arg)
 {
-	outbox *ob = arg;
-	uint64_t current = 0; /* the seq @attempt counts for */
-	unsigned attempt = 0;
+	struct slot *s = arg;
+	struct pool *p = s->ob.pool;
+	pthread_mutex_lock(&p->mu);
 	for (;;) {
-		/* Clear the wake flag before looking, so a push committed after
-		 * the look (and its outbox_wake) is never slept through. */
-		pthread_mutex_lock(&ob->mu);
-		int stop = ob->stop;
-		ob->woken = 0;
-		pthread_mutex_unlock(&ob->mu);
-		if (stop)
-			break;
-
-		uint64_t seq;
-		char *val;
-		size_t vlen;
-		int rc = head(ob, &seq, &val, &vlen);
-		if (rc == TH_ENOTFOUND) {
-			sleep_for(ob, IDLE_POLL_MS, 1);
-			continue;
-		}
-		if (rc) {
-			LOG(LOG_ERROR, "outbox: reading the queue: %s", th_strerror(rc));
-			sleep_for(ob, STORE_RETRY_MS, 0);
-			continue;
-		}
-		if (seq != current) {
-			current = seq;
-			attempt = 0;
-		}
+		while (!p->stop && s->state != SLOT_BUSY)
+			pthread_cond_wait(&s->cv, &p->mu);
+		if (s->state != SLOT_BUSY)
+			break; /* stopping, with nothing in hand */
+		uint64_t seq = s->e->seq;
+		char *val = s->val;
+		size_t vlen = s->vlen;
+		unsigned attempt = s->attempt;
+		pthread_mutex_unlock(&p->mu);
 		uint64_t delay = 0;
 		json_t *answer = NULL;
-		enum outbox_result res = execute(ob, seq, val, vlen, attempt, &delay, &answer);
-		if (res == OUTBOX_RETRY) {
-			free(val);
-			if (attempt < UINT_MAX)
-				attempt++;
-			sleep_for(ob, delay, 0);
+		char why[96] = "";
+		enum outbox_result res = execute(&s->ob, seq, val, vlen, attempt, &delay, &answer, why);
+		pthread_mutex_lock(&p->mu);
+		s->res = res;
+		s->delay_ms = delay;
+		s->answer = answer;
+		memcpy(s->why, why, sizeof(why));
+		s->state = SLOT_DONE;
+		p->woken = 1;
+		pthread_cond_signal(&p->cv);
+	}
+	pthread_mutex_unlock(&p->mu);
+	return NULL;
+}
+
+static void *dispatcher(void *arg)
+{
+	outbox *ob = arg;
+	struct pool *p = ob->pool;
+	for (;;) {
+		uint64_t now = th_mono_ms();
+		/* Clear the wake flag before looking, so a push committed after
+		 * the look (and its outbox_wake) is never slept through. */
+		pthread_mutex_lock(&p->mu);
+		int stop = p->stop;
+		p->woken = 0;
+		ob->au = p->au;
+		size_t busy = 0, nfailed = 0;
+		for (size_t i = 0; i < p->nslots; i++) {
+			struct slot *s = &p->slots[i];
+			if (s->state == SLOT_DONE) {
+				struct entry *e = s->e;
+				if (collect(ob, s, now))
+					p->first_failed[nfailed++] = e;
+				s->state = SLOT_IDLE;
+			}
+			busy += s->state == SLOT_BUSY;
+		}
+		pthread_mutex_unlock(&p->mu);
+		for (size_t i = 0; i < nfailed; i++)
+			record_first_failure(ob, p->first_failed[i]);
+
+		if (p->batch && (stop || now >= p->next_commit_ms))
+			commit_batch(ob, now);
+		if (stop && busy == 0 && !p->batch)
+			break;
+
+		uint64_t wait = IDLE_POLL_MS;
+		if (!stop) {
+			int rc = load_new(ob);
+			if (rc) {
+				LOG(LOG_ERROR, "outbox: reading the queue: %s", th_strerror(rc));
+				wait = STORE_RETRY_MS;
+			}
+			dispatch(ob, th_mono_ms(), &wait);
+		}
+		if (p->batch) {
+			uint64_t n2 = th_mono_ms();
+			uint64_t until = p->next_commit_ms > n2 ? p->next_commit_ms - n2 : 0;
+			if (until < wait)
+				wait = until;
+		}
+		if (wait == 0)
 			continue;
+		uint64_t deadline = th_mono_ms() + wait;
+		struct timespec ts = {.tv_sec = (time_t)(deadline / 1000),
+		                      .tv_nsec = (long)(deadline % 1000) * 1000000L};
+		pthread_mutex_lock(&p->mu);
+		while (!p->woken && !(p->stop && !stop)) {
+			if (pthread_cond_timedwait(&p->cv, &p->mu, &ts) == ETIMEDOUT)
+				break;
 		}
-		rc = remove_entry(ob, seq, val, vlen, answer);
-		json_decref(answer);
-		free(val);
-		if (rc) {
-			/* It runs again once the store recovers; every op is safe to repeat. */
-			LOG(LOG_ERROR, "outbox: removing action %llu: %s", (unsigned long long)seq,
-			    th_strerror(rc));
-			sleep_for(ob, STORE_RETRY_MS, 0);
-		}
+		pthread_mutex_unlock(&p->mu);
 	}
 	return NULL;
 }
@@ -1277,63 +1887,147 @@ fail:
 	return rc;
 }
 
+/* Free the picture and what is left of a pool that never ran or has stopped. */
+static void pool_free(struct pool *p)
+{
+	while (p->batch) {
+		struct finished *f = p->batch;
+		p->batch = f->next;
+		finished_free(f);
+	}
+	for (size_t i = 0; i < p->nbuckets; i++) {
+		struct lane *l = p->buckets[i];
+		while (l) {
+			struct lane *next = l->hnext;
+			while (l->head) {
+				struct entry *e = l->head;
+				l->head = e->next;
+				entry_free(e);
+			}
+			free(l->name);
+			free(l);
+			l = next;
+		}
+	}
+	free(p->buckets);
+	for (size_t i = 0; i < p->nslots; i++) {
+		free(p->slots[i].val);
+		json_decref(p->slots[i].answer);
+	}
+	free(p->slots);
+	free(p->first_failed);
+	free(p);
+}
+
+/* Free what outbox_start made, once every thread has ended. */
+static void outbox_free(outbox *ob)
+{
+	struct pool *p = ob->pool;
+	for (size_t i = 0; i < p->nslots; i++) {
+		cs_client_free(p->slots[i].ob.cs);
+		pthread_cond_destroy(&p->slots[i].cv);
+	}
+	pthread_mutex_destroy(&p->mu);
+	pthread_cond_destroy(&p->cv);
+	pool_free(p);
+	free(ob);
+}
+
+/* Stop and join @p nthreads workers and (when @p dispatcher_up) the dispatcher. */
+static void pool_join(outbox *ob, size_t nthreads, int dispatcher_up)
+{
+	struct pool *p = ob->pool;
+	pthread_mutex_lock(&p->mu);
+	p->stop = 1;
+	pthread_cond_signal(&p->cv);
+	for (size_t i = 0; i < p->nslots; i++)
+		pthread_cond_signal(&p->slots[i].cv);
+	pthread_mutex_unlock(&p->mu);
+	/* The dispatcher first: it waits for the actions in hand and commits
+	 * their removal. */
+	if (dispatcher_up)
+		pthread_join(p->dispatcher, NULL);
+	for (size_t i = 0; i < nthreads; i++)
+		pthread_join(p->slots[i].thread, NULL);
+}
+
 int outbox_start(store *st, const struct config *cfg, outbox **out)
 {
 	outbox *ob = xcalloc(1, sizeof(*ob));
 	ob->st = st;
 	ob->cfg = cfg;
 	int rc = load_prefix(st, ob->txn_prefix);
-	if (rc)
-		goto fail_free;
-	rc = cs_client_new(cfg, &ob->cs);
-	if (rc)
-		goto fail_free;
+	if (rc) {
+		free(ob);
+		return rc;
+	}
+	struct pool *p = xcalloc(1, sizeof(*p));
+	ob->pool = p;
+	p->nslots = cfg->outbox_concurrency ? cfg->outbox_concurrency : 8;
+	/* A quarter for actions that may wait on another server; at least one,
+	 * and with two or more slots, never all. */
+	p->remote_max = p->nslots / 4 ? p->nslots / 4 : 1;
+	p->give_up_ms = (uint64_t)(cfg->outbox_give_up_s ? cfg->outbox_give_up_s : 3600) * 1000;
+	p->nbuckets = 64;
+	p->buckets = xcalloc(p->nbuckets, sizeof(*p->buckets));
+	p->batch_tail = &p->batch;
+	p->slots = xcalloc(p->nslots, sizeof(*p->slots));
+	p->first_failed = xcalloc(p->nslots, sizeof(*p->first_failed));
+	size_t made = 0;
+	for (; made < p->nslots; made++) {
+		struct slot *s = &p->slots[made];
+		s->ob = *ob;
+		if ((rc = cs_client_new(cfg, &s->ob.cs)) != TH_OK)
+			break;
+	}
+	if (rc) {
+		for (size_t i = 0; i < made; i++)
+			cs_client_free(p->slots[i].ob.cs);
+		pool_free(p);
+		free(ob);
+		return rc;
+	}
 
 	/* A monotonic clock for the waits: a wall-clock step must not stretch a backoff. */
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&ob->cv, &ca);
+	pthread_cond_init(&p->cv, &ca);
 	pthread_condattr_destroy(&ca);
-	pthread_mutex_init(&ob->mu, NULL);
-	if (pthread_create(&ob->thread, NULL, worker, ob) != 0) {
-		LOG(LOG_ERROR, "outbox: cannot start the worker thread");
-		rc = TH_EIO;
-		goto fail_sync;
+	pthread_mutex_init(&p->mu, NULL);
+	for (size_t i = 0; i < p->nslots; i++)
+		pthread_cond_init(&p->slots[i].cv, NULL);
+	size_t started = 0;
+	for (; started < p->nslots; started++) {
+		if (pthread_create(&p->slots[started].thread, NULL, worker, &p->slots[started]) != 0)
+			break;
+	}
+	int dispatcher_up = started == p->nslots && pthread_create(&p->dispatcher, NULL, dispatcher, ob) == 0;
+	if (!dispatcher_up) {
+		LOG(LOG_ERROR, "outbox: cannot start its threads");
+		pool_join(ob, started, 0);
+		outbox_free(ob);
+		return TH_EIO;
 	}
 	*out = ob;
 	return TH_OK;
-
-fail_sync:
-	pthread_mutex_destroy(&ob->mu);
-	pthread_cond_destroy(&ob->cv);
-	cs_client_free(ob->cs);
-fail_free:
-	free(ob);
-	return rc;
 }
 
 void outbox_wake(outbox *ob)
 {
-	pthread_mutex_lock(&ob->mu);
-	ob->woken = 1;
-	pthread_cond_signal(&ob->cv);
-	pthread_mutex_unlock(&ob->mu);
+	struct pool *p = ob->pool;
+	pthread_mutex_lock(&p->mu);
+	p->woken = 1;
+	pthread_cond_signal(&p->cv);
+	pthread_mutex_unlock(&p->mu);
 }
 
 void outbox_stop(outbox *ob)
 {
 	if (!ob)
 		return;
-	pthread_mutex_lock(&ob->mu);
-	ob->stop = 1;
-	pthread_cond_signal(&ob->cv);
-	pthread_mutex_unlock(&ob->mu);
-	pthread_join(ob->thread, NULL);
-	pthread_mutex_destroy(&ob->mu);
-	pthread_cond_destroy(&ob->cv);
-	cs_client_free(ob->cs);
-	free(ob);
+	pool_join(ob, ob->pool->nslots, 1);
+	outbox_free(ob);
 }
 
 size_t outbox_pending(outbox *ob)
@@ -1346,4 +2040,42 @@ size_t outbox_pending(outbox *ob)
 		n = 0;
 	store_txn_abort(t);
 	return n;
+}
+
+void outbox_stats_get(outbox *ob, struct outbox_stats *out)
+{
+	pthread_mutex_lock(&ob->pool->mu);
+	*out = ob->pool->stats;
+	pthread_mutex_unlock(&ob->pool->mu);
+}
+
+static int failed_one(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	(void)key;
+	(void)klen;
+	json_t *rec = json_loadb(val, vlen, 0, NULL);
+	const json_t *a = json_object_get(rec, "action");
+	/* ids and counts: never a message's content */
+	json_t *row = json_pack("{s:O?, s:s?, s:s?, s:s?, s:s?, s:s?, s:O?, s:O?, s:O?, s:s?}", "seq",
+	                        json_object_get(rec, "seq"), "op", field(a, "op"), "lane", field(rec, "lane"),
+	                        "room_id", field(a, "room_id"), "user_id", field(a, "user_id"), "target",
+	                        field(a, "target"), "attempts", json_object_get(rec, "attempts"),
+	                        "first_failure_ms", json_object_get(rec, "first_failure_ms"), "set_aside_ms",
+	                        json_object_get(rec, "set_aside_ms"), "last_error", field(rec, "last_error"));
+	if (row)
+		json_array_append_new(ctx, row);
+	json_decref(rec);
+	return 0;
+}
+
+int outbox_failed_list(store_txn *t, json_t **out)
+{
+	json_t *list = json_array();
+	int rc = store_walk(t, STORE_OUTBOX_FAILED, NULL, 0, failed_one, list);
+	if (rc) {
+		json_decref(list);
+		return rc;
+	}
+	*out = list;
+	return TH_OK;
 }

@@ -3,11 +3,43 @@
  *
  * Actions are written into STORE_OUTBOX inside the same LMDB write
  * transaction as the AS transaction that caused them (outbox_push), so the
- * ack to the homeserver and the intent to act are one commit.  A worker
- * thread then executes them in order with retries: exponential backoff for
- * network errors, timeouts and 5xx; the server's retry_after_ms for 429.
- * A permanent refusal (other 4xx) is logged and the action dropped, and so is
- * an answer over CS_MAX_RESPONSE_BYTES (retrying it would wedge the queue).
+ * ack to the homeserver and the intent to act are one commit.  Worker
+ * threads then execute them with retries: exponential backoff for network
+ * errors, timeouts and 5xx; the server's retry_after_ms for 429.  A
+ * permanent refusal (other 4xx) is logged and the action dropped, and so is
+ * an answer over CS_MAX_RESPONSE_BYTES (retrying it would wedge its lane).
+ *
+ * Lanes.  Every action belongs to one lane: its "lane" field when it has
+ * one, else its "room_id", else its "user_id" (register: the user it makes).
+ * Within a lane actions run one at a time in the order they were pushed, the
+ * next only after the commit that removed the one before; lanes do not wait
+ * for each other, and up to outbox.concurrency actions are in flight at
+ * once, oldest ready first.  Optional fields on any action:
+ *   "lane":   L        run in lane L (e.g. a user's lane for a create_room
+ *                      that must follow that user's register)
+ *   "after":  [L, ...] also wait until every action pushed earlier in each
+ *                      lane L is gone (done, dropped or set aside): an order
+ *                      that crosses lanes (a guest's deactivate after the
+ *                      redactions and leave in their rooms; an invite after
+ *                      the invitee's register)
+ *   "remote": true     the homeserver may have to wait on another server
+ * Actions that may wait on another server -- "remote", a join, leave, invite
+ * or kick in a room whose id names another server, an invite of another
+ * server's user -- hold at most a quarter of the slots (at least one), so a
+ * slow federating server never takes the slot a guest's message needs.
+ *
+ * Failing for good.  An action that keeps failing with retryable errors for
+ * outbox.give_up_after_seconds, counted from its first failure (written into
+ * the stored action as "failed_since_ms", so a restart does not start it
+ * again), is set aside: moved to STORE_OUTBOX_FAILED with its attempts (since
+ * the daemon last started) and last error, logged, listed by `threshold
+ * status`, and announced (ids only) in the safeguarding room as the bot.  Its
+ * lane then carries on.
+ *
+ * Removal in batches.  Finished actions are removed, with what their done
+ * fns queue or record, in one write transaction per batch, and such commits
+ * take at most about half the store's writing time, so a draining backlog
+ * leaves the homeserver's transactions room to commit.
  * A crash between ack and action loses nothing: the action is still queued
  * and runs at the next start.  Sends use the outbox sequence as the Matrix
  * transaction id ("th<store prefix>_<seq>"), so a resend after a crash is
@@ -131,7 +163,8 @@ json_t *outbox_notice(const char *room_id, const char *user_id, const char *body
 int outbox_push(store_txn *t, const json_t *action);
 
 /**
- * Start the worker thread.  What is already queued runs at once.
+ * Start the dispatcher and outbox.concurrency worker threads.  What is
+ * already queued runs at once.
  * @param st   borrowed; must outlive the outbox
  * @param cfg  borrowed; must outlive the outbox
  * @return TH_OK, TH_ENET (curl), TH_ESTORE / TH_EFULL (creating the txn id
@@ -155,18 +188,39 @@ void outbox_set_audit(outbox *ob, struct audit *au);
  */
 int outbox_enforcement_failed(const outbox *ob, store_txn *t, const json_t *a, const char *why);
 
-/** Tell the worker new actions are committed.  Safe from any thread. */
+/** Tell the dispatcher new actions are committed.  Safe from any thread. */
 void outbox_wake(outbox *ob);
 
 /**
- * Stop the worker and free.  A backoff wait is cut short; a request in
- * flight finishes or times out (client_timeout_ms).  What is still queued
- * stays in the store for the next start.  NULL is a no-op.
+ * Stop the threads and free.  A backoff wait is cut short; requests in
+ * flight finish or time out (client_timeout_ms) and the removal of those
+ * finished is committed.  What is still queued stays in the store for the
+ * next start.  NULL is a no-op.
  */
 void outbox_stop(outbox *ob);
 
 /** Number of actions waiting (for logs and tests); 0 if the store fails. */
 size_t outbox_pending(outbox *ob);
+
+/** What the outbox has done since outbox_start (for logs and tests). */
+struct outbox_stats {
+	uint64_t removed;   /* actions removed from the queue: done, dropped or set aside */
+	uint64_t set_aside; /* of which set aside after failing for good */
+	uint64_t commits;   /* write transactions that removed them */
+};
+
+/** Copy the counts into @p out.  Safe from any thread. */
+void outbox_stats_get(outbox *ob, struct outbox_stats *out);
+
+/**
+ * The actions set aside after failing for good, oldest first, in read or
+ * write transaction @p t: an array of objects {seq, op, lane, room_id?,
+ * user_id?, target?, attempts, first_failure_ms, set_aside_ms, last_error}
+ * (ids and counts, never content).
+ * @param out  new reference on success
+ * @return TH_OK or TH_ESTORE.
+ */
+int outbox_failed_list(store_txn *t, json_t **out);
 
 /**
  * The delay before attempt number @p attempt (0-based) after a retryable

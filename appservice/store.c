@@ -47,6 +47,7 @@ static const struct {
         [STORE_STAFF_MEMBERS] = {"staff_members", MDB_DUPSORT},
         [STORE_MEMBERS] = {"members", 0},
         [STORE_MEMBER_ROOMS] = {"member_rooms", MDB_DUPSORT},
+        [STORE_OUTBOX_FAILED] = {"outbox_failed", 0},
 };
 
 static int map_err(int rc)

@@ -41,6 +41,7 @@ enum store_db {
 	STORE_STAFF_MEMBERS, /* user id -> staff room id, one duplicate per room joined (dupsort; rooms.c) */
 	STORE_MEMBERS,       /* managed room id, 0, user id -> "join" or "invite" (rooms.c) */
 	STORE_MEMBER_ROOMS,  /* user id -> managed room id, one duplicate per room (dupsort; rooms.c) */
+	STORE_OUTBOX_FAILED, /* u64 BE seq -> JSON: an action set aside after failing for good (outbox.c) */
 	STORE_NDBS
 };
 

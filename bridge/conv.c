@@ -459,18 +459,21 @@ int conv_redeem(const struct txn_env *env, const char *invite, const char *svc_n
 		/* A group invitation: into the moderated group room, in one action
 		 * (the guest's first message is queued after it). */
 		char *text = xasprintf("%s is joining this group through an invitation.", g.pseudonym);
-		rc = push(t, json_pack("{s:s, s:s, s:s, s:s}", "op", "guest_enter", "room_id", group,
-		                       "user_id", cfg->bot_user_id, "target", g.user_id));
+		/* After the guest's register and block, which are in the guest's own
+		 * lane (outbox.h). */
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:[s]}", "op", "guest_enter", "room_id", group,
+		                       "user_id", cfg->bot_user_id, "target", g.user_id, "after", g.user_id));
 		if (!rc)
 			rc = push(t, outbox_notice(group, cfg->bot_user_id, text, NULL));
 		free(text);
 	} else {
 		/* The guest makes its room itself (conv_room_content): nobody has to
-		 * invite a guest whose invites the homeserver refuses. */
-		rc = push(t, json_pack("{s:s, s:s, s:s, s:o, s:s}", "op", "create_room", "user_id", g.user_id,
+		 * invite a guest whose invites the homeserver refuses.  In the
+		 * guest's lane, after their register and block. */
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:o, s:s, s:s}", "op", "create_room", "user_id", g.user_id,
 		                       "kind", "portal", "content",
 		                       conv_room_content(cfg, svc, g.user_id, g.pseudonym), "conversation",
-		                       g.user_id));
+		                       g.user_id, "lane", g.user_id));
 	}
 	if (rc)
 		goto fail;
@@ -802,6 +805,11 @@ int conv_erase(const struct txn_env *env, const char *guest)
 		return TH_ENOTFOUND;
 	}
 	const char *room_id = jsonx_str(c, "room");
+	/* The rooms whose lanes the profile change and the deactivation wait
+	 * for (outbox.h "after"): the redactions and the leave run first. */
+	json_t *rooms = json_array();
+	if (room_id)
+		json_array_append_new(rooms, json_string(room_id));
 	/* 1. Redact what the guest wrote, as the guest (who may redact their own). */
 	rc = feed_erase(t, guest, &own);
 	size_t i;
@@ -813,6 +821,17 @@ int conv_erase(const struct txn_env *env, const char *guest)
 		rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:s}", "op", "redact", "room_id",
 		                       jsonx_str(m, "room_id"), "user_id", guest, "event_id",
 		                       jsonx_str(m, "event_id"), "reason", "Deleted at the guest's request"));
+		if (rc)
+			break;
+		size_t j;
+		json_t *r;
+		int known = 0;
+		json_array_foreach(rooms, j, r)
+		{
+			known |= strcmp(json_string_value(r), jsonx_str(m, "room_id")) == 0;
+		}
+		if (!known)
+			json_array_append_new(rooms, json_string(jsonx_str(m, "room_id")));
 	}
 	/* 2. A neutral word to staff, then the guest leaves and the profile is cleared. */
 	if (!rc && room_id)
@@ -826,11 +845,13 @@ int conv_erase(const struct txn_env *env, const char *guest)
 		rc = push(t,
 		          json_pack("{s:s, s:s, s:s}", "op", "leave", "room_id", room_id, "user_id", guest));
 	if (!rc)
-		rc = push(t, json_pack("{s:s, s:s, s:s}", "op", "displayname", "user_id", guest,
-		                       "displayname", "Former guest"));
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:O}", "op", "displayname", "user_id", guest,
+		                       "displayname", "Former guest", "after", rooms));
 	/* Last: the homeserver account goes too, marked erased. */
 	if (!rc)
-		rc = push(t, json_pack("{s:s, s:s}", "op", "deactivate", "user_id", guest));
+		rc = push(t,
+		          json_pack("{s:s, s:s, s:O}", "op", "deactivate", "user_id", guest, "after", rooms));
+	json_decref(rooms);
 	/* 3. Sessions, resume code, conversation and the pseudonym go. */
 	if (!rc)
 		rc = sessions_end(t, c);

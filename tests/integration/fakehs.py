@@ -67,6 +67,7 @@ class FakeHomeserver:
         self._mode = None
         self._match = None
         self._retry_after_ms = 0
+        self._hold_s = 30
         self._healed = threading.Event()
         self._healed.set()
         self._ids = itertools.count(1)
@@ -108,11 +109,14 @@ class FakeHomeserver:
     def url(self):
         return "http://127.0.0.1:%d" % self.httpd.server_address[1]
 
-    def fail(self, mode, match=None, retry_after_ms=0):
+    def fail(self, mode, match=None, retry_after_ms=0, hold_s=30):
         """From now on answer requests whose path contains @match (all when
-        None) with fault @mode: "500", "429", "garbage" or "hang"."""
+        None) with fault @mode: "500", "429", "garbage" or "hang" (each
+        request held until heal() or for @hold_s seconds, then the connection
+        closed unanswered)."""
         with self.lock:
             self._mode, self._match, self._retry_after_ms = mode, match, retry_after_ms
+            self._hold_s = hold_s
             if mode == "hang":
                 self._healed.clear()
 
@@ -221,9 +225,10 @@ class FakeHomeserver:
         with self.lock:
             mode = self._mode if (self._match is None or self._match in path) else None
             retry = self._retry_after_ms
+            hold = self._hold_s
         if mode == "hang":
             record(0)
-            self._healed.wait(30)
+            self._healed.wait(hold)
             h.close_connection = True
             return
         if mode in ("500", "429", "garbage"):

@@ -1426,6 +1426,8 @@ static void test_conv_lifecycle(void)
 	/* made by the guest itself, who is never invited (the homeserver would refuse it) */
 	CHECK_STR(jsonx_str(create, "user_id"), guest);
 	CHECK_STR(jsonx_str(create, "kind"), "portal");
+	/* In the guest's lane, after the register (outbox.h "lane"). */
+	CHECK_STR(jsonx_str(create, "lane"), guest);
 	json_t *content = json_object_get(create, "content");
 	CHECK(json_is_object(content));
 	CHECK_STR(jsonx_str(content, "room_version"), "10");
@@ -1715,6 +1717,12 @@ static void test_conv_erase(void)
 	CHECK(dn && strcmp(jsonx_str(dn, "displayname"), st.pseudonym) != 0);
 	find_op(ob, queued, "send", "@threshold:test.local", &n);
 	CHECK_EQ_INT(n, 1);
+	/* The profile change and the deactivation are in the guest's lane and
+	 * wait for the room's (outbox.h "after"): redaction and leave first. */
+	json_t *deact = find_op(ob, queued, "deactivate", guest, &n);
+	CHECK_EQ_INT(n, 1);
+	CHECK_STR(json_string_value(json_array_get(json_object_get(deact, "after"), 0)), room);
+	CHECK_STR(json_string_value(json_array_get(json_object_get(dn, "after"), 0)), room);
 	json_decref(ob);
 	/* The log: data_erased, and the conversation closed as erased. */
 	json_t *au = audit_all(e.st);

@@ -114,6 +114,17 @@ static void test_minimal_defaults(void)
 	CHECK_EQ_INT(cfg.client_timeout_ms, 30000);
 	CHECK_STR(cfg.log_level, "info");
 	config_free(&cfg);
+
+	/* The outbox: eight at once, an hour before an action is set aside; one
+	 * slot alone could not keep a share free of remote actions. */
+	CHECK_EQ_INT(load_text(MINIMAL, &cfg, err, sizeof(err)), TH_OK);
+	CHECK_EQ_INT(cfg.outbox_concurrency, 8);
+	CHECK_EQ_INT(cfg.outbox_give_up_s, 3600);
+	config_free(&cfg);
+	CHECK_EQ_INT(load_text(MINIMAL "outbox:\n  concurrency: 1\n", &cfg, err, sizeof(err)), TH_ECONFIG);
+	CHECK(strstr(err, "outbox.concurrency") != NULL);
+	CHECK_EQ_INT(load_text(MINIMAL "outbox:\n  give_up_after_seconds: 4\n", &cfg, err, sizeof(err)),
+	             TH_ECONFIG);
 }
 
 /* Every key set away from its default lands in its own field. */
@@ -141,6 +152,9 @@ static void test_every_key(void)
 	                           "  timeout_ms: 100\n"
 	                           "  connect_timeout_ms: 600000\n"
 	                           "  outbox_max_backoff_ms: 3600000\n"
+	                           "outbox:\n"
+	                           "  concurrency: 64\n"
+	                           "  give_up_after_seconds: 5\n"
 	                           "log:\n"
 	                           "  level: debug\n";
 	struct config cfg;
@@ -164,6 +178,8 @@ static void test_every_key(void)
 	CHECK_EQ_INT(cfg.client_timeout_ms, 100);
 	CHECK_EQ_INT(cfg.client_connect_timeout_ms, 600000);
 	CHECK_EQ_INT(cfg.outbox_max_backoff_ms, 3600000);
+	CHECK_EQ_INT(cfg.outbox_concurrency, 64);
+	CHECK_EQ_INT(cfg.outbox_give_up_s, 5);
 	CHECK_STR(cfg.log_level, "debug");
 	CHECK_STR(cfg.bot_user_id, "@desk:example.net");
 	config_free(&cfg);

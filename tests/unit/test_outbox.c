@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 
 #include <microhttpd.h>
@@ -17,6 +18,7 @@
 #include "audit.h"
 #include "config.h"
 #include "cs.h"
+#include "jsonx.h"
 #include "log.h"
 #include "outbox.h"
 #include "store.h"
@@ -33,6 +35,16 @@ struct answer {
 	const char *retry_after; /* Retry-After header, or NULL */
 };
 
+/* An answer for requests whose path holds @match, looked at before the
+ * script: the lane tests run requests at once, in no fixed order. */
+struct rule {
+	const char *match;
+	struct answer a;
+	int sticky; /* answers every such request, never used up */
+	int used;
+};
+#define RULES_MAX 16
+
 /* One request as it arrived; path and query exactly as sent (not unescaped). */
 struct seen {
 	char method[8];
@@ -41,11 +53,12 @@ struct seen {
 	char auth[128];
 	char ctype[64];
 	char *body;
-	uint64_t t_ms; /* th_mono_ms() at arrival */
+	uint64_t t_ms;      /* th_mono_ms() at arrival */
+	uint64_t t_done_ms; /* th_mono_ms() when answered */
 };
 
 #define SCRIPT_MAX 16
-#define SEEN_MAX   64
+#define SEEN_MAX   512
 
 static struct fake {
 	struct MHD_Daemon *d;
@@ -53,6 +66,9 @@ static struct fake {
 	pthread_mutex_t mu;
 	struct answer script[SCRIPT_MAX];
 	size_t nscript, next;
+	struct rule rules[RULES_MAX];
+	size_t nrules;
+	size_t inflight, max_inflight; /* requests being answered at once */
 	struct seen seen[SEEN_MAX];
 	size_t nseen;
 	size_t nconn; /* TCP connections accepted, to see keep-alive */
@@ -107,8 +123,20 @@ static enum MHD_Result fake_handle(void *cls, struct MHD_Connection *c, const ch
 
 	struct answer a = {200, "{}", 0, NULL};
 	pthread_mutex_lock(&fk.mu);
-	if (fk.next < fk.nscript)
+	int ruled = 0;
+	for (size_t i = 0; i < fk.nrules && !ruled; i++) {
+		struct rule *r = &fk.rules[i];
+		if (r->used || !strstr(url, r->match))
+			continue;
+		a = r->a;
+		r->used = !r->sticky;
+		ruled = 1;
+	}
+	if (!ruled && fk.next < fk.nscript)
 		a = fk.script[fk.next++];
+	size_t idx = fk.nseen;
+	if (++fk.inflight > fk.max_inflight)
+		fk.max_inflight = fk.inflight;
 	if (fk.nseen < SEEN_MAX) {
 		struct seen *s = &fk.seen[fk.nseen];
 		memset(s, 0, sizeof(*s));
@@ -129,6 +157,11 @@ static enum MHD_Result fake_handle(void *cls, struct MHD_Connection *c, const ch
 		struct timespec ts = {(time_t)(a.delay_ms / 1000), (long)(a.delay_ms % 1000) * 1000000L};
 		nanosleep(&ts, NULL);
 	}
+	pthread_mutex_lock(&fk.mu);
+	fk.inflight--;
+	if (idx < fk.nseen)
+		fk.seen[idx].t_done_ms = th_mono_ms();
+	pthread_mutex_unlock(&fk.mu);
 	const char *body = a.body ? a.body : "";
 	struct MHD_Response *r =
 	        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
@@ -200,6 +233,8 @@ static void fake_script(const struct answer *script)
 		free(fk.seen[i].body);
 	fk.nseen = 0;
 	fk.nscript = fk.next = 0;
+	fk.max_inflight = 0;
+	fk.nrules = 0;
 	for (; script && script[fk.nscript].status && fk.nscript < SCRIPT_MAX; fk.nscript++)
 		fk.script[fk.nscript] = script[fk.nscript];
 	pthread_mutex_unlock(&fk.mu);
@@ -211,6 +246,15 @@ static void fake_then(const struct answer *more)
 	pthread_mutex_lock(&fk.mu);
 	for (size_t i = 0; more[i].status && fk.nscript < SCRIPT_MAX; i++)
 		fk.script[fk.nscript++] = more[i];
+	pthread_mutex_unlock(&fk.mu);
+}
+
+/* Answer requests whose path holds @p match with @p a (once, or always). */
+static void fake_rule(const char *match, struct answer a, int sticky)
+{
+	pthread_mutex_lock(&fk.mu);
+	if (fk.nrules < RULES_MAX)
+		fk.rules[fk.nrules++] = (struct rule){match, a, sticky, 0};
 	pthread_mutex_unlock(&fk.mu);
 }
 
@@ -535,19 +579,31 @@ static void test_room_ops(store *st, outbox *ob)
 	        json_object_get(json_object_get(created, "creation_content"), "org.threshold.outbox_action"));
 	CHECK(mark && strncmp(mark, "th", 2) == 0);
 	json_decref(created);
-	CHECK_STR(fk.seen[1].path, "/_matrix/client/v3/rooms/%21new%3Ahs/invite");
-	CHECK(json_eq_text(fk.seen[1].body, "{\"user_id\":\"@g:hs\"}"));
-	CHECK_STR(fk.seen[2].path, "/_matrix/client/v3/rooms/%21new%3Ahs/kick");
-	CHECK(json_eq_text(fk.seen[2].body, "{\"user_id\":\"@x:hs\",\"reason\":\"not here\"}"));
-	CHECK_STR(fk.seen[3].method, "PUT");
-	CHECK_STR(fk.seen[3].path, "/_matrix/client/v3/rooms/%21new%3Ahs/state/m.room.join_rules/");
-	CHECK(json_eq_text(fk.seen[3].body, "{\"join_rule\":\"invite\"}"));
-	/* The reply about the new room, queued by the create's own commit, comes
-	 * after what was queued before it. */
-	CHECK(strncmp(fk.seen[4].path, "/_matrix/client/v3/rooms/%21staff%3Ahs/send/m.room.message/", 59) ==
-	      0);
-	CHECK(strstr(fk.seen[4].body, "Created !new:hs") != NULL);
-	CHECK(strstr(fk.seen[4].body, "\"$cmd\"") != NULL);
+	/* The new room's lane keeps its order; the reply about the room, queued
+	 * by the create's own commit, is in the staff room's lane and may come
+	 * between them. */
+	size_t k = 1, reply = 0;
+	for (size_t i = 1; i < 5; i++) {
+		if (strncmp(fk.seen[i].path, "/_matrix/client/v3/rooms/%21staff%3Ahs/send/m.room.message/",
+		            59) == 0)
+			reply = i;
+	}
+	CHECK(reply > 0);
+	CHECK(strstr(fk.seen[reply].body, "Created !new:hs") != NULL);
+	CHECK(strstr(fk.seen[reply].body, "\"$cmd\"") != NULL);
+	if (k == reply)
+		k++;
+	CHECK_STR(fk.seen[k].path, "/_matrix/client/v3/rooms/%21new%3Ahs/invite");
+	CHECK(json_eq_text(fk.seen[k].body, "{\"user_id\":\"@g:hs\"}"));
+	if (++k == reply)
+		k++;
+	CHECK_STR(fk.seen[k].path, "/_matrix/client/v3/rooms/%21new%3Ahs/kick");
+	CHECK(json_eq_text(fk.seen[k].body, "{\"user_id\":\"@x:hs\",\"reason\":\"not here\"}"));
+	if (++k == reply)
+		k++;
+	CHECK_STR(fk.seen[k].method, "PUT");
+	CHECK_STR(fk.seen[k].path, "/_matrix/client/v3/rooms/%21new%3Ahs/state/m.room.join_rules/");
+	CHECK(json_eq_text(fk.seen[k].body, "{\"join_rule\":\"invite\"}"));
 
 	store_txn *t;
 	json_t *room = NULL;
@@ -979,6 +1035,332 @@ static void test_restart(store *st, const char *old_send_path)
 	outbox_stop(ob);
 }
 
+/* ---- lanes ---------------------------------------------------------------- */
+
+/* Index of the first request from @p from on whose path holds @p frag, or -1. */
+static int seen_at(const char *frag, size_t from)
+{
+	pthread_mutex_lock(&fk.mu);
+	int found = -1;
+	for (size_t i = from; i < fk.nseen && found < 0; i++) {
+		if (strstr(fk.seen[i].path, frag))
+			found = (int)i;
+	}
+	pthread_mutex_unlock(&fk.mu);
+	return found;
+}
+
+/* Wait for a request whose path holds @p frag; its index. */
+static size_t wait_path(const char *frag, size_t from, unsigned timeout_ms)
+{
+	uint64_t end = th_mono_ms() + timeout_ms;
+	int i;
+	while ((i = seen_at(frag, from)) < 0 && th_mono_ms() < end)
+		sleep_ms(5);
+	CHECK(i >= 0);
+	return i < 0 ? 0 : (size_t)i;
+}
+
+static outbox *lanes_start(store *st, unsigned concurrency)
+{
+	cfg.outbox_concurrency = concurrency;
+	outbox *ob;
+	CHECK_EQ_INT(outbox_start(st, &cfg, &ob), TH_OK);
+	return ob;
+}
+
+/* Two leaves of rooms another server holds, each held by the homeserver:
+ * the guest's message in another room reaches it while the first is still
+ * held, and the second leave waits for the first (one remote slot of four). */
+static void test_lanes_remote(store *st)
+{
+	fake_script(NULL);
+	fake_rule("far1", (struct answer){200, "{}", 1500, NULL}, 0);
+	fake_rule("far2", (struct answer){200, "{}", 1500, NULL}, 0);
+	push(st, "{\"op\":\"leave\",\"room_id\":\"!far1:remote.example\",\"user_id\":\"@g:hs\"}");
+	push(st, "{\"op\":\"leave\",\"room_id\":\"!far2:remote.example\",\"user_id\":\"@threshold:hs\"}");
+	push(st,
+	     "{\"op\":\"send\",\"room_id\":\"!near:hs\",\"user_id\":\"@g:hs\",\"type\":\"m.room.message\","
+	     "\"content\":{\"msgtype\":\"m.text\",\"body\":\"I am in danger\"}}");
+	outbox *ob = lanes_start(st, 4);
+	CHECK(wait_drained(ob, 3, 8000));
+	outbox_stop(ob);
+	size_t f1 = wait_path("far1", 0, 10), f2 = wait_path("far2", 0, 10), near = wait_path("near", 0, 10);
+	CHECK(fk.seen[near].t_ms < fk.seen[f1].t_done_ms);
+	CHECK(fk.seen[f2].t_ms >= fk.seen[f1].t_done_ms);
+}
+
+/* Order within a lane, through a retry; another lane does not wait for it. */
+static void test_lanes_order(store *st)
+{
+	fake_script(NULL);
+	fake_rule("%21a%3Ahs", (struct answer){500, "{\"errcode\":\"M_UNKNOWN\"}", 0, NULL}, 0);
+	for (int i = 1; i <= 3; i++) {
+		char *a = xasprintf(
+		        "{\"op\":\"send\",\"room_id\":\"!a:hs\",\"user_id\":\"@g:hs\",\"type\":\"m.room."
+		        "message\",\"content\":{\"msgtype\":\"m.text\",\"body\":\"a%d\"}}",
+		        i);
+		push(st, a);
+		free(a);
+	}
+	push(st, "{\"op\":\"send\",\"room_id\":\"!b:hs\",\"user_id\":\"@g:hs\",\"type\":\"m.room.message\","
+	         "\"content\":{\"msgtype\":\"m.text\",\"body\":\"b1\"}}");
+	outbox *ob = lanes_start(st, 4);
+	CHECK(wait_drained(ob, 5, 8000));
+	outbox_stop(ob);
+	CHECK_EQ_INT(fake_nseen(), 5);
+	size_t a1 = wait_path("%21a%3Ahs", 0, 10), again = wait_path("%21a%3Ahs", a1 + 1, 10);
+	size_t a2 = wait_path("%21a%3Ahs", again + 1, 10), a3 = wait_path("%21a%3Ahs", a2 + 1, 10);
+	size_t b1 = wait_path("%21b%3Ahs", 0, 10);
+	CHECK(strstr(fk.seen[a1].body, "\"a1\"") && strstr(fk.seen[again].body, "\"a1\""));
+	CHECK_STR(fk.seen[again].path, fk.seen[a1].path);
+	CHECK(strstr(fk.seen[a2].body, "\"a2\"") != NULL);
+	CHECK(strstr(fk.seen[a3].body, "\"a3\"") != NULL);
+	CHECK(fk.seen[a2].t_ms >= fk.seen[again].t_done_ms);
+	CHECK(fk.seen[a3].t_ms >= fk.seen[a2].t_done_ms);
+	/* b1 went while a1 waited out its backoff */
+	CHECK(fk.seen[b1].t_ms < fk.seen[again].t_ms);
+}
+
+/* No more than outbox.concurrency requests at once, and that many. */
+static void test_lanes_bounded(store *st)
+{
+	fake_script(NULL);
+	fake_rule("/send/", (struct answer){200, "{\"event_id\":\"$x\"}", 300, NULL}, 1);
+	for (int i = 0; i < 12; i++) {
+		char *a = xasprintf(
+		        "{\"op\":\"send\",\"room_id\":\"!c%d:hs\",\"user_id\":\"@g:hs\",\"type\":\"m.room."
+		        "message\",\"content\":{}}",
+		        i);
+		push(st, a);
+		free(a);
+	}
+	outbox *ob = lanes_start(st, 4);
+	CHECK(wait_drained(ob, 12, 8000));
+	outbox_stop(ob);
+	CHECK_EQ_INT(fake_nseen(), 12);
+	CHECK_EQ_INT(fk.max_inflight, 4);
+}
+
+/* An erasure's shape (bridge/conv.c conv_erase): the profile change and the
+ * deactivation wait for the redactions and the leave in the guest's rooms. */
+static void test_lanes_after_erase(store *st)
+{
+	fake_script(NULL);
+	fake_rule("%21eb%3Ahs/redact", (struct answer){200, "{}", 800, NULL}, 0);
+	push(st, "{\"op\":\"redact\",\"room_id\":\"!ea:hs\",\"user_id\":\"@e:hs\",\"event_id\":\"$1\"}");
+	push(st, "{\"op\":\"redact\",\"room_id\":\"!eb:hs\",\"user_id\":\"@e:hs\",\"event_id\":\"$2\"}");
+	push(st, "{\"op\":\"leave\",\"room_id\":\"!ea:hs\",\"user_id\":\"@e:hs\"}");
+	push(st, "{\"op\":\"displayname\",\"user_id\":\"@e:hs\",\"displayname\":\"Former guest\","
+	         "\"after\":[\"!ea:hs\",\"!eb:hs\"]}");
+	push(st, "{\"op\":\"deactivate\",\"user_id\":\"@e:hs\",\"after\":[\"!ea:hs\",\"!eb:hs\"]}");
+	outbox *ob = lanes_start(st, 8);
+	CHECK(wait_drained(ob, 5, 8000));
+	outbox_stop(ob);
+	size_t rb = wait_path("%21eb%3Ahs/redact", 0, 10), leave = wait_path("%21ea%3Ahs/leave", 0, 10);
+	size_t dn = wait_path("/displayname", 0, 10), de = wait_path("/account/deactivate", 0, 10);
+	CHECK(fk.seen[leave].t_ms < fk.seen[rb].t_done_ms); /* the rooms' lanes ran side by side */
+	CHECK(fk.seen[dn].t_ms >= fk.seen[rb].t_done_ms);
+	CHECK(fk.seen[dn].t_ms >= fk.seen[leave].t_done_ms);
+	CHECK(fk.seen[de].t_ms >= fk.seen[dn].t_done_ms);
+}
+
+/* A redemption's shape (conv_redeem): register, display name and the
+ * portal's create_room in the guest's lane; a group invite after the
+ * register. */
+static void test_lanes_after_redeem(store *st)
+{
+	fake_script(NULL);
+	fake_rule("/register", (struct answer){200, "{\"user_id\":\"@r1:hs\"}", 600, NULL}, 0);
+	fake_rule("/createRoom", (struct answer){200, "{\"room_id\":\"!p1:hs\"}", 0, NULL}, 0);
+	push(st, "{\"op\":\"register\",\"localpart\":\"r1\"}");
+	push(st, "{\"op\":\"displayname\",\"user_id\":\"@r1:hs\",\"displayname\":\"Blue Otter\"}");
+	push(st, "{\"op\":\"create_room\",\"user_id\":\"@bot:hs\",\"kind\":\"portal\",\"content\":{},"
+	         "\"lane\":\"@r1:hs\"}");
+	push(st, "{\"op\":\"invite\",\"room_id\":\"!grp:hs\",\"user_id\":\"@bot:hs\",\"target\":\"@r1:hs\","
+	         "\"after\":[\"@r1:hs\"]}");
+	push(st, "{\"op\":\"join\",\"room_id\":\"!other:hs\",\"user_id\":\"@s:hs\"}");
+	outbox *ob = lanes_start(st, 8);
+	CHECK(wait_drained(ob, 5, 8000));
+	outbox_stop(ob);
+	size_t reg = wait_path("/register", 0, 10), dn = wait_path("/displayname", 0, 10);
+	size_t cr = wait_path("/createRoom", 0, 10), inv = wait_path("%21grp%3Ahs/invite", 0, 10);
+	size_t other = wait_path("%21other%3Ahs/join", 0, 10);
+	CHECK(fk.seen[dn].t_ms >= fk.seen[reg].t_done_ms);
+	CHECK(fk.seen[cr].t_ms >= fk.seen[dn].t_done_ms);
+	CHECK(fk.seen[inv].t_ms >= fk.seen[reg].t_done_ms);
+	CHECK(fk.seen[other].t_ms < fk.seen[reg].t_done_ms);
+}
+
+/* An action that keeps failing is set aside after give_up_after_seconds:
+ * kept, listed, announced in the safeguarding room; its lane carries on,
+ * and the other lanes never waited. */
+static void test_lanes_give_up(store *st)
+{
+	cfg.outbox_give_up_s = 1;
+	cfg.safeguarding_room = "!sg:hs";
+	cfg.bot_user_id = "@bot:hs";
+	fake_script(NULL);
+	fake_rule("%21dead%3Ahs/join", (struct answer){502, "{}", 0, NULL}, 1);
+	push(st, "{\"op\":\"join\",\"room_id\":\"!dead:hs\",\"user_id\":\"@g:hs\"}");
+	push(st,
+	     "{\"op\":\"send\",\"room_id\":\"!dead:hs\",\"user_id\":\"@g:hs\",\"type\":\"m.room.message\","
+	     "\"content\":{\"msgtype\":\"m.text\",\"body\":\"after\"}}");
+	push(st,
+	     "{\"op\":\"send\",\"room_id\":\"!live:hs\",\"user_id\":\"@g:hs\",\"type\":\"m.room.message\","
+	     "\"content\":{\"msgtype\":\"m.text\",\"body\":\"meanwhile\"}}");
+	outbox *ob = lanes_start(st, 4);
+	size_t alert = wait_path("%21sg%3Ahs/send", 0, 8000);
+	CHECK(wait_drained(ob, 1, 8000));
+	struct outbox_stats stats;
+	outbox_stats_get(ob, &stats);
+	outbox_stop(ob);
+	CHECK_EQ_INT(stats.set_aside, 1);
+	size_t live = wait_path("%21live%3Ahs/send", 0, 10), after = wait_path("%21dead%3Ahs/send", 0, 10);
+	size_t last = 0, tries = 0;
+	for (int i = 0; (i = seen_at("%21dead%3Ahs/join", (size_t)i)) >= 0; i++, tries++)
+		last = (size_t)i;
+	CHECK(tries >= 2);
+	CHECK(fk.seen[live].t_ms < fk.seen[last].t_ms);
+	CHECK(fk.seen[after].t_ms >= fk.seen[last].t_done_ms);
+	/* The alert: plain words, ids only. */
+	const char *body = fk.seen[alert].body;
+	CHECK(strstr(body, "join in !dead:hs") != NULL);
+	CHECK(strstr(body, "HTTP 502") != NULL);
+	CHECK(strstr(body, "threshold status") != NULL);
+	CHECK(strstr(body, "\"m.notice\"") != NULL);
+	CHECK(strstr(fk.seen[alert].query, "user_id=%40bot%3Ahs") != NULL);
+	/* Kept, and listed as threshold status lists it. */
+	store_txn *t;
+	json_t *list = NULL;
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	CHECK_EQ_INT(outbox_failed_list(t, &list), TH_OK);
+	store_txn_abort(t);
+	CHECK_EQ_INT(json_array_size(list), 1);
+	json_t *row = json_array_get(list, 0);
+	CHECK_STR(jsonx_str(row, "op"), "join");
+	CHECK_STR(jsonx_str(row, "room_id"), "!dead:hs");
+	CHECK_STR(jsonx_str(row, "user_id"), "@g:hs");
+	CHECK_STR(jsonx_str(row, "last_error"), "HTTP 502");
+	CHECK(json_integer_value(json_object_get(row, "attempts")) == (json_int_t)tries);
+	json_decref(list);
+	CHECK_EQ_INT(stored_count(st), 0);
+	cfg.outbox_give_up_s = 3600;
+	cfg.safeguarding_room = NULL;
+}
+
+/* The time to give up runs on across a restart: the store keeps when the
+ * action first failed. */
+static void test_lanes_give_up_restart(store *st)
+{
+	cfg.outbox_give_up_s = 2;
+	fake_script(NULL);
+	fake_rule("%21stuck%3Ahs/join", (struct answer){502, "{}", 0, NULL}, 1);
+	push(st, "{\"op\":\"join\",\"room_id\":\"!stuck:hs\",\"user_id\":\"@g:hs\"}");
+	outbox *ob = lanes_start(st, 4);
+	wait_path("%21stuck%3Ahs/join", 0, 5000);
+	sleep_ms(100);
+	outbox_stop(ob);
+	json_t *head = stored_head(st);
+	CHECK(json_integer_value(json_object_get(head, "failed_since_ms")) > 0);
+	json_decref(head);
+	sleep_ms(1700);
+	uint64_t restarted = th_mono_ms();
+	ob = lanes_start(st, 4);
+	CHECK(wait_drained(ob, 1, 8000));
+	struct outbox_stats stats;
+	outbox_stats_get(ob, &stats);
+	outbox_stop(ob);
+	CHECK_EQ_INT(stats.set_aside, 1);
+	/* Set aside well before a fresh 2 s from the restart would have run out. */
+	size_t last = 0;
+	for (int i = 0; (i = seen_at("%21stuck%3Ahs/join", (size_t)i)) >= 0; i++)
+		last = (size_t)i;
+	CHECK(fk.seen[last].t_done_ms - restarted < 1500);
+	cfg.outbox_give_up_s = 3600;
+}
+
+/* A backlog drains with its removals (and a done fn's work) committed in
+ * batches, not one commit per action. */
+static void test_lanes_batch(store *st)
+{
+	fake_script(NULL);
+	fake_rule("/createRoom", (struct answer){200, "{\"room_id\":\"!bc1:hs\"}", 0, NULL}, 0);
+	fake_rule("/createRoom", (struct answer){200, "{\"room_id\":\"!bc2:hs\"}", 0, NULL}, 0);
+	push(st, "{\"op\":\"create_room\",\"user_id\":\"@bot:hs\",\"kind\":\"group\",\"content\":{}}");
+	push(st, "{\"op\":\"create_room\",\"user_id\":\"@bot:hs\",\"kind\":\"group\",\"content\":{},"
+	         "\"lane\":\"second\"}");
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
+	for (int i = 0; i < 300; i++) {
+		char *room = xasprintf("!q%d:hs", i % 30);
+		json_t *a = outbox_notice(room, "@bot:hs", "backlog", NULL);
+		CHECK_EQ_INT(outbox_push(t, a), TH_OK);
+		json_decref(a);
+		free(room);
+	}
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	outbox *ob = lanes_start(st, 8);
+	CHECK(wait_drained(ob, 302, 20000));
+	struct outbox_stats stats;
+	outbox_stats_get(ob, &stats);
+	outbox_stop(ob);
+	CHECK_EQ_INT(stats.removed, 302);
+	CHECK(stats.commits * 2 < stats.removed);
+	json_t *room = NULL;
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	CHECK_EQ_INT(store_get_json(t, STORE_ROOMS, "!bc1:hs", &room), TH_OK);
+	json_decref(room);
+	CHECK_EQ_INT(store_get_json(t, STORE_ROOMS, "!bc2:hs", &room), TH_OK);
+	json_decref(room);
+	store_txn_abort(t);
+}
+
+/* The daemon dies with an action in flight: at the next start it runs again
+ * (the same request: a send keeps its txnId), then the queue moves on. */
+static void test_lanes_crash(const char *dir)
+{
+	fake_script(NULL);
+	fake_rule("%21crash%3Ahs/send", (struct answer){200, "{}", 3000, NULL}, 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		store *cst;
+		outbox *ob;
+		if (store_open(dir, 16, &cst) != TH_OK)
+			_exit(2);
+		json_t *a = outbox_notice("!crash:hs", "@bot:hs", "in flight", NULL);
+		json_t *b = outbox_notice("!crash:hs", "@bot:hs", "next", NULL);
+		store_txn *t;
+		if (store_txn_begin(cst, 1, &t) || outbox_push(t, a) || outbox_push(t, b) ||
+		    store_txn_commit(t))
+			_exit(3);
+		if (outbox_start(cst, &cfg, &ob) != TH_OK)
+			_exit(4);
+		sleep_ms(800);
+		_exit(0); /* no stop, no commit: a crash */
+	}
+	CHECK(pid > 0);
+	int status = 0;
+	waitpid(pid, &status, 0);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	CHECK_EQ_INT(seen_at("%21crash%3Ahs/send", 0), 0);
+	CHECK_EQ_INT(fake_nseen(), 1); /* the second waited behind the first */
+	char first[512];
+	copy_str(first, sizeof(first), fk.seen[0].path);
+	fk.rules[0].used = 1;
+	store *st;
+	CHECK_EQ_INT(store_open(dir, 16, &st), TH_OK);
+	CHECK_EQ_INT(stored_count(st), 2);
+	outbox *ob = lanes_start(st, 4);
+	CHECK(wait_drained(ob, 3, 8000));
+	outbox_stop(ob);
+	CHECK_EQ_INT(fake_nseen(), 3);
+	CHECK_STR(fk.seen[1].path, first);
+	CHECK(strstr(fk.seen[1].body, "in flight") != NULL);
+	CHECK(strstr(fk.seen[2].body, "next") != NULL);
+	store_close(st);
+}
+
 int main(void)
 {
 	const char *lvl = getenv("THRESHOLD_TEST_LOG");
@@ -993,6 +1375,10 @@ int main(void)
 	cfg.client_timeout_ms = 300;
 	cfg.client_connect_timeout_ms = 1000;
 	cfg.outbox_max_backoff_ms = 60000;
+	/* One at a time, oldest ready first: the tests below see requests in
+	 * the order they were queued.  The lane tests start their own outbox. */
+	cfg.outbox_concurrency = 1;
+	cfg.outbox_give_up_s = 3600;
 
 	test_escape();
 	test_backoff();
@@ -1023,7 +1409,19 @@ int main(void)
 	test_stop_in_backoff(st, ob);
 	test_restart(st, send_path);
 
+	/* Lanes: several at once, each its own order. */
+	cfg.client_timeout_ms = 5000;
+	test_lanes_remote(st);
+	test_lanes_order(st);
+	test_lanes_bounded(st);
+	test_lanes_after_erase(st);
+	test_lanes_after_redeem(st);
+	test_lanes_give_up(st);
+	test_lanes_give_up_restart(st);
+	test_lanes_batch(st);
 	store_close(st);
+	test_lanes_crash(dir);
+
 	test_rmtree(dir);
 	free(dir);
 	fake_stop();
