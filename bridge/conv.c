@@ -276,14 +276,18 @@ static int room_created(const struct config *cfg, store_txn *t, const char *gues
 		rc = guests_get(t, guest, &g);
 	/* The guest made the room at 100 (conv_room_content): it lowers itself
 	 * to 0 first, then the bot, which the guest invited, joins.  Both are
-	 * queued before the guest's first message. */
+	 * queued before the guest's first message.  When the room's create
+	 * event reached the transaction path first, the createRoom that made it
+	 * may still be running in the guest's lane: an event sent into the room
+	 * meanwhile would fork its history (the homeserver then resolves state
+	 * and may lose the guest's join), so both wait for that lane. */
 	if (!rc)
-		rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "op", "state", "room_id", room_id,
-		                       "user_id", guest, "type", "m.room.power_levels", "state_key", "",
-		                       "content", conv_room_power(cfg, guest)));
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:[s]}", "op", "state", "room_id",
+		                       room_id, "user_id", guest, "type", "m.room.power_levels", "state_key",
+		                       "", "content", conv_room_power(cfg, guest), "after", guest));
 	if (!rc)
-		rc = push(t, json_pack("{s:s, s:s, s:s}", "op", "join", "room_id", room_id, "user_id",
-		                       cfg->bot_user_id));
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:[s]}", "op", "join", "room_id", room_id, "user_id",
+		                       cfg->bot_user_id, "after", guest));
 	if (!rc && cfg->pseudonym_per_room) {
 		/* One guest per portal: the stored pseudonym, unique among guests,
 		 * is unique here, and is the name the guest was shown. */
