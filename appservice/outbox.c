@@ -1491,7 +1491,9 @@ static void dispatch(outbox *ob, uint64_t now, uint64_t *wait_ms)
 		}
 		pthread_mutex_lock(&p->mu);
 		struct slot *s = NULL;
-		for (size_t j = 0; j < p->nslots && !s; j++) {
+		/* Stopping (pool_join) since this turn began: a worker may already
+		 * have left, so nothing more is handed out. */
+		for (size_t j = 0; j < p->nslots && !s && !p->stop; j++) {
 			if (p->slots[j].state == SLOT_IDLE)
 				s = &p->slots[j];
 		}
