@@ -107,8 +107,10 @@ def new_guest(d, hs):
         assert time.monotonic() < deadline, "the conversation never opened"
         time.sleep(0.05)
     room = hs.rooms()[-1]  # the newest room: guests are made one at a time here
-    guest = hs.wait(lambda q: q[0] == "POST" and q[1] == "/_matrix/client/v3/rooms/%s/join" % room,
-                    what="the guest's join")[0][2]["user_id"]
+    # The guest makes its own room (docs/architecture.md): the newest
+    # createRoom was sent as the guest.
+    guest = hs.wait(lambda q: q[0] == "POST" and q[1] == "/_matrix/client/v3/createRoom",
+                    what="the guest's createRoom")[-1][2]["user_id"]
     return tok, guest, room, r.json()
 
 
