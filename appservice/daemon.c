@@ -21,6 +21,7 @@
 #include "cs.h"
 #include "jsonx.h"
 #include "log.h"
+#include "metrics.h"
 #include "outbox.h"
 #include "rooms.h"
 #include "store.h"
@@ -272,6 +273,7 @@ int daemon_serve(const struct config *cfg)
 	outbox *ob = NULL;
 	gateway *gw = NULL;
 	as_server *srv = NULL;
+	metrics *mx = NULL;
 	cs_client *cs = NULL;
 	int code = 1;
 
@@ -319,6 +321,8 @@ int daemon_serve(const struct config *cfg)
 	if (as_server_start(&env, wake_all, &wakers, &srv) != TH_OK)
 		goto out;
 	LOG(LOG_INFO, "listening for the homeserver on %s:%u", cfg->listen_address, as_server_port(srv));
+	if (cfg->metrics_enabled && metrics_start(cfg, st, gw, &mx) != TH_OK)
+		goto out;
 	if (cs_client_new(cfg, &cs) != TH_OK)
 		goto out;
 
@@ -357,6 +361,7 @@ int daemon_serve(const struct config *cfg)
 	code = 0;
 out:
 	/* Order matters: no new transactions, then no more actions, then the store. */
+	metrics_stop(mx);
 	as_server_stop(srv);
 	gw_stop(gw);
 	if (ob)

@@ -1261,3 +1261,20 @@ size_t outbox_pending(outbox *ob)
 	store_txn_abort(t);
 	return n;
 }
+
+int outbox_stats_read(store_txn *t, struct outbox_stats *out)
+{
+	struct outbox_stats s = {0};
+	const void *k, *v;
+	size_t klen, vlen;
+	int rc = store_count(t, STORE_OUTBOX, &s.pending);
+	if (rc)
+		return rc;
+	rc = store_first(t, STORE_OUTBOX, &k, &klen, &v, &vlen);
+	if (rc == TH_OK && klen == 8)
+		s.head_seq = store_key_u64(k);
+	else if (rc != TH_OK && rc != TH_ENOTFOUND)
+		return rc;
+	*out = s;
+	return TH_OK;
+}

@@ -144,6 +144,16 @@ void outbox_stop(outbox *ob);
 /** Number of actions waiting (for logs and tests); 0 if the store fails. */
 size_t outbox_pending(outbox *ob);
 
+/* What the queue holds, for metrics: read in any transaction, no worker
+ * involved.  (One queue today; lanes would add a row each.) */
+struct outbox_stats {
+	size_t pending;    /* actions waiting */
+	uint64_t head_seq; /* the sequence number of the oldest, 0 when empty */
+};
+
+/** @return TH_OK (filled @p out) or TH_ESTORE. */
+int outbox_stats_read(store_txn *t, struct outbox_stats *out);
+
 /**
  * The delay before attempt number @p attempt (0-based) after a retryable
  * failure: 500 ms doubling, capped at @p max_ms; a server's retry_after_ms,
