@@ -108,7 +108,8 @@ static int emit_transactions(struct sb *b, const struct family *f, const struct 
 {
 	(void)s;
 	sb_printf(b, "%s %llu\n", f->name,
-	          (unsigned long long)atomic_load_explicit(&counters[METRICS_TRANSACTIONS], memory_order_relaxed));
+	          (unsigned long long)atomic_load_explicit(&counters[METRICS_TRANSACTIONS],
+	                                                   memory_order_relaxed));
 	return 1;
 }
 
@@ -220,13 +221,14 @@ static const struct family families[] = {
         {"threshold_outbox_oldest_action_age_seconds", "gauge",
          "How long the oldest waiting action has been first in the queue, as scrapes saw it (0 when empty).",
          emit_outbox_age},
-        {"threshold_gateway_requests_total", "counter", "Gateway requests answered, by route and status class.",
-         emit_gw_requests},
+        {"threshold_gateway_requests_total", "counter",
+         "Gateway requests answered, by route and status class.", emit_gw_requests},
         {"threshold_gateway_parked_polls", "gauge", "Guests' feed polls waiting for news.", emit_gw_parked},
         {"threshold_store_used_bytes", "gauge", "Bytes of the store's map in use (high-water mark).",
          emit_store_used},
         {"threshold_store_map_bytes", "gauge", "The store's map size (store.map_size_mb).", emit_store_map},
-        {"threshold_audit_records_total", "counter", "Records in the safeguarding audit log.", emit_audit_records},
+        {"threshold_audit_records_total", "counter", "Records in the safeguarding audit log.",
+         emit_audit_records},
         {"threshold_audit_unsigned_records", "gauge", "Audit records after the newest signed checkpoint.",
          emit_audit_unsigned},
         {"threshold_audit_checkpoint_age_seconds", "gauge", "Seconds since the newest signed checkpoint.",
@@ -329,7 +331,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 		 * can act on.  The homeserver's health is its own (doctor). */
 		store_txn *t;
 		if (store_txn_begin(m->st, 0, &t) != TH_OK)
-			return reply(conn, 503, "application/json", xstrdup("{\"status\":\"store unreadable\"}\n"));
+			return reply(conn, 503, "application/json",
+			             xstrdup("{\"status\":\"store unreadable\"}\n"));
 		store_txn_abort(t);
 		return reply(conn, 200, "application/json", xstrdup("{\"status\":\"ok\"}\n"));
 	}
@@ -360,9 +363,9 @@ int metrics_start(const struct config *cfg, store *st, gateway *gw, metrics **ou
 		goto fail;
 	}
 	m->mhd = MHD_start_daemon(flags, (uint16_t)cfg->metrics_port, NULL, NULL, handle, m,
-	                          MHD_OPTION_EXTERNAL_LOGGER, log_mhd, (void *)"metrics", MHD_OPTION_SOCK_ADDR,
-	                          &ss, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_CONNECTION_LIMIT,
-	                          (unsigned)16, MHD_OPTION_END);
+	                          MHD_OPTION_EXTERNAL_LOGGER, log_mhd, (void *)"metrics",
+	                          MHD_OPTION_SOCK_ADDR, &ss, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+	                          MHD_OPTION_CONNECTION_LIMIT, (unsigned)16, MHD_OPTION_END);
 	if (!m->mhd) {
 		LOG(LOG_ERROR, "metrics: cannot listen on %s:%u (in use, or not an address of this machine?)",
 		    cfg->metrics_bind, cfg->metrics_port);
