@@ -236,16 +236,22 @@ cat <<EOF
    $gw_url/#service=demo
 
  What to try:
-   1. Log in to $url as staff in a Matrix client (Element, or any client that
-      lets you type a homeserver URL).  From another machine, forward both
-      ports first:
-        ssh -L $hs_port:127.0.0.1:$hs_port -L ${gw_url##*:}:127.0.0.1:${gw_url##*:} <this machine>
-   2. Open "Demo helpline staff": the bot is there.  Open the guest link,
-      agree to the notice and write something.  The bot posts "... is waiting"
-      in the staff room with a link: join the conversation and reply.
+   1. Open the guest link, agree to the notice and write something.
+   2. Play the staff member, either
+      - in a terminal on this machine (no Matrix client needed):
+          $repo/scripts/staff.py --data $data waiting
+          $repo/scripts/staff.py --data $data join PSEUDONYM
+          $repo/scripts/staff.py --data $data chat ROOM     (Ctrl-D leaves)
+          $repo/scripts/staff.py --data $data close ROOM
+      - or in Element (any client that lets you type a homeserver URL): log
+        in to $url as staff.  From a laptop, forward both ports first:
+          ssh -L $hs_port:127.0.0.1:$hs_port -L ${gw_url##*:}:127.0.0.1:${gw_url##*:} <this machine>
+        then open "Demo helpline staff": the bot posts "... is waiting"
+        there with a link; join the conversation and reply.
    3. In the conversation room: !threshold note TEXT (the guest never sees
       it), !threshold close.  In the staff room: !threshold invite.
    4. See what was recorded:  $bin -c $config audit list
+      Check the set-up:        $bin -c $config doctor
 
  Threshold's log follows.  Press Ctrl-C to stop Threshold and then Synapse.
  Data: $data and Synapse's database in the chroot.  To start from scratch:
