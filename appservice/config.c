@@ -92,6 +92,9 @@ static const struct option options[] = {
         {"gateway", "session_rate_per_minute", OPT_UINT, OFF(gw_session_rate), 0, "120", 1, 100000},
         {"gateway", "address_rate_per_minute", OPT_UINT, OFF(gw_address_rate), 0, "30", 1, 100000},
         {"gateway", "trust_forwarded_for", OPT_BOOL, OFF(gw_trust_forwarded_for), 0, "false", 0, 0},
+        {"metrics", "enabled", OPT_BOOL, OFF(metrics_enabled), 0, "false", 0, 0},
+        {"metrics", "bind", OPT_STRING, OFF(metrics_bind), 0, "127.0.0.1", 0, 0},
+        {"metrics", "port", OPT_UINT, OFF(metrics_port), 0, "29335", 1, 65535},
 };
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
 

@@ -114,6 +114,10 @@ struct config {
 	unsigned gw_session_rate;   /* requests per minute per session */
 	unsigned gw_address_rate;   /* invitation/redeem/resume requests per minute per address */
 	int gw_trust_forwarded_for; /* take the client address from X-Forwarded-For (behind a proxy) */
+	/* metrics: /metrics and /health on a listener of their own (metrics.h) */
+	int metrics_enabled;
+	char *metrics_bind; /* an IP address; loopback by default */
+	unsigned metrics_port;
 	/* services */
 	struct config_service *services;
 	size_t nservices;

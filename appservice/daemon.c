@@ -22,6 +22,7 @@
 #include "events.h"
 #include "jsonx.h"
 #include "log.h"
+#include "metrics.h"
 #include "outbox.h"
 #include "rooms.h"
 #include "store.h"
@@ -69,8 +70,6 @@ static void raise_fd_limit(const struct config *cfg)
 }
 
 /* Queue the bot's registration and display name (idempotent on the server). */
-/* Queue the bot's registration and display name (idempotent on the server),
- * and a fresh read of each staff room's members. */
 static int queue_bot_setup(const struct config *cfg, store *st)
 {
 	store_txn *t;
@@ -86,19 +85,6 @@ static int queue_bot_setup(const struct config *cfg, store *st)
 		rc = outbox_push(t, dn);
 	if (!rc)
 		rc = store_put_json(t, STORE_USERS, cfg->bot_user_id, rec);
-	/* Who is in each staff room now: memberships that changed while
-	 * Threshold was down, or before a room was added to roles.staff_rooms,
-	 * reach it no other way.  Refused (and dropped) where the bot is not
-	 * joined yet; its join queues the same read. */
-	for (size_t i = 0; !rc && i < cfg->staff_rooms.n; i++) {
-		json_t *a = json_pack("{s:s, s:s, s:s, s:[s]}", "op", "staff_members", "room_id",
-		                      cfg->staff_rooms.v[i], "user_id", cfg->bot_user_id, "after",
-		                      cfg->bot_user_id); /* after the bot's register */
-		rc = rooms_staff_read_begin_stored(t, cfg->staff_rooms.v[i]);
-		if (!rc)
-			rc = outbox_push(t, a);
-		json_decref(a);
-	}
 	json_decref(reg);
 	json_decref(dn);
 	json_decref(rec);
@@ -107,6 +93,63 @@ static int queue_bot_setup(const struct config *cfg, store *st)
 		return rc;
 	}
 	return store_txn_commit(t);
+}
+
+/*
+ * Who is in each staff room now: memberships that changed while Threshold
+ * was down, or before a room was added to roles.staff_rooms, reach it no
+ * other way.  Asked once per start, of the rooms the homeserver says the bot
+ * is joined to: a room it is not in yet would refuse the read (an alarming
+ * "dropped ... 403" in the log of every fresh start), and the bot's join
+ * there queues the same read.
+ * @return 1 once queued (or nothing to do), 0 to try again later.
+ */
+static int queue_staff_reads(cs_client *cs, const struct config *cfg, store *st, outbox *ob)
+{
+	if (!cfg->staff_rooms.n)
+		return 1;
+	struct cs_response r;
+	if (cs_request(cs, "GET", "/_matrix/client/v3/joined_rooms", NULL, NULL, &r) != TH_OK)
+		return 0;
+	json_t *joined = json_object_get(r.body, "joined_rooms");
+	if (r.status != 200 || !json_is_array(joined)) {
+		cs_response_clear(&r);
+		return 0;
+	}
+	store_txn *t;
+	int rc = store_txn_begin(st, 1, &t);
+	for (size_t i = 0; !rc && i < cfg->staff_rooms.n; i++) {
+		const char *room = cfg->staff_rooms.v[i];
+		int in = 0;
+		size_t j;
+		json_t *v;
+		json_array_foreach(joined, j, v)
+		{
+			if (json_is_string(v) && !strcmp(json_string_value(v), room))
+				in = 1;
+		}
+		if (!in)
+			continue;
+		json_t *a = json_pack("{s:s, s:s, s:s, s:[s]}", "op", "staff_members", "room_id", room,
+		                      "user_id", cfg->bot_user_id, "after",
+		                      cfg->bot_user_id); /* after a register still queued */
+		rc = rooms_staff_read_begin_stored(t, room);
+		if (!rc)
+			rc = outbox_push(t, a);
+		json_decref(a);
+	}
+	cs_response_clear(&r);
+	if (!rc)
+		rc = store_txn_commit(t);
+	else
+		store_txn_abort(t);
+	if (rc) {
+		LOG(LOG_WARN, "cannot queue the read of the staff rooms' members: %s; will try again",
+		    th_strerror(rc));
+		return 0;
+	}
+	outbox_wake(ob);
+	return 1;
 }
 
 /* Once per store: block invites to the guests made before Threshold did
@@ -309,6 +352,7 @@ int daemon_serve(const struct config *cfg)
 	outbox *ob = NULL;
 	gateway *gw = NULL;
 	as_server *srv = NULL;
+	metrics *mx = NULL;
 	cs_client *cs = NULL;
 	int code = 1;
 
@@ -362,11 +406,14 @@ int daemon_serve(const struct config *cfg)
 	if (as_server_start(&env, wake_all, &wakers, &srv) != TH_OK)
 		goto out;
 	LOG(LOG_INFO, "listening for the homeserver on %s:%u", cfg->listen_address, as_server_port(srv));
+	if (cfg->metrics_enabled && metrics_start(cfg, st, gw, &mx) != TH_OK)
+		goto out;
 	if (cs_client_new(cfg, &cs) != TH_OK)
 		goto out;
 
 	int pinged = try_ping(cs, cfg);
 	int blocking_known = check_invite_blocking(cs, st);
+	int staff_read = queue_staff_reads(cs, cfg, st, ob);
 	uint64_t ping_wait = PING_RETRY_MIN_MS, next_ping = th_mono_ms() + ping_wait;
 	uint64_t next_prune = th_mono_ms() + 60000u, next_trim = th_mono_ms() + TRIM_INTERVAL_MS;
 	for (;;) {
@@ -377,11 +424,13 @@ int daemon_serve(const struct config *cfg)
 			break;
 		}
 		uint64_t now = th_mono_ms();
-		if ((!pinged || !blocking_known) && now >= next_ping) {
+		if ((!pinged || !blocking_known || !staff_read) && now >= next_ping) {
 			if (!pinged)
 				pinged = try_ping(cs, cfg);
 			if (!blocking_known)
 				blocking_known = check_invite_blocking(cs, st);
+			if (!staff_read)
+				staff_read = queue_staff_reads(cs, cfg, st, ob);
 			ping_wait = ping_wait * 2 > PING_RETRY_MAX_MS ? PING_RETRY_MAX_MS : ping_wait * 2;
 			next_ping = now + ping_wait;
 		}
@@ -401,6 +450,7 @@ int daemon_serve(const struct config *cfg)
 	code = 0;
 out:
 	/* Order matters: no new transactions, then no more actions, then the store. */
+	metrics_stop(mx);
 	as_server_stop(srv);
 	gw_stop(gw);
 	if (ob)

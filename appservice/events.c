@@ -15,6 +15,7 @@
 #include "guests.h"
 #include "jsonx.h"
 #include "log.h"
+#include "metrics.h"
 #include "mxevent.h"
 #include "outbox.h"
 #include "policy.h"
@@ -864,6 +865,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	}
 	struct pol_decision d;
 	pol_decide(&f, &d);
+	metrics_decision(d.reason);
 	if (d.reason != POL_R_NO_RULE)
 		LOG(LOG_INFO, "event %s in %s: %s", event_id, room_id, pol_reason_name(d.reason));
 	if (d.nactions && d.actions[0].kind == POL_ACT_AUDIT_ANSWER) {

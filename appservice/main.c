@@ -9,6 +9,7 @@
 #include "audit_cli.h"
 #include "config.h"
 #include "daemon.h"
+#include "doctor.h"
 #include "guests_cli.h"
 #include "invites_cli.h"
 #include "log.h"
@@ -32,6 +33,10 @@ static void usage(FILE *f)
 	           "  check-config               check the configuration, and the registration\n"
 	           "                             once it exists; exit 0 if both are valid\n"
 	           "  status [--json]            show what the store holds (safe while serving)\n"
+	           "  doctor [--json] [--synapse-config FILE]\n"
+	           "                             check the set-up from outside: homeserver, token,\n"
+	           "                             ping, rooms, hardening, gateway, files, space;\n"
+	           "                             exit 0 all good, 1 needs attention, 2 cannot run\n"
 	           "  invite create --service NAME [--uses N] [--expires 7d] [--json]\n"
 	           "                             a personal invitation link for a guest\n"
 	           "                             (docs/services.md)\n"
@@ -141,7 +146,7 @@ int main(int argc, char **argv)
 	char **sub_argv = argv + i;
 	if (strcmp(cmd, "serve") && strcmp(cmd, "generate-registration") && strcmp(cmd, "status") &&
 	    strcmp(cmd, "audit") && strcmp(cmd, "guest") && strcmp(cmd, "invite") &&
-	    strcmp(cmd, "check-config")) {
+	    strcmp(cmd, "check-config") && strcmp(cmd, "doctor")) {
 		fprintf(stderr, "threshold: unknown command '%s' (try --help)\n", cmd);
 		return 2;
 	}
@@ -149,7 +154,7 @@ int main(int argc, char **argv)
 	struct config cfg;
 	char err[512];
 	if (config_load(config_path, &cfg, err, sizeof(err)) != TH_OK)
-		return 1;
+		return strcmp(cmd, "doctor") ? 1 : 2;
 	log_set_level_name(cfg.log_level);
 
 	int code;
@@ -159,6 +164,8 @@ int main(int argc, char **argv)
 		code = inv_cli_main(&cfg, sub_argc, sub_argv);
 	} else if (!strcmp(cmd, "audit")) {
 		code = audit_cli_main(&cfg, sub_argc, sub_argv);
+	} else if (!strcmp(cmd, "doctor")) {
+		code = doctor_main(&cfg, sub_argc, sub_argv);
 	} else if (!strcmp(cmd, "check-config")) {
 		code = cmd_check_config(&cfg, sub_argc);
 	} else if (!strcmp(cmd, "generate-registration")) {

@@ -2081,3 +2081,22 @@ int outbox_failed_list(store_txn *t, json_t **out)
 	*out = list;
 	return TH_OK;
 }
+
+int outbox_queue_read(store_txn *t, struct outbox_queue *out)
+{
+	struct outbox_queue s = {0};
+	const void *k, *v;
+	size_t klen, vlen;
+	int rc = store_count(t, STORE_OUTBOX, &s.pending);
+	if (!rc)
+		rc = store_count(t, STORE_OUTBOX_FAILED, &s.set_aside);
+	if (rc)
+		return rc;
+	rc = store_first(t, STORE_OUTBOX, &k, &klen, &v, &vlen);
+	if (rc == TH_OK && klen == 8)
+		s.head_seq = store_key_u64(k);
+	else if (rc != TH_OK && rc != TH_ENOTFOUND)
+		return rc;
+	*out = s;
+	return TH_OK;
+}

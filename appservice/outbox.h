@@ -222,6 +222,17 @@ void outbox_stats_get(outbox *ob, struct outbox_stats *out);
  */
 int outbox_failed_list(store_txn *t, json_t **out);
 
+/* What the queue holds, for metrics: read in any transaction, no worker
+ * involved.  (Across all lanes.) */
+struct outbox_queue {
+	size_t pending;    /* actions waiting */
+	size_t set_aside;  /* actions set aside after failing for good (STORE_OUTBOX_FAILED) */
+	uint64_t head_seq; /* the sequence number of the oldest, 0 when empty */
+};
+
+/** @return TH_OK (filled @p out) or TH_ESTORE. */
+int outbox_queue_read(store_txn *t, struct outbox_queue *out);
+
 /**
  * The delay before attempt number @p attempt (0-based) after a retryable
  * failure: 500 ms doubling, capped at @p max_ms; a server's retry_after_ms,

@@ -8,6 +8,7 @@
 #include "audit.h"
 #include "config.h"
 #include "events.h"
+#include "metrics.h"
 #include "rooms.h"
 #include "log.h"
 #include "mxevent.h"
@@ -213,6 +214,8 @@ void txn_process(const struct txn_env *env, const char *txn_id, const char *body
 	t = NULL;
 	if (rc)
 		goto store_fail;
+	metrics_add(METRICS_TRANSACTIONS, 1);
+	metrics_add(METRICS_EVENTS, res->processed);
 	room_cache_free(&rooms);
 	mxev_batch_free(&batch);
 	LOG(LOG_DEBUG, "transaction %s: %u events handled, %u skipped, %u actions queued", txn_id,

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +89,7 @@ struct gateway {
 	size_t media_held; /* bytes fetched and not yet sent or freed (under mu) */
 	pthread_mutex_t rl_mu;
 	struct rl_slot rl[RL_SLOTS];
+	_Atomic unsigned long requests[GW_STATS_ROUTES][GW_STATS_CLASSES]; /* answered (gw_stats_get) */
 };
 
 /* A suspended feed poll. */
@@ -162,6 +164,16 @@ static void common_headers(struct MHD_Response *r)
 	security_headers(r, csp);
 }
 
+/* The status of the answer queued on this thread by the request in hand,
+ * read by handle() to count it (gw_stats_get); 0: none queued yet. */
+static __thread unsigned queued_status;
+
+static enum MHD_Result queue_response(struct MHD_Connection *conn, unsigned status, struct MHD_Response *r)
+{
+	queued_status = status;
+	return MHD_queue_response(conn, status, r);
+}
+
 static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned status, json_t *j)
 {
 	char *text = json_dumps(j, JSON_COMPACT);
@@ -171,7 +183,7 @@ static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned status, j
 	struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
 	common_headers(r);
-	enum MHD_Result ret = MHD_queue_response(conn, status, r);
+	enum MHD_Result ret = queue_response(conn, status, r);
 	MHD_destroy_response(r);
 	return ret;
 }
@@ -761,7 +773,7 @@ static enum MHD_Result answer_media(gateway *gw, struct MHD_Connection *conn, st
 			free(cd);
 		}
 		security_headers(r, media_csp);
-		ret = MHD_queue_response(conn, 200, r);
+		ret = queue_response(conn, 200, r);
 		MHD_destroy_response(r);
 	} else {
 		ret = MHD_NO;
@@ -796,7 +808,7 @@ static enum MHD_Result handle_asset(struct MHD_Connection *conn, const char *url
 	if (a->etag)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, a->etag);
 	common_headers(r);
-	enum MHD_Result ret = MHD_queue_response(conn, status, r);
+	enum MHD_Result ret = queue_response(conn, status, r);
 	MHD_destroy_response(r);
 	return ret;
 }
@@ -929,9 +941,9 @@ static enum MHD_Result dispatch(gateway *gw, struct MHD_Connection *conn, const 
 	return send_error(conn, 404, "TH_NOT_FOUND", "No such endpoint.", 0);
 }
 
-static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-                              const char *version, const char *upload_data, size_t *upload_data_size,
-                              void **con_cls)
+static enum MHD_Result handle_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                      const char *method, const char *version, const char *upload_data,
+                                      size_t *upload_data_size, void **con_cls)
 {
 	(void)version;
 	gateway *gw = cls;
@@ -983,6 +995,62 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 	}
 	enum MHD_Result ret = dispatch(gw, conn, url, method, rq);
 	return ret;
+}
+
+_Static_assert(R_MEDIA + 1 == GW_STATS_ROUTES, "gw_stats: one row per route");
+
+static const char *const route_names[GW_STATS_ROUTES] = {
+        "static", "page", "invitation", "redeem", "resume", "session",
+        "send",   "feed", "leave",      "erase",  "upload", "media",
+};
+static const char *const class_names[GW_STATS_CLASSES] = {"2xx", "3xx", "4xx", "429", "5xx"};
+
+const char *gw_stats_route_name(unsigned i)
+{
+	return i < GW_STATS_ROUTES ? route_names[i] : NULL;
+}
+
+const char *gw_stats_class_name(unsigned i)
+{
+	return i < GW_STATS_CLASSES ? class_names[i] : NULL;
+}
+
+/* Count the answer handle_request queued, if it did (a parked poll is
+ * counted when it is answered). */
+static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                              const char *version, const char *upload_data, size_t *upload_data_size,
+                              void **con_cls)
+{
+	gateway *gw = cls;
+	queued_status = 0;
+	enum MHD_Result ret =
+	        handle_request(cls, conn, url, method, version, upload_data, upload_data_size, con_cls);
+	unsigned st = queued_status;
+	if (st >= 200 && st < 600) {
+		unsigned route = R_NONE;
+		for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+			size_t plen = strlen(routes[i].path);
+			if (routes[i].prefix ? strncmp(routes[i].path, url, plen) == 0
+			                     : strcmp(routes[i].path, url) == 0) {
+				route = routes[i].route;
+				break;
+			}
+		}
+		unsigned cls_i = st == 429 ? 3 : st >= 500 ? 4 : st >= 400 ? 2 : st >= 300 ? 1 : 0;
+		atomic_fetch_add_explicit(&gw->requests[route][cls_i], 1, memory_order_relaxed);
+	}
+	return ret;
+}
+
+void gw_stats_get(gateway *gw, struct gw_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (!gw)
+		return;
+	for (unsigned r = 0; r < GW_STATS_ROUTES; r++)
+		for (unsigned c = 0; c < GW_STATS_CLASSES; c++)
+			out->requests[r][c] = atomic_load_explicit(&gw->requests[r][c], memory_order_relaxed);
+	out->waiting = gw_waiting(gw);
 }
 
 static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,

@@ -42,6 +42,24 @@ void gw_notify(gateway *gw);
 /** Feed connections waiting right now (for status and benches). */
 unsigned gw_waiting(gateway *gw);
 
+/* Requests answered, by route and by status class, for metrics (no personal
+ * data: a route is one of a fixed set of words, a class "2xx" to "5xx"). */
+#define GW_STATS_ROUTES  12
+#define GW_STATS_CLASSES 5
+struct gw_stats {
+	unsigned long requests[GW_STATS_ROUTES][GW_STATS_CLASSES];
+	unsigned waiting; /* parked feed polls right now */
+};
+
+/** Copy the counters (any thread).  NULL @p gw gives zeros. */
+void gw_stats_get(gateway *gw, struct gw_stats *out);
+
+/** The stable names: a route ("page", "send", ... "static" for the page's
+ *  files and unknown paths) and a status class ("2xx", "3xx", "4xx", "429",
+ *  "5xx"); NULL out of range. */
+const char *gw_stats_route_name(unsigned i);
+const char *gw_stats_class_name(unsigned i);
+
 /**
  * Answer every waiting poll and media request (a download in progress is cut
  * short, queued ones get 503), stop, and free.  NULL is a no-op.

@@ -7,11 +7,17 @@
 # Installs the packages Threshold needs, builds it (build/), builds or reuses a
 # chroot holding Debian's Synapse (the first time takes a few minutes and needs
 # the network), starts Synapse on 127.0.0.1, creates a staff login, and runs
-# Threshold in the foreground.  Ctrl-C stops Threshold, then Synapse.
+# Threshold in the foreground.  However it ends (Ctrl-C, SIGTERM or SIGHUP,
+# Threshold stopping by itself, a step that fails) it stops what it started,
+# by pid: Threshold, then Synapse.  A Synapse or Threshold left running by an
+# earlier run that could not clean up (kill -9) is found by its pid file and
+# stopped, and the demo says so.
 #
 # Everything the demo writes lives in one directory (default ./demo-data, or
 # THRESHOLD_DEMO_DIR, or the first argument): Threshold's config, registration
 # and store, Synapse's state, and the staff password.  A second run reuses it.
+# THRESHOLD_DEMO_SKIP_SETUP=1 skips installing, building and preparing the
+# chroot (when build/threshold and the chroot are there already).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -21,16 +27,18 @@ harness=(env "$PY" "$repo/tests/harness/synapse.py")
 
 say() { printf 'demo: %s\n' "$*" >&2; }
 
-say "installing dependencies"
-bash scripts/install-deps.sh </dev/null >&2
-
-say "building"
-cmake -S . -B build >/dev/null
-cmake --build build -j"$(nproc)" >&2
 bin=$repo/build/threshold
+if [ "${THRESHOLD_DEMO_SKIP_SETUP:-}" != 1 ]; then
+  say "installing dependencies"
+  bash scripts/install-deps.sh </dev/null >&2
 
-say "preparing Synapse (the first run builds its chroot: a few minutes)"
-bash tests/harness/synapse-chroot.sh </dev/null >/dev/null
+  say "building"
+  cmake -S . -B build >/dev/null
+  cmake --build build -j"$(nproc)" >&2
+
+  say "preparing Synapse (the first run builds its chroot: a few minutes)"
+  bash tests/harness/synapse-chroot.sh </dev/null >/dev/null
+fi
 
 mkdir -p "$data"
 chmod 700 "$data"
@@ -84,15 +92,63 @@ bot=$("$PY" -c 'import sys, yaml
 c = yaml.safe_load(open(sys.argv[1]))
 print("@%s:%s" % (c["appservice"].get("bot_localpart", "threshold"), c["homeserver"]["server_name"]))' "$config")
 
+# What this run started, stopped by pid whatever way it ends.  The EXIT trap
+# runs with errexit off: a step of the clean-up that fails (Threshold gone
+# already) must not skip the next.
+serve_pid=
+synapse_up=
+pidfile=$data/threshold.pid
+stop_threshold() { # PID: SIGTERM, wait up to 20 s, then SIGKILL
+  local pid=$1
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 200); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  say "Threshold (pid $pid) did not stop within 20 s of SIGTERM; killing it"
+  kill -KILL "$pid" 2>/dev/null || true
+}
 stop_synapse() {
   say "stopping Synapse"
-  "${harness[@]}" stop --dir "$data/synapse" || true
+  "${harness[@]}" stop --dir "$data/synapse" || say "stopping Synapse failed; see $data/synapse"
 }
-trap stop_synapse EXIT
+cleanup() {
+  local rc=$?
+  set +e
+  trap - EXIT INT TERM HUP
+  if [ -n "$serve_pid" ]; then
+    if kill -0 "$serve_pid" 2>/dev/null; then
+      say "stopping Threshold (pid $serve_pid)"
+      stop_threshold "$serve_pid"
+    fi
+    wait "$serve_pid" 2>/dev/null
+    rm -f "$pidfile"
+  fi
+  [ -n "$synapse_up" ] && stop_synapse
+  exit "$rc"
+}
+trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# Left by an earlier run that could not clean up (kill -9, a power cut):
+# never reused unknowingly.
+if [ -s "$pidfile" ]; then
+  old=$(cat "$pidfile")
+  if [ -r "/proc/$old/cmdline" ] && tr '\0' ' ' <"/proc/$old/cmdline" | grep -qF -- "$config"; then
+    say "a Threshold from an earlier run (pid $old) is still running; stopping it"
+    stop_threshold "$old"
+  fi
+  rm -f "$pidfile"
+fi
+if old=$("${harness[@]}" pid --dir "$data/synapse" 2>/dev/null); then
+  say "a Synapse from an earlier run (pid $old) is still running; stopping it"
+  stop_synapse
+fi
 
 say "starting Synapse"
+synapse_up=1
 url=$("${harness[@]}" start --dir "$data/synapse" --registration "$reg" --port "$hs_port")
 if [ "$url" != "${hs_url%/}" ]; then
   say "Synapse answers on $url but $config says $hs_url; fix one of them"
@@ -153,8 +209,9 @@ gw_url=$("$PY" -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["ga
 
 "$bin" -c "$config" serve &
 serve_pid=$!
-trap 'kill -TERM $serve_pid 2>/dev/null; wait $serve_pid; stop_synapse' EXIT
+echo "$serve_pid" >"$pidfile"
 for _ in $(seq 1 100); do
+  kill -0 "$serve_pid" 2>/dev/null || break
   "$PY" -c 'import sys, requests; requests.get(sys.argv[1], timeout=1).raise_for_status()' \
     "$gw_url/_threshold/gateway/v1/page" >/dev/null 2>&1 && break
   sleep 0.2
@@ -179,16 +236,22 @@ cat <<EOF
    $gw_url/#service=demo
 
  What to try:
-   1. Log in to $url as staff in a Matrix client (Element, or any client that
-      lets you type a homeserver URL).  From another machine, forward both
-      ports first:
-        ssh -L $hs_port:127.0.0.1:$hs_port -L ${gw_url##*:}:127.0.0.1:${gw_url##*:} <this machine>
-   2. Open "Demo helpline staff": the bot is there.  Open the guest link,
-      agree to the notice and write something.  The bot posts "... is waiting"
-      in the staff room with a link: join the conversation and reply.
+   1. Open the guest link, agree to the notice and write something.
+   2. Play the staff member, either
+      - in a terminal on this machine (no Matrix client needed):
+          $repo/scripts/staff.py --data $data waiting
+          $repo/scripts/staff.py --data $data join PSEUDONYM
+          $repo/scripts/staff.py --data $data chat ROOM     (Ctrl-D leaves)
+          $repo/scripts/staff.py --data $data close ROOM
+      - or in Element (any client that lets you type a homeserver URL): log
+        in to $url as staff.  From a laptop, forward both ports first:
+          ssh -L $hs_port:127.0.0.1:$hs_port -L ${gw_url##*:}:127.0.0.1:${gw_url##*:} <this machine>
+        then open "Demo helpline staff": the bot posts "... is waiting"
+        there with a link; join the conversation and reply.
    3. In the conversation room: !threshold note TEXT (the guest never sees
       it), !threshold close.  In the staff room: !threshold invite.
    4. See what was recorded:  $bin -c $config audit list
+      Check the set-up:        $bin -c $config doctor
 
  Threshold's log follows.  Press Ctrl-C to stop Threshold and then Synapse.
  Data: $data and Synapse's database in the chroot.  To start from scratch:
@@ -197,4 +260,14 @@ cat <<EOF
 
 EOF
 
-wait $serve_pid
+# Until Threshold ends.  A signal to this script runs its trap (exit, then
+# cleanup) as soon as it arrives, so coming back here means Threshold
+# stopped by itself: say so, and let cleanup stop Synapse.
+set +e
+wait "$serve_pid"
+status=$?
+set -e
+serve_pid=
+rm -f "$pidfile"
+say "Threshold exited by itself (status $status); see its log above"
+exit "$status"

@@ -29,6 +29,7 @@ As a command (state is kept in DIR so that later calls find the server):
                [--admin] [--exists-ok]
     synapse.py stop --dir DIR [--purge]
     synapse.py url --dir DIR
+    synapse.py pid --dir DIR          # the pid of the Synapse of DIR, if it runs (else exit 1)
     synapse.py free-port [--prefer N]
 
 Environment: THRESHOLD_SYNAPSE_ROOT overrides where the chroot lives (the same
@@ -472,6 +473,8 @@ def _cli(argv=None):
                    help="succeed, changing nothing, if the user exists")
     u = sub.add_parser("url", help="print the base URL")
     u.add_argument("--dir", required=True)
+    i = sub.add_parser("pid", help="print the pid of the Synapse of --dir if it runs; else exit 1")
+    i.add_argument("--dir", required=True)
     f = sub.add_parser("free-port", help="print a free TCP port on 127.0.0.1")
     f.add_argument("--prefer", type=int, help="this port, if it is free")
     a = p.parse_args(argv)
@@ -518,6 +521,13 @@ def _cli(argv=None):
                                    exists_ok=a.exists_ok))
         elif a.cmd == "url":
             print(Synapse.from_state(a.dir).url)
+        elif a.cmd == "pid":
+            if not os.path.exists(os.path.join(a.dir, STATE_FILE)):
+                return 1
+            hs = Synapse.from_state(a.dir)
+            if not hs.running():
+                return 1
+            print(hs._read_pid())
         elif a.cmd == "free-port":
             print(a.prefer if a.prefer and port_is_free(a.prefer) else free_port())
     except (SynapseError, subprocess.CalledProcessError, OSError) as e:

@@ -305,9 +305,12 @@ static void test_errors(void)
 	EXPECT_ERROR(MINIMAL "homeservr:\n"
 	                     "  url: http://x\n",
 	             8, "unknown section 'homeservr'", "(did you mean 'homeserver'?)");
-	EXPECT_ERROR(MINIMAL "metrics:\n"
+	EXPECT_ERROR(MINIMAL "telemetry:\n"
 	                     "  port: 9000\n",
-	             8, "unknown section 'metrics'", NULL);
+	             8, "unknown section 'telemetry'", NULL);
+	EXPECT_ERROR(MINIMAL "metrics:\n"
+	                     "  port: 0\n",
+	             9, "metrics.port", "out of range");
 
 	/* A key given twice is an error, reported where it comes again. */
 	EXPECT_ERROR("homeserver:\n"

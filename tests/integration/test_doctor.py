@@ -1,0 +1,239 @@
+"""`threshold doctor` against the real Synapse: all green on a correct set-up,
+then each fault it names (a wrong token, the homeserver down, Threshold down,
+the bot made a server admin, a hardening setting missing, a nearly full map),
+each named with its fix, and nothing else.
+
+The doctor runs beside the serving daemon (it opens the store read-only), as
+an admin would run it.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+import pytest
+import requests
+import yaml
+
+from conftest import BIN, harness
+from helpers import bearer, q, staff_room_with_bot
+from standalone import REMOTE_SERVER, Standalone, closed_port, member_event
+
+
+def doctor(env, config=None, *args):
+    return env.threshold.run("doctor", "--json", *args, check=False) if config is None else \
+        run_with(env.threshold.bin, config, "doctor", "--json", *args)
+
+
+def run_with(binary, config, *args):
+    import subprocess
+    return subprocess.run([binary, "-c", config, *args], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+
+
+def findings(r):
+    try:
+        out = json.loads(r.stdout)
+    except ValueError:
+        raise AssertionError("doctor --json printed no JSON (exit %d): %r %r"
+                             % (r.returncode, r.stdout, r.stderr))
+    return out
+
+
+def attention(out):
+    """The names of the checks that need attention; each must say how to fix it."""
+    bad = [f for f in out["findings"] if f["status"] == "attention"]
+    for f in bad:
+        assert f.get("fix"), "finding without a fix: %r" % f
+        assert f.get("message"), f
+    return {f["check"] for f in bad}
+
+
+def status_of(out, check):
+    return {f["status"] for f in out["findings"] if f["check"] == check}
+
+
+@pytest.fixture(scope="module")
+def staffed(env):
+    """A staff room with the bot in it, named in roles.staff_rooms."""
+    if not env.threshold.running():
+        env.threshold.start()
+    room = staff_room_with_bot(env, "doctor staff room")
+    env.staff_rooms = [room]
+    env.write_config()
+    env.threshold.stop()
+    env.threshold.start()
+    yield room
+    env.staff_rooms = []
+    env.write_config()
+    env.threshold.stop()
+    env.threshold.start()
+
+
+@pytest.fixture
+def scratch():
+    d = tempfile.mkdtemp(prefix="threshold-doctor-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def config_copy(env, scratch, change):
+    """A copy of the test config changed by change(cfg, scratch); its path."""
+    with open(env.config_path) as f:
+        cfg = yaml.safe_load(f)
+    change(cfg, scratch)
+    path = os.path.join(scratch, "threshold.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    return path
+
+
+def test_correct_setup_is_all_green(env, threshold, staffed):
+    r = doctor(env)
+    out = findings(r)
+    assert attention(out) == set(), json.dumps(out, indent=1)
+    assert r.returncode == 0 and out["status"] == "ok"
+    names = {f["check"] for f in out["findings"] if f["status"] == "ok"}
+    for want in ("registration", "homeserver", "invite_blocking", "as_token", "ping", "bot_admin",
+                 "bot_rooms", "profile_requires_auth", "profile_shared_rooms", "guest_access",
+                 "file_modes", "store_map", "disk"):
+        assert want in names, (want, json.dumps(out, indent=1))
+    # The plain text says the same to a person.
+    text = threshold.run("doctor", check=False)
+    assert text.returncode == 0 and "All good." in text.stdout, text.stdout
+    assert "FIX" not in text.stdout
+
+
+def test_wrong_token_is_named_with_its_fix(env, threshold, scratch):
+    def change(cfg, d):
+        with open(env.registration_path) as f:
+            reg = yaml.safe_load(f)
+        reg["as_token"] = "not-the-token-the-homeserver-has"
+        path = os.path.join(d, "registration.yaml")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "w") as f:
+            yaml.safe_dump(reg, f)
+        cfg["appservice"]["registration"] = path
+    r = doctor(env, config_copy(env, scratch, change))
+    out = findings(r)
+    assert r.returncode == 1
+    assert attention(out) == {"as_token"}, json.dumps(out, indent=1)
+    fix = [f["fix"] for f in out["findings"] if f["check"] == "as_token"][0]
+    assert "restart the homeserver" in fix
+    assert status_of(out, "ping") == {"skipped"}
+
+
+def test_homeserver_down_is_named(env, threshold, scratch):
+    def change(cfg, d):
+        cfg["homeserver"]["url"] = "http://127.0.0.1:%d" % closed_port()
+    r = doctor(env, config_copy(env, scratch, change))
+    out = findings(r)
+    assert r.returncode == 1
+    assert attention(out) == {"homeserver"}, json.dumps(out, indent=1)
+    msg = [f["message"] for f in out["findings"] if f["check"] == "homeserver"][0]
+    assert "Cannot reach the homeserver" in msg
+
+
+def test_threshold_down_fails_the_ping(env, threshold):
+    threshold.stop()
+    try:
+        out = findings(doctor(env))
+        assert attention(out) == {"ping"}, json.dumps(out, indent=1)
+        fix = [f["fix"] for f in out["findings"] if f["check"] == "ping"][0]
+        assert "Start Threshold" in fix
+    finally:
+        threshold.start()
+
+
+def test_bot_made_admin_is_named(env, threshold):
+    url = "%s/_synapse/admin/v1/users/%s/admin" % (env.hs_url, q(env.bot))
+    r = requests.put(url, json={"admin": True}, headers=bearer(env.token("admin")), timeout=30)
+    assert r.status_code == 200, r.text
+    try:
+        out = findings(doctor(env))
+        assert attention(out) == {"bot_admin"}, json.dumps(out, indent=1)
+    finally:
+        r = requests.put(url, json={"admin": False}, headers=bearer(env.token("admin")), timeout=30)
+        assert r.status_code == 200, r.text
+    assert attention(findings(doctor(env))) == set()
+
+
+def test_open_registration_file_is_named(env, threshold):
+    os.chmod(env.registration_path, 0o644)
+    try:
+        out = findings(doctor(env))
+        assert attention(out) == {"file_modes"}, json.dumps(out, indent=1)
+        assert any("chmod 600 " + env.registration_path == f.get("fix") for f in out["findings"])
+    finally:
+        os.chmod(env.registration_path, 0o600)
+
+
+def test_synapse_config_setting_is_read(env, threshold, scratch):
+    with open(env.hs.config_host) as f:
+        hs_cfg = yaml.safe_load(f)
+    good = os.path.join(scratch, "homeserver.yaml")
+    with open(good, "w") as f:
+        yaml.safe_dump(hs_cfg, f)
+    out = findings(doctor(env, None, "--synapse-config", good))
+    assert attention(out) == set(), json.dumps(out, indent=1)
+    hs_cfg["include_profile_data_on_invite"] = True
+    bad = os.path.join(scratch, "homeserver-bad.yaml")
+    with open(bad, "w") as f:
+        yaml.safe_dump(hs_cfg, f)
+    out = findings(doctor(env, None, "--synapse-config", bad))
+    assert attention(out) == {"synapse_setting"}, json.dumps(out, indent=1)
+    assert any("include_profile_data_on_invite" in f["message"] for f in out["findings"]
+               if f["status"] == "attention")
+
+
+def test_missing_hardening_setting_is_seen_from_outside(env, threshold):
+    """Synapse restarted without limit_profile_requests_to_users_who_share_rooms."""
+    saved = dict(harness.PRIVACY)
+    harness.PRIVACY["limit_profile_requests_to_users_who_share_rooms"] = False
+    try:
+        env.hs.restart()
+        out = findings(doctor(env))
+        assert attention(out) == {"profile_shared_rooms"}, json.dumps(out, indent=1)
+    finally:
+        harness.PRIVACY.clear()
+        harness.PRIVACY.update(saved)
+        env.hs.restart()
+    out = findings(doctor(env))
+    assert attention(out) == set(), json.dumps(out, indent=1)
+
+
+def test_nearly_full_map_is_named(scratch):
+    """No homeserver here (Standalone): the map fills with invites of the bot."""
+    d = Standalone(BIN, scratch, map_size_mb=16, log_level="warn").setup()
+    d.start()
+    try:
+        conn = d.connection()
+        n = 0
+        while True:
+            events = [member_event("$df-%d-%d" % (n, i), "!df-%d-%d:%s" % (n, i, REMOTE_SERVER),
+                                   "@stranger:" + REMOTE_SERVER, d.bot, "invite") for i in range(20)]
+            status, _ = d.put_txn("df-%d" % n, {"events": events}, conn=conn)
+            n += 1
+            if status != 200:
+                break
+            if n % 25 == 0:
+                st = json.loads(d.run("status", "--json").stdout)
+                if st["store_bytes_used"] * 100 >= 93 * st["store_map_bytes"]:
+                    break
+            assert n < 100000
+        conn.close()
+        r = run_with(BIN, d.config_path, "doctor", "--json")
+        out = findings(r)
+        assert r.returncode == 1
+        # The homeserver is really absent here; that is named too, and nothing else.
+        assert attention(out) == {"store_map", "homeserver"}, json.dumps(out, indent=1)
+        fix = [f["fix"] for f in out["findings"] if f["check"] == "store_map"][0]
+        assert "map_size_mb" in fix
+    finally:
+        d.kill()
+
+
+def test_bad_option_cannot_run(env):
+    r = env.threshold.run("doctor", "--frobnicate", check=False)
+    assert r.returncode == 2
