@@ -617,6 +617,11 @@ static int pdf_each_ref(unsigned char *b, size_t n, const unsigned char *hay, si
 		size_t at = (size_t)(p - hay) + k;
 		if (at < hn && !pdf_delim(hay[at]))
 			continue; /* a longer name */
+		size_t v = at;
+		while (v < hn && pdf_ws(hay[v]))
+			v++;
+		if (v < hn && (hay[v] == '/' || hay[v] == '>' || hay[v] == ']'))
+			continue; /* a value itself ("/Type /Metadata"), not a key */
 		unsigned long num, gen;
 		if (!pdf_ref(hay, hn, at, "R", &num, &gen))
 			return 0; /* a direct value, or none we can read */
