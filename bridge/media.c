@@ -256,14 +256,70 @@ static int clean_jpeg(const unsigned char *b, size_t n, unsigned char **out, siz
 	return erc;
 }
 
+static int clean_png_pixels(const unsigned char *b, size_t n, unsigned char **out, size_t *outlen);
+
+/* Before libpng sees a PNG: only the chunks that make its pixels (IHDR,
+ * PLTE, tRNS, gAMA, sRGB, IDAT, IEND), each whole inside the file, and a
+ * size within bounds.  So libpng never allocates for a chunk longer than
+ * the file (it would for a length of 2^31 - 1), and never inflates a text
+ * or profile chunk (zTXt, iTXt, iCCP: a deflate bomb of up to 1,032 times
+ * its size).  @return MEDIA_OK with @p keep (new, free()) and its length. */
+static int png_prefilter(const unsigned char *b, size_t n, unsigned char **keep, size_t *klen)
+{
+	static const char *const kept[] = {"IHDR", "PLTE", "tRNS", "gAMA", "sRGB", "IDAT", "IEND"};
+	unsigned char *k = xmalloc(n);
+	size_t in = 8, out = 8;
+	memcpy(k, b, 8);
+	while (in + 12 <= n) {
+		size_t clen = rd32(b + in, 0);
+		if (clen > n - in - 12)
+			break;
+		if (in == 8) {
+			if (memcmp(b + in + 4, "IHDR", 4) != 0 || clen != 13)
+				break;
+			if (!size_ok(rd32(b + in + 8, 0), rd32(b + in + 12, 0))) {
+				free(k);
+				return MEDIA_TOO_LARGE;
+			}
+		}
+		for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++) {
+			if (!memcmp(b + in + 4, kept[i], 4)) {
+				memcpy(k + out, b + in, clen + 12);
+				out += clen + 12;
+				break;
+			}
+		}
+		if (!memcmp(b + in + 4, "IEND", 4)) {
+			*keep = k;
+			*klen = out;
+			return MEDIA_OK;
+		}
+		in += clen + 12;
+	}
+	free(k);
+	return MEDIA_DAMAGED;
+}
+
 static int clean_png(const unsigned char *b, size_t n, unsigned char **out, size_t *outlen)
+{
+	unsigned char *pre = NULL;
+	size_t plen = 0;
+	int prc = png_prefilter(b, n, &pre, &plen);
+	if (prc != MEDIA_OK)
+		return prc;
+	int rc = clean_png_pixels(pre, plen, out, outlen);
+	free(pre);
+	return rc;
+}
+
+static int clean_png_pixels(const unsigned char *b, size_t n, unsigned char **out, size_t *outlen)
 {
 	png_image im;
 	memset(&im, 0, sizeof(im));
 	im.version = PNG_IMAGE_VERSION;
 	unsigned char *px = NULL, *buf = NULL;
 	int rc = MEDIA_DAMAGED;
-	if (!png_image_begin_read_from_memory(&im, b, n))
+	if (n < 8 || !png_image_begin_read_from_memory(&im, b, n))
 		goto fail;
 	if (!size_ok(im.width, im.height)) {
 		rc = MEDIA_TOO_LARGE;
@@ -589,19 +645,22 @@ static int pdf_blank_stream(unsigned char *b, size_t n, size_t at)
 	size_t s, e;
 	if (!pdf_dict(b, n, at, &s, &e))
 		return 0;
-	if (find(b + s, e - s, "/Filter"))
-		return 0; /* compressed XMP: cannot be blanked in place */
-	const unsigned char *st = find(b + e, n - e, "stream");
-	if (!st)
-		return 0;
-	size_t d = (size_t)(st - b) + 6;
+	if (find(b + s, e - s, "/Filter") || find(b + s, e - s, "Decode") || find(b + s, e - s, "/ObjStm") ||
+	    !find(b + s, e - s, "/Metadata"))
+		return 0; /* compressed XMP, or not a metadata stream: cannot be blanked in place */
+	size_t d = e;
+	while (d < n && pdf_ws(b[d]))
+		d++;
+	if (n - d < 6 || memcmp(b + d, "stream", 6) != 0)
+		return 0; /* the data must follow its dictionary */
+	d += 6;
 	if (d < n && b[d] == '\r')
 		d++;
 	if (d < n && b[d] == '\n')
 		d++;
 	const unsigned char *es = find(b + d, n - d, "endstream");
-	if (!es)
-		return 0;
+	if (!es || find(b + d, (size_t)(es - b) - d, "endobj"))
+		return 0; /* no end, or one past another object's: doubt */
 	for (size_t i = d; i < (size_t)(es - b); i++)
 		b[i] = ' ';
 	return 1;
@@ -633,8 +692,10 @@ static int pdf_each_ref(unsigned char *b, size_t n, const unsigned char *hay, si
 
 static int pdf_metadata_blank(unsigned char *b, size_t n, const unsigned char *hay, size_t hn)
 {
-	return pdf_each_ref(b, n, hay, hn, "/Info", pdf_blank_info) &&
-	       pdf_each_ref(b, n, hay, hn, "/Metadata", pdf_blank_stream);
+	/* Streams first: an /Info found inside stream data that is then blanked
+	 * is not found at all (and refuses), the same on every pass. */
+	return pdf_each_ref(b, n, hay, hn, "/Metadata", pdf_blank_stream) &&
+	       pdf_each_ref(b, n, hay, hn, "/Info", pdf_blank_info);
 }
 
 /* Inflate the data of the stream whose dictionary is [s, e): into a new
@@ -684,13 +745,11 @@ static int pdf_inflate(const unsigned char *b, size_t n, size_t e, size_t cap, u
 	return 1;
 }
 
-int media_pdf_clean(unsigned char *b, size_t n)
+/* The end of a PDF: "startxref", an offset that points at "xref" or an
+ * object, "%%EOF", and nothing but white space after it (a polyglot's other
+ * file often trails the PDF). */
+static int pdf_trailer(const unsigned char *b, size_t n)
 {
-	if (n < 64 || n > MEDIA_MAX_PDF_BYTES || memcmp(b, "%PDF-", 5) != 0 ||
-	    !((b[5] == '1' || b[5] == '2') && b[6] == '.'))
-		return MEDIA_DAMAGED;
-	/* The end: "startxref", an offset, "%%EOF", and nothing but white space
-	 * after it (a polyglot's other file often trails the PDF). */
 	size_t tail = n > 1024 ? n - 1024 : 0, eof = 0;
 	for (const unsigned char *p = b + tail; (p = find(p, n - (size_t)(p - b), "%%EOF")) != NULL; p++)
 		eof = (size_t)(p - b);
@@ -713,6 +772,17 @@ int media_pdf_clean(unsigned char *b, size_t n)
 	if (!digits || xref >= n || !(memcmp(b + xref, "xref", n - xref < 4 ? n - xref : 4) == 0 ||
 	                              (b[xref] >= '0' && b[xref] <= '9')))
 		return MEDIA_DAMAGED;
+	return MEDIA_OK;
+}
+
+int media_pdf_clean(unsigned char *b, size_t n)
+{
+	if (n < 64 || n > MEDIA_MAX_PDF_BYTES || memcmp(b, "%PDF-", 5) != 0 ||
+	    !((b[5] == '1' || b[5] == '2') && b[6] == '.'))
+		return MEDIA_DAMAGED;
+	int rc = pdf_trailer(b, n);
+	if (rc != MEDIA_OK)
+		return rc;
 	/* Markup or a script anywhere in the plain bytes: a polyglot. */
 	static const char *const markup[] = {"<html", "<script", "<!doctype", "<body", "<svg", "<iframe", "<?php"};
 	for (size_t i = 0; i < sizeof(markup) / sizeof(markup[0]); i++) {
@@ -767,7 +837,8 @@ int media_pdf_clean(unsigned char *b, size_t n)
 	if (find(b, n, "<x:xmpmeta") || find(b, n, "<?xpacket") || findn(b, n, "Exif\0\0", 6) ||
 	    find(b, n, "http://ns.adobe.com/xap/"))
 		return MEDIA_UNSAFE;
-	return MEDIA_OK;
+	/* Blanking must have left the file's structure as it was. */
+	return pdf_trailer(b, n) == MEDIA_OK ? MEDIA_OK : MEDIA_UNSAFE;
 }
 /* ---- what someone else sent the guest ------------------------------------ */
 
