@@ -750,7 +750,7 @@ static int seed_create(const char *path, unsigned char seed[SEED_LEN])
 	char *tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
 	int rc = TH_EIO;
 	unlink(tmp);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		LOG(LOG_ERROR, "audit: cannot create the signing key %s: %s", path, strerror(errno));
 		goto out;

@@ -712,7 +712,8 @@ static int cmd_list(const struct config *cfg, int argc, char **argv)
 static FILE *output_open(const char *path, char **tmp)
 {
 	*tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
-	int fd = open(*tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	unlink(*tmp); /* then never followed through a link, never shared */
+	int fd = open(*tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	FILE *f = fd < 0 ? NULL : fdopen(fd, "w");
 	if (!f) {
 		fprintf(stderr, "threshold: audit export: cannot write %s: %s\n", path, strerror(errno));

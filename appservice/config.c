@@ -86,6 +86,7 @@ static const struct option options[] = {
         {"gateway", "resume_codes", OPT_BOOL, OFF(gw_resume_codes), 0, "true", 0, 0},
         {"gateway", "max_body_bytes", OPT_SIZE, OFF(gw_max_body_bytes), 0, "65536", 1024, 1048576},
         {"gateway", "max_upload_bytes", OPT_SIZE, OFF(gw_max_upload_bytes), 0, "4194304", 0, 52428800},
+        {"gateway", "accept_pdf", OPT_BOOL, OFF(gw_accept_pdf), 0, "false", 0, 0},
         {"gateway", "max_media_bytes", OPT_SIZE, OFF(gw_max_media_bytes), 0, "10485760", 65536, 52428800},
         {"gateway", "max_message_bytes", OPT_UINT, OFF(gw_max_message_bytes), 0, "4000", 16, 65536},
         {"gateway", "max_connections", OPT_UINT, OFF(gw_max_connections), 0, "8192", 16, 100000},

@@ -109,6 +109,7 @@ struct config {
 	size_t gw_max_body_bytes;
 	size_t gw_max_upload_bytes; /* largest picture or file a guest may send; 0: none */
 	size_t gw_max_media_bytes;  /* largest picture or file the gateway fetches for a guest */
+	int gw_accept_pdf;          /* guests may send PDF files (checked, metadata blanked) */
 	unsigned gw_max_message_bytes;
 	unsigned gw_max_connections;
 	unsigned gw_session_rate;   /* requests per minute per session */

@@ -182,7 +182,10 @@ int th_write_file_atomic(const char *path, const void *buf, size_t len, unsigned
 {
 	char *tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
 	int rc = TH_EIO;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	/* A stale file of ours goes; one put there since (a link to elsewhere)
+	 * makes the open fail rather than be followed or written through. */
+	unlink(tmp);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
 	if (fd < 0)
 		goto out;
 	const char *p = buf;

@@ -687,8 +687,8 @@ int conv_send(const struct txn_env *env, const char *guest, const char *local_id
 	return send_finish(t, rc, result);
 }
 
-int conv_send_media(const struct txn_env *env, const char *guest, const char *local_id, const char *name,
-                    const char *mimetype, const char *msgtype, const unsigned char *data, size_t len,
+int conv_send_media(const struct txn_env *env, const char *guest, const char *local_id,
+                    const struct media_kind *kind, const unsigned char *data, size_t len,
                     enum conv_send_result *result)
 {
 	store_txn *t;
@@ -702,17 +702,19 @@ int conv_send_media(const struct txn_env *env, const char *guest, const char *lo
 		rc = th_random_hex(id, 16);
 		if (!rc)
 			rc = store_put(t, STORE_BLOBS, id, 32, data, len, STORE_NOOVERWRITE);
-		const char *slash = strchr(mimetype, '/');
+		/* Never the guest's own name for it: "Picture 3.jpg" (media.h). */
+		json_int_t n = json_integer_value(json_object_get(c, "files_sent")) + 1;
+		json_object_set_new(c, "files_sent", json_integer(n));
 		char shown[MEDIA_MAX_NAME + 1];
-		char *fallback = xasprintf("file.%s", slash ? slash + 1 : "bin");
-		media_name_clean(name, fallback, shown);
-		free(fallback);
+		media_neutral_name(kind, (unsigned long)n, shown);
+		if (!rc)
+			rc = conv_put(t, guest, c);
 		if (!rc)
 			rc = push(t,
 			          json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "op",
 			                    "send_media", "room_id", jsonx_str(c, "room"), "user_id", guest,
-			                    "blob", id, "name", shown, "mimetype", mimetype, "msgtype",
-			                    msgtype, "local_id", local_id, "size", (json_int_t)len));
+			                    "blob", id, "name", shown, "mimetype", kind->mimetype, "msgtype",
+			                    kind->msgtype, "local_id", local_id, "size", (json_int_t)len));
 	}
 	json_decref(c);
 	return send_finish(t, rc, result);

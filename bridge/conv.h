@@ -109,13 +109,15 @@ int conv_send(const struct txn_env *env, const char *guest, const char *local_id
 /**
  * Send a picture or file as the guest, like conv_send(): policy first, then
  * the bytes go into STORE_BLOBS and a "send_media" outbox action uploads
- * them as the guest and sends the m.image / m.file (docs/gateway-api.md).
- * @param data   borrowed; metadata already stripped (media.h)
- * @param name   a file name to show (sanitised here)
+ * them as the guest and sends the m.image / m.file (docs/gateway-api.md),
+ * named media_neutral_name(kind, n) for the conversation's n-th file.
+ * @param kind   read from the bytes (media_sniff)
+ * @param data   borrowed; already made clean (media_clean)
  * @return TH_OK with @p result, or a store error (TH_EFULL for no room).
  */
-int conv_send_media(const struct txn_env *env, const char *guest, const char *local_id, const char *name,
-                    const char *mimetype, const char *msgtype, const unsigned char *data, size_t len,
+struct media_kind;
+int conv_send_media(const struct txn_env *env, const char *guest, const char *local_id,
+                    const struct media_kind *kind, const unsigned char *data, size_t len,
                     enum conv_send_result *result);
 
 /**

@@ -324,9 +324,10 @@ static enum MHD_Result handle_page(gateway *gw, struct MHD_Connection *conn)
 		                                       "name", name, "dir", dir));
 	}
 	return send_json(conn, 200,
-	                 json_pack("{s:s, s:s, s:o, s:b, s:I}", "title", cfg->gw_page_title, "exit_url",
+	                 json_pack("{s:s, s:s, s:o, s:b, s:I, s:b}", "title", cfg->gw_page_title, "exit_url",
 	                           cfg->gw_exit_url, "languages", langs, "resume_codes", cfg->gw_resume_codes,
-	                           "max_upload_bytes", (json_int_t)cfg->gw_max_upload_bytes));
+	                           "max_upload_bytes", (json_int_t)cfg->gw_max_upload_bytes, "accept_pdf",
+	                           cfg->gw_accept_pdf));
 }
 
 static json_t *service_json(const struct config_service *svc)
@@ -540,22 +541,40 @@ static enum MHD_Result handle_upload(gateway *gw, struct MHD_Connection *conn, s
 		return send_error(conn, 403, "TH_FORBIDDEN", "Sending pictures and files is turned off here.",
 		                  0);
 	const char *local_id = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "local_id");
-	const char *name = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "name");
 	if (!local_id_ok(local_id))
 		return send_error(conn, 400, "TH_BAD_REQUEST", "local_id must be 1-64 of A-Z a-z 0-9 - _.",
 		                  0);
 	if (!rq->len)
 		return send_error(conn, 400, "TH_BAD_REQUEST", "The body must be the file.", 0);
+	/* The kind from the bytes, the file made afresh (media.h); the name the
+	 * guest's device gave it is not even asked for. */
 	const struct media_kind *kind = media_sniff((const unsigned char *)rq->body, rq->len);
-	if (!kind)
+	int pdf = kind && strcmp(kind->ext, "pdf") == 0;
+	if (!kind || (!media_is_picture(kind) && !(pdf && gw->cfg->gw_accept_pdf)))
 		return send_error(conn, 415, "TH_UNSUPPORTED",
-		                  "Only pictures (PNG, JPEG, GIF, WebP) and PDF files can be sent.", 0);
-	size_t len = rq->len;
-	if (media_strip(kind, (unsigned char *)rq->body, &len) != TH_OK)
-		return send_error(conn, 415, "TH_UNSUPPORTED", "That file seems damaged.", 0);
+		                  gw->cfg->gw_accept_pdf
+		                          ? "Only photos and pictures (JPEG, PNG, WebP) and PDF files can be sent."
+		                          : "Only photos and pictures (JPEG, PNG, WebP) can be sent here.",
+		                  0);
+	unsigned char *clean = NULL;
+	size_t len = 0;
+	int verdict = media_clean(kind, (const unsigned char *)rq->body, rq->len, &clean, &len);
+	if (verdict == MEDIA_TOO_LARGE)
+		return send_error(conn, 413, "TH_TOO_LARGE",
+		                  "That picture has too many pixels. Please send a smaller one.", 0);
+	if (verdict == MEDIA_REFUSED)
+		return send_error(conn, 415, "TH_UNSUPPORTED",
+		                  "Moving pictures cannot be sent. Please send a photo or a still picture.", 0);
+	if (verdict == MEDIA_UNSAFE)
+		return send_error(conn, 415, "TH_UNSAFE_FILE",
+		                  "This PDF cannot be sent: it has parts that could act when it is opened, or "
+		                  "details about it that cannot be removed. A photo of it can be sent instead.",
+		                  0);
+	if (verdict != MEDIA_OK)
+		return send_error(conn, 415, "TH_DAMAGED", "That file seems damaged.", 0);
 	enum conv_send_result result = CONV_SENT;
-	int rc = conv_send_media(gw->env, s->guest, local_id, name, kind->mimetype, kind->msgtype,
-	                         (const unsigned char *)rq->body, len, &result);
+	int rc = conv_send_media(gw->env, s->guest, local_id, kind, clean, len, &result);
+	free(clean);
 	if (rc == TH_ENOTFOUND)
 		return send_error(conn, 401, "TH_SESSION_INVALID", "This conversation has ended.", 0);
 	if (rc)
@@ -1214,8 +1233,9 @@ static int fetch_canceled(void *ctx)
 
 /* Fetch @p j's file from the homeserver and decide the answer.  A picture
  * the page may show (PNG, JPEG, GIF, WebP, read from the bytes) goes out as
- * what it is, PNG and JPEG without their location and device metadata;
- * anything else as a download.  Nothing is kept. */
+ * what it is, decoded and encoded afresh so that no metadata of the
+ * sender's survives (media_clean); anything else, GIF included, as a
+ * download.  Nothing is kept. */
 static void media_fetch(gateway *gw, struct media_job *j)
 {
 	struct cs_response r;
@@ -1254,11 +1274,18 @@ static void media_fetch(gateway *gw, struct media_job *j)
 		          retry ? (retry < 60000 ? retry : 60000) : 5000);
 	} else {
 		const struct media_kind *k = media_sniff(buf, len);
-		int picture = k && strncmp(k->mimetype, "image/", 6) == 0;
-		if (picture &&
-		    media_strip(k, buf, &len) != TH_OK) { /* damaged: its metadata cannot be removed */
+		int picture = k && media_is_picture(k);
+		unsigned char *clean = NULL;
+		size_t clen = 0;
+		int verdict = picture ? media_clean(k, buf, len, &clean, &clen) : MEDIA_OK;
+		if (verdict != MEDIA_OK) { /* damaged, or too many pixels: not made afresh, not shown */
 			job_error(j, 502, "TH_UNSUPPORTED", "This picture cannot be shown here.", 0);
 		} else {
+			if (picture) {
+				free(buf);
+				buf = clean;
+				len = clen;
+			}
 			j->status = 200;
 			j->mimetype = picture ? k->mimetype : NULL;
 			j->buf = buf;

@@ -1,14 +1,20 @@
 /*
- * media.h - pictures and files: what a guest may send, what is taken out of
- * a picture before anyone else sees it, and what Threshold reads of a
+ * media.h - pictures and files: what a guest may send, how a picture is
+ * made clean before anyone else sees it, and what Threshold reads of a
  * picture or file someone sends the guest (an attachment).
  *
  * The type is decided from the bytes (never from the name or the browser's
- * Content-Type): PNG, JPEG, GIF, WebP and PDF.  Metadata that can say where
- * or when a photo was taken, or on what device, is removed: a JPEG loses its
- * APP1..APP15 and COM segments (EXIF with GPS, XMP, maker notes), a PNG its
- * eXIf, tEXt, zTXt, iTXt and tIME chunks.  GIF, WebP and PDF are passed on
- * as they are (docs/services.md says so).
+ * Content-Type).  A picture (JPEG, PNG, WebP) is decoded to pixels and
+ * encoded afresh: EXIF (with GPS), XMP, ICC profiles, comments, text chunks
+ * and anything hidden after the picture do not survive, because the new
+ * file is made from pixels alone.  A JPEG's EXIF orientation is applied to
+ * the pixels first, so the picture still stands the right way up.  GIF is
+ * not taken from guests (see docs/privacy.md): an animation cannot be
+ * re-encoded with the libraries used here without writing a GIF encoder,
+ * and a still of its first frame would not be what the guest meant to send.
+ * A PDF is checked and its metadata blanked (media_pdf_clean); whether a
+ * guest may send one at all is gateway.accept_pdf's choice (off by default).
+ * A file's name is never the sender's: media_neutral_name().
  */
 #ifndef THRESHOLD_MEDIA_H
 #define THRESHOLD_MEDIA_H
@@ -24,26 +30,84 @@
 #define MEDIA_MAX_ID       255 /* bytes of an mxc URI's media id */
 #define MEDIA_MAX_MXC      (6 + MEDIA_MAX_SERVER + 1 + MEDIA_MAX_ID)
 
-/** What a guest's file is. */
+/* Decoder bounds (docs/reliability.md, "decompression bombs").  A picture
+ * whose header declares more is refused before a pixel is decoded: a few
+ * bytes of PNG can declare 2^31 x 2^31 pixels.  40 million pixels is a
+ * 7,700 x 5,200 photo, above what phone cameras make by default; decoded
+ * it is at most 160 MB, and one picture is decoded at a time. */
+#define MEDIA_MAX_SIDE            16383u      /* pixels a side (WebP's own limit) */
+#define MEDIA_MAX_PIXELS          40000000u   /* width * height */
+#define MEDIA_MAX_SCANS           500         /* scans of a progressive JPEG */
+#define MEDIA_MAX_DECODER_MEMORY  (256L << 20) /* libjpeg's own buffers */
+#define MEDIA_JPEG_QUALITY        85          /* JPEG and lossy WebP */
+#define MEDIA_MAX_PDF_BYTES       ((size_t)64 << 20)
+#define MEDIA_MAX_PDF_INFLATED    ((size_t)64 << 20) /* object streams, all together */
+
+/** What a file is. */
 struct media_kind {
 	const char *mimetype; /* "image/png" ... "application/pdf" */
 	const char *msgtype;  /* "m.image" or "m.file" */
 	const char *ext;      /* "png" ... "pdf" */
+	const char *label;    /* "Picture" or "Document": the start of a neutral name */
 };
 
+/** What media_clean() and media_pdf_clean() made of a file. */
+enum media_verdict {
+	MEDIA_OK = 0,
+	MEDIA_DAMAGED,   /* cannot be read as what its first bytes say */
+	MEDIA_TOO_LARGE, /* a picture over MEDIA_MAX_SIDE / MEDIA_MAX_PIXELS */
+	MEDIA_REFUSED,   /* a kind not taken: GIF, a moving WebP */
+	MEDIA_UNSAFE,    /* a PDF with active content, or one this check cannot vouch for */
+};
+
+/** "ok", "damaged", "too_large", "refused", "unsafe" (for logs and tests). */
+const char *media_verdict_name(int verdict);
+
 /**
- * The kind of @p len bytes at @p buf, or NULL if it is not one Threshold
- * accepts.
+ * The kind of @p len bytes at @p buf (PNG, JPEG, GIF, WebP, PDF), or NULL.
+ * Only the first bytes are read: media_clean() decides whether the rest is
+ * what they say.
  */
 const struct media_kind *media_sniff(const unsigned char *buf, size_t len);
 
+/** 1 for the kinds media_clean() re-encodes (JPEG, PNG, WebP). */
+int media_is_picture(const struct media_kind *kind);
+
 /**
- * Remove location and device metadata from a PNG, JPEG or WebP in place
- * (GIF and PDF are left as they are).
- * @param len  in: the bytes; out: the bytes left (never more)
- * @return TH_OK, or TH_EINVAL if the file is damaged (refuse it).
+ * A clean copy of @p len bytes of kind @p kind.  A picture is decoded
+ * (within the bounds above) and encoded again as the same kind: JPEG at
+ * MEDIA_JPEG_QUALITY, PNG lossless, WebP lossy or lossless as it came.  A
+ * PDF goes through media_pdf_clean().  Thread-safe (pictures one at a time).
+ * @param out  new buffer (free()), written only on MEDIA_OK
+ * @return an enum media_verdict.
  */
-int media_strip(const struct media_kind *kind, unsigned char *buf, size_t *len);
+int media_clean(const struct media_kind *kind, const unsigned char *buf, size_t len, unsigned char **out,
+                size_t *outlen);
+
+/**
+ * Check a PDF and blank its metadata in place (nothing moves, so its
+ * cross-reference offsets stay right).  Refused (MEDIA_UNSAFE) on doubt:
+ * anything but white space after the last %%EOF, HTML or script markup in
+ * its plain bytes, any of the keys that act, carry files or submit
+ * (/JavaScript /JS /Launch /OpenAction /AA /EmbeddedFile(s) /XFA
+ * /RichMedia /SubmitForm /ImportData /GoToR /GoToE /Sound /Movie
+ * /Rendition) in its bytes or its object streams, encryption, an object
+ * stream that is not plain Flate, and metadata it cannot blank (an /Info
+ * dictionary or XMP stream it cannot find as a top-level object, XMP that
+ * is compressed or anywhere else, an embedded photo's EXIF).  Blanked: the
+ * string values of every /Info dictionary, the data of every /Metadata
+ * stream, the trailer's /ID.  No header at byte 0, no startxref, no %%EOF:
+ * MEDIA_DAMAGED.
+ * @return an enum media_verdict.
+ */
+int media_pdf_clean(unsigned char *buf, size_t len);
+
+/**
+ * A name for a guest's file that says nothing of the guest's device or
+ * name for it: "Picture 3.jpg", "Document 1.pdf" ("Picture.jpg" when @p n
+ * is 0), the extension that of the kind read from the bytes.
+ */
+void media_neutral_name(const struct media_kind *kind, unsigned long n, char out[MEDIA_MAX_NAME + 1]);
 
 /**
  * A picture or file sent into a conversation by someone else (staff, or

@@ -1,7 +1,7 @@
 /*
  * fuzz_gateway.c - libFuzzer target for what the guest gateway parses of a
  * guest's own bytes, beyond the HTTP (libmicrohttpd) and JSON (jansson)
- * layers: an uploaded file (bridge/media.c: media_sniff, media_strip), a
+ * layers: an uploaded file (bridge/media.c: media_sniff, media_clean), a
  * typed resume code (bridge/secret.c: sec_resume_normalise), and an
  * invitation lifetime from a staff command (bridge/invites.c:
  * inv_parse_duration); and of what the homeserver sends about a picture or
@@ -11,11 +11,14 @@
  * input.
  *
  * Oracle, besides ASan and UBSan:
- *  - media: stripping never grows the file, keeps its signature, leaves no
- *    metadata it promised to remove (no APP1..APP15/COM segment before a
- *    JPEG's scan; no eXIf/tEXt/zTXt/iTXt/tIME chunk in a PNG; in a WebP no
- *    EXIF or "XMP " chunk, no such flag in VP8X, and a RIFF size that is the
- *    file's), and stripping the result again changes nothing;
+ *  - media: the verdict is one of enum media_verdict and a GIF is always
+ *    refused; a picture made afresh is of the same kind, declares no more
+ *    than MEDIA_MAX_SIDE a side and MEDIA_MAX_PIXELS in all (the decoder
+ *    bounds), holds no metadata (no APP1..APP15/COM segment before a JPEG's
+ *    scan; no eXIf/tEXt/zTXt/iTXt/tIME chunk in a PNG; in a WebP no EXIF or
+ *    "XMP " chunk, no such flag in VP8X, and a RIFF size that is the
+ *    file's), and cleaning it again succeeds; a PDF that passes keeps its
+ *    length and header, and checking it again passes and changes nothing;
  *  - resume codes: an accepted code has the ABCD-EFGH-JKLM-NPQR shape and
  *    normalising it again gives itself;
  *  - durations: an accepted one is positive and at most a year and a day;
@@ -35,6 +38,7 @@
 #include <string.h>
 
 #include <jansson.h>
+#include <webp/decode.h>
 
 #include "invites.h"
 #include "media.h"
@@ -98,27 +102,69 @@ static void check_webp(const unsigned char *b, size_t n)
 	}
 }
 
+/* The size a fresh picture declares is within the decoder bounds. */
+static void check_bounds(const struct media_kind *k, const unsigned char *b, size_t n)
+{
+	uint64_t w = 0, h = 0;
+	if (!strcmp(k->ext, "png") && n >= 24) {
+		w = (uint64_t)b[16] << 24 | (uint64_t)b[17] << 16 | (uint64_t)b[18] << 8 | b[19];
+		h = (uint64_t)b[20] << 24 | (uint64_t)b[21] << 16 | (uint64_t)b[22] << 8 | b[23];
+	} else if (!strcmp(k->ext, "jpg")) {
+		for (size_t i = 2; i + 9 < n; i++) {
+			if (b[i] == 0xff && b[i + 1] >= 0xc0 && b[i + 1] <= 0xc2) { /* SOF0..2 */
+				h = (uint64_t)b[i + 5] << 8 | b[i + 6];
+				w = (uint64_t)b[i + 7] << 8 | b[i + 8];
+				break;
+			}
+		}
+	} else if (!strcmp(k->ext, "webp")) {
+		int iw, ih;
+		if (!WebPGetInfo(b, n, &iw, &ih))
+			abort(); /* our own WebP must read */
+		w = (uint64_t)iw;
+		h = (uint64_t)ih;
+	}
+	if (w < 1 || h < 1 || w > MEDIA_MAX_SIDE || h > MEDIA_MAX_SIDE || w * h > MEDIA_MAX_PIXELS)
+		abort();
+}
+
 static void fuzz_media(const uint8_t *data, size_t size)
 {
 	const struct media_kind *k = media_sniff(data, size);
 	if (!k)
 		return;
-	unsigned char *b = malloc(size ? size : 1);
-	memcpy(b, data, size);
-	size_t n = size;
-	if (media_strip(k, b, &n) == TH_OK) {
-		if (n > size || media_sniff(b, n) != k)
-			abort();
-		if (!strcmp(k->mimetype, "image/jpeg"))
-			check_jpeg(b, n);
-		if (!strcmp(k->mimetype, "image/png"))
-			check_png(b, n);
-		if (!strcmp(k->mimetype, "image/webp"))
-			check_webp(b, n);
-		size_t again = n;
-		if (media_strip(k, b, &again) != TH_OK || again != n)
-			abort(); /* stripping is idempotent */
+	unsigned char *b = NULL;
+	size_t n = 0;
+	int v = media_clean(k, data, size, &b, &n);
+	if (v < MEDIA_OK || v > MEDIA_UNSAFE || (!strcmp(k->ext, "gif") && v != MEDIA_REFUSED))
+		abort();
+	if (v != MEDIA_OK)
+		return;
+	if (media_sniff(b, n) != k)
+		abort();
+	if (!strcmp(k->ext, "pdf")) {
+		if (n != size || memcmp(b, data, 5) != 0)
+			abort(); /* blanked in place */
+		unsigned char *again = malloc(n);
+		memcpy(again, b, n);
+		if (media_pdf_clean(again, n) != MEDIA_OK || memcmp(again, b, n) != 0)
+			abort(); /* checking again passes and changes nothing */
+		free(again);
+		free(b);
+		return;
 	}
+	if (!strcmp(k->mimetype, "image/jpeg"))
+		check_jpeg(b, n);
+	if (!strcmp(k->mimetype, "image/png"))
+		check_png(b, n);
+	if (!strcmp(k->mimetype, "image/webp"))
+		check_webp(b, n);
+	check_bounds(k, b, n);
+	unsigned char *b2 = NULL;
+	size_t n2 = 0;
+	if (media_clean(k, b, n, &b2, &n2) != MEDIA_OK)
+		abort(); /* our own picture cleans again */
+	free(b2);
 	free(b);
 }
 

@@ -650,7 +650,7 @@
       return setMsgState(li, 'failed', 'file_too_big');
     }
     (file
-      ? api('POST', 'upload?local_id=' + li.localId + '&name=' + encodeURIComponent(file.name), file,
+      ? api('POST', 'upload?local_id=' + li.localId, file,
         { auth: true, raw: true })
       : api('POST', 'send', { local_id: li.localId, body: li.body }, { auth: true })
     ).then(function () {
@@ -667,8 +667,9 @@
       if (e.status === 401) return sessionEnded();
       if (e.status === 410) { li.file = null; setMsgState(li, 'failed'); return chatClosed(); }
       if (!file) return setMsgState(li, e.status === 413 ? 'too_long' : 'failed');
-      var why = e.status === 413 ? 'file_too_big' : e.status === 415 ? 'file_wrong_type'
-        : e.status === 403 ? 'file_not_here' : null;
+      var why = e.status === 413 ? 'file_too_big'
+        : e.code === 'TH_DAMAGED' ? 'file_damaged' : e.code === 'TH_UNSAFE_FILE' ? 'file_unsafe'
+        : e.status === 415 ? 'file_wrong_type' : e.status === 403 ? 'file_not_here' : null;
       if (why) { li.file = null; delete pending[li.localId]; }
       setMsgState(li, 'failed', why);
     });
@@ -794,6 +795,10 @@
       document.title = p.title || '';
       $('bar-title').textContent = p.title || '';
       each('.to-resume', function (b) { b.hidden = !p.resume_codes; });
+      if (p.accept_pdf) {
+        $('c-file').setAttribute('accept', 'image/jpeg,image/png,image/webp,application/pdf');
+        $('c-file-hint').setAttribute('data-t', 'file_hint_pdf');
+      }
       var want = ss(K_LANG) || guessLang();
       if (!langInfo(want)) want = langInfo('en') ? 'en' : ((p.languages || [])[0] || { code: 'en' }).code;
       return strings.then(function () {

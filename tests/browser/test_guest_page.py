@@ -274,8 +274,9 @@ def test_send_a_picture_and_a_refused_file(gw, browser, shots):
     assert b.eval("getComputedStyle(document.querySelector('label[for=c-file]')).outlineStyle") \
         not in ("none", "")
     assert b.eval("document.querySelector('label[for=c-file]').textContent") == "Send a picture or file"
-    assert b.eval("document.getElementById('c-file').accept") == \
-        "image/png,image/jpeg,image/gif,image/webp,application/pdf"
+    # PDFs are off (gateway.accept_pdf): photos and pictures only.
+    assert b.eval("document.getElementById('c-file').accept") == "image/jpeg,image/png,image/webp"
+    assert "(JPEG, PNG, WebP)." in b.text("#c-file-hint")
 
     choose_file(b, "red square.png", "image/png", tiny_png())
     check_axe(b, "chat with a file chosen")
@@ -304,6 +305,9 @@ def test_send_a_picture_and_a_refused_file(gw, browser, shots):
     assert ev["sender"].startswith("@guest_"), ev
     assert ev["content"].get("url", "").startswith("mxc://"), ev
     assert ev["content"].get("info", {}).get("mimetype") == "image/png", ev
+    # Named by what it is, never by the name it had on the phone.
+    assert ev["content"].get("body") == "Picture 1.png", ev
+    assert "red square" not in json.dumps(gw.history(room))
     # The sender's display name is the pseudonym.
     prof = requests.get("%s/_matrix/client/v3/profile/%s" % (gw.env.hs_url, q(ev["sender"])),
                         headers=bearer(gw.env.token("staff")), timeout=30).json()
@@ -314,9 +318,9 @@ def test_send_a_picture_and_a_refused_file(gw, browser, shots):
     b.click("#c-form button[type=submit]")
     b.wait(".msg.self.file .state.failed")
     refused = b.text(".msg.self.file:last-child .state")
-    assert "only pictures and PDF files" in refused, refused
+    assert "this kind of file cannot be sent here" in refused, refused
     assert b.eval("document.querySelector('.msg.self.file:last-child .retry')") is None
-    assert "only pictures and PDF files" in b.text("#live")
+    assert "this kind of file cannot be sent here" in b.text("#live")
     check_axe(b, "chat with a refused file")
     if shots is not None:
         shots(b, "file-refused")

@@ -455,24 +455,45 @@ def test_invitation_qr_code(env, threshold, service, tmp_path):
     assert out.stdout.strip() == r.stdout.strip()
 
 
-def _png_with_text():
+def _png_with_text(width=1, height=1):
+    """A grey PNG with tEXt, iTXt and eXIf chunks (1x1 unless a bomb is asked for)."""
     import struct
     import zlib
 
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
             + chunk(b"tEXt", b"Location\x0051.5N 0.1W secret")
+            + chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00<x:xmpmeta>secret</x:xmpmeta>")
+            + chunk(b"eXIf", b"MM\x00*\x00\x00\x00\x08GPS secret")
             + chunk(b"IDAT", zlib.compress(b"\x00\x80")) + chunk(b"IEND", b""))
 
 
+# A real 16x8 baseline JPEG (left half red, right half blue), as libjpeg wrote it.
+JPEG_16X8 = (
+    "/9j/2wBDAAgGBgcGBQgHBwcJCQgKDBQNDAsLDBkSEw8UHRofHh0aHBwgJC4nICIsIxwcKDcpLDAxNDQ0Hyc5PTgyPC4zNDL/2wBDAQkJ"
+    "CQwLDBgNDRgyIRwhMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjL/wAARCAAIABADASIAAhEB"
+    "AxEB/8QAFQABAQAAAAAAAAAAAAAAAAAAAAb/xAAUEAEAAAAAAAAAAAAAAAAAAAAA/8QAFQEBAQAAAAAAAAAAAAAAAAAABQb/xAAYEQAC"
+    "AwAAAAAAAAAAAAAAAAAABkOCwv/aAAwDAQACEQMRAD8AlU0BtJnroom+G2T/2Q==")
+
+
 def _jpeg_with_exif():
+    """A real JPEG as a phone makes it: EXIF with a GPS block (TIFF IFD0 ->
+    GPSInfo -> GPSLatitudeRef and a processing-method string), an XMP
+    packet and a comment, all readable by a decoder that skips them."""
+    import base64
     import struct
-    exif = b"Exif\x00\x00GPS 51.5N 0.1W secret"
+    jpeg = base64.b64decode(JPEG_16X8)
+    gps_text = b"GPS 51.5N 0.1W secret\x00"
+    tiff = bytearray(b"II*\x00\x08\x00\x00\x00")
+    tiff += struct.pack("<H", 1) + struct.pack("<HHII", 0x8825, 4, 1, 26) + struct.pack("<I", 0)
+    tiff += struct.pack("<H", 2) + struct.pack("<HHI", 0x0001, 2, 2) + b"N\x00\x00\x00"
+    tiff += struct.pack("<HHII", 0x001B, 7, len(gps_text), 26 + 2 + 24 + 4) + struct.pack("<I", 0)
+    tiff += gps_text
     seg = lambda m, d: b"\xff" + bytes([m]) + struct.pack(">H", len(d) + 2) + d
-    return (b"\xff\xd8" + seg(0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00") + seg(0xE1, exif)
-            + seg(0xFE, b"taken on a phone, secret") + seg(0xDB, b"\x00" + bytes(64))
-            + seg(0xDA, b"\x01\x01\x00\x00\x3f\x00") + b"\x12\x34\x56" + b"\xff\xd9")
+    return (jpeg[:2] + seg(0xE1, b"Exif\x00\x00" + bytes(tiff))
+            + seg(0xE1, b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta>secret</x:xmpmeta>")
+            + seg(0xFE, b"taken on a phone, secret") + jpeg[2:])
 
 
 def _webp_with_exif():
@@ -502,8 +523,13 @@ def webp_chunks(data):
 
 
 def test_guest_sends_pictures(env, threshold, service):
-    """A guest's picture reaches staff as an m.image without its location
-    metadata; other kinds of file are refused; the size cap holds."""
+    """A guest's picture reaches staff as an m.image made afresh from its
+    pixels, so none of its location metadata (EXIF GPS, XMP, PNG text, WebP
+    EXIF/XMP) survives, under a neutral name with the extension of what the
+    bytes are, whatever the device called it; an HTML page behind %PDF-
+    (PDFs are off) and other kinds are refused with a clear error; a picture
+    that declares too many pixels is refused before it is decoded; the size
+    cap holds."""
     g = Guest(env.gw_url)
     g.redeem(service="helpline")
     portal = staff_join_portal(env, service["staff_room"], g.pseudonym)
@@ -513,19 +539,41 @@ def test_guest_sends_pictures(env, threshold, service):
         return api.post(env.gw_url + API + "/upload", params={"local_id": local_id, "name": name},
                         data=data, headers={"Authorization": "Bearer " + g.session,
                                             "Content-Type": "application/octet-stream"}, timeout=30)
-    for data, lid, name in ((_png_with_text(), "p1", "map.png"), (_jpeg_with_exif(), "j1", "../photo.jpg"),
+    for data, lid, name in ((_png_with_text(), "p1", "map.png"),
+                            (_jpeg_with_exif(), "j1", "../IMG_20261203_081500.jpg"),
                             (_webp_with_exif(), "w1", "street.webp")):
+        assert b"secret" in data
         r = upload(data, lid, name)
         assert r.status_code == 202, r.text
         mine = g.wait_for(lambda e, lid=lid: e.get("local_id") == lid, what="the picture's echo")
         assert mine["body"].startswith("[picture: ")
     r = upload(b"MZ\x90\x00 not a picture", "x1", "setup.exe")
     assert r.status_code == 415 and r.json()["errcode"] == "TH_UNSUPPORTED"
+    # An HTML application behind "%PDF-", named as staff once received it.
+    polyglot = b"%PDF-1.4\n<html><hta:application/><script>new ActiveXObject('WScript.Shell')</script></html>"
+    r = upload(polyglot, "h1", "Referral form.hta")
+    assert r.status_code == 415 and r.json()["errcode"] == "TH_UNSUPPORTED", r.text
+    assert "Only photos and pictures (JPEG, PNG, WebP)" in r.json()["error"]
+    r = upload(PDF, "d1", "leaflet.pdf")  # a real PDF, while PDFs are off
+    assert r.status_code == 415 and r.json()["errcode"] == "TH_UNSUPPORTED", r.text
+    r = upload(b"GIF89a\x01\x00\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;",
+               "g1", "wave.gif")
+    assert r.status_code == 415 and r.json()["errcode"] == "TH_UNSUPPORTED", r.text
+    # A PNG a few hundred bytes long that declares 30000 x 30000 pixels.
+    r = upload(_png_with_text(30000, 30000), "bomb", "bomb.png")
+    assert r.status_code == 413 and r.json()["errcode"] == "TH_TOO_LARGE", r.text
+    assert "too many pixels" in r.json()["error"]
+    r = upload(b"\xff\xd8\xff" + b"\x00" * 64, "broken", "broken.jpg")
+    assert r.status_code == 415 and r.json()["errcode"] == "TH_DAMAGED", r.text
     r = upload(b"\xff\xd8\xff" + b"\x00" * (4 * 1024 * 1024 + 10), "big", "big.jpg")
     assert r.status_code == 413
 
-    images = [ev for ev in history(env, portal) if ev.get("content", {}).get("msgtype") == "m.image"]
-    assert {ev["content"]["body"] for ev in images} == {"map.png", "photo.jpg", "street.webp"}, images
+    timeline = history(env, portal)
+    assert "IMG_2026" not in json.dumps(timeline) and ".hta" not in json.dumps(timeline)
+    images = [ev for ev in timeline if ev.get("content", {}).get("msgtype") == "m.image"]
+    assert sorted(ev["content"]["body"] for ev in images) == ["Picture 1.png", "Picture 2.jpg",
+                                                             "Picture 3.webp"], images
+    assert not [ev for ev in timeline if ev.get("content", {}).get("msgtype") == "m.file"]
     for ev in images:
         server, media_id = ev["content"]["url"][len("mxc://"):].split("/", 1)
         r = requests.get("%s/_matrix/client/v1/media/download/%s/%s" % (env.hs_url, server, media_id),
@@ -533,10 +581,19 @@ def test_guest_sends_pictures(env, threshold, service):
         if r.status_code == 404:
             r = requests.get("%s/_matrix/media/v3/download/%s/%s" % (env.hs_url, server, media_id), timeout=30)
         assert r.status_code == 200, r.text
-        assert b"secret" not in r.content and b"51.5N" not in r.content, r.content[:200]
-        assert r.content[:4] in (b"\x89PNG", b"\xff\xd8\xff\xe0", b"RIFF")
-        if r.content[:4] == b"RIFF":
-            assert webp_chunks(r.content) == [(b"VP8X", 0), (b"VP8L", None)], webp_chunks(r.content)
+        for marker in (b"secret", b"51.5N", b"Exif", b"xmpmeta", b"ns.adobe.com", b"tEXt", b"Location"):
+            assert marker not in r.content, (marker, r.content[:200])
+        ext = ev["content"]["body"].rsplit(".", 1)[1]
+        magic = {"png": b"\x89PNG", "jpg": b"\xff\xd8\xff", "webp": b"RIFF"}[ext]
+        assert r.content.startswith(magic), (ext, r.content[:8])
+        assert ev["content"]["info"]["mimetype"] == {"png": "image/png", "jpg": "image/jpeg",
+                                                     "webp": "image/webp"}[ext]
+        if ext == "jpg":
+            markers = jpeg_markers(r.content)
+            assert not [m for m in markers if 0xE1 <= m <= 0xEF or m == 0xFE], markers
+        if ext == "webp":
+            chunks = [c for c, _ in webp_chunks(r.content)]
+            assert b"EXIF" not in chunks and b"XMP " not in chunks, chunks
 
 
 PDF = (b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
@@ -600,8 +657,8 @@ def test_staff_send_pictures_and_files(env, threshold, service):
     assert "Content-Disposition" not in r.headers
     markers = jpeg_markers(r.content)
     assert not [m for m in markers if 0xE1 <= m <= 0xEF or m == 0xFE], markers  # no EXIF, XMP, comment
-    assert 0xE0 in markers and 0xDB in markers, markers  # JFIF and the tables stay
-    assert r.content.endswith(photo[photo.index(b"\xff\xda"):])  # the image data as it was
+    assert 0xDB in markers and 0xC4 in markers, markers  # made afresh: its own tables
+    assert b"secret" not in r.content and b"Exif" not in r.content
 
     # Anything else: the same 404, whoever asks; no session, 401.
     unknown = g.get("/media/999999")

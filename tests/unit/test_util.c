@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cs.h"
 #include "testlib.h"
@@ -176,6 +177,23 @@ static void test_write_file_atomic(void)
 	CHECK_EQ_INT(th_write_file_atomic(path, "", 0, 0600), TH_OK);
 	CHECK_EQ_INT(stat(path, &sb), 0);
 	CHECK_EQ_INT(sb.st_size, 0);
+
+	/* A link planted at the temporary name is never written through: the
+	 * file it points at keeps its bytes. */
+	char *victim = xasprintf("%s/victim", dir);
+	char *tmpname = xasprintf("%s.tmp.%ld", path, (long)getpid());
+	CHECK_EQ_INT(th_write_file_atomic(victim, "untouched", 9, 0600), TH_OK);
+	CHECK_EQ_INT(symlink(victim, tmpname), 0);
+	CHECK_EQ_INT(th_write_file_atomic(path, "third", 5, 0600), TH_OK);
+	text = read_all(victim);
+	CHECK_STR(text, "untouched");
+	free(text);
+	text = read_all(path);
+	CHECK_STR(text, "third");
+	free(text);
+	unlink(victim);
+	free(victim);
+	free(tmpname);
 
 	char *nodir = xasprintf("%s/missing/secret.yaml", dir);
 	CHECK_EQ_INT(th_write_file_atomic(nodir, "x", 1, 0600), TH_EIO);
