@@ -110,6 +110,10 @@ struct config {
 	unsigned gw_session_rate;   /* requests per minute per session */
 	unsigned gw_address_rate;   /* invitation/redeem/resume requests per minute per address */
 	int gw_trust_forwarded_for; /* take the client address from X-Forwarded-For (behind a proxy) */
+	unsigned gw_public_per_address;  /* public entry redeems per address (IPv6: /64) per hour */
+	unsigned gw_max_conn_per_address; /* connections per address when not behind a proxy; 0: no cap */
+	size_t gw_max_body_in_flight;     /* request body bytes held across all connections */
+	unsigned gw_max_polls_per_guest;  /* feed polls one guest may have waiting at once */
 	/* services */
 	struct config_service *services;
 	size_t nservices;
