@@ -607,8 +607,15 @@ static enum MHD_Result handle_resume(gateway *gw, struct MHD_Connection *conn, s
 	struct conv_started st;
 	int rc = code ? conv_resume(gw->env, code, &st) : TH_ENOTFOUND;
 	if (rc == TH_ENOTFOUND)
-		ret = send_error(conn, 401, "TH_SESSION_INVALID", "That code does not match a conversation.",
+		ret = send_error(conn, 401, "TH_SESSION_INVALID",
+		                 "That code does not match a conversation. A code works once: after it is "
+		                 "used, the page where it was used shows the new one.",
 		                 0);
+	else if (rc == TH_ETOOLARGE)
+		ret = send_error(conn, 429, "TH_LIMIT_EXCEEDED",
+		                 "This conversation is already open on too many devices. Please go on with one "
+		                 "of them.",
+		                 3600000u);
 	else if (rc)
 		ret = store_failed(conn, rc);
 	else
