@@ -95,6 +95,7 @@ static const struct option options[] = {
         {"gateway", "max_body_bytes_in_flight", OPT_SIZE, OFF(gw_max_body_in_flight), 0, "67108864", 1048576,
          4294967296},
         {"gateway", "max_polls_per_guest", OPT_UINT, OFF(gw_max_polls_per_guest), 0, "4", 1, 1000},
+        {"gateway", "waiting_notice_seconds", OPT_UINT, OFF(gw_waiting_notice_s), 0, "60", 0, 3600},
 };
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
 

@@ -114,6 +114,7 @@ struct config {
 	unsigned gw_max_conn_per_address; /* connections per address when not behind a proxy; 0: no cap */
 	size_t gw_max_body_in_flight;     /* request body bytes held across all connections */
 	unsigned gw_max_polls_per_guest;  /* feed polls one guest may have waiting at once */
+	unsigned gw_waiting_notice_s;     /* "waiting" notices grouped over this many seconds; 0: each at once */
 	/* services */
 	struct config_service *services;
 	size_t nservices;

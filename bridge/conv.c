@@ -23,7 +23,6 @@
 #define RESUME_DOMAIN  "resume"
 #define MAX_LOCAL_IDS  32 /* local ids remembered per conversation, to send each once */
 #define MAX_SESSIONS   16 /* live sessions per guest; a resume past this is refused */
-#define WAITING_EVERY_MS 60000u /* at most one "waiting" notice per service per minute */
 #define WAITING_NAMES  10 /* people named in one grouped notice; the rest in the next */
 #define WAITING_HELD   500 /* people held for the next notices; past it only counted */
 #define WAITING_KEY    "waiting_notice/" /* STORE_META + service name */
@@ -377,8 +376,9 @@ static int waiting_notice(const struct config *cfg, store_txn *t, const struct c
 	else
 		json_object_set_new(w, "more", json_integer(json_integer_value(json_object_get(w, "more")) + 1));
 	uint64_t last = (uint64_t)json_integer_value(json_object_get(w, "last_ms"));
+	uint64_t every = (uint64_t)cfg->gw_waiting_notice_s * 1000u;
 	int rc = TH_OK;
-	if (now < last || now - last >= WAITING_EVERY_MS)
+	if (now < last || now - last >= every)
 		rc = waiting_post(cfg, t, svc, w, now);
 	if (!rc)
 		rc = put_json(t, STORE_META, key, strlen(key), w);
@@ -401,7 +401,7 @@ int conv_waiting_flush(const struct txn_env *env, uint64_t now_ms, size_t *poste
 		store_txn_abort(t);
 		uint64_t last = (uint64_t)json_integer_value(json_object_get(w, "last_ms"));
 		int due = json_array_size(json_object_get(w, "held")) > 0 &&
-		          (now_ms < last || now_ms - last >= WAITING_EVERY_MS);
+		          (now_ms < last || now_ms - last >= (uint64_t)cfg->gw_waiting_notice_s * 1000u);
 		json_decref(w);
 		if (!due)
 			continue;

@@ -1911,6 +1911,7 @@ static void test_waiting_grouped(void)
 	struct test_env e;
 	struct txn_env env;
 	env_init(&e, &env);
+	e.cfg.gw_waiting_notice_s = 60; /* the default */
 	size_t base = outbox_len(e.st), n = 0, posted = 0;
 	char guests[13][GUESTS_MAX_USER_ID + 1];
 	for (int i = 0; i < 13; i++) {
@@ -1958,6 +1959,26 @@ static void test_waiting_grouped(void)
 	json_decref(ob);
 	CHECK_EQ_INT(conv_waiting_flush(&env, now + 300000, &posted), TH_OK);
 	CHECK_EQ_INT(posted, 0);
+	/* waiting_notice_seconds 0: each one at once, on its own */
+	e.cfg.gw_waiting_notice_s = 0;
+	size_t before = outbox_len(e.st);
+	for (int i = 0; i < 3; i++) {
+		struct conv_started st;
+		struct conv_session s;
+		CHECK_EQ_INT(conv_redeem(&env, NULL, SVC_NAME, "3", "en", &st), TH_OK);
+		CHECK_EQ_INT(conv_auth(e.st, st.session, th_now_ms(), &s), TH_OK);
+		char room[64];
+		snprintf(room, sizeof(room), "!now%d:test.local", i);
+		size_t mark = outbox_len(e.st);
+		room_made(&e, s.guest, room);
+		ob = outbox_all(e.st);
+		json_t *told = find_op(ob, mark, "send", "@threshold:test.local", &n);
+		CHECK_EQ_INT(n, 1);
+		body = jsonx_str(json_object_get(told, "content"), "body");
+		CHECK(body && strstr(body, s.pseudonym) && strstr(body, room) && strstr(body, "is waiting"));
+		json_decref(ob);
+	}
+	CHECK(outbox_len(e.st) > before);
 	test_env_close(&e);
 }
 
