@@ -91,7 +91,8 @@ static const struct option options[] = {
         {"gateway", "address_rate_per_minute", OPT_UINT, OFF(gw_address_rate), 0, "30", 1, 100000},
         {"gateway", "trust_forwarded_for", OPT_BOOL, OFF(gw_trust_forwarded_for), 0, "false", 0, 0},
         {"gateway", "public_per_address_per_hour", OPT_UINT, OFF(gw_public_per_address), 0, "4", 1, 10000},
-        {"gateway", "max_connections_per_address", OPT_UINT, OFF(gw_max_conn_per_address), 0, "64", 0, 100000},
+        {"gateway", "max_connections_per_address", OPT_UINT, OFF(gw_max_conn_per_address), 0, "64", 0,
+         100000},
         {"gateway", "max_body_bytes_in_flight", OPT_SIZE, OFF(gw_max_body_in_flight), 0, "67108864", 1048576,
          4294967296},
         {"gateway", "max_polls_per_guest", OPT_UINT, OFF(gw_max_polls_per_guest), 0, "4", 1, 1000},
@@ -621,7 +622,9 @@ int config_load(const char *path, struct config *out, char *err, size_t errlen)
 		}
 	}
 	if (cfg.gw_max_body_in_flight < cfg.gw_max_upload_bytes) { /* one upload must always fit */
-		rc = fail(&ld, 0, "gateway.max_body_bytes_in_flight (%zu) must be at least gateway.max_upload_bytes (%zu)",
+		rc = fail(&ld, 0,
+		          "gateway.max_body_bytes_in_flight (%zu) must be at least gateway.max_upload_bytes "
+		          "(%zu)",
 		          cfg.gw_max_body_in_flight, cfg.gw_max_upload_bytes);
 		goto fail;
 	}

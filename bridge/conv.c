@@ -24,7 +24,7 @@
 #define MAX_LOCAL_IDS  32 /* local ids remembered per conversation, to send each once */
 #define MAX_SESSIONS   16 /* live sessions per guest; a resume past this is refused */
 #define WAITING_NAMES  10 /* people named in one grouped notice; the rest in the next */
-#define WAITING_HELD   500 /* people held for the next notices; past it only counted */
+#define WAITING_HELD   500               /* people held for the next notices; past it only counted */
 #define WAITING_KEY    "waiting_notice/" /* STORE_META + service name */
 #define LOCAL_ID_KEY   "org.threshold.local_id"
 
@@ -324,7 +324,8 @@ static int waiting_post(const struct config *cfg, store_txn *t, const struct con
 	char *text;
 	if (n == 1 && !more) {
 		text = xasprintf("%s is waiting to talk to %s. Join the conversation: https://matrix.to/#/%s",
-		                 json_string_value(json_array_get(json_array_get(held, 0), 0)), svc->display_name,
+		                 json_string_value(json_array_get(json_array_get(held, 0), 0)),
+		                 svc->display_name,
 		                 json_string_value(json_array_get(json_array_get(held, 0), 1)));
 	} else {
 		text = xasprintf("%zu people are waiting to talk to %s:", n + more, svc->display_name);
@@ -374,7 +375,8 @@ static int waiting_notice(const struct config *cfg, store_txn *t, const struct c
 	if (json_array_size(held) < WAITING_HELD)
 		json_array_append_new(held, json_pack("[s, s]", pseudonym, room_id));
 	else
-		json_object_set_new(w, "more", json_integer(json_integer_value(json_object_get(w, "more")) + 1));
+		json_object_set_new(w, "more",
+		                    json_integer(json_integer_value(json_object_get(w, "more")) + 1));
 	uint64_t last = (uint64_t)json_integer_value(json_object_get(w, "last_ms"));
 	uint64_t every = (uint64_t)cfg->gw_waiting_notice_s * 1000u;
 	int rc = TH_OK;
@@ -408,7 +410,8 @@ int conv_waiting_flush(const struct txn_env *env, uint64_t now_ms, size_t *poste
 		if ((rc = store_txn_begin(env->st, 1, &t)))
 			return rc;
 		w = waiting_get(t, svc, key); /* again, inside the write transaction */
-		rc = w && json_array_size(json_object_get(w, "held")) ? waiting_post(cfg, t, svc, w, now_ms) : TH_OK;
+		rc = w && json_array_size(json_object_get(w, "held")) ? waiting_post(cfg, t, svc, w, now_ms)
+		                                                      : TH_OK;
 		if (!rc && w)
 			rc = put_json(t, STORE_META, key, strlen(key), w);
 		json_decref(w);

@@ -80,8 +80,8 @@ struct gateway {
 	pthread_cond_t fetch_cv;
 	struct media_job *jobs, *jobs_tail;
 	unsigned njobs;
-	cs_client *cs;     /* the fetcher's own */
-	size_t media_held; /* bytes fetched and not yet sent or freed (under mu) */
+	cs_client *cs;         /* the fetcher's own */
+	size_t media_held;     /* bytes fetched and not yet sent or freed (under mu) */
 	size_t body_in_flight; /* request body bytes held or promised (under mu) */
 	/* Rate limits (limiter.h), one table per kind so one kind cannot crowd
 	 * out another: invitation/redeem/resume per address, requests per
@@ -539,9 +539,9 @@ static int public_budget(gateway *gw, struct MHD_Connection *conn, const struct 
 	}
 	wait = rate_take(gw->lim_service, svc->name, strlen(svc->name), svc->public_per_hour, 3600000u);
 	if (wait) {
-		*ret = send_error(conn, 429, "TH_LIMIT_EXCEEDED",
-		                  "Many people are getting in touch right now. Please try again a little later.",
-		                  wait);
+		*ret = send_error(
+		        conn, 429, "TH_LIMIT_EXCEEDED",
+		        "Many people are getting in touch right now. Please try again a little later.", wait);
 		return 0;
 	}
 	return 1;
@@ -612,10 +612,11 @@ static enum MHD_Result handle_resume(gateway *gw, struct MHD_Connection *conn, s
 		                 "used, the page where it was used shows the new one.",
 		                 0);
 	else if (rc == TH_ETOOLARGE)
-		ret = send_error(conn, 429, "TH_LIMIT_EXCEEDED",
-		                 "This conversation is already open on too many devices. Please go on with one "
-		                 "of them.",
-		                 3600000u);
+		ret = send_error(
+		        conn, 429, "TH_LIMIT_EXCEEDED",
+		        "This conversation is already open on too many devices. Please go on with one "
+		        "of them.",
+		        3600000u);
 	else if (rc)
 		ret = store_failed(conn, rc);
 	else
@@ -789,10 +790,11 @@ static enum MHD_Result handle_feed(gateway *gw, struct MHD_Connection *conn, str
 		mine += strcmp(w->guest, s->guest) == 0;
 	if (mine >= gw->cfg->gw_max_polls_per_guest) {
 		pthread_mutex_unlock(&gw->mu);
-		return send_error(conn, 429, "TH_LIMIT_EXCEEDED",
-		                  "This conversation is open in too many windows or devices at once. Close the "
-		                  "ones you do not use.",
-		                  POLLS_RETRY_MS);
+		return send_error(
+		        conn, 429, "TH_LIMIT_EXCEEDED",
+		        "This conversation is open in too many windows or devices at once. Close the "
+		        "ones you do not use.",
+		        POLLS_RETRY_MS);
 	}
 	rq->w.next = gw->waiters;
 	rq->w.prev = NULL;
@@ -1016,7 +1018,8 @@ static int route_find(const char *url)
 }
 
 /* Note a refusal on @p rq, to send once its body is read.  @return -1. */
-static int refuse(struct req *rq, unsigned status, const char *errcode, const char *error, uint64_t retry_after_ms)
+static int refuse(struct req *rq, unsigned status, const char *errcode, const char *error,
+                  uint64_t retry_after_ms)
 {
 	rq->refused = 1;
 	rq->r_status = status;
@@ -1038,9 +1041,10 @@ static int body_reserve(gateway *gw, struct req *rq, size_t n)
 	}
 	pthread_mutex_unlock(&gw->mu);
 	if (!ok)
-		return refuse(rq, 503, "TH_UNAVAILABLE",
-		              "Many pictures and messages are arriving right now. Please try again in a moment.",
-		              2000);
+		return refuse(
+		        rq, 503, "TH_UNAVAILABLE",
+		        "Many pictures and messages are arriving right now. Please try again in a moment.",
+		        2000);
 	return 0;
 }
 
@@ -1057,10 +1061,11 @@ static int precheck(gateway *gw, struct MHD_Connection *conn, struct req *rq, ui
 	size_t i = (size_t)rq->route;
 	if (strcmp(routes[i].method, "POST") == 0) {
 		if (cross_site(gw, conn))
-			return refuse(rq, 403, "TH_CROSS_SITE",
-			              "This request came from another site's page, so it was refused. Please open "
-			              "the conversation page itself.",
-			              0);
+			return refuse(
+			        rq, 403, "TH_CROSS_SITE",
+			        "This request came from another site's page, so it was refused. Please open "
+			        "the conversation page itself.",
+			        0);
 		if (!content_type_ok(conn, routes[i].route == R_UPLOAD))
 			return refuse(rq, 415, "TH_CONTENT_TYPE",
 			              routes[i].route == R_UPLOAD
@@ -1075,7 +1080,8 @@ static int precheck(gateway *gw, struct MHD_Connection *conn, struct req *rq, ui
 		uint64_t wait = rate_take(gw->lim_addr, key, klen, gw->cfg->gw_address_rate, 60000u);
 		explicit_bzero(key, sizeof(key));
 		if (wait)
-			return refuse(rq, 429, "TH_LIMIT_EXCEEDED", "Too many tries. Please wait a moment.", wait);
+			return refuse(rq, 429, "TH_LIMIT_EXCEEDED", "Too many tries. Please wait a moment.",
+			              wait);
 	}
 	if (routes[i].session) {
 		const char *token = bearer(conn);
@@ -1085,14 +1091,16 @@ static int precheck(gateway *gw, struct MHD_Connection *conn, struct req *rq, ui
 			              "This conversation has ended or the session expired.", 0);
 		if (rc) {
 			LOG(LOG_ERROR, "gateway: the store failed: %s", th_strerror(rc));
-			return refuse(rq, 503, "TH_UNAVAILABLE",
-			              "This could not be saved just now, and nothing was kept. Please try again.",
-			              2000);
+			return refuse(
+			        rq, 503, "TH_UNAVAILABLE",
+			        "This could not be saved just now, and nothing was kept. Please try again.",
+			        2000);
 		}
 		uint64_t wait = rate_take(gw->lim_session, rq->s.guest, strlen(rq->s.guest),
 		                          gw->cfg->gw_session_rate, 60000u);
 		if (wait)
-			return refuse(rq, 429, "TH_LIMIT_EXCEEDED", "Too many requests. Please wait a moment.", wait);
+			return refuse(rq, 429, "TH_LIMIT_EXCEEDED",
+			              "Too many requests. Please wait a moment.", wait);
 		rq->authed = 1;
 	}
 	if (declared > 0 && declared <= rq->cap)
@@ -1586,8 +1594,8 @@ int gw_start(const struct txn_env *env, gw_on_queue_fn on_queue, void *ctx, gate
 	                           cfg->gw_max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
 	                           /* behind a proxy every guest has its address: no cap (0) */
 	                           cfg->gw_trust_forwarded_for ? 0u : cfg->gw_max_conn_per_address,
-	                           MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-	                           (size_t)CONN_MEMORY, MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)1024,
+	                           MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
+	                           MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)1024,
 	                           MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
 	if (!gw->mhd) {
 		LOG(LOG_ERROR, "gateway: cannot listen on %s:%u (in use, or not an address of this machine?)",

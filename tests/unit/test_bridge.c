@@ -1567,7 +1567,8 @@ static void test_conv_lifecycle(void)
 		}
 		CHECK_EQ_INT(ok, 14); /* 16 with the first two */
 		CHECK_EQ_INT(refused, 6);
-		CHECK_EQ_INT(conv_auth(e.st, st.session, th_now_ms(), &s), TH_OK); /* the phone in the guest's hand */
+		CHECK_EQ_INT(conv_auth(e.st, st.session, th_now_ms(), &s),
+		             TH_OK); /* the phone in the guest's hand */
 		CHECK_EQ_INT(conv_auth(e.st, st2.session, th_now_ms(), &s), TH_OK);
 	}
 	char wrong[SEC_RESUME_LEN + 1];
@@ -1945,7 +1946,8 @@ static void test_waiting_grouped(void)
 	const char *body = jsonx_str(json_object_get(json_array_get(all, 1), "content"), "body");
 	CHECK(body && strstr(body, "12 people are waiting"));
 	CHECK(body && strstr(body, "!wait1:test.local") && strstr(body, "!wait10:test.local"));
-	CHECK(body && !strstr(body, "!wait11:test.local") && strstr(body, "2 more, named in the next notice"));
+	CHECK(body && !strstr(body, "!wait11:test.local") &&
+	      strstr(body, "2 more, named in the next notice"));
 	json_decref(all);
 	json_decref(ob);
 	/* the last two a minute after that; then nothing is left */
