@@ -14,6 +14,8 @@ import os
 import select
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -497,3 +499,82 @@ def test_a_resume_code_works_once_and_the_old_page_is_told(gw):
     assert st == 200 and doc4["resume_code"] not in (code, doc2["resume_code"])
     phone.close()
     laptop.close()
+
+
+# ---- IPv6: counted by /64 ----------------------------------------------------------
+
+NET_A1, NET_A2, NET_B = "fd00:7468:0:1::1", "fd00:7468:0:1::2", "fd00:7468:0:2::1"
+
+
+def _ipv6_scenario():
+    """Run inside a private network namespace (see the test below): the
+    daemon listens on "::"; addresses in two /64s reach it."""
+    for cmd in (["ip", "link", "set", "lo", "up"],
+                ["ip", "-6", "addr", "add", NET_A1 + "/64", "dev", "lo", "nodad"],
+                ["ip", "-6", "addr", "add", NET_A2 + "/64", "dev", "lo", "nodad"],
+                ["ip", "-6", "addr", "add", NET_B + "/64", "dev", "lo", "nodad"]):
+        subprocess.run(cmd, check=True)
+    hs = FakeHomeserver().start()
+    work = tempfile.mkdtemp(prefix="th-abuse-v6-")
+    d = gateway_daemon(BIN, work, hs.url, listen_address="::")
+    d.gw_url = "http://[::1]:%d" % d.gw_port
+    with open(d.config_path) as f:
+        cfg = yaml.safe_load(f)
+    cfg["gateway"]["public_url"] = d.gw_url
+    cfg["services"][SERVICE]["public_per_hour"] = PUBLIC_PER_HOUR
+    with open(d.config_path, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    d.start()
+    out = {}
+    try:
+        def redeem(ip):
+            c = http.client.HTTPConnection("::1" if ":" in ip else "127.0.0.1", d.gw_port, timeout=10,
+                                           source_address=(ip, 0))
+            c.request("POST", API + "/redeem", body=json.dumps(REDEEM),
+                      headers={"Content-Type": "application/json"})
+            st = c.getresponse().status
+            c.close()
+            return st
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                c = http.client.HTTPConnection("::1", d.gw_port, timeout=2)
+                c.request("GET", API + "/page")
+                if c.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the gateway did not answer on ::1"
+            time.sleep(0.05)
+        out["a1"] = [redeem(NET_A1) for _ in range(8)]
+        out["a2"] = redeem(NET_A2)   # same /64
+        out["b"] = redeem(NET_B)     # another /64
+    finally:
+        out["rc"] = d.stop()
+        hs.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print("RESULT " + json.dumps(out))
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"),
+                    reason="needs root for a private network namespace")
+def test_ipv6_is_counted_by_its_64():
+    """IPv6 addresses count by their /64 (what one home or phone network is
+    given): after one address spends its /64's public entry budget, another
+    address in the same /64 is refused too, while one in another /64 starts
+    a conversation.  Run in a private network namespace
+    (unshare -n), with its own loopback addresses."""
+    r = subprocess.run(["unshare", "-n", "--", sys.executable, os.path.abspath(__file__), "ipv6"],
+                       capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert r.returncode == 0 and lines, (r.returncode, r.stdout[-2000:], r.stderr[-3000:])
+    out = json.loads(lines[-1][len("RESULT "):])
+    print("IPv6 by /64:", out)
+    assert out["a1"] == [200] * 4 + [429] * 4, out
+    assert out["a2"] == 429, out  # the same /64: its budget is spent
+    assert out["b"] == 200, out
+    assert out["rc"] == 0, out
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["ipv6"]:
+    _ipv6_scenario()
