@@ -20,11 +20,12 @@ import tempfile
 import threading
 import time
 
+import jsonschema
 import pytest
 import yaml
 
 from fakehs import FakeHomeserver
-from gateway import API
+from gateway import API, SCHEMA
 from hostile_env import SERVICE, gateway_daemon, pid_fds
 
 BIN = os.environ.get("THRESHOLD_BIN")
@@ -491,6 +492,8 @@ def test_a_resume_code_works_once_and_the_old_page_is_told(gw):
     # The phone still works, and is told.
     st, feed, _ = phone.request("GET", "/feed?since=%d&timeout_ms=5000" % nxt, headers=auth)
     assert st == 200
+    doc = dict(SCHEMA["$defs"]["feed"], **{"$defs": SCHEMA["$defs"]})
+    jsonschema.validate(feed, doc, cls=jsonschema.Draft202012Validator)
     cont = [e for e in feed["events"] if e["kind"] == "continued"]
     assert len(cont) == 1 and "another device" in cont[0]["body"], feed
     assert phone.request("GET", "/session", headers=auth)[0] == 200
