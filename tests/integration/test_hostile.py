@@ -41,8 +41,8 @@ def addr():
 
 
 def away_from_minute_edge():
-    """The limits count in fixed one-minute windows: do not start a count
-    within 4 s of a window's end."""
+    """Kept from when the limits counted in fixed one-minute windows; they
+    are token buckets now (refilling steadily), so this only costs a wait."""
     left = 60 - time.time() % 60
     if left < 4:
         time.sleep(left + 0.2)
