@@ -93,6 +93,13 @@ static const struct option options[] = {
         {"gateway", "session_rate_per_minute", OPT_UINT, OFF(gw_session_rate), 0, "120", 1, 100000},
         {"gateway", "address_rate_per_minute", OPT_UINT, OFF(gw_address_rate), 0, "30", 1, 100000},
         {"gateway", "trust_forwarded_for", OPT_BOOL, OFF(gw_trust_forwarded_for), 0, "false", 0, 0},
+        {"gateway", "public_per_address_per_hour", OPT_UINT, OFF(gw_public_per_address), 0, "4", 1, 10000},
+        {"gateway", "max_connections_per_address", OPT_UINT, OFF(gw_max_conn_per_address), 0, "64", 0,
+         100000},
+        {"gateway", "max_body_bytes_in_flight", OPT_SIZE, OFF(gw_max_body_in_flight), 0, "67108864", 1048576,
+         4294967296},
+        {"gateway", "max_polls_per_guest", OPT_UINT, OFF(gw_max_polls_per_guest), 0, "4", 1, 1000},
+        {"gateway", "waiting_notice_seconds", OPT_UINT, OFF(gw_waiting_notice_s), 0, "60", 0, 3600},
         {"metrics", "enabled", OPT_BOOL, OFF(metrics_enabled), 0, "false", 0, 0},
         {"metrics", "bind", OPT_STRING, OFF(metrics_bind), 0, "127.0.0.1", 0, 0},
         {"metrics", "port", OPT_UINT, OFF(metrics_port), 0, "29335", 1, 65535},
@@ -619,6 +626,13 @@ int config_load(const char *path, struct config *out, char *err, size_t errlen)
 			rc = fail(&ld, 0, "missing required key '%s.%s'", options[i].section, options[i].key);
 			goto fail;
 		}
+	}
+	if (cfg.gw_max_body_in_flight < cfg.gw_max_upload_bytes) { /* one upload must always fit */
+		rc = fail(&ld, 0,
+		          "gateway.max_body_bytes_in_flight (%zu) must be at least gateway.max_upload_bytes "
+		          "(%zu)",
+		          cfg.gw_max_body_in_flight, cfg.gw_max_upload_bytes);
+		goto fail;
 	}
 	if (!cfg.as_url) /* an IPv6 literal goes in brackets (RFC 3986, 3.2.2) */
 		cfg.as_url = xasprintf(strchr(cfg.listen_address, ':') ? "http://[%s]:%u" : "http://%s:%u",

@@ -436,6 +436,14 @@ int daemon_serve(const struct config *cfg)
 		}
 		audit_tick(au, st);
 		staff_departures(&env, ob);
+		if (cfg->nservices) { /* "waiting" notices held for their minute */
+			size_t posted = 0;
+			int wrc = conv_waiting_flush(&env, th_now_ms(), &posted);
+			if (wrc)
+				LOG(LOG_WARN, "posting grouped waiting notices failed: %s", th_strerror(wrc));
+			else if (posted && ob)
+				outbox_wake(ob);
+		}
 		if (now >= next_trim) {
 			/* After a burst of guests (thousands of parked polls, each
 			 * with its buffers) give the freed memory back to the system. */

@@ -100,6 +100,7 @@ class BenchEnv(conftest.Env):
         if "gateway" in cfg:
             cfg["gateway"].update({"address_rate_per_minute": 100000,
                                    "session_rate_per_minute": 100000,
+                                   "public_per_address_per_hour": 10000,
                                    "max_connections": self.max_connections})
         with open(self.config_path, "w") as f:
             yaml.safe_dump(cfg, f, sort_keys=False)

@@ -514,7 +514,8 @@ def main():
         "safeguarding": {"room": SG_ROOM, "leads": [LEAD]},
         "gateway": {"listen_address": "127.0.0.1", "listen_port": gw_port,
                     "public_url": "http://127.0.0.1:%d" % gw_port,
-                    "session_rate_per_minute": 100000, "address_rate_per_minute": 100000},
+                    "session_rate_per_minute": 100000, "address_rate_per_minute": 100000,
+                    "public_per_address_per_hour": 10000},
         "services": {"helpline": {"display_name": "Soak Helpline", "staff_room": STAFF_ROOM,
                                   "public_entry": True, "public_per_hour": 100000}},
     }).setup()

@@ -23,7 +23,10 @@
 #define SESSION_DOMAIN "session"
 #define RESUME_DOMAIN  "resume"
 #define MAX_LOCAL_IDS  32 /* local ids remembered per conversation, to send each once */
-#define MAX_SESSIONS   16 /* live sessions per guest; the oldest is ended past this */
+#define MAX_SESSIONS   16 /* live sessions per guest; a resume past this is refused */
+#define WAITING_NAMES  10 /* people named in one grouped notice; the rest in the next */
+#define WAITING_HELD   500               /* people held for the next notices; past it only counted */
+#define WAITING_KEY    "waiting_notice/" /* STORE_META + service name */
 #define LOCAL_ID_KEY   "org.threshold.local_id"
 
 /* ---- small store helpers ---------------------------------------------- */
@@ -173,6 +176,32 @@ static int sessions_end(store_txn *t, json_t *c)
 	return TH_OK;
 }
 
+/* Forget the sessions of conversation @p c that expired or are gone.
+ * @return how many are left. */
+static size_t sessions_live(store_txn *t, json_t *c, uint64_t now)
+{
+	json_t *list = json_object_get(c, "sessions");
+	for (size_t i = json_array_size(list); i-- > 0;) {
+		const char *hex = json_string_value(json_array_get(list, i));
+		unsigned char key[SEC_HASH_LEN];
+		int ok = hex && strlen(hex) == 2 * SEC_HASH_LEN;
+		for (size_t j = 0; ok && j < SEC_HASH_LEN; j++) {
+			unsigned b;
+			ok = sscanf(hex + 2 * j, "%2x", &b) == 1;
+			key[j] = (unsigned char)b;
+		}
+		json_t *sj = ok ? get_json(t, STORE_SESSIONS, key, sizeof(key)) : NULL;
+		uint64_t exp = (uint64_t)json_integer_value(json_object_get(sj, "expires_ms"));
+		json_decref(sj);
+		if (sj && exp > now)
+			continue;
+		if (sj)
+			store_del(t, STORE_SESSIONS, key, sizeof(key));
+		json_array_remove(list, i);
+	}
+	return json_array_size(list);
+}
+
 /* ---- the portal room ---------------------------------------------------- */
 
 /*
@@ -235,6 +264,9 @@ json_t *conv_room_content(const struct config *cfg, const struct config_service 
 	free(topic);
 	return body;
 }
+
+static int waiting_notice(const struct config *cfg, store_txn *t, const struct config_service *svc,
+                          const char *pseudonym, const char *room_id, uint64_t now);
 
 /* Set up @p guest's conversation in its new room @p room_id.  @p room: the
  * room's state when the caller holds it (the transaction path), else NULL
@@ -317,15 +349,134 @@ static int room_created(const struct config *cfg, store_txn *t, const char *gues
 			                       "state_key", guest, "content", "membership", "join",
 			                       "displayname", g.pseudonym));
 	}
-	if (!rc && svc) {
-		char *text = xasprintf(
-		        "%s is waiting to talk to %s. Join the conversation: https://matrix.to/#/%s",
-		        g.pseudonym, svc->display_name, room_id);
-		rc = push(t, outbox_notice(svc->staff_room, cfg->bot_user_id, text, NULL));
-		free(text);
-	}
+	if (!rc && svc)
+		rc = waiting_notice(cfg, t, svc, g.pseudonym, room_id, th_now_ms());
 	json_decref(c);
 	return rc;
+}
+
+/* ---- "waiting" notices, grouped ---------------------------------------------- */
+
+/* The grouped notice of STORE_META WAITING_KEY<service>: {"last_ms":T,
+ * "held":[[pseudonym, room]...], "more":N}.  New reference, or NULL. */
+static json_t *waiting_get(store_txn *t, const struct config_service *svc, char key[96])
+{
+	snprintf(key, 96, "%s%s", WAITING_KEY, svc->name);
+	return get_json(t, STORE_META, key, strlen(key));
+}
+
+/* Post one notice in @p svc's staff room naming up to WAITING_NAMES of
+ * @p w's held people (the rest wait for the next minute's), and start the
+ * next minute. */
+static int waiting_post(const struct config *cfg, store_txn *t, const struct config_service *svc, json_t *w,
+                        uint64_t now)
+{
+	json_t *held = json_object_get(w, "held");
+	size_t n = json_array_size(held), more = (size_t)json_integer_value(json_object_get(w, "more"));
+	size_t k = n < WAITING_NAMES ? n : WAITING_NAMES;
+	char *text;
+	if (n == 1 && !more) {
+		text = xasprintf("%s is waiting to talk to %s. Join the conversation: https://matrix.to/#/%s",
+		                 json_string_value(json_array_get(json_array_get(held, 0), 0)),
+		                 svc->display_name,
+		                 json_string_value(json_array_get(json_array_get(held, 0), 1)));
+	} else {
+		text = xasprintf("%zu people are waiting to talk to %s:", n + more, svc->display_name);
+		for (size_t i = 0; i < k; i++) {
+			json_t *p = json_array_get(held, i);
+			char *line = xasprintf("%s\n- %s: https://matrix.to/#/%s", text,
+			                       json_string_value(json_array_get(p, 0)),
+			                       json_string_value(json_array_get(p, 1)));
+			free(text);
+			text = line;
+		}
+		char *line = NULL;
+		if (n > k)
+			line = xasprintf("%s\n- %zu more, named in the next notice in a minute", text, n - k);
+		else if (more)
+			line = xasprintf("%s\n- %zu more arrived too fast to be named here", text, more);
+		if (line) {
+			free(text);
+			text = line;
+		}
+	}
+	int rc = push(t, outbox_notice(svc->staff_room, cfg->bot_user_id, text, NULL));
+	free(text);
+	for (size_t i = 0; i < k; i++)
+		json_array_remove(held, 0);
+	json_object_set_new(w, "last_ms", json_integer((json_int_t)now));
+	if (!json_array_size(held))
+		json_object_set_new(w, "more", json_integer(0));
+	return rc;
+}
+
+/* Someone is waiting: tell the staff room at once if it heard nothing from
+ * this service for a minute, else hold them for the next grouped notice
+ * (conv_waiting_flush), so a flood of guests is one line a minute for staff. */
+static int waiting_notice(const struct config *cfg, store_txn *t, const struct config_service *svc,
+                          const char *pseudonym, const char *room_id, uint64_t now)
+{
+	char key[96];
+	json_t *w = waiting_get(t, svc, key);
+	if (!w)
+		w = json_pack("{s:I, s:[], s:i}", "last_ms", (json_int_t)0, "held", "more", 0);
+	json_t *held = json_object_get(w, "held");
+	if (!json_is_array(held)) {
+		held = json_array();
+		json_object_set_new(w, "held", held);
+	}
+	if (json_array_size(held) < WAITING_HELD)
+		json_array_append_new(held, json_pack("[s, s]", pseudonym, room_id));
+	else
+		json_object_set_new(w, "more",
+		                    json_integer(json_integer_value(json_object_get(w, "more")) + 1));
+	uint64_t last = (uint64_t)json_integer_value(json_object_get(w, "last_ms"));
+	uint64_t every = (uint64_t)cfg->gw_waiting_notice_s * 1000u;
+	int rc = TH_OK;
+	if (now < last || now - last >= every)
+		rc = waiting_post(cfg, t, svc, w, now);
+	if (!rc)
+		rc = put_json(t, STORE_META, key, strlen(key), w);
+	json_decref(w);
+	return rc;
+}
+
+int conv_waiting_flush(const struct txn_env *env, uint64_t now_ms, size_t *posted)
+{
+	const struct config *cfg = env->cfg;
+	*posted = 0;
+	for (size_t i = 0; i < cfg->nservices; i++) {
+		const struct config_service *svc = &cfg->services[i];
+		char key[96];
+		store_txn *t;
+		int rc = store_txn_begin(env->st, 0, &t); /* most minutes there is nothing to post */
+		if (rc)
+			return rc;
+		json_t *w = waiting_get(t, svc, key);
+		store_txn_abort(t);
+		uint64_t last = (uint64_t)json_integer_value(json_object_get(w, "last_ms"));
+		int due = json_array_size(json_object_get(w, "held")) > 0 &&
+		          (now_ms < last || now_ms - last >= (uint64_t)cfg->gw_waiting_notice_s * 1000u);
+		json_decref(w);
+		if (!due)
+			continue;
+		if ((rc = store_txn_begin(env->st, 1, &t)))
+			return rc;
+		w = waiting_get(t, svc, key); /* again, inside the write transaction */
+		rc = w && json_array_size(json_object_get(w, "held")) ? waiting_post(cfg, t, svc, w, now_ms)
+		                                                      : TH_OK;
+		if (!rc && w)
+			rc = put_json(t, STORE_META, key, strlen(key), w);
+		json_decref(w);
+		if (!rc)
+			rc = store_txn_commit(t);
+		else
+			store_txn_abort(t);
+		if (rc)
+			return rc;
+		(*posted)++;
+	}
+	return TH_OK;
 }
 
 /* ---- gateway actions as policy events -------------------------------------- */
@@ -516,7 +667,26 @@ int conv_resume(const struct txn_env *env, const char *code, struct conv_started
 		rc = TH_ENOTFOUND;
 		goto out;
 	}
-	if ((rc = session_new(env->cfg, t, guest, c, 0, out)) || (rc = conv_put(t, guest, c)))
+	/* No device is ever logged out by a resume: past MAX_SESSIONS live
+	 * sessions, the resume is refused instead. */
+	if (sessions_live(t, c, th_now_ms()) >= MAX_SESSIONS) {
+		rc = TH_ETOOLARGE;
+		goto out;
+	}
+	/* The code is used up: a new one replaces it, shown on this device.
+	 * Every device's page is told the conversation was continued elsewhere
+	 * (a code found by someone else shows up on the guest's own phone). */
+	if ((rc = store_del(t, STORE_SESSIONS, key, sizeof(key))))
+		goto out;
+	json_object_set_new(c, "resume", json_null());
+	if ((rc = session_new(env->cfg, t, guest, c, 1, out)) || (rc = conv_put(t, guest, c)))
+		goto out;
+	struct feed_entry cont = {.kind = "continued",
+	                          .role = "service",
+	                          .name = svc_label(config_service_find(env->cfg, jsonx_str(c, "service"))),
+	                          .body = "This conversation was continued on another device. Only the "
+	                                  "newest code works to continue it now."};
+	if ((rc = feed_append(t, guest, &cont, NULL)))
 		goto out;
 	memcpy(out->pseudonym, g.pseudonym, sizeof(out->pseudonym));
 	json_decref(r);

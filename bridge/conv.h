@@ -50,7 +50,7 @@ struct mxev;
 /** What redeeming or resuming hands the guest (shown once). */
 struct conv_started {
 	char session[SEC_TOKEN_LEN + 1];
-	char resume[SEC_RESUME_LEN + 1]; /* "" when gateway.resume_codes is false, or on resume */
+	char resume[SEC_RESUME_LEN + 1]; /* the code to continue elsewhere; "" when gateway.resume_codes is false */
 	char pseudonym[GUESTS_PSEUDONYM_LEN];
 	uint64_t expires_ms;
 };
@@ -78,8 +78,13 @@ int conv_redeem(const struct txn_env *env, const char *invite, const char *svc_n
                 const char *lang, struct conv_started *out);
 
 /**
- * A new session for the guest whose resume code is @p code.
- * @return TH_OK, TH_ENOTFOUND (wrong code, or the conversation is gone), or a store error.
+ * A new session for the guest whose resume code is @p code.  The code is
+ * used up: @p out->resume is its replacement (when gateway.resume_codes),
+ * and the guest's feed gets a "continued" entry, so every device's page
+ * says the conversation was continued elsewhere.  No session ends.
+ * @return TH_OK, TH_ENOTFOUND (wrong or used code, or the conversation is
+ *         gone), TH_ETOOLARGE (MAX_SESSIONS live sessions already), or a
+ *         store error.
  */
 int conv_resume(const struct txn_env *env, const char *code, struct conv_started *out);
 
@@ -151,8 +156,9 @@ int conv_expire(const struct txn_env *env, uint64_t now_ms, size_t *expired);
  * Called by the outbox in the commit that removes the create_room action
  * of @p guest's portal (made by the guest itself): record the room, queue
  * the guest lowering its own power to 0 and the bot's join, and tell the
- * service's staff room.  Does nothing when conv_room_seen_created did it
- * first.
+ * service's staff room: at once when it heard nothing from this service for
+ * a minute, else in the next grouped notice.  Does nothing when
+ * conv_room_seen_created did it first.
  */
 int conv_room_created(const struct config *cfg, store_txn *t, const char *guest, const char *room_id);
 
@@ -197,6 +203,15 @@ int conv_on_event(const struct txn_env *env, store_txn *t, const struct mxev *ev
  */
 int conv_command(const struct txn_env *env, store_txn *t, const struct mxev *ev, enum pol_command cmd,
                  json_t *room, unsigned *queued);
+
+/**
+ * Post the grouped "waiting" notices that are due (one per service per
+ * minute at most, naming up to 10 people each; STORE_META
+ * "waiting_notice/<service>").  Called about once a second.
+ * @param posted  out: notices queued (wake the outbox when > 0)
+ * @return TH_OK or a store error.
+ */
+int conv_waiting_flush(const struct txn_env *env, uint64_t now_ms, size_t *posted);
 
 /** The words after "!threshold" naming a conversation command, or POL_CMD_NONE. */
 enum pol_command conv_parse(const char *after_prefix);

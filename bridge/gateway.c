@@ -26,6 +26,7 @@
 #include "feed.h"
 #include "invites.h"
 #include "jsonx.h"
+#include "limiter.h"
 #include "log.h"
 #include "media.h"
 #include "util.h"
@@ -34,7 +35,9 @@
 #define API             "/_threshold/gateway/v1"
 #define FEED_DEFAULT_MS 25000u
 #define FEED_MAX_MS     60000u
-#define RL_SLOTS        8192u
+#define LIM_SETS        4096u /* sets of LIM_WAYS entries per limiter table */
+#define LIM_SVC_SETS    64u
+#define POLLS_RETRY_MS  10000u /* when a guest has max_polls_per_guest waiting */
 #define CONN_MEMORY     (8u * 1024u)
 #define CONN_TIMEOUT_S  90u
 #define GW_DRAIN_MS     10000u /* how long stopping waits for resumed polls to be sent */
@@ -53,13 +56,6 @@ static const char *const csp =
         "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 /* A picture or file is never a document: opened on its own it runs nothing. */
 static const char *const media_csp = "sandbox; default-src 'none'; frame-ancestors 'none'";
-
-/* A fixed-window counter: key hash, window number, count. */
-struct rl_slot {
-	uint64_t key;
-	uint64_t window;
-	unsigned count;
-};
 
 struct waiter;
 struct media_job;
@@ -85,10 +81,14 @@ struct gateway {
 	pthread_cond_t fetch_cv;
 	struct media_job *jobs, *jobs_tail;
 	unsigned njobs;
-	cs_client *cs;     /* the fetcher's own */
-	size_t media_held; /* bytes fetched and not yet sent or freed (under mu) */
-	pthread_mutex_t rl_mu;
-	struct rl_slot rl[RL_SLOTS];
+	cs_client *cs;         /* the fetcher's own */
+	size_t media_held;     /* bytes fetched and not yet sent or freed (under mu) */
+	size_t body_in_flight; /* request body bytes held or promised (under mu) */
+	/* Rate limits (limiter.h), one table per kind so one kind cannot crowd
+	 * out another: invitation/redeem/resume per address, requests per
+	 * guest, public entry redeems per address and service, per service. */
+	limiter *lim_addr, *lim_session, *lim_public_addr, *lim_service;
+	char origin[256]; /* gateway.public_url's origin, for cross-site checks */
 	_Atomic unsigned long requests[GW_STATS_ROUTES][GW_STATS_CLASSES]; /* answered (gw_stats_get) */
 };
 
@@ -136,6 +136,16 @@ struct req {
 	size_t len, alloc;
 	char *body;
 	int too_large;
+	size_t reserved; /* counted in gw->body_in_flight until completion */
+	int route;       /* index in routes[], or -1 */
+	/* Refused on its headers (before any body byte is kept): the answer,
+	 * sent once the body has been read and thrown away. */
+	int refused;
+	unsigned r_status;
+	const char *r_errcode, *r_error; /* static */
+	uint64_t r_retry;
+	int authed; /* a session route whose token was good: s is its session */
+	struct conv_session s;
 	int resumed; /* a long poll that was suspended and is now answered */
 	struct waiter w;
 	int in_list;
@@ -183,6 +193,8 @@ static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned status, j
 	struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
 	common_headers(r);
+	if (status == 413) /* nothing more from this client on this connection */
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 	enum MHD_Result ret = queue_response(conn, status, r);
 	MHD_destroy_response(r);
 	return ret;
@@ -206,32 +218,22 @@ static enum MHD_Result store_failed(struct MHD_Connection *conn, int rc)
 
 /* ---- limits --------------------------------------------------------------- */
 
-/* Count one request against @p key in a window of @p window_ms.
- * @return 0 if allowed, else the ms until the window ends. */
-static uint64_t rate_limit(gateway *gw, const char *kind, const char *key, unsigned limit, uint64_t window_ms)
+/* Take one from @p key's bucket in @p l: @p per_period at once, refilling
+ * steadily over @p period_ms.  @return 0 if allowed, else the ms to wait. */
+static uint64_t rate_take(limiter *l, const void *key, size_t klen, unsigned per_period, uint64_t period_ms)
 {
-	uint64_t h = th_fnv1a64_update(th_fnv1a64(kind, strlen(kind) + 1), key, strlen(key));
-	uint64_t now = th_now_ms(), window = now / window_ms;
-	pthread_mutex_lock(&gw->rl_mu);
-	struct rl_slot *s = &gw->rl[h % RL_SLOTS];
-	if (s->key != h || s->window != window) { /* a new window, or the slot was someone else's */
-		s->key = h;
-		s->window = window;
-		s->count = 0;
-	}
-	uint64_t wait = 0;
-	if (s->count >= limit)
-		wait = (window + 1) * window_ms - now;
-	else
-		s->count++;
-	pthread_mutex_unlock(&gw->rl_mu);
-	return wait;
+	uint64_t interval = per_period ? period_ms / per_period : period_ms;
+	return lim_take(l, key, klen, per_period, interval ? interval : 1, th_mono_ms());
 }
 
-/* The client's address as text (never logged). */
-static void client_address(gateway *gw, struct MHD_Connection *conn, char out[MAX_ADDR])
+/* The client's address as a limiter key (never logged): IPv4 by address,
+ * IPv6 by its /64 (what one subscriber or machine is given; counting whole
+ * addresses would let one host take 2^64 budgets), IPv4-mapped IPv6 as
+ * IPv4.  @return the key's length. */
+static size_t client_key(gateway *gw, struct MHD_Connection *conn, unsigned char out[MAX_ADDR])
 {
-	out[0] = '\0';
+	const struct sockaddr *sa = NULL;
+	struct sockaddr_storage fwd;
 	if (gw->cfg->gw_trust_forwarded_for) {
 		const char *xff = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Forwarded-For");
 		if (xff && *xff) { /* the last hop is the one our proxy added */
@@ -239,19 +241,130 @@ static void client_address(gateway *gw, struct MHD_Connection *conn, char out[MA
 			last = last ? last + 1 : xff;
 			while (*last == ' ')
 				last++;
-			snprintf(out, MAX_ADDR, "%s", last);
-			return;
+			char text[MAX_ADDR];
+			size_t n = strcspn(last, " ");
+			if (n >= sizeof(text))
+				n = sizeof(text) - 1;
+			memcpy(text, last, n);
+			text[n] = '\0';
+			memset(&fwd, 0, sizeof(fwd));
+			struct sockaddr_in *f4 = (struct sockaddr_in *)&fwd;
+			struct sockaddr_in6 *f6 = (struct sockaddr_in6 *)&fwd;
+			if (inet_pton(AF_INET, text, &f4->sin_addr) == 1) {
+				f4->sin_family = AF_INET;
+				sa = (const struct sockaddr *)&fwd;
+			} else if (inet_pton(AF_INET6, text, &f6->sin6_addr) == 1) {
+				f6->sin6_family = AF_INET6;
+				sa = (const struct sockaddr *)&fwd;
+			} else { /* not an address: count it by its text */
+				out[0] = 't';
+				memcpy(out + 1, text, n);
+				return n + 1;
+			}
 		}
 	}
-	const union MHD_ConnectionInfo *ci =
-	        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-	if (!ci || !ci->client_addr)
-		return;
-	const struct sockaddr *sa = ci->client_addr;
-	if (sa->sa_family == AF_INET)
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, MAX_ADDR);
-	else if (sa->sa_family == AF_INET6)
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, MAX_ADDR);
+	if (!sa) {
+		const union MHD_ConnectionInfo *ci =
+		        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+		sa = ci ? ci->client_addr : NULL;
+	}
+	if (sa && sa->sa_family == AF_INET) {
+		out[0] = 4;
+		memcpy(out + 1, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+		return 5;
+	}
+	if (sa && sa->sa_family == AF_INET6) {
+		const unsigned char *a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+		static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+		if (memcmp(a, mapped, sizeof(mapped)) == 0) {
+			out[0] = 4;
+			memcpy(out + 1, a + 12, 4);
+			return 5;
+		}
+		out[0] = 6;
+		memcpy(out + 1, a, 8); /* the /64 */
+		return 9;
+	}
+	out[0] = '?';
+	return 1;
+}
+
+/* ---- cross-site requests ------------------------------------------------------ */
+
+/* The origin of @p url as browsers write it in Origin: "scheme://host[:port]",
+ * lower case, without the scheme's default port.  @return 0, or -1 if
+ * @p url has no scheme and host (the origin "null" included). */
+static int origin_of(const char *url, char *out, size_t cap)
+{
+	const char *sep = strstr(url, "://");
+	if (!sep || sep == url)
+		return -1;
+	size_t slen = (size_t)(sep - url), alen = strcspn(sep + 3, "/?#");
+	if (alen == 0 || slen + 3 + alen >= cap)
+		return -1;
+	for (size_t i = 0; i < slen + 3 + alen; i++) {
+		char c = url[i];
+		out[i] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+	}
+	size_t n = slen + 3 + alen;
+	out[n] = '\0';
+	if (slen == 5 && strncmp(out, "https", 5) == 0 && n > 4 && strcmp(out + n - 4, ":443") == 0)
+		out[n - 4] = '\0';
+	else if (slen == 4 && strncmp(out, "http", 4) == 0 && n > 3 && strcmp(out + n - 3, ":80") == 0)
+		out[n - 3] = '\0';
+	return 0;
+}
+
+/* Is this request from another site's page?  Browsers send Sec-Fetch-Site on
+ * every request (Chromium 76, Firefox 90, Safari 16.4) and Origin on every
+ * POST (the Fetch standard: any method but GET and HEAD, same-origin
+ * requests included); a client that is not a browser sends neither
+ * and is not a page anyone was tricked into.  Our own origin is
+ * gateway.public_url's, or the one the Host header names (a proxy that
+ * keeps Host, or a test on another port).  "same-site" is refused too: a
+ * sibling subdomain's page is not the guest page. */
+static int cross_site(gateway *gw, struct MHD_Connection *conn)
+{
+	const char *site = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-Fetch-Site");
+	if (site && (strcmp(site, "cross-site") == 0 || strcmp(site, "same-site") == 0))
+		return 1;
+	const char *origin = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin");
+	if (!origin)
+		return 0;
+	char got[256], own[300];
+	if (origin_of(origin, got, sizeof(got)) != 0)
+		return 1; /* "null": a sandboxed frame, a file, a redirect across sites */
+	if (gw->origin[0] && strcmp(got, gw->origin) == 0)
+		return 0;
+	const char *host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+	const char *sep = strstr(got, "://");
+	if (!host || !*host || strlen(host) > 200 || !sep)
+		return 1;
+	snprintf(own, sizeof(own), "%.*s%s", (int)(sep + 3 - got), got, host);
+	char norm[256];
+	return origin_of(own, norm, sizeof(norm)) != 0 || strcmp(got, norm) != 0;
+}
+
+/* Is the request's media type @p want (parameters such as charset allowed)? */
+static int media_type_is(const char *ct, const char *want)
+{
+	size_t n = strlen(want);
+	return ct && strncasecmp(ct, want, n) == 0 && (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
+}
+
+/* JSON routes take application/json: a page elsewhere can send a POST without
+ * asking first only as text/plain, a form or multipart, so requiring JSON
+ * makes the browser ask (CORS preflight), and the gateway never says yes.
+ * An upload's body is the file: any type but those three, and not none (a
+ * Blob without a type is sent without one, also without asking). */
+static int content_type_ok(struct MHD_Connection *conn, int upload)
+{
+	const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+	if (!upload)
+		return media_type_is(ct, "application/json");
+	return ct && *ct && !media_type_is(ct, "text/plain") &&
+	       !media_type_is(ct, "application/x-www-form-urlencoded") &&
+	       !media_type_is(ct, "multipart/form-data");
 }
 
 /* ---- request helpers -------------------------------------------------------- */
@@ -406,6 +519,47 @@ static json_t *started_json(const struct conv_started *s)
 	return j;
 }
 
+/*
+ * A public entry's conversations have two budgets, both token buckets that
+ * refill steadily (docs/reliability.md, "Budgets"): the service's,
+ * public_per_hour at once and one more every hour / public_per_hour; and
+ * each address's (an IPv6 /64), gateway.public_per_address_per_hour but
+ * never more than a tenth of the service's.  The address pays first, so a
+ * client past its own budget takes nothing from the service's: one client
+ * alone can spend at most a tenth of it, and while it floods, others start
+ * conversations from what is left and what refills.
+ * @return 1 when both allow (counted), else 0 with the answer sent in @p ret.
+ */
+static int public_budget(gateway *gw, struct MHD_Connection *conn, const struct config_service *svc,
+                         enum MHD_Result *ret)
+{
+	unsigned per_addr = gw->cfg->gw_public_per_address, tenth = svc->public_per_hour / 10;
+	if (per_addr > (tenth ? tenth : 1))
+		per_addr = tenth ? tenth : 1;
+	unsigned char key[MAX_ADDR + 66];
+	size_t nlen = strnlen(svc->name, 65) + 1;
+	memcpy(key, svc->name, nlen - 1);
+	key[nlen - 1] = '\0';
+	size_t klen = nlen + client_key(gw, conn, key + nlen);
+	uint64_t wait = rate_take(gw->lim_public_addr, key, klen, per_addr, 3600000u);
+	explicit_bzero(key, sizeof(key));
+	if (wait) {
+		*ret = send_error(conn, 429, "TH_LIMIT_EXCEEDED",
+		                  "Several conversations were started from this connection recently. Please "
+		                  "try again later, or go on with the one you started.",
+		                  wait);
+		return 0;
+	}
+	wait = rate_take(gw->lim_service, svc->name, strlen(svc->name), svc->public_per_hour, 3600000u);
+	if (wait) {
+		*ret = send_error(
+		        conn, 429, "TH_LIMIT_EXCEEDED",
+		        "Many people are getting in touch right now. Please try again a little later.", wait);
+		return 0;
+	}
+	return 1;
+}
+
 static enum MHD_Result handle_redeem(gateway *gw, struct MHD_Connection *conn, struct req *rq)
 {
 	enum MHD_Result ret;
@@ -436,16 +590,8 @@ static enum MHD_Result handle_redeem(gateway *gw, struct MHD_Connection *conn, s
 		goto out;
 	}
 	const char *invite = jsonx_str(j, "invite");
-	if (!invite) { /* a public entry link: bounded conversations per hour */
-		uint64_t wait = rate_limit(gw, "public", svc->name, svc->public_per_hour, 3600000u);
-		if (wait) {
-			ret = send_error(conn, 429, "TH_LIMIT_EXCEEDED",
-			                 "Many people are getting in touch right now. Please try again a "
-			                 "little later.",
-			                 wait);
-			goto out;
-		}
-	}
+	if (!invite && !public_budget(gw, conn, svc, &ret)) /* a public entry link */
+		goto out;
 	struct conv_started st;
 	int rc = conv_redeem(gw->env, invite, invite ? NULL : svc->name, version, lang, &st);
 	if (rc == TH_ENOTFOUND)
@@ -474,8 +620,16 @@ static enum MHD_Result handle_resume(gateway *gw, struct MHD_Connection *conn, s
 	struct conv_started st;
 	int rc = code ? conv_resume(gw->env, code, &st) : TH_ENOTFOUND;
 	if (rc == TH_ENOTFOUND)
-		ret = send_error(conn, 401, "TH_SESSION_INVALID", "That code does not match a conversation.",
+		ret = send_error(conn, 401, "TH_SESSION_INVALID",
+		                 "That code does not match a conversation. A code works once: after it is "
+		                 "used, the page where it was used shows the new one.",
 		                 0);
+	else if (rc == TH_ETOOLARGE)
+		ret = send_error(
+		        conn, 429, "TH_LIMIT_EXCEEDED",
+		        "This conversation is already open on too many devices. Please go on with one "
+		        "of them.",
+		        3600000u);
 	else if (rc)
 		ret = store_failed(conn, rc);
 	else
@@ -656,6 +810,22 @@ static enum MHD_Result handle_feed(gateway *gw, struct MHD_Connection *conn, str
 	if (gw->stop) {
 		pthread_mutex_unlock(&gw->mu);
 		return answer_feed(gw, conn, s->guest, since);
+	}
+	/* A guest's waiting polls, all their sessions together, are capped.  The
+	 * new one is refused rather than the oldest answered: an answered poll
+	 * comes straight back, so pages past the cap would take turns evicting
+	 * each other for ever; refused, the extra page waits retry_after_ms
+	 * (its next poll, without waiting, still brings what is new). */
+	unsigned mine = 0;
+	for (struct waiter *w = gw->waiters; w; w = w->next)
+		mine += strcmp(w->guest, s->guest) == 0;
+	if (mine >= gw->cfg->gw_max_polls_per_guest) {
+		pthread_mutex_unlock(&gw->mu);
+		return send_error(
+		        conn, 429, "TH_LIMIT_EXCEEDED",
+		        "This conversation is open in too many windows or devices at once. Close the "
+		        "ones you do not use.",
+		        POLLS_RETRY_MS);
 	}
 	rq->w.next = gw->waiters;
 	rq->w.prev = NULL;
@@ -865,17 +1035,120 @@ static const struct {
         {API "/media/", "GET", R_MEDIA, 1, 0, 1},
 };
 
-static enum MHD_Result dispatch(gateway *gw, struct MHD_Connection *conn, const char *url, const char *method,
-                                struct req *rq)
+#define NROUTES (sizeof(routes) / sizeof(routes[0]))
+
+static int route_find(const char *url)
 {
-	size_t i, n = sizeof(routes) / sizeof(routes[0]);
-	for (i = 0; i < n; i++) {
+	for (size_t i = 0; i < NROUTES; i++) {
 		size_t plen = strlen(routes[i].path);
 		if (routes[i].prefix ? strncmp(routes[i].path, url, plen) == 0
 		                     : strcmp(routes[i].path, url) == 0)
-			break;
+			return (int)i;
 	}
-	if (i == n) {
+	return -1;
+}
+
+/* Note a refusal on @p rq, to send once its body is read.  @return -1. */
+static int refuse(struct req *rq, unsigned status, const char *errcode, const char *error,
+                  uint64_t retry_after_ms)
+{
+	rq->refused = 1;
+	rq->r_status = status;
+	rq->r_errcode = errcode;
+	rq->r_error = error;
+	rq->r_retry = retry_after_ms;
+	return -1;
+}
+
+/* Hold @p n more body bytes for @p rq within gateway.max_body_bytes_in_flight.
+ * @return 0, or -1 (refused, 503 noted on @p rq). */
+static int body_reserve(gateway *gw, struct req *rq, size_t n)
+{
+	pthread_mutex_lock(&gw->mu);
+	int ok = gw->body_in_flight + n <= gw->cfg->gw_max_body_in_flight;
+	if (ok) {
+		gw->body_in_flight += n;
+		rq->reserved += n;
+	}
+	pthread_mutex_unlock(&gw->mu);
+	if (!ok)
+		return refuse(
+		        rq, 503, "TH_UNAVAILABLE",
+		        "Many pictures and messages are arriving right now. Please try again in a moment.",
+		        2000);
+	return 0;
+}
+
+/*
+ * What the headers alone decide, before any body byte is kept: a POST from
+ * another site's page or of the wrong type, the per-address limit, the
+ * session token and its limit, and room for the declared body.  A refusal
+ * is noted on @p rq; the body is then read and thrown away (or not read,
+ * when far over DRAIN_MAX) and the refusal sent.
+ * @return 0, or -1 when refused.
+ */
+static int precheck(gateway *gw, struct MHD_Connection *conn, struct req *rq, uint64_t declared)
+{
+	size_t i = (size_t)rq->route;
+	if (strcmp(routes[i].method, "POST") == 0) {
+		if (cross_site(gw, conn))
+			return refuse(
+			        rq, 403, "TH_CROSS_SITE",
+			        "This request came from another site's page, so it was refused. Please open "
+			        "the conversation page itself.",
+			        0);
+		if (!content_type_ok(conn, routes[i].route == R_UPLOAD))
+			return refuse(rq, 415, "TH_CONTENT_TYPE",
+			              routes[i].route == R_UPLOAD
+			                      ? "An upload's Content-Type must be the file's type or "
+			                        "application/octet-stream."
+			                      : "The body must be sent as Content-Type: application/json.",
+			              0);
+	}
+	if (routes[i].addr_rate) {
+		unsigned char key[MAX_ADDR];
+		size_t klen = client_key(gw, conn, key);
+		uint64_t wait = rate_take(gw->lim_addr, key, klen, gw->cfg->gw_address_rate, 60000u);
+		explicit_bzero(key, sizeof(key));
+		if (wait)
+			return refuse(rq, 429, "TH_LIMIT_EXCEEDED", "Too many tries. Please wait a moment.",
+			              wait);
+	}
+	if (routes[i].session) {
+		const char *token = bearer(conn);
+		int rc = token ? conv_auth(gw->env->st, token, th_now_ms(), &rq->s) : TH_ENOTFOUND;
+		if (rc == TH_ENOTFOUND)
+			return refuse(rq, 401, "TH_SESSION_INVALID",
+			              "This conversation has ended or the session expired.", 0);
+		if (rc) {
+			LOG(LOG_ERROR, "gateway: the store failed: %s", th_strerror(rc));
+			return refuse(
+			        rq, 503, "TH_UNAVAILABLE",
+			        "This could not be saved just now, and nothing was kept. Please try again.",
+			        2000);
+		}
+		uint64_t wait = rate_take(gw->lim_session, rq->s.guest, strlen(rq->s.guest),
+		                          gw->cfg->gw_session_rate, 60000u);
+		if (wait)
+			return refuse(rq, 429, "TH_LIMIT_EXCEEDED",
+			              "Too many requests. Please wait a moment.", wait);
+		rq->authed = 1;
+	}
+	if (declared > 0 && declared <= rq->cap)
+		return body_reserve(gw, rq, (size_t)declared);
+	return 0;
+}
+
+static enum MHD_Result send_refusal(struct MHD_Connection *conn, struct req *rq)
+{
+	return send_error(conn, rq->r_status, rq->r_errcode, rq->r_error, rq->r_retry);
+}
+
+static enum MHD_Result dispatch(gateway *gw, struct MHD_Connection *conn, const char *url, const char *method,
+                                struct req *rq)
+{
+	size_t i = rq->route >= 0 ? (size_t)rq->route : NROUTES;
+	if (i == NROUTES) {
 		if (strncmp(url, API, strlen(API)) == 0 || strncmp(url, "/_", 2) == 0)
 			return send_error(conn, 404, "TH_NOT_FOUND", "No such endpoint.", 0);
 		if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
@@ -886,29 +1159,10 @@ static enum MHD_Result dispatch(gateway *gw, struct MHD_Connection *conn, const 
 		return send_error(conn, 405, "TH_METHOD", "Wrong method for this endpoint.", 0);
 	if (rq->too_large)
 		return send_error(conn, 413, "TH_TOO_LARGE", "The request is too large.", 0);
-	if (routes[i].addr_rate && !rq->resumed) {
-		char addr[MAX_ADDR];
-		client_address(gw, conn, addr);
-		uint64_t wait = rate_limit(gw, "addr", addr, gw->cfg->gw_address_rate, 60000u);
-		explicit_bzero(addr, sizeof(addr));
-		if (wait)
-			return send_error(conn, 429, "TH_LIMIT_EXCEEDED",
-			                  "Too many tries. Please wait a moment.", wait);
-	}
-	struct conv_session s;
-	if (routes[i].session && !rq->resumed) {
-		const char *token = bearer(conn);
-		int rc = token ? conv_auth(gw->env->st, token, th_now_ms(), &s) : TH_ENOTFOUND;
-		if (rc == TH_ENOTFOUND)
-			return send_error(conn, 401, "TH_SESSION_INVALID",
-			                  "This conversation has ended or the session expired.", 0);
-		if (rc)
-			return store_failed(conn, rc);
-		uint64_t wait = rate_limit(gw, "session", s.guest, gw->cfg->gw_session_rate, 60000u);
-		if (wait)
-			return send_error(conn, 429, "TH_LIMIT_EXCEEDED",
-			                  "Too many requests. Please wait a moment.", wait);
-	}
+	if (routes[i].session && !rq->authed) /* precheck answers first; never reached */
+		return send_error(conn, 401, "TH_SESSION_INVALID",
+		                  "This conversation has ended or the session expired.", 0);
+	const struct conv_session s = rq->s;
 	switch (routes[i].route) {
 	case R_PAGE:
 		return handle_page(gw, conn);
@@ -923,7 +1177,7 @@ static enum MHD_Result dispatch(gateway *gw, struct MHD_Connection *conn, const 
 	case R_SEND:
 		return handle_send(gw, conn, rq, &s);
 	case R_FEED:
-		return handle_feed(gw, conn, rq, rq->resumed ? NULL : &s);
+		return handle_feed(gw, conn, rq, &s);
 	case R_LEAVE: {
 		int rc = conv_leave(gw->env, s.guest);
 		if (rc && rc != TH_ENOTFOUND)
@@ -970,12 +1224,22 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *conn, co
 	if (!rq) {
 		rq = xcalloc(1, sizeof(*rq));
 		*con_cls = rq;
+		rq->route = route_find(url);
 		rq->cap = strcmp(url, API "/upload") == 0 ? gw->cfg->gw_max_upload_bytes
 		                                          : gw->cfg->gw_max_body_bytes;
 		const char *cl =
 		        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-		uint64_t declared;
-		if (cl && th_parse_u64(cl, UINT64_MAX / 2, &declared) == TH_OK && declared > rq->cap) {
+		uint64_t declared = 0;
+		if (!cl || th_parse_u64(cl, UINT64_MAX / 2, &declared) != TH_OK)
+			declared = 0;
+		if (rq->route >= 0 && strcmp(routes[rq->route].method, method) == 0)
+			precheck(gw, conn, rq, declared);
+		/* Refused on its headers: nothing of the body is kept.  A body up to
+		 * DRAIN_MAX is read and thrown away before the answer; further
+		 * over, the answer goes at once and the connection closes. */
+		if (rq->refused)
+			return declared <= DRAIN_MAX ? MHD_YES : send_refusal(conn, rq);
+		if (declared > rq->cap) {
 			rq->too_large = 1;
 			/* A little over: read it and throw it away, then answer 413 (see
 			 * dispatch).  Closing with the body unread makes the kernel
@@ -988,19 +1252,27 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *conn, co
 		return MHD_YES;
 	}
 	if (*upload_data_size) {
-		if (!rq->too_large && rq->len + *upload_data_size <= rq->cap) {
-			if (rq->len + *upload_data_size > rq->alloc) {
-				rq->alloc = rq->len + *upload_data_size + 256;
-				rq->body = xrealloc(rq->body, rq->alloc);
-			}
-			memcpy(rq->body + rq->len, upload_data, *upload_data_size);
-			rq->len += *upload_data_size;
-		} else {
-			rq->too_large = 1;
-		}
+		size_t n = *upload_data_size;
 		*upload_data_size = 0;
+		if (rq->refused || rq->too_large)
+			return MHD_YES; /* read and thrown away */
+		if (rq->len + n > rq->cap) {
+			rq->too_large = 1;
+			return MHD_YES;
+		}
+		/* A body without Content-Length (chunked) is counted as it comes. */
+		if (rq->len + n > rq->reserved && body_reserve(gw, rq, rq->len + n - rq->reserved) != 0)
+			return MHD_YES;
+		if (rq->len + n > rq->alloc) {
+			rq->alloc = rq->len + n + 256;
+			rq->body = xrealloc(rq->body, rq->alloc);
+		}
+		memcpy(rq->body + rq->len, upload_data, n);
+		rq->len += n;
 		return MHD_YES;
 	}
+	if (rq->refused)
+		return send_refusal(conn, rq);
 	if (rq->job) { /* resumed: the fetcher is done with the job */
 		pthread_mutex_lock(&gw->mu);
 		int done = rq->job->state == JOB_DONE;
@@ -1107,9 +1379,15 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 			pthread_cond_broadcast(&gw->drained);
 		pthread_mutex_unlock(&gw->mu);
 	}
+	if (rq->reserved) {
+		pthread_mutex_lock(&gw->mu);
+		gw->body_in_flight -= rq->reserved;
+		pthread_mutex_unlock(&gw->mu);
+	}
 	if (rq->body)
 		explicit_bzero(rq->body, rq->len);
 	free(rq->body);
+	explicit_bzero(&rq->s, sizeof(rq->s));
 	free(rq);
 	*con_cls = NULL;
 }
@@ -1357,7 +1635,6 @@ int gw_start(const struct txn_env *env, gw_on_queue_fn on_queue, void *ctx, gate
 	gw->on_queue = on_queue;
 	gw->ctx = ctx;
 	pthread_mutex_init(&gw->mu, NULL);
-	pthread_mutex_init(&gw->rl_mu, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_cond_init(&gw->cv, &ca);
@@ -1365,6 +1642,18 @@ int gw_start(const struct txn_env *env, gw_on_queue_fn on_queue, void *ctx, gate
 	pthread_cond_init(&gw->drained, NULL);
 	pthread_cond_init(&gw->fetch_cv, NULL);
 	int waiter = 0, fetcher = 0;
+	unsigned char lk[4][16];
+	if (th_random(lk, sizeof(lk)) != TH_OK) { /* a key nobody outside can know */
+		LOG(LOG_ERROR, "gateway: no randomness for the rate limiter's key");
+		goto fail;
+	}
+	gw->lim_addr = lim_new(LIM_SETS, lk[0]);
+	gw->lim_session = lim_new(LIM_SETS, lk[1]);
+	gw->lim_public_addr = lim_new(LIM_SETS, lk[2]);
+	gw->lim_service = lim_new(LIM_SVC_SETS, lk[3]);
+	explicit_bzero(lk, sizeof(lk));
+	if (origin_of(cfg->gw_public_url, gw->origin, sizeof(gw->origin)) != 0)
+		gw->origin[0] = '\0';
 
 	struct sockaddr_storage ss;
 	memset(&ss, 0, sizeof(ss));
@@ -1397,8 +1686,11 @@ int gw_start(const struct txn_env *env, gw_on_queue_fn on_queue, void *ctx, gate
 	                           MHD_OPTION_EXTERNAL_LOGGER, log_mhd, (void *)"gateway http",
 	                           MHD_OPTION_SOCK_ADDR, &ss, MHD_OPTION_NOTIFY_COMPLETED, completed, gw,
 	                           MHD_OPTION_CONNECTION_TIMEOUT, CONN_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT,
-	                           cfg->gw_max_connections, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-	                           (size_t)CONN_MEMORY, MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)1024,
+	                           cfg->gw_max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+	                           /* behind a proxy every guest has its address: no cap (0) */
+	                           cfg->gw_trust_forwarded_for ? 0u : cfg->gw_max_conn_per_address,
+	                           MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
+	                           MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)1024,
 	                           MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
 	if (!gw->mhd) {
 		LOG(LOG_ERROR, "gateway: cannot listen on %s:%u (in use, or not an address of this machine?)",
@@ -1426,7 +1718,10 @@ fail:
 	pthread_cond_destroy(&gw->drained);
 	pthread_cond_destroy(&gw->fetch_cv);
 	pthread_mutex_destroy(&gw->mu);
-	pthread_mutex_destroy(&gw->rl_mu);
+	lim_free(gw->lim_addr);
+	lim_free(gw->lim_session);
+	lim_free(gw->lim_public_addr);
+	lim_free(gw->lim_service);
 	free(gw);
 	return TH_EIO;
 }
@@ -1470,6 +1765,9 @@ void gw_stop(gateway *gw)
 	pthread_cond_destroy(&gw->drained);
 	pthread_cond_destroy(&gw->fetch_cv);
 	pthread_mutex_destroy(&gw->mu);
-	pthread_mutex_destroy(&gw->rl_mu);
+	lim_free(gw->lim_addr);
+	lim_free(gw->lim_session);
+	lim_free(gw->lim_public_addr);
+	lim_free(gw->lim_service);
 	free(gw);
 }

@@ -92,7 +92,9 @@
   function api(method, path, body, opts) {
     opts = opts || {};
     var headers = {};
-    if (body !== undefined && !opts.raw) headers['Content-Type'] = 'application/json';
+    /* The gateway refuses a POST of any other type (a page elsewhere could
+       send text/plain or a form without asking); a file goes as bytes. */
+    if (body !== undefined) headers['Content-Type'] = opts.raw ? 'application/octet-stream' : 'application/json';
     if (opts.auth && session) headers.Authorization = 'Bearer ' + session.token;
     return fetch(API + path, {
       method: method, headers: headers, signal: opts.signal, cache: 'no-store', credentials: 'omit',
@@ -241,7 +243,7 @@
     var code = $('r-code').value.trim().toUpperCase();
     if (!code) { $('r-error').textContent = t('resume_wrong'); return; }
     api('POST', 'resume', { resume_code: code }).then(function (r) {
-      session = { token: r.session, pseudonym: r.pseudonym, resume_code: r.resume_code || code, keep: false };
+      session = { token: r.session, pseudonym: r.pseudonym, resume_code: r.resume_code || null, keep: false };
       saveSession();
       openChat(false);
     }, function (e) {
@@ -318,6 +320,12 @@
           render(r.events || []);
           quiet = false;
           if (typeof r.next === 'number' && r.next > since) since = r.next;
+          /* Where the feed stood when this page's code was current: a
+             "continued" entry after it means the code was used elsewhere. */
+          if (session && typeof session.codeAt !== 'number' && typeof r.next === 'number') {
+            session.codeAt = r.next;
+            saveSession();
+          }
           if (r.state === 'closed') return chatClosed();
           if (!closed) setStatus(r.state === 'waiting' ? 'waiting' : 'open');
           once();
@@ -406,6 +414,20 @@
       if (ev.kind === 'notice') {
         addMessage('note', from.name || '', ev.body || '', ev.ts);
         announce(ev.body || '');
+        return;
+      }
+      if (ev.kind === 'continued') {
+        /* The code was used on another device. If this page's code was
+           current before this entry, it no longer works: stop showing it. */
+        var mine = session && typeof session.codeAt === 'number' && ev.id > session.codeAt;
+        addMessage('note', from.name || '', t(mine ? 'continued' : 'continued_past'), ev.ts);
+        if (mine && session.resume_code) {
+          session.resume_code = null;
+          $('c-code').textContent = '';
+          $('c-code-box').hidden = true;
+          saveSession();
+          announce(t('continued'));
+        }
         return;
       }
       if (ev.kind === 'removed') {

@@ -412,6 +412,18 @@ def test_resume_on_another_device(gw, browser, shots):
               ".some(e => e.textContent === 'written on the first device')", timeout=60000)
     assert pseudonym in b.text("#c-me")
     assert b.text("#c-service") == "Test Helpline"
+    # The code worked once: the new device shows its replacement ...
+    new_code = b.eval("JSON.parse(sessionStorage.getItem('g.s')).resume_code")
+    assert new_code and new_code != code and new_code in b.text("#c-code"), (code, new_code)
+    # ... and the first device, still in the conversation, is told, and
+    # stops showing the code that no longer works.
+    a.wait_js("[...document.querySelectorAll('#c-msgs .msg')]"
+              ".some(e => e.textContent.includes('continued on another device'))", timeout=60000)
+    a.wait_js("document.getElementById('c-code-box').hidden")
+    assert code not in a.text("#c-code")
+    send(a, "still here on the first device")
+    b.wait_js("[...document.querySelectorAll('.msg.self .body')]"
+              ".some(e => e.textContent === 'still here on the first device')", timeout=60000)
     b.wait_js("getComputedStyle(document.body).backgroundColor === 'rgb(21, 21, 21)'")
     check_axe(b, "chat, dark")
     no_problems(a)

@@ -196,7 +196,10 @@ class Env:
         if self.services:
             cfg["gateway"] = {"listen_address": "127.0.0.1", "listen_port": self.gw_port,
                               "public_url": self.gw_url, "address_rate_per_minute": 1000,
-                              "session_rate_per_minute": 1000}
+                              "session_rate_per_minute": 1000,
+                              # every test's guests come from 127.0.0.1, and staff
+                              # find each by its own "waiting" notice
+                              "public_per_address_per_hour": 10000, "waiting_notice_seconds": 0}
             cfg["gateway"].update(self.gateway_settings)
             cfg["services"] = self.services
         with open(self.config_path, "w") as f:

@@ -69,7 +69,8 @@ def daemon_for(workdir, hs, store_path, map_size_mb):
         "client": {"timeout_ms": 2000, "connect_timeout_ms": 500, "outbox_max_backoff_ms": 1000},
         "gateway": {"listen_address": "127.0.0.1", "listen_port": gw_port,
                     "public_url": "http://127.0.0.1:%d" % gw_port,
-                    "address_rate_per_minute": 100000, "session_rate_per_minute": 100000},
+                    "address_rate_per_minute": 100000, "session_rate_per_minute": 100000,
+                    "public_per_address_per_hour": 10000},
         "services": {"helpline": {"display_name": "Test Helpline", "staff_room": "!staff:localhost",
                                   "public_entry": True, "public_per_hour": 100000}},
     })

@@ -218,7 +218,8 @@ def make_daemon(workdir, hs, gw_port):
                           "gateway": {"listen_address": "127.0.0.1", "listen_port": gw_port,
                                       "public_url": "http://127.0.0.1:%d" % gw_port,
                                       "address_rate_per_minute": 100000,
-                                      "session_rate_per_minute": 100000},
+                                      "session_rate_per_minute": 100000,
+                                      "public_per_address_per_hour": 10000},
                           "services": {SERVICE: {
                               "display_name": "Test Helpline", "staff_room": "!staff:localhost",
                               "public_entry": True, "public_per_hour": 100000}},

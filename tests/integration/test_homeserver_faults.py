@@ -81,9 +81,10 @@ def fake_setup():
         "client": {"timeout_ms": CLIENT_TIMEOUT_MS, "connect_timeout_ms": 500,
                    "outbox_max_backoff_ms": MAX_BACKOFF_MS},
         "gateway": {"listen_address": "127.0.0.1", "listen_port": gw_port,
-                    "public_url": "http://127.0.0.1:%d" % gw_port},
+                    "public_url": "http://127.0.0.1:%d" % gw_port,
+                    "public_per_address_per_hour": 10000, "waiting_notice_seconds": 0},
         "services": {"helpline": {"display_name": "Test Helpline", "staff_room": "!staff:localhost",
-                                  "public_entry": True}},
+                                  "public_entry": True, "public_per_hour": 100000}},
         "roles": {"staff": [STAFF]},
     }).setup()
     d.start()

@@ -29,6 +29,7 @@ ADDR_RATE = 6
 SESSION_RATE = 40
 MAX_MESSAGE = 100
 CONSENT = {"version": "1", "language": "en", "agreed": True}
+JSON = ("Content-Type", "application/json")
 _addr = [0]
 
 
@@ -40,8 +41,8 @@ def addr():
 
 
 def away_from_minute_edge():
-    """The limits count in fixed one-minute windows: do not start a count
-    within 4 s of a window's end."""
+    """Kept from when the limits counted in fixed one-minute windows; they
+    are token buckets now (refilling steadily), so this only costs a wait."""
     left = 60 - time.time() % 60
     if left < 4:
         time.sleep(left + 0.2)
@@ -59,7 +60,8 @@ def gw(hs):
     work = tempfile.mkdtemp(prefix="th-hostile-")
     d = gateway_daemon(BIN, work, hs.url, trust_forwarded_for=True,
                        address_rate_per_minute=ADDR_RATE, session_rate_per_minute=SESSION_RATE,
-                       max_message_bytes=MAX_MESSAGE, max_body_bytes=1024)
+                       max_message_bytes=MAX_MESSAGE, max_body_bytes=1024,
+                       max_polls_per_guest=5)  # test_vanished_polls_let_go parks 5 a guest
     d.start()
     wait_gateway(d)
     yield d
@@ -368,14 +370,14 @@ def test_header_injection(gw, hs):
                       [("Authorization", "Bearer " + tok)]),
         request_bytes("GET", API + "/feed?since=0&timeout_ms=0%0d%0aSet-Cookie:%20evil=1",
                       [("Authorization", "Bearer " + tok)]),
-        request_bytes("POST", API + "/send", [("Authorization", "Bearer " + tok)],
+        request_bytes("POST", API + "/send", [("Authorization", "Bearer " + tok), JSON],
                       json.dumps({"local_id": "a\r\nSet-Cookie: evil=1", "body": "hi"}).encode()),
-        request_bytes("POST", API + "/send", [("Authorization", "Bearer " + tok)],
+        request_bytes("POST", API + "/send", [("Authorization", "Bearer " + tok), JSON],
                       json.dumps({"local_id": "ok1", "body": "hi\r\nSet-Cookie: evil=1"}).encode()),
         request_bytes("GET", "/", [("If-None-Match", '"stub"\r\nSet-Cookie: evil=1')]),
         request_bytes("GET", "/", [("Accept-Encoding", "gzip\r\nSet-Cookie: evil=1")]),
         request_bytes("GET", "/%0d%0aSet-Cookie:%20evil=1"),
-        request_bytes("POST", API + "/invitation", [("X-Forwarded-For", addr() + "\r\nSet-Cookie: evil=1")],
+        request_bytes("POST", API + "/invitation", [("X-Forwarded-For", addr() + "\r\nSet-Cookie: evil=1"), JSON],
                       json.dumps({"invite": "A" * 31 + "\r\nSet-Cookie: evil=1"}).encode()),
     ]
     statuses = []
@@ -422,7 +424,7 @@ def test_invalid_utf8_and_nul_are_refused_and_nothing_is_kept(gw, hs):
         # raw: the schema lists no 400 for /resume, though docs/gateway-api.md
         # gives 400 for any body that is not JSON
         st, _, answer, _ = raw(gw.gw_port, request_bytes("POST", API + path,
-                                                         [("X-Forwarded-For", addr())], body))
+                                                         [("X-Forwarded-For", addr()), JSON], body))
         assert st == 400 and json.loads(answer)["errcode"] == "TH_BAD_REQUEST", (body, answer)
     r = post(gw, "/redeem", b'{"service": "helpline", "consent": {"version": "1", "language": "e\\u0000n", '
              b'"agreed": true}}', ip=addr())

@@ -132,8 +132,15 @@ def gateway_traffic(d, workdir, gw):
     r = requests.post(gw + "/redeem", json={"invite": token, "consent": consent}, timeout=30)
     assert r.status_code == 200, r.text
     second = {"Authorization": "Bearer " + r.json()["session"]}
-    for body, code in ((b"{", 400), (b"x" * 70000, 413)):
-        assert requests.post(gw + "/send", data=body, headers=auth, timeout=30).status_code == code
+    for body, ctype, code in ((b"{", "application/json", 400), (b"x" * 70000, "application/json", 413),
+                              (b"{}", "text/plain", 415)):
+        h = dict(auth, **{"Content-Type": ctype})
+        assert requests.post(gw + "/send", data=body, headers=h, timeout=30).status_code == code
+    # refused on its headers: a cross-site page, and no token on an upload
+    assert requests.post(gw + "/send", json={}, headers=dict(auth, Origin="https://evil.example"),
+                         timeout=30).status_code == 403
+    assert requests.post(gw + "/upload?local_id=u1", data=b"\x89PNG" * 1000,
+                         headers={"Content-Type": "application/octet-stream"}, timeout=30).status_code == 401
     assert requests.get(gw + "/session", timeout=30).status_code == 401
     assert requests.get(gw + "/nothing", timeout=30).status_code == 404
     assert requests.get(gw + "/media/1", headers=auth, timeout=30).status_code == 404

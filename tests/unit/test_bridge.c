@@ -1548,12 +1548,49 @@ static void test_conv_lifecycle(void)
 	free(typed);
 	CHECK(sec_token_ok(st2.session));
 	CHECK(strcmp(st2.session, st.session) != 0);
-	CHECK_STR(st2.resume, "");
+	/* The code is used up: a new one, shown on the new device. */
+	CHECK(sec_resume_normalise(st2.resume, (char[SEC_RESUME_LEN + 1]){0}));
+	CHECK(strcmp(st2.resume, st.resume) != 0);
 	CHECK_STR(st2.pseudonym, st.pseudonym);
 	CHECK_EQ_INT(conv_auth(e.st, st2.session, th_now_ms(), &s), TH_OK);
 	CHECK_STR(s.guest, guest);
 	CHECK_STR(s.state, CONV_OPEN);
 	CHECK_EQ_INT(conv_auth(e.st, st.session, th_now_ms(), &s), TH_OK); /* the first one still works */
+	struct conv_started more;
+	CHECK_EQ_INT(conv_resume(&env, st.resume, &more), TH_ENOTFOUND); /* the used code is dead */
+	{ /* every device's feed says the conversation was continued elsewhere */
+		store_txn *ft;
+		json_t *evs = NULL;
+		uint64_t nx = 0;
+		CHECK_EQ_INT(store_txn_begin(e.st, 0, &ft), TH_OK);
+		CHECK_EQ_INT(feed_read(ft, guest, 0, &evs, &nx), TH_OK);
+		store_txn_abort(ft);
+		json_t *last = json_array_get(evs, json_array_size(evs) - 1);
+		CHECK_STR(jsonx_str(last, "kind"), "continued");
+		CHECK(jsonx_str(last, "body") && strstr(jsonx_str(last, "body"), "another device"));
+		json_decref(evs);
+	}
+	/* Resumes chained with each new code: no device is ever logged out;
+	 * past 16 live sessions the resume is refused instead. */
+	{
+		char code[SEC_RESUME_LEN + 1];
+		memcpy(code, st2.resume, sizeof(code));
+		int ok = 0, refused = 0;
+		for (int i = 0; i < 20; i++) {
+			int rc = conv_resume(&env, code, &more);
+			if (rc == TH_OK) {
+				ok++;
+				memcpy(code, more.resume, sizeof(code));
+			} else {
+				refused += rc == TH_ETOOLARGE;
+			}
+		}
+		CHECK_EQ_INT(ok, 14); /* 16 with the first two */
+		CHECK_EQ_INT(refused, 6);
+		CHECK_EQ_INT(conv_auth(e.st, st.session, th_now_ms(), &s),
+		             TH_OK); /* the phone in the guest's hand */
+		CHECK_EQ_INT(conv_auth(e.st, st2.session, th_now_ms(), &s), TH_OK);
+	}
 	char wrong[SEC_RESUME_LEN + 1];
 	CHECK_EQ_INT(sec_resume_new(wrong), TH_OK);
 	CHECK_EQ_INT(conv_resume(&env, wrong, &st2), TH_ENOTFOUND);
@@ -1893,6 +1930,86 @@ static void test_conv_expire(void)
 	test_env_close(&e);
 }
 
+/* A flood of guests is one "waiting" line a minute for staff: the first is
+ * told at once, the others held and named in one grouped notice a minute
+ * later, up to 10 a notice, the rest in the next. */
+static void test_waiting_grouped(void)
+{
+	struct test_env e;
+	struct txn_env env;
+	env_init(&e, &env);
+	e.cfg.gw_waiting_notice_s = 60; /* the default */
+	size_t base = outbox_len(e.st), n = 0, posted = 0;
+	char guests[13][GUESTS_MAX_USER_ID + 1];
+	for (int i = 0; i < 13; i++) {
+		struct conv_started st;
+		struct conv_session s;
+		CHECK_EQ_INT(conv_redeem(&env, NULL, SVC_NAME, "3", "en", &st), TH_OK);
+		CHECK_EQ_INT(conv_auth(e.st, st.session, th_now_ms(), &s), TH_OK);
+		memcpy(guests[i], s.guest, sizeof(guests[i]));
+		char room[64];
+		snprintf(room, sizeof(room), "!wait%d:test.local", i);
+		room_made(&e, s.guest, room);
+	}
+	json_t *ob = outbox_all(e.st);
+	find_op(ob, base, "send", "@threshold:test.local", &n);
+	CHECK_EQ_INT(n, 1); /* only the first, at once */
+	json_decref(ob);
+	uint64_t now = th_now_ms();
+	CHECK_EQ_INT(conv_waiting_flush(&env, now + 1000, &posted), TH_OK);
+	CHECK_EQ_INT(posted, 0); /* not within the minute */
+	CHECK_EQ_INT(conv_waiting_flush(&env, now + 61000, &posted), TH_OK);
+	CHECK_EQ_INT(posted, 1);
+	ob = outbox_all(e.st);
+	json_t *all = json_array();
+	for (size_t i = base; i < json_array_size(ob); i++) {
+		json_t *a = json_array_get(ob, i);
+		if (strcmp(jsonx_str(a, "op") ? jsonx_str(a, "op") : "", "send") == 0 &&
+		    strcmp(jsonx_str(a, "room_id") ? jsonx_str(a, "room_id") : "", STAFF_ROOM) == 0)
+			json_array_append(all, a);
+	}
+	CHECK_EQ_INT(json_array_size(all), 2);
+	const char *body = jsonx_str(json_object_get(json_array_get(all, 1), "content"), "body");
+	CHECK(body && strstr(body, "12 people are waiting"));
+	CHECK(body && strstr(body, "!wait1:test.local") && strstr(body, "!wait10:test.local"));
+	CHECK(body && !strstr(body, "!wait11:test.local") &&
+	      strstr(body, "2 more, named in the next notice"));
+	json_decref(all);
+	json_decref(ob);
+	/* the last two a minute after that; then nothing is left */
+	CHECK_EQ_INT(conv_waiting_flush(&env, now + 62000, &posted), TH_OK);
+	CHECK_EQ_INT(posted, 0);
+	CHECK_EQ_INT(conv_waiting_flush(&env, now + 122000, &posted), TH_OK);
+	CHECK_EQ_INT(posted, 1);
+	ob = outbox_all(e.st);
+	body = jsonx_str(json_object_get(json_array_get(ob, json_array_size(ob) - 1), "content"), "body");
+	CHECK(body && strstr(body, "!wait11:test.local") && strstr(body, "!wait12:test.local"));
+	json_decref(ob);
+	CHECK_EQ_INT(conv_waiting_flush(&env, now + 300000, &posted), TH_OK);
+	CHECK_EQ_INT(posted, 0);
+	/* waiting_notice_seconds 0: each one at once, on its own */
+	e.cfg.gw_waiting_notice_s = 0;
+	size_t before = outbox_len(e.st);
+	for (int i = 0; i < 3; i++) {
+		struct conv_started st;
+		struct conv_session s;
+		CHECK_EQ_INT(conv_redeem(&env, NULL, SVC_NAME, "3", "en", &st), TH_OK);
+		CHECK_EQ_INT(conv_auth(e.st, st.session, th_now_ms(), &s), TH_OK);
+		char room[64];
+		snprintf(room, sizeof(room), "!now%d:test.local", i);
+		size_t mark = outbox_len(e.st);
+		room_made(&e, s.guest, room);
+		ob = outbox_all(e.st);
+		json_t *told = find_op(ob, mark, "send", "@threshold:test.local", &n);
+		CHECK_EQ_INT(n, 1);
+		body = jsonx_str(json_object_get(told, "content"), "body");
+		CHECK(body && strstr(body, s.pseudonym) && strstr(body, room) && strstr(body, "is waiting"));
+		json_decref(ob);
+	}
+	CHECK(outbox_len(e.st) > before);
+	test_env_close(&e);
+}
+
 int main(void)
 {
 	log_threshold = LOG_WARN;
@@ -1907,5 +2024,6 @@ int main(void)
 	test_conv_lifecycle();
 	test_conv_erase();
 	test_conv_expire();
+	test_waiting_grouped();
 	return TEST_DONE();
 }
