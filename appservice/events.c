@@ -177,6 +177,18 @@ static const char *service_here(const struct config *cfg, store_txn *t, const ch
 }
 
 /* @return 1 if power levels event @p ev leaves @p guest at 0 or less. */
+/* Whether create event @p ev carries a create_room action's mark (outbox.h):
+ * a room Threshold asked for. */
+static int create_marked(const struct mxev *ev)
+{
+	json_t *content = NULL;
+	if (mxev_content_json(ev, &content) != TH_OK)
+		return 0;
+	int marked = json_is_string(json_object_get(content, OUTBOX_CREATE_MARK));
+	json_decref(content);
+	return marked;
+}
+
 static int guest_lowered(const struct mxev *ev, const char *guest)
 {
 	json_t *content = NULL;
@@ -784,8 +796,8 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	int member_event = strcmp(type, "m.room.member") == 0 && state_key;
 	/* A guest's own conversation room is managed from its first event
 	 * (bridge/conv.c), whether or not the outbox has recorded it yet. */
-	if (strcmp(type, "m.room.create") == 0 && state_key && !*state_key) {
-		int rc = conv_room_seen_created(cfg, t, ev, room);
+	if (strcmp(type, "m.room.create") == 0 && state_key && !*state_key && create_marked(ev)) {
+		int rc = conv_room_seen_created(env, t, ev, room);
 		if (rc)
 			return rc;
 	}

@@ -15,13 +15,15 @@
 #include "store.h"
 
 struct config;
+struct matrix;
 typedef struct audit audit;
 
 /* What the hot path works with: all borrowed, all outliving every call. */
 struct txn_env {
 	const struct config *cfg;
 	store *st;
-	audit *au; /* safeguarding audit log; NULL writes no records */
+	audit *au;               /* safeguarding audit log; NULL writes no records */
+	const struct matrix *mx; /* what the bridge asks of the homeserver (bridge/matrix.h) */
 };
 
 /** What to answer the homeserver. */

@@ -1010,7 +1010,7 @@ static void test_restart(store *st, const char *old_send_path)
 	         "\"content\":{\"msgtype\":\"m.notice\",\"body\":\"again\"}}");
 	fake_script(NULL);
 	outbox *ob;
-	CHECK_EQ_INT(outbox_start(st, &cfg, &ob), TH_OK);
+	CHECK_EQ_INT(outbox_start(st, &cfg, NULL, &ob), TH_OK);
 	CHECK(wait_drained(ob, 2, 5000));
 	CHECK_EQ_INT(fake_nseen(), 2);
 	CHECK_STR(fk.seen[0].path, "/_matrix/client/v3/rooms/%21s%3Ahs/join");
@@ -1065,7 +1065,7 @@ static outbox *lanes_start(store *st, unsigned concurrency)
 {
 	cfg.outbox_concurrency = concurrency;
 	outbox *ob;
-	CHECK_EQ_INT(outbox_start(st, &cfg, &ob), TH_OK);
+	CHECK_EQ_INT(outbox_start(st, &cfg, NULL, &ob), TH_OK);
 	return ob;
 }
 
@@ -1334,7 +1334,7 @@ static void test_lanes_crash(const char *dir)
 		if (store_txn_begin(cst, 1, &t) || outbox_push(t, a) || outbox_push(t, b) ||
 		    store_txn_commit(t))
 			_exit(3);
-		if (outbox_start(cst, &cfg, &ob) != TH_OK)
+		if (outbox_start(cst, &cfg, NULL, &ob) != TH_OK)
 			_exit(4);
 		sleep_ms(800);
 		_exit(0); /* no stop, no commit: a crash */
@@ -1395,7 +1395,7 @@ int main(void)
 	CHECK_EQ_INT(store_open(dir, 16, &st), TH_OK);
 	test_push_validation(st);
 	outbox *ob;
-	CHECK_EQ_INT(outbox_start(st, &cfg, &ob), TH_OK);
+	CHECK_EQ_INT(outbox_start(st, &cfg, NULL, &ob), TH_OK);
 	char send_path[512] = "";
 	test_retry_5xx(st, ob);
 	test_retry_429(st, ob);
