@@ -25,30 +25,6 @@
 
 #define COMMAND_PREFIX "!threshold"
 
-/* Who @p user_id is.  On the hot path (twice per membership event): the
- * staff-room check is one lookup in STORE_STAFF_MEMBERS, made only for
- * users no cheaper test has placed. */
-enum pol_role events_role(const struct config *cfg, store_txn *t, const char *user_id)
-{
-	if (!user_id || user_id[0] != '@')
-		return POL_ROLE_NONE;
-	if (strcmp(user_id, cfg->bot_user_id) == 0)
-		return POL_ROLE_BOT;
-	if (config_user_in_namespace(cfg, user_id))
-		return POL_ROLE_GUEST;
-	if (config_ids_has(&cfg->leads, user_id))
-		return POL_ROLE_LEAD;
-	if (config_ids_has(&cfg->staff, user_id))
-		return POL_ROLE_STAFF;
-	if (rooms_staff_has(t, &cfg->staff_rooms, user_id))
-		return POL_ROLE_STAFF;
-	const char *colon = strchr(user_id, ':');
-	int local = colon && strcmp(colon + 1, cfg->server_name) == 0;
-	if (local && cfg->staff_all_local)
-		return POL_ROLE_STAFF;
-	return local ? POL_ROLE_LOCAL : POL_ROLE_REMOTE;
-}
-
 /* The configured safeguarding room first (whatever else it is), then the
  * configured staff rooms; then rooms Threshold created, which carry a
  * "kind" (rooms.c): "portal", a guest's conversation, or "group". */
@@ -584,7 +560,7 @@ int events_staff_ended(const struct txn_env *env, store_txn *t, const char *user
 	int rc = rooms_member_rooms(t, user_id, &rooms, &n);
 	if (rc)
 		return rc;
-	enum pol_role role = events_role(cfg, t, user_id);
+	enum pol_role role = rooms_role(cfg, t, user_id);
 	for (size_t i = 0; i < n; i++) {
 		json_t *room = NULL;
 		if (rc || store_get_json(t, STORE_ROOMS, rooms[i], &room) != TH_OK)
@@ -815,7 +791,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		if (rc)
 			return rc;
 	}
-	f.sender = events_role(cfg, t, sender);
+	f.sender = rooms_role(cfg, t, sender);
 	const char *bot = jsonx_str(room, "bot");
 	f.bot_joined = bot && strcmp(bot, "join") == 0;
 
@@ -823,7 +799,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		const char *membership = ev->membership;
 		if (!membership)
 			return TH_OK;
-		f.target = events_role(cfg, t, state_key);
+		f.target = rooms_role(cfg, t, state_key);
 		if (f.target == POL_ROLE_BOT)
 			json_object_set_new(room, "bot", json_string(membership));
 		/* Who is in a managed room: its own keys (rooms.c), one per member. */

@@ -7,7 +7,6 @@
 
 #include "audit.h"
 #include "config.h"
-#include "events.h"
 #include "feed.h"
 #include "invites.h"
 #include "jsonx.h"
@@ -1401,7 +1400,7 @@ int conv_command(const struct txn_env *env, store_txn *t, const struct mxev *ev,
 		const char *to = args_of(ev->body);
 		size_t n = strcspn(to, " \t\n");
 		char *target = xstrndup(to, n);
-		enum pol_role role = events_role(cfg, t, target);
+		enum pol_role role = rooms_role(cfg, t, target);
 		int staff = role == POL_ROLE_STAFF || role == POL_ROLE_LEAD;
 		if (!n || target[0] != '@') {
 			reply = xstrdup("Usage: !threshold handover @colleague:server");
