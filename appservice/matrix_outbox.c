@@ -50,26 +50,26 @@ static int mo_text(void *ctx, store_txn *t, const char *room_id, const char *use
                    const char *local_id)
 {
 	(void)ctx;
-	json_t *content = json_pack("{s:s, s:s, s:s}", "msgtype", "m.text", "body", body,
-	                            MX_LOCAL_ID_KEY, local_id);
+	json_t *content =
+	        json_pack("{s:s, s:s, s:s}", "msgtype", "m.text", "body", body, MX_LOCAL_ID_KEY, local_id);
 	return content ? push(t, outbox_message(room_id, user_id, content, NULL)) : TH_EINVAL;
 }
 
 static int mo_send_media(void *ctx, store_txn *t, const struct mx_media *m)
 {
 	(void)ctx;
-	return push(t, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "op", "send_media", "room_id",
-	                         m->room_id, "user_id", m->user_id, "blob", m->blob, "name", m->name,
-	                         "mimetype", m->mimetype, "msgtype", m->msgtype, "local_id", m->local_id,
-	                         "size", (json_int_t)m->size));
+	return push(t, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "op", "send_media",
+	                         "room_id", m->room_id, "user_id", m->user_id, "blob", m->blob, "name",
+	                         m->name, "mimetype", m->mimetype, "msgtype", m->msgtype, "local_id",
+	                         m->local_id, "size", (json_int_t)m->size));
 }
 
 static int mo_qr_image(void *ctx, store_txn *t, const char *room_id, const char *user_id, const char *text,
                        const char *reply_to)
 {
 	(void)ctx;
-	return push(t, json_pack("{s:s, s:s, s:s, s:s, s:s*}", "op", "qr_image", "room_id", room_id, "user_id",
-	                         user_id, "text", text, "reply_to", reply_to));
+	return push(t, json_pack("{s:s, s:s, s:s, s:s, s:s*}", "op", "qr_image", "room_id", room_id,
+	                         "user_id", user_id, "text", text, "reply_to", reply_to));
 }
 
 static int mo_redact(void *ctx, store_txn *t, const char *room_id, const char *user_id, const char *event_id,
@@ -98,8 +98,8 @@ static int mo_leave(void *ctx, store_txn *t, const char *room_id, const char *us
 static int mo_invite(void *ctx, store_txn *t, const char *room_id, const char *user_id, const char *target)
 {
 	(void)ctx;
-	return push(t, json_pack("{s:s, s:s, s:s, s:s}", "op", "invite", "room_id", room_id, "user_id", user_id,
-	                         "target", target));
+	return push(t, json_pack("{s:s, s:s, s:s, s:s}", "op", "invite", "room_id", room_id, "user_id",
+	                         user_id, "target", target));
 }
 
 static int mo_room_name(void *ctx, store_txn *t, const char *room_id, const char *user_id,
@@ -115,11 +115,12 @@ static int mo_displayname(void *ctx, store_txn *t, const char *user_id, const ch
                           const char *const *after, size_t nafter)
 {
 	(void)ctx;
-	return push(t, json_pack("{s:s, s:s, s:s, s:o}", "op", "displayname", "user_id", user_id, "displayname",
-	                         displayname, "after", lanes(after, nafter)));
+	return push(t, json_pack("{s:s, s:s, s:s, s:o}", "op", "displayname", "user_id", user_id,
+	                         "displayname", displayname, "after", lanes(after, nafter)));
 }
 
-static int mo_deactivate(void *ctx, store_txn *t, const char *user_id, const char *const *after, size_t nafter)
+static int mo_deactivate(void *ctx, store_txn *t, const char *user_id, const char *const *after,
+                         size_t nafter)
 {
 	(void)ctx;
 	return push(t, json_pack("{s:s, s:s, s:o}", "op", "deactivate", "user_id", user_id, "after",
@@ -182,8 +183,8 @@ static int mo_conv_room_create(void *ctx, store_txn *t, const char *guest, const
 	free(topic);
 	/* In the guest's lane, after its register and block; "conversation":
 	 * the outbox calls the bridge back when the room exists (outbox.h). */
-	return push(t, json_pack("{s:s, s:s, s:s, s:o, s:s, s:s}", "op", "create_room", "user_id", guest, "kind",
-	                         "portal", "content", body, "conversation", guest, "lane", guest));
+	return push(t, json_pack("{s:s, s:s, s:s, s:o, s:s, s:s}", "op", "create_room", "user_id", guest,
+	                         "kind", "portal", "content", body, "conversation", guest, "lane", guest));
 }
 
 static int mo_conv_room_handover(void *ctx, store_txn *t, const char *room_id, const char *guest)
@@ -193,7 +194,8 @@ static int mo_conv_room_handover(void *ctx, store_txn *t, const char *room_id, c
 	                         portal_power(cfg_of(ctx), guest, 0), "after", guest));
 }
 
-static int mo_guest_enter(void *ctx, store_txn *t, const char *room_id, const char *user_id, const char *guest)
+static int mo_guest_enter(void *ctx, store_txn *t, const char *room_id, const char *user_id,
+                          const char *guest)
 {
 	(void)ctx;
 	return push(t, json_pack("{s:s, s:s, s:s, s:s, s:[s]}", "op", "guest_enter", "room_id", room_id,

@@ -176,14 +176,14 @@ static void bench_txns(struct config *cfg, store *st, unsigned ntxns, unsigned p
 	size_t *lens = xmalloc(ntxns * sizeof(size_t));
 	for (unsigned i = 0; i < ntxns; i++)
 		bodies[i] = make_txn(&next_id, per, &lens[i]);
+	struct matrix_outbox mxo;
+	matrix_outbox_init(&mxo, cfg);
+	struct txn_env env = {cfg, st, NULL, &mxo.mx};
 	double t0 = now_s();
 	for (unsigned i = 0; i < ntxns; i++) {
 		char id[32];
 		snprintf(id, sizeof(id), "%llu", txn_no++);
 		struct txn_result res;
-		struct matrix_outbox mxo;
-	matrix_outbox_init(&mxo, cfg);
-	struct txn_env env = {cfg, st, NULL, &mxo.mx};
 		txn_process(&env, id, bodies[i], lens[i], &res);
 		if (res.status != 200) {
 			fprintf(stderr, "bench: transaction failed with %d\n", res.status);

@@ -390,8 +390,8 @@ int conv_redeem(const struct txn_env *env, const char *invite, const char *svc_n
 		/* The guest makes its room itself (matrix.h conv_room_create): nobody
 		 * has to invite a guest whose invites the homeserver refuses.  In the
 		 * guest's lane, after their register and block. */
-		rc = env->mx->ops->conv_room_create(env->mx->ctx, t, g.user_id, g.pseudonym, svc->display_name,
-		                                    svc->staff_room);
+		rc = env->mx->ops->conv_room_create(env->mx->ctx, t, g.user_id, g.pseudonym,
+		                                    svc->display_name, svc->staff_room);
 	}
 	if (rc)
 		goto fail;
@@ -736,8 +736,8 @@ int conv_erase(const struct txn_env *env, const char *guest)
 	{
 		if (rc)
 			break;
-		rc = env->mx->ops->redact(env->mx->ctx, t, jsonx_str(m, "room_id"), guest, jsonx_str(m, "event_id"),
-		                          "Deleted at the guest's request");
+		rc = env->mx->ops->redact(env->mx->ctx, t, jsonx_str(m, "room_id"), guest,
+		                          jsonx_str(m, "event_id"), "Deleted at the guest's request");
 		if (rc)
 			break;
 		size_t j;
@@ -1429,12 +1429,14 @@ int conv_command(const struct txn_env *env, store_txn *t, const struct mxev *ev,
 		free(target);
 	}
 	if (!rc && reply) {
-		rc = env->mx->ops->notice(env->mx->ctx, t, ev->room_id, cfg->bot_user_id, reply, ev->event_id);
+		rc = env->mx->ops->notice(env->mx->ctx, t, ev->room_id, cfg->bot_user_id, reply,
+		                          ev->event_id);
 		if (!rc)
 			(*queued)++;
 	}
 	if (!rc && qr_link) {
-		rc = env->mx->ops->qr_image(env->mx->ctx, t, ev->room_id, cfg->bot_user_id, qr_link, ev->event_id);
+		rc = env->mx->ops->qr_image(env->mx->ctx, t, ev->room_id, cfg->bot_user_id, qr_link,
+		                            ev->event_id);
 		if (!rc)
 			(*queued)++;
 	}

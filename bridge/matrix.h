@@ -62,8 +62,8 @@ struct mx_ops {
 	 * Send an m.notice saying @p body into @p room_id as @p user_id, as a
 	 * reply to event @p reply_to when that is not NULL.  Room's lane.
 	 */
-	int (*notice)(void *ctx, struct store_txn *t, const char *room_id, const char *user_id, const char *body,
-	              const char *reply_to);
+	int (*notice)(void *ctx, struct store_txn *t, const char *room_id, const char *user_id,
+	              const char *body, const char *reply_to);
 
 	/**
 	 * Send an m.text saying @p body into @p room_id as @p user_id (a guest
@@ -71,8 +71,8 @@ struct mx_ops {
 	 * content (MX_LOCAL_ID_KEY) so its own page can tell it.
 	 * Room's lane.
 	 */
-	int (*text)(void *ctx, struct store_txn *t, const char *room_id, const char *user_id, const char *body,
-	            const char *local_id);
+	int (*text)(void *ctx, struct store_txn *t, const char *room_id, const char *user_id,
+	            const char *body, const char *local_id);
 
 	/**
 	 * Upload the bytes kept under @p m->blob as @p m->user_id, then send the
@@ -87,8 +87,8 @@ struct mx_ops {
 	 * @p reply_to (may be NULL).  @p text is kept in the store only until
 	 * the image is sent.  Room's lane.
 	 */
-	int (*qr_image)(void *ctx, struct store_txn *t, const char *room_id, const char *user_id, const char *text,
-	                const char *reply_to);
+	int (*qr_image)(void *ctx, struct store_txn *t, const char *room_id, const char *user_id,
+	                const char *text, const char *reply_to);
 
 	/** Redact @p event_id in @p room_id as @p user_id, giving @p reason (may be NULL).  Room's lane. */
 	int (*redact)(void *ctx, struct store_txn *t, const char *room_id, const char *user_id,
@@ -98,7 +98,8 @@ struct mx_ops {
 	 * @p user_id joins @p room_id (it must be invited, or allowed by the join
 	 * rule).  Room's lane, after lane @p after when that is not NULL.
 	 */
-	int (*join)(void *ctx, struct store_txn *t, const char *room_id, const char *user_id, const char *after);
+	int (*join)(void *ctx, struct store_txn *t, const char *room_id, const char *user_id,
+	            const char *after);
 
 	/**
 	 * @p user_id leaves @p room_id (also: rejects an invite to it).  Room's
@@ -107,7 +108,8 @@ struct mx_ops {
 	int (*leave)(void *ctx, struct store_txn *t, const char *room_id, const char *user_id);
 
 	/** @p user_id invites @p target into @p room_id.  Room's lane. */
-	int (*invite)(void *ctx, struct store_txn *t, const char *room_id, const char *user_id, const char *target);
+	int (*invite)(void *ctx, struct store_txn *t, const char *room_id, const char *user_id,
+	              const char *target);
 
 	/**
 	 * Set @p user_id's display name in @p room_id only (its m.room.member

@@ -89,22 +89,22 @@ static int fake_text(void *ctx, store_txn *t, const char *room_id, const char *u
 static int fake_send_media(void *ctx, store_txn *t, const struct mx_media *m)
 {
 	(void)t;
-	return rec(ctx, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "op", "send_media", "room_id",
-	                          m->room_id, "user_id", m->user_id, "blob", m->blob, "name", m->name,
-	                          "mimetype", m->mimetype, "msgtype", m->msgtype, "local_id", m->local_id,
-	                          "size", (json_int_t)m->size));
+	return rec(ctx, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "op", "send_media",
+	                          "room_id", m->room_id, "user_id", m->user_id, "blob", m->blob, "name",
+	                          m->name, "mimetype", m->mimetype, "msgtype", m->msgtype, "local_id",
+	                          m->local_id, "size", (json_int_t)m->size));
 }
 
 static int fake_qr_image(void *ctx, store_txn *t, const char *room_id, const char *user_id, const char *text,
                          const char *reply_to)
 {
 	(void)t;
-	return rec(ctx, json_pack("{s:s, s:s, s:s, s:s, s:s*}", "op", "qr_image", "room_id", room_id, "user_id",
-	                          user_id, "text", text, "reply_to", reply_to));
+	return rec(ctx, json_pack("{s:s, s:s, s:s, s:s, s:s*}", "op", "qr_image", "room_id", room_id,
+	                          "user_id", user_id, "text", text, "reply_to", reply_to));
 }
 
-static int fake_redact(void *ctx, store_txn *t, const char *room_id, const char *user_id, const char *event_id,
-                       const char *reason)
+static int fake_redact(void *ctx, store_txn *t, const char *room_id, const char *user_id,
+                       const char *event_id, const char *reason)
 {
 	(void)t;
 	return rec(ctx, json_pack("{s:s, s:s, s:s, s:s, s:s*}", "op", "redact", "room_id", room_id, "user_id",
@@ -114,8 +114,8 @@ static int fake_redact(void *ctx, store_txn *t, const char *room_id, const char 
 static int fake_join(void *ctx, store_txn *t, const char *room_id, const char *user_id, const char *after)
 {
 	(void)t;
-	return rec(ctx, json_pack("{s:s, s:s, s:s, s:s*}", "op", "join", "room_id", room_id, "user_id", user_id,
-	                          "after", after));
+	return rec(ctx, json_pack("{s:s, s:s, s:s, s:s*}", "op", "join", "room_id", room_id, "user_id",
+	                          user_id, "after", after));
 }
 
 static int fake_leave(void *ctx, store_txn *t, const char *room_id, const char *user_id)
@@ -127,8 +127,8 @@ static int fake_leave(void *ctx, store_txn *t, const char *room_id, const char *
 static int fake_invite(void *ctx, store_txn *t, const char *room_id, const char *user_id, const char *target)
 {
 	(void)t;
-	return rec(ctx, json_pack("{s:s, s:s, s:s, s:s}", "op", "invite", "room_id", room_id, "user_id", user_id,
-	                          "target", target));
+	return rec(ctx, json_pack("{s:s, s:s, s:s, s:s}", "op", "invite", "room_id", room_id, "user_id",
+	                          user_id, "target", target));
 }
 
 static int fake_room_name(void *ctx, store_txn *t, const char *room_id, const char *user_id,
@@ -143,8 +143,8 @@ static int fake_displayname(void *ctx, store_txn *t, const char *user_id, const 
                             const char *const *after, size_t nafter)
 {
 	(void)t;
-	return rec(ctx, json_pack("{s:s, s:s, s:s, s:o}", "op", "displayname", "user_id", user_id, "displayname",
-	                          displayname, "after", lanes_of(after, nafter)));
+	return rec(ctx, json_pack("{s:s, s:s, s:s, s:o}", "op", "displayname", "user_id", user_id,
+	                          "displayname", displayname, "after", lanes_of(after, nafter)));
 }
 
 static int fake_deactivate(void *ctx, store_txn *t, const char *user_id, const char *const *after,
@@ -159,16 +159,16 @@ static int fake_conv_room_create(void *ctx, store_txn *t, const char *guest, con
                                  const char *service_name, const char *staff_room)
 {
 	(void)t;
-	return rec(ctx, json_pack("{s:s, s:s, s:s, s:s, s:s}", "op", "conv_room_create", "user_id", guest,
-	                          "pseudonym", pseudonym, "service_name", service_name, "staff_room",
-	                          staff_room));
+	return rec(ctx,
+	           json_pack("{s:s, s:s, s:s, s:s, s:s}", "op", "conv_room_create", "user_id", guest,
+	                     "pseudonym", pseudonym, "service_name", service_name, "staff_room", staff_room));
 }
 
 static int fake_conv_room_handover(void *ctx, store_txn *t, const char *room_id, const char *guest)
 {
 	(void)t;
-	return rec(ctx, json_pack("{s:s, s:s, s:s}", "op", "conv_room_handover", "room_id", room_id, "user_id",
-	                          guest));
+	return rec(ctx, json_pack("{s:s, s:s, s:s}", "op", "conv_room_handover", "room_id", room_id,
+	                          "user_id", guest));
 }
 
 static int fake_guest_enter(void *ctx, store_txn *t, const char *room_id, const char *user_id,
@@ -2078,7 +2078,8 @@ static void test_matrix_outbox(void)
 	CHECK_EQ_INT(outbox_len(e.st), 0);
 
 	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
-	CHECK_EQ_INT(mx->ops->conv_room_create(mx->ctx, t, guest, "Blue Otter", "Helpline", STAFF_ROOM), TH_OK);
+	CHECK_EQ_INT(mx->ops->conv_room_create(mx->ctx, t, guest, "Blue Otter", "Helpline", STAFF_ROOM),
+	             TH_OK);
 	CHECK_EQ_INT(mx->ops->conv_room_handover(mx->ctx, t, room, guest), TH_OK);
 	CHECK_EQ_INT(mx->ops->join(mx->ctx, t, room, bot, guest), TH_OK);
 	CHECK_EQ_INT(mx->ops->room_name(mx->ctx, t, room, guest, "Blue Otter"), TH_OK);
@@ -2161,8 +2162,9 @@ static void test_matrix_outbox(void)
 	CHECK_EQ_INT(mx->ops->deactivate(mx->ctx, t, guest, after, 2), TH_OK);
 	CHECK_EQ_INT(mx->ops->invite(mx->ctx, t, room, bot, "@colleague:test.local"), TH_OK);
 	CHECK_EQ_INT(mx->ops->guest_enter(mx->ctx, t, "!group:test.local", bot, guest), TH_OK);
-	CHECK_EQ_INT(mx->ops->qr_image(mx->ctx, t, STAFF_ROOM, bot, "https://chat.test.local/#x", "$c:test.local"),
-	             TH_OK);
+	CHECK_EQ_INT(
+	        mx->ops->qr_image(mx->ctx, t, STAFF_ROOM, bot, "https://chat.test.local/#x", "$c:test.local"),
+	        TH_OK);
 	CHECK_EQ_INT(store_put(t, STORE_BLOBS, "0123456789abcdef0123456789abcdef", 32, "xy", 2, 0), TH_OK);
 	struct mx_media m = {.room_id = room,
 	                     .user_id = guest,
