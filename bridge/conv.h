@@ -31,11 +31,11 @@
 
 #include <jansson.h>
 
+#include "env.h"
 #include "guests.h"
 #include "policy.h"
 #include "secret.h"
 #include "store.h"
-#include "txn.h"
 
 struct config;
 struct config_service;
