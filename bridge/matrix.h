@@ -24,10 +24,14 @@
  *    room's lane, a method on a user alone in the user's lane, unless its
  *    contract names another.  "After lane L" means it also waits until every
  *    action queued earlier in lane L is gone (done, dropped or set aside).
- *  - Each runs at least once; the effect is once: joins, leaves, state,
- *    redactions, profile changes and deactivation are idempotent on the
- *    homeserver, and a message is sent under a transaction id fixed when it
- *    was queued, so a retry after a crash is deduplicated by the server.
+ *  - Each runs at least once (retried after a crash or a timeout); the
+ *    effect is once: joins, leaves, invites, state, redactions, profile
+ *    changes and deactivation are idempotent on the homeserver (an answer
+ *    that says "already so" counts as done), a message is sent under a
+ *    transaction id fixed when it was queued, so a retry is deduplicated by
+ *    the server, and a room is made once (conv_room_create).  An upload
+ *    (send_media, qr_image) may be repeated; the message showing it is sent
+ *    once.
  *  - An action the homeserver refuses for good is logged and dropped, so
  *    the caller must not assume it happened (what must not be lost is
  *    judged again from the events that come back).
