@@ -25,9 +25,10 @@
  *    contract names another.  "After lane L" means it also waits until every
  *    action queued earlier in lane L is gone (done, dropped or set aside).
  *  - Each runs at least once (retried after a crash or a timeout); the
- *    effect is once: joins, leaves, invites, state, redactions, profile
- *    changes and deactivation are idempotent on the homeserver (an answer
- *    that says "already so" counts as done), a message is sent under a
+ *    effect is once: joins, leaves, state, redactions, profile changes and
+ *    deactivation are idempotent on the homeserver (an invite of someone
+ *    already joined is refused and dropped, which leaves the same state), a
+ *    message is sent under a
  *    transaction id fixed when it was queued, so a retry is deduplicated by
  *    the server, and a room is made once (conv_room_create).  An upload
  *    (send_media, qr_image) may be repeated; the message showing it is sent
