@@ -28,11 +28,10 @@
  *    effect is once: joins, leaves, state, redactions, profile changes and
  *    deactivation are idempotent on the homeserver (an invite of someone
  *    already joined is refused and dropped, which leaves the same state), a
- *    message is sent under a
- *    transaction id fixed when it was queued, so a retry is deduplicated by
- *    the server, and a room is made once (conv_room_create).  An upload
- *    (send_media, qr_image) may be repeated; the message showing it is sent
- *    once.
+ *    message is sent under a transaction id fixed when it was queued, so a
+ *    retry is deduplicated by the server, and a room is made once
+ *    (conv_room_create).  An upload (send_media, qr_image) may be repeated;
+ *    the message showing it is sent once.
  *  - An action the homeserver refuses for good is logged and dropped, so
  *    the caller must not assume it happened (what must not be lost is
  *    judged again from the events that come back).
