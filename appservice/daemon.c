@@ -23,6 +23,7 @@
 #include "jsonx.h"
 #include "log.h"
 #include "metrics.h"
+#include "matrix_outbox.h"
 #include "outbox.h"
 #include "rooms.h"
 #include "store.h"
@@ -248,6 +249,14 @@ static void staff_departures(const struct txn_env *env, outbox *ob)
 }
 
 /* Append one lifecycle record (and a checkpoint if one is due, or @force). */
+/* The outbox's room_created hook (outbox.h): the bridge sets up the
+ * guest's conversation in the room it asked for (bridge/conv.h). */
+static int conversation_room_created(void *ctx, store_txn *t, const char *guest, const char *room_id)
+{
+	const struct txn_env *env = ctx;
+	return conv_room_created(env->cfg, env->mx, t, guest, room_id);
+}
+
 static int audit_lifecycle(audit *au, store *st, enum audit_kind kind, const char *reason, json_t *details,
                            int force_checkpoint)
 {
@@ -386,15 +395,21 @@ int daemon_serve(const struct config *cfg)
 		LOG(LOG_ERROR, "cannot queue the block of invites to existing guests in the store");
 		goto out;
 	}
-	struct txn_env start_env = {cfg, st, au};
+	/* The composition root: the bridge sees Matrix through the outbox's
+	 * implementation of its interface (bridge/matrix.h), and the outbox
+	 * tells the bridge through a hook, never by name. */
+	struct matrix_outbox mxo;
+	matrix_outbox_init(&mxo, cfg);
+	struct txn_env start_env = {cfg, st, au, &mxo.mx};
 	if (roles_at_start(&start_env) != TH_OK) {
 		LOG(LOG_ERROR, "cannot apply the configured roles to the managed rooms");
 		goto out;
 	}
-	if (outbox_start(st, cfg, &ob) != TH_OK)
+	struct txn_env env = {cfg, st, au, &mxo.mx};
+	struct outbox_hooks hooks = {.room_created = conversation_room_created, .ctx = &env};
+	if (outbox_start(st, cfg, &hooks, &ob) != TH_OK)
 		goto out;
 	outbox_set_audit(ob, au); /* refused enforcement is recorded */
-	struct txn_env env = {cfg, st, au};
 	if (cfg->nservices) {
 		raise_fd_limit(cfg);
 		if (gw_start(&env, wake_outbox, ob, &gw) != TH_OK)

@@ -26,30 +26,6 @@
 
 #define COMMAND_PREFIX "!threshold"
 
-/* Who @p user_id is.  On the hot path (twice per membership event): the
- * staff-room check is one lookup in STORE_STAFF_MEMBERS, made only for
- * users no cheaper test has placed. */
-enum pol_role events_role(const struct config *cfg, store_txn *t, const char *user_id)
-{
-	if (!user_id || user_id[0] != '@')
-		return POL_ROLE_NONE;
-	if (strcmp(user_id, cfg->bot_user_id) == 0)
-		return POL_ROLE_BOT;
-	if (config_user_in_namespace(cfg, user_id))
-		return POL_ROLE_GUEST;
-	if (config_ids_has(&cfg->leads, user_id))
-		return POL_ROLE_LEAD;
-	if (config_ids_has(&cfg->staff, user_id))
-		return POL_ROLE_STAFF;
-	if (rooms_staff_has(t, &cfg->staff_rooms, user_id))
-		return POL_ROLE_STAFF;
-	const char *colon = strchr(user_id, ':');
-	int local = colon && strcmp(colon + 1, cfg->server_name) == 0;
-	if (local && cfg->staff_all_local)
-		return POL_ROLE_STAFF;
-	return local ? POL_ROLE_LOCAL : POL_ROLE_REMOTE;
-}
-
 /* The configured safeguarding room first (whatever else it is), then the
  * configured staff rooms; then rooms Threshold created, which carry a
  * "kind" (rooms.c): "portal", a guest's conversation, or "group". */
@@ -178,6 +154,18 @@ static const char *service_here(const struct config *cfg, store_txn *t, const ch
 }
 
 /* @return 1 if power levels event @p ev leaves @p guest at 0 or less. */
+/* Whether create event @p ev carries a create_room action's mark (outbox.h):
+ * a room Threshold asked for. */
+static int create_marked(const struct mxev *ev)
+{
+	json_t *content = NULL;
+	if (mxev_content_json(ev, &content) != TH_OK)
+		return 0;
+	int marked = json_is_string(json_object_get(content, OUTBOX_CREATE_MARK));
+	json_decref(content);
+	return marked;
+}
+
 static int guest_lowered(const struct mxev *ev, const char *guest)
 {
 	json_t *content = NULL;
@@ -573,7 +561,7 @@ int events_staff_ended(const struct txn_env *env, store_txn *t, const char *user
 	int rc = rooms_member_rooms(t, user_id, &rooms, &n);
 	if (rc)
 		return rc;
-	enum pol_role role = events_role(cfg, t, user_id);
+	enum pol_role role = rooms_role(cfg, t, user_id);
 	for (size_t i = 0; i < n; i++) {
 		json_t *room = NULL;
 		if (rc || store_get_json(t, STORE_ROOMS, rooms[i], &room) != TH_OK)
@@ -785,8 +773,8 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	int member_event = strcmp(type, "m.room.member") == 0 && state_key;
 	/* A guest's own conversation room is managed from its first event
 	 * (bridge/conv.c), whether or not the outbox has recorded it yet. */
-	if (strcmp(type, "m.room.create") == 0 && state_key && !*state_key) {
-		int rc = conv_room_seen_created(cfg, t, ev, room);
+	if (strcmp(type, "m.room.create") == 0 && state_key && !*state_key && create_marked(ev)) {
+		int rc = conv_room_seen_created(env, t, ev, room);
 		if (rc)
 			return rc;
 	}
@@ -804,7 +792,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		if (rc)
 			return rc;
 	}
-	f.sender = events_role(cfg, t, sender);
+	f.sender = rooms_role(cfg, t, sender);
 	const char *bot = jsonx_str(room, "bot");
 	f.bot_joined = bot && strcmp(bot, "join") == 0;
 
@@ -812,7 +800,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		const char *membership = ev->membership;
 		if (!membership)
 			return TH_OK;
-		f.target = events_role(cfg, t, state_key);
+		f.target = rooms_role(cfg, t, state_key);
 		if (f.target == POL_ROLE_BOT)
 			json_object_set_new(room, "bot", json_string(membership));
 		/* Who is in a managed room: its own keys (rooms.c), one per member. */

@@ -60,10 +60,6 @@ int events_roles_changed(const struct txn_env *env, store_txn *t, unsigned *queu
  */
 int events_staff_departed(const struct txn_env *env, unsigned *queued);
 
-/** Policy's role for @p user_id under @p cfg (bot, guest, lead, staff, local or remote); @p t (read or write)
- * finds staff-room members. */
-enum pol_role events_role(const struct config *cfg, store_txn *t, const char *user_id);
-
 /**
  * Which "!threshold ..." command a message body is: "!threshold ping" is
  * POL_CMD_PING, "!threshold" alone POL_CMD_HELP, a word the bot does not

@@ -28,7 +28,6 @@
 #include "config.h"
 #include "cs.h"
 #include "log.h"
-#include "conv.h"
 #include "jsonx.h"
 #include "qr.h"
 #include "rooms.h"
@@ -58,6 +57,7 @@ struct outbox {
 	const struct config *cfg;
 	cs_client *cs;
 	struct audit *au; /* for enforcement_failed records, or NULL */
+	struct outbox_hooks hooks;
 	char txn_prefix[PREFIX_MAX + 1];
 	struct pool *pool;
 };
@@ -538,8 +538,12 @@ static int done_create_room(const outbox *ob, store_txn *t, const json_t *a, con
 		rc = templates_room_created(t, room_id, json_object_get(a, "content"));
 	if (!rc && field(a, "service"))
 		rc = rooms_set_service(t, room_id, field(a, "service"));
-	if (!rc && field(a, "conversation"))
-		rc = conv_room_created(ob->cfg, t, field(a, "conversation"), room_id);
+	if (!rc && field(a, "conversation")) {
+		if (ob->hooks.room_created)
+			rc = ob->hooks.room_created(ob->hooks.ctx, t, field(a, "conversation"), room_id);
+		else
+			LOG(LOG_WARN, "outbox: a conversation room was made with nobody to tell");
+	}
 	const json_t *reply = json_object_get(a, "reply");
 	if (rc || !json_is_object(reply))
 		return rc;
@@ -1953,11 +1957,13 @@ static void pool_join(outbox *ob, size_t nthreads, int dispatcher_up)
 		pthread_join(p->slots[i].thread, NULL);
 }
 
-int outbox_start(store *st, const struct config *cfg, outbox **out)
+int outbox_start(store *st, const struct config *cfg, const struct outbox_hooks *hooks, outbox **out)
 {
 	outbox *ob = xcalloc(1, sizeof(*ob));
 	ob->st = st;
 	ob->cfg = cfg;
+	if (hooks)
+		ob->hooks = *hooks;
 	int rc = load_prefix(st, ob->txn_prefix);
 	if (rc) {
 		free(ob);

@@ -74,8 +74,9 @@
  *       the creator's rooms the store does not hold as managed (a guest's
  *       rooms: all of them, as its room is managed from its create event).
  *       With "conversation":G (U is the guest G) the guest's conversation
- *       room: conv_room_created runs in the same commit, unless the create
- *       event reached Threshold first and it ran then (bridge/conv.h).
+ *       room: the room_created hook (struct outbox_hooks) runs in the same
+ *       commit; the bridge's conversation code does nothing there when the
+ *       create event reached Threshold first and it ran then (bridge/conv.h).
  *   {"op":"staff_members", "room_id":R, "user_id":U}
  *       Read who is joined to staff room R (as U, the bot, who must be
  *       joined) and, in the commit that removes the action, make that the
@@ -163,14 +164,32 @@ json_t *outbox_notice(const char *room_id, const char *user_id, const char *body
 int outbox_push(store_txn *t, const json_t *action);
 
 /**
+ * What the layer above is told, in the commit that removes an action: set by
+ * the composition root (daemon.c), so the outbox, which the bridge's Matrix
+ * implementation sits on, never calls into the bridge by name.
+ */
+struct outbox_hooks {
+	/**
+	 * The conversation room of guest @p guest exists: @p room_id (a
+	 * create_room action with "conversation").  Queue what follows in @p t.
+	 * Runs on the outbox's dispatcher thread.
+	 * @return TH_OK or a store error (the removal is retried).
+	 */
+	int (*room_created)(void *ctx, store_txn *t, const char *guest, const char *room_id);
+	void *ctx; /* borrowed; must outlive the outbox */
+};
+
+/**
  * Start the dispatcher and outbox.concurrency worker threads.  What is
  * already queued runs at once.
- * @param st   borrowed; must outlive the outbox
- * @param cfg  borrowed; must outlive the outbox
+ * @param st     borrowed; must outlive the outbox
+ * @param cfg    borrowed; must outlive the outbox
+ * @param hooks  copied; NULL for none (a conversation room made then is only
+ *               recorded as managed, and a warning logged)
  * @return TH_OK, TH_ENET (curl), TH_ESTORE / TH_EFULL (creating the txn id
  *         prefix on first use), or TH_EIO (no randomness, no thread).
  */
-int outbox_start(store *st, const struct config *cfg, outbox **out);
+int outbox_start(store *st, const struct config *cfg, const struct outbox_hooks *hooks, outbox **out);
 
 /**
  * Give the worker the audit log to record refused enforcement actions in

@@ -372,3 +372,27 @@ int rooms_members_backfill(store_txn *t)
 		rc = store_put(t, STORE_META, "members_indexed", 15, "1", 1, 0);
 	return rc;
 }
+
+/* Who @p user_id is.  On the hot path (twice per membership event): the
+ * staff-room check is one lookup in STORE_STAFF_MEMBERS, made only for
+ * users no cheaper test has placed. */
+enum pol_role rooms_role(const struct config *cfg, store_txn *t, const char *user_id)
+{
+	if (!user_id || user_id[0] != '@')
+		return POL_ROLE_NONE;
+	if (strcmp(user_id, cfg->bot_user_id) == 0)
+		return POL_ROLE_BOT;
+	if (config_user_in_namespace(cfg, user_id))
+		return POL_ROLE_GUEST;
+	if (config_ids_has(&cfg->leads, user_id))
+		return POL_ROLE_LEAD;
+	if (config_ids_has(&cfg->staff, user_id))
+		return POL_ROLE_STAFF;
+	if (rooms_staff_has(t, &cfg->staff_rooms, user_id))
+		return POL_ROLE_STAFF;
+	const char *colon = strchr(user_id, ':');
+	int local = colon && strcmp(colon + 1, cfg->server_name) == 0;
+	if (local && cfg->staff_all_local)
+		return POL_ROLE_STAFF;
+	return local ? POL_ROLE_LOCAL : POL_ROLE_REMOTE;
+}

@@ -31,6 +31,7 @@
 #include "policy.h"
 #include "store.h"
 
+struct config;
 struct config_ids;
 
 /** A fresh state object for a room first seen (new reference). */
@@ -67,6 +68,11 @@ int rooms_staff_set(store_txn *t, const char *room_id, const char *user_id, int 
  *         else 0.  A store error counts as "not staff": fail closed.
  */
 int rooms_staff_has(store_txn *t, const struct config_ids *staff_rooms, const char *user_id);
+
+/** Policy's role for @p user_id under @p cfg (bot, guest, lead, staff, local or remote); @p t (read or write)
+ * finds staff-room members (rooms_staff_has).  The hot path asks it twice per membership event; the
+ * bridge, for a handover's target. */
+enum pol_role rooms_role(const struct config *cfg, store_txn *t, const char *user_id);
 
 /**
  * Begin a read of who is joined to a staff room (the outbox's staff_members

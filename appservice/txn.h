@@ -12,17 +12,13 @@
 
 #include <stddef.h>
 
+#include "env.h"
 #include "store.h"
 
-struct config;
 typedef struct audit audit;
 
-/* What the hot path works with: all borrowed, all outliving every call. */
-struct txn_env {
-	const struct config *cfg;
-	store *st;
-	audit *au; /* safeguarding audit log; NULL writes no records */
-};
+/* What the hot path works with (struct txn_env) is the bridge's env.h: the
+ * transaction path hands it to the bridge's hooks. */
 
 /** What to answer the homeserver. */
 struct txn_result {

@@ -32,6 +32,7 @@
 #include "log.h"
 #include "outbox.h"
 #include "policy.h"
+#include "matrix_outbox.h"
 #include "store.h"
 #include "txn.h"
 #include "util.h"
@@ -175,12 +176,14 @@ static void bench_txns(struct config *cfg, store *st, unsigned ntxns, unsigned p
 	size_t *lens = xmalloc(ntxns * sizeof(size_t));
 	for (unsigned i = 0; i < ntxns; i++)
 		bodies[i] = make_txn(&next_id, per, &lens[i]);
+	struct matrix_outbox mxo;
+	matrix_outbox_init(&mxo, cfg);
+	struct txn_env env = {cfg, st, NULL, &mxo.mx};
 	double t0 = now_s();
 	for (unsigned i = 0; i < ntxns; i++) {
 		char id[32];
 		snprintf(id, sizeof(id), "%llu", txn_no++);
 		struct txn_result res;
-		struct txn_env env = {cfg, st, NULL};
 		txn_process(&env, id, bodies[i], lens[i], &res);
 		if (res.status != 200) {
 			fprintf(stderr, "bench: transaction failed with %d\n", res.status);
@@ -255,7 +258,9 @@ static size_t sink(char *p, size_t s, size_t n, void *u)
 static void bench_ack(struct config *cfg, store *st, unsigned n, double *p50, double *p99)
 {
 	as_server *srv;
-	struct txn_env env = {cfg, st, NULL};
+	struct matrix_outbox mxo;
+	matrix_outbox_init(&mxo, cfg);
+	struct txn_env env = {cfg, st, NULL, &mxo.mx};
 	if (as_server_start(&env, NULL, NULL, &srv) != TH_OK)
 		exit(1);
 	unsigned port = as_server_port(srv);
@@ -654,7 +659,7 @@ static void bench_backlog(struct config *cfg, const char *dir, unsigned backlog,
 
 	outbox *ob;
 	double t0 = now_s();
-	if (outbox_start(st, cfg, &ob) != TH_OK)
+	if (outbox_start(st, cfg, NULL, &ob) != TH_OK)
 		exit(1);
 	unsigned txns = 0;
 	double busy = 0;

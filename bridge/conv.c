@@ -7,16 +7,14 @@
 
 #include "audit.h"
 #include "config.h"
-#include "events.h"
 #include "feed.h"
 #include "invites.h"
 #include "jsonx.h"
 #include "log.h"
+#include "matrix.h"
 #include "media.h"
 #include "mxevent.h"
-#include "outbox.h"
 #include "rooms.h"
-#include "templates.h"
 #include "util.h"
 #include "visibility.h"
 
@@ -27,7 +25,7 @@
 #define WAITING_NAMES  10 /* people named in one grouped notice; the rest in the next */
 #define WAITING_HELD   500               /* people held for the next notices; past it only counted */
 #define WAITING_KEY    "waiting_notice/" /* STORE_META + service name */
-#define LOCAL_ID_KEY   "org.threshold.local_id"
+#define LOCAL_ID_KEY   MX_LOCAL_ID_KEY
 
 /* ---- small store helpers ---------------------------------------------- */
 
@@ -63,13 +61,6 @@ static json_t *conv_get(store_txn *t, const char *guest)
 static int conv_put(store_txn *t, const char *guest, const json_t *c)
 {
 	return put_json(t, STORE_CONVS, guest, strlen(guest), c);
-}
-
-static int push(store_txn *t, json_t *action)
-{
-	int rc = outbox_push(t, action);
-	json_decref(action);
-	return rc;
 }
 
 static const char *svc_label(const struct config_service *svc)
@@ -204,75 +195,15 @@ static size_t sessions_live(store_txn *t, json_t *c, uint64_t now)
 
 /* ---- the portal room ---------------------------------------------------- */
 
-/*
- * The portal room's power levels.  The bot holds 100 and alone changes who
- * can get in or read back.  Staff (everyone but the guest: only members of
- * the staff room can join) moderate at rooms.staff_power; the guest writes
- * at @p guest_level: 0, but 100 while the guest makes the room (see
- * conv_room_content).
- */
-static json_t *portal_power(const struct config *cfg, const char *guest, int guest_level)
-{
-	json_t *users = json_pack("{s:i}", guest, guest_level);
-	json_t *power = templates_power_levels(cfg, POL_TPL_CONVERSATION, users);
-	json_decref(users);
-	return power;
-}
-
-json_t *conv_room_power(const struct config *cfg, const char *guest)
-{
-	return portal_power(cfg, guest, 0);
-}
-
-json_t *conv_room_content(const struct config *cfg, const struct config_service *svc, const char *guest,
-                          const char *pseudonym)
-{
-	/*
-	 * The guest makes its own room (createRoom as the guest), so nobody
-	 * ever invites the guest, whose invites the homeserver refuses
-	 * (spec v1.18, MSC4380).  createRoom sends the power levels right after
-	 * the creator's join and every other initial state event after them, as
-	 * the creator (Synapse, handlers/room.py _send_events_for_new_room), and
-	 * in room versions up to 11 requires the creator in "users": so the
-	 * guest starts at 100, invites the bot (which joins at 100), and lowers
-	 * itself to 0 at once (conv_room_created: a user may lower their own
-	 * level; the bot could not lower a peer at 100).  Until then only
-	 * Threshold acts in the room as the guest, and staff who join early have
-	 * staff_power, below every setting.
-	 *
-	 * The room version is pinned to 10: from version 12 (MSC4289) a room's
-	 * creator has unlimited power for ever and cannot be listed in "users",
-	 * so a room the guest created would be the guest's, not the bot's; and
-	 * Synapse's default_room_version may become 12.  Restricted joins need 8+.
-	 */
-	json_t *power = portal_power(cfg, guest, 100);
-	/* Join rule restricted to the service's staff room (spec: room versions
-	 * 8+), shared history, no guest access: the conversation template
-	 * (policy/exposure.c), the same values a revert puts back. */
-	json_t *initial = templates_initial_state(POL_TPL_CONVERSATION, svc->staff_room);
-	char *name = xasprintf("%s · %s", pseudonym, svc->display_name);
-	char *topic =
-	        xasprintf("A conversation with a guest of %s. Only staff can join; the guest sees staff "
-	                  "by display name. Commands: !threshold help",
-	                  svc->display_name);
-	json_t *body = json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:b}, s:o, s:o, s:[s]}", "name", name, "topic",
-	                         topic, "preset", "private_chat", "visibility", "private", "room_version",
-	                         "10", "creation_content", "m.federate", cfg->rooms_federate,
-	                         "power_level_content_override", power, "initial_state", initial, "invite",
-	                         cfg->bot_user_id);
-	free(name);
-	free(topic);
-	return body;
-}
-
-static int waiting_notice(const struct config *cfg, store_txn *t, const struct config_service *svc,
-                          const char *pseudonym, const char *room_id, uint64_t now);
+static int waiting_notice(const struct config *cfg, const struct matrix *mx, store_txn *t,
+                          const struct config_service *svc, const char *pseudonym, const char *room_id,
+                          uint64_t now);
 
 /* Set up @p guest's conversation in its new room @p room_id.  @p room: the
  * room's state when the caller holds it (the transaction path), else NULL
  * (read and written here). */
-static int room_created(const struct config *cfg, store_txn *t, const char *guest, const char *room_id,
-                        json_t *room)
+static int room_created(const struct config *cfg, const struct matrix *mx, store_txn *t, const char *guest,
+                        const char *room_id, json_t *room)
 {
 	json_t *c = conv_get(t, guest);
 	const char *had = jsonx_str(c, "room");
@@ -286,11 +217,9 @@ static int room_created(const struct config *cfg, store_txn *t, const char *gues
 		LOG(LOG_WARN, "conversation: a portal room was made for a guest who is gone or has one; "
 		              "leaving it");
 		json_decref(c);
-		int rc = push(t, json_pack("{s:s, s:s, s:s}", "op", "leave", "room_id", room_id, "user_id",
-		                           cfg->bot_user_id));
+		int rc = mx->ops->leave(mx->ctx, t, room_id, cfg->bot_user_id);
 		if (!rc && config_user_in_namespace(cfg, guest) && strcmp(guest, cfg->bot_user_id) != 0)
-			rc = push(t, json_pack("{s:s, s:s, s:s}", "op", "leave", "room_id", room_id,
-			                       "user_id", guest));
+			rc = mx->ops->leave(mx->ctx, t, room_id, guest);
 		return rc;
 	}
 	const struct config_service *svc = config_service_find(cfg, jsonx_str(c, "service"));
@@ -306,7 +235,7 @@ static int room_created(const struct config *cfg, store_txn *t, const char *gues
 	struct guest g;
 	if (!rc)
 		rc = guests_get(t, guest, &g);
-	/* The guest made the room at 100 (conv_room_content): it lowers itself
+	/* The guest made the room at 100 (matrix.h conv_room_create): it lowers itself
 	 * to 0 first, then the bot, which the guest invited, joins.  Both are
 	 * queued before the guest's first message.  When the room's create
 	 * event reached the transaction path first, the createRoom that made it
@@ -314,12 +243,9 @@ static int room_created(const struct config *cfg, store_txn *t, const char *gues
 	 * meanwhile would fork its history (the homeserver then resolves state
 	 * and may lose the guest's join), so both wait for that lane. */
 	if (!rc)
-		rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:[s]}", "op", "state", "room_id",
-		                       room_id, "user_id", guest, "type", "m.room.power_levels", "state_key",
-		                       "", "content", conv_room_power(cfg, guest), "after", guest));
+		rc = mx->ops->conv_room_handover(mx->ctx, t, room_id, guest);
 	if (!rc)
-		rc = push(t, json_pack("{s:s, s:s, s:s, s:[s]}", "op", "join", "room_id", room_id, "user_id",
-		                       cfg->bot_user_id, "after", guest));
+		rc = mx->ops->join(mx->ctx, t, room_id, cfg->bot_user_id, guest);
 	if (!rc && cfg->pseudonym_per_room) {
 		/* One guest per portal: the stored pseudonym, unique among guests,
 		 * is unique here, and is the name the guest was shown. */
@@ -344,13 +270,10 @@ static int room_created(const struct config *cfg, store_txn *t, const char *gues
 		}
 		json_decref(stored);
 		if (!rc)
-			rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:s, s:s}}", "op", "state",
-			                       "room_id", room_id, "user_id", guest, "type", "m.room.member",
-			                       "state_key", guest, "content", "membership", "join",
-			                       "displayname", g.pseudonym));
+			rc = mx->ops->room_name(mx->ctx, t, room_id, guest, g.pseudonym);
 	}
 	if (!rc && svc)
-		rc = waiting_notice(cfg, t, svc, g.pseudonym, room_id, th_now_ms());
+		rc = waiting_notice(cfg, mx, t, svc, g.pseudonym, room_id, th_now_ms());
 	json_decref(c);
 	return rc;
 }
@@ -368,8 +291,8 @@ static json_t *waiting_get(store_txn *t, const struct config_service *svc, char 
 /* Post one notice in @p svc's staff room naming up to WAITING_NAMES of
  * @p w's held people (the rest wait for the next minute's), and start the
  * next minute. */
-static int waiting_post(const struct config *cfg, store_txn *t, const struct config_service *svc, json_t *w,
-                        uint64_t now)
+static int waiting_post(const struct config *cfg, const struct matrix *mx, store_txn *t,
+                        const struct config_service *svc, json_t *w, uint64_t now)
 {
 	json_t *held = json_object_get(w, "held");
 	size_t n = json_array_size(held), more = (size_t)json_integer_value(json_object_get(w, "more"));
@@ -400,7 +323,11 @@ static int waiting_post(const struct config *cfg, store_txn *t, const struct con
 			text = line;
 		}
 	}
-	int rc = push(t, outbox_notice(svc->staff_room, cfg->bot_user_id, text, NULL));
+	/* Each room named is announced once its set-up has run (matrix.h). */
+	const char *rooms[WAITING_NAMES];
+	for (size_t i = 0; i < k; i++)
+		rooms[i] = json_string_value(json_array_get(json_array_get(held, i), 1));
+	int rc = mx->ops->notice_after(mx->ctx, t, svc->staff_room, cfg->bot_user_id, text, rooms, k);
 	free(text);
 	for (size_t i = 0; i < k; i++)
 		json_array_remove(held, 0);
@@ -413,8 +340,9 @@ static int waiting_post(const struct config *cfg, store_txn *t, const struct con
 /* Someone is waiting: tell the staff room at once if it heard nothing from
  * this service for a minute, else hold them for the next grouped notice
  * (conv_waiting_flush), so a flood of guests is one line a minute for staff. */
-static int waiting_notice(const struct config *cfg, store_txn *t, const struct config_service *svc,
-                          const char *pseudonym, const char *room_id, uint64_t now)
+static int waiting_notice(const struct config *cfg, const struct matrix *mx, store_txn *t,
+                          const struct config_service *svc, const char *pseudonym, const char *room_id,
+                          uint64_t now)
 {
 	char key[96];
 	json_t *w = waiting_get(t, svc, key);
@@ -434,7 +362,7 @@ static int waiting_notice(const struct config *cfg, store_txn *t, const struct c
 	uint64_t every = (uint64_t)cfg->gw_waiting_notice_s * 1000u;
 	int rc = TH_OK;
 	if (now < last || now - last >= every)
-		rc = waiting_post(cfg, t, svc, w, now);
+		rc = waiting_post(cfg, mx, t, svc, w, now);
 	if (!rc)
 		rc = put_json(t, STORE_META, key, strlen(key), w);
 	json_decref(w);
@@ -463,7 +391,7 @@ int conv_waiting_flush(const struct txn_env *env, uint64_t now_ms, size_t *poste
 		if ((rc = store_txn_begin(env->st, 1, &t)))
 			return rc;
 		w = waiting_get(t, svc, key); /* again, inside the write transaction */
-		rc = w && json_array_size(json_object_get(w, "held")) ? waiting_post(cfg, t, svc, w, now_ms)
+		rc = w && json_array_size(json_object_get(w, "held")) ? waiting_post(cfg, env->mx, t, svc, w, now_ms)
 		                                                      : TH_OK;
 		if (!rc && w)
 			rc = put_json(t, STORE_META, key, strlen(key), w);
@@ -505,32 +433,27 @@ static enum pol_action_kind gateway_decide(const struct pol_facts *f, struct pol
 	return d->nactions ? d->actions[0].kind : (enum pol_action_kind)0;
 }
 
-int conv_room_created(const struct config *cfg, store_txn *t, const char *guest, const char *room_id)
+int conv_room_created(const struct config *cfg, const struct matrix *mx, store_txn *t, const char *guest,
+                      const char *room_id)
 {
-	return room_created(cfg, t, guest, room_id, NULL);
+	return room_created(cfg, mx, t, guest, room_id, NULL);
 }
 
-int conv_room_seen_created(const struct config *cfg, store_txn *t, const struct mxev *ev, json_t *room)
+int conv_room_seen_created(const struct txn_env *env, store_txn *t, const struct mxev *ev, json_t *room)
 {
+	const struct config *cfg = env->cfg;
 	/* Only Threshold acts as a guest (an exclusive namespace of this
 	 * server; no guest has a token): a room whose create event a guest sent
 	 * is one Threshold made, and a remote server cannot send as a local
-	 * user.  The action's mark on it is checked too. */
+	 * user.  The caller checked the action's mark on it too. */
 	if (!ev->sender || !config_user_in_namespace(cfg, ev->sender) ||
 	    strcmp(ev->sender, cfg->bot_user_id) == 0)
-		return TH_OK;
-	json_t *content = NULL;
-	if (mxev_content_json(ev, &content) != TH_OK)
-		return TH_OK;
-	int marked = json_is_string(json_object_get(content, OUTBOX_CREATE_MARK));
-	json_decref(content);
-	if (!marked)
 		return TH_OK;
 	json_object_set_new(room, "kind", json_string("portal"));
 	/* The guest's own settings while it makes the room are Threshold's
 	 * (events.c), until it lowers itself to 0. */
 	json_object_set_new(room, "setup", json_string(ev->sender));
-	return room_created(cfg, t, ev->sender, ev->room_id, room);
+	return room_created(cfg, env->mx, t, ev->sender, ev->room_id, room);
 }
 
 /* ---- redeem, resume, auth ---------------------------------------------- */
@@ -616,19 +539,16 @@ int conv_redeem(const struct txn_env *env, const char *invite, const char *svc_n
 		char *text = xasprintf("%s is joining this group through an invitation.", g.pseudonym);
 		/* After the guest's register and block, which are in the guest's own
 		 * lane (outbox.h). */
-		rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:[s]}", "op", "guest_enter", "room_id", group,
-		                       "user_id", cfg->bot_user_id, "target", g.user_id, "after", g.user_id));
+		rc = env->mx->ops->guest_enter(env->mx->ctx, t, group, cfg->bot_user_id, g.user_id);
 		if (!rc)
-			rc = push(t, outbox_notice(group, cfg->bot_user_id, text, NULL));
+			rc = env->mx->ops->notice(env->mx->ctx, t, group, cfg->bot_user_id, text, NULL);
 		free(text);
 	} else {
-		/* The guest makes its room itself (conv_room_content): nobody has to
-		 * invite a guest whose invites the homeserver refuses.  In the
+		/* The guest makes its room itself (matrix.h conv_room_create): nobody
+		 * has to invite a guest whose invites the homeserver refuses.  In the
 		 * guest's lane, after their register and block. */
-		rc = push(t, json_pack("{s:s, s:s, s:s, s:o, s:s, s:s}", "op", "create_room", "user_id", g.user_id,
-		                       "kind", "portal", "content",
-		                       conv_room_content(cfg, svc, g.user_id, g.pseudonym), "conversation",
-		                       g.user_id, "lane", g.user_id));
+		rc = env->mx->ops->conv_room_create(env->mx->ctx, t, g.user_id, g.pseudonym,
+		                                    svc->display_name, svc->staff_room);
 	}
 	if (rc)
 		goto fail;
@@ -848,10 +768,7 @@ int conv_send(const struct txn_env *env, const char *guest, const char *local_id
 	json_t *c = NULL;
 	rc = send_checks(env, t, POL_EV_GATEWAY_SEND, guest, local_id, &c, result);
 	if (!rc && *result == CONV_SENT) {
-		json_t *content = json_pack("{s:s, s:s, s:s}", "msgtype", "m.text", "body", body,
-		                            LOCAL_ID_KEY, local_id);
-		rc = content ? push(t, outbox_message(jsonx_str(c, "room"), guest, content, NULL))
-		             : TH_EINVAL;
+		rc = env->mx->ops->text(env->mx->ctx, t, jsonx_str(c, "room"), guest, body, local_id);
 	}
 	json_decref(c);
 	return send_finish(t, rc, result);
@@ -879,12 +796,16 @@ int conv_send_media(const struct txn_env *env, const char *guest, const char *lo
 		media_neutral_name(kind, (unsigned long)n, shown);
 		if (!rc)
 			rc = conv_put(t, guest, c);
+		struct mx_media m = {.room_id = jsonx_str(c, "room"),
+		                     .user_id = guest,
+		                     .blob = id,
+		                     .name = shown,
+		                     .mimetype = kind->mimetype,
+		                     .msgtype = kind->msgtype,
+		                     .local_id = local_id,
+		                     .size = len};
 		if (!rc)
-			rc = push(t,
-			          json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "op",
-			                    "send_media", "room_id", jsonx_str(c, "room"), "user_id", guest,
-			                    "blob", id, "name", shown, "mimetype", kind->mimetype, "msgtype",
-			                    kind->msgtype, "local_id", local_id, "size", (json_int_t)len));
+			rc = env->mx->ops->send_media(env->mx->ctx, t, &m);
 	}
 	json_decref(c);
 	return send_finish(t, rc, result);
@@ -903,8 +824,7 @@ static int close_in(const struct txn_env *env, store_txn *t, const char *guest, 
 	json_object_set_new(c, "state", json_string(CONV_CLOSED));
 	int rc = TH_OK;
 	if (room_id && !already)
-		rc = push(t,
-		          json_pack("{s:s, s:s, s:s}", "op", "leave", "room_id", room_id, "user_id", guest));
+		rc = env->mx->ops->leave(env->mx->ctx, t, room_id, guest);
 	if (!rc && !already) {
 		struct feed_entry e = {
 		        .kind = "closed", .role = "service", .name = svc_label(svc), .body = feed_text};
@@ -949,7 +869,7 @@ int conv_leave(const struct txn_env *env, const char *guest)
 	rc = guests_get(t, guest, &g);
 	if (!rc && room_id && act == POL_ACT_CLOSE) {
 		char *text = xasprintf("%s has left the conversation.", g.pseudonym);
-		rc = push(t, outbox_notice(room_id, env->cfg->bot_user_id, text, NULL));
+		rc = env->mx->ops->notice(env->mx->ctx, t, room_id, env->cfg->bot_user_id, text, NULL);
 		free(text);
 	}
 	if (!rc)
@@ -994,9 +914,8 @@ int conv_erase(const struct txn_env *env, const char *guest)
 	{
 		if (rc)
 			break;
-		rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:s}", "op", "redact", "room_id",
-		                       jsonx_str(m, "room_id"), "user_id", guest, "event_id",
-		                       jsonx_str(m, "event_id"), "reason", "Deleted at the guest's request"));
+		rc = env->mx->ops->redact(env->mx->ctx, t, jsonx_str(m, "room_id"), guest,
+		                          jsonx_str(m, "event_id"), "Deleted at the guest's request");
 		if (rc)
 			break;
 		size_t j;
@@ -1011,22 +930,23 @@ int conv_erase(const struct txn_env *env, const char *guest)
 	}
 	/* 2. A neutral word to staff, then the guest leaves and the profile is cleared. */
 	if (!rc && room_id)
-		rc = push(t,
-		          outbox_notice(
-		                  room_id, cfg->bot_user_id,
-		                  "This guest asked for their data to be deleted. Their messages are being "
-		                  "removed and they have left the conversation.",
-		                  NULL));
+		rc = env->mx->ops->notice(env->mx->ctx, t, room_id, cfg->bot_user_id,
+		                          "This guest asked for their data to be deleted. Their messages are "
+		                          "being removed and they have left the conversation.",
+		                          NULL);
 	if (!rc && room_id)
-		rc = push(t,
-		          json_pack("{s:s, s:s, s:s}", "op", "leave", "room_id", room_id, "user_id", guest));
+		rc = env->mx->ops->leave(env->mx->ctx, t, room_id, guest);
+	/* The lanes to wait for, borrowed from @p rooms. */
+	size_t nafter = json_array_size(rooms);
+	const char **after = xcalloc(nafter ? nafter : 1, sizeof(*after));
+	for (size_t k = 0; k < nafter; k++)
+		after[k] = json_string_value(json_array_get(rooms, k));
 	if (!rc)
-		rc = push(t, json_pack("{s:s, s:s, s:s, s:O}", "op", "displayname", "user_id", guest,
-		                       "displayname", "Former guest", "after", rooms));
+		rc = env->mx->ops->displayname(env->mx->ctx, t, guest, "Former guest", after, nafter);
 	/* Last: the homeserver account goes too, marked erased. */
 	if (!rc)
-		rc = push(t,
-		          json_pack("{s:s, s:s, s:O}", "op", "deactivate", "user_id", guest, "after", rooms));
+		rc = env->mx->ops->deactivate(env->mx->ctx, t, guest, after, nafter);
+	free(after);
 	json_decref(rooms);
 	/* 3. Sessions, resume code, conversation and the pseudonym go. */
 	if (!rc)
@@ -1247,9 +1167,8 @@ static const char *id_or_null(const char *id)
 static int redact_late(const struct txn_env *env, store_txn *t, const struct mxev *ev,
                        const struct pol_view *v, unsigned *fed)
 {
-	int rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:s}", "op", "redact", "room_id", ev->room_id,
-	                           "user_id", env->cfg->bot_user_id, "event_id", ev->event_id, "reason",
-	                           "Deleted at the guest's request"));
+	int rc = env->mx->ops->redact(env->mx->ctx, t, ev->room_id, env->cfg->bot_user_id, ev->event_id,
+	                              "Deleted at the guest's request");
 	if (!rc && env->au && v->record == POL_VIEW_REC_DATA_ERASED) {
 		json_t *details = json_pack("{s:s, s:s}", "event_id", ev->event_id, "what", "late_message");
 		struct audit_rec ar = {.kind = AUDIT_DATA_ERASED,
@@ -1659,7 +1578,7 @@ int conv_command(const struct txn_env *env, store_txn *t, const struct mxev *ev,
 		const char *to = args_of(ev->body);
 		size_t n = strcspn(to, " \t\n");
 		char *target = xstrndup(to, n);
-		enum pol_role role = events_role(cfg, t, target);
+		enum pol_role role = rooms_role(cfg, t, target);
 		int staff = role == POL_ROLE_STAFF || role == POL_ROLE_LEAD;
 		if (!n || target[0] != '@') {
 			reply = xstrdup("Usage: !threshold handover @colleague:server");
@@ -1667,8 +1586,7 @@ int conv_command(const struct txn_env *env, store_txn *t, const struct mxev *ev,
 			reply = xasprintf("%s is not staff: a conversation can only be handed to staff.",
 			                  target);
 		} else {
-			rc = push(t, json_pack("{s:s, s:s, s:s, s:s}", "op", "invite", "room_id", ev->room_id,
-			                       "user_id", cfg->bot_user_id, "target", target));
+			rc = env->mx->ops->invite(env->mx->ctx, t, ev->room_id, cfg->bot_user_id, target);
 			json_t *details = json_pack("{s:s}", "to", target);
 			struct audit_rec ar = {.kind = AUDIT_CONVERSATION_HANDED,
 			                       .actor = ev->sender,
@@ -1689,14 +1607,14 @@ int conv_command(const struct txn_env *env, store_txn *t, const struct mxev *ev,
 		free(target);
 	}
 	if (!rc && reply) {
-		rc = push(t, outbox_notice(ev->room_id, cfg->bot_user_id, reply, ev->event_id));
+		rc = env->mx->ops->notice(env->mx->ctx, t, ev->room_id, cfg->bot_user_id, reply,
+		                          ev->event_id);
 		if (!rc)
 			(*queued)++;
 	}
 	if (!rc && qr_link) {
-		rc = push(t,
-		          json_pack("{s:s, s:s, s:s, s:s, s:s}", "op", "qr_image", "room_id", ev->room_id,
-		                    "user_id", cfg->bot_user_id, "text", qr_link, "reply_to", ev->event_id));
+		rc = env->mx->ops->qr_image(env->mx->ctx, t, ev->room_id, cfg->bot_user_id, qr_link,
+		                            ev->event_id);
 		if (!rc)
 			(*queued)++;
 	}

@@ -20,8 +20,9 @@
  * "expires_ms":T} and sec_hash("resume", code) to {"guest":G}.
  *
  * Every change is one LMDB write transaction holding the state, the audit
- * record and the outbox actions, like the hot path.  Threshold acts on the
- * homeserver for the guest only through the outbox, after policy agreed.
+ * record and the homeserver actions, like the hot path.  Threshold acts on
+ * the homeserver for the guest only through the Matrix interface
+ * (matrix.h), whose actions are part of that commit, after policy agreed.
  */
 #ifndef THRESHOLD_CONV_H
 #define THRESHOLD_CONV_H
@@ -30,14 +31,15 @@
 
 #include <jansson.h>
 
+#include "env.h"
 #include "guests.h"
 #include "policy.h"
 #include "secret.h"
 #include "store.h"
-#include "txn.h"
 
 struct config;
 struct config_service;
+struct matrix;
 struct mxev;
 
 #define CONV_MAX_LOCAL_ID 64
@@ -153,30 +155,30 @@ int conv_erase(const struct txn_env *env, const char *guest);
 int conv_expire(const struct txn_env *env, uint64_t now_ms, size_t *expired);
 
 /**
- * Called by the outbox in the commit that removes the create_room action
- * of @p guest's portal (made by the guest itself): record the room, queue
- * the guest lowering its own power to 0 and the bot's join, and tell the
- * service's staff room: at once when it heard nothing from this service for
- * a minute, else in the next grouped notice.  Does nothing when
- * conv_room_seen_created did it first.
+ * Called back by the Matrix implementation (matrix.h conv_room_create) in
+ * the commit that removes the create_room action of @p guest's room (made
+ * by the guest itself): record the room, queue the guest handing it to the
+ * bot and the bot's join, and tell the service's staff room (at once when it
+ * heard nothing from this service for a minute, else in the next grouped
+ * notice).  Does nothing when conv_room_seen_created did it first.
+ * @param mx  borrowed, for the actions queued in @p t
  */
-int conv_room_created(const struct config *cfg, store_txn *t, const char *guest, const char *room_id);
+int conv_room_created(const struct config *cfg, const struct matrix *mx, store_txn *t, const char *guest,
+                      const char *room_id);
 
 /**
- * The transaction path's hook for an m.room.create event: when a guest sent
- * it (only Threshold acts as a guest) and it carries a create_room action's
- * mark (OUTBOX_CREATE_MARK), the room is the guest's conversation room and
- * managed from this event on, before the outbox's commit may have run:
- * @p room (its state, updated in place) gets kind "portal" and "setup" (the
- * guest, until it lowers itself to 0: events.c does not judge its settings
- * until then), and conv_room_created's work is done here if not yet.
- * Anything else is left alone.
+ * The transaction path's hook for an m.room.create event that carries the
+ * mark of a room Threshold asked for (matrix.h conv_room_create; the caller
+ * checks the mark): when a guest sent it (only Threshold acts as a guest),
+ * the room is the guest's conversation room and managed from this event
+ * on, before the outbox's commit may have run: @p room (its state, updated
+ * in place) gets kind "portal" and "setup" (the guest, until it lowers
+ * itself to 0: events.c does not judge its settings until then), and
+ * conv_room_created's work is done here if not yet.  Anything else is left
+ * alone.
  * @return TH_OK or a store error.
  */
-int conv_room_seen_created(const struct config *cfg, store_txn *t, const struct mxev *ev, json_t *room);
-
-/** The portal room's power levels once made: bot 100, @p guest 0 (new reference). */
-json_t *conv_room_power(const struct config *cfg, const char *guest);
+int conv_room_seen_created(const struct txn_env *env, store_txn *t, const struct mxev *ev, json_t *room);
 
 /**
  * The hot path's hook for events in a managed room (events.c).  For each
@@ -226,9 +228,5 @@ enum pol_command conv_parse(const char *after_prefix);
  */
 int conv_of_guest(store_txn *t, const char *guest, char *service, size_t service_len, char *room,
                   size_t room_len);
-
-/** The createRoom body of @p guest's portal room for @p svc (new reference). */
-json_t *conv_room_content(const struct config *cfg, const struct config_service *svc, const char *guest,
-                          const char *pseudonym);
 
 #endif

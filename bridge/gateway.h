@@ -19,7 +19,7 @@
 #ifndef THRESHOLD_GATEWAY_H
 #define THRESHOLD_GATEWAY_H
 
-#include "txn.h"
+#include "env.h"
 
 typedef struct gateway gateway;
 

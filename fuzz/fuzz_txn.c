@@ -35,6 +35,7 @@
 #include "mxevent.h"
 #include "rooms.h"
 #include "store.h"
+#include "matrix_outbox.h"
 #include "testlib.h"
 #include "txn.h"
 #include "util.h"
@@ -140,7 +141,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct audit_opts o = {cfg.audit_key_path, seal, 1000, 300};
 	FUZZ_ASSERT(audit_open(st, &o, &au) == TH_OK, "audit_open");
 	free(seal);
-	struct txn_env env = {&cfg, st, au};
+	struct matrix_outbox mxo;
+	matrix_outbox_init(&mxo, &cfg);
+	struct txn_env env = {&cfg, st, au, &mxo.mx};
 
 	const char *body = (const char *)data;
 	struct mxev_batch b = {0};

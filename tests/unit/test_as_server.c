@@ -10,6 +10,7 @@
 #include "config.h"
 #include "log.h"
 #include "store.h"
+#include "matrix_outbox.h"
 #include "testlib.h"
 #include "util.h"
 
@@ -231,7 +232,9 @@ int main(void)
 	test_config_init(&cfg, dir);
 	CHECK_EQ_INT(store_open(cfg.store_path, cfg.map_size_mb, &st), TH_OK);
 	as_server *srv = NULL;
-	struct txn_env env = {&cfg, st, NULL};
+	struct matrix_outbox mxo;
+	matrix_outbox_init(&mxo, &cfg);
+	struct txn_env env = {&cfg, st, NULL, &mxo.mx};
 	CHECK_EQ_INT(as_server_start(&env, on_commit, NULL, &srv), TH_OK);
 	if (!srv)
 		return TEST_DONE();

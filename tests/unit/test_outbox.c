@@ -779,6 +779,53 @@ static void test_create_room_lost(store *st, outbox *ob)
 	free(m2);
 }
 
+/* The room_created hook (outbox.h): a conversation room, once made, is told
+ * to the layer above with the guest and the new room's id, in the commit
+ * that removes the action (what the hook writes is there with it); a room
+ * that is not a conversation is not. */
+struct hook_calls {
+	unsigned n;
+	char guest[64], room[64];
+};
+
+static struct hook_calls hooked;
+
+static int record_room_created(void *ctx, store_txn *t, const char *guest, const char *room_id)
+{
+	struct hook_calls *h = ctx;
+	h->n++;
+	snprintf(h->guest, sizeof(h->guest), "%s", guest);
+	snprintf(h->room, sizeof(h->room), "%s", room_id);
+	return store_put(t, STORE_META, "hooked", 6, room_id, strlen(room_id), 0);
+}
+
+static void test_room_created_hook(store *st, outbox *ob)
+{
+	fake_script((struct answer[]){{200, "{\"room_id\":\"!conv:hs\"}", 0, NULL},
+	                              {200, "{\"room_id\":\"!grp:hs\"}", 0, NULL},
+	                              {0}});
+	unsigned before = hooked.n;
+	push(st, "{\"op\":\"create_room\",\"user_id\":\"@g1:hs\",\"kind\":\"portal\",\"content\":{},"
+	         "\"conversation\":\"@g1:hs\",\"lane\":\"@g1:hs\"}");
+	push(st, "{\"op\":\"create_room\",\"user_id\":\"@bot:hs\",\"kind\":\"group\",\"content\":{}}");
+	outbox_wake(ob);
+	CHECK(wait_drained(ob, 2, 5000));
+	CHECK_EQ_INT(hooked.n, before + 1);
+	CHECK_STR(hooked.guest, "@g1:hs");
+	CHECK_STR(hooked.room, "!conv:hs");
+	store_txn *t;
+	const void *v;
+	size_t vlen;
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	CHECK_EQ_INT(store_get(t, STORE_META, "hooked", 6, &v, &vlen), TH_OK);
+	CHECK(vlen == 8 && memcmp(v, "!conv:hs", 8) == 0);
+	json_t *room = NULL;
+	CHECK_EQ_INT(store_get_json(t, STORE_ROOMS, "!conv:hs", &room), TH_OK);
+	CHECK_STR(json_string_value(json_object_get(room, "kind")), "portal");
+	json_decref(room);
+	store_txn_abort(t);
+}
+
 /* audit_export: without a checkpoint the lead is told why there is no file;
  * then the export is uploaded (a failed upload is retried), and an m.file
  * replies to the command.  The file verifies. */
@@ -1010,7 +1057,7 @@ static void test_restart(store *st, const char *old_send_path)
 	         "\"content\":{\"msgtype\":\"m.notice\",\"body\":\"again\"}}");
 	fake_script(NULL);
 	outbox *ob;
-	CHECK_EQ_INT(outbox_start(st, &cfg, &ob), TH_OK);
+	CHECK_EQ_INT(outbox_start(st, &cfg, NULL, &ob), TH_OK);
 	CHECK(wait_drained(ob, 2, 5000));
 	CHECK_EQ_INT(fake_nseen(), 2);
 	CHECK_STR(fk.seen[0].path, "/_matrix/client/v3/rooms/%21s%3Ahs/join");
@@ -1065,7 +1112,7 @@ static outbox *lanes_start(store *st, unsigned concurrency)
 {
 	cfg.outbox_concurrency = concurrency;
 	outbox *ob;
-	CHECK_EQ_INT(outbox_start(st, &cfg, &ob), TH_OK);
+	CHECK_EQ_INT(outbox_start(st, &cfg, NULL, &ob), TH_OK);
 	return ob;
 }
 
@@ -1334,7 +1381,7 @@ static void test_lanes_crash(const char *dir)
 		if (store_txn_begin(cst, 1, &t) || outbox_push(t, a) || outbox_push(t, b) ||
 		    store_txn_commit(t))
 			_exit(3);
-		if (outbox_start(cst, &cfg, &ob) != TH_OK)
+		if (outbox_start(cst, &cfg, NULL, &ob) != TH_OK)
 			_exit(4);
 		sleep_ms(800);
 		_exit(0); /* no stop, no commit: a crash */
@@ -1395,7 +1442,8 @@ int main(void)
 	CHECK_EQ_INT(store_open(dir, 16, &st), TH_OK);
 	test_push_validation(st);
 	outbox *ob;
-	CHECK_EQ_INT(outbox_start(st, &cfg, &ob), TH_OK);
+	struct outbox_hooks hooks = {.room_created = record_room_created, .ctx = &hooked};
+	CHECK_EQ_INT(outbox_start(st, &cfg, &hooks, &ob), TH_OK);
 	char send_path[512] = "";
 	test_retry_5xx(st, ob);
 	test_retry_429(st, ob);
@@ -1403,6 +1451,7 @@ int main(void)
 	test_drop(st, ob);
 	test_room_ops(st, ob);
 	test_create_room_lost(st, ob);
+	test_room_created_hook(st, ob);
 	test_guest_enter(st, ob);
 	test_audit_export(st, ob, dir);
 	test_enforcement_refused(st, ob, dir);

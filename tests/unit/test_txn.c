@@ -12,6 +12,7 @@
 #include "log.h"
 #include "store.h"
 #include "templates.h"
+#include "matrix_outbox.h"
 #include "testlib.h"
 #include "txn.h"
 #include "util.h"
@@ -22,7 +23,9 @@ static audit *au;
 
 static void run(const char *txn_id, const char *body, struct txn_result *res)
 {
-	struct txn_env env = {&cfg, st, au};
+	struct matrix_outbox mxo;
+	matrix_outbox_init(&mxo, &cfg);
+	struct txn_env env = {&cfg, st, au, &mxo.mx};
 	txn_process(&env, txn_id, body, strlen(body), res);
 }
 
@@ -1085,7 +1088,9 @@ static void test_room_kinds_and_staff_status(void)
 	cfg.staff.v = xrealloc(cfg.staff.v, 2 * sizeof(char *));
 	cfg.staff.v[1] = xstrdup("@ex:test.local");
 	cfg.staff.n = 2;
-	struct txn_env env = {&cfg, st, au};
+	struct matrix_outbox mxo;
+	matrix_outbox_init(&mxo, &cfg);
+	struct txn_env env = {&cfg, st, au, &mxo.mx};
 	unsigned queued = 0;
 	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
 	CHECK_EQ_INT(events_roles_changed(&env, t, &queued), TH_OK);
@@ -1213,7 +1218,9 @@ static void test_store_full(const char *dir)
 	}
 	len += (size_t)snprintf(body + len, cap - len, "]}");
 	cfg.max_json_depth = 16;
-	struct txn_env env = {&cfg, st, NULL};
+	struct matrix_outbox mxo;
+	matrix_outbox_init(&mxo, &cfg);
+	struct txn_env env = {&cfg, st, NULL, &mxo.mx};
 	txn_process(&env, "41", body, len, &res);
 	CHECK_EQ_INT(res.status, 503);
 	free(body);

@@ -1,0 +1,240 @@
+/*
+ * matrix_outbox.c - bridge/matrix.h on the outbox: every method is one
+ * outbox action (the JSON documented in outbox.h), pushed in the caller's
+ * write transaction.  This file and outbox.c are the only places that know
+ * the actions' shape.
+ */
+#include "matrix_outbox.h"
+
+#include <stdlib.h>
+
+#include <jansson.h>
+
+#include "config.h"
+#include "outbox.h"
+#include "templates.h"
+#include "util.h"
+
+/* Queue @p action (taken, even on failure) in @p t. */
+static int push(store_txn *t, json_t *action)
+{
+	if (!action)
+		return TH_EINVAL;
+	int rc = outbox_push(t, action);
+	json_decref(action);
+	return rc;
+}
+
+static const struct config *cfg_of(void *ctx)
+{
+	return ((const struct matrix_outbox *)ctx)->cfg;
+}
+
+/* The lanes in @p after as an "after" array (new reference). */
+static json_t *lanes(const char *const *after, size_t nafter)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; i < nafter; i++)
+		json_array_append_new(a, json_string(after[i]));
+	return a;
+}
+
+static int mo_notice(void *ctx, store_txn *t, const char *room_id, const char *user_id, const char *body,
+                     const char *reply_to)
+{
+	(void)ctx;
+	return push(t, outbox_notice(room_id, user_id, body, reply_to));
+}
+
+static int mo_notice_after(void *ctx, store_txn *t, const char *room_id, const char *user_id,
+                           const char *body, const char *const *after, size_t nafter)
+{
+	(void)ctx;
+	json_t *a = outbox_notice(room_id, user_id, body, NULL);
+	json_t *lanes = json_array();
+	for (size_t i = 0; i < nafter; i++)
+		json_array_append_new(lanes, json_string(after[i]));
+	json_object_set_new(a, "after", lanes);
+	return push(t, a);
+}
+
+static int mo_text(void *ctx, store_txn *t, const char *room_id, const char *user_id, const char *body,
+                   const char *local_id)
+{
+	(void)ctx;
+	json_t *content =
+	        json_pack("{s:s, s:s, s:s}", "msgtype", "m.text", "body", body, MX_LOCAL_ID_KEY, local_id);
+	return content ? push(t, outbox_message(room_id, user_id, content, NULL)) : TH_EINVAL;
+}
+
+static int mo_send_media(void *ctx, store_txn *t, const struct mx_media *m)
+{
+	(void)ctx;
+	return push(t, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "op", "send_media",
+	                         "room_id", m->room_id, "user_id", m->user_id, "blob", m->blob, "name",
+	                         m->name, "mimetype", m->mimetype, "msgtype", m->msgtype, "local_id",
+	                         m->local_id, "size", (json_int_t)m->size));
+}
+
+static int mo_qr_image(void *ctx, store_txn *t, const char *room_id, const char *user_id, const char *text,
+                       const char *reply_to)
+{
+	(void)ctx;
+	return push(t, json_pack("{s:s, s:s, s:s, s:s, s:s*}", "op", "qr_image", "room_id", room_id,
+	                         "user_id", user_id, "text", text, "reply_to", reply_to));
+}
+
+static int mo_redact(void *ctx, store_txn *t, const char *room_id, const char *user_id, const char *event_id,
+                     const char *reason)
+{
+	(void)ctx;
+	return push(t, json_pack("{s:s, s:s, s:s, s:s, s:s*}", "op", "redact", "room_id", room_id, "user_id",
+	                         user_id, "event_id", event_id, "reason", reason));
+}
+
+static int mo_join(void *ctx, store_txn *t, const char *room_id, const char *user_id, const char *after)
+{
+	(void)ctx;
+	json_t *a = json_pack("{s:s, s:s, s:s}", "op", "join", "room_id", room_id, "user_id", user_id);
+	if (a && after)
+		json_object_set_new(a, "after", json_pack("[s]", after));
+	return push(t, a);
+}
+
+static int mo_leave(void *ctx, store_txn *t, const char *room_id, const char *user_id)
+{
+	(void)ctx;
+	return push(t, json_pack("{s:s, s:s, s:s}", "op", "leave", "room_id", room_id, "user_id", user_id));
+}
+
+static int mo_invite(void *ctx, store_txn *t, const char *room_id, const char *user_id, const char *target)
+{
+	(void)ctx;
+	return push(t, json_pack("{s:s, s:s, s:s, s:s}", "op", "invite", "room_id", room_id, "user_id",
+	                         user_id, "target", target));
+}
+
+static int mo_room_name(void *ctx, store_txn *t, const char *room_id, const char *user_id,
+                        const char *displayname)
+{
+	(void)ctx;
+	return push(t, json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:s, s:s}}", "op", "state", "room_id", room_id,
+	                         "user_id", user_id, "type", "m.room.member", "state_key", user_id, "content",
+	                         "membership", "join", "displayname", displayname));
+}
+
+static int mo_displayname(void *ctx, store_txn *t, const char *user_id, const char *displayname,
+                          const char *const *after, size_t nafter)
+{
+	(void)ctx;
+	return push(t, json_pack("{s:s, s:s, s:s, s:o}", "op", "displayname", "user_id", user_id,
+	                         "displayname", displayname, "after", lanes(after, nafter)));
+}
+
+static int mo_deactivate(void *ctx, store_txn *t, const char *user_id, const char *const *after,
+                         size_t nafter)
+{
+	(void)ctx;
+	return push(t, json_pack("{s:s, s:s, s:o}", "op", "deactivate", "user_id", user_id, "after",
+	                         lanes(after, nafter)));
+}
+
+/*
+ * The power levels of a guest's conversation room.  The bot holds 100 and
+ * alone changes who can get in or read back.  Staff (everyone but the
+ * guest: only members of the staff room can join) moderate at
+ * rooms.staff_power; the guest writes at @p guest_level: 0, but 100 while
+ * the guest makes the room (see mo_conv_room_create).
+ */
+static json_t *portal_power(const struct config *cfg, const char *guest, int guest_level)
+{
+	json_t *users = json_pack("{s:i}", guest, guest_level);
+	json_t *power = templates_power_levels(cfg, POL_TPL_CONVERSATION, users);
+	json_decref(users);
+	return power;
+}
+
+static int mo_conv_room_create(void *ctx, store_txn *t, const char *guest, const char *pseudonym,
+                               const char *service_name, const char *staff_room)
+{
+	const struct config *cfg = cfg_of(ctx);
+	/*
+	 * The guest makes its own room (createRoom as the guest), so nobody
+	 * ever invites the guest, whose invites the homeserver refuses
+	 * (spec v1.18, MSC4380).  createRoom sends the power levels right after
+	 * the creator's join and every other initial state event after them, as
+	 * the creator (Synapse, handlers/room.py _send_events_for_new_room), and
+	 * in room versions up to 11 requires the creator in "users": so the
+	 * guest starts at 100, invites the bot (which joins at 100), and lowers
+	 * itself to 0 at once (mo_conv_room_handover: a user may lower their own
+	 * level; the bot could not lower a peer at 100).  Until then only
+	 * Threshold acts in the room as the guest, and staff who join early have
+	 * staff_power, below every setting.
+	 *
+	 * The room version is pinned to 10: from version 12 (MSC4289) a room's
+	 * creator has unlimited power for ever and cannot be listed in "users",
+	 * so a room the guest created would be the guest's, not the bot's; and
+	 * Synapse's default_room_version may become 12.  Restricted joins need 8+.
+	 */
+	json_t *power = portal_power(cfg, guest, 100);
+	/* Join rule restricted to the service's staff room (spec: room versions
+	 * 8+), shared history, no guest access: the conversation template
+	 * (policy/exposure.c), the same values a revert puts back. */
+	json_t *initial = templates_initial_state(POL_TPL_CONVERSATION, staff_room);
+	char *name = xasprintf("%s · %s", pseudonym, service_name);
+	char *topic =
+	        xasprintf("A conversation with a guest of %s. Only staff can join; the guest sees staff "
+	                  "by display name. Commands: !threshold help",
+	                  service_name);
+	json_t *body = json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:b}, s:o, s:o, s:[s]}", "name", name, "topic",
+	                         topic, "preset", "private_chat", "visibility", "private", "room_version",
+	                         "10", "creation_content", "m.federate", cfg->rooms_federate,
+	                         "power_level_content_override", power, "initial_state", initial, "invite",
+	                         cfg->bot_user_id);
+	free(name);
+	free(topic);
+	/* In the guest's lane, after its register and block; "conversation":
+	 * the outbox calls the bridge back when the room exists (outbox.h). */
+	return push(t, json_pack("{s:s, s:s, s:s, s:o, s:s, s:s}", "op", "create_room", "user_id", guest,
+	                         "kind", "portal", "content", body, "conversation", guest, "lane", guest));
+}
+
+static int mo_conv_room_handover(void *ctx, store_txn *t, const char *room_id, const char *guest)
+{
+	return push(t, json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:[s]}", "op", "state", "room_id", room_id,
+	                         "user_id", guest, "type", "m.room.power_levels", "state_key", "", "content",
+	                         portal_power(cfg_of(ctx), guest, 0), "after", guest));
+}
+
+static int mo_guest_enter(void *ctx, store_txn *t, const char *room_id, const char *user_id,
+                          const char *guest)
+{
+	(void)ctx;
+	return push(t, json_pack("{s:s, s:s, s:s, s:s, s:[s]}", "op", "guest_enter", "room_id", room_id,
+	                         "user_id", user_id, "target", guest, "after", guest));
+}
+
+static const struct mx_ops outbox_ops = {
+        .notice = mo_notice,
+        .notice_after = mo_notice_after,
+        .text = mo_text,
+        .send_media = mo_send_media,
+        .qr_image = mo_qr_image,
+        .redact = mo_redact,
+        .join = mo_join,
+        .leave = mo_leave,
+        .invite = mo_invite,
+        .room_name = mo_room_name,
+        .displayname = mo_displayname,
+        .deactivate = mo_deactivate,
+        .conv_room_create = mo_conv_room_create,
+        .conv_room_handover = mo_conv_room_handover,
+        .guest_enter = mo_guest_enter,
+};
+
+void matrix_outbox_init(struct matrix_outbox *mo, const struct config *cfg)
+{
+	mo->cfg = cfg;
+	mo->mx.ops = &outbox_ops;
+	mo->mx.ctx = mo;
+}

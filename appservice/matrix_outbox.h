@@ -1,0 +1,26 @@
+/*
+ * matrix_outbox.h - the bridge's Matrix interface (bridge/matrix.h)
+ * implemented on the durable outbox: each method queues one outbox action
+ * (outbox.h) in the caller's write transaction.
+ */
+#ifndef THRESHOLD_MATRIX_OUTBOX_H
+#define THRESHOLD_MATRIX_OUTBOX_H
+
+#include "matrix.h"
+
+struct config;
+
+/** The implementation's context; set up by matrix_outbox_init. */
+struct matrix_outbox {
+	struct matrix mx;         /* hand &mx to the bridge */
+	const struct config *cfg; /* borrowed */
+};
+
+/**
+ * Make @p mo the outbox's implementation of the bridge's Matrix interface.
+ * @param cfg  borrowed; must outlive @p mo (the bot's id, the room
+ *             templates' settings)
+ */
+void matrix_outbox_init(struct matrix_outbox *mo, const struct config *cfg);
+
+#endif

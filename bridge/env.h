@@ -1,0 +1,26 @@
+/*
+ * env.h - what the bridge works with, handed to it by the composition root
+ * (appservice/daemon.c) and shared with the transaction path (txn.h): the
+ * configuration, the store, the audit log and Matrix (matrix.h).  The
+ * bridge names the store and the audit log here without their headers; the
+ * functions that take them still come from those headers
+ * (scripts/layers-debt.txt) until the bridge has interfaces of its own for
+ * them, as it has for Matrix.
+ */
+#ifndef THRESHOLD_ENV_H
+#define THRESHOLD_ENV_H
+
+struct config;
+struct store;
+struct audit;
+struct matrix;
+
+/* All borrowed, all outliving every call. */
+struct txn_env {
+	const struct config *cfg;
+	struct store *st;
+	struct audit *au;        /* safeguarding audit log; NULL writes no records */
+	const struct matrix *mx; /* what the bridge asks of the homeserver (matrix.h) */
+};
+
+#endif
