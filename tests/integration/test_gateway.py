@@ -470,11 +470,7 @@ def _png_with_text(width=1, height=1):
 
 
 # A real 16x8 baseline JPEG (left half red, right half blue), as libjpeg wrote it.
-JPEG_16X8 = (
-    "/9j/2wBDAAgGBgcGBQgHBwcJCQgKDBQNDAsLDBkSEw8UHRofHh0aHBwgJC4nICIsIxwcKDcpLDAxNDQ0Hyc5PTgyPC4zNDL/2wBDAQkJ"
-    "CQwLDBgNDRgyIRwhMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjL/wAARCAAIABADASIAAhEB"
-    "AxEB/8QAFQABAQAAAAAAAAAAAAAAAAAAAAb/xAAUEAEAAAAAAAAAAAAAAAAAAAAA/8QAFQEBAQAAAAAAAAAAAAAAAAAABQb/xAAYEQAC"
-    "AwAAAAAAAAAAAAAAAAAABkOCwv/aAAwDAQACEQMRAD8AlU0BtJnroom+G2T/2Q==")
+from media_samples import JPEG_16X8  # noqa: E402  (a real 16x8 JPEG)
 
 
 def _jpeg_with_exif():
