@@ -2,7 +2,7 @@
  * bench.c - measures the hot path against the budgets in DESIGN.md and prints
  * a table.  A measurement, not a test: it never fails on a slow machine.
  *
- *   threshold-bench [--threshold PATH] [--dir DIR] [--quick] [--table-only]
+ *   threshold-bench [--threshold PATH] [--dir DIR] [--quick] [--table-only|--no-table]
  *                   [--members N] [--guests N] [--audit N] [--backlog N]
  *
  * First the scale table (docs/performance.md): the per-event cost of the
@@ -1114,7 +1114,7 @@ static long idle_rss_kib(const char *threshold, const char *dir)
 int main(int argc, char **argv)
 {
 	const char *threshold = NULL, *base = getenv("TMPDIR");
-	int quick = 0, table_only = 0;
+	int quick = 0, table_only = 0, no_table = 0;
 	struct scale_sizes z = {1000, 100000, 1000000, 10000, 100, 1000};
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--threshold") && i + 1 < argc)
@@ -1129,12 +1129,14 @@ int main(int argc, char **argv)
 			z.backlog = (unsigned)strtoul(argv[++i], NULL, 10);
 		else if (!strcmp(argv[i], "--table-only"))
 			table_only = 1;
+		else if (!strcmp(argv[i], "--no-table"))
+			no_table = 1;
 		else if (!strcmp(argv[i], "--dir") && i + 1 < argc)
 			base = argv[++i];
 		else if (!strcmp(argv[i], "--quick"))
 			quick = 1;
 		else {
-			fprintf(stderr, "usage: threshold-bench [--threshold PATH] [--dir DIR] [--quick] [--table-only]\n"
+			fprintf(stderr, "usage: threshold-bench [--threshold PATH] [--dir DIR] [--quick] [--table-only|--no-table]\n"
 			                "       [--members N] [--guests N] [--audit N] [--backlog N]\n");
 			return 2;
 		}
@@ -1173,7 +1175,8 @@ int main(int argc, char **argv)
 	}
 	if (quick)
 		z.txns100 = 20, z.txns1 = 200;
-	bench_scale(&cfg, dir, &z);
+	if (!no_table)
+		bench_scale(&cfg, dir, &z);
 	if (table_only) {
 		char *cmd = xasprintf("rm -rf '%s'", dir);
 		if (system(cmd) != 0)
