@@ -3,10 +3,9 @@ build, is upgraded once, and loses nothing: the audit chain verifies, every
 record is still listed (now from the indexes), and the rooms keep their
 records, while what a stranger's invites had grown in one of them is gone.
 
-The older binary is given as THRESHOLD_OLD_BIN (build it from the release's
-tag: `git worktree add /tmp/old v0.1.0 && cmake -S /tmp/old -B /tmp/old/build
-&& cmake --build /tmp/old/build --target threshold`); without it the test is
-skipped.  No homeserver: both daemons run standalone (standalone.py).
+The older binary is given as THRESHOLD_OLD_BIN (build it from the last
+commit with schema version 1: `git worktree add ../old <commit>`, then
+cmake and `--target threshold` there); without it the test is skipped.  No homeserver: both daemons run standalone (standalone.py).
 """
 
 import json
