@@ -1203,6 +1203,78 @@ const char *audit_pubkey(const audit *a)
 
 /* ---- appending --------------------------------------------------------- */
 
+/* ---- indexes ----------------------------------------------------------- */
+
+/*
+ * STORE_AUDIT_INDEX answers `audit list --kind/--room/--actor` without a
+ * scan: key 'k'|'r'|'a' then the kind name, room or actor; one 8-byte BE
+ * seq per record (DUPFIXED, so numeric order).  STORE_AUDIT_BY_TIME answers
+ * --since: second S -> the first seq at which the largest ts seen so far
+ * reached S.  Records before that seq all have ts < S (even if the clock
+ * once went back), so a walk from it misses none.  Both are written in the
+ * commit that appends the record; neither is part of the chain.
+ */
+static int index_put(store_txn *t, char tag, const char *val, const unsigned char seq[8])
+{
+	char key[1 + AUDIT_MAX_ID];
+	size_t n = val ? strlen(val) : 0;
+	if (!n || n > AUDIT_MAX_ID)
+		return TH_OK;
+	key[0] = tag;
+	memcpy(key + 1, val, n);
+	int rc = store_put(t, STORE_AUDIT_INDEX, key, n + 1, seq, 8, 0);
+	return rc == TH_EEXIST ? TH_OK : rc;
+}
+
+static int time_put(store_txn *t, uint64_t ts_ms, const unsigned char seq[8])
+{
+	const void *k;
+	size_t klen;
+	uint64_t sec = ts_ms / 1000;
+	int rc = store_last(t, STORE_AUDIT_BY_TIME, &k, &klen, NULL, NULL);
+	if (rc == TH_OK && klen == 8 && store_key_u64(k) >= sec)
+		return TH_OK; /* not past the largest second seen: covered */
+	if (rc && rc != TH_ENOTFOUND)
+		return rc;
+	unsigned char key[8];
+	store_u64_key(key, sec);
+	return store_put(t, STORE_AUDIT_BY_TIME, key, 8, seq, 8, STORE_APPEND);
+}
+
+static int index_record(store_txn *t, const char *kind, const char *room, const char *actor, uint64_t ts_ms,
+                        const unsigned char seq[8])
+{
+	int rc = index_put(t, 'k', kind, seq);
+	if (!rc)
+		rc = index_put(t, 'r', room, seq);
+	if (!rc)
+		rc = index_put(t, 'a', actor, seq);
+	if (!rc)
+		rc = time_put(t, ts_ms, seq);
+	return rc;
+}
+
+static int index_one(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	store_txn *t = ctx;
+	if (klen != 8)
+		return -TH_ESTORE;
+	json_t *rec = json_loadb(val, vlen, 0, NULL);
+	json_int_t ts = json_integer_value(json_object_get(rec, "ts"));
+	int rc = !json_is_object(rec) ? TH_OK
+	                              : index_record(t, json_string_value(json_object_get(rec, "kind")),
+	                                             json_string_value(json_object_get(rec, "room")),
+	                                             json_string_value(json_object_get(rec, "actor")),
+	                                             ts > 0 ? (uint64_t)ts : 0, key);
+	json_decref(rec);
+	return rc ? -rc : 0;
+}
+
+int audit_index_build(store_txn *t)
+{
+	return store_walk(t, STORE_AUDIT, NULL, 0, index_one, t);
+}
+
 /* Append @p rec after head @p h (advanced on success); the caller writes the head. */
 static int chain_append(audit *a, store_txn *t, const struct audit_rec *rec, struct head *h)
 {
@@ -1243,6 +1315,8 @@ static int chain_append(audit *a, store_txn *t, const struct audit_rec *rec, str
 	}
 	if (!rc && r.subject)
 		rc = store_put(t, STORE_AUDIT_BY_SUBJECT, r.subject, strlen(r.subject), key, sizeof(key), 0);
+	if (!rc)
+		rc = index_record(t, audit_kind_name(r.kind), r.room, r.actor, r.ts_ms, key);
 	if (!rc) {
 		h->seq = seq;
 		memcpy(h->hash, hash, AUDIT_HASH_LEN);
@@ -1504,21 +1578,91 @@ static int iter_index(void *ctx, const void *key, size_t klen, const void *val, 
 	return iter_one(ic, seq, rv, rlen);
 }
 
+struct first_ctx {
+	uint64_t seq;
+	int found;
+};
+
+static int first_val(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct first_ctx *fc = ctx;
+	(void)key;
+	(void)klen;
+	if (vlen != 8)
+		return -TH_ESTORE;
+	fc->seq = store_key_u64(val);
+	fc->found = 1;
+	return 1;
+}
+
+/* The first seq a walk for @p f need look at: its min_seq, or later where
+ * STORE_AUDIT_BY_TIME shows no record before it is as recent as since_ms.
+ * @return TH_OK, TH_ENOTFOUND (no record can match) or TH_ESTORE. */
+static int first_seq(store_txn *t, const struct audit_filter *f, uint64_t *out)
+{
+	*out = f->min_seq ? f->min_seq : 1;
+	if (!f->since_ms)
+		return TH_OK;
+	unsigned char sec[8];
+	store_u64_key(sec, f->since_ms / 1000);
+	struct first_ctx fc = {0, 0};
+	int rc = store_walk(t, STORE_AUDIT_BY_TIME, sec, 8, first_val, &fc);
+	if (rc)
+		return rc;
+	if (!fc.found)
+		return TH_ENOTFOUND;
+	if (fc.seq > *out)
+		*out = fc.seq;
+	return TH_OK;
+}
+
 int audit_iter(store_txn *t, const struct audit_filter *f, audit_iter_fn fn, void *ctx)
 {
 	struct iter_ctx ic = {t, f, fn, ctx};
+	uint64_t from;
+	int rc = first_seq(t, f, &from);
+	if (rc)
+		return rc == TH_ENOTFOUND ? TH_OK : rc;
+	unsigned char fromkey[8];
+	store_u64_key(fromkey, from);
 	if (f->subject) {
 		size_t n = strlen(f->subject);
 		if (n == 0 || n > AUDIT_MAX_ID)
 			return TH_OK; /* no record can name it */
-		return store_walk_dups(t, STORE_AUDIT_BY_SUBJECT, f->subject, n, iter_index, &ic);
+		return store_walk_dups_from(t, STORE_AUDIT_BY_SUBJECT, f->subject, n, fromkey, 8, iter_index,
+		                            &ic);
 	}
-	if (f->min_seq) {
-		unsigned char from[8];
-		store_u64_key(from, f->min_seq);
-		return store_walk(t, STORE_AUDIT, from, sizeof(from), iter_walk, &ic);
+	/* The smallest of the indexes the filter names: each record it lists is
+	 * still checked against the whole filter. */
+	const char *kind = f->kind >= 0 ? audit_kind_name((enum audit_kind)f->kind) : NULL;
+	const struct {
+		char tag;
+		const char *val;
+	} idx[] = {{'r', f->room}, {'a', f->actor}, {'k', kind}};
+	char best[1 + AUDIT_MAX_ID];
+	size_t bestlen = 0, bestn = SIZE_MAX;
+	for (size_t i = 0; i < sizeof(idx) / sizeof(idx[0]); i++) {
+		size_t n = idx[i].val ? strlen(idx[i].val) : 0, count;
+		if (!idx[i].val)
+			continue;
+		if (n == 0 || n > AUDIT_MAX_ID)
+			return TH_OK; /* no record can name it */
+		char key[1 + AUDIT_MAX_ID];
+		key[0] = idx[i].tag;
+		memcpy(key + 1, idx[i].val, n);
+		if ((rc = store_count_dups(t, STORE_AUDIT_INDEX, key, n + 1, &count)))
+			return rc;
+		if (count < bestn) {
+			bestn = count;
+			bestlen = n + 1;
+			memcpy(best, key, bestlen);
+		}
 	}
-	return store_walk(t, STORE_AUDIT, NULL, 0, iter_walk, &ic);
+	if (bestlen)
+		return bestn ? store_walk_dups_from(t, STORE_AUDIT_INDEX, best, bestlen, fromkey, 8, iter_index,
+		                                    &ic)
+		             : TH_OK;
+	return store_walk(t, STORE_AUDIT, fromkey, sizeof(fromkey), iter_walk, &ic);
 }
 
 /* ---- export ------------------------------------------------------------ */

@@ -315,6 +315,14 @@ struct audit_filter {
 	uint64_t min_seq;    /* seq >= min_seq; 0: no bound (audit_iter starts its walk there) */
 };
 
+/**
+ * Fill the indexes audit_iter answers from (by kind, room, actor and time)
+ * from every record in the log: once, when a store made before they existed
+ * is upgraded (migrate.c); audit_append keeps them after that.
+ * @return TH_OK or a store error.
+ */
+int audit_index_build(store_txn *t);
+
 /** A filter that matches everything (kind -1, the rest zero). */
 void audit_filter_init(struct audit_filter *f);
 

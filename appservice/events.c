@@ -67,17 +67,21 @@ static int room_service(const struct config *cfg, store_txn *t, const char *room
 	if (rooms_kind(room) != POL_ROOM_CONVERSATION)
 		return 0;
 	const char *gid;
-	json_t *m;
-	json_object_foreach(json_object_get(room, "guests"), gid, m)
+	json_t *m, *guests = NULL; /* a conversation's: one guest */
+	int found = 0;
+	rooms_users(t, room_id, ROOMS_GUESTS, &guests);
+	json_object_foreach(guests, gid, m)
 	{
 		char service[SERVICE_LEN], own[256];
 		if (conv_of_guest(t, gid, service, sizeof(service), own, sizeof(own)) == TH_OK &&
 		    strcmp(own, room_id) == 0) {
 			*svc = config_service_find(cfg, service);
-			return 1;
+			found = 1;
+			break;
 		}
 	}
-	return 0;
+	json_decref(guests);
+	return found;
 }
 
 /* Whether @p user_id is staff of @p svc: a lead, staff by the config
@@ -179,6 +183,15 @@ static int guest_lowered(const struct mxev *ev, const char *guest)
 		level = v ? 1 : 0;
 	json_decref(content);
 	return level <= 0;
+}
+
+/* The guests of @p ev's room into @p *out (new), for a power-level change:
+ * the only setting whose judgement looks at them.  @return *out. */
+static const json_t *room_guests(store_txn *t, const struct mxev *ev, json_t **out)
+{
+	if (!*out && strcmp(ev->type, "m.room.power_levels") == 0)
+		rooms_users(t, ev->room_id, ROOMS_GUESTS, out);
+	return *out;
 }
 
 enum pol_command events_parse_command(const char *body)
@@ -763,6 +776,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	char *reply = NULL;
 	struct templates_change xc = {0}; /* a room setting judged against its template */
 	char target_id[256] = "";         /* the guest a group command names */
+	json_t *guests = NULL;            /* the room's, read for a power-level change only */
 
 	json_object_set_new(room, "events",
 	                    json_integer(json_integer_value(json_object_get(room, "events")) + 1));
@@ -812,13 +826,14 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		/* A conversation room is one guest's own. */
 		if (f.target == POL_ROLE_GUEST && f.room == POL_ROOM_CONVERSATION)
 			f.target_belongs = own_room(t, state_key, room_id);
-		if (f.target == POL_ROLE_GUEST) {
-			json_t *guests = json_object_get(room, "guests");
-			if (!json_is_object(guests)) {
-				guests = json_object();
-				json_object_set_new(room, "guests", guests);
-			}
-			json_object_set_new(guests, state_key, json_string(membership));
+		/* A guest's membership, kept for managed rooms only: of a room
+		 * Threshold does not manage it keeps nothing per member (the
+		 * bound, rooms.h), however many of its namespace a stranger
+		 * invites there. */
+		if (f.target == POL_ROLE_GUEST && is_managed(f.room)) {
+			int rc = rooms_user_set(t, room_id, ROOMS_GUESTS, state_key, membership);
+			if (rc)
+				return rc;
 		}
 		if (strcmp(membership, "invite") == 0)
 			f.event = POL_EV_INVITE;
@@ -827,7 +842,8 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		else if (strcmp(membership, "leave") == 0 || strcmp(membership, "ban") == 0)
 			f.event = POL_EV_LEAVE;
 	} else if (state_key && !own_setup && is_managed(f.room) &&
-	           templates_judge_event(cfg, room, ev, &xc) && xc.exposure != POL_EXP_NONE) {
+	           templates_judge_event(cfg, room, room_guests(t, ev, &guests), ev, &xc) &&
+	           xc.exposure != POL_EXP_NONE) {
 		/* The content, judged against the room's template; never the sender.
 		 * (A guest's own settings while it makes its room are Threshold's.) */
 		f.event = xc.exposure == POL_EXP_ENCRYPTION ? POL_EV_ENCRYPTION
@@ -896,7 +912,8 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		/* Someone who was staff here and is no longer (rule 25 took them
 		 * out) still leaves as staff, for the guests' notice. */
 		enum pol_role was = f.target;
-		if (f.event == POL_EV_LEAVE && json_object_get(json_object_get(room, "staff"), state_key))
+		char shown[ROOMS_VALUE_MAX];
+		if (f.event == POL_EV_LEAVE && rooms_user_get(t, room_id, ROOMS_STAFF, state_key, shown) == TH_OK)
 			was = POL_ROLE_STAFF;
 		rc = conv_on_event(env, t, ev, f.sender, was, room, &fed);
 		if (!rc && fed)
@@ -910,6 +927,7 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	free(reply);
 	json_decref(xc.revert);
 	json_decref(xc.cannot_demote);
+	json_decref(guests);
 	audit_query_answer_free(&answer);
 	return rc;
 }

@@ -10,6 +10,7 @@
 #include "jsonx.h"
 #include "mxevent.h"
 #include "outbox.h"
+#include "rooms.h"
 #include "templates.h"
 #include "util.h"
 
@@ -148,7 +149,11 @@ static int add_or_remove(const struct config *cfg, store_txn *t, const struct mx
 static int list(const struct config *cfg, store_txn *t, const struct mxev *ev, const json_t *room,
                 unsigned *queued)
 {
-	json_t *guests = json_object_get(room, "guests");
+	(void)room;
+	json_t *guests;
+	int grc = rooms_users(t, ev->room_id, ROOMS_GUESTS, &guests);
+	if (grc)
+		return grc;
 	size_t cap = 4096, len = 0;
 	char *buf = xmalloc(cap);
 	len += (size_t)snprintf(buf, cap, "Guests of this room:");
@@ -164,6 +169,7 @@ static int list(const struct config *cfg, store_txn *t, const struct mxev *ev, c
 		int rc = guests_get(t, id, &g);
 		if (rc && rc != TH_ENOTFOUND) {
 			free(buf);
+			json_decref(guests);
 			return rc;
 		}
 		if (len + 200 > cap)
@@ -172,6 +178,7 @@ static int list(const struct config *cfg, store_txn *t, const struct mxev *ev, c
 		                        strcmp(membership, "join") ? "invited" : "joined");
 		n++;
 	}
+	json_decref(guests);
 	if (n == 0)
 		snprintf(buf, cap, "No guests in this room.");
 	int rc = reply(cfg, t, ev, buf, queued);

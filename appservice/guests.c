@@ -14,6 +14,7 @@
 #include "config.h"
 #include "log.h"
 #include "outbox.h"
+#include "rooms.h"
 #include "util.h"
 
 /*
@@ -410,13 +411,17 @@ int guests_name_in_room(const struct config *cfg, store_txn *t, json_t *room, co
 {
 	if (!cfg->pseudonym_per_room)
 		return TH_OK;
-	json_t *names = json_object_get(room, "names");
-	if (!json_is_object(names)) {
-		names = json_object();
-		json_object_set_new(room, "names", names);
-	}
-	if (json_object_get(names, guest_id))
+	(void)room;
+	char have[ROOMS_VALUE_MAX];
+	int rc = rooms_user_get(t, room_id, ROOMS_NAMES, guest_id, have);
+	if (rc == TH_OK)
 		return TH_OK; /* named here already (this is our own member event coming back) */
+	if (rc != TH_ENOTFOUND)
+		return rc;
+	/* The names of the room, read only when a guest first joins it. */
+	json_t *names;
+	if ((rc = rooms_users(t, room_id, ROOMS_NAMES, &names)))
+		return rc;
 
 	/* Taken: every name already used in the room, and the guest's own stored
 	 * pseudonym (which staff may know from elsewhere). */
@@ -429,9 +434,10 @@ int guests_name_in_room(const struct config *cfg, store_txn *t, json_t *room, co
 		taken[i++] = json_string_value(v);
 	}
 	struct guest g;
-	int rc = guests_get(t, guest_id, &g);
+	rc = guests_get(t, guest_id, &g);
 	if (rc && rc != TH_ENOTFOUND) {
 		free(taken);
+		json_decref(names);
 		return rc;
 	}
 	if (rc == TH_OK)
@@ -439,9 +445,11 @@ int guests_name_in_room(const struct config *cfg, store_txn *t, json_t *room, co
 	char name[GUESTS_PSEUDONYM_LEN];
 	rc = guests_pseudonym_for_room(taken, i, name, sizeof(name));
 	free(taken);
+	json_decref(names);
 	if (rc)
 		return rc == TH_EIO ? TH_OK : rc; /* no randomness: keep the neutral name */
-	json_object_set_new(names, guest_id, json_string(name));
+	if ((rc = rooms_user_set(t, room_id, ROOMS_NAMES, guest_id, name)))
+		return rc;
 	json_t *a = json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:s, s:s}}", "op", "state", "room_id", room_id,
 	                      "user_id", guest_id, "type", "m.room.member", "state_key", guest_id, "content",
 	                      "membership", "join", "displayname", name);

@@ -154,8 +154,9 @@ int guests_pseudonym_for_room(const char *const *taken, size_t ntaken, char *buf
 /**
  * With guests.pseudonym_per_room: when guest @p guest_id has joined managed
  * room @p room_id and has no name there yet, pick one unique among the names
- * used in the room (and unlike the guest's own stored pseudonym), keep it in
- * the room's state @p room ("names"), and queue the guest's member event
+ * used in the room (and unlike the guest's own stored pseudonym), keep it as
+ * the room's STORE_ROOM_NAMES key for the guest (rooms.h; @p room is
+ * unused), and queue the guest's member event
  * carrying it.  Otherwise does nothing.
  * @param queued  incremented per action queued
  * @return TH_OK or a store error.

@@ -396,3 +396,180 @@ enum pol_role rooms_role(const struct config *cfg, store_txn *t, const char *use
 		return POL_ROLE_STAFF;
 	return local ? POL_ROLE_LOCAL : POL_ROLE_REMOTE;
 }
+
+/* ---- per-user facts of a managed room, each its own key ----------------- */
+
+static enum store_db map_db(enum rooms_map map)
+{
+	switch (map) {
+	case ROOMS_STAFF:
+		return STORE_ROOM_STAFF;
+	case ROOMS_NAMES:
+		return STORE_ROOM_NAMES;
+	case ROOMS_GUESTS:
+	default:
+		return STORE_ROOM_GUESTS;
+	}
+}
+
+static int ids_fit(const char *room_id, const char *user_id)
+{
+	return room_id && user_id && strlen(room_id) <= MAX_ID && strlen(user_id) <= MAX_ID;
+}
+
+int rooms_user_get(store_txn *t, const char *room_id, enum rooms_map map, const char *user_id,
+                   char buf[ROOMS_VALUE_MAX])
+{
+	if (!ids_fit(room_id, user_id))
+		return TH_ENOTFOUND;
+	char key[2 * MAX_ID + 2];
+	size_t klen = member_key(key, room_id, user_id);
+	const void *v;
+	size_t vlen;
+	int rc = store_get(t, map_db(map), key, klen, &v, &vlen);
+	if (rc)
+		return rc;
+	if (vlen >= ROOMS_VALUE_MAX)
+		vlen = ROOMS_VALUE_MAX - 1;
+	memcpy(buf, v, vlen);
+	buf[vlen] = '\0';
+	return TH_OK;
+}
+
+int rooms_user_set(store_txn *t, const char *room_id, enum rooms_map map, const char *user_id,
+                   const char *val)
+{
+	if (!ids_fit(room_id, user_id))
+		return TH_OK;
+	char key[2 * MAX_ID + 2];
+	size_t klen = member_key(key, room_id, user_id);
+	if (!val) {
+		int rc = store_del(t, map_db(map), key, klen);
+		return rc == TH_ENOTFOUND ? TH_OK : rc;
+	}
+	size_t vlen = strlen(val);
+	const void *old;
+	size_t olen;
+	/* Unchanged: no write, so a resent membership dirties no page. */
+	if (store_get(t, map_db(map), key, klen, &old, &olen) == TH_OK && olen == vlen &&
+	    memcmp(old, val, vlen) == 0)
+		return TH_OK;
+	return store_put(t, map_db(map), key, klen, val, vlen, 0);
+}
+
+/* A walk over the keys of one room: "room id, 0" is their common prefix. */
+struct room_users {
+	const char *prefix;
+	size_t plen;
+	json_t *out;  /* rooms_users: collects */
+	char *first;  /* rooms_user_first: the first user found (256 bytes) */
+	int found;
+};
+
+static int collect_user(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct room_users *ru = ctx;
+	if (klen <= ru->plen || memcmp(key, ru->prefix, ru->plen) != 0)
+		return 1; /* past the room's keys */
+	size_t ulen = klen - ru->plen;
+	if (ru->first) {
+		memcpy(ru->first, (const char *)key + ru->plen, ulen); /* ulen <= MAX_ID */
+		ru->first[ulen] = '\0';
+		ru->found = 1;
+		return 1;
+	}
+	char *user = xstrndup((const char *)key + ru->plen, ulen);
+	json_object_set_new(ru->out, user, json_stringn(val, vlen));
+	free(user);
+	return 0;
+}
+
+static int walk_room(store_txn *t, const char *room_id, enum rooms_map map, struct room_users *ru)
+{
+	char prefix[MAX_ID + 1];
+	size_t rl = strlen(room_id);
+	if (rl > MAX_ID)
+		return TH_OK;
+	memcpy(prefix, room_id, rl);
+	prefix[rl] = '\0';
+	ru->prefix = prefix;
+	ru->plen = rl + 1;
+	return store_walk(t, map_db(map), prefix, rl + 1, collect_user, ru);
+}
+
+int rooms_users(store_txn *t, const char *room_id, enum rooms_map map, json_t **out)
+{
+	struct room_users ru = {0};
+	ru.out = json_object();
+	int rc = room_id ? walk_room(t, room_id, map, &ru) : TH_OK;
+	if (rc) {
+		json_decref(ru.out);
+		*out = NULL;
+		return rc;
+	}
+	*out = ru.out;
+	return TH_OK;
+}
+
+int rooms_user_first(store_txn *t, const char *room_id, enum rooms_map map, char buf[256])
+{
+	struct room_users ru = {0};
+	ru.first = buf;
+	int rc = room_id ? walk_room(t, room_id, map, &ru) : TH_OK;
+	if (rc)
+		return rc;
+	return ru.found ? TH_OK : TH_ENOTFOUND;
+}
+
+/* ---- upgrade from schema version 1 ---------------------------------------- */
+
+/* Every record, collected to be rewritten after the walk. */
+static int collect_record(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	json_t *all = ctx;
+	json_t *state = json_loadb(val, vlen, 0, NULL);
+	if (json_is_object(state) && klen <= MAX_ID) {
+		char *room_id = xstrndup(key, klen);
+		json_object_set(all, room_id, state);
+		free(room_id);
+	}
+	json_decref(state);
+	return 0;
+}
+
+int rooms_migrate_v2(store_txn *t)
+{
+	static const struct {
+		const char *field;
+		enum rooms_map map;
+	} moved[] = {{"guests", ROOMS_GUESTS}, {"staff", ROOMS_STAFF}, {"names", ROOMS_NAMES}};
+	/* STORE_MEMBERS is filled from the same maps: first, while they exist. */
+	int rc = rooms_members_backfill(t);
+	json_t *all = json_object();
+	if (!rc)
+		rc = store_walk(t, STORE_ROOMS, NULL, 0, collect_record, all);
+	const char *room_id;
+	json_t *state;
+	json_object_foreach(all, room_id, state)
+	{
+		int managed = rooms_is_managed(state), changed = 0;
+		for (size_t i = 0; !rc && i < sizeof(moved) / sizeof(moved[0]); i++) {
+			json_t *m = json_object_get(state, moved[i].field);
+			if (!m)
+				continue;
+			const char *user;
+			json_t *v;
+			json_object_foreach(m, user, v)
+			{
+				if (!rc && managed && json_is_string(v))
+					rc = rooms_user_set(t, room_id, moved[i].map, user, json_string_value(v));
+			}
+			json_object_del(state, moved[i].field);
+			changed = 1;
+		}
+		if (!rc && changed)
+			rc = store_put_json(t, STORE_ROOMS, room_id, state);
+	}
+	json_decref(all);
+	return rc;
+}

@@ -5,7 +5,23 @@
  * memberships.  Room names and topics are never kept: whoever set them may
  * have written a message into them.
  *
- *   {"events": N, "bot": "join"|..., "kind": "group", "guests": {"@guest_..": "join"}}
+ *   {"events": N, "bot": "join"|..., "kind": "group", "service": "..", "setup": "..",
+ *    "allow": [..], "power": {..}}
+ *
+ * The record holds nothing keyed by user, so its size does not grow with
+ * the room (the one exception, "power", keeps at most 256 users past whom
+ * only those able to redact, and is written only in managed rooms, where
+ * only staff and the bot hold power).  What is per user in a managed room
+ * has its own keys, each read and written alone (rooms_user_get/set):
+ * STORE_ROOM_GUESTS (a guest's membership, "leave" kept), STORE_ROOM_STAFF
+ * (the display name guests are shown for a member of staff) and
+ * STORE_ROOM_NAMES (a guest's pseudonym in that room).
+ *
+ * Bound: of a room Threshold does not manage, whoever controls it can make
+ * Threshold keep only this fixed record (no key per member, whatever the
+ * membership events say, "guests" included); the events themselves leave
+ * their event id (pruned), and the decisions their audit records and
+ * outbox actions, one per event, never state that grows with the room.
  *
  * A staff room's record also holds, while a read of its members is pending,
  * "staff_seen": {"@user:..": true} (see rooms_staff_read_begin).
@@ -150,6 +166,56 @@ int rooms_member_rooms(store_txn *t, const char *user_id, char ***out, size_t *n
  * @return TH_OK or a store error.
  */
 int rooms_members_backfill(store_txn *t);
+
+/** The per-user facts of a managed room, each its own key (see above). */
+enum rooms_map {
+	ROOMS_GUESTS, /* guest id -> membership ("join", "invite", "leave", "ban") */
+	ROOMS_STAFF,  /* staff id -> display name shown to guests ("" for none); present while joined */
+	ROOMS_NAMES,  /* guest id -> pseudonym in this room */
+};
+
+/** Longest value rooms_user_get returns, with its 0. */
+#define ROOMS_VALUE_MAX 256
+
+/**
+ * The fact @p map keeps about @p user_id in room @p room_id, copied into
+ * @p buf (ROOMS_VALUE_MAX bytes; longer values are cut).
+ * @return TH_OK, TH_ENOTFOUND (also for an id over 255 bytes) or TH_ESTORE.
+ */
+int rooms_user_get(store_txn *t, const char *room_id, enum rooms_map map, const char *user_id,
+                   char buf[ROOMS_VALUE_MAX]);
+
+/**
+ * Set (@p val non-NULL) or delete (NULL) that fact.  Ids over 255 bytes are
+ * no one's and are passed by.
+ * @return TH_OK (also deleting what was not there) or a store error.
+ */
+int rooms_user_set(store_txn *t, const char *room_id, enum rooms_map map, const char *user_id,
+                   const char *val);
+
+/**
+ * Every fact @p map keeps in room @p room_id, in user-id order: @p *out is a
+ * new object user id -> string value (empty when none).  Costs the room's
+ * size: for what fans out to each guest (a feed notice) or looks at all of
+ * them (a power-level revert), never for a single-user question.
+ * @return TH_OK or a store error (then @p *out is NULL).
+ */
+int rooms_users(store_txn *t, const char *room_id, enum rooms_map map, json_t **out);
+
+/**
+ * The first user (in id order) @p map keeps in @p room_id, into @p buf
+ * (256 bytes): a portal's guest.  @return TH_OK, TH_ENOTFOUND or TH_ESTORE.
+ */
+int rooms_user_first(store_txn *t, const char *room_id, enum rooms_map map, char buf[256]);
+
+/**
+ * Upgrade a store of schema version 1 (migrate.c): move the per-user maps a
+ * room's record held ("guests", "staff", "names") into their own keys, for
+ * managed rooms, and drop them from every record (an unmanaged room's
+ * "guests" was never read: what a stranger made Threshold keep goes).
+ * @return TH_OK or a store error.
+ */
+int rooms_migrate_v2(store_txn *t);
 
 /**
  * Record that room @p room_id belongs to service @p service (its config

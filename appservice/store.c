@@ -48,6 +48,11 @@ static const struct {
         [STORE_MEMBERS] = {"members", 0},
         [STORE_MEMBER_ROOMS] = {"member_rooms", MDB_DUPSORT},
         [STORE_OUTBOX_FAILED] = {"outbox_failed", 0},
+        [STORE_ROOM_GUESTS] = {"room_guests", 0},
+        [STORE_ROOM_STAFF] = {"room_staff", 0},
+        [STORE_ROOM_NAMES] = {"room_names", 0},
+        [STORE_AUDIT_INDEX] = {"audit_index", MDB_DUPSORT | MDB_DUPFIXED},
+        [STORE_AUDIT_BY_TIME] = {"audit_by_time", 0},
 };
 
 static int map_err(int rc)
@@ -84,37 +89,65 @@ uint64_t store_key_u64(const unsigned char key[8])
 	return v;
 }
 
+int store_schema_get(store_txn *t, uint64_t *out)
+{
+	const void *val;
+	size_t vlen;
+	int rc = store_get(t, STORE_META, "schema_version", 14, &val, &vlen);
+	if (rc == TH_ENOTFOUND) {
+		*out = 0;
+		return TH_OK;
+	}
+	if (rc)
+		return rc;
+	*out = vlen == 8 ? store_key_u64(val) : UINT64_MAX;
+	return TH_OK;
+}
+
+int store_schema_set(store_txn *t, uint64_t v)
+{
+	unsigned char b[8];
+	store_u64_key(b, v);
+	return store_put(t, STORE_META, "schema_version", 14, b, 8, 0);
+}
+
+/* A new store gets this build's version; an older one is upgraded once, in
+ * one transaction (a crash midway leaves the old store as it was); a newer
+ * one is refused. */
 static int check_schema(store *st)
 {
 	store_txn *t;
-	int rc = store_txn_begin(st, 1, &t);
+	uint64_t have;
+	int rc = store_txn_begin(st, 0, &t);
 	if (rc)
 		return rc;
-	const void *val;
-	size_t vlen;
-	rc = store_get(t, STORE_META, "schema_version", 14, &val, &vlen);
-	if (rc == TH_ENOTFOUND) {
-		unsigned char v[8];
-		store_u64_key(v, STORE_SCHEMA_VERSION);
-		rc = store_put(t, STORE_META, "schema_version", 14, v, 8, 0);
-		if (rc) {
-			store_txn_abort(t);
-			return rc;
-		}
-		return store_txn_commit(t);
+	rc = store_schema_get(t, &have);
+	store_txn_abort(t);
+	if (rc)
+		return rc;
+	if (have == STORE_SCHEMA_VERSION)
+		return TH_OK; /* the usual case: a read, no write */
+	if (have > STORE_SCHEMA_VERSION) {
+		LOG(LOG_ERROR, "store: schema version %llu, this build knows %d; refusing to open",
+		    (unsigned long long)have, STORE_SCHEMA_VERSION);
+		return TH_ESTORE;
+	}
+	if ((rc = store_txn_begin(st, 1, &t)))
+		return rc;
+	rc = store_schema_get(t, &have); /* again, under the writer's lock */
+	if (!rc && have < STORE_SCHEMA_VERSION) {
+		if (have)
+			LOG(LOG_INFO, "store: upgrading from schema version %llu to %d",
+			    (unsigned long long)have, STORE_SCHEMA_VERSION);
+		rc = have ? store_migrate(t, have) : TH_OK;
+		if (!rc)
+			rc = store_schema_set(t, STORE_SCHEMA_VERSION);
 	}
 	if (rc) {
 		store_txn_abort(t);
 		return rc;
 	}
-	uint64_t have = vlen == 8 ? store_key_u64(val) : 0;
-	store_txn_abort(t);
-	if (have != STORE_SCHEMA_VERSION) {
-		LOG(LOG_ERROR, "store: schema version %llu, this build knows %d; refusing to open",
-		    (unsigned long long)have, STORE_SCHEMA_VERSION);
-		return TH_ESTORE;
-	}
-	return TH_OK;
+	return store_txn_commit(t);
 }
 
 int store_open(const char *path, size_t map_size_mb, store **out)
@@ -359,6 +392,48 @@ int store_walk(store_txn *t, enum store_db db, const void *from, size_t fromlen,
 int store_walk_dups(store_txn *t, enum store_db db, const void *key, size_t klen, store_walk_fn fn, void *ctx)
 {
 	return walk(t, db, key, klen, MDB_SET_KEY, MDB_NEXT_DUP, fn, ctx);
+}
+
+int store_walk_dups_from(store_txn *t, enum store_db db, const void *key, size_t klen, const void *from,
+                         size_t flen, store_walk_fn fn, void *ctx)
+{
+	MDB_cursor *c;
+	if (mdb_cursor_open(t->txn, t->st->dbi[db], &c))
+		return TH_ESTORE;
+	MDB_val k = {klen, (void *)key}, v = {flen, (void *)from};
+	int rc = mdb_cursor_get(c, &k, &v, MDB_GET_BOTH_RANGE);
+	int result = TH_OK;
+	while (rc == 0) {
+		int r = fn(ctx, k.mv_data, k.mv_size, v.mv_data, v.mv_size);
+		if (r < 0) {
+			result = -r;
+			break;
+		}
+		if (r > 0)
+			break;
+		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT_DUP);
+	}
+	if (rc && rc != MDB_NOTFOUND)
+		result = TH_ESTORE;
+	mdb_cursor_close(c);
+	return result;
+}
+
+int store_count_dups(store_txn *t, enum store_db db, const void *key, size_t klen, size_t *out)
+{
+	MDB_cursor *c;
+	if (mdb_cursor_open(t->txn, t->st->dbi[db], &c))
+		return TH_ESTORE;
+	MDB_val k = {klen, (void *)key}, v;
+	size_t n = 0;
+	int rc = mdb_cursor_get(c, &k, &v, MDB_SET_KEY);
+	if (rc == 0)
+		rc = mdb_cursor_count(c, &n);
+	mdb_cursor_close(c);
+	if (rc && rc != MDB_NOTFOUND)
+		return TH_ESTORE;
+	*out = rc ? 0 : (size_t)n;
+	return TH_OK;
 }
 
 int store_count(store_txn *t, enum store_db db, size_t *out)

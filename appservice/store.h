@@ -42,10 +42,21 @@ enum store_db {
 	STORE_MEMBERS,       /* managed room id, 0, user id -> "join" or "invite" (rooms.c) */
 	STORE_MEMBER_ROOMS,  /* user id -> managed room id, one duplicate per room (dupsort; rooms.c) */
 	STORE_OUTBOX_FAILED, /* u64 BE seq -> JSON: an action set aside after failing for good (outbox.c) */
+	STORE_ROOM_GUESTS,   /* managed room id, 0, guest id -> membership, "leave" kept (rooms.c) */
+	STORE_ROOM_STAFF,    /* managed room id, 0, staff id -> display name shown to guests (rooms.c) */
+	STORE_ROOM_NAMES,    /* managed room id, 0, guest id -> the guest's pseudonym there (rooms.c) */
+	STORE_AUDIT_INDEX,   /* 'k'|'r'|'a', kind|room|actor -> u64 BE seq, one duplicate each (audit.c) */
+	STORE_AUDIT_BY_TIME, /* u64 BE second -> u64 BE first seq whose running-max ts reaches it (audit.c) */
 	STORE_NDBS
 };
 
-#define STORE_SCHEMA_VERSION 1
+/*
+ * 1: the first release.  2: a room's per-user facts (guests' memberships,
+ * staff names, per-room pseudonyms) in their own keys, no longer in its
+ * STORE_ROOMS record; audit indexes by kind, room, actor and time.
+ * store_open upgrades an older store once (migrate.c), in one transaction.
+ */
+#define STORE_SCHEMA_VERSION 2
 
 /* put flags */
 #define STORE_NOOVERWRITE 0x1 /* TH_EEXIST if the key exists */
@@ -66,6 +77,22 @@ struct store_txn_rec {
  * @return TH_OK, TH_EIO (path unusable) or TH_ESTORE (message logged).
  */
 int store_open(const char *path, size_t map_size_mb, store **out);
+
+/**
+ * The schema version recorded in the store (0: none yet, a new store).
+ * @return TH_OK or TH_ESTORE.
+ */
+int store_schema_get(store_txn *t, uint64_t *out);
+
+/** Record schema version @p v in write txn @p t.  @return TH_OK or a store error. */
+int store_schema_set(store_txn *t, uint64_t v);
+
+/**
+ * Bring an older store up to STORE_SCHEMA_VERSION (migrate.c), in write txn
+ * @p t; @p from is the version found.  Called by store_open.
+ * @return TH_OK or a store error (then nothing of it is kept).
+ */
+int store_migrate(store_txn *t, uint64_t from);
 
 /** Close the environment.  All transactions must have ended.  NULL is a no-op. */
 void store_close(store *st);
@@ -144,6 +171,16 @@ int store_walk(store_txn *t, enum store_db db, const void *from, size_t fromlen,
  */
 int store_walk_dups(store_txn *t, enum store_db db, const void *key, size_t klen, store_walk_fn fn,
                     void *ctx);
+
+/**
+ * As store_walk_dups, starting at the first value >= @p from (@p flen bytes).
+ * @return TH_OK or the error.
+ */
+int store_walk_dups_from(store_txn *t, enum store_db db, const void *key, size_t klen, const void *from,
+                         size_t flen, store_walk_fn fn, void *ctx);
+
+/** Number of values of @p key in dupsort database @p db (0 if none).  @return TH_OK or TH_ESTORE. */
+int store_count_dups(store_txn *t, enum store_db db, const void *key, size_t klen, size_t *out);
 
 /** Number of entries in @p db. */
 int store_count(store_txn *t, enum store_db db, size_t *out);

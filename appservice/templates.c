@@ -166,7 +166,7 @@ static long long spec_default(enum pol_power_key k)
 	}
 }
 
-static void power_facts(const struct config *cfg, const json_t *room, const json_t *content,
+static void power_facts(const struct config *cfg, const json_t *guests, const json_t *content,
                         struct pol_power_facts *p)
 {
 	for (unsigned k = 0; k < POL_PK_COUNT; k++)
@@ -193,7 +193,7 @@ static void power_facts(const struct config *cfg, const json_t *room, const json
 			p->guests_max = n;
 	}
 	/* A guest of the room not listed has users_default. */
-	json_object_foreach(json_object_get(room, "guests"), user_id, v)
+	json_object_foreach((json_t *)guests, user_id, v)
 	{
 		if (!json_object_get(users, user_id) && dflt > p->guests_max)
 			p->guests_max = dflt;
@@ -229,7 +229,7 @@ static int in_array(const json_t *a, const char *s)
  * stands stays as they are (into @p cannot_demote): spec, auth rules for
  * m.room.power_levels: a user at or above the sender's level cannot be
  * changed or removed by them, and the whole revert would be refused. */
-static json_t *power_revert(const struct config *cfg, enum pol_template tpl, const json_t *room,
+static json_t *power_revert(const struct config *cfg, enum pol_template tpl, const json_t *guests,
                             const json_t *content, json_t *cannot_demote)
 {
 	json_t *users = json_object();
@@ -258,7 +258,7 @@ static json_t *power_revert(const struct config *cfg, enum pol_template tpl, con
 			n = cfg->staff_power;
 		json_object_set_new(users, user_id, json_integer(n));
 	}
-	json_object_foreach(json_object_get(room, "guests"), user_id, v)
+	json_object_foreach((json_t *)guests, user_id, v)
 	{
 		if (!json_object_get(users, user_id)) /* a guest at the bot's level stays: see above */
 			json_object_set_new(users, user_id, json_integer(0));
@@ -273,8 +273,8 @@ static json_t *power_revert(const struct config *cfg, enum pol_template tpl, con
 	return pl;
 }
 
-int templates_judge_event(const struct config *cfg, const json_t *room, const struct mxev *ev,
-                          struct templates_change *out)
+int templates_judge_event(const struct config *cfg, const json_t *room, const json_t *guests,
+                          const struct mxev *ev, struct templates_change *out)
 {
 	enum pol_template tpl;
 	if (!ev->state_key || *ev->state_key || !templates_of(room, &tpl))
@@ -311,7 +311,7 @@ int templates_judge_event(const struct config *cfg, const json_t *room, const st
 		const char *a = jsonx_str(content, "alias");
 		f.has_alias = (a && *a) || json_array_size(json_object_get(content, "alt_aliases")) > 0;
 	} else if (f.setting == POL_SET_POWER_LEVELS) {
-		power_facts(cfg, room, content, &f.power);
+		power_facts(cfg, guests, content, &f.power);
 	}
 	out->setting = f.setting;
 	out->tpl = tpl;
@@ -321,7 +321,7 @@ int templates_judge_event(const struct config *cfg, const json_t *room, const st
 	if (out->exposure != POL_EXP_NONE && f.setting != POL_SET_ENCRYPTION) {
 		if (f.setting == POL_SET_POWER_LEVELS) {
 			out->cannot_demote = json_array();
-			out->revert = power_revert(cfg, tpl, room, content, out->cannot_demote);
+			out->revert = power_revert(cfg, tpl, guests, content, out->cannot_demote);
 			if (json_array_size(out->cannot_demote) == 0) {
 				json_decref(out->cannot_demote);
 				out->cannot_demote = NULL;

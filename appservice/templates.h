@@ -72,12 +72,14 @@ int templates_room_created(store_txn *t, const char *room_id, const json_t *crea
  * A revert is idempotent (the revert of a revert is itself), and is given
  * only when it differs from the content: so Threshold's own reverts, coming
  * back as events, never make another and nothing loops.
+ * @param guests  the room's guests (rooms_users ROOMS_GUESTS; borrowed, NULL:
+ *                none), read for m.room.power_levels only
  * @param out  written when 1 is returned; the caller releases out->revert
  *             and out->cannot_demote
  * @return 1 if @p ev is one of the table's settings in a room with a
  *         template (out->exposure says whether it exposes), else 0.
  */
-int templates_judge_event(const struct config *cfg, const json_t *room, const struct mxev *ev,
-                          struct templates_change *out);
+int templates_judge_event(const struct config *cfg, const json_t *room, const json_t *guests,
+                          const struct mxev *ev, struct templates_change *out);
 
 #endif

@@ -2,7 +2,11 @@
  * bench.c - measures the hot path against the budgets in DESIGN.md and prints
  * a table.  A measurement, not a test: it never fails on a slow machine.
  *
- *   threshold-bench [--threshold PATH] [--dir DIR] [--quick]
+ *   threshold-bench [--threshold PATH] [--dir DIR] [--quick] [--table-only|--no-table]
+ *                   [--members N] [--guests N] [--audit N] [--backlog N]
+ *
+ * First the scale table (docs/performance.md): the per-event cost of the
+ * transaction path on stores of growing size, one store per row.
  *
  * DIR should be on the disk the store will live on (default: $TMPDIR), since
  * durable commits cost what that disk's fsync costs.  The audit rows use a
@@ -33,6 +37,7 @@
 #include "outbox.h"
 #include "policy.h"
 #include "matrix_outbox.h"
+#include "rooms.h"
 #include "store.h"
 #include "txn.h"
 #include "util.h"
@@ -519,7 +524,7 @@ static double bench_audit_by_subject(struct audit_bench *ab, unsigned n, size_t 
 	return (now_s() - t0) / n * 1e3;
 }
 
-/* ms for a filter with no index (a kind): every record is read and parsed. */
+/* ms for a filter by kind (a rare one): answered from the audit index. */
 static double bench_audit_scan(struct audit_bench *ab, size_t *found)
 {
 	struct audit_filter f;
@@ -536,9 +541,12 @@ static double bench_audit_scan(struct audit_bench *ab, size_t *found)
 	return (now_s() - t0) * 1e3;
 }
 
-/* `threshold audit list --subject` as a lead runs it: a process, the
- * audit_viewed record (a durable commit) and the jsonl output, in ms. */
-static double bench_audit_cli(const char *threshold, struct audit_bench *ab)
+/* `threshold audit list FILTER VALUE [FILTER2 VALUE2]` as a lead runs it: a
+ * process, the audit_viewed record (a durable commit) and the jsonl output,
+ * in ms (the best of 5).  NULL values: no second filter; a NULL @p value
+ * names a subject of the log. */
+static double bench_audit_cli(const char *threshold, struct audit_bench *ab, const char *filter,
+                              const char *value, const char *filter2, const char *value2)
 {
 	char *cfgpath = xasprintf("%s/bench-audit.yaml", ab->dir);
 	FILE *f = fopen(cfgpath, "w");
@@ -555,6 +563,8 @@ static double bench_audit_cli(const char *threshold, struct audit_bench *ab)
 	fclose(f);
 	char subject[64];
 	audit_subject(subject, sizeof(subject), 4242);
+	if (!value)
+		value = subject;
 	double best = -1;
 	for (int i = 0; i < 5; i++) {
 		double t0 = now_s();
@@ -563,8 +573,12 @@ static double bench_audit_cli(const char *threshold, struct audit_bench *ab)
 			int devnull = open("/dev/null", O_WRONLY);
 			dup2(devnull, 1);
 			dup2(devnull, 2);
-			execl(threshold, threshold, "-c", cfgpath, "audit", "list", "--subject", subject,
-			      "--format", "jsonl", (char *)NULL);
+			if (filter2)
+				execl(threshold, threshold, "-c", cfgpath, "audit", "list", filter, value, filter2,
+				      value2, "--format", "jsonl", (char *)NULL);
+			else
+				execl(threshold, threshold, "-c", cfgpath, "audit", "list", filter, value, "--format",
+				      "jsonl", (char *)NULL);
 			_exit(127);
 		}
 		int status;
@@ -688,6 +702,374 @@ static void bench_backlog(struct config *cfg, const char *dir, unsigned backlog,
 	free(path);
 }
 
+/* ---- the scale table: per-event cost against the size of what is stored ---- */
+
+/* Sizes of the table's rows (flags; --quick makes them small). */
+struct scale_sizes {
+	unsigned members; /* per room, in each of the 50 rooms the messages go to */
+	unsigned guests;
+	unsigned audit;
+	unsigned backlog;
+	unsigned txns100, txns1; /* transactions measured per row */
+};
+
+struct scale_fig {
+	double ev_s, p50_ms, p99_ms, cpu_ms, kib;
+};
+
+#define SCALE_ROOMS 50
+
+/* Event @p id of the table's load: a message in one of SCALE_ROOMS rooms,
+ * or, one in ten, a stranger's invite of a guest into a room of theirs
+ * (refused: an audit record and a reject action). */
+static size_t scale_event(char *buf, size_t cap, unsigned long long id, unsigned guests)
+{
+	if (id % 10 == 9)
+		return (size_t)snprintf(
+		        buf, cap,
+		        "{\"type\":\"m.room.member\",\"room_id\":\"!theirs%03llu:remote.example\","
+		        "\"sender\":\"@stranger%llu:remote.example\",\"state_key\":\"@guest_%032llx:bench.local\","
+		        "\"event_id\":\"$%020llu_invite_abcdefghijklmnopqrstuvwxyz\",\"origin_server_ts\":"
+		        "1700000000000,\"content\":{\"membership\":\"invite\"}}",
+		        id % 20, id % 97, guests ? id % guests : id, id);
+	return put_event(buf, cap, id, (unsigned)(id % SCALE_ROOMS));
+}
+
+static char *scale_txn(unsigned long long *next_id, unsigned n, unsigned guests, size_t *len)
+{
+	size_t cap = (size_t)n * 700 + 64, k = 0;
+	char *body = xmalloc(cap);
+	k += (size_t)snprintf(body, cap, "{\"events\":[");
+	for (unsigned i = 0; i < n; i++) {
+		if (i)
+			body[k++] = ',';
+		k += scale_event(body + k, cap - k, (*next_id)++, guests);
+	}
+	k += (size_t)snprintf(body + k, cap - k, "]}");
+	*len = k;
+	return body;
+}
+
+/* @p ntxns transactions of @p per events each: events/s, and per
+ * transaction the latency to its durable commit (the ack, less HTTP), this
+ * thread's CPU and the bytes handed to the kernel. */
+static void scale_measure(const struct txn_env *env, unsigned per, unsigned ntxns, unsigned guests,
+                          struct scale_fig *out)
+{
+	static unsigned long long next_id = 5000000000ull, txn_no = 1;
+	char **bodies = xmalloc(ntxns * sizeof(char *));
+	size_t *lens = xmalloc(ntxns * sizeof(size_t));
+	double *lat = xmalloc(ntxns * sizeof(double));
+	for (unsigned i = 0; i < ntxns; i++)
+		bodies[i] = scale_txn(&next_id, per, guests, &lens[i]);
+	double cpu = 0, wall = 0;
+	unsigned long long bytes = 0;
+	for (unsigned i = 0; i < ntxns; i++) {
+		char id[32];
+		snprintf(id, sizeof(id), "scale%llu", txn_no++);
+		struct txn_result res;
+		unsigned long long w0 = written_bytes();
+		double c0 = thread_cpu_s(), t0 = now_s();
+		txn_process(env, id, bodies[i], lens[i], &res);
+		lat[i] = now_s() - t0;
+		cpu += thread_cpu_s() - c0;
+		bytes += written_bytes() - w0;
+		wall += lat[i];
+		if (env->au)
+			audit_txn_committed(env->au);
+		if (res.status != 200) {
+			fprintf(stderr, "bench: transaction failed with %d\n", res.status);
+			exit(1);
+		}
+		free(bodies[i]);
+	}
+	out->ev_s = (double)ntxns * per / wall;
+	out->p50_ms = pct(lat, ntxns, 50) * 1e3;
+	out->p99_ms = pct(lat, ntxns, 99) * 1e3;
+	out->cpu_ms = cpu / ntxns * 1e3;
+	out->kib = (double)bytes / 1024.0 / ntxns;
+	free(bodies);
+	free(lens);
+	free(lat);
+}
+
+struct scale_store {
+	char *dir;
+	store *st;
+	audit *au;
+	struct matrix_outbox mxo; /* the bridge's Matrix interface, on this store's outbox */
+	struct txn_env env;
+};
+
+static void scale_open(struct scale_store *ss, const struct config *cfg, const char *base, const char *name)
+{
+	ss->dir = xasprintf("%s/scale-%s", base, name);
+	mkdir(ss->dir, 0700);
+	char *path = xasprintf("%s/store", ss->dir);
+	char *key = xasprintf("%s/audit-signing.key", ss->dir);
+	char *seal = xasprintf("%s/seal-keys", ss->dir);
+	struct audit_opts o = {key, seal, 1000, 300};
+	if (store_open(path, 8192, &ss->st) != TH_OK || audit_open(ss->st, &o, &ss->au) != TH_OK) {
+		fprintf(stderr, "bench: cannot open the store in %s\n", ss->dir);
+		exit(1);
+	}
+	matrix_outbox_init(&ss->mxo, cfg);
+	ss->env = (struct txn_env){cfg, ss->st, ss->au, &ss->mxo.mx};
+	free(path);
+	free(key);
+	free(seal);
+}
+
+static void scale_close(struct scale_store *ss)
+{
+	audit_close(ss->au);
+	store_close(ss->st);
+	char *cmd = xasprintf("rm -rf '%s'", ss->dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "bench: could not remove %s\n", ss->dir);
+	free(cmd);
+	free(ss->dir);
+}
+
+/* Feed @p n events made by @p make in transactions of 100, as the homeserver would. */
+static void scale_feed(struct scale_store *ss, unsigned n,
+                       size_t (*make)(char *buf, size_t cap, unsigned i, void *ctx), void *ctx)
+{
+	static unsigned long long feed_no = 1;
+	size_t cap = 100 * 600 + 64;
+	char *body = xmalloc(cap);
+	for (unsigned i = 0; i < n;) {
+		size_t k = (size_t)snprintf(body, cap, "{\"events\":[");
+		for (unsigned j = 0; j < 100 && i < n; j++, i++) {
+			if (j)
+				body[k++] = ',';
+			k += make(body + k, cap - k, i, ctx);
+		}
+		k += (size_t)snprintf(body + k, cap - k, "]}");
+		char id[32];
+		snprintf(id, sizeof(id), "feed%llu", feed_no++);
+		struct txn_result res;
+		txn_process(&ss->env, id, body, k, &res);
+		audit_txn_committed(ss->au);
+		if (res.status != 200) {
+			fprintf(stderr, "bench: set-up transaction failed with %d\n", res.status);
+			exit(1);
+		}
+	}
+	free(body);
+}
+
+/* Members of the table's rooms: of the even rooms (groups Threshold
+ * manages) local staff who join; of the odd ones (a stranger's), ids of the
+ * guests' namespace the stranger invites (each refused and recorded). */
+static size_t member_event(char *buf, size_t cap, unsigned i, void *ctx)
+{
+	unsigned members = *(unsigned *)ctx;
+	unsigned room = i / members, m = i % members;
+	if (room % 2 == 0)
+		return (size_t)snprintf(buf, cap,
+		                        "{\"type\":\"m.room.member\",\"room_id\":\"!room%04u:bench.local\","
+		                        "\"sender\":\"@member%u:bench.local\",\"state_key\":\"@member%u:bench.local\","
+		                        "\"event_id\":\"$member%u_%u\",\"content\":{\"membership\":\"join\","
+		                        "\"displayname\":\"Member %u\"}}",
+		                        room, m, m, room, m, m);
+	return (size_t)snprintf(buf, cap,
+	                        "{\"type\":\"m.room.member\",\"room_id\":\"!room%04u:bench.local\","
+	                        "\"sender\":\"@stranger:remote.example\",\"state_key\":\"@guest_%08x%024x:bench.local\","
+	                        "\"event_id\":\"$member%u_%u\",\"content\":{\"membership\":\"invite\"}}",
+	                        room, room, m, room, m);
+}
+
+static void scale_rooms(struct scale_store *ss, unsigned members)
+{
+	store_txn *t;
+	if (store_txn_begin(ss->st, 1, &t))
+		exit(1);
+	for (unsigned r = 0; r < SCALE_ROOMS; r += 2) {
+		char room[48];
+		snprintf(room, sizeof(room), "!room%04u:bench.local", r);
+		if (rooms_mark_managed(t, room, "group"))
+			exit(1);
+	}
+	if (store_txn_commit(t))
+		exit(1);
+	scale_feed(ss, SCALE_ROOMS * members, member_event, &members);
+}
+
+static void scale_guests(struct scale_store *ss, unsigned n)
+{
+	for (unsigned i = 0; i < n;) {
+		store_txn *t;
+		if (store_txn_begin(ss->st, 1, &t))
+			exit(1);
+		for (unsigned j = 0; j < 10000 && i < n; j++, i++) {
+			char id[80], rec[160];
+			snprintf(id, sizeof(id), "@guest_%032x:bench.local", i);
+			int len = snprintf(rec, sizeof(rec),
+			                   "{\"kind\":\"guest\",\"pseudonym\":\"Blue Otter %u\",\"created_ms\":"
+			                   "1700000000000,\"state\":\"active\"}",
+			                   i);
+			if (store_put(t, STORE_USERS, id, strlen(id), rec, (size_t)len, 0))
+				exit(1);
+		}
+		if (store_txn_commit(t))
+			exit(1);
+	}
+}
+
+static void scale_audit(struct scale_store *ss, unsigned n)
+{
+	for (unsigned i = 0; i < n;) {
+		store_txn *t;
+		if (store_txn_begin(ss->st, 1, &t))
+			exit(1);
+		for (unsigned j = 0; j < 10000 && i < n; j++, i++) {
+			char actor[64], subject[64], room[64];
+			snprintf(actor, sizeof(actor), "@stranger%u:remote.example", i % 997);
+			snprintf(subject, sizeof(subject), "@guest_%032x:bench.local", (i * 7919u) % 10000u);
+			snprintf(room, sizeof(room), "!room%06u:remote.example", i % 100000);
+			struct audit_rec rec = {.kind = AUDIT_CONTACT_BLOCKED,
+			                        .actor = actor,
+			                        .subject = subject,
+			                        .room = room,
+			                        .reason = "bot_invite_refused"};
+			int rc = audit_append(ss->au, t, &rec, NULL);
+			uint64_t now = th_now_ms();
+			if (!rc && audit_checkpoint_due(ss->au, now))
+				rc = audit_checkpoint(ss->au, t, now);
+			if (rc)
+				exit(1);
+		}
+		if (store_txn_commit(t))
+			exit(1);
+		audit_txn_committed(ss->au);
+	}
+}
+
+static void scale_queue(struct scale_store *ss, unsigned backlog)
+{
+	store_txn *t;
+	if (store_txn_begin(ss->st, 1, &t) != TH_OK)
+		exit(1);
+	for (unsigned i = 0; i < backlog; i++) {
+		char room[48];
+		snprintf(room, sizeof(room), "!backlog%03u:bench.local", i % 100);
+		json_t *a = outbox_notice(room, "@threshold:bench.local", "A queued notice", NULL);
+		if (outbox_push(t, a) != TH_OK)
+			exit(1);
+		json_decref(a);
+	}
+	if (store_txn_commit(t) != TH_OK)
+		exit(1);
+}
+
+static void scale_print(const char *row, const struct scale_fig *f100, const struct scale_fig *f1, double ceiling,
+                        const char *note)
+{
+	printf("%-22s | %8.0f %6.2f %6.2f %6.2f %7.0f | %6.0f %6.2f %6.2f %6.2f %5.0f %4.0f%% | %s\n", row,
+	       f100->ev_s, f100->p50_ms, f100->p99_ms, f100->cpu_ms, f100->kib, f1->ev_s, f1->p50_ms, f1->p99_ms,
+	       f1->cpu_ms, f1->kib, ceiling > 0 ? 100.0 * f1->ev_s / ceiling : 0, note);
+	fflush(stdout);
+}
+
+/* One row: the 100-event and 1-event loads on @p ss as it stands, and the
+ * ceiling of bare one-key commits on the same store, measured between them. */
+static void scale_row(struct scale_store *ss, const struct scale_sizes *z, unsigned guests, const char *row,
+                      const char *note)
+{
+	struct scale_fig f100, f1;
+	uint64_t seq = 0;
+	scale_measure(&ss->env, 100, z->txns100, guests, &f100);
+	double c1 = bench_commit_ceiling(ss->st, z->txns1 / 2, &seq);
+	scale_measure(&ss->env, 1, z->txns1, guests, &f1);
+	double c2 = bench_commit_ceiling(ss->st, z->txns1 / 2, &seq);
+	bench_commit_ceiling_done(ss->st);
+	scale_print(row, &f100, &f1, (c1 + c2) / 2, note);
+}
+
+static void bench_scale(const struct config *base_cfg, const char *dir, const struct scale_sizes *z)
+{
+	struct config sc = *base_cfg; /* borrowed strings; local users are staff (roles.staff_all_local) */
+	sc.staff_all_local = 1;
+	const struct config *cfg = &sc;
+	printf("\nPer-event cost against what is stored: 100-event and 1-event transactions, one event in\n"
+	       "ten a stranger's invite of a guest (refused: an audit record and a reject action).\n"
+	       "Latency is to the durable commit (the ack, less HTTP); CPU is the transaction thread's;\n"
+	       "KiB is what one transaction hands the kernel; %%ceil is the 1-event rate against bare\n"
+	       "one-key commits on the same store, measured around it.\n\n");
+	printf("%-22s | %-38s | %-43s |\n", "", "100-event transactions", "1-event transactions");
+	printf("%-22s | %8s %6s %6s %6s %7s | %6s %6s %6s %6s %5s %5s |\n", "store", "events/s", "p50ms", "p99ms",
+	       "CPUms", "KiB", "ev/s", "p50ms", "p99ms", "CPUms", "KiB", "%ceil");
+	struct scale_store ss;
+	char note[96];
+
+	scale_open(&ss, cfg, dir, "empty");
+	scale_row(&ss, z, 0, "empty store", "");
+	scale_close(&ss);
+
+	scale_open(&ss, cfg, dir, "rooms");
+	scale_rooms(&ss, z->members);
+	snprintf(note, sizeof(note), "%u rooms x %u members (half a stranger's invitees)", SCALE_ROOMS, z->members);
+	char row[40];
+	snprintf(row, sizeof(row), "rooms of %u members", z->members);
+	scale_row(&ss, z, 0, row, note);
+	scale_close(&ss);
+
+	scale_open(&ss, cfg, dir, "guests");
+	scale_guests(&ss, z->guests);
+	snprintf(row, sizeof(row), "%u guests", z->guests);
+	scale_row(&ss, z, z->guests, row, "invites name existing guests");
+	scale_close(&ss);
+
+	scale_open(&ss, cfg, dir, "audit");
+	scale_audit(&ss, z->audit);
+	snprintf(row, sizeof(row), "%u audit records", z->audit);
+	scale_row(&ss, z, 0, row, "");
+	scale_close(&ss);
+
+	/* The backlog drains against a homeserver in this process that answers at once. */
+	struct sockaddr_in sa = {
+	        .sin_family = AF_INET, .sin_port = 0, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct MHD_Daemon *hs =
+	        MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL, NULL,
+	                         hs_answer, NULL, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_END);
+	if (!hs) {
+		fprintf(stderr, "bench: cannot start the local homeserver\n");
+		exit(1);
+	}
+	struct config bc = *cfg;
+	char *url = xasprintf("http://127.0.0.1:%u", MHD_get_daemon_info(hs, MHD_DAEMON_INFO_BIND_PORT)->port);
+	bc.hs_url = url;
+	bc.as_token = "bench_as_token";
+	bc.client_timeout_ms = 30000;
+	bc.client_connect_timeout_ms = 5000;
+	bc.outbox_max_backoff_ms = 60000;
+	bc.outbox_concurrency = 8;
+	bc.outbox_give_up_s = 3600;
+	scale_open(&ss, &bc, dir, "backlog");
+	scale_queue(&ss, z->backlog);
+	outbox *ob;
+	if (outbox_start(ss.st, &bc, NULL, &ob) != TH_OK)
+		exit(1);
+	struct scale_fig f100, f1;
+	uint64_t seq = 0;
+	scale_measure(&ss.env, 100, z->txns100, 0, &f100);
+	size_t left100 = outbox_pending(ob);
+	double c1 = bench_commit_ceiling(ss.st, z->txns1 / 2, &seq);
+	scale_measure(&ss.env, 1, z->txns1, 0, &f1);
+	size_t left1 = outbox_pending(ob);
+	double c2 = bench_commit_ceiling(ss.st, z->txns1 / 2, &seq);
+	bench_commit_ceiling_done(ss.st);
+	outbox_stop(ob);
+	snprintf(row, sizeof(row), "%u-action backlog", z->backlog);
+	snprintf(note, sizeof(note), "still queued after: %zu (100-event), %zu (1-event)", left100, left1);
+	scale_print(row, &f100, &f1, (c1 + c2) / 2, note);
+	scale_close(&ss);
+	MHD_stop_daemon(hs);
+	free(url);
+	printf("\n");
+}
+
 /* Start the real daemon (no homeserver needed: it retries its ping) and read RssAnon. */
 static long idle_rss_kib(const char *threshold, const char *dir)
 {
@@ -739,16 +1121,30 @@ static long idle_rss_kib(const char *threshold, const char *dir)
 int main(int argc, char **argv)
 {
 	const char *threshold = NULL, *base = getenv("TMPDIR");
-	int quick = 0;
+	int quick = 0, table_only = 0, no_table = 0;
+	struct scale_sizes z = {1000, 100000, 1000000, 10000, 100, 1000};
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--threshold") && i + 1 < argc)
 			threshold = argv[++i];
+		else if (!strcmp(argv[i], "--members") && i + 1 < argc)
+			z.members = (unsigned)strtoul(argv[++i], NULL, 10);
+		else if (!strcmp(argv[i], "--guests") && i + 1 < argc)
+			z.guests = (unsigned)strtoul(argv[++i], NULL, 10);
+		else if (!strcmp(argv[i], "--audit") && i + 1 < argc)
+			z.audit = (unsigned)strtoul(argv[++i], NULL, 10);
+		else if (!strcmp(argv[i], "--backlog") && i + 1 < argc)
+			z.backlog = (unsigned)strtoul(argv[++i], NULL, 10);
+		else if (!strcmp(argv[i], "--table-only"))
+			table_only = 1;
+		else if (!strcmp(argv[i], "--no-table"))
+			no_table = 1;
 		else if (!strcmp(argv[i], "--dir") && i + 1 < argc)
 			base = argv[++i];
 		else if (!strcmp(argv[i], "--quick"))
 			quick = 1;
 		else {
-			fprintf(stderr, "usage: threshold-bench [--threshold PATH] [--dir DIR] [--quick]\n");
+			fprintf(stderr, "usage: threshold-bench [--threshold PATH] [--dir DIR] [--quick] [--table-only|--no-table]\n"
+			                "       [--members N] [--guests N] [--audit N] [--backlog N]\n");
 			return 2;
 		}
 	}
@@ -774,6 +1170,30 @@ int main(int argc, char **argv)
 	cfg.hs_token = xstrdup("bench_hs_token_0123456789");
 	cfg.max_body_bytes = 8 * 1024 * 1024;
 	cfg.max_json_depth = 64;
+	if (quick) {
+		/* small, unless given: the table's shape in seconds */
+		for (int i = 1; i < argc; i++) {
+			if (!strcmp(argv[i], "--members") || !strcmp(argv[i], "--guests") ||
+			    !strcmp(argv[i], "--audit") || !strcmp(argv[i], "--backlog"))
+				goto sized;
+		}
+		z = (struct scale_sizes){100, 10000, 50000, 2000, 20, 200};
+	sized:;
+	}
+	if (quick)
+		z.txns100 = 20, z.txns1 = 200;
+	if (!no_table)
+		bench_scale(&cfg, dir, &z);
+	if (table_only) {
+		char *cmd = xasprintf("rm -rf '%s'", dir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "bench: could not remove %s\n", dir);
+		free(cmd);
+		config_free(&cfg);
+		free(tmpl);
+		curl_global_cleanup();
+		return 0;
+	}
 	char *storepath = xasprintf("%s/store", dir);
 	store *st;
 	if (store_open(storepath, 4096, &st) != TH_OK)
@@ -800,14 +1220,18 @@ int main(int argc, char **argv)
 	double append_cpu_us = ab.cpu_s / (double)ab.records * 1e6;
 	double append_sys_us = ab.sys_s / (double)ab.records * 1e6;
 	double verify_rate = bench_audit_verify(&ab, &verified);
-	double subject_ms = -1, scan_ms = -1, cli_ms = -1;
+	double subject_ms = -1, scan_ms = -1, cli_ms = -1, cli_kind_ms = -1, cli_room_ms = -1;
 	size_t per_subject = 0, scanned = 0;
 	if (!quick) {
 		audit_fill(&ab, 1000000 - ab.records);
 		subject_ms = bench_audit_by_subject(&ab, 200, &per_subject);
 		scan_ms = bench_audit_scan(&ab, &scanned);
-		if (threshold)
-			cli_ms = bench_audit_cli(threshold, &ab);
+		if (threshold) {
+			cli_ms = bench_audit_cli(threshold, &ab, "--subject", NULL, NULL, NULL);
+			cli_kind_ms = bench_audit_cli(threshold, &ab, "--kind", "data_erased", NULL, NULL);
+			cli_room_ms = bench_audit_cli(threshold, &ab, "--room", "!room004242:remote.example",
+			                              "--since", "1h");
+		}
 	}
 	audit_bench_close(&ab);
 
@@ -842,11 +1266,15 @@ int main(int argc, char **argv)
 	if (!quick) {
 		add_row("audit list by subject, 1M records", "-", -1, "%.3f ms (%zu records of the subject)",
 		        subject_ms, per_subject);
-		add_row("audit list by kind, 1M (full scan)", "-", -1, "%.0f ms (%zu match)", scan_ms,
-		        scanned);
-		if (cli_ms >= 0)
+		add_row("audit list by kind, 1M (index)", "-", -1, "%.3f ms (%zu match)", scan_ms, scanned);
+		if (cli_ms >= 0) {
 			add_row("`audit list --subject`, 1M records", "-", -1,
 			        "%.1f ms (process, record, output)", cli_ms);
+			add_row("`audit list --kind` (rare), 1M", "-", -1, "%.1f ms (process, record, output)",
+			        cli_kind_ms);
+			add_row("`audit list --room --since 1h`, 1M", "-", -1,
+			        "%.1f ms (process, record, output)", cli_room_ms);
+		}
 		else
 			add_row("`audit list --subject`, 1M records", "-", -1,
 			        "not measured (pass --threshold)");

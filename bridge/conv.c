@@ -249,26 +249,7 @@ static int room_created(const struct config *cfg, const struct matrix *mx, store
 	if (!rc && cfg->pseudonym_per_room) {
 		/* One guest per portal: the stored pseudonym, unique among guests,
 		 * is unique here, and is the name the guest was shown. */
-		json_t *stored = NULL;
-		if (!room) {
-			rc = store_get_json(t, STORE_ROOMS, room_id, &stored);
-			if (rc == TH_ENOTFOUND) {
-				stored = rooms_state_new();
-				rc = TH_OK;
-			}
-		}
-		json_t *r = room ? room : stored;
-		if (!rc) {
-			json_t *names = json_object_get(r, "names");
-			if (!json_is_object(names)) {
-				names = json_object();
-				json_object_set_new(r, "names", names);
-			}
-			json_object_set_new(names, guest, json_string(g.pseudonym));
-			if (stored)
-				rc = store_put_json(t, STORE_ROOMS, room_id, stored);
-		}
-		json_decref(stored);
+		rc = rooms_user_set(t, room_id, ROOMS_NAMES, guest, g.pseudonym);
 		if (!rc)
 			rc = mx->ops->room_name(mx->ctx, t, room_id, guest, g.pseudonym);
 	}
@@ -689,7 +670,9 @@ static int send_checks(const struct txn_env *env, store_txn *t, enum pol_event e
 			goto out;
 		rc = TH_OK;
 	}
-	const char *membership = jsonx_str(json_object_get(room, "guests"), guest);
+	char mb[ROOMS_VALUE_MAX];
+	const char *membership =
+	        room_id && rooms_user_get(t, room_id, ROOMS_GUESTS, guest, mb) == TH_OK ? mb : NULL;
 	int member = !membership || strcmp(membership, "join") == 0 || strcmp(membership, "invite") == 0;
 	struct pol_facts f = {.event = event,
 	                      .sender = POL_ROLE_GUEST,
@@ -991,17 +974,15 @@ int conv_erase(const struct txn_env *env, const char *guest)
 /* ---- the hot path's hook ---------------------------------------------- */
 
 /* The name a guest feed shows for @p sender in @p room (never an id). */
-static const char *sender_name(store_txn *t, const json_t *room, const char *sender, enum pol_role role,
-                               struct guest *g)
+static const char *sender_name(store_txn *t, const char *room_id, const char *sender, enum pol_role role,
+                               struct guest *g, char buf[ROOMS_VALUE_MAX])
 {
 	if (role == POL_ROLE_GUEST) {
-		const char *n = jsonx_str(json_object_get(room, "names"), sender);
-		if (n)
-			return n;
-		return guests_get(t, sender, g) == TH_OK ? g->pseudonym : "Guest";
+		if (rooms_user_get(t, room_id, ROOMS_NAMES, sender, buf) == TH_OK)
+			return buf;
+		return g && guests_get(t, sender, g) == TH_OK ? g->pseudonym : "Guest";
 	}
-	const char *n = jsonx_str(json_object_get(room, "staff"), sender);
-	return n && *n ? n : "Staff";
+	return rooms_user_get(t, room_id, ROOMS_STAFF, sender, buf) == TH_OK && *buf ? buf : "Staff";
 }
 
 /* A display name safe to show: at most 64 bytes, never empty. */
@@ -1289,7 +1270,8 @@ static int feed_event(const struct txn_env *env, store_txn *t, const struct mxev
 			local_id = xstrndup(lid, strnlen(lid, CONV_MAX_LOCAL_ID));
 	}
 	struct guest g;
-	char *name = xstrdup(sender_name(t, room, ev->sender, sender_role, &g));
+	char shown[ROOMS_VALUE_MAX];
+	char *name = xstrdup(sender_name(t, ev->room_id, ev->sender, sender_role, &g, shown));
 	const char *gid;
 	json_t *m;
 	json_object_foreach(guests, gid, m)
@@ -1368,18 +1350,17 @@ int conv_on_event(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	const char *kind = jsonx_str(room, "kind");
 	if (!kind || (strcmp(kind, "portal") != 0 && strcmp(kind, "group") != 0))
 		return TH_OK;
-	json_t *guests = json_object_get(room, "guests");
+	json_t *guests = NULL;
+	char shown_was[ROOMS_VALUE_MAX];
 
 	if (strcmp(ev->type, "m.room.member") == 0 && ev->state_key && ev->membership) {
 		int staff_target = target_role == POL_ROLE_STAFF || target_role == POL_ROLE_LEAD;
 		if (!staff_target)
 			return TH_OK;
-		json_t *staff = json_object_get(room, "staff");
-		if (!json_is_object(staff)) {
-			staff = json_object();
-			json_object_set_new(room, "staff", staff);
-		}
-		int was = json_object_get(staff, ev->state_key) != NULL;
+		int rc = rooms_user_get(t, ev->room_id, ROOMS_STAFF, ev->state_key, shown_was);
+		if (rc && rc != TH_ENOTFOUND)
+			return rc;
+		int was = rc == TH_OK;
 		int joined = strcmp(ev->membership, "join") == 0;
 		json_t *content = NULL;
 		char *dn = NULL;
@@ -1391,9 +1372,8 @@ int conv_on_event(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		if (joined && !was)
 			text = xasprintf("%s has joined the conversation.", shown);
 		else if (!joined && was && strcmp(ev->membership, "invite") != 0)
-			text = xasprintf("%s has left the conversation.",
-			                 sender_name(t, room, ev->state_key, target_role, NULL));
-		int rc = TH_OK;
+			text = xasprintf("%s has left the conversation.", *shown_was ? shown_was : "Staff");
+		rc = text ? rooms_users(t, ev->room_id, ROOMS_GUESTS, &guests) : TH_OK;
 		const char *g;
 		json_t *m;
 		json_object_foreach(guests, g, m)
@@ -1408,10 +1388,11 @@ int conv_on_event(const struct txn_env *env, store_txn *t, const struct mxev *ev
 				(*fed)++;
 		}
 		free(text);
-		if (joined)
-			json_object_set_new(staff, ev->state_key, json_string(dn ? dn : ""));
-		else if (strcmp(ev->membership, "invite") != 0)
-			json_object_del(staff, ev->state_key);
+		json_decref(guests);
+		if (!rc && joined)
+			rc = rooms_user_set(t, ev->room_id, ROOMS_STAFF, ev->state_key, dn ? dn : "");
+		else if (!rc && strcmp(ev->membership, "invite") != 0)
+			rc = rooms_user_set(t, ev->room_id, ROOMS_STAFF, ev->state_key, NULL);
 		free(dn);
 		return rc;
 	}
@@ -1423,7 +1404,11 @@ int conv_on_event(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	if (strcmp(ev->type, "m.room.message") != 0 && strcmp(ev->type, "m.reaction") != 0 &&
 	    strcmp(ev->type, "m.room.redaction") != 0)
 		return TH_OK;
-	return feed_event(env, t, ev, sender_role, room, guests, fed);
+	int rc = rooms_users(t, ev->room_id, ROOMS_GUESTS, &guests);
+	if (!rc)
+		rc = feed_event(env, t, ev, sender_role, room, guests, fed);
+	json_decref(guests);
+	return rc;
 }
 
 /* ---- staff commands ------------------------------------------------------ */
@@ -1461,14 +1446,13 @@ static const char *args_of(const char *body)
 	return p;
 }
 
-/* The guest of portal room @p room, or NULL. */
-static const char *portal_guest(const json_t *room)
+/* The guest of portal room @p room (its record), into @p buf; or NULL. */
+static const char *portal_guest(store_txn *t, const char *room_id, const json_t *room, char buf[256])
 {
 	const char *kind = jsonx_str(room, "kind");
 	if (!kind || strcmp(kind, "portal") != 0)
 		return NULL;
-	void *it = json_object_iter(json_object_get(room, "guests"));
-	return it ? json_object_iter_key(it) : NULL;
+	return rooms_user_first(t, room_id, ROOMS_GUESTS, buf) == TH_OK ? buf : NULL;
 }
 
 /* "!threshold invite [--uses N] [--expires 7d]" in a service's staff room. */
@@ -1554,7 +1538,8 @@ int conv_command(const struct txn_env *env, store_txn *t, const struct mxev *ev,
 	const struct config *cfg = env->cfg;
 	int rc = TH_OK;
 	char *reply = NULL, *qr_link = NULL;
-	const char *guest = portal_guest(room);
+	char guest_buf[256];
+	const char *guest = portal_guest(t, ev->room_id, room, guest_buf);
 	json_t *c = guest ? conv_get(t, guest) : NULL;
 
 	if (cmd == POL_CMD_INVITE) {

@@ -1101,6 +1101,192 @@ static void test_cli(void)
 	free(dir);
 }
 
+/* ---- indexes: audit list --kind/--room/--actor/--since without a scan ---- */
+
+#define IX_N 400
+
+struct ix_rec {
+	enum audit_kind kind;
+	const char *room, *actor, *subject;
+	uint64_t ts;
+};
+
+static const char *const ix_rooms[] = {"!a:test.local", "!b:test.local", "!c:test.local", NULL};
+static const char *const ix_actors[] = {"@bot:test.local", "@lead:test.local", "@staff:test.local",
+                                        "cli:admin"};
+static const char *const ix_subjects[] = {"@guest_1:test.local", "@guest_2:test.local", NULL};
+static const enum audit_kind ix_kinds[] = {AUDIT_CONTACT_BLOCKED, AUDIT_MEMBERSHIP_ENFORCED, AUDIT_STATE_REVERTED,
+                                           AUDIT_AUDIT_VIEWED, AUDIT_MESSAGE_FLAGGED};
+
+static void ix_make(struct ix_rec r[IX_N])
+{
+	uint64_t ts = 1700000000000ull;
+	for (int i = 0; i < IX_N; i++) {
+		r[i].kind = ix_kinds[(i * 7) % 5];
+		r[i].room = ix_rooms[(i * 3) % 4];
+		r[i].actor = ix_actors[(i / 3) % 4];
+		r[i].subject = ix_subjects[i % 3];
+		/* time goes on 700 ms a record, and once steps back a minute (a
+		 * clock set right): --since must still find every record */
+		ts += 700;
+		if (i == 250)
+			ts -= 60000;
+		r[i].ts = ts;
+	}
+}
+
+static int str_eq(const char *a, const char *b)
+{
+	return a && b && strcmp(a, b) == 0;
+}
+
+/* The seqs matching @p f among @p r, by brute force (seq = index + 1). */
+static size_t ix_expect(const struct ix_rec r[IX_N], const struct audit_filter *f, uint64_t *out)
+{
+	size_t n = 0;
+	for (int i = 0; i < IX_N; i++) {
+		uint64_t seq = (uint64_t)i + 1;
+		if ((f->kind >= 0 && r[i].kind != (enum audit_kind)f->kind) || (f->room && !str_eq(f->room, r[i].room)) ||
+		    (f->actor && !str_eq(f->actor, r[i].actor)) || (f->subject && !str_eq(f->subject, r[i].subject)) ||
+		    (f->since_ms && r[i].ts < f->since_ms) || (f->until_ms && r[i].ts >= f->until_ms) ||
+		    (f->min_seq && seq < f->min_seq) || (f->max_seq && seq > f->max_seq))
+			continue;
+		out[n++] = seq;
+	}
+	return n;
+}
+
+struct ix_got {
+	size_t n;
+	uint64_t seq[IX_N];
+};
+
+static int ix_collect(void *ctx, uint64_t seq, const json_t *rec, const char *raw, size_t rawlen)
+{
+	struct ix_got *g = ctx;
+	(void)rec;
+	(void)raw;
+	(void)rawlen;
+	if (g->n < IX_N)
+		g->seq[g->n++] = seq;
+	return 0;
+}
+
+static void ix_check_all(struct env *e, const struct ix_rec r[IX_N])
+{
+	uint64_t since_mid = r[200].ts, since_late = r[390].ts + 1;
+	struct audit_filter fs[14];
+	for (size_t i = 0; i < 14; i++)
+		audit_filter_init(&fs[i]);
+	fs[0].kind = AUDIT_STATE_REVERTED;
+	fs[1].room = "!b:test.local";
+	fs[2].actor = "cli:admin";
+	fs[3].kind = AUDIT_CONTACT_BLOCKED, fs[3].room = "!a:test.local";
+	fs[4].since_ms = since_mid;
+	fs[5].since_ms = since_mid, fs[5].actor = "@lead:test.local";
+	fs[6].since_ms = since_late;
+	fs[7].subject = "@guest_2:test.local", fs[7].since_ms = since_mid;
+	fs[8].kind = AUDIT_AUDIT_VIEWED, fs[8].min_seq = 300;
+	fs[9].room = "!nowhere:test.local";
+	fs[10].since_ms = r[IX_N - 1].ts + 5000; /* after everything */
+	fs[11].kind = AUDIT_MESSAGE_FLAGGED, fs[11].max_seq = 100, fs[11].actor = "@bot:test.local";
+	fs[12].since_ms = r[260].ts; /* inside the minute the clock stepped back over */
+	/* fs[13]: everything */
+	for (size_t i = 0; i < 14; i++) {
+		uint64_t want[IX_N];
+		size_t nwant = ix_expect(r, &fs[i], want);
+		struct ix_got got = {0};
+		store_txn *t;
+		CHECK_EQ_INT(store_txn_begin(e->st, 0, &t), TH_OK);
+		CHECK_EQ_INT(audit_iter(t, &fs[i], ix_collect, &got), TH_OK);
+		store_txn_abort(t);
+		if (got.n != nwant)
+			fprintf(stderr, "filter %zu: %zu records, expected %zu\n", i, got.n, nwant);
+		CHECK_EQ_INT(got.n, nwant);
+		for (size_t k = 0; k < nwant && k < got.n; k++)
+			CHECK_EQ_INT(got.seq[k], want[k]);
+	}
+}
+
+/* Delete every entry of @p db (to make a store as the first release left it). */
+struct ix_keys {
+	size_t n;
+	char *k[4 * IX_N];
+	size_t len[4 * IX_N];
+};
+
+static int ix_drop_one(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct ix_keys *ks = ctx;
+	(void)val;
+	(void)vlen;
+	if (ks->n == 4 * IX_N)
+		return -TH_ETOOLARGE;
+	ks->k[ks->n] = xmalloc(klen);
+	memcpy(ks->k[ks->n], key, klen);
+	ks->len[ks->n++] = klen;
+	return 0;
+}
+
+static void ix_drop(store_txn *t, enum store_db db)
+{
+	static struct ix_keys ks;
+	ks.n = 0;
+	CHECK_EQ_INT(store_walk(t, db, NULL, 0, ix_drop_one, &ks), TH_OK);
+	for (size_t i = 0; i < ks.n; i++) {
+		int rc = store_del(t, db, ks.k[i], ks.len[i]); /* a dupsort key: all its values at once */
+		CHECK(rc == TH_OK || rc == TH_ENOTFOUND);
+		free(ks.k[i]);
+	}
+}
+
+static void test_indexes(void)
+{
+	struct env e;
+	env_init(&e, 1000000);
+	static struct ix_rec r[IX_N];
+	ix_make(r);
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	for (int i = 0; i < IX_N; i++) {
+		struct audit_rec rec = {.kind = r[i].kind,
+		                        .ts_ms = r[i].ts,
+		                        .actor = r[i].actor,
+		                        .subject = r[i].subject,
+		                        .room = r[i].room,
+		                        .reason = "test"};
+		uint64_t seq;
+		CHECK_EQ_INT(audit_append(e.a, t, &rec, &seq), TH_OK);
+		CHECK_EQ_INT(seq, (uint64_t)i + 1);
+	}
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	audit_txn_committed(e.a);
+	/* Answered from the indexes kept with each append. */
+	ix_check_all(&e, r);
+
+	/* A log written before the indexes existed (schema version 1): they are
+	 * built once, when the store is opened, and the chain is untouched. */
+	audit_close(e.a);
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	ix_drop(t, STORE_AUDIT_INDEX);
+	ix_drop(t, STORE_AUDIT_BY_TIME);
+	CHECK_EQ_INT(store_schema_set(t, 1), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	CHECK_EQ_INT(store_txn_begin(e.st, 0, &t), TH_OK);
+	size_t n = 1;
+	CHECK_EQ_INT(store_count(t, STORE_AUDIT_INDEX, &n), TH_OK);
+	CHECK_EQ_INT(n, 0);
+	store_txn_abort(t);
+	store_close(e.st);
+	CHECK_EQ_INT(store_open(e.store_path, 64, &e.st), TH_OK);
+	CHECK_EQ_INT(env_open_audit(&e, 1000000), TH_OK);
+	ix_check_all(&e, r);
+	struct audit_verify_result res;
+	CHECK_EQ_INT(verify(&e, 0, &res), TH_OK);
+	CHECK_EQ_INT(res.records, IX_N);
+	env_free(&e);
+}
+
 int main(void)
 {
 	log_threshold = LOG_ERROR;
@@ -1115,5 +1301,6 @@ int main(void)
 	test_export();
 	test_verify_against();
 	test_cli();
+	test_indexes();
 	return TEST_DONE();
 }

@@ -8,6 +8,7 @@
 #include "audit.h"
 #include "config.h"
 #include "events.h"
+#include "jsonx.h"
 #include "rooms.h"
 #include "log.h"
 #include "store.h"
@@ -1344,6 +1345,153 @@ static void test_guest_made_room(void)
 	CHECK(outbox_count() > before + 1);
 }
 
+/* Everything kept under @p prefix (room id, 0) in @p db: a count. */
+static size_t keys_of_room(store_txn *t, enum store_db db, const char *room_id)
+{
+	json_t *all = NULL;
+	size_t n = 0;
+	enum rooms_map map = db == STORE_ROOM_STAFF ? ROOMS_STAFF : db == STORE_ROOM_NAMES ? ROOMS_NAMES : ROOMS_GUESTS;
+	if (db == STORE_MEMBERS) {
+		size_t total = 0;
+		store_count(t, STORE_MEMBERS, &total);
+		return total;
+	}
+	if (rooms_users(t, room_id, map, &all) == TH_OK)
+		n = json_object_size(all);
+	json_decref(all);
+	return n;
+}
+
+/* The bound (rooms.h): a stranger who controls a room and invites thousands
+ * of ids of the guests' namespace into it makes Threshold keep nothing per
+ * member about that room: its record stays the same size, and no per-user
+ * key is written.  (Each invite is still refused and recorded: the audit
+ * log and the outbox grow per event, by design.) */
+static void test_stranger_room_bound(void)
+{
+	const char *room = "!theirs:evil.example";
+	struct txn_result res;
+	run("b0", MEMBER("$b0", "!theirs:evil.example", "@mallory:evil.example", "@mallory:evil.example", "join"),
+	    &res);
+	CHECK_EQ_INT(res.status, 200);
+	store_txn *t;
+	const void *v;
+	size_t before_len = 0, after_len = 0, members_before = 0, members_after = 0;
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	CHECK_EQ_INT(store_get(t, STORE_ROOMS, room, strlen(room), &v, &before_len), TH_OK);
+	members_before = keys_of_room(t, STORE_MEMBERS, room);
+	store_txn_abort(t);
+
+	size_t audit_before = 0, audit_after = 0;
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	store_count(t, STORE_AUDIT, &audit_before);
+	store_txn_abort(t);
+	/* 3,000 invites, 100 to a transaction as the homeserver sends them. */
+	enum { N = 3000, PER = 100 };
+	for (int b = 0; b < N / PER; b++) {
+		size_t cap = PER * 400 + 32, len = 0;
+		char *body = xmalloc(cap);
+		len += (size_t)snprintf(body + len, cap - len, "{\"events\":[");
+		for (int i = 0; i < PER; i++) {
+			int k = b * PER + i;
+			len += (size_t)snprintf(
+			        body + len, cap - len,
+			        "%s{\"event_id\":\"$bnd%d\",\"room_id\":\"%s\",\"type\":\"m.room.member\","
+			        "\"state_key\":\"@guest_%032x:test.local\",\"sender\":\"@mallory:evil.example\","
+			        "\"content\":{\"membership\":\"invite\"}}",
+			        i ? "," : "", k, room, (unsigned)k);
+		}
+		snprintf(body + len, cap - len, "]}");
+		char txn_id[32];
+		snprintf(txn_id, sizeof(txn_id), "bound%d", b);
+		run(txn_id, body, &res);
+		free(body);
+		CHECK_EQ_INT(res.status, 200);
+		CHECK_EQ_INT(res.processed, PER);
+	}
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	CHECK_EQ_INT(store_get(t, STORE_ROOMS, room, strlen(room), &v, &after_len), TH_OK);
+	json_t *rec = json_loadb(v, after_len, 0, NULL);
+	members_after = keys_of_room(t, STORE_MEMBERS, room);
+	CHECK_EQ_INT(keys_of_room(t, STORE_ROOM_GUESTS, room), 0);
+	CHECK_EQ_INT(keys_of_room(t, STORE_ROOM_STAFF, room), 0);
+	CHECK_EQ_INT(keys_of_room(t, STORE_ROOM_NAMES, room), 0);
+	store_count(t, STORE_AUDIT, &audit_after);
+	store_txn_abort(t);
+	/* The record: the fixed part only (the event count grows by digits). */
+	CHECK(after_len <= before_len + 4);
+	CHECK(after_len < 64);
+	CHECK(json_object_get(rec, "guests") == NULL);
+	CHECK_EQ_INT(json_integer_value(json_object_get(rec, "events")), N + 1);
+	json_decref(rec);
+	CHECK_EQ_INT(members_after, members_before);
+	/* Each invite was still refused and recorded. */
+	CHECK(audit_after >= audit_before + N);
+}
+
+/* A store of schema version 1 (the first release's layout: a room's
+ * per-user maps inside its record, no audit indexes) is upgraded once when
+ * opened, and loses nothing. */
+static void test_upgrade_from_v1(void)
+{
+	char *dir = test_tmpdir();
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/store", dir);
+	store *old;
+	CHECK_EQ_INT(store_open(path, 16, &old), TH_OK);
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(old, 1, &t), TH_OK);
+	const char *portal = "{\"events\":7,\"bot\":\"join\",\"kind\":\"portal\",\"setup\":null,"
+	                     "\"guests\":{\"" GUEST_ID "\":\"join\",\"@guest_old:test.local\":\"leave\"},"
+	                     "\"staff\":{\"@staff:test.local\":\"Sam\"},"
+	                     "\"names\":{\"" GUEST_ID "\":\"Blue Otter\"}}";
+	const char *theirs = "{\"events\":3000,\"bot\":null,\"guests\":{\"@guest_a:test.local\":\"invite\","
+	                     "\"@guest_b:test.local\":\"invite\"}}";
+	CHECK_EQ_INT(store_put(t, STORE_ROOMS, "!p:test.local", 13, portal, strlen(portal), 0), TH_OK);
+	CHECK_EQ_INT(store_put(t, STORE_ROOMS, "!x:evil.example", 15, theirs, strlen(theirs), 0), TH_OK);
+	CHECK_EQ_INT(store_schema_set(t, 1), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	store_close(old);
+
+	store *up;
+	CHECK_EQ_INT(store_open(path, 16, &up), TH_OK);
+	CHECK_EQ_INT(store_txn_begin(up, 0, &t), TH_OK);
+	uint64_t v = 0;
+	CHECK_EQ_INT(store_schema_get(t, &v), TH_OK);
+	CHECK_EQ_INT(v, STORE_SCHEMA_VERSION);
+	char buf[ROOMS_VALUE_MAX];
+	CHECK_EQ_INT(rooms_user_get(t, "!p:test.local", ROOMS_GUESTS, GUEST_ID, buf), TH_OK);
+	CHECK_STR(buf, "join");
+	CHECK_EQ_INT(rooms_user_get(t, "!p:test.local", ROOMS_GUESTS, "@guest_old:test.local", buf), TH_OK);
+	CHECK_STR(buf, "leave");
+	CHECK_EQ_INT(rooms_user_get(t, "!p:test.local", ROOMS_STAFF, "@staff:test.local", buf), TH_OK);
+	CHECK_STR(buf, "Sam");
+	CHECK_EQ_INT(rooms_user_get(t, "!p:test.local", ROOMS_NAMES, GUEST_ID, buf), TH_OK);
+	CHECK_STR(buf, "Blue Otter");
+	/* the memberships index (rooms_members_backfill) was filled before the maps went */
+	CHECK(rooms_member_has(t, "!p:test.local", GUEST_ID));
+	CHECK(rooms_member_has(t, "!p:test.local", "@staff:test.local"));
+	json_t *rec = NULL;
+	CHECK_EQ_INT(store_get_json(t, STORE_ROOMS, "!p:test.local", &rec), TH_OK);
+	CHECK(json_object_get(rec, "guests") == NULL && json_object_get(rec, "staff") == NULL &&
+	      json_object_get(rec, "names") == NULL);
+	CHECK_STR(jsonx_str(rec, "kind"), "portal");
+	CHECK_STR(jsonx_str(rec, "bot"), "join");
+	CHECK_EQ_INT(json_integer_value(json_object_get(rec, "events")), 7);
+	json_decref(rec);
+	/* what a stranger made the old layout keep about their room: gone */
+	CHECK_EQ_INT(store_get_json(t, STORE_ROOMS, "!x:evil.example", &rec), TH_OK);
+	CHECK(json_object_get(rec, "guests") == NULL);
+	CHECK_EQ_INT(json_integer_value(json_object_get(rec, "events")), 3000);
+	json_decref(rec);
+	CHECK_EQ_INT(rooms_user_get(t, "!x:evil.example", ROOMS_GUESTS, "@guest_a:test.local", buf),
+	             TH_ENOTFOUND);
+	store_txn_abort(t);
+	store_close(up);
+	test_rmtree(dir);
+	free(dir);
+}
+
 int main(void)
 {
 	log_threshold = LOG_ERROR;
@@ -1366,6 +1514,8 @@ int main(void)
 	test_pseudonym_per_room();
 	test_guest_made_room();
 	test_audit_questions();
+	test_stranger_room_bound();
+	test_upgrade_from_v1();
 	test_store_full(dir);
 	audit_close(au);
 	store_close(st);
