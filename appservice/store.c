@@ -358,14 +358,15 @@ int store_last(store_txn *t, enum store_db db, const void **key, size_t *klen, c
 	return cursor_edge(t, db, MDB_LAST, key, klen, val, vlen);
 }
 
-/* Visit entries from the cursor position @p first reaches, moving by @p next. */
-static int walk(store_txn *t, enum store_db db, const void *key, size_t klen, MDB_cursor_op first,
-                MDB_cursor_op next, store_walk_fn fn, void *ctx)
+/* Visit entries from the cursor position @p first reaches (from key @p key
+ * and, for MDB_GET_BOTH_RANGE, value @p val), moving by @p next. */
+static int walk(store_txn *t, enum store_db db, const void *key, size_t klen, const void *val, size_t vlen,
+                MDB_cursor_op first, MDB_cursor_op next, store_walk_fn fn, void *ctx)
 {
 	MDB_cursor *c;
 	if (mdb_cursor_open(t->txn, t->st->dbi[db], &c))
 		return TH_ESTORE;
-	MDB_val k = {klen, (void *)key}, v;
+	MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
 	int rc = mdb_cursor_get(c, &k, &v, first);
 	int result = TH_OK;
 	while (rc == 0) {
@@ -386,37 +387,18 @@ static int walk(store_txn *t, enum store_db db, const void *key, size_t klen, MD
 
 int store_walk(store_txn *t, enum store_db db, const void *from, size_t fromlen, store_walk_fn fn, void *ctx)
 {
-	return walk(t, db, from, fromlen, from ? MDB_SET_RANGE : MDB_FIRST, MDB_NEXT, fn, ctx);
+	return walk(t, db, from, fromlen, NULL, 0, from ? MDB_SET_RANGE : MDB_FIRST, MDB_NEXT, fn, ctx);
 }
 
 int store_walk_dups(store_txn *t, enum store_db db, const void *key, size_t klen, store_walk_fn fn, void *ctx)
 {
-	return walk(t, db, key, klen, MDB_SET_KEY, MDB_NEXT_DUP, fn, ctx);
+	return walk(t, db, key, klen, NULL, 0, MDB_SET_KEY, MDB_NEXT_DUP, fn, ctx);
 }
 
 int store_walk_dups_from(store_txn *t, enum store_db db, const void *key, size_t klen, const void *from,
                          size_t flen, store_walk_fn fn, void *ctx)
 {
-	MDB_cursor *c;
-	if (mdb_cursor_open(t->txn, t->st->dbi[db], &c))
-		return TH_ESTORE;
-	MDB_val k = {klen, (void *)key}, v = {flen, (void *)from};
-	int rc = mdb_cursor_get(c, &k, &v, MDB_GET_BOTH_RANGE);
-	int result = TH_OK;
-	while (rc == 0) {
-		int r = fn(ctx, k.mv_data, k.mv_size, v.mv_data, v.mv_size);
-		if (r < 0) {
-			result = -r;
-			break;
-		}
-		if (r > 0)
-			break;
-		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT_DUP);
-	}
-	if (rc && rc != MDB_NOTFOUND)
-		result = TH_ESTORE;
-	mdb_cursor_close(c);
-	return result;
+	return walk(t, db, key, klen, from, flen, MDB_GET_BOTH_RANGE, MDB_NEXT_DUP, fn, ctx);
 }
 
 int store_count_dups(store_txn *t, enum store_db db, const void *key, size_t klen, size_t *out)
