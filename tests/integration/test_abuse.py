@@ -260,6 +260,12 @@ def rss_kib(pid):
     raise AssertionError("no VmRSS")
 
 
+def _sanitized(binary):
+    """True for a build with AddressSanitizer (cmake -DTHRESHOLD_SANITIZE=ON)."""
+    with open(binary, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
 def test_token_less_uploads_hold_no_memory(gw):
     """1,000 connections start an upload with no session token: each says
     1 MiB is coming and sends 128 KiB of it, and stays open.  The token is
@@ -291,7 +297,10 @@ def test_token_less_uploads_hold_no_memory(gw):
     print("1,000 token-less uploads of 128 KiB each, held open: VmRSS %.1f -> %.1f MiB, %d fds"
           % (base_rss / 1024, peak / 1024, fds))
     assert fds >= 1000, fds  # they were all held
-    assert peak < 64 * 1024, peak
+    # Measured on the plain build: under AddressSanitizer resident memory is
+    # mostly shadow memory and the quarantine of freed blocks, not the daemon's.
+    if not _sanitized(BIN):
+        assert peak < 64 * 1024, peak
     # And one such upload is answered 401 from its headers alone.
     s = socket.create_connection(("127.0.0.1", gw.gw_port), timeout=10)
     try:
