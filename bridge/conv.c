@@ -26,6 +26,9 @@
 #define WAITING_HELD   500               /* people held for the next notices; past it only counted */
 #define WAITING_KEY    "waiting_notice/" /* STORE_META + service name */
 #define LOCAL_ID_KEY   MX_LOCAL_ID_KEY
+#define BUSY_RETRY_MS  30000u /* a guest refused for want of room tries again after this */
+#define HOUR_MS        3600000ull
+#define REFUSAL_RECORD_MS 60000u /* a guest's refused sends: one audit record a minute at most */
 
 /* ---- small store helpers ---------------------------------------------- */
 
@@ -463,8 +466,8 @@ int conv_redeem(const struct txn_env *env, const char *invite, const char *svc_n
 {
 	const struct config *cfg = env->cfg;
 	store_txn *t;
-	int rc = store_txn_begin(env->st, 1, &t);
-	if (rc)
+	int rc = conv_guest_headroom(env);
+	if (rc || (rc = store_txn_begin(env->st, 1, &t)))
 		return rc;
 	uint64_t now = th_now_ms();
 	struct inv_info inv = {0};
@@ -571,8 +574,8 @@ int conv_resume(const struct txn_env *env, const char *code, struct conv_started
 	sec_hash(RESUME_DOMAIN, norm, key);
 	explicit_bzero(norm, sizeof(norm));
 	store_txn *t;
-	int rc = store_txn_begin(env->st, 1, &t);
-	if (rc)
+	int rc = conv_guest_headroom(env);
+	if (rc || (rc = store_txn_begin(env->st, 1, &t)))
 		return rc;
 	json_t *r = get_json(t, STORE_SESSIONS, key, sizeof(key));
 	const char *guest = jsonx_str(r, "guest");
@@ -663,13 +666,104 @@ int conv_auth(store *st, const char *token, uint64_t now_ms, struct conv_session
 
 /* ---- what the guest does ------------------------------------------------ */
 
+int conv_guest_headroom(const struct txn_env *env)
+{
+	size_t used = 0, map = 0;
+	unsigned share = env->cfg->guest_share_percent;
+	/* 0 (a test's zeroed config): no headroom kept.  Not known: the
+	 * commit's own TH_EFULL still stops a write that does not fit. */
+	if (!share || store_usage_live(env->st, &used, &map) != TH_OK || !map)
+		return TH_OK;
+	if ((uint64_t)used * 100 <= (uint64_t)map * share)
+		return TH_OK;
+	LOG(LOG_DEBUG, "gateway: the store is %.1f of %.0f MiB used, past the guests' share (%u%%): "
+	              "guests' writes wait until space frees",
+	    used / 1048576.0, map / 1048576.0, share);
+	return TH_EFULL;
+}
+
+/* The global caps on what guests queue: the outbox's length and, for an
+ * upload, the files already held for it.  Plain arithmetic on the store's
+ * own counts, not policy: nobody's role or the conversation's state
+ * changes the answer.  @return 1 if one more may be queued. */
+static int guest_queue_ok(const struct txn_env *env, store_txn *t, int upload)
+{
+	const struct config *cfg = env->cfg;
+	size_t n = 0;
+	if (cfg->outbox_max_pending_guest && store_count(t, STORE_OUTBOX, &n) == TH_OK &&
+	    n >= cfg->outbox_max_pending_guest)
+		return 0;
+	if (upload && cfg->gw_max_blob_bytes_held && store_db_bytes(t, STORE_BLOBS, &n) == TH_OK &&
+	    n >= cfg->gw_max_blob_bytes_held)
+		return 0;
+	return 1;
+}
+
+/* The guest's hourly byte budget (gateway.guest_bytes_per_hour): a bucket
+ * of that many bytes in conversation record @p c, refilling steadily over
+ * an hour.  One message larger than the whole budget costs the whole
+ * budget.  @return 0 and takes @p bytes, or the ms to wait. */
+static uint64_t guest_bytes_take(const struct txn_env *env, json_t *c, size_t bytes, uint64_t now)
+{
+	uint64_t cap = env->cfg->gw_guest_bytes_per_hour;
+	if (!cap)
+		return 0;
+	json_t *b = json_object_get(c, "bytes_budget");
+	uint64_t left = cap, at = now;
+	if (json_is_object(b)) {
+		left = (uint64_t)json_integer_value(json_object_get(b, "left"));
+		at = (uint64_t)json_integer_value(json_object_get(b, "at_ms"));
+		uint64_t dt = now > at ? now - at : 0;
+		if (dt > HOUR_MS)
+			dt = HOUR_MS;
+		left += dt * cap / HOUR_MS;
+		if (left > cap)
+			left = cap;
+	}
+	uint64_t cost = bytes < cap ? bytes : cap;
+	if (left < cost)
+		return (cost - left) * HOUR_MS / cap + 1;
+	json_object_set_new(c, "bytes_budget",
+	                    json_pack("{s:I, s:I}", "left", (json_int_t)(left - cost), "at_ms", (json_int_t)now));
+	return 0;
+}
+
+/* A refused send by @p guest: the first is recorded, then at most one
+ * record a minute, carrying the count of refusals since the last record
+ * (a removed guest's page retrying must not fill the audit log, which is
+ * never pruned).  The counter lives in conversation record @p c. */
+static int refusal_record(const struct txn_env *env, store_txn *t, const char *guest, json_t *c,
+                          const char *room_id, enum pol_reason reason, uint64_t now)
+{
+	json_t *r = json_object_get(c, "refusals");
+	uint64_t last = (uint64_t)json_integer_value(json_object_get(r, "at_ms"));
+	json_int_t count = json_integer_value(json_object_get(r, "count")) + 1;
+	int rc = TH_OK;
+	if (!json_is_object(r) || now < last || now - last >= REFUSAL_RECORD_MS) {
+		json_t *details = json_pack("{s:s, s:I}", "via", "gateway", "count", count);
+		struct audit_rec ar = {.kind = AUDIT_CONTACT_BLOCKED,
+		                       .actor = guest,
+		                       .subject = guest,
+		                       .room = room_id,
+		                       .reason = pol_reason_name(reason),
+		                       .details = details};
+		rc = audit_append(env->au, t, &ar, NULL);
+		json_decref(details);
+		last = now;
+		count = 0;
+	}
+	json_object_set_new(c, "refusals", json_pack("{s:I, s:I}", "at_ms", (json_int_t)last, "count", count));
+	return rc ? rc : conv_put(t, guest, c);
+}
+
 /* The checks every message from the gateway passes (conv_send,
  * conv_send_media): the conversation is open, the local id is new, and
  * policy agrees the guest may write into its room.  On CONV_SENT the
  * caller queues the action in @p t and commits; otherwise @p t has been
  * committed (a refusal's audit record) or must be aborted (@return != OK). */
 static int send_checks(const struct txn_env *env, store_txn *t, enum pol_event event, const char *guest,
-                       const char *local_id, json_t **conv, enum conv_send_result *result)
+                       const char *local_id, size_t bytes, json_t **conv, enum conv_send_result *result,
+                       uint64_t *retry_ms)
 {
 	json_t *c = conv_get(t, guest);
 	json_t *room = NULL;
@@ -718,16 +812,22 @@ static int send_checks(const struct txn_env *env, store_txn *t, enum pol_event e
 		goto out;
 	}
 	if (d.nactions == 0 || d.actions[0].kind != POL_ACT_SEND) {
-		json_t *details = json_pack("{s:s}", "via", "gateway");
-		struct audit_rec ar = {.kind = AUDIT_CONTACT_BLOCKED,
-		                       .actor = guest,
-		                       .subject = guest,
-		                       .room = room_id,
-		                       .reason = pol_reason_name(d.reason),
-		                       .details = details};
-		rc = d.record == POL_REC_CONTACT_BLOCKED ? audit_append(env->au, t, &ar, NULL) : TH_OK;
-		json_decref(details);
+		rc = d.record == POL_REC_CONTACT_BLOCKED
+		             ? refusal_record(env, t, guest, c, room_id, d.reason, th_now_ms())
+		             : TH_OK;
 		*result = CONV_REFUSED;
+		goto out;
+	}
+	/* The budgets, last: only a send that would go is counted. */
+	uint64_t wait = guest_queue_ok(env, t, event == POL_EV_GATEWAY_UPLOAD) ? 0 : BUSY_RETRY_MS;
+	*result = CONV_BUSY;
+	if (!wait) {
+		wait = guest_bytes_take(env, c, bytes, th_now_ms());
+		*result = CONV_OVER_BUDGET;
+	}
+	if (wait) {
+		if (retry_ms)
+			*retry_ms = wait;
 		goto out;
 	}
 	/* Remember the local id: the caller queues the action in this txn. */
@@ -759,14 +859,14 @@ static int send_finish(store_txn *t, int rc, enum conv_send_result *result)
 }
 
 int conv_send(const struct txn_env *env, const char *guest, const char *local_id, const char *body,
-              enum conv_send_result *result)
+              enum conv_send_result *result, uint64_t *retry_ms)
 {
 	store_txn *t;
-	int rc = store_txn_begin(env->st, 1, &t);
-	if (rc)
+	int rc = conv_guest_headroom(env);
+	if (rc || (rc = store_txn_begin(env->st, 1, &t)))
 		return rc;
 	json_t *c = NULL;
-	rc = send_checks(env, t, POL_EV_GATEWAY_SEND, guest, local_id, &c, result);
+	rc = send_checks(env, t, POL_EV_GATEWAY_SEND, guest, local_id, strlen(body), &c, result, retry_ms);
 	if (!rc && *result == CONV_SENT) {
 		rc = env->mx->ops->text(env->mx->ctx, t, jsonx_str(c, "room"), guest, body, local_id);
 	}
@@ -776,14 +876,14 @@ int conv_send(const struct txn_env *env, const char *guest, const char *local_id
 
 int conv_send_media(const struct txn_env *env, const char *guest, const char *local_id,
                     const struct media_kind *kind, const unsigned char *data, size_t len,
-                    enum conv_send_result *result)
+                    enum conv_send_result *result, uint64_t *retry_ms)
 {
 	store_txn *t;
-	int rc = store_txn_begin(env->st, 1, &t);
-	if (rc)
+	int rc = conv_guest_headroom(env);
+	if (rc || (rc = store_txn_begin(env->st, 1, &t)))
 		return rc;
 	json_t *c = NULL;
-	rc = send_checks(env, t, POL_EV_GATEWAY_UPLOAD, guest, local_id, &c, result);
+	rc = send_checks(env, t, POL_EV_GATEWAY_UPLOAD, guest, local_id, len, &c, result, retry_ms);
 	if (!rc && *result == CONV_SENT) {
 		char id[33];
 		rc = th_random_hex(id, 16);

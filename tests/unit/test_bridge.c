@@ -1653,7 +1653,7 @@ static void test_conv_lifecycle(void)
 
 	/* Writing before the room exists: not ready, nothing queued. */
 	enum conv_send_result res = CONV_REFUSED;
-	CHECK_EQ_INT(conv_send(&env, guest, "L0", "too early", &res), TH_OK);
+	CHECK_EQ_INT(conv_send(&env, guest, "L0", "too early", &res, NULL), TH_OK);
 	CHECK_EQ_INT(res, CONV_NOT_READY);
 	CHECK_EQ_INT(calls_len(), queued);
 
@@ -1687,7 +1687,7 @@ static void test_conv_lifecycle(void)
 	queued = calls_len();
 
 	/* Now the guest writes: one send, as the guest, carrying the local id. */
-	CHECK_EQ_INT(conv_send(&env, guest, "L1", "Hello, is anyone there?", &res), TH_OK);
+	CHECK_EQ_INT(conv_send(&env, guest, "L1", "Hello, is anyone there?", &res, NULL), TH_OK);
 	CHECK_EQ_INT(res, CONV_SENT);
 	ob = calls();
 	CHECK_EQ_INT(json_array_size(ob), queued + 1);
@@ -1700,14 +1700,14 @@ static void test_conv_lifecycle(void)
 	queued = calls_len();
 	/* The page retries the same message: nothing more is sent. */
 	res = CONV_REFUSED;
-	CHECK_EQ_INT(conv_send(&env, guest, "L1", "Hello, is anyone there?", &res), TH_OK);
+	CHECK_EQ_INT(conv_send(&env, guest, "L1", "Hello, is anyone there?", &res, NULL), TH_OK);
 	CHECK_EQ_INT(res, CONV_SENT);
 	CHECK_EQ_INT(calls_len(), queued);
-	CHECK_EQ_INT(conv_send(&env, guest, "L2", "Second message", &res), TH_OK);
+	CHECK_EQ_INT(conv_send(&env, guest, "L2", "Second message", &res, NULL), TH_OK);
 	CHECK_EQ_INT(res, CONV_SENT);
 	CHECK_EQ_INT(calls_len(), queued + 1);
 	queued++;
-	CHECK_EQ_INT(conv_send(&env, "@guest_nobody:test.local", "L1", "x", &res), TH_ENOTFOUND);
+	CHECK_EQ_INT(conv_send(&env, "@guest_nobody:test.local", "L1", "x", &res, NULL), TH_ENOTFOUND);
 
 	/* Resume on another device: the code as typed, in lower case. */
 	char *typed = lower_spaced(st.resume);
@@ -1800,7 +1800,7 @@ static void test_conv_lifecycle(void)
 	CHECK_STR(jsonx_str(closed, "actor"), guest);
 	CHECK_STR(jsonx_str(closed, "room"), room);
 	json_decref(au);
-	CHECK_EQ_INT(conv_send(&env, guest, "L3", "still there?", &res), TH_OK);
+	CHECK_EQ_INT(conv_send(&env, guest, "L3", "still there?", &res, NULL), TH_OK);
 	CHECK_EQ_INT(res, CONV_CLOSED_NOW);
 	CHECK_EQ_INT(calls_len(), queued);
 	/* Leaving twice: no second leave, no second record. */
@@ -1856,7 +1856,7 @@ static void test_conv_erase(void)
 	room_made(&e, guest, room);
 	room_made(&e, ks.guest, "!portal3:test.local");
 	enum conv_send_result res;
-	CHECK_EQ_INT(conv_send(&env, guest, "L1", "Please delete this later", &res), TH_OK);
+	CHECK_EQ_INT(conv_send(&env, guest, "L1", "Please delete this later", &res, NULL), TH_OK);
 	CHECK_EQ_INT(res, CONV_SENT);
 
 	/* What the homeserver echoed back: the guest's own message, and staff's. */
