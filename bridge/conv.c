@@ -28,7 +28,7 @@
 #define LOCAL_ID_KEY   MX_LOCAL_ID_KEY
 #define BUSY_RETRY_MS  30000u /* a guest refused for want of room tries again after this */
 #define HOUR_MS        3600000ull
-#define REFUSAL_RECORD_MS 60000u /* a guest's refused sends: one audit record a minute at most */
+#define REFUSALS_MS    60000u    /* a guest's refused sends: one audit record a minute at most */
 
 /* ---- small store helpers ---------------------------------------------- */
 
@@ -739,7 +739,7 @@ static int refusal_record(const struct txn_env *env, store_txn *t, const char *g
 	uint64_t last = (uint64_t)json_integer_value(json_object_get(r, "at_ms"));
 	json_int_t count = json_integer_value(json_object_get(r, "count")) + 1;
 	int rc = TH_OK;
-	if (!json_is_object(r) || now < last || now - last >= REFUSAL_RECORD_MS) {
+	if (!json_is_object(r) || now < last || now - last >= REFUSALS_MS) {
 		json_t *details = json_pack("{s:s, s:I}", "via", "gateway", "count", count);
 		struct audit_rec ar = {.kind = AUDIT_CONTACT_BLOCKED,
 		                       .actor = guest,

@@ -660,12 +660,14 @@ static enum MHD_Result handle_session(gateway *gw, struct MHD_Connection *conn, 
 
 /* A send past a budget (conv.h): the guest's own hourly bytes (429), or a
  * cap shared by every guest (503); either way nothing was kept. */
-static enum MHD_Result budget_refused(struct MHD_Connection *conn, enum conv_send_result result, uint64_t retry)
+static enum MHD_Result budget_refused(struct MHD_Connection *conn, enum conv_send_result result,
+                                      uint64_t retry)
 {
 	if (result == CONV_OVER_BUDGET)
-		return send_error(conn, 429, "TH_LIMIT_EXCEEDED",
-		                  "You have sent a lot in the last hour. Please wait a little before sending more.",
-		                  retry ? retry : 1000);
+		return send_error(
+		        conn, 429, "TH_LIMIT_EXCEEDED",
+		        "You have sent a lot in the last hour. Please wait a little before sending more.",
+		        retry ? retry : 1000);
 	return send_error(conn, 503, "TH_UNAVAILABLE",
 	                  "Many messages are waiting to be delivered just now, and this one was not kept. "
 	                  "Please try again in a little while.",

@@ -2342,6 +2342,197 @@ static void test_waiting_grouped(void)
 	test_env_close(&e);
 }
 
+/* Edit conversation record of @p guest: @p key set to @p v (stolen). */
+static void conv_set(store *st, const char *guest, const char *key, json_t *v)
+{
+	store_txn *t;
+	json_t *c = NULL;
+	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
+	CHECK_EQ_INT(store_get_json(t, STORE_CONVS, guest, &c), TH_OK);
+	json_object_set_new(c, key, v);
+	CHECK_EQ_INT(store_put_json(t, STORE_CONVS, guest, c), TH_OK);
+	json_decref(c);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+}
+
+/* A guest with an open conversation in @p room; their user id in @p guest. */
+static void open_guest(struct test_env *e, struct txn_env *env, const char *room, char *guest)
+{
+	char tok[SEC_TOKEN_LEN + 1];
+	make_invite(e, 1, tok);
+	struct conv_started st;
+	struct conv_session s;
+	CHECK_EQ_INT(conv_redeem(env, tok, NULL, "3", "en", &st), TH_OK);
+	CHECK_EQ_INT(conv_auth(e->st, st.session, th_now_ms(), &s), TH_OK);
+	memcpy(guest, s.guest, GUESTS_MAX_USER_ID + 1);
+	room_made(e, guest, room);
+}
+
+/* gateway.guest_bytes_per_hour, outbox.max_pending_guest,
+ * gateway.max_blob_bytes_held: past each, nothing is kept or queued and the
+ * guest is told how long to wait; the hourly budget refills. */
+static void test_budgets(void)
+{
+	struct test_env e;
+	struct txn_env env;
+	env_init(&e, &env);
+	char guest[GUESTS_MAX_USER_ID + 1];
+	open_guest(&e, &env, "!budget:test.local", guest);
+	e.cfg.gw_guest_bytes_per_hour = 65536;
+	char *big = xmalloc(40001);
+	memset(big, 'x', 40000);
+	big[40000] = '\0';
+	enum conv_send_result res = CONV_REFUSED;
+	uint64_t retry = 0;
+	CHECK_EQ_INT(conv_send(&env, guest, "B1", big, &res, &retry), TH_OK);
+	CHECK_EQ_INT(res, CONV_SENT);
+	size_t queued = calls_len();
+	/* 25536 bytes left: 40000 more is over, about 13 minutes to wait */
+	CHECK_EQ_INT(conv_send(&env, guest, "B2", big, &res, &retry), TH_OK);
+	CHECK_EQ_INT(res, CONV_OVER_BUDGET);
+	CHECK(retry > 700000 && retry < 900000);
+	CHECK_EQ_INT(calls_len(), queued);
+	/* a short one still fits */
+	CHECK_EQ_INT(conv_send(&env, guest, "B3", "short", &res, &retry), TH_OK);
+	CHECK_EQ_INT(res, CONV_SENT);
+	queued = calls_len();
+	/* an hour later the budget is whole again */
+	conv_set(e.st, guest, "bytes_budget",
+	         json_pack("{s:i, s:I}", "left", 0, "at_ms", (json_int_t)(th_now_ms() - 3600000)));
+	CHECK_EQ_INT(conv_send(&env, guest, "B2", big, &res, &retry), TH_OK);
+	CHECK_EQ_INT(res, CONV_SENT);
+	CHECK_EQ_INT(calls_len(), queued + 1);
+	queued = calls_len();
+	free(big);
+
+	/* The outbox as long as the cap allows: the guest waits (503). */
+	e.cfg.gw_guest_bytes_per_hour = 0;
+	e.cfg.outbox_max_pending_guest = (unsigned)outbox_len(e.st);
+	CHECK(e.cfg.outbox_max_pending_guest > 0);
+	retry = 0;
+	CHECK_EQ_INT(conv_send(&env, guest, "B4", "hello", &res, &retry), TH_OK);
+	CHECK_EQ_INT(res, CONV_BUSY);
+	CHECK(retry > 0);
+	CHECK_EQ_INT(calls_len(), queued);
+	e.cfg.outbox_max_pending_guest += 1;
+	CHECK_EQ_INT(conv_send(&env, guest, "B4", "hello", &res, &retry), TH_OK);
+	CHECK_EQ_INT(res, CONV_SENT);
+	e.cfg.outbox_max_pending_guest = 0;
+
+	/* Files held for upload: past the cap, the next upload waits. */
+	static const struct media_kind png = {"image/png", "m.image", "png", "Picture"};
+	unsigned char *pic = xcalloc(1, 20000);
+	e.cfg.gw_max_blob_bytes_held = 1;
+	CHECK_EQ_INT(conv_send_media(&env, guest, "F1", &png, pic, 20000, &res, &retry), TH_OK);
+	CHECK_EQ_INT(res, CONV_SENT);
+	queued = calls_len();
+	retry = 0;
+	CHECK_EQ_INT(conv_send_media(&env, guest, "F2", &png, pic, 20000, &res, &retry), TH_OK);
+	CHECK_EQ_INT(res, CONV_BUSY);
+	CHECK(retry > 0);
+	CHECK_EQ_INT(calls_len(), queued);
+	e.cfg.gw_max_blob_bytes_held = 1u << 20;
+	CHECK_EQ_INT(conv_send_media(&env, guest, "F2", &png, pic, 20000, &res, &retry), TH_OK);
+	CHECK_EQ_INT(res, CONV_SENT);
+	free(pic);
+
+	/* Headroom: past the guests' share of the map, a guest's writes are
+	 * refused as if the store were full; at 95% of this test's map, not. */
+	store_txn *t;
+	size_t used = 0, map = 0;
+	CHECK_EQ_INT(store_usage_live(e.st, &used, &map), TH_OK);
+	CHECK(used > 0 && used < map);
+	e.cfg.guest_share_percent = 95;
+	CHECK_EQ_INT(conv_guest_headroom(&env), TH_OK);
+	/* Fill to past 10% (the least share a config may give), and past it
+	 * guests wait; deleted again, the free list counts as room. */
+	unsigned char *filler = xcalloc(1, map / 8);
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(store_put(t, STORE_META, "filler", 6, filler, map / 8, 0), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	free(filler);
+	e.cfg.guest_share_percent = 10;
+	CHECK_EQ_INT(conv_guest_headroom(&env), TH_EFULL);
+	queued = calls_len();
+	CHECK_EQ_INT(conv_send(&env, guest, "B5", "hello", &res, &retry), TH_EFULL);
+	CHECK_EQ_INT(calls_len(), queued);
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(store_del(t, STORE_META, "filler", 6), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	CHECK_EQ_INT(store_usage_live(e.st, &used, &map), TH_OK);
+	CHECK(used * 10 < map);
+	CHECK_EQ_INT(conv_send(&env, guest, "B5", "hello", &res, &retry), TH_OK);
+	CHECK_EQ_INT(res, CONV_SENT);
+	test_env_close(&e);
+}
+
+/* A guest's refused sends: the first recorded, then at most one record a
+ * minute carrying the count of refusals since the last one. */
+static void test_refusals_counted(void)
+{
+	struct test_env e;
+	struct txn_env env;
+	env_init(&e, &env);
+	char guest[GUESTS_MAX_USER_ID + 1];
+	const char *room = "!refused:test.local";
+	open_guest(&e, &env, room, guest);
+	/* The guest is no longer in the room (staff's doing, seen before the
+	 * conversation closed): policy refuses their sends. */
+	store_txn *t;
+	json_t *r = NULL;
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(store_get_json(t, STORE_ROOMS, room, &r), TH_OK);
+	if (!json_is_object(json_object_get(r, "guests")))
+		json_object_set_new(r, "guests", json_object());
+	json_object_set_new(json_object_get(r, "guests"), guest, json_string("leave"));
+	CHECK_EQ_INT(store_put_json(t, STORE_ROOMS, room, r), TH_OK);
+	json_decref(r);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+
+	enum conv_send_result res = CONV_SENT;
+	char lid[16];
+	for (int i = 0; i < 200; i++) {
+		snprintf(lid, sizeof(lid), "R%d", i);
+		CHECK_EQ_INT(conv_send(&env, guest, lid, "let me in", &res, NULL), TH_OK);
+		CHECK_EQ_INT(res, CONV_REFUSED);
+	}
+	json_t *au = audit_all(e.st);
+	size_t n = 0;
+	json_t *first = audit_find(au, "contact_blocked", guest, &n);
+	CHECK_EQ_INT(n, 1);
+	CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(first, "details"), "count")), 1);
+	json_decref(au);
+	/* A minute on: the next refusal is recorded with the 199 held back. */
+	json_t *c = conv_record(e.st, guest);
+	json_t *ref = json_deep_copy(json_object_get(c, "refusals"));
+	json_decref(c);
+	CHECK_EQ_INT(json_integer_value(json_object_get(ref, "count")), 199);
+	json_object_set_new(ref, "at_ms", json_integer((json_int_t)(th_now_ms() - 61000)));
+	conv_set(e.st, guest, "refusals", ref);
+	CHECK_EQ_INT(conv_send(&env, guest, "R200", "let me in", &res, NULL), TH_OK);
+	CHECK_EQ_INT(res, CONV_REFUSED);
+	au = audit_all(e.st);
+	audit_find(au, "contact_blocked", guest, &n);
+	CHECK_EQ_INT(n, 2);
+	size_t i;
+	json_t *rec;
+	json_int_t last = 0;
+	json_array_foreach(au, i, rec)
+	{
+		if (strcmp(jsonx_str(rec, "kind") ? jsonx_str(rec, "kind") : "", "contact_blocked") == 0)
+			last = json_integer_value(json_object_get(json_object_get(rec, "details"), "count"));
+	}
+	CHECK_EQ_INT(last, 200);
+	json_decref(au);
+	/* and the one after it, within the minute, is only counted */
+	CHECK_EQ_INT(conv_send(&env, guest, "R201", "let me in", &res, NULL), TH_OK);
+	au = audit_all(e.st);
+	audit_find(au, "contact_blocked", guest, &n);
+	CHECK_EQ_INT(n, 2);
+	json_decref(au);
+	test_env_close(&e);
+}
+
 int main(void)
 {
 	log_threshold = LOG_WARN;
@@ -2357,6 +2548,8 @@ int main(void)
 	test_conv_erase();
 	test_conv_expire();
 	test_waiting_grouped();
+	test_budgets();
+	test_refusals_counted();
 	test_matrix_outbox();
 	json_decref(fake.calls);
 	return TEST_DONE();
