@@ -911,11 +911,12 @@ int conv_send_media(const struct txn_env *env, const char *guest, const char *lo
 	return send_finish(t, rc, result);
 }
 
-/* Close conversation @p c of @p guest in @p t: the guest leaves the room, the
- * feed says so, and (when @p end_sessions) every session ends.  @p by: who
- * closed it (an id, for the audit record). */
+/* Close conversation @p c of @p guest in @p t: the guest leaves the room
+ * (unless @p gone: staff removed them already), the feed says so, and (when
+ * @p end_sessions) every session ends.  @p by: who closed it (an id, for the
+ * audit record). */
 static int close_in(const struct txn_env *env, store_txn *t, const char *guest, json_t *c, const char *by,
-                    const char *feed_text, int end_sessions)
+                    const char *feed_text, int end_sessions, int gone)
 {
 	const struct config *cfg = env->cfg;
 	const char *room_id = jsonx_str(c, "room");
@@ -923,7 +924,7 @@ static int close_in(const struct txn_env *env, store_txn *t, const char *guest, 
 	int already = strcmp(jsonx_str(c, "state") ? jsonx_str(c, "state") : "", CONV_CLOSED) == 0;
 	json_object_set_new(c, "state", json_string(CONV_CLOSED));
 	int rc = TH_OK;
-	if (room_id && !already)
+	if (room_id && !already && !gone)
 		rc = env->mx->ops->leave(env->mx->ctx, t, room_id, guest);
 	if (!rc && !already) {
 		struct feed_entry e = {
@@ -973,7 +974,7 @@ int conv_leave(const struct txn_env *env, const char *guest)
 		free(text);
 	}
 	if (!rc)
-		rc = close_in(env, t, guest, c, guest, "You left this conversation.", 1);
+		rc = close_in(env, t, guest, c, guest, "You left this conversation.", 1, 0);
 	json_decref(c);
 	if (rc) {
 		store_txn_abort(t);
@@ -1462,6 +1463,26 @@ out:
 	return rc;
 }
 
+/* Staff removed guest @p ev->state_key (a kick or a ban) from the room of
+ * their own conversation: it is closed and every session of theirs ends, so
+ * the page shows it closed (a waiting poll gets the "closed" entry; a later
+ * request, 401) and no resume code brings them back.  Removed from another
+ * room (a group they were added to), their conversation goes on. */
+static int staff_removed(const struct txn_env *env, store_txn *t, const struct mxev *ev, unsigned *fed)
+{
+	json_t *c = conv_get(t, ev->state_key);
+	const char *room_id = jsonx_str(c, "room");
+	int rc = TH_OK;
+	if (c && room_id && strcmp(room_id, ev->room_id) == 0 && conv_fact(c) != POL_CONV_CLOSED) {
+		rc = close_in(env, t, ev->state_key, c, ev->sender,
+		              "Staff ended this conversation. You can close this page now.", 1, 1);
+		if (!rc)
+			(*fed)++;
+	}
+	json_decref(c);
+	return rc;
+}
+
 int conv_on_event(const struct txn_env *env, store_txn *t, const struct mxev *ev, enum pol_role sender_role,
                   enum pol_role target_role, json_t *room, unsigned *fed)
 {
@@ -1469,6 +1490,12 @@ int conv_on_event(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	if (!kind || (strcmp(kind, "portal") != 0 && strcmp(kind, "group") != 0))
 		return TH_OK;
 	json_t *guests = json_object_get(room, "guests");
+
+	if (strcmp(ev->type, "m.room.member") == 0 && ev->state_key && ev->membership && ev->sender &&
+	    target_role == POL_ROLE_GUEST && (sender_role == POL_ROLE_STAFF || sender_role == POL_ROLE_LEAD) &&
+	    strcmp(ev->sender, ev->state_key) != 0 &&
+	    (strcmp(ev->membership, "leave") == 0 || strcmp(ev->membership, "ban") == 0))
+		return staff_removed(env, t, ev, fed);
 
 	if (strcmp(ev->type, "m.room.member") == 0 && ev->state_key && ev->membership) {
 		int staff_target = target_role == POL_ROLE_STAFF || target_role == POL_ROLE_LEAD;
@@ -1669,7 +1696,7 @@ int conv_command(const struct txn_env *env, store_txn *t, const struct mxev *ev,
 			reply = xstrdup("This conversation is already closed.");
 		} else {
 			rc = close_in(env, t, guest, c, ev->sender,
-			              "Staff closed this conversation. Thank you for getting in touch.", 0);
+			              "Staff closed this conversation. Thank you for getting in touch.", 0, 0);
 			reply = xstrdup(
 			        "Conversation closed. The guest was told and can no longer write here; this "
 			        "room stays as the record.");
@@ -1779,7 +1806,7 @@ int conv_expire(const struct txn_env *env, uint64_t now_ms, size_t *expired)
 			break;
 		json_t *c = conv_get(t, guest);
 		if (c)
-			rc = close_in(env, t, guest, c, "threshold", "This conversation has ended.", 1);
+			rc = close_in(env, t, guest, c, "threshold", "This conversation has ended.", 1, 0);
 		if (!rc)
 			rc = feed_erase(t, guest, NULL);
 		if (!rc && c)

@@ -2533,6 +2533,99 @@ static void test_refusals_counted(void)
 	test_env_close(&e);
 }
 
+/* Staff kick (or ban) a guest from their own conversation room: it closes,
+ * every session and the resume code end, the page's feed says so, and
+ * nothing more is asked of the homeserver for the guest.  A guest's own
+ * leave, and staff leaving, do not close it. */
+static void test_staff_removes_guest(void)
+{
+	const char *memberships[] = {"leave", "ban"};
+	for (int k = 0; k < 2; k++) {
+		struct test_env e;
+		struct txn_env env;
+		env_init(&e, &env);
+		char tok[SEC_TOKEN_LEN + 1];
+		make_invite(&e, 1, tok);
+		struct conv_started st;
+		struct conv_session s;
+		CHECK_EQ_INT(conv_redeem(&env, tok, NULL, "3", "en", &st), TH_OK);
+		CHECK_EQ_INT(conv_auth(e.st, st.session, th_now_ms(), &s), TH_OK);
+		char guest[GUESTS_MAX_USER_ID + 1];
+		memcpy(guest, s.guest, sizeof(guest));
+		const char *room = "!kick:test.local";
+		room_made(&e, guest, room);
+		json_t *r = NULL;
+		store_txn *t;
+		CHECK_EQ_INT(store_txn_begin(e.st, 0, &t), TH_OK);
+		CHECK_EQ_INT(store_get_json(t, STORE_ROOMS, room, &r), TH_OK);
+		store_txn_abort(t);
+
+		/* A kick of someone else by the guest's own hand is not it: the
+		 * guest leaving themselves goes through conv_leave. */
+		const char *content = k ? "{\"membership\":\"ban\"}" : "{\"membership\":\"leave\"}";
+		struct mxev self = {.event_id = "$self",
+		                    .room_id = room,
+		                    .type = "m.room.member",
+		                    .sender = guest,
+		                    .state_key = guest,
+		                    .content = {content, strlen(content)},
+		                    .content_is_object = true,
+		                    .membership = memberships[k]};
+		unsigned fed = 0;
+		CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+		CHECK_EQ_INT(conv_on_event(&env, t, &self, POL_ROLE_GUEST, POL_ROLE_GUEST, r, &fed), TH_OK);
+		CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+		CHECK_EQ_INT(conv_auth(e.st, st.session, th_now_ms(), &s), TH_OK);
+		CHECK_STR(s.state, CONV_OPEN);
+
+		size_t queued = calls_len();
+		struct mxev kick = self;
+		kick.event_id = "$kick";
+		kick.sender = "@staff:test.local";
+		fed = 0;
+		CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+		CHECK_EQ_INT(conv_on_event(&env, t, &kick, POL_ROLE_STAFF, POL_ROLE_GUEST, r, &fed), TH_OK);
+		CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+		CHECK(fed > 0); /* the gateway's waiting polls are woken */
+		/* closed, the sessions and the resume code gone */
+		json_t *c = conv_record(e.st, guest);
+		CHECK_STR(jsonx_str(c, "state"), CONV_CLOSED);
+		json_decref(c);
+		CHECK_EQ_INT(conv_auth(e.st, st.session, th_now_ms(), &s), TH_ENOTFOUND);
+		struct conv_started again;
+		CHECK_EQ_INT(conv_resume(&env, st.resume, &again), TH_ENOTFOUND);
+		/* the page's feed: the closed entry it shows as closed */
+		json_t *last = last_entry(e.st, guest);
+		CHECK_STR(jsonx_str(last, "kind"), "closed");
+		json_decref(last);
+		/* no leave queued for a guest already out; the close recorded */
+		size_t n = 0;
+		find_op(calls(), queued, "leave", guest, &n);
+		CHECK_EQ_INT(n, 0);
+		json_t *au = audit_all(e.st);
+		json_t *closed = audit_find(au, "conversation_closed", guest, &n);
+		CHECK_EQ_INT(n, 1);
+		CHECK_STR(jsonx_str(closed, "actor"), "@staff:test.local");
+		json_decref(au);
+		/* sends now get "closed" */
+		enum conv_send_result res = CONV_SENT;
+		CHECK_EQ_INT(conv_send(&env, guest, "K1", "hello?", &res, NULL), TH_OK);
+		CHECK_EQ_INT(res, CONV_CLOSED_NOW);
+		/* the same event again changes nothing */
+		uint64_t next = 0;
+		json_t *before = feed_of(e.st, guest, 0, &next);
+		CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+		CHECK_EQ_INT(conv_on_event(&env, t, &kick, POL_ROLE_STAFF, POL_ROLE_GUEST, r, &fed), TH_OK);
+		CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+		json_t *after = feed_of(e.st, guest, 0, &next);
+		CHECK_EQ_INT(json_array_size(after), json_array_size(before));
+		json_decref(before);
+		json_decref(after);
+		json_decref(r);
+		test_env_close(&e);
+	}
+}
+
 int main(void)
 {
 	log_threshold = LOG_WARN;
@@ -2550,6 +2643,7 @@ int main(void)
 	test_waiting_grouped();
 	test_budgets();
 	test_refusals_counted();
+	test_staff_removes_guest();
 	test_matrix_outbox();
 	json_decref(fake.calls);
 	return TEST_DONE();
