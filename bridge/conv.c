@@ -1105,18 +1105,83 @@ static const char *sender_name(store_txn *t, const json_t *room, const char *sen
 	return n && *n ? n : "Staff";
 }
 
-/* A display name safe to show: at most 64 bytes, never empty. */
+/* Characters a name shown to a guest may not hold: controls (C0, DEL, C1),
+ * the bidirectional embeddings, overrides, isolates and marks (U+202A-202E,
+ * U+2066-2069, U+200E/200F, U+061C), line and paragraph separators and the
+ * byte order mark.  A staff name with U+202E would turn the text after it
+ * round on the guest's page. */
+static int name_char_unsafe(uint32_t c)
+{
+	return c < 0x20 || (c >= 0x7F && c <= 0x9F) || c == 0x061C || c == 0x200E || c == 0x200F ||
+	       (c >= 0x202A && c <= 0x202E) || (c >= 0x2066 && c <= 0x2069) || c == 0x2028 ||
+	       c == 0x2029 || c == 0xFEFF;
+}
+
+/* The length of the UTF-8 character at @p s (its code point in @p cp), or
+ * 0 if it is not well formed. */
+static size_t utf8_next(const unsigned char *s, uint32_t *cp)
+{
+	size_t n = 0;
+	if (s[0] < 0x80)
+		n = 1;
+	else if ((s[0] & 0xE0) == 0xC0)
+		n = 2;
+	else if ((s[0] & 0xF0) == 0xE0)
+		n = 3;
+	else if ((s[0] & 0xF8) == 0xF0)
+		n = 4;
+	else
+		return 0;
+	uint32_t c = n == 1 ? s[0] : (uint32_t)(s[0] & (0x7F >> n));
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+		c = (c << 6) | (s[i] & 0x3F);
+	}
+	*cp = c;
+	return n;
+}
+
+/* A display name safe to show: no controls or bidi formatting (each
+ * control a space, the rest dropped), spaces at the ends trimmed, at most
+ * 64 bytes of whole characters; NULL when nothing is left. */
 static char *clean_name(const char *dn)
 {
 	if (!dn || !*dn)
 		return NULL;
-	size_t n = strlen(dn);
-	if (n > 64) {
-		n = 64;
-		while (n > 0 && ((unsigned char)dn[n] & 0xC0) == 0x80) /* whole UTF-8 characters */
-			n--;
+	size_t len = strlen(dn), o = 0;
+	char *out = xmalloc(len + 1);
+	const unsigned char *s = (const unsigned char *)dn;
+	for (size_t i = 0; i < len;) {
+		uint32_t c = 0;
+		size_t n = utf8_next(s + i, &c);
+		if (!n) { /* not UTF-8 (jansson's strings always are): dropped */
+			i++;
+			continue;
+		}
+		if (name_char_unsafe(c)) {
+			if (c < 0x20 && o && out[o - 1] != ' ')
+				out[o++] = ' ';
+		} else if (o + n <= 64) {
+			memcpy(out + o, s + i, n);
+			o += n;
+		} else {
+			break;
+		}
+		i += n;
 	}
-	return xstrndup(dn, n);
+	while (o && out[o - 1] == ' ')
+		o--;
+	size_t start = 0;
+	while (start < o && out[start] == ' ')
+		start++;
+	if (start == o) {
+		free(out);
+		return NULL;
+	}
+	memmove(out, out + start, o - start);
+	out[o - start] = '\0';
+	return out;
 }
 
 /* A guest has a feed only while they have a conversation: not one added to
@@ -1390,7 +1455,10 @@ static int feed_event(const struct txn_env *env, store_txn *t, const struct mxev
 			local_id = xstrndup(lid, strnlen(lid, CONV_MAX_LOCAL_ID));
 	}
 	struct guest g;
-	char *name = xstrdup(sender_name(t, room, ev->sender, sender_role, &g));
+	/* cleaned again: a name kept before names were cleaned on the way in */
+	char *name = clean_name(sender_name(t, room, ev->sender, sender_role, &g));
+	if (!name)
+		name = xstrdup(sender_role == POL_ROLE_GUEST ? "Guest" : "Staff");
 	const char *gid;
 	json_t *m;
 	json_object_foreach(guests, gid, m)
@@ -1517,9 +1585,11 @@ int conv_on_event(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		char *text = NULL;
 		if (joined && !was)
 			text = xasprintf("%s has joined the conversation.", shown);
-		else if (!joined && was && strcmp(ev->membership, "invite") != 0)
-			text = xasprintf("%s has left the conversation.",
-			                 sender_name(t, room, ev->state_key, target_role, NULL));
+		else if (!joined && was && strcmp(ev->membership, "invite") != 0) {
+			char *left = clean_name(sender_name(t, room, ev->state_key, target_role, NULL));
+			text = xasprintf("%s has left the conversation.", left ? left : "A member of staff");
+			free(left);
+		}
 		int rc = TH_OK;
 		const char *g;
 		json_t *m;

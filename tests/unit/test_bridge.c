@@ -2626,6 +2626,54 @@ static void test_staff_removes_guest(void)
 	}
 }
 
+/* A staff display name with bidi controls (U+202E turns the rest of the
+ * line round), isolates, marks and control characters reaches the guest
+ * without them: in the "joined" notice and on each message. */
+static void test_staff_names_cleaned(void)
+{
+	struct test_env e;
+	struct txn_env env;
+	struct conv_session a, b;
+	json_t *r = two_guests_in_a_group(&e, &env, &a, &b);
+	const char *room = "!group:test.local", *staff = "@staff:test.local";
+	const char *content = "{\"membership\":\"join\",\"displayname\":"
+	                      "\"Dr\\u202e Ann\\u200f\\u2067 Lee\\u2069\\u061c\\tTeam\\u202a\\u0001\"}";
+	struct mxev join = {.event_id = "$join",
+	                    .room_id = room,
+	                    .type = "m.room.member",
+	                    .sender = staff,
+	                    .state_key = staff,
+	                    .content = {content, strlen(content)},
+	                    .content_is_object = true,
+	                    .membership = "join"};
+	store_txn *t;
+	unsigned fed = 0;
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(conv_on_event(&env, t, &join, POL_ROLE_STAFF, POL_ROLE_STAFF, r, &fed), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	json_t *x = last_entry(e.st, a.guest);
+	CHECK_STR(jsonx_str(x, "body"), "Dr Ann Lee Team has joined the conversation.");
+	json_decref(x);
+	struct mxev ev = message_of(staff, room, "$m:test.local", "{\"msgtype\":\"m.text\",\"body\":\"hi\"}",
+	                            "hi", "m.text");
+	deliver(&e, &ev, POL_ROLE_STAFF, r);
+	x = last_entry(e.st, b.guest);
+	CHECK_STR(jsonx_str(json_object_get(x, "from"), "name"), "Dr Ann Lee Team");
+	char *dump = json_dumps(x, JSON_COMPACT | JSON_ENSURE_ASCII);
+	CHECK(dump && !strstr(dump, "\\u202e") && !strstr(dump, "\\u2067") && !strstr(dump, "\\u200f"));
+	free(dump);
+	json_decref(x);
+	/* A name of nothing but controls shows as "Staff". */
+	json_object_set_new(json_object_get(r, "staff"), staff, json_string("\xe2\x80\xae\xe2\x81\xa6"));
+	ev.event_id = "$m2:test.local";
+	deliver(&e, &ev, POL_ROLE_STAFF, r);
+	x = last_entry(e.st, b.guest);
+	CHECK_STR(jsonx_str(json_object_get(x, "from"), "name"), "Staff");
+	json_decref(x);
+	json_decref(r);
+	test_env_close(&e);
+}
+
 int main(void)
 {
 	log_threshold = LOG_WARN;
@@ -2644,6 +2692,7 @@ int main(void)
 	test_budgets();
 	test_refusals_counted();
 	test_staff_removes_guest();
+	test_staff_names_cleaned();
 	test_matrix_outbox();
 	json_decref(fake.calls);
 	return TEST_DONE();
