@@ -1,4 +1,6 @@
-"""Headroom: guests cannot take the store past store.guest_share_percent.
+"""Headroom and byte budgets: guests cannot take the store past
+store.guest_share_percent, one guest's bytes per hour are capped, and the
+outbox's length caps what guests queue.
 
 The homeserver is slow (a fake one failing with 500, tests/integration/fakehs.py),
 so what a guest sends stays queued in the store: long messages are the test
@@ -68,35 +70,91 @@ def assert_unavailable(r):
     assert j["error"], j
 
 
-@pytest.fixture
-def setup():
-    w = tempfile.mkdtemp(prefix="threshold-headroom-")
-    hs = FakeHomeserver().start()
+def start_daemon(w, hs, gateway=None, outbox=None, share=SHARE):
     gw_port = free_port()
+    gw = {"listen_address": "127.0.0.1", "listen_port": gw_port,
+          "public_url": "http://127.0.0.1:%d" % gw_port,
+          "address_rate_per_minute": 100000, "session_rate_per_minute": 100000,
+          "public_per_address_per_hour": 10000, "max_message_bytes": 65536,
+          "max_body_bytes": 131072, "guest_bytes_per_hour": 1073741824}
+    gw.update(gateway or {})
     d = Standalone(BIN, w, log_level="info", map_size_mb=MAP_MB, extra={
         "homeserver": {"url": hs.url, "server_name": "localhost"},
         "client": {"timeout_ms": 2000, "connect_timeout_ms": 500, "outbox_max_backoff_ms": 1000},
-        "gateway": {"listen_address": "127.0.0.1", "listen_port": gw_port,
-                    "public_url": "http://127.0.0.1:%d" % gw_port,
-                    "address_rate_per_minute": 100000, "session_rate_per_minute": 100000,
-                    "public_per_address_per_hour": 10000, "max_message_bytes": 65536,
-                    "max_body_bytes": 131072, "guest_bytes_per_hour": 1073741824},
+        "outbox": dict(outbox or {}),
+        "gateway": gw,
         "services": {"helpline": {"display_name": "Test Helpline", "staff_room": "!staff:localhost",
                                   "public_entry": True, "public_per_hour": 100000}},
     })
     d.setup()
     with open(d.config_path) as f:
         cfg = yaml.safe_load(f)
-    cfg["store"]["guest_share_percent"] = SHARE
+    cfg["store"]["guest_share_percent"] = share
     with open(d.config_path, "w") as f:
         yaml.safe_dump(cfg, f, sort_keys=False)
     base = "http://127.0.0.1:%d" % gw_port
     d.start()
     wait(lambda: requests.get(base + API + "/page", timeout=2).status_code == 200, 10, "the gateway")
-    yield d, hs, base
-    d.stop()
+    return d, base
+
+
+@pytest.fixture
+def workdir():
+    w = tempfile.mkdtemp(prefix="threshold-budgets-")
+    hs = FakeHomeserver().start()
+    yield w, hs
     hs.stop()
     shutil.rmtree(w, ignore_errors=True)
+
+
+def test_a_guests_hourly_bytes_and_the_outbox_cap(workdir):
+    """gateway.guest_bytes_per_hour (64 KiB): a second 40,000-byte message is
+    answered 429 with retry_after_ms and kept nowhere; another guest is not
+    held back.  outbox.max_pending_guest (100) with the homeserver failing:
+    past it, 503 TH_UNAVAILABLE; once it drains, the guest sends again."""
+    w, hs = workdir
+    d, base = start_daemon(w, hs, gateway={"guest_bytes_per_hour": 65536},
+                           outbox={"max_pending_guest": 100})
+    try:
+        a = redeem(base).json()["session"]
+        b = redeem(base).json()["session"]
+        big = "x" * 40000
+        assert send(base, a, "a1", big).status_code == 202
+        r = send(base, a, "a2", big)
+        assert r.status_code == 429, r.text
+        j = r.json()
+        assert j["errcode"] == "TH_LIMIT_EXCEEDED" and 600000 < j["retry_after_ms"] < 900000, j
+        assert send(base, b, "b1", big).status_code == 202
+        wait(lambda: outbox_pending(d) == 0, 30, "the outbox draining")
+        assert "a2" not in hs.by_local_id()
+
+        hs.fail("500")
+        sent, refused = [], None
+        for i in range(200):
+            r = send(base, b, "q%d" % i, "hello %d" % i)
+            if r.status_code == 202:
+                sent.append("q%d" % i)
+                continue
+            assert_unavailable(r)
+            refused = "q%d" % i
+            break
+        assert refused and 50 <= len(sent) <= 100, (refused, len(sent))
+        hs.heal()
+        wait(lambda: outbox_pending(d) == 0, 60, "the outbox draining")
+        assert send(base, b, refused, "hello again").status_code == 202
+        wait(lambda: outbox_pending(d) == 0, 30, "the outbox draining")
+        counts = hs.by_local_id()
+        assert all(counts.get(k) == 1 for k in sent + [refused, "a1", "b1"]), counts
+    finally:
+        d.stop()
+
+
+@pytest.fixture
+def setup(workdir):
+    w, hs = workdir
+    d, base = start_daemon(w, hs)
+    yield d, hs, base
+    d.stop()
 
 
 def test_guests_stop_at_their_share_and_resume_when_space_frees(setup):
