@@ -66,6 +66,7 @@ struct config {
 	char *store_path; /* LMDB environment directory */
 	size_t map_size_mb;
 	unsigned dedupe_retention_days;
+	unsigned guest_share_percent; /* guests' writes stop past this share of the map (headroom) */
 
 	/* client (Client-Server API) */
 	unsigned client_timeout_ms;
@@ -75,6 +76,7 @@ struct config {
 	/* outbox (outbox.h: lanes) */
 	unsigned outbox_concurrency; /* actions in flight at once */
 	unsigned outbox_give_up_s;   /* retry an action this long, then set it aside */
+	unsigned outbox_max_pending_guest; /* guests' sends wait while the outbox is this long */
 
 	/* log */
 	char *log_level;
@@ -119,6 +121,8 @@ struct config {
 	unsigned gw_max_conn_per_address; /* connections per address when not behind a proxy; 0: no cap */
 	size_t gw_max_body_in_flight;     /* request body bytes held across all connections */
 	unsigned gw_max_polls_per_guest;  /* feed polls one guest may have waiting at once */
+	size_t gw_guest_bytes_per_hour;   /* message and upload bytes one guest may send per hour */
+	size_t gw_max_blob_bytes_held;    /* guests' files held in the store waiting to upload, in all */
 	unsigned gw_waiting_notice_s;     /* "waiting" notices grouped over this many seconds; 0: each at once */
 	/* metrics: /metrics and /health on a listener of their own (metrics.h) */
 	int metrics_enabled;

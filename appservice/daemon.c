@@ -153,6 +153,52 @@ static int queue_staff_reads(cs_client *cs, const struct config *cfg, store *st,
 	return 1;
 }
 
+/*
+ * Who can read the safeguarding room, for "!audit reveal" (events.h,
+ * events_privacy_learn): its state as the homeserver has it now.  The
+ * transactions bring later changes, but not what was set before the bot
+ * joined, so this is read at each start.  A room the bot is not in yet
+ * (403) is read again later; until then no reveal is posted there.
+ * @return 1 once learned (or nothing to learn), 0 to try again later.
+ */
+static int read_safeguarding_privacy(cs_client *cs, const struct config *cfg, store *st)
+{
+	if (!cfg->safeguarding_room)
+		return 1;
+	char *room = cs_escape(cfg->safeguarding_room);
+	char *path = xasprintf("/_matrix/client/v3/rooms/%s/state", room);
+	free(room);
+	struct cs_response r;
+	int rc = cs_request(cs, "GET", path, NULL, NULL, &r);
+	free(path);
+	if (rc != TH_OK)
+		return 0;
+	if (r.status != 200 || !json_is_array(r.body)) {
+		cs_response_clear(&r);
+		return 0;
+	}
+	store_txn *t;
+	rc = store_txn_begin(st, 1, &t);
+	size_t i;
+	json_t *ev;
+	json_array_foreach(r.body, i, ev)
+	{
+		const char *type = jsonx_str(ev, "type"), *sk = jsonx_str(ev, "state_key");
+		if (!rc && type && sk && !*sk)
+			rc = events_privacy_learn(t, cfg->safeguarding_room, type, json_object_get(ev, "content"));
+	}
+	cs_response_clear(&r);
+	if (!rc)
+		rc = store_txn_commit(t);
+	else
+		store_txn_abort(t);
+	if (rc) {
+		LOG(LOG_WARN, "cannot keep the safeguarding room's settings: %s; will try again", th_strerror(rc));
+		return 0;
+	}
+	return 1;
+}
+
 /* Once per store: block invites to the guests made before Threshold did
  * so at their creation (guests.h). */
 static int migrate_invite_blocks(store *st)
@@ -429,6 +475,7 @@ int daemon_serve(const struct config *cfg)
 	int pinged = try_ping(cs, cfg);
 	int blocking_known = check_invite_blocking(cs, st);
 	int staff_read = queue_staff_reads(cs, cfg, st, ob);
+	int sg_read = read_safeguarding_privacy(cs, cfg, st);
 	uint64_t ping_wait = PING_RETRY_MIN_MS, next_ping = th_mono_ms() + ping_wait;
 	uint64_t next_prune = th_mono_ms() + 60000u, next_trim = th_mono_ms() + TRIM_INTERVAL_MS;
 	for (;;) {
@@ -439,13 +486,15 @@ int daemon_serve(const struct config *cfg)
 			break;
 		}
 		uint64_t now = th_mono_ms();
-		if ((!pinged || !blocking_known || !staff_read) && now >= next_ping) {
+		if ((!pinged || !blocking_known || !staff_read || !sg_read) && now >= next_ping) {
 			if (!pinged)
 				pinged = try_ping(cs, cfg);
 			if (!blocking_known)
 				blocking_known = check_invite_blocking(cs, st);
 			if (!staff_read)
 				staff_read = queue_staff_reads(cs, cfg, st, ob);
+			if (!sg_read)
+				sg_read = read_safeguarding_privacy(cs, cfg, st);
 			ping_wait = ping_wait * 2 > PING_RETRY_MAX_MS ? PING_RETRY_MAX_MS : ping_wait * 2;
 			next_ping = now + ping_wait;
 		}

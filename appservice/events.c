@@ -762,6 +762,64 @@ static int staff_room_member(const struct txn_env *env, store_txn *t, const stru
 	return rooms_staff_forget(t, ev->room_id, room);
 }
 
+#define PRIVACY_KEY "privacy/" /* STORE_META + room id: what events_privacy_learn learned */
+
+int events_privacy_learn(store_txn *t, const char *room_id, const char *type, const json_t *content)
+{
+	const char *field = NULL;
+	json_t *value = NULL;
+	if (strcmp(type, "m.room.create") == 0) { /* spec: m.federate defaults to true */
+		json_t *fed = json_object_get(content, "m.federate");
+		field = "federate";
+		value = json_boolean(!json_is_boolean(fed) || json_is_true(fed));
+	} else if (strcmp(type, "m.room.join_rules") == 0) {
+		const char *jr = jsonx_str(content, "join_rule");
+		field = "join_rule";
+		value = json_string(jr ? jr : "");
+	} else if (strcmp(type, "m.room.history_visibility") == 0) {
+		const char *hv = jsonx_str(content, "history_visibility");
+		field = "history_visibility";
+		value = json_string(hv ? hv : "");
+	}
+	if (!field)
+		return TH_OK;
+	char *key = xasprintf(PRIVACY_KEY "%s", room_id);
+	json_t *known = NULL;
+	int rc = store_get_json(t, STORE_META, key, &known);
+	if (rc == TH_ENOTFOUND || !json_is_object(known)) {
+		json_decref(known);
+		known = json_object();
+		rc = TH_OK;
+	}
+	if (!rc) {
+		json_object_set_new(known, field, value);
+		value = NULL;
+		rc = store_put_json(t, STORE_META, key, known);
+	}
+	json_decref(value);
+	json_decref(known);
+	free(key);
+	return rc;
+}
+
+int events_room_private(store_txn *t, const char *room_id)
+{
+	char *key = xasprintf(PRIVACY_KEY "%s", room_id);
+	json_t *known = NULL;
+	int ok = 0;
+	if (store_get_json(t, STORE_META, key, &known) == TH_OK) {
+		const char *jr = jsonx_str(known, "join_rule");
+		const char *hv = jsonx_str(known, "history_visibility");
+		json_t *fed = json_object_get(known, "federate");
+		/* spec: history_visibility "shared" is the default when unset */
+		ok = jr && strcmp(jr, "invite") == 0 && json_is_false(fed) && hv &&
+		     (strcmp(hv, "joined") == 0 || strcmp(hv, "invited") == 0);
+	}
+	json_decref(known);
+	free(key);
+	return ok;
+}
+
 int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev, json_t *room,
                   unsigned *queued)
 {
@@ -799,6 +857,16 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	if (own_setup && strcmp(type, "m.room.power_levels") == 0 && !*state_key && guest_lowered(ev, sender))
 		json_object_del(room, "setup");
 	f.room = room_of(cfg, room_id, room);
+	/* Who can read the safeguarding room, for "!audit reveal". */
+	if (f.room == POL_ROOM_SAFEGUARDING && state_key && !*state_key) {
+		json_t *content = NULL;
+		int rc = mxev_content_json(ev, &content);
+		if (rc == TH_OK)
+			rc = events_privacy_learn(t, room_id, type, content);
+		json_decref(content);
+		if (rc && rc != TH_ENOTFOUND)
+			return rc;
+	}
 	/* A staff room's members are staff from this event on (their own join
 	 * included); also when the room is the safeguarding room as well. */
 	if (member_event && ev->membership && config_ids_has(&cfg->staff_rooms, room_id)) {
@@ -861,6 +929,9 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 			f.event = POL_EV_MESSAGE;
 	}
 
+	/* A reveal goes only into a room known to be private (events_room_private). */
+	if (f.event == POL_EV_AUDIT_REVEAL)
+		f.target_belongs = events_room_private(t, room_id);
 	/* Whom "group add" names, and whether they and the sender belong to the group's service. */
 	if (f.event == POL_EV_COMMAND && f.command == POL_CMD_GROUP_ADD) {
 		int rc = group_add_facts(cfg, t, ev, room, &f, target_id, sizeof(target_id));
@@ -872,7 +943,15 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	metrics_decision(d.reason);
 	if (d.reason != POL_R_NO_RULE)
 		LOG(LOG_INFO, "event %s in %s: %s", event_id, room_id, pol_reason_name(d.reason));
-	if (d.nactions && d.actions[0].kind == POL_ACT_AUDIT_ANSWER) {
+	if (d.reason == POL_R_REVEAL_ROOM_NOT_PRIVATE) {
+		answer.text = xstrdup(
+		        "RECORDED: this request is written to the audit log.\nNothing was revealed: this room "
+		        "is not known to be private. A reveal is only posted into a safeguarding room that is "
+		        "invite-only, not federated (m.federate false when it was made) and whose history only "
+		        "members can read (\"joined\" or \"invited\", not \"shared\" or \"world_readable\"). "
+		        "Change the room's settings, or make a new room like that and name it in "
+		        "safeguarding.room.");
+	} else if (d.nactions && d.actions[0].kind == POL_ACT_AUDIT_ANSWER) {
 		/* Read before the audit_viewed record goes in: the answer is the log
 		 * as it was when the lead asked.  A log that cannot be read gets the
 		 * lead a plain answer rather than a transaction the homeserver would

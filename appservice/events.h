@@ -69,4 +69,24 @@ int events_staff_departed(const struct txn_env *env, unsigned *queued);
  */
 enum pol_command events_parse_command(const char *body);
 
+/**
+ * Learn one state event of room @p room_id that says who can read it:
+ * m.room.create (m.federate), m.room.join_rules, m.room.history_visibility
+ * (any other type is ignored).  Kept in STORE_META under "privacy/" + room id
+ * for events_room_private().  Fed by the transactions' events for the
+ * safeguarding room, and at each start by the room's whole state read from
+ * the homeserver (daemon.c): what was set before the bot joined reaches
+ * Threshold no other way.
+ * @param content  borrowed
+ * @return TH_OK, or a store error.
+ */
+int events_privacy_learn(store_txn *t, const char *room_id, const char *type, const json_t *content);
+
+/**
+ * @return 1 if room @p room_id is known to be invite-only, unfederated and
+ *         with history for members only (not "shared" or "world_readable");
+ *         0 if not, or not known (nothing learned yet).
+ */
+int events_room_private(store_txn *t, const char *room_id);
+
 #endif

@@ -427,6 +427,15 @@ int store_count(store_txn *t, enum store_db db, size_t *out)
 	return TH_OK;
 }
 
+int store_db_bytes(store_txn *t, enum store_db db, size_t *out)
+{
+	MDB_stat s;
+	if (mdb_stat(t->txn, t->st->dbi[db], &s))
+		return TH_ESTORE;
+	*out = (s.ms_branch_pages + s.ms_leaf_pages + s.ms_overflow_pages) * (size_t)s.ms_psize;
+	return TH_OK;
+}
+
 /* Delete from @db every entry whose value starts with a BE/host u64 time < before. */
 static int prune_db(store_txn *t, enum store_db db, uint64_t before_ms, size_t *removed)
 {
@@ -480,6 +489,41 @@ int store_usage(store *st, size_t *used, size_t *mapsize)
 	if (mdb_env_info(st->env, &info) || mdb_env_stat(st->env, &s))
 		return TH_ESTORE;
 	*used = (info.me_last_pgno + 1) * (size_t)s.ms_psize;
+	*mapsize = info.me_mapsize;
+	return TH_OK;
+}
+
+int store_usage_live(store *st, size_t *used, size_t *mapsize)
+{
+	MDB_txn *txn = NULL;
+	MDB_cursor *c = NULL;
+	MDB_envinfo info;
+	MDB_stat s;
+	size_t free_pages = 0;
+	if (mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn))
+		return TH_ESTORE;
+	/* The environment's info as this snapshot sees it, then its free list
+	 * (LMDB's database 0: txn id -> pgno count followed by the pages). */
+	int rc = mdb_env_info(st->env, &info) || mdb_env_stat(st->env, &s) || mdb_cursor_open(txn, 0, &c);
+	if (!rc) {
+		MDB_val k, v;
+		int r = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+		while (r == 0) {
+			if (v.mv_size >= sizeof(size_t)) {
+				size_t n;
+				memcpy(&n, v.mv_data, sizeof(n)); /* pgno_t is size_t */
+				free_pages += n;
+			}
+			r = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+		}
+		rc = r != MDB_NOTFOUND;
+		mdb_cursor_close(c);
+	}
+	mdb_txn_abort(txn);
+	if (rc)
+		return TH_ESTORE;
+	size_t pages = info.me_last_pgno + 1;
+	*used = (pages > free_pages ? pages - free_pages : 0) * (size_t)s.ms_psize;
 	*mapsize = info.me_mapsize;
 	return TH_OK;
 }

@@ -185,6 +185,9 @@ int store_count_dups(store_txn *t, enum store_db db, const void *key, size_t kle
 /** Number of entries in @p db. */
 int store_count(store_txn *t, enum store_db db, size_t *out);
 
+/** Bytes of the map @p db's pages take (whole pages: a little over its data). */
+int store_db_bytes(store_txn *t, enum store_db db, size_t *out);
+
 /**
  * Delete STORE_EVENTS entries first seen before @p before_ms and STORE_TXNS
  * entries committed before it, in one write transaction.
@@ -194,5 +197,14 @@ int store_prune(store *st, uint64_t before_ms, size_t *removed);
 
 /** Bytes of the map in use and the map size, for diagnostics. */
 int store_usage(store *st, size_t *used, size_t *mapsize);
+
+/**
+ * Bytes of the map in use now: store_usage()'s high-water mark less the
+ * pages LMDB keeps on its free list for reuse, so it falls again when
+ * entries are deleted.  Reads the free list in a read transaction (a few
+ * records per write transaction since the last reuse: cheap).
+ * @return TH_OK or TH_ESTORE.
+ */
+int store_usage_live(store *st, size_t *used, size_t *mapsize);
 
 #endif

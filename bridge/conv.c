@@ -26,6 +26,9 @@
 #define WAITING_HELD   500               /* people held for the next notices; past it only counted */
 #define WAITING_KEY    "waiting_notice/" /* STORE_META + service name */
 #define LOCAL_ID_KEY   MX_LOCAL_ID_KEY
+#define BUSY_RETRY_MS  30000u /* a guest refused for want of room tries again after this */
+#define HOUR_MS        3600000ull
+#define REFUSALS_MS    60000u    /* a guest's refused sends: one audit record a minute at most */
 
 /* ---- small store helpers ---------------------------------------------- */
 
@@ -444,8 +447,8 @@ int conv_redeem(const struct txn_env *env, const char *invite, const char *svc_n
 {
 	const struct config *cfg = env->cfg;
 	store_txn *t;
-	int rc = store_txn_begin(env->st, 1, &t);
-	if (rc)
+	int rc = conv_guest_headroom(env);
+	if (rc || (rc = store_txn_begin(env->st, 1, &t)))
 		return rc;
 	uint64_t now = th_now_ms();
 	struct inv_info inv = {0};
@@ -552,8 +555,8 @@ int conv_resume(const struct txn_env *env, const char *code, struct conv_started
 	sec_hash(RESUME_DOMAIN, norm, key);
 	explicit_bzero(norm, sizeof(norm));
 	store_txn *t;
-	int rc = store_txn_begin(env->st, 1, &t);
-	if (rc)
+	int rc = conv_guest_headroom(env);
+	if (rc || (rc = store_txn_begin(env->st, 1, &t)))
 		return rc;
 	json_t *r = get_json(t, STORE_SESSIONS, key, sizeof(key));
 	const char *guest = jsonx_str(r, "guest");
@@ -644,13 +647,104 @@ int conv_auth(store *st, const char *token, uint64_t now_ms, struct conv_session
 
 /* ---- what the guest does ------------------------------------------------ */
 
+int conv_guest_headroom(const struct txn_env *env)
+{
+	size_t used = 0, map = 0;
+	unsigned share = env->cfg->guest_share_percent;
+	/* 0 (a test's zeroed config): no headroom kept.  Not known: the
+	 * commit's own TH_EFULL still stops a write that does not fit. */
+	if (!share || store_usage_live(env->st, &used, &map) != TH_OK || !map)
+		return TH_OK;
+	if ((uint64_t)used * 100 <= (uint64_t)map * share)
+		return TH_OK;
+	LOG(LOG_DEBUG, "gateway: the store is %.1f of %.0f MiB used, past the guests' share (%u%%): "
+	              "guests' writes wait until space frees",
+	    used / 1048576.0, map / 1048576.0, share);
+	return TH_EFULL;
+}
+
+/* The global caps on what guests queue: the outbox's length and, for an
+ * upload, the files already held for it.  Plain arithmetic on the store's
+ * own counts, not policy: nobody's role or the conversation's state
+ * changes the answer.  @return 1 if one more may be queued. */
+static int guest_queue_ok(const struct txn_env *env, store_txn *t, int upload)
+{
+	const struct config *cfg = env->cfg;
+	size_t n = 0;
+	if (cfg->outbox_max_pending_guest && store_count(t, STORE_OUTBOX, &n) == TH_OK &&
+	    n >= cfg->outbox_max_pending_guest)
+		return 0;
+	if (upload && cfg->gw_max_blob_bytes_held && store_db_bytes(t, STORE_BLOBS, &n) == TH_OK &&
+	    n >= cfg->gw_max_blob_bytes_held)
+		return 0;
+	return 1;
+}
+
+/* The guest's hourly byte budget (gateway.guest_bytes_per_hour): a bucket
+ * of that many bytes in conversation record @p c, refilling steadily over
+ * an hour.  One message larger than the whole budget costs the whole
+ * budget.  @return 0 and takes @p bytes, or the ms to wait. */
+static uint64_t guest_bytes_take(const struct txn_env *env, json_t *c, size_t bytes, uint64_t now)
+{
+	uint64_t cap = env->cfg->gw_guest_bytes_per_hour;
+	if (!cap)
+		return 0;
+	json_t *b = json_object_get(c, "bytes_budget");
+	uint64_t left = cap, at = now;
+	if (json_is_object(b)) {
+		left = (uint64_t)json_integer_value(json_object_get(b, "left"));
+		at = (uint64_t)json_integer_value(json_object_get(b, "at_ms"));
+		uint64_t dt = now > at ? now - at : 0;
+		if (dt > HOUR_MS)
+			dt = HOUR_MS;
+		left += dt * cap / HOUR_MS;
+		if (left > cap)
+			left = cap;
+	}
+	uint64_t cost = bytes < cap ? bytes : cap;
+	if (left < cost)
+		return (cost - left) * HOUR_MS / cap + 1;
+	json_object_set_new(c, "bytes_budget",
+	                    json_pack("{s:I, s:I}", "left", (json_int_t)(left - cost), "at_ms", (json_int_t)now));
+	return 0;
+}
+
+/* A refused send by @p guest: the first is recorded, then at most one
+ * record a minute, carrying the count of refusals since the last record
+ * (a removed guest's page retrying must not fill the audit log, which is
+ * never pruned).  The counter lives in conversation record @p c. */
+static int refusal_record(const struct txn_env *env, store_txn *t, const char *guest, json_t *c,
+                          const char *room_id, enum pol_reason reason, uint64_t now)
+{
+	json_t *r = json_object_get(c, "refusals");
+	uint64_t last = (uint64_t)json_integer_value(json_object_get(r, "at_ms"));
+	json_int_t count = json_integer_value(json_object_get(r, "count")) + 1;
+	int rc = TH_OK;
+	if (!json_is_object(r) || now < last || now - last >= REFUSALS_MS) {
+		json_t *details = json_pack("{s:s, s:I}", "via", "gateway", "count", count);
+		struct audit_rec ar = {.kind = AUDIT_CONTACT_BLOCKED,
+		                       .actor = guest,
+		                       .subject = guest,
+		                       .room = room_id,
+		                       .reason = pol_reason_name(reason),
+		                       .details = details};
+		rc = audit_append(env->au, t, &ar, NULL);
+		json_decref(details);
+		last = now;
+		count = 0;
+	}
+	json_object_set_new(c, "refusals", json_pack("{s:I, s:I}", "at_ms", (json_int_t)last, "count", count));
+	return rc ? rc : conv_put(t, guest, c);
+}
+
 /* The checks every message from the gateway passes (conv_send,
  * conv_send_media): the conversation is open, the local id is new, and
  * policy agrees the guest may write into its room.  On CONV_SENT the
  * caller queues the action in @p t and commits; otherwise @p t has been
  * committed (a refusal's audit record) or must be aborted (@return != OK). */
 static int send_checks(const struct txn_env *env, store_txn *t, enum pol_event event, const char *guest,
-                       const char *local_id, json_t **conv, enum conv_send_result *result)
+                       const char *local_id, size_t bytes, json_t **conv, enum conv_send_result *result,
+                       uint64_t *retry_ms)
 {
 	json_t *c = conv_get(t, guest);
 	json_t *room = NULL;
@@ -701,16 +795,22 @@ static int send_checks(const struct txn_env *env, store_txn *t, enum pol_event e
 		goto out;
 	}
 	if (d.nactions == 0 || d.actions[0].kind != POL_ACT_SEND) {
-		json_t *details = json_pack("{s:s}", "via", "gateway");
-		struct audit_rec ar = {.kind = AUDIT_CONTACT_BLOCKED,
-		                       .actor = guest,
-		                       .subject = guest,
-		                       .room = room_id,
-		                       .reason = pol_reason_name(d.reason),
-		                       .details = details};
-		rc = d.record == POL_REC_CONTACT_BLOCKED ? audit_append(env->au, t, &ar, NULL) : TH_OK;
-		json_decref(details);
+		rc = d.record == POL_REC_CONTACT_BLOCKED
+		             ? refusal_record(env, t, guest, c, room_id, d.reason, th_now_ms())
+		             : TH_OK;
 		*result = CONV_REFUSED;
+		goto out;
+	}
+	/* The budgets, last: only a send that would go is counted. */
+	uint64_t wait = guest_queue_ok(env, t, event == POL_EV_GATEWAY_UPLOAD) ? 0 : BUSY_RETRY_MS;
+	*result = CONV_BUSY;
+	if (!wait) {
+		wait = guest_bytes_take(env, c, bytes, th_now_ms());
+		*result = CONV_OVER_BUDGET;
+	}
+	if (wait) {
+		if (retry_ms)
+			*retry_ms = wait;
 		goto out;
 	}
 	/* Remember the local id: the caller queues the action in this txn. */
@@ -742,14 +842,14 @@ static int send_finish(store_txn *t, int rc, enum conv_send_result *result)
 }
 
 int conv_send(const struct txn_env *env, const char *guest, const char *local_id, const char *body,
-              enum conv_send_result *result)
+              enum conv_send_result *result, uint64_t *retry_ms)
 {
 	store_txn *t;
-	int rc = store_txn_begin(env->st, 1, &t);
-	if (rc)
+	int rc = conv_guest_headroom(env);
+	if (rc || (rc = store_txn_begin(env->st, 1, &t)))
 		return rc;
 	json_t *c = NULL;
-	rc = send_checks(env, t, POL_EV_GATEWAY_SEND, guest, local_id, &c, result);
+	rc = send_checks(env, t, POL_EV_GATEWAY_SEND, guest, local_id, strlen(body), &c, result, retry_ms);
 	if (!rc && *result == CONV_SENT) {
 		rc = env->mx->ops->text(env->mx->ctx, t, jsonx_str(c, "room"), guest, body, local_id);
 	}
@@ -759,14 +859,14 @@ int conv_send(const struct txn_env *env, const char *guest, const char *local_id
 
 int conv_send_media(const struct txn_env *env, const char *guest, const char *local_id,
                     const struct media_kind *kind, const unsigned char *data, size_t len,
-                    enum conv_send_result *result)
+                    enum conv_send_result *result, uint64_t *retry_ms)
 {
 	store_txn *t;
-	int rc = store_txn_begin(env->st, 1, &t);
-	if (rc)
+	int rc = conv_guest_headroom(env);
+	if (rc || (rc = store_txn_begin(env->st, 1, &t)))
 		return rc;
 	json_t *c = NULL;
-	rc = send_checks(env, t, POL_EV_GATEWAY_UPLOAD, guest, local_id, &c, result);
+	rc = send_checks(env, t, POL_EV_GATEWAY_UPLOAD, guest, local_id, len, &c, result, retry_ms);
 	if (!rc && *result == CONV_SENT) {
 		char id[33];
 		rc = th_random_hex(id, 16);
@@ -794,11 +894,12 @@ int conv_send_media(const struct txn_env *env, const char *guest, const char *lo
 	return send_finish(t, rc, result);
 }
 
-/* Close conversation @p c of @p guest in @p t: the guest leaves the room, the
- * feed says so, and (when @p end_sessions) every session ends.  @p by: who
- * closed it (an id, for the audit record). */
+/* Close conversation @p c of @p guest in @p t: the guest leaves the room
+ * (unless @p gone: staff removed them already), the feed says so, and (when
+ * @p end_sessions) every session ends.  @p by: who closed it (an id, for the
+ * audit record). */
 static int close_in(const struct txn_env *env, store_txn *t, const char *guest, json_t *c, const char *by,
-                    const char *feed_text, int end_sessions)
+                    const char *feed_text, int end_sessions, int gone)
 {
 	const struct config *cfg = env->cfg;
 	const char *room_id = jsonx_str(c, "room");
@@ -806,7 +907,7 @@ static int close_in(const struct txn_env *env, store_txn *t, const char *guest, 
 	int already = strcmp(jsonx_str(c, "state") ? jsonx_str(c, "state") : "", CONV_CLOSED) == 0;
 	json_object_set_new(c, "state", json_string(CONV_CLOSED));
 	int rc = TH_OK;
-	if (room_id && !already)
+	if (room_id && !already && !gone)
 		rc = env->mx->ops->leave(env->mx->ctx, t, room_id, guest);
 	if (!rc && !already) {
 		struct feed_entry e = {
@@ -856,7 +957,7 @@ int conv_leave(const struct txn_env *env, const char *guest)
 		free(text);
 	}
 	if (!rc)
-		rc = close_in(env, t, guest, c, guest, "You left this conversation.", 1);
+		rc = close_in(env, t, guest, c, guest, "You left this conversation.", 1, 0);
 	json_decref(c);
 	if (rc) {
 		store_txn_abort(t);
@@ -985,18 +1086,83 @@ static const char *sender_name(store_txn *t, const char *room_id, const char *se
 	return rooms_user_get(t, room_id, ROOMS_STAFF, sender, buf) == TH_OK && *buf ? buf : "Staff";
 }
 
-/* A display name safe to show: at most 64 bytes, never empty. */
+/* Characters a name shown to a guest may not hold: controls (C0, DEL, C1),
+ * the bidirectional embeddings, overrides, isolates and marks (U+202A-202E,
+ * U+2066-2069, U+200E/200F, U+061C), line and paragraph separators and the
+ * byte order mark.  A staff name with U+202E would turn the text after it
+ * round on the guest's page. */
+static int name_char_unsafe(uint32_t c)
+{
+	return c < 0x20 || (c >= 0x7F && c <= 0x9F) || c == 0x061C || c == 0x200E || c == 0x200F ||
+	       (c >= 0x202A && c <= 0x202E) || (c >= 0x2066 && c <= 0x2069) || c == 0x2028 ||
+	       c == 0x2029 || c == 0xFEFF;
+}
+
+/* The length of the UTF-8 character at @p s (its code point in @p cp), or
+ * 0 if it is not well formed. */
+static size_t utf8_next(const unsigned char *s, uint32_t *cp)
+{
+	size_t n = 0;
+	if (s[0] < 0x80)
+		n = 1;
+	else if ((s[0] & 0xE0) == 0xC0)
+		n = 2;
+	else if ((s[0] & 0xF0) == 0xE0)
+		n = 3;
+	else if ((s[0] & 0xF8) == 0xF0)
+		n = 4;
+	else
+		return 0;
+	uint32_t c = n == 1 ? s[0] : (uint32_t)(s[0] & (0x7F >> n));
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+		c = (c << 6) | (s[i] & 0x3F);
+	}
+	*cp = c;
+	return n;
+}
+
+/* A display name safe to show: no controls or bidi formatting (each
+ * control a space, the rest dropped), spaces at the ends trimmed, at most
+ * 64 bytes of whole characters; NULL when nothing is left. */
 static char *clean_name(const char *dn)
 {
 	if (!dn || !*dn)
 		return NULL;
-	size_t n = strlen(dn);
-	if (n > 64) {
-		n = 64;
-		while (n > 0 && ((unsigned char)dn[n] & 0xC0) == 0x80) /* whole UTF-8 characters */
-			n--;
+	size_t len = strlen(dn), o = 0;
+	char *out = xmalloc(len + 1);
+	const unsigned char *s = (const unsigned char *)dn;
+	for (size_t i = 0; i < len;) {
+		uint32_t c = 0;
+		size_t n = utf8_next(s + i, &c);
+		if (!n) { /* not UTF-8 (jansson's strings always are): dropped */
+			i++;
+			continue;
+		}
+		if (name_char_unsafe(c)) {
+			if (c < 0x20 && o && out[o - 1] != ' ')
+				out[o++] = ' ';
+		} else if (o + n <= 64) {
+			memcpy(out + o, s + i, n);
+			o += n;
+		} else {
+			break;
+		}
+		i += n;
 	}
-	return xstrndup(dn, n);
+	while (o && out[o - 1] == ' ')
+		o--;
+	size_t start = 0;
+	while (start < o && out[start] == ' ')
+		start++;
+	if (start == o) {
+		free(out);
+		return NULL;
+	}
+	memmove(out, out + start, o - start);
+	out[o - start] = '\0';
+	return out;
 }
 
 /* A guest has a feed only while they have a conversation: not one added to
@@ -1271,7 +1437,10 @@ static int feed_event(const struct txn_env *env, store_txn *t, const struct mxev
 	}
 	struct guest g;
 	char shown[ROOMS_VALUE_MAX];
-	char *name = xstrdup(sender_name(t, ev->room_id, ev->sender, sender_role, &g, shown));
+	/* cleaned again: a name kept before names were cleaned on the way in */
+	char *name = clean_name(sender_name(t, ev->room_id, ev->sender, sender_role, &g, shown));
+	if (!name)
+		name = xstrdup(sender_role == POL_ROLE_GUEST ? "Guest" : "Staff");
 	const char *gid;
 	json_t *m;
 	json_object_foreach(guests, gid, m)
@@ -1344,6 +1513,26 @@ out:
 	return rc;
 }
 
+/* Staff removed guest @p ev->state_key (a kick or a ban) from the room of
+ * their own conversation: it is closed and every session of theirs ends, so
+ * the page shows it closed (a waiting poll gets the "closed" entry; a later
+ * request, 401) and no resume code brings them back.  Removed from another
+ * room (a group they were added to), their conversation goes on. */
+static int staff_removed(const struct txn_env *env, store_txn *t, const struct mxev *ev, unsigned *fed)
+{
+	json_t *c = conv_get(t, ev->state_key);
+	const char *room_id = jsonx_str(c, "room");
+	int rc = TH_OK;
+	if (c && room_id && strcmp(room_id, ev->room_id) == 0 && conv_fact(c) != POL_CONV_CLOSED) {
+		rc = close_in(env, t, ev->state_key, c, ev->sender,
+		              "Staff ended this conversation. You can close this page now.", 1, 1);
+		if (!rc)
+			(*fed)++;
+	}
+	json_decref(c);
+	return rc;
+}
+
 int conv_on_event(const struct txn_env *env, store_txn *t, const struct mxev *ev, enum pol_role sender_role,
                   enum pol_role target_role, json_t *room, unsigned *fed)
 {
@@ -1352,6 +1541,12 @@ int conv_on_event(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		return TH_OK;
 	json_t *guests = NULL;
 	char shown_was[ROOMS_VALUE_MAX];
+
+	if (strcmp(ev->type, "m.room.member") == 0 && ev->state_key && ev->membership && ev->sender &&
+	    target_role == POL_ROLE_GUEST && (sender_role == POL_ROLE_STAFF || sender_role == POL_ROLE_LEAD) &&
+	    strcmp(ev->sender, ev->state_key) != 0 &&
+	    (strcmp(ev->membership, "leave") == 0 || strcmp(ev->membership, "ban") == 0))
+		return staff_removed(env, t, ev, fed);
 
 	if (strcmp(ev->type, "m.room.member") == 0 && ev->state_key && ev->membership) {
 		int staff_target = target_role == POL_ROLE_STAFF || target_role == POL_ROLE_LEAD;
@@ -1371,8 +1566,11 @@ int conv_on_event(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		char *text = NULL;
 		if (joined && !was)
 			text = xasprintf("%s has joined the conversation.", shown);
-		else if (!joined && was && strcmp(ev->membership, "invite") != 0)
-			text = xasprintf("%s has left the conversation.", *shown_was ? shown_was : "Staff");
+		else if (!joined && was && strcmp(ev->membership, "invite") != 0) {
+			char *left = *shown_was ? clean_name(shown_was) : NULL;
+			text = xasprintf("%s has left the conversation.", left ? left : "A member of staff");
+			free(left);
+		}
 		rc = text ? rooms_users(t, ev->room_id, ROOMS_GUESTS, &guests) : TH_OK;
 		const char *g;
 		json_t *m;
@@ -1554,7 +1752,7 @@ int conv_command(const struct txn_env *env, store_txn *t, const struct mxev *ev,
 			reply = xstrdup("This conversation is already closed.");
 		} else {
 			rc = close_in(env, t, guest, c, ev->sender,
-			              "Staff closed this conversation. Thank you for getting in touch.", 0);
+			              "Staff closed this conversation. Thank you for getting in touch.", 0, 0);
 			reply = xstrdup(
 			        "Conversation closed. The guest was told and can no longer write here; this "
 			        "room stays as the record.");
@@ -1664,7 +1862,7 @@ int conv_expire(const struct txn_env *env, uint64_t now_ms, size_t *expired)
 			break;
 		json_t *c = conv_get(t, guest);
 		if (c)
-			rc = close_in(env, t, guest, c, "threshold", "This conversation has ended.", 1);
+			rc = close_in(env, t, guest, c, "threshold", "This conversation has ended.", 1, 0);
 		if (!rc)
 			rc = feed_erase(t, guest, NULL);
 		if (!rc && c)

@@ -91,6 +91,15 @@ int conv_redeem(const struct txn_env *env, const char *invite, const char *svc_n
 int conv_resume(const struct txn_env *env, const char *code, struct conv_started *out);
 
 /**
+ * Headroom: may a guest's action write to the store now?  Past
+ * store.guest_share_percent of the map in use (store_usage_live), no: the
+ * rest is kept for homeserver transactions, audit records and the outbox.
+ * conv_redeem, conv_resume, conv_send and conv_send_media ask it first.
+ * @return TH_OK, or TH_EFULL (refuse with 503 and a retry).
+ */
+int conv_guest_headroom(const struct txn_env *env);
+
+/**
  * Look up the session @p token.
  * @return TH_OK, TH_ENOTFOUND (unknown, expired, ended), or TH_ESTORE.
  */
@@ -103,15 +112,22 @@ enum conv_send_result {
 	CONV_CLOSED_NOW,  /* the conversation is closed */
 	CONV_REFUSED,     /* policy refused (recorded) */
 	CONV_SENT_BEFORE, /* internal: this local_id was sent already (reported as CONV_SENT) */
+	CONV_OVER_BUDGET, /* the guest's bytes for this hour are spent (gateway.guest_bytes_per_hour) */
+	CONV_BUSY,        /* a global cap: outbox length or files held (outbox.max_pending_guest,
+	                   * gateway.max_blob_bytes_held); nothing was kept */
 };
 
 /**
  * Send @p body as the guest into its conversation, after asking policy
  * (POL_EV_GATEWAY_SEND).  A @p local_id already sent is not sent again.
- * @return TH_OK with @p result, or a store error.
+ * Guests' writes are refused with TH_EFULL past store.guest_share_percent
+ * of the map (headroom), and with CONV_OVER_BUDGET / CONV_BUSY past the
+ * byte budgets; a refusal keeps nothing.
+ * @param retry_ms  NULL, or set with CONV_OVER_BUDGET / CONV_BUSY: how long to wait
+ * @return TH_OK with @p result, TH_EFULL (no headroom), or a store error.
  */
 int conv_send(const struct txn_env *env, const char *guest, const char *local_id, const char *body,
-              enum conv_send_result *result);
+              enum conv_send_result *result, uint64_t *retry_ms);
 
 /**
  * Send a picture or file as the guest, like conv_send(): policy first, then
@@ -125,7 +141,7 @@ int conv_send(const struct txn_env *env, const char *guest, const char *local_id
 struct media_kind;
 int conv_send_media(const struct txn_env *env, const char *guest, const char *local_id,
                     const struct media_kind *kind, const unsigned char *data, size_t len,
-                    enum conv_send_result *result);
+                    enum conv_send_result *result, uint64_t *retry_ms);
 
 /**
  * The guest ends the conversation: leaves the room, staff are told, the

@@ -211,6 +211,14 @@ static enum MHD_Result send_error(struct MHD_Connection *conn, unsigned status, 
 
 static enum MHD_Result store_failed(struct MHD_Connection *conn, int rc)
 {
+	if (rc == TH_EFULL) { /* past the guests' share of the store (conv_guest_headroom), or full */
+		LOG(LOG_WARN, "gateway: the store failed: %s (or past the guests' share of it)",
+		    th_strerror(rc));
+		return send_error(conn, 503, "TH_UNAVAILABLE",
+		                  "This cannot be saved just now, and nothing was kept. Please try again in a "
+		                  "little while.",
+		                  30000);
+	}
 	LOG(LOG_ERROR, "gateway: the store failed: %s", th_strerror(rc));
 	return send_error(conn, 503, "TH_UNAVAILABLE",
 	                  "This could not be saved just now, and nothing was kept. Please try again.", 2000);
@@ -650,6 +658,22 @@ static enum MHD_Result handle_session(gateway *gw, struct MHD_Connection *conn, 
 	                           "state", s->state, "expires_ms", (json_int_t)s->expires_ms));
 }
 
+/* A send past a budget (conv.h): the guest's own hourly bytes (429), or a
+ * cap shared by every guest (503); either way nothing was kept. */
+static enum MHD_Result budget_refused(struct MHD_Connection *conn, enum conv_send_result result,
+                                      uint64_t retry)
+{
+	if (result == CONV_OVER_BUDGET)
+		return send_error(
+		        conn, 429, "TH_LIMIT_EXCEEDED",
+		        "You have sent a lot in the last hour. Please wait a little before sending more.",
+		        retry ? retry : 1000);
+	return send_error(conn, 503, "TH_UNAVAILABLE",
+	                  "Many messages are waiting to be delivered just now, and this one was not kept. "
+	                  "Please try again in a little while.",
+	                  retry ? retry : 30000);
+}
+
 static enum MHD_Result handle_send(gateway *gw, struct MHD_Connection *conn, struct req *rq,
                                    const struct conv_session *s)
 {
@@ -666,11 +690,14 @@ static enum MHD_Result handle_send(gateway *gw, struct MHD_Connection *conn, str
 		ret = send_error(conn, 413, "TH_TOO_LARGE", "That message is too long. Please split it.", 0);
 	} else {
 		enum conv_send_result result = CONV_SENT;
-		int rc = conv_send(gw->env, s->guest, local_id, body, &result);
+		uint64_t retry = 0;
+		int rc = conv_send(gw->env, s->guest, local_id, body, &result, &retry);
 		if (rc == TH_ENOTFOUND)
 			ret = send_error(conn, 401, "TH_SESSION_INVALID", "This conversation has ended.", 0);
 		else if (rc)
 			ret = store_failed(conn, rc);
+		else if (result == CONV_OVER_BUDGET || result == CONV_BUSY)
+			ret = budget_refused(conn, result, retry);
 		else if (result == CONV_NOT_READY)
 			ret = send_error(conn, 409, "TH_NOT_READY", "The conversation is being set up.", 500);
 		else if (result == CONV_CLOSED_NOW)
@@ -727,12 +754,15 @@ static enum MHD_Result handle_upload(gateway *gw, struct MHD_Connection *conn, s
 	if (verdict != MEDIA_OK)
 		return send_error(conn, 415, "TH_DAMAGED", "That file seems damaged.", 0);
 	enum conv_send_result result = CONV_SENT;
-	int rc = conv_send_media(gw->env, s->guest, local_id, kind, clean, len, &result);
+	uint64_t retry = 0;
+	int rc = conv_send_media(gw->env, s->guest, local_id, kind, clean, len, &result, &retry);
 	free(clean);
 	if (rc == TH_ENOTFOUND)
 		return send_error(conn, 401, "TH_SESSION_INVALID", "This conversation has ended.", 0);
 	if (rc)
 		return store_failed(conn, rc);
+	if (result == CONV_OVER_BUDGET || result == CONV_BUSY)
+		return budget_refused(conn, result, retry);
 	if (result == CONV_NOT_READY)
 		return send_error(conn, 409, "TH_NOT_READY", "The conversation is being set up.", 500);
 	if (result == CONV_CLOSED_NOW)

@@ -162,7 +162,12 @@ static const struct rule rules[] = {
          0, ANY, 0, 0},
         {POL_EV_AUDIT_REVEAL, ROLE(POL_ROLE_LEAD), ANY, ROOM(POL_ROOM_SAFEGUARDING), 1,
          POL_R_IDENTITY_REVEALED, POL_ACT_AUDIT_ANSWER, 0, POL_NOTE_NONE, POL_REC_IDENTITY_REVEALED, 0, ANY,
-         0, 0},
+         0, YES},
+        /* Never into a room others could read, now or later: a plain refusal
+         * to the lead, on the record (the room's facts: events.c). */
+        {POL_EV_AUDIT_REVEAL, ROLE(POL_ROLE_LEAD), ANY, ROOM(POL_ROOM_SAFEGUARDING), 1,
+         POL_R_REVEAL_ROOM_NOT_PRIVATE, POL_ACT_AUDIT_ANSWER, 0, POL_NOTE_NONE, POL_REC_AUDIT_VIEWED, 0, ANY,
+         0, NO},
         {POL_EV_AUDIT_REVEAL, ANY, ANY, ANY, 0, POL_R_AUDIT_QUERY_IGNORED, 0, 0, POL_NOTE_NONE, POL_REC_NONE,
          0, ANY, 0, 0},
 };
@@ -323,6 +328,7 @@ static const char *const reason_names[POL_R_COUNT] = {
         [POL_R_AUDIT_QUERY_IGNORED] = "audit_query_ignored",
         [POL_R_AUDIT_EXPORT_QUEUED] = "audit_export_queued",
         [POL_R_IDENTITY_REVEALED] = "identity_revealed",
+        [POL_R_REVEAL_ROOM_NOT_PRIVATE] = "reveal_room_not_private",
         [POL_R_GROUP_COMMAND] = "group_command",
         [POL_R_GROUP_COMMAND_WRONG_ROOM] = "group_command_wrong_room",
         [POL_R_STRANGER_REMOVED] = "stranger_removed",

@@ -106,7 +106,8 @@ struct pol_facts {
 	/* 1 if the target belongs in the room: a guest in a conversation room, when it is
 	 * their own; a guest named by "group add", when of the group's service (or of
 	 * none, in a group of none); for POL_EV_STAFF_ENDED, when the target is still
-	 * staff of the room's service. */
+	 * staff of the room's service; for POL_EV_AUDIT_REVEAL, when the room is known
+	 * to be private (invite-only, unfederated, history not shared or world-readable). */
 	int target_belongs;
 };
 
@@ -158,6 +159,8 @@ enum pol_reason {
 	POL_R_AUDIT_QUERY_IGNORED,       /* anyone else, or anywhere else: no answer at all */
 	POL_R_AUDIT_EXPORT_QUEUED,       /* a lead asked for an export in the safeguarding room */
 	POL_R_IDENTITY_REVEALED,         /* a lead opened a guest's sealed detail, with a reason */
+	POL_R_REVEAL_ROOM_NOT_PRIVATE,   /* ...refused: the safeguarding room is not known to be
+	                                    invite-only, unfederated, history for members only */
 	POL_R_GROUP_COMMAND,             /* staff manage a group room through the bot */
 	POL_R_GROUP_COMMAND_WRONG_ROOM,  /* a group command outside a group room */
 	POL_R_STRANGER_REMOVED,          /* a stranger joined a managed room */

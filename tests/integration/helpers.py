@@ -14,6 +14,7 @@ import requests
 
 from conftest import SERVER_NAME
 from mx import Client, poll, replies_to, run
+from nio import RoomPreset
 
 
 def wait(pred, timeout, what, step=0.05):
@@ -106,7 +107,14 @@ def safeguarding(env):
 
     async def make():
         async with Client.for_user(env, "lead") as lead:
-            room = await lead.create_room("safeguarding " + uuid.uuid4().hex[:6])
+            # Private, as "!audit reveal" requires: invite-only, unfederated,
+            # history for members only (docs/safeguarding-guide.md).
+            r = await lead.nio.room_create(
+                name="safeguarding " + uuid.uuid4().hex[:6], federate=False,
+                preset=RoomPreset.private_chat,
+                initial_state=[{"type": "m.room.history_visibility", "state_key": "",
+                                "content": {"history_visibility": "joined"}}])
+            room = r.room_id
             await lead.invite(room, env.bot)
             await lead.wait_for_member(room, env.bot, "join", timeout=30)
             return room

@@ -372,6 +372,56 @@ def test_guest_leaves(env, threshold, service):
     assert g.post("/leave", {}).status_code == 401
 
 
+@pytest.mark.parametrize("how", ["kick", "ban"])
+def test_staff_removes_the_guest(env, threshold, service, how):
+    """Staff kick (or ban) the guest from their conversation room in Matrix:
+    the page waiting on its feed gets the closed entry, the session ends
+    (401), the resume code no longer works, and the close is recorded."""
+    import threading
+    g = Guest(env.gw_url)
+    g.redeem(service="helpline")
+    portal = staff_join_portal(env, service["staff_room"], g.pseudonym)
+    g.send("hello")
+    g.wait_for(lambda e: e.get("kind") == "message" and e.get("body") == "hello", what="the echo")
+    while g.poll(timeout_ms=1500)["events"]:  # the feed quiet before the kick
+        pass
+
+    async def members():
+        async with Client.for_user(env, "staff") as c:
+            return await c.joined_members(portal)
+    guest_id = [m for m in run(members()) if m.startswith("@guest_")][0]
+    parked = {}
+
+    def park():
+        parked["r"] = g.get("/feed", params={"since": g.since, "timeout_ms": 25000})
+    t = threading.Thread(target=park)
+    t.start()
+    time.sleep(1.0)  # the poll is parked
+
+    async def remove():
+        async with Client.for_user(env, "staff") as c:
+            if how == "kick":
+                r = await c.nio.room_kick(portal, guest_id, reason="abusive")
+            else:
+                r = await c.nio.room_ban(portal, guest_id, reason="abusive")
+            assert not hasattr(r, "status_code") or not r.status_code, r
+    run(remove())
+    t.join(40)
+    r = parked["r"]
+    assert r.status_code == 200, r.text
+    j = r.json()
+    assert j["state"] == "closed", j
+    assert [e for e in j["events"] if e["kind"] == "closed"], j
+    assert g.get("/session").status_code == 401
+    assert g.post("/send", {"local_id": "after", "body": "still here?"}).status_code == 401
+    if g.resume_code:
+        r = api.post(env.gw_url + API + "/resume", json={"resume_code": g.resume_code}, timeout=30)
+        assert r.status_code == 401, r.text
+    closed = [rec for rec in audit_records(threshold, kind="conversation_closed")
+              if rec.get("subject") == guest_id]
+    assert len(closed) == 1 and closed[0]["actor"] == env.users["staff"][0], closed
+
+
 def test_group_invitation(env, threshold, service):
     """A group invitation puts two guests into one moderated group room,
     where each sees the other only by pseudonym."""

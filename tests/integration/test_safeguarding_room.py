@@ -296,3 +296,35 @@ def test_lead_reveals_a_sealed_note(env, safeguarding, threshold):
     assert seen.get(cmd) is None, seen.get(cmd)
     assert audit_records(threshold, "identity_revealed", actor=env.users["staff"][0]) == []
     assert threshold.run("audit", "verify").returncode == 0
+
+
+def test_reveal_refused_while_the_room_is_not_private(env, safeguarding, threshold):
+    """History made readable to anyone who joins later ("shared"): a lead's
+    reveal is refused with a plain answer, on the record, and nothing is
+    revealed; back to "joined", the reveal is answered."""
+    guest = json.loads(threshold.run("guest", "create", "--json", "--sealed-note", NOTE).stdout)
+
+    def history(visibility):
+        async def go():
+            async with client(env, "lead") as c:
+                r = await c.nio.room_put_state(safeguarding, "m.room.history_visibility",
+                                               {"history_visibility": visibility})
+                assert getattr(r, "event_id", None), r
+        run(go())
+    history("shared")
+    try:
+        replies, _ = ask(env, "lead", safeguarding,
+                         "!audit reveal %s %s" % (guest["pseudonym"], REASON))
+        body = replies[0]["content"]["body"]
+        assert NOTE not in body, body
+        assert "Nothing was revealed" in body and "not known to be private" in body, body
+        assert audit_records(threshold, "identity_revealed", subject=guest["user_id"]) == []
+        refused = [r for r in audit_records(threshold, "audit_viewed")
+                   if r["reason"] == "reveal_room_not_private"]
+        assert refused and refused[-1]["actor"] == env.users["lead"][0], refused
+        assert refused[-1]["room"] == safeguarding, refused
+    finally:
+        history("joined")
+    replies, _ = ask(env, "lead", safeguarding,
+                     "!audit reveal %s %s" % (guest["pseudonym"], REASON))
+    assert NOTE in replies[0]["content"]["body"]

@@ -1658,7 +1658,7 @@ static void test_conv_lifecycle(void)
 
 	/* Writing before the room exists: not ready, nothing queued. */
 	enum conv_send_result res = CONV_REFUSED;
-	CHECK_EQ_INT(conv_send(&env, guest, "L0", "too early", &res), TH_OK);
+	CHECK_EQ_INT(conv_send(&env, guest, "L0", "too early", &res, NULL), TH_OK);
 	CHECK_EQ_INT(res, CONV_NOT_READY);
 	CHECK_EQ_INT(calls_len(), queued);
 
@@ -1692,7 +1692,7 @@ static void test_conv_lifecycle(void)
 	queued = calls_len();
 
 	/* Now the guest writes: one send, as the guest, carrying the local id. */
-	CHECK_EQ_INT(conv_send(&env, guest, "L1", "Hello, is anyone there?", &res), TH_OK);
+	CHECK_EQ_INT(conv_send(&env, guest, "L1", "Hello, is anyone there?", &res, NULL), TH_OK);
 	CHECK_EQ_INT(res, CONV_SENT);
 	ob = calls();
 	CHECK_EQ_INT(json_array_size(ob), queued + 1);
@@ -1705,14 +1705,14 @@ static void test_conv_lifecycle(void)
 	queued = calls_len();
 	/* The page retries the same message: nothing more is sent. */
 	res = CONV_REFUSED;
-	CHECK_EQ_INT(conv_send(&env, guest, "L1", "Hello, is anyone there?", &res), TH_OK);
+	CHECK_EQ_INT(conv_send(&env, guest, "L1", "Hello, is anyone there?", &res, NULL), TH_OK);
 	CHECK_EQ_INT(res, CONV_SENT);
 	CHECK_EQ_INT(calls_len(), queued);
-	CHECK_EQ_INT(conv_send(&env, guest, "L2", "Second message", &res), TH_OK);
+	CHECK_EQ_INT(conv_send(&env, guest, "L2", "Second message", &res, NULL), TH_OK);
 	CHECK_EQ_INT(res, CONV_SENT);
 	CHECK_EQ_INT(calls_len(), queued + 1);
 	queued++;
-	CHECK_EQ_INT(conv_send(&env, "@guest_nobody:test.local", "L1", "x", &res), TH_ENOTFOUND);
+	CHECK_EQ_INT(conv_send(&env, "@guest_nobody:test.local", "L1", "x", &res, NULL), TH_ENOTFOUND);
 
 	/* Resume on another device: the code as typed, in lower case. */
 	char *typed = lower_spaced(st.resume);
@@ -1805,7 +1805,7 @@ static void test_conv_lifecycle(void)
 	CHECK_STR(jsonx_str(closed, "actor"), guest);
 	CHECK_STR(jsonx_str(closed, "room"), room);
 	json_decref(au);
-	CHECK_EQ_INT(conv_send(&env, guest, "L3", "still there?", &res), TH_OK);
+	CHECK_EQ_INT(conv_send(&env, guest, "L3", "still there?", &res, NULL), TH_OK);
 	CHECK_EQ_INT(res, CONV_CLOSED_NOW);
 	CHECK_EQ_INT(calls_len(), queued);
 	/* Leaving twice: no second leave, no second record. */
@@ -1861,7 +1861,7 @@ static void test_conv_erase(void)
 	room_made(&e, guest, room);
 	room_made(&e, ks.guest, "!portal3:test.local");
 	enum conv_send_result res;
-	CHECK_EQ_INT(conv_send(&env, guest, "L1", "Please delete this later", &res), TH_OK);
+	CHECK_EQ_INT(conv_send(&env, guest, "L1", "Please delete this later", &res, NULL), TH_OK);
 	CHECK_EQ_INT(res, CONV_SENT);
 
 	/* What the homeserver echoed back: the guest's own message, and staff's. */
@@ -2348,6 +2348,338 @@ static void test_waiting_grouped(void)
 	test_env_close(&e);
 }
 
+/* Edit conversation record of @p guest: @p key set to @p v (stolen). */
+static void conv_set(store *st, const char *guest, const char *key, json_t *v)
+{
+	store_txn *t;
+	json_t *c = NULL;
+	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
+	CHECK_EQ_INT(store_get_json(t, STORE_CONVS, guest, &c), TH_OK);
+	json_object_set_new(c, key, v);
+	CHECK_EQ_INT(store_put_json(t, STORE_CONVS, guest, c), TH_OK);
+	json_decref(c);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+}
+
+/* A guest with an open conversation in @p room; their user id in @p guest. */
+static void open_guest(struct test_env *e, struct txn_env *env, const char *room, char *guest)
+{
+	char tok[SEC_TOKEN_LEN + 1];
+	make_invite(e, 1, tok);
+	struct conv_started st;
+	struct conv_session s;
+	CHECK_EQ_INT(conv_redeem(env, tok, NULL, "3", "en", &st), TH_OK);
+	CHECK_EQ_INT(conv_auth(e->st, st.session, th_now_ms(), &s), TH_OK);
+	memcpy(guest, s.guest, GUESTS_MAX_USER_ID + 1);
+	room_made(e, guest, room);
+}
+
+/* gateway.guest_bytes_per_hour, outbox.max_pending_guest,
+ * gateway.max_blob_bytes_held: past each, nothing is kept or queued and the
+ * guest is told how long to wait; the hourly budget refills. */
+static void test_budgets(void)
+{
+	struct test_env e;
+	struct txn_env env;
+	env_init(&e, &env);
+	char guest[GUESTS_MAX_USER_ID + 1];
+	open_guest(&e, &env, "!budget:test.local", guest);
+	e.cfg.gw_guest_bytes_per_hour = 65536;
+	char *big = xmalloc(40001);
+	memset(big, 'x', 40000);
+	big[40000] = '\0';
+	enum conv_send_result res = CONV_REFUSED;
+	uint64_t retry = 0;
+	CHECK_EQ_INT(conv_send(&env, guest, "B1", big, &res, &retry), TH_OK);
+	CHECK_EQ_INT(res, CONV_SENT);
+	size_t queued = calls_len();
+	/* 25536 bytes left: 40000 more is over, about 13 minutes to wait */
+	CHECK_EQ_INT(conv_send(&env, guest, "B2", big, &res, &retry), TH_OK);
+	CHECK_EQ_INT(res, CONV_OVER_BUDGET);
+	CHECK(retry > 700000 && retry < 900000);
+	CHECK_EQ_INT(calls_len(), queued);
+	/* a short one still fits */
+	CHECK_EQ_INT(conv_send(&env, guest, "B3", "short", &res, &retry), TH_OK);
+	CHECK_EQ_INT(res, CONV_SENT);
+	queued = calls_len();
+	/* an hour later the budget is whole again */
+	conv_set(e.st, guest, "bytes_budget",
+	         json_pack("{s:i, s:I}", "left", 0, "at_ms", (json_int_t)(th_now_ms() - 3600000)));
+	CHECK_EQ_INT(conv_send(&env, guest, "B2", big, &res, &retry), TH_OK);
+	CHECK_EQ_INT(res, CONV_SENT);
+	CHECK_EQ_INT(calls_len(), queued + 1);
+	queued = calls_len();
+	free(big);
+
+	/* The outbox as long as the cap allows: the guest waits (503). */
+	e.cfg.gw_guest_bytes_per_hour = 0;
+	e.cfg.outbox_max_pending_guest = (unsigned)outbox_len(e.st);
+	CHECK(e.cfg.outbox_max_pending_guest > 0);
+	retry = 0;
+	CHECK_EQ_INT(conv_send(&env, guest, "B4", "hello", &res, &retry), TH_OK);
+	CHECK_EQ_INT(res, CONV_BUSY);
+	CHECK(retry > 0);
+	CHECK_EQ_INT(calls_len(), queued);
+	e.cfg.outbox_max_pending_guest += 1;
+	CHECK_EQ_INT(conv_send(&env, guest, "B4", "hello", &res, &retry), TH_OK);
+	CHECK_EQ_INT(res, CONV_SENT);
+	e.cfg.outbox_max_pending_guest = 0;
+
+	/* Files held for upload: past the cap, the next upload waits. */
+	static const struct media_kind png = {"image/png", "m.image", "png", "Picture"};
+	unsigned char *pic = xcalloc(1, 20000);
+	e.cfg.gw_max_blob_bytes_held = 1;
+	CHECK_EQ_INT(conv_send_media(&env, guest, "F1", &png, pic, 20000, &res, &retry), TH_OK);
+	CHECK_EQ_INT(res, CONV_SENT);
+	queued = calls_len();
+	retry = 0;
+	CHECK_EQ_INT(conv_send_media(&env, guest, "F2", &png, pic, 20000, &res, &retry), TH_OK);
+	CHECK_EQ_INT(res, CONV_BUSY);
+	CHECK(retry > 0);
+	CHECK_EQ_INT(calls_len(), queued);
+	e.cfg.gw_max_blob_bytes_held = 1u << 20;
+	CHECK_EQ_INT(conv_send_media(&env, guest, "F2", &png, pic, 20000, &res, &retry), TH_OK);
+	CHECK_EQ_INT(res, CONV_SENT);
+	free(pic);
+
+	/* Headroom: past the guests' share of the map, a guest's writes are
+	 * refused as if the store were full; at 95% of this test's map, not. */
+	store_txn *t;
+	size_t used = 0, map = 0;
+	CHECK_EQ_INT(store_usage_live(e.st, &used, &map), TH_OK);
+	CHECK(used > 0 && used < map);
+	e.cfg.guest_share_percent = 95;
+	CHECK_EQ_INT(conv_guest_headroom(&env), TH_OK);
+	/* Fill to past 10% (the least share a config may give), and past it
+	 * guests wait; deleted again, the free list counts as room. */
+	unsigned char *filler = xcalloc(1, map / 8);
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(store_put(t, STORE_META, "filler", 6, filler, map / 8, 0), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	free(filler);
+	e.cfg.guest_share_percent = 10;
+	CHECK_EQ_INT(conv_guest_headroom(&env), TH_EFULL);
+	queued = calls_len();
+	CHECK_EQ_INT(conv_send(&env, guest, "B5", "hello", &res, &retry), TH_EFULL);
+	CHECK_EQ_INT(calls_len(), queued);
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(store_del(t, STORE_META, "filler", 6), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	CHECK_EQ_INT(store_usage_live(e.st, &used, &map), TH_OK);
+	CHECK(used * 10 < map);
+	CHECK_EQ_INT(conv_send(&env, guest, "B5", "hello", &res, &retry), TH_OK);
+	CHECK_EQ_INT(res, CONV_SENT);
+	test_env_close(&e);
+}
+
+/* A guest's refused sends: the first recorded, then at most one record a
+ * minute carrying the count of refusals since the last one. */
+static void test_refusals_counted(void)
+{
+	struct test_env e;
+	struct txn_env env;
+	env_init(&e, &env);
+	char guest[GUESTS_MAX_USER_ID + 1];
+	const char *room = "!refused:test.local";
+	open_guest(&e, &env, room, guest);
+	/* The guest is no longer in the room (staff's doing, seen before the
+	 * conversation closed): policy refuses their sends. */
+	store_txn *t;
+	json_t *r = NULL;
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(store_get_json(t, STORE_ROOMS, room, &r), TH_OK);
+	if (!json_is_object(json_object_get(r, "guests")))
+		json_object_set_new(r, "guests", json_object());
+	json_object_set_new(json_object_get(r, "guests"), guest, json_string("leave"));
+	CHECK_EQ_INT(store_put_json(t, STORE_ROOMS, room, r), TH_OK);
+	json_decref(r);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+
+	enum conv_send_result res = CONV_SENT;
+	char lid[16];
+	for (int i = 0; i < 200; i++) {
+		snprintf(lid, sizeof(lid), "R%d", i);
+		CHECK_EQ_INT(conv_send(&env, guest, lid, "let me in", &res, NULL), TH_OK);
+		CHECK_EQ_INT(res, CONV_REFUSED);
+	}
+	json_t *au = audit_all(e.st);
+	size_t n = 0;
+	json_t *first = audit_find(au, "contact_blocked", guest, &n);
+	CHECK_EQ_INT(n, 1);
+	CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(first, "details"), "count")), 1);
+	json_decref(au);
+	/* A minute on: the next refusal is recorded with the 199 held back. */
+	json_t *c = conv_record(e.st, guest);
+	json_t *ref = json_deep_copy(json_object_get(c, "refusals"));
+	json_decref(c);
+	CHECK_EQ_INT(json_integer_value(json_object_get(ref, "count")), 199);
+	json_object_set_new(ref, "at_ms", json_integer((json_int_t)(th_now_ms() - 61000)));
+	conv_set(e.st, guest, "refusals", ref);
+	CHECK_EQ_INT(conv_send(&env, guest, "R200", "let me in", &res, NULL), TH_OK);
+	CHECK_EQ_INT(res, CONV_REFUSED);
+	au = audit_all(e.st);
+	audit_find(au, "contact_blocked", guest, &n);
+	CHECK_EQ_INT(n, 2);
+	size_t i;
+	json_t *rec;
+	json_int_t last = 0;
+	json_array_foreach(au, i, rec)
+	{
+		if (strcmp(jsonx_str(rec, "kind") ? jsonx_str(rec, "kind") : "", "contact_blocked") == 0)
+			last = json_integer_value(json_object_get(json_object_get(rec, "details"), "count"));
+	}
+	CHECK_EQ_INT(last, 200);
+	json_decref(au);
+	/* and the one after it, within the minute, is only counted */
+	CHECK_EQ_INT(conv_send(&env, guest, "R201", "let me in", &res, NULL), TH_OK);
+	au = audit_all(e.st);
+	audit_find(au, "contact_blocked", guest, &n);
+	CHECK_EQ_INT(n, 2);
+	json_decref(au);
+	test_env_close(&e);
+}
+
+/* Staff kick (or ban) a guest from their own conversation room: it closes,
+ * every session and the resume code end, the page's feed says so, and
+ * nothing more is asked of the homeserver for the guest.  A guest's own
+ * leave, and staff leaving, do not close it. */
+static void test_staff_removes_guest(void)
+{
+	const char *memberships[] = {"leave", "ban"};
+	for (int k = 0; k < 2; k++) {
+		struct test_env e;
+		struct txn_env env;
+		env_init(&e, &env);
+		char tok[SEC_TOKEN_LEN + 1];
+		make_invite(&e, 1, tok);
+		struct conv_started st;
+		struct conv_session s;
+		CHECK_EQ_INT(conv_redeem(&env, tok, NULL, "3", "en", &st), TH_OK);
+		CHECK_EQ_INT(conv_auth(e.st, st.session, th_now_ms(), &s), TH_OK);
+		char guest[GUESTS_MAX_USER_ID + 1];
+		memcpy(guest, s.guest, sizeof(guest));
+		const char *room = "!kick:test.local";
+		room_made(&e, guest, room);
+		json_t *r = NULL;
+		store_txn *t;
+		CHECK_EQ_INT(store_txn_begin(e.st, 0, &t), TH_OK);
+		CHECK_EQ_INT(store_get_json(t, STORE_ROOMS, room, &r), TH_OK);
+		store_txn_abort(t);
+
+		/* A kick of someone else by the guest's own hand is not it: the
+		 * guest leaving themselves goes through conv_leave. */
+		const char *content = k ? "{\"membership\":\"ban\"}" : "{\"membership\":\"leave\"}";
+		struct mxev self = {.event_id = "$self",
+		                    .room_id = room,
+		                    .type = "m.room.member",
+		                    .sender = guest,
+		                    .state_key = guest,
+		                    .content = {content, strlen(content)},
+		                    .content_is_object = true,
+		                    .membership = memberships[k]};
+		unsigned fed = 0;
+		CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+		CHECK_EQ_INT(conv_on_event(&env, t, &self, POL_ROLE_GUEST, POL_ROLE_GUEST, r, &fed), TH_OK);
+		CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+		CHECK_EQ_INT(conv_auth(e.st, st.session, th_now_ms(), &s), TH_OK);
+		CHECK_STR(s.state, CONV_OPEN);
+
+		size_t queued = calls_len();
+		struct mxev kick = self;
+		kick.event_id = "$kick";
+		kick.sender = "@staff:test.local";
+		fed = 0;
+		CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+		CHECK_EQ_INT(conv_on_event(&env, t, &kick, POL_ROLE_STAFF, POL_ROLE_GUEST, r, &fed), TH_OK);
+		CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+		CHECK(fed > 0); /* the gateway's waiting polls are woken */
+		/* closed, the sessions and the resume code gone */
+		json_t *c = conv_record(e.st, guest);
+		CHECK_STR(jsonx_str(c, "state"), CONV_CLOSED);
+		json_decref(c);
+		CHECK_EQ_INT(conv_auth(e.st, st.session, th_now_ms(), &s), TH_ENOTFOUND);
+		struct conv_started again;
+		CHECK_EQ_INT(conv_resume(&env, st.resume, &again), TH_ENOTFOUND);
+		/* the page's feed: the closed entry it shows as closed */
+		json_t *last = last_entry(e.st, guest);
+		CHECK_STR(jsonx_str(last, "kind"), "closed");
+		json_decref(last);
+		/* no leave queued for a guest already out; the close recorded */
+		size_t n = 0;
+		find_op(calls(), queued, "leave", guest, &n);
+		CHECK_EQ_INT(n, 0);
+		json_t *au = audit_all(e.st);
+		json_t *closed = audit_find(au, "conversation_closed", guest, &n);
+		CHECK_EQ_INT(n, 1);
+		CHECK_STR(jsonx_str(closed, "actor"), "@staff:test.local");
+		json_decref(au);
+		/* sends now get "closed" */
+		enum conv_send_result res = CONV_SENT;
+		CHECK_EQ_INT(conv_send(&env, guest, "K1", "hello?", &res, NULL), TH_OK);
+		CHECK_EQ_INT(res, CONV_CLOSED_NOW);
+		/* the same event again changes nothing */
+		uint64_t next = 0;
+		json_t *before = feed_of(e.st, guest, 0, &next);
+		CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+		CHECK_EQ_INT(conv_on_event(&env, t, &kick, POL_ROLE_STAFF, POL_ROLE_GUEST, r, &fed), TH_OK);
+		CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+		json_t *after = feed_of(e.st, guest, 0, &next);
+		CHECK_EQ_INT(json_array_size(after), json_array_size(before));
+		json_decref(before);
+		json_decref(after);
+		json_decref(r);
+		test_env_close(&e);
+	}
+}
+
+/* A staff display name with bidi controls (U+202E turns the rest of the
+ * line round), isolates, marks and control characters reaches the guest
+ * without them: in the "joined" notice and on each message. */
+static void test_staff_names_cleaned(void)
+{
+	struct test_env e;
+	struct txn_env env;
+	struct conv_session a, b;
+	json_t *r = two_guests_in_a_group(&e, &env, &a, &b);
+	const char *room = "!group:test.local", *staff = "@staff:test.local";
+	const char *content = "{\"membership\":\"join\",\"displayname\":"
+	                      "\"Dr\\u202e Ann\\u200f\\u2067 Lee\\u2069\\u061c\\tTeam\\u202a\\u0001\"}";
+	struct mxev join = {.event_id = "$join",
+	                    .room_id = room,
+	                    .type = "m.room.member",
+	                    .sender = staff,
+	                    .state_key = staff,
+	                    .content = {content, strlen(content)},
+	                    .content_is_object = true,
+	                    .membership = "join"};
+	store_txn *t;
+	unsigned fed = 0;
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(conv_on_event(&env, t, &join, POL_ROLE_STAFF, POL_ROLE_STAFF, r, &fed), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	json_t *x = last_entry(e.st, a.guest);
+	CHECK_STR(jsonx_str(x, "body"), "Dr Ann Lee Team has joined the conversation.");
+	json_decref(x);
+	struct mxev ev = message_of(staff, room, "$m:test.local", "{\"msgtype\":\"m.text\",\"body\":\"hi\"}",
+	                            "hi", "m.text");
+	deliver(&e, &ev, POL_ROLE_STAFF, r);
+	x = last_entry(e.st, b.guest);
+	CHECK_STR(jsonx_str(json_object_get(x, "from"), "name"), "Dr Ann Lee Team");
+	char *dump = json_dumps(x, JSON_COMPACT | JSON_ENSURE_ASCII);
+	CHECK(dump && !strstr(dump, "\\u202e") && !strstr(dump, "\\u2067") && !strstr(dump, "\\u200f"));
+	free(dump);
+	json_decref(x);
+	/* A name of nothing but controls shows as "Staff". */
+	json_object_set_new(json_object_get(r, "staff"), staff, json_string("\xe2\x80\xae\xe2\x81\xa6"));
+	ev.event_id = "$m2:test.local";
+	deliver(&e, &ev, POL_ROLE_STAFF, r);
+	x = last_entry(e.st, b.guest);
+	CHECK_STR(jsonx_str(json_object_get(x, "from"), "name"), "Staff");
+	json_decref(x);
+	json_decref(r);
+	test_env_close(&e);
+}
+
 int main(void)
 {
 	log_threshold = LOG_WARN;
@@ -2363,6 +2695,10 @@ int main(void)
 	test_conv_erase();
 	test_conv_expire();
 	test_waiting_grouped();
+	test_budgets();
+	test_refusals_counted();
+	test_staff_removes_guest();
+	test_staff_names_cleaned();
 	test_matrix_outbox();
 	json_decref(fake.calls);
 	return TEST_DONE();
