@@ -2485,14 +2485,8 @@ static void test_refusals_counted(void)
 	/* The guest is no longer in the room (staff's doing, seen before the
 	 * conversation closed): policy refuses their sends. */
 	store_txn *t;
-	json_t *r = NULL;
 	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
-	CHECK_EQ_INT(store_get_json(t, STORE_ROOMS, room, &r), TH_OK);
-	if (!json_is_object(json_object_get(r, "guests")))
-		json_object_set_new(r, "guests", json_object());
-	json_object_set_new(json_object_get(r, "guests"), guest, json_string("leave"));
-	CHECK_EQ_INT(store_put_json(t, STORE_ROOMS, room, r), TH_OK);
-	json_decref(r);
+	CHECK_EQ_INT(rooms_user_set(t, room, ROOMS_GUESTS, guest, "leave"), TH_OK);
 	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
 
 	enum conv_send_result res = CONV_SENT;
@@ -2670,7 +2664,9 @@ static void test_staff_names_cleaned(void)
 	free(dump);
 	json_decref(x);
 	/* A name of nothing but controls shows as "Staff". */
-	json_object_set_new(json_object_get(r, "staff"), staff, json_string("\xe2\x80\xae\xe2\x81\xa6"));
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(rooms_user_set(t, room, ROOMS_STAFF, staff, "\xe2\x80\xae\xe2\x81\xa6"), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
 	ev.event_id = "$m2:test.local";
 	deliver(&e, &ev, POL_ROLE_STAFF, r);
 	x = last_entry(e.st, b.guest);
