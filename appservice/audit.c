@@ -1659,8 +1659,8 @@ int audit_iter(store_txn *t, const struct audit_filter *f, audit_iter_fn fn, voi
 		}
 	}
 	if (bestlen)
-		return bestn ? store_walk_dups_from(t, STORE_AUDIT_INDEX, best, bestlen, fromkey, 8, iter_index,
-		                                    &ic)
+		return bestn ? store_walk_dups_from(t, STORE_AUDIT_INDEX, best, bestlen, fromkey, 8,
+		                                    iter_index, &ic)
 		             : TH_OK;
 	return store_walk(t, STORE_AUDIT, fromkey, sizeof(fromkey), iter_walk, &ic);
 }

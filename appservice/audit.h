@@ -140,8 +140,8 @@ enum audit_kind {
 	AUDIT_CONVERSATION_CLOSED, /* "conversation_closed": staff closed it, or the guest left */
 	AUDIT_CONVERSATION_HANDED, /* "conversation_handed_over": staff handed it to a colleague */
 	AUDIT_ENCRYPTION_ENABLED,  /* "encryption_enabled": a managed room was encrypted (cannot be undone) */
-	AUDIT_ENFORCEMENT_FAILED,  /* "enforcement_failed": the homeserver refused a kick or revert for good */
-	AUDIT_ADDED_ACROSS,        /* "guest_added_across_services": a lead added another service's guest */
+	AUDIT_ENFORCEMENT_FAILED, /* "enforcement_failed": the homeserver refused a kick or revert for good */
+	AUDIT_ADDED_ACROSS,       /* "guest_added_across_services": a lead added another service's guest */
 	AUDIT_NKINDS
 };
 

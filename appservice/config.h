@@ -74,8 +74,8 @@ struct config {
 	unsigned outbox_max_backoff_ms;
 
 	/* outbox (outbox.h: lanes) */
-	unsigned outbox_concurrency; /* actions in flight at once */
-	unsigned outbox_give_up_s;   /* retry an action this long, then set it aside */
+	unsigned outbox_concurrency;       /* actions in flight at once */
+	unsigned outbox_give_up_s;         /* retry an action this long, then set it aside */
 	unsigned outbox_max_pending_guest; /* guests' sends wait while the outbox is this long */
 
 	/* log */
@@ -117,13 +117,13 @@ struct config {
 	unsigned gw_session_rate;   /* requests per minute per session */
 	unsigned gw_address_rate;   /* invitation/redeem/resume requests per minute per address */
 	int gw_trust_forwarded_for; /* take the client address from X-Forwarded-For (behind a proxy) */
-	unsigned gw_public_per_address;  /* public entry redeems per address (IPv6: /64) per hour */
+	unsigned gw_public_per_address;   /* public entry redeems per address (IPv6: /64) per hour */
 	unsigned gw_max_conn_per_address; /* connections per address when not behind a proxy; 0: no cap */
 	size_t gw_max_body_in_flight;     /* request body bytes held across all connections */
 	unsigned gw_max_polls_per_guest;  /* feed polls one guest may have waiting at once */
 	size_t gw_guest_bytes_per_hour;   /* message and upload bytes one guest may send per hour */
 	size_t gw_max_blob_bytes_held;    /* guests' files held in the store waiting to upload, in all */
-	unsigned gw_waiting_notice_s;     /* "waiting" notices grouped over this many seconds; 0: each at once */
+	unsigned gw_waiting_notice_s; /* "waiting" notices grouped over this many seconds; 0: each at once */
 	/* metrics: /metrics and /health on a listener of their own (metrics.h) */
 	int metrics_enabled;
 	char *metrics_bind; /* an IP address; loopback by default */

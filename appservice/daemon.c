@@ -185,7 +185,8 @@ static int read_safeguarding_privacy(cs_client *cs, const struct config *cfg, st
 	{
 		const char *type = jsonx_str(ev, "type"), *sk = jsonx_str(ev, "state_key");
 		if (!rc && type && sk && !*sk)
-			rc = events_privacy_learn(t, cfg->safeguarding_room, type, json_object_get(ev, "content"));
+			rc = events_privacy_learn(t, cfg->safeguarding_room, type,
+			                          json_object_get(ev, "content"));
 	}
 	cs_response_clear(&r);
 	if (!rc)
@@ -193,7 +194,8 @@ static int read_safeguarding_privacy(cs_client *cs, const struct config *cfg, st
 	else
 		store_txn_abort(t);
 	if (rc) {
-		LOG(LOG_WARN, "cannot keep the safeguarding room's settings: %s; will try again", th_strerror(rc));
+		LOG(LOG_WARN, "cannot keep the safeguarding room's settings: %s; will try again",
+		    th_strerror(rc));
 		return 0;
 	}
 	return 1;

@@ -945,9 +945,12 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		LOG(LOG_INFO, "event %s in %s: %s", event_id, room_id, pol_reason_name(d.reason));
 	if (d.reason == POL_R_REVEAL_ROOM_NOT_PRIVATE) {
 		answer.text = xstrdup(
-		        "RECORDED: this request is written to the audit log.\nNothing was revealed: this room "
-		        "is not known to be private. A reveal is only posted into a safeguarding room that is "
-		        "invite-only, not federated (m.federate false when it was made) and whose history only "
+		        "RECORDED: this request is written to the audit log.\nNothing was revealed: this "
+		        "room "
+		        "is not known to be private. A reveal is only posted into a safeguarding room that "
+		        "is "
+		        "invite-only, not federated (m.federate false when it was made) and whose history "
+		        "only "
 		        "members can read (\"joined\" or \"invited\", not \"shared\" or \"world_readable\"). "
 		        "Change the room's settings, or make a new room like that and name it in "
 		        "safeguarding.room.");
@@ -992,7 +995,8 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		 * out) still leaves as staff, for the guests' notice. */
 		enum pol_role was = f.target;
 		char shown[ROOMS_VALUE_MAX];
-		if (f.event == POL_EV_LEAVE && rooms_user_get(t, room_id, ROOMS_STAFF, state_key, shown) == TH_OK)
+		if (f.event == POL_EV_LEAVE &&
+		    rooms_user_get(t, room_id, ROOMS_STAFF, state_key, shown) == TH_OK)
 			was = POL_ROLE_STAFF;
 		rc = conv_on_event(env, t, ev, f.sender, was, room, &fed);
 		if (!rc && fed)

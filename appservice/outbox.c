@@ -840,7 +840,6 @@ static int done_qr_image(const outbox *ob, store_txn *t, const json_t *a, const 
 
 /* ---- enforcement refused ------------------------------------------------ */
 
-
 int outbox_enforcement_failed(const outbox *ob, store_txn *t, const json_t *a, const char *why)
 {
 	const json_t *enforce = json_object_get(a, "enforce");

@@ -461,8 +461,8 @@ int rooms_user_set(store_txn *t, const char *room_id, enum rooms_map map, const 
 struct room_users {
 	const char *prefix;
 	size_t plen;
-	json_t *out;  /* rooms_users: collects */
-	char *first;  /* rooms_user_first: the first user found (256 bytes) */
+	json_t *out; /* rooms_users: collects */
+	char *first; /* rooms_user_first: the first user found (256 bytes) */
 	int found;
 };
 
@@ -562,7 +562,8 @@ int rooms_migrate_v2(store_txn *t)
 			json_object_foreach(m, user, v)
 			{
 				if (!rc && managed && json_is_string(v))
-					rc = rooms_user_set(t, room_id, moved[i].map, user, json_string_value(v));
+					rc = rooms_user_set(t, room_id, moved[i].map, user,
+					                    json_string_value(v));
 			}
 			json_object_del(state, moved[i].field);
 			changed = 1;

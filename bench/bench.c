@@ -574,11 +574,11 @@ static double bench_audit_cli(const char *threshold, struct audit_bench *ab, con
 			dup2(devnull, 1);
 			dup2(devnull, 2);
 			if (filter2)
-				execl(threshold, threshold, "-c", cfgpath, "audit", "list", filter, value, filter2,
-				      value2, "--format", "jsonl", (char *)NULL);
+				execl(threshold, threshold, "-c", cfgpath, "audit", "list", filter, value,
+				      filter2, value2, "--format", "jsonl", (char *)NULL);
 			else
-				execl(threshold, threshold, "-c", cfgpath, "audit", "list", filter, value, "--format",
-				      "jsonl", (char *)NULL);
+				execl(threshold, threshold, "-c", cfgpath, "audit", "list", filter, value,
+				      "--format", "jsonl", (char *)NULL);
 			_exit(127);
 		}
 		int status;
@@ -728,7 +728,8 @@ static size_t scale_event(char *buf, size_t cap, unsigned long long id, unsigned
 		return (size_t)snprintf(
 		        buf, cap,
 		        "{\"type\":\"m.room.member\",\"room_id\":\"!theirs%03llu:remote.example\","
-		        "\"sender\":\"@stranger%llu:remote.example\",\"state_key\":\"@guest_%032llx:bench.local\","
+		        "\"sender\":\"@stranger%llu:remote.example\",\"state_key\":\"@guest_%032llx:bench."
+		        "local\","
 		        "\"event_id\":\"$%020llu_invite_abcdefghijklmnopqrstuvwxyz\",\"origin_server_ts\":"
 		        "1700000000000,\"content\":{\"membership\":\"invite\"}}",
 		        id % 20, id % 97, guests ? id % guests : id, id);
@@ -867,17 +868,19 @@ static size_t member_event(char *buf, size_t cap, unsigned i, void *ctx)
 	unsigned members = *(unsigned *)ctx;
 	unsigned room = i / members, m = i % members;
 	if (room % 2 == 0)
-		return (size_t)snprintf(buf, cap,
-		                        "{\"type\":\"m.room.member\",\"room_id\":\"!room%04u:bench.local\","
-		                        "\"sender\":\"@member%u:bench.local\",\"state_key\":\"@member%u:bench.local\","
-		                        "\"event_id\":\"$member%u_%u\",\"content\":{\"membership\":\"join\","
-		                        "\"displayname\":\"Member %u\"}}",
-		                        room, m, m, room, m, m);
-	return (size_t)snprintf(buf, cap,
-	                        "{\"type\":\"m.room.member\",\"room_id\":\"!room%04u:bench.local\","
-	                        "\"sender\":\"@stranger:remote.example\",\"state_key\":\"@guest_%08x%024x:bench.local\","
-	                        "\"event_id\":\"$member%u_%u\",\"content\":{\"membership\":\"invite\"}}",
-	                        room, room, m, room, m);
+		return (size_t)snprintf(
+		        buf, cap,
+		        "{\"type\":\"m.room.member\",\"room_id\":\"!room%04u:bench.local\","
+		        "\"sender\":\"@member%u:bench.local\",\"state_key\":\"@member%u:bench.local\","
+		        "\"event_id\":\"$member%u_%u\",\"content\":{\"membership\":\"join\","
+		        "\"displayname\":\"Member %u\"}}",
+		        room, m, m, room, m, m);
+	return (size_t)snprintf(
+	        buf, cap,
+	        "{\"type\":\"m.room.member\",\"room_id\":\"!room%04u:bench.local\","
+	        "\"sender\":\"@stranger:remote.example\",\"state_key\":\"@guest_%08x%024x:bench.local\","
+	        "\"event_id\":\"$member%u_%u\",\"content\":{\"membership\":\"invite\"}}",
+	        room, room, m, room, m);
 }
 
 static void scale_rooms(struct scale_store *ss, unsigned members)
@@ -905,10 +908,11 @@ static void scale_guests(struct scale_store *ss, unsigned n)
 		for (unsigned j = 0; j < 10000 && i < n; j++, i++) {
 			char id[80], rec[160];
 			snprintf(id, sizeof(id), "@guest_%032x:bench.local", i);
-			int len = snprintf(rec, sizeof(rec),
-			                   "{\"kind\":\"guest\",\"pseudonym\":\"Blue Otter %u\",\"created_ms\":"
-			                   "1700000000000,\"state\":\"active\"}",
-			                   i);
+			int len =
+			        snprintf(rec, sizeof(rec),
+			                 "{\"kind\":\"guest\",\"pseudonym\":\"Blue Otter %u\",\"created_ms\":"
+			                 "1700000000000,\"state\":\"active\"}",
+			                 i);
 			if (store_put(t, STORE_USERS, id, strlen(id), rec, (size_t)len, 0))
 				exit(1);
 		}
@@ -963,12 +967,12 @@ static void scale_queue(struct scale_store *ss, unsigned backlog)
 		exit(1);
 }
 
-static void scale_print(const char *row, const struct scale_fig *f100, const struct scale_fig *f1, double ceiling,
-                        const char *note)
+static void scale_print(const char *row, const struct scale_fig *f100, const struct scale_fig *f1,
+                        double ceiling, const char *note)
 {
 	printf("%-22s | %8.0f %6.2f %6.2f %6.2f %7.0f | %6.0f %6.2f %6.2f %6.2f %5.0f %4.0f%% | %s\n", row,
-	       f100->ev_s, f100->p50_ms, f100->p99_ms, f100->cpu_ms, f100->kib, f1->ev_s, f1->p50_ms, f1->p99_ms,
-	       f1->cpu_ms, f1->kib, ceiling > 0 ? 100.0 * f1->ev_s / ceiling : 0, note);
+	       f100->ev_s, f100->p50_ms, f100->p99_ms, f100->cpu_ms, f100->kib, f1->ev_s, f1->p50_ms,
+	       f1->p99_ms, f1->cpu_ms, f1->kib, ceiling > 0 ? 100.0 * f1->ev_s / ceiling : 0, note);
 	fflush(stdout);
 }
 
@@ -998,8 +1002,8 @@ static void bench_scale(const struct config *base_cfg, const char *dir, const st
 	       "KiB is what one transaction hands the kernel; %%ceil is the 1-event rate against bare\n"
 	       "one-key commits on the same store, measured around it.\n\n");
 	printf("%-22s | %-38s | %-43s |\n", "", "100-event transactions", "1-event transactions");
-	printf("%-22s | %8s %6s %6s %6s %7s | %6s %6s %6s %6s %5s %5s |\n", "store", "events/s", "p50ms", "p99ms",
-	       "CPUms", "KiB", "ev/s", "p50ms", "p99ms", "CPUms", "KiB", "%ceil");
+	printf("%-22s | %8s %6s %6s %6s %7s | %6s %6s %6s %6s %5s %5s |\n", "store", "events/s", "p50ms",
+	       "p99ms", "CPUms", "KiB", "ev/s", "p50ms", "p99ms", "CPUms", "KiB", "%ceil");
 	struct scale_store ss;
 	char note[96];
 
@@ -1009,7 +1013,8 @@ static void bench_scale(const struct config *base_cfg, const char *dir, const st
 
 	scale_open(&ss, cfg, dir, "rooms");
 	scale_rooms(&ss, z->members);
-	snprintf(note, sizeof(note), "%u rooms x %u members (half a stranger's invitees)", SCALE_ROOMS, z->members);
+	snprintf(note, sizeof(note), "%u rooms x %u members (half a stranger's invitees)", SCALE_ROOMS,
+	         z->members);
 	char row[40];
 	snprintf(row, sizeof(row), "rooms of %u members", z->members);
 	scale_row(&ss, z, 0, row, note);
@@ -1031,14 +1036,15 @@ static void bench_scale(const struct config *base_cfg, const char *dir, const st
 	struct sockaddr_in sa = {
 	        .sin_family = AF_INET, .sin_port = 0, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	struct MHD_Daemon *hs =
-	        MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL, NULL,
-	                         hs_answer, NULL, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_END);
+	        MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL,
+	                         NULL, hs_answer, NULL, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_END);
 	if (!hs) {
 		fprintf(stderr, "bench: cannot start the local homeserver\n");
 		exit(1);
 	}
 	struct config bc = *cfg;
-	char *url = xasprintf("http://127.0.0.1:%u", MHD_get_daemon_info(hs, MHD_DAEMON_INFO_BIND_PORT)->port);
+	char *url =
+	        xasprintf("http://127.0.0.1:%u", MHD_get_daemon_info(hs, MHD_DAEMON_INFO_BIND_PORT)->port);
 	bc.hs_url = url;
 	bc.as_token = "bench_as_token";
 	bc.client_timeout_ms = 30000;
@@ -1143,7 +1149,8 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--quick"))
 			quick = 1;
 		else {
-			fprintf(stderr, "usage: threshold-bench [--threshold PATH] [--dir DIR] [--quick] [--table-only|--no-table]\n"
+			fprintf(stderr, "usage: threshold-bench [--threshold PATH] [--dir DIR] [--quick] "
+			                "[--table-only|--no-table]\n"
 			                "       [--members N] [--guests N] [--audit N] [--backlog N]\n");
 			return 2;
 		}
@@ -1270,12 +1277,11 @@ int main(int argc, char **argv)
 		if (cli_ms >= 0) {
 			add_row("`audit list --subject`, 1M records", "-", -1,
 			        "%.1f ms (process, record, output)", cli_ms);
-			add_row("`audit list --kind` (rare), 1M", "-", -1, "%.1f ms (process, record, output)",
-			        cli_kind_ms);
+			add_row("`audit list --kind` (rare), 1M", "-", -1,
+			        "%.1f ms (process, record, output)", cli_kind_ms);
 			add_row("`audit list --room --since 1h`, 1M", "-", -1,
 			        "%.1f ms (process, record, output)", cli_room_ms);
-		}
-		else
+		} else
 			add_row("`audit list --subject`, 1M records", "-", -1,
 			        "not measured (pass --threshold)");
 	} else {

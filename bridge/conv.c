@@ -28,7 +28,7 @@
 #define LOCAL_ID_KEY   MX_LOCAL_ID_KEY
 #define BUSY_RETRY_MS  30000u /* a guest refused for want of room tries again after this */
 #define HOUR_MS        3600000ull
-#define REFUSALS_MS    60000u    /* a guest's refused sends: one audit record a minute at most */
+#define REFUSALS_MS    60000u /* a guest's refused sends: one audit record a minute at most */
 
 /* ---- small store helpers ---------------------------------------------- */
 
@@ -375,8 +375,9 @@ int conv_waiting_flush(const struct txn_env *env, uint64_t now_ms, size_t *poste
 		if ((rc = store_txn_begin(env->st, 1, &t)))
 			return rc;
 		w = waiting_get(t, svc, key); /* again, inside the write transaction */
-		rc = w && json_array_size(json_object_get(w, "held")) ? waiting_post(cfg, env->mx, t, svc, w, now_ms)
-		                                                      : TH_OK;
+		rc = w && json_array_size(json_object_get(w, "held"))
+		             ? waiting_post(cfg, env->mx, t, svc, w, now_ms)
+		             : TH_OK;
 		if (!rc && w)
 			rc = put_json(t, STORE_META, key, strlen(key), w);
 		json_decref(w);
@@ -657,8 +658,9 @@ int conv_guest_headroom(const struct txn_env *env)
 		return TH_OK;
 	if ((uint64_t)used * 100 <= (uint64_t)map * share)
 		return TH_OK;
-	LOG(LOG_DEBUG, "gateway: the store is %.1f of %.0f MiB used, past the guests' share (%u%%): "
-	              "guests' writes wait until space frees",
+	LOG(LOG_DEBUG,
+	    "gateway: the store is %.1f of %.0f MiB used, past the guests' share (%u%%): "
+	    "guests' writes wait until space frees",
 	    used / 1048576.0, map / 1048576.0, share);
 	return TH_EFULL;
 }
@@ -704,8 +706,9 @@ static uint64_t guest_bytes_take(const struct txn_env *env, json_t *c, size_t by
 	uint64_t cost = bytes < cap ? bytes : cap;
 	if (left < cost)
 		return (cost - left) * HOUR_MS / cap + 1;
-	json_object_set_new(c, "bytes_budget",
-	                    json_pack("{s:I, s:I}", "left", (json_int_t)(left - cost), "at_ms", (json_int_t)now));
+	json_object_set_new(
+	        c, "bytes_budget",
+	        json_pack("{s:I, s:I}", "left", (json_int_t)(left - cost), "at_ms", (json_int_t)now));
 	return 0;
 }
 
@@ -733,7 +736,8 @@ static int refusal_record(const struct txn_env *env, store_txn *t, const char *g
 		last = now;
 		count = 0;
 	}
-	json_object_set_new(c, "refusals", json_pack("{s:I, s:I}", "at_ms", (json_int_t)last, "count", count));
+	json_object_set_new(c, "refusals",
+	                    json_pack("{s:I, s:I}", "at_ms", (json_int_t)last, "count", count));
 	return rc ? rc : conv_put(t, guest, c);
 }
 
@@ -939,8 +943,8 @@ int conv_leave(const struct txn_env *env, const char *guest)
 		return rc;
 	json_t *c = conv_get(t, guest);
 	/* The caller authenticated the session; a guest may always leave. */
-	struct pol_facts f = {.event = POL_EV_GATEWAY_LEAVE, .sender = POL_ROLE_GUEST, .conv = conv_fact(c),
-	                      .session = 1};
+	struct pol_facts f = {
+	        .event = POL_EV_GATEWAY_LEAVE, .sender = POL_ROLE_GUEST, .conv = conv_fact(c), .session = 1};
 	struct pol_decision d;
 	enum pol_action_kind act = gateway_decide(&f, &d);
 	if (!c || (act != POL_ACT_CLOSE && act != POL_ACT_END_SESSIONS)) {
@@ -976,8 +980,8 @@ int conv_erase(const struct txn_env *env, const char *guest)
 	json_t *own = NULL;
 	json_t *c = conv_get(t, guest);
 	/* The caller authenticated the session; a guest may always be erased. */
-	struct pol_facts f = {.event = POL_EV_GATEWAY_ERASE, .sender = POL_ROLE_GUEST, .conv = conv_fact(c),
-	                      .session = 1};
+	struct pol_facts f = {
+	        .event = POL_EV_GATEWAY_ERASE, .sender = POL_ROLE_GUEST, .conv = conv_fact(c), .session = 1};
 	struct pol_decision d;
 	if (!c || gateway_decide(&f, &d) != POL_ACT_ERASE) {
 		json_decref(c);
@@ -1094,8 +1098,8 @@ static const char *sender_name(store_txn *t, const char *room_id, const char *se
 static int name_char_unsafe(uint32_t c)
 {
 	return c < 0x20 || (c >= 0x7F && c <= 0x9F) || c == 0x061C || c == 0x200E || c == 0x200F ||
-	       (c >= 0x202A && c <= 0x202E) || (c >= 0x2066 && c <= 0x2069) || c == 0x2028 ||
-	       c == 0x2029 || c == 0xFEFF;
+	       (c >= 0x202A && c <= 0x202E) || (c >= 0x2066 && c <= 0x2069) || c == 0x2028 || c == 0x2029 ||
+	       c == 0xFEFF;
 }
 
 /* The length of the UTF-8 character at @p s (its code point in @p cp), or
@@ -1334,8 +1338,8 @@ static int redact_late(const struct txn_env *env, store_txn *t, const struct mxe
 
 /* One message, reaction or redaction in a managed room: for each guest's
  * feed, ask policy what it shows, and do that. */
-static int feed_event(const struct txn_env *env, store_txn *t, const struct mxev *ev, enum pol_role sender_role,
-                      json_t *room, json_t *guests, unsigned *fed)
+static int feed_event(const struct txn_env *env, store_txn *t, const struct mxev *ev,
+                      enum pol_role sender_role, json_t *room, json_t *guests, unsigned *fed)
 {
 	if (!ev->event_id || !ev->sender || !ev->room_id)
 		return TH_OK;
@@ -1403,7 +1407,8 @@ static int feed_event(const struct txn_env *env, store_txn *t, const struct mxev
 			goto out;
 		}
 	}
-	if ((f.kind != POL_VIEW_REDACTION && f.kind != POL_VIEW_REACTION && !text && f.rel != POL_VIEW_REL_EDIT))
+	if ((f.kind != POL_VIEW_REDACTION && f.kind != POL_VIEW_REACTION && !text &&
+	     f.rel != POL_VIEW_REL_EDIT))
 		goto out; /* nothing to show, nothing to remember */
 
 	/* A picture or file: a guest who sent it sees it by name, as sent (their
@@ -1455,17 +1460,19 @@ static int feed_event(const struct txn_env *env, store_txn *t, const struct mxev
 		struct pol_view_facts ff = f;
 		if (rel_id && (rc = feed_mark_get(t, gid, ev->room_id, rel_id, &target)) == TH_EINVAL)
 			rc = TH_OK;
-		if (!rc && reply_id && (rc = feed_mark_get(t, gid, ev->room_id, reply_id, &reply)) == TH_EINVAL)
+		if (!rc && reply_id &&
+		    (rc = feed_mark_get(t, gid, ev->room_id, reply_id, &reply)) == TH_EINVAL)
 			rc = TH_OK;
 		if (rc)
 			break;
-		ff.target = !rel_id                              ? POL_VIEW_TARGET_NONE
-		            : target.kind == FEED_MARK_VISIBLE   ? POL_VIEW_TARGET_VISIBLE
-		            : target.kind == FEED_MARK_HIDDEN    ? POL_VIEW_TARGET_HIDDEN
-		                                                 : POL_VIEW_TARGET_UNKNOWN;
+		ff.target = !rel_id                            ? POL_VIEW_TARGET_NONE
+		            : target.kind == FEED_MARK_VISIBLE ? POL_VIEW_TARGET_VISIBLE
+		            : target.kind == FEED_MARK_HIDDEN  ? POL_VIEW_TARGET_HIDDEN
+		                                               : POL_VIEW_TARGET_UNKNOWN;
 		if (reply.kind == FEED_MARK_HIDDEN)
 			ff.target = POL_VIEW_TARGET_HIDDEN;
-		ff.by_target_sender = target.kind != FEED_MARK_UNKNOWN && strcmp(target.sender, ev->sender) == 0;
+		ff.by_target_sender =
+		        target.kind != FEED_MARK_UNKNOWN && strcmp(target.sender, ev->sender) == 0;
 		pol_visibility_decide(&ff, &v);
 		unsigned n = 0;
 		switch (v.action) {
@@ -1543,7 +1550,8 @@ int conv_on_event(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	char shown_was[ROOMS_VALUE_MAX];
 
 	if (strcmp(ev->type, "m.room.member") == 0 && ev->state_key && ev->membership && ev->sender &&
-	    target_role == POL_ROLE_GUEST && (sender_role == POL_ROLE_STAFF || sender_role == POL_ROLE_LEAD) &&
+	    target_role == POL_ROLE_GUEST &&
+	    (sender_role == POL_ROLE_STAFF || sender_role == POL_ROLE_LEAD) &&
 	    strcmp(ev->sender, ev->state_key) != 0 &&
 	    (strcmp(ev->membership, "leave") == 0 || strcmp(ev->membership, "ban") == 0))
 		return staff_removed(env, t, ev, fed);
@@ -1752,7 +1760,8 @@ int conv_command(const struct txn_env *env, store_txn *t, const struct mxev *ev,
 			reply = xstrdup("This conversation is already closed.");
 		} else {
 			rc = close_in(env, t, guest, c, ev->sender,
-			              "Staff closed this conversation. Thank you for getting in touch.", 0, 0);
+			              "Staff closed this conversation. Thank you for getting in touch.", 0,
+			              0);
 			reply = xstrdup(
 			        "Conversation closed. The guest was told and can no longer write here; this "
 			        "room stays as the record.");

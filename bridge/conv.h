@@ -52,7 +52,8 @@ struct mxev;
 /** What redeeming or resuming hands the guest (shown once). */
 struct conv_started {
 	char session[SEC_TOKEN_LEN + 1];
-	char resume[SEC_RESUME_LEN + 1]; /* the code to continue elsewhere; "" when gateway.resume_codes is false */
+	char resume[SEC_RESUME_LEN +
+	            1]; /* the code to continue elsewhere; "" when gateway.resume_codes is false */
 	char pseudonym[GUESTS_PSEUDONYM_LEN];
 	uint64_t expires_ms;
 };

@@ -313,7 +313,8 @@ static size_t ring_key(unsigned char *key, const char *guest, int with_slot, uin
 
 static int mark_ids_ok(const char *guest, const char *event_id)
 {
-	return guest && event_id && *event_id && strlen(guest) <= MAX_GUEST && strlen(event_id) <= MAX_EVENT_ID;
+	return guest && event_id && *event_id && strlen(guest) <= MAX_GUEST &&
+	       strlen(event_id) <= MAX_EVENT_ID;
 }
 
 int feed_mark_get(store_txn *t, const char *guest, const char *room_id, const char *event_id,
@@ -529,7 +530,10 @@ int feed_replace(store_txn *t, const char *guest, uint64_t entry, const char *ev
 	}
 	free(f.ids);
 	if (!rc) {
-		struct feed_entry ed = {.kind = "edited", .entry = entry, .body = body, .event_id = event_id,
+		struct feed_entry ed = {.kind = "edited",
+		                        .entry = entry,
+		                        .body = body,
+		                        .event_id = event_id,
 		                        .room_id = room_id};
 		rc = feed_append(t, guest, &ed, NULL);
 	}

@@ -214,10 +214,11 @@ static enum MHD_Result store_failed(struct MHD_Connection *conn, int rc)
 	if (rc == TH_EFULL) { /* past the guests' share of the store (conv_guest_headroom), or full */
 		LOG(LOG_WARN, "gateway: the store failed: %s (or past the guests' share of it)",
 		    th_strerror(rc));
-		return send_error(conn, 503, "TH_UNAVAILABLE",
-		                  "This cannot be saved just now, and nothing was kept. Please try again in a "
-		                  "little while.",
-		                  30000);
+		return send_error(
+		        conn, 503, "TH_UNAVAILABLE",
+		        "This cannot be saved just now, and nothing was kept. Please try again in a "
+		        "little while.",
+		        30000);
 	}
 	LOG(LOG_ERROR, "gateway: the store failed: %s", th_strerror(rc));
 	return send_error(conn, 503, "TH_UNAVAILABLE",
@@ -732,11 +733,12 @@ static enum MHD_Result handle_upload(gateway *gw, struct MHD_Connection *conn, s
 	const struct media_kind *kind = media_sniff((const unsigned char *)rq->body, rq->len);
 	int pdf = kind && strcmp(kind->ext, "pdf") == 0;
 	if (!kind || (!media_is_picture(kind) && !(pdf && gw->cfg->gw_accept_pdf)))
-		return send_error(conn, 415, "TH_UNSUPPORTED",
-		                  gw->cfg->gw_accept_pdf
-		                          ? "Only photos and pictures (JPEG, PNG, WebP) and PDF files can be sent."
-		                          : "Only photos and pictures (JPEG, PNG, WebP) can be sent here.",
-		                  0);
+		return send_error(
+		        conn, 415, "TH_UNSUPPORTED",
+		        gw->cfg->gw_accept_pdf
+		                ? "Only photos and pictures (JPEG, PNG, WebP) and PDF files can be sent."
+		                : "Only photos and pictures (JPEG, PNG, WebP) can be sent here.",
+		        0);
 	unsigned char *clean = NULL;
 	size_t len = 0;
 	int verdict = media_clean(kind, (const unsigned char *)rq->body, rq->len, &clean, &len);
@@ -745,12 +747,14 @@ static enum MHD_Result handle_upload(gateway *gw, struct MHD_Connection *conn, s
 		                  "That picture has too many pixels. Please send a smaller one.", 0);
 	if (verdict == MEDIA_REFUSED)
 		return send_error(conn, 415, "TH_UNSUPPORTED",
-		                  "Moving pictures cannot be sent. Please send a photo or a still picture.", 0);
-	if (verdict == MEDIA_UNSAFE)
-		return send_error(conn, 415, "TH_UNSAFE_FILE",
-		                  "This PDF cannot be sent: it has parts that could act when it is opened, or "
-		                  "details about it that cannot be removed. A photo of it can be sent instead.",
+		                  "Moving pictures cannot be sent. Please send a photo or a still picture.",
 		                  0);
+	if (verdict == MEDIA_UNSAFE)
+		return send_error(
+		        conn, 415, "TH_UNSAFE_FILE",
+		        "This PDF cannot be sent: it has parts that could act when it is opened, or "
+		        "details about it that cannot be removed. A photo of it can be sent instead.",
+		        0);
 	if (verdict != MEDIA_OK)
 		return send_error(conn, 415, "TH_DAMAGED", "That file seems damaged.", 0);
 	enum conv_send_result result = CONV_SENT;

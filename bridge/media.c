@@ -21,8 +21,8 @@
 #include "util.h"
 
 static const struct media_kind kinds[] = {
-        {"image/png", "m.image", "png", "Picture"},      {"image/jpeg", "m.image", "jpg", "Picture"},
-        {"image/gif", "m.image", "gif", "Picture"},      {"image/webp", "m.image", "webp", "Picture"},
+        {"image/png", "m.image", "png", "Picture"},       {"image/jpeg", "m.image", "jpg", "Picture"},
+        {"image/gif", "m.image", "gif", "Picture"},       {"image/webp", "m.image", "webp", "Picture"},
         {"application/pdf", "m.file", "pdf", "Document"},
 };
 #define KIND_PNG  (&kinds[0])
@@ -86,14 +86,38 @@ static void row_oriented(const struct pixels *p, int o, size_t y, unsigned char 
 	for (size_t x = 0; x < sw; x++) {
 		size_t sx, sy;
 		switch (o) {
-		case 2: sx = p->w - 1 - x; sy = y; break;
-		case 3: sx = p->w - 1 - x; sy = p->h - 1 - y; break;
-		case 4: sx = x; sy = p->h - 1 - y; break;
-		case 5: sx = y; sy = x; break;
-		case 6: sx = y; sy = p->h - 1 - x; break;
-		case 7: sx = p->w - 1 - y; sy = p->h - 1 - x; break;
-		case 8: sx = p->w - 1 - y; sy = x; break;
-		default: sx = x; sy = y; break;
+		case 2:
+			sx = p->w - 1 - x;
+			sy = y;
+			break;
+		case 3:
+			sx = p->w - 1 - x;
+			sy = p->h - 1 - y;
+			break;
+		case 4:
+			sx = x;
+			sy = p->h - 1 - y;
+			break;
+		case 5:
+			sx = y;
+			sy = x;
+			break;
+		case 6:
+			sx = y;
+			sy = p->h - 1 - x;
+			break;
+		case 7:
+			sx = p->w - 1 - y;
+			sy = p->h - 1 - x;
+			break;
+		case 8:
+			sx = p->w - 1 - y;
+			sy = x;
+			break;
+		default:
+			sx = x;
+			sy = y;
+			break;
 		}
 		memcpy(row + x * p->ch, p->px + (sy * p->w + sx) * p->ch, p->ch);
 	}
@@ -416,12 +440,18 @@ int media_clean(const struct media_kind *kind, const unsigned char *buf, size_t 
 const char *media_verdict_name(int verdict)
 {
 	switch (verdict) {
-	case MEDIA_OK: return "ok";
-	case MEDIA_DAMAGED: return "damaged";
-	case MEDIA_TOO_LARGE: return "too_large";
-	case MEDIA_REFUSED: return "refused";
-	case MEDIA_UNSAFE: return "unsafe";
-	default: return "?";
+	case MEDIA_OK:
+		return "ok";
+	case MEDIA_DAMAGED:
+		return "damaged";
+	case MEDIA_TOO_LARGE:
+		return "too_large";
+	case MEDIA_REFUSED:
+		return "refused";
+	case MEDIA_UNSAFE:
+		return "unsafe";
+	default:
+		return "?";
 	}
 }
 
@@ -434,21 +464,24 @@ const char *media_verdict_name(int verdict)
 /* Keys that make a PDF act when opened or clicked, carry other files, or
  * hold forms that submit: refused wherever they appear. */
 static const char *const pdf_banned[] = {
-        "JavaScript", "JS",        "Launch",     "EmbeddedFile", "EmbeddedFiles", "OpenAction",
-        "AA",         "XFA",       "RichMedia",  "SubmitForm",   "ImportData",    "GoToR",
-        "GoToE",      "Sound",     "Movie",      "Encrypt",      "Rendition",
+        "JavaScript", "JS",    "Launch",    "EmbeddedFile", "EmbeddedFiles", "OpenAction",
+        "AA",         "XFA",   "RichMedia", "SubmitForm",   "ImportData",    "GoToR",
+        "GoToE",      "Sound", "Movie",     "Encrypt",      "Rendition",
 };
 
 static int pdf_delim(unsigned char c)
 {
 	return c == 0 || c == '\t' || c == '\n' || c == '\f' || c == '\r' || c == ' ' || c == '(' ||
-	       c == ')' || c == '<' || c == '>' || c == '[' || c == ']' || c == '{' || c == '}' ||
-	       c == '/' || c == '%';
+	       c == ')' || c == '<' || c == '>' || c == '[' || c == ']' || c == '{' || c == '}' || c == '/' ||
+	       c == '%';
 }
 
 static int hexval(unsigned char c)
 {
-	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+	return c >= '0' && c <= '9'   ? c - '0'
+	       : c >= 'a' && c <= 'f' ? c - 'a' + 10
+	       : c >= 'A' && c <= 'F' ? c - 'A' + 10
+	                              : -1;
 }
 
 /* Every name token in @p b (n bytes), #xx undone, compared with the banned
@@ -760,7 +793,8 @@ static int pdf_trailer(const unsigned char *b, size_t n)
 			return MEDIA_UNSAFE;
 	}
 	const unsigned char *sx = NULL;
-	for (const unsigned char *p = b + tail; (p = find(p, eof - (size_t)(p - b), "startxref")) != NULL; p++)
+	for (const unsigned char *p = b + tail; (p = find(p, eof - (size_t)(p - b), "startxref")) != NULL;
+	     p++)
 		sx = p;
 	if (!sx)
 		return MEDIA_DAMAGED;
@@ -769,8 +803,9 @@ static int pdf_trailer(const unsigned char *b, size_t n)
 		p++;
 	while (p < eof && b[p] >= '0' && b[p] <= '9' && digits < 12)
 		xref = xref * 10 + (size_t)(b[p++] - '0'), digits++;
-	if (!digits || xref >= n || !(memcmp(b + xref, "xref", n - xref < 4 ? n - xref : 4) == 0 ||
-	                              (b[xref] >= '0' && b[xref] <= '9')))
+	if (!digits || xref >= n ||
+	    !(memcmp(b + xref, "xref", n - xref < 4 ? n - xref : 4) == 0 ||
+	      (b[xref] >= '0' && b[xref] <= '9')))
 		return MEDIA_DAMAGED;
 	return MEDIA_OK;
 }
@@ -784,7 +819,8 @@ int media_pdf_clean(unsigned char *b, size_t n)
 	if (rc != MEDIA_OK)
 		return rc;
 	/* Markup or a script anywhere in the plain bytes: a polyglot. */
-	static const char *const markup[] = {"<html", "<script", "<!doctype", "<body", "<svg", "<iframe", "<?php"};
+	static const char *const markup[] = {"<html", "<script", "<!doctype", "<body",
+	                                     "<svg",  "<iframe", "<?php"};
 	for (size_t i = 0; i < sizeof(markup) / sizeof(markup[0]); i++) {
 		if (find_nocase(b, n, markup[i]))
 			return MEDIA_UNSAFE;

@@ -35,13 +35,13 @@
  * bytes of PNG can declare 2^31 x 2^31 pixels.  40 million pixels is a
  * 7,700 x 5,200 photo, above what phone cameras make by default; decoded
  * it is at most 160 MB, and one picture is decoded at a time. */
-#define MEDIA_MAX_SIDE            16383u      /* pixels a side (WebP's own limit) */
-#define MEDIA_MAX_PIXELS          40000000u   /* width * height */
-#define MEDIA_MAX_SCANS           500         /* scans of a progressive JPEG */
-#define MEDIA_MAX_DECODER_MEMORY  (256L << 20) /* libjpeg's own buffers */
-#define MEDIA_JPEG_QUALITY        85          /* JPEG and lossy WebP */
-#define MEDIA_MAX_PDF_BYTES       ((size_t)64 << 20)
-#define MEDIA_MAX_PDF_INFLATED    ((size_t)64 << 20) /* object streams, all together */
+#define MEDIA_MAX_SIDE           16383u       /* pixels a side (WebP's own limit) */
+#define MEDIA_MAX_PIXELS         40000000u    /* width * height */
+#define MEDIA_MAX_SCANS          500          /* scans of a progressive JPEG */
+#define MEDIA_MAX_DECODER_MEMORY (256L << 20) /* libjpeg's own buffers */
+#define MEDIA_JPEG_QUALITY       85           /* JPEG and lossy WebP */
+#define MEDIA_MAX_PDF_BYTES      ((size_t)64 << 20)
+#define MEDIA_MAX_PDF_INFLATED   ((size_t)64 << 20) /* object streams, all together */
 
 /** What a file is. */
 struct media_kind {

@@ -95,16 +95,16 @@ static const struct rule rules[] = {
          * template value, whoever sent it: the content is judged, never the
          * sender (a homeserver admin acts as the bot).  Threshold's own
          * reverts are template values, judged safe: they never come here. */
-        {POL_EV_STATE_EXPOSED, ANY, ANY, MANAGED, 0, POL_R_STATE_REVERTED,
-         POL_ACT_REVERT_STATE, 0, POL_NOTE_NONE, POL_REC_STATE_REVERTED, 1, ANY, 0, 0},
+        {POL_EV_STATE_EXPOSED, ANY, ANY, MANAGED, 0, POL_R_STATE_REVERTED, POL_ACT_REVERT_STATE, 0,
+         POL_NOTE_NONE, POL_REC_STATE_REVERTED, 1, ANY, 0, 0},
         /* Encryption cannot be turned off: only the bot holds its power level,
          * so this is someone with the bot's power; say so loudly. */
-        {POL_EV_ENCRYPTION, ANY, ANY, MANAGED, 0, POL_R_ENCRYPTION_ENABLED, 0, 0,
-         POL_NOTE_NONE, POL_REC_ENCRYPTION_ENABLED, 1, ANY, 0, 0},
+        {POL_EV_ENCRYPTION, ANY, ANY, MANAGED, 0, POL_R_ENCRYPTION_ENABLED, 0, 0, POL_NOTE_NONE,
+         POL_REC_ENCRYPTION_ENABLED, 1, ANY, 0, 0},
         /* Someone holds the bot's own power: Matrix does not let the bot
          * lower them, so nothing is put back; say so, on the record. */
-        {POL_EV_STATE_STUCK, ANY, ANY, MANAGED, 0, POL_R_STATE_CANNOT_REVERT, 0, 0,
-         POL_NOTE_NONE, POL_REC_ENFORCEMENT_FAILED, 1, ANY, 0, 0},
+        {POL_EV_STATE_STUCK, ANY, ANY, MANAGED, 0, POL_R_STATE_CANNOT_REVERT, 0, 0, POL_NOTE_NONE,
+         POL_REC_ENFORCEMENT_FAILED, 1, ANY, 0, 0},
 
         /* Commands are answered only where the bot is, and only to staff. */
         {POL_EV_COMMAND, ANY, ANY, ANY, -1, POL_R_COMMAND_IGNORED, 0, 0, POL_NOTE_NONE, POL_REC_NONE, 0, ANY,
@@ -210,7 +210,8 @@ static const struct gateway_rule gateway_rules[] = {
         {POL_EV_GATEWAY_ERASE, -1, 0, ANY, ANY, ANY, POL_R_GUEST_NO_SESSION, 0, POL_REC_NONE},
         /* A guest writes only into an open conversation, in a managed room
          * Threshold knows them to be in; a picture or file likewise. */
-        {POL_EV_GATEWAY_SEND, 0, 0, CONV(POL_CONV_CLOSED), ANY, ANY, POL_R_GUEST_CONV_CLOSED, 0, POL_REC_NONE},
+        {POL_EV_GATEWAY_SEND, 0, 0, CONV(POL_CONV_CLOSED), ANY, ANY, POL_R_GUEST_CONV_CLOSED, 0,
+         POL_REC_NONE},
         {POL_EV_GATEWAY_SEND, 0, 0, CONV(POL_CONV_WAITING), ANY, ANY, POL_R_GUEST_NOT_READY, 0, POL_REC_NONE},
         {POL_EV_GATEWAY_SEND, 0, 0, CONV(POL_CONV_OPEN), ROLE(POL_ROLE_GUEST), MANAGED,
          POL_R_GUEST_SEND_ALLOWED, POL_ACT_SEND, POL_REC_NONE},

@@ -41,11 +41,11 @@ enum pol_event {
 	POL_EV_GATEWAY_UPLOAD, /* a guest sends a picture or file (as send) */
 	POL_EV_GATEWAY_LEAVE,  /* a guest ends their conversation */
 	POL_EV_GATEWAY_ERASE,  /* a guest asks for their data to be deleted */
-	POL_EV_ENCRYPTION,    /* m.room.encryption: the room encrypted, which nothing can undo */
-	POL_EV_STATE_STUCK,   /* a setting exposing the room that Threshold cannot put back (someone
-	                       * holds the bot's power, which Matrix does not let it lower) */
-	POL_EV_STAFF_ENDED,   /* the target stopped being staff (left a staff room of a service, or was
-	                       * dropped from roles): asked once per managed room they are in */
+	POL_EV_ENCRYPTION,     /* m.room.encryption: the room encrypted, which nothing can undo */
+	POL_EV_STATE_STUCK,    /* a setting exposing the room that Threshold cannot put back (someone
+	                        * holds the bot's power, which Matrix does not let it lower) */
+	POL_EV_STAFF_ENDED,    /* the target stopped being staff (left a staff room of a service, or was
+	                        * dropped from roles): asked once per managed room they are in */
 	POL_EV_COUNT
 };
 

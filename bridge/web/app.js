@@ -94,7 +94,8 @@
     var headers = {};
     /* The gateway refuses a POST of any other type (a page elsewhere could
        send text/plain or a form without asking); a file goes as bytes. */
-    if (body !== undefined) headers['Content-Type'] = opts.raw ? 'application/octet-stream' : 'application/json';
+    if (body !== undefined)
+	    headers['Content-Type'] = opts.raw ? 'application/octet-stream' : 'application/json';
     if (opts.auth && session) headers.Authorization = 'Bearer ' + session.token;
     return fetch(API + path, {
       method: method, headers: headers, signal: opts.signal, cache: 'no-store', credentials: 'omit',
@@ -242,13 +243,23 @@
     ev.preventDefault();
     var code = $('r-code').value.trim().toUpperCase();
     if (!code) { $('r-error').textContent = t('resume_wrong'); return; }
-    api('POST', 'resume', { resume_code: code }).then(function (r) {
-      session = { token: r.session, pseudonym: r.pseudonym, resume_code: r.resume_code || null, keep: false };
-      saveSession();
-      openChat(false);
-    }, function (e) {
-      $('r-error').textContent = t(e.status === 429 ? 'limit' : (e.status === 401 ? 'resume_wrong' : 'action_failed'));
-    });
+    api('POST', 'resume', {resume_code : code})
+	    .then(
+	            function(r) {
+		            session = {
+			            token : r.session,
+			            pseudonym : r.pseudonym,
+			            resume_code : r.resume_code || null,
+			            keep : false
+		            };
+		            saveSession();
+		            openChat(false);
+	            },
+	            function(e) {
+		            $('r-error').textContent = t(
+		                    e.status === 429 ? 'limit'
+		                                     : (e.status === 401 ? 'resume_wrong' : 'action_failed'));
+	            });
   }
 
   /* ---- the chat */
@@ -320,13 +331,13 @@
           render(r.events || []);
           quiet = false;
           if (typeof r.next === 'number' && r.next > since) since = r.next;
-          /* Where the feed stood when this page's code was current: a
-             "continued" entry after it means the code was used elsewhere. */
-          if (session && typeof session.codeAt !== 'number' && typeof r.next === 'number') {
-            session.codeAt = r.next;
-            saveSession();
-          }
-          if (r.state === 'closed') return chatClosed();
+	  /* Where the feed stood when this page's code was current: a
+	     "continued" entry after it means the code was used elsewhere. */
+	  if (session && typeof session.codeAt !== 'number' && typeof r.next === 'number') {
+		  session.codeAt = r.next;
+		  saveSession();
+	  }
+	  if (r.state === 'closed') return chatClosed();
           if (!closed) setStatus(r.state === 'waiting' ? 'waiting' : 'open');
           once();
         }, function (e) {
@@ -417,26 +428,27 @@
         return;
       }
       if (ev.kind === 'continued') {
-        /* The code was used on another device. If this page's code was
-           current before this entry, it no longer works: stop showing it. */
-        var mine = session && typeof session.codeAt === 'number' && ev.id > session.codeAt;
-        addMessage('note', from.name || '', t(mine ? 'continued' : 'continued_past'), ev.ts);
-        if (mine && session.resume_code) {
-          session.resume_code = null;
-          $('c-code').textContent = '';
-          $('c-code-box').hidden = true;
-          saveSession();
-          announce(t('continued'));
-        }
-        return;
+	      /* The code was used on another device. If this page's code was
+		 current before this entry, it no longer works: stop showing it. */
+	      var mine = session && typeof session.codeAt === 'number' && ev.id > session.codeAt;
+	      addMessage('note', from.name || '', t(mine ? 'continued' : 'continued_past'), ev.ts);
+	      if (mine && session.resume_code) {
+		      session.resume_code = null;
+		      $('c-code').textContent = '';
+		      $('c-code-box').hidden = true;
+		      saveSession();
+		      announce(t('continued'));
+	      }
+	      return;
       }
       if (ev.kind === 'removed') {
         takeDown(shown[ev.entry]);
         return;
       }
       if (ev.kind === 'edited') {
-        if (typeof ev.body === 'string') showEdit(shown[ev.entry], ev.body);
-        return;
+	      if (typeof ev.body === 'string')
+		      showEdit(shown[ev.entry], ev.body);
+	      return;
       }
       if (ev.kind !== 'message') return;
       var role = from.role === 'self' ? 'self' : from.role === 'guest' ? 'guest' : 'staff';
@@ -469,7 +481,8 @@
         return;
       }
       shown[ev.id] = addMessage(role, from.name || '', ev.body || '', ev.ts);
-      if (ev.edited) markEdited(shown[ev.id]);
+      if (ev.edited)
+	      markEdited(shown[ev.id]);
       announce(t('announce', { name: from.name || '', body: ev.body || '' }));
     });
     if (closed) chatClosed();
@@ -478,15 +491,19 @@
 
   /* A message edited in Matrix: the new words in its place, marked edited
      (the page shows it once, never a second copy). */
-  function showEdit(li, body) {
-    if (!li || li.classList.contains('removed')) return;
-    li.querySelector('.body').textContent = body;
-    markEdited(li);
+  function showEdit(li, body)
+  {
+	  if (!li || li.classList.contains('removed'))
+		  return;
+	  li.querySelector('.body').textContent = body;
+	  markEdited(li);
   }
 
-  function markEdited(li) {
-    if (!li || li.querySelector('.edited')) return;
-    li.querySelector('.meta').appendChild(el('span', 'edited', t('edited')));
+  function markEdited(li)
+  {
+	  if (!li || li.querySelector('.edited'))
+		  return;
+	  li.querySelector('.meta').appendChild(el('span', 'edited', t('edited')));
   }
 
   /* A message taken down in Matrix (its sender or a moderator removed it):
@@ -671,30 +688,46 @@
       delete pending[li.localId];
       return setMsgState(li, 'failed', 'file_too_big');
     }
-    (file
-      ? api('POST', 'upload?local_id=' + li.localId, file,
-        { auth: true, raw: true })
-      : api('POST', 'send', { local_id: li.localId, body: li.body }, { auth: true })
-    ).then(function () {
-      /* Stored and queued: "sent" once the feed shows it. The gateway has the
-         file: the page lets go of it. The network works again, so a feed
-         waiting out its backoff can try now. */
-      li.file = null;
-      if (wake) wake();
-    }, function (e) {
-      if (li.state === 'sent') return;
-      if ((e.status === 409 || e.status === 429 || e.status === 503) && tries < 30) {
-        return setTimeout(function () { trySend(li, tries + 1); }, e.retry || 1000);
-      }
-      if (e.status === 401) return sessionEnded();
-      if (e.status === 410) { li.file = null; setMsgState(li, 'failed'); return chatClosed(); }
-      if (!file) return setMsgState(li, e.status === 413 ? 'too_long' : 'failed');
-      var why = e.status === 413 ? 'file_too_big'
-        : e.code === 'TH_DAMAGED' ? 'file_damaged' : e.code === 'TH_UNSAFE_FILE' ? 'file_unsafe'
-        : e.status === 415 ? 'file_wrong_type' : e.status === 403 ? 'file_not_here' : null;
-      if (why) { li.file = null; delete pending[li.localId]; }
-      setMsgState(li, 'failed', why);
-    });
+    (file ? api('POST', 'upload?local_id=' + li.localId, file, {auth : true, raw : true})
+	  : api('POST', 'send', {local_id : li.localId, body : li.body}, {auth : true}))
+	    .then(
+	            function() {
+		            /* Stored and queued: "sent" once the feed shows it. The gateway has the
+		               file: the page lets go of it. The network works again, so a feed
+		               waiting out its backoff can try now. */
+		            li.file = null;
+		            if (wake)
+			            wake();
+	            },
+	            function(e) {
+		            if (li.state === 'sent')
+			            return;
+		            if ((e.status === 409 || e.status === 429 || e.status === 503) && tries < 30) {
+			            return setTimeout(function() {
+				            trySend(li, tries + 1);
+			            }, e.retry || 1000);
+		            }
+		            if (e.status === 401)
+			            return sessionEnded();
+		            if (e.status === 410) {
+			            li.file = null;
+			            setMsgState(li, 'failed');
+			            return chatClosed();
+		            }
+		            if (!file)
+			            return setMsgState(li, e.status === 413 ? 'too_long' : 'failed');
+		            var why = e.status === 413              ? 'file_too_big'
+		                      : e.code === 'TH_DAMAGED'     ? 'file_damaged'
+		                      : e.code === 'TH_UNSAFE_FILE' ? 'file_unsafe'
+		                      : e.status === 415            ? 'file_wrong_type'
+		                      : e.status === 403            ? 'file_not_here'
+		                                                    : null;
+		            if (why) {
+			            li.file = null;
+			            delete pending[li.localId];
+		            }
+		            setMsgState(li, 'failed', why);
+	            });
   }
 
   function chatClosed() {
@@ -818,8 +851,8 @@
       $('bar-title').textContent = p.title || '';
       each('.to-resume', function (b) { b.hidden = !p.resume_codes; });
       if (p.accept_pdf) {
-        $('c-file').setAttribute('accept', 'image/jpeg,image/png,image/webp,application/pdf');
-        $('c-file-hint').setAttribute('data-t', 'file_hint_pdf');
+	      $('c-file').setAttribute('accept', 'image/jpeg,image/png,image/webp,application/pdf');
+	      $('c-file-hint').setAttribute('data-t', 'file_hint_pdf');
       }
       var want = ss(K_LANG) || guessLang();
       if (!langInfo(want)) want = langInfo('en') ? 'en' : ((p.languages || [])[0] || { code: 'en' }).code;

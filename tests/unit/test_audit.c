@@ -1115,8 +1115,8 @@ static const char *const ix_rooms[] = {"!a:test.local", "!b:test.local", "!c:tes
 static const char *const ix_actors[] = {"@bot:test.local", "@lead:test.local", "@staff:test.local",
                                         "cli:admin"};
 static const char *const ix_subjects[] = {"@guest_1:test.local", "@guest_2:test.local", NULL};
-static const enum audit_kind ix_kinds[] = {AUDIT_CONTACT_BLOCKED, AUDIT_MEMBERSHIP_ENFORCED, AUDIT_STATE_REVERTED,
-                                           AUDIT_AUDIT_VIEWED, AUDIT_MESSAGE_FLAGGED};
+static const enum audit_kind ix_kinds[] = {AUDIT_CONTACT_BLOCKED, AUDIT_MEMBERSHIP_ENFORCED,
+                                           AUDIT_STATE_REVERTED, AUDIT_AUDIT_VIEWED, AUDIT_MESSAGE_FLAGGED};
 
 static void ix_make(struct ix_rec r[IX_N])
 {
@@ -1146,8 +1146,9 @@ static size_t ix_expect(const struct ix_rec r[IX_N], const struct audit_filter *
 	size_t n = 0;
 	for (int i = 0; i < IX_N; i++) {
 		uint64_t seq = (uint64_t)i + 1;
-		if ((f->kind >= 0 && r[i].kind != (enum audit_kind)f->kind) || (f->room && !str_eq(f->room, r[i].room)) ||
-		    (f->actor && !str_eq(f->actor, r[i].actor)) || (f->subject && !str_eq(f->subject, r[i].subject)) ||
+		if ((f->kind >= 0 && r[i].kind != (enum audit_kind)f->kind) ||
+		    (f->room && !str_eq(f->room, r[i].room)) || (f->actor && !str_eq(f->actor, r[i].actor)) ||
+		    (f->subject && !str_eq(f->subject, r[i].subject)) ||
 		    (f->since_ms && r[i].ts < f->since_ms) || (f->until_ms && r[i].ts >= f->until_ms) ||
 		    (f->min_seq && seq < f->min_seq) || (f->max_seq && seq > f->max_seq))
 			continue;

@@ -1339,10 +1339,11 @@ static void test_visibility(void)
 	                "* !threshold note secret two");
 	deliver(&e, &ev, POL_ROLE_STAFF, r);
 	/* A reply quoting it (the fallback names staff by user id). */
-	ev = related_of(staff, room, "$noterep:test.local",
-	                "{\"msgtype\":\"m.text\",\"body\":\"> <@staff:test.local> !threshold note secret one\\n\\n"
-	                "secret three\",\"m.relates_to\":{\"m.in_reply_to\":{\"event_id\":\"$note:test.local\"}}}",
-	                "> <@staff:test.local> !threshold note secret one\n\nsecret three");
+	ev = related_of(
+	        staff, room, "$noterep:test.local",
+	        "{\"msgtype\":\"m.text\",\"body\":\"> <@staff:test.local> !threshold note secret one\\n\\n"
+	        "secret three\",\"m.relates_to\":{\"m.in_reply_to\":{\"event_id\":\"$note:test.local\"}}}",
+	        "> <@staff:test.local> !threshold note secret one\n\nsecret three");
 	deliver(&e, &ev, POL_ROLE_STAFF, r);
 	ev = related_of(staff, room, "$notethr:test.local",
 	                "{\"msgtype\":\"m.text\",\"body\":\"secret four\",\"m.relates_to\":{\"rel_type\":"
@@ -1378,15 +1379,16 @@ static void test_visibility(void)
 	                "\"m.relates_to\":{\"rel_type\":\"m.replace\",\"event_id\":\"$hello:test.local\"}}",
 	                "* forged");
 	deliver(&e, &ev, POL_ROLE_STAFF, r);
-	struct mxev react = {.event_id = "$react:test.local",
-	                     .room_id = room,
-	                     .type = "m.reaction",
-	                     .sender = staff,
-	                     .content = {"{\"m.relates_to\":{\"rel_type\":\"m.annotation\",\"event_id\":"
-	                                 "\"$hello:test.local\",\"key\":\"x\"}}",
-	                                 strlen("{\"m.relates_to\":{\"rel_type\":\"m.annotation\",\"event_id\":"
-	                                        "\"$hello:test.local\",\"key\":\"x\"}}")},
-	                     .content_is_object = true};
+	struct mxev react = {
+	        .event_id = "$react:test.local",
+	        .room_id = room,
+	        .type = "m.reaction",
+	        .sender = staff,
+	        .content = {"{\"m.relates_to\":{\"rel_type\":\"m.annotation\",\"event_id\":"
+	                    "\"$hello:test.local\",\"key\":\"x\"}}",
+	                    strlen("{\"m.relates_to\":{\"rel_type\":\"m.annotation\",\"event_id\":"
+	                           "\"$hello:test.local\",\"key\":\"x\"}}")},
+	        .content_is_object = true};
 	deliver(&e, &react, POL_ROLE_STAFF, r);
 
 	for (int i = 0; i < 2; i++) {
@@ -1411,9 +1413,10 @@ static void test_visibility(void)
 	}
 
 	/* A guest writes; staff reply, quoting the guest by user id in the fallback. */
-	ev = message_of(a.guest, room, "$gmsg:test.local",
-	                "{\"msgtype\":\"m.text\",\"body\":\"Is anyone there?\",\"org.threshold.local_id\":\"L9\"}",
-	                "Is anyone there?", "m.text");
+	ev = message_of(
+	        a.guest, room, "$gmsg:test.local",
+	        "{\"msgtype\":\"m.text\",\"body\":\"Is anyone there?\",\"org.threshold.local_id\":\"L9\"}",
+	        "Is anyone there?", "m.text");
 	deliver(&e, &ev, POL_ROLE_GUEST, r);
 	char *reply_content = xasprintf(
 	        "{\"msgtype\":\"m.text\",\"body\":\"> <%s> Is anyone there?\\n\\nYes, we are here.\","
@@ -1994,7 +1997,8 @@ static void test_conv_erase(void)
 		{
 			const char *why = jsonx_str(x, "reason");
 			if (why && strcmp(why, "erased_guest_late_message") == 0 &&
-			    strcmp(jsonx_str(json_object_get(x, "details"), "event_id"), "$late:test.local") == 0)
+			    strcmp(jsonx_str(json_object_get(x, "details"), "event_id"),
+			           "$late:test.local") == 0)
 				late_recorded = 1;
 		}
 		CHECK(late_recorded);

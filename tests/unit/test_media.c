@@ -88,7 +88,7 @@ static unsigned char *two_halves(size_t w, size_t h, size_t ch)
  * carry marker text. */
 static void exif_payload(struct buf *e, unsigned orient)
 {
-	static const char desc[] = "EXIF-DESC-SECRET";      /* 17 bytes with NUL */
+	static const char desc[] = "EXIF-DESC-SECRET";           /* 17 bytes with NUL */
 	static const char gps[] = "GPS-SECRET-51.5074N-0.1278W"; /* 28 bytes with NUL */
 	unsigned char t[256] = {0};
 	memcpy(t, "Exif\0\0", 6);
@@ -98,17 +98,32 @@ static void exif_payload(struct buf *e, unsigned orient)
 	ifd[0] = 3; /* three entries */
 	unsigned char *en = ifd + 2;
 	/* 0x0112 Orientation SHORT 1 */
-	en[0] = 0x12; en[1] = 0x01; en[2] = 3; en[4] = 1; en[8] = (unsigned char)orient;
+	en[0] = 0x12;
+	en[1] = 0x01;
+	en[2] = 3;
+	en[4] = 1;
+	en[8] = (unsigned char)orient;
 	en += 12;
 	/* 0x010e ImageDescription ASCII, at offset 0x60 */
-	en[0] = 0x0e; en[1] = 0x01; en[2] = 2; en[4] = sizeof(desc); le32(en + 8, 0x60);
+	en[0] = 0x0e;
+	en[1] = 0x01;
+	en[2] = 2;
+	en[4] = sizeof(desc);
+	le32(en + 8, 0x60);
 	en += 12;
 	/* 0x8825 GPSInfo LONG -> IFD at 0x80 */
-	en[0] = 0x25; en[1] = 0x88; en[2] = 4; en[4] = 1; le32(en + 8, 0x80);
+	en[0] = 0x25;
+	en[1] = 0x88;
+	en[2] = 4;
+	en[4] = 1;
+	le32(en + 8, 0x80);
 	memcpy(h + 0x60, desc, sizeof(desc));
 	unsigned char *g = h + 0x80;
 	g[0] = 1; /* one entry: 0x001b GPSProcessingMethod UNDEFINED, at 0xa0 */
-	g[2] = 0x1b; g[4] = 7; g[6] = sizeof(gps); le32(g + 10, 0xa0);
+	g[2] = 0x1b;
+	g[4] = 7;
+	g[6] = sizeof(gps);
+	le32(g + 10, 0xa0);
 	memcpy(h + 0xa0, gps, sizeof(gps));
 	put(e, t, 6 + 0xa0 + sizeof(gps));
 }
@@ -133,7 +148,8 @@ static void make_jpeg(struct buf *out, size_t w, size_t h, unsigned orient, int 
 		exif_payload(&e, orient);
 		jpeg_write_marker(&c, JPEG_APP0 + 1, e.p, (unsigned)e.n);
 		free(e.p);
-		static const char xmp[] = "http://ns.adobe.com/xap/1.0/\0<x:xmpmeta>XMP-JPEG-SECRET</x:xmpmeta>";
+		static const char xmp[] =
+		        "http://ns.adobe.com/xap/1.0/\0<x:xmpmeta>XMP-JPEG-SECRET</x:xmpmeta>";
 		jpeg_write_marker(&c, JPEG_APP0 + 1, (const JOCTET *)xmp, sizeof(xmp));
 		static const char icc[] = "ICC_PROFILE\0\x01\x01ICC-SECRET-DEVICE";
 		jpeg_write_marker(&c, JPEG_APP0 + 2, (const JOCTET *)icc, sizeof(icc));
@@ -183,9 +199,9 @@ static int jpeg_colour_at(const struct buf *b, size_t *w, size_t *h, size_t x, s
 	return colour;
 }
 
-static const char *const jpeg_markers[] = {"Exif", "EXIF-DESC-SECRET", "GPS-SECRET", "XMP-JPEG-SECRET",
-                                           "ns.adobe.com", "ICC_PROFILE", "ICC-SECRET", "COMMENT-SECRET",
-                                           "TRAILER-SECRET", "<html"};
+static const char *const jpeg_markers[] = {
+        "Exif",        "EXIF-DESC-SECRET", "GPS-SECRET",     "XMP-JPEG-SECRET", "ns.adobe.com",
+        "ICC_PROFILE", "ICC-SECRET",       "COMMENT-SECRET", "TRAILER-SECRET",  "<html"};
 
 static void test_jpeg(void)
 {
@@ -308,8 +324,15 @@ static void test_png(void)
 {
 	struct buf in = {0};
 	make_png(&in, 40, 20);
-	static const char *const markers[] = {"PNG-TEXT-SECRET", "PNG-ITXT-SECRET", "PNG-EXIF-SECRET",
-	                                      "tEXt", "iTXt", "zTXt", "eXIf", "tIME", "TRAILER-SECRET",
+	static const char *const markers[] = {"PNG-TEXT-SECRET",
+	                                      "PNG-ITXT-SECRET",
+	                                      "PNG-EXIF-SECRET",
+	                                      "tEXt",
+	                                      "iTXt",
+	                                      "zTXt",
+	                                      "eXIf",
+	                                      "tIME",
+	                                      "TRAILER-SECRET",
 	                                      "xmpmeta"};
 	for (size_t i = 0; i < sizeof(markers) / sizeof(markers[0]); i++)
 		CHECK(has(in.p, in.n, markers[i]));
@@ -355,7 +378,8 @@ static void test_png(void)
 		out = NULL;
 		int v = media_clean(k, b.p, b.n, &out, &n);
 		/* libpng itself refuses a side over 1,000,000 (damaged); ours, the rest */
-		CHECK(v == MEDIA_TOO_LARGE || (v == MEDIA_DAMAGED && (sizes[s][0] > 1000000 || sizes[s][1] > 1000000)));
+		CHECK(v == MEDIA_TOO_LARGE ||
+		      (v == MEDIA_DAMAGED && (sizes[s][0] > 1000000 || sizes[s][1] > 1000000)));
 		CHECK(out == NULL);
 		CHECK((clock() - t0) < CLOCKS_PER_SEC / 2);
 		free(b.p);
@@ -530,8 +554,9 @@ static int pdf_verdict(const char *const *objs, size_t nobj, const char *trailer
 
 static void test_pdf(void)
 {
-	static const char xmp[] = "<?xpacket begin=''?><x:xmpmeta xmlns:x='adobe:ns:meta/'>"
-	                          "<dc:creator>XMP-PDF-SECRET Jane Doe</dc:creator></x:xmpmeta><?xpacket end='w'?>";
+	static const char xmp[] =
+	        "<?xpacket begin=''?><x:xmpmeta xmlns:x='adobe:ns:meta/'>"
+	        "<dc:creator>XMP-PDF-SECRET Jane Doe</dc:creator></x:xmpmeta><?xpacket end='w'?>";
 	char meta[512];
 	snprintf(meta, sizeof(meta), "<< /Type /Metadata /Subtype /XML /Length %zu >>\nstream\n%s\nendstream",
 	         sizeof(xmp), xmp);
@@ -546,15 +571,16 @@ static void test_pdf(void)
 	struct buf out = {0};
 	CHECK_EQ_INT(pdf_verdict(objs, 5, "/Root 1 0 R /Info 5 0 R /ID [<0123abcd> <0123abcd>]", &out),
 	             MEDIA_OK);
-	static const char *const gone[] = {"INFO-SECRET", "Jane", "4a616e65", "INFO-PRODUCER", "20261203",
-	                                   "XMP-PDF-SECRET", "xmpmeta", "0123abcd"};
+	static const char *const gone[] = {"INFO-SECRET", "Jane",           "4a616e65", "INFO-PRODUCER",
+	                                   "20261203",    "XMP-PDF-SECRET", "xmpmeta",  "0123abcd"};
 	for (size_t i = 0; out.p && i < sizeof(gone) / sizeof(gone[0]); i++)
 		CHECK(!has(out.p, out.n, gone[i]));
 	CHECK(out.p && has(out.p, out.n, "/Author (") && has(out.p, out.n, "startxref"));
 	free(out.p);
 
 	/* An HTML page behind %PDF-, as it reached staff as "Referral form.hta". */
-	static const char poly[] = "%PDF-1.4\n<html><body><script>document.write('x')</script></body></html>\n";
+	static const char poly[] =
+	        "%PDF-1.4\n<html><body><script>document.write('x')</script></body></html>\n";
 	unsigned char *o = NULL;
 	size_t n;
 	const struct media_kind *k = media_sniff((const unsigned char *)poly, sizeof(poly) - 1);
@@ -626,13 +652,14 @@ static void test_pdf(void)
 	free(os.p);
 
 	/* Metadata it cannot blank: compressed XMP, an /Info it cannot find. */
-	const char *cxmp[] = {"<< /Type /Catalog /Metadata 2 0 R >>",
-	                      "<< /Type /Metadata /Filter /FlateDecode /Length 4 >>\nstream\nabcd\nendstream"};
+	const char *cxmp[] = {
+	        "<< /Type /Catalog /Metadata 2 0 R >>",
+	        "<< /Type /Metadata /Filter /FlateDecode /Length 4 >>\nstream\nabcd\nendstream"};
 	CHECK_EQ_INT(pdf_verdict(cxmp, 2, "/Root 1 0 R", NULL), MEDIA_UNSAFE);
 	CHECK_EQ_INT(pdf_verdict(plain, 1, "/Root 1 0 R /Info 9 0 R", NULL), MEDIA_UNSAFE);
 	/* No trailer at all. */
 	static char bare[] = "%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n"
-	                           "...........................................................\n";
+	                     "...........................................................\n";
 	CHECK_EQ_INT(media_pdf_clean((unsigned char *)bare, sizeof(bare) - 1), MEDIA_DAMAGED);
 }
 

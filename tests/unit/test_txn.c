@@ -1350,7 +1350,9 @@ static size_t keys_of_room(store_txn *t, enum store_db db, const char *room_id)
 {
 	json_t *all = NULL;
 	size_t n = 0;
-	enum rooms_map map = db == STORE_ROOM_STAFF ? ROOMS_STAFF : db == STORE_ROOM_NAMES ? ROOMS_NAMES : ROOMS_GUESTS;
+	enum rooms_map map = db == STORE_ROOM_STAFF   ? ROOMS_STAFF
+	                     : db == STORE_ROOM_NAMES ? ROOMS_NAMES
+	                                              : ROOMS_GUESTS;
 	if (db == STORE_MEMBERS) {
 		size_t total = 0;
 		store_count(t, STORE_MEMBERS, &total);
@@ -1371,7 +1373,8 @@ static void test_stranger_room_bound(void)
 {
 	const char *room = "!theirs:evil.example";
 	struct txn_result res;
-	run("b0", MEMBER("$b0", "!theirs:evil.example", "@mallory:evil.example", "@mallory:evil.example", "join"),
+	run("b0",
+	    MEMBER("$b0", "!theirs:evil.example", "@mallory:evil.example", "@mallory:evil.example", "join"),
 	    &res);
 	CHECK_EQ_INT(res.status, 200);
 	store_txn *t;
@@ -1397,7 +1400,8 @@ static void test_stranger_room_bound(void)
 			len += (size_t)snprintf(
 			        body + len, cap - len,
 			        "%s{\"event_id\":\"$bnd%d\",\"room_id\":\"%s\",\"type\":\"m.room.member\","
-			        "\"state_key\":\"@guest_%032x:test.local\",\"sender\":\"@mallory:evil.example\","
+			        "\"state_key\":\"@guest_%032x:test.local\",\"sender\":\"@mallory:evil."
+			        "example\","
 			        "\"content\":{\"membership\":\"invite\"}}",
 			        i ? "," : "", k, room, (unsigned)k);
 		}
