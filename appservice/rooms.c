@@ -327,18 +327,27 @@ int rooms_member_rooms(store_txn *t, const char *user_id, char ***out, size_t *n
 	return TH_OK;
 }
 
-/* The managed rooms' records, collected to be written after the walk. */
-static int collect_managed(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+/* Every record, collected to be rewritten after the walk. */
+static int collect_record(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
 {
 	json_t *all = ctx;
 	json_t *state = json_loadb(val, vlen, 0, NULL);
-	if (rooms_is_managed(state) && klen <= MAX_ID) {
+	if (json_is_object(state) && klen <= MAX_ID) {
 		char *room_id = xstrndup(key, klen);
 		json_object_set(all, room_id, state);
 		free(room_id);
 	}
 	json_decref(state);
 	return 0;
+}
+
+/* The managed rooms' records, collected to be written after the walk. */
+static int collect_managed(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	json_t *state = json_loadb(val, vlen, 0, NULL);
+	int managed = rooms_is_managed(state);
+	json_decref(state);
+	return managed ? collect_record(ctx, key, klen, val, vlen) : 0;
 }
 
 int rooms_members_backfill(store_txn *t)
@@ -522,20 +531,6 @@ int rooms_user_first(store_txn *t, const char *room_id, enum rooms_map map, char
 }
 
 /* ---- upgrade from schema version 1 ---------------------------------------- */
-
-/* Every record, collected to be rewritten after the walk. */
-static int collect_record(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
-{
-	json_t *all = ctx;
-	json_t *state = json_loadb(val, vlen, 0, NULL);
-	if (json_is_object(state) && klen <= MAX_ID) {
-		char *room_id = xstrndup(key, klen);
-		json_object_set(all, room_id, state);
-		free(room_id);
-	}
-	json_decref(state);
-	return 0;
-}
 
 int rooms_migrate_v2(store_txn *t)
 {

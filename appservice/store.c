@@ -300,9 +300,14 @@ int store_del_dup(store_txn *t, enum store_db db, const void *key, size_t klen, 
 
 int store_get_json(store_txn *t, enum store_db db, const char *key, json_t **out)
 {
+	return store_get_jsonb(t, db, key, strlen(key), out);
+}
+
+int store_get_jsonb(store_txn *t, enum store_db db, const void *key, size_t klen, json_t **out)
+{
 	const void *val;
 	size_t vlen;
-	int rc = store_get(t, db, key, strlen(key), &val, &vlen);
+	int rc = store_get(t, db, key, klen, &val, &vlen);
 	if (rc)
 		return rc;
 	json_t *j = json_loadb(val, vlen, 0, NULL);

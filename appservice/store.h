@@ -139,6 +139,13 @@ int store_del_dup(store_txn *t, enum store_db db, const void *key, size_t klen, 
 
 /** JSON helpers over store_get/store_put.  store_get_json returns a new reference. */
 int store_get_json(store_txn *t, enum store_db db, const char *key, json_t **out);
+
+/**
+ * store_get_json() under a key of @p klen bytes (not a string).
+ * @param out  new reference, written only on TH_OK
+ * @return TH_OK, TH_ENOTFOUND, or TH_ESTORE (also for a value that is not JSON).
+ */
+int store_get_jsonb(store_txn *t, enum store_db db, const void *key, size_t klen, json_t **out);
 int store_put_json(store_txn *t, enum store_db db, const char *key, const json_t *val);
 
 /** Encode/decode the 8-byte big-endian keys of sequence databases. */

@@ -34,11 +34,9 @@
 
 static json_t *get_json(store_txn *t, enum store_db db, const void *key, size_t klen)
 {
-	const void *v;
-	size_t vlen;
-	if (store_get(t, db, key, klen, &v, &vlen) != TH_OK)
+	json_t *o;
+	if (store_get_jsonb(t, db, key, klen, &o) != TH_OK)
 		return NULL;
-	json_t *o = json_loadb(v, vlen, 0, NULL);
 	if (!json_is_object(o)) {
 		json_decref(o);
 		return NULL;

@@ -325,14 +325,10 @@ int feed_mark_get(store_txn *t, const char *guest, const char *room_id, const ch
 		return TH_EINVAL;
 	unsigned char key[MARK_KEY_MAX];
 	size_t klen = mark_key(key, guest, event_id);
-	const void *v;
-	size_t vlen;
-	int rc = store_get(t, STORE_FEED, key, klen, &v, &vlen);
-	if (rc == TH_ENOTFOUND)
-		return TH_OK;
+	json_t *o;
+	int rc = store_get_jsonb(t, STORE_FEED, key, klen, &o);
 	if (rc)
-		return TH_ESTORE;
-	json_t *o = json_loadb(v, vlen, 0, NULL);
+		return rc == TH_ENOTFOUND ? TH_OK : TH_ESTORE;
 	const char *room = jsonx_str(o, "room"), *sender = jsonx_str(o, "sender");
 	json_t *entry = json_object_get(o, "entry");
 	/* Only an event of the same room counts: an id from elsewhere names
@@ -496,14 +492,10 @@ int feed_replace(store_txn *t, const char *guest, uint64_t entry, const char *ev
 	json_decref(probe);
 	unsigned char key[KEY_MAX];
 	size_t klen = make_key(key, guest, entry);
-	const void *v;
-	size_t vlen;
-	int rc = store_get(t, STORE_FEED, key, klen, &v, &vlen);
-	if (rc == TH_ENOTFOUND)
-		return TH_OK;
+	json_t *o;
+	int rc = store_get_jsonb(t, STORE_FEED, key, klen, &o);
 	if (rc)
-		return TH_ESTORE;
-	json_t *o = json_loadb(v, vlen, 0, NULL);
+		return rc == TH_ENOTFOUND ? TH_OK : TH_ESTORE;
 	const char *kind = jsonx_str(o, "kind");
 	if (!kind || strcmp(kind, "message") != 0 || json_is_true(json_object_get(o, "removed"))) {
 		json_decref(o);
@@ -521,11 +513,11 @@ int feed_replace(store_txn *t, const char *guest, uint64_t entry, const char *ev
 	}
 	for (size_t i = 0; !rc && i < f.n; i++) {
 		klen = make_key(key, guest, f.ids[i]);
-		if ((rc = store_get(t, STORE_FEED, key, klen, &v, &vlen)))
+		json_t *e;
+		if ((rc = store_get_jsonb(t, STORE_FEED, key, klen, &e)))
 			break;
-		json_t *e = json_loadb(v, vlen, 0, NULL);
 		json_object_del(e, "body");
-		rc = e ? entry_rewrite(t, guest, f.ids[i], e) : TH_ESTORE;
+		rc = entry_rewrite(t, guest, f.ids[i], e);
 		json_decref(e);
 	}
 	free(f.ids);
