@@ -28,8 +28,9 @@ pkgs+=(
   # browser tests of the guest page: Debian's Chromium (/usr/bin/chromium),
   # driven by playwright-core from npm; a font with Arabic glyphs
   chromium fonts-dejavu-core
-  # the Ansible role's test (tests/ansible)
-  ansible-core
+  # the Ansible role's test (tests/ansible) and its unit under a real
+  # systemd in a container (tests/systemd)
+  ansible-core systemd-container
 )
 # Node.js and npm from Debian only when the machine has no node of its own.
 if ! command -v node >/dev/null 2>&1; then

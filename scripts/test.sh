@@ -61,6 +61,10 @@ cmake --build build-clang -j"$jobs"
 
 step "Synapse chroot"
 bash tests/harness/synapse-chroot.sh </dev/null
+if [ "$(id -u)" -eq 0 ] && command -v systemd-nspawn >/dev/null; then
+  step "Debian 12 systemd image (tests/systemd)"
+  bash tests/harness/systemd-image.sh </dev/null
+fi
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
