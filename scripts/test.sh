@@ -7,7 +7,9 @@
 # 2. checks the sources (scripts/checksrc.py: banned calls, policy/ pure, layers);
 #    builds normally (build/), with AddressSanitizer + UndefinedBehaviorSanitizer
 #    (build-asan/), and with clang (build-clang/: its warnings differ; every
-#    target, -Werror, not run);
+#    target, -Werror, not run), and the release before store schema 2 from
+#    the repository's history (build-old/: the store upgrade test opens a
+#    store it wrote);
 # 3. builds, or reuses, the chroot holding a real Synapse (the first time takes a
 #    few minutes and needs the network);
 # 4. runs ctest on both builds: unit, policy and integration tests;
@@ -54,6 +56,22 @@ cmake --build build -j"$jobs"
 step "build with ASan + UBSan (build-asan/)"
 cmake -S . -B build-asan -DTHRESHOLD_SANITIZE=ON
 cmake --build build-asan -j"$jobs"
+
+# tests/integration/test_store_upgrade.py opens a store written by the last
+# release with store schema version 1: that release is built from this
+# repository's own history (the commit before schema 2's).
+old_release=5ca0e4e^
+if git rev-parse --verify -q "$old_release^{commit}" >/dev/null 2>&1; then
+  step "the release before store schema 2 (build-old/), for the upgrade test"
+  rm -rf build-old
+  mkdir -p build-old/src
+  git archive "$old_release" | tar -x -C build-old/src
+  cmake -S build-old/src -B build-old/build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build build-old/build -j"$jobs" --target threshold >/dev/null
+  export THRESHOLD_OLD_BIN=$PWD/build-old/build/threshold
+else
+  echo "test.sh: no git history here: the store upgrade test is skipped"
+fi
 
 step "build with clang (build-clang/, warnings only)"
 cmake -S . -B build-clang -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Release >/dev/null

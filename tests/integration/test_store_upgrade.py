@@ -3,9 +3,10 @@ build, is upgraded once, and loses nothing: the audit chain verifies, every
 record is still listed (now from the indexes), and the rooms keep their
 records, while what a stranger's invites had grown in one of them is gone.
 
-The older binary is given as THRESHOLD_OLD_BIN (build it from the last
-commit with schema version 1: `git worktree add ../old <commit>`, then
-cmake and `--target threshold` there); without it the test is skipped.  No homeserver: both daemons run standalone (standalone.py).
+The older binary is given as THRESHOLD_OLD_BIN: scripts/test.sh builds it
+from this repository's history (the commit before schema version 2's, into
+build-old/) and sets it; without it (run by hand, or no git history) the
+test is skipped.  No homeserver: both daemons run standalone (standalone.py).
 """
 
 import json
