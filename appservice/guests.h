@@ -42,7 +42,6 @@
 
 struct config;
 
-
 /**
  * Create a guest inside the caller's write transaction @p t: a fresh random
  * id, a pseudonym unique among all guests, the STORE_USERS record, three

@@ -1552,8 +1552,8 @@ static void media_fetch(gateway *gw, struct media_job *j)
 {
 	const struct matrix *mx = gw->env->mx;
 	struct mx_download r = {0};
-	int rc = mx->ops->fetch(gw->fetch, j->server, j->media_id, gw->cfg->gw_max_media_bytes, fetch_canceled, gw,
-	                        &r);
+	int rc = mx->ops->fetch(gw->fetch, j->server, j->media_id, gw->cfg->gw_max_media_bytes,
+	                        fetch_canceled, gw, &r);
 	unsigned char *buf = r.buf;
 	size_t len = r.len;
 	if (rc == TH_ETOOLARGE) {

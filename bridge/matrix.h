@@ -50,8 +50,8 @@
 /* The caller's write transaction (opaque to the bridge). */
 struct store_txn;
 struct audit;
-struct guest;          /* guest_record.h */
-struct mx_fetcher;     /* the implementation's (mx_ops.fetcher_new) */
+struct guest;      /* guest_record.h */
+struct mx_fetcher; /* the implementation's (mx_ops.fetcher_new) */
 
 /** What a download from the homeserver's media repository answered (mx_ops.fetch). */
 struct mx_download {
