@@ -37,24 +37,10 @@
 #include <stdint.h>
 
 #include "audit.h"
+#include "guest_record.h"
 #include "store.h"
 
 struct config;
-
-#define GUESTS_ID_HEX        32  /* hex digits after the prefix: 128 random bits */
-#define GUESTS_MAX_USER_ID   255 /* spec: a user id is at most 255 bytes */
-#define GUESTS_PSEUDONYM_LEN 64  /* bytes a pseudonym buffer must hold, NUL included */
-#define GUESTS_STATE_LEN     16  /* bytes of struct guest.state, NUL included */
-#define GUESTS_STATE_ACTIVE  "active"
-#define GUESTS_STATE_ERASED  "erased" /* erased at the guest's request: pseudonym "" (bridge/conv.c) */
-
-/** One guest, as stored.  Plain data, no pointers: copy it freely. */
-struct guest {
-	char user_id[GUESTS_MAX_USER_ID + 1]; /* "@guest_<32 hex>:example.org" */
-	char pseudonym[GUESTS_PSEUDONYM_LEN]; /* "Amber Otter" (maybe "Amber Otter 2") */
-	uint64_t created_ms;                  /* Unix time in ms */
-	char state[GUESTS_STATE_LEN];         /* GUESTS_STATE_ACTIVE (more states later) */
-};
 
 /**
  * Create a guest inside the caller's write transaction @p t: a fresh random
@@ -93,16 +79,6 @@ int guests_create(const struct config *cfg, store_txn *t, audit *au, const char 
  */
 int guests_create_sealed(const struct config *cfg, store_txn *t, audit *au, const char *actor,
                          const char *note, struct guest *out);
-
-/**
- * Look a guest up by user id.
- * @param t        any transaction (borrowed)
- * @param user_id  borrowed
- * @param out      filled on success only
- * @return TH_OK; TH_ENOTFOUND (no such user, or a user that is not a guest,
- *         such as the bot); TH_ESTORE (the record is damaged or the store failed).
- */
-int guests_get(store_txn *t, const char *user_id, struct guest *out);
 
 /**
  * Find the guest whose stored pseudonym is @p pseudonym, ignoring ASCII

@@ -11,6 +11,8 @@
 #include <jansson.h>
 
 #include "config.h"
+#include "cs.h"
+#include "guests.h"
 #include "outbox.h"
 #include "templates.h"
 #include "util.h"
@@ -214,6 +216,53 @@ static int mo_guest_enter(void *ctx, store_txn *t, const char *room_id, const ch
 	                         "user_id", user_id, "target", guest, "after", guest));
 }
 
+static int mo_guest_create(void *ctx, store_txn *t, audit *au, const char *actor, struct guest *out)
+{
+	return guests_create(cfg_of(ctx), t, au, actor, out);
+}
+
+/* The media fetcher: a Client-Server connection of its own. */
+struct mx_fetcher {
+	cs_client *cs;
+};
+
+static int mo_fetcher_new(void *ctx, struct mx_fetcher **out)
+{
+	struct mx_fetcher *f = xcalloc(1, sizeof(*f));
+	int rc = cs_client_new(cfg_of(ctx), &f->cs);
+	if (rc) {
+		free(f);
+		return rc;
+	}
+	*out = f;
+	return TH_OK;
+}
+
+static int mo_fetch(struct mx_fetcher *f, const char *server, const char *media_id, size_t max,
+                    int (*cancel)(void *cancel_ctx), void *cancel_ctx, struct mx_download *out)
+{
+	struct cs_response r;
+	unsigned char *buf = NULL;
+	size_t len = 0;
+	int rc = cs_download(f->cs, server, media_id, max, cancel, cancel_ctx, &r, &buf, &len);
+	if (rc)
+		return rc;
+	out->status = r.status;
+	out->retry_after_ms = r.retry_after_ms;
+	out->buf = buf;
+	out->len = len;
+	cs_response_clear(&r);
+	return TH_OK;
+}
+
+static void mo_fetcher_free(struct mx_fetcher *f)
+{
+	if (!f)
+		return;
+	cs_client_free(f->cs);
+	free(f);
+}
+
 static const struct mx_ops outbox_ops = {
         .notice = mo_notice,
         .notice_after = mo_notice_after,
@@ -230,6 +279,10 @@ static const struct mx_ops outbox_ops = {
         .conv_room_create = mo_conv_room_create,
         .conv_room_handover = mo_conv_room_handover,
         .guest_enter = mo_guest_enter,
+        .guest_create = mo_guest_create,
+        .fetcher_new = mo_fetcher_new,
+        .fetch = mo_fetch,
+        .fetcher_free = mo_fetcher_free,
 };
 
 void matrix_outbox_init(struct matrix_outbox *mo, const struct config *cfg)

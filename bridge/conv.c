@@ -8,6 +8,7 @@
 #include "audit.h"
 #include "config.h"
 #include "feed.h"
+#include "guest_record.h"
 #include "invites.h"
 #include "jsonx.h"
 #include "log.h"
@@ -482,7 +483,7 @@ int conv_redeem(const struct txn_env *env, const char *invite, const char *svc_n
 		goto fail;
 	}
 	struct guest g;
-	if ((rc = guests_create(cfg, t, env->au, "gateway", &g)))
+	if ((rc = env->mx->ops->guest_create(env->mx->ctx, t, env->au, "gateway", &g)))
 		goto fail;
 	json_t *c = json_pack("{s:s, s:n, s:s, s:I, s:I, s:s, s:[], s:n, s:[]}", "service", svc->name, "room",
 	                      "state", group ? CONV_OPEN : CONV_WAITING, "created_ms", (json_int_t)now,

@@ -1,7 +1,7 @@
 /*
  * conv.h - conversations: a guest, a service and the room where they talk.
  *
- * Redeeming an invitation (after consent) creates a guest (guests.h), a
+ * Redeeming an invitation (after consent) creates a guest (matrix.h), a
  * session, and a portal room that the guest creates itself (no one can
  * invite a guest: the homeserver refuses it) and Threshold's bot administers:
  * joinable by members of the service's staff
@@ -32,7 +32,7 @@
 #include <jansson.h>
 
 #include "env.h"
-#include "guests.h"
+#include "guest_record.h"
 #include "policy.h"
 #include "secret.h"
 #include "store.h"

@@ -2,10 +2,9 @@
  * env.h - what the bridge works with, handed to it by the composition root
  * (appservice/daemon.c) and shared with the transaction path (txn.h): the
  * configuration, the store, the audit log and Matrix (matrix.h).  The
- * bridge names the store and the audit log here without their headers; the
- * functions that take them still come from those headers
- * (scripts/layers-debt.txt) until the bridge has interfaces of its own for
- * them, as it has for Matrix.
+ * bridge names the store and the audit log here without their headers;
+ * what takes them is declared in store.h and audit.h, below the bridge
+ * (docs/architecture.md, "Layers").
  */
 #ifndef THRESHOLD_ENV_H
 #define THRESHOLD_ENV_H

@@ -22,12 +22,12 @@
 
 #include "config.h"
 #include "conv.h"
-#include "cs.h"
 #include "feed.h"
 #include "invites.h"
 #include "jsonx.h"
 #include "limiter.h"
 #include "log.h"
+#include "matrix.h"
 #include "media.h"
 #include "util.h"
 #include "web_assets.h"
@@ -81,7 +81,7 @@ struct gateway {
 	pthread_cond_t fetch_cv;
 	struct media_job *jobs, *jobs_tail;
 	unsigned njobs;
-	cs_client *cs;         /* the fetcher's own */
+	struct mx_fetcher *fetch; /* the fetcher's own (matrix.h) */
 	size_t media_held;     /* bytes fetched and not yet sent or freed (under mu) */
 	size_t body_in_flight; /* request body bytes held or promised (under mu) */
 	/* Rate limits (limiter.h), one table per kind so one kind cannot crowd
@@ -1533,7 +1533,7 @@ static void job_error(struct media_job *j, unsigned status, const char *errcode,
 	j->retry_after_ms = retry_after_ms;
 }
 
-/* cs_download's cancel: stopping cuts a slow download short. */
+/* mx_ops.fetch's cancel: stopping cuts a slow download short. */
 static int fetch_canceled(void *ctx)
 {
 	gateway *gw = ctx;
@@ -1550,11 +1550,12 @@ static int fetch_canceled(void *ctx)
  * download.  Nothing is kept. */
 static void media_fetch(gateway *gw, struct media_job *j)
 {
-	struct cs_response r;
-	unsigned char *buf = NULL;
-	size_t len = 0;
-	int rc = cs_download(gw->cs, j->server, j->media_id, gw->cfg->gw_max_media_bytes, fetch_canceled, gw,
-	                     &r, &buf, &len);
+	const struct matrix *mx = gw->env->mx;
+	struct mx_download r = {0};
+	int rc = mx->ops->fetch(gw->fetch, j->server, j->media_id, gw->cfg->gw_max_media_bytes,
+	                        fetch_canceled, gw, &r);
+	unsigned char *buf = r.buf;
+	size_t len = r.len;
 	if (rc == TH_ETOOLARGE) {
 		job_error(j, 502, "TH_TOO_LARGE",
 		          "This file is too large to open here. Please ask for it to be sent another way.",
@@ -1576,7 +1577,6 @@ static void media_fetch(gateway *gw, struct media_job *j)
 	}
 	long status = r.status;
 	uint64_t retry = r.retry_after_ms;
-	cs_response_clear(&r);
 	if (status == 404) {
 		job_error(j, 404, "TH_NOT_FOUND", "This picture or file is no longer available.", 0);
 	} else if (status / 100 != 2) {
@@ -1709,7 +1709,7 @@ int gw_start(const struct txn_env *env, gw_on_queue_fn on_queue, void *ctx, gate
 		LOG(LOG_ERROR, "gateway.listen_address '%s' is not an IP address", cfg->gw_listen_address);
 		goto fail;
 	}
-	if (cs_client_new(cfg, &gw->cs) != TH_OK)
+	if (env->mx->ops->fetcher_new(env->mx->ctx, &gw->fetch) != TH_OK)
 		goto fail;
 	if (!(waiter = pthread_create(&gw->thread, NULL, waiter_main, gw) == 0) ||
 	    !(fetcher = pthread_create(&gw->fetcher, NULL, fetch_main, gw) == 0)) {
@@ -1747,7 +1747,7 @@ fail:
 		pthread_join(gw->thread, NULL);
 	if (fetcher)
 		pthread_join(gw->fetcher, NULL);
-	cs_client_free(gw->cs);
+	gw->env->mx->ops->fetcher_free(gw->fetch);
 	pthread_cond_destroy(&gw->cv);
 	pthread_cond_destroy(&gw->drained);
 	pthread_cond_destroy(&gw->fetch_cv);
@@ -1794,7 +1794,7 @@ void gw_stop(gateway *gw)
 	}
 	pthread_mutex_unlock(&gw->mu);
 	MHD_stop_daemon(gw->mhd);
-	cs_client_free(gw->cs);
+	gw->env->mx->ops->fetcher_free(gw->fetch);
 	pthread_cond_destroy(&gw->cv);
 	pthread_cond_destroy(&gw->drained);
 	pthread_cond_destroy(&gw->fetch_cv);

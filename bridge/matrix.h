@@ -8,6 +8,7 @@
  * composition root) queues each call as a durable outbox action; nothing
  * reaches the homeserver before the caller's write transaction commits, and
  * nothing is lost after it did (docs/reliability.md).  So every method
+ * (but the media fetcher's three, at the end)
  * takes @p t, the caller's write transaction: the action is part of that
  * commit (with the state and the audit records the same change writes), and
  * disappears with it if the caller aborts.  The bridge never looks inside
@@ -48,6 +49,17 @@
 
 /* The caller's write transaction (opaque to the bridge). */
 struct store_txn;
+struct audit;
+struct guest;      /* guest_record.h */
+struct mx_fetcher; /* the implementation's (mx_ops.fetcher_new) */
+
+/** What a download from the homeserver's media repository answered (mx_ops.fetch). */
+struct mx_download {
+	long status;             /* HTTP status, 0 if none was received */
+	uint64_t retry_after_ms; /* from a 429's body or Retry-After header, else 0 */
+	unsigned char *buf;      /* a 2xx's bytes (new: the caller frees), NULL when empty or not a 2xx */
+	size_t len;              /* bytes in @p buf */
+};
 
 /** A picture or file a guest sends (mx_ops.send_media); all borrowed. */
 struct mx_media {
@@ -182,6 +194,47 @@ struct mx_ops {
 	 */
 	int (*guest_enter)(void *ctx, struct store_txn *t, const char *room_id, const char *user_id,
 	                   const char *guest);
+
+	/**
+	 * Make a new guest (guests_create in appservice/guests.h): a fresh
+	 * random id and a unique pseudonym, its record (guest_record.h) and an
+	 * AUDIT_GUEST_CREATED record by @p actor through @p au, all in @p t;
+	 * its Matrix account (register, the block of invites to it, its
+	 * display name) queued in the guest's lane.  Not retried by the
+	 * caller: each call is a new guest.
+	 * @param au   the audit log @p t belongs to (borrowed)
+	 * @param out  filled on success only
+	 * @return as the common rules, or TH_EIO (no randomness), TH_EINVAL,
+	 *         TH_ETOOLARGE, or an audit error.
+	 */
+	int (*guest_create)(void *ctx, struct store_txn *t, struct audit *au, const char *actor,
+	                    struct guest *out);
+
+	/*
+	 * Reading the homeserver's media repository.  Unlike every method above
+	 * these queue nothing and take no transaction: they are made at once,
+	 * on the calling thread, and block it (the gateway's media fetcher
+	 * thread).  A fetcher holds one connection; one thread uses it at a
+	 * time.
+	 */
+
+	/** A new fetcher into @p *out.  @return TH_OK or TH_ENET. */
+	int (*fetcher_new)(void *ctx, struct mx_fetcher **out);
+
+	/**
+	 * Download mxc://@p server/@p media_id (authenticated media, with the
+	 * application service's token), at most @p max bytes (TH_ETOOLARGE
+	 * past it).  @p cancel, when not NULL, is asked about once a second and
+	 * as data comes (with @p cancel_ctx): non-zero stops it (TH_ECANCELED).
+	 * @param out  filled on TH_OK (any HTTP status); the caller frees out->buf
+	 * @return TH_OK, TH_ETOOLARGE, TH_ECANCELED, TH_ETIMEOUT, TH_ENET, or
+	 *         TH_EINVAL (an empty part, @p max 0).
+	 */
+	int (*fetch)(struct mx_fetcher *f, const char *server, const char *media_id, size_t max,
+	             int (*cancel)(void *cancel_ctx), void *cancel_ctx, struct mx_download *out);
+
+	/** Free @p f (NULL: nothing). */
+	void (*fetcher_free)(struct mx_fetcher *f);
 };
 
 /** The bridge's handle on Matrix: borrowed by the bridge, outliving every call. */
