@@ -164,6 +164,20 @@ def test_group_add_of_another_services_guest_is_refused(env, threshold, services
     wait(lambda: len(guests_in(env, group, "vol")) == 1, 30, "the helpline guest in the group")
 
 
+def member_event_ts(env, viewer, room, user, membership):
+    """origin_server_ts of the latest m.room.member event making @user's
+    membership of @room @membership, as @viewer's client reads the timeline."""
+    flt = json.dumps({"types": ["m.room.member"]})
+    r = requests.get("%s/_matrix/client/v3/rooms/%s/messages" % (env.hs_url, q(room)),
+                     params={"dir": "b", "limit": 50, "filter": flt},
+                     headers=bearer(env.token(viewer)), timeout=30)
+    assert r.ok, r.text
+    for e in r.json().get("chunk", []):
+        if e.get("state_key") == user and e.get("content", {}).get("membership") == membership:
+            return e["origin_server_ts"]
+    raise AssertionError("no %s of %s in %s" % (membership, user, room))
+
+
 def test_staff_who_leave_the_staff_room_are_out_of_its_conversations(env, threshold, services):
     guest = new_guest(env, threshold, "helpline")
     portal = join_portal(env, services["a"], guest.pseudonym)
@@ -182,9 +196,16 @@ def test_staff_who_leave_the_staff_room_are_out_of_its_conversations(env, thresh
     content = wait_membership(env, "staff", portal, vol, "leave", timeout=10)
     took = time.monotonic() - left
     assert content.get("reason") == "Your access to this service's conversations has ended.", content
-    # Threshold kicks within tens of ms of seeing the leave; the rest is the
-    # homeserver's delivery of the event (about a second when it is busy).
-    assert took < 5, took
+    # How long vol could still read: from the leave to the kick, on the
+    # homeserver's own clock (both events' origin_server_ts), printed for the
+    # record; the client-side figure adds this test's polling.  Threshold
+    # kicks within tens of ms of seeing the leave; the rest is the
+    # homeserver's delivery of the event to the application service.
+    left_ts = member_event_ts(env, "staff", services["a"], vol, "leave")
+    kicked_ts = member_event_ts(env, "staff", portal, vol, "leave")
+    print("staff removal: %d ms from the leave to the kick (homeserver clock), %.2f s seen by a "
+          "polling client" % (kicked_ts - left_ts, took))
+    assert 0 <= kicked_ts - left_ts < 5000 and took < 5, (kicked_ts - left_ts, took)
     recs = audit_records(threshold, "membership_enforced", subject=vol, room=portal)
     assert len(recs) == 1 and recs[0]["reason"] == "staff_status_ended", recs
     assert recs[0]["details"] == {"left_staff_room": services["a"]}, recs
