@@ -443,6 +443,12 @@ def report(res, phases, rounds, a, got, sent, hs_answered):
                 per_round) >= BUDGET_DEC100 else "NOT MET")
         print(line)
     print()
+    print("Threshold per round, first to last (does the cost grow with the store?):")
+    for name, _, _, _ in phases:
+        rs = res[(name, "threshold")]
+        print("%-8s CPU ms %s | KiB %s" % (name, " ".join("%.2f" % r["cpu_ms"] for r in rs),
+                                         " ".join("%.0f" % r["kib"] for r in rs)))
+    print()
     print("decisions sent %d; recorded: threshold %d (audit contact_blocked), peer %d (lines)"
           % (sent, got["threshold"], got["peer"]))
     if a.homeserver == "fake":
