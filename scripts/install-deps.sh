@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs every Debian package Threshold needs to build, run and test, then
-# the browser tests' npm packages (tests/browser, from its lockfile).
+# the npm packages of the browser tests (tests/browser) and of the benchmark
+# peer (bench/peer), each from its lockfile.
 # Idempotent: packages already present are left alone. Needs root (or sudo).
 set -euo pipefail
 
@@ -56,3 +57,8 @@ fi
 # download: playwright-core drives the Chromium installed above).
 echo "install-deps: npm ci in tests/browser"
 (cd "$here/tests/browser" && CI=true npm ci --no-audit --no-fund --loglevel=error </dev/null)
+
+# The Node peer bench/peer_compare.py measures Threshold against (a few
+# seconds: matrix-appservice and express, from the lockfile).
+echo "install-deps: npm ci in bench/peer"
+(cd "$here/bench/peer" && CI=true npm ci --no-audit --no-fund --loglevel=error </dev/null)
