@@ -188,7 +188,7 @@ class Synapse:
     """One Synapse homeserver with its own config and data inside the chroot."""
 
     def __init__(self, workdir, registrations=(), server_name="localhost", port=None,
-                 root=None, name=None):
+                 root=None, name=None, federation_port=None):
         self.workdir = os.path.abspath(workdir)
         os.makedirs(self.workdir, exist_ok=True)
         self.registrations = [os.path.abspath(r) for r in registrations]
@@ -196,6 +196,11 @@ class Synapse:
         self.root = root or chroot_root()
         self.port = port or free_port()
         self.name = name or "threshold-" + secrets.token_hex(6)
+        # With a port: a TLS listener there for federation (a self-signed
+        # certificate), so a second homeserver on this machine can talk to
+        # this one.  The server name must resolve to it: "localhost" means
+        # port 8448, "localhost:N" port N.
+        self.federation_port = federation_port
         self.pid = None
         self._configured = False
 
@@ -306,12 +311,43 @@ class Synapse:
             # off it; docs/homeserver-hardening.md recommends denying it.
             "room_list_publication_rules": [{"action": "allow"}],
         })
+        if self.federation_port:
+            self._federation(cfg)
         cfg.update(PRIVACY)
         cfg.update(RATE_LIMITS)
         with open(self.config_host, "w") as f:
             f.write("# Written by tests/harness/synapse.py; rewritten at each start.\n")
             yaml.safe_dump(cfg, f, sort_keys=False)
         self._configured = True
+
+    def _federation(self, cfg):
+        """Federation over TLS on loopback: a self-signed certificate (made
+        once), certificates not verified, and loopback allowed as a
+        destination (Synapse refuses private addresses by default)."""
+        crt = os.path.join(self.host_dir, "federation.crt")
+        key = os.path.join(self.host_dir, "federation.key")
+        if not os.path.exists(crt):
+            host = self.server_name.split(":")[0]
+            r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                                "-days", "30", "-subj", "/CN=" + host, "-keyout", key, "-out", crt],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               stdin=subprocess.DEVNULL)
+            if r.returncode != 0:
+                raise SynapseError("making the federation certificate failed:\n" + r.stdout)
+        cfg["listeners"].append({
+            "port": self.federation_port,
+            "bind_addresses": ["127.0.0.1"],
+            "type": "http",
+            "tls": True,
+            "x_forwarded": False,
+            "resources": [{"names": ["federation", "keys"], "compress": False}],
+        })
+        cfg.update({
+            "tls_certificate_path": self.inner_dir + "/federation.crt",
+            "tls_private_key_path": self.inner_dir + "/federation.key",
+            "federation_verify_certificates": False,
+            "ip_range_whitelist": ["127.0.0.0/8", "::1/128"],  # "localhost" is both
+        })
 
     @property
     def shared_secret(self):

@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "harness"))
 import synapse as harness  # noqa: E402
 
 SERVER_NAME = "localhost"
+FEDERATION_PORT = 8448  # other servers reach SERVER_NAME here (no port in the name)
 BOT_LOCALPART = "threshold"
 BOT_DISPLAYNAME = "Threshold Test Bot"
 AS_ID = "threshold"
@@ -146,9 +147,13 @@ class Env:
         self.as_port = harness.free_port()
         self.as_url = "http://127.0.0.1:%d" % self.as_port
         self.bot = "@%s:%s" % (BOT_LOCALPART, SERVER_NAME)
+        # Federation on 8448 (where other servers look for "localhost") when
+        # that port is free: test_federated_invites.py needs it.
         self.hs = harness.Synapse(os.path.join(workdir, "synapse"),
                                   registrations=[self.registration_path],
-                                  server_name=SERVER_NAME)
+                                  server_name=SERVER_NAME,
+                                  federation_port=FEDERATION_PORT
+                                  if harness.port_is_free(FEDERATION_PORT) else None)
         self.threshold = Threshold(BIN, self.config_path,
                                    os.path.join(workdir, "threshold.log"))
         self.users = {}  # name -> (user_id, password, access_token)
