@@ -559,7 +559,9 @@ static enum MHD_Result handle_invitation(gateway *gw, struct MHD_Connection *con
 	if (!j)
 		return ret;
 	const char *invite = jsonx_str(j, "invite"), *claim = jsonx_str(j, "claim");
-	if (invite && claim && !bind_invite(gw, conn, invite, claim, 1, &ret)) {
+	/* With a claim, bind; without, only look (a use bound to a page's claim
+	 * is not free, so a copy of the link shows nothing either way). */
+	if (invite && !bind_invite(gw, conn, invite, claim, claim != NULL, &ret)) {
 		json_decref(j);
 		return ret;
 	}
