@@ -1060,6 +1060,21 @@ static enum MHD_Result answer_media(gateway *gw, struct MHD_Connection *conn, st
 
 /* ---- the page's files --------------------------------------------------------- */
 
+/* A document (the page, the SVG icon, which could hold script) gets every
+ * policy; a script, style sheet or strings file is never shown as a
+ * document (nosniff), so the document policies would be bytes for nothing
+ * on each of them. */
+static void asset_headers(struct MHD_Response *r, const char *type)
+{
+	if (!strncmp(type, "text/html", 9) || !strncmp(type, "image/svg", 9)) {
+		common_headers(r);
+		return;
+	}
+	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+	MHD_add_response_header(r, "Cross-Origin-Resource-Policy", "same-origin");
+	MHD_add_response_header(r, "Cache-Control", "no-store");
+}
+
 static enum MHD_Result handle_asset(struct MHD_Connection *conn, const char *url)
 {
 	const struct web_asset *a = web_asset_find(url);
@@ -1083,7 +1098,7 @@ static enum MHD_Result handle_asset(struct MHD_Connection *conn, const char *url
 	MHD_add_response_header(r, MHD_HTTP_HEADER_VARY, "Accept-Encoding");
 	if (a->etag)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, a->etag);
-	common_headers(r);
+	asset_headers(r, a->content_type);
 	enum MHD_Result ret = queue_response(conn, status, r);
 	MHD_destroy_response(r);
 	return ret;

@@ -110,7 +110,7 @@
 	    headers['Content-Type'] = opts.raw ? 'application/octet-stream' : 'application/json';
     if (opts.auth && session) headers.Authorization = 'Bearer ' + session.token;
     return fetch(API + path, {
-      method: method, headers: headers, signal: opts.signal, cache: 'no-store', credentials: 'omit',
+      method: method, headers: headers, signal: opts.signal, credentials: 'omit',
       body: body === undefined || opts.raw ? body : JSON.stringify(body)
     }).then(function (res) {
       if (res.ok && opts.blob) return res.blob();
@@ -189,7 +189,10 @@
   function showNotice() {
     show('loading', true);
     $('n-error').textContent = '';
-    api('POST', 'invitation', entry).then(function (r) {
+    /* Asked once per entry: a change of language shows the same answer. */
+    var asked = info && info.entry === entry ? Promise.resolve(info) : api('POST', 'invitation', entry);
+    asked.then(function (r) {
+      r.entry = entry;
       info = r;
       var svc = r.service || {};
       $('n-service').textContent = svc.display_name || svc.name || '';
