@@ -128,10 +128,9 @@ static json_t *opens_of(json_t *rec)
 /* The index of @p hex in @p opens, or -1. */
 static long opens_find(const json_t *opens, const char *hex)
 {
-	size_t i;
-	json_t *v;
-	json_array_foreach (opens, i, v) {
-		if (json_is_string(v) && strcmp(json_string_value(v), hex) == 0)
+	for (size_t i = 0; i < json_array_size(opens); i++) {
+		const char *v = json_string_value(json_array_get(opens, i));
+		if (v && strcmp(v, hex) == 0)
 			return (long)i;
 	}
 	return -1;

@@ -2700,7 +2700,8 @@ static void test_invite_claims(void)
 	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
 	CHECK_EQ_INT(inv_create(t, e.au, svc, NULL, 1, week, "@staff:test.local", one), TH_OK);
 	CHECK_EQ_INT(inv_create(t, e.au, svc, NULL, 2, week, "@staff:test.local", two), TH_OK);
-	CHECK_EQ_INT(inv_create(t, e.au, svc, NULL, INV_BIND_MAX + 1, week, "@staff:test.local", many), TH_OK);
+	CHECK_EQ_INT(inv_create(t, e.au, svc, NULL, INV_BIND_MAX + 1, week, "@staff:test.local", many),
+	             TH_OK);
 	uint64_t now = th_now_ms();
 
 	/* One use: bound to a; a again is fine; b, no claim, a bad claim are not. */
