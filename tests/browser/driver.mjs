@@ -77,6 +77,8 @@ const ops = {
     watch(page);
     return true;
   },
+  // Requests to URLs matching the glob fail as on a dead network.
+  async block({ pattern }) { await page.route(pattern, (r) => r.abort('internetdisconnected')); return true; },
   async offline({ on = true }) { await context.setOffline(on); return true; },
   async viewport({ width, height }) { await page.setViewportSize({ width, height }); return true; },
   async goto({ url }) {

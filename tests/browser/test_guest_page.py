@@ -47,9 +47,14 @@ def check_axe(b, where):
 
 
 def screen(b, name, shots, where=None):
-    """The screen `name` is showing: axe passes, and a screenshot is kept."""
+    """The screen `name` is showing: axe passes, it has a title, Quick exit is
+    on screen, every target is at least 44 px, and a screenshot is kept."""
     b.wait("#s-%s h1" % name)
     check_axe(b, where or name)
+    assert b.eval("document.title.trim()"), "no title on %s" % name
+    assert b.eval("!document.getElementById('exit').hidden"), "no Quick exit on %s" % name
+    assert in_view(b, "#exit") == [], name
+    assert b.eval(SMALL) == [], (name, b.eval(SMALL))
     if shots is not None and where:
         shots(b, where)
 
@@ -554,6 +559,18 @@ def test_other_screens(gw, browser, shots):
     b.wait("#s-notice h1")
     assert b.text("#n-service") == "Test Helpline"
     no_problems(b)
+
+
+def test_error_screen(gw, browser, shots):
+    """The gateway's API unreachable on the first load: the error screen, in
+    words, with a title, Quick exit and Try again; axe passes."""
+    b = browser(width=320, height=640)
+    b.call("block", pattern="**/_threshold/gateway/v1/**")
+    b.goto(gw.url)
+    screen(b, "error", shots, "error")
+    assert b.eval("document.title") == "Notes"
+    assert b.text("#s-error h1") == "Something went wrong"
+    no_problems(b, allow=("ERR_INTERNET_DISCONNECTED",))
 
 
 def test_first_load_weight(gw, browser):
