@@ -716,21 +716,25 @@
   function queue(body, file) {
     var li = addMessage('self', t('you'), file ? fileLabel(file.name) : body, Date.now());
     li.localId = newId();
+    li.seq = ++seq;
     li.body = body;
     li.file = file;
     if (file) li.className += ' file';
     pending[li.localId] = li;
     /* Behind others waiting for the network: after them, in order. */
-    if (outbox.length) return hold(li);
+    if (outbox.length || flushing) return hold(li);
     trySend(li);
   }
 
   /* Offline: the message waits in memory (never stored) and goes by itself,
      in order, once the network is back ("online", or a poll that works).
      Its local id makes a second delivery of the same message harmless. */
-  function hold(li, first) {
+  var seq = 0;
+  function hold(li) {
     setMsgState(li, 'queued');
-    if (first) outbox.unshift(li); else outbox.push(li);
+    var i = outbox.length;
+    while (i > 0 && outbox[i - 1].seq > li.seq) i--;
+    outbox.splice(i, 0, li);
   }
   var flushing = false;
   function flush() {
@@ -787,7 +791,7 @@
 			            return true;
 		            /* No answer, or none from the gateway (a proxy's 502/504): the network. */
 		            if (!closed && (!e.status || e.status === 502 || e.status === 504)) {
-			            hold(li, true);
+			            hold(li);
 			            return false;
 		            }
 		            if ((e.status === 409 || e.status === 429 || e.status === 503) && tries < 30) {
