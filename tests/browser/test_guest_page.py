@@ -560,6 +560,18 @@ def test_other_screens(gw, browser, shots):
     no_problems(b)
 
 
+def test_language_screen_in_the_browser_language(gw, browser, shots):
+    """A phone set to Arabic: the language screen itself, heading and Quick
+    exit, is in Arabic and right to left, before anything is chosen."""
+    b = browser(locale="ar")
+    open_link(b, gw.invite_link())
+    screen(b, "lang", None)
+    assert b.text("#s-lang h1") == "اختر لغتك"
+    assert b.text("#exit") == "خروج سريع"
+    assert b.eval("document.documentElement.dir") == "rtl"
+    no_problems(b)
+
+
 def test_error_screen(gw, browser, shots):
     """The gateway's API unreachable on the first load: the error screen, in
     words, with a title, Quick exit and Try again; axe passes."""
