@@ -184,6 +184,22 @@ static enum MHD_Result queue_response(struct MHD_Connection *conn, unsigned stat
 	return MHD_queue_response(conn, status, r);
 }
 
+/*
+ * An API answer's headers: only what keeps JSON safe.  nosniff (never run or
+ * shown as anything but JSON: with it, and JSON's type, a cross-site <script>
+ * or <img> gets nothing, ORB blocks it), no-store (never cached on a shared
+ * phone).  The page's policies (CSP, framing, opener, referrer, permissions)
+ * govern documents, and an API answer is never one: they ride on the page
+ * and its files, not on every poll, where they were most of the bytes an
+ * idle chat costs (docs/performance.md).
+ */
+static void json_headers(struct MHD_Response *r)
+{
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+	MHD_add_response_header(r, "Cache-Control", "no-store");
+}
+
 static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned status, json_t *j)
 {
 	char *text = json_dumps(j, JSON_COMPACT);
@@ -191,8 +207,7 @@ static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned status, j
 	if (!text)
 		text = xstrdup("{}");
 	struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-	common_headers(r);
+	json_headers(r);
 	if (status == 413) /* nothing more from this client on this connection */
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 	enum MHD_Result ret = queue_response(conn, status, r);
@@ -508,12 +523,48 @@ static const struct config_service *resolve_entry(gateway *gw, struct MHD_Connec
 	return svc;
 }
 
+/*
+ * An invitation opened (@p open: inv_open(), binding it to the page's claim)
+ * or redeemed (inv_admit()), in a write transaction of its own.
+ * @return 1 when let in, else 0 with the answer sent in @p ret.
+ */
+static int bind_invite(gateway *gw, struct MHD_Connection *conn, const char *invite, const char *claim,
+                       int open, enum MHD_Result *ret)
+{
+	store_txn *t;
+	int rc = store_txn_begin(gw->env->st, 1, &t);
+	if (rc) {
+		*ret = store_failed(conn, rc);
+		return 0;
+	}
+	struct inv_info inv;
+	rc = open ? inv_open(t, invite, claim, th_now_ms(), &inv) : inv_admit(t, invite, claim, th_now_ms());
+	if (rc == TH_OK)
+		rc = store_txn_commit(t);
+	else
+		store_txn_abort(t);
+	if (rc == TH_EINVAL)
+		*ret = send_error(conn, 400, "TH_BAD_REQUEST", "claim must be 32 base64url characters.", 0);
+	else if (rc == TH_ENOTFOUND)
+		*ret = invalid_invite(conn);
+	else if (rc)
+		*ret = store_failed(conn, rc);
+	return rc == TH_OK;
+}
+
 static enum MHD_Result handle_invitation(gateway *gw, struct MHD_Connection *conn, struct req *rq)
 {
 	enum MHD_Result ret;
 	json_t *j = body_object(conn, rq, &ret);
 	if (!j)
 		return ret;
+	const char *invite = jsonx_str(j, "invite"), *claim = jsonx_str(j, "claim");
+	/* With a claim, bind; without, only look (a use bound to a page's claim
+	 * is not free, so a copy of the link shows nothing either way). */
+	if (invite && !bind_invite(gw, conn, invite, claim, claim != NULL, &ret)) {
+		json_decref(j);
+		return ret;
+	}
 	const struct config_service *svc = resolve_entry(gw, conn, j, &ret);
 	json_decref(j);
 	return svc ? send_json(conn, 200, service_json(svc)) : ret;
@@ -600,6 +651,8 @@ static enum MHD_Result handle_redeem(gateway *gw, struct MHD_Connection *conn, s
 	}
 	const char *invite = jsonx_str(j, "invite");
 	if (!invite && !public_budget(gw, conn, svc, &ret)) /* a public entry link */
+		goto out;
+	if (invite && !bind_invite(gw, conn, invite, jsonx_str(j, "claim"), 0, &ret))
 		goto out;
 	struct conv_started st;
 	int rc = conv_redeem(gw->env, invite, invite ? NULL : svc->name, version, lang, &st);
@@ -1007,6 +1060,21 @@ static enum MHD_Result answer_media(gateway *gw, struct MHD_Connection *conn, st
 
 /* ---- the page's files --------------------------------------------------------- */
 
+/* A document (the page, the SVG icon, which could hold script) gets every
+ * policy; a script, style sheet or strings file is never shown as a
+ * document (nosniff), so the document policies would be bytes for nothing
+ * on each of them. */
+static void asset_headers(struct MHD_Response *r, const char *type)
+{
+	if (!strncmp(type, "text/html", 9) || !strncmp(type, "image/svg", 9)) {
+		common_headers(r);
+		return;
+	}
+	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+	MHD_add_response_header(r, "Cross-Origin-Resource-Policy", "same-origin");
+	MHD_add_response_header(r, "Cache-Control", "no-store");
+}
+
 static enum MHD_Result handle_asset(struct MHD_Connection *conn, const char *url)
 {
 	const struct web_asset *a = web_asset_find(url);
@@ -1030,7 +1098,7 @@ static enum MHD_Result handle_asset(struct MHD_Connection *conn, const char *url
 	MHD_add_response_header(r, MHD_HTTP_HEADER_VARY, "Accept-Encoding");
 	if (a->etag)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, a->etag);
-	common_headers(r);
+	asset_headers(r, a->content_type);
 	enum MHD_Result ret = queue_response(conn, status, r);
 	MHD_destroy_response(r);
 	return ret;

@@ -114,6 +114,101 @@ int inv_consume(store_txn *t, const char *token, uint64_t now_ms, struct inv_inf
 	return rc;
 }
 
+/* The claims bound to @p rec, its "opens" array (created when missing). */
+static json_t *opens_of(json_t *rec)
+{
+	json_t *a = json_object_get(rec, "opens");
+	if (!json_is_array(a)) {
+		a = json_array();
+		json_object_set_new(rec, "opens", a);
+	}
+	return a;
+}
+
+/* The index of @p hex in @p opens, or -1. */
+static long opens_find(const json_t *opens, const char *hex)
+{
+	for (size_t i = 0; i < json_array_size(opens); i++) {
+		const char *v = json_string_value(json_array_get(opens, i));
+		if (v && strcmp(v, hex) == 0)
+			return (long)i;
+	}
+	return -1;
+}
+
+static void claim_hex(const char *claim, char hex[2 * SEC_HASH_LEN + 1])
+{
+	unsigned char h[SEC_HASH_LEN];
+	sec_hash("invite-claim", claim, h);
+	th_hex(hex, h, sizeof(h));
+}
+
+static int put_rec(store_txn *t, const unsigned char *key, json_t *rec)
+{
+	char *val = json_dumps(rec, JSON_COMPACT);
+	int rc = store_put(t, STORE_INVITES, key, SEC_HASH_LEN, val, strlen(val), 0);
+	free(val);
+	return rc;
+}
+
+int inv_open(store_txn *t, const char *token, const char *claim, uint64_t now_ms, struct inv_info *out)
+{
+	if (!sec_token_ok(token))
+		return TH_ENOTFOUND;
+	if (!claim || !sec_token_ok(claim))
+		return TH_EINVAL;
+	unsigned char key[SEC_HASH_LEN];
+	sec_hash(DOMAIN, token, key);
+	json_t *rec = NULL;
+	int rc = lookup(t, key, now_ms, out, &rec);
+	if (rc)
+		return rc;
+	if (out->uses > INV_BIND_MAX)
+		goto out; /* a shared link: not bound */
+	char hex[2 * SEC_HASH_LEN + 1];
+	claim_hex(claim, hex);
+	json_t *opens = opens_of(rec);
+	if (opens_find(opens, hex) >= 0)
+		goto out;
+	if (out->used + json_array_size(opens) >= out->uses) {
+		rc = TH_ENOTFOUND;
+		goto out;
+	}
+	json_array_append_new(opens, json_string(hex));
+	rc = put_rec(t, key, rec);
+out:
+	json_decref(rec);
+	return rc;
+}
+
+int inv_admit(store_txn *t, const char *token, const char *claim, uint64_t now_ms)
+{
+	if (!sec_token_ok(token))
+		return TH_ENOTFOUND;
+	unsigned char key[SEC_HASH_LEN];
+	sec_hash(DOMAIN, token, key);
+	json_t *rec = NULL;
+	struct inv_info inv;
+	int rc = lookup(t, key, now_ms, &inv, &rec);
+	if (rc)
+		return rc;
+	json_t *opens = opens_of(rec);
+	long at = -1;
+	if (claim && sec_token_ok(claim)) {
+		char hex[2 * SEC_HASH_LEN + 1];
+		claim_hex(claim, hex);
+		at = opens_find(opens, hex);
+	}
+	if (at >= 0) {
+		json_array_remove(opens, (size_t)at);
+		rc = put_rec(t, key, rec);
+	} else if (inv.uses <= INV_BIND_MAX && inv.used + json_array_size(opens) >= inv.uses) {
+		rc = TH_ENOTFOUND;
+	}
+	json_decref(rec);
+	return rc;
+}
+
 char *inv_link(const struct config *cfg, const char *token)
 {
 	return xasprintf("%s/#invite=%s", cfg->gw_public_url, token);

@@ -64,6 +64,37 @@ int inv_check(store_txn *t, const char *token, uint64_t now_ms, struct inv_info 
  */
 int inv_consume(store_txn *t, const char *token, uint64_t now_ms, struct inv_info *out);
 
+/*
+ * Binding on first open (docs/guest-experience.md, "The link and the
+ * browser's history").  The page opening a link makes a random claim, kept
+ * in that browser tab only, and POST /invitation binds the invitation to it:
+ * the record gets "opens": [hex sec_hash("invite-claim", claim), ...].  A
+ * bound use is one no other claim can open or redeem, so the link left in
+ * the browser's history is worth nothing once the guest's tab has opened it.
+ * Invitations of more than INV_BIND_MAX uses are shared links, like a public
+ * entry: they are not bound.
+ */
+#define INV_BIND_MAX 16
+
+/**
+ * Open the invitation @p token for @p claim (SEC_TOKEN_LEN base64url), in
+ * write transaction @p t: a claim already bound is let in again; a new one
+ * is bound while a use is neither spent nor bound to another claim.
+ * @return TH_OK (@p out filled), TH_ENOTFOUND (unknown, used up, expired, or
+ *         every use bound to other claims: alike), TH_EINVAL (a claim that
+ *         is not a token), or a store error.
+ */
+int inv_open(store_txn *t, const char *token, const char *claim, uint64_t now_ms, struct inv_info *out);
+
+/**
+ * May a redeem with @p claim (NULL: none) use the invitation @p token?  In
+ * write transaction @p t: a bound claim may, and is let go (the use the
+ * redeem then counts, inv_consume(), takes its place); no claim or another
+ * one only while a use is neither spent nor bound.
+ * @return TH_OK, TH_ENOTFOUND (as inv_open()), or a store error.
+ */
+int inv_admit(store_txn *t, const char *token, const char *claim, uint64_t now_ms);
+
 /** The link a guest opens: "<gateway.public_url>/#invite=<token>" (new string). */
 char *inv_link(const struct config *cfg, const char *token);
 

@@ -4,6 +4,10 @@
 'use strict';
 (function () {
   var API = '_threshold/gateway/v1/';
+  /* A long poll's wait: the longer, the fewer bytes an idle chat costs (each
+     poll is mostly headers).  Under the gateway's 60 s cap and the 60 s idle
+     timeout of common proxies. */
+  var POLL_MS = 55000;
   var K_SESSION = 'g.s', K_LANG = 'g.l', K_ENTRY = 'g.e';
   var S = {};            /* the strings of the chosen language */
   var page = null;       /* GET /page */
@@ -18,6 +22,10 @@
   var shown = {};        /* feed id -> its message, for a later take-down */
   var blobs = [];        /* object URLs of pictures and files fetched, revoked on leaving */
   var mediaChain = Promise.resolve(); /* fetches, one at a time */
+  var strings = {};      /* language code -> its strings, each file fetched once */
+  var outbox = [];       /* the guest's messages waiting for the network, in order */
+  var countdown = null;  /* the "Trying again in N seconds" timer */
+  var stuck = true;      /* the messages are scrolled to the newest */
 
   function $(id) { return document.getElementById(id); }
   function each(sel, fn) { Array.prototype.forEach.call(document.querySelectorAll(sel), fn); }
@@ -55,6 +63,7 @@
   function applyStrings() {
     each('[data-t]', function (el) { el.textContent = t(el.getAttribute('data-t')); });
     each('[data-t-label]', function (el) { el.setAttribute('aria-label', t(el.getAttribute('data-t-label'))); });
+    each('[data-t-placeholder]', function (el) { el.placeholder = t(el.getAttribute('data-t-placeholder')); });
     $('exit').hidden = false;
   }
   function langInfo(code) {
@@ -68,8 +77,11 @@
     document.documentElement.dir = li && li.dir === 'rtl' ? 'rtl' : 'ltr';
   }
   function loadStrings(code) {
-    return fetch('i18n/' + encodeURIComponent(code) + '.json', { credentials: 'omit' })
-      .then(function (r) { if (!r.ok) throw new Error('strings'); return r.json(); })
+    var got = strings[code] || fetch('i18n/' + encodeURIComponent(code) + '.json', { credentials: 'omit' })
+      .then(function (r) { if (!r.ok) throw new Error('strings'); return r.json(); });
+    strings[code] = got;
+    got.catch(function () { delete strings[code]; });
+    return got
       .then(function (j) {
         S = j;
         lang = code;
@@ -98,7 +110,7 @@
 	    headers['Content-Type'] = opts.raw ? 'application/octet-stream' : 'application/json';
     if (opts.auth && session) headers.Authorization = 'Bearer ' + session.token;
     return fetch(API + path, {
-      method: method, headers: headers, signal: opts.signal, cache: 'no-store', credentials: 'omit',
+      method: method, headers: headers, signal: opts.signal, credentials: 'omit',
       body: body === undefined || opts.raw ? body : JSON.stringify(body)
     }).then(function (res) {
       if (res.ok && opts.blob) return res.blob();
@@ -116,7 +128,10 @@
   /* ---- screens */
   function show(name, noFocus) {
     each('.screen', function (s) { s.hidden = s.id !== 's-' + name; });
-    if (page) document.title = page.title;
+    each('dialog[open]', function (d) { d.close(); });
+    $('main').className = name === 'chat' ? 'is-chat' : '';
+    $('c-menu-open').hidden = name !== 'chat';
+    if (page && page.title) document.title = page.title;
     var h = document.querySelector('#s-' + name + ' h1');
     if (h && !noFocus) h.focus();
   }
@@ -138,7 +153,7 @@
     forgetFiles();
     var url = page && typeof page.exit_url === 'string' && /^https?:\/\//i.test(page.exit_url)
       ? page.exit_url : 'about:blank';
-    try { $('main').textContent = ''; document.title = ''; } catch (e) { /* leaving anyway */ }
+    try { $('main').textContent = ''; } catch (e) { /* leaving anyway */ }
     location.replace(url);
   }
 
@@ -174,7 +189,10 @@
   function showNotice() {
     show('loading', true);
     $('n-error').textContent = '';
-    api('POST', 'invitation', entry).then(function (r) {
+    /* Asked once per entry: a change of language shows the same answer. */
+    var asked = info && info.entry === entry ? Promise.resolve(info) : api('POST', 'invitation', entry);
+    asked.then(function (r) {
+      r.entry = entry;
       info = r;
       var svc = r.service || {};
       $('n-service').textContent = svc.display_name || svc.name || '';
@@ -200,7 +218,7 @@
     var btn = $('n-agree');
     btn.disabled = true;
     var body = { consent: { version: String(info.notice.version), language: info.noticeLang, agreed: true } };
-    if (entry.invite) body.invite = entry.invite; else body.service = entry.service;
+    if (entry.invite) { body.invite = entry.invite; body.claim = entry.claim; } else body.service = entry.service;
     api('POST', 'redeem', body).then(function (r) {
       btn.disabled = false;
       ss(K_ENTRY, null);
@@ -263,7 +281,22 @@
   }
 
   /* ---- the chat */
-  function setStatus(key, v) { $('c-status').textContent = t('status_' + key, v); }
+  /* The connection's state, beside the composer.  While the feed waits out a
+     backoff it counts down to the next try, a second at a time. */
+  function setStatus(key, v) {
+    if (countdown) { clearInterval(countdown); countdown = null; }
+    var st = $('c-status');
+    st.textContent = t('status_' + key, v);
+    st.className = 'status' + (key === 'offline' || key === 'reconnecting' ? ' bad' : '');
+  }
+  function countDown(until) {
+    function tick() {
+      var left = Math.max(1, Math.ceil((until - Date.now()) / 1000));
+      $('c-status').textContent = t(navigator.onLine === false ? 'status_offline' : 'status_reconnecting', { s: left });
+    }
+    setStatus(navigator.onLine === false ? 'offline' : 'reconnecting', { s: Math.max(1, Math.ceil((until - Date.now()) / 1000)) });
+    countdown = setInterval(tick, 1000);
+  }
 
   function openChat(restoring) {
     closed = false;
@@ -272,15 +305,16 @@
     seen = {};
     shown = {};
     pending = {};
+    outbox = [];
+    stuck = true;
     forgetFiles();
     $('c-msgs').textContent = '';
     $('c-service').textContent = session.service || (page && page.title) || '';
     $('c-me').textContent = t('chat_as', { name: session.pseudonym });
     $('c-code').textContent = session.resume_code || '';
     $('c-code-box').hidden = !session.resume_code;
-    $('c-form').hidden = false;
+    $('c-compose').hidden = false;
     $('c-leave').hidden = false;
-    hideConfirm();
     setStatus('connecting');
     show('chat');
     api('GET', 'session', undefined, { auth: true }).then(function (st) {
@@ -320,8 +354,8 @@
       if (gen !== feedGen || closed) return;
       var ctl = new AbortController();
       feedCtl = ctl;
-      var timer = setTimeout(function () { ctl.abort(); }, 40000);
-      api('GET', 'feed?since=' + since + '&timeout_ms=' + (quick ? 0 : 25000), undefined,
+      var timer = setTimeout(function () { ctl.abort(); }, POLL_MS + 15000);
+      api('GET', 'feed?since=' + since + '&timeout_ms=' + (quick ? 0 : POLL_MS), undefined,
         { auth: true, signal: ctl.signal })
         .then(function (r) {
           clearTimeout(timer);
@@ -329,6 +363,7 @@
           failures = 0;
           quick = false;
           render(r.events || []);
+          flush();
           quiet = false;
           if (typeof r.next === 'number' && r.next > since) since = r.next;
 	  /* Where the feed stood when this page's code was current: a
@@ -348,9 +383,11 @@
           failures++;
           quick = true;
           var wait = e.retry || Math.min(30000, 1000 * Math.pow(2, failures - 1)) * (0.75 + Math.random() / 2);
-          if (navigator.onLine === false) setStatus('offline');
-          else setStatus('reconnecting', { s: Math.ceil(wait / 1000) });
-          sleep(wait, gen).then(function (still) { if (still) once(); });
+          countDown(Date.now() + wait);
+          sleep(wait, gen).then(function (still) {
+            if (countdown) { clearInterval(countdown); countdown = null; }
+            if (still) once();
+          });
         });
     }
     once();
@@ -369,11 +406,25 @@
     return e;
   }
 
+  /* Text from staff or another guest, made safe to show: bidirectional
+     overrides, embeddings and isolates (U+202A-202E, U+2066-2069) and the
+     other C0/C1 controls are removed, so "invoice\u202Egpj.exe" cannot show
+     as "invoice exe.jpg"; runs of combining marks are cut to three, so a
+     "zalgo" word cannot spill over other bubbles.  Each piece is then shown
+     in its own isolated element (bdi, dir=auto). */
+  var CONTROLS = /[\u0000-\u0008\u000B-\u001F\u007F-\u009F\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069\uFEFF]/g;
+  var MARKS = null;
+  try { MARKS = new RegExp('(\\p{M}{3})\\p{M}+', 'gu'); } catch (e) { /* an old browser: CSS clips */ }
+  function clean(text) {
+    var s = String(text == null ? '' : text).replace(CONTROLS, '');
+    return MARKS ? s.replace(MARKS, '$1') : s;
+  }
+
   /* One message: sender, time, body, and for the guest's own a state line. */
   function addMessage(role, who, body, ts) {
     var li = el('li', 'msg ' + role);
     var meta = el('p', 'meta');
-    var w = el('span', 'who', who);
+    var w = el('bdi', 'who', clean(who));
     w.dir = 'auto';
     meta.appendChild(w);
     var time = el('time', 'time', fmtTime(ts));
@@ -381,7 +432,7 @@
     meta.appendChild(time);
     li.appendChild(meta);
     var b = el('p', 'body');
-    if (typeof body === 'string') b.textContent = body; else b.appendChild(body);
+    if (typeof body === 'string') b.textContent = clean(body); else b.appendChild(body);
     b.dir = 'auto';
     li.appendChild(b);
     $('c-msgs').appendChild(li);
@@ -398,7 +449,7 @@
     st.className = 'state ' + state;
     st.appendChild(document.createTextNode(t(why || 'state_' + state)));
     if (why) announce(t(why));
-    if (state === 'failed' && !why) {
+    if (state === 'failed' && !why && !closed) {
       var b = el('button', 'retry link', t('retry'));
       b.type = 'button';
       b.onclick = function () { trySend(li); };
@@ -407,8 +458,17 @@
     }
   }
 
+  /* The newest message stays in view: the list is kept scrolled to its end
+     unless the guest scrolled up to read; a shrinking screen (the keyboard
+     opening) keeps it there too. */
   function nearBottom() {
-    return window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 120;
+    var m = $('c-msgs');
+    return m.scrollHeight - m.scrollTop - m.clientHeight < 80;
+  }
+  function toBottom() {
+    var m = $('c-msgs');
+    m.scrollTop = m.scrollHeight;
+    stuck = true;
   }
 
   function render(events) {
@@ -486,7 +546,7 @@
       announce(t('announce', { name: from.name || '', body: ev.body || '' }));
     });
     if (closed) chatClosed();
-    if (stick && events.length) window.scrollTo(0, document.documentElement.scrollHeight);
+    if (stick && events.length) toBottom();
   }
 
   /* A message edited in Matrix: the new words in its place, marked edited
@@ -495,7 +555,7 @@
   {
 	  if (!li || li.classList.contains('removed'))
 		  return;
-	  li.querySelector('.body').textContent = body;
+	  li.querySelector('.body').textContent = clean(body);
 	  markEdited(li);
   }
 
@@ -525,7 +585,7 @@
   function announce(text) {
     if (quiet || !text) return;
     var live = $('live');
-    var p = el('p', null, text);
+    var p = el('p', null, clean(text));
     live.appendChild(p);
     while (live.childNodes.length > 3) live.removeChild(live.firstChild);
   }
@@ -560,7 +620,7 @@
     var parts = t(key || 'file_msg').split('{name}');
     var f = document.createDocumentFragment();
     f.appendChild(document.createTextNode(parts[0]));
-    f.appendChild(el('bdi', null, name));
+    f.appendChild(el('bdi', null, clean(name)));
     if (parts[1]) f.appendChild(document.createTextNode(parts[1]));
     return f;
   }
@@ -609,7 +669,7 @@
       /* Served as a download, not a picture the page may show: a file. */
       if (!/^image\/(png|jpeg|gif|webp)$/.test(blob.type)) return showFile(box, ev, blob);
       var img = el('img');
-      img.alt = ev.attachment.name;
+      img.alt = clean(ev.attachment.name);
       img.src = keep(blob);
       box.appendChild(img);
     }, function (e) {
@@ -656,11 +716,35 @@
   function queue(body, file) {
     var li = addMessage('self', t('you'), file ? fileLabel(file.name) : body, Date.now());
     li.localId = newId();
+    li.seq = ++seq;
     li.body = body;
     li.file = file;
     if (file) li.className += ' file';
     pending[li.localId] = li;
+    /* Behind others waiting for the network: after them, in order. */
+    if (outbox.length || flushing) return hold(li);
     trySend(li);
+  }
+
+  /* Offline: the message waits in memory (never stored) and goes by itself,
+     in order, once the network is back ("online", or a poll that works).
+     Its local id makes a second delivery of the same message harmless. */
+  var seq = 0;
+  function hold(li) {
+    setMsgState(li, 'queued');
+    var i = outbox.length;
+    while (i > 0 && outbox[i - 1].seq > li.seq) i--;
+    outbox.splice(i, 0, li);
+  }
+  var flushing = false;
+  function flush() {
+    if (flushing || closed || !outbox.length) return;
+    flushing = true;
+    var li = outbox.shift();
+    trySend(li).then(function (ok) {
+      flushing = false;
+      if (ok) flush();
+    });
   }
 
   function send(ev) {
@@ -673,22 +757,24 @@
     unchoose();
     if (body.trim()) queue(body);
     if (file) queue(null, file);
-    window.scrollTo(0, document.documentElement.scrollHeight);
+    toBottom();
     ta.focus();
   }
 
+  /* @return a promise of true when the gateway has the message, false if not. */
   function trySend(li, tries) {
     tries = tries || 0;
     setMsgState(li, 'sending');
     var file = li.file;
-    if (li.body === null && !file) return setMsgState(li, 'failed', 'state_failed');
+    if (li.body === null && !file) { setMsgState(li, 'failed', 'state_failed'); return Promise.resolve(true); }
     /* Too big for this service: say so without spending the guest's data on it. */
     if (file && page && typeof page.max_upload_bytes === 'number' && file.size > page.max_upload_bytes) {
       li.file = null;
       delete pending[li.localId];
-      return setMsgState(li, 'failed', 'file_too_big');
+      setMsgState(li, 'failed', 'file_too_big');
+      return Promise.resolve(true);
     }
-    (file ? api('POST', 'upload?local_id=' + li.localId, file, {auth : true, raw : true})
+    return (file ? api('POST', 'upload?local_id=' + li.localId, file, {auth : true, raw : true})
 	  : api('POST', 'send', {local_id : li.localId, body : li.body}, {auth : true}))
 	    .then(
 	            function() {
@@ -698,24 +784,37 @@
 		            li.file = null;
 		            if (wake)
 			            wake();
+		            return true;
 	            },
 	            function(e) {
 		            if (li.state === 'sent')
-			            return;
-		            if ((e.status === 409 || e.status === 429 || e.status === 503) && tries < 30) {
-			            return setTimeout(function() {
-				            trySend(li, tries + 1);
-			            }, e.retry || 1000);
+			            return true;
+		            /* No answer, or none from the gateway (a proxy's 502/504): the network. */
+		            if (!closed && (!e.status || e.status === 502 || e.status === 504)) {
+			            hold(li);
+			            return false;
 		            }
-		            if (e.status === 401)
-			            return sessionEnded();
+		            if ((e.status === 409 || e.status === 429 || e.status === 503) && tries < 30) {
+			            return new Promise(function(resolve) {
+				            setTimeout(function() {
+					            resolve(trySend(li, tries + 1));
+				            }, e.retry || 1000);
+			            });
+		            }
+		            if (e.status === 401) {
+			            sessionEnded();
+			            return false;
+		            }
 		            if (e.status === 410) {
 			            li.file = null;
 			            setMsgState(li, 'failed');
-			            return chatClosed();
+			            chatClosed();
+			            return false;
 		            }
-		            if (!file)
-			            return setMsgState(li, e.status === 413 ? 'too_long' : 'failed');
+		            if (!file) {
+			            setMsgState(li, e.status === 413 ? 'too_long' : 'failed');
+			            return true;
+		            }
 		            var why = e.status === 413              ? 'file_too_big'
 		                      : e.code === 'TH_DAMAGED'     ? 'file_damaged'
 		                      : e.code === 'TH_UNSAFE_FILE' ? 'file_unsafe'
@@ -727,17 +826,22 @@
 			            delete pending[li.localId];
 		            }
 		            setMsgState(li, 'failed', why);
+		            return true;
 	            });
   }
 
+  /* Closed by staff (or ended): nothing is offered that cannot work. What
+     waited for the network is marked not sent, without "Try again". */
   function chatClosed() {
     closed = true;
     stopFeed();
     unchoose();
+    outbox.splice(0).forEach(function (li) { setMsgState(li, 'failed', 'state_failed'); });
+    each('#c-msgs .state .retry', function (b) { b.parentNode.removeChild(b); });
     setStatus('closed');
-    $('c-form').hidden = true;
+    $('c-compose').hidden = true;
     $('c-leave').hidden = true;
-    $('c-confirm-leave').hidden = true;
+    if ($('c-confirm-leave').open) $('c-confirm-leave').close();
   }
 
   function sessionEnded() {
@@ -747,19 +851,21 @@
     showClosed('expired');
   }
 
-  /* ---- End chat, Delete my data: each with a confirm step */
-  function hideConfirm() {
-    each('.confirm', function (c) { c.hidden = true; });
-    $('c-actions').hidden = false;
+  /* ---- the menu (the chat's other actions) and the confirm steps of End
+     chat and Delete my data: modal dialogs, one at a time.  Each has its own
+     Quick exit; Esc or its Close/Cancel button closes it. */
+  function openDialog(id, from) {
+    each('dialog[open]', function (d) { d.close(); });
+    var d = $(id);
+    d.returnFocus = from || null;
+    var err = d.querySelector('.c-confirm-error');
+    if (err) err.textContent = '';
+    d.showModal();
+    d.querySelector('h2').focus();
   }
-  function showConfirm(id) {
-    hideConfirm();
-    var box = $(id);
-    box.querySelector('.c-confirm-error').textContent = '';
-    box.hidden = false;
-    $('c-actions').hidden = true;
-    box.querySelector('h2').focus({ preventScroll: true });
-    box.scrollIntoView({ block: 'nearest' });
+  function closeDialog(d) {
+    if (!d.open) return;
+    d.close();
   }
   function confirmed(id, path, body, reason) {
     var box = $(id);
@@ -772,6 +878,7 @@
     });
     function done() {
       Array.prototype.forEach.call(buttons, function (b) { b.disabled = false; });
+      closeDialog(box);
       session = null;
       stopFeed();
       wipe();
@@ -781,28 +888,46 @@
   }
 
   /* ---- start */
+  /* The link's fragment, read and taken out of the address (and this tab's
+     entry) before anything else runs.  Chromium has already written the
+     address to its history by now: what makes that copy useless is the
+     claim (docs/guest-experience.md, "The link and the browser's history").
+     The first open binds the invitation to a random claim kept in this tab
+     only; the same link opened again anywhere else finds it taken. */
   function readFragment() {
     var h = location.hash.replace(/^#/, '');
     if (!h) return null;
     var p = new URLSearchParams(h);
-    /* The token must not stay in the address bar, the history or a bookmark. */
     history.replaceState(null, '', location.pathname + location.search);
-    if (p.get('invite')) return { invite: p.get('invite') };
+    if (p.get('invite')) return { invite: p.get('invite'), claim: newClaim() };
     if (p.get('service')) return { service: p.get('service') };
     return null;
   }
+  function newClaim() {
+    var a = new Uint8Array(24);
+    crypto.getRandomValues(a);
+    return btoa(String.fromCharCode.apply(null, a)).replace(/\+/g, '-').replace(/\//g, '_');
+  }
+
+  /* The visual viewport is what the guest sees: the on-screen keyboard takes
+     the rest.  The page is made exactly that tall, so the composer sits just
+     above the keyboard and the newest message just above the composer. */
+  function fitViewport() {
+    var vv = window.visualViewport;
+    var h = vv ? vv.height : window.innerHeight;
+    var keep = stuck && !$('s-chat').hidden;
+    document.documentElement.style.setProperty('--app-h', Math.round(h) + 'px');
+    if (window.scrollY) window.scrollTo(0, 0);
+    if (keep) toBottom();
+  }
 
   function wire() {
-    $('exit').onclick = quickExit;
+    each('.exit', function (b) { b.onclick = quickExit; });
     document.addEventListener('keydown', function (e) {
       if (e.key !== 'Escape' && e.key !== 'Esc') return;
       var now = Date.now();
       if (now - lastEsc < 1500) { e.preventDefault(); quickExit(); return; }
       lastEsc = now;
-      if (!$('s-chat').hidden && (!$('c-confirm-leave').hidden || !$('c-confirm-erase').hidden)) {
-        hideConfirm();
-        $('c-actions').querySelector('button:not([hidden])').focus();
-      }
     });
     $('n-agree').onclick = agree;
     $('n-decline').onclick = decline;
@@ -826,28 +951,39 @@
     $('c-text').onkeydown = function (e) {
       if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) send(e);
     };
-    $('c-leave').onclick = function () { showConfirm('c-confirm-leave'); };
-    $('c-erase').onclick = function () { showConfirm('c-confirm-erase'); };
+    $('c-msgs').addEventListener('scroll', function () { stuck = nearBottom(); });
+    $('c-menu-open').onclick = function () { openDialog('c-menu', $('c-menu-open')); };
+    $('c-leave').onclick = function () { openDialog('c-confirm-leave', $('c-menu-open')); };
+    $('c-erase').onclick = function () { openDialog('c-confirm-erase', $('c-menu-open')); };
     $('c-leave-yes').onclick = function () { confirmed('c-confirm-leave', 'leave', {}, 'left'); };
     $('c-erase-yes').onclick = function () { confirmed('c-confirm-erase', 'erase', { confirm: true }, 'erased'); };
-    each('.c-cancel', function (b) { b.onclick = function () { hideConfirm(); $('c-leave').focus(); }; });
-    window.addEventListener('online', function () { if (wake) wake(); });
+    each('.d-close', function (b) { b.onclick = function () { closeDialog(b.closest('dialog')); }; });
+    each('dialog', function (d) {
+      d.addEventListener('close', function () {
+        var to = d.returnFocus;
+        d.returnFocus = null;
+        if (to && !to.hidden && !document.querySelector('dialog[open]')) to.focus();
+      });
+    });
+    window.addEventListener('online', function () { if (wake) wake(); flush(); });
     /* A poll in flight when the network goes will not come back: drop it now. */
     window.addEventListener('offline', function () {
       if (feedCtl && !closed && !$('s-chat').hidden) feedCtl.abort();
     });
     /* A new link opened in this tab changes only the fragment: start again from it. */
     window.addEventListener('hashchange', function () { if (location.hash) location.reload(); });
+    if (window.visualViewport) window.visualViewport.addEventListener('resize', fitViewport);
+    window.addEventListener('resize', fitViewport);
+    fitViewport();
   }
 
-  function start() {
-    var fresh = readFragment();
+  function start(fresh) {
     if (fresh) ss(K_ENTRY, JSON.stringify(fresh));
     try { entry = fresh || JSON.parse(ss(K_ENTRY) || 'null'); } catch (e) { entry = null; }
-    var strings = loadStrings(guessLang()).catch(function () { return loadStrings('en'); });
+    var first = loadStrings(guessLang()).catch(function () { return loadStrings('en'); });
     api('GET', 'page').then(function (p) {
       page = p;
-      document.title = p.title || '';
+      if (p.title) document.title = p.title;
       $('bar-title').textContent = p.title || '';
       each('.to-resume', function (b) { b.hidden = !p.resume_codes; });
       if (p.accept_pdf) {
@@ -856,7 +992,7 @@
       }
       var want = ss(K_LANG) || guessLang();
       if (!langInfo(want)) want = langInfo('en') ? 'en' : ((p.languages || [])[0] || { code: 'en' }).code;
-      return strings.then(function () {
+      return first.then(function () {
         if (want !== lang) return loadStrings(want);
         setDir();
       });
@@ -868,10 +1004,11 @@
       if (!ss(K_LANG) && (page.languages || []).length > 1) return showLang();
       proceed();
     }).catch(function () {
-      strings.then(function () { showError(); }, function () { showError(); });
+      first.then(function () { showError(); }, function () { showError(); });
     });
   }
 
+  var fresh = readFragment();
   wire();
-  start();
+  start(fresh);
 }());

@@ -65,6 +65,20 @@ const ops = {
     watch(page);
     return true;
   },
+  // A browser with a profile on disk (history, favicons, sessions, storage),
+  // as a phone's browser keeps one: what a test can search afterwards.
+  async launch_persistent({ dir, width = 360, height = 640, locale = 'en-GB' }) {
+    context = await chromium.launchPersistentContext(dir, {
+      executablePath: process.env.CHROMIUM || '/usr/bin/chromium', headless: true, args: FLAGS,
+      viewport: { width, height }, locale, reducedMotion: 'reduce',
+    });
+    browser = context;
+    page = context.pages()[0] || await context.newPage();
+    watch(page);
+    return true;
+  },
+  // Requests to URLs matching the glob fail as on a dead network.
+  async block({ pattern }) { await page.route(pattern, (r) => r.abort('internetdisconnected')); return true; },
   async offline({ on = true }) { await context.setOffline(on); return true; },
   async viewport({ width, height }) { await page.setViewportSize({ width, height }); return true; },
   async goto({ url }) {
@@ -125,7 +139,7 @@ const ops = {
   async text({ selector }) { return page.textContent(selector); },
   async screenshot({ path, full = true }) { await page.screenshot({ path, fullPage: full }); return path; },
   // axe-core on the page as it is now; violations at or above the impacts asked.
-  async axe({ impacts = ['serious', 'critical'] }) {
+  async axe({ impacts = ['minor', 'moderate', 'serious', 'critical'] }) {
     await page.evaluate(AXE_SOURCE);
     const res = await page.evaluate(() => globalThis.axe.run(document, {
       resultTypes: ['violations'],

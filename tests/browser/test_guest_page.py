@@ -2,13 +2,14 @@
 
 Debian's Chromium is driven through tests/browser/driver.mjs (playwright-core);
 the staff side is a matrix-nio client, as in tests/integration.  Each screen
-is checked with axe-core (no serious or critical violation) and saved as a
+is checked with axe-core (no violation at any impact level) and saved as a
 screenshot for docs/guest-experience.md (see conftest.py: `shots`).
 """
 
 import base64
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -46,9 +47,14 @@ def check_axe(b, where):
 
 
 def screen(b, name, shots, where=None):
-    """The screen `name` is showing: axe passes, and a screenshot is kept."""
+    """The screen `name` is showing: axe passes, it has a title, Quick exit is
+    on screen, every target is at least 44 px, and a screenshot is kept."""
     b.wait("#s-%s h1" % name)
     check_axe(b, where or name)
+    assert b.eval("document.title.trim()"), "no title on %s" % name
+    assert b.eval("!document.getElementById('exit').hidden"), "no Quick exit on %s" % name
+    assert in_view(b, "#exit") == [], name
+    assert b.eval(SMALL) == [], (name, b.eval(SMALL))
     if shots is not None and where:
         shots(b, where)
 
@@ -209,6 +215,11 @@ def test_delete_my_data(gw, browser, shots):
     gw.staff_says(room, "Hello, I'm Sam. Take your time.")
     b.wait_js("document.querySelector('.msg.staff')", timeout=60000)
     screen(b, "chat", shots, "4-chat")
+    b.click("#c-menu-open")
+    b.wait("#c-menu h2")
+    check_axe(b, "options")
+    if shots is not None:
+        shots(b, "5-options")
     b.click("#c-erase")
     b.wait("#c-confirm-erase h2")
     check_axe(b, "erase confirm")
@@ -222,28 +233,71 @@ def test_delete_my_data(gw, browser, shots):
     no_problems(b)
 
 
-def test_offline_then_retry(gw, browser, shots):
-    """Offline: the status says so in words, a message shows "Not sent" with
-    Try again; back online, the feed reconnects and the retry is delivered once."""
-    b = browser()
+def test_offline_message_sent_when_back(gw, browser, shots):
+    """Offline: the state shows beside the composer, in words; two messages
+    written meanwhile wait ("it will be sent when it is back", nothing to
+    press); back online, both arrive once each, in order, by themselves."""
+    b = browser(width=320, height=640)
     pseudonym = to_chat(b, gw, "en", prefix=None)
     send(b, "first")
     b.call("offline", on=True)
     b.wait_js("/offline/.test(document.getElementById('c-status').textContent)")
-    b.fill("#c-text", "while offline")
-    b.click("#c-form button[type=submit]")
-    b.wait(".msg.self .state.failed .retry")
-    assert "Not sent" in b.text(".msg.self .state.failed")
+    for text in ("while offline", "and again"):
+        b.fill("#c-text", text)
+        b.click("#c-form button[type=submit]")
+    b.wait_js("document.querySelectorAll('.msg.self .state.queued').length === 2")
+    assert b.eval("document.querySelector('#c-msgs .retry')") is None
+    # The connection's state is on screen, just above the text box.
+    st = b.eval("(() => { const s = document.getElementById('c-status').getBoundingClientRect(),"
+                " t = document.getElementById('c-text').getBoundingClientRect();"
+                " return [s.top, s.bottom, t.top, innerHeight]; })()")
+    assert 0 <= st[0] and st[1] <= st[2] and st[2] < st[3], st
     if shots is not None:
         shots(b, "offline")
     b.call("offline", on=False)
-    b.wait_js("/Connected/.test(document.getElementById('c-status').textContent)", timeout=60000)
-    b.click(".msg.self .state.failed .retry")
     b.wait_js("[...document.querySelectorAll('.msg.self')].every(m => m.querySelector('.state.sent'))",
               timeout=60000)
-    room, _ = gw.staff_sees(pseudonym, "while offline")
+    room = gw.portal(pseudonym)
+    gw.staff_sees(pseudonym, "and again")
     bodies = [ev.get("content", {}).get("body") for ev in gw.history(room)]
-    assert bodies.count("while offline") == 1, bodies
+    assert bodies.count("while offline") == 1 and bodies.count("and again") == 1, bodies
+    assert bodies.index("while offline") < bodies.index("and again"), bodies  # oldest first
+    no_problems(b, allow=("ERR_INTERNET_DISCONNECTED",))
+
+
+def test_countdown_and_closed_chat(gw, browser, shots):
+    """The feed failing: "Trying again in N seconds" counts down a second at
+    a time, beside the composer.  Staff close the chat: no composer, no Try
+    again, no End chat: nothing offered that cannot work."""
+    b = browser()
+    pseudonym = to_chat(b, gw, "en", prefix=None)
+    send(b, "hello")
+    room, _ = gw.staff_sees(pseudonym, "hello")
+    # The network half-broken (the feed's requests fail, as behind a bad
+    # proxy); the page's own fetch is wrapped from outside, which the CSP allows.
+    b.eval("(() => { const f = window.fetch; window.__f = f; window.fetch = (u, o) =>"
+           " /feed/.test(u) ? Promise.reject(new TypeError('down')) : f(u, o); })()")
+    b.call("offline", on=True)   # the poll in flight is dropped ...
+    b.call("offline", on=False)  # ... and the next ones fail: backoff, 1, 2, 4, 8 s
+    readings = []
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        m = re.search(r"in (\d+) seconds", b.text("#c-status"))
+        if m and (not readings or readings[-1] != int(m.group(1))):
+            readings.append(int(m.group(1)))
+        if any(x - y == 1 for x, y in zip(readings, readings[1:])):
+            break
+        time.sleep(0.25)
+    assert any(x - y == 1 for x, y in zip(readings, readings[1:])), \
+        "no countdown, only %s" % readings
+    b.eval("window.fetch = window.__f")
+    b.wait_js("/Connected/.test(document.getElementById('c-status').textContent)", timeout=60000)
+    gw.staff_says(room, "!threshold close")
+    b.wait_js("/ended/.test(document.getElementById('c-status').textContent)", timeout=60000)
+    assert b.eval("document.getElementById('c-compose').hidden")
+    assert b.eval("document.querySelector('#c-msgs .retry')") is None
+    assert b.eval("document.getElementById('c-leave').hidden")
+    check_axe(b, "chat closed by staff")
     no_problems(b, allow=("ERR_INTERNET_DISCONNECTED",))
 
 
@@ -382,6 +436,7 @@ def test_staff_picture_and_file(gw, browser, shots):
     assert b.eval("Object.keys(sessionStorage).sort().join() + '|' + localStorage.length") == "g.l,g.s|0"
     no_problems(b)
 
+    b.click("#c-menu-open")
     b.click("#c-leave")
     b.click("#c-leave-yes")
     b.wait("#s-closed h1")
@@ -449,11 +504,17 @@ def test_keyboard_only(gw, browser, shots):
     tab_to(b, "#c-form button[type=submit]")
     b.press("Enter")
     b.wait_js("document.querySelector('.msg.self .state.sent')", timeout=60000)
+    tab_to(b, "#c-menu-open")
+    b.press("Enter")
+    b.wait_js("document.activeElement.matches('#c-menu h2')")
     tab_to(b, "#c-leave")
     b.press("Enter")
     b.wait_js("document.activeElement.matches('#c-confirm-leave h2')")
-    b.press("Escape")  # one Esc closes the confirm step
-    b.wait_js("document.getElementById('c-confirm-leave').hidden")
+    b.press("Escape")  # one Esc closes the confirm step, back to Options
+    b.wait_js("!document.getElementById('c-confirm-leave').open")
+    b.wait_js("document.activeElement.matches('#c-menu-open')")
+    b.eval("new Promise(r => setTimeout(r, 1600))")  # not a second Esc: that is Quick exit
+    b.press("Enter")
     tab_to(b, "#c-leave")
     b.press("Space")
     tab_to(b, "#c-leave-yes")
@@ -487,8 +548,10 @@ def test_other_screens(gw, browser, shots):
     b.click("#n-decline")
     screen(b, "closed", shots)
     assert b.eval("sessionStorage.getItem('g.e')") is None
-    # Declining used nothing up: the same link still opens the notice.
-    assert gw.invitation_ok(link.split("#invite=", 1)[1])
+    # The link was bound to that tab's claim when it opened, and declining
+    # forgot the claim: the same link opened again finds it taken.
+    open_link(b, link)
+    screen(b, "invalid", None)
 
     # A service's public entry link opens the same notice.
     open_link(b, gw.url + "#service=helpline")
@@ -497,11 +560,40 @@ def test_other_screens(gw, browser, shots):
     no_problems(b)
 
 
+def test_language_screen_in_the_browser_language(gw, browser, shots):
+    """A phone set to Arabic: the language screen itself, heading and Quick
+    exit, is in Arabic and right to left, before anything is chosen."""
+    b = browser(locale="ar")
+    open_link(b, gw.invite_link())
+    screen(b, "lang", None)
+    assert b.text("#s-lang h1") == "اختر لغتك"
+    assert b.text("#exit") == "خروج سريع"
+    assert b.eval("document.documentElement.dir") == "rtl"
+    no_problems(b)
+
+
+def test_error_screen(gw, browser, shots):
+    """The gateway's API unreachable on the first load: the error screen, in
+    words, with a title, Quick exit and Try again; axe passes."""
+    b = browser(width=320, height=640)
+    b.call("block", pattern="**/_threshold/gateway/v1/**")
+    b.goto(gw.url)
+    screen(b, "error", shots, "error")
+    assert b.eval("document.title") == "Notes"
+    assert b.text("#s-error h1") == "Something went wrong"
+    no_problems(b, allow=("ERR_INTERNET_DISCONNECTED",))
+
+
 def test_first_load_weight(gw, browser):
     """Everything a first visit transfers, up to the notice in Arabic (page,
-    script, styles, icon, two string files, the API answers): within 30 KB."""
+    script, styles, icon, two string files, the API answers): within 25 KB,
+    each file fetched once.  Then what an open chat costs (the bench's chat
+    figures): an idle minute within 1 KB over HTTP/1.1."""
     b = browser()
     open_link(b, gw.invite_link())
+    choose_language(b, "en")  # the strings already fetched: not fetched again
+    b.wait("#s-notice h1")
+    b.click("#s-notice .to-lang")
     choose_language(b, "ar")
     b.wait("#s-notice h1")
     b.eval("new Promise(r => setTimeout(r, 300))")  # let the icon finish
@@ -511,9 +603,178 @@ def test_first_load_weight(gw, browser):
     total = sum(e[1] for e in entries)
     print("first load: %d bytes transferred in %d responses" % (total, len(entries)))
     assert all(e[1] > 0 for e in entries), entries  # nothing came from a cache
-    assert 0 < total <= 30 * 1024, entries
-    # The bench's --url mode measures the same gateway and agrees on the budget.
+    files = [e[0] for e in entries if "/_threshold/" not in e[0]]
+    assert len(files) == len(set(files)), "a file fetched twice: %s" % files
+    assert 0 < total <= 25 * 1024, entries
+    # The bench's --url mode measures the same gateway and agrees on the budgets.
     r = subprocess.run([sys.executable, os.path.join(SOURCE_DIR, "bench", "page_weight.py"),
-                        "--url", gw.url, "--check"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stdout + r.stderr
+                        "--url", gw.url, "--service", "helpline", "--check"],
+                       capture_output=True, text=True, timeout=120)
     print(r.stdout)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+# -- the layout on a phone ------------------------------------------------------
+
+SIZES = ((320, 640), (375, 812), (768, 1024))
+KEYBOARD = 0.45  # an on-screen keyboard takes about this much of a phone's height
+
+IN_VIEW = """(sel => { const vv = visualViewport, out = [];
+  for (const e of document.querySelectorAll(sel)) {
+    if (!e.getClientRects().length) continue;
+    const r = e.getBoundingClientRect();
+    if (r.top < -0.5 || r.left < -0.5 || r.bottom > vv.height + 0.5 || r.right > vv.width + 0.5)
+      out.push([e.id || e.className || e.tagName, Math.round(r.top), Math.round(r.bottom),
+                Math.round(r.left), Math.round(r.right), vv.width, vv.height]);
+  }
+  return out; })(%s)"""
+
+SMALL = """[...document.querySelectorAll('button, summary, label[for=c-file], input[type=checkbox] + label')]
+  .filter(e => e.getClientRects().length && getComputedStyle(e).visibility !== 'hidden')
+  .map(e => [e.id || e.textContent.trim().slice(0, 20), e.getBoundingClientRect()])
+  .filter(([, r]) => r.height < 43.5 || r.width < 43.5)
+  .map(([n, r]) => [n, Math.round(r.width), Math.round(r.height)])"""
+
+
+def in_view(b, selector):
+    return b.eval(IN_VIEW % js(selector))
+
+
+def test_chat_layout_with_the_keyboard_open(gw, browser, shots):
+    """At 320x640, 375x812 and 768x1024, in English and Arabic: the newest
+    message and the composer are inside the visual viewport, with and
+    without an on-screen keyboard (the viewport's height shrunk, as Chrome
+    on Android does); the Options dialog and each confirm step have every
+    button on screen; every target is at least 44 px; axe passes on each."""
+    for code in ("en", "ar"):
+        b = browser(width=320, height=640)
+        to_chat(b, gw, code, prefix=None)
+        for i in range(12):
+            b.fill("#c-text", "message %d: a line long enough to wrap on a narrow phone screen" % i)
+            b.click("#c-send")
+        b.wait_js("document.querySelectorAll('.msg.self .state.sent').length === 12", timeout=90000)
+        for width, height in SIZES:
+            for keyboard in (False, True):
+                h = int(height * (1 - KEYBOARD)) if keyboard else height
+                b.call("viewport", width=width, height=h)
+                b.eval("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+                if keyboard:
+                    b.click("#c-text")
+                where = "%s %dx%d%s" % (code, width, h, " keyboard" if keyboard else "")
+                assert in_view(b, "#c-msgs .msg:last-child, #c-text, #c-send, label[for=c-file], #exit,"
+                                  " #c-menu-open") == [], where
+                assert b.eval("document.documentElement.scrollWidth") <= width, where
+                assert b.eval(SMALL) == [], where
+                if shots is not None and width == 320 and code in ("en", "ar"):
+                    shots(b, "%s-chat-320%s" % (code, "-keyboard" if keyboard else ""))
+            b.call("viewport", width=width, height=height)
+            b.click("#c-menu-open")
+            b.wait("#c-menu h2")
+            assert in_view(b, "#c-menu, #c-menu button") == [], (code, width, "options")
+            assert b.eval(SMALL) == [], (code, width, "options")
+            check_axe(b, "options %s %d" % (code, width))
+            for opener, dialog in (("#c-leave", "#c-confirm-leave"), ("#c-erase", "#c-confirm-erase")):
+                b.click(opener)
+                b.wait(dialog + " h2")
+                assert in_view(b, "%s, %s button" % (dialog, dialog)) == [], (code, width, dialog)
+                check_axe(b, "%s %s %d" % (dialog, code, width))
+                if shots is not None and width == 320:
+                    shots(b, "%s-%s-320" % (code, dialog[1:]))
+                b.click(dialog + " .c-cancel")
+                b.wait_js("!document.querySelector('dialog[open]')")
+                b.click("#c-menu-open")
+            b.click("#c-menu .d-close")
+        check_axe(b, "chat " + code)
+        no_problems(b)
+
+
+def test_bidi_controls_and_long_text_from_staff(gw, browser, shots):
+    """A right-to-left override in a staff message or a staff name reorders
+    nothing around it ("invoice gpj.exe" is not shown as "invoice exe.jpg");
+    combining marks stay in their bubble; a 10,000-letter word wraps inside it."""
+    b = browser(width=320, height=640)
+    pseudonym = to_chat(b, gw, "en", prefix=None)
+    send(b, "hello")
+    room, _ = gw.staff_sees(pseudonym, "hello")
+    gw.staff_says(room, "invoice \u202egpj.exe please")
+    gw.staff_says(room, "Z" + "\u0301\u0316" * 150 + "alg" + "\u0327" * 80 + "o")
+    gw.staff_says(room, "x" * 10000)
+    b.wait_js("[...document.querySelectorAll('.msg.staff .body')].some(e => e.textContent.length >= 10000)",
+              timeout=60000)
+    order = b.eval("""(() => {
+      const body = [...document.querySelectorAll('.msg.staff .body')].find(e => e.textContent.includes('gpj'));
+      const t = body.firstChild, s = t.data, r = document.createRange();
+      const x = i => { r.setStart(t, i); r.setEnd(t, i + 1); return r.getBoundingClientRect().left; };
+      return {text: s, g: x(s.indexOf('gpj')), e: x(s.indexOf('exe')), p: x(s.indexOf('please'))}; })()""")
+    assert "\u202e" not in order["text"], order
+    assert order["g"] < order["e"] < order["p"], order
+    # No control character of any kind in what the page shows from staff.
+    shown = b.eval("[...document.querySelectorAll('#c-msgs .who, #c-msgs .body')].map(e => e.textContent).join('')")
+    assert not re.search("[\u202a-\u202e\u2066-\u2069\u200e\u200f\x00-\x08\x0b-\x1f\x7f-\x9f]", shown)
+    # Each name and body is isolated from what is around it.
+    assert b.eval("[...document.querySelectorAll('#c-msgs .who')].every(e => e.tagName === 'BDI' && e.dir === 'auto')")
+    assert b.eval("[...document.querySelectorAll('#c-msgs .body')].every(e => e.dir === 'auto')")
+    # Marks and long words: inside the bubble, nothing sideways.
+    boxes = b.eval("""[...document.querySelectorAll('#c-msgs .msg')].map(m => {
+      const r = m.getBoundingClientRect(), l = document.getElementById('c-msgs').getBoundingClientRect();
+      return [r.left >= l.left - 0.5 && r.right <= l.right + 0.5, m.scrollWidth <= m.clientWidth + 1,
+              getComputedStyle(m).overflowX]; })""")
+    assert all(b_[0] and b_[1] for b_ in boxes), boxes
+    assert b.eval("document.getElementById('c-msgs').scrollWidth <= document.getElementById('c-msgs').clientWidth")
+    zalgo = b.eval("[...document.querySelectorAll('.msg.staff .body')].find(e => e.textContent.startsWith('Z'))"
+                   ".closest('li').getBoundingClientRect().height")
+    assert zalgo < 120, zalgo
+    no_problems(b)
+
+
+def test_quick_exit_leaves_no_token_in_the_profile(gw, browser, tmp_path):
+    """A browser with a profile on disk, as on a phone.  One link opened and
+    left by Quick exit at the notice (before agreeing); another taken to the
+    chat, a message written, Quick exit; the browser closed.  No session
+    token, code or message is anywhere in the profile's files (history,
+    favicons, sessions, storage, cache).  The links the history kept open
+    nothing: whoever picks up the phone and opens one sees only that the
+    link does not work."""
+    profile = str(tmp_path / "profile")
+    b = browser(profile=profile)
+    b.goto(gw.before_url)
+    b.call("set_origin", url=gw.url)
+    first = gw.invite_link()
+    open_link(b, first)
+    choose_language(b, "en")
+    b.wait("#s-notice h1")
+    assert b.eval("document.title") == gw.page_title
+    b.click("#exit")
+    b.wait_js("location.href === %s" % js(gw.exit_url))
+    assert not gw.invitation_ok(first.split("#invite=", 1)[1]), "the link left in history still opens"
+
+    to_chat(b, gw, "en", keep=True, prefix=None)
+    send(b, "a secret of mine")
+    s = b.eval("JSON.parse(localStorage.getItem('g.s') || sessionStorage.getItem('g.s'))")
+    secrets_ = {"session token": s["token"], "resume code": s["resume_code"],
+                "message": "a secret of mine"}
+    b.click("#exit")
+    b.wait_js("location.href === %s" % js(gw.exit_url))
+    b.close()
+
+    found, names = {}, []
+    for root, _dirs, files in os.walk(profile):
+        for f in files:
+            path = os.path.join(root, f)
+            names.append(os.path.relpath(path, profile))
+            try:
+                data = open(path, "rb").read()
+            except OSError:
+                continue
+            for what, value in secrets_.items():
+                if value and (value.encode() in data or value.encode("utf-16-le") in data):
+                    found.setdefault(what, []).append(os.path.relpath(path, profile))
+    assert "Default/History" in names, names  # the history was there to search
+    assert found == {}, found
+
+    c = browser()
+    c.goto(first)
+    c.wait_js("!document.getElementById('s-lang').hidden || !document.getElementById('s-invalid').hidden")
+    if c.eval("!document.getElementById('s-lang').hidden"):
+        choose_language(c, "en")
+    screen(c, "invalid", None)

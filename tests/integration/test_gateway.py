@@ -78,13 +78,63 @@ def test_page_config_and_notice(env, threshold, service):
     page = r.json()
     assert page["title"] and page["exit_url"].startswith("http")
     assert {"code": "ar", "name": "العربية", "dir": "rtl"} in page["languages"]
-    assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+    # An API answer carries only what keeps JSON safe; the page's policies
+    # are on the page and its files (docs/gateway-api.md, "Headers").
     assert r.headers["Cache-Control"] == "no-store"
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    assert "Content-Security-Policy" not in r.headers and "X-Frame-Options" not in r.headers
+    p = api.get(env.gw_url + "/", timeout=10)
+    assert "default-src 'none'" in p.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in p.headers["Content-Security-Policy"]
+    assert p.headers["X-Frame-Options"] == "DENY" and p.headers["Cache-Control"] == "no-store"
     r = api.post(env.gw_url + API + "/invitation", json={"service": "helpline"}, timeout=10)
     assert r.status_code == 200, r.text
     j = r.json()
     assert j["service"]["display_name"] == "Test Helpline"
     assert j["notice"] == {"version": "3", "languages": {"en": NOTICE_EN, "es": "Línea de ayuda de prueba."}}
+
+
+def test_invitation_bound_to_first_open(env, threshold, service):
+    """The link left in a browser's history is useless once opened: the first
+    open binds the invitation to the page's claim (kept in that tab only);
+    the same link opened with any other claim, or redeemed without it, gets
+    the same answer as a used link, while the claim's holder goes on."""
+    import secrets as _s
+
+    def claim():
+        return _s.token_urlsafe(24)
+
+    def post(path, body):
+        return api.post(env.gw_url + API + path, json=body, timeout=10)
+
+    token = invite_link_token(new_invite(threshold)["link"])
+    mine, other = claim(), claim()
+    assert post("/invitation", {"invite": token, "claim": mine}).status_code == 200
+    # Opened again in the same tab (a reload): still fine.
+    assert post("/invitation", {"invite": token, "claim": mine}).status_code == 200
+    # From the history, in another tab or by someone else: the used-link answer.
+    r = post("/invitation", {"invite": token, "claim": other})
+    assert r.status_code == 404 and r.json()["errcode"] == "TH_INVITE_INVALID", r.text
+    consent = {"version": "3", "language": "en", "agreed": True}
+    for body in ({"invite": token, "consent": consent},
+                 {"invite": token, "claim": other, "consent": consent}):
+        r = post("/redeem", body)
+        assert r.status_code == 404 and r.json()["errcode"] == "TH_INVITE_INVALID", r.text
+    assert post("/invitation", {"invite": token, "claim": "short"}).status_code == 400
+    r = post("/redeem", {"invite": token, "claim": mine, "consent": consent})
+    assert r.status_code == 200, r.text
+    assert post("/invitation", {"invite": token, "claim": mine}).status_code == 404
+
+    # Two uses: two tabs may bind one each; a third cannot, nor can a redeem
+    # without a claim take a bound use.
+    token = invite_link_token(new_invite(threshold, "--uses", "2")["link"])
+    a, b = claim(), claim()
+    assert post("/invitation", {"invite": token, "claim": a}).status_code == 200
+    r = post("/redeem", {"invite": token, "consent": consent})  # a use is still free
+    assert r.status_code == 200, r.text
+    assert post("/invitation", {"invite": token, "claim": b}).status_code == 404
+    assert post("/redeem", {"invite": token, "consent": consent}).status_code == 404
+    assert post("/redeem", {"invite": token, "claim": a, "consent": consent}).status_code == 200
 
 
 def test_conversation_end_to_end(env, threshold, service):

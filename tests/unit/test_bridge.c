@@ -2690,11 +2690,68 @@ static void test_staff_names_cleaned(void)
 	test_env_close(&e);
 }
 
+/* Binding on first open: the tab that opened a link keeps its use; a copy
+ * of the link (from the browser's history) with any other claim, or none,
+ * finds nothing; a shared link of many uses is not bound. */
+static void test_invite_claims(void)
+{
+	struct test_env e;
+	struct txn_env env;
+	env_init(&e, &env);
+	const struct config_service *svc = &e.cfg.services[0];
+	uint64_t week = th_now_ms() + 7 * 86400000ull;
+	store_txn *t;
+	struct inv_info info;
+	char one[SEC_TOKEN_LEN + 1], two[SEC_TOKEN_LEN + 1], many[SEC_TOKEN_LEN + 1];
+	char a[SEC_TOKEN_LEN + 1], b[SEC_TOKEN_LEN + 1], c[SEC_TOKEN_LEN + 1];
+	CHECK_EQ_INT(sec_token_new(a), TH_OK);
+	CHECK_EQ_INT(sec_token_new(b), TH_OK);
+	CHECK_EQ_INT(sec_token_new(c), TH_OK);
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(inv_create(t, e.au, svc, NULL, 1, week, "@staff:test.local", one), TH_OK);
+	CHECK_EQ_INT(inv_create(t, e.au, svc, NULL, 2, week, "@staff:test.local", two), TH_OK);
+	CHECK_EQ_INT(inv_create(t, e.au, svc, NULL, INV_BIND_MAX + 1, week, "@staff:test.local", many),
+	             TH_OK);
+	uint64_t now = th_now_ms();
+
+	/* One use: bound to a; a again is fine; b, no claim, a bad claim are not. */
+	CHECK_EQ_INT(inv_open(t, one, a, now, &info), TH_OK);
+	CHECK_EQ_INT(inv_open(t, one, a, now, &info), TH_OK);
+	CHECK_EQ_INT(inv_open(t, one, b, now, &info), TH_ENOTFOUND);
+	CHECK_EQ_INT(inv_open(t, one, "short", now, &info), TH_EINVAL);
+	CHECK_EQ_INT(inv_admit(t, one, NULL, now), TH_ENOTFOUND);
+	CHECK_EQ_INT(inv_admit(t, one, b, now), TH_ENOTFOUND);
+	/* a redeems: let go of the claim, the use counted; then nothing opens it. */
+	CHECK_EQ_INT(inv_admit(t, one, a, now), TH_OK);
+	CHECK_EQ_INT(inv_consume(t, one, now, &info), TH_OK);
+	CHECK_EQ_INT(inv_open(t, one, a, now, &info), TH_ENOTFOUND);
+	CHECK_EQ_INT(inv_check(t, one, now, &info), TH_ENOTFOUND);
+
+	/* Two uses: a binds one; a redeem without a claim takes the other; b
+	 * finds none; a still redeems. */
+	CHECK_EQ_INT(inv_open(t, two, a, now, &info), TH_OK);
+	CHECK_EQ_INT(inv_admit(t, two, NULL, now), TH_OK);
+	CHECK_EQ_INT(inv_consume(t, two, now, &info), TH_OK);
+	CHECK_EQ_INT(inv_open(t, two, b, now, &info), TH_ENOTFOUND);
+	CHECK_EQ_INT(inv_admit(t, two, NULL, now), TH_ENOTFOUND);
+	CHECK_EQ_INT(inv_admit(t, two, a, now), TH_OK);
+	CHECK_EQ_INT(inv_consume(t, two, now, &info), TH_OK);
+
+	/* A shared link is not bound: every claim opens it. */
+	CHECK_EQ_INT(inv_open(t, many, a, now, &info), TH_OK);
+	CHECK_EQ_INT(inv_open(t, many, b, now, &info), TH_OK);
+	CHECK_EQ_INT(inv_open(t, many, c, now, &info), TH_OK);
+	CHECK_EQ_INT(inv_admit(t, many, NULL, now), TH_OK);
+	store_txn_abort(t);
+	test_env_close(&e);
+}
+
 int main(void)
 {
 	log_threshold = LOG_WARN;
 	test_secret();
 	test_invites();
+	test_invite_claims();
 	test_feed();
 	test_media_parsing();
 	test_attachments();

@@ -71,7 +71,7 @@ used |= {k for k in re.findall(r"\bt\('([a-z_]+)'", app) if not k.endswith("_")}
 # Keys built from a prefix in app.js: each value the code can produce.
 families = {
     "status_": ["connecting", "waiting", "open", "reconnecting", "offline", "closed"],
-    "state_": ["sending", "sent", "failed", "too_long"],
+    "state_": ["sending", "sent", "failed", "too_long", "queued"],
     "closed_": ["declined", "left", "erased", "staff", "expired"],
 }
 for prefix, values in families.items():
@@ -94,7 +94,9 @@ class Scan(html.parser.HTMLParser):
 
     def handle_data(self, data):
         # Words in the markup would not be translated: all come from i18n/.
-        if data.strip() and self.lasttag not in ("script", "style"):
+        # The one exception is the neutral <title>, there before any script
+        # runs (what the browser's history shows until GET /page answers).
+        if data.strip() and self.lasttag not in ("script", "style", "title"):
             self.problems.append("text %r in the markup" % data.strip()[:40])
 
     def handle_starttag(self, tag, attrs):
@@ -121,6 +123,7 @@ check(len(s.ids) == len(set(s.ids)), "index.html ids are unique")
 for ref in set(re.findall(r"\$\('([\w-]+)'\)", app)):
     check(ref in s.ids, "app.js's $('%s') is in index.html" % ref)
 check(re.search(r'<html lang="en" dir="ltr">', index), "index.html starts with lang and dir")
+check(re.search(r'<title>\w[^<]*</title>', index), "index.html has a neutral title of its own")
 
 for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
              "new Function", "createContextualFragment", "DOMParser"):
