@@ -30,6 +30,9 @@ pkgs+=(
   chromium fonts-dejavu-core
   # the Ansible role's test (tests/ansible)
   ansible-core
+  # the SMS channel's end-to-end test: Kannel's bearerbox and smsbox, and
+  # its fake SMSC (fakesmsc) from kannel-extras
+  kannel kannel-extras
 )
 # Node.js and npm from Debian only when the machine has no node of its own.
 if ! command -v node >/dev/null 2>&1; then
