@@ -27,7 +27,7 @@
  * Every rule of both tables needs a passing case.
  *
  * A case with "decide": "channel" asks what a channel conversation (SMS)
- * does with one message (policy/channel.h) instead:
+ * does with one message (policy/chanrules.h) instead:
  * input.json:    {"decide": "channel", "event": "in", "stage": "notice", "text": "oui"}
  *                ("text" is classified by pol_chan_word_of with "languages"
  *                (default 4) languages; or give "word" by name instead)
@@ -60,7 +60,7 @@
 
 #include <jansson.h>
 
-#include "channel.h"
+#include "chanrules.h"
 #include "exposure.h"
 #include "policy.h"
 #include "visibility.h"
@@ -345,7 +345,7 @@ static unsigned char covered[MAX_RULES];
 static unsigned char covered_view[MAX_RULES];
 static unsigned char covered_chan[MAX_RULES];
 
-/* A channel case (policy/channel.h): @return 1 if it passed. */
+/* A channel case (policy/chanrules.h): @return 1 if it passed. */
 static int run_channel(const json_t *in, const char *exp_path, char *why, size_t whylen)
 {
 	struct pol_chan_facts f = {0};

@@ -1,9 +1,9 @@
 /*
- * channel.c - the rule table for conversations by an outside channel (SMS),
+ * chanrules.c - the rule table for conversations by an outside channel (SMS),
  * the keywords people use to stop, erase and agree, and their names.
  * Pure: no I/O, no clock, no globals beyond constant tables.
  */
-#include "channel.h"
+#include "chanrules.h"
 
 #include <stddef.h>
 #include <string.h>

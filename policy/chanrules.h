@@ -1,5 +1,5 @@
 /*
- * channel.h - what a conversation by an outside channel (SMS, and later
+ * chanrules.h - what a conversation by an outside channel (SMS, and later
  * WhatsApp) may do, decided per message: the person's words classified
  * (pol_chan_word: STOP, DELETE, YES, a language number, or anything else)
  * and, with where the person stands (nothing yet, asked for a language,
@@ -9,11 +9,11 @@
  * number that has not written first and agreed.
  *
  * Pure like policy.h: no I/O, no clock, no allocation.  The rules are one
- * table in channel.c, read top to bottom; the first row that matches
+ * table in chanrules.c, read top to bottom; the first row that matches
  * decides.  docs/policy.md ("Channels") says each rule in plain words.
  */
-#ifndef THRESHOLD_POLICY_CHANNEL_H
-#define THRESHOLD_POLICY_CHANNEL_H
+#ifndef THRESHOLD_POLICY_CHANRULES_H
+#define THRESHOLD_POLICY_CHANRULES_H
 
 #include <stddef.h>
 
