@@ -98,10 +98,11 @@ struct answer {
 
 static const struct config_service *service_by_number(const struct config *cfg, const char *to)
 {
-	char want[SMS_MAX_NUMBER];
+	/* gateways differ on the "+": Kannel's %P often has none */
+	const char *t = to[0] == '+' ? to + 1 : to;
 	for (size_t i = 0; i < cfg->nservices; i++) {
 		const char *n = cfg->services[i].sms_number;
-		if (n && sms_number_norm(n, want) == TH_OK && strcmp(want, to) == 0)
+		if (n && strcmp(n[0] == '+' ? n + 1 : n, t) == 0)
 			return &cfg->services[i];
 	}
 	return NULL;
@@ -290,6 +291,8 @@ static struct answer answer_text(sms_channel *s, const struct sms_in *in)
 	return a;
 }
 
+static int ascii_only(const char *s);
+
 /* ---- the listener ------------------------------------------------------------------- */
 
 struct req {
@@ -376,11 +379,20 @@ static enum MHD_Result finish(sms_channel *s, struct MHD_Connection *conn, const
 	explicit_bzero(&in, sizeof(in));
 	if (s->twilio)
 		return reply(conn, a.status, "text/xml; charset=utf-8", sms_twiml(a.status == 200 ? a.say : NULL));
-	/* Kannel texts the body back to the sender (omit-empty: nothing for "") */
+	/* Kannel texts the body back to the sender (omit-empty: nothing for "");
+	 * beyond ASCII as UCS-2 (X-Kannel-Coding, with accept-x-kannel-headers),
+	 * or letters outside the GSM alphabet would be changed */
 	char *body = a.status == 200 && a.say ? a.say : xstrdup("");
 	if (body != a.say)
 		free(a.say);
-	return reply(conn, a.status, "text/plain; charset=utf-8", body);
+	struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+	MHD_add_response_header(resp, "Content-Type", "text/plain; charset=utf-8");
+	MHD_add_response_header(resp, "Cache-Control", "no-store");
+	if (!ascii_only(body))
+		MHD_add_response_header(resp, "X-Kannel-Coding", "2");
+	enum MHD_Result ret = MHD_queue_response(conn, a.status, resp);
+	MHD_destroy_response(resp);
+	return ret;
 }
 
 static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url, const char *method,

@@ -1018,7 +1018,11 @@ int conv_erase(const struct txn_env *env, const char *guest)
 	json_t *rooms = json_array();
 	if (room_id)
 		json_array_append_new(rooms, json_string(room_id));
-	/* 1. Redact what the guest wrote, as the guest (who may redact their own). */
+	/* 1. Redact what the guest wrote, as the guest (who may redact their own);
+	 * as the bot, which holds the room, once the guest has left it (an SMS
+	 * guest's STOP, then DELETE): a guest outside the room may not. */
+	const char *state = jsonx_str(c, "state");
+	const char *redactor = state && strcmp(state, CONV_CLOSED) == 0 ? cfg->bot_user_id : guest;
 	rc = feed_erase(t, guest, &own);
 	size_t i;
 	json_t *m;
@@ -1026,7 +1030,7 @@ int conv_erase(const struct txn_env *env, const char *guest)
 	{
 		if (rc)
 			break;
-		rc = env->mx->ops->redact(env->mx->ctx, t, jsonx_str(m, "room_id"), guest,
+		rc = env->mx->ops->redact(env->mx->ctx, t, jsonx_str(m, "room_id"), redactor,
 		                          jsonx_str(m, "event_id"), "Deleted at the guest's request");
 		if (rc)
 			break;
