@@ -10,6 +10,7 @@
 #include "sms.h"
 #include "testlib.h"
 #include "util.h"
+#include "whatsapp.h"
 
 static void test_twilio_published_example(void)
 {
@@ -131,11 +132,39 @@ static void test_hash_and_words(void)
 	CHECK_EQ_INT(pol_chan_word_of("", 4, NULL), POL_CHAN_OTHER);
 }
 
+static void test_whatsapp(void)
+{
+	/* the vector computed independently (Python's hmac) over these exact bytes */
+	const char *body = "{\"object\":\"whatsapp_business_account\",\"entry\":[]}";
+	const char *good = "sha256=d3e4f9da0ce6c71ab3dba55929b8eeeee2455349e534924ead19f98d143e904f";
+	char sig[72];
+	wa_signature("app-secret", body, strlen(body), sig);
+	CHECK_STR(sig, good);
+	CHECK(wa_signature_check("app-secret", body, strlen(body), good));
+	CHECK(!wa_signature_check("app-secret", body, strlen(body), NULL));
+	CHECK(!wa_signature_check("other-secret", body, strlen(body), good));
+	CHECK(!wa_signature_check("app-secret", body, strlen(body) - 1, good));
+	CHECK(!wa_signature_check("app-secret", body, strlen(body), good + 7)); /* without "sha256=" */
+	/* the same JSON written again with spaces is other bytes: refused */
+	const char *again = "{\"object\": \"whatsapp_business_account\", \"entry\": []}";
+	CHECK(!wa_signature_check("app-secret", again, strlen(again), good));
+
+	char out[WA_MAX_CHALLENGE + 1];
+	CHECK(wa_verify("subscribe", "vt-123", "1158201444", "vt-123", out));
+	CHECK_STR(out, "1158201444");
+	CHECK(!wa_verify("subscribe", "vt-124", "1158201444", "vt-123", out));
+	CHECK(!wa_verify("unsubscribe", "vt-123", "1158201444", "vt-123", out));
+	CHECK(!wa_verify("subscribe", NULL, "1158201444", "vt-123", out));
+	CHECK(!wa_verify("subscribe", "vt-123", "<script>", "vt-123", out));
+	CHECK(!wa_verify("subscribe", "", "1", "", out));
+}
+
 int main(void)
 {
 	test_twilio_published_example();
 	test_form();
 	test_in_read();
 	test_hash_and_words();
+	test_whatsapp();
 	return TEST_DONE();
 }
