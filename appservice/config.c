@@ -589,8 +589,10 @@ static int check_sms(struct loader *ld, struct config *cfg)
 		size_t digits = 0;
 		for (const char *p = n; p && *p; p++) {
 			if ((*p < '0' || *p > '9') && !(p == n && *p == '+'))
-				return fail(ld, 0, "services.%s.sms_number: \"%s\" is not a phone number (+ and digits)",
-				            cfg->services[i].name, n);
+				return fail(
+				        ld, 0,
+				        "services.%s.sms_number: \"%s\" is not a phone number (+ and digits)",
+				        cfg->services[i].name, n);
 			digits += *p != '+';
 		}
 		if (n && (digits < 3 || digits > 20))
@@ -606,20 +608,27 @@ static int check_sms(struct loader *ld, struct config *cfg)
 		return TH_OK;
 	if (strcmp(cfg->sms_driver, "kannel") == 0) {
 		if (!cfg->sms_secret || strlen(cfg->sms_secret) < 16)
-			return fail(ld, 0, "sms.secret: the kannel driver needs a shared secret of at least 16 "
-			                   "characters (Kannel puts it in the URL it calls)");
+			return fail(ld, 0,
+			            "sms.secret: the kannel driver needs a shared secret of at least 16 "
+			            "characters (Kannel puts it in the URL it calls)");
 		for (const char *p = cfg->sms_secret; *p; p++) {
-			if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-			      *p == '-' || *p == '_'))
-				return fail(ld, 0, "sms.secret: only A-Z, a-z, 0-9, - and _ (it goes in a URL path)");
+			if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+			      (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
+				return fail(
+				        ld, 0,
+				        "sms.secret: only A-Z, a-z, 0-9, - and _ (it goes in a URL path)");
 		}
 		if (!cfg->sms_kannel_sendsms_url || !cfg->sms_kannel_username || !cfg->sms_kannel_password)
-			return fail(ld, 0, "sms.kannel_sendsms_url, sms.kannel_username and sms.kannel_password are "
-			                   "needed with driver kannel");
+			return fail(ld, 0,
+			            "sms.kannel_sendsms_url, sms.kannel_username and sms.kannel_password are "
+			            "needed with driver kannel");
 	} else if (strcmp(cfg->sms_driver, "twilio") == 0) {
-		if (!cfg->sms_twilio_account_sid || !cfg->sms_twilio_auth_token || !cfg->sms_twilio_webhook_url)
-			return fail(ld, 0, "sms.twilio_account_sid, sms.twilio_auth_token and sms.twilio_webhook_url "
-			                   "are needed with driver twilio");
+		if (!cfg->sms_twilio_account_sid || !cfg->sms_twilio_auth_token ||
+		    !cfg->sms_twilio_webhook_url)
+			return fail(
+			        ld, 0,
+			        "sms.twilio_account_sid, sms.twilio_auth_token and sms.twilio_webhook_url "
+			        "are needed with driver twilio");
 	} else {
 		return fail(ld, 0, "sms.driver: \"%s\" is not kannel or twilio", cfg->sms_driver);
 	}

@@ -134,7 +134,7 @@ struct config {
 	char *sms_driver; /* "kannel" or "twilio" */
 	char *sms_listen_address;
 	unsigned sms_listen_port;
-	char *sms_secret; /* Kannel's shared secret: in the URL path, or X-Threshold-Secret */
+	char *sms_secret;             /* Kannel's shared secret: in the URL path, or X-Threshold-Secret */
 	char *sms_kannel_sendsms_url; /* smsbox's sendsms, e.g. http://127.0.0.1:13013/cgi-bin/sendsms */
 	char *sms_kannel_username;
 	char *sms_kannel_password;

@@ -30,13 +30,13 @@
 #include "store.h"
 #include "util.h"
 
-#define KANNEL_PATH     "/sms/kannel"
-#define TWILIO_PATH     "/sms/twilio"
-#define SECRET_HEADER   "X-Threshold-Secret"
-#define NOT_READY_WAIT  20000u /* ms a text waits for a conversation room still being made */
-#define SEND_BATCH      32
-#define RETRY_MIN_MS    2000u
-#define RETRY_MAX_MS    60000u
+#define KANNEL_PATH    "/sms/kannel"
+#define TWILIO_PATH    "/sms/twilio"
+#define SECRET_HEADER  "X-Threshold-Secret"
+#define NOT_READY_WAIT 20000u /* ms a text waits for a conversation room still being made */
+#define SEND_BATCH     32
+#define RETRY_MIN_MS   2000u
+#define RETRY_MAX_MS   60000u
 
 struct sms_channel {
 	const struct txn_env *env;
@@ -72,7 +72,8 @@ static int key_load(const char *path, unsigned char key[SMS_KEY_LEN])
 		goto out;
 	}
 	if (sb.st_size == 0) { /* first start */
-		if (th_random(key, SMS_KEY_LEN) || write(fd, key, SMS_KEY_LEN) != SMS_KEY_LEN || fsync(fd) != 0) {
+		if (th_random(key, SMS_KEY_LEN) || write(fd, key, SMS_KEY_LEN) != SMS_KEY_LEN ||
+		    fsync(fd) != 0) {
 			LOG(LOG_ERROR, "sms: cannot write the lookup key file %s", path);
 			goto out;
 		}
@@ -333,8 +334,8 @@ static int kannel_authorised(sms_channel *s, struct MHD_Connection *conn, const 
 	return secret && given && th_consttime_eq(secret, strlen(secret), given, strlen(given));
 }
 
-static enum MHD_Result finish(sms_channel *s, struct MHD_Connection *conn, const char *url, const char *method,
-                              struct req *r)
+static enum MHD_Result finish(sms_channel *s, struct MHD_Connection *conn, const char *url,
+                              const char *method, struct req *r)
 {
 	int twilio_route = strcmp(url, TWILIO_PATH) == 0;
 	if (r->too_large)
@@ -346,8 +347,8 @@ static enum MHD_Result finish(sms_channel *s, struct MHD_Connection *conn, const
 			return reply(conn, 404, "text/plain", xstrdup("not found\n"));
 		rc = sms_form_parse(r->body ? r->body : "", r->len, &fields);
 		const char *sig = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Twilio-Signature");
-		if (!rc && !sms_twilio_check(s->cfg->sms_twilio_auth_token, s->cfg->sms_twilio_webhook_url, fields,
-		                             sig)) {
+		if (!rc && !sms_twilio_check(s->cfg->sms_twilio_auth_token, s->cfg->sms_twilio_webhook_url,
+		                             fields, sig)) {
 			json_decref(fields);
 			LOG(LOG_WARN, "sms: a webhook without a good X-Twilio-Signature; refused");
 			return reply(conn, 403, "text/plain", xstrdup("forbidden\n"));
@@ -378,14 +379,16 @@ static enum MHD_Result finish(sms_channel *s, struct MHD_Connection *conn, const
 	struct answer a = answer_text(s, &in);
 	explicit_bzero(&in, sizeof(in));
 	if (s->twilio)
-		return reply(conn, a.status, "text/xml; charset=utf-8", sms_twiml(a.status == 200 ? a.say : NULL));
+		return reply(conn, a.status, "text/xml; charset=utf-8",
+		             sms_twiml(a.status == 200 ? a.say : NULL));
 	/* Kannel texts the body back to the sender (omit-empty: nothing for "");
 	 * beyond ASCII as UCS-2 (X-Kannel-Coding, with accept-x-kannel-headers),
 	 * or letters outside the GSM alphabet would be changed */
 	char *body = a.status == 200 && a.say ? a.say : xstrdup("");
 	if (body != a.say)
 		free(a.say);
-	struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+	struct MHD_Response *resp =
+	        MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
 	MHD_add_response_header(resp, "Content-Type", "text/plain; charset=utf-8");
 	MHD_add_response_header(resp, "Cache-Control", "no-store");
 	if (!ascii_only(body))
@@ -396,7 +399,8 @@ static enum MHD_Result finish(sms_channel *s, struct MHD_Connection *conn, const
 }
 
 static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-                              const char *version, const char *upload_data, size_t *upload_size, void **con_cls)
+                              const char *version, const char *upload_data, size_t *upload_size,
+                              void **con_cls)
 {
 	(void)version;
 	sms_channel *s = cls;
@@ -429,7 +433,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 	return finish(s, conn, url, method, r);
 }
 
-static void completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                      enum MHD_RequestTerminationCode toe)
 {
 	(void)cls;
 	(void)conn;
@@ -481,10 +486,12 @@ static int send_one(sms_channel *s, const char *from, const char *to, const char
 		curl_easy_setopt(c, CURLOPT_PASSWORD, cfg->sms_twilio_auth_token);
 		curl_easy_setopt(c, CURLOPT_POSTFIELDS, post);
 	} else {
-		char *eu = sms_urlencode(cfg->sms_kannel_username), *ep = sms_urlencode(cfg->sms_kannel_password);
+		char *eu = sms_urlencode(cfg->sms_kannel_username),
+		     *ep = sms_urlencode(cfg->sms_kannel_password);
 		url = xasprintf("%s%cusername=%s&password=%s&from=%s&to=%s&text=%s&charset=UTF-8&coding=%d",
-		                cfg->sms_kannel_sendsms_url, strchr(cfg->sms_kannel_sendsms_url, '?') ? '&' : '?', eu,
-		                ep, efrom, eto, etext, ascii_only(text) ? 0 : 2);
+		                cfg->sms_kannel_sendsms_url,
+		                strchr(cfg->sms_kannel_sendsms_url, '?') ? '&' : '?', eu, ep, efrom, eto,
+		                etext, ascii_only(text) ? 0 : 2);
 		free(eu);
 		free(ep);
 	}
@@ -555,7 +562,8 @@ static int send_round(sms_channel *s)
 			failed = 1;
 			continue; /* this one is retried; the others go on */
 		}
-		if (conv_chan_sent(s->env, guest, (uint64_t)json_integer_value(json_object_get(item, "upto"))))
+		if (conv_chan_sent(s->env, guest,
+		                   (uint64_t)json_integer_value(json_object_get(item, "upto"))))
 			failed = 1;
 	}
 	size_t n = json_array_size(due);
@@ -647,9 +655,10 @@ int smsch_start(const struct txn_env *env, smsch_on_queue_fn on_queue, void *ctx
 		goto fail;
 	}
 	s->mhd = MHD_start_daemon(flags, (uint16_t)cfg->sms_listen_port, NULL, NULL, handle, s,
-	                          MHD_OPTION_EXTERNAL_LOGGER, log_mhd, (void *)"sms", MHD_OPTION_SOCK_ADDR, &ss,
-	                          MHD_OPTION_NOTIFY_COMPLETED, completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
-	                          (unsigned)30, MHD_OPTION_CONNECTION_LIMIT, (unsigned)64, MHD_OPTION_END);
+	                          MHD_OPTION_EXTERNAL_LOGGER, log_mhd, (void *)"sms", MHD_OPTION_SOCK_ADDR,
+	                          &ss, MHD_OPTION_NOTIFY_COMPLETED, completed, s,
+	                          MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_CONNECTION_LIMIT,
+	                          (unsigned)64, MHD_OPTION_END);
 	if (!s->mhd) {
 		LOG(LOG_ERROR, "sms: cannot listen on %s:%u", cfg->sms_listen_address, cfg->sms_listen_port);
 		goto fail;

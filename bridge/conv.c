@@ -523,7 +523,9 @@ static int redeem(const struct txn_env *env, const char *invite, const char *svc
 	 * nor the address). */
 	json_t *details = json_pack("{s:s, s:s, s:s, s:s}", "service", svc->name, "notice_version", version,
 	                            "language", lang, "entry",
-	                            ch ? ch->name : invite ? "invitation" : "public");
+	                            ch       ? ch->name
+	                            : invite ? "invitation"
+	                                     : "public");
 	struct audit_rec consent = {
 	        .kind = AUDIT_CONSENT_RECORDED, .actor = g.user_id, .subject = g.user_id, .details = details};
 	rc = audit_append(env->au, t, &consent, NULL);
@@ -1954,7 +1956,9 @@ static int hex_to_key(const char *hex, unsigned char key[CONV_CHAN_KEY_LEN])
 		unsigned v = 0;
 		for (size_t j = 0; j < 2; j++) {
 			char c = hex[2 * i + j];
-			v = v * 16 + (unsigned)(c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : 0);
+			v = v * 16 + (unsigned)(c >= '0' && c <= '9'   ? c - '0'
+			                        : c >= 'a' && c <= 'f' ? c - 'a' + 10
+			                                               : 0);
 		}
 		key[i] = (unsigned char)v;
 	}
@@ -2030,7 +2034,8 @@ int conv_chan_state(store *st, const unsigned char key[CONV_CHAN_KEY_LEN], uint6
 	unsigned char k[64];
 	size_t klen = chan_addr_key(k, key);
 	json_t *a = get_json(t, STORE_META, k, klen);
-	const char *stage = jsonx_str(a, "stage"), *lang = jsonx_str(a, "lang"), *guest = jsonx_str(a, "guest");
+	const char *stage = jsonx_str(a, "stage"), *lang = jsonx_str(a, "lang"),
+	           *guest = jsonx_str(a, "guest");
 	uint64_t ts = (uint64_t)json_integer_value(json_object_get(a, "ts"));
 	if (lang && strlen(lang) < sizeof(out->lang))
 		memcpy(out->lang, lang, strlen(lang) + 1);
@@ -2039,7 +2044,8 @@ int conv_chan_state(store *st, const unsigned char key[CONV_CHAN_KEY_LEN], uint6
 		const char *state = jsonx_str(c, "state");
 		if (c) {
 			memcpy(out->guest, guest, strlen(guest) + 1);
-			out->stage = state && strcmp(state, CONV_CLOSED) == 0 ? POL_CHAN_CLOSED : POL_CHAN_OPEN;
+			out->stage =
+			        state && strcmp(state, CONV_CLOSED) == 0 ? POL_CHAN_CLOSED : POL_CHAN_OPEN;
 		}
 		json_decref(c);
 	} else if (stage && ts + CHAN_PENDING_MS > now_ms) {
@@ -2060,8 +2066,9 @@ int conv_chan_pending(const struct txn_env *env, const unsigned char key[CONV_CH
 	unsigned char k[64];
 	size_t klen = chan_addr_key(k, key);
 	if (stage == POL_CHAN_LANG || stage == POL_CHAN_NOTICE) {
-		json_t *a = json_pack("{s:s, s:s, s:I}", "stage", stage == POL_CHAN_NOTICE ? "notice" : "language",
-		                      "lang", lang ? lang : "", "ts", (json_int_t)th_now_ms());
+		json_t *a = json_pack("{s:s, s:s, s:I}", "stage",
+		                      stage == POL_CHAN_NOTICE ? "notice" : "language", "lang",
+		                      lang ? lang : "", "ts", (json_int_t)th_now_ms());
 		rc = put_json(t, STORE_META, k, klen, a);
 		json_decref(a);
 	} else {
@@ -2079,8 +2086,8 @@ int conv_chan_pending(const struct txn_env *env, const unsigned char key[CONV_CH
 	return store_txn_commit(t);
 }
 
-int conv_redeem_channel(const struct txn_env *env, const char *svc_name, const char *version, const char *lang,
-                        const struct conv_channel *ch, char guest[GUESTS_MAX_USER_ID + 1])
+int conv_redeem_channel(const struct txn_env *env, const char *svc_name, const char *version,
+                        const char *lang, const struct conv_channel *ch, char guest[GUESTS_MAX_USER_ID + 1])
 {
 	struct conv_started started;
 	if (!ch || !ch->name || !ch->by || !ch->address || !ch->key)
@@ -2169,7 +2176,7 @@ int conv_chan_due(const struct txn_env *env, const char *channel, size_t max, js
 		const char *state = jsonx_str(c, "state");
 		struct pol_chan_facts f = {.event = POL_CHAN_OUT,
 		                           .stage = state && strcmp(state, CONV_CLOSED) == 0 ? POL_CHAN_CLOSED
-		                                                                              : POL_CHAN_OPEN};
+		                                                                             : POL_CHAN_OPEN};
 		struct pol_chan_decision d;
 		pol_chan_decide(&f, &d);
 		json_t *texts = json_array();
@@ -2185,17 +2192,19 @@ int conv_chan_due(const struct txn_env *env, const char *channel, size_t max, js
 		json_decref(entries);
 		char *address = NULL;
 		if (json_array_size(texts)) {
-			int urc = audit_unseal(env->au, t, guest, jsonx_str(c, "address") ? jsonx_str(c, "address") : "",
+			int urc = audit_unseal(env->au, t, guest,
+			                       jsonx_str(c, "address") ? jsonx_str(c, "address") : "",
 			                       &address);
 			if (urc) { /* erased, or damaged: nothing can go out */
-				LOG(LOG_WARN, "%s: a guest's address cannot be opened (%s); nothing sent", channel,
-				    th_strerror(urc));
+				LOG(LOG_WARN, "%s: a guest's address cannot be opened (%s); nothing sent",
+				    channel, th_strerror(urc));
 				json_array_clear(texts);
 			}
 		}
-		json_array_append_new(due, json_pack("{s:s, s:I, s:o, s:s?, s:s?, s:s?}", "guest", guest, "upto",
-		                                     (json_int_t)next, "texts", texts, "address", address, "lang",
-		                                     jsonx_str(c, "lang"), "service", jsonx_str(c, "service")));
+		json_array_append_new(due,
+		                      json_pack("{s:s, s:I, s:o, s:s?, s:s?, s:s?}", "guest", guest, "upto",
+		                                (json_int_t)next, "texts", texts, "address", address, "lang",
+		                                jsonx_str(c, "lang"), "service", jsonx_str(c, "service")));
 		if (address) {
 			explicit_bzero(address, strlen(address));
 			free(address);

@@ -270,9 +270,9 @@ struct conv_channel {
 
 /** Where an address stands (policy/chanrules.h's stage). */
 struct conv_chan_state {
-	int stage;                             /* enum pol_chan_stage */
-	char lang[16];                         /* chosen language, "" if none yet */
-	char guest[GUESTS_MAX_USER_ID + 1];    /* OPEN and CLOSED: whose conversation */
+	int stage;                          /* enum pol_chan_stage */
+	char lang[16];                      /* chosen language, "" if none yet */
+	char guest[GUESTS_MAX_USER_ID + 1]; /* OPEN and CLOSED: whose conversation */
 };
 
 /**
@@ -298,8 +298,8 @@ int conv_chan_pending(const struct txn_env *env, const unsigned char key[CONV_CH
  * @param guest  out: the new guest's user id
  * @return as conv_redeem(); TH_EINVAL for a @p ch missing a part.
  */
-int conv_redeem_channel(const struct txn_env *env, const char *svc_name, const char *version, const char *lang,
-                        const struct conv_channel *ch, char guest[GUESTS_MAX_USER_ID + 1]);
+int conv_redeem_channel(const struct txn_env *env, const char *svc_name, const char *version,
+                        const char *lang, const struct conv_channel *ch, char guest[GUESTS_MAX_USER_ID + 1]);
 
 /**
  * What is due to go out by channel @p channel: for at most @p max guests

@@ -130,8 +130,8 @@ static int id_ok(const char *s)
 {
 	for (; *s; s++) {
 		char c = *s;
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-		      c == '_' || c == ':' || c == '-'))
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == ':' || c == '-'))
 			return 0;
 	}
 	return 1;
@@ -241,8 +241,7 @@ static const struct words words[] = {
           "Nothing has been passed on yet. Reply YES to agree, or STOP.",
           "Thank you. Your messages now reach the team. Reply STOP to end, DELETE to erase.",
           "This conversation has ended. Nothing more will be sent to you. Reply DELETE to erase it.",
-          "Your conversation and what you sent have been erased.",
-          "Done. Nothing about you has been kept.",
+          "Your conversation and what you sent have been erased.", "Done. Nothing about you has been kept.",
           "There is no conversation with this number. Nothing will be sent to you."}},
         {"fr",
          "Français",
@@ -263,8 +262,7 @@ static const struct words words[] = {
           "Aún no se ha pasado nada. Responda SÍ para aceptar, o STOP.",
           "Gracias. Sus mensajes llegan ahora al equipo. STOP para terminar, BORRAR para borrar.",
           "Esta conversación ha terminado. No se le enviará nada más. BORRAR para borrarla.",
-          "Su conversación y lo que envió han sido borrados.",
-          "Hecho. No se ha guardado nada sobre usted.",
+          "Su conversación y lo que envió han sido borrados.", "Hecho. No se ha guardado nada sobre usted.",
           "No hay ninguna conversación con este número. No se le enviará nada."}},
         {"ar",
          "العربية",
@@ -272,10 +270,8 @@ static const struct words words[] = {
           "أرسل نعم للموافقة والتحدث إلى شخص. أرسل توقف للإنهاء في أي وقت، أو احذف لمسح ما أرسلته.",
           "لم يُرسل أي شيء بعد. أرسل نعم للموافقة، أو توقف.",
           "شكراً. رسائلك تصل الآن إلى الفريق. أرسل توقف للإنهاء، أو احذف للمسح.",
-          "انتهت هذه المحادثة. لن يُرسل إليك شيء آخر. أرسل احذف لمسحها.",
-          "تم مسح محادثتك وما أرسلته.",
-          "تم. لم يُحفظ أي شيء عنك.",
-          "لا توجد محادثة مع هذا الرقم. لن يُرسل إليك شيء."}},
+          "انتهت هذه المحادثة. لن يُرسل إليك شيء آخر. أرسل احذف لمسحها.", "تم مسح محادثتك وما أرسلته.",
+          "تم. لم يُحفظ أي شيء عنك.", "لا توجد محادثة مع هذا الرقم. لن يُرسل إليك شيء."}},
 };
 #define NWORDS (sizeof(words) / sizeof(words[0]))
 
@@ -320,19 +316,31 @@ char *sms_twiml(const char *text)
 	for (size_t i = 0; i < n; i++) {
 		const char *rep = NULL;
 		switch (text[i]) {
-		case '&': rep = "&amp;"; break;
-		case '<': rep = "&lt;"; break;
-		case '>': rep = "&gt;"; break;
-		case '"': rep = "&quot;"; break;
-		case '\'': rep = "&apos;"; break;
-		default: esc[o++] = text[i]; continue;
+		case '&':
+			rep = "&amp;";
+			break;
+		case '<':
+			rep = "&lt;";
+			break;
+		case '>':
+			rep = "&gt;";
+			break;
+		case '"':
+			rep = "&quot;";
+			break;
+		case '\'':
+			rep = "&apos;";
+			break;
+		default:
+			esc[o++] = text[i];
+			continue;
 		}
 		memcpy(esc + o, rep, strlen(rep));
 		o += strlen(rep);
 	}
 	esc[o] = '\0';
-	char *s = xasprintf("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Message>%s</Message></Response>",
-	                    esc);
+	char *s = xasprintf(
+	        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Message>%s</Message></Response>", esc);
 	free(esc);
 	return s;
 }

@@ -1,6 +1,6 @@
 /*
- * fuzz_sms_kannel.c - libFuzzer target: a request from Kannel's sms-service (query or form fields from, to, text, id) read by sms_in_read
- * (bridge/sms.h).  The oracle is in fuzz_sms_common.h.
+ * fuzz_sms_kannel.c - libFuzzer target: a request from Kannel's sms-service (query or form fields from, to,
+ * text, id) read by sms_in_read (bridge/sms.h).  The oracle is in fuzz_sms_common.h.
  */
 #include <stddef.h>
 #include <stdint.h>

@@ -1,6 +1,6 @@
 /*
- * fuzz_sms_twilio.c - libFuzzer target: a Twilio-compatible webhook: the form, its fields (From, To, Body, MessageSid) and X-Twilio-Signature over them
- * (bridge/sms.h).  The oracle is in fuzz_sms_common.h.
+ * fuzz_sms_twilio.c - libFuzzer target: a Twilio-compatible webhook: the form, its fields (From, To, Body,
+ * MessageSid) and X-Twilio-Signature over them (bridge/sms.h).  The oracle is in fuzz_sms_common.h.
  */
 #include <stddef.h>
 #include <stdint.h>

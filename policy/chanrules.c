@@ -109,24 +109,43 @@ enum pol_chan_reason pol_chan_rule_reason(unsigned i)
 /* Each word as written after ASCII letters are upper-cased (letters beyond
  * ASCII are listed in the forms people type). */
 static const char *const stop_words[] = {
-        "STOP", "END", "STOPALL", "UNSUBSCRIBE", "CANCEL", "QUIT",          /* en */
-        "ARRET", "ARRÊT", "ARRêT", "FIN",                                    /* fr */
-        "PARAR", "ALTO", "BASTA",                                            /* es */
-        "\xd8\xaa\xd9\x88\xd9\x82\xd9\x81",                                  /* ar: توقف */
-        "\xd8\xa5\xd9\x86\xd9\x87\xd8\xa7\xd8\xa1",                          /* ar: إنهاء */
+        "STOP",
+        "END",
+        "STOPALL",
+        "UNSUBSCRIBE",
+        "CANCEL",
+        "QUIT", /* en */
+        "ARRET",
+        "ARRÊT",
+        "ARRêT",
+        "FIN", /* fr */
+        "PARAR",
+        "ALTO",
+        "BASTA",                                    /* es */
+        "\xd8\xaa\xd9\x88\xd9\x82\xd9\x81",         /* ar: توقف */
+        "\xd8\xa5\xd9\x86\xd9\x87\xd8\xa7\xd8\xa1", /* ar: إنهاء */
 };
 static const char *const delete_words[] = {
-        "DELETE", "ERASE",                                   /* en */
-        "SUPPRIMER", "EFFACER",                              /* fr */
-        "BORRAR", "ELIMINAR",                                /* es */
-        "\xd8\xa7\xd8\xad\xd8\xb0\xd9\x81",                  /* ar: احذف */
-        "\xd8\xad\xd8\xb0\xd9\x81",                          /* ar: حذف */
+        "DELETE",
+        "ERASE", /* en */
+        "SUPPRIMER",
+        "EFFACER", /* fr */
+        "BORRAR",
+        "ELIMINAR",                         /* es */
+        "\xd8\xa7\xd8\xad\xd8\xb0\xd9\x81", /* ar: احذف */
+        "\xd8\xad\xd8\xb0\xd9\x81",         /* ar: حذف */
 };
 static const char *const yes_words[] = {
-        "YES", "Y", "AGREE", "OK",               /* en */
-        "OUI", "D'ACCORD",                       /* fr */
-        "SI", "SÍ", "Sí",                        /* es */
-        "\xd9\x86\xd8\xb9\xd9\x85",              /* ar: نعم */
+        "YES",
+        "Y",
+        "AGREE",
+        "OK", /* en */
+        "OUI",
+        "D'ACCORD", /* fr */
+        "SI",
+        "SÍ",
+        "Sí",                       /* es */
+        "\xd9\x86\xd8\xb9\xd9\x85", /* ar: نعم */
 };
 
 static int in_list(const char *s, size_t n, const char *const *list, size_t count)
@@ -185,9 +204,9 @@ enum pol_chan_word pol_chan_word_of(const char *text, size_t nlangs, size_t *lan
 static const char *const event_names[] = {"in", "out"};
 static const char *const stage_names[] = {"none", "language", "notice", "open", "closed"};
 static const char *const word_names[] = {"other", "stop", "delete", "yes", "language_number"};
-static const char *const action_names[] = {"refuse",  "ask_language", "send_notice", "remind",
-                                           "open",    "forward",      "end",         "erase",
-                                           "forget",  "confirm",      "send"};
+static const char *const action_names[] = {"refuse", "ask_language", "send_notice", "remind",
+                                           "open",   "forward",      "end",         "erase",
+                                           "forget", "confirm",      "send"};
 static const char *const reason_names[] = {"no_rule",
                                            "stop_ends",
                                            "stop_before_agreeing",

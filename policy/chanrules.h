@@ -67,22 +67,22 @@ enum pol_chan_action {
 
 enum pol_chan_reason {
 	POL_CHAN_R_NO_RULE = 0,
-	POL_CHAN_R_STOP_ENDS,         /* STOP in a conversation ends it */
-	POL_CHAN_R_STOP_BEFORE,       /* STOP before agreeing forgets the number */
-	POL_CHAN_R_STOP_NOTHING,      /* STOP with nothing going on: confirmed */
-	POL_CHAN_R_DELETE_ERASES,     /* DELETE erases the conversation, open or ended */
-	POL_CHAN_R_DELETE_BEFORE,     /* DELETE before agreeing forgets the number */
-	POL_CHAN_R_DELETE_NOTHING,    /* DELETE with nothing kept: confirmed */
-	POL_CHAN_R_FIRST_CONTACT,     /* a first message gets the language menu, and nothing else */
-	POL_CHAN_R_LANGUAGE_CHOSEN,   /* a language number gets the notice in that language */
-	POL_CHAN_R_LANGUAGE_AGAIN,    /* anything else while asked for a language: the menu again */
-	POL_CHAN_R_AGREED,            /* YES to the notice opens the conversation */
-	POL_CHAN_R_NOT_AGREED_YET,    /* anything else after the notice: a reminder, nothing to staff */
-	POL_CHAN_R_WORDS_TO_STAFF,    /* in a conversation, the words reach staff */
-	POL_CHAN_R_AGAIN_AFTER_END,   /* writing again after the end starts afresh, notice first */
-	POL_CHAN_R_OUT_TO_CONVERSATION, /* staff answer a person who wrote and agreed */
+	POL_CHAN_R_STOP_ENDS,             /* STOP in a conversation ends it */
+	POL_CHAN_R_STOP_BEFORE,           /* STOP before agreeing forgets the number */
+	POL_CHAN_R_STOP_NOTHING,          /* STOP with nothing going on: confirmed */
+	POL_CHAN_R_DELETE_ERASES,         /* DELETE erases the conversation, open or ended */
+	POL_CHAN_R_DELETE_BEFORE,         /* DELETE before agreeing forgets the number */
+	POL_CHAN_R_DELETE_NOTHING,        /* DELETE with nothing kept: confirmed */
+	POL_CHAN_R_FIRST_CONTACT,         /* a first message gets the language menu, and nothing else */
+	POL_CHAN_R_LANGUAGE_CHOSEN,       /* a language number gets the notice in that language */
+	POL_CHAN_R_LANGUAGE_AGAIN,        /* anything else while asked for a language: the menu again */
+	POL_CHAN_R_AGREED,                /* YES to the notice opens the conversation */
+	POL_CHAN_R_NOT_AGREED_YET,        /* anything else after the notice: a reminder, nothing to staff */
+	POL_CHAN_R_WORDS_TO_STAFF,        /* in a conversation, the words reach staff */
+	POL_CHAN_R_AGAIN_AFTER_END,       /* writing again after the end starts afresh, notice first */
+	POL_CHAN_R_OUT_TO_CONVERSATION,   /* staff answer a person who wrote and agreed */
 	POL_CHAN_R_OUT_NOT_WRITTEN_FIRST, /* staff cannot start a conversation with a number */
-	POL_CHAN_R_OUT_ENDED,         /* the conversation ended: nothing more goes out */
+	POL_CHAN_R_OUT_ENDED,             /* the conversation ended: nothing more goes out */
 	POL_CHAN_R_COUNT
 };
 

@@ -354,8 +354,9 @@ static int run_channel(const json_t *in, const char *exp_path, char *why, size_t
 	const char *text = json_string_value(json_object_get(in, "text"));
 	const char *word = json_string_value(json_object_get(in, "word"));
 	json_t *nl = json_object_get(in, "languages");
-	int w = text ? (int)pol_chan_word_of(text, nl ? (size_t)json_integer_value(nl) : 4, NULL)
-	             : word ? pol_chan_word_from_name(word) : (int)POL_CHAN_OTHER;
+	int w = text   ? (int)pol_chan_word_of(text, nl ? (size_t)json_integer_value(nl) : 4, NULL)
+	        : word ? pol_chan_word_from_name(word)
+	               : (int)POL_CHAN_OTHER;
 	if (ev < 0 || st < 0 || w < 0) {
 		snprintf(why, whylen, "input.json: unknown event, stage or word");
 		return 0;

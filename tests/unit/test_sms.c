@@ -16,8 +16,8 @@ static void test_twilio_published_example(void)
 {
 	/* twilio.com/docs/usage/security: token 12345, this URL and these
 	 * parameters sign to 0/KCTR6DLpKmkAf8muzZqo1nDgQ= */
-	json_t *p = json_pack("{s:s, s:s, s:s, s:s, s:s}", "CallSid", "CA1234567890ABCDE", "Caller", "+12349013030",
-	                      "Digits", "1234", "From", "+12349013030", "To", "+18005551212");
+	json_t *p = json_pack("{s:s, s:s, s:s, s:s, s:s}", "CallSid", "CA1234567890ABCDE", "Caller",
+	                      "+12349013030", "Digits", "1234", "From", "+12349013030", "To", "+18005551212");
 	const char *url = "https://mycompany.com/myapp.php?foo=1&bar=2";
 	char sig[SMS_TWILIO_SIG_LEN + 1];
 	sms_twilio_sign("12345", url, p, sig);
@@ -69,8 +69,8 @@ static void test_form(void)
 static void test_in_read(void)
 {
 	struct sms_in in;
-	json_t *k = json_pack("{s:s, s:s, s:s, s:s}", "from", "+44 7700 900123", "to", "4477009", "text", "hello",
-	                      "id", "a1b2-c3");
+	json_t *k = json_pack("{s:s, s:s, s:s, s:s}", "from", "+44 7700 900123", "to", "4477009", "text",
+	                      "hello", "id", "a1b2-c3");
 	CHECK_EQ_INT(sms_in_read(k, 0, &in), TH_OK);
 	CHECK_STR(in.from, "+447700900123");
 	CHECK_STR(in.to, "4477009");
@@ -92,8 +92,8 @@ static void test_in_read(void)
 	CHECK_EQ_INT(sms_in_read(k, 0, &in), TH_ETOOLARGE);
 	free(big);
 	json_decref(k);
-	json_t *t = json_pack("{s:s, s:s, s:s, s:s}", "From", "+15005550006", "To", "+15005550001", "Body", "YES",
-	                      "MessageSid", "SM0123456789abcdef");
+	json_t *t = json_pack("{s:s, s:s, s:s, s:s}", "From", "+15005550006", "To", "+15005550001", "Body",
+	                      "YES", "MessageSid", "SM0123456789abcdef");
 	CHECK_EQ_INT(sms_in_read(t, 1, &in), TH_OK);
 	CHECK_STR(in.id, "SM0123456789abcdef");
 	json_decref(t);
@@ -115,8 +115,9 @@ static void test_hash_and_words(void)
 	CHECK(strstr(menu, "1 English / 2 Français / 3 Español / 4 العربية") != NULL);
 	free(menu);
 	char *x = sms_twiml("a < b & \"c\"");
-	CHECK_STR(x, "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Message>a &lt; b &amp; &quot;c&quot;"
-	             "</Message></Response>");
+	CHECK_STR(x,
+	          "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Message>a &lt; b &amp; &quot;c&quot;"
+	          "</Message></Response>");
 	free(x);
 	char *u = sms_urlencode("+44 é&=");
 	CHECK_STR(u, "%2B44%20%C3%A9%26%3D");
