@@ -932,6 +932,13 @@ static int seal_text(audit *a, store_txn *t, const char *subject, const char *te
 	return ok ? TH_OK : TH_ECRYPTO;
 }
 
+int audit_seal(audit *a, store_txn *t, const char *subject, const char *text, char **out)
+{
+	if (!a || !t || !subject || !*subject || !text || !out)
+		return TH_EINVAL;
+	return seal_text(a, t, subject, text, out);
+}
+
 int audit_unseal(audit *a, store_txn *t, const char *subject, const char *sealed, char **out)
 {
 	if (!subject || !*subject || strlen(subject) > AUDIT_MAX_ID || !sealed)

@@ -266,6 +266,16 @@ int audit_erase_subject(audit *a, store_txn *t, const char *subject, const char 
 void audit_txn_committed(audit *a);
 
 /**
+ * Seal @p text under @p subject's key (made if it has none), as
+ * audit_rec.sealed would be, for personal detail kept beside the log (a
+ * channel's outside address): erasing the subject makes it unreadable too.
+ * @param out  new string (caller frees) on success; open with audit_unseal()
+ * @return TH_OK, TH_ETOOLARGE (over AUDIT_MAX_SEALED), TH_ENOTFOUND (the
+ *         subject was erased), TH_EIO, TH_ECRYPTO or a store error.
+ */
+int audit_seal(audit *a, store_txn *t, const char *subject, const char *text, char **out);
+
+/**
  * Open a sealed string of @p subject.
  * @param out  new NUL-terminated string (caller frees) on success
  * @return TH_OK, TH_ENOTFOUND (the subject's key was erased or never

@@ -109,6 +109,22 @@ static const struct option options[] = {
         {"metrics", "enabled", OPT_BOOL, OFF(metrics_enabled), 0, "false", 0, 0},
         {"metrics", "bind", OPT_STRING, OFF(metrics_bind), 0, "127.0.0.1", 0, 0},
         {"metrics", "port", OPT_UINT, OFF(metrics_port), 0, "29335", 1, 65535},
+        {"sms", "enabled", OPT_BOOL, OFF(sms_enabled), 0, "false", 0, 0},
+        {"sms", "driver", OPT_STRING, OFF(sms_driver), 0, "kannel", 0, 0},
+        {"sms", "listen_address", OPT_STRING, OFF(sms_listen_address), 0, "127.0.0.1", 0, 0},
+        {"sms", "listen_port", OPT_UINT, OFF(sms_listen_port), 0, "29336", 0, 65535},
+        {"sms", "secret", OPT_STRING, OFF(sms_secret), 0, NULL, 0, 0},
+        {"sms", "kannel_sendsms_url", OPT_URL, OFF(sms_kannel_sendsms_url), 0, NULL, 0, 0},
+        {"sms", "kannel_username", OPT_STRING, OFF(sms_kannel_username), 0, NULL, 0, 0},
+        {"sms", "kannel_password", OPT_STRING, OFF(sms_kannel_password), 0, NULL, 0, 0},
+        {"sms", "twilio_account_sid", OPT_STRING, OFF(sms_twilio_account_sid), 0, NULL, 0, 0},
+        {"sms", "twilio_auth_token", OPT_STRING, OFF(sms_twilio_auth_token), 0, NULL, 0, 0},
+        {"sms", "twilio_api_url", OPT_URL, OFF(sms_twilio_api_url), 0, "https://api.twilio.com", 0, 0},
+        {"sms", "twilio_webhook_url", OPT_URL, OFF(sms_twilio_webhook_url), 0, NULL, 0, 0},
+        {"sms", "per_number_per_minute", OPT_UINT, OFF(sms_per_number_per_minute), 0, "10", 1, 10000},
+        {"sms", "per_service_per_minute", OPT_UINT, OFF(sms_per_service_per_minute), 0, "600", 1, 1000000},
+        {"sms", "max_body_bytes", OPT_SIZE, OFF(sms_max_body_bytes), 0, "16384", 1024, 1048576},
+        {"sms", "key_file", OPT_STRING, OFF(sms_key_file), 0, NULL, 0, 0},
 };
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
 
@@ -127,6 +143,7 @@ static const struct option service_options[] = {
         {"service", "invite_expiry_hours", OPT_UINT, SOFF(invite_expiry_hours), 0, "168", 1, 8760},
         {"service", "conversation_expiry_days", OPT_UINT, SOFF(conversation_expiry_days), 0, "30", 1, 3650},
         {"service", "inviters", OPT_USERS, SOFF(inviters), 0, NULL, 0, 0},
+        {"service", "sms_number", OPT_STRING, SOFF(sms_number), 0, NULL, 0, 0},
 };
 #define NSERVICE_OPTIONS (sizeof(service_options) / sizeof(service_options[0]))
 #define MAX_SERVICES     256
@@ -564,6 +581,65 @@ static int load_services(struct loader *ld, yaml_document_t *doc, yaml_node_t *m
 	return TH_OK;
 }
 
+/* The sms: section's keys that only make sense together (docs/channels.md). */
+static int check_sms(struct loader *ld, struct config *cfg)
+{
+	for (size_t i = 0; i < cfg->nservices; i++) {
+		const char *n = cfg->services[i].sms_number;
+		size_t digits = 0;
+		for (const char *p = n; p && *p; p++) {
+			if ((*p < '0' || *p > '9') && !(p == n && *p == '+'))
+				return fail(
+				        ld, 0,
+				        "services.%s.sms_number: \"%s\" is not a phone number (+ and digits)",
+				        cfg->services[i].name, n);
+			digits += *p != '+';
+		}
+		if (n && (digits < 3 || digits > 20))
+			return fail(ld, 0, "services.%s.sms_number: \"%s\" needs 3 to 20 digits",
+			            cfg->services[i].name, n);
+		for (size_t j = 0; n && j < i; j++) {
+			if (cfg->services[j].sms_number && strcmp(cfg->services[j].sms_number, n) == 0)
+				return fail(ld, 0, "services.%s.sms_number: %s is already services.%s's",
+				            cfg->services[i].name, n, cfg->services[j].name);
+		}
+	}
+	if (!cfg->sms_enabled)
+		return TH_OK;
+	if (strcmp(cfg->sms_driver, "kannel") == 0) {
+		if (!cfg->sms_secret || strlen(cfg->sms_secret) < 16)
+			return fail(ld, 0,
+			            "sms.secret: the kannel driver needs a shared secret of at least 16 "
+			            "characters (Kannel puts it in the URL it calls)");
+		for (const char *p = cfg->sms_secret; *p; p++) {
+			if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+			      (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
+				return fail(
+				        ld, 0,
+				        "sms.secret: only A-Z, a-z, 0-9, - and _ (it goes in a URL path)");
+		}
+		if (!cfg->sms_kannel_sendsms_url || !cfg->sms_kannel_username || !cfg->sms_kannel_password)
+			return fail(ld, 0,
+			            "sms.kannel_sendsms_url, sms.kannel_username and sms.kannel_password are "
+			            "needed with driver kannel");
+	} else if (strcmp(cfg->sms_driver, "twilio") == 0) {
+		if (!cfg->sms_twilio_account_sid || !cfg->sms_twilio_auth_token ||
+		    !cfg->sms_twilio_webhook_url)
+			return fail(
+			        ld, 0,
+			        "sms.twilio_account_sid, sms.twilio_auth_token and sms.twilio_webhook_url "
+			        "are needed with driver twilio");
+	} else {
+		return fail(ld, 0, "sms.driver: \"%s\" is not kannel or twilio", cfg->sms_driver);
+	}
+	size_t numbers = 0;
+	for (size_t i = 0; i < cfg->nservices; i++)
+		numbers += cfg->services[i].sms_number != NULL;
+	if (!numbers)
+		return fail(ld, 0, "sms.enabled: no service has an sms_number (services.<name>.sms_number)");
+	return TH_OK;
+}
+
 int config_load(const char *path, struct config *out, char *err, size_t errlen)
 {
 	struct loader ld = {path, err, errlen};
@@ -640,6 +716,10 @@ int config_load(const char *path, struct config *out, char *err, size_t errlen)
 		          cfg.gw_max_body_in_flight, cfg.gw_max_upload_bytes);
 		goto fail;
 	}
+	if ((rc = check_sms(&ld, &cfg)))
+		goto fail;
+	if (!cfg.sms_key_file)
+		cfg.sms_key_file = xasprintf("%s/sms-lookup.key", cfg.store_path);
 	if (!cfg.as_url) /* an IPv6 literal goes in brackets (RFC 3986, 3.2.2) */
 		cfg.as_url = xasprintf(strchr(cfg.listen_address, ':') ? "http://[%s]:%u" : "http://%s:%u",
 		                       cfg.listen_address, cfg.listen_port);

@@ -43,6 +43,7 @@ struct config_service {
 	unsigned invite_expiry_hours;      /* default lifetime of a new personal invitation */
 	unsigned conversation_expiry_days; /* a conversation's session and feed end after this */
 	struct config_ids inviters;        /* who may invite; empty: every staff member */
+	char *sms_number;                  /* the number people text to reach it (sms:), or NULL */
 };
 
 struct config {
@@ -128,6 +129,23 @@ struct config {
 	int metrics_enabled;
 	char *metrics_bind; /* an IP address; loopback by default */
 	unsigned metrics_port;
+	/* sms: the SMS channel, through Kannel or a Twilio-compatible API (docs/channels.md) */
+	int sms_enabled;
+	char *sms_driver; /* "kannel" or "twilio" */
+	char *sms_listen_address;
+	unsigned sms_listen_port;
+	char *sms_secret;             /* Kannel's shared secret: in the URL path, or X-Threshold-Secret */
+	char *sms_kannel_sendsms_url; /* smsbox's sendsms, e.g. http://127.0.0.1:13013/cgi-bin/sendsms */
+	char *sms_kannel_username;
+	char *sms_kannel_password;
+	char *sms_twilio_account_sid;
+	char *sms_twilio_auth_token;
+	char *sms_twilio_api_url;     /* REST base, https://api.twilio.com */
+	char *sms_twilio_webhook_url; /* the URL exactly as configured at Twilio (signed) */
+	unsigned sms_per_number_per_minute;
+	unsigned sms_per_service_per_minute;
+	size_t sms_max_body_bytes; /* request body cap, checked before reading */
+	char *sms_key_file;        /* the lookup hash's key (0600); default <store_path>/sms-lookup.key */
 	/* services */
 	struct config_service *services;
 	size_t nservices;

@@ -26,6 +26,7 @@
 #include "matrix_outbox.h"
 #include "outbox.h"
 #include "rooms.h"
+#include "sms_channel.h"
 #include "store.h"
 #include "util.h"
 
@@ -34,17 +35,18 @@
 #define PING_RETRY_MIN_MS 2000u
 #define PING_RETRY_MAX_MS 300000u
 
-/* Who is told that a commit queued actions or grew a guest's feed. */
+/* Who is told that a commit queued actions or grew a guest's feed: the
+ * outbox, and every channel (bridge/channel.h: the web page, SMS). */
 struct wakers {
 	outbox *ob;
-	gateway *gw;
+	struct channels chans;
 };
 
 static void wake_all(void *ctx)
 {
 	struct wakers *w = ctx;
 	outbox_wake(w->ob);
-	gw_notify(w->gw);
+	chan_feed_grew_all(&w->chans);
 }
 
 static void wake_outbox(void *ctx)
@@ -408,6 +410,7 @@ int daemon_serve(const struct config *cfg)
 	audit *au = NULL;
 	outbox *ob = NULL;
 	gateway *gw = NULL;
+	sms_channel *sms = NULL;
 	as_server *srv = NULL;
 	metrics *mx = NULL;
 	cs_client *cs = NULL;
@@ -465,7 +468,13 @@ int daemon_serve(const struct config *cfg)
 	} else {
 		LOG(LOG_INFO, "no services configured: the guest gateway is off (docs/services.md)");
 	}
-	struct wakers wakers = {ob, gw};
+	struct wakers wakers = {.ob = ob};
+	chan_add(&wakers.chans, gw_channel(gw));
+	if (cfg->sms_enabled) {
+		if (smsch_start(&env, wake_all, &wakers, &sms) != TH_OK)
+			goto out;
+		chan_add(&wakers.chans, smsch_channel(sms));
+	}
 	if (as_server_start(&env, wake_all, &wakers, &srv) != TH_OK)
 		goto out;
 	LOG(LOG_INFO, "listening for the homeserver on %s:%u", cfg->listen_address, as_server_port(srv));
@@ -526,6 +535,7 @@ out:
 	/* Order matters: no new transactions, then no more actions, then the store. */
 	metrics_stop(mx);
 	as_server_stop(srv);
+	smsch_stop(sms);
 	gw_stop(gw);
 	if (ob)
 		outbox_stop(ob);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "audit.h"
+#include "chanrules.h"
 #include "config.h"
 #include "feed.h"
 #include "guest_record.h"
@@ -64,6 +65,8 @@ static int conv_put(store_txn *t, const char *guest, const json_t *c)
 {
 	return put_json(t, STORE_CONVS, guest, strlen(guest), c);
 }
+
+static int chan_forget_in(store_txn *t, const char *guest, const json_t *c);
 
 static const char *svc_label(const struct config_service *svc)
 {
@@ -255,8 +258,13 @@ static int room_created(const struct config *cfg, const struct matrix *mx, store
 		if (!rc)
 			rc = mx->ops->room_name(mx->ctx, t, room_id, guest, g.pseudonym);
 	}
-	if (!rc && svc)
-		rc = waiting_notice(cfg, mx, t, svc, g.pseudonym, room_id, th_now_ms());
+	if (!rc && svc) {
+		/* staff see how the guest came ("by SMS"), never the address */
+		const char *by = jsonx_str(c, "by");
+		char *who = by ? xasprintf("%s (%s)", g.pseudonym, by) : xstrdup(g.pseudonym);
+		rc = waiting_notice(cfg, mx, t, svc, who, room_id, th_now_ms());
+		free(who);
+	}
 	json_decref(c);
 	return rc;
 }
@@ -442,8 +450,20 @@ int conv_room_seen_created(const struct txn_env *env, store_txn *t, const struct
 
 /* ---- redeem, resume, auth ---------------------------------------------- */
 
+static int chan_open_in(const struct txn_env *env, store_txn *t, const struct conv_channel *ch, json_t *c,
+                        const char *guest, const char *lang);
+
+static int redeem(const struct txn_env *env, const char *invite, const char *svc_name, const char *version,
+                  const char *lang, const struct conv_channel *ch, struct conv_started *out, char *guest_out);
+
 int conv_redeem(const struct txn_env *env, const char *invite, const char *svc_name, const char *version,
                 const char *lang, struct conv_started *out)
+{
+	return redeem(env, invite, svc_name, version, lang, NULL, out, NULL);
+}
+
+static int redeem(const struct txn_env *env, const char *invite, const char *svc_name, const char *version,
+                  const char *lang, const struct conv_channel *ch, struct conv_started *out, char *guest_out)
 {
 	const struct config *cfg = env->cfg;
 	store_txn *t;
@@ -474,7 +494,7 @@ int conv_redeem(const struct txn_env *env, const char *invite, const char *svc_n
 	}
 	/* the service may have been removed from config since */
 	const struct config_service *svc = entry_open && svc_name ? config_service_find(cfg, svc_name) : NULL;
-	if (svc && !invite && !svc->public_entry)
+	if (svc && !invite && !svc->public_entry && !ch) /* a channel's number is its entry */
 		svc = NULL;
 	struct pol_facts f = {.event = POL_EV_GATEWAY_REDEEM, .entry_open = svc != NULL};
 	struct pol_decision d;
@@ -493,14 +513,20 @@ int conv_redeem(const struct txn_env *env, const char *invite, const char *svc_n
 	if (group)
 		json_object_set_new(c, "room", json_string(group));
 	rc = session_new(cfg, t, g.user_id, c, 1, out);
+	if (!rc && ch)
+		rc = chan_open_in(env, t, ch, c, g.user_id, lang);
 	if (!rc)
 		rc = conv_put(t, g.user_id, c);
 	json_decref(c);
 	if (rc)
 		goto fail;
-	/* Consent: which notice, which language, how they came (never the token). */
+	/* Consent: which notice, which language, how they came (never the token
+	 * nor the address). */
 	json_t *details = json_pack("{s:s, s:s, s:s, s:s}", "service", svc->name, "notice_version", version,
-	                            "language", lang, "entry", invite ? "invitation" : "public");
+	                            "language", lang, "entry",
+	                            ch       ? ch->name
+	                            : invite ? "invitation"
+	                                     : "public");
 	struct audit_rec consent = {
 	        .kind = AUDIT_CONSENT_RECORDED, .actor = g.user_id, .subject = g.user_id, .details = details};
 	rc = audit_append(env->au, t, &consent, NULL);
@@ -539,6 +565,8 @@ int conv_redeem(const struct txn_env *env, const char *invite, const char *svc_n
 	if ((rc = feed_notice(t, g.user_id, svc, "notice", svc->greeting)))
 		goto fail;
 	memcpy(out->pseudonym, g.pseudonym, sizeof(out->pseudonym));
+	if (guest_out)
+		memcpy(guest_out, g.user_id, sizeof(g.user_id));
 	return store_txn_commit(t);
 fail:
 	store_txn_abort(t);
@@ -993,7 +1021,11 @@ int conv_erase(const struct txn_env *env, const char *guest)
 	json_t *rooms = json_array();
 	if (room_id)
 		json_array_append_new(rooms, json_string(room_id));
-	/* 1. Redact what the guest wrote, as the guest (who may redact their own). */
+	/* 1. Redact what the guest wrote, as the guest (who may redact their own);
+	 * as the bot, which holds the room, once the guest has left it (an SMS
+	 * guest's STOP, then DELETE): a guest outside the room may not. */
+	const char *state = jsonx_str(c, "state");
+	const char *redactor = state && strcmp(state, CONV_CLOSED) == 0 ? cfg->bot_user_id : guest;
 	rc = feed_erase(t, guest, &own);
 	size_t i;
 	json_t *m;
@@ -1001,7 +1033,7 @@ int conv_erase(const struct txn_env *env, const char *guest)
 	{
 		if (rc)
 			break;
-		rc = env->mx->ops->redact(env->mx->ctx, t, jsonx_str(m, "room_id"), guest,
+		rc = env->mx->ops->redact(env->mx->ctx, t, jsonx_str(m, "room_id"), redactor,
 		                          jsonx_str(m, "event_id"), "Deleted at the guest's request");
 		if (rc)
 			break;
@@ -1035,9 +1067,11 @@ int conv_erase(const struct txn_env *env, const char *guest)
 		rc = env->mx->ops->deactivate(env->mx->ctx, t, guest, after, nafter);
 	free(after);
 	json_decref(rooms);
-	/* 3. Sessions, resume code, conversation and the pseudonym go. */
+	/* 3. Sessions, resume code, the channel's address, conversation and the pseudonym go. */
 	if (!rc)
 		rc = sessions_end(t, c);
+	if (!rc)
+		rc = chan_forget_in(t, guest, c);
 	if (!rc)
 		rc = store_del(t, STORE_CONVS, guest, strlen(guest));
 	if (!rc) { /* the id stays known (it is in the namespace and the log); the pseudonym goes */
@@ -1874,6 +1908,8 @@ int conv_expire(const struct txn_env *env, uint64_t now_ms, size_t *expired)
 		if (!rc)
 			rc = feed_erase(t, guest, NULL);
 		if (!rc && c)
+			rc = chan_forget_in(t, guest, c);
+		if (!rc && c)
 			rc = store_del(t, STORE_CONVS, guest, strlen(guest));
 		json_decref(c);
 		if (rc) {
@@ -1888,4 +1924,326 @@ int conv_expire(const struct txn_env *env, uint64_t now_ms, size_t *expired)
 	free(ex.guests);
 	*expired = done;
 	return rc;
+}
+
+/* ---- outside channels (channel.h, policy/chanrules.h) ------------------------------ */
+
+/* STORE_META keys: CHAN_ADDR + the address's keyed hash -> where that
+ * address stands with the service; CHAN_OUT + guest -> u64 BE, the last
+ * feed entry the channel carried out. */
+#define CHAN_ADDR       "chan/a/"
+#define CHAN_OUT        "chan/o/"
+#define CHAN_PENDING_MS (24ull * 3600 * 1000) /* an unanswered menu or notice is forgotten after a day */
+
+static size_t chan_addr_key(unsigned char out[64], const unsigned char key[CONV_CHAN_KEY_LEN])
+{
+	memcpy(out, CHAN_ADDR, strlen(CHAN_ADDR));
+	memcpy(out + strlen(CHAN_ADDR), key, CONV_CHAN_KEY_LEN);
+	return strlen(CHAN_ADDR) + CONV_CHAN_KEY_LEN;
+}
+
+static char *chan_out_key(const char *guest, size_t *len)
+{
+	char *k = xasprintf(CHAN_OUT "%s", guest);
+	*len = strlen(k);
+	return k;
+}
+
+static int hex_to_key(const char *hex, unsigned char key[CONV_CHAN_KEY_LEN])
+{
+	if (!hex || strlen(hex) != 2 * CONV_CHAN_KEY_LEN)
+		return TH_EINVAL;
+	for (size_t i = 0; i < CONV_CHAN_KEY_LEN; i++) {
+		unsigned v = 0;
+		for (size_t j = 0; j < 2; j++) {
+			char c = hex[2 * i + j];
+			v = v * 16 + (unsigned)(c >= '0' && c <= '9'   ? c - '0'
+			                        : c >= 'a' && c <= 'f' ? c - 'a' + 10
+			                                               : 0);
+		}
+		key[i] = (unsigned char)v;
+	}
+	return TH_OK;
+}
+
+/* In redeem's transaction: the new guest came by @p ch.  The address is
+ * kept only sealed under the guest's key; the keyed hash finds the guest. */
+static int chan_open_in(const struct txn_env *env, store_txn *t, const struct conv_channel *ch, json_t *c,
+                        const char *guest, const char *lang)
+{
+	char *sealed = NULL;
+	int rc = audit_seal(env->au, t, guest, ch->address, &sealed);
+	if (rc)
+		return rc;
+	char hex[2 * CONV_CHAN_KEY_LEN + 1];
+	th_hex(hex, ch->key, CONV_CHAN_KEY_LEN);
+	json_object_set_new(c, "channel", json_string(ch->name));
+	json_object_set_new(c, "by", json_string(ch->by));
+	json_object_set_new(c, "address", json_string(sealed));
+	json_object_set_new(c, "address_key", json_string(hex));
+	free(sealed);
+	unsigned char k[64];
+	size_t klen = chan_addr_key(k, ch->key);
+	json_t *a = json_pack("{s:s, s:s, s:s, s:I}", "stage", "open", "lang", lang, "guest", guest, "ts",
+	                      (json_int_t)th_now_ms());
+	rc = put_json(t, STORE_META, k, klen, a);
+	json_decref(a);
+	size_t olen;
+	char *ok = chan_out_key(guest, &olen);
+	unsigned char zero[8];
+	store_u64_key(zero, 0);
+	if (!rc)
+		rc = store_put(t, STORE_META, ok, olen, zero, sizeof(zero), 0);
+	free(ok);
+	return rc;
+}
+
+/* Erasure and expiry: the address's record and the channel's cursor go
+ * with the conversation (the sealed address goes with its record). */
+static int chan_forget_in(store_txn *t, const char *guest, const json_t *c)
+{
+	unsigned char key[CONV_CHAN_KEY_LEN];
+	int rc = TH_OK;
+	if (hex_to_key(jsonx_str(c, "address_key"), key) == TH_OK) {
+		unsigned char k[64];
+		size_t klen = chan_addr_key(k, key);
+		json_t *a = get_json(t, STORE_META, k, klen);
+		/* the number may have started a newer conversation since: leave that one */
+		if (a && jsonx_str(a, "guest") && strcmp(jsonx_str(a, "guest"), guest) == 0)
+			rc = store_del(t, STORE_META, k, klen);
+		json_decref(a);
+		if (rc == TH_ENOTFOUND)
+			rc = TH_OK;
+	}
+	size_t olen;
+	char *ok = chan_out_key(guest, &olen);
+	if (!rc)
+		rc = store_del(t, STORE_META, ok, olen);
+	free(ok);
+	return rc == TH_ENOTFOUND ? TH_OK : rc;
+}
+
+int conv_chan_state(store *st, const unsigned char key[CONV_CHAN_KEY_LEN], uint64_t now_ms,
+                    struct conv_chan_state *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->stage = POL_CHAN_NONE;
+	store_txn *t;
+	int rc = store_txn_begin(st, 0, &t);
+	if (rc)
+		return rc;
+	unsigned char k[64];
+	size_t klen = chan_addr_key(k, key);
+	json_t *a = get_json(t, STORE_META, k, klen);
+	const char *stage = jsonx_str(a, "stage"), *lang = jsonx_str(a, "lang"),
+	           *guest = jsonx_str(a, "guest");
+	uint64_t ts = (uint64_t)json_integer_value(json_object_get(a, "ts"));
+	if (lang && strlen(lang) < sizeof(out->lang))
+		memcpy(out->lang, lang, strlen(lang) + 1);
+	if (stage && strcmp(stage, "open") == 0 && guest && strlen(guest) <= GUESTS_MAX_USER_ID) {
+		json_t *c = conv_get(t, guest);
+		const char *state = jsonx_str(c, "state");
+		if (c) {
+			memcpy(out->guest, guest, strlen(guest) + 1);
+			out->stage =
+			        state && strcmp(state, CONV_CLOSED) == 0 ? POL_CHAN_CLOSED : POL_CHAN_OPEN;
+		}
+		json_decref(c);
+	} else if (stage && ts + CHAN_PENDING_MS > now_ms) {
+		out->stage = strcmp(stage, "notice") == 0 ? POL_CHAN_NOTICE : POL_CHAN_LANG;
+	}
+	json_decref(a);
+	store_txn_abort(t);
+	return TH_OK;
+}
+
+int conv_chan_pending(const struct txn_env *env, const unsigned char key[CONV_CHAN_KEY_LEN], int stage,
+                      const char *lang)
+{
+	store_txn *t;
+	int rc = conv_guest_headroom(env);
+	if (rc || (rc = store_txn_begin(env->st, 1, &t)))
+		return rc;
+	unsigned char k[64];
+	size_t klen = chan_addr_key(k, key);
+	if (stage == POL_CHAN_LANG || stage == POL_CHAN_NOTICE) {
+		json_t *a = json_pack("{s:s, s:s, s:I}", "stage",
+		                      stage == POL_CHAN_NOTICE ? "notice" : "language", "lang",
+		                      lang ? lang : "", "ts", (json_int_t)th_now_ms());
+		rc = put_json(t, STORE_META, k, klen, a);
+		json_decref(a);
+	} else {
+		/* forget: only a record that is not a conversation's */
+		json_t *a = get_json(t, STORE_META, k, klen);
+		const char *s = jsonx_str(a, "stage");
+		if (a && s && strcmp(s, "open") != 0)
+			rc = store_del(t, STORE_META, k, klen);
+		json_decref(a);
+	}
+	if (rc) {
+		store_txn_abort(t);
+		return rc;
+	}
+	return store_txn_commit(t);
+}
+
+int conv_redeem_channel(const struct txn_env *env, const char *svc_name, const char *version,
+                        const char *lang, const struct conv_channel *ch, char guest[GUESTS_MAX_USER_ID + 1])
+{
+	struct conv_started started;
+	if (!ch || !ch->name || !ch->by || !ch->address || !ch->key)
+		return TH_EINVAL;
+	int rc = redeem(env, NULL, svc_name, version, lang, ch, &started, guest);
+	/* the page's session and resume code are never shown to anyone */
+	explicit_bzero(&started, sizeof(started));
+	return rc;
+}
+
+/* What one feed entry says by text, or NULL for nothing (new string). */
+static char *chan_text_of(const json_t *e)
+{
+	const char *kind = jsonx_str(e, "kind"), *body = jsonx_str(e, "body");
+	const json_t *from = json_object_get(e, "from");
+	const char *role = jsonx_str(from, "role"), *name = jsonx_str(from, "name");
+	if (!kind || (role && strcmp(role, "self") == 0) || json_is_true(json_object_get(e, "removed")))
+		return NULL;
+	if (json_object_get(e, "attachment"))
+		return xasprintf("%s%ssent a file that cannot be shown by text message.", name ? name : "",
+		                 name ? " " : "");
+	if (!body || !*body)
+		return NULL;
+	if (strcmp(kind, "message") == 0 && role && strcmp(role, "staff") == 0 && name)
+		return xasprintf("%s: %s", name, body);
+	if (strcmp(kind, "edited") == 0)
+		return xasprintf("%s%s(edited) %s", name ? name : "", name ? " " : "", body);
+	if (strcmp(kind, "message") == 0 || strcmp(kind, "notice") == 0)
+		return xstrdup(body);
+	return NULL; /* "closed", "removed": the channel's own words say it */
+}
+
+struct chan_walk {
+	size_t max;
+	json_t *guests; /* [[guest, after]...] */
+};
+
+static int collect_out(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct chan_walk *w = ctx;
+	size_t pl = strlen(CHAN_OUT);
+	if (klen < pl || memcmp(key, CHAN_OUT, pl) != 0 || json_array_size(w->guests) >= w->max)
+		return 1; /* past the prefix: stop */
+	if (vlen == 8 && klen - pl <= GUESTS_MAX_USER_ID) {
+		const unsigned char *v = val;
+		uint64_t after = 0;
+		for (size_t i = 0; i < 8; i++)
+			after = after << 8 | v[i];
+		char *g = xstrndup((const char *)key + pl, klen - pl);
+		json_array_append_new(w->guests, json_pack("[s, I]", g, (json_int_t)after));
+		free(g);
+	}
+	return 0;
+}
+
+int conv_chan_due(const struct txn_env *env, const char *channel, size_t max, json_t **out)
+{
+	store_txn *t;
+	int rc = store_txn_begin(env->st, 0, &t);
+	if (rc)
+		return rc;
+	struct chan_walk w = {max, json_array()};
+	json_t *due = json_array();
+	rc = store_walk(t, STORE_META, CHAN_OUT, strlen(CHAN_OUT), collect_out, &w);
+	size_t i;
+	json_t *p;
+	json_array_foreach(w.guests, i, p)
+	{
+		if (rc)
+			break;
+		const char *guest = json_string_value(json_array_get(p, 0));
+		uint64_t after = (uint64_t)json_integer_value(json_array_get(p, 1));
+		json_t *c = conv_get(t, guest);
+		const char *ch = jsonx_str(c, "channel");
+		if (!c || !ch || strcmp(ch, channel) != 0 || !feed_has_after(t, guest, after)) {
+			json_decref(c);
+			continue;
+		}
+		json_t *entries = NULL;
+		uint64_t next = after;
+		if ((rc = feed_read(t, guest, after, &entries, &next))) {
+			json_decref(c);
+			break;
+		}
+		/* policy: staff's words go out only to a person who wrote first and agreed */
+		const char *state = jsonx_str(c, "state");
+		struct pol_chan_facts f = {.event = POL_CHAN_OUT,
+		                           .stage = state && strcmp(state, CONV_CLOSED) == 0 ? POL_CHAN_CLOSED
+		                                                                             : POL_CHAN_OPEN};
+		struct pol_chan_decision d;
+		pol_chan_decide(&f, &d);
+		json_t *texts = json_array();
+		size_t j;
+		json_t *e;
+		json_array_foreach(entries, j, e)
+		{
+			char *text = d.action == POL_CHAN_SEND ? chan_text_of(e) : NULL;
+			if (text)
+				json_array_append_new(texts, json_string(text));
+			free(text);
+		}
+		json_decref(entries);
+		char *address = NULL;
+		if (json_array_size(texts)) {
+			int urc = audit_unseal(env->au, t, guest,
+			                       jsonx_str(c, "address") ? jsonx_str(c, "address") : "",
+			                       &address);
+			if (urc) { /* erased, or damaged: nothing can go out */
+				LOG(LOG_WARN, "%s: a guest's address cannot be opened (%s); nothing sent",
+				    channel, th_strerror(urc));
+				json_array_clear(texts);
+			}
+		}
+		json_array_append_new(due,
+		                      json_pack("{s:s, s:I, s:o, s:s?, s:s?, s:s?}", "guest", guest, "upto",
+		                                (json_int_t)next, "texts", texts, "address", address, "lang",
+		                                jsonx_str(c, "lang"), "service", jsonx_str(c, "service")));
+		if (address) {
+			explicit_bzero(address, strlen(address));
+			free(address);
+		}
+		json_decref(c);
+	}
+	json_decref(w.guests);
+	store_txn_abort(t);
+	if (rc) {
+		json_decref(due);
+		return rc;
+	}
+	*out = due;
+	return TH_OK;
+}
+
+int conv_chan_sent(const struct txn_env *env, const char *guest, uint64_t upto)
+{
+	store_txn *t;
+	int rc = store_txn_begin(env->st, 1, &t);
+	if (rc)
+		return rc;
+	size_t olen;
+	char *k = chan_out_key(guest, &olen);
+	const void *v;
+	size_t vlen;
+	rc = store_get(t, STORE_META, k, olen, &v, &vlen);
+	if (rc == TH_OK) { /* still a channel guest (not erased meanwhile) */
+		unsigned char nv[8];
+		store_u64_key(nv, upto);
+		rc = store_put(t, STORE_META, k, olen, nv, sizeof(nv), 0);
+	}
+	free(k);
+	if (rc == TH_ENOTFOUND)
+		rc = TH_OK;
+	if (rc) {
+		store_txn_abort(t);
+		return rc;
+	}
+	return store_txn_commit(t);
 }

@@ -31,6 +31,7 @@
 
 #include <jansson.h>
 
+#include "channel.h"
 #include "env.h"
 #include "guest_record.h"
 #include "policy.h"
@@ -245,5 +246,73 @@ enum pol_command conv_parse(const char *after_prefix);
  */
 int conv_of_guest(store_txn *t, const char *guest, char *service, size_t service_len, char *room,
                   size_t room_len);
+
+/* ---- outside channels (channel.h) ------------------------------------------------
+ *
+ * A guest who came by SMS has, in the conversation record, "channel":"sms",
+ * "by":"by SMS" (what staff are told), "address": the phone number sealed
+ * under the guest's key (audit_seal: erasure destroys the key), and
+ * "address_key": the hex of its keyed hash.  STORE_META "chan/a/" + keyed
+ * hash holds where that number stands with the service ({"stage":
+ * "language"|"notice"|"open", "lang", "guest", "ts"}: no number), and
+ * "chan/o/" + guest the last feed entry carried out to it.
+ */
+
+#define CONV_CHAN_KEY_LEN 32
+
+/** How a guest came by an outside channel; all borrowed. */
+struct conv_channel {
+	const char *name;         /* "sms" */
+	const char *by;           /* said to staff: "by SMS" */
+	const char *address;      /* the outside address: sealed, never kept in clear */
+	const unsigned char *key; /* CONV_CHAN_KEY_LEN bytes: its keyed hash (sms_address_hash) */
+};
+
+/** Where an address stands (policy/chanrules.h's stage). */
+struct conv_chan_state {
+	int stage;                          /* enum pol_chan_stage */
+	char lang[16];                      /* chosen language, "" if none yet */
+	char guest[GUESTS_MAX_USER_ID + 1]; /* OPEN and CLOSED: whose conversation */
+};
+
+/**
+ * Where the address hashed to @p key stands (a menu or notice unanswered
+ * for a day counts as nothing).  @return TH_OK or TH_ESTORE.
+ */
+int conv_chan_state(store *st, const unsigned char key[CONV_CHAN_KEY_LEN], uint64_t now_ms,
+                    struct conv_chan_state *out);
+
+/**
+ * Before agreeing: remember that the address was asked for a language
+ * (POL_CHAN_LANG) or shown the notice in @p lang (POL_CHAN_NOTICE), or
+ * forget it (POL_CHAN_NONE: a conversation's record is left alone).
+ * @return TH_OK, TH_EFULL (no headroom), or a store error.
+ */
+int conv_chan_pending(const struct txn_env *env, const unsigned char key[CONV_CHAN_KEY_LEN], int stage,
+                      const char *lang);
+
+/**
+ * The person agreed: as conv_redeem() for service @p svc_name (consent to
+ * its notice @p version in @p lang recorded, the room queued), for a guest
+ * who came by @p ch.  The web session it makes is never shown.
+ * @param guest  out: the new guest's user id
+ * @return as conv_redeem(); TH_EINVAL for a @p ch missing a part.
+ */
+int conv_redeem_channel(const struct txn_env *env, const char *svc_name, const char *version,
+                        const char *lang, const struct conv_channel *ch, char guest[GUESTS_MAX_USER_ID + 1]);
+
+/**
+ * What is due to go out by channel @p channel: for at most @p max guests
+ * with feed entries not yet carried, a new array of {"guest", "upto" (pass
+ * to conv_chan_sent once sent), "texts":[...], "address" (opened, only
+ * when there are texts; the caller wipes it), "lang"}.  Policy judges each
+ * (staff never write first; nothing after the end): "texts" may be empty,
+ * and then the entries are passed over.
+ * @return TH_OK or a store error.
+ */
+int conv_chan_due(const struct txn_env *env, const char *channel, size_t max, json_t **out);
+
+/** The entries of @p guest's feed up to @p upto were carried out.  @return TH_OK or a store error. */
+int conv_chan_sent(const struct txn_env *env, const char *guest, uint64_t upto);
 
 #endif

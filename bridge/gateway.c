@@ -1873,3 +1873,19 @@ void gw_stop(gateway *gw)
 	lim_free(gw->lim_service);
 	free(gw);
 }
+
+/* ---- the web page as a channel (channel.h) ------------------------------- */
+
+static void gw_chan_feed_grew(void *ctx)
+{
+	gw_notify(ctx);
+}
+
+static const struct chan_ops gw_chan_ops = {"web", "by the web page", CHAN_CAP_TEXT | CHAN_CAP_FILES,
+                                            gw_chan_feed_grew};
+
+struct channel gw_channel(gateway *gw)
+{
+	struct channel c = {gw ? &gw_chan_ops : NULL, gw};
+	return c;
+}

@@ -19,6 +19,7 @@
 #ifndef THRESHOLD_GATEWAY_H
 #define THRESHOLD_GATEWAY_H
 
+#include "channel.h"
 #include "env.h"
 
 typedef struct gateway gateway;
@@ -59,6 +60,12 @@ void gw_stats_get(gateway *gw, struct gw_stats *out);
  *  "5xx"); NULL out of range. */
 const char *gw_stats_route_name(unsigned i);
 const char *gw_stats_class_name(unsigned i);
+
+/**
+ * The gateway as a channel (channel.h): the web page, whose feed_grew is
+ * gw_notify.  ops NULL when @p gw is NULL.
+ */
+struct channel gw_channel(gateway *gw);
 
 /**
  * Answer every waiting poll and media request (a download in progress is cut

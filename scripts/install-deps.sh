@@ -32,6 +32,9 @@ pkgs+=(
   # the Ansible role's test (tests/ansible) and its unit under a real
   # systemd in a container (tests/systemd)
   ansible-core systemd-container
+  # the SMS channel's end-to-end test: Kannel's bearerbox and smsbox, and
+  # its fake SMSC (fakesmsc) from kannel-extras
+  kannel kannel-extras
 )
 # Node.js and npm from Debian only when the machine has no node of its own.
 if ! command -v node >/dev/null 2>&1; then

@@ -164,6 +164,7 @@ class Env:
         self.gw_port = harness.free_port()
         self.gw_url = "http://127.0.0.1:%d" % self.gw_port
         self.staff_rooms = []  # set by tests of staff rooms, then write_config()
+        self.sms = None  # the sms: section, set by the SMS channel's tests, then write_config()
 
     @property
     def hs_url(self):
@@ -207,6 +208,8 @@ class Env:
                               "public_per_address_per_hour": 10000, "waiting_notice_seconds": 0}
             cfg["gateway"].update(self.gateway_settings)
             cfg["services"] = self.services
+        if self.sms:
+            cfg["sms"] = self.sms
         with open(self.config_path, "w") as f:
             yaml.safe_dump(cfg, f, sort_keys=False)
 

@@ -26,6 +26,14 @@
  *
  * Every rule of both tables needs a passing case.
  *
+ * A case with "decide": "channel" asks what a channel conversation (SMS)
+ * does with one message (policy/chanrules.h) instead:
+ * input.json:    {"decide": "channel", "event": "in", "stage": "notice", "text": "oui"}
+ *                ("text" is classified by pol_chan_word_of with "languages"
+ *                (default 4) languages; or give "word" by name instead)
+ * expected.json: {"action": "open", "reason": "agreed", "record": "consent_recorded"}
+ * Every rule of its table needs a passing case too.
+ *
  * A case whose input.json has "setting" asks the exposure judge instead
  * (policy/exposure.h): does this content expose a room of this template?
  *
@@ -52,6 +60,7 @@
 
 #include <jansson.h>
 
+#include "chanrules.h"
 #include "exposure.h"
 #include "policy.h"
 #include "visibility.h"
@@ -334,6 +343,54 @@ static json_t *decision_to_json(const struct pol_decision *d)
 #define MAX_RULES 256
 static unsigned char covered[MAX_RULES];
 static unsigned char covered_view[MAX_RULES];
+static unsigned char covered_chan[MAX_RULES];
+
+/* A channel case (policy/chanrules.h): @return 1 if it passed. */
+static int run_channel(const json_t *in, const char *exp_path, char *why, size_t whylen)
+{
+	struct pol_chan_facts f = {0};
+	int ev = pol_chan_event_from_name(json_string_value(json_object_get(in, "event")));
+	int st = pol_chan_stage_from_name(json_string_value(json_object_get(in, "stage")));
+	const char *text = json_string_value(json_object_get(in, "text"));
+	const char *word = json_string_value(json_object_get(in, "word"));
+	json_t *nl = json_object_get(in, "languages");
+	int w = text   ? (int)pol_chan_word_of(text, nl ? (size_t)json_integer_value(nl) : 4, NULL)
+	        : word ? pol_chan_word_from_name(word)
+	               : (int)POL_CHAN_OTHER;
+	if (ev < 0 || st < 0 || w < 0) {
+		snprintf(why, whylen, "input.json: unknown event, stage or word");
+		return 0;
+	}
+	f.event = (enum pol_chan_event)ev;
+	f.stage = (enum pol_chan_stage)st;
+	f.word = (enum pol_chan_word)w;
+	json_error_t jerr;
+	json_t *expected = json_load_file(exp_path, 0, &jerr);
+	if (!expected) {
+		json_why(why, whylen, "expected.json", &jerr);
+		return 0;
+	}
+	struct pol_chan_decision d;
+	pol_chan_decide(&f, &d);
+	json_t *actual = json_pack("{s:s, s:s, s:s}", "action", pol_chan_action_name(d.action), "reason",
+	                           pol_chan_reason_name(d.reason), "record", pol_chan_record_name(d.record));
+	if (json_object_get(expected, "word"))
+		json_object_set_new(actual, "word", json_string(pol_chan_word_name(f.word)));
+	int ok = json_equal(expected, actual);
+	if (ok && d.rule >= 0 && d.rule < MAX_RULES)
+		covered_chan[d.rule] = 1;
+	if (!ok) {
+		char *want = json_dumps(expected, JSON_COMPACT | JSON_SORT_KEYS);
+		char *got = json_dumps(actual, JSON_COMPACT | JSON_SORT_KEYS);
+		snprintf(why, whylen, "decision differs\n  expected: %s\n  actual:   %s", want ? want : "?",
+		         got ? got : "?");
+		free(want);
+		free(got);
+	}
+	json_decref(expected);
+	json_decref(actual);
+	return ok;
+}
 
 /* Run one case; print its line.  @return 1 if it passed. */
 static int run_case(const char *dir, const char *name)
@@ -353,6 +410,12 @@ static int run_case(const char *dir, const char *name)
 	json_t *in = json_load_file(in_path, 0, &jerr);
 	if (in && json_object_get(in, "setting")) {
 		ok = run_judge(in, exp_path, why, sizeof(why));
+		json_decref(in);
+		goto out;
+	}
+	const char *decide = json_string_value(json_object_get(in, "decide"));
+	if (decide && strcmp(decide, "channel") == 0) {
+		ok = run_channel(in, exp_path, why, sizeof(why));
 		json_decref(in);
 		goto out;
 	}
@@ -458,6 +521,13 @@ int main(int argc, char **argv)
 		if (i >= MAX_RULES || !covered_view[i]) {
 			printf("FAIL visibility rule %u (%s) has no passing case\n", i,
 			       pol_view_reason_name(pol_view_rule_reason(i)));
+			failed++;
+		}
+	}
+	for (unsigned i = 0; i < pol_chan_rule_count(); i++) {
+		if (i >= MAX_RULES || !covered_chan[i]) {
+			printf("FAIL channel rule %u (%s) has no passing case\n", i,
+			       pol_chan_reason_name(pol_chan_rule_reason(i)));
 			failed++;
 		}
 	}

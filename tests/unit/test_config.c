@@ -741,6 +741,57 @@ static void test_roles(void)
 	             "did you mean 'leads'");
 }
 
+/* The SMS channel's keys: each checked alone with its line, and together. */
+static void test_sms_keys(void)
+{
+#define SMS_SERVICE                 \
+	"services:\n"               \
+	"  texts:\n"                \
+	"    display_name: Texts\n" \
+	"    staff_room: \"!staff:example.org\"\n"
+	EXPECT_ERROR(MINIMAL "sms:\n  listen_port: 70000\n", 9, "sms.listen_port", "out of range");
+	EXPECT_ERROR(MINIMAL "sms:\n  kannel_sendsms_url: ftp://x/\n", 9, "sms.kannel_sendsms_url", "URL");
+	EXPECT_ERROR(MINIMAL "sms:\n  per_number_per_minute: 0\n", 9, "sms.per_number_per_minute", NULL);
+	EXPECT_ERROR(MINIMAL "sms:\n  enabled: maybe\n", 9, "sms.enabled", "true or false");
+	EXPECT_ERROR(MINIMAL "sms:\n  enabled: true\n  driver: pigeon\n", 0, "sms.driver", "pigeon");
+	EXPECT_ERROR(MINIMAL "sms:\n  enabled: true\n  secret: short\n", 0, "sms.secret", "16");
+	EXPECT_ERROR(MINIMAL "sms:\n  enabled: true\n  secret: \"0123456789abcdef/x\"\n", 0, "sms.secret",
+	             "URL path");
+	EXPECT_ERROR(MINIMAL "sms:\n  enabled: true\n  secret: 0123456789abcdefgh\n", 0,
+	             "sms.kannel_sendsms_url", NULL);
+	EXPECT_ERROR(MINIMAL "sms:\n  enabled: true\n  driver: twilio\n", 0, "sms.twilio_auth_token", NULL);
+	EXPECT_ERROR(MINIMAL SMS_SERVICE "    sms_number: \"07700 900\"\n", 0, "services.texts.sms_number",
+	             "not a phone number");
+	EXPECT_ERROR(MINIMAL SMS_SERVICE "    sms_number: \"+12\"\n", 0, "services.texts.sms_number",
+	             "3 to 20");
+	EXPECT_ERROR(MINIMAL SMS_SERVICE "    sms_number: \"+4477009\"\n"
+	                                 "  other:\n"
+	                                 "    display_name: Other\n"
+	                                 "    staff_room: \"!other:example.org\"\n"
+	                                 "    sms_number: \"+4477009\"\n",
+	             0, "services.other.sms_number", "already services.texts's");
+	EXPECT_ERROR(MINIMAL SMS_SERVICE
+	             "sms:\n  enabled: true\n  driver: twilio\n  twilio_account_sid: AC1\n"
+	             "  twilio_auth_token: t\n  twilio_webhook_url: https://x.example/sms/twilio\n",
+	             0, "no service has an sms_number", NULL);
+
+	struct config cfg;
+	char err[512];
+	const char *ok = MINIMAL SMS_SERVICE "    sms_number: \"+4477009\"\n"
+	                                     "sms:\n  enabled: true\n  secret: 0123456789abcdefgh\n"
+	                                     "  kannel_sendsms_url: http://127.0.0.1:13013/cgi-bin/sendsms\n"
+	                                     "  kannel_username: u\n  kannel_password: p\n";
+	CHECK_EQ_INT(load_text(ok, &cfg, err, sizeof(err)), TH_OK);
+	CHECK(cfg.sms_enabled);
+	CHECK_STR(cfg.sms_driver, "kannel");
+	CHECK_EQ_INT(cfg.sms_listen_port, 29336);
+	CHECK_EQ_INT(cfg.sms_per_number_per_minute, 10);
+	CHECK_STR(cfg.services[0].sms_number, "+4477009");
+	CHECK(strstr(cfg.sms_key_file, "/var/lib/threshold/store/sms-lookup.key") != NULL);
+	config_free(&cfg);
+#undef SMS_SERVICE
+}
+
 int main(void)
 {
 	dir = test_tmpdir();
@@ -749,6 +800,7 @@ int main(void)
 	test_default_url();
 	test_example_loads();
 	test_errors();
+	test_sms_keys();
 	test_registration_roundtrip();
 	test_registration_errors();
 	test_registration_fuzz_cases();

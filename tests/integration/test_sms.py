@@ -1,0 +1,487 @@
+"""The SMS channel end to end, with real parts: Kannel's bearerbox and smsbox
+with its fake SMSC, driven by Kannel's own fakesmsc (kannel-extras) as the
+person's phone; a real Synapse; staff as a Matrix client.  And the
+Twilio-compatible driver against a local fake of its REST API, with webhooks
+signed by the real algorithm.
+
+A text in gets the language menu, a number gets the notice, YES opens the
+conversation (nothing before reaches staff), staff's reply arrives back as a
+text, STOP ends it, DELETE erases it; the number is nowhere in Synapse's
+database, Threshold's log or its store in clear.
+"""
+
+import base64
+import glob
+import hashlib
+import hmac
+import http.server
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+import urllib.parse
+
+import pytest
+import requests
+
+import synapse as harness
+from helpers import audit_records, staff_room_with_bot, staff_says, wait_membership
+from mx import Client, poll, run
+
+FAKESMSC = "/usr/lib/kannel/test/fakesmsc"
+BEARERBOX = "/usr/sbin/bearerbox"
+SMSBOX = "/usr/sbin/smsbox"
+
+SERVICE_NUMBER = "4477009"
+PHONE = "447700900461"  # the person's number: must appear nowhere in clear
+SECRET = "kannel-test-secret-0123456789"
+NOTICE_EN = "Text helpline run by the test charity. Messages are kept 30 days."
+GREETING = "Hello, you are through to the text helpline."
+
+pytestmark = pytest.mark.skipif(not os.access(FAKESMSC, os.X_OK) or not os.access(BEARERBOX, os.X_OK),
+                                reason="Kannel (kannel, kannel-extras) is not installed: "
+                                       "bash scripts/install-deps.sh")
+
+
+class Kannel:
+    """bearerbox with a fake SMSC, and smsbox calling Threshold for each text."""
+
+    def __init__(self, workdir, threshold_port):
+        self.dir = os.path.join(workdir, "kannel")
+        os.makedirs(self.dir, exist_ok=True)
+        self.admin_port, self.box_port, self.smsc_port, self.sendsms_port = (
+            harness.free_port() for _ in range(4))
+        self.procs = []
+        conf = """
+group = core
+admin-port = {admin}
+admin-password = test-admin
+admin-interface = 127.0.0.1
+smsbox-port = {box}
+box-allow-ip = 127.0.0.1
+log-file = "{d}/bearerbox.log"
+log-level = 1
+
+group = smsc
+smsc = fake
+smsc-id = fake
+port = {smsc}
+connect-allow-ip = 127.0.0.1
+
+group = smsbox
+bearerbox-host = 127.0.0.1
+bearerbox-port = {box}
+sendsms-port = {sendsms}
+sendsms-interface = 127.0.0.1
+log-file = "{d}/smsbox.log"
+log-level = 1
+
+group = sendsms-user
+username = threshold
+password = sendsms-pass
+max-messages = 10
+concatenation = false
+
+group = sms-service
+keyword = default
+catch-all = true
+get-url = "http://127.0.0.1:{tport}/sms/kannel/{secret}?from=%p&to=%P&text=%a&id=%I"
+max-messages = 10
+concatenation = false
+omit-empty = true
+accept-x-kannel-headers = true
+""".format(admin=self.admin_port, box=self.box_port, smsc=self.smsc_port,
+           sendsms=self.sendsms_port, d=self.dir, tport=threshold_port, secret=SECRET)
+        self.conf = os.path.join(self.dir, "kannel.conf")
+        with open(self.conf, "w") as f:
+            f.write(conf)
+
+    @property
+    def sendsms_url(self):
+        return "http://127.0.0.1:%d/cgi-bin/sendsms" % self.sendsms_port
+
+    def _wait_port(self, port, what):
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                requests.get("http://127.0.0.1:%d/" % port, timeout=1)
+                return
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        raise AssertionError("%s did not start" % what)
+
+    def start(self):
+        for binary, port in ((BEARERBOX, self.admin_port), (SMSBOX, self.sendsms_port)):
+            out = open(os.path.join(self.dir, os.path.basename(binary) + ".out"), "wb")
+            self.procs.append(subprocess.Popen([binary, self.conf], stdin=subprocess.DEVNULL,
+                                               stdout=out, stderr=out))
+            out.close()
+            self._wait_port(port, os.path.basename(binary))
+
+    def stop(self):
+        for p in reversed(self.procs):
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.procs = []
+
+
+class Phone:
+    """The person's phone: each text goes in through Kannel's fakesmsc, which
+    stays connected and prints what the SMSC delivers to it."""
+
+    GOT = re.compile(r"Got message (\d+): <(.*)>$")
+    FIELDS = re.compile(r"^(\S+) (\S+) (text|ucs-2|ucs2|data|udh-data|udh-text) (.*)$", re.S)
+
+    def __init__(self, kannel, number):
+        self.kannel = kannel
+        self.number = number
+        self.proc = None
+        self.outputs = []
+
+    def send(self, text):
+        self.hang_up()
+        path = os.path.join(self.kannel.dir, "phone-%d.out" % len(self.outputs))
+        self.outputs.append(path)
+        out = open(path, "wb")
+        # one text now; the second would come after 1000 s: until then it listens
+        self.proc = subprocess.Popen([FAKESMSC, "-H", "127.0.0.1", "-r", str(self.kannel.smsc_port),
+                                      "-i", "1000", "-m", "2",
+                                      "%s %s text %s" % (self.number, SERVICE_NUMBER, text)],
+                                     stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        out.close()
+
+    def hang_up(self):
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    def received(self):
+        """Every text delivered to this phone so far, in order.  The fake SMSC's
+        protocol is a line per message: a reply with line breaks comes as
+        several "messages", the first with the fields; they are put back."""
+        texts = []
+        for path in self.outputs:
+            msgs = {}
+            with open(path, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    m = self.GOT.search(line.rstrip("\n"))
+                    if m:
+                        msgs[int(m.group(1))] = m.group(2)  # printed twice: INFO and DEBUG
+            for n in sorted(msgs):
+                m = self.FIELDS.match(msgs[n])
+                if not m:
+                    if texts:
+                        texts[-1] += "\n" + msgs[n]
+                    continue
+                frm, to, kind, data = m.groups()
+                if kind in ("ucs2", "ucs-2"):  # form-encoded UTF-16
+                    data = urllib.parse.unquote_to_bytes(data.replace("+", "%20")).decode("utf-16-be")
+                elif kind == "data":
+                    data = urllib.parse.unquote_plus(data)
+                texts.append(data if to == self.number else None)
+        return [t for t in texts if t is not None]
+
+    def wait_for(self, words, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = "".join(self.received())
+            if words in got:
+                return got
+            time.sleep(0.2)
+        raise AssertionError("the phone never got %r; it got %r" % (words, self.received()))
+
+
+def staff_room_events(env, room):
+    async def read():
+        async with Client.for_user(env, "staff") as s:
+            return await s.history(room)
+    return run(read())
+
+
+def waiting_by_sms(env, staff_room, timeout=30):
+    """The conversation room of the "<pseudonym> (by SMS) is waiting" notice."""
+    async def find():
+        async with Client.for_user(env, "staff") as s:
+            async def notice():
+                for ev in reversed(await s.history(staff_room)):
+                    body = ev.get("content", {}).get("body", "")
+                    if ev.get("sender") == env.bot and "(by SMS) is waiting" in body:
+                        return body
+                return None
+            return await poll(notice, timeout=timeout, what="the staff room's waiting notice")
+    body = run(find())
+    return body, body.rsplit("/#/", 1)[1].strip()
+
+
+def restart(env):
+    env.write_config()
+    env.threshold.stop()
+    env.threshold.start()
+
+
+@pytest.fixture(scope="module")
+def kannel_service(env):
+    if not env.threshold.running():
+        env.threshold.stop()
+        env.threshold.start()
+    staff_room = staff_room_with_bot(env, "Text helpline staff")
+    sms_port = harness.free_port()
+    kannel = Kannel(env.workdir, sms_port)
+    env.services = {"texts": {
+        "display_name": "Text Helpline",
+        "staff_room": staff_room,
+        "greeting": GREETING,
+        "notice_version": "2",
+        "notice": {"en": NOTICE_EN, "fr": "Ligne d'aide par texto de l'association de test."},
+        "sms_number": "+" + SERVICE_NUMBER,
+    }}
+    env.sms = {"enabled": True, "driver": "kannel", "listen_address": "127.0.0.1",
+               "listen_port": sms_port, "secret": SECRET,
+               "kannel_sendsms_url": kannel.sendsms_url, "kannel_username": "threshold",
+               "kannel_password": "sendsms-pass"}
+    env.gateway_settings = {"languages": ["en", "fr"]}
+    restart(env)
+    kannel.start()
+    phone = Phone(kannel, PHONE)
+    try:
+        yield {"staff_room": staff_room, "phone": phone, "kannel": kannel, "port": sms_port}
+    finally:
+        phone.hang_up()
+        kannel.stop()
+        env.services = None
+        env.sms = None
+        env.gateway_settings = {}
+        restart(env)
+
+
+def test_sms_end_to_end(env, threshold, kannel_service):
+    phone = kannel_service["phone"]
+    staff_room = kannel_service["staff_room"]
+
+    # 1. A first text gets the language menu, and nothing reaches staff.
+    phone.send("hello, I need some help")
+    phone.wait_for("1 English / 2 Fran")
+    # 2. A number chooses the language: the notice, and how to agree.
+    phone.send("1")
+    phone.wait_for(NOTICE_EN)
+    phone.wait_for("Reply YES to agree")
+    assert not [e for e in staff_room_events(env, staff_room)
+                if "(by SMS)" in e.get("content", {}).get("body", "")]
+    assert not [r for r in audit_records(threshold, "consent_recorded")
+                if r.get("details", {}).get("entry") == "sms"]
+    # 3. YES: consent recorded, the conversation opens, staff are told "by SMS".
+    phone.send("YES")
+    phone.wait_for("Your messages now reach the team")
+    body, room = waiting_by_sms(env, staff_room)
+    guest = None
+    consent = [r for r in audit_records(threshold, "consent_recorded")
+               if r.get("details", {}).get("entry") == "sms"]
+    assert len(consent) == 1, consent
+    guest = consent[0]["subject"]
+    assert consent[0]["details"]["language"] == "en"
+    assert consent[0]["details"]["notice_version"] == "2"
+    r = requests.post("%s/_matrix/client/v3/join/%s" % (env.hs_url, urllib.parse.quote(room)),
+                      headers={"Authorization": "Bearer " + env.token("staff")}, json={}, timeout=30)
+    assert r.status_code == 200, r.text
+    # the service's greeting reaches the phone from the feed, by sendsms
+    phone.wait_for(GREETING)
+
+    # 4. The person's words reach staff as the guest; the first text never did.
+    phone.send("my words for the staff")
+
+    async def words():
+        async with Client.for_user(env, "staff") as s:
+            async def seen():
+                evs = await s.history(room)
+                return [e for e in evs if e.get("sender") == guest
+                        and e.get("content", {}).get("body") == "my words for the staff"] or None
+            await poll(seen, timeout=30, what="the guest's words in the room")
+            return await s.history(room)
+    history = run(words())
+    bodies = [e.get("content", {}).get("body", "") for e in history]
+    assert not [b for b in bodies if "I need some help" in b], bodies
+
+    # 5. Staff's reply arrives back as a text, through Kannel's sendsms.
+    t0 = time.monotonic()
+    staff_says(env, room, "Hello from the staff, how can we help?")
+    phone.wait_for("Hello from the staff, how can we help?")
+    print("staff reply reached the phone in %.2f s" % (time.monotonic() - t0))
+
+    # 6. STOP ends it: plain confirmation, on the record, the guest left.
+    phone.send("STOP")
+    phone.wait_for("This conversation has ended")
+    wait_membership(env, "staff", room, guest, "leave")
+    withdrawn = audit_records(threshold, "consent_withdrawn", subject=guest)
+    assert len(withdrawn) == 1, withdrawn
+    before = len(phone.received())
+    staff_says(env, room, "are you still there?")
+    time.sleep(3)
+    assert not [t for t in phone.received()[before:] if "still there" in t]
+
+    # 7. DELETE erases it: confirmation, the words redacted, the key destroyed.
+    phone.send("DELETE")
+    phone.wait_for("have been erased")
+
+    async def redacted():
+        async with Client.for_user(env, "staff") as s:
+            async def gone():
+                for e in await s.history(room):
+                    if e.get("sender") == guest and e.get("type") == "m.room.message":
+                        if e.get("content", {}).get("body"):
+                            return None
+                return True
+            await poll(gone, timeout=30, what="the guest's words redacted")
+    run(redacted())
+    assert audit_records(threshold, "data_erased", subject=guest)
+    # a later text is a fresh start, notice first
+    phone.send("hello again")
+    phone.wait_for("Reply with the number of your language")
+    phone.hang_up()
+
+    # 8. The number is nowhere in clear: Synapse's database, Threshold's log and store.
+    threshold.run("status")  # the store is readable
+    needle = PHONE.encode()
+    files = glob.glob(os.path.join(env.hs.host_dir, "homeserver.db*"))
+    assert files, "no Synapse database found under %s" % env.hs.host_dir
+    files += [threshold.log_path] + glob.glob(os.path.join(env.store_path, "*"))
+    for path in files:
+        with open(path, "rb") as f:
+            assert needle not in f.read(), "the phone number is in %s" % path
+
+
+def test_kannel_secret_and_caps(env, threshold, kannel_service):
+    base = "http://127.0.0.1:%d/sms/kannel" % kannel_service["port"]
+    q = {"from": "447700900999", "to": SERVICE_NUMBER, "text": "hi", "id": "x1"}
+    assert requests.get(base + "/wrong-secret-0123456789", params=q, timeout=10).status_code == 404
+    assert requests.get(base, params=q, timeout=10).status_code == 404
+    r = requests.get(base, params=q, headers={"X-Threshold-Secret": SECRET}, timeout=10)
+    assert r.status_code == 200 and "1 English" in r.text
+    r = requests.post(base + "/" + SECRET, data="x" * 20000, timeout=10,
+                      headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 413
+    # per number: at most 10 a minute
+    codes = [requests.get(base + "/" + SECRET, params=dict(q, id="n%d" % i, text="hi"),
+                          timeout=10).status_code for i in range(12)]
+    assert codes.count(429) >= 2, codes
+
+
+# ---- the Twilio-compatible driver -----------------------------------------------------------
+
+TWILIO_SID = "AC" + "0" * 30 + "42"
+TWILIO_TOKEN = "test-auth-token-7f3a"
+
+
+def twilio_signature(token, url, params):
+    """As documented: base64(HMAC-SHA1(token, url + each param sorted by name, name+value))."""
+    data = url + "".join(k + params[k] for k in sorted(params))
+    return base64.b64encode(hmac.new(token.encode(), data.encode(), hashlib.sha1).digest()).decode()
+
+
+def test_twilio_signature_published_example():
+    params = {"CallSid": "CA1234567890ABCDE", "Caller": "+12349013030", "Digits": "1234",
+              "From": "+12349013030", "To": "+18005551212"}
+    assert twilio_signature("12345", "https://mycompany.com/myapp.php?foo=1&bar=2",
+                            params) == "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
+
+
+class FakeTwilio(http.server.BaseHTTPRequestHandler):
+    sent = []
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length", "0"))
+        form = dict(urllib.parse.parse_qsl(self.rfile.read(n).decode()))
+        FakeTwilio.sent.append({"path": self.path, "auth": self.headers.get("Authorization"),
+                                "form": form})
+        body = json.dumps({"sid": "SM%032d" % len(FakeTwilio.sent), "status": "queued"}).encode()
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def twilio_service(env):
+    if not env.threshold.running():
+        env.threshold.stop()
+        env.threshold.start()
+    staff_room = staff_room_with_bot(env, "Twilio helpline staff")
+    api = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeTwilio)
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    sms_port = harness.free_port()
+    hook = "http://127.0.0.1:%d/sms/twilio" % sms_port
+    env.services = {"tw": {"display_name": "Twilio Helpline", "staff_room": staff_room,
+                           "greeting": GREETING, "notice": {"en": NOTICE_EN},
+                           "sms_number": "+15005550001"}}
+    env.sms = {"enabled": True, "driver": "twilio", "listen_port": sms_port,
+               "twilio_account_sid": TWILIO_SID, "twilio_auth_token": TWILIO_TOKEN,
+               "twilio_api_url": "http://127.0.0.1:%d" % api.server_address[1],
+               "twilio_webhook_url": hook}
+    restart(env)
+    try:
+        yield {"hook": hook, "staff_room": staff_room}
+    finally:
+        api.shutdown()
+        env.services = None
+        env.sms = None
+        restart(env)
+
+
+def post_signed(hook, params, signature=None, omit=False):
+    headers = {}
+    if not omit:
+        headers["X-Twilio-Signature"] = (signature if signature is not None
+                                         else twilio_signature(TWILIO_TOKEN, hook, params))
+    return requests.post(hook, data=params, headers=headers, timeout=30)
+
+
+def test_twilio_webhook(env, threshold, twilio_service):
+    hook = twilio_service["hook"]
+    msg = {"From": "+15005550006", "To": "+15005550001", "Body": "hello", "MessageSid": "SMaaaa0001",
+           "AccountSid": TWILIO_SID, "NumMedia": "0"}
+    # missing and bad signatures are refused, and change nothing
+    assert post_signed(hook, msg, omit=True).status_code == 403
+    assert post_signed(hook, msg, signature="0/KCTR6DLpKmkAf8muzZqo1nDgQ=").status_code == 403
+    tampered = dict(msg, Body="hello!")
+    assert post_signed(hook, tampered, signature=twilio_signature(TWILIO_TOKEN, hook, msg)).status_code == 403
+    wrong_url = twilio_signature(TWILIO_TOKEN, hook + "?x=1", msg)
+    assert post_signed(hook, msg, signature=wrong_url).status_code == 403
+    # a good one is answered with TwiML: the language menu
+    r = post_signed(hook, msg)
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"].startswith("text/xml")
+    assert "<Message>" in r.text and "1 English" in r.text
+    # replayed (same MessageSid, same signature): handled once, answered with nothing
+    r = post_signed(hook, msg)
+    assert r.status_code == 200 and "<Message>" not in r.text
+    # the steps go on: notice, YES; then the greeting goes out by the REST API
+    r = post_signed(hook, dict(msg, Body="1", MessageSid="SMaaaa0002"))
+    assert NOTICE_EN in r.text
+    r = post_signed(hook, dict(msg, Body="yes", MessageSid="SMaaaa0003"))
+    assert "Your messages now reach the team" in r.text
+
+    def greeting_sent():
+        return [s for s in FakeTwilio.sent if GREETING in s["form"].get("Body", "")]
+    deadline = time.monotonic() + 30
+    while not greeting_sent() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    sent = greeting_sent()
+    assert len(sent) == 1, FakeTwilio.sent
+    s = sent[0]
+    assert s["path"] == "/2010-04-01/Accounts/%s/Messages.json" % TWILIO_SID
+    assert s["auth"] == "Basic " + base64.b64encode(
+        ("%s:%s" % (TWILIO_SID, TWILIO_TOKEN)).encode()).decode()
+    assert s["form"]["To"] == "+15005550006" and s["form"]["From"] == "+15005550001"
+    # the number never reached the log
+    assert "15005550006" not in threshold.log_since_start()
