@@ -78,6 +78,7 @@ static const struct option options[] = {
         {"audit", "key_file", OPT_STRING, OFF(audit_key_path), 0, NULL, 0, 0},
         {"audit", "checkpoint_every", OPT_UINT, OFF(audit_checkpoint_every), 0, "1000", 1, 1000000},
         {"audit", "checkpoint_seconds", OPT_UINT, OFF(audit_checkpoint_seconds), 0, "300", 1, 86400},
+        {"audit", "witness_room", OPT_ROOM, OFF(audit_witness_room), 0, NULL, 0, 0},
         {"gateway", "listen_address", OPT_STRING, OFF(gw_listen_address), 0, "127.0.0.1", 0, 0},
         {"gateway", "listen_port", OPT_UINT, OFF(gw_listen_port), 0, "29334", 1, 65535},
         {"gateway", "public_url", OPT_URL, OFF(gw_public_url), 0, NULL, 0, 0},

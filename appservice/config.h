@@ -98,6 +98,7 @@ struct config {
 	char *audit_key_path; /* signing seed file (0600); default <store_path>/audit-signing.key */
 	unsigned audit_checkpoint_every;   /* sign a checkpoint after this many records... */
 	unsigned audit_checkpoint_seconds; /* ...or this long after the last one, whichever first */
+	char *audit_witness_room; /* room the checkpoints are witnessed in; NULL: the safeguarding room */
 
 	/* gateway: where guests' browsers reach Threshold (docs/gateway-api.md) */
 	char *gw_listen_address;

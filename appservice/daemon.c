@@ -13,6 +13,7 @@
 
 #include "as_server.h"
 #include "audit.h"
+#include "audit_witness.h"
 #include "config.h"
 #include "conv.h"
 #include "gateway.h"
@@ -349,6 +350,17 @@ static void audit_tick(audit *au, store *st)
 		LOG(LOG_WARN, "audit: checkpoint commit failed");
 }
 
+/* Post each new checkpoint to the witness room (audit_witness.h). */
+static void witness_tick(const struct config *cfg, store *st, outbox *ob)
+{
+	size_t queued = 0;
+	int rc = audit_witness_queue(cfg, st, &queued);
+	if (rc)
+		LOG(LOG_WARN, "audit: cannot queue checkpoints for the witness room: %s", th_strerror(rc));
+	else if (queued)
+		outbox_wake(ob);
+}
+
 static int try_ping(cs_client *cs, const struct config *cfg)
 {
 	uint64_t ms = 0;
@@ -501,6 +513,7 @@ int daemon_serve(const struct config *cfg)
 			next_ping = now + ping_wait;
 		}
 		audit_tick(au, st);
+		witness_tick(cfg, st, ob);
 		staff_departures(&env, ob);
 		if (cfg->nservices) { /* "waiting" notices held for their minute */
 			size_t posted = 0;
