@@ -29,6 +29,7 @@ enum opt_type {
 	OPT_ROOMS, /* a list of room ids */
 	OPT_WORDS, /* a list of short words (language codes) */
 	OPT_TEXT,  /* a string that may span lines (notices, greetings) */
+	OPT_DURATION, /* "30d", "12h", "90m", "45s": unsigned seconds within min..max */
 };
 
 struct option {
@@ -46,6 +47,7 @@ struct option {
 static const struct option options[] = {
         {"homeserver", "url", OPT_URL, OFF(hs_url), 1, NULL, 0, 0},
         {"homeserver", "server_name", OPT_STRING, OFF(server_name), 1, NULL, 0, 0},
+        {"homeserver", "admin_token_file", OPT_STRING, OFF(hs_admin_token_file), 0, NULL, 0, 0},
         {"appservice", "id", OPT_LOCALPART, OFF(as_id), 0, "threshold", 0, 0},
         {"appservice", "listen_address", OPT_STRING, OFF(listen_address), 0, "127.0.0.1", 0, 0},
         {"appservice", "listen_port", OPT_UINT, OFF(listen_port), 0, "29333", 1, 65535},
@@ -128,6 +130,7 @@ static const struct option service_options[] = {
         {"service", "invite_expiry_hours", OPT_UINT, SOFF(invite_expiry_hours), 0, "168", 1, 8760},
         {"service", "conversation_expiry_days", OPT_UINT, SOFF(conversation_expiry_days), 0, "30", 1, 3650},
         {"service", "inviters", OPT_USERS, SOFF(inviters), 0, NULL, 0, 0},
+        {"service", "retention", OPT_DURATION, SOFF(retention_s), 0, NULL, 10, 3153600000},
 };
 #define NSERVICE_OPTIONS (sizeof(service_options) / sizeof(service_options[0]))
 #define MAX_SERVICES     256
@@ -296,6 +299,24 @@ static int set_option(struct loader *ld, void *base, const char *section, const 
 		*(char **)field = xstrdup(text);
 		return TH_OK;
 	case OPT_UINT:
+	case OPT_DURATION: {
+		size_t n = strlen(text);
+		static const char units[] = "smhd";
+		static const uint64_t mult[] = {1, 60, 3600, 86400};
+		const char *u = n >= 2 ? strchr(units, text[n - 1]) : NULL;
+		char *num = u ? xstrndup(text, n - 1) : NULL;
+		int bad = !u || th_parse_u64(num, UINT64_MAX / 86400, &v) != TH_OK;
+		free(num);
+		if (bad)
+			return fail(ld, line, "%s.%s: \"%s\" is not a duration (a whole number and a unit: 30d, 12h, 90m, 45s)",
+			            section, o->key, text);
+		v *= mult[u - units];
+		if (v < o->min || v > o->max)
+			return fail(ld, line, "%s.%s: %s is out of range (%llu seconds..%llu days)", section, o->key,
+			            text, (unsigned long long)o->min, (unsigned long long)(o->max / 86400));
+		*(unsigned *)field = (unsigned)v;
+		return TH_OK;
+	}
 	case OPT_SIZE:
 		if (th_parse_u64(text, UINT64_MAX, &v) != TH_OK)
 			return fail(ld, line, "%s.%s: \"%s\" is not a whole number", section, o->key, text);
@@ -885,6 +906,7 @@ static void free_fields(const struct option *table, size_t n, void *base)
 		case OPT_UINT:
 		case OPT_SIZE:
 		case OPT_BOOL:
+		case OPT_DURATION:
 			break;
 		case OPT_USERS:
 		case OPT_WORDS:

@@ -43,12 +43,14 @@ struct config_service {
 	unsigned invite_expiry_hours;      /* default lifetime of a new personal invitation */
 	unsigned conversation_expiry_days; /* a conversation's session and feed end after this */
 	struct config_ids inviters;        /* who may invite; empty: every staff member */
+	unsigned retention_s; /* conversations are removed this long after they started; 0: conversation_expiry_days */
 };
 
 struct config {
 	/* homeserver */
 	char *hs_url;      /* Client-Server API base, e.g. http://127.0.0.1:8008 */
 	char *server_name; /* the homeserver's server name, e.g. example.org */
+	char *hs_admin_token_file; /* a server admin's token (mode 0600), for erasure; NULL: none */
 
 	/* appservice */
 	char *as_id;          /* registration id */
