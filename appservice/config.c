@@ -298,7 +298,6 @@ static int set_option(struct loader *ld, void *base, const char *section, const 
 		free(*(char **)field);
 		*(char **)field = xstrdup(text);
 		return TH_OK;
-	case OPT_UINT:
 	case OPT_DURATION: {
 		size_t n = strlen(text);
 		static const char units[] = "smhd";
@@ -317,6 +316,7 @@ static int set_option(struct loader *ld, void *base, const char *section, const 
 		*(unsigned *)field = (unsigned)v;
 		return TH_OK;
 	}
+	case OPT_UINT:
 	case OPT_SIZE:
 		if (th_parse_u64(text, UINT64_MAX, &v) != TH_OK)
 			return fail(ld, line, "%s.%s: \"%s\" is not a whole number", section, o->key, text);

@@ -427,7 +427,8 @@ static int resolve_target(const struct config *cfg, store_txn *t, const char *wh
 static int open_both(const struct config *cfg, store **st, audit **a)
 {
 	*st = NULL;
-	*a = NULL;
+	if (a)
+		*a = NULL;
 	if (store_open(cfg->store_path, cfg->map_size_mb, st) != TH_OK) {
 		fprintf(stderr, "threshold: cannot open the store %s (see above)\n", cfg->store_path);
 		return -1;
