@@ -402,8 +402,9 @@ static int verify_witness(const struct config *cfg, store *st, int skip, const c
 	long status = 0;
 	int code = AUDIT_EXIT_ERROR;
 	if (config_load_registration(&c, err, sizeof(err)) != TH_OK) {
-		fprintf(stderr, "threshold: audit verify: cannot read the witness room without the bot's token "
-		                "(see above); run with --no-witness to check the store alone\n");
+		fprintf(stderr,
+		        "threshold: audit verify: cannot read the witness room without the bot's token "
+		        "(see above); run with --no-witness to check the store alone\n");
 		goto out;
 	}
 	if (cs_client_new(&c, &cs) != TH_OK) {
@@ -413,9 +414,9 @@ static int verify_witness(const struct config *cfg, store *st, int skip, const c
 	int rc = audit_witness_read(cs, &c, &w, &n, &status);
 	if (rc == TH_EHTTP) {
 		fprintf(stderr,
-		        "threshold: audit verify: the homeserver refused to show the witness room %s (HTTP %ld): "
-		        "is the bot still in it? Run with --no-witness to check the store alone; a rollback "
-		        "would then go unnoticed\n",
+		        "threshold: audit verify: the homeserver refused to show the witness room %s "
+		        "(HTTP %ld): is the bot still in it? Run with --no-witness to check the store "
+		        "alone; a rollback would then go unnoticed\n",
 		        room, status);
 		goto out;
 	}
@@ -439,8 +440,8 @@ static int verify_witness(const struct config *cfg, store *st, int skip, const c
 	} else {
 		*outcome = "ok";
 		if (wr.newest_seq)
-			printf("witness room %s: %zu witnessed checkpoint(s) match the store, the newest at seq "
-			       "%llu",
+			printf("witness room %s: %zu witnessed checkpoint(s) match the store, the "
+			       "newest at seq %llu",
 			       room, wr.witnessed, (unsigned long long)wr.newest_seq);
 		else
 			printf("witness room %s holds no checkpoint yet", room);

@@ -67,8 +67,8 @@ static int queue_one(void *ctx, const void *key, size_t klen, const void *val, s
 		return -TH_ESTORE;
 	}
 	uint64_t seq = store_key_u64(key);
-	json_t *a = json_pack("{s:s, s:s, s:s, s:s, s:{s:I, s:s}}", "op", "send", "room_id", w->room, "user_id",
-	                      w->cfg->bot_user_id, "type", AUDIT_WITNESS_TYPE, "content", "seq",
+	json_t *a = json_pack("{s:s, s:s, s:s, s:s, s:{s:I, s:s}}", "op", "send", "room_id", w->room,
+	                      "user_id", w->cfg->bot_user_id, "type", AUDIT_WITNESS_TYPE, "content", "seq",
 	                      (json_int_t)seq, "hash", hash);
 	json_decref(ck);
 	int rc = outbox_push(w->t, a);
@@ -181,8 +181,8 @@ int audit_witness_read(cs_client *c, const struct config *cfg, struct audit_witn
 	int rc = TH_OK;
 	for (;;) {
 		char *efrom = from ? cs_escape(from) : NULL;
-		char *path = xasprintf("/_matrix/client/v3/rooms/%s/messages?dir=b&limit=%d&filter=%s%s%s", eroom,
-		                       PAGE_LIMIT, filter, efrom ? "&from=" : "", efrom ? efrom : "");
+		char *path = xasprintf("/_matrix/client/v3/rooms/%s/messages?dir=b&limit=%d&filter=%s%s%s",
+		                       eroom, PAGE_LIMIT, filter, efrom ? "&from=" : "", efrom ? efrom : "");
 		free(efrom);
 		struct cs_response resp;
 		rc = cs_request(c, "GET", path, cfg->bot_user_id, NULL, &resp);
@@ -201,7 +201,8 @@ int audit_witness_read(cs_client *c, const struct config *cfg, struct audit_witn
 		json_array_foreach(chunk, i, ev)
 		{
 			const char *type = jsonx_str(ev, "type"), *sender = jsonx_str(ev, "sender");
-			if (type && sender && !strcmp(type, AUDIT_WITNESS_TYPE) && !strcmp(sender, cfg->bot_user_id))
+			if (type && sender && !strcmp(type, AUDIT_WITNESS_TYPE) &&
+			    !strcmp(sender, cfg->bot_user_id))
 				wlist_add(&l, ev);
 		}
 		const char *end = jsonx_str(resp.body, "end");
@@ -290,8 +291,9 @@ int audit_witness_check(store *st, const struct audit_witness *w, size_t n, stru
 		int grc = store_get_jsonb(t, STORE_AUDIT_CKPT, key, sizeof(key), &ck);
 		if (grc == TH_ENOTFOUND) {
 			say(res,
-			    "DIVERGES: the witness room saw a signed checkpoint at seq %llu (event %s) that the "
-			    "store does not hold: the log was rolled back and rewritten from an earlier point",
+			    "DIVERGES: the witness room saw a signed checkpoint at seq %llu (event %s) that "
+			    "the store does not hold: the log was rolled back and rewritten from an "
+			    "earlier point",
 			    (unsigned long long)w[i].seq, w[i].event_id);
 			continue;
 		}

@@ -63,10 +63,10 @@ int audit_witness_queue(const struct config *cfg, store *st, size_t *queued);
 
 /** One witnessed checkpoint as read back from the room. */
 struct audit_witness {
-	uint64_t seq;                    /* 0 for a redacted witness (see event_id) */
+	uint64_t seq;                      /* 0 for a redacted witness (see event_id) */
 	char hash[2 * AUDIT_HASH_LEN + 1]; /* lower-case hex; "" when redacted */
-	char event_id[256];              /* the witness event */
-	uint64_t ts_ms;                  /* when the homeserver received it */
+	char event_id[256];                /* the witness event */
+	uint64_t ts_ms;                    /* when the homeserver received it */
 };
 
 /**
@@ -81,11 +81,11 @@ int audit_witness_read(cs_client *c, const struct config *cfg, struct audit_witn
 
 /** What audit_witness_check found.  Always written. */
 struct audit_witness_result {
-	size_t witnessed;        /* witness events read (redacted ones included) */
-	uint64_t newest_seq;     /* newest witnessed checkpoint; 0 if none */
-	uint64_t store_ckpt;     /* the store's newest checkpoint */
-	size_t unwitnessed;      /* store checkpoints after newest_seq (posting pending) */
-	char what[512];          /* the first problem, in plain words; "" if none */
+	size_t witnessed;    /* witness events read (redacted ones included) */
+	uint64_t newest_seq; /* newest witnessed checkpoint; 0 if none */
+	uint64_t store_ckpt; /* the store's newest checkpoint */
+	size_t unwitnessed;  /* store checkpoints after newest_seq (posting pending) */
+	char what[512];      /* the first problem, in plain words; "" if none */
 };
 
 /**

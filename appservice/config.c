@@ -29,7 +29,9 @@ enum opt_type {
 	OPT_ROOMS, /* a list of room ids */
 	OPT_WORDS, /* a list of short words (language codes) */
 	OPT_TEXT,  /* a string that may span lines (notices, greetings) */
-	OPT_DURATION, /* "30d", "12h", "90m", "45s": unsigned seconds within min..max */
+
+	/* "30d", "12h", "90m", "45s": unsigned seconds within min..max */
+	OPT_DURATION,
 };
 
 struct option {
@@ -307,12 +309,15 @@ static int set_option(struct loader *ld, void *base, const char *section, const 
 		int bad = !u || th_parse_u64(num, UINT64_MAX / 86400, &v) != TH_OK;
 		free(num);
 		if (bad)
-			return fail(ld, line, "%s.%s: \"%s\" is not a duration (a whole number and a unit: 30d, 12h, 90m, 45s)",
+			return fail(ld, line,
+			            "%s.%s: \"%s\" is not a duration (a whole number and a unit: "
+			            "30d, 12h, 90m, 45s)",
 			            section, o->key, text);
 		v *= mult[u - units];
 		if (v < o->min || v > o->max)
-			return fail(ld, line, "%s.%s: %s is out of range (%llu seconds..%llu days)", section, o->key,
-			            text, (unsigned long long)o->min, (unsigned long long)(o->max / 86400));
+			return fail(ld, line, "%s.%s: %s is out of range (%llu seconds..%llu days)", section,
+			            o->key, text, (unsigned long long)o->min,
+			            (unsigned long long)(o->max / 86400));
 		*(unsigned *)field = (unsigned)v;
 		return TH_OK;
 	}

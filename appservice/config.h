@@ -43,7 +43,8 @@ struct config_service {
 	unsigned invite_expiry_hours;      /* default lifetime of a new personal invitation */
 	unsigned conversation_expiry_days; /* a conversation's session and feed end after this */
 	struct config_ids inviters;        /* who may invite; empty: every staff member */
-	unsigned retention_s; /* conversations are removed this long after they started; 0: conversation_expiry_days */
+	/* conversations are removed this long after they started (seconds); 0: conversation_expiry_days */
+	unsigned retention_s;
 };
 
 struct config {

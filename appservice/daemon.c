@@ -405,12 +405,14 @@ static void prune(const struct config *cfg, store *st, const struct txn_env *env
 	if (env && env->au) {
 		int erc = retention_run(env, th_now_ms(), &ended);
 		if (erc)
-			LOG(LOG_WARN, "removing conversations past their retention failed: %s", th_strerror(erc));
+			LOG(LOG_WARN, "removing conversations past their retention failed: %s",
+			    th_strerror(erc));
 		if (ended)
 			LOG(LOG_INFO, "removed %zu conversations past their services' retention", ended);
 		size_t purged = 0;
 		if ((erc = retention_purge_pending(cfg, st, &purged)))
-			LOG(LOG_WARN, "retention: purging rooms on the homeserver failed: %s", th_strerror(erc));
+			LOG(LOG_WARN, "retention: purging rooms on the homeserver failed: %s",
+			    th_strerror(erc));
 	}
 	uint64_t keep = (uint64_t)cfg->dedupe_retention_days * 24u * 3600u * 1000u;
 	uint64_t now = th_now_ms();

@@ -98,7 +98,8 @@ static int collect_due(void *ctx, const void *key, size_t klen, const void *val,
 	if (klen > GUESTS_MAX_USER_ID)
 		return 0;
 	json_t *c = json_loadb(val, vlen, 0, NULL);
-	const struct config_service *svc = config_service_find(d->cfg, jsonx_str(c, "service") ? jsonx_str(c, "service") : "");
+	const struct config_service *svc =
+	        config_service_find(d->cfg, jsonx_str(c, "service") ? jsonx_str(c, "service") : "");
 	uint64_t due = retention_due_ms(svc, c);
 	json_decref(c);
 	if (due && due <= d->now) {
@@ -218,8 +219,8 @@ static int read_token(const char *path, char **out)
 		n = read(fd, buf, MAX_TOKEN);
 	else
 		LOG(LOG_ERROR,
-		    "homeserver.admin_token_file %s: not a regular file of mode 0600 (group or others may read "
-		    "it); not used. Fix it with: chmod 600 %s",
+		    "homeserver.admin_token_file %s: not a regular file of mode 0600 (group or others may "
+		    "read it); not used. Fix it with: chmod 600 %s",
 		    path, path);
 	close(fd);
 	if (n <= 0)
@@ -319,20 +320,24 @@ int retention_purge_pending(const struct config *cfg, store *st, size_t *done)
 		int hrc = retention_hs_room_delete(cfg, l.rooms[i], &status);
 		int forget = hrc == TH_OK || (hrc == TH_EHTTP && (status == 400 || status == 404));
 		if (hrc == TH_EHTTP && !forget)
-			LOG(LOG_WARN, "retention: the homeserver refused to delete room %s (HTTP %ld); will retry",
+			LOG(LOG_WARN,
+			    "retention: the homeserver refused to delete room %s (HTTP %ld); will retry",
 			    l.rooms[i], status);
 		else if (hrc && hrc != TH_EHTTP)
-			LOG(LOG_WARN, "retention: cannot ask the homeserver to delete room %s: %s; will retry",
+			LOG(LOG_WARN,
+			    "retention: cannot ask the homeserver to delete room %s: %s; will retry",
 			    l.rooms[i], th_strerror(hrc));
 		if (hrc == TH_ECONFIG)
 			break;
 		if (!forget)
 			continue;
 		if (hrc == TH_OK) {
-			LOG(LOG_INFO, "retention: room %s is being deleted and purged on the homeserver", l.rooms[i]);
+			LOG(LOG_INFO, "retention: room %s is being deleted and purged on the homeserver",
+			    l.rooms[i]);
 			(*done)++;
 		} else {
-			LOG(LOG_INFO, "retention: the homeserver does not know room %s (HTTP %ld); nothing to purge",
+			LOG(LOG_INFO,
+			    "retention: the homeserver does not know room %s (HTTP %ld); nothing to purge",
 			    l.rooms[i], status);
 		}
 		unsigned char key[MAX_KEY];
@@ -481,14 +486,15 @@ static int hold_change(const struct config *cfg, int add, const char *who, const
 		goto out;
 	}
 	if (!add && !had) {
-		fprintf(stderr, "threshold: hold: there is no hold on %s (see `threshold hold list`)\n", key_id);
+		fprintf(stderr, "threshold: hold: there is no hold on %s (see `threshold hold list`)\n",
+		        key_id);
 		store_txn_abort(t);
 		goto out;
 	}
 	uint64_t now = th_now_ms();
 	if (add) {
-		json_t *h = json_pack("{s:s, s:s?, s:s, s:I, s:s}", "guest", guest, "room", room, "by", actor, "ts",
-		                      (json_int_t)now, "reason", reason);
+		json_t *h = json_pack("{s:s, s:s?, s:s, s:I, s:s}", "guest", guest, "room", room, "by", actor,
+		                      "ts", (json_int_t)now, "reason", reason);
 		char *v = json_dumps(h, JSON_COMPACT);
 		json_decref(h);
 		rc = store_put(t, STORE_META, key, klen, v, strlen(v), 0);
@@ -520,8 +526,8 @@ static int hold_change(const struct config *cfg, int add, const char *who, const
 		       "hold_placed)\n",
 		       guest, room ? " in " : "", room ? room : " (no conversation now)");
 	else
-		printf("released: the conversation of %s goes at its retention time, or at the next run if that "
-		       "has passed (recorded as hold_released)\n",
+		printf("released: the conversation of %s goes at its retention time, or at the next run if "
+		       "that has passed (recorded as hold_released)\n",
 		       guest);
 	code = 0;
 	goto out;
@@ -610,12 +616,13 @@ static int hold_list(const struct config *cfg)
 
 int retention_hold_cli_main(const struct config *cfg, int argc, char **argv)
 {
-	const char *usage = "Usage: threshold hold add WHO --reason TEXT\n"
-	                    "       threshold hold remove WHO [--reason TEXT]\n"
-	                    "       threshold hold list\n"
-	                    "WHO is a guest (user id, localpart or pseudonym) or a conversation's room id.\n"
-	                    "A hold keeps that conversation past its retention until it is removed; both are\n"
-	                    "recorded in the audit log (hold_placed, hold_released), the reason sealed.\n";
+	const char *usage =
+	        "Usage: threshold hold add WHO --reason TEXT\n"
+	        "       threshold hold remove WHO [--reason TEXT]\n"
+	        "       threshold hold list\n"
+	        "WHO is a guest (user id, localpart or pseudonym) or a conversation's room id.\n"
+	        "A hold keeps that conversation past its retention until it is removed; both are\n"
+	        "recorded in the audit log (hold_placed, hold_released), the reason sealed.\n";
 	if (argc < 1 || !strcmp(argv[0], "help") || !strcmp(argv[0], "--help")) {
 		fputs(usage, argc < 1 ? stderr : stdout);
 		return argc < 1 ? 2 : 0;
@@ -645,7 +652,8 @@ int retention_hold_cli_main(const struct config *cfg, int argc, char **argv)
 	int add = !strcmp(cmd, "add");
 	if (!who || (add && (!reason || strlen(reason) < 5))) {
 		fprintf(stderr, "threshold: hold %s: %s\n%s", cmd,
-		            !who ? "which guest or room?" : "say why with --reason (a why, not names; at least 5 characters)",
+		        !who ? "which guest or room?"
+		             : "say why with --reason (a why, not names; at least 5 characters)",
 		        usage);
 		free(who);
 		return 2;
@@ -674,9 +682,11 @@ static void fmt_span(char *out, size_t len, uint64_t ms)
 {
 	uint64_t s = ms / 1000;
 	if (s >= 86400)
-		snprintf(out, len, "%llud %lluh", (unsigned long long)(s / 86400), (unsigned long long)(s % 86400 / 3600));
+		snprintf(out, len, "%llud %lluh", (unsigned long long)(s / 86400),
+		         (unsigned long long)(s % 86400 / 3600));
 	else if (s >= 3600)
-		snprintf(out, len, "%lluh %llum", (unsigned long long)(s / 3600), (unsigned long long)(s % 3600 / 60));
+		snprintf(out, len, "%lluh %llum", (unsigned long long)(s / 3600),
+		         (unsigned long long)(s % 3600 / 60));
 	else
 		snprintf(out, len, "%llum %llus", (unsigned long long)(s / 60), (unsigned long long)(s % 60));
 }
@@ -706,8 +716,7 @@ static int report_one(void *ctx, const void *key, size_t klen, const void *val, 
 		char *reason = clean(jsonx_str(hold, "reason")), *by = clean(jsonx_str(hold, "by"));
 		status = "kept";
 		snprintf(why, sizeof(why), "held by %s since %s (on %s): %s", by, since,
-		         hold_lookup(r->t, guest, NULL) == 1 ? "the guest" : "the room",
-		         reason);
+		         hold_lookup(r->t, guest, NULL) == 1 ? "the guest" : "the room", reason);
 		free(reason);
 		free(by);
 	} else if (by_case) {
@@ -726,10 +735,12 @@ static int report_one(void *ctx, const void *key, size_t klen, const void *val, 
 		if (svc && svc->retention_s) {
 			char ret[64];
 			fmt_span(ret, sizeof(ret), (uint64_t)svc->retention_s * 1000u);
-			snprintf(why, sizeof(why), "in %s: %s's retention (%s after it started)", span, service, ret);
+			snprintf(why, sizeof(why), "in %s: %s's retention (%s after it started)", span,
+			         service, ret);
 		} else {
-			snprintf(why, sizeof(why), "in %s: when the conversation expires (%s's conversation_expiry_days)",
-			         span, service ? service : "?");
+			snprintf(why, sizeof(why),
+			         "in %s: when the conversation expires (%s's conversation_expiry_days)", span,
+			         service ? service : "?");
 		}
 	}
 	json_array_append_new(r->rows, json_pack("{s:s, s:s?, s:s?, s:I, s:I, s:s, s:s}", "guest", guest,
@@ -746,8 +757,9 @@ int retention_cli_main(const struct config *cfg, int argc, char **argv)
 {
 	int as_json = argc == 2 && !strcmp(argv[1], "--json");
 	if (argc < 1 || strcmp(argv[0], "report") || (argc == 2 && !as_json) || argc > 2) {
-		fprintf(stderr, "Usage: threshold retention report [--json]\n"
-		                "  what Threshold keeps, when each conversation goes, and why anything is kept\n");
+		fprintf(stderr,
+		        "Usage: threshold retention report [--json]\n"
+		        "  what Threshold keeps, when each conversation goes, and why anything is kept\n");
 		return 2;
 	}
 	store *st;
@@ -782,7 +794,8 @@ int retention_cli_main(const struct config *cfg, int argc, char **argv)
 	purge_list_free(&pl);
 	if (as_json) {
 		json_t *o = json_pack("{s:o, s:o, s:o, s:b}", "conversations", r.rows, "holds", holds,
-		                      "rooms_to_purge", purges, "homeserver_purge", cfg->hs_admin_token_file != NULL);
+		                      "rooms_to_purge", purges, "homeserver_purge",
+		                      cfg->hs_admin_token_file != NULL);
 		char *s = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
 		printf("%s\n", s);
 		free(s);
@@ -797,8 +810,8 @@ int retention_cli_main(const struct config *cfg, int argc, char **argv)
 		char started[32];
 		fmt_time(started, (uint64_t)json_integer_value(json_object_get(row, "started_ms")));
 		printf("  %s  %s  started %s  %s: %s\n", jsonx_str(row, "guest"),
-		       jsonx_str(row, "service") ? jsonx_str(row, "service") : "-", started, jsonx_str(row, "status"),
-		       jsonx_str(row, "why"));
+		       jsonx_str(row, "service") ? jsonx_str(row, "service") : "-", started,
+		       jsonx_str(row, "status"), jsonx_str(row, "why"));
 	}
 	printf("Holds: %zu (see `threshold hold list`)\n", json_array_size(holds));
 	if (cfg->hs_admin_token_file)
@@ -806,8 +819,8 @@ int retention_cli_main(const struct config *cfg, int argc, char **argv)
 		       "(homeserver.admin_token_file); %zu room(s) waiting for that now\n",
 		       json_array_size(purges));
 	else
-		printf("On the homeserver: rooms are NOT deleted (no homeserver.admin_token_file): their history "
-		       "stays under the homeserver's own retention settings (docs/privacy.md)\n");
+		printf("On the homeserver: rooms are NOT deleted (no homeserver.admin_token_file): their "
+		       "history stays under the homeserver's own retention settings (docs/privacy.md)\n");
 	json_decref(r.rows);
 	json_decref(holds);
 	json_decref(purges);

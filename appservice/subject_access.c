@@ -108,7 +108,8 @@ static void feed_entry_text(struct text *t, const json_t *e)
 	char *cwho = clean(who), *body = clean(jsonx_str(e, "body"));
 	free(who);
 	if (kind && !strcmp(kind, "removed"))
-		put(t, "[%s] (entry %lld was removed)\n", when, (long long)json_integer_value(json_object_get(e, "entry")));
+		put(t, "[%s] (entry %lld was removed)\n", when,
+		    (long long)json_integer_value(json_object_get(e, "entry")));
 	else if (kind && !strcmp(kind, "edited"))
 		put(t, "[%s] (entry %lld was edited to:) %s\n", when,
 		    (long long)json_integer_value(json_object_get(e, "entry")), body);
@@ -174,7 +175,8 @@ static int rec_one(void *ctx, uint64_t seq, const json_t *rec, const char *raw, 
 	fmt_time(when, (uint64_t)json_integer_value(json_object_get(rec, "ts")));
 	const char *kind = jsonx_str(rec, "kind");
 	char *details = json_dumps(json_object_get(rec, "details"), JSON_COMPACT | JSON_SORT_KEYS);
-	char *cd = clean(details), *actor = clean(jsonx_str(rec, "actor")), *room = clean(jsonx_str(rec, "room"));
+	char *cd = clean(details), *actor = clean(jsonx_str(rec, "actor")),
+	     *room = clean(jsonx_str(rec, "room"));
 	free(details);
 	int consent = kind && (!strcmp(kind, "consent_recorded") || !strcmp(kind, "consent_withdrawn"));
 	struct text *out = consent ? w->consents : w->records;
@@ -193,7 +195,9 @@ static int rec_one(void *ctx, uint64_t seq, const json_t *rec, const char *raw, 
 		int rc = audit_unseal(w->a, w->t, w->guest, sealed, &plain);
 		if (rc == TH_OK) {
 			char *cp = clean(plain);
-			put(out, "      SEALED ITEM, decrypted for this export -- REVIEW BEFORE DISCLOSURE:\n      %s\n",
+			put(out,
+			    "      SEALED ITEM, decrypted for this export -- REVIEW BEFORE DISCLOSURE:\n"
+			    "      %s\n",
 			    cp);
 			free(cp);
 			free(plain);
@@ -201,7 +205,8 @@ static int rec_one(void *ctx, uint64_t seq, const json_t *rec, const char *raw, 
 		} else if (rc == TH_ENOTFOUND) {
 			put(out, "      (sealed detail erased: it can no longer be read by anyone)\n");
 		} else {
-			put(out, "      (sealed detail that does not decrypt: %s; report this)\n", th_strerror(rc));
+			put(out, "      (sealed detail that does not decrypt: %s; report this)\n",
+			    th_strerror(rc));
 		}
 	}
 	return 0;
@@ -223,20 +228,19 @@ static int find_guest(const struct config *cfg, store_txn *t, const char *who, s
 	return rc;
 }
 
-static const char HEADER[] =
-        "SUBJECT ACCESS EXPORT -- everything Threshold holds about one person\n"
-        "=====================================================================\n"
-        "\n"
-        "FOR THE SAFEGUARDING LEAD, BEFORE SENDING: read all of this file first.\n"
-        "Items marked \"REVIEW BEFORE DISCLOSURE\" were sealed (encrypted) in the\n"
-        "audit log: notes, concerns, contact details or flagged words about this\n"
-        "person. They are usually disclosable, but may hold another person's\n"
-        "details or something an exemption lets you withhold (for example where\n"
-        "disclosure would be likely to cause serious harm). Redact what you must\n"
-        "withhold, record why, and delete any copy you do not need once sent.\n"
-        "The homeserver (the staff's chat system) keeps its own copy of the\n"
-        "conversation room; see docs/privacy.md for what is kept where.\n"
-        "\n";
+static const char HEADER[] = "SUBJECT ACCESS EXPORT -- everything Threshold holds about one person\n"
+                             "=====================================================================\n"
+                             "\n"
+                             "FOR THE SAFEGUARDING LEAD, BEFORE SENDING: read all of this file first.\n"
+                             "Items marked \"REVIEW BEFORE DISCLOSURE\" were sealed (encrypted) in the\n"
+                             "audit log: notes, concerns, contact details or flagged words about this\n"
+                             "person. They are usually disclosable, but may hold another person's\n"
+                             "details or something an exemption lets you withhold (for example where\n"
+                             "disclosure would be likely to cause serious harm). Redact what you must\n"
+                             "withhold, record why, and delete any copy you do not need once sent.\n"
+                             "The homeserver (the staff's chat system) keeps its own copy of the\n"
+                             "conversation room; see docs/privacy.md for what is kept where.\n"
+                             "\n";
 
 int subject_access_main(const struct config *cfg, int argc, char **argv)
 {
@@ -269,7 +273,8 @@ int subject_access_main(const struct config *cfg, int argc, char **argv)
 	struct guest g;
 	size_t nentries = 0;
 	if (store_open(cfg->store_path, cfg->map_size_mb, &st) != TH_OK) {
-		fprintf(stderr, "threshold: guest export: cannot open the store %s (see above)\n", cfg->store_path);
+		fprintf(stderr, "threshold: guest export: cannot open the store %s (see above)\n",
+		        cfg->store_path);
 		goto out;
 	}
 	if (audit_open_config(st, cfg, &a) != TH_OK) {
@@ -297,7 +302,8 @@ int subject_access_main(const struct config *cfg, int argc, char **argv)
 		fmt_time(c2, (uint64_t)json_integer_value(json_object_get(cr, "expires_ms")));
 		const char *svc = jsonx_str(cr, "service");
 		const struct config_service *s = svc ? config_service_find(cfg, svc) : NULL;
-		put(&conv, "service     %s%s%s%s\nstate       %s\nstarted     %s\nends        %s\nlanguage    %s\n",
+		put(&conv,
+		    "service     %s%s%s%s\nstate       %s\nstarted     %s\nends        %s\nlanguage    %s\n",
 		    svc ? svc : "-", s ? " (" : "", s ? s->display_name : "", s ? ")" : "",
 		    jsonx_str(cr, "state") ? jsonx_str(cr, "state") : "-", c1, c2,
 		    jsonx_str(cr, "lang") ? jsonx_str(cr, "lang") : "-");
@@ -329,17 +335,21 @@ int subject_access_main(const struct config *cfg, int argc, char **argv)
 	fmt_time(made, g.created_ms);
 	char *pseud = clean(g.pseudonym);
 	put(&doc, "%s", HEADER);
-	put(&doc, "Made          %s\nPerson        %s\nPseudonym     %s\nFirst seen    %s\nState         %s\n\n",
+	put(&doc,
+	    "Made          %s\nPerson        %s\nPseudonym     %s\nFirst seen    %s\nState         %s\n\n",
 	    now, g.user_id, *pseud ? pseud : "(erased)", made, g.state);
 	free(pseud);
 	put(&doc, "1. CONVERSATION\n---------------\n%s\n", conv.s ? conv.s : "");
-	put(&doc, "2. THE CONVERSATION AS THEIR PAGE SHOWED IT (%zu entries)\n"
-	          "-----------------------------------------------------\n%s\n",
+	put(&doc,
+	    "2. THE CONVERSATION AS THEIR PAGE SHOWED IT (%zu entries)\n"
+	    "-----------------------------------------------------\n%s\n",
 	    nentries, feed.s ? feed.s : "(nothing is held)\n");
 	free(feed.s);
-	put(&doc, "3. CONSENTS (%zu)\n-----------\n%s\n", w.nconsents, consents.s ? consents.s : "(none recorded)\n");
-	put(&doc, "4. AUDIT LOG RECORDS ABOUT THEM (%zu; %zu sealed item(s) decrypted)\n"
-	          "------------------------------------------------------------------\n%s\n",
+	put(&doc, "3. CONSENTS (%zu)\n-----------\n%s\n", w.nconsents,
+	    consents.s ? consents.s : "(none recorded)\n");
+	put(&doc,
+	    "4. AUDIT LOG RECORDS ABOUT THEM (%zu; %zu sealed item(s) decrypted)\n"
+	    "------------------------------------------------------------------\n%s\n",
 	    w.nrecords, w.nsealed, records.s ? records.s : "(none)\n");
 	put(&doc, "End of export.\n");
 	if (doc.too_large) {
@@ -350,10 +360,11 @@ int subject_access_main(const struct config *cfg, int argc, char **argv)
 
 	/* On the record before anything is written. */
 	char *actor = th_cli_actor();
-	json_t *d = json_pack("{s:s, s:I, s:I, s:I, s:I}", "format", "text", "feed_entries", (json_int_t)nentries,
-	                      "consents", (json_int_t)w.nconsents, "records", (json_int_t)w.nrecords, "sealed",
-	                      (json_int_t)w.nsealed);
-	struct audit_rec rec = {.kind = AUDIT_SUBJECT_ACCESS, .actor = actor, .subject = g.user_id, .details = d};
+	json_t *d = json_pack("{s:s, s:I, s:I, s:I, s:I}", "format", "text", "feed_entries",
+	                      (json_int_t)nentries, "consents", (json_int_t)w.nconsents, "records",
+	                      (json_int_t)w.nrecords, "sealed", (json_int_t)w.nsealed);
+	struct audit_rec rec = {
+	        .kind = AUDIT_SUBJECT_ACCESS, .actor = actor, .subject = g.user_id, .details = d};
 	rc = store_txn_begin(st, 1, &t);
 	if (!rc)
 		rc = audit_append(a, t, &rec, NULL);
@@ -365,17 +376,21 @@ int subject_access_main(const struct config *cfg, int argc, char **argv)
 	free(actor);
 	json_decref(d);
 	if (rc) {
-		fprintf(stderr, "threshold: guest export: cannot record the export in the audit log (%s); nothing written\n",
+		fprintf(stderr,
+		        "threshold: guest export: cannot record the export in the audit log (%s); nothing "
+		        "written\n",
 		        th_strerror(rc));
 		goto out;
 	}
 	if (out_path) {
 		if (th_write_file_atomic(out_path, doc.s, doc.n, 0600) != TH_OK) {
-			fprintf(stderr, "threshold: guest export: cannot write %s: %s\n", out_path, strerror(errno));
+			fprintf(stderr, "threshold: guest export: cannot write %s: %s\n", out_path,
+			        strerror(errno));
 			goto out;
 		}
 		fprintf(stderr,
-		        "wrote the subject access export of %s to %s (%zu conversation entries, %zu consents, %zu "
+		        "wrote the subject access export of %s to %s (%zu conversation entries, %zu "
+		        "consents, %zu "
 		        "audit records, %zu sealed items decrypted); recorded as subject_access_exported.\n"
 		        "Review it before sending: see the note at its top.\n",
 		        g.user_id, out_path, nentries, w.nconsents, w.nrecords, w.nsealed);
