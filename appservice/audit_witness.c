@@ -136,22 +136,21 @@ fail:
 
 /* ---- reading back ------------------------------------------------------ */
 
-struct wlist {
-	struct audit_witness *v;
-	size_t n, cap;
-};
-
-static void wlist_add(struct wlist *l, const json_t *ev)
+static void wlist_add(struct audit_witness_list *l, const json_t *ev)
 {
 	const char *id = jsonx_str(ev, "event_id");
 	const json_t *content = json_object_get(ev, "content");
 	struct audit_witness w;
 	memset(&w, 0, sizeof(w));
 	snprintf(w.event_id, sizeof(w.event_id), "%s", id ? id : "?");
+	for (unsigned char *p = (unsigned char *)w.event_id; *p; p++) /* printed to a terminal */
+		if (*p < 0x20 || *p == 0x7f)
+			*p = '?';
 	w.ts_ms = (uint64_t)json_integer_value(json_object_get(ev, "origin_server_ts"));
 	const json_t *seq = json_object_get(content, "seq");
 	const char *hash = jsonx_str(content, "hash");
-	if (json_is_integer(seq) && json_integer_value(seq) > 0 && hash && strlen(hash) == HEX_LEN) {
+	if (json_is_integer(seq) && json_integer_value(seq) > 0 && hash && strlen(hash) == HEX_LEN &&
+	    strspn(hash, "0123456789abcdef") == HEX_LEN) {
 		w.seq = (uint64_t)json_integer_value(seq);
 		memcpy(w.hash, hash, HEX_LEN + 1);
 	} else if (!json_object_get(json_object_get(ev, "unsigned"), "redacted_because") &&
@@ -163,6 +162,20 @@ static void wlist_add(struct wlist *l, const json_t *ev)
 		l->v = xrealloc(l->v, l->cap * sizeof(*l->v));
 	}
 	l->v[l->n++] = w;
+}
+
+const char *audit_witness_page(const json_t *page, const char *bot_user_id, struct audit_witness_list *l)
+{
+	const json_t *chunk = json_object_get(page, "chunk");
+	size_t i;
+	const json_t *ev;
+	json_array_foreach(chunk, i, ev)
+	{
+		const char *type = jsonx_str(ev, "type"), *sender = jsonx_str(ev, "sender");
+		if (type && sender && !strcmp(type, AUDIT_WITNESS_TYPE) && !strcmp(sender, bot_user_id))
+			wlist_add(l, ev);
+	}
+	return jsonx_str(page, "end");
 }
 
 int audit_witness_read(cs_client *c, const struct config *cfg, struct audit_witness **out, size_t *n,
@@ -177,7 +190,7 @@ int audit_witness_read(cs_client *c, const struct config *cfg, struct audit_witn
 	char *eroom = cs_escape(room);
 	char *filter = cs_escape("{\"types\":[\"" AUDIT_WITNESS_TYPE "\"],\"lazy_load_members\":true}");
 	char *from = NULL;
-	struct wlist l = {NULL, 0, 0};
+	struct audit_witness_list l = {NULL, 0, 0};
 	int rc = TH_OK;
 	for (;;) {
 		char *efrom = from ? cs_escape(from) : NULL;
@@ -195,18 +208,9 @@ int audit_witness_read(cs_client *c, const struct config *cfg, struct audit_witn
 			rc = TH_EHTTP;
 			break;
 		}
-		const json_t *chunk = json_object_get(resp.body, "chunk");
-		size_t i;
-		const json_t *ev;
-		json_array_foreach(chunk, i, ev)
-		{
-			const char *type = jsonx_str(ev, "type"), *sender = jsonx_str(ev, "sender");
-			if (type && sender && !strcmp(type, AUDIT_WITNESS_TYPE) &&
-			    !strcmp(sender, cfg->bot_user_id))
-				wlist_add(&l, ev);
-		}
-		const char *end = jsonx_str(resp.body, "end");
-		int more = end && json_array_size(chunk) > 0 && (!from || strcmp(end, from) != 0);
+		const char *end = audit_witness_page(resp.body, cfg->bot_user_id, &l);
+		int more = end && json_array_size(json_object_get(resp.body, "chunk")) > 0 &&
+		           (!from || strcmp(end, from) != 0);
 		free(from);
 		from = more ? xstrdup(end) : NULL;
 		cs_response_clear(&resp);

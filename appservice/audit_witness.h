@@ -37,6 +37,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "audit.h"
 #include "cs.h"
 #include "store.h"
@@ -68,6 +70,21 @@ struct audit_witness {
 	char event_id[256];                /* the witness event */
 	uint64_t ts_ms;                    /* when the homeserver received it */
 };
+
+/** A growing list of witnesses (v: xrealloc'd; the caller frees v). */
+struct audit_witness_list {
+	struct audit_witness *v;
+	size_t n, cap;
+};
+
+/**
+ * Take the bot's witness events out of one page of GET /rooms/{id}/messages
+ * (@p page as the homeserver answered it, untrusted) and append them to @p l:
+ * a well-formed one with its seq and hash, a redacted one (content emptied,
+ * or unsigned.redacted_because) with seq 0; anything else is passed by.
+ * @return the page's "end" token (borrowed from @p page), or NULL.
+ */
+const char *audit_witness_page(const json_t *page, const char *bot_user_id, struct audit_witness_list *l);
 
 /**
  * Read every witness event of the bot in the witness room, newest first.
