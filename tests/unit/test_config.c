@@ -746,17 +746,18 @@ static void test_roles(void)
  * conversation due (retention.h). */
 static void test_retention_duration(void)
 {
-#define SERVICE(ret)                                                                                   \
-	MINIMAL "services:\n"                                                                          \
-	        "  helpline:\n"                                                                        \
-	        "    display_name: Helpline\n"                                                         \
+#define SERVICE(ret)                           \
+	MINIMAL "services:\n"                  \
+	        "  helpline:\n"                \
+	        "    display_name: Helpline\n" \
 	        "    staff_room: \"!staff:example.org\"\n" ret
 	struct config cfg;
 	char err[768];
 	CHECK_EQ_INT(load_text(SERVICE("    retention: 90m\n"), &cfg, err, sizeof(err)), TH_OK);
 	CHECK_EQ_INT(cfg.nservices, 1);
 	CHECK_EQ_INT(cfg.services[0].retention_s, 5400);
-	json_t *conv = json_pack("{s:I, s:I}", "created_ms", (json_int_t)1000000, "expires_ms", (json_int_t)7);
+	json_t *conv =
+	        json_pack("{s:I, s:I}", "created_ms", (json_int_t)1000000, "expires_ms", (json_int_t)7);
 	CHECK(retention_due_ms(&cfg.services[0], conv) == 1000000 + 5400000ull);
 	config_free(&cfg);
 	CHECK_EQ_INT(load_text(SERVICE("    retention: 30d\n"), &cfg, err, sizeof(err)), TH_OK);
@@ -768,7 +769,8 @@ static void test_retention_duration(void)
 	CHECK(retention_due_ms(&cfg.services[0], conv) == 7);
 	config_free(&cfg);
 	json_decref(conv);
-	EXPECT_ERROR(SERVICE("    retention: 5s\n"), 12, "services.helpline.retention: 5s is out of range", NULL);
+	EXPECT_ERROR(SERVICE("    retention: 5s\n"), 12, "services.helpline.retention: 5s is out of range",
+	             NULL);
 	EXPECT_ERROR(SERVICE("    retention: 2w\n"), 12, "is not a duration", "30d, 12h, 90m, 45s");
 	EXPECT_ERROR(SERVICE("    retention: 30\n"), 12, "is not a duration", NULL);
 	EXPECT_ERROR(SERVICE("    retention: d\n"), 12, "is not a duration", NULL);
