@@ -74,6 +74,13 @@ def staff_reply(env, room, text):
     return run(send())
 
 
+def history(env, room):
+    async def read():
+        async with Client.for_user(env, "staff") as c:
+            return await c.history(room)
+    return run(read())
+
+
 def guest_id_of(threshold, pseudonym):
     return json.loads(threshold.run("guest", "show", pseudonym, "--json").stdout)["user_id"]
 
@@ -84,7 +91,11 @@ def test_subject_access_export_holds_what_the_page_showed(env, services):
     guest.redeem(service="helpline", version="4")
     guest.wait_for(lambda e: e["kind"] == "notice", what="the greeting")
     portal = join_portal(env, services["helpline"], guest.pseudonym)
-    guest.send("Hello, I need some help with my housing")
+    local_id = guest.send("Hello, I need some help with my housing")
+    guest.wait_for(lambda e: e.get("local_id") == local_id, what="the guest's own message")
+    # Staff answer what they have read, so the reply follows it in the room.
+    wait(lambda: any(ev.get("content", {}).get("body") == "Hello, I need some help with my housing"
+                     for ev in history(env, portal)), 30, "the guest's message in the room", step=0.5)
     staff_reply(env, portal, "Hi, I'm here. How can I help?")
     guest.wait_for(lambda e: e.get("body") == "Hi, I'm here. How can I help?", what="the reply")
     gid = guest_id_of(threshold, guest.pseudonym)
