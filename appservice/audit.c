@@ -66,6 +66,10 @@ static const char *const kind_names[AUDIT_NKINDS] = {
         [AUDIT_ENCRYPTION_ENABLED] = "encryption_enabled",
         [AUDIT_ENFORCEMENT_FAILED] = "enforcement_failed",
         [AUDIT_ADDED_ACROSS] = "guest_added_across_services",
+        [AUDIT_SUBJECT_ACCESS] = "subject_access_exported",
+        [AUDIT_HOLD_PLACED] = "hold_placed",
+        [AUDIT_HOLD_RELEASED] = "hold_released",
+        [AUDIT_RETENTION_REMOVED] = "retention_removed",
 };
 
 /* A subject's key slot waiting to be zeroed once its erasure is committed. */

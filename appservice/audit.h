@@ -142,6 +142,10 @@ enum audit_kind {
 	AUDIT_ENCRYPTION_ENABLED,  /* "encryption_enabled": a managed room was encrypted (cannot be undone) */
 	AUDIT_ENFORCEMENT_FAILED, /* "enforcement_failed": the homeserver refused a kick or revert for good */
 	AUDIT_ADDED_ACROSS,       /* "guest_added_across_services": a lead added another service's guest */
+	AUDIT_SUBJECT_ACCESS,     /* "subject_access_exported": everything held about a guest was exported */
+	AUDIT_HOLD_PLACED,   /* "hold_placed": a lead kept a guest's or room's conversation past retention */
+	AUDIT_HOLD_RELEASED, /* "hold_released": that hold was lifted */
+	AUDIT_RETENTION_REMOVED, /* "retention_removed": a conversation past its retention was removed */
 	AUDIT_NKINDS
 };
 

@@ -14,7 +14,9 @@
 #include <unistd.h>
 
 #include "audit.h"
+#include "audit_witness.h"
 #include "config.h"
+#include "cs.h"
 #include "log.h"
 #include "store.h"
 #include "util.h"
@@ -46,8 +48,10 @@ static void usage(FILE *out)
 	        "Usage: threshold audit COMMAND [OPTIONS]\n"
 	        "\n"
 	        "Commands:\n"
-	        "  verify [--from SEQ] [--pubkey KEY]\n"
-	        "                         check the chain and every checkpoint signature in the store\n"
+	        "  verify [--from SEQ] [--pubkey KEY] [--no-witness]\n"
+	        "                         check the chain and every checkpoint signature in the store,\n"
+	        "                         then the store against the checkpoints witnessed on the\n"
+	        "                         homeserver (--no-witness: skip that, when it is unreachable)\n"
 	        "  verify --against FILE [--pubkey KEY]\n"
 	        "                         also check that the store still holds the chain that FILE,\n"
 	        "                         an export kept off this machine, signed\n"
@@ -367,9 +371,106 @@ static int verify_file(const struct cli_opts *o)
 	return AUDIT_EXIT_OK;
 }
 
+/*
+ * Check the store against the checkpoints witnessed on the homeserver
+ * (audit_witness.h), read as the bot with the registration's as_token.
+ * @p outcome: static, for the audit_viewed record.
+ * @return an AUDIT_EXIT_* code (printed what it found).
+ */
+static int verify_witness(const struct config *cfg, store *st, int skip, const char **outcome)
+{
+	const char *room = audit_witness_room(cfg);
+	if (skip) {
+		*outcome = "skipped";
+		printf("witness room NOT checked (--no-witness): a rollback of the store to an earlier "
+		       "checkpoint would not be noticed\n");
+		return AUDIT_EXIT_OK;
+	}
+	if (!room) {
+		*outcome = "no_room";
+		printf("no witness room configured (audit.witness_room or safeguarding.room): a rollback of "
+		       "the store to an earlier checkpoint cannot be noticed\n");
+		return AUDIT_EXIT_OK;
+	}
+	*outcome = "unreachable";
+	struct config c = *cfg; /* the tokens are read here only: the audit commands need no others */
+	c.as_token = c.hs_token = NULL;
+	char err[512];
+	cs_client *cs = NULL;
+	struct audit_witness *w = NULL;
+	size_t n = 0;
+	long status = 0;
+	int code = AUDIT_EXIT_ERROR;
+	if (config_load_registration(&c, err, sizeof(err)) != TH_OK) {
+		fprintf(stderr,
+		        "threshold: audit verify: cannot read the witness room without the bot's token "
+		        "(see above); run with --no-witness to check the store alone\n");
+		goto out;
+	}
+	if (cs_client_new(&c, &cs) != TH_OK) {
+		fprintf(stderr, "threshold: audit verify: cannot set up the homeserver client\n");
+		goto out;
+	}
+	int rc = audit_witness_read(cs, &c, &w, &n, &status);
+	if (rc == TH_EHTTP) {
+		fprintf(stderr,
+		        "threshold: audit verify: the homeserver refused to show the witness room %s "
+		        "(HTTP %ld): is the bot still in it? Run with --no-witness to check the store "
+		        "alone; a rollback would then go unnoticed\n",
+		        room, status);
+		goto out;
+	}
+	if (rc) {
+		fprintf(stderr,
+		        "threshold: audit verify: cannot read the witness room %s: the homeserver at %s is "
+		        "unreachable (%s). Run with --no-witness to check the store alone; a rollback would "
+		        "then go unnoticed\n",
+		        room, cfg->hs_url, th_strerror(rc));
+		goto out;
+	}
+	struct audit_witness_result wr;
+	rc = audit_witness_check(st, w, n, &wr);
+	if (rc == TH_EVERIFY) {
+		*outcome = "broken";
+		printf("audit log does NOT match its witness room %s: %s\n", room, wr.what);
+		code = AUDIT_EXIT_BROKEN;
+	} else if (rc) {
+		fprintf(stderr, "threshold: audit verify: cannot compare with the witness room: %s\n",
+		        th_strerror(rc));
+	} else {
+		*outcome = "ok";
+		if (wr.newest_seq)
+			printf("witness room %s: %zu witnessed checkpoint(s) match the store, the "
+			       "newest at seq %llu",
+			       room, wr.witnessed, (unsigned long long)wr.newest_seq);
+		else
+			printf("witness room %s holds no checkpoint yet", room);
+		if (wr.unwitnessed)
+			printf("; %zu newer checkpoint(s) not posted there yet", wr.unwitnessed);
+		printf("\n");
+		code = AUDIT_EXIT_OK;
+	}
+out:
+	free(w);
+	cs_client_free(cs);
+	free(c.as_token);
+	free(c.hs_token);
+	return code;
+}
+
 static int cmd_verify(const struct config *cfg, int argc, char **argv)
 {
 	struct cli_opts o;
+	int no_witness = 0;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--no-witness")) {
+			no_witness = 1;
+			for (int j = i; j + 1 < argc; j++)
+				argv[j] = argv[j + 1];
+			argc--;
+			i--;
+		}
+	}
 	if (parse_args("verify", ACCEPT_FILE | ACCEPT_FROM | ACCEPT_PUBKEY | ACCEPT_AGAINST, argc, argv, &o))
 		return AUDIT_EXIT_USAGE;
 	if ((o.file && (o.from || o.against)) || (o.against && o.from)) {
@@ -437,6 +538,12 @@ static int cmd_verify(const struct config *cfg, int argc, char **argv)
 			       "cover them\n",
 			       (unsigned long long)(res.last_seq - res.last_checkpoint));
 	}
+	const char *witness = "not_checked";
+	if (code == AUDIT_EXIT_OK) {
+		int wcode = verify_witness(cfg, st, no_witness, &witness);
+		if (wcode != AUDIT_EXIT_OK)
+			code = wcode;
+	}
 
 	/* Record the check after it ran, so it can say how it went. */
 	audit *a;
@@ -445,6 +552,7 @@ static int cmd_verify(const struct config *cfg, int argc, char **argv)
 		                      (json_int_t)o.from, "against", o.against != NULL, "result",
 		                      code == AUDIT_EXIT_OK ? "ok" : "broken", "bad_seq",
 		                      (json_int_t)res.bad_seq);
+		json_object_set_new(d, "witness", json_string(witness));
 		record_access(st, a, AUDIT_AUDIT_VIEWED, NULL, d, 0, NULL);
 		audit_close(a);
 	} else {

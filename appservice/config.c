@@ -29,6 +29,9 @@ enum opt_type {
 	OPT_ROOMS, /* a list of room ids */
 	OPT_WORDS, /* a list of short words (language codes) */
 	OPT_TEXT,  /* a string that may span lines (notices, greetings) */
+
+	/* "30d", "12h", "90m", "45s": unsigned seconds within min..max */
+	OPT_DURATION,
 };
 
 struct option {
@@ -46,6 +49,7 @@ struct option {
 static const struct option options[] = {
         {"homeserver", "url", OPT_URL, OFF(hs_url), 1, NULL, 0, 0},
         {"homeserver", "server_name", OPT_STRING, OFF(server_name), 1, NULL, 0, 0},
+        {"homeserver", "admin_token_file", OPT_STRING, OFF(hs_admin_token_file), 0, NULL, 0, 0},
         {"appservice", "id", OPT_LOCALPART, OFF(as_id), 0, "threshold", 0, 0},
         {"appservice", "listen_address", OPT_STRING, OFF(listen_address), 0, "127.0.0.1", 0, 0},
         {"appservice", "listen_port", OPT_UINT, OFF(listen_port), 0, "29333", 1, 65535},
@@ -78,6 +82,7 @@ static const struct option options[] = {
         {"audit", "key_file", OPT_STRING, OFF(audit_key_path), 0, NULL, 0, 0},
         {"audit", "checkpoint_every", OPT_UINT, OFF(audit_checkpoint_every), 0, "1000", 1, 1000000},
         {"audit", "checkpoint_seconds", OPT_UINT, OFF(audit_checkpoint_seconds), 0, "300", 1, 86400},
+        {"audit", "witness_room", OPT_ROOM, OFF(audit_witness_room), 0, NULL, 0, 0},
         {"gateway", "listen_address", OPT_STRING, OFF(gw_listen_address), 0, "127.0.0.1", 0, 0},
         {"gateway", "listen_port", OPT_UINT, OFF(gw_listen_port), 0, "29334", 1, 65535},
         {"gateway", "public_url", OPT_URL, OFF(gw_public_url), 0, NULL, 0, 0},
@@ -144,6 +149,7 @@ static const struct option service_options[] = {
         {"service", "conversation_expiry_days", OPT_UINT, SOFF(conversation_expiry_days), 0, "30", 1, 3650},
         {"service", "inviters", OPT_USERS, SOFF(inviters), 0, NULL, 0, 0},
         {"service", "sms_number", OPT_STRING, SOFF(sms_number), 0, NULL, 0, 0},
+        {"service", "retention", OPT_DURATION, SOFF(retention_s), 0, NULL, 10, 3153600000},
 };
 #define NSERVICE_OPTIONS (sizeof(service_options) / sizeof(service_options[0]))
 #define MAX_SERVICES     256
@@ -311,6 +317,27 @@ static int set_option(struct loader *ld, void *base, const char *section, const 
 		free(*(char **)field);
 		*(char **)field = xstrdup(text);
 		return TH_OK;
+	case OPT_DURATION: {
+		size_t n = strlen(text);
+		static const char units[] = "smhd";
+		static const uint64_t mult[] = {1, 60, 3600, 86400};
+		const char *u = n >= 2 ? strchr(units, text[n - 1]) : NULL;
+		char *num = u ? xstrndup(text, n - 1) : NULL;
+		int bad = !u || th_parse_u64(num, UINT64_MAX / 86400, &v) != TH_OK;
+		free(num);
+		if (bad)
+			return fail(ld, line,
+			            "%s.%s: \"%s\" is not a duration (a whole number and a unit: "
+			            "30d, 12h, 90m, 45s)",
+			            section, o->key, text);
+		v *= mult[u - units];
+		if (v < o->min || v > o->max)
+			return fail(ld, line, "%s.%s: %s is out of range (%llu seconds..%llu days)", section,
+			            o->key, text, (unsigned long long)o->min,
+			            (unsigned long long)(o->max / 86400));
+		*(unsigned *)field = (unsigned)v;
+		return TH_OK;
+	}
 	case OPT_UINT:
 	case OPT_SIZE:
 		if (th_parse_u64(text, UINT64_MAX, &v) != TH_OK)
@@ -964,6 +991,7 @@ static void free_fields(const struct option *table, size_t n, void *base)
 		case OPT_UINT:
 		case OPT_SIZE:
 		case OPT_BOOL:
+		case OPT_DURATION:
 			break;
 		case OPT_USERS:
 		case OPT_WORDS:

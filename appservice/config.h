@@ -44,12 +44,15 @@ struct config_service {
 	unsigned conversation_expiry_days; /* a conversation's session and feed end after this */
 	struct config_ids inviters;        /* who may invite; empty: every staff member */
 	char *sms_number;                  /* the number people text to reach it (sms:), or NULL */
+	/* conversations are removed this long after they started (seconds); 0: conversation_expiry_days */
+	unsigned retention_s;
 };
 
 struct config {
 	/* homeserver */
 	char *hs_url;      /* Client-Server API base, e.g. http://127.0.0.1:8008 */
 	char *server_name; /* the homeserver's server name, e.g. example.org */
+	char *hs_admin_token_file; /* a server admin's token (mode 0600), for erasure; NULL: none */
 
 	/* appservice */
 	char *as_id;          /* registration id */
@@ -99,6 +102,7 @@ struct config {
 	char *audit_key_path; /* signing seed file (0600); default <store_path>/audit-signing.key */
 	unsigned audit_checkpoint_every;   /* sign a checkpoint after this many records... */
 	unsigned audit_checkpoint_seconds; /* ...or this long after the last one, whichever first */
+	char *audit_witness_room; /* room the checkpoints are witnessed in; NULL: the safeguarding room */
 
 	/* gateway: where guests' browsers reach Threshold (docs/gateway-api.md) */
 	char *gw_listen_address;

@@ -13,6 +13,7 @@
 
 #include "as_server.h"
 #include "audit.h"
+#include "audit_witness.h"
 #include "config.h"
 #include "conv.h"
 #include "gateway.h"
@@ -25,6 +26,7 @@
 #include "metrics.h"
 #include "matrix_outbox.h"
 #include "outbox.h"
+#include "retention.h"
 #include "rooms.h"
 #include "sms_channel.h"
 #include "store.h"
@@ -351,6 +353,17 @@ static void audit_tick(audit *au, store *st)
 		LOG(LOG_WARN, "audit: checkpoint commit failed");
 }
 
+/* Post each new checkpoint to the witness room (audit_witness.h). */
+static void witness_tick(const struct config *cfg, store *st, outbox *ob)
+{
+	size_t queued = 0;
+	int rc = audit_witness_queue(cfg, st, &queued);
+	if (rc)
+		LOG(LOG_WARN, "audit: cannot queue checkpoints for the witness room: %s", th_strerror(rc));
+	else if (queued)
+		outbox_wake(ob);
+}
+
 static int try_ping(cs_client *cs, const struct config *cfg)
 {
 	uint64_t ms = 0;
@@ -373,16 +386,35 @@ static int try_ping(cs_client *cs, const struct config *cfg)
 	return 0;
 }
 
+/* The retention job (retention.h) between the hourly prunes. */
+static void retention_tick(const struct config *cfg, store *st, const struct txn_env *env, outbox *ob)
+{
+	size_t removed = 0, purged = 0;
+	int rc = retention_run(env, th_now_ms(), &removed);
+	if (rc)
+		LOG(LOG_WARN, "removing conversations past their retention failed: %s", th_strerror(rc));
+	if (removed) {
+		LOG(LOG_INFO, "removed %zu conversations past their services' retention", removed);
+		outbox_wake(ob);
+	}
+	if ((rc = retention_purge_pending(cfg, st, &purged)))
+		LOG(LOG_WARN, "retention: purging rooms on the homeserver failed: %s", th_strerror(rc));
+}
+
 static void prune(const struct config *cfg, store *st, const struct txn_env *env)
 {
 	size_t ended = 0;
 	if (env && env->au) {
-		int erc = conv_expire(env, th_now_ms(), &ended);
+		int erc = retention_run(env, th_now_ms(), &ended);
 		if (erc)
-			LOG(LOG_WARN, "ending expired conversations failed: %s", th_strerror(erc));
+			LOG(LOG_WARN, "removing conversations past their retention failed: %s",
+			    th_strerror(erc));
 		if (ended)
-			LOG(LOG_INFO, "ended %zu conversations past their services' conversation_expiry_days",
-			    ended);
+			LOG(LOG_INFO, "removed %zu conversations past their services' retention", ended);
+		size_t purged = 0;
+		if ((erc = retention_purge_pending(cfg, st, &purged)))
+			LOG(LOG_WARN, "retention: purging rooms on the homeserver failed: %s",
+			    th_strerror(erc));
 	}
 	uint64_t keep = (uint64_t)cfg->dedupe_retention_days * 24u * 3600u * 1000u;
 	uint64_t now = th_now_ms();
@@ -489,6 +521,7 @@ int daemon_serve(const struct config *cfg)
 	int sg_read = read_safeguarding_privacy(cs, cfg, st);
 	uint64_t ping_wait = PING_RETRY_MIN_MS, next_ping = th_mono_ms() + ping_wait;
 	uint64_t next_prune = th_mono_ms() + 60000u, next_trim = th_mono_ms() + TRIM_INTERVAL_MS;
+	uint64_t next_retention = th_mono_ms() + RETENTION_INTERVAL_MS;
 	for (;;) {
 		struct timespec ts = {1, 0};
 		int sig = sigtimedwait(&sigs, NULL, &ts);
@@ -510,6 +543,7 @@ int daemon_serve(const struct config *cfg)
 			next_ping = now + ping_wait;
 		}
 		audit_tick(au, st);
+		witness_tick(cfg, st, ob);
 		staff_departures(&env, ob);
 		if (cfg->nservices) { /* "waiting" notices held for their minute */
 			size_t posted = 0;
@@ -528,6 +562,10 @@ int daemon_serve(const struct config *cfg)
 		if (now >= next_prune) {
 			prune(cfg, st, &env);
 			next_prune = now + PRUNE_INTERVAL_MS;
+			next_retention = now + RETENTION_INTERVAL_MS;
+		} else if (now >= next_retention) { /* retention runs more often than the rest of prune */
+			retention_tick(cfg, st, &env, ob);
+			next_retention = now + RETENTION_INTERVAL_MS;
 		}
 	}
 	code = 0;

@@ -16,6 +16,7 @@
 #include "config.h"
 #include "guests.h"
 #include "store.h"
+#include "subject_access.h"
 #include "util.h"
 
 static void usage(FILE *out)
@@ -32,6 +33,10 @@ static void usage(FILE *out)
 	             "  show ID_OR_PSEUDONYM [--json]\n"
 	             "                         show one guest, by user id (@guest_...:server), by\n"
 	             "                         localpart, or by pseudonym (\"Amber Otter\", any case)\n"
+	             "  export ID_OR_PSEUDONYM [--out FILE]\n"
+	             "                         everything held about one guest, as a readable file, for a\n"
+	             "                         subject access request (sealed items decrypted, marked for\n"
+	             "                         review; recorded as subject_access_exported)\n"
 	             "\n"
 	             "Exit status: 0 ok, 1 not found or could not run, 2 usage.\n");
 }
@@ -370,6 +375,8 @@ int guests_cli_main(const struct config *cfg, int argc, char **argv)
 		usage(stdout);
 		return GUESTS_EXIT_OK;
 	}
+	if (!strcmp(cmd, "export"))
+		return subject_access_main(cfg, argc, argv);
 	if (strcmp(cmd, "create") && strcmp(cmd, "list") && strcmp(cmd, "show")) {
 		fprintf(stderr, "threshold: guest: unknown command '%s' (try `threshold guest help`)\n", cmd);
 		return GUESTS_EXIT_USAGE;

@@ -13,6 +13,7 @@
 #include "guests_cli.h"
 #include "invites_cli.h"
 #include "log.h"
+#include "retention.h"
 #include "util.h"
 
 #define DEFAULT_CONFIG "/etc/threshold/config.yaml"
@@ -40,9 +41,13 @@ static void usage(FILE *f)
 	           "  invite create --service NAME [--uses N] [--expires 7d] [--json]\n"
 	           "                             a personal invitation link for a guest\n"
 	           "                             (docs/services.md)\n"
-	           "  guest create|list|show [OPTIONS]\n"
-	           "                             create and look up pseudonymous guests\n"
+	           "  guest create|list|show|export [OPTIONS]\n"
+	           "                             create and look up pseudonymous guests; export\n"
+	           "                             one guest's data for a subject access request\n"
 	           "                             (threshold guest help; docs/guests.md)\n"
+	           "  hold add|remove|list [WHO --reason TEXT]\n"
+	           "                             keep a guest's conversation past its retention\n"
+	           "  retention report [--json]  what is kept, when it goes, and why\n"
 	           "  audit verify|list|export|pubkey [OPTIONS]\n"
 	           "                             review, export and verify the safeguarding audit\n"
 	           "                             log (threshold audit help; docs/audit.md)\n"
@@ -146,7 +151,8 @@ int main(int argc, char **argv)
 	char **sub_argv = argv + i;
 	if (strcmp(cmd, "serve") && strcmp(cmd, "generate-registration") && strcmp(cmd, "status") &&
 	    strcmp(cmd, "audit") && strcmp(cmd, "guest") && strcmp(cmd, "invite") &&
-	    strcmp(cmd, "check-config") && strcmp(cmd, "doctor")) {
+	    strcmp(cmd, "check-config") && strcmp(cmd, "doctor") && strcmp(cmd, "hold") &&
+	    strcmp(cmd, "retention")) {
 		fprintf(stderr, "threshold: unknown command '%s' (try --help)\n", cmd);
 		return 2;
 	}
@@ -164,6 +170,10 @@ int main(int argc, char **argv)
 		code = inv_cli_main(&cfg, sub_argc, sub_argv);
 	} else if (!strcmp(cmd, "audit")) {
 		code = audit_cli_main(&cfg, sub_argc, sub_argv);
+	} else if (!strcmp(cmd, "hold")) {
+		code = retention_hold_cli_main(&cfg, sub_argc, sub_argv);
+	} else if (!strcmp(cmd, "retention")) {
+		code = retention_cli_main(&cfg, sub_argc, sub_argv);
 	} else if (!strcmp(cmd, "doctor")) {
 		code = doctor_main(&cfg, sub_argc, sub_argv);
 	} else if (!strcmp(cmd, "check-config")) {

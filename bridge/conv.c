@@ -1888,6 +1888,22 @@ static int collect_expired(void *ctx, const void *key, size_t klen, const void *
 	return 0;
 }
 
+int conv_remove(const struct txn_env *env, store_txn *t, const char *guest)
+{
+	json_t *c = conv_get(t, guest);
+	int rc = TH_OK;
+	if (c)
+		rc = close_in(env, t, guest, c, "threshold", "This conversation has ended.", 1, 0);
+	if (!rc)
+		rc = feed_erase(t, guest, NULL);
+	if (!rc && c)
+		rc = chan_forget_in(t, guest, c);
+	if (!rc && c)
+		rc = store_del(t, STORE_CONVS, guest, strlen(guest));
+	json_decref(c);
+	return rc;
+}
+
 int conv_expire(const struct txn_env *env, uint64_t now_ms, size_t *expired)
 {
 	struct expired ex = {.now = now_ms};
@@ -1902,17 +1918,7 @@ int conv_expire(const struct txn_env *env, uint64_t now_ms, size_t *expired)
 		const char *guest = ex.guests[i];
 		if ((rc = store_txn_begin(env->st, 1, &t)))
 			break;
-		json_t *c = conv_get(t, guest);
-		if (c)
-			rc = close_in(env, t, guest, c, "threshold", "This conversation has ended.", 1, 0);
-		if (!rc)
-			rc = feed_erase(t, guest, NULL);
-		if (!rc && c)
-			rc = chan_forget_in(t, guest, c);
-		if (!rc && c)
-			rc = store_del(t, STORE_CONVS, guest, strlen(guest));
-		json_decref(c);
-		if (rc) {
+		if ((rc = conv_remove(env, t, guest))) {
 			store_txn_abort(t);
 			break;
 		}

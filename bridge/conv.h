@@ -173,6 +173,15 @@ int conv_erase(const struct txn_env *env, const char *guest);
 int conv_expire(const struct txn_env *env, uint64_t now_ms, size_t *expired);
 
 /**
+ * Remove one conversation as conv_expire() does (close it, the guest leaves,
+ * feed, sessions and record deleted), in the caller's write transaction @p t:
+ * the retention job (appservice/retention.h) decides which, holds included.
+ * A guest with no conversation has only their feed (if any) deleted.
+ * @return TH_OK or a store/audit error (abort @p t).
+ */
+int conv_remove(const struct txn_env *env, store_txn *t, const char *guest);
+
+/**
  * Called back by the Matrix implementation (matrix.h conv_room_create) in
  * the commit that removes the create_room action of @p guest's room (made
  * by the guest itself): record the room, queue the guest handing it to the

@@ -36,6 +36,7 @@ SERVICE_NAME_PATTERN = "^[a-z0-9._=/-]{1,64}$"
 LEVELS = ["error", "warn", "info", "debug"]
 # Keys of a service that config.c reads outside service_options[] (service_extra).
 SERVICE_EXTRA_KEYS = {"notice"}
+DURATION_PATTERN = "^[0-9]+[smhd]$"
 
 ROW = re.compile(
     r'\{\s*"(?P<section>[^"]+)",\s*"(?P<key>[^"]+)",\s*(?P<type>OPT_[A-Z]+),\s*'
@@ -152,7 +153,7 @@ def check_key(ck, schema, sec, label, r, consts):
         if p.get("type") != "string" or p.get("minLength") != (None if kind == "OPT_LEVEL" else 1):
             ck.fail(f"{name}: must be a non-empty string in the schema (config.c {kind})")
         want_pattern = {"OPT_URL": URL_PATTERN, "OPT_LOCALPART": LOCALPART_PATTERN,
-                        "OPT_ROOM": ROOM_PATTERN}.get(kind)
+                        "OPT_ROOM": ROOM_PATTERN, "OPT_DURATION": DURATION_PATTERN}.get(kind)
         if p.get("pattern") != want_pattern:
             ck.fail(f"{name}: schema pattern {p.get('pattern')!r}, want {want_pattern!r} for {kind}")
         if (kind == "OPT_LEVEL") != ("enum" in p) or (kind == "OPT_LEVEL" and p["enum"] != LEVELS):
@@ -354,6 +355,11 @@ def check_rejections(ck, validator, example, rows, srows):
             expect_valid(f"{name}: https://x", with_value("https://x"))
         if r["type"] == "OPT_LEVEL":
             expect_invalid(f"{name}: verbose", with_value("verbose"))
+        if r["type"] == "OPT_DURATION":
+            expect_valid(f"{name}: 30d", with_value("30d"))
+            expect_valid(f"{name}: 90m", with_value("90m"))
+            expect_invalid(f"{name}: 30", with_value("30"))
+            expect_invalid(f"{name}: 2w", with_value("2w"))
 
     for r in rows:
         row_checks(r, r["section"], lambda doc, s=r["section"]: section_of(doc, s))

@@ -17,6 +17,7 @@
 
 #include "audit.h"
 #include "audit_cli.h"
+#include "audit_witness.h"
 #include "config.h"
 #include "log.h"
 #include "store.h"
@@ -992,6 +993,114 @@ static void test_verify_against(void)
 	env_free(&e);
 }
 
+/* ---- the witness room (audit_witness.h) ---------------------------------- */
+
+/* The store's checkpoints as the witness room would hold them, newest first. */
+static size_t witnesses_of(struct env *e, struct audit_witness *w, size_t max)
+{
+	store_txn *t;
+	size_t n = 0;
+	const void *v;
+	size_t vlen;
+	CHECK_EQ_INT(store_txn_begin(e->st, 0, &t), TH_OK);
+	for (uint64_t s = head_seq(e); s > 0 && n < max; s--) {
+		unsigned char key[8];
+		store_u64_key(key, s);
+		if (store_get(t, STORE_AUDIT_CKPT, key, 8, &v, &vlen) != TH_OK)
+			continue;
+		json_t *ck = json_loadb(v, vlen, 0, NULL);
+		memset(&w[n], 0, sizeof(w[n]));
+		w[n].seq = s;
+		snprintf(w[n].hash, sizeof(w[n].hash), "%s", json_string_value(json_object_get(ck, "hash")));
+		snprintf(w[n].event_id, sizeof(w[n].event_id), "$witness%zu", n);
+		json_decref(ck);
+		n++;
+	}
+	store_txn_abort(t);
+	return n;
+}
+
+static void test_witness(void)
+{
+	struct env e;
+	struct audit_witness_result res;
+	struct audit_witness w[64], later[64];
+	env_init(&e, 50);
+	append_many(&e, 300, 10);
+	size_t n = witnesses_of(&e, w, 64);
+	CHECK(n >= 5);
+	CHECK_EQ_INT(audit_witness_check(e.st, w, n, &res), TH_OK);
+	CHECK(res.newest_seq == w[0].seq && res.unwitnessed == 0 && res.witnessed == n);
+	/* Only the older ones witnessed yet: fine, the rest are on their way. */
+	CHECK_EQ_INT(audit_witness_check(e.st, w + 2, n - 2, &res), TH_OK);
+	CHECK_EQ_INT(res.unwitnessed, 2);
+
+	/* A redacted witness is reported. */
+	memcpy(later, w, n * sizeof(w[0]));
+	later[1].seq = 0;
+	later[1].hash[0] = '\0';
+	CHECK_EQ_INT(audit_witness_check(e.st, later, n, &res), TH_EVERIFY);
+	CHECK(strstr(res.what, "redacted") != NULL);
+
+	/* Cut back to the first checkpoint: verify alone passes, the witness does not. */
+	uint64_t c0 = first_checkpoint(&e);
+	cut_back(&e, c0);
+	struct audit_verify_result vr;
+	CHECK_EQ_INT(verify(&e, 0, &vr), TH_OK);
+	CHECK_EQ_INT(audit_witness_check(e.st, w, n, &res), TH_EVERIFY);
+	CHECK(strstr(res.what, "ROLLED BACK") != NULL);
+	CHECK(res.store_ckpt == c0);
+
+	/* ...and grown again past the witnessed head: the hashes diverge. */
+	audit_close(e.a);
+	e.a = NULL;
+	CHECK_EQ_INT(env_open_audit(&e, 50), TH_OK);
+	append_many(&e, 600, 10);
+	CHECK_EQ_INT(verify(&e, 0, &vr), TH_OK);
+	CHECK_EQ_INT(audit_witness_check(e.st, w, n, &res), TH_EVERIFY);
+	CHECK(strstr(res.what, "DIVERGES") != NULL);
+	env_free(&e);
+}
+
+/* The daemon's side: each checkpoint queued once for the witness room. */
+static void test_witness_queue(void)
+{
+	struct env e;
+	struct config cfg;
+	size_t queued = 0, pending = 0;
+	env_init(&e, 50);
+	test_config_init(&cfg, e.dir);
+	CHECK_EQ_INT(audit_witness_queue(&cfg, e.st, &queued), TH_OK);
+	CHECK_EQ_INT(queued, 0); /* no witness room: nothing */
+	cfg.safeguarding_room = xstrdup("!sg:test.local");
+	append_many(&e, 300, 10);
+	CHECK_EQ_INT(audit_witness_queue(&cfg, e.st, &queued), TH_OK);
+	CHECK_EQ_INT(queued, 1); /* first use: the newest checkpoint only */
+	CHECK_EQ_INT(audit_witness_queue(&cfg, e.st, &queued), TH_OK);
+	CHECK_EQ_INT(queued, 0);
+	append_many(&e, 200, 10);
+	CHECK_EQ_INT(audit_witness_queue(&cfg, e.st, &queued), TH_OK);
+	CHECK(queued >= 3);
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(e.st, 0, &t), TH_OK);
+	CHECK_EQ_INT(store_count(t, STORE_OUTBOX, &pending), TH_OK);
+	const void *k, *v;
+	size_t klen, vlen;
+	CHECK_EQ_INT(store_last(t, STORE_OUTBOX, &k, &klen, &v, &vlen), TH_OK);
+	json_t *a = json_loadb(v, vlen, 0, NULL);
+	store_txn_abort(t);
+	CHECK_EQ_INT(pending, queued + 1);
+	CHECK(!strcmp(json_string_value(json_object_get(a, "type")), AUDIT_WITNESS_TYPE));
+	CHECK(!strcmp(json_string_value(json_object_get(a, "room_id")), "!sg:test.local"));
+	json_t *c = json_object_get(a, "content");
+	CHECK_EQ_INT(json_object_size(c), 2); /* seq and hash, nothing else */
+	CHECK(json_integer_value(json_object_get(c, "seq")) > 0);
+	CHECK(strlen(json_string_value(json_object_get(c, "hash"))) == 64);
+	json_decref(a);
+	config_free(&cfg);
+	env_free(&e);
+}
+
 /* ---- the command line --------------------------------------------------- */
 
 static int cli(const struct config *cfg, const char *a0, const char *a1, const char *a2, const char *a3,
@@ -1301,6 +1410,8 @@ int main(void)
 	test_key_files();
 	test_export();
 	test_verify_against();
+	test_witness();
+	test_witness_queue();
 	test_cli();
 	test_indexes();
 	return TEST_DONE();

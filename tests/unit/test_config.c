@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "config.h"
+#include "retention.h"
 #include "testlib.h"
 #include "util.h"
 
@@ -792,6 +793,41 @@ static void test_sms_keys(void)
 #undef SMS_SERVICE
 }
 
+/* services.<name>.retention: a duration with a unit, and when it makes a
+ * conversation due (retention.h). */
+static void test_retention_duration(void)
+{
+#define SERVICE(ret)                           \
+	MINIMAL "services:\n"                  \
+	        "  helpline:\n"                \
+	        "    display_name: Helpline\n" \
+	        "    staff_room: \"!staff:example.org\"\n" ret
+	struct config cfg;
+	char err[768];
+	CHECK_EQ_INT(load_text(SERVICE("    retention: 90m\n"), &cfg, err, sizeof(err)), TH_OK);
+	CHECK_EQ_INT(cfg.nservices, 1);
+	CHECK_EQ_INT(cfg.services[0].retention_s, 5400);
+	json_t *conv =
+	        json_pack("{s:I, s:I}", "created_ms", (json_int_t)1000000, "expires_ms", (json_int_t)7);
+	CHECK(retention_due_ms(&cfg.services[0], conv) == 1000000 + 5400000ull);
+	config_free(&cfg);
+	CHECK_EQ_INT(load_text(SERVICE("    retention: 30d\n"), &cfg, err, sizeof(err)), TH_OK);
+	CHECK_EQ_INT(cfg.services[0].retention_s, 30 * 86400);
+	config_free(&cfg);
+	/* Absent: the conversation's own expiry rules. */
+	CHECK_EQ_INT(load_text(SERVICE(""), &cfg, err, sizeof(err)), TH_OK);
+	CHECK_EQ_INT(cfg.services[0].retention_s, 0);
+	CHECK(retention_due_ms(&cfg.services[0], conv) == 7);
+	config_free(&cfg);
+	json_decref(conv);
+	EXPECT_ERROR(SERVICE("    retention: 5s\n"), 12, "services.helpline.retention: 5s is out of range",
+	             NULL);
+	EXPECT_ERROR(SERVICE("    retention: 2w\n"), 12, "is not a duration", "30d, 12h, 90m, 45s");
+	EXPECT_ERROR(SERVICE("    retention: 30\n"), 12, "is not a duration", NULL);
+	EXPECT_ERROR(SERVICE("    retention: d\n"), 12, "is not a duration", NULL);
+#undef SERVICE
+}
+
 int main(void)
 {
 	dir = test_tmpdir();
@@ -806,6 +842,7 @@ int main(void)
 	test_registration_fuzz_cases();
 	test_namespace();
 	test_roles();
+	test_retention_duration();
 	test_rmtree(dir);
 	free(dir);
 	return TEST_DONE();
