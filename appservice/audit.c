@@ -66,6 +66,10 @@ static const char *const kind_names[AUDIT_NKINDS] = {
         [AUDIT_ENCRYPTION_ENABLED] = "encryption_enabled",
         [AUDIT_ENFORCEMENT_FAILED] = "enforcement_failed",
         [AUDIT_ADDED_ACROSS] = "guest_added_across_services",
+        [AUDIT_CONCERN_RAISED] = "concern_raised",
+        [AUDIT_CASE_VIEWED] = "case_viewed",
+        [AUDIT_CASE_CHANGED] = "case_changed",
+        [AUDIT_ESCALATED] = "conversation_escalated",
 };
 
 /* A subject's key slot waiting to be zeroed once its erasure is committed. */

@@ -75,6 +75,11 @@ static const struct option options[] = {
         {"rooms", "staff_power", OPT_UINT, OFF(staff_power), 0, "50", 1, 99},
         {"safeguarding", "room", OPT_ROOM, OFF(safeguarding_room), 0, NULL, 0, 0},
         {"safeguarding", "leads", OPT_USERS, OFF(leads), 0, NULL, 0, 0},
+        {"safeguarding", "concern_reaction", OPT_STRING, OFF(concern_reaction), 0, "⚠️", 0, 0},
+        {"safeguarding", "response_seconds_low", OPT_UINT, OFF(response_low_s), 0, "604800", 1, 31536000},
+        {"safeguarding", "response_seconds_medium", OPT_UINT, OFF(response_medium_s), 0, "86400", 1, 31536000},
+        {"safeguarding", "response_seconds_high", OPT_UINT, OFF(response_high_s), 0, "3600", 1, 31536000},
+        {"safeguarding", "reminder_seconds", OPT_UINT, OFF(reminder_s), 0, "3600", 1, 604800},
         {"audit", "key_file", OPT_STRING, OFF(audit_key_path), 0, NULL, 0, 0},
         {"audit", "checkpoint_every", OPT_UINT, OFF(audit_checkpoint_every), 0, "1000", 1, 1000000},
         {"audit", "checkpoint_seconds", OPT_UINT, OFF(audit_checkpoint_seconds), 0, "300", 1, 86400},
@@ -127,6 +132,9 @@ static const struct option service_options[] = {
         {"service", "invite_expiry_hours", OPT_UINT, SOFF(invite_expiry_hours), 0, "168", 1, 8760},
         {"service", "conversation_expiry_days", OPT_UINT, SOFF(conversation_expiry_days), 0, "30", 1, 3650},
         {"service", "inviters", OPT_USERS, SOFF(inviters), 0, NULL, 0, 0},
+        {"service", "duty_leads", OPT_USERS, SOFF(duty_leads), 0, NULL, 0, 0},
+        {"service", "escalate_after_seconds", OPT_UINT, SOFF(escalate_after_s), 0, "0", 0, 604800},
+        {"service", "escalate_every_seconds", OPT_UINT, SOFF(escalate_every_s), 0, "0", 0, 604800},
 };
 #define NSERVICE_OPTIONS (sizeof(service_options) / sizeof(service_options[0]))
 #define MAX_SERVICES     256
@@ -452,12 +460,71 @@ static int load_keys(struct loader *ld, yaml_document_t *doc, yaml_node_t *map, 
 	return TH_OK;
 }
 
+#define MAX_KEYWORDS      1000 /* per language */
+#define MAX_KEYWORD_BYTES 200
+
+/* services.<name>.concern_keywords: a mapping of language code to a list of
+ * words or phrases (cases.c matches them). */
+static int load_keywords(struct loader *ld, struct config_service *svc, const char *label,
+                         yaml_document_t *doc, yaml_node_t *v, size_t line)
+{
+	if (v->type != YAML_MAPPING_NODE)
+		return fail(ld, line,
+		            "%s.concern_keywords: expected a mapping of language code to a list of words, "
+		            "like en: [\"hurt me\"]",
+		            label);
+	for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+		yaml_node_t *k = yaml_document_get_node(doc, p->key);
+		yaml_node_t *l = yaml_document_get_node(doc, p->value);
+		size_t kline = k->start_mark.line + 1;
+		const char *lang = k->type == YAML_SCALAR_NODE ? (const char *)k->data.scalar.value : "?";
+		if (!word_ok(lang))
+			return fail(ld, kline,
+			            "%s.concern_keywords: \"%s\" is not a language code (like en or pt-br)",
+			            label, lang);
+		for (size_t i = 0; i < svc->nkeywords; i++) {
+			if (!strcmp(svc->keywords[i].lang, lang))
+				return fail(ld, kline, "%s.concern_keywords.%s is given twice", label, lang);
+		}
+		if (l->type != YAML_SEQUENCE_NODE)
+			return fail(ld, kline, "%s.concern_keywords.%s: expected a list of words or phrases",
+			            label, lang);
+		svc->keywords = xrealloc(svc->keywords, (svc->nkeywords + 1) * sizeof(*svc->keywords));
+		struct config_keywords *kw = &svc->keywords[svc->nkeywords++];
+		kw->lang = xstrdup(lang);
+		kw->words.v = NULL;
+		kw->words.n = 0;
+		for (yaml_node_item_t *it = l->data.sequence.items.start; it < l->data.sequence.items.top; it++) {
+			yaml_node_t *w = yaml_document_get_node(doc, *it);
+			size_t wline = w->start_mark.line + 1;
+			const char *text = w->type == YAML_SCALAR_NODE ? (const char *)w->data.scalar.value : "";
+			size_t n = w->type == YAML_SCALAR_NODE ? w->data.scalar.length : 0;
+			if (!n || n > MAX_KEYWORD_BYTES || strlen(text) != n || has_control(text) ||
+			    strspn(text, " ") == n)
+				return fail(ld, wline,
+				            "%s.concern_keywords.%s: each entry must be a word or phrase of "
+				            "1..%u bytes, without control characters",
+				            label, lang, MAX_KEYWORD_BYTES);
+			if (kw->words.n == MAX_KEYWORDS)
+				return fail(ld, wline, "%s.concern_keywords.%s: at most %u entries", label, lang,
+				            MAX_KEYWORDS);
+			kw->words.v = xrealloc(kw->words.v, (kw->words.n + 1) * sizeof(char *));
+			kw->words.v[kw->words.n++] = xstrdup(text);
+		}
+	}
+	return TH_OK;
+}
+
 /* services.<name>.notice: a mapping of language code to text. */
 static int service_extra(struct loader *ld, void *base, const char *label, yaml_document_t *doc,
                          const char *key, yaml_node_t *v, size_t line, int *rc)
 {
 	struct config_service *svc = base;
 	*rc = TH_OK;
+	if (strcmp(key, "concern_keywords") == 0) {
+		*rc = load_keywords(ld, svc, label, doc, v, line);
+		return 0;
+	}
 	if (strcmp(key, "notice") != 0)
 		return 1;
 	if (v->type != YAML_MAPPING_NODE) {
@@ -910,6 +977,13 @@ void config_free(struct config *cfg)
 			free(svc->notices[j].text);
 		}
 		free(svc->notices);
+		for (size_t j = 0; j < svc->nkeywords; j++) {
+			free(svc->keywords[j].lang);
+			for (size_t w = 0; w < svc->keywords[j].words.n; w++)
+				free(svc->keywords[j].words.v[w]);
+			free(svc->keywords[j].words.v);
+		}
+		free(svc->keywords);
 		free(svc->name);
 	}
 	free(cfg->services);

@@ -25,6 +25,12 @@ struct config_notice {
 	char *text; /* plain words: who runs this, what is kept, for how long, rights */
 };
 
+/* One language's concern keywords for a service (services.<name>.concern_keywords). */
+struct config_keywords {
+	char *lang;              /* "en" */
+	struct config_ids words; /* words or phrases, matched case-insensitively on word boundaries */
+};
+
 /*
  * A service (services.<name>): a helpline, an information desk, a support
  * group.  Guests reach its staff through the gateway (docs/services.md).
@@ -43,6 +49,12 @@ struct config_service {
 	unsigned invite_expiry_hours;      /* default lifetime of a new personal invitation */
 	unsigned conversation_expiry_days; /* a conversation's session and feed end after this */
 	struct config_ids inviters;        /* who may invite; empty: every staff member */
+	/* Safeguarding (docs/safeguarding-guide.md): */
+	struct config_ids duty_leads;     /* mentioned in help alerts and escalations */
+	unsigned escalate_after_s;        /* a guest waiting this long for a staff reply is escalated; 0: never */
+	unsigned escalate_every_s;        /* ...and again this often while waiting; 0: escalate_after_s */
+	struct config_keywords *keywords; /* concern_keywords: one list per language */
+	size_t nkeywords;
 };
 
 struct config {
@@ -93,6 +105,11 @@ struct config {
 	/* safeguarding */
 	char *safeguarding_room; /* room id for alerts and leads' questions, or NULL */
 	struct config_ids leads; /* safeguarding leads (staff too) */
+	char *concern_reaction;  /* a reaction key by staff on a message raises a medium concern */
+	unsigned response_low_s; /* a case's response deadline by its severity... */
+	unsigned response_medium_s;
+	unsigned response_high_s;
+	unsigned reminder_s;     /* reminders of a case past its deadline, this often */
 
 	/* audit */
 	char *audit_key_path; /* signing seed file (0600); default <store_path>/audit-signing.key */

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "audit_cli.h"
+#include "cases.h"
 #include "config.h"
 #include "daemon.h"
 #include "doctor.h"
@@ -43,6 +44,9 @@ static void usage(FILE *f)
 	           "  guest create|list|show [OPTIONS]\n"
 	           "                             create and look up pseudonymous guests\n"
 	           "                             (threshold guest help; docs/guests.md)\n"
+	           "  case list [all]|show ID|take ID|note ID TEXT|close ID OUTCOME\n"
+	           "                             work safeguarding cases, on the record\n"
+	           "                             (docs/safeguarding-guide.md)\n"
 	           "  audit verify|list|export|pubkey [OPTIONS]\n"
 	           "                             review, export and verify the safeguarding audit\n"
 	           "                             log (threshold audit help; docs/audit.md)\n"
@@ -145,7 +149,7 @@ int main(int argc, char **argv)
 	int sub_argc = argc - i;
 	char **sub_argv = argv + i;
 	if (strcmp(cmd, "serve") && strcmp(cmd, "generate-registration") && strcmp(cmd, "status") &&
-	    strcmp(cmd, "audit") && strcmp(cmd, "guest") && strcmp(cmd, "invite") &&
+	    strcmp(cmd, "audit") && strcmp(cmd, "guest") && strcmp(cmd, "invite") && strcmp(cmd, "case") &&
 	    strcmp(cmd, "check-config") && strcmp(cmd, "doctor")) {
 		fprintf(stderr, "threshold: unknown command '%s' (try --help)\n", cmd);
 		return 2;
@@ -160,6 +164,8 @@ int main(int argc, char **argv)
 	int code;
 	if (!strcmp(cmd, "guest")) {
 		code = guests_cli_main(&cfg, sub_argc, sub_argv);
+	} else if (!strcmp(cmd, "case")) {
+		code = cases_cli_main(&cfg, sub_argc, sub_argv);
 	} else if (!strcmp(cmd, "invite")) {
 		code = inv_cli_main(&cfg, sub_argc, sub_argv);
 	} else if (!strcmp(cmd, "audit")) {

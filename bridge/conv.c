@@ -1253,14 +1253,14 @@ static int is_moderator(const json_t *room, const char *user, enum pol_role role
 	return level >= redact;
 }
 
-/* "!threshold ..." or "!audit ...", after leading white space. */
+/* "!threshold ...", "!audit ..." or "!case ...", after leading white space. */
 static int is_command_text(const char *s)
 {
 	if (!s)
 		return 0;
 	while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
 		s++;
-	return strncmp(s, "!threshold", 10) == 0 || strncmp(s, "!audit", 6) == 0;
+	return strncmp(s, "!threshold", 10) == 0 || strncmp(s, "!audit", 6) == 0 || strncmp(s, "!case", 5) == 0;
 }
 
 /* @p body without a reply fallback (spec: CS API, "Fallbacks for rich
