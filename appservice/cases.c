@@ -434,7 +434,8 @@ int cases_on_concern(const struct txn_env *env, store_txn *t, const struct mxev 
 			                  severity_names[c.severity], (unsigned long long)id,
 			                  opened ? ", opened now" : "");
 		if (!rc)
-			rc = env->mx->ops->notice(env->mx->ctx, t, ev->room_id, cfg->bot_user_id, reply, NULL);
+			rc = env->mx->ops->notice(env->mx->ctx, t, ev->room_id, cfg->bot_user_id, reply,
+			                          ev->event_id);
 		free(reply);
 		if (!rc)
 			(*queued) += 2;
