@@ -1051,6 +1051,7 @@ enum route {
 	R_ERASE,
 	R_UPLOAD,
 	R_MEDIA,
+	R_HELP,
 };
 
 static const struct {
@@ -1067,6 +1068,7 @@ static const struct {
         {API "/feed", "GET", R_FEED, 1, 0, 0},       {API "/leave", "POST", R_LEAVE, 1, 0, 0},
         {API "/erase", "POST", R_ERASE, 1, 0, 0},    {API "/upload", "POST", R_UPLOAD, 1, 0, 0},
         {API "/media/", "GET", R_MEDIA, 1, 0, 1},
+        {API "/help", "POST", R_HELP, 1, 0, 0},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -1178,6 +1180,28 @@ static enum MHD_Result send_refusal(struct MHD_Connection *conn, struct req *rq)
 	return send_error(conn, rq->r_status, rq->r_errcode, rq->r_error, rq->r_retry);
 }
 
+/* POST /help: "I need help now" (docs/gateway-api.md).  Staff and the
+ * duty leads are told at once; a second tap within HELP_REPEAT_MS is
+ * confirmed the same way but alerts nobody again (the session limiter). */
+#define HELP_REPEAT_MS 60000u
+static enum MHD_Result handle_help(gateway *gw, struct MHD_Connection *conn, const struct conv_session *s)
+{
+	char key[GUESTS_MAX_USER_ID + 6];
+	int klen = snprintf(key, sizeof(key), "help:%s", s->guest);
+	if (rate_take(gw->lim_session, key, (size_t)klen, 1, HELP_REPEAT_MS))
+		return send_json(conn, 200, json_pack("{s:b, s:b}", "received", 1, "repeat", 1));
+	uint64_t when = 0;
+	int rc = conv_help(gw->env, s->guest, &when);
+	if (rc == TH_ENOTFOUND)
+		return send_error(conn, 404, "TH_NOT_FOUND", "There is no conversation to ask in.", 0);
+	if (rc)
+		return store_failed(conn, rc);
+	LOG(LOG_INFO, "gateway: a guest asked for help now");
+	if (gw->on_queue)
+		gw->on_queue(gw->ctx);
+	return send_json(conn, 200, json_pack("{s:b, s:b, s:I}", "received", 1, "repeat", 0, "at_ms", (json_int_t)when));
+}
+
 static enum MHD_Result dispatch(gateway *gw, struct MHD_Connection *conn, const char *url, const char *method,
                                 struct req *rq)
 {
@@ -1242,6 +1266,8 @@ static enum MHD_Result dispatch(gateway *gw, struct MHD_Connection *conn, const 
 		return handle_upload(gw, conn, rq, &s);
 	case R_MEDIA:
 		return handle_media(gw, conn, rq, &s, url + strlen(routes[i].path));
+	case R_HELP:
+		return handle_help(gw, conn, &s);
 	case R_NONE:
 		break;
 	}
@@ -1322,11 +1348,11 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *conn, co
 	return ret;
 }
 
-_Static_assert(R_MEDIA + 1 == GW_STATS_ROUTES, "gw_stats: one row per route");
+_Static_assert(R_HELP + 1 == GW_STATS_ROUTES, "gw_stats: one row per route");
 
 static const char *const route_names[GW_STATS_ROUTES] = {
         "static", "page", "invitation", "redeem", "resume", "session",
-        "send",   "feed", "leave",      "erase",  "upload", "media",
+        "send",   "feed", "leave",      "erase",  "upload", "media", "help",
 };
 static const char *const class_names[GW_STATS_CLASSES] = {"2xx", "3xx", "4xx", "429", "5xx"};
 

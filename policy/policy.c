@@ -233,6 +233,7 @@ static const struct gateway_rule gateway_rules[] = {
         {POL_EV_GATEWAY_UPLOAD, -1, 0, ANY, ANY, ANY, POL_R_GUEST_NO_SESSION, 0, POL_REC_NONE},
         {POL_EV_GATEWAY_LEAVE, -1, 0, ANY, ANY, ANY, POL_R_GUEST_NO_SESSION, 0, POL_REC_NONE},
         {POL_EV_GATEWAY_ERASE, -1, 0, ANY, ANY, ANY, POL_R_GUEST_NO_SESSION, 0, POL_REC_NONE},
+        {POL_EV_GATEWAY_HELP, -1, 0, ANY, ANY, ANY, POL_R_GUEST_NO_SESSION, 0, POL_REC_NONE},
         /* A guest writes only into an open conversation, in a managed room
          * Threshold knows them to be in; a picture or file likewise. */
         {POL_EV_GATEWAY_SEND, 0, 0, CONV(POL_CONV_CLOSED), ANY, ANY, POL_R_GUEST_CONV_CLOSED, 0,
@@ -257,6 +258,12 @@ static const struct gateway_rule gateway_rules[] = {
         {POL_EV_GATEWAY_ERASE, 0, 0, CONV(POL_CONV_NONE), ANY, ANY, POL_R_GUEST_NO_CONVERSATION, 0,
          POL_REC_NONE},
         {POL_EV_GATEWAY_ERASE, 0, 0, ANY, ANY, ANY, POL_R_GUEST_ERASE_ALLOWED, POL_ACT_ERASE, POL_REC_NONE},
+        /* A guest asking for help is always heard while they have a
+         * conversation, whatever its state (closed included: they may be in
+         * danger after staff closed it); recorded by conv_help. */
+        {POL_EV_GATEWAY_HELP, 0, 0, CONV(POL_CONV_NONE), ANY, ANY, POL_R_GUEST_NO_CONVERSATION, 0,
+         POL_REC_NONE},
+        {POL_EV_GATEWAY_HELP, 0, 0, ANY, ANY, ANY, POL_R_GUEST_HELP_ALLOWED, POL_ACT_HELP, POL_REC_NONE},
 };
 
 #define NRULES         (sizeof(rules) / sizeof(rules[0]))
@@ -265,7 +272,8 @@ static const struct gateway_rule gateway_rules[] = {
 static int is_gateway(enum pol_event e)
 {
 	return e == POL_EV_GATEWAY_SEND || e == POL_EV_GATEWAY_REDEEM || e == POL_EV_GATEWAY_RESUME ||
-	       e == POL_EV_GATEWAY_UPLOAD || e == POL_EV_GATEWAY_LEAVE || e == POL_EV_GATEWAY_ERASE;
+	       e == POL_EV_GATEWAY_UPLOAD || e == POL_EV_GATEWAY_LEAVE || e == POL_EV_GATEWAY_ERASE ||
+	       e == POL_EV_GATEWAY_HELP;
 }
 
 static int flag_ok(int want, int fact)
@@ -389,6 +397,7 @@ static const char *const reason_names[POL_R_COUNT] = {
         [POL_R_CONCERN_KEYWORD] = "concern_keyword",
         [POL_R_CASE_COMMAND] = "case_command",
         [POL_R_CASE_REFUSED] = "case_refused",
+        [POL_R_GUEST_HELP_ALLOWED] = "guest_help_allowed",
 };
 
 static const char *const role_names[POL_ROLE_COUNT] = {
@@ -420,6 +429,7 @@ static const char *const event_names[POL_EV_COUNT] = {
         [POL_EV_CONCERN_REACTION] = "concern_reaction",
         [POL_EV_CONCERN_KEYWORD] = "concern_keyword",
         [POL_EV_CASE_COMMAND] = "case_command",
+        [POL_EV_GATEWAY_HELP] = "gateway_help",
 };
 
 static const char *const conv_names[POL_CONV_COUNT] = {
@@ -470,6 +480,7 @@ static const char *const action_names[POL_ACT_COUNT] = {
         [POL_ACT_ERASE] = "erase",
         [POL_ACT_CONCERN] = "concern",
         [POL_ACT_CASE] = "case",
+        [POL_ACT_HELP] = "help",
 };
 
 static const char *const record_names[POL_REC_COUNT] = {

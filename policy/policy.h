@@ -49,6 +49,7 @@ enum pol_event {
 	POL_EV_CONCERN_REACTION, /* staff reacted to a message with safeguarding.concern_reaction */
 	POL_EV_CONCERN_KEYWORD,  /* a guest's message matched its service's concern keywords */
 	POL_EV_CASE_COMMAND,     /* m.room.message whose body is "!case ..." (a lead works a case) */
+	POL_EV_GATEWAY_HELP,     /* a guest asks for help now (the page's one-tap button) */
 	POL_EV_COUNT
 };
 
@@ -133,6 +134,7 @@ enum pol_action_kind {
 	POL_ACT_ERASE,        /* gateway: the guest's data is erased (conv_erase) */
 	POL_ACT_CONCERN,      /* a concern about the room's guest opens or joins their case (cases.c) */
 	POL_ACT_CASE,         /* the bot carries out a lead's "!case" command (cases.c) */
+	POL_ACT_HELP,         /* gateway: staff and the duty leads are told at once (conv_help) */
 	POL_ACT_COUNT
 };
 
@@ -203,6 +205,7 @@ enum pol_reason {
 	POL_R_CONCERN_KEYWORD,           /* a guest's message matched a concern keyword list */
 	POL_R_CASE_COMMAND,              /* a lead works a case in the safeguarding room */
 	POL_R_CASE_REFUSED,              /* staff not a lead, or outside the safeguarding room */
+	POL_R_GUEST_HELP_ALLOWED,        /* a guest with a conversation asks for help: always heard */
 	POL_R_COUNT
 };
 

@@ -780,6 +780,36 @@
     }
   }
 
+  /* ---- "I need help now": one tap, confirmed quietly (POST help).  Self-
+     contained: it adds its own button to the chat's actions and its own
+     quiet confirmation under them. */
+  function wireHelp() {
+    var actions = $('c-actions');
+    if (!actions || actions.querySelector('.c-help')) return;
+    var b = document.createElement('button');
+    b.type = 'button';
+    b.className = 'primary c-help';
+    b.setAttribute('data-t', 'help_now');
+    var note = document.createElement('p');
+    note.className = 'hint c-help-done';
+    note.setAttribute('role', 'status');
+    note.hidden = true;
+    actions.insertBefore(b, actions.firstChild);
+    actions.parentNode.insertBefore(note, actions.nextSibling);
+    b.onclick = function () {
+      b.disabled = true;
+      api('POST', 'help', {}, { auth: true }).then(function () {
+        note.textContent = t('help_sent');
+        note.hidden = false;
+        setTimeout(function () { b.disabled = false; }, 60000);
+      }, function () {
+        b.disabled = false;
+        note.textContent = t('help_failed');
+        note.hidden = false;
+      });
+    };
+  }
+
   /* ---- start */
   function readFragment() {
     var h = location.hash.replace(/^#/, '');
@@ -873,5 +903,6 @@
   }
 
   wire();
+  wireHelp();
   start();
 }());

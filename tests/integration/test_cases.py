@@ -295,3 +295,34 @@ def test_a_waiting_conversation_escalates_and_again(env, service):
     recs = audit_records(env.threshold, "conversation_escalated", subject=guest)
     assert [r["details"]["count"] for r in recs][:2] == [1, 2], recs
     assert recs[0]["details"]["waiting_ms"] >= ESCALATE_S * 1000, recs
+
+
+def test_help_button_alerts_staff_and_the_duty_lead_at_once(env, service):
+    g, room, guest = guest_in_conversation(env, service)
+    sent_ms = int(time.time() * 1000)
+    r = g.post("/help", {})
+    assert r.status_code == 200, r.text
+    assert r.json()["received"] is True and r.json()["repeat"] is False, r.json()
+    lead = env.users["lead"][0]
+    alert = wait_bot_message(env, service["safeguarding"],
+                             lambda b: "asked for help now" in b and guest in b, what="the help alert")
+    assert alert["content"]["body"].startswith(lead), alert  # the duty lead, named first
+    notice = wait_bot_message(env, room, lambda b: "I need help now" in b, who="staff",
+                              what="the notice to the conversation's staff")
+    lag_sg = alert["origin_server_ts"] - sent_ms
+    lag_room = notice["origin_server_ts"] - sent_ms
+    print("help: safeguarding room alert %d ms, conversation notice %d ms after the request"
+          % (lag_sg, lag_room))
+    # Measured by the homeserver's own timestamps, not by how long the test waited.
+    assert lag_sg <= 1000 and lag_room <= 1000, (lag_sg, lag_room)
+    recs = audit_records(env.threshold, "report_received", subject=guest)
+    assert len(recs) == 1 and recs[0]["reason"] == "guest_help_allowed", recs
+    assert recs[0]["details"] == {"channel": "web", "conversation": "open"}, recs
+    # A second tap within the minute is confirmed the same way, and alerts nobody again.
+    r = g.post("/help", {})
+    assert r.status_code == 200 and r.json() == {"received": True, "repeat": True}, r.text
+    assert len(audit_records(env.threshold, "report_received", subject=guest)) == 1
+    # Nothing of it reaches the guest's own feed.
+    send_as(env, "staff", room, "I am here, you are safe to write.")
+    g.wait_for(lambda e: e.get("body") == "I am here, you are safe to write.", what="staff's answer")
+    assert "need help now" not in json.dumps(g.seen).lower() and "URGENT" not in json.dumps(g.seen), g.seen
