@@ -515,6 +515,96 @@ static int load_keywords(struct loader *ld, struct config_service *svc, const ch
 	return TH_OK;
 }
 
+/* services.<name>.hours (a mapping of day to "09:00-17:00" or "closed"),
+ * .holidays (a list of dates) and .utc_offset ("+01:00"): hours.h. */
+static int load_hours(struct loader *ld, struct config_service *svc, const char *label, yaml_document_t *doc,
+                      const char *key, yaml_node_t *v, size_t line)
+{
+	struct hours_spec *h = &svc->hours;
+	if (!strcmp(key, "utc_offset")) {
+		if (v->type != YAML_SCALAR_NODE || hours_parse_offset((const char *)v->data.scalar.value, &h->offset_min))
+			return fail(ld, line, "%s.utc_offset: expected a UTC offset like \"+01:00\" or \"-05:30\" "
+			            "(-14:00..+14:00), or \"UTC\"", label);
+		return TH_OK;
+	}
+	if (!strcmp(key, "holidays")) {
+		if (v->type != YAML_SEQUENCE_NODE)
+			return fail(ld, line, "%s.holidays: expected a list of dates, like [\"2026-12-25\"]", label);
+		for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
+			yaml_node_t *d = yaml_document_get_node(doc, *it);
+			int32_t day;
+			const char *text = d->type == YAML_SCALAR_NODE ? (const char *)d->data.scalar.value : "?";
+			if (d->type != YAML_SCALAR_NODE || hours_parse_date(text, &day))
+				return fail(ld, d->start_mark.line + 1, "%s.holidays: \"%s\" is not a date (YYYY-MM-DD)",
+				            label, text);
+			if (h->nholidays == HOURS_MAX_HOLIDAYS)
+				return fail(ld, d->start_mark.line + 1, "%s.holidays: at most %d dates", label,
+				            HOURS_MAX_HOLIDAYS);
+			h->holidays = xrealloc(h->holidays, (h->nholidays + 1) * sizeof(*h->holidays));
+			h->holidays[h->nholidays++] = day;
+		}
+		return TH_OK;
+	}
+	if (v->type != YAML_MAPPING_NODE)
+		return fail(ld, line,
+		            "%s.hours: expected a mapping of day to hours, like mon: \"09:00-17:00\" (days left "
+		            "out are closed)",
+		            label);
+	h->set = 1;
+	for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+		yaml_node_t *k = yaml_document_get_node(doc, p->key);
+		yaml_node_t *t = yaml_document_get_node(doc, p->value);
+		size_t kline = k->start_mark.line + 1;
+		const char *day = k->type == YAML_SCALAR_NODE ? (const char *)k->data.scalar.value : "?";
+		int i = hours_day_index(day);
+		if (i < 0)
+			return fail(ld, kline, "%s.hours: \"%s\" is not a day (mon, tue, wed, thu, fri, sat, sun)",
+			            label, day);
+		if (t->type != YAML_SCALAR_NODE ||
+		    hours_parse_day((const char *)t->data.scalar.value, h->day[i], &h->nday[i]))
+			return fail(ld, kline,
+			            "%s.hours.%s: expected \"09:00-17:00\", up to %d ranges in order like "
+			            "\"09:00-12:00, 13:00-17:00\", or \"closed\"",
+			            label, day, HOURS_MAX_RANGES);
+	}
+	return TH_OK;
+}
+
+/* A mapping of language code to text (services.<name>.signposting). */
+static int load_texts(struct loader *ld, const char *label, const char *key, yaml_document_t *doc,
+                      yaml_node_t *v, size_t line, struct config_notice **out, size_t *nout)
+{
+	if (v->type != YAML_MAPPING_NODE)
+		return fail(ld, line, "%s.%s: expected a mapping of language code to text, like en: \"...\"",
+		            label, key);
+	for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+		yaml_node_t *k = yaml_document_get_node(doc, p->key);
+		yaml_node_t *t = yaml_document_get_node(doc, p->value);
+		size_t kline = k->start_mark.line + 1;
+		const char *lang = k->type == YAML_SCALAR_NODE ? (const char *)k->data.scalar.value : "?";
+		if (!word_ok(lang))
+			return fail(ld, kline, "%s.%s: \"%s\" is not a language code (like en or pt-br)", label,
+			            key, lang);
+		if (t->type != YAML_SCALAR_NODE || t->data.scalar.length == 0 ||
+		    t->data.scalar.length > MAX_NOTICE_BYTES ||
+		    strlen((const char *)t->data.scalar.value) != t->data.scalar.length ||
+		    has_control_but_lines((const char *)t->data.scalar.value))
+			return fail(ld, kline,
+			            "%s.%s.%s: expected the text (1..%u bytes, no control characters but "
+			            "newlines and tabs)",
+			            label, key, lang, MAX_NOTICE_BYTES);
+		for (size_t i = 0; i < *nout; i++) {
+			if (!strcmp((*out)[i].lang, lang))
+				return fail(ld, kline, "%s.%s.%s is given twice", label, key, lang);
+		}
+		*out = xrealloc(*out, (*nout + 1) * sizeof(**out));
+		(*out)[*nout].lang = xstrdup(lang);
+		(*out)[*nout].text = xstrdup((const char *)t->data.scalar.value);
+		(*nout)++;
+	}
+	return TH_OK;
+}
+
 /* services.<name>.notice: a mapping of language code to text. */
 static int service_extra(struct loader *ld, void *base, const char *label, yaml_document_t *doc,
                          const char *key, yaml_node_t *v, size_t line, int *rc)
@@ -523,6 +613,14 @@ static int service_extra(struct loader *ld, void *base, const char *label, yaml_
 	*rc = TH_OK;
 	if (strcmp(key, "concern_keywords") == 0) {
 		*rc = load_keywords(ld, svc, label, doc, v, line);
+		return 0;
+	}
+	if (!strcmp(key, "hours") || !strcmp(key, "holidays") || !strcmp(key, "utc_offset")) {
+		*rc = load_hours(ld, svc, label, doc, key, v, line);
+		return 0;
+	}
+	if (strcmp(key, "signposting") == 0) {
+		*rc = load_texts(ld, label, "signposting", doc, v, line, &svc->signposts, &svc->nsignposts);
 		return 0;
 	}
 	if (strcmp(key, "notice") != 0)
@@ -775,6 +873,15 @@ const struct config_notice *config_service_notice(const struct config_service *s
 	return &svc->notices[0];
 }
 
+const struct config_notice *config_service_signpost(const struct config_service *svc, const char *lang)
+{
+	for (size_t i = 0; lang && i < svc->nsignposts; i++) {
+		if (strcmp(svc->signposts[i].lang, lang) == 0)
+			return &svc->signposts[i];
+	}
+	return svc->nsignposts ? &svc->signposts[0] : NULL;
+}
+
 /* A new string: @s with regex metacharacters escaped, to match literally. */
 static char *regex_literal(const char *s)
 {
@@ -984,6 +1091,12 @@ void config_free(struct config *cfg)
 			free(svc->keywords[j].words.v);
 		}
 		free(svc->keywords);
+		for (size_t j = 0; j < svc->nsignposts; j++) {
+			free(svc->signposts[j].lang);
+			free(svc->signposts[j].text);
+		}
+		free(svc->signposts);
+		free(svc->hours.holidays);
 		free(svc->name);
 	}
 	free(cfg->services);

@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hours.h"
+
 /* A list from the config: user ids, room ids, or words (gateway.languages). */
 struct config_ids {
 	char **v;
@@ -55,6 +57,10 @@ struct config_service {
 	unsigned escalate_every_s;        /* ...and again this often while waiting; 0: escalate_after_s */
 	struct config_keywords *keywords; /* concern_keywords: one list per language */
 	size_t nkeywords;
+	/* Opening hours (hours, holidays, utc_offset) and what the page says when closed: */
+	struct hours_spec hours;          /* hours.set 0: always open */
+	struct config_notice *signposts;  /* signposting: crisis numbers and words, one per language */
+	size_t nsignposts;
 };
 
 struct config {
@@ -195,6 +201,9 @@ const struct config_service *config_service_by_staff_room(const struct config *c
 
 /** @p svc's notice in @p lang, else its first (never NULL for a loaded service). */
 const struct config_notice *config_service_notice(const struct config_service *svc, const char *lang);
+
+/** @p svc's signposting in @p lang, else its first; NULL when it has none. */
+const struct config_notice *config_service_signpost(const struct config_service *svc, const char *lang);
 
 /** @return 1 if @p user_id is in Threshold's user namespace (bot or guest). */
 int config_user_in_namespace(const struct config *cfg, const char *user_id);

@@ -24,6 +24,7 @@
 #include "conv.h"
 #include "cs.h"
 #include "feed.h"
+#include "hours.h"
 #include "invites.h"
 #include "jsonx.h"
 #include "limiter.h"
@@ -508,6 +509,21 @@ static const struct config_service *resolve_entry(gateway *gw, struct MHD_Connec
 	return svc;
 }
 
+/* Whether @p svc is open now, when it opens, and its crisis signposting in
+ * every language (docs/gateway-api.md, "hours"; new reference). */
+static json_t *hours_json(const struct config_service *svc)
+{
+	uint64_t opens = 0;
+	int open = hours_open(&svc->hours, th_now_ms(), &opens);
+	json_t *signs = json_object();
+	for (size_t i = 0; i < svc->nsignposts; i++)
+		json_object_set_new(signs, svc->signposts[i].lang, json_string(svc->signposts[i].text));
+	json_t *h = json_pack("{s:b, s:o}", "open", open, "signposting", signs);
+	if (!open && opens)
+		json_object_set_new(h, "opens_ms", json_integer((json_int_t)opens));
+	return h;
+}
+
 static enum MHD_Result handle_invitation(gateway *gw, struct MHD_Connection *conn, struct req *rq)
 {
 	enum MHD_Result ret;
@@ -516,7 +532,11 @@ static enum MHD_Result handle_invitation(gateway *gw, struct MHD_Connection *con
 		return ret;
 	const struct config_service *svc = resolve_entry(gw, conn, j, &ret);
 	json_decref(j);
-	return svc ? send_json(conn, 200, service_json(svc)) : ret;
+	if (!svc)
+		return ret;
+	json_t *out = service_json(svc);
+	json_object_set_new(out, "hours", hours_json(svc));
+	return send_json(conn, 200, out);
 }
 
 static json_t *started_json(const struct conv_started *s)
@@ -653,10 +673,12 @@ static enum MHD_Result handle_resume(gateway *gw, struct MHD_Connection *conn, s
 static enum MHD_Result handle_session(gateway *gw, struct MHD_Connection *conn, const struct conv_session *s)
 {
 	const struct config_service *svc = config_service_find(gw->cfg, s->service);
-	return send_json(conn, 200,
-	                 json_pack("{s:s, s:{s:s, s:s}, s:s, s:I}", "pseudonym", s->pseudonym, "service",
-	                           "name", s->service, "display_name", svc ? svc->display_name : s->service,
-	                           "state", s->state, "expires_ms", (json_int_t)s->expires_ms));
+	json_t *out = json_pack("{s:s, s:{s:s, s:s}, s:s, s:I}", "pseudonym", s->pseudonym, "service", "name",
+	                        s->service, "display_name", svc ? svc->display_name : s->service, "state",
+	                        s->state, "expires_ms", (json_int_t)s->expires_ms);
+	if (svc)
+		json_object_set_new(out, "hours", hours_json(svc));
+	return send_json(conn, 200, out);
 }
 
 /* A send past a budget (conv.h): the guest's own hourly bytes (429), or a

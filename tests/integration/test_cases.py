@@ -326,3 +326,51 @@ def test_help_button_alerts_staff_and_the_duty_lead_at_once(env, service):
     send_as(env, "staff", room, "I am here, you are safe to write.")
     g.wait_for(lambda e: e.get("body") == "I am here, you are safe to write.", what="staff's answer")
     assert "need help now" not in json.dumps(g.seen).lower() and "URGENT" not in json.dumps(g.seen), g.seen
+
+
+SIGNPOST = "If you are in danger now call 999. Night line: 0800 000 111 (free)."
+
+
+@pytest.fixture(scope="module")
+def closed_service(env, service):
+    """A second service whose hours exclude this hour, every day."""
+    import datetime
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start = (now.hour + 3) % 24
+    hours = "%02d:00-%02d:00" % (start, start + 1)
+    staff_room = staff_room_with_bot(env, "Night staff")
+    env.services["nightline"] = {
+        "display_name": "Night Line", "staff_room": staff_room, "public_entry": True,
+        "public_per_hour": 1000, "utc_offset": "+00:00",
+        "hours": {d: hours for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")},
+        "signposting": {"en": SIGNPOST, "fr": "En danger ? Appelez le 112."},
+    }
+    env.write_config()
+    env.threshold.stop()
+    env.threshold.start()
+    wait_gateway(env)
+    opens = now.replace(hour=start, minute=0, second=0, microsecond=0)
+    if opens <= now:
+        opens += datetime.timedelta(days=1)
+    yield int(opens.timestamp() * 1000)
+    del env.services["nightline"]
+    env.write_config()
+    env.threshold.stop()
+    env.threshold.start()
+    wait_gateway(env)
+
+
+def test_outside_opening_hours_the_page_is_told_before_the_guest_writes(env, closed_service):
+    g = Guest(env.gw_url)
+    r = g.post("/invitation", {"service": "nightline"}, auth=False)
+    assert r.status_code == 200, r.text
+    hours = r.json()["hours"]
+    assert hours["open"] is False and hours["opens_ms"] == closed_service, hours
+    assert hours["signposting"]["en"] == SIGNPOST, hours
+    g.redeem(service="nightline")
+    r = g.get("/session")
+    assert r.status_code == 200 and r.json()["hours"]["open"] is False, r.text
+    assert r.json()["hours"]["opens_ms"] == closed_service
+    # An open service says so, with no closing words.
+    r = g.post("/invitation", {"service": "helpline"}, auth=False)
+    assert r.json()["hours"] == {"open": True, "signposting": {}}, r.json()
