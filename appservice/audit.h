@@ -142,10 +142,12 @@ enum audit_kind {
 	AUDIT_ENCRYPTION_ENABLED,  /* "encryption_enabled": a managed room was encrypted (cannot be undone) */
 	AUDIT_ENFORCEMENT_FAILED, /* "enforcement_failed": the homeserver refused a kick or revert for good */
 	AUDIT_ADDED_ACROSS,       /* "guest_added_across_services": a lead added another service's guest */
-	AUDIT_CONCERN_RAISED,     /* "concern_raised": a concern opened or joined a case (cases.h); text sealed */
-	AUDIT_CASE_VIEWED,        /* "case_viewed": someone read a case (list, show, export) */
-	AUDIT_CASE_CHANGED,       /* "case_changed": taken, noted (sealed), closed, reminded */
-	AUDIT_ESCALATED,          /* "conversation_escalated": a guest waited past escalate_after */
+
+	/* Concerns and cases (cases.h): */
+	AUDIT_CONCERN_RAISED, /* "concern_raised": a concern opened or joined a case (cases.h); text sealed */
+	AUDIT_CASE_VIEWED,    /* "case_viewed": someone read a case (list, show, export) */
+	AUDIT_CASE_CHANGED,   /* "case_changed": taken, noted (sealed), closed, reminded */
+	AUDIT_ESCALATED,      /* "conversation_escalated": a guest waited past escalate_after */
 	AUDIT_NKINDS
 };
 

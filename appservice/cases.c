@@ -30,7 +30,9 @@ static const char *const severity_names[3] = {"low", "medium", "high"};
 /* A case's response time at @p severity, in ms. */
 static uint64_t response_ms(const struct config *cfg, int severity)
 {
-	unsigned s = severity == 2 ? cfg->response_high_s : severity == 1 ? cfg->response_medium_s : cfg->response_low_s;
+	unsigned s = severity == 2   ? cfg->response_high_s
+	             : severity == 1 ? cfg->response_medium_s
+	                             : cfg->response_low_s;
 	return (uint64_t)s * 1000u;
 }
 
@@ -93,7 +95,8 @@ int cases_keyword_match(const struct config *cfg, const char *service, const cha
 		for (size_t k = 0; k < words->n; k++) {
 			const char *w = words->v[k];
 			for (size_t i = 0; body[i]; i++) {
-				if (i > 0 && word_byte((unsigned char)body[i - 1]) && word_byte((unsigned char)w[0]))
+				if (i > 0 && word_byte((unsigned char)body[i - 1]) &&
+				    word_byte((unsigned char)w[0]))
 					continue;
 				size_t n = match_at(body + i, w);
 				if (n && !(word_byte((unsigned char)body[i + n]) &&
@@ -190,7 +193,8 @@ static void format_time(char out[32], uint64_t ms)
 
 /* A notice into the safeguarding room, mentioning @p mention (may be NULL)
  * the way Matrix clients highlight (spec: m.mentions). */
-static int sg_notice(const struct config *cfg, store_txn *t, const char *text, const struct config_ids *mention)
+static int sg_notice(const struct config *cfg, store_txn *t, const char *text,
+                     const struct config_ids *mention)
 {
 	if (!cfg->safeguarding_room)
 		return TH_OK;
@@ -218,8 +222,8 @@ static char *names_of(const struct config_ids *ids)
 }
 
 static int record(const struct txn_env *env, store_txn *t, enum audit_kind kind, const char *actor,
-                  const char *subject, const char *room, const char *reason, json_t *details, const char *sealed,
-                  uint64_t *seq)
+                  const char *subject, const char *room, const char *reason, json_t *details,
+                  const char *sealed, uint64_t *seq)
 {
 	struct audit_rec rec = {.kind = kind,
 	                        .actor = actor,
@@ -266,13 +270,13 @@ static int raise_concern(const struct txn_env *env, store_txn *t, const struct c
 		store_u64_key(nb, cid + 1);
 		if ((rc = store_put(t, STORE_CASES, "next", 4, nb, 8, 0)))
 			return rc;
-		cs = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:n, s:I, s:I, s:I, s:[], s:[], s:I, s:I}", "id",
-		               (json_int_t)cid, "guest", c->guest, "service", c->service ? c->service : "",
-		               "room", c->room, "severity", severity_names[c->severity], "state", "open",
-		               "holder", "opened_ms", (json_int_t)now, "deadline_ms",
-		               (json_int_t)(now + response_ms(cfg, c->severity)),
-		               "reminded_ms", (json_int_t)0, "concerns", "notes", "outcome_seq",
-		               (json_int_t)0, "closed_ms", (json_int_t)0);
+		cs = json_pack(
+		        "{s:I, s:s, s:s, s:s, s:s, s:s, s:n, s:I, s:I, s:I, s:[], s:[], s:I, s:I}", "id",
+		        (json_int_t)cid, "guest", c->guest, "service", c->service ? c->service : "", "room",
+		        c->room, "severity", severity_names[c->severity], "state", "open", "holder",
+		        "opened_ms", (json_int_t)now, "deadline_ms",
+		        (json_int_t)(now + response_ms(cfg, c->severity)), "reminded_ms", (json_int_t)0,
+		        "concerns", "notes", "outcome_seq", (json_int_t)0, "closed_ms", (json_int_t)0);
 		*opened = 1;
 		if ((rc = open_case_set(t, c->guest, cid))) {
 			json_decref(cs);
@@ -292,8 +296,8 @@ static int raise_concern(const struct txn_env *env, store_txn *t, const struct c
 	                            severity_names[c->severity], "source", c->source, "opened", *opened);
 	if (c->event_id)
 		json_object_set_new(details, "event_id", json_string(c->event_id));
-	rc = record(env, t, AUDIT_CONCERN_RAISED, c->actor, c->guest, c->room, "concern_raised", details, c->text,
-	            &seq);
+	rc = record(env, t, AUDIT_CONCERN_RAISED, c->actor, c->guest, c->room, "concern_raised", details,
+	            c->text, &seq);
 	if (!rc) {
 		json_array_append_new(json_object_get(cs, "concerns"),
 		                      json_pack("{s:I, s:I, s:s, s:s, s:s}", "seq", (json_int_t)seq, "ts",
@@ -428,11 +432,12 @@ int cases_on_concern(const struct txn_env *env, store_txn *t, const struct mxev 
 		                          "Recorded as a sealed safeguarding concern");
 		char *reply = NULL;
 		if (!rc)
-			reply = xasprintf("Concern recorded (%s) in case #%llu%s. Its words are sealed in the "
-			                  "case and your message was removed from this room; the guest never "
-			                  "sees any of it. The safeguarding room has been told.",
-			                  severity_names[c.severity], (unsigned long long)id,
-			                  opened ? ", opened now" : "");
+			reply = xasprintf(
+			        "Concern recorded (%s) in case #%llu%s. Its words are sealed in the "
+			        "case and your message was removed from this room; the guest never "
+			        "sees any of it. The safeguarding room has been told.",
+			        severity_names[c.severity], (unsigned long long)id,
+			        opened ? ", opened now" : "");
 		if (!rc)
 			rc = env->mx->ops->notice(env->mx->ctx, t, ev->room_id, cfg->bot_user_id, reply,
 			                          ev->event_id);
@@ -505,12 +510,13 @@ static int list_one(void *ctx, const void *key, size_t klen, const void *val, si
 		char when[32];
 		uint64_t deadline = (uint64_t)json_integer_value(json_object_get(c, "deadline_ms"));
 		format_time(when, deadline);
-		char *more = xasprintf(
-		        "%s\n#%lld %s %s, guest %s, holder %s, %zu concern(s), respond by %s%s", l->text,
-		        (long long)json_integer_value(json_object_get(c, "id")), jsonx_str(c, "severity"), state,
-		        jsonx_str(c, "guest"), jsonx_str(c, "holder") ? jsonx_str(c, "holder") : "nobody",
-		        json_array_size(json_object_get(c, "concerns")), when,
-		        strcmp(state, "closed") && deadline <= l->now ? " (OVERDUE)" : "");
+		char *more =
+		        xasprintf("%s\n#%lld %s %s, guest %s, holder %s, %zu concern(s), respond by %s%s",
+		                  l->text, (long long)json_integer_value(json_object_get(c, "id")),
+		                  jsonx_str(c, "severity"), state, jsonx_str(c, "guest"),
+		                  jsonx_str(c, "holder") ? jsonx_str(c, "holder") : "nobody",
+		                  json_array_size(json_object_get(c, "concerns")), when,
+		                  strcmp(state, "closed") && deadline <= l->now ? " (OVERDUE)" : "");
 		free(l->text);
 		l->text = more;
 		l->n++;
@@ -539,11 +545,13 @@ static char *case_show(const struct txn_env *env, store_txn *t, const json_t *c)
 		{
 			char when[32];
 			format_time(when, (uint64_t)json_integer_value(json_object_get(e, "ts")));
-			char *words = words_of(env, t, guest, (uint64_t)json_integer_value(json_object_get(e, "seq")));
+			char *words = words_of(env, t, guest,
+			                       (uint64_t)json_integer_value(json_object_get(e, "seq")));
 			char *more = k == 0 ? xasprintf("%s\nConcern %s, %s, %s by %s: %s", s, when,
 			                                jsonx_str(e, "severity"), jsonx_str(e, "source"),
 			                                jsonx_str(e, "by"), words)
-			                    : xasprintf("%s\nNote %s by %s: %s", s, when, jsonx_str(e, "by"), words);
+			                    : xasprintf("%s\nNote %s by %s: %s", s, when, jsonx_str(e, "by"),
+			                                words);
 			explicit_bzero(words, strlen(words));
 			free(words);
 			explicit_bzero(s, strlen(s));
@@ -564,8 +572,11 @@ static char *case_show(const struct txn_env *env, store_txn *t, const json_t *c)
 	return s;
 }
 
-int cases_run(const struct txn_env *env, store_txn *t, const char *actor, const char *args, char **reply)
+int cases_run(const struct txn_env *env, store_txn *t, const char *actor, const char *args, char **reply,
+              int *sealed)
 {
+	if (sealed)
+		*sealed = 0;
 	const char *p = args ? args : "";
 	while (*p == ' ' || *p == '\t' || *p == '\n')
 		p++;
@@ -581,7 +592,8 @@ int cases_run(const struct txn_env *env, store_txn *t, const char *actor, const 
 	if (!strcmp(verb, "list")) {
 		while (*p == ' ')
 			p++;
-		struct list_ctx l = {.text = xstrdup("Cases not closed:"), .all = strncmp(p, "all", 3) == 0,
+		struct list_ctx l = {.text = xstrdup("Cases not closed:"),
+		                     .all = strncmp(p, "all", 3) == 0,
 		                     .now = th_now_ms()};
 		if (l.all) {
 			free(l.text);
@@ -596,14 +608,16 @@ int cases_run(const struct txn_env *env, store_txn *t, const char *actor, const 
 		}
 		if (!rc)
 			rc = record(env, t, AUDIT_CASE_VIEWED, actor, NULL, NULL, "case_list",
-			            json_pack("{s:s, s:I}", "action", "list", "cases", (json_int_t)l.n), NULL, NULL);
+			            json_pack("{s:s, s:I}", "action", "list", "cases", (json_int_t)l.n), NULL,
+			            NULL);
 		*reply = l.text;
 		return rc;
 	}
 	int known = !strcmp(verb, "show") || !strcmp(verb, "take") || !strcmp(verb, "note") ||
 	            !strcmp(verb, "close");
 	if (!known || !parse_id(&p, &id)) {
-		*reply = xstrdup("Usage: !case list [all] | show ID | take ID | note ID TEXT | close ID OUTCOME");
+		*reply = xstrdup(
+		        "Usage: !case list [all] | show ID | take ID | note ID TEXT | close ID OUTCOME");
 		return TH_OK;
 	}
 	if ((rc = case_get(t, id, &c)) == TH_ENOTFOUND) {
@@ -644,6 +658,8 @@ int cases_run(const struct txn_env *env, store_txn *t, const char *actor, const 
 			                                (json_int_t)now, "by", actor));
 			rc = case_put(t, c);
 		}
+		if (sealed)
+			*sealed = 1;
 		*reply = xasprintf("Note added to case #%llu (sealed; audit record #%llu).",
 		                   (unsigned long long)id, (unsigned long long)seq);
 	} else { /* close */
@@ -657,6 +673,8 @@ int cases_run(const struct txn_env *env, store_txn *t, const char *actor, const 
 			rc = case_put(t, c);
 		if (!rc && open_case_of(t, guest) == id)
 			rc = open_case_set(t, guest, 0);
+		if (sealed)
+			*sealed = 1;
 		*reply = xasprintf("Case #%llu is closed; the outcome is sealed in audit record #%llu.",
 		                   (unsigned long long)id, (unsigned long long)seq);
 	}
@@ -670,7 +688,19 @@ int cases_on_command(const struct txn_env *env, store_txn *t, const struct mxev 
 	while (*body == ' ')
 		body++;
 	char *reply = NULL;
-	int rc = cases_run(env, t, ev->sender, body + strlen(CASES_PREFIX), &reply);
+	int sealed = 0;
+	int rc = cases_run(env, t, ev->sender, body + strlen(CASES_PREFIX), &reply, &sealed);
+	/* The words are kept sealed in the case, but the lead's own message still
+	 * holds them: the bot has no power to remove it in a room a lead made. */
+	if (!rc && sealed && reply) {
+		char *more = xasprintf("%s Your message above still holds the words: remove it (Remove, in "
+		                       "Element) so they are kept only sealed, or use `threshold case` on "
+		                       "the server next time.",
+		                       reply);
+		explicit_bzero(reply, strlen(reply));
+		free(reply);
+		reply = more;
+	}
 	if (!rc && reply) {
 		rc = env->mx->ops->notice(env->mx->ctx, t, ev->room_id, env->cfg->bot_user_id, reply,
 		                          ev->event_id);
@@ -719,9 +749,10 @@ int cases_on_message(const struct config *cfg, store_txn *t, const char *room_id
 	size_t vlen;
 	if (store_get(t, STORE_CASES, key, klen, &v, &vlen) == TH_ENOTFOUND) {
 		uint64_t now = th_now_ms();
-		json_t *w = json_pack("{s:s, s:s, s:I, s:I, s:i}", "guest", sender, "service", service,
-		                      "since_ms", (json_int_t)now, "next_ms",
-		                      (json_int_t)(now + (uint64_t)svc->escalate_after_s * 1000u), "count", 0);
+		json_t *w =
+		        json_pack("{s:s, s:s, s:I, s:I, s:i}", "guest", sender, "service", service,
+		                  "since_ms", (json_int_t)now, "next_ms",
+		                  (json_int_t)(now + (uint64_t)svc->escalate_after_s * 1000u), "count", 0);
 		char *s = json_dumps(w, JSON_COMPACT);
 		rc = store_put(t, STORE_CASES, key, klen, s, strlen(s), 0);
 		free(s);
@@ -775,17 +806,18 @@ static int remind(const struct txn_env *env, store_txn *t, uint64_t id, uint64_t
 		char when[32];
 		format_time(when, deadline);
 		const char *holder = jsonx_str(c, "holder");
-		char *text = xasprintf("Reminder: case #%llu (%s, %s) was due for a response by %s and is not "
-		                       "closed. Holder: %s. Guest %s, conversation room %s. !case show %llu",
-		                       (unsigned long long)id, jsonx_str(c, "severity"), jsonx_str(c, "state"),
-		                       when, holder ? holder : "nobody yet (!case take)", jsonx_str(c, "guest"),
-		                       jsonx_str(c, "room"), (unsigned long long)id);
+		char *text =
+		        xasprintf("Reminder: case #%llu (%s, %s) was due for a response by %s and is not "
+		                  "closed. Holder: %s. Guest %s, conversation room %s. !case show %llu",
+		                  (unsigned long long)id, jsonx_str(c, "severity"), jsonx_str(c, "state"),
+		                  when, holder ? holder : "nobody yet (!case take)", jsonx_str(c, "guest"),
+		                  jsonx_str(c, "room"), (unsigned long long)id);
 		json_object_set_new(c, "reminded_ms", json_integer((json_int_t)now));
 		rc = sg_notice(cfg, t, text, svc ? &svc->duty_leads : NULL);
 		free(text);
 		if (!rc)
-			rc = record(env, t, AUDIT_CASE_CHANGED, "threshold", jsonx_str(c, "guest"), jsonx_str(c, "room"),
-			            "case_overdue",
+			rc = record(env, t, AUDIT_CASE_CHANGED, "threshold", jsonx_str(c, "guest"),
+			            jsonx_str(c, "room"), "case_overdue",
 			            json_pack("{s:s, s:I, s:I}", "action", "reminded", "case", (json_int_t)id,
 			                      "deadline_ms", (json_int_t)deadline),
 			            NULL, NULL);
@@ -808,7 +840,13 @@ static int escalate(const struct txn_env *env, store_txn *t, const char *key, si
 	const struct config_service *svc = config_service_find(cfg, jsonx_str(w, "service"));
 	char *room = xstrndup(key + 1, klen - 1);
 	int rc = TH_OK;
-	if (!svc || !svc->escalate_after_s) {
+	json_t *conv = NULL;
+	const char *guest = jsonx_str(w, "guest");
+	int live = guest && store_get_json(t, STORE_CONVS, guest, &conv) == TH_OK &&
+	           strcmp(jsonx_str(conv, "state") ? jsonx_str(conv, "state") : "", "closed") != 0;
+	json_decref(conv);
+	if (!svc || !svc->escalate_after_s || !live) {
+		/* Closed, left, erased or expired: nobody is waiting any more. */
 		rc = store_del(t, STORE_CASES, key, klen);
 		goto out;
 	}
@@ -820,13 +858,13 @@ static int escalate(const struct txn_env *env, store_txn *t, const char *key, si
 	                       "conversation room %s (service %s, guest %s)%s. Please make sure someone "
 	                       "answers.",
 	                       who, *who ? ": " : "", (unsigned long long)((now - since) / 60000u), room,
-	                       svc->name, jsonx_str(w, "guest"),
-	                       count > 1 ? " - reminder" : "");
+	                       svc->name, jsonx_str(w, "guest"), count > 1 ? " - reminder" : "");
 	free(who);
 	rc = sg_notice(cfg, t, text, &svc->duty_leads);
 	free(text);
 	if (!rc)
-		rc = record(env, t, AUDIT_ESCALATED, "threshold", jsonx_str(w, "guest"), room, "guest_waiting",
+		rc = record(env, t, AUDIT_ESCALATED, "threshold", jsonx_str(w, "guest"), room,
+		            "guest_waiting",
 		            json_pack("{s:I, s:I, s:I}", "waiting_ms", (json_int_t)(now - since), "since_ms",
 		                      (json_int_t)since, "count", count),
 		            NULL, NULL);

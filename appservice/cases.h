@@ -87,12 +87,15 @@ int cases_on_command(const struct txn_env *env, store_txn *t, const struct mxev 
  * Run one case command for @p actor (a lead's user id, or "cli:<user>"):
  * @p args is the text after "!case" / "threshold case".  Every read and
  * change is recorded in @p t.
- * @param reply  out: new string, the answer (caller frees, after zeroing:
- *               it may hold unsealed words)
+ * @param reply   out: new string, the answer (caller frees, after zeroing:
+ *                it may hold unsealed words)
+ * @param sealed  optional out: 1 when words from @p args were sealed (a note
+ *                or an outcome), so the message that carried them can go
  * @return TH_OK (the answer may be a refusal or a usage line) or a
  *         store/audit error.
  */
-int cases_run(const struct txn_env *env, store_txn *t, const char *actor, const char *args, char **reply);
+int cases_run(const struct txn_env *env, store_txn *t, const char *actor, const char *args, char **reply,
+              int *sealed);
 
 /**
  * The hot path's hook for a message in a conversation room: a guest's

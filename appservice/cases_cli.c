@@ -73,7 +73,7 @@ int cases_cli_main(const struct config *cfg, int argc, char **argv)
 	struct txn_env env = {.cfg = cfg, .st = st, .au = au, .mx = NULL};
 	rc = store_txn_begin(st, 1, &t);
 	if (!rc)
-		rc = cases_run(&env, t, actor, args, &reply);
+		rc = cases_run(&env, t, actor, args, &reply, NULL);
 	if (rc)
 		store_txn_abort(t);
 	else

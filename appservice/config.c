@@ -77,7 +77,8 @@ static const struct option options[] = {
         {"safeguarding", "leads", OPT_USERS, OFF(leads), 0, NULL, 0, 0},
         {"safeguarding", "concern_reaction", OPT_STRING, OFF(concern_reaction), 0, "⚠️", 0, 0},
         {"safeguarding", "response_seconds_low", OPT_UINT, OFF(response_low_s), 0, "604800", 1, 31536000},
-        {"safeguarding", "response_seconds_medium", OPT_UINT, OFF(response_medium_s), 0, "86400", 1, 31536000},
+        {"safeguarding", "response_seconds_medium", OPT_UINT, OFF(response_medium_s), 0, "86400", 1,
+         31536000},
         {"safeguarding", "response_seconds_high", OPT_UINT, OFF(response_high_s), 0, "3600", 1, 31536000},
         {"safeguarding", "reminder_seconds", OPT_UINT, OFF(reminder_s), 0, "3600", 1, 604800},
         {"audit", "key_file", OPT_STRING, OFF(audit_key_path), 0, NULL, 0, 0},
@@ -494,10 +495,12 @@ static int load_keywords(struct loader *ld, struct config_service *svc, const ch
 		kw->lang = xstrdup(lang);
 		kw->words.v = NULL;
 		kw->words.n = 0;
-		for (yaml_node_item_t *it = l->data.sequence.items.start; it < l->data.sequence.items.top; it++) {
+		for (yaml_node_item_t *it = l->data.sequence.items.start; it < l->data.sequence.items.top;
+		     it++) {
 			yaml_node_t *w = yaml_document_get_node(doc, *it);
 			size_t wline = w->start_mark.line + 1;
-			const char *text = w->type == YAML_SCALAR_NODE ? (const char *)w->data.scalar.value : "";
+			const char *text =
+			        w->type == YAML_SCALAR_NODE ? (const char *)w->data.scalar.value : "";
 			size_t n = w->type == YAML_SCALAR_NODE ? w->data.scalar.length : 0;
 			if (!n || n > MAX_KEYWORD_BYTES || strlen(text) != n || has_control(text) ||
 			    strspn(text, " ") == n)
@@ -506,8 +509,8 @@ static int load_keywords(struct loader *ld, struct config_service *svc, const ch
 				            "1..%u bytes, without control characters",
 				            label, lang, MAX_KEYWORD_BYTES);
 			if (kw->words.n == MAX_KEYWORDS)
-				return fail(ld, wline, "%s.concern_keywords.%s: at most %u entries", label, lang,
-				            MAX_KEYWORDS);
+				return fail(ld, wline, "%s.concern_keywords.%s: at most %u entries", label,
+				            lang, MAX_KEYWORDS);
 			kw->words.v = xrealloc(kw->words.v, (kw->words.n + 1) * sizeof(char *));
 			kw->words.v[kw->words.n++] = xstrdup(text);
 		}
@@ -522,34 +525,41 @@ static int load_hours(struct loader *ld, struct config_service *svc, const char 
 {
 	struct hours_spec *h = &svc->hours;
 	if (!strcmp(key, "utc_offset")) {
-		if (v->type != YAML_SCALAR_NODE || hours_parse_offset((const char *)v->data.scalar.value, &h->offset_min))
-			return fail(ld, line, "%s.utc_offset: expected a UTC offset like \"+01:00\" or \"-05:30\" "
-			            "(-14:00..+14:00), or \"UTC\"", label);
+		if (v->type != YAML_SCALAR_NODE ||
+		    hours_parse_offset((const char *)v->data.scalar.value, &h->offset_min))
+			return fail(ld, line,
+			            "%s.utc_offset: expected a UTC offset like \"+01:00\" or \"-05:30\" "
+			            "(-14:00..+14:00), or \"UTC\"",
+			            label);
 		return TH_OK;
 	}
 	if (!strcmp(key, "holidays")) {
 		if (v->type != YAML_SEQUENCE_NODE)
-			return fail(ld, line, "%s.holidays: expected a list of dates, like [\"2026-12-25\"]", label);
-		for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
+			return fail(ld, line, "%s.holidays: expected a list of dates, like [\"2026-12-25\"]",
+			            label);
+		for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
+		     it++) {
 			yaml_node_t *d = yaml_document_get_node(doc, *it);
 			int32_t day;
-			const char *text = d->type == YAML_SCALAR_NODE ? (const char *)d->data.scalar.value : "?";
+			const char *text =
+			        d->type == YAML_SCALAR_NODE ? (const char *)d->data.scalar.value : "?";
 			if (d->type != YAML_SCALAR_NODE || hours_parse_date(text, &day))
-				return fail(ld, d->start_mark.line + 1, "%s.holidays: \"%s\" is not a date (YYYY-MM-DD)",
-				            label, text);
+				return fail(ld, d->start_mark.line + 1,
+				            "%s.holidays: \"%s\" is not a date (YYYY-MM-DD)", label, text);
 			if (h->nholidays == HOURS_MAX_HOLIDAYS)
-				return fail(ld, d->start_mark.line + 1, "%s.holidays: at most %d dates", label,
-				            HOURS_MAX_HOLIDAYS);
+				return fail(ld, d->start_mark.line + 1, "%s.holidays: at most %d dates",
+				            label, HOURS_MAX_HOLIDAYS);
 			h->holidays = xrealloc(h->holidays, (h->nholidays + 1) * sizeof(*h->holidays));
 			h->holidays[h->nholidays++] = day;
 		}
 		return TH_OK;
 	}
 	if (v->type != YAML_MAPPING_NODE)
-		return fail(ld, line,
-		            "%s.hours: expected a mapping of day to hours, like mon: \"09:00-17:00\" (days left "
-		            "out are closed)",
-		            label);
+		return fail(
+		        ld, line,
+		        "%s.hours: expected a mapping of day to hours, like mon: \"09:00-17:00\" (days left "
+		        "out are closed)",
+		        label);
 	h->set = 1;
 	for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
 		yaml_node_t *k = yaml_document_get_node(doc, p->key);
@@ -558,7 +568,8 @@ static int load_hours(struct loader *ld, struct config_service *svc, const char 
 		const char *day = k->type == YAML_SCALAR_NODE ? (const char *)k->data.scalar.value : "?";
 		int i = hours_day_index(day);
 		if (i < 0)
-			return fail(ld, kline, "%s.hours: \"%s\" is not a day (mon, tue, wed, thu, fri, sat, sun)",
+			return fail(ld, kline,
+			            "%s.hours: \"%s\" is not a day (mon, tue, wed, thu, fri, sat, sun)",
 			            label, day);
 		if (t->type != YAML_SCALAR_NODE ||
 		    hours_parse_day((const char *)t->data.scalar.value, h->day[i], &h->nday[i]))
@@ -583,8 +594,8 @@ static int load_texts(struct loader *ld, const char *label, const char *key, yam
 		size_t kline = k->start_mark.line + 1;
 		const char *lang = k->type == YAML_SCALAR_NODE ? (const char *)k->data.scalar.value : "?";
 		if (!word_ok(lang))
-			return fail(ld, kline, "%s.%s: \"%s\" is not a language code (like en or pt-br)", label,
-			            key, lang);
+			return fail(ld, kline, "%s.%s: \"%s\" is not a language code (like en or pt-br)",
+			            label, key, lang);
 		if (t->type != YAML_SCALAR_NODE || t->data.scalar.length == 0 ||
 		    t->data.scalar.length > MAX_NOTICE_BYTES ||
 		    strlen((const char *)t->data.scalar.value) != t->data.scalar.length ||

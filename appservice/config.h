@@ -52,14 +52,14 @@ struct config_service {
 	unsigned conversation_expiry_days; /* a conversation's session and feed end after this */
 	struct config_ids inviters;        /* who may invite; empty: every staff member */
 	/* Safeguarding (docs/safeguarding-guide.md): */
-	struct config_ids duty_leads;     /* mentioned in help alerts and escalations */
-	unsigned escalate_after_s;        /* a guest waiting this long for a staff reply is escalated; 0: never */
-	unsigned escalate_every_s;        /* ...and again this often while waiting; 0: escalate_after_s */
+	struct config_ids duty_leads; /* mentioned in help alerts and escalations */
+	unsigned escalate_after_s;    /* a guest waiting this long for a staff reply is escalated; 0: never */
+	unsigned escalate_every_s;    /* ...and again this often while waiting; 0: escalate_after_s */
 	struct config_keywords *keywords; /* concern_keywords: one list per language */
 	size_t nkeywords;
 	/* Opening hours (hours, holidays, utc_offset) and what the page says when closed: */
-	struct hours_spec hours;          /* hours.set 0: always open */
-	struct config_notice *signposts;  /* signposting: crisis numbers and words, one per language */
+	struct hours_spec hours;         /* hours.set 0: always open */
+	struct config_notice *signposts; /* signposting: crisis numbers and words, one per language */
 	size_t nsignposts;
 };
 
@@ -115,7 +115,7 @@ struct config {
 	unsigned response_low_s; /* a case's response deadline by its severity... */
 	unsigned response_medium_s;
 	unsigned response_high_s;
-	unsigned reminder_s;     /* reminders of a case past its deadline, this often */
+	unsigned reminder_s; /* reminders of a case past its deadline, this often */
 
 	/* audit */
 	char *audit_key_path; /* signing seed file (0600); default <store_path>/audit-signing.key */

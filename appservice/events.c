@@ -961,7 +961,8 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 				return rc;
 			char service[SERVICE_LEN] = "", own[8];
 			if (f.sender == POL_ROLE_GUEST &&
-			    conv_of_guest(t, sender, service, sizeof(service), own, sizeof(own)) != TH_ENOTFOUND &&
+			    conv_of_guest(t, sender, service, sizeof(service), own, sizeof(own)) !=
+			            TH_ENOTFOUND &&
 			    cases_keyword_match(cfg, service, ev->body))
 				f.event = POL_EV_CONCERN_KEYWORD;
 		}

@@ -1017,7 +1017,8 @@ int conv_help(const struct txn_env *env, const char *guest, uint64_t *when_ms)
 		                       who, guest, svc ? svc->name : "?",
 		                       room_id && *room_id ? room_id : "not made yet", state ? state : "?",
 		                       (unsigned long long)seq);
-		rc = env->mx->ops->notice(env->mx->ctx, t, cfg->safeguarding_room, cfg->bot_user_id, text, NULL);
+		rc = env->mx->ops->notice(env->mx->ctx, t, cfg->safeguarding_room, cfg->bot_user_id, text,
+		                          NULL);
 		free(text);
 		free(who);
 	}
@@ -1324,7 +1325,8 @@ static int is_command_text(const char *s)
 		return 0;
 	while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
 		s++;
-	return strncmp(s, "!threshold", 10) == 0 || strncmp(s, "!audit", 6) == 0 || strncmp(s, "!case", 5) == 0;
+	return strncmp(s, "!threshold", 10) == 0 || strncmp(s, "!audit", 6) == 0 ||
+	       strncmp(s, "!case", 5) == 0;
 }
 
 /* @p body without a reply fallback (spec: CS API, "Fallbacks for rich

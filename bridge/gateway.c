@@ -1089,8 +1089,7 @@ static const struct {
         {API "/session", "GET", R_SESSION, 1, 0, 0}, {API "/send", "POST", R_SEND, 1, 0, 0},
         {API "/feed", "GET", R_FEED, 1, 0, 0},       {API "/leave", "POST", R_LEAVE, 1, 0, 0},
         {API "/erase", "POST", R_ERASE, 1, 0, 0},    {API "/upload", "POST", R_UPLOAD, 1, 0, 0},
-        {API "/media/", "GET", R_MEDIA, 1, 0, 1},
-        {API "/help", "POST", R_HELP, 1, 0, 0},
+        {API "/media/", "GET", R_MEDIA, 1, 0, 1},    {API "/help", "POST", R_HELP, 1, 0, 0},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -1221,7 +1220,8 @@ static enum MHD_Result handle_help(gateway *gw, struct MHD_Connection *conn, con
 	LOG(LOG_INFO, "gateway: a guest asked for help now");
 	if (gw->on_queue)
 		gw->on_queue(gw->ctx);
-	return send_json(conn, 200, json_pack("{s:b, s:b, s:I}", "received", 1, "repeat", 0, "at_ms", (json_int_t)when));
+	return send_json(conn, 200,
+	                 json_pack("{s:b, s:b, s:I}", "received", 1, "repeat", 0, "at_ms", (json_int_t)when));
 }
 
 static enum MHD_Result dispatch(gateway *gw, struct MHD_Connection *conn, const char *url, const char *method,
@@ -1373,8 +1373,8 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *conn, co
 _Static_assert(R_HELP + 1 == GW_STATS_ROUTES, "gw_stats: one row per route");
 
 static const char *const route_names[GW_STATS_ROUTES] = {
-        "static", "page", "invitation", "redeem", "resume", "session",
-        "send",   "feed", "leave",      "erase",  "upload", "media", "help",
+        "static", "page",  "invitation", "redeem", "resume", "session", "send",
+        "feed",   "leave", "erase",      "upload", "media",  "help",
 };
 static const char *const class_names[GW_STATS_CLASSES] = {"2xx", "3xx", "4xx", "429", "5xx"};
 

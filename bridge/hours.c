@@ -5,7 +5,7 @@
 
 #include <string.h>
 
-static const char *const day_names[7] = {"monday", "tuesday", "wednesday", "thursday",
+static const char *const day_names[7] = {"monday", "tuesday",  "wednesday", "thursday",
                                          "friday", "saturday", "sunday"};
 
 int hours_day_index(const char *name)
@@ -158,7 +158,8 @@ int hours_open(const struct hours_spec *h, uint64_t now_ms, uint64_t *next_open_
 			if (k == 0 && minute >= rg->from)
 				continue; /* already past today */
 			if (next_open_ms) {
-				int64_t at = (d * DAY_MS + (int64_t)rg->from * 60000ll) - (int64_t)h->offset_min * 60000ll;
+				int64_t at = (d * DAY_MS + (int64_t)rg->from * 60000ll) -
+				             (int64_t)h->offset_min * 60000ll;
 				*next_open_ms = at > 0 ? (uint64_t)at : 0;
 			}
 			return 0;

@@ -22,8 +22,8 @@ struct hours_range {
 };
 
 struct hours_spec {
-	int set;        /* 0: no hours configured, always open */
-	int offset_min; /* local time = UTC + offset_min */
+	int set;                                     /* 0: no hours configured, always open */
+	int offset_min;                              /* local time = UTC + offset_min */
 	struct hours_range day[7][HOURS_MAX_RANGES]; /* [0] Monday ... [6] Sunday */
 	unsigned nday[7];
 	int32_t *holidays; /* local dates, as days since 1970-01-01; owned by the config */

@@ -112,11 +112,10 @@ static const struct rule rules[] = {
         /* A concern is raised about the guest of a conversation, by staff, in
          * that room: it opens or joins the guest's case.  Anywhere else staff
          * are told where it works. */
-        {POL_EV_COMMAND, STAFFISH, ANY, ROOM(POL_ROOM_CONVERSATION), 1, POL_R_CONCERN_RAISED,
-         POL_ACT_CONCERN, 0, POL_NOTE_NONE, POL_REC_NONE, 0, CMD(POL_CMD_CONCERN), 0, 0},
+        {POL_EV_COMMAND, STAFFISH, ANY, ROOM(POL_ROOM_CONVERSATION), 1, POL_R_CONCERN_RAISED, POL_ACT_CONCERN,
+         0, POL_NOTE_NONE, POL_REC_NONE, 0, CMD(POL_CMD_CONCERN), 0, 0},
         {POL_EV_COMMAND, STAFFISH, ANY, ANY, 1, POL_R_CONCERN_WRONG_ROOM, POL_ACT_REPLY, 0,
-         POL_NOTE_CONCERN_WHERE,
-         POL_REC_NONE, 0, CMD(POL_CMD_CONCERN), 0, 0},
+         POL_NOTE_CONCERN_WHERE, POL_REC_NONE, 0, CMD(POL_CMD_CONCERN), 0, 0},
         /* A guest goes into a group only by the staff of the group's service,
          * and only if they are that service's guest.  A lead may cross
          * services; it is recorded. */
@@ -165,8 +164,7 @@ static const struct rule rules[] = {
         {POL_EV_CASE_COMMAND, ROLE(POL_ROLE_LEAD), ANY, ROOM(POL_ROOM_SAFEGUARDING), 1, POL_R_CASE_COMMAND,
          POL_ACT_CASE, 0, POL_NOTE_NONE, POL_REC_NONE, 0, ANY, 0, 0},
         {POL_EV_CASE_COMMAND, STAFFISH, ANY, ANY, 1, POL_R_CASE_REFUSED, POL_ACT_REPLY, 1,
-         POL_NOTE_CASE_LEADS_ONLY,
-         POL_REC_NONE, 0, ANY, 0, 0},
+         POL_NOTE_CASE_LEADS_ONLY, POL_REC_NONE, 0, ANY, 0, 0},
 
         /* Gateway actions (send among them) are decided by gateway_rules below. */
 

@@ -46,6 +46,8 @@ enum pol_event {
 	                        * holds the bot's power, which Matrix does not let it lower) */
 	POL_EV_STAFF_ENDED,    /* the target stopped being staff (left a staff room of a service, or was
 	                        * dropped from roles): asked once per managed room they are in */
+
+	/* Safeguarding (appservice/cases.c, bridge/conv.c conv_help): */
 	POL_EV_CONCERN_REACTION, /* staff reacted to a message with safeguarding.concern_reaction */
 	POL_EV_CONCERN_KEYWORD,  /* a guest's message matched its service's concern keywords */
 	POL_EV_CASE_COMMAND,     /* m.room.message whose body is "!case ..." (a lead works a case) */

@@ -19,6 +19,7 @@ static uint64_t thu(int hh, int mm)
 static void test_parse(void)
 {
 	struct hours_range r[HOURS_MAX_RANGES];
+	unsigned n;
 	CHECK_EQ_INT(hours_parse_day("09:00-17:00", r, &n), 0);
 	CHECK(n == 1 && r[0].from == 540 && r[0].to == 1020);
 	CHECK_EQ_INT(hours_parse_day("09:00-12:30, 13:30 - 17:00", r, &n), 0);
@@ -27,8 +28,8 @@ static void test_parse(void)
 	CHECK(n == 1 && r[0].to == 1440);
 	CHECK_EQ_INT(hours_parse_day("closed", r, &n), 0);
 	CHECK(n == 0);
-	CHECK_EQ_INT(hours_parse_day("17:00-09:00", r, &n), -1);               /* backwards */
-	CHECK_EQ_INT(hours_parse_day("09:00-12:00, 11:00-13:00", r, &n), -1);  /* overlapping */
+	CHECK_EQ_INT(hours_parse_day("17:00-09:00", r, &n), -1);              /* backwards */
+	CHECK_EQ_INT(hours_parse_day("09:00-12:00, 11:00-13:00", r, &n), -1); /* overlapping */
 	CHECK_EQ_INT(hours_parse_day("9:00-17:00", r, &n), -1);
 	CHECK_EQ_INT(hours_parse_day("09:00-24:30", r, &n), -1);
 	CHECK_EQ_INT(hours_parse_day("1-2,3-4,5-6,7-8,9-10", r, &n), -1);
