@@ -70,6 +70,10 @@ static const char *const kind_names[AUDIT_NKINDS] = {
         [AUDIT_HOLD_PLACED] = "hold_placed",
         [AUDIT_HOLD_RELEASED] = "hold_released",
         [AUDIT_RETENTION_REMOVED] = "retention_removed",
+        [AUDIT_CONCERN_RAISED] = "concern_raised",
+        [AUDIT_CASE_VIEWED] = "case_viewed",
+        [AUDIT_CASE_CHANGED] = "case_changed",
+        [AUDIT_ESCALATED] = "conversation_escalated",
 };
 
 /* A subject's key slot waiting to be zeroed once its erasure is committed. */

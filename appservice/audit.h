@@ -146,6 +146,12 @@ enum audit_kind {
 	AUDIT_HOLD_PLACED,   /* "hold_placed": a lead kept a guest's or room's conversation past retention */
 	AUDIT_HOLD_RELEASED, /* "hold_released": that hold was lifted */
 	AUDIT_RETENTION_REMOVED, /* "retention_removed": a conversation past its retention was removed */
+
+	/* Concerns and cases (cases.h): */
+	AUDIT_CONCERN_RAISED, /* "concern_raised": a concern opened or joined a case (cases.h); text sealed */
+	AUDIT_CASE_VIEWED,    /* "case_viewed": someone read a case (list, show, export) */
+	AUDIT_CASE_CHANGED,   /* "case_changed": taken, noted (sealed), closed, reminded */
+	AUDIT_ESCALATED,      /* "conversation_escalated": a guest waited past escalate_after */
 	AUDIT_NKINDS
 };
 

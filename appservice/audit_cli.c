@@ -15,6 +15,7 @@
 
 #include "audit.h"
 #include "audit_witness.h"
+#include "cases.h"
 #include "config.h"
 #include "cs.h"
 #include "log.h"
@@ -40,6 +41,7 @@ struct cli_opts {
 	const char *pubkey;
 	uint64_t from;
 	int show_sealed;
+	uint64_t case_id; /* export --case ID: the records about that case's guest since it opened */
 };
 
 static void usage(FILE *out)
@@ -70,6 +72,7 @@ static void usage(FILE *out)
 	        "                         or an age (90m, 24h, 7d, 2w); since is inclusive, until is not\n"
 	        "  --kind KIND            e.g. contact_blocked, data_erased (see docs/audit.md)\n"
 	        "  --subject ID, --room ID, --actor ID\n"
+	        "  --case ID              (export) the records about one case's guest since it opened\n"
 	        "\n"
 	        "Exit status: 0 ok, 1 verification failed, 2 usage, 3 could not run.\n");
 }
@@ -162,6 +165,8 @@ static int parse_args(const char *cmd, unsigned accept, int argc, char **argv, s
 			need = ACCEPT_FROM;
 		else if (!strcmp(a, "--pubkey"))
 			need = ACCEPT_PUBKEY;
+		else if (!strcmp(a, "--case") && !strcmp(cmd, "export"))
+			need = ACCEPT_FILTER;
 		else if (!strcmp(a, "--show-sealed"))
 			need = ACCEPT_SEALED;
 		if (!(need & accept)) {
@@ -205,10 +210,12 @@ static int parse_args(const char *cmd, unsigned accept, int argc, char **argv, s
 			bad = th_parse_u64(v, INT64_MAX, &o->from) ? -1 : 0;
 		else if (!strcmp(a, "--pubkey"))
 			o->pubkey = v;
+		else if (!strcmp(a, "--case"))
+			bad = th_parse_u64(v, INT64_MAX, &o->case_id) ? -1 : 0;
 		if (bad) {
 			fprintf(stderr, "threshold: audit %s: %s: '%s' is not %s\n", cmd, a, v,
 			        !strcmp(a, "--kind") ? "a kind of record (see docs/audit.md)"
-			        : !strcmp(a, "--from")
+			        : !strcmp(a, "--from") || !strcmp(a, "--case")
 			                ? "a sequence number"
 			                : "a date (2024-05-01, 2024-05-01T14:30:00Z) or an age (24h, 7d)");
 			return -1;
@@ -849,6 +856,27 @@ static int output_close(FILE *f, const char *path, char *tmp, int ok)
 	return ok;
 }
 
+/* export --case ID: the case's guest as the subject, since the case opened. */
+static int case_filter(store *st, struct cli_opts *o, char *guest, size_t len)
+{
+	store_txn *t;
+	uint64_t opened = 0;
+	int rc = store_txn_begin(st, 0, &t);
+	if (!rc) {
+		rc = cases_subject(t, o->case_id, guest, len, &opened);
+		store_txn_abort(t);
+	}
+	if (rc) {
+		fprintf(stderr, "threshold: audit export: case #%llu: %s\n", (unsigned long long)o->case_id,
+		        rc == TH_ENOTFOUND ? "no such case" : th_strerror(rc));
+		return -1;
+	}
+	o->f.subject = guest;
+	if (o->f.since_ms < opened)
+		o->f.since_ms = opened;
+	return 0;
+}
+
 static int cmd_export(const struct config *cfg, int argc, char **argv)
 {
 	struct cli_opts o;
@@ -862,8 +890,16 @@ static int cmd_export(const struct config *cfg, int argc, char **argv)
 	audit *a;
 	if (open_all(cfg, &st, &a))
 		return AUDIT_EXIT_ERROR;
+	char case_guest[256] = "";
+	if (o.case_id && case_filter(st, &o, case_guest, sizeof(case_guest))) {
+		audit_close(a);
+		store_close(st);
+		return AUDIT_EXIT_ERROR;
+	}
 	json_t *d = json_pack("{s:s, s:o, s:s, s:s}", "action", "export", "filter", filter_json(&o.f),
 	                      "format", format, "to", to_file ? "file" : "stdout");
+	if (o.case_id)
+		json_object_set_new(d, "case", json_integer((json_int_t)o.case_id));
 	uint64_t head = 0;
 	int code = AUDIT_EXIT_ERROR;
 	char *tmp = NULL;

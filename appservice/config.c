@@ -79,6 +79,12 @@ static const struct option options[] = {
         {"rooms", "staff_power", OPT_UINT, OFF(staff_power), 0, "50", 1, 99},
         {"safeguarding", "room", OPT_ROOM, OFF(safeguarding_room), 0, NULL, 0, 0},
         {"safeguarding", "leads", OPT_USERS, OFF(leads), 0, NULL, 0, 0},
+        {"safeguarding", "concern_reaction", OPT_STRING, OFF(concern_reaction), 0, "⚠️", 0, 0},
+        {"safeguarding", "response_seconds_low", OPT_UINT, OFF(response_low_s), 0, "604800", 1, 31536000},
+        {"safeguarding", "response_seconds_medium", OPT_UINT, OFF(response_medium_s), 0, "86400", 1,
+         31536000},
+        {"safeguarding", "response_seconds_high", OPT_UINT, OFF(response_high_s), 0, "3600", 1, 31536000},
+        {"safeguarding", "reminder_seconds", OPT_UINT, OFF(reminder_s), 0, "3600", 1, 604800},
         {"audit", "key_file", OPT_STRING, OFF(audit_key_path), 0, NULL, 0, 0},
         {"audit", "checkpoint_every", OPT_UINT, OFF(audit_checkpoint_every), 0, "1000", 1, 1000000},
         {"audit", "checkpoint_seconds", OPT_UINT, OFF(audit_checkpoint_seconds), 0, "300", 1, 86400},
@@ -150,6 +156,9 @@ static const struct option service_options[] = {
         {"service", "inviters", OPT_USERS, SOFF(inviters), 0, NULL, 0, 0},
         {"service", "sms_number", OPT_STRING, SOFF(sms_number), 0, NULL, 0, 0},
         {"service", "retention", OPT_DURATION, SOFF(retention_s), 0, NULL, 10, 3153600000},
+        {"service", "duty_leads", OPT_USERS, SOFF(duty_leads), 0, NULL, 0, 0},
+        {"service", "escalate_after_seconds", OPT_UINT, SOFF(escalate_after_s), 0, "0", 0, 604800},
+        {"service", "escalate_every_seconds", OPT_UINT, SOFF(escalate_every_s), 0, "0", 0, 604800},
 };
 #define NSERVICE_OPTIONS (sizeof(service_options) / sizeof(service_options[0]))
 #define MAX_SERVICES     256
@@ -496,12 +505,179 @@ static int load_keys(struct loader *ld, yaml_document_t *doc, yaml_node_t *map, 
 	return TH_OK;
 }
 
+#define MAX_KEYWORDS      1000 /* per language */
+#define MAX_KEYWORD_BYTES 200
+
+/* services.<name>.concern_keywords: a mapping of language code to a list of
+ * words or phrases (cases.c matches them). */
+static int load_keywords(struct loader *ld, struct config_service *svc, const char *label,
+                         yaml_document_t *doc, yaml_node_t *v, size_t line)
+{
+	if (v->type != YAML_MAPPING_NODE)
+		return fail(ld, line,
+		            "%s.concern_keywords: expected a mapping of language code to a list of words, "
+		            "like en: [\"hurt me\"]",
+		            label);
+	for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+		yaml_node_t *k = yaml_document_get_node(doc, p->key);
+		yaml_node_t *l = yaml_document_get_node(doc, p->value);
+		size_t kline = k->start_mark.line + 1;
+		const char *lang = k->type == YAML_SCALAR_NODE ? (const char *)k->data.scalar.value : "?";
+		if (!word_ok(lang))
+			return fail(ld, kline,
+			            "%s.concern_keywords: \"%s\" is not a language code (like en or pt-br)",
+			            label, lang);
+		for (size_t i = 0; i < svc->nkeywords; i++) {
+			if (!strcmp(svc->keywords[i].lang, lang))
+				return fail(ld, kline, "%s.concern_keywords.%s is given twice", label, lang);
+		}
+		if (l->type != YAML_SEQUENCE_NODE)
+			return fail(ld, kline, "%s.concern_keywords.%s: expected a list of words or phrases",
+			            label, lang);
+		svc->keywords = xrealloc(svc->keywords, (svc->nkeywords + 1) * sizeof(*svc->keywords));
+		struct config_keywords *kw = &svc->keywords[svc->nkeywords++];
+		kw->lang = xstrdup(lang);
+		kw->words.v = NULL;
+		kw->words.n = 0;
+		for (yaml_node_item_t *it = l->data.sequence.items.start; it < l->data.sequence.items.top;
+		     it++) {
+			yaml_node_t *w = yaml_document_get_node(doc, *it);
+			size_t wline = w->start_mark.line + 1;
+			const char *text =
+			        w->type == YAML_SCALAR_NODE ? (const char *)w->data.scalar.value : "";
+			size_t n = w->type == YAML_SCALAR_NODE ? w->data.scalar.length : 0;
+			if (!n || n > MAX_KEYWORD_BYTES || strlen(text) != n || has_control(text) ||
+			    strspn(text, " ") == n)
+				return fail(ld, wline,
+				            "%s.concern_keywords.%s: each entry must be a word or phrase of "
+				            "1..%u bytes, without control characters",
+				            label, lang, MAX_KEYWORD_BYTES);
+			if (kw->words.n == MAX_KEYWORDS)
+				return fail(ld, wline, "%s.concern_keywords.%s: at most %u entries", label,
+				            lang, MAX_KEYWORDS);
+			kw->words.v = xrealloc(kw->words.v, (kw->words.n + 1) * sizeof(char *));
+			kw->words.v[kw->words.n++] = xstrdup(text);
+		}
+	}
+	return TH_OK;
+}
+
+/* services.<name>.hours (a mapping of day to "09:00-17:00" or "closed"),
+ * .holidays (a list of dates) and .utc_offset ("+01:00"): hours.h. */
+static int load_hours(struct loader *ld, struct config_service *svc, const char *label, yaml_document_t *doc,
+                      const char *key, yaml_node_t *v, size_t line)
+{
+	struct hours_spec *h = &svc->hours;
+	if (!strcmp(key, "utc_offset")) {
+		if (v->type != YAML_SCALAR_NODE ||
+		    hours_parse_offset((const char *)v->data.scalar.value, &h->offset_min))
+			return fail(ld, line,
+			            "%s.utc_offset: expected a UTC offset like \"+01:00\" or \"-05:30\" "
+			            "(-14:00..+14:00), or \"UTC\"",
+			            label);
+		return TH_OK;
+	}
+	if (!strcmp(key, "holidays")) {
+		if (v->type != YAML_SEQUENCE_NODE)
+			return fail(ld, line, "%s.holidays: expected a list of dates, like [\"2026-12-25\"]",
+			            label);
+		for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
+		     it++) {
+			yaml_node_t *d = yaml_document_get_node(doc, *it);
+			int32_t day;
+			const char *text =
+			        d->type == YAML_SCALAR_NODE ? (const char *)d->data.scalar.value : "?";
+			if (d->type != YAML_SCALAR_NODE || hours_parse_date(text, &day))
+				return fail(ld, d->start_mark.line + 1,
+				            "%s.holidays: \"%s\" is not a date (YYYY-MM-DD)", label, text);
+			if (h->nholidays == HOURS_MAX_HOLIDAYS)
+				return fail(ld, d->start_mark.line + 1, "%s.holidays: at most %d dates",
+				            label, HOURS_MAX_HOLIDAYS);
+			h->holidays = xrealloc(h->holidays, (h->nholidays + 1) * sizeof(*h->holidays));
+			h->holidays[h->nholidays++] = day;
+		}
+		return TH_OK;
+	}
+	if (v->type != YAML_MAPPING_NODE)
+		return fail(
+		        ld, line,
+		        "%s.hours: expected a mapping of day to hours, like mon: \"09:00-17:00\" (days left "
+		        "out are closed)",
+		        label);
+	h->set = 1;
+	for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+		yaml_node_t *k = yaml_document_get_node(doc, p->key);
+		yaml_node_t *t = yaml_document_get_node(doc, p->value);
+		size_t kline = k->start_mark.line + 1;
+		const char *day = k->type == YAML_SCALAR_NODE ? (const char *)k->data.scalar.value : "?";
+		int i = hours_day_index(day);
+		if (i < 0)
+			return fail(ld, kline,
+			            "%s.hours: \"%s\" is not a day (mon, tue, wed, thu, fri, sat, sun)",
+			            label, day);
+		if (t->type != YAML_SCALAR_NODE ||
+		    hours_parse_day((const char *)t->data.scalar.value, h->day[i], &h->nday[i]))
+			return fail(ld, kline,
+			            "%s.hours.%s: expected \"09:00-17:00\", up to %d ranges in order like "
+			            "\"09:00-12:00, 13:00-17:00\", or \"closed\"",
+			            label, day, HOURS_MAX_RANGES);
+	}
+	return TH_OK;
+}
+
+/* A mapping of language code to text (services.<name>.signposting). */
+static int load_texts(struct loader *ld, const char *label, const char *key, yaml_document_t *doc,
+                      yaml_node_t *v, size_t line, struct config_notice **out, size_t *nout)
+{
+	if (v->type != YAML_MAPPING_NODE)
+		return fail(ld, line, "%s.%s: expected a mapping of language code to text, like en: \"...\"",
+		            label, key);
+	for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+		yaml_node_t *k = yaml_document_get_node(doc, p->key);
+		yaml_node_t *t = yaml_document_get_node(doc, p->value);
+		size_t kline = k->start_mark.line + 1;
+		const char *lang = k->type == YAML_SCALAR_NODE ? (const char *)k->data.scalar.value : "?";
+		if (!word_ok(lang))
+			return fail(ld, kline, "%s.%s: \"%s\" is not a language code (like en or pt-br)",
+			            label, key, lang);
+		if (t->type != YAML_SCALAR_NODE || t->data.scalar.length == 0 ||
+		    t->data.scalar.length > MAX_NOTICE_BYTES ||
+		    strlen((const char *)t->data.scalar.value) != t->data.scalar.length ||
+		    has_control_but_lines((const char *)t->data.scalar.value))
+			return fail(ld, kline,
+			            "%s.%s.%s: expected the text (1..%u bytes, no control characters but "
+			            "newlines and tabs)",
+			            label, key, lang, MAX_NOTICE_BYTES);
+		for (size_t i = 0; i < *nout; i++) {
+			if (!strcmp((*out)[i].lang, lang))
+				return fail(ld, kline, "%s.%s.%s is given twice", label, key, lang);
+		}
+		*out = xrealloc(*out, (*nout + 1) * sizeof(**out));
+		(*out)[*nout].lang = xstrdup(lang);
+		(*out)[*nout].text = xstrdup((const char *)t->data.scalar.value);
+		(*nout)++;
+	}
+	return TH_OK;
+}
+
 /* services.<name>.notice: a mapping of language code to text. */
 static int service_extra(struct loader *ld, void *base, const char *label, yaml_document_t *doc,
                          const char *key, yaml_node_t *v, size_t line, int *rc)
 {
 	struct config_service *svc = base;
 	*rc = TH_OK;
+	if (strcmp(key, "concern_keywords") == 0) {
+		*rc = load_keywords(ld, svc, label, doc, v, line);
+		return 0;
+	}
+	if (!strcmp(key, "hours") || !strcmp(key, "holidays") || !strcmp(key, "utc_offset")) {
+		*rc = load_hours(ld, svc, label, doc, key, v, line);
+		return 0;
+	}
+	if (strcmp(key, "signposting") == 0) {
+		*rc = load_texts(ld, label, "signposting", doc, v, line, &svc->signposts, &svc->nsignposts);
+		return 0;
+	}
 	if (strcmp(key, "notice") != 0)
 		return 1;
 	if (v->type != YAML_MAPPING_NODE) {
@@ -815,6 +991,15 @@ const struct config_notice *config_service_notice(const struct config_service *s
 	return &svc->notices[0];
 }
 
+const struct config_notice *config_service_signpost(const struct config_service *svc, const char *lang)
+{
+	for (size_t i = 0; lang && i < svc->nsignposts; i++) {
+		if (strcmp(svc->signposts[i].lang, lang) == 0)
+			return &svc->signposts[i];
+	}
+	return svc->nsignposts ? &svc->signposts[0] : NULL;
+}
+
 /* A new string: @s with regex metacharacters escaped, to match literally. */
 static char *regex_literal(const char *s)
 {
@@ -1018,6 +1203,19 @@ void config_free(struct config *cfg)
 			free(svc->notices[j].text);
 		}
 		free(svc->notices);
+		for (size_t j = 0; j < svc->nkeywords; j++) {
+			free(svc->keywords[j].lang);
+			for (size_t w = 0; w < svc->keywords[j].words.n; w++)
+				free(svc->keywords[j].words.v[w]);
+			free(svc->keywords[j].words.v);
+		}
+		free(svc->keywords);
+		for (size_t j = 0; j < svc->nsignposts; j++) {
+			free(svc->signposts[j].lang);
+			free(svc->signposts[j].text);
+		}
+		free(svc->signposts);
+		free(svc->hours.holidays);
 		free(svc->name);
 	}
 	free(cfg->services);

@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hours.h"
+
 /* A list from the config: user ids, room ids, or words (gateway.languages). */
 struct config_ids {
 	char **v;
@@ -23,6 +25,12 @@ struct config_ids {
 struct config_notice {
 	char *lang; /* "en" */
 	char *text; /* plain words: who runs this, what is kept, for how long, rights */
+};
+
+/* One language's concern keywords for a service (services.<name>.concern_keywords). */
+struct config_keywords {
+	char *lang;              /* "en" */
+	struct config_ids words; /* words or phrases, matched case-insensitively on word boundaries */
 };
 
 /*
@@ -46,6 +54,16 @@ struct config_service {
 	char *sms_number;                  /* the number people text to reach it (sms:), or NULL */
 	/* conversations are removed this long after they started (seconds); 0: conversation_expiry_days */
 	unsigned retention_s;
+	/* Safeguarding (docs/safeguarding-guide.md): */
+	struct config_ids duty_leads; /* mentioned in help alerts and escalations */
+	unsigned escalate_after_s;    /* a guest waiting this long for a staff reply is escalated; 0: never */
+	unsigned escalate_every_s;    /* ...and again this often while waiting; 0: escalate_after_s */
+	struct config_keywords *keywords; /* concern_keywords: one list per language */
+	size_t nkeywords;
+	/* Opening hours (hours, holidays, utc_offset) and what the page says when closed: */
+	struct hours_spec hours;         /* hours.set 0: always open */
+	struct config_notice *signposts; /* signposting: crisis numbers and words, one per language */
+	size_t nsignposts;
 };
 
 struct config {
@@ -97,6 +115,11 @@ struct config {
 	/* safeguarding */
 	char *safeguarding_room; /* room id for alerts and leads' questions, or NULL */
 	struct config_ids leads; /* safeguarding leads (staff too) */
+	char *concern_reaction;  /* a reaction key by staff on a message raises a medium concern */
+	unsigned response_low_s; /* a case's response deadline by its severity... */
+	unsigned response_medium_s;
+	unsigned response_high_s;
+	unsigned reminder_s; /* reminders of a case past its deadline, this often */
 
 	/* audit */
 	char *audit_key_path; /* signing seed file (0600); default <store_path>/audit-signing.key */
@@ -200,6 +223,9 @@ const struct config_service *config_service_by_staff_room(const struct config *c
 
 /** @p svc's notice in @p lang, else its first (never NULL for a loaded service). */
 const struct config_notice *config_service_notice(const struct config_service *svc, const char *lang);
+
+/** @p svc's signposting in @p lang, else its first; NULL when it has none. */
+const struct config_notice *config_service_signpost(const struct config_service *svc, const char *lang);
 
 /** @return 1 if @p user_id is in Threshold's user namespace (bot or guest). */
 int config_user_in_namespace(const struct config *cfg, const char *user_id);

@@ -15,6 +15,7 @@
 #include "audit.h"
 #include "audit_witness.h"
 #include "config.h"
+#include "cases.h"
 #include "conv.h"
 #include "gateway.h"
 #include "guests.h"
@@ -550,6 +551,14 @@ int daemon_serve(const struct config *cfg)
 			int wrc = conv_waiting_flush(&env, th_now_ms(), &posted);
 			if (wrc)
 				LOG(LOG_WARN, "posting grouped waiting notices failed: %s", th_strerror(wrc));
+			else if (posted && ob)
+				outbox_wake(ob);
+		}
+		if (cfg->safeguarding_room) { /* case reminders and escalations (cases.h) */
+			size_t posted = 0;
+			int crc = cases_tick(&env, th_now_ms(), &posted);
+			if (crc)
+				LOG(LOG_WARN, "case reminders and escalations failed: %s", th_strerror(crc));
 			else if (posted && ob)
 				outbox_wake(ob);
 		}

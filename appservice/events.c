@@ -9,6 +9,7 @@
 
 #include "audit.h"
 #include "audit_query.h"
+#include "cases.h"
 #include "config.h"
 #include "conv.h"
 #include "groups.h"
@@ -210,7 +211,10 @@ enum pol_command events_parse_command(const char *body)
 	static const struct {
 		const char *word;
 		enum pol_command cmd;
-	} verbs[] = {{"help", POL_CMD_HELP}, {"ping", POL_CMD_PING}, {"version", POL_CMD_VERSION}};
+	} verbs[] = {{"help", POL_CMD_HELP},
+	             {"ping", POL_CMD_PING},
+	             {"version", POL_CMD_VERSION},
+	             {"concern", POL_CMD_CONCERN}};
 	if (vlen == 0)
 		return POL_CMD_HELP;
 	if (vlen == 5 && strncmp(verb, "group", 5) == 0)
@@ -252,6 +256,8 @@ static const char *reply_text(const struct pol_action *a)
 		       "!threshold close - end this conversation (in a conversation room)\n"
 		       "!threshold handover @colleague:server - hand this conversation over\n"
 		       "!threshold note TEXT - a note for staff; the guest never sees it\n"
+		       "!threshold concern [low|medium|high] TEXT - a safeguarding concern about this "
+		       "conversation's guest (sealed; the guest never sees it)\n"
 		       "!threshold help - this list";
 	case POL_CMD_INVITE:
 	case POL_CMD_CLOSE:
@@ -292,6 +298,11 @@ static const char *note_text(enum pol_note note)
 	case POL_NOTE_OTHER_SERVICE:
 		return "Sorry, that guest is in touch with another service and cannot be added to this "
 		       "group. Nobody was added. A safeguarding lead can help.";
+	case POL_NOTE_CASE_LEADS_ONLY:
+		return "Sorry, cases are worked only by safeguarding leads, in the safeguarding room.";
+	case POL_NOTE_CONCERN_WHERE:
+		return "A concern is raised in the conversation room with the guest it is about: "
+		       "!threshold concern [low|medium|high] TEXT.";
 	case POL_NOTE_NO_LONGER_STAFF:
 		return "Your access to this service's conversations has ended.";
 	default:
@@ -357,12 +368,25 @@ static int apply(const struct txn_env *env, store_txn *t, const struct pol_decis
 				return rc;
 			break;
 		}
+		case POL_ACT_CONCERN: {
+			int rc = cases_on_concern(env, t, ev, d->reason, queued);
+			if (rc)
+				return rc;
+			break;
+		}
+		case POL_ACT_CASE: {
+			int rc = cases_on_command(env, t, ev, queued);
+			if (rc)
+				return rc;
+			break;
+		}
 		case POL_ACT_SEND:
 		case POL_ACT_OPEN:
 		case POL_ACT_SESSION:
 		case POL_ACT_CLOSE:
 		case POL_ACT_END_SESSIONS:
 		case POL_ACT_ERASE:
+		case POL_ACT_HELP:
 			break; /* the gateway's, never an event's */
 		case POL_ACT_KICK:
 			action = json_pack("{s:s, s:s, s:s, s:s}", "op", "kick", "room_id", room_id,
@@ -921,12 +945,29 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		f.command = events_parse_command(ev->body);
 		if (f.command != POL_CMD_NONE)
 			f.event = POL_EV_COMMAND;
+		else if (cases_is_command(ev->body))
+			f.event = POL_EV_CASE_COMMAND;
 		else if (audit_query_parse(ev->body, &q))
 			f.event = q.kind == AUDIT_QUERY_EXPORT   ? POL_EV_AUDIT_EXPORT
 			          : q.kind == AUDIT_QUERY_REVEAL ? POL_EV_AUDIT_REVEAL
 			                                         : POL_EV_AUDIT_COMMAND;
 		else
 			f.event = POL_EV_MESSAGE;
+		/* A guest's words matching the service's concern keywords
+		 * (cases.h); the conversation's waiting clock either way. */
+		if (f.room == POL_ROOM_CONVERSATION && f.event == POL_EV_MESSAGE) {
+			int rc = cases_on_message(cfg, t, room_id, sender, f.sender);
+			if (rc)
+				return rc;
+			char service[SERVICE_LEN] = "", own[8];
+			if (f.sender == POL_ROLE_GUEST &&
+			    conv_of_guest(t, sender, service, sizeof(service), own, sizeof(own)) !=
+			            TH_ENOTFOUND &&
+			    cases_keyword_match(cfg, service, ev->body))
+				f.event = POL_EV_CONCERN_KEYWORD;
+		}
+	} else if (f.room == POL_ROOM_CONVERSATION && cases_reaction_is_concern(cfg, ev)) {
+		f.event = POL_EV_CONCERN_REACTION;
 	}
 
 	/* A reveal goes only into a room known to be private (events_room_private). */

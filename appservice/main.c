@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "audit_cli.h"
+#include "cases.h"
 #include "config.h"
 #include "daemon.h"
 #include "doctor.h"
@@ -48,6 +49,9 @@ static void usage(FILE *f)
 	           "  hold add|remove|list [WHO --reason TEXT]\n"
 	           "                             keep a guest's conversation past its retention\n"
 	           "  retention report [--json]  what is kept, when it goes, and why\n"
+	           "  case list [all]|show ID|take ID|note ID TEXT|close ID OUTCOME\n"
+	           "                             work safeguarding cases, on the record\n"
+	           "                             (docs/safeguarding-guide.md)\n"
 	           "  audit verify|list|export|pubkey [OPTIONS]\n"
 	           "                             review, export and verify the safeguarding audit\n"
 	           "                             log (threshold audit help; docs/audit.md)\n"
@@ -150,7 +154,7 @@ int main(int argc, char **argv)
 	int sub_argc = argc - i;
 	char **sub_argv = argv + i;
 	if (strcmp(cmd, "serve") && strcmp(cmd, "generate-registration") && strcmp(cmd, "status") &&
-	    strcmp(cmd, "audit") && strcmp(cmd, "guest") && strcmp(cmd, "invite") &&
+	    strcmp(cmd, "audit") && strcmp(cmd, "guest") && strcmp(cmd, "invite") && strcmp(cmd, "case") &&
 	    strcmp(cmd, "check-config") && strcmp(cmd, "doctor") && strcmp(cmd, "hold") &&
 	    strcmp(cmd, "retention")) {
 		fprintf(stderr, "threshold: unknown command '%s' (try --help)\n", cmd);
@@ -166,6 +170,8 @@ int main(int argc, char **argv)
 	int code;
 	if (!strcmp(cmd, "guest")) {
 		code = guests_cli_main(&cfg, sub_argc, sub_argv);
+	} else if (!strcmp(cmd, "case")) {
+		code = cases_cli_main(&cfg, sub_argc, sub_argv);
 	} else if (!strcmp(cmd, "invite")) {
 		code = inv_cli_main(&cfg, sub_argc, sub_argv);
 	} else if (!strcmp(cmd, "audit")) {

@@ -7,8 +7,8 @@
  *   - a lead's HOLD on the guest or on the conversation's room
  *     (`threshold hold add WHO --reason TEXT`), recorded as hold_placed and
  *     lifted with `threshold hold remove` (hold_released);
- *   - an OPEN CASE about the guest: retention_case_holds(), a hook that
- *     answers "no" until cases exist (the cases work replaces its body).
+ *   - an OPEN CASE about the guest: retention_case_holds(), a case not
+ *     closed (cases.h).
  * The retention job (retention_run, from the daemon every
  * RETENTION_INTERVAL_MS) removes each due conversation from Threshold's
  * store (conv_remove: closed, the guest leaves the room, feed, sessions and
@@ -50,8 +50,7 @@ uint64_t retention_due_ms(const struct config_service *svc, const json_t *conv);
 
 /**
  * The hook for "held by an open case": 1 if an open case about @p guest
- * keeps their conversation.  Returns 0 for now: cases do not exist in this
- * build.  The cases work makes it look the guest's open cases up in @p t.
+ * keeps their conversation: a case not closed (cases_guest_open()).
  */
 int retention_case_holds(store_txn *t, const char *guest);
 

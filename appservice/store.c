@@ -53,6 +53,7 @@ static const struct {
         [STORE_ROOM_NAMES] = {"room_names", 0},
         [STORE_AUDIT_INDEX] = {"audit_index", MDB_DUPSORT | MDB_DUPFIXED},
         [STORE_AUDIT_BY_TIME] = {"audit_by_time", 0},
+        [STORE_CASES] = {"cases", 0},
 };
 
 static int map_err(int rc)

@@ -47,6 +47,7 @@ enum store_db {
 	STORE_ROOM_NAMES,    /* managed room id, 0, guest id -> the guest's pseudonym there (rooms.c) */
 	STORE_AUDIT_INDEX,   /* 'k'|'r'|'a', kind|room|actor -> u64 BE seq, one duplicate each (audit.c) */
 	STORE_AUDIT_BY_TIME, /* u64 BE second -> u64 BE first seq whose running-max ts reaches it (audit.c) */
+	STORE_CASES,         /* 'c' u64 BE id -> case; 'g' guest -> u64 BE id of their open case (cases.c) */
 	STORE_NDBS
 };
 

@@ -997,6 +997,71 @@ int conv_leave(const struct txn_env *env, const char *guest)
 	return store_txn_commit(t);
 }
 
+int conv_help(const struct txn_env *env, const char *guest, uint64_t *when_ms)
+{
+	const struct config *cfg = env->cfg;
+	store_txn *t;
+	int rc = store_txn_begin(env->st, 1, &t);
+	if (rc)
+		return rc;
+	json_t *c = conv_get(t, guest);
+	/* The caller authenticated the session; a guest asking for help is always heard. */
+	struct pol_facts f = {
+	        .event = POL_EV_GATEWAY_HELP, .sender = POL_ROLE_GUEST, .conv = conv_fact(c), .session = 1};
+	struct pol_decision d;
+	if (!c || gateway_decide(&f, &d) != POL_ACT_HELP) {
+		json_decref(c);
+		store_txn_abort(t);
+		return TH_ENOTFOUND;
+	}
+	const char *room_id = jsonx_str(c, "room");
+	const char *state = jsonx_str(c, "state");
+	const struct config_service *svc = config_service_find(cfg, jsonx_str(c, "service"));
+	uint64_t now = th_now_ms(), seq = 0;
+	json_t *details = json_pack("{s:s, s:s}", "channel", "web", "conversation", state ? state : "");
+	struct audit_rec ar = {.kind = AUDIT_REPORT_RECEIVED,
+	                       .ts_ms = now,
+	                       .actor = guest,
+	                       .subject = guest,
+	                       .room = room_id,
+	                       .reason = pol_reason_name(d.reason),
+	                       .details = details};
+	rc = env->au ? audit_append(env->au, t, &ar, &seq) : TH_OK;
+	json_decref(details);
+	if (!rc && room_id && *room_id) {
+		rc = env->mx->ops->notice(env->mx->ctx, t, room_id, cfg->bot_user_id,
+		                          "URGENT: the guest pressed \"I need help now\". Please answer them "
+		                          "straight away. The safeguarding lead on duty has been told.",
+		                          NULL);
+	}
+	if (!rc && cfg->safeguarding_room) {
+		char *who = xstrdup("");
+		for (size_t i = 0; svc && i < svc->duty_leads.n; i++) {
+			char *more = xasprintf("%s%s ", who, svc->duty_leads.v[i]);
+			free(who);
+			who = more;
+		}
+		char *text = xasprintf("%sURGENT: guest %s asked for help now from the page (service %s, "
+		                       "conversation room %s, %s). Audit record #%llu.",
+		                       who, guest, svc ? svc->name : "?",
+		                       room_id && *room_id ? room_id : "not made yet", state ? state : "?",
+		                       (unsigned long long)seq);
+		rc = env->mx->ops->notice(env->mx->ctx, t, cfg->safeguarding_room, cfg->bot_user_id, text,
+		                          NULL);
+		free(text);
+		free(who);
+	}
+	json_decref(c);
+	if (rc) {
+		store_txn_abort(t);
+		return rc;
+	}
+	rc = store_txn_commit(t);
+	if (!rc)
+		*when_ms = now;
+	return rc;
+}
+
 int conv_erase(const struct txn_env *env, const char *guest)
 {
 	const struct config *cfg = env->cfg;
@@ -1288,14 +1353,15 @@ static int is_moderator(const json_t *room, const char *user, enum pol_role role
 	return level >= redact;
 }
 
-/* "!threshold ..." or "!audit ...", after leading white space. */
+/* "!threshold ...", "!audit ..." or "!case ...", after leading white space. */
 static int is_command_text(const char *s)
 {
 	if (!s)
 		return 0;
 	while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
 		s++;
-	return strncmp(s, "!threshold", 10) == 0 || strncmp(s, "!audit", 6) == 0;
+	return strncmp(s, "!threshold", 10) == 0 || strncmp(s, "!audit", 6) == 0 ||
+	       strncmp(s, "!case", 5) == 0;
 }
 
 /* @p body without a reply fallback (spec: CS API, "Fallbacks for rich

@@ -153,6 +153,16 @@ int conv_send_media(const struct txn_env *env, const char *guest, const char *lo
 int conv_leave(const struct txn_env *env, const char *guest);
 
 /**
+ * The guest asks for help now (the page's one-tap button): after policy
+ * (POL_EV_GATEWAY_HELP), a report_received audit record, a notice to the
+ * conversation's staff in its room (when it has one) and an alert in the
+ * safeguarding room naming the service's duty leads, all in one commit.
+ * @param when_ms  out: when it was recorded
+ * @return TH_OK, TH_ENOTFOUND (no conversation), or a store/audit error.
+ */
+int conv_help(const struct txn_env *env, const char *guest, uint64_t *when_ms);
+
+/**
  * Erase the guest (docs/gateway-api.md, "delete my data"): redactions of
  * their messages, a neutral notice, leave, profile cleared, sessions,
  * conversation and feed deleted, pseudonym removed, sealing key destroyed

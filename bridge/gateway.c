@@ -23,6 +23,7 @@
 #include "config.h"
 #include "conv.h"
 #include "feed.h"
+#include "hours.h"
 #include "invites.h"
 #include "jsonx.h"
 #include "limiter.h"
@@ -552,6 +553,21 @@ static int bind_invite(gateway *gw, struct MHD_Connection *conn, const char *inv
 	return rc == TH_OK;
 }
 
+/* Whether @p svc is open now, when it opens, and its crisis signposting in
+ * every language (docs/gateway-api.md, "hours"; new reference). */
+static json_t *hours_json(const struct config_service *svc)
+{
+	uint64_t opens = 0;
+	int open = hours_open(&svc->hours, th_now_ms(), &opens);
+	json_t *signs = json_object();
+	for (size_t i = 0; i < svc->nsignposts; i++)
+		json_object_set_new(signs, svc->signposts[i].lang, json_string(svc->signposts[i].text));
+	json_t *h = json_pack("{s:b, s:o}", "open", open, "signposting", signs);
+	if (!open && opens)
+		json_object_set_new(h, "opens_ms", json_integer((json_int_t)opens));
+	return h;
+}
+
 static enum MHD_Result handle_invitation(gateway *gw, struct MHD_Connection *conn, struct req *rq)
 {
 	enum MHD_Result ret;
@@ -567,7 +583,11 @@ static enum MHD_Result handle_invitation(gateway *gw, struct MHD_Connection *con
 	}
 	const struct config_service *svc = resolve_entry(gw, conn, j, &ret);
 	json_decref(j);
-	return svc ? send_json(conn, 200, service_json(svc)) : ret;
+	if (!svc)
+		return ret;
+	json_t *out = service_json(svc);
+	json_object_set_new(out, "hours", hours_json(svc));
+	return send_json(conn, 200, out);
 }
 
 static json_t *started_json(const struct conv_started *s)
@@ -706,10 +726,12 @@ static enum MHD_Result handle_resume(gateway *gw, struct MHD_Connection *conn, s
 static enum MHD_Result handle_session(gateway *gw, struct MHD_Connection *conn, const struct conv_session *s)
 {
 	const struct config_service *svc = config_service_find(gw->cfg, s->service);
-	return send_json(conn, 200,
-	                 json_pack("{s:s, s:{s:s, s:s}, s:s, s:I}", "pseudonym", s->pseudonym, "service",
-	                           "name", s->service, "display_name", svc ? svc->display_name : s->service,
-	                           "state", s->state, "expires_ms", (json_int_t)s->expires_ms));
+	json_t *out = json_pack("{s:s, s:{s:s, s:s}, s:s, s:I}", "pseudonym", s->pseudonym, "service", "name",
+	                        s->service, "display_name", svc ? svc->display_name : s->service, "state",
+	                        s->state, "expires_ms", (json_int_t)s->expires_ms);
+	if (svc)
+		json_object_set_new(out, "hours", hours_json(svc));
+	return send_json(conn, 200, out);
 }
 
 /* A send past a budget (conv.h): the guest's own hourly bytes (429), or a
@@ -1119,6 +1141,7 @@ enum route {
 	R_ERASE,
 	R_UPLOAD,
 	R_MEDIA,
+	R_HELP,
 };
 
 static const struct {
@@ -1134,7 +1157,7 @@ static const struct {
         {API "/session", "GET", R_SESSION, 1, 0, 0}, {API "/send", "POST", R_SEND, 1, 0, 0},
         {API "/feed", "GET", R_FEED, 1, 0, 0},       {API "/leave", "POST", R_LEAVE, 1, 0, 0},
         {API "/erase", "POST", R_ERASE, 1, 0, 0},    {API "/upload", "POST", R_UPLOAD, 1, 0, 0},
-        {API "/media/", "GET", R_MEDIA, 1, 0, 1},
+        {API "/media/", "GET", R_MEDIA, 1, 0, 1},    {API "/help", "POST", R_HELP, 1, 0, 0},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -1246,6 +1269,29 @@ static enum MHD_Result send_refusal(struct MHD_Connection *conn, struct req *rq)
 	return send_error(conn, rq->r_status, rq->r_errcode, rq->r_error, rq->r_retry);
 }
 
+/* POST /help: "I need help now" (docs/gateway-api.md).  Staff and the
+ * duty leads are told at once; a second tap within HELP_REPEAT_MS is
+ * confirmed the same way but alerts nobody again (the session limiter). */
+#define HELP_REPEAT_MS 60000u
+static enum MHD_Result handle_help(gateway *gw, struct MHD_Connection *conn, const struct conv_session *s)
+{
+	char key[GUESTS_MAX_USER_ID + 6];
+	int klen = snprintf(key, sizeof(key), "help:%s", s->guest);
+	if (rate_take(gw->lim_session, key, (size_t)klen, 1, HELP_REPEAT_MS))
+		return send_json(conn, 200, json_pack("{s:b, s:b}", "received", 1, "repeat", 1));
+	uint64_t when = 0;
+	int rc = conv_help(gw->env, s->guest, &when);
+	if (rc == TH_ENOTFOUND)
+		return send_error(conn, 404, "TH_NOT_FOUND", "There is no conversation to ask in.", 0);
+	if (rc)
+		return store_failed(conn, rc);
+	LOG(LOG_INFO, "gateway: a guest asked for help now");
+	if (gw->on_queue)
+		gw->on_queue(gw->ctx);
+	return send_json(conn, 200,
+	                 json_pack("{s:b, s:b, s:I}", "received", 1, "repeat", 0, "at_ms", (json_int_t)when));
+}
+
 static enum MHD_Result dispatch(gateway *gw, struct MHD_Connection *conn, const char *url, const char *method,
                                 struct req *rq)
 {
@@ -1310,6 +1356,8 @@ static enum MHD_Result dispatch(gateway *gw, struct MHD_Connection *conn, const 
 		return handle_upload(gw, conn, rq, &s);
 	case R_MEDIA:
 		return handle_media(gw, conn, rq, &s, url + strlen(routes[i].path));
+	case R_HELP:
+		return handle_help(gw, conn, &s);
 	case R_NONE:
 		break;
 	}
@@ -1390,11 +1438,11 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *conn, co
 	return ret;
 }
 
-_Static_assert(R_MEDIA + 1 == GW_STATS_ROUTES, "gw_stats: one row per route");
+_Static_assert(R_HELP + 1 == GW_STATS_ROUTES, "gw_stats: one row per route");
 
 static const char *const route_names[GW_STATS_ROUTES] = {
-        "static", "page", "invitation", "redeem", "resume", "session",
-        "send",   "feed", "leave",      "erase",  "upload", "media",
+        "static", "page",  "invitation", "redeem", "resume", "session", "send",
+        "feed",   "leave", "erase",      "upload", "media",  "help",
 };
 static const char *const class_names[GW_STATS_CLASSES] = {"2xx", "3xx", "4xx", "429", "5xx"};
 

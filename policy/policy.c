@@ -109,6 +109,13 @@ static const struct rule rules[] = {
         /* Commands are answered only where the bot is, and only to staff. */
         {POL_EV_COMMAND, ANY, ANY, ANY, -1, POL_R_COMMAND_IGNORED, 0, 0, POL_NOTE_NONE, POL_REC_NONE, 0, ANY,
          0, 0},
+        /* A concern is raised about the guest of a conversation, by staff, in
+         * that room: it opens or joins the guest's case.  Anywhere else staff
+         * are told where it works. */
+        {POL_EV_COMMAND, STAFFISH, ANY, ROOM(POL_ROOM_CONVERSATION), 1, POL_R_CONCERN_RAISED, POL_ACT_CONCERN,
+         0, POL_NOTE_NONE, POL_REC_NONE, 0, CMD(POL_CMD_CONCERN), 0, 0},
+        {POL_EV_COMMAND, STAFFISH, ANY, ANY, 1, POL_R_CONCERN_WRONG_ROOM, POL_ACT_REPLY, 0,
+         POL_NOTE_CONCERN_WHERE, POL_REC_NONE, 0, CMD(POL_CMD_CONCERN), 0, 0},
         /* A guest goes into a group only by the staff of the group's service,
          * and only if they are that service's guest.  A lead may cross
          * services; it is recorded. */
@@ -142,6 +149,22 @@ static const struct rule rules[] = {
          POL_REC_NONE, 0, ANY, 0, 0},
         {POL_EV_COMMAND, STRANGERS, ANY, ANY, 1, POL_R_COMMAND_REFUSED, POL_ACT_REPLY, 1, POL_NOTE_NONE,
          POL_REC_NONE, 0, ANY, 0, 0},
+
+        /* Staff's concern reaction on a message of a conversation raises a
+         * concern; anyone else's reaction is only a reaction. */
+        {POL_EV_CONCERN_REACTION, STAFFISH, ANY, ROOM(POL_ROOM_CONVERSATION), 1, POL_R_CONCERN_RAISED,
+         POL_ACT_CONCERN, 0, POL_NOTE_NONE, POL_REC_NONE, 0, ANY, 0, 0},
+        /* A guest's own words in their conversation matching the service's
+         * keyword list raise a concern (the words are not copied anywhere). */
+        {POL_EV_CONCERN_KEYWORD, ROLE(POL_ROLE_GUEST), ANY, ROOM(POL_ROOM_CONVERSATION), 0,
+         POL_R_CONCERN_KEYWORD, POL_ACT_CONCERN, 0, POL_NOTE_NONE, POL_REC_NONE, 0, ANY, 0, 0},
+        /* Cases are worked by leads, in the safeguarding room, where the bot
+         * is; every read and change is recorded by cases.c.  Other staff get
+         * a plain refusal; anyone else nothing. */
+        {POL_EV_CASE_COMMAND, ROLE(POL_ROLE_LEAD), ANY, ROOM(POL_ROOM_SAFEGUARDING), 1, POL_R_CASE_COMMAND,
+         POL_ACT_CASE, 0, POL_NOTE_NONE, POL_REC_NONE, 0, ANY, 0, 0},
+        {POL_EV_CASE_COMMAND, STAFFISH, ANY, ANY, 1, POL_R_CASE_REFUSED, POL_ACT_REPLY, 1,
+         POL_NOTE_CASE_LEADS_ONLY, POL_REC_NONE, 0, ANY, 0, 0},
 
         /* Gateway actions (send among them) are decided by gateway_rules below. */
 
@@ -208,6 +231,7 @@ static const struct gateway_rule gateway_rules[] = {
         {POL_EV_GATEWAY_UPLOAD, -1, 0, ANY, ANY, ANY, POL_R_GUEST_NO_SESSION, 0, POL_REC_NONE},
         {POL_EV_GATEWAY_LEAVE, -1, 0, ANY, ANY, ANY, POL_R_GUEST_NO_SESSION, 0, POL_REC_NONE},
         {POL_EV_GATEWAY_ERASE, -1, 0, ANY, ANY, ANY, POL_R_GUEST_NO_SESSION, 0, POL_REC_NONE},
+        {POL_EV_GATEWAY_HELP, -1, 0, ANY, ANY, ANY, POL_R_GUEST_NO_SESSION, 0, POL_REC_NONE},
         /* A guest writes only into an open conversation, in a managed room
          * Threshold knows them to be in; a picture or file likewise. */
         {POL_EV_GATEWAY_SEND, 0, 0, CONV(POL_CONV_CLOSED), ANY, ANY, POL_R_GUEST_CONV_CLOSED, 0,
@@ -232,6 +256,12 @@ static const struct gateway_rule gateway_rules[] = {
         {POL_EV_GATEWAY_ERASE, 0, 0, CONV(POL_CONV_NONE), ANY, ANY, POL_R_GUEST_NO_CONVERSATION, 0,
          POL_REC_NONE},
         {POL_EV_GATEWAY_ERASE, 0, 0, ANY, ANY, ANY, POL_R_GUEST_ERASE_ALLOWED, POL_ACT_ERASE, POL_REC_NONE},
+        /* A guest asking for help is always heard while they have a
+         * conversation, whatever its state (closed included: they may be in
+         * danger after staff closed it); recorded by conv_help. */
+        {POL_EV_GATEWAY_HELP, 0, 0, CONV(POL_CONV_NONE), ANY, ANY, POL_R_GUEST_NO_CONVERSATION, 0,
+         POL_REC_NONE},
+        {POL_EV_GATEWAY_HELP, 0, 0, ANY, ANY, ANY, POL_R_GUEST_HELP_ALLOWED, POL_ACT_HELP, POL_REC_NONE},
 };
 
 #define NRULES         (sizeof(rules) / sizeof(rules[0]))
@@ -240,7 +270,8 @@ static const struct gateway_rule gateway_rules[] = {
 static int is_gateway(enum pol_event e)
 {
 	return e == POL_EV_GATEWAY_SEND || e == POL_EV_GATEWAY_REDEEM || e == POL_EV_GATEWAY_RESUME ||
-	       e == POL_EV_GATEWAY_UPLOAD || e == POL_EV_GATEWAY_LEAVE || e == POL_EV_GATEWAY_ERASE;
+	       e == POL_EV_GATEWAY_UPLOAD || e == POL_EV_GATEWAY_LEAVE || e == POL_EV_GATEWAY_ERASE ||
+	       e == POL_EV_GATEWAY_HELP;
 }
 
 static int flag_ok(int want, int fact)
@@ -359,6 +390,12 @@ static const char *const reason_names[POL_R_COUNT] = {
         [POL_R_GROUP_ADD_OTHER_SERVICE] = "group_add_other_service",
         [POL_R_GROUP_ADD_ACROSS] = "group_add_across_services",
         [POL_R_STAFF_STATUS_ENDED] = "staff_status_ended",
+        [POL_R_CONCERN_RAISED] = "concern_raised",
+        [POL_R_CONCERN_WRONG_ROOM] = "concern_wrong_room",
+        [POL_R_CONCERN_KEYWORD] = "concern_keyword",
+        [POL_R_CASE_COMMAND] = "case_command",
+        [POL_R_CASE_REFUSED] = "case_refused",
+        [POL_R_GUEST_HELP_ALLOWED] = "guest_help_allowed",
 };
 
 static const char *const role_names[POL_ROLE_COUNT] = {
@@ -387,6 +424,10 @@ static const char *const event_names[POL_EV_COUNT] = {
         [POL_EV_ENCRYPTION] = "encryption",
         [POL_EV_STATE_STUCK] = "state_stuck",
         [POL_EV_STAFF_ENDED] = "staff_ended",
+        [POL_EV_CONCERN_REACTION] = "concern_reaction",
+        [POL_EV_CONCERN_KEYWORD] = "concern_keyword",
+        [POL_EV_CASE_COMMAND] = "case_command",
+        [POL_EV_GATEWAY_HELP] = "gateway_help",
 };
 
 static const char *const conv_names[POL_CONV_COUNT] = {
@@ -416,6 +457,7 @@ static const char *const command_names[POL_CMD_COUNT] = {
         [POL_CMD_CLOSE] = "close",
         [POL_CMD_HANDOVER] = "handover",
         [POL_CMD_NOTE] = "note",
+        [POL_CMD_CONCERN] = "concern",
 };
 
 static const char *const action_names[POL_ACT_COUNT] = {
@@ -434,6 +476,9 @@ static const char *const action_names[POL_ACT_COUNT] = {
         [POL_ACT_CLOSE] = "close",
         [POL_ACT_END_SESSIONS] = "end_sessions",
         [POL_ACT_ERASE] = "erase",
+        [POL_ACT_CONCERN] = "concern",
+        [POL_ACT_CASE] = "case",
+        [POL_ACT_HELP] = "help",
 };
 
 static const char *const record_names[POL_REC_COUNT] = {
@@ -458,6 +503,8 @@ static const char *const note_names[POL_NOTE_COUNT] = {
         [POL_NOTE_NOT_SERVICE_STAFF] = "not_service_staff",
         [POL_NOTE_OTHER_SERVICE] = "other_service",
         [POL_NOTE_NO_LONGER_STAFF] = "no_longer_staff",
+        [POL_NOTE_CASE_LEADS_ONLY] = "case_leads_only",
+        [POL_NOTE_CONCERN_WHERE] = "concern_where",
 };
 
 #define NAME_OF(table, i) ((unsigned)(i) < sizeof(table) / sizeof(table[0]) ? table[i] : NULL)

@@ -46,6 +46,12 @@ enum pol_event {
 	                        * holds the bot's power, which Matrix does not let it lower) */
 	POL_EV_STAFF_ENDED,    /* the target stopped being staff (left a staff room of a service, or was
 	                        * dropped from roles): asked once per managed room they are in */
+
+	/* Safeguarding (appservice/cases.c, bridge/conv.c conv_help): */
+	POL_EV_CONCERN_REACTION, /* staff reacted to a message with safeguarding.concern_reaction */
+	POL_EV_CONCERN_KEYWORD,  /* a guest's message matched its service's concern keywords */
+	POL_EV_CASE_COMMAND,     /* m.room.message whose body is "!case ..." (a lead works a case) */
+	POL_EV_GATEWAY_HELP,     /* a guest asks for help now (the page's one-tap button) */
 	POL_EV_COUNT
 };
 
@@ -74,6 +80,7 @@ enum pol_command {
 	POL_CMD_CLOSE,        /* "!threshold close": end this conversation */
 	POL_CMD_HANDOVER,     /* "!threshold handover @user": hand this conversation to a colleague */
 	POL_CMD_NOTE,         /* "!threshold note TEXT": a private note the guest never sees */
+	POL_CMD_CONCERN,      /* "!threshold concern [low|medium|high] TEXT": a safeguarding concern */
 	POL_CMD_COUNT
 };
 
@@ -127,6 +134,9 @@ enum pol_action_kind {
 	POL_ACT_CLOSE,        /* gateway: the guest leaves, staff are told, sessions end */
 	POL_ACT_END_SESSIONS, /* gateway: the guest's sessions end (nothing else to close) */
 	POL_ACT_ERASE,        /* gateway: the guest's data is erased (conv_erase) */
+	POL_ACT_CONCERN,      /* a concern about the room's guest opens or joins their case (cases.c) */
+	POL_ACT_CASE,         /* the bot carries out a lead's "!case" command (cases.c) */
+	POL_ACT_HELP,         /* gateway: staff and the duty leads are told at once (conv_help) */
 	POL_ACT_COUNT
 };
 
@@ -140,6 +150,8 @@ enum pol_note {
 	POL_NOTE_NOT_SERVICE_STAFF,  /* group add by staff who are not in the group's service's staff room */
 	POL_NOTE_OTHER_SERVICE,      /* group add of a guest of another service */
 	POL_NOTE_NO_LONGER_STAFF,    /* the neutral reason given to someone who is no longer staff */
+	POL_NOTE_CASE_LEADS_ONLY,    /* cases are worked by safeguarding leads in the safeguarding room */
+	POL_NOTE_CONCERN_WHERE,      /* a concern is raised in the guest's conversation room */
 	POL_NOTE_COUNT
 };
 
@@ -190,6 +202,12 @@ enum pol_reason {
 	POL_R_GROUP_ADD_OTHER_SERVICE,   /* group add of another service's guest */
 	POL_R_GROUP_ADD_ACROSS,          /* a lead added a guest across services (recorded) */
 	POL_R_STAFF_STATUS_ENDED,        /* someone no longer staff of a service left its rooms */
+	POL_R_CONCERN_RAISED,            /* staff raised a concern about a guest in their conversation */
+	POL_R_CONCERN_WRONG_ROOM,        /* ...anywhere else: told where it works */
+	POL_R_CONCERN_KEYWORD,           /* a guest's message matched a concern keyword list */
+	POL_R_CASE_COMMAND,              /* a lead works a case in the safeguarding room */
+	POL_R_CASE_REFUSED,              /* staff not a lead, or outside the safeguarding room */
+	POL_R_GUEST_HELP_ALLOWED,        /* a guest with a conversation asks for help: always heard */
 	POL_R_COUNT
 };
 

@@ -203,6 +203,7 @@
       info.noticeLang = nl;
       $('n-text').textContent = langs[nl] || '';
       $('n-text').lang = nl || '';
+      showHours(r.hours, 'n-text');
       show('notice');
     }, function (e) {
       if (e.code === 'TH_INVITE_INVALID') return showInvalid();
@@ -318,6 +319,7 @@
     setStatus('connecting');
     show('chat');
     api('GET', 'session', undefined, { auth: true }).then(function (st) {
+      showHours(st.hours, 'c-form');
       if (st.service && st.service.display_name) {
         session.service = st.service.display_name;
         $('c-service').textContent = session.service;
@@ -887,6 +889,67 @@
     }
   }
 
+  /* ---- opening hours: outside them, a closed notice saying when someone
+     will read, and the service's crisis signposting, placed before what the
+     guest would read or type next (the "hours" of POST invitation and GET
+     session).  Self-contained: it makes and removes its own box. */
+  function showHours(h, beforeId) {
+    var at = $(beforeId);
+    if (!at) return;
+    var old = at.parentNode.querySelector('.hours-box');
+    if (old) old.parentNode.removeChild(old);
+    if (!h || h.open) return;
+    var box = document.createElement('div');
+    box.className = 'hours-box';
+    box.setAttribute('role', 'note');
+    var p = document.createElement('p');
+    var when = h.opens_ms ? new Date(h.opens_ms).toLocaleString(lang || undefined, {
+      weekday: 'long', hour: '2-digit', minute: '2-digit' }) : '';
+    p.textContent = when ? t('closed_now_until', { when: when }) : t('closed_now');
+    box.appendChild(p);
+    var signs = h.signposting || {};
+    var sl = signs[lang] ? lang : (signs.en ? 'en' : Object.keys(signs)[0]);
+    if (sl) {
+      var sp = document.createElement('p');
+      sp.className = 'signposting';
+      sp.lang = sl;
+      sp.textContent = signs[sl];
+      box.appendChild(sp);
+    }
+    at.parentNode.insertBefore(box, at);
+  }
+
+  /* ---- "I need help now": one tap, confirmed quietly (POST help).  Self-
+     contained: it adds its own button to the chat's actions and its own
+     quiet confirmation under them. */
+  function wireHelp() {
+    /* First in the Options sheet, above ending and deleting. */
+    var actions = $('c-menu-more');
+    if (!actions || actions.querySelector('.c-help')) return;
+    var b = document.createElement('button');
+    b.type = 'button';
+    b.className = 'primary c-help';
+    b.setAttribute('data-t', 'help_now');
+    var note = document.createElement('p');
+    note.className = 'hint c-help-done';
+    note.setAttribute('role', 'status');
+    note.hidden = true;
+    actions.insertBefore(b, actions.firstChild);
+    actions.parentNode.insertBefore(note, actions.nextSibling);
+    b.onclick = function () {
+      b.disabled = true;
+      api('POST', 'help', {}, { auth: true }).then(function () {
+        note.textContent = t('help_sent');
+        note.hidden = false;
+        setTimeout(function () { b.disabled = false; }, 60000);
+      }, function () {
+        b.disabled = false;
+        note.textContent = t('help_failed');
+        note.hidden = false;
+      });
+    };
+  }
+
   /* ---- start */
   /* The link's fragment, read and taken out of the address (and this tab's
      entry) before anything else runs.  Chromium has already written the
@@ -1010,5 +1073,6 @@
 
   var fresh = readFragment();
   wire();
+  wireHelp();
   start(fresh);
 }());

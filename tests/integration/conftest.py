@@ -165,6 +165,7 @@ class Env:
         self.gw_url = "http://127.0.0.1:%d" % self.gw_port
         self.staff_rooms = []  # set by tests of staff rooms, then write_config()
         self.sms = None  # the sms: section, set by the SMS channel's tests, then write_config()
+        self.safeguarding_settings = {}  # more safeguarding.* keys (the cases tests' deadlines)
 
     @property
     def hs_url(self):
@@ -195,6 +196,7 @@ class Env:
         }
         if self.safeguarding_room:
             cfg["safeguarding"]["room"] = self.safeguarding_room
+        cfg["safeguarding"].update(self.safeguarding_settings)
         if self.staff_rooms:
             cfg["roles"]["staff_rooms"] = list(self.staff_rooms)
         if self.pseudonym_per_room:

@@ -774,6 +774,21 @@ def test_staff_send_pictures_and_files(env, threshold, service):
     assert "mxc://" not in threshold.log_since_start()
 
 
+def test_guest_asks_for_help(env, threshold, service):
+    """POST /help: one tap, confirmed; without a session, 401.  (The alerts
+    themselves are tests/integration/test_cases.py's.)"""
+    g = Guest(env.gw_url)
+    r = g.post("/help", {})
+    assert r.status_code == 401, r.text
+    g.redeem(service="helpline")
+    r = g.post("/help", {})
+    assert r.status_code == 200 and r.json()["received"] is True and r.json()["repeat"] is False, r.text
+    r = g.post("/help", {})
+    assert r.json() == {"received": True, "repeat": True}, r.text
+    r = g.get("/session")
+    assert r.json()["hours"] == {"open": True, "signposting": {}}, r.text
+
+
 def test_every_answer_matched_the_schema(env, threshold, service):
     """Runs last: the answers above were checked against the schema as they
     came; make sure that happened for every endpoint and most statuses."""
