@@ -66,6 +66,8 @@ static const char *const kind_names[AUDIT_NKINDS] = {
         [AUDIT_ENCRYPTION_ENABLED] = "encryption_enabled",
         [AUDIT_ENFORCEMENT_FAILED] = "enforcement_failed",
         [AUDIT_ADDED_ACROSS] = "guest_added_across_services",
+        [AUDIT_ERASURE_STEP_FAILED] = "erasure_step_failed",
+        [AUDIT_ERASURE_DONE] = "erasure_done",
 };
 
 /* A subject's key slot waiting to be zeroed once its erasure is committed. */

@@ -142,6 +142,8 @@ enum audit_kind {
 	AUDIT_ENCRYPTION_ENABLED,  /* "encryption_enabled": a managed room was encrypted (cannot be undone) */
 	AUDIT_ENFORCEMENT_FAILED, /* "enforcement_failed": the homeserver refused a kick or revert for good */
 	AUDIT_ADDED_ACROSS,       /* "guest_added_across_services": a lead added another service's guest */
+	AUDIT_ERASURE_STEP_FAILED, /* "erasure_step_failed": a step of a guest's erasure failed (erasure.h) */
+	AUDIT_ERASURE_DONE,        /* "erasure_done": a guest's erasure finished, fully or not (erasure.h) */
 	AUDIT_NKINDS
 };
 

@@ -14,6 +14,7 @@
 
 #include <yaml.h>
 
+#include "hs_admin.h"
 #include "util.h"
 
 enum opt_type {
@@ -46,6 +47,7 @@ struct option {
 static const struct option options[] = {
         {"homeserver", "url", OPT_URL, OFF(hs_url), 1, NULL, 0, 0},
         {"homeserver", "server_name", OPT_STRING, OFF(server_name), 1, NULL, 0, 0},
+        {"homeserver", "admin_token_file", OPT_STRING, OFF(hs_admin_token_file), 0, NULL, 0, 0},
         {"appservice", "id", OPT_LOCALPART, OFF(as_id), 0, "threshold", 0, 0},
         {"appservice", "listen_address", OPT_STRING, OFF(listen_address), 0, "127.0.0.1", 0, 0},
         {"appservice", "listen_port", OPT_UINT, OFF(listen_port), 0, "29333", 1, 65535},
@@ -639,6 +641,13 @@ int config_load(const char *path, struct config *out, char *err, size_t errlen)
 		          "(%zu)",
 		          cfg.gw_max_body_in_flight, cfg.gw_max_upload_bytes);
 		goto fail;
+	}
+	if (cfg.hs_admin_token_file) { /* checked now, read only by the erasure job (hs_admin.h) */
+		char why[160];
+		if (hs_admin_token_file_check(cfg.hs_admin_token_file, why, sizeof(why)) != TH_OK) {
+			rc = fail(&ld, 0, "homeserver.admin_token_file: %s %s", cfg.hs_admin_token_file, why);
+			goto fail;
+		}
 	}
 	if (!cfg.as_url) /* an IPv6 literal goes in brackets (RFC 3986, 3.2.2) */
 		cfg.as_url = xasprintf(strchr(cfg.listen_address, ':') ? "http://[%s]:%u" : "http://%s:%u",

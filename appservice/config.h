@@ -49,6 +49,7 @@ struct config {
 	/* homeserver */
 	char *hs_url;      /* Client-Server API base, e.g. http://127.0.0.1:8008 */
 	char *server_name; /* the homeserver's server name, e.g. example.org */
+	char *hs_admin_token_file; /* a server admin's token (mode 0600), for erasure; NULL: none */
 
 	/* appservice */
 	char *as_id;          /* registration id */

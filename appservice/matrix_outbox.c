@@ -11,6 +11,7 @@
 #include <jansson.h>
 
 #include "config.h"
+#include "erasure.h"
 #include "outbox.h"
 #include "templates.h"
 #include "util.h"
@@ -214,6 +215,45 @@ static int mo_guest_enter(void *ctx, store_txn *t, const char *room_id, const ch
 	                         "user_id", user_id, "target", guest, "after", guest));
 }
 
+/* The erasure's steps (erasure.h), each marked "erasure": G so that a
+ * failure is recorded on the job. */
+static int mo_erase(void *ctx, store_txn *t, const struct mx_erasure *e)
+{
+	const struct config *cfg = cfg_of(ctx);
+	const char *g = e->guest;
+	int rc = erasure_job_begin(t, g, th_now_ms());
+	for (size_t i = 0; !rc && i < e->nevents; i++)
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "op", "redact", "room_id", e->events[2 * i],
+		                       "user_id", cfg->bot_user_id, "event_id", e->events[2 * i + 1], "reason",
+		                       "Deleted at the guest's request", "erasure", g));
+	if (!rc)
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:o}", "op", "erase_media", "user_id", g, "erasure", g,
+		                       "after", lanes(e->after, e->nafter)));
+	if (!rc)
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:o}", "op", "deactivate", "user_id", g, "erasure", g, "after",
+		                       lanes(e->after, e->nafter)));
+	for (size_t i = 0; !rc && i < e->npurge; i++)
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:s}", "op", "purge_room", "room_id", e->purge[i],
+		                       "user_id", g, "lane", g, "erasure", g));
+	if (!rc)
+		rc = push(t, json_pack("{s:s, s:s, s:s}", "op", "erasure_done", "user_id", g, "erasure", g));
+	return rc;
+}
+
+static int mo_erase_state(void *ctx, store_txn *t, const char *guest, enum mx_erase_state *out)
+{
+	(void)ctx;
+	enum erasure_state s;
+	int rc = erasure_job_state(t, guest, &s);
+	if (rc)
+		return rc;
+	*out = s == ERASURE_RUNNING ? MX_ERASE_RUNNING
+	       : s == ERASURE_DONE  ? MX_ERASE_DONE
+	       : s == ERASURE_INCOMPLETE ? MX_ERASE_INCOMPLETE
+	                                 : MX_ERASE_NONE;
+	return TH_OK;
+}
+
 static const struct mx_ops outbox_ops = {
         .notice = mo_notice,
         .notice_after = mo_notice_after,
@@ -230,6 +270,8 @@ static const struct mx_ops outbox_ops = {
         .conv_room_create = mo_conv_room_create,
         .conv_room_handover = mo_conv_room_handover,
         .guest_enter = mo_guest_enter,
+        .erase = mo_erase,
+        .erase_state = mo_erase_state,
 };
 
 void matrix_outbox_init(struct matrix_outbox *mo, const struct config *cfg)

@@ -27,6 +27,8 @@
 #include "audit.h"
 #include "config.h"
 #include "cs.h"
+#include "erasure.h"
+#include "hs_admin.h"
 #include "log.h"
 #include "jsonx.h"
 #include "qr.h"
@@ -44,6 +46,8 @@
 #define META_SEQ    "outbox_seq"
 /* In the answer execute() hands remove_entry: an enforcement action refused for good. */
 #define ENFORCE_REFUSED "enforcement_refused"
+/* In the answer execute() hands remove_entry: a step of an erasure refused for good. */
+#define ERASURE_REFUSED "erasure_refused"
 #define META_PREFIX "outbox_txn_prefix"
 #define PREFIX_MAX  32 /* hex characters */
 
@@ -887,6 +891,144 @@ int outbox_enforcement_failed(const outbox *ob, store_txn *t, const json_t *a, c
 	return rc == TH_EINVAL ? TH_OK : rc;
 }
 
+/* ---- erasure steps (erasure.h) ------------------------------------------ */
+
+/* A made-up answer for a run fn that did its work (or none) without one
+ * request to hand back: @p status, with @p body (taken) and its errcode. */
+static void answer(struct cs_response *r, long status, json_t *body)
+{
+	memset(r, 0, sizeof(*r));
+	r->status = status;
+	r->body = body;
+	r->errcode = jsonx_str(body, "errcode");
+}
+
+/* The admin API handle for an erasure step: TH_OK with @p h; or TH_OK with
+ * *h NULL and @p r answered: skipped (no admin token configured) or refused
+ * (a token file that cannot be used: the step fails, recorded, not retried
+ * for an hour against a mistake an admin must fix). */
+static int admin_open(outbox *ob, hs_admin **h, struct cs_response *r)
+{
+	*h = NULL;
+	int rc = hs_admin_open(ob->cfg, h);
+	if (rc == TH_ENOTFOUND) {
+		answer(r, 200, json_pack("{s:s}", "skipped", "no_admin_token"));
+		return TH_OK;
+	}
+	if (rc == TH_ENET)
+		return rc;
+	if (rc) {
+		answer(r, 403, json_pack("{s:s}", "errcode", "TH_ADMIN_TOKEN_UNUSABLE"));
+		return TH_OK;
+	}
+	return TH_OK;
+}
+
+/* The answer for an admin call that failed: its status, or the error. */
+static int admin_failed(int rc, long status, struct cs_response *r)
+{
+	if (rc == TH_EHTTP) {
+		answer(r, status, json_pack("{s:s}", "errcode", "TH_ADMIN_API"));
+		return TH_OK;
+	}
+	return rc;
+}
+
+/* {"op":"erase_media", "user_id":G, "erasure":G}: G's uploads deleted from
+ * the homeserver's media store (admin API). */
+static int run_erase_media(outbox *ob, uint64_t seq, const json_t *a, struct cs_response *r)
+{
+	(void)seq;
+	hs_admin *h;
+	int rc = admin_open(ob, &h, r);
+	if (rc || !h)
+		return rc;
+	size_t n = 0;
+	long status = 0;
+	rc = hs_admin_user_media_delete(h, field(a, "user_id"), &n, &status);
+	hs_admin_close(h);
+	if (rc)
+		return admin_failed(rc, status, r);
+	LOG(LOG_INFO, "outbox: erasure: deleted %zu file(s) of %s from the media store", n, field(a, "user_id"));
+	answer(r, 200, json_pack("{s:I}", "deleted", (json_int_t)n));
+	return TH_OK;
+}
+
+/* Wait up to about @p ms for room @p room's deletion to complete. */
+static int purge_wait(hs_admin *h, const char *room, unsigned ms, enum hs_admin_purge *st, long *status)
+{
+	int rc = TH_OK;
+	for (unsigned waited = 0;; waited += 250) {
+		rc = hs_admin_room_delete_status(h, room, st, status);
+		if (rc || *st != HS_ADMIN_PURGE_RUNNING || waited >= ms)
+			return rc;
+		struct timespec ts = {0, 250 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* {"op":"purge_room", "room_id":R, "user_id":G, "lane":G, "erasure":G}: R,
+ * the guest's own room, deleted and purged from the homeserver's database
+ * (admin API).  Asynchronous on the homeserver: done once its status says
+ * "complete"; a deletion still running is retried (with backoff) later. */
+static int run_purge_room(outbox *ob, uint64_t seq, const json_t *a, struct cs_response *r)
+{
+	(void)seq;
+	hs_admin *h;
+	int rc = admin_open(ob, &h, r);
+	if (rc || !h)
+		return rc;
+	const char *room = field(a, "room_id");
+	enum hs_admin_purge st = HS_ADMIN_PURGE_NONE;
+	long status = 0;
+	rc = hs_admin_room_delete_status(h, room, &st, &status);
+	if (!rc && (st == HS_ADMIN_PURGE_NONE || st == HS_ADMIN_PURGE_FAILED)) {
+		rc = hs_admin_room_delete(h, room, &status);
+		st = HS_ADMIN_PURGE_RUNNING;
+	}
+	if (!rc && st == HS_ADMIN_PURGE_RUNNING)
+		rc = purge_wait(h, room, 20000, &st, &status);
+	hs_admin_close(h);
+	if (rc)
+		return admin_failed(rc, status, r);
+	if (st == HS_ADMIN_PURGE_COMPLETE) {
+		LOG(LOG_INFO, "outbox: erasure: room %s deleted and purged", room);
+		answer(r, 200, json_object());
+	} else { /* still running, or failed: ask again later */
+		answer(r, 503, json_pack("{s:s}", "errcode", "TH_PURGE_RUNNING"));
+	}
+	return TH_OK;
+}
+
+/* {"op":"erasure_done", "user_id":G, "erasure":G}: no request; its done fn
+ * finishes the job, after every step before it in G's lane. */
+static int run_erasure_done(outbox *ob, uint64_t seq, const json_t *a, struct cs_response *r)
+{
+	(void)ob;
+	(void)seq;
+	(void)a;
+	answer(r, 200, json_object());
+	return TH_OK;
+}
+
+static int done_erase_media(const outbox *ob, store_txn *t, const json_t *a, const json_t *resp)
+{
+	(void)ob;
+	return jsonx_str(resp, "skipped") ? erasure_step_skipped(t, field(a, "erasure"), "media") : TH_OK;
+}
+
+static int done_purge_room(const outbox *ob, store_txn *t, const json_t *a, const json_t *resp)
+{
+	(void)ob;
+	return jsonx_str(resp, "skipped") ? erasure_step_skipped(t, field(a, "erasure"), "purge_room") : TH_OK;
+}
+
+static int done_erasure_done(const outbox *ob, store_txn *t, const json_t *a, const json_t *resp)
+{
+	(void)resp;
+	return erasure_job_finish(ob->au, ob->cfg, t, field(a, "erasure"));
+}
+
 static const struct op {
 	const char *name;
 	const char *fields[7];
@@ -917,6 +1059,9 @@ static const struct op {
         {"staff_members", {"room_id", "user_id"}, 0, build_staff_members, done_staff_members, NULL},
         {"audit_export", {"room_id", "user_id", "reply_to"}, 0, NULL, done_audit_export, run_audit_export},
         {"qr_image", {"room_id", "user_id", "text"}, 0, NULL, done_qr_image, run_qr_image},
+        {"erase_media", {"user_id", "erasure"}, 0, NULL, done_erase_media, run_erase_media},
+        {"purge_room", {"room_id", "user_id", "erasure"}, 0, NULL, done_purge_room, run_purge_room},
+        {"erasure_done", {"user_id", "erasure"}, 0, NULL, done_erasure_done, run_erasure_done},
         {"send_media",
          {"room_id", "user_id", "blob", "name", "mimetype", "msgtype", "local_id"},
          0,
@@ -1108,6 +1253,8 @@ static enum outbox_result execute(outbox *ob, uint64_t seq, const char *val, siz
 		LOG(LOG_WARN, "outbox: dropped %s action %llu: %s", op->name, (unsigned long long)seq, why);
 		if (json_object_get(a, "enforce")) /* finish_in records and alerts it */
 			*answer = json_pack("{s:s}", ENFORCE_REFUSED, why);
+		else if (field(a, "erasure")) /* a step of an erasure: finish_in records and alerts it */
+			*answer = json_pack("{s:s}", ERASURE_REFUSED, why);
 		break;
 	case OUTBOX_RETRY:
 		*delay_ms = outbox_backoff_ms(attempt, r.retry_after_ms, ob->cfg->outbox_max_backoff_ms);
@@ -1569,6 +1716,12 @@ static int set_aside(const outbox *ob, store_txn *t, const struct finished *f)
 		rc = outbox_push(t, n);
 		json_decref(n);
 	}
+	if (!rc && a && field(a, "erasure")) { /* a step of an erasure given up: on its record */
+		char *why = xasprintf("set aside after %llu minutes, last: %s",
+		                      (unsigned long long)((now - first) / 60000), f->why);
+		rc = erasure_step_failed(ob->au, ob->cfg, t, a, why);
+		free(why);
+	}
 	json_decref(a);
 	return rc;
 }
@@ -1588,6 +1741,8 @@ static int finish_in(const outbox *ob, store_txn *t, const struct finished *f)
 	if (f->answer && jsonx_str(f->answer, ENFORCE_REFUSED)) {
 		/* An enforcement action refused for good (execute): on the record. */
 		rc = outbox_enforcement_failed(ob, t, a, jsonx_str(f->answer, ENFORCE_REFUSED));
+	} else if (f->answer && jsonx_str(f->answer, ERASURE_REFUSED)) {
+		rc = erasure_step_failed(ob->au, ob->cfg, t, a, jsonx_str(f->answer, ERASURE_REFUSED));
 	} else if (f->answer) {
 		const struct op *op = op_check(a);
 		rc = op && op->done ? op->done(ob, t, a, f->answer) : TH_OK;

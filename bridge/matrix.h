@@ -61,6 +61,25 @@ struct mx_media {
 	uint64_t size;        /* bytes */
 };
 
+/** A guest's erasure (mx_ops.erase); all borrowed. */
+struct mx_erasure {
+	const char *guest;          /* whose */
+	const char *const *events;  /* 2 * nevents strings: room id, event id of each event they sent */
+	size_t nevents;
+	const char *const *purge;   /* rooms that were the guest's alone (their conversation room) */
+	size_t npurge;
+	const char *const *after;   /* the lanes the account steps wait for (the guest's rooms) */
+	size_t nafter;
+};
+
+/** Where an erasure stands (mx_ops.erase_state). */
+enum mx_erase_state {
+	MX_ERASE_NONE = 0,   /* no erasure known */
+	MX_ERASE_RUNNING,    /* steps still queued, running or being retried */
+	MX_ERASE_DONE,       /* every step done */
+	MX_ERASE_INCOMPLETE, /* finished, but a step failed or could not be done (recorded and alerted) */
+};
+
 struct mx_ops {
 	/**
 	 * Send an m.notice saying @p body into @p room_id as @p user_id, as a
@@ -182,6 +201,23 @@ struct mx_ops {
 	 */
 	int (*guest_enter)(void *ctx, struct store_txn *t, const char *room_id, const char *user_id,
 	                   const char *guest);
+
+	/**
+	 * Erase guest @p e->guest on the homeserver, as a durable job whose
+	 * steps are each done by whoever holds the power to (appservice/
+	 * erasure.h): every event in @p e->events redacted by the bot (room
+	 * admin; the guest may have left), then -- in the guest's lane, after
+	 * the lanes in @p e->after -- their uploads deleted from the media
+	 * store, their account deactivated with erase, each room in
+	 * @p e->purge deleted and purged, and the job marked finished.  A step
+	 * refused for good is recorded and alerted, never silently dropped;
+	 * erase_state() says when it is all done.  Restarts the job if one
+	 * was finished.
+	 */
+	int (*erase)(void *ctx, struct store_txn *t, const struct mx_erasure *e);
+
+	/** Where @p guest's erasure stands (MX_ERASE_NONE if none), as @p t sees it. */
+	int (*erase_state)(void *ctx, struct store_txn *t, const char *guest, enum mx_erase_state *out);
 };
 
 /** The bridge's handle on Matrix: borrowed by the bridge, outliving every call. */
