@@ -908,10 +908,26 @@ fail:
 	return rc;
 }
 
+static int seal_text_max(audit *a, store_txn *t, const char *subject, const char *text, size_t max,
+                         char **out);
+
 static int seal_text(audit *a, store_txn *t, const char *subject, const char *text, char **out)
 {
+	return seal_text_max(a, t, subject, text, AUDIT_MAX_SEALED, out);
+}
+
+int audit_seal(audit *a, store_txn *t, const char *subject, const char *text, char **out)
+{
+	if (!subject || !*subject || strlen(subject) > AUDIT_MAX_ID || !text)
+		return TH_EINVAL;
+	return seal_text_max(a, t, subject, text, AUDIT_MAX_SEAL_DATA, out);
+}
+
+static int seal_text_max(audit *a, store_txn *t, const char *subject, const char *text, size_t max,
+                         char **out)
+{
 	size_t n = strlen(text);
-	if (n > AUDIT_MAX_SEALED)
+	if (n > max)
 		return TH_ETOOLARGE;
 	unsigned char key[SLOT_LEN];
 	int rc = seal_key(a, t, subject, key);

@@ -151,6 +151,7 @@ enum audit_kind {
 #define AUDIT_MAX_ID     255   /* actor, subject, room (Matrix ids are <= 255) */
 #define AUDIT_MAX_REASON 64    /* reason code */
 #define AUDIT_MAX_SEALED 4096  /* bytes of plaintext to seal */
+#define AUDIT_MAX_SEAL_DATA (1024 * 1024) /* bytes audit_seal() takes */
 #define AUDIT_MAX_RECORD 65536 /* bytes of a stored record (details included); an export line's cap */
 
 #define AUDIT_HASH_LEN   32
@@ -266,6 +267,20 @@ int audit_erase_subject(audit *a, store_txn *t, const char *subject, const char 
  * runs is repaired by the next audit_open().
  */
 void audit_txn_committed(audit *a);
+
+/**
+ * Seal @p text under @p subject's key (made, and its slot synced, if the
+ * subject has none), as audit_rec.sealed is sealed, for keeping outside the
+ * log: a guest's feed entries and queued messages (bridge/feed.h,
+ * matrix_outbox.c), so that once audit_erase_subject() destroys the key, no
+ * copy of them -- in a freed LMDB page or a backup -- can be read.
+ * Open with audit_unseal().
+ * @param out  new string (base64) on TH_OK
+ * @return TH_OK, TH_EINVAL, TH_ETOOLARGE (over AUDIT_MAX_SEAL_DATA bytes),
+ *         TH_ENOTFOUND (the subject was erased), TH_EIO, TH_ECRYPTO,
+ *         TH_ESTORE.  Needs a write transaction when the subject has no key.
+ */
+int audit_seal(audit *a, store_txn *t, const char *subject, const char *text, char **out);
 
 /**
  * Open a sealed string of @p subject.

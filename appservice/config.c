@@ -644,7 +644,10 @@ int config_load(const char *path, struct config *out, char *err, size_t errlen)
 	}
 	if (cfg.hs_admin_token_file) { /* checked now, read only by the erasure job (hs_admin.h) */
 		char why[160];
-		if (hs_admin_token_file_check(cfg.hs_admin_token_file, why, sizeof(why)) != TH_OK) {
+		/* A file not there (yet) is said at start and by doctor; one that
+		 * others can read is refused here. */
+		int hrc = hs_admin_token_file_check(cfg.hs_admin_token_file, why, sizeof(why));
+		if (hrc != TH_OK && hrc != TH_ENOTFOUND) {
 			rc = fail(&ld, 0, "homeserver.admin_token_file: %s %s", cfg.hs_admin_token_file, why);
 			goto fail;
 		}

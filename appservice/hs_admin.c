@@ -148,6 +148,32 @@ static int call(hs_admin *h, const char *method, const char *path, const json_t 
 	return TH_OK;
 }
 
+int hs_admin_whoami(hs_admin *h, char **user_id, int *is_admin, long *status)
+{
+	json_t *resp = NULL;
+	int rc = call(h, "GET", "/_matrix/client/v3/account/whoami", NULL, status, &resp);
+	if (rc)
+		return rc;
+	const char *who = jsonx_str(resp, "user_id");
+	if (!who) {
+		json_decref(resp);
+		return TH_EHTTP;
+	}
+	char *user = cs_escape(who);
+	char *path = xasprintf("/_synapse/admin/v1/users/%s/admin", user);
+	json_t *adm = NULL;
+	long st = 0;
+	/* A caller who is not an admin is refused (403) */
+	int arc = call(h, "GET", path, NULL, &st, &adm);
+	*is_admin = arc == TH_OK && json_is_true(json_object_get(adm, "admin"));
+	json_decref(adm);
+	free(path);
+	free(user);
+	*user_id = xstrdup(who);
+	json_decref(resp);
+	return TH_OK;
+}
+
 int hs_admin_user_media_delete(hs_admin *h, const char *user_id, size_t *deleted, long *status)
 {
 	char *user = cs_escape(user_id);

@@ -53,6 +53,16 @@ int hs_admin_token_file_check(const char *path, char *why, size_t whylen);
  */
 int hs_admin_open(const struct config *cfg, hs_admin **out);
 
+/**
+ * Who the token belongs to, and whether the homeserver treats them as a
+ * server admin (for `threshold doctor`).
+ * @param user_id   out on TH_OK: a new string
+ * @param is_admin  out on TH_OK
+ * @return TH_OK, TH_EHTTP (the token is refused: @p status), TH_ENET,
+ *         TH_ETIMEOUT.
+ */
+int hs_admin_whoami(hs_admin *h, char **user_id, int *is_admin, long *status);
+
 /** Wipe the token and free.  NULL is a no-op. */
 void hs_admin_close(hs_admin *h);
 

@@ -7,9 +7,11 @@
 #include "matrix_outbox.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include <jansson.h>
 
+#include "audit.h"
 #include "config.h"
 #include "erasure.h"
 #include "outbox.h"
@@ -62,10 +64,27 @@ static int mo_notice_after(void *ctx, store_txn *t, const char *room_id, const c
 static int mo_text(void *ctx, store_txn *t, const char *room_id, const char *user_id, const char *body,
                    const char *local_id)
 {
-	(void)ctx;
+	const struct matrix_outbox *mo = ctx;
 	json_t *content =
 	        json_pack("{s:s, s:s, s:s}", "msgtype", "m.text", "body", body, MX_LOCAL_ID_KEY, local_id);
-	return content ? push(t, outbox_message(room_id, user_id, content, NULL)) : TH_EINVAL;
+	if (!content)
+		return TH_EINVAL;
+	if (!mo->au)
+		return push(t, outbox_message(room_id, user_id, content, NULL));
+	/* Sealed under the guest's key until it is sent (outbox.h "sealed_content"). */
+	char *plain = json_dumps(content, JSON_COMPACT), *sealed = NULL;
+	json_decref(content);
+	if (!plain)
+		return TH_EINVAL;
+	int rc = audit_seal(mo->au, t, user_id, plain, &sealed);
+	explicit_bzero(plain, strlen(plain));
+	free(plain);
+	if (rc)
+		return rc;
+	json_t *a = outbox_message(room_id, user_id, json_object(), NULL);
+	json_object_set_new(a, "sealed_content", json_string(sealed));
+	free(sealed);
+	return push(t, a);
 }
 
 static int mo_send_media(void *ctx, store_txn *t, const struct mx_media *m)
@@ -277,6 +296,7 @@ static const struct mx_ops outbox_ops = {
 void matrix_outbox_init(struct matrix_outbox *mo, const struct config *cfg)
 {
 	mo->cfg = cfg;
+	mo->au = NULL; /* the caller sets it to seal guests' words */
 	mo->mx.ops = &outbox_ops;
 	mo->mx.ctx = mo;
 }

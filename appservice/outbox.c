@@ -1208,6 +1208,38 @@ static enum outbox_result classify(int rc, const struct cs_response *r, const ch
 	return OUTBOX_RETRY;
 }
 
+static struct audit *pool_audit(outbox *ob);
+
+/* Open @p a's "sealed_content" (sealed under its "user_id"'s key) into its
+ * "content".  TH_ENOTFOUND: the key is gone (the sender was erased). */
+static int open_sealed(outbox *ob, json_t *a)
+{
+	struct audit *au = pool_audit(ob);
+	if (!au)
+		return TH_ESTORE; /* not wired yet: later */
+	store_txn *t;
+	int rc = store_txn_begin(ob->st, 0, &t);
+	if (rc)
+		return rc;
+	char *plain = NULL;
+	rc = audit_unseal(au, t, field(a, "user_id"), field(a, "sealed_content"), &plain);
+	store_txn_abort(t);
+	if (rc == TH_EINVAL || rc == TH_ECRYPTO)
+		return TH_ENOTFOUND; /* cannot ever be read: as good as erased */
+	if (rc)
+		return rc;
+	json_t *content = json_loads(plain, 0, NULL);
+	explicit_bzero(plain, strlen(plain));
+	free(plain);
+	if (!json_is_object(content)) {
+		json_decref(content);
+		return TH_ENOTFOUND;
+	}
+	json_object_set_new(a, "content", content);
+	json_object_del(a, "sealed_content");
+	return TH_OK;
+}
+
 /*
  * Make one attempt at the action stored at @p seq.
  * @param delay_ms  on OUTBOX_RETRY, how long to wait before the next attempt
@@ -1224,6 +1256,22 @@ static enum outbox_result execute(outbox *ob, uint64_t seq, const char *val, siz
 		snprintf(why, 96, "malformed");
 		json_decref(a);
 		return OUTBOX_DROP;
+	}
+	if (field(a, "sealed_content")) { /* a guest's words, sealed until now */
+		int orc = open_sealed(ob, a);
+		if (orc == TH_ENOTFOUND) {
+			LOG(LOG_INFO, "outbox: dropped %s action %llu: its sender's data was erased", op->name,
+			    (unsigned long long)seq);
+			snprintf(why, 96, "erased");
+			json_decref(a);
+			return OUTBOX_DROP;
+		}
+		if (orc) {
+			snprintf(why, 96, "%s", th_strerror(orc));
+			*delay_ms = outbox_backoff_ms(attempt, 0, ob->cfg->outbox_max_backoff_ms);
+			json_decref(a);
+			return OUTBOX_RETRY;
+		}
 	}
 	struct request req = {0};
 	struct cs_response r = {0};
@@ -1371,6 +1419,15 @@ struct pool {
 	uint64_t next_commit_ms;   /* no removal commit before this (th_mono_ms) */
 	struct outbox_stats stats; /* under mu */
 };
+
+/* The audit handle outbox_set_audit gave, for a worker (NULL before). */
+static struct audit *pool_audit(outbox *ob)
+{
+	pthread_mutex_lock(&ob->pool->mu);
+	struct audit *au = ob->pool->au;
+	pthread_mutex_unlock(&ob->pool->mu);
+	return au;
+}
 
 void outbox_set_audit(outbox *ob, struct audit *au)
 {
