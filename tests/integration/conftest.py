@@ -159,6 +159,7 @@ class Env:
         self.gw_port = harness.free_port()
         self.gw_url = "http://127.0.0.1:%d" % self.gw_port
         self.staff_rooms = []  # set by tests of staff rooms, then write_config()
+        self.admin_token_file = None  # set by erasure tests (a 0600 file), then write_config()
 
     @property
     def hs_url(self):
@@ -189,6 +190,8 @@ class Env:
         }
         if self.safeguarding_room:
             cfg["safeguarding"]["room"] = self.safeguarding_room
+        if self.admin_token_file:
+            cfg["homeserver"]["admin_token_file"] = self.admin_token_file
         if self.staff_rooms:
             cfg["roles"]["staff_rooms"] = list(self.staff_rooms)
         if self.pseudonym_per_room:
