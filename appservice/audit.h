@@ -283,6 +283,23 @@ void audit_txn_committed(audit *a);
 int audit_seal(audit *a, store_txn *t, const char *subject, const char *text, char **out);
 
 /**
+ * audit_seal() for bytes (a guest's picture or file waiting to be
+ * uploaded): @p out a new buffer of @p outlen bytes (nonce, ciphertext,
+ * tag; not base64).  Open with audit_unseal_bytes().
+ * @return as audit_seal().
+ */
+int audit_seal_bytes(audit *a, store_txn *t, const char *subject, const void *data, size_t len,
+                     unsigned char **out, size_t *outlen);
+
+/**
+ * Open what audit_seal_bytes() made.
+ * @param out  new buffer of @p outlen bytes on TH_OK
+ * @return as audit_unseal().
+ */
+int audit_unseal_bytes(audit *a, store_txn *t, const char *subject, const void *sealed, size_t len,
+                       unsigned char **out, size_t *outlen);
+
+/**
  * Open a sealed string of @p subject.
  * @param out  new NUL-terminated string (caller frees) on success
  * @return TH_OK, TH_ENOTFOUND (the subject's key was erased or never

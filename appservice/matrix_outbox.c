@@ -89,11 +89,28 @@ static int mo_text(void *ctx, store_txn *t, const char *room_id, const char *use
 
 static int mo_send_media(void *ctx, store_txn *t, const struct mx_media *m)
 {
-	(void)ctx;
-	return push(t, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "op", "send_media",
-	                         "room_id", m->room_id, "user_id", m->user_id, "blob", m->blob, "name",
-	                         m->name, "mimetype", m->mimetype, "msgtype", m->msgtype, "local_id",
-	                         m->local_id, "size", (json_int_t)m->size));
+	const struct matrix_outbox *mo = ctx;
+	int sealed = 0, rc = TH_OK;
+	if (m->data && mo->au) { /* sealed under the guest's key until uploaded */
+		unsigned char *buf = NULL;
+		size_t len = 0;
+		rc = audit_seal_bytes(mo->au, t, m->user_id, m->data, m->size, &buf, &len);
+		if (!rc)
+			rc = store_put(t, STORE_BLOBS, m->blob, strlen(m->blob), buf, len, STORE_NOOVERWRITE);
+		free(buf);
+		sealed = 1;
+	} else if (m->data) {
+		rc = store_put(t, STORE_BLOBS, m->blob, strlen(m->blob), m->data, m->size, STORE_NOOVERWRITE);
+	}
+	if (rc)
+		return rc;
+	json_t *a = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "op", "send_media", "room_id",
+	                      m->room_id, "user_id", m->user_id, "blob", m->blob, "name", m->name, "mimetype",
+	                      m->mimetype, "msgtype", m->msgtype, "local_id", m->local_id, "size",
+	                      (json_int_t)m->size);
+	if (a && sealed)
+		json_object_set_new(a, "sealed", json_true());
+	return push(t, a);
 }
 
 static int mo_qr_image(void *ctx, store_txn *t, const char *room_id, const char *user_id, const char *text,

@@ -84,6 +84,8 @@ typedef int (*run_fn)(outbox *ob, uint64_t seq, const json_t *a, struct cs_respo
  * the homeserver's answer @p resp (borrowed, may be NULL). */
 typedef int (*done_fn)(const outbox *ob, store_txn *t, const json_t *a, const json_t *resp);
 
+static struct audit *pool_audit(outbox *ob);
+
 static const char *field(const json_t *a, const char *key)
 {
 	return json_string_value(json_object_get(a, key));
@@ -755,7 +757,19 @@ static int run_send_media(outbox *ob, uint64_t seq, const json_t *a, struct cs_r
 	size_t len = 0;
 	void *copy = NULL;
 	rc = store_get(t, STORE_BLOBS, id, strlen(id), &v, &len);
-	if (rc == TH_OK) {
+	if (rc == TH_OK && json_is_true(json_object_get(a, "sealed"))) {
+		/* sealed under the guest's key (matrix_outbox.c); gone with the key */
+		struct audit *au = pool_audit(ob);
+		unsigned char *plain = NULL;
+		size_t plen = 0;
+		rc = au ? audit_unseal_bytes(au, t, field(a, "user_id"), v, len, &plain, &plen) : TH_ESTORE;
+		if (rc == TH_OK) {
+			copy = plain;
+			len = plen;
+		} else if (rc != TH_ESTORE && rc != TH_EIO) {
+			rc = TH_ENOTFOUND; /* erased, or cannot ever be read */
+		}
+	} else if (rc == TH_OK) {
 		copy = xmalloc(len ? len : 1);
 		memcpy(copy, v, len);
 	}
@@ -1207,8 +1221,6 @@ static enum outbox_result classify(int rc, const struct cs_response *r, const ch
 		return OUTBOX_DROP;
 	return OUTBOX_RETRY;
 }
-
-static struct audit *pool_audit(outbox *ob);
 
 /* Open @p a's "sealed_content" (sealed under its "user_id"'s key) into its
  * "content".  TH_ENOTFOUND: the key is gone (the sender was erased). */

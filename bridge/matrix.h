@@ -53,7 +53,9 @@ struct store_txn;
 struct mx_media {
 	const char *room_id;  /* where */
 	const char *user_id;  /* as whom (the guest) */
-	const char *blob;     /* the key of the bytes, already put in the same @p t */
+	const char *blob;     /* the key of the bytes: put in the same @p t by the caller, or (data) here */
+	const unsigned char *data; /* NULL, or the bytes (size of them): kept under blob by the
+	                              implementation, sealed under the guest's key when it can */
 	const char *name;     /* the file name to show, already cleaned (media.h) */
 	const char *mimetype; /* e.g. "image/jpeg" */
 	const char *msgtype;  /* "m.image" or "m.file" */
@@ -112,7 +114,10 @@ struct mx_ops {
 	/**
 	 * Upload the bytes kept under @p m->blob as @p m->user_id, then send the
 	 * m.image / m.file into @p m->room_id.  The bytes are deleted once sent,
-	 * or when the action is dropped.  Room's lane.
+	 * or when the action is dropped.  With @p m->data the implementation
+	 * keeps them itself, sealed under the guest's key (so a freed page or a
+	 * backup of a file still waiting holds nothing readable once the guest
+	 * is erased).  Room's lane.
 	 */
 	int (*send_media)(void *ctx, struct store_txn *t, const struct mx_media *m);
 

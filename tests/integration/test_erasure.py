@@ -222,6 +222,7 @@ def test_erasure_really_erases(env, threshold, service, state):
     assert synapse_rows_with(env, word) == (0, 0), "Synapse's database still holds the words"
     assert media_files_holding(env, stored) == [], "Synapse's media store still holds the picture"
     assert not mdb_holds(env, word.encode()), "data.mdb holds the words"
+    assert not mdb_holds(env, stored), "data.mdb holds the picture's bytes"
     # Staff: the room and the picture are gone for them.
     timeline = history(env, portal)
     assert timeline is None or word not in json.dumps(timeline), timeline
@@ -272,6 +273,7 @@ def test_erasure_without_admin_token_is_honest(env, threshold, service):
         told = [a["content"]["body"] for a in alerts(env, service["safeguarding"])]
         assert any(guest in b and "admin_token_file" in b for b in told), told[-3:]
         assert not mdb_holds(env, word.encode()), "data.mdb holds the words"
+        assert not mdb_holds(env, stored), "data.mdb holds the picture's bytes"
         assert "homeserver.admin_token_file is not set" in threshold.log_since_start()
     finally:
         restart_with(env, os.path.join(env.workdir, "homeserver-admin.token"))
