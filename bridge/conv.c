@@ -985,6 +985,23 @@ static int erasure_held(store_txn *t, const char *guest, const char **why)
 	return 0;
 }
 
+/* Whether @p room_id, the room of @p guest's conversation, is theirs alone:
+ * a portal (made for one guest's conversation; a group is not), whose guest
+ * as recorded, if any yet, is them.  The only room an erasure deletes. */
+static int room_is_theirs(store_txn *t, const char *room_id, const char *guest)
+{
+	json_t *room = NULL;
+	char pg[256];
+	int theirs = 0;
+	if (room_id && store_get_json(t, STORE_ROOMS, room_id, &room) == TH_OK) {
+		const char *kind = jsonx_str(room, "kind");
+		theirs = kind && strcmp(kind, "portal") == 0 &&
+		         (rooms_user_first(t, room_id, ROOMS_GUESTS, pg) != TH_OK || strcmp(pg, guest) == 0);
+	}
+	json_decref(room);
+	return theirs;
+}
+
 /* The store key of erasure receipt @p receipt. */
 static void receipt_key(const char *receipt, unsigned char key[SEC_HASH_LEN])
 {
@@ -1017,6 +1034,8 @@ int conv_erase(const struct txn_env *env, const char *guest, char receipt[CONV_R
 	}
 	const char *room_id = jsonx_str(c, "room");
 	int open = conv_fact(c) != POL_CONV_CLOSED;
+	/* A group's room is not theirs alone: only their own room is deleted. */
+	int theirs = room_is_theirs(t, room_id, guest);
 	/* The rooms whose lanes the profile change and the account steps wait
 	 * for (outbox.h "after"): the redactions and the leave run first. */
 	json_t *rooms = json_array();
@@ -1046,7 +1065,7 @@ int conv_erase(const struct txn_env *env, const char *guest, char receipt[CONV_R
 	if (!rc && room_id)
 		rc = env->mx->ops->notice(
 		        env->mx->ctx, t, room_id, cfg->bot_user_id,
-		        cfg->hs_admin_token_file
+		        cfg->hs_admin_token_file && theirs
 		                ? "This guest asked for their data to be deleted. Their messages are being "
 		                  "removed, then this room will be deleted from the homeserver."
 		                : "This guest asked for their data to be deleted. Their messages are being "
@@ -1068,7 +1087,7 @@ int conv_erase(const struct txn_env *env, const char *guest, char receipt[CONV_R
 		                       .events = events,
 		                       .nevents = nown,
 		                       .purge = &room_id,
-		                       .npurge = room_id ? 1 : 0,
+		                       .npurge = theirs ? 1 : 0,
 		                       .after = after,
 		                       .nafter = nafter};
 		rc = env->mx->ops->erase(env->mx->ctx, t, &e);
