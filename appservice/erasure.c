@@ -114,6 +114,8 @@ static const char *step_of(const json_t *action)
 		return "deactivate";
 	if (strcmp(op, "purge_room") == 0)
 		return "purge_room";
+	if (strcmp(op, "redact_reveals") == 0)
+		return "redact_reveals";
 	return op;
 }
 
@@ -127,6 +129,8 @@ static const char *step_words(const char *step)
 		return "deactivate and erase their homeserver account";
 	if (strcmp(step, "purge_room") == 0)
 		return "delete and purge their conversation room on the homeserver";
+	if (strcmp(step, "redact_reveals") == 0)
+		return "redact the reveals of their sealed detail in the safeguarding room";
 	return "carry out a step";
 }
 

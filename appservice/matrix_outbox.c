@@ -271,6 +271,11 @@ static int mo_erase(void *ctx, store_txn *t, const struct mx_erasure *e)
 	for (size_t i = 0; !rc && i < e->npurge; i++)
 		rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:s}", "op", "purge_room", "room_id", e->purge[i],
 		                       "user_id", g, "lane", g, "erasure", g));
+	/* A lead's "!audit reveal" of their sealed detail does not outlive them. */
+	if (!rc && cfg->safeguarding_room)
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "op", "redact_reveals", "room_id",
+		                       cfg->safeguarding_room, "user_id", cfg->bot_user_id, "target", g, "lane", g,
+		                       "erasure", g));
 	if (!rc)
 		rc = push(t, json_pack("{s:s, s:s, s:s}", "op", "erasure_done", "user_id", g, "erasure", g));
 	return rc;

@@ -27,6 +27,7 @@
 #include "audit.h"
 #include "config.h"
 #include "cs.h"
+#include "audit_query.h"
 #include "erasure.h"
 #include "hs_admin.h"
 #include "log.h"
@@ -1014,6 +1015,99 @@ static int run_purge_room(outbox *ob, uint64_t seq, const json_t *a, struct cs_r
 	return TH_OK;
 }
 
+/* Is @p ev a reveal of @p guest's sealed detail, posted by the bot? */
+static int is_reveal_of(const json_t *ev, const char *bot, const char *guest)
+{
+	const char *body = jsonx_str(json_object_get(ev, "content"), "body");
+	const char *type = jsonx_str(ev, "type"), *sender = jsonx_str(ev, "sender");
+	if (!body || !type || !sender || strcmp(type, "m.room.message") || strcmp(sender, bot))
+		return 0;
+	if (strncmp(body, AUDIT_QUERY_REVEAL_MARK, strlen(AUDIT_QUERY_REVEAL_MARK)) != 0)
+		return 0;
+	char *needle = xasprintf("(%s)", guest);
+	int hit = strstr(body, needle) != NULL;
+	free(needle);
+	return hit;
+}
+
+#define REVEAL_PAGES 50 /* pages of 100 events read back at most */
+
+/* {"op":"redact_reveals", "room_id":R, "user_id":U, "target":G, "lane":G,
+ * "erasure":G}: every "!audit reveal" answer about G that U (the bot) posted
+ * in the safeguarding room R is redacted, so a revealed sealed note does not
+ * outlive G's erasure there.  Reads R's history back (as U); each
+ * redaction's txn id is fixed by the action and the event, so a retry
+ * repeats none. */
+static int run_redact_reveals(outbox *ob, uint64_t seq, const json_t *a, struct cs_response *r)
+{
+	const char *room = field(a, "room_id"), *bot = field(a, "user_id"), *guest = field(a, "target");
+	char *eroom = cs_escape(room);
+	char *from = NULL;
+	unsigned redacted = 0;
+	int rc = TH_OK;
+	for (int page = 0; page < REVEAL_PAGES; page++) {
+		char *efrom = from ? cs_escape(from) : NULL;
+		char *path = xasprintf("/_matrix/client/v3/rooms/%s/messages?dir=b&limit=100%s%s", eroom,
+		                       efrom ? "&from=" : "", efrom ? efrom : "");
+		free(efrom);
+		struct cs_response m = {0};
+		rc = cs_request(ob->cs, "GET", path, bot, NULL, &m);
+		free(path);
+		if (rc)
+			break;
+		if (m.status / 100 != 2) {
+			*r = m; /* the answer says why */
+			free(eroom);
+			free(from);
+			return TH_OK;
+		}
+		json_t *chunk = json_object_get(m.body, "chunk");
+		size_t i;
+		json_t *ev;
+		json_array_foreach(chunk, i, ev)
+		{
+			if (rc || !is_reveal_of(ev, bot, guest))
+				continue;
+			char *eid = cs_escape(jsonx_str(ev, "event_id"));
+			char *rpath = xasprintf("/_matrix/client/v3/rooms/%s/redact/%s/th%s_%llu_%u", eroom, eid,
+			                        ob->txn_prefix, (unsigned long long)seq, redacted);
+			json_t *body = json_pack("{s:s}", "reason", "The guest's data was erased");
+			struct cs_response x = {0};
+			rc = cs_request(ob->cs, "PUT", rpath, bot, body, &x);
+			json_decref(body);
+			free(rpath);
+			free(eid);
+			if (!rc && x.status / 100 != 2) {
+				cs_response_clear(&m);
+				*r = x;
+				free(eroom);
+				free(from);
+				return TH_OK;
+			}
+			if (!rc) {
+				cs_response_clear(&x);
+				redacted++;
+			}
+		}
+		const char *end = jsonx_str(m.body, "end");
+		int more = end && json_array_size(chunk) > 0;
+		free(from);
+		from = more ? xstrdup(end) : NULL;
+		cs_response_clear(&m);
+		if (rc || !more)
+			break;
+	}
+	free(eroom);
+	free(from);
+	if (rc)
+		return rc;
+	if (redacted)
+		LOG(LOG_INFO, "outbox: erasure: redacted %u reveal(s) of %s's sealed detail in %s", redacted, guest,
+		    room);
+	answer(r, 200, json_object());
+	return TH_OK;
+}
+
 /* {"op":"erasure_done", "user_id":G, "erasure":G}: no request; its done fn
  * finishes the job, after every step before it in G's lane. */
 static int run_erasure_done(outbox *ob, uint64_t seq, const json_t *a, struct cs_response *r)
@@ -1076,6 +1170,7 @@ static const struct op {
         {"erase_media", {"user_id", "erasure"}, 0, NULL, done_erase_media, run_erase_media},
         {"purge_room", {"room_id", "user_id", "erasure"}, 0, NULL, done_purge_room, run_purge_room},
         {"erasure_done", {"user_id", "erasure"}, 0, NULL, done_erasure_done, run_erasure_done},
+        {"redact_reveals", {"room_id", "user_id", "target", "erasure"}, 0, NULL, NULL, run_redact_reveals},
         {"send_media",
          {"room_id", "user_id", "blob", "name", "mimetype", "msgtype", "local_id"},
          0,

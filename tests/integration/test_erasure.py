@@ -28,7 +28,7 @@ import requests
 
 from conftest import BIN
 from gateway import API, Guest, api, join_portal, wait_gateway
-from helpers import (alerts, audit_records, bearer, q, safeguarding, staff_room_with_bot,  # noqa: F401
+from helpers import (alerts, audit_records, bearer, bot_reply, q, safeguarding, staff_room_with_bot,  # noqa: F401
                      staff_says)
 from mx import Client, run
 
@@ -297,3 +297,30 @@ def test_admin_token_file_must_be_private(env, threshold, service, tmp_path):
     out = json.loads(threshold.run("doctor", "--json", check=False).stdout)
     rows = [f for f in out["findings"] if f["check"] == "erasure_admin"]
     assert rows and rows[0]["status"] == "ok", rows
+
+
+def test_erasure_redacts_reveals_in_the_safeguarding_room(env, threshold, service):
+    """A lead's "!audit reveal" about the guest, answered by the bot in the
+    safeguarding room, is redacted there by the erasure."""
+    room = service["safeguarding"]
+    g = Guest(env.gw_url)
+    g.redeem(service=SERVICE)
+    guest = guest_id_of(threshold, g.pseudonym)
+
+    async def ask():
+        async with Client.for_user(env, "lead") as lead:
+            return await lead.send_text(room, "!audit reveal %s checking before deletion" % g.pseudonym)
+    asked = run(ask())
+    reply = bot_reply(env, "lead", room, asked)
+    assert reply["content"]["body"].startswith("RECORDED: ") and "(%s)" % guest in reply["content"]["body"]
+    r = g.post("/erase", {"confirm": True})
+    assert r.status_code == 202, r.text
+    final, _ = wait_erasure(env, r.json()["receipt"])
+    assert final == "deleted"
+
+    async def read():
+        async with Client.for_user(env, "lead") as lead:
+            return await lead.history(room)
+    shown = [ev for ev in run(read()) if ev.get("event_id") == reply["event_id"]]
+    assert len(shown) == 1 and shown[0].get("content") == {}, shown
+    assert shown[0]["unsigned"]["redacted_because"]["sender"] == env.bot, shown
