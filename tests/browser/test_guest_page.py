@@ -229,6 +229,33 @@ def test_delete_my_data(gw, browser, shots):
     no_problems(b)
 
 
+def test_end_chat_then_delete_my_data(gw, browser, shots):
+    """After End chat the closed screen still offers Delete my data; the page
+    says "being deleted" until the erasure is done, then shows the receipt;
+    staff see the message redacted though the guest had left."""
+    b = browser()
+    pseudonym = to_chat(b, gw, "en", shots=None, prefix="")
+    send(b, "forget this after I go")
+    room, event = gw.staff_sees(pseudonym, "forget this after I go")
+    b.click("#c-leave")
+    b.wait("#c-confirm-leave h2")
+    assert "deleted" in b.text("#c-confirm-leave")  # the confirmation says it stays possible
+    b.click("#c-leave-yes")
+    b.wait("#s-closed h1")
+    assert b.text("#x-text") == "You ended the chat."
+    b.wait("#x-erase")
+    b.click("#x-erase")
+    b.wait("#x-confirm-erase h2")
+    check_axe(b, "erase after end chat")
+    b.click("#x-erase-yes")
+    b.wait_js("!document.getElementById('x-receipt').hidden", timeout=60000)
+    assert "being deleted" not in b.text("#x-text")
+    assert b.eval("document.getElementById('x-erase').hidden") is True
+    assert "receipt" in b.text("#x-receipt")
+    gw.staff_sees_erased(room, event)
+    no_problems(b)
+
+
 def test_offline_then_retry(gw, browser, shots):
     """Offline: the status says so in words, a message shows "Not sent" with
     Try again; back online, the feed reconnects and the retry is delivered once."""
