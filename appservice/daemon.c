@@ -317,10 +317,12 @@ static void erasure_admin_say(const struct config *cfg)
 		              "and erases their account, but cannot delete their files from the homeserver's "
 		              "media store nor purge their conversation room (docs/privacy.md)");
 	else if (hs_admin_token_file_check(cfg->hs_admin_token_file, why, sizeof(why)) != TH_OK)
-		LOG(LOG_ERROR, "homeserver.admin_token_file: %s %s: erasures will fail to delete media and rooms",
+		LOG(LOG_ERROR,
+		    "homeserver.admin_token_file: %s %s: erasures will fail to delete media and rooms",
 		    cfg->hs_admin_token_file, why);
 	else
-		LOG(LOG_INFO, "erasure: homeserver admin token in %s (read only when a guest's data is erased)",
+		LOG(LOG_INFO,
+		    "erasure: homeserver admin token in %s (read only when a guest's data is erased)",
 		    cfg->hs_admin_token_file);
 }
 

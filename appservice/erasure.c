@@ -61,8 +61,8 @@ static int job_put(store_txn *t, const char *guest, const json_t *job)
 
 int erasure_job_begin(store_txn *t, const char *guest, uint64_t now_ms)
 {
-	json_t *job = json_pack("{s:s, s:I, s:[], s:[]}", "state", "running", "started_ms", (json_int_t)now_ms,
-	                        "failed", "skipped");
+	json_t *job = json_pack("{s:s, s:I, s:[], s:[]}", "state", "running", "started_ms",
+	                        (json_int_t)now_ms, "failed", "skipped");
 	int rc = job_put(t, guest, job);
 	json_decref(job);
 	return rc;
@@ -79,11 +79,11 @@ int erasure_job_state(store_txn *t, const char *guest, enum erasure_state *out)
 	if (rc)
 		return rc;
 	const char *s = jsonx_str(job, "state");
-	*out = !s                                ? ERASURE_NONE
-	       : strcmp(s, "running") == 0      ? ERASURE_RUNNING
-	       : strcmp(s, "done") == 0         ? ERASURE_DONE
-	       : strcmp(s, "incomplete") == 0   ? ERASURE_INCOMPLETE
-	                                        : ERASURE_NONE;
+	*out = !s                             ? ERASURE_NONE
+	       : strcmp(s, "running") == 0    ? ERASURE_RUNNING
+	       : strcmp(s, "done") == 0       ? ERASURE_DONE
+	       : strcmp(s, "incomplete") == 0 ? ERASURE_INCOMPLETE
+	                                      : ERASURE_NONE;
 	json_decref(job);
 	return TH_OK;
 }
@@ -145,8 +145,8 @@ int erasure_step_failed(struct audit *au, const struct config *cfg, store_txn *t
 	json_t *job = NULL;
 	int rc = job_get(t, guest, &job);
 	if (rc == TH_ENOTFOUND) {
-		job = json_pack("{s:s, s:I, s:[], s:[]}", "state", "running", "started_ms", (json_int_t)th_now_ms(),
-		                "failed", "skipped");
+		job = json_pack("{s:s, s:I, s:[], s:[]}", "state", "running", "started_ms",
+		                (json_int_t)th_now_ms(), "failed", "skipped");
 		rc = TH_OK;
 	}
 	if (rc)
@@ -157,7 +157,8 @@ int erasure_step_failed(struct audit *au, const struct config *cfg, store_txn *t
 		json_object_set_new(job, "failed", failed);
 	}
 	if (json_array_size(failed) < 64) /* enough to act on; the audit log has every one */
-		json_array_append_new(failed, json_pack("{s:s, s:s, s:s*}", "step", step, "why", why, "room", room));
+		json_array_append_new(failed,
+		                      json_pack("{s:s, s:s, s:s*}", "step", step, "why", why, "room", room));
 	rc = job_put(t, guest, job);
 	json_decref(job);
 	uint64_t seq = 0;
@@ -173,13 +174,14 @@ int erasure_step_failed(struct audit *au, const struct config *cfg, store_txn *t
 		rc = audit_append(au, t, &rec, &seq);
 		json_decref(details);
 	}
-	LOG(LOG_ERROR, "erasure: step %s for %s%s%s failed: %s", step, guest, room ? " in " : "", room ? room : "",
-	    why);
+	LOG(LOG_ERROR, "erasure: step %s for %s%s%s failed: %s", step, guest, room ? " in " : "",
+	    room ? room : "", why);
 	if (!rc) {
-		char *text = xasprintf("Threshold could NOT %s for erased guest %s%s%s (%s). The guest's page "
-		                       "will not say their data is deleted. Check it now. Audit record #%llu.",
-		                       step_words(step), guest, room ? " in room " : "", room ? room : "", why,
-		                       (unsigned long long)seq);
+		char *text =
+		        xasprintf("Threshold could NOT %s for erased guest %s%s%s (%s). The guest's page "
+		                  "will not say their data is deleted. Check it now. Audit record #%llu.",
+		                  step_words(step), guest, room ? " in room " : "", room ? room : "", why,
+		                  (unsigned long long)seq);
 		rc = alert(cfg, t, text);
 		free(text);
 	}
@@ -200,7 +202,8 @@ int erasure_step_skipped(store_txn *t, const char *guest, const char *step)
 	size_t i;
 	json_t *v;
 	int known = 0;
-	json_array_foreach(skipped, i, v) known |= strcmp(json_string_value(v) ? json_string_value(v) : "", step) == 0;
+	json_array_foreach(skipped, i, v) known |=
+	        strcmp(json_string_value(v) ? json_string_value(v) : "", step) == 0;
 	if (!known)
 		json_array_append_new(skipped, json_string(step));
 	rc = job_put(t, guest, job);
@@ -225,9 +228,11 @@ int erasure_job_finish(struct audit *au, const struct config *cfg, store_txn *t,
 		json_t *steps = json_array();
 		size_t i;
 		json_t *f;
-		json_array_foreach(failed, i, f) json_array_append_new(steps, json_string(jsonx_str(f, "step")));
-		json_t *details = json_pack("{s:s, s:o, s:O}", "state", clean ? "done" : "incomplete", "failed", steps,
-		                            "skipped", json_is_array(skipped) ? skipped : json_null());
+		json_array_foreach(failed, i, f)
+		        json_array_append_new(steps, json_string(jsonx_str(f, "step")));
+		json_t *details =
+		        json_pack("{s:s, s:o, s:O}", "state", clean ? "done" : "incomplete", "failed", steps,
+		                  "skipped", json_is_array(skipped) ? skipped : json_null());
 		struct audit_rec rec = {.kind = AUDIT_ERASURE_DONE,
 		                        .actor = "threshold",
 		                        .subject = guest,
@@ -241,9 +246,12 @@ int erasure_job_finish(struct audit *au, const struct config *cfg, store_txn *t,
 	if (!rc && nskipped) {
 		char *text = xasprintf(
 		        "Erasure of guest %s finished without the steps that need a homeserver admin token "
-		        "(homeserver.admin_token_file is not set): their files may still be in the homeserver's "
-		        "media store and their conversation room was not purged, so the redacted words stay in "
-		        "the homeserver's database until its redaction_retention_period. An admin must delete "
+		        "(homeserver.admin_token_file is not set): their files may still be in the "
+		        "homeserver's "
+		        "media store and their conversation room was not purged, so the redacted words stay "
+		        "in "
+		        "the homeserver's database until its redaction_retention_period. An admin must "
+		        "delete "
 		        "them (docs/homeserver-hardening.md). Audit record #%llu.",
 		        guest, (unsigned long long)seq);
 		rc = alert(cfg, t, text);

@@ -138,7 +138,8 @@ static int call(hs_admin *h, const char *method, const char *path, const json_t 
 		return rc;
 	*status = r.status;
 	if (r.status / 100 != 2) {
-		LOG(LOG_WARN, "hs_admin: %s %s: HTTP %ld %s", method, path, r.status, r.errcode ? r.errcode : "");
+		LOG(LOG_WARN, "hs_admin: %s %s: HTTP %ld %s", method, path, r.status,
+		    r.errcode ? r.errcode : "");
 		cs_response_clear(&r);
 		return TH_EHTTP;
 	}
@@ -233,11 +234,12 @@ int hs_admin_room_delete_status(hs_admin *h, const char *room_id, enum hs_admin_
 	json_array_foreach(json_object_get(resp, "results"), i, r)
 	{
 		const char *s = jsonx_str(r, "status");
-		enum hs_admin_purge v = !s                               ? HS_ADMIN_PURGE_NONE
-		                        : strcmp(s, "complete") == 0     ? HS_ADMIN_PURGE_COMPLETE
-		                        : strcmp(s, "failed") == 0       ? HS_ADMIN_PURGE_FAILED
-		                                                         : HS_ADMIN_PURGE_RUNNING;
-		if (v == HS_ADMIN_PURGE_COMPLETE || (v == HS_ADMIN_PURGE_RUNNING && st != HS_ADMIN_PURGE_COMPLETE) ||
+		enum hs_admin_purge v = !s                           ? HS_ADMIN_PURGE_NONE
+		                        : strcmp(s, "complete") == 0 ? HS_ADMIN_PURGE_COMPLETE
+		                        : strcmp(s, "failed") == 0   ? HS_ADMIN_PURGE_FAILED
+		                                                     : HS_ADMIN_PURGE_RUNNING;
+		if (v == HS_ADMIN_PURGE_COMPLETE ||
+		    (v == HS_ADMIN_PURGE_RUNNING && st != HS_ADMIN_PURGE_COMPLETE) ||
 		    (v == HS_ADMIN_PURGE_FAILED && st == HS_ADMIN_PURGE_NONE))
 			st = v;
 	}

@@ -259,23 +259,24 @@ static int mo_erase(void *ctx, store_txn *t, const struct mx_erasure *e)
 	const char *g = e->guest;
 	int rc = erasure_job_begin(t, g, th_now_ms());
 	for (size_t i = 0; !rc && i < e->nevents; i++)
-		rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "op", "redact", "room_id", e->events[2 * i],
-		                       "user_id", cfg->bot_user_id, "event_id", e->events[2 * i + 1], "reason",
-		                       "Deleted at the guest's request", "erasure", g));
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "op", "redact", "room_id",
+		                       e->events[2 * i], "user_id", cfg->bot_user_id, "event_id",
+		                       e->events[2 * i + 1], "reason", "Deleted at the guest's request",
+		                       "erasure", g));
 	if (!rc)
-		rc = push(t, json_pack("{s:s, s:s, s:s, s:o}", "op", "erase_media", "user_id", g, "erasure", g,
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:o}", "op", "erase_media", "user_id", g, "erasure",
+		                       g, "after", lanes(e->after, e->nafter)));
+	if (!rc)
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:o}", "op", "deactivate", "user_id", g, "erasure", g,
 		                       "after", lanes(e->after, e->nafter)));
-	if (!rc)
-		rc = push(t, json_pack("{s:s, s:s, s:s, s:o}", "op", "deactivate", "user_id", g, "erasure", g, "after",
-		                       lanes(e->after, e->nafter)));
 	for (size_t i = 0; !rc && i < e->npurge; i++)
-		rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:s}", "op", "purge_room", "room_id", e->purge[i],
-		                       "user_id", g, "lane", g, "erasure", g));
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:s}", "op", "purge_room", "room_id",
+		                       e->purge[i], "user_id", g, "lane", g, "erasure", g));
 	/* A lead's "!audit reveal" of their sealed detail does not outlive them. */
 	if (!rc && cfg->safeguarding_room)
 		rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "op", "redact_reveals", "room_id",
-		                       cfg->safeguarding_room, "user_id", cfg->bot_user_id, "target", g, "lane", g,
-		                       "erasure", g));
+		                       cfg->safeguarding_room, "user_id", cfg->bot_user_id, "target", g,
+		                       "lane", g, "erasure", g));
 	if (!rc)
 		rc = push(t, json_pack("{s:s, s:s, s:s}", "op", "erasure_done", "user_id", g, "erasure", g));
 	return rc;
@@ -288,8 +289,8 @@ static int mo_erase_state(void *ctx, store_txn *t, const char *guest, enum mx_er
 	int rc = erasure_job_state(t, guest, &s);
 	if (rc)
 		return rc;
-	*out = s == ERASURE_RUNNING ? MX_ERASE_RUNNING
-	       : s == ERASURE_DONE  ? MX_ERASE_DONE
+	*out = s == ERASURE_RUNNING      ? MX_ERASE_RUNNING
+	       : s == ERASURE_DONE       ? MX_ERASE_DONE
 	       : s == ERASURE_INCOMPLETE ? MX_ERASE_INCOMPLETE
 	                                 : MX_ERASE_NONE;
 	return TH_OK;

@@ -964,7 +964,8 @@ static int run_erase_media(outbox *ob, uint64_t seq, const json_t *a, struct cs_
 	hs_admin_close(h);
 	if (rc)
 		return admin_failed(rc, status, r);
-	LOG(LOG_INFO, "outbox: erasure: deleted %zu file(s) of %s from the media store", n, field(a, "user_id"));
+	LOG(LOG_INFO, "outbox: erasure: deleted %zu file(s) of %s from the media store", n,
+	    field(a, "user_id"));
 	answer(r, 200, json_pack("{s:I}", "deleted", (json_int_t)n));
 	return TH_OK;
 }
@@ -1069,8 +1070,8 @@ static int run_redact_reveals(outbox *ob, uint64_t seq, const json_t *a, struct 
 			if (rc || !is_reveal_of(ev, bot, guest))
 				continue;
 			char *eid = cs_escape(jsonx_str(ev, "event_id"));
-			char *rpath = xasprintf("/_matrix/client/v3/rooms/%s/redact/%s/th%s_%llu_%u", eroom, eid,
-			                        ob->txn_prefix, (unsigned long long)seq, redacted);
+			char *rpath = xasprintf("/_matrix/client/v3/rooms/%s/redact/%s/th%s_%llu_%u", eroom,
+			                        eid, ob->txn_prefix, (unsigned long long)seq, redacted);
 			json_t *body = json_pack("{s:s}", "reason", "The guest's data was erased");
 			struct cs_response x = {0};
 			rc = cs_request(ob->cs, "PUT", rpath, bot, body, &x);
@@ -1102,8 +1103,8 @@ static int run_redact_reveals(outbox *ob, uint64_t seq, const json_t *a, struct 
 	if (rc)
 		return rc;
 	if (redacted)
-		LOG(LOG_INFO, "outbox: erasure: redacted %u reveal(s) of %s's sealed detail in %s", redacted, guest,
-		    room);
+		LOG(LOG_INFO, "outbox: erasure: redacted %u reveal(s) of %s's sealed detail in %s", redacted,
+		    guest, room);
 	answer(r, 200, json_object());
 	return TH_OK;
 }
@@ -1128,7 +1129,8 @@ static int done_erase_media(const outbox *ob, store_txn *t, const json_t *a, con
 static int done_purge_room(const outbox *ob, store_txn *t, const json_t *a, const json_t *resp)
 {
 	(void)ob;
-	return jsonx_str(resp, "skipped") ? erasure_step_skipped(t, field(a, "erasure"), "purge_room") : TH_OK;
+	return jsonx_str(resp, "skipped") ? erasure_step_skipped(t, field(a, "erasure"), "purge_room")
+	                                  : TH_OK;
 }
 
 static int done_erasure_done(const outbox *ob, store_txn *t, const json_t *a, const json_t *resp)
@@ -1367,8 +1369,8 @@ static enum outbox_result execute(outbox *ob, uint64_t seq, const char *val, siz
 	if (field(a, "sealed_content")) { /* a guest's words, sealed until now */
 		int orc = open_sealed(ob, a);
 		if (orc == TH_ENOTFOUND) {
-			LOG(LOG_INFO, "outbox: dropped %s action %llu: its sender's data was erased", op->name,
-			    (unsigned long long)seq);
+			LOG(LOG_INFO, "outbox: dropped %s action %llu: its sender's data was erased",
+			    op->name, (unsigned long long)seq);
 			snprintf(why, 96, "erased");
 			json_decref(a);
 			return OUTBOX_DROP;

@@ -310,7 +310,8 @@ int feed_remove_event(store_txn *t, const char *guest, const char *event_id, uns
 		return TH_EINVAL;
 	unsigned char key[KEY_MAX];
 	size_t klen = make_key(key, guest, 1);
-	struct find_ctx f = {.t = t, .guest = guest, .prefix = key, .plen = strlen(guest) + 1, .event_id = event_id};
+	struct find_ctx f = {
+	        .t = t, .guest = guest, .prefix = key, .plen = strlen(guest) + 1, .event_id = event_id};
 	int rc = store_walk(t, STORE_FEED, key, klen, find_event, &f);
 	for (size_t i = 0; !rc && i < f.n; i++) {
 		klen = make_key(key, guest, f.ids[i]);
@@ -347,7 +348,8 @@ int feed_has_after(store_txn *t, const char *guest, uint64_t since)
 		return 0;
 	unsigned char from[KEY_MAX];
 	size_t flen = make_key(from, guest, since + 1);
-	struct read_ctx rc = {.t = t, .guest = guest, .prefix = from, .plen = strlen(guest) + 1, .want_one = 1};
+	struct read_ctx rc = {
+	        .t = t, .guest = guest, .prefix = from, .plen = strlen(guest) + 1, .want_one = 1};
 	return store_walk(t, STORE_FEED, from, flen, read_one, &rc) == TH_OK && rc.any;
 }
 
@@ -571,7 +573,8 @@ int feed_replace(store_txn *t, const char *guest, uint64_t entry, const char *ev
 	rc = entry_rewrite(t, guest, entry, o);
 	json_decref(o);
 	/* An older version of the words is kept nowhere. */
-	struct edits_ctx f = {.t = t, .guest = guest, .prefix = key, .plen = strlen(guest) + 1, .entry = entry};
+	struct edits_ctx f = {
+	        .t = t, .guest = guest, .prefix = key, .plen = strlen(guest) + 1, .entry = entry};
 	if (!rc) {
 		klen = make_key(key, guest, entry + 1);
 		rc = store_walk(t, STORE_FEED, key, klen, find_edits, &f);

@@ -65,12 +65,12 @@ struct mx_media {
 
 /** A guest's erasure (mx_ops.erase); all borrowed. */
 struct mx_erasure {
-	const char *guest;          /* whose */
-	const char *const *events;  /* 2 * nevents strings: room id, event id of each event they sent */
+	const char *guest;         /* whose */
+	const char *const *events; /* 2 * nevents strings: room id, event id of each event they sent */
 	size_t nevents;
-	const char *const *purge;   /* rooms that were the guest's alone (their conversation room) */
+	const char *const *purge; /* rooms that were the guest's alone (their conversation room) */
 	size_t npurge;
-	const char *const *after;   /* the lanes the account steps wait for (the guest's rooms) */
+	const char *const *after; /* the lanes the account steps wait for (the guest's rooms) */
 	size_t nafter;
 };
 

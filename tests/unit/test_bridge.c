@@ -98,7 +98,8 @@ static int fake_send_media(void *ctx, store_txn *t, const struct mx_media *m)
 {
 	/* the bytes are the implementation's to keep (matrix.h): here, in clear */
 	if (m->data) {
-		int rc = store_put(t, STORE_BLOBS, m->blob, strlen(m->blob), m->data, m->size, STORE_NOOVERWRITE);
+		int rc = store_put(t, STORE_BLOBS, m->blob, strlen(m->blob), m->data, m->size,
+		                   STORE_NOOVERWRITE);
 		if (rc)
 			return rc;
 	}
@@ -200,8 +201,9 @@ static int fake_erase(void *ctx, store_txn *t, const struct mx_erasure *x)
 	json_t *ev = json_array();
 	for (size_t i = 0; i < x->nevents; i++)
 		json_array_append_new(ev, json_pack("[s, s]", x->events[2 * i], x->events[2 * i + 1]));
-	return rec(ctx, json_pack("{s:s, s:s, s:o, s:o, s:o}", "op", "erase", "user_id", x->guest, "events", ev,
-	                          "purge", lanes_of(x->purge, x->npurge), "after", lanes_of(x->after, x->nafter)));
+	return rec(ctx,
+	           json_pack("{s:s, s:s, s:o, s:o, s:o}", "op", "erase", "user_id", x->guest, "events", ev,
+	                     "purge", lanes_of(x->purge, x->npurge), "after", lanes_of(x->after, x->nafter)));
 }
 
 static enum mx_erase_state fake_erase_now = MX_ERASE_RUNNING;
