@@ -98,8 +98,7 @@
     if (body !== undefined)
 	    headers['Content-Type'] = opts.raw ? 'application/octet-stream' : 'application/json';
     if (opts.auth && session) headers.Authorization = 'Bearer ' + session.token;
-    if (opts.token)
-	    headers.Authorization = 'Bearer ' + opts.token;
+    if (opts.token) headers.Authorization = 'Bearer ' + opts.token;
     return fetch(API + path, {
       method: method, headers: headers, signal: opts.signal, cache: 'no-store', credentials: 'omit',
       body: body === undefined || opts.raw ? body : JSON.stringify(body)
@@ -140,32 +139,23 @@
 
   /* ---- an erasure: "being deleted" until the service says it is done,
      then the receipt (never "deleted" before it is) */
-  function erasing(receipt)
-  {
-	  afterEnd = null;
-	  showClosed('erasing');
-	  var tries = 0;
-	  function poll()
-	  {
-		  api('GET', 'erasure/' + encodeURIComponent(receipt))
-		          .then(
-		                  function(r) {
-			                  if (r.state === 'erasing')
-				                  return setTimeout(poll, 1500);
-			                  $('x-text').textContent =
-			                          t(r.state === 'deleted' ? 'closed_erased'
-			                                                  : 'closed_erase_incomplete');
-			                  $('x-receipt').textContent = t('erase_receipt', {code : receipt});
-			                  $('x-receipt').hidden = false;
-			                  $('x-close').hidden = false;
-		                  },
-		                  function() {
-			                  tries++;
-			                  setTimeout(poll,
-			                             Math.min(30000, 1500 * Math.pow(2, Math.min(tries, 5))));
-		                  });
-	  }
-	  poll();
+  function erasing(receipt) {
+    afterEnd = null;
+    showClosed('erasing');
+    var tries = 0;
+    function poll() {
+      api('GET', 'erasure/' + encodeURIComponent(receipt)).then(function (r) {
+        if (r.state === 'erasing') return setTimeout(poll, 1500);
+        $('x-text').textContent = t(r.state === 'deleted' ? 'closed_erased' : 'closed_erase_incomplete');
+        $('x-receipt').textContent = t('erase_receipt', { code: receipt });
+        $('x-receipt').hidden = false;
+        $('x-close').hidden = false;
+      }, function () {
+        tries++;
+        setTimeout(poll, Math.min(30000, 1500 * Math.pow(2, Math.min(tries, 5))));
+      });
+    }
+    poll();
   }
 
   /* ---- quick exit: wipe storage and the page, leave without a Back entry */
@@ -782,19 +772,12 @@
     var token = session && session.token;
     session = null;
     saveSession();
-    if (!token)
-	    return showClosed('expired');
+    if (!token) return showClosed('expired');
     /* Removed by staff: the session is still good for deleting the data. */
-    api('GET', 'session', undefined, {token : token})
-	    .then(
-	            function(r) {
-		            if (r.erase_only)
-			            afterEnd = token;
-		            showClosed(r.erase_only ? 'staff' : 'expired');
-	            },
-	            function() {
-		            showClosed('expired');
-	            });
+    api('GET', 'session', undefined, { token: token }).then(function (r) {
+      if (r.erase_only) afterEnd = token;
+      showClosed(r.erase_only ? 'staff' : 'expired');
+    }, function () { showClosed('expired'); });
   }
 
   /* ---- End chat, Delete my data: each with a confirm step */
@@ -818,23 +801,19 @@
     api('POST', path, body, { auth: true }).then(done, function (e) {
       if (path === 'leave' && (e.status === 401 || e.status === 410)) return done();
       Array.prototype.forEach.call(buttons, function (b) { b.disabled = false; });
-      box.querySelector('.c-confirm-error').textContent =
-	      e.status === 409 ? t('erase_held') : t(e.status === 401 ? 'closed_expired' : 'action_failed');
+      box.querySelector('.c-confirm-error').textContent = e.status === 409 ? t('erase_held')
+        : t(e.status === 401 ? 'closed_expired' : 'action_failed');
     });
-    function done(r)
-    {
-	    Array.prototype.forEach.call(buttons, function(b) {
-		    b.disabled = false;
-	    });
-	    /* After "End chat" the page keeps the token for one thing: "Delete my data". */
-	    afterEnd = path === 'leave' && session ? session.token : null;
-	    session = null;
-	    stopFeed();
-	    wipe();
-	    forgetFiles();
-	    if (path === 'erase' && r && r.receipt)
-		    return erasing(r.receipt);
-	    showClosed(reason);
+    function done(r) {
+      Array.prototype.forEach.call(buttons, function (b) { b.disabled = false; });
+      /* After "End chat" the page keeps the token for one thing: "Delete my data". */
+      afterEnd = path === 'leave' && session ? session.token : null;
+      session = null;
+      stopFeed();
+      wipe();
+      forgetFiles();
+      if (path === 'erase' && r && r.receipt) return erasing(r.receipt);
+      showClosed(reason);
     }
   }
 
@@ -888,32 +867,27 @@
     $('c-erase').onclick = function () { showConfirm('c-confirm-erase'); };
     $('c-leave-yes').onclick = function () { confirmed('c-confirm-leave', 'leave', {}, 'left'); };
     $('c-erase-yes').onclick = function () { confirmed('c-confirm-erase', 'erase', { confirm: true }, 'erased'); };
-    $('x-erase').onclick = function() {
-	    $('x-confirm-erase').hidden = false;
-	    $('x-erase').hidden = true;
-	    $('x-confirm-erase').querySelector('h2').focus({preventScroll : true});
+    $('x-erase').onclick = function () {
+      $('x-confirm-erase').hidden = false;
+      $('x-erase').hidden = true;
+      $('x-confirm-erase').querySelector('h2').focus({ preventScroll: true });
     };
-    $('x-erase-no').onclick = function() {
-	    $('x-confirm-erase').hidden = true;
-	    $('x-erase').hidden = false;
-	    $('x-erase').focus();
+    $('x-erase-no').onclick = function () {
+      $('x-confirm-erase').hidden = true;
+      $('x-erase').hidden = false;
+      $('x-erase').focus();
     };
-    $('x-erase-yes').onclick = function() {
-	    var box = $('x-confirm-erase');
-	    $('x-erase-yes').disabled = true;
-	    api('POST', 'erase', {confirm : true}, {token : afterEnd})
-		    .then(
-		            function(r) {
-			            $('x-erase-yes').disabled = false;
-			            erasing(r.receipt);
-		            },
-		            function(e) {
-			            $('x-erase-yes').disabled = false;
-			            box.querySelector('.c-confirm-error').textContent =
-			                    e.status === 409 ? t('erase_held')
-			                                     : t(e.status === 401 ? 'closed_expired'
-			                                                          : 'action_failed');
-		            });
+    $('x-erase-yes').onclick = function () {
+      var box = $('x-confirm-erase');
+      $('x-erase-yes').disabled = true;
+      api('POST', 'erase', { confirm: true }, { token: afterEnd }).then(function (r) {
+        $('x-erase-yes').disabled = false;
+        erasing(r.receipt);
+      }, function (e) {
+        $('x-erase-yes').disabled = false;
+        box.querySelector('.c-confirm-error').textContent = e.status === 409 ? t('erase_held')
+          : t(e.status === 401 ? 'closed_expired' : 'action_failed');
+      });
     };
     each('.c-cancel', function (b) { b.onclick = function () { hideConfirm(); $('c-leave').focus(); }; });
     window.addEventListener('online', function () { if (wake) wake(); });
