@@ -69,6 +69,7 @@ static const char *const kind_names[AUDIT_NKINDS] = {
         [AUDIT_ADDED_ACROSS] = "guest_added_across_services",
         [AUDIT_ERASURE_STEP_FAILED] = "erasure_step_failed",
         [AUDIT_ERASURE_DONE] = "erasure_done",
+        [AUDIT_ERASURE_HELD] = "erasure_held",
 };
 
 /* A subject's key slot waiting to be zeroed once its erasure is committed. */

@@ -144,6 +144,7 @@ enum audit_kind {
 	AUDIT_ADDED_ACROSS,       /* "guest_added_across_services": a lead added another service's guest */
 	AUDIT_ERASURE_STEP_FAILED, /* "erasure_step_failed": a step of a guest's erasure failed (erasure.h) */
 	AUDIT_ERASURE_DONE,        /* "erasure_done": a guest's erasure finished, fully or not (erasure.h) */
+	AUDIT_ERASURE_HELD,        /* "erasure_held": a guest asked for erasure; something holds it (conv.c) */
 	AUDIT_NKINDS
 };
 

@@ -974,8 +974,10 @@ int conv_leave(const struct txn_env *env, const char *guest)
 
 /*
  * The hook for whatever may hold an erasure back (an open safeguarding case
- * or a lead's hold on this guest): 1 with @p why (a short reason code) when
- * held, else 0.  Nothing holds one yet.
+ * or a lead's hold on this guest): 1 with @p why (a short reason code, e.g.
+ * "case_open") when held, else 0.  Nothing holds one yet.  When it says
+ * held, conv_erase erases nothing, records erasure_held and tells staff and
+ * the leads (erasure_held_tell), and the page tells the guest (409).
  */
 static int erasure_held(store_txn *t, const char *guest, const char **why)
 {
@@ -983,6 +985,36 @@ static int erasure_held(store_txn *t, const char *guest, const char **why)
 	(void)guest;
 	*why = NULL;
 	return 0;
+}
+
+/* An erasure held back (erasure_held): an erasure_held audit record, and a
+ * word to staff in the conversation room and to the leads in the
+ * safeguarding room (ids only). */
+static int erasure_held_tell(const struct txn_env *env, store_txn *t, const char *guest, const char *room_id,
+                             const char *why)
+{
+	const struct config *cfg = env->cfg;
+	uint64_t seq = 0;
+	struct audit_rec ar = {.kind = AUDIT_ERASURE_HELD,
+	                       .actor = guest,
+	                       .subject = guest,
+	                       .room = room_id,
+	                       .reason = why ? why : "held"};
+	int rc = audit_append(env->au, t, &ar, &seq);
+	if (!rc && room_id)
+		rc = env->mx->ops->notice(env->mx->ctx, t, room_id, cfg->bot_user_id,
+		                          "This guest asked for their data to be deleted, but it is held for "
+		                          "now (a safeguarding case). They were told that staff know. Talk to "
+		                          "the safeguarding lead about what happens next.",
+		                          NULL);
+	if (!rc && cfg->safeguarding_room) {
+		char *text = xasprintf("Guest %s asked for their data to be deleted; the erasure is held (%s). "
+		                       "Audit record #%llu.",
+		                       guest, why ? why : "held", (unsigned long long)seq);
+		rc = env->mx->ops->notice(env->mx->ctx, t, cfg->safeguarding_room, cfg->bot_user_id, text, NULL);
+		free(text);
+	}
+	return rc;
 }
 
 /* Whether @p room_id, the room of @p guest's conversation, is theirs alone:
@@ -1028,9 +1060,16 @@ int conv_erase(const struct txn_env *env, const char *guest, char receipt[CONV_R
 	}
 	const char *held_why = NULL;
 	if (erasure_held(t, guest, &held_why)) {
+		/* Nothing is erased; the request is on the record, and staff and
+		 * the leads are told, so the guest's page can say they know. */
+		rc = erasure_held_tell(env, t, guest, jsonx_str(c, "room"), held_why);
 		json_decref(c);
-		store_txn_abort(t);
-		return TH_EEXIST;
+		if (rc) {
+			store_txn_abort(t);
+			return rc;
+		}
+		rc = store_txn_commit(t);
+		return rc ? rc : TH_EEXIST;
 	}
 	const char *room_id = jsonx_str(c, "room");
 	int open = conv_fact(c) != POL_CONV_CLOSED;
