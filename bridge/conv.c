@@ -1002,16 +1002,19 @@ static int erasure_held_tell(const struct txn_env *env, store_txn *t, const char
 	                       .reason = why ? why : "held"};
 	int rc = audit_append(env->au, t, &ar, &seq);
 	if (!rc && room_id)
-		rc = env->mx->ops->notice(env->mx->ctx, t, room_id, cfg->bot_user_id,
-		                          "This guest asked for their data to be deleted, but it is held for "
-		                          "now (a safeguarding case). They were told that staff know. Talk to "
-		                          "the safeguarding lead about what happens next.",
-		                          NULL);
+		rc = env->mx->ops->notice(
+		        env->mx->ctx, t, room_id, cfg->bot_user_id,
+		        "This guest asked for their data to be deleted, but it is held for "
+		        "now (a safeguarding case). They were told that staff know. Talk to "
+		        "the safeguarding lead about what happens next.",
+		        NULL);
 	if (!rc && cfg->safeguarding_room) {
-		char *text = xasprintf("Guest %s asked for their data to be deleted; the erasure is held (%s). "
-		                       "Audit record #%llu.",
-		                       guest, why ? why : "held", (unsigned long long)seq);
-		rc = env->mx->ops->notice(env->mx->ctx, t, cfg->safeguarding_room, cfg->bot_user_id, text, NULL);
+		char *text =
+		        xasprintf("Guest %s asked for their data to be deleted; the erasure is held (%s). "
+		                  "Audit record #%llu.",
+		                  guest, why ? why : "held", (unsigned long long)seq);
+		rc = env->mx->ops->notice(env->mx->ctx, t, cfg->safeguarding_room, cfg->bot_user_id, text,
+		                          NULL);
 		free(text);
 	}
 	return rc;
