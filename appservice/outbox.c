@@ -976,6 +976,9 @@ static int purge_wait(hs_admin *h, const char *room, unsigned ms, enum hs_admin_
 	int rc = TH_OK;
 	for (unsigned waited = 0;; waited += 250) {
 		rc = hs_admin_room_delete_status(h, room, st, status);
+		/* Just asked for: the homeserver may not list it for a moment. */
+		if (!rc && *st == HS_ADMIN_PURGE_NONE)
+			*st = HS_ADMIN_PURGE_RUNNING;
 		if (rc || *st != HS_ADMIN_PURGE_RUNNING || waited >= ms)
 			return rc;
 		struct timespec ts = {0, 250 * 1000 * 1000};

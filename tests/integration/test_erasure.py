@@ -356,3 +356,23 @@ def test_failed_step_is_recorded_alerted_and_never_called_deleted(env, threshold
         assert threshold.run("audit", "verify").returncode == 0
     finally:
         restart_with(env, os.path.join(env.workdir, "homeserver-admin.token"))
+
+
+def test_erasure_resumes_after_a_crash(env, threshold, service):
+    """Threshold is killed (SIGKILL) the moment the erasure is accepted: the
+    job is in the store, and after the restart it carries on to the end."""
+    g, portal, word, stored, _mxc = guest_writes(env, service)
+    r = g.post("/erase", {"confirm": True})
+    assert r.status_code == 202, r.text
+    env.threshold.kill()
+    # Down: the receipt cannot be asked about, and nothing says "deleted".
+    env.threshold.start()
+    wait_gateway(env)
+    final, _ = wait_erasure(env, r.json()["receipt"])
+    assert final == "deleted"
+    assert synapse_rows_with(env, word) == (0, 0)
+    assert media_files_holding(env, stored) == []
+    assert not mdb_holds(env, word.encode())
+    timeline = history(env, portal)
+    assert timeline is None or word not in json.dumps(timeline)
+    assert threshold.run("audit", "verify").returncode == 0
