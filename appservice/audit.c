@@ -6,6 +6,7 @@
 #include "audit.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -74,6 +75,9 @@ static const char *const kind_names[AUDIT_NKINDS] = {
         [AUDIT_CASE_VIEWED] = "case_viewed",
         [AUDIT_CASE_CHANGED] = "case_changed",
         [AUDIT_ESCALATED] = "conversation_escalated",
+        [AUDIT_ERASURE_STEP_FAILED] = "erasure_step_failed",
+        [AUDIT_ERASURE_DONE] = "erasure_done",
+        [AUDIT_ERASURE_HELD] = "erasure_held",
 };
 
 /* A subject's key slot waiting to be zeroed once its erasure is committed. */
@@ -914,10 +918,27 @@ fail:
 	return rc;
 }
 
+static int seal_text_max(audit *a, store_txn *t, const char *subject, const char *text, size_t max,
+                         char **out);
+
 static int seal_text(audit *a, store_txn *t, const char *subject, const char *text, char **out)
 {
-	size_t n = strlen(text);
-	if (n > AUDIT_MAX_SEALED)
+	return seal_text_max(a, t, subject, text, AUDIT_MAX_SEALED, out);
+}
+
+int audit_seal(audit *a, store_txn *t, const char *subject, const char *text, char **out)
+{
+	if (!subject || !*subject || strlen(subject) > AUDIT_MAX_ID || !text)
+		return TH_EINVAL;
+	return seal_text_max(a, t, subject, text, AUDIT_MAX_SEAL_DATA, out);
+}
+
+/* nonce || AES-256-GCM(@p data) || tag under @p subject's key, AAD the
+ * subject: @p out a new buffer of NONCE_LEN + n + TAG_LEN bytes. */
+static int seal_raw(audit *a, store_txn *t, const char *subject, const unsigned char *data, size_t n,
+                    unsigned char **out)
+{
+	if (n > INT_MAX - NONCE_LEN - TAG_LEN)
 		return TH_ETOOLARGE;
 	unsigned char key[SLOT_LEN];
 	int rc = seal_key(a, t, subject, key);
@@ -928,23 +949,90 @@ static int seal_text(audit *a, store_txn *t, const char *subject, const char *te
 	int l1 = 0, l2 = 0, ok = ctx && th_random(buf, NONCE_LEN) == TH_OK;
 	ok = ok && EVP_EncryptInit_ex2(ctx, a->gcm, key, buf, NULL);
 	ok = ok && EVP_EncryptUpdate(ctx, NULL, &l1, (const unsigned char *)subject, (int)strlen(subject));
-	ok = ok && EVP_EncryptUpdate(ctx, buf + NONCE_LEN, &l1, (const unsigned char *)text, (int)n);
+	ok = ok && EVP_EncryptUpdate(ctx, buf + NONCE_LEN, &l1, data, (int)n);
 	ok = ok && EVP_EncryptFinal_ex(ctx, buf + NONCE_LEN + l1, &l2);
 	ok = ok && (size_t)(l1 + l2) == n;
 	ok = ok && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_LEN, buf + NONCE_LEN + n);
 	EVP_CIPHER_CTX_free(ctx);
 	explicit_bzero(key, sizeof(key));
-	if (ok)
-		*out = b64_encode(buf, NONCE_LEN + n + TAG_LEN);
-	free(buf);
-	return ok ? TH_OK : TH_ECRYPTO;
+	if (!ok) {
+		free(buf);
+		return TH_ECRYPTO;
+	}
+	*out = buf;
+	return TH_OK;
 }
 
-int audit_seal(audit *a, store_txn *t, const char *subject, const char *text, char **out)
+static int seal_text_max(audit *a, store_txn *t, const char *subject, const char *text, size_t max,
+                         char **out)
 {
-	if (!a || !t || !subject || !*subject || !text || !out)
+	size_t n = strlen(text);
+	if (n > max)
+		return TH_ETOOLARGE;
+	unsigned char *buf = NULL;
+	int rc = seal_raw(a, t, subject, (const unsigned char *)text, n, &buf);
+	if (rc)
+		return rc;
+	*out = b64_encode(buf, NONCE_LEN + n + TAG_LEN);
+	free(buf);
+	return TH_OK;
+}
+
+int audit_seal_bytes(audit *a, store_txn *t, const char *subject, const void *data, size_t len,
+                     unsigned char **out, size_t *outlen)
+{
+	if (!subject || !*subject || strlen(subject) > AUDIT_MAX_ID || (!data && len))
 		return TH_EINVAL;
-	return seal_text(a, t, subject, text, out);
+	int rc = seal_raw(a, t, subject, data, len, out);
+	if (!rc)
+		*outlen = NONCE_LEN + len + TAG_LEN;
+	return rc;
+}
+
+/* Open nonce || ciphertext || tag of @p subject: @p out a new buffer of
+ * @p len - NONCE_LEN - TAG_LEN bytes (plus a NUL, not counted). */
+static int unseal_raw(audit *a, store_txn *t, const char *subject, const unsigned char *buf, size_t len,
+                      unsigned char **out, size_t *outlen)
+{
+	if (!subject || !*subject || strlen(subject) > AUDIT_MAX_ID || len < NONCE_LEN + TAG_LEN ||
+	    len > (size_t)INT_MAX)
+		return TH_EINVAL;
+	uint64_t slot;
+	int state;
+	int rc = slot_get(t, subject, &slot, &state);
+	if (rc)
+		return rc;
+	if (state != SLOT_LIVE)
+		return TH_ENOTFOUND;
+	unsigned char key[SLOT_LEN];
+	if ((rc = key_read(a, slot, key)))
+		return rc;
+	size_t n = len - NONCE_LEN - TAG_LEN;
+	unsigned char *plain = xmalloc(n + 1);
+	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+	int l1 = 0, l2 = 0;
+	int ok = ctx && EVP_DecryptInit_ex2(ctx, a->gcm, key, buf, NULL);
+	ok = ok && EVP_DecryptUpdate(ctx, NULL, &l1, (const unsigned char *)subject, (int)strlen(subject));
+	ok = ok && EVP_DecryptUpdate(ctx, plain, &l1, buf + NONCE_LEN, (int)n);
+	ok = ok && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_LEN, (void *)(buf + NONCE_LEN + n));
+	ok = ok && EVP_DecryptFinal_ex(ctx, plain + l1, &l2) > 0;
+	EVP_CIPHER_CTX_free(ctx);
+	explicit_bzero(key, sizeof(key));
+	if (!ok) {
+		explicit_bzero(plain, n + 1);
+		free(plain);
+		return TH_ECRYPTO;
+	}
+	plain[n] = '\0';
+	*out = plain;
+	*outlen = n;
+	return TH_OK;
+}
+
+int audit_unseal_bytes(audit *a, store_txn *t, const char *subject, const void *sealed, size_t len,
+                       unsigned char **out, size_t *outlen)
+{
+	return unseal_raw(a, t, subject, sealed, len, out, outlen);
 }
 
 int audit_unseal(audit *a, store_txn *t, const char *subject, const char *sealed, char **out)

@@ -152,6 +152,9 @@ enum audit_kind {
 	AUDIT_CASE_VIEWED,    /* "case_viewed": someone read a case (list, show, export) */
 	AUDIT_CASE_CHANGED,   /* "case_changed": taken, noted (sealed), closed, reminded */
 	AUDIT_ESCALATED,      /* "conversation_escalated": a guest waited past escalate_after */
+	AUDIT_ERASURE_STEP_FAILED, /* "erasure_step_failed": a step of a guest's erasure failed (erasure.h) */
+	AUDIT_ERASURE_DONE,        /* "erasure_done": a guest's erasure finished, fully or not (erasure.h) */
+	AUDIT_ERASURE_HELD,        /* "erasure_held": a guest asked for erasure; something holds it (conv.c) */
 	AUDIT_NKINDS
 };
 
@@ -159,6 +162,7 @@ enum audit_kind {
 #define AUDIT_MAX_ID     255   /* actor, subject, room (Matrix ids are <= 255) */
 #define AUDIT_MAX_REASON 64    /* reason code */
 #define AUDIT_MAX_SEALED 4096  /* bytes of plaintext to seal */
+#define AUDIT_MAX_SEAL_DATA (1024 * 1024) /* bytes audit_seal() takes */
 #define AUDIT_MAX_RECORD 65536 /* bytes of a stored record (details included); an export line's cap */
 
 #define AUDIT_HASH_LEN   32
@@ -276,14 +280,35 @@ int audit_erase_subject(audit *a, store_txn *t, const char *subject, const char 
 void audit_txn_committed(audit *a);
 
 /**
- * Seal @p text under @p subject's key (made if it has none), as
- * audit_rec.sealed would be, for personal detail kept beside the log (a
- * channel's outside address): erasing the subject makes it unreadable too.
- * @param out  new string (caller frees) on success; open with audit_unseal()
- * @return TH_OK, TH_ETOOLARGE (over AUDIT_MAX_SEALED), TH_ENOTFOUND (the
- *         subject was erased), TH_EIO, TH_ECRYPTO or a store error.
+ * Seal @p text under @p subject's key (made, and its slot synced, if the
+ * subject has none), as audit_rec.sealed is sealed, for keeping outside the
+ * log: a guest's feed entries and queued messages (bridge/feed.h,
+ * matrix_outbox.c), so that once audit_erase_subject() destroys the key, no
+ * copy of them -- in a freed LMDB page or a backup -- can be read.
+ * Open with audit_unseal().
+ * @param out  new string (base64) on TH_OK
+ * @return TH_OK, TH_EINVAL, TH_ETOOLARGE (over AUDIT_MAX_SEAL_DATA bytes),
+ *         TH_ENOTFOUND (the subject was erased), TH_EIO, TH_ECRYPTO,
+ *         TH_ESTORE.  Needs a write transaction when the subject has no key.
  */
 int audit_seal(audit *a, store_txn *t, const char *subject, const char *text, char **out);
+
+/**
+ * audit_seal() for bytes (a guest's picture or file waiting to be
+ * uploaded): @p out a new buffer of @p outlen bytes (nonce, ciphertext,
+ * tag; not base64).  Open with audit_unseal_bytes().
+ * @return as audit_seal().
+ */
+int audit_seal_bytes(audit *a, store_txn *t, const char *subject, const void *data, size_t len,
+                     unsigned char **out, size_t *outlen);
+
+/**
+ * Open what audit_seal_bytes() made.
+ * @param out  new buffer of @p outlen bytes on TH_OK
+ * @return as audit_unseal().
+ */
+int audit_unseal_bytes(audit *a, store_txn *t, const char *subject, const void *sealed, size_t len,
+                       unsigned char **out, size_t *outlen);
 
 /**
  * Open a sealed string of @p subject.

@@ -427,7 +427,7 @@ static int reveal_one(void *ctx, uint64_t seq, const json_t *rec, const char *ra
 }
 
 /* The first line says, before anything else, that this is on the record. */
-#define REVEAL_WARNING "RECORDED: this reveal is written to the audit log with your user id and reason."
+#define REVEAL_WARNING AUDIT_QUERY_REVEAL_MARK " with your user id and reason."
 
 static int answer_reveal(audit *au, store_txn *t, const struct audit_query *q, struct audit_answer *out)
 {

@@ -37,6 +37,10 @@
 #define AUDIT_QUERY_RECENT_N   10
 #define AUDIT_QUERY_GUEST_N    20
 #define AUDIT_QUERY_MAX_ARG    GUESTS_MAX_USER_ID /* longer names match no guest */
+/* How every answer to "!audit reveal" begins: an erasure finds the reveals
+ * of a guest's sealed detail in the safeguarding room by it (and by the
+ * guest's id in parentheses) and redacts them (outbox.h "redact_reveals"). */
+#define AUDIT_QUERY_REVEAL_MARK "RECORDED: this reveal is written to the audit log"
 #define AUDIT_QUERY_MAX_TEXT   16000              /* bytes of an answer: a notice well under 64 KiB */
 #define AUDIT_QUERY_MIN_REASON 10                 /* characters of a reveal's reason, at least */
 #define AUDIT_QUERY_MAX_REASON 500                /* bytes of a reveal's reason, at most */

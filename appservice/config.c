@@ -923,6 +923,16 @@ int config_load(const char *path, struct config *out, char *err, size_t errlen)
 		goto fail;
 	if (!cfg.sms_key_file)
 		cfg.sms_key_file = xasprintf("%s/sms-lookup.key", cfg.store_path);
+	if (cfg.hs_admin_token_file) { /* checked now, read only by the jobs of hs_admin.h */
+		char why[160];
+		/* A file not there (yet) is said at start and by doctor; one that
+		 * others can read is refused here. */
+		int hrc = th_private_file_check(cfg.hs_admin_token_file, why, sizeof(why));
+		if (hrc != TH_OK && hrc != TH_ENOTFOUND) {
+			rc = fail(&ld, 0, "homeserver.admin_token_file: %s %s", cfg.hs_admin_token_file, why);
+			goto fail;
+		}
+	}
 	if (!cfg.as_url) /* an IPv6 literal goes in brackets (RFC 3986, 3.2.2) */
 		cfg.as_url = xasprintf(strchr(cfg.listen_address, ':') ? "http://[%s]:%u" : "http://%s:%u",
 		                       cfg.listen_address, cfg.listen_port);

@@ -52,7 +52,7 @@ static void global_init(void)
 	global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
-int cs_client_new(const struct config *cfg, cs_client **out)
+static int client_new(const struct config *cfg, const char *token, cs_client **out)
 {
 	pthread_once(&global_once, global_init);
 	if (global_rc != CURLE_OK) {
@@ -74,7 +74,7 @@ int cs_client_new(const struct config *cfg, cs_client **out)
 	c->base = xstrndup(cfg->hs_url, n);
 
 	/* "Expect:" stops curl pausing for a 100-continue on larger bodies. */
-	char *auth = xasprintf("Authorization: Bearer %s", cfg->as_token ? cfg->as_token : "");
+	char *auth = xasprintf("Authorization: Bearer %s", token ? token : "");
 	const char *common[] = {auth, "Expect:"};
 	for (size_t i = 0; i < sizeof(common) / sizeof(common[0]); i++) {
 		c->hdr_plain = curl_slist_append(c->hdr_plain, common[i]);
@@ -90,6 +90,16 @@ int cs_client_new(const struct config *cfg, cs_client **out)
 	}
 	*out = c;
 	return TH_OK;
+}
+
+int cs_client_new(const struct config *cfg, cs_client **out)
+{
+	return client_new(cfg, cfg->as_token, out);
+}
+
+int cs_client_new_token(const struct config *cfg, const char *token, cs_client **out)
+{
+	return client_new(cfg, token, out);
 }
 
 static void slist_free_wiped(struct curl_slist *l)

@@ -32,6 +32,14 @@ struct cs_response {
  * @return TH_OK (handle in @p out) or TH_ENET if curl cannot be set up.
  */
 int cs_client_new(const struct config *cfg, cs_client **out);
+
+/**
+ * cs_client_new() with another bearer token than the as_token: a server
+ * admin's (appservice/hs_admin.h).  Requests made with it should pass no
+ * user_id (identity assertion is the as_token's).
+ * @param token  borrowed for the call (copied into the headers, wiped on free)
+ */
+int cs_client_new_token(const struct config *cfg, const char *token, cs_client **out);
 void cs_client_free(cs_client *c);
 
 /**

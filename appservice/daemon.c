@@ -22,6 +22,8 @@
 #include "invites.h"
 #include "cs.h"
 #include "events.h"
+#include "feed.h"
+#include "hs_admin.h"
 #include "jsonx.h"
 #include "log.h"
 #include "metrics.h"
@@ -310,6 +312,36 @@ static int conversation_room_created(void *ctx, store_txn *t, const char *guest,
 	return conv_room_created(env->cfg, env->mx, t, guest, room_id);
 }
 
+/* Say at start what an erasure can do on the homeserver (the token itself
+ * is read only by the erasure job, hs_admin.h). */
+static void erasure_admin_say(const struct config *cfg)
+{
+	char why[160];
+	if (!cfg->hs_admin_token_file)
+		LOG(LOG_WARN, "homeserver.admin_token_file is not set: an erasure redacts a guest's messages "
+		              "and erases their account, but cannot delete their files from the homeserver's "
+		              "media store nor purge their conversation room (docs/privacy.md)");
+	else if (hs_admin_token_file_check(cfg->hs_admin_token_file, why, sizeof(why)) != TH_OK)
+		LOG(LOG_ERROR,
+		    "homeserver.admin_token_file: %s %s: erasures will fail to delete media and rooms",
+		    cfg->hs_admin_token_file, why);
+	else
+		LOG(LOG_INFO,
+		    "erasure: homeserver admin token in %s (read only when a guest's data is erased)",
+		    cfg->hs_admin_token_file);
+}
+
+/* bridge/feed.h's sealer on the audit log's per-subject keys. */
+static int feed_seal(void *ctx, store_txn *t, const char *guest, const char *text, char **out)
+{
+	return audit_seal(ctx, t, guest, text, out);
+}
+
+static int feed_unseal(void *ctx, store_txn *t, const char *guest, const char *sealed, char **out)
+{
+	return audit_unseal(ctx, t, guest, sealed, out);
+}
+
 static int audit_lifecycle(audit *au, store *st, enum audit_kind kind, const char *reason, json_t *details,
                            int force_checkpoint)
 {
@@ -471,6 +503,7 @@ int daemon_serve(const struct config *cfg)
 	    audit_lifecycle(au, st, AUDIT_CONFIG_LOADED, NULL, json_pack("{s:s}", "file", cfg->path), 0))
 		goto out;
 	prune(cfg, st, NULL);
+	erasure_admin_say(cfg);
 	if (queue_bot_setup(cfg, st) != TH_OK) {
 		LOG(LOG_ERROR, "cannot queue the bot's registration in the store");
 		goto out;
@@ -484,12 +517,18 @@ int daemon_serve(const struct config *cfg)
 	 * tells the bridge through a hook, never by name. */
 	struct matrix_outbox mxo;
 	matrix_outbox_init(&mxo, cfg);
-	struct txn_env start_env = {cfg, st, au, &mxo.mx};
+	/* What a guest writes is sealed under their own key while Threshold
+	 * holds it (their feed, their queued messages), so erasure leaves
+	 * nothing readable behind in freed pages or backups. */
+	mxo.au = au;
+	struct feed_sealer sealer = {.seal = feed_seal, .unseal = feed_unseal, .ctx = au};
+	feed_sealer_set(&sealer);
+	struct txn_env start_env = {cfg, st, au, &mxo.mx, cases_guest_open};
 	if (roles_at_start(&start_env) != TH_OK) {
 		LOG(LOG_ERROR, "cannot apply the configured roles to the managed rooms");
 		goto out;
 	}
-	struct txn_env env = {cfg, st, au, &mxo.mx};
+	struct txn_env env = {cfg, st, au, &mxo.mx, cases_guest_open};
 	struct outbox_hooks hooks = {.room_created = conversation_room_created, .ctx = &env};
 	if (outbox_start(st, cfg, &hooks, &ob) != TH_OK)
 		goto out;

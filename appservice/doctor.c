@@ -27,6 +27,7 @@
 
 #include "config.h"
 #include "cs.h"
+#include "hs_admin.h"
 #include "jsonx.h"
 #include "store.h"
 #include "util.h"
@@ -429,6 +430,61 @@ static void check_bot_admin(struct doctor *d)
 	cs_response_clear(&r);
 }
 
+/* homeserver.admin_token_file: what erasure can do on the homeserver. */
+static void check_erasure_admin(struct doctor *d)
+{
+	const struct config *cfg = d->cfg;
+	if (!cfg->hs_admin_token_file) {
+		add(d, "erasure_admin", DR_NOTE,
+		    "Make a homeserver admin user for this job (not the bot), put its access token in a "
+		    "file of mode 0600 and name it in homeserver.admin_token_file (docs/privacy.md).",
+		    "homeserver.admin_token_file is not set: when a guest has their data deleted, "
+		    "Threshold redacts their messages and erases their account, but cannot delete their "
+		    "files from the homeserver's media store nor purge their conversation room; the "
+		    "redacted words stay in the homeserver's database until its "
+		    "redaction_retention_period.");
+		return;
+	}
+	char why[160];
+	if (hs_admin_token_file_check(cfg->hs_admin_token_file, why, sizeof(why)) != TH_OK) {
+		char fix[512];
+		snprintf(fix, sizeof(fix), "Put a homeserver admin's token in %s, mode 0600.",
+		         cfg->hs_admin_token_file);
+		add(d, "erasure_admin", DR_ATTENTION, fix,
+		    "homeserver.admin_token_file: %s %s: erasures cannot delete media or rooms.",
+		    cfg->hs_admin_token_file, why);
+		return;
+	}
+	hs_admin *h = NULL;
+	int rc = hs_admin_open(cfg, &h);
+	char *who = NULL;
+	int is_admin = 0;
+	long status = 0;
+	if (!rc)
+		rc = hs_admin_whoami(h, &who, &is_admin, &status);
+	hs_admin_close(h);
+	if (rc) {
+		add(d, "erasure_admin", DR_ATTENTION,
+		    "Put a valid access token of a homeserver admin in homeserver.admin_token_file.",
+		    "The token in homeserver.admin_token_file does not work (%s%s).", th_strerror(rc),
+		    status ? ", HTTP status above" : "");
+	} else if (!strcmp(who, cfg->bot_user_id)) {
+		add(d, "erasure_admin", DR_ATTENTION,
+		    "Use another user's token: the bot must never be a server admin "
+		    "(docs/homeserver-hardening.md).",
+		    "homeserver.admin_token_file holds the bot's own token.");
+	} else if (!is_admin) {
+		add(d, "erasure_admin", DR_ATTENTION, "Make that user a server admin, or use an admin's token.",
+		    "homeserver.admin_token_file holds the token of %s, who is not a server admin: "
+		    "erasures cannot delete media or rooms.",
+		    who);
+	} else {
+		add(d, "erasure_admin", DR_OK, NULL,
+		    "Erasure can delete a guest's media and conversation room (admin token of %s).", who);
+	}
+	free(who);
+}
+
 /* One room the bot must be joined to. */
 static void need_room(struct doctor *d, const json_t *joined, const char *room, const char *what)
 {
@@ -656,6 +712,18 @@ static void check_synapse_config(struct doctor *d)
 			    synapse_settings[i].key, v ? "true" : "false", synapse_settings[i].why);
 		}
 	}
+	yaml_node_t *rrp = yaml_find(&doc, root, "redaction_retention_period");
+	const char *rrv = rrp && rrp->type == YAML_SCALAR_NODE ? (const char *)rrp->data.scalar.value : NULL;
+	if (!rrv || !strcmp(rrv, "7d"))
+		add(d, "synapse_setting", DR_ATTENTION,
+		    "Set redaction_retention_period: 1h (or shorter) in homeserver.yaml "
+		    "(docs/homeserver-hardening.md).",
+		    "homeserver.yaml: redaction_retention_period is %s: the words of a redacted message, "
+		    "including those of a guest who had their data deleted, stay in the homeserver's "
+		    "database for 7 days.",
+		    rrv ? rrv : "not set (7 days)");
+	else
+		add(d, "synapse_setting", DR_OK, NULL, "homeserver.yaml: redaction_retention_period is %s.", rrv);
 	if (yaml_bool(yaml_find(&doc, root, "retention.enabled")) != 1)
 		add(d, "synapse_setting", DR_NOTE, NULL,
 		    "homeserver.yaml: message retention is off: conversations stay on the homeserver "
@@ -832,7 +900,7 @@ static void check_store(struct doctor *d)
 static void (*const checks[])(struct doctor *) = {
         check_registration,   check_files,   check_store,     check_homeserver, check_invite_blocking,
         check_token,          check_ping,    check_bot_admin, check_bot_rooms,  check_hardening_outside,
-        check_synapse_config, check_gateway,
+        check_synapse_config, check_gateway, check_erasure_admin,
 };
 
 static void print_text(const struct doctor *d)

@@ -290,7 +290,13 @@ int guests_create_sealed(const struct config *cfg, store_txn *t, audit *au, cons
 	if ((rc = outbox_push(t, reg)) || (rc = outbox_push(t, blk)) || (rc = outbox_push(t, dn)))
 		goto out;
 
-	details = json_pack("{s:s}", "pseudonym", g.pseudonym);
+	/* The pseudonym is identifying text: on the record only sealed under
+	 * the guest's key, so it goes with the key when the guest is erased. */
+	char *sealed_name = NULL;
+	if ((rc = audit_seal(au, t, g.user_id, g.pseudonym, &sealed_name)))
+		goto out;
+	details = json_pack("{s:s}", "pseudonym_sealed", sealed_name);
+	free(sealed_name);
 	ar.subject = g.user_id;
 	ar.details = details;
 	ar.sealed = note && *note ? note : NULL;

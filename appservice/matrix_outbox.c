@@ -7,12 +7,15 @@
 #include "matrix_outbox.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include <jansson.h>
 
+#include "audit.h"
 #include "config.h"
 #include "cs.h"
 #include "guests.h"
+#include "erasure.h"
 #include "outbox.h"
 #include "templates.h"
 #include "util.h"
@@ -63,19 +66,53 @@ static int mo_notice_after(void *ctx, store_txn *t, const char *room_id, const c
 static int mo_text(void *ctx, store_txn *t, const char *room_id, const char *user_id, const char *body,
                    const char *local_id)
 {
-	(void)ctx;
+	const struct matrix_outbox *mo = ctx;
 	json_t *content =
 	        json_pack("{s:s, s:s, s:s}", "msgtype", "m.text", "body", body, MX_LOCAL_ID_KEY, local_id);
-	return content ? push(t, outbox_message(room_id, user_id, content, NULL)) : TH_EINVAL;
+	if (!content)
+		return TH_EINVAL;
+	if (!mo->au)
+		return push(t, outbox_message(room_id, user_id, content, NULL));
+	/* Sealed under the guest's key until it is sent (outbox.h "sealed_content"). */
+	char *plain = json_dumps(content, JSON_COMPACT), *sealed = NULL;
+	json_decref(content);
+	if (!plain)
+		return TH_EINVAL;
+	int rc = audit_seal(mo->au, t, user_id, plain, &sealed);
+	explicit_bzero(plain, strlen(plain));
+	free(plain);
+	if (rc)
+		return rc;
+	json_t *a = outbox_message(room_id, user_id, json_object(), NULL);
+	json_object_set_new(a, "sealed_content", json_string(sealed));
+	free(sealed);
+	return push(t, a);
 }
 
 static int mo_send_media(void *ctx, store_txn *t, const struct mx_media *m)
 {
-	(void)ctx;
-	return push(t, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "op", "send_media",
-	                         "room_id", m->room_id, "user_id", m->user_id, "blob", m->blob, "name",
-	                         m->name, "mimetype", m->mimetype, "msgtype", m->msgtype, "local_id",
-	                         m->local_id, "size", (json_int_t)m->size));
+	const struct matrix_outbox *mo = ctx;
+	int sealed = 0, rc = TH_OK;
+	if (m->data && mo->au) { /* sealed under the guest's key until uploaded */
+		unsigned char *buf = NULL;
+		size_t len = 0;
+		rc = audit_seal_bytes(mo->au, t, m->user_id, m->data, m->size, &buf, &len);
+		if (!rc)
+			rc = store_put(t, STORE_BLOBS, m->blob, strlen(m->blob), buf, len, STORE_NOOVERWRITE);
+		free(buf);
+		sealed = 1;
+	} else if (m->data) {
+		rc = store_put(t, STORE_BLOBS, m->blob, strlen(m->blob), m->data, m->size, STORE_NOOVERWRITE);
+	}
+	if (rc)
+		return rc;
+	json_t *a = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "op", "send_media", "room_id",
+	                      m->room_id, "user_id", m->user_id, "blob", m->blob, "name", m->name, "mimetype",
+	                      m->mimetype, "msgtype", m->msgtype, "local_id", m->local_id, "size",
+	                      (json_int_t)m->size);
+	if (a && sealed)
+		json_object_set_new(a, "sealed", json_true());
+	return push(t, a);
 }
 
 static int mo_qr_image(void *ctx, store_txn *t, const char *room_id, const char *user_id, const char *text,
@@ -263,6 +300,51 @@ static void mo_fetcher_free(struct mx_fetcher *f)
 	free(f);
 }
 
+/* The erasure's steps (erasure.h), each marked "erasure": G so that a
+ * failure is recorded on the job. */
+static int mo_erase(void *ctx, store_txn *t, const struct mx_erasure *e)
+{
+	const struct config *cfg = cfg_of(ctx);
+	const char *g = e->guest;
+	int rc = erasure_job_begin(t, g, th_now_ms());
+	for (size_t i = 0; !rc && i < e->nevents; i++)
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "op", "redact", "room_id",
+		                       e->events[2 * i], "user_id", cfg->bot_user_id, "event_id",
+		                       e->events[2 * i + 1], "reason", "Deleted at the guest's request",
+		                       "erasure", g));
+	if (!rc)
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:o}", "op", "erase_media", "user_id", g, "erasure",
+		                       g, "after", lanes(e->after, e->nafter)));
+	if (!rc)
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:o}", "op", "deactivate", "user_id", g, "erasure", g,
+		                       "after", lanes(e->after, e->nafter)));
+	for (size_t i = 0; !rc && i < e->npurge; i++)
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:s}", "op", "purge_room", "room_id",
+		                       e->purge[i], "user_id", g, "lane", g, "erasure", g));
+	/* A lead's "!audit reveal" of their sealed detail does not outlive them. */
+	if (!rc && cfg->safeguarding_room)
+		rc = push(t, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "op", "redact_reveals", "room_id",
+		                       cfg->safeguarding_room, "user_id", cfg->bot_user_id, "target", g,
+		                       "lane", g, "erasure", g));
+	if (!rc)
+		rc = push(t, json_pack("{s:s, s:s, s:s}", "op", "erasure_done", "user_id", g, "erasure", g));
+	return rc;
+}
+
+static int mo_erase_state(void *ctx, store_txn *t, const char *guest, enum mx_erase_state *out)
+{
+	(void)ctx;
+	enum erasure_state s;
+	int rc = erasure_job_state(t, guest, &s);
+	if (rc)
+		return rc;
+	*out = s == ERASURE_RUNNING      ? MX_ERASE_RUNNING
+	       : s == ERASURE_DONE       ? MX_ERASE_DONE
+	       : s == ERASURE_INCOMPLETE ? MX_ERASE_INCOMPLETE
+	                                 : MX_ERASE_NONE;
+	return TH_OK;
+}
+
 static const struct mx_ops outbox_ops = {
         .notice = mo_notice,
         .notice_after = mo_notice_after,
@@ -283,11 +365,14 @@ static const struct mx_ops outbox_ops = {
         .fetcher_new = mo_fetcher_new,
         .fetch = mo_fetch,
         .fetcher_free = mo_fetcher_free,
+        .erase = mo_erase,
+        .erase_state = mo_erase_state,
 };
 
 void matrix_outbox_init(struct matrix_outbox *mo, const struct config *cfg)
 {
 	mo->cfg = cfg;
+	mo->au = NULL; /* the caller sets it to seal guests' words */
 	mo->mx.ops = &outbox_ops;
 	mo->mx.ctx = mo;
 }

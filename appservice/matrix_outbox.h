@@ -8,12 +8,17 @@
 
 #include "matrix.h"
 
+struct audit;
 struct config;
 
 /** The implementation's context; set up by matrix_outbox_init. */
 struct matrix_outbox {
 	struct matrix mx;         /* hand &mx to the bridge */
 	const struct config *cfg; /* borrowed */
+	/* borrowed, or NULL: when set, what a guest writes is queued sealed
+	 * under the guest's key (audit_seal; "sealed_content" in outbox.h), so
+	 * the store's freed pages keep nothing readable once they are erased */
+	struct audit *au;
 };
 
 /**

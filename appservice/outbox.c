@@ -27,6 +27,9 @@
 #include "audit.h"
 #include "config.h"
 #include "cs.h"
+#include "audit_query.h"
+#include "erasure.h"
+#include "hs_admin.h"
 #include "log.h"
 #include "jsonx.h"
 #include "qr.h"
@@ -44,6 +47,8 @@
 #define META_SEQ    "outbox_seq"
 /* In the answer execute() hands remove_entry: an enforcement action refused for good. */
 #define ENFORCE_REFUSED "enforcement_refused"
+/* In the answer execute() hands remove_entry: a step of an erasure refused for good. */
+#define ERASURE_REFUSED "erasure_refused"
 #define META_PREFIX "outbox_txn_prefix"
 #define PREFIX_MAX  32 /* hex characters */
 
@@ -79,6 +84,8 @@ typedef int (*run_fn)(outbox *ob, uint64_t seq, const json_t *a, struct cs_respo
 /* After success, in the write txn that removes the action: what follows from
  * the homeserver's answer @p resp (borrowed, may be NULL). */
 typedef int (*done_fn)(const outbox *ob, store_txn *t, const json_t *a, const json_t *resp);
+
+static struct audit *pool_audit(outbox *ob);
 
 static const char *field(const json_t *a, const char *key)
 {
@@ -751,7 +758,19 @@ static int run_send_media(outbox *ob, uint64_t seq, const json_t *a, struct cs_r
 	size_t len = 0;
 	void *copy = NULL;
 	rc = store_get(t, STORE_BLOBS, id, strlen(id), &v, &len);
-	if (rc == TH_OK) {
+	if (rc == TH_OK && json_is_true(json_object_get(a, "sealed"))) {
+		/* sealed under the guest's key (matrix_outbox.c); gone with the key */
+		struct audit *au = pool_audit(ob);
+		unsigned char *plain = NULL;
+		size_t plen = 0;
+		rc = au ? audit_unseal_bytes(au, t, field(a, "user_id"), v, len, &plain, &plen) : TH_ESTORE;
+		if (rc == TH_OK) {
+			copy = plain;
+			len = plen;
+		} else if (rc != TH_ESTORE && rc != TH_EIO) {
+			rc = TH_ENOTFOUND; /* erased, or cannot ever be read */
+		}
+	} else if (rc == TH_OK) {
 		copy = xmalloc(len ? len : 1);
 		memcpy(copy, v, len);
 	}
@@ -887,6 +906,242 @@ int outbox_enforcement_failed(const outbox *ob, store_txn *t, const json_t *a, c
 	return rc == TH_EINVAL ? TH_OK : rc;
 }
 
+/* ---- erasure steps (erasure.h) ------------------------------------------ */
+
+/* A made-up answer for a run fn that did its work (or none) without one
+ * request to hand back: @p status, with @p body (taken) and its errcode. */
+static void answer(struct cs_response *r, long status, json_t *body)
+{
+	memset(r, 0, sizeof(*r));
+	r->status = status;
+	r->body = body;
+	r->errcode = jsonx_str(body, "errcode");
+}
+
+/* The admin API handle for an erasure step: TH_OK with @p h; or TH_OK with
+ * *h NULL and @p r answered: skipped (no admin token configured) or refused
+ * (a token file that cannot be used: the step fails, recorded, not retried
+ * for an hour against a mistake an admin must fix). */
+static int admin_open(outbox *ob, hs_admin **h, struct cs_response *r)
+{
+	*h = NULL;
+	int rc = hs_admin_open(ob->cfg, h);
+	if (rc == TH_ENOTFOUND) {
+		answer(r, 200, json_pack("{s:s}", "skipped", "no_admin_token"));
+		return TH_OK;
+	}
+	if (rc == TH_ENET)
+		return rc;
+	if (rc) {
+		answer(r, 403, json_pack("{s:s}", "errcode", "TH_ADMIN_TOKEN_UNUSABLE"));
+		return TH_OK;
+	}
+	return TH_OK;
+}
+
+/* The answer for an admin call that failed: its status, or the error. */
+static int admin_failed(int rc, long status, struct cs_response *r)
+{
+	if (rc == TH_EHTTP) {
+		answer(r, status, json_pack("{s:s}", "errcode", "TH_ADMIN_API"));
+		return TH_OK;
+	}
+	return rc;
+}
+
+/* {"op":"erase_media", "user_id":G, "erasure":G}: G's uploads deleted from
+ * the homeserver's media store (admin API). */
+static int run_erase_media(outbox *ob, uint64_t seq, const json_t *a, struct cs_response *r)
+{
+	(void)seq;
+	hs_admin *h;
+	int rc = admin_open(ob, &h, r);
+	if (rc || !h)
+		return rc;
+	size_t n = 0;
+	long status = 0;
+	rc = hs_admin_user_media_delete(h, field(a, "user_id"), &n, &status);
+	hs_admin_close(h);
+	if (rc)
+		return admin_failed(rc, status, r);
+	LOG(LOG_INFO, "outbox: erasure: deleted %zu file(s) of %s from the media store", n,
+	    field(a, "user_id"));
+	answer(r, 200, json_pack("{s:I}", "deleted", (json_int_t)n));
+	return TH_OK;
+}
+
+/* Wait up to about @p ms for room @p room's deletion to complete. */
+static int purge_wait(hs_admin *h, const char *room, unsigned ms, enum hs_admin_purge *st, long *status)
+{
+	int rc = TH_OK;
+	for (unsigned waited = 0;; waited += 250) {
+		rc = hs_admin_room_delete_status(h, room, st, status);
+		/* Just asked for: the homeserver may not list it for a moment. */
+		if (!rc && *st == HS_ADMIN_PURGE_NONE)
+			*st = HS_ADMIN_PURGE_RUNNING;
+		if (rc || *st != HS_ADMIN_PURGE_RUNNING || waited >= ms)
+			return rc;
+		struct timespec ts = {0, 250 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* {"op":"purge_room", "room_id":R, "user_id":G, "lane":G, "erasure":G}: R,
+ * the guest's own room, deleted and purged from the homeserver's database
+ * (admin API).  Asynchronous on the homeserver: done once its status says
+ * "complete"; a deletion still running is retried (with backoff) later. */
+static int run_purge_room(outbox *ob, uint64_t seq, const json_t *a, struct cs_response *r)
+{
+	(void)seq;
+	hs_admin *h;
+	int rc = admin_open(ob, &h, r);
+	if (rc || !h)
+		return rc;
+	const char *room = field(a, "room_id");
+	enum hs_admin_purge st = HS_ADMIN_PURGE_NONE;
+	long status = 0;
+	rc = hs_admin_room_delete_status(h, room, &st, &status);
+	if (!rc && (st == HS_ADMIN_PURGE_NONE || st == HS_ADMIN_PURGE_FAILED)) {
+		rc = hs_admin_room_delete(h, room, &status);
+		st = HS_ADMIN_PURGE_RUNNING;
+	}
+	if (!rc && st == HS_ADMIN_PURGE_RUNNING)
+		rc = purge_wait(h, room, 20000, &st, &status);
+	hs_admin_close(h);
+	if (rc)
+		return admin_failed(rc, status, r);
+	if (st == HS_ADMIN_PURGE_COMPLETE) {
+		LOG(LOG_INFO, "outbox: erasure: room %s deleted and purged", room);
+		answer(r, 200, json_object());
+	} else { /* still running, or failed: ask again later */
+		answer(r, 503, json_pack("{s:s}", "errcode", "TH_PURGE_RUNNING"));
+	}
+	return TH_OK;
+}
+
+/* Is @p ev a reveal of @p guest's sealed detail, posted by the bot? */
+static int is_reveal_of(const json_t *ev, const char *bot, const char *guest)
+{
+	const char *body = jsonx_str(json_object_get(ev, "content"), "body");
+	const char *type = jsonx_str(ev, "type"), *sender = jsonx_str(ev, "sender");
+	if (!body || !type || !sender || strcmp(type, "m.room.message") || strcmp(sender, bot))
+		return 0;
+	if (strncmp(body, AUDIT_QUERY_REVEAL_MARK, strlen(AUDIT_QUERY_REVEAL_MARK)) != 0)
+		return 0;
+	char *needle = xasprintf("(%s)", guest);
+	int hit = strstr(body, needle) != NULL;
+	free(needle);
+	return hit;
+}
+
+#define REVEAL_PAGES 50 /* pages of 100 events read back at most */
+
+/* {"op":"redact_reveals", "room_id":R, "user_id":U, "target":G, "lane":G,
+ * "erasure":G}: every "!audit reveal" answer about G that U (the bot) posted
+ * in the safeguarding room R is redacted, so a revealed sealed note does not
+ * outlive G's erasure there.  Reads R's history back (as U); each
+ * redaction's txn id is fixed by the action and the event, so a retry
+ * repeats none. */
+static int run_redact_reveals(outbox *ob, uint64_t seq, const json_t *a, struct cs_response *r)
+{
+	const char *room = field(a, "room_id"), *bot = field(a, "user_id"), *guest = field(a, "target");
+	char *eroom = cs_escape(room);
+	char *from = NULL;
+	unsigned redacted = 0;
+	int rc = TH_OK;
+	for (int page = 0; page < REVEAL_PAGES; page++) {
+		char *efrom = from ? cs_escape(from) : NULL;
+		char *path = xasprintf("/_matrix/client/v3/rooms/%s/messages?dir=b&limit=100%s%s", eroom,
+		                       efrom ? "&from=" : "", efrom ? efrom : "");
+		free(efrom);
+		struct cs_response m = {0};
+		rc = cs_request(ob->cs, "GET", path, bot, NULL, &m);
+		free(path);
+		if (rc)
+			break;
+		if (m.status / 100 != 2) {
+			*r = m; /* the answer says why */
+			free(eroom);
+			free(from);
+			return TH_OK;
+		}
+		json_t *chunk = json_object_get(m.body, "chunk");
+		size_t i;
+		json_t *ev;
+		json_array_foreach(chunk, i, ev)
+		{
+			if (rc || !is_reveal_of(ev, bot, guest))
+				continue;
+			char *eid = cs_escape(jsonx_str(ev, "event_id"));
+			char *rpath = xasprintf("/_matrix/client/v3/rooms/%s/redact/%s/th%s_%llu_%u", eroom,
+			                        eid, ob->txn_prefix, (unsigned long long)seq, redacted);
+			json_t *body = json_pack("{s:s}", "reason", "The guest's data was erased");
+			struct cs_response x = {0};
+			rc = cs_request(ob->cs, "PUT", rpath, bot, body, &x);
+			json_decref(body);
+			free(rpath);
+			free(eid);
+			if (!rc && x.status / 100 != 2) {
+				cs_response_clear(&m);
+				*r = x;
+				free(eroom);
+				free(from);
+				return TH_OK;
+			}
+			if (!rc) {
+				cs_response_clear(&x);
+				redacted++;
+			}
+		}
+		const char *end = jsonx_str(m.body, "end");
+		int more = end && json_array_size(chunk) > 0;
+		free(from);
+		from = more ? xstrdup(end) : NULL;
+		cs_response_clear(&m);
+		if (rc || !more)
+			break;
+	}
+	free(eroom);
+	free(from);
+	if (rc)
+		return rc;
+	if (redacted)
+		LOG(LOG_INFO, "outbox: erasure: redacted %u reveal(s) of %s's sealed detail in %s", redacted,
+		    guest, room);
+	answer(r, 200, json_object());
+	return TH_OK;
+}
+
+/* {"op":"erasure_done", "user_id":G, "erasure":G}: no request; its done fn
+ * finishes the job, after every step before it in G's lane. */
+static int run_erasure_done(outbox *ob, uint64_t seq, const json_t *a, struct cs_response *r)
+{
+	(void)ob;
+	(void)seq;
+	(void)a;
+	answer(r, 200, json_object());
+	return TH_OK;
+}
+
+static int done_erase_media(const outbox *ob, store_txn *t, const json_t *a, const json_t *resp)
+{
+	(void)ob;
+	return jsonx_str(resp, "skipped") ? erasure_step_skipped(t, field(a, "erasure"), "media") : TH_OK;
+}
+
+static int done_purge_room(const outbox *ob, store_txn *t, const json_t *a, const json_t *resp)
+{
+	(void)ob;
+	return jsonx_str(resp, "skipped") ? erasure_step_skipped(t, field(a, "erasure"), "purge_room")
+	                                  : TH_OK;
+}
+
+static int done_erasure_done(const outbox *ob, store_txn *t, const json_t *a, const json_t *resp)
+{
+	(void)resp;
+	return erasure_job_finish(ob->au, ob->cfg, t, field(a, "erasure"));
+}
+
 static const struct op {
 	const char *name;
 	const char *fields[7];
@@ -917,6 +1172,10 @@ static const struct op {
         {"staff_members", {"room_id", "user_id"}, 0, build_staff_members, done_staff_members, NULL},
         {"audit_export", {"room_id", "user_id", "reply_to"}, 0, NULL, done_audit_export, run_audit_export},
         {"qr_image", {"room_id", "user_id", "text"}, 0, NULL, done_qr_image, run_qr_image},
+        {"erase_media", {"user_id", "erasure"}, 0, NULL, done_erase_media, run_erase_media},
+        {"purge_room", {"room_id", "user_id", "erasure"}, 0, NULL, done_purge_room, run_purge_room},
+        {"erasure_done", {"user_id", "erasure"}, 0, NULL, done_erasure_done, run_erasure_done},
+        {"redact_reveals", {"room_id", "user_id", "target", "erasure"}, 0, NULL, NULL, run_redact_reveals},
         {"send_media",
          {"room_id", "user_id", "blob", "name", "mimetype", "msgtype", "local_id"},
          0,
@@ -1063,6 +1322,36 @@ static enum outbox_result classify(int rc, const struct cs_response *r, const ch
 	return OUTBOX_RETRY;
 }
 
+/* Open @p a's "sealed_content" (sealed under its "user_id"'s key) into its
+ * "content".  TH_ENOTFOUND: the key is gone (the sender was erased). */
+static int open_sealed(outbox *ob, json_t *a)
+{
+	struct audit *au = pool_audit(ob);
+	if (!au)
+		return TH_ESTORE; /* not wired yet: later */
+	store_txn *t;
+	int rc = store_txn_begin(ob->st, 0, &t);
+	if (rc)
+		return rc;
+	char *plain = NULL;
+	rc = audit_unseal(au, t, field(a, "user_id"), field(a, "sealed_content"), &plain);
+	store_txn_abort(t);
+	if (rc == TH_EINVAL || rc == TH_ECRYPTO)
+		return TH_ENOTFOUND; /* cannot ever be read: as good as erased */
+	if (rc)
+		return rc;
+	json_t *content = json_loads(plain, 0, NULL);
+	explicit_bzero(plain, strlen(plain));
+	free(plain);
+	if (!json_is_object(content)) {
+		json_decref(content);
+		return TH_ENOTFOUND;
+	}
+	json_object_set_new(a, "content", content);
+	json_object_del(a, "sealed_content");
+	return TH_OK;
+}
+
 /*
  * Make one attempt at the action stored at @p seq.
  * @param delay_ms  on OUTBOX_RETRY, how long to wait before the next attempt
@@ -1079,6 +1368,22 @@ static enum outbox_result execute(outbox *ob, uint64_t seq, const char *val, siz
 		snprintf(why, 96, "malformed");
 		json_decref(a);
 		return OUTBOX_DROP;
+	}
+	if (field(a, "sealed_content")) { /* a guest's words, sealed until now */
+		int orc = open_sealed(ob, a);
+		if (orc == TH_ENOTFOUND) {
+			LOG(LOG_INFO, "outbox: dropped %s action %llu: its sender's data was erased",
+			    op->name, (unsigned long long)seq);
+			snprintf(why, 96, "erased");
+			json_decref(a);
+			return OUTBOX_DROP;
+		}
+		if (orc) {
+			snprintf(why, 96, "%s", th_strerror(orc));
+			*delay_ms = outbox_backoff_ms(attempt, 0, ob->cfg->outbox_max_backoff_ms);
+			json_decref(a);
+			return OUTBOX_RETRY;
+		}
 	}
 	struct request req = {0};
 	struct cs_response r = {0};
@@ -1108,6 +1413,8 @@ static enum outbox_result execute(outbox *ob, uint64_t seq, const char *val, siz
 		LOG(LOG_WARN, "outbox: dropped %s action %llu: %s", op->name, (unsigned long long)seq, why);
 		if (json_object_get(a, "enforce")) /* finish_in records and alerts it */
 			*answer = json_pack("{s:s}", ENFORCE_REFUSED, why);
+		else if (field(a, "erasure")) /* a step of an erasure: finish_in records and alerts it */
+			*answer = json_pack("{s:s}", ERASURE_REFUSED, why);
 		break;
 	case OUTBOX_RETRY:
 		*delay_ms = outbox_backoff_ms(attempt, r.retry_after_ms, ob->cfg->outbox_max_backoff_ms);
@@ -1224,6 +1531,15 @@ struct pool {
 	uint64_t next_commit_ms;   /* no removal commit before this (th_mono_ms) */
 	struct outbox_stats stats; /* under mu */
 };
+
+/* The audit handle outbox_set_audit gave, for a worker (NULL before). */
+static struct audit *pool_audit(outbox *ob)
+{
+	pthread_mutex_lock(&ob->pool->mu);
+	struct audit *au = ob->pool->au;
+	pthread_mutex_unlock(&ob->pool->mu);
+	return au;
+}
 
 void outbox_set_audit(outbox *ob, struct audit *au)
 {
@@ -1569,6 +1885,12 @@ static int set_aside(const outbox *ob, store_txn *t, const struct finished *f)
 		rc = outbox_push(t, n);
 		json_decref(n);
 	}
+	if (!rc && a && field(a, "erasure")) { /* a step of an erasure given up: on its record */
+		char *why = xasprintf("set aside after %llu minutes, last: %s",
+		                      (unsigned long long)((now - first) / 60000), f->why);
+		rc = erasure_step_failed(ob->au, ob->cfg, t, a, why);
+		free(why);
+	}
 	json_decref(a);
 	return rc;
 }
@@ -1588,6 +1910,8 @@ static int finish_in(const outbox *ob, store_txn *t, const struct finished *f)
 	if (f->answer && jsonx_str(f->answer, ENFORCE_REFUSED)) {
 		/* An enforcement action refused for good (execute): on the record. */
 		rc = outbox_enforcement_failed(ob, t, a, jsonx_str(f->answer, ENFORCE_REFUSED));
+	} else if (f->answer && jsonx_str(f->answer, ERASURE_REFUSED)) {
+		rc = erasure_step_failed(ob->au, ob->cfg, t, a, jsonx_str(f->answer, ERASURE_REFUSED));
 	} else if (f->answer) {
 		const struct op *op = op_check(a);
 		rc = op && op->done ? op->done(ob, t, a, f->answer) : TH_OK;

@@ -59,6 +59,13 @@
  *   {"op":"state",  "room_id":R, "user_id":U, "type":T[, "state_key":K], "content":{...}}
  *   {"op":"directory_visibility", "room_id":R, "user_id":U, "visibility":"private"|"public"}
  *       R's entry in the homeserver's published room list (no state event shows it).
+ * Any action may carry "erasure": G: it is a step of guest G's erasure
+ * (erasure.h).  If it is refused for good, or set aside, the commit that
+ * drops it records the failure on G's job, appends an erasure_step_failed
+ * audit record and alerts the safeguarding room (erasure_step_failed).
+ * A "send" may carry "sealed_content": S instead of its content (which is
+ * then {}): the content, sealed under the key of its "user_id" (audit_seal);
+ * opened just before the request, and dropped if the key is gone (erased).
  * Any action may carry "enforce": {"reason":S, "event_id":E}: it carries out a
  * policy decision (a kick, a revert).  If the homeserver refuses it for good,
  * the commit that drops it appends an enforcement_failed audit record and
@@ -84,13 +91,27 @@
  *       handled since the read was queued (rooms_staff_refresh).  Queue it
  *       after rooms_staff_read_begin.
  *   {"op":"redact", "room_id":R, "user_id":U, "event_id":E[, "reason":S]}
- *       (a guest's own messages, when they erase their data)
+ *       (a guest's messages, redacted by the bot when they erase their data)
  *   {"op":"send_media", "room_id":R, "user_id":U, "blob":B, "name":N, "mimetype":M,
  *                       "msgtype":T, "local_id":L, "size":S}
  *       Upload the bytes kept under B in STORE_BLOBS as U and, in the commit
  *       that removes the action, delete them and queue the m.image/m.file.
- *       A dropped action deletes its bytes too.
+ *       A dropped action deletes its bytes too.  With "sealed": true the bytes
+ *       are sealed under U's key (audit_seal_bytes) and opened for the upload.
  *   {"op":"deactivate", "user_id":U}   (U's account, erased: a guest who deleted their data)
+ *   {"op":"erase_media", "user_id":G, "erasure":G}
+ *       Delete every file G uploaded from the homeserver's media store, with
+ *       the admin token (hs_admin.h); without one, done as "skipped".
+ *   {"op":"purge_room", "room_id":R, "user_id":G, "lane":G, "erasure":G}
+ *       Delete and purge R (G's own conversation room) with the admin
+ *       token; done once the homeserver says the purge is complete (retried
+ *       while it runs); without a token, done as "skipped".
+ *   {"op":"redact_reveals", "room_id":R, "user_id":U, "target":G, "lane":G, "erasure":G}
+ *       Redact each answer to "!audit reveal" about G that U (the bot)
+ *       posted in the safeguarding room R (read back from R's history).
+ *   {"op":"erasure_done", "user_id":G, "erasure":G}
+ *       No request: the commit that removes it finishes G's erasure job
+ *       (erasure_job_finish), after every step before it in G's lane.
  *   {"op":"account_data", "user_id":U, "type":T, "content":{...}}
  *       Set U's global account data of type T (idempotent).  Used to block
  *       invites to a guest at the homeserver (outbox_block_invites).

@@ -262,11 +262,19 @@ static struct answer answer_text(sms_channel *s, const struct sms_in *in)
 		if (!rc)
 			a.say = sms_say(SMS_SAY_ENDED, lang, langs, nlangs);
 		break;
-	case POL_CHAN_ERASE:
-		rc = conv_erase(s->env, st.guest);
+	case POL_CHAN_ERASE: {
+		/* The erasure job runs on (conv.h): the text says it is under way.
+		 * One held by an open case is answered as the page answers it. */
+		char receipt[CONV_RECEIPT_LEN + 1];
+		rc = conv_erase(s->env, st.guest, receipt);
 		if (!rc)
 			a.say = sms_say(SMS_SAY_ERASED, lang, langs, nlangs);
+		else if (rc == TH_EEXIST) {
+			a.say = sms_say(SMS_SAY_HELD, lang, langs, nlangs);
+			rc = TH_OK;
+		}
 		break;
+	}
 	case POL_CHAN_FORGET:
 		rc = conv_chan_pending(s->env, key, POL_CHAN_NONE, NULL);
 		if (!rc)

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -237,4 +238,29 @@ char *th_cli_actor(void)
 	if (pw && pw->pw_name)
 		return xasprintf("cli:%.64s", pw->pw_name);
 	return xasprintf("cli:uid%u", (unsigned)geteuid());
+}
+
+int th_private_mode_ok(unsigned mode, char *why, size_t whylen)
+{
+	if (!S_ISREG(mode)) {
+		snprintf(why, whylen, "is not a regular file");
+		return TH_ECONFIG;
+	}
+	if (mode & 077) {
+		snprintf(why, whylen, "is readable or writable by group or others (mode %04o): chmod 600 it",
+		         mode & 07777);
+		return TH_ECONFIG;
+	}
+	return TH_OK;
+}
+
+int th_private_file_check(const char *path, char *why, size_t whylen)
+{
+	struct stat st;
+	if (lstat(path, &st) != 0) {
+		int e = errno;
+		snprintf(why, whylen, "cannot be read: %s", strerror(e));
+		return e == ENOENT ? TH_ENOTFOUND : TH_ECONFIG;
+	}
+	return th_private_mode_ok(st.st_mode, why, whylen);
 }

@@ -86,4 +86,19 @@ uint64_t th_fnv1a64_update(uint64_t h, const void *buf, size_t len);
 /** th_fnv1a64_update(TH_FNV1A64_INIT, buf, len). */
 uint64_t th_fnv1a64(const void *buf, size_t len);
 
+/**
+ * Whether @p mode (st_mode) is that of a private regular file: regular,
+ * nothing for group or others (a secret's file: mode 0600 or 0400).
+ * @param why  on failure, a sentence for the operator naming the fix
+ * @return TH_OK or TH_ECONFIG.
+ */
+int th_private_mode_ok(unsigned mode, char *why, size_t whylen);
+
+/**
+ * th_private_mode_ok() for the file at @p path (not followed if a link),
+ * without reading it.
+ * @return TH_OK, TH_ENOTFOUND (no such file) or TH_ECONFIG.
+ */
+int th_private_file_check(const char *path, char *why, size_t whylen);
+
 #endif

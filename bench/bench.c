@@ -183,7 +183,7 @@ static void bench_txns(struct config *cfg, store *st, unsigned ntxns, unsigned p
 		bodies[i] = make_txn(&next_id, per, &lens[i]);
 	struct matrix_outbox mxo;
 	matrix_outbox_init(&mxo, cfg);
-	struct txn_env env = {cfg, st, NULL, &mxo.mx};
+	struct txn_env env = {cfg, st, NULL, &mxo.mx, NULL};
 	double t0 = now_s();
 	for (unsigned i = 0; i < ntxns; i++) {
 		char id[32];
@@ -265,7 +265,7 @@ static void bench_ack(struct config *cfg, store *st, unsigned n, double *p50, do
 	as_server *srv;
 	struct matrix_outbox mxo;
 	matrix_outbox_init(&mxo, cfg);
-	struct txn_env env = {cfg, st, NULL, &mxo.mx};
+	struct txn_env env = {cfg, st, NULL, &mxo.mx, NULL};
 	if (as_server_start(&env, NULL, NULL, &srv) != TH_OK)
 		exit(1);
 	unsigned port = as_server_port(srv);
@@ -815,7 +815,7 @@ static void scale_open(struct scale_store *ss, const struct config *cfg, const c
 		exit(1);
 	}
 	matrix_outbox_init(&ss->mxo, cfg);
-	ss->env = (struct txn_env){cfg, ss->st, ss->au, &ss->mxo.mx};
+	ss->env = (struct txn_env){cfg, ss->st, ss->au, &ss->mxo.mx, NULL};
 	free(path);
 	free(key);
 	free(seal);

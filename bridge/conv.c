@@ -22,6 +22,7 @@
 
 #define SESSION_DOMAIN "session"
 #define RESUME_DOMAIN  "resume"
+#define ERASURE_DOMAIN "erasure receipt"
 #define MAX_LOCAL_IDS  32 /* local ids remembered per conversation, to send each once */
 #define MAX_SESSIONS   16 /* live sessions per guest; a resume past this is refused */
 #define WAITING_NAMES  10 /* people named in one grouped notice; the rest in the next */
@@ -665,6 +666,7 @@ int conv_auth(store *st, const char *token, uint64_t now_ms, struct conv_session
 		copy_str(out->room, sizeof(out->room), jsonx_str(c, "room"));
 		copy_str(out->state, sizeof(out->state), jsonx_str(c, "state"));
 		out->expires_ms = exp;
+		out->erase_only = json_is_true(json_object_get(c, "erase_only"));
 		rc = TH_OK;
 	}
 	json_decref(s);
@@ -901,8 +903,7 @@ int conv_send_media(const struct txn_env *env, const char *guest, const char *lo
 	if (!rc && *result == CONV_SENT) {
 		char id[33];
 		rc = th_random_hex(id, 16);
-		if (!rc)
-			rc = store_put(t, STORE_BLOBS, id, 32, data, len, STORE_NOOVERWRITE);
+		/* The bytes are kept by the Matrix implementation (sealed, matrix.h). */
 		/* Never the guest's own name for it: "Picture 3.jpg" (media.h). */
 		json_int_t n = json_integer_value(json_object_get(c, "files_sent")) + 1;
 		json_object_set_new(c, "files_sent", json_integer(n));
@@ -913,6 +914,7 @@ int conv_send_media(const struct txn_env *env, const char *guest, const char *lo
 		struct mx_media m = {.room_id = jsonx_str(c, "room"),
 		                     .user_id = guest,
 		                     .blob = id,
+		                     .data = data,
 		                     .name = shown,
 		                     .mimetype = kind->mimetype,
 		                     .msgtype = kind->msgtype,
@@ -987,8 +989,10 @@ int conv_leave(const struct txn_env *env, const char *guest)
 		rc = env->mx->ops->notice(env->mx->ctx, t, room_id, env->cfg->bot_user_id, text, NULL);
 		free(text);
 	}
+	/* The sessions stay, for one thing only: deleting their data (conv_auth). */
+	json_object_set_new(c, "erase_only", json_true());
 	if (!rc)
-		rc = close_in(env, t, guest, c, guest, "You left this conversation.", 1, 0);
+		rc = close_in(env, t, guest, c, guest, "You left this conversation.", 0, 0);
 	json_decref(c);
 	if (rc) {
 		store_txn_abort(t);
@@ -1062,7 +1066,82 @@ int conv_help(const struct txn_env *env, const char *guest, uint64_t *when_ms)
 	return rc;
 }
 
-int conv_erase(const struct txn_env *env, const char *guest)
+/*
+ * Whether something holds @p guest's erasure back: a safeguarding case about
+ * them not yet closed (env->case_open, appservice/cases.h).  1 with @p why
+ * ("case_open") when held, else 0.  When held, conv_erase erases nothing,
+ * records erasure_held and tells staff and the leads (erasure_held_tell),
+ * and the page tells the guest (409).  A lead's retention hold does not
+ * hold an erasure: it keeps what would expire, not what the guest asks to
+ * delete.
+ */
+static int erasure_held(const struct txn_env *env, store_txn *t, const char *guest, const char **why)
+{
+	*why = NULL;
+	if (env->case_open && env->case_open(t, guest) == 1) {
+		*why = "case_open";
+		return 1;
+	}
+	return 0;
+}
+
+/* An erasure held back (erasure_held): an erasure_held audit record, and a
+ * word to staff in the conversation room and to the leads in the
+ * safeguarding room (ids only). */
+static int erasure_held_tell(const struct txn_env *env, store_txn *t, const char *guest, const char *room_id,
+                             const char *why)
+{
+	const struct config *cfg = env->cfg;
+	uint64_t seq = 0;
+	struct audit_rec ar = {.kind = AUDIT_ERASURE_HELD,
+	                       .actor = guest,
+	                       .subject = guest,
+	                       .room = room_id,
+	                       .reason = why ? why : "held"};
+	int rc = audit_append(env->au, t, &ar, &seq);
+	if (!rc && room_id)
+		rc = env->mx->ops->notice(
+		        env->mx->ctx, t, room_id, cfg->bot_user_id,
+		        "This guest asked for their data to be deleted, but it is held for "
+		        "now (a safeguarding case). They were told that staff know. Talk to "
+		        "the safeguarding lead about what happens next.",
+		        NULL);
+	if (!rc && cfg->safeguarding_room) {
+		char *text =
+		        xasprintf("Guest %s asked for their data to be deleted; the erasure is held (%s). "
+		                  "Audit record #%llu.",
+		                  guest, why ? why : "held", (unsigned long long)seq);
+		rc = env->mx->ops->notice(env->mx->ctx, t, cfg->safeguarding_room, cfg->bot_user_id, text,
+		                          NULL);
+		free(text);
+	}
+	return rc;
+}
+
+/* Whether @p room_id, the room of @p guest's conversation, is theirs alone:
+ * a portal (made for one guest's conversation; a group is not), whose guest
+ * as recorded, if any yet, is them.  The only room an erasure deletes. */
+static int room_is_theirs(store_txn *t, const char *room_id, const char *guest)
+{
+	json_t *room = NULL;
+	char pg[256];
+	int theirs = 0;
+	if (room_id && store_get_json(t, STORE_ROOMS, room_id, &room) == TH_OK) {
+		const char *kind = jsonx_str(room, "kind");
+		theirs = kind && strcmp(kind, "portal") == 0 &&
+		         (rooms_user_first(t, room_id, ROOMS_GUESTS, pg) != TH_OK || strcmp(pg, guest) == 0);
+	}
+	json_decref(room);
+	return theirs;
+}
+
+/* The store key of erasure receipt @p receipt. */
+static void receipt_key(const char *receipt, unsigned char key[SEC_HASH_LEN])
+{
+	sec_hash(ERASURE_DOMAIN, receipt, key);
+}
+
+int conv_erase(const struct txn_env *env, const char *guest, char receipt[CONV_RECEIPT_LEN + 1])
 {
 	const struct config *cfg = env->cfg;
 	store_txn *t;
@@ -1080,28 +1159,38 @@ int conv_erase(const struct txn_env *env, const char *guest)
 		store_txn_abort(t);
 		return TH_ENOTFOUND;
 	}
+	const char *held_why = NULL;
+	if (erasure_held(env, t, guest, &held_why)) {
+		/* Nothing is erased; the request is on the record, and staff and
+		 * the leads are told, so the guest's page can say they know. */
+		rc = erasure_held_tell(env, t, guest, jsonx_str(c, "room"), held_why);
+		json_decref(c);
+		if (rc) {
+			store_txn_abort(t);
+			return rc;
+		}
+		rc = store_txn_commit(t);
+		return rc ? rc : TH_EEXIST;
+	}
 	const char *room_id = jsonx_str(c, "room");
-	/* The rooms whose lanes the profile change and the deactivation wait
+	int open = conv_fact(c) != POL_CONV_CLOSED;
+	/* A group's room is not theirs alone: only their own room is deleted. */
+	int theirs = room_is_theirs(t, room_id, guest);
+	/* The rooms whose lanes the profile change and the account steps wait
 	 * for (outbox.h "after"): the redactions and the leave run first. */
 	json_t *rooms = json_array();
 	if (room_id)
 		json_array_append_new(rooms, json_string(room_id));
-	/* 1. Redact what the guest wrote, as the guest (who may redact their own);
-	 * as the bot, which holds the room, once the guest has left it (an SMS
-	 * guest's STOP, then DELETE): a guest outside the room may not. */
-	const char *state = jsonx_str(c, "state");
-	const char *redactor = state && strcmp(state, CONV_CLOSED) == 0 ? cfg->bot_user_id : guest;
+	/* 1. What the guest wrote, to be redacted by the bot: the guest may
+	 * have left or been removed, and could not. */
 	rc = feed_erase(t, guest, &own);
-	size_t i;
+	size_t nown = json_array_size(own), i;
+	const char **events = xcalloc(2 * nown + 1, sizeof(*events));
 	json_t *m;
 	json_array_foreach(own, i, m)
 	{
-		if (rc)
-			break;
-		rc = env->mx->ops->redact(env->mx->ctx, t, jsonx_str(m, "room_id"), redactor,
-		                          jsonx_str(m, "event_id"), "Deleted at the guest's request");
-		if (rc)
-			break;
+		events[2 * i] = jsonx_str(m, "room_id");
+		events[2 * i + 1] = jsonx_str(m, "event_id");
 		size_t j;
 		json_t *r;
 		int known = 0;
@@ -1112,13 +1201,17 @@ int conv_erase(const struct txn_env *env, const char *guest)
 		if (!known)
 			json_array_append_new(rooms, json_string(jsonx_str(m, "room_id")));
 	}
-	/* 2. A neutral word to staff, then the guest leaves and the profile is cleared. */
+	/* 2. A neutral word to staff; the guest leaves if still there. */
 	if (!rc && room_id)
-		rc = env->mx->ops->notice(env->mx->ctx, t, room_id, cfg->bot_user_id,
-		                          "This guest asked for their data to be deleted. Their messages are "
-		                          "being removed and they have left the conversation.",
-		                          NULL);
-	if (!rc && room_id)
+		rc = env->mx->ops->notice(
+		        env->mx->ctx, t, room_id, cfg->bot_user_id,
+		        cfg->hs_admin_token_file && theirs
+		                ? "This guest asked for their data to be deleted. Their messages are being "
+		                  "removed, then this room will be deleted from the homeserver."
+		                : "This guest asked for their data to be deleted. Their messages are being "
+		                  "removed.",
+		        NULL);
+	if (!rc && room_id && open)
 		rc = env->mx->ops->leave(env->mx->ctx, t, room_id, guest);
 	/* The lanes to wait for, borrowed from @p rooms. */
 	size_t nafter = json_array_size(rooms);
@@ -1127,12 +1220,35 @@ int conv_erase(const struct txn_env *env, const char *guest)
 		after[k] = json_string_value(json_array_get(rooms, k));
 	if (!rc)
 		rc = env->mx->ops->displayname(env->mx->ctx, t, guest, "Former guest", after, nafter);
-	/* Last: the homeserver account goes too, marked erased. */
-	if (!rc)
-		rc = env->mx->ops->deactivate(env->mx->ctx, t, guest, after, nafter);
+	/* 3. The job: redactions by the bot, then media, account, their room
+	 * (appservice/erasure.h); the page says "deleted" only once it is done. */
+	if (!rc) {
+		struct mx_erasure e = {.guest = guest,
+		                       .events = events,
+		                       .nevents = nown,
+		                       .purge = &room_id,
+		                       .npurge = theirs ? 1 : 0,
+		                       .after = after,
+		                       .nafter = nafter};
+		rc = env->mx->ops->erase(env->mx->ctx, t, &e);
+	}
 	free(after);
+	free(events);
 	json_decref(rooms);
-	/* 3. Sessions, resume code, the channel's address, conversation and the pseudonym go. */
+	/* The receipt: the guest's handle on the job, and nothing else. */
+	char full[SEC_RESUME_LEN + 1];
+	if (!rc)
+		rc = sec_resume_new(full);
+	if (!rc) {
+		memcpy(receipt, full, CONV_RECEIPT_LEN); /* "ABCD-EFGH-JKLM": 60 bits */
+		receipt[CONV_RECEIPT_LEN] = '\0';
+		unsigned char key[SEC_HASH_LEN];
+		receipt_key(receipt, key);
+		json_t *r = json_pack("{s:s}", "erasure", guest);
+		rc = put_json(t, STORE_SESSIONS, key, sizeof(key), r);
+		json_decref(r);
+	}
+	/* 4. Sessions, resume code, the channel's address, conversation and the pseudonym go. */
 	if (!rc)
 		rc = sessions_end(t, c);
 	if (!rc)
@@ -1159,7 +1275,7 @@ int conv_erase(const struct txn_env *env, const char *guest)
 		rc = audit_append(env->au, t, &ar, NULL);
 		json_decref(details);
 	}
-	/* 4. The guest's sealing key is destroyed; the record says so. */
+	/* 5. The guest's sealing key is destroyed; the record says so. */
 	if (!rc)
 		rc = audit_erase_subject(env->au, t, guest, guest, "guest_request");
 	json_decref(own);
@@ -1171,6 +1287,26 @@ int conv_erase(const struct txn_env *env, const char *guest)
 	rc = store_txn_commit(t);
 	if (!rc)
 		audit_txn_committed(env->au);
+	return rc;
+}
+
+int conv_erasure_state(const struct txn_env *env, const char *receipt, enum mx_erase_state *out)
+{
+	if (!receipt || strlen(receipt) != CONV_RECEIPT_LEN)
+		return TH_ENOTFOUND;
+	unsigned char key[SEC_HASH_LEN];
+	receipt_key(receipt, key);
+	store_txn *t;
+	int rc = store_txn_begin(env->st, 0, &t);
+	if (rc)
+		return rc;
+	json_t *r = get_json(t, STORE_SESSIONS, key, sizeof(key));
+	const char *guest = jsonx_str(r, "erasure");
+	rc = guest ? env->mx->ops->erase_state(env->mx->ctx, t, guest, out) : TH_ENOTFOUND;
+	if (!rc && *out == MX_ERASE_NONE)
+		rc = TH_ENOTFOUND;
+	json_decref(r);
+	store_txn_abort(t);
 	return rc;
 }
 
@@ -1630,8 +1766,11 @@ static int staff_removed(const struct txn_env *env, store_txn *t, const struct m
 	const char *room_id = jsonx_str(c, "room");
 	int rc = TH_OK;
 	if (c && room_id && strcmp(room_id, ev->room_id) == 0 && conv_fact(c) != POL_CONV_CLOSED) {
+		/* The sessions stay for erasure only (conv_auth): the guest can
+		 * still have their data deleted. */
+		json_object_set_new(c, "erase_only", json_true());
 		rc = close_in(env, t, ev->state_key, c, ev->sender,
-		              "Staff ended this conversation. You can close this page now.", 1, 1);
+		              "Staff ended this conversation. You can close this page now.", 0, 1);
 		if (!rc)
 			(*fed)++;
 	}

@@ -34,6 +34,7 @@
 #include "channel.h"
 #include "env.h"
 #include "guest_record.h"
+#include "matrix.h"
 #include "policy.h"
 #include "secret.h"
 #include "store.h"
@@ -67,6 +68,7 @@ struct conv_session {
 	char room[256]; /* "" while the room is being made */
 	char state[16];
 	uint64_t expires_ms;
+	int erase_only; /* the guest ended the conversation or staff removed them: only erasure is left */
 };
 
 /**
@@ -152,6 +154,8 @@ int conv_send_media(const struct txn_env *env, const char *guest, const char *lo
  */
 int conv_leave(const struct txn_env *env, const char *guest);
 
+#define CONV_RECEIPT_LEN 14 /* "ABCD-EFGH-JKLM": an erasure's receipt, 60 bits */
+
 /**
  * The guest asks for help now (the page's one-tap button): after policy
  * (POL_EV_GATEWAY_HELP), a report_received audit record, a notice to the
@@ -163,13 +167,29 @@ int conv_leave(const struct txn_env *env, const char *guest);
 int conv_help(const struct txn_env *env, const char *guest, uint64_t *when_ms);
 
 /**
- * Erase the guest (docs/gateway-api.md, "delete my data"): redactions of
- * their messages, a neutral notice, leave, profile cleared, sessions,
- * conversation and feed deleted, pseudonym removed, sealing key destroyed
- * (audit_erase_subject, then audit_txn_committed() after the commit).
- * @return TH_OK, TH_ENOTFOUND, or a store/audit error.
+ * Erase the guest (docs/gateway-api.md, "delete my data"), in any state of
+ * the conversation (open, closed by staff, ended by the guest): a neutral
+ * notice to staff, the guest leaves if still in the room, the profile is
+ * cleared, and the erasure job is queued (matrix.h mx_ops.erase: the bot
+ * redacts every message and file they sent, then their media, account and
+ * conversation room go on the homeserver); here and now the sessions,
+ * conversation and feed are deleted, the pseudonym removed and the sealing
+ * key destroyed (audit_erase_subject, then audit_txn_committed() after the
+ * commit).  The job finishes later: conv_erasure_state() says when.
+ * @param receipt  out on TH_OK: the guest's receipt, CONV_RECEIPT_LEN
+ *                 characters, the only handle on the job's state
+ * @return TH_OK, TH_ENOTFOUND (no conversation), TH_EEXIST (held: something
+ *         keeps the guest's data for now, e.g. an open case), TH_EIO (no
+ *         randomness), or a store/audit error.
  */
-int conv_erase(const struct txn_env *env, const char *guest);
+int conv_erase(const struct txn_env *env, const char *guest, char receipt[CONV_RECEIPT_LEN + 1]);
+
+/**
+ * Where the erasure whose receipt is @p receipt stands.
+ * @return TH_OK with @p out (never MX_ERASE_NONE), TH_ENOTFOUND (no such
+ *         receipt), or TH_ESTORE.
+ */
+int conv_erasure_state(const struct txn_env *env, const char *receipt, enum mx_erase_state *out);
 
 /**
  * Retention: end every conversation past its services.<name>.

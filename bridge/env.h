@@ -13,6 +13,7 @@ struct config;
 struct store;
 struct audit;
 struct matrix;
+struct store_txn;
 
 /* All borrowed, all outliving every call. */
 struct txn_env {
@@ -20,6 +21,9 @@ struct txn_env {
 	struct store *st;
 	struct audit *au;        /* safeguarding audit log; NULL writes no records */
 	const struct matrix *mx; /* what the bridge asks of the homeserver (matrix.h) */
+	/* 1 while a safeguarding case about @p guest is not closed (appservice/
+	 * cases.h): it holds the guest's erasure back.  NULL: nothing holds one. */
+	int (*case_open)(struct store_txn *t, const char *guest);
 };
 
 #endif

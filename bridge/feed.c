@@ -12,6 +12,78 @@
 #define MAX_GUEST 255
 #define KEY_MAX   (MAX_GUEST + 1 + 8)
 
+/* ---- sealing (feed.h feed_sealer_set) ---------------------------------- */
+
+static struct feed_sealer sealer; /* set once at start; seal NULL: entries kept in clear */
+
+void feed_sealer_set(const struct feed_sealer *s)
+{
+	if (s)
+		sealer = *s;
+	else
+		memset(&sealer, 0, sizeof(sealer));
+}
+
+/* An entry as stored (clear JSON, or sealed under @p guest's key) as a JSON
+ * object (new reference), or NULL: damaged, or sealed under a key that is
+ * gone (an erased guest's). */
+static json_t *entry_load(store_txn *t, const char *guest, const void *val, size_t vlen)
+{
+	if (vlen && ((const char *)val)[0] == '{')
+		return json_loadb(val, vlen, 0, NULL);
+	if (!sealer.unseal || !vlen)
+		return NULL;
+	char *sealed = xstrndup(val, vlen), *plain = NULL;
+	json_t *o = NULL;
+	if (sealer.unseal(sealer.ctx, t, guest, sealed, &plain) == TH_OK) {
+		o = json_loads(plain, 0, NULL);
+		explicit_bzero(plain, strlen(plain));
+		free(plain);
+	}
+	free(sealed);
+	if (o && !json_is_object(o)) {
+		json_decref(o);
+		o = NULL;
+	}
+	return o;
+}
+
+/* Store entry @p o of @p guest under @p key, sealed when a sealer is set.
+ * An erased guest's key is gone: nothing is stored (TH_OK). */
+static int entry_put(store_txn *t, const char *guest, const unsigned char *key, size_t klen, const json_t *o)
+{
+	char *val = json_dumps(o, JSON_COMPACT);
+	if (!val)
+		return TH_EINVAL; /* a body that is not UTF-8 */
+	if (sealer.seal) {
+		char *sealed = NULL;
+		int rc = sealer.seal(sealer.ctx, t, guest, val, &sealed);
+		explicit_bzero(val, strlen(val));
+		free(val);
+		if (rc == TH_ENOTFOUND)
+			return TH_OK;
+		if (rc)
+			return rc;
+		val = sealed;
+	}
+	int rc = store_put(t, STORE_FEED, key, klen, val, strlen(val), 0);
+	free(val);
+	return rc;
+}
+
+/* The entry of @p guest under @p key (new reference).  TH_ENOTFOUND, or
+ * TH_ESTORE for one that cannot be read. */
+static int entry_get(store_txn *t, const char *guest, const unsigned char *key, size_t klen, json_t **out)
+{
+	const void *v;
+	size_t vlen;
+	int rc = store_get(t, STORE_FEED, key, klen, &v, &vlen);
+	if (rc)
+		return rc;
+	*out = entry_load(t, guest, v, vlen);
+	return *out ? TH_OK : TH_ESTORE;
+}
+
 static size_t make_key(unsigned char *key, const char *guest, uint64_t id)
 {
 	size_t n = strlen(guest);
@@ -67,13 +139,9 @@ int feed_append(store_txn *t, const char *guest, const struct feed_entry *e, uin
 		json_object_set_new(o, "attachment", at);
 		json_object_set_new(o, "mxc", json_string(a->mxc));
 	}
-	char *val = json_dumps(o, JSON_COMPACT);
-	json_decref(o);
-	if (!val)
-		return TH_EINVAL; /* a body that is not UTF-8 */
 	klen = make_key(key, guest, next);
-	rc = store_put(t, STORE_FEED, key, klen, val, strlen(val), 0);
-	free(val);
+	rc = entry_put(t, guest, key, klen, o);
+	json_decref(o);
 	/* Remember what this entry shows, so edits, replies and redactions of
 	 * it can be judged (a message only: a notice has no event of its own). */
 	if (rc == TH_OK && e->event_id && e->room_id && e->sender && strcmp(e->kind, "message") == 0)
@@ -84,6 +152,8 @@ int feed_append(store_txn *t, const char *guest, const struct feed_entry *e, uin
 }
 
 struct read_ctx {
+	store_txn *t;
+	const char *guest;
 	const unsigned char *prefix;
 	size_t plen;
 	json_t *events;
@@ -114,7 +184,7 @@ static int read_one(void *ctx, const void *key, size_t klen, const void *val, si
 		rc->klens[rc->nkeys++] = klen;
 		if (id == 0 || !rc->own)
 			return 0;
-		json_t *o = json_loadb(val, vlen, 0, NULL);
+		json_t *o = entry_load(rc->t, rc->guest, val, vlen);
 		json_t *from = json_object_get(o, "from");
 		if (jsonx_str(o, "event_id") && jsonx_str(o, "room_id") && from &&
 		    strcmp(jsonx_str(from, "role") ? jsonx_str(from, "role") : "", "self") == 0)
@@ -126,7 +196,7 @@ static int read_one(void *ctx, const void *key, size_t klen, const void *val, si
 	}
 	if (id == 0)
 		return 0;
-	json_t *o = json_loadb(val, vlen, 0, NULL);
+	json_t *o = entry_load(rc->t, rc->guest, val, vlen);
 	if (!json_is_object(o)) {
 		json_decref(o);
 		return TH_ESTORE;
@@ -145,8 +215,12 @@ int feed_read(store_txn *t, const char *guest, uint64_t since, json_t **events, 
 		return TH_EINVAL;
 	unsigned char from[KEY_MAX];
 	size_t flen = make_key(from, guest, since + 1);
-	struct read_ctx rc = {
-	        .prefix = from, .plen = strlen(guest) + 1, .events = json_array(), .next = since};
+	struct read_ctx rc = {.t = t,
+	                      .guest = guest,
+	                      .prefix = from,
+	                      .plen = strlen(guest) + 1,
+	                      .events = json_array(),
+	                      .next = since};
 	int err = store_walk(t, STORE_FEED, from, flen, read_one, &rc);
 	if (err) {
 		json_decref(rc.events);
@@ -174,12 +248,10 @@ int feed_attachment(store_txn *t, const char *guest, uint64_t id, struct media_a
 		return TH_ENOTFOUND;
 	unsigned char key[KEY_MAX];
 	size_t klen = make_key(key, guest, id);
-	const void *v;
-	size_t vlen;
-	int rc = store_get(t, STORE_FEED, key, klen, &v, &vlen);
+	json_t *o = NULL;
+	int rc = entry_get(t, guest, key, klen, &o);
 	if (rc)
 		return rc == TH_ENOTFOUND ? TH_ENOTFOUND : TH_ESTORE;
-	json_t *o = json_loadb(v, vlen, 0, NULL);
 	json_t *at = json_object_get(o, "attachment");
 	const char *mxc = jsonx_str(o, "mxc"), *kind = jsonx_str(at, "kind");
 	json_t *size = json_object_get(at, "size");
@@ -199,6 +271,8 @@ int feed_attachment(store_txn *t, const char *guest, uint64_t id, struct media_a
 
 /* Entries of one guest's feed made from one Matrix event and not yet removed. */
 struct find_ctx {
+	store_txn *t;
+	const char *guest;
 	const unsigned char *prefix;
 	size_t plen;
 	const char *event_id;
@@ -213,10 +287,12 @@ static int find_event(void *ctx, const void *key, size_t klen, const void *val, 
 		return 1; /* past this guest's entries */
 	uint64_t id = store_key_u64((const unsigned char *)key + f->plen);
 	size_t elen = strlen(f->event_id);
-	/* Most entries do not even hold the id's bytes: parse only those that do. */
-	if (id == 0 || !memmem(val, vlen, f->event_id, elen))
+	/* Most entries do not even hold the id's bytes: parse only those that
+	 * do (a sealed entry must be opened to tell). */
+	int clear = vlen && ((const char *)val)[0] == '{';
+	if (id == 0 || (clear && !memmem(val, vlen, f->event_id, elen)))
 		return 0;
-	json_t *o = json_loadb(val, vlen, 0, NULL);
+	json_t *o = entry_load(f->t, f->guest, val, vlen);
 	const char *e = jsonx_str(o, "event_id"), *kind = jsonx_str(o, "kind");
 	if (e && strcmp(e, f->event_id) == 0 && !json_is_true(json_object_get(o, "removed")) && kind &&
 	    (strcmp(kind, "message") == 0 || (strcmp(kind, "edited") == 0 && json_object_get(o, "body")))) {
@@ -234,20 +310,14 @@ int feed_remove_event(store_txn *t, const char *guest, const char *event_id, uns
 		return TH_EINVAL;
 	unsigned char key[KEY_MAX];
 	size_t klen = make_key(key, guest, 1);
-	struct find_ctx f = {.prefix = key, .plen = strlen(guest) + 1, .event_id = event_id};
+	struct find_ctx f = {
+	        .t = t, .guest = guest, .prefix = key, .plen = strlen(guest) + 1, .event_id = event_id};
 	int rc = store_walk(t, STORE_FEED, key, klen, find_event, &f);
 	for (size_t i = 0; !rc && i < f.n; i++) {
-		const void *v;
-		size_t vlen;
 		klen = make_key(key, guest, f.ids[i]);
-		if ((rc = store_get(t, STORE_FEED, key, klen, &v, &vlen)) != TH_OK)
+		json_t *o = NULL;
+		if ((rc = entry_get(t, guest, key, klen, &o)) != TH_OK)
 			break;
-		json_t *o = json_loadb(v, vlen, 0, NULL);
-		if (!json_is_object(o)) {
-			json_decref(o);
-			rc = TH_ESTORE;
-			break;
-		}
 		/* What was said goes; who said it and when stay, so the page can
 		 * show where a message was taken down.  An edit's new words go
 		 * too (the "removed" entry for its message tells the page). */
@@ -257,10 +327,8 @@ int feed_remove_event(store_txn *t, const char *guest, const char *event_id, uns
 		json_object_del(o, "mxc");
 		if (!edit)
 			json_object_set_new(o, "removed", json_true());
-		char *val = json_dumps(o, JSON_COMPACT);
+		rc = entry_put(t, guest, key, klen, o);
 		json_decref(o);
-		rc = store_put(t, STORE_FEED, key, klen, val, strlen(val), 0);
-		free(val);
 		if (!rc && edit)
 			continue;
 		if (!rc) {
@@ -280,7 +348,8 @@ int feed_has_after(store_txn *t, const char *guest, uint64_t since)
 		return 0;
 	unsigned char from[KEY_MAX];
 	size_t flen = make_key(from, guest, since + 1);
-	struct read_ctx rc = {.prefix = from, .plen = strlen(guest) + 1, .want_one = 1};
+	struct read_ctx rc = {
+	        .t = t, .guest = guest, .prefix = from, .plen = strlen(guest) + 1, .want_one = 1};
 	return store_walk(t, STORE_FEED, from, flen, read_one, &rc) == TH_OK && rc.any;
 }
 
@@ -441,6 +510,8 @@ static int marks_erase(store_txn *t, const char *guest)
 
 /* Earlier "edited" entries of @p entry after it: they lose their body. */
 struct edits_ctx {
+	store_txn *t;
+	const char *guest;
 	const unsigned char *prefix;
 	size_t plen;
 	uint64_t entry;
@@ -454,9 +525,10 @@ static int find_edits(void *ctx, const void *key, size_t klen, const void *val, 
 	if (klen != f->plen + 8 || memcmp(key, f->prefix, f->plen) != 0)
 		return 1;
 	uint64_t id = store_key_u64((const unsigned char *)key + f->plen);
-	if (!memmem(val, vlen, "\"edited\"", 8))
+	int clear = vlen && ((const char *)val)[0] == '{';
+	if (id == 0 || (clear && !memmem(val, vlen, "\"edited\"", 8)))
 		return 0;
-	json_t *o = json_loadb(val, vlen, 0, NULL);
+	json_t *o = entry_load(f->t, f->guest, val, vlen);
 	const char *kind = jsonx_str(o, "kind");
 	if (kind && strcmp(kind, "edited") == 0 && json_object_get(o, "body") &&
 	    (uint64_t)json_integer_value(json_object_get(o, "entry")) == f->entry) {
@@ -472,12 +544,7 @@ static int entry_rewrite(store_txn *t, const char *guest, uint64_t id, json_t *o
 {
 	unsigned char key[KEY_MAX];
 	size_t klen = make_key(key, guest, id);
-	char *val = json_dumps(o, JSON_COMPACT);
-	if (!val)
-		return TH_EINVAL;
-	int rc = store_put(t, STORE_FEED, key, klen, val, strlen(val), 0);
-	free(val);
-	return rc;
+	return entry_put(t, guest, key, klen, o);
 }
 
 int feed_replace(store_txn *t, const char *guest, uint64_t entry, const char *event_id, const char *room_id,
@@ -493,7 +560,7 @@ int feed_replace(store_txn *t, const char *guest, uint64_t entry, const char *ev
 	unsigned char key[KEY_MAX];
 	size_t klen = make_key(key, guest, entry);
 	json_t *o;
-	int rc = store_get_jsonb(t, STORE_FEED, key, klen, &o);
+	int rc = entry_get(t, guest, key, klen, &o);
 	if (rc)
 		return rc == TH_ENOTFOUND ? TH_OK : TH_ESTORE;
 	const char *kind = jsonx_str(o, "kind");
@@ -506,7 +573,8 @@ int feed_replace(store_txn *t, const char *guest, uint64_t entry, const char *ev
 	rc = entry_rewrite(t, guest, entry, o);
 	json_decref(o);
 	/* An older version of the words is kept nowhere. */
-	struct edits_ctx f = {.prefix = key, .plen = strlen(guest) + 1, .entry = entry};
+	struct edits_ctx f = {
+	        .t = t, .guest = guest, .prefix = key, .plen = strlen(guest) + 1, .entry = entry};
 	if (!rc) {
 		klen = make_key(key, guest, entry + 1);
 		rc = store_walk(t, STORE_FEED, key, klen, find_edits, &f);
@@ -514,7 +582,7 @@ int feed_replace(store_txn *t, const char *guest, uint64_t entry, const char *ev
 	for (size_t i = 0; !rc && i < f.n; i++) {
 		klen = make_key(key, guest, f.ids[i]);
 		json_t *e;
-		if ((rc = store_get_jsonb(t, STORE_FEED, key, klen, &e)))
+		if ((rc = entry_get(t, guest, key, klen, &e)))
 			break;
 		json_object_del(e, "body");
 		rc = entry_rewrite(t, guest, f.ids[i], e);
@@ -540,8 +608,12 @@ int feed_erase(store_txn *t, const char *guest, json_t **own)
 		return TH_EINVAL;
 	unsigned char from[KEY_MAX];
 	size_t flen = make_key(from, guest, 0);
-	struct read_ctx rc = {
-	        .prefix = from, .plen = strlen(guest) + 1, .erasing = 1, .own = own ? json_array() : NULL};
+	struct read_ctx rc = {.t = t,
+	                      .guest = guest,
+	                      .prefix = from,
+	                      .plen = strlen(guest) + 1,
+	                      .erasing = 1,
+	                      .own = own ? json_array() : NULL};
 	int err = store_walk(t, STORE_FEED, from, flen, read_one, &rc);
 	for (size_t i = 0; !err && i < rc.nkeys; i++)
 		err = store_del(t, STORE_FEED, rc.keys[i], rc.klens[i]);

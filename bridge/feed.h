@@ -49,6 +49,34 @@
 #include "store.h"
 
 #define FEED_MAX_READ  100  /* entries one read returns at most */
+
+/**
+ * How entries are sealed: each entry (its whole JSON) is stored sealed
+ * under its guest's own key, so that once the key is destroyed (the guest's
+ * erasure) no copy of what the feed showed -- in an LMDB page freed by the
+ * deletion, or in a backup of the store -- can be read.  Entries stored in
+ * clear (no sealer, or kept from before) are read as they are.  The
+ * daemon sets one at start (the audit log's per-subject keys); a test may
+ * run without.
+ */
+struct feed_sealer {
+	/**
+	 * Seal @p text for @p guest (made a key if it has none).
+	 * @param out  new string on TH_OK (no '{' at its start)
+	 * @return TH_OK, TH_ENOTFOUND (the guest's key was destroyed: nothing
+	 *         is kept), or another error (the caller aborts).
+	 */
+	int (*seal)(void *ctx, store_txn *t, const char *guest, const char *text, char **out);
+	/** Open what seal() made.  @return TH_OK with a new string, or an error. */
+	int (*unseal)(void *ctx, store_txn *t, const char *guest, const char *sealed, char **out);
+	void *ctx;
+};
+
+/**
+ * Set the sealer for every feed of this process (copied), before any
+ * thread uses a feed; NULL: entries are kept in clear from now on.
+ */
+void feed_sealer_set(const struct feed_sealer *s);
 #define FEED_MAX_MARKS 2048 /* Matrix events a feed remembers, visible or hidden */
 
 /** One entry to append; every pointer borrowed, NULL where absent. */

@@ -723,12 +723,27 @@ static enum MHD_Result handle_resume(gateway *gw, struct MHD_Connection *conn, s
 
 /* ---- the conversation ----------------------------------------------------------- */
 
+/* GET erasure/{receipt}: where an erasure stands, for the page that asked
+ * for it ("erasing" until every step is done). */
+static enum MHD_Result handle_erasure(gateway *gw, struct MHD_Connection *conn, const char *receipt)
+{
+	enum mx_erase_state st;
+	int rc = conv_erasure_state(gw->env, receipt, &st);
+	if (rc == TH_ENOTFOUND)
+		return send_error(conn, 404, "TH_NOT_FOUND", "No such receipt.", 0);
+	if (rc)
+		return store_failed(conn, rc);
+	const char *name = st == MX_ERASE_DONE ? "deleted" : st == MX_ERASE_INCOMPLETE ? "incomplete" : "erasing";
+	return send_json(conn, 200, json_pack("{s:s, s:s}", "state", name, "receipt", receipt));
+}
+
 static enum MHD_Result handle_session(gateway *gw, struct MHD_Connection *conn, const struct conv_session *s)
 {
 	const struct config_service *svc = config_service_find(gw->cfg, s->service);
-	json_t *out = json_pack("{s:s, s:{s:s, s:s}, s:s, s:I}", "pseudonym", s->pseudonym, "service", "name",
-	                        s->service, "display_name", svc ? svc->display_name : s->service, "state",
-	                        s->state, "expires_ms", (json_int_t)s->expires_ms);
+	json_t *out = json_pack("{s:s, s:{s:s, s:s}, s:s, s:I, s:b}", "pseudonym", s->pseudonym, "service",
+	                        "name", s->service, "display_name", svc ? svc->display_name : s->service,
+	                        "state", s->state, "expires_ms", (json_int_t)s->expires_ms, "erase_only",
+	                        s->erase_only ? 1 : 0);
 	if (svc)
 		json_object_set_new(out, "hours", hours_json(svc));
 	return send_json(conn, 200, out);
@@ -1142,6 +1157,7 @@ enum route {
 	R_UPLOAD,
 	R_MEDIA,
 	R_HELP,
+	R_ERASURE,
 };
 
 static const struct {
@@ -1158,6 +1174,8 @@ static const struct {
         {API "/feed", "GET", R_FEED, 1, 0, 0},       {API "/leave", "POST", R_LEAVE, 1, 0, 0},
         {API "/erase", "POST", R_ERASE, 1, 0, 0},    {API "/upload", "POST", R_UPLOAD, 1, 0, 0},
         {API "/media/", "GET", R_MEDIA, 1, 0, 1},    {API "/help", "POST", R_HELP, 1, 0, 0},
+        /* an erasure's receipt is its own key (60 bits): no session, no count */
+        {API "/erasure/", "GET", R_ERASURE, 0, 0, 1},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -1257,6 +1275,11 @@ static int precheck(gateway *gw, struct MHD_Connection *conn, struct req *rq, ui
 		if (wait)
 			return refuse(rq, 429, "TH_LIMIT_EXCEEDED",
 			              "Too many requests. Please wait a moment.", wait);
+		/* A conversation the guest ended, or staff removed them from: its
+		 * sessions are good for deleting their data, and nothing else. */
+		if (rq->s.erase_only && routes[i].route != R_ERASE && routes[i].route != R_SESSION)
+			return refuse(rq, 401, "TH_SESSION_INVALID",
+			              "This conversation has ended or the session expired.", 0);
 		rq->authed = 1;
 	}
 	if (declared > 0 && declared <= rq->cap)
@@ -1344,14 +1367,27 @@ static enum MHD_Result dispatch(gateway *gw, struct MHD_Connection *conn, const 
 		json_decref(j);
 		if (!confirmed)
 			return send_error(conn, 400, "TH_BAD_REQUEST", "confirm must be true.", 0);
-		int rc = conv_erase(gw->env, s.guest);
-		if (rc && rc != TH_ENOTFOUND)
+		char receipt[CONV_RECEIPT_LEN + 1];
+		int rc = conv_erase(gw->env, s.guest, receipt);
+		if (rc == TH_EEXIST)
+			return send_error(conn, 409, "TH_ERASURE_HELD",
+			                  "Your data cannot be deleted just now: the service must keep it for a "
+			                  "while to keep someone safe. Staff and the safeguarding lead have been "
+			                  "told you asked. Please ask them what happens next.",
+			                  0);
+		if (rc == TH_ENOTFOUND)
+			return send_error(conn, 401, "TH_SESSION_INVALID",
+			                  "This conversation has ended or the session expired.", 0);
+		if (rc)
 			return store_failed(conn, rc);
-		LOG(LOG_INFO, "gateway: a guest's data was erased at their request");
+		LOG(LOG_INFO, "gateway: a guest asked for their data to be deleted; erasure queued");
 		if (gw->on_queue)
 			gw->on_queue(gw->ctx);
-		return send_json(conn, 200, json_pack("{s:b}", "erased", 1));
+		/* Not "erased": the homeserver's part is still to come (GET erasure/{receipt}). */
+		return send_json(conn, 202, json_pack("{s:s, s:s}", "state", "erasing", "receipt", receipt));
 	}
+	case R_ERASURE:
+		return handle_erasure(gw, conn, url + strlen(routes[i].path));
 	case R_UPLOAD:
 		return handle_upload(gw, conn, rq, &s);
 	case R_MEDIA:
@@ -1438,11 +1474,11 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *conn, co
 	return ret;
 }
 
-_Static_assert(R_HELP + 1 == GW_STATS_ROUTES, "gw_stats: one row per route");
+_Static_assert(R_ERASURE + 1 == GW_STATS_ROUTES, "gw_stats: one row per route");
 
 static const char *const route_names[GW_STATS_ROUTES] = {
         "static", "page",  "invitation", "redeem", "resume", "session", "send",
-        "feed",   "leave", "erase",      "upload", "media",  "help",
+        "feed",   "leave", "erase",      "upload", "media",  "help",    "erasure",
 };
 static const char *const class_names[GW_STATS_CLASSES] = {"2xx", "3xx", "4xx", "429", "5xx"};
 

@@ -65,12 +65,33 @@ struct mx_download {
 struct mx_media {
 	const char *room_id;  /* where */
 	const char *user_id;  /* as whom (the guest) */
-	const char *blob;     /* the key of the bytes, already put in the same @p t */
+	const char *blob;     /* the key of the bytes: put in the same @p t by the caller, or (data) here */
+	const unsigned char *data; /* NULL, or the bytes (size of them): kept under blob by the
+	                              implementation, sealed under the guest's key when it can */
 	const char *name;     /* the file name to show, already cleaned (media.h) */
 	const char *mimetype; /* e.g. "image/jpeg" */
 	const char *msgtype;  /* "m.image" or "m.file" */
 	const char *local_id; /* the guest's own id for it (the page shows it once) */
 	uint64_t size;        /* bytes */
+};
+
+/** A guest's erasure (mx_ops.erase); all borrowed. */
+struct mx_erasure {
+	const char *guest;         /* whose */
+	const char *const *events; /* 2 * nevents strings: room id, event id of each event they sent */
+	size_t nevents;
+	const char *const *purge; /* rooms that were the guest's alone (their conversation room) */
+	size_t npurge;
+	const char *const *after; /* the lanes the account steps wait for (the guest's rooms) */
+	size_t nafter;
+};
+
+/** Where an erasure stands (mx_ops.erase_state). */
+enum mx_erase_state {
+	MX_ERASE_NONE = 0,   /* no erasure known */
+	MX_ERASE_RUNNING,    /* steps still queued, running or being retried */
+	MX_ERASE_DONE,       /* every step done */
+	MX_ERASE_INCOMPLETE, /* finished, but a step failed or could not be done (recorded and alerted) */
 };
 
 struct mx_ops {
@@ -105,7 +126,10 @@ struct mx_ops {
 	/**
 	 * Upload the bytes kept under @p m->blob as @p m->user_id, then send the
 	 * m.image / m.file into @p m->room_id.  The bytes are deleted once sent,
-	 * or when the action is dropped.  Room's lane.
+	 * or when the action is dropped.  With @p m->data the implementation
+	 * keeps them itself, sealed under the guest's key (so a freed page or a
+	 * backup of a file still waiting holds nothing readable once the guest
+	 * is erased).  Room's lane.
 	 */
 	int (*send_media)(void *ctx, struct store_txn *t, const struct mx_media *m);
 
@@ -235,6 +259,23 @@ struct mx_ops {
 
 	/** Free @p f (NULL: nothing). */
 	void (*fetcher_free)(struct mx_fetcher *f);
+
+	/*
+	 * Erase guest @p e->guest on the homeserver, as a durable job whose
+	 * steps are each done by whoever holds the power to (appservice/
+	 * erasure.h): every event in @p e->events redacted by the bot (room
+	 * admin; the guest may have left), then -- in the guest's lane, after
+	 * the lanes in @p e->after -- their uploads deleted from the media
+	 * store, their account deactivated with erase, each room in
+	 * @p e->purge deleted and purged, and the job marked finished.  A step
+	 * refused for good is recorded and alerted, never silently dropped;
+	 * erase_state() says when it is all done.  Restarts the job if one
+	 * was finished.
+	 */
+	int (*erase)(void *ctx, struct store_txn *t, const struct mx_erasure *e);
+
+	/** Where @p guest's erasure stands (MX_ERASE_NONE if none), as @p t sees it. */
+	int (*erase_state)(void *ctx, struct store_txn *t, const char *guest, enum mx_erase_state *out);
 };
 
 /** The bridge's handle on Matrix: borrowed by the bridge, outliving every call. */

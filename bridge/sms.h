@@ -82,9 +82,10 @@ enum sms_say {
 	SMS_SAY_REMIND,   /* the notice still waits for an answer */
 	SMS_SAY_OPENED,   /* agreed: someone will answer; STOP and DELETE */
 	SMS_SAY_ENDED,    /* STOP: the conversation ended */
-	SMS_SAY_ERASED,   /* DELETE: erased */
+	SMS_SAY_ERASED,   /* DELETE: the erasure is under way */
 	SMS_SAY_FORGOT,   /* STOP or DELETE before agreeing: nothing kept */
 	SMS_SAY_NOTHING,  /* STOP or DELETE with nothing going on */
+	SMS_SAY_HELD,     /* DELETE held back by an open safeguarding case */
 	SMS_SAY_COUNT
 };
 

@@ -143,7 +143,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	free(seal);
 	struct matrix_outbox mxo;
 	matrix_outbox_init(&mxo, &cfg);
-	struct txn_env env = {&cfg, st, au, &mxo.mx};
+	struct txn_env env = {&cfg, st, au, &mxo.mx, NULL};
 
 	const char *body = (const char *)data;
 	struct mxev_batch b = {0};

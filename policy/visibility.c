@@ -34,6 +34,10 @@ static const struct rule rules[] = {
          * redacted by the bot, shown to nobody, and recorded. */
         {BIT(POL_ROLE_GUEST), SHOWABLE | BIT(POL_VIEW_OTHER), ANY, ANY, 0, 0, 0, 0, 1, POL_VIEW_REDACT,
          POL_VIEW_R_ERASED_GUEST_LATE, 0, 0, POL_VIEW_REC_DATA_ERASED},
+        /* The bot, room admin, redacts a guest's words (their erasure, a
+         * late message of an erased guest): taken down in every feed. */
+        {BIT(POL_ROLE_BOT), BIT(POL_VIEW_REDACTION), ANY, BIT(POL_VIEW_TARGET_VISIBLE), 0, 0, 0, 0, 0,
+         POL_VIEW_REMOVE, POL_VIEW_R_REDACTION_APPLIED, 0, 0, POL_VIEW_REC_NONE},
         /* The bot speaks to staff; a stranger is being removed. */
         {BIT(POL_ROLE_BOT), ANY, ANY, ANY, 0, 0, 0, 0, 0, POL_VIEW_HIDE, POL_VIEW_R_BOT_WORDS, 0, 1,
          POL_VIEW_REC_NONE},

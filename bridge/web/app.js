@@ -15,6 +15,7 @@
   var entry = null;      /* {invite: token} or {service: name} */
   var info = null;       /* POST /invitation */
   var session = null;    /* {token, pseudonym, resume_code, keep, service} */
+  var afterEnd = null;   /* the token of a chat that ended: good only for deleting the guest's data */
   var since = 0, feedGen = 0, feedCtl = null, failures = 0, wake = null;
   var closed = false, quiet = false, lastEsc = 0;
   var pending = {};      /* local_id -> message element */
@@ -109,6 +110,7 @@
     if (body !== undefined)
 	    headers['Content-Type'] = opts.raw ? 'application/octet-stream' : 'application/json';
     if (opts.auth && session) headers.Authorization = 'Bearer ' + session.token;
+    if (opts.token) headers.Authorization = 'Bearer ' + opts.token;
     return fetch(API + path, {
       method: method, headers: headers, signal: opts.signal, credentials: 'omit',
       body: body === undefined || opts.raw ? body : JSON.stringify(body)
@@ -143,7 +145,32 @@
     stopFeed();
     $('x-text').textContent = t('closed_' + reason);
     $('x-resume').hidden = !(reason === 'expired' && page && page.resume_codes);
+    $('x-erase').hidden = !afterEnd;
+    $('x-confirm-erase').hidden = true;
+    $('x-receipt').hidden = true;
+    $('x-close').hidden = reason === 'erasing';
     show('closed');
+  }
+
+  /* ---- an erasure: "being deleted" until the service says it is done,
+     then the receipt (never "deleted" before it is) */
+  function erasing(receipt) {
+    afterEnd = null;
+    showClosed('erasing');
+    var tries = 0;
+    function poll() {
+      api('GET', 'erasure/' + encodeURIComponent(receipt)).then(function (r) {
+        if (r.state === 'erasing') return setTimeout(poll, 1500);
+        $('x-text').textContent = t(r.state === 'deleted' ? 'closed_erased' : 'closed_erase_incomplete');
+        $('x-receipt').textContent = t('erase_receipt', { code: receipt });
+        $('x-receipt').hidden = false;
+        $('x-close').hidden = false;
+      }, function () {
+        tries++;
+        setTimeout(poll, Math.min(30000, 1500 * Math.pow(2, Math.min(tries, 5))));
+      });
+    }
+    poll();
   }
 
   /* ---- quick exit: wipe storage and the page, leave without a Back entry */
@@ -848,9 +875,15 @@
 
   function sessionEnded() {
     forgetFiles();
+    var token = session && session.token;
     session = null;
     saveSession();
-    showClosed('expired');
+    if (!token) return showClosed('expired');
+    /* Removed by staff: the session is still good for deleting the data. */
+    api('GET', 'session', undefined, { token: token }).then(function (r) {
+      if (r.erase_only) afterEnd = token;
+      showClosed(r.erase_only ? 'staff' : 'expired');
+    }, function () { showClosed('expired'); });
   }
 
   /* ---- the menu (the chat's other actions) and the confirm steps of End
@@ -876,15 +909,19 @@
     api('POST', path, body, { auth: true }).then(done, function (e) {
       if (path === 'leave' && (e.status === 401 || e.status === 410)) return done();
       Array.prototype.forEach.call(buttons, function (b) { b.disabled = false; });
-      box.querySelector('.c-confirm-error').textContent = t(e.status === 401 ? 'closed_expired' : 'action_failed');
+      box.querySelector('.c-confirm-error').textContent = e.status === 409 ? t('erase_held')
+        : t(e.status === 401 ? 'closed_expired' : 'action_failed');
     });
-    function done() {
+    function done(r) {
       Array.prototype.forEach.call(buttons, function (b) { b.disabled = false; });
       closeDialog(box);
+      /* After "End chat" the page keeps the token for one thing: "Delete my data". */
+      afterEnd = path === 'leave' && session ? session.token : null;
       session = null;
       stopFeed();
       wipe();
       forgetFiles();
+      if (path === 'erase' && r && r.receipt) return erasing(r.receipt);
       showClosed(reason);
     }
   }
@@ -1029,6 +1066,28 @@
       });
     });
     window.addEventListener('online', function () { if (wake) wake(); flush(); });
+    $('x-erase').onclick = function () {
+      $('x-confirm-erase').hidden = false;
+      $('x-erase').hidden = true;
+      $('x-confirm-erase').querySelector('h2').focus({ preventScroll: true });
+    };
+    $('x-erase-no').onclick = function () {
+      $('x-confirm-erase').hidden = true;
+      $('x-erase').hidden = false;
+      $('x-erase').focus();
+    };
+    $('x-erase-yes').onclick = function () {
+      var box = $('x-confirm-erase');
+      $('x-erase-yes').disabled = true;
+      api('POST', 'erase', { confirm: true }, { token: afterEnd }).then(function (r) {
+        $('x-erase-yes').disabled = false;
+        erasing(r.receipt);
+      }, function (e) {
+        $('x-erase-yes').disabled = false;
+        box.querySelector('.c-confirm-error').textContent = e.status === 409 ? t('erase_held')
+          : t(e.status === 401 ? 'closed_expired' : 'action_failed');
+      });
+    };
     /* A poll in flight when the network goes will not come back: drop it now. */
     window.addEventListener('offline', function () {
       if (feedCtl && !closed && !$('s-chat').hidden) feedCtl.abort();

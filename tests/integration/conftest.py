@@ -166,6 +166,7 @@ class Env:
         self.staff_rooms = []  # set by tests of staff rooms, then write_config()
         self.sms = None  # the sms: section, set by the SMS channel's tests, then write_config()
         self.safeguarding_settings = {}  # more safeguarding.* keys (the cases tests' deadlines)
+        self.admin_token_file = None  # set by erasure tests (a 0600 file), then write_config()
 
     @property
     def hs_url(self):
@@ -197,6 +198,8 @@ class Env:
         if self.safeguarding_room:
             cfg["safeguarding"]["room"] = self.safeguarding_room
         cfg["safeguarding"].update(self.safeguarding_settings)
+        if self.admin_token_file:
+            cfg["homeserver"]["admin_token_file"] = self.admin_token_file
         if self.staff_rooms:
             cfg["roles"]["staff_rooms"] = list(self.staff_rooms)
         if self.pseudonym_per_room:

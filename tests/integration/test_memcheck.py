@@ -146,7 +146,8 @@ def gateway_traffic(d, workdir, gw):
     assert requests.get(gw + "/media/1", headers=auth, timeout=30).status_code == 404
     assert requests.post(gw + "/leave", json={}, headers=auth, timeout=30).status_code == 200
     r = requests.post(gw + "/erase", json={"confirm": True}, headers=second, timeout=30)
-    assert r.status_code == 200, r.text
+    assert r.status_code == 202, r.text
+    assert requests.get(gw + "/erasure/" + r.json()["receipt"], timeout=30).status_code == 200
     r = requests.post(gw + "/redeem", json=dict(entry, consent=consent), timeout=30)
     PARKED_SESSION.append(r.json()["session"])
 

@@ -328,7 +328,7 @@ def test_sms_end_to_end(env, threshold, kannel_service):
 
     # 7. DELETE erases it: confirmation, the words redacted, the key destroyed.
     phone.send("DELETE")
-    phone.wait_for("have been erased")
+    phone.wait_for("are being erased")
 
     async def redacted():
         async with Client.for_user(env, "staff") as s:

@@ -234,7 +234,7 @@ int main(void)
 	as_server *srv = NULL;
 	struct matrix_outbox mxo;
 	matrix_outbox_init(&mxo, &cfg);
-	struct txn_env env = {&cfg, st, NULL, &mxo.mx};
+	struct txn_env env = {&cfg, st, NULL, &mxo.mx, NULL};
 	CHECK_EQ_INT(as_server_start(&env, on_commit, NULL, &srv), TH_OK);
 	if (!srv)
 		return TEST_DONE();

@@ -828,6 +828,34 @@ static void test_retention_duration(void)
 #undef SERVICE
 }
 
+/* homeserver.admin_token_file: a file others can read is refused, naming
+ * the key; 0600 is taken; one not there yet is taken (said at start). */
+static void test_admin_token_file(void)
+{
+	char *tok = test_write_file(dir, "admin.token", "syt_admin_token\n");
+	struct config cfg;
+	char err[768];
+	char *text = xasprintf("homeserver:\n  url: http://127.0.0.1:8008\n  server_name: example.org\n"
+	                       "  admin_token_file: %s\n" MINIMAL_REST,
+	                       tok);
+	CHECK_EQ_INT(chmod(tok, 0644), 0);
+	CHECK_EQ_INT(load_text(text, &cfg, err, sizeof(err)), TH_ECONFIG);
+	CHECK(strstr(err, "homeserver.admin_token_file") != NULL);
+	CHECK(strstr(err, "chmod 600") != NULL);
+	CHECK_EQ_INT(chmod(tok, 0600), 0);
+	CHECK_EQ_INT(load_text(text, &cfg, err, sizeof(err)), TH_OK);
+	CHECK_STR(cfg.hs_admin_token_file, tok);
+	config_free(&cfg);
+	free(text);
+	text = xasprintf("homeserver:\n  url: http://127.0.0.1:8008\n  server_name: example.org\n"
+	                 "  admin_token_file: %s.missing\n" MINIMAL_REST,
+	                 tok);
+	CHECK_EQ_INT(load_text(text, &cfg, err, sizeof(err)), TH_OK);
+	config_free(&cfg);
+	free(text);
+	free(tok);
+}
+
 int main(void)
 {
 	dir = test_tmpdir();
@@ -835,6 +863,7 @@ int main(void)
 	test_every_key();
 	test_default_url();
 	test_example_loads();
+	test_admin_token_file();
 	test_errors();
 	test_sms_keys();
 	test_registration_roundtrip();

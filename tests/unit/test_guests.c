@@ -282,6 +282,7 @@ static int outbox_one(void *ctx, const void *key, size_t klen, const void *val, 
 struct audit_seen {
 	int n;
 	const struct guest *g;
+	char *sealed; /* the guest_created record's sealed pseudonym (copied) */
 };
 
 static int audit_one(void *ctx, uint64_t seq, const json_t *rec, const char *raw, size_t rawlen)
@@ -295,7 +296,11 @@ static int audit_one(void *ctx, uint64_t seq, const json_t *rec, const char *raw
 	CHECK_STR(json_string_value(json_object_get(rec, "actor")), "@staff:test.local");
 	json_t *d = json_object_get(rec, "details");
 	CHECK_EQ_INT(json_object_size(d), 1);
-	CHECK_STR(json_string_value(json_object_get(d, "pseudonym")), s->g->pseudonym);
+	/* the pseudonym is never on the record in clear: sealed under the guest's key */
+	const char *sealed = json_string_value(json_object_get(d, "pseudonym_sealed"));
+	CHECK(sealed != NULL && strstr(raw, s->g->pseudonym) == NULL);
+	free(s->sealed);
+	s->sealed = sealed ? xstrdup(sealed) : NULL;
 	s->n++;
 	return 0;
 }
@@ -382,9 +387,14 @@ static void test_create_and_read(void)
 	struct audit_filter f;
 	audit_filter_init(&f);
 	f.subject = g.user_id;
-	struct audit_seen s = {0, &g};
+	struct audit_seen s = {0, &g, NULL};
 	CHECK_EQ_INT(audit_iter(t, &f, audit_one, &s), TH_OK);
 	CHECK_EQ_INT(s.n, 1);
+	char *plain = NULL; /* only the guest's key opens it */
+	CHECK_EQ_INT(audit_unseal(e.au, t, g.user_id, s.sealed, &plain), TH_OK);
+	CHECK_STR(plain, g.pseudonym);
+	free(plain);
+	free(s.sealed);
 	store_txn_abort(t);
 
 	/* A damaged guest record is reported, not skipped. */

@@ -26,7 +26,7 @@ static void run(const char *txn_id, const char *body, struct txn_result *res)
 {
 	struct matrix_outbox mxo;
 	matrix_outbox_init(&mxo, &cfg);
-	struct txn_env env = {&cfg, st, au, &mxo.mx};
+	struct txn_env env = {&cfg, st, au, &mxo.mx, NULL};
 	txn_process(&env, txn_id, body, strlen(body), res);
 }
 
@@ -1091,7 +1091,7 @@ static void test_room_kinds_and_staff_status(void)
 	cfg.staff.n = 2;
 	struct matrix_outbox mxo;
 	matrix_outbox_init(&mxo, &cfg);
-	struct txn_env env = {&cfg, st, au, &mxo.mx};
+	struct txn_env env = {&cfg, st, au, &mxo.mx, NULL};
 	unsigned queued = 0;
 	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
 	CHECK_EQ_INT(events_roles_changed(&env, t, &queued), TH_OK);
@@ -1221,7 +1221,7 @@ static void test_store_full(const char *dir)
 	cfg.max_json_depth = 16;
 	struct matrix_outbox mxo;
 	matrix_outbox_init(&mxo, &cfg);
-	struct txn_env env = {&cfg, st, NULL, &mxo.mx};
+	struct txn_env env = {&cfg, st, NULL, &mxo.mx, NULL};
 	txn_process(&env, "41", body, len, &res);
 	CHECK_EQ_INT(res.status, 503);
 	free(body);

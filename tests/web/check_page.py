@@ -72,7 +72,7 @@ used |= {k for k in re.findall(r"\bt\('([a-z_]+)'", app) if not k.endswith("_")}
 families = {
     "status_": ["connecting", "waiting", "open", "reconnecting", "offline", "closed"],
     "state_": ["sending", "sent", "failed", "too_long", "queued"],
-    "closed_": ["declined", "left", "erased", "staff", "expired"],
+    "closed_": ["declined", "left", "erased", "staff", "expired", "erasing"],
 }
 for prefix, values in families.items():
     check(("'%s' +" % prefix) in app, "app.js builds %s keys" % prefix)
