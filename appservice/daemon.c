@@ -342,6 +342,12 @@ static int feed_unseal(void *ctx, store_txn *t, const char *guest, const char *s
 	return audit_unseal(ctx, t, guest, sealed, out);
 }
 
+void daemon_feed_sealer(audit *au)
+{
+	struct feed_sealer sealer = {.seal = feed_seal, .unseal = feed_unseal, .ctx = au};
+	feed_sealer_set(&sealer);
+}
+
 static int audit_lifecycle(audit *au, store *st, enum audit_kind kind, const char *reason, json_t *details,
                            int force_checkpoint)
 {
@@ -521,8 +527,7 @@ int daemon_serve(const struct config *cfg)
 	 * holds it (their feed, their queued messages), so erasure leaves
 	 * nothing readable behind in freed pages or backups. */
 	mxo.au = au;
-	struct feed_sealer sealer = {.seal = feed_seal, .unseal = feed_unseal, .ctx = au};
-	feed_sealer_set(&sealer);
+	daemon_feed_sealer(au);
 	struct txn_env start_env = {cfg, st, au, &mxo.mx, cases_guest_open};
 	if (roles_at_start(&start_env) != TH_OK) {
 		LOG(LOG_ERROR, "cannot apply the configured roles to the managed rooms");

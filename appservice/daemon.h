@@ -22,4 +22,13 @@ int daemon_serve(const struct config *cfg);
  */
 int daemon_status(const struct config *cfg, int json);
 
+struct audit;
+/**
+ * Seal and open the guests' feed entries (bridge/feed.h) under the audit
+ * log's per-subject keys in @p au (borrowed, outliving the feed's use).
+ * The daemon does this at start; a command that reads feeds (guest
+ * export) does it too, or sees no sealed entry.
+ */
+void daemon_feed_sealer(struct audit *au);
+
 #endif

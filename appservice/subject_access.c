@@ -16,6 +16,7 @@
 
 #include "audit.h"
 #include "config.h"
+#include "daemon.h"
 #include "feed.h"
 #include "guests.h"
 #include "guests_cli.h"
@@ -281,6 +282,7 @@ int subject_access_main(const struct config *cfg, int argc, char **argv)
 		fprintf(stderr, "threshold: guest export: cannot open the audit log (see above)\n");
 		goto out;
 	}
+	daemon_feed_sealer(a); /* the feed's entries are sealed under the guest's key */
 	int rc = store_txn_begin(st, 0, &t);
 	if (!rc)
 		rc = find_guest(cfg, t, who, &g);
@@ -410,6 +412,7 @@ out:
 	free(records.s);
 	free(conv.s);
 	free(who);
+	feed_sealer_set(NULL);
 	audit_close(a);
 	store_close(st);
 	return code;

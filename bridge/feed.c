@@ -159,13 +159,29 @@ struct read_ctx {
 	json_t *events;
 	uint64_t next;
 	int any;
-	int want_one;
+	int want_one; /* WANT_ANY or WANT_NEWS: stop at the first entry (that is news) */
+	unsigned scanned;
 	int erasing; /* collect every key (and the guest's own events) instead */
 	json_t *own;
 	unsigned char (*keys)[KEY_MAX];
 	size_t *klens;
 	size_t nkeys;
 };
+
+#define WANT_ANY       1
+#define WANT_NEWS      2
+#define NEWS_SCAN_MAX  32 /* own echoes looked past before calling it news anyway */
+
+/* Whether the stored entry is a message the guest sent (from.role "self"). */
+static int own_message(store_txn *t, const char *guest, const void *val, size_t vlen)
+{
+	json_t *o = entry_load(t, guest, val, vlen);
+	json_t *from = json_object_get(o, "from");
+	int own = o && jsonx_str(o, "kind") && strcmp(jsonx_str(o, "kind"), "message") == 0 &&
+	          jsonx_str(from, "role") && strcmp(jsonx_str(from, "role"), "self") == 0;
+	json_decref(o);
+	return own;
+}
 
 static int read_one(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
 {
@@ -174,6 +190,9 @@ static int read_one(void *ctx, const void *key, size_t klen, const void *val, si
 		return 1; /* past this guest's entries */
 	uint64_t id = store_key_u64((const unsigned char *)key + rc->plen);
 	if (rc->want_one) {
+		if (id != 0 && rc->want_one == WANT_NEWS && rc->scanned++ < NEWS_SCAN_MAX &&
+		    own_message(rc->t, rc->guest, val, vlen))
+			return 0; /* the guest's own words, echoed: not news to them */
 		rc->any = id != 0;
 		return id != 0;
 	}
@@ -349,7 +368,18 @@ int feed_has_after(store_txn *t, const char *guest, uint64_t since)
 	unsigned char from[KEY_MAX];
 	size_t flen = make_key(from, guest, since + 1);
 	struct read_ctx rc = {
-	        .t = t, .guest = guest, .prefix = from, .plen = strlen(guest) + 1, .want_one = 1};
+	        .t = t, .guest = guest, .prefix = from, .plen = strlen(guest) + 1, .want_one = WANT_ANY};
+	return store_walk(t, STORE_FEED, from, flen, read_one, &rc) == TH_OK && rc.any;
+}
+
+int feed_has_news(store_txn *t, const char *guest, uint64_t since)
+{
+	if (!guest || strlen(guest) > MAX_GUEST)
+		return 0;
+	unsigned char from[KEY_MAX];
+	size_t flen = make_key(from, guest, since + 1);
+	struct read_ctx rc = {
+	        .t = t, .guest = guest, .prefix = from, .plen = strlen(guest) + 1, .want_one = WANT_NEWS};
 	return store_walk(t, STORE_FEED, from, flen, read_one, &rc) == TH_OK && rc.any;
 }
 

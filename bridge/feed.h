@@ -126,6 +126,15 @@ int feed_attachment(store_txn *t, const char *guest, uint64_t id, struct media_a
 int feed_has_after(store_txn *t, const char *guest, uint64_t since);
 
 /**
+ * feed_has_after() less the guest's own messages echoed back: 1 if an
+ * entry after @p since is news to the guest (staff's words, a notice, a
+ * takedown...).  What wakes a waiting poll: the page marks its own message
+ * sent when the gateway takes it (durably queued), so its echo alone need
+ * not cost the guest a round trip; it comes with the next answer.
+ */
+int feed_has_news(store_txn *t, const char *guest, uint64_t since);
+
+/**
  * Take down what @p guest's feed shows of Matrix event @p event_id (it was
  * redacted): each message made from it loses its body and attachment and
  * is marked "removed", and a "removed" entry naming it is appended.  One

@@ -921,7 +921,9 @@ static enum MHD_Result handle_feed(gateway *gw, struct MHD_Connection *conn, str
 	int rc = store_txn_begin(gw->env->st, 0, &t);
 	if (rc)
 		return store_failed(conn, rc);
-	int ready = feed_has_after(t, s->guest, since);
+	/* A first read (since 0) answers with whatever there is; after that,
+	 * the guest's own echoed messages alone do not end the wait. */
+	int ready = since == 0 ? feed_has_after(t, s->guest, since) : feed_has_news(t, s->guest, since);
 	store_txn_abort(t);
 	if (ready || timeout == 0)
 		return answer_feed(gw, conn, s->guest, since);
@@ -1640,7 +1642,7 @@ static void *waiter_main(void *arg)
 		for (struct waiter *w = gw->waiters, *nx; w; w = nx) {
 			nx = w->next;
 			if (gw->stop || w->hung_up || w->deadline <= now ||
-			    (t && feed_has_after(t, w->guest, w->since))) {
+			    (t && feed_has_news(t, w->guest, w->since))) {
 				struct MHD_Connection *conn = w->conn;
 				waiter_unlink(gw, w);
 				w->conn = NULL;

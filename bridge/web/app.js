@@ -807,10 +807,14 @@
 	  : api('POST', 'send', {local_id : li.localId, body : li.body}, {auth : true}))
 	    .then(
 	            function() {
-		            /* Stored and queued: "sent" once the feed shows it. The gateway has the
-		               file: the page lets go of it. The network works again, so a feed
-		               waiting out its backoff can try now. */
+		            /* Stored and queued by the gateway (it goes on to staff even if the
+		               homeserver is slow): "sent" now; its echo in the feed, which comes
+		               with the next answer, only ties it to its event. The gateway has
+		               the file: the page lets go of it. The network works again, so a
+		               feed waiting out its backoff can try now. */
 		            li.file = null;
+		            if (li.state !== 'failed')
+			            setMsgState(li, 'sent');
 		            if (wake)
 			            wake();
 		            return true;
