@@ -170,9 +170,14 @@ def first_load(web):
 
 
 def from_source(files):
+    """Each file as the binary embeds it (bridge/gen_web_assets.py)."""
+    sys.path.insert(0, os.path.join(HERE, "..", "bridge"))
+    import gen_web_assets
     rows = []
     for f in files:
         data = open(os.path.join(WEB, f), "rb").read()
+        if os.path.splitext(f)[1] in gen_web_assets.STRIP:
+            data = gen_web_assets.strip_comments(data.decode("utf-8")).encode("utf-8")
         rows.append((f, len(data), len(gzip.compress(data, compresslevel=9, mtime=0))))
     return rows
 

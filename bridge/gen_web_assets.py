@@ -9,6 +9,9 @@ input gives the same output), its content type and a strong ETag made of the
 first 16 hex digits of the SHA-256 of its identity bytes.  Assets are sorted
 by path so web_asset_find() can search them by halving.  A file whose type
 is not known stops the build: nothing is served with a guessed type.
+Scripts and styles go out without their block comments that begin a line
+(strip_comments): the sources explain themselves to their readers, and a
+guest on a metered phone should not pay for that.
 
 Run by CMake (see CMakeLists.txt); standard library only.
 """
@@ -32,6 +35,42 @@ TYPES = {
 }
 
 
+def strip_comments(text):
+    """@text without the /* ... */ comments that begin a line (after its
+    indentation), and without what would be left blank.  A comment that
+    begins a line cannot be inside a string or a regular expression (no
+    multi-line template literal starts one here), so nothing else changes;
+    comments after code on a line stay."""
+    out, inside = [], False
+    for line in text.split("\n"):
+        if inside:
+            end = line.find("*/")
+            if end < 0:
+                continue
+            inside = False
+            rest = line[end + 2:].strip()
+            if rest:
+                out.append(rest)
+            continue
+        body = line.lstrip()
+        if body.startswith("/*"):
+            end = body.find("*/", 2)
+            if end < 0:
+                inside = True
+                continue
+            rest = body[end + 2:].strip()
+            if rest:
+                out.append(line[:len(line) - len(body)] + rest)
+            continue
+        out.append(line)
+    if inside:
+        sys.exit("gen_web_assets: a comment is not closed")
+    return "\n".join(out)
+
+
+STRIP = {".js", ".mjs", ".css"}
+
+
 def collect(root):
     assets = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -48,6 +87,8 @@ def collect(root):
                 sys.exit("gen_web_assets: %s: the path must be plain printable ASCII" % rel)
             with open(full, "rb") as f:
                 data = f.read()
+            if ext in STRIP:
+                data = strip_comments(data.decode("utf-8")).encode("utf-8")
             assets.append((rel, TYPES[ext], data))
     assets.sort(key=lambda a: a[0].encode())
     if not any(a[0] == "/index.html" for a in assets):
