@@ -1032,11 +1032,15 @@ int conv_help(const struct txn_env *env, const char *guest, uint64_t *when_ms)
 	                       .details = details};
 	rc = env->au ? audit_append(env->au, t, &ar, &seq) : TH_OK;
 	json_decref(details);
-	if (!rc && room_id && *room_id) {
-		rc = env->mx->ops->notice(env->mx->ctx, t, room_id, cfg->bot_user_id,
-		                          "URGENT: the guest pressed \"I need help now\". Please answer them "
-		                          "straight away. The safeguarding lead on duty has been told.",
-		                          NULL);
+	/* Staff read it where they are: the conversation's room, or, while that
+	 * room is still being made, the service's staff room. */
+	const char *to = room_id && *room_id ? room_id : svc ? svc->staff_room : NULL;
+	if (!rc && to) {
+		char *text = xasprintf("URGENT: %s pressed \"I need help now\". Please answer them straight "
+		                       "away. The safeguarding lead on duty has been told.",
+		                       to == room_id ? "the guest" : "a guest whose conversation is just starting");
+		rc = env->mx->ops->notice(env->mx->ctx, t, to, cfg->bot_user_id, text, NULL);
+		free(text);
 	}
 	if (!rc && cfg->safeguarding_room) {
 		char *who = xstrdup("");

@@ -92,8 +92,11 @@ def test_closed_notice_and_signposting_come_before_the_composer(env, night, brow
     async def urgent():
         async with Client.for_user(env, "staff") as s:
             async def find():
-                for ev in await s.history(room):
-                    if "I need help now" in ev.get("content", {}).get("body", ""):
-                        return ev
+                # in the conversation, or in the staff room when the guest
+                # asked before their conversation's room was made
+                for where in (room, night):
+                    for ev in await s.history(where):
+                        if "I need help now" in ev.get("content", {}).get("body", ""):
+                            return ev
             return await poll(find, timeout=30, what="the urgent notice in the conversation")
     assert run(urgent())["sender"] == env.bot
