@@ -892,15 +892,44 @@ static void check_store(struct doctor *d)
 		    avail / 1048576.0, avail * 100.0 / total);
 }
 
+/* ---- outside channels ---------------------------------------------------- */
+
+/* The SMS gateway answers (sms.enabled): Kannel's sendsms interface, or
+ * Twilio's API.  Any HTTP answer is one (an unauthenticated GET is refused
+ * by both); no answer means staff's replies would wait in the queue. */
+static void check_sms(struct doctor *d)
+{
+	const struct config *cfg = d->cfg;
+	if (!cfg->sms_enabled)
+		return;
+	int twilio = cfg->sms_driver && strcmp(cfg->sms_driver, "twilio") == 0;
+	const char *url = twilio ? cfg->sms_twilio_api_url : cfg->sms_kannel_sendsms_url;
+	const char *what = twilio ? "Twilio's API" : "Kannel's sendsms interface";
+	if (!url)
+		return; /* config.c refuses an enabled channel without it */
+	struct dr_http h;
+	int rc = http_do(cfg, "GET", url, NULL, NULL, &h);
+	if (rc) {
+		add(d, "sms", DR_ATTENTION,
+		    twilio ? "Check the machine's route to the API and sms.twilio_api_url."
+		           : "Start Kannel's bearerbox and smsbox, and check sms.kannel_sendsms_url "
+		             "(docs/channels.md).",
+		    "%s does not answer at %s (%s): texts to people would wait in the queue.", what, url,
+		    h.err);
+		return;
+	}
+	add(d, "sms", DR_OK, NULL, "%s answers at %s (HTTP %ld).", what, url, h.status);
+	http_clear(&h);
+}
+
 /*
- * Every check, in the order an admin would go.  TURN servers and an SMS
- * gateway get a row each once their settings exist; a check of something
- * not configured adds no finding.
+ * Every check, in the order an admin would go.  A check of something not
+ * configured adds no finding.
  */
 static void (*const checks[])(struct doctor *) = {
         check_registration,   check_files,   check_store,     check_homeserver, check_invite_blocking,
         check_token,          check_ping,    check_bot_admin, check_bot_rooms,  check_hardening_outside,
-        check_synapse_config, check_gateway, check_erasure_admin,
+        check_synapse_config, check_gateway, check_erasure_admin, check_sms,
 };
 
 static void print_text(const struct doctor *d)

@@ -237,3 +237,46 @@ def test_nearly_full_map_is_named(scratch):
 def test_bad_option_cannot_run(env):
     r = env.threshold.run("doctor", "--frobnicate", check=False)
     assert r.returncode == 2
+
+
+def test_sms_gateway_down_is_named_and_up_is_fine(env, threshold, scratch):
+    """With the SMS channel on, doctor asks Kannel's sendsms interface:
+    nothing listening is named with its fix; any HTTP answer (smsbox refuses
+    a GET without its user) is fine."""
+    import http.server
+    import threading
+
+    def with_sms(url):
+        def change(cfg, d):
+            cfg["services"] = {"texts": {"display_name": "Texts", "staff_room": "!texts:localhost",
+                                         "sms_number": "+447700900123"}}
+            cfg["sms"] = {"enabled": True, "secret": "0123456789abcdefgh",
+                          "kannel_sendsms_url": url, "kannel_username": "u", "kannel_password": "p",
+                          "key_file": os.path.join(d, "sms.key")}
+        return change
+
+    r = doctor(env, config_copy(env, scratch, with_sms(
+        "http://127.0.0.1:%d/cgi-bin/sendsms" % closed_port())))
+    out = findings(r)
+    assert "sms" in attention(out), json.dumps(out, indent=1)
+    fix = [f["fix"] for f in out["findings"] if f["check"] == "sms"][0]
+    assert "bearerbox" in fix and "sms.kannel_sendsms_url" in fix
+
+    class Smsbox(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(403)
+            self.end_headers()
+            self.wfile.write(b"Authorization failed for sendsms")
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), Smsbox)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        r = doctor(env, config_copy(env, scratch, with_sms(
+            "http://127.0.0.1:%d/cgi-bin/sendsms" % srv.server_address[1])))
+        out = findings(r)
+        assert status_of(out, "sms") == {"ok"}, json.dumps(out, indent=1)
+    finally:
+        srv.shutdown()
