@@ -363,6 +363,7 @@ static int apply(const struct txn_env *env, store_txn *t, const struct pol_decis
 		case POL_ACT_CLOSE:
 		case POL_ACT_END_SESSIONS:
 		case POL_ACT_ERASE:
+		case POL_ACT_CALL:
 			break; /* the gateway's, never an event's */
 		case POL_ACT_KICK:
 			action = json_pack("{s:s, s:s, s:s, s:s}", "op", "kick", "room_id", room_id,

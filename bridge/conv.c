@@ -1500,7 +1500,8 @@ static int feed_event(const struct txn_env *env, store_txn *t, const struct mxev
 			if (v.remember_hidden)
 				rc = feed_mark_put(t, gid, ev->room_id, ev->event_id, ev->sender, 0);
 			break;
-		case POL_VIEW_REDACT: /* decided above, once */
+		case POL_VIEW_REDACT:  /* decided above, once */
+		case POL_VIEW_SIGNAL:  /* call signals: calls_on_event */
 		case POL_VIEW_ACTION_COUNT:
 			break;
 		}

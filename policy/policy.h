@@ -46,6 +46,7 @@ enum pol_event {
 	                        * holds the bot's power, which Matrix does not let it lower) */
 	POL_EV_STAFF_ENDED,    /* the target stopped being staff (left a staff room of a service, or was
 	                        * dropped from roles): asked once per managed room they are in */
+	POL_EV_GATEWAY_CALL,   /* a guest sends a call signal (m.call.*) or asks for a call */
 	POL_EV_COUNT
 };
 
@@ -127,6 +128,7 @@ enum pol_action_kind {
 	POL_ACT_CLOSE,        /* gateway: the guest leaves, staff are told, sessions end */
 	POL_ACT_END_SESSIONS, /* gateway: the guest's sessions end (nothing else to close) */
 	POL_ACT_ERASE,        /* gateway: the guest's data is erased (conv_erase) */
+	POL_ACT_CALL,         /* gateway: Threshold sends the guest's call signal as the guest */
 	POL_ACT_COUNT
 };
 
@@ -190,6 +192,8 @@ enum pol_reason {
 	POL_R_GROUP_ADD_OTHER_SERVICE,   /* group add of another service's guest */
 	POL_R_GROUP_ADD_ACROSS,          /* a lead added a guest across services (recorded) */
 	POL_R_STAFF_STATUS_ENDED,        /* someone no longer staff of a service left its rooms */
+	POL_R_GUEST_CALL_ALLOWED,        /* a guest calls (or answers) staff in their open conversation */
+	POL_R_GUEST_CALL_NOT_HERE,       /* a call anywhere but the guest's own conversation room */
 	POL_R_COUNT
 };
 
