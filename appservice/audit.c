@@ -66,6 +66,10 @@ static const char *const kind_names[AUDIT_NKINDS] = {
         [AUDIT_ENCRYPTION_ENABLED] = "encryption_enabled",
         [AUDIT_ENFORCEMENT_FAILED] = "enforcement_failed",
         [AUDIT_ADDED_ACROSS] = "guest_added_across_services",
+        [AUDIT_CALL_OFFERED] = "call_offered",
+        [AUDIT_CALL_ANSWERED] = "call_answered",
+        [AUDIT_CALL_DECLINED] = "call_declined",
+        [AUDIT_CALL_ENDED] = "call_ended",
 };
 
 /* A subject's key slot waiting to be zeroed once its erasure is committed. */

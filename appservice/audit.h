@@ -142,6 +142,10 @@ enum audit_kind {
 	AUDIT_ENCRYPTION_ENABLED,  /* "encryption_enabled": a managed room was encrypted (cannot be undone) */
 	AUDIT_ENFORCEMENT_FAILED, /* "enforcement_failed": the homeserver refused a kick or revert for good */
 	AUDIT_ADDED_ACROSS,       /* "guest_added_across_services": a lead added another service's guest */
+	AUDIT_CALL_OFFERED,       /* "call_offered": the guest or staff rang the other (never media) */
+	AUDIT_CALL_ANSWERED,      /* "call_answered" */
+	AUDIT_CALL_DECLINED,      /* "call_declined": the one rung said no */
+	AUDIT_CALL_ENDED,         /* "call_ended": hung up, with how long it lasted */
 	AUDIT_NKINDS
 };
 

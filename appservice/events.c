@@ -990,7 +990,8 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	/* What guests in a conversation see of it (bridge/conv.c). */
 	if (!rc && is_managed(f.room) &&
 	    (strcmp(type, "m.room.message") == 0 || ev->membership || strcmp(type, "m.room.redaction") == 0 ||
-	     strcmp(type, "m.reaction") == 0 || strcmp(type, "m.room.power_levels") == 0)) {
+	     strcmp(type, "m.reaction") == 0 || strcmp(type, "m.room.power_levels") == 0 ||
+	     strncmp(type, "m.call.", 7) == 0)) {
 		unsigned fed = 0;
 		/* Someone who was staff here and is no longer (rule 25 took them
 		 * out) still leaves as staff, for the guests' notice. */

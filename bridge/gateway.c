@@ -20,6 +20,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "calls.h"
 #include "config.h"
 #include "conv.h"
 #include "cs.h"
@@ -29,6 +30,7 @@
 #include "limiter.h"
 #include "log.h"
 #include "media.h"
+#include "turn.h"
 #include "util.h"
 #include "web_assets.h"
 
@@ -654,9 +656,10 @@ static enum MHD_Result handle_session(gateway *gw, struct MHD_Connection *conn, 
 {
 	const struct config_service *svc = config_service_find(gw->cfg, s->service);
 	return send_json(conn, 200,
-	                 json_pack("{s:s, s:{s:s, s:s}, s:s, s:I}", "pseudonym", s->pseudonym, "service",
+	                 json_pack("{s:s, s:{s:s, s:s}, s:s, s:I, s:b}", "pseudonym", s->pseudonym, "service",
 	                           "name", s->service, "display_name", svc ? svc->display_name : s->service,
-	                           "state", s->state, "expires_ms", (json_int_t)s->expires_ms));
+	                           "state", s->state, "expires_ms", (json_int_t)s->expires_ms, "calls",
+	                           gw->cfg->calls_enabled));
 }
 
 /* A send past a budget (conv.h): the guest's own hourly bytes (429), or a
@@ -1036,6 +1039,63 @@ static enum MHD_Result handle_asset(struct MHD_Connection *conn, const char *url
 	return ret;
 }
 
+/* POST /call/{signal,turn,ask}: a call's signals from the page, TURN
+ * credentials for it, and asking staff for one (bridge/calls.h). */
+static enum MHD_Result handle_call(gateway *gw, struct MHD_Connection *conn, struct req *rq,
+                                   const struct conv_session *s, const char *what)
+{
+	const struct config *cfg = gw->cfg;
+	enum MHD_Result ret;
+	if (!cfg->calls_enabled)
+		return send_error(conn, 404, "TH_NOT_FOUND", "Calls are not offered here.", 0);
+	json_t *j = body_object(conn, rq, &ret);
+	if (!j)
+		return ret;
+	enum calls_result result = CALLS_BAD_SIGNAL;
+	int rc = TH_ENOTFOUND;
+	if (strcmp(what, "signal") == 0)
+		rc = calls_guest_signal(gw->env, s->guest, jsonx_str(j, "type"), json_object_get(j, "content"),
+		                        &result);
+	else if (strcmp(what, "turn") == 0 || strcmp(what, "ask") == 0)
+		rc = what[0] == 't' ? calls_guest_may(gw->env, s->guest, &result)
+		                    : calls_guest_ask(gw->env, s->guest, &result);
+	json_decref(j);
+	if (rc == TH_ENOTFOUND)
+		return send_error(conn, 404, "TH_NOT_FOUND", "No such endpoint.", 0);
+	if (rc)
+		return store_failed(conn, rc);
+	switch (result) {
+	case CALLS_SENT:
+		break;
+	case CALLS_NOTHING:
+		return send_json(conn, 202, json_pack("{s:b}", "sent", 0));
+	case CALLS_NOT_READY:
+		return send_error(conn, 409, "TH_NOT_READY", "The conversation is being set up.", 500);
+	case CALLS_CLOSED:
+		return send_error(conn, 410, "TH_CLOSED", "This conversation was closed.", 0);
+	case CALLS_REFUSED:
+		return send_error(conn, 403, "TH_FORBIDDEN", "Calls are not possible in this conversation.", 0);
+	case CALLS_BAD_SIGNAL:
+		return send_error(conn, 400, "TH_BAD_REQUEST", "Not a call signal that can be sent.", 0);
+	}
+	if (what[0] != 't') {
+		if (gw->on_queue)
+			gw->on_queue(gw->ctx);
+		return send_json(conn, 202, json_pack("{s:b}", "sent", 1));
+	}
+	struct turn_cred cred;
+	if ((rc = turn_mint(cfg->calls_turn_secret, th_now_ms() / 1000, cfg->calls_turn_ttl_s, &cred)))
+		return store_failed(conn, rc);
+	json_t *uris = json_array();
+	for (size_t i = 0; i < cfg->calls_turn_uris.n; i++)
+		json_array_append_new(uris, json_string(cfg->calls_turn_uris.v[i]));
+	ret = send_json(conn, 200,
+	                json_pack("{s:s, s:s, s:o, s:I}", "username", cred.username, "password", cred.password,
+	                          "uris", uris, "ttl", (json_int_t)cfg->calls_turn_ttl_s));
+	explicit_bzero(&cred, sizeof(cred));
+	return ret;
+}
+
 /* ---- dispatch ------------------------------------------------------------------ */
 
 enum route {
@@ -1051,6 +1111,7 @@ enum route {
 	R_ERASE,
 	R_UPLOAD,
 	R_MEDIA,
+	R_CALL,
 };
 
 static const struct {
@@ -1066,7 +1127,7 @@ static const struct {
         {API "/session", "GET", R_SESSION, 1, 0, 0}, {API "/send", "POST", R_SEND, 1, 0, 0},
         {API "/feed", "GET", R_FEED, 1, 0, 0},       {API "/leave", "POST", R_LEAVE, 1, 0, 0},
         {API "/erase", "POST", R_ERASE, 1, 0, 0},    {API "/upload", "POST", R_UPLOAD, 1, 0, 0},
-        {API "/media/", "GET", R_MEDIA, 1, 0, 1},
+        {API "/media/", "GET", R_MEDIA, 1, 0, 1},    {API "/call/", "POST", R_CALL, 1, 0, 1},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -1242,6 +1303,8 @@ static enum MHD_Result dispatch(gateway *gw, struct MHD_Connection *conn, const 
 		return handle_upload(gw, conn, rq, &s);
 	case R_MEDIA:
 		return handle_media(gw, conn, rq, &s, url + strlen(routes[i].path));
+	case R_CALL:
+		return handle_call(gw, conn, rq, &s, url + strlen(routes[i].path));
 	case R_NONE:
 		break;
 	}
@@ -1322,11 +1385,11 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *conn, co
 	return ret;
 }
 
-_Static_assert(R_MEDIA + 1 == GW_STATS_ROUTES, "gw_stats: one row per route");
+_Static_assert(R_CALL + 1 == GW_STATS_ROUTES, "gw_stats: one row per route");
 
 static const char *const route_names[GW_STATS_ROUTES] = {
         "static", "page", "invitation", "redeem", "resume", "session",
-        "send",   "feed", "leave",      "erase",  "upload", "media",
+        "send",   "feed", "leave",      "erase",  "upload", "media", "call",
 };
 static const char *const class_names[GW_STATS_CLASSES] = {"2xx", "3xx", "4xx", "429", "5xx"};
 
