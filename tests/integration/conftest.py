@@ -159,6 +159,7 @@ class Env:
         self.gw_port = harness.free_port()
         self.gw_url = "http://127.0.0.1:%d" % self.gw_port
         self.staff_rooms = []  # set by tests of staff rooms, then write_config()
+        self.calls = None  # calls.* keys: set by tests of calls, then write_config()
 
     @property
     def hs_url(self):
@@ -193,6 +194,8 @@ class Env:
             cfg["roles"]["staff_rooms"] = list(self.staff_rooms)
         if self.pseudonym_per_room:
             cfg["guests"] = {"pseudonym_per_room": True}
+        if self.calls:
+            cfg["calls"] = dict(self.calls)
         if self.services:
             cfg["gateway"] = {"listen_address": "127.0.0.1", "listen_port": self.gw_port,
                               "public_url": self.gw_url, "address_rate_per_minute": 1000,
