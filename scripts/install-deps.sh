@@ -28,6 +28,9 @@ pkgs+=(
   # browser tests of the guest page: Debian's Chromium (/usr/bin/chromium),
   # driven by playwright-core from npm; a font with Arabic glyphs
   chromium fonts-dejavu-core
+  # the TURN server that relays calls (docs/calls.md): the demo and the call
+  # tests run one on loopback
+  coturn
   # the Ansible role's test (tests/ansible)
   ansible-core
 )
