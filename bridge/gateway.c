@@ -157,6 +157,10 @@ struct req {
 
 /* ---- responses ------------------------------------------------------------ */
 
+/* 1 while calls.enabled: the page may then ask for the microphone and camera
+ * (docs/calls.md); set once by gw_start, read by every answer. */
+static _Atomic int calls_media;
+
 static void security_headers(struct MHD_Response *r, const char *policy)
 {
 	MHD_add_response_header(r, "Content-Security-Policy", policy);
@@ -165,7 +169,10 @@ static void security_headers(struct MHD_Response *r, const char *policy)
 	MHD_add_response_header(r, "X-Frame-Options", "DENY");
 	MHD_add_response_header(r, "Cross-Origin-Opener-Policy", "same-origin");
 	MHD_add_response_header(r, "Cross-Origin-Resource-Policy", "same-origin");
-	MHD_add_response_header(r, "Permissions-Policy", "camera=(), microphone=(), geolocation=()");
+	MHD_add_response_header(r, "Permissions-Policy",
+	                        atomic_load_explicit(&calls_media, memory_order_relaxed)
+	                                ? "camera=(self), microphone=(self), geolocation=()"
+	                                : "camera=(), microphone=(), geolocation=()");
 	/* Nothing the gateway sends is kept by the browser's cache: on a shared
 	 * phone a cached page is a trace that the site was visited. */
 	MHD_add_response_header(r, "Cache-Control", "no-store");
@@ -1729,6 +1736,7 @@ int gw_start(const struct txn_env *env, gw_on_queue_fn on_queue, void *ctx, gate
 	gateway *gw = xcalloc(1, sizeof(*gw));
 	gw->env = env;
 	gw->cfg = cfg;
+	atomic_store_explicit(&calls_media, cfg->calls_enabled ? 1 : 0, memory_order_relaxed);
 	gw->on_queue = on_queue;
 	gw->ctx = ctx;
 	pthread_mutex_init(&gw->mu, NULL);

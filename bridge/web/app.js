@@ -18,6 +18,7 @@
   var shown = {};        /* feed id -> its message, for a later take-down */
   var blobs = [];        /* object URLs of pictures and files fetched, revoked on leaving */
   var mediaChain = Promise.resolve(); /* fetches, one at a time */
+  var callP = null, callMod = null; /* call.js, loaded only when a call starts (docs/calls.md) */
 
   function $(id) { return document.getElementById(id); }
   function each(sel, fn) { Array.prototype.forEach.call(document.querySelectorAll(sel), fn); }
@@ -98,7 +99,7 @@
 	    headers['Content-Type'] = opts.raw ? 'application/octet-stream' : 'application/json';
     if (opts.auth && session) headers.Authorization = 'Bearer ' + session.token;
     return fetch(API + path, {
-      method: method, headers: headers, signal: opts.signal, cache: 'no-store', credentials: 'omit',
+      method: method, headers: headers, signal: opts.signal, cache: 'no-store', credentials: 'omit', keepalive: !!opts.keepalive,
       body: body === undefined || opts.raw ? body : JSON.stringify(body)
     }).then(function (res) {
       if (res.ok && opts.blob) return res.blob();
@@ -132,7 +133,15 @@
   }
 
   /* ---- quick exit: wipe storage and the page, leave without a Back entry */
+  function calls() {
+    if (!callP) callP = import('./call.js').then(function (m) {
+      callMod = m.start({ api: api, t: t, $: $, el: el, announce: announce });
+      return callMod;
+    });
+    return callP;
+  }
   function quickExit() {
+    if (callMod) callMod.stop();
     stopFeed();
     wipe();
     forgetFiles();
@@ -284,6 +293,8 @@
     setStatus('connecting');
     show('chat');
     api('GET', 'session', undefined, { auth: true }).then(function (st) {
+      $('c-call').hidden = !st.calls;
+      $('c-call').onclick = function () { calls().then(function (c) { c.open(); }); };
       if (st.service && st.service.display_name) {
         session.service = st.service.display_name;
         $('c-service').textContent = session.service;
@@ -417,7 +428,12 @@
       if (!ev || seen[ev.id]) return;
       seen[ev.id] = true;
       var from = ev.from || {};
+      if (ev.kind === 'call') {
+        if (Date.now() - ev.ts < 120000) calls().then(function (c) { c.signal(ev); });
+        return;
+      }
       if (ev.kind === 'closed') {
+        if (callMod) callMod.stop();
         addMessage('note', from.name || '', ev.body || t('closed_staff'), ev.ts);
         closed = true;
         return;

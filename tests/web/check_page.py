@@ -64,7 +64,7 @@ for lang in langs:
                   "%s.json: %s has en's placeholders %s" % (lang, k, placeholders(en[k])))
 
 index = read("index.html")
-app = read("app.js")
+app = read("app.js") + read("call.js")  # call.js: loaded when a call starts
 css = read("app.css")
 used = set(re.findall(r'data-t(?:-label)?="([a-z_]+)"', index))
 used |= {k for k in re.findall(r"\bt\('([a-z_]+)'", app) if not k.endswith("_")}
