@@ -58,3 +58,8 @@ fi
 # download: playwright-core drives the Chromium installed above).
 echo "install-deps: npm ci in tests/browser"
 (cd "$here/tests/browser" && CI=true npm ci --no-audit --no-fund --loglevel=error </dev/null)
+# The call tests' staff side: matrix-js-sdk and esbuild from tests/calls's
+# lockfile, bundled for a browser page (tests/calls/build/staff.js).
+echo "install-deps: npm ci in tests/calls"
+(cd "$here/tests/calls" && CI=true npm ci --no-audit --no-fund --loglevel=error </dev/null &&
+  npm run --silent bundle </dev/null)

@@ -43,6 +43,10 @@ function rand() {
   return Array.prototype.map.call(a, function (b) { return ('0' + b.toString(16)).slice(-2); }).join('');
 }
 
+var running = null;
+/* The call code started on this page (tests read its connection's statistics). */
+export function current() { return running; }
+
 export function start(h) {
   var t = h.t, box = h.$('c-callbox'), ui = null;
   var c = null;          /* the call: {id, party, pc, stream, out, state, video, ...} */
@@ -317,6 +321,7 @@ export function start(h) {
     close();
   }
 
-  return { open: open, signal: signal, stop: stop, state: function () { return c && c.state; },
+  running = { open: open, signal: signal, stop: stop, state: function () { return c && c.state; },
     stats: function () { return c && c.pc ? c.pc.getStats() : Promise.resolve(null); } };
+  return running;
 }

@@ -26,7 +26,7 @@ class BrowserError(AssertionError):
 
 
 class Browser:
-    def __init__(self, width=360, height=640, locale="en-GB", scheme="light", timeout=120):
+    def __init__(self, width=360, height=640, locale="en-GB", scheme="light", timeout=120, args=()):
         self.timeout = timeout
         self._id = 0
         self._stderr = []
@@ -34,7 +34,7 @@ class Browser:
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      bufsize=1)
         threading.Thread(target=self._drain, daemon=True).start()
-        self.call("launch", width=width, height=height, locale=locale, scheme=scheme)
+        self.call("launch", width=width, height=height, locale=locale, scheme=scheme, args=list(args))
 
     def _drain(self):
         for line in self.proc.stderr:
