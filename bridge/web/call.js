@@ -22,6 +22,10 @@ export function munge(sdp) {
   lines.forEach(function (l) {
     if (/^m=/.test(l)) kind = l.slice(2, 7);
     if (/^a=ptime:|^a=maxptime:|^b=AS:/.test(l)) return;
+    /* audio: no header extensions but the mid, and no transport-cc feedback:
+       at 60 ms packets they would cost as much as the voice */
+    if (kind === 'audio' && /^a=extmap:/.test(l) && l.indexOf('sdes:mid') < 0) return;
+    if (kind === 'audio' && /^a=rtcp-fb:\d+ transport-cc/.test(l)) return;
     if (opus && l.indexOf('a=fmtp:' + opus + ' ') === 0) {
       var keep = l.slice(('a=fmtp:' + opus + ' ').length).split(';').filter(function (p) {
         return p && !/^(maxaveragebitrate|usedtx|stereo|sprop-stereo|useinbandfec)=/.test(p);
@@ -36,6 +40,11 @@ export function munge(sdp) {
   });
   return out.join('\r\n');
 }
+
+/* A description from the other side, with the same limits declared in it:
+   Chromium's sender takes its Opus frame size, bitrate and DTX from the
+   remote description, so this page sends as cheaply as it receives. */
+function cheap(d) { return { type: d.type, sdp: munge(d.sdp) }; }
 
 function rand() {
   var a = new Uint8Array(9);
@@ -217,7 +226,7 @@ export function start(h) {
     var pc;
     connect().then(function () {
       pc = c.pc;
-      return pc.setRemoteDescription(c.offer);
+      return pc.setRemoteDescription(cheap(c.offer));
     }).then(function () {
       c.remoteSet = true;
       c.remote.forEach(add);
@@ -271,7 +280,7 @@ export function start(h) {
       c.state = 'connecting';
       h.$('c-callbox').querySelector('.call-state').textContent = t('call_connecting');
       send('m.call.select_answer', { selected_party_id: k.party_id }).catch(function () {});
-      c.pc.setRemoteDescription(k.answer).then(function () {
+      c.pc.setRemoteDescription(cheap(k.answer)).then(function () {
         c.remoteSet = true;
         c.remote.forEach(add);
       }).catch(function () { hangup('unknown_error', 'call_failed'); });
@@ -279,7 +288,7 @@ export function start(h) {
       (k.candidates || []).forEach(function (x) { if (c.remoteSet) add(x); else c.remote.push(x); });
     } else if (type === 'm.call.negotiate' && k.description) {
       var pc = c.pc;
-      pc.setRemoteDescription(k.description).then(function () {
+      pc.setRemoteDescription(cheap(k.description)).then(function () {
         if (k.description.type !== 'offer') return null;
         return pc.createAnswer().then(function (a) {
           var sdp = munge(a.sdp);

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import secrets
-import socket
 import struct
 import subprocess
 import threading
@@ -178,10 +177,6 @@ def guest_stats(b):
     })()""")
 
 
-def guest_panel(b):
-    return b.eval("(document.querySelector('#c-callbox .call-state') || {}).textContent || ''")
-
-
 def feed_signals(b):
     """Every call signal the gateway gave this page (its raw feed, read again)."""
     return b.eval("""(async () => {
@@ -265,12 +260,7 @@ def test_staff_calls_guest_who_hangs_up_then_declines(callgw, browser, turn, sta
     g.wait_js("/Staff are calling you/.test(document.getElementById('c-callbox').textContent)",
               timeout=60000)
     g.click("#c-callbox button.primary")
-    try:
-        s.wait("staff.state(%s) === 'connected'" % R(room), timeout=60000)
-    except Exception:
-        print("DEBUG staff", s.js("staff.info(%s)" % R(room)))
-        print("DEBUG guest", guest_panel(g), json.dumps(feed_signals(g))[:3000], g.call("problems"))
-        raise
+    s.wait("staff.state(%s) === 'connected'" % R(room), timeout=60000)
     time.sleep(3)
     gs = guest_stats(g)
     assert (gs["local"], gs["remote"]) == ("relay", "relay"), gs
@@ -305,12 +295,7 @@ def test_quick_exit_hangs_up(callgw, browser, turn, staff_site, wav, env):
     g.click("#c-callbox button.primary")
     s.wait("staff.state(%s) === 'ringing'" % R(room))
     s.js("staff.answer(%s)" % R(room))
-    try:
-        s.wait("staff.state(%s) === 'connected'" % R(room), timeout=60000)
-    except Exception:
-        print("DEBUG staff", s.js("staff.info(%s)" % R(room)))
-        print("DEBUG guest", guest_panel(g), json.dumps(feed_signals(g))[:3000], g.call("problems"))
-        raise
+    s.wait("staff.state(%s) === 'connected'" % R(room), timeout=60000)
     g.click("#exit")
     g.wait_js("location.pathname === '/elsewhere'")
     s.wait("staff.state(%s) === 'ended'" % R(room), timeout=30000)
@@ -335,3 +320,77 @@ def test_unanswered_call_ends_at_its_lifetime(callgw, browser, turn, staff_site,
     ended = audit_records(threshold, "call_ended", subject=guest_id)
     assert ended and ended[-1]["reason"] == "invite_timeout", ended
     assert ended[-1]["details"]["answered"] is False and ended[-1]["details"]["rang_s"] >= 55, ended
+
+
+def pair_counters(b):
+    """The guest's selected candidate pair: bytes and packets each way (ICE level)."""
+    return b.eval("""(async () => {
+      const m = await import('./call.js');
+      const r = await m.current().stats();
+      const byId = {}; r.forEach(v => { byId[v.id] = v; });
+      let out = null;
+      r.forEach(v => {
+        if (v.type === 'transport' && v.selectedCandidatePairId) {
+          const p = byId[v.selectedCandidatePairId];
+          out = Object.assign(out || {}, {bin: p.bytesReceived, bout: p.bytesSent, pin: p.packetsReceived || 0,
+                                          pout: p.packetsSent || 0});
+        }
+      });
+      r.forEach(v => {
+        if (v.type === 'inbound-rtp' || v.type === 'outbound-rtp') {
+          out[v.type + '-' + v.kind] = {packets: v.packetsSent || v.packetsReceived,
+            bytes: v.bytesSent || v.bytesReceived, codec: (byId[v.codecId] || {}).sdpFmtpLine || ''};
+        }
+      });
+      return out;
+    })()""")
+
+
+def measure(b, seconds):
+    a = pair_counters(b)
+    time.sleep(seconds)
+    z = pair_counters(b)
+    per_min = 60.0 / seconds
+    # on the wire: the pair's bytes plus IPv4 and UDP headers (28 bytes a packet)
+    for k in sorted(z):
+        if "rtp" in k:
+            print("  %s: %.1f packets/s, %.1f kbit/s payload, %s" % (
+                k, (z[k]["packets"] - a[k]["packets"]) / seconds, (z[k]["bytes"] - a[k]["bytes"]) * 8 / seconds / 1e3,
+                z[k]["codec"]))
+    down = ((z["bin"] - a["bin"]) + 28 * (z["pin"] - a["pin"])) * per_min
+    up = ((z["bout"] - a["bout"]) + 28 * (z["pout"] - a["pout"])) * per_min
+    return down, up
+
+
+@pytest.mark.skipif(not os.environ.get("THRESHOLD_CALL_BENCH"), reason="a measurement: bench/calls_data.sh")
+def test_bench_call_data(callgw, browser, turn, staff_site, wav, env):
+    """Bytes per minute each way on the guest's side, audio and video, against
+    the budgets (docs/calls.md): audio about 2.5 MB per 10 minutes both ways,
+    video about 25 MB per 10 minutes.  Input: speech-like, half the time."""
+    seconds = int(os.environ.get("THRESHOLD_CALL_BENCH_SECONDS", "60"))
+    rows = []
+    for kind, video, budget in (("audio", False, 2.5e6 / 10), ("video 320x180", True, 25e6 / 10)):
+        g, room = start_guest(callgw, browser, wav)
+        s = Staff(browser, env, turn, staff_site, wav)
+        g.click("#c-call")
+        g.wait("#c-callbox button.primary")
+        buttons = "#c-callbox .row button"
+        g.eval("document.querySelectorAll(%s)[%d].click()" % (json.dumps(buttons), 1 if video else 0))
+        s.wait("staff.state(%s) === 'ringing'" % R(room))
+        s.js("staff.answer(%s, %s)" % (R(room), "true" if video else "false"))
+        s.wait("staff.state(%s) === 'connected'" % R(room), timeout=60000)
+        time.sleep(5)  # past the start-up ramp
+        down, up = measure(g, seconds)
+        rows.append((kind, down, up, budget))
+        g.click("#c-callbox button.danger")
+        s.wait("staff.state(%s) === 'ended'" % R(room))
+        g.close()
+        s.b.close()
+    lines = ["", "call data on the guest's side, per minute (%d s measured; IPv4+UDP headers included)" % seconds,
+             "| call | down KB/min | up KB/min | both ways, MB per 10 min | budget (about) | of budget |",
+             "|---|---|---|---|---|---|"]
+    for kind, down, up, budget in rows:
+        both10 = (down + up) * 10 / 1e6
+        lines.append("| %s | %.1f | %.1f | %.2f | %.1f | %.0f%% |"
+                     % (kind, down / 1e3, up / 1e3, both10, budget * 10 / 1e6, 100 * both10 / (budget * 10 / 1e6)))
+    print("\n".join(lines))
