@@ -305,6 +305,14 @@ int calls_guest_signal(const struct txn_env *env, const char *guest, const char 
 	}
 	const char *room_id = jsonx_str(c, "room");
 	int changed = 0;
+	json_t *last = json_object_get(c, "call");
+	uint64_t last_ms = (uint64_t)json_integer_value(json_object_get(last, "offered_ms")), now = th_now_ms();
+	if (strcmp(type, "m.call.invite") == 0 && json_is_object(last) && now >= last_ms &&
+	    now - last_ms < CALLS_MIN_GAP_MS) {
+		*result = CALLS_TOO_SOON;
+		store_txn_abort(t);
+		goto out;
+	}
 	char *text = json_dumps(clean, JSON_COMPACT);
 	rc = text ? env->mx->ops->call_event(env->mx->ctx, t, room_id, guest, type, text) : TH_EINVAL;
 	free(text);

@@ -35,7 +35,12 @@ enum calls_result {
 	CALLS_REFUSED,    /* policy said no (a group, not a member) */
 	CALLS_BAD_SIGNAL, /* not a call signal Threshold carries, or malformed */
 	CALLS_NOTHING,    /* nothing left to send (candidates that were all not relay) */
+	CALLS_TOO_SOON,   /* a new invite within CALLS_MIN_GAP_MS of the last: not sent */
 };
+
+/* A guest's page rings at most once per this long (each invite is an audit
+ * record, and the audit log is never pruned). */
+#define CALLS_MIN_GAP_MS 5000
 
 /**
  * The content of call signal @p type as the other side may see it: only

@@ -1076,6 +1076,9 @@ static enum MHD_Result handle_call(gateway *gw, struct MHD_Connection *conn, str
 		break;
 	case CALLS_NOTHING:
 		return send_json(conn, 202, json_pack("{s:b}", "sent", 0));
+	case CALLS_TOO_SOON:
+		return send_error(conn, 429, "TH_LIMIT_EXCEEDED", "A call was started a moment ago.",
+		                  CALLS_MIN_GAP_MS);
 	case CALLS_NOT_READY:
 		return send_error(conn, 409, "TH_NOT_READY", "The conversation is being set up.", 500);
 	case CALLS_CLOSED:

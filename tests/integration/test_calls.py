@@ -141,6 +141,11 @@ def test_guest_calls_staff(env, threshold, calls_service):
     assert "typ relay raddr 0.0.0.0 rport 0" in c["offer"]["sdp"]
     assert "a=fmtp:111 maxaveragebitrate=12000;usedtx=1" in c["offer"]["sdp"]
 
+    # ringing again at once is refused (each invite is an audit record)
+    r = signal(g, "m.call.invite", {"call_id": "again", "party_id": "page1", "version": "1",
+                                     "lifetime": 60000, "offer": {"type": "offer", "sdp": sdp("offer")}})
+    assert r.status_code == 429 and r.json()["errcode"] == "TH_LIMIT_EXCEEDED", r.text
+
     # trickled candidates: only relay goes; all others alone send nothing
     r = signal(g, "m.call.candidates", {"call_id": call_id, "party_id": "page1", "version": "1",
                                          "candidates": CANDS})
