@@ -331,8 +331,9 @@ static int turn_uri_ok(const char *s)
 	const char *h = strncmp(s, "turn:", 5) == 0 ? s + 5 : strncmp(s, "turns:", 6) == 0 ? s + 6 : NULL;
 	if (!h || n > 255)
 		return 0;
-	size_t hl = h[0] == '[' ? strspn(h + 1, "0123456789abcdefABCDEF:.") + 2
-	                        : strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-");
+	size_t hl = h[0] == '['
+	                    ? strspn(h + 1, "0123456789abcdefABCDEF:.") + 2
+	                    : strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-");
 	if (hl < 1 || (h[0] == '[' && h[hl - 1] != ']'))
 		return 0;
 	const char *p = h + hl;
@@ -358,8 +359,9 @@ static int set_list(struct loader *ld, void *base, const char *section, const st
 	struct config_ids *list = (struct config_ids *)((char *)base + o->offset);
 	const char *what = o->type == OPT_ROOMS   ? "room ids, like [\"!abc:example.org\"]"
 	                   : o->type == OPT_USERS ? "user ids, like [\"@alice:example.org\"]"
-	                   : o->type == OPT_TURNS ? "TURN URIs, like [\"turn:turn.example.org:3478?transport=udp\"]"
-	                                          : "language codes, like [en, ar]";
+	                   : o->type == OPT_TURNS
+	                           ? "TURN URIs, like [\"turn:turn.example.org:3478?transport=udp\"]"
+	                           : "language codes, like [en, ar]";
 	if (v->type == YAML_SCALAR_NODE && v->data.scalar.length == 0)
 		return TH_OK;
 	if (v->type != YAML_SEQUENCE_NODE)
@@ -378,8 +380,9 @@ static int set_list(struct loader *ld, void *base, const char *section, const st
 			return fail(ld, iline, "%s.%s: \"%s\" is not %s", section, o->key, text,
 			            o->type == OPT_ROOMS   ? "a room id (\"!opaque:server\")"
 			            : o->type == OPT_USERS ? "a user id (\"@name:server\")"
-			            : o->type == OPT_TURNS ? "a TURN URI (turn:host[:port][?transport=udp|tcp])"
-			                                   : "a language code (like en or pt-br)");
+			            : o->type == OPT_TURNS
+			                    ? "a TURN URI (turn:host[:port][?transport=udp|tcp])"
+			                    : "a language code (like en or pt-br)");
 		list->v = xrealloc(list->v, (list->n + 1) * sizeof(char *));
 		list->v[list->n++] = xstrdup(text);
 	}
@@ -677,13 +680,15 @@ int config_load(const char *path, struct config *out, char *err, size_t errlen)
 		goto fail;
 	}
 	if (cfg.calls_enabled && (!cfg.calls_turn_uris.n || !cfg.calls_turn_secret)) {
-		rc = fail(&ld, 0, "calls.enabled is true, but calls.%s is not given (calls are relayed by TURN "
+		rc = fail(&ld, 0,
+		          "calls.enabled is true, but calls.%s is not given (calls are relayed by TURN "
 		          "only: docs/calls.md)",
 		          !cfg.calls_turn_uris.n ? "turn_uris" : "turn_shared_secret");
 		goto fail;
 	}
 	if (cfg.calls_turn_secret && strlen(cfg.calls_turn_secret) < 16) {
-		rc = fail(&ld, 0, "calls.turn_shared_secret must be at least 16 characters (a random one: "
+		rc = fail(&ld, 0,
+		          "calls.turn_shared_secret must be at least 16 characters (a random one: "
 		          "openssl rand -hex 32)");
 		goto fail;
 	}

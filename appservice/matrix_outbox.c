@@ -184,9 +184,9 @@ static int mo_conv_room_create(void *ctx, store_txn *t, const char *guest, const
 	json_t *initial = templates_initial_state(POL_TPL_CONVERSATION, staff_room);
 	/* Element offers a one-to-one call only in a room of exactly two joined
 	 * members who are not "functional": the bot is one (docs/calls.md). */
-	json_array_append_new(initial, json_pack("{s:s, s:s, s:{s:[s]}}", "type", "io.element.functional_members",
-	                                         "state_key", "", "content", "service_members",
-	                                         cfg->bot_user_id));
+	json_array_append_new(initial,
+	                      json_pack("{s:s, s:s, s:{s:[s]}}", "type", "io.element.functional_members",
+	                                "state_key", "", "content", "service_members", cfg->bot_user_id));
 	char *name = xasprintf("%s · %s", pseudonym, service_name);
 	char *topic =
 	        xasprintf("A conversation with a guest of %s. Only staff can join; the guest sees staff "

@@ -17,15 +17,15 @@
 #include "util.h"
 #include "visibility.h"
 
-#define MAX_ID     255 /* call_id, party_id */
-#define MAX_REASON 64  /* a hangup or reject reason */
-#define MAX_CANDS  64  /* candidates in one m.call.candidates */
+#define MAX_ID     255  /* call_id, party_id */
+#define MAX_REASON 64   /* a hangup or reject reason */
+#define MAX_CANDS  64   /* candidates in one m.call.candidates */
 #define MAX_META   4096 /* bytes of sdp_stream_metadata */
 
 /* The signals Threshold carries (spec: VoIP module, MSC2746). */
 static const char *const types[] = {
-        "m.call.invite",    "m.call.candidates", "m.call.answer", "m.call.select_answer",
-        "m.call.reject",    "m.call.negotiate",  "m.call.hangup",
+        "m.call.invite", "m.call.candidates", "m.call.answer", "m.call.select_answer",
+        "m.call.reject", "m.call.negotiate",  "m.call.hangup",
 };
 
 static int known_type(const char *type)
@@ -166,7 +166,8 @@ int calls_content_filter(const char *type, const json_t *in, json_t **out)
 	if (!rc && json_is_object(meta)) {
 		char *m = json_dumps(meta, JSON_COMPACT);
 		if (m && strlen(m) <= MAX_META)
-			json_object_set_new(o, "org.matrix.msc3077.sdp_stream_metadata", json_deep_copy(meta));
+			json_object_set_new(o, "org.matrix.msc3077.sdp_stream_metadata",
+			                    json_deep_copy(meta));
 		free(m);
 	}
 	if (rc) {
@@ -192,9 +193,9 @@ static int has_video(const json_t *content)
 /* The reason code recorded for a hangup or reject: a word of the spec, or "other". */
 static const char *reason_code(const json_t *content)
 {
-	static const char *const known[] = {"ice_failed",       "invite_timeout", "user_hangup",
-	                                    "user_media_failed", "user_busy",      "unknown_error",
-	                                    "ice_timeout",      "answered_elsewhere"};
+	static const char *const known[] = {"ice_failed",        "invite_timeout",    "user_hangup",
+	                                    "user_media_failed", "user_busy",         "unknown_error",
+	                                    "ice_timeout",       "answered_elsewhere"};
 	const char *r = jsonx_str(content, "reason");
 	for (size_t i = 0; r && i < sizeof(known) / sizeof(known[0]); i++) {
 		if (strcmp(r, known[i]) == 0)
@@ -221,8 +222,9 @@ static int call_track(const struct txn_env *env, struct store_txn *t, json_t *c,
 	json_t *details = NULL;
 	if (strcmp(type, "m.call.invite") == 0 && !same) {
 		int video = has_video(content);
-		json_object_set_new(c, "call", json_pack("{s:s, s:s, s:I}", "id", call_id, "by", by, "offered_ms",
-		                                         (json_int_t)now));
+		json_object_set_new(
+		        c, "call",
+		        json_pack("{s:s, s:s, s:I}", "id", call_id, "by", by, "offered_ms", (json_int_t)now));
 		*changed = 1;
 		details = json_pack("{s:s, s:b}", "by", by, "video", video);
 		rc = conv_call_record(env, t, CONV_CALL_OFFERED, actor, guest, room_id, NULL, details);
@@ -233,22 +235,24 @@ static int call_track(const struct txn_env *env, struct store_txn *t, json_t *c,
 		rc = conv_call_record(env, t, CONV_CALL_ANSWERED, actor, guest, room_id, NULL, details);
 	} else if ((strcmp(type, "m.call.reject") == 0 || strcmp(type, "m.call.hangup") == 0) && same) {
 		json_t *answered = json_object_get(call, "answered_ms");
-		uint64_t from = (uint64_t)json_integer_value(answered ? answered : json_object_get(call, "offered_ms"));
+		uint64_t from = (uint64_t)json_integer_value(answered ? answered
+		                                                      : json_object_get(call, "offered_ms"));
 		uint64_t secs = now > from ? (now - from) / 1000 : 0;
 		/* declined: the one rung said no (a reject, or a hangup before answering by the one rung) */
-		int declined = !answered && (strcmp(type, "m.call.reject") == 0 ||
-		                             strcmp(jsonx_str(call, "by") ? jsonx_str(call, "by") : "", by) != 0);
+		int declined =
+		        !answered && (strcmp(type, "m.call.reject") == 0 ||
+		                      strcmp(jsonx_str(call, "by") ? jsonx_str(call, "by") : "", by) != 0);
 		if (declined) {
 			details = json_pack("{s:s}", "by", by);
-			rc = conv_call_record(env, t, CONV_CALL_DECLINED, actor, guest, room_id, reason_code(content),
-			                      details);
+			rc = conv_call_record(env, t, CONV_CALL_DECLINED, actor, guest, room_id,
+			                      reason_code(content), details);
 		} else {
-			details = json_pack("{s:s, s:b, s:I}", "by", by, "answered", answered != NULL, "duration_s",
-			                    (json_int_t)(answered ? secs : 0));
+			details = json_pack("{s:s, s:b, s:I}", "by", by, "answered", answered != NULL,
+			                    "duration_s", (json_int_t)(answered ? secs : 0));
 			if (!answered)
 				json_object_set_new(details, "rang_s", json_integer((json_int_t)secs));
-			rc = conv_call_record(env, t, CONV_CALL_ENDED, actor, guest, room_id, reason_code(content),
-			                      details);
+			rc = conv_call_record(env, t, CONV_CALL_ENDED, actor, guest, room_id,
+			                      reason_code(content), details);
 		}
 		json_object_del(c, "call");
 		*changed = 1;
@@ -306,7 +310,8 @@ int calls_guest_signal(const struct txn_env *env, const char *guest, const char 
 	const char *room_id = jsonx_str(c, "room");
 	int changed = 0;
 	json_t *last = json_object_get(c, "call");
-	uint64_t last_ms = (uint64_t)json_integer_value(json_object_get(last, "offered_ms")), now = th_now_ms();
+	uint64_t last_ms = (uint64_t)json_integer_value(json_object_get(last, "offered_ms")),
+	         now = th_now_ms();
 	if (strcmp(type, "m.call.invite") == 0 && json_is_object(last) && now >= last_ms &&
 	    now - last_ms < CALLS_MIN_GAP_MS) {
 		*result = CALLS_TOO_SOON;
@@ -366,10 +371,11 @@ int calls_guest_ask(const struct txn_env *env, const char *guest, enum calls_res
 	rc = th_random_hex(hex, 8);
 	if (!rc) {
 		snprintf(local_id, sizeof(local_id), "call-ask-%s", hex);
-		rc = env->mx->ops->text(env->mx->ctx, t, jsonx_str(c, "room"), guest,
-		                        "\xf0\x9f\x93\x9e I would like to talk on a call. Please call me with "
-		                        "this room's call button.",
-		                        local_id);
+		rc = env->mx->ops->text(
+		        env->mx->ctx, t, jsonx_str(c, "room"), guest,
+		        "\xf0\x9f\x93\x9e I would like to talk on a call. Please call me with "
+		        "this room's call button.",
+		        local_id);
 	}
 	json_decref(c);
 	if (rc) {

@@ -1501,8 +1501,8 @@ static int feed_event(const struct txn_env *env, store_txn *t, const struct mxev
 			if (v.remember_hidden)
 				rc = feed_mark_put(t, gid, ev->room_id, ev->event_id, ev->sender, 0);
 			break;
-		case POL_VIEW_REDACT:  /* decided above, once */
-		case POL_VIEW_SIGNAL:  /* call signals: calls_on_event */
+		case POL_VIEW_REDACT: /* decided above, once */
+		case POL_VIEW_SIGNAL: /* call signals: calls_on_event */
 		case POL_VIEW_ACTION_COUNT:
 			break;
 		}
@@ -1542,8 +1542,8 @@ static int staff_removed(const struct txn_env *env, store_txn *t, const struct m
 
 /* A call signal in a managed room: bridge/calls.c judges it for each guest
  * of the room who has a conversation (calls are off: none). */
-static int call_event(const struct txn_env *env, store_txn *t, const struct mxev *ev, enum pol_role sender_role,
-                      unsigned *fed)
+static int call_event(const struct txn_env *env, store_txn *t, const struct mxev *ev,
+                      enum pol_role sender_role, unsigned *fed)
 {
 	if (!env->cfg->calls_enabled || !ev->sender || !ev->room_id || !ev->content_is_object)
 		return TH_OK;
@@ -1557,7 +1557,8 @@ static int call_event(const struct txn_env *env, store_txn *t, const struct mxev
 			if (rc || !json_is_string(m) || strcmp(json_string_value(m), "join") != 0 ||
 			    !has_conversation(t, gid))
 				continue;
-			rc = calls_on_event(env, t, gid, ev->type, ev->room_id, ev->sender, sender_role, content, fed);
+			rc = calls_on_event(env, t, gid, ev->type, ev->room_id, ev->sender, sender_role,
+			                    content, fed);
 		}
 	}
 	json_decref(content);

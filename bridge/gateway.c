@@ -1061,8 +1061,8 @@ static enum MHD_Result handle_call(gateway *gw, struct MHD_Connection *conn, str
 	enum calls_result result = CALLS_BAD_SIGNAL;
 	int rc = TH_ENOTFOUND;
 	if (strcmp(what, "signal") == 0)
-		rc = calls_guest_signal(gw->env, s->guest, jsonx_str(j, "type"), json_object_get(j, "content"),
-		                        &result);
+		rc = calls_guest_signal(gw->env, s->guest, jsonx_str(j, "type"),
+		                        json_object_get(j, "content"), &result);
 	else if (strcmp(what, "turn") == 0 || strcmp(what, "ask") == 0)
 		rc = what[0] == 't' ? calls_guest_may(gw->env, s->guest, &result)
 		                    : calls_guest_ask(gw->env, s->guest, &result);
@@ -1084,7 +1084,8 @@ static enum MHD_Result handle_call(gateway *gw, struct MHD_Connection *conn, str
 	case CALLS_CLOSED:
 		return send_error(conn, 410, "TH_CLOSED", "This conversation was closed.", 0);
 	case CALLS_REFUSED:
-		return send_error(conn, 403, "TH_FORBIDDEN", "Calls are not possible in this conversation.", 0);
+		return send_error(conn, 403, "TH_FORBIDDEN", "Calls are not possible in this conversation.",
+		                  0);
 	case CALLS_BAD_SIGNAL:
 		return send_error(conn, 400, "TH_BAD_REQUEST", "Not a call signal that can be sent.", 0);
 	}
@@ -1100,8 +1101,8 @@ static enum MHD_Result handle_call(gateway *gw, struct MHD_Connection *conn, str
 	for (size_t i = 0; i < cfg->calls_turn_uris.n; i++)
 		json_array_append_new(uris, json_string(cfg->calls_turn_uris.v[i]));
 	ret = send_json(conn, 200,
-	                json_pack("{s:s, s:s, s:o, s:I}", "username", cred.username, "password", cred.password,
-	                          "uris", uris, "ttl", (json_int_t)cfg->calls_turn_ttl_s));
+	                json_pack("{s:s, s:s, s:o, s:I}", "username", cred.username, "password",
+	                          cred.password, "uris", uris, "ttl", (json_int_t)cfg->calls_turn_ttl_s));
 	explicit_bzero(&cred, sizeof(cred));
 	return ret;
 }
@@ -1398,8 +1399,8 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *conn, co
 _Static_assert(R_CALL + 1 == GW_STATS_ROUTES, "gw_stats: one row per route");
 
 static const char *const route_names[GW_STATS_ROUTES] = {
-        "static", "page", "invitation", "redeem", "resume", "session",
-        "send",   "feed", "leave",      "erase",  "upload", "media", "call",
+        "static", "page",  "invitation", "redeem", "resume", "session", "send",
+        "feed",   "leave", "erase",      "upload", "media",  "call",
 };
 static const char *const class_names[GW_STATS_CLASSES] = {"2xx", "3xx", "4xx", "429", "5xx"};
 
