@@ -394,3 +394,43 @@ def test_bench_call_data(callgw, browser, turn, staff_site, wav, env):
         lines.append("| %s | %.1f | %.1f | %.2f | %.1f | %.0f%% |"
                      % (kind, down / 1e3, up / 1e3, both10, budget * 10 / 1e6, 100 * both10 / (budget * 10 / 1e6)))
     print("\n".join(lines))
+
+
+def test_staff_allowing_peer_to_peer_still_reveals_nothing(callgw, browser, turn, staff_site, wav, env):
+    """Staff whose Element allows peer-to-peer calls send their host
+    candidates into the room; Threshold drops them before the page sees them,
+    and the call still connects, through the relay."""
+    own = machine_addresses()
+    g, room = start_guest(callgw, browser, wav)
+    s = Staff(browser, env, turn, staff_site, wav, force_turn=False)
+    g.click("#c-call")
+    g.click("#c-callbox button.primary")
+    s.wait("staff.state(%s) === 'ringing'" % R(room))
+    s.js("staff.answer(%s)" % R(room))
+    s.wait("staff.state(%s) === 'connected'" % R(room), timeout=60000)
+    g.wait_js("/On a call/.test((document.querySelector('#c-callbox .call-state') || {}).textContent)",
+              timeout=60000)
+    time.sleep(3)
+    # staff did send host candidates into the room...
+    import requests
+    from helpers import bearer, q
+    r = requests.get("%s/_matrix/client/v3/rooms/%s/messages" % (env.hs_url, q(room)),
+                     params={"dir": "b", "limit": 100}, headers=bearer(env.token("staff")), timeout=30)
+    staff_sent = [e for e in r.json()["chunk"] if e["type"].startswith("m.call.")
+                  and e["sender"].startswith("@staff:")]
+    assert "typ host" in json.dumps(staff_sent), json.dumps(staff_sent)[:3000]
+    # ...and none of them reached the guest's page
+    gs = guest_stats(g)
+    assert (gs["local"], gs["remote"]) == ("relay", "relay"), gs
+    # Every candidate the page was told of is a relay one.  On one machine the
+    # relay's address and staff's own are both 127.0.0.1, so the TURN
+    # permission the page installs for staff's relay also lets staff's own
+    # checks in, which Chromium reports as a peer-reflexive candidate with
+    # its address withheld from the page; in production the relay's address
+    # is the TURN server's, and coturn drops those checks.
+    assert all(c["type"] == "relay" or (c["type"] == "prflx" and not c["address"])
+               for c in gs["remotes"]), gs["remotes"]
+    assert [c for c in gs["remotes"] if c["type"] == "relay"], gs["remotes"]
+    no_address_crossed([feed_signals(g), gs["remotes"]], own)
+    g.click("#c-callbox button.danger")
+    s.wait("staff.state(%s) === 'ended'" % R(room))
