@@ -78,6 +78,10 @@ static const char *const kind_names[AUDIT_NKINDS] = {
         [AUDIT_ERASURE_STEP_FAILED] = "erasure_step_failed",
         [AUDIT_ERASURE_DONE] = "erasure_done",
         [AUDIT_ERASURE_HELD] = "erasure_held",
+        [AUDIT_CALL_OFFERED] = "call_offered",
+        [AUDIT_CALL_ANSWERED] = "call_answered",
+        [AUDIT_CALL_DECLINED] = "call_declined",
+        [AUDIT_CALL_ENDED] = "call_ended",
 };
 
 /* A subject's key slot waiting to be zeroed once its erasure is committed. */

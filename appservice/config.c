@@ -28,6 +28,7 @@ enum opt_type {
 	OPT_USERS, /* a list of user ids */
 	OPT_ROOMS, /* a list of room ids */
 	OPT_WORDS, /* a list of short words (language codes) */
+	OPT_TURNS, /* a list of TURN server URIs (RFC 7065): turn:host[:port][?transport=udp|tcp] */
 	OPT_TEXT,  /* a string that may span lines (notices, greetings) */
 
 	/* "30d", "12h", "90m", "45s": unsigned seconds within min..max */
@@ -117,6 +118,10 @@ static const struct option options[] = {
         {"gateway", "max_blob_bytes_held", OPT_SIZE, OFF(gw_max_blob_bytes_held), 0, "268435456", 1048576,
          68719476736},
         {"gateway", "waiting_notice_seconds", OPT_UINT, OFF(gw_waiting_notice_s), 0, "60", 0, 3600},
+        {"calls", "enabled", OPT_BOOL, OFF(calls_enabled), 0, "false", 0, 0},
+        {"calls", "turn_uris", OPT_TURNS, OFF(calls_turn_uris), 0, NULL, 0, 0},
+        {"calls", "turn_shared_secret", OPT_STRING, OFF(calls_turn_secret), 0, NULL, 0, 0},
+        {"calls", "turn_ttl_seconds", OPT_UINT, OFF(calls_turn_ttl_s), 0, "3600", 300, 86400},
         {"metrics", "enabled", OPT_BOOL, OFF(metrics_enabled), 0, "false", 0, 0},
         {"metrics", "bind", OPT_STRING, OFF(metrics_bind), 0, "127.0.0.1", 0, 0},
         {"metrics", "port", OPT_UINT, OFF(metrics_port), 0, "29335", 1, 65535},
@@ -315,6 +320,7 @@ static int set_option(struct loader *ld, void *base, const char *section, const 
 	case OPT_USERS:
 	case OPT_WORDS:
 	case OPT_ROOMS:
+	case OPT_TURNS:
 		return TH_EINVAL; /* lists are read by set_list() */
 	case OPT_TEXT:
 	case OPT_STRING:
@@ -370,6 +376,34 @@ static int word_ok(const char *s)
 	return n >= 2 && n <= 8 && strspn(s, "abcdefghijklmnopqrstuvwxyz-") == n;
 }
 
+/* RFC 7065: "turn:" or "turns:", a host (a name, IPv4, or [IPv6]), an optional port and
+ * ?transport=udp|tcp; nothing else (no user part: credentials are minted per guest). */
+static int turn_uri_ok(const char *s)
+{
+	size_t n = strlen(s);
+	const char *h = strncmp(s, "turn:", 5) == 0 ? s + 5 : strncmp(s, "turns:", 6) == 0 ? s + 6 : NULL;
+	if (!h || n > 255)
+		return 0;
+	size_t hl = h[0] == '['
+	                    ? strspn(h + 1, "0123456789abcdefABCDEF:.") + 2
+	                    : strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-");
+	if (hl < 1 || (h[0] == '[' && h[hl - 1] != ']'))
+		return 0;
+	const char *p = h + hl;
+	if (*p == ':') {
+		size_t pl = strspn(p + 1, "0123456789");
+		char port[6] = {0};
+		uint64_t v = 0;
+		if (pl < 1 || pl > 5)
+			return 0;
+		memcpy(port, p + 1, pl);
+		if (th_parse_u64(port, 65535, &v) != TH_OK || v == 0)
+			return 0;
+		p += 1 + pl;
+	}
+	return *p == '\0' || strcmp(p, "?transport=udp") == 0 || strcmp(p, "?transport=tcp") == 0;
+}
+
 /* Read a YAML list of user ids (OPT_USERS), room ids (OPT_ROOMS) or language
  * codes (OPT_WORDS), or an empty value, into a config_ids. */
 static int set_list(struct loader *ld, void *base, const char *section, const struct option *o,
@@ -378,7 +412,9 @@ static int set_list(struct loader *ld, void *base, const char *section, const st
 	struct config_ids *list = (struct config_ids *)((char *)base + o->offset);
 	const char *what = o->type == OPT_ROOMS   ? "room ids, like [\"!abc:example.org\"]"
 	                   : o->type == OPT_USERS ? "user ids, like [\"@alice:example.org\"]"
-	                                          : "language codes, like [en, ar]";
+	                   : o->type == OPT_TURNS
+	                           ? "TURN URIs, like [\"turn:turn.example.org:3478?transport=udp\"]"
+	                           : "language codes, like [en, ar]";
 	if (v->type == YAML_SCALAR_NODE && v->data.scalar.length == 0)
 		return TH_OK;
 	if (v->type != YAML_SEQUENCE_NODE)
@@ -390,13 +426,16 @@ static int set_list(struct loader *ld, void *base, const char *section, const st
 		        item->type == YAML_SCALAR_NODE ? (const char *)item->data.scalar.value : "?";
 		int ok = o->type == OPT_ROOMS   ? room_id_ok(text)
 		         : o->type == OPT_USERS ? user_id_ok(text)
+		         : o->type == OPT_TURNS ? turn_uri_ok(text)
 		                                : word_ok(text);
 		if (item->type != YAML_SCALAR_NODE || !ok || has_control(text) ||
 		    strlen(text) != item->data.scalar.length)
 			return fail(ld, iline, "%s.%s: \"%s\" is not %s", section, o->key, text,
 			            o->type == OPT_ROOMS   ? "a room id (\"!opaque:server\")"
 			            : o->type == OPT_USERS ? "a user id (\"@name:server\")"
-			                                   : "a language code (like en or pt-br)");
+			            : o->type == OPT_TURNS
+			                    ? "a TURN URI (turn:host[:port][?transport=udp|tcp])"
+			                    : "a language code (like en or pt-br)");
 		list->v = xrealloc(list->v, (list->n + 1) * sizeof(char *));
 		list->v[list->n++] = xstrdup(text);
 	}
@@ -489,7 +528,7 @@ static int load_keys(struct loader *ld, yaml_document_t *doc, yaml_node_t *map, 
 			return fail(ld, line, "%s.%s is given twice", label, key);
 		seen[idx] = 1;
 		if (table[idx].type == OPT_USERS || table[idx].type == OPT_WORDS ||
-		    table[idx].type == OPT_ROOMS) {
+		    table[idx].type == OPT_ROOMS || table[idx].type == OPT_TURNS) {
 			if ((rc = set_list(ld, base, label, &table[idx], doc, v, line)))
 				return rc;
 			continue;
@@ -933,6 +972,19 @@ int config_load(const char *path, struct config *out, char *err, size_t errlen)
 			goto fail;
 		}
 	}
+	if (cfg.calls_enabled && (!cfg.calls_turn_uris.n || !cfg.calls_turn_secret)) {
+		rc = fail(&ld, 0,
+		          "calls.enabled is true, but calls.%s is not given (calls are relayed by TURN "
+		          "only: docs/calls.md)",
+		          !cfg.calls_turn_uris.n ? "turn_uris" : "turn_shared_secret");
+		goto fail;
+	}
+	if (cfg.calls_turn_secret && strlen(cfg.calls_turn_secret) < 16) {
+		rc = fail(&ld, 0,
+		          "calls.turn_shared_secret must be at least 16 characters (a random one: "
+		          "openssl rand -hex 32)");
+		goto fail;
+	}
 	if (!cfg.as_url) /* an IPv6 literal goes in brackets (RFC 3986, 3.2.2) */
 		cfg.as_url = xasprintf(strchr(cfg.listen_address, ':') ? "http://[%s]:%u" : "http://%s:%u",
 		                       cfg.listen_address, cfg.listen_port);
@@ -1191,6 +1243,7 @@ static void free_fields(const struct option *table, size_t n, void *base)
 		case OPT_USERS:
 		case OPT_WORDS:
 		case OPT_ROOMS:
+		case OPT_TURNS:
 			for (size_t j = 0; j < ((struct config_ids *)f)->n; j++)
 				free(((struct config_ids *)f)->v[j]);
 			free(((struct config_ids *)f)->v);

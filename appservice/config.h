@@ -152,6 +152,12 @@ struct config {
 	size_t gw_guest_bytes_per_hour;   /* message and upload bytes one guest may send per hour */
 	size_t gw_max_blob_bytes_held;    /* guests' files held in the store waiting to upload, in all */
 	unsigned gw_waiting_notice_s; /* "waiting" notices grouped over this many seconds; 0: each at once */
+	/* calls: audio (and video) calls between a guest's page and staff, relayed by TURN
+	 * (docs/calls.md) */
+	int calls_enabled;
+	struct config_ids calls_turn_uris; /* turn:host:port?transport=udp ... */
+	char *calls_turn_secret;           /* coturn's static-auth-secret */
+	unsigned calls_turn_ttl_s;         /* how long minted TURN credentials last */
 	/* metrics: /metrics and /health on a listener of their own (metrics.h) */
 	int metrics_enabled;
 	char *metrics_bind; /* an IP address; loopback by default */

@@ -387,6 +387,7 @@ static int apply(const struct txn_env *env, store_txn *t, const struct pol_decis
 		case POL_ACT_END_SESSIONS:
 		case POL_ACT_ERASE:
 		case POL_ACT_HELP:
+		case POL_ACT_CALL:
 			break; /* the gateway's, never an event's */
 		case POL_ACT_KICK:
 			action = json_pack("{s:s, s:s, s:s, s:s}", "op", "kick", "room_id", room_id,
@@ -1030,7 +1031,8 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 	/* What guests in a conversation see of it (bridge/conv.c). */
 	if (!rc && is_managed(f.room) &&
 	    (strcmp(type, "m.room.message") == 0 || ev->membership || strcmp(type, "m.room.redaction") == 0 ||
-	     strcmp(type, "m.reaction") == 0 || strcmp(type, "m.room.power_levels") == 0)) {
+	     strcmp(type, "m.reaction") == 0 || strcmp(type, "m.room.power_levels") == 0 ||
+	     strncmp(type, "m.call.", 7) == 0)) {
 		unsigned fed = 0;
 		/* Someone who was staff here and is no longer (rule 25 took them
 		 * out) still leaves as staff, for the guests' notice. */

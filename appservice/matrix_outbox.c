@@ -220,6 +220,11 @@ static int mo_conv_room_create(void *ctx, store_txn *t, const char *guest, const
 	 * 8+), shared history, no guest access: the conversation template
 	 * (policy/exposure.c), the same values a revert puts back. */
 	json_t *initial = templates_initial_state(POL_TPL_CONVERSATION, staff_room);
+	/* Element offers a one-to-one call only in a room of exactly two joined
+	 * members who are not "functional": the bot is one (docs/calls.md). */
+	json_array_append_new(initial,
+	                      json_pack("{s:s, s:s, s:{s:[s]}}", "type", "io.element.functional_members",
+	                                "state_key", "", "content", "service_members", cfg->bot_user_id));
 	char *name = xasprintf("%s · %s", pseudonym, service_name);
 	char *topic =
 	        xasprintf("A conversation with a guest of %s. Only staff can join; the guest sees staff "
@@ -345,6 +350,19 @@ static int mo_erase_state(void *ctx, store_txn *t, const char *guest, enum mx_er
 	return TH_OK;
 }
 
+static int mo_call_event(void *ctx, store_txn *t, const char *room_id, const char *user_id, const char *type,
+                         const char *content)
+{
+	(void)ctx;
+	json_t *c = content ? json_loads(content, JSON_REJECT_DUPLICATES, NULL) : NULL;
+	if (!json_is_object(c) || !type || strncmp(type, "m.call.", 7) != 0) {
+		json_decref(c);
+		return TH_EINVAL;
+	}
+	return push(t, json_pack("{s:s, s:s, s:s, s:s, s:o}", "op", "send", "room_id", room_id, "user_id",
+	                         user_id, "type", type, "content", c));
+}
+
 static const struct mx_ops outbox_ops = {
         .notice = mo_notice,
         .notice_after = mo_notice_after,
@@ -367,6 +385,7 @@ static const struct mx_ops outbox_ops = {
         .fetcher_free = mo_fetcher_free,
         .erase = mo_erase,
         .erase_state = mo_erase_state,
+        .call_event = mo_call_event,
 };
 
 void matrix_outbox_init(struct matrix_outbox *mo, const struct config *cfg)

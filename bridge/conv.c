@@ -7,6 +7,7 @@
 
 #include "audit.h"
 #include "chanrules.h"
+#include "calls.h"
 #include "config.h"
 #include "feed.h"
 #include "guest_record.h"
@@ -1742,6 +1743,7 @@ static int feed_event(const struct txn_env *env, store_txn *t, const struct mxev
 				rc = feed_mark_put(t, gid, ev->room_id, ev->event_id, ev->sender, 0);
 			break;
 		case POL_VIEW_REDACT: /* decided above, once */
+		case POL_VIEW_SIGNAL: /* call signals: calls_on_event */
 		case POL_VIEW_ACTION_COUNT:
 			break;
 		}
@@ -1779,6 +1781,32 @@ static int staff_removed(const struct txn_env *env, store_txn *t, const struct m
 			(*fed)++;
 	}
 	json_decref(c);
+	return rc;
+}
+
+/* A call signal in a managed room: bridge/calls.c judges it for each guest
+ * of the room who has a conversation (calls are off: none). */
+static int call_event(const struct txn_env *env, store_txn *t, const struct mxev *ev,
+                      enum pol_role sender_role, unsigned *fed)
+{
+	if (!env->cfg->calls_enabled || !ev->sender || !ev->room_id || !ev->content_is_object)
+		return TH_OK;
+	json_t *guests = NULL, *content = NULL;
+	int rc = rooms_users(t, ev->room_id, ROOMS_GUESTS, &guests);
+	if (!rc && mxev_content_json(ev, &content) == TH_OK) {
+		const char *gid;
+		json_t *m;
+		json_object_foreach(guests, gid, m)
+		{
+			if (rc || !json_is_string(m) || strcmp(json_string_value(m), "join") != 0 ||
+			    !has_conversation(t, gid))
+				continue;
+			rc = calls_on_event(env, t, gid, ev->type, ev->room_id, ev->sender, sender_role,
+			                    content, fed);
+		}
+	}
+	json_decref(content);
+	json_decref(guests);
 	return rc;
 }
 
@@ -1849,6 +1877,8 @@ int conv_on_event(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		power_remember(room, ev);
 		return TH_OK;
 	}
+	if (strncmp(ev->type, "m.call.", 7) == 0)
+		return call_event(env, t, ev, sender_role, fed);
 	if (strcmp(ev->type, "m.room.message") != 0 && strcmp(ev->type, "m.reaction") != 0 &&
 	    strcmp(ev->type, "m.room.redaction") != 0)
 		return TH_OK;
@@ -2461,4 +2491,75 @@ int conv_chan_sent(const struct txn_env *env, const char *guest, uint64_t upto)
 		return rc;
 	}
 	return store_txn_commit(t);
+}
+
+/* ---- calls (bridge/calls.c) ---------------------------------------------- */
+
+int conv_call_check(const struct txn_env *env, store_txn *t, const char *guest, json_t **conv,
+                    enum pol_reason *reason)
+{
+	json_t *c = conv_get(t, guest);
+	json_t *room = NULL;
+	const char *room_id = jsonx_str(c, "room");
+	int rc = TH_OK;
+	*conv = NULL;
+	if (room_id && (rc = store_get_json(t, STORE_ROOMS, room_id, &room)) && rc != TH_ENOTFOUND)
+		goto out;
+	rc = TH_OK;
+	char mb[ROOMS_VALUE_MAX];
+	const char *membership =
+	        room_id && rooms_user_get(t, room_id, ROOMS_GUESTS, guest, mb) == TH_OK ? mb : NULL;
+	int member = !membership || strcmp(membership, "join") == 0 || strcmp(membership, "invite") == 0;
+	struct pol_facts f = {.event = POL_EV_GATEWAY_CALL,
+	                      .sender = POL_ROLE_GUEST,
+	                      .target = member ? POL_ROLE_GUEST : POL_ROLE_NONE,
+	                      .room = rooms_kind(room),
+	                      .bot_joined = 1,
+	                      .conv = conv_fact(c),
+	                      .session = 1};
+	struct pol_decision d;
+	gateway_decide(&f, &d);
+	*reason = d.reason;
+	if (d.nactions && d.actions[0].kind == POL_ACT_CALL) {
+		*conv = c;
+		c = NULL;
+	} else if (c && d.record == POL_REC_CONTACT_BLOCKED) {
+		rc = refusal_record(env, t, guest, c, room_id, d.reason, th_now_ms());
+	}
+out:
+	json_decref(room);
+	json_decref(c);
+	return rc;
+}
+
+json_t *conv_call_get(store_txn *t, const char *guest)
+{
+	return conv_get(t, guest);
+}
+
+int conv_call_put(store_txn *t, const char *guest, const json_t *c)
+{
+	return conv_put(t, guest, c);
+}
+
+int conv_call_record(const struct txn_env *env, store_txn *t, enum conv_call_rec what, const char *actor,
+                     const char *guest, const char *room_id, const char *reason, const json_t *details)
+{
+	static const enum audit_kind kinds[] = {
+	        [CONV_CALL_OFFERED] = AUDIT_CALL_OFFERED,
+	        [CONV_CALL_ANSWERED] = AUDIT_CALL_ANSWERED,
+	        [CONV_CALL_DECLINED] = AUDIT_CALL_DECLINED,
+	        [CONV_CALL_ENDED] = AUDIT_CALL_ENDED,
+	};
+	if ((unsigned)what > CONV_CALL_ENDED)
+		return TH_EINVAL;
+	if (!env->au)
+		return TH_OK;
+	struct audit_rec ar = {.kind = kinds[what],
+	                       .actor = actor,
+	                       .subject = guest,
+	                       .room = room_id,
+	                       .reason = reason,
+	                       .details = details};
+	return audit_append(env->au, t, &ar, NULL);
 }

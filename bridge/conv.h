@@ -354,4 +354,34 @@ int conv_chan_due(const struct txn_env *env, const char *channel, size_t max, js
 /** The entries of @p guest's feed up to @p upto were carried out.  @return TH_OK or a store error. */
 int conv_chan_sent(const struct txn_env *env, const char *guest, uint64_t upto);
 
+/* ---- for bridge/calls.c ---- */
+
+/**
+ * May @p guest's page send a call signal now (policy: POL_EV_GATEWAY_CALL)?
+ * A refusal policy records is recorded in @p t (at most once a minute).
+ * @param conv    out: on TH_OK and an allowed call, the guest's conversation
+ *                record (a new reference, for conv_call_put); else NULL
+ * @param reason  out: policy's reason (POL_R_GUEST_CALL_ALLOWED when allowed)
+ * @return TH_OK or a store error (abort @p t).
+ */
+int conv_call_check(const struct txn_env *env, store_txn *t, const char *guest, json_t **conv,
+                    enum pol_reason *reason);
+
+/** @p guest's conversation record (a new reference), or NULL: none. */
+json_t *conv_call_get(store_txn *t, const char *guest);
+
+/** Write @p guest's conversation record @p c back (its "call" member changed). */
+int conv_call_put(store_txn *t, const char *guest, const json_t *c);
+
+enum conv_call_rec { CONV_CALL_OFFERED, CONV_CALL_ANSWERED, CONV_CALL_DECLINED, CONV_CALL_ENDED };
+
+/**
+ * Write audit record call_offered/answered/declined/ended about @p guest's
+ * call in @p room_id, by @p actor, with @p reason (may be NULL) and
+ * @p details (integers and short words only: never a signal's content).
+ * @return TH_OK or the audit log's error.
+ */
+int conv_call_record(const struct txn_env *env, store_txn *t, enum conv_call_rec what, const char *actor,
+                     const char *guest, const char *room_id, const char *reason, const json_t *details);
+
 #endif

@@ -127,6 +127,8 @@ int feed_append(store_txn *t, const char *guest, const struct feed_entry *e, uin
 		json_object_set_new(o, "room_id", json_string(e->room_id));
 	if (e->entry)
 		json_object_set_new(o, "entry", json_integer((json_int_t)e->entry));
+	if (e->call)
+		json_object_set_new(o, "call", json_deep_copy(e->call));
 	const struct media_attachment *a = e->attachment;
 	if (a && a->mxc[0]) {
 		json_t *at = json_pack("{s:s, s:s}", "kind", a->kind, "name", a->name);

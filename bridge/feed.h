@@ -29,12 +29,13 @@
  * where the picture or file of an attachment is on the homeserver, so the
  * gateway can fetch it when the guest asks (GET /media/{id}).
  *
- *   {"id":N, "kind":"message"|"notice"|"closed"|"removed"|"edited", "ts":T,
+ *   {"id":N, "kind":"message"|"notice"|"closed"|"removed"|"edited"|"call", "ts":T,
  *    ["entry":N,] ["removed":true,] ["edited":true,]
  *    "from":{"role":"staff"|"guest"|"self"|"service", "name":S},
  *    "body":S [, "local_id":L] [, "event_id":E, "room_id":R]
  *    [, "attachment":{"kind":"picture"|"file", "name":S [, "mimetype":M]
- *                     [, "size":B] [, "caption":S]}, "mxc":U]}
+ *                     [, "size":B] [, "caption":S]}, "mxc":U]
+ *    [, "call":{"type":"m.call.invite"|..., "content":{...}}]}
  *
  * Never a user id in "from": staff by display name, guests by pseudonym.
  */
@@ -95,6 +96,9 @@ struct feed_entry {
 	/* a picture or file someone else sent; its mxc is kept private, and
 	 * an empty mxc keeps no attachment (it cannot be fetched) */
 	const struct media_attachment *attachment;
+	/* a call signal for the page (kind "call"): {"type":"m.call.*", "content":{...}},
+	 * its addresses already filtered (bridge/calls.h); copied */
+	const json_t *call;
 };
 
 /**

@@ -20,6 +20,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "calls.h"
 #include "config.h"
 #include "conv.h"
 #include "feed.h"
@@ -30,6 +31,7 @@
 #include "log.h"
 #include "matrix.h"
 #include "media.h"
+#include "turn.h"
 #include "util.h"
 #include "web_assets.h"
 
@@ -156,6 +158,10 @@ struct req {
 
 /* ---- responses ------------------------------------------------------------ */
 
+/* 1 while calls.enabled: the page may then ask for the microphone and camera
+ * (docs/calls.md); set once by gw_start, read by every answer. */
+static _Atomic int calls_media;
+
 static void security_headers(struct MHD_Response *r, const char *policy)
 {
 	MHD_add_response_header(r, "Content-Security-Policy", policy);
@@ -164,7 +170,10 @@ static void security_headers(struct MHD_Response *r, const char *policy)
 	MHD_add_response_header(r, "X-Frame-Options", "DENY");
 	MHD_add_response_header(r, "Cross-Origin-Opener-Policy", "same-origin");
 	MHD_add_response_header(r, "Cross-Origin-Resource-Policy", "same-origin");
-	MHD_add_response_header(r, "Permissions-Policy", "camera=(), microphone=(), geolocation=()");
+	MHD_add_response_header(r, "Permissions-Policy",
+	                        atomic_load_explicit(&calls_media, memory_order_relaxed)
+	                                ? "camera=(self), microphone=(self), geolocation=()"
+	                                : "camera=(), microphone=(), geolocation=()");
 	/* Nothing the gateway sends is kept by the browser's cache: on a shared
 	 * phone a cached page is a trace that the site was visited. */
 	MHD_add_response_header(r, "Cache-Control", "no-store");
@@ -740,10 +749,11 @@ static enum MHD_Result handle_erasure(gateway *gw, struct MHD_Connection *conn, 
 static enum MHD_Result handle_session(gateway *gw, struct MHD_Connection *conn, const struct conv_session *s)
 {
 	const struct config_service *svc = config_service_find(gw->cfg, s->service);
-	json_t *out = json_pack("{s:s, s:{s:s, s:s}, s:s, s:I, s:b}", "pseudonym", s->pseudonym, "service",
-	                        "name", s->service, "display_name", svc ? svc->display_name : s->service,
-	                        "state", s->state, "expires_ms", (json_int_t)s->expires_ms, "erase_only",
-	                        s->erase_only ? 1 : 0);
+	json_t *out = json_pack("{s:s, s:{s:s, s:s}, s:s, s:I, s:b, s:b}", "pseudonym", s->pseudonym,
+	                        "service", "name", s->service, "display_name",
+	                        svc ? svc->display_name : s->service, "state", s->state, "expires_ms",
+	                        (json_int_t)s->expires_ms, "erase_only", s->erase_only ? 1 : 0, "calls",
+	                        gw->cfg->calls_enabled);
 	if (svc)
 		json_object_set_new(out, "hours", hours_json(svc));
 	return send_json(conn, 200, out);
@@ -1143,6 +1153,67 @@ static enum MHD_Result handle_asset(struct MHD_Connection *conn, const char *url
 	return ret;
 }
 
+/* POST /call/{signal,turn,ask}: a call's signals from the page, TURN
+ * credentials for it, and asking staff for one (bridge/calls.h). */
+static enum MHD_Result handle_call(gateway *gw, struct MHD_Connection *conn, struct req *rq,
+                                   const struct conv_session *s, const char *what)
+{
+	const struct config *cfg = gw->cfg;
+	enum MHD_Result ret;
+	if (!cfg->calls_enabled)
+		return send_error(conn, 404, "TH_NOT_FOUND", "Calls are not offered here.", 0);
+	json_t *j = body_object(conn, rq, &ret);
+	if (!j)
+		return ret;
+	enum calls_result result = CALLS_BAD_SIGNAL;
+	int rc = TH_ENOTFOUND;
+	if (strcmp(what, "signal") == 0)
+		rc = calls_guest_signal(gw->env, s->guest, jsonx_str(j, "type"),
+		                        json_object_get(j, "content"), &result);
+	else if (strcmp(what, "turn") == 0 || strcmp(what, "ask") == 0)
+		rc = what[0] == 't' ? calls_guest_may(gw->env, s->guest, &result)
+		                    : calls_guest_ask(gw->env, s->guest, &result);
+	json_decref(j);
+	if (rc == TH_ENOTFOUND)
+		return send_error(conn, 404, "TH_NOT_FOUND", "No such endpoint.", 0);
+	if (rc)
+		return store_failed(conn, rc);
+	switch (result) {
+	case CALLS_SENT:
+		break;
+	case CALLS_NOTHING:
+		return send_json(conn, 202, json_pack("{s:b}", "sent", 0));
+	case CALLS_TOO_SOON:
+		return send_error(conn, 429, "TH_LIMIT_EXCEEDED", "A call was started a moment ago.",
+		                  CALLS_MIN_GAP_MS);
+	case CALLS_NOT_READY:
+		return send_error(conn, 409, "TH_NOT_READY", "The conversation is being set up.", 500);
+	case CALLS_CLOSED:
+		return send_error(conn, 410, "TH_CLOSED", "This conversation was closed.", 0);
+	case CALLS_REFUSED:
+		return send_error(conn, 403, "TH_FORBIDDEN", "Calls are not possible in this conversation.",
+		                  0);
+	case CALLS_BAD_SIGNAL:
+		return send_error(conn, 400, "TH_BAD_REQUEST", "Not a call signal that can be sent.", 0);
+	}
+	if (what[0] != 't') {
+		if (gw->on_queue)
+			gw->on_queue(gw->ctx);
+		return send_json(conn, 202, json_pack("{s:b}", "sent", 1));
+	}
+	struct turn_cred cred;
+	if ((rc = turn_mint(cfg->calls_turn_secret, th_now_ms() / 1000, cfg->calls_turn_ttl_s, &cred)))
+		return store_failed(conn, rc);
+	json_t *uris = json_array();
+	for (size_t i = 0; i < cfg->calls_turn_uris.n; i++)
+		json_array_append_new(uris, json_string(cfg->calls_turn_uris.v[i]));
+	ret = send_json(conn, 200,
+	                json_pack("{s:s, s:s, s:o, s:I}", "username", cred.username, "password",
+	                          cred.password, "uris", uris, "ttl", (json_int_t)cfg->calls_turn_ttl_s));
+	explicit_bzero(&cred, sizeof(cred));
+	return ret;
+}
+
 /* ---- dispatch ------------------------------------------------------------------ */
 
 enum route {
@@ -1160,6 +1231,7 @@ enum route {
 	R_MEDIA,
 	R_HELP,
 	R_ERASURE,
+	R_CALL,
 };
 
 static const struct {
@@ -1178,6 +1250,7 @@ static const struct {
         {API "/media/", "GET", R_MEDIA, 1, 0, 1},    {API "/help", "POST", R_HELP, 1, 0, 0},
         /* an erasure's receipt is its own key (60 bits): no session, no count */
         {API "/erasure/", "GET", R_ERASURE, 0, 0, 1},
+        {API "/call/", "POST", R_CALL, 1, 0, 1},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -1396,6 +1469,8 @@ static enum MHD_Result dispatch(gateway *gw, struct MHD_Connection *conn, const 
 		return handle_media(gw, conn, rq, &s, url + strlen(routes[i].path));
 	case R_HELP:
 		return handle_help(gw, conn, &s);
+	case R_CALL:
+		return handle_call(gw, conn, rq, &s, url + strlen(routes[i].path));
 	case R_NONE:
 		break;
 	}
@@ -1476,11 +1551,11 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *conn, co
 	return ret;
 }
 
-_Static_assert(R_ERASURE + 1 == GW_STATS_ROUTES, "gw_stats: one row per route");
+_Static_assert(R_CALL + 1 == GW_STATS_ROUTES, "gw_stats: one row per route");
 
 static const char *const route_names[GW_STATS_ROUTES] = {
-        "static", "page",  "invitation", "redeem", "resume", "session", "send",
-        "feed",   "leave", "erase",      "upload", "media",  "help",    "erasure",
+        "static", "page",  "invitation", "redeem", "resume", "session", "send",   "feed",
+        "leave",  "erase", "upload",     "media",  "help",   "erasure", "call",
 };
 static const char *const class_names[GW_STATS_CLASSES] = {"2xx", "3xx", "4xx", "429", "5xx"};
 
@@ -1820,6 +1895,7 @@ int gw_start(const struct txn_env *env, gw_on_queue_fn on_queue, void *ctx, gate
 	gateway *gw = xcalloc(1, sizeof(*gw));
 	gw->env = env;
 	gw->cfg = cfg;
+	atomic_store_explicit(&calls_media, cfg->calls_enabled ? 1 : 0, memory_order_relaxed);
 	gw->on_queue = on_queue;
 	gw->ctx = ctx;
 	pthread_mutex_init(&gw->mu, NULL);

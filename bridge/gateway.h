@@ -45,7 +45,7 @@ unsigned gw_waiting(gateway *gw);
 
 /* Requests answered, by route and by status class, for metrics (no personal
  * data: a route is one of a fixed set of words, a class "2xx" to "5xx"). */
-#define GW_STATS_ROUTES  14
+#define GW_STATS_ROUTES  15
 #define GW_STATS_CLASSES 5
 struct gw_stats {
 	unsigned long requests[GW_STATS_ROUTES][GW_STATS_CLASSES];

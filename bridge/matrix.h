@@ -276,6 +276,17 @@ struct mx_ops {
 
 	/** Where @p guest's erasure stands (MX_ERASE_NONE if none), as @p t sees it. */
 	int (*erase_state)(void *ctx, struct store_txn *t, const char *guest, enum mx_erase_state *out);
+
+	/*
+	 * Send call signal @p type (one of m.call.invite, candidates, answer,
+	 * select_answer, reject, negotiate, hangup; spec: VoIP module) with
+	 * @p content, a JSON object as text, into @p room_id as @p user_id
+	 * (the guest).  The caller has filtered its addresses (bridge/sdp.h).
+	 * Room's lane.  @return also TH_EINVAL for content that is not a JSON
+	 * object.
+	 */
+	int (*call_event)(void *ctx, struct store_txn *t, const char *room_id, const char *user_id,
+	                  const char *type, const char *content);
 };
 
 /** The bridge's handle on Matrix: borrowed by the bridge, outliving every call. */

@@ -232,6 +232,7 @@ static const struct gateway_rule gateway_rules[] = {
         {POL_EV_GATEWAY_LEAVE, -1, 0, ANY, ANY, ANY, POL_R_GUEST_NO_SESSION, 0, POL_REC_NONE},
         {POL_EV_GATEWAY_ERASE, -1, 0, ANY, ANY, ANY, POL_R_GUEST_NO_SESSION, 0, POL_REC_NONE},
         {POL_EV_GATEWAY_HELP, -1, 0, ANY, ANY, ANY, POL_R_GUEST_NO_SESSION, 0, POL_REC_NONE},
+        {POL_EV_GATEWAY_CALL, -1, 0, ANY, ANY, ANY, POL_R_GUEST_NO_SESSION, 0, POL_REC_NONE},
         /* A guest writes only into an open conversation, in a managed room
          * Threshold knows them to be in; a picture or file likewise. */
         {POL_EV_GATEWAY_SEND, 0, 0, CONV(POL_CONV_CLOSED), ANY, ANY, POL_R_GUEST_CONV_CLOSED, 0,
@@ -247,6 +248,20 @@ static const struct gateway_rule gateway_rules[] = {
         {POL_EV_GATEWAY_UPLOAD, 0, 0, CONV(POL_CONV_OPEN), ROLE(POL_ROLE_GUEST), MANAGED,
          POL_R_GUEST_SEND_ALLOWED, POL_ACT_SEND, POL_REC_NONE},
         {POL_EV_GATEWAY_UPLOAD, 0, 0, ANY, ANY, ANY, POL_R_GUEST_SEND_REFUSED, 0, POL_REC_CONTACT_BLOCKED},
+        /* A call (its every signal, and asking for one) only in an open
+         * conversation, in the guest's own conversation room, where only the
+         * service's staff are: never in a group, never after it closed or the
+         * guest erased their data (no conversation then). */
+        {POL_EV_GATEWAY_CALL, 0, 0, CONV(POL_CONV_NONE), ANY, ANY, POL_R_GUEST_NO_CONVERSATION, 0,
+         POL_REC_NONE},
+        {POL_EV_GATEWAY_CALL, 0, 0, CONV(POL_CONV_CLOSED), ANY, ANY, POL_R_GUEST_CONV_CLOSED, 0,
+         POL_REC_NONE},
+        {POL_EV_GATEWAY_CALL, 0, 0, CONV(POL_CONV_WAITING), ANY, ANY, POL_R_GUEST_NOT_READY, 0, POL_REC_NONE},
+        {POL_EV_GATEWAY_CALL, 0, 0, CONV(POL_CONV_OPEN), ROLE(POL_ROLE_GUEST), ROOM(POL_ROOM_CONVERSATION),
+         POL_R_GUEST_CALL_ALLOWED, POL_ACT_CALL, POL_REC_NONE},
+        {POL_EV_GATEWAY_CALL, 0, 0, ANY, ROLE(POL_ROLE_GUEST), ROOM(POL_ROOM_GROUP),
+         POL_R_GUEST_CALL_NOT_HERE, 0, POL_REC_NONE},
+        {POL_EV_GATEWAY_CALL, 0, 0, ANY, ANY, ANY, POL_R_GUEST_CALL_NOT_HERE, 0, POL_REC_CONTACT_BLOCKED},
         /* A guest may always leave, and always have their data erased. */
         {POL_EV_GATEWAY_LEAVE, 0, 0, CONV(POL_CONV_NONE), ANY, ANY, POL_R_GUEST_NO_CONVERSATION, 0,
          POL_REC_NONE},
@@ -271,7 +286,7 @@ static int is_gateway(enum pol_event e)
 {
 	return e == POL_EV_GATEWAY_SEND || e == POL_EV_GATEWAY_REDEEM || e == POL_EV_GATEWAY_RESUME ||
 	       e == POL_EV_GATEWAY_UPLOAD || e == POL_EV_GATEWAY_LEAVE || e == POL_EV_GATEWAY_ERASE ||
-	       e == POL_EV_GATEWAY_HELP;
+	       e == POL_EV_GATEWAY_HELP || e == POL_EV_GATEWAY_CALL;
 }
 
 static int flag_ok(int want, int fact)
@@ -396,6 +411,8 @@ static const char *const reason_names[POL_R_COUNT] = {
         [POL_R_CASE_COMMAND] = "case_command",
         [POL_R_CASE_REFUSED] = "case_refused",
         [POL_R_GUEST_HELP_ALLOWED] = "guest_help_allowed",
+        [POL_R_GUEST_CALL_ALLOWED] = "guest_call_allowed",
+        [POL_R_GUEST_CALL_NOT_HERE] = "guest_call_not_here",
 };
 
 static const char *const role_names[POL_ROLE_COUNT] = {
@@ -428,6 +445,7 @@ static const char *const event_names[POL_EV_COUNT] = {
         [POL_EV_CONCERN_KEYWORD] = "concern_keyword",
         [POL_EV_CASE_COMMAND] = "case_command",
         [POL_EV_GATEWAY_HELP] = "gateway_help",
+        [POL_EV_GATEWAY_CALL] = "gateway_call",
 };
 
 static const char *const conv_names[POL_CONV_COUNT] = {
@@ -479,6 +497,7 @@ static const char *const action_names[POL_ACT_COUNT] = {
         [POL_ACT_CONCERN] = "concern",
         [POL_ACT_CASE] = "case",
         [POL_ACT_HELP] = "help",
+        [POL_ACT_CALL] = "call",
 };
 
 static const char *const record_names[POL_REC_COUNT] = {

@@ -52,6 +52,7 @@ enum pol_event {
 	POL_EV_CONCERN_KEYWORD,  /* a guest's message matched its service's concern keywords */
 	POL_EV_CASE_COMMAND,     /* m.room.message whose body is "!case ..." (a lead works a case) */
 	POL_EV_GATEWAY_HELP,     /* a guest asks for help now (the page's one-tap button) */
+	POL_EV_GATEWAY_CALL,   /* a guest sends a call signal (m.call.*) or asks for a call */
 	POL_EV_COUNT
 };
 
@@ -137,6 +138,7 @@ enum pol_action_kind {
 	POL_ACT_CONCERN,      /* a concern about the room's guest opens or joins their case (cases.c) */
 	POL_ACT_CASE,         /* the bot carries out a lead's "!case" command (cases.c) */
 	POL_ACT_HELP,         /* gateway: staff and the duty leads are told at once (conv_help) */
+	POL_ACT_CALL,         /* gateway: Threshold sends the guest's call signal as the guest */
 	POL_ACT_COUNT
 };
 
@@ -208,6 +210,8 @@ enum pol_reason {
 	POL_R_CASE_COMMAND,              /* a lead works a case in the safeguarding room */
 	POL_R_CASE_REFUSED,              /* staff not a lead, or outside the safeguarding room */
 	POL_R_GUEST_HELP_ALLOWED,        /* a guest with a conversation asks for help: always heard */
+	POL_R_GUEST_CALL_ALLOWED,        /* a guest calls (or answers) staff in their open conversation */
+	POL_R_GUEST_CALL_NOT_HERE,       /* a call anywhere but the guest's own conversation room */
 	POL_R_COUNT
 };
 

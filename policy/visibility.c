@@ -44,6 +44,15 @@ static const struct rule rules[] = {
         {NOT_PEOPLE, ANY, ANY, ANY, 0, 0, 0, 0, 0, POL_VIEW_HIDE, POL_VIEW_R_STRANGER, 0, 0,
          POL_VIEW_REC_NONE},
 
+        /* A call rings on the page only from staff, only in the guest's own
+         * conversation while it is open; every other call signal stays out
+         * (policy.h, POL_EV_GATEWAY_CALL, decides the guest's side).  A
+         * SIGNAL row matches only when pol_view_facts.call_open is set. */
+        {STAFFISH, BIT(POL_VIEW_CALL), ANY, ANY, 0, 0, 0, 0, 0, POL_VIEW_SIGNAL, POL_VIEW_R_CALL_SIGNAL, 0, 0,
+         POL_VIEW_REC_NONE},
+        {ANY, BIT(POL_VIEW_CALL), ANY, ANY, 0, 0, 0, 0, 0, POL_VIEW_HIDE, POL_VIEW_R_CALL_HIDDEN, 0, 0,
+         POL_VIEW_REC_NONE},
+
         /* A redaction takes an entry of this room down only when its sender
          * or a moderator made it (anyone on the same server can send one; the
          * homeserver applies only those). */
@@ -113,7 +122,8 @@ void pol_visibility_decide(const struct pol_view_facts *f, struct pol_view *out)
 		if (!has(r->sender, f->sender) || !has(r->kind, f->kind) || !has(r->rel, f->rel) ||
 		    !has(r->target, f->target) || !flag(r->command, f->command) ||
 		    !flag(r->by_target_sender, f->by_target_sender) || !flag(r->moderator, f->moderator) ||
-		    !flag(r->new_content, f->new_content) || !flag(r->sender_erased, f->sender_erased))
+		    !flag(r->new_content, f->new_content) || !flag(r->sender_erased, f->sender_erased) ||
+		    (r->action == POL_VIEW_SIGNAL && !f->call_open)) /* a signal only to an open call room */
 			continue;
 		out->action = r->action;
 		out->reason = r->reason;
@@ -138,7 +148,7 @@ enum pol_view_reason pol_view_rule_reason(unsigned i)
 static const char *const kind_names[POL_VIEW_KIND_COUNT] = {
         [POL_VIEW_OTHER] = "other",       [POL_VIEW_MESSAGE] = "message",     [POL_VIEW_NOTICE] = "notice",
         [POL_VIEW_EMOTE] = "emote",       [POL_VIEW_FILE] = "file",           [POL_VIEW_IMAGE] = "image",
-        [POL_VIEW_REACTION] = "reaction", [POL_VIEW_REDACTION] = "redaction",
+        [POL_VIEW_REACTION] = "reaction", [POL_VIEW_REDACTION] = "redaction", [POL_VIEW_CALL] = "call",
 };
 
 static const char *const rel_names[POL_VIEW_REL_COUNT] = {
@@ -155,7 +165,7 @@ static const char *const target_names[POL_VIEW_TARGET_COUNT] = {
 
 static const char *const action_names[POL_VIEW_ACTION_COUNT] = {
         [POL_VIEW_HIDE] = "hide",     [POL_VIEW_SHOW] = "show",     [POL_VIEW_REPLACE] = "replace",
-        [POL_VIEW_REMOVE] = "remove", [POL_VIEW_REDACT] = "redact",
+        [POL_VIEW_REMOVE] = "remove", [POL_VIEW_REDACT] = "redact", [POL_VIEW_SIGNAL] = "signal",
 };
 
 static const char *const reason_names[POL_VIEW_R_COUNT] = {
@@ -178,6 +188,8 @@ static const char *const reason_names[POL_VIEW_R_COUNT] = {
         [POL_VIEW_R_REPLY_SHOWN] = "reply_shown",
         [POL_VIEW_R_MESSAGE_SHOWN] = "message_shown",
         [POL_VIEW_R_OTHER_HIDDEN] = "other_hidden",
+        [POL_VIEW_R_CALL_SIGNAL] = "call_signal",
+        [POL_VIEW_R_CALL_HIDDEN] = "call_hidden",
 };
 
 static const char *const record_names[POL_VIEW_REC_COUNT] = {

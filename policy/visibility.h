@@ -23,6 +23,7 @@ enum pol_view_kind {
 	POL_VIEW_IMAGE,     /* m.image */
 	POL_VIEW_REACTION,  /* m.reaction (rel_type m.annotation) */
 	POL_VIEW_REDACTION, /* m.room.redaction */
+	POL_VIEW_CALL,      /* a call signal: m.call.invite, candidates, answer, ..., hangup */
 	POL_VIEW_KIND_COUNT
 };
 
@@ -63,6 +64,8 @@ struct pol_view_facts {
 	int moderator;        /* the sender's power in the room reaches its redact level */
 	int new_content;      /* an edit carries m.new_content with a text body */
 	int sender_erased;    /* the sender is a guest who has erased their data */
+	int call_open;        /* the event's room is this guest's own conversation room, and the
+	                       * conversation is open (calls: policy.h, POL_EV_GATEWAY_CALL) */
 };
 
 /* What to do with the event in this feed. */
@@ -72,6 +75,7 @@ enum pol_view_action {
 	POL_VIEW_REPLACE,  /* the target's entry takes the new text, marked edited */
 	POL_VIEW_REMOVE,   /* the target's entry is taken down */
 	POL_VIEW_REDACT,   /* in no feed; the bot redacts the event in the room */
+	POL_VIEW_SIGNAL,   /* a call signal for the page, its addresses filtered (bridge/sdp.h) */
 	POL_VIEW_ACTION_COUNT
 };
 
@@ -95,6 +99,9 @@ enum pol_view_reason {
 	POL_VIEW_R_REPLY_SHOWN,         /* a reply or thread reply, its fallback quote stripped */
 	POL_VIEW_R_MESSAGE_SHOWN,       /* what staff or a guest wrote */
 	POL_VIEW_R_OTHER_HIDDEN,        /* a kind of event the page does not show */
+	POL_VIEW_R_CALL_SIGNAL,         /* staff's call signal in the guest's open conversation */
+	POL_VIEW_R_CALL_HIDDEN,         /* any other call signal: a group, a closed conversation, the
+	                                 * guest's own (its page sent it) */
 	POL_VIEW_R_COUNT
 };
 

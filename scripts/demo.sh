@@ -24,6 +24,7 @@ repo=$(pwd)
 data=${1:-${THRESHOLD_DEMO_DIR:-$repo/demo-data}}
 PY=/usr/bin/python3
 harness=(env "$PY" "$repo/tests/harness/synapse.py")
+coturn=(env "$PY" "$repo/tests/harness/coturn.py")
 
 say() { printf 'demo: %s\n' "$*" >&2; }
 
@@ -97,6 +98,7 @@ print("@%s:%s" % (c["appservice"].get("bot_localpart", "threshold"), c["homeserv
 # already) must not skip the next.
 serve_pid=
 synapse_up=
+turn_up=
 pidfile=$data/threshold.pid
 stop_threshold() { # PID: SIGTERM, wait up to 20 s, then SIGKILL
   local pid=$1
@@ -124,6 +126,7 @@ cleanup() {
     wait "$serve_pid" 2>/dev/null
     rm -f "$pidfile"
   fi
+  [ -n "$turn_up" ] && { say "stopping coturn"; "${coturn[@]}" stop --dir "$data/coturn"; }
   [ -n "$synapse_up" ] && stop_synapse
   exit "$rc"
 }
@@ -207,6 +210,30 @@ CFG
 fi
 gw_url=$("$PY" -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["gateway"]["public_url"])' "$config")
 
+# Calls (docs/calls.md): a coturn on loopback, relay only, whose shared
+# secret Threshold mints the guests' TURN credentials with.  One left by an
+# earlier run is stopped first (by its pid file).
+"${coturn[@]}" stop --dir "$data/coturn"
+if [ ! -s "$data/turn-secret" ]; then
+  (umask 077; "$PY" -c 'import secrets; print(secrets.token_hex(32))' >"$data/turn-secret")
+fi
+say "starting coturn on 127.0.0.1 (relay only)"
+turn_up=1
+turn_port=$("$PY" -c 'import sys, yaml; c = yaml.safe_load(open(sys.argv[1])).get("calls") or {}
+u = (c.get("turn_uris") or [""])[0]; print(u.split(":")[2].split("?")[0] if u.count(":") == 2 else "")' "$config")
+turn_uri=$("${coturn[@]}" start --dir "$data/coturn" --secret-file "$data/turn-secret" ${turn_port:+--port "$turn_port"})
+if ! grep -q '^calls:' "$config"; then
+  cat >>"$config" <<CFG
+calls:
+  enabled: true
+  turn_uris: ["$turn_uri"]
+  turn_shared_secret: "$(cat "$data/turn-secret")"
+CFG
+elif ! grep -qF "$turn_uri" "$config"; then
+  say "coturn listens at $turn_uri but $config names another; fix calls.turn_uris"
+  exit 1
+fi
+
 "$bin" -c "$config" serve &
 serve_pid=$!
 echo "$serve_pid" >"$pidfile"
@@ -248,9 +275,12 @@ cat <<EOF
           ssh -L $hs_port:127.0.0.1:$hs_port -L ${gw_url##*:}:127.0.0.1:${gw_url##*:} <this machine>
         then open "Demo helpline staff": the bot posts "... is waiting"
         there with a link; join the conversation and reply.
-   3. In the conversation room: !threshold note TEXT (the guest never sees
+   3. Calls: the guest page's call button rings staff's Element (Element
+      Web or Desktop; a call button shows in the conversation room) through
+      the coturn on $turn_uri, relay only.
+   4. In the conversation room: !threshold note TEXT (the guest never sees
       it), !threshold close.  In the staff room: !threshold invite.
-   4. See what was recorded:  $bin -c $config audit list
+   5. See what was recorded:  $bin -c $config audit list
       Check the set-up:        $bin -c $config doctor
 
  Threshold's log follows.  Press Ctrl-C to stop Threshold and then Synapse.

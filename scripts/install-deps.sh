@@ -29,6 +29,9 @@ pkgs+=(
   # browser tests of the guest page: Debian's Chromium (/usr/bin/chromium),
   # driven by playwright-core from npm; a font with Arabic glyphs
   chromium fonts-dejavu-core
+  # the TURN server that relays calls (docs/calls.md): the demo and the call
+  # tests run one on loopback
+  coturn
   # the Ansible role's test (tests/ansible) and its unit under a real
   # systemd in a container (tests/systemd)
   ansible-core systemd-container
@@ -65,3 +68,9 @@ echo "install-deps: npm ci in tests/browser"
 # seconds: matrix-appservice and express, from the lockfile).
 echo "install-deps: npm ci in bench/peer"
 (cd "$here/bench/peer" && CI=true npm ci --no-audit --no-fund --loglevel=error </dev/null)
+
+# The call tests' staff side: matrix-js-sdk and esbuild from tests/calls's
+# lockfile, bundled for a browser page (tests/calls/build/staff.js).
+echo "install-deps: npm ci in tests/calls"
+(cd "$here/tests/calls" && CI=true npm ci --no-audit --no-fund --loglevel=error </dev/null &&
+  npm run --silent bundle </dev/null)

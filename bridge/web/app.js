@@ -27,6 +27,7 @@
   var outbox = [];       /* the guest's messages waiting for the network, in order */
   var countdown = null;  /* the "Trying again in N seconds" timer */
   var stuck = true;      /* the messages are scrolled to the newest */
+  var callP = null, callMod = null; /* call.js, loaded only when a call starts (docs/calls.md) */
 
   function $(id) { return document.getElementById(id); }
   function each(sel, fn) { Array.prototype.forEach.call(document.querySelectorAll(sel), fn); }
@@ -112,7 +113,7 @@
     if (opts.auth && session) headers.Authorization = 'Bearer ' + session.token;
     if (opts.token) headers.Authorization = 'Bearer ' + opts.token;
     return fetch(API + path, {
-      method: method, headers: headers, signal: opts.signal, credentials: 'omit',
+      method: method, headers: headers, signal: opts.signal, credentials: 'omit', keepalive: !!opts.keepalive,
       body: body === undefined || opts.raw ? body : JSON.stringify(body)
     }).then(function (res) {
       if (res.ok && opts.blob) return res.blob();
@@ -174,7 +175,15 @@
   }
 
   /* ---- quick exit: wipe storage and the page, leave without a Back entry */
+  function calls() {
+    if (!callP) callP = import('./call.js').then(function (m) {
+      callMod = m.start({ api: api, t: t, $: $, el: el, announce: announce });
+      return callMod;
+    });
+    return callP;
+  }
   function quickExit() {
+    if (callMod) callMod.stop();
     stopFeed();
     wipe();
     forgetFiles();
@@ -347,6 +356,8 @@
     show('chat');
     api('GET', 'session', undefined, { auth: true }).then(function (st) {
       showHours(st.hours, 'c-form');
+      $('c-call').hidden = !st.calls;
+      $('c-call').onclick = function () { calls().then(function (c) { c.open(); }); };
       if (st.service && st.service.display_name) {
         session.service = st.service.display_name;
         $('c-service').textContent = session.service;
@@ -506,7 +517,12 @@
       if (!ev || seen[ev.id]) return;
       seen[ev.id] = true;
       var from = ev.from || {};
+      if (ev.kind === 'call') {
+        if (Date.now() - ev.ts < 120000) calls().then(function (c) { c.signal(ev); });
+        return;
+      }
       if (ev.kind === 'closed') {
+        if (callMod) callMod.stop();
         addMessage('note', from.name || '', ev.body || t('closed_staff'), ev.ts);
         closed = true;
         return;

@@ -26,7 +26,8 @@ class BrowserError(AssertionError):
 
 
 class Browser:
-    def __init__(self, width=360, height=640, locale="en-GB", scheme="light", timeout=120, profile=None):
+    def __init__(self, width=360, height=640, locale="en-GB", scheme="light", timeout=120, profile=None,
+                 args=()):
         self.timeout = timeout
         self._id = 0
         self._stderr = []
@@ -37,7 +38,8 @@ class Browser:
         if profile:  # a profile directory on disk, kept after close()
             self.call("launch_persistent", dir=profile, width=width, height=height, locale=locale)
         else:
-            self.call("launch", width=width, height=height, locale=locale, scheme=scheme)
+            self.call("launch", width=width, height=height, locale=locale, scheme=scheme,
+                      args=list(args))
 
     def _drain(self):
         for line in self.proc.stderr:

@@ -54,9 +54,10 @@ function watch(p) {
 }
 
 const ops = {
-  async launch({ width = 360, height = 640, locale = 'en-GB', scheme = 'light' }) {
+  async launch({ width = 360, height = 640, locale = 'en-GB', scheme = 'light', args = [] }) {
+    // args: more flags (the call tests' fake microphone and camera)
     browser = await chromium.launch({
-      executablePath: process.env.CHROMIUM || '/usr/bin/chromium', headless: true, args: FLAGS,
+      executablePath: process.env.CHROMIUM || '/usr/bin/chromium', headless: true, args: FLAGS.concat(args),
     });
     context = await browser.newContext({
       viewport: { width, height }, locale, reducedMotion: 'reduce', colorScheme: scheme,

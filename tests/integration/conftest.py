@@ -167,6 +167,7 @@ class Env:
         self.sms = None  # the sms: section, set by the SMS channel's tests, then write_config()
         self.safeguarding_settings = {}  # more safeguarding.* keys (the cases tests' deadlines)
         self.admin_token_file = None  # set by erasure tests (a 0600 file), then write_config()
+        self.calls = None  # calls.* keys: set by tests of calls, then write_config()
 
     @property
     def hs_url(self):
@@ -204,6 +205,8 @@ class Env:
             cfg["roles"]["staff_rooms"] = list(self.staff_rooms)
         if self.pseudonym_per_room:
             cfg["guests"] = {"pseudonym_per_room": True}
+        if self.calls:
+            cfg["calls"] = dict(self.calls)
         if self.services:
             cfg["gateway"] = {"listen_address": "127.0.0.1", "listen_port": self.gw_port,
                               "public_url": self.gw_url, "address_rate_per_minute": 1000,

@@ -813,6 +813,17 @@ def test_guest_asks_for_help(env, threshold, service):
     assert r.json()["hours"] == {"open": True, "signposting": {}}, r.text
 
 
+def test_calls_off_by_default(env, threshold, service):
+    """calls.enabled is false here: no call endpoint does anything, and the
+    page is told (docs/calls.md; the calls themselves: test_calls.py)."""
+    g = Guest(env.gw_url)
+    g.redeem(service="helpline")
+    assert g.get("/session").json()["calls"] is False
+    for what in ("signal", "turn", "ask"):
+        r = g.post("/call/" + what, {"type": "m.call.hangup", "content": {"call_id": "x", "version": "1"}})
+        assert r.status_code == 404 and r.json()["errcode"] == "TH_NOT_FOUND", r.text
+
+
 def test_every_answer_matched_the_schema(env, threshold, service):
     """Runs last: the answers above were checked against the schema as they
     came; make sure that happened for every endpoint and most statuses."""

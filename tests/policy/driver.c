@@ -21,6 +21,8 @@
  *                 "rel": "edit", "target": "visible", "command": false,
  *                 "by_target_sender": true, "moderator": false,
  *                 "new_content": true, "sender_erased": false}
+ *                ("call_open", optional, false when left out: the room is the guest's open
+ *                conversation, for call signals)
  * expected.json: {"action": "replace", "reason": "edit_replaces",
  *                 "strip_fallback": false, "remember_hidden": false, "record": "none"}
  *
@@ -141,15 +143,17 @@ static int read_view_facts(const char *path, struct pol_view_facts *facts, char 
 	json_error_t jerr;
 	json_t *in = json_load_file(path, 0, &jerr);
 	const char *decide, *sender_s, *kind_s, *rel_s, *target_s;
-	int sender, kind, rel, target, command, by_sender, moderator, new_content, erased, rc = -1;
+	int sender, kind, rel, target, command, by_sender, moderator, new_content, erased, call_open = 0,
+	                                                                                   rc = -1;
 	if (!in) {
 		json_why(why, whylen, "input.json", &jerr);
 		return -1;
 	}
-	if (json_unpack_ex(in, &jerr, JSON_STRICT, "{s:s, s:s, s:s, s:s, s:s, s:b, s:b, s:b, s:b, s:b}",
+	if (json_unpack_ex(in, &jerr, JSON_STRICT, "{s:s, s:s, s:s, s:s, s:s, s:b, s:b, s:b, s:b, s:b, s?b}",
 	                   "decide", &decide, "sender", &sender_s, "kind", &kind_s, "rel", &rel_s, "target",
 	                   &target_s, "command", &command, "by_target_sender", &by_sender, "moderator",
-	                   &moderator, "new_content", &new_content, "sender_erased", &erased) != 0) {
+	                   &moderator, "new_content", &new_content, "sender_erased", &erased, "call_open",
+	                   &call_open) != 0) {
 		json_why(why, whylen, "input.json", &jerr);
 		goto out;
 	}
@@ -167,6 +171,7 @@ static int read_view_facts(const char *path, struct pol_view_facts *facts, char 
 	facts->moderator = moderator;
 	facts->new_content = new_content;
 	facts->sender_erased = erased;
+	facts->call_open = call_open;
 	rc = 0;
 out:
 	json_decref(in);

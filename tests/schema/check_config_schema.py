@@ -142,6 +142,12 @@ def check_key(ck, schema, sec, label, r, consts):
         if p.get("type") != "array" or items.get("pattern") != pattern:
             ck.fail(f"{name}: must be an array of {what} ids ({pattern}) in the schema")
         want_default = None
+    elif kind == "OPT_TURNS":
+        items = resolve(schema, p.get("items", {}))
+        if p.get("type") != "array" or items.get("type") != "string" \
+                or not items.get("pattern", "").startswith("^turns?:"):
+            ck.fail(f"{name}: must be an array of TURN URIs (^turns?:...) in the schema")
+        want_default = None
     elif kind == "OPT_WORDS":
         items = resolve(schema, p.get("items", {}))
         if p.get("type") != "array" or items.get("type") != "string" \
@@ -336,6 +342,13 @@ def check_rejections(ck, validator, example, rows, srows):
             for bad in ("e", "EN", "pt_br", "toolongcode", "e1"):
                 expect_invalid(f"{name}: [{bad}]", with_value([bad]))
             expect_invalid(f"{name}: en (not a list)", with_value("en"))
+        elif r["type"] == "OPT_TURNS":
+            expect_valid(f"{name}: []", with_value([]))
+            expect_valid(f"{name}: [turn:127.0.0.1:3478?transport=udp]",
+                         with_value(["turn:127.0.0.1:3478?transport=udp"]))
+            for bad in ("stun:x", "turn:", "turn:user@x", "turn:x:99999x", "turn:x?transport=sctp"):
+                expect_invalid(f"{name}: [{bad}]", with_value([bad]))
+            expect_invalid(f"{name}: turn:x (not a list)", with_value("turn:x"))
         elif r["type"] == "OPT_ROOMS":
             expect_valid(f"{name}: []", with_value([]))
             expect_valid(f"{name}: [!a:b]", with_value(["!a:b"]))

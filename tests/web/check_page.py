@@ -65,7 +65,7 @@ for lang in langs:
                   "%s.json: %s has en's placeholders %s" % (lang, k, placeholders(en[k])))
 
 index = read("index.html")
-app = read("app.js")
+app = read("app.js") + read("call.js")  # call.js: loaded when a call starts
 css = read("app.css")
 used = set(re.findall(r'data-t(?:-label)?="([a-z_]+)"', index))
 used |= {k for k in re.findall(r"\bt\('([a-z_]+)'", app) if not k.endswith("_")}
@@ -137,6 +137,12 @@ for name, text in (("app.js", app), ("app.css", css)):
 for prop in ("margin-left", "margin-right", "padding-left", "padding-right", "left:", "right:",
              "text-align: left", "text-align: right", "border-left", "border-right", "float:"):
     check(prop not in css, "app.css uses logical properties, not %s" % prop)
+
+# -- the call code: its own file, loaded only when a call starts (docs/calls.md) --
+call_js = read("call.js")
+check(len(gzip.compress(call_js.encode(), 9)) <= 10 * 1024, "call.js is at most 10 KB compressed")
+check("call.js" not in index, "index.html does not load call.js (app.js imports it when a call starts)")
+check(re.search(r"import\('\./call\.js'\)", read("app.js")), "app.js imports call.js lazily")
 
 # -- the embedding ------------------------------------------------------------
 gen = os.path.join(SRC, "bridge", "gen_web_assets.py")
