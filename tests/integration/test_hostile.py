@@ -532,7 +532,10 @@ def test_guest_cannot_reach_another_conversation(gw, hs):
     # A leaves with B's ids in the body: B's conversation stays open
     assert post(gw, "/leave", ids, tok_a).status_code == 200
     assert get(gw, "/session", tok_b).json()["state"] == "open"
-    assert get(gw, "/session", tok_a).status_code == 401
+    # A's own session is now good only for deleting A's data
+    r = get(gw, "/session", tok_a)
+    assert r.status_code == 200 and r.json()["erase_only"] is True, r.text
+    assert r.json()["pseudonym"] != get(gw, "/session", tok_b).json()["pseudonym"]
 
 
 # ---- invitations, limits, resume codes -----------------------------------------------------
