@@ -24,6 +24,8 @@ typedef struct metrics metrics;
 enum metrics_counter {
 	METRICS_TRANSACTIONS = 0, /* AS transactions committed */
 	METRICS_EVENTS,           /* events handled in them (not duplicates, not skipped) */
+	METRICS_SMS_IN,           /* texts taken in from the SMS gateway (not repeats, not over a limit) */
+	METRICS_SMS_OUT,          /* texts the SMS gateway accepted to send */
 	METRICS_NCOUNTERS
 };
 

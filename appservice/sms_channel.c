@@ -4,6 +4,7 @@
  * that carries staff's words from the feed.  No phone number is logged.
  */
 #include "sms_channel.h"
+#include "metrics.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -212,6 +213,7 @@ static struct answer answer_text(sms_channel *s, const struct sms_in *in)
 		LOG(LOG_INFO, "sms: a text delivered again; handled once");
 		return a;
 	}
+	metrics_add(METRICS_SMS_IN, 1);
 	struct conv_chan_state st;
 	if (conv_chan_state(s->env->st, key, th_now_ms(), &st) != TH_OK) {
 		a.status = 503;
@@ -532,6 +534,7 @@ static int send_one(sms_channel *s, const char *from, const char *to, const char
 		LOG(LOG_WARN, "sms: the gateway refused a text: HTTP %ld", status);
 		return TH_EHTTP;
 	}
+	metrics_add(METRICS_SMS_OUT, 1);
 	return TH_OK;
 }
 
