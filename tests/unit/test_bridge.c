@@ -1914,7 +1914,9 @@ static void test_conv_erase_held_by_case(void)
 	CHECK_EQ_INT(conv_erase(&env, s.guest, receipt), TH_EEXIST);
 	struct conv_session again;
 	CHECK_EQ_INT(conv_auth(e.st, st.session, th_now_ms(), &again), TH_OK);
-	CHECK(conv_record(e.st, s.guest) != NULL);
+	json_t *cr = conv_record(e.st, s.guest);
+	CHECK(cr != NULL);
+	json_decref(cr);
 	json_t *ob = calls();
 	size_t n = 0;
 	find_op(ob, queued, "erase", s.guest, &n);
