@@ -154,11 +154,11 @@ enum audit_kind {
 	AUDIT_ESCALATED,      /* "conversation_escalated": a guest waited past escalate_after */
 	AUDIT_ERASURE_STEP_FAILED, /* "erasure_step_failed": a step of a guest's erasure failed (erasure.h) */
 	AUDIT_ERASURE_DONE,        /* "erasure_done": a guest's erasure finished, fully or not (erasure.h) */
-	AUDIT_ERASURE_HELD,        /* "erasure_held": a guest asked for erasure; something holds it (conv.c) */
-	AUDIT_CALL_OFFERED,       /* "call_offered": the guest or staff rang the other (never media) */
-	AUDIT_CALL_ANSWERED,      /* "call_answered" */
-	AUDIT_CALL_DECLINED,      /* "call_declined": the one rung said no */
-	AUDIT_CALL_ENDED,         /* "call_ended": hung up, with how long it lasted */
+	AUDIT_ERASURE_HELD,  /* "erasure_held": a guest asked for erasure; something holds it (conv.c) */
+	AUDIT_CALL_OFFERED,  /* "call_offered": the guest or staff rang the other (never media) */
+	AUDIT_CALL_ANSWERED, /* "call_answered" */
+	AUDIT_CALL_DECLINED, /* "call_declined": the one rung said no */
+	AUDIT_CALL_ENDED,    /* "call_ended": hung up, with how long it lasted */
 	AUDIT_NKINDS
 };
 

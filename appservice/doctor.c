@@ -474,7 +474,8 @@ static void check_erasure_admin(struct doctor *d)
 		    "(docs/homeserver-hardening.md).",
 		    "homeserver.admin_token_file holds the bot's own token.");
 	} else if (!is_admin) {
-		add(d, "erasure_admin", DR_ATTENTION, "Make that user a server admin, or use an admin's token.",
+		add(d, "erasure_admin", DR_ATTENTION,
+		    "Make that user a server admin, or use an admin's token.",
 		    "homeserver.admin_token_file holds the token of %s, who is not a server admin: "
 		    "erasures cannot delete media or rooms.",
 		    who);
@@ -723,7 +724,8 @@ static void check_synapse_config(struct doctor *d)
 		    "database for 7 days.",
 		    rrv ? rrv : "not set (7 days)");
 	else
-		add(d, "synapse_setting", DR_OK, NULL, "homeserver.yaml: redaction_retention_period is %s.", rrv);
+		add(d, "synapse_setting", DR_OK, NULL, "homeserver.yaml: redaction_retention_period is %s.",
+		    rrv);
 	if (yaml_bool(yaml_find(&doc, root, "retention.enabled")) != 1)
 		add(d, "synapse_setting", DR_NOTE, NULL,
 		    "homeserver.yaml: message retention is off: conversations stay on the homeserver "
@@ -927,8 +929,8 @@ static void check_sms(struct doctor *d)
  * configured adds no finding.
  */
 static void (*const checks[])(struct doctor *) = {
-        check_registration,   check_files,   check_store,     check_homeserver, check_invite_blocking,
-        check_token,          check_ping,    check_bot_admin, check_bot_rooms,  check_hardening_outside,
+        check_registration,   check_files,   check_store,         check_homeserver, check_invite_blocking,
+        check_token,          check_ping,    check_bot_admin,     check_bot_rooms,  check_hardening_outside,
         check_synapse_config, check_gateway, check_erasure_admin, check_sms,
 };
 

@@ -1039,7 +1039,8 @@ int conv_help(const struct txn_env *env, const char *guest, uint64_t *when_ms)
 	if (!rc && to) {
 		char *text = xasprintf("URGENT: %s pressed \"I need help now\". Please answer them straight "
 		                       "away. The safeguarding lead on duty has been told.",
-		                       to == room_id ? "the guest" : "a guest whose conversation is just starting");
+		                       to == room_id ? "the guest"
+		                                     : "a guest whose conversation is just starting");
 		rc = env->mx->ops->notice(env->mx->ctx, t, to, cfg->bot_user_id, text, NULL);
 		free(text);
 	}

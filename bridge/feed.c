@@ -170,9 +170,9 @@ struct read_ctx {
 	size_t nkeys;
 };
 
-#define WANT_ANY       1
-#define WANT_NEWS      2
-#define NEWS_SCAN_MAX  32 /* own echoes looked past before calling it news anyway */
+#define WANT_ANY      1
+#define WANT_NEWS     2
+#define NEWS_SCAN_MAX 32 /* own echoes looked past before calling it news anyway */
 
 /* Whether the stored entry is a message the guest sent (from.role "self"). */
 static int own_message(store_txn *t, const char *guest, const void *val, size_t vlen)

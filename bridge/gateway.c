@@ -742,18 +742,20 @@ static enum MHD_Result handle_erasure(gateway *gw, struct MHD_Connection *conn, 
 		return send_error(conn, 404, "TH_NOT_FOUND", "No such receipt.", 0);
 	if (rc)
 		return store_failed(conn, rc);
-	const char *name = st == MX_ERASE_DONE ? "deleted" : st == MX_ERASE_INCOMPLETE ? "incomplete" : "erasing";
+	const char *name = st == MX_ERASE_DONE         ? "deleted"
+	                   : st == MX_ERASE_INCOMPLETE ? "incomplete"
+	                                               : "erasing";
 	return send_json(conn, 200, json_pack("{s:s, s:s}", "state", name, "receipt", receipt));
 }
 
 static enum MHD_Result handle_session(gateway *gw, struct MHD_Connection *conn, const struct conv_session *s)
 {
 	const struct config_service *svc = config_service_find(gw->cfg, s->service);
-	json_t *out = json_pack("{s:s, s:{s:s, s:s}, s:s, s:I, s:b, s:b}", "pseudonym", s->pseudonym,
-	                        "service", "name", s->service, "display_name",
-	                        svc ? svc->display_name : s->service, "state", s->state, "expires_ms",
-	                        (json_int_t)s->expires_ms, "erase_only", s->erase_only ? 1 : 0, "calls",
-	                        gw->cfg->calls_enabled);
+	json_t *out =
+	        json_pack("{s:s, s:{s:s, s:s}, s:s, s:I, s:b, s:b}", "pseudonym", s->pseudonym, "service",
+	                  "name", s->service, "display_name", svc ? svc->display_name : s->service, "state",
+	                  s->state, "expires_ms", (json_int_t)s->expires_ms, "erase_only",
+	                  s->erase_only ? 1 : 0, "calls", gw->cfg->calls_enabled);
 	if (svc)
 		json_object_set_new(out, "hours", hours_json(svc));
 	return send_json(conn, 200, out);
@@ -1242,12 +1244,18 @@ static const struct {
 	int addr_rate; /* counts against the per-address limit */
 	int prefix;    /* the path is a prefix; the rest is the argument */
 } routes[] = {
-        {API "/page", "GET", R_PAGE, 0, 0, 0},       {API "/invitation", "POST", R_INVITATION, 0, 1, 0},
-        {API "/redeem", "POST", R_REDEEM, 0, 1, 0},  {API "/resume", "POST", R_RESUME, 0, 1, 0},
-        {API "/session", "GET", R_SESSION, 1, 0, 0}, {API "/send", "POST", R_SEND, 1, 0, 0},
-        {API "/feed", "GET", R_FEED, 1, 0, 0},       {API "/leave", "POST", R_LEAVE, 1, 0, 0},
-        {API "/erase", "POST", R_ERASE, 1, 0, 0},    {API "/upload", "POST", R_UPLOAD, 1, 0, 0},
-        {API "/media/", "GET", R_MEDIA, 1, 0, 1},    {API "/help", "POST", R_HELP, 1, 0, 0},
+        {API "/page", "GET", R_PAGE, 0, 0, 0},
+        {API "/invitation", "POST", R_INVITATION, 0, 1, 0},
+        {API "/redeem", "POST", R_REDEEM, 0, 1, 0},
+        {API "/resume", "POST", R_RESUME, 0, 1, 0},
+        {API "/session", "GET", R_SESSION, 1, 0, 0},
+        {API "/send", "POST", R_SEND, 1, 0, 0},
+        {API "/feed", "GET", R_FEED, 1, 0, 0},
+        {API "/leave", "POST", R_LEAVE, 1, 0, 0},
+        {API "/erase", "POST", R_ERASE, 1, 0, 0},
+        {API "/upload", "POST", R_UPLOAD, 1, 0, 0},
+        {API "/media/", "GET", R_MEDIA, 1, 0, 1},
+        {API "/help", "POST", R_HELP, 1, 0, 0},
         /* an erasure's receipt is its own key (60 bits): no session, no count */
         {API "/erasure/", "GET", R_ERASURE, 0, 0, 1},
         {API "/call/", "POST", R_CALL, 1, 0, 1},
@@ -1445,11 +1453,12 @@ static enum MHD_Result dispatch(gateway *gw, struct MHD_Connection *conn, const 
 		char receipt[CONV_RECEIPT_LEN + 1];
 		int rc = conv_erase(gw->env, s.guest, receipt);
 		if (rc == TH_EEXIST)
-			return send_error(conn, 409, "TH_ERASURE_HELD",
-			                  "Your data cannot be deleted just now: the service must keep it for a "
-			                  "while to keep someone safe. Staff and the safeguarding lead have been "
-			                  "told you asked. Please ask them what happens next.",
-			                  0);
+			return send_error(
+			        conn, 409, "TH_ERASURE_HELD",
+			        "Your data cannot be deleted just now: the service must keep it for a "
+			        "while to keep someone safe. Staff and the safeguarding lead have been "
+			        "told you asked. Please ask them what happens next.",
+			        0);
 		if (rc == TH_ENOTFOUND)
 			return send_error(conn, 401, "TH_SESSION_INVALID",
 			                  "This conversation has ended or the session expired.", 0);
@@ -1554,7 +1563,7 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *conn, co
 _Static_assert(R_CALL + 1 == GW_STATS_ROUTES, "gw_stats: one row per route");
 
 static const char *const route_names[GW_STATS_ROUTES] = {
-        "static", "page",  "invitation", "redeem", "resume", "session", "send",   "feed",
+        "static", "page",  "invitation", "redeem", "resume", "session", "send", "feed",
         "leave",  "erase", "upload",     "media",  "help",   "erasure", "call",
 };
 static const char *const class_names[GW_STATS_CLASSES] = {"2xx", "3xx", "4xx", "429", "5xx"};

@@ -241,7 +241,8 @@ static const struct words words[] = {
           "Nothing has been passed on yet. Reply YES to agree, or STOP.",
           "Thank you. Your messages now reach the team. Reply STOP to end, DELETE to erase.",
           "This conversation has ended. Nothing more will be sent to you. Reply DELETE to erase it.",
-          "Your conversation and what you sent are being erased now.", "Done. Nothing about you has been kept.",
+          "Your conversation and what you sent are being erased now.",
+          "Done. Nothing about you has been kept.",
           "There is no conversation with this number. Nothing will be sent to you.",
           "Your data cannot be deleted just now: the service must keep it for a while to keep someone safe. "
           "Staff know you asked."}},
@@ -256,7 +257,8 @@ static const struct words words[] = {
           "Votre conversation et vos messages sont en cours d'effacement.",
           "C'est fait. Rien vous concernant n'a été gardé.",
           "Aucune conversation avec ce numéro. Rien ne vous sera envoyé.",
-          "Vos données ne peuvent pas être effacées pour le moment : le service doit les garder un temps pour "
+          "Vos données ne peuvent pas être effacées pour le moment : le service doit les garder un temps "
+          "pour "
           "protéger quelqu'un. L'équipe sait que vous l'avez demandé."}},
         {"es",
          "Español",
@@ -278,7 +280,8 @@ static const struct words words[] = {
           "شكراً. رسائلك تصل الآن إلى الفريق. أرسل توقف للإنهاء، أو احذف للمسح.",
           "انتهت هذه المحادثة. لن يُرسل إليك شيء آخر. أرسل احذف لمسحها.", "جارٍ مسح محادثتك وما أرسلته.",
           "تم. لم يُحفظ أي شيء عنك.", "لا توجد محادثة مع هذا الرقم. لن يُرسل إليك شيء.",
-          "لا يمكن حذف بياناتك الآن: على الخدمة الاحتفاظ بها لفترة لحماية شخص ما. يعلم الفريق أنك طلبت ذلك."}},
+          "لا يمكن حذف بياناتك الآن: على الخدمة الاحتفاظ بها لفترة لحماية شخص ما. يعلم الفريق أنك طلبت "
+          "ذلك."}},
 };
 #define NWORDS (sizeof(words) / sizeof(words[0]))
 

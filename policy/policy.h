@@ -52,7 +52,7 @@ enum pol_event {
 	POL_EV_CONCERN_KEYWORD,  /* a guest's message matched its service's concern keywords */
 	POL_EV_CASE_COMMAND,     /* m.room.message whose body is "!case ..." (a lead works a case) */
 	POL_EV_GATEWAY_HELP,     /* a guest asks for help now (the page's one-tap button) */
-	POL_EV_GATEWAY_CALL,   /* a guest sends a call signal (m.call.*) or asks for a call */
+	POL_EV_GATEWAY_CALL,     /* a guest sends a call signal (m.call.*) or asks for a call */
 	POL_EV_COUNT
 };
 
