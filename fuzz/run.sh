@@ -34,6 +34,12 @@ table=(
   "fuzz_audit_export audit_export 16384 -"
   "fuzz_audit_store audit_store  16384 -"
   "fuzz_gateway     gateway      65536 -"
+  "fuzz_sdp         sdp          16384 -"
+  "fuzz_witness     witness      16384 -"
+  "fuzz_sms_form    sms_form     4096  -"
+  "fuzz_sms_kannel  sms_kannel   4096  -"
+  "fuzz_sms_twilio  sms_twilio   8192  -"
+  "fuzz_whatsapp    whatsapp     65536 -"
 )
 
 want=("$@")
