@@ -163,11 +163,11 @@ enum audit_kind {
 };
 
 /* Hard caps: a record over them is refused with TH_ETOOLARGE. */
-#define AUDIT_MAX_ID     255   /* actor, subject, room (Matrix ids are <= 255) */
-#define AUDIT_MAX_REASON 64    /* reason code */
-#define AUDIT_MAX_SEALED 4096  /* bytes of plaintext to seal */
+#define AUDIT_MAX_ID        255           /* actor, subject, room (Matrix ids are <= 255) */
+#define AUDIT_MAX_REASON    64            /* reason code */
+#define AUDIT_MAX_SEALED    4096          /* bytes of plaintext to seal */
 #define AUDIT_MAX_SEAL_DATA (1024 * 1024) /* bytes audit_seal() takes */
-#define AUDIT_MAX_RECORD 65536 /* bytes of a stored record (details included); an export line's cap */
+#define AUDIT_MAX_RECORD    65536 /* bytes of a stored record (details included); an export line's cap */
 
 #define AUDIT_HASH_LEN   32
 #define AUDIT_PUBKEY_LEN 43          /* Ed25519 public key, unpadded base64 */

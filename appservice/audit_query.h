@@ -33,17 +33,17 @@
 #include "guests.h"
 #include "store.h"
 
-#define AUDIT_QUERY_PREFIX     "!audit"
-#define AUDIT_QUERY_RECENT_N   10
-#define AUDIT_QUERY_GUEST_N    20
-#define AUDIT_QUERY_MAX_ARG    GUESTS_MAX_USER_ID /* longer names match no guest */
+#define AUDIT_QUERY_PREFIX   "!audit"
+#define AUDIT_QUERY_RECENT_N 10
+#define AUDIT_QUERY_GUEST_N  20
+#define AUDIT_QUERY_MAX_ARG  GUESTS_MAX_USER_ID /* longer names match no guest */
 /* How every answer to "!audit reveal" begins: an erasure finds the reveals
  * of a guest's sealed detail in the safeguarding room by it (and by the
  * guest's id in parentheses) and redacts them (outbox.h "redact_reveals"). */
 #define AUDIT_QUERY_REVEAL_MARK "RECORDED: this reveal is written to the audit log"
-#define AUDIT_QUERY_MAX_TEXT   16000              /* bytes of an answer: a notice well under 64 KiB */
-#define AUDIT_QUERY_MIN_REASON 10                 /* characters of a reveal's reason, at least */
-#define AUDIT_QUERY_MAX_REASON 500                /* bytes of a reveal's reason, at most */
+#define AUDIT_QUERY_MAX_TEXT    16000 /* bytes of an answer: a notice well under 64 KiB */
+#define AUDIT_QUERY_MIN_REASON  10    /* characters of a reveal's reason, at least */
+#define AUDIT_QUERY_MAX_REASON  500   /* bytes of a reveal's reason, at most */
 
 /* What was asked.  The names (audit_query_name) go into audit_viewed records. */
 enum audit_query_kind {

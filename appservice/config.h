@@ -68,8 +68,8 @@ struct config_service {
 
 struct config {
 	/* homeserver */
-	char *hs_url;      /* Client-Server API base, e.g. http://127.0.0.1:8008 */
-	char *server_name; /* the homeserver's server name, e.g. example.org */
+	char *hs_url;              /* Client-Server API base, e.g. http://127.0.0.1:8008 */
+	char *server_name;         /* the homeserver's server name, e.g. example.org */
 	char *hs_admin_token_file; /* a server admin's token (mode 0600), for erasure; NULL: none */
 
 	/* appservice */
@@ -142,9 +142,9 @@ struct config {
 	int gw_accept_pdf;          /* guests may send PDF files (checked, metadata blanked) */
 	unsigned gw_max_message_bytes;
 	unsigned gw_max_connections;
-	unsigned gw_session_rate;   /* requests per minute per session */
-	unsigned gw_address_rate;   /* invitation/redeem/resume requests per minute per address */
-	int gw_trust_forwarded_for; /* take the client address from X-Forwarded-For (behind a proxy) */
+	unsigned gw_session_rate;         /* requests per minute per session */
+	unsigned gw_address_rate;         /* invitation/redeem/resume requests per minute per address */
+	int gw_trust_forwarded_for;       /* take the client address from X-Forwarded-For (behind a proxy) */
 	unsigned gw_public_per_address;   /* public entry redeems per address (IPv6: /64) per hour */
 	unsigned gw_max_conn_per_address; /* connections per address when not behind a proxy; 0: no cap */
 	size_t gw_max_body_in_flight;     /* request body bytes held across all connections */

@@ -44,13 +44,13 @@
 /* After a store error, wait this long before touching the store again. */
 #define STORE_RETRY_MS 1000u
 
-#define META_SEQ    "outbox_seq"
+#define META_SEQ "outbox_seq"
 /* In the answer execute() hands remove_entry: an enforcement action refused for good. */
 #define ENFORCE_REFUSED "enforcement_refused"
 /* In the answer execute() hands remove_entry: a step of an erasure refused for good. */
 #define ERASURE_REFUSED "erasure_refused"
-#define META_PREFIX "outbox_txn_prefix"
-#define PREFIX_MAX  32 /* hex characters */
+#define META_PREFIX     "outbox_txn_prefix"
+#define PREFIX_MAX      32 /* hex characters */
 
 struct pool;
 

@@ -24,9 +24,9 @@
 #define SESSION_DOMAIN "session"
 #define RESUME_DOMAIN  "resume"
 #define ERASURE_DOMAIN "erasure receipt"
-#define MAX_LOCAL_IDS  32 /* local ids remembered per conversation, to send each once */
-#define MAX_SESSIONS   16 /* live sessions per guest; a resume past this is refused */
-#define WAITING_NAMES  10 /* people named in one grouped notice; the rest in the next */
+#define MAX_LOCAL_IDS  32                /* local ids remembered per conversation, to send each once */
+#define MAX_SESSIONS   16                /* live sessions per guest; a resume past this is refused */
+#define WAITING_NAMES  10                /* people named in one grouped notice; the rest in the next */
 #define WAITING_HELD   500               /* people held for the next notices; past it only counted */
 #define WAITING_KEY    "waiting_notice/" /* STORE_META + service name */
 #define LOCAL_ID_KEY   MX_LOCAL_ID_KEY

@@ -49,7 +49,7 @@
 #include "media.h"
 #include "store.h"
 
-#define FEED_MAX_READ  100  /* entries one read returns at most */
+#define FEED_MAX_READ 100 /* entries one read returns at most */
 
 /**
  * How entries are sealed: each entry (its whole JSON) is stored sealed

@@ -85,8 +85,8 @@ struct gateway {
 	struct media_job *jobs, *jobs_tail;
 	unsigned njobs;
 	struct mx_fetcher *fetch; /* the fetcher's own (matrix.h) */
-	size_t media_held;     /* bytes fetched and not yet sent or freed (under mu) */
-	size_t body_in_flight; /* request body bytes held or promised (under mu) */
+	size_t media_held;        /* bytes fetched and not yet sent or freed (under mu) */
+	size_t body_in_flight;    /* request body bytes held or promised (under mu) */
 	/* Rate limits (limiter.h), one table per kind so one kind cannot crowd
 	 * out another: invitation/redeem/resume per address, requests per
 	 * guest, public entry redeems per address and service, per service. */

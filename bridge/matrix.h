@@ -63,16 +63,16 @@ struct mx_download {
 
 /** A picture or file a guest sends (mx_ops.send_media); all borrowed. */
 struct mx_media {
-	const char *room_id;  /* where */
-	const char *user_id;  /* as whom (the guest) */
-	const char *blob;     /* the key of the bytes: put in the same @p t by the caller, or (data) here */
+	const char *room_id; /* where */
+	const char *user_id; /* as whom (the guest) */
+	const char *blob;    /* the key of the bytes: put in the same @p t by the caller, or (data) here */
 	const unsigned char *data; /* NULL, or the bytes (size of them): kept under blob by the
 	                              implementation, sealed under the guest's key when it can */
-	const char *name;     /* the file name to show, already cleaned (media.h) */
-	const char *mimetype; /* e.g. "image/jpeg" */
-	const char *msgtype;  /* "m.image" or "m.file" */
-	const char *local_id; /* the guest's own id for it (the page shows it once) */
-	uint64_t size;        /* bytes */
+	const char *name;          /* the file name to show, already cleaned (media.h) */
+	const char *mimetype;      /* e.g. "image/jpeg" */
+	const char *msgtype;       /* "m.image" or "m.file" */
+	const char *local_id;      /* the guest's own id for it (the page shows it once) */
+	uint64_t size;             /* bytes */
 };
 
 /** A guest's erasure (mx_ops.erase); all borrowed. */
