@@ -771,6 +771,39 @@ static int refusal_record(const struct txn_env *env, store_txn *t, const char *g
 	return rc ? rc : conv_put(t, guest, c);
 }
 
+/*
+ * The facts policy judges a guest's gateway action @p event by, in their
+ * conversation @p c's room (conv_send, conv_send_media, calls): the room's
+ * kind, and whether Threshold knows the guest in it.  The portal is theirs
+ * from the moment it exists (the invite and join are queued before), so no
+ * record of them yet counts as in.  The caller authenticated the session.
+ * @param room  out: the room's record, or NULL (caller frees)
+ * @return TH_OK or a store error.
+ */
+static int guest_action_facts(store_txn *t, const char *guest, const json_t *c, enum pol_event event,
+                              json_t **room, struct pol_facts *f)
+{
+	const char *room_id = jsonx_str(c, "room");
+	*room = NULL;
+	if (room_id) {
+		int rc = store_get_json(t, STORE_ROOMS, room_id, room);
+		if (rc && rc != TH_ENOTFOUND)
+			return rc;
+	}
+	char mb[ROOMS_VALUE_MAX];
+	const char *membership =
+	        room_id && rooms_user_get(t, room_id, ROOMS_GUESTS, guest, mb) == TH_OK ? mb : NULL;
+	int member = !membership || strcmp(membership, "join") == 0 || strcmp(membership, "invite") == 0;
+	*f = (struct pol_facts){.event = event,
+	                        .sender = POL_ROLE_GUEST,
+	                        .target = member ? POL_ROLE_GUEST : POL_ROLE_NONE,
+	                        .room = rooms_kind(*room),
+	                        .bot_joined = 1,
+	                        .conv = conv_fact(c),
+	                        .session = 1};
+	return TH_OK;
+}
+
 /* The checks every message from the gateway passes (conv_send,
  * conv_send_media): the conversation is open, the local id is new, and
  * policy agrees the guest may write into its room.  On CONV_SENT the
@@ -792,23 +825,9 @@ static int send_checks(const struct txn_env *env, store_txn *t, enum pol_event e
 	 * Threshold knows them in.  The portal is theirs from the moment it
 	 * exists (the invite and join are queued before this send).  The caller
 	 * authenticated the session. */
-	if (room_id) {
-		rc = store_get_json(t, STORE_ROOMS, room_id, &room);
-		if (rc && rc != TH_ENOTFOUND)
-			goto out;
-		rc = TH_OK;
-	}
-	char mb[ROOMS_VALUE_MAX];
-	const char *membership =
-	        room_id && rooms_user_get(t, room_id, ROOMS_GUESTS, guest, mb) == TH_OK ? mb : NULL;
-	int member = !membership || strcmp(membership, "join") == 0 || strcmp(membership, "invite") == 0;
-	struct pol_facts f = {.event = event,
-	                      .sender = POL_ROLE_GUEST,
-	                      .target = member ? POL_ROLE_GUEST : POL_ROLE_NONE,
-	                      .room = rooms_kind(room),
-	                      .bot_joined = 1,
-	                      .conv = conv_fact(c),
-	                      .session = 1};
+	struct pol_facts f;
+	if ((rc = guest_action_facts(t, guest, c, event, &room, &f)))
+		goto out;
 	struct pol_decision d;
 	if (gateway_decide(&f, &d) == POL_ACT_SEND) {
 		json_t *ids = json_object_get(c, "local_ids");
@@ -2504,20 +2523,9 @@ int conv_call_check(const struct txn_env *env, store_txn *t, const char *guest, 
 	const char *room_id = jsonx_str(c, "room");
 	int rc = TH_OK;
 	*conv = NULL;
-	if (room_id && (rc = store_get_json(t, STORE_ROOMS, room_id, &room)) && rc != TH_ENOTFOUND)
+	struct pol_facts f;
+	if ((rc = guest_action_facts(t, guest, c, POL_EV_GATEWAY_CALL, &room, &f)))
 		goto out;
-	rc = TH_OK;
-	char mb[ROOMS_VALUE_MAX];
-	const char *membership =
-	        room_id && rooms_user_get(t, room_id, ROOMS_GUESTS, guest, mb) == TH_OK ? mb : NULL;
-	int member = !membership || strcmp(membership, "join") == 0 || strcmp(membership, "invite") == 0;
-	struct pol_facts f = {.event = POL_EV_GATEWAY_CALL,
-	                      .sender = POL_ROLE_GUEST,
-	                      .target = member ? POL_ROLE_GUEST : POL_ROLE_NONE,
-	                      .room = rooms_kind(room),
-	                      .bot_joined = 1,
-	                      .conv = conv_fact(c),
-	                      .session = 1};
 	struct pol_decision d;
 	gateway_decide(&f, &d);
 	*reason = d.reason;
