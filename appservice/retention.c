@@ -5,6 +5,7 @@
  */
 #include "retention.h"
 #include "cases.h"
+#include "hs_admin.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,7 +19,6 @@
 #include "audit.h"
 #include "config.h"
 #include "conv.h"
-#include "cs.h"
 #include "guests.h"
 #include "jsonx.h"
 #include "log.h"
@@ -27,8 +27,7 @@
 #define HOLD_PREFIX  "hold"
 #define PURGE_PREFIX "purge"
 #define MAX_KEY      (8 + 256)
-#define MAX_REASON   500  /* bytes of a hold's reason */
-#define MAX_TOKEN    4096 /* bytes of the admin token file read */
+#define MAX_REASON   500 /* bytes of a hold's reason */
 
 /* <prefix> 0x00 <id> */
 static size_t meta_key(unsigned char *key, const char *prefix, const char *id)
@@ -203,68 +202,15 @@ int retention_run(const struct txn_env *env, uint64_t now_ms, size_t *removed)
 /* ---- the homeserver ---------------------------------------------------- */
 
 /* The admin token: first line of a regular file no one else can read. */
-static int read_token(const char *path, char **out)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0) {
-		LOG(LOG_ERROR, "homeserver.admin_token_file %s: cannot open: %s", path, strerror(errno));
-		return TH_ECONFIG;
-	}
-	struct stat sb;
-	char buf[MAX_TOKEN + 1];
-	ssize_t n = -1;
-	if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && !(sb.st_mode & 077))
-		n = read(fd, buf, MAX_TOKEN);
-	else
-		LOG(LOG_ERROR,
-		    "homeserver.admin_token_file %s: not a regular file of mode 0600 (group or others may "
-		    "read it); not used. Fix it with: chmod 600 %s",
-		    path, path);
-	close(fd);
-	if (n <= 0)
-		return TH_ECONFIG;
-	buf[n] = '\0';
-	buf[strcspn(buf, "\r\n")] = '\0';
-	if (!buf[0]) {
-		LOG(LOG_ERROR, "homeserver.admin_token_file %s: empty", path);
-		return TH_ECONFIG;
-	}
-	*out = xstrdup(buf);
-	memset(buf, 0, sizeof(buf));
-	return TH_OK;
-}
-
 int retention_hs_room_delete(const struct config *cfg, const char *room_id, long *status)
 {
 	*status = 0;
-	if (!cfg->hs_admin_token_file)
-		return TH_ENOTFOUND;
-	char *token = NULL;
-	int rc = read_token(cfg->hs_admin_token_file, &token);
+	hs_admin *h = NULL;
+	int rc = hs_admin_open(cfg, &h);
 	if (rc)
 		return rc;
-	struct config c = *cfg; /* a client that sends the admin's token, not the bot's */
-	c.as_token = token;
-	cs_client *cs = NULL;
-	if ((rc = cs_client_new(&c, &cs)) == TH_OK) {
-		char *er = cs_escape(room_id);
-		char *path = xasprintf("/_synapse/admin/v2/rooms/%s", er);
-		json_t *body = json_pack("{s:b}", "purge", 1);
-		struct cs_response resp;
-		rc = cs_request(cs, "DELETE", path, NULL, body, &resp);
-		if (rc == TH_OK) {
-			*status = resp.status;
-			if (resp.status != 200)
-				rc = TH_EHTTP;
-			cs_response_clear(&resp);
-		}
-		json_decref(body);
-		free(path);
-		free(er);
-		cs_client_free(cs);
-	}
-	memset(token, 0, strlen(token));
-	free(token);
+	rc = hs_admin_room_delete(h, room_id, status);
+	hs_admin_close(h);
 	return rc;
 }
 

@@ -82,13 +82,10 @@ int retention_run(const struct txn_env *env, uint64_t now_ms, size_t *removed);
 int retention_purge_pending(const struct config *cfg, store *st, size_t *done);
 
 /**
- * The minimal admin API call retention needs: DELETE
- * /_synapse/admin/v2/rooms/{room} {"purge":true} with the token in
- * homeserver.admin_token_file (a regular file, mode 0600, token on its
- * first line; refused otherwise).  Synapse then removes every member and
+ * Delete and purge room @p room_id on the homeserver through its admin API
+ * (hs_admin_open + hs_admin_room_delete, with the token in
+ * homeserver.admin_token_file).  Synapse then removes every member and
  * purges the room's events from its database asynchronously.
- * (Erasure has its own admin client, hs_admin.h, in another branch: when
- * both are in, this becomes hs_admin_open + hs_admin_room_delete.)
  * @param status  out: the HTTP status (0 if none)
  * @return TH_OK (accepted), TH_ENOTFOUND (no token file configured),
  *         TH_ECONFIG (token file unusable: logged), TH_EHTTP, TH_ENET,
