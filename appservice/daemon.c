@@ -676,8 +676,10 @@ int daemon_status(const struct config *cfg, int as_json)
 	if (!rc)
 		rc = outbox_failed_list(t, &failed);
 	store_txn_abort(t);
-	size_t used = 0, mapsize = 0;
+	size_t used = 0, mapsize = 0, live = 0;
 	store_usage(st, &used, &mapsize);
+	if (store_usage_live(st, &live, &mapsize) != TH_OK)
+		live = used;
 	store_close(st);
 	if (rc) {
 		json_decref(w.rooms);
@@ -685,16 +687,17 @@ int daemon_status(const struct config *cfg, int as_json)
 		return 1;
 	}
 	json_t *out =
-	        json_pack("{s:I, s:I, s:I, s:I, s:I, s:o}", "transactions", (json_int_t)ntxns, "events_seen",
+	        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "transactions", (json_int_t)ntxns, "events_seen",
 	                  (json_int_t)nevents, "outbox_pending", (json_int_t)noutbox, "store_bytes_used",
-	                  (json_int_t)used, "store_map_bytes", (json_int_t)mapsize, "rooms", w.rooms);
+	                  (json_int_t)used, "store_bytes_live", (json_int_t)live, "store_map_bytes",
+	                  (json_int_t)mapsize, "rooms", w.rooms);
 	json_object_set_new(out, "outbox_failed", failed);
 	if (as_json) {
 		json_dumpf(out, stdout, JSON_INDENT(2));
 		fputc('\n', stdout);
 	} else {
-		printf("store              %s (%.1f of %.0f MiB used)\n", cfg->store_path, used / 1048576.0,
-		       mapsize / 1048576.0);
+		printf("store              %s (%.1f of %.0f MiB in use, %.1f at most so far)\n",
+		       cfg->store_path, live / 1048576.0, mapsize / 1048576.0, used / 1048576.0);
 		printf("transactions kept  %zu\nevent ids kept     %zu\noutbox pending     %zu\n", ntxns,
 		       nevents, noutbox);
 		/* Actions set aside after failing for good (outbox.h): ids only. */
