@@ -10,10 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include <yaml.h>
 
+#include "helper.h"
 #include "util.h"
 
 enum opt_type {
@@ -699,6 +701,184 @@ static int load_texts(struct loader *ld, const char *label, const char *key, yam
 	return TH_OK;
 }
 
+#define MAX_HELPER_ENTRIES    20   /* answers per language */
+#define MAX_HELPER_WORDS      10   /* keywords per answer */
+#define MAX_HELPER_WORD_BYTES 100
+#define MAX_HELPER_TEXT_BYTES 1000 /* a menu or an answer: a few text messages at most */
+
+/* A scalar text of 1..@p max bytes without control characters but newlines
+ * and tabs, or NULL. */
+static const char *helper_text(const yaml_node_t *t, size_t max)
+{
+	if (t->type != YAML_SCALAR_NODE || t->data.scalar.length == 0 || t->data.scalar.length > max ||
+	    strlen((const char *)t->data.scalar.value) != t->data.scalar.length ||
+	    has_control_but_lines((const char *)t->data.scalar.value) ||
+	    strspn((const char *)t->data.scalar.value, " \t\n") == t->data.scalar.length)
+		return NULL;
+	return (const char *)t->data.scalar.value;
+}
+
+/* One answer of services.<name>.helper.<lang>.answers: {number, keywords, text}. */
+static int load_helper_entry(struct loader *ld, const char *label, yaml_document_t *doc, yaml_node_t *v,
+                             struct config_helper *h, struct config_helper_entry *e)
+{
+	size_t line = v->start_mark.line + 1;
+	size_t idx = h->nentries - 1;
+	if (v->type != YAML_MAPPING_NODE)
+		return fail(ld, line,
+		            "%s.answers[%zu]: expected a mapping with number and/or keywords, and text",
+		            label, idx);
+	for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+		yaml_node_t *k = yaml_document_get_node(doc, p->key);
+		yaml_node_t *t = yaml_document_get_node(doc, p->value);
+		size_t kline = k->start_mark.line + 1;
+		const char *key = k->type == YAML_SCALAR_NODE ? (const char *)k->data.scalar.value : "?";
+		if (!strcmp(key, "number")) {
+			const char *n = t->type == YAML_SCALAR_NODE ? (const char *)t->data.scalar.value : "";
+			size_t len = strlen(n);
+			if (len < 1 || len > 2 || strspn(n, "0123456789") != len || n[0] == '0')
+				return fail(ld, kline,
+				            "%s.answers[%zu].number: expected 1..99 (0 always means \"talk to "
+				            "a person\")",
+				            label, idx);
+			e->number = (unsigned)(n[0] - '0');
+			if (len == 2)
+				e->number = e->number * 10 + (unsigned)(n[1] - '0');
+			for (size_t i = 0; i + 1 < h->nentries; i++) {
+				if (h->entries[i].number == e->number)
+					return fail(ld, kline, "%s.answers[%zu].number: %u is answers[%zu]'s too",
+					            label, idx, e->number, i);
+			}
+		} else if (!strcmp(key, "keywords")) {
+			if (t->type != YAML_SEQUENCE_NODE)
+				return fail(ld, kline, "%s.answers[%zu].keywords: expected a list of words or "
+				                       "phrases",
+				            label, idx);
+			for (yaml_node_item_t *it = t->data.sequence.items.start;
+			     it < t->data.sequence.items.top; it++) {
+				yaml_node_t *w = yaml_document_get_node(doc, *it);
+				size_t wline = w->start_mark.line + 1;
+				const char *text = helper_text(w, MAX_HELPER_WORD_BYTES);
+				if (!text || strchr(text, '\n') || strchr(text, '\t'))
+					return fail(ld, wline,
+					            "%s.answers[%zu].keywords: each must be a word or phrase of "
+					            "1..%u bytes on one line",
+					            label, idx, MAX_HELPER_WORD_BYTES);
+				if (pol_helper_is_person_word(text))
+					return fail(ld, wline,
+					            "%s.answers[%zu].keywords: \"%s\" already means \"talk to a "
+					            "person\"",
+					            label, idx, text);
+				for (size_t i = 0; i < h->nentries; i++) {
+					for (size_t j = 0; j < h->entries[i].words.n; j++) {
+						if (!strcasecmp(h->entries[i].words.v[j], text))
+							return fail(ld, wline,
+							            "%s.answers[%zu].keywords: \"%s\" is given "
+							            "twice",
+							            label, idx, text);
+					}
+				}
+				if (e->words.n == MAX_HELPER_WORDS)
+					return fail(ld, wline, "%s.answers[%zu].keywords: at most %u", label,
+					            idx, MAX_HELPER_WORDS);
+				e->words.v = xrealloc(e->words.v, (e->words.n + 1) * sizeof(char *));
+				e->words.v[e->words.n++] = xstrdup(text);
+			}
+		} else if (!strcmp(key, "text")) {
+			const char *text = helper_text(t, MAX_HELPER_TEXT_BYTES);
+			if (!text)
+				return fail(ld, kline,
+				            "%s.answers[%zu].text: expected the answer (1..%u bytes, no "
+				            "control characters but newlines and tabs)",
+				            label, idx, MAX_HELPER_TEXT_BYTES);
+			free(e->text);
+			e->text = xstrdup(text);
+		} else {
+			return fail(ld, kline,
+			            "%s.answers[%zu]: unknown key '%s' (expected number, keywords, text)",
+			            label, idx, key);
+		}
+	}
+	if (!e->text)
+		return fail(ld, line, "%s.answers[%zu]: missing required key 'text'", label, idx);
+	if (!e->number && !e->words.n)
+		return fail(ld, line, "%s.answers[%zu]: give a number, keywords, or both", label, idx);
+	return TH_OK;
+}
+
+/* services.<name>.helper: a mapping of language code to {menu, answers}
+ * (policy/helper.h decides when it speaks; docs/configuration.md). */
+static int load_helper(struct loader *ld, struct config_service *svc, const char *label, yaml_document_t *doc,
+                       yaml_node_t *v, size_t line)
+{
+	if (v->type != YAML_MAPPING_NODE)
+		return fail(ld, line,
+		            "%s.helper: expected a mapping of language code to its menu and answers, like "
+		            "en: {menu: \"...\", answers: [...]}",
+		            label);
+	for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+		yaml_node_t *k = yaml_document_get_node(doc, p->key);
+		yaml_node_t *m = yaml_document_get_node(doc, p->value);
+		size_t kline = k->start_mark.line + 1;
+		const char *lang = k->type == YAML_SCALAR_NODE ? (const char *)k->data.scalar.value : "?";
+		if (!word_ok(lang))
+			return fail(ld, kline, "%s.helper: \"%s\" is not a language code (like en or pt-br)",
+			            label, lang);
+		for (size_t i = 0; i < svc->nhelpers; i++) {
+			if (!strcmp(svc->helpers[i].lang, lang))
+				return fail(ld, kline, "%s.helper.%s is given twice", label, lang);
+		}
+		if (m->type != YAML_MAPPING_NODE)
+			return fail(ld, kline, "%s.helper.%s: expected a mapping with menu and answers", label,
+			            lang);
+		svc->helpers = xrealloc(svc->helpers, (svc->nhelpers + 1) * sizeof(*svc->helpers));
+		struct config_helper *h = &svc->helpers[svc->nhelpers++];
+		memset(h, 0, sizeof(*h));
+		h->lang = xstrdup(lang);
+		char hl[160];
+		snprintf(hl, sizeof(hl), "%s.helper.%s", label, lang);
+		for (yaml_node_pair_t *q = m->data.mapping.pairs.start; q < m->data.mapping.pairs.top; q++) {
+			yaml_node_t *mk = yaml_document_get_node(doc, q->key);
+			yaml_node_t *mv = yaml_document_get_node(doc, q->value);
+			size_t mline = mk->start_mark.line + 1;
+			const char *key = mk->type == YAML_SCALAR_NODE ? (const char *)mk->data.scalar.value : "?";
+			if (!strcmp(key, "menu")) {
+				const char *text = helper_text(mv, MAX_HELPER_TEXT_BYTES);
+				if (!text)
+					return fail(ld, mline,
+					            "%s.menu: expected the menu text (1..%u bytes, no control "
+					            "characters but newlines and tabs)",
+					            hl, MAX_HELPER_TEXT_BYTES);
+				free(h->menu);
+				h->menu = xstrdup(text);
+			} else if (!strcmp(key, "answers")) {
+				if (mv->type != YAML_SEQUENCE_NODE)
+					return fail(ld, mline, "%s.answers: expected a list of answers", hl);
+				for (yaml_node_item_t *it = mv->data.sequence.items.start;
+				     it < mv->data.sequence.items.top; it++) {
+					yaml_node_t *a = yaml_document_get_node(doc, *it);
+					if (h->nentries == MAX_HELPER_ENTRIES)
+						return fail(ld, a->start_mark.line + 1, "%s.answers: at most %u",
+						            hl, MAX_HELPER_ENTRIES);
+					h->entries = xrealloc(h->entries, (h->nentries + 1) * sizeof(*h->entries));
+					struct config_helper_entry *e = &h->entries[h->nentries++];
+					memset(e, 0, sizeof(*e));
+					int rc = load_helper_entry(ld, hl, doc, a, h, e);
+					if (rc)
+						return rc;
+				}
+			} else {
+				return fail(ld, mline, "%s: unknown key '%s' (expected menu, answers)", hl, key);
+			}
+		}
+		if (!h->menu)
+			return fail(ld, kline, "missing required key '%s.menu'", hl);
+		if (!h->nentries)
+			return fail(ld, kline, "%s.answers: give at least one answer", hl);
+	}
+	return TH_OK;
+}
+
 /* services.<name>.notice: a mapping of language code to text. */
 static int service_extra(struct loader *ld, void *base, const char *label, yaml_document_t *doc,
                          const char *key, yaml_node_t *v, size_t line, int *rc)
@@ -711,6 +891,10 @@ static int service_extra(struct loader *ld, void *base, const char *label, yaml_
 	}
 	if (!strcmp(key, "hours") || !strcmp(key, "holidays") || !strcmp(key, "utc_offset")) {
 		*rc = load_hours(ld, svc, label, doc, key, v, line);
+		return 0;
+	}
+	if (strcmp(key, "helper") == 0) {
+		*rc = load_helper(ld, svc, label, doc, v, line);
 		return 0;
 	}
 	if (strcmp(key, "signposting") == 0) {
@@ -1053,6 +1237,15 @@ const struct config_notice *config_service_notice(const struct config_service *s
 	return &svc->notices[0];
 }
 
+const struct config_helper *config_service_helper(const struct config_service *svc, const char *lang)
+{
+	for (size_t i = 0; lang && i < svc->nhelpers; i++) {
+		if (strcmp(svc->helpers[i].lang, lang) == 0)
+			return &svc->helpers[i];
+	}
+	return svc->nhelpers ? &svc->helpers[0] : NULL;
+}
+
 const struct config_notice *config_service_signpost(const struct config_service *svc, const char *lang)
 {
 	for (size_t i = 0; lang && i < svc->nsignposts; i++) {
@@ -1278,6 +1471,19 @@ void config_free(struct config *cfg)
 			free(svc->signposts[j].text);
 		}
 		free(svc->signposts);
+		for (size_t j = 0; j < svc->nhelpers; j++) {
+			struct config_helper *h = &svc->helpers[j];
+			for (size_t e = 0; e < h->nentries; e++) {
+				for (size_t w = 0; w < h->entries[e].words.n; w++)
+					free(h->entries[e].words.v[w]);
+				free(h->entries[e].words.v);
+				free(h->entries[e].text);
+			}
+			free(h->entries);
+			free(h->lang);
+			free(h->menu);
+		}
+		free(svc->helpers);
 		free(svc->hours.holidays);
 		free(svc->name);
 	}

@@ -33,6 +33,21 @@ struct config_keywords {
 	struct config_ids words; /* words or phrases, matched case-insensitively on word boundaries */
 };
 
+/* One answer of a service's helper (services.<name>.helper.<lang>.answers[]). */
+struct config_helper_entry {
+	unsigned number;         /* 1..99 the guest replies with, or 0: keywords only */
+	struct config_ids words; /* keywords or phrases that also choose it */
+	char *text;              /* the answer, as the service's words */
+};
+
+/* A service's helper in one language (services.<name>.helper.<lang>): policy/helper.h. */
+struct config_helper {
+	char *lang;  /* "en" */
+	char *menu;  /* the short menu shown once; "0: talk to a person" is added to it */
+	struct config_helper_entry *entries;
+	size_t nentries;
+};
+
 /*
  * A service (services.<name>): a helpline, an information desk, a support
  * group.  Guests reach its staff through the gateway (docs/services.md).
@@ -64,6 +79,9 @@ struct config_service {
 	struct hours_spec hours;         /* hours.set 0: always open */
 	struct config_notice *signposts; /* signposting: crisis numbers and words, one per language */
 	size_t nsignposts;
+	/* The automatic helper (helper): menu and answers, one per language; none: no helper. */
+	struct config_helper *helpers;
+	size_t nhelpers;
 };
 
 struct config {
@@ -232,6 +250,9 @@ const struct config_notice *config_service_notice(const struct config_service *s
 
 /** @p svc's signposting in @p lang, else its first; NULL when it has none. */
 const struct config_notice *config_service_signpost(const struct config_service *svc, const char *lang);
+
+/** @p svc's helper in @p lang, else its first; NULL when it has none. */
+const struct config_helper *config_service_helper(const struct config_service *svc, const char *lang);
 
 /** @return 1 if @p user_id is in Threshold's user namespace (bot or guest). */
 int config_user_in_namespace(const struct config *cfg, const char *user_id);

@@ -11,6 +11,7 @@
 #include "config.h"
 #include "feed.h"
 #include "guest_record.h"
+#include "helper.h"
 #include "invites.h"
 #include "jsonx.h"
 #include "log.h"
@@ -894,6 +895,190 @@ static int send_finish(store_txn *t, int rc, enum conv_send_result *result)
 	return store_txn_commit(t);
 }
 
+/* ---- the automatic helper (policy/helper.h, services.<name>.helper) ----------- */
+
+#define HELPER_ASKED_MS (15u * 60u * 1000u) /* "talk to a person" tells staff again after this */
+#define HELPER_MAX_KEYS 32                  /* >= config.c's MAX_HELPER_ENTRIES */
+
+/* The helper's own words, in the languages of the page (its language, else English). */
+static const struct {
+	const char *lang, *person_line, *asked, *asked_closed;
+} helper_words[] = {
+        {"en", "Reply 0 to talk to a person.",
+         "We have asked a member of staff to join you. Please stay here: they will write to you as soon "
+         "as they can.",
+         "We are closed now. We have told our staff that you would like to talk to a person; someone "
+         "will write to you here when we open."},
+        {"fr", "R\xc3\xa9pondez 0 pour parler \xc3\xa0 une personne.",
+         "Nous avons demand\xc3\xa9 \xc3\xa0 un membre de l'\xc3\xa9quipe de vous rejoindre. Restez ici : "
+         "on vous \xc3\xa9" "crira d\xc3\xa8s que possible.",
+         "Nous sommes ferm\xc3\xa9s pour le moment. Nous avons dit \xc3\xa0 l'\xc3\xa9quipe que vous "
+         "souhaitez parler \xc3\xa0 une personne ; quelqu'un vous \xc3\xa9" "crira ici \xc3\xa0 "
+         "l'ouverture."},
+        {"es", "Responda 0 para hablar con una persona.",
+         "Hemos pedido a un miembro del equipo que se una a la conversaci\xc3\xb3n. Qu\xc3\xa9" "dese "
+         "aqu\xc3\xad: le escribir\xc3\xa1 lo antes posible.",
+         "Ahora estamos cerrados. Hemos avisado al equipo de que quiere hablar con una persona; alguien "
+         "le escribir\xc3\xa1 aqu\xc3\xad cuando abramos."},
+        {"ar", "\xd8\xa3\xd8\xb1\xd8\xb3\xd9\x84 0 \xd9\x84\xd9\x84\xd8\xaa\xd8\xad\xd8\xaf\xd8\xab "
+               "\xd9\x85\xd8\xb9 \xd8\xb4\xd8\xae\xd8\xb5.",
+         "\xd8\xb7\xd9\x84\xd8\xa8\xd9\x86\xd8\xa7 \xd9\x85\xd9\x86 \xd8\xa3\xd8\xad\xd8\xaf "
+         "\xd8\xa7\xd9\x84\xd9\x85\xd9\x88\xd8\xb8\xd9\x81\xd9\x8a\xd9\x86 \xd8\xa7\xd9\x84\xd8\xa7\xd9\x86"
+         "\xd8\xb6\xd9\x85\xd8\xa7\xd9\x85 \xd8\xa5\xd9\x84\xd9\x8a\xd9\x83. \xd8\xa7\xd8\xa8\xd9\x82 "
+         "\xd9\x87\xd9\x86\xd8\xa7\xd8\x8c \xd9\x88\xd8\xb3\xd9\x8a\xd9\x83\xd8\xaa\xd8\xa8 "
+         "\xd8\xa5\xd9\x84\xd9\x8a\xd9\x83 \xd9\x81\xd9\x8a \xd8\xa3\xd9\x82\xd8\xb1\xd8\xa8 "
+         "\xd9\x88\xd9\x82\xd8\xaa \xd9\x85\xd9\x85\xd9\x83\xd9\x86.",
+         "\xd9\x86\xd8\xad\xd9\x86 \xd9\x85\xd8\xba\xd9\x84\xd9\x82\xd9\x88\xd9\x86 \xd8\xa7\xd9\x84\xd8\xa2"
+         "\xd9\x86. \xd8\xa3\xd8\xa8\xd9\x84\xd8\xba\xd9\x86\xd8\xa7 \xd8\xa7\xd9\x84\xd9\x85\xd9\x88\xd8\xb8"
+         "\xd9\x81\xd9\x8a\xd9\x86 \xd8\xa8\xd8\xa3\xd9\x86\xd9\x83 \xd8\xaa\xd8\xb1\xd9\x8a\xd8\xaf "
+         "\xd8\xa7\xd9\x84\xd8\xaa\xd8\xad\xd8\xaf\xd8\xab \xd9\x85\xd8\xb9 \xd8\xb4\xd8\xae\xd8\xb5\xd8\x8c "
+         "\xd9\x88\xd8\xb3\xd9\x8a\xd9\x83\xd8\xaa\xd8\xa8 \xd8\xa5\xd9\x84\xd9\x8a\xd9\x83 \xd8\xa3\xd8\xad"
+         "\xd8\xaf\xd9\x87\xd9\x85 \xd9\x87\xd9\x86\xd8\xa7 \xd8\xb9\xd9\x86\xd8\xaf\xd9\x85\xd8\xa7 "
+         "\xd9\x86\xd9\x81\xd8\xaa\xd8\xad."},
+};
+
+static size_t helper_words_of(const char *lang)
+{
+	for (size_t i = 0; lang && i < sizeof(helper_words) / sizeof(helper_words[0]); i++) {
+		if (strcmp(helper_words[i].lang, lang) == 0)
+			return i;
+	}
+	return 0;
+}
+
+/* Words of the service's to the guest's feed (the page shows them; a text
+ * channel's sender carries them), and what was said to the conversation
+ * room as the bot's notice, so staff see what the guest was told. */
+static int helper_say(const struct txn_env *env, store_txn *t, const char *guest, const char *room_id,
+                      const struct config_service *svc, const char *to_guest, const char *for_staff)
+{
+	int rc = feed_notice(t, guest, svc, "notice", to_guest);
+	if (!rc && for_staff) {
+		char *text = xstrdup(for_staff);
+		for (const char *p = to_guest; *p;) { /* quoted, line by line */
+			const char *nl = strchr(p, '\n');
+			size_t n = nl ? (size_t)(nl - p) : strlen(p);
+			char *more = xasprintf("%s\n> %.*s", text, (int)n, p);
+			free(text);
+			text = more;
+			p += n + (nl ? 1 : 0);
+		}
+		rc = env->mx->ops->notice(env->mx->ctx, t, room_id, env->cfg->bot_user_id, text, NULL);
+		free(text);
+	}
+	return rc;
+}
+
+/* "Talk to a person": the service's staff room is told at once (not held for
+ * the grouped "waiting" notice), as the page's help button tells staff at
+ * once, but without the safeguarding alert: asking for a person is not an
+ * emergency, and the help button stays one tap away for that. */
+static int helper_handover(const struct txn_env *env, store_txn *t, const char *guest, const json_t *c,
+                           const char *room_id, const struct config_service *svc, int staff_joined)
+{
+	struct guest g;
+	int rc = guests_get(t, guest, &g);
+	if (rc)
+		return rc;
+	const char *by = jsonx_str(c, "by");
+	char *text = xasprintf("%s%s%s%s asked to talk to a person (automatic helper)%s. Join the "
+	                       "conversation: https://matrix.to/#/%s",
+	                       g.pseudonym, by ? " (" : "", by ? by : "", by ? ")" : "",
+	                       staff_joined ? ", out of hours" : "", room_id);
+	rc = env->mx->ops->notice(env->mx->ctx, t, svc->staff_room, env->cfg->bot_user_id, text, NULL);
+	free(text);
+	return rc;
+}
+
+/*
+ * After a guest's words have been queued for staff (conv_send, in its
+ * transaction @p t): the service's helper, if it has one, answers them as
+ * policy/helper.h decides.  Nothing here changes what staff see of the
+ * guest's words; it only adds the service's answer (to the guest's feed
+ * and, as the bot's notice, to the conversation room), and staff's "talk
+ * to a person" notice.  Remembers on conversation @p c whether the menu was
+ * shown and when a person was asked for.
+ */
+static int helper_after_send(const struct txn_env *env, store_txn *t, const char *guest, json_t *c,
+                             const char *body)
+{
+	const struct config_service *svc = config_service_find(env->cfg, jsonx_str(c, "service"));
+	const char *room_id = jsonx_str(c, "room");
+	if (!svc || !svc->nhelpers || !room_id)
+		return TH_OK;
+	const struct config_helper *h = config_service_helper(svc, jsonx_str(c, "lang"));
+	struct pol_helper_key keys[HELPER_MAX_KEYS];
+	size_t nkeys = h->nentries < HELPER_MAX_KEYS ? h->nentries : HELPER_MAX_KEYS;
+	for (size_t i = 0; i < nkeys; i++)
+		keys[i] = (struct pol_helper_key){h->entries[i].number,
+		                                  (const char *const *)h->entries[i].words.v,
+		                                  h->entries[i].words.n};
+	size_t entry = 0;
+	char buf[ROOMS_VALUE_MAX];
+	uint64_t now = th_now_ms();
+	json_t *hs = json_object_get(c, "helper");
+	uint64_t asked_ms = (uint64_t)json_integer_value(json_object_get(hs, "asked_ms"));
+	struct pol_helper_facts f = {
+	        .staff_joined = rooms_user_first(t, room_id, ROOMS_STAFF, buf) == TH_OK,
+	        .open = hours_open(&svc->hours, now, NULL),
+	        .menu_shown = json_is_true(json_object_get(hs, "menu")),
+	        .word = pol_helper_word_of(body, keys, nkeys, &entry)};
+	f.asked = asked_ms && !f.staff_joined && now >= asked_ms && now - asked_ms < HELPER_ASKED_MS;
+	struct pol_helper_decision d;
+	pol_helper_decide(&f, &d);
+	LOG(LOG_DEBUG, "helper: %s", pol_helper_reason_name(d.reason));
+	if (d.action == POL_HELPER_NOTHING)
+		return TH_OK;
+	const char *person = helper_words[helper_words_of(h->lang)].person_line;
+	int rc = TH_OK;
+	char *text = NULL;
+	switch (d.action) {
+	case POL_HELPER_ANSWER: {
+		char label[64];
+		if (h->entries[entry].number)
+			snprintf(label, sizeof(label), "The helper answered %u:", h->entries[entry].number);
+		else
+			snprintf(label, sizeof(label), "The helper answered:");
+		text = xasprintf("%s\n\n%s", h->entries[entry].text, person);
+		rc = helper_say(env, t, guest, room_id, svc, text, label);
+		break;
+	}
+	case POL_HELPER_HANDOVER:
+	case POL_HELPER_ASKED: {
+		size_t w = helper_words_of(h->lang);
+		const char *said = f.open ? helper_words[w].asked : helper_words[w].asked_closed;
+		if (d.action == POL_HELPER_HANDOVER) {
+			rc = helper_handover(env, t, guest, c, room_id, svc, f.staff_joined);
+			if (!rc)
+				rc = helper_say(env, t, guest, room_id, svc, said,
+				                "The guest asked to talk to a person; the staff room was told:");
+			if (!hs || !json_is_object(hs)) {
+				hs = json_object();
+				json_object_set_new(c, "helper", hs);
+			}
+			json_object_set_new(hs, "asked_ms", json_integer((json_int_t)now));
+		} else {
+			rc = helper_say(env, t, guest, room_id, svc, said, NULL);
+		}
+		break;
+	}
+	default:
+		break;
+	}
+	free(text);
+	if (!rc && d.menu) {
+		text = xasprintf("%s\n\n%s", h->menu, person);
+		rc = helper_say(env, t, guest, room_id, svc, text, "The helper showed its menu:");
+		free(text);
+		if (!json_is_object(hs)) {
+			hs = json_object();
+			json_object_set_new(c, "helper", hs);
+		}
+		json_object_set_new(hs, "menu", json_true());
+	}
+	return rc ? rc : conv_put(t, guest, c);
+}
+
 int conv_send(const struct txn_env *env, const char *guest, const char *local_id, const char *body,
               enum conv_send_result *result, uint64_t *retry_ms)
 {
@@ -905,6 +1090,9 @@ int conv_send(const struct txn_env *env, const char *guest, const char *local_id
 	rc = send_checks(env, t, POL_EV_GATEWAY_SEND, guest, local_id, strlen(body), &c, result, retry_ms);
 	if (!rc && *result == CONV_SENT) {
 		rc = env->mx->ops->text(env->mx->ctx, t, jsonx_str(c, "room"), guest, body, local_id);
+		/* Staff have the words (queued above, in this commit); then the helper. */
+		if (!rc)
+			rc = helper_after_send(env, t, guest, c, body);
 	}
 	json_decref(c);
 	return send_finish(t, rc, result);

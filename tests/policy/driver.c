@@ -36,6 +36,17 @@
  * expected.json: {"action": "open", "reason": "agreed", "record": "consent_recorded"}
  * Every rule of its table needs a passing case too.
  *
+ * A case with "decide": "helper" asks what a service's automatic helper does
+ * with one message of the guest (policy/helper.h):
+ * input.json:    {"decide": "helper", "staff_joined": false, "open": true,
+ *                 "menu_shown": false, "asked": false, "text": "1"}
+ *                ("text" is classified by pol_helper_word_of against "entries",
+ *                [{"number": 1, "words": ["hours"]}...], by default 1 "hours"/"open"
+ *                and 2 "address"/"where"; or give "word" by name instead)
+ * expected.json: {"action": "answer", "menu": true, "reason": "answer_first", "entry": 0}
+ *                ("entry" only for an entry matched by "text"; "word" compared when given)
+ * Every rule of its table needs a passing case too.
+ *
  * A case whose input.json has "setting" asks the exposure judge instead
  * (policy/exposure.h): does this content expose a room of this template?
  *
@@ -64,6 +75,7 @@
 
 #include "chanrules.h"
 #include "exposure.h"
+#include "helper.h"
 #include "policy.h"
 #include "visibility.h"
 #include "util.h"
@@ -349,6 +361,74 @@ static json_t *decision_to_json(const struct pol_decision *d)
 static unsigned char covered[MAX_RULES];
 static unsigned char covered_view[MAX_RULES];
 static unsigned char covered_chan[MAX_RULES];
+static unsigned char covered_helper[MAX_RULES];
+
+#define HELPER_MAX_KEYS  16
+#define HELPER_MAX_WORDS 8
+
+/* A helper case (policy/helper.h): @return 1 if it passed. */
+static int run_helper(const json_t *in, const char *exp_path, char *why, size_t whylen)
+{
+	static const char *const w1[] = {"hours", "open"}, *const w2[] = {"address", "where"};
+	struct pol_helper_key keys[HELPER_MAX_KEYS] = {{1, w1, 2}, {2, w2, 2}};
+	const char *words[HELPER_MAX_KEYS][HELPER_MAX_WORDS];
+	size_t nkeys = 2;
+	json_t *ents = json_object_get(in, "entries");
+	if (ents) {
+		nkeys = json_array_size(ents) < HELPER_MAX_KEYS ? json_array_size(ents) : HELPER_MAX_KEYS;
+		for (size_t i = 0; i < nkeys; i++) {
+			json_t *e = json_array_get(ents, i), *ws = json_object_get(e, "words");
+			size_t nw = json_array_size(ws) < HELPER_MAX_WORDS ? json_array_size(ws) : HELPER_MAX_WORDS;
+			for (size_t w = 0; w < nw; w++)
+				words[i][w] = json_string_value(json_array_get(ws, w));
+			keys[i] = (struct pol_helper_key){
+			        (unsigned)json_integer_value(json_object_get(e, "number")), words[i], nw};
+		}
+	}
+	const char *text = json_string_value(json_object_get(in, "text"));
+	const char *word = json_string_value(json_object_get(in, "word"));
+	size_t entry = 0;
+	int w = text   ? (int)pol_helper_word_of(text, keys, nkeys, &entry)
+	        : word ? pol_helper_word_from_name(word)
+	               : (int)POL_HELPER_OTHER;
+	if (w < 0) {
+		snprintf(why, whylen, "input.json: unknown word");
+		return 0;
+	}
+	struct pol_helper_facts f = {.staff_joined = json_is_true(json_object_get(in, "staff_joined")),
+	                             .open = json_is_true(json_object_get(in, "open")),
+	                             .menu_shown = json_is_true(json_object_get(in, "menu_shown")),
+	                             .asked = json_is_true(json_object_get(in, "asked")),
+	                             .word = (enum pol_helper_word)w};
+	json_error_t jerr;
+	json_t *expected = json_load_file(exp_path, 0, &jerr);
+	if (!expected) {
+		json_why(why, whylen, "expected.json", &jerr);
+		return 0;
+	}
+	struct pol_helper_decision d;
+	pol_helper_decide(&f, &d);
+	json_t *actual = json_pack("{s:s, s:b, s:s}", "action", pol_helper_action_name(d.action), "menu",
+	                           d.menu, "reason", pol_helper_reason_name(d.reason));
+	if (text && f.word == POL_HELPER_ENTRY)
+		json_object_set_new(actual, "entry", json_integer((json_int_t)entry));
+	if (json_object_get(expected, "word"))
+		json_object_set_new(actual, "word", json_string(pol_helper_word_name(f.word)));
+	int ok = json_equal(expected, actual);
+	if (ok && d.rule >= 0 && d.rule < MAX_RULES)
+		covered_helper[d.rule] = 1;
+	if (!ok) {
+		char *want = json_dumps(expected, JSON_COMPACT | JSON_SORT_KEYS);
+		char *got = json_dumps(actual, JSON_COMPACT | JSON_SORT_KEYS);
+		snprintf(why, whylen, "decision differs\n  expected: %s\n  actual:   %s", want ? want : "?",
+		         got ? got : "?");
+		free(want);
+		free(got);
+	}
+	json_decref(expected);
+	json_decref(actual);
+	return ok;
+}
 
 /* A channel case (policy/chanrules.h): @return 1 if it passed. */
 static int run_channel(const json_t *in, const char *exp_path, char *why, size_t whylen)
@@ -421,6 +501,11 @@ static int run_case(const char *dir, const char *name)
 	const char *decide = json_string_value(json_object_get(in, "decide"));
 	if (decide && strcmp(decide, "channel") == 0) {
 		ok = run_channel(in, exp_path, why, sizeof(why));
+		json_decref(in);
+		goto out;
+	}
+	if (decide && strcmp(decide, "helper") == 0) {
+		ok = run_helper(in, exp_path, why, sizeof(why));
 		json_decref(in);
 		goto out;
 	}
@@ -533,6 +618,13 @@ int main(int argc, char **argv)
 		if (i >= MAX_RULES || !covered_chan[i]) {
 			printf("FAIL channel rule %u (%s) has no passing case\n", i,
 			       pol_chan_reason_name(pol_chan_rule_reason(i)));
+			failed++;
+		}
+	}
+	for (unsigned i = 0; i < pol_helper_rule_count(); i++) {
+		if (i >= MAX_RULES || !covered_helper[i]) {
+			printf("FAIL helper rule %u (%s) has no passing case\n", i,
+			       pol_helper_reason_name(pol_helper_rule_reason(i)));
 			failed++;
 		}
 	}

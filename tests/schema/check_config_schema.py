@@ -35,7 +35,8 @@ LANGUAGE_PATTERN = "^[a-z-]{2,8}$"
 SERVICE_NAME_PATTERN = "^[a-z0-9._=/-]{1,64}$"
 LEVELS = ["error", "warn", "info", "debug"]
 # Keys of a service that config.c reads outside service_options[] (service_extra).
-SERVICE_EXTRA_KEYS = {"notice", "concern_keywords", "hours", "holidays", "utc_offset", "signposting"}
+SERVICE_EXTRA_KEYS = {"notice", "concern_keywords", "hours", "holidays", "utc_offset", "signposting",
+                      "helper"}
 DURATION_PATTERN = "^[0-9]+[smhd]$"
 
 ROW = re.compile(

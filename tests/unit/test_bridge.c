@@ -2834,6 +2834,193 @@ static void test_invite_claims(void)
 	test_env_close(&e);
 }
 
+/* Give the service a helper: "en" (1 hours/open, "where are you" by keyword only) and "fr". */
+static void helper_set(struct config_service *svc)
+{
+	svc->nhelpers = 2;
+	svc->helpers = xcalloc(2, sizeof(*svc->helpers));
+	struct config_helper *h = &svc->helpers[0];
+	h->lang = xstrdup("en");
+	h->menu = xstrdup("1 Our opening hours");
+	h->nentries = 2;
+	h->entries = xcalloc(2, sizeof(*h->entries));
+	h->entries[0].number = 1;
+	h->entries[0].words.n = 2;
+	h->entries[0].words.v = xcalloc(2, sizeof(char *));
+	h->entries[0].words.v[0] = xstrdup("hours");
+	h->entries[0].words.v[1] = xstrdup("open");
+	h->entries[0].text = xstrdup("We are open 9 to 5.");
+	h->entries[1].words.n = 1;
+	h->entries[1].words.v = xcalloc(1, sizeof(char *));
+	h->entries[1].words.v[0] = xstrdup("where are you");
+	h->entries[1].text = xstrdup("In town.");
+	h = &svc->helpers[1];
+	h->lang = xstrdup("fr");
+	h->menu = xstrdup("1 Nos horaires");
+	h->nentries = 1;
+	h->entries = xcalloc(1, sizeof(*h->entries));
+	h->entries[0].number = 1;
+	h->entries[0].text = xstrdup("Ouvert de 9 h à 17 h.");
+}
+
+/* Notices the bot posted into @p room since call @p from, and the last one's body. */
+static size_t room_notices(const char *room, size_t from, const char **last)
+{
+	size_t n = 0;
+	for (size_t i = from; i < calls_len(); i++) {
+		json_t *c = json_array_get(calls(), i);
+		const char *op = jsonx_str(c, "op"), *r = jsonx_str(c, "room_id");
+		if (op && r && strcmp(op, "notice") == 0 && strcmp(r, room) == 0) {
+			n++;
+			if (last)
+				*last = jsonx_str(c, "body");
+		}
+	}
+	return n;
+}
+
+/* Service words in the guest's feed after @p since (their bodies joined by "|"; caller frees). */
+static char *service_words(store *st, const char *guest, uint64_t since, uint64_t *next)
+{
+	json_t *ev = feed_of(st, guest, since, next);
+	char *out = xstrdup("");
+	size_t i;
+	json_t *x;
+	json_array_foreach(ev, i, x)
+	{
+		const char *role = jsonx_str(json_object_get(x, "from"), "role");
+		if (role && strcmp(role, "service") == 0 && strcmp(jsonx_str(x, "kind"), "notice") == 0) {
+			char *more = xasprintf("%s%s|", out, jsonx_str(x, "body"));
+			free(out);
+			out = more;
+		}
+	}
+	json_decref(ev);
+	return out;
+}
+
+/* The service's helper (policy/helper.h) after conv_send: the guest's words
+ * go to staff first; then the answer is in the guest's feed as the service's
+ * words and in the conversation room as the bot's notice; the menu once;
+ * "0"/"person" tells the staff room at once (once); silent once staff joined
+ * while open; answers out of hours even with staff joined; in the guest's
+ * language. */
+static void test_helper(void)
+{
+	struct test_env e;
+	struct txn_env env;
+	env_init(&e, &env);
+	helper_set(&e.cfg.services[0]);
+	const char *room = "!helper:test.local";
+	char guest[GUESTS_MAX_USER_ID + 1];
+	open_guest(&e, &env, room, guest);
+	uint64_t since = 0;
+	free(service_words(e.st, guest, 0, &since)); /* the greeting */
+	enum conv_send_result res = CONV_REFUSED;
+	size_t mark = calls_len();
+	const char *body = NULL;
+
+	/* First words, matching nothing: sent to staff, then the menu (with the way to a person). */
+	CHECK_EQ_INT(conv_send(&env, guest, "H1", "hello", &res, NULL), TH_OK);
+	CHECK_EQ_INT(res, CONV_SENT);
+	CHECK_STR(jsonx_str(json_array_get(calls(), mark), "op"), "text"); /* staff have it first */
+	char *said = service_words(e.st, guest, since, &since);
+	CHECK_STR(said, "1 Our opening hours\n\nReply 0 to talk to a person.|");
+	free(said);
+	CHECK_EQ_INT(room_notices(room, mark, &body), 1);
+	CHECK(body && strstr(body, "The helper showed its menu:\n> 1 Our opening hours"));
+
+	/* "1": the answer, no menu again; staff see what was said. */
+	mark = calls_len();
+	CHECK_EQ_INT(conv_send(&env, guest, "H2", " 1 ", &res, NULL), TH_OK);
+	said = service_words(e.st, guest, since, &since);
+	CHECK_STR(said, "We are open 9 to 5.\n\nReply 0 to talk to a person.|");
+	free(said);
+	CHECK_EQ_INT(room_notices(room, mark, &body), 1);
+	CHECK(body && strstr(body, "The helper answered 1:\n> We are open 9 to 5."));
+	/* a keyword phrase in a sentence */
+	CHECK_EQ_INT(conv_send(&env, guest, "H3", "Where are you?", &res, NULL), TH_OK);
+	said = service_words(e.st, guest, since, &since);
+	CHECK(strstr(said, "In town.") != NULL);
+	free(said);
+	/* words the helper does not know: nothing more */
+	mark = calls_len();
+	CHECK_EQ_INT(conv_send(&env, guest, "H4", "thanks", &res, NULL), TH_OK);
+	said = service_words(e.st, guest, since, &since);
+	CHECK_STR(said, "");
+	free(said);
+	CHECK_EQ_INT(calls_len(), mark + 1); /* the words to staff, nothing else */
+
+	/* "0": the staff room at once, naming the pseudonym and the room; the guest told. */
+	struct guest g;
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(e.st, 0, &t), TH_OK);
+	CHECK_EQ_INT(guests_get(t, guest, &g), TH_OK);
+	store_txn_abort(t);
+	size_t before = staff_notices(NULL);
+	CHECK_EQ_INT(conv_send(&env, guest, "H5", "0", &res, NULL), TH_OK);
+	json_t *last = NULL;
+	CHECK_EQ_INT(staff_notices(&last), before + 1);
+	body = jsonx_str(last, "body");
+	CHECK(body && strstr(body, g.pseudonym) && strstr(body, "asked to talk to a person") &&
+	      strstr(body, room));
+	CHECK(body && !strstr(body, "URGENT")); /* not the help button's alarm */
+	said = service_words(e.st, guest, since, &since);
+	CHECK(strstr(said, "We have asked a member of staff to join you.") != NULL);
+	free(said);
+	/* again ("person" in a sentence): the guest is told again, staff not twice */
+	CHECK_EQ_INT(conv_send(&env, guest, "H6", "I want a person please", &res, NULL), TH_OK);
+	CHECK_EQ_INT(staff_notices(NULL), before + 1);
+	said = service_words(e.st, guest, since, &since);
+	CHECK(strstr(said, "We have asked a member of staff") != NULL);
+	free(said);
+
+	/* A member of staff joins (open: no hours set): the helper is silent. */
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(rooms_user_set(t, room, ROOMS_STAFF, "@sam:test.local", "Sam"), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	mark = calls_len();
+	CHECK_EQ_INT(conv_send(&env, guest, "H7", "1", &res, NULL), TH_OK);
+	CHECK_EQ_INT(conv_send(&env, guest, "H8", "0", &res, NULL), TH_OK);
+	said = service_words(e.st, guest, since, &since);
+	CHECK_STR(said, "");
+	free(said);
+	CHECK_EQ_INT(calls_len(), mark + 2); /* the two texts to staff only */
+
+	/* Out of hours (hours set, no day open): it answers even with staff joined. */
+	e.cfg.services[0].hours.set = 1;
+	CHECK_EQ_INT(conv_send(&env, guest, "H9", "open?", &res, NULL), TH_OK);
+	said = service_words(e.st, guest, since, &since);
+	CHECK(strstr(said, "We are open 9 to 5.") != NULL);
+	free(said);
+	conv_set(e.st, guest, "helper", json_pack("{s:b}", "menu", 1)); /* forget the ask */
+	before = staff_notices(NULL);
+	CHECK_EQ_INT(conv_send(&env, guest, "H10", "0", &res, NULL), TH_OK);
+	CHECK_EQ_INT(staff_notices(&last), before + 1);
+	CHECK(strstr(jsonx_str(last, "body"), "out of hours") != NULL);
+	said = service_words(e.st, guest, since, &since);
+	CHECK(strstr(said, "We are closed now.") != NULL);
+	free(said);
+	e.cfg.services[0].hours.set = 0;
+
+	/* A guest in French gets the French helper. */
+	char tok[SEC_TOKEN_LEN + 1];
+	make_invite(&e, 1, tok);
+	struct conv_started st;
+	struct conv_session s;
+	CHECK_EQ_INT(conv_redeem(&env, tok, NULL, "3", "fr", &st), TH_OK);
+	CHECK_EQ_INT(conv_auth(e.st, st.session, th_now_ms(), &s), TH_OK);
+	room_made(&e, s.guest, "!helper-fr:test.local");
+	uint64_t fsince = 0;
+	free(service_words(e.st, s.guest, 0, &fsince));
+	CHECK_EQ_INT(conv_send(&env, s.guest, "F1", "1", &res, NULL), TH_OK);
+	said = service_words(e.st, s.guest, fsince, &fsince);
+	CHECK_STR(said, "Ouvert de 9 h à 17 h.\n\nR\xc3\xa9pondez 0 pour parler \xc3\xa0 une personne.|"
+	                "1 Nos horaires\n\nR\xc3\xa9pondez 0 pour parler \xc3\xa0 une personne.|");
+	free(said);
+	test_env_close(&e);
+}
+
 int main(void)
 {
 	log_threshold = LOG_WARN;
@@ -2852,6 +3039,7 @@ int main(void)
 	test_conv_expire();
 	test_waiting_grouped();
 	test_budgets();
+	test_helper();
 	test_refusals_counted();
 	test_staff_removes_guest();
 	test_staff_names_cleaned();

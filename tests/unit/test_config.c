@@ -856,6 +856,104 @@ static void test_admin_token_file(void)
 	free(tok);
 }
 
+/* services.<name>.helper: per language, a menu and answers by number or
+ * keyword (policy/helper.h); each mistake names its key and line. */
+static void test_helper_keys(void)
+{
+#define HELPER_SERVICE              \
+	"services:\n"               \
+	"  desk:\n"                 \
+	"    display_name: Desk\n"  \
+	"    staff_room: \"!staff:example.org\"\n" \
+	"    helper:\n"
+	EXPECT_ERROR(MINIMAL HELPER_SERVICE "      en: hello\n", 13, "services.desk.helper.en",
+	             "menu and answers");
+	EXPECT_ERROR(MINIMAL HELPER_SERVICE "      English:\n        menu: m\n", 13, "services.desk.helper",
+	             "not a language code");
+	EXPECT_ERROR(MINIMAL HELPER_SERVICE "      en:\n        answers:\n          - {number: 1, text: t}\n",
+	             13, "missing required key 'services.desk.helper.en.menu'", NULL);
+	EXPECT_ERROR(MINIMAL HELPER_SERVICE "      en:\n        menu: m\n", 13, "services.desk.helper.en.answers",
+	             "at least one");
+	EXPECT_ERROR(MINIMAL HELPER_SERVICE "      en:\n        menu: m\n        answers:\n"
+	                                    "          - {number: 0, text: t}\n",
+	             16, "services.desk.helper.en.answers[0].number", "talk to a person");
+	EXPECT_ERROR(MINIMAL HELPER_SERVICE "      en:\n        menu: m\n        answers:\n"
+	                                    "          - {number: 1, text: a}\n"
+	                                    "          - {number: 1, text: b}\n",
+	             17, "answers[1].number", "answers[0]'s too");
+	EXPECT_ERROR(MINIMAL HELPER_SERVICE "      en:\n        menu: m\n        answers:\n"
+	                                    "          - {keywords: [Person], text: a}\n",
+	             16, "answers[0].keywords", "talk to a person");
+	EXPECT_ERROR(MINIMAL HELPER_SERVICE "      en:\n        menu: m\n        answers:\n"
+	                                    "          - {keywords: [hours], text: a}\n"
+	                                    "          - {keywords: [HOURS], text: b}\n",
+	             17, "answers[1].keywords", "given twice");
+	EXPECT_ERROR(MINIMAL HELPER_SERVICE "      en:\n        menu: m\n        answers:\n"
+	                                    "          - {text: a}\n",
+	             16, "answers[0]", "number, keywords, or both");
+	EXPECT_ERROR(MINIMAL HELPER_SERVICE "      en:\n        menu: m\n        answers:\n"
+	                                    "          - {number: 2}\n",
+	             16, "answers[0]", "missing required key 'text'");
+	EXPECT_ERROR(MINIMAL HELPER_SERVICE "      en:\n        menu: m\n        answers:\n"
+	                                    "          - {number: 2, text: a, link: x}\n",
+	             16, "answers[0]", "unknown key 'link'");
+	EXPECT_ERROR(MINIMAL HELPER_SERVICE "      en:\n        menu: m\n        colour: red\n", 15,
+	             "services.desk.helper.en", "unknown key 'colour'");
+
+	/* Bounds: 20 answers, 1000 bytes of text. */
+	char *many = xstrdup(MINIMAL HELPER_SERVICE "      en:\n        menu: m\n        answers:\n");
+	for (int i = 1; i <= 21; i++) {
+		char *more = xasprintf("%s          - {number: %d, text: t}\n", many, i);
+		free(many);
+		many = more;
+	}
+	EXPECT_ERROR(many, 36, "services.desk.helper.en.answers", "at most 20");
+	free(many);
+	char *big = xasprintf(MINIMAL HELPER_SERVICE "      en:\n        menu: \"%01001d\"\n", 0);
+	EXPECT_ERROR(big, 14, "services.desk.helper.en.menu", "1..1000 bytes");
+	free(big);
+
+	struct config cfg;
+	char err[768];
+	const char *ok = MINIMAL HELPER_SERVICE "      en:\n        menu: \"1 hours, 2 address\"\n"
+	                                        "        answers:\n"
+	                                        "          - {number: 1, keywords: [hours, open], text: \"9 to 5\"}\n"
+	                                        "          - {keywords: [\"where are you\"], text: \"Here\"}\n"
+	                                        "      fr:\n        menu: \"1 heures\"\n"
+	                                        "        answers:\n          - {number: 1, text: \"9 à 17 h\"}\n";
+	CHECK_EQ_INT(load_text(ok, &cfg, err, sizeof(err)), TH_OK);
+	CHECK_STR(err, "");
+	if (!err[0]) {
+		const struct config_service *svc = &cfg.services[0];
+		CHECK_EQ_INT(svc->nhelpers, 2);
+		const struct config_helper *h = config_service_helper(svc, "fr");
+		CHECK_STR(h->lang, "fr");
+		CHECK_STR(h->entries[0].text, "9 à 17 h");
+		h = config_service_helper(svc, "ar"); /* not given: the first */
+		CHECK_STR(h->lang, "en");
+		CHECK_EQ_INT(h->nentries, 2);
+		CHECK_EQ_INT(h->entries[0].number, 1);
+		CHECK_EQ_INT(h->entries[0].words.n, 2);
+		CHECK_STR(h->entries[1].words.v[0], "where are you");
+		CHECK_EQ_INT(h->entries[1].number, 0);
+		config_free(&cfg);
+	}
+	/* The example's helper speaks the page's four languages. */
+	const char *src = getenv("THRESHOLD_SOURCE_DIR");
+	char *path = src ? xasprintf("%s/config.example.yaml", src) : NULL;
+	if (path && config_load(path, &cfg, err, sizeof(err)) == TH_OK) {
+		const struct config_service *svc = config_service_find(&cfg, "helpline");
+		CHECK(svc && svc->nhelpers == 4);
+		for (size_t i = 0; svc && i < svc->nhelpers; i++)
+			CHECK(svc->helpers[i].nentries >= 2);
+		config_free(&cfg);
+	} else {
+		CHECK(!"config.example.yaml loads");
+	}
+	free(path);
+#undef HELPER_SERVICE
+}
+
 int main(void)
 {
 	dir = test_tmpdir();
@@ -872,6 +970,7 @@ int main(void)
 	test_namespace();
 	test_roles();
 	test_retention_duration();
+	test_helper_keys();
 	test_rmtree(dir);
 	free(dir);
 	return TEST_DONE();
