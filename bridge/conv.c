@@ -18,6 +18,7 @@
 #include "media.h"
 #include "mxevent.h"
 #include "rooms.h"
+#include "spool.h"
 #include "util.h"
 #include "visibility.h"
 
@@ -706,8 +707,11 @@ static int guest_queue_ok(const struct txn_env *env, store_txn *t, int upload)
 	if (cfg->outbox_max_pending_guest && store_count(t, STORE_OUTBOX, &n) == TH_OK &&
 	    n >= cfg->outbox_max_pending_guest)
 		return 0;
+	/* Files held: those spooled, and those an older Threshold queued in
+	 * the map (STORE_BLOBS, until they are sent). */
+	uint64_t spooled = 0;
 	if (upload && cfg->gw_max_blob_bytes_held && store_db_bytes(t, STORE_BLOBS, &n) == TH_OK &&
-	    n >= cfg->gw_max_blob_bytes_held)
+	    spool_bytes(cfg, &spooled) == TH_OK && n + spooled >= cfg->gw_max_blob_bytes_held)
 		return 0;
 	return 1;
 }
@@ -920,8 +924,9 @@ int conv_send_media(const struct txn_env *env, const char *guest, const char *lo
 		return rc;
 	json_t *c = NULL;
 	rc = send_checks(env, t, POL_EV_GATEWAY_UPLOAD, guest, local_id, len, &c, result, retry_ms);
+	char id[33];
+	const char *kept = NULL;
 	if (!rc && *result == CONV_SENT) {
-		char id[33];
 		rc = th_random_hex(id, 16);
 		/* The bytes are kept by the Matrix implementation (sealed, matrix.h). */
 		/* Never the guest's own name for it: "Picture 3.jpg" (media.h). */
@@ -942,9 +947,13 @@ int conv_send_media(const struct txn_env *env, const char *guest, const char *lo
 		                     .size = len};
 		if (!rc)
 			rc = env->mx->ops->send_media(env->mx->ctx, t, &m);
+		kept = id; /* written, or cleaned up by send_media itself */
 	}
 	json_decref(c);
-	return send_finish(t, rc, result);
+	rc = send_finish(t, rc, result);
+	if (rc && kept && env->mx->ops->media_unkeep) /* not committed: its file goes (matrix.h) */
+		env->mx->ops->media_unkeep(env->mx->ctx, kept);
+	return rc;
 }
 
 /* Close conversation @p c of @p guest in @p t: the guest leaves the room
@@ -1312,6 +1321,8 @@ int conv_erase(const struct txn_env *env, const char *guest, char receipt[CONV_R
 	rc = store_txn_commit(t);
 	if (!rc)
 		audit_txn_committed(env->au);
+	if (!rc && env->mx->ops->erased) /* their files waiting to upload (matrix.h) */
+		env->mx->ops->erased(env->mx->ctx, guest);
 	return rc;
 }
 
