@@ -746,6 +746,21 @@ static uint64_t guest_bytes_take(const struct txn_env *env, json_t *c, size_t by
 	return 0;
 }
 
+/* The conversation's lifetime byte budget (gateway.conversation_bytes_total):
+ * "bytes_total" in conversation record @p c counts every message and
+ * upload byte it has carried.  Unlike the hourly bucket it never refills:
+ * one conversation cannot grow the store (and the room) without end.
+ * @return 1 and counts @p bytes, or 0 (over: nothing counted). */
+static int conv_bytes_total_take(const struct txn_env *env, json_t *c, size_t bytes)
+{
+	uint64_t cap = env->cfg->gw_conversation_bytes_total;
+	uint64_t used = (uint64_t)json_integer_value(json_object_get(c, "bytes_total"));
+	if (cap && (used > cap || bytes > cap - used))
+		return 0;
+	json_object_set_new(c, "bytes_total", json_integer((json_int_t)(used + bytes)));
+	return 1;
+}
+
 /* A refused send by @p guest: the first is recorded, then at most one
  * record a minute, carrying the count of refusals since the last record
  * (a removed guest's page retrying must not fill the audit log, which is
@@ -861,6 +876,10 @@ static int send_checks(const struct txn_env *env, store_txn *t, enum pol_event e
 	/* The budgets, last: only a send that would go is counted. */
 	uint64_t wait = guest_queue_ok(env, t, event == POL_EV_GATEWAY_UPLOAD) ? 0 : BUSY_RETRY_MS;
 	*result = CONV_BUSY;
+	if (!wait && !conv_bytes_total_take(env, c, bytes)) {
+		*result = CONV_OVER_TOTAL;
+		goto out;
+	}
 	if (!wait) {
 		wait = guest_bytes_take(env, c, bytes, th_now_ms());
 		*result = CONV_OVER_BUDGET;

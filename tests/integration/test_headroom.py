@@ -211,3 +211,42 @@ def test_guests_stop_at_their_share_and_resume_when_space_frees(setup):
     # The stranger's invite was declined once the homeserver answered.
     hs.wait(lambda r: r.method == "POST" and stranger_room in r.path and
             r.path.endswith("/leave") and r.status == 200, 30, "the invite declined")
+
+
+def test_a_conversations_bytes_in_all(workdir):
+    """gateway.conversation_bytes_total (1 MiB): 60,000-byte messages go
+    until the conversation has carried 1 MiB in all, then one is answered
+    413 TH_CONVERSATION_FULL (no retry_after_ms: waiting does not help) and
+    never reaches the homeserver; a short one that still fits goes; another
+    guest is not held back; the count is in the conversation's record, so
+    a restart changes nothing."""
+    w, hs = workdir
+    d, base = start_daemon(w, hs, gateway={"conversation_bytes_total": 1048576})
+    try:
+        a = redeem(base).json()["session"]
+        b = redeem(base).json()["session"]
+        body = "y" * BODY
+        sent = []
+        for i in range(30):
+            r = send(base, a, "t%d" % i, body)
+            if r.status_code != 202:
+                break
+            sent.append("t%d" % i)
+        assert len(sent) == 1048576 // BODY, len(sent)  # 17 x 60,000 bytes
+        assert r.status_code == 413, r.text
+        j = r.json()
+        assert j["errcode"] == "TH_CONVERSATION_FULL" and "retry_after_ms" not in j, j
+        assert "size limit" in j["error"], j
+        refused = "t%d" % len(sent)
+        assert send(base, a, "short", "still fits").status_code == 202
+        assert send(base, b, "b1", body).status_code == 202
+        d.stop()
+        d.start()
+        wait(lambda: requests.get(base + API + "/page", timeout=2).status_code == 200, 10, "the gateway")
+        assert send(base, a, "again", body).status_code == 413
+        wait(lambda: outbox_pending(d) == 0, 30, "the outbox draining")
+        counts = hs.by_local_id()
+        assert refused not in counts and "again" not in counts
+        assert all(counts.get(k) == 1 for k in sent + ["short", "b1"]), counts
+    finally:
+        d.stop()
