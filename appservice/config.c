@@ -117,6 +117,8 @@ static const struct option options[] = {
         {"gateway", "max_polls_per_guest", OPT_UINT, OFF(gw_max_polls_per_guest), 0, "4", 1, 1000},
         {"gateway", "guest_bytes_per_hour", OPT_SIZE, OFF(gw_guest_bytes_per_hour), 0, "8388608", 65536,
          1073741824},
+        {"gateway", "conversation_bytes_total", OPT_SIZE, OFF(gw_conversation_bytes_total), 0, "268435456",
+         1048576, 68719476736},
         {"gateway", "max_blob_bytes_held", OPT_SIZE, OFF(gw_max_blob_bytes_held), 0, "268435456", 1048576,
          68719476736},
         {"gateway", "waiting_notice_seconds", OPT_UINT, OFF(gw_waiting_notice_s), 0, "60", 0, 3600},

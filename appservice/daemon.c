@@ -527,6 +527,7 @@ int daemon_serve(const struct config *cfg)
 	 * holds it (their feed, their queued messages), so erasure leaves
 	 * nothing readable behind in freed pages or backups. */
 	mxo.au = au;
+	mxo.st = st;
 	daemon_feed_sealer(au);
 	struct txn_env start_env = {cfg, st, au, &mxo.mx, cases_guest_open};
 	if (roles_at_start(&start_env) != TH_OK) {
@@ -535,6 +536,9 @@ int daemon_serve(const struct config *cfg)
 	}
 	struct txn_env env = {cfg, st, au, &mxo.mx, cases_guest_open};
 	struct outbox_hooks hooks = {.room_created = conversation_room_created, .ctx = &env};
+	/* Files a crash left in the spool with no action naming them (spool.h). */
+	if (outbox_spool_sweep(st, cfg, NULL) != TH_OK)
+		LOG(LOG_WARN, "cannot sweep the spool of files no action names; they are kept");
 	if (outbox_start(st, cfg, &hooks, &ob) != TH_OK)
 		goto out;
 	outbox_set_audit(ob, au); /* refused enforcement is recorded */

@@ -16,7 +16,9 @@
 #include "cs.h"
 #include "guests.h"
 #include "erasure.h"
+#include "log.h"
 #include "outbox.h"
+#include "spool.h"
 #include "templates.h"
 #include "util.h"
 
@@ -92,17 +94,28 @@ static int mo_text(void *ctx, store_txn *t, const char *room_id, const char *use
 static int mo_send_media(void *ctx, store_txn *t, const struct mx_media *m)
 {
 	const struct matrix_outbox *mo = ctx;
-	int sealed = 0, rc = TH_OK;
-	if (m->data && mo->au) { /* sealed under the guest's key until uploaded */
+	int sealed = 0, rc = TH_OK, spooled = 0;
+	char check[17] = "";
+	size_t stored = 0;
+	if (m->data) {
+		/* In the spool, not the map (spool.h), sealed under the guest's key
+		 * when it can be: gone with the key when the guest is erased. */
 		unsigned char *buf = NULL;
-		size_t len = 0;
-		rc = audit_seal_bytes(mo->au, t, m->user_id, m->data, m->size, &buf, &len);
-		if (!rc)
-			rc = store_put(t, STORE_BLOBS, m->blob, strlen(m->blob), buf, len, STORE_NOOVERWRITE);
+		const void *bytes = m->data;
+		stored = m->size;
+		if (mo->au) {
+			rc = audit_seal_bytes(mo->au, t, m->user_id, m->data, m->size, &buf, &stored);
+			bytes = buf;
+			sealed = 1;
+		}
+		if (!rc) {
+			spool_hash(bytes, stored, check);
+			rc = spool_write(mo->cfg, m->blob, bytes, stored);
+		}
+		if (buf)
+			explicit_bzero(buf, stored);
 		free(buf);
-		sealed = 1;
-	} else if (m->data) {
-		rc = store_put(t, STORE_BLOBS, m->blob, strlen(m->blob), m->data, m->size, STORE_NOOVERWRITE);
+		spooled = 1;
 	}
 	if (rc)
 		return rc;
@@ -112,6 +125,9 @@ static int mo_send_media(void *ctx, store_txn *t, const struct mx_media *m)
 	                      (json_int_t)m->size);
 	if (a && sealed)
 		json_object_set_new(a, "sealed", json_true());
+	if (a && spooled) /* outbox.h "send_media": the file, its length and check */
+		json_object_set_new(a, "spool",
+		                    json_pack("{s:I, s:s}", "bytes", (json_int_t)stored, "fnv", check));
 	return push(t, a);
 }
 
@@ -363,6 +379,19 @@ static int mo_call_event(void *ctx, store_txn *t, const char *room_id, const cha
 	                         user_id, "type", type, "content", c));
 }
 
+static void mo_media_unkeep(void *ctx, const char *blob)
+{
+	spool_remove(cfg_of(ctx), blob);
+}
+
+static void mo_erased(void *ctx, const char *guest)
+{
+	const struct matrix_outbox *mo = ctx;
+	size_t n = 0;
+	if (mo->st && outbox_spool_remove_guest(mo->st, mo->cfg, guest, &n) == TH_OK && n)
+		LOG(LOG_INFO, "outbox: an erased guest's %zu file(s) waiting to upload removed", n);
+}
+
 static const struct mx_ops outbox_ops = {
         .notice = mo_notice,
         .notice_after = mo_notice_after,
@@ -386,12 +415,15 @@ static const struct mx_ops outbox_ops = {
         .erase = mo_erase,
         .erase_state = mo_erase_state,
         .call_event = mo_call_event,
+        .media_unkeep = mo_media_unkeep,
+        .erased = mo_erased,
 };
 
 void matrix_outbox_init(struct matrix_outbox *mo, const struct config *cfg)
 {
 	mo->cfg = cfg;
 	mo->au = NULL; /* the caller sets it to seal guests' words */
+	mo->st = NULL; /* the caller sets it to remove an erased guest's files */
 	mo->mx.ops = &outbox_ops;
 	mo->mx.ctx = mo;
 }

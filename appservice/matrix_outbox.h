@@ -10,6 +10,7 @@
 
 struct audit;
 struct config;
+struct store;
 
 /** The implementation's context; set up by matrix_outbox_init. */
 struct matrix_outbox {
@@ -19,6 +20,9 @@ struct matrix_outbox {
 	 * under the guest's key (audit_seal; "sealed_content" in outbox.h), so
 	 * the store's freed pages keep nothing readable once they are erased */
 	struct audit *au;
+	/* borrowed, or NULL: the store, read after an erasure's commit to
+	 * remove the guest's spooled files (matrix.h "erased") */
+	struct store *st;
 };
 
 /**

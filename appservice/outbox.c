@@ -34,6 +34,7 @@
 #include "jsonx.h"
 #include "qr.h"
 #include "rooms.h"
+#include "spool.h"
 #include "templates.h"
 #include "util.h"
 
@@ -743,21 +744,33 @@ static int done_audit_export(const outbox *ob, store_txn *t, const json_t *a, co
 /* The known ops: required non-empty string fields, then how to run them. */
 /* ---- send_media ------------------------------------------------------------ */
 
-/* A guest's picture or file: read it from STORE_BLOBS, upload it as the
- * guest.  A retry uploads again (harmless); the message is sent once, by
- * its own send action, and the bytes are deleted in that same commit. */
+/* A guest's picture or file: read it from its spooled file (or, queued by
+ * an older Threshold, from STORE_BLOBS), upload it as the guest.  A retry
+ * uploads again (harmless); the message is sent once, by its own send
+ * action, and the bytes are deleted in (STORE_BLOBS) or after (spool) that
+ * same commit. */
 static int run_send_media(outbox *ob, uint64_t seq, const json_t *a, struct cs_response *r)
 {
 	(void)seq;
 	const char *id = field(a, "blob");
+	json_t *sp = json_object_get(a, "spool");
 	store_txn *t;
 	int rc = store_txn_begin(ob->st, 0, &t);
 	if (rc)
 		return rc;
-	const void *v;
+	const void *v = NULL;
 	size_t len = 0;
 	void *copy = NULL;
-	rc = store_get(t, STORE_BLOBS, id, strlen(id), &v, &len);
+	unsigned char *file = NULL;
+	if (json_is_object(sp)) {
+		rc = spool_read(ob->cfg, id, (uint64_t)json_integer_value(json_object_get(sp, "bytes")),
+		                jsonx_str(sp, "fnv"), &file, &len);
+		if (rc == TH_EVERIFY || rc == TH_EINVAL)
+			rc = TH_ENOTFOUND; /* damaged: can never be sent as it was */
+		v = file;
+	} else {
+		rc = store_get(t, STORE_BLOBS, id, strlen(id), &v, &len);
+	}
 	if (rc == TH_OK && json_is_true(json_object_get(a, "sealed"))) {
 		/* sealed under the guest's key (matrix_outbox.c); gone with the key */
 		struct audit *au = pool_audit(ob);
@@ -770,11 +783,15 @@ static int run_send_media(outbox *ob, uint64_t seq, const json_t *a, struct cs_r
 		} else if (rc != TH_ESTORE && rc != TH_EIO) {
 			rc = TH_ENOTFOUND; /* erased, or cannot ever be read */
 		}
+	} else if (rc == TH_OK && file) {
+		copy = file;
+		file = NULL;
 	} else if (rc == TH_OK) {
 		copy = xmalloc(len ? len : 1);
 		memcpy(copy, v, len);
 	}
 	store_txn_abort(t);
+	free(file);
 	if (rc == TH_ENOTFOUND)
 		return export_refused(r, "the file is gone");
 	if (rc)
@@ -789,9 +806,12 @@ static int done_send_media(const outbox *ob, store_txn *t, const json_t *a, cons
 {
 	(void)ob;
 	const char *id = field(a, "blob");
-	int rc = store_del(t, STORE_BLOBS, id, strlen(id));
+	int rc = TH_OK;
+	if (!json_object_get(a, "spool")) /* an older Threshold's: in the map (a spooled file goes after the commit) */
+		rc = store_del(t, STORE_BLOBS, id, strlen(id));
 	if (rc && rc != TH_ENOTFOUND)
 		return rc;
+	rc = TH_OK;
 	const char *uri = json_string_value(json_object_get(resp, "content_uri"));
 	if (!uri) {
 		LOG(LOG_WARN, "outbox: a guest's file was not stored: %s",
@@ -1915,13 +1935,115 @@ static int finish_in(const outbox *ob, store_txn *t, const struct finished *f)
 	} else if (f->answer) {
 		const struct op *op = op_check(a);
 		rc = op && op->done ? op->done(ob, t, a, f->answer) : TH_OK;
-	} else if (field(a, "blob")) { /* dropped: its bytes go with it */
+	} else if (field(a, "blob") && !json_object_get(a, "spool")) { /* dropped: its bytes go with it */
 		rc = store_del(t, STORE_BLOBS, field(a, "blob"), strlen(field(a, "blob")));
 		rc = rc == TH_ENOTFOUND ? TH_OK : rc;
 	} else {
 		rc = TH_OK;
 	}
 	json_decref(a);
+	return rc;
+}
+
+/* After the commit that removed @p f from the queue (sent, dropped or set
+ * aside): its spooled file, if it has one, goes.  A crash before this
+ * leaves the file to the sweep at the next start (outbox_spool_sweep). */
+static void spool_forget(const outbox *ob, const struct finished *f)
+{
+	if (!memmem(f->val, f->vlen, "\"spool\"", 7))
+		return; /* the common case: no file, no parse */
+	json_t *a = json_loadb(f->val, f->vlen, 0, NULL);
+	if (json_is_object(json_object_get(a, "spool")) && field(a, "blob"))
+		spool_remove(ob->cfg, field(a, "blob"));
+	json_decref(a);
+}
+
+/* The spooled file's name of queued action @p val, or NULL (new string). */
+static char *spooled_name(const void *val, size_t vlen, const char *of_guest)
+{
+	if (!memmem(val, vlen, "\"spool\"", 7))
+		return NULL;
+	json_t *a = json_loadb(val, vlen, 0, NULL);
+	char *name = NULL;
+	if (json_is_object(json_object_get(a, "spool")) && field(a, "blob") &&
+	    (!of_guest || (field(a, "user_id") && strcmp(field(a, "user_id"), of_guest) == 0)))
+		name = xstrdup(field(a, "blob"));
+	json_decref(a);
+	return name;
+}
+
+static int spool_collect(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	(void)key;
+	(void)klen;
+	char *name = spooled_name(val, vlen, NULL);
+	if (name)
+		json_object_set_new(ctx, name, json_true());
+	free(name);
+	return 0;
+}
+
+static int spool_named(void *ctx, const char *name)
+{
+	return json_object_get(ctx, name) != NULL;
+}
+
+int outbox_spool_sweep(store *st, const struct config *cfg, size_t *removed)
+{
+	store_txn *t;
+	int rc = store_txn_begin(st, 0, &t);
+	if (rc)
+		return rc;
+	json_t *names = json_object();
+	rc = store_walk(t, STORE_OUTBOX, NULL, 0, spool_collect, names);
+	store_txn_abort(t);
+	size_t n = 0, strange = 0;
+	if (!rc)
+		rc = spool_sweep(cfg, spool_named, names, &n, &strange);
+	if (!rc && (n || strange))
+		LOG(LOG_INFO, "outbox: removed %zu spooled file(s) no queued action names; %zu other file(s) left alone",
+		    n, strange);
+	if (!rc && removed)
+		*removed = n;
+	json_decref(names);
+	return rc;
+}
+
+struct guest_files {
+	const char *guest;
+	json_t *names;
+};
+
+static int guest_collect(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	(void)key;
+	(void)klen;
+	struct guest_files *g = ctx;
+	char *name = spooled_name(val, vlen, g->guest);
+	if (name)
+		json_array_append_new(g->names, json_string(name));
+	free(name);
+	return 0;
+}
+
+int outbox_spool_remove_guest(store *st, const struct config *cfg, const char *guest, size_t *removed)
+{
+	store_txn *t;
+	int rc = store_txn_begin(st, 0, &t);
+	if (rc)
+		return rc;
+	struct guest_files g = {.guest = guest, .names = json_array()};
+	rc = store_walk(t, STORE_OUTBOX, NULL, 0, guest_collect, &g);
+	store_txn_abort(t);
+	size_t i, n = 0;
+	json_t *v;
+	json_array_foreach(g.names, i, v)
+	{
+		n += spool_remove(cfg, json_string_value(v)) == TH_OK;
+	}
+	json_decref(g.names);
+	if (!rc && removed)
+		*removed = n;
 	return rc;
 }
 
@@ -1977,6 +2099,7 @@ static void commit_batch(outbox *ob, uint64_t now)
 			f->e->state = ENTRY_QUEUED;
 			f->e->not_before_ms = now + STORE_RETRY_MS;
 		} else {
+			spool_forget(ob, f);
 			entry_remove(p, f->e);
 			removed++;
 			aside += (uint64_t)f->set_aside;

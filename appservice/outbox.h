@@ -94,10 +94,16 @@
  *       (a guest's messages, redacted by the bot when they erase their data)
  *   {"op":"send_media", "room_id":R, "user_id":U, "blob":B, "name":N, "mimetype":M,
  *                       "msgtype":T, "local_id":L, "size":S}
- *       Upload the bytes kept under B in STORE_BLOBS as U and, in the commit
- *       that removes the action, delete them and queue the m.image/m.file.
- *       A dropped action deletes its bytes too.  With "sealed": true the bytes
- *       are sealed under U's key (audit_seal_bytes) and opened for the upload.
+ *       Upload the bytes kept in spooled file B (spool.h) as U and, in the
+ *       commit that removes the action, queue the m.image/m.file; the file
+ *       is removed after that commit, and after the commit that drops the
+ *       action or sets it aside.  "spool": {"bytes":N, "fnv":H} is the file's
+ *       length and th_fnv1a64 (16 hex), checked on reading; a file that is
+ *       gone (its guest erased) or damaged drops the action.  With "sealed":
+ *       true the bytes are sealed under U's key (audit_seal_bytes) and opened
+ *       for the upload.  An action without "spool" (queued by a Threshold
+ *       that kept files in the map) reads B from STORE_BLOBS and deletes it
+ *       in the commit that removes the action.
  *   {"op":"deactivate", "user_id":U}   (U's account, erased: a guest who deleted their data)
  *   {"op":"erase_media", "user_id":G, "erasure":G}
  *       Delete every file G uploaded from the homeserver's media store, with
@@ -272,6 +278,26 @@ struct outbox_queue {
 
 /** @return TH_OK (filled @p out) or TH_ESTORE. */
 int outbox_queue_read(store_txn *t, struct outbox_queue *out);
+
+/**
+ * At the daemon's start, before anything is spooled: remove every spooled
+ * file (spool.h) that no queued send_media action names (a crash between
+ * the file's write and its commit, or between the commit that removed its
+ * action and the unlink).
+ * @param removed  files removed (may be NULL)
+ * @return TH_OK, TH_ESTORE or TH_EIO.
+ */
+int outbox_spool_sweep(store *st, const struct config *cfg, size_t *removed);
+
+/**
+ * After the commit of @p guest's erasure: remove the files of their
+ * send_media actions still queued (sealed under the key the erasure
+ * destroyed, so already unreadable; the actions find them gone and are
+ * dropped).
+ * @param removed  files removed (may be NULL)
+ * @return TH_OK or TH_ESTORE.
+ */
+int outbox_spool_remove_guest(store *st, const struct config *cfg, const char *guest, size_t *removed);
 
 /**
  * The delay before attempt number @p attempt (0-based) after a retryable

@@ -19,6 +19,7 @@
 #include "media.h"
 #include "mxevent.h"
 #include "rooms.h"
+#include "spool.h"
 #include "util.h"
 #include "visibility.h"
 
@@ -707,8 +708,11 @@ static int guest_queue_ok(const struct txn_env *env, store_txn *t, int upload)
 	if (cfg->outbox_max_pending_guest && store_count(t, STORE_OUTBOX, &n) == TH_OK &&
 	    n >= cfg->outbox_max_pending_guest)
 		return 0;
+	/* Files held: those spooled, and those an older Threshold queued in
+	 * the map (STORE_BLOBS, until they are sent). */
+	uint64_t spooled = 0;
 	if (upload && cfg->gw_max_blob_bytes_held && store_db_bytes(t, STORE_BLOBS, &n) == TH_OK &&
-	    n >= cfg->gw_max_blob_bytes_held)
+	    spool_bytes(cfg, &spooled) == TH_OK && n + spooled >= cfg->gw_max_blob_bytes_held)
 		return 0;
 	return 1;
 }
@@ -741,6 +745,21 @@ static uint64_t guest_bytes_take(const struct txn_env *env, json_t *c, size_t by
 	        c, "bytes_budget",
 	        json_pack("{s:I, s:I}", "left", (json_int_t)(left - cost), "at_ms", (json_int_t)now));
 	return 0;
+}
+
+/* The conversation's lifetime byte budget (gateway.conversation_bytes_total):
+ * "bytes_total" in conversation record @p c counts every message and
+ * upload byte it has carried.  Unlike the hourly bucket it never refills:
+ * one conversation cannot grow the store (and the room) without end.
+ * @return 1 and counts @p bytes, or 0 (over: nothing counted). */
+static int conv_bytes_total_take(const struct txn_env *env, json_t *c, size_t bytes)
+{
+	uint64_t cap = env->cfg->gw_conversation_bytes_total;
+	uint64_t used = (uint64_t)json_integer_value(json_object_get(c, "bytes_total"));
+	if (cap && (used > cap || bytes > cap - used))
+		return 0;
+	json_object_set_new(c, "bytes_total", json_integer((json_int_t)(used + bytes)));
+	return 1;
 }
 
 /* A refused send by @p guest: the first is recorded, then at most one
@@ -858,6 +877,10 @@ static int send_checks(const struct txn_env *env, store_txn *t, enum pol_event e
 	/* The budgets, last: only a send that would go is counted. */
 	uint64_t wait = guest_queue_ok(env, t, event == POL_EV_GATEWAY_UPLOAD) ? 0 : BUSY_RETRY_MS;
 	*result = CONV_BUSY;
+	if (!wait && !conv_bytes_total_take(env, c, bytes)) {
+		*result = CONV_OVER_TOTAL;
+		goto out;
+	}
 	if (!wait) {
 		wait = guest_bytes_take(env, c, bytes, th_now_ms());
 		*result = CONV_OVER_BUDGET;
@@ -1108,8 +1131,9 @@ int conv_send_media(const struct txn_env *env, const char *guest, const char *lo
 		return rc;
 	json_t *c = NULL;
 	rc = send_checks(env, t, POL_EV_GATEWAY_UPLOAD, guest, local_id, len, &c, result, retry_ms);
+	char id[33];
+	const char *kept = NULL;
 	if (!rc && *result == CONV_SENT) {
-		char id[33];
 		rc = th_random_hex(id, 16);
 		/* The bytes are kept by the Matrix implementation (sealed, matrix.h). */
 		/* Never the guest's own name for it: "Picture 3.jpg" (media.h). */
@@ -1130,9 +1154,13 @@ int conv_send_media(const struct txn_env *env, const char *guest, const char *lo
 		                     .size = len};
 		if (!rc)
 			rc = env->mx->ops->send_media(env->mx->ctx, t, &m);
+		kept = id; /* written, or cleaned up by send_media itself */
 	}
 	json_decref(c);
-	return send_finish(t, rc, result);
+	rc = send_finish(t, rc, result);
+	if (rc && kept && env->mx->ops->media_unkeep) /* not committed: its file goes (matrix.h) */
+		env->mx->ops->media_unkeep(env->mx->ctx, kept);
+	return rc;
 }
 
 /* Close conversation @p c of @p guest in @p t: the guest leaves the room
@@ -1500,6 +1528,8 @@ int conv_erase(const struct txn_env *env, const char *guest, char receipt[CONV_R
 	rc = store_txn_commit(t);
 	if (!rc)
 		audit_txn_committed(env->au);
+	if (!rc && env->mx->ops->erased) /* their files waiting to upload (matrix.h) */
+		env->mx->ops->erased(env->mx->ctx, guest);
 	return rc;
 }
 

@@ -117,6 +117,8 @@ enum conv_send_result {
 	CONV_REFUSED,     /* policy refused (recorded) */
 	CONV_SENT_BEFORE, /* internal: this local_id was sent already (reported as CONV_SENT) */
 	CONV_OVER_BUDGET, /* the guest's bytes for this hour are spent (gateway.guest_bytes_per_hour) */
+	CONV_OVER_TOTAL,  /* the conversation's bytes in all are spent (gateway.conversation_bytes_total):
+	                   * no waiting helps; nothing was kept */
 	CONV_BUSY,        /* a global cap: outbox length or files held (outbox.max_pending_guest,
 	                   * gateway.max_blob_bytes_held); nothing was kept */
 };

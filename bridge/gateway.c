@@ -766,6 +766,11 @@ static enum MHD_Result handle_session(gateway *gw, struct MHD_Connection *conn, 
 static enum MHD_Result budget_refused(struct MHD_Connection *conn, enum conv_send_result result,
                                       uint64_t retry)
 {
+	if (result == CONV_OVER_TOTAL) /* no wait helps: a 413 (gateway-api.md) */
+		return send_error(conn, 413, "TH_CONVERSATION_FULL",
+		                  "This conversation cannot take any more messages or files: it has "
+		                  "reached its size limit. Nothing was kept.",
+		                  0);
 	if (result == CONV_OVER_BUDGET)
 		return send_error(
 		        conn, 429, "TH_LIMIT_EXCEEDED",
@@ -799,7 +804,7 @@ static enum MHD_Result handle_send(gateway *gw, struct MHD_Connection *conn, str
 			ret = send_error(conn, 401, "TH_SESSION_INVALID", "This conversation has ended.", 0);
 		else if (rc)
 			ret = store_failed(conn, rc);
-		else if (result == CONV_OVER_BUDGET || result == CONV_BUSY)
+		else if (result == CONV_OVER_BUDGET || result == CONV_OVER_TOTAL || result == CONV_BUSY)
 			ret = budget_refused(conn, result, retry);
 		else if (result == CONV_NOT_READY)
 			ret = send_error(conn, 409, "TH_NOT_READY", "The conversation is being set up.", 500);
@@ -867,7 +872,7 @@ static enum MHD_Result handle_upload(gateway *gw, struct MHD_Connection *conn, s
 		return send_error(conn, 401, "TH_SESSION_INVALID", "This conversation has ended.", 0);
 	if (rc)
 		return store_failed(conn, rc);
-	if (result == CONV_OVER_BUDGET || result == CONV_BUSY)
+	if (result == CONV_OVER_BUDGET || result == CONV_OVER_TOTAL || result == CONV_BUSY)
 		return budget_refused(conn, result, retry);
 	if (result == CONV_NOT_READY)
 		return send_error(conn, 409, "TH_NOT_READY", "The conversation is being set up.", 500);

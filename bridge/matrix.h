@@ -127,9 +127,10 @@ struct mx_ops {
 	 * Upload the bytes kept under @p m->blob as @p m->user_id, then send the
 	 * m.image / m.file into @p m->room_id.  The bytes are deleted once sent,
 	 * or when the action is dropped.  With @p m->data the implementation
-	 * keeps them itself, sealed under the guest's key (so a freed page or a
-	 * backup of a file still waiting holds nothing readable once the guest
-	 * is erased).  Room's lane.
+	 * keeps them itself, outside the store (a file on disk before @p t
+	 * commits: call media_unkeep if @p t is not committed), sealed under
+	 * the guest's key (so a freed page or a backup of a file still waiting
+	 * holds nothing readable once the guest is erased).  Room's lane.
 	 */
 	int (*send_media)(void *ctx, struct store_txn *t, const struct mx_media *m);
 
@@ -287,6 +288,20 @@ struct mx_ops {
 	 */
 	int (*call_event)(void *ctx, struct store_txn *t, const char *room_id, const char *user_id,
 	                  const char *type, const char *content);
+
+	/*
+	 * Optional (NULL: nothing to do).  The transaction in which send_media
+	 * was given @p blob's bytes was not committed: drop what the
+	 * implementation wrote outside the store for it (its spooled file).
+	 */
+	void (*media_unkeep)(void *ctx, const char *blob);
+
+	/*
+	 * Optional (NULL: nothing to do).  After the commit of @p guest's
+	 * erasure: remove what the implementation keeps of the guest outside
+	 * the store (their files still waiting to be uploaded).
+	 */
+	void (*erased)(void *ctx, const char *guest);
 };
 
 /** The bridge's handle on Matrix: borrowed by the bridge, outliving every call. */

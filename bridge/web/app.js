@@ -860,6 +860,12 @@
 			            chatClosed();
 			            return false;
 		            }
+		            if (e.code === 'TH_CONVERSATION_FULL') { /* no retry can help */
+			            li.file = null;
+			            delete pending[li.localId];
+			            setMsgState(li, 'failed', 'conv_full');
+			            return true;
+		            }
 		            if (!file) {
 			            setMsgState(li, e.status === 413 ? 'too_long' : 'failed');
 			            return true;

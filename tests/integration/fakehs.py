@@ -127,6 +127,11 @@ class FakeHomeserver:
             self._media[key] = bytes(data)
         return "mxc://" + key
 
+    def media(self):
+        """The bytes of each upload and add_media, by mxc URI."""
+        with self.lock:
+            return {"mxc://" + k: v for k, v in self._media.items()}
+
     def heal(self):
         with self.lock:
             self._mode = None
@@ -252,6 +257,11 @@ class FakeHomeserver:
                 self._reply(h, 404, {"errcode": "M_NOT_FOUND", "error": "Not found"})
             else:
                 self._reply(h, 200, data, ctype="application/octet-stream")
+            return
+        if path == "/_matrix/media/v3/upload" and h.command == "POST":
+            # spec: CS API, POST /_matrix/media/v3/upload -> {"content_uri"}
+            record(200)
+            self._reply(h, 200, {"content_uri": self.add_media(raw)})
             return
         status, answer = self._ok(h.command, path, user, body)
         record(status)

@@ -283,3 +283,41 @@ def test_map_full_gateway_answers_503_and_recovers_with_a_larger_map(workdir):
               % (n, redeemed, len(acked)))
     finally:
         d.kill()
+
+
+def test_disk_full_while_spooling_an_upload(workdir):
+    """The file system fills while a guest's picture is written to the
+    spool (appservice/spool.h): the upload is answered 503 TH_UNAVAILABLE
+    with retry_after_ms, no file is left in the spool and nothing is
+    queued; a short message still fits; once space frees, the same upload
+    goes, once."""
+    from test_spool import guest_ready, png, spooled, upload
+    w, hs = workdir
+    mnt = os.path.join(w, "mnt")
+    mount_tmpfs(mnt, "8m")
+    d, base = daemon_for(w, hs, os.path.join(mnt, "store"), 64)
+    start(d, base)
+    try:
+        session = guest_ready(base)
+        wait(lambda: outbox_pending(d) == 0, 10, "the outbox draining")
+        pic = png(400, 400, 3)  # about 480 KB, cleaned and sealed
+        filler = fill(mnt)
+        with open(filler, "r+b") as f:  # 256 KB free: a message fits, the picture does not
+            f.truncate(os.path.getsize(filler) - 262144)
+        pending = outbox_pending(d)
+        r = upload(base, session, "pic", pic)
+        assert_unavailable(r)
+        assert spooled(d) == {}
+        assert outbox_pending(d) == pending
+        assert "failed: No space left on device" in d.log_text(), d.log_text()[-3000:]
+        assert send(base, session, "small").status_code == 202
+        assert d.running()
+        os.unlink(filler)
+        r = upload(base, session, "pic", pic)
+        assert r.status_code == 202, r.text
+        wait(lambda: outbox_pending(d) == 0, 20, "the outbox draining")
+        counts = hs.by_local_id()
+        assert counts.get("pic") == 1 and counts.get("small") == 1, counts
+        assert spooled(d) == {}
+    finally:
+        d.kill()

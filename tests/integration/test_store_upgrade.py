@@ -79,3 +79,66 @@ def test_upgrade_keeps_everything():
         assert r.returncode != 0
         assert "schema version 2" in r.stderr or "schema version 2" in (r.stdout + r.stderr)
         assert os.path.getsize(store) >= size_before
+
+
+def test_upgrade_sends_files_an_older_release_queued_in_the_store():
+    """Files an older release queued whole in the store (STORE_BLOBS, before
+    the spool) are still uploaded once by this build, read from the store
+    where they are, and deleted from it; nothing is moved into the spool
+    (appservice/outbox.c run_send_media; docs/reliability.md)."""
+    import requests
+    from fakehs import FakeHomeserver
+    from helpers import wait
+    from standalone import free_port
+    from test_spool import guest_ready, png, spooled, start, upload, API
+
+    hs = FakeHomeserver().start()
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            port = free_port()
+            base = "http://127.0.0.1:%d" % port
+            # Keys the older release knows too.
+            d = Standalone(OLD, work, log_level="info", extra={
+                "homeserver": {"url": hs.url, "server_name": "localhost"},
+                "client": {"timeout_ms": 2000, "connect_timeout_ms": 500, "outbox_max_backoff_ms": 1000},
+                "gateway": {"listen_address": "127.0.0.1", "listen_port": port, "public_url": base,
+                            "address_rate_per_minute": 100000, "session_rate_per_minute": 100000},
+                "services": {"helpline": {"display_name": "Test Helpline", "staff_room": "!staff:localhost",
+                                          "public_entry": True, "public_per_hour": 100000}},
+            })
+            d.setup()
+            d.start()
+            wait(lambda: requests.get(base + API + "/page", timeout=2).status_code == 200, 10, "the gateway")
+            s = guest_ready(base)
+            hs.fail("500", match="/media/")
+            pics = {"old%d" % i: png(120, 120, 50 + i) for i in range(3)}
+            for lid, data in pics.items():
+                r = upload(base, s, lid, data)
+                assert r.status_code == 202, r.text
+            d.kill()
+
+            def blobs():
+                dump = subprocess.run(["mdb_dump", "-s", "blobs", d.store_path], capture_output=True,
+                                      text=True)
+                assert dump.returncode == 0, dump.stderr
+                body = dump.stdout.split("HEADER=END", 1)[1].strip().split("\n")
+                return (len(body) - 1) // 2  # key and value lines, then DATA=END
+            assert blobs() == 3  # whole in the store, as that release kept them
+            assert not hs.seen(lambda r: r.path == "/_matrix/media/v3/upload" and r.status == 200)
+            d.bin = NEW
+            start(d, base)
+            hs.heal()
+            wait(lambda: json.loads(d.run("status", "--json").stdout)["outbox_pending"] == 0, 60,
+                 "the outbox draining")
+            counts = hs.by_local_id()
+            assert {k: counts.get(k) for k in pics} == {k: 1 for k in pics}, counts
+            media = hs.media()
+            images = [m for m in hs.sends() if m[2].get("msgtype") == "m.image"]
+            assert len(images) == 3
+            for _, _, content in images:
+                assert media[content["url"]].startswith(b"\x89PNG")
+            assert spooled(d) == {}
+            assert blobs() == 0  # once sent, gone from the store too
+            d.stop()
+    finally:
+        hs.stop()

@@ -2539,6 +2539,28 @@ static void test_budgets(void)
 	e.cfg.gw_max_blob_bytes_held = 1u << 20;
 	CHECK_EQ_INT(conv_send_media(&env, guest, "F2", &png, pic, 20000, &res, &retry), TH_OK);
 	CHECK_EQ_INT(res, CONV_SENT);
+
+	/* The conversation's bytes in all (gateway.conversation_bytes_total):
+	 * counted in its record; past it, refused for good, nothing queued. */
+	json_t *rec = conv_record(e.st, guest);
+	json_int_t total = json_integer_value(json_object_get(rec, "bytes_total"));
+	json_decref(rec);
+	CHECK(total >= 2 * 40000 + 2 * 20000); /* B1, B2, F1, F2 and the short ones */
+	e.cfg.gw_conversation_bytes_total = (size_t)total + 20000 + 100;
+	CHECK_EQ_INT(conv_send_media(&env, guest, "F3", &png, pic, 20000, &res, &retry), TH_OK);
+	CHECK_EQ_INT(res, CONV_SENT);
+	queued = calls_len();
+	CHECK_EQ_INT(conv_send_media(&env, guest, "F4", &png, pic, 20000, &res, &retry), TH_OK);
+	CHECK_EQ_INT(res, CONV_OVER_TOTAL);
+	CHECK_EQ_INT(conv_send(&env, guest, "B5", "a little more than a hundred bytes, which is more than the "
+	                                         "hundred bytes this conversation has left in all",
+	                       &res, &retry),
+	             TH_OK);
+	CHECK_EQ_INT(res, CONV_OVER_TOTAL);
+	CHECK_EQ_INT(calls_len(), queued);
+	CHECK_EQ_INT(conv_send(&env, guest, "B6", "fits", &res, &retry), TH_OK);
+	CHECK_EQ_INT(res, CONV_SENT);
+	e.cfg.gw_conversation_bytes_total = 0;
 	free(pic);
 
 	/* Headroom: past the guests' share of the map, a guest's writes are
