@@ -1048,6 +1048,30 @@ static int close_in(const struct txn_env *env, store_txn *t, const char *guest, 
 	return rc;
 }
 
+/* A guest who ends their conversation (End chat, STOP) leaves every group
+ * too: they can read and write nothing more there, so they are not left
+ * listed as a member the group would think is listening. */
+static int leave_groups(const struct txn_env *env, store_txn *t, const char *guest, const char *except)
+{
+	char **rooms = NULL;
+	size_t n = 0;
+	int rc = rooms_member_rooms(t, guest, &rooms, &n);
+	for (size_t i = 0; i < n; i++) {
+		json_t *state = NULL;
+		char mb[ROOMS_VALUE_MAX];
+		if (!rc && (!except || strcmp(rooms[i], except) != 0) &&
+		    store_get_json(t, STORE_ROOMS, rooms[i], &state) == TH_OK &&
+		    rooms_kind(state) == POL_ROOM_GROUP &&
+		    rooms_user_get(t, rooms[i], ROOMS_GUESTS, guest, mb) == TH_OK &&
+		    (strcmp(mb, "join") == 0 || strcmp(mb, "invite") == 0))
+			rc = env->mx->ops->leave(env->mx->ctx, t, rooms[i], guest);
+		json_decref(state);
+		free(rooms[i]);
+	}
+	free(rooms);
+	return rc;
+}
+
 int conv_leave(const struct txn_env *env, const char *guest)
 {
 	store_txn *t;
@@ -1077,6 +1101,8 @@ int conv_leave(const struct txn_env *env, const char *guest)
 	json_object_set_new(c, "erase_only", json_true());
 	if (!rc)
 		rc = close_in(env, t, guest, c, guest, "You left this conversation.", 0, 0);
+	if (!rc && act == POL_ACT_CLOSE)
+		rc = leave_groups(env, t, guest, room_id);
 	json_decref(c);
 	if (rc) {
 		store_txn_abort(t);

@@ -8,7 +8,8 @@ replies, not their own words, not by any way their channel offers.  Put into
 one support group by staff (`!threshold group add`), both hear the group and
 are heard in it under their pseudonyms: the web guest's words reach the phone
 as "#<pseudonym>: ...", the phone's "#..." reach the group and the web
-page.  Removed from the group, the phone hears no more of it.  The phone
+page.  Removed from the group, the phone hears no more of it; STOP (even
+"#STOP") ends the conversation and takes the phone out of the group.  The phone
 number is nowhere in Synapse's database, Threshold's log, the rooms' state or
 the web guest's feed.
 
@@ -334,7 +335,23 @@ def test_web_and_sms_guests_apart_then_in_one_group(env, threshold, mixed):
     assert sms.never_got("web words after the phone left"), sms.got()
     assert web.never_got("still in the group"), web.feed()
 
-    # ---- 4. the number is nowhere in clear ---------------------------------------------------
+    # ---- 4. STOP (even written for the group) ends everything ------------------------------
+    staff_says(env, group, "!threshold group add %s" % sms.pseudonym)
+    wait_membership(env, "staff", group, sms.user_id, "join")
+    staff_says(env, group, "welcome back to the group")
+    sms.wait_got("welcome back to the group")
+    sms.write("#STOP")
+    sms.wait_got("This conversation has ended")
+    wait_membership(env, "staff", sms.room, sms.user_id, "leave")
+    wait_membership(env, "staff", group, sms.user_id, "leave")
+    staff_says(env, group, "anything after the stop")
+    web.wait_got("anything after the stop")
+    time.sleep(2)
+    assert sms.never_got("anything after the stop"), sms.got()
+    assert not [b for b in bodies(env, group) if "STOP" in b.upper() and "after the stop" not in b]
+    assert web.never_got("STOP")
+
+    # ---- 5. the number is nowhere in clear ---------------------------------------------------
     line.hang_up()
     needle = PHONE
     feed_text = repr(web.feed())

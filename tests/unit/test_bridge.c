@@ -2909,6 +2909,28 @@ static void test_words_for_the_group(void)
 	sent = find_op(calls(), queued, "text", guest, &n);
 	CHECK_EQ_INT(n, 1);
 	CHECK_STR(jsonx_str(sent, "room_id"), room);
+
+	/* Ending the conversation (End chat, STOP) leaves the group it is in
+	 * too, and no group it has left. */
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(rooms_user_set(t, g1, ROOMS_GUESTS, guest, "join"), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	queued = calls_len();
+	CHECK_EQ_INT(conv_leave(&env, guest), TH_OK);
+	json_t *ob = calls();
+	size_t left_own = 0, left_g1 = 0, left_g2 = 0;
+	for (size_t i = queued; i < json_array_size(ob); i++) {
+		json_t *a = json_array_get(ob, i);
+		const char *r = jsonx_str(a, "room_id");
+		if (strcmp(jsonx_str(a, "op") ? jsonx_str(a, "op") : "", "leave") != 0 || !r)
+			continue;
+		left_own += strcmp(r, room) == 0;
+		left_g1 += strcmp(r, g1) == 0;
+		left_g2 += strcmp(r, g2) == 0;
+	}
+	CHECK_EQ_INT(left_own, 1);
+	CHECK_EQ_INT(left_g1, 1);
+	CHECK_EQ_INT(left_g2, 0);
 	test_env_close(&e);
 }
 
