@@ -836,8 +836,8 @@ static int guest_groups(store_txn *t, const char *guest, enum pol_route_groups *
 		char mb[ROOMS_VALUE_MAX];
 		if (!rc && store_get_json(t, STORE_ROOMS, rooms[i], &state) == TH_OK &&
 		    rooms_kind(state) == POL_ROOM_GROUP &&
-		    rooms_user_get(t, rooms[i], ROOMS_GUESTS, guest, mb) == TH_OK && strcmp(mb, "join") == 0 &&
-		    strlen(rooms[i]) < 256) {
+		    rooms_user_get(t, rooms[i], ROOMS_GUESTS, guest, mb) == TH_OK &&
+		    strcmp(mb, "join") == 0 && strlen(rooms[i]) < 256) {
 			if (joined++ == 0)
 				memcpy(group, rooms[i], strlen(rooms[i]) + 1);
 		}
@@ -846,7 +846,7 @@ static int guest_groups(store_txn *t, const char *guest, enum pol_route_groups *
 	}
 	free(rooms);
 	if (!rc)
-		*out = joined == 0 ? POL_ROUTE_GROUPS_NONE
+		*out = joined == 0   ? POL_ROUTE_GROUPS_NONE
 		       : joined == 1 ? POL_ROUTE_GROUPS_ONE
 		                     : POL_ROUTE_GROUPS_SEVERAL;
 	return rc;
@@ -968,7 +968,8 @@ int conv_send(const struct txn_env *env, const char *guest, const char *local_id
 		rc = send_checks(env, t, POL_EV_GATEWAY_SEND, guest, to, local_id, strlen(body), &c, result,
 		                 retry_ms);
 	if (!rc && *result == CONV_SENT) {
-		rc = env->mx->ops->text(env->mx->ctx, t, to ? to : jsonx_str(c, "room"), guest, body, local_id);
+		rc = env->mx->ops->text(env->mx->ctx, t, to ? to : jsonx_str(c, "room"), guest, body,
+		                        local_id);
 	}
 	json_decref(c);
 	return send_finish(t, rc, result);
