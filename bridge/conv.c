@@ -20,6 +20,7 @@
 #include "mxevent.h"
 #include "rooms.h"
 #include "spool.h"
+#include "route.h"
 #include "util.h"
 #include "visibility.h"
 
@@ -824,18 +825,65 @@ static int guest_action_facts(store_txn *t, const char *guest, const json_t *c, 
 	return TH_OK;
 }
 
+/* Words for group room @p group_id (policy/route.h): the facts are that
+ * room's, and the guest is in it only when joined (no record is no one).
+ * @p room is replaced by the group's record. */
+static int group_facts(store_txn *t, const char *guest, const char *group_id, json_t **room,
+                       struct pol_facts *f)
+{
+	json_decref(*room);
+	*room = NULL;
+	int rc = store_get_json(t, STORE_ROOMS, group_id, room);
+	if (rc && rc != TH_ENOTFOUND)
+		return rc;
+	char mb[ROOMS_VALUE_MAX];
+	int joined = rooms_user_get(t, group_id, ROOMS_GUESTS, guest, mb) == TH_OK && strcmp(mb, "join") == 0;
+	f->room = rooms_kind(*room);
+	f->target = joined ? POL_ROLE_GUEST : POL_ROLE_NONE;
+	return TH_OK;
+}
+
+/* The group rooms @p guest has joined: none, one (its id into @p group) or
+ * several. */
+static int guest_groups(store_txn *t, const char *guest, enum pol_route_groups *out, char group[256])
+{
+	char **rooms = NULL;
+	size_t n = 0, joined = 0;
+	*out = POL_ROUTE_GROUPS_NONE;
+	int rc = rooms_member_rooms(t, guest, &rooms, &n);
+	for (size_t i = 0; i < n; i++) {
+		json_t *state = NULL;
+		char mb[ROOMS_VALUE_MAX];
+		if (!rc && store_get_json(t, STORE_ROOMS, rooms[i], &state) == TH_OK &&
+		    rooms_kind(state) == POL_ROOM_GROUP &&
+		    rooms_user_get(t, rooms[i], ROOMS_GUESTS, guest, mb) == TH_OK &&
+		    strcmp(mb, "join") == 0 && strlen(rooms[i]) < 256) {
+			if (joined++ == 0)
+				memcpy(group, rooms[i], strlen(rooms[i]) + 1);
+		}
+		json_decref(state);
+		free(rooms[i]);
+	}
+	free(rooms);
+	if (!rc)
+		*out = joined == 0   ? POL_ROUTE_GROUPS_NONE
+		       : joined == 1 ? POL_ROUTE_GROUPS_ONE
+		                     : POL_ROUTE_GROUPS_SEVERAL;
+	return rc;
+}
+
 /* The checks every message from the gateway passes (conv_send,
  * conv_send_media): the conversation is open, the local id is new, and
  * policy agrees the guest may write into its room.  On CONV_SENT the
  * caller queues the action in @p t and commits; otherwise @p t has been
  * committed (a refusal's audit record) or must be aborted (@return != OK). */
 static int send_checks(const struct txn_env *env, store_txn *t, enum pol_event event, const char *guest,
-                       const char *local_id, size_t bytes, json_t **conv, enum conv_send_result *result,
-                       uint64_t *retry_ms)
+                       const char *to_room, const char *local_id, size_t bytes, json_t **conv,
+                       enum conv_send_result *result, uint64_t *retry_ms)
 {
 	json_t *c = conv_get(t, guest);
 	json_t *room = NULL;
-	const char *room_id = jsonx_str(c, "room");
+	const char *room_id = to_room ? to_room : jsonx_str(c, "room");
 	int rc = TH_OK;
 	*conv = NULL;
 	if (!c)
@@ -847,6 +895,8 @@ static int send_checks(const struct txn_env *env, store_txn *t, enum pol_event e
 	 * authenticated the session. */
 	struct pol_facts f;
 	if ((rc = guest_action_facts(t, guest, c, event, &room, &f)))
+		goto out;
+	if (to_room && (rc = group_facts(t, guest, to_room, &room, &f)))
 		goto out;
 	struct pol_decision d;
 	if (gateway_decide(&f, &d) == POL_ACT_SEND) {
@@ -1110,11 +1160,27 @@ int conv_send(const struct txn_env *env, const char *guest, const char *local_id
 	if (rc || (rc = store_txn_begin(env->st, 1, &t)))
 		return rc;
 	json_t *c = NULL;
-	rc = send_checks(env, t, POL_EV_GATEWAY_SEND, guest, local_id, strlen(body), &c, result, retry_ms);
+	/* Whichever channel: words starting with '#' are for the one group the
+	 * guest is in, anything else for their conversation (policy/route.h). */
+	char group[256];
+	size_t skip = 0;
+	struct pol_route_facts rf = {.to_group = pol_route_addressed(body, &skip)};
+	struct pol_route_decision rd;
+	if (rf.to_group)
+		rc = guest_groups(t, guest, &rf.groups, group);
+	pol_route_decide(&rf, &rd);
+	const char *to = rd.target == POL_ROUTE_GROUP ? group : NULL;
+	if (to)
+		body += skip;
+	if (!rc)
+		rc = send_checks(env, t, POL_EV_GATEWAY_SEND, guest, to, local_id, strlen(body), &c, result,
+		                 retry_ms);
 	if (!rc && *result == CONV_SENT) {
-		rc = env->mx->ops->text(env->mx->ctx, t, jsonx_str(c, "room"), guest, body, local_id);
-		/* Staff have the words (queued above, in this commit); then the helper. */
-		if (!rc)
+		rc = env->mx->ops->text(env->mx->ctx, t, to ? to : jsonx_str(c, "room"), guest, body,
+		                        local_id);
+		/* Staff have the words (queued above, in this commit); then the
+		 * helper, in the guest's own conversation only. */
+		if (!rc && !to)
 			rc = helper_after_send(env, t, guest, c, body);
 	}
 	json_decref(c);
@@ -1130,7 +1196,7 @@ int conv_send_media(const struct txn_env *env, const char *guest, const char *lo
 	if (rc || (rc = store_txn_begin(env->st, 1, &t)))
 		return rc;
 	json_t *c = NULL;
-	rc = send_checks(env, t, POL_EV_GATEWAY_UPLOAD, guest, local_id, len, &c, result, retry_ms);
+	rc = send_checks(env, t, POL_EV_GATEWAY_UPLOAD, guest, NULL, local_id, len, &c, result, retry_ms);
 	char id[33];
 	const char *kept = NULL;
 	if (!rc && *result == CONV_SENT) {
@@ -1200,6 +1266,30 @@ static int close_in(const struct txn_env *env, store_txn *t, const char *guest, 
 	return rc;
 }
 
+/* A guest who ends their conversation (End chat, STOP) leaves every group
+ * too: they can read and write nothing more there, so they are not left
+ * listed as a member the group would think is listening. */
+static int leave_groups(const struct txn_env *env, store_txn *t, const char *guest, const char *except)
+{
+	char **rooms = NULL;
+	size_t n = 0;
+	int rc = rooms_member_rooms(t, guest, &rooms, &n);
+	for (size_t i = 0; i < n; i++) {
+		json_t *state = NULL;
+		char mb[ROOMS_VALUE_MAX];
+		if (!rc && (!except || strcmp(rooms[i], except) != 0) &&
+		    store_get_json(t, STORE_ROOMS, rooms[i], &state) == TH_OK &&
+		    rooms_kind(state) == POL_ROOM_GROUP &&
+		    rooms_user_get(t, rooms[i], ROOMS_GUESTS, guest, mb) == TH_OK &&
+		    (strcmp(mb, "join") == 0 || strcmp(mb, "invite") == 0))
+			rc = env->mx->ops->leave(env->mx->ctx, t, rooms[i], guest);
+		json_decref(state);
+		free(rooms[i]);
+	}
+	free(rooms);
+	return rc;
+}
+
 int conv_leave(const struct txn_env *env, const char *guest)
 {
 	store_txn *t;
@@ -1229,6 +1319,8 @@ int conv_leave(const struct txn_env *env, const char *guest)
 	json_object_set_new(c, "erase_only", json_true());
 	if (!rc)
 		rc = close_in(env, t, guest, c, guest, "You left this conversation.", 0, 0);
+	if (!rc && act == POL_ACT_CLOSE)
+		rc = leave_groups(env, t, guest, room_id);
 	json_decref(c);
 	if (rc) {
 		store_txn_abort(t);
@@ -2582,8 +2674,26 @@ int conv_redeem_channel(const struct txn_env *env, const char *svc_name, const c
 	return rc;
 }
 
-/* What one feed entry says by text, or NULL for nothing (new string). */
-static char *chan_text_of(const json_t *e)
+static char *chan_text_in(const json_t *e);
+
+/* What one feed entry says by text, or NULL for nothing (new string).
+ * Words from a group (a room other than @p conv_room, the conversation's)
+ * start with '#', as the person's own words for the group do. */
+static char *chan_text_of(const json_t *e, const char *conv_room)
+{
+	const char *room = jsonx_str(e, "room_id");
+	int group = room && conv_room && strcmp(room, conv_room) != 0;
+	char *text = chan_text_in(e);
+	if (text && group) {
+		char *g = xasprintf("#%s", text);
+		free(text);
+		text = g;
+	}
+	return text;
+}
+
+/* chan_text_of, before the group's mark. */
+static char *chan_text_in(const json_t *e)
 {
 	const char *kind = jsonx_str(e, "kind"), *body = jsonx_str(e, "body");
 	const json_t *from = json_object_get(e, "from");
@@ -2595,7 +2705,10 @@ static char *chan_text_of(const json_t *e)
 		                 name ? " " : "");
 	if (!body || !*body)
 		return NULL;
-	if (strcmp(kind, "message") == 0 && role && strcmp(role, "staff") == 0 && name)
+	/* staff by name, another guest of a group by pseudonym: never a bare
+	 * body the person would take for staff's */
+	if (strcmp(kind, "message") == 0 && role && (!strcmp(role, "staff") || !strcmp(role, "guest")) &&
+	    name && *name)
 		return xasprintf("%s: %s", name, body);
 	if (strcmp(kind, "edited") == 0)
 		return xasprintf("%s%s(edited) %s", name ? name : "", name ? " " : "", body);
@@ -2652,7 +2765,7 @@ int conv_chan_due(const struct txn_env *env, const char *channel, size_t max, js
 		}
 		json_t *entries = NULL;
 		uint64_t next = after;
-		if ((rc = feed_read(t, guest, after, &entries, &next))) {
+		if ((rc = feed_read_rooms(t, guest, after, &entries, &next))) {
 			json_decref(c);
 			break;
 		}
@@ -2668,7 +2781,7 @@ int conv_chan_due(const struct txn_env *env, const char *channel, size_t max, js
 		json_t *e;
 		json_array_foreach(entries, j, e)
 		{
-			char *text = d.action == POL_CHAN_SEND ? chan_text_of(e) : NULL;
+			char *text = d.action == POL_CHAN_SEND ? chan_text_of(e, jsonx_str(c, "room")) : NULL;
 			if (text)
 				json_array_append_new(texts, json_string(text));
 			free(text);

@@ -164,6 +164,7 @@ struct read_ctx {
 	int want_one; /* WANT_ANY or WANT_NEWS: stop at the first entry (that is news) */
 	unsigned scanned;
 	int erasing; /* collect every key (and the guest's own events) instead */
+	int keep_room; /* feed_read_rooms: "room_id" stays */
 	json_t *own;
 	unsigned char (*keys)[KEY_MAX];
 	size_t *klens;
@@ -223,14 +224,16 @@ static int read_one(void *ctx, const void *key, size_t klen, const void *val, si
 		return TH_ESTORE;
 	}
 	json_object_del(o, "event_id");
-	json_object_del(o, "room_id");
+	if (!rc->keep_room)
+		json_object_del(o, "room_id");
 	json_object_del(o, "mxc");
 	json_array_append_new(rc->events, o);
 	rc->next = id;
 	return json_array_size(rc->events) >= FEED_MAX_READ;
 }
 
-int feed_read(store_txn *t, const char *guest, uint64_t since, json_t **events, uint64_t *next)
+static int read_from(store_txn *t, const char *guest, uint64_t since, int keep_room, json_t **events,
+                     uint64_t *next)
 {
 	if (!guest || strlen(guest) > MAX_GUEST)
 		return TH_EINVAL;
@@ -241,7 +244,8 @@ int feed_read(store_txn *t, const char *guest, uint64_t since, json_t **events, 
 	                      .prefix = from,
 	                      .plen = strlen(guest) + 1,
 	                      .events = json_array(),
-	                      .next = since};
+	                      .next = since,
+	                      .keep_room = keep_room};
 	int err = store_walk(t, STORE_FEED, from, flen, read_one, &rc);
 	if (err) {
 		json_decref(rc.events);
@@ -250,6 +254,16 @@ int feed_read(store_txn *t, const char *guest, uint64_t since, json_t **events, 
 	*events = rc.events;
 	*next = rc.next;
 	return TH_OK;
+}
+
+int feed_read(store_txn *t, const char *guest, uint64_t since, json_t **events, uint64_t *next)
+{
+	return read_from(t, guest, since, 0, events, next);
+}
+
+int feed_read_rooms(store_txn *t, const char *guest, uint64_t since, json_t **events, uint64_t *next)
+{
+	return read_from(t, guest, since, 1, events, next);
 }
 
 static void copy_str(char *dst, size_t cap, const char *src)

@@ -118,6 +118,13 @@ int feed_append(store_txn *t, const char *guest, const struct feed_entry *e, uin
 int feed_read(store_txn *t, const char *guest, uint64_t since, json_t **events, uint64_t *next);
 
 /**
+ * feed_read(), each entry keeping the room it came from ("room_id", where
+ * it has one): for a channel that must say which words came from a group
+ * (conv_chan_due).  Never for the gateway API, which shows no room.
+ */
+int feed_read_rooms(store_txn *t, const char *guest, uint64_t since, json_t **events, uint64_t *next);
+
+/**
  * The attachment of entry @p id in @p guest's own feed, to fetch it.
  * @param out  written on TH_OK: kind, name, mimetype, size and mxc (never
  *             empty); caption NULL

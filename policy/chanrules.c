@@ -168,6 +168,12 @@ enum pol_chan_word pol_chan_word_of(const char *text, size_t nlangs, size_t *lan
 	size_t a = 0, b = text ? strlen(text) : 0;
 	while (a < b && is_space((unsigned char)text[a]))
 		a++;
+	/* "#STOP" (words for a group, policy/route.h) still stops: a keyword
+	 * is never passed on to the group */
+	if (a < b && text[a] == '#')
+		a++;
+	while (a < b && is_space((unsigned char)text[a]))
+		a++;
 	while (b > a && is_space((unsigned char)text[b - 1]))
 		b--;
 	if (b > a && (text[b - 1] == '.' || text[b - 1] == '!'))

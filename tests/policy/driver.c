@@ -47,6 +47,12 @@
  *                ("entry" only for an entry matched by "text"; "word" compared when given)
  * Every rule of its table needs a passing case too.
  *
+ * A case with "decide": "route" asks where a guest's words go
+ * (policy/route.h): {"decide": "route", "text": "# hello all", "groups": "one"}
+ * ("text" is read by pol_route_addressed; "groups" none|one|several)
+ * expected.json: {"target": "group", "reason": "words_to_group"}
+ * Every rule of its table needs a passing case too.
+ *
  * A case whose input.json has "setting" asks the exposure judge instead
  * (policy/exposure.h): does this content expose a room of this template?
  *
@@ -77,6 +83,7 @@
 #include "exposure.h"
 #include "helper.h"
 #include "policy.h"
+#include "route.h"
 #include "visibility.h"
 #include "util.h"
 
@@ -362,6 +369,44 @@ static unsigned char covered[MAX_RULES];
 static unsigned char covered_view[MAX_RULES];
 static unsigned char covered_chan[MAX_RULES];
 static unsigned char covered_helper[MAX_RULES];
+static unsigned char covered_route[MAX_RULES];
+
+/* A route case (policy/route.h): @return 1 if it passed. */
+static int run_route(const json_t *in, const char *exp_path, char *why, size_t whylen)
+{
+	const char *text = json_string_value(json_object_get(in, "text"));
+	int g = pol_route_groups_from_name(json_string_value(json_object_get(in, "groups")));
+	if (!text || g < 0) {
+		snprintf(why, whylen, "input.json: no text, or unknown groups");
+		return 0;
+	}
+	struct pol_route_facts f = {.to_group = pol_route_addressed(text, NULL),
+	                            .groups = (enum pol_route_groups)g};
+	json_error_t jerr;
+	json_t *expected = json_load_file(exp_path, 0, &jerr);
+	if (!expected) {
+		json_why(why, whylen, "expected.json", &jerr);
+		return 0;
+	}
+	struct pol_route_decision d;
+	pol_route_decide(&f, &d);
+	json_t *actual = json_pack("{s:s, s:s}", "target", pol_route_target_name(d.target), "reason",
+	                           pol_route_reason_name(d.reason));
+	int ok = json_equal(expected, actual);
+	if (ok && d.rule >= 0 && d.rule < MAX_RULES)
+		covered_route[d.rule] = 1;
+	if (!ok) {
+		char *want = json_dumps(expected, JSON_COMPACT | JSON_SORT_KEYS);
+		char *got = json_dumps(actual, JSON_COMPACT | JSON_SORT_KEYS);
+		snprintf(why, whylen, "decision differs\n  expected: %s\n  actual:   %s", want ? want : "?",
+		         got ? got : "?");
+		free(want);
+		free(got);
+	}
+	json_decref(expected);
+	json_decref(actual);
+	return ok;
+}
 
 #define HELPER_MAX_KEYS  16
 #define HELPER_MAX_WORDS 8
@@ -509,6 +554,11 @@ static int run_case(const char *dir, const char *name)
 		json_decref(in);
 		goto out;
 	}
+	if (decide && strcmp(decide, "route") == 0) {
+		ok = run_route(in, exp_path, why, sizeof(why));
+		json_decref(in);
+		goto out;
+	}
 	json_decref(in);
 	if (view ? read_view_facts(in_path, &vfacts, why, sizeof(why)) != 0
 	         : read_facts(in_path, &facts, why, sizeof(why)) != 0)
@@ -625,6 +675,13 @@ int main(int argc, char **argv)
 		if (i >= MAX_RULES || !covered_helper[i]) {
 			printf("FAIL helper rule %u (%s) has no passing case\n", i,
 			       pol_helper_reason_name(pol_helper_rule_reason(i)));
+			failed++;
+		}
+	}
+	for (unsigned i = 0; i < pol_route_rule_count(); i++) {
+		if (i >= MAX_RULES || !covered_route[i]) {
+			printf("FAIL route rule %u (%s) has no passing case\n", i,
+			       pol_route_reason_name(pol_route_rule_reason(i)));
 			failed++;
 		}
 	}

@@ -3043,6 +3043,106 @@ static void test_helper(void)
 	test_env_close(&e);
 }
 
+/* Words starting with '#' go to the one group the guest has joined
+ * (policy/route.h), without the '#'; anything else, or '#' with no group or
+ * several, to their own conversation, as written. */
+static void test_words_for_the_group(void)
+{
+	struct test_env e;
+	struct txn_env env;
+	env_init(&e, &env);
+	char guest[GUESTS_MAX_USER_ID + 1];
+	const char *room = "!own:test.local", *g1 = "!group1:test.local", *g2 = "!group2:test.local";
+	open_guest(&e, &env, room, guest);
+	enum conv_send_result res = CONV_REFUSED;
+	size_t n, queued = calls_len();
+	json_t *sent;
+
+	/* no group yet: '#' stays with staff */
+	CHECK_EQ_INT(conv_send(&env, guest, "G0", "#anyone?", &res, NULL), TH_OK);
+	CHECK_EQ_INT(res, CONV_SENT);
+	sent = find_op(calls(), queued, "text", guest, &n);
+	CHECK_EQ_INT(n, 1);
+	CHECK_STR(jsonx_str(sent, "room_id"), room);
+	CHECK_STR(jsonx_str(sent, "body"), "#anyone?");
+
+	/* joined to one group: '#' goes there, plain words do not */
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(rooms_mark_managed(t, g1, "group"), TH_OK);
+	CHECK_EQ_INT(rooms_member_set(t, g1, guest, "join"), TH_OK);
+	CHECK_EQ_INT(rooms_user_set(t, g1, ROOMS_GUESTS, guest, "join"), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	queued = calls_len();
+	CHECK_EQ_INT(conv_send(&env, guest, "G1", "  #  hello all", &res, NULL), TH_OK);
+	CHECK_EQ_INT(res, CONV_SENT);
+	sent = find_op(calls(), queued, "text", guest, &n);
+	CHECK_EQ_INT(n, 1);
+	CHECK_STR(jsonx_str(sent, "room_id"), g1);
+	CHECK_STR(jsonx_str(sent, "body"), "hello all");
+	queued = calls_len();
+	CHECK_EQ_INT(conv_send(&env, guest, "G2", "just for staff", &res, NULL), TH_OK);
+	sent = find_op(calls(), queued, "text", guest, &n);
+	CHECK_EQ_INT(n, 1);
+	CHECK_STR(jsonx_str(sent, "room_id"), room);
+
+	/* invited to a second group (not joined): still one; joined: never a guess */
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(rooms_mark_managed(t, g2, "group"), TH_OK);
+	CHECK_EQ_INT(rooms_member_set(t, g2, guest, "invite"), TH_OK);
+	CHECK_EQ_INT(rooms_user_set(t, g2, ROOMS_GUESTS, guest, "invite"), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	queued = calls_len();
+	CHECK_EQ_INT(conv_send(&env, guest, "G3", "#still one", &res, NULL), TH_OK);
+	sent = find_op(calls(), queued, "text", guest, &n);
+	CHECK_STR(jsonx_str(sent, "room_id"), g1);
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(rooms_member_set(t, g2, guest, "join"), TH_OK);
+	CHECK_EQ_INT(rooms_user_set(t, g2, ROOMS_GUESTS, guest, "join"), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	queued = calls_len();
+	CHECK_EQ_INT(conv_send(&env, guest, "G4", "#which one?", &res, NULL), TH_OK);
+	sent = find_op(calls(), queued, "text", guest, &n);
+	CHECK_EQ_INT(n, 1);
+	CHECK_STR(jsonx_str(sent, "room_id"), room);
+	CHECK_STR(jsonx_str(sent, "body"), "#which one?");
+
+	/* removed from both: the conversation again */
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(rooms_member_set(t, g2, guest, "leave"), TH_OK);
+	CHECK_EQ_INT(rooms_user_set(t, g2, ROOMS_GUESTS, guest, "leave"), TH_OK);
+	CHECK_EQ_INT(rooms_user_set(t, g1, ROOMS_GUESTS, guest, "leave"), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	queued = calls_len();
+	CHECK_EQ_INT(conv_send(&env, guest, "G5", "#gone?", &res, NULL), TH_OK);
+	sent = find_op(calls(), queued, "text", guest, &n);
+	CHECK_EQ_INT(n, 1);
+	CHECK_STR(jsonx_str(sent, "room_id"), room);
+
+	/* Ending the conversation (End chat, STOP) leaves the group it is in
+	 * too, and no group it has left. */
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	CHECK_EQ_INT(rooms_user_set(t, g1, ROOMS_GUESTS, guest, "join"), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	queued = calls_len();
+	CHECK_EQ_INT(conv_leave(&env, guest), TH_OK);
+	json_t *ob = calls();
+	size_t left_own = 0, left_g1 = 0, left_g2 = 0;
+	for (size_t i = queued; i < json_array_size(ob); i++) {
+		json_t *a = json_array_get(ob, i);
+		const char *r = jsonx_str(a, "room_id");
+		if (strcmp(jsonx_str(a, "op") ? jsonx_str(a, "op") : "", "leave") != 0 || !r)
+			continue;
+		left_own += strcmp(r, room) == 0;
+		left_g1 += strcmp(r, g1) == 0;
+		left_g2 += strcmp(r, g2) == 0;
+	}
+	CHECK_EQ_INT(left_own, 1);
+	CHECK_EQ_INT(left_g1, 1);
+	CHECK_EQ_INT(left_g2, 0);
+	test_env_close(&e);
+}
+
 int main(void)
 {
 	log_threshold = LOG_WARN;
@@ -3063,6 +3163,7 @@ int main(void)
 	test_budgets();
 	test_helper();
 	test_refusals_counted();
+	test_words_for_the_group();
 	test_staff_removes_guest();
 	test_staff_names_cleaned();
 	test_matrix_outbox();
