@@ -924,7 +924,15 @@ int events_handle(const struct txn_env *env, store_txn *t, const struct mxev *ev
 		 * bound, rooms.h), however many of its namespace a stranger
 		 * invites there. */
 		if (f.target == POL_ROLE_GUEST && is_managed(f.room)) {
-			int rc = rooms_user_set(t, room_id, ROOMS_GUESTS, state_key, membership);
+			char was[ROOMS_VALUE_MAX] = "";
+			int joined = strcmp(membership, "join") == 0, rc = TH_OK;
+			if (joined && f.room == POL_ROOM_GROUP &&
+			    rooms_user_get(t, room_id, ROOMS_GUESTS, state_key, was) != TH_OK)
+				was[0] = '\0';
+			rc = rooms_user_set(t, room_id, ROOMS_GUESTS, state_key, membership);
+			/* Newly in a group: told how to write to it. */
+			if (!rc && joined && f.room == POL_ROOM_GROUP && strcmp(was, "join") != 0)
+				rc = conv_group_joined(t, cfg, state_key, room_id);
 			if (rc)
 				return rc;
 		}

@@ -968,6 +968,59 @@ static int send_finish(store_txn *t, int rc, enum conv_send_result *result)
 	return store_txn_commit(t);
 }
 
+/* What a guest is told on joining a group (a service's words, in their
+ * language): how to write to it, and that anything else stays private. */
+static const struct {
+	const char *lang, *text;
+} group_words[] = {
+        {"en",
+         "You are now in a support group. To write to everyone in it, start your message "
+         "with # and a space, like this: # hello. Anything else stays between you and our "
+         "staff."},
+        {"fr",
+         "Vous faites maintenant partie d'un groupe de soutien. Pour \xc3\xa9" "crire "
+         "\xc3\xa0 tout le groupe, commencez votre message par # et une espace, comme "
+         "ceci : # bonjour. Tout le reste reste entre vous et notre \xc3\xa9quipe."},
+        {"es",
+         "Ahora est\xc3\xa1 en un grupo de apoyo. Para escribir a todo el grupo, empiece "
+         "su mensaje con # y un espacio, as\xc3\xad: # hola. Todo lo dem\xc3\xa1s queda "
+         "entre usted y nuestro equipo."},
+        {"ar",
+         "\xd8\xa3\xd9\x86\xd8\xaa \xd8\xa7\xd9\x84\xd8\xa2\xd9\x86 \xd9\x81\xd9\x8a "
+         "\xd9\x85\xd8\xac\xd9\x85\xd9\x88\xd8\xb9\xd8\xa9 \xd8\xaf\xd8\xb9\xd9\x85. "
+         "\xd9\x84\xd9\x84\xd9\x83\xd8\xaa\xd8\xa7\xd8\xa8\xd8\xa9 "
+         "\xd8\xa5\xd9\x84\xd9\x89 \xd8\xac\xd9\x85\xd9\x8a\xd8\xb9 "
+         "\xd8\xa3\xd8\xb9\xd8\xb6\xd8\xa7\xd8\xa6\xd9\x87\xd8\xa7\xd8\x8c "
+         "\xd8\xa7\xd8\xa8\xd8\xaf\xd8\xa3 "
+         "\xd8\xb1\xd8\xb3\xd8\xa7\xd9\x84\xd8\xaa\xd9\x83 "
+         "\xd8\xa8\xd8\xa7\xd9\x84\xd8\xb1\xd9\x85\xd8\xb2 # \xd8\xab\xd9\x85 "
+         "\xd9\x85\xd8\xb3\xd8\xa7\xd9\x81\xd8\xa9\xd8\x8c "
+         "\xd9\x87\xd9\x83\xd8\xb0\xd8\xa7: # \xd9\x85\xd8\xb1\xd8\xad\xd8\xa8\xd8\xa7. "
+         "\xd8\xa3\xd9\x8a \xd8\xb1\xd8\xb3\xd8\xa7\xd9\x84\xd8\xa9 "
+         "\xd8\xa3\xd8\xae\xd8\xb1\xd9\x89 \xd8\xaa\xd8\xa8\xd9\x82\xd9\x89 "
+         "\xd8\xa8\xd9\x8a\xd9\x86\xd9\x83 \xd9\x88\xd8\xa8\xd9\x8a\xd9\x86 "
+         "\xd9\x81\xd8\xb1\xd9\x8a\xd9\x82\xd9\x86\xd8\xa7."},
+};
+
+int conv_group_joined(store_txn *t, const struct config *cfg, const char *guest, const char *room_id)
+{
+	json_t *c = conv_get(t, guest);
+	const char *own = jsonx_str(c, "room"), *lang = jsonx_str(c, "lang");
+	int rc = TH_OK;
+	/* A guest whose conversation is this group (came by its link) writes
+	 * to it with no mark: nothing to explain. */
+	if (c && (!own || strcmp(own, room_id) != 0) && conv_fact(c) != POL_CONV_CLOSED) {
+		size_t w = 0;
+		for (size_t i = 0; lang && i < sizeof(group_words) / sizeof(group_words[0]); i++)
+			if (strcmp(group_words[i].lang, lang) == 0)
+				w = i;
+		rc = feed_notice(t, guest, config_service_find(cfg, jsonx_str(c, "service")), "notice",
+		                 group_words[w].text);
+	}
+	json_decref(c);
+	return rc;
+}
+
 /* ---- the automatic helper (policy/helper.h, services.<name>.helper) ----------- */
 
 #define HELPER_ASKED_MS (15u * 60u * 1000u) /* "talk to a person" tells staff again after this */
@@ -2678,14 +2731,14 @@ static char *chan_text_in(const json_t *e);
 
 /* What one feed entry says by text, or NULL for nothing (new string).
  * Words from a group (a room other than @p conv_room, the conversation's)
- * start with '#', as the person's own words for the group do. */
+ * start with "# ", as the person's own words for the group do. */
 static char *chan_text_of(const json_t *e, const char *conv_room)
 {
 	const char *room = jsonx_str(e, "room_id");
 	int group = room && conv_room && strcmp(room, conv_room) != 0;
 	char *text = chan_text_in(e);
 	if (text && group) {
-		char *g = xasprintf("#%s", text);
+		char *g = xasprintf("# %s", text);
 		free(text);
 		text = g;
 	}

@@ -214,6 +214,16 @@ int conv_expire(const struct txn_env *env, uint64_t now_ms, size_t *expired);
 int conv_remove(const struct txn_env *env, store_txn *t, const char *guest);
 
 /**
+ * A guest joined a group room (staff's `group add`): their feed gets the
+ * service's words, in their language, on how to write to the group ("# "
+ * and words, policy/route.h) and that anything else stays with staff.
+ * Nothing for a guest whose own conversation is that room, or whose
+ * conversation ended.  In @p t.
+ * @return TH_OK or TH_ESTORE.
+ */
+int conv_group_joined(store_txn *t, const struct config *cfg, const char *guest, const char *room_id);
+
+/**
  * Called back by the Matrix implementation (matrix.h conv_room_create) in
  * the commit that removes the create_room action of @p guest's room (made
  * by the guest itself): record the room, queue the guest handing it to the

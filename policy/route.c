@@ -66,6 +66,12 @@ int pol_route_addressed(const char *text, size_t *skip)
 	if (text[i] != '#')
 		return 0;
 	i++;
+	/* "# " and words: a deliberate mark.  "#1", "#MeToo" and "#hello"
+	 * stay private, so a hashtag or a number never takes a private word
+	 * to the group by accident; the texts a phone gets from a group show
+	 * the same "# " (chan_text_of). */
+	if (!is_space(text[i]))
+		return 0;
 	while (is_space(text[i]))
 		i++;
 	if (!text[i])

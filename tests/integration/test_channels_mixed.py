@@ -7,7 +7,7 @@ Each in their own conversation, neither reaches the other: not staff's
 replies, not their own words, not by any way their channel offers.  Put into
 one support group by staff (`!threshold group add`), both hear the group and
 are heard in it under their pseudonyms: the web guest's words reach the phone
-as "#<pseudonym>: ...", the phone's "#..." reach the group and the web
+as "# <pseudonym>: ...", the phone's "# ..." reach the group and the web
 page.  Removed from the group, the phone hears no more of it; STOP (even
 "#STOP") ends the conversation and takes the phone out of the group.  The phone
 number is nowhere in Synapse's database, Threshold's log, the rooms' state or
@@ -285,10 +285,15 @@ def test_web_and_sms_guests_apart_then_in_one_group(env, threshold, mixed):
         staff_says(env, group, "!threshold group add %s" % g.pseudonym)
         wait_membership(env, "staff", group, g.user_id, "join")
 
+    # each is told, once and in their language, how to write to the group
+    for g in guests:
+        t = g.wait_got("start your message with # and a space")
+        body = t if isinstance(t, str) else t.get("body")
+        assert body.startswith("You are now in a support group"), t  # the service's, not the group's
     staff_says(env, group, "Welcome to the group, everyone")
     web.wait_got("Welcome to the group, everyone")
     t = sms.wait_got("Welcome to the group, everyone")
-    assert t.startswith("#"), t  # the phone can tell the group from the conversation
+    assert t.startswith("# "), t  # the phone can tell the group from the conversation
 
     # the web guest's group message: a text under the web guest's pseudonym
     t0 = time.monotonic()
@@ -296,17 +301,20 @@ def test_web_and_sms_guests_apart_then_in_one_group(env, threshold, mixed):
     wait_in_room(env, group, web.user_id, "hello group, from the web page")
     t = sms.wait_got("hello group, from the web page")
     print("web guest's group message reached the phone in %.2f s" % (time.monotonic() - t0))
-    assert t == "#%s: hello group, from the web page" % web.pseudonym, t
+    assert t == "# %s: hello group, from the web page" % web.pseudonym, t
     assert web.user_id not in t and "@" not in t, t
 
     # the SMS guest's group message: in the group and on the web page, by pseudonym
     t0 = time.monotonic()
-    sms.write("#hello group, from my phone")
+    sms.write("# hello group, from my phone")
     wait_in_room(env, group, sms.user_id, "hello group, from my phone")
     e = web.wait_got("hello group, from my phone")
     print("SMS guest's group message reached the web page in %.2f s" % (time.monotonic() - t0))
     assert e["from"] == {"role": "guest", "name": sms.pseudonym}, e
     assert e["body"] == "hello group, from my phone", e
+    # a hashtag or a number is not the mark: "#1 thing" stays with staff
+    sms.write("#1 thing I want to say to staff only")
+    wait_in_room(env, sms.room, sms.user_id, "#1 thing I want to say to staff only")
     # words without '#' stay private, whoever is in a group
     sms.write("a private word for staff")
     wait_in_room(env, sms.room, sms.user_id, "a private word for staff")
@@ -316,18 +324,20 @@ def test_web_and_sms_guests_apart_then_in_one_group(env, threshold, mixed):
     assert web.never_got("a private word for staff")
     assert sms.never_got("my own private word")
     assert "a private word for staff" not in bodies(env, group)
+    assert not any("thing I want to say" in b for b in bodies(env, group))
+    assert web.never_got("thing I want to say")
     assert "my own private word" not in bodies(env, group)
 
     # ---- 3. removed from the group: nothing more of it reaches the phone --------------------
     staff_says(env, group, "!threshold group remove %s" % sms.pseudonym)
     wait_membership(env, "staff", group, sms.user_id, "leave")
     staff_says(env, group, "after the phone left the group")
-    web.write("#web words after the phone left")
+    web.write("# web words after the phone left")
     web.wait_got("after the phone left the group")
     wait_in_room(env, group, web.user_id, "web words after the phone left")
     # '#' from the phone now stays with staff: it is in no group
-    sms.write("#still in the group?")
-    wait_in_room(env, sms.room, sms.user_id, "#still in the group?")
+    sms.write("# still in the group?")
+    wait_in_room(env, sms.room, sms.user_id, "# still in the group?")
     staff_says(env, sms.room, "staff to the phone, after")
     sms.wait_got("staff to the phone, after")  # the phone still hears its own conversation
     time.sleep(2)

@@ -3059,12 +3059,12 @@ static void test_words_for_the_group(void)
 	json_t *sent;
 
 	/* no group yet: '#' stays with staff */
-	CHECK_EQ_INT(conv_send(&env, guest, "G0", "#anyone?", &res, NULL), TH_OK);
+	CHECK_EQ_INT(conv_send(&env, guest, "G0", "# anyone?", &res, NULL), TH_OK);
 	CHECK_EQ_INT(res, CONV_SENT);
 	sent = find_op(calls(), queued, "text", guest, &n);
 	CHECK_EQ_INT(n, 1);
 	CHECK_STR(jsonx_str(sent, "room_id"), room);
-	CHECK_STR(jsonx_str(sent, "body"), "#anyone?");
+	CHECK_STR(jsonx_str(sent, "body"), "# anyone?");
 
 	/* joined to one group: '#' goes there, plain words do not */
 	store_txn *t;
@@ -3085,6 +3085,13 @@ static void test_words_for_the_group(void)
 	sent = find_op(calls(), queued, "text", guest, &n);
 	CHECK_EQ_INT(n, 1);
 	CHECK_STR(jsonx_str(sent, "room_id"), room);
+	/* a number or a hashtag is not the mark: private, as written */
+	queued = calls_len();
+	CHECK_EQ_INT(conv_send(&env, guest, "G2b", "#1 thing for staff", &res, NULL), TH_OK);
+	sent = find_op(calls(), queued, "text", guest, &n);
+	CHECK_EQ_INT(n, 1);
+	CHECK_STR(jsonx_str(sent, "room_id"), room);
+	CHECK_STR(jsonx_str(sent, "body"), "#1 thing for staff");
 
 	/* invited to a second group (not joined): still one; joined: never a guess */
 	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
@@ -3093,7 +3100,7 @@ static void test_words_for_the_group(void)
 	CHECK_EQ_INT(rooms_user_set(t, g2, ROOMS_GUESTS, guest, "invite"), TH_OK);
 	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
 	queued = calls_len();
-	CHECK_EQ_INT(conv_send(&env, guest, "G3", "#still one", &res, NULL), TH_OK);
+	CHECK_EQ_INT(conv_send(&env, guest, "G3", "# still one", &res, NULL), TH_OK);
 	sent = find_op(calls(), queued, "text", guest, &n);
 	CHECK_STR(jsonx_str(sent, "room_id"), g1);
 	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
@@ -3101,11 +3108,11 @@ static void test_words_for_the_group(void)
 	CHECK_EQ_INT(rooms_user_set(t, g2, ROOMS_GUESTS, guest, "join"), TH_OK);
 	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
 	queued = calls_len();
-	CHECK_EQ_INT(conv_send(&env, guest, "G4", "#which one?", &res, NULL), TH_OK);
+	CHECK_EQ_INT(conv_send(&env, guest, "G4", "# which one?", &res, NULL), TH_OK);
 	sent = find_op(calls(), queued, "text", guest, &n);
 	CHECK_EQ_INT(n, 1);
 	CHECK_STR(jsonx_str(sent, "room_id"), room);
-	CHECK_STR(jsonx_str(sent, "body"), "#which one?");
+	CHECK_STR(jsonx_str(sent, "body"), "# which one?");
 
 	/* removed from both: the conversation again */
 	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
@@ -3114,7 +3121,7 @@ static void test_words_for_the_group(void)
 	CHECK_EQ_INT(rooms_user_set(t, g1, ROOMS_GUESTS, guest, "leave"), TH_OK);
 	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
 	queued = calls_len();
-	CHECK_EQ_INT(conv_send(&env, guest, "G5", "#gone?", &res, NULL), TH_OK);
+	CHECK_EQ_INT(conv_send(&env, guest, "G5", "# gone?", &res, NULL), TH_OK);
 	sent = find_op(calls(), queued, "text", guest, &n);
 	CHECK_EQ_INT(n, 1);
 	CHECK_STR(jsonx_str(sent, "room_id"), room);
