@@ -1116,17 +1116,47 @@ static int helper_handover(const struct txn_env *env, store_txn *t, const char *
 	return rc;
 }
 
+#define HELPER_HEARD 8 /* local ids the helper answered, remembered to answer each once */
+
+/* Whether the helper already answered the guest's message @p local_id (NULL: not known). */
+static int helper_heard(const json_t *hs, const char *local_id)
+{
+	size_t i;
+	json_t *v;
+	if (!local_id)
+		return 0;
+	json_array_foreach(json_object_get(hs, "heard"), i, v)
+	{
+		if (json_is_string(v) && strcmp(json_string_value(v), local_id) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* The helper's remembered state on conversation @p c (borrowed from @p c). */
+static json_t *helper_state(json_t *c)
+{
+	json_t *hs = json_object_get(c, "helper");
+	if (!json_is_object(hs)) {
+		hs = json_object();
+		json_object_set_new(c, "helper", hs);
+	}
+	return hs;
+}
+
 /*
- * After a guest's words have been queued for staff (conv_send, in its
- * transaction @p t): the service's helper, if it has one, answers them as
- * policy/helper.h decides.  Nothing here changes what staff see of the
- * guest's words; it only adds the service's answer (to the guest's feed
+ * After a guest's words reached their conversation room (their echo, in
+ * the transaction @p t that put them in the guest's feed: helper_on_echo):
+ * the service's helper, if it has one, answers them as policy/helper.h
+ * decides.  Nothing here changes what staff see of the guest's words; it
+ * only adds the service's answer (to the guest's feed, after the words,
  * and, as the bot's notice, to the conversation room), and staff's "talk
  * to a person" notice.  Remembers on conversation @p c whether the menu was
- * shown and when a person was asked for.
+ * shown, when a person was asked for, and that @p local_id (NULL: not
+ * known) was answered.
  */
-static int helper_after_send(const struct txn_env *env, store_txn *t, const char *guest, json_t *c,
-                             const char *body)
+static int helper_answer(const struct txn_env *env, store_txn *t, const char *guest, json_t *c,
+                         const char *body, const char *local_id)
 {
 	const struct config_service *svc = config_service_find(env->cfg, jsonx_str(c, "service"));
 	const char *room_id = jsonx_str(c, "room");
@@ -1155,6 +1185,16 @@ static int helper_after_send(const struct txn_env *env, store_txn *t, const char
 	LOG(LOG_DEBUG, "helper: %s", pol_helper_reason_name(d.reason));
 	if (d.action == POL_HELPER_NOTHING)
 		return TH_OK;
+	if (local_id) {
+		json_t *state = helper_state(c), *heard = json_object_get(state, "heard");
+		if (!json_is_array(heard)) {
+			heard = json_array();
+			json_object_set_new(state, "heard", heard);
+		}
+		json_array_append_new(heard, json_string(local_id));
+		while (json_array_size(heard) > HELPER_HEARD)
+			json_array_remove(heard, 0);
+	}
 	const char *person = helper_words[helper_words_of(h->lang)].person_line;
 	int rc = TH_OK;
 	char *text = NULL;
@@ -1178,11 +1218,7 @@ static int helper_after_send(const struct txn_env *env, store_txn *t, const char
 			if (!rc)
 				rc = helper_say(env, t, guest, room_id, svc, said,
 				                "The guest asked to talk to a person; the staff room was told:");
-			if (!hs || !json_is_object(hs)) {
-				hs = json_object();
-				json_object_set_new(c, "helper", hs);
-			}
-			json_object_set_new(hs, "asked_ms", json_integer((json_int_t)now));
+			json_object_set_new(helper_state(c), "asked_ms", json_integer((json_int_t)now));
 		} else {
 			rc = helper_say(env, t, guest, room_id, svc, said, NULL);
 		}
@@ -1196,13 +1232,30 @@ static int helper_after_send(const struct txn_env *env, store_txn *t, const char
 		text = xasprintf("%s\n\n%s", h->menu, person);
 		rc = helper_say(env, t, guest, room_id, svc, text, "The helper showed its menu:");
 		free(text);
-		if (!json_is_object(hs)) {
-			hs = json_object();
-			json_object_set_new(c, "helper", hs);
-		}
-		json_object_set_new(hs, "menu", json_true());
+		json_object_set_new(helper_state(c), "menu", json_true());
 	}
 	return rc ? rc : conv_put(t, guest, c);
+}
+
+/*
+ * Guest @p guest's own words @p body (sent with local id @p local_id, or
+ * NULL) came back from the homeserver in room @p room_id, and were put in
+ * their feed in @p t (feed_event): the helper hears them now, so its answer
+ * follows them in the feed, read the same way after a reload.  Only words
+ * in the guest's own open conversation room; each message once, by its
+ * local id, whichever way it came twice.
+ */
+static int helper_on_echo(const struct txn_env *env, store_txn *t, const char *guest, const char *room_id,
+                          const char *body, const char *local_id)
+{
+	json_t *c = conv_get(t, guest);
+	const char *room = jsonx_str(c, "room");
+	int rc = TH_OK;
+	if (c && room && strcmp(room, room_id) == 0 && conv_fact(c) == POL_CONV_OPEN &&
+	    !helper_heard(json_object_get(c, "helper"), local_id))
+		rc = helper_answer(env, t, guest, c, body, local_id);
+	json_decref(c);
+	return rc;
 }
 
 int conv_send(const struct txn_env *env, const char *guest, const char *local_id, const char *body,
@@ -1229,12 +1282,10 @@ int conv_send(const struct txn_env *env, const char *guest, const char *local_id
 		rc = send_checks(env, t, POL_EV_GATEWAY_SEND, guest, to, local_id, strlen(body), &c, result,
 		                 retry_ms);
 	if (!rc && *result == CONV_SENT) {
+		/* The helper answers when the words reach the guest's own room
+		 * (helper_on_echo); words for a group are not its business. */
 		rc = env->mx->ops->text(env->mx->ctx, t, to ? to : jsonx_str(c, "room"), guest, body,
 		                        local_id);
-		/* Staff have the words (queued above, in this commit); then the
-		 * helper, in the guest's own conversation only. */
-		if (!rc && !to)
-			rc = helper_after_send(env, t, guest, c, body);
 	}
 	json_decref(c);
 	return send_finish(t, rc, result);
@@ -2113,6 +2164,10 @@ static int feed_event(const struct txn_env *env, store_txn *t, const struct mxev
 			                       .attachment = !self && has_att ? &att : NULL};
 			rc = feed_append(t, gid, &e, NULL);
 			n = rc == TH_OK;
+			/* The guest's own words, as the homeserver has them: the helper's turn. */
+			if (!rc && self && f.kind == POL_VIEW_MESSAGE && f.rel == POL_VIEW_REL_NONE &&
+			    !own_file)
+				rc = helper_on_echo(env, t, gid, ev->room_id, body, local_id);
 			break;
 		}
 		case POL_VIEW_REPLACE:

@@ -3,7 +3,8 @@
  * menu of answers, by number or keyword, given while no member of staff has
  * joined the conversation or while the service is closed, with "talk to a
  * person" always one reply away.  One decision per message the guest sends
- * (after the message has gone to staff, who always see everything): answer
+ * (once the message has reached the conversation room, so staff, who always
+ * see everything, have it; bridge/conv.c decides on its echo): answer
  * entry N, hand over to a person, show the menu, or say nothing.
  *
  * Pure like policy.h: no I/O, no clock, no allocation.  The rules are one

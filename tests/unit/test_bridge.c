@@ -2921,12 +2921,81 @@ static char *service_words(store *st, const char *guest, uint64_t since, uint64_
 	return out;
 }
 
-/* The service's helper (policy/helper.h) after conv_send: the guest's words
- * go to staff first; then the answer is in the guest's feed as the service's
- * words and in the conversation room as the bot's notice; the menu once;
- * "0"/"person" tells the staff room at once (once); silent once staff joined
- * while open; answers out of hours even with staff joined; in the guest's
- * language. */
+/* The homeserver's echo of the guest's text @p body (local id @p lid) in @p room. */
+static void guest_echo(struct test_env *e, const char *guest, const char *room, const char *lid,
+                       const char *body)
+{
+	static unsigned n;
+	char event_id[64];
+	snprintf(event_id, sizeof(event_id), "$echo%u", ++n);
+	json_t *content =
+	        json_pack("{s:s, s:s, s:s}", "msgtype", "m.text", "body", body, MX_LOCAL_ID_KEY, lid);
+	char *cj = json_dumps(content, JSON_COMPACT);
+	json_t *r = NULL;
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(e->st, 1, &t), TH_OK);
+	CHECK_EQ_INT(store_get_json(t, STORE_ROOMS, room, &r), TH_OK);
+	/* joined, as the homeserver's join event would have recorded */
+	CHECK_EQ_INT(rooms_user_set(t, room, ROOMS_GUESTS, guest, "join"), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	struct mxev ev = message_of(guest, room, event_id, cj, body, "m.text");
+	deliver(e, &ev, POL_ROLE_GUEST, r);
+	json_decref(r);
+	free(cj);
+	json_decref(content);
+}
+
+/* The guest writes @p body (local id @p lid) through conv_send, and its echo
+ * comes back from the homeserver into @p room as the AS API delivers it
+ * (conv_on_event): the helper answers then.  The echo comes only when
+ * conv_send queued a new text (a local id sent before queues nothing). */
+static void guest_writes(struct test_env *e, struct txn_env *env, const char *guest, const char *room,
+                         const char *lid, const char *body)
+{
+	enum conv_send_result res = CONV_REFUSED;
+	size_t mark = calls_len();
+	uint64_t next = 0;
+	json_t *before = feed_of(e->st, guest, 0, &next);
+	size_t nbefore = json_array_size(before);
+	json_decref(before);
+	CHECK_EQ_INT(conv_send(env, guest, lid, body, &res, NULL), TH_OK);
+	CHECK_EQ_INT(res, CONV_SENT);
+	json_t *after = feed_of(e->st, guest, 0, &next);
+	CHECK_EQ_INT(json_array_size(after), nbefore); /* nothing in the feed before the echo */
+	json_decref(after);
+	if (calls_len() == mark)
+		return;
+	CHECK_STR(jsonx_str(json_array_get(calls(), mark), "op"), "text"); /* staff have it first */
+	CHECK_EQ_INT(calls_len(), mark + 1);
+	guest_echo(e, guest, room, lid, body);
+}
+
+/* Who said each entry of @p guest's feed after @p since ("self|service|"; caller frees). */
+static char *feed_roles(store *st, const char *guest, uint64_t since)
+{
+	uint64_t next;
+	json_t *ev = feed_of(st, guest, since, &next);
+	char *out = xstrdup("");
+	size_t i;
+	json_t *x;
+	json_array_foreach(ev, i, x)
+	{
+		char *more = xasprintf("%s%s|", out, jsonx_str(json_object_get(x, "from"), "role"));
+		free(out);
+		out = more;
+	}
+	json_decref(ev);
+	return out;
+}
+
+/* The service's helper (policy/helper.h) when the guest's words come back
+ * from the homeserver: the guest's words go to staff first; nothing is
+ * said before their echo; then the answer follows the guest's own entry in
+ * their feed as the service's words, and is in the conversation room as
+ * the bot's notice; one answer to a message sent twice; the menu once;
+ * "0"/"person" tells the staff room at once (once); silent once staff
+ * joined while open; answers out of hours even with staff joined; in the
+ * guest's language. */
 static void test_helper(void)
 {
 	struct test_env e;
@@ -2943,31 +3012,47 @@ static void test_helper(void)
 	const char *body = NULL;
 
 	/* First words, matching nothing: sent to staff, then the menu (with the way to a person). */
-	CHECK_EQ_INT(conv_send(&env, guest, "H1", "hello", &res, NULL), TH_OK);
-	CHECK_EQ_INT(res, CONV_SENT);
-	CHECK_STR(jsonx_str(json_array_get(calls(), mark), "op"), "text"); /* staff have it first */
-	char *said = service_words(e.st, guest, since, &since);
+	guest_writes(&e, &env, guest, room, "H1", "hello");
+	char *said = feed_roles(e.st, guest, since);
+	CHECK_STR(said, "self|service|"); /* the words, then the helper */
+	free(said);
+	said = service_words(e.st, guest, since, &since);
 	CHECK_STR(said, "1 Our opening hours\n\nReply 0 to talk to a person.|");
 	free(said);
 	CHECK_EQ_INT(room_notices(room, mark, &body), 1);
 	CHECK(body && strstr(body, "The helper showed its menu:\n> 1 Our opening hours"));
 
-	/* "1": the answer, no menu again; staff see what was said. */
+	/* "1": the answer, below the words, no menu again; staff see what was said. */
 	mark = calls_len();
-	CHECK_EQ_INT(conv_send(&env, guest, "H2", " 1 ", &res, NULL), TH_OK);
+	guest_writes(&e, &env, guest, room, "H2", " 1 ");
+	said = feed_roles(e.st, guest, since);
+	CHECK_STR(said, "self|service|");
+	free(said);
 	said = service_words(e.st, guest, since, &since);
 	CHECK_STR(said, "We are open 9 to 5.\n\nReply 0 to talk to a person.|");
 	free(said);
 	CHECK_EQ_INT(room_notices(room, mark, &body), 1);
 	CHECK(body && strstr(body, "The helper answered 1:\n> We are open 9 to 5."));
+	/* The same message again (a page's retry, same local id): not sent
+	 * again, so no second echo; and an echo of it that came twice is
+	 * answered once. */
+	mark = calls_len();
+	CHECK_EQ_INT(conv_send(&env, guest, "H2", " 1 ", &res, NULL), TH_OK);
+	CHECK_EQ_INT(res, CONV_SENT);
+	CHECK_EQ_INT(calls_len(), mark);
+	guest_echo(&e, guest, room, "H2", " 1 ");
+	CHECK_EQ_INT(calls_len(), mark);
+	said = service_words(e.st, guest, since, &since);
+	CHECK_STR(said, "");
+	free(said);
 	/* a keyword phrase in a sentence */
-	CHECK_EQ_INT(conv_send(&env, guest, "H3", "Where are you?", &res, NULL), TH_OK);
+	guest_writes(&e, &env, guest, room, "H3", "Where are you?");
 	said = service_words(e.st, guest, since, &since);
 	CHECK(strstr(said, "In town.") != NULL);
 	free(said);
 	/* words the helper does not know: nothing more */
 	mark = calls_len();
-	CHECK_EQ_INT(conv_send(&env, guest, "H4", "thanks", &res, NULL), TH_OK);
+	guest_writes(&e, &env, guest, room, "H4", "thanks");
 	said = service_words(e.st, guest, since, &since);
 	CHECK_STR(said, "");
 	free(said);
@@ -2980,7 +3065,7 @@ static void test_helper(void)
 	CHECK_EQ_INT(guests_get(t, guest, &g), TH_OK);
 	store_txn_abort(t);
 	size_t before = staff_notices(NULL);
-	CHECK_EQ_INT(conv_send(&env, guest, "H5", "0", &res, NULL), TH_OK);
+	guest_writes(&e, &env, guest, room, "H5", "0");
 	json_t *last = NULL;
 	CHECK_EQ_INT(staff_notices(&last), before + 1);
 	body = jsonx_str(last, "body");
@@ -2991,7 +3076,7 @@ static void test_helper(void)
 	CHECK(strstr(said, "We have asked a member of staff to join you.") != NULL);
 	free(said);
 	/* again ("person" in a sentence): the guest is told again, staff not twice */
-	CHECK_EQ_INT(conv_send(&env, guest, "H6", "I want a person please", &res, NULL), TH_OK);
+	guest_writes(&e, &env, guest, room, "H6", "I want a person please");
 	CHECK_EQ_INT(staff_notices(NULL), before + 1);
 	said = service_words(e.st, guest, since, &since);
 	CHECK(strstr(said, "We have asked a member of staff") != NULL);
@@ -3002,8 +3087,8 @@ static void test_helper(void)
 	CHECK_EQ_INT(rooms_user_set(t, room, ROOMS_STAFF, "@sam:test.local", "Sam"), TH_OK);
 	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
 	mark = calls_len();
-	CHECK_EQ_INT(conv_send(&env, guest, "H7", "1", &res, NULL), TH_OK);
-	CHECK_EQ_INT(conv_send(&env, guest, "H8", "0", &res, NULL), TH_OK);
+	guest_writes(&e, &env, guest, room, "H7", "1");
+	guest_writes(&e, &env, guest, room, "H8", "0");
 	said = service_words(e.st, guest, since, &since);
 	CHECK_STR(said, "");
 	free(said);
@@ -3011,13 +3096,13 @@ static void test_helper(void)
 
 	/* Out of hours (hours set, no day open): it answers even with staff joined. */
 	e.cfg.services[0].hours.set = 1;
-	CHECK_EQ_INT(conv_send(&env, guest, "H9", "open?", &res, NULL), TH_OK);
+	guest_writes(&e, &env, guest, room, "H9", "open?");
 	said = service_words(e.st, guest, since, &since);
 	CHECK(strstr(said, "We are open 9 to 5.") != NULL);
 	free(said);
 	conv_set(e.st, guest, "helper", json_pack("{s:b}", "menu", 1)); /* forget the ask */
 	before = staff_notices(NULL);
-	CHECK_EQ_INT(conv_send(&env, guest, "H10", "0", &res, NULL), TH_OK);
+	guest_writes(&e, &env, guest, room, "H10", "0");
 	CHECK_EQ_INT(staff_notices(&last), before + 1);
 	CHECK(strstr(jsonx_str(last, "body"), "out of hours") != NULL);
 	said = service_words(e.st, guest, since, &since);
@@ -3035,7 +3120,7 @@ static void test_helper(void)
 	room_made(&e, s.guest, "!helper-fr:test.local");
 	uint64_t fsince = 0;
 	free(service_words(e.st, s.guest, 0, &fsince));
-	CHECK_EQ_INT(conv_send(&env, s.guest, "F1", "1", &res, NULL), TH_OK);
+	guest_writes(&e, &env, s.guest, "!helper-fr:test.local", "F1", "1");
 	said = service_words(e.st, s.guest, fsince, &fsince);
 	CHECK_STR(said, "Ouvert de 9 h à 17 h.\n\nR\xc3\xa9pondez 0 pour parler \xc3\xa0 une personne.|"
 	                "1 Nos horaires\n\nR\xc3\xa9pondez 0 pour parler \xc3\xa0 une personne.|");
