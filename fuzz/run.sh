@@ -40,6 +40,7 @@ table=(
   "fuzz_sms_kannel  sms_kannel   4096  -"
   "fuzz_sms_twilio  sms_twilio   8192  -"
   "fuzz_whatsapp    whatsapp     65536 -"
+  "fuzz_stun        stun         2048  -"
 )
 
 want=("$@")
