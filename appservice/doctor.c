@@ -7,16 +7,20 @@
  * "attention" (something to fix; the exit status is 1).  Each has a stable
  * name (the JSON "check") so that scripts and tests can tell them apart.
  *
- * Checks that need a new setting (TURN servers, an SMS gateway) are rows of
- * checks[] below: add one when the setting exists.
+ * Checks of an outside service (TURN servers, an SMS gateway) run only when
+ * the setting that names it is on; each is a row of checks[] below.
  */
 #include "doctor.h"
 
+#include <errno.h>
+#include <netdb.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -30,12 +34,15 @@
 #include "hs_admin.h"
 #include "jsonx.h"
 #include "store.h"
+#include "stun.h"
 #include "util.h"
 
 #define DR_MAX_BODY      (256 * 1024)
 #define DR_MAX_HEADERS   (32 * 1024)
 #define MAP_FULL_PERCENT 90 /* the map is "nearly full" from here on */
 #define DISK_MIN_PERCENT 5  /* a disk with less free is "nearly full" */
+
+#define TURN_WAIT_MS 2000 /* how long a TURN server has to answer */
 
 enum dr_status { DR_OK, DR_NOTE, DR_SKIPPED, DR_ATTENTION };
 static const char *const status_names[] = {"ok", "note", "skipped", "attention"};
@@ -924,6 +931,207 @@ static void check_sms(struct doctor *d)
 	http_clear(&h);
 }
 
+/* ---- TURN ------------------------------------------------------------- */
+
+/* What one exchange with a TURN server brought back. */
+struct turn_probe {
+	int binding, allocate;          /* an answer to each arrived */
+	struct stun_answer bind, alloc; /* the answers, when they did */
+	char err[160];                  /* why nothing could be asked, or "" */
+};
+
+/* Take one message in @p buf (@p len bytes) as an answer to either request. */
+static void turn_take(struct turn_probe *p, const uint8_t *buf, size_t len, const uint8_t *bind_id,
+                      const uint8_t *alloc_id)
+{
+	struct stun_answer a;
+	if (!p->binding && stun_answer_parse(buf, len, bind_id, &a) == TH_OK && a.method == STUN_BINDING) {
+		p->bind = a;
+		p->binding = 1;
+	} else if (!p->allocate && stun_answer_parse(buf, len, alloc_id, &a) == TH_OK &&
+	           a.method == STUN_ALLOCATE) {
+		p->alloc = a;
+		p->allocate = 1;
+	}
+}
+
+/*
+ * Send a Binding and an Allocate (no credentials) to @p u and collect the
+ * answers for up to TURN_WAIT_MS.  Over UDP both are sent again after 0.5 s
+ * and 1.5 s while unanswered (spec: RFC 8489 section 6.2.1, RTO 500 ms).
+ */
+static void turn_ask(const struct stun_uri *u, struct turn_probe *p)
+{
+	memset(p, 0, sizeof(*p));
+	uint8_t bind_id[STUN_TXID_LEN], alloc_id[STUN_TXID_LEN];
+	uint8_t breq[STUN_REQUEST_MAX], areq[STUN_REQUEST_MAX];
+	if (th_random(bind_id, sizeof(bind_id)) != TH_OK || th_random(alloc_id, sizeof(alloc_id)) != TH_OK) {
+		snprintf(p->err, sizeof(p->err), "no randomness for a transaction id");
+		return;
+	}
+	size_t blen = stun_request_build(STUN_BINDING, bind_id, breq);
+	size_t alen = stun_request_build(STUN_ALLOCATE, alloc_id, areq);
+	struct addrinfo hints = {.ai_socktype = u->tcp ? SOCK_STREAM : SOCK_DGRAM}, *ai = NULL;
+	char port[8];
+	snprintf(port, sizeof(port), "%u", u->port);
+	int gai = getaddrinfo(u->host, port, &hints, &ai);
+	if (gai) {
+		snprintf(p->err, sizeof(p->err), "cannot resolve its host name: %s", gai_strerror(gai));
+		return;
+	}
+	uint64_t start = th_mono_ms(), deadline = start + TURN_WAIT_MS;
+	int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(p->err, sizeof(p->err), "no socket: %s", strerror(errno));
+		goto done;
+	}
+	if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
+		snprintf(p->err, sizeof(p->err), "cannot connect: %s", strerror(errno));
+		goto done;
+	}
+	if (u->tcp) {
+		struct pollfd pw = {.fd = fd, .events = POLLOUT};
+		int soerr = 0;
+		socklen_t sl = sizeof(soerr);
+		if (poll(&pw, 1, TURN_WAIT_MS) <= 0) {
+			snprintf(p->err, sizeof(p->err), "no TCP connection within %d seconds",
+			         TURN_WAIT_MS / 1000);
+			goto done;
+		}
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0 || soerr) {
+			snprintf(p->err, sizeof(p->err), "cannot connect: %s",
+			         strerror(soerr ? soerr : errno));
+			goto done;
+		}
+	}
+	uint8_t buf[STUN_MESSAGE_MAX];
+	size_t have = 0; /* TCP: bytes of the stream not yet taken */
+	uint64_t resend[] = {start, start + 500, start + 1500};
+	size_t sent = 0;
+	for (;;) {
+		uint64_t now = th_mono_ms();
+		if ((p->binding && p->allocate) || now >= deadline)
+			break;
+		if (sent < (u->tcp ? 1u : 3u) && now >= resend[sent]) {
+			if ((!p->binding && send(fd, breq, blen, MSG_NOSIGNAL) < 0) ||
+			    (!p->allocate && send(fd, areq, alen, MSG_NOSIGNAL) < 0)) {
+				snprintf(p->err, sizeof(p->err), "cannot send: %s", strerror(errno));
+				break;
+			}
+			sent++;
+		}
+		uint64_t until =
+		        sent < (u->tcp ? 1u : 3u) && resend[sent] < deadline ? resend[sent] : deadline;
+		struct pollfd pr = {.fd = fd, .events = POLLIN};
+		if (poll(&pr, 1, (int)(until > now ? until - now : 0)) <= 0)
+			continue;
+		ssize_t n = recv(fd, buf + have, sizeof(buf) - have, 0);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		if (n <= 0) {
+			/* UDP: an ICMP "port unreachable" comes back as ECONNREFUSED */
+			snprintf(p->err, sizeof(p->err), "%s",
+			         n < 0 ? strerror(errno) : "the connection was closed");
+			break;
+		}
+		if (!u->tcp) {
+			turn_take(p, buf, (size_t)n, bind_id, alloc_id);
+			continue;
+		}
+		/* spec: RFC 8489 section 6.2.2: over TCP, messages follow one another, framed by their length
+		 */
+		have += (size_t)n;
+		size_t total;
+		int rc;
+		while ((rc = stun_message_length(buf, have, &total)) == TH_OK && total <= have) {
+			turn_take(p, buf, total, bind_id, alloc_id);
+			memmove(buf, buf + total, have - total);
+			have -= total;
+		}
+		if (rc != TH_OK && have >= STUN_HEADER_LEN) {
+			snprintf(p->err, sizeof(p->err), "the answer is not STUN");
+			break;
+		}
+	}
+done:
+	if (fd >= 0)
+		close(fd);
+	freeaddrinfo(ai);
+}
+
+/* The TURN servers answer (calls.enabled): for each of calls.turn_uris, an
+ * Allocate without credentials must be refused with 401 and a REALM and a
+ * NONCE, which only a TURN server with long-term credentials sends. */
+static void check_turn(struct doctor *d)
+{
+	const struct config *cfg = d->cfg;
+	if (!cfg->calls_enabled)
+		return;
+	static const char fix_down[] =
+	        "Start the TURN server (coturn: systemctl start coturn), check calls.turn_uris, and that "
+	        "the firewall lets this port in (docs/calls.md).";
+	for (size_t i = 0; i < cfg->calls_turn_uris.n; i++) {
+		const char *uri = cfg->calls_turn_uris.v[i];
+		struct stun_uri u;
+		if (stun_uri_parse(uri, &u) != TH_OK)
+			continue; /* config.c refuses it */
+		if (u.tls) {
+			add(d, "turn", DR_SKIPPED, NULL,
+			    "%s is TURN over TLS, which doctor does not ask; list its plain turn: URI too to "
+			    "have "
+			    "it checked.",
+			    uri);
+			continue;
+		}
+		const char *over = u.tcp ? "TCP" : "UDP";
+		struct turn_probe p;
+		turn_ask(&u, &p);
+		if (p.allocate && p.alloc.cls == STUN_ERROR && p.alloc.error_code == 401 &&
+		    p.alloc.has_realm && p.alloc.has_nonce) {
+			add(d, "turn", DR_OK, NULL,
+			    "The TURN server at %s answers over %s: it asks for credentials (401 with a "
+			    "realm "
+			    "and a nonce)%s.",
+			    uri, over,
+			    p.binding
+			            ? " and answers STUN too"
+			            : "; it does not answer STUN Binding requests, which calls do not need");
+		} else if (p.allocate && p.alloc.cls == STUN_SUCCESS) {
+			add(d, "turn", DR_ATTENTION,
+			    "Turn on coturn's use-auth-secret with static-auth-secret set to "
+			    "calls.turn_shared_secret (docs/calls.md).",
+			    "The TURN server at %s gives out relays without credentials: anyone can use it.",
+			    uri);
+		} else if (p.allocate) {
+			add(d, "turn", DR_ATTENTION,
+			    "Point calls.turn_uris at a TURN server with long-term credentials (coturn with "
+			    "use-auth-secret, docs/calls.md).",
+			    "%s answers a TURN Allocate with error %u%s instead of asking for credentials: "
+			    "guests' "
+			    "calls would not get a relay.",
+			    uri, p.alloc.error_code,
+			    p.alloc.error_code == 401 ? " but no realm or nonce" : "");
+		} else if (p.binding) {
+			add(d, "turn", DR_ATTENTION,
+			    "Point calls.turn_uris at a TURN server (coturn, docs/calls.md), not a STUN-only "
+			    "one.",
+			    "%s answers STUN but not TURN's Allocate: it is a STUN server, and calls need a "
+			    "TURN "
+			    "relay.",
+			    uri);
+		} else if (p.err[0]) {
+			add(d, "turn", DR_ATTENTION, fix_down,
+			    "Nothing answers TURN at %s over %s (%s): guests' calls could not connect.", uri,
+			    over, p.err);
+		} else {
+			add(d, "turn", DR_ATTENTION, fix_down,
+			    "Nothing answered TURN at %s over %s within %d seconds: guests' calls could not "
+			    "connect.",
+			    uri, over, TURN_WAIT_MS / 1000);
+		}
+	}
+}
+
 /*
  * Every check, in the order an admin would go.  A check of something not
  * configured adds no finding.
@@ -931,7 +1139,7 @@ static void check_sms(struct doctor *d)
 static void (*const checks[])(struct doctor *) = {
         check_registration,   check_files,   check_store,         check_homeserver, check_invite_blocking,
         check_token,          check_ping,    check_bot_admin,     check_bot_rooms,  check_hardening_outside,
-        check_synapse_config, check_gateway, check_erasure_admin, check_sms,
+        check_synapse_config, check_gateway, check_erasure_admin, check_sms,        check_turn,
 };
 
 static void print_text(const struct doctor *d)

@@ -25,8 +25,9 @@ on a POST, Content-Type); answers are the gateway's own, read off the socket.
 
 - idle minute: the long polls of one minute with nothing new (the page's
   POLL_MS), each a request and its empty answer;
-- guest -> staff: POST /send and its answer, the poll answer that brings the
-  message back marked sent, and the poll that follows it;
+- guest -> staff: POST /send and its answer (the page marks the message
+  sent on it), and the bytes its echo adds to the next poll answer, which
+  comes anyway (an own echo does not wake a waiting poll);
 - staff -> guest: a poll answer bringing one message (measured with the
   guest's own echo, the same shape), and the poll that follows it.
 

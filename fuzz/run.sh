@@ -41,6 +41,7 @@ table=(
   "fuzz_sms_twilio  sms_twilio   8192  -"
   "fuzz_whatsapp    whatsapp     65536 -"
   "fuzz_helper      helper       4096  -"
+  "fuzz_stun        stun         2048  -"
 )
 
 want=("$@")

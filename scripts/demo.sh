@@ -6,12 +6,14 @@
 #
 # Installs the packages Threshold needs, builds it (build/), builds or reuses a
 # chroot holding Debian's Synapse (the first time takes a few minutes and needs
-# the network), starts Synapse on 127.0.0.1, creates a staff login, and runs
-# Threshold in the foreground.  However it ends (Ctrl-C, SIGTERM or SIGHUP,
-# Threshold stopping by itself, a step that fails) it stops what it started,
-# by pid: Threshold, then Synapse.  A Synapse or Threshold left running by an
-# earlier run that could not clean up (kill -9) is found by its pid file and
-# stopped, and the demo says so.
+# the network), starts Synapse on 127.0.0.1, creates a staff login, starts
+# what the demo's calls and texts need (coturn; Kannel's bearerbox and smsbox
+# with a fake SMSC), and runs Threshold in the foreground.  However it ends
+# (Ctrl-C, SIGTERM or SIGHUP, Threshold stopping by itself, a step that fails)
+# it stops what it started, by pid: Threshold, Kannel, coturn, then Synapse.
+# A Synapse or Threshold left running by an earlier run that could not clean
+# up (kill -9) is found by its pid file and stopped, and the demo says so;
+# coturn and Kannel likewise, before they are started again.
 #
 # Everything the demo writes lives in one directory (default ./demo-data, or
 # THRESHOLD_DEMO_DIR, or the first argument): Threshold's config, registration
@@ -25,6 +27,7 @@ data=${1:-${THRESHOLD_DEMO_DIR:-$repo/demo-data}}
 PY=/usr/bin/python3
 harness=(env "$PY" "$repo/tests/harness/synapse.py")
 coturn=(env "$PY" "$repo/tests/harness/coturn.py")
+kannel=(env "$PY" "$repo/tests/harness/kannel.py")
 
 say() { printf 'demo: %s\n' "$*" >&2; }
 
@@ -99,6 +102,7 @@ print("@%s:%s" % (c["appservice"].get("bot_localpart", "threshold"), c["homeserv
 serve_pid=
 synapse_up=
 turn_up=
+sms_up=
 pidfile=$data/threshold.pid
 stop_threshold() { # PID: SIGTERM, wait up to 20 s, then SIGKILL
   local pid=$1
@@ -126,6 +130,7 @@ cleanup() {
     wait "$serve_pid" 2>/dev/null
     rm -f "$pidfile"
   fi
+  [ -n "$sms_up" ] && { say "stopping Kannel"; "${kannel[@]}" stop --dir "$data/kannel"; }
   [ -n "$turn_up" ] && { say "stopping coturn"; "${coturn[@]}" stop --dir "$data/coturn"; }
   [ -n "$synapse_up" ] && stop_synapse
   exit "$rc"
@@ -234,6 +239,45 @@ elif ! grep -qF "$turn_uri" "$config"; then
   exit 1
 fi
 
+# Texts (docs/channels.md): Kannel's bearerbox with a fake SMSC and smsbox,
+# on loopback, calling Threshold's SMS listener; scripts/text.py is the
+# person's phone (Kannel's fakesmsc).  The demo service takes texts at a
+# number kept for drama.  One left by an earlier run is stopped first.
+sms_number=+447700900000
+if [ ! -s "$data/sms-secret" ]; then
+  (umask 077; "$PY" -c 'import secrets; print(secrets.token_hex(16))' >"$data/sms-secret")
+fi
+if ! grep -q '^sms:' "$config"; then
+  sms_port=$("${harness[@]}" free-port --prefer 29336)
+  sendsms_port=$("${harness[@]}" free-port --prefer 13013)
+else
+  read -r sms_port sendsms_port < <("$PY" -c 'import sys, urllib.parse, yaml
+c = yaml.safe_load(open(sys.argv[1]))["sms"]
+print(c["listen_port"], urllib.parse.urlsplit(c["kannel_sendsms_url"]).port)' "$config")
+fi
+"${kannel[@]}" stop --dir "$data/kannel"
+say "starting Kannel on 127.0.0.1 (bearerbox with a fake SMSC, smsbox)"
+sms_up=1
+sendsms_url=$("${kannel[@]}" start --dir "$data/kannel" --threshold-port "$sms_port" \
+  --secret-file "$data/sms-secret" --service-number "$sms_number" --sendsms-port "$sendsms_port")
+if ! grep -q '^sms:' "$config"; then
+  sed -i "s/^  demo:\$/  demo:\n    sms_number: \"$sms_number\"/" "$config"
+  cat >>"$config" <<CFG
+sms:
+  enabled: true
+  driver: kannel
+  listen_address: 127.0.0.1
+  listen_port: $sms_port
+  secret: "$(cat "$data/sms-secret")"
+  kannel_sendsms_url: $sendsms_url
+  kannel_username: threshold
+  kannel_password: sendsms-pass
+CFG
+elif ! grep -qF "$sendsms_url" "$config"; then
+  say "Kannel's sendsms listens at $sendsms_url but $config names another; fix sms.kannel_sendsms_url"
+  exit 1
+fi
+
 "$bin" -c "$config" serve &
 serve_pid=$!
 echo "$serve_pid" >"$pidfile"
@@ -275,15 +319,21 @@ cat <<EOF
           ssh -L $hs_port:127.0.0.1:$hs_port -L ${gw_url##*:}:127.0.0.1:${gw_url##*:} <this machine>
         then open "Demo helpline staff": the bot posts "... is waiting"
         there with a link; join the conversation and reply.
-   3. Calls: the guest page's call button rings staff's Element (Element
+   3. Text the helpline as a person would (no phone needed: Kannel with a
+      fake SMSC runs on this machine); it prints what comes back:
+          $repo/scripts/text.py --data $data "Hello"
+      The language menu comes first, then the notice; YES opens the
+      conversation, and staff see "... (by SMS) is waiting".
+   4. Calls: the guest page's call button rings staff's Element (Element
       Web or Desktop; a call button shows in the conversation room) through
       the coturn on $turn_uri, relay only.
-   4. In the conversation room: !threshold note TEXT (the guest never sees
+   5. In the conversation room: !threshold note TEXT (the guest never sees
       it), !threshold close.  In the staff room: !threshold invite.
-   5. See what was recorded:  $bin -c $config audit list
+   6. See what was recorded:  $bin -c $config audit list
       Check the set-up:        $bin -c $config doctor
 
- Threshold's log follows.  Press Ctrl-C to stop Threshold and then Synapse.
+ Threshold's log follows.  Press Ctrl-C to stop Threshold, Kannel, coturn
+ and Synapse.
  Data: $data and Synapse's database in the chroot.  To start from scratch:
    $PY tests/harness/synapse.py stop --dir "$data/synapse" --purge; rm -r "$data"
 ================================================================================

@@ -643,7 +643,7 @@ def test_first_load_weight(gw, browser):
     assert 0 < total <= 25 * 1024, entries
     # The bench's --url mode measures the same gateway and agrees on the budgets.
     r = subprocess.run([sys.executable, os.path.join(SOURCE_DIR, "bench", "page_weight.py"),
-                        "--url", gw.url, "--service", "helpline", "--check"],
+                        "--url", gw.url, "--service", "helpline", "--check", "--check-chat", "idle,out,in"],
                        capture_output=True, text=True, timeout=120)
     print(r.stdout)
     assert r.returncode == 0, r.stdout + r.stderr

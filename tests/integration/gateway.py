@@ -61,6 +61,10 @@ def check_response(r, *args, **kwargs):
         assert body_schema, "%s answered %d, which the schema does not list" % (key, r.status_code)
     if body_schema == "media":
         check_media(r)
+    elif body_schema == "sent":
+        # no body and nothing about one (docs/gateway-api.md, "Headers")
+        assert r.content == b"" and r.headers.get("Content-Length") == "0", (r.headers, r.content)
+        assert "Content-Type" not in r.headers, r.headers
     else:
         assert r.headers.get("Content-Type", "").startswith("application/json"), r.headers
         doc = dict(SCHEMA["$defs"][body_schema])

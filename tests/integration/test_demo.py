@@ -1,8 +1,9 @@
 """scripts/demo.sh always cleans up: however it ends (Ctrl-C in a terminal,
 SIGINT or SIGTERM when it runs in the background, Threshold exiting by
-itself, a step that fails) no Threshold and no Synapse of its own are left
-behind, and a run after one that could not clean up (kill -9) finds what was
-left, says so and stops it.
+itself, a step that fails) no Threshold, Synapse, coturn or Kannel of its own
+is left behind, and a run after one that could not clean up (kill -9) finds
+what was left, says so and stops it.  The command it prints to text the
+helpline as a person works: the language menu comes back.
 
 The demo runs with a data directory of its own (THRESHOLD_DEMO_SKIP_SETUP=1:
 the binary and the Synapse chroot are there already).  The first run makes
@@ -21,6 +22,8 @@ import time
 import pytest
 import yaml
 
+import coturn
+import kannel
 from conftest import SOURCE_DIR, harness
 
 DEMO = os.path.join(SOURCE_DIR, "scripts", "demo.sh")
@@ -85,8 +88,17 @@ def pids(data):
     return threshold, int(r.stdout)
 
 
-def assert_all_gone(demo, threshold, synapse):
-    for name, pid in (("Threshold", threshold), ("Synapse", synapse)):
+def helper_pids(data):
+    """What the demo started for calls and texts: coturn, bearerbox, smsbox."""
+    found = {"coturn": coturn.read_pid(os.path.join(data, "coturn")),
+             "bearerbox": kannel.read_pid(os.path.join(data, "kannel"), "bearerbox"),
+             "smsbox": kannel.read_pid(os.path.join(data, "kannel"), "smsbox")}
+    assert all(found.values()), found
+    return found
+
+
+def assert_all_gone(demo, threshold, synapse, helpers=None):
+    for name, pid in [("Threshold", threshold), ("Synapse", synapse)] + sorted((helpers or {}).items()):
         deadline = time.monotonic() + 5
         while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -107,10 +119,11 @@ def run_and_stop(data, stop):
     demo = Demo(data)
     demo.wait_ready()
     threshold, synapse = pids(data)
+    helpers = helper_pids(data)
     assert alive(threshold) and alive(synapse)
     stop(demo, threshold)
     rc = demo.wait_exit()
-    assert_all_gone(demo, threshold, synapse)
+    assert_all_gone(demo, threshold, synapse, helpers)
     return demo, rc
 
 
@@ -160,16 +173,41 @@ def test_a_rerun_stops_what_a_killed_run_left(data):
     demo = Demo(data)
     demo.wait_ready()
     threshold, synapse = pids(data)
+    helpers = helper_pids(data)
     os.kill(demo.proc.pid, signal.SIGKILL)  # nothing can clean up after this
     demo.wait_exit()
     assert alive(threshold) and alive(synapse)
+    assert all(alive(p) for p in helpers.values()), helpers
     again = Demo(data)
     again.wait_ready()
     out = again.output
     assert "a Threshold from an earlier run (pid %d) is still running; stopping it" % threshold in out
     assert "a Synapse from an earlier run (pid %d) is still running; stopping it" % synapse in out
     assert not alive(threshold) and not alive(synapse)
+    assert not any(alive(p) for p in helpers.values()), helpers
     t2, s2 = pids(data)
+    h2 = helper_pids(data)
     again.proc.send_signal(signal.SIGTERM)
     again.wait_exit()
-    assert_all_gone(again, t2, s2)
+    assert_all_gone(again, t2, s2, h2)
+
+
+def test_text_the_helpline_as_a_person(data):
+    """The demo prints one command to text the helpline; run as printed, the
+    person's text goes in through Kannel and the language menu comes back."""
+    demo = Demo(data)
+    demo.wait_ready()
+    threshold, synapse = pids(data)
+    helpers = helper_pids(data)
+    try:
+        line = [ln.strip() for ln in demo.output.splitlines() if "scripts/text.py" in ln]
+        assert len(line) == 1, demo.output[-3000:]
+        r = subprocess.run(line[0], shell=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout
+        assert r.stdout.startswith(">> Hello\n<< "), r.stdout
+        assert "Reply with the number of your language" in r.stdout, r.stdout
+    finally:
+        demo.proc.send_signal(signal.SIGTERM)
+        demo.wait_exit()
+    assert_all_gone(demo, threshold, synapse, helpers)

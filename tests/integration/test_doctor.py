@@ -280,3 +280,144 @@ def test_sms_gateway_down_is_named_and_up_is_fine(env, threshold, scratch):
         assert status_of(out, "sms") == {"ok"}, json.dumps(out, indent=1)
     finally:
         srv.shutdown()
+
+
+def test_turn_server_answers_and_silence_is_named(env, threshold, scratch):
+    """With calls on, doctor asks each TURN URI for an Allocate without
+    credentials: the real coturn (UDP and TCP) asks for them (401 with a realm
+    and a nonce), which is fine; a port where nothing answers, and one that
+    stays silent, are each named with a fix, the silent one within ~2 s."""
+    import socket
+    import time
+
+    from coturn import Coturn
+
+    def with_turn(uris):
+        def change(cfg, d):
+            cfg["calls"] = {"enabled": True, "turn_uris": uris,
+                            "turn_shared_secret": "doctor-turn-secret-0123456789"}
+        return change
+
+    turn = Coturn(os.path.join(scratch, "coturn"), "doctor-turn-secret-0123456789")
+    turn.start()
+    try:
+        tcp = "turn:127.0.0.1:%d?transport=tcp" % turn.port
+        r = doctor(env, config_copy(env, scratch, with_turn([turn.uri, tcp])))
+        out = findings(r)
+        rows = [f for f in out["findings"] if f["check"] == "turn"]
+        assert [f["status"] for f in rows] == ["ok", "ok"], json.dumps(out, indent=1)
+        assert "UDP" in rows[0]["message"] and "TCP" in rows[1]["message"], rows
+        assert "401" in rows[0]["message"] and "realm" in rows[0]["message"], rows
+        assert r.returncode == 0 and attention(out) == set(), json.dumps(out, indent=1)
+        text = run_with(env.threshold.bin, config_copy(env, scratch, with_turn([turn.uri])), "doctor")
+        assert "ok    The TURN server at %s answers over UDP" % turn.uri in text.stdout, text.stdout
+    finally:
+        turn.stop()
+
+    # coturn gone: the same URI now refuses (ICMP port unreachable on loopback)
+    r = doctor(env, config_copy(env, scratch, with_turn([turn.uri])))
+    out = findings(r)
+    assert r.returncode == 1 and attention(out) == {"turn"}, json.dumps(out, indent=1)
+    f = [f for f in out["findings"] if f["check"] == "turn"][0]
+    assert f["message"].startswith("Nothing answers TURN at %s over UDP" % turn.uri), f
+    assert "coturn" in f["fix"] and "calls.turn_uris" in f["fix"], f
+
+    # a port that takes the datagrams and never answers: a plain sentence after ~2 s
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        uri = "turn:127.0.0.1:%d" % silent.getsockname()[1]
+        t0 = time.monotonic()
+        r = doctor(env, config_copy(env, scratch, with_turn([uri])))
+        took = time.monotonic() - t0
+        out = findings(r)
+        f = [f for f in out["findings"] if f["check"] == "turn"][0]
+        assert f["status"] == "attention" and r.returncode == 1, f
+        assert f["message"] == ("Nothing answered TURN at %s over UDP within 2 seconds: guests' calls "
+                                "could not connect." % uri), f
+        assert took < 15, took
+        # it was asked, again after 0.5 s and 1.5 s: three Binding and three Allocate requests
+        silent.settimeout(0)
+        got = []
+        while True:
+            try:
+                got.append(silent.recv(2048))
+            except BlockingIOError:
+                break
+        assert sorted(d[:2] for d in got) == [b"\x00\x01"] * 3 + [b"\x00\x03"] * 3, got
+    finally:
+        silent.close()
+
+
+class FakeStun:
+    """A fault only a misconfigured server shows, on the real wire format
+    (RFC 8489): over UDP it answers a Binding with a success carrying
+    XOR-MAPPED-ADDRESS, and an Allocate with a success (an open relay) or
+    not at all (a STUN-only server)."""
+
+    def __init__(self, open_relay):
+        import socket
+        import struct
+        import threading
+        self.struct = struct
+        self.open_relay = open_relay
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.running = True
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def answer(self, req):
+        st = self.struct
+        mtype, _, cookie = st.unpack("!HHI", req[:8])
+        if cookie != 0x2112A442:
+            return None
+        txid = req[8:20]
+        xma = st.pack("!HHBBH4s", 0x0020, 8, 0, 1, 5000 ^ 0x2112, bytes(a ^ b for a, b in zip(
+            bytes([127, 0, 0, 1]), st.pack("!I", 0x2112A442))))
+        if mtype == 0x0001:
+            body = xma
+            return st.pack("!HHI", 0x0101, len(body), 0x2112A442) + txid + body
+        if mtype == 0x0003 and self.open_relay:
+            body = xma + st.pack("!HHI", 0x000D, 4, 600)  # LIFETIME
+            return st.pack("!HHI", 0x0103, len(body), 0x2112A442) + txid + body
+        return None
+
+    def serve(self):
+        while self.running:
+            try:
+                req, peer = self.sock.recvfrom(2048)
+            except OSError:
+                continue
+            out = self.answer(req)
+            if out:
+                self.sock.sendto(out, peer)
+
+    def close(self):
+        self.running = False
+        self.thread.join(2)
+        self.sock.close()
+
+
+@pytest.mark.parametrize("open_relay,words", [
+    (False, "answers STUN but not TURN's Allocate"),
+    (True, "gives out relays without credentials"),
+])
+def test_turn_that_is_not_a_turn_server_with_credentials(env, threshold, scratch, open_relay, words):
+    """A STUN-only server, and a relay open to anyone, each need attention."""
+    fake = FakeStun(open_relay)
+    try:
+        uri = "turn:127.0.0.1:%d?transport=udp" % fake.port
+
+        def change(cfg, d):
+            cfg["calls"] = {"enabled": True, "turn_uris": [uri],
+                            "turn_shared_secret": "doctor-turn-secret-0123456789"}
+        r = doctor(env, config_copy(env, scratch, change))
+        out = findings(r)
+        assert r.returncode == 1 and attention(out) == {"turn"}, json.dumps(out, indent=1)
+        f = [f for f in out["findings"] if f["check"] == "turn"][0]
+        assert words in f["message"], f
+    finally:
+        fake.close()

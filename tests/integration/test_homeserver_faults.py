@@ -120,7 +120,7 @@ def test_gateway_accepts_while_homeserver_fails_and_delivers_once(fake_setup):
     # Every send now fails with 500.  The guest is still answered at once.
     hs.fail("500", match="/send/")
     r, took = page.send("during-1", "Are you there?")
-    assert r.status_code == 202 and r.json() == {"local_id": "during-1"}, r.text
+    assert r.status_code == 202 and r.content == b"", r.text
     assert took < 1.0, took
     wait(lambda: [s for _, s in hs.attempts("/send/")].count(500) >= 2, 10,
          "two attempts answered 500")

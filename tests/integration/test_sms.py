@@ -17,9 +17,7 @@ import hmac
 import http.server
 import json
 import os
-import re
 import shutil
-import subprocess
 import threading
 import time
 import urllib.parse
@@ -28,12 +26,10 @@ import pytest
 import requests
 
 import synapse as harness
+from kannel import PASSWORD, USERNAME, Kannel, Phone
+from kannel import installed as kannel_installed
 from helpers import audit_records, staff_room_with_bot, staff_says, wait_membership
 from mx import Client, poll, run
-
-FAKESMSC = "/usr/lib/kannel/test/fakesmsc"
-BEARERBOX = "/usr/sbin/bearerbox"
-SMSBOX = "/usr/sbin/smsbox"
 
 SERVICE_NUMBER = "4477009"
 PHONE = "447700900461"  # the person's number: must appear nowhere in clear
@@ -41,162 +37,9 @@ SECRET = "kannel-test-secret-0123456789"
 NOTICE_EN = "Text helpline run by the test charity. Messages are kept 30 days."
 GREETING = "Hello, you are through to the text helpline."
 
-pytestmark = pytest.mark.skipif(not os.access(FAKESMSC, os.X_OK) or not os.access(BEARERBOX, os.X_OK),
+pytestmark = pytest.mark.skipif(not kannel_installed(),
                                 reason="Kannel (kannel, kannel-extras) is not installed: "
                                        "bash scripts/install-deps.sh")
-
-
-class Kannel:
-    """bearerbox with a fake SMSC, and smsbox calling Threshold for each text."""
-
-    def __init__(self, workdir, threshold_port):
-        self.dir = os.path.join(workdir, "kannel")
-        os.makedirs(self.dir, exist_ok=True)
-        self.admin_port, self.box_port, self.smsc_port, self.sendsms_port = (
-            harness.free_port() for _ in range(4))
-        self.procs = []
-        conf = """
-group = core
-admin-port = {admin}
-admin-password = test-admin
-admin-interface = 127.0.0.1
-smsbox-port = {box}
-box-allow-ip = 127.0.0.1
-log-file = "{d}/bearerbox.log"
-log-level = 1
-
-group = smsc
-smsc = fake
-smsc-id = fake
-port = {smsc}
-connect-allow-ip = 127.0.0.1
-
-group = smsbox
-bearerbox-host = 127.0.0.1
-bearerbox-port = {box}
-sendsms-port = {sendsms}
-sendsms-interface = 127.0.0.1
-log-file = "{d}/smsbox.log"
-log-level = 1
-
-group = sendsms-user
-username = threshold
-password = sendsms-pass
-max-messages = 10
-concatenation = false
-
-group = sms-service
-keyword = default
-catch-all = true
-get-url = "http://127.0.0.1:{tport}/sms/kannel/{secret}?from=%p&to=%P&text=%a&id=%I"
-max-messages = 10
-concatenation = false
-omit-empty = true
-accept-x-kannel-headers = true
-""".format(admin=self.admin_port, box=self.box_port, smsc=self.smsc_port,
-           sendsms=self.sendsms_port, d=self.dir, tport=threshold_port, secret=SECRET)
-        self.conf = os.path.join(self.dir, "kannel.conf")
-        with open(self.conf, "w") as f:
-            f.write(conf)
-
-    @property
-    def sendsms_url(self):
-        return "http://127.0.0.1:%d/cgi-bin/sendsms" % self.sendsms_port
-
-    def _wait_port(self, port, what):
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                requests.get("http://127.0.0.1:%d/" % port, timeout=1)
-                return
-            except requests.ConnectionError:
-                time.sleep(0.2)
-        raise AssertionError("%s did not start" % what)
-
-    def start(self):
-        for binary, port in ((BEARERBOX, self.admin_port), (SMSBOX, self.sendsms_port)):
-            out = open(os.path.join(self.dir, os.path.basename(binary) + ".out"), "wb")
-            self.procs.append(subprocess.Popen([binary, self.conf], stdin=subprocess.DEVNULL,
-                                               stdout=out, stderr=out))
-            out.close()
-            self._wait_port(port, os.path.basename(binary))
-
-    def stop(self):
-        for p in reversed(self.procs):
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        self.procs = []
-
-
-class Phone:
-    """The person's phone: each text goes in through Kannel's fakesmsc, which
-    stays connected and prints what the SMSC delivers to it."""
-
-    GOT = re.compile(r"Got message (\d+): <(.*)>$")
-    FIELDS = re.compile(r"^(\S+) (\S+) (text|ucs-2|ucs2|data|udh-data|udh-text) (.*)$", re.S)
-
-    def __init__(self, kannel, number):
-        self.kannel = kannel
-        self.number = number
-        self.proc = None
-        self.outputs = []
-
-    def send(self, text):
-        self.hang_up()
-        path = os.path.join(self.kannel.dir, "phone-%d.out" % len(self.outputs))
-        self.outputs.append(path)
-        out = open(path, "wb")
-        # one text now; the second would come after 1000 s: until then it listens
-        self.proc = subprocess.Popen([FAKESMSC, "-H", "127.0.0.1", "-r", str(self.kannel.smsc_port),
-                                      "-i", "1000", "-m", "2",
-                                      "%s %s text %s" % (self.number, SERVICE_NUMBER, text)],
-                                     stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-        out.close()
-
-    def hang_up(self):
-        if self.proc:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
-
-    def received(self):
-        """Every text delivered to this phone so far, in order.  The fake SMSC's
-        protocol is a line per message: a reply with line breaks comes as
-        several "messages", the first with the fields; they are put back."""
-        texts = []
-        for path in self.outputs:
-            msgs = {}
-            with open(path, encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    m = self.GOT.search(line.rstrip("\n"))
-                    if m:
-                        msgs[int(m.group(1))] = m.group(2)  # printed twice: INFO and DEBUG
-            for n in sorted(msgs):
-                m = self.FIELDS.match(msgs[n])
-                if not m:
-                    if texts:
-                        texts[-1] += "\n" + msgs[n]
-                    continue
-                frm, to, kind, data = m.groups()
-                if kind in ("ucs2", "ucs-2"):  # form-encoded UTF-16
-                    data = urllib.parse.unquote_to_bytes(data.replace("+", "%20")).decode("utf-16-be")
-                elif kind == "data":
-                    data = urllib.parse.unquote_plus(data)
-                texts.append(data if to == self.number else None)
-        return [t for t in texts if t is not None]
-
-    def wait_for(self, words, timeout=30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = "".join(self.received())
-            if words in got:
-                return got
-            time.sleep(0.2)
-        raise AssertionError("the phone never got %r; it got %r" % (words, self.received()))
 
 
 def staff_room_events(env, room):
@@ -234,7 +77,7 @@ def kannel_service(env):
         env.threshold.start()
     staff_room = staff_room_with_bot(env, "Text helpline staff")
     sms_port = harness.free_port()
-    kannel = Kannel(env.workdir, sms_port)
+    kannel = Kannel(os.path.join(env.workdir, "kannel"), sms_port, SECRET)
     env.services = {"texts": {
         "display_name": "Text Helpline",
         "staff_room": staff_room,
@@ -245,12 +88,12 @@ def kannel_service(env):
     }}
     env.sms = {"enabled": True, "driver": "kannel", "listen_address": "127.0.0.1",
                "listen_port": sms_port, "secret": SECRET,
-               "kannel_sendsms_url": kannel.sendsms_url, "kannel_username": "threshold",
-               "kannel_password": "sendsms-pass"}
+               "kannel_sendsms_url": kannel.sendsms_url, "kannel_username": USERNAME,
+               "kannel_password": PASSWORD}
     env.gateway_settings = {"languages": ["en", "fr"]}
     restart(env)
     kannel.start()
-    phone = Phone(kannel, PHONE)
+    phone = Phone(kannel.dir, kannel.smsc_port, PHONE, SERVICE_NUMBER)
     try:
         yield {"staff_room": staff_room, "phone": phone, "kannel": kannel, "port": sms_port}
     finally:
