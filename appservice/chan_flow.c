@@ -410,8 +410,11 @@ void chf_listener_stop(chf_listener *l)
 static int send_round(chan_flow *f)
 {
 	json_t *due = NULL;
-	if (conv_chan_due(f->env, f->drv->name, SEND_BATCH, &due) != TH_OK)
+	int drc = conv_chan_due(f->env, f->drv->name, SEND_BATCH, &due);
+	if (drc != TH_OK) {
+		LOG(LOG_WARN, "%s: what is due cannot be read: %s", f->drv->name, th_strerror(drc));
 		return -1;
+	}
 	int failed = 0;
 	size_t i, held = 0;
 	json_t *item;
@@ -427,6 +430,7 @@ static int send_round(chan_flow *f)
 			continue;
 		}
 		if (rc) {
+			LOG(LOG_DEBUG, "%s: a guest's messages wait for a retry: %s", f->drv->name, th_strerror(rc));
 			failed = 1;
 			continue; /* this one is retried; the others go on */
 		}

@@ -20,6 +20,7 @@
 #include "config.h"
 #include "jsonx.h"
 #include "log.h"
+#include "matrix.h"
 #include "media.h"
 #include "metrics.h"
 #include "sms.h"
@@ -30,8 +31,9 @@
 #define WEBHOOK_PATH   "/whatsapp"
 #define SECRET_MAX     1024
 #define REPLY_MAX      65536 /* bytes of a Graph API answer read */
-#define LAST_IN        "wa/in/"  /* + guest: when the person last wrote (ms, their clock per Meta) */
-#define INVITED        "wa/inv/" /* + guest: when the template last invited them back (ms) */
+/* CONV_CHAN_TIMES + guest holds two times (ms): */
+#define LAST_IN 0 /* when the person last wrote (Meta's timestamp of the message) */
+#define INVITED 1 /* when the template last invited them back */
 #define STATUS_PREFIX  "whatsapp:status:"
 #define MESSAGE_PREFIX "whatsapp:"
 
@@ -42,6 +44,7 @@ struct wa_channel {
 	chan_flow *flow;
 	chf_listener *listener;
 	char *app_secret, *verify_token, *access_token;
+	struct mx_fetcher *fetch; /* the sender thread's, made when a picture first goes out */
 };
 
 /* ---- secrets ------------------------------------------------------------------------ */
@@ -179,39 +182,41 @@ static int post_message(wa_channel *w, const char *pnid, char *json, const char 
 
 /* ---- what is kept per guest (no number: ids and times) ------------------------------------- */
 
-static uint64_t guest_time(store *st, const char *prefix, const char *guest)
+/* The guest's time @p which (LAST_IN, INVITED); 0 when none. */
+static uint64_t guest_time(store *st, const char *guest, int which)
 {
-	char *k = xasprintf("%s%s", prefix, guest);
+	char *k = xasprintf(CONV_CHAN_TIMES "%s", guest);
 	store_txn *t;
 	uint64_t v = 0;
 	const void *val;
 	size_t vlen;
 	if (store_txn_begin(st, 0, &t) == TH_OK) {
-		if (store_get(t, STORE_META, k, strlen(k), &val, &vlen) == TH_OK && vlen == 8)
-			v = store_key_u64(val);
+		if (store_get(t, STORE_META, k, strlen(k), &val, &vlen) == TH_OK && vlen == 16)
+			v = store_key_u64((const unsigned char *)val + 8 * which);
 		store_txn_abort(t);
 	}
 	free(k);
 	return v;
 }
 
-/* Set @p prefix + @p guest to @p ms, or leave a later time there. */
-static int guest_time_put(store *st, const char *prefix, const char *guest, uint64_t ms)
+/* Set the guest's time @p which to @p ms, or leave a later time there. */
+static int guest_time_put(store *st, const char *guest, int which, uint64_t ms)
 {
-	char *k = xasprintf("%s%s", prefix, guest);
+	char *k = xasprintf(CONV_CHAN_TIMES "%s", guest);
 	store_txn *t;
 	const void *val;
 	size_t vlen;
+	unsigned char v[16] = {0};
 	int rc = store_txn_begin(st, 1, &t);
 	if (!rc) {
-		if (store_get(t, STORE_META, k, strlen(k), &val, &vlen) == TH_OK && vlen == 8 &&
-		    store_key_u64(val) >= ms) {
+		if (store_get(t, STORE_META, k, strlen(k), &val, &vlen) == TH_OK && vlen == sizeof(v))
+			memcpy(v, val, sizeof(v));
+		if (store_key_u64(v + 8 * which) >= ms) {
 			store_txn_abort(t);
 			free(k);
 			return TH_OK;
 		}
-		unsigned char v[8];
-		store_u64_key(v, ms);
+		store_u64_key(v + 8 * which, ms);
 		rc = store_put(t, STORE_META, k, strlen(k), v, sizeof(v), 0);
 		if (rc)
 			store_txn_abort(t);
@@ -328,7 +333,7 @@ static void answer_message(wa_channel *w, const json_t *m)
 	/* the window opens again: what waited for it may go out */
 	if (a.guest[0] && (a.action == POL_CHAN_OPEN_CONV || a.action == POL_CHAN_FORWARD)) {
 		uint64_t ts = (uint64_t)json_integer_value(json_object_get(m, "ts"));
-		if (guest_time_put(w->env->st, LAST_IN, a.guest, ts) == TH_OK)
+		if (guest_time_put(w->env->st, a.guest, LAST_IN, ts) == TH_OK)
 			chf_kick(w->flow);
 	}
 	if (a.say) /* they just wrote: inside the window */
@@ -421,6 +426,76 @@ static enum MHD_Result on_request(void *ctx, struct MHD_Connection *conn, const 
 
 /* ---- the sender ------------------------------------------------------------------------ */
 
+/*
+ * A picture staff sent, to @p to: fetched from the homeserver (the
+ * fetcher of matrix.h), uploaded to /{phone_number_id}/media, sent by its
+ * media id.  From the sender thread only.
+ * @return TH_OK, TH_EINVAL (not a JPEG or PNG, too large, gone: send the
+ *         words for it instead), or TH_ENET / TH_EHTTP (retry later).
+ */
+static int send_picture(wa_channel *w, const char *pnid, const char *to, const json_t *file)
+{
+	const struct matrix *mx = w->env->mx;
+	const char *mime = jsonx_str(file, "mimetype"), *kind = jsonx_str(file, "kind");
+	char server[MEDIA_MAX_SERVER + 1], id[MEDIA_MAX_ID + 1];
+	/* spec: the Cloud API takes image/jpeg and image/png pictures up to 5 MB */
+	if (!kind || strcmp(kind, "picture") != 0 || !mime ||
+	    (strcmp(mime, "image/jpeg") != 0 && strcmp(mime, "image/png") != 0) ||
+	    media_mxc_parse(jsonx_str(file, "mxc"), server, id) != TH_OK) {
+		LOG(LOG_DEBUG, "whatsapp: a file staff sent (%s, %s) goes as words", kind ? kind : "-",
+		    mime ? mime : "-");
+		return TH_EINVAL;
+	}
+	if (!w->fetch && mx->ops->fetcher_new(mx->ctx, &w->fetch) != TH_OK) {
+		LOG(LOG_WARN, "whatsapp: no connection to the homeserver's media repository");
+		return TH_ENET;
+	}
+	struct mx_download dl = {0};
+	int rc = mx->ops->fetch(w->fetch, server, id, w->cfg->wa_max_media_bytes, NULL, NULL, &dl);
+	if (rc || dl.status != 200 || !dl.buf) {
+		free(dl.buf);
+		LOG(LOG_INFO, "whatsapp: a picture staff sent could not be fetched (%s, HTTP %ld)",
+		    th_strerror(rc), dl.status);
+		return rc == TH_ENET || rc == TH_ETIMEOUT || dl.status >= 500 ? TH_ENET : TH_EINVAL;
+	}
+	CURL *c = curl_easy_init();
+	if (!c) {
+		free(dl.buf);
+		return TH_ENET;
+	}
+	curl_mime *form = curl_mime_init(c); /* c only owns it: graph_call posts it with its own */
+	curl_mimepart *part = curl_mime_addpart(form);
+	curl_mime_name(part, "messaging_product");
+	curl_mime_data(part, "whatsapp", CURL_ZERO_TERMINATED);
+	part = curl_mime_addpart(form);
+	curl_mime_name(part, "type");
+	curl_mime_data(part, mime, CURL_ZERO_TERMINATED);
+	part = curl_mime_addpart(form);
+	curl_mime_name(part, "file");
+	curl_mime_data(part, (const char *)dl.buf, dl.len);
+	curl_mime_filename(part, strcmp(mime, "image/png") == 0 ? "picture.png" : "picture.jpg");
+	curl_mime_type(part, mime);
+	char *url = xasprintf("%s/%s/%s/media", w->cfg->wa_graph_url, w->cfg->wa_api_version, pnid);
+	long status = 0;
+	struct body b = {0};
+	rc = graph_call(w, url, NULL, form, REPLY_MAX, &status, &b);
+	curl_mime_free(form);
+	curl_easy_cleanup(c);
+	free(dl.buf);
+	free(url);
+	json_t *up = !rc && status == 200 && b.p ? json_loadb((const char *)b.p, b.len, 0, NULL) : NULL;
+	free(b.p);
+	const char *media_id = jsonx_str(up, "id");
+	if (!rc && (!media_id || strlen(media_id) > WA_MAX_ID)) {
+		LOG(LOG_WARN, "whatsapp: the Graph API refused a picture's upload: HTTP %ld", status);
+		rc = status >= 500 || status == 429 ? TH_EHTTP : TH_EINVAL;
+	}
+	if (!rc)
+		rc = post_message(w, pnid, wa_image_body(to, media_id), "a picture");
+	json_decref(up);
+	return rc;
+}
+
 /* One guest's due entries (chf_driver.send_due): out now inside the
  * window; else held, and the person invited back once. */
 static int send_due(void *ctx, const json_t *item)
@@ -431,16 +506,18 @@ static int send_due(void *ctx, const json_t *item)
 	const char *pnid = sv ? sv->wa_phone_number_id : NULL;
 	if (!to || !pnid)
 		return TH_EINVAL;
-	uint64_t last = guest_time(w->env->st, LAST_IN, guest), now = th_now_ms();
+	uint64_t last = guest_time(w->env->st, guest, LAST_IN), now = th_now_ms();
+	if (!last) /* opened this instant: its time is being written (answer_message kicks again) */
+		return CHF_HELD;
 	if (last + (uint64_t)w->cfg->wa_window_s * 1000u <= now) {
-		if (guest_time(w->env->st, INVITED, guest) > last)
+		if (guest_time(w->env->st, guest, INVITED) > last)
 			return CHF_HELD;
 		/* a template shows on the lock screen: the configured, content-free one */
 		int rc = post_message(w, pnid,
 		                      wa_template_body(to, w->cfg->wa_template_name, w->cfg->wa_template_language),
 		                      "the invitation template");
 		if (!rc)
-			rc = guest_time_put(w->env->st, INVITED, guest, now);
+			rc = guest_time_put(w->env->st, guest, INVITED, now);
 		if (!rc)
 			LOG(LOG_INFO, "whatsapp: the window is shut; staff's words wait, the person was invited back");
 		return rc ? rc : CHF_HELD;
@@ -449,7 +526,10 @@ static int send_due(void *ctx, const json_t *item)
 	json_t *t;
 	json_array_foreach(json_object_get(item, "texts"), j, t)
 	{
-		int rc = post_message(w, pnid, wa_text_body(to, json_string_value(t)), "a message");
+		const json_t *file = json_array_get(json_object_get(item, "files"), j);
+		int rc = json_is_object(file) ? send_picture(w, pnid, to, file) : TH_EINVAL;
+		if (rc == TH_EINVAL) /* not a picture WhatsApp takes: the words for it */
+			rc = post_message(w, pnid, wa_text_body(to, json_string_value(t)), "a message");
 		if (rc)
 			return rc;
 	}
@@ -505,6 +585,8 @@ void wach_stop(wa_channel *w)
 		return;
 	chf_listener_stop(w->listener); /* first: its requests use the flow */
 	chf_stop(w->flow);
+	if (w->fetch)
+		w->env->mx->ops->fetcher_free(w->fetch);
 	secret_free(w->app_secret);
 	secret_free(w->verify_token);
 	secret_free(w->access_token);

@@ -2285,6 +2285,10 @@ static int chan_forget_in(store_txn *t, const char *guest, const json_t *c)
 	if (!rc)
 		rc = store_del(t, STORE_META, ok, olen);
 	free(ok);
+	char *wk = xasprintf(CONV_CHAN_TIMES "%s", guest);
+	if (!rc || rc == TH_ENOTFOUND)
+		rc = store_del(t, STORE_META, wk, strlen(wk));
+	free(wk);
 	return rc == TH_ENOTFOUND ? TH_OK : rc;
 }
 
@@ -2445,14 +2449,26 @@ int conv_chan_due(const struct txn_env *env, const char *channel, size_t max, js
 		                                                                             : POL_CHAN_OPEN};
 		struct pol_chan_decision d;
 		pol_chan_decide(&f, &d);
-		json_t *texts = json_array();
+		json_t *texts = json_array(), *files = json_array();
 		size_t j;
 		json_t *e;
 		json_array_foreach(entries, j, e)
 		{
 			char *text = d.action == POL_CHAN_SEND ? chan_text_of(e) : NULL;
-			if (text)
+			if (text) {
+				/* the mxc is kept apart from what feed_read gives */
+				struct media_attachment att;
 				json_array_append_new(texts, json_string(text));
+				json_array_append_new(
+				        files, json_object_get(e, "attachment") &&
+				                               feed_attachment(t, guest,
+				                                               (uint64_t)json_integer_value(
+				                                                       json_object_get(e, "id")),
+				                                               &att) == TH_OK
+				                       ? json_pack("{s:s, s:s, s:s}", "mxc", att.mxc, "kind", att.kind,
+				                                   "mimetype", att.mimetype)
+				                       : json_null());
+			}
 			free(text);
 		}
 		json_decref(entries);
@@ -2467,10 +2483,12 @@ int conv_chan_due(const struct txn_env *env, const char *channel, size_t max, js
 				json_array_clear(texts);
 			}
 		}
-		json_array_append_new(due,
-		                      json_pack("{s:s, s:I, s:o, s:s?, s:s?, s:s?}", "guest", guest, "upto",
-		                                (json_int_t)next, "texts", texts, "address", address, "lang",
-		                                jsonx_str(c, "lang"), "service", jsonx_str(c, "service")));
+		if (!json_array_size(texts))
+			json_array_clear(files);
+		json_array_append_new(due, json_pack("{s:s, s:I, s:o, s:o, s:s?, s:s?, s:s?}", "guest", guest,
+		                                     "upto", (json_int_t)next, "texts", texts, "files", files,
+		                                     "address", address, "lang", jsonx_str(c, "lang"),
+		                                     "service", jsonx_str(c, "service")));
 		if (address) {
 			explicit_bzero(address, strlen(address));
 			free(address);

@@ -5,6 +5,8 @@ URL, size and type; the bytes at that URL (Bearer token again); and
 webhooks signed as Meta signs them: X-Hub-Signature-256 = "sha256=" + hex
 HMAC-SHA256 of the raw body under the app secret."""
 
+import email.parser
+import email.policy
 import hashlib
 import hmac
 import http.server
@@ -47,6 +49,7 @@ class FakeMeta:
         self.sent = []  # {"path", "auth", "json"}
         self.media = {}  # media id -> (bytes, mime)
         self.fetched = []  # media ids whose bytes were downloaded
+        self.uploads = []  # {"path", "fields", "file", "file_type"}: POST /{pnid}/media
         self.lock = threading.Lock()
         fake = self
 
@@ -77,6 +80,22 @@ class FakeMeta:
                     self._answer(200, json.dumps({"messaging_product": "whatsapp",
                                                   "contacts": [{"input": to, "wa_id": to}],
                                                   "messages": [{"id": mid}]}).encode())
+                    return
+                if self.path.endswith("/media"):
+                    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+                        b"Content-Type: " + self.headers.get("Content-Type", "").encode() + b"\r\n\r\n" + raw)
+                    up = {"path": self.path, "fields": {}}
+                    for part in msg.iter_parts():
+                        name = part.get_param("name", header="content-disposition")
+                        if part.get_filename():
+                            up["file"] = part.get_payload(decode=True)
+                            up["file_type"] = part.get_content_type()
+                        else:
+                            up["fields"][name] = part.get_payload(decode=True).decode()
+                    with fake.lock:
+                        fake.uploads.append(up)
+                        mid = "90%014d" % len(fake.uploads)
+                    self._answer(200, json.dumps({"id": mid}).encode())
                     return
                 self._answer(404, b"{}")
 
@@ -113,6 +132,11 @@ class FakeMeta:
         with self.lock:
             return [s["json"].get("text", {}).get("body", "") for s in self.sent
                     if s["json"].get("to") == number and s["json"].get("type") == "text"]
+
+    def images_to(self, number):
+        with self.lock:
+            return [s["json"]["image"] for s in self.sent
+                    if s["json"].get("to") == number and s["json"].get("type") == "image"]
 
     def templates_to(self, number):
         with self.lock:

@@ -12,6 +12,7 @@ again; a picture's GPS never reaches staff; the number appears nowhere in
 Synapse's database, Threshold's log or its store.
 """
 
+import base64
 import glob
 import os
 import time
@@ -22,6 +23,7 @@ import requests
 
 import synapse as harness
 from fakemeta import FakeMeta, message, signature, status
+from media_samples import JPEG_16X8
 from helpers import audit_records, bearer, staff_room_with_bot, staff_says
 from mx import Client, poll, run
 from test_gateway import _jpeg_with_exif, jpeg_markers
@@ -237,6 +239,22 @@ def test_whatsapp_end_to_end(env, threshold, wa):
         assert marker not in r.content, marker
     assert not [m for m in jpeg_markers(r.content) if 0xE1 <= m <= 0xEF or m == 0xFE]
     assert meta.fetched == ["1209837423"]
+
+    # a picture staff send reaches the fake as an upload, then a media message
+    async def staff_picture():
+        async with Client.for_user(env, "staff") as s:
+            await s.send_file(room, base64.b64decode(JPEG_16X8), "photo.jpg", "image/jpeg", msgtype="m.image")
+    run(staff_picture())
+    deadline = time.monotonic() + 30
+    while not meta.images_to(PHONE) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(meta.uploads) == 1, (meta.uploads, meta.sent[-3:])
+    up = meta.uploads[0]
+    assert up["path"] == "/v21.0/%s/media" % PNID
+    assert up["fields"] == {"messaging_product": "whatsapp", "type": "image/jpeg"}
+    assert up["file_type"] == "image/jpeg" and up["file"].startswith(b"\xff\xd8\xff")
+    assert meta.images_to(PHONE) == [{"id": "90%014d" % 1}]
+    assert not [t for t in meta.texts_to(PHONE) if "cannot be shown" in t]
 
     # STOP ends it, with a plain confirmation by the Graph API
     person.says("STOP")
