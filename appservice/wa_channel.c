@@ -49,8 +49,7 @@ struct wa_channel {
 
 /* ---- secrets ------------------------------------------------------------------------ */
 
-/* The first line of the 0600 file at @p path, trimmed (new string in @p out). */
-static int secret_read(const char *key, const char *path, char **out)
+int wach_secret_read(const char *key, const char *path, char **out)
 {
 	char why[160], buf[SECRET_MAX + 1];
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -557,9 +556,9 @@ int wach_start(const struct txn_env *env, chf_on_queue_fn on_queue, void *ctx, w
 	                             .per_service_per_minute = cfg->wa_per_service_per_minute,
 	                             .send_due = send_due,
 	                             .ctx = w};
-	if (secret_read("app_secret_file", cfg->wa_app_secret_file, &w->app_secret) ||
-	    secret_read("verify_token_file", cfg->wa_verify_token_file, &w->verify_token) ||
-	    secret_read("access_token_file", cfg->wa_access_token_file, &w->access_token))
+	if (wach_secret_read("app_secret_file", cfg->wa_app_secret_file, &w->app_secret) ||
+	    wach_secret_read("verify_token_file", cfg->wa_verify_token_file, &w->verify_token) ||
+	    wach_secret_read("access_token_file", cfg->wa_access_token_file, &w->access_token))
 		goto fail;
 	if (chf_start(env, &w->drv, on_queue, ctx, &w->flow) != TH_OK ||
 	    chf_listen("whatsapp.listen_address", cfg->wa_listen_address, cfg->wa_listen_port,

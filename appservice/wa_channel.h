@@ -34,6 +34,14 @@ unsigned wach_port(wa_channel *w);
 /** This channel, as bridge/channel.h sees it (ops NULL when @p w is NULL). */
 struct channel wach_channel(wa_channel *w);
 
+/**
+ * The first line of the 0600 file at @p path, trimmed: one of the
+ * whatsapp.*_file secrets (@p key names it in the log).
+ * @param out  new string on TH_OK (wipe it before freeing)
+ * @return TH_OK, TH_EIO (cannot be read, readable by others, empty: logged).
+ */
+int wach_secret_read(const char *key, const char *path, char **out);
+
 /** Stop the listener and the sender, and free.  NULL is a no-op. */
 void wach_stop(wa_channel *w);
 

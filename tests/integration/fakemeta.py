@@ -44,8 +44,9 @@ def notification(pnid, value):
 
 
 class FakeMeta:
-    def __init__(self, token):
+    def __init__(self, token, phone_number_ids=()):
         self.token = token
+        self.phone_number_ids = set(phone_number_ids)
         self.sent = []  # {"path", "auth", "json"}
         self.media = {}  # media id -> (bytes, mime)
         self.fetched = []  # media ids whose bytes were downloaded
@@ -107,6 +108,11 @@ class FakeMeta:
                     data, mime = fake.media[parts[1]]
                     fake.fetched.append(parts[1])
                     self._answer(200, data, mime)
+                    return
+                if len(parts) == 2 and parts[1] in fake.phone_number_ids:
+                    self._answer(200, json.dumps({"verified_name": "Test Helpline", "id": parts[1],
+                                                  "display_phone_number": "+1 555-000-1111",
+                                                  "quality_rating": "GREEN"}).encode())
                     return
                 if len(parts) == 2 and parts[1] in fake.media:
                     data, mime = fake.media[parts[1]]

@@ -14,6 +14,7 @@ Synapse's database, Threshold's log or its store.
 
 import base64
 import glob
+import json
 import os
 import time
 import urllib.parse
@@ -26,6 +27,7 @@ from fakemeta import FakeMeta, message, signature, status
 from media_samples import JPEG_16X8
 from helpers import audit_records, bearer, staff_room_with_bot, staff_says
 from mx import Client, poll, run
+from test_doctor import attention, config_copy, doctor, findings, scratch, status_of  # noqa: F401 (scratch: a fixture)
 from test_gateway import _jpeg_with_exif, jpeg_markers
 
 PNID = "106540352242922"
@@ -59,7 +61,7 @@ def wa(env):
         env.threshold.stop()
         env.threshold.start()
     staff_room = staff_room_with_bot(env, "WhatsApp helpline staff")
-    meta = FakeMeta(ACCESS_TOKEN)
+    meta = FakeMeta(ACCESS_TOKEN, phone_number_ids=[PNID])
     port = harness.free_port()
     d = os.path.join(env.workdir, "whatsapp")
     os.makedirs(d, exist_ok=True)
@@ -296,3 +298,24 @@ def test_window_shut_template_then_held_words(env, threshold, wa):
     meta.wait_text(PHONE2, "We are here when you are ready.")
     meta.wait_text(PHONE2, GREETING)
     assert len(meta.templates_to(PHONE2)) == 1
+
+
+def test_doctor_asks_the_graph_api(env, threshold, wa, scratch):
+    """threshold doctor asks the Graph API for each service's phone number id
+    with the token: known is fine; a refused token or no answer is named
+    with its fix."""
+    out = findings(doctor(env))
+    assert status_of(out, "whatsapp") == {"ok"}, json.dumps(out, indent=1)
+
+    def bad_token(cfg, d):
+        cfg["whatsapp"]["access_token_file"] = secret_file(d, "other-token", "EAAG-revoked")
+    out = findings(doctor(env, config_copy(env, scratch, bad_token)))
+    assert "whatsapp" in attention(out)
+    assert [f for f in out["findings"] if f["check"] == "whatsapp" and "refused the access token" in f["message"]], \
+        json.dumps(out, indent=1)
+
+    def no_graph(cfg, d):
+        cfg["whatsapp"]["graph_url"] = "http://127.0.0.1:%d" % harness.free_port()
+    out = findings(doctor(env, config_copy(env, scratch, no_graph)))
+    assert "whatsapp" in attention(out)
+    assert ACCESS_TOKEN not in json.dumps(out)
