@@ -317,9 +317,11 @@ static void answer_message(wa_channel *w, const json_t *m)
 	    !pol_chan_word_of(text, w->cfg->gw_languages.n, NULL)) {
 		if (picture_fetch(w, media_id, &in.kind, &data, &in.len) == TH_OK)
 			in.data = data;
+		else if (!*text) /* staff are told, as the page tells of what it cannot show */
+			in.text = "[a picture was sent that could not be passed on]";
 	} else if (strcmp(type, "text") != 0 && strcmp(type, "image") != 0) {
-		LOG(LOG_INFO, "whatsapp: a message of type %s is not carried; ignored", type);
-		in.text = "";
+		LOG(LOG_INFO, "whatsapp: a message of type %s is not carried", type);
+		in.text = "[a message was sent that cannot be shown here: only words and pictures come through]";
 	}
 	struct chf_answer a;
 	chf_answer_in(w->flow, &in, &a);

@@ -262,6 +262,13 @@ def test_whatsapp_end_to_end(env, threshold, wa):
     person.says("STOP")
     meta.wait_text(PHONE, "This conversation has ended")
     assert audit_records(threshold, "consent_withdrawn", subject=guest)
+    # DELETE erases it: confirmation, on the record
+    person.says("DELETE")
+    meta.wait_text(PHONE, "are being erased")
+    deadline = time.monotonic() + 30
+    while not audit_records(threshold, "data_erased", subject=guest) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert audit_records(threshold, "data_erased", subject=guest)
 
     # the number is nowhere in clear
     needle = PHONE.encode()
