@@ -258,8 +258,8 @@ void chf_answer_in(chan_flow *f, const struct chf_in *in, struct chf_answer *a)
 	if (strlen(lang) < sizeof(a->lang))
 		memcpy(a->lang, lang, strlen(lang) + 1);
 	if (rc) {
-		LOG(LOG_WARN, "%s: service %s: %s failed: %s", name, svc->name, pol_chan_action_name(d.action),
-		    th_strerror(rc));
+		LOG(LOG_WARN, "%s: service %s: %s failed: %s", name, svc->name,
+		    pol_chan_action_name(d.action), th_strerror(rc));
 		free(a->say);
 		a->say = NULL;
 		a->status = rc == TH_EFULL ? 503 : 500;
@@ -430,11 +430,13 @@ static int send_round(chan_flow *f)
 			continue;
 		}
 		if (rc) {
-			LOG(LOG_DEBUG, "%s: a guest's messages wait for a retry: %s", f->drv->name, th_strerror(rc));
+			LOG(LOG_DEBUG, "%s: a guest's messages wait for a retry: %s", f->drv->name,
+			    th_strerror(rc));
 			failed = 1;
 			continue; /* this one is retried; the others go on */
 		}
-		if (conv_chan_sent(f->env, guest, (uint64_t)json_integer_value(json_object_get(item, "upto"))))
+		if (conv_chan_sent(f->env, guest,
+		                   (uint64_t)json_integer_value(json_object_get(item, "upto"))))
 			failed = 1;
 	}
 	size_t n = json_array_size(due);
@@ -498,8 +500,8 @@ const unsigned char *chf_key(const chan_flow *f)
 
 /* ---- start and stop ---------------------------------------------------------------------- */
 
-int chf_start(const struct txn_env *env, const struct chf_driver *drv, chf_on_queue_fn on_queue,
-              void *ctx, chan_flow **out)
+int chf_start(const struct txn_env *env, const struct chf_driver *drv, chf_on_queue_fn on_queue, void *ctx,
+              chan_flow **out)
 {
 	chan_flow *f = xcalloc(1, sizeof(*f));
 	f->env = env;

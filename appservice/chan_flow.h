@@ -54,8 +54,8 @@ struct chf_driver {
  * @param drv  borrowed; must outlive the flow
  * @return TH_OK, TH_EIO (key file unusable, no thread: logged).
  */
-int chf_start(const struct txn_env *env, const struct chf_driver *drv, chf_on_queue_fn on_queue,
-              void *ctx, chan_flow **out);
+int chf_start(const struct txn_env *env, const struct chf_driver *drv, chf_on_queue_fn on_queue, void *ctx,
+              chan_flow **out);
 
 /** Stop the sender and free.  NULL is a no-op. */
 void chf_stop(chan_flow *f);
@@ -115,8 +115,7 @@ typedef struct chf_listener chf_listener;
  * @param too_large  1: the body was over the cap (and dropped)
  */
 typedef enum MHD_Result (*chf_request_fn)(void *ctx, struct MHD_Connection *conn, const char *url,
-                                          const char *method, const char *body, size_t len,
-                                          int too_large);
+                                          const char *method, const char *body, size_t len, int too_large);
 
 /** Is @p url one of the driver's paths (checked before any body is read)? */
 typedef int (*chf_route_fn)(void *ctx, const char *url);

@@ -153,7 +153,8 @@ static const struct option options[] = {
         {"whatsapp", "template_language", OPT_STRING, OFF(wa_template_language), 0, "en", 0, 0},
         {"whatsapp", "window", OPT_DURATION, OFF(wa_window_s), 0, "24h", 1, 86400},
         {"whatsapp", "per_number_per_minute", OPT_UINT, OFF(wa_per_number_per_minute), 0, "10", 1, 10000},
-        {"whatsapp", "per_service_per_minute", OPT_UINT, OFF(wa_per_service_per_minute), 0, "600", 1, 1000000},
+        {"whatsapp", "per_service_per_minute", OPT_UINT, OFF(wa_per_service_per_minute), 0, "600", 1,
+         1000000},
         {"whatsapp", "max_body_bytes", OPT_SIZE, OFF(wa_max_body_bytes), 0, "65536", 1024, 1048576},
         {"whatsapp", "max_media_bytes", OPT_SIZE, OFF(wa_max_media_bytes), 0, "5242880", 65536, 16777216},
         {"whatsapp", "key_file", OPT_STRING, OFF(wa_key_file), 0, NULL, 0, 0},
@@ -916,8 +917,10 @@ static int check_whatsapp(struct loader *ld, struct config *cfg)
 		for (size_t j = 0; j < i; j++) {
 			const char *m = cfg->services[j].wa_phone_number_id;
 			if (m && strcmp(m, n) == 0)
-				return fail(ld, 0, "services.%s.whatsapp_phone_number_id: %s is already services.%s's",
-				            cfg->services[i].name, n, cfg->services[j].name);
+				return fail(
+				        ld, 0,
+				        "services.%s.whatsapp_phone_number_id: %s is already services.%s's",
+				        cfg->services[i].name, n, cfg->services[j].name);
 		}
 	}
 	if (!cfg->wa_enabled)
@@ -934,7 +937,8 @@ static int check_whatsapp(struct loader *ld, struct config *cfg)
 	const char *tl = cfg->wa_template_language;
 	if (!tl[0] || strlen(tl) > 15 ||
 	    strspn(tl, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_") != strlen(tl))
-		return fail(ld, 0, "whatsapp.template_language: \"%s\" is not a language code, like en or en_US",
+		return fail(ld, 0,
+		            "whatsapp.template_language: \"%s\" is not a language code, like en or en_US",
 		            tl);
 	const char *const keys[3] = {"app_secret_file", "verify_token_file", "access_token_file"};
 	const char *const files[3] = {cfg->wa_app_secret_file, cfg->wa_verify_token_file,

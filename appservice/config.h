@@ -196,7 +196,7 @@ struct config {
 	unsigned wa_per_service_per_minute;
 	size_t wa_max_body_bytes;  /* webhook body cap, checked before reading */
 	size_t wa_max_media_bytes; /* an incoming file's cap, checked before downloading */
-	char *wa_key_file;         /* the lookup hash's key (0600); default <store_path>/whatsapp-lookup.key */
+	char *wa_key_file; /* the lookup hash's key (0600); default <store_path>/whatsapp-lookup.key */
 	/* services */
 	struct config_service *services;
 	size_t nservices;

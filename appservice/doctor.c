@@ -949,7 +949,8 @@ static void check_whatsapp(struct doctor *d)
 		if (rc)
 			add(d, "whatsapp", DR_ATTENTION,
 			    "Check the machine's route to the Graph API and whatsapp.graph_url.",
-			    "The Graph API does not answer at %s (%s): WhatsApp messages would wait in the queue.",
+			    "The Graph API does not answer at %s (%s): WhatsApp messages would wait in the "
+			    "queue.",
 			    cfg->wa_graph_url, h.err);
 		else if (h.status == 401 || h.status == 403)
 			add(d, "whatsapp", DR_ATTENTION,
@@ -981,7 +982,7 @@ static void check_whatsapp(struct doctor *d)
 static void (*const checks[])(struct doctor *) = {
         check_registration,   check_files,   check_store,         check_homeserver, check_invite_blocking,
         check_token,          check_ping,    check_bot_admin,     check_bot_rooms,  check_hardening_outside,
-        check_synapse_config, check_gateway, check_erasure_admin, check_sms,     check_whatsapp,
+        check_synapse_config, check_gateway, check_erasure_admin, check_sms,        check_whatsapp,
 };
 
 static void print_text(const struct doctor *d)

@@ -68,8 +68,12 @@ static void answer_text(sms_channel *s, const struct sms_in *in, struct chf_answ
 	sms_address_hash(chf_key(s->flow), svc->name, in->from, key);
 	char *dedupe = in->id[0] ? xasprintf("sms:%s:%s", s->twilio ? "twilio" : "kannel", in->id) : NULL;
 	char *local = in->id[0] ? xasprintf("sms-%s", in->id) : NULL;
-	struct chf_in ci = {.svc = svc, .key = key, .address = in->from, .dedupe = dedupe,
-	                    .local_id = local, .text = in->text};
+	struct chf_in ci = {.svc = svc,
+	                    .key = key,
+	                    .address = in->from,
+	                    .dedupe = dedupe,
+	                    .local_id = local,
+	                    .text = in->text};
 	chf_answer_in(s->flow, &ci, a);
 	if (a->status == 200 && !a->repeat)
 		metrics_add(METRICS_SMS_IN, 1);
@@ -147,7 +151,8 @@ static enum MHD_Result finish(void *ctx, struct MHD_Connection *conn, const char
 	json_decref(fields);
 	if (rc) {
 		explicit_bzero(&in, sizeof(in));
-		return chf_reply(conn, rc == TH_ETOOLARGE ? 413 : 400, "text/plain", xstrdup("bad request\n"));
+		return chf_reply(conn, rc == TH_ETOOLARGE ? 413 : 400, "text/plain",
+		                 xstrdup("bad request\n"));
 	}
 	struct chf_answer a;
 	answer_text(s, &in, &a);

@@ -28,12 +28,12 @@
 #include "util.h"
 #include "whatsapp.h"
 
-#define WEBHOOK_PATH   "/whatsapp"
-#define SECRET_MAX     1024
-#define REPLY_MAX      65536 /* bytes of a Graph API answer read */
+#define WEBHOOK_PATH "/whatsapp"
+#define SECRET_MAX   1024
+#define REPLY_MAX    65536 /* bytes of a Graph API answer read */
 /* CONV_CHAN_TIMES + guest holds two times (ms): */
-#define LAST_IN 0 /* when the person last wrote (Meta's timestamp of the message) */
-#define INVITED 1 /* when the template last invited them back */
+#define LAST_IN        0 /* when the person last wrote (Meta's timestamp of the message) */
+#define INVITED        1 /* when the template last invited them back */
 #define STATUS_PREFIX  "whatsapp:status:"
 #define MESSAGE_PREFIX "whatsapp:"
 
@@ -267,7 +267,8 @@ static int picture_fetch(wa_channel *w, const char *media_id, const struct media
 		return TH_EHTTP;
 	}
 	if (size <= 0 || (uint64_t)size > cap) {
-		LOG(LOG_INFO, "whatsapp: a picture of %lld bytes is over whatsapp.max_media_bytes; not fetched",
+		LOG(LOG_INFO,
+		    "whatsapp: a picture of %lld bytes is over whatsapp.max_media_bytes; not fetched",
 		    (long long)size);
 		json_decref(info);
 		return TH_ETOOLARGE;
@@ -306,8 +307,8 @@ static void answer_message(wa_channel *w, const json_t *m)
 	const char *media_id = jsonx_str(m, "media_id");
 	char *dedupe = xasprintf(MESSAGE_PREFIX "%s", id);
 	char *local = xasprintf("wa-%s", id);
-	struct chf_in in = {.svc = svc, .key = key, .address = from, .dedupe = dedupe, .local_id = local,
-	                    .text = text};
+	struct chf_in in = {
+	        .svc = svc, .key = key, .address = from, .dedupe = dedupe, .local_id = local, .text = text};
 	unsigned char *data = NULL;
 	/* A picture is fetched only for a conversation that is open: before
 	 * agreeing nothing reaches staff, so nothing is downloaded. */
@@ -321,7 +322,8 @@ static void answer_message(wa_channel *w, const json_t *m)
 			in.text = "[a picture was sent that could not be passed on]";
 	} else if (strcmp(type, "text") != 0 && strcmp(type, "image") != 0) {
 		LOG(LOG_INFO, "whatsapp: a message of type %s is not carried", type);
-		in.text = "[a message was sent that cannot be shown here: only words and pictures come through]";
+		in.text = "[a message was sent that cannot be shown here: only words and pictures come "
+		          "through]";
 	}
 	struct chf_answer a;
 	chf_answer_in(w->flow, &in, &a);
@@ -364,7 +366,8 @@ static void take_status(wa_channel *w, const json_t *s)
 		free(k);
 	}
 	if (best > rank)
-		LOG(LOG_INFO, "whatsapp: a message's status %s came after a later one; kept the later", status);
+		LOG(LOG_INFO, "whatsapp: a message's status %s came after a later one; kept the later",
+		    status);
 	else if (best == rank)
 		LOG(LOG_DEBUG, "whatsapp: a message's status %s came again", status);
 	else
@@ -379,15 +382,16 @@ static int route(void *ctx, const char *url)
 	return strcmp(url, WEBHOOK_PATH) == 0;
 }
 
-static enum MHD_Result on_request(void *ctx, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *body, size_t len, int too_large)
+static enum MHD_Result on_request(void *ctx, struct MHD_Connection *conn, const char *url, const char *method,
+                                  const char *body, size_t len, int too_large)
 {
 	(void)url;
 	wa_channel *w = ctx;
 	if (strcmp(method, "GET") == 0) { /* the verification handshake */
 		char out[WA_MAX_CHALLENGE + 1];
 		const char *mode = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "hub.mode");
-		const char *token = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "hub.verify_token");
+		const char *token =
+		        MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "hub.verify_token");
 		const char *ch = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "hub.challenge");
 		if (!wa_verify(mode, token, ch, w->verify_token, out)) {
 			LOG(LOG_WARN, "whatsapp: a verification request without the verify token; refused");
@@ -407,7 +411,8 @@ static enum MHD_Result on_request(void *ctx, struct MHD_Connection *conn, const 
 	json_t *items = NULL;
 	int rc = wa_notification_parse(body ? body : "", len, &items);
 	if (rc)
-		return chf_reply(conn, rc == TH_ETOOLARGE ? 413 : 400, "text/plain", xstrdup("bad request\n"));
+		return chf_reply(conn, rc == TH_ETOOLARGE ? 413 : 400, "text/plain",
+		                 xstrdup("bad request\n"));
 	size_t i;
 	json_t *it;
 	json_array_foreach(items, i, it)
@@ -514,13 +519,14 @@ static int send_due(void *ctx, const json_t *item)
 		if (guest_time(w->env->st, guest, INVITED) > last)
 			return CHF_HELD;
 		/* a template shows on the lock screen: the configured, content-free one */
-		int rc = post_message(w, pnid,
-		                      wa_template_body(to, w->cfg->wa_template_name, w->cfg->wa_template_language),
-		                      "the invitation template");
+		int rc = post_message(
+		        w, pnid, wa_template_body(to, w->cfg->wa_template_name, w->cfg->wa_template_language),
+		        "the invitation template");
 		if (!rc)
 			rc = guest_time_put(w->env->st, guest, INVITED, now);
 		if (!rc)
-			LOG(LOG_INFO, "whatsapp: the window is shut; staff's words wait, the person was invited back");
+			LOG(LOG_INFO,
+			    "whatsapp: the window is shut; staff's words wait, the person was invited back");
 		return rc ? rc : CHF_HELD;
 	}
 	size_t j;

@@ -2390,6 +2390,17 @@ static char *chan_text_of(const json_t *e)
 	return NULL; /* "closed", "removed": the channel's own words say it */
 }
 
+/* The file a feed entry stands for, {"mxc", "kind", "mimetype"}, or JSON
+ * null (new reference).  The mxc is kept apart from what feed_read gives. */
+static json_t *chan_file_of(store_txn *t, const char *guest, const json_t *e)
+{
+	struct media_attachment att;
+	uint64_t id = (uint64_t)json_integer_value(json_object_get(e, "id"));
+	if (!json_object_get(e, "attachment") || feed_attachment(t, guest, id, &att) != TH_OK)
+		return json_null();
+	return json_pack("{s:s, s:s, s:s}", "mxc", att.mxc, "kind", att.kind, "mimetype", att.mimetype);
+}
+
 struct chan_walk {
 	size_t max;
 	json_t *guests; /* [[guest, after]...] */
@@ -2456,18 +2467,8 @@ int conv_chan_due(const struct txn_env *env, const char *channel, size_t max, js
 		{
 			char *text = d.action == POL_CHAN_SEND ? chan_text_of(e) : NULL;
 			if (text) {
-				/* the mxc is kept apart from what feed_read gives */
-				struct media_attachment att;
 				json_array_append_new(texts, json_string(text));
-				json_array_append_new(
-				        files, json_object_get(e, "attachment") &&
-				                               feed_attachment(t, guest,
-				                                               (uint64_t)json_integer_value(
-				                                                       json_object_get(e, "id")),
-				                                               &att) == TH_OK
-				                       ? json_pack("{s:s, s:s, s:s}", "mxc", att.mxc, "kind", att.kind,
-				                                   "mimetype", att.mimetype)
-				                       : json_null());
+				json_array_append_new(files, chan_file_of(t, guest, e));
 			}
 			free(text);
 		}

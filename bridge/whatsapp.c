@@ -162,9 +162,10 @@ int wa_notification_parse(const char *body, size_t len, json_t **out)
 					goto done;
 				}
 				if (id_ok(id, WA_MAX_ID) && wa_status_rank(st) && ts)
-					json_array_append_new(items, json_pack("{s:s, s:s, s:s, s:s, s:I}", "kind",
-					                                       "status", "pnid", pnid, "id", id,
-					                                       "status", st, "ts", (json_int_t)ts));
+					json_array_append_new(items,
+					                      json_pack("{s:s, s:s, s:s, s:s, s:I}", "kind",
+					                                "status", "pnid", pnid, "id", id,
+					                                "status", st, "ts", (json_int_t)ts));
 			}
 		}
 	}

@@ -63,7 +63,8 @@ void wa_signature(const char *app_secret, const void *body, size_t len, char out
  */
 int wa_notification_parse(const char *body, size_t len, json_t **out);
 
-/** A status's rank, so statuses arriving out of order are kept monotone: sent 1 < delivered 2 < read 3; failed 4; else 0. */
+/** A status's rank, so statuses arriving out of order are kept monotone: sent 1 < delivered 2 < read 3;
+ * failed 4; else 0. */
 int wa_status_rank(const char *status);
 
 /** The body of a text message to @p to (new string). */
