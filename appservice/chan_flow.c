@@ -151,6 +151,12 @@ static void forward(chan_flow *f, const char *guest, const struct chf_in *in)
 		if (res != CONV_NOT_READY || th_mono_ms() >= until) {
 			if (res != CONV_SENT)
 				LOG(LOG_WARN, "%s: a message was not passed on (result %d)", name, (int)res);
+			if (res == CONV_SENT && in->data && *in->text) { /* a picture's caption follows it */
+				struct chf_in words = *in;
+				words.data = NULL;
+				words.local_id = NULL;
+				forward(f, guest, &words);
+			}
 			return;
 		}
 		struct timespec ts = {0, 250 * 1000 * 1000};

@@ -76,7 +76,7 @@ struct chf_in {
 	const char *address;      /* the person's address: sealed on agreeing, never logged */
 	const char *dedupe;       /* "sms:kannel:<id>": handled once; NULL or "" for no id */
 	const char *local_id;     /* the words' local id in the room, or NULL (random) */
-	const char *text;         /* the words ("" for a file alone) */
+	const char *text; /* the words ("" for a file alone; with a file, its caption, sent after it) */
 	/* a file with it (already cleaned: media_clean), or NULL */
 	const struct media_kind *kind;
 	const unsigned char *data;

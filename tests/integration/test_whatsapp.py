@@ -223,7 +223,7 @@ def test_whatsapp_end_to_end(env, threshold, wa):
     meta.media["1209837423"] = (jpeg, "image/jpeg")
     person.n += 1
     r = post(hook, message(PNID, PHONE, "wamid.777.pic", image={"id": "1209837423", "mime_type": "image/jpeg",
-                                                               "sha256": "x"}))
+                                                               "sha256": "x", "caption": "where I am"}))
     assert r.status_code == 200
 
     async def picture():
@@ -241,6 +241,14 @@ def test_whatsapp_end_to_end(env, threshold, wa):
         assert marker not in r.content, marker
     assert not [m for m in jpeg_markers(r.content) if 0xE1 <= m <= 0xEF or m == 0xFE]
     assert meta.fetched == ["1209837423"]
+
+    async def caption():
+        async with Client.for_user(env, "staff") as s:
+            async def seen():
+                return [e for e in await s.history(room) if e.get("sender") == guest
+                        and e.get("content", {}).get("body") == "where I am"] or None
+            await poll(seen, timeout=30, what="the picture's caption in the room")
+    run(caption())
 
     # a picture staff send reaches the fake as an upload, then a media message
     async def staff_picture():
