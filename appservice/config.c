@@ -145,6 +145,23 @@ static const struct option options[] = {
         {"sms", "per_service_per_minute", OPT_UINT, OFF(sms_per_service_per_minute), 0, "600", 1, 1000000},
         {"sms", "max_body_bytes", OPT_SIZE, OFF(sms_max_body_bytes), 0, "16384", 1024, 1048576},
         {"sms", "key_file", OPT_STRING, OFF(sms_key_file), 0, NULL, 0, 0},
+        {"whatsapp", "enabled", OPT_BOOL, OFF(wa_enabled), 0, "false", 0, 0},
+        {"whatsapp", "listen_address", OPT_STRING, OFF(wa_listen_address), 0, "127.0.0.1", 0, 0},
+        {"whatsapp", "listen_port", OPT_UINT, OFF(wa_listen_port), 0, "29337", 0, 65535},
+        {"whatsapp", "app_secret_file", OPT_STRING, OFF(wa_app_secret_file), 0, NULL, 0, 0},
+        {"whatsapp", "verify_token_file", OPT_STRING, OFF(wa_verify_token_file), 0, NULL, 0, 0},
+        {"whatsapp", "access_token_file", OPT_STRING, OFF(wa_access_token_file), 0, NULL, 0, 0},
+        {"whatsapp", "graph_url", OPT_URL, OFF(wa_graph_url), 0, "https://graph.facebook.com", 0, 0},
+        {"whatsapp", "api_version", OPT_STRING, OFF(wa_api_version), 0, "v21.0", 0, 0},
+        {"whatsapp", "template_name", OPT_STRING, OFF(wa_template_name), 0, NULL, 0, 0},
+        {"whatsapp", "template_language", OPT_STRING, OFF(wa_template_language), 0, "en", 0, 0},
+        {"whatsapp", "window", OPT_DURATION, OFF(wa_window_s), 0, "24h", 1, 86400},
+        {"whatsapp", "per_number_per_minute", OPT_UINT, OFF(wa_per_number_per_minute), 0, "10", 1, 10000},
+        {"whatsapp", "per_service_per_minute", OPT_UINT, OFF(wa_per_service_per_minute), 0, "600", 1,
+         1000000},
+        {"whatsapp", "max_body_bytes", OPT_SIZE, OFF(wa_max_body_bytes), 0, "65536", 1024, 1048576},
+        {"whatsapp", "max_media_bytes", OPT_SIZE, OFF(wa_max_media_bytes), 0, "5242880", 65536, 16777216},
+        {"whatsapp", "key_file", OPT_STRING, OFF(wa_key_file), 0, NULL, 0, 0},
 };
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
 
@@ -164,6 +181,7 @@ static const struct option service_options[] = {
         {"service", "conversation_expiry_days", OPT_UINT, SOFF(conversation_expiry_days), 0, "30", 1, 3650},
         {"service", "inviters", OPT_USERS, SOFF(inviters), 0, NULL, 0, 0},
         {"service", "sms_number", OPT_STRING, SOFF(sms_number), 0, NULL, 0, 0},
+        {"service", "whatsapp_phone_number_id", OPT_STRING, SOFF(wa_phone_number_id), 0, NULL, 0, 0},
         {"service", "retention", OPT_DURATION, SOFF(retention_s), 0, NULL, 10, 3153600000},
         {"service", "duty_leads", OPT_USERS, SOFF(duty_leads), 0, NULL, 0, 0},
         {"service", "escalate_after_seconds", OPT_UINT, SOFF(escalate_after_s), 0, "0", 0, 604800},
@@ -1068,6 +1086,63 @@ static int check_sms(struct loader *ld, struct config *cfg)
 	return TH_OK;
 }
 
+/* The whatsapp: section's keys that only make sense together (docs/channels.md). */
+static int check_whatsapp(struct loader *ld, struct config *cfg)
+{
+	size_t ids = 0;
+	for (size_t i = 0; i < cfg->nservices; i++) {
+		const char *n = cfg->services[i].wa_phone_number_id;
+		if (!n)
+			continue;
+		ids++;
+		if (!*n || strlen(n) > 32 || strspn(n, "0123456789") != strlen(n))
+			return fail(ld, 0,
+			            "services.%s.whatsapp_phone_number_id: \"%s\" is not a phone number id "
+			            "(1 to 32 digits, as WhatsApp Manager shows it)",
+			            cfg->services[i].name, n);
+		for (size_t j = 0; j < i; j++) {
+			const char *m = cfg->services[j].wa_phone_number_id;
+			if (m && strcmp(m, n) == 0)
+				return fail(
+				        ld, 0,
+				        "services.%s.whatsapp_phone_number_id: %s is already services.%s's",
+				        cfg->services[i].name, n, cfg->services[j].name);
+		}
+	}
+	if (!cfg->wa_enabled)
+		return TH_OK;
+	const char *v = cfg->wa_api_version;
+	if (v[0] != 'v' || strlen(v) > 8 || strspn(v + 1, "0123456789.") != strlen(v) - 1 || !v[1])
+		return fail(ld, 0, "whatsapp.api_version: \"%s\" is not a Graph API version, like v21.0", v);
+	if (!cfg->wa_template_name || !cfg->wa_template_name[0] ||
+	    strspn(cfg->wa_template_name, "abcdefghijklmnopqrstuvwxyz0123456789_") !=
+	            strlen(cfg->wa_template_name))
+		return fail(ld, 0,
+		            "whatsapp.template_name: the approved template that invites a person back "
+		            "(a-z, 0-9 and _) is needed when whatsapp.enabled is true");
+	const char *tl = cfg->wa_template_language;
+	if (!tl[0] || strlen(tl) > 15 ||
+	    strspn(tl, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_") != strlen(tl))
+		return fail(ld, 0,
+		            "whatsapp.template_language: \"%s\" is not a language code, like en or en_US",
+		            tl);
+	const char *const keys[3] = {"app_secret_file", "verify_token_file", "access_token_file"};
+	const char *const files[3] = {cfg->wa_app_secret_file, cfg->wa_verify_token_file,
+	                              cfg->wa_access_token_file};
+	for (size_t i = 0; i < 3; i++) {
+		char why[160];
+		if (!files[i])
+			return fail(ld, 0, "whatsapp.%s is needed when whatsapp.enabled is true", keys[i]);
+		if (th_private_file_check(files[i], why, sizeof(why)) != TH_OK)
+			return fail(ld, 0, "whatsapp.%s: %s %s", keys[i], files[i], why);
+	}
+	if (!ids)
+		return fail(ld, 0,
+		            "whatsapp.enabled: no service has a whatsapp_phone_number_id "
+		            "(services.<name>.whatsapp_phone_number_id)");
+	return TH_OK;
+}
+
 int config_load(const char *path, struct config *out, char *err, size_t errlen)
 {
 	struct loader ld = {path, err, errlen};
@@ -1148,6 +1223,10 @@ int config_load(const char *path, struct config *out, char *err, size_t errlen)
 		goto fail;
 	if (!cfg.sms_key_file)
 		cfg.sms_key_file = xasprintf("%s/sms-lookup.key", cfg.store_path);
+	if ((rc = check_whatsapp(&ld, &cfg)))
+		goto fail;
+	if (!cfg.wa_key_file)
+		cfg.wa_key_file = xasprintf("%s/whatsapp-lookup.key", cfg.store_path);
 	if (cfg.hs_admin_token_file) { /* checked now, read only by the jobs of hs_admin.h */
 		char why[160];
 		/* A file not there (yet) is said at start and by doctor; one that

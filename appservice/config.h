@@ -67,6 +67,7 @@ struct config_service {
 	unsigned conversation_expiry_days; /* a conversation's session and feed end after this */
 	struct config_ids inviters;        /* who may invite; empty: every staff member */
 	char *sms_number;                  /* the number people text to reach it (sms:), or NULL */
+	char *wa_phone_number_id;          /* its WhatsApp Cloud API phone number id (whatsapp:), or NULL */
 	/* conversations are removed this long after they started (seconds); 0: conversation_expiry_days */
 	unsigned retention_s;
 	/* Safeguarding (docs/safeguarding-guide.md): */
@@ -198,6 +199,23 @@ struct config {
 	unsigned sms_per_service_per_minute;
 	size_t sms_max_body_bytes; /* request body cap, checked before reading */
 	char *sms_key_file;        /* the lookup hash's key (0600); default <store_path>/sms-lookup.key */
+	/* whatsapp: the WhatsApp Cloud API channel (docs/channels.md) */
+	int wa_enabled;
+	char *wa_listen_address;
+	unsigned wa_listen_port;
+	char *wa_app_secret_file;   /* signs the webhooks (X-Hub-Signature-256); 0600 */
+	char *wa_verify_token_file; /* the webhook's verification handshake; 0600 */
+	char *wa_access_token_file; /* the Graph API's bearer token; 0600 */
+	char *wa_graph_url;         /* https://graph.facebook.com */
+	char *wa_api_version;       /* "v21.0" */
+	char *wa_template_name;     /* the content-free template that invites the person back */
+	char *wa_template_language; /* its language code, as approved ("en") */
+	unsigned wa_window_s;       /* the customer-service window (24h; shorter only to test) */
+	unsigned wa_per_number_per_minute;
+	unsigned wa_per_service_per_minute;
+	size_t wa_max_body_bytes;  /* webhook body cap, checked before reading */
+	size_t wa_max_media_bytes; /* an incoming file's cap, checked before downloading */
+	char *wa_key_file; /* the lookup hash's key (0600); default <store_path>/whatsapp-lookup.key */
 	/* services */
 	struct config_service *services;
 	size_t nservices;

@@ -32,6 +32,7 @@
 #include "retention.h"
 #include "rooms.h"
 #include "sms_channel.h"
+#include "wa_channel.h"
 #include "store.h"
 #include "util.h"
 
@@ -482,6 +483,7 @@ int daemon_serve(const struct config *cfg)
 	outbox *ob = NULL;
 	gateway *gw = NULL;
 	sms_channel *sms = NULL;
+	wa_channel *wa = NULL;
 	as_server *srv = NULL;
 	metrics *mx = NULL;
 	cs_client *cs = NULL;
@@ -555,6 +557,11 @@ int daemon_serve(const struct config *cfg)
 		if (smsch_start(&env, wake_all, &wakers, &sms) != TH_OK)
 			goto out;
 		chan_add(&wakers.chans, smsch_channel(sms));
+	}
+	if (cfg->wa_enabled) {
+		if (wach_start(&env, wake_all, &wakers, &wa) != TH_OK)
+			goto out;
+		chan_add(&wakers.chans, wach_channel(wa));
 	}
 	if (as_server_start(&env, wake_all, &wakers, &srv) != TH_OK)
 		goto out;
@@ -630,6 +637,7 @@ out:
 	/* Order matters: no new transactions, then no more actions, then the store. */
 	metrics_stop(mx);
 	as_server_stop(srv);
+	wach_stop(wa);
 	smsch_stop(sms);
 	gw_stop(gw);
 	if (ob)

@@ -36,6 +36,7 @@
 #include "store.h"
 #include "stun.h"
 #include "util.h"
+#include "wa_channel.h"
 
 #define DR_MAX_BODY      (256 * 1024)
 #define DR_MAX_HEADERS   (32 * 1024)
@@ -1130,6 +1131,54 @@ static void check_turn(struct doctor *d)
 			    uri, over, TURN_WAIT_MS / 1000);
 		}
 	}
+/* The Graph API knows each service's WhatsApp phone number id with the
+ * access token (whatsapp.enabled): GET /{version}/{phone_number_id}. */
+static void check_whatsapp(struct doctor *d)
+{
+	const struct config *cfg = d->cfg;
+	char *token = NULL;
+	if (!cfg->wa_enabled)
+		return;
+	if (wach_secret_read("access_token_file", cfg->wa_access_token_file, &token) != TH_OK) {
+		add(d, "whatsapp", DR_ATTENTION, "Put the Graph API access token in it, mode 0600.",
+		    "whatsapp.access_token_file %s cannot be read: WhatsApp messages cannot be sent.",
+		    cfg->wa_access_token_file);
+		return;
+	}
+	for (size_t i = 0; i < cfg->nservices; i++) {
+		const char *pnid = cfg->services[i].wa_phone_number_id;
+		if (!pnid)
+			continue;
+		char *url = xasprintf("%s/%s/%s", cfg->wa_graph_url, cfg->wa_api_version, pnid);
+		struct dr_http h;
+		int rc = http_do(cfg, "GET", url, token, NULL, &h);
+		if (rc)
+			add(d, "whatsapp", DR_ATTENTION,
+			    "Check the machine's route to the Graph API and whatsapp.graph_url.",
+			    "The Graph API does not answer at %s (%s): WhatsApp messages would wait in the "
+			    "queue.",
+			    cfg->wa_graph_url, h.err);
+		else if (h.status == 401 || h.status == 403)
+			add(d, "whatsapp", DR_ATTENTION,
+			    "Make a new system user token with whatsapp_business_messaging and put it in "
+			    "whatsapp.access_token_file.",
+			    "The Graph API refused the access token (HTTP %ld) for services.%s.", h.status,
+			    cfg->services[i].name);
+		else if (h.status != 200)
+			add(d, "whatsapp", DR_ATTENTION,
+			    "Check services.<name>.whatsapp_phone_number_id against WhatsApp Manager.",
+			    "The Graph API does not know phone number id %s of services.%s (HTTP %ld).", pnid,
+			    cfg->services[i].name, h.status);
+		else
+			add(d, "whatsapp", DR_OK, NULL,
+			    "The Graph API knows services.%s's phone number id with the access token.",
+			    cfg->services[i].name);
+		if (!rc)
+			http_clear(&h);
+		free(url);
+	}
+	explicit_bzero(token, strlen(token));
+	free(token);
 }
 
 /*
@@ -1140,6 +1189,7 @@ static void (*const checks[])(struct doctor *) = {
         check_registration,   check_files,   check_store,         check_homeserver, check_invite_blocking,
         check_token,          check_ping,    check_bot_admin,     check_bot_rooms,  check_hardening_outside,
         check_synapse_config, check_gateway, check_erasure_admin, check_sms,        check_turn,
+        check_whatsapp,
 };
 
 static void print_text(const struct doctor *d)

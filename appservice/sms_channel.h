@@ -13,13 +13,13 @@
 #ifndef THRESHOLD_SMS_CHANNEL_H
 #define THRESHOLD_SMS_CHANNEL_H
 
-#include "channel.h"
+#include "chan_flow.h"
 #include "env.h"
 
 typedef struct sms_channel sms_channel;
 
 /** Called after the channel committed actions for the outbox, or grew a feed (any thread). */
-typedef void (*smsch_on_queue_fn)(void *ctx);
+typedef chf_on_queue_fn smsch_on_queue_fn;
 
 /**
  * Read (or create, 0600) the lookup key file, bind the listener, start the

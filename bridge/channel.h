@@ -1,13 +1,13 @@
 /*
  * channel.h - a channel: the way a guest's words come in and staff's words
- * go out (the web page, SMS, later WhatsApp).  A conversation does not
+ * go out (the web page, SMS, WhatsApp).  A conversation does not
  * depend on its channel: the same room, pseudonym, notice, audit and
  * erasure, whichever way the words arrive.  Staff's words reach a guest by
  * being appended to the guest's feed (feed.h) in the commit that learned of
  * them; each channel then carries what is new in the feed to its outside
- * address: the web page reads it with a long poll, the SMS channel sends
+ * address: the web page reads it with a long poll, the SMS and WhatsApp channels send
  * it as texts.  Everything a channel does passes policy first
- * (policy/policy.h for the web page, policy/chanrules.h for SMS).
+ * (policy/policy.h for the web page, policy/chanrules.h for SMS and WhatsApp).
  *
  * An interface like matrix.h: a table of function pointers plus a context,
  * each method's contract above it.

@@ -2703,6 +2703,10 @@ static int chan_forget_in(store_txn *t, const char *guest, const json_t *c)
 	if (!rc)
 		rc = store_del(t, STORE_META, ok, olen);
 	free(ok);
+	char *wk = xasprintf(CONV_CHAN_TIMES "%s", guest);
+	if (!rc || rc == TH_ENOTFOUND)
+		rc = store_del(t, STORE_META, wk, strlen(wk));
+	free(wk);
 	return rc == TH_ENOTFOUND ? TH_OK : rc;
 }
 
@@ -2825,6 +2829,17 @@ static char *chan_text_in(const json_t *e)
 	return NULL; /* "closed", "removed": the channel's own words say it */
 }
 
+/* The file a feed entry stands for, {"mxc", "kind", "mimetype"}, or JSON
+ * null (new reference).  The mxc is kept apart from what feed_read gives. */
+static json_t *chan_file_of(store_txn *t, const char *guest, const json_t *e)
+{
+	struct media_attachment att;
+	uint64_t id = (uint64_t)json_integer_value(json_object_get(e, "id"));
+	if (!json_object_get(e, "attachment") || feed_attachment(t, guest, id, &att) != TH_OK)
+		return json_null();
+	return json_pack("{s:s, s:s, s:s}", "mxc", att.mxc, "kind", att.kind, "mimetype", att.mimetype);
+}
+
 struct chan_walk {
 	size_t max;
 	json_t *guests; /* [[guest, after]...] */
@@ -2884,14 +2899,16 @@ int conv_chan_due(const struct txn_env *env, const char *channel, size_t max, js
 		                                                                             : POL_CHAN_OPEN};
 		struct pol_chan_decision d;
 		pol_chan_decide(&f, &d);
-		json_t *texts = json_array();
+		json_t *texts = json_array(), *files = json_array();
 		size_t j;
 		json_t *e;
 		json_array_foreach(entries, j, e)
 		{
 			char *text = d.action == POL_CHAN_SEND ? chan_text_of(e, jsonx_str(c, "room")) : NULL;
-			if (text)
+			if (text) {
 				json_array_append_new(texts, json_string(text));
+				json_array_append_new(files, chan_file_of(t, guest, e));
+			}
 			free(text);
 		}
 		json_decref(entries);
@@ -2906,10 +2923,12 @@ int conv_chan_due(const struct txn_env *env, const char *channel, size_t max, js
 				json_array_clear(texts);
 			}
 		}
-		json_array_append_new(due,
-		                      json_pack("{s:s, s:I, s:o, s:s?, s:s?, s:s?}", "guest", guest, "upto",
-		                                (json_int_t)next, "texts", texts, "address", address, "lang",
-		                                jsonx_str(c, "lang"), "service", jsonx_str(c, "service")));
+		if (!json_array_size(texts))
+			json_array_clear(files);
+		json_array_append_new(due, json_pack("{s:s, s:I, s:o, s:o, s:s?, s:s?, s:s?}", "guest", guest,
+		                                     "upto", (json_int_t)next, "texts", texts, "files", files,
+		                                     "address", address, "lang", jsonx_str(c, "lang"),
+		                                     "service", jsonx_str(c, "service")));
 		if (address) {
 			explicit_bzero(address, strlen(address));
 			free(address);

@@ -311,6 +311,11 @@ int conv_of_guest(store_txn *t, const char *guest, char *service, size_t service
 
 #define CONV_CHAN_KEY_LEN 32
 
+/* STORE_META CONV_CHAN_TIMES + guest: a channel driver's own times about
+ * the guest (WhatsApp's window: no content, no address), deleted with the
+ * conversation's channel records on erasure and expiry. */
+#define CONV_CHAN_TIMES "chan/w/"
+
 /** How a guest came by an outside channel; all borrowed. */
 struct conv_channel {
 	const char *name;         /* "sms" */
@@ -355,7 +360,9 @@ int conv_redeem_channel(const struct txn_env *env, const char *svc_name, const c
 /**
  * What is due to go out by channel @p channel: for at most @p max guests
  * with feed entries not yet carried, a new array of {"guest", "upto" (pass
- * to conv_chan_sent once sent), "texts":[...], "address" (opened, only
+ * to conv_chan_sent once sent), "texts":[...], "files":[...] (one per
+ * text: null, or {"mxc", "kind" ("picture"/"file"), "mimetype"?} for a
+ * text that stands for a file staff sent), "address" (opened, only
  * when there are texts; the caller wipes it), "lang"}.  Policy judges each
  * (staff never write first; nothing after the end): "texts" may be empty,
  * and then the entries are passed over.

@@ -212,14 +212,21 @@ int sms_twilio_check(const char *token, const char *url, const json_t *params, c
 void sms_address_hash(const unsigned char key[SMS_KEY_LEN], const char *service, const char *number,
                       unsigned char out[SMS_KEY_LEN])
 {
-	size_t sl = strlen(service), nl = strlen(number);
-	unsigned char *data = xmalloc(4 + sl + 1 + nl);
-	memcpy(data, "sms", 4); /* with its NUL */
-	memcpy(data + 4, service, sl + 1);
-	memcpy(data + 5 + sl, number, nl);
+	chan_address_hash(key, "sms", service, number, out);
+}
+
+void chan_address_hash(const unsigned char key[SMS_KEY_LEN], const char *channel, const char *service,
+                       const char *address, unsigned char out[SMS_KEY_LEN])
+{
+	size_t cl = strlen(channel), sl = strlen(service), nl = strlen(address);
+	unsigned char *data = xmalloc(cl + 1 + sl + 1 + nl);
+	memcpy(data, channel, cl + 1); /* each with its NUL */
+	memcpy(data + cl + 1, service, sl + 1);
+	memcpy(data + cl + sl + 2, address, nl);
 	unsigned len = 0;
-	if (!HMAC(EVP_sha256(), key, SMS_KEY_LEN, data, 5 + sl + nl, out, &len))
+	if (!HMAC(EVP_sha256(), key, SMS_KEY_LEN, data, cl + sl + 2 + nl, out, &len))
 		abort();
+	explicit_bzero(data, cl + sl + 2 + nl);
 	free(data);
 }
 

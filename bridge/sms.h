@@ -75,6 +75,13 @@ int sms_twilio_check(const char *token, const char *url, const json_t *params, c
 void sms_address_hash(const unsigned char key[SMS_KEY_LEN], const char *service, const char *number,
                       unsigned char out[SMS_KEY_LEN]);
 
+/**
+ * The same for any channel: HMAC-SHA256(@p key, @p channel 0 @p service 0
+ * @p address), so one number on two channels is two addresses.
+ */
+void chan_address_hash(const unsigned char key[SMS_KEY_LEN], const char *channel, const char *service,
+                       const char *address, unsigned char out[SMS_KEY_LEN]);
+
 /** What the service says back by text. */
 enum sms_say {
 	SMS_SAY_MENU = 0, /* which language (built from the service's languages) */

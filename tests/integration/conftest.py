@@ -165,6 +165,7 @@ class Env:
         self.gw_url = "http://127.0.0.1:%d" % self.gw_port
         self.staff_rooms = []  # set by tests of staff rooms, then write_config()
         self.sms = None  # the sms: section, set by the SMS channel's tests, then write_config()
+        self.whatsapp = None  # the whatsapp: section, set by the WhatsApp channel's tests
         self.safeguarding_settings = {}  # more safeguarding.* keys (the cases tests' deadlines)
         self.admin_token_file = None  # set by erasure tests (a 0600 file), then write_config()
         self.calls = None  # calls.* keys: set by tests of calls, then write_config()
@@ -218,6 +219,8 @@ class Env:
             cfg["services"] = self.services
         if self.sms:
             cfg["sms"] = self.sms
+        if self.whatsapp:
+            cfg["whatsapp"] = self.whatsapp
         with open(self.config_path, "w") as f:
             yaml.safe_dump(cfg, f, sort_keys=False)
 
