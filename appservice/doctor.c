@@ -1131,6 +1131,8 @@ static void check_turn(struct doctor *d)
 			    uri, over, TURN_WAIT_MS / 1000);
 		}
 	}
+}
+
 /* The Graph API knows each service's WhatsApp phone number id with the
  * access token (whatsapp.enabled): GET /{version}/{phone_number_id}. */
 static void check_whatsapp(struct doctor *d)
