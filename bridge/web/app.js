@@ -17,7 +17,7 @@
   var session = null;    /* {token, pseudonym, resume_code, keep, service} */
   var afterEnd = null;   /* the token of a chat that ended: good only for deleting the guest's data */
   var since = 0, feedGen = 0, feedCtl = null, failures = 0, wake = null;
-  var closed = false, quiet = false, lastEsc = 0;
+  var closed = false, quiet = false, lastEsc = 0, shifts = [];
   var pending = {};      /* local_id -> message element */
   var seen = {};         /* feed ids already shown */
   var shown = {};        /* feed id -> its message, for a later take-down */
@@ -1050,8 +1050,15 @@
   function wire() {
     each('.exit', function (b) { b.onclick = quickExit; });
     document.addEventListener('keydown', function (e) {
-      if (e.key !== 'Escape' && e.key !== 'Esc') return;
       var now = Date.now();
+      if (e.key === 'Shift' && !e.repeat) {
+        // Shift three times, GOV.UK's pattern: a keyboard with no Esc key
+        shifts = shifts.filter(function (t) { return now - t < 1500; });
+        shifts.push(now);
+        if (shifts.length >= 3) quickExit();
+        return;
+      }
+      if (e.key !== 'Escape' && e.key !== 'Esc') return;
       if (now - lastEsc < 1500) { e.preventDefault(); quickExit(); return; }
       lastEsc = now;
     });

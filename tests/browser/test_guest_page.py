@@ -561,6 +561,21 @@ def test_keyboard_only(gw, browser, shots):
     no_problems(b)
 
 
+def test_shift_three_times_exits(gw, browser):
+    """GOV.UK's pattern for a keyboard with no Esc key: Shift pressed three
+    times within a second and a half leaves, on any screen; twice does not."""
+    b = browser()
+    open_link(b, gw.url + "#invite=not-a-real-invitation")
+    choose_language(b, "en")
+    b.press("Shift", times=2, delay=100)
+    b.eval("new Promise(r => setTimeout(r, 1600))")
+    b.press("Shift")  # the earlier two are too old to count
+    b.eval("new Promise(r => setTimeout(r, 300))")
+    assert b.eval("location.href") != gw.exit_url
+    b.press("Shift", times=2, delay=100)
+    b.wait_js("location.href === %s" % js(gw.exit_url))
+
+
 def test_other_screens(gw, browser, shots):
     """A used-up or unknown link, a wrong code, declining the notice, a public entry link."""
     b = browser()
