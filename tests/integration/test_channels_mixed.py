@@ -34,7 +34,8 @@ from conftest import SERVER_NAME
 from gateway import Guest, join_portal, wait_gateway
 from helpers import bearer, bot_reply, q, staff_room_with_bot, staff_says, wait_membership
 from mx import Client, poll, run
-from test_sms import BEARERBOX, FAKESMSC, SERVICE_NUMBER, Kannel, Phone, waiting_by_sms
+from kannel import BEARERBOX, FAKESMSC
+from test_sms import SERVICE_NUMBER, Kannel, Phone, waiting_by_sms
 
 PHONE = "447700900517"  # the SMS guest's number: must appear nowhere in clear
 SECRET = "kannel-mixed-secret-0123456789"
@@ -146,12 +147,7 @@ def mixed(env):
         env.threshold.start()
     staff_room = staff_room_with_bot(env, "Mixed helpline staff")
     sms_port = harness.free_port()
-    kannel = Kannel(env.workdir, sms_port)
-    # the Kannel class's sms-service names test_sms's secret: this module's own
-    with open(kannel.conf) as f:
-        conf = f.read()
-    with open(kannel.conf, "w") as f:
-        f.write(conf.replace("kannel-test-secret-0123456789", SECRET))
+    kannel = Kannel(os.path.join(env.workdir, "kannel-mixed"), sms_port, SECRET)
     env.services = {"mixed": {
         "display_name": "Mixed Helpline",
         "staff_room": staff_room,
@@ -169,7 +165,7 @@ def mixed(env):
     restart(env)
     wait_gateway(env)
     kannel.start()
-    line = Line(kannel, PHONE)
+    line = Line(kannel.dir, kannel.smsc_port, PHONE, SERVICE_NUMBER)
     try:
         yield {"staff_room": staff_room, "line": line, "kannel": kannel}
     finally:

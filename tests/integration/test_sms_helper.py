@@ -11,7 +11,8 @@ import pytest
 import synapse as harness
 from helpers import audit_records, staff_room_with_bot
 from mx import Client, poll, run
-from test_sms import BEARERBOX, FAKESMSC, SECRET, SERVICE_NUMBER, Kannel, Phone, restart
+from kannel import BEARERBOX, FAKESMSC
+from test_sms import SECRET, SERVICE_NUMBER, Kannel, Phone, restart
 
 PHONE = "447700900777"
 ANSWER_1 = "We are open Monday to Friday, 9:00 to 17:00."
@@ -28,7 +29,7 @@ def sms_helper(env):
         env.threshold.start()
     staff_room = staff_room_with_bot(env, "Text FAQ staff")
     sms_port = harness.free_port()
-    kannel = Kannel(env.workdir, sms_port)
+    kannel = Kannel(os.path.join(env.workdir, "kannel-helper"), sms_port, SECRET)
     env.services = {"texts": {
         "display_name": "Text FAQ",
         "staff_room": staff_room,
@@ -45,7 +46,7 @@ def sms_helper(env):
                "kannel_password": "sendsms-pass"}
     restart(env)
     kannel.start()
-    phone = Phone(kannel, PHONE)
+    phone = Phone(kannel.dir, kannel.smsc_port, PHONE, SERVICE_NUMBER)
     try:
         yield {"staff_room": staff_room, "phone": phone}
     finally:
