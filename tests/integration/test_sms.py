@@ -194,7 +194,8 @@ def test_sms_end_to_end(env, threshold, kannel_service):
     needle = PHONE.encode()
     files = glob.glob(os.path.join(env.hs.host_dir, "homeserver.db*"))
     assert files, "no Synapse database found under %s" % env.hs.host_dir
-    files += [threshold.log_path] + glob.glob(os.path.join(env.store_path, "*"))
+    files += [threshold.log_path] + [f for f in glob.glob(os.path.join(env.store_path, "**"), recursive=True)
+                                        if os.path.isfile(f)]  # the spool's files too
     for path in files:
         with open(path, "rb") as f:
             assert needle not in f.read(), "the phone number is in %s" % path
