@@ -15,6 +15,7 @@
 #include "audit.h"
 #include "audit_witness.h"
 #include "config.h"
+#include "dedupe.h"
 #include "cases.h"
 #include "conv.h"
 #include "gateway.h"
@@ -668,8 +669,7 @@ int daemon_status(const struct config *cfg, int as_json)
 	}
 	size_t ntxns = 0, nevents = 0, noutbox = 0;
 	struct status_walk w = {json_array()};
-	store_count(t, STORE_TXNS, &ntxns);
-	store_count(t, STORE_EVENTS, &nevents);
+	dedupe_count(t, &ntxns, &nevents);
 	store_count(t, STORE_OUTBOX, &noutbox);
 	int rc = store_walk(t, STORE_ROOMS, NULL, 0, collect_room, &w);
 	json_t *failed = NULL;

@@ -7,6 +7,7 @@
 
 #include "audit.h"
 #include "config.h"
+#include "dedupe.h"
 #include "events.h"
 #include "metrics.h"
 #include "rooms.h"
@@ -137,24 +138,24 @@ void txn_process(const struct txn_env *env, const char *txn_id, const char *body
 		return answer(res, 400, "M_BAD_JSON", "'events' must be an array");
 	}
 
-	size_t idlen = strlen(txn_id);
 	uint64_t hash = txn_hash(&batch);
 	struct room_cache rooms = {0};
+	struct dedupe seen = {0};
 	store_txn *t = NULL;
 	int rc = store_txn_begin(st, 1, &t);
 	if (rc)
 		goto store_fail;
 
-	/* spec: the homeserver may resend a transaction; a repeat is answered 200. */
-	const void *val;
-	size_t vlen;
-	rc = store_get(t, STORE_TXNS, txn_id, idlen, &val, &vlen);
-	if (rc == TH_OK) {
-		struct store_txn_rec prev;
-		if (vlen == sizeof(prev))
-			memcpy(&prev, val, sizeof(prev));
-		if (vlen == sizeof(prev) && prev.body_hash == hash) {
+	/* spec: the homeserver may resend a transaction; a repeat is answered 200.
+	 * The last few are remembered (dedupe.h); an older one resent finds its
+	 * events seen, below, and changes nothing either. */
+	if ((rc = dedupe_load(t, &seen)))
+		goto store_fail;
+	uint64_t prev_hash;
+	if (dedupe_txn_find(&seen, txn_id, &prev_hash)) {
+		if (prev_hash == hash) {
 			store_txn_abort(t);
+			dedupe_free(&seen);
 			mxev_batch_free(&batch);
 			LOG(LOG_DEBUG, "transaction %s: already committed", txn_id);
 			return answer(res, 200, NULL, NULL);
@@ -165,13 +166,9 @@ void txn_process(const struct txn_env *env, const char *txn_id, const char *body
 		    "transaction %s: id reused with different content (was the homeserver's "
 		    "database reset?); processing it",
 		    txn_id);
-	} else if (rc != TH_ENOTFOUND) {
-		goto store_fail;
 	}
 
 	uint64_t now = th_now_ms();
-	unsigned char when[8];
-	store_u64_key(when, now);
 	for (size_t i = 0; i < batch.n; i++) {
 		const struct mxev *ev = &batch.events[i];
 		const char *event_id = ev->event_id;
@@ -185,8 +182,7 @@ void txn_process(const struct txn_env *env, const char *txn_id, const char *body
 			continue;
 		}
 		/* spec: events may be delivered more than once; each is handled once. */
-		rc = store_put(t, STORE_EVENTS, event_id, strlen(event_id), when, sizeof(when),
-		               STORE_NOOVERWRITE);
+		rc = dedupe_event_add(&seen, t, event_id, now);
 		if (rc == TH_EEXIST) {
 			res->skipped++;
 			continue;
@@ -207,8 +203,7 @@ void txn_process(const struct txn_env *env, const char *txn_id, const char *body
 	if (env->au && res->processed && audit_checkpoint_due(env->au, now) &&
 	    (rc = audit_checkpoint(env->au, t, now)))
 		goto store_fail;
-	struct store_txn_rec rec = {hash, now};
-	if ((rc = store_put(t, STORE_TXNS, txn_id, idlen, &rec, sizeof(rec), 0)))
+	if ((rc = dedupe_save(&seen, t, txn_id, hash, now)))
 		goto store_fail;
 	rc = store_txn_commit(t);
 	t = NULL;
@@ -217,6 +212,7 @@ void txn_process(const struct txn_env *env, const char *txn_id, const char *body
 	metrics_add(METRICS_TRANSACTIONS, 1);
 	metrics_add(METRICS_EVENTS, res->processed);
 	room_cache_free(&rooms);
+	dedupe_free(&seen);
 	mxev_batch_free(&batch);
 	LOG(LOG_DEBUG, "transaction %s: %u events handled, %u skipped, %u actions queued", txn_id,
 	    res->processed, res->skipped, res->queued);
@@ -225,6 +221,7 @@ void txn_process(const struct txn_env *env, const char *txn_id, const char *body
 store_fail:
 	store_txn_abort(t);
 	room_cache_free(&rooms);
+	dedupe_free(&seen);
 	mxev_batch_free(&batch);
 	res->processed = res->queued = 0;
 	if (rc == TH_EFULL) {

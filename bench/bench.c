@@ -1124,10 +1124,51 @@ static long idle_rss_kib(const char *threshold, const char *dir)
 	return kib;
 }
 
+/* ---- which pages a one-event commit writes (bench/lmdb_pages.py reads the copies) ---- */
+
+static void pages_copy(const char *dir, const char *name)
+{
+	char *cmd = xasprintf("cp '%s/scale-pages/store/data.mdb' '%s/%s.mdb'", dir, dir, name);
+	if (system(cmd) != 0) {
+		fprintf(stderr, "bench: could not copy the store\n");
+		exit(1);
+	}
+	free(cmd);
+}
+
+/* A store in @p dir/scale-pages given @p fill 100-event transactions of the
+ * table's load, then copies of its data file around one one-event message
+ * and one one-event refused invite: DIR/{msg,inv}-{before,after}.mdb.  The
+ * store is left in place for the script to read. */
+static void bench_pages(const struct config *base_cfg, const char *dir, unsigned fill)
+{
+	struct config sc = *base_cfg;
+	sc.staff_all_local = 1;
+	struct scale_store ss;
+	struct scale_fig f;
+	scale_open(&ss, &sc, dir, "pages");
+	scale_measure(&ss.env, 100, fill, 0, &f); /* ids now a multiple of ten: messages next */
+	scale_measure(&ss.env, 1, 1, 0, &f);      /* a first one-event commit settles the free list */
+	pages_copy(dir, "msg-before");
+	scale_measure(&ss.env, 1, 1, 0, &f);
+	pages_copy(dir, "msg-after");
+	printf("one-event message: %.1f KiB written\n", f.kib);
+	scale_measure(&ss.env, 1, 7, 0, &f);
+	pages_copy(dir, "inv-before");
+	scale_measure(&ss.env, 1, 1, 0, &f); /* the tenth: a stranger's invite, refused */
+	pages_copy(dir, "inv-after");
+	printf("one-event refused invite: %.1f KiB written\n", f.kib);
+	audit_close(ss.au);
+	store_close(ss.st);
+	free(ss.dir);
+}
+
 int main(int argc, char **argv)
 {
 	const char *threshold = NULL, *base = getenv("TMPDIR");
 	int quick = 0, table_only = 0, no_table = 0;
+	const char *pages_dir = NULL;
+	unsigned pages_fill = 200;
 	struct scale_sizes z = {1000, 100000, 1000000, 10000, 100, 1000};
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--threshold") && i + 1 < argc)
@@ -1148,10 +1189,15 @@ int main(int argc, char **argv)
 			base = argv[++i];
 		else if (!strcmp(argv[i], "--quick"))
 			quick = 1;
+		else if (!strcmp(argv[i], "--pages") && i + 1 < argc)
+			pages_dir = argv[++i];
+		else if (!strcmp(argv[i], "--pages-fill") && i + 1 < argc)
+			pages_fill = (unsigned)strtoul(argv[++i], NULL, 10);
 		else {
 			fprintf(stderr, "usage: threshold-bench [--threshold PATH] [--dir DIR] [--quick] "
 			                "[--table-only|--no-table]\n"
-			                "       [--members N] [--guests N] [--audit N] [--backlog N]\n");
+			                "       [--members N] [--guests N] [--audit N] [--backlog N]\n"
+			                "       threshold-bench --pages DIR [--pages-fill N]\n");
 			return 2;
 		}
 	}
@@ -1164,8 +1210,9 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	double f50, f99, frate;
-	bench_fsync(dir, quick ? 200 : 1000, &f50, &f99, &frate);
+	double f50 = 0, f99 = 0, frate = 0;
+	if (!pages_dir)
+		bench_fsync(dir, quick ? 200 : 1000, &f50, &f99, &frate);
 
 	struct config cfg;
 	memset(&cfg, 0, sizeof(cfg));
@@ -1177,6 +1224,14 @@ int main(int argc, char **argv)
 	cfg.hs_token = xstrdup("bench_hs_token_0123456789");
 	cfg.max_body_bytes = 8 * 1024 * 1024;
 	cfg.max_json_depth = 64;
+	if (pages_dir) {
+		rmdir(dir);
+		bench_pages(&cfg, pages_dir, pages_fill);
+		config_free(&cfg);
+		free(tmpl);
+		curl_global_cleanup();
+		return 0;
+	}
 	if (quick) {
 		/* small, unless given: the table's shape in seconds */
 		for (int i = 1; i < argc; i++) {
