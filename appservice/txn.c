@@ -8,6 +8,7 @@
 #include "audit.h"
 #include "config.h"
 #include "dedupe.h"
+#include "room_counts.h"
 #include "events.h"
 #include "metrics.h"
 #include "rooms.h"
@@ -38,12 +39,14 @@ static int event_usable(const struct mxev *ev)
 	       id_fits(ev->room_id) && id_fits(ev->sender) && id_fits(ev->type) && id_fits(ev->state_key);
 }
 
-/* The rooms a transaction touched: loaded once, written once before commit. */
+/* The rooms a transaction touched: loaded once, written once before commit
+ * if more than their count of events changed (room_counts.h). */
 struct room_cache {
 	size_t n, cap;
 	struct {
 		const char *room_id; /* borrowed from the parsed batch */
 		json_t *state;
+		json_t *orig; /* a copy of the record as read (NULL: none yet) */
 	} * v;
 };
 
@@ -53,12 +56,14 @@ static json_t *room_get(struct room_cache *rc, store_txn *t, const char *room_id
 		if (strcmp(rc->v[i].room_id, room_id) == 0)
 			return rc->v[i].state;
 	}
-	json_t *state = NULL;
+	json_t *state = NULL, *orig = NULL;
 	int r = store_get_json(t, STORE_ROOMS, room_id, &state);
 	if (r == TH_ENOTFOUND || (r == TH_OK && !json_is_object(state))) {
 		json_decref(state);
 		state = rooms_state_new();
-	} else if (r) {
+	} else if (r == TH_OK) {
+		orig = json_deep_copy(state);
+	} else {
 		*err = r;
 		return NULL;
 	}
@@ -68,24 +73,46 @@ static json_t *room_get(struct room_cache *rc, store_txn *t, const char *room_id
 	}
 	rc->v[rc->n].room_id = room_id;
 	rc->v[rc->n].state = state;
+	rc->v[rc->n].orig = orig;
 	rc->n++;
 	return state;
 }
 
+static json_int_t events_of(const json_t *state)
+{
+	return json_integer_value(json_object_get(state, "events"));
+}
+
+/* Write back the rooms whose record changed; of those whose count alone
+ * did, add to their pending count instead. */
 static int room_flush(struct room_cache *rc, store_txn *t)
 {
-	for (size_t i = 0; i < rc->n; i++) {
-		int r = store_put_json(t, STORE_ROOMS, rc->v[i].room_id, rc->v[i].state);
-		if (r)
-			return r;
+	struct room_counts counts;
+	int r = room_counts_load(t, &counts);
+	for (size_t i = 0; !r && i < rc->n; i++) {
+		json_t *state = rc->v[i].state, *orig = rc->v[i].orig;
+		json_int_t before = orig ? events_of(orig) : 0, added = events_of(state) - before;
+		json_object_set_new(state, "events", json_integer(before));
+		if (orig && added >= 0 && json_equal(state, orig)) {
+			r = added ? room_counts_add(&counts, t, rc->v[i].room_id, (uint64_t)added) : TH_OK;
+			continue;
+		}
+		uint64_t pending = room_counts_take(&counts, rc->v[i].room_id);
+		json_object_set_new(state, "events", json_integer(before + added + (json_int_t)pending));
+		r = store_put_json(t, STORE_ROOMS, rc->v[i].room_id, state);
 	}
-	return TH_OK;
+	if (!r)
+		r = room_counts_save(&counts, t);
+	room_counts_free(&counts);
+	return r;
 }
 
 static void room_cache_free(struct room_cache *rc)
 {
-	for (size_t i = 0; i < rc->n; i++)
+	for (size_t i = 0; i < rc->n; i++) {
 		json_decref(rc->v[i].state);
+		json_decref(rc->v[i].orig);
+	}
 	free(rc->v);
 }
 
