@@ -42,6 +42,20 @@ static size_t entries_end(const unsigned char *p, size_t len, size_t fixed, size
 	return off;
 }
 
+static uint32_t id_hash(const void *id, size_t len)
+{
+	return (uint32_t)th_fnv1a64(id, len);
+}
+
+static void hash_push(struct dedupe *d, uint32_t h)
+{
+	if (d->nev >= d->hash_cap) {
+		d->hash_cap = d->hash_cap ? d->hash_cap * 2 : 64;
+		d->ev_hash = xrealloc(d->ev_hash, d->hash_cap * sizeof(*d->ev_hash));
+	}
+	d->ev_hash[d->nev++] = h;
+}
+
 static void ev_reserve(struct dedupe *d, size_t more)
 {
 	if (d->ev_len + more <= d->ev_cap)
@@ -71,7 +85,7 @@ int dedupe_load(store_txn *t, struct dedupe *d)
 		return TH_ESTORE;
 	}
 	size_t el = vlen - 2 - tl;
-	if (el && entries_end(p + 2 + tl, el, 8, SIZE_MAX, &d->nev) != el) {
+	if (el && entries_end(p + 2 + tl, el, 8, SIZE_MAX, NULL) != el) {
 		LOG(LOG_ERROR, "store: the record of recent events is damaged");
 		return TH_ESTORE;
 	}
@@ -82,6 +96,8 @@ int dedupe_load(store_txn *t, struct dedupe *d)
 	ev_reserve(d, el + 64);
 	memcpy(d->ev, p + 2 + tl, el);
 	d->ev_len = el;
+	for (size_t off = 0; off < el; off += 9 + d->ev[off + 8])
+		hash_push(d, id_hash(d->ev + off + 9, d->ev[off + 8]));
 	return TH_OK;
 }
 
@@ -89,6 +105,7 @@ void dedupe_free(struct dedupe *d)
 {
 	free(d->txns);
 	free(d->ev);
+	free(d->ev_hash);
 	memset(d, 0, sizeof(*d));
 }
 
@@ -107,12 +124,14 @@ int dedupe_txn_find(const struct dedupe *d, const char *txn_id, uint64_t *hash)
 	return 0;
 }
 
-/* @return 1 if @p id (of @p len bytes) is among the record's events. */
-static int ev_has(const struct dedupe *d, const char *id, size_t len)
+/* @return 1 if @p id (of @p len bytes, hash @p h) is among the record's events. */
+static int ev_has(const struct dedupe *d, const char *id, size_t len, uint32_t h)
 {
-	for (size_t off = 0; off < d->ev_len; off += 9 + d->ev[off + 8]) {
-		if (d->ev[off + 8] == len && memcmp(d->ev + off + 9, id, len) == 0)
+	size_t off = 0;
+	for (size_t i = 0; i < d->nev; i++) {
+		if (d->ev_hash[i] == h && d->ev[off + 8] == len && memcmp(d->ev + off + 9, id, len) == 0)
 			return 1;
+		off += 9 + d->ev[off + 8];
 	}
 	return 0;
 }
@@ -126,7 +145,8 @@ int dedupe_event_add(struct dedupe *d, store_txn *t, const char *id, uint64_t no
 	put_u64(when, now_ms);
 	if (len > DEDUPE_ID_MAX || len == 0)
 		return store_put(t, STORE_EVENTS, id, len, when, 8, STORE_NOOVERWRITE);
-	if (ev_has(d, id, len))
+	uint32_t h = id_hash(id, len);
+	if (ev_has(d, id, len, h))
 		return TH_EEXIST;
 	int rc = store_get(t, STORE_EVENTS, id, len, &v, &vl);
 	if (rc == TH_OK)
@@ -138,7 +158,7 @@ int dedupe_event_add(struct dedupe *d, store_txn *t, const char *id, uint64_t no
 	d->ev[d->ev_len + 8] = (unsigned char)len;
 	memcpy(d->ev + d->ev_len + 9, id, len);
 	d->ev_len += 9 + len;
-	d->nev++;
+	hash_push(d, h);
 	return TH_OK;
 }
 
@@ -254,12 +274,12 @@ int dedupe_prune(store_txn *t, uint64_t before_ms, size_t *removed)
 	d.ntxns = n;
 	off = keep = 0;
 	size_t nev = 0;
-	while (off < d.ev_len) {
+	for (size_t i = 0; off < d.ev_len; i++) {
 		size_t l = 9 + d.ev[off + 8];
 		if (get_u64(d.ev + off) >= before_ms) {
 			memmove(d.ev + keep, d.ev + off, l);
 			keep += l;
-			nev++;
+			d.ev_hash[nev++] = d.ev_hash[i];
 		} else {
 			dropped++;
 		}

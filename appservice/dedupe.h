@@ -48,6 +48,8 @@ struct dedupe {
 	unsigned char *ev; /* serialized events seen, in the record or added since */
 	size_t ev_len, ev_cap;
 	size_t nev;
+	uint32_t *ev_hash; /* a hash of each one's id, in order: compared before the id */
+	size_t hash_cap;
 };
 
 /**

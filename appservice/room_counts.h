@@ -14,7 +14,8 @@
  * a room's record anyway folds the room's pending count into it.
  *
  * Layout, integers big-endian: u8 format (1), then to the end
- * u8 room id length, room id, u64 pending count.
+ * u8 room id length, u32 FNV-1a of the room id (compared before the id),
+ * room id, u64 pending count.
  */
 #ifndef THRESHOLD_ROOM_COUNTS_H
 #define THRESHOLD_ROOM_COUNTS_H
@@ -29,8 +30,8 @@
 
 /** The record, read for one write transaction.  Owns its buffer. */
 struct room_counts {
-	unsigned char *buf; /* entries, newest first */
-	size_t len;
+	unsigned char *buf; /* the entries, newest first, as stored */
+	size_t len, cap;
 	int dirty;
 };
 
