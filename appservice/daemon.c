@@ -15,6 +15,8 @@
 #include "audit.h"
 #include "audit_witness.h"
 #include "config.h"
+#include "dedupe.h"
+#include "room_counts.h"
 #include "cases.h"
 #include "conv.h"
 #include "gateway.h"
@@ -653,6 +655,7 @@ out:
 
 struct status_walk {
 	json_t *rooms;
+	store_txn *t;
 };
 
 static int collect_room(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
@@ -661,8 +664,13 @@ static int collect_room(void *ctx, const void *key, size_t klen, const void *val
 	json_t *state = json_loadb(val, vlen, 0, NULL);
 	json_t *events = json_object_get(state, "events");
 	json_t *bot = json_object_get(state, "bot");
+	char *room_id = xstrndup(key, klen);
+	uint64_t pending = 0; /* counted since the record was last written (room_counts.h) */
+	room_counts_pending(w->t, room_id, &pending);
+	free(room_id);
 	json_array_append_new(w->rooms, json_pack("{s:s%, s:I, s:O?}", "room_id", (const char *)key, klen,
-	                                          "events", (json_int_t)json_integer_value(events),
+	                                          "events",
+	                                          (json_int_t)json_integer_value(events) + (json_int_t)pending,
 	                                          "bot_membership", json_is_string(bot) ? bot : json_null()));
 	json_decref(state);
 	return 0;
@@ -679,9 +687,8 @@ int daemon_status(const struct config *cfg, int as_json)
 		return 1;
 	}
 	size_t ntxns = 0, nevents = 0, noutbox = 0;
-	struct status_walk w = {json_array()};
-	store_count(t, STORE_TXNS, &ntxns);
-	store_count(t, STORE_EVENTS, &nevents);
+	struct status_walk w = {json_array(), t};
+	dedupe_count(t, &ntxns, &nevents);
 	store_count(t, STORE_OUTBOX, &noutbox);
 	int rc = store_walk(t, STORE_ROOMS, NULL, 0, collect_room, &w);
 	json_t *failed = NULL;

@@ -6,6 +6,7 @@
 #include "store.h"
 
 #include "audit.h"
+#include "dedupe.h"
 #include "log.h"
 #include "rooms.h"
 #include "util.h"
@@ -20,6 +21,12 @@ int store_migrate(store_txn *t, uint64_t from)
 			rc = audit_index_build(t);
 		if (rc)
 			LOG(LOG_ERROR, "store: upgrade to schema version 2 failed: %s", th_strerror(rc));
+	}
+	if (!rc && from < 3) {
+		/* 2 -> 3: the last transactions in one record of STORE_TXNS (dedupe.h). */
+		rc = dedupe_migrate_v3(t);
+		if (rc)
+			LOG(LOG_ERROR, "store: upgrade to schema version 3 failed: %s", th_strerror(rc));
 	}
 	return rc;
 }

@@ -11,6 +11,7 @@
 
 #include <lmdb.h>
 
+#include "dedupe.h"
 #include "log.h"
 #include "util.h"
 
@@ -424,6 +425,11 @@ int store_count_dups(store_txn *t, enum store_db db, const void *key, size_t kle
 	return TH_OK;
 }
 
+int store_clear(store_txn *t, enum store_db db)
+{
+	return mdb_drop(t->txn, t->st->dbi[db], 0) ? TH_ESTORE : TH_OK;
+}
+
 int store_count(store_txn *t, enum store_db db, size_t *out)
 {
 	MDB_stat s;
@@ -454,10 +460,6 @@ static int prune_db(store_txn *t, enum store_db db, uint64_t before_ms, size_t *
 		uint64_t when = UINT64_MAX;
 		if (db == STORE_EVENTS && v.mv_size == 8) {
 			when = store_key_u64(v.mv_data);
-		} else if (db == STORE_TXNS && v.mv_size == sizeof(struct store_txn_rec)) {
-			struct store_txn_rec rec;
-			memcpy(&rec, v.mv_data, sizeof(rec));
-			when = rec.time_ms;
 		}
 		if (when < before_ms) {
 			rc = mdb_cursor_del(c, 0);
@@ -480,7 +482,7 @@ int store_prune(store *st, uint64_t before_ms, size_t *removed)
 	*removed = 0;
 	rc = prune_db(t, STORE_EVENTS, before_ms, removed);
 	if (!rc)
-		rc = prune_db(t, STORE_TXNS, before_ms, removed);
+		rc = dedupe_prune(t, before_ms, removed);
 	if (rc) {
 		store_txn_abort(t);
 		return rc;

@@ -24,8 +24,8 @@ typedef struct store_txn store_txn;
 /* The named databases.  Adding one is adding a row to store.c's table. */
 enum store_db {
 	STORE_META = 0,         /* "schema_version" -> u64 BE, and other singletons */
-	STORE_TXNS,             /* AS txnId -> struct store_txn_rec */
-	STORE_EVENTS,           /* event_id -> u64 BE first-seen time (ms), pruned */
+	STORE_TXNS,             /* "recent" -> the last transactions and events seen (dedupe.h) */
+	STORE_EVENTS,           /* event_id -> u64 BE first-seen time (ms), pruned (dedupe.h) */
 	STORE_ROOMS,            /* room_id -> JSON object (rooms Threshold knows) */
 	STORE_USERS,            /* user_id -> JSON object (namespaced users registered) */
 	STORE_OUTBOX,           /* u64 BE seq -> JSON action, executed after the ack */
@@ -55,15 +55,18 @@ enum store_db {
  * 1: the first release.  2: a room's per-user facts (guests' memberships,
  * staff names, per-room pseudonyms) in their own keys, no longer in its
  * STORE_ROOMS record; audit indexes by kind, room, actor and time.
+ * 3: STORE_TXNS holds one record, the last transactions and the events
+ * seen most recently (dedupe.h), no longer a key per transaction.
  * store_open upgrades an older store once (migrate.c), in one transaction.
  */
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 
 /* put flags */
 #define STORE_NOOVERWRITE 0x1 /* TH_EEXIST if the key exists */
 #define STORE_APPEND      0x2 /* key is greater than every key present */
 
-/** What a committed AS transaction leaves behind. */
+/** What a committed AS transaction left behind under its txnId in STORE_TXNS
+ *  up to schema version 2 (read by the upgrade, dedupe_migrate_v3). */
 struct store_txn_rec {
 	uint64_t body_hash; /* hash of the events' ids (txn.c), to spot a reused txnId */
 	uint64_t time_ms;   /* when it was committed */
@@ -190,6 +193,9 @@ int store_walk_dups_from(store_txn *t, enum store_db db, const void *key, size_t
 /** Number of values of @p key in dupsort database @p db (0 if none).  @return TH_OK or TH_ESTORE. */
 int store_count_dups(store_txn *t, enum store_db db, const void *key, size_t klen, size_t *out);
 
+/** Delete every entry of @p db, keeping the database.  @return TH_OK or TH_ESTORE. */
+int store_clear(store_txn *t, enum store_db db);
+
 /** Number of entries in @p db. */
 int store_count(store_txn *t, enum store_db db, size_t *out);
 
@@ -197,8 +203,9 @@ int store_count(store_txn *t, enum store_db db, size_t *out);
 int store_db_bytes(store_txn *t, enum store_db db, size_t *out);
 
 /**
- * Delete STORE_EVENTS entries first seen before @p before_ms and STORE_TXNS
- * entries committed before it, in one write transaction.
+ * Delete STORE_EVENTS entries first seen before @p before_ms, and the
+ * transactions committed and events seen before it from STORE_TXNS'
+ * record (dedupe_prune), in one write transaction.
  * @return TH_OK (count in @p removed), TH_EFULL or TH_ESTORE.
  */
 int store_prune(store *st, uint64_t before_ms, size_t *removed);

@@ -7,6 +7,8 @@
 
 #include "audit.h"
 #include "config.h"
+#include "dedupe.h"
+#include "room_counts.h"
 #include "events.h"
 #include "metrics.h"
 #include "rooms.h"
@@ -37,12 +39,14 @@ static int event_usable(const struct mxev *ev)
 	       id_fits(ev->room_id) && id_fits(ev->sender) && id_fits(ev->type) && id_fits(ev->state_key);
 }
 
-/* The rooms a transaction touched: loaded once, written once before commit. */
+/* The rooms a transaction touched: loaded once, written once before commit
+ * if more than their count of events changed (room_counts.h). */
 struct room_cache {
 	size_t n, cap;
 	struct {
 		const char *room_id; /* borrowed from the parsed batch */
 		json_t *state;
+		json_t *orig; /* a copy of the record as read (NULL: none yet) */
 	} * v;
 };
 
@@ -52,12 +56,14 @@ static json_t *room_get(struct room_cache *rc, store_txn *t, const char *room_id
 		if (strcmp(rc->v[i].room_id, room_id) == 0)
 			return rc->v[i].state;
 	}
-	json_t *state = NULL;
+	json_t *state = NULL, *orig = NULL;
 	int r = store_get_json(t, STORE_ROOMS, room_id, &state);
 	if (r == TH_ENOTFOUND || (r == TH_OK && !json_is_object(state))) {
 		json_decref(state);
 		state = rooms_state_new();
-	} else if (r) {
+	} else if (r == TH_OK) {
+		orig = json_deep_copy(state);
+	} else {
 		*err = r;
 		return NULL;
 	}
@@ -67,24 +73,46 @@ static json_t *room_get(struct room_cache *rc, store_txn *t, const char *room_id
 	}
 	rc->v[rc->n].room_id = room_id;
 	rc->v[rc->n].state = state;
+	rc->v[rc->n].orig = orig;
 	rc->n++;
 	return state;
 }
 
+static json_int_t events_of(const json_t *state)
+{
+	return json_integer_value(json_object_get(state, "events"));
+}
+
+/* Write back the rooms whose record changed; of those whose count alone
+ * did, add to their pending count instead. */
 static int room_flush(struct room_cache *rc, store_txn *t)
 {
-	for (size_t i = 0; i < rc->n; i++) {
-		int r = store_put_json(t, STORE_ROOMS, rc->v[i].room_id, rc->v[i].state);
-		if (r)
-			return r;
+	struct room_counts counts;
+	int r = room_counts_load(t, &counts);
+	for (size_t i = 0; !r && i < rc->n; i++) {
+		json_t *state = rc->v[i].state, *orig = rc->v[i].orig;
+		json_int_t before = orig ? events_of(orig) : 0, added = events_of(state) - before;
+		json_object_set_new(state, "events", json_integer(before));
+		if (orig && added >= 0 && json_equal(state, orig)) {
+			r = added ? room_counts_add(&counts, t, rc->v[i].room_id, (uint64_t)added) : TH_OK;
+			continue;
+		}
+		uint64_t pending = room_counts_take(&counts, rc->v[i].room_id);
+		json_object_set_new(state, "events", json_integer(before + added + (json_int_t)pending));
+		r = store_put_json(t, STORE_ROOMS, rc->v[i].room_id, state);
 	}
-	return TH_OK;
+	if (!r)
+		r = room_counts_save(&counts, t);
+	room_counts_free(&counts);
+	return r;
 }
 
 static void room_cache_free(struct room_cache *rc)
 {
-	for (size_t i = 0; i < rc->n; i++)
+	for (size_t i = 0; i < rc->n; i++) {
 		json_decref(rc->v[i].state);
+		json_decref(rc->v[i].orig);
+	}
 	free(rc->v);
 }
 
@@ -137,24 +165,24 @@ void txn_process(const struct txn_env *env, const char *txn_id, const char *body
 		return answer(res, 400, "M_BAD_JSON", "'events' must be an array");
 	}
 
-	size_t idlen = strlen(txn_id);
 	uint64_t hash = txn_hash(&batch);
 	struct room_cache rooms = {0};
+	struct dedupe seen = {0};
 	store_txn *t = NULL;
 	int rc = store_txn_begin(st, 1, &t);
 	if (rc)
 		goto store_fail;
 
-	/* spec: the homeserver may resend a transaction; a repeat is answered 200. */
-	const void *val;
-	size_t vlen;
-	rc = store_get(t, STORE_TXNS, txn_id, idlen, &val, &vlen);
-	if (rc == TH_OK) {
-		struct store_txn_rec prev;
-		if (vlen == sizeof(prev))
-			memcpy(&prev, val, sizeof(prev));
-		if (vlen == sizeof(prev) && prev.body_hash == hash) {
+	/* spec: the homeserver may resend a transaction; a repeat is answered 200.
+	 * The last few are remembered (dedupe.h); an older one resent finds its
+	 * events seen, below, and changes nothing either. */
+	if ((rc = dedupe_load(t, &seen)))
+		goto store_fail;
+	uint64_t prev_hash;
+	if (dedupe_txn_find(&seen, txn_id, &prev_hash)) {
+		if (prev_hash == hash) {
 			store_txn_abort(t);
+			dedupe_free(&seen);
 			mxev_batch_free(&batch);
 			LOG(LOG_DEBUG, "transaction %s: already committed", txn_id);
 			return answer(res, 200, NULL, NULL);
@@ -165,13 +193,9 @@ void txn_process(const struct txn_env *env, const char *txn_id, const char *body
 		    "transaction %s: id reused with different content (was the homeserver's "
 		    "database reset?); processing it",
 		    txn_id);
-	} else if (rc != TH_ENOTFOUND) {
-		goto store_fail;
 	}
 
 	uint64_t now = th_now_ms();
-	unsigned char when[8];
-	store_u64_key(when, now);
 	for (size_t i = 0; i < batch.n; i++) {
 		const struct mxev *ev = &batch.events[i];
 		const char *event_id = ev->event_id;
@@ -185,8 +209,7 @@ void txn_process(const struct txn_env *env, const char *txn_id, const char *body
 			continue;
 		}
 		/* spec: events may be delivered more than once; each is handled once. */
-		rc = store_put(t, STORE_EVENTS, event_id, strlen(event_id), when, sizeof(when),
-		               STORE_NOOVERWRITE);
+		rc = dedupe_event_add(&seen, t, event_id, now);
 		if (rc == TH_EEXIST) {
 			res->skipped++;
 			continue;
@@ -207,8 +230,7 @@ void txn_process(const struct txn_env *env, const char *txn_id, const char *body
 	if (env->au && res->processed && audit_checkpoint_due(env->au, now) &&
 	    (rc = audit_checkpoint(env->au, t, now)))
 		goto store_fail;
-	struct store_txn_rec rec = {hash, now};
-	if ((rc = store_put(t, STORE_TXNS, txn_id, idlen, &rec, sizeof(rec), 0)))
+	if ((rc = dedupe_save(&seen, t, txn_id, hash, now)))
 		goto store_fail;
 	rc = store_txn_commit(t);
 	t = NULL;
@@ -217,6 +239,7 @@ void txn_process(const struct txn_env *env, const char *txn_id, const char *body
 	metrics_add(METRICS_TRANSACTIONS, 1);
 	metrics_add(METRICS_EVENTS, res->processed);
 	room_cache_free(&rooms);
+	dedupe_free(&seen);
 	mxev_batch_free(&batch);
 	LOG(LOG_DEBUG, "transaction %s: %u events handled, %u skipped, %u actions queued", txn_id,
 	    res->processed, res->skipped, res->queued);
@@ -225,6 +248,7 @@ void txn_process(const struct txn_env *env, const char *txn_id, const char *body
 store_fail:
 	store_txn_abort(t);
 	room_cache_free(&rooms);
+	dedupe_free(&seen);
 	mxev_batch_free(&batch);
 	res->processed = res->queued = 0;
 	if (rc == TH_EFULL) {

@@ -42,7 +42,8 @@ LAYER_OF = {"policy": 0, "base": 1, "store": 2, "bridge": 3, "appservice": 4}
 BASE_HEADERS = {"util.h", "log.h", "jsonx.h"}
 # The records both bridge/ and appservice/ stand on (still kept in
 # appservice/); CMake builds their sources as threshold_store.
-STORE_HEADERS = {"store.h", "audit.h", "config.h", "mxevent.h", "rooms.h", "guest_record.h", "spool.h"}
+STORE_HEADERS = {"store.h", "audit.h", "config.h", "mxevent.h", "rooms.h", "guest_record.h", "spool.h", "dedupe.h",
+                 "room_counts.h"}
 STORE_ONLY_SOURCES = {"migrate.c"}  # sources of the store with no header of their own
 
 

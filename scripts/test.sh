@@ -7,9 +7,9 @@
 # 2. checks the sources (scripts/checksrc.py: banned calls, policy/ pure, layers);
 #    builds normally (build/), with AddressSanitizer + UndefinedBehaviorSanitizer
 #    (build-asan/), and with clang (build-clang/: its warnings differ; every
-#    target, -Werror, not run), and the release before store schema 2 from
-#    the repository's history (build-old/: the store upgrade test opens a
-#    store it wrote);
+#    target, -Werror, not run), and the releases before store schemas 2 and 3 from
+#    the repository's history (build-old/, build-v2/: the store upgrade test opens
+#    stores they wrote);
 # 3. builds, or reuses, the chroot holding a real Synapse (the first time takes a
 #    few minutes and needs the network);
 # 4. runs ctest on both builds: unit, policy and integration tests;
@@ -71,6 +71,18 @@ if git rev-parse --verify -q "$old_release^{commit}" >/dev/null 2>&1; then
   export THRESHOLD_OLD_BIN=$PWD/build-old/build/threshold
 else
   echo "test.sh: no git history here: the store upgrade test is skipped"
+fi
+# ... and one written by the last release with schema version 2 (the commit
+# before schema 3's: a key per transaction in txns).
+v2_release=19baba2
+if git rev-parse --verify -q "$v2_release^{commit}" >/dev/null 2>&1; then
+  step "the release before store schema 3 (build-v2/), for the upgrade test"
+  rm -rf build-v2
+  mkdir -p build-v2/src
+  git archive "$v2_release" | tar -x -C build-v2/src
+  cmake -S build-v2/src -B build-v2/build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build build-v2/build -j"$jobs" --target threshold >/dev/null
+  export THRESHOLD_V2_BIN=$PWD/build-v2/build/threshold
 fi
 
 step "build with clang (build-clang/, warnings only)"

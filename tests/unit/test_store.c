@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dedupe.h"
 #include "log.h"
 #include "store.h"
 #include "testlib.h"
@@ -105,20 +106,39 @@ static void test_prune(const char *dir)
 	store_u64_key(recent, 5000);
 	CHECK_EQ_INT(store_put(t, STORE_EVENTS, "$old", 4, old, 8, 0), TH_OK);
 	CHECK_EQ_INT(store_put(t, STORE_EVENTS, "$new", 4, recent, 8, 0), TH_OK);
-	struct store_txn_rec r1 = {1, 1000}, r2 = {2, 5000};
-	CHECK_EQ_INT(store_put(t, STORE_TXNS, "1", 1, &r1, sizeof(r1), 0), TH_OK);
-	CHECK_EQ_INT(store_put(t, STORE_TXNS, "2", 1, &r2, sizeof(r2), 0), TH_OK);
+	/* and in the record of recent ones (dedupe.h): two transactions, two events */
+	struct dedupe d;
+	CHECK_EQ_INT(dedupe_load(t, &d), TH_OK);
+	CHECK_EQ_INT(dedupe_event_add(&d, t, "$r-old", 1000), TH_OK);
+	CHECK_EQ_INT(dedupe_save(&d, t, "1", 11, 1000), TH_OK);
+	dedupe_free(&d);
+	CHECK_EQ_INT(dedupe_load(t, &d), TH_OK);
+	CHECK_EQ_INT(dedupe_event_add(&d, t, "$r-old", 5000), TH_EEXIST);
+	CHECK_EQ_INT(dedupe_event_add(&d, t, "$new", 5000), TH_EEXIST);
+	CHECK_EQ_INT(dedupe_event_add(&d, t, "$r-new", 5000), TH_OK);
+	CHECK_EQ_INT(dedupe_save(&d, t, "2", 22, 5000), TH_OK);
+	dedupe_free(&d);
 	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
 	size_t removed = 0;
 	CHECK_EQ_INT(store_prune(st, 3000, &removed), TH_OK);
-	CHECK_EQ_INT(removed, 2);
-	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	CHECK_EQ_INT(removed, 3);
+	CHECK_EQ_INT(store_txn_begin(st, 1, &t), TH_OK);
 	const void *v;
 	size_t vl;
 	CHECK_EQ_INT(store_get(t, STORE_EVENTS, "$old", 4, &v, &vl), TH_ENOTFOUND);
 	CHECK_EQ_INT(store_get(t, STORE_EVENTS, "$new", 4, &v, &vl), TH_OK);
-	CHECK_EQ_INT(store_get(t, STORE_TXNS, "1", 1, &v, &vl), TH_ENOTFOUND);
-	CHECK_EQ_INT(store_get(t, STORE_TXNS, "2", 1, &v, &vl), TH_OK);
+	size_t ntx = 0, nev = 0;
+	CHECK_EQ_INT(dedupe_count(t, &ntx, &nev), TH_OK);
+	CHECK_EQ_INT(ntx, 1);
+	CHECK_EQ_INT(nev, 2); /* $new, $r-new */
+	CHECK_EQ_INT(dedupe_load(t, &d), TH_OK);
+	uint64_t h = 0;
+	CHECK_EQ_INT(dedupe_txn_find(&d, "1", &h), 0);
+	CHECK_EQ_INT(dedupe_txn_find(&d, "2", &h), 1);
+	CHECK_EQ_INT(h, 22);
+	CHECK_EQ_INT(dedupe_event_add(&d, t, "$r-new", 6000), TH_EEXIST);
+	CHECK_EQ_INT(dedupe_event_add(&d, t, "$r-old", 6000), TH_OK); /* pruned: new again */
+	dedupe_free(&d);
 	store_txn_abort(t);
 	store_close(st);
 }

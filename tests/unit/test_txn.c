@@ -7,6 +7,8 @@
 
 #include "audit.h"
 #include "config.h"
+#include "dedupe.h"
+#include "room_counts.h"
 #include "events.h"
 #include "jsonx.h"
 #include "rooms.h"
@@ -36,8 +38,10 @@ static long long room_events(const char *room_id)
 	json_t *j = NULL;
 	long long n = -1;
 	if (store_txn_begin(st, 0, &t) == TH_OK) {
-		if (store_get_json(t, STORE_ROOMS, room_id, &j) == TH_OK)
-			n = json_integer_value(json_object_get(j, "events"));
+		uint64_t pending = 0; /* not yet in the record (room_counts.h) */
+		if (store_get_json(t, STORE_ROOMS, room_id, &j) == TH_OK &&
+		    room_counts_pending(t, room_id, &pending) == TH_OK)
+			n = json_integer_value(json_object_get(j, "events")) + (long long)pending;
 		store_txn_abort(t);
 	}
 	json_decref(j);
@@ -1426,8 +1430,8 @@ static void test_stranger_room_bound(void)
 	CHECK(after_len <= before_len + 4);
 	CHECK(after_len < 64);
 	CHECK(json_object_get(rec, "guests") == NULL);
-	CHECK_EQ_INT(json_integer_value(json_object_get(rec, "events")), N + 1);
 	json_decref(rec);
+	CHECK_EQ_INT(room_events(room), N + 1); /* the record's and what is pending (room_counts.h) */
 	CHECK_EQ_INT(members_after, members_before);
 	/* Each invite was still refused and recorded. */
 	CHECK(audit_after >= audit_before + N);
@@ -1436,6 +1440,200 @@ static void test_stranger_room_bound(void)
 /* A store of schema version 1 (the first release's layout: a room's
  * per-user maps inside its record, no audit indexes) is upgraded once when
  * opened, and loses nothing. */
+/* Many one-event transactions, as a homeserver catching up sends them: the
+ * events seen move from the record of recent ones (dedupe.h) to STORE_EVENTS
+ * as it fills, and every one of them, wherever it is, is still seen once. */
+static void test_dedupe_record(void)
+{
+	struct txn_result res;
+	enum { N = 200 };
+	char body[512], id[32];
+	store_txn *t;
+	size_t index0 = 0, index1 = 0, ntx = 0, nev0 = 0, nev1 = 0;
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	CHECK_EQ_INT(store_count(t, STORE_EVENTS, &index0), TH_OK);
+	CHECK_EQ_INT(dedupe_count(t, &ntx, &nev0), TH_OK);
+	store_txn_abort(t);
+	for (int i = 0; i < N; i++) {
+		snprintf(body, sizeof(body),
+		         "{\"events\":[{\"event_id\":\"$catchup%d_abcdefghijklmnopqrstuvwxyz0123456789\","
+		         "\"room_id\":\"!d:test.local\",\"type\":\"m.room.message\",\"sender\":"
+		         "\"@staff:test.local\",\"content\":{\"msgtype\":\"m.text\",\"body\":\"n\"}}]}",
+		         i);
+		snprintf(id, sizeof(id), "d%d", i);
+		run(id, body, &res);
+		CHECK_EQ_INT(res.status, 200);
+		CHECK_EQ_INT(res.processed, 1);
+	}
+	CHECK_EQ_INT(room_events("!d:test.local"), N);
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	CHECK_EQ_INT(store_count(t, STORE_EVENTS, &index1), TH_OK);
+	CHECK_EQ_INT(dedupe_count(t, &ntx, &nev1), TH_OK);
+	store_txn_abort(t);
+	CHECK_EQ_INT(nev1 - nev0, N);              /* every one counted, once */
+	CHECK(index1 > index0 && nev1 > index1);   /* some moved to STORE_EVENTS, some still in the record */
+	CHECK_EQ_INT(ntx, DEDUPE_TXNS_MAX);        /* the last ones only */
+
+	/* The newest transaction resent: known by its id, nothing looked at. */
+	snprintf(body, sizeof(body),
+	         "{\"events\":[{\"event_id\":\"$catchup%d_abcdefghijklmnopqrstuvwxyz0123456789\","
+	         "\"room_id\":\"!d:test.local\",\"type\":\"m.room.message\",\"sender\":"
+	         "\"@staff:test.local\",\"content\":{\"msgtype\":\"m.text\",\"body\":\"n\"}}]}",
+	         N - 1);
+	snprintf(id, sizeof(id), "d%d", N - 1);
+	run(id, body, &res);
+	CHECK_EQ_INT(res.status, 200);
+	CHECK_EQ_INT(res.processed + res.skipped, 0);
+	/* Every event again, in new transactions of ten, and the oldest
+	 * transaction (long forgotten by id) under its own id: all skipped. */
+	for (int i = 0; i < N; i += 10) {
+		char big[4096];
+		size_t k = (size_t)snprintf(big, sizeof(big), "{\"events\":[");
+		for (int j = i; j < i + 10; j++)
+			k += (size_t)snprintf(big + k, sizeof(big) - k,
+			                      "%s{\"event_id\":\"$catchup%d_abcdefghijklmnopqrstuvwxyz0123456789\","
+			                      "\"room_id\":\"!d:test.local\",\"type\":\"m.room.message\","
+			                      "\"sender\":\"@staff:test.local\",\"content\":{}}",
+			                      j > i ? "," : "", j);
+		snprintf(big + k, sizeof(big) - k, "]}");
+		snprintf(id, sizeof(id), "again%d", i);
+		run(id, big, &res);
+		CHECK_EQ_INT(res.status, 200);
+		CHECK_EQ_INT(res.processed, 0);
+		CHECK_EQ_INT(res.skipped, 10);
+	}
+	snprintf(body, sizeof(body),
+	         "{\"events\":[{\"event_id\":\"$catchup0_abcdefghijklmnopqrstuvwxyz0123456789\","
+	         "\"room_id\":\"!d:test.local\",\"type\":\"m.room.message\",\"sender\":"
+	         "\"@staff:test.local\",\"content\":{\"msgtype\":\"m.text\",\"body\":\"n\"}}]}");
+	run("d0", body, &res);
+	CHECK_EQ_INT(res.status, 200);
+	CHECK_EQ_INT(res.processed, 0);
+	CHECK_EQ_INT(res.skipped, 1);
+	/* One event twice in one transaction: handled once. */
+	run("twice", "{\"events\":[" MSG("$twice", "!d:test.local", "a") "," MSG("$twice", "!d:test.local", "a") "]}",
+	    &res);
+	CHECK_EQ_INT(res.processed, 1);
+	CHECK_EQ_INT(res.skipped, 1);
+	CHECK_EQ_INT(room_events("!d:test.local"), N + 1);
+}
+
+/* A room's count of events, kept pending (room_counts.h) while nothing else
+ * of its record changes: exact over more rooms than the pending record
+ * holds, and folded into the record when the record is written anyway. */
+static void test_room_counts(void)
+{
+	struct txn_result res;
+	enum { ROOMS = 150, ROUNDS = 3 };
+	char body[512], id[48], room[48];
+	for (int r = 0; r < ROUNDS; r++) {
+		for (int i = 0; i < ROOMS; i++) {
+			snprintf(room, sizeof(room), "!rc%03d:test.local", i);
+			snprintf(body, sizeof(body),
+			         "{\"events\":[{\"event_id\":\"$rc%d_%d\",\"room_id\":\"%s\",\"type\":"
+			         "\"m.room.message\",\"sender\":\"@staff:test.local\",\"content\":{}}]}",
+			         r, i, room);
+			snprintf(id, sizeof(id), "rc%d_%d", r, i);
+			run(id, body, &res);
+			CHECK_EQ_INT(res.processed, 1);
+		}
+	}
+	int pending_rooms = 0;
+	for (int i = 0; i < ROOMS; i++) {
+		snprintf(room, sizeof(room), "!rc%03d:test.local", i);
+		CHECK_EQ_INT(room_events(room), ROUNDS);
+		store_txn *t;
+		json_t *j = NULL;
+		CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+		CHECK_EQ_INT(store_get_json(t, STORE_ROOMS, room, &j), TH_OK);
+		pending_rooms += json_integer_value(json_object_get(j, "events")) < ROUNDS;
+		json_decref(j);
+		store_txn_abort(t);
+	}
+	CHECK(pending_rooms > 10 && pending_rooms < ROOMS); /* the newest pending, the oldest folded */
+	/* The bot joins the newest room: its record is written, its count with it. */
+	snprintf(room, sizeof(room), "!rc%03d:test.local", ROOMS - 1);
+	snprintf(body, sizeof(body),
+	         "{\"events\":[{\"event_id\":\"$rcjoin\",\"room_id\":\"%s\",\"type\":\"m.room.member\","
+	         "\"sender\":\"@threshold:test.local\",\"state_key\":\"@threshold:test.local\","
+	         "\"content\":{\"membership\":\"join\"}}]}",
+	         room);
+	run("rcjoin", body, &res);
+	CHECK_EQ_INT(res.processed, 1);
+	store_txn *t;
+	json_t *j = NULL;
+	uint64_t pending = 99;
+	CHECK_EQ_INT(store_txn_begin(st, 0, &t), TH_OK);
+	CHECK_EQ_INT(store_get_json(t, STORE_ROOMS, room, &j), TH_OK);
+	CHECK_STR(jsonx_str(j, "bot"), "join");
+	CHECK_EQ_INT(json_integer_value(json_object_get(j, "events")), ROUNDS + 1);
+	CHECK_EQ_INT(room_counts_pending(t, room, &pending), TH_OK);
+	CHECK_EQ_INT(pending, 0);
+	json_decref(j);
+	store_txn_abort(t);
+}
+
+/* A store of schema version 2 kept a key per transaction in STORE_TXNS: the
+ * upgrade keeps the newest in the record and leaves the events seen alone. */
+static void test_upgrade_from_v2(void)
+{
+	char *dir = test_tmpdir();
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/store", dir);
+	store *old;
+	CHECK_EQ_INT(store_open(path, 16, &old), TH_OK);
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(old, 1, &t), TH_OK);
+	CHECK_EQ_INT(store_clear(t, STORE_TXNS), TH_OK);
+	for (unsigned i = 0; i < 20; i++) {
+		char id[16];
+		snprintf(id, sizeof(id), "%u", 100 + i);
+		struct store_txn_rec r = {1000 + i, 50000 - 1000 * (uint64_t)(i % 2 ? 20 - i : i)};
+		CHECK_EQ_INT(store_put(t, STORE_TXNS, id, strlen(id), &r, sizeof(r), 0), TH_OK);
+	}
+	unsigned char when[8];
+	store_u64_key(when, 1234);
+	CHECK_EQ_INT(store_put(t, STORE_EVENTS, "$kept", 5, when, 8, 0), TH_OK);
+	CHECK_EQ_INT(store_schema_set(t, 2), TH_OK);
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	store_close(old);
+
+	store *up;
+	CHECK_EQ_INT(store_open(path, 16, &up), TH_OK);
+	CHECK_EQ_INT(store_txn_begin(up, 1, &t), TH_OK);
+	uint64_t v = 0;
+	CHECK_EQ_INT(store_schema_get(t, &v), TH_OK);
+	CHECK_EQ_INT(v, STORE_SCHEMA_VERSION);
+	size_t n = 0, ntx = 0, nev = 0;
+	CHECK_EQ_INT(store_count(t, STORE_TXNS, &n), TH_OK);
+	CHECK_EQ_INT(n, 1); /* the record alone */
+	CHECK_EQ_INT(dedupe_count(t, &ntx, &nev), TH_OK);
+	CHECK_EQ_INT(ntx, DEDUPE_TXNS_MAX);
+	CHECK_EQ_INT(nev, 1);
+	struct dedupe d;
+	CHECK_EQ_INT(dedupe_load(t, &d), TH_OK);
+	/* times: even i 50000 - 1000 i, odd i 50000 - 1000 (20 - i): the four
+	 * oldest are i = 18, 1, 16, 3 (32000, 31000, 34000, 33000) */
+	int found = 0;
+	for (unsigned i = 0; i < 20; i++) {
+		char id[16];
+		uint64_t h = 0;
+		snprintf(id, sizeof(id), "%u", 100 + i);
+		int has = dedupe_txn_find(&d, id, &h);
+		found += has;
+		CHECK_EQ_INT(has, !(i == 18 || i == 1 || i == 16 || i == 3));
+		if (has)
+			CHECK_EQ_INT(h, 1000 + i);
+	}
+	CHECK_EQ_INT(found, DEDUPE_TXNS_MAX);
+	CHECK_EQ_INT(dedupe_event_add(&d, t, "$kept", 9999), TH_EEXIST);
+	dedupe_free(&d);
+	store_txn_abort(t);
+	store_close(up);
+	test_rmtree(dir);
+	free(dir);
+}
+
 static void test_upgrade_from_v1(void)
 {
 	char *dir = test_tmpdir();
@@ -1504,6 +1702,8 @@ int main(void)
 	CHECK_EQ_INT(store_open(cfg.store_path, cfg.map_size_mb, &st), TH_OK);
 	CHECK_EQ_INT(audit_open_config(st, &cfg, &au), TH_OK);
 	test_dedupe();
+	test_dedupe_record();
+	test_room_counts();
 	test_bad_events_skipped();
 	test_long_ids_skipped();
 	test_empty_room_id_skipped();
@@ -1520,6 +1720,7 @@ int main(void)
 	test_audit_questions();
 	test_stranger_room_bound();
 	test_upgrade_from_v1();
+	test_upgrade_from_v2();
 	test_store_full(dir);
 	audit_close(au);
 	store_close(st);
