@@ -124,10 +124,18 @@ static int emit_events(struct sb *b, const struct family *f, const struct snapsh
 static int emit_channel_messages(struct sb *b, const struct family *f, const struct snapshot *s)
 {
 	(void)s;
-	sb_printf(b, "%s{channel=\"sms\",direction=\"in\"} %llu\n", f->name,
-	          (unsigned long long)atomic_load_explicit(&counters[METRICS_SMS_IN], memory_order_relaxed));
-	sb_printf(b, "%s{channel=\"sms\",direction=\"out\"} %llu\n", f->name,
-	          (unsigned long long)atomic_load_explicit(&counters[METRICS_SMS_OUT], memory_order_relaxed));
+	/* label values: the channel's name in the code, never an address */
+	static const struct {
+		const char *channel, *direction;
+		enum metrics_counter c;
+	} rows[] = {{"sms", "in", METRICS_SMS_IN},
+	            {"sms", "out", METRICS_SMS_OUT},
+	            {"whatsapp", "in", METRICS_WA_IN},
+	            {"whatsapp", "out", METRICS_WA_OUT}};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		sb_printf(b, "%s{channel=\"%s\",direction=\"%s\"} %llu\n", f->name, rows[i].channel,
+		          rows[i].direction,
+		          (unsigned long long)atomic_load_explicit(&counters[rows[i].c], memory_order_relaxed));
 	return 1;
 }
 

@@ -26,6 +26,8 @@ enum metrics_counter {
 	METRICS_EVENTS,           /* events handled in them (not duplicates, not skipped) */
 	METRICS_SMS_IN,           /* texts taken in from the SMS gateway (not repeats, not over a limit) */
 	METRICS_SMS_OUT,          /* texts the SMS gateway accepted to send */
+	METRICS_WA_IN,            /* WhatsApp messages taken in (not repeats, not over a limit) */
+	METRICS_WA_OUT,           /* WhatsApp messages the Graph API accepted to send */
 	METRICS_NCOUNTERS
 };
 

@@ -22,6 +22,7 @@
 #include "log.h"
 #include "matrix.h"
 #include "media.h"
+#include "metrics.h"
 #include "sms.h"
 #include "store.h"
 #include "util.h"
@@ -174,6 +175,7 @@ static int post_message(wa_channel *w, const char *pnid, char *json, const char 
 		LOG(LOG_WARN, "whatsapp: the Graph API refused %s: HTTP %ld", what, status);
 		return TH_EHTTP;
 	}
+	metrics_add(METRICS_WA_OUT, 1);
 	return TH_OK;
 }
 
@@ -329,6 +331,8 @@ static void answer_message(wa_channel *w, const json_t *m)
 	free(dedupe);
 	free(local);
 	explicit_bzero(key, sizeof(key));
+	if (a.status == 200 && !a.repeat)
+		metrics_add(METRICS_WA_IN, 1);
 	/* the window opens again: what waited for it may go out */
 	if (a.guest[0] && (a.action == POL_CHAN_OPEN_CONV || a.action == POL_CHAN_FORWARD)) {
 		uint64_t ts = (uint64_t)json_integer_value(json_object_get(m, "ts"));

@@ -13,9 +13,13 @@ page.  Removed from the group, the phone hears no more of it; STOP (even
 number is nowhere in Synapse's database, Threshold's log, the rooms' state or
 the web guest's feed.
 
-Another channel (WhatsApp) joins the same scenario by adding one more guest
-to CHANNELS' list: a guest object with the same small interface
-(write, got, never_got, pseudonym).
+A WhatsApp guest of the same service comes through a local stand-in for
+Meta's Cloud API (fakemeta.py: webhooks signed as Meta signs them, the Graph
+API's /messages as the phone): apart, nothing of the others reaches it and
+nothing of its reaches them; in the group it hears "# <name>: ..." by the
+Graph API and its "# ..." reach the group, the page and the phone under its
+pseudonym; removed, it hears no more of the group.  Each guest is an object
+with the same small interface (write, got, wait_got, never_got, pseudonym).
 """
 
 import glob
@@ -34,15 +38,22 @@ from conftest import SERVER_NAME
 from gateway import Guest, join_portal, wait_gateway
 from helpers import bearer, bot_reply, q, staff_room_with_bot, staff_says, wait_membership
 from mx import Client, poll, run
-from kannel import BEARERBOX, FAKESMSC
-from test_sms import SERVICE_NUMBER, Kannel, Phone, waiting_by_sms
+from fakemeta import FakeMeta, message, signature
+from kannel import PASSWORD, USERNAME, Kannel, Phone
+from kannel import installed as kannel_installed
+from test_sms import SERVICE_NUMBER, waiting_by_sms
+from test_whatsapp import secret_file
 
 PHONE = "447700900517"  # the SMS guest's number: must appear nowhere in clear
 SECRET = "kannel-mixed-secret-0123456789"
 NOTICE = "Helpline of the test charity, by text or on the web. Messages are kept 30 days."
 GREETING = "Hello, you are through to the mixed helpline."
+WA_NUMBER = "447700900634"  # the WhatsApp guest's number (its wa_id): must appear nowhere in clear
+PNID = "106540352249876"
+APP_SECRET = "mixed-app-secret-5b4a3c2d"
+ACCESS_TOKEN = "EAAG-mixed-access-token"
 
-pytestmark = pytest.mark.skipif(not os.access(FAKESMSC, os.X_OK) or not os.access(BEARERBOX, os.X_OK),
+pytestmark = pytest.mark.skipif(not kannel_installed(),
                                 reason="Kannel (kannel, kannel-extras) is not installed: "
                                        "bash scripts/install-deps.sh")
 
@@ -84,6 +95,35 @@ class SmsGuest:
                     return t
             time.sleep(0.2)
         raise AssertionError("the phone never got %r; it got %r" % (words, self.got()))
+
+    def never_got(self, words):
+        return not [t for t in self.got() if words in t]
+
+
+class WaGuest:
+    """A person on WhatsApp: what they write is a webhook signed as Meta
+    signs it; what they get is what reached the fake Graph API's /messages."""
+
+    channel = "whatsapp"
+
+    def __init__(self, hook, meta, number):
+        self.hook, self.meta, self.number, self.n = hook, meta, number, 0
+        self.pseudonym = self.user_id = self.room = None
+
+    def write(self, words, pnid=PNID):
+        self.n += 1
+        body = message(pnid, self.number, "wamid.mixed.%d" % self.n, text=words)
+        r = requests.post(self.hook, data=body, timeout=30,
+                          headers={"Content-Type": "application/json",
+                                   "X-Hub-Signature-256": signature(APP_SECRET, body)})
+        assert r.status_code == 200 and r.text == "", (r.status_code, r.text)
+
+    def got(self):
+        return self.meta.texts_to(self.number)
+
+    def wait_got(self, words, timeout=30):
+        self.meta.wait_text(self.number, words, timeout=timeout)
+        return [t for t in self.got() if words in t][0]
 
     def never_got(self, words):
         return not [t for t in self.got() if words in t]
@@ -148,6 +188,17 @@ def mixed(env):
     staff_room = staff_room_with_bot(env, "Mixed helpline staff")
     sms_port = harness.free_port()
     kannel = Kannel(os.path.join(env.workdir, "kannel-mixed"), sms_port, SECRET)
+    meta = FakeMeta(ACCESS_TOKEN, phone_number_ids=[PNID])
+    wa_port = harness.free_port()
+    d = os.path.join(env.workdir, "whatsapp-mixed")
+    os.makedirs(d, exist_ok=True)
+    env.whatsapp = {"enabled": True, "listen_address": "127.0.0.1", "listen_port": wa_port,
+                    "app_secret_file": secret_file(d, "app-secret", APP_SECRET),
+                    "verify_token_file": secret_file(d, "verify-token", "mixed-verify-token"),
+                    "access_token_file": secret_file(d, "access-token", ACCESS_TOKEN),
+                    "graph_url": meta.url, "api_version": "v21.0",
+                    "template_name": "conversation_waiting", "template_language": "en",
+                    "per_number_per_minute": 30}
     env.services = {"mixed": {
         "display_name": "Mixed Helpline",
         "staff_room": staff_room,
@@ -156,23 +207,27 @@ def mixed(env):
         "notice": {"en": NOTICE, "fr": "Ligne d'aide de l'association de test."},
         "public_entry": True,
         "sms_number": "+" + SERVICE_NUMBER,
+        "whatsapp_phone_number_id": PNID,
     }}
     env.sms = {"enabled": True, "driver": "kannel", "listen_address": "127.0.0.1",
                "listen_port": sms_port, "secret": SECRET,
-               "kannel_sendsms_url": kannel.sendsms_url, "kannel_username": "threshold",
-               "kannel_password": "sendsms-pass"}
+               "kannel_sendsms_url": kannel.sendsms_url, "kannel_username": USERNAME,
+               "kannel_password": PASSWORD}
     env.gateway_settings = {"languages": ["en", "fr"]}
     restart(env)
     wait_gateway(env)
     kannel.start()
     line = Line(kannel.dir, kannel.smsc_port, PHONE, SERVICE_NUMBER)
     try:
-        yield {"staff_room": staff_room, "line": line, "kannel": kannel}
+        yield {"staff_room": staff_room, "line": line, "kannel": kannel, "meta": meta,
+               "hook": "http://127.0.0.1:%d/whatsapp" % wa_port}
     finally:
         line.hang_up()
         kannel.stop()
+        meta.stop()
         env.services = None
         env.sms = None
+        env.whatsapp = None
         env.gateway_settings = {}
         restart(env)
 
@@ -209,6 +264,43 @@ def sms_guest_in_conversation(env, staff_room, line, number):
     return s
 
 
+def waiting_by_whatsapp(env, staff_room, timeout=30):
+    """The conversation room of the "<pseudonym> (by WhatsApp) is waiting" notice."""
+    async def find():
+        async with Client.for_user(env, "staff") as s:
+            async def notice():
+                for ev in reversed(await s.history(staff_room)):
+                    body = ev.get("content", {}).get("body", "")
+                    if ev.get("sender") == env.bot and "(by WhatsApp) is waiting" in body:
+                        return body
+                return None
+            return await poll(notice, timeout=timeout, what="the staff room's WhatsApp waiting notice")
+    body = run(find())
+    return body, body.rsplit("/#/", 1)[1].strip()
+
+
+def wa_guest_in_conversation(env, staff_room, hook, meta, number):
+    w = WaGuest(hook, meta, number)
+    w.write("hello, is anyone there")
+    w.wait_got("1 English / 2 Fran")
+    w.write("1")
+    w.wait_got("Reply YES to agree")
+    w.write("YES")
+    w.wait_got("Your messages now reach the team")
+    body, w.room = waiting_by_whatsapp(env, staff_room)
+    assert number not in body, body
+    w.pseudonym = body.split(" (by WhatsApp) is waiting", 1)[0]
+    r = requests.post("%s/_matrix/client/v3/join/%s" % (env.hs_url, q(w.room)),
+                      headers=bearer(env.token("staff")), json={}, timeout=30)
+    assert r.status_code == 200, r.text
+    w.wait_got(GREETING)
+    members = run(_members(env, w.room))
+    guests = [m for m in members if m not in (env.bot, env.users["staff"][0])]
+    assert len(guests) == 1, members
+    w.user_id = guests[0]
+    return w
+
+
 async def _members(env, room):
     async with Client.for_user(env, "staff") as c:
         return await c.joined_members(room)
@@ -230,18 +322,23 @@ def test_web_and_sms_guests_apart_then_in_one_group(env, threshold, mixed):
     staff_room, line = mixed["staff_room"], mixed["line"]
     web = web_guest_in_conversation(env, staff_room)
     sms = sms_guest_in_conversation(env, staff_room, line, PHONE)
-    guests = [web, sms]  # a WhatsApp guest joins this list with the same interface
-    assert web.room != sms.room
+    wa = wa_guest_in_conversation(env, staff_room, mixed["hook"], mixed["meta"], WA_NUMBER)
+    guests = [web, sms, wa]
+    assert len({g.room for g in guests}) == 3 and len({g.pseudonym for g in guests}) == 3
 
     # ---- 1. apart: each in their own conversation -------------------------------------------
     web.write("web words for staff only")
     wait_in_room(env, web.room, web.user_id, "web words for staff only")
     sms.write("phone words for staff only")
     wait_in_room(env, sms.room, sms.user_id, "phone words for staff only")
+    wa.write("whatsapp words for staff only")
+    wait_in_room(env, wa.room, wa.user_id, "whatsapp words for staff only")
     staff_says(env, web.room, "staff reply to the web guest")
     staff_says(env, sms.room, "staff reply to the phone")
+    staff_says(env, wa.room, "staff reply to whatsapp")
     web.wait_got("staff reply to the web guest")
     sms.wait_got("staff reply to the phone")
+    assert wa.wait_got("staff reply to whatsapp").endswith(": staff reply to whatsapp")
 
     # Neither can address the other in any way the channel offers.  The page
     # has no recipient: whatever else a request names, the words go to the
@@ -261,13 +358,30 @@ def test_web_and_sms_guests_apart_then_in_one_group(env, threshold, mixed):
     r = requests.get("http://127.0.0.1:%d/sms/kannel/%s" % (env.sms["listen_port"], SECRET),
                      params=q_other, timeout=10)
     assert r.status_code == 200 and not r.text, r.text
+    # WhatsApp: naming another guest, '#' in no group, or to another business number
+    wa.write("%s and %s: hello from whatsapp" % (web.pseudonym, sms.pseudonym))
+    wa.write("to another business number", pnid="106540352240000")
+    wa.write("#anyone on whatsapp in a group?")
+    wait_in_room(env, wa.room, wa.user_id, "#anyone on whatsapp in a group?")
     time.sleep(3)  # what would leak has had time to
+    wa_words = ("staff reply to whatsapp", "whatsapp words", "hello from whatsapp", "anyone on whatsapp",
+                "another business number")
     for words in ("staff reply to the phone", "phone words", "hello from the phone",
-                  "anyone in a group"):
+                  "anyone in a group") + wa_words:
         assert web.never_got(words), (words, web.feed())
     for words in ("staff reply to the web guest", "web words", "directly", "are you there",
-                  "anyone else here"):
+                  "anyone else here") + wa_words:
         assert sms.never_got(words), (words, sms.got())
+    for words in ("staff reply to the web guest", "staff reply to the phone", "web words", "phone words",
+                  "directly", "are you there", "anyone else here", "hello from the phone",
+                  "anyone in a group", "another number"):
+        assert wa.never_got(words), (words, wa.got())
+    assert not [b for b in bodies(env, web.room) + bodies(env, sms.room) if any(w in b for w in wa_words)]
+    wa_room = bodies(env, wa.room)
+    assert not [b for b in wa_room if "web words" in b or "phone words" in b or "directly" in b
+                or "hello from the phone" in b or "another number" in b], wa_room
+    assert not [b for b in wa_room + bodies(env, web.room) + bodies(env, sms.room)
+                if "another business number" in b]
     web_room, sms_room = bodies(env, web.room), bodies(env, sms.room)
     assert not [b for b in sms_room if "web words" in b or "directly" in b or "are you there" in b
                 or "anyone else" in b], sms_room
@@ -290,6 +404,8 @@ def test_web_and_sms_guests_apart_then_in_one_group(env, threshold, mixed):
     web.wait_got("Welcome to the group, everyone")
     t = sms.wait_got("Welcome to the group, everyone")
     assert t.startswith("# "), t  # the phone can tell the group from the conversation
+    t = wa.wait_got("Welcome to the group, everyone")
+    assert t.startswith("# ") and t.endswith(": Welcome to the group, everyone"), t
 
     # the web guest's group message: a text under the web guest's pseudonym
     t0 = time.monotonic()
@@ -299,6 +415,8 @@ def test_web_and_sms_guests_apart_then_in_one_group(env, threshold, mixed):
     print("web guest's group message reached the phone in %.2f s" % (time.monotonic() - t0))
     assert t == "# %s: hello group, from the web page" % web.pseudonym, t
     assert web.user_id not in t and "@" not in t, t
+    t = wa.wait_got("hello group, from the web page")
+    assert t == "# %s: hello group, from the web page" % web.pseudonym, t
 
     # the SMS guest's group message: in the group and on the web page, by pseudonym
     t0 = time.monotonic()
@@ -308,6 +426,21 @@ def test_web_and_sms_guests_apart_then_in_one_group(env, threshold, mixed):
     print("SMS guest's group message reached the web page in %.2f s" % (time.monotonic() - t0))
     assert e["from"] == {"role": "guest", "name": sms.pseudonym}, e
     assert e["body"] == "hello group, from my phone", e
+    t = wa.wait_got("hello group, from my phone")
+    assert t == "# %s: hello group, from my phone" % sms.pseudonym, t
+
+    # the WhatsApp guest's group message: in the group, on the page and the phone, by pseudonym
+    t0 = time.monotonic()
+    wa.write("# hello group, from WhatsApp")
+    wait_in_room(env, group, wa.user_id, "hello group, from WhatsApp")
+    e = web.wait_got("hello group, from WhatsApp")
+    print("WhatsApp guest's group message reached the web page in %.2f s" % (time.monotonic() - t0))
+    assert e["from"] == {"role": "guest", "name": wa.pseudonym}, e
+    assert e["body"] == "hello group, from WhatsApp", e
+    t = sms.wait_got("hello group, from WhatsApp")
+    assert t == "# %s: hello group, from WhatsApp" % wa.pseudonym, t
+    wa.write("a private WhatsApp word for staff")
+    wait_in_room(env, wa.room, wa.user_id, "a private WhatsApp word for staff")
     # a hashtag or a number is not the mark: "#1 thing" stays with staff
     sms.write("#1 thing I want to say to staff only")
     wait_in_room(env, sms.room, sms.user_id, "#1 thing I want to say to staff only")
@@ -319,14 +452,20 @@ def test_web_and_sms_guests_apart_then_in_one_group(env, threshold, mixed):
     time.sleep(3)
     assert web.never_got("a private word for staff")
     assert sms.never_got("my own private word")
+    assert wa.never_got("hello group, from WhatsApp"), wa.got()  # not sent back to its writer
+    for words in ("a private word for staff", "my own private word", "thing I want to say"):
+        assert wa.never_got(words), (words, wa.got())
+    assert web.never_got("private WhatsApp word") and sms.never_got("private WhatsApp word")
+    assert not any("private WhatsApp word" in b for b in bodies(env, group))
     assert "a private word for staff" not in bodies(env, group)
     assert not any("thing I want to say" in b for b in bodies(env, group))
     assert web.never_got("thing I want to say")
     assert "my own private word" not in bodies(env, group)
 
-    # ---- 3. removed from the group: nothing more of it reaches the phone --------------------
-    staff_says(env, group, "!threshold group remove %s" % sms.pseudonym)
-    wait_membership(env, "staff", group, sms.user_id, "leave")
+    # ---- 3. removed from the group: nothing more of it reaches the phones ------------------
+    for g in (sms, wa):
+        staff_says(env, group, "!threshold group remove %s" % g.pseudonym)
+        wait_membership(env, "staff", group, g.user_id, "leave")
     staff_says(env, group, "after the phone left the group")
     web.write("# web words after the phone left")
     web.wait_got("after the phone left the group")
@@ -336,7 +475,15 @@ def test_web_and_sms_guests_apart_then_in_one_group(env, threshold, mixed):
     wait_in_room(env, sms.room, sms.user_id, "# still in the group?")
     staff_says(env, sms.room, "staff to the phone, after")
     sms.wait_got("staff to the phone, after")  # the phone still hears its own conversation
+    wa.write("# still in the group, WhatsApp?")
+    wait_in_room(env, wa.room, wa.user_id, "# still in the group, WhatsApp?")
+    staff_says(env, wa.room, "staff to whatsapp, after")
+    wa.wait_got("staff to whatsapp, after")
     time.sleep(2)
+    for words in ("after the phone left the group", "web words after the phone left"):
+        assert wa.never_got(words), (words, wa.got())
+    assert web.never_got("WhatsApp?") and sms.never_got("WhatsApp?")
+    assert not any("still in the group, WhatsApp" in b for b in bodies(env, group))
     assert sms.never_got("after the phone left the group"), sms.got()
     assert sms.never_got("web words after the phone left"), sms.got()
     assert web.never_got("still in the group"), web.feed()
@@ -357,12 +504,16 @@ def test_web_and_sms_guests_apart_then_in_one_group(env, threshold, mixed):
     assert not [b for b in bodies(env, group) if "STOP" in b.upper() and "after the stop" not in b]
     assert web.never_got("STOP")
 
-    # ---- 5. the number is nowhere in clear ---------------------------------------------------
+    # ---- 5. the numbers are nowhere in clear -------------------------------------------------
     line.hang_up()
-    needle = PHONE
+    for needle in (PHONE, WA_NUMBER):
+        number_nowhere(env, threshold, web, (web.room, sms.room, wa.room, group, staff_room), needle)
+
+
+def number_nowhere(env, threshold, web, rooms, needle):
     feed_text = repr(web.feed())
     assert needle not in feed_text
-    for room in (web.room, sms.room, group, staff_room):
+    for room in rooms:
         r = requests.get("%s/_matrix/client/v3/rooms/%s/state" % (env.hs_url, q(room)),
                          headers=bearer(env.token("staff")), timeout=30)
         assert r.status_code == 200, r.text

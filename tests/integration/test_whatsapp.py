@@ -21,6 +21,7 @@ import urllib.parse
 
 import pytest
 import requests
+import yaml
 
 import synapse as harness
 from fakemeta import FakeMeta, message, signature, status
@@ -29,6 +30,7 @@ from helpers import audit_records, bearer, staff_room_with_bot, staff_says
 from mx import Client, poll, run
 from test_doctor import attention, config_copy, doctor, findings, scratch, status_of  # noqa: F401 (scratch: a fixture)
 from test_gateway import _jpeg_with_exif, jpeg_markers
+from test_metrics import parse, value
 
 PNID = "106540352242922"
 PHONE = "447700900777"  # the person's WhatsApp id: must appear nowhere in clear
@@ -75,9 +77,18 @@ def wa(env):
                     "graph_url": meta.url, "api_version": "v21.0",
                     "template_name": TEMPLATE, "template_language": "en"}
     env.gateway_settings = {"languages": ["en", "fr"]}
-    restart(env)
+    env.write_config()
+    metrics_port = harness.free_port()
+    with open(env.config_path) as f:
+        cfg = yaml.safe_load(f)
+    cfg["metrics"] = {"enabled": True, "bind": "127.0.0.1", "port": metrics_port}
+    with open(env.config_path, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    env.threshold.stop()
+    env.threshold.start()
     try:
-        yield {"hook": "http://127.0.0.1:%d/whatsapp" % port, "meta": meta, "staff_room": staff_room}
+        yield {"hook": "http://127.0.0.1:%d/whatsapp" % port, "meta": meta, "staff_room": staff_room,
+               "metrics": "http://127.0.0.1:%d/metrics" % metrics_port}
     finally:
         meta.stop()
         env.services = None
@@ -91,6 +102,20 @@ def post(hook, body, sig=None, omit=False):
     if not omit:
         headers["X-Hub-Signature-256"] = sig if sig is not None else signature(APP_SECRET, body)
     return requests.post(hook, data=body, headers=headers, timeout=30)
+
+
+def channel_counts(wa):
+    """threshold_channel_messages_total by (channel, direction); the whole exposition."""
+    r = requests.get(wa["metrics"], timeout=10)
+    assert r.status_code == 200, r.text
+    samples = parse(r.text)[0]
+    return {(c, d): value(samples, "threshold_channel_messages_total", channel=c, direction=d)
+            for c in ("sms", "whatsapp") for d in ("in", "out")}, r.text
+
+
+def messages_sent(meta):
+    with meta.lock:
+        return len(meta.sent)
 
 
 class Person:
@@ -190,6 +215,8 @@ def test_webhook_handshake_and_signatures(env, threshold, wa):
 
 def test_whatsapp_end_to_end(env, threshold, wa):
     hook, meta, staff_room = wa["hook"], wa["meta"], wa["staff_room"]
+    counts_before, _ = channel_counts(wa)
+    sent_before = messages_sent(meta)
     person = Person(hook, PHONE)
     guest = open_conversation(env, wa, person)
     body, room = waiting_room(env, staff_room)
@@ -278,13 +305,30 @@ def test_whatsapp_end_to_end(env, threshold, wa):
         time.sleep(0.5)
     assert audit_records(threshold, "data_erased", subject=guest)
 
+    # counted as WhatsApp, in and out, exactly: each message taken in once
+    # (hello, 1, YES, words, picture, STOP, DELETE), each message the Graph
+    # API accepted (menu, notice, confirmations, greeting, reply, picture);
+    # nothing counted as SMS, no number or id in a label
+    deadline = time.monotonic() + 10
+    while True:
+        counts, text = channel_counts(wa)
+        out = counts[("whatsapp", "out")] - counts_before[("whatsapp", "out")]
+        if out == messages_sent(meta) - sent_before or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert counts[("whatsapp", "in")] - counts_before[("whatsapp", "in")] == 7, (counts_before, counts)
+    assert out == messages_sent(meta) - sent_before >= 7, (counts_before, counts, messages_sent(meta))
+    assert counts[("sms", "in")] == counts_before[("sms", "in")]
+    assert counts[("sms", "out")] == counts_before[("sms", "out")]
+    for secret in (PHONE, PNID, guest, room, "wamid"):
+        assert secret not in text, secret
+
     # the number is nowhere in clear
     needle = PHONE.encode()
     files = glob.glob(os.path.join(env.hs.host_dir, "homeserver.db*"))
     assert files
-    files += [threshold.log_path] + [f for f in glob.glob(os.path.join(env.store_path, "**"), recursive=True)
-                                        if os.path.isfile(f)]  # the spool's files too
-    for path in files:
+    files += [threshold.log_path] + glob.glob(os.path.join(env.store_path, "**"), recursive=True)
+    for path in filter(os.path.isfile, files):
         with open(path, "rb") as f:
             assert needle not in f.read(), "the number is in %s" % path
 
