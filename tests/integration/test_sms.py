@@ -119,14 +119,16 @@ def test_sms_end_to_end(env, threshold, kannel_service):
     assert not [e for e in staff_room_events(env, staff_room)
                 if "(by SMS)" in e.get("content", {}).get("body", "")]
     assert not [r for r in audit_records(threshold, "consent_recorded")
-                if r.get("details", {}).get("entry") == "sms"]
+                if r.get("details", {}).get("entry") == "sms"
+                and r.get("details", {}).get("service") == "texts"]
     # 3. YES: consent recorded, the conversation opens, staff are told "by SMS".
     phone.send("YES")
     phone.wait_for("Your messages now reach the team")
     body, room = waiting_by_sms(env, staff_room)
     guest = None
     consent = [r for r in audit_records(threshold, "consent_recorded")
-               if r.get("details", {}).get("entry") == "sms"]
+               if r.get("details", {}).get("entry") == "sms"
+               and r.get("details", {}).get("service") == "texts"]
     assert len(consent) == 1, consent
     guest = consent[0]["subject"]
     assert consent[0]["details"]["language"] == "en"
