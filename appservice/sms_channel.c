@@ -229,7 +229,7 @@ static int dlr_take(sms_channel *s, const char *id, enum sms_dlr_state state)
 	int stage = POL_CHAN_NONE;
 	int rc = dlr_guest(s, id, guest, &stage);
 	if (rc == TH_ENOTFOUND) {
-		LOG(LOG_DEBUG, "sms: a delivery report (%s) on a text no longer kept",
+		LOG(LOG_INFO, "sms: a delivery report (%s) on a text no longer kept",
 		    sms_dlr_state_name(state));
 		return TH_OK;
 	}

@@ -355,6 +355,30 @@ def test_kannel_delivery_reports(env, threshold, kannel_service):
         assert number not in json.dumps(got)
         counts, _ = delivery_counts(metrics_url)
         assert counts['{channel="sms",state="failed"}'] == 3, counts
+        # the earlier text's id was forgotten when the next went out; the last one's is kept
+        assert threshold.log_since_start().count("(failed) on a text no longer kept") == 1
+        def kept_ids():
+            """The text ids whose report Threshold keeps (STORE_META "chan/d/<id>")."""
+            import re
+            import subprocess
+            dump = subprocess.run(["mdb_dump", "-p", "-s", "meta", env.store_path], capture_output=True,
+                                  text=True)
+            assert dump.returncode == 0, dump.stderr
+            return set(re.findall(r"^ chan/d/([0-9a-f]{32})$", dump.stdout, re.M))
+        ids = [u.split("?id=", 1)[1].split("&", 1)[0] for u in urls]
+        assert ids[1] in kept_ids() and ids[0] not in kept_ids()  # only the last text's
+        # DELETE: what was kept of the reports goes with the guest
+        guest = [e for e in staff_room_events(env, room) if e.get("sender", "").startswith("@guest_")][0]["sender"]
+        phone.send("DELETE")
+        phone.wait_for("erased")
+        deadline = time.monotonic() + 30
+        while not audit_records(threshold, "data_erased", subject=guest) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert audit_records(threshold, "data_erased", subject=guest)
+        assert ids[1] not in kept_ids()
+        assert requests.get(urls[1].replace("%d", "2"), timeout=10).status_code == 200
+        time.sleep(0.5)
+        assert threshold.log_since_start().count("a delivery report (failed) on a text no longer kept") == 2
         assert number not in threshold.log_since_start()
     finally:
         phone.hang_up()
