@@ -109,6 +109,32 @@ int chf_seen_before(chan_flow *f, const char *id)
 	return rc == TH_EEXIST;
 }
 
+/* Undo chf_seen_before's mark: the message was not handled, so the gateway's retry must be. */
+static void seen_forget(chan_flow *f, const char *id)
+{
+	store_txn *t;
+	if (!id || !*id || store_txn_begin(f->env->st, 1, &t) != TH_OK)
+		return;
+	if (store_del(t, STORE_EVENTS, id, strlen(id)) == TH_OK)
+		store_txn_commit(t);
+	else
+		store_txn_abort(t);
+}
+
+int chf_limit_take(chan_flow *f, const struct config_service *svc, const unsigned char key[CHF_KEY_LEN])
+{
+	uint64_t now = th_mono_ms();
+	unsigned pa = f->drv->per_address_per_minute, ps = f->drv->per_service_per_minute;
+	/* Per address, then per service (a flood from many addresses). */
+	if (lim_take(f->lim, key, CHF_KEY_LEN, pa, 60000u / pa, now) ||
+	    lim_take(f->lim, svc->name, strlen(svc->name), ps, 60000u / ps, now)) {
+		LOG(LOG_WARN, "%s: service %s: a message over the rate limit; not answered", f->drv->name,
+		    svc->name);
+		return TH_EFULL;
+	}
+	return TH_OK;
+}
+
 /* The person ended it: on the record as consent withdrawn (ids only). */
 static int record_withdrawn(chan_flow *f, const char *guest)
 {
@@ -128,14 +154,15 @@ static int record_withdrawn(chan_flow *f, const char *guest)
 	return store_txn_commit(t);
 }
 
-static void forward(chan_flow *f, const char *guest, const struct chf_in *in)
+/* @return TH_OK (passed on, or refused for good: logged) or a store error (to retry). */
+static int forward(chan_flow *f, const char *guest, const struct chf_in *in)
 {
 	const char *name = f->drv->name;
 	char local[CONV_MAX_LOCAL_ID + 1];
 	if (in->local_id && *in->local_id && strlen(in->local_id) <= CONV_MAX_LOCAL_ID)
 		memcpy(local, in->local_id, strlen(in->local_id) + 1);
 	else if (th_random_hex(local, 16) != TH_OK)
-		return;
+		return TH_EIO;
 	/* Right after agreeing the room may still be being made: the message
 	 * waits for it a little (a page would retry; a gateway cannot). */
 	uint64_t until = th_mono_ms() + NOT_READY_WAIT;
@@ -146,18 +173,26 @@ static void forward(chan_flow *f, const char *guest, const struct chf_in *in)
 		                  : conv_send(f->env, guest, local, in->text, &res, NULL);
 		if (rc) {
 			LOG(LOG_WARN, "%s: a message could not be passed on: %s", name, th_strerror(rc));
-			return;
+			return rc;
 		}
 		if (res != CONV_NOT_READY || th_mono_ms() >= until) {
 			if (res != CONV_SENT)
 				LOG(LOG_WARN, "%s: a message was not passed on (result %d)", name, (int)res);
 			if (res == CONV_SENT && in->data && *in->text) { /* a picture's caption follows it */
 				struct chf_in words = *in;
+				char cap[CONV_MAX_LOCAL_ID + 1];
 				words.data = NULL;
 				words.local_id = NULL;
-				forward(f, guest, &words);
+				/* its own id, so a message handled again sends its caption once */
+				size_t ll = strlen(local);
+				if (ll + 2 <= CONV_MAX_LOCAL_ID) {
+					memcpy(cap, local, ll);
+					memcpy(cap + ll, "-c", 3);
+					words.local_id = cap;
+				}
+				return forward(f, guest, &words);
 			}
-			return;
+			return TH_OK;
 		}
 		struct timespec ts = {0, 250 * 1000 * 1000};
 		nanosleep(&ts, NULL);
@@ -172,22 +207,20 @@ void chf_answer_in(chan_flow *f, const struct chf_in *in, struct chf_answer *a)
 	memset(a, 0, sizeof(*a));
 	a->status = 200;
 	a->action = POL_CHAN_REFUSE;
-	uint64_t now = th_mono_ms();
-	unsigned pa = f->drv->per_address_per_minute, ps = f->drv->per_service_per_minute;
-	/* Per address, then per service (a flood from many addresses). */
-	if (lim_take(f->lim, in->key, CHF_KEY_LEN, pa, 60000u / pa, now) ||
-	    lim_take(f->lim, svc->name, strlen(svc->name), ps, 60000u / ps, now)) {
-		LOG(LOG_WARN, "%s: service %s: a message over the rate limit; not answered", name, svc->name);
+	/* A recorded message (chf_in.recorded) took both when it was recorded. */
+	if (!in->recorded && chf_limit_take(f, svc, in->key)) {
 		a->status = 429;
 		return;
 	}
-	if (chf_seen_before(f, in->dedupe)) {
+	if (!in->recorded && chf_seen_before(f, in->dedupe)) {
 		LOG(LOG_INFO, "%s: a message delivered again; handled once", name);
 		a->repeat = 1;
 		return;
 	}
 	struct conv_chan_state st;
 	if (conv_chan_state(f->env->st, in->key, th_now_ms(), &st) != TH_OK) {
+		if (!in->recorded)
+			seen_forget(f, in->dedupe);
 		a->status = 503;
 		return;
 	}
@@ -228,7 +261,7 @@ void chf_answer_in(chan_flow *f, const struct chf_in *in, struct chf_answer *a)
 	}
 	case POL_CHAN_FORWARD:
 		memcpy(a->guest, st.guest, sizeof(a->guest));
-		forward(f, st.guest, in);
+		rc = forward(f, st.guest, in);
 		break;
 	case POL_CHAN_END:
 		rc = conv_leave(f->env, st.guest);
@@ -269,6 +302,8 @@ void chf_answer_in(chan_flow *f, const struct chf_in *in, struct chf_answer *a)
 		free(a->say);
 		a->say = NULL;
 		a->status = rc == TH_EFULL ? 503 : 500;
+		if (!in->recorded) /* not handled: the gateway's retry is handled, not dropped as a repeat */
+			seen_forget(f, in->dedupe);
 		return;
 	}
 	if (f->on_queue)

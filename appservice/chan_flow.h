@@ -81,6 +81,7 @@ struct chf_in {
 	const struct media_kind *kind;
 	const unsigned char *data;
 	size_t len;
+	int recorded; /* 1: recorded durably by the driver, limits and dedupe taken then (chf_limit_take) */
 };
 
 /** What was done with a message in. */
@@ -95,9 +96,17 @@ struct chf_answer {
 
 /**
  * Take a message in: rate limits, dedupe, policy's decision carried out.
+ * When a step fails (out->status 5xx) the dedupe mark is taken back, so
+ * the gateway's retry is handled.
  * @param out  always written; free out->say
  */
 void chf_answer_in(chan_flow *f, const struct chf_in *in, struct chf_answer *out);
+
+/**
+ * Take one message of @p key's address and @p svc from the rate limits.
+ * @return TH_OK, or TH_EFULL: over a limit (logged; not to be answered).
+ */
+int chf_limit_take(chan_flow *f, const struct config_service *svc, const unsigned char key[CHF_KEY_LEN]);
 
 /**
  * Mark @p id seen under @p ns ("whatsapp:status"): @return 1 if it was

@@ -139,6 +139,23 @@ static int emit_channel_messages(struct sb *b, const struct family *f, const str
 	return 1;
 }
 
+static int emit_channel_delivery(struct sb *b, const struct family *f, const struct snapshot *s)
+{
+	(void)s;
+	/* label values: the channel's name and a state word, never an address or an id */
+	static const struct {
+		const char *state;
+		enum metrics_counter c;
+	} rows[] = {{"accepted", METRICS_SMS_DLR_ACCEPTED},
+	            {"buffered", METRICS_SMS_DLR_BUFFERED},
+	            {"delivered", METRICS_SMS_DLR_DELIVERED},
+	            {"failed", METRICS_SMS_DLR_FAILED}};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		sb_printf(b, "%s{channel=\"sms\",state=\"%s\"} %llu\n", f->name, rows[i].state,
+		          (unsigned long long)atomic_load_explicit(&counters[rows[i].c], memory_order_relaxed));
+	return 1;
+}
+
 static int emit_decisions(struct sb *b, const struct family *f, const struct snapshot *s)
 {
 	(void)s;
@@ -256,6 +273,8 @@ static const struct family families[] = {
         {"threshold_channel_messages_total", "counter",
          "Messages carried by an outside channel, by channel and direction (no address, no content).",
          emit_channel_messages},
+        {"threshold_channel_delivery_total", "counter",
+         "Delivery reports from the SMS gateway, by state (no address, no id).", emit_channel_delivery},
         {"threshold_store_used_bytes", "gauge", "Bytes of the store's map in use (high-water mark).",
          emit_store_used},
         {"threshold_store_map_bytes", "gauge", "The store's map size (store.map_size_mb).", emit_store_map},

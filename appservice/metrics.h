@@ -28,6 +28,10 @@ enum metrics_counter {
 	METRICS_SMS_OUT,          /* texts the SMS gateway accepted to send */
 	METRICS_WA_IN,            /* WhatsApp messages taken in (not repeats, not over a limit) */
 	METRICS_WA_OUT,           /* WhatsApp messages the Graph API accepted to send */
+	METRICS_SMS_DLR_ACCEPTED, /* SMS delivery reports by state (bridge/sms.h enum sms_dlr_state) */
+	METRICS_SMS_DLR_BUFFERED,
+	METRICS_SMS_DLR_DELIVERED,
+	METRICS_SMS_DLR_FAILED,
 	METRICS_NCOUNTERS
 };
 

@@ -13,22 +13,31 @@
 #include <microhttpd.h>
 
 #include "chan_flow.h"
+#include "chanrules.h"
 #include "config.h"
 #include "jsonx.h"
 #include "log.h"
+#include "matrix.h"
 #include "sms.h"
+#include "store.h"
 #include "util.h"
 
 #define KANNEL_PATH   "/sms/kannel"
 #define TWILIO_PATH   "/sms/twilio"
+#define DLR_PATH      "/sms/kannel-dlr" /* + "/" + sms.secret: Kannel's delivery reports */
+#define UNDELIVERED   "The last text to this person could not be delivered."
 #define SECRET_HEADER "X-Threshold-Secret"
 
 struct sms_channel {
+	const struct txn_env *env;
+	smsch_on_queue_fn on_queue;
+	void *ctx;
 	const struct config *cfg;
 	struct chf_driver drv;
 	chan_flow *flow;
 	chf_listener *listener;
 	int twilio;
+	char *dlr_url; /* Kannel's way back to this listener for reports: DLR_PATH and the secret */
 };
 
 static int ascii_only(const char *s)
@@ -95,12 +104,13 @@ static enum MHD_Result add_arg(void *cls, enum MHD_ValueKind kind, const char *k
 	return MHD_YES;
 }
 
-static int kannel_authorised(sms_channel *s, struct MHD_Connection *conn, const char *url)
+static int kannel_authorised(sms_channel *s, struct MHD_Connection *conn, const char *url, const char *path)
 {
 	const char *secret = s->cfg->sms_secret;
 	const char *given = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, SECRET_HEADER);
-	if (!given && strncmp(url, KANNEL_PATH "/", strlen(KANNEL_PATH) + 1) == 0)
-		given = url + strlen(KANNEL_PATH) + 1;
+	size_t plen = strlen(path);
+	if (!given && strncmp(url, path, plen) == 0 && url[plen] == '/')
+		given = url + plen + 1;
 	return secret && given && th_consttime_eq(secret, strlen(secret), given, strlen(given));
 }
 
@@ -110,6 +120,196 @@ static int route(void *ctx, const char *url)
 	return strncmp(url, KANNEL_PATH, strlen(KANNEL_PATH)) == 0 || strcmp(url, TWILIO_PATH) == 0;
 }
 
+/* ---- delivery reports (Kannel) ------------------------------------------------------ *
+ *
+ * Each text sent by Kannel gets an id (SMS_DLR_ID_LEN hex) and asks for
+ * reports on it (dlr-mask, dlr-url back to this listener with the id and
+ * the secret).  Kept per guest: only its last text's id and latest state
+ * (conv.h CONV_CHAN_TIMES, CONV_CHAN_DLR): no number, no words; deleted
+ * with the guest's channel records.  A report that the last text failed is
+ * put to policy (POL_CHAN_UNDELIVERED), which tells staff in the
+ * conversation room while it is open. */
+
+static int hex_key(const char *hex, unsigned char key[SMS_KEY_LEN])
+{
+	if (!hex || strlen(hex) != 2 * SMS_KEY_LEN)
+		return TH_EINVAL;
+	for (size_t i = 0; i < SMS_KEY_LEN; i++) {
+		unsigned v = 0;
+		for (int j = 0; j < 2; j++) {
+			char c = hex[2 * i + (size_t)j];
+			v = v * 16 + (unsigned)(c >= '0' && c <= '9'   ? c - '0'
+			                        : c >= 'a' && c <= 'f' ? c - 'a' + 10
+			                                               : 99);
+		}
+		if (v > 255)
+			return TH_EINVAL;
+		key[i] = (unsigned char)v;
+	}
+	return TH_OK;
+}
+
+/* Before a text goes out: @p id is now @p guest's last text, state "sent"; the previous id is forgotten. */
+static int dlr_remember(sms_channel *s, const char *guest, const char *id)
+{
+	char *wk = xasprintf(CONV_CHAN_TIMES "%s", guest), *dk = xasprintf(CONV_CHAN_DLR "%s", id);
+	store_txn *t;
+	json_t *old = NULL,
+	       *rec = json_pack("{s:s, s:s}", "dlr", id, "state", sms_dlr_state_name(SMS_DLR_SENT));
+	int rc = store_txn_begin(s->env->st, 1, &t);
+	if (rc)
+		goto out;
+	if (store_get_json(t, STORE_META, wk, &old) == TH_OK && jsonx_str(old, "dlr")) {
+		char *ok = xasprintf(CONV_CHAN_DLR "%s", jsonx_str(old, "dlr"));
+		rc = store_del(t, STORE_META, ok, strlen(ok));
+		free(ok);
+		if (rc == TH_ENOTFOUND)
+			rc = TH_OK;
+	}
+	if (!rc)
+		rc = store_put(t, STORE_META, dk, strlen(dk), guest, strlen(guest), 0);
+	if (!rc)
+		rc = store_put_json(t, STORE_META, wk, rec);
+	if (rc)
+		store_txn_abort(t);
+	else
+		rc = store_txn_commit(t);
+out:
+	json_decref(old);
+	json_decref(rec);
+	free(wk);
+	free(dk);
+	return rc;
+}
+
+/* The guest whose last text is @p id, and where their conversation stands. */
+static int dlr_guest(sms_channel *s, const char *id, char guest[GUESTS_MAX_USER_ID + 1], int *stage)
+{
+	char *dk = xasprintf(CONV_CHAN_DLR "%s", id);
+	store_txn *t;
+	const void *v;
+	size_t vlen;
+	unsigned char key[SMS_KEY_LEN];
+	int rc = store_txn_begin(s->env->st, 0, &t);
+	if (rc) {
+		free(dk);
+		return rc;
+	}
+	rc = store_get(t, STORE_META, dk, strlen(dk), &v, &vlen);
+	free(dk);
+	if (!rc && vlen > GUESTS_MAX_USER_ID)
+		rc = TH_ENOTFOUND;
+	if (!rc) {
+		memcpy(guest, v, vlen);
+		guest[vlen] = '\0';
+		json_t *c = conv_call_get(t, guest);
+		rc = hex_key(jsonx_str(c, "address_key"), key);
+		json_decref(c);
+	}
+	store_txn_abort(t);
+	if (rc)
+		return rc == TH_EINVAL ? TH_ENOTFOUND : rc;
+	struct conv_chan_state st;
+	rc = conv_chan_state(s->env->st, key, th_now_ms(), &st);
+	explicit_bzero(key, sizeof(key));
+	/* the number may have started a newer conversation: this one is not open */
+	*stage = !rc && strcmp(st.guest, guest) == 0 ? st.stage : POL_CHAN_CLOSED;
+	return rc;
+}
+
+/*
+ * A report on text @p id: kept as its latest state if it is still the
+ * guest's last text (a final state is not undone by a late "accepted");
+ * a first "failed" is put to policy.
+ * @return TH_OK (also for an id no longer known) or a store error.
+ */
+static int dlr_take(sms_channel *s, const char *id, enum sms_dlr_state state)
+{
+	char guest[GUESTS_MAX_USER_ID + 1];
+	int stage = POL_CHAN_NONE;
+	int rc = dlr_guest(s, id, guest, &stage);
+	if (rc == TH_ENOTFOUND) {
+		LOG(LOG_INFO, "sms: a delivery report (%s) on a text no longer kept",
+		    sms_dlr_state_name(state));
+		return TH_OK;
+	}
+	if (rc)
+		return rc;
+	char *wk = xasprintf(CONV_CHAN_TIMES "%s", guest);
+	store_txn *t;
+	json_t *rec = NULL;
+	int told = 0;
+	rc = store_txn_begin(s->env->st, 1, &t);
+	if (rc) {
+		free(wk);
+		return rc;
+	}
+	if (store_get_json(t, STORE_META, wk, &rec) != TH_OK || !jsonx_str(rec, "dlr") ||
+	    strcmp(jsonx_str(rec, "dlr"), id) != 0) {
+		LOG(LOG_DEBUG, "sms: a delivery report (%s) on an earlier text", sms_dlr_state_name(state));
+		goto done; /* only the last text's state is kept */
+	}
+	int was = sms_dlr_state_from_name(jsonx_str(rec, "state"));
+	if ((was == SMS_DLR_DELIVERED || was == SMS_DLR_FAILED) &&
+	    (state == SMS_DLR_ACCEPTED || state == SMS_DLR_BUFFERED || (int)state == was))
+		goto done;
+	json_object_set_new(rec, "state", json_string(sms_dlr_state_name(state)));
+	rc = store_put_json(t, STORE_META, wk, rec);
+	if (!rc && state == SMS_DLR_FAILED) {
+		struct pol_chan_facts facts = {.event = POL_CHAN_UNDELIVERED,
+		                               .stage = (enum pol_chan_stage)stage};
+		struct pol_chan_decision d;
+		pol_chan_decide(&facts, &d);
+		LOG(LOG_INFO, "sms: the last text to a guest was not delivered: %s (%s)",
+		    pol_chan_action_name(d.action), pol_chan_reason_name(d.reason));
+		char svc[64], room[256];
+		if (d.action == POL_CHAN_TELL_STAFF &&
+		    conv_of_guest(t, guest, svc, sizeof(svc), room, sizeof(room)) == TH_OK && room[0]) {
+			const struct matrix *mx = s->env->mx;
+			rc = mx->ops->notice(mx->ctx, t, room, s->cfg->bot_user_id, UNDELIVERED, NULL);
+			told = !rc;
+		}
+	}
+done:
+	json_decref(rec);
+	free(wk);
+	if (rc) {
+		store_txn_abort(t);
+		return rc;
+	}
+	rc = store_txn_commit(t);
+	if (!rc && told && s->on_queue)
+		s->on_queue(s->ctx);
+	return rc;
+}
+
+static enum MHD_Result dlr_request(sms_channel *s, struct MHD_Connection *conn, const char *url)
+{
+	if (s->twilio || !kannel_authorised(s, conn, url, DLR_PATH))
+		return chf_reply(conn, 404, "text/plain", xstrdup("not found\n"));
+	json_t *fields = json_object();
+	MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, add_arg, fields);
+	char id[SMS_DLR_ID_LEN + 1];
+	enum sms_dlr_state state;
+	int rc = sms_kannel_dlr_read(fields, id, &state);
+	json_decref(fields);
+	if (rc)
+		return chf_reply(conn, 400, "text/plain", xstrdup("bad request\n"));
+	static const enum metrics_counter counter[SMS_DLR_COUNT] = {
+	        [SMS_DLR_ACCEPTED] = METRICS_SMS_DLR_ACCEPTED,
+	        [SMS_DLR_BUFFERED] = METRICS_SMS_DLR_BUFFERED,
+	        [SMS_DLR_DELIVERED] = METRICS_SMS_DLR_DELIVERED,
+	        [SMS_DLR_FAILED] = METRICS_SMS_DLR_FAILED};
+	if (state != SMS_DLR_SENT)
+		metrics_add(counter[state], 1);
+	rc = dlr_take(s, id, state);
+	if (rc) {
+		LOG(LOG_WARN, "sms: a delivery report could not be kept: %s", th_strerror(rc));
+		return chf_reply(conn, 503, "text/plain", xstrdup("try again\n"));
+	}
+	return chf_reply(conn, 200, "text/plain", xstrdup(""));
+}
+
 static enum MHD_Result finish(void *ctx, struct MHD_Connection *conn, const char *url, const char *method,
                               const char *body, size_t len, int too_large)
 {
@@ -117,6 +317,9 @@ static enum MHD_Result finish(void *ctx, struct MHD_Connection *conn, const char
 	int twilio_route = strcmp(url, TWILIO_PATH) == 0;
 	if (too_large)
 		return chf_reply(conn, 413, "text/plain", xstrdup("too large\n"));
+	if (strncmp(url, DLR_PATH, strlen(DLR_PATH)) == 0 &&
+	    (url[strlen(DLR_PATH)] == '/' || !url[strlen(DLR_PATH)]))
+		return dlr_request(s, conn, url);
 	json_t *fields = NULL;
 	int rc = TH_EINVAL;
 	if (twilio_route) {
@@ -131,7 +334,7 @@ static enum MHD_Result finish(void *ctx, struct MHD_Connection *conn, const char
 			return chf_reply(conn, 403, "text/plain", xstrdup("forbidden\n"));
 		}
 	} else {
-		if (s->twilio || !kannel_authorised(s, conn, url))
+		if (s->twilio || !kannel_authorised(s, conn, url, KANNEL_PATH))
 			return chf_reply(conn, 404, "text/plain", xstrdup("not found\n"));
 		/* Kannel's get-url puts the text in the query; a post-url may send a form */
 		fields = json_object();
@@ -186,13 +389,32 @@ static size_t discard(char *p, size_t size, size_t n, void *ud)
 	return size * n;
 }
 
-/* Send @p text to @p to from @p from.  @return TH_OK, TH_ENET or TH_EHTTP. */
-static int send_one(sms_channel *s, const char *from, const char *to, const char *text)
+/* Send @p text to @p to from @p from, @p guest's.  @return TH_OK, TH_ENET, TH_EHTTP or a store error. */
+static int send_one(sms_channel *s, const char *guest, const char *from, const char *to, const char *text)
 {
 	const struct config *cfg = s->cfg;
+	char *dlr = NULL;
+	if (!s->twilio && guest) {
+		/* spec: Kannel sendsms dlr-mask / dlr-url (its %d: the report's type) */
+		char id[SMS_DLR_ID_LEN + 1];
+		int rc = th_random_hex(id, SMS_DLR_ID_LEN / 2);
+		if (!rc)
+			rc = dlr_remember(s, guest, id);
+		if (rc)
+			return rc;
+		char *back = xasprintf("%s?id=%s&type=%%d", s->dlr_url, id);
+		char *eback = sms_urlencode(back);
+		dlr = xasprintf("&dlr-mask=%d&dlr-url=%s", SMS_DLR_MASK, eback);
+		explicit_bzero(back, strlen(back));
+		explicit_bzero(eback, strlen(eback));
+		free(back);
+		free(eback);
+	}
 	CURL *c = curl_easy_init();
-	if (!c)
+	if (!c) {
+		free(dlr);
 		return TH_ENET;
+	}
 	char *url = NULL, *post = NULL;
 	char *eto = sms_urlencode(to), *efrom = sms_urlencode(from), *etext = sms_urlencode(text);
 	if (s->twilio) {
@@ -207,10 +429,10 @@ static int send_one(sms_channel *s, const char *from, const char *to, const char
 	} else {
 		char *eu = sms_urlencode(cfg->sms_kannel_username),
 		     *ep = sms_urlencode(cfg->sms_kannel_password);
-		url = xasprintf("%s%cusername=%s&password=%s&from=%s&to=%s&text=%s&charset=UTF-8&coding=%d",
+		url = xasprintf("%s%cusername=%s&password=%s&from=%s&to=%s&text=%s&charset=UTF-8&coding=%d%s",
 		                cfg->sms_kannel_sendsms_url,
 		                strchr(cfg->sms_kannel_sendsms_url, '?') ? '&' : '?', eu, ep, efrom, eto,
-		                etext, ascii_only(text) ? 0 : 2);
+		                etext, ascii_only(text) ? 0 : 2, dlr ? dlr : "");
 		free(eu);
 		free(ep);
 	}
@@ -230,6 +452,9 @@ static int send_one(sms_channel *s, const char *from, const char *to, const char
 	if (post)
 		explicit_bzero(post, strlen(post));
 	free(post);
+	if (dlr)
+		explicit_bzero(dlr, strlen(dlr));
+	free(dlr);
 	explicit_bzero(eto, strlen(eto));
 	explicit_bzero(etext, strlen(etext));
 	free(eto);
@@ -260,7 +485,7 @@ static int send_due(void *ctx, const json_t *item)
 	{
 		if (!to || !from)
 			return TH_EINVAL;
-		int rc = send_one(s, from, to, json_string_value(t));
+		int rc = send_one(s, jsonx_str(item, "guest"), from, to, json_string_value(t));
 		if (rc)
 			return rc;
 	}
@@ -278,6 +503,9 @@ int smsch_start(const struct txn_env *env, smsch_on_queue_fn on_queue, void *ctx
 {
 	const struct config *cfg = env->cfg;
 	sms_channel *s = xcalloc(1, sizeof(*s));
+	s->env = env;
+	s->on_queue = on_queue;
+	s->ctx = ctx;
 	s->cfg = cfg;
 	s->twilio = strcmp(cfg->sms_driver, "twilio") == 0;
 	s->drv = (struct chf_driver){.name = "sms",
@@ -294,6 +522,17 @@ int smsch_start(const struct txn_env *env, smsch_on_queue_fn on_queue, void *ctx
 		goto fail;
 	LOG(LOG_INFO, "sms: %s webhook on %s:%u", s->twilio ? "twilio" : "kannel", cfg->sms_listen_address,
 	    chf_listener_port(s->listener));
+	{
+		/* Kannel runs next to the listener: a wildcard address is reached on loopback */
+		const char *a = cfg->sms_listen_address;
+		int any = strcmp(a, "0.0.0.0") == 0 || strcmp(a, "::") == 0;
+		int v6 = !any && strchr(a, ':') != NULL;
+		char *esecret = sms_urlencode(cfg->sms_secret ? cfg->sms_secret : "");
+		s->dlr_url = xasprintf("http://%s%s%s:%u%s/%s", v6 ? "[" : "", any ? "127.0.0.1" : a,
+		                       v6 ? "]" : "", chf_listener_port(s->listener), DLR_PATH, esecret);
+		explicit_bzero(esecret, strlen(esecret));
+		free(esecret);
+	}
 	*out = s;
 	return TH_OK;
 fail:
@@ -312,5 +551,8 @@ void smsch_stop(sms_channel *s)
 		return;
 	chf_listener_stop(s->listener); /* first: its requests use the flow */
 	chf_stop(s->flow);
+	if (s->dlr_url)
+		explicit_bzero(s->dlr_url, strlen(s->dlr_url));
+	free(s->dlr_url);
 	free(s);
 }

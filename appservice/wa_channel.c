@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -16,6 +17,7 @@
 #include <curl/curl.h>
 #include <microhttpd.h>
 
+#include "audit.h"
 #include "chanrules.h"
 #include "config.h"
 #include "jsonx.h"
@@ -36,6 +38,11 @@
 #define INVITED        1 /* when the template last invited them back */
 #define STATUS_PREFIX  "whatsapp:status:"
 #define MESSAGE_PREFIX "whatsapp:"
+/* STORE_META INBOX_PREFIX + 16 hex ms + 4 hex sequence: a message recorded
+ * by the webhook, not yet handled: {"guest", "sealed"} (below). */
+#define INBOX_PREFIX   "chan/in/whatsapp/"
+#define INBOX_KEY_MAX  64
+#define INBOX_RETRY_MS 2000u
 
 struct wa_channel {
 	const struct txn_env *env;
@@ -45,6 +52,12 @@ struct wa_channel {
 	chf_listener *listener;
 	char *app_secret, *verify_token, *access_token;
 	struct mx_fetcher *fetch; /* the sender thread's, made when a picture first goes out */
+	/* the worker that handles recorded messages (INBOX_PREFIX) */
+	pthread_t worker;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int worker_started, kicked, stopping;
+	unsigned seq; /* the inbox keys' sequence, under mu */
 };
 
 /* ---- secrets ------------------------------------------------------------------------ */
@@ -293,13 +306,20 @@ static int picture_fetch(wa_channel *w, const char *media_id, const struct media
 	return TH_OK;
 }
 
-static void answer_message(wa_channel *w, const json_t *m)
+/*
+ * Take one message (an item of wa_notification_parse) through the steps.
+ * @param recorded  1: from the inbox (limits and dedupe were taken when it
+ *                  was recorded)
+ * @return the step's HTTP-like status: 200 (done, or refused for good),
+ *         429 (over a limit), 5xx (a step failed: to be handled again).
+ */
+static unsigned answer_message(wa_channel *w, const json_t *m, int recorded)
 {
 	const struct config_service *svc = service_by_pnid(w->cfg, jsonx_str(m, "pnid"));
 	const char *from = jsonx_str(m, "from"), *id = jsonx_str(m, "id"), *type = jsonx_str(m, "type");
-	if (!svc) {
+	if (!svc || !from || !id || !type) {
 		LOG(LOG_WARN, "whatsapp: a message to a phone number id no service has; ignored");
-		return;
+		return 200;
 	}
 	unsigned char key[CHF_KEY_LEN];
 	chan_address_hash(chf_key(w->flow), "whatsapp", svc->name, from, key);
@@ -307,8 +327,13 @@ static void answer_message(wa_channel *w, const json_t *m)
 	const char *media_id = jsonx_str(m, "media_id");
 	char *dedupe = xasprintf(MESSAGE_PREFIX "%s", id);
 	char *local = xasprintf("wa-%s", id);
-	struct chf_in in = {
-	        .svc = svc, .key = key, .address = from, .dedupe = dedupe, .local_id = local, .text = text};
+	struct chf_in in = {.svc = svc,
+	                    .key = key,
+	                    .address = from,
+	                    .dedupe = dedupe,
+	                    .local_id = local,
+	                    .text = text,
+	                    .recorded = recorded};
 	unsigned char *data = NULL;
 	/* A picture is fetched only for a conversation that is open: before
 	 * agreeing nothing reaches staff, so nothing is downloaded. */
@@ -342,6 +367,199 @@ static void answer_message(wa_channel *w, const json_t *m)
 	if (a.say) /* they just wrote: inside the window */
 		post_message(w, svc->wa_phone_number_id, wa_text_body(from, a.say), "an answer");
 	free(a.say);
+	return a.status;
+}
+
+/* ---- the inbox: messages recorded by the webhook, handled by the worker ------------------ *
+ *
+ * A message to an open conversation may take long to handle (a picture
+ * downloaded, a room still being made): the webhook records it and
+ * answers Meta at once.  The record is {"guest": G, "sealed": S}, S the
+ * message (the number, its words, ids and time) sealed under G's key
+ * (audit_seal), as the conversation record keeps the number: erasing the
+ * guest makes it unreadable.  It is written in the same commit as the
+ * message id's dedupe mark, and deleted once handled; a message handled
+ * again after a crash in between reaches the room once (conv_send's local
+ * id).  Messages before agreeing (no guest yet, no key to seal under, and
+ * nothing slow to do) are handled in the webhook as before.
+ */
+
+/*
+ * Record @p m for the worker if its number has an open conversation.
+ * @return 1 recorded (or a repeat: nothing to do), 0 not for the inbox
+ *         (handle it now), or a negative TH_ code: answer 5xx so Meta
+ *         retries (nothing was recorded, the dedupe mark neither).
+ */
+static int inbox_record(wa_channel *w, const json_t *m)
+{
+	const struct config_service *svc = service_by_pnid(w->cfg, jsonx_str(m, "pnid"));
+	const char *from = jsonx_str(m, "from"), *id = jsonx_str(m, "id");
+	if (!svc || !from || !id)
+		return 0;
+	unsigned char key[CHF_KEY_LEN];
+	chan_address_hash(chf_key(w->flow), "whatsapp", svc->name, from, key);
+	struct conv_chan_state st;
+	int rc = conv_chan_state(w->env->st, key, th_now_ms(), &st);
+	if (rc || st.stage != POL_CHAN_OPEN || !st.guest[0]) {
+		explicit_bzero(key, sizeof(key));
+		return rc ? -TH_ESTORE : 0;
+	}
+	rc = chf_limit_take(w->flow, svc, key);
+	explicit_bzero(key, sizeof(key));
+	if (rc)
+		return 1; /* over a limit: not answered, as chf_answer_in does */
+	char *dedupe = xasprintf(MESSAGE_PREFIX "%s", id);
+	char *plain = json_dumps(m, JSON_COMPACT);
+	char *sealed = NULL;
+	unsigned char when[8];
+	char k[INBOX_KEY_MAX];
+	store_u64_key(when, th_now_ms());
+	pthread_mutex_lock(&w->mu);
+	snprintf(k, sizeof(k), INBOX_PREFIX "%016llx%04x", (unsigned long long)th_now_ms(), w->seq++ & 0xffffu);
+	pthread_mutex_unlock(&w->mu);
+	store_txn *t = NULL;
+	json_t *rec = NULL;
+	int repeat = 0;
+	rc = plain ? store_txn_begin(w->env->st, 1, &t) : TH_EINVAL;
+	if (!rc) {
+		/* spec: Meta retries a delivery; its message id is handled once */
+		rc = store_put(t, STORE_EVENTS, dedupe, strlen(dedupe), when, sizeof(when), STORE_NOOVERWRITE);
+		repeat = rc == TH_EEXIST;
+	}
+	if (!rc)
+		rc = audit_seal(w->env->au, t, st.guest, plain, &sealed);
+	if (!rc) {
+		rec = json_pack("{s:s, s:s}", "guest", st.guest, "sealed", sealed);
+		rc = store_put_json(t, STORE_META, k, rec);
+	}
+	if (!rc)
+		rc = store_txn_commit(t);
+	else if (t)
+		store_txn_abort(t);
+	json_decref(rec);
+	free(sealed);
+	if (plain)
+		explicit_bzero(plain, strlen(plain));
+	free(plain);
+	free(dedupe);
+	if (repeat) {
+		LOG(LOG_INFO, "whatsapp: a message delivered again; handled once");
+		return 1;
+	}
+	if (rc == TH_ENOTFOUND) /* the guest was erased this instant: the steps decide now */
+		return 0;
+	if (rc) {
+		LOG(LOG_WARN, "whatsapp: a message could not be recorded: %s", th_strerror(rc));
+		return -rc;
+	}
+	pthread_mutex_lock(&w->mu);
+	w->kicked = 1;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+	return 1;
+}
+
+struct inbox_first {
+	char key[INBOX_KEY_MAX];
+	char *val; /* new */
+};
+
+static int inbox_first_one(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct inbox_first *f = ctx;
+	if (klen < strlen(INBOX_PREFIX) || memcmp(key, INBOX_PREFIX, strlen(INBOX_PREFIX)) != 0 ||
+	    klen >= sizeof(f->key))
+		return 1; /* past the inbox */
+	memcpy(f->key, key, klen);
+	f->key[klen] = '\0';
+	f->val = xmalloc(vlen + 1);
+	memcpy(f->val, val, vlen);
+	f->val[vlen] = '\0';
+	return 1;
+}
+
+static int inbox_delete(wa_channel *w, const char *k)
+{
+	store_txn *t;
+	int rc = store_txn_begin(w->env->st, 1, &t);
+	if (rc)
+		return rc;
+	rc = store_del(t, STORE_META, k, strlen(k));
+	if (rc && rc != TH_ENOTFOUND) {
+		store_txn_abort(t);
+		return rc;
+	}
+	return store_txn_commit(t);
+}
+
+/* Handle the oldest recorded message.  @return 1 one was handled (look
+ * again), 0 the inbox is empty, -1 a failure (retry later). */
+static int inbox_handle_one(wa_channel *w)
+{
+	struct inbox_first f = {{0}, NULL};
+	store_txn *t;
+	if (store_txn_begin(w->env->st, 0, &t) != TH_OK)
+		return -1;
+	int rc = store_walk(t, STORE_META, INBOX_PREFIX, strlen(INBOX_PREFIX), inbox_first_one, &f);
+	if (rc || !f.val) {
+		store_txn_abort(t);
+		free(f.val);
+		return rc ? -1 : 0;
+	}
+	json_t *rec = json_loads(f.val, 0, NULL);
+	free(f.val);
+	char *plain = NULL;
+	const char *guest = jsonx_str(rec, "guest"), *sealed = jsonx_str(rec, "sealed");
+	rc = guest && sealed ? audit_unseal(w->env->au, t, guest, sealed, &plain) : TH_EINVAL;
+	store_txn_abort(t);
+	json_decref(rec);
+	if (rc == TH_ENOTFOUND || rc == TH_EINVAL || rc == TH_ECRYPTO) {
+		/* erased with the guest (or damaged): nothing can be done with it */
+		LOG(LOG_INFO, "whatsapp: a recorded message is gone with its guest; dropped");
+		return inbox_delete(w, f.key) ? -1 : 1;
+	}
+	if (rc)
+		return -1;
+	json_t *m = json_loads(plain, 0, NULL);
+	explicit_bzero(plain, strlen(plain));
+	free(plain);
+	unsigned status = m ? answer_message(w, m, 1) : 200;
+	const char *from = jsonx_str(m, "from");
+	if (from)
+		explicit_bzero((char *)from, strlen(from));
+	json_decref(m);
+	if (status >= 500) /* kept: handled again after a pause */
+		return -1;
+	return inbox_delete(w, f.key) ? -1 : 1;
+}
+
+static void *worker_main(void *arg)
+{
+	wa_channel *w = arg;
+	pthread_mutex_lock(&w->mu);
+	while (!w->stopping) {
+		if (!w->kicked) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += INBOX_RETRY_MS / 1000;
+			pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+			if (w->stopping)
+				break;
+		}
+		w->kicked = 0;
+		pthread_mutex_unlock(&w->mu);
+		int r;
+		while ((r = inbox_handle_one(w)) > 0) {
+			pthread_mutex_lock(&w->mu);
+			int stop = w->stopping;
+			pthread_mutex_unlock(&w->mu);
+			if (stop)
+				break;
+		}
+		pthread_mutex_lock(&w->mu);
+	}
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
 }
 
 /* Statuses come out of order and again: each id keeps its furthest. */
@@ -415,19 +633,26 @@ static enum MHD_Result on_request(void *ctx, struct MHD_Connection *conn, const 
 		                 xstrdup("bad request\n"));
 	size_t i;
 	json_t *it;
+	unsigned status = 200;
 	json_array_foreach(items, i, it)
 	{
-		if (strcmp(jsonx_str(it, "kind"), "message") == 0)
-			answer_message(w, it);
-		else
+		if (strcmp(jsonx_str(it, "kind"), "message") == 0) {
+			/* to an open conversation: recorded, handled by the worker */
+			int r = inbox_record(w, it);
+			unsigned s = r < 0 ? 500 : r == 0 ? answer_message(w, it, 0) : 200;
+			if (s >= 500)
+				status = 500;
+		} else {
 			take_status(w, it);
+		}
 		const char *from = jsonx_str(it, "from");
 		if (from)
 			explicit_bzero((char *)from, strlen(from));
 	}
 	json_decref(items);
-	/* Meta is always answered 200: the words go back by the Graph API */
-	return chf_reply(conn, 200, "text/plain", xstrdup(""));
+	/* Meta is answered 200 (the words go back by the Graph API); 500 when a
+	 * message could not be recorded or handled, so Meta delivers it again */
+	return chf_reply(conn, status, "text/plain", xstrdup(status == 200 ? "" : "try again\n"));
 }
 
 /* ---- the sender ------------------------------------------------------------------------ */
@@ -556,6 +781,8 @@ int wach_start(const struct txn_env *env, chf_on_queue_fn on_queue, void *ctx, w
 	wa_channel *w = xcalloc(1, sizeof(*w));
 	w->env = env;
 	w->cfg = cfg;
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv, NULL);
 	w->drv = (struct chf_driver){.name = "whatsapp",
 	                             .by = "by WhatsApp",
 	                             .caps = CHAN_CAP_TEXT | CHAN_CAP_FILES,
@@ -568,8 +795,15 @@ int wach_start(const struct txn_env *env, chf_on_queue_fn on_queue, void *ctx, w
 	    wach_secret_read("verify_token_file", cfg->wa_verify_token_file, &w->verify_token) ||
 	    wach_secret_read("access_token_file", cfg->wa_access_token_file, &w->access_token))
 		goto fail;
-	if (chf_start(env, &w->drv, on_queue, ctx, &w->flow) != TH_OK ||
-	    chf_listen("whatsapp.listen_address", cfg->wa_listen_address, cfg->wa_listen_port,
+	if (chf_start(env, &w->drv, on_queue, ctx, &w->flow) != TH_OK)
+		goto fail;
+	w->kicked = 1; /* what was recorded and not handled before a restart */
+	if (pthread_create(&w->worker, NULL, worker_main, w) != 0) {
+		LOG(LOG_ERROR, "whatsapp: cannot start the worker thread");
+		goto fail;
+	}
+	w->worker_started = 1;
+	if (chf_listen("whatsapp.listen_address", cfg->wa_listen_address, cfg->wa_listen_port,
 	               cfg->wa_max_body_bytes, route, on_request, w, &w->listener) != TH_OK)
 		goto fail;
 	LOG(LOG_INFO, "whatsapp: webhook on %s:%u%s", cfg->wa_listen_address, chf_listener_port(w->listener),
@@ -591,7 +825,16 @@ void wach_stop(wa_channel *w)
 	if (!w)
 		return;
 	chf_listener_stop(w->listener); /* first: its requests use the flow */
+	if (w->worker_started) {
+		pthread_mutex_lock(&w->mu);
+		w->stopping = 1;
+		pthread_cond_signal(&w->cv);
+		pthread_mutex_unlock(&w->mu);
+		pthread_join(w->worker, NULL); /* a message being handled is finished, or kept */
+	}
 	chf_stop(w->flow);
+	pthread_mutex_destroy(&w->mu);
+	pthread_cond_destroy(&w->cv);
 	if (w->fetch)
 		w->env->mx->ops->fetcher_free(w->fetch);
 	secret_free(w->app_secret);

@@ -2704,6 +2704,13 @@ static int chan_forget_in(store_txn *t, const char *guest, const json_t *c)
 		rc = store_del(t, STORE_META, ok, olen);
 	free(ok);
 	char *wk = xasprintf(CONV_CHAN_TIMES "%s", guest);
+	json_t *w = get_json(t, STORE_META, wk, strlen(wk));
+	if (jsonx_str(w, "dlr") && (!rc || rc == TH_ENOTFOUND)) { /* SMS: its last text's report id */
+		char *dk = xasprintf(CONV_CHAN_DLR "%s", jsonx_str(w, "dlr"));
+		rc = store_del(t, STORE_META, dk, strlen(dk));
+		free(dk);
+	}
+	json_decref(w);
 	if (!rc || rc == TH_ENOTFOUND)
 		rc = store_del(t, STORE_META, wk, strlen(wk));
 	free(wk);

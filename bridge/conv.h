@@ -311,10 +311,13 @@ int conv_of_guest(store_txn *t, const char *guest, char *service, size_t service
 
 #define CONV_CHAN_KEY_LEN 32
 
-/* STORE_META CONV_CHAN_TIMES + guest: a channel driver's own times about
- * the guest (WhatsApp's window: no content, no address), deleted with the
- * conversation's channel records on erasure and expiry. */
+/* STORE_META CONV_CHAN_TIMES + guest: a channel driver's own record about
+ * the guest (WhatsApp's window: two times; SMS: its last text's delivery
+ * state, {"dlr": id, "state"}: no content, no address), deleted with the
+ * conversation's channel records on erasure and expiry, and with it
+ * CONV_CHAN_DLR + the id it names (that id -> the guest, for the report). */
 #define CONV_CHAN_TIMES "chan/w/"
+#define CONV_CHAN_DLR   "chan/d/"
 
 /** How a guest came by an outside channel; all borrowed. */
 struct conv_channel {

@@ -159,6 +159,52 @@ int sms_in_read(const json_t *fields, int twilio, struct sms_in *out)
 	return TH_OK;
 }
 
+/* ---- delivery reports ------------------------------------------------------------ */
+
+static const char *const dlr_names[] = {"sent", "accepted", "buffered", "delivered", "failed"};
+
+const char *sms_dlr_state_name(enum sms_dlr_state s)
+{
+	return (unsigned)s < SMS_DLR_COUNT ? dlr_names[s] : NULL;
+}
+
+int sms_dlr_state_from_name(const char *name)
+{
+	for (int i = 0; name && i < SMS_DLR_COUNT; i++) {
+		if (strcmp(name, dlr_names[i]) == 0)
+			return i;
+	}
+	return -1;
+}
+
+int sms_kannel_dlr_read(const json_t *fields, char id[SMS_DLR_ID_LEN + 1], enum sms_dlr_state *state)
+{
+	const char *i = json_string_value(json_object_get(fields, "id"));
+	const char *type = json_string_value(json_object_get(fields, "type"));
+	if (!i || !type || strlen(i) != SMS_DLR_ID_LEN)
+		return TH_EINVAL;
+	for (const char *p = i; *p; p++) {
+		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+			return TH_EINVAL;
+	}
+	/* spec: Kannel's %d is one DLR type: 1 delivered, 2 undeliverable,
+	 * 4 buffered, 8 SMSC success, 16 SMSC failure */
+	enum sms_dlr_state st;
+	if (strcmp(type, "1") == 0)
+		st = SMS_DLR_DELIVERED;
+	else if (strcmp(type, "2") == 0 || strcmp(type, "16") == 0)
+		st = SMS_DLR_FAILED;
+	else if (strcmp(type, "4") == 0)
+		st = SMS_DLR_BUFFERED;
+	else if (strcmp(type, "8") == 0)
+		st = SMS_DLR_ACCEPTED;
+	else
+		return TH_EINVAL;
+	memcpy(id, i, SMS_DLR_ID_LEN + 1);
+	*state = st;
+	return TH_OK;
+}
+
 /* ---- Twilio's signature -------------------------------------------------------- */
 
 static int by_name(const void *a, const void *b)

@@ -48,6 +48,35 @@ struct sms_in {
  */
 int sms_in_read(const json_t *fields, int twilio, struct sms_in *out);
 
+/** Where a sent text stands, from the gateway's delivery reports (the latest kept). */
+enum sms_dlr_state {
+	SMS_DLR_SENT = 0,  /* handed to the gateway; no report yet */
+	SMS_DLR_ACCEPTED,  /* the SMSC took it (Kannel's 8) */
+	SMS_DLR_BUFFERED,  /* the SMSC holds it for now (4) */
+	SMS_DLR_DELIVERED, /* it reached the phone (1) */
+	SMS_DLR_FAILED,    /* it will not reach the phone (2), or the SMSC refused it (16) */
+	SMS_DLR_COUNT
+};
+
+#define SMS_DLR_ID_LEN 32 /* the id Threshold gives a text it sends: hex */
+/* spec: Kannel sendsms dlr-mask: 1 delivered, 2 failed, 4 buffered, 8 SMSC accepted, 16 SMSC refused */
+#define SMS_DLR_MASK 19 /* asked for: delivered and failed (2 and 16) */
+
+/**
+ * Read a delivery report Kannel sent to the dlr-url Threshold gave it
+ * (`...?id=<our id>&type=%d`): @p fields "id" (SMS_DLR_ID_LEN lowercase
+ * hex) and "type" (Kannel's %d: one of 1, 2, 4, 8, 16).
+ * @param id  out, SMS_DLR_ID_LEN + 1 bytes
+ * @return TH_OK, TH_EINVAL (missing or malformed).
+ */
+int sms_kannel_dlr_read(const json_t *fields, char id[SMS_DLR_ID_LEN + 1], enum sms_dlr_state *state);
+
+/** "sent", "accepted", "buffered", "delivered", "failed"; NULL if out of range. */
+const char *sms_dlr_state_name(enum sms_dlr_state s);
+
+/** The state named @p name, or -1. */
+int sms_dlr_state_from_name(const char *name);
+
 /**
  * Normalise a phone number: spaces, dots, dashes and brackets dropped, a
  * leading "00" becomes "+"; then "+"? and 3..20 digits.

@@ -10,7 +10,10 @@
  *    both ends, an id within SMS_MAX_ID of [A-Za-z0-9._:-], and a text of
  *    at most SMS_MAX_TEXT bytes equal to the field it came from;
  *  - a Twilio signature computed over the fields checks, and fails with
- *    one character changed.
+ *    one character changed;
+ *  - sms_kannel_dlr_read, on success, gives the "id" field as it came (32
+ *    lowercase hex) and a state other than "sent", "failed" exactly for
+ *    Kannel's types 2 and 16.
  */
 #ifndef THRESHOLD_FUZZ_SMS_COMMON_H
 #define THRESHOLD_FUZZ_SMS_COMMON_H
@@ -66,6 +69,18 @@ static void fuzz_sms_one(const uint8_t *data, size_t size, int twilio, const cha
 			abort();
 		const char *text = json_string_value(json_object_get(f, twilio ? "Body" : "text"));
 		if (!text || strcmp(text, in.text) != 0)
+			abort();
+	}
+	char dlr_id[SMS_DLR_ID_LEN + 1];
+	enum sms_dlr_state st;
+	if (sms_kannel_dlr_read(f, dlr_id, &st) == TH_OK) {
+		const char *type = json_string_value(json_object_get(f, "type"));
+		if (strlen(dlr_id) != SMS_DLR_ID_LEN ||
+		    strspn(dlr_id, "0123456789abcdef") != SMS_DLR_ID_LEN ||
+		    strcmp(dlr_id, json_string_value(json_object_get(f, "id"))) != 0 ||
+		    !sms_dlr_state_name(st) || sms_dlr_state_from_name(sms_dlr_state_name(st)) != (int)st ||
+		    st == SMS_DLR_SENT || !type ||
+		    (st == SMS_DLR_FAILED) != (strcmp(type, "2") == 0 || strcmp(type, "16") == 0))
 			abort();
 	}
 	if (url) {

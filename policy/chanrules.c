@@ -65,6 +65,14 @@ static const struct rule rules[] = {
          POL_CHAN_REC_CONSENT},
         {BIT(POL_CHAN_IN), BIT(POL_CHAN_NOTICE), TALK, POL_CHAN_REMIND, POL_CHAN_R_NOT_AGREED_YET,
          POL_CHAN_REC_NONE},
+
+        /* A delivery report says the last text did not reach the phone:
+         * staff, who may be waiting for an answer, are told while the
+         * conversation is open; after the end there is nobody to tell. */
+        {BIT(POL_CHAN_UNDELIVERED), BIT(POL_CHAN_OPEN), ANY, POL_CHAN_TELL_STAFF, POL_CHAN_R_UNDELIVERED_TOLD,
+         POL_CHAN_REC_NONE},
+        {BIT(POL_CHAN_UNDELIVERED), ANY, ANY, POL_CHAN_REFUSE, POL_CHAN_R_UNDELIVERED_ENDED,
+         POL_CHAN_REC_NONE},
 };
 #define NRULES (sizeof(rules) / sizeof(rules[0]))
 
@@ -207,12 +215,12 @@ enum pol_chan_word pol_chan_word_of(const char *text, size_t nlangs, size_t *lan
 
 /* ---- names --------------------------------------------------------------- */
 
-static const char *const event_names[] = {"in", "out"};
+static const char *const event_names[] = {"in", "out", "undelivered"};
 static const char *const stage_names[] = {"none", "language", "notice", "open", "closed"};
 static const char *const word_names[] = {"other", "stop", "delete", "yes", "language_number"};
 static const char *const action_names[] = {"refuse", "ask_language", "send_notice", "remind",
                                            "open",   "forward",      "end",         "erase",
-                                           "forget", "confirm",      "send"};
+                                           "forget", "confirm",      "send",        "tell_staff"};
 static const char *const reason_names[] = {"no_rule",
                                            "stop_ends",
                                            "stop_before_agreeing",
@@ -229,7 +237,9 @@ static const char *const reason_names[] = {"no_rule",
                                            "again_after_end",
                                            "out_to_conversation",
                                            "out_not_written_first",
-                                           "out_ended"};
+                                           "out_ended",
+                                           "undelivered_told",
+                                           "undelivered_after_end"};
 static const char *const record_names[] = {"none", "consent_recorded", "consent_withdrawn", "data_erased",
                                            "contact_blocked"};
 

@@ -21,6 +21,7 @@
 enum pol_chan_event {
 	POL_CHAN_IN = 0, /* the person wrote to the service */
 	POL_CHAN_OUT,    /* staff's words (or the service's) to the person */
+	POL_CHAN_UNDELIVERED, /* the gateway reported the last text to the person not delivered */
 	POL_CHAN_EVENT_COUNT
 };
 
@@ -62,6 +63,7 @@ enum pol_chan_action {
 	POL_CHAN_FORGET,      /* before agreeing: what is kept of the number is dropped; confirmation */
 	POL_CHAN_CONFIRM,     /* nothing to end or erase: a plain confirmation only */
 	POL_CHAN_SEND,        /* staff's words go out to the person */
+	POL_CHAN_TELL_STAFF,  /* a notice in the conversation room (no number, no words) */
 	POL_CHAN_ACTION_COUNT
 };
 
@@ -83,6 +85,8 @@ enum pol_chan_reason {
 	POL_CHAN_R_OUT_TO_CONVERSATION,   /* staff answer a person who wrote and agreed */
 	POL_CHAN_R_OUT_NOT_WRITTEN_FIRST, /* staff cannot start a conversation with a number */
 	POL_CHAN_R_OUT_ENDED,             /* the conversation ended: nothing more goes out */
+	POL_CHAN_R_UNDELIVERED_TOLD,      /* a text not delivered in a conversation: staff are told */
+	POL_CHAN_R_UNDELIVERED_ENDED,     /* not delivered after the end: nobody to tell, nothing to do */
 	POL_CHAN_R_COUNT
 };
 

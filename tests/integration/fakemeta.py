@@ -51,6 +51,8 @@ class FakeMeta:
         self.media = {}  # media id -> (bytes, mime)
         self.fetched = []  # media ids whose bytes were downloaded
         self.uploads = []  # {"path", "fields", "file", "file_type"}: POST /{pnid}/media
+        self.hold = 0  # seconds a media download is held before its bytes come (a slow Meta)
+        self.asked = []  # media ids whose download was asked for (held or not)
         self.lock = threading.Lock()
         fake = self
 
@@ -105,6 +107,10 @@ class FakeMeta:
                     return
                 parts = self.path.strip("/").split("/")
                 if parts[0] == "download" and parts[1] in fake.media:
+                    fake.asked.append(parts[1])
+                    deadline = time.monotonic() + fake.hold
+                    while time.monotonic() < deadline and fake.hold:
+                        time.sleep(0.05)
                     data, mime = fake.media[parts[1]]
                     fake.fetched.append(parts[1])
                     self._answer(200, data, mime)

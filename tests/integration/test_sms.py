@@ -219,6 +219,176 @@ def test_kannel_secret_and_caps(env, threshold, kannel_service):
     assert codes.count(429) >= 2, codes
 
 
+class SendsmsRecorder:
+    """Passes each sendsms request on to the real smsbox unchanged, noting its
+    query: the test learns the dlr-url Threshold gave Kannel (the person's
+    texts are still sent and reported by the real Kannel)."""
+
+    def __init__(self, target):
+        self.queries = []
+        rec = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                rec.queries.append(urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query))
+                try:
+                    r = requests.get(target + "?" + urllib.parse.urlsplit(self.path).query, timeout=10)
+                    code, body = r.status_code, r.content
+                except requests.RequestException:
+                    code, body = 502, b""
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d/cgi-bin/sendsms" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def delivery_counts(metrics_url):
+    text = requests.get(metrics_url, timeout=10).text
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith("threshold_channel_delivery_total{"):
+            labels, value = line.rsplit(" ", 1)
+            counts[labels[len("threshold_channel_delivery_total"):]] = int(float(value))
+    return counts, text
+
+
+def test_kannel_delivery_reports(env, threshold, kannel_service):
+    """Texts ask Kannel for delivery reports; the real fake SMSC reports each
+    as delivered (type 1), counted by state; a failed report on the last
+    text (the same dlr-url with type 2, as Kannel calls it) becomes a notice
+    in the conversation room, once; one on an earlier text is only counted."""
+    import yaml
+    kannel, staff_room = kannel_service["kannel"], kannel_service["staff_room"]
+    kannel_service["phone"].hang_up()
+    recorder = SendsmsRecorder(kannel.sendsms_url)
+    metrics_port = harness.free_port()
+    env.sms = dict(env.sms, kannel_sendsms_url=recorder.url)
+    env.write_config()
+    with open(env.config_path) as f:
+        cfg = yaml.safe_load(f)
+    cfg["metrics"] = {"enabled": True, "bind": "127.0.0.1", "port": metrics_port}
+    with open(env.config_path, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    env.threshold.stop()
+    env.threshold.start()
+    metrics_url = "http://127.0.0.1:%d/metrics" % metrics_port
+    number = "447700900463"
+    phone = Phone(kannel.dir, kannel.smsc_port, number, SERVICE_NUMBER)
+    try:
+        before, _ = delivery_counts(metrics_url)
+        assert before == {'{channel="sms",state="%s"}' % s: 0
+                          for s in ("accepted", "buffered", "delivered", "failed")}, before
+        seen = {e.get("content", {}).get("body", "") for e in staff_room_events(env, staff_room)}
+        phone.send("hello")
+        phone.wait_for("1 English")
+        phone.send("1")
+        phone.wait_for("Reply YES")
+        phone.send("YES")
+        phone.wait_for("Your messages now reach the team")
+        deadline = time.monotonic() + 90  # waiting notices come at most once a minute
+        new = []
+        while not new and time.monotonic() < deadline:
+            new = [e["content"]["body"] for e in staff_room_events(env, staff_room)
+                   if e.get("sender") == env.bot and "(by SMS) is waiting" in e.get("content", {}).get("body", "")
+                   and e["content"]["body"] not in seen]
+            time.sleep(0.5)
+        assert new, "no new waiting notice"
+        room = new[-1].rsplit("/#/", 1)[1].strip()
+        r = requests.post("%s/_matrix/client/v3/join/%s" % (env.hs_url, urllib.parse.quote(room)),
+                          headers={"Authorization": "Bearer " + env.token("staff")}, json={}, timeout=30)
+        assert r.status_code == 200, r.text
+        phone.wait_for(GREETING)  # by sendsms: reports asked for
+        staff_says(env, room, "Are you still there?")
+        phone.wait_for("Are you still there?")
+        sent = [q for q in recorder.queries if q.get("to") == [number]]
+        assert len(sent) >= 2, sent  # the greeting (with the helper's words, if any) and the reply
+        assert "Are you still there?" in sent[-1]["text"][0]
+        urls = []
+        for q in sent:
+            assert q["dlr-mask"] == ["19"], q  # delivered, failed, SMSC refused
+            url = q["dlr-url"][0]
+            prefix = "http://127.0.0.1:%d/sms/kannel-dlr/%s?id=" % (kannel_service["port"], SECRET)
+            assert url.startswith(prefix) and url.endswith("&type=%d"), url
+            assert len(url[len(prefix):-len("&type=%d")]) == 32 and number not in url
+            urls.append(url)
+        assert len(set(urls)) == len(urls)
+        urls = [urls[0], urls[-1]]
+        # the fake SMSC reports each as delivered (Kannel's type 1)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            counts, text = delivery_counts(metrics_url)
+            if counts['{channel="sms",state="delivered"}'] >= len(sent):
+                break
+            time.sleep(0.3)
+        assert counts['{channel="sms",state="delivered"}'] == len(sent), counts
+        assert number not in text and room not in text
+
+        def notices():
+            return [e for e in staff_room_events(env, room) if e.get("sender") == env.bot
+                    and "could not be delivered" in e.get("content", {}).get("body", "")]
+        assert notices() == []
+        # wrong secret, bad type: refused, nothing counted
+        assert requests.get(urls[1].replace(SECRET, "wrong-secret").replace("%d", "2"),
+                            timeout=10).status_code == 404
+        assert requests.get(urls[1].replace("%d", "3"), timeout=10).status_code == 400
+        # a failed report on the earlier text (the greeting): counted, nobody told
+        assert requests.get(urls[0].replace("%d", "2"), timeout=10).status_code == 200
+        # on the last text: staff are told in the conversation room, once
+        assert requests.get(urls[1].replace("%d", "2"), timeout=10).status_code == 200
+        assert requests.get(urls[1].replace("%d", "16"), timeout=10).status_code == 200
+
+        deadline = time.monotonic() + 20
+        while not notices() and time.monotonic() < deadline:
+            time.sleep(0.3)
+        time.sleep(1.5)
+        got = notices()
+        assert [e["content"]["body"] for e in got] == ["The last text to this person could not be delivered."]
+        assert number not in json.dumps(got)
+        counts, _ = delivery_counts(metrics_url)
+        assert counts['{channel="sms",state="failed"}'] == 3, counts
+        # the earlier text's id was forgotten when the next went out; the last one's is kept
+        assert threshold.log_since_start().count("(failed) on a text no longer kept") == 1
+        def kept_ids():
+            """The text ids whose report Threshold keeps (STORE_META "chan/d/<id>")."""
+            import re
+            import subprocess
+            dump = subprocess.run(["mdb_dump", "-p", "-s", "meta", env.store_path], capture_output=True,
+                                  text=True)
+            assert dump.returncode == 0, dump.stderr
+            return set(re.findall(r"^ chan/d/([0-9a-f]{32})$", dump.stdout, re.M))
+        ids = [u.split("?id=", 1)[1].split("&", 1)[0] for u in urls]
+        assert ids[1] in kept_ids() and ids[0] not in kept_ids()  # only the last text's
+        # DELETE: what was kept of the reports goes with the guest
+        guest = [e for e in staff_room_events(env, room) if e.get("sender", "").startswith("@guest_")][0]["sender"]
+        phone.send("DELETE")
+        phone.wait_for("erased")
+        deadline = time.monotonic() + 30
+        while not audit_records(threshold, "data_erased", subject=guest) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert audit_records(threshold, "data_erased", subject=guest)
+        assert ids[1] not in kept_ids()
+        assert requests.get(urls[1].replace("%d", "2"), timeout=10).status_code == 200
+        time.sleep(0.5)
+        assert threshold.log_since_start().count("a delivery report (failed) on a text no longer kept") == 2
+        assert number not in threshold.log_since_start()
+    finally:
+        phone.hang_up()
+        recorder.stop()
+        env.sms = dict(env.sms, kannel_sendsms_url=kannel.sendsms_url)
+        restart(env)
+
+
 # ---- the Twilio-compatible driver -----------------------------------------------------------
 
 TWILIO_SID = "AC" + "0" * 30 + "42"

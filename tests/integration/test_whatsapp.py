@@ -379,3 +379,78 @@ def test_doctor_asks_the_graph_api(env, threshold, wa, scratch):
     out = findings(doctor(env, config_copy(env, scratch, no_graph)))
     assert "whatsapp" in attention(out)
     assert ACCESS_TOKEN not in json.dumps(out)
+
+
+def test_webhook_answers_at_once_and_a_crash_loses_nothing(env, threshold, wa):
+    """Meta is answered 200 at once while a picture's download is held for
+    seconds: the message was recorded (sealed, with its dedupe mark) and a
+    worker handles it.  It reaches staff once; killed while the download is
+    held, Threshold handles it after the restart, still once; Meta's retry
+    is not handled again."""
+    hook, meta, staff_room = wa["hook"], wa["meta"], wa["staff_room"]
+    number = "447700900779"
+    seen = {e.get("content", {}).get("body", "") for e in history(env, staff_room)}
+    person = Person(hook, number)
+    guest = open_conversation(env, wa, person)
+    _, room = waiting_room(env, staff_room, seen=seen)
+    join(env, room)
+
+    def pictures(caption):
+        evs = [e for e in history(env, room) if e.get("sender") == guest]
+        return ([e for e in evs if e.get("content", {}).get("msgtype") == "m.image"],
+                [e for e in evs if e.get("content", {}).get("body") == caption])
+
+    def wait_pictures(n, caption, timeout=40):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            imgs, caps = pictures(caption)
+            if len(imgs) >= n and caps:
+                return imgs, caps
+            time.sleep(0.5)
+        raise AssertionError("the picture never reached staff: %r" % (pictures(caption),))
+
+    # 1. the download is held 6 s: Meta's webhook is answered at once
+    meta.hold = 6
+    meta.media["5550001"] = (base64.b64decode(JPEG_16X8), "image/jpeg")
+    body = message(PNID, number, "wamid.779.slow", image={"id": "5550001", "mime_type": "image/jpeg",
+                                                          "sha256": "x", "caption": "slow one"})
+    t0 = time.monotonic()
+    r = post(hook, body)
+    answered = time.monotonic() - t0
+    print("webhook answered in %.3f s with the download held %d s" % (answered, meta.hold))
+    assert r.status_code == 200 and r.text == ""
+    assert answered < 1.0, answered
+    assert post(hook, body).status_code == 200  # Meta's retry while it is being handled
+    imgs, caps = wait_pictures(1, "slow one")
+    time.sleep(2)
+    imgs, caps = pictures("slow one")
+    assert len(imgs) == 1 and len(caps) == 1, (imgs, caps)
+    assert meta.asked.count("5550001") == 1
+
+    # 2. killed while the download is held: recorded, so handled after the restart, once
+    meta.hold = 30
+    meta.media["5550002"] = (base64.b64decode(JPEG_16X8), "image/jpeg")
+    body = message(PNID, number, "wamid.779.crash", image={"id": "5550002", "mime_type": "image/jpeg",
+                                                           "sha256": "x", "caption": "after a crash"})
+    t0 = time.monotonic()
+    r = post(hook, body)
+    assert r.status_code == 200 and time.monotonic() - t0 < 1.0
+    deadline = time.monotonic() + 10
+    while "5550002" not in meta.asked and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "5550002" in meta.asked
+    threshold.kill()
+    meta.hold = 0
+    assert pictures("after a crash")[1] == []  # not handled before the kill
+    threshold.start()
+    imgs, caps = wait_pictures(2, "after a crash")
+    assert post(hook, body).status_code == 200  # Meta retries what it thinks was lost
+    time.sleep(3)
+    imgs, caps = pictures("after a crash")
+    assert len(imgs) == 2 and len(caps) == 1, (imgs, caps)
+    assert meta.asked.count("5550002") == 2  # asked again after the restart, passed on once
+
+    # the recorded message never left the number in clear in the store
+    for path in filter(os.path.isfile, glob.glob(os.path.join(env.store_path, "**"), recursive=True)):
+        with open(path, "rb") as f:
+            assert number.encode() not in f.read(), "the number is in %s" % path

@@ -160,6 +160,48 @@ static void test_whatsapp(void)
 	CHECK(!wa_verify("subscribe", "", "1", "", out));
 }
 
+/* Kannel's delivery report types (its %d) as the dlr-url brings them. */
+static void test_kannel_dlr(void)
+{
+	static const struct {
+		const char *type;
+		int state; /* -1: refused */
+	} cases[] = {{"1", SMS_DLR_DELIVERED},
+	             {"2", SMS_DLR_FAILED},
+	             {"4", SMS_DLR_BUFFERED},
+	             {"8", SMS_DLR_ACCEPTED},
+	             {"16", SMS_DLR_FAILED},
+	             {"3", -1},
+	             {"0", -1},
+	             {"", -1},
+	             {"01", -1}};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		json_t *f = json_pack("{s:s, s:s}", "id", "0123456789abcdef0123456789abcdef", "type",
+		                      cases[i].type);
+		char id[SMS_DLR_ID_LEN + 1];
+		enum sms_dlr_state st = SMS_DLR_SENT;
+		int rc = sms_kannel_dlr_read(f, id, &st);
+		CHECK(cases[i].state < 0 ? rc == TH_EINVAL : rc == TH_OK && (int)st == cases[i].state);
+		if (!rc)
+			CHECK(strcmp(id, "0123456789abcdef0123456789abcdef") == 0);
+		json_decref(f);
+	}
+	char id[SMS_DLR_ID_LEN + 1];
+	enum sms_dlr_state st;
+	const char *bad[] = {"0123456789ABCDEF0123456789abcdef", "0123456789abcdef", "../../etc/passwd"};
+	for (size_t i = 0; i < 3; i++) {
+		json_t *f = json_pack("{s:s, s:s}", "id", bad[i], "type", "2");
+		CHECK(sms_kannel_dlr_read(f, id, &st) == TH_EINVAL);
+		json_decref(f);
+	}
+	json_t *none = json_pack("{s:s}", "type", "1");
+	CHECK(sms_kannel_dlr_read(none, id, &st) == TH_EINVAL);
+	json_decref(none);
+	CHECK(strcmp(sms_dlr_state_name(SMS_DLR_FAILED), "failed") == 0);
+	CHECK(sms_dlr_state_from_name("delivered") == SMS_DLR_DELIVERED &&
+	      sms_dlr_state_from_name("x") == -1);
+}
+
 int main(void)
 {
 	test_twilio_published_example();
@@ -167,5 +209,6 @@ int main(void)
 	test_in_read();
 	test_hash_and_words();
 	test_whatsapp();
+	test_kannel_dlr();
 	return TEST_DONE();
 }
