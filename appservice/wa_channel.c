@@ -461,7 +461,8 @@ static int inbox_record(wa_channel *w, const json_t *m)
 
 struct inbox_first {
 	char key[INBOX_KEY_MAX];
-	char *val; /* new */
+	char *val;         /* new */
+	const json_t *held; /* guests whose message failed this round: passed by */
 };
 
 static int inbox_first_one(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
@@ -470,6 +471,14 @@ static int inbox_first_one(void *ctx, const void *key, size_t klen, const void *
 	if (klen < strlen(INBOX_PREFIX) || memcmp(key, INBOX_PREFIX, strlen(INBOX_PREFIX)) != 0 ||
 	    klen >= sizeof(f->key))
 		return 1; /* past the inbox */
+	json_t *rec = json_loadb(val, vlen, 0, NULL);
+	const char *guest = jsonx_str(rec, "guest");
+	/* A person whose message failed this round waits for the next, with
+	 * their later ones (their order kept); nobody else waits for them. */
+	int held = guest && json_object_get(f->held, guest);
+	json_decref(rec);
+	if (held)
+		return 0;
 	memcpy(f->key, key, klen);
 	f->key[klen] = '\0';
 	f->val = xmalloc(vlen + 1);
@@ -492,11 +501,13 @@ static int inbox_delete(wa_channel *w, const char *k)
 	return store_txn_commit(t);
 }
 
-/* Handle the oldest recorded message.  @return 1 one was handled (look
- * again), 0 the inbox is empty, -1 a failure (retry later). */
-static int inbox_handle_one(wa_channel *w)
+/* Handle the oldest recorded message of a guest not in @p held (borrowed).
+ * @return 1 one was handled (look again), 0 nothing more to handle this
+ * round, -1 the store failed (retry later), -2 that guest's message
+ * failed: added to @p held, look again for others. */
+static int inbox_handle_one(wa_channel *w, json_t *held)
 {
-	struct inbox_first f = {{0}, NULL};
+	struct inbox_first f = {{0}, NULL, held};
 	store_txn *t;
 	if (store_txn_begin(w->env->st, 0, &t) != TH_OK)
 		return -1;
@@ -512,6 +523,9 @@ static int inbox_handle_one(wa_channel *w)
 	const char *guest = jsonx_str(rec, "guest"), *sealed = jsonx_str(rec, "sealed");
 	rc = guest && sealed ? audit_unseal(w->env->au, t, guest, sealed, &plain) : TH_EINVAL;
 	store_txn_abort(t);
+	char who[GUESTS_MAX_USER_ID + 1] = "";
+	if (guest && strlen(guest) <= GUESTS_MAX_USER_ID)
+		memcpy(who, guest, strlen(guest) + 1);
 	json_decref(rec);
 	if (rc == TH_ENOTFOUND || rc == TH_EINVAL || rc == TH_ECRYPTO) {
 		/* erased with the guest (or damaged): nothing can be done with it */
@@ -528,8 +542,10 @@ static int inbox_handle_one(wa_channel *w)
 	if (from)
 		explicit_bzero((char *)from, strlen(from));
 	json_decref(m);
-	if (status >= 500) /* kept: handled again after a pause */
-		return -1;
+	if (status >= 500) { /* kept: handled again after a pause */
+		json_object_set_new(held, who, json_true());
+		return -2;
+	}
 	return inbox_delete(w, f.key) ? -1 : 1;
 }
 
@@ -548,14 +564,16 @@ static void *worker_main(void *arg)
 		}
 		w->kicked = 0;
 		pthread_mutex_unlock(&w->mu);
+		json_t *held = json_object();
 		int r;
-		while ((r = inbox_handle_one(w)) > 0) {
+		while ((r = inbox_handle_one(w, held)) > 0 || r == -2) {
 			pthread_mutex_lock(&w->mu);
 			int stop = w->stopping;
 			pthread_mutex_unlock(&w->mu);
 			if (stop)
 				break;
 		}
+		json_decref(held);
 		pthread_mutex_lock(&w->mu);
 	}
 	pthread_mutex_unlock(&w->mu);
