@@ -64,14 +64,14 @@ struct wa_channel {
 
 int wach_secret_read(const char *key, const char *path, char **out)
 {
-	char why[160], buf[SECRET_MAX + 1];
+	char why[160] = "", buf[SECRET_MAX + 1];
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	struct stat sb;
 	ssize_t n = -1;
 	if (fd >= 0 && fstat(fd, &sb) == 0 && th_private_mode_ok(sb.st_mode, why, sizeof(why)) == TH_OK)
 		n = read(fd, buf, SECRET_MAX);
-	else
-		snprintf(why, sizeof(why), "%s", fd < 0 ? strerror(errno) : why);
+	else if (!why[0]) /* open or fstat failed; a mode refused says why itself */
+		snprintf(why, sizeof(why), "%s", strerror(errno));
 	if (fd >= 0)
 		close(fd);
 	if (n < 0) {
