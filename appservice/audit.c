@@ -25,6 +25,7 @@
 
 #define META_HEAD      "audit_head"
 #define META_SEAL_NEXT "seal_next_slot"
+#define META_INDEXED   "audit_indexed" /* u64 BE: every record up to it is in STORE_AUDIT_INDEX */
 #define HEAD_LEN       56 /* seq, hash, checkpoint seq, checkpoint time */
 
 #define CKPT_PREFIX   "threshold-audit-checkpoint/v1\n"
@@ -1348,38 +1349,108 @@ static int time_put(store_txn *t, uint64_t ts_ms, const unsigned char seq[8])
 	return store_put(t, STORE_AUDIT_BY_TIME, key, 8, seq, 8, STORE_APPEND);
 }
 
-static int index_record(store_txn *t, const char *kind, const char *room, const char *actor, uint64_t ts_ms,
-                        const unsigned char seq[8])
+static int index_keys(store_txn *t, const char *kind, const char *room, const char *actor,
+                      const unsigned char seq[8])
 {
 	int rc = index_put(t, 'k', kind, seq);
 	if (!rc)
 		rc = index_put(t, 'r', room, seq);
 	if (!rc)
 		rc = index_put(t, 'a', actor, seq);
-	if (!rc)
-		rc = time_put(t, ts_ms, seq);
 	return rc;
 }
 
+/*
+ * The index's tail.  A record's 'k', 'r' and 'a' entries are not written by
+ * the commit that appends it but AUDIT_INDEX_TAIL records later, all in one
+ * commit: the records after META_INDEXED, the newest of the log, are read
+ * by audit_iter straight from STORE_AUDIT instead.  Appended one at a time,
+ * each record would write the path of three duplicate trees, one of them
+ * (its kind's) as deep as the log is long; a batch of them shares those
+ * pages.  STORE_AUDIT_BY_TIME and STORE_AUDIT_BY_SUBJECT are still written
+ * with the record (the first at most once a second; the second is read by
+ * erasure).
+ */
+#define AUDIT_INDEX_TAIL 64
+
+static int indexed_read(store_txn *t, uint64_t *out)
+{
+	const void *v;
+	size_t vlen;
+	*out = 0;
+	int rc = store_get(t, STORE_META, META_INDEXED, strlen(META_INDEXED), &v, &vlen);
+	if (rc == TH_ENOTFOUND)
+		return TH_OK;
+	if (rc)
+		return rc;
+	if (vlen != 8)
+		return TH_ESTORE;
+	*out = store_key_u64(v);
+	return TH_OK;
+}
+
+static int indexed_write(store_txn *t, uint64_t seq)
+{
+	unsigned char v[8];
+	store_u64_key(v, seq);
+	return store_put(t, STORE_META, META_INDEXED, strlen(META_INDEXED), v, 8, 0);
+}
+
+struct index_walk {
+	store_txn *t;
+	int times; /* STORE_AUDIT_BY_TIME too (a rebuild), not only the three keys */
+};
+
 static int index_one(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
 {
-	store_txn *t = ctx;
+	struct index_walk *w = ctx;
+	store_txn *t = w->t;
 	if (klen != 8)
 		return -TH_ESTORE;
 	json_t *rec = json_loadb(val, vlen, 0, NULL);
 	json_int_t ts = json_integer_value(json_object_get(rec, "ts"));
-	int rc = !json_is_object(rec) ? TH_OK
-	                              : index_record(t, json_string_value(json_object_get(rec, "kind")),
-	                                             json_string_value(json_object_get(rec, "room")),
-	                                             json_string_value(json_object_get(rec, "actor")),
-	                                             ts > 0 ? (uint64_t)ts : 0, key);
+	int rc = TH_OK;
+	if (json_is_object(rec)) {
+		rc = index_keys(t, json_string_value(json_object_get(rec, "kind")),
+		                json_string_value(json_object_get(rec, "room")),
+		                json_string_value(json_object_get(rec, "actor")), key);
+		if (!rc && w->times)
+			rc = time_put(t, ts > 0 ? (uint64_t)ts : 0, key);
+	}
 	json_decref(rec);
 	return rc ? -rc : 0;
 }
 
 int audit_index_build(store_txn *t)
 {
-	return store_walk(t, STORE_AUDIT, NULL, 0, index_one, t);
+	struct index_walk w = {t, 1};
+	struct head h;
+	int rc = store_walk(t, STORE_AUDIT, NULL, 0, index_one, &w);
+	if (!rc)
+		rc = head_read(t, &h);
+	return rc ? rc : indexed_write(t, h.seq);
+}
+
+int audit_index_migrate_v4(store_txn *t)
+{
+	struct head h;
+	int rc = head_read(t, &h);
+	return rc ? rc : indexed_write(t, h.seq);
+}
+
+/* Record @p seq was just appended: once AUDIT_INDEX_TAIL records wait, put
+ * them all into STORE_AUDIT_INDEX. */
+static int index_tail(store_txn *t, uint64_t seq)
+{
+	uint64_t done;
+	int rc = indexed_read(t, &done);
+	if (rc || seq - done < AUDIT_INDEX_TAIL)
+		return rc;
+	unsigned char from[8];
+	store_u64_key(from, done + 1);
+	struct index_walk w = {t, 0};
+	rc = store_walk(t, STORE_AUDIT, from, 8, index_one, &w);
+	return rc ? rc : indexed_write(t, seq);
 }
 
 /* Append @p rec after head @p h (advanced on success); the caller writes the head. */
@@ -1423,7 +1494,9 @@ static int chain_append(audit *a, store_txn *t, const struct audit_rec *rec, str
 	if (!rc && r.subject)
 		rc = store_put(t, STORE_AUDIT_BY_SUBJECT, r.subject, strlen(r.subject), key, sizeof(key), 0);
 	if (!rc)
-		rc = index_record(t, audit_kind_name(r.kind), r.room, r.actor, r.ts_ms, key);
+		rc = time_put(t, r.ts_ms, key);
+	if (!rc)
+		rc = index_tail(t, seq);
 	if (!rc) {
 		h->seq = seq;
 		memcpy(h->hash, hash, AUDIT_HASH_LEN);
@@ -1638,6 +1711,8 @@ struct iter_ctx {
 	const struct audit_filter *f;
 	audit_iter_fn fn;
 	void *ctx;
+	int stopped;      /* fn or max_seq ended the walk */
+	uint64_t indexed; /* STORE_AUDIT_INDEX holds the records up to this seq */
 };
 
 static int iter_one(struct iter_ctx *ic, uint64_t seq, const void *val, size_t vlen)
@@ -1651,6 +1726,8 @@ static int iter_one(struct iter_ctx *ic, uint64_t seq, const void *val, size_t v
 	}
 	int r = matches(ic->f, rec) ? ic->fn(ic->ctx, seq, rec, val, vlen) : 0;
 	json_decref(rec);
+	if (r)
+		ic->stopped = 1;
 	return r;
 }
 
@@ -1660,8 +1737,10 @@ static int iter_walk(void *ctx, const void *key, size_t klen, const void *val, s
 	if (klen != 8)
 		return -TH_ESTORE;
 	uint64_t seq = store_key_u64(key);
-	if (ic->f->max_seq && seq > ic->f->max_seq)
+	if (ic->f->max_seq && seq > ic->f->max_seq) {
+		ic->stopped = 1;
 		return 1;
+	}
 	return iter_one(ic, seq, val, vlen);
 }
 
@@ -1673,7 +1752,11 @@ static int iter_index(void *ctx, const void *key, size_t klen, const void *val, 
 	if (vlen != 8)
 		return -TH_ESTORE;
 	uint64_t seq = store_key_u64(val);
-	if (ic->f->max_seq && seq > ic->f->max_seq)
+	if (ic->f->max_seq && seq > ic->f->max_seq) {
+		ic->stopped = 1;
+		return 1;
+	}
+	if (seq > ic->indexed) /* cannot be: the tail is walked apart; do not list it twice */
 		return 1;
 	const void *rv;
 	size_t rlen;
@@ -1725,7 +1808,7 @@ static int first_seq(store_txn *t, const struct audit_filter *f, uint64_t *out)
 
 int audit_iter(store_txn *t, const struct audit_filter *f, audit_iter_fn fn, void *ctx)
 {
-	struct iter_ctx ic = {t, f, fn, ctx};
+	struct iter_ctx ic = {t, f, fn, ctx, 0, UINT64_MAX};
 	uint64_t from;
 	int rc = first_seq(t, f, &from);
 	if (rc)
@@ -1765,10 +1848,19 @@ int audit_iter(store_txn *t, const struct audit_filter *f, audit_iter_fn fn, voi
 			memcpy(best, key, bestlen);
 		}
 	}
-	if (bestlen)
-		return bestn ? store_walk_dups_from(t, STORE_AUDIT_INDEX, best, bestlen, fromkey, 8,
-		                                    iter_index, &ic)
-		             : TH_OK;
+	if (bestlen) {
+		/* The index up to META_INDEXED, then the tail from the log itself. */
+		if ((rc = indexed_read(t, &ic.indexed)))
+			return rc;
+		if (bestn && (rc = store_walk_dups_from(t, STORE_AUDIT_INDEX, best, bestlen, fromkey, 8,
+		                                        iter_index, &ic)))
+			return rc;
+		if (ic.stopped)
+			return TH_OK;
+		if (ic.indexed + 1 > from)
+			store_u64_key(fromkey, ic.indexed + 1);
+		return store_walk(t, STORE_AUDIT, fromkey, sizeof(fromkey), iter_walk, &ic);
+	}
 	return store_walk(t, STORE_AUDIT, fromkey, sizeof(fromkey), iter_walk, &ic);
 }
 
