@@ -1367,9 +1367,9 @@ static int index_keys(store_txn *t, const char *kind, const char *room, const ch
  * by audit_iter straight from STORE_AUDIT instead.  Appended one at a time,
  * each record would write the path of three duplicate trees, one of them
  * (its kind's) as deep as the log is long; a batch of them shares those
- * pages.  STORE_AUDIT_BY_TIME and STORE_AUDIT_BY_SUBJECT are still written
- * with the record (the first at most once a second; the second is read by
- * erasure).
+ * pages.  STORE_AUDIT_BY_SUBJECT likewise (audit_iter and audit_export
+ * read the tail too).  STORE_AUDIT_BY_TIME is still written with the record,
+ * at most once a second: audit_iter's walks start where it says.
  */
 #define AUDIT_INDEX_TAIL 64
 
@@ -1414,6 +1414,11 @@ static int index_one(void *ctx, const void *key, size_t klen, const void *val, s
 		rc = index_keys(t, json_string_value(json_object_get(rec, "kind")),
 		                json_string_value(json_object_get(rec, "room")),
 		                json_string_value(json_object_get(rec, "actor")), key);
+		const char *subject = json_string_value(json_object_get(rec, "subject"));
+		if (!rc && subject && *subject && strlen(subject) <= AUDIT_MAX_ID) {
+			rc = store_put(t, STORE_AUDIT_BY_SUBJECT, subject, strlen(subject), key, 8, 0);
+			rc = rc == TH_EEXIST ? TH_OK : rc;
+		}
 		if (!rc && w->times)
 			rc = time_put(t, ts > 0 ? (uint64_t)ts : 0, key);
 	}
@@ -1491,8 +1496,6 @@ static int chain_append(audit *a, store_txn *t, const struct audit_rec *rec, str
 		    (unsigned long long)seq);
 		rc = TH_ESTORE;
 	}
-	if (!rc && r.subject)
-		rc = store_put(t, STORE_AUDIT_BY_SUBJECT, r.subject, strlen(r.subject), key, sizeof(key), 0);
 	if (!rc)
 		rc = time_put(t, r.ts_ms, key);
 	if (!rc)
@@ -1806,6 +1809,16 @@ static int first_seq(store_txn *t, const struct audit_filter *f, uint64_t *out)
 	return TH_OK;
 }
 
+/* After an index's walk: the records not yet in it, from seq @p from on. */
+static int tail_walk(store_txn *t, struct iter_ctx *ic, uint64_t from)
+{
+	unsigned char key[8];
+	if (ic->stopped)
+		return TH_OK;
+	store_u64_key(key, ic->indexed + 1 > from ? ic->indexed + 1 : from);
+	return store_walk(t, STORE_AUDIT, key, sizeof(key), iter_walk, ic);
+}
+
 int audit_iter(store_txn *t, const struct audit_filter *f, audit_iter_fn fn, void *ctx)
 {
 	struct iter_ctx ic = {t, f, fn, ctx, 0, UINT64_MAX};
@@ -1819,8 +1832,11 @@ int audit_iter(store_txn *t, const struct audit_filter *f, audit_iter_fn fn, voi
 		size_t n = strlen(f->subject);
 		if (n == 0 || n > AUDIT_MAX_ID)
 			return TH_OK; /* no record can name it */
-		return store_walk_dups_from(t, STORE_AUDIT_BY_SUBJECT, f->subject, n, fromkey, 8, iter_index,
-		                            &ic);
+		if ((rc = indexed_read(t, &ic.indexed)) ||
+		    (rc = store_walk_dups_from(t, STORE_AUDIT_BY_SUBJECT, f->subject, n, fromkey, 8, iter_index,
+		                               &ic)))
+			return rc;
+		return tail_walk(t, &ic, from);
 	}
 	/* The smallest of the indexes the filter names: each record it lists is
 	 * still checked against the whole filter. */
@@ -1855,11 +1871,7 @@ int audit_iter(store_txn *t, const struct audit_filter *f, audit_iter_fn fn, voi
 		if (bestn && (rc = store_walk_dups_from(t, STORE_AUDIT_INDEX, best, bestlen, fromkey, 8,
 		                                        iter_index, &ic)))
 			return rc;
-		if (ic.stopped)
-			return TH_OK;
-		if (ic.indexed + 1 > from)
-			store_u64_key(fromkey, ic.indexed + 1);
-		return store_walk(t, STORE_AUDIT, fromkey, sizeof(fromkey), iter_walk, &ic);
+		return tail_walk(t, &ic, from);
 	}
 	return store_walk(t, STORE_AUDIT, fromkey, sizeof(fromkey), iter_walk, &ic);
 }
@@ -1960,11 +1972,20 @@ int audit_export(store_txn *t, const struct audit_filter *f, const char *pubkey,
 	int rc = store_get(t, STORE_AUDIT_CKPT, key, 8, &v, &vlen);
 	if (rc)
 		return rc;
-	uint64_t start = 1;
+	uint64_t start = 0;
 	if (f->subject && *f->subject && strlen(f->subject) <= AUDIT_MAX_ID &&
 	    (rc = store_walk_dups(t, STORE_AUDIT_BY_SUBJECT, f->subject, strlen(f->subject), first_dup,
 	                          &start)))
 		return rc;
+	if (!start && f->subject) {
+		/* None indexed: the first can only be among the newest (the tail,
+		 * above), or none, and then the export is the stub at head_seq. */
+		if ((rc = indexed_read(t, &start)))
+			return rc;
+		start = start + 1 < head_seq ? start + 1 : head_seq;
+	}
+	if (!start)
+		start = 1;
 
 	json_t *flt = json_object();
 	if (f->since_ms)
