@@ -1322,15 +1322,27 @@ const char *audit_pubkey(const audit *a)
  * once went back), so a walk from it misses none.  Both are written in the
  * commit that appends the record; neither is part of the chain.
  */
-static int index_put(store_txn *t, char tag, const char *val, const unsigned char seq[8])
+static int index_put_n(store_txn *t, char tag, const char *val, size_t n, const unsigned char seq[8])
 {
 	char key[1 + AUDIT_MAX_ID];
-	size_t n = val ? strlen(val) : 0;
 	if (!n || n > AUDIT_MAX_ID)
 		return TH_OK;
 	key[0] = tag;
 	memcpy(key + 1, val, n);
 	int rc = store_put(t, STORE_AUDIT_INDEX, key, n + 1, seq, 8, 0);
+	return rc == TH_EEXIST ? TH_OK : rc;
+}
+
+static int index_put(store_txn *t, char tag, const char *val, const unsigned char seq[8])
+{
+	return index_put_n(t, tag, val, val ? strlen(val) : 0, seq);
+}
+
+static int subject_put_n(store_txn *t, const char *val, size_t n, const unsigned char seq[8])
+{
+	if (!n || n > AUDIT_MAX_ID)
+		return TH_OK;
+	int rc = store_put(t, STORE_AUDIT_BY_SUBJECT, val, n, seq, 8, 0);
 	return rc == TH_EEXIST ? TH_OK : rc;
 }
 
@@ -1401,12 +1413,95 @@ struct index_walk {
 	int times; /* STORE_AUDIT_BY_TIME too (a rebuild), not only the three keys */
 };
 
+/* The fields the indexes key on, in the order of ix_names. */
+enum { IX_KIND, IX_ROOM, IX_ACTOR, IX_SUBJECT, IX_FIELDS };
+static const char *const ix_names[IX_FIELDS] = {"kind", "room", "actor", "subject"};
+
+/*
+ * Find the top-level string fields of stored record @p s that the indexes
+ * key on without building the record: jansson builds every field (details,
+ * hashes) and was most of a batch's cost.  Only the plain case: a key or one
+ * of those values holding a backslash, or any odd shape, @return -1 and
+ * the caller parses the record with jansson instead.  A field given twice
+ * counts as its last, as jansson has it; a field absent or not a string is
+ * left NULL.
+ */
+static int fields_scan(const char *s, size_t len, const char *p[IX_FIELDS], size_t n[IX_FIELDS])
+{
+	int depth = 0;
+	for (int k = 0; k < IX_FIELDS; k++)
+		p[k] = NULL, n[k] = 0;
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+		if (c == '{' || c == '[') {
+			depth++;
+			continue;
+		}
+		if (c == '}' || c == ']') {
+			if (--depth < 0)
+				return -1;
+			continue;
+		}
+		if (c != '"')
+			continue;
+		size_t st = ++i;
+		int esc = 0;
+		while (i < len && s[i] != '"') {
+			if (s[i] == '\\')
+				esc = 1, i++;
+			i++;
+		}
+		if (i >= len)
+			return -1;
+		size_t sl = i - st, j = i + 1;
+		if (depth != 1)
+			continue;
+		while (j < len && (s[j] == ' ' || s[j] == '\n' || s[j] == '\t' || s[j] == '\r'))
+			j++;
+		if (j >= len || s[j] != ':')
+			continue; /* a value, not a key */
+		if (esc)
+			return -1;
+		int k = 0;
+		while (k < IX_FIELDS && !(strlen(ix_names[k]) == sl && memcmp(ix_names[k], s + st, sl) == 0))
+			k++;
+		if (k == IX_FIELDS)
+			continue;
+		for (j++; j < len && (s[j] == ' ' || s[j] == '\n' || s[j] == '\t' || s[j] == '\r'); j++)
+			;
+		p[k] = NULL, n[k] = 0;
+		if (j >= len || s[j] != '"')
+			continue; /* not a string: the general walk goes on over it */
+		size_t vs = ++j;
+		while (j < len && s[j] != '"' && s[j] != '\\')
+			j++;
+		if (j >= len || s[j] != '"')
+			return -1;
+		p[k] = s + vs;
+		n[k] = j - vs;
+		i = j;
+	}
+	return depth == 0 ? 0 : -1;
+}
+
 static int index_one(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
 {
 	struct index_walk *w = ctx;
 	store_txn *t = w->t;
 	if (klen != 8)
 		return -TH_ESTORE;
+	const char *fp[IX_FIELDS];
+	size_t fn[IX_FIELDS];
+	if (!w->times && fields_scan(val, vlen, fp, fn) == 0) {
+		int rc = index_put_n(t, 'k', fp[IX_KIND], fn[IX_KIND], key);
+		if (!rc)
+			rc = index_put_n(t, 'r', fp[IX_ROOM], fn[IX_ROOM], key);
+		if (!rc)
+			rc = index_put_n(t, 'a', fp[IX_ACTOR], fn[IX_ACTOR], key);
+		if (!rc)
+			rc = subject_put_n(t, fp[IX_SUBJECT], fn[IX_SUBJECT], key);
+		return rc ? -rc : 0;
+	}
 	json_t *rec = json_loadb(val, vlen, 0, NULL);
 	json_int_t ts = json_integer_value(json_object_get(rec, "ts"));
 	int rc = TH_OK;
@@ -1415,10 +1510,8 @@ static int index_one(void *ctx, const void *key, size_t klen, const void *val, s
 		                json_string_value(json_object_get(rec, "room")),
 		                json_string_value(json_object_get(rec, "actor")), key);
 		const char *subject = json_string_value(json_object_get(rec, "subject"));
-		if (!rc && subject && *subject && strlen(subject) <= AUDIT_MAX_ID) {
-			rc = store_put(t, STORE_AUDIT_BY_SUBJECT, subject, strlen(subject), key, 8, 0);
-			rc = rc == TH_EEXIST ? TH_OK : rc;
-		}
+		if (!rc && subject)
+			rc = subject_put_n(t, subject, strlen(subject), key);
 		if (!rc && w->times)
 			rc = time_put(t, ts > 0 ? (uint64_t)ts : 0, key);
 	}
