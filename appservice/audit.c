@@ -25,6 +25,7 @@
 
 #define META_HEAD      "audit_head"
 #define META_SEAL_NEXT "seal_next_slot"
+#define META_INDEXED   "audit_indexed" /* u64 BE: every record up to it is in STORE_AUDIT_INDEX */
 #define HEAD_LEN       56 /* seq, hash, checkpoint seq, checkpoint time */
 
 #define CKPT_PREFIX   "threshold-audit-checkpoint/v1\n"
@@ -1321,15 +1322,27 @@ const char *audit_pubkey(const audit *a)
  * once went back), so a walk from it misses none.  Both are written in the
  * commit that appends the record; neither is part of the chain.
  */
-static int index_put(store_txn *t, char tag, const char *val, const unsigned char seq[8])
+static int index_put_n(store_txn *t, char tag, const char *val, size_t n, const unsigned char seq[8])
 {
 	char key[1 + AUDIT_MAX_ID];
-	size_t n = val ? strlen(val) : 0;
 	if (!n || n > AUDIT_MAX_ID)
 		return TH_OK;
 	key[0] = tag;
 	memcpy(key + 1, val, n);
 	int rc = store_put(t, STORE_AUDIT_INDEX, key, n + 1, seq, 8, 0);
+	return rc == TH_EEXIST ? TH_OK : rc;
+}
+
+static int index_put(store_txn *t, char tag, const char *val, const unsigned char seq[8])
+{
+	return index_put_n(t, tag, val, val ? strlen(val) : 0, seq);
+}
+
+static int subject_put_n(store_txn *t, const char *val, size_t n, const unsigned char seq[8])
+{
+	if (!n || n > AUDIT_MAX_ID)
+		return TH_OK;
+	int rc = store_put(t, STORE_AUDIT_BY_SUBJECT, val, n, seq, 8, 0);
 	return rc == TH_EEXIST ? TH_OK : rc;
 }
 
@@ -1348,38 +1361,194 @@ static int time_put(store_txn *t, uint64_t ts_ms, const unsigned char seq[8])
 	return store_put(t, STORE_AUDIT_BY_TIME, key, 8, seq, 8, STORE_APPEND);
 }
 
-static int index_record(store_txn *t, const char *kind, const char *room, const char *actor, uint64_t ts_ms,
-                        const unsigned char seq[8])
+static int index_keys(store_txn *t, const char *kind, const char *room, const char *actor,
+                      const unsigned char seq[8])
 {
 	int rc = index_put(t, 'k', kind, seq);
 	if (!rc)
 		rc = index_put(t, 'r', room, seq);
 	if (!rc)
 		rc = index_put(t, 'a', actor, seq);
-	if (!rc)
-		rc = time_put(t, ts_ms, seq);
 	return rc;
+}
+
+/*
+ * The index's tail.  A record's 'k', 'r' and 'a' entries are not written by
+ * the commit that appends it but AUDIT_INDEX_TAIL records later, all in one
+ * commit: the records after META_INDEXED, the newest of the log, are read
+ * by audit_iter straight from STORE_AUDIT instead.  Appended one at a time,
+ * each record would write the path of three duplicate trees, one of them
+ * (its kind's) as deep as the log is long; a batch of them shares those
+ * pages.  STORE_AUDIT_BY_SUBJECT likewise (audit_iter and audit_export
+ * read the tail too).  STORE_AUDIT_BY_TIME is still written with the record,
+ * at most once a second: audit_iter's walks start where it says.
+ */
+#define AUDIT_INDEX_TAIL 64
+
+static int indexed_read(store_txn *t, uint64_t *out)
+{
+	const void *v;
+	size_t vlen;
+	*out = 0;
+	int rc = store_get(t, STORE_META, META_INDEXED, strlen(META_INDEXED), &v, &vlen);
+	if (rc == TH_ENOTFOUND)
+		return TH_OK;
+	if (rc)
+		return rc;
+	if (vlen != 8)
+		return TH_ESTORE;
+	*out = store_key_u64(v);
+	return TH_OK;
+}
+
+static int indexed_write(store_txn *t, uint64_t seq)
+{
+	unsigned char v[8];
+	store_u64_key(v, seq);
+	return store_put(t, STORE_META, META_INDEXED, strlen(META_INDEXED), v, 8, 0);
+}
+
+struct index_walk {
+	store_txn *t;
+	int times; /* STORE_AUDIT_BY_TIME too (a rebuild), not only the three keys */
+};
+
+/* The fields the indexes key on, in the order of ix_names. */
+enum { IX_KIND, IX_ROOM, IX_ACTOR, IX_SUBJECT, IX_FIELDS };
+static const char *const ix_names[IX_FIELDS] = {"kind", "room", "actor", "subject"};
+
+/*
+ * Find the top-level string fields of stored record @p s that the indexes
+ * key on without building the record: jansson builds every field (details,
+ * hashes) and was most of a batch's cost.  Only the plain case: a key or one
+ * of those values holding a backslash, or any odd shape, @return -1 and
+ * the caller parses the record with jansson instead.  A field given twice
+ * counts as its last, as jansson has it; a field absent or not a string is
+ * left NULL.
+ */
+static int fields_scan(const char *s, size_t len, const char *p[IX_FIELDS], size_t n[IX_FIELDS])
+{
+	int depth = 0;
+	for (int k = 0; k < IX_FIELDS; k++)
+		p[k] = NULL, n[k] = 0;
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+		if (c == '{' || c == '[') {
+			depth++;
+			continue;
+		}
+		if (c == '}' || c == ']') {
+			if (--depth < 0)
+				return -1;
+			continue;
+		}
+		if (c != '"')
+			continue;
+		size_t st = ++i;
+		int esc = 0;
+		while (i < len && s[i] != '"') {
+			if (s[i] == '\\')
+				esc = 1, i++;
+			i++;
+		}
+		if (i >= len)
+			return -1;
+		size_t sl = i - st, j = i + 1;
+		if (depth != 1)
+			continue;
+		while (j < len && (s[j] == ' ' || s[j] == '\n' || s[j] == '\t' || s[j] == '\r'))
+			j++;
+		if (j >= len || s[j] != ':')
+			continue; /* a value, not a key */
+		if (esc)
+			return -1;
+		int k = 0;
+		while (k < IX_FIELDS && !(strlen(ix_names[k]) == sl && memcmp(ix_names[k], s + st, sl) == 0))
+			k++;
+		if (k == IX_FIELDS)
+			continue;
+		for (j++; j < len && (s[j] == ' ' || s[j] == '\n' || s[j] == '\t' || s[j] == '\r'); j++)
+			;
+		p[k] = NULL, n[k] = 0;
+		if (j >= len || s[j] != '"')
+			continue; /* not a string: the general walk goes on over it */
+		size_t vs = ++j;
+		while (j < len && s[j] != '"' && s[j] != '\\')
+			j++;
+		if (j >= len || s[j] != '"')
+			return -1;
+		p[k] = s + vs;
+		n[k] = j - vs;
+		i = j;
+	}
+	return depth == 0 ? 0 : -1;
 }
 
 static int index_one(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
 {
-	store_txn *t = ctx;
+	struct index_walk *w = ctx;
+	store_txn *t = w->t;
 	if (klen != 8)
 		return -TH_ESTORE;
+	const char *fp[IX_FIELDS];
+	size_t fn[IX_FIELDS];
+	if (!w->times && fields_scan(val, vlen, fp, fn) == 0) {
+		int rc = index_put_n(t, 'k', fp[IX_KIND], fn[IX_KIND], key);
+		if (!rc)
+			rc = index_put_n(t, 'r', fp[IX_ROOM], fn[IX_ROOM], key);
+		if (!rc)
+			rc = index_put_n(t, 'a', fp[IX_ACTOR], fn[IX_ACTOR], key);
+		if (!rc)
+			rc = subject_put_n(t, fp[IX_SUBJECT], fn[IX_SUBJECT], key);
+		return rc ? -rc : 0;
+	}
 	json_t *rec = json_loadb(val, vlen, 0, NULL);
 	json_int_t ts = json_integer_value(json_object_get(rec, "ts"));
-	int rc = !json_is_object(rec) ? TH_OK
-	                              : index_record(t, json_string_value(json_object_get(rec, "kind")),
-	                                             json_string_value(json_object_get(rec, "room")),
-	                                             json_string_value(json_object_get(rec, "actor")),
-	                                             ts > 0 ? (uint64_t)ts : 0, key);
+	int rc = TH_OK;
+	if (json_is_object(rec)) {
+		rc = index_keys(t, json_string_value(json_object_get(rec, "kind")),
+		                json_string_value(json_object_get(rec, "room")),
+		                json_string_value(json_object_get(rec, "actor")), key);
+		const char *subject = json_string_value(json_object_get(rec, "subject"));
+		if (!rc && subject)
+			rc = subject_put_n(t, subject, strlen(subject), key);
+		if (!rc && w->times)
+			rc = time_put(t, ts > 0 ? (uint64_t)ts : 0, key);
+	}
 	json_decref(rec);
 	return rc ? -rc : 0;
 }
 
 int audit_index_build(store_txn *t)
 {
-	return store_walk(t, STORE_AUDIT, NULL, 0, index_one, t);
+	struct index_walk w = {t, 1};
+	struct head h;
+	int rc = store_walk(t, STORE_AUDIT, NULL, 0, index_one, &w);
+	if (!rc)
+		rc = head_read(t, &h);
+	return rc ? rc : indexed_write(t, h.seq);
+}
+
+int audit_index_migrate_v4(store_txn *t)
+{
+	struct head h;
+	int rc = head_read(t, &h);
+	return rc ? rc : indexed_write(t, h.seq);
+}
+
+/* Record @p seq was just appended: once AUDIT_INDEX_TAIL records wait, put
+ * them all into STORE_AUDIT_INDEX. */
+static int index_tail(store_txn *t, uint64_t seq)
+{
+	uint64_t done;
+	int rc = indexed_read(t, &done);
+	if (rc || seq - done < AUDIT_INDEX_TAIL)
+		return rc;
+	unsigned char from[8];
+	store_u64_key(from, done + 1);
+	struct index_walk w = {t, 0};
+	rc = store_walk(t, STORE_AUDIT, from, 8, index_one, &w);
+	return rc ? rc : indexed_write(t, seq);
 }
 
 /* Append @p rec after head @p h (advanced on success); the caller writes the head. */
@@ -1420,10 +1589,10 @@ static int chain_append(audit *a, store_txn *t, const struct audit_rec *rec, str
 		    (unsigned long long)seq);
 		rc = TH_ESTORE;
 	}
-	if (!rc && r.subject)
-		rc = store_put(t, STORE_AUDIT_BY_SUBJECT, r.subject, strlen(r.subject), key, sizeof(key), 0);
 	if (!rc)
-		rc = index_record(t, audit_kind_name(r.kind), r.room, r.actor, r.ts_ms, key);
+		rc = time_put(t, r.ts_ms, key);
+	if (!rc)
+		rc = index_tail(t, seq);
 	if (!rc) {
 		h->seq = seq;
 		memcpy(h->hash, hash, AUDIT_HASH_LEN);
@@ -1638,6 +1807,8 @@ struct iter_ctx {
 	const struct audit_filter *f;
 	audit_iter_fn fn;
 	void *ctx;
+	int stopped;      /* fn or max_seq ended the walk */
+	uint64_t indexed; /* STORE_AUDIT_INDEX holds the records up to this seq */
 };
 
 static int iter_one(struct iter_ctx *ic, uint64_t seq, const void *val, size_t vlen)
@@ -1651,6 +1822,8 @@ static int iter_one(struct iter_ctx *ic, uint64_t seq, const void *val, size_t v
 	}
 	int r = matches(ic->f, rec) ? ic->fn(ic->ctx, seq, rec, val, vlen) : 0;
 	json_decref(rec);
+	if (r)
+		ic->stopped = 1;
 	return r;
 }
 
@@ -1660,8 +1833,10 @@ static int iter_walk(void *ctx, const void *key, size_t klen, const void *val, s
 	if (klen != 8)
 		return -TH_ESTORE;
 	uint64_t seq = store_key_u64(key);
-	if (ic->f->max_seq && seq > ic->f->max_seq)
+	if (ic->f->max_seq && seq > ic->f->max_seq) {
+		ic->stopped = 1;
 		return 1;
+	}
 	return iter_one(ic, seq, val, vlen);
 }
 
@@ -1673,7 +1848,11 @@ static int iter_index(void *ctx, const void *key, size_t klen, const void *val, 
 	if (vlen != 8)
 		return -TH_ESTORE;
 	uint64_t seq = store_key_u64(val);
-	if (ic->f->max_seq && seq > ic->f->max_seq)
+	if (ic->f->max_seq && seq > ic->f->max_seq) {
+		ic->stopped = 1;
+		return 1;
+	}
+	if (seq > ic->indexed) /* cannot be: the tail is walked apart; do not list it twice */
 		return 1;
 	const void *rv;
 	size_t rlen;
@@ -1723,9 +1902,19 @@ static int first_seq(store_txn *t, const struct audit_filter *f, uint64_t *out)
 	return TH_OK;
 }
 
+/* After an index's walk: the records not yet in it, from seq @p from on. */
+static int tail_walk(store_txn *t, struct iter_ctx *ic, uint64_t from)
+{
+	unsigned char key[8];
+	if (ic->stopped)
+		return TH_OK;
+	store_u64_key(key, ic->indexed + 1 > from ? ic->indexed + 1 : from);
+	return store_walk(t, STORE_AUDIT, key, sizeof(key), iter_walk, ic);
+}
+
 int audit_iter(store_txn *t, const struct audit_filter *f, audit_iter_fn fn, void *ctx)
 {
-	struct iter_ctx ic = {t, f, fn, ctx};
+	struct iter_ctx ic = {t, f, fn, ctx, 0, UINT64_MAX};
 	uint64_t from;
 	int rc = first_seq(t, f, &from);
 	if (rc)
@@ -1736,8 +1925,11 @@ int audit_iter(store_txn *t, const struct audit_filter *f, audit_iter_fn fn, voi
 		size_t n = strlen(f->subject);
 		if (n == 0 || n > AUDIT_MAX_ID)
 			return TH_OK; /* no record can name it */
-		return store_walk_dups_from(t, STORE_AUDIT_BY_SUBJECT, f->subject, n, fromkey, 8, iter_index,
-		                            &ic);
+		if ((rc = indexed_read(t, &ic.indexed)) ||
+		    (rc = store_walk_dups_from(t, STORE_AUDIT_BY_SUBJECT, f->subject, n, fromkey, 8, iter_index,
+		                               &ic)))
+			return rc;
+		return tail_walk(t, &ic, from);
 	}
 	/* The smallest of the indexes the filter names: each record it lists is
 	 * still checked against the whole filter. */
@@ -1765,10 +1957,15 @@ int audit_iter(store_txn *t, const struct audit_filter *f, audit_iter_fn fn, voi
 			memcpy(best, key, bestlen);
 		}
 	}
-	if (bestlen)
-		return bestn ? store_walk_dups_from(t, STORE_AUDIT_INDEX, best, bestlen, fromkey, 8,
-		                                    iter_index, &ic)
-		             : TH_OK;
+	if (bestlen) {
+		/* The index up to META_INDEXED, then the tail from the log itself. */
+		if ((rc = indexed_read(t, &ic.indexed)))
+			return rc;
+		if (bestn && (rc = store_walk_dups_from(t, STORE_AUDIT_INDEX, best, bestlen, fromkey, 8,
+		                                        iter_index, &ic)))
+			return rc;
+		return tail_walk(t, &ic, from);
+	}
 	return store_walk(t, STORE_AUDIT, fromkey, sizeof(fromkey), iter_walk, &ic);
 }
 
@@ -1868,11 +2065,20 @@ int audit_export(store_txn *t, const struct audit_filter *f, const char *pubkey,
 	int rc = store_get(t, STORE_AUDIT_CKPT, key, 8, &v, &vlen);
 	if (rc)
 		return rc;
-	uint64_t start = 1;
+	uint64_t start = 0;
 	if (f->subject && *f->subject && strlen(f->subject) <= AUDIT_MAX_ID &&
 	    (rc = store_walk_dups(t, STORE_AUDIT_BY_SUBJECT, f->subject, strlen(f->subject), first_dup,
 	                          &start)))
 		return rc;
+	if (!start && f->subject) {
+		/* None indexed: the first can only be among the newest (the tail,
+		 * above), or none, and then the export is the stub at head_seq. */
+		if ((rc = indexed_read(t, &start)))
+			return rc;
+		start = start + 1 < head_seq ? start + 1 : head_seq;
+	}
+	if (!start)
+		start = 1;
 
 	json_t *flt = json_object();
 	if (f->since_ms)

@@ -372,6 +372,14 @@ struct audit_filter {
  */
 int audit_index_build(store_txn *t);
 
+/**
+ * Upgrade to schema 4: mark every record of the log as in STORE_AUDIT_INDEX
+ * (since schema 4 the newest records are kept out of it, up to 64, and put
+ * there in one batch; audit_iter reads them from the log).
+ * @return TH_OK or a store error.
+ */
+int audit_index_migrate_v4(store_txn *t);
+
 /** A filter that matches everything (kind -1, the rest zero). */
 void audit_filter_init(struct audit_filter *f);
 

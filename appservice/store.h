@@ -59,7 +59,7 @@ enum store_db {
  * seen most recently (dedupe.h), no longer a key per transaction.
  * store_open upgrades an older store once (migrate.c), in one transaction.
  */
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 
 /* put flags */
 #define STORE_NOOVERWRITE 0x1 /* TH_EEXIST if the key exists */

@@ -1174,13 +1174,15 @@ static void pages_copy(const char *dir, const char *name)
  * table's load, then copies of its data file around one one-event message
  * and one one-event refused invite: DIR/{msg,inv}-{before,after}.mdb.  The
  * store is left in place for the script to read. */
-static void bench_pages(const struct config *base_cfg, const char *dir, unsigned fill)
+static void bench_pages(const struct config *base_cfg, const char *dir, unsigned fill, unsigned naudit)
 {
 	struct config sc = *base_cfg;
 	sc.staff_all_local = 1;
 	struct scale_store ss;
 	struct scale_fig f;
 	scale_open(&ss, &sc, dir, "pages");
+	if (naudit)
+		scale_audit(&ss, naudit); /* the table's audit row, smaller or as large */
 	scale_measure(&ss.env, 100, fill, 0, &f, NULL); /* ids now a multiple of ten: messages next */
 	scale_measure(&ss.env, 1, 1, 0, &f, NULL);      /* a first one-event commit settles the free list */
 	pages_copy(dir, "msg-before");
@@ -1199,6 +1201,14 @@ static void bench_pages(const struct config *base_cfg, const char *dir, unsigned
 		printf(" %.0f", f.kib);
 	}
 	printf("\n");
+	/* What the load writes on average: the batches (events_seen, the audit
+	 * index) spread over the commits that did not write them. */
+	double sum = 0;
+	for (int i = 0; i < 1000; i++) {
+		scale_measure(&ss.env, 1, 1, 0, &f, NULL);
+		sum += f.kib;
+	}
+	printf("the next 1000 one-event commits: %.1f KiB each on average\n", sum / 1000);
 	audit_close(ss.au);
 	store_close(ss.st);
 	free(ss.dir);
@@ -1209,7 +1219,7 @@ int main(int argc, char **argv)
 	const char *threshold = NULL, *base = getenv("TMPDIR");
 	int quick = 0, table_only = 0, no_table = 0;
 	const char *pages_dir = NULL;
-	unsigned pages_fill = 200;
+	unsigned pages_fill = 200, pages_audit = 0;
 	struct scale_sizes z = {1000, 100000, 1000000, 10000, 100, 1000};
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--threshold") && i + 1 < argc)
@@ -1234,11 +1244,13 @@ int main(int argc, char **argv)
 			pages_dir = argv[++i];
 		else if (!strcmp(argv[i], "--pages-fill") && i + 1 < argc)
 			pages_fill = (unsigned)strtoul(argv[++i], NULL, 10);
+		else if (!strcmp(argv[i], "--pages-audit") && i + 1 < argc)
+			pages_audit = (unsigned)strtoul(argv[++i], NULL, 10);
 		else {
 			fprintf(stderr, "usage: threshold-bench [--threshold PATH] [--dir DIR] [--quick] "
 			                "[--table-only|--no-table]\n"
 			                "       [--members N] [--guests N] [--audit N] [--backlog N]\n"
-			                "       threshold-bench --pages DIR [--pages-fill N]\n");
+			                "       threshold-bench --pages DIR [--pages-fill N] [--pages-audit N]\n");
 			return 2;
 		}
 	}
@@ -1267,7 +1279,7 @@ int main(int argc, char **argv)
 	cfg.max_json_depth = 64;
 	if (pages_dir) {
 		rmdir(dir);
-		bench_pages(&cfg, pages_dir, pages_fill);
+		bench_pages(&cfg, pages_dir, pages_fill, pages_audit);
 		config_free(&cfg);
 		free(tmpl);
 		curl_global_cleanup();

@@ -9,8 +9,9 @@ newest transactions are still known by their id, and nothing is handled
 twice when the homeserver resends any of them.
 
 The older binaries are given as THRESHOLD_OLD_BIN (schema 1) and
-THRESHOLD_V2_BIN (schema 2): scripts/test.sh builds them from this
-repository's history (build-old/, build-v2/) and sets them; without one (run
+THRESHOLD_V2_BIN (schema 2) and THRESHOLD_V3_BIN (schema 3: every audit
+record straight into the indexes): scripts/test.sh builds them from this
+repository's history (build-old/, build-v2/, build-v3/) and sets them; without one (run
 by hand, or no git history) its test is skipped.  No homeserver: the daemons
 run standalone (standalone.py).
 """
@@ -28,6 +29,7 @@ OLD = os.environ.get("THRESHOLD_OLD_BIN")
 NEW = os.environ.get("THRESHOLD_BIN")
 
 V2 = os.environ.get("THRESHOLD_V2_BIN")
+V3 = os.environ.get("THRESHOLD_V3_BIN")
 
 ROOM = "!theirs:" + REMOTE_SERVER
 STRANGER = "@mallory:" + REMOTE_SERVER
@@ -84,7 +86,7 @@ def test_upgrade_keeps_everything():
         # The old binary now refuses the upgraded store rather than misread it.
         r = subprocess.run([OLD, "-c", old.config_path, "status", "--json"], capture_output=True, text=True)
         assert r.returncode != 0
-        assert "schema version 3" in (r.stdout + r.stderr)
+        assert "schema version 4" in (r.stdout + r.stderr)
         assert os.path.getsize(store) >= size_before
 
 
@@ -194,4 +196,51 @@ def test_upgrade_from_schema2_handles_nothing_twice():
         # The schema-2 binary now refuses the upgraded store rather than misread it.
         r = subprocess.run([V2, "-c", old.config_path, "status", "--json"], capture_output=True, text=True)
         assert r.returncode != 0
-        assert "schema version 3" in (r.stdout + r.stderr)
+        assert "schema version 4" in (r.stdout + r.stderr)
+
+
+@pytest.mark.skipif(not V3 or not NEW, reason="THRESHOLD_V3_BIN and THRESHOLD_BIN not both set")
+def test_upgrade_from_schema3_lists_every_audit_record():
+    """Schema 4 keeps the newest audit records out of the index by kind, room
+    and actor until a batch of them is moved there; `audit list` reads them
+    from the log.  A store of schema 3 (all indexed) lists the same after the
+    upgrade, and so do the records added after it, before and after a batch."""
+    other = "!other:" + REMOTE_SERVER
+    with tempfile.TemporaryDirectory() as work:
+        old = Standalone(V3, work)
+        old.setup()
+        old.start()
+        events = [member_event("$j3", ROOM, STRANGER, STRANGER, "join")]
+        events += [member_event("$i3_%d" % i, ROOM, STRANGER, guest(i), "invite") for i in range(150)]
+        for k in range(0, len(events), 50):
+            assert old.put_txn("v3_%d" % k, {"events": events[k:k + 50]})[0] == 200
+        old.kill()
+        old_records = old.audit_records(kind="contact_blocked")
+        assert len(old_records) == 150
+
+        new = old
+        new.bin = NEW
+        assert [r["seq"] for r in new.audit_records(kind="contact_blocked")] == [r["seq"] for r in old_records]
+        assert len(new.audit_records("--room", ROOM, kind="contact_blocked")) == 150
+        new.start()
+        # One at a time, as a homeserver catching up sends them: 100 more
+        # refusals in another room, crossing a batch into the index.
+        for i in range(100):
+            ev = member_event("$i4_%d" % i, other, STRANGER, guest(1000 + i), "invite")
+            assert new.put_txn("v4_%d" % i, {"events": [ev]})[0] == 200
+            if i in (0, 40, 99):
+                got = new.audit_records("--room", other, kind="contact_blocked")
+                assert [r["subject"] for r in got] == [guest(1000 + j) for j in range(i + 1)]
+        new.kill()
+        by_kind = new.audit_records(kind="contact_blocked")
+        assert len(by_kind) == 250
+        assert [r["seq"] for r in by_kind] == sorted(r["seq"] for r in by_kind)
+        assert len(new.audit_records("--room", ROOM, kind="contact_blocked")) == 150
+        assert len(new.audit_records("--room", other, kind="contact_blocked")) == 100
+        by_actor = new.audit_records("--actor", STRANGER)
+        assert len([r for r in by_actor if r["kind"] == "contact_blocked"]) == 250
+        r = new.verify()
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = subprocess.run([V3, "-c", old.config_path, "status", "--json"], capture_output=True, text=True)
+        assert r.returncode != 0
+        assert "schema version 4" in (r.stdout + r.stderr)

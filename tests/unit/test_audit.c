@@ -220,13 +220,15 @@ static void test_long_chain(void)
 	/* Another key does not verify the checkpoints. */
 	CHECK_EQ_INT(audit_verify(e.st, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", 0, &res), TH_EVERIFY);
 	CHECK_EQ_INT(audit_verify(e.st, "not a key", 0, &res), TH_EINVAL);
-	/* Each subject's index holds its records. */
+	/* Each subject's index holds its records, but for the newest (fewer
+	 * than 64: they go in a batch at a time; audit_iter reads them from the
+	 * log, test_indexes). */
 	store_txn *t;
 	size_t nidx = 0;
 	CHECK_EQ_INT(store_txn_begin(e.st, 0, &t), TH_OK);
 	CHECK_EQ_INT(store_count(t, STORE_AUDIT_BY_SUBJECT, &nidx), TH_OK);
 	store_txn_abort(t);
-	CHECK_EQ_INT(nidx, 10000);
+	CHECK(nidx > 10000 - 64 && nidx <= 10000);
 	env_free(&e);
 }
 
@@ -871,6 +873,29 @@ static void test_export(void)
 	CHECK(strstr(text, "\"omitted\":true") != NULL);
 	free(text);
 
+	/* A subject named only by the newest record, not yet in the index by
+	 * subject (it goes in with a batch of 64): exported all the same; and
+	 * one never named: nothing, and the export still verifies. */
+	{
+		static const char fresh[] = "@guest_ffffffffffffffffffffffffffffffff:test.local";
+		store_txn *t;
+		struct audit_rec rec = {.kind = AUDIT_CONTACT_BLOCKED, .actor = "@staff:test.local",
+		                        .subject = fresh, .reason = "invite_from_stranger"};
+		CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+		CHECK_EQ_INT(audit_append(e.a, t, &rec, NULL), TH_OK);
+		CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+		audit_txn_committed(e.a);
+		audit_filter_init(&f);
+		f.subject = fresh;
+		CHECK_EQ_INT(export_to(&e, &f, path, &n), TH_OK);
+		CHECK_EQ_INT(n, 1);
+		CHECK_EQ_INT(audit_verify_file(path, key, &res), TH_OK);
+		f.subject = "@guest_eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee:test.local";
+		CHECK_EQ_INT(export_to(&e, &f, path, &n), TH_OK);
+		CHECK_EQ_INT(n, 0);
+		CHECK_EQ_INT(audit_verify_file(path, key, &res), TH_OK);
+	}
+
 	/* A filter that matches nothing still verifies (and shows nothing). */
 	audit_filter_init(&f);
 	f.room = "!nowhere:test.local";
@@ -1282,8 +1307,36 @@ static int ix_collect(void *ctx, uint64_t seq, const json_t *rec, const char *ra
 	return 0;
 }
 
+static int ix_collect3(void *ctx, uint64_t seq, const json_t *rec, const char *raw, size_t rawlen)
+{
+	struct ix_got *g = ctx;
+	ix_collect(ctx, seq, rec, raw, rawlen);
+	return g->n == 3;
+}
+
 static void ix_check_all(struct env *e, const struct ix_rec r[IX_N])
 {
+	/* A reader that stops is not called again (by the records waiting
+	 * outside the index: audit.c's tail). */
+	for (int k = 0; k < 2; k++) {
+		struct audit_filter f3;
+		audit_filter_init(&f3);
+		f3.actor = "@bot:test.local";
+		if (k)
+			f3.min_seq = IX_N - 20; /* the last few: all in the tail */
+		uint64_t want[IX_N];
+		size_t nwant = ix_expect(r, &f3, want);
+		struct ix_got got = {0};
+		store_txn *t;
+		CHECK(nwant > 3);
+		CHECK_EQ_INT(store_txn_begin(e->st, 0, &t), TH_OK);
+		CHECK_EQ_INT(audit_iter(t, &f3, ix_collect3, &got), TH_OK);
+		store_txn_abort(t);
+		CHECK_EQ_INT(got.n, 3);
+		for (size_t i = 0; i < 3; i++)
+			CHECK_EQ_INT(got.seq[i], want[i]);
+	}
+
 	uint64_t since_mid = r[200].ts, since_late = r[390].ts + 1;
 	struct audit_filter fs[14];
 	for (size_t i = 0; i < 14; i++)
@@ -1316,6 +1369,69 @@ static void ix_check_all(struct env *e, const struct ix_rec r[IX_N])
 		for (size_t k = 0; k < nwant && k < got.n; k++)
 			CHECK_EQ_INT(got.seq[k], want[k]);
 	}
+}
+
+static size_t ix_count(struct env *e, const struct audit_filter *f)
+{
+	struct ix_got got = {0};
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(e->st, 0, &t), TH_OK);
+	CHECK_EQ_INT(audit_iter(t, f, ix_collect, &got), TH_OK);
+	store_txn_abort(t);
+	return got.n;
+}
+
+/* The batch that puts the newest records into the indexes reads their
+ * fields without jansson when it can: a field of the same name inside the
+ * details is not the record's, and a value with an escape is read right. */
+static void test_index_fields(void)
+{
+	/* (One record in four takes the quick way: room and actor plain.) */
+	struct env e;
+	env_init(&e, 1000);
+	store_txn *t;
+	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
+	for (int i = 0; i < 70; i++) {
+		json_t *d = json_pack("{s:s, s:{s:s}}", "room", "!decoy:test.local", "inner", "actor", "@decoy:x");
+		struct audit_rec rec = {.kind = AUDIT_CONTACT_BLOCKED,
+		                        .actor = i % 4 ? "@plain:test.local" : "@even\\\"q:test.local",
+		                        .room = i % 2 ? "!a\\\"b:test.local" : "!plain:test.local",
+		                        .subject = subjects[i % 3],
+		                        .reason = "said \"kind\":\"x\"",
+		                        .details = d};
+		CHECK_EQ_INT(audit_append(e.a, t, &rec, NULL), TH_OK);
+		json_decref(d);
+	}
+	CHECK_EQ_INT(store_txn_commit(t), TH_OK);
+	audit_txn_committed(e.a);
+	struct audit_filter f;
+	audit_filter_init(&f);
+	f.room = "!decoy:test.local";
+	CHECK_EQ_INT(ix_count(&e, &f), 0);
+	f.room = "!plain:test.local";
+	CHECK_EQ_INT(ix_count(&e, &f), 35);
+	f.room = "!a\\\"b:test.local";
+	CHECK_EQ_INT(ix_count(&e, &f), 35);
+	audit_filter_init(&f);
+	f.actor = "@decoy:x";
+	CHECK_EQ_INT(ix_count(&e, &f), 0);
+	f.actor = "@even\\\"q:test.local";
+	CHECK_EQ_INT(ix_count(&e, &f), 18);
+	f.actor = "@plain:test.local";
+	CHECK_EQ_INT(ix_count(&e, &f), 52);
+	audit_filter_init(&f);
+	f.subject = subjects[1];
+	CHECK_EQ_INT(ix_count(&e, &f), 23);
+	f.kind = AUDIT_CONTACT_BLOCKED;
+	f.subject = NULL;
+	CHECK_EQ_INT(ix_count(&e, &f), 70);
+	/* ... and from the index itself, not only from the log. */
+	size_t n = 0;
+	CHECK_EQ_INT(store_txn_begin(e.st, 0, &t), TH_OK);
+	CHECK_EQ_INT(store_count_dups(t, STORE_AUDIT_INDEX, "r!plain:test.local", 18, &n), TH_OK);
+	store_txn_abort(t);
+	CHECK_EQ_INT(n, 32);
+	env_free(&e);
 }
 
 /* Delete every entry of @p db (to make a store as the first release left it). */
@@ -1414,5 +1530,6 @@ int main(void)
 	test_witness_queue();
 	test_cli();
 	test_indexes();
+	test_index_fields();
 	return TEST_DONE();
 }
