@@ -86,14 +86,13 @@ if git rev-parse --verify -q "$v2_release^{commit}" >/dev/null 2>&1; then
 fi
 # ... and one written by the last release with schema version 3 (the commit
 # before schema 4's: every audit record straight into audit_index).
-v3_release=77efdc6
+v3_release=bedc28b
 if git rev-parse --verify -q "$v3_release^{commit}" >/dev/null 2>&1; then
   step "the release before store schema 4 (build-v3/), for the upgrade test"
   rm -rf build-v3
   mkdir -p build-v3/src
   git archive "$v3_release" | tar -x -C build-v3/src
-  # (-Wno-error=restrict: that release's wa_channel.c trips newer gcc's -Wrestrict)
-  cmake -S build-v3/src -B build-v3/build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_FLAGS=-Wno-error=restrict >/dev/null
+  cmake -S build-v3/src -B build-v3/build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
   cmake --build build-v3/build -j"$jobs" --target threshold >/dev/null
   export THRESHOLD_V3_BIN=$PWD/build-v3/build/threshold
 fi
