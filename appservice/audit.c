@@ -1926,8 +1926,8 @@ int audit_iter(store_txn *t, const struct audit_filter *f, audit_iter_fn fn, voi
 		if (n == 0 || n > AUDIT_MAX_ID)
 			return TH_OK; /* no record can name it */
 		if ((rc = indexed_read(t, &ic.indexed)) ||
-		    (rc = store_walk_dups_from(t, STORE_AUDIT_BY_SUBJECT, f->subject, n, fromkey, 8, iter_index,
-		                               &ic)))
+		    (rc = store_walk_dups_from(t, STORE_AUDIT_BY_SUBJECT, f->subject, n, fromkey, 8,
+		                               iter_index, &ic)))
 			return rc;
 		return tail_walk(t, &ic, from);
 	}

@@ -721,8 +721,8 @@ static int load_texts(struct loader *ld, const char *label, const char *key, yam
 	return TH_OK;
 }
 
-#define MAX_HELPER_ENTRIES    20   /* answers per language */
-#define MAX_HELPER_WORDS      10   /* keywords per answer */
+#define MAX_HELPER_ENTRIES    20 /* answers per language */
+#define MAX_HELPER_WORDS      10 /* keywords per answer */
 #define MAX_HELPER_WORD_BYTES 100
 #define MAX_HELPER_TEXT_BYTES 1000 /* a menu or an answer: a few text messages at most */
 
@@ -757,22 +757,25 @@ static int load_helper_entry(struct loader *ld, const char *label, yaml_document
 			const char *n = t->type == YAML_SCALAR_NODE ? (const char *)t->data.scalar.value : "";
 			size_t len = strlen(n);
 			if (len < 1 || len > 2 || strspn(n, "0123456789") != len || n[0] == '0')
-				return fail(ld, kline,
-				            "%s.answers[%zu].number: expected 1..99 (0 always means \"talk to "
-				            "a person\")",
-				            label, idx);
+				return fail(
+				        ld, kline,
+				        "%s.answers[%zu].number: expected 1..99 (0 always means \"talk to "
+				        "a person\")",
+				        label, idx);
 			e->number = (unsigned)(n[0] - '0');
 			if (len == 2)
 				e->number = e->number * 10 + (unsigned)(n[1] - '0');
 			for (size_t i = 0; i + 1 < h->nentries; i++) {
 				if (h->entries[i].number == e->number)
-					return fail(ld, kline, "%s.answers[%zu].number: %u is answers[%zu]'s too",
-					            label, idx, e->number, i);
+					return fail(ld, kline,
+					            "%s.answers[%zu].number: %u is answers[%zu]'s too", label,
+					            idx, e->number, i);
 			}
 		} else if (!strcmp(key, "keywords")) {
 			if (t->type != YAML_SEQUENCE_NODE)
-				return fail(ld, kline, "%s.answers[%zu].keywords: expected a list of words or "
-				                       "phrases",
+				return fail(ld, kline,
+				            "%s.answers[%zu].keywords: expected a list of words or "
+				            "phrases",
 				            label, idx);
 			for (yaml_node_item_t *it = t->data.sequence.items.start;
 			     it < t->data.sequence.items.top; it++) {
@@ -780,22 +783,25 @@ static int load_helper_entry(struct loader *ld, const char *label, yaml_document
 				size_t wline = w->start_mark.line + 1;
 				const char *text = helper_text(w, MAX_HELPER_WORD_BYTES);
 				if (!text || strchr(text, '\n') || strchr(text, '\t'))
-					return fail(ld, wline,
-					            "%s.answers[%zu].keywords: each must be a word or phrase of "
-					            "1..%u bytes on one line",
-					            label, idx, MAX_HELPER_WORD_BYTES);
+					return fail(
+					        ld, wline,
+					        "%s.answers[%zu].keywords: each must be a word or phrase of "
+					        "1..%u bytes on one line",
+					        label, idx, MAX_HELPER_WORD_BYTES);
 				if (pol_helper_is_person_word(text))
-					return fail(ld, wline,
-					            "%s.answers[%zu].keywords: \"%s\" already means \"talk to a "
-					            "person\"",
-					            label, idx, text);
+					return fail(
+					        ld, wline,
+					        "%s.answers[%zu].keywords: \"%s\" already means \"talk to a "
+					        "person\"",
+					        label, idx, text);
 				for (size_t i = 0; i < h->nentries; i++) {
 					for (size_t j = 0; j < h->entries[i].words.n; j++) {
 						if (!strcasecmp(h->entries[i].words.v[j], text))
-							return fail(ld, wline,
-							            "%s.answers[%zu].keywords: \"%s\" is given "
-							            "twice",
-							            label, idx, text);
+							return fail(
+							        ld, wline,
+							        "%s.answers[%zu].keywords: \"%s\" is given "
+							        "twice",
+							        label, idx, text);
 					}
 				}
 				if (e->words.n == MAX_HELPER_WORDS)
@@ -849,8 +855,8 @@ static int load_helper(struct loader *ld, struct config_service *svc, const char
 				return fail(ld, kline, "%s.helper.%s is given twice", label, lang);
 		}
 		if (m->type != YAML_MAPPING_NODE)
-			return fail(ld, kline, "%s.helper.%s: expected a mapping with menu and answers", label,
-			            lang);
+			return fail(ld, kline, "%s.helper.%s: expected a mapping with menu and answers",
+			            label, lang);
 		svc->helpers = xrealloc(svc->helpers, (svc->nhelpers + 1) * sizeof(*svc->helpers));
 		struct config_helper *h = &svc->helpers[svc->nhelpers++];
 		memset(h, 0, sizeof(*h));
@@ -861,14 +867,16 @@ static int load_helper(struct loader *ld, struct config_service *svc, const char
 			yaml_node_t *mk = yaml_document_get_node(doc, q->key);
 			yaml_node_t *mv = yaml_document_get_node(doc, q->value);
 			size_t mline = mk->start_mark.line + 1;
-			const char *key = mk->type == YAML_SCALAR_NODE ? (const char *)mk->data.scalar.value : "?";
+			const char *key =
+			        mk->type == YAML_SCALAR_NODE ? (const char *)mk->data.scalar.value : "?";
 			if (!strcmp(key, "menu")) {
 				const char *text = helper_text(mv, MAX_HELPER_TEXT_BYTES);
 				if (!text)
-					return fail(ld, mline,
-					            "%s.menu: expected the menu text (1..%u bytes, no control "
-					            "characters but newlines and tabs)",
-					            hl, MAX_HELPER_TEXT_BYTES);
+					return fail(
+					        ld, mline,
+					        "%s.menu: expected the menu text (1..%u bytes, no control "
+					        "characters but newlines and tabs)",
+					        hl, MAX_HELPER_TEXT_BYTES);
 				free(h->menu);
 				h->menu = xstrdup(text);
 			} else if (!strcmp(key, "answers")) {
@@ -878,9 +886,10 @@ static int load_helper(struct loader *ld, struct config_service *svc, const char
 				     it < mv->data.sequence.items.top; it++) {
 					yaml_node_t *a = yaml_document_get_node(doc, *it);
 					if (h->nentries == MAX_HELPER_ENTRIES)
-						return fail(ld, a->start_mark.line + 1, "%s.answers: at most %u",
-						            hl, MAX_HELPER_ENTRIES);
-					h->entries = xrealloc(h->entries, (h->nentries + 1) * sizeof(*h->entries));
+						return fail(ld, a->start_mark.line + 1,
+						            "%s.answers: at most %u", hl, MAX_HELPER_ENTRIES);
+					h->entries =
+					        xrealloc(h->entries, (h->nentries + 1) * sizeof(*h->entries));
 					struct config_helper_entry *e = &h->entries[h->nentries++];
 					memset(e, 0, sizeof(*e));
 					int rc = load_helper_entry(ld, hl, doc, a, h, e);
@@ -888,7 +897,8 @@ static int load_helper(struct loader *ld, struct config_service *svc, const char
 						return rc;
 				}
 			} else {
-				return fail(ld, mline, "%s: unknown key '%s' (expected menu, answers)", hl, key);
+				return fail(ld, mline, "%s: unknown key '%s' (expected menu, answers)", hl,
+				            key);
 			}
 		}
 		if (!h->menu)

@@ -42,8 +42,8 @@ struct config_helper_entry {
 
 /* A service's helper in one language (services.<name>.helper.<lang>): policy/helper.h. */
 struct config_helper {
-	char *lang;  /* "en" */
-	char *menu;  /* the short menu shown once; "0: talk to a person" is added to it */
+	char *lang; /* "en" */
+	char *menu; /* the short menu shown once; "0: talk to a person" is added to it */
 	struct config_helper_entry *entries;
 	size_t nentries;
 };

@@ -668,10 +668,10 @@ static int collect_room(void *ctx, const void *key, size_t klen, const void *val
 	uint64_t pending = 0; /* counted since the record was last written (room_counts.h) */
 	room_counts_pending(w->t, room_id, &pending);
 	free(room_id);
-	json_array_append_new(w->rooms, json_pack("{s:s%, s:I, s:O?}", "room_id", (const char *)key, klen,
-	                                          "events",
-	                                          (json_int_t)json_integer_value(events) + (json_int_t)pending,
-	                                          "bot_membership", json_is_string(bot) ? bot : json_null()));
+	json_array_append_new(w->rooms,
+	                      json_pack("{s:s%, s:I, s:O?}", "room_id", (const char *)key, klen, "events",
+	                                (json_int_t)json_integer_value(events) + (json_int_t)pending,
+	                                "bot_membership", json_is_string(bot) ? bot : json_null()));
 	json_decref(state);
 	return 0;
 }
@@ -705,11 +705,10 @@ int daemon_status(const struct config *cfg, int as_json)
 		fprintf(stderr, "threshold: cannot read the store: %s\n", th_strerror(rc));
 		return 1;
 	}
-	json_t *out =
-	        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "transactions", (json_int_t)ntxns, "events_seen",
-	                  (json_int_t)nevents, "outbox_pending", (json_int_t)noutbox, "store_bytes_used",
-	                  (json_int_t)used, "store_bytes_live", (json_int_t)live, "store_map_bytes",
-	                  (json_int_t)mapsize, "rooms", w.rooms);
+	json_t *out = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "transactions", (json_int_t)ntxns,
+	                        "events_seen", (json_int_t)nevents, "outbox_pending", (json_int_t)noutbox,
+	                        "store_bytes_used", (json_int_t)used, "store_bytes_live", (json_int_t)live,
+	                        "store_map_bytes", (json_int_t)mapsize, "rooms", w.rooms);
 	json_object_set_new(out, "outbox_failed", failed);
 	if (as_json) {
 		json_dumpf(out, stdout, JSON_INDENT(2));

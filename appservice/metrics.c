@@ -133,9 +133,10 @@ static int emit_channel_messages(struct sb *b, const struct family *f, const str
 	            {"whatsapp", "in", METRICS_WA_IN},
 	            {"whatsapp", "out", METRICS_WA_OUT}};
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
-		sb_printf(b, "%s{channel=\"%s\",direction=\"%s\"} %llu\n", f->name, rows[i].channel,
-		          rows[i].direction,
-		          (unsigned long long)atomic_load_explicit(&counters[rows[i].c], memory_order_relaxed));
+		sb_printf(
+		        b, "%s{channel=\"%s\",direction=\"%s\"} %llu\n", f->name, rows[i].channel,
+		        rows[i].direction,
+		        (unsigned long long)atomic_load_explicit(&counters[rows[i].c], memory_order_relaxed));
 	return 1;
 }
 
@@ -151,8 +152,9 @@ static int emit_channel_delivery(struct sb *b, const struct family *f, const str
 	            {"delivered", METRICS_SMS_DLR_DELIVERED},
 	            {"failed", METRICS_SMS_DLR_FAILED}};
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
-		sb_printf(b, "%s{channel=\"sms\",state=\"%s\"} %llu\n", f->name, rows[i].state,
-		          (unsigned long long)atomic_load_explicit(&counters[rows[i].c], memory_order_relaxed));
+		sb_printf(
+		        b, "%s{channel=\"sms\",state=\"%s\"} %llu\n", f->name, rows[i].state,
+		        (unsigned long long)atomic_load_explicit(&counters[rows[i].c], memory_order_relaxed));
 	return 1;
 }
 

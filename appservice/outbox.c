@@ -807,7 +807,8 @@ static int done_send_media(const outbox *ob, store_txn *t, const json_t *a, cons
 	(void)ob;
 	const char *id = field(a, "blob");
 	int rc = TH_OK;
-	if (!json_object_get(a, "spool")) /* an older Threshold's: in the map (a spooled file goes after the commit) */
+	if (!json_object_get(
+	            a, "spool")) /* an older Threshold's: in the map (a spooled file goes after the commit) */
 		rc = store_del(t, STORE_BLOBS, id, strlen(id));
 	if (rc && rc != TH_ENOTFOUND)
 		return rc;
@@ -2001,7 +2002,9 @@ int outbox_spool_sweep(store *st, const struct config *cfg, size_t *removed)
 	if (!rc)
 		rc = spool_sweep(cfg, spool_named, names, &n, &strange);
 	if (!rc && (n || strange))
-		LOG(LOG_INFO, "outbox: removed %zu spooled file(s) no queued action names; %zu other file(s) left alone",
+		LOG(LOG_INFO,
+		    "outbox: removed %zu spooled file(s) no queued action names; %zu other file(s) left "
+		    "alone",
 		    n, strange);
 	if (!rc && removed)
 		*removed = n;

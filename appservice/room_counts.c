@@ -110,8 +110,9 @@ static int fold(store_txn *t, const char *room_id, size_t len, uint64_t n)
 	if (r)
 		return r;
 	char *key = xstrndup(room_id, len);
-	json_object_set_new(state, "events",
-	                    json_integer(json_integer_value(json_object_get(state, "events")) + (json_int_t)n));
+	json_object_set_new(
+	        state, "events",
+	        json_integer(json_integer_value(json_object_get(state, "events")) + (json_int_t)n));
 	r = store_put_json(t, STORE_ROOMS, key, state);
 	free(key);
 	json_decref(state);

@@ -415,7 +415,8 @@ static int inbox_record(wa_channel *w, const json_t *m)
 	char k[INBOX_KEY_MAX];
 	store_u64_key(when, th_now_ms());
 	pthread_mutex_lock(&w->mu);
-	snprintf(k, sizeof(k), INBOX_PREFIX "%016llx%04x", (unsigned long long)th_now_ms(), w->seq++ & 0xffffu);
+	snprintf(k, sizeof(k), INBOX_PREFIX "%016llx%04x", (unsigned long long)th_now_ms(),
+	         w->seq++ & 0xffffu);
 	pthread_mutex_unlock(&w->mu);
 	store_txn *t = NULL;
 	json_t *rec = NULL;
@@ -423,7 +424,8 @@ static int inbox_record(wa_channel *w, const json_t *m)
 	rc = plain ? store_txn_begin(w->env->st, 1, &t) : TH_EINVAL;
 	if (!rc) {
 		/* spec: Meta retries a delivery; its message id is handled once */
-		rc = store_put(t, STORE_EVENTS, dedupe, strlen(dedupe), when, sizeof(when), STORE_NOOVERWRITE);
+		rc = store_put(t, STORE_EVENTS, dedupe, strlen(dedupe), when, sizeof(when),
+		               STORE_NOOVERWRITE);
 		repeat = rc == TH_EEXIST;
 	}
 	if (!rc)
@@ -461,7 +463,7 @@ static int inbox_record(wa_channel *w, const json_t *m)
 
 struct inbox_first {
 	char key[INBOX_KEY_MAX];
-	char *val;         /* new */
+	char *val;          /* new */
 	const json_t *held; /* guests whose message failed this round: passed by */
 };
 

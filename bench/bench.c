@@ -1182,7 +1182,7 @@ static void bench_pages(const struct config *base_cfg, const char *dir, unsigned
 	struct scale_fig f;
 	scale_open(&ss, &sc, dir, "pages");
 	if (naudit)
-		scale_audit(&ss, naudit); /* the table's audit row, smaller or as large */
+		scale_audit(&ss, naudit);               /* the table's audit row, smaller or as large */
 	scale_measure(&ss.env, 100, fill, 0, &f, NULL); /* ids now a multiple of ten: messages next */
 	scale_measure(&ss.env, 1, 1, 0, &f, NULL);      /* a first one-event commit settles the free list */
 	pages_copy(dir, "msg-before");
@@ -1247,10 +1247,11 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--pages-audit") && i + 1 < argc)
 			pages_audit = (unsigned)strtoul(argv[++i], NULL, 10);
 		else {
-			fprintf(stderr, "usage: threshold-bench [--threshold PATH] [--dir DIR] [--quick] "
-			                "[--table-only|--no-table]\n"
-			                "       [--members N] [--guests N] [--audit N] [--backlog N]\n"
-			                "       threshold-bench --pages DIR [--pages-fill N] [--pages-audit N]\n");
+			fprintf(stderr,
+			        "usage: threshold-bench [--threshold PATH] [--dir DIR] [--quick] "
+			        "[--table-only|--no-table]\n"
+			        "       [--members N] [--guests N] [--audit N] [--backlog N]\n"
+			        "       threshold-bench --pages DIR [--pages-fill N] [--pages-audit N]\n");
 			return 2;
 		}
 	}

@@ -973,33 +973,30 @@ static int send_finish(store_txn *t, int rc, enum conv_send_result *result)
 static const struct {
 	const char *lang, *text;
 } group_words[] = {
-        {"en",
-         "You are now in a support group. To write to everyone in it, start your message "
-         "with # and a space, like this: # hello. Anything else stays between you and our "
-         "staff."},
-        {"fr",
-         "Vous faites maintenant partie d'un groupe de soutien. Pour \xc3\xa9" "crire "
-         "\xc3\xa0 tout le groupe, commencez votre message par # et une espace, comme "
-         "ceci : # bonjour. Tout le reste reste entre vous et notre \xc3\xa9quipe."},
-        {"es",
-         "Ahora est\xc3\xa1 en un grupo de apoyo. Para escribir a todo el grupo, empiece "
-         "su mensaje con # y un espacio, as\xc3\xad: # hola. Todo lo dem\xc3\xa1s queda "
-         "entre usted y nuestro equipo."},
-        {"ar",
-         "\xd8\xa3\xd9\x86\xd8\xaa \xd8\xa7\xd9\x84\xd8\xa2\xd9\x86 \xd9\x81\xd9\x8a "
-         "\xd9\x85\xd8\xac\xd9\x85\xd9\x88\xd8\xb9\xd8\xa9 \xd8\xaf\xd8\xb9\xd9\x85. "
-         "\xd9\x84\xd9\x84\xd9\x83\xd8\xaa\xd8\xa7\xd8\xa8\xd8\xa9 "
-         "\xd8\xa5\xd9\x84\xd9\x89 \xd8\xac\xd9\x85\xd9\x8a\xd8\xb9 "
-         "\xd8\xa3\xd8\xb9\xd8\xb6\xd8\xa7\xd8\xa6\xd9\x87\xd8\xa7\xd8\x8c "
-         "\xd8\xa7\xd8\xa8\xd8\xaf\xd8\xa3 "
-         "\xd8\xb1\xd8\xb3\xd8\xa7\xd9\x84\xd8\xaa\xd9\x83 "
-         "\xd8\xa8\xd8\xa7\xd9\x84\xd8\xb1\xd9\x85\xd8\xb2 # \xd8\xab\xd9\x85 "
-         "\xd9\x85\xd8\xb3\xd8\xa7\xd9\x81\xd8\xa9\xd8\x8c "
-         "\xd9\x87\xd9\x83\xd8\xb0\xd8\xa7: # \xd9\x85\xd8\xb1\xd8\xad\xd8\xa8\xd8\xa7. "
-         "\xd8\xa3\xd9\x8a \xd8\xb1\xd8\xb3\xd8\xa7\xd9\x84\xd8\xa9 "
-         "\xd8\xa3\xd8\xae\xd8\xb1\xd9\x89 \xd8\xaa\xd8\xa8\xd9\x82\xd9\x89 "
-         "\xd8\xa8\xd9\x8a\xd9\x86\xd9\x83 \xd9\x88\xd8\xa8\xd9\x8a\xd9\x86 "
-         "\xd9\x81\xd8\xb1\xd9\x8a\xd9\x82\xd9\x86\xd8\xa7."},
+        {"en", "You are now in a support group. To write to everyone in it, start your message "
+               "with # and a space, like this: # hello. Anything else stays between you and our "
+               "staff."},
+        {"fr", "Vous faites maintenant partie d'un groupe de soutien. Pour \xc3\xa9"
+               "crire "
+               "\xc3\xa0 tout le groupe, commencez votre message par # et une espace, comme "
+               "ceci : # bonjour. Tout le reste reste entre vous et notre \xc3\xa9quipe."},
+        {"es", "Ahora est\xc3\xa1 en un grupo de apoyo. Para escribir a todo el grupo, empiece "
+               "su mensaje con # y un espacio, as\xc3\xad: # hola. Todo lo dem\xc3\xa1s queda "
+               "entre usted y nuestro equipo."},
+        {"ar", "\xd8\xa3\xd9\x86\xd8\xaa \xd8\xa7\xd9\x84\xd8\xa2\xd9\x86 \xd9\x81\xd9\x8a "
+               "\xd9\x85\xd8\xac\xd9\x85\xd9\x88\xd8\xb9\xd8\xa9 \xd8\xaf\xd8\xb9\xd9\x85. "
+               "\xd9\x84\xd9\x84\xd9\x83\xd8\xaa\xd8\xa7\xd8\xa8\xd8\xa9 "
+               "\xd8\xa5\xd9\x84\xd9\x89 \xd8\xac\xd9\x85\xd9\x8a\xd8\xb9 "
+               "\xd8\xa3\xd8\xb9\xd8\xb6\xd8\xa7\xd8\xa6\xd9\x87\xd8\xa7\xd8\x8c "
+               "\xd8\xa7\xd8\xa8\xd8\xaf\xd8\xa3 "
+               "\xd8\xb1\xd8\xb3\xd8\xa7\xd9\x84\xd8\xaa\xd9\x83 "
+               "\xd8\xa8\xd8\xa7\xd9\x84\xd8\xb1\xd9\x85\xd8\xb2 # \xd8\xab\xd9\x85 "
+               "\xd9\x85\xd8\xb3\xd8\xa7\xd9\x81\xd8\xa9\xd8\x8c "
+               "\xd9\x87\xd9\x83\xd8\xb0\xd8\xa7: # \xd9\x85\xd8\xb1\xd8\xad\xd8\xa8\xd8\xa7. "
+               "\xd8\xa3\xd9\x8a \xd8\xb1\xd8\xb3\xd8\xa7\xd9\x84\xd8\xa9 "
+               "\xd8\xa3\xd8\xae\xd8\xb1\xd9\x89 \xd8\xaa\xd8\xa8\xd9\x82\xd9\x89 "
+               "\xd8\xa8\xd9\x8a\xd9\x86\xd9\x83 \xd9\x88\xd8\xa8\xd9\x8a\xd9\x86 "
+               "\xd9\x81\xd8\xb1\xd9\x8a\xd9\x82\xd9\x86\xd8\xa7."},
 };
 
 int conv_group_joined(store_txn *t, const struct config *cfg, const char *guest, const char *room_id)
@@ -1037,17 +1034,21 @@ static const struct {
          "will write to you here when we open."},
         {"fr", "R\xc3\xa9pondez 0 pour parler \xc3\xa0 une personne.",
          "Nous avons demand\xc3\xa9 \xc3\xa0 un membre de l'\xc3\xa9quipe de vous rejoindre. Restez ici : "
-         "on vous \xc3\xa9" "crira d\xc3\xa8s que possible.",
+         "on vous \xc3\xa9"
+         "crira d\xc3\xa8s que possible.",
          "Nous sommes ferm\xc3\xa9s pour le moment. Nous avons dit \xc3\xa0 l'\xc3\xa9quipe que vous "
-         "souhaitez parler \xc3\xa0 une personne ; quelqu'un vous \xc3\xa9" "crira ici \xc3\xa0 "
+         "souhaitez parler \xc3\xa0 une personne ; quelqu'un vous \xc3\xa9"
+         "crira ici \xc3\xa0 "
          "l'ouverture."},
         {"es", "Responda 0 para hablar con una persona.",
-         "Hemos pedido a un miembro del equipo que se una a la conversaci\xc3\xb3n. Qu\xc3\xa9" "dese "
+         "Hemos pedido a un miembro del equipo que se una a la conversaci\xc3\xb3n. Qu\xc3\xa9"
+         "dese "
          "aqu\xc3\xad: le escribir\xc3\xa1 lo antes posible.",
          "Ahora estamos cerrados. Hemos avisado al equipo de que quiere hablar con una persona; alguien "
          "le escribir\xc3\xa1 aqu\xc3\xad cuando abramos."},
-        {"ar", "\xd8\xa3\xd8\xb1\xd8\xb3\xd9\x84 0 \xd9\x84\xd9\x84\xd8\xaa\xd8\xad\xd8\xaf\xd8\xab "
-               "\xd9\x85\xd8\xb9 \xd8\xb4\xd8\xae\xd8\xb5.",
+        {"ar",
+         "\xd8\xa3\xd8\xb1\xd8\xb3\xd9\x84 0 \xd9\x84\xd9\x84\xd8\xaa\xd8\xad\xd8\xaf\xd8\xab "
+         "\xd9\x85\xd8\xb9 \xd8\xb4\xd8\xae\xd8\xb5.",
          "\xd8\xb7\xd9\x84\xd8\xa8\xd9\x86\xd8\xa7 \xd9\x85\xd9\x86 \xd8\xa3\xd8\xad\xd8\xaf "
          "\xd8\xa7\xd9\x84\xd9\x85\xd9\x88\xd8\xb8\xd9\x81\xd9\x8a\xd9\x86 \xd8\xa7\xd9\x84\xd8\xa7\xd9\x86"
          "\xd8\xb6\xd9\x85\xd8\xa7\xd9\x85 \xd8\xa5\xd9\x84\xd9\x8a\xd9\x83. \xd8\xa7\xd8\xa8\xd9\x82 "
@@ -1174,11 +1175,10 @@ static int helper_answer(const struct txn_env *env, store_txn *t, const char *gu
 	uint64_t now = th_now_ms();
 	json_t *hs = json_object_get(c, "helper");
 	uint64_t asked_ms = (uint64_t)json_integer_value(json_object_get(hs, "asked_ms"));
-	struct pol_helper_facts f = {
-	        .staff_joined = rooms_user_first(t, room_id, ROOMS_STAFF, buf) == TH_OK,
-	        .open = hours_open(&svc->hours, now, NULL),
-	        .menu_shown = json_is_true(json_object_get(hs, "menu")),
-	        .word = pol_helper_word_of(body, keys, nkeys, &entry)};
+	struct pol_helper_facts f = {.staff_joined = rooms_user_first(t, room_id, ROOMS_STAFF, buf) == TH_OK,
+	                             .open = hours_open(&svc->hours, now, NULL),
+	                             .menu_shown = json_is_true(json_object_get(hs, "menu")),
+	                             .word = pol_helper_word_of(body, keys, nkeys, &entry)};
 	f.asked = asked_ms && !f.staff_joined && now >= asked_ms && now - asked_ms < HELPER_ASKED_MS;
 	struct pol_helper_decision d;
 	pol_helper_decide(&f, &d);
@@ -1216,8 +1216,9 @@ static int helper_answer(const struct txn_env *env, store_txn *t, const char *gu
 		if (d.action == POL_HELPER_HANDOVER) {
 			rc = helper_handover(env, t, guest, c, room_id, svc, f.staff_joined);
 			if (!rc)
-				rc = helper_say(env, t, guest, room_id, svc, said,
-				                "The guest asked to talk to a person; the staff room was told:");
+				rc = helper_say(
+				        env, t, guest, room_id, svc, said,
+				        "The guest asked to talk to a person; the staff room was told:");
 			json_object_set_new(helper_state(c), "asked_ms", json_integer((json_int_t)now));
 		} else {
 			rc = helper_say(env, t, guest, room_id, svc, said, NULL);

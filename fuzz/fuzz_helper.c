@@ -66,14 +66,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (pol_helper_word_of("0", keys, nkeys, NULL) != POL_HELPER_PERSON)
 		fuzz_fail("\"0\" is not a person");
 	for (unsigned bits = 0; bits < 16; bits++) {
-		struct pol_helper_facts f = {.staff_joined = bits & 1, .open = (bits >> 1) & 1,
-		                             .menu_shown = (bits >> 2) & 1, .asked = (bits >> 3) & 1, .word = w};
+		struct pol_helper_facts f = {.staff_joined = bits & 1,
+		                             .open = (bits >> 1) & 1,
+		                             .menu_shown = (bits >> 2) & 1,
+		                             .asked = (bits >> 3) & 1,
+		                             .word = w};
 		struct pol_helper_decision d;
 		pol_helper_decide(&f, &d);
 		if (d.rule < 0 || d.action >= POL_HELPER_ACTION_COUNT)
 			fuzz_fail("no rule decided");
-		if (w == POL_HELPER_PERSON && !(f.staff_joined && f.open) && d.action != POL_HELPER_HANDOVER &&
-		    d.action != POL_HELPER_ASKED)
+		if (w == POL_HELPER_PERSON && !(f.staff_joined && f.open) &&
+		    d.action != POL_HELPER_HANDOVER && d.action != POL_HELPER_ASKED)
 			fuzz_fail("a person asked for and not handed over");
 	}
 	free(in);

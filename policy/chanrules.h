@@ -19,8 +19,8 @@
 
 /* Which way the words go. */
 enum pol_chan_event {
-	POL_CHAN_IN = 0, /* the person wrote to the service */
-	POL_CHAN_OUT,    /* staff's words (or the service's) to the person */
+	POL_CHAN_IN = 0,      /* the person wrote to the service */
+	POL_CHAN_OUT,         /* staff's words (or the service's) to the person */
 	POL_CHAN_UNDELIVERED, /* the gateway reported the last text to the person not delivered */
 	POL_CHAN_EVENT_COUNT
 };

@@ -207,8 +207,8 @@ int pol_helper_is_person_word(const char *word)
 
 static const char *const word_names[] = {"other", "person", "entry"};
 static const char *const action_names[] = {"nothing", "answer", "menu", "handover", "asked_before"};
-static const char *const reason_names[] = {"no_rule",      "staff_here",   "person",     "person_again",
-                                           "answer_first", "answer",       "menu_first", "no_match"};
+static const char *const reason_names[] = {"no_rule",      "staff_here", "person",     "person_again",
+                                           "answer_first", "answer",     "menu_first", "no_match"};
 
 #define NAME(table, i) ((size_t)(i) < sizeof(table) / sizeof(table[0]) ? table[i] : NULL)
 

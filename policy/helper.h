@@ -28,8 +28,8 @@ enum pol_helper_word {
 
 /* One entry of the helper, as the matcher needs it (the answer's text is the caller's). */
 struct pol_helper_key {
-	unsigned number;           /* 1..99, or 0: none (keywords only) */
-	const char *const *words;  /* borrowed: keywords or phrases, NUL-terminated */
+	unsigned number;          /* 1..99, or 0: none (keywords only) */
+	const char *const *words; /* borrowed: keywords or phrases, NUL-terminated */
 	size_t nwords;
 };
 
@@ -52,13 +52,13 @@ enum pol_helper_action {
 
 enum pol_helper_reason {
 	POL_HELPER_R_NO_RULE = 0,
-	POL_HELPER_R_STAFF_HERE,     /* staff joined and the service is open: the helper is silent */
-	POL_HELPER_R_PERSON,         /* the guest asked for a person */
-	POL_HELPER_R_PERSON_AGAIN,   /* ...again, before anyone joined */
-	POL_HELPER_R_ANSWER_FIRST,   /* an entry matched the first words: its answer and the menu */
-	POL_HELPER_R_ANSWER,         /* an entry matched */
-	POL_HELPER_R_MENU_FIRST,     /* the first words matched nothing: the menu */
-	POL_HELPER_R_NO_MATCH,       /* nothing matched, the menu was shown: silent */
+	POL_HELPER_R_STAFF_HERE,   /* staff joined and the service is open: the helper is silent */
+	POL_HELPER_R_PERSON,       /* the guest asked for a person */
+	POL_HELPER_R_PERSON_AGAIN, /* ...again, before anyone joined */
+	POL_HELPER_R_ANSWER_FIRST, /* an entry matched the first words: its answer and the menu */
+	POL_HELPER_R_ANSWER,       /* an entry matched */
+	POL_HELPER_R_MENU_FIRST,   /* the first words matched nothing: the menu */
+	POL_HELPER_R_NO_MATCH,     /* nothing matched, the menu was shown: silent */
 	POL_HELPER_R_COUNT
 };
 

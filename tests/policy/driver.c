@@ -423,7 +423,8 @@ static int run_helper(const json_t *in, const char *exp_path, char *why, size_t 
 		nkeys = json_array_size(ents) < HELPER_MAX_KEYS ? json_array_size(ents) : HELPER_MAX_KEYS;
 		for (size_t i = 0; i < nkeys; i++) {
 			json_t *e = json_array_get(ents, i), *ws = json_object_get(e, "words");
-			size_t nw = json_array_size(ws) < HELPER_MAX_WORDS ? json_array_size(ws) : HELPER_MAX_WORDS;
+			size_t nw = json_array_size(ws) < HELPER_MAX_WORDS ? json_array_size(ws)
+			                                                   : HELPER_MAX_WORDS;
 			for (size_t w = 0; w < nw; w++)
 				words[i][w] = json_string_value(json_array_get(ws, w));
 			keys[i] = (struct pol_helper_key){

@@ -879,8 +879,10 @@ static void test_export(void)
 	{
 		static const char fresh[] = "@guest_ffffffffffffffffffffffffffffffff:test.local";
 		store_txn *t;
-		struct audit_rec rec = {.kind = AUDIT_CONTACT_BLOCKED, .actor = "@staff:test.local",
-		                        .subject = fresh, .reason = "invite_from_stranger"};
+		struct audit_rec rec = {.kind = AUDIT_CONTACT_BLOCKED,
+		                        .actor = "@staff:test.local",
+		                        .subject = fresh,
+		                        .reason = "invite_from_stranger"};
 		CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
 		CHECK_EQ_INT(audit_append(e.a, t, &rec, NULL), TH_OK);
 		CHECK_EQ_INT(store_txn_commit(t), TH_OK);
@@ -1392,7 +1394,8 @@ static void test_index_fields(void)
 	store_txn *t;
 	CHECK_EQ_INT(store_txn_begin(e.st, 1, &t), TH_OK);
 	for (int i = 0; i < 70; i++) {
-		json_t *d = json_pack("{s:s, s:{s:s}}", "room", "!decoy:test.local", "inner", "actor", "@decoy:x");
+		json_t *d = json_pack("{s:s, s:{s:s}}", "room", "!decoy:test.local", "inner", "actor",
+		                      "@decoy:x");
 		struct audit_rec rec = {.kind = AUDIT_CONTACT_BLOCKED,
 		                        .actor = i % 4 ? "@plain:test.local" : "@even\\\"q:test.local",
 		                        .room = i % 2 ? "!a\\\"b:test.local" : "!plain:test.local",

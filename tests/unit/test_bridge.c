@@ -2552,8 +2552,9 @@ static void test_budgets(void)
 	queued = calls_len();
 	CHECK_EQ_INT(conv_send_media(&env, guest, "F4", &png, pic, 20000, &res, &retry), TH_OK);
 	CHECK_EQ_INT(res, CONV_OVER_TOTAL);
-	CHECK_EQ_INT(conv_send(&env, guest, "B5", "a little more than a hundred bytes, which is more than the "
-	                                         "hundred bytes this conversation has left in all",
+	CHECK_EQ_INT(conv_send(&env, guest, "B5",
+	                       "a little more than a hundred bytes, which is more than the "
+	                       "hundred bytes this conversation has left in all",
 	                       &res, &retry),
 	             TH_OK);
 	CHECK_EQ_INT(res, CONV_OVER_TOTAL);

@@ -860,10 +860,10 @@ static void test_admin_token_file(void)
  * keyword (policy/helper.h); each mistake names its key and line. */
 static void test_helper_keys(void)
 {
-#define HELPER_SERVICE              \
-	"services:\n"               \
-	"  desk:\n"                 \
-	"    display_name: Desk\n"  \
+#define HELPER_SERVICE                             \
+	"services:\n"                              \
+	"  desk:\n"                                \
+	"    display_name: Desk\n"                 \
 	"    staff_room: \"!staff:example.org\"\n" \
 	"    helper:\n"
 	EXPECT_ERROR(MINIMAL HELPER_SERVICE "      en: hello\n", 13, "services.desk.helper.en",
@@ -872,8 +872,8 @@ static void test_helper_keys(void)
 	             "not a language code");
 	EXPECT_ERROR(MINIMAL HELPER_SERVICE "      en:\n        answers:\n          - {number: 1, text: t}\n",
 	             13, "missing required key 'services.desk.helper.en.menu'", NULL);
-	EXPECT_ERROR(MINIMAL HELPER_SERVICE "      en:\n        menu: m\n", 13, "services.desk.helper.en.answers",
-	             "at least one");
+	EXPECT_ERROR(MINIMAL HELPER_SERVICE "      en:\n        menu: m\n", 13,
+	             "services.desk.helper.en.answers", "at least one");
 	EXPECT_ERROR(MINIMAL HELPER_SERVICE "      en:\n        menu: m\n        answers:\n"
 	                                    "          - {number: 0, text: t}\n",
 	             16, "services.desk.helper.en.answers[0].number", "talk to a person");
@@ -915,12 +915,13 @@ static void test_helper_keys(void)
 
 	struct config cfg;
 	char err[768];
-	const char *ok = MINIMAL HELPER_SERVICE "      en:\n        menu: \"1 hours, 2 address\"\n"
-	                                        "        answers:\n"
-	                                        "          - {number: 1, keywords: [hours, open], text: \"9 to 5\"}\n"
-	                                        "          - {keywords: [\"where are you\"], text: \"Here\"}\n"
-	                                        "      fr:\n        menu: \"1 heures\"\n"
-	                                        "        answers:\n          - {number: 1, text: \"9 à 17 h\"}\n";
+	const char *ok =
+	        MINIMAL HELPER_SERVICE "      en:\n        menu: \"1 hours, 2 address\"\n"
+	                               "        answers:\n"
+	                               "          - {number: 1, keywords: [hours, open], text: \"9 to 5\"}\n"
+	                               "          - {keywords: [\"where are you\"], text: \"Here\"}\n"
+	                               "      fr:\n        menu: \"1 heures\"\n"
+	                               "        answers:\n          - {number: 1, text: \"9 à 17 h\"}\n";
 	CHECK_EQ_INT(load_text(ok, &cfg, err, sizeof(err)), TH_OK);
 	CHECK_STR(err, "");
 	if (!err[0]) {

@@ -1470,9 +1470,9 @@ static void test_dedupe_record(void)
 	CHECK_EQ_INT(store_count(t, STORE_EVENTS, &index1), TH_OK);
 	CHECK_EQ_INT(dedupe_count(t, &ntx, &nev1), TH_OK);
 	store_txn_abort(t);
-	CHECK_EQ_INT(nev1 - nev0, N);              /* every one counted, once */
-	CHECK(index1 > index0 && nev1 > index1);   /* some moved to STORE_EVENTS, some still in the record */
-	CHECK_EQ_INT(ntx, DEDUPE_TXNS_MAX);        /* the last ones only */
+	CHECK_EQ_INT(nev1 - nev0, N);            /* every one counted, once */
+	CHECK(index1 > index0 && nev1 > index1); /* some moved to STORE_EVENTS, some still in the record */
+	CHECK_EQ_INT(ntx, DEDUPE_TXNS_MAX);      /* the last ones only */
 
 	/* The newest transaction resent: known by its id, nothing looked at. */
 	snprintf(body, sizeof(body),
@@ -1490,11 +1490,12 @@ static void test_dedupe_record(void)
 		char big[4096];
 		size_t k = (size_t)snprintf(big, sizeof(big), "{\"events\":[");
 		for (int j = i; j < i + 10; j++)
-			k += (size_t)snprintf(big + k, sizeof(big) - k,
-			                      "%s{\"event_id\":\"$catchup%d_abcdefghijklmnopqrstuvwxyz0123456789\","
-			                      "\"room_id\":\"!d:test.local\",\"type\":\"m.room.message\","
-			                      "\"sender\":\"@staff:test.local\",\"content\":{}}",
-			                      j > i ? "," : "", j);
+			k += (size_t)snprintf(
+			        big + k, sizeof(big) - k,
+			        "%s{\"event_id\":\"$catchup%d_abcdefghijklmnopqrstuvwxyz0123456789\","
+			        "\"room_id\":\"!d:test.local\",\"type\":\"m.room.message\","
+			        "\"sender\":\"@staff:test.local\",\"content\":{}}",
+			        j > i ? "," : "", j);
 		snprintf(big + k, sizeof(big) - k, "]}");
 		snprintf(id, sizeof(id), "again%d", i);
 		run(id, big, &res);
@@ -1511,7 +1512,8 @@ static void test_dedupe_record(void)
 	CHECK_EQ_INT(res.processed, 0);
 	CHECK_EQ_INT(res.skipped, 1);
 	/* One event twice in one transaction: handled once. */
-	run("twice", "{\"events\":[" MSG("$twice", "!d:test.local", "a") "," MSG("$twice", "!d:test.local", "a") "]}",
+	run("twice",
+	    "{\"events\":[" MSG("$twice", "!d:test.local", "a") "," MSG("$twice", "!d:test.local", "a") "]}",
 	    &res);
 	CHECK_EQ_INT(res.processed, 1);
 	CHECK_EQ_INT(res.skipped, 1);
