@@ -183,8 +183,10 @@ static int write_record(struct dedupe *d, store_txn *t)
 	unsigned char *rec = xmalloc(len);
 	rec[0] = FORMAT;
 	rec[1] = (unsigned char)d->ntxns;
-	memcpy(rec + 2, d->txns, d->txns_len);
-	memcpy(rec + 2 + d->txns_len, d->ev, d->ev_len);
+	if (d->txns_len) /* either may be unallocated while empty */
+		memcpy(rec + 2, d->txns, d->txns_len);
+	if (d->ev_len)
+		memcpy(rec + 2 + d->txns_len, d->ev, d->ev_len);
 	int rc = store_put(t, STORE_TXNS, DEDUPE_KEY, strlen(DEDUPE_KEY), rec, len, 0);
 	free(rec);
 	return rc;

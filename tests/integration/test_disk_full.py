@@ -172,7 +172,13 @@ def test_disk_full_gateway_answers_503_and_recovers(workdir):
         r = redeem(base)
         assert_unavailable(r)
         assert time.monotonic() - t < 2.0
-        assert_unavailable(send(base, session, refused_lid))
+        # Sent again while the disk is still full: refused again, or taken
+        # if LMDB found a page the outbox's retries freed meanwhile; once.
+        r = send(base, session, refused_lid)
+        if r.status_code == 202:
+            acked.append(refused_lid)
+        else:
+            assert_unavailable(r)
         assert d.running(), "threshold died when the disk filled:\n" + d.log_text()[-3000:]
         log = d.log_text()
         # LMDB reports ENOSPC, or EIO when a page write came up short.
@@ -188,7 +194,8 @@ def test_disk_full_gateway_answers_503_and_recovers(workdir):
         hs.heal()
         r = send(base, session, refused_lid)
         assert r.status_code == 202, r.text
-        acked.append(refused_lid)
+        if refused_lid not in acked:
+            acked.append(refused_lid)
         r = redeem(base)
         assert r.status_code == 200, r.text
         wait(lambda: outbox_pending(d) == 0, 20, "the outbox draining after space was freed")
