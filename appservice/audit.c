@@ -26,7 +26,7 @@
 #define META_HEAD      "audit_head"
 #define META_SEAL_NEXT "seal_next_slot"
 #define META_INDEXED   "audit_indexed" /* u64 BE: every record up to it is in STORE_AUDIT_INDEX */
-#define HEAD_LEN       56 /* seq, hash, checkpoint seq, checkpoint time */
+#define HEAD_LEN       56              /* seq, hash, checkpoint seq, checkpoint time */
 
 #define CKPT_PREFIX   "threshold-audit-checkpoint/v1\n"
 #define EXPORT_FORMAT "threshold-audit-export/v1"
@@ -2072,7 +2072,7 @@ int audit_export(store_txn *t, const struct audit_filter *f, const char *pubkey,
 		return rc;
 	if (!start && f->subject) {
 		/* None indexed: the first can only be among the newest (the tail,
-		 * above), or none, and then the export is the stub at head_seq. */
+		 * above), or none, and then the export is the head record alone, as a stub (export_stub). */
 		if ((rc = indexed_read(t, &start)))
 			return rc;
 		start = start + 1 < head_seq ? start + 1 : head_seq;

@@ -170,7 +170,7 @@ struct config {
 	unsigned gw_max_polls_per_guest;  /* feed polls one guest may have waiting at once */
 	size_t gw_guest_bytes_per_hour;   /* message and upload bytes one guest may send per hour */
 	size_t gw_conversation_bytes_total; /* message and upload bytes one conversation may carry, in all */
-	size_t gw_max_blob_bytes_held;    /* guests' files held in the store waiting to upload, in all */
+	size_t gw_max_blob_bytes_held;      /* guests' files held in the store waiting to upload, in all */
 	unsigned gw_waiting_notice_s; /* "waiting" notices grouped over this many seconds; 0: each at once */
 	/* calls: audio (and video) calls between a guest's page and staff, relayed by TURN
 	 * (docs/calls.md) */

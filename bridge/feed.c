@@ -163,7 +163,7 @@ struct read_ctx {
 	int any;
 	int want_one; /* WANT_ANY or WANT_NEWS: stop at the first entry (that is news) */
 	unsigned scanned;
-	int erasing; /* collect every key (and the guest's own events) instead */
+	int erasing;   /* collect every key (and the guest's own events) instead */
 	int keep_room; /* feed_read_rooms: "room_id" stays */
 	json_t *own;
 	unsigned char (*keys)[KEY_MAX];
