@@ -1379,11 +1379,16 @@ static int index_keys(store_txn *t, const char *kind, const char *room, const ch
  * by audit_iter straight from STORE_AUDIT instead.  Appended one at a time,
  * each record would write the path of three duplicate trees, one of them
  * (its kind's) as deep as the log is long; a batch of them shares those
- * pages.  STORE_AUDIT_BY_SUBJECT likewise (audit_iter and audit_export
+ * pages.  Sixteen, not more: the entries of a kind share a path, but those
+ * of rooms, actors and subjects fall all over trees that a big log makes
+ * large, so a batch writes about a leaf an entry; at a million records a
+ * batch of 64 wrote 230 pages in one commit, the slowest transactions' 1.6
+ * times the empty store's (docs/performance.md).  STORE_AUDIT_BY_SUBJECT
+ * likewise (audit_iter and audit_export
  * read the tail too).  STORE_AUDIT_BY_TIME is still written with the record,
  * at most once a second: audit_iter's walks start where it says.
  */
-#define AUDIT_INDEX_TAIL 64
+#define AUDIT_INDEX_TAIL 16
 
 static int indexed_read(store_txn *t, uint64_t *out)
 {

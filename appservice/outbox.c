@@ -2072,7 +2072,7 @@ static void commit_batch(outbox *ob, uint64_t now)
 	p->nbatch = 0;
 	if (!list)
 		return;
-	uint64_t t0 = th_mono_ms();
+	uint64_t t0 = th_mono_us();
 	store_txn *t = NULL;
 	int rc = store_txn_begin(ob->st, 1, &t);
 	for (struct finished *f = list; !rc && f; f = f->next)
@@ -2115,9 +2115,13 @@ static void commit_batch(outbox *ob, uint64_t now)
 	p->stats.set_aside += aside;
 	p->stats.commits += commits;
 	pthread_mutex_unlock(&p->mu);
-	/* Leave the writer to the homeserver's transactions at least as long
-	 * as this took: a backlog draining takes at most half the store. */
-	p->next_commit_ms = th_mono_ms() + (th_mono_ms() - t0);
+	/* Leave the writer to the homeserver's transactions three times as
+	 * long as this took: a backlog draining holds LMDB's one writer a
+	 * quarter of the time at most, so a transaction waits behind at most
+	 * one removal commit and the homeserver's pace falls by a quarter at
+	 * worst (docs/performance.md, the backlog row). */
+	uint64_t t1 = th_mono_us();
+	p->next_commit_ms = (t1 + 3 * (t1 - t0) + 999) / 1000; /* th_mono_ms()'s clock */
 }
 
 /* Take the outcome of a slot's action (under pool.mu).  @return 1 when the

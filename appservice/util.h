@@ -66,6 +66,8 @@ int th_consttime_eq(const void *a, size_t alen, const void *b, size_t blen);
 uint64_t th_now_ms(void);
 /** Monotonic milliseconds, for timeouts and backoff. */
 uint64_t th_mono_ms(void);
+/* The same clock in microseconds. */
+uint64_t th_mono_us(void);
 
 /**
  * Parse a base-10 unsigned integer occupying all of @p s.
