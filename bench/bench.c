@@ -1065,18 +1065,21 @@ static void scale_budgets(void)
 		for (int k = 0; k < 2; k++) {
 			const struct scale_fig *a = k ? &e->f1 : &e->f100, *b = k ? &d->f1 : &d->f100;
 			double r[5] = {scale_ratio(a->ev_s, b->ev_s, 1), scale_ratio(a->p50_ms, b->p50_ms, 0),
-			               scale_ratio(a->p99_ms, b->p99_ms, 0), scale_ratio(a->cpu_ms, b->cpu_ms, 0),
-			               scale_ratio(a->kib, b->kib, 0)};
+			               scale_ratio(a->p99_ms, b->p99_ms, 0),
+			               scale_ratio(a->cpu_ms, b->cpu_ms, 0), scale_ratio(a->kib, b->kib, 0)};
 			for (int c = 0; c < 5; c++) {
 				if (r[c] > worst) {
 					worst = r[c];
-					snprintf(what, sizeof(what), "%s, %s", col[c], k ? "1-event" : "100-event");
+					snprintf(what, sizeof(what), "%s, %s", col[c],
+					         k ? "1-event" : "100-event");
 				}
 			}
 		}
 		printf("  %-22s %s worst %.2fx (%s); %%ceil %.1f%% %s\n", d->row,
-		       i == 0 ? "(the reference)" : worst <= 1.5 ? "within: " : "OVER:   ", worst, what,
-		       d->pct_ceil, d->pct_ceil >= 85 ? "" : "(under 85%)");
+		       i == 0         ? "(the reference)"
+		       : worst <= 1.5 ? "within: "
+		                      : "OVER:   ",
+		       worst, what, d->pct_ceil, d->pct_ceil >= 85 ? "" : "(under 85%)");
 	}
 }
 
