@@ -1155,7 +1155,7 @@ static void bench_scale(const struct config *base_cfg, const char *dir, const st
 	printf("%-22s | %8s %6s %6s %6s %7s | %6s %6s %6s %6s %5s %5s |\n", "store", "events/s", "p50ms",
 	       "p99ms", "CPUms", "KiB", "ev/s", "p50ms", "p99ms", "CPUms", "KiB", "%ceil");
 	struct scale_store ss;
-	char note[96];
+	char note[128];
 
 	scale_open(&ss, cfg, dir, "empty");
 	scale_run_in(&ss, z->run_in);
@@ -1208,8 +1208,10 @@ static void bench_scale(const struct config *base_cfg, const char *dir, const st
 	size_t left1 = outbox_pending(ob);
 	outbox_stop(ob);
 	snprintf(row, sizeof(row), "%u-action backlog", z->backlog);
-	snprintf(note, sizeof(note), "drained %.0f/s, %.0f/s; left %zu, %zu",
+	snprintf(note, sizeof(note), "drained %.0f/s, %.0f/s (%.0f, %.0f a commit); left %zu, %zu",
 	         (double)(o1.removed - o0.removed) / (t1 - t0), (double)(o2.removed - o1.removed) / (t2 - t1),
+	         (double)(o1.removed - o0.removed) / (double)(o1.commits - o0.commits + !(o1.commits - o0.commits)),
+	         (double)(o2.removed - o1.removed) / (double)(o2.commits - o1.commits + !(o2.commits - o1.commits)),
 	         left100, left1);
 	scale_print(row, &f100, &f1, ceil, note);
 	scale_close(&ss);
@@ -1332,7 +1334,7 @@ int main(int argc, char **argv)
 	int quick = 0, table_only = 0, no_table = 0;
 	const char *pages_dir = NULL;
 	unsigned pages_fill = 200, pages_audit = 0;
-	struct scale_sizes z = {1000, 100000, 1000000, 10000, 100, 1000, 2000};
+	struct scale_sizes z = {1000, 100000, 1000000, 10000, 300, 1000, 2000};
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--threshold") && i + 1 < argc)
 			threshold = argv[++i];
