@@ -37,9 +37,10 @@
  * lane then carries on.
  *
  * Removal in batches.  Finished actions are removed, with what their done
- * fns queue or record, in one write transaction per batch, and such commits
- * take at most about half the store's writing time, so a draining backlog
- * leaves the homeserver's transactions room to commit.
+ * fns queue or record, in one write transaction per batch, and each such
+ * commit is followed by three times its length without one: a draining
+ * backlog takes at most about a quarter of the store's writing time, and
+ * the homeserver's transactions wait behind one removal commit at most.
  * A crash between ack and action loses nothing: the action is still queued
  * and runs at the next start.  Sends use the outbox sequence as the Matrix
  * transaction id ("th<store prefix>_<seq>"), so a resend after a crash is
