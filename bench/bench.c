@@ -233,7 +233,6 @@ static void bench_txns(struct config *cfg, store *st, unsigned ntxns, unsigned p
  * (a neighbour's writes, a cache flushing) weighs on both alike.  The
  * figures are medians over the rounds; @p ratio is the median of each
  * round's ratio. */
-/* Bytes this process has handed to write(2) and friends so far. */
 /* Bytes this thread has handed the kernel (wchar): LMDB writes a commit's
  * pages from the committing thread, so this is the transaction's own commit;
  * the outbox's removal commits, in its own thread, are not in it. */
