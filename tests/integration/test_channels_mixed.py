@@ -216,13 +216,15 @@ def mixed(env):
     env.gateway_settings = {"languages": ["en", "fr"]}
     restart(env)
     wait_gateway(env)
-    kannel.start()
-    line = Line(kannel.dir, kannel.smsc_port, PHONE, SERVICE_NUMBER)
-    try:
+    line = None
+    try:  # a Kannel that fails to start leaves the shared config as it was
+        kannel.start()
+        line = Line(kannel.dir, kannel.smsc_port, PHONE, SERVICE_NUMBER)
         yield {"staff_room": staff_room, "line": line, "kannel": kannel, "meta": meta,
                "hook": "http://127.0.0.1:%d/whatsapp" % wa_port}
     finally:
-        line.hang_up()
+        if line is not None:
+            line.hang_up()
         kannel.stop()
         meta.stop()
         env.services = None

@@ -92,12 +92,14 @@ def kannel_service(env):
                "kannel_password": PASSWORD}
     env.gateway_settings = {"languages": ["en", "fr"]}
     restart(env)
-    kannel.start()
-    phone = Phone(kannel.dir, kannel.smsc_port, PHONE, SERVICE_NUMBER)
-    try:
+    phone = None
+    try:  # a Kannel that fails to start leaves the shared config as it was
+        kannel.start()
+        phone = Phone(kannel.dir, kannel.smsc_port, PHONE, SERVICE_NUMBER)
         yield {"staff_room": staff_room, "phone": phone, "kannel": kannel, "port": sms_port}
     finally:
-        phone.hang_up()
+        if phone is not None:
+            phone.hang_up()
         kannel.stop()
         env.services = None
         env.sms = None

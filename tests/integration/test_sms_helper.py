@@ -45,12 +45,14 @@ def sms_helper(env):
                "kannel_sendsms_url": kannel.sendsms_url, "kannel_username": "threshold",
                "kannel_password": "sendsms-pass"}
     restart(env)
-    kannel.start()
-    phone = Phone(kannel.dir, kannel.smsc_port, PHONE, SERVICE_NUMBER)
-    try:
+    phone = None
+    try:  # a Kannel that fails to start leaves the shared config as it was
+        kannel.start()
+        phone = Phone(kannel.dir, kannel.smsc_port, PHONE, SERVICE_NUMBER)
         yield {"staff_room": staff_room, "phone": phone}
     finally:
-        phone.hang_up()
+        if phone is not None:
+            phone.hang_up()
         kannel.stop()
         env.services = None
         env.sms = None
