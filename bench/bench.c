@@ -649,13 +649,11 @@ static enum MHD_Result hs_answer(void *cls, struct MHD_Connection *c, const char
 }
 
 /*
- * 100-event transactions while the outbox drains a backlog of @p backlog
- * sends (over 100 rooms) to a local homeserver that answers at once,
- * against the same transactions with the outbox idle, on a store of its
- * own.  @p drain_s: actions removed per second while draining.
+ * A homeserver in this process that answers every request at once, and
+ * @p cfg's outbox pointed at it with the settings the benchmarks use.
+ * cfg->hs_url is a new string; as_token is the caller's to set.
  */
-static void bench_backlog(struct config *cfg, const char *dir, unsigned backlog, double *idle_txn_s,
-                          double *busy_txn_s, double *drain_s)
+static struct MHD_Daemon *local_homeserver(struct config *cfg)
 {
 	struct sockaddr_in sa = {
 	        .sin_family = AF_INET, .sin_port = 0, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -666,15 +664,27 @@ static void bench_backlog(struct config *cfg, const char *dir, unsigned backlog,
 		fprintf(stderr, "bench: cannot start the local homeserver\n");
 		exit(1);
 	}
-	char *url =
+	cfg->hs_url =
 	        xasprintf("http://127.0.0.1:%u", MHD_get_daemon_info(hs, MHD_DAEMON_INFO_BIND_PORT)->port);
-	cfg->hs_url = url;
-	cfg->as_token = xstrdup("bench_as_token");
 	cfg->client_timeout_ms = 30000;
 	cfg->client_connect_timeout_ms = 5000;
 	cfg->outbox_max_backoff_ms = 60000;
 	cfg->outbox_concurrency = 8;
 	cfg->outbox_give_up_s = 3600;
+	return hs;
+}
+
+/*
+ * 100-event transactions while the outbox drains a backlog of @p backlog
+ * sends (over 100 rooms) to a local homeserver that answers at once,
+ * against the same transactions with the outbox idle, on a store of its
+ * own.  @p drain_s: actions removed per second while draining.
+ */
+static void bench_backlog(struct config *cfg, const char *dir, unsigned backlog, double *idle_txn_s,
+                          double *busy_txn_s, double *drain_s)
+{
+	struct MHD_Daemon *hs = local_homeserver(cfg);
+	cfg->as_token = xstrdup("bench_as_token");
 	char *path = xasprintf("%s/backlog-store", dir);
 	store *st;
 	if (store_open(path, 4096, &st) != TH_OK)
@@ -1106,6 +1116,13 @@ static void scale_run_in(struct scale_store *ss, unsigned n)
 	outbox_stop(ob);
 }
 
+/* Actions the outbox removed per removal commit between @p a and @p b. */
+static double per_commit(const struct outbox_stats *a, const struct outbox_stats *b)
+{
+	uint64_t commits = b->commits - a->commits;
+	return commits ? (double)(b->removed - a->removed) / (double)commits : 0;
+}
+
 /* One row: the 100-event and 1-event loads on @p ss as it stands, and the
  * ceiling of bare one-key commits on the same store, measured between them. */
 static void scale_row(struct scale_store *ss, const struct scale_sizes *z, unsigned guests, const char *row,
@@ -1124,24 +1141,9 @@ static void bench_scale(const struct config *base_cfg, const char *dir, const st
 	sc.staff_all_local = 1;
 	/* The outbox sends to a homeserver in this process that answers at once
 	 * (the run-in's rejects, the backlog row's queue). */
-	struct sockaddr_in sa = {
-	        .sin_family = AF_INET, .sin_port = 0, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	struct MHD_Daemon *hs =
-	        MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL,
-	                         NULL, hs_answer, NULL, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_END);
-	if (!hs) {
-		fprintf(stderr, "bench: cannot start the local homeserver\n");
-		exit(1);
-	}
-	char *url =
-	        xasprintf("http://127.0.0.1:%u", MHD_get_daemon_info(hs, MHD_DAEMON_INFO_BIND_PORT)->port);
-	sc.hs_url = url;
+	struct MHD_Daemon *hs = local_homeserver(&sc);
+	char *url = sc.hs_url;
 	sc.as_token = "bench_as_token";
-	sc.client_timeout_ms = 30000;
-	sc.client_connect_timeout_ms = 5000;
-	sc.outbox_max_backoff_ms = 60000;
-	sc.outbox_concurrency = 8;
-	sc.outbox_give_up_s = 3600;
 	const struct config *cfg = &sc;
 	printf("\nPer-event cost against what is stored: 100-event and 1-event transactions, one event in\n"
 	       "ten a stranger's invite of a guest (refused: an audit record and a reject action).\n"
@@ -1209,9 +1211,7 @@ static void bench_scale(const struct config *base_cfg, const char *dir, const st
 	snprintf(row, sizeof(row), "%u-action backlog", z->backlog);
 	snprintf(note, sizeof(note), "drained %.0f/s, %.0f/s (%.0f, %.0f a commit); left %zu, %zu",
 	         (double)(o1.removed - o0.removed) / (t1 - t0), (double)(o2.removed - o1.removed) / (t2 - t1),
-	         (double)(o1.removed - o0.removed) / (double)(o1.commits - o0.commits + !(o1.commits - o0.commits)),
-	         (double)(o2.removed - o1.removed) / (double)(o2.commits - o1.commits + !(o2.commits - o1.commits)),
-	         left100, left1);
+	         per_commit(&o0, &o1), per_commit(&o1, &o2), left100, left1);
 	scale_print(row, &f100, &f1, ceil, note);
 	scale_close(&ss);
 	MHD_stop_daemon(hs);
