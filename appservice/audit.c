@@ -2077,7 +2077,8 @@ int audit_export(store_txn *t, const struct audit_filter *f, const char *pubkey,
 		return rc;
 	if (!start && f->subject) {
 		/* None indexed: the first can only be among the newest (the tail,
-		 * above), or none, and then the export is the head record alone, as a stub (export_stub). */
+		 * above), or none, and then the export holds the head record
+		 * alone, in the omitted form export_stub writes. */
 		if ((rc = indexed_read(t, &start)))
 			return rc;
 		start = start + 1 < head_seq ? start + 1 : head_seq;

@@ -2116,10 +2116,10 @@ static void commit_batch(outbox *ob, uint64_t now)
 	p->stats.commits += commits;
 	pthread_mutex_unlock(&p->mu);
 	/* Leave the writer to the homeserver's transactions three times as
-	 * long as this took: a backlog draining holds LMDB's one writer a
-	 * quarter of the time at most, so a transaction waits behind at most
-	 * one removal commit and the homeserver's pace falls by a quarter at
-	 * worst (docs/performance.md, the backlog row). */
+	 * long as this took (in microseconds: most take less than one
+	 * millisecond): a backlog draining holds LMDB's one writer a quarter
+	 * of the time at most, and a transaction waits behind one removal
+	 * commit at most (docs/performance.md, the backlog row). */
 	uint64_t t1 = th_mono_us();
 	p->next_commit_ms = (t1 + 3 * (t1 - t0) + 999) / 1000; /* th_mono_ms()'s clock */
 }

@@ -164,9 +164,7 @@ uint64_t th_mono_us(void)
 
 uint64_t th_mono_ms(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+	return th_mono_us() / 1000u;
 }
 
 int th_parse_u64(const char *s, uint64_t max, uint64_t *out)

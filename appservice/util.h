@@ -66,7 +66,7 @@ int th_consttime_eq(const void *a, size_t alen, const void *b, size_t blen);
 uint64_t th_now_ms(void);
 /** Monotonic milliseconds, for timeouts and backoff. */
 uint64_t th_mono_ms(void);
-/* The same clock in microseconds. */
+/** The same monotonic clock in microseconds (th_mono_ms() is it over 1000). */
 uint64_t th_mono_us(void);
 
 /**
