@@ -874,7 +874,7 @@ static void test_export(void)
 	free(text);
 
 	/* A subject named only by the newest record, not yet in the index by
-	 * subject (it goes in with a batch of 64): exported all the same; and
+	 * subject (it goes in with a batch of 16): exported all the same; and
 	 * one never named: nothing, and the export still verifies. */
 	{
 		static const char fresh[] = "@guest_ffffffffffffffffffffffffffffffff:test.local";
